@@ -1,0 +1,49 @@
+"""medgan: medical-imaging super-resolution and GAN-based augmentation.
+
+The public API (see ``docs/API.md``) is importable from here. Heavy submodules
+(torch, MONAI) are imported on first use of a name, so ``import medgan`` and
+``medgan --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from medgan import errors
+from medgan._version import __version__
+
+# public name -> module that defines it
+_LAZY = {
+    "load_scan": "medgan.io.load",
+    "save_scan": "medgan.io.save",
+    "discover_scans": "medgan.io.discover",
+    "ScanRef": "medgan.io.discover",
+    "degrade": "medgan.data.degrade",
+    "interpolate": "medgan.data.degrade",
+    "evaluate": "medgan.eval.metrics",
+    "list_pretrained": "medgan.infer.pretrained",
+    "SuperResolver": "medgan.infer.superres",
+    "Synthesizer": "medgan.infer.synthesis",
+}
+
+__all__ = ["__version__", "errors", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'medgan' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:  # the feature is not part of this build
+            raise AttributeError(f"module 'medgan' has no attribute {name!r}") from exc
+        raise
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

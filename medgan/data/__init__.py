@@ -1,0 +1,1 @@
+"""Intensity normalisation, degradation models and patch datasets."""

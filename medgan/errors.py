@@ -1,0 +1,52 @@
+"""Exceptions a user can cause.
+
+Every error that bad input, a bad path or a bad configuration can cause is a
+subclass of :class:`MedganError`, so research code can catch one type and batch
+jobs can record the message per scan and go on. Messages name the file (or
+folder) and say what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MedganError",
+    "ScanReadError",
+    "SeriesGeometryError",
+    "AmbiguousSeriesError",
+    "GeometryMismatchError",
+    "CheckpointError",
+    "ConfigError",
+    "MissingDecoderError",
+]
+
+
+class MedganError(Exception):
+    """Base class of every error a user can cause."""
+
+
+class ScanReadError(MedganError):
+    """A file or folder cannot be read as a scan (broken, truncated, not an image)."""
+
+
+class MissingDecoderError(ScanReadError):
+    """Pixel data use a compressed transfer syntax for which no decoder is installed."""
+
+
+class SeriesGeometryError(ScanReadError):
+    """A DICOM series does not form a regular volume (gap, tilt, duplicates, mixed geometry)."""
+
+
+class AmbiguousSeriesError(MedganError):
+    """A directory holds several usable series and none was chosen with ``series=``."""
+
+
+class GeometryMismatchError(MedganError):
+    """Two scans that must share a voxel grid (shape and affine) do not."""
+
+
+class CheckpointError(MedganError):
+    """A model checkpoint is missing, foreign, tampered with or incompatible."""
+
+
+class ConfigError(MedganError):
+    """A configuration file (YAML) is invalid."""

@@ -1,0 +1,1 @@
+"""Metrics, baselines, statistics and reports."""

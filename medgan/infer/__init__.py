@@ -1,0 +1,1 @@
+"""SuperResolver and Synthesizer: checkpoints to scans with correct geometry."""

@@ -1,0 +1,1 @@
+"""Scans in and out: NIfTI files and DICOM series, with exact geometry."""

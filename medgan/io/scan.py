@@ -1,0 +1,63 @@
+"""The in-memory scan: a MONAI ``MetaTensor`` with a RAS+ affine and metadata.
+
+Every reader returns a scan built here, so the dtype, the affine's dtype and
+the minimum metadata keys are decided in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+__all__ = ["make_scan", "spacing_from_affine", "orientation_code", "LPS_TO_RAS"]
+
+#: Flip of the first two world axes: DICOM's LPS+ <-> NIfTI/MONAI's RAS+.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
+    """Voxel size (mm) along each spatial axis of a ``(d+1, d+1)`` affine."""
+    affine = np.asarray(affine, dtype=np.float64)
+    d = affine.shape[0] - 1
+    return tuple(float(v) for v in np.linalg.norm(affine[:d, :d], axis=0))
+
+
+def orientation_code(affine: np.ndarray) -> str:
+    """Three-letter axis code (e.g. ``"RAS"``, ``"LPI"``) of a 4x4 RAS+ affine."""
+    import nibabel as nib
+
+    return "".join(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
+
+
+def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[str, Any] | None = None) -> MetaTensor:
+    """Build a channel-first float32 scan with a float64 RAS+ affine.
+
+    Parameters
+    ----------
+    array
+        Channel-first voxel array ``(C, X, Y[, Z])``.
+    affine
+        4x4 voxel-index-to-RAS+-millimetre matrix. For a 2-D image it is still 4x4
+        (the third column describes the slice normal).
+    meta
+        Extra metadata; ``spacing`` is derived from the affine when absent.
+
+    Returns
+    -------
+    monai.data.MetaTensor
+    """
+    data = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array)
+    if data.dtype != torch.float32:
+        data = data.to(torch.float32)
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got {affine.shape}")
+    meta = dict(meta or {})
+    n_spatial = data.ndim - 1
+    meta.setdefault("spacing", spacing_from_affine(affine)[:n_spatial])
+    meta.setdefault("modality", "unknown")
+    out = MetaTensor(data, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+    return out

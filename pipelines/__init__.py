@@ -1,0 +1,1 @@
+"""What you run: the ``medgan`` command line and folder-level batch jobs."""

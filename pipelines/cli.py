@@ -1,0 +1,79 @@
+"""The ``medgan`` console script.
+
+Each sub-command lives in its own module under :mod:`pipelines.commands` and
+exposes ``add_parser(subparsers)`` and ``run(args) -> int``. This module only
+wires them together and turns user errors into one clear line and an exit code:
+
+* 0 all done; 1 failed, nothing written; 2 usage error; 3 batch finished but
+  some scans failed (see the manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from medgan import __version__
+from medgan.errors import MedganError
+
+#: sub-command modules, in the order ``medgan --help`` lists them
+COMMAND_MODULES = [
+    "info",
+    "convert",
+    "degrade",
+    "upscale",
+    "train_sr",
+    "train_cgan",
+    "synthesize",
+    "evaluate",
+    "batch",
+    "run",
+    "demo",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medgan",
+        description="Medical-imaging super-resolution and GAN-based augmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"medgan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"pipelines.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"pipelines.commands.{name}":
+                continue  # command not part of this build
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except MedganError as exc:
+        print(f"medgan {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"medgan {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
