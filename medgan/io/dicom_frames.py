@@ -1,0 +1,324 @@
+"""Header-only frame table of DICOM files: one row per 2-D image plane, whatever the container.
+
+A classic file holds one plane, an enhanced multi-frame file one plane per frame (geometry and rescale in the
+shared / per-frame functional groups), a Siemens mosaic one plane per tile. :func:`frame_table` flattens all three
+into parallel NumPy arrays so that the series planner can sort and validate with vectorised code.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+
+from medgan.errors import ScanReadError
+from medgan.io.dicom_siemens import is_mosaic, mosaic_info, tile0_position
+
+__all__ = ["FileInfo", "FrameTable", "frame_table", "header_path", "quiet_pydicom"]
+
+#: Transfer syntaxes whose pixel data are stored uncompressed (size checkable against the file).
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+#: A compressed frame may expand this much at most before the declared size counts as absurd ...
+_MAX_COMPRESSION = 1000
+#: ... unless the whole decoded file stays below this size.
+_SMALL_DECODED = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the pixel reader needs to know about one file."""
+
+    path: str
+    rows: int
+    columns: int
+    n_frames: int
+    samples: int
+    tile_rows: int
+    tile_columns: int
+    grid: int  # mosaic tiles per row/column; 0 for a non-mosaic file
+    expected_bytes: int
+
+
+@dataclass
+class FrameTable:
+    """Parallel per-plane arrays of a set of headers (n planes)."""
+
+    files: list[FileInfo] = field(default_factory=list)
+    file_index: list[int] = field(default_factory=list)
+    frame_index: list[int] = field(default_factory=list)
+    tile_index: list[int] = field(default_factory=list)
+    ipp: list[np.ndarray | None] = field(default_factory=list)
+    iop: list[np.ndarray | None] = field(default_factory=list)
+    pixel_spacing: list[tuple[float, float] | None] = field(default_factory=list)
+    slope: list[float] = field(default_factory=list)
+    intercept: list[float] = field(default_factory=list)
+    order_key: list[tuple] = field(default_factory=list)
+    echo: list[tuple] = field(default_factory=list)
+    thickness: list[float | None] = field(default_factory=list)
+    between: list[float | None] = field(default_factory=list)
+
+    def add(self, **kw: Any) -> None:
+        for key, value in kw.items():
+            getattr(self, key).append(value)
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's value-validation warnings and log records while reading.
+
+    They can quote header values (patient name, IDs), which must never reach a log. Not thread-safe: pydicom's
+    validation mode is a process-wide setting.
+    """
+    settings = pydicom.config.settings
+    previous = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        settings.reading_validation_mode = previous
+
+
+def header_path(ds: pydicom.Dataset) -> str:
+    """File name a header was read from (``<unknown file>`` when it came from memory)."""
+    name = getattr(ds, "filename", None)
+    return str(name) if isinstance(name, str | os.PathLike) else "<unknown file>"
+
+
+def _floats(value: Any, n: int) -> np.ndarray | None:
+    try:
+        arr = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
+
+
+def _float(value: Any, default: float | None = None) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if np.isfinite(out) else default
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _int_tuple(value: Any) -> tuple[int, ...]:
+    """A DICOM value of multiplicity 1..n (or None) as a tuple of ints."""
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes | int | float):
+        return (_int(value),)
+    return tuple(_int(v) for v in value)
+
+
+def _group_item(ds: pydicom.Dataset, frame: int, sequence: str) -> pydicom.Dataset | None:
+    """Functional-group macro of one frame: per-frame if present there, else shared."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and frame < len(per_frame):
+        item = per_frame[frame].get(sequence)
+        if item:
+            return item[0]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        item = shared[0].get(sequence)
+        if item:
+            return item[0]
+    return None
+
+
+def _pixel_element_size(ds: pydicom.Dataset, path: str) -> tuple[bool, int | None]:
+    """(has pixel data, bytes available for native pixel data or None when unknown)."""
+    for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):  # PixelData, FloatPixelData, DoubleFloatPixelData
+        if tag not in ds:
+            continue
+        raw = ds.get_item(tag, keep_deferred=True)
+        length = getattr(raw, "length", None)
+        tell = getattr(raw, "value_tell", None)
+        if length is None:  # already converted element
+            value = ds[tag].value
+            return True, (len(value) if value is not None else 0)
+        if length == 0xFFFFFFFF:
+            return True, None
+        available = length
+        if tell is not None and path != "<unknown file>":
+            try:
+                available = min(length, os.path.getsize(path) - tell)
+            except OSError:
+                pass
+        return True, available
+    return False, None
+
+
+def _check_file(ds: pydicom.Dataset, path: str) -> tuple[int, int, int, int, int]:
+    """Validate pixel-module sizes against the file before anything is allocated.
+
+    Returns rows, columns, frames, samples per pixel and the decoded byte count.
+    """
+    has_pixels, available = _pixel_element_size(ds, path)
+    if not has_pixels:
+        hint = "the file may be truncated" if "Rows" in ds else "not an image object, or a truncated file"
+        raise ScanReadError(f"{path}: has no pixel data ({hint}); it cannot be read as a scan")
+    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
+    frames = _int(ds.get("NumberOfFrames") or 1, -1)
+    samples = _int(ds.get("SamplesPerPixel") or 1, -1)
+    bits = _int(ds.get("BitsAllocated"), -1)
+    if rows <= 0 or cols <= 0 or frames <= 0 or samples not in (1, 3, 4) or bits not in (1, 8, 16, 32, 64):
+        raise ScanReadError(
+            f"{path}: invalid image dimensions in the header (Rows={rows}, Columns={cols}, NumberOfFrames={frames}, "
+            f"SamplesPerPixel={samples}, BitsAllocated={bits})"
+        )
+    n_values = rows * cols * frames * samples
+    expected = (n_values + 7) // 8 if bits == 1 else n_values * (bits // 8)
+    syntax = str(getattr(ds.get("file_meta"), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+    if syntax in NATIVE_SYNTAXES and available is not None:
+        if expected > available:
+            raise ScanReadError(
+                f"{path}: pixel data truncated or dimensions absurd: the header declares {rows} x {cols} x {frames} "
+                f"frame(s) x {samples} sample(s) at {bits} bits ({expected} bytes) but the file holds {available} "
+                "bytes of pixel data"
+            )
+    else:
+        try:
+            file_size = os.path.getsize(path)
+        except OSError:
+            file_size = 0
+        if expected > max(_MAX_COMPRESSION * file_size, _SMALL_DECODED):
+            raise ScanReadError(
+                f"{path}: absurd image dimensions: the header declares {rows} x {cols} x {frames} frame(s) "
+                f"({expected} decoded bytes) for a {file_size}-byte compressed file"
+            )
+    return rows, cols, frames, samples, expected
+
+
+def _spacing(meas: pydicom.Dataset | None, default: np.ndarray | None) -> np.ndarray | None:
+    if meas is None or "PixelSpacing" not in meas:
+        return default
+    return _floats(meas.PixelSpacing, 2)
+
+
+def _classic_rescale(ds: pydicom.Dataset) -> tuple[float, float]:
+    return _float(ds.get("RescaleSlope"), 1.0) or 1.0, _float(ds.get("RescaleIntercept"), 0.0) or 0.0
+
+
+def _classic_order(ds: pydicom.Dataset, file_no: int) -> tuple:
+    return (
+        _int(ds.get("AcquisitionNumber")),
+        _int(ds.get("TemporalPositionIdentifier")),
+        _int(ds.get("InstanceNumber")),
+        file_no,
+    )
+
+
+def _echo_key(ds: pydicom.Dataset) -> tuple:
+    te = _float(ds.get("EchoTime"))
+    numbers = ds.get("EchoNumbers")
+    number = (_int_tuple(numbers) or (0,))[0]
+    return (number, None if te is None else round(te, 3))
+
+
+def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
+    """Flatten headers into one plane per row (see module docstring).
+
+    Raises
+    ------
+    ScanReadError
+        For a file without pixel data, with absurd or truncated dimensions, or an unreadable mosaic.
+    """
+    table = FrameTable()
+    for file_no, ds in enumerate(headers):
+        path = header_path(ds)
+        rows, cols, frames, samples, expected = _check_file(ds, path)
+        top_iop = _floats(ds.get("ImageOrientationPatient") or [], 6)
+        top_ipp = _floats(ds.get("ImagePositionPatient") or [], 3)
+        top_ps = _floats(ds.get("PixelSpacing") or [], 2)
+        thickness = _float(ds.get("SliceThickness"))
+        between = _float(ds.get("SpacingBetweenSlices"))
+
+        if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+            per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+            if per_frame and len(per_frame) != frames:
+                raise ScanReadError(
+                    f"{path}: NumberOfFrames is {frames} but the per-frame functional groups describe {len(per_frame)}"
+                )
+            table.files.append(FileInfo(path, rows, cols, frames, samples, rows, cols, 0, expected))
+            for f in range(frames):
+                pos = _group_item(ds, f, "PlanePositionSequence")
+                ori = _group_item(ds, f, "PlaneOrientationSequence")
+                meas = _group_item(ds, f, "PixelMeasuresSequence")
+                pvt = _group_item(ds, f, "PixelValueTransformationSequence")
+                content = _group_item(ds, f, "FrameContentSequence")
+                echo_item = _group_item(ds, f, "MREchoSequence")
+                slope, intercept = _classic_rescale(pvt if pvt is not None else ds)
+                dims = _int_tuple(content.get("DimensionIndexValues") if content is not None else None)
+                temporal = _int(content.get("TemporalPositionIndex")) if content else 0
+                te = _float(echo_item.get("EffectiveEchoTime")) if echo_item is not None else None
+                table.add(
+                    file_index=file_no,
+                    frame_index=f,
+                    tile_index=-1,
+                    ipp=_floats(pos.get("ImagePositionPatient") or [], 3) if pos is not None else top_ipp,
+                    iop=_floats(ori.get("ImageOrientationPatient") or [], 6) if ori is not None else top_iop,
+                    pixel_spacing=_spacing(meas, top_ps),
+                    slope=slope,
+                    intercept=intercept,
+                    order_key=(temporal, dims, file_no, f),  # the last entry only breaks ties
+                    echo=(0, None if te is None else round(te, 3)),
+                    thickness=_float(meas.get("SliceThickness"), thickness) if meas is not None else thickness,
+                    between=_float(meas.get("SpacingBetweenSlices"), between) if meas is not None else between,
+                )
+            continue
+
+        slope, intercept = _classic_rescale(ds)
+        common = dict(
+            file_index=file_no,
+            iop=top_iop,
+            pixel_spacing=top_ps,
+            slope=slope,
+            intercept=intercept,
+            order_key=_classic_order(ds, file_no),
+            echo=_echo_key(ds),
+            thickness=thickness,
+            between=between,
+        )
+        if is_mosaic(ds) and top_iop is not None and top_ipp is not None and top_ps is not None:
+            info = mosaic_info(ds)
+            if info is None:
+                raise ScanReadError(
+                    f"{path}: Siemens mosaic without a slice count (no CSA NumberOfImagesInMosaic and no ASCCONV "
+                    "sSliceArray.lSize); it cannot be split into slices"
+                )
+            if rows % info.grid or cols % info.grid:
+                raise ScanReadError(
+                    f"{path}: mosaic of {rows} x {cols} pixels does not divide into a {info.grid} x {info.grid} tile grid"
+                )
+            tile0 = tile0_position(ds, info.grid)
+            sign = -1.0 if info.reversed else 1.0
+            normal = np.asarray(info.normal)
+            table.files.append(
+                FileInfo(path, rows, cols, frames, samples, rows // info.grid, cols // info.grid, info.grid, expected)
+            )
+            for k in range(info.n_images):
+                table.add(frame_index=0, tile_index=k, ipp=tile0 + sign * k * info.step * normal, **common)
+            if info.step > 0 and not between:
+                table.between[-info.n_images :] = [info.step] * info.n_images
+            continue
+
+        table.files.append(FileInfo(path, rows, cols, frames, samples, rows, cols, 0, expected))
+        for f in range(frames):  # a multi-frame file without functional groups: frames share the geometry
+            table.add(frame_index=f, tile_index=-1, ipp=top_ipp, **common)
+            if frames > 1:
+                table.order_key[-1] = table.order_key[-1] + (f,)
+    return table

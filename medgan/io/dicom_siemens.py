@@ -1,0 +1,184 @@
+"""Siemens mosaic geometry from the CSA headers and the ASCCONV protocol text.
+
+Siemens stores an EPI volume as one 2-D "mosaic" image whose tiles are the slices. The slice count and the slice
+normal live in the private CSA image header; when an anonymiser removed it, they come from the ASCCONV protocol text
+in the CSA series header (corpus README, "Known pitfalls" 1 and 2). The CSA binary format and the ASCCONV text are
+parsed with nibabel's ``nicom`` helpers; only the lookup of the (possibly creator-less) private elements is ours.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydicom
+
+__all__ = ["MosaicInfo", "is_mosaic", "mosaic_info", "tile0_position"]
+
+_ASCCONV_RE = re.compile(r"### ASCCONV BEGIN.*?### ASCCONV END ###", re.S)
+
+
+def _nicom():
+    """Import nibabel's CSA / ASCCONV parsers, silencing the import-time "experimental readers" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from nibabel.nicom import ascconv, csareader
+
+    return csareader, ascconv
+
+
+@dataclass(frozen=True)
+class MosaicInfo:
+    """Where the tiles of one Siemens mosaic file lie.
+
+    Attributes
+    ----------
+    n_images
+        Number of slices (tiles actually used) in the mosaic.
+    grid
+        Tiles per mosaic row and column (``ceil(sqrt(n_images))``).
+    normal
+        Unit slice normal (LPS) along which tile ``k`` steps away from tile 0 (before ``reversed``).
+    step
+        Distance (mm) between neighbouring slices.
+    reversed
+        True when tile 0 is the slice at the far end of the stack along ``normal`` (``ucImageNumb*`` numbering),
+        so tile ``k`` lies at ``-k * step * normal`` from tile 0.
+    """
+
+    n_images: int
+    grid: int
+    normal: tuple[float, float, float]
+    step: float
+    reversed: bool
+
+
+def is_mosaic(ds: pydicom.Dataset) -> bool:
+    """True when ``ds`` is a Siemens mosaic (``MOSAIC`` in ImageType of a single-frame image)."""
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "MOSAIC" not in image_type:
+        return False
+    return int(ds.get("NumberOfFrames") or 1) == 1
+
+
+def _csa_bytes(ds: pydicom.Dataset, offset: int) -> bytes | None:
+    """Raw bytes of CSA element ``(0029, xx10 + offset)``; the private creator may have been anonymised away."""
+    candidates = []
+    for creator_el in (ds.get((0x0029, g)) for g in range(0x10, 0x100)):
+        if creator_el is not None and "SIEMENS CSA HEADER" in str(creator_el.value):
+            candidates.append((creator_el.tag.element << 8) + 0x10 + offset)
+    candidates.append(0x1010 + offset)  # usual block 0x10, also when the creator element is missing
+    for element in candidates:
+        el = ds.get((0x0029, element))
+        if el is not None and isinstance(el.value, bytes | bytearray) and len(el.value) > 8:
+            return bytes(el.value)
+    return None
+
+
+def _csa_tags(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    csareader, _ = _nicom()
+    try:
+        return csareader.read(raw)["tags"]
+    except Exception:  # a damaged private header is treated as absent; the ASCCONV fallback still applies
+        return {}
+
+
+def _csa_value(tags: dict[str, Any], name: str, n: int = 1) -> list[Any] | None:
+    items = tags.get(name, {}).get("items") or []
+    return list(items[:n]) if len(items) >= n else None
+
+
+def _ascconv(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    match = _ASCCONV_RE.search(raw.decode("latin-1"))
+    if match is None:
+        return {}
+    _, ascconv = _nicom()
+    try:
+        prot, _ = ascconv.parse_ascconv(match.group(0), '""')
+    except Exception:  # unparsable protocol text: treat as absent
+        return {}
+    return prot
+
+
+def _vec(d: Any) -> np.ndarray:
+    d = d or {}
+    return np.array([float(d.get("dSag", 0.0)), float(d.get("dCor", 0.0)), float(d.get("dTra", 0.0))])
+
+
+def mosaic_info(ds: pydicom.Dataset) -> MosaicInfo | None:
+    """Slice count, grid, normal, spacing and numbering direction of a Siemens mosaic.
+
+    Parameters
+    ----------
+    ds
+        Header of one mosaic file (pixel data not needed).
+
+    Returns
+    -------
+    MosaicInfo or None
+        None when neither the CSA image header nor the ASCCONV protocol gives a slice count.
+    """
+    image_tags = _csa_tags(_csa_bytes(ds, 0))
+    protocol = _ascconv(_csa_bytes(ds, 0x10))
+    slices = protocol.get("sSliceArray", {}) or {}
+    as_slice = [s for s in (slices.get("asSlice") or []) if s is not None]
+
+    n = _csa_value(image_tags, "NumberOfImagesInMosaic")
+    n_images = int(n[0]) if n else int(slices.get("lSize") or 0)
+    if n_images < 1:
+        return None
+    normal_items = _csa_value(image_tags, "SliceNormalVector", 3)
+    if normal_items is not None:
+        normal = np.array([float(v) for v in normal_items])
+    elif as_slice and "sNormal" in as_slice[0]:
+        normal = _vec(as_slice[0]["sNormal"])
+    else:
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        normal = np.cross(iop[:3], iop[3:])
+    norm = float(np.linalg.norm(normal))
+    if not np.isfinite(norm) or norm < 1e-6:
+        return None
+    normal = normal / norm
+
+    positions = [_vec(s.get("sPosition")) for s in as_slice] if len(as_slice) == n_images else []
+    step = float(ds.get("SpacingBetweenSlices") or 0.0)
+    if step <= 0 and len(positions) > 1:
+        step = abs(float((positions[-1] - positions[0]) @ normal)) / (n_images - 1)
+    if step <= 0:
+        step = float(ds.get("SliceThickness") or 0.0)
+
+    reversed_ = bool(slices.get("ucImageNumbSag") or slices.get("ucImageNumbCor") or slices.get("ucImageNumbTra"))
+    grid = math.ceil(math.sqrt(n_images))
+    if len(positions) > 1 and "ImagePositionPatient" in ds and "PixelSpacing" in ds:
+        # Geometry beats flags: tile 0 lies in the plane of either the first or the last protocol slice, and the
+        # following tiles step towards the other end of the slab, whichever way the normal points.
+        tile0 = tile0_position(ds, grid)
+        d_first = abs(float((tile0 - positions[0]) @ normal))
+        d_last = abs(float((tile0 - positions[-1]) @ normal))
+        other_end = positions[0] if d_last < d_first else positions[-1]
+        towards = float((other_end - tile0) @ normal)
+        if abs(towards) > 1e-6:
+            reversed_ = towards < 0
+    return MosaicInfo(n_images, grid, tuple(float(v) for v in normal), step, reversed_)
+
+
+def tile0_position(ds: pydicom.Dataset, grid: int) -> np.ndarray:
+    """LPS position of the first tile's first voxel.
+
+    ImagePositionPatient of a mosaic is the corner of the whole mosaic; the first tile is offset by half the
+    difference between mosaic and tile size along each in-plane direction.
+    """
+    iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+    row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    tile_rows, tile_cols = rows // grid, cols // grid
+    ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+    return ipp + iop[:3] * col_spacing * (cols - tile_cols) / 2.0 + iop[3:] * row_spacing * (rows - tile_rows) / 2.0
