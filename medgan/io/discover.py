@@ -1,0 +1,635 @@
+"""Find the scans in a folder tree: NIfTI files and DICOM series, with the unusable ones flagged.
+
+One walk, one header read per file, no pixel decoded. DICOM files are grouped by
+SeriesInstanceUID and a group is split where its members disagree in geometry (a localizer,
+a second orientation, another matrix or pixel spacing, another echo); each group is then
+validated by the header-only series planner (:func:`medgan.io.dicom_read.plan_dicom_series`),
+whose refusal (gap, tilt, duplicate positions, ...) becomes the ScanRef's ``reason``.
+
+Policy for files that are not scans:
+
+* obvious non-scan files (``README.txt``, ``.json`` sidecars, images, archives, ``DICOMDIR``,
+  hidden files; see :data:`SKIP_SUFFIXES`, :data:`SKIP_NAMES`) are skipped silently;
+* any other file is tried as DICOM; when that fails, a file that *looks* like DICOM (``.dcm``
+  / ``.ima`` / ``.dicom`` suffix, no suffix, a numeric suffix, or the ``DICM`` magic) is listed
+  as an unusable ``"dicom-file"`` ScanRef with the reason, other files are skipped (logged at
+  DEBUG level);
+* ``.nii`` / ``.nii.gz`` files are validated from their header; a broken one is an unusable
+  ``"nifti"`` ScanRef; ``.hdr`` (Analyze / NIfTI pair) headers are listed as unusable;
+* DICOM objects that are not images (RTSTRUCT, SR, SEG, PR, KO, RTPLAN, RTDOSE, ...) are
+  unusable ScanRefs, one per series.
+
+Symbolic links to folders are followed, but every folder is visited at most once (by device
+and inode), so link loops end; a file reached twice through links is read once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import unicodedata
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medgan.errors import MedganError, ScanReadError
+from medgan.io.nifti import inspect_nifti, is_nifti_path
+
+__all__ = ["ScanRef", "discover_scans", "SKIP_SUFFIXES", "SKIP_NAMES"]
+
+log = logging.getLogger(__name__)
+
+#: File suffixes that are never scans and are skipped silently.
+SKIP_SUFFIXES = frozenset(
+    """.txt .md .rst .json .csv .tsv .xml .html .htm .pdf .doc .docx .xls .xlsx .png .jpg .jpeg .gif .bmp
+    .svg .tif .tiff .py .pyc .sh .bat .ps1 .yaml .yml .toml .ini .cfg .log .zip .tar .gz .tgz .bz2 .xz .7z
+    .bval .bvec .mat .npy .npz .pkl .pt .pth .ckpt .safetensors .img .mgz .mgh .nrrd .mha .mhd .trk .tck
+    .gii .sha256 .md5 .lock .tmp .bak .db""".split()
+)
+#: File names (case-insensitive) that are never scans.
+SKIP_NAMES = frozenset("dicomdir readme license licence copying authors changes changelog makefile thumbs.db".split())
+#: Suffixes of files that must be DICOM (a failure to read one is reported, not skipped).
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".dc3", ".ima"})
+
+#: Modalities of DICOM objects that are not scans.
+NON_IMAGE_MODALITIES = {
+    "RTSTRUCT": "RT structure set",
+    "RTPLAN": "RT plan",
+    "RTRECORD": "RT treatment record",
+    "RTDOSE": "RT dose grid",
+    "SR": "structured report",
+    "PR": "presentation state",
+    "KO": "key object selection",
+    "SEG": "segmentation",
+    "REG": "spatial registration",
+    "FID": "fiducials",
+    "DOC": "encapsulated document",
+    "RWV": "real world value map",
+    "AU": "audio",
+    "ECG": "waveform",
+    "HD": "waveform",
+    "PLAN": "plan",
+}
+#: SOP Class UID prefixes of non-image objects (whatever the Modality says).
+NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, registration, fiducials, segmentation, surface
+    "1.2.840.10008.5.1.4.1.1.67",  # real world value mapping
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF / CDA / STL
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.4",  # RT beams treatment record
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+    "1.2.840.10008.5.1.4.1.1.481.6",  # RT brachy treatment record
+    "1.2.840.10008.5.1.4.1.1.481.7",  # RT treatment summary record
+    "1.2.840.10008.5.1.4.1.1.481.8",  # RT ion plan
+    "1.2.840.10008.5.1.4.1.1.481.9",  # RT ion beams treatment record
+)
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloatPixelData
+_ORIENTATION_TOL = 1e-3  # direction cosines closer than this count as one orientation
+_MAX_DESCRIPTION = 64
+_MAX_SLUG = 40
+
+
+@dataclass(frozen=True)
+class ScanRef:
+    """One scan found by :func:`discover_scans` (headers only; nothing decoded).
+
+    Attributes
+    ----------
+    id
+        Stable, unique within a discovery, and safe as a file name: ``[A-Za-z0-9._-]`` only, no
+        leading dot, at most 49 characters (plus ``-2``, ``-3`` on a clash): ``<slug of description or file stem>-<8 hex of sha1>``.
+        DICOM series hash their SeriesInstanceUID and split key (so the id does not depend on
+        where the walk started); NIfTI files and unreadable files hash their path relative to
+        the discovery root.
+    kind
+        ``"dicom-series"`` (several DICOM files), ``"dicom-file"`` (one DICOM file: a multi-frame or
+        mosaic volume, a single image, a non-image object, or a file whose header cannot be read) or
+        ``"nifti"``.
+    paths
+        The files, sorted.
+    modality
+        DICOM Modality code, or ``"unknown"`` (NIfTI, unreadable files).
+    description
+        SeriesDescription (NIfTI: file name stem), printable, no path separators, at most 64 characters.
+    shape
+        Channel-first shape :func:`medgan.load_scan` returns, or ``None`` when unknown.
+    spacing
+        Voxel size (mm) per spatial axis, or ``None`` when unknown.
+    usable
+        Whether :func:`medgan.load_scan` can be expected to read it.
+    reason
+        Why it is not usable, else ``None``.
+    series_uid
+        SeriesInstanceUID (DICOM), else ``None``.
+    orientation
+        Three-letter RAS+ axis code (e.g. ``"LPS"``), or ``None`` when unknown.
+    note
+        Extra information on a usable scan, e.g. that it was split from a series that mixed geometries.
+    """
+
+    id: str
+    kind: str
+    paths: tuple[Path, ...]
+    modality: str
+    description: str
+    shape: tuple[int, ...] | None
+    spacing: tuple[float, ...] | None
+    usable: bool
+    reason: str | None
+    series_uid: str | None = None
+    orientation: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (paths as strings); holds no identifying DICOM field."""
+        out = asdict(self)
+        out["paths"] = [str(p) for p in self.paths]
+        out["shape"] = list(self.shape) if self.shape is not None else None
+        out["spacing"] = list(self.spacing) if self.spacing is not None else None
+        out["n_files"] = len(self.paths)
+        return out
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's value-validation warnings and log lines while medgan reads headers.
+
+    pydicom quotes invalid header values in them (a malformed PatientBirthDate, say), and no log line of ours may
+    carry identifying fields. Sets the (process-wide) reading validation mode to IGNORE for the duration.
+    """
+    from pydicom import config
+
+    old = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        config.settings.reading_validation_mode = old
+
+
+# --------------------------------------------------------------------------- names and ids
+
+
+def sanitize_description(text: Any) -> str:
+    """Printable one-line text without path separators, at most 64 characters."""
+    text = "" if text is None else str(text)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = text.replace("/", "_").replace("\\", "_").replace(os.sep, "_")
+    text = re.sub(r"\s+", " ", text).strip()
+    return text[:_MAX_DESCRIPTION].strip()
+
+
+def _slug(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text)
+    slug = re.sub(r"_+", "_", slug).strip("._-")
+    slug = re.sub(r"\.{2,}", ".", slug)
+    return slug[:_MAX_SLUG].rstrip("._-")
+
+
+def make_id(label: str, key: str) -> str:
+    """``<slug(label)>-<8 hex of sha1(key)>``, or ``scan-<hex>`` when the label has no usable character."""
+    digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{_slug(label) or 'scan'}-{digest}"
+
+
+def _file_stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".ima"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def orientation_code(affine: np.ndarray) -> str | None:
+    """Axis code of a 4x4 RAS+ affine, or ``None`` when an axis is degenerate.
+
+    Like :func:`medgan.io.scan.orientation_code`, which imports torch/MONAI (seconds) and fails on a degenerate axis.
+    """
+    import nibabel as nib
+
+    try:
+        codes = nib.aff2axcodes(np.asarray(affine, dtype=np.float64))
+    except Exception:  # non-finite or singular matrices
+        return None
+    return None if any(c is None for c in codes) else "".join(codes)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _short_reason(exc: BaseException, paths: Sequence[Path | str]) -> str:
+    """The error message without a leading ``<path>: `` (the ScanRef already lists its files)."""
+    message = str(exc).strip() or type(exc).__name__
+    for p in sorted({str(p) for p in paths}, key=len, reverse=True):
+        if message.startswith(p + ": "):
+            return message[len(p) + 2 :]
+    return message
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Files under ``root`` in sorted depth-first order; each folder and file visited once."""
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list folder %s (%s); skipped", folder, exc.strerror or exc)
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    subdirs.append(Path(entry.path))
+                elif entry.is_file():
+                    est = entry.stat()
+                    if (est.st_dev, est.st_ino) in seen_files:
+                        continue
+                    seen_files.add((est.st_dev, est.st_ino))
+                    yield Path(entry.path)
+            except OSError:  # dangling link, vanished file
+                continue
+        stack.extend(reversed(subdirs))
+
+
+def _skipped(path: Path) -> bool:
+    name = path.name.lower()
+    if name in SKIP_NAMES or name.split(".")[0] in {"readme", "license", "licence"}:
+        return True
+    return path.suffix.lower() in SKIP_SUFFIXES and not is_nifti_path(path)
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES or suffix == "" or suffix[1:].isdigit():
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- DICOM grouping
+
+
+def _text(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def non_image_reason(ds: Any) -> str | None:
+    modality = _text(ds, "Modality").upper()
+    sop = _text(ds, "SOPClassUID")
+    if any(sop.startswith(prefix) for prefix in NON_IMAGE_SOP_PREFIXES) or modality in NON_IMAGE_MODALITIES:
+        what = NON_IMAGE_MODALITIES.get(modality)
+        if what is None:
+            try:
+                from pydicom.uid import UID
+
+                what = UID(sop).name
+            except Exception:
+                what = sop
+        return f"not an image: {what} ({modality or 'no modality'})"
+    if not any(tag in ds for tag in _PIXEL_TAGS):
+        return "not an image: no pixel data"
+    return None
+
+
+def _is_localizer(ds: Any) -> bool:
+    image_type = ds.get("ImageType") or []
+    if isinstance(image_type, str):
+        image_type = image_type.split("\\")
+    return any(str(v).strip().upper() in {"LOCALIZER", "SCOUT"} for v in image_type)
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(np.isfinite(out)) else None
+
+
+def _geometry_key(ds: Any) -> tuple:
+    """What must agree between the files of one volume (orientation is clustered separately)."""
+    frames = ds.get("NumberOfFrames")
+    try:
+        multi = int(frames or 1) > 1
+    except (TypeError, ValueError):
+        multi = False
+    echo_numbers = ds.get("EchoNumbers")
+    if echo_numbers is not None and not isinstance(echo_numbers, str | int | float):
+        echo_numbers = next(iter(echo_numbers), None)
+    te = ds.get("EchoTime")
+    try:
+        te = None if te in (None, "") else round(float(te), 2)
+    except (TypeError, ValueError):
+        te = None
+    spacing = _floats(ds.get("PixelSpacing") or (), 2)
+    return (
+        "localizer" if _is_localizer(ds) else "",
+        _text(ds, "SOPInstanceUID") if multi else "",  # a multi-frame file is a volume of its own
+        int(ds.get("Rows") or 0),
+        int(ds.get("Columns") or 0),
+        None if spacing is None else tuple(round(v, 3) for v in spacing),
+        str(echo_numbers or ""),
+        te,
+    )
+
+
+@dataclass
+class _Group:
+    uid: str
+    key: tuple
+    orientation: tuple[float, ...] | None
+    paths: list[Path]
+    headers: list[Any]
+    non_image: str | None = None
+
+
+def _key_text(key: tuple, orientation: tuple[float, ...] | None) -> str:
+    iop = "" if orientation is None else ",".join(f"{v:.3f}" for v in orientation)
+    return repr((key, iop))
+
+
+def _split_note(groups: list[_Group]) -> str:
+    fields = ("localizer", "multi-frame file", "rows", "columns", "pixel spacing", "echo number", "echo time")
+    differing = [name for i, name in enumerate(fields) if len({g.key[i] for g in groups}) > 1]
+    if len({g.orientation for g in groups}) > 1:
+        differing.insert(0, "orientation")
+    what = ", ".join(differing) or "geometry"
+    return f"split from a series of {sum(len(g.paths) for g in groups)} files that differ in {what}"
+
+
+def _classify(path: Path, ds: Any) -> tuple[str, tuple, tuple[float, ...] | None, str | None]:
+    """(series uid, split key, orientation cosines, non-image reason) of one header."""
+    uid = _text(ds, "SeriesInstanceUID") or f"no-series-uid:{path.parent.as_posix()}"
+    non_image = non_image_reason(ds)
+    if non_image is not None:
+        return uid, ("non-image", _text(ds, "Modality"), _text(ds, "SOPClassUID")), None, non_image
+    return uid, _geometry_key(ds), _floats(ds.get("ImageOrientationPatient") or (), 6), None
+
+
+def _group_dicom(items: list[tuple[Path, Any]], root: Path) -> tuple[list[_Group], list[ScanRef]]:
+    """Group header-bearing files into volumes (see module docstring); also return refs of unclassifiable files."""
+    groups: list[_Group] = []
+    bad: list[ScanRef] = []
+    index: dict[tuple, list[_Group]] = {}
+    for path, ds in items:
+        try:
+            uid, key, orientation, non_image = _classify(path, ds)
+        except Exception as exc:  # garbage values in an otherwise readable header; never raise for one file
+            bad.append(_unreadable_ref(path, root, f"unreadable DICOM header values ({type(exc).__name__})"))
+            continue
+        candidates = index.setdefault((uid, key), [])
+        for group in candidates:
+            same = (group.orientation is None and orientation is None) or (
+                group.orientation is not None
+                and orientation is not None
+                and max(abs(a - b) for a, b in zip(group.orientation, orientation, strict=True)) <= _ORIENTATION_TOL
+            )
+            if same:
+                group.paths.append(path)
+                group.headers.append(ds)
+                break
+        else:
+            group = _Group(uid, key, orientation, [path], [ds], non_image)
+            candidates.append(group)
+            groups.append(group)
+    return groups, bad
+
+
+def _duplicate_hint(headers: Sequence[Any]) -> str:
+    uids = [_text(ds, "SOPInstanceUID") for ds in headers]
+    n_dup = len(uids) - len(set(uids))
+    if n_dup <= 0:
+        return ""
+    return f" ({n_dup} file(s) repeat the SOPInstanceUID of another file: the same series copied twice?)"
+
+
+def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
+    from medgan.io.dicom_read import plan_dicom_series
+
+    order = sorted(range(len(group.paths)), key=lambda i: str(group.paths[i]))
+    paths = tuple(group.paths[i] for i in order)
+    headers = [group.headers[i] for i in order]
+    first = headers[0]
+    description = sanitize_description(first.get("SeriesDescription"))
+    modality = _text(first, "Modality") or "unknown"
+    has_uid = not group.uid.startswith("no-series-uid:")
+    uid = group.uid if has_uid else None
+    hash_key = f"{group.uid}|{_key_text(group.key, group.orientation)}"
+    if not has_uid:
+        hash_key = f"{_rel(paths[0].parent, root)}|{_key_text(group.key, group.orientation)}"
+    ref_id = make_id(description if _slug(description) else _file_stem(paths[0]), hash_key)
+    note = _split_note(siblings) if len(siblings) > 1 else None
+    common = dict(id=ref_id, paths=paths, modality=modality, description=description, series_uid=uid)
+    kind = "dicom-series" if len(paths) > 1 else "dicom-file"
+
+    if group.non_image is not None:
+        return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=group.non_image, **common)
+    if group.key[0] == "localizer":
+        return ScanRef(
+            kind=kind, shape=None, spacing=None, usable=False, reason="localizer (scout)", note=note, **common
+        )
+    source = paths[0].parent if len(paths) > 1 else paths[0]
+    try:
+        plan = plan_dicom_series(headers, source=source)
+    except MedganError as exc:
+        reason = _short_reason(exc, [*paths, source]) + _duplicate_hint(headers)
+        return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=reason, note=note, **common)
+    except Exception as exc:  # never raise for one bad series; the message may quote header values: left out
+        log.debug("unexpected %s planning the series under %s", type(exc).__name__, source)
+        reason = f"cannot plan the series: damaged or unsupported header values ({type(exc).__name__})"
+        return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=reason, note=note, **common)
+    affine = np.asarray(plan.affine, dtype=np.float64)
+    orientation = orientation_code(affine)
+    common["modality"] = str(getattr(plan, "modality", None) or modality)
+    return ScanRef(
+        kind=kind,
+        shape=tuple(int(n) for n in plan.shape),
+        spacing=tuple(float(v) for v in plan.spacing),
+        usable=True,
+        reason=None,
+        orientation=orientation,
+        note=note,
+        **common,
+    )
+
+
+# --------------------------------------------------------------------------- per-file refs
+
+
+def _nifti_ref(path: Path, root: Path) -> ScanRef:
+    stem = _file_stem(path)
+    common = dict(
+        id=make_id(stem, f"nifti|{_rel(path, root)}"),
+        kind="nifti",
+        paths=(path,),
+        modality="unknown",
+        description=sanitize_description(stem),
+    )
+    if path.suffix.lower() == ".hdr":
+        reason = "Analyze / NIfTI .hdr/.img pair is not supported; convert it to a single .nii file"
+        return ScanRef(shape=None, spacing=None, usable=False, reason=reason, **common)
+    try:
+        info = inspect_nifti(path)
+    except MedganError as exc:
+        return ScanRef(shape=None, spacing=None, usable=False, reason=_short_reason(exc, [path]), **common)
+    except Exception as exc:  # never raise for one bad file
+        reason = f"cannot read the NIfTI header ({type(exc).__name__})"
+        return ScanRef(shape=None, spacing=None, usable=False, reason=reason, **common)
+    return ScanRef(
+        shape=info.shape,
+        spacing=info.spacing,
+        usable=True,
+        reason=None,
+        orientation=orientation_code(info.affine),
+        **common,
+    )
+
+
+def _unreadable_ref(path: Path, root: Path, reason: str) -> ScanRef:
+    stem = _file_stem(path)
+    return ScanRef(
+        id=make_id(stem, f"file|{_rel(path, root)}"),
+        kind="dicom-file",
+        paths=(path,),
+        modality="unknown",
+        description=sanitize_description(stem),
+        shape=None,
+        spacing=None,
+        usable=False,
+        reason=reason,
+    )
+
+
+def _unique_ids(refs: list[ScanRef]) -> list[ScanRef]:
+    from dataclasses import replace
+
+    seen: dict[str, int] = {}
+    out = []
+    for ref in refs:
+        n = seen.get(ref.id, 0)
+        seen[ref.id] = n + 1
+        out.append(ref if n == 0 else replace(ref, id=f"{ref.id}-{n + 1}"))
+    return out
+
+
+def discover_scans(root: str | os.PathLike[str]) -> list[ScanRef]:
+    """Find the scans under a folder (or describe one file).
+
+    Parameters
+    ----------
+    root
+        A folder, walked once (see the module docstring for what is skipped), or a single file
+        (then nothing is skipped: a file that is not a scan becomes an unusable ScanRef).
+
+    Returns
+    -------
+    list of ScanRef
+        Sorted by first file path; usable and unusable scans alike. Never raises for a bad file.
+
+    Raises
+    ------
+    ScanReadError
+        ``root`` does not exist.
+
+    Examples
+    --------
+    >>> refs = medgan.discover_scans("study/")            # doctest: +SKIP
+    >>> [r.id for r in refs if r.usable]                  # doctest: +SKIP
+    ['T1_MPRAGE-3f2a9c1d', 'flair-0b8e77aa']
+    """
+    with quiet_pydicom():
+        return _discover(root)
+
+
+def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
+    root = Path(root)
+    if not root.exists():
+        raise ScanReadError(f"{root}: no such file or folder")
+    single = root.is_file()
+    files = [root] if single else _walk(root)
+    base = root.parent if single else root
+
+    refs: list[ScanRef] = []
+    dicom_items: list[tuple[Path, Any]] = []
+    for path in files:
+        if is_nifti_path(path) or path.suffix.lower() == ".hdr":
+            try:
+                refs.append(_nifti_ref(path, base))
+            except Exception as exc:  # never raise for one bad file
+                refs.append(_unreadable_ref(path, base, f"cannot read the NIfTI header ({type(exc).__name__})"))
+            continue
+        if not single and _skipped(path):
+            continue
+        try:
+            from medgan.io.dicom_read import read_dicom_header
+
+            ds = read_dicom_header(path)
+        except MedganError as exc:
+            if single or _looks_like_dicom(path):
+                refs.append(_unreadable_ref(path, base, _short_reason(exc, [path])))
+            else:
+                log.debug("skipped %s: not a DICOM or NIfTI file", path)
+            continue
+        except Exception as exc:  # never raise for one bad file
+            if single or _looks_like_dicom(path):
+                reason = f"cannot read the DICOM header ({type(exc).__name__})"
+                refs.append(_unreadable_ref(path, base, reason))
+            continue
+        dicom_items.append((path, ds))
+
+    groups, bad = _group_dicom(dicom_items, base)
+    refs.extend(bad)
+    by_uid: dict[str, list[_Group]] = {}
+    for group in groups:
+        if group.non_image is None:
+            by_uid.setdefault(group.uid, []).append(group)
+    for group in groups:
+        siblings = by_uid.get(group.uid, [group]) if group.non_image is None else [group]
+        try:
+            refs.append(_series_ref(group, siblings, base))
+        except Exception as exc:  # garbage header values; never raise for one bad series
+            reason = f"unreadable DICOM header values ({type(exc).__name__})"
+            refs.extend(_unreadable_ref(p, base, reason) for p in group.paths)
+
+    refs.sort(key=lambda r: (str(r.paths[0]), r.id))
+    return _unique_ids(refs)

@@ -1,0 +1,158 @@
+"""``load_scan``: one entry point for NIfTI files, DICOM files and DICOM series folders."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medgan.errors import AmbiguousSeriesError, MedganError, ScanReadError
+from medgan.io.discover import ScanRef, discover_scans, non_image_reason, quiet_pydicom
+from medgan.io.nifti import is_nifti_path, read_nifti
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
+
+__all__ = ["load_scan", "load_ref"]
+
+log = logging.getLogger(__name__)
+
+
+def _describe(ref: ScanRef) -> str:
+    shape = "x".join(map(str, ref.shape)) if ref.shape else "?"
+    label = f" {ref.description!r}" if ref.description else ""
+    return f"{ref.id}{label} ({ref.kind}, {ref.modality}, shape {shape})"
+
+
+def load_ref(ref: ScanRef) -> MetaTensor:
+    """Load a scan found by :func:`medgan.discover_scans`.
+
+    Parameters
+    ----------
+    ref
+        A usable :class:`ScanRef`.
+
+    Returns
+    -------
+    monai.data.MetaTensor
+        As :func:`load_scan`.
+
+    Raises
+    ------
+    ScanReadError
+        The ref is not usable (its reason is in the message) or its files cannot be read.
+    """
+    if not ref.usable:
+        where = ref.paths[0] if len(ref.paths) == 1 else ref.paths[0].parent
+        raise ScanReadError(f"{where}: scan {ref.id} is not usable: {ref.reason}")
+    if ref.kind == "nifti":
+        return read_nifti(ref.paths[0])
+    from medgan.io.dicom_read import load_dicom
+
+    source = ref.paths[0] if len(ref.paths) == 1 else ref.paths[0].parent
+    return load_dicom(list(ref.paths), source=source)
+
+
+def _load_dicom_file(path: Path, series: str | None) -> MetaTensor:
+    from medgan.io.dicom_read import load_dicom, read_dicom_header
+
+    ds = read_dicom_header(path)
+    reason = non_image_reason(ds)
+    if reason is not None:
+        raise ScanReadError(f"{path}: {reason}; it cannot be read as a scan")
+    if series is not None and str(ds.get("SeriesInstanceUID") or "") != series:
+        raise ScanReadError(f"{path}: the file does not belong to series {series!r}")
+    return load_dicom([path], source=path)
+
+
+def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
+    usable = [r for r in refs if r.usable]
+    if series is not None:
+        matches = [r for r in refs if r.id == series] or [r for r in refs if r.series_uid == series]
+        if not matches:
+            known = ", ".join(_describe(r) for r in usable) or "none"
+            raise ScanReadError(f"{folder}: no series {series!r} here (usable series: {known})")
+        usable_matches = [r for r in matches if r.usable]
+        if not usable_matches:
+            return matches[0]  # load_ref raises with the reason
+        if len(usable_matches) > 1:
+            listed = "; ".join(_describe(r) for r in usable_matches)
+            raise AmbiguousSeriesError(
+                f"{folder}: series {series!r} was split into {len(usable_matches)} scans: {listed}; "
+                "pass one of these ids as series="
+            )
+        return usable_matches[0]
+    if len(usable) == 1:
+        return usable[0]
+    if not usable:
+        if not refs:
+            raise ScanReadError(f"{folder}: no DICOM or NIfTI scan found in this folder")
+        reasons = "; ".join(f"{r.id}: {r.reason}" for r in refs[:5])
+        more = f" (and {len(refs) - 5} more)" if len(refs) > 5 else ""
+        raise ScanReadError(f"{folder}: no usable scan in this folder ({reasons}{more})")
+    listed = "; ".join(_describe(r) for r in usable)
+    raise AmbiguousSeriesError(
+        f"{folder}: holds {len(usable)} usable series: {listed}; pass series=<id or SeriesInstanceUID> to pick one"
+    )
+
+
+def load_scan(path: str | os.PathLike[str] | ScanRef, *, series: str | None = None) -> MetaTensor:
+    """Load a scan as a channel-first float32 MetaTensor with a RAS+ affine.
+
+    Parameters
+    ----------
+    path
+        A NIfTI file (``.nii``, ``.nii.gz``), a DICOM file (single- or multi-frame), a folder
+        holding one image series (searched with :func:`medgan.discover_scans`), or a
+        :class:`ScanRef` from it.
+    series
+        For a folder holding several series: a SeriesInstanceUID or a ``ScanRef.id``.
+
+    Returns
+    -------
+    monai.data.MetaTensor
+        ``(C, X, Y, Z)`` (``(C, X, Y)`` for a single 2-D image), float32, values in physical
+        units; ``.affine`` 4x4 float64 voxel -> RAS+ mm; ``meta`` has ``filename_or_obj``,
+        ``modality``, ``spacing``, ``source_format`` and (DICOM) ``series_uid``.
+
+    Raises
+    ------
+    ScanReadError
+        Missing path, broken or non-image file, no usable series, unknown ``series``.
+    AmbiguousSeriesError
+        The folder holds several usable series and ``series`` does not pick one.
+
+    Examples
+    --------
+    >>> scan = medgan.load_scan("t1.nii.gz")           # doctest: +SKIP
+    >>> scan.shape, scan.affine.dtype                   # doctest: +SKIP
+    (torch.Size([1, 256, 256, 180]), torch.float64)
+    """
+    where = path.paths[0] if isinstance(path, ScanRef) else Path(path)
+    with quiet_pydicom():
+        return _load(path, series, where)
+
+
+def _load(path: str | os.PathLike[str] | ScanRef, series: str | None, where: Path) -> MetaTensor:
+    try:
+        if isinstance(path, ScanRef):
+            return load_ref(path)
+        path = Path(path)
+        if not path.exists():
+            raise ScanReadError(f"{path}: no such file or folder")
+        if path.is_dir():
+            return load_ref(_pick(path, discover_scans(path), series))
+        if is_nifti_path(path):
+            return read_nifti(path)
+        return _load_dicom_file(path, series)
+    except MedganError:
+        raise
+    except Exception as exc:
+        # Last line of defence at the public boundary: damaged headers make pydicom raise assorted types from
+        # deep inside lazy value conversion. The user gets one ScanReadError naming the file; the original
+        # message is left out (and the chain cut) because it may quote header values.
+        log.debug("unexpected %s while reading %s", type(exc).__name__, where)
+        raise ScanReadError(
+            f"{where}: cannot be read as a scan: damaged or unsupported header or pixel data ({type(exc).__name__})"
+        ) from None

@@ -1,0 +1,334 @@
+"""NIfTI-1 / NIfTI-2 reading with the header validated before any voxel is allocated.
+
+Why not MONAI's ``NibabelReader`` (or plain ``nibabel.load``)? Both trust the header: a corrupt
+``dim`` field makes them try to allocate petabytes (``MemoryError``) or map a negative length,
+nibabel silently "fixes" a bad ``sizeof_hdr`` and goes on, and a truncated ``.nii.gz`` only fails
+deep inside ``gzip``. We therefore parse the header ourselves with nibabel's header classes
+(``check=False``, so nothing is fixed or logged behind our back), validate every field that decides
+how much memory the read needs, compare the declared data size with what the file can hold, and
+only then let nibabel's ``ArrayProxy`` read and scale the voxels (``scl_slope`` / ``scl_inter``,
+exactly as ``nibabel.load(...).get_fdata()`` does). Every failure is a :class:`ScanReadError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from medgan.errors import ScanReadError
+
+if TYPE_CHECKING:  # torch / MONAI load in seconds; header-only callers (discovery, `medgan info`) skip them
+    from monai.data import MetaTensor
+
+__all__ = ["NiftiInfo", "is_nifti_path", "inspect_nifti", "read_nifti"]
+
+#: Largest expansion factor deflate can reach (RFC 1951 worst case is about 1032:1); a gzip file
+#: declaring more uncompressed bytes than this cannot hold them, whatever its header says.
+_MAX_DEFLATE_RATIO = 1032
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class NiftiInfo:
+    """What a validated NIfTI header says, before any voxel is read.
+
+    Attributes
+    ----------
+    path
+        The file.
+    shape
+        Shape of the scan :func:`read_nifti` returns, channel-first ``(C, X, Y[, Z])``.
+    stored_shape
+        The ``dim`` field as stored (spatial axes first, then volumes / vector components).
+    affine
+        4x4 float64 voxel-to-RAS+ matrix (sform, else qform, else the voxel-size fallback, as nibabel).
+    dtype
+        On-disk voxel dtype.
+    data_offset, data_nbytes
+        Where the voxel data start and how many bytes the header declares.
+    compressed
+        ``True`` for gzip-compressed files.
+    """
+
+    path: Path
+    shape: tuple[int, ...]
+    stored_shape: tuple[int, ...]
+    affine: np.ndarray
+    dtype: np.dtype
+    data_offset: int
+    data_nbytes: int
+    compressed: bool
+    header: Any  # nibabel Nifti1Header / Nifti2Header
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size (mm) along each spatial axis."""
+        n_spatial = len(self.shape) - 1
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))[:n_spatial]
+
+
+def is_nifti_path(path: str | Path) -> bool:
+    """Whether the file name ends in ``.nii`` or ``.nii.gz`` (case-insensitive)."""
+    name = Path(path).name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} bytes"  # unreachable
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _open(path: Path, compressed: bool) -> BinaryIO:
+    return gzip.open(path, "rb") if compressed else open(path, "rb")  # type: ignore[return-value]
+
+
+def _read_header_bytes(path: Path, compressed: bool) -> bytes:
+    try:
+        with _open(path, compressed) as f:
+            return f.read(540)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise ScanReadError(f"{path}: cannot read the NIfTI header: corrupt or truncated gzip stream ({exc})") from None
+
+
+def _header_class(path: Path, raw: bytes) -> tuple[type, str]:
+    from nibabel.nifti1 import Nifti1Header
+    from nibabel.nifti2 import Nifti2Header
+
+    if len(raw) < 348:
+        raise ScanReadError(f"{path}: not a NIfTI file (only {len(raw)} bytes, a NIfTI header needs 348)")
+    for order in ("<", ">"):
+        sizeof_hdr = struct.unpack(order + "i", raw[:4])[0]
+        if sizeof_hdr == 348:
+            return Nifti1Header, order
+        if sizeof_hdr == 540:
+            if len(raw) < 540:
+                raise ScanReadError(f"{path}: truncated NIfTI-2 header ({len(raw)} of 540 bytes)")
+            return Nifti2Header, order
+    value = struct.unpack("<i", raw[:4])[0]
+    raise ScanReadError(f"{path}: not a NIfTI file or corrupt header (sizeof_hdr is {value}, expected 348 or 540)")
+
+
+def _channel_first_shape(stored: tuple[int, ...], n_components: int) -> tuple[int, ...]:
+    if len(stored) == 2:
+        spatial, extra = stored, 1
+    else:
+        spatial, extra = stored[:3], math.prod(stored[3:])
+    return (extra * n_components, *spatial)
+
+
+def inspect_nifti(path: str | Path) -> NiftiInfo:
+    """Read and validate a NIfTI header without reading voxel data.
+
+    Parameters
+    ----------
+    path
+        A ``.nii`` or ``.nii.gz`` file (a gzip stream is recognised by its magic bytes, whatever
+        the suffix).
+
+    Returns
+    -------
+    NiftiInfo
+
+    Raises
+    ------
+    ScanReadError
+        The file is missing, empty, not NIfTI, has a corrupt header (``sizeof_hdr``, magic,
+        ``dim``, ``datatype``, ``vox_offset``, scaling), or declares more voxel data than it can hold.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ScanReadError(f"{path}: no such file or folder")
+    if not path.is_file():
+        raise ScanReadError(f"{path}: not a file")
+    file_size = path.stat().st_size
+    if file_size == 0:
+        raise ScanReadError(f"{path}: empty file (0 bytes)")
+    compressed = _is_gzip(path)
+    raw = _read_header_bytes(path, compressed)
+    klass, order = _header_class(path, raw)
+
+    from nibabel.spatialimages import HeaderDataError
+
+    try:
+        # check=False: we validate below instead of letting nibabel log and "fix" corrupt fields
+        header = klass.from_fileobj(io.BytesIO(raw), check=False)
+    except Exception as exc:  # nibabel raises assorted types for garbage headers
+        raise ScanReadError(f"{path}: corrupt NIfTI header ({exc})") from None
+
+    magic = bytes(header["magic"]).rstrip(b"\x00")
+    if magic == header.pair_magic:
+        raise ScanReadError(
+            f"{path}: header of a .hdr/.img pair (magic {magic.decode('ascii', 'replace')!r}); "
+            "convert it to a single .nii file"
+        )
+    if magic != header.single_magic:
+        raise ScanReadError(f"{path}: corrupt NIfTI header (magic is {magic!r}, expected {header.single_magic!r})")
+
+    dim = [int(v) for v in header["dim"]]
+    ndim = dim[0]
+    if not 2 <= ndim <= 7:
+        if ndim == 1:
+            raise ScanReadError(f"{path}: NIfTI holds 1-D data, not an image")
+        raise ScanReadError(f"{path}: corrupt NIfTI header (dim[0] is {ndim}, expected 1 to 7)")
+    stored = tuple(dim[1 : ndim + 1])
+    if any(n < 1 for n in stored):
+        raise ScanReadError(f"{path}: corrupt NIfTI header (dimensions {stored} must all be >= 1)")
+
+    try:
+        dtype = np.dtype(header.get_data_dtype())
+    except (HeaderDataError, KeyError):
+        code = int(header["datatype"])
+        raise ScanReadError(f"{path}: corrupt NIfTI header (unknown datatype code {code})") from None
+    if dtype.kind == "c":
+        raise ScanReadError(f"{path}: complex-valued NIfTI data are not supported; save magnitude (and phase) instead")
+    if dtype.kind not in "biuf" and dtype.fields is None:
+        raise ScanReadError(f"{path}: unsupported NIfTI datatype {dtype}")
+    n_components = len(dtype.fields) if dtype.fields else 1
+
+    offset = int(header["vox_offset"])
+    min_offset = int(header.single_vox_offset)
+    if offset == 0:  # some writers leave it unset; the spec's minimum (what nibabel uses too)
+        offset = min_offset
+    if offset < min_offset:
+        raise ScanReadError(f"{path}: corrupt NIfTI header (vox_offset {offset} points inside the header)")
+
+    nbytes = math.prod(stored) * dtype.itemsize
+    declared = f"{'x'.join(map(str, stored))} {dtype.name} voxels ({_human_bytes(nbytes)})"
+    if compressed:
+        if offset + nbytes > _MAX_DEFLATE_RATIO * file_size + 1024:
+            raise ScanReadError(
+                f"{path}: header declares {declared}, more than a {_human_bytes(file_size)} gzip file can hold "
+                "(corrupt header or truncated file)"
+            )
+    elif offset + nbytes > file_size:
+        raise ScanReadError(
+            f"{path}: truncated or corrupt NIfTI file: header declares {declared} at offset {offset} "
+            f"but the file has only {_human_bytes(file_size)}"
+        )
+
+    try:
+        slope, inter = header.get_slope_inter()
+        affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+    except Exception as exc:
+        raise ScanReadError(f"{path}: corrupt NIfTI header ({exc})") from None
+    for name, value in (("scl_slope", slope), ("scl_inter", inter)):
+        if value is not None and not math.isfinite(value):
+            raise ScanReadError(f"{path}: corrupt NIfTI header ({name} is {value})")
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ScanReadError(f"{path}: corrupt NIfTI header (voxel-to-world affine is not finite and invertible)")
+
+    return NiftiInfo(
+        path=path,
+        shape=_channel_first_shape(stored, n_components),
+        stored_shape=stored,
+        affine=affine,
+        dtype=dtype,
+        data_offset=offset,
+        data_nbytes=nbytes,
+        compressed=compressed,
+        header=header,
+    )
+
+
+def _read_voxels(info: NiftiInfo) -> np.ndarray:
+    """Voxels as float32 (scaled) or, for RGB(A) data, the raw structured array."""
+    from nibabel.arrayproxy import ArrayProxy
+
+    header = info.header
+    slope, inter = header.get_slope_inter()
+    spec = (info.stored_shape, info.dtype, info.data_offset, 1.0 if slope is None else slope, inter or 0.0)
+    path = info.path
+    try:
+        with _open(path, info.compressed) as f:
+            proxy = ArrayProxy(f, spec, mmap=False)
+            if info.dtype.fields:
+                data = np.asarray(proxy.get_unscaled())
+            else:
+                data = np.asarray(proxy, dtype=np.float32)  # nibabel's get_fdata scaling
+            if info.compressed:
+                while f.read(_CHUNK):  # read to the end so gzip verifies the CRC and length
+                    pass
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        detail = " ".join(str(exc).replace(str(path), "the file").split())  # one line, path named once
+        if detail.startswith("Expected"):  # nibabel: the data end before the declared size
+            what = "truncated or corrupt NIfTI file: fewer voxel data than the header declares"
+        elif info.compressed:
+            what = "truncated or corrupt gzip stream"
+        else:
+            what = "truncated or unreadable voxel data"
+        raise ScanReadError(f"{path}: {what} ({detail})") from None
+    return data
+
+
+def read_nifti(path: str | Path) -> MetaTensor:
+    """Read a NIfTI-1/-2 file as a channel-first float32 scan.
+
+    Parameters
+    ----------
+    path
+        ``.nii`` or ``.nii.gz`` file.
+
+    Returns
+    -------
+    monai.data.MetaTensor
+        ``(C, X, Y, Z)`` (``(C, X, Y)`` for a 2-D file). Axes beyond the third (volumes, vector
+        components) become channels, flattened in file order; RGB(A) data become 3 (4) channels.
+        Values carry ``scl_slope`` / ``scl_inter``. ``.affine`` is nibabel's best affine (sform,
+        else qform). ``meta`` has ``filename_or_obj``, ``modality="unknown"``, ``spacing``,
+        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes).
+
+    Raises
+    ------
+    ScanReadError
+        Anything wrong with the file; see :func:`inspect_nifti`, plus truncated or corrupt data.
+    """
+    from medgan.io.scan import make_scan
+
+    info = inspect_nifti(path)
+    data = _read_voxels(info)
+    if info.dtype.fields:  # RGB24 / RGBA32: components become a trailing axis
+        data = np.stack([data[name].astype(np.float32) for name in info.dtype.names], axis=-1)
+        data = data.reshape(*info.stored_shape, -1)
+    stored = info.stored_shape
+    if len(stored) == 2 and data.ndim == 2:
+        data = data[None]
+    elif data.ndim == 2 + (1 if info.dtype.fields else 0) and len(stored) == 2:
+        data = np.moveaxis(data, -1, 0)
+    else:
+        data = data.reshape(*data.shape[:3], -1, order="F")
+        data = np.moveaxis(data, -1, 0)
+    header = info.header
+    meta = {
+        "filename_or_obj": str(info.path),
+        "modality": "unknown",
+        "source_format": "nifti",
+        "nifti": {
+            "descrip": bytes(header["descrip"]).split(b"\x00")[0].decode("latin-1"),
+            "qform_code": int(header["qform_code"]),
+            "sform_code": int(header["sform_code"]),
+            "stored_shape": info.stored_shape,
+        },
+    }
+    scan = make_scan(data, info.affine, meta)
+    if tuple(scan.shape) != info.shape:  # defensive: the layout above must match inspect_nifti
+        raise ScanReadError(f"{info.path}: unexpected voxel layout {tuple(scan.shape)} (expected {info.shape})")
+    return scan

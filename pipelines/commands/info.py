@@ -1,0 +1,90 @@
+"""``medgan info PATH [--json]``: list the scans found under a file or folder.
+
+Prints only what :class:`medgan.ScanRef` holds (id, kind, modality, geometry, usability), never
+identifying DICOM fields (PatientName, PatientID, PatientBirthDate, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from medgan.errors import ScanReadError
+
+__all__ = ["add_parser", "run", "format_table"]
+
+_COLUMNS = ("ID", "KIND", "MODALITY", "SHAPE", "SPACING (mm)", "ORIENT", "FILES", "STATUS")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "info",
+        help="list the scans under a file or folder (no identifying fields)",
+        description=(
+            "Walk PATH once and list its scans: DICOM series (split where geometry differs), single DICOM "
+            "files and NIfTI files, with shape, voxel spacing, orientation and whether they can be loaded. "
+            "Patient-identifying DICOM fields are never shown."
+        ),
+    )
+    parser.add_argument("path", metavar="PATH", help="a DICOM or NIfTI file, or a folder tree")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "x".join(str(n) for n in shape) if shape else "-"
+
+
+def _spacing(spacing: tuple[float, ...] | None) -> str:
+    return "x".join(f"{v:.2f}" for v in spacing) if spacing else "-"
+
+
+def _status(ref) -> str:
+    if ref.usable:
+        return f"ok ({ref.note})" if ref.note else "ok"
+    return f"unusable: {ref.reason}"
+
+
+def format_table(refs: list) -> str:
+    """Plain-text table of ScanRefs, one row each, columns padded to the widest cell."""
+    rows = [
+        (
+            ref.id,
+            ref.kind,
+            ref.modality or "-",
+            _shape(ref.shape),
+            _spacing(ref.spacing),
+            ref.orientation or "-",
+            str(len(ref.paths)),
+            _status(ref),
+        )
+        for ref in refs
+    ]
+    widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(_COLUMNS[:-1])]
+    lines = []
+    for row in [_COLUMNS, *rows]:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, row[-1]]))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medgan.io.discover import discover_scans
+
+    path = Path(args.path)
+    if not path.exists():
+        raise ScanReadError(f"{path}: no such file or folder")
+    refs = discover_scans(path)
+    if not refs:
+        print(f"medgan info: no DICOM or NIfTI scan found under {path}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([ref.to_dict() for ref in refs], indent=2))
+    else:
+        print(format_table(refs))
+        n_ok = sum(ref.usable for ref in refs)
+        print(f"\n{len(refs)} scan(s) found under {path}: {n_ok} usable, {len(refs) - n_ok} unusable")
+    return 0

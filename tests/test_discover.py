@@ -1,0 +1,228 @@
+"""``discover_scans`` over a messy folder built from real corpus files.
+
+The tree mixes two real multi-slice series, a localizer inside one of them, non-image objects
+(pydicom's shipped RTSTRUCT and SR), junk, a zero-byte file, broken files, hostile
+SeriesDescriptions, a NIfTI pair, a symlink loop and the corpus' negative cases.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from nibabel.testing import data_path as NIBABEL_DATA
+from pydicom.uid import generate_uid
+
+import medgan
+from medgan.io.discover import ScanRef, discover_scans
+from tests.conftest import require_shared
+
+HOSTILE = {
+    "../../x": "dotdot",
+    "a/b\\c": "seps",
+    "Ünïcødé 脳 MRI\tT1\x00": "unicode",
+    "...": "dots",
+    "x" * 300: "long",
+}
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _copy_as_new_series(src: Path, dst: Path, description: str, seed: str) -> None:
+    ds = pydicom.dcmread(src)
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[seed, "series"])
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[seed, "sop"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 300-character description is over LO's 64 on purpose
+        ds.SeriesDescription = description
+        ds.save_as(dst)
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory) -> Path:
+    corpus = require_shared()
+    root = tmp_path_factory.mktemp("messy")
+    study = root / "study"
+    shutil.copytree(corpus / "dicom2nifti_siemens_anatomical_001" / "input", study / "sag_t1")
+    shutil.copytree(corpus / "dicom2nifti_hitachi_anatomical_001" / "input", study / "hitachi")
+    # a localizer inside the hitachi series (same SeriesInstanceUID, ImageType LOCALIZER)
+    ds = pydicom.dcmread(study / "hitachi" / "001.dcm")
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=["localizer"])
+    ds.save_as(study / "hitachi" / "scout.dcm")
+    # non-image objects shipped with pydicom
+    from pydicom.data import get_testdata_file
+
+    other = root / "other"
+    other.mkdir()
+    for name in ("rtstruct.dcm", "test-SR.dcm"):
+        path = get_testdata_file(name, download=False)
+        if path is not None:
+            shutil.copy(path, other / name)
+    # junk: skipped silently
+    (root / "README.txt").write_text("scans from the scanner\n")
+    (study / "sag_t1" / "sidecar.json").write_text('{"EchoTime": 0.01}')
+    (root / "notes.md").write_text("# notes\n")
+    (root / "blob.bin").write_bytes(b"\x00\x01binary junk" * 100)
+    (root / ".DS_Store").write_bytes(b"\x00" * 64)
+    # files that look like DICOM but are broken: listed as unusable
+    (other / "empty.dcm").write_bytes(b"")
+    (other / "garbage.dcm").write_bytes(b"not dicom at all " * 50)
+    src = study / "sag_t1" / "IM-0001-0112-0001.dcm"
+    (other / "IM9999").write_bytes(src.read_bytes()[:600])  # truncated header, no suffix
+    # hostile descriptions, one single-image series each
+    hostile = root / "hostile"
+    hostile.mkdir()
+    for description, name in HOSTILE.items():
+        _copy_as_new_series(src, hostile / f"{name}.dcm", description, name)
+    # NIfTI: a real one and a broken one
+    nifti = root / "nifti"
+    nifti.mkdir()
+    shutil.copy(Path(NIBABEL_DATA) / "example4d.nii.gz", nifti / "example4d.nii.gz")
+    (nifti / "broken.nii.gz").write_bytes((Path(NIBABEL_DATA) / "example4d.nii.gz").read_bytes()[:100])
+    # negative corpus cases
+    shutil.copytree(corpus / "negative", root / "negative")
+    # a symlink loop back to the root
+    try:
+        (root / "study" / "loop").symlink_to(root, target_is_directory=True)
+    except OSError:
+        pass
+    return root
+
+
+@pytest.fixture(scope="module")
+def refs(messy) -> list[ScanRef]:
+    return discover_scans(messy)
+
+
+def _by_path(refs: list[ScanRef], fragment: str) -> list[ScanRef]:
+    return [r for r in refs if any(fragment in p.as_posix() for p in r.paths)]
+
+
+def test_real_series_are_found_with_geometry(refs):
+    (sag,) = _by_path(refs, "study/sag_t1")
+    assert sag.kind == "dicom-series" and sag.usable and sag.reason is None
+    assert sag.shape == (1, 256, 256, 4)
+    assert len(sag.paths) == 4 and all(p.suffix == ".dcm" for p in sag.paths)
+    assert sag.modality == "MR"
+    assert len(sag.spacing) == 3 and all(v > 0 for v in sag.spacing)
+    assert sag.orientation is not None and len(sag.orientation) == 3
+    assert sag.series_uid
+
+
+def test_localizer_is_split_out(refs):
+    hitachi = _by_path(refs, "study/hitachi")
+    assert len(hitachi) == 2
+    (scout,) = [r for r in hitachi if not r.usable]
+    (series,) = [r for r in hitachi if r.usable]
+    assert scout.reason == "localizer (scout)"
+    assert [p.name for p in scout.paths] == ["scout.dcm"]
+    assert len(series.paths) == 4 and series.shape[-1] == 4
+    assert scout.series_uid == series.series_uid
+    assert "localizer" in series.note
+
+
+def test_non_image_objects_are_unusable(refs):
+    rt = _by_path(refs, "other/rtstruct.dcm")
+    sr = _by_path(refs, "other/test-SR.dcm")
+    if not rt or not sr:
+        pytest.skip("pydicom's test files rtstruct.dcm / test-SR.dcm are not installed")
+    assert not rt[0].usable and "RT structure set" in rt[0].reason and rt[0].modality == "RTSTRUCT"
+    assert not sr[0].usable and "structured report" in sr[0].reason
+
+
+def test_broken_files_are_listed_junk_is_skipped(refs):
+    listed = {p.name for r in refs for p in r.paths}
+    assert not listed & {"README.txt", "sidecar.json", "notes.md", "blob.bin", ".DS_Store"}
+    (empty,) = _by_path(refs, "other/empty.dcm")
+    assert empty.kind == "dicom-file" and not empty.usable and "empty file" in empty.reason
+    (garbage,) = _by_path(refs, "other/garbage.dcm")
+    assert not garbage.usable and "not a DICOM file" in garbage.reason
+    (trunc,) = _by_path(refs, "other/IM9999")
+    assert not trunc.usable and trunc.kind == "dicom-file"
+    (broken,) = _by_path(refs, "nifti/broken.nii.gz")
+    assert broken.kind == "nifti" and not broken.usable and "gzip" in broken.reason
+
+
+def test_nifti_is_a_scan(refs):
+    (ref,) = _by_path(refs, "nifti/example4d.nii.gz")
+    img = nib.load(ref.paths[0])
+    assert ref.kind == "nifti" and ref.usable and ref.modality == "unknown"
+    assert ref.shape == (2, 128, 96, 24)
+    np.testing.assert_allclose(ref.spacing, img.header.get_zooms()[:3], rtol=1e-6)
+    assert ref.orientation == "".join(nib.aff2axcodes(img.affine))
+
+
+def test_negative_corpus_cases_are_flagged(refs):
+    def reasons(case: str) -> list[str]:
+        found = _by_path(refs, f"negative/{case}/")
+        assert found, case
+        return [r.reason or "" for r in found if not r.usable]
+
+    assert any("gantry tilt" in r for r in reasons("dicom2nifti_gantry_tilt"))
+    assert any("gap" in r for r in reasons("dicom2nifti_missing_slice"))
+    assert any("gantry tilt" in r and "gap" in r for r in reasons("dicom2nifti_missing_slice_tilted"))
+    assert any("duplicate positions" in r for r in reasons("dicom2nifti_not_a_volume"))
+    # one SeriesInstanceUID, two orientations: never one volume; split and reported
+    mixed = _by_path(refs, "negative/dicom2nifti_mixed_orientation/")
+    assert len(mixed) == 2
+    assert len({r.series_uid for r in mixed}) == 1
+    assert all(len(r.paths) == 2 for r in mixed)
+    assert all(r.usable and "orientation" in r.note for r in mixed)
+    assert len({r.orientation for r in mixed}) == 2
+
+
+def test_ids_are_safe_unique_and_stable(messy, refs):
+    ids = [r.id for r in refs]
+    assert len(ids) == len(set(ids))
+    for ref_id in ids:
+        assert ID_RE.match(ref_id), ref_id
+        assert len(ref_id) <= 64 and ".." not in ref_id and not ref_id.startswith(".")
+    again = discover_scans(messy)
+    assert [r.id for r in again] == ids
+    hostile = _by_path(refs, "/hostile/")
+    assert len(hostile) == len(HOSTILE)
+    for ref in hostile:
+        assert ref.usable and ref.shape == (1, 256, 256) and ref.kind == "dicom-file"
+        assert "/" not in ref.description and "\\" not in ref.description
+        assert ref.description.isprintable() and len(ref.description) <= 64
+        # the id works as a file name
+        assert Path(ref.id).name == ref.id
+    (unicode_ref,) = [r for r in hostile if r.paths[0].name == "unicode.dcm"]
+    assert "脳" in unicode_ref.description and unicode_ref.id.startswith("Unic")
+    (dots,) = [r for r in hostile if r.paths[0].name == "dots.dcm"]
+    assert dots.description == "..." and dots.id.startswith("dots-")  # nothing usable left: the file stem
+
+
+def test_a_series_id_does_not_depend_on_the_walk_root(messy, refs):
+    (sag,) = _by_path(refs, "study/sag_t1")
+    (alone,) = discover_scans(messy / "study" / "sag_t1")
+    assert alone.id == sag.id and alone.paths == sag.paths
+
+
+def test_symlink_loop_is_not_followed_twice(refs):
+    paths = [p for r in refs for p in r.paths]
+    assert not any("/loop/" in p.as_posix() for p in paths)
+    assert len(paths) == len(set(paths))
+
+
+def test_single_file_and_missing_root(messy):
+    (ref,) = discover_scans(messy / "study" / "sag_t1" / "IM-0001-0112-0001.dcm")
+    assert ref.usable and ref.shape == (1, 256, 256)
+    (junk,) = discover_scans(messy / "README.txt")
+    assert not junk.usable
+    with pytest.raises(medgan.errors.ScanReadError, match="no such file or folder"):
+        discover_scans(messy / "nope")
+
+
+def test_to_dict_is_json_ready(refs):
+    import json
+
+    text = json.dumps([r.to_dict() for r in refs])
+    assert json.loads(text)[0]["id"] == refs[0].id
