@@ -1,0 +1,175 @@
+"""Atomic writes: a file or a folder appears complete under its final name, or not at all.
+
+Everything is first written under a hidden temporary name *in the same folder* as
+the target (so the final ``os.replace`` / ``os.rename`` is a same-filesystem
+rename, which POSIX makes atomic) and only renamed into place once fully written
+and flushed. On any failure, ``KeyboardInterrupt`` included, the temporary file or
+folder is removed. Temporary names start with ``.`` and end with ``.tmp`` so that
+folder walkers never mistake them for scans.
+
+The standard library has no atomic-write helper and neither do our dependencies,
+hence these few lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from medgan.errors import MedganError
+
+__all__ = ["temp_sibling", "atomic_file", "atomic_path", "atomic_directory", "write_bytes_atomic", "write_text_atomic"]
+
+
+def temp_sibling(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Path:
+    """A fresh hidden name next to ``path`` (``.<name>.<random><suffix>``); nothing is created."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Persist the rename itself (directory entry); best effort, not all platforms allow it.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path; on success it is renamed onto ``path``.
+
+    Use it with libraries that want a file name (``torch.save``, ``savefig``).
+
+    Parameters
+    ----------
+    path
+        Final file name. Its folder must exist.
+    keep_suffix
+        End the temporary name with ``path``'s suffixes (``.png``, ``.nii.gz``) for
+        libraries that pick a format from the name; the name stays hidden (leading dot).
+
+    Yields
+    ------
+    pathlib.Path
+        Where to write. Removed if the block raises.
+    """
+    path = Path(path)
+    suffix = "".join(path.suffixes) if keep_suffix else ".tmp"
+    tmp = temp_sibling(path, suffix=".tmp" + suffix if keep_suffix else suffix)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise MedganError(f"{path}: nothing was written")
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path
+        Final file name. Its folder must exist.
+    mode
+        ``"wb"`` or ``"w"`` (text; pass ``encoding=`` in ``open_kwargs``).
+
+    Yields
+    ------
+    file object
+        Flushed and fsynced before the rename. Removed if the block raises.
+    """
+    if "w" not in mode:
+        raise ValueError(f"atomic_file needs a write mode, got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **open_kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return ``path``."""
+    with atomic_file(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically and return ``path``."""
+    with atomic_file(path, "w", encoding=encoding, newline="") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it is renamed to ``path``.
+
+    Parameters
+    ----------
+    path
+        Final folder. Its parent must exist. An existing empty folder is replaced.
+    overwrite
+        Replace an existing non-empty folder (it is moved aside and deleted only after
+        the new one is in place). Without it, a non-empty target raises
+        :class:`~medgan.errors.MedganError` before anything is written.
+
+    Yields
+    ------
+    pathlib.Path
+        An empty folder to fill. Removed if the block raises.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise MedganError(f"{path}: parent folder {path.parent} does not exist")
+    _check_target_dir(path, overwrite)
+    tmp = temp_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _check_target_dir(path, overwrite)  # it may have appeared meanwhile
+        old = None
+        if path.is_dir() and any(path.iterdir()):
+            old = temp_sibling(path, suffix=".old")
+            os.rename(path, old)
+        elif path.is_dir():
+            path.rmdir()
+        os.rename(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(path.parent)
+
+
+def _check_target_dir(path: Path, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise MedganError(f"{path}: exists and is not a folder; choose another output path")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise MedganError(f"{path}: folder exists and is not empty; choose another output path or pass overwrite=True")

@@ -1,0 +1,359 @@
+"""Write a scan as a derived DICOM series, one file per slice.
+
+The series is *derived*: ImageType ``DERIVED\\SECONDARY``, new Series and SOP
+Instance UIDs, a DerivationDescription, and the patient / study / frame-of-reference
+modules copied from the scan it was derived from (``reference``) when given.
+
+SOP class: Secondary Capture Image Storage with the Image Plane and Frame of
+Reference attributes added (a Standard Extended SOP Class). MR and CT Image Storage
+would need Type 1 acquisition attributes (e.g. ScanningSequence, SequenceVariant)
+that a model output cannot state honestly. DICOM's RAS/LPS flip happens here only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom import config
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.valuerep import format_number_as_ds, validate_value
+
+from medgan._version import __version__
+from medgan.errors import MedganError
+from medgan.io.atomic import atomic_directory
+from medgan.io.scan import LPS_TO_RAS
+
+__all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
+
+logger = logging.getLogger(__name__)
+
+#: attributes copied from ``reference.meta["dicom"]`` (patient, study, frame of reference)
+PATIENT_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+STUDY_FIELDS = (
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+)
+#: Patient Study module (Type 3), copied when the reference has them
+PATIENT_STUDY_FIELDS = ("PatientAge", "PatientSize", "PatientWeight")
+_IMPLEMENTATION_UID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+_PAIRED_BODY_PARTS = {"BREAST", "KNEE", "HAND", "FOOT", "ELBOW", "SHOULDER", "HIP", "ANKLE", "WRIST", "EYE", "EAR"}
+_TOL = 1e-4  # tolerance on direction cosines (unit vectors)
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """DICOM (LPS) geometry of a stack of slices derived from a RAS affine."""
+
+    orientation: list[float]  # ImageOrientationPatient: row cosines, then column cosines
+    positions: list[list[float]]  # ImagePositionPatient of each slice
+    pixel_spacing: list[float]  # [spacing between rows, spacing between columns]
+    slice_step: float  # distance between slice centres, mm
+
+
+def slice_geometry(affine: np.ndarray, n_slices: int) -> SliceGeometry:
+    """Per-slice DICOM geometry for a volume with RAS+ ``affine``.
+
+    Voxel ``(i, j, k)`` is stored as column ``i``, row ``j`` of slice ``k``.
+
+    Raises
+    ------
+    MedganError
+        If the affine has shear (non-orthogonal axes), which a DICOM slice stack
+        cannot express.
+    """
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)  # the flip is its own inverse
+    cols = lps[:3, :3].copy()
+    spacing = np.linalg.norm(cols, axis=0)
+    if n_slices == 1 and spacing[2] <= 0:  # a 2-D image may carry no slice-normal column
+        cols[:, 2] = np.cross(cols[:, 0], cols[:, 1]) / max(spacing[0] * spacing[1], 1e-12)
+        spacing[2] = 1.0
+    if np.any(spacing <= 0) or not np.all(np.isfinite(lps)):
+        raise MedganError("the scan's affine is singular or not finite; cannot write DICOM geometry")
+    unit = cols / spacing
+    if abs(unit[:, 0] @ unit[:, 1]) > _TOL:
+        raise MedganError("the scan's in-plane axes are not perpendicular (sheared affine); write NIfTI instead")
+    normal = np.cross(unit[:, 0], unit[:, 1])
+    if n_slices > 1 and abs(abs(normal @ unit[:, 2]) - 1.0) > _TOL:
+        raise MedganError(
+            "the scan's slice axis is not perpendicular to its slices (sheared affine); write NIfTI instead"
+        )
+    positions = [[float(v) for v in lps[:3, :3] @ np.array([0.0, 0.0, k]) + lps[:3, 3]] for k in range(n_slices)]
+    return SliceGeometry(
+        orientation=[float(v) for v in np.concatenate([unit[:, 0], unit[:, 1]])],
+        positions=positions,
+        pixel_spacing=[float(spacing[1]), float(spacing[0])],
+        slice_step=float(spacing[2]),
+    )
+
+
+def choose_rescale(values: np.ndarray) -> tuple[np.dtype, float, float]:
+    """Pick a 16-bit stored type and RescaleSlope/Intercept covering ``values``.
+
+    Integer-valued data that fit int16 or uint16 are stored exactly (slope 1,
+    intercept 0). Otherwise the value range is mapped linearly onto int16; the
+    slope and intercept are the values exactly as written in the header (DS
+    strings, 16 characters at most), so readers recover the same numbers.
+
+    Returns
+    -------
+    (stored dtype, slope, intercept)
+    """
+    vmin = float(values.min()) if values.size else 0.0
+    vmax = float(values.max()) if values.size else 0.0
+    if np.all(values == np.round(values)):
+        if vmin >= -32768 and vmax <= 32767:
+            return np.dtype(np.int16), 1.0, 0.0
+        if vmin >= 0 and vmax <= 65535:
+            return np.dtype(np.uint16), 1.0, 0.0
+    if vmax == vmin:
+        return np.dtype(np.int16), 1.0, _ds_value(vmin)
+    # 65534 (not 65535) steps leaves room for the intercept's DS rounding.
+    slope = _ds_value((vmax - vmin) / 65534.0, round_up=True)
+    intercept = _ds_value(vmin + 32767.0 * slope)
+    return np.dtype(np.int16), slope, intercept
+
+
+def _ds_value(value: float, *, round_up: bool = False) -> float:
+    """``value`` as it reads back from a 16-character DS string (optionally never smaller)."""
+    text = format_number_as_ds(float(value))
+    out = float(text)
+    if round_up and out < value:
+        out = float(format_number_as_ds(math.nextafter(value, math.inf) * (1 + 1e-12)))
+        while out < value:  # pragma: no cover - guards against odd rounding
+            out = float(format_number_as_ds(out * (1 + 1e-9)))
+    return out
+
+
+def _ds(value: float) -> str:
+    return format_number_as_ds(float(value))
+
+
+def _patient_orientation(row: np.ndarray, col: np.ndarray) -> list[str]:
+    """PatientOrientation letters (e.g. ``["L", "P"]``) of the row and column directions (LPS)."""
+
+    def letters(v: np.ndarray) -> str:
+        out = ""
+        for idx in np.argsort(-np.abs(v)):
+            if abs(v[idx]) < 1e-4 or len(out) == 3:
+                break
+            pos, neg = ("L", "R") if idx == 0 else ("P", "A") if idx == 1 else ("H", "F")
+            out += pos if v[idx] > 0 else neg
+        return out
+
+    return [letters(row), letters(col)]
+
+
+def _encode_slice(ds: Dataset, path: Path) -> None:
+    """Write one slice file (the unit an interrupted write can stop after)."""
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _meta_str(meta: dict[str, Any], key: str) -> str:
+    """``meta[key]`` as a string valid for ``key``'s VR, else ``""`` (never write an invalid value)."""
+    value = meta.get(key)
+    if value is None:
+        return ""
+    text = str(value)
+    try:
+        validate_value(dictionary_VR(key), text, config.RAISE)
+    except (ValueError, KeyError):
+        return ""
+    return text
+
+
+def write_dicom_series(
+    scan: Any,
+    folder: str | os.PathLike[str],
+    *,
+    reference: Any = None,
+    overwrite: bool = False,
+    description: str | None = None,
+) -> Path:
+    """Write a single-channel scan as a derived DICOM series (one file per slice).
+
+    Parameters
+    ----------
+    scan
+        ``MetaTensor`` ``(1, X, Y[, Z])`` with a RAS+ affine. Slices run along the third
+        spatial axis; a 2-D image gives one file.
+    folder
+        Output folder; written under a temporary sibling name and renamed when complete.
+    reference
+        The scan this one derives from (loaded from DICOM): its ``meta["dicom"]`` supplies
+        the patient, study and frame-of-reference attributes. Without it, new study and
+        frame-of-reference UIDs are generated and the patient attributes are left empty.
+    overwrite
+        Replace a non-empty existing ``folder``.
+    description
+        DerivationDescription; by default built from ``scan.meta["medgan"]``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder``.
+    """
+    folder = Path(folder)
+    data = np.asarray(scan.detach().cpu().numpy() if hasattr(scan, "detach") else scan)
+    if data.ndim not in (3, 4):
+        raise MedganError(f"{folder}: expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(data.shape)}")
+    if data.shape[0] != 1:
+        raise MedganError(
+            f"{folder}: DICOM output holds one channel, this scan has {data.shape[0]}; "
+            "write NIfTI (.nii.gz) instead or save each channel separately"
+        )
+    vol = data[0] if data.ndim == 4 else data[0][..., None]  # (X, Y, Z)
+    if not np.all(np.isfinite(vol)):
+        raise MedganError(f"{folder}: the scan holds NaN or infinite values, which DICOM cannot store")
+    affine = np.asarray(getattr(scan, "affine", np.eye(4)), dtype=np.float64)
+    geom = slice_geometry(affine, vol.shape[2])
+    stored_dtype, slope, intercept = choose_rescale(vol)
+    info = np.iinfo(stored_dtype)
+    if slope == 1.0 and intercept == 0.0:
+        stored = vol.astype(stored_dtype)
+    else:
+        stored = np.clip(np.round((vol.astype(np.float64) - intercept) / slope), info.min, info.max).astype(
+            stored_dtype
+        )
+
+    meta = dict(getattr(scan, "meta", {}) or {})
+    ref_meta = dict(getattr(reference, "meta", {}) or {}) if reference is not None else {}
+    ref_dicom = {k: v for k, v in dict(ref_meta.get("dicom") or {}).items() if v is not None}
+    base = _base_dataset(meta, ref_meta, ref_dicom, description)
+    vmin, vmax = float(vol.min()), float(vol.max())
+    row = np.array(geom.orientation[:3])
+    col = np.array(geom.orientation[3:])
+
+    with atomic_directory(folder, overwrite=overwrite) as tmp:
+        width = max(4, len(str(vol.shape[2])))
+        for k in range(vol.shape[2]):
+            ds = Dataset()
+            ds.update(base)
+            sop_uid = generate_uid()
+            ds.SOPInstanceUID = sop_uid
+            ds.InstanceNumber = k + 1
+            ds.PatientOrientation = _patient_orientation(row, col)
+            ds.ImagePositionPatient = [_ds(v) for v in geom.positions[k]]
+            ds.ImageOrientationPatient = [_ds(v) for v in geom.orientation]
+            ds.PixelSpacing = [_ds(v) for v in geom.pixel_spacing]
+            ds.SliceThickness = _ds(geom.slice_step)
+            ds.SpacingBetweenSlices = _ds(geom.slice_step)
+            ds.Rows, ds.Columns = int(vol.shape[1]), int(vol.shape[0])
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.BitsAllocated = 16
+            ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = 1 if stored_dtype == np.int16 else 0
+            ds.RescaleIntercept = _ds(intercept)
+            ds.RescaleSlope = _ds(slope)
+            ds.RescaleType = "HU" if base.Modality == "CT" else "US"
+            ds.WindowCenter = _ds((vmin + vmax) / 2.0)
+            ds.WindowWidth = _ds(max(vmax - vmin, 1.0))
+            ds.WindowCenterWidthExplanation = "full range"
+            # Rows run along j (second spatial axis), columns along i.
+            ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype(stored_dtype.newbyteorder("<")).tobytes()
+            fm = FileMetaDataset()
+            fm.MediaStorageSOPClassUID = ds.SOPClassUID
+            fm.MediaStorageSOPInstanceUID = sop_uid
+            fm.TransferSyntaxUID = ExplicitVRLittleEndian
+            fm.ImplementationClassUID = _IMPLEMENTATION_UID
+            fm.ImplementationVersionName = f"MEDGAN_{__version__}"[:16]
+            ds.file_meta = fm
+            _encode_slice(ds, tmp / f"IM{k + 1:0{width}d}.dcm")
+    logger.debug("wrote %d DICOM slices to %s", vol.shape[2], folder)
+    return folder
+
+
+def _base_dataset(
+    meta: dict[str, Any], ref_meta: dict[str, Any], ref_dicom: dict[str, Any], description: str | None
+) -> Dataset:
+    """Attributes shared by every slice: patient, study, series, equipment, frame of reference."""
+    now = _dt.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds = Dataset()
+    values = [str(v) for v in ref_dicom.values()]
+    if any(not v.isascii() for v in values):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    # Patient module (Type 2: present, empty when unknown)
+    for key in PATIENT_FIELDS:
+        setattr(ds, key, _meta_str(ref_dicom, key))
+    for key in PATIENT_STUDY_FIELDS:
+        if _meta_str(ref_dicom, key):
+            setattr(ds, key, _meta_str(ref_dicom, key))
+    # General Study module
+    ds.StudyInstanceUID = _meta_str(ref_dicom, "StudyInstanceUID") or generate_uid()
+    for key in STUDY_FIELDS:
+        value = _meta_str(ref_dicom, key)
+        if value or key != "StudyDescription":
+            setattr(ds, key, value)
+    # General Series module
+    candidates = (meta.get("modality"), ref_meta.get("modality"), ref_dicom.get("Modality"))
+    ds.Modality = next((str(m) for m in candidates if _is_modality_code(m)), "OT")
+    ds.SeriesInstanceUID = generate_uid()
+    try:
+        ds.SeriesNumber = int(float(_meta_str(ref_dicom, "SeriesNumber"))) + 1000
+    except ValueError:
+        ds.SeriesNumber = 1000
+    src_desc = _meta_str(ref_dicom, "SeriesDescription")
+    ds.SeriesDescription = (f"{src_desc} medgan" if src_desc else "medgan derived")[:64]
+    body_part = _meta_str(ref_dicom, "BodyPartExamined")[:16]
+    if body_part:
+        ds.BodyPartExamined = body_part
+    if ref_dicom.get("Laterality") in ("R", "L"):
+        ds.Laterality = ref_dicom["Laterality"]
+    elif not body_part or body_part.upper() in _PAIRED_BODY_PARTS:
+        ds.Laterality = ""  # Type 2C: empty means "unknown" (a warning in dciodvfy, not an error)
+    ds.SeriesDate, ds.SeriesTime = date, time
+    # General Equipment (this software) and SC Equipment
+    ds.Manufacturer = "medgan"
+    ds.SoftwareVersions = __version__
+    ds.ConversionType = "WSD"  # workstation
+    ds.SecondaryCaptureDeviceManufacturer = "medgan"
+    ds.SecondaryCaptureDeviceSoftwareVersions = __version__
+    ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = date, time
+    # Frame of Reference
+    ds.FrameOfReferenceUID = _meta_str(ref_dicom, "FrameOfReferenceUID") or generate_uid()
+    ds.PositionReferenceIndicator = ""
+    # General Image
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.DerivationDescription = (description or derivation_text(meta))[:1024]
+    ds.BurnedInAnnotation = "NO"
+    return ds
+
+
+def _is_modality_code(value: Any) -> bool:
+    text = str(value or "")
+    return 0 < len(text) <= 16 and text.isalnum() and text.isupper()
+
+
+def derivation_text(meta: dict[str, Any]) -> str:
+    """One line of provenance for DerivationDescription / NIfTI ``descrip``."""
+    prov = meta.get("medgan")
+    if not isinstance(prov, dict):
+        return f"medgan {__version__} conversion"
+    version = prov.get("version") or prov.get("medgan_version") or __version__
+    model = prov.get("model") or prov.get("model_name") or prov.get("name")
+    synthetic = bool(prov.get("synthetic", False))
+    task = prov.get("task") or ("synthesis" if synthetic else "SR")
+    task = {"super-resolution": "SR", "synthesis": "SYN"}.get(str(task), str(task))
+    parts = [f"medgan {version}", task]
+    if model:
+        parts.append(f"model={model}")
+    parts.append(f"synthetic={synthetic}")
+    return " ".join(parts)

@@ -1,0 +1,196 @@
+"""``save_scan``: write a scan as NIfTI or as a derived DICOM series, atomically.
+
+NIfTI output keeps the affine exactly (sform and qform both set), the spacing in
+``pixdim``, and a provenance line in ``descrip`` plus a JSON sidecar when the scan
+carries ``meta["medgan"]``. DICOM output is delegated to :mod:`medgan.io.dicom_write`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import DTypeLike
+
+from medgan.errors import MedganError
+from medgan.io.atomic import atomic_file, write_text_atomic
+from medgan.io.dicom_write import derivation_text, write_dicom_series
+from medgan.io.scan import spacing_from_affine
+
+__all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
+
+logger = logging.getLogger(__name__)
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI_SUFFIXES)
+
+
+def save_scan(
+    scan: Any,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,  # noqa: A002 - public API name
+    reference: Any = None,
+    dtype: DTypeLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``scan`` to ``path`` as NIfTI or as a derived DICOM series.
+
+    Parameters
+    ----------
+    scan
+        Channel-first ``MetaTensor`` ``(C, X, Y[, Z])`` with a 4x4 RAS+ affine.
+    path
+        ``*.nii`` / ``*.nii.gz`` for NIfTI; a folder (any other name) for DICOM.
+    format
+        ``"nifti"`` or ``"dicom"``; inferred from ``path`` when ``None``.
+    reference
+        For DICOM: the scan this one derives from (as returned by ``load_scan`` of a
+        DICOM series); it supplies the patient, study and frame-of-reference attributes.
+    dtype
+        NIfTI voxel type; float32 when ``None``. Integer types are rounded and clipped
+        to their range (never wrapped). Ignored for DICOM (always 16-bit + rescale).
+    overwrite
+        DICOM only: replace a non-empty existing folder. (A NIfTI file is always
+        replaced atomically.)
+
+    Returns
+    -------
+    pathlib.Path
+        The file or folder written.
+
+    Raises
+    ------
+    MedganError
+        Unsupported format, multi-channel DICOM, non-finite values for DICOM, a
+        sheared affine for DICOM, or a non-empty target folder without ``overwrite``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> from medgan.io.scan import make_scan
+    >>> x = make_scan(np.zeros((1, 4, 4, 2)), np.diag([2.0, 2.0, 3.0, 1.0]))
+    >>> out = save_scan(x, pathlib.Path(tempfile.mkdtemp()) / "x.nii.gz")
+    >>> out.name
+    'x.nii.gz'
+    """
+    path = Path(path)
+    fmt = (format or ("nifti" if _is_nifti(path) else "dicom")).lower()
+    if fmt not in ("nifti", "dicom"):
+        raise MedganError(f"{path}: unknown output format {format!r}; use 'nifti' or 'dicom'")
+    if fmt == "nifti":
+        if not _is_nifti(path):
+            raise MedganError(f"{path}: a NIfTI output file name must end in .nii or .nii.gz")
+        return write_nifti(scan, path, dtype=dtype)
+    if _is_nifti(path):
+        raise MedganError(f"{path}: DICOM output needs a folder name, not a .nii/.nii.gz file name")
+    if not path.parent.is_dir():
+        raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
+    try:
+        return write_dicom_series(scan, path, reference=reference, overwrite=overwrite)
+    except OSError as exc:
+        raise MedganError(f"{path}: cannot write DICOM series ({exc.strerror or exc})") from exc
+
+
+def nifti_sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """``out.nii.gz`` -> ``out.json`` (the provenance sidecar next to a NIfTI file)."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return path.with_name(name + ".json")
+
+
+def _nifti_array(scan: Any) -> np.ndarray:
+    """Channel-first ``(C, X, Y[, Z])`` -> NIfTI layout ``X, Y, Z[, C]`` (2-D: ``X, Y, 1[, C]``)."""
+    data = np.asarray(scan.detach().cpu().numpy() if hasattr(scan, "detach") else scan)
+    if data.ndim not in (3, 4):
+        raise MedganError(f"expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(data.shape)}")
+    if data.ndim == 3:
+        data = data[:, :, :, None]
+    return data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
+
+
+def _cast(data: np.ndarray, dtype: DTypeLike | None) -> np.ndarray:
+    target = np.dtype(np.float32 if dtype is None else dtype)
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        data = np.clip(np.round(np.nan_to_num(data.astype(np.float64))), info.min, info.max)
+    elif target.kind != "f":
+        raise MedganError(f"unsupported NIfTI dtype {target}; use a float or integer type")
+    return np.asarray(data, dtype=target)
+
+
+def _xform_codes(meta: dict[str, Any]) -> tuple[int, int]:
+    """(sform, qform) codes: the source NIfTI's non-zero codes, else 1 (scanner) for DICOM, 2 (aligned) otherwise."""
+    default = 1 if meta.get("source_format") == "dicom" else 2
+    source = meta.get("nifti") if isinstance(meta.get("nifti"), dict) else {}
+    codes = []
+    for key in ("sform_code", "qform_code"):
+        try:
+            code = int(source.get(key, 0))
+        except (TypeError, ValueError):
+            code = 0
+        codes.append(code if 1 <= code <= 5 else default)
+    return codes[0], codes[1]
+
+
+def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | None = None) -> Path:
+    """Write ``scan`` as a NIfTI-1 file (``.nii`` or ``.nii.gz``) atomically.
+
+    The affine goes into both sform and qform (codes: the source NIfTI's when it had
+    non-zero ones, else ``scanner`` for scans read from DICOM, ``aligned`` otherwise); ``pixdim`` holds the spacing; channels become the
+    4th axis. Provenance (``meta["medgan"]``) goes into ``descrip`` (80 bytes) and a
+    JSON sidecar, renamed into place just before the image, so a new image always has its sidecar
+    and a failed write changes neither.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
+    affine = np.asarray(getattr(scan, "affine", np.eye(4)), dtype=np.float64)
+    meta = dict(getattr(scan, "meta", {}) or {})
+    data = _cast(_nifti_array(scan), dtype)
+    img = nib.Nifti1Image(data, affine)
+    hdr = img.header
+    sform_code, qform_code = _xform_codes(meta)
+    img.set_sform(affine, code=sform_code)
+    img.set_qform(affine, code=qform_code)
+    zooms = list(spacing_from_affine(affine)[:3]) + [1.0] * (data.ndim - 3)
+    hdr.set_zooms(zooms[: data.ndim])
+    hdr.set_xyzt_units("mm", "unknown")
+    hdr.set_data_dtype(data.dtype)
+    if data.dtype.kind == "f":
+        hdr.set_slope_inter(1.0, 0.0)
+    prov = meta.get("medgan")
+    sidecar = None
+    if isinstance(prov, dict):
+        hdr["descrip"] = derivation_text(meta).encode("ascii", "replace")[:79]
+        sidecar = json.dumps(prov, indent=2, sort_keys=True, default=str) + "\n"
+    compressed = path.name.lower().endswith(".gz")
+    try:
+        with atomic_file(path, "wb") as fh:
+            # Stream through gzip ourselves so the temporary file needs no image suffix
+            # (nibabel picks compression from the file name); level 1 as nibabel, mtime=0 reproducible.
+            stream = gzip.GzipFile(filename="", fileobj=fh, mode="wb", compresslevel=1, mtime=0) if compressed else fh
+            try:
+                img.to_file_map(img.make_file_map({"image": stream, "header": stream}))
+            finally:
+                if compressed:
+                    stream.close()
+            if sidecar is not None:  # image fully written: now the sidecar, then the image is renamed into place
+                write_text_atomic(nifti_sidecar_path(path), sidecar)
+    except OSError as exc:
+        raise MedganError(f"{path}: cannot write NIfTI file ({exc.strerror or exc})") from exc
+    logger.debug("wrote NIfTI %s", path.name)
+    return path

@@ -1,0 +1,49 @@
+"""``medgan convert IN OUT``: DICOM <-> NIfTI.
+
+Loads ``IN`` with :func:`medgan.load_scan` and writes it with
+:func:`medgan.save_scan`; a DICOM input is passed as ``reference`` so a DICOM
+output keeps its patient and study. Errors are :class:`~medgan.errors.MedganError`
+and become one line and exit status 1 in :func:`pipelines.cli.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``convert`` sub-command."""
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a scan between DICOM and NIfTI",
+        description=(
+            "Convert a scan: IN is a NIfTI file, a DICOM file or a DICOM series folder; OUT is a .nii/.nii.gz "
+            "file or a folder for a derived DICOM series (one file per slice)."
+        ),
+    )
+    parser.add_argument("input", metavar="IN", help="NIfTI file, DICOM file or DICOM series folder")
+    parser.add_argument("output", metavar="OUT", help="output .nii/.nii.gz file, or a folder for DICOM")
+    parser.add_argument(
+        "--format",
+        choices=["nifti", "dicom"],
+        default=None,
+        help="output format (default: from OUT: .nii/.nii.gz -> nifti, otherwise dicom)",
+    )
+    parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert ``args.input`` to ``args.output``; return the exit status."""
+    from medgan import load_scan, save_scan
+
+    scan = load_scan(args.input, series=args.series)
+    reference = scan if scan.meta.get("source_format") == "dicom" else None
+    out = save_scan(scan, args.output, format=args.format, reference=reference, overwrite=args.overwrite)
+    logger.info("wrote %s", out)
+    return 0

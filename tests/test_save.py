@@ -1,0 +1,498 @@
+"""save_scan: NIfTI and derived DICOM output, checked with nibabel, pydicom, SimpleITK,
+dcm2niix and dciodvfy on real scans (nilearn's MNI T1 and a real oblique Hitachi series)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from conftest import require_shared, require_tool
+
+from medgan.errors import MedganError
+from medgan.io import dicom_write
+from medgan.io.save import nifti_sidecar_path, save_scan
+from medgan.io.scan import LPS_TO_RAS, make_scan
+
+sitk = pytest.importorskip("SimpleITK")
+
+CORPUS = Path(__file__).parents[1].parent / "shared" / "corpora" / "dicom"
+HITACHI = CORPUS / "dicom2nifti_hitachi_anatomical_001" / "input"
+HAS_LOAD = importlib.util.find_spec("medgan.io.load") is not None
+needs_load = pytest.mark.skipif(not HAS_LOAD, reason="medgan.io.load (load_scan) is not written yet")
+SECRET = "Secret^Patient"
+
+
+# ---------------------------------------------------------------- fixtures / helpers
+
+
+def _mni_path() -> Path:
+    nilearn = pytest.importorskip("nilearn")
+    path = Path(nilearn.__file__).parent / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"nilearn's MNI template not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mni_crop() -> tuple[np.ndarray, np.ndarray]:
+    """A small real block of the MNI T1 (integer-valued), with its affine."""
+    img = nib.load(_mni_path())
+    start = np.array([80, 90, 70])
+    data = np.asarray(img.dataobj[80:104, 90:118, 70:80], dtype=np.float32)
+    affine = img.affine.copy()
+    affine[:3, 3] = img.affine[:3, :3] @ start + img.affine[:3, 3]
+    return data, affine
+
+
+def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _affine(rot: np.ndarray, spacing, origin) -> np.ndarray:
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag(spacing)
+    aff[:3, 3] = origin
+    return aff
+
+
+# Axial, strongly oblique, sagittal (axes permuted), coronal with flips; anisotropic, non-square pixels.
+AFFINES = {
+    "axial": _affine(np.eye(3), (0.8, 1.3, 2.0), (-10.0, 20.0, 5.0)),
+    "oblique": _affine(_rotation(0.35, -0.5, 0.9), (0.8, 1.3, 2.0), (12.5, -40.0, 33.0)),
+    "sagittal": _affine(np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]]), (1.1, 0.9, 3.0), (40.0, -60.0, 70.0)),
+    "coronal_flipped": _affine(np.array([[-1, 0, 0], [0, 0, 1], [0, -1, 0]]), (0.7, 0.7, 2.5), (30.0, 10.0, 50.0)),
+}
+
+
+def _read_sitk(folder: Path) -> tuple[np.ndarray, np.ndarray, sitk.Image]:
+    """A DICOM series through SimpleITK -> (X, Y, Z) array and RAS affine."""
+    reader = sitk.ImageSeriesReader()
+    names = reader.GetGDCMSeriesFileNames(str(folder))
+    reader.SetFileNames(names)
+    img = reader.Execute()
+    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0).astype(np.float64)
+    aff = np.eye(4)
+    aff[:3, :3] = np.array(img.GetDirection()).reshape(3, 3) * np.array(img.GetSpacing())
+    aff[:3, 3] = img.GetOrigin()
+    return arr, LPS_TO_RAS @ aff, img
+
+
+def _canonical(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    data = np.asarray(data)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return nib.as_closest_canonical(nib.Nifti1Image(data.astype(np.float64), affine))
+
+
+def _assert_same_grid(data_a, aff_a, data_b, aff_b, *, atol_values: float = 0.0) -> None:
+    a, b = _canonical(data_a, aff_a), _canonical(data_b, aff_b)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(a.get_fdata(), b.get_fdata(), atol=atol_values, rtol=0)
+
+
+def _slope(folder: Path) -> float:
+    return float(pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True).RescaleSlope)
+
+
+def _dcm2niix(folder: Path, work: Path) -> nib.Nifti1Image:
+    require_tool("dcm2niix")
+    work.mkdir()
+    proc = subprocess.run(
+        ["dcm2niix", "-z", "n", "-f", "out", "-b", "n", "-o", str(work), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return nib.load(work / "out.nii")
+
+
+def _dciodvfy_errors(folder: Path) -> list[str]:
+    require_tool("dciodvfy")
+    errors = []
+    for f in sorted(folder.glob("*.dcm")):
+        proc = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=60)
+        errors += [f"{f.name}: {line}" for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line]
+    return errors
+
+
+def _hitachi_reference() -> tuple[np.ndarray, np.ndarray, object]:
+    """The real oblique Hitachi series as (array, RAS affine, reference scan with meta["dicom"])."""
+    require_shared()
+    arr, aff, _ = _read_sitk(HITACHI)
+    first = pydicom.dcmread(sorted(HITACHI.glob("*.dcm"))[0], stop_before_pixels=True)
+    keys = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate")
+    keys += ("StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription")
+    keys += ("FrameOfReferenceUID", "SeriesDescription", "SeriesNumber", "Manufacturer", "BodyPartExamined")
+    dicom = {k: str(first.get(k, "") or "") for k in keys}
+    dicom["PatientName"] = SECRET  # a recognisable value to look for in logs
+    meta = {"modality": "MR", "source_format": "dicom", "series_uid": str(first.SeriesInstanceUID), "dicom": dicom}
+    return arr, aff, make_scan(arr[None], aff, meta)
+
+
+# ---------------------------------------------------------------- NIfTI
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("name", ["axial", "oblique"])
+def test_nifti_exact_roundtrip(tmp_path, mni_crop, suffix, name):
+    data, _ = mni_crop
+    values = data * 1.37 + 0.25  # non-integer float32 values
+    scan = make_scan(values[None], AFFINES[name])
+    out = save_scan(scan, tmp_path / f"x{suffix}")
+    assert out == tmp_path / f"x{suffix}"
+    img = nib.load(out)
+    assert img.get_data_dtype() == np.float32
+    assert img.shape == values.shape
+    np.testing.assert_array_equal(np.asarray(img.dataobj), scan.numpy()[0])
+    for aff, code in (img.header.get_sform(coded=True), img.header.get_qform(coded=True)):
+        assert int(code) == 2  # aligned (not from a scanner)
+        np.testing.assert_allclose(aff, AFFINES[name], atol=1e-4)
+    np.testing.assert_allclose(img.header.get_zooms(), [0.8, 1.3, 2.0], rtol=1e-6)
+    assert img.header.get_xyzt_units()[0] == "mm"
+    assert not nifti_sidecar_path(out).exists()  # no provenance, no sidecar
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary left over
+
+
+def test_nifti_scanner_code_and_int_dtype(tmp_path, mni_crop):
+    data, aff = mni_crop
+    values = data.copy()
+    values[0, 0, 0], values[1, 0, 0], values[2, 0, 0] = 40000.0, -40000.0, 10.6
+    scan = make_scan(values[None], aff, {"source_format": "dicom"})
+    img = nib.load(save_scan(scan, tmp_path / "x.nii.gz", dtype=np.int16))
+    assert img.get_data_dtype() == np.int16
+    got = np.asarray(img.dataobj)
+    assert (got[0, 0, 0], got[1, 0, 0], got[2, 0, 0]) == (32767, -32768, 11)  # clipped, never wrapped; rounded
+    np.testing.assert_array_equal(got[3:], data[3:])
+    assert int(img.header["sform_code"]) == 1 and int(img.header["qform_code"]) == 1  # scanner
+    mni = make_scan(data[None], aff, {"source_format": "nifti", "nifti": {"sform_code": 4, "qform_code": 0}})
+    img = nib.load(save_scan(mni, tmp_path / "mni.nii"))
+    assert int(img.header["sform_code"]) == 4 and int(img.header["qform_code"]) == 2  # kept; unset -> aligned
+
+
+def test_nifti_2d_and_multichannel_layout(tmp_path, mni_crop):
+    data, aff = mni_crop
+    two_d = make_scan(data[None, :, :, 4], aff)
+    img = nib.load(save_scan(two_d, tmp_path / "slice.nii.gz"))
+    assert img.shape == (*data.shape[:2], 1)
+    np.testing.assert_array_equal(np.asarray(img.dataobj)[..., 0], data[:, :, 4])
+
+    chans = np.stack([data, 2 * data, -data])
+    img = nib.load(save_scan(make_scan(chans, aff), tmp_path / "c.nii"))
+    assert img.shape == (*data.shape, 3)
+    np.testing.assert_array_equal(np.asarray(img.dataobj)[..., 2], -data)
+    np.testing.assert_allclose(img.affine, aff, atol=1e-4)
+
+    img = nib.load(save_scan(make_scan(chans[:, :, :, 4], aff), tmp_path / "c2.nii"))
+    assert img.shape == (*data.shape[:2], 1, 3)
+
+
+def test_nifti_provenance_descrip_and_sidecar(tmp_path, mni_crop):
+    data, aff = mni_crop
+    prov = {"model": "sr2d-t1-x2", "model_sha256": "0" * 64, "version": "0.1.0", "synthetic": False, "factor": [2, 2]}
+    out = save_scan(make_scan(data[None], aff, {"medgan": prov}), tmp_path / "sr.nii.gz")
+    descrip = nib.load(out).header["descrip"].item().decode()
+    assert descrip == "medgan 0.1.0 SR model=sr2d-t1-x2 synthetic=False"
+    sidecar = tmp_path / "sr.json"
+    assert json.loads(sidecar.read_text()) == prov
+    long = {"model": "m" * 200, "synthetic": True}
+    out = save_scan(make_scan(data[None], aff, {"medgan": long}), tmp_path / "syn.nii")
+    assert len(nib.load(out).header["descrip"].item()) <= 80
+    assert json.loads((tmp_path / "syn.json").read_text())["synthetic"] is True
+
+
+def test_nifti_interrupted_write_leaves_old_file(tmp_path, mni_crop, monkeypatch):
+    data, aff = mni_crop
+    target = save_scan(make_scan(data[None], aff), tmp_path / "x.nii.gz")
+    before = target.read_bytes()
+
+    def fail(self, file_map=None, **kwargs):
+        file_map["image"].fileobj.write(b"partial header bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", fail)
+    with pytest.raises(MedganError, match="No space left"):
+        save_scan(make_scan(2 * data[None], aff, {"medgan": {"model": "m"}}), target)  # no orphan sidecar either
+    with pytest.raises(MedganError):
+        save_scan(make_scan(data[None], aff), tmp_path / "new.nii")
+    assert target.read_bytes() == before  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]  # nothing half-written, no temporaries
+
+
+def test_bad_paths_and_formats(tmp_path, mni_crop):
+    data, aff = mni_crop
+    scan = make_scan(data[None], aff)
+    with pytest.raises(MedganError, match="does not exist"):
+        save_scan(scan, tmp_path / "missing" / "x.nii.gz")
+    with pytest.raises(MedganError, match="unknown output format"):
+        save_scan(scan, tmp_path / "x.nii.gz", format="png")
+    with pytest.raises(MedganError, match=r"\.nii"):
+        save_scan(scan, tmp_path / "x.nii.gz", format="dicom")
+    with pytest.raises(MedganError, match="one channel"):
+        save_scan(make_scan(np.stack([data, data]), aff), tmp_path / "dcm")
+    sheared = aff.copy()
+    sheared[0, 2] = 0.5
+    with pytest.raises(MedganError, match="sheared"):
+        save_scan(make_scan(data[None], sheared), tmp_path / "dcm")
+    assert nib.load(save_scan(make_scan(data[None], sheared), tmp_path / "s.nii")).affine[0, 2] == pytest.approx(0.5)
+    with pytest.raises(MedganError, match="NaN"):
+        save_scan(make_scan(np.full((1, 4, 4, 2), np.nan), aff), tmp_path / "dcm")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.nii"]
+
+
+# ---------------------------------------------------------------- DICOM
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_dicom_geometry_and_values_simpleitk(tmp_path, mni_crop, name):
+    data, _ = mni_crop
+    values = data * 3.7 - 120.5  # real image, non-integer values -> rescaled int16
+    scan = make_scan(values[None], AFFINES[name], {"modality": "MR"})
+    out = save_scan(scan, tmp_path / "series")
+    files = sorted(out.glob("*.dcm"))
+    assert len(files) == data.shape[2]
+    arr, aff, img = _read_sitk(out)
+    slope = _slope(out)
+    assert slope < (values.max() - values.min()) / 60000
+    _assert_same_grid(arr, aff, values, AFFINES[name], atol_values=slope / 2 + 1e-9)
+    # Spacing as ITK reports it (x = along a row = column spacing).
+    assert img.GetSpacing() == pytest.approx(np.linalg.norm(AFFINES[name][:3, :3], axis=0), abs=1e-4)
+
+
+def test_dicom_header_content(tmp_path, mni_crop):
+    data, aff = mni_crop
+    aff = AFFINES["oblique"]
+    scan = make_scan(data[None], aff, {"modality": "MR", "medgan": {"model": "sr-x2", "synthetic": False}})
+    out = save_scan(scan, tmp_path / "series")
+    dss = [pydicom.dcmread(f) for f in sorted(out.glob("*.dcm"))]
+    lps = LPS_TO_RAS @ aff
+    assert len({ds.SOPInstanceUID for ds in dss}) == len(dss)
+    assert len({ds.SeriesInstanceUID for ds in dss}) == 1
+    for k, ds in enumerate(dss):
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+        assert ds.InstanceNumber == k + 1
+        assert ds.Rows == data.shape[1] and ds.Columns == data.shape[0]
+        assert [float(v) for v in ds.PixelSpacing] == pytest.approx([1.3, 0.8])  # row spacing, column spacing
+        assert float(ds.SliceThickness) == pytest.approx(2.0) and float(ds.SpacingBetweenSlices) == pytest.approx(2.0)
+        np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], (lps @ [0, 0, k, 1])[:3], atol=1e-4)
+        np.testing.assert_allclose(
+            [float(v) for v in ds.ImageOrientationPatient],
+            np.concatenate([lps[:3, 0] / 0.8, lps[:3, 1] / 1.3]),
+            atol=1e-6,
+        )
+        assert "sr-x2" in ds.DerivationDescription
+        assert ds.pixel_array.dtype == np.int16 and np.array_equal(ds.pixel_array, data[:, :, k].T)  # exact ints
+        assert float(ds.RescaleSlope) == 1.0 and float(ds.RescaleIntercept) == 0.0
+        assert float(ds.WindowWidth) == pytest.approx(data.max() - data.min())
+        assert ds.Modality == "MR"
+        assert ds.PatientName == "" and ds.PatientID == ""  # Type 2, empty without a reference
+        assert ds.StudyInstanceUID == dss[0].StudyInstanceUID
+        assert ds.FrameOfReferenceUID == dss[0].FrameOfReferenceUID
+
+
+def test_dicom_rescale_ranges(tmp_path, mni_crop):
+    data, aff = mni_crop
+    big = data * 250.0  # integers up to ~55000 -> uint16, exact
+    out = save_scan(make_scan(big[None], aff), tmp_path / "u16")
+    ds = pydicom.dcmread(next(out.glob("*.dcm")))
+    assert ds.PixelRepresentation == 0 and float(ds.RescaleSlope) == 1.0
+    arr, raff, _ = _read_sitk(out)
+    _assert_same_grid(arr, raff, big, aff)
+    tiny = data * 1e-4 + 5.0  # a narrow float range far from zero
+    out = save_scan(make_scan(tiny[None], aff), tmp_path / "tiny")
+    arr, raff, _ = _read_sitk(out)
+    _assert_same_grid(arr, raff, tiny, aff, atol_values=_slope(out) / 2 + 1e-9)
+    const = np.full_like(data, 3.25)
+    out = save_scan(make_scan(const[None], aff), tmp_path / "const")
+    arr, raff, _ = _read_sitk(out)
+    _assert_same_grid(arr, raff, const, aff)
+
+
+def test_dicom_2d_image(tmp_path, mni_crop):
+    data, _ = mni_crop
+    aff = AFFINES["oblique"]
+    out = save_scan(make_scan(data[None, :, :, 3], aff), tmp_path / "one")
+    files = list(out.glob("*.dcm"))
+    assert len(files) == 1
+    ds = pydicom.dcmread(files[0])
+    np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], (LPS_TO_RAS @ aff)[:3, 3], atol=1e-4)
+    np.testing.assert_array_equal(ds.pixel_array.T, data[:, :, 3])
+    flat = np.diag([0.5, 0.7, 0.0, 1.0])  # a 2-D affine without a slice-normal column
+    ds = pydicom.dcmread(next(save_scan(make_scan(data[None, :, :, 3], flat), tmp_path / "flat").glob("*.dcm")))
+    assert [float(v) for v in ds.ImageOrientationPatient] == [-1, 0, 0, 0, -1, 0]
+    assert [float(v) for v in ds.PixelSpacing] == [0.7, 0.5]
+
+
+def test_dicom_existing_target(tmp_path, mni_crop):
+    data, aff = mni_crop
+    target = tmp_path / "series"
+    target.mkdir()  # an empty folder is fine
+    save_scan(make_scan(data[None], aff), target)
+    first = sorted(p.name for p in target.iterdir())
+    with pytest.raises(MedganError, match="not empty"):
+        save_scan(make_scan(data[None], aff), target)
+    save_scan(make_scan(data[None, :, :, :3], aff), target, overwrite=True)
+    assert len(list(target.glob("*.dcm"))) == 3 and len(first) == data.shape[2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
+def test_dicom_interrupted_write_leaves_nothing(tmp_path, mni_crop, monkeypatch):
+    data, aff = mni_crop
+    real = dicom_write._encode_slice
+    calls = []
+
+    def encode_then_fail(ds, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(ds, path)
+
+    monkeypatch.setattr(dicom_write, "_encode_slice", encode_then_fail)
+    with pytest.raises(MedganError, match="No space left"):
+        save_scan(make_scan(data[None], aff), tmp_path / "series")
+    assert len(calls) == 3
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary folder
+
+    calls.clear()
+    monkeypatch.setattr(dicom_write, "_encode_slice", lambda ds, path: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        save_scan(make_scan(data[None], aff), tmp_path / "series")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dicom_reference_supplies_patient_and_study(tmp_path, caplog):
+    arr, aff, ref = _hitachi_reference()
+    src = pydicom.dcmread(sorted(HITACHI.glob("*.dcm"))[0], stop_before_pixels=True)
+    caplog.set_level(logging.DEBUG)
+    out = save_scan(ref, tmp_path / "derived", reference=ref)
+    assert SECRET not in caplog.text and str(src.PatientID or "x") not in caplog.text
+    for f in sorted(out.glob("*.dcm")):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        assert ds.PatientName == SECRET
+        assert ds.StudyInstanceUID == src.StudyInstanceUID
+        if "FrameOfReferenceUID" in src:  # this old Hitachi file has none; then a new one is made
+            assert ds.FrameOfReferenceUID == src.FrameOfReferenceUID
+        assert ds.FrameOfReferenceUID
+        assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+        assert ds.SOPInstanceUID != src.SOPInstanceUID
+    with pytest.raises(MedganError) as info:
+        save_scan(ref, tmp_path / "derived", reference=ref)
+    assert SECRET not in str(info.value)
+
+
+def test_dicom_to_nifti_to_dicom_keeps_geometry_and_values(tmp_path):
+    arr, aff, ref = _hitachi_reference()
+    nii = save_scan(ref, tmp_path / "h.nii.gz")
+    img = nib.load(nii)
+    scan = make_scan(np.asarray(img.dataobj)[None], img.affine)  # modality "unknown": taken from the reference
+    out = save_scan(scan, tmp_path / "again", reference=ref)
+    assert pydicom.dcmread(next(out.glob("*.dcm")), stop_before_pixels=True).Modality == "MR"
+    back, back_aff, _ = _read_sitk(out)
+    _assert_same_grid(back, back_aff, arr, aff)  # real integer data: exact
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("name", ["oblique", "sagittal", "coronal_flipped"])
+def test_dcm2niix_reads_our_geometry(tmp_path, mni_crop, name):
+    data, _ = mni_crop
+    values = data * 0.5 + 0.1
+    out = save_scan(make_scan(values[None], AFFINES[name], {"modality": "MR"}), tmp_path / "series")
+    img = _dcm2niix(out, tmp_path / "n")
+    _assert_same_grid(np.asarray(img.dataobj, dtype=np.float64), img.affine, values, AFFINES[name], atol_values=1e-3)
+
+
+@pytest.mark.tools
+def test_dcm2niix_on_real_oblique_derived_series(tmp_path):
+    arr, aff, ref = _hitachi_reference()
+    out = save_scan(ref, tmp_path / "series", reference=ref)
+    img = _dcm2niix(out, tmp_path / "n")
+    _assert_same_grid(np.asarray(img.dataobj, dtype=np.float64), img.affine, arr, aff)
+
+
+@pytest.mark.tools
+def test_dciodvfy_reports_no_errors(tmp_path, mni_crop):
+    data, aff = mni_crop
+    _, _, ref = _hitachi_reference()
+    cases = {
+        "plain": save_scan(make_scan(data[None], AFFINES["oblique"]), tmp_path / "plain"),
+        "ct": save_scan(make_scan(data[None] * 2.5 - 1000, aff, {"modality": "CT"}), tmp_path / "ct"),
+        "two_d": save_scan(make_scan(data[None, :, :, 0], aff), tmp_path / "two_d"),
+        "reference": save_scan(ref, tmp_path / "reference", reference=ref),
+    }
+    errors = [f"{name}/{line}" for name, folder in cases.items() for line in _dciodvfy_errors(folder)]
+    assert errors == []
+
+
+# ---------------------------------------------------------------- through load_scan
+
+
+@needs_load
+def test_load_scan_roundtrip_nifti_and_dicom(tmp_path, mni_crop):
+    from medgan import load_scan
+
+    data, _ = mni_crop
+    for name in ("oblique", "sagittal"):
+        values = data * 1.37 + 0.25
+        scan = make_scan(values[None], AFFINES[name], {"modality": "MR"})
+        back = load_scan(save_scan(scan, tmp_path / f"{name}.nii.gz"))
+        assert tuple(back.shape) == tuple(scan.shape)
+        np.testing.assert_allclose(back.affine.numpy(), AFFINES[name], atol=1e-3)
+        np.testing.assert_array_equal(back.numpy(), scan.numpy())
+
+        folder = save_scan(scan, tmp_path / f"{name}_dcm")
+        back = load_scan(folder)
+        assert back.meta["source_format"] == "dicom"
+        _assert_same_grid(back.numpy()[0], back.affine.numpy(), values, AFFINES[name], atol_values=_slope(folder) / 2)
+
+
+@needs_load
+def test_load_scan_dicom_nifti_dicom(tmp_path):
+    from medgan import load_scan
+
+    require_shared()
+    src = load_scan(HITACHI)
+    nii = load_scan(save_scan(src, tmp_path / "h.nii.gz"))
+    assert tuple(nii.shape) == tuple(src.shape)
+    np.testing.assert_allclose(nii.affine.numpy(), src.affine.numpy(), atol=1e-3)
+    np.testing.assert_array_equal(nii.numpy(), src.numpy())
+    again = load_scan(save_scan(nii, tmp_path / "again", reference=src))
+    _assert_same_grid(again.numpy()[0], again.affine.numpy(), src.numpy()[0], src.affine.numpy())
+    assert again.meta["series_uid"] != src.meta["series_uid"]
+    assert again.meta["dicom"]["StudyInstanceUID"] == src.meta["dicom"]["StudyInstanceUID"]
+
+
+# ---------------------------------------------------------------- atomic helpers (reused by the batch pipelines)
+
+
+def test_atomic_helpers(tmp_path):
+    from medgan.io.atomic import atomic_directory, atomic_path, write_text_atomic
+
+    assert write_text_atomic(tmp_path / "a.txt", "héllo").read_text(encoding="utf-8") == "héllo"
+    with atomic_path(tmp_path / "fig.png", keep_suffix=True) as tmp:
+        assert tmp.name.startswith(".fig.png.") and tmp.name.endswith(".png") and tmp.parent == tmp_path
+        tmp.write_bytes(b"png")
+    assert (tmp_path / "fig.png").read_bytes() == b"png"
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "d") as tmp:
+        (tmp / "x").write_text("half")
+        raise RuntimeError("crash")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "fig.png"]
+    with pytest.raises(MedganError, match="not a folder"), atomic_directory(tmp_path / "a.txt"):
+        pass
+    with atomic_directory(tmp_path / "d") as tmp:
+        (tmp / "x").write_text("done")
+    assert (tmp_path / "d" / "x").read_text() == "done"
