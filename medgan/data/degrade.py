@@ -1,0 +1,447 @@
+"""Degradation models (high- to low-resolution) and the interpolation baseline.
+
+Grid convention (shared by :func:`degrade`, :func:`interpolate` and the super-resolution models)
+------------------------------------------------------------------------------------------------
+A factor ``f`` along an axis groups ``f`` consecutive input voxels into one output voxel: output voxel ``k``
+covers input voxels ``k*f .. k*f + f - 1``. The remainder (``n mod f`` voxels) is cropped at the
+*high-index end* of the axis, so input voxel 0 keeps its place. The output voxel's centre sits at the centre
+of its block, input coordinate ``k*f + (f - 1)/2``, so the affine becomes ``A @ S`` with
+``S = [[diag(f), (f - 1)/2], [0, 1]]`` (applied through the affine's direction columns, so oblique affines
+work) and the first and last voxel *corners* of the two grids coincide in world space.
+:func:`interpolate` is the exact inverse: output voxel ``k`` samples input coordinate ``(k - (f - 1)/2)/f``
+(``scipy.ndimage.zoom(..., grid_mode=True)`` does precisely this), and its affine is ``A @ S^-1``.
+
+Intensities stay in the input's units; arrays are float32 and channel-first ``(C, X, Y[, Z])``; every channel
+is processed independently.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from scipy import fft as sp_fft
+from scipy import ndimage as ndi
+from skimage.measure import block_reduce
+
+from medgan.errors import MedganError
+from medgan.io.scan import make_scan, spacing_from_affine
+
+__all__ = [
+    "degrade",
+    "interpolate",
+    "DegradationError",
+    "parse_factor",
+    "downsample_affine",
+    "upsample_affine",
+    "crop_to_multiple",
+    "METHODS",
+]
+
+#: degradation models understood by :func:`degrade`
+METHODS = ("interpolate", "kspace", "thick_slice")
+NOISE_MODELS = ("gaussian", "rician")
+SLICE_PROFILES = ("box", "gaussian")
+#: scipy.ndimage boundary mode: half-sample symmetric ("d c b a | a b c d"), i.e. mirrored about the outer
+#: voxel *edge*, which is where the physical extent ends in the corner-aligned grid convention.
+BOUNDARY_MODE = "reflect"
+_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+
+class DegradationError(MedganError, ValueError):
+    """Invalid degradation or interpolation request (bad factor, method, noise model, or scan too small)."""
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def parse_factor(factor: int | str | Sequence[int], n_spatial: int) -> tuple[int, ...]:
+    """Normalise a factor to one positive int per spatial axis.
+
+    Parameters
+    ----------
+    factor
+        An int (same on every axis), a string ``"2"`` or ``"1,1,4"`` (as the command line gives it), or a
+        sequence of ints with one entry per spatial axis.
+    n_spatial
+        Number of spatial axes of the scan (2 or 3).
+
+    Returns
+    -------
+    tuple of int
+
+    Examples
+    --------
+    >>> parse_factor(2, 3)
+    (2, 2, 2)
+    >>> parse_factor("1,1,4", 3)
+    (1, 1, 4)
+    """
+    if isinstance(factor, str):
+        try:
+            parts = [int(p) for p in factor.replace("x", ",").split(",") if p.strip()]
+        except ValueError:
+            raise DegradationError(f"factor {factor!r} is not an int or a comma-separated list of ints") from None
+        factor = parts[0] if len(parts) == 1 else parts
+    if isinstance(factor, (int, np.integer)) and not isinstance(factor, bool):
+        values = (int(factor),) * n_spatial
+    else:
+        try:
+            values = tuple(int(v) for v in factor)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise DegradationError(f"factor {factor!r} must be an int or one int per spatial axis") from None
+        if any(float(v) != int(v) for v in factor):  # type: ignore[union-attr]
+            raise DegradationError(f"factor {factor!r} must hold whole numbers")
+        if len(values) != n_spatial:
+            raise DegradationError(
+                f"factor {tuple(values)} has {len(values)} entries but the scan has {n_spatial} spatial axes"
+            )
+    if any(v < 1 for v in values):
+        raise DegradationError(f"factor {values} must be >= 1 on every axis")
+    return values
+
+
+def _scale_matrix(size: int, factor: Sequence[float], shift: Sequence[float]) -> np.ndarray:
+    mat = np.eye(size)
+    for i, (f, s) in enumerate(zip(factor, shift, strict=True)):
+        mat[i, i] = f
+        mat[i, -1] = s
+    return mat
+
+
+def downsample_affine(affine: np.ndarray, factor: Sequence[int]) -> np.ndarray:
+    """Affine of the low-resolution grid whose voxel ``k`` covers input voxels ``k*f .. k*f + f - 1``.
+
+    ``A_low = A @ [[diag(f), (f - 1)/2], [0, 1]]``: spacing times ``f`` along each direction column, origin moved
+    by ``(f - 1)/2`` input voxels, so the voxel corners of both grids span the same physical extent.
+    ``factor`` has one entry per spatial axis (leading axes of the affine).
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    f = [float(v) for v in factor]
+    return affine @ _scale_matrix(affine.shape[0], f, [(v - 1.0) / 2.0 for v in f])
+
+
+def upsample_affine(affine: np.ndarray, factor: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`downsample_affine`: ``f`` voxels per input voxel, same physical extent."""
+    affine = np.asarray(affine, dtype=np.float64)
+    f = [float(v) for v in factor]
+    return affine @ _scale_matrix(affine.shape[0], [1.0 / v for v in f], [-(v - 1.0) / (2.0 * v) for v in f])
+
+
+def _unpack(scan: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Channel-first float32 array, 4x4 float64 affine and a private copy of the meta of ``scan``."""
+    if isinstance(scan, MetaTensor):
+        array = scan.detach().cpu().numpy()
+        affine = np.asarray(scan.affine.detach().cpu().numpy() if torch.is_tensor(scan.affine) else scan.affine)
+        meta = {k: v for k, v in scan.meta.items() if k != "affine"}  # the affine travels separately
+        meta = copy.deepcopy(meta)
+    elif isinstance(scan, torch.Tensor):
+        array, affine, meta = scan.detach().cpu().numpy(), np.eye(4), {}
+    elif isinstance(scan, np.ndarray):
+        array, affine, meta = scan, np.eye(4), {}
+    else:
+        raise DegradationError(f"expected a MetaTensor, torch tensor or numpy array, got {type(scan).__name__}")
+    if array.ndim not in (3, 4):
+        raise DegradationError(
+            f"expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(array.shape)}; "
+            "add a channel axis with x[None]"
+        )
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):  # e.g. a 3x3 affine on a 2-D MetaTensor: embed it, the third axis is the normal
+        full = np.eye(4)
+        d = affine.shape[0] - 1
+        full[:d, :d], full[:d, 3] = affine[:d, :d], affine[:d, d]
+        affine = full
+    return np.asarray(array, dtype=np.float32), affine, meta
+
+
+def _pack(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> MetaTensor:
+    n_spatial = array.ndim - 1
+    meta["spacing"] = spacing_from_affine(affine)[:n_spatial]
+    if "spatial_shape" in meta:
+        meta["spatial_shape"] = np.asarray(array.shape[1:])
+    return make_scan(np.ascontiguousarray(array, dtype=np.float32), affine, meta)
+
+
+def _block_centres(x: np.ndarray, factor: Sequence[int]) -> np.ndarray:
+    """Linear samples of ``x`` at the block centres ``k*f + (f - 1)/2`` (``x`` is cropped to a multiple of f)."""
+    if all(f == 1 for f in factor):
+        return x
+    # grid_mode=True maps output k to input (k + 0.5) * f - 0.5 = k*f + (f - 1)/2 when the shape divides by f
+    return ndi.zoom(x, [1.0 / f for f in factor], order=1, grid_mode=True, mode=BOUNDARY_MODE, output=np.float32)
+
+
+def _kspace_truncate(x: np.ndarray, factor: Sequence[int]) -> np.ndarray:
+    """Keep the central ``n/f`` frequencies per axis, resampled on the block-centre grid; real part.
+
+    scipy/numpy have no "crop the spectrum" routine, hence the few lines here. ``norm="forward"`` puts the 1/n on
+    the forward transform, so the DC coefficient *is* the mean and survives truncation unchanged. The kept
+    spectrum is multiplied by a linear phase that shifts the sampling grid by ``(f - 1)/2`` input voxels (an
+    exact sub-voxel shift for the band-limited result), so the output voxel centres are the block centres like
+    the other methods. The real part is kept (not the magnitude): it is linear, preserves the mean exactly and
+    equals Hermitian-symmetrising the unpaired Nyquist bin of an even-length spectrum; a magnitude image would
+    rectify negative lobes (Gibbs ringing, noise) and bias the mean.
+    """
+    axes = [i for i, f in enumerate(factor) if f > 1]
+    if not axes:
+        return x
+    spec = sp_fft.fftn(x.astype(np.float64), axes=axes, norm="forward")
+    for axis in axes:
+        n, f = x.shape[axis], factor[axis]
+        m = n // f
+        freqs = np.arange(-(m // 2), (m - 1) // 2 + 1)  # central m signed frequencies, fftshifted order
+        spec = np.take(spec, freqs % n, axis=axis)
+        phase = np.exp(2j * np.pi * freqs * ((f - 1) / 2.0) / n)
+        shape = [1] * spec.ndim
+        shape[axis] = m
+        spec = sp_fft.ifftshift(spec * phase.reshape(shape), axes=axis)
+    return sp_fft.ifftn(spec, axes=axes, norm="forward").real.astype(np.float32)
+
+
+def _thick_slice(x: np.ndarray, factor: Sequence[int], profile: str) -> np.ndarray:
+    """Slice-profile averaging of width ``f`` voxels along axes with ``f > 1``, sampled every ``f`` voxels."""
+    if profile == "box":
+        # a box profile exactly one output voxel wide sampled at its centre is the block mean
+        return block_reduce(x, block_size=tuple(factor), func=np.mean).astype(np.float32)
+    sigma = [f * _FWHM_TO_SIGMA if f > 1 else 0.0 for f in factor]  # Gaussian profile with FWHM = f voxels
+    return _block_centres(ndi.gaussian_filter(x, sigma, mode=BOUNDARY_MODE, truncate=4.0), factor)
+
+
+def _antialias(x: np.ndarray, factor: Sequence[int]) -> np.ndarray:
+    """Gaussian pre-filter, sigma = (f - 1)/2 input voxels, then linear sampling at the block centres."""
+    sigma = [(f - 1) / 2.0 for f in factor]
+    if any(s > 0 for s in sigma):
+        x = ndi.gaussian_filter(x, sigma, mode=BOUNDARY_MODE, truncate=4.0)
+    return _block_centres(x, factor)
+
+
+def _add_noise(x: np.ndarray, std: float, model: str, rng: np.random.Generator) -> np.ndarray:
+    if std <= 0:
+        return x
+    if model == "gaussian":
+        return x + np.float32(std) * rng.standard_normal(x.shape, dtype=np.float32)
+    real = x + np.float32(std) * rng.standard_normal(x.shape, dtype=np.float32)
+    imag = np.float32(std) * rng.standard_normal(x.shape, dtype=np.float32)
+    return np.hypot(real, imag)
+
+
+def _bspline_taps(t: float, order: int) -> tuple[np.ndarray, int]:
+    """B-spline weights for a sample at fraction ``t`` in [0, 1) past a node, and the first tap's offset."""
+    if order == 1:
+        return np.array([1.0 - t, t]), 0
+    u = 1.0 - t  # cubic: taps at floor - 1 .. floor + 2
+    return np.array([u**3 / 6, 2 / 3 - t**2 + t**3 / 2, 2 / 3 - u**2 + u**3 / 2, t**3 / 6]), -1
+
+
+def _upsample_axis(x: np.ndarray, f: int, axis: int, order: int) -> np.ndarray:
+    """1-D spline upsampling along ``axis``, identical to ``ndi.zoom(grid_mode=True, mode="reflect")``.
+
+    Hand-written because ``ndi.zoom`` evaluates all (order + 1)**ndim taps for every output voxel even along
+    axes it does not zoom; a tensor-product spline is separable, and with an integer factor the sample
+    positions repeat every ``f`` outputs, so each axis is a few shifted multiply-adds per phase (7x faster
+    on a 256x256x148 cubic upsampling; equality with ``ndi.zoom`` is tested).
+    """
+    x = np.moveaxis(x, axis, -1)
+    n = x.shape[-1]
+    if order == 0:  # |(r - (f - 1)/2) / f| < 1/2: every output voxel's nearest input voxel is its block's
+        return np.moveaxis(np.repeat(x, f, axis=-1), -1, axis)
+    coeffs = ndi.spline_filter1d(x, order=3, axis=-1, mode=BOUNDARY_MODE, output=np.float32) if order == 3 else x
+    pad = 2
+    # "symmetric" padding of the coefficients is scipy's mode="reflect" extension (half-sample symmetric)
+    padded = np.pad(coeffs, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="symmetric")
+    out = np.empty((*x.shape[:-1], n, f), np.float32)
+    for r in range(f):
+        pos = (r - (f - 1) / 2) / f  # offset of output voxel k*f + r from input voxel k, in input voxels
+        base = math.floor(pos)
+        weights, first = _bspline_taps(pos - base, order)
+        acc = np.zeros(x.shape, np.float32)
+        for j, w in enumerate(weights):
+            start = pad + base + first + j
+            acc += np.float32(w) * padded[..., start : start + n]
+        out[..., r] = acc
+    return np.moveaxis(out.reshape(*x.shape[:-1], n * f), -1, axis)
+
+
+def _upsample(x: np.ndarray, factor: Sequence[int], order: int) -> np.ndarray:
+    """Spline upsampling of one channel; separable fast path for orders 0, 1 and 3."""
+    if order not in (0, 1, 3):
+        return ndi.zoom(x, factor, order=order, grid_mode=True, mode=BOUNDARY_MODE, prefilter=True, output=np.float32)
+    for axis, f in enumerate(factor):
+        if f > 1:
+            x = _upsample_axis(x, f, axis, order)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------------- public
+def crop_to_multiple(scan: MetaTensor | np.ndarray | torch.Tensor, factor: int | str | Sequence[int]) -> MetaTensor:
+    """Crop ``scan`` to the largest shape that divides by ``factor`` (the voxels :func:`degrade` keeps).
+
+    The remainder goes at the high-index end of each axis, so the affine is unchanged and
+    ``interpolate(degrade(x, f), f)`` lies exactly on the grid of ``crop_to_multiple(x, f)`` — the reference to
+    score it against when ``x``'s shape does not divide by ``f``.
+    """
+    array, affine, meta = _unpack(scan)
+    f = parse_factor(factor, array.ndim - 1)
+    keep = tuple(slice(0, (n // k) * k) for n, k in zip(array.shape[1:], f, strict=True))
+    return _pack(array[(slice(None), *keep)], affine, meta)
+
+
+def degrade(
+    scan: MetaTensor | np.ndarray | torch.Tensor,
+    factor: int | str | Sequence[int],
+    *,
+    method: str = "interpolate",
+    noise_std: float = 0.0,
+    noise: str = "gaussian",
+    seed: int | None = None,
+    slice_profile: str = "box",
+) -> MetaTensor:
+    """Simulate a low-resolution acquisition of ``scan``.
+
+    Parameters
+    ----------
+    scan
+        Channel-first ``(C, X, Y[, Z])`` MetaTensor with a 4x4 RAS+ affine. A plain numpy array or torch tensor
+        (also channel-first) is accepted and gets the identity affine.
+    factor
+        Downsampling factor: an int for every spatial axis, or one int per spatial axis, e.g. ``(1, 1, 4)`` for
+        through-plane degradation. ``"1,1,4"`` strings are accepted too.
+    method
+        ``"interpolate"``: antialiased downsampling — a Gaussian pre-filter with ``sigma = (f - 1)/2`` input
+        voxels per axis (the scikit-image / MONAI ``Resize(anti_aliasing=True)`` convention, so results match
+        what users get there), then linear sampling at the block centres. A Gaussian is used rather than block
+        averaging because the box's sinc response leaks more aliasing; block averaging is ``"thick_slice"``.
+        ``"kspace"``: central k-space truncation (MR): FFT, keep the central ``n/f`` frequencies per axis,
+        inverse FFT, real part; preserves the mean intensity exactly and shows MR-like Gibbs ringing.
+        ``"thick_slice"``: slice-profile averaging along the axes whose factor is > 1 with a profile of width
+        ``f x spacing`` (``slice_profile="box"``: the block mean; ``"gaussian"``: Gaussian with that FWHM),
+        sampled every ``f`` voxels. Axes with factor 1 are untouched.
+    noise_std
+        Standard deviation of the added noise, in the scan's own intensity units (absolute: HU for CT, scanner
+        units for MR — scale it yourself, e.g. ``0.02 * robust_range``, for a relative level). 0 adds none.
+        Noise is added after the resolution loss, on the low-resolution grid.
+    noise
+        ``"gaussian"`` (additive, CT-like) or ``"rician"`` (magnitude of a complex signal with Gaussian noise
+        on the real and imaginary parts, MR-like; always non-negative).
+    seed
+        Seed of the noise generator (``numpy.random.default_rng``); the same seed gives the same noise.
+    slice_profile
+        ``"box"`` or ``"gaussian"``; used by ``method="thick_slice"`` only.
+
+    Returns
+    -------
+    monai.data.MetaTensor
+        float32, shape ``input_shape // factor`` per spatial axis (the remainder is cropped at the high-index
+        end of each axis); affine ``downsample_affine(A, factor)`` (spacing x factor, same physical extent with
+        voxel corners aligned). ``meta`` is a copy of the input's with ``spacing`` updated and
+        ``meta["degradation"]`` recording method, factor, noise model/std, seed, cropped voxels and the source
+        shape and spacing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lr = degrade(np.ones((1, 8, 8, 6), np.float32), (2, 2, 3))
+    >>> tuple(lr.shape), lr.meta["spacing"]
+    ((1, 4, 4, 2), (2.0, 2.0, 3.0))
+    """
+    array, affine, meta = _unpack(scan)
+    n_spatial = array.ndim - 1
+    f = parse_factor(factor, n_spatial)
+    if method not in METHODS:
+        raise DegradationError(f"unknown degradation method {method!r}; choose one of {', '.join(METHODS)}")
+    if noise not in NOISE_MODELS:
+        raise DegradationError(f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
+    if slice_profile not in SLICE_PROFILES:
+        raise DegradationError(f"unknown slice profile {slice_profile!r}; choose one of {', '.join(SLICE_PROFILES)}")
+    noise_std = float(noise_std)
+    if not math.isfinite(noise_std) or noise_std < 0:
+        raise DegradationError(f"noise_std must be a finite number >= 0, got {noise_std}")
+    spatial = array.shape[1:]
+    out_shape = tuple(n // k for n, k in zip(spatial, f, strict=True))
+    if any(s == 0 for s in out_shape):
+        name = meta.get("filename_or_obj") or "the scan"
+        raise DegradationError(f"{name}: shape {tuple(spatial)} is smaller than the factor {f} along some axis")
+
+    crop = (slice(None),) + tuple(slice(0, m * k) for m, k in zip(out_shape, f, strict=True))
+    array = array[crop]
+    rng = np.random.default_rng(seed)
+    channels = []
+    for channel in array:
+        if method == "interpolate":
+            low = _antialias(channel, f)
+        elif method == "kspace":
+            low = _kspace_truncate(channel, f)
+        else:
+            low = _thick_slice(channel, f, slice_profile)
+        channels.append(_add_noise(low, noise_std, noise, rng))
+    out = np.stack(channels).astype(np.float32, copy=False)
+
+    record: dict[str, Any] = {
+        "method": method,
+        "factor": list(f),
+        "noise": noise if noise_std > 0 else None,
+        "noise_std": noise_std,
+        "noise_units": "scan intensity units (absolute)",
+        "seed": seed,
+        "cropped": [n - m * k for n, m, k in zip(spatial, out_shape, f, strict=True)],
+        "source_shape": list(spatial),
+        "source_spacing": list(spacing_from_affine(affine)[:n_spatial]),
+    }
+    if method == "interpolate":
+        record["antialias_sigma_voxels"] = [(k - 1) / 2.0 for k in f]
+    elif method == "thick_slice":
+        record["slice_profile"] = slice_profile
+    elif method == "kspace":
+        record["kspace_output"] = "real part"
+    meta["degradation"] = record
+    return _pack(out, downsample_affine(affine, f), meta)
+
+
+def interpolate(
+    scan: MetaTensor | np.ndarray | torch.Tensor,
+    factor: int | str | Sequence[int],
+    *,
+    order: int = 3,
+) -> MetaTensor:
+    """Upsample ``scan`` by ``factor`` with spline interpolation: the classic super-resolution baseline.
+
+    Computes exactly ``scipy.ndimage.zoom(..., grid_mode=True, mode="reflect")`` (spline prefilter on for
+    ``order=3``), separably per axis for speed (a 256x256x148 cubic result takes well under a second):
+    output voxel ``k`` samples input coordinate ``(k - (f - 1)/2)/f``, the exact inverse of :func:`degrade`'s
+    grid, and the boundary is half-sample symmetric (mirrored about the outer voxel edge). MONAI's ``Resize``
+    is not used: its cubic mode is 2-D only and is a Keys cubic, not a B-spline.
+
+    Parameters
+    ----------
+    scan
+        Channel-first ``(C, X, Y[, Z])`` MetaTensor (plain numpy / torch arrays get the identity affine).
+    factor
+        Upsampling factor: an int, or one int per spatial axis (``(1, 1, 4)``: through-plane only).
+    order
+        0 nearest neighbour, 1 (bi/tri)linear, 3 cubic B-spline (2, 4 and 5 are accepted too).
+
+    Returns
+    -------
+    monai.data.MetaTensor
+        float32, spatial shape ``input_shape * factor``, affine ``upsample_affine(A, factor)`` (spacing / factor,
+        same physical extent), so ``interpolate(degrade(x, f), f)`` has ``x``'s shape and affine when ``x``'s
+        shape divides by ``f``. ``meta["interpolation"]`` records ``order``, ``factor`` and the boundary mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hr = interpolate(np.ones((1, 4, 4, 2), np.float32), (2, 2, 3), order=1)
+    >>> tuple(hr.shape), float(hr.min()), float(hr.max())
+    ((1, 8, 8, 6), 1.0, 1.0)
+    """
+    array, affine, meta = _unpack(scan)
+    f = parse_factor(factor, array.ndim - 1)
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
+        raise DegradationError(f"interpolation order must be an int from 0 to 5, got {order!r}")
+    order = int(order)
+    out = np.stack([_upsample(channel, f, order) for channel in array])
+    meta["interpolation"] = {"order": order, "factor": list(f), "mode": BOUNDARY_MODE, "backend": "scipy.ndimage"}
+    return _pack(out, upsample_affine(affine, f), meta)

@@ -1,0 +1,85 @@
+"""``medgan degrade IN OUT --factor F``: simulate a low-resolution acquisition.
+
+Loads ``IN`` with :func:`medgan.load_scan`, degrades it with :func:`medgan.degrade` and writes it with
+:func:`medgan.save_scan` (a DICOM input is the ``reference`` of a DICOM output). What was done is recorded in
+the output's ``meta["degradation"]`` (and so in the writer's provenance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+# kept in sync with medgan.data.degrade (tested); not imported here so ``medgan --help`` needs no torch/MONAI
+METHODS = ("interpolate", "kspace", "thick_slice")
+NOISE_MODELS = ("gaussian", "rician")
+
+
+def _factor(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int or a comma-separated list like 1,1,4") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every factor must be >= 1")
+    return values
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``degrade`` sub-command."""
+    parser = subparsers.add_parser(
+        "degrade",
+        help="make a low-resolution version of a scan (for training pairs and evaluation)",
+        description=(
+            "Degrade a scan: output shape is the input shape floor-divided by the factor (remainder cropped at "
+            "the high-index end), the affine keeps the same physical extent with voxel corners aligned."
+        ),
+    )
+    parser.add_argument("input", metavar="IN", help="NIfTI file, DICOM file or DICOM series folder")
+    parser.add_argument("output", metavar="OUT", help="output .nii/.nii.gz file, or a folder for DICOM")
+    parser.add_argument(
+        "--factor", required=True, type=_factor, metavar="F", help="an int, or one per spatial axis, e.g. 1,1,4"
+    )
+    parser.add_argument("--method", choices=METHODS, default="interpolate", help="degradation model")
+    parser.add_argument(
+        "--noise-std", type=_non_negative, default=0.0, metavar="S", help="noise std in the scan's units (default 0)"
+    )
+    parser.add_argument("--noise", choices=NOISE_MODELS, default="gaussian", help="noise model (default gaussian)")
+    parser.add_argument("--seed", type=int, default=None, metavar="N", help="seed of the noise generator")
+    parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
+    parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Degrade ``args.input`` and write ``args.output``; return the exit status."""
+    from medgan import degrade, load_scan, save_scan
+    from medgan.data.degrade import DegradationError
+
+    scan = load_scan(args.input, series=args.series)
+    factor = args.factor[0] if len(args.factor) == 1 else args.factor
+    try:
+        low = degrade(scan, factor, method=args.method, noise_std=args.noise_std, noise=args.noise, seed=args.seed)
+    except DegradationError as exc:  # e.g. 3 factors for a 2-D image: a usage error, nothing written
+        message = str(exc) if str(args.input) in str(exc) else f"{args.input}: {exc}"
+        print(f"medgan degrade: error: {message}", file=sys.stderr)
+        return 2
+    reference = scan if scan.meta.get("source_format") == "dicom" else None
+    out = save_scan(low, args.output, format=args.format, reference=reference, overwrite=args.overwrite)
+    logger.info("wrote %s (shape %s, spacing %s)", out, tuple(low.shape[1:]), low.meta["spacing"])
+    return 0
