@@ -1,1 +1,11 @@
-"""Metrics, baselines, statistics and reports."""
+"""Metrics, baselines, statistics and reports.
+
+* :mod:`medgan.eval.metrics`: :func:`medgan.evaluate` and the single metrics (PSNR, SSIM, NRMSE,
+  MAE, HFEN, LR consistency) with an explicit data range and mask.
+* :mod:`medgan.eval.masks`: the foreground-mask rule.
+* :mod:`medgan.eval.compare`: :class:`~medgan.eval.compare.Evaluation` (per-scan rows for a method
+  and its interpolation baselines), file pairing and ``medgan evaluate``'s engine.
+* :mod:`medgan.eval.stats`: summaries, paired bootstrap CIs and Wilcoxon tests, breakdowns.
+* :mod:`medgan.eval.figures`: montages, metric plots, paired plots (matplotlib, Agg).
+* :mod:`medgan.eval.report`: ``metrics.csv`` / ``metrics.json`` / ``report.md`` / ``report.html``.
+"""

@@ -1,0 +1,520 @@
+"""Scoring predictions against references and baselines, scan by scan.
+
+Two ways in:
+
+* Research code with arrays in memory builds an :class:`Evaluation`, calls
+  :meth:`Evaluation.add` once per scan (prediction, reference, optional
+  low-resolution input), then :meth:`Evaluation.tables` or
+  :func:`medgan.eval.report.write_report`.
+* ``medgan evaluate`` (and :func:`evaluate_paths`) pairs files on disk first
+  (:func:`pair_scans`), loads them with :func:`medgan.load_scan`, and feeds the
+  same :class:`Evaluation`.
+
+Every method of one scan (the prediction and the nearest / linear / cubic
+baselines from :func:`medgan.interpolate`) is scored with the **same mask and
+data range**, both taken from the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medgan.errors import GeometryMismatchError, MedganError
+from medgan.eval import metrics as M
+from medgan.eval.masks import resolve_mask
+
+__all__ = [
+    "BASELINES",
+    "MAX_MONTAGES",
+    "UnpairedScansError",
+    "Evaluation",
+    "ScanPair",
+    "baseline_predictions",
+    "scan_metadata",
+    "pair_scans",
+    "evaluate_paths",
+    "resample_to",
+]
+
+#: interpolation baselines: name -> spline order passed to :func:`medgan.interpolate`
+BASELINES = {"nearest": 0, "linear": 1, "cubic": 3}
+#: montages rendered per report by default (the first scans in pairing order)
+MAX_MONTAGES = 20
+_SAFE = re.compile(r"[^A-Za-z0-9 ._+\-/()]")
+
+
+class UnpairedScansError(MedganError):
+    """Predictions and references could not be paired one to one."""
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _clean(value: Any, limit: int = 64) -> str | None:
+    if value is None:
+        return None
+    text = _SAFE.sub("", str(value)).strip()
+    return text[:limit] or None
+
+
+def scan_metadata(scan: Any, *, description: str | None = None) -> dict[str, str | None]:
+    """The grouping columns of a scan, from a fixed whitelist (never identifying fields).
+
+    ``modality`` from ``meta["modality"]``; ``manufacturer`` from ``meta["manufacturer"]`` or
+    ``meta["dicom"]["Manufacturer"]``; ``site`` only from ``meta["site"]`` (set by the user:
+    InstitutionName is identifying and is never read); ``series_description`` from
+    ``description`` (a ``ScanRef.description``), ``meta["series_description"]`` or
+    ``meta["dicom"]["SeriesDescription"]``.
+    Values are stripped to a safe character set and 64 characters.
+    """
+    meta = getattr(scan, "meta", None)
+    meta = meta if isinstance(meta, Mapping) else {}
+    dicom = meta.get("dicom") if isinstance(meta.get("dicom"), Mapping) else {}
+    modality = meta.get("modality")
+    return {
+        "modality": _clean(modality) if modality not in (None, "unknown") else None,
+        "manufacturer": _clean(meta.get("manufacturer") or dicom.get("Manufacturer")),
+        "site": _clean(meta.get("site")),
+        "series_description": _clean(description or meta.get("series_description") or dicom.get("SeriesDescription")),
+    }
+
+
+def _provenance(scan: Any) -> dict[str, Any] | None:
+    meta = getattr(scan, "meta", None)
+    if not isinstance(meta, Mapping):
+        return None
+    prov = meta.get("medgan")
+    if not isinstance(prov, Mapping):
+        return None
+    keep = (
+        "task",
+        "model",
+        "model_name",
+        "name",
+        "model_sha256",
+        "sha256",
+        "medgan_version",
+        "version",
+        "synthetic",
+        "factor",
+    )
+    return {k: prov[k] for k in keep if k in prov and isinstance(prov[k], str | int | float | bool | list | tuple)}
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+
+def resample_to(scan: Any, like: Any, *, order: int = 1) -> Any:
+    """Resample ``scan`` onto the voxel grid of ``like`` (MONAI ``ResampleToMatch``; linear by default)."""
+    from monai.transforms import ResampleToMatch
+
+    mode = "nearest" if order == 0 else ("bilinear" if order == 1 else 3)
+    return ResampleToMatch(mode=mode, padding_mode="border")(scan, img_dst=like)
+
+
+def _same_grid(a: Any, b: Any) -> bool:
+    try:
+        M.check_geometry(a, b)
+    except GeometryMismatchError:
+        return False
+    return True
+
+
+def baseline_predictions(
+    lr: Any, reference: Any, *, resample: bool = False, factor: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Nearest, linear and cubic interpolation of ``lr`` onto the reference grid.
+
+    Parameters
+    ----------
+    lr
+        Low-resolution scan (MetaTensor, so its affine is known).
+    reference
+        High-resolution reference; only its shape and affine are used.
+    resample
+        When the interpolated grid is not the reference grid (the reference's shape does not
+        divide by the factor, or the grids are shifted), resample onto it instead of raising.
+    factor
+        Upsampling factor per axis; default: implied by the shapes.
+
+    Returns
+    -------
+    dict
+        ``{"nearest": scan, "linear": scan, "cubic": scan}``.
+    """
+    import medgan
+
+    factor = tuple(factor) if factor is not None else M.implied_factor(reference.shape[1:], lr.shape[1:])
+    out = {}
+    for name, order in BASELINES.items():
+        up = medgan.interpolate(lr, factor, order=order)
+        if not _same_grid(up, reference):
+            if not resample:
+                M.check_geometry(up, reference, pred_name=f"{name} interpolation of the low-resolution input")
+            up = resample_to(up, reference, order=order)
+        out[name] = up
+    return out
+
+
+# --------------------------------------------------------------------------- accumulator
+
+
+@dataclass
+class Evaluation:
+    """Per-scan metric rows for a prediction method and its baselines, plus figures.
+
+    Parameters
+    ----------
+    method
+        Name of the method under test (column ``method`` of its rows).
+    mask, data_range, degradation, ssim_mode
+        Passed to :func:`medgan.evaluate` for every method of every scan.
+    max_montages
+        Montages rendered (the first scans added); 0 disables them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ev = Evaluation(method="SR", max_montages=0)
+    >>> ref = np.zeros((1, 32, 32)); ref[0, 8:24, 8:24] = 100.0
+    >>> rows = ev.add("scan1", ref + 1.0, ref, baselines={"copy": ref + 2.0})
+    >>> [r["method"] for r in ev.rows]
+    ['SR', 'copy']
+    """
+
+    method: str = "SR"
+    mask: Any = "foreground"
+    data_range: float | None = None
+    degradation: Mapping[str, Any] | str | None = None
+    ssim_mode: str = "auto"
+    max_montages: int = MAX_MONTAGES
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    montages: dict[str, bytes] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=list)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+    degradations: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        scan_id: str,
+        pred: Any,
+        ref: Any,
+        *,
+        lr: Any = None,
+        baselines: Mapping[str, Any] | str | None = "auto",
+        metadata: Mapping[str, Any] | None = None,
+        resample: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Score one scan: the prediction and each baseline against ``ref``; returns the new rows.
+
+        ``baselines="auto"`` interpolates ``lr`` (when given) with :func:`baseline_predictions`;
+        a mapping supplies your own; ``None`` scores the prediction only.
+        """
+        import medgan
+
+        if resample and not _same_grid(pred, ref):
+            pred = resample_to(pred, ref)
+        M.check_geometry(pred, ref)
+        if isinstance(baselines, str):
+            if baselines != "auto":
+                raise ValueError(f"baselines must be 'auto', None or a mapping, got {baselines!r}")
+            baselines = baseline_predictions(lr, ref, resample=resample) if lr is not None else {}
+        baselines = dict(baselines or {})
+        for name in baselines:
+            if name not in self.baselines:
+                self.baselines.append(name)
+        # one mask and one data range for every method of this scan, both from the reference
+        mask, mask_rule = resolve_mask(self.mask, ref)
+        dr = self.data_range if self.data_range is not None else M.robust_data_range(ref, mask)
+        dr_rule = M.DATA_RANGE_RULE if self.data_range is None else "given"
+        meta = dict(scan_metadata(ref))
+        meta.update({k: v for k, v in (metadata or {}).items() if v is not None})
+        new_rows = []
+        for name, candidate in [(self.method, pred), *baselines.items()]:
+            res = medgan.evaluate(
+                candidate, ref, mask=mask, data_range=dr, lr=lr, degradation=self.degradation, ssim_mode=self.ssim_mode
+            )
+            res["mask_rule"] = mask_rule
+            deg = res.pop("degradation", None)
+            if deg is not None and name == self.method and deg not in self.degradations:
+                self.degradations.append(deg)
+            res["data_range_rule"] = dr_rule
+            row = {"scan_id": str(scan_id), "method": name, **res, **meta}
+            new_rows.append(row)
+        self.rows.extend(new_rows)
+        prov = _provenance(pred)
+        if prov and prov not in self.provenance:
+            self.provenance.append(prov)
+        if len(self.montages) < self.max_montages:
+            self.montages[str(scan_id)] = self._montage(scan_id, pred, ref, baselines, dr)
+        return new_rows
+
+    def _montage(self, scan_id: str, pred: Any, ref: Any, baselines: Mapping[str, Any], dr: float) -> bytes:
+        from medgan.eval import figures
+
+        panels = {}
+        if baselines:
+            name = "cubic" if "cubic" in baselines else next(iter(baselines))
+            panels[f"LR {name}" if name in BASELINES else name] = baselines[name]
+        panels[self.method] = pred
+        panels["reference"] = ref
+        r = M._to_numpy(ref)
+        lo = float(np.percentile(r, M.DATA_RANGE_PERCENTILES[0]))
+        fig = figures.montage(
+            panels, affine=M._affine_of(ref), window=(lo, lo + dr), error_of=self.method, title=str(scan_id)
+        )
+        return figures.figure_to_png(fig)
+
+    def tables(self, *, n_resamples: int | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Summary, paired comparisons and breakdowns of the rows so far (see :mod:`medgan.eval.stats`)."""
+        from medgan.eval import stats
+
+        kwargs = {} if n_resamples is None else {"n_resamples": n_resamples}
+        return {
+            "summary": stats.summarize(self.rows),
+            "paired": stats.paired_comparisons(self.rows, method=self.method, baselines=self.baselines, **kwargs),
+            "breakdown": stats.breakdown(self.rows),
+        }
+
+
+# --------------------------------------------------------------------------- pairing files
+
+
+@dataclass
+class ScanPair:
+    """One prediction file/series paired with its reference (and low-resolution input)."""
+
+    key: str
+    pred: Any
+    ref: Any
+    lr: Any = None
+
+
+@dataclass
+class _Entry:
+    key: str  # relative location without extension
+    id: str
+    path: Path  # what load_scan is given (when there is no ScanRef)
+    description: str | None
+    ref: Any = None  # the ScanRef from discover_scans, when there is one
+
+
+def _strip_ext(name: str) -> str:
+    for ext in (".nii.gz", ".nii", ".dcm"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _entries(root: Path) -> tuple[list[_Entry], list[str]]:
+    """Scans under ``root`` (a file or a folder) with their pairing keys; and the unusable ones."""
+    import medgan
+
+    root = Path(root)
+    if not root.exists():
+        raise MedganError(f"{root}: no such file or folder")
+    if root.is_file() and root.name.lower().endswith((".nii", ".nii.gz")):
+        return [_Entry(key=_strip_ext(root.name), id=_strip_ext(root.name), path=root, description=None)], []
+    base = root if root.is_dir() else root.parent
+    refs = medgan.discover_scans(root)
+    entries, skipped = [], []
+    for r in refs:
+        paths = [Path(p) for p in r.paths]
+        if not r.usable:
+            skipped.append(f"{', '.join(str(p) for p in paths[:2])}: {r.reason}")
+            continue
+        if r.kind == "nifti":
+            rel = paths[0].relative_to(base) if paths[0].is_relative_to(base) else Path(paths[0].name)
+            entries.append(_Entry(_strip_ext(rel.as_posix()), str(r.id), paths[0], r.description, r))
+        else:
+            folder = Path(os.path.commonpath([str(p.parent) for p in paths])) if len(paths) > 1 else paths[0].parent
+            if r.kind == "dicom-file" and len(paths) == 1:
+                rel = paths[0].relative_to(base) if paths[0].is_relative_to(base) else Path(paths[0].name)
+                key, load_path = _strip_ext(rel.as_posix()), paths[0]
+            else:
+                rel = folder.relative_to(base) if folder.is_relative_to(base) else Path(folder.name)
+                key, load_path = rel.as_posix(), folder
+            entries.append(_Entry(key, str(r.id), load_path, r.description, r))
+    # several series in one folder share a key: fall back to their ids
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e.key] = counts.get(e.key, 0) + 1
+    for e in entries:
+        if counts[e.key] > 1:
+            e.key = f"{e.key}/{e.id}"
+    return entries, skipped
+
+
+def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) -> tuple[list[ScanPair], list[str]]:
+    """Pair predictions with references (and low-resolution inputs) found under the given paths.
+
+    A prediction pairs with the reference at the same relative location (file extensions
+    ignored, a DICOM series keyed by its folder) or, failing that, with the reference whose
+    ``ScanRef.id`` equals its name or id. When each side holds exactly one scan they pair
+    directly.
+
+    Returns
+    -------
+    (list of ScanPair, list of str)
+        The pairs (sorted by key) and notes on files skipped as unusable.
+
+    Raises
+    ------
+    UnpairedScansError
+        Listing every prediction without a reference, reference without a prediction, and
+        (with ``lr``) pair without a low-resolution input.
+    """
+    p_entries, p_skip = _entries(Path(pred))
+    r_entries, r_skip = _entries(Path(ref))
+    l_entries, l_skip = _entries(Path(lr)) if lr is not None else ([], [])
+    notes = [f"skipped (not a usable scan): {s}" for s in (*p_skip, *r_skip, *l_skip)]
+    if not p_entries:
+        raise UnpairedScansError(f"{pred}: no usable scan found")
+    if not r_entries:
+        raise UnpairedScansError(f"{ref}: no usable scan found")
+
+    def match(entries: list[_Entry], others: list[_Entry]) -> tuple[dict[str, _Entry], list[_Entry]]:
+        if len(entries) == 1 and len(others) == 1:
+            return {entries[0].key: others[0]}, []
+        by_key = {o.key: o for o in others}
+        by_id = {o.id: o for o in others}
+        found, missing = {}, []
+        for e in entries:
+            o = by_key.get(e.key) or by_id.get(e.key) or by_id.get(e.id) or by_key.get(e.id)
+            if o is None:
+                missing.append(e)
+            else:
+                found[e.key] = o
+        return found, missing
+
+    ref_of, no_ref = match(p_entries, r_entries)
+    used = {id(o) for o in ref_of.values()}
+    no_pred = [r for r in r_entries if id(r) not in used]
+    problems = []
+    if no_ref:
+        problems.append("predictions without a reference: " + ", ".join(str(e.path) for e in no_ref[:20]))
+    if no_pred:
+        problems.append("references without a prediction: " + ", ".join(str(e.path) for e in no_pred[:20]))
+    pairs = [ScanPair(key=e.key, pred=e, ref=ref_of[e.key]) for e in p_entries if e.key in ref_of]
+    if lr is not None:
+        lr_of, _ = match([pair.ref for pair in pairs], l_entries)
+        no_lr = [pair for pair in pairs if pair.ref.key not in lr_of]
+        if no_lr:
+            problems.append("pairs without a low-resolution input: " + ", ".join(str(p.ref.path) for p in no_lr[:20]))
+        for pair in pairs:
+            pair.lr = lr_of.get(pair.ref.key)
+    if problems:
+        raise UnpairedScansError(
+            f"cannot pair {pred} with {ref}: " + "; ".join(problems) + ". Files pair by relative path "
+            "(extension ignored) or scan id; rename or move the files so each prediction has one reference."
+        )
+    return sorted(pairs, key=lambda p: p.key), notes
+
+
+def _load(entry: _Entry, loader: Callable[..., Any]) -> Any:
+    # a ScanRef from discover_scans is loaded as found (no second folder walk)
+    return loader(entry.ref if entry.ref is not None else entry.path)
+
+
+def _sidecar(entry: _Entry) -> dict[str, Any]:
+    """The JSON provenance sidecar ``save_scan`` writes next to a NIfTI file (``x.nii.gz`` -> ``x.json``)."""
+    import json
+
+    from medgan.io.save import nifti_sidecar_path
+
+    path = Path(entry.path)
+    if not path.is_file() or not path.name.lower().endswith((".nii", ".nii.gz")):
+        return {}
+    side = nifti_sidecar_path(path)
+    try:
+        data = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _restore_meta(scan: Any, entry: _Entry) -> Any:
+    """Put back what a NIfTI file keeps only in its sidecar: ``meta["medgan"]`` and ``meta["degradation"]``."""
+    meta = getattr(scan, "meta", None)
+    if not isinstance(meta, dict):
+        return scan
+    side = _sidecar(entry)
+    if side and "medgan" not in meta:
+        meta["medgan"] = side
+    if "degradation" not in meta:
+        for holder in (side, side.get("input") if isinstance(side.get("input"), dict) else {}):
+            if isinstance(holder.get("degradation"), dict):
+                meta["degradation"] = holder["degradation"]
+                break
+    return scan
+
+
+def evaluate_paths(
+    pred: str | Path,
+    ref: str | Path,
+    lr: str | Path | None = None,
+    *,
+    method: str = "SR",
+    mask: Any = "foreground",
+    data_range: float | None = None,
+    degradation: Mapping[str, Any] | str | None = None,
+    resample: bool = False,
+    max_montages: int = MAX_MONTAGES,
+    loader: Callable[..., Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Pair files (:func:`pair_scans`), load them and score every pair; the engine of ``medgan evaluate``.
+
+    Parameters
+    ----------
+    pred, ref, lr
+        Files or folders of predictions, high-resolution references and (optional)
+        low-resolution inputs. Without ``lr`` there are no baselines and no LR consistency.
+    resample
+        Resample predictions (and baselines) that are not on the reference grid instead of
+        raising :class:`~medgan.errors.GeometryMismatchError`.
+    loader
+        Function ``loader(path_or_scanref) -> MetaTensor``; default :func:`medgan.load_scan`.
+    progress
+        Called with each pair's key before it is scored.
+
+    Returns
+    -------
+    Evaluation
+    """
+    import medgan
+
+    loader = loader or medgan.load_scan
+    pairs, notes = pair_scans(pred, ref, lr)
+    ev = Evaluation(method=method, mask=mask, data_range=data_range, degradation=degradation, max_montages=max_montages)
+    ev.notes.extend(notes)
+    if lr is None:
+        ev.notes.append("no low-resolution input given (--lr): no interpolation baselines and no LR consistency")
+    for pair in pairs:
+        if progress is not None:
+            progress(pair.key)
+        p = _restore_meta(_load(pair.pred, loader), pair.pred)
+        r = _load(pair.ref, loader)
+        low = _restore_meta(_load(pair.lr, loader), pair.lr) if pair.lr is not None else None
+        if not resample:
+            M.check_geometry(p, r, pred_name=str(pair.pred.path), ref_name=str(pair.ref.path))
+        ref_ref = pair.ref.ref
+        is_dicom = ref_ref is not None and str(getattr(ref_ref, "kind", "")).startswith("dicom")
+        description = getattr(ref_ref, "description", None) if is_dicom else None
+        ev.add(
+            pair.key,
+            p,
+            r,
+            lr=low,
+            metadata={"series_description": _clean(description)} if description else None,
+            resample=resample,
+        )
+    return ev

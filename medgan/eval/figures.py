@@ -1,0 +1,254 @@
+"""Report figures (matplotlib, "Agg" backend): montages, metric plots, paired plots.
+
+Each function returns a ``matplotlib.figure.Figure`` built without pyplot's global
+state (safe in threads and batch workers); :func:`figure_to_png` turns it into PNG
+bytes for embedding. Figures carry scan ids and method names only, never header
+fields.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DPI", "figure_to_png", "orthogonal_slices", "montage", "metric_plot", "paired_plot"]
+
+#: resolution of embedded figures (small files, fast reports)
+DPI = 80
+#: planes narrower than this (voxels) are left out of montages when another plane is wider
+MIN_PLANE_VOXELS = 8
+
+
+def _new_figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI)
+
+
+def figure_to_png(fig: Any, *, dpi: int = DPI) -> bytes:
+    """Render a figure to PNG bytes (no metadata beyond matplotlib's Software tag)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x
+        x = x.numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def orthogonal_slices(volume: Any, affine: np.ndarray | None = None) -> list[tuple[str, np.ndarray, float]]:
+    """Central axial, coronal and sagittal slices of a channel-first scan (first channel).
+
+    The array is reoriented to the closest canonical RAS+ axes first (axis flips and
+    permutations only, no resampling), so the planes are anatomical when ``affine`` is known.
+
+    Returns
+    -------
+    list of (plane name, 2-D image ready for ``imshow(origin="lower")``, pixel aspect)
+        Planes less than :data:`MIN_PLANE_VOXELS` wide are dropped unless all are.
+    """
+    import nibabel as nib
+
+    a = _numpy(volume)[0]
+    if a.ndim == 2:
+        return [("slice", a.T, 1.0)]
+    spacing = np.ones(3)
+    if affine is not None:
+        aff = np.asarray(affine, dtype=np.float64)
+        ornt = nib.orientations.io_orientation(aff)
+        a = nib.orientations.apply_orientation(a, ornt)
+        zooms = np.linalg.norm(aff[:3, :3], axis=0)
+        spacing = zooms[ornt[:, 0].astype(int).argsort()]
+    cx, cy, cz = (s // 2 for s in a.shape)
+    sx, sy, sz = spacing
+    planes = [
+        ("axial", a[:, :, cz].T, sy / sx),
+        ("coronal", a[:, cy, :].T, sz / sx),
+        ("sagittal", a[cx, :, :].T, sz / sy),
+    ]
+    # a thin slab (a few thick slices) shows only its in-plane view(s); strips of 4 voxels say nothing
+    wide = [p for p in planes if min(p[1].shape) >= MIN_PLANE_VOXELS]
+    return wide or planes
+
+
+def _square_pixels(img: np.ndarray, aspect: float, scale: int) -> np.ndarray:
+    """Stretch rows so that pixels are square (linear), then enlarge small images by ``scale`` (nearest)."""
+    from scipy import ndimage
+
+    if abs(aspect - 1.0) > 1e-3:
+        img = ndimage.zoom(img, (aspect, 1.0), order=1)
+    if scale > 1:
+        img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+    return img[::-1]  # row 0 at the bottom, as imshow(origin="lower") would show it
+
+
+def montage(
+    panels: Mapping[str, Any],
+    *,
+    reference: str = "reference",
+    affine: np.ndarray | None = None,
+    window: tuple[float, float] | None = None,
+    error_of: str | None = None,
+    title: str | None = None,
+    cell: int = 160,
+):
+    """Per-scan montage: one column per panel plus an absolute-error column, one row per plane.
+
+    The panels are composed into one RGB mosaic (one ``imshow``) because a grid of a dozen
+    matplotlib axes takes seconds per scan to draw.
+
+    Parameters
+    ----------
+    panels
+        Ordered ``{label: channel-first scan}`` on one grid, e.g. ``{"LR cubic": ..., "SR": ...,
+        "reference": ...}``.
+    reference
+        Label of the reference panel.
+    affine
+        Grid affine (for anatomical planes and square pixels).
+    window
+        Intensity window ``(low, high)`` shared by every image panel; default: 0.1th-99.9th
+        percentile of the reference.
+    error_of
+        Panel whose ``|panel - reference|`` is shown last (with a colour bar); default: the
+        first panel that is not the reference.
+    title
+        Figure title (a scan id; never header fields).
+    cell
+        Approximate size in pixels of the longest side of one panel.
+    """
+    import matplotlib
+
+    labels = list(panels)
+    ref = _numpy(panels[reference])
+    if window is None:
+        lo, hi = np.percentile(ref[np.isfinite(ref)], [0.1, 99.9])
+        window = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+    error_of = error_of or next(k for k in labels if k != reference)
+    error = np.abs(_numpy(panels[error_of]) - ref)
+    emax = float(np.percentile(error, 99.9)) or 1.0
+    columns = [orthogonal_slices(panels[k], affine) for k in labels] + [orthogonal_slices(error, affine)]
+    longest = max(max(img.shape[0] * max(asp, 1.0), img.shape[1]) for img, asp in ((i, a) for _, i, a in columns[0]))
+    scale = max(1, int(round(cell / longest)))
+    gray, magma = matplotlib.colormaps["gray"], matplotlib.colormaps["magma"]
+    tiles = []
+    for j, slices in enumerate(columns):
+        col = []
+        for _, img, aspect in slices:
+            img = _square_pixels(np.nan_to_num(img), aspect, scale)
+            if j < len(labels):
+                rgb = gray(np.clip((img - window[0]) / (window[1] - window[0]), 0, 1))[..., :3]
+            else:
+                rgb = magma(np.clip(img / emax, 0, 1))[..., :3]
+            col.append(rgb)
+        tiles.append(col)
+    nrows, ncols, gap = len(tiles[0]), len(tiles), 4
+    heights = [max(tiles[j][i].shape[0] for j in range(ncols)) for i in range(nrows)]
+    widths = [max(tiles[j][i].shape[1] for i in range(nrows)) for j in range(ncols)]
+    mosaic = np.ones((sum(heights) + gap * (nrows - 1), sum(widths) + gap * (ncols - 1), 3))
+    y = 0
+    for i in range(nrows):
+        x = 0
+        for j in range(ncols):
+            t = tiles[j][i]
+            mosaic[y : y + t.shape[0], x : x + t.shape[1]] = t
+            x += widths[j] + gap
+        y += heights[i] + gap
+    h_px, w_px = mosaic.shape[:2]
+    left, right, top, bottom = 40, 70, 40 if title else 22, 6
+    fig = _new_figure((w_px + left + right) / DPI, (h_px + top + bottom) / DPI)
+    W, H = w_px + left + right, h_px + top + bottom
+    ax = fig.add_axes((left / W, bottom / H, w_px / W, h_px / H))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    x = 0
+    for j, label in enumerate([*labels, f"|{error_of} - {reference}|"]):
+        ax.text(x + widths[j] / 2, -4, label, ha="center", va="bottom", fontsize=9)
+        x += widths[j] + gap
+    y = 0
+    for i, (plane, _, _) in enumerate(columns[0]):
+        ax.text(-4, y + heights[i] / 2, plane, ha="right", va="center", rotation=90, fontsize=9)
+        y += heights[i] + gap
+    cax = fig.add_axes(((left + w_px + 10) / W, bottom / H, 12 / W, h_px / H))
+    sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, emax), cmap=magma)
+    fig.colorbar(sm, cax=cax)
+    cax.tick_params(labelsize=8)
+    if title:
+        fig.suptitle(f"{title}  (window {window[0]:.4g} to {window[1]:.4g})", fontsize=9, y=1 - 4 / H, va="top")
+    return fig
+
+
+def metric_plot(
+    rows: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    *,
+    methods: Sequence[str] | None = None,
+):
+    """Box plot with the per-scan points overlaid (strip), one panel per metric, one box per method."""
+    methods = list(methods or dict.fromkeys(str(r["method"]) for r in rows))
+    metrics = list(metrics)
+    ncols = min(4, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig = _new_figure(max(2.6 * ncols, 3.0), 2.6 * nrows)
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[len(metrics) :]:
+        ax.set_visible(False)
+    rng = np.random.default_rng(0)  # jitter only
+    for ax, metric in zip(grid[: len(metrics)], metrics, strict=True):
+        data = [
+            [
+                float(r[metric])
+                for r in rows
+                if r["method"] == m and isinstance(r.get(metric), int | float) and np.isfinite(r[metric])
+            ]
+            for m in methods
+        ]
+        ax.boxplot([d if d else [np.nan] for d in data], showfliers=False)
+        for k, d in enumerate(data, start=1):
+            ax.plot(k + rng.uniform(-0.12, 0.12, len(d)), d, "o", ms=3, alpha=0.7, color="tab:blue")
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, fontsize=8)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def paired_plot(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    method: str,
+    baseline: str,
+    metrics: Sequence[str] = ("psnr", "ssim"),
+):
+    """Per-scan ``method`` against ``baseline`` (one point per scan) with the identity line."""
+    from medgan.eval.stats import metric_values
+
+    metrics = list(metrics)
+    fig = _new_figure(2.9 * len(metrics), 2.9)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        va, vb = metric_values(rows, method, metric), metric_values(rows, baseline, metric)
+        common = [s for s in va if s in vb]
+        x = np.array([vb[s] for s in common])
+        y = np.array([va[s] for s in common])
+        ax.plot(x, y, "o", ms=4)
+        if common:
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="gray", lw=1)
+        ax.set_xlabel(f"{baseline}", fontsize=8)
+        ax.set_ylabel(f"{method}", fontsize=8)
+        ax.set_title(f"{metric} per scan", fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    return fig

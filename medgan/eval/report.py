@@ -1,0 +1,497 @@
+"""Evaluation outputs: ``metrics.csv``, ``metrics.json``, ``report.md`` and a self-contained ``report.html``.
+
+:func:`write_report` writes everything for an :class:`~medgan.eval.compare.Evaluation`;
+the pieces (:func:`build_document`, :func:`write_csv`, :func:`render_markdown`,
+:func:`render_html`, :func:`build_figures`) are public so research code can
+build the same tables and figures from its own rows.
+
+``metrics.json`` follows a versioned schema (``schema`` / ``schema_version``;
+bump the minor version when adding fields, the major one when changing or
+removing any): settings (data range rule, mask rule, SSIM and HFEN parameters,
+degradation, model provenance), ``rows`` (one per scan x method, the same
+columns as ``metrics.csv``), ``summary``, ``paired`` and ``breakdown``. Non-finite
+numbers are written as ``null`` (NaN) or the strings ``"inf"`` / ``"-inf"``.
+
+The HTML page embeds its figures as base64 PNG, has no scripts and no external
+resources, and opens offline. Nothing in any output comes from identifying
+header fields: rows carry scan ids and a whitelist of grouping columns only
+(see :func:`medgan.eval.compare.scan_metadata`).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medgan.eval import metrics as M
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "ROW_COLUMNS",
+    "build_document",
+    "build_figures",
+    "write_csv",
+    "write_json",
+    "render_markdown",
+    "render_html",
+    "write_report",
+]
+
+SCHEMA = "medgan.evaluation"
+SCHEMA_VERSION = "1.0"
+#: columns of metrics.csv, in order (extra columns follow)
+ROW_COLUMNS = (
+    "scan_id",
+    "method",
+    *M.METRIC_KEYS,
+    "data_range",
+    "data_range_rule",
+    "mask_rule",
+    "mask_fraction",
+    "ssim_mode",
+    "modality",
+    "manufacturer",
+    "site",
+    "series_description",
+)
+#: metrics plotted and tabulated in the report
+REPORT_METRICS = ("psnr", "ssim", "nrmse", "mae", "hfen", "psnr_full", "ssim_full", "lr_consistency_psnr")
+
+
+# --------------------------------------------------------------------------- document
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None = None) -> dict[str, Any]:
+    """Everything the outputs show, as one JSON-ready dict (the ``metrics.json`` content).
+
+    Parameters
+    ----------
+    ev
+        A :class:`~medgan.eval.compare.Evaluation` (or any object with ``rows``, ``method``,
+        ``baselines``, ``tables()``, ``provenance``, ``degradations`` and ``notes``).
+    title
+        Report title.
+    n_resamples
+        Bootstrap resamples for the paired comparisons (default: :data:`medgan.eval.stats.N_BOOTSTRAP`).
+    """
+    from medgan import __version__
+    from medgan.eval import masks, stats
+
+    tables = ev.tables(n_resamples=n_resamples)
+    rows = [{c: r.get(c) for c in ROW_COLUMNS} | {k: v for k, v in r.items() if k not in ROW_COLUMNS} for r in ev.rows]
+    ranges = sorted({r["data_range"] for r in rows if r.get("data_range") is not None})
+    settings = {
+        "method": ev.method,
+        "baselines": list(ev.baselines),
+        "baseline_orders": {b: o for b, o in _baseline_orders().items() if b in ev.baselines},
+        "n_scans": len({r["scan_id"] for r in rows}),
+        "data_range_rule": sorted({r.get("data_range_rule") for r in rows if r.get("data_range_rule")})
+        or [M.DATA_RANGE_RULE],
+        "data_range_min": ranges[0] if ranges else None,
+        "data_range_max": ranges[-1] if ranges else None,
+        "mask_rule": sorted({r.get("mask_rule") for r in rows if r.get("mask_rule")}) or [masks.FOREGROUND_RULE],
+        "ssim": {
+            "window": "gaussian",
+            "sigma": M.SSIM_SIGMA,
+            "win_size": M.SSIM_WIN_SIZE,
+            "k1": 0.01,
+            "k2": 0.03,
+            "covariance": "population",
+            "masked_mean": "SSIM map over the whole image, averaged over mask voxels at least 5 voxels from the border",
+            "modes": sorted({r.get("ssim_mode") for r in rows if r.get("ssim_mode")}),
+        },
+        "hfen": {"filter": "Laplacian of Gaussian", "sigma_voxels": M.HFEN_SIGMA},
+        "nrmse": "||pred - ref|| / ||ref|| (euclidean)",
+        "degradation": list(ev.degradations),
+        "provenance": list(ev.provenance),
+        "statistics": {
+            "sd": "sample (ddof=1)",
+            "ci": "bootstrap percentile 95% CI of the mean paired difference",
+            "n_resamples": n_resamples or stats.N_BOOTSTRAP,
+            "seed": stats.BOOTSTRAP_SEED,
+            "test": "Wilcoxon signed-rank, two-sided",
+            "alpha": stats.ALPHA,
+        },
+        "lr_consistency": (
+            "prediction degraded back with the low-resolution input's degradation (noise not re-applied), "
+            "PSNR against that input over the whole low-resolution image, same data range"
+        ),
+    }
+    doc = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "medgan_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "title": title or "medgan evaluation",
+        "settings": settings,
+        "notes": list(ev.notes),
+        "rows": rows,
+        **tables,
+    }
+    return _jsonable(doc)
+
+
+def _baseline_orders() -> dict[str, int]:
+    from medgan.eval.compare import BASELINES
+
+    return dict(BASELINES)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def build_figures(doc: Mapping[str, Any], montages: Mapping[str, bytes] | None = None) -> list[tuple[str, str, bytes]]:
+    """The report figures as ``(file name, caption, PNG bytes)``: metric plot, paired plot, montages."""
+    from medgan.eval import figures, stats
+
+    rows = doc["rows"]
+    settings = doc["settings"]
+    out = []
+    present = [m for m in REPORT_METRICS if any(isinstance(r.get(m), int | float) for r in rows)]
+    methods = [settings["method"], *settings["baselines"]]
+    if present:
+        fig = figures.metric_plot(rows, present, methods=methods)
+        out.append(
+            (
+                "metrics.png",
+                "Each metric per method: box (quartiles) with one point per scan.",
+                figures.figure_to_png(fig),
+            )
+        )
+    best = stats.best_baseline(rows, settings["baselines"], "psnr")
+    if best is not None:
+        fig = figures.paired_plot(rows, method=settings["method"], baseline=best, metrics=("psnr", "ssim"))
+        caption = (
+            f"{settings['method']} against the best baseline ({best}, by mean PSNR), one point per scan; dashed: equal."
+        )
+        out.append(("paired.png", caption, figures.figure_to_png(fig)))
+    for i, (scan_id, png) in enumerate((montages or {}).items()):
+        caption = (
+            f"Scan {scan_id}: central axial, coronal and sagittal slices on one intensity window "
+            f"(reference 0.1th percentile + data range); last column: absolute error of {settings['method']}."
+        )
+        out.append((f"montage_{i:03d}.png", caption, png))
+    return out
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.6g}"
+    return str(v)
+
+
+def _csv_value(v: Any) -> Any:
+    v = _jsonable(v)
+    if v is None:
+        return ""
+    if isinstance(v, dict | list):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, *, columns: Sequence[str] | None = None) -> Path:
+    """Write rows as CSV atomically (``schema_version`` first, then ``columns``, then any extra keys)."""
+    from medgan.io.atomic import write_text_atomic
+
+    columns = list(columns or ROW_COLUMNS)
+    extra = [k for r in rows for k in r if k not in columns]
+    columns = ["schema_version", *columns, *dict.fromkeys(extra)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({"schema_version": SCHEMA_VERSION} | {c: _csv_value(r.get(c)) for c in columns[1:]})
+    return write_text_atomic(path, buf.getvalue())
+
+
+def write_json(doc: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a document as indented JSON atomically (NaN as null; no non-standard tokens)."""
+    from medgan.io.atomic import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
+
+
+def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
+    """Report content as neutral blocks that both renderers share."""
+    s = doc["settings"]
+    blocks: list[tuple] = [("h1", doc["title"])]
+    blocks.append(
+        (
+            "p",
+            f"medgan {doc['medgan_version']}, {doc['created']}, schema {doc['schema']} {doc['schema_version']}. "
+            f"{s['n_scans']} scan(s); method under test: {s['method']}.",
+        )
+    )
+    blocks.append(("h2", "Settings"))
+    dr = (
+        f"{_fmt(s['data_range_min'])}"
+        if s["data_range_min"] == s["data_range_max"]
+        else f"{_fmt(s['data_range_min'])} to {_fmt(s['data_range_max'])} (per scan; see the table)"
+    )
+    if s["baselines"]:
+        base = ", ".join(f"{b} (spline order {s['baseline_orders'].get(b, '?')})" for b in s["baselines"])
+        base += " interpolation of the same low-resolution input onto the reference grid"
+    else:
+        base = "none: no low-resolution input was given (--lr), so there are no interpolation baselines"
+    deg = (
+        "; ".join(
+            f"{d.get('method')} x{tuple(d.get('factor', ()))} ({'recorded in the low-resolution input' if d.get('source') == 'lr.meta' else ('given' if d.get('source') == 'argument' else 'assumed: not recorded')})"
+            for d in s["degradation"]
+        )
+        or "unknown (no low-resolution input)"
+    )
+    prov = "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in s["provenance"]) or (
+        "not recorded in the predictions"
+    )
+    ssim = s["ssim"]
+    blocks.append(
+        (
+            "table",
+            ["setting", "value"],
+            [
+                ["data range", f"{dr}; rule: {'; '.join(s['data_range_rule'])}"],
+                ["mask", "; ".join(s["mask_rule"])],
+                ["baselines", base],
+                ["degradation", deg],
+                ["model provenance", prov],
+                [
+                    "SSIM",
+                    f"Gaussian window sigma {ssim['sigma']}, {ssim['win_size']} voxels, K1 {ssim['k1']}, K2 {ssim['k2']}, "
+                    f"population covariance; {ssim['masked_mean']}; modes: {', '.join(ssim['modes'])}",
+                ],
+                ["HFEN", f"Laplacian of Gaussian, sigma {s['hfen']['sigma_voxels']} voxels, norm ratio"],
+                ["LR consistency", s["lr_consistency"]],
+                ["NRMSE", s["nrmse"]],
+                [
+                    "statistics",
+                    f"sd {s['statistics']['sd']}; {s['statistics']['ci']} ({s['statistics']['n_resamples']} resamples, "
+                    f"seed {s['statistics']['seed']}); {s['statistics']['test']}",
+                ],
+            ],
+        )
+    )
+    if doc["notes"]:
+        blocks.append(("h2", "Notes"))
+        blocks.append(("list", doc["notes"]))
+
+    metrics = [m for m in REPORT_METRICS if any(x["metric"] == m for x in doc["summary"])]
+    methods = list(dict.fromkeys(x["method"] for x in doc["summary"]))
+    blocks.append(("h2", "Summary per method"))
+    blocks.append(("p", "Mean ± sd (median) over scans. Masked metrics first; *_full: whole image."))
+    cells = {(x["method"], x["metric"]): x for x in doc["summary"]}
+    table = []
+    for method in methods:
+        row = [method]
+        for m in metrics:
+            x = cells.get((method, m))
+            row.append("n/a" if not x or x["n"] == 0 else f"{_fmt(x['mean'])} ± {_fmt(x['sd'])} ({_fmt(x['median'])})")
+        table.append(row)
+    blocks.append(("table", ["method", *metrics], table))
+
+    blocks.append(("h2", "Paired differences to the baselines"))
+    if doc["paired"]:
+        blocks.append(
+            (
+                "p",
+                f"{s['method']} minus baseline, per scan; 95% bootstrap CI of the mean difference; "
+                "Wilcoxon signed-rank p (two-sided). Verdict 'better' / 'worse' only when the CI excludes 0 and "
+                f"p < {s['statistics']['alpha']}; with fewer than six scans the exact test cannot reach that.",
+            )
+        )
+        rows = [
+            [
+                x["metric"],
+                x["baseline"],
+                x["n"],
+                _fmt(x["mean_diff"]),
+                f"[{_fmt(x['ci_low'])}, {_fmt(x['ci_high'])}]",
+                _fmt(x["wilcoxon_p"]),
+                {True: "better", False: "worse", None: "no difference shown"}[x["better"]],
+            ]
+            for x in doc["paired"]
+            if x["metric"] in REPORT_METRICS
+        ]
+        blocks.append(("table", ["metric", "baseline", "n", "mean diff", "95% CI", "Wilcoxon p", "verdict"], rows))
+    else:
+        blocks.append(("p", "No baselines, so no paired comparison."))
+
+    if doc["breakdown"]:
+        blocks.append(("h2", "Breakdown by scan metadata"))
+        rows = [
+            [
+                x["group_by"],
+                x["group"],
+                x["method"],
+                x["metric"],
+                x["n"],
+                _fmt(x["mean"]),
+                _fmt(x["sd"]),
+                _fmt(x["median"]),
+            ]
+            for x in doc["breakdown"]
+            if x["metric"] in ("psnr", "ssim")
+        ]
+        blocks.append(("table", ["by", "group", "method", "metric", "n", "mean", "sd", "median"], rows))
+
+    blocks.append(("h2", "Per-scan metrics"))
+    cols = [
+        "scan_id",
+        "method",
+        *[m for m in REPORT_METRICS if any(r.get(m) is not None for r in doc["rows"])],
+        "data_range",
+        "mask_fraction",
+        "ssim_mode",
+    ]
+    blocks.append(("table", cols, [[_fmt(r.get(c)) for c in cols] for r in doc["rows"]]))
+    return blocks
+
+
+def _md_cell(v: Any) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(doc: Mapping[str, Any], figures: Sequence[tuple[str, str]] = ()) -> str:
+    """Markdown report; ``figures`` are ``(relative image path, caption)`` pairs linked at the end."""
+    out = []
+    for block in _blocks(doc):
+        kind = block[0]
+        if kind == "h1":
+            out.append(f"# {block[1]}\n")
+        elif kind == "h2":
+            out.append(f"## {block[1]}\n")
+        elif kind == "p":
+            out.append(f"{block[1]}\n")
+        elif kind == "list":
+            out.append("\n".join(f"- {x}" for x in block[1]) + "\n")
+        elif kind == "table":
+            head, rows = block[1], block[2]
+            lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+            out.append("\n".join(lines) + "\n")
+    if figures:
+        out.append("## Figures\n")
+        for path, caption in figures:
+            out.append(f"![{caption}]({path})\n\n{caption}\n")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f2f2f2} figure{margin:1em 0} figcaption{font-size:13px;color:#444}
+img{max-width:100%;height:auto;border:1px solid #ddd}
+"""
+
+
+def render_html(doc: Mapping[str, Any], figures: Sequence[tuple[str, str, bytes]] = ()) -> str:
+    """Self-contained HTML report: figures embedded as base64 PNG, no scripts, no external resources."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(str(doc['title']))}</title><style>{_CSS}</style></head><body>",
+    ]
+    for block in _blocks(doc):
+        kind = block[0]
+        if kind in ("h1", "h2", "p"):
+            parts.append(f"<{kind}>{e(str(block[1]))}</{kind}>")
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{e(str(x))}</li>" for x in block[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{e(str(h))}</th>" for h in block[1])
+            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in block[2])
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        for name, caption, png in figures:
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{e(name)}">'
+                f"<figcaption>{e(caption)}</figcaption></figure>"
+            )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(
+    ev: Any,
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    n_resamples: int | None = None,
+    write_pngs: bool = True,
+) -> dict[str, Path]:
+    """Write ``metrics.csv``, ``metrics.json``, ``summary.csv``, ``paired.csv``, ``report.md``, ``report.html``.
+
+    Parameters
+    ----------
+    ev
+        A :class:`~medgan.eval.compare.Evaluation` with at least one scan added.
+    out_dir
+        Output folder (created if needed). Each file is written atomically.
+    title
+        Report title.
+    n_resamples
+        Bootstrap resamples (default 10 000).
+    write_pngs
+        Also write the figures as ``figures/*.png`` (``report.md`` links them).
+
+    Returns
+    -------
+    dict
+        Output name -> path.
+    """
+    from medgan.io.atomic import write_bytes_atomic, write_text_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = build_document(ev, title=title, n_resamples=n_resamples)
+    figs = build_figures(doc, getattr(ev, "montages", None))
+    paths = {
+        "metrics.csv": write_csv(doc["rows"], out / "metrics.csv"),
+        "summary.csv": write_csv(doc["summary"], out / "summary.csv", columns=["method", "metric"]),
+        "paired.csv": write_csv(doc["paired"], out / "paired.csv", columns=["method", "baseline", "metric"]),
+        "metrics.json": write_json(doc, out / "metrics.json"),
+    }
+    links = []
+    if write_pngs and figs:
+        (out / "figures").mkdir(exist_ok=True)
+        current = {name for name, _, _ in figs}
+        for stale in (out / "figures").glob("montage_*.png"):  # left by an earlier run with more scans
+            if stale.name not in current:
+                stale.unlink()
+        for name, caption, png in figs:
+            paths[f"figures/{name}"] = write_bytes_atomic(out / "figures" / name, png)
+            links.append((f"figures/{name}", caption))
+    paths["report.md"] = write_text_atomic(out / "report.md", render_markdown(doc, links))
+    paths["report.html"] = write_text_atomic(out / "report.html", render_html(doc, figs))
+    return paths

@@ -1,0 +1,208 @@
+"""medgan.evaluate: agreement with scikit-image and MONAI, masking, data range, geometry, LR consistency.
+
+Real data: a crop of a real 3-D T1 (the corpus's Siemens XA30 T1, or nilearn's MNI ICBM152 template when
+../shared is absent) and a real Hitachi MR series from the shared DICOM corpus. "Predictions" are made honestly from the reference:
+degraded with medgan.degrade then cubic-interpolated back, or the reference plus seeded noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import metrics as skm
+
+import medgan
+from medgan.errors import GeometryMismatchError
+from medgan.eval import masks
+from medgan.eval.metrics import DATA_RANGE_RULE, evaluate, robust_data_range, ssim_map
+from medgan.io.scan import make_scan
+
+TOL = 1e-4
+SK_SSIM = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+
+
+CORPUS_T1 = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "dicom" / "dcm_qa_xa30_t1w_tfl3d"
+
+
+def t1_image():
+    """A real 3-D T1 volume and a crop corner with both head and background in a 40x48x40 box.
+
+    The corpus's Siemens XA30 3-D T1 (2 mm, reference NIfTI) when ../shared is present (always in CI);
+    otherwise nilearn's MNI ICBM152 T1 template (shipped in the nilearn wheel, extra 'data').
+    """
+    import nibabel as nib
+
+    path = CORPUS_T1 / "reference.nii.gz"
+    if path.is_file():
+        return nib.load(path), (20, 30, 30)
+    try:
+        import nilearn
+    except ImportError:
+        pytest.skip(f"no real T1 volume: {CORPUS_T1} is absent (../shared) and nilearn is not installed")
+    mni = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    return nib.load(mni), (20, 90, 70)
+
+
+@pytest.fixture(scope="module")
+def t1_ref():
+    """A 40x48x40-voxel crop of a real T1 volume as a scan, keeping some background at the edge."""
+    img, (x0, y0, z0) = t1_image()
+    data = np.asarray(img.dataobj, dtype=np.float32)[x0 : x0 + 40, y0 : y0 + 48, z0 : z0 + 40]
+    shift = np.eye(4)
+    shift[:3, 3] = (x0, y0, z0)
+    return make_scan(data[None], img.affine @ shift, {"modality": "MR"})
+
+
+@pytest.fixture(scope="module")
+def t1_pred(t1_ref):
+    """Honest prediction: antialiased 2x degradation, then cubic interpolation back to the grid."""
+    return medgan.interpolate(medgan.degrade(t1_ref, 2), 2, order=3)
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+
+
+def test_whole_image_metrics_agree_with_skimage_3d(t1_ref, t1_pred):
+    ref, pred = _np(t1_ref)[0], _np(t1_pred)[0]
+    dr = float(np.ptp(ref))
+    r = evaluate(t1_pred, t1_ref, mask="none", data_range=dr)
+    assert r["ssim_mode"] == "3d"
+    assert r["psnr_full"] == pytest.approx(skm.peak_signal_noise_ratio(ref, pred, data_range=dr), abs=TOL)
+    assert r["ssim_full"] == pytest.approx(skm.structural_similarity(ref, pred, data_range=dr, **SK_SSIM), abs=TOL)
+    assert r["nrmse_full"] == pytest.approx(skm.normalized_root_mse(ref, pred), abs=TOL)
+    assert r["mae_full"] == pytest.approx(float(np.mean(np.abs(ref - pred))), abs=TOL)
+    # mask="none": masked numbers are the whole-image ones
+    assert r["psnr"] == pytest.approx(r["psnr_full"], abs=1e-12)
+    assert r["ssim"] == pytest.approx(r["ssim_full"], abs=1e-12)
+    assert r["mask_fraction"] == 1.0
+    assert 0.5 < r["ssim_full"] < 1.0 and 15 < r["psnr_full"] < 60
+
+
+def test_masked_metrics_agree_with_skimage_on_the_mask(t1_ref, t1_pred):
+    ref, pred = _np(t1_ref)[0], _np(t1_pred)[0]
+    r = evaluate(t1_pred, t1_ref)  # default: foreground mask, robust data range
+    mask = masks.foreground_mask(t1_ref)
+    assert 0.2 < mask.mean() < 0.99  # the crop has both tissue and background
+    dr = r["data_range"]
+    assert r["psnr"] == pytest.approx(skm.peak_signal_noise_ratio(ref[mask], pred[mask], data_range=dr), abs=TOL)
+    assert r["nrmse"] == pytest.approx(skm.normalized_root_mse(ref[mask], pred[mask]), abs=TOL)
+    # masked SSIM: scikit-image's full-image map, averaged over mask voxels away from the border
+    _, smap = skm.structural_similarity(ref, pred, data_range=dr, full=True, **SK_SSIM)
+    crop = (slice(5, -5),) * 3
+    assert r["ssim"] == pytest.approx(float(smap[crop][mask[crop]].mean()), abs=TOL)
+    assert r["ssim_full"] == pytest.approx(skm.structural_similarity(ref, pred, data_range=dr, **SK_SSIM), abs=TOL)
+
+
+def test_agrees_with_monai_metrics(t1_ref, t1_pred):
+    from monai.metrics import PSNRMetric, SSIMMetric
+
+    dr = float(np.ptp(_np(t1_ref)))
+    r = evaluate(t1_pred, t1_ref, mask="none", data_range=dr)
+    y_pred = torch.as_tensor(_np(t1_pred))[None]
+    y = torch.as_tensor(_np(t1_ref))[None]
+    monai_psnr = float(PSNRMetric(max_val=dr)(y_pred, y).item())
+    monai_ssim = float(SSIMMetric(spatial_dims=3, data_range=dr, win_size=11, kernel_sigma=1.5)(y_pred, y).item())
+    assert r["psnr_full"] == pytest.approx(monai_psnr, abs=TOL)
+    assert r["ssim_full"] == pytest.approx(monai_ssim, abs=TOL)
+
+
+def test_data_range_rule_is_explicit_and_recorded(t1_ref, t1_pred):
+    r = evaluate(t1_pred, t1_ref)
+    mask = masks.foreground_mask(t1_ref)
+    values = _np(t1_ref)[0][mask]
+    expected = float(np.percentile(values, 99.9) - np.percentile(values, 0.1))
+    assert r["data_range"] == pytest.approx(expected)
+    assert r["data_range_rule"] == DATA_RANGE_RULE
+    assert r["mask_rule"] == masks.FOREGROUND_RULE
+    assert r["mask_fraction"] == pytest.approx(float(mask.mean()))
+    given = evaluate(t1_pred, t1_ref, data_range=2 * expected)
+    assert given["data_range"] == 2 * expected and given["data_range_rule"] == "given"
+    # a larger range can only raise PSNR: the range really is used
+    assert given["psnr"] > r["psnr"]
+    assert robust_data_range(t1_ref, mask) == pytest.approx(expected)
+
+
+def test_background_changes_only_affect_whole_image_metrics(t1_ref, t1_pred):
+    mask = masks.foreground_mask(t1_ref)
+    pred = _np(t1_pred).copy()
+    pred[0][~mask] += 0.1 * np.ptp(pred)  # wrong background, same foreground
+    base = evaluate(t1_pred, t1_ref)
+    worse = evaluate(pred, t1_ref)
+    for key in ("psnr", "nrmse", "mae", "data_range", "mask_fraction"):
+        assert worse[key] == pytest.approx(base[key], abs=1e-9), key
+    assert worse["psnr_full"] < base["psnr_full"] - 1.0
+    assert worse["mae_full"] > base["mae_full"]
+
+
+def test_numpy_torch_and_metatensor_give_the_same_numbers(t1_ref, t1_pred):
+    a = evaluate(t1_pred, t1_ref)
+    b = evaluate(_np(t1_pred), _np(t1_ref))
+    c = evaluate(torch.as_tensor(_np(t1_pred)), torch.as_tensor(_np(t1_ref)))
+    for key in ("psnr", "ssim", "nrmse", "mae", "hfen", "psnr_full", "ssim_full", "data_range"):
+        assert a[key] == pytest.approx(b[key], abs=1e-9) and a[key] == pytest.approx(c[key], abs=1e-9), key
+
+
+def test_hfen_orders_predictions(t1_ref, t1_pred):
+    ref = _np(t1_ref)
+    scale = float(np.ptp(ref))
+    rng = np.random.default_rng(0)
+    same = evaluate(ref.copy(), ref)
+    assert same["hfen"] == 0.0 and same["mae"] == 0.0 and same["psnr"] == float("inf")
+    small = evaluate(ref + rng.normal(0, 0.005 * scale, ref.shape), ref)
+    large = evaluate(ref + rng.normal(0, 0.03 * scale, ref.shape), ref)
+    assert 0 < small["hfen"] < large["hfen"]
+    # blurring (the cubic baseline) loses high frequencies
+    assert evaluate(t1_pred, t1_ref)["hfen"] > small["hfen"]
+
+
+def test_geometry_mismatch_raises(t1_ref, t1_pred):
+    with pytest.raises(GeometryMismatchError, match="shape"):
+        evaluate(_np(t1_pred)[:, :-1], t1_ref)
+    shifted = make_scan(_np(t1_pred), np.asarray(t1_ref.affine) + np.pad(np.ones((3, 1)), ((0, 1), (3, 0))))
+    with pytest.raises(GeometryMismatchError, match="affine"):
+        evaluate(shifted, t1_ref)
+
+
+def test_lr_consistency_measures_hallucination(t1_ref):
+    lr = medgan.degrade(t1_ref, 2)
+    truth = evaluate(t1_ref, t1_ref, lr=lr)
+    assert truth["lr_consistency_psnr"] > 80  # degrade is deterministic: the truth is consistent
+    assert truth["degradation"]["source"] == "lr.meta" and truth["degradation"]["method"] == "interpolate"
+    blob = _np(t1_ref).copy()
+    blob[0, 10:20, 10:20, 10:20] += 0.5 * np.ptp(blob)  # invented structure
+    fake = evaluate(blob, t1_ref, lr=lr)
+    assert fake["lr_consistency_psnr"] < 40
+    # a plain array has no recorded degradation: assumed interpolate, factor from the shapes
+    assumed = evaluate(blob, t1_ref, lr=_np(lr))
+    assert assumed["degradation"]["source"] == "assumed" and assumed["degradation"]["factor"] == (2, 2, 2)
+    assert assumed["lr_consistency_psnr"] == pytest.approx(fake["lr_consistency_psnr"], abs=1e-3)
+
+
+def test_thin_dicom_volume_uses_2d_ssim_per_slice(corpus_dir):
+    """Real Hitachi MR series (64x64x4): too few slices for 3-D windows, so 2-D SSIM per slice."""
+    ref = medgan.load_scan(corpus_dir / "dicom2nifti_hitachi_anatomical_001" / "input")
+    assert tuple(ref.shape[1:]) == (64, 64, 4)
+    rng = np.random.default_rng(1)
+    meta = {k: v for k, v in ref.meta.items() if k not in ("affine", "original_affine")}
+    pred = make_scan(_np(ref) + rng.normal(0, 10.0, ref.shape), np.asarray(ref.affine), meta)
+    r = evaluate(pred, ref, mask="none", data_range=500.0)
+    assert r["ssim_mode"] == "2d-slices-axis2"
+    a, b = _np(ref)[0], _np(pred)[0]
+    per_slice = [skm.structural_similarity(a[..., k], b[..., k], data_range=500.0, **SK_SSIM) for k in range(4)]
+    assert r["ssim_full"] == pytest.approx(float(np.mean(per_slice)), abs=TOL)
+    assert r["psnr_full"] == pytest.approx(skm.peak_signal_noise_ratio(a, b, data_range=500.0), abs=TOL)
+    # a single 2-D image (C, X, Y)
+    r2 = evaluate(pred[..., 2], ref[..., 2], mask="none", data_range=500.0)
+    assert r2["ssim_mode"] == "2d"
+    assert r2["ssim_full"] == pytest.approx(per_slice[2], abs=TOL)
+
+
+def test_ssim_map_marks_valid_region(t1_ref, t1_pred):
+    smap, valid, mode = ssim_map(t1_pred, t1_ref, data_range=100.0)
+    assert mode == "3d" and smap.shape == tuple(t1_ref.shape)
+    assert valid.sum() == 30 * 38 * 30  # each axis loses the 5-voxel window radius at both ends
+    assert np.all(smap[valid] <= 1.0)

@@ -1,0 +1,340 @@
+"""Evaluation outputs end to end: ``medgan evaluate`` on real scans, the report files, Chromium, no PHI.
+
+Real data: crops of a real 3-D T1 (the corpus's Siemens XA30 T1, or nilearn's MNI template when ../shared
+is absent) and a real Hitachi MR DICOM series from the shared corpus.
+The "predictions" are honest stand-ins for a model, made from the reference: the cubic interpolation of
+the degraded scan moved halfway back towards the truth (better than cubic by construction), written with
+``medgan.save_scan`` like any model output.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medgan
+from medgan.eval.compare import Evaluation, UnpairedScansError, pair_scans
+from medgan.eval.report import SCHEMA, SCHEMA_VERSION, write_report
+from medgan.io.scan import make_scan
+from pipelines.cli import main as cli_main
+
+CHROMIUM = Path("/usr/bin/chromium")
+N_METHODS = 4  # SR + nearest, linear, cubic
+
+
+CORPUS_T1 = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "dicom" / "dcm_qa_xa30_t1w_tfl3d"
+
+
+def _t1_image():
+    """A real 3-D T1 volume and three crop corners (head plus background) for 32x40x32 crops.
+
+    The corpus's Siemens XA30 3-D T1 (2 mm, reference NIfTI) when ../shared is present (always in CI);
+    otherwise nilearn's MNI ICBM152 T1 template (shipped in the nilearn wheel, extra 'data').
+    """
+    import nibabel as nib
+
+    path = CORPUS_T1 / "reference.nii.gz"
+    if path.is_file():
+        return nib.load(path), [(8, 20, 20), (40, 50, 60), (20, 70, 30)]
+    try:
+        import nilearn
+    except ImportError:
+        pytest.skip(f"no real T1 volume: {CORPUS_T1} is absent (../shared) and nilearn is not installed")
+    mni = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    return nib.load(mni), [(30, 80, 60), (90, 90, 70), (60, 110, 50)]
+
+
+def _crop(img, x0: int, y0: int, z0: int, size=(32, 40, 32)):
+    data = np.asarray(img.dataobj, dtype=np.float32)[x0 : x0 + size[0], y0 : y0 + size[1], z0 : z0 + size[2]]
+    shift = np.eye(4)
+    shift[:3, 3] = (x0, y0, z0)
+    return make_scan(data[None], img.affine @ shift, {"modality": "MR"})
+
+
+def _stand_in(ref, lr, factor):
+    """Cubic interpolation of ``lr`` moved halfway to the truth, with model-like provenance."""
+    cubic = medgan.interpolate(lr, factor, order=3)
+    pred = cubic + 0.5 * (ref - cubic)
+    meta = {k: v for k, v in ref.meta.items() if k not in ("affine", "original_affine")}
+    meta["medgan"] = {"model": "halfway-stand-in", "model_sha256": "0" * 64, "synthetic": False, "task": "test"}
+    return make_scan(np.asarray(pred.detach().numpy()), np.asarray(ref.affine), meta)
+
+
+@pytest.fixture(scope="module")
+def nifti_tree(tmp_path_factory) -> Path:
+    """pred/, ref/ and lr/ folders with three T1 crops, one of them in a sub-folder (pairing by relative path)."""
+
+    img, corners = _t1_image()
+    root = tmp_path_factory.mktemp("eval_tree")
+    for name, corner in zip(("a", "b", "sub/c"), corners, strict=True):
+        ref = _crop(img, *corner)
+        lr = medgan.degrade(ref, 2)
+        for kind, scan in (("ref", ref), ("lr", lr), ("pred", _stand_in(ref, lr, 2))):
+            path = root / kind / f"{name}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            medgan.save_scan(scan, path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cli_report(nifti_tree) -> Path:
+    out = nifti_tree / "out"
+    code = cli_main(
+        [
+            "evaluate",
+            "--pred",
+            str(nifti_tree / "pred"),
+            "--ref",
+            str(nifti_tree / "ref"),
+            "--lr",
+            str(nifti_tree / "lr"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_cli_writes_every_output(cli_report):
+    for name in ("metrics.csv", "metrics.json", "summary.csv", "paired.csv", "report.md", "report.html"):
+        assert (cli_report / name).is_file() and (cli_report / name).stat().st_size > 0, name
+    assert not list(cli_report.glob(".*.tmp"))  # atomic writes leave no temporary files
+    pngs = sorted(p.name for p in (cli_report / "figures").glob("*.png"))
+    assert {"metrics.png", "paired.png", "montage_000.png", "montage_002.png"} <= set(pngs)
+
+
+def test_metrics_json_schema_rows_and_summaries(cli_report):
+    doc = json.loads((cli_report / "metrics.json").read_text())
+    assert doc["schema"] == SCHEMA and doc["schema_version"] == SCHEMA_VERSION
+    rows = doc["rows"]
+    assert len(rows) == 3 * N_METHODS
+    assert {r["scan_id"] for r in rows} == {"a", "b", "sub/c"}
+    assert {r["method"] for r in rows} == {"SR", "nearest", "linear", "cubic"}
+    for r in rows:
+        for key in ("psnr", "ssim", "nrmse", "mae", "hfen", "psnr_full", "ssim_full", "lr_consistency_psnr"):
+            assert isinstance(r[key], float), key
+        assert r["data_range"] > 0 and r["data_range_rule"].startswith("reference 99.9th")
+        assert r["mask_rule"].startswith("foreground") and 0 < r["mask_fraction"] < 1
+    # one data range per scan, shared by every method
+    for scan in ("a", "b", "sub/c"):
+        assert len({r["data_range"] for r in rows if r["scan_id"] == scan}) == 1
+    s = doc["settings"]
+    assert s["baselines"] == ["nearest", "linear", "cubic"] and s["n_scans"] == 3
+    assert s["provenance"] and s["provenance"][0]["model"] == "halfway-stand-in"
+    assert s["degradation"][0]["method"] == "interpolate" and s["degradation"][0]["factor"] == [2, 2, 2]
+    summary = {(x["method"], x["metric"]): x for x in doc["summary"]}
+    assert summary[("SR", "psnr")]["n"] == 3
+    # the stand-in is better than cubic by construction, on every scan
+    paired = {(x["baseline"], x["metric"]): x for x in doc["paired"]}
+    assert paired[("cubic", "psnr")]["mean_diff"] > 0 and paired[("cubic", "psnr")]["wilcoxon_p"] == pytest.approx(0.25)
+    assert paired[("cubic", "mae")]["mean_diff"] < 0 and paired[("cubic", "mae")]["ci_high"] < 0
+    assert paired[("cubic", "mae")]["better"] is None  # three scans: too few for the Wilcoxon test
+
+
+def test_metrics_csv_matches_json(cli_report):
+    with open(cli_report / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    doc = json.loads((cli_report / "metrics.json").read_text())
+    assert len(rows) == len(doc["rows"])
+    assert rows[0]["schema_version"] == SCHEMA_VERSION
+    by_key = {(r["scan_id"], r["method"]): r for r in doc["rows"]}
+    for r in rows:
+        assert float(r["psnr"]) == pytest.approx(by_key[(r["scan_id"], r["method"])]["psnr"])
+
+
+def test_report_states_settings_and_is_self_contained(cli_report):
+    md = (cli_report / "report.md").read_text()
+    for needle in (
+        "data range",
+        "99.9th",
+        "Otsu",
+        "degradation",
+        "interpolate",
+        "model provenance",
+        "halfway-stand-in",
+        "Wilcoxon",
+        "figures/montage_000.png",
+    ):
+        assert needle in md, needle
+    page = (cli_report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5
+    assert "<script" not in page.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page, re.I)
+
+
+def test_report_without_lr_says_there_are_no_baselines(nifti_tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli_main(
+        [
+            "evaluate",
+            "--pred",
+            str(nifti_tree / "pred"),
+            "--ref",
+            str(nifti_tree / "ref"),
+            "--out",
+            str(out),
+            "--max-montages",
+            "0",
+        ]
+    )
+    assert code == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert {r["method"] for r in doc["rows"]} == {"SR"} and doc["paired"] == []
+    assert "no interpolation baselines" in (out / "report.md").read_text()
+    assert "no baselines" in capsys.readouterr().out
+
+
+def test_unpaired_files_are_listed(nifti_tree, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    shutil.copytree(nifti_tree / "pred", pred)
+    (pred / "a.nii.gz").rename(pred / "renamed.nii.gz")
+    code = cli_main(["evaluate", "--pred", str(pred), "--ref", str(nifti_tree / "ref"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "renamed.nii.gz" in err and "a.nii.gz" in err and "without a reference" in err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(UnpairedScansError):
+        pair_scans(pred, nifti_tree / "ref")
+
+
+def test_geometry_mismatch_needs_resample(nifti_tree, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    ref = medgan.load_scan(nifti_tree / "ref" / "a.nii.gz")
+    shifted = np.asarray(ref.affine).copy()
+    shifted[:3, 3] += 0.5  # half a voxel off the reference grid
+    medgan.save_scan(make_scan(ref.detach().numpy(), shifted), pred / "a.nii.gz")
+    args = ["evaluate", "--pred", str(pred / "a.nii.gz"), "--ref", str(nifti_tree / "ref" / "a.nii.gz")]
+    assert cli_main([*args, "--out", str(tmp_path / "o1")]) == 1
+    assert "affine" in capsys.readouterr().err
+    assert cli_main([*args, "--out", str(tmp_path / "o2"), "--resample", "--max-montages", "0"]) == 0
+    doc = json.loads((tmp_path / "o2" / "metrics.json").read_text())
+    assert len(doc["rows"]) == 1 and 20 < doc["rows"][0]["psnr"] < 60
+
+
+def test_python_api_builds_the_same_report_from_arrays(tmp_path):
+    """Research code: arrays in memory, its own baseline, no files read."""
+    img, corners = _t1_image()
+    ev = Evaluation(method="mine", max_montages=1)
+    for corner in corners[:2]:
+        ref = np.asarray(_crop(img, *corner).detach().numpy(), dtype=np.float64)
+        rng = np.random.default_rng(corner[0])
+        noise = 0.01 * float(np.ptp(ref))
+        ev.add(
+            f"x{corner[0]}",
+            ref + rng.normal(0, noise, ref.shape),
+            ref,
+            baselines={"noisier": ref + rng.normal(0, 3 * noise, ref.shape)},
+            metadata={"site": "site-A"},
+        )
+    tables = ev.tables(n_resamples=500)
+    assert [x["baseline"] for x in tables["paired"]][0] == "noisier"
+    assert any(x["group_by"] == "site" for x in tables["breakdown"])
+    paths = write_report(ev, tmp_path / "r", n_resamples=500, write_pngs=False)
+    assert set(paths) == {"metrics.csv", "summary.csv", "paired.csv", "metrics.json", "report.md", "report.html"}
+    doc = json.loads(paths["metrics.json"].read_text())
+    assert doc["settings"]["degradation"] == [] and "no low-resolution input" in paths["report.md"].read_text()
+
+
+def _chromium(*args: str, user_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={user_dir}",
+    ]
+    return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.tools
+def test_html_report_renders_its_images_in_chromium(cli_report, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package 'chromium')")
+    # a copy with a probe script that marks every image as loaded or broken once the page has loaded
+    probe = (
+        "<script>window.addEventListener('load',()=>{let bad=0;for(const i of document.images){"
+        "const ok=i.complete&&i.naturalWidth>0;if(!ok)bad++;i.setAttribute('data-state',ok?'ok':'broken')}"
+        "document.body.setAttribute('data-images',String(document.images.length));"
+        "document.body.setAttribute('data-broken',String(bad))});</script></body>"
+    )
+    page = tmp_path / "probe.html"
+    page.write_text((cli_report / "report.html").read_text().replace("</body>", probe))
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri(), user_dir=tmp_path / "u1").stdout
+    n_images = len((cli_report / "report.html").read_text().split("data:image/png;base64,")) - 1
+    assert f'data-images="{n_images}"' in dom and 'data-broken="0"' in dom
+    assert 'data-state="broken"' not in dom and dom.count('data-state="ok"') == n_images
+
+    shot = tmp_path / "shot.png"
+    _chromium(
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        "--hide-scrollbars",
+        (cli_report / "report.html").as_uri(),
+        user_dir=tmp_path / "u2",
+    )
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[0] >= 1000 and pixels.std() > 0.05  # not blank: text, tables and images
+    assert (pixels.mean(axis=-1) < 0.5).mean() > 0.01  # dark pixels of text and scans
+
+
+def test_no_phi_in_any_output(corpus_dir, tmp_path, capsys):
+    """A real DICOM series whose patient name and id carry a marker: no output contains the marker."""
+    import pydicom
+
+    marker = "ZZPHIMARKER"
+    src = corpus_dir / "dicom2nifti_hitachi_anatomical_001" / "input"
+    ref_dir = tmp_path / "ref" / "series1"
+    ref_dir.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.PatientName = f"{marker}^SECRET"
+        ds.PatientID = f"{marker}-ID"
+        ds.save_as(ref_dir / f.name)
+    ref = medgan.load_scan(ref_dir)
+    assert marker in str(ref.meta.get("dicom", {}).get("PatientName"))  # the marker really is in the input
+    lr = medgan.degrade(ref, (2, 2, 1))
+    (tmp_path / "lr").mkdir()
+    medgan.save_scan(lr, tmp_path / "lr" / "series1.nii.gz")
+    pred = _stand_in(ref, lr, (2, 2, 1))
+    (tmp_path / "pred").mkdir()
+    medgan.save_scan(pred, tmp_path / "pred" / "series1", format="dicom", reference=ref)
+    assert any(marker.encode() in p.read_bytes() for p in (tmp_path / "pred").rglob("*") if p.is_file())
+
+    out = tmp_path / "out"
+    code = cli_main(
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "pred"),
+            "--ref",
+            str(tmp_path / "ref"),
+            "--lr",
+            str(tmp_path / "lr"),
+            "--out",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) >= 8
+    for p in files:
+        assert marker.encode() not in p.read_bytes(), p
+    assert marker not in captured.out + captured.err
+    doc = json.loads((out / "metrics.json").read_text())
+    assert {r["modality"] for r in doc["rows"]} == {"MR"} and doc["rows"][0]["ssim_mode"] == "2d-slices-axis2"
