@@ -1,0 +1,257 @@
+"""The medgan checkpoint: one safetensors file = weights + JSON metadata, verified on load.
+
+Format ``medgan-checkpoint/1``:
+
+* tensors: the generator's ``state_dict`` (names as PyTorch writes them);
+* safetensors metadata (str -> str):
+
+  - ``"format"``: ``"medgan-checkpoint/1"``;
+  - ``"payload_sha256"``: sha256 over the tensors (sorted names, dtype, shape, bytes);
+  - ``"medgan"``: JSON of the metadata dict — ``model`` (complete generator config),
+    ``factor``, ``spatial_dims``, ``modality``, ``normalization`` (the rule applied to
+    an input scan, e.g. ``{"method": "percentile", "lower": 0.5, "upper": 99.5}``,
+    or a fitted :class:`medgan.data.normalize.Normalization` dict), ``roi_size``
+    (sliding-window size in input voxels), ``training_data`` (free-form description),
+    ``name``, ``medgan_version``, plus anything passed as ``extra``.
+
+safetensors never unpickles: a pickle, a foreign safetensors file, garbage bytes or
+tensors edited after saving raise :class:`medgan.errors.CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medgan._version import __version__
+from medgan.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "payload_sha256",
+    "file_sha256",
+    "DEFAULT_NORMALIZATION",
+]
+
+FORMAT = "medgan-checkpoint/1"
+
+#: the normalisation rule used when a checkpoint does not name one
+DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "percentile", "lower": 0.5, "upper": 99.5}
+
+_REQUIRED = ("model", "factor", "spatial_dims", "normalization")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded, verified checkpoint.
+
+    Attributes
+    ----------
+    path
+        The file.
+    state_dict
+        Tensor name -> tensor (CPU).
+    metadata
+        The JSON metadata dict (see module docstring).
+    sha256
+        sha256 of the whole file (what a model registry or a manifest records).
+    """
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+
+    def build_model(self) -> nn.Module:
+        """Rebuild the generator from ``metadata["model"]`` and load the weights (strict)."""
+        from medgan.models.registry import build_generator
+
+        try:
+            model = build_generator(self.metadata["model"])
+        except ConfigError as exc:  # a config this medgan version does not know
+            raise CheckpointError(f"{self.path}: cannot build the stored model ({exc}); upgrade medgan?") from None
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.path}: weights do not fit the stored model config ({exc})") from None
+        return model
+
+
+def payload_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the tensors: sorted names, then each name, dtype, shape and raw bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _normalization_dict(normalization: Any) -> dict[str, Any]:
+    if normalization is None:
+        return dict(DEFAULT_NORMALIZATION)
+    if hasattr(normalization, "to_dict"):
+        return dict(normalization.to_dict())
+    if isinstance(normalization, Mapping) and "method" in normalization:
+        return dict(normalization)
+    raise TypeError("normalization must be a dict with a 'method' key or a Normalization with to_dict()")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module | Mapping[str, torch.Tensor],
+    *,
+    config: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    modality: str = "unknown",
+    normalization: Any = None,
+    roi_size: int | list[int] | None = None,
+    training_data: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temp file in the same folder + ``os.replace``).
+
+    Parameters
+    ----------
+    path
+        Output file (``.safetensors`` by convention).
+    model
+        The generator (its ``state_dict`` is saved) or a state dict.
+    config
+        Generator config; defaults to ``model.config`` (set by ``build_generator``).
+    name
+        Model name; defaults to the file stem.
+    modality
+        Modality the model was trained on (``"MR"``, ``"CT"``, ...).
+    normalization
+        Rule or fitted normalisation (dict or object with ``to_dict()``); default percentile 0.5-99.5.
+    roi_size
+        Sliding-window size in input voxels (int or one per model axis); default 64 (3-D) or 128 (2-D).
+    training_data
+        JSON-able description of the training data (dataset, degradation, ...).
+    extra
+        More JSON-able metadata (kept under the same dict).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from safetensors.torch import save as st_save
+
+    from medgan.models.registry import generator_config
+
+    path = Path(path)
+    if config is None:
+        config = getattr(model, "config", None)
+        if config is None:
+            raise ValueError("config is required when the model has no .config (build it with build_generator)")
+    cfg = generator_config(config)
+    dims = cfg["spatial_dims"]
+    if roi_size is None:
+        roi_size = 64 if dims == 3 else 128
+    roi = [int(roi_size)] * dims if isinstance(roi_size, int) else [int(r) for r in roi_size]
+    if len(roi) != dims:
+        raise ValueError(f"roi_size needs {dims} values, got {roi_size!r}")
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    meta: dict[str, Any] = dict(extra or {})
+    meta.update(
+        {
+            "format": FORMAT,
+            "name": name or path.name.split(".")[0],
+            "model": cfg,
+            "factor": list(cfg["factor"]),
+            "spatial_dims": dims,
+            "modality": modality,
+            "normalization": _normalization_dict(normalization),
+            "roi_size": roi,
+            "training_data": training_data,
+            "medgan_version": __version__,
+        }
+    )
+    header = {"format": FORMAT, "payload_sha256": payload_sha256(tensors), "medgan": json.dumps(meta, sort_keys=True)}
+    data = st_save(tensors, metadata=header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and verify a checkpoint (never unpickles).
+
+    Parameters
+    ----------
+    path
+        A file written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    medgan.errors.CheckpointError
+        Missing file, not a safetensors file (a pickle, garbage), not a medgan
+        checkpoint, unknown format version, or tensors that do not match the stored hash.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            header = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types (and OSError) for foreign files
+        raise CheckpointError(
+            f"{path}: not a medgan checkpoint (not a safetensors file: {type(exc).__name__}); "
+            "pickled .pt/.pth files are refused for safety — export the weights with medgan"
+        ) from None
+    fmt = header.get("format")
+    if fmt != FORMAT:
+        if fmt and str(fmt).startswith("medgan-checkpoint/"):
+            raise CheckpointError(f"{path}: checkpoint format {fmt!r} is newer than this medgan ({FORMAT}); upgrade")
+        raise CheckpointError(f"{path}: not a medgan checkpoint (safetensors file without a medgan format tag)")
+    try:
+        meta = json.loads(header["medgan"])
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not a JSON object")
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: checkpoint metadata is missing or not valid JSON ({exc})") from None
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
+    if payload_sha256(tensors) != header.get("payload_sha256"):
+        raise CheckpointError(f"{path}: tensors do not match the checkpoint's sha256 (modified or corrupt file)")
+    return Checkpoint(path=path, state_dict=tensors, metadata=meta, sha256=file_sha256(path))

@@ -1,0 +1,336 @@
+"""Super-resolution generators: SRGAN-style SRResNet and ESRGAN-style RRDB, 2-D or 3-D.
+
+One dimension-agnostic definition (``spatial_dims=2|3``, as in MONAI) serves every
+variant: a convolutional head, a trunk of residual blocks without batch norm, a
+trunk convolution with a global skip, sub-pixel upsampling by a per-axis factor
+(``(2, 2, 2)``, ``(1, 1, 4)``, ``(2, 2)``), a convolutional tail and, optionally,
+a global residual from the interpolated input. The two variants differ only in
+the trunk block (:class:`ResidualBlock` or :class:`RRDB`).
+
+Geometry: every layer is "same"-padded and the upsampler has no pad/pool shift,
+so output voxel ``j`` along an axis with factor ``f`` sits at input index
+``(j + 0.5) / f - 0.5`` (voxel corners aligned) — the grid that
+:func:`medgan.data.degrade.upsample_affine` describes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import SubpixelUpsample
+from monai.networks.layers.factories import Conv
+from monai.networks.layers.utils import get_act_layer
+from torch import nn
+
+__all__ = [
+    "SRGenerator",
+    "ResidualBlock",
+    "ResidualDenseBlock",
+    "RRDB",
+    "AxisSubpixelUpsample",
+    "Upsampler",
+    "pixel_shuffle_axes",
+    "upsample_stages",
+    "normalize_factor",
+]
+
+ACTIVATIONS = ("prelu", "lrelu", "relu")
+INTERP_MODES = ("trilinear", "linear", "bilinear", "bicubic", "nearest")
+
+
+def normalize_factor(factor: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    """One positive int per spatial axis from an int or a sequence.
+
+    Parameters
+    ----------
+    factor
+        ``2`` or ``(1, 1, 4)``.
+    spatial_dims
+        Number of spatial axes.
+
+    Returns
+    -------
+    tuple of int
+    """
+    if isinstance(factor, int):
+        out = (factor,) * spatial_dims
+    else:
+        out = tuple(int(f) for f in factor)
+        if len(out) == 1:
+            out = out * spatial_dims
+    if len(out) != spatial_dims or any(f < 1 for f in out) or any(int(f) != f for f in out):
+        raise ValueError(f"factor must be a positive int or {spatial_dims} positive ints, got {factor!r}")
+    return out
+
+
+def _smallest_prime(n: int) -> int:
+    p = 2
+    while p * p <= n:
+        if n % p == 0:
+            return p
+        p += 1
+    return n
+
+
+def upsample_stages(factor: Sequence[int]) -> list[tuple[int, ...]]:
+    """Split a per-axis factor into stages of prime factors, e.g. ``(4, 4, 1) -> [(2, 2, 1), (2, 2, 1)]``.
+
+    Progressive x2 stages (as in SRGAN) keep the channel count of each sub-pixel
+    convolution at ``channels * prod(stage)`` instead of ``channels * prod(factor)``.
+    """
+    remaining = list(factor)
+    stages: list[tuple[int, ...]] = []
+    while any(r > 1 for r in remaining):
+        stage = tuple(_smallest_prime(r) if r > 1 else 1 for r in remaining)
+        stages.append(stage)
+        remaining = [r // s for r, s in zip(remaining, stage, strict=True)]
+    return stages
+
+
+def pixel_shuffle_axes(x: torch.Tensor, factor: Sequence[int]) -> torch.Tensor:
+    """Sub-pixel shuffle with one factor per spatial axis.
+
+    Channel ``c * prod(factor) + k`` of the input fills offset ``k`` (row-major
+    over the axes) of output channel ``c``: the same ordering as MONAI's
+    :func:`monai.networks.utils.pixelshuffle`, which only takes a single factor.
+
+    Parameters
+    ----------
+    x
+        ``(B, C * prod(factor), *spatial)``.
+    factor
+        One int per spatial axis.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, *(s * f for s, f in zip(spatial, factor)))``.
+    """
+    b, c, *spatial = x.shape
+    dims = len(spatial)
+    factor = tuple(int(f) for f in factor)
+    n = 1
+    for f in factor:
+        n *= f
+    if len(factor) != dims or c % n:
+        raise ValueError(f"cannot shuffle {c} channels by factor {factor} on {dims} spatial axes")
+    x = x.reshape(b, c // n, *factor, *spatial)
+    # (B, C, f1..fd, s1..sd) -> (B, C, s1, f1, s2, f2, ...)
+    perm = [0, 1]
+    for i in range(dims):
+        perm += [2 + dims + i, 2 + i]
+    x = x.permute(perm)
+    return x.reshape(b, c // n, *(s * f for s, f in zip(spatial, factor, strict=True)))
+
+
+class AxisSubpixelUpsample(nn.Module):
+    """Sub-pixel convolution with a per-axis factor (ICNR-initialised, no pad/pool shift).
+
+    Hand-written because MONAI's ``SubpixelUpsample`` takes a single ``scale_factor``
+    for every axis and cannot do ``(1, 1, 4)``; isotropic stages use MONAI's block.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, factor: Sequence[int]) -> None:
+        super().__init__()
+        self.factor = tuple(int(f) for f in factor)
+        n = 1
+        for f in self.factor:
+            n *= f
+        self.conv_block = Conv[Conv.CONV, spatial_dims](in_channels, out_channels * n, kernel_size=3, padding=1)
+        # ICNR (Aitken et al. 2017): every group of n sub-pixel channels starts from one kernel,
+        # so the initial output is a nearest-neighbour upsampling (no checkerboard).
+        with torch.no_grad():
+            base = torch.empty(out_channels, in_channels, *self.conv_block.weight.shape[2:])
+            nn.init.kaiming_normal_(base)
+            self.conv_block.weight.copy_(base.repeat_interleave(n, dim=0))
+            if self.conv_block.bias is not None:
+                self.conv_block.bias.copy_(torch.zeros(out_channels).repeat_interleave(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_shuffle_axes(self.conv_block(x), self.factor)
+
+
+class Upsampler(nn.Sequential):
+    """Progressive sub-pixel upsampling by a per-axis ``factor``, one activation after each stage."""
+
+    def __init__(self, spatial_dims: int, channels: int, factor: Sequence[int], act: str = "prelu") -> None:
+        layers: list[nn.Module] = []
+        for stage in upsample_stages(factor):
+            if len(set(stage)) == 1:
+                # MONAI's block for isotropic stages; apply_pad_pool=False because its one-sided
+                # pad + average pool shifts the output by (f-1)/2 voxels and would break the geometry.
+                layers.append(
+                    SubpixelUpsample(spatial_dims, channels, channels, scale_factor=stage[0], apply_pad_pool=False)
+                )
+            else:
+                layers.append(AxisSubpixelUpsample(spatial_dims, channels, channels, stage))
+            layers.append(_act(act, channels))
+        super().__init__(*layers)
+
+
+def _conv(spatial_dims: int, cin: int, cout: int, kernel_size: int = 3) -> nn.Module:
+    return Conv[Conv.CONV, spatial_dims](cin, cout, kernel_size=kernel_size, padding=kernel_size // 2)
+
+
+def _act(name: str, channels: int) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {ACTIVATIONS}, got {name!r}")
+    spec: Any = {
+        "prelu": ("prelu", {"num_parameters": 1}),
+        "lrelu": ("leakyrelu", {"negative_slope": 0.2}),
+        "relu": "relu",
+    }[name]
+    return get_act_layer(spec)
+
+
+class ResidualBlock(nn.Module):
+    """SRGAN/EDSR residual block without batch norm: ``x + res_scale * conv(act(conv(x)))``."""
+
+    def __init__(self, spatial_dims: int, channels: int, act: str = "prelu", res_scale: float = 1.0) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(spatial_dims, channels, channels), _act(act, channels), _conv(spatial_dims, channels, channels)
+        )
+        self.res_scale = float(res_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res_scale * self.body(x)
+
+
+class ResidualDenseBlock(nn.Module):
+    """ESRGAN residual dense block: five densely connected convolutions, scaled residual."""
+
+    def __init__(
+        self, spatial_dims: int, channels: int, growth_channels: int = 32, act: str = "lrelu", res_scale: float = 0.2
+    ) -> None:
+        super().__init__()
+        g = growth_channels
+        self.convs = nn.ModuleList(
+            [_conv(spatial_dims, channels + i * g, g) for i in range(4)]
+            + [_conv(spatial_dims, channels + 4 * g, channels)]
+        )
+        self.acts = nn.ModuleList([_act(act, g) for _ in range(4)])
+        self.res_scale = float(res_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for conv, act in zip(self.convs[:4], self.acts, strict=True):
+            feats.append(act(conv(torch.cat(feats, 1))))
+        return x + self.res_scale * self.convs[4](torch.cat(feats, 1))
+
+
+class RRDB(nn.Module):
+    """ESRGAN residual-in-residual dense block: three dense blocks inside a scaled residual."""
+
+    def __init__(
+        self, spatial_dims: int, channels: int, growth_channels: int = 32, act: str = "lrelu", res_scale: float = 0.2
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(
+            *(ResidualDenseBlock(spatial_dims, channels, growth_channels, act, res_scale) for _ in range(3))
+        )
+        self.res_scale = float(res_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res_scale * self.blocks(x)
+
+
+class SRGenerator(nn.Module):
+    """SRResNet (SRGAN) or RRDB (ESRGAN) generator upsampling by a per-axis factor.
+
+    Parameters
+    ----------
+    spatial_dims
+        2 or 3.
+    in_channels, out_channels
+        Image channels in and out.
+    channels
+        Feature channels of the trunk.
+    n_blocks
+        Number of trunk blocks.
+    factor
+        Upsampling factor, an int or one per spatial axis (``(1, 1, 4)``).
+    block
+        ``"residual"`` (SRResNet) or ``"rrdb"`` (ESRGAN).
+    res_scale
+        Residual scaling inside each block (EDSR uses 0.1, ESRGAN 0.2).
+    act
+        ``"prelu"``, ``"lrelu"`` or ``"relu"``.
+    growth_channels
+        Growth channels of the RRDB dense blocks.
+    residual_interp
+        ``None``, or an interpolation mode (``"trilinear"``, ``"nearest"``, ...):
+        the network then predicts a correction to the interpolated input.
+        ``"trilinear"``/``"bilinear"``/``"linear"`` all mean linear in every spatial axis.
+    head_kernel_size
+        Kernel size of the first convolution (SRGAN uses 9 in 2-D).
+
+    Examples
+    --------
+    >>> g = SRGenerator(spatial_dims=3, channels=8, n_blocks=1, factor=(1, 1, 4))
+    >>> tuple(g(torch.zeros(1, 1, 4, 4, 4)).shape)
+    (1, 1, 4, 4, 16)
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: int = 64,
+        n_blocks: int = 16,
+        factor: int | Sequence[int] = 2,
+        *,
+        block: str = "residual",
+        res_scale: float = 1.0,
+        act: str = "prelu",
+        growth_channels: int = 32,
+        residual_interp: str | None = None,
+        head_kernel_size: int = 3,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if block not in ("residual", "rrdb"):
+            raise ValueError(f"block must be 'residual' or 'rrdb', got {block!r}")
+        if residual_interp is not None:
+            if residual_interp not in INTERP_MODES:
+                raise ValueError(f"residual_interp must be None or one of {INTERP_MODES}, got {residual_interp!r}")
+            if in_channels != out_channels:
+                raise ValueError("residual_interp needs in_channels == out_channels")
+        self.spatial_dims = spatial_dims
+        self.factor = normalize_factor(factor, spatial_dims)
+        self.residual_interp = residual_interp
+        self.head = nn.Sequential(_conv(spatial_dims, in_channels, channels, head_kernel_size), _act(act, channels))
+        if block == "residual":
+            blocks = [ResidualBlock(spatial_dims, channels, act, res_scale) for _ in range(n_blocks)]
+        else:
+            blocks = [RRDB(spatial_dims, channels, growth_channels, act, res_scale) for _ in range(n_blocks)]
+        self.body = nn.Sequential(*blocks)
+        self.body_conv = _conv(spatial_dims, channels, channels)
+        self.upsample = Upsampler(spatial_dims, channels, self.factor, act) if max(self.factor) > 1 else nn.Identity()
+        self.tail = nn.Sequential(
+            _conv(spatial_dims, channels, channels), _act(act, channels), _conv(spatial_dims, channels, out_channels)
+        )
+
+    def _interp_mode(self) -> str:
+        mode = self.residual_interp
+        if mode in ("trilinear", "bilinear", "linear"):
+            return "bilinear" if self.spatial_dims == 2 else "trilinear"
+        if mode == "bicubic" and self.spatial_dims != 2:
+            raise ValueError("residual_interp='bicubic' is 2-D only")
+        return str(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        h = h + self.body_conv(self.body(h))  # global skip over the trunk
+        out = self.tail(self.upsample(h))
+        if self.residual_interp is not None:
+            mode = self._interp_mode()
+            kwargs = {} if mode == "nearest" else {"align_corners": False}
+            # align_corners=False is the corner-aligned grid of the output (same physical extent)
+            out = out + F.interpolate(x, scale_factor=self.factor, mode=mode, **kwargs).to(out.dtype)
+        return out

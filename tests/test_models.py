@@ -1,0 +1,152 @@
+"""Generators, discriminators and the config registry (medgan.models)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import SubpixelUpsample
+from monai.networks.utils import pixelshuffle
+from torch import nn
+from torch.nn.utils import parametrize
+
+from medgan.errors import ConfigError
+from medgan.models.discriminators import PatchDiscriminator, VGGDiscriminator
+from medgan.models.generators import AxisSubpixelUpsample, pixel_shuffle_axes, upsample_stages
+from medgan.models.registry import build_discriminator, build_generator, generator_config
+
+CASES = [  # (spatial_dims, factor, input spatial shape)
+    (3, (2, 2, 2), (5, 6, 7)),
+    (3, (1, 1, 4), (5, 6, 7)),
+    (2, (2, 2), (9, 10)),
+    (3, (4, 2, 3), (3, 4, 5)),  # multi-stage, mixed primes
+    (2, (1, 3), (6, 5)),
+]
+
+
+def _tiny(arch: str, dims: int, factor, **kw) -> nn.Module:
+    cfg = {"arch": arch, "spatial_dims": dims, "channels": 6, "n_blocks": 1, "factor": list(factor), **kw}
+    if arch == "rrdb":
+        cfg["growth_channels"] = 4
+    return build_generator(cfg)
+
+
+@pytest.mark.parametrize(
+    ("arch", "residual_interp"), [("srresnet", None), ("srresnet", "trilinear"), ("rrdb", "linear")]
+)
+@pytest.mark.parametrize(("dims", "factor", "shape"), CASES)
+def test_generator_output_shape(arch, dims, factor, shape, residual_interp):
+    g = _tiny(arch, dims, factor, residual_interp=residual_interp)
+    y = g(torch.randn(2, 1, *shape))
+    assert tuple(y.shape) == (2, 1, *(s * f for s, f in zip(shape, factor, strict=True)))
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("arch", ["srresnet", "rrdb"])
+def test_generators_have_no_normalisation_layers(arch):
+    g = _tiny(arch, 3, (2, 2, 2))
+    norms = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+    assert not [m for m in g.modules() if isinstance(m, norms)]
+
+
+def test_upsample_stages_split_into_primes():
+    assert upsample_stages((4, 4, 1)) == [(2, 2, 1), (2, 2, 1)]
+    assert upsample_stages((1, 1, 4)) == [(1, 1, 2), (1, 1, 2)]
+    assert upsample_stages((3, 2)) == [(3, 2)]
+    assert upsample_stages((1, 1)) == []
+
+
+def test_isotropic_stages_use_monai_subpixel_and_anisotropic_ours():
+    iso = _tiny("srresnet", 3, (2, 2, 2))
+    aniso = _tiny("srresnet", 3, (1, 1, 2))
+    assert any(isinstance(m, SubpixelUpsample) for m in iso.modules())
+    assert any(isinstance(m, AxisSubpixelUpsample) for m in aniso.modules())
+
+
+@pytest.mark.parametrize(("dims", "f"), [(2, 2), (3, 2), (3, 3)])
+def test_per_axis_pixel_shuffle_matches_monai_for_isotropic_factors(dims, f):
+    x = torch.randn(2, 3 * f**dims, *([4] * dims))
+    assert torch.equal(pixel_shuffle_axes(x, (f,) * dims), pixelshuffle(x, dims, f))
+
+
+def test_anisotropic_subpixel_starts_as_nearest_neighbour():
+    """ICNR init groups the sub-pixel channels exactly as the shuffle reads them: no checkerboard."""
+    up = AxisSubpixelUpsample(3, 2, 2, (1, 2, 3))
+    y = up(torch.randn(1, 2, 4, 5, 6))
+    assert tuple(y.shape) == (1, 2, 4, 10, 18)
+    blocks = y.reshape(1, 2, 4, 5, 2, 6, 3)
+    assert torch.allclose(blocks, blocks[:, :, :, :, :1, :, :1].expand_as(blocks), atol=1e-6)
+
+
+def test_residual_interp_is_corner_aligned_interpolation():
+    """With the last tail conv zeroed the network is exactly the interpolated input (same grid as upscale)."""
+    g = _tiny("srresnet", 3, (1, 1, 4), residual_interp="trilinear")
+    last = g.tail[-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    x = torch.randn(1, 1, 3, 4, 5)
+    expected = F.interpolate(x, scale_factor=(1, 1, 4), mode="trilinear", align_corners=False)
+    assert torch.allclose(g(x), expected, atol=1e-6)
+
+
+def test_generator_config_is_complete_and_rebuilds_identically():
+    g = _tiny("srresnet", 2, (2, 2), residual_interp="bilinear")
+    cfg = g.config
+    assert cfg["factor"] == [2, 2] and cfg["arch"] == "srresnet" and "res_scale" in cfg
+    g2 = build_generator(cfg)
+    assert {k: v.shape for k, v in g.state_dict().items()} == {k: v.shape for k, v in g2.state_dict().items()}
+    assert generator_config({"arch": "rrdb", "spatial_dims": 3, "factor": 2})["factor"] == [2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"arch": "unet"},
+        {"arch": "srresnet", "colour": 3},
+        {"arch": "srresnet", "factor": [2, 2]},  # 2 factors for 3 spatial dims
+        {"arch": "srresnet", "spatial_dims": 4},
+        {"arch": "srresnet", "in_channels": 2, "residual_interp": "trilinear"},
+        {"arch": "srresnet", "act": "tanh"},
+    ],
+)
+def test_bad_generator_configs_raise_config_error(cfg):
+    with pytest.raises(ConfigError):
+        build_generator(cfg)
+
+
+@pytest.mark.parametrize(("dims", "shape"), [(2, (32, 32)), (3, (16, 16, 16))])
+def test_vgg_discriminator_outputs_one_logit_per_image(dims, shape):
+    d = VGGDiscriminator(dims, in_channels=1, channels=4, n_levels=3)
+    assert tuple(d(torch.randn(3, 1, *shape)).shape) == (3, 1)
+
+
+@pytest.mark.parametrize(("dims", "shape", "out"), [(2, (32, 32), (6, 6)), (3, (16, 16, 16), (2, 2, 2))])
+def test_patch_discriminator_outputs_a_logit_map(dims, shape, out):
+    d = PatchDiscriminator(dims, in_channels=1, channels=4, num_layers_d=2)
+    x = torch.randn(2, 1, *shape)
+    assert tuple(d(x).shape) == (2, 1, *out)
+    feats = d.features(x)
+    assert len(feats) > 1 and torch.equal(feats[-1], d(x))
+
+
+@pytest.mark.parametrize("arch", ["vgg", "patch"])
+def test_spectral_norm_flag_wraps_every_conv_and_linear(arch):
+    base = {"arch": arch, "spatial_dims": 2, "channels": 4}
+    plain = build_discriminator(base)
+    sn = build_discriminator({**base, "spectral_norm": True})
+    layers = (nn.Conv2d, nn.Linear)
+    sn_layers = [m for m in sn.modules() if isinstance(m, layers)]
+    assert sn_layers and all(parametrize.is_parametrized(m, "weight") for m in sn_layers)
+    assert not any(parametrize.is_parametrized(m) for m in plain.modules() if isinstance(m, layers))
+    # spectral norm bounds the largest singular value of each weight by ~1
+    sn.train()
+    x = torch.randn(2, 1, 32, 32)
+    for _ in range(3):
+        sn(x)
+    w = sn_layers[0].weight.reshape(sn_layers[0].weight.shape[0], -1)
+    assert torch.linalg.matrix_norm(w, ord=2) < 1.1
+
+
+def test_unknown_discriminator_arch():
+    with pytest.raises(ConfigError, match="unknown arch"):
+        build_discriminator({"arch": "resnet"})

@@ -1,0 +1,373 @@
+"""Checkpoints (medgan.infer.checkpoint) and SuperResolver inference (medgan.infer.superres)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import medgan
+from medgan.data.normalize import fit_normalization
+from medgan.errors import CheckpointError
+from medgan.infer.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from medgan.infer.superres import SuperResolver
+from medgan.io.scan import make_scan
+from medgan.models.registry import build_generator
+
+# an oblique affine: rotated, anisotropic voxels, arbitrary origin
+OBLIQUE = np.array(
+    [
+        [0.92, -0.15, 0.30, -91.5],
+        [0.13, 0.97, -0.21, 12.25],
+        [-0.09, 0.17, 2.45, 40.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+
+def _generator(dims=3, factor=(2, 2, 2), **kw) -> nn.Module:
+    torch.manual_seed(0)
+    cfg = {"arch": "srresnet", "spatial_dims": dims, "channels": 4, "n_blocks": 1, "factor": list(factor), **kw}
+    return build_generator(cfg)
+
+
+def _interp_only(model: nn.Module) -> nn.Module:
+    """Zero the last conv: with residual_interp the network is then exactly linear interpolation."""
+    nn.init.zeros_(model.tail[-1].weight)
+    nn.init.zeros_(model.tail[-1].bias)
+    return model
+
+
+def _pointwise(model: nn.Module) -> nn.Module:
+    """Keep only the centre tap of every conv: each output voxel depends on its own input voxel only."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                centre = tuple(k // 2 for k in m.weight.shape[2:])
+                keep = m.weight[(slice(None), slice(None), *centre)].clone()
+                m.weight.zero_()
+                m.weight[(slice(None), slice(None), *centre)] = keep
+    return model
+
+
+def _volume(shape=(1, 12, 10, 8), seed=0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return make_scan(rng.normal(300.0, 80.0, size=shape).astype(np.float32), OBLIQUE, {"filename_or_obj": "x.nii"})
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    g = _generator(factor=(1, 1, 4), residual_interp="trilinear")
+    path = save_checkpoint(
+        tmp_path / "m.safetensors",
+        g,
+        name="tiny-z4",
+        modality="MR",
+        roi_size=[8, 8, 6],
+        training_data={"dataset": "unit-test"},
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temp file left behind
+    ck = load_checkpoint(path)
+    meta = ck.metadata
+    assert meta["format"] == FORMAT and meta["name"] == "tiny-z4" and meta["modality"] == "MR"
+    assert meta["factor"] == [1, 1, 4] and meta["spatial_dims"] == 3 and meta["roi_size"] == [8, 8, 6]
+    assert meta["model"] == g.config and meta["medgan_version"] == medgan.__version__
+    assert meta["normalization"]["method"] == "percentile"
+    assert meta["training_data"] == {"dataset": "unit-test"}
+    assert ck.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    g2 = ck.build_model().eval()
+    x = torch.randn(1, 1, 5, 6, 4)
+    with torch.no_grad():
+        assert torch.equal(g.eval()(x), g2(x))
+
+
+def test_checkpoint_stores_a_fitted_normalization_record(tmp_path):
+    norm = fit_normalization(np.arange(100.0), method="zscore")
+    ck = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", _generator(), normalization=norm))
+    assert ck.metadata["normalization"] == json.loads(json.dumps(norm.to_dict()))
+
+
+def test_edited_tensors_are_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", _generator())
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        header = fh.metadata()
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, str(path), metadata=header)  # same header, edited weights
+    with pytest.raises(CheckpointError, match="sha256") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def test_flipped_payload_byte_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", _generator())
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(path)
+
+
+class _Booby:
+    """Unpickling this would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_foreign_pickle_is_refused_without_being_executed(tmp_path, writer):
+    marker = tmp_path / "marker-was-created"
+    path = tmp_path / ("evil.pt" if writer == "torch" else "evil.pkl")
+    payload = {"weight": torch.zeros(2), "trap": _Booby(marker)}
+    if writer == "torch":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="not a medgan checkpoint") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(CheckpointError):
+        SuperResolver.from_pretrained(path)
+    assert not marker.exists()
+
+
+def test_foreign_safetensors_file_is_refused(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path), metadata={"framework": "someone-else"})
+    with pytest.raises(CheckpointError, match="format tag") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 7, b"garbage" * 100, b"\xff" * 8 + b"{}"])
+def test_garbage_is_refused(tmp_path, content):
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="junk.safetensors"):
+        load_checkpoint(path)
+
+
+def test_missing_file_and_unknown_name(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        SuperResolver.from_pretrained(tmp_path / "absent.safetensors")
+    with pytest.raises(CheckpointError, match="unknown model 'no-such-model'; available"):
+        SuperResolver.from_pretrained("no-such-model")
+
+
+# ---------------------------------------------------------------- upscale
+def _resolver(tmp_path, model, **kw) -> SuperResolver:
+    return SuperResolver.from_pretrained(save_checkpoint(tmp_path / "m.safetensors", model, **kw), device="cpu")
+
+
+@pytest.mark.parametrize(("factor", "shape"), [((2, 2, 2), (1, 12, 10, 8)), ((1, 1, 4), (1, 6, 5, 12))])
+def test_upscale_inverts_degrade_geometry_on_an_oblique_affine(tmp_path, factor, shape):
+    x = _volume(shape)
+    low = medgan.degrade(x, factor)
+    sr = _resolver(tmp_path, _generator(factor=factor), roi_size=4)
+    assert sr.factor == factor
+    y = sr.upscale(low, progress=True)
+    assert tuple(y.shape) == tuple(x.shape)
+    np.testing.assert_allclose(np.asarray(y.affine), np.asarray(x.affine), atol=1e-9)
+    np.testing.assert_allclose(y.meta["spacing"], x.meta["spacing"], rtol=1e-9)
+
+
+def test_upscale_affine_arithmetic():
+    """New origin = origin - (f - 1) / (2 f) input voxels along each axis; spacing / f."""
+    from medgan.data.degrade import upsample_affine
+
+    f = np.array([2.0, 1.0, 4.0])
+    up = upsample_affine(OBLIQUE, f)
+    np.testing.assert_allclose(up[:3, :3], OBLIQUE[:3, :3] / f)
+    np.testing.assert_allclose(up[:3, 3], OBLIQUE[:3, 3] - OBLIQUE[:3, :3] @ ((f - 1) / (2 * f)))
+
+
+def test_upscale_2d_image(tmp_path):
+    x = make_scan(np.random.default_rng(1).random((1, 10, 12), dtype=np.float32), OBLIQUE)
+    low = medgan.degrade(x, 2)
+    y = _resolver(tmp_path, _generator(dims=2, factor=(2, 2))).upscale(low)
+    assert tuple(y.shape) == (1, 10, 12)
+    np.testing.assert_allclose(np.asarray(y.affine), OBLIQUE, atol=1e-9)
+
+
+def test_upscale_values_are_in_the_input_units_and_provenance_is_recorded(tmp_path):
+    """An interpolation-only network must give trilinear interpolation in the scan's own units."""
+    model = _interp_only(_generator(factor=(2, 2, 1), residual_interp="trilinear"))
+    path = save_checkpoint(tmp_path / "interp.safetensors", model, name="interp", roi_size=16)
+    sr = SuperResolver.from_pretrained(path)
+    x = _volume((1, 10, 9, 7))
+    y = sr.upscale(x)  # one window (roi 16 covers the volume): interpolation has no seams to compare
+    expected = F.interpolate(x.as_tensor()[None], scale_factor=(2, 2, 1), mode="trilinear", align_corners=False)[0]
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=0, atol=1e-3)
+    assert float(y.min()) >= float(x.min()) and float(y.max()) <= float(x.max())
+    prov = y.meta["medgan"]
+    assert prov["model"] == "interp" and prov["synthetic"] is False
+    assert prov["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() == sr.sha256
+    assert prov["medgan_version"] == medgan.__version__ and prov["factor"] == [2, 2, 1]
+    assert prov["normalization"]["method"] == "percentile"
+    assert y.meta["filename_or_obj"] == "x.nii"
+    json.dumps(prov)  # provenance goes into sidecars: must be JSON-able
+
+
+def test_sliding_windows_equal_the_whole_volume_pass(tmp_path):
+    """Windows are stitched at the right place of the x factor output grid.
+
+    A network whose every conv keeps only its centre tap has a receptive field of one input
+    voxel, so overlapping gaussian-blended windows must reproduce the single whole-volume pass
+    (tolerance 1e-5 of the largest value: float32 blending weights).
+    """
+    model = _pointwise(_generator(factor=(2, 1, 3), residual_interp="nearest"))
+    path = save_checkpoint(tmp_path / "pw.safetensors", model, roi_size=[5, 4, 3])
+    sr = SuperResolver.from_pretrained(path)
+    x = _volume((1, 13, 11, 9))
+    windowed = sr.upscale(x, overlap=0.4, batch_size=4, clip=False)
+    sr.roi_size = tuple(x.shape[1:])  # one window = the whole volume
+    whole = sr.upscale(x, clip=False)
+    norm = fit_normalization(x.as_tensor())
+    with torch.no_grad():
+        direct = norm.invert(model.eval()(norm.apply(x.as_tensor())[None])[0])
+    scale = float(direct.abs().max())
+    np.testing.assert_allclose(whole.numpy(), direct.numpy(), rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(windowed.numpy(), direct.numpy(), rtol=0, atol=1e-5 * scale)
+
+
+def test_2d_model_upscales_a_volume_slice_by_slice(tmp_path):
+    model = _interp_only(_generator(dims=2, factor=(2, 2), residual_interp="bilinear"))
+    sr = _resolver(tmp_path, model, roi_size=[32, 32])  # one window per slice: no seams
+    x = _volume((1, 8, 10, 5))
+    y = sr.upscale(x)  # default axes (0, 1): X and Y upsampled, slices along Z batched
+    assert tuple(y.shape) == (1, 16, 20, 5)
+    for z in (0, 4):
+        expected = F.interpolate(x.as_tensor()[None, :, :, :, z], scale_factor=2, mode="bilinear")[0]
+        np.testing.assert_allclose(y[..., z].numpy(), expected.numpy(), atol=1e-3)
+    assert y.meta["medgan"]["axes"] == [0, 1]
+    np.testing.assert_allclose(y.meta["spacing"], np.array(x.meta["spacing"]) / [2, 2, 1])
+
+    yz = sr.upscale(x, axes=(0, 2))  # X and Z, slices along Y
+    assert tuple(yz.shape) == (1, 16, 10, 10)
+    expected = F.interpolate(x.as_tensor()[None, :, :, 3, :], scale_factor=2, mode="bilinear")[0]
+    np.testing.assert_allclose(yz[:, :, 3, :].numpy(), expected.numpy(), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(yz.affine), medgan.data.degrade.upsample_affine(OBLIQUE, (2, 1, 2)))
+
+    with pytest.raises(medgan.errors.MedganError, match="axes"):
+        sr.upscale(x, axes=(1, 1))
+
+
+def test_one_channel_model_upscales_each_channel_and_refuses_wrong_dims(tmp_path):
+    sr = _resolver(tmp_path, _generator(factor=(2, 2, 2)), roi_size=4)
+    x = _volume((2, 6, 6, 4))
+    assert tuple(sr.upscale(x).shape) == (2, 12, 12, 8)
+    with pytest.raises(CheckpointError, match="3-D model"):
+        sr.upscale(make_scan(np.zeros((1, 8, 8), np.float32), np.eye(4)))
+
+
+# ---------------------------------------------------------------- learning on real data
+SAMPLE_T1 = Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz"
+NILEARN_T1 = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def _mni_crop() -> torch.Tensor:
+    """16^3 mm of the MNI ICBM152 T1 through the basal ganglia / ventricles (real anatomy, uint8 values)."""
+    if SAMPLE_T1.is_file():  # sample_data holds the template cropped by (21, 22, 0) voxels
+        return medgan.load_scan(SAMPLE_T1)[:, 67:83, 82:98, 80:96]
+    nilearn = pytest.importorskip("nilearn", reason="neither sample_data/ nor nilearn's MNI T1 template is available")
+    path = Path(nilearn.__file__).parent / NILEARN_T1
+    if not path.is_file():
+        pytest.skip(f"{path} not found in this nilearn install")
+    return medgan.load_scan(path)[:, 88:104, 104:120, 80:96]
+
+
+def _psnr(pred: np.ndarray, ref: np.ndarray) -> float:
+    rng = float(ref.max() - ref.min())
+    return float(10 * np.log10(rng**2 / np.mean((pred - ref) ** 2)))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions gain nothing from threads, and OpenMP spinning on a busy 2-core box costs 10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_generator_overfits_a_real_volume_beyond_cubic_interpolation(tmp_path, one_thread):
+    """L1 training on one MNI crop (2x block-mean degraded) must clearly beat cubic interpolation.
+
+    Then the same weights, saved and reloaded, go through the full SuperResolver path
+    (normalise -> sliding windows -> invert) and keep the advantage.
+    """
+    from scipy.ndimage import zoom
+
+    hr = _mni_crop()
+    hr_np = hr.numpy()[0]
+    lr_np = hr_np.reshape(8, 2, 8, 2, 8, 2).mean(axis=(1, 3, 5))
+    lr = make_scan(lr_np[None], medgan.data.degrade.downsample_affine(np.asarray(hr.affine), (2, 2, 2)))
+    cubic = zoom(lr_np, 2, order=3, grid_mode=True, mode="grid-mirror")
+    psnr_cubic = _psnr(cubic, hr_np)
+
+    torch.manual_seed(0)
+    model = build_generator(
+        {
+            "arch": "srresnet",
+            "spatial_dims": 3,
+            "channels": 8,
+            "n_blocks": 1,
+            "factor": 2,
+            "residual_interp": "trilinear",
+        }
+    )
+    rule = {"method": "percentile", "lower": 0.5, "upper": 99.5}
+    norm = fit_normalization(lr_np, **{k: rule[k] for k in ("lower", "upper")})
+    x = torch.as_tensor(norm.apply(lr_np), dtype=torch.float32)[None, None]
+    target = torch.as_tensor(norm.apply(hr_np), dtype=torch.float32)[None, None]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):  # about 3 s on 2 CPU cores
+        opt.zero_grad()
+        loss = F.l1_loss(model(x), target)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = norm.invert(model(x)[0, 0].numpy())
+    psnr_model = _psnr(pred, hr_np)
+    assert psnr_model > psnr_cubic + 2.0, (psnr_model, psnr_cubic)
+
+    path = save_checkpoint(tmp_path / "mni.safetensors", model, normalization=rule, roi_size=6, modality="MR")
+    up = SuperResolver.from_pretrained(path).upscale(lr, overlap=0.5)
+    assert tuple(up.shape) == tuple(hr.shape)
+    np.testing.assert_allclose(np.asarray(up.affine), np.asarray(hr.affine), atol=1e-9)
+    assert _psnr(up.numpy()[0], hr_np) > psnr_cubic + 1.0
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_upscale_writes_a_nifti_with_the_original_geometry(tmp_path, capsys):
+    from pipelines.cli import main
+
+    x = _volume((1, 8, 6, 4))
+    low_path = medgan.save_scan(medgan.degrade(x, (2, 2, 1)), tmp_path / "low.nii.gz")
+    model = save_checkpoint(tmp_path / "m.safetensors", _generator(factor=(2, 2, 1)), name="cli-test", roi_size=4)
+    out = tmp_path / "sr.nii.gz"
+    assert main(["upscale", str(low_path), str(out), "--model", str(model), "--device", "cpu", "--overlap", "0.5"]) == 0
+    y = medgan.load_scan(out)
+    assert tuple(y.shape) == tuple(x.shape)
+    np.testing.assert_allclose(np.asarray(y.affine), np.asarray(x.affine), atol=1e-4)
+
+    assert main(["upscale", str(low_path), str(tmp_path / "b.nii.gz"), "--model", "no-such-model"]) == 1
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert not (tmp_path / "b.nii.gz").exists()
