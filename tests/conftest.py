@@ -43,3 +43,23 @@ def require_tool(name: str) -> str:
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     return require_shared()
+
+
+#: The MNI ICBM152 2009a T1 shipped in the repo: nilearn's template cropped to 155x192x161 (uint8), starting at
+#: voxel (21, 22, 0) of nilearn's 197x233x189 grid, world geometry kept (see sample_data/README.md).
+MNI_T1 = SAMPLE_DATA / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz"
+#: Where the sample_data crop starts on nilearn's original grid: original index = sample index + this.
+MNI_CROP_OFFSET = (21, 22, 0)
+
+
+def mni_t1_path() -> Path:
+    """The real MNI T1 template shipped in ``sample_data/`` (no nilearn needed); fails if it is missing."""
+    if not MNI_T1.is_file():
+        pytest.fail(f"{MNI_T1} is missing: sample_data/ ships with the repository (rebuild: sample_data/README.md)")
+    return MNI_T1
+
+
+@pytest.fixture(scope="session")
+def mni_t1() -> Path:
+    """Path of the real MNI T1 template in ``sample_data/`` (see :func:`mni_t1_path`)."""
+    return mni_t1_path()

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import require_shared
+from conftest import mni_t1_path, require_shared
 
 from medgan.io.scan import make_scan
 from pipelines import cli
@@ -22,12 +22,8 @@ needs_load = pytest.mark.skipif(
 
 @pytest.fixture()
 def nifti_in(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
-    """A small crop of nilearn's real MNI T1, saved as NIfTI with an oblique affine."""
-    nilearn = pytest.importorskip("nilearn")
-    path = Path(nilearn.__file__).parent / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    if not path.is_file():
-        pytest.skip(f"nilearn's MNI template not found at {path}")
-    data = np.asarray(nib.load(path).dataobj[80:100, 90:114, 70:76], dtype=np.float32)
+    """A small crop of the real MNI T1 (sample_data), saved as NIfTI with an oblique affine."""
+    data = np.asarray(nib.load(mni_t1_path()).dataobj[59:79, 68:92, 70:76], dtype=np.float32)
     c, s = np.cos(0.4), np.sin(0.4)
     affine = np.array([[c, -s, 0, -20.0], [s, c, 0, 15.0], [0, 0, 2.5, 30.0], [0, 0, 0, 1]])
     affine[:3, 1] *= 0.9

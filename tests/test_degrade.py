@@ -1,16 +1,16 @@
 """Degradation models and the interpolation baseline: geometry contracts, physics, noise, CLI.
 
-Real data: a crop of nilearn's MNI ICBM152 T1 template (shipped inside the nilearn wheel).
+Real data: a crop of the MNI ICBM152 T1 template shipped in sample_data/.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import mni_t1_path
 from monai.data import MetaTensor
 
 import medgan
@@ -27,20 +27,12 @@ from medgan.io.scan import make_scan
 nib = pytest.importorskip("nibabel")
 
 
-def _mni_path() -> Path:
-    nilearn = pytest.importorskip("nilearn", reason="nilearn (the 'data' extra) provides the MNI T1 template")
-    path = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    if not path.is_file():
-        pytest.skip(f"MNI T1 template not found at {path}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def mni() -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(_mni_path())
+    img = nib.load(mni_t1_path())
     # a 41 x 50 x 37 crop through the brain centre: no dimension divides by 2 or 4 (remainders are exercised)
-    data = np.asarray(img.dataobj[70:111, 90:140, 70:107], dtype=np.float32)
-    affine = img.affine @ np.array([[1, 0, 0, 70], [0, 1, 0, 90], [0, 0, 1, 70], [0, 0, 0, 1.0]])
+    data = np.asarray(img.dataobj[49:90, 68:118, 70:107], dtype=np.float32)
+    affine = img.affine @ np.array([[1, 0, 0, 49], [0, 1, 0, 68], [0, 0, 1, 70], [0, 0, 0, 1.0]])
     return data, affine
 
 
@@ -369,3 +361,31 @@ def test_cli_degrade_end_to_end(mni, tmp_path):
     # a factor that does not fit the scan is a usage error and writes nothing
     assert main(["degrade", str(src), str(tmp_path / "bad.nii.gz"), "--factor", "2,2"]) == 2
     assert not (tmp_path / "bad.nii.gz").exists()
+
+
+def test_cli_degrade_provenance_survives_disk_and_reaches_evaluate(mni, tmp_path):
+    """`medgan degrade --method kspace` writes the record next to the NIfTI; evaluate(lr=...) uses it, not "assumed"."""
+    import json
+
+    from pipelines.cli import main
+
+    data, affine = mni
+    hr = make_scan(data[None, :40, :48, :36], affine, {"modality": "MR"})
+    src = medgan.save_scan(hr, tmp_path / "hr.nii.gz")
+    out = tmp_path / "lr.nii.gz"
+    assert main(["degrade", str(src), str(out), "--factor", "2", "--method", "kspace"]) == 0
+    side = json.loads((tmp_path / "lr.json").read_text())
+    assert side["degradation"]["method"] == "kspace" and side["degradation"]["factor"] == [2, 2, 2]
+
+    lr = medgan.load_scan(out)
+    assert lr.meta["degradation"]["method"] == "kspace" and "medgan" not in lr.meta
+    hr = medgan.load_scan(src)
+    assert "degradation" not in hr.meta  # no sidecar, nothing restored
+    pred = medgan.interpolate(lr, 2, order=3)
+    result = medgan.evaluate(pred, hr, lr=lr)
+    assert result["degradation"]["method"] == "kspace" and result["degradation"]["source"] == "lr.meta"
+    assert result["degradation"]["factor"] == (2, 2, 2)
+    # the same file without its sidecar: the degradation is only assumed
+    (tmp_path / "lr.json").unlink()
+    assumed = medgan.evaluate(pred, hr, lr=medgan.load_scan(out))
+    assert assumed["degradation"]["source"] == "assumed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -306,6 +307,30 @@ def test_missing_decoder_names_file_and_syntax(tmp_path: Path) -> None:
     with pytest.raises(MissingDecoderError, match="MPEG2") as e:
         load_dicom([path], source=path)
     assert str(path) in str(e.value) and "1.2.840.10008.1.2.4.100" in str(e.value)
+
+
+def test_unknown_transfer_syntax_names_file(tmp_path: Path) -> None:
+    """A TransferSyntaxUID that is not a transfer syntax (damaged meta header) is a ScanReadError, not ValueError."""
+    require_shared()
+    ds = pydicom.dcmread(_case_files("dcm_qa_ts_1_explicit_vr_le")[0])
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4"
+    path = tmp_path / "bad_syntax.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ScanReadError, match="not a known transfer syntax") as e:
+        load_dicom([path], source=path)
+    assert str(path) in str(e.value) and "1.2.3.4" in str(e.value)
+
+
+def test_decoding_emits_no_warning() -> None:
+    """Pixel decoding itself (outside the reader's warning filter) must not warn, e.g. about ``"file_meta" in ds``."""
+    require_shared()
+    from medgan.io.dicom_read import _decode
+
+    plan = plan_dicom_series([read_dicom_header(p) for p in _case_files("dcm_qa_ts_1_explicit_vr_le")], source="ts1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        arr = _decode(plan.files[0], plan.source)
+    assert arr.shape[0] == 1 and arr.size > 0
 
 
 def test_mosaic_info_from_csa_and_ascconv() -> None:

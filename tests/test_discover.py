@@ -226,3 +226,31 @@ def test_to_dict_is_json_ready(refs):
 
     text = json.dumps([r.to_dict() for r in refs])
     assert json.loads(text)[0]["id"] == refs[0].id
+
+
+def test_discovery_and_info_do_not_import_torch_or_monai():
+    """Header-only work (`medgan info`) must not pay seconds for torch / MONAI."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    code = "import medgan.io.discover, sys; assert 'torch' not in sys.modules and 'monai' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)
+    # the whole `medgan info` path, on real DICOM series and NIfTI files, reads headers only
+    info = (
+        "import sys; from pipelines.cli import main; rc = main(['info', 'sample_data']); "
+        "assert rc == 0, rc; assert 'torch' not in sys.modules and 'monai' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", info], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "dicom-series" in done.stdout and "nifti" in done.stdout
+
+
+def test_orientation_code_of_degenerate_affine_is_none():
+    from medgan.io.scan import orientation_code
+
+    img = nib.load(Path(NIBABEL_DATA) / "example4d.nii.gz")
+    assert orientation_code(img.affine) == "".join(nib.aff2axcodes(img.affine))
+    assert orientation_code(np.diag([-1.0, 1.0, 2.0, 1.0])) == "LAS"
+    assert orientation_code(np.diag([1.0, 1.0, 0.0, 1.0])) is None  # a zero column: no letter for that axis
+    assert orientation_code(np.full((4, 4), np.nan)) is None

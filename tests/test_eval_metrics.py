@@ -1,7 +1,7 @@
 """medgan.evaluate: agreement with scikit-image and MONAI, masking, data range, geometry, LR consistency.
 
-Real data: a crop of a real 3-D T1 (the corpus's Siemens XA30 T1, or nilearn's MNI ICBM152 template when
-../shared is absent) and a real Hitachi MR series from the shared DICOM corpus. "Predictions" are made honestly from the reference:
+Real data: a crop of a real 3-D T1 (the corpus's Siemens XA30 T1, or the MNI ICBM152 template in sample_data/
+when ../shared is absent) and a real Hitachi MR series from the shared DICOM corpus. "Predictions" are made honestly from the reference:
 degraded with medgan.degrade then cubic-interpolated back, or the reference plus seeded noise.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import mni_t1_path
 from skimage import metrics as skm
 
 import medgan
@@ -31,19 +32,14 @@ def t1_image():
     """A real 3-D T1 volume and a crop corner with both head and background in a 40x48x40 box.
 
     The corpus's Siemens XA30 3-D T1 (2 mm, reference NIfTI) when ../shared is present (always in CI);
-    otherwise nilearn's MNI ICBM152 T1 template (shipped in the nilearn wheel, extra 'data').
+    otherwise the MNI ICBM152 T1 template shipped in sample_data/.
     """
     import nibabel as nib
 
     path = CORPUS_T1 / "reference.nii.gz"
     if path.is_file():
         return nib.load(path), (20, 30, 30)
-    try:
-        import nilearn
-    except ImportError:
-        pytest.skip(f"no real T1 volume: {CORPUS_T1} is absent (../shared) and nilearn is not installed")
-    mni = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    return nib.load(mni), (20, 90, 70)
+    return nib.load(mni_t1_path()), (0, 68, 70)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Evaluation outputs end to end: ``medgan evaluate`` on real scans, the report files, Chromium, no PHI.
 
-Real data: crops of a real 3-D T1 (the corpus's Siemens XA30 T1, or nilearn's MNI template when ../shared
-is absent) and a real Hitachi MR DICOM series from the shared corpus.
+Real data: crops of a real 3-D T1 (the corpus's Siemens XA30 T1, or the MNI template in sample_data/ when
+../shared is absent) and a real Hitachi MR DICOM series from the shared corpus.
 The "predictions" are honest stand-ins for a model, made from the reference: the cubic interpolation of
 the degraded scan moved halfway back towards the truth (better than cubic by construction), written with
 ``medgan.save_scan`` like any model output.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mni_t1_path
 
 import medgan
 from medgan.eval.compare import Evaluation, UnpairedScansError, pair_scans
@@ -36,19 +37,14 @@ def _t1_image():
     """A real 3-D T1 volume and three crop corners (head plus background) for 32x40x32 crops.
 
     The corpus's Siemens XA30 3-D T1 (2 mm, reference NIfTI) when ../shared is present (always in CI);
-    otherwise nilearn's MNI ICBM152 T1 template (shipped in the nilearn wheel, extra 'data').
+    otherwise the MNI ICBM152 T1 template shipped in sample_data/.
     """
     import nibabel as nib
 
     path = CORPUS_T1 / "reference.nii.gz"
     if path.is_file():
         return nib.load(path), [(8, 20, 20), (40, 50, 60), (20, 70, 30)]
-    try:
-        import nilearn
-    except ImportError:
-        pytest.skip(f"no real T1 volume: {CORPUS_T1} is absent (../shared) and nilearn is not installed")
-    mni = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    return nib.load(mni), [(30, 80, 60), (90, 90, 70), (60, 110, 50)]
+    return nib.load(mni_t1_path()), [(9, 58, 60), (69, 68, 70), (39, 88, 50)]
 
 
 def _crop(img, x0: int, y0: int, z0: int, size=(32, 40, 32)):

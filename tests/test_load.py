@@ -1,7 +1,7 @@
 """``load_scan`` and the NIfTI reader: real files in, exact geometry out, broken files refused by name.
 
-NIfTI files come from nibabel's own test data (and nilearn's MNI template when nilearn is
-installed); DICOM files from the shared conformance corpus (``../shared``). The broken-input
+NIfTI files come from nibabel's own test data and sample_data/'s MNI template (and nilearn's original
+when nilearn is installed); DICOM files from the shared conformance corpus (``../shared``). The broken-input
 corpus is made from those real files in a fixture: truncated, zeroed, header-patched.
 """
 
@@ -21,7 +21,7 @@ from nibabel.testing import data_path as NIBABEL_DATA
 import medgan
 from medgan.errors import AmbiguousSeriesError, ScanReadError
 from medgan.io.nifti import inspect_nifti, read_nifti
-from tests.conftest import require_shared
+from tests.conftest import mni_t1_path, require_shared
 
 NIB = Path(NIBABEL_DATA)
 
@@ -66,6 +66,17 @@ def test_4d_channels_are_the_volumes_in_order():
     data = np.asanyarray(nib.load(NIB / "example4d.nii.gz").dataobj)
     for t in range(data.shape[3]):
         np.testing.assert_array_equal(scan[t].numpy(), data[..., t].astype(np.float32))
+
+
+def test_sample_data_mni_template():
+    """The MNI T1 shipped in sample_data/ (uint8, sform code 4): exact voxels and affine, no nilearn needed."""
+    path = mni_t1_path()
+    scan = medgan.load_scan(path)
+    img = nib.load(path)
+    assert tuple(scan.shape) == (1, 155, 192, 161)
+    np.testing.assert_array_equal(scan.affine.numpy(), img.affine)
+    np.testing.assert_array_equal(scan[0].numpy(), img.get_fdata(dtype=np.float32))
+    assert scan.meta["nifti"]["sform_code"] == 4
 
 
 def test_nilearn_mni_template():

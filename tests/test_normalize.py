@@ -1,14 +1,14 @@
-"""Recorded, invertible intensity normalisation on real data (nilearn's MNI T1 template crop)."""
+"""Recorded, invertible intensity normalisation on real data (a crop of the MNI T1 template in sample_data/)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import mni_t1_path
 from monai.data import MetaTensor
 
 from medgan.data.normalize import Normalization, NormalizationError, fit_normalization
@@ -20,13 +20,9 @@ nib = pytest.importorskip("nibabel")
 
 @pytest.fixture(scope="module")
 def scan() -> MetaTensor:
-    nilearn = pytest.importorskip("nilearn", reason="nilearn (the 'data' extra) provides the MNI T1 template")
-    path = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    if not path.is_file():
-        pytest.skip(f"MNI T1 template not found at {path}")
-    img = nib.load(path)
+    img = nib.load(mni_t1_path())
     # a 48^3 block that holds background (0) and brain, so percentiles and masks matter
-    data = np.asarray(img.dataobj[20:68, 90:138, 70:118], dtype=np.float32)
+    data = np.asarray(img.dataobj[0:48, 68:116, 70:118], dtype=np.float32)
     return make_scan(data[None], img.affine, {"modality": "MR"})
 
 

@@ -1,5 +1,5 @@
 """save_scan: NIfTI and derived DICOM output, checked with nibabel, pydicom, SimpleITK,
-dcm2niix and dciodvfy on real scans (nilearn's MNI T1 and a real oblique Hitachi series)."""
+dcm2niix and dciodvfy on real scans (the MNI T1 in sample_data/ and a real oblique Hitachi series)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import require_shared, require_tool
+from conftest import mni_t1_path, require_shared, require_tool
 
 from medgan.errors import MedganError
 from medgan.io import dicom_write
@@ -32,20 +32,12 @@ SECRET = "Secret^Patient"
 # ---------------------------------------------------------------- fixtures / helpers
 
 
-def _mni_path() -> Path:
-    nilearn = pytest.importorskip("nilearn")
-    path = Path(nilearn.__file__).parent / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    if not path.is_file():
-        pytest.skip(f"nilearn's MNI template not found at {path}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def mni_crop() -> tuple[np.ndarray, np.ndarray]:
     """A small real block of the MNI T1 (integer-valued), with its affine."""
-    img = nib.load(_mni_path())
-    start = np.array([80, 90, 70])
-    data = np.asarray(img.dataobj[80:104, 90:118, 70:80], dtype=np.float32)
+    img = nib.load(mni_t1_path())
+    start = np.array([59, 68, 70])
+    data = np.asarray(img.dataobj[59:83, 68:96, 70:80], dtype=np.float32)
     affine = img.affine.copy()
     affine[:3, 3] = img.affine[:3, :3] @ start + img.affine[:3, 3]
     return data, affine
@@ -496,3 +488,35 @@ def test_atomic_helpers(tmp_path):
     with atomic_directory(tmp_path / "d") as tmp:
         (tmp / "x").write_text("done")
     assert (tmp_path / "d" / "x").read_text() == "done"
+
+
+@needs_load
+def test_nifti_sidecar_keeps_degradation_and_interpolation(tmp_path, mni_crop):
+    """meta["degradation"] / ["interpolation"] (tuples, numpy values) go to the sidecar and come back on load."""
+    import medgan
+
+    data, aff = mni_crop
+    degradation = {"method": "kspace", "factor": (2, np.int64(2), 1), "noise_std": np.float32(0.5), "seed": None}
+    interpolation = {"order": 3, "factor": np.array([2, 2, 1]), "mode": "nearest"}
+    prov = {"model": "m", "synthetic": False}
+    meta = {"degradation": degradation, "interpolation": interpolation}
+    out = save_scan(make_scan(data[None], aff, meta), tmp_path / "lr.nii.gz")
+    side = json.loads(nifti_sidecar_path(out).read_text())
+    assert side == {
+        "degradation": {"method": "kspace", "factor": [2, 2, 1], "noise_std": 0.5, "seed": None},
+        "interpolation": {"order": 3, "factor": [2, 2, 1], "mode": "nearest"},
+    }
+    back = medgan.load_scan(out)
+    assert back.meta["degradation"] == side["degradation"] and back.meta["interpolation"] == side["interpolation"]
+    assert "medgan" not in back.meta
+
+    out = save_scan(make_scan(data[None], aff, {**meta, "medgan": prov}), tmp_path / "sr.nii")
+    side = json.loads(nifti_sidecar_path(out).read_text())
+    assert {k: side[k] for k in prov} == prov and side["degradation"]["method"] == "kspace"
+    back = medgan.load_scan(out)
+    assert back.meta["medgan"] == prov and back.meta["degradation"]["factor"] == [2, 2, 1]
+
+    # a sidecar medgan did not write (e.g. BIDS) is not taken for provenance or degradation
+    nib.save(nib.Nifti1Image(data, aff), tmp_path / "bids.nii.gz")
+    (tmp_path / "bids.json").write_text(json.dumps({"EchoTime": 0.003, "degradation": {"method": "kspace"}}))
+    assert not {"medgan", "degradation"} & set(medgan.load_scan(tmp_path / "bids.nii.gz").meta)

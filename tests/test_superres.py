@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import mni_t1_path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -277,19 +278,11 @@ def test_one_channel_model_upscales_each_channel_and_refuses_wrong_dims(tmp_path
 
 
 # ---------------------------------------------------------------- learning on real data
-SAMPLE_T1 = Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz"
-NILEARN_T1 = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 
 
 def _mni_crop() -> torch.Tensor:
     """16^3 mm of the MNI ICBM152 T1 through the basal ganglia / ventricles (real anatomy, uint8 values)."""
-    if SAMPLE_T1.is_file():  # sample_data holds the template cropped by (21, 22, 0) voxels
-        return medgan.load_scan(SAMPLE_T1)[:, 67:83, 82:98, 80:96]
-    nilearn = pytest.importorskip("nilearn", reason="neither sample_data/ nor nilearn's MNI T1 template is available")
-    path = Path(nilearn.__file__).parent / NILEARN_T1
-    if not path.is_file():
-        pytest.skip(f"{path} not found in this nilearn install")
-    return medgan.load_scan(path)[:, 88:104, 104:120, 80:96]
+    return medgan.load_scan(mni_t1_path())[:, 67:83, 82:98, 80:96]  # sample_data: the template cropped by (21, 22, 0)
 
 
 def _psnr(pred: np.ndarray, ref: np.ndarray) -> float:

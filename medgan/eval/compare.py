@@ -424,33 +424,25 @@ def _load(entry: _Entry, loader: Callable[..., Any]) -> Any:
     return loader(entry.ref if entry.ref is not None else entry.path)
 
 
-def _sidecar(entry: _Entry) -> dict[str, Any]:
-    """The JSON provenance sidecar ``save_scan`` writes next to a NIfTI file (``x.nii.gz`` -> ``x.json``)."""
-    import json
-
-    from medgan.io.save import nifti_sidecar_path
-
-    path = Path(entry.path)
-    if not path.is_file() or not path.name.lower().endswith((".nii", ".nii.gz")):
-        return {}
-    side = nifti_sidecar_path(path)
-    try:
-        data = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _restore_meta(scan: Any, entry: _Entry) -> Any:
-    """Put back what a NIfTI file keeps only in its sidecar: ``meta["medgan"]`` and ``meta["degradation"]``."""
+    """Put back what a NIfTI file keeps only in its sidecar (``meta["medgan"]``, ``meta["degradation"]``, ...).
+
+    ``load_scan`` already does this; a custom ``loader`` may not. An SR output records its input's degradation
+    under ``meta["medgan"]["input"]``.
+    """
+    from medgan.io.nifti import read_nifti_sidecar
+
     meta = getattr(scan, "meta", None)
     if not isinstance(meta, dict):
         return scan
-    side = _sidecar(entry)
-    if side and "medgan" not in meta:
-        meta["medgan"] = side
+    path = Path(entry.path)
+    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
+        nifti = meta.get("nifti") if isinstance(meta.get("nifti"), dict) else {}
+        for key, value in read_nifti_sidecar(path, descrip=nifti.get("descrip")).items():
+            meta.setdefault(key, value)
+    prov = meta.get("medgan") if isinstance(meta.get("medgan"), dict) else {}
     if "degradation" not in meta:
-        for holder in (side, side.get("input") if isinstance(side.get("input"), dict) else {}):
+        for holder in (prov, prov.get("input") if isinstance(prov.get("input"), dict) else {}):
             if isinstance(holder.get("degradation"), dict):
                 meta["degradation"] = holder["degradation"]
                 break

@@ -19,15 +19,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
-from monai.data import MetaTensor
 
 from medgan.errors import MissingDecoderError, ScanReadError, SeriesGeometryError
 from medgan.io.dicom_frames import FileInfo, frame_table, quiet_pydicom
 from medgan.io.scan import LPS_TO_RAS, make_scan, spacing_from_affine
+
+if TYPE_CHECKING:  # torch / MONAI take seconds to import; make_scan loads them only when a scan is built
+    from monai.data import MetaTensor
 
 __all__ = [
     "DicomSeriesPlan",
@@ -461,6 +463,12 @@ def _decode(info: FileInfo, source: str) -> np.ndarray:
     if (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)) != (info.rows, info.columns):
         raise ScanReadError(f"{path}: changed on disk since its header was read")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and not syntax.is_transfer_syntax:
+        # pydicom's UID.is_compressed raises a bare ValueError for a UID that is not a known transfer syntax
+        raise ScanReadError(
+            f"{path}: TransferSyntaxUID {str(syntax)[:64]!r} is not a known transfer syntax (damaged or private file "
+            "meta header); its pixel data cannot be decoded"
+        )
     if syntax is not None and syntax.is_compressed:
         from pydicom.pixels.decoders.base import get_decoder
 

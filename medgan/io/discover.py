@@ -41,6 +41,7 @@ import numpy as np
 
 from medgan.errors import MedganError, ScanReadError
 from medgan.io.nifti import inspect_nifti, is_nifti_path
+from medgan.io.scan import orientation_code
 
 __all__ = ["ScanRef", "discover_scans", "SKIP_SUFFIXES", "SKIP_NAMES"]
 
@@ -213,20 +214,6 @@ def _file_stem(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def orientation_code(affine: np.ndarray) -> str | None:
-    """Axis code of a 4x4 RAS+ affine, or ``None`` when an axis is degenerate.
-
-    Like :func:`medgan.io.scan.orientation_code`, which imports torch/MONAI (seconds) and fails on a degenerate axis.
-    """
-    import nibabel as nib
-
-    try:
-        codes = nib.aff2axcodes(np.asarray(affine, dtype=np.float64))
-    except Exception:  # non-finite or singular matrices
-        return None
-    return None if any(c is None for c in codes) else "".join(codes)
 
 
 def _rel(path: Path, root: Path) -> str:

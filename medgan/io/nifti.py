@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import logging
 import math
 import struct
 import zlib
@@ -29,7 +31,13 @@ from medgan.errors import ScanReadError
 if TYPE_CHECKING:  # torch / MONAI load in seconds; header-only callers (discovery, `medgan info`) skip them
     from monai.data import MetaTensor
 
-__all__ = ["NiftiInfo", "is_nifti_path", "inspect_nifti", "read_nifti"]
+logger = logging.getLogger(__name__)
+
+#: Top-level keys of the JSON sidecar that hold ``meta`` entries of the same name (written by
+#: :func:`medgan.io.save.write_nifti`); every other top-level key belongs to ``meta["medgan"]`` (provenance).
+SIDECAR_META_KEYS = ("degradation", "interpolation")
+
+__all__ = ["NiftiInfo", "is_nifti_path", "inspect_nifti", "read_nifti", "nifti_sidecar_path", "read_nifti_sidecar"]
 
 #: Largest expansion factor deflate can reach (RFC 1951 worst case is about 1032:1); a gzip file
 #: declaring more uncompressed bytes than this cannot hold them, whatever its header says.
@@ -279,6 +287,57 @@ def _read_voxels(info: NiftiInfo) -> np.ndarray:
     return data
 
 
+def nifti_sidecar_path(path: str | Path) -> Path:
+    """``out.nii.gz`` -> ``out.json`` (the provenance sidecar next to a NIfTI file)."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return path.with_name(name + ".json")
+
+
+def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[str, Any]:
+    """The ``meta`` entries that :func:`medgan.save_scan` keeps in the JSON sidecar next to a NIfTI file.
+
+    Parameters
+    ----------
+    path
+        The NIfTI file (not the sidecar).
+    descrip
+        The file's header ``descrip``. The sidecar is used only when it starts with ``"medgan"``, which
+        :func:`medgan.save_scan` writes whenever it writes a sidecar: a foreign sidecar (e.g. BIDS) or a stale
+        one left next to a file rewritten without provenance is ignored. ``None`` trusts the sidecar.
+
+    Returns
+    -------
+    dict
+        Some of ``"medgan"``, ``"degradation"`` (a dict with ``method``) and ``"interpolation"`` (a dict with
+        ``order``); empty when there is no sidecar or it is not a JSON object (a warning is logged).
+    """
+    side = nifti_sidecar_path(path)
+    if (descrip is not None and not descrip.startswith("medgan")) or not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        logger.warning("%s: sidecar ignored: not readable JSON (%s)", side, type(exc).__name__)
+        return {}
+    if not isinstance(data, dict):
+        logger.warning("%s: sidecar ignored: not a JSON object", side)
+        return {}
+    out: dict[str, Any] = {}
+    for key, marker in zip(SIDECAR_META_KEYS, ("method", "order"), strict=True):
+        value = data.get(key)
+        if isinstance(value, dict) and marker in value:
+            out[key] = value
+    prov = {k: v for k, v in data.items() if k not in SIDECAR_META_KEYS}
+    if prov:
+        out["medgan"] = prov
+    return out
+
+
 def read_nifti(path: str | Path) -> MetaTensor:
     """Read a NIfTI-1/-2 file as a channel-first float32 scan.
 
@@ -294,7 +353,9 @@ def read_nifti(path: str | Path) -> MetaTensor:
         components) become channels, flattened in file order; RGB(A) data become 3 (4) channels.
         Values carry ``scl_slope`` / ``scl_inter``. ``.affine`` is nibabel's best affine (sform,
         else qform). ``meta`` has ``filename_or_obj``, ``modality="unknown"``, ``spacing``,
-        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes).
+        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes), plus ``medgan``,
+        ``degradation`` and ``interpolation`` when the JSON sidecar written by :func:`medgan.save_scan`
+        holds them (see :func:`read_nifti_sidecar`).
 
     Raises
     ------
@@ -317,16 +378,18 @@ def read_nifti(path: str | Path) -> MetaTensor:
         data = data.reshape(*data.shape[:3], -1, order="F")
         data = np.moveaxis(data, -1, 0)
     header = info.header
+    descrip = bytes(header["descrip"]).split(b"\x00")[0].decode("latin-1")
     meta = {
         "filename_or_obj": str(info.path),
         "modality": "unknown",
         "source_format": "nifti",
         "nifti": {
-            "descrip": bytes(header["descrip"]).split(b"\x00")[0].decode("latin-1"),
+            "descrip": descrip,
             "qform_code": int(header["qform_code"]),
             "sform_code": int(header["sform_code"]),
             "stored_shape": info.stored_shape,
         },
+        **read_nifti_sidecar(info.path, descrip=descrip),
     }
     scan = make_scan(data, info.affine, meta)
     if tuple(scan.shape) != info.shape:  # defensive: the layout above must match inspect_nifti

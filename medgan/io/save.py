@@ -2,7 +2,8 @@
 
 NIfTI output keeps the affine exactly (sform and qform both set), the spacing in
 ``pixdim``, and a provenance line in ``descrip`` plus a JSON sidecar when the scan
-carries ``meta["medgan"]``. DICOM output is delegated to :mod:`medgan.io.dicom_write`.
+carries ``meta["medgan"]``, ``meta["degradation"]`` or ``meta["interpolation"]`` (read back by
+:func:`medgan.io.nifti.read_nifti`). DICOM output is delegated to :mod:`medgan.io.dicom_write`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import DTypeLike
 
+from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_file, write_text_atomic
 from medgan.io.dicom_write import derivation_text, write_dicom_series
+from medgan.io.nifti import SIDECAR_META_KEYS, nifti_sidecar_path
 from medgan.io.scan import spacing_from_affine
 
 __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
@@ -101,17 +104,6 @@ def save_scan(
         raise MedganError(f"{path}: cannot write DICOM series ({exc.strerror or exc})") from exc
 
 
-def nifti_sidecar_path(path: str | os.PathLike[str]) -> Path:
-    """``out.nii.gz`` -> ``out.json`` (the provenance sidecar next to a NIfTI file)."""
-    path = Path(path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + ".json")
-
-
 def _nifti_array(scan: Any) -> np.ndarray:
     """Channel-first ``(C, X, Y[, Z])`` -> NIfTI layout ``X, Y, Z[, C]`` (2-D: ``X, Y, 1[, C]``)."""
     data = np.asarray(scan.detach().cpu().numpy() if hasattr(scan, "detach") else scan)
@@ -146,6 +138,49 @@ def _xform_codes(meta: dict[str, Any]) -> tuple[int, int]:
     return codes[0], codes[1]
 
 
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types for a meta record: tuples -> lists, numpy scalars / arrays -> numbers / lists."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "detach"):  # a torch tensor
+        return _jsonable(value.detach().cpu().numpy())
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value  # str, int, float, bool, None; anything else is str()-ed by json.dumps(default=str)
+
+
+def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON sidecar: ``meta["medgan"]``'s keys at top level, plus ``degradation`` / ``interpolation``.
+
+    ``None`` (no sidecar) when the scan carries none of them. The top-level names in
+    :data:`~medgan.io.nifti.SIDECAR_META_KEYS` are reserved: ``meta["degradation"]`` wins over a provenance
+    key of that name.
+    """
+    prov = meta.get("medgan")
+    payload = dict(prov) if isinstance(prov, dict) else {}
+    extra = {k: meta[k] for k in SIDECAR_META_KEYS if isinstance(meta.get(k), dict)}
+    if not isinstance(prov, dict) and not extra:
+        return None
+    payload.update(extra)
+    return _jsonable(payload)
+
+
+def _record_text(meta: dict[str, Any]) -> str:
+    """``descrip`` of a scan without provenance but with recorded processing, e.g. ``medgan 0.1.0 degradation=kspace``."""
+    parts = [f"medgan {__version__}"]
+    for key in SIDECAR_META_KEYS:
+        record = meta.get(key)
+        if isinstance(record, dict):
+            parts.append(f"{key}={record.get('method', record.get('order', '?'))}")
+    return " ".join(parts)
+
+
 def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | None = None) -> Path:
     """Write ``scan`` as a NIfTI-1 file (``.nii`` or ``.nii.gz``) atomically.
 
@@ -153,7 +188,9 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     non-zero ones, else ``scanner`` for scans read from DICOM, ``aligned`` otherwise); ``pixdim`` holds the spacing; channels become the
     4th axis. Provenance (``meta["medgan"]``) goes into ``descrip`` (80 bytes) and a
     JSON sidecar, renamed into place just before the image, so a new image always has its sidecar
-    and a failed write changes neither.
+    and a failed write changes neither. The sidecar also holds ``meta["degradation"]`` and
+    ``meta["interpolation"]`` under those top-level keys (it is written when any of the three exists);
+    :func:`medgan.io.nifti.read_nifti` reads them back into ``meta``.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -172,11 +209,11 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     hdr.set_data_dtype(data.dtype)
     if data.dtype.kind == "f":
         hdr.set_slope_inter(1.0, 0.0)
-    prov = meta.get("medgan")
-    sidecar = None
-    if isinstance(prov, dict):
-        hdr["descrip"] = derivation_text(meta).encode("ascii", "replace")[:79]
-        sidecar = json.dumps(prov, indent=2, sort_keys=True, default=str) + "\n"
+    payload = _sidecar_payload(meta)
+    if payload is not None:  # "medgan ..." also tells read_nifti that the sidecar next to the file is this one's
+        text = derivation_text(meta) if isinstance(meta.get("medgan"), dict) else _record_text(meta)
+        hdr["descrip"] = text.encode("ascii", "replace")[:79]
+    sidecar = None if payload is None else json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     compressed = path.name.lower().endswith(".gz")
     try:
         with atomic_file(path, "wb") as fh:

@@ -6,11 +6,13 @@ the minimum metadata keys are decided in one place.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
+
+if TYPE_CHECKING:  # torch / MONAI take seconds to import; header-only callers (discovery, `medgan info`) skip them
+    import torch
+    from monai.data import MetaTensor
 
 __all__ = ["make_scan", "spacing_from_affine", "orientation_code", "LPS_TO_RAS"]
 
@@ -25,11 +27,27 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in np.linalg.norm(affine[:d, :d], axis=0))
 
 
-def orientation_code(affine: np.ndarray) -> str:
-    """Three-letter axis code (e.g. ``"RAS"``, ``"LPI"``) of a 4x4 RAS+ affine."""
+def orientation_code(affine: np.ndarray) -> str | None:
+    """Three-letter axis code (e.g. ``"RAS"``, ``"LPI"``) of a 4x4 RAS+ affine.
+
+    Parameters
+    ----------
+    affine
+        4x4 voxel-index -> RAS+ mm matrix.
+
+    Returns
+    -------
+    str or None
+        The code from :func:`nibabel.aff2axcodes`, or ``None`` when it has no answer: an axis is degenerate
+        (zero column, so nibabel gives no letter for it) or the matrix is non-finite.
+    """
     import nibabel as nib
 
-    return "".join(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
+    try:
+        codes = nib.aff2axcodes(np.asarray(affine, dtype=np.float64))
+    except Exception:  # non-finite or singular matrices make nibabel's SVD / orientation code raise
+        return None
+    return None if any(c is None for c in codes) else "".join(codes)
 
 
 def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[str, Any] | None = None) -> MetaTensor:
@@ -49,6 +67,9 @@ def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[s
     -------
     monai.data.MetaTensor
     """
+    import torch
+    from monai.data import MetaTensor
+
     data = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array)
     if data.dtype != torch.float32:
         data = data.to(torch.float32)
