@@ -1,0 +1,318 @@
+"""Training pairs for super-resolution: cached normalised volumes -> (LR, HR) patch batches.
+
+* Volumes are loaded once with :func:`medgan.load_scan`, normalised with a recorded
+  :class:`~medgan.data.normalize.Normalization`, given a foreground mask
+  (:func:`medgan.eval.masks.foreground_mask`) and its foreground/background voxel indices
+  (MONAI ``map_binary_to_indices``), and kept in memory by MONAI's ``CacheDataset``.
+* Patch centres are foreground-biased with MONAI's ``generate_pos_neg_label_crop_centers``
+  (the sampler behind ``RandCropByPosNegLabeld``): a fraction ``foreground_ratio`` of the
+  patches is centred on a foreground voxel.
+* Each high-resolution patch is cropped with a margin of two low-resolution voxels per
+  degraded axis, randomised (:class:`medgan.data.augment.Augmenter`), degraded on the fly
+  with :func:`medgan.degrade` (corner-aligned: the HR patch size divides by the factor) and
+  the margins are cropped off, so the LR patch sees real neighbours, not the patch border.
+* A 2-D model trains on slices drawn from volumes: the slice normal is picked from
+  ``slice_axes`` and the two remaining axes (in increasing order) are the model's axes,
+  matching :meth:`medgan.SuperResolver.upscale` (default: normal = axis 2, model axes 0, 1).
+
+Every batch is a pure function of ``(seed, step, rank)``: resuming at step ``s`` draws the
+same patches as an uninterrupted run, and each DDP rank draws different patches
+(sharding by rank, like ``DistributedSampler``).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset
+from monai.transforms import MapTransform
+from monai.transforms.utils import generate_pos_neg_label_crop_centers, map_binary_to_indices
+
+from medgan.data.augment import Augmenter
+from medgan.data.degrade import degrade
+from medgan.data.normalize import fit_normalization
+from medgan.errors import MedganError
+
+__all__ = ["expand_sources", "LoadNormalizedd", "load_volumes", "PatchSampler", "StepDataset"]
+
+logger = logging.getLogger(__name__)
+
+#: low-resolution voxels of context cropped around each patch before degradation (per degraded axis)
+MARGIN_LR = 2
+
+
+def expand_sources(paths: Sequence[str]) -> list[Any]:
+    """Scan sources from files and folders: a file stays a path; a folder gives its usable scans.
+
+    Parameters
+    ----------
+    paths
+        NIfTI/DICOM files, DICOM series folders, or folder trees (walked with :func:`medgan.discover_scans`).
+
+    Returns
+    -------
+    list
+        Paths (str) and :class:`medgan.ScanRef` objects, in a stable order.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        A folder without any usable scan.
+    """
+    from medgan.io.discover import discover_scans
+
+    out: list[Any] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            refs = [r for r in discover_scans(path) if r.usable]
+            if not refs:
+                raise MedganError(f"{path}: no usable scan found in this folder")
+            out.extend(refs)
+        else:
+            out.append(str(path))
+    return out
+
+
+def source_name(source: Any) -> str:
+    """A printable name for a source (path, or ScanRef id and its first file's folder); never patient fields."""
+    if isinstance(source, str):
+        return source
+    paths = getattr(source, "paths", None) or []
+    folder = str(Path(paths[0]).parent) if paths else "?"
+    return f"{folder}#{getattr(source, 'id', '?')}"
+
+
+class LoadNormalizedd(MapTransform):
+    """Load ``data["source"]``, normalise it and add its foreground mask and indices.
+
+    Output keys: ``image`` (float32 ``(C, *spatial)``, normalised), ``mask`` (uint8 spatial),
+    ``fg`` / ``bg`` (flat voxel indices), ``normalization`` (its dict), ``name``.
+    """
+
+    def __init__(self, normalization: Mapping[str, Any]) -> None:
+        super().__init__(keys=["source"])
+        self.rule = dict(normalization)
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        from medgan.eval.masks import foreground_mask
+        from medgan.io.load import load_scan
+
+        source = data["source"]
+        scan = load_scan(source)
+        raw = scan.as_tensor().numpy().astype(np.float32, copy=False)
+        kwargs = {k: float(self.rule[k]) for k in ("lower", "upper") if k in self.rule}
+        norm = fit_normalization(raw, method=self.rule.get("method", "percentile"), **kwargs)
+        image = norm.apply(raw)
+        mask = foreground_mask(image)
+        fg, bg = map_binary_to_indices(mask[None])
+        return {
+            "image": np.ascontiguousarray(image),
+            "mask": mask.astype(np.uint8),
+            "fg": np.asarray(fg),
+            "bg": np.asarray(bg),
+            "normalization": norm.to_dict(),
+            "name": source_name(source),
+            "affine": np.asarray(scan.affine, dtype=np.float64),
+        }
+
+
+def load_volumes(paths: Sequence[str], normalization: Mapping[str, Any], *, num_workers: int = 0) -> list[dict]:
+    """Load, normalise and cache the training volumes (MONAI ``CacheDataset``, fully cached).
+
+    Returns
+    -------
+    list of dict
+        One dict per scan (see :class:`LoadNormalizedd`).
+    """
+    sources = expand_sources(paths)
+    try:
+        ds = CacheDataset(
+            data=[{"source": s} for s in sources],
+            transform=LoadNormalizedd(normalization),
+            cache_rate=1.0,
+            num_workers=num_workers or None,
+            progress=False,
+            copy_cache=False,  # the sampler only reads the cached arrays; a deep copy per patch would be wasteful
+        )
+    except RuntimeError as exc:  # MONAI wraps transform errors: surface our own (it names the file)
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, MedganError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+    return [ds[i] for i in range(len(ds))]
+
+
+class PatchSampler:
+    """Draw ``(lr, hr)`` training batches from cached volumes; a batch depends only on ``(seed, step, rank)``.
+
+    Parameters
+    ----------
+    volumes
+        From :func:`load_volumes`.
+    patch_size
+        High-resolution patch size, one per model axis (divisible by ``factor``).
+    factor
+        Downsampling factor, one per model axis.
+    batch_size
+        Patches per batch (per process).
+    degradation
+        The ``degradation`` config section: ``method`` (str or list), ``noise_std`` (number or
+        ``[low, high]``, normalised units), ``noise`` (``gaussian``/``rician``/``random``), ``slice_profile``.
+    augmenter
+        Domain randomisation, or ``None``.
+    foreground_ratio
+        Fraction of patches centred on the foreground.
+    slice_axes
+        2-D models on volumes: candidate slice normals.
+    in_channels
+        Model input channels; a one-channel model takes one random channel of a multi-channel scan.
+    seed, rank
+        Randomness is ``numpy.random.default_rng([seed, step, rank])``.
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[Mapping[str, Any]],
+        *,
+        patch_size: Sequence[int],
+        factor: Sequence[int],
+        batch_size: int,
+        degradation: Mapping[str, Any],
+        augmenter: Augmenter | None = None,
+        foreground_ratio: float = 0.9,
+        slice_axes: Sequence[int] = (2,),
+        in_channels: int = 1,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        if not volumes:
+            raise MedganError("no training volumes")
+        self.volumes = list(volumes)
+        self.patch = [int(p) for p in patch_size]
+        self.factor = [int(f) for f in factor]
+        self.dims = len(self.patch)
+        self.batch_size = int(batch_size)
+        self.degradation = dict(degradation)
+        self.augmenter = augmenter
+        self.foreground_ratio = float(foreground_ratio)
+        self.slice_axes = [int(a) for a in slice_axes]
+        self.in_channels = int(in_channels)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.margin = [MARGIN_LR if f > 1 else 0 for f in self.factor]
+        for vol in self.volumes:
+            self._check_size(vol)
+
+    def _plan(self, n_spatial: int, axis: int | None) -> tuple[list[int], list[int]]:
+        """Model axes (in scan axis numbers) and the crop size in scan axes (with margins)."""
+        if self.dims == n_spatial:
+            model_axes = list(range(n_spatial))
+        else:
+            model_axes = [a for a in range(n_spatial) if a != axis]
+        crop = [1] * n_spatial
+        for i, a in enumerate(model_axes):
+            crop[a] = self.patch[i] + 2 * self.margin[i] * self.factor[i]
+        return model_axes, crop
+
+    def _check_size(self, vol: Mapping[str, Any]) -> None:
+        spatial = vol["image"].shape[1:]
+        if len(spatial) < self.dims:
+            raise MedganError(f"{vol['name']}: a {len(spatial)}-D image cannot train a {self.dims}-D model")
+        axes = self.slice_axes if (self.dims == 2 and len(spatial) == 3) else [None]
+        for axis in axes:
+            _, crop = self._plan(len(spatial), axis)
+            if any(c > s for c, s in zip(crop, spatial, strict=True)):
+                raise MedganError(
+                    f"{vol['name']}: shape {tuple(spatial)} is smaller than the patch plus context {tuple(crop)}; "
+                    "lower train.patch_size"
+                )
+
+    def sample_one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One ``(lr, hr)`` pair, channel-first numpy arrays."""
+        vol = self.volumes[int(rng.integers(len(self.volumes)))]
+        image = vol["image"]
+        n_spatial = image.ndim - 1
+        axis = None
+        if self.dims == 2 and n_spatial == 3:
+            axis = self.slice_axes[int(rng.integers(len(self.slice_axes)))]
+        model_axes, crop = self._plan(n_spatial, axis)
+        pos = self.foreground_ratio if len(vol["fg"]) else 0.0
+        if not len(vol["bg"]):
+            pos = 1.0
+        with warnings.catch_warnings():  # MONAI warns when a scan has no background (or foreground) voxels
+            warnings.simplefilter("ignore", UserWarning)
+            centre = generate_pos_neg_label_crop_centers(
+                crop, 1, pos, image.shape[1:], vol["fg"], vol["bg"], np.random.RandomState(int(rng.integers(2**31)))
+            )[0]
+        starts = [int(c) - s // 2 for c, s in zip(centre, crop, strict=True)]
+        region = tuple(slice(s, s + n) for s, n in zip(starts, crop, strict=True))
+        if image.shape[0] != self.in_channels and self.in_channels == 1:
+            ch = int(rng.integers(image.shape[0]))
+            hr = image[ch : ch + 1][region]
+        else:
+            hr = image[(slice(None), *region)]
+        mask = vol["mask"][region]
+        if axis is not None:  # drop the slice axis: the model axes remain in increasing order
+            hr = np.take(hr, 0, axis=axis + 1)
+            mask = np.take(mask, 0, axis=axis)
+        if self.augmenter is not None:
+            hr = self.augmenter(hr, rng, mask)
+        lr = self._degrade(hr, rng)
+        m = self.margin
+        lr_crop = tuple(slice(mi, lr.shape[1 + i] - mi) for i, mi in enumerate(m))
+        hr_crop = tuple(
+            slice(mi * f, hr.shape[1 + i] - mi * f) for i, (mi, f) in enumerate(zip(m, self.factor, strict=True))
+        )
+        return np.ascontiguousarray(lr[(slice(None), *lr_crop)]), np.ascontiguousarray(hr[(slice(None), *hr_crop)])
+
+    def _degrade(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        deg = self.degradation
+        methods = deg.get("method", "interpolate")
+        methods = [methods] if isinstance(methods, str) else list(methods)
+        method = methods[int(rng.integers(len(methods)))]
+        std = deg.get("noise_std", 0.0)
+        std = float(rng.uniform(std[0], std[1])) if isinstance(std, (list, tuple)) else float(std)
+        noise = deg.get("noise", "gaussian")
+        if noise == "random":
+            noise = ("gaussian", "rician")[int(rng.integers(2))]
+        out = degrade(
+            hr,
+            self.factor,
+            method=method,
+            noise_std=std,
+            noise=noise,
+            seed=int(rng.integers(2**31)),
+            slice_profile=deg.get("slice_profile", "box"),
+        )
+        return out.as_tensor().numpy()
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of training step ``step``: ``lr (B, C, *patch / factor)``, ``hr (B, C, *patch)``."""
+        rng = np.random.default_rng([self.seed, int(step), self.rank])
+        pairs = [self.sample_one(rng) for _ in range(self.batch_size)]
+        lr = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        hr = torch.from_numpy(np.stack([p[1] for p in pairs]))
+        return lr, hr
+
+
+class StepDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose index is the training step (so DataLoader workers can prefetch batches)."""
+
+    def __init__(self, sampler: PatchSampler, total_steps: int) -> None:
+        self.sampler = sampler
+        self.total_steps = int(total_steps)
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sampler.batch(step)

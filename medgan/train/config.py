@@ -1,0 +1,467 @@
+"""The ``medgan train-sr`` YAML configuration: schema, defaults and validation.
+
+:func:`load_config` reads a YAML file and returns a plain, JSON-able nested dict with every
+default filled in (checkpoints store it), paths resolved against the config file's folder.
+Every problem raises :class:`medgan.errors.ConfigError` whose message names the file and the
+dotted key, e.g. ``run.yaml: phase1.lr: expected a number, got 'fast'``.
+
+Sections (see ``medgan/train/configs/*.yaml`` for annotated examples)::
+
+    name, out_dir, seed, device, amp
+    data:         train (scan files / folders), val (held-out scans: whole subjects), modality,
+                  normalization, slice_axes (2-D models), foreground_ratio, val_crop, num_workers
+    degradation:  method (one or a list to pick from), factor, noise_std (normalised units;
+                  a number or [low, high]), noise (gaussian | rician | random), slice_profile
+    augment:      domain randomisation (flips, gamma, random monotonic LUT, inversion, bias field)
+    model:        generator config for medgan.models.registry.build_generator (factor filled in)
+    discriminator: discriminator config (phase 2)
+    loss:         l1, ssim, ssim_window, perceptual, perceptual_weights, adversarial, gan
+    phase1:       content-loss pre-training: steps, lr, scheduler, warmup_steps, step_size, gamma
+    phase2:       adversarial fine-tuning: steps, lr_g, lr_d, scheduler, warmup_steps, step_size, gamma
+    train:        batch_size (per process), patch_size (HR voxels), ema_decay, val_every,
+                  checkpoint_every, keep_checkpoints, log_every, grad_clip, roi_size
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medgan.errors import ConfigError
+
+__all__ = ["load_config", "validate_config", "DEFAULTS", "SCHEMA"]
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: a type description, a default (or required) and an optional extra check."""
+
+    kind: str
+    default: Any = _REQUIRED
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _unit(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else "must be between 0 and 1"
+
+
+def _decay(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _range(v: Any) -> str | None:
+    if isinstance(v, list) and not v[0] <= v[1]:
+        return "must be [low, high] with low <= high"
+    lo = v[0] if isinstance(v, list) else v
+    return None if lo >= 0 else "must be >= 0"
+
+
+#: the schema: section -> key -> Field (a Field at top level is a top-level key)
+SCHEMA: dict[str, Any] = {
+    "name": Field("str?", None),
+    "out_dir": Field("path"),
+    "seed": Field("int", 0, check=_non_negative),
+    "device": Field("str", "auto"),
+    "amp": Field("bool", True),
+    "data": {
+        "train": Field("paths"),
+        "val": Field("paths", []),
+        "modality": Field("str", "unknown"),
+        "normalization": Field("dict", {"method": "percentile", "lower": 0.5, "upper": 99.5}),
+        "slice_axes": Field("ints", [2]),
+        "foreground_ratio": Field("float", 0.9, check=_unit),
+        "val_crop": Field("int_or_ints?", None),
+        "num_workers": Field("int", 0, check=_non_negative),
+    },
+    "degradation": {
+        "method": Field("str_or_strs", "interpolate"),
+        "factor": Field("int_or_ints", 2),
+        "noise_std": Field("float_or_range", 0.0, check=_range),
+        "noise": Field("str", "gaussian", choices=("gaussian", "rician", "random")),
+        "slice_profile": Field("str", "box", choices=("box", "gaussian")),
+    },
+    "augment": {
+        "enabled": Field("bool", True),
+        "flip_prob": Field("float", 0.5, check=_unit),
+        "gamma_prob": Field("float", 0.3, check=_unit),
+        "gamma_range": Field("range", [0.7, 1.5]),
+        "lut_prob": Field("float", 0.0, check=_unit),
+        "lut_points": Field("int", 8, check=_positive),
+        "invert_prob": Field("float", 0.0, check=_unit),
+        "bias_field_prob": Field("float", 0.3, check=_unit),
+        "bias_field_coeff": Field("float", 0.3, check=_non_negative),
+        "bias_field_degree": Field("int", 3, check=_positive),
+    },
+    "model": Field("dict"),
+    "discriminator": Field("dict", {"arch": "patch", "channels": 32, "num_layers_d": 3}),
+    "loss": {
+        "l1": Field("float", 1.0, check=_non_negative),
+        "ssim": Field("float", 0.0, check=_non_negative),
+        "ssim_window": Field("int", 7, check=_positive),
+        "perceptual": Field("float", 0.0, check=_non_negative),
+        "perceptual_weights": Field("path?", None),
+        "adversarial": Field("float", 0.005, check=_non_negative),
+        "gan": Field("str", "ragan", choices=("ragan", "lsgan")),
+    },
+    "phase1": {
+        "steps": Field("int", 1000, check=_non_negative),
+        "lr": Field("float", 2e-4, check=_positive),
+        "scheduler": Field("str", "cosine", choices=("cosine", "step", "constant")),
+        "warmup_steps": Field("int", 0, check=_non_negative),
+        "step_size": Field("int", 1000, check=_positive),
+        "gamma": Field("float", 0.5, check=_positive),
+    },
+    "phase2": {
+        "steps": Field("int", 0, check=_non_negative),
+        "lr_g": Field("float", 1e-4, check=_positive),
+        "lr_d": Field("float", 1e-4, check=_positive),
+        "scheduler": Field("str", "constant", choices=("cosine", "step", "constant")),
+        "warmup_steps": Field("int", 0, check=_non_negative),
+        "step_size": Field("int", 1000, check=_positive),
+        "gamma": Field("float", 0.5, check=_positive),
+    },
+    "train": {
+        "batch_size": Field("int", 4, check=_positive),
+        "patch_size": Field("int_or_ints", 32),
+        "ema_decay": Field("float", 0.999, check=_decay),
+        "val_every": Field("int", 500, check=_non_negative),
+        "checkpoint_every": Field("int", 500, check=_non_negative),
+        "keep_checkpoints": Field("int", 2, check=_positive),
+        "log_every": Field("int", 10, check=_positive),
+        "grad_clip": Field("float?", None),
+        "roi_size": Field("int_or_ints?", None),
+    },
+}
+
+
+def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        if isinstance(spec, Field):
+            if spec.default is not _REQUIRED:
+                out[key] = copy.deepcopy(spec.default)
+        else:
+            out[key] = _defaults(spec)
+    return out
+
+
+#: every default (required keys absent)
+DEFAULTS: dict[str, Any] = _defaults(SCHEMA)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _type_error(where: str, want: str, value: Any) -> ConfigError:
+    return ConfigError(f"{where}: expected {want}, got {value!r} ({type(value).__name__})")
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p))
+
+
+def _coerce(kind: str, value: Any, where: str, base: Path) -> Any:
+    """Check ``value`` against ``kind``; return it normalised (floats as float, paths resolved)."""
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: must not be empty (null)")
+    if kind == "str":
+        if not isinstance(value, str):
+            raise _type_error(where, "a string", value)
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(where, "true or false", value)
+        return value
+    if kind == "int":
+        if not _is_int(value):
+            raise _type_error(where, "an integer", value)
+        return value
+    if kind == "float":
+        if not _is_num(value):
+            raise _type_error(where, "a number", value)
+        return float(value)
+    if kind == "dict":
+        if not isinstance(value, Mapping):
+            raise _type_error(where, "a mapping", value)
+        return dict(value)
+    if kind == "path":
+        if not isinstance(value, str) or not value:
+            raise _type_error(where, "a path (string)", value)
+        return _resolve_path(value, base)
+    if kind == "paths":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
+            raise _type_error(where, "a path or a list of paths", value)
+        return [_resolve_path(v, base) for v in items]
+    if kind in ("ints", "int_or_ints"):
+        if kind == "int_or_ints" and _is_int(value):
+            if value < 1:
+                raise ConfigError(f"{where}: must be >= 1, got {value}")
+            return value
+        if not isinstance(value, list) or not value or not all(_is_int(v) for v in value):
+            raise _type_error(
+                where, "an integer or a list of integers" if kind == "int_or_ints" else "a list of integers", value
+            )
+        if kind == "int_or_ints" and any(v < 1 for v in value):
+            raise ConfigError(f"{where}: every entry must be >= 1, got {value}")
+        return list(value)
+    if kind == "str_or_strs":
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise _type_error(where, "a string or a list of strings", value)
+        return list(value)
+    if kind in ("range", "float_or_range"):
+        if kind == "float_or_range" and _is_num(value):
+            return float(value)
+        if not isinstance(value, list) or len(value) != 2 or not all(_is_num(v) for v in value):
+            raise _type_error(where, "[low, high]" if kind == "range" else "a number or [low, high]", value)
+        if value[0] > value[1]:
+            raise ConfigError(f"{where}: [low, high] needs low <= high, got {value}")
+        return [float(v) for v in value]
+    raise AssertionError(f"unknown schema kind {kind}")  # pragma: no cover
+
+
+def _unknown(where: str, key: str, allowed: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown key{hint}; allowed keys here: {', '.join(allowed)}")
+
+
+def _validate(schema: Mapping[str, Any], data: Mapping[str, Any], prefix: str, src: str, base: Path) -> dict:
+    out: dict[str, Any] = {}
+    for key in data:
+        if key not in schema:
+            raise _unknown(f"{src}: {prefix}{key}", str(key), sorted(schema))
+    for key, spec in schema.items():
+        where = f"{src}: {prefix}{key}"
+        if isinstance(spec, Field):
+            if key not in data:
+                if spec.default is _REQUIRED:
+                    raise ConfigError(f"{where}: required key is missing")
+                out[key] = copy.deepcopy(spec.default)
+                continue
+            value = _coerce(spec.kind, data[key], where, base)
+            if spec.choices is not None and value not in spec.choices:
+                raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, spec.choices))}")
+            if spec.check is not None and value is not None:
+                problem = spec.check(value)
+                if problem:
+                    raise ConfigError(f"{where}: {problem}, got {value!r}")
+            out[key] = value
+        else:
+            sub = data.get(key, {})
+            if sub is None:
+                sub = {}
+            if not isinstance(sub, Mapping):
+                raise _type_error(where, "a mapping (section)", sub)
+            out[key] = _validate(spec, sub, f"{prefix}{key}.", src, base)
+    return out
+
+
+def _check_paths(cfg: dict[str, Any], src: str) -> None:
+    for section in ("train", "val"):
+        for i, p in enumerate(cfg["data"][section]):
+            if not Path(p).exists():
+                raise ConfigError(f"{src}: data.{section}[{i}]: {p} does not exist")
+    if not cfg["data"]["train"]:
+        raise ConfigError(f"{src}: data.train: list at least one scan file or folder")
+    train = [Path(os.path.realpath(p)) for p in cfg["data"]["train"]]
+    for i, v in enumerate(cfg["data"]["val"]):
+        val = Path(os.path.realpath(v))
+        for t in train:
+            # the same file, or one inside (or containing) a training folder: not held out
+            if val == t or t in val.parents or val in t.parents:
+                raise ConfigError(
+                    f"{src}: data.val[{i}]: {v} is also in data.train ({t}); validation scans must be held out"
+                )
+
+
+def _check_semantics(cfg: dict[str, Any], src: str) -> None:
+    from medgan.data.degrade import METHODS
+    from medgan.models.registry import discriminator_config, generator_config
+
+    deg = cfg["degradation"]
+    methods = deg["method"] if isinstance(deg["method"], list) else [deg["method"]]
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"{src}: degradation.method: {m!r} is not one of {', '.join(METHODS)}")
+
+    model = dict(cfg["model"])
+    dims = model.get("spatial_dims", 3)
+    if dims not in (2, 3):
+        raise ConfigError(f"{src}: model.spatial_dims: must be 2 or 3, got {dims!r}")
+    factor = deg["factor"]
+    factor = [factor] * dims if _is_int(factor) else factor
+    if len(factor) != dims:
+        raise ConfigError(f"{src}: degradation.factor: needs 1 or {dims} entries for a {dims}-D model, got {factor}")
+    if "factor" in model:
+        mf = model["factor"]
+        mf = [mf] * dims if _is_int(mf) else list(mf)
+        if mf != factor:
+            raise ConfigError(f"{src}: model.factor: {mf} disagrees with degradation.factor {factor}; give one")
+    model["factor"] = factor
+    model.setdefault("spatial_dims", dims)
+    try:
+        cfg["model"] = generator_config(model)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: model: {exc}") from None
+    if cfg["phase2"]["steps"] > 0:
+        disc = dict(cfg["discriminator"])
+        disc.setdefault("spatial_dims", dims)
+        disc.setdefault("in_channels", cfg["model"]["out_channels"])
+        try:
+            cfg["discriminator"] = discriminator_config(disc)
+        except ConfigError as exc:
+            raise ConfigError(f"{src}: discriminator: {exc}") from None
+
+    tr = cfg["train"]
+    patch = tr["patch_size"]
+    patch = [patch] * dims if _is_int(patch) else patch
+    if len(patch) != dims:
+        raise ConfigError(f"{src}: train.patch_size: needs 1 or {dims} entries for a {dims}-D model, got {patch}")
+    bad = [(p, f) for p, f in zip(patch, factor, strict=True) if p % f]
+    if bad:
+        raise ConfigError(
+            f"{src}: train.patch_size: {patch} must divide by degradation.factor {factor} on every axis "
+            "(corner-aligned low-resolution patches)"
+        )
+    tr["patch_size"] = patch
+    if tr["roi_size"] is not None:
+        roi = tr["roi_size"]
+        roi = [roi] * dims if _is_int(roi) else roi
+        if len(roi) != dims:
+            raise ConfigError(f"{src}: train.roi_size: needs 1 or {dims} entries, got {roi}")
+        tr["roi_size"] = roi
+    if cfg["data"]["val_crop"] is not None:
+        crop = cfg["data"]["val_crop"]
+        cfg["data"]["val_crop"] = [crop] * 3 if _is_int(crop) else crop
+        if len(cfg["data"]["val_crop"]) != 3:
+            raise ConfigError(f"{src}: data.val_crop: needs 1 or 3 entries, got {crop}")
+    for ax in cfg["data"]["slice_axes"]:
+        if ax not in (0, 1, 2):
+            raise ConfigError(f"{src}: data.slice_axes: axes are 0, 1 or 2, got {ax}")
+
+    norm = cfg["data"]["normalization"]
+    from medgan.data.normalize import NORMALIZATION_METHODS
+
+    if norm.get("method") not in NORMALIZATION_METHODS or set(norm) - {"method", "lower", "upper"}:
+        raise ConfigError(
+            f"{src}: data.normalization: expected {{method: percentile|zscore, lower: 0.5, upper: 99.5}}, got {norm}"
+        )
+    if norm["method"] == "percentile":
+        lo, hi = norm.get("lower", 0.5), norm.get("upper", 99.5)
+        if not (_is_num(lo) and _is_num(hi) and 0 <= lo < hi <= 100):
+            raise ConfigError(f"{src}: data.normalization: percentiles need 0 <= lower < upper <= 100, got {norm}")
+        cfg["data"]["normalization"] = {"method": "percentile", "lower": float(lo), "upper": float(hi)}
+
+    loss = cfg["loss"]
+    if loss["ssim"] > 0 and min(patch) < loss["ssim_window"]:
+        raise ConfigError(f"{src}: loss.ssim_window: {loss['ssim_window']} is larger than train.patch_size {patch}")
+    if loss["perceptual"] > 0:
+        path = loss["perceptual_weights"]
+        if path is None:
+            raise ConfigError(
+                f"{src}: loss.perceptual_weights: perceptual loss needs a local weights file "
+                "(nothing is downloaded); set the path or set loss.perceptual to 0"
+            )
+        if not Path(path).is_file():
+            raise ConfigError(f"{src}: loss.perceptual_weights: {path} does not exist (nothing is downloaded)")
+    if cfg["phase1"]["steps"] + cfg["phase2"]["steps"] == 0:
+        raise ConfigError(f"{src}: phase1.steps: phase1.steps + phase2.steps must be > 0")
+    dev = cfg["device"]
+    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+        raise ConfigError(f"{src}: device: expected auto, cpu, cuda or cuda:N, got {dev!r}")
+
+
+def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.PathLike[str] | None = None) -> dict:
+    """Validate a config mapping and fill the defaults.
+
+    Parameters
+    ----------
+    data
+        The parsed YAML (a mapping).
+    source
+        Name used in error messages (the file).
+    base_dir
+        Folder that relative paths are resolved against (default: the current folder).
+
+    Returns
+    -------
+    dict
+        Complete, JSON-able config.
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        Naming ``source`` and the dotted key.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    cfg = _validate(SCHEMA, data, "", source, base)
+    _check_paths(cfg, source)
+    _check_semantics(cfg, source)
+    if cfg["name"] is None:
+        cfg["name"] = Path(cfg["out_dir"]).name or "medgan-sr"
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> dict:
+    """Read and validate a ``train-sr`` YAML file (relative paths resolve against its folder).
+
+    Parameters
+    ----------
+    path
+        The YAML file.
+
+    Returns
+    -------
+    dict
+        See :func:`validate_config`.
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        Missing or unreadable file, invalid YAML, or an invalid key (the message names the key and the file).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{at} ({getattr(exc, 'problem', None) or exc})") from None
+    return validate_config(data or {}, source=str(path), base_dir=path.parent.resolve())

@@ -1,0 +1,402 @@
+"""``medgan train-sr``: config validation, training phases, exact resume, DDP (gloo, 2 processes), export.
+
+Tiny models (8 channels, 2 blocks, 16^3 patches) on real scans: a cropped copy of the MNI ICBM152 T1
+for training and the nibabel SPM T1 (another subject) for validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from medgan.errors import CheckpointError, ConfigError
+from medgan.train.config import load_config
+from medgan.train.trainer import train_sr
+
+REPO = Path(__file__).resolve().parents[1]
+T1 = REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz"
+VAL = REPO / "sample_data" / "nifti" / "nibabel" / "anatomical.nii"
+DICOM_T1 = REPO / "sample_data" / "dicom" / "dcm_qa_xa30_t1w_tfl3d"
+
+pytestmark = pytest.mark.skipif(
+    not (T1.is_file() and VAL.is_file() and DICOM_T1.is_dir()), reason="sample_data scans missing"
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny convolutions: one thread is faster and steadier on a busy 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def train_scan(tmp_path_factory) -> Path:
+    """A real T1 cropped around the brain centre (72 x 80 x 72 voxels) so loading is quick."""
+    from medgan import load_scan, save_scan
+
+    scan = load_scan(T1)
+    crop = scan[:, 40:112, 56:136, 44:116]
+    out = tmp_path_factory.mktemp("data") / "t1_crop.nii.gz"
+    save_scan(crop, out)
+    return out
+
+
+def _config(tmp: Path, train_scan: Path, **sections) -> dict:
+    cfg = {
+        "out_dir": str(tmp / "run"),
+        "seed": 3,
+        "data": {"train": [str(train_scan)], "val": [str(VAL)], "val_crop": 32, "modality": "MR"},
+        "degradation": {"factor": 2, "method": "interpolate", "noise_std": [0.0, 0.01]},
+        "augment": {"enabled": True, "flip_prob": 0.5, "gamma_prob": 0.2, "bias_field_prob": 0.2},
+        "model": {"arch": "srresnet", "spatial_dims": 3, "channels": 8, "n_blocks": 2, "residual_interp": "trilinear"},
+        "discriminator": {"arch": "patch", "channels": 8, "num_layers_d": 2},
+        "loss": {"l1": 1.0, "adversarial": 0.01, "gan": "ragan"},
+        "phase1": {"steps": 40, "lr": 2e-3, "scheduler": "cosine", "warmup_steps": 2},
+        "phase2": {"steps": 4, "lr_g": 1e-4, "lr_d": 1e-4},
+        "train": {
+            "batch_size": 2,
+            "patch_size": 16,
+            "ema_decay": 0.8,
+            "val_every": 0,
+            "checkpoint_every": 0,
+            "log_every": 5,
+            "roi_size": 16,
+        },
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key not in ("model", "discriminator"):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def _write(tmp: Path, cfg: dict, name: str = "run.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (lambda c: c["train"].update(batchsize=2), r"train\.batchsize: unknown key \(did you mean 'batch_size'\?\)"),
+        (lambda c: c["phase1"].update(lr="fast"), r"phase1\.lr: expected a number, got 'fast'"),
+        (lambda c: c["train"].update(batch_size=True), r"train\.batch_size: expected an integer"),
+        (lambda c: c["data"].update(train=["/nonexistent/scan.nii.gz"]), r"data\.train\[0\]: /nonexistent/scan"),
+        (lambda c: c.pop("model"), r"model: required key is missing"),
+        (lambda c: c["train"].update(patch_size=15), r"train\.patch_size: .*must divide by degradation\.factor"),
+        (lambda c: c["model"].update(arch="unet"), r"model: .*unknown arch 'unet'"),
+        (lambda c: c["degradation"].update(method="blur"), r"degradation\.method: 'blur' is not one of"),
+        (lambda c: c["loss"].update(gan="wgan"), r"loss\.gan: 'wgan' is not one of ragan, lsgan"),
+        (lambda c: c["loss"].update(perceptual=0.1), r"loss\.perceptual_weights: .*nothing is downloaded"),
+        (
+            lambda c: c["loss"].update(perceptual=0.1, perceptual_weights="missing.safetensors"),
+            r"loss\.perceptual_weights: .*missing\.safetensors does not exist",
+        ),
+        (lambda c: c["data"].update(val=c["data"]["train"]), r"data\.val\[0\]: .* is also in data\.train"),
+        (
+            lambda c: c["data"].update(train=[str(T1.parent)], val=[str(T1)]),
+            r"data\.val\[0\]: .*t1\.nii\.gz is also in data\.train",
+        ),
+        (lambda c: c["train"].update(ema_decay=1.0), r"train\.ema_decay: must be in \[0, 1\)"),
+        (lambda c: c.update(data=[1]), r"data: expected a mapping"),
+    ],
+)
+def test_bad_config_names_key_and_file(tmp_path, train_scan, edit, pattern):
+    cfg = _config(tmp_path, train_scan)
+    edit(cfg)
+    path = _write(tmp_path, cfg, "bad.yaml")
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_config_defaults_relative_paths_and_yaml_errors(tmp_path, train_scan):
+    cfg = _config(tmp_path, train_scan, out_dir="runs/x")
+    cfg["data"]["train"] = [os.path.relpath(train_scan, tmp_path)]
+    full = load_config(_write(tmp_path, cfg))
+    assert full["out_dir"] == str(tmp_path / "runs" / "x")
+    assert full["data"]["train"] == [str(tmp_path / os.path.relpath(train_scan, tmp_path))]
+    assert full["model"]["factor"] == [2, 2, 2] and full["model"]["n_blocks"] == 2
+    assert full["train"]["patch_size"] == [16, 16, 16]
+    assert full["phase1"]["scheduler"] == "cosine" and full["augment"]["lut_prob"] == 0.0
+    json.dumps(full)  # JSON-able (stored in checkpoints)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: invalid YAML at line"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_example_configs_validate():
+    configs = sorted((REPO / "medgan" / "train" / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg["phase1"]["steps"] > 0 and cfg["phase2"]["steps"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, train_scan):
+    """Phase 1 (40 steps) + phase 2 (4 steps, with a local perceptual network) of a tiny 3-D model."""
+    from medgan.train.losses import FeatureNet, save_feature_net
+
+    tmp = tmp_path_factory.mktemp("trained")
+    torch.manual_seed(0)
+    weights = save_feature_net(tmp / "features.safetensors", FeatureNet(3, 1, channels=4, n_levels=2))
+    cfg = _config(
+        tmp,
+        train_scan,
+        loss={"perceptual": 0.1, "perceptual_weights": str(weights), "ssim": 0.2, "ssim_window": 7},
+        train={"val_every": 20, "checkpoint_every": 20},
+    )
+    path = _write(tmp, cfg)
+    result = train_sr(path, progress=False, command=f"medgan train-sr {path}")
+    return result, path
+
+
+def test_phase1_learns_and_phase2_runs(trained):
+    result, _ = trained
+    assert result.finished and result.step == 44
+    p1 = [h for h in result.history if h["phase"] == 1]
+    p2 = [h for h in result.history if h["phase"] == 2]
+    assert len(p1) == 40 and len(p2) == 4
+    first, last = np.mean([h["l1"] for h in p1[:5]]), np.mean([h["l1"] for h in p1[-5:]])
+    assert last < 0.8 * first
+    assert all(np.isfinite([h["loss_d"], h["adv_g"], h["perceptual"]]).all() for h in p2)
+    steps = [row["step"] for row in result.val_history]
+    assert steps == [0, 20, 40, 44]
+    psnr = [row["metrics"]["psnr"] for row in result.val_history]
+    mae = [row["metrics"]["mae"] for row in result.val_history]
+    # the EMA model improves on held-out data (another subject, another scanner)
+    assert psnr[0] + 0.1 < min(psnr[1], psnr[2]) and mae[2] < 0.97 * mae[0]
+    assert "cubic_psnr" in result.val_history[0]["metrics"]
+    out = result.out_dir
+    assert (out / "logs").is_dir() and any((out / "logs").iterdir())  # TensorBoard events
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == steps
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["ranks_identical"] and summary["world_size"] == 1
+    # only the newest states are kept (keep_checkpoints: 2), and they load without unpickling objects
+    states = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert states == ["state_00000040.pt", "state_00000044.pt"]
+    st = torch.load(out / "checkpoints" / states[-1], weights_only=True)
+    assert st["step"] == 44 and st["phase"] == 2 and "discriminator" in st and "opt_d" in st
+
+
+def test_exported_checkpoint_upscales_a_real_scan(trained):
+    from medgan import SuperResolver, degrade, load_scan
+    from medgan.data.degrade import crop_to_multiple
+    from medgan.eval.metrics import evaluate
+
+    result, path = trained
+    sr = SuperResolver.from_pretrained(result.model_path, device="cpu")
+    assert sr.factor == (2, 2, 2)
+    meta = sr.metadata
+    assert meta["command"] == f"medgan train-sr {path}"
+    assert meta["steps"] == {"phase1": 40, "phase2": 4, "completed": 44}
+    assert meta["degradation"]["factor"] == 2 and meta["modality"] == "MR"
+    assert meta["training_data"]["train"][0].endswith("t1_crop.nii.gz")
+    assert meta["training_data"]["val"][0].endswith("anatomical.nii")
+    assert meta["validation"]["psnr"] == pytest.approx(result.metrics["psnr"])
+    assert meta["normalization"]["method"] == "percentile"
+    # a third subject, another scanner and format: the Siemens XA30 3-D T1w DICOM series (centre crop)
+    hr = crop_to_multiple(load_scan(DICOM_T1)[:, 40:88, 40:88, 30:62], 2)
+    lr = degrade(hr, 2)
+    up = sr.upscale(lr)
+    assert up.meta["medgan"]["model_sha256"] == sr.sha256
+    assert up.shape == hr.shape
+    np.testing.assert_allclose(np.asarray(up.affine), np.asarray(hr.affine), atol=1e-6)
+    assert evaluate(up, hr)["psnr"] > 20
+
+
+def test_finished_run_is_not_retrained(trained):
+    result, path = trained
+    before = (result.out_dir / "model.safetensors").stat().st_mtime_ns
+    again = train_sr(path, progress=False)
+    assert again.finished and again.step == 44 and again.history == []
+    assert again.resumed_from is not None and again.resumed_from.name == "state_00000044.pt"
+    assert (result.out_dir / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_jsonl_log_when_tensorboard_is_missing(tmp_path, monkeypatch, caplog):
+    from medgan.train.trainer import _Logger
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
+    log = _Logger(tmp_path, 0, enabled=True)
+    log.scalars(5, {"l1": 0.5}, "train")
+    log.close()
+    assert "TensorBoard is not available" in caplog.text
+    assert json.loads((tmp_path / "log.jsonl").read_text()) == {"step": 5, "group": "train", "l1": 0.5}
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def _params(out_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    st = torch.load(out_dir / "checkpoints" / f"state_{step:08d}.pt", weights_only=True)
+    out = {f"g.{k}": v for k, v in st["generator"].items()}
+    out.update({f"ema.{k}": v for k, v in st["ema"].items()})
+    out.update({f"d.{k}": v for k, v in st["discriminator"].items()})
+    return out
+
+
+def test_resume_after_stop_matches_uninterrupted_run(tmp_path, train_scan):
+    sections = {
+        "phase1": {"steps": 6, "lr": 1e-3, "scheduler": "cosine", "warmup_steps": 2},
+        "phase2": {"steps": 4, "lr_g": 1e-4, "lr_d": 1e-4, "scheduler": "step", "step_size": 2},
+        "data": {"train": [str(train_scan)], "val": []},
+        "train": {"checkpoint_every": 3},
+    }
+    whole = _config(tmp_path / "a", train_scan, **sections)
+    (tmp_path / "a").mkdir()
+    train_sr(_write(tmp_path / "a", whole), progress=False)
+
+    (tmp_path / "b").mkdir()
+    split_path = _write(tmp_path / "b", _config(tmp_path / "b", train_scan, **sections))
+    first = train_sr(split_path, until_step=5, progress=False)  # stops inside phase 1, between checkpoints
+    assert first.step == 5 and not first.finished and first.model_path is None
+    # a kill while writing the next state leaves a torn file; resume must skip it
+    torn = tmp_path / "b" / "run" / "checkpoints" / "state_00000099.pt"
+    torn.write_bytes(b"PK\x03\x04 torn")
+    second = train_sr(split_path, until_step=8, progress=False)  # stops inside phase 2
+    assert second.resumed_from.name == "state_00000005.pt" and second.step == 8
+    third = train_sr(split_path, progress=False)
+    assert third.resumed_from.name == "state_00000008.pt"
+    assert third.finished and third.step == 10
+
+    a, b = _params(tmp_path / "a" / "run", 10), _params(tmp_path / "b" / "run", 10)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, train_scan):
+    """A real kill: ``medgan train-sr`` in a subprocess is SIGKILLed once a checkpoint exists."""
+    import signal
+    import time
+
+    sections = {
+        "phase1": {"steps": 2000, "lr": 1e-3, "scheduler": "cosine", "warmup_steps": 2},
+        "phase2": {"steps": 0},
+        "data": {"train": [str(train_scan)], "val": []},
+        "train": {"checkpoint_every": 4, "keep_checkpoints": 1000},
+    }
+    (tmp_path / "killed").mkdir()
+    path = _write(tmp_path / "killed", _config(tmp_path / "killed", train_scan, **sections))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "pipelines.cli", "train-sr", str(path), "--no-progress"]
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as err:  # a file, not a pipe: a full pipe would stall the child
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    states = tmp_path / "killed" / "run" / "checkpoints"
+    deadline = time.monotonic() + 180
+    try:
+        while not list(states.glob("state_*.pt")):
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # resume (same command) and go 4 steps past the newest state the killed run left
+    from medgan.train.state import list_states
+
+    last = list_states(tmp_path / "killed" / "run")[-1][0]
+    resumed = train_sr(path, until_step=last + 4, progress=False)
+    assert resumed.resumed_from.name == f"state_{last:08d}.pt" and resumed.step == last + 4
+
+    (tmp_path / "whole").mkdir()
+    whole = _write(tmp_path / "whole", _config(tmp_path / "whole", train_scan, **sections))
+    train_sr(whole, until_step=last + 4, progress=False)
+    a = torch.load(states / f"state_{last + 4:08d}.pt", weights_only=True)
+    b = torch.load(tmp_path / "whole" / "run" / "checkpoints" / f"state_{last + 4:08d}.pt", weights_only=True)
+    for part in ("generator", "ema"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-6, msg=f"{part}.{k}")
+    assert a["sched_g1"]["last_epoch"] == b["sched_g1"]["last_epoch"] == last + 4
+
+
+def test_resume_refuses_a_different_model(tmp_path, train_scan):
+    cfg = _config(tmp_path, train_scan, phase1={"steps": 2}, phase2={"steps": 0}, data={"val": []})
+    train_sr(_write(tmp_path, cfg), progress=False)
+    cfg["model"]["channels"] = 4
+    cfg["phase1"]["steps"] = 4
+    with pytest.raises(ConfigError, match="holds a run of a different model"):
+        train_sr(_write(tmp_path, cfg), progress=False)
+
+
+def test_state_loader_refuses_pickled_objects(tmp_path):
+    from medgan.train.state import load_state
+
+    bad = tmp_path / "state_00000001.pt"
+    torch.save({"format": "medgan-train-state/1", "obj": Path("x")}, bad)  # a pickled non-tensor object
+    with pytest.raises(CheckpointError, match="cannot read the training state"):
+        load_state(bad)
+
+
+# ---------------------------------------------------------------------------------------------- 2-D
+def test_two_d_model_trains_on_slices_and_upscales_a_volume(tmp_path, train_scan):
+    from medgan import SuperResolver, degrade, load_scan
+
+    cfg = _config(
+        tmp_path,
+        train_scan,
+        model={"arch": "srresnet", "spatial_dims": 2, "channels": 8, "n_blocks": 2, "residual_interp": "bilinear"},
+        discriminator={"arch": "vgg", "channels": 4, "n_levels": 2},
+        loss={"gan": "lsgan"},
+        data={"slice_axes": [2, 0]},
+        phase1={"steps": 6},
+        phase2={"steps": 2},
+        train={"val_every": 8, "roi_size": 32},
+    )
+    result = train_sr(_write(tmp_path, cfg), progress=False)
+    assert result.finished and [r["step"] for r in result.val_history] == [0, 8]
+    sr = SuperResolver.from_pretrained(result.model_path, device="cpu")
+    assert sr.spatial_dims == 2 and sr.factor == (2, 2)
+    lr = degrade(load_scan(VAL)[:, :32, :40, 8:12], (2, 2, 1))
+    assert sr.upscale(lr).shape == (1, 32, 40, 4)
+
+
+# ---------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+def test_two_process_gloo_ddp_via_torchrun(tmp_path, train_scan):
+    cfg = _config(
+        tmp_path,
+        train_scan,
+        device="cpu",
+        phase1={"steps": 3},
+        phase2={"steps": 2},
+        data={"val": [str(VAL)], "val_crop": 24},
+        train={"val_every": 5, "checkpoint_every": 5},
+    )
+    path = _write(tmp_path, cfg)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "pipelines.cli", "train-sr", str(path), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["finished"]
+    assert summary["ranks_identical"] and len(summary["rank_generator_sha256"]) == 2
+    st = torch.load(out / "checkpoints" / "state_00000005.pt", weights_only=True)
+    assert len(st["rng"]) == 2 and st["world_size"] == 2  # every rank's RNG state
+    assert (out / "model.safetensors").is_file()
+    # only rank 0 wrote: one metrics row per validation, one summary, one state per checkpoint step
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 5]
