@@ -25,6 +25,7 @@ _LAZY = {
     "list_pretrained": "medgan.infer.pretrained",
     "SuperResolver": "medgan.infer.superres",
     "Synthesizer": "medgan.infer.synthesis",
+    "detect_synthetic": "medgan.infer.detect",
 }
 
 __all__ = ["__version__", "errors", *_LAZY]

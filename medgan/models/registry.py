@@ -10,6 +10,14 @@ A generator config names an ``arch`` and its options::
 architecture is one entry in :data:`GENERATOR_DEFAULTS` and one branch in
 :func:`build_generator`. :func:`generator_config` fills the defaults so that a
 checkpoint records the complete config, not just what the user typed.
+
+Conditional GAN (synthesis) models live in their own tables: :data:`CGAN_GENERATOR_DEFAULTS` (``"spade"``,
+:class:`medgan.models.spade.SPADEGenerator`), :data:`CGAN_DISCRIMINATOR_DEFAULTS` (``"multiscale_patch"``,
+:class:`medgan.models.spade.LabelConditionedDiscriminator`) and :data:`DETECTOR_DEFAULTS` (``"slice_cnn"``, the
+synthetic-image detector of :mod:`medgan.infer.detect`). :func:`generator_config` and :func:`build_generator`
+accept the ``"spade"`` and ``"slice_cnn"`` archs too, so that one checkpoint format
+(:mod:`medgan.infer.checkpoint`) stores every model; their configs carry ``factor`` 1 per axis (they keep the
+grid).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from torch import nn
 from medgan.errors import ConfigError
 from medgan.models.discriminators import PatchDiscriminator, VGGDiscriminator
 from medgan.models.generators import SRGenerator, normalize_factor
+from medgan.models.spade import LabelConditionedDiscriminator, SPADEGenerator
 
 __all__ = [
     "GENERATOR_DEFAULTS",
@@ -31,6 +40,14 @@ __all__ = [
     "build_generator",
     "discriminator_config",
     "build_discriminator",
+    "CGAN_GENERATOR_DEFAULTS",
+    "CGAN_DISCRIMINATOR_DEFAULTS",
+    "DETECTOR_DEFAULTS",
+    "cgan_generator_config",
+    "build_cgan_generator",
+    "cgan_discriminator_config",
+    "build_cgan_discriminator",
+    "build_detector",
 ]
 
 _COMMON = {
@@ -63,6 +80,55 @@ DISCRIMINATOR_DEFAULTS: dict[str, dict[str, Any]] = {
         "spectral_norm": False,
     },
 }
+
+
+#: conditional (label-map) generators for synthesis; ``factor`` is always 1 (kept for the checkpoint format)
+CGAN_GENERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "spade": {
+        "spatial_dims": 2,
+        "num_labels": 4,
+        "out_channels": 1,
+        "channels": [128, 64, 32],
+        "z_dim": 16,
+        "num_classes": 0,
+        "class_embed_dim": 4,
+        "scalar_condition": False,
+        "spade_hidden_channels": 64,
+        "norm": "INSTANCE",
+        "kernel_size": 3,
+        "upsampling_mode": "nearest",
+        "factor": 1,
+    },
+}
+
+#: label-conditioned discriminators for the conditional GAN
+CGAN_DISCRIMINATOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "multiscale_patch": {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "num_labels": 4,
+        "num_d": 2,
+        "num_layers_d": 3,
+        "channels": 64,
+        "norm": "INSTANCE",
+        "minimum_size_im": 256,
+    },
+}
+
+#: real-vs-synthetic slice classifiers (:mod:`medgan.infer.detect`); ``factor`` 1 for the checkpoint format
+DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "slice_cnn": {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "channels": 8,
+        "n_levels": 3,
+        "norm": None,
+        "spectral_norm": False,
+        "factor": 1,
+    },
+}
+
+_AUX_MODELS: dict[str, dict[str, Any]] = {**CGAN_GENERATOR_DEFAULTS, **DETECTOR_DEFAULTS}
 
 
 def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what: str) -> dict[str, Any]:
@@ -99,6 +165,8 @@ def generator_config(config: Mapping[str, Any]) -> dict[str, Any]:
     medgan.errors.ConfigError
         Unknown arch or keys, or an invalid factor.
     """
+    if isinstance(config, Mapping) and config.get("arch") in _AUX_MODELS:
+        return _aux_config(config)
     out = _complete(config, GENERATOR_DEFAULTS, "generator")
     try:
         out["factor"] = list(normalize_factor(out["factor"], out["spatial_dims"]))
@@ -125,6 +193,10 @@ def build_generator(config: Mapping[str, Any]) -> nn.Module:
     >>> g.config["factor"]
     [2, 2]
     """
+    if isinstance(config, Mapping) and config.get("arch") in CGAN_GENERATOR_DEFAULTS:
+        return build_cgan_generator(config)
+    if isinstance(config, Mapping) and config.get("arch") in DETECTOR_DEFAULTS:
+        return build_detector(config)
     cfg = generator_config(config)
     kwargs = {k: v for k, v in cfg.items() if k != "arch"}
     try:
@@ -156,5 +228,99 @@ def build_discriminator(config: Mapping[str, Any]) -> nn.Module:
         model = cls(**kwargs)
     except ValueError as exc:
         raise ConfigError(f"discriminator config: {exc}") from None
+    model.config = cfg
+    return model
+
+
+def _aux_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    table = CGAN_GENERATOR_DEFAULTS if config.get("arch") in CGAN_GENERATOR_DEFAULTS else DETECTOR_DEFAULTS
+    out = _complete(config, table, "generator" if table is CGAN_GENERATOR_DEFAULTS else "detector")
+    try:
+        factor = normalize_factor(out["factor"], out["spatial_dims"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{out['arch']} config: {exc}") from None
+    if any(f != 1 for f in factor):
+        raise ConfigError(f"{out['arch']} config: factor must be 1 (the model keeps the grid), got {out['factor']!r}")
+    out["factor"] = list(factor)
+    if "channels" in out and isinstance(out["channels"], (list, tuple)):
+        out["channels"] = [int(c) for c in out["channels"]]
+    return out
+
+
+def cgan_generator_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Complete and validate a conditional generator config (``arch``: ``"spade"``).
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        Unknown arch or keys.
+    """
+    if not isinstance(config, Mapping) or config.get("arch") not in CGAN_GENERATOR_DEFAULTS:
+        arch = config.get("arch") if isinstance(config, Mapping) else None
+        raise ConfigError(
+            f"cgan generator config: unknown arch {arch!r}; choose one of {sorted(CGAN_GENERATOR_DEFAULTS)}"
+        )
+    return _aux_config(config)
+
+
+def build_cgan_generator(config: Mapping[str, Any]) -> nn.Module:
+    """Build a label-map-conditioned generator; the completed config is kept as ``model.config``.
+
+    Examples
+    --------
+    >>> g = build_cgan_generator({"arch": "spade", "channels": [8, 4], "z_dim": 2, "spade_hidden_channels": 4})
+    >>> g.config["num_labels"], g.config["factor"]
+    (4, [1, 1])
+    """
+    cfg = cgan_generator_config(config)
+    kwargs = {k: v for k, v in cfg.items() if k not in ("arch", "factor")}
+    try:
+        model = SPADEGenerator(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"cgan generator config: {exc}") from None
+    model.config = cfg
+    return model
+
+
+def cgan_discriminator_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Complete and validate a label-conditioned discriminator config (``arch``: ``"multiscale_patch"``)."""
+    return _complete(config, CGAN_DISCRIMINATOR_DEFAULTS, "cgan discriminator")
+
+
+def build_cgan_discriminator(config: Mapping[str, Any]) -> nn.Module:
+    """Build a label-conditioned multi-scale patch discriminator; the completed config is ``model.config``.
+
+    Examples
+    --------
+    >>> d = build_cgan_discriminator({"arch": "multiscale_patch", "channels": 4, "num_layers_d": 2,
+    ...                               "minimum_size_im": 32})
+    >>> d.config["num_d"]
+    2
+    """
+    cfg = cgan_discriminator_config(config)
+    kwargs = {k: v for k, v in cfg.items() if k != "arch"}
+    try:
+        model = LabelConditionedDiscriminator(**kwargs)
+    except (ValueError, TypeError, AssertionError) as exc:  # MONAI asserts the image is deep enough for every scale
+        raise ConfigError(f"cgan discriminator config: {exc}") from None
+    model.config = cfg
+    return model
+
+
+def build_detector(config: Mapping[str, Any]) -> nn.Module:
+    """Build a real-vs-synthetic slice classifier (``arch``: ``"slice_cnn"``): a small :class:`VGGDiscriminator`.
+
+    The VGG-style discriminator (conv blocks, global average pool, one logit) is reused as is: it scores slices of
+    any size, which a fixed-input classifier such as MONAI's ``Classifier`` cannot.
+    """
+    if not isinstance(config, Mapping) or config.get("arch") not in DETECTOR_DEFAULTS:
+        arch = config.get("arch") if isinstance(config, Mapping) else None
+        raise ConfigError(f"detector config: unknown arch {arch!r}; choose one of {sorted(DETECTOR_DEFAULTS)}")
+    cfg = _aux_config(config)
+    kwargs = {k: v for k, v in cfg.items() if k not in ("arch", "factor")}
+    try:
+        model = VGGDiscriminator(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"detector config: {exc}") from None
     model.config = cfg
     return model

@@ -1,0 +1,255 @@
+"""Tissue label maps (the condition of the conditional GAN) and label-layout augmentation.
+
+* :func:`tissue_labels` turns grey- and white-matter probability maps (e.g. the MNI ICBM152 GM/WM maps in
+  ``sample_data/nifti/mni_icbm152_2009a_sym/``) into an integer map: 0 background, 1 CSF / other tissue,
+  2 grey matter, 3 white matter (:data:`TISSUE_LABELS`).
+* :func:`deform_labels` applies a random elastic and/or affine deformation (MONAI ``Rand2DElastic`` /
+  ``Rand3DElastic`` / ``RandAffine`` with ``mode="nearest"`` and ``padding_mode="border"``) so that every output
+  value is a value of the input map: new layouts for the generator, never new labels.
+* :func:`one_hot` maps label *values* to one-hot channels (channel ``k`` = ``k``-th value in sorted order) and
+  rejects values the model does not know.
+
+Label maps are scans like any other: channel-first ``(1, X, Y[, Z])`` float32 MetaTensors (made by
+:func:`medgan.io.scan.make_scan`) holding integer values, with the affine of the maps they came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Rand2DElastic, Rand3DElastic, RandAffine
+
+from medgan.errors import MedganError
+from medgan.io.scan import make_scan
+
+__all__ = ["TISSUE_LABELS", "tissue_labels", "deform_labels", "one_hot", "label_values"]
+
+#: label value -> name of the maps :func:`tissue_labels` builds
+TISSUE_LABELS: dict[int, str] = {0: "background", 1: "csf_other", 2: "grey_matter", 3: "white_matter"}
+
+
+def _array(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _probability(x: np.ndarray, scale: float | None) -> np.ndarray:
+    if scale is None:
+        scale = 255.0 if x.max(initial=0.0) > 1.0 else 1.0  # nilearn/MNI maps are probability x 255 in uint8
+    return np.clip(x / scale, 0.0, 1.0)
+
+
+def tissue_labels(
+    gm: Any,
+    wm: Any,
+    *,
+    t1: Any = None,
+    threshold: float = 0.1,
+    scale: float | None = None,
+) -> MetaTensor:
+    """Background / CSF-other / GM / WM label map from grey- and white-matter probability maps.
+
+    Rule (per voxel), with ``p_gm``, ``p_wm`` the probabilities and ``p_other = clip(1 - p_gm - p_wm, 0, 1)``:
+
+    * brain mask: ``t1 > 0`` when a (skull-stripped) ``t1`` is given, else ``p_gm + p_wm >= threshold``;
+    * outside the mask: 0 (background);
+    * inside: ``1 + argmax(p_other, p_gm, p_wm)`` -> 1 CSF/other, 2 GM, 3 WM (ties go to the lower label).
+
+    Parameters
+    ----------
+    gm, wm
+        Probability maps on one grid: MetaTensors ``(1, X, Y[, Z])`` (the output keeps ``gm``'s affine and meta
+        basics) or arrays.
+    t1
+        Optional skull-stripped T1 on the same grid; its non-zero voxels are the brain mask.
+    threshold
+        Minimum ``p_gm + p_wm`` of a brain voxel when ``t1`` is not given.
+    scale
+        Value of probability 1 in ``gm`` / ``wm``; default: 255 when the maps exceed 1 (uint8 maps), else 1.
+
+    Returns
+    -------
+    monai.data.MetaTensor
+        ``(1, X, Y[, Z])`` float32 holding 0..3, ``meta["labels"]`` = :data:`TISSUE_LABELS` (string keys),
+        ``meta["source_maps"]`` the files of the input maps.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        The maps do not share a shape.
+
+    Examples
+    --------
+    >>> gm = np.array([[[0.0, 0.8, 0.2, 0.05]]]); wm = np.array([[[0.0, 0.1, 0.7, 0.0]]])
+    >>> tissue_labels(gm, wm).tolist()
+    [[[0.0, 2.0, 3.0, 0.0]]]
+    """
+    p_gm, p_wm = _array(gm), _array(wm)
+    shapes = {p_gm.shape, p_wm.shape}
+    t1_arr = None
+    if t1 is not None:
+        t1_arr = _array(t1)
+        shapes.add(t1_arr.shape)
+    if len(shapes) != 1:
+        raise MedganError(f"tissue_labels: the GM, WM (and T1) maps must share one shape, got {sorted(shapes)}")
+    p_gm, p_wm = _probability(p_gm, scale), _probability(p_wm, scale)
+    p_other = np.clip(1.0 - p_gm - p_wm, 0.0, 1.0)
+    mask = t1_arr > 0 if t1_arr is not None else (p_gm + p_wm) >= threshold
+    labels = np.where(mask, 1 + np.argmax(np.stack([p_other, p_gm, p_wm]), axis=0), 0).astype(np.float32)
+    affine = np.asarray(gm.affine, dtype=np.float64) if isinstance(gm, MetaTensor) else np.eye(4)
+    meta: dict[str, Any] = {"labels": {str(k): v for k, v in TISSUE_LABELS.items()}}
+    sources = [str(m.meta.get("filename_or_obj", "")) for m in (gm, wm, t1) if isinstance(m, MetaTensor)]
+    if any(sources):
+        meta["source_maps"] = sources  # not filename_or_obj: the label map is not the GM file
+    meta["modality"] = "SEG"
+    return make_scan(labels, affine, meta)
+
+
+def label_values(labels: Any) -> list[int]:
+    """Sorted distinct integer values of a label map."""
+    return [int(v) for v in np.unique(_array(labels))]
+
+
+def _default_elastic(spatial_dims: int, shape: Sequence[int]) -> dict[str, Any]:
+    if spatial_dims == 2:
+        # control points every ~quarter of the image, displaced by 1-4 voxels
+        return {"spacing": tuple(max(4, int(s) // 4) for s in shape), "magnitude_range": (1.0, 4.0)}
+    # random per-voxel offsets smoothed with sigma 5-8 voxels (MONAI's recommended range), x magnitude
+    return {"sigma_range": (5.0, 8.0), "magnitude_range": (60.0, 120.0)}
+
+
+def _default_affine(spatial_dims: int) -> dict[str, Any]:
+    n_angles = 1 if spatial_dims == 2 else 3
+    return {
+        "rotate_range": (0.15,) * n_angles,  # radians (about 9 degrees)
+        "scale_range": (0.08,) * spatial_dims,
+        "translate_range": (3.0,) * spatial_dims,  # voxels
+    }
+
+
+def deform_labels(
+    labels: Any,
+    *,
+    seed: int,
+    elastic: bool | Mapping[str, Any] = True,
+    affine: bool | Mapping[str, Any] = True,
+) -> MetaTensor:
+    """Randomly deform a label map (elastic and/or affine); output values are a subset of the input's.
+
+    Uses MONAI ``Rand2DElastic`` / ``Rand3DElastic`` (which also take the affine ranges) or, without ``elastic``,
+    ``RandAffine``, always with ``mode="nearest"`` (no interpolated label values) and ``padding_mode="border"``
+    (content pulled in from outside repeats the border, so no value the input lacks, e.g. 0, appears).
+    The grid and affine of the output are the input's: the *layout* changes, not the geometry.
+
+    Parameters
+    ----------
+    labels
+        ``(1, X, Y)`` or ``(1, X, Y, Z)`` integer label map (MetaTensor or array).
+    seed
+        Random seed (same seed, same deformation).
+    elastic
+        ``True`` (default ranges), ``False``, or a dict of MONAI ``Rand2DElastic`` (``spacing``,
+        ``magnitude_range``) / ``Rand3DElastic`` (``sigma_range``, ``magnitude_range``) arguments.
+    affine
+        ``True`` (rotation ~9 degrees, scale +-8 %, translation +-3 voxels), ``False``, or a dict of MONAI
+        ``rotate_range`` / ``scale_range`` / ``translate_range`` / ``shear_range`` arguments.
+
+    Returns
+    -------
+    monai.data.MetaTensor
+        Same shape and affine; ``meta["label_deformation"]`` records seed and parameters.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        Not a channel-first single-channel 2-D or 3-D map.
+    """
+    if not isinstance(labels, MetaTensor):
+        labels = make_scan(_array(labels), np.eye(4))
+    data = labels.as_tensor().detach().to("cpu", torch.float32)
+    spatial_dims = data.ndim - 1
+    if spatial_dims not in (2, 3) or data.shape[0] != 1:
+        name = labels.meta.get("filename_or_obj", "label map") or "label map"
+        raise MedganError(f"{name}: expected a (1, X, Y[, Z]) label map, got shape {tuple(data.shape)}")
+    seed = int(seed) % (2**32)
+    el = (dict(_default_elastic(spatial_dims, data.shape[1:])) if elastic is True else dict(elastic)) if elastic else {}
+    af = (dict(_default_affine(spatial_dims)) if affine is True else dict(affine)) if affine else {}
+    common = {"prob": 1.0, "mode": "nearest", "padding_mode": "border"}
+    if el:
+        cls = Rand2DElastic if spatial_dims == 2 else Rand3DElastic
+        xform = cls(**el, **af, **common)
+    elif af:
+        xform = RandAffine(**af, **common)
+    else:
+        xform = None
+    if xform is None:
+        out = data.clone()
+    else:
+        xform.set_random_state(seed=seed)
+        out = xform(data)
+        out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+        out = torch.round(out.float())  # nearest sampling already gives input values; round guards float noise
+    meta = {k: v for k, v in labels.meta.items() if k not in ("affine", "original_affine", "spacing", "spatial_shape")}
+    record = {"seed": seed, "elastic": _jsonable(el), "affine": _jsonable(af)}
+    meta["label_deformation"] = record
+    return make_scan(out, np.asarray(labels.affine, dtype=np.float64), meta)
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def one_hot(labels: Any, values: Sequence[int], *, batched: bool = False, name: str = "label map") -> torch.Tensor:
+    """One-hot encode label values: channel ``k`` is ``labels == sorted(values)[k]``.
+
+    Parameters
+    ----------
+    labels
+        ``(1, *spatial)`` integer map, or ``(B, 1, *spatial)`` with ``batched=True`` (tensor, MetaTensor or array).
+    values
+        The label values the model knows.
+    batched
+        Whether ``labels`` has a leading batch axis.
+    name
+        What to call the map in error messages.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, len(values), *spatial)`` float32 (``B == 1`` for an unbatched map).
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        Not single-channel, non-integer values, or values not in ``values`` (the message lists both).
+
+    Examples
+    --------
+    >>> one_hot(np.array([[0, 3, 2]]), [0, 2, 3])[0].tolist()
+    [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    """
+    x = labels.as_tensor() if isinstance(labels, MetaTensor) else torch.as_tensor(np.asarray(labels))
+    x = x.detach().to("cpu", torch.float64)
+    if not batched:
+        x = x[None]
+    if x.ndim < 3 or x.shape[1] != 1:
+        want = "(B, 1, spatial...)" if batched else "(1, spatial...)"
+        got = tuple(x.shape if batched else x.shape[1:])
+        raise MedganError(f"{name}: expected a single-channel {want} label map, got shape {got}")
+    if not torch.all(x == torch.round(x)):
+        raise MedganError(f"{name}: a label map must hold integer values")
+    known = torch.as_tensor(sorted(int(v) for v in values), dtype=torch.float64)
+    unknown = [int(v) for v in torch.unique(x) if not bool((known == v).any())]
+    if unknown:
+        raise MedganError(
+            f"{name}: label value(s) {unknown} are not known to the model (it knows {[int(v) for v in known]}); "
+            "relabel the map"
+        )
+    idx = torch.searchsorted(known, x[:, 0].contiguous())
+    out = torch.nn.functional.one_hot(idx, num_classes=len(known))  # (B, *spatial, L)
+    return out.movedim(-1, 1).to(torch.float32).contiguous()

@@ -1,0 +1,145 @@
+"""The real + synthetic augmentation dataset: ratio, determinism, MONAI DataLoader, cache folder, a UNet step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.data import DataLoader
+from monai.networks.nets import UNet
+from monai.transforms import AsDiscreted, Compose, ScaleIntensityRanged
+
+import medgan
+from medgan.data.augmentation import SyntheticAugmentedDataset, cache_names, write_synthetic_cache
+from medgan.data.labels import TISSUE_LABELS, tissue_labels
+from medgan.data.normalize import fit_normalization
+from medgan.errors import MedganError
+from medgan.infer.synthesis import Synthesizer, save_synthesizer
+from medgan.io.scan import make_scan
+from medgan.models.registry import build_cgan_generator
+
+MNI = Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one intra-op thread is faster than two fighting over a busy 2-core runner."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Four real 32 x 32 axial (T1, tissue label) pairs from the MNI template, and a tiny 2-D synthesizer."""
+    gm, wm, t1 = (medgan.load_scan(MNI / f"{n}.nii.gz") for n in ("gm", "wm", "t1"))
+    labels = tissue_labels(gm, wm, t1=t1)
+    pairs = []
+    for k in (60, 75, 90, 105):
+        img = F.interpolate(t1.as_tensor()[None, :, :, :, k], size=(32, 32), mode="area")[0]
+        lab = F.interpolate(labels.as_tensor()[None, :, :, :, k], size=(32, 32), mode="nearest")[0]
+        affine = np.diag([155 / 32, 192 / 32, 1.0, 1.0])
+        pairs.append(
+            {"image": make_scan(img, affine, {"filename_or_obj": f"mni_t1_z{k}"}), "label": make_scan(lab, affine)}
+        )
+    torch.manual_seed(0)
+    g = build_cgan_generator({"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channels": 8})
+    norm = fit_normalization(t1, method="percentile", lower=0.0, upper=99.5)
+    path = save_synthesizer(
+        tmp_path_factory.mktemp("aug") / "tiny.safetensors", g, labels=TISSUE_LABELS, normalization=norm
+    )
+    return pairs, Synthesizer.from_pretrained(path, device="cpu")
+
+
+def test_ratio_layout_and_items(setup):
+    pairs, synth = setup
+    ds = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=0)
+    assert len(ds) == 8 and ds.n_synthetic == 4
+    flags = [ds[i]["synthetic"] for i in range(len(ds))]
+    assert sum(flags) == 4
+    real_items = [ds[i] for i in range(len(ds)) if not flags[i]]
+    assert sorted(it["image"].meta["filename_or_obj"] for it in real_items) == sorted(
+        p["image"].meta["filename_or_obj"] for p in pairs
+    )  # every real pair exactly once
+    syn = next(ds[i] for i in range(len(ds)) if flags[i])
+    assert syn["image"].shape == (1, 32, 32) and syn["label"].shape == (1, 32, 32)
+    assert syn["image"].meta["synthetic"] is True and real_items[0]["image"].meta["synthetic"] is False
+    assert set(np.unique(np.asarray(syn["label"]))) <= {0.0, 1.0, 2.0, 3.0}
+    ds2 = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.75, length=20, seed=0)
+    assert sum(ds2[i]["synthetic"] for i in range(20)) == 15
+
+
+def test_deterministic_under_a_seed_and_new_pairs_per_epoch(setup):
+    pairs, synth = setup
+    a = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=7)
+    b = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=7)
+    k = int(np.flatnonzero(a.is_synthetic)[0])
+    assert torch.equal(a[k]["image"].as_tensor(), b[k]["image"].as_tensor())
+    assert torch.equal(a[k]["label"].as_tensor(), b[k]["label"].as_tensor())
+    # the synthetic label is a deformed real map, not a copy
+    src = pairs[0]["label"].as_tensor()
+    assert not torch.equal(a[k]["label"].as_tensor(), src)
+    before = a[k]["image"].as_tensor().clone()
+    a.set_epoch(1)
+    assert not torch.equal(a[k]["image"].as_tensor(), before)
+    assert np.array_equal(a.is_synthetic, b.is_synthetic)  # the layout stays
+
+
+def test_plugs_into_monai_dataloader_and_trains_a_unet_step(setup):
+    pairs, synth = setup
+    transform = Compose(
+        [
+            ScaleIntensityRanged("image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+            AsDiscreted("label", to_onehot=4),
+        ]
+    )
+    ds = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, length=8, seed=1, transform=transform)
+    loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=0)
+    net = UNet(2, 1, 4, channels=(4, 8), strides=(2,))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    flags = []
+    for batch in loader:
+        assert batch["image"].shape == (4, 1, 32, 32) and batch["label"].shape == (4, 4, 32, 32)
+        flags += batch["synthetic"].tolist()
+        loss = F.cross_entropy(net(batch["image"]), batch["label"].argmax(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
+    assert sum(flags) == 4 and len(flags) == 8
+
+
+def test_cache_folder(setup, tmp_path):
+    pairs, synth = setup
+    written = write_synthetic_cache(synth, [p["label"] for p in pairs], tmp_path, n=3, seed=2)
+    assert [w[0].name for w in written] == [cache_names(2, k)[0] for k in range(3)]
+    ds = SyntheticAugmentedDataset(pairs, cache_dir=tmp_path, ratio=0.5, seed=0)
+    syn = [ds[i] for i in range(len(ds)) if ds.is_synthetic[i]]
+    assert len(syn) == 4 and all(s["image"].shape == (1, 32, 32) for s in syn)
+    cached = medgan.load_scan(written[0][0])
+    assert any(torch.allclose(s["image"].as_tensor(), cached.as_tensor()[..., 0]) for s in syn)
+    # write-through: on-the-fly items of epoch 0 land in the cache and are read back identically
+    through = tmp_path / "through"
+    live = SyntheticAugmentedDataset(pairs, synthesizer=synth, cache_dir=through, ratio=0.5, seed=5)
+    k = int(np.flatnonzero(live.is_synthetic)[0])
+    first = live[k]["image"].as_tensor().clone()
+    assert (through / cache_names(5, 0)[0]).is_file()
+    assert torch.allclose(live[k]["image"].as_tensor(), first, atol=1e-5)
+
+
+def test_errors(setup, tmp_path):
+    pairs, synth = setup
+    with pytest.raises(MedganError, match="synthesizer or a cache_dir"):
+        SyntheticAugmentedDataset(pairs, ratio=0.5)
+    with pytest.raises(MedganError, match="ratio"):
+        SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=1.5)
+    with pytest.raises(MedganError, match="no synthetic pairs"):
+        SyntheticAugmentedDataset(pairs, cache_dir=tmp_path, ratio=0.5)
+    with pytest.raises(MedganError, match="'image' and 'label'"):
+        SyntheticAugmentedDataset([{"image": pairs[0]["image"]}], synthesizer=synth)
+    only_real = SyntheticAugmentedDataset(pairs, ratio=0.0)
+    assert len(only_real) == 4 and not any(only_real[i]["synthetic"] for i in range(4))

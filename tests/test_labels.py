@@ -1,0 +1,100 @@
+"""Tissue label maps from the real MNI GM/WM maps, label-layout deformation and one-hot encoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import medgan
+from medgan.data.labels import TISSUE_LABELS, deform_labels, label_values, one_hot, tissue_labels
+from medgan.errors import MedganError
+
+MNI = Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
+
+
+@pytest.fixture(scope="module")
+def mni():
+    if not (MNI / "gm.nii.gz").is_file():
+        pytest.fail(f"{MNI} is missing: sample_data/ ships with the repository")
+    gm, wm, t1 = (medgan.load_scan(MNI / f"{n}.nii.gz") for n in ("gm", "wm", "t1"))
+    return gm, wm, t1, tissue_labels(gm, wm, t1=t1)
+
+
+def test_tissue_labels_follow_the_documented_rule(mni):
+    gm, wm, t1, labels = mni
+    assert labels.shape == gm.shape
+    assert np.allclose(labels.affine, gm.affine)
+    assert label_values(labels) == [0, 1, 2, 3]
+    assert {int(k): v for k, v in labels.meta["labels"].items()} == TISSUE_LABELS
+    lab, g, w, t = (np.asarray(x)[0] for x in (labels, gm, wm, t1))
+    # outside the skull-stripped T1 -> background; confident GM / WM voxels get their label
+    assert np.all(lab[t == 0] == 0)
+    assert np.all(lab[(t > 0) & (g > 0.6 * 255)] == 2)
+    assert np.all(lab[(t > 0) & (w > 0.6 * 255)] == 3)
+    # CSF / other: in the brain mask where neither GM nor WM dominates (ventricles, sulci)
+    assert np.all(lab[(t > 0) & (g + w < 0.3 * 255)] == 1)
+    fractions = [(lab == v).mean() for v in range(4)]
+    assert 0.01 < fractions[1] < fractions[3] < fractions[2]  # CSF < WM < GM in this template crop
+
+
+def test_tissue_labels_without_t1_uses_the_probability_threshold(mni):
+    gm, wm, _, with_t1 = mni
+    labels = tissue_labels(gm, wm, threshold=0.1)
+    g, w = np.asarray(gm)[0] / 255.0, np.asarray(wm)[0] / 255.0
+    assert np.all(np.asarray(labels)[0][(g + w) < 0.1] == 0)
+    # GM / WM agree with the T1-masked map wherever the voxel is in both masks
+    both = (np.asarray(labels)[0] > 0) & (np.asarray(with_t1)[0] > 0)
+    assert (np.asarray(labels)[0][both] == np.asarray(with_t1)[0][both]).mean() > 0.99
+
+
+def test_tissue_labels_rejects_mismatched_maps():
+    with pytest.raises(MedganError, match="share one shape"):
+        tissue_labels(np.zeros((1, 4, 4)), np.zeros((1, 4, 5)))
+
+
+@pytest.mark.parametrize("elastic,affine", [(True, True), (True, False), (False, True)])
+def test_deform_labels_2d_keeps_values_and_changes_layout(mni, elastic, affine):
+    labels = mni[3][:, :, :, 80]  # an axial slice, (1, 155, 192)
+    out = deform_labels(labels, seed=3, elastic=elastic, affine=affine)
+    assert out.shape == labels.shape
+    assert np.allclose(out.affine, labels.affine)
+    assert set(label_values(out)) <= set(label_values(labels))
+    assert np.all(np.asarray(out) == np.round(np.asarray(out)))
+    changed = (out.as_tensor() != labels.as_tensor()).float().mean().item()
+    assert changed > 0.02  # the layout moved
+    again = deform_labels(labels, seed=3, elastic=elastic, affine=affine)
+    assert torch.equal(out.as_tensor(), again.as_tensor())
+    other = deform_labels(labels, seed=4, elastic=elastic, affine=affine)
+    assert not torch.equal(out.as_tensor(), other.as_tensor())
+    assert out.meta["label_deformation"]["seed"] == 3
+
+
+def test_deform_labels_3d_never_invents_values(mni):
+    # a crop inside the brain has no background: border padding must not bring 0 in
+    labels = mni[3][:, 50:90, 60:100, 60:90]
+    assert 0 not in label_values(labels)
+    out = deform_labels(labels, seed=0)
+    assert out.shape == labels.shape
+    assert set(label_values(out)) <= set(label_values(labels))
+    assert (out.as_tensor() != labels.as_tensor()).float().mean().item() > 0.05
+
+
+def test_deform_labels_rejects_multichannel():
+    with pytest.raises(MedganError, match="label map"):
+        deform_labels(np.zeros((2, 8, 8)), seed=0)
+
+
+def test_one_hot_maps_values_to_sorted_channels_and_rejects_unknown():
+    labels = np.array([[[0, 2], [3, 2]]])
+    oh = one_hot(labels, [3, 0, 2])
+    assert oh.shape == (1, 3, 2, 2)
+    assert oh[0].argmax(0).tolist() == [[0, 1], [2, 1]]
+    batched = one_hot(np.stack([labels, labels]), [0, 2, 3], batched=True)
+    assert batched.shape == (2, 3, 2, 2)
+    with pytest.raises(MedganError, match=r"\[7\].*not known"):
+        one_hot(np.array([[[0, 7]]]), [0, 2, 3])
+    with pytest.raises(MedganError, match="integer"):
+        one_hot(np.array([[[0.5, 2]]]), [0, 2, 3])

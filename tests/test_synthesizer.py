@@ -1,0 +1,242 @@
+"""Synthesizer checkpoints, generation (determinism, shapes, units, errors), provenance on disk, the synthesize
+command, and the synthetic-image detector — on the real MNI template and its tissue labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+import torch.nn.functional as F
+
+import medgan
+from medgan.data.labels import TISSUE_LABELS, one_hot, tissue_labels
+from medgan.data.normalize import Normalization, fit_normalization
+from medgan.errors import CheckpointError, MedganError
+from medgan.infer import detect
+from medgan.infer.checkpoint import load_checkpoint, save_checkpoint
+from medgan.infer.detect import SyntheticDetector, detect_synthetic, train_detector
+from medgan.infer.synthesis import Synthesizer, save_synthesizer
+from medgan.io.scan import make_scan
+from medgan.models.registry import build_cgan_generator, build_generator
+from pipelines.cli import main as cli_main
+
+MNI = Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
+TINY_G = {"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channels": 8}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one intra-op thread is faster than two fighting over a busy 2-core runner."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mni():
+    gm, wm, t1 = (medgan.load_scan(MNI / f"{n}.nii.gz") for n in ("gm", "wm", "t1"))
+    labels = tissue_labels(gm, wm, t1=t1)
+    norm = fit_normalization(t1, method="percentile", lower=0.0, upper=99.5)  # background 0 stays reachable
+    return t1, labels, norm
+
+
+@pytest.fixture(scope="module")
+def models(mni, tmp_path_factory):
+    """A 2-D and a 3-D synthesis checkpoint (untrained weights; the format and inference are under test)."""
+    _, _, norm = mni
+    folder = tmp_path_factory.mktemp("synth")
+    torch.manual_seed(0)
+    g2 = build_cgan_generator(TINY_G)
+    g3 = build_cgan_generator({**TINY_G, "spatial_dims": 3})
+    p2 = save_synthesizer(folder / "mni2d.safetensors", g2, labels=TISSUE_LABELS, normalization=norm, modality="MR")
+    p3 = save_synthesizer(folder / "mni3d.safetensors", g3, labels=TISSUE_LABELS, normalization=norm, modality="MR")
+    return {"g2": g2, "p2": p2, "p3": p3, "folder": folder}
+
+
+def test_checkpoint_round_trip(models, mni):
+    synth = Synthesizer.from_pretrained(models["p2"], device="cpu")
+    assert synth.labels == TISSUE_LABELS
+    assert synth.spatial_dims == 2
+    assert synth.metadata["task"] == "synthesis"
+    assert synth.normalization == mni[2]
+    for name, tensor in models["g2"].state_dict().items():
+        assert torch.equal(synth.model.state_dict()[name], tensor)
+    # the seed contract: z = randn(noise shape, torch.Generator().manual_seed(seed)); output = invert(G(onehot, z))
+    labels = mni[1][:, 40:72, 50:82, 80]
+    out = synth.generate(labels, seed=5, clip=False)
+    z = torch.randn((1, *synth.model.noise_shape((32, 32))), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = mni[2].invert(models["g2"].eval()(one_hot(labels, sorted(TISSUE_LABELS)), z)[:, 0])
+    assert torch.allclose(out.as_tensor(), expected, atol=1e-4)
+
+
+def test_generate_2d_determinism_shape_geometry_units(models, mni):
+    synth = Synthesizer.from_pretrained(models["p2"], device="cpu")
+    labels = mni[1][:, :, :, 80]  # a real axial label slice with its affine
+    a = synth.generate(labels, n=3, seed=11)
+    b = synth.generate(labels, n=3, seed=11)
+    c = synth.generate(labels, n=3, seed=12)
+    assert a.shape == (3, *labels.shape[1:])
+    assert torch.equal(a.as_tensor(), b.as_tensor())
+    assert not torch.allclose(a.as_tensor(), c.as_tensor())
+    assert not torch.allclose(a[0], a[1])  # samples of one call differ
+    assert np.allclose(a.affine, labels.affine)
+    # values are in the T1's units (the fitted normalisation inverted and clipped), not in [0, 1]
+    norm = mni[2]
+    assert float(a.min()) >= norm.data_min and float(a.max()) <= norm.data_max
+    assert float(a.max() - a.min()) > 5.0
+    prov = a.meta["medgan"]
+    assert prov["synthetic"] is True and prov["seed"] == 11 and prov["model"] == "mni2d"
+    assert prov["model_sha256"] == synth.sha256 and prov["medgan_version"] == medgan.__version__
+    assert a.meta["modality"] == "MR"
+
+
+def test_generate_3d_and_slicewise(models, mni):
+    labels = mni[1][:, 40:60, 50:74, 70:76]  # (1, 20, 24, 6)
+    synth3 = Synthesizer.from_pretrained(models["p3"], device="cpu")
+    v = synth3.generate(labels, n=2, seed=1)
+    assert v.shape == (2, 20, 24, 6)
+    assert torch.equal(v.as_tensor(), synth3.generate(labels, n=2, seed=1).as_tensor())
+    assert np.allclose(v.affine, labels.affine)
+    synth2 = Synthesizer.from_pretrained(models["p2"], device="cpu")
+    s = synth2.generate(labels, n=2, seed=1)  # a 2-D model on a volume: slice by slice along the last axis
+    assert s.shape == (2, 20, 24, 6)
+    assert s.meta["medgan"]["slice_axis"] == 2
+    unseeded = synth2.generate(labels)
+    assert isinstance(unseeded.meta["medgan"]["seed"], int)  # recorded, so the output can be reproduced
+    redo = synth2.generate(labels, seed=unseeded.meta["medgan"]["seed"])
+    assert torch.equal(unseeded.as_tensor(), redo.as_tensor())
+
+
+def test_generate_errors(models, mni):
+    synth = Synthesizer.from_pretrained(models["p2"], device="cpu")
+    bad = mni[1][:, 40:72, 50:82, 80].clone()
+    bad[0, 3, 3] = 9
+    with pytest.raises(MedganError, match=r"\[9\]"):
+        synth.generate(bad, seed=0)
+    with pytest.raises(MedganError, match="no class condition"):
+        synth.generate(mni[1][:, 40:72, 50:82, 80], condition={"class": "T2"})
+    with pytest.raises(MedganError, match=r"\(1, X, Y"):
+        synth.generate(np.zeros((2, 8, 8)))
+    with pytest.raises(CheckpointError, match="available"):
+        Synthesizer.from_pretrained("no-such-model")
+    sr = build_generator({"arch": "srresnet", "spatial_dims": 2, "channels": 4, "n_blocks": 1, "factor": 2})
+    sr_path = save_checkpoint(models["folder"] / "sr.safetensors", sr)
+    with pytest.raises(CheckpointError, match="not a synthesis model"):
+        Synthesizer.from_pretrained(sr_path)
+
+
+def test_provenance_on_disk_nifti_and_dicom(models, mni, tmp_path):
+    synth = Synthesizer.from_pretrained(models["p2"], device="cpu")
+    labels = mni[1][:, 40:72, 50:82, 78:82]
+    out = synth.generate(labels, seed=3)
+    path = medgan.save_scan(out, tmp_path / "syn.nii.gz")
+    descrip = nib.load(path).header["descrip"].tobytes().decode()
+    assert "synthetic=True" in descrip
+    sidecar = json.loads((tmp_path / "syn.json").read_text())
+    assert sidecar["synthetic"] is True and sidecar["seed"] == 3 and sidecar["task"] == "synthesis"
+    back = medgan.load_scan(path)
+    assert back.shape == out.shape and np.allclose(back.affine, out.affine, atol=1e-4)
+    folder = medgan.save_scan(out, tmp_path / "dicom", format="dicom")
+    files = sorted(folder.glob("*.dcm")) or sorted(p for p in folder.iterdir() if p.is_file())
+    ds = pydicom.dcmread(files[0])
+    assert "synthetic=True" in str(ds.DerivationDescription)
+    assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+
+
+def test_synthesize_command(models, mni, tmp_path):
+    labels_path = medgan.save_scan(mni[1][:, 40:72, 50:82, 78:82], tmp_path / "labels.nii.gz")
+    out = tmp_path / "out" / "syn.nii.gz"
+    out.parent.mkdir()
+    args = ["synthesize", "--model", str(models["p2"]), "--labels", str(labels_path), "--out", str(out)]
+    assert cli_main([*args, "-n", "2", "--seed", "4", "--deform", "--labels-out", str(tmp_path / "def.nii.gz")]) == 0
+    files = sorted(out.parent.glob("syn_*.nii.gz"))
+    assert [f.name for f in files] == ["syn_000.nii.gz", "syn_001.nii.gz"]
+    meta = json.loads((out.parent / "syn_001.json").read_text())
+    assert meta["synthetic"] is True and meta["sample_index"] == 1 and meta["seed"] == 4
+    assert meta["label_deformation"]["seed"] == 4
+    assert nib.load(files[0]).shape == (32, 32, 4)
+    assert cli_main([*args, "-n", "3", "--seed", "4", "--stack"]) == 0
+    assert nib.load(out).shape == (32, 32, 4, 3)
+    bad = mni[1][:, 40:72, 50:82, 78:82].clone()
+    bad[0, 0, 0, 0] = 7
+    bad_path = medgan.save_scan(bad, tmp_path / "bad.nii.gz")
+    args[4] = str(bad_path)
+    assert cli_main([*args, "--seed", "1"]) == 1
+
+
+def _real_and_fake_slices(models, mni, n: int = 12):
+    t1, labels, _ = mni
+    ks = np.linspace(55, 115, n).round().astype(int)
+    real = F.interpolate(t1.as_tensor()[0, :, :, ks].permute(2, 0, 1)[:, None], size=(48, 48), mode="area")
+    lab = F.interpolate(labels.as_tensor()[0, :, :, ks].permute(2, 0, 1)[:, None], size=(48, 48), mode="nearest")
+    synth = Synthesizer.from_pretrained(models["p2"], device="cpu")
+    fake = torch.stack([synth.generate(make_scan(m, np.eye(4)), seed=int(i))[0] for i, m in enumerate(lab)])
+    return real[:, 0], fake
+
+
+def test_detector_trains_and_scores(models, mni, tmp_path):
+    real, fake = _real_and_fake_slices(models, mni)
+    ckpt = train_detector(real[:8], fake[:8], tmp_path / "det.safetensors", epochs=15, batch_size=8, seed=0)
+    assert ckpt.metadata["task"] == "synthetic-detection"
+    assert ckpt.metadata["training_data"]["n_real"] == 8 and ckpt.metadata["training_data"]["train_accuracy"] >= 0.9
+    detector = SyntheticDetector(ckpt)
+    # held-out slices: generated ones score higher than real ones
+    fake_score = detect_synthetic(fake[8:], detector=detector)
+    real_score = detect_synthetic(real[8:], detector=tmp_path / "det.safetensors")
+    assert 0.0 <= real_score < 0.5 < fake_score <= 1.0
+    # a volume is scored slice by slice
+    vol = make_scan(torch.cat([real[8:], fake[8:]]).permute(1, 2, 0)[None], np.eye(4))
+    assert 0.0 <= detect_synthetic(vol, detector=load_checkpoint(tmp_path / "det.safetensors")) <= 1.0
+    assert medgan.detect_synthetic is detect_synthetic
+
+
+def test_detect_without_detector_says_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(detect, "DEFAULT_DETECTOR", tmp_path / "synthetic-detector.safetensors")
+    with pytest.raises(CheckpointError, match="no synthetic-image detector.*train_detector"):
+        detect_synthetic(np.ones((1, 8, 8)))
+    with pytest.raises(CheckpointError, match="not found"):
+        detect_synthetic(np.ones((1, 8, 8)), detector=tmp_path / "missing.safetensors")
+
+
+def test_normalization_must_be_fitted(models, tmp_path):
+    with pytest.raises(Exception, match="malformed|offset"):
+        save_synthesizer(tmp_path / "x.safetensors", models["g2"], labels=TISSUE_LABELS, normalization={"method": "x"})
+    norm = Normalization(method="percentile", offset=0.0, scale=1.0)
+    with pytest.raises(ValueError, match="labels"):
+        save_synthesizer(tmp_path / "x.safetensors", models["g2"], labels={0: "a"}, normalization=norm)
+
+
+def test_class_and_slice_position_conditions(mni, tmp_path):
+    torch.manual_seed(0)
+    g = build_cgan_generator({**TINY_G, "num_classes": 2, "scalar_condition": True})
+    path = save_synthesizer(
+        tmp_path / "cond.safetensors",
+        g,
+        labels=TISSUE_LABELS,
+        normalization=mni[2],
+        classes=["T1w", "T2w"],
+        scalar_condition="slice_position",
+    )
+    synth = Synthesizer.from_pretrained(path, device="cpu")
+    volume = mni[1][:, 40:60, 50:74, 70:74]
+    by_name = synth.generate(volume, seed=2, condition={"class": "T2w"})  # slice positions filled in: 0, 1/3, ...
+    by_index = synth.generate(volume, seed=2, condition={"class": 1})
+    assert torch.equal(by_name.as_tensor(), by_index.as_tensor())
+    assert not torch.equal(by_name.as_tensor(), synth.generate(volume, seed=2, condition={"class": 0}).as_tensor())
+    assert by_name.meta["medgan"]["condition"] == {"class": "T2w", "scalar": "slice_position"}
+    slice_2d = volume[..., 1]
+    fixed = synth.generate(slice_2d, seed=2, condition={"class": "T2w", "scalar": 0.25})
+    assert fixed.meta["medgan"]["condition"]["scalar"] == 0.25
+    with pytest.raises(MedganError, match="conditioned on a class"):
+        synth.generate(volume, seed=2)
+    with pytest.raises(MedganError, match="conditioned on a scalar"):
+        synth.generate(slice_2d, seed=2, condition={"class": "T1w"})
+    with pytest.raises(MedganError, match="unknown class"):
+        synth.generate(volume, seed=2, condition={"class": "FLAIR"})
