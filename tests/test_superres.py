@@ -364,3 +364,17 @@ def test_cli_upscale_writes_a_nifti_with_the_original_geometry(tmp_path, capsys)
     assert main(["upscale", str(low_path), str(tmp_path / "b.nii.gz"), "--model", "no-such-model"]) == 1
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     assert not (tmp_path / "b.nii.gz").exists()
+
+
+def test_synthesis_checkpoint_is_refused_by_superresolver(tmp_path):
+    from medgan.data.normalize import fit_normalization
+    from medgan.infer.synthesis import save_synthesizer
+    from medgan.models.registry import build_cgan_generator
+
+    gen = build_cgan_generator({"arch": "spade", "spatial_dims": 2, "num_labels": 4, "channels": [8, 8], "z_dim": 2})
+    norm = fit_normalization(np.arange(10, dtype=np.float32)[None])
+    path = save_synthesizer(
+        tmp_path / "syn.safetensors", gen, labels={0: "bg", 1: "a", 2: "b", 3: "c"}, normalization=norm
+    )
+    with pytest.raises(CheckpointError, match="synthesis checkpoint"):
+        SuperResolver.from_pretrained(path)

@@ -94,6 +94,9 @@ class SuperResolver:
 
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device | None = None) -> None:
         meta = checkpoint.metadata
+        task = meta.get("task", "super-resolution")
+        if task != "super-resolution":
+            raise CheckpointError(f"{checkpoint.path}: a {task} checkpoint, not a super-resolution model")
         self.metadata = meta
         self.path = checkpoint.path
         self.sha256 = checkpoint.sha256
