@@ -1,0 +1,243 @@
+"""Where per-scan jobs run: in this process, in a spawn process pool, or on a Dask cluster.
+
+Every executor calls the same job function (:mod:`pipelines.batch.jobs`) with the same arguments, and hands
+each finished task's row to ``on_result`` *in this process*, which alone writes the manifest. An executor never
+raises for one task: a job that raised or whose worker died becomes a ``failed`` row.
+
+* :func:`run_serial` - one process (``--workers 1``), also the GPU path without a pool;
+* :func:`run_pool` - ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method (fork is unsafe
+  with torch's thread pools and CUDA); each worker loads the model once;
+* :func:`run_gpu_pipeline` - CUDA with ``--workers N``: the pool loads and saves scans, while this process alone
+  runs the model on the GPU (one CUDA context, no GPU memory split between processes);
+* :func:`run_dask` - ``distributed.Client(address).submit`` of the same job function (``pip install
+  medgan[dask]``); the checkpoint path and both roots must be visible to the workers (a shared file system).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from medgan.errors import MedganError
+from pipelines.batch import jobs
+from pipelines.batch.plan import Task
+
+__all__ = ["OnResult", "run_serial", "run_pool", "run_gpu_pipeline", "run_dask"]
+
+log = logging.getLogger(__name__)
+
+#: ``on_result(task, row)``: called in the main process once per finished task
+OnResult = Callable[[Task, dict[str, Any]], None]
+
+
+def _crashed(exc: BaseException) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error": f"the worker running this scan failed ({jobs.error_text(exc)})",
+        "outputs": [],
+        "output_sha256": [],
+        "seconds": {},
+    }
+
+
+def run_serial(tasks: Sequence[Task], job: Callable[[Task, Any], dict], options: Any, on_result: OnResult) -> None:
+    """Run the tasks one after the other in this process."""
+    for task in tasks:
+        try:
+            row = job(task, options)
+        except Exception as exc:  # a job isolates its scan; this is a last resort
+            row = _crashed(exc)
+        on_result(task, row)
+
+
+def _pool(workers: int, threads: int | None) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=jobs.init_worker,
+        initargs=(threads,),
+    )
+
+
+def run_pool(
+    tasks: Sequence[Task],
+    job: Callable[[Task, Any], dict],
+    options: Any,
+    on_result: OnResult,
+    *,
+    workers: int,
+    threads: int | None = 1,
+) -> None:
+    """Run the tasks in ``workers`` spawned processes (at most ``2 * workers`` queued at a time).
+
+    A worker that dies (killed, out of memory, a crashing decoder) breaks the pool, and every scan then in flight
+    is a suspect: the suspects are rerun one at a time in a one-worker pool, so only the scan that kills its
+    worker again is recorded as failed; a fresh pool then takes the remaining scans.
+    """
+    todo = collections.deque(tasks)
+    suspects: collections.deque[Task] = collections.deque()
+    while todo or suspects:
+        if suspects:  # isolate: one scan at a time; a crash now names its culprit
+            with _pool(1, threads) as pool:
+                while suspects:
+                    task = suspects.popleft()
+                    try:
+                        row = pool.submit(job, task, options).result()
+                    except Exception as exc:
+                        on_result(task, _crashed(exc))
+                        break  # the pool is broken: a fresh one for the other suspects
+                    on_result(task, row)
+            continue
+        with _pool(workers, threads) as pool:
+            running: dict[Future, Task] = {}
+            while todo or running:
+                while todo and len(running) < 2 * workers:
+                    task = todo.popleft()
+                    running[pool.submit(job, task, options)] = task
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    task = running.pop(fut)
+                    try:
+                        row = fut.result()
+                    except Exception:  # BrokenProcessPool: which scan killed its worker is not known yet
+                        suspects.append(task)
+                        broken = True
+                        continue
+                    on_result(task, row)
+                if broken:
+                    suspects.extend(running.values())
+                    running.clear()
+                    log.warning(
+                        "a worker process died; rerunning the %d scan(s) it may have held one by one", len(suspects)
+                    )
+                    break
+
+
+def run_gpu_pipeline(
+    tasks: Sequence[Task],
+    options: Any,
+    on_result: OnResult,
+    *,
+    workers: int,
+    compute: Callable[[Task, Any, Any], Any] = jobs.upscale_compute,
+    save: Callable[[Task, Any, Any, Any], None] = jobs.save_stage,
+) -> None:
+    """Run the model on one GPU in this process while ``workers`` processes load inputs and save outputs.
+
+    Loads are queued ahead (at most ``workers`` scans wait in memory). ``compute(task, scan, options)`` is the
+    model step and ``save(task, result, scan, options)`` the (picklable, top-level) writer: the same stages as
+    the all-in-one job (:func:`jobs.upscale_compute` + :func:`jobs.save_stage` by default, or
+    :func:`jobs.synthesize_compute` + :func:`jobs.synthesize_save_stage`), so the outputs are identical.
+    """
+    with _pool(workers, threads=1) as pool:
+        loads: collections.deque[tuple[Task, Future, float, str]] = collections.deque()
+        saves: dict[Future, tuple[Task, float, str, dict[str, float], Any]] = {}
+        todo = collections.deque(tasks)
+
+        def drain(block: bool) -> None:
+            if not saves:
+                return
+            done, _ = wait(saves, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task, started, started_at, seconds, header = saves.pop(fut)
+                try:
+                    seconds["save"] = time.perf_counter() - seconds.pop("_t")
+                    fut.result()
+                    row = jobs._finish(task, Path(options.out_root), started, seconds)
+                except Exception as exc:
+                    row = jobs._failed(exc, task, started, seconds, (header,))
+                row.update(worker=jobs._worker(), started=started_at)
+                on_result(task, row)
+
+        while todo or loads or saves:
+            while todo and len(loads) < workers:
+                task = todo.popleft()
+                loads.append((task, pool.submit(jobs.load_stage, task), time.perf_counter(), jobs._now()))
+            if not loads:
+                drain(block=True)
+                continue
+            task, fut, started, started_at = loads.popleft()
+            seconds: dict[str, float] = {}
+            scan = None
+            try:
+                scan = fut.result()
+                seconds["load"] = time.perf_counter() - started
+                t = time.perf_counter()
+                result = compute(task, scan, options)
+                seconds["infer"] = time.perf_counter() - t
+                seconds["_t"] = time.perf_counter()
+                header = SimpleNamespace(meta={"dicom": scan.meta.get("dicom")})  # only for redacting errors
+                saves[pool.submit(save, task, result, scan, options)] = (task, started, started_at, seconds, header)
+            except Exception as exc:
+                row = jobs._failed(exc, task, started, seconds, (scan,))
+                row.update(worker=jobs._worker(), started=started_at)
+                on_result(task, row)
+            drain(block=False)
+
+
+def connect_dask(address: str, *, timeout: float = 30.0) -> Any:
+    """A ``distributed.Client`` for ``address``, or a :class:`MedganError` saying what to do."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise MedganError(
+            "--dask-scheduler needs dask.distributed; install it with: pip install 'medgan[dask]'"
+        ) from None
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise MedganError(
+            f"cannot connect to the Dask scheduler at {address!r} ({type(exc).__name__}: {exc}); "
+            "check the address (tcp://host:8786) and that the scheduler is running"
+        ) from None
+
+
+def run_dask(
+    tasks: Sequence[Task],
+    job: Callable[[Task, Any], dict],
+    options: Any,
+    on_result: OnResult,
+    *,
+    address: str | None = None,
+    client: Any = None,
+) -> None:
+    """Submit every task to a Dask cluster and collect the rows as they finish.
+
+    Parameters
+    ----------
+    address
+        Scheduler address (``tcp://host:8786``); ignored when ``client`` is given.
+    client
+        An existing ``distributed.Client`` (closed by the caller).
+    """
+    from distributed import as_completed
+
+    own = client is None
+    if own:
+        client = connect_dask(address or "")
+    try:
+        run = uuid.uuid4().hex[:8]
+        futures = {}
+        for task in tasks:
+            fut = client.submit(job, task, options, pure=False, key=f"medgan-{task.job}-{task.scan_id}-{run}")
+            futures[fut] = task
+        for fut in as_completed(list(futures)):
+            task = futures[fut]
+            try:
+                row = fut.result()
+            except Exception as exc:  # the worker died (after Dask's retries) or could not run the job
+                row = _crashed(exc)
+            on_result(task, row)
+            fut.release()
+    finally:
+        if own:
+            client.close()

@@ -1,0 +1,460 @@
+"""Per-scan job functions: plain top-level functions of picklable arguments, run in-process, in a spawn process
+pool or on a Dask worker, with the same result.
+
+A job never raises for a bad scan: it returns a partial manifest row (``status`` ``done`` or ``failed`` with a
+one-line ``error``, ``outputs``, ``output_sha256``, ``seconds``, ``metrics``, ``worker``). Every file is written
+through :mod:`medgan.io.atomic` (via :func:`medgan.save_scan` or directly), so a job killed at any moment leaves
+only hidden temporary files (removed by the next run, :func:`pipelines.batch.runner.sweep_temp_files`), never a
+half-written output under its final name.
+
+Determinism: the same scan and settings give the same bytes whatever process runs them; the torch thread count
+is set per job (:attr:`UpscaleOptions.threads`) and NIfTI outputs are gzipped with ``mtime=0``. (DICOM outputs
+get fresh UIDs by design, so they differ in those tags between runs.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medgan.errors import MedganError
+from pipelines.batch.manifest import output_sha256
+from pipelines.batch.plan import Task, safe_output_path
+
+__all__ = [
+    "UpscaleOptions",
+    "SynthesizeOptions",
+    "EvaluateOptions",
+    "upscale_job",
+    "synthesize_job",
+    "evaluate_job",
+    "scan_seed",
+    "init_worker",
+    "error_text",
+]
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR = 500
+_MODELS: dict[tuple[str, str, str, str], Any] = {}  # per process: (class, checkpoint, sha256, device) -> model
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """Settings shared by every upscale task of a run.
+
+    Attributes
+    ----------
+    model
+        Checkpoint path (absolute; workers, Dask ones included, must see the same file) or a shipped model name.
+    model_sha256
+        sha256 of the checkpoint the run was planned with; a worker that loads a different file fails the scan.
+    out_root
+        Output root (absolute).
+    fmt
+        ``"nifti"`` or ``"dicom"``.
+    device
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``None`` (CUDA when available).
+    overlap, batch_size
+        Passed to :meth:`medgan.SuperResolver.upscale`.
+    threads
+        torch intra-op threads for the job (``None`` leaves torch's default).
+    """
+
+    model: str
+    model_sha256: str
+    out_root: str
+    fmt: str = "nifti"
+    device: str | None = "cpu"
+    overlap: float = 0.25
+    batch_size: int | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Settings shared by every evaluate task of a run (see :class:`medgan.eval.compare.Evaluation`)."""
+
+    out_root: str
+    method: str = "SR"
+    mask: str = "foreground"
+    data_range: float | None = None
+    degradation: str | None = None
+    resample: bool = False
+    threads: int | None = None
+
+
+def init_worker(threads: int | None = None, die_with_parent: bool = True) -> None:
+    """Initializer of pool worker processes: torch threads, quiet logging, and (Linux) die with the parent.
+
+    A worker that outlived a killed batch could still be writing when the rerun starts; ``PR_SET_PDEATHSIG``
+    makes the kernel kill it with its parent (its temporary files are swept by the rerun).
+    """
+    if die_with_parent:
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # not Linux / no glibc: best effort
+            pass
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _set_threads(threads)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(int(threads))
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for the manifest: a MedganError's own message, else the exception type and message."""
+    text = str(exc).strip()
+    if not isinstance(exc, MedganError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 3] + "..."
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _load_model(cls: Any, options: Any) -> Any:
+    """The process's model for ``options`` (loaded once, verified against the run's sha256)."""
+    from medgan.errors import CheckpointError
+
+    key = (cls.__name__, options.model, options.model_sha256, str(options.device))
+    model = _MODELS.get(key)
+    if model is None:
+        model = cls.from_pretrained(options.model, device=options.device)
+        if model.sha256 != options.model_sha256:
+            raise CheckpointError(f"{options.model}: the checkpoint changed since the run started; rerun the batch")
+        _MODELS.clear()  # one model per process
+        _MODELS[key] = model
+    return model
+
+
+def remember_model(model: Any, options: Any) -> None:
+    """Cache a model the main process already loaded (in-process runs then do not load it twice)."""
+    _MODELS.clear()
+    _MODELS[(type(model).__name__, options.model, options.model_sha256, str(options.device))] = model
+
+
+def _resolver(options: UpscaleOptions) -> Any:
+    from medgan.infer.superres import SuperResolver
+
+    return _load_model(SuperResolver, options)
+
+
+def _finish(task: Task, out_root: Path, started: float, seconds: dict[str, float]) -> dict[str, Any]:
+    hashes = [output_sha256(out_root / rel) for rel in task.outputs if (out_root / rel).exists()]
+    if len(hashes) != len(task.outputs):
+        missing = [rel for rel in task.outputs if not (out_root / rel).exists()]
+        raise MedganError(f"{out_root}: outputs {missing} were not written")
+    seconds["total"] = time.perf_counter() - started
+    return {
+        "status": "done",
+        "error": None,
+        "outputs": list(task.outputs),
+        "output_sha256": hashes,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+
+
+def _redact(text: str, scans: tuple[Any, ...]) -> str:
+    """Belt and braces: blank out any header value kept under ``meta["dicom"]`` that a library message quoted."""
+    for scan in scans:
+        header = getattr(scan, "meta", {}).get("dicom") if scan is not None else None
+        for value in (header or {}).values():
+            value = str(value).strip() if value is not None else ""
+            if len(value) >= 4 and value in text:
+                text = text.replace(value, "<redacted>")
+    return text
+
+
+def _failed(
+    exc: BaseException, task: Task, started: float, seconds: dict[str, float], scans: tuple[Any, ...] = ()
+) -> dict[str, Any]:
+    if not isinstance(exc, MedganError):  # unexpected: keep the traceback in the worker's log, not the manifest
+        log.debug("scan %s failed:\n%s", task.scan_id, _redact("".join(traceback.format_exception(exc)), scans))
+    seconds["total"] = time.perf_counter() - started
+    return {
+        "status": "failed",
+        "error": _redact(error_text(exc), scans),
+        "outputs": [],
+        "output_sha256": [],
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+
+
+def load_stage(task: Task) -> Any:
+    """Load a task's scan (as found by discovery: no second folder walk)."""
+    from medgan.io.load import load_ref
+
+    return load_ref(task.ref)
+
+
+def save_stage(task: Task, result: Any, scan: Any, options: UpscaleOptions) -> None:
+    """Write an upscaled scan to the task's first output (atomically; the NIfTI sidecar comes with it)."""
+    from medgan.io.save import save_scan
+
+    out_root = Path(options.out_root)
+    first = Path(task.outputs[0])
+    target = safe_output_path(out_root, first.parent.as_posix(), first.name)  # checked again right before writing
+    target.parent.mkdir(parents=True, exist_ok=True)
+    reference = scan if scan.meta.get("source_format") == "dicom" else None
+    save_scan(result, target, format=options.fmt, reference=reference, overwrite=True)
+
+
+def upscale_compute(task: Task, scan: Any, options: UpscaleOptions) -> Any:
+    """The model step of :func:`upscale_job` (what runs on the GPU)."""
+    return _resolver(options).upscale(scan, overlap=options.overlap, batch_size=options.batch_size)
+
+
+def upscale_job(task: Task, options: UpscaleOptions) -> dict[str, Any]:
+    """Load, upscale and save one scan; return its partial manifest row (never raises for a bad scan).
+
+    Parameters
+    ----------
+    task
+        From :func:`pipelines.batch.plan.plan_upscale`.
+    options
+        Shared settings; the model is loaded once per process and reused.
+
+    Returns
+    -------
+    dict
+        ``status``, ``error``, ``outputs``, ``output_sha256``, ``seconds`` (``load``, ``infer``, ``save``,
+        ``total``), ``worker``.
+    """
+    started = time.perf_counter()
+    started_at = _now()
+    seconds: dict[str, float] = {}
+    scan = None
+    try:
+        _set_threads(options.threads)
+        _resolver(options)
+        t = time.perf_counter()
+        scan = load_stage(task)
+        seconds["load"] = time.perf_counter() - t
+        t = time.perf_counter()
+        result = upscale_compute(task, scan, options)
+        seconds["infer"] = time.perf_counter() - t
+        t = time.perf_counter()
+        save_stage(task, result, scan, options)
+        seconds["save"] = time.perf_counter() - t
+        row = _finish(task, Path(options.out_root), started, seconds)
+    except Exception as exc:  # isolate the scan: record and go on
+        row = _failed(exc, task, started, seconds, (scan,))
+    row["worker"] = _worker()
+    row["started"] = started_at
+    return row
+
+
+# --------------------------------------------------------------------------- synthesize
+
+
+@dataclass(frozen=True)
+class SynthesizeOptions:
+    """Settings shared by every synthesize task of a run.
+
+    Attributes
+    ----------
+    model, model_sha256, out_root, fmt, device, threads
+        As :class:`UpscaleOptions`.
+    n
+        Synthetic samples per label map.
+    seed
+        Base seed; each label map gets :func:`scan_seed` ``(seed, scan_id)``, so outputs do not depend on which
+        worker runs which map, nor on the order.
+    condition
+        Extra condition passed to :meth:`medgan.Synthesizer.generate` (``{"class": ...}``), or ``None``.
+    """
+
+    model: str
+    model_sha256: str
+    out_root: str
+    n: int = 1
+    seed: int = 0
+    fmt: str = "nifti"
+    device: str | None = "cpu"
+    condition: dict[str, Any] | None = None
+    threads: int | None = None
+
+
+def scan_seed(seed: int, scan_id: str) -> int:
+    """The noise seed of one label map: a hash of the run's base seed and the scan id (31 bits)."""
+    import hashlib
+
+    return int(hashlib.sha256(f"{int(seed)}:{scan_id}".encode()).hexdigest()[:8], 16) % (2**31)
+
+
+def _synthesizer(options: SynthesizeOptions) -> Any:
+    from medgan.infer.synthesis import Synthesizer
+
+    return _load_model(Synthesizer, options)
+
+
+def synthesize_compute(task: Task, labels: Any, options: SynthesizeOptions) -> Any:
+    """The model step of :func:`synthesize_job`: ``(n, spatial...)`` synthetic images for one label map."""
+    return _synthesizer(options).generate(
+        labels, n=options.n, seed=scan_seed(options.seed, task.scan_id), condition=options.condition
+    )
+
+
+def synthesize_save_stage(task: Task, result: Any, labels: Any, options: SynthesizeOptions) -> None:
+    """Write sample ``k`` of ``result`` to the task's ``k``-th image output (atomically, with its sidecar)."""
+    import copy
+
+    import numpy as np
+
+    from medgan.io.save import save_scan
+    from medgan.io.scan import make_scan
+
+    out_root = Path(options.out_root)
+    images = [rel for rel in task.outputs if not rel.endswith(".json")]
+    if len(images) != result.shape[0]:
+        raise MedganError(f"expected {len(images)} synthetic images, the model returned {result.shape[0]}")
+    affine = np.asarray(result.affine, dtype=np.float64)
+    for k, rel in enumerate(images):
+        meta = copy.deepcopy({key: v for key, v in result.meta.items() if key not in ("affine", "spacing")})
+        meta.setdefault("medgan", {})["sample"] = k
+        sample = make_scan(result.as_tensor()[k : k + 1].clone(), affine, meta)
+        target = safe_output_path(out_root, Path(rel).parent.as_posix(), Path(rel).name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_scan(sample, target, format=options.fmt, overwrite=True)
+
+
+def synthesize_job(task: Task, options: SynthesizeOptions) -> dict[str, Any]:
+    """Load one label map, generate ``options.n`` synthetic scans and save them; never raises for a bad map.
+
+    Returns
+    -------
+    dict
+        As :func:`upscale_job`, plus ``seed`` (the map's noise seed, also in each output's provenance).
+    """
+    started = time.perf_counter()
+    started_at = _now()
+    seconds: dict[str, float] = {}
+    try:
+        _set_threads(options.threads)
+        _synthesizer(options)
+        t = time.perf_counter()
+        labels = load_stage(task)
+        seconds["load"] = time.perf_counter() - t
+        t = time.perf_counter()
+        result = synthesize_compute(task, labels, options)
+        seconds["infer"] = time.perf_counter() - t
+        t = time.perf_counter()
+        synthesize_save_stage(task, result, labels, options)
+        seconds["save"] = time.perf_counter() - t
+        row = _finish(task, Path(options.out_root), started, seconds)
+    except Exception as exc:  # isolate the scan: record and go on
+        row = _failed(exc, task, started, seconds)
+    row["seed"] = scan_seed(options.seed, task.scan_id)
+    row["worker"] = _worker()
+    row["started"] = started_at
+    return row
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _with_sidecar(scan: Any, ref: Any) -> Any:
+    """Put back ``meta["medgan"]`` / ``meta["degradation"]`` that a NIfTI file keeps in its JSON sidecar."""
+    import json
+
+    from medgan.io.save import nifti_sidecar_path
+
+    meta = getattr(scan, "meta", None)
+    if ref is None or ref.kind != "nifti" or not isinstance(meta, dict):
+        return scan
+    side_path = nifti_sidecar_path(ref.paths[0])
+    try:
+        side = json.loads(side_path.read_text(encoding="utf-8")) if side_path.is_file() else {}
+    except (OSError, ValueError):
+        side = {}
+    if not isinstance(side, dict) or not side:
+        return scan
+    meta.setdefault("medgan", side)
+    if "degradation" not in meta:
+        for holder in (side, side.get("input")):
+            if isinstance(holder, dict) and isinstance(holder.get("degradation"), dict):
+                meta["degradation"] = holder["degradation"]
+                break
+    return scan
+
+
+def evaluate_job(task: Task, options: EvaluateOptions) -> dict[str, Any]:
+    """Score one prediction against its reference (and baselines from its LR input); never raises for a bad scan.
+
+    Returns
+    -------
+    dict
+        As :func:`upscale_job`, plus ``metrics`` (one dict per method: the prediction and each interpolation
+        baseline, the columns of :mod:`medgan.eval.report`'s ``metrics.csv``), ``provenance``, ``degradation``
+        and ``baselines``. The montage PNG, when the task has an output, is written atomically.
+    """
+    from medgan.eval.compare import Evaluation
+    from medgan.io.atomic import write_bytes_atomic
+    from medgan.io.load import load_ref
+
+    started = time.perf_counter()
+    started_at = _now()
+    seconds: dict[str, float] = {}
+    pred = ref = low = None
+    try:
+        _set_threads(options.threads)
+        t = time.perf_counter()
+        pred_ref, lr_ref = task.others["pred"], task.others.get("lr")
+        pred = _with_sidecar(load_ref(pred_ref), pred_ref)
+        ref = load_ref(task.ref)
+        low = _with_sidecar(load_ref(lr_ref), lr_ref) if lr_ref is not None else None
+        seconds["load"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ev = Evaluation(
+            method=options.method,
+            mask=options.mask,
+            data_range=options.data_range,
+            degradation=options.degradation,
+            max_montages=1 if task.outputs else 0,
+        )
+        is_dicom = task.ref.kind.startswith("dicom")
+        meta = {"series_description": task.ref.description or None} if is_dicom else None
+        ev.add(task.scan_id, pred, ref, lr=low, metadata=meta, resample=options.resample)
+        seconds["score"] = time.perf_counter() - t
+        if task.outputs:
+            out_root = Path(options.out_root)
+            rel = Path(task.outputs[0])
+            target = safe_output_path(out_root, rel.parent.as_posix(), rel.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(target, ev.montages[task.scan_id])
+        row = _finish(task, Path(options.out_root), started, seconds)
+        row.update(
+            metrics=ev.rows,
+            provenance=ev.provenance,
+            degradation=ev.degradations,
+            baselines=ev.baselines,
+        )
+    except Exception as exc:  # isolate the scan: record and go on
+        row = _failed(exc, task, started, seconds, (pred, ref, low))
+    row["worker"] = _worker()
+    row["started"] = started_at
+    return row

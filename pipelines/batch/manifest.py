@@ -1,0 +1,241 @@
+"""The batch manifest: an append-only ``manifest.jsonl`` log plus a ``manifest.csv`` table, and the resume rule.
+
+Every finished scan appends one JSON line, flushed and fsynced, so a run killed at any moment loses at most the
+line being written; :func:`read_rows` ignores a partial (or otherwise unreadable) line and :class:`Manifest`
+starts the next row on a fresh line. ``manifest.csv`` holds the latest row per scan and is rewritten atomically
+at the end of a run (it is derived from the JSON lines and can always be regenerated).
+
+Row fields (:data:`COLUMNS`): ``run_id``, ``job``, ``scan_id``, ``kind``, ``modality``, ``input`` (file or series
+folder relative to the input root), ``n_inputs``, ``status`` (``done`` / ``failed`` / ``skipped`` / ``unusable``),
+``error``, ``outputs`` (relative to the output root), ``output_sha256`` (one per output), ``settings``
+(hash of what determines the outputs: job, model sha256, format, ..., and the input files' names, sizes and
+modification times), ``started`` / ``finished`` (UTC),
+``seconds`` (per stage and ``total``), ``metrics`` (``evaluate``: one dict per method), ``worker``.
+
+Resume (:func:`is_complete`): a scan is skipped when its latest ``done`` row has the same ``settings`` and every
+listed output exists with the recorded sha256.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medgan.io.atomic import write_text_atomic
+
+__all__ = [
+    "COLUMNS",
+    "STATUSES",
+    "Manifest",
+    "read_rows",
+    "latest_rows",
+    "last_done",
+    "is_complete",
+    "output_sha256",
+    "settings_key",
+    "write_csv",
+]
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("done", "failed", "skipped", "unusable")
+COLUMNS = (
+    "scan_id",
+    "status",
+    "error",
+    "job",
+    "kind",
+    "modality",
+    "input",
+    "n_inputs",
+    "outputs",
+    "output_sha256",
+    "seconds",
+    "metrics",
+    "started",
+    "finished",
+    "settings",
+    "run_id",
+    "worker",
+)
+
+
+def output_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file; for a folder (a DICOM series) the sha256 of its sorted ``name sha256`` lines."""
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for child in sorted(path.rglob("*")):
+            if child.is_file():
+                h.update(f"{child.relative_to(path).as_posix()} {output_sha256(child)}\n".encode())
+        return h.hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """A short stable hash of the settings that determine a scan's outputs."""
+    text = json.dumps(dict(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return value.as_posix()
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All rows of a ``manifest.jsonl``; a missing file gives ``[]``, unreadable lines are skipped (logged)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, "rb") as fh:
+        data = fh.read()
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            where = "last line (an interrupted write)" if i == len(lines) else f"line {i}"
+            log.warning("%s: ignoring unreadable %s", path, where)
+            continue
+        if isinstance(row, dict) and "scan_id" in row and "status" in row:
+            rows.append(row)
+    return rows
+
+
+def latest_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """scan_id -> its last row."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        out[str(row["scan_id"])] = dict(row)
+    return out
+
+
+def last_done(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """scan_id -> its last ``done`` row."""
+    return {str(r["scan_id"]): dict(r) for r in rows if r.get("status") == "done"}
+
+
+def is_complete(row: Mapping[str, Any] | None, out_root: Path, settings: str) -> tuple[bool, str]:
+    """Whether a ``done`` row's outputs are all present and unchanged under the same settings.
+
+    Returns
+    -------
+    (bool, str)
+        The verdict and, when ``False``, why the scan must be redone.
+    """
+    if row is None or row.get("status") != "done":
+        return False, "not done yet"
+    if row.get("settings") != settings:
+        return False, "settings, model or input files changed since it was done"
+    outputs = list(row.get("outputs") or [])
+    hashes = list(row.get("output_sha256") or [])
+    if len(outputs) != len(hashes):
+        return False, "manifest row lists outputs without hashes"
+    for rel, digest in zip(outputs, hashes, strict=True):
+        path = Path(out_root) / rel
+        if not path.exists():
+            return False, f"output {rel} is missing"
+        try:
+            if output_sha256(path) != digest:
+                return False, f"output {rel} changed since it was written"
+        except OSError:
+            return False, f"output {rel} cannot be read"
+    return True, ""
+
+
+class Manifest:
+    """Append-only ``manifest.jsonl``; each :meth:`append` is one line, flushed and fsynced before it returns.
+
+    Only the process that runs the batch writes it (workers return rows to it), so lines never interleave.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.rows = read_rows(self.path)
+        self._fh = None
+
+    def _open(self):
+        if self._fh is None:
+            fh = open(self.path, "ab")  # noqa: SIM115 - kept open for the whole run, closed in close()
+            if fh.tell() > 0:
+                with open(self.path, "rb") as rd:
+                    rd.seek(-1, os.SEEK_END)
+                    if rd.read(1) != b"\n":
+                        fh.write(b"\n")  # a killed run left a partial line: start ours on a fresh one
+            self._fh = fh
+        return self._fh
+
+    def append(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Write one row (JSON, NaN/inf made valid) and make it durable; returns the row as written."""
+        clean = _jsonable(dict(row))
+        line = json.dumps(clean, sort_keys=False, allow_nan=False, separators=(",", ":")) + "\n"
+        fh = self._open()
+        fh.write(line.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
+        self.rows.append(clean)
+        return clean
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _csv_cell(key: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if key in ("outputs", "output_sha256") and isinstance(value, list | tuple):
+        return ";".join(str(v) for v in value)
+    if key == "seconds" and isinstance(value, Mapping):
+        return ";".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+#: row keys kept in ``manifest.jsonl`` only (nested records that make poor CSV cells)
+JSONL_ONLY = frozenset({"provenance", "degradation", "baselines"})
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Write ``rows`` as ``manifest.csv`` atomically (:data:`COLUMNS` first, other keys after, JSON cells for lists)."""
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS) - JSONL_ONLY)
+    columns = [*COLUMNS, *extra]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(k, row.get(k)) for k in columns})
+    return write_text_atomic(path, buf.getvalue())

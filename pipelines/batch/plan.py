@@ -1,0 +1,327 @@
+"""Turn discovered scans into batch tasks with safe output paths that mirror the input tree.
+
+An output lives at ``OUT_ROOT/<folder of the scan relative to IN_ROOT>/<ScanRef.id><suffix>``: the folder part
+comes from the file system (never from DICOM header strings) and the name from ``ScanRef.id``, which
+:func:`medgan.discover_scans` guarantees to be a safe file name. Every final path is checked to stay inside
+``OUT_ROOT`` (:func:`safe_output_path`) before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from medgan.errors import MedganError
+from medgan.io.discover import ScanRef
+
+__all__ = [
+    "Task",
+    "OUTPUT_SUFFIX",
+    "scan_folder",
+    "relative_folder",
+    "safe_output_path",
+    "check_roots",
+    "plan_upscale",
+    "plan_synthesize",
+    "plan_evaluate",
+    "synth_stem",
+]
+
+#: output name suffix per output format (DICOM output is a folder)
+OUTPUT_SUFFIX = {"nifti": ".nii.gz", "dicom": ""}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One scan of a batch job, ready to run (picklable; sent to worker processes and Dask workers).
+
+    Attributes
+    ----------
+    scan_id
+        ``ScanRef.id`` of the scan (the evaluated reference for ``evaluate``).
+    job
+        ``"upscale"``, ``"synthesize"`` or ``"evaluate"``.
+    ref
+        The scan (the reference for ``evaluate``).
+    rel_dir
+        Folder of the scan relative to the input root (POSIX, ``"."`` for the root itself).
+    input
+        The scan's file, or its folder for a series, relative to the input root (POSIX; for the manifest).
+    outputs
+        Output paths relative to the output root (POSIX), in the order the job writes them.
+    others
+        ``evaluate`` only: ``{"pred": ScanRef, "lr": ScanRef | None}``.
+    reason
+        Why the scan cannot be processed (unusable scan, no prediction to pair), else ``None``.
+    """
+
+    scan_id: str
+    job: str
+    ref: ScanRef
+    rel_dir: str
+    input: str
+    outputs: tuple[str, ...] = ()
+    others: dict[str, Any] = field(default_factory=dict, compare=False)
+    reason: str | None = None
+
+
+def scan_folder(ref: ScanRef) -> Path:
+    """The folder that holds a scan's files (their common parent)."""
+    parents = {str(p.parent) for p in ref.paths}
+    return Path(os.path.commonpath(sorted(parents))) if len(parents) > 1 else Path(ref.paths[0]).parent
+
+
+def relative_folder(ref: ScanRef, root: Path) -> str:
+    """Folder of ``ref`` relative to ``root`` (POSIX; ``"."`` for the root, or when ``root`` is the scan's file)."""
+    root = Path(root)
+    if root.is_file():
+        return "."
+    folder = scan_folder(ref)
+    try:
+        rel = folder.resolve().relative_to(root.resolve())
+    except ValueError:  # reached through a symbolic link out of the tree: keep the link's own path
+        try:
+            rel = folder.relative_to(root)
+        except ValueError:
+            rel = Path(folder.name)
+    return rel.as_posix() or "."
+
+
+def _input_label(ref: ScanRef, root: Path) -> str:
+    target = ref.paths[0] if len(ref.paths) == 1 else scan_folder(ref)
+    root = Path(root)
+    base = root.parent if root.is_file() else root
+    try:
+        return Path(target).relative_to(base).as_posix()
+    except ValueError:
+        return Path(target).name
+
+
+def safe_output_path(out_root: Path, rel_dir: str, name: str) -> Path:
+    """``out_root / rel_dir / name``, refusing anything that would leave ``out_root``.
+
+    Raises
+    ------
+    MedganError
+        ``name`` is not a plain file name, ``rel_dir`` is absolute or climbs with ``..``, or the resolved
+        path (links followed) is outside ``out_root``.
+    """
+    out_root = Path(out_root)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise MedganError(f"{out_root}: refusing output name {name!r} (not a plain file name)")
+    rel = PurePosixPath(rel_dir)
+    if rel.is_absolute() or ".." in rel.parts or "\x00" in rel_dir:
+        raise MedganError(f"{out_root}: refusing output folder {rel_dir!r} (it would leave the output folder)")
+    path = out_root.joinpath(*[p for p in rel.parts if p != "."], name)
+    root_real = os.path.realpath(out_root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([root_real, real]) != root_real:
+        raise MedganError(f"{out_root}: refusing output {path} (it resolves outside the output folder)")
+    return path
+
+
+def check_roots(in_root: Path, out_root: Path) -> None:
+    """Refuse an output root that is the input root or inside it (a rerun would read its own outputs)."""
+    inp = Path(os.path.realpath(in_root))
+    out = Path(os.path.realpath(out_root))
+    base = inp.parent if inp.is_file() else inp
+    if inp.is_dir() and (out == base or base in out.parents):
+        raise MedganError(
+            f"{out_root}: the output folder is inside the input folder {in_root}; choose an output folder outside it"
+        )
+
+
+def _plan_outputs(
+    refs: Sequence[ScanRef], in_root: Path, out_root: Path, *, job: str, fmt: str, stems: Sequence[str]
+) -> list[Task]:
+    """One task per scan writing ``<rel_dir>/<id><stem><suffix>`` for each stem (plus the NIfTI sidecars)."""
+    if fmt not in OUTPUT_SUFFIX:
+        raise MedganError(f"unknown output format {fmt!r}; use 'nifti' or 'dicom'")
+    tasks = []
+    for ref in refs:
+        rel_dir = relative_folder(ref, in_root)
+        outputs = []
+        for stem in stems:
+            name = ref.id + stem + OUTPUT_SUFFIX[fmt]
+            # raises before any write; rel_dir and ref.id come from the file system / discover's safe ids
+            safe_output_path(out_root, rel_dir, name)
+            outputs.append(f"{rel_dir}/{name}" if rel_dir != "." else name)
+            if fmt == "nifti":
+                outputs.append(outputs[-1][: -len(".nii.gz")] + ".json")
+        tasks.append(
+            Task(
+                scan_id=ref.id,
+                job=job,
+                ref=ref,
+                rel_dir=rel_dir,
+                input=_input_label(ref, in_root),
+                outputs=tuple(outputs),
+                reason=None if ref.usable else ref.reason or "not usable",
+            )
+        )
+    return tasks
+
+
+def plan_upscale(refs: Sequence[ScanRef], in_root: Path, out_root: Path, *, fmt: str = "nifti") -> list[Task]:
+    """One task per scan; unusable scans become tasks with a ``reason`` (they are reported, not run).
+
+    Parameters
+    ----------
+    refs
+        From :func:`medgan.discover_scans` on ``in_root``.
+    fmt
+        ``"nifti"`` (``<id>.nii.gz`` + its ``<id>.json`` provenance sidecar) or ``"dicom"`` (folder ``<id>/``).
+    """
+    return _plan_outputs(refs, in_root, out_root, job="upscale", fmt=fmt, stems=[""])
+
+
+def synth_stem(k: int) -> str:
+    """Name part of synthetic sample ``k``: ``-synth-000``, ``-synth-001``, ..."""
+    return f"-synth-{k:03d}"
+
+
+def plan_synthesize(
+    refs: Sequence[ScanRef], in_root: Path, out_root: Path, *, n: int = 1, fmt: str = "nifti"
+) -> list[Task]:
+    """One task per label map, writing ``n`` synthetic scans ``<id>-synth-000.nii.gz`` ... (+ sidecars).
+
+    Parameters
+    ----------
+    refs
+        Label maps from :func:`medgan.discover_scans` on ``in_root``.
+    n
+        Samples per label map.
+    """
+    if n < 1:
+        raise MedganError(f"n must be >= 1, got {n}")
+    return _plan_outputs(refs, in_root, out_root, job="synthesize", fmt=fmt, stems=[synth_stem(k) for k in range(n)])
+
+
+# --------------------------------------------------------------------------- evaluate: pairing
+
+
+def _stem(ref: ScanRef) -> str:
+    name = Path(ref.paths[0]).name
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _names(ref: ScanRef, root: Path) -> list[tuple[str, str]]:
+    """(rel_dir, name) keys under which a scan may be found: its id, its file stem, its folder name."""
+    rel = relative_folder(ref, root)
+    keys = [(rel, ref.id)]
+    if ref.kind == "nifti" or len(ref.paths) == 1:
+        keys.append((rel, _stem(ref)))
+    # a DICOM series written as <id>/ by `medgan batch upscale --format dicom`: the folder is the name
+    parent = PurePosixPath(rel)
+    if ref.kind.startswith("dicom") and rel != ".":
+        keys.append((parent.parent.as_posix() or ".", parent.name))
+    return keys
+
+
+def _index(refs: Sequence[ScanRef], root: Path) -> dict[tuple[str, str], list[ScanRef]]:
+    index: dict[tuple[str, str], list[ScanRef]] = {}
+    for ref in refs:
+        if not ref.usable:
+            continue
+        for key in _names(ref, root):
+            bucket = index.setdefault(key, [])
+            if ref not in bucket:
+                bucket.append(ref)
+    return index
+
+
+def _match(
+    ref: ScanRef, root: Path, n_here: int, others: Sequence[ScanRef], other_root: Path, index: dict
+) -> ScanRef | None:
+    """The scan of ``others`` paired with ``ref``: same folder and a shared name, else the only scan of that folder.
+
+    ``n_here`` is the number of usable scans in ``ref``'s folder on its own side: pairing by folder alone
+    needs one scan on each side.
+    """
+    for key in _names(ref, root):
+        found = index.get(key, [])
+        if len(found) == 1:
+            return found[0]
+    rel = relative_folder(ref, root)
+    same_folder = [o for o in others if o.usable and relative_folder(o, other_root) == rel]
+    return same_folder[0] if len(same_folder) == 1 and n_here == 1 else None
+
+
+def _folder_counts(refs: Sequence[ScanRef], root: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ref in refs:
+        if ref.usable:
+            rel = relative_folder(ref, root)
+            counts[rel] = counts.get(rel, 0) + 1
+    return counts
+
+
+def plan_evaluate(
+    refs: Sequence[ScanRef],
+    ref_root: Path,
+    preds: Sequence[ScanRef],
+    pred_root: Path,
+    lrs: Sequence[ScanRef] | None = None,
+    lr_root: Path | None = None,
+    *,
+    montages: int = 20,
+) -> list[Task]:
+    """Pair every reference scan with a prediction (and a low-resolution input); one task per reference.
+
+    A prediction pairs with a reference in the same relative folder whose name is the reference's
+    ``ScanRef.id`` (what ``medgan batch upscale`` writes when its input tree mirrors the reference tree)
+    or the reference's file stem, or, failing that, when that folder holds exactly one scan on each side.
+    Low-resolution inputs pair with the prediction the same way (the prediction's name is the LR scan's id).
+
+    Parameters
+    ----------
+    montages
+        The first ``montages`` paired references (sorted by id) get a montage figure (an output file).
+    """
+    pred_index = _index(preds, pred_root)
+    lr_index = _index(lrs or [], lr_root) if lrs is not None else {}
+    ref_counts, pred_counts = _folder_counts(refs, ref_root), _folder_counts(preds, pred_root)
+    tasks = []
+    n_montage = 0
+    for ref in refs:
+        rel_dir = relative_folder(ref, ref_root)
+        reason, others = None, {}
+        if not ref.usable:
+            reason = ref.reason or "not usable"
+        else:
+            pred = _match(ref, ref_root, ref_counts.get(rel_dir, 0), preds, pred_root, pred_index)
+            if pred is None:
+                reason = f"no prediction found under {pred_root} for {rel_dir}/{ref.id}"
+            else:
+                others["pred"] = pred
+                if lrs is not None:
+                    n_pred = pred_counts.get(relative_folder(pred, pred_root), 0)
+                    low = _match(pred, pred_root, n_pred, lrs, lr_root, lr_index)
+                    if low is None:
+                        reason = f"no low-resolution input found under {lr_root} for {rel_dir}/{ref.id}"
+                    others["lr"] = low
+        outputs: tuple[str, ...] = ()
+        if reason is None and n_montage < montages:
+            name = f"{ref.id}.png"
+            safe_output_path(Path("montages"), rel_dir, name)
+            outputs = (str(PurePosixPath("montages", rel_dir, name)),)
+            n_montage += 1
+        tasks.append(
+            Task(
+                scan_id=ref.id,
+                job="evaluate",
+                ref=ref,
+                rel_dir=rel_dir,
+                input=_input_label(ref, ref_root),
+                outputs=outputs,
+                others=others,
+                reason=reason,
+            )
+        )
+    return tasks

@@ -1,0 +1,705 @@
+"""The batch flow shared by ``medgan batch`` and ``medgan run``: discover -> plan -> run -> manifest -> summary.
+
+:func:`run_upscale` and :func:`run_evaluate` are the Python entry points (the commands only parse arguments).
+A run:
+
+1. creates ``OUT_ROOT`` and takes ``OUT_ROOT/.medgan-batch.lock`` (two runs never write one output folder);
+2. removes temporary files a killed run left behind (:func:`sweep_temp_files`);
+3. appends one manifest row per scan: ``unusable`` (discovery's reason), ``skipped`` (its last ``done`` row is
+   complete: same settings, outputs present with their sha256; ``force`` redoes it), or the job's ``done`` /
+   ``failed`` row as each scan finishes;
+4. rewrites ``manifest.csv`` (latest row per scan) atomically, logs a summary (and for ``evaluate`` writes the
+   evaluation report with :func:`medgan.eval.report.write_report`) and returns the exit status:
+   0 all done, 3 some scans failed or were unusable. Problems that stop the run before any scan (missing input,
+   bad model, output folder inside the input) raise :class:`medgan.errors.MedganError` (exit 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import os
+import re
+import shutil
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medgan.errors import MedganError
+from pipelines.batch import executors, jobs
+from pipelines.batch.logging import RunLog
+from pipelines.batch.manifest import Manifest, is_complete, last_done, settings_key, write_csv
+from pipelines.batch.plan import Task, check_roots, plan_evaluate, plan_synthesize, plan_upscale
+from pipelines.batch.progress import Progress
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_PARTIAL",
+    "BatchResult",
+    "run_upscale",
+    "run_synthesize",
+    "run_evaluate",
+    "sweep_temp_files",
+    "MANIFEST_JSONL",
+    "MANIFEST_CSV",
+    "LOCK_NAME",
+]
+
+log = logging.getLogger("medgan.batch")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+MANIFEST_JSONL = "manifest.jsonl"
+MANIFEST_CSV = "manifest.csv"
+LOCK_NAME = ".medgan-batch.lock"
+#: names medgan.io.atomic gives temporary files and folders: ``.<name>.<12 hex>.tmp[suffixes]`` / ``.old``
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.(tmp|old)(\..*)?$")
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did.
+
+    Attributes
+    ----------
+    exit_code
+        0 all done (or skipped as already done), 3 some scans failed or were unusable.
+    counts
+        Status -> number of scans.
+    rows
+        This run's manifest rows, in plan order.
+    manifest
+        Path of ``manifest.jsonl``.
+    report
+        ``evaluate``: output name -> path of the evaluation report files.
+    """
+
+    exit_code: int
+    counts: Counter
+    rows: list[dict[str, Any]]
+    manifest: Path
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- housekeeping
+
+
+@contextlib.contextmanager
+def _lock(out_root: Path) -> Iterator[None]:
+    """An exclusive lock on the output folder, released by the kernel if the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fh = open(out_root / LOCK_NAME, "a")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise MedganError(
+                f"{out_root}: another medgan batch run is writing to this folder; wait for it or choose another"
+            ) from None
+        yield
+    finally:
+        fh.close()
+
+
+def sweep_temp_files(out_root: Path) -> int:
+    """Remove the temporary files and folders of :mod:`medgan.io.atomic` under ``out_root``; return how many."""
+    removed = 0
+    for folder, dirs, files in os.walk(out_root):
+        for name in list(dirs):
+            if _TEMP_NAME.match(name):
+                shutil.rmtree(Path(folder) / name, ignore_errors=True)
+                dirs.remove(name)
+                removed += 1
+        for name in files:
+            if _TEMP_NAME.match(name):
+                with contextlib.suppress(FileNotFoundError):
+                    (Path(folder) / name).unlink()
+                removed += 1
+    return removed
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _n_workers(workers: int | None) -> int:
+    if workers is None:
+        return 1
+    if workers < 1:
+        raise MedganError(f"--workers must be at least 1, got {workers}")
+    return int(workers)
+
+
+# --------------------------------------------------------------------------- the shared flow
+
+
+@dataclass
+class _Run:
+    job: str
+    out_root: Path
+    settings: str
+    manifest: Manifest
+    progress: Progress
+    run_id: str
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    row_extra: Callable[[Task], dict[str, Any]] | None = None
+
+    def record(self, task: Task, row: dict[str, Any], started: str | None = None) -> None:
+        full = {
+            "scan_id": task.scan_id,
+            "status": row.get("status", "failed"),
+            "error": row.get("error"),
+            "job": self.job,
+            "kind": task.ref.kind,
+            "modality": task.ref.modality,
+            "input": task.input,
+            "n_inputs": len(task.ref.paths),
+            "outputs": list(row.get("outputs") or []),
+            "output_sha256": list(row.get("output_sha256") or []),
+            "seconds": row.get("seconds") or {},
+            "metrics": row.get("metrics"),
+            "started": row.get("started") or started,
+            "finished": _now(),
+            "settings": self.keys.get(task.scan_id, self.settings),
+            "run_id": self.run_id,
+            "worker": row.get("worker"),
+        }
+        for key in ("provenance", "degradation", "baselines"):
+            if key in row:
+                full[key] = row[key]
+        if self.row_extra is not None:
+            full.update(self.row_extra(task))
+        written = self.manifest.append(full)
+        self.rows[task.scan_id] = written
+        status = written["status"]
+        if status == "failed":
+            log.warning("%s (%s): failed: %s", task.scan_id, task.input, written["error"])
+        elif status == "unusable":
+            log.info("%s (%s): unusable: %s", task.scan_id, task.input, written["error"])
+        elif status == "done":
+            log.info("%s: done in %.1f s -> %s", task.scan_id, written["seconds"].get("total", 0.0), task.outputs[:1])
+        self.progress.update(status)
+
+
+def _execute(
+    job: str,
+    tasks: Sequence[Task],
+    out_root: Path,
+    *,
+    settings: dict[str, Any],
+    run_tasks: Callable[[Sequence[Task], executors.OnResult], None],
+    force: bool,
+    quiet: bool,
+    finalize: Callable[[_Run, list[dict[str, Any]]], None] | None = None,
+    row_extra: Callable[[Task], dict[str, Any]] | None = None,
+) -> BatchResult:
+    key = settings_key(settings)
+    with _lock(out_root), RunLog(out_root, quiet=quiet):
+        swept = sweep_temp_files(out_root)
+        if swept:
+            log.info("removed %d temporary file(s) left by an interrupted run", swept)
+        run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}"
+        log.info("medgan batch %s: %d scan(s) found, output %s, run %s", job, len(tasks), out_root, run_id)
+        with (
+            Manifest(out_root / MANIFEST_JSONL) as manifest,
+            Progress(len(tasks), desc=job, disable=quiet) as progress,
+            _redirect_logging(quiet),
+        ):
+            run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
+            done_rows = last_done(manifest.rows)
+            to_run = []
+            for task in tasks:
+                if task.reason is not None:
+                    status = "unusable" if not task.ref.usable else "failed"
+                    run.record(task, {"status": status, "error": task.reason})
+                    continue
+                run.keys[task.scan_id] = task_key = settings_key({"settings": key, "inputs": _fingerprint(task)})
+                previous = done_rows.get(task.scan_id)
+                complete, why = is_complete(previous, out_root, task_key)
+                if complete and not force:
+                    carried = {k: previous.get(k) for k in ("outputs", "output_sha256", "metrics", "seconds")}
+                    for k in ("provenance", "degradation", "baselines"):
+                        if k in previous:
+                            carried[k] = previous[k]
+                    carried.update(status="skipped", error=None, worker=None)
+                    run.record(task, carried)
+                    continue
+                if previous is not None and not force:
+                    log.info("%s: redoing (%s)", task.scan_id, why)
+                to_run.append(task)
+            if to_run:
+                run_tasks(to_run, run.record)
+            ordered = [run.rows[t.scan_id] for t in tasks if t.scan_id in run.rows]
+        write_csv(ordered, out_root / MANIFEST_CSV)
+        counts = Counter(r["status"] for r in ordered)
+        result = BatchResult(
+            exit_code=EXIT_OK if counts["done"] + counts["skipped"] == len(tasks) else EXIT_PARTIAL,
+            counts=counts,
+            rows=ordered,
+            manifest=out_root / MANIFEST_JSONL,
+        )
+        if finalize is not None:
+            finalize(run, ordered)
+        summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "unusable") if counts[s])
+        log.info("medgan batch %s finished: %s (manifest: %s)", job, summary or "no scans", out_root / MANIFEST_CSV)
+        return result
+
+
+def _fingerprint(task: Task) -> list[list[Any]]:
+    """Name, size and modification time of every input file: a changed input redoes the scan on resume."""
+    paths = [*task.ref.paths]
+    for other in task.others.values():
+        if other is not None:
+            paths.extend(other.paths)
+    out = []
+    for path in sorted({str(p) for p in paths}):
+        try:
+            st = os.stat(path)
+            out.append([path, st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([path, None, None])
+    return out
+
+
+@contextlib.contextmanager
+def _redirect_logging(quiet: bool) -> Iterator[None]:
+    """Route terminal log lines through tqdm.write so they do not break the bar."""
+    if quiet:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        yield
+
+
+def _dispatch(
+    job_fn: Callable[[Task, Any], dict],
+    options: Any,
+    *,
+    workers: int,
+    client: Any = None,
+) -> Callable[[Sequence[Task], executors.OnResult], None]:
+    def run_tasks(tasks: Sequence[Task], on_result: executors.OnResult) -> None:
+        if client is not None:
+            executors.run_dask(tasks, job_fn, options, on_result, client=client)
+        elif workers > 1:
+            executors.run_pool(tasks, job_fn, options, on_result, workers=workers, threads=options.threads or 1)
+        else:
+            executors.run_serial(tasks, job_fn, options, on_result)
+
+    return run_tasks
+
+
+@contextlib.contextmanager
+def _dask_client(scheduler: str | None) -> Iterator[Any]:
+    """Connect before anything is written (an unreachable scheduler is exit 1 with nothing written)."""
+    if not scheduler:
+        yield None
+        return
+    client = executors.connect_dask(scheduler)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _discover(root: Path, what: str) -> list:
+    from medgan.io.discover import discover_scans
+
+    if not root.exists():
+        raise MedganError(f"{root}: {what} not found")
+    return discover_scans(root)
+
+
+# --------------------------------------------------------------------------- upscale
+
+
+def run_upscale(
+    in_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    *,
+    model: str,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    fmt: str = "nifti",
+    device: str | None = None,
+    overlap: float = 0.25,
+    batch_size: int | None = None,
+    threads: int | None = None,
+) -> BatchResult:
+    """Upscale every scan under ``in_root`` into ``out_root`` (mirroring the tree), with resume and a manifest.
+
+    Parameters
+    ----------
+    in_root
+        Folder tree (or one file) of DICOM series and NIfTI files.
+    out_root
+        Output folder; created. Must not be inside ``in_root``.
+    model
+        Checkpoint path or shipped model name (loaded once here to fail early, then once per worker).
+    workers
+        Local processes (``1``: this process). With CUDA, the model runs in this process only and the workers
+        load and save scans.
+    scheduler
+        Dask scheduler address: run the same job function on that cluster instead of local processes.
+    force
+        Redo scans that are already done.
+    quiet
+        No progress bar, only warnings on the terminal.
+    fmt
+        ``"nifti"`` (``<id>.nii.gz`` + ``<id>.json``) or ``"dicom"`` (a derived series in folder ``<id>/``).
+    device, overlap, batch_size
+        See :meth:`medgan.SuperResolver.upscale`.
+    threads
+        torch threads per job; default torch's own with one process, 1 with several (or on Dask).
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    MedganError
+        Missing input, unknown or broken model, output folder inside the input, unreachable Dask scheduler,
+        another run holding the output folder. Nothing is written then (except the output folder itself).
+    """
+    in_root, out_root = Path(in_root), Path(out_root)
+    n = _n_workers(workers)
+    refs, model_text = _prepare(in_root, out_root, model, fmt)
+    # fail early (exit 1, nothing written) on a bad model; it is cached for in-process runs
+    from medgan.infer.superres import SuperResolver
+
+    resolver = SuperResolver.from_pretrained(model_text, device=device)
+    if threads is None and (n > 1 or scheduler):
+        threads = 1
+    options = jobs.UpscaleOptions(
+        model=model_text,
+        model_sha256=resolver.sha256,
+        out_root=str(out_root.absolute()),
+        fmt=fmt,
+        device=str(resolver.device) if not scheduler else device,
+        overlap=float(overlap),
+        batch_size=batch_size,
+        threads=threads,
+    )
+    jobs.remember_model(resolver, options)
+    tasks = plan_upscale(refs, in_root, out_root, fmt=fmt)
+    settings = {
+        "job": "upscale",
+        "model_sha256": resolver.sha256,
+        "format": fmt,
+        "overlap": float(overlap),
+        "batch_size": batch_size,
+    }
+    gpu = resolver.device.type == "cuda" and n > 1 and not scheduler
+    return _run_model_job(
+        "upscale",
+        tasks,
+        out_root,
+        options,
+        settings,
+        jobs.upscale_job,
+        jobs.upscale_compute,
+        jobs.save_stage,
+        workers=n,
+        scheduler=scheduler,
+        gpu=gpu,
+        force=force,
+        quiet=quiet,
+    )
+
+
+def _prepare(in_root: Path, out_root: Path, model: str, fmt: str) -> tuple[list, str]:
+    """Checks shared by the model jobs; returns the discovered scans and the model path made absolute."""
+    if fmt not in ("nifti", "dicom"):
+        raise MedganError(f"unknown output format {fmt!r}; use 'nifti' or 'dicom'")
+    check_roots(in_root, out_root)
+    refs = _discover(in_root, "input")
+    if not refs:
+        raise MedganError(f"{in_root}: no DICOM or NIfTI scan found")
+    model_text = str(model)
+    if Path(model_text).exists():
+        model_text = str(Path(model_text).resolve())
+    return refs, model_text
+
+
+def _run_model_job(
+    job: str,
+    tasks: Sequence[Task],
+    out_root: Path,
+    options: Any,
+    settings: dict[str, Any],
+    job_fn: Callable[[Task, Any], dict],
+    compute: Callable[[Task, Any, Any], Any],
+    save: Callable[[Task, Any, Any, Any], None],
+    *,
+    workers: int,
+    scheduler: str | None,
+    gpu: bool,
+    force: bool,
+    quiet: bool,
+    row_extra: Callable[[Task], dict[str, Any]] | None = None,
+) -> BatchResult:
+    with _dask_client(scheduler) as client:
+        out_root.mkdir(parents=True, exist_ok=True)
+        if gpu:  # CUDA: the model stays in this process, the pool loads and saves
+
+            def run_tasks(ts: Sequence[Task], on_result: executors.OnResult) -> None:
+                executors.run_gpu_pipeline(ts, options, on_result, workers=workers, compute=compute, save=save)
+
+        else:
+            run_tasks = _dispatch(job_fn, options, workers=workers, client=client)
+        return _execute(
+            job, tasks, out_root, settings=settings, run_tasks=run_tasks, force=force, quiet=quiet, row_extra=row_extra
+        )
+
+
+# --------------------------------------------------------------------------- synthesize
+
+
+def run_synthesize(
+    in_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    *,
+    model: str,
+    n: int = 1,
+    seed: int = 0,
+    condition_class: str | None = None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    fmt: str = "nifti",
+    device: str | None = None,
+    threads: int | None = None,
+) -> BatchResult:
+    """Generate ``n`` synthetic scans from every label map under ``in_root`` (mirroring the tree), with resume.
+
+    Outputs: ``OUT_ROOT/<folder>/<scan id>-synth-000.nii.gz`` ... (+ ``.json`` provenance, ``"synthetic": true``).
+    Each label map's noise seed is :func:`pipelines.batch.jobs.scan_seed` ``(seed, scan id)`` (in the manifest
+    and the provenance), so reruns, ``--workers`` and Dask give identical images.
+
+    Parameters
+    ----------
+    model
+        Synthesis checkpoint (:class:`medgan.Synthesizer`).
+    n
+        Samples per label map.
+    seed
+        Base seed of the run.
+    condition_class
+        Class condition for a class-conditioned model (name or index).
+    workers, scheduler, force, quiet, fmt, device, threads
+        As :func:`run_upscale`.
+
+    Returns
+    -------
+    BatchResult
+    """
+    in_root, out_root = Path(in_root), Path(out_root)
+    nw = _n_workers(workers)
+    if n < 1:
+        raise MedganError(f"-n must be at least 1, got {n}")
+    refs, model_text = _prepare(in_root, out_root, model, fmt)
+    from medgan.infer.synthesis import Synthesizer
+
+    synthesizer = Synthesizer.from_pretrained(model_text, device=device)
+    if threads is None and (nw > 1 or scheduler):
+        threads = 1
+    condition = {"class": condition_class} if condition_class is not None else None
+    options = jobs.SynthesizeOptions(
+        model=model_text,
+        model_sha256=synthesizer.sha256,
+        out_root=str(out_root.absolute()),
+        n=int(n),
+        seed=int(seed),
+        fmt=fmt,
+        device=str(synthesizer.device) if not scheduler else device,
+        condition=condition,
+        threads=threads,
+    )
+    jobs.remember_model(synthesizer, options)
+    tasks = plan_synthesize(refs, in_root, out_root, n=int(n), fmt=fmt)
+    settings = {
+        "job": "synthesize",
+        "model_sha256": synthesizer.sha256,
+        "format": fmt,
+        "n": int(n),
+        "seed": int(seed),
+        "condition": condition,
+    }
+    gpu = synthesizer.device.type == "cuda" and nw > 1 and not scheduler
+    return _run_model_job(
+        "synthesize",
+        tasks,
+        out_root,
+        options,
+        settings,
+        jobs.synthesize_job,
+        jobs.synthesize_compute,
+        jobs.synthesize_save_stage,
+        workers=nw,
+        scheduler=scheduler,
+        gpu=gpu,
+        force=force,
+        quiet=quiet,
+        row_extra=lambda task: {"seed": jobs.scan_seed(seed, task.scan_id)},
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def run_evaluate(
+    pred_root: str | os.PathLike[str],
+    ref_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    *,
+    lr_root: str | os.PathLike[str] | None = None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    method: str = "SR",
+    mask: str = "foreground",
+    data_range: float | None = None,
+    degradation: str | None = None,
+    resample: bool = False,
+    max_montages: int = 20,
+    title: str | None = None,
+    threads: int | None = None,
+) -> BatchResult:
+    """Score a prediction tree against a reference tree; per-scan metrics go into the manifest, then the report.
+
+    Pairing is :func:`pipelines.batch.plan.plan_evaluate` (same relative folder; the prediction is named after the
+    reference's or the LR scan's id, or its file stem). The report (``metrics.csv``, ``metrics.json``,
+    ``summary.csv``, ``paired.csv``, ``report.md``, ``report.html``, figures) is written by
+    :func:`medgan.eval.report.write_report` into ``out_root/report`` from every done or skipped row.
+
+    Returns
+    -------
+    BatchResult
+        ``report`` maps report file names to paths (empty when no scan was scored).
+    """
+    pred_root, ref_root, out_root = Path(pred_root), Path(ref_root), Path(out_root)
+    n = _n_workers(workers)
+    if max_montages < 0:
+        raise MedganError(f"--max-montages must be >= 0, got {max_montages}")
+    for root in (pred_root, ref_root, *([Path(lr_root)] if lr_root else [])):
+        check_roots(root, out_root)
+    refs = _discover(ref_root, "reference folder")
+    preds = _discover(pred_root, "prediction folder")
+    lrs = _discover(Path(lr_root), "low-resolution folder") if lr_root else None
+    if not refs:
+        raise MedganError(f"{ref_root}: no DICOM or NIfTI scan found")
+    tasks = plan_evaluate(
+        refs, ref_root, preds, pred_root, lrs, Path(lr_root) if lr_root else None, montages=max_montages
+    )
+    if threads is None and (n > 1 or scheduler):
+        threads = 1
+    options = jobs.EvaluateOptions(
+        out_root=str(out_root.absolute()),
+        method=method,
+        mask=mask,
+        data_range=data_range,
+        degradation=degradation,
+        resample=resample,
+        threads=threads,
+    )
+    settings = {
+        "job": "evaluate",
+        "pred": str(pred_root.resolve()),
+        "lr": str(Path(lr_root).resolve()) if lr_root else None,
+        "method": method,
+        "mask": mask,
+        "data_range": data_range,
+        "degradation": degradation,
+        "resample": resample,
+    }
+    report: dict[str, Path] = {}
+
+    def finalize(run: _Run, rows: list[dict[str, Any]]) -> None:
+        report.update(_write_evaluation(rows, out_root, options, title=title))
+
+    with _dask_client(scheduler) as client:
+        out_root.mkdir(parents=True, exist_ok=True)
+        result = _execute(
+            "evaluate",
+            tasks,
+            out_root,
+            settings=settings,
+            run_tasks=_dispatch(jobs.evaluate_job, options, workers=n, client=client),
+            force=force,
+            quiet=quiet,
+            finalize=finalize,
+        )
+    result.report = report
+    return result
+
+
+def _write_evaluation(rows: list[dict[str, Any]], out_root: Path, options: jobs.EvaluateOptions, *, title: str | None):
+    """The evaluation report from the metric rows kept in the manifest (montages read back from their PNGs)."""
+    from medgan.eval.compare import Evaluation
+    from medgan.eval.report import write_report
+
+    scored = [r for r in rows if r["status"] in ("done", "skipped") and r.get("metrics")]
+    if not scored:
+        log.warning("no scan was scored: no evaluation report written")
+        return {}
+    ev = Evaluation(
+        method=options.method,
+        mask=options.mask,
+        data_range=options.data_range,
+        degradation=options.degradation,
+        max_montages=0,
+    )
+    for row in scored:
+        ev.rows.extend(_restore_floats(m) for m in row["metrics"])
+        for name in row.get("baselines") or []:
+            if name not in ev.baselines:
+                ev.baselines.append(name)
+        for prov in row.get("provenance") or []:
+            if prov not in ev.provenance:
+                ev.provenance.append(prov)
+        for deg in row.get("degradation") or []:
+            if deg not in ev.degradations:
+                ev.degradations.append(deg)
+        for rel in row.get("outputs") or []:
+            png = out_root / rel
+            if rel.endswith(".png") and png.is_file():
+                ev.montages[row["scan_id"]] = png.read_bytes()
+    n_skipped = sum(r["status"] == "skipped" for r in scored)
+    if n_skipped:
+        ev.notes.append(f"{n_skipped} scan(s) were scored by an earlier run (metrics read from the manifest)")
+    unscored = [r for r in rows if r not in scored]
+    if unscored:
+        ev.notes.append(f"{len(unscored)} scan(s) not scored (failed or unusable; see manifest.csv)")
+    return write_report(ev, out_root / "report", title=title)
+
+
+def _restore_floats(row: dict[str, Any]) -> dict[str, Any]:
+    """Manifest JSON keeps NaN as null and infinities as strings; the report wants floats back."""
+    from medgan.eval.metrics import METRIC_KEYS
+
+    numeric = {*METRIC_KEYS, "data_range", "mask_fraction"}
+    out = {}
+    for k, v in row.items():
+        if v is None and k in numeric:
+            v = float("nan")
+        elif v in ("inf", "-inf"):
+            v = float(v)
+        out[k] = v
+    return out

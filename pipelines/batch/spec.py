@@ -1,0 +1,287 @@
+"""YAML job specs for ``medgan run FILE.yaml``: one batch job described in a file, validated before anything runs.
+
+::
+
+    job: upscale                 # upscale | synthesize | evaluate
+    input: scans/lr              # relative paths are relative to this file's folder
+    output: results/sr
+    model: models/sr_x2.safetensors
+    workers: 2
+    format: nifti                # nifti | dicom
+
+Keys per job are listed in :data:`SCHEMA`; an unknown key, a missing required key or a value of the wrong type
+raises :class:`medgan.errors.ConfigError` naming the file and the key. ``${VAR}`` and ``~`` are expanded in path
+values. ``overrides`` (``medgan run FILE --set key=value``) replace keys after loading and are validated the same
+way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medgan.errors import ConfigError
+
+__all__ = ["SCHEMA", "JobSpec", "load_spec", "parse_override", "run_spec"]
+
+
+def _path(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _opt_pos_int(v: Any) -> bool:
+    return v is None or _pos_int(v)
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _opt_str(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and bool(v.strip()))
+
+
+def _choice(*options: Any) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        return v in options
+
+    check.__doc__ = " | ".join(str(o) for o in options)
+    return check
+
+
+def _fraction(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1
+
+
+def _opt_positive(v: Any) -> bool:
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0)
+
+
+def _non_negative_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _opt_scalar(v: Any) -> bool:
+    return v is None or _int(v) or (isinstance(v, str) and bool(v.strip()))
+
+
+_WHAT = {
+    _int: "an integer",
+    _opt_scalar: "a class name, a class index or null",
+    _path: "a path (text)",
+    _pos_int: "a positive integer",
+    _opt_pos_int: "a positive integer or null",
+    _bool: "true or false",
+    _opt_str: "text or null",
+    _fraction: "a number in [0, 1)",
+    _opt_positive: "a positive number or null",
+    _non_negative_int: "an integer >= 0",
+}
+
+_COMMON: dict[str, tuple[Callable[[Any], bool], bool, Any]] = {
+    "job": (_choice("upscale", "synthesize", "evaluate"), True, None),
+    "output": (_path, True, None),
+    "workers": (_pos_int, False, 1),
+    "dask_scheduler": (_opt_str, False, None),
+    "force": (_bool, False, False),
+    "quiet": (_bool, False, False),
+    "threads": (_opt_pos_int, False, None),
+}
+#: job -> key -> (validator, required, default)
+SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
+    "upscale": {
+        **_COMMON,
+        "input": (_path, True, None),
+        "model": (_path, True, None),
+        "format": (_choice("nifti", "dicom"), False, "nifti"),
+        "device": (_opt_str, False, None),
+        "overlap": (_fraction, False, 0.25),
+        "batch_size": (_opt_pos_int, False, None),
+    },
+    "synthesize": {
+        **_COMMON,
+        "input": (_path, True, None),
+        "model": (_path, True, None),
+        "n": (_pos_int, False, 1),
+        "seed": (_int, False, 0),
+        "class": (_opt_scalar, False, None),
+        "format": (_choice("nifti", "dicom"), False, "nifti"),
+        "device": (_opt_str, False, None),
+    },
+    "evaluate": {
+        **_COMMON,
+        "pred": (_path, True, None),
+        "ref": (_path, True, None),
+        "lr": (_opt_str, False, None),
+        "method": (_opt_str, False, "SR"),
+        "mask": (_choice("foreground", "none"), False, "foreground"),
+        "data_range": (_opt_positive, False, None),
+        "degradation": (_choice(None, "interpolate", "kspace", "thick_slice"), False, None),
+        "resample": (_bool, False, False),
+        "max_montages": (_non_negative_int, False, 20),
+        "title": (_opt_str, False, None),
+    },
+}
+_PATH_KEYS = {"input", "output", "model", "pred", "ref", "lr"}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job: ``job`` name, complete ``params`` (defaults filled, paths resolved) and its file."""
+
+    job: str
+    params: dict[str, Any]
+    path: Path
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, YAML value)`` (``workers=4`` gives an int, ``force=true`` a bool)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _describe(check: Callable[[Any], bool]) -> str:
+    return _WHAT.get(check) or f"one of: {check.__doc__}"
+
+
+def _resolve(value: str, base: Path, key: str) -> str:
+    text = os.path.expanduser(os.path.expandvars(value))
+    if key == "model" and not Path(text).suffix and "/" not in text and os.sep not in text:
+        return text  # a shipped model name, not a path
+    path = Path(text)
+    return str(path if path.is_absolute() else (base / path))
+
+
+def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> JobSpec:
+    """Read and validate a YAML job spec.
+
+    Parameters
+    ----------
+    path
+        The ``.yaml`` file.
+    overrides
+        Keys that replace the file's (validated the same way; relative paths relative to the current folder).
+
+    Raises
+    ------
+    ConfigError
+        Missing or unreadable file, invalid YAML, not a mapping, unknown job or key, missing required key,
+        value of the wrong type.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: job spec not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the job spec ({exc})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: a job spec must be a mapping of keys (job, input, output, ...), got {type(data).__name__}"
+        )
+    data = {str(k): v for k, v in data.items()}
+    base = path.resolve().parent
+    origin = dict.fromkeys(data, base)
+    for key, value in (overrides or {}).items():
+        data[key] = value
+        origin[key] = Path.cwd()
+    job = data.get("job")
+    if job is None:
+        raise ConfigError(f"{path}: 'job' is required (one of: {', '.join(SCHEMA)})")
+    if job not in SCHEMA:
+        raise ConfigError(f"{path}: unknown job {job!r}; use one of: {', '.join(SCHEMA)}")
+    schema = SCHEMA[job]
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown} for job {job!r}; allowed: {sorted(schema)}")
+    params: dict[str, Any] = {}
+    for key, (check, required, default) in schema.items():
+        if key not in data:
+            if required:
+                raise ConfigError(f"{path}: {key!r} is required for job {job!r}")
+            params[key] = default
+            continue
+        value = data[key]
+        if not check(value):
+            raise ConfigError(f"{path}: {key!r} must be {_describe(check)}, got {value!r}")
+        if key in _PATH_KEYS and isinstance(value, str):
+            value = _resolve(value, origin[key], key)
+        params[key] = value
+    if params["workers"] > 1 and params["dask_scheduler"]:
+        raise ConfigError(f"{path}: give either 'workers' > 1 or 'dask_scheduler', not both")
+    return JobSpec(job=job, params=params, path=path)
+
+
+def run_spec(spec: JobSpec) -> Any:
+    """Run a validated spec; returns :class:`pipelines.batch.runner.BatchResult`."""
+    from pipelines.batch import runner
+
+    p = spec.params
+    common = dict(
+        workers=p["workers"], scheduler=p["dask_scheduler"], force=p["force"], quiet=p["quiet"], threads=p["threads"]
+    )
+    if spec.job == "upscale":
+        return runner.run_upscale(
+            p["input"],
+            p["output"],
+            model=p["model"],
+            fmt=p["format"],
+            device=p["device"],
+            overlap=p["overlap"],
+            batch_size=p["batch_size"],
+            **common,
+        )
+    if spec.job == "synthesize":
+        return runner.run_synthesize(
+            p["input"],
+            p["output"],
+            model=p["model"],
+            n=p["n"],
+            seed=p["seed"],
+            condition_class=p["class"],
+            fmt=p["format"],
+            device=p["device"],
+            **common,
+        )
+    return runner.run_evaluate(
+        p["pred"],
+        p["ref"],
+        p["output"],
+        lr_root=p["lr"],
+        method=p["method"],
+        mask=p["mask"],
+        data_range=p["data_range"],
+        degradation=p["degradation"],
+        resample=p["resample"],
+        max_montages=p["max_montages"],
+        title=p["title"],
+        **common,
+    )

@@ -1,0 +1,218 @@
+"""``medgan batch upscale|synthesize|evaluate``: folder-level jobs with a manifest, resume, worker processes and Dask.
+
+``medgan batch upscale IN_ROOT OUT_ROOT --model CKPT`` upscales every scan found under ``IN_ROOT`` into
+``OUT_ROOT``, mirroring the folder tree (``<folder>/<scan id>.nii.gz`` + its ``.json`` provenance sidecar, or a
+derived DICOM series folder ``<folder>/<scan id>/`` with ``--format dicom``).
+
+``medgan batch evaluate PRED_ROOT REF_ROOT OUT_ROOT [--lr LR_ROOT]`` scores every prediction against its
+reference: per-scan metrics go into the manifest, the evaluation report into ``OUT_ROOT/report``.
+
+Both write ``OUT_ROOT/manifest.jsonl`` (one line per finished scan), ``OUT_ROOT/manifest.csv`` and
+``OUT_ROOT/medgan.log``; a rerun skips scans already done (``--force`` redoes them). Exit status: 0 all done,
+1 nothing run (bad model, missing input, ...), 2 usage error, 3 finished but some scans failed or were unusable.
+
+``medgan batch synthesize LABELS_ROOT OUT_ROOT --model CKPT [-n N] [--seed S]`` generates ``N`` synthetic scans
+per label map with :class:`medgan.Synthesizer` (``<folder>/<scan id>-synth-000.nii.gz`` ...); each map's noise
+seed derives from ``--seed`` and its scan id, so reruns, workers and Dask give the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_parser", "run", "add_common_options"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _overlap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: overlap must be in [0, 1)")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every batch job takes: where to run, resume, terminal output."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N", help="local worker processes (default 1)"
+    )
+    where.add_argument(
+        "--dask-scheduler",
+        metavar="ADDR",
+        default=None,
+        help="run the scans on a Dask cluster (tcp://host:8786); needs pip install 'medgan[dask]'",
+    )
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="torch threads per scan job")
+    parser.add_argument("--force", action="store_true", help="redo scans already done (default: skip them)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, only warnings and errors")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``batch`` and its sub-commands."""
+    parser = subparsers.add_parser(
+        "batch",
+        help="folder-level jobs: upscale, synthesize or evaluate a folder tree (manifest, resume, workers, Dask)",
+        description=(
+            "Run a job over every scan of a folder tree, with a manifest (OUT_ROOT/manifest.jsonl and .csv), "
+            "resume (a rerun skips scans already done), error isolation (a bad scan is a manifest row, the run "
+            "goes on), local worker processes or a Dask cluster. Exit status: 0 all done, 1 nothing run, "
+            "2 usage error, 3 some scans failed or were unusable."
+        ),
+    )
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    jobs = parser.add_subparsers(dest="batch_job", metavar="JOB")
+
+    up = jobs.add_parser(
+        "upscale",
+        help="super-resolve every scan under IN_ROOT into OUT_ROOT",
+        description=(
+            "Upscale every usable scan under IN_ROOT with a super-resolution model. Outputs mirror the input "
+            "tree: OUT_ROOT/<folder>/<scan id>.nii.gz (+ .json provenance) or, with --format dicom, a derived "
+            "series folder OUT_ROOT/<folder>/<scan id>/."
+        ),
+    )
+    up.add_argument("input", metavar="IN_ROOT", help="folder tree (or one file) of DICOM series and NIfTI files")
+    up.add_argument("output", metavar="OUT_ROOT", help="output folder (created; must not be inside IN_ROOT)")
+    up.add_argument("--model", required=True, metavar="CKPT", help="checkpoint path or shipped model name")
+    up.add_argument("--format", choices=["nifti", "dicom"], default="nifti", help="output format (default nifti)")
+    up.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    up.add_argument("--overlap", type=_overlap, default=0.25, help="sliding-window overlap in [0, 1) (0.25)")
+    up.add_argument("--batch-size", type=_positive_int, default=None, metavar="B", help="windows per forward pass")
+    add_common_options(up)
+    up.set_defaults(func=run)
+
+    sy = jobs.add_parser(
+        "synthesize",
+        help="generate synthetic scans from every label map under LABELS_ROOT",
+        description=(
+            "Generate N synthetic scans per label map (integer NIfTI / DICOM maps whose values the model knows) "
+            "with a conditional GAN checkpoint. Outputs mirror the input tree: "
+            "OUT_ROOT/<folder>/<scan id>-synth-000.nii.gz ... with a .json provenance sidecar ('synthetic': true). "
+            "Each map's noise seed is derived from --seed and the scan id (recorded in the manifest)."
+        ),
+    )
+    sy.add_argument("input", metavar="LABELS_ROOT", help="folder tree (or one file) of label maps")
+    sy.add_argument("output", metavar="OUT_ROOT", help="output folder (created; must not be inside LABELS_ROOT)")
+    sy.add_argument("--model", required=True, metavar="CKPT", help="synthesis checkpoint path or shipped model name")
+    sy.add_argument("-n", type=_positive_int, default=1, metavar="N", help="synthetic scans per label map (1)")
+    sy.add_argument("--seed", type=int, default=0, metavar="S", help="base seed of the run (default 0)")
+    sy.add_argument("--class", dest="condition_class", default=None, help="class condition (class-conditioned models)")
+    sy.add_argument("--format", choices=["nifti", "dicom"], default="nifti", help="output format (default nifti)")
+    sy.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_common_options(sy)
+    sy.set_defaults(func=run)
+
+    ev = jobs.add_parser(
+        "evaluate",
+        help="score a prediction tree against a reference tree (manifest + evaluation report)",
+        description=(
+            "Pair each reference scan under REF_ROOT with its prediction under PRED_ROOT (same relative folder, "
+            "named after the reference's or the LR input's scan id, or its file stem; or the only scan of that "
+            "folder), score it with medgan.evaluate (and interpolation baselines of --lr), record the metrics in "
+            "the manifest and write the evaluation report into OUT_ROOT/report."
+        ),
+    )
+    ev.add_argument("pred", metavar="PRED_ROOT", help="predictions (e.g. the OUT_ROOT of medgan batch upscale)")
+    ev.add_argument("ref", metavar="REF_ROOT", help="high-resolution references")
+    ev.add_argument("output", metavar="OUT_ROOT", help="output folder for the manifest and the report")
+    ev.add_argument("--lr", metavar="LR_ROOT", default=None, help="low-resolution inputs: baselines + LR consistency")
+    ev.add_argument("--method", default="SR", help="name of the evaluated method (default SR)")
+    ev.add_argument("--mask", choices=["foreground", "none"], default="foreground", help="mask of the masked metrics")
+    ev.add_argument("--data-range", type=_positive_float, default=None, metavar="R", help="PSNR/SSIM data range")
+    ev.add_argument("--degradation", choices=["interpolate", "kspace", "thick_slice"], default=None)
+    ev.add_argument("--resample", action="store_true", help="resample predictions onto the reference grid")
+    ev.add_argument("--max-montages", type=int, default=20, metavar="N", help="montage figures (default 20)")
+    ev.add_argument("--title", default=None, help="report title")
+    add_common_options(ev)
+    ev.set_defaults(func=run)
+    return parser
+
+
+def report(result, quiet: bool) -> int:
+    """Print the one-line summary (unless quiet) and return the exit status."""
+    if not quiet:
+        counts = result.counts
+        parts = [f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "unusable") if counts[s]]
+        line = f"{sum(counts.values())} scan(s): {', '.join(parts) or 'none'}; manifest {result.manifest}"
+        if result.report.get("report.html"):
+            line += f"; report {result.report['report.html']}"
+        print(line)
+    return result.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen batch job; return the exit status."""
+    from pipelines.batch import runner
+
+    common = dict(
+        workers=args.workers,
+        scheduler=args.dask_scheduler,
+        force=args.force,
+        quiet=args.quiet,
+        threads=args.threads,
+    )
+    if args.batch_job == "upscale":
+        result = runner.run_upscale(
+            args.input,
+            args.output,
+            model=args.model,
+            fmt=args.format,
+            device=args.device,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            **common,
+        )
+    elif args.batch_job == "synthesize":
+        result = runner.run_synthesize(
+            args.input,
+            args.output,
+            model=args.model,
+            n=args.n,
+            seed=args.seed,
+            condition_class=args.condition_class,
+            fmt=args.format,
+            device=args.device,
+            **common,
+        )
+    else:
+        if args.max_montages < 0:
+            print("medgan batch evaluate: error: --max-montages must be >= 0")
+            return 2
+        result = runner.run_evaluate(
+            args.pred,
+            args.ref,
+            args.output,
+            lr_root=args.lr,
+            method=args.method,
+            mask=args.mask,
+            data_range=args.data_range,
+            degradation=args.degradation,
+            resample=args.resample,
+            max_montages=args.max_montages,
+            title=args.title,
+            **common,
+        )
+    return report(result, args.quiet)

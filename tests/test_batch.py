@@ -1,0 +1,533 @@
+"""Folder-level batch jobs (``medgan batch``, ``medgan run``) on real scans from ``sample_data/``.
+
+The model is a tiny *untrained* 3-D generator written with the real checkpoint API
+(:func:`medgan.models.registry.build_generator` + :func:`medgan.infer.checkpoint.save_checkpoint`): no model
+ships yet, and these tests check the pipeline mechanics (discovery, planning, manifest, resume, atomicity,
+error isolation, workers), not image quality.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from pipelines.batch.manifest import Manifest, read_rows
+from pipelines.batch.plan import safe_output_path
+from pipelines.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data"
+HITACHI = SAMPLE / "dicom" / "dicom2nifti_hitachi_anatomical_001"
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.(tmp|old)")
+SECRET_NAME = "Secretperson^Jane"
+SECRET_ID = "SECRET-ID-4711"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained tiny 3-D SRResNet (x2 in-plane), saved as a real medgan checkpoint."""
+    import torch
+
+    from medgan.infer.checkpoint import save_checkpoint
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors", model, roi_size=32)
+
+
+def _crop_nifti(src: Path, dst: Path, box: tuple[slice, ...]) -> Path:
+    img = nib.load(src)
+    small = img.slicer[box]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(small.dataobj), small.affine, small.header), dst)
+    return dst
+
+
+def _copy_series(dst: Path, *, description: str | None = None, truncate: int | None = None) -> Path:
+    """The Hitachi series (4 real slices), optionally as a new series with another description / a truncated slice."""
+    dst.mkdir(parents=True, exist_ok=True)
+    uid = generate_uid(entropy_srcs=[str(dst.name), str(description)])
+    for i, src in enumerate(sorted(HITACHI.iterdir())):
+        ds = pydicom.dcmread(src)
+        if description is not None or truncate is not None:
+            ds.SeriesInstanceUID = uid
+            ds.SOPInstanceUID = generate_uid(entropy_srcs=[uid, str(i)])
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.PatientName = SECRET_NAME
+            ds.PatientID = SECRET_ID
+        if description is not None:
+            ds.SeriesDescription = description
+        ds.save_as(dst / src.name)
+        if truncate is not None and i == 1:
+            data = (dst / src.name).read_bytes()
+            (dst / src.name).write_bytes(data[: len(data) - truncate])
+    return dst
+
+
+def _write_sr(path: Path) -> Path:
+    """A real non-image DICOM object: a Basic Text SR written with pydicom."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["sr"])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "SR"
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["sr-series"])
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["sr-study"])
+    ds.PatientName = SECRET_NAME
+    ds.PatientID = SECRET_ID
+    ds.ValueType = "CONTAINER"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _good_tree(root: Path) -> Path:
+    """Three small real scans: two NIfTI crops in nested folders and one DICOM series."""
+    _crop_nifti(
+        SAMPLE / "nifti/nibabel/anatomical.nii",
+        root / "sub-01/anat/anat.nii.gz",
+        (slice(8, 24), slice(10, 26), slice(8, 14)),
+    )
+    _crop_nifti(
+        SAMPLE / "nifti/mni_icbm152_2009a_sym/t1.nii.gz",
+        root / "sub-02/t1.nii.gz",
+        (slice(70, 90), slice(80, 100), slice(76, 82)),
+    )
+    _copy_series(root / "sub-03/dicom/series1")
+    return root
+
+
+@pytest.fixture(scope="session")
+def good_tree(tmp_path_factory) -> Path:
+    return _good_tree(tmp_path_factory.mktemp("good") / "in")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in ("medgan.log", "manifest.jsonl", "manifest.csv", ".medgan-batch.lock")
+    }
+
+
+def _assert_no_temp(root: Path) -> None:
+    leftovers = [p for p in root.rglob("*") if TEMP_NAME.match(p.name)]
+    assert not leftovers, leftovers
+    hidden = [p.name for p in root.rglob(".*")]
+    assert hidden in ([], [".medgan-batch.lock"]), hidden
+
+
+def _upscale(in_root: Path, out_root: Path, model: Path, *extra: str) -> int:
+    return main(["batch", "upscale", str(in_root), str(out_root), "--model", str(model), "--quiet", *extra])
+
+
+# --------------------------------------------------------------------------- unit-level
+
+
+def test_safe_output_path_refuses_escapes(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert safe_output_path(out, "a/b", "x.nii.gz") == out / "a" / "b" / "x.nii.gz"
+    for rel, name in [("../x", "a.nii.gz"), ("/etc", "a.nii.gz"), ("a", "../../evil"), ("a", "..")]:
+        with pytest.raises(Exception, match="refusing"):
+            safe_output_path(out, rel, name)
+    (out / "link").symlink_to(tmp_path)  # a link inside OUT_ROOT pointing out of it
+    with pytest.raises(Exception, match="outside"):
+        safe_output_path(out, "link", "a.nii.gz")
+
+
+def test_manifest_tolerates_a_partial_last_line(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    with Manifest(path) as m:
+        m.append({"scan_id": "a", "status": "done", "metrics": {"psnr": float("nan")}})
+    with open(path, "ab") as fh:
+        fh.write(b'{"scan_id": "b", "stat')  # what SIGKILL in the middle of a write leaves
+    with Manifest(path) as m:
+        assert [r["scan_id"] for r in m.rows] == ["a"]
+        m.append({"scan_id": "c", "status": "failed"})
+    rows = read_rows(path)
+    assert [r["scan_id"] for r in rows] == ["a", "c"]
+    assert rows[0]["metrics"]["psnr"] is None  # NaN stored as valid JSON
+
+
+# --------------------------------------------------------------------------- error isolation
+
+
+def test_error_isolation_on_a_messy_tree(tmp_path, tiny_model, capsys):
+    src = _good_tree(tmp_path / "in")
+    (src / "broken").mkdir()
+    (src / "broken" / "empty.dcm").write_bytes(b"")  # zero-byte file
+    _copy_series(src / "broken" / "truncated_series", truncate=3000)  # a slice cut inside its pixel data
+    data = (SAMPLE / "nifti/nibabel/anatomical.nii").read_bytes()
+    (src / "broken" / "cut.nii").write_bytes(data[: len(data) // 2])  # truncated NIfTI
+    shutil.copy(SAMPLE / "dicom/pydicom_ct_small/CT_small.dcm", src / "ct2d.dcm")  # a 2-D image: the 3-D model refuses
+    _write_sr(src / "reports" / "sr.dcm")  # non-image DICOM object
+    _copy_series(src / "hostile", description="../../evil")  # hostile SeriesDescription
+    (src / "README.txt").write_text("not a scan\n")
+    out = tmp_path / "out"
+
+    code = _upscale(src, out, tiny_model)
+    assert code == 3
+
+    rows = read_rows(out / "manifest.jsonl")
+    by_status: dict[str, list[dict]] = {}
+    for r in rows:
+        by_status.setdefault(r["status"], []).append(r)
+    assert len(rows) == len({r["scan_id"] for r in rows}) == 9  # one row per scan
+    assert {r["input"] for r in by_status["done"]} == {
+        "sub-01/anat/anat.nii.gz",
+        "sub-02/t1.nii.gz",
+        "sub-03/dicom/series1",
+        "hostile",
+    }
+    unusable = {r["input"]: r["error"] for r in by_status["unusable"]}
+    assert "empty" in unusable["broken/empty.dcm"]
+    assert "not an image" in unusable["reports/sr.dcm"]
+    assert "truncated" in unusable["broken/truncated_series"]
+    assert unusable["broken/cut.nii"]
+    failed = {r["input"]: r["error"] for r in by_status["failed"]}
+    assert set(failed) == {"ct2d.dcm"}  # passed discovery, refused by the model: a failed row, the run goes on
+    assert "3-D model cannot upscale the 2-D image" in failed["ct2d.dcm"] and "Traceback" not in failed["ct2d.dcm"]
+    # outputs only inside OUT_ROOT, named by scan id, and they load with the upscaled shape
+    from medgan import load_scan
+
+    hostile = next(r for r in by_status["done"] if r["input"] == "hostile")
+    assert hostile["outputs"][0].startswith("hostile/evil-") and ".." not in hostile["outputs"][0]
+    assert not (tmp_path / "evil").exists() and not any(tmp_path.glob("*evil*"))
+    for r in by_status["done"]:
+        path = out / r["outputs"][0]
+        assert path.resolve().is_relative_to(out.resolve())
+        assert load_scan(path).shape[1] % 2 == 0
+    assert load_scan(out / hostile["outputs"][0]).shape == (1, 128, 128, 4)
+    # nothing identifying in the log or the manifests
+    for name in ("medgan.log", "manifest.jsonl", "manifest.csv"):
+        text = (out / name).read_text()
+        assert SECRET_NAME not in text and SECRET_ID not in text and "Secretperson" not in text
+    assert "failed" in (out / "medgan.log").read_text()
+    for path in out.rglob("*"):  # nor in the outputs' provenance (sidecar JSON, NIfTI header description)
+        if path.is_file():
+            data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+            assert SECRET_NAME.encode() not in data and SECRET_ID.encode() not in data, path
+    csv_rows = (out / "manifest.csv").read_text().splitlines()
+    assert len(csv_rows) == 10 and csv_rows[0].startswith("scan_id,status,error")
+    _assert_no_temp(out)
+
+
+def test_failures_before_any_scan_exit_1(tmp_path, tiny_model, good_tree, capsys):
+    assert _upscale(good_tree, tmp_path / "o1", tmp_path / "missing.safetensors") == 1
+    assert "checkpoint file not found" in capsys.readouterr().err
+    assert not (tmp_path / "o1" / "manifest.jsonl").exists()
+    assert _upscale(tmp_path / "nope", tmp_path / "o2", tiny_model) == 1
+    assert _upscale(good_tree, good_tree / "inside", tiny_model) == 1
+    assert "inside the input folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["batch", "upscale", str(good_tree), str(tmp_path / "o3"), "--model", str(tiny_model), "--workers", "0"])
+    assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_rerun_skips_done_scans_and_force_redoes(tmp_path, tiny_model, good_tree):
+    out = tmp_path / "out"
+    assert _upscale(good_tree, out, tiny_model) == 0
+    first = _files(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
+
+    assert _upscale(good_tree, out, tiny_model) == 0
+    rows = read_rows(out / "manifest.jsonl")
+    assert [r["status"] for r in rows[3:]] == ["skipped"] * 3
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == mtimes
+    assert "skipped" in (out / "manifest.csv").read_text()
+
+    # a tampered output is redone, the others are still skipped
+    victim = out / rows[0]["outputs"][0]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    assert _upscale(good_tree, out, tiny_model) == 0
+    statuses = {r["scan_id"]: r["status"] for r in read_rows(out / "manifest.jsonl")[6:]}
+    assert statuses[rows[0]["scan_id"]] == "done" and sorted(statuses.values()) == ["done", "skipped", "skipped"]
+
+    # a changed input (here: a new modification time) is redone too
+    src = good_tree / "sub-02" / "t1.nii.gz"
+    st = src.stat()
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert _upscale(good_tree, out, tiny_model) == 0
+    statuses = {r["input"]: r["status"] for r in read_rows(out / "manifest.jsonl")[9:]}
+    assert statuses["sub-02/t1.nii.gz"] == "done" and sorted(statuses.values()) == ["done", "skipped", "skipped"]
+
+    assert _upscale(good_tree, out, tiny_model, "--force") == 0
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[12:]] == ["done"] * 3
+    assert _files(out) == first  # deterministic: the same bytes again
+    _assert_no_temp(out)
+
+
+def test_resume_after_sigkill(tmp_path, tiny_model):
+    src = _good_tree(tmp_path / "in")
+    _copy_series(src / "sub-04", description="second series")
+    _crop_nifti(
+        SAMPLE / "nifti/nibabel/anatomical.nii", src / "sub-05/anat.nii.gz", (slice(0, 33), slice(0, 41), slice(0, 8))
+    )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines.cli", "batch", "upscale", str(src), str(out), "--model", str(tiny_model)]
+    proc = subprocess.Popen(
+        [*cmd, "--quiet"], cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.is_file() and b'"status":"done"' in manifest.read_bytes():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as a scheduler would
+    finally:
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    killed_rows = read_rows(manifest)
+    n_done_before = sum(r["status"] == "done" for r in killed_rows)
+    assert 1 <= n_done_before < 5
+
+    assert _upscale(src, out, tiny_model) == 0
+    rows = read_rows(manifest)
+    done = [r["scan_id"] for r in rows if r["status"] == "done"]
+    assert len(done) == len(set(done)) == 5  # every scan exactly once
+    assert sum(r["status"] == "skipped" for r in rows) == n_done_before
+    _assert_no_temp(out)
+    from medgan import load_scan
+
+    for r in rows:
+        if r["status"] == "done":
+            scan = load_scan(out / r["outputs"][0])
+            assert scan.shape[0] == 1 and np.isfinite(scan.numpy()).all()
+            assert json.loads((out / r["outputs"][1]).read_text())["task"] == "super-resolution"
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def test_local_executors_give_identical_outputs(tmp_path, tiny_model, good_tree):
+    """--workers 1 (this process), --workers 2 (spawn pool) and the CUDA layout (the pool loads and saves, this
+    process infers; run here on CPU) write the same bytes."""
+    from medgan.infer.checkpoint import file_sha256
+    from medgan.io.discover import discover_scans
+    from pipelines.batch import executors, jobs
+    from pipelines.batch.manifest import output_sha256
+    from pipelines.batch.plan import plan_upscale
+
+    assert _upscale(good_tree, tmp_path / "w1", tiny_model, "--workers", "1") == 0
+    assert _upscale(good_tree, tmp_path / "w2", tiny_model, "--workers", "2") == 0
+    one, two = _files(tmp_path / "w1"), _files(tmp_path / "w2")
+    assert len(one) == 6 and one == two
+    workers = {r["worker"] for r in read_rows(tmp_path / "w2" / "manifest.jsonl")}
+    assert len(workers) >= 1 and not any(w.endswith(f":{os.getpid()}") for w in workers)  # other processes
+
+    out = tmp_path / "pipelined"
+    out.mkdir()
+    opts = jobs.UpscaleOptions(
+        model=str(tiny_model), model_sha256=file_sha256(tiny_model), out_root=str(out), device="cpu"
+    )
+    rows = []
+    executors.run_gpu_pipeline(
+        plan_upscale(discover_scans(good_tree), good_tree, out), opts, lambda t, r: rows.append(r), workers=1
+    )
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert all(r["output_sha256"][0] == output_sha256(out / r["outputs"][0]) for r in rows)
+    assert _files(out) == one
+
+
+def _crashing_job(task, options):
+    """A job whose worker process dies on one scan (as with a segfaulting decoder or the OOM killer)."""
+    if task.scan_id == "crash":
+        os._exit(1)
+    return {"status": "done", "outputs": [], "output_sha256": [], "seconds": {}, "worker": str(os.getpid())}
+
+
+def test_a_dying_worker_fails_only_its_scan():
+    from medgan.io.discover import ScanRef
+    from pipelines.batch.executors import run_pool
+    from pipelines.batch.plan import Task
+
+    ref = ScanRef("x", "nifti", (Path("x.nii"),), "unknown", "", None, None, True, None)
+    names = ["a", "b", "crash", "c", "d", "e"]
+    rows = {}
+    tasks = [Task(n, "test", ref, ".", n) for n in names]
+    run_pool(tasks, _crashing_job, None, rows.__setitem__, workers=2, threads=None)  # threads=None: no torch import
+    assert sorted(t.scan_id for t in rows) == sorted(names)
+    status = {t.scan_id: r["status"] for t, r in rows.items()}
+    assert status.pop("crash") == "failed" and set(status.values()) == {"done"}
+    assert "worker" in next(r["error"] for t, r in rows.items() if t.scan_id == "crash")
+
+
+# --------------------------------------------------------------------------- evaluate and specs
+
+
+def test_batch_evaluate_pairs_and_reports(tmp_path, tiny_model):
+    import medgan
+    from medgan.io.load import load_scan
+
+    hr = tmp_path / "hr"
+    lr = tmp_path / "lr"
+    for rel, src, box in [
+        ("a/t1.nii.gz", "mni_icbm152_2009a_sym/t1.nii.gz", (slice(60, 92), slice(70, 102), slice(76, 82))),
+        ("b/anat.nii.gz", "nibabel/anatomical.nii", (slice(0, 32), slice(4, 36), slice(8, 14))),
+    ]:
+        _crop_nifti(SAMPLE / "nifti" / src, hr / rel, box)
+        low = medgan.degrade(load_scan(hr / rel), (2, 2, 1))
+        (lr / rel).parent.mkdir(parents=True, exist_ok=True)
+        medgan.save_scan(low, lr / rel)
+    assert _upscale(lr, tmp_path / "sr", tiny_model) == 0
+    out = tmp_path / "eval"
+    args = ["batch", "evaluate", str(tmp_path / "sr"), str(hr), str(out), "--lr", str(lr), "--quiet"]
+    assert main(args) == 0
+    rows = read_rows(out / "manifest.jsonl")
+    assert [r["status"] for r in rows] == ["done", "done"]
+    for r in rows:
+        methods = {m["method"]: m for m in r["metrics"]}
+        assert set(methods) == {"SR", "nearest", "linear", "cubic"}
+        assert methods["SR"]["psnr"] > 0 and methods["SR"]["data_range"] > 0
+    report = out / "report"
+    for name in ("metrics.csv", "metrics.json", "report.md", "report.html"):
+        assert (report / name).is_file()
+    assert len(json.loads((report / "metrics.json").read_text())["rows"]) == 8
+    first_html = (report / "metrics.csv").read_text()
+    # rerun: scans skipped, the report rebuilt from the manifest's metrics
+    assert main(args) == 0
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[2:]] == ["skipped", "skipped"]
+    assert (report / "metrics.csv").read_text() == first_html
+    _assert_no_temp(out)
+
+
+def test_medgan_run_example_spec(tmp_path, tiny_model, good_tree, capsys):
+    spec = REPO / "pipelines" / "specs" / "upscale.yaml"
+    out = tmp_path / "out"
+    sets = [f"input={good_tree}", f"output={out}", f"model={tiny_model}", "workers=1"]
+    code = main(["run", str(spec), "--quiet", *[a for s in sets for a in ("--set", s)]])
+    assert code == 0
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")] == ["done"] * 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("job: upscale\ninput: a\noutput: b\nmodel: m.safetensors\nwokers: 2\n", "unknown key"),
+        ("job: upscale\ninput: a\noutput: b\nmodel: m.safetensors\nworkers: two\n", "'workers' must be a positive"),
+        ("job: upscale\ninput: a\noutput: b\n", "'model' is required"),
+        ("job: shrink\n", "unknown job"),
+        ("job: [upscale\n", "invalid YAML at line"),
+        ("- job: upscale\n", "must be a mapping"),
+    ],
+)
+def test_invalid_specs_give_config_errors(tmp_path, capsys, text, message):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(text)
+    assert main(["run", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and str(spec) in err and "Traceback" not in err
+
+
+def test_example_specs_are_valid(monkeypatch):
+    from pipelines.batch.spec import load_spec
+
+    monkeypatch.setenv("MEDGAN_MODEL", "model.safetensors")
+    monkeypatch.setenv("MEDGAN_REF", "ref")
+    monkeypatch.setenv("MEDGAN_LABELS", "labels")
+    monkeypatch.setenv("MEDGAN_SYNTH_MODEL", "cgan.safetensors")
+    for spec in sorted((REPO / "pipelines" / "specs").glob("*.yaml")):
+        assert load_spec(spec).job in ("upscale", "synthesize", "evaluate")
+
+
+@pytest.fixture(scope="session")
+def tiny_synthesizer(tmp_path_factory) -> Path:
+    """An untrained tiny 2-D SPADE generator (labels 0 background, 1 GM, 2 WM) saved with the real API."""
+    import torch
+
+    from medgan.data.normalize import Normalization
+    from medgan.infer.synthesis import save_synthesizer
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    gen = build_generator(
+        {
+            "arch": "spade",
+            "spatial_dims": 2,
+            "num_labels": 3,
+            "channels": [8, 4],
+            "z_dim": 4,
+            "spade_hidden_channels": 4,
+        }
+    )
+    norm = Normalization(
+        method="percentile", offset=0.0, scale=100.0, lower=0.5, upper=99.5, data_min=0.0, data_max=100.0
+    )
+    path = tmp_path_factory.mktemp("synth") / "tiny_spade.safetensors"
+    return save_synthesizer(path, gen, labels={0: "background", 1: "gm", 2: "wm"}, normalization=norm)
+
+
+def _label_map(dst: Path, box: tuple[slice, ...], *, extra_value: int | None = None) -> Path:
+    """A real label map: argmax of background / MNI GM / MNI WM probabilities on a crop of the template grid."""
+    mni = SAMPLE / "nifti" / "mni_icbm152_2009a_sym"
+    gm, wm = (nib.load(mni / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
+    g, w = np.asarray(gm.dataobj, dtype=np.float32), np.asarray(wm.dataobj, dtype=np.float32)
+    labels = np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0).astype(np.uint8)
+    if extra_value is not None:
+        labels[0, 0, 0] = extra_value
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
+    return dst
+
+
+def test_batch_synthesize(tmp_path, tiny_synthesizer):
+    import medgan
+
+    src = tmp_path / "labels"
+    _label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    _label_map(src / "s2" / "deep" / "labels.nii.gz", (slice(50, 66), slice(80, 96), slice(70, 73)))
+    _label_map(src / "bad.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)), extra_value=7)
+    out = tmp_path / "out"
+    args = ["batch", "synthesize", str(src), str(out), "--model", str(tiny_synthesizer), "-n", "2", "--quiet"]
+    assert main([*args, "--seed", "5"]) == 3
+    rows = {r["input"]: r for r in read_rows(out / "manifest.jsonl")}
+    assert rows["bad.nii.gz"]["status"] == "failed" and "[7]" in rows["bad.nii.gz"]["error"]
+    for rel in ("s1/labels.nii.gz", "s2/deep/labels.nii.gz"):
+        row = rows[rel]
+        assert row["status"] == "done" and len(row["outputs"]) == 4  # 2 images + 2 provenance sidecars
+        assert row["outputs"][0].endswith("-synth-000.nii.gz") and row["outputs"][2].endswith("-synth-001.nii.gz")
+        labels = medgan.load_scan(src / rel)
+        first, second = (medgan.load_scan(out / o) for o in row["outputs"][0::2])
+        assert first.shape == labels.shape and np.allclose(first.affine, labels.affine)
+        assert not np.array_equal(first.numpy(), second.numpy())  # two different samples
+        side = json.loads((out / row["outputs"][1]).read_text())
+        assert side["synthetic"] is True and side["seed"] == row["seed"] and side["sample"] == 0
+    before = _files(out)
+    assert main([*args, "--seed", "5"]) == 3  # the good maps are skipped, the bad one fails again
+    assert sorted(r["status"] for r in read_rows(out / "manifest.jsonl")[3:]) == ["failed", "skipped", "skipped"]
+    assert main([*args, "--seed", "5", "--force"]) == 3
+    assert _files(out) == before  # same seed, same images, same bytes
+    assert main([*args, "--seed", "6"]) == 3  # another seed is another run: redone
+    assert sorted(r["status"] for r in read_rows(out / "manifest.jsonl")[9:]) == ["done", "done", "failed"]
+    assert _files(out) != before
+    _assert_no_temp(out)
