@@ -531,3 +531,13 @@ def test_batch_synthesize(tmp_path, tiny_synthesizer):
     assert sorted(r["status"] for r in read_rows(out / "manifest.jsonl")[9:]) == ["done", "done", "failed"]
     assert _files(out) != before
     _assert_no_temp(out)
+
+
+def test_upscale_command_on_a_folder_tree_runs_as_a_batch(tmp_path, tiny_model, good_tree):
+    """API.md: ``medgan upscale IN OUT`` with a folder tree as IN runs as ``medgan batch upscale``."""
+    via_upscale, via_batch = tmp_path / "upscale", tmp_path / "batch"
+    assert main(["upscale", str(good_tree), str(via_upscale), "--model", str(tiny_model)]) == 0
+    assert _upscale(good_tree, via_batch, tiny_model) == 0
+    rows = read_rows(via_upscale / "manifest.jsonl")
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"done"}
+    assert _files(via_upscale) == _files(via_batch)

@@ -4,8 +4,9 @@ Loads ``IN`` (a NIfTI file, a DICOM file or one series folder) with :func:`medga
 runs :meth:`medgan.SuperResolver.upscale` and writes ``OUT`` with :func:`medgan.save_scan`
 (a DICOM input is the ``reference`` of a DICOM output). The provenance (model name and
 sha256, factor) travels in ``meta["medgan"]`` and so into the NIfTI sidecar / DICOM
-DerivationDescription. A folder holding several series is refused with the list of series
-(``--series`` picks one); folder-tree batches come with ``medgan batch``.
+DerivationDescription. When ``IN`` is a folder tree holding several scans (and no ``--series``
+is given), the command runs as ``medgan batch upscale IN OUT`` does: outputs mirror the tree,
+with a manifest, resume and per-scan error isolation (exit 3 if some scans failed).
 """
 
 from __future__ import annotations
@@ -67,14 +68,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")
+    parser.add_argument("--workers", type=_positive_int, default=1, help="folder trees: parallel worker processes")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Upscale ``args.input`` into ``args.output``; return the exit status."""
-    from medgan import SuperResolver, load_scan, save_scan
+    from pathlib import Path
 
+    from medgan import SuperResolver, discover_scans, load_scan, save_scan
+
+    if Path(args.input).is_dir() and args.series is None:
+        usable = [r for r in discover_scans(args.input) if r.usable]
+        if len(usable) > 1:  # a folder tree: run it as a batch job
+            from pipelines.batch.runner import run_upscale
+
+            result = run_upscale(
+                args.input,
+                args.output,
+                model=args.model,
+                workers=args.workers,
+                fmt=args.format or "nifti",
+                device=args.device,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                quiet=not args.progress,
+            )
+            return result.exit_code
     resolver = SuperResolver.from_pretrained(args.model, device=args.device)
     scan = load_scan(args.input, series=args.series)
     high = resolver.upscale(
