@@ -5,6 +5,9 @@ default filled in (checkpoints store it), paths resolved against the config file
 Every problem raises :class:`medgan.errors.ConfigError` whose message names the file and the
 dotted key, e.g. ``run.yaml: phase1.lr: expected a number, got 'fast'``.
 
+An optional top-level ``task: sr`` is accepted; a ``task: cgan`` file is refused with a pointer to
+``medgan train-cgan`` (its schema: :mod:`medgan.train.cgan_config`).
+
 Sections (see ``medgan/train/configs/*.yaml`` for annotated examples)::
 
     name, out_dir, seed, device, amp
@@ -34,7 +37,7 @@ from typing import Any
 
 from medgan.errors import ConfigError
 
-__all__ = ["load_config", "validate_config", "DEFAULTS", "SCHEMA"]
+__all__ = ["load_config", "validate_config", "read_yaml", "DEFAULTS", "SCHEMA", "Field"]
 
 _REQUIRED = object()
 
@@ -424,6 +427,11 @@ def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.P
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
+    task = data.get("task", "sr")
+    if task != "sr":
+        hint = "; run it with medgan train-cgan" if task == "cgan" else " (this schema is task: sr)"
+        raise ConfigError(f"{source}: task: {task!r} is not a train-sr config{hint}")
+    data = {k: v for k, v in data.items() if k != "task"}
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     cfg = _validate(SCHEMA, data, "", source, base)
     _check_paths(cfg, source)
@@ -451,6 +459,18 @@ def load_config(path: str | os.PathLike[str]) -> dict:
     medgan.errors.ConfigError
         Missing or unreadable file, invalid YAML, or an invalid key (the message names the key and the file).
     """
+    path = Path(path)
+    return validate_config(read_yaml(path), source=str(path), base_dir=path.parent.resolve())
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Parse a YAML config file (an empty file gives ``{}``).
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        Missing or unreadable file, or invalid YAML (the message names the file and the line).
+    """
     import yaml
 
     path = Path(path)
@@ -464,4 +484,4 @@ def load_config(path: str | os.PathLike[str]) -> dict:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: invalid YAML{at} ({getattr(exc, 'problem', None) or exc})") from None
-    return validate_config(data or {}, source=str(path), base_dir=path.parent.resolve())
+    return data or {}

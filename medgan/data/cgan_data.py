@@ -1,0 +1,353 @@
+"""(image, label map) training pairs for the conditional GAN (``medgan train-cgan``).
+
+* :func:`load_pairs` loads each subject's image and label map (a stored integer map, or :func:`tissue_labels`
+  from GM/WM probability maps with the image as brain mask), checks they share a grid, and normalises the image
+  with a normalisation *fitted on the whole image without a mask* (the record, offset/scale, is kept: it is
+  what :class:`medgan.infer.synthesis.Synthesizer` inverts).
+* :func:`split_slices` holds out a contiguous slab of each subject along the slice axis for validation (with a
+  gap, so neighbouring training slices do not leak into it).
+* :class:`PairSampler` draws training batches (2-D slices or 3-D patches outside the held-out slab) as
+  ``{"image", "labels_onehot"[, "scalar"]}``; a batch depends only on ``(seed, step, rank)``. Optional layout
+  augmentation deforms the label map with :func:`medgan.data.labels.deform_labels` and the image with the very
+  same random transform (linear interpolation), so pairs stay aligned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from medgan.data.labels import TISSUE_LABELS, _default_affine, _default_elastic, deform_labels, one_hot
+from medgan.data.normalize import fit_normalization
+from medgan.errors import MedganError
+
+__all__ = ["load_pairs", "split_slices", "deform_pair", "PairSampler", "validation_items"]
+
+
+def load_pairs(
+    subjects: Sequence[Mapping[str, str]],
+    normalization: Mapping[str, Any],
+    *,
+    label_values: Sequence[int] = tuple(TISSUE_LABELS),
+) -> list[dict[str, Any]]:
+    """Load, check and normalise training subjects.
+
+    Parameters
+    ----------
+    subjects
+        ``{"image": path, "labels": path}`` (integer label map) or ``{"image": path, "gm": path, "wm": path}``
+        (probability maps turned into labels by :func:`medgan.data.labels.tissue_labels` with ``t1=image``).
+    normalization
+        ``{"method": "percentile", "lower": 0, "upper": 99.5}`` or ``{"method": "zscore"}``; fitted per subject on
+        the whole image (no mask).
+    label_values
+        The label values the model knows; other values are refused.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``image`` (float32 ``(1, X, Y, Z)``, normalised), ``labels`` (float32 ``(1, X, Y, Z)``),
+        ``normalization`` (the fitted :class:`~medgan.data.normalize.Normalization`), ``affine``.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        Unreadable files, a multi-channel or non-3-D image, grids that differ, unknown label values.
+    """
+    from medgan.data.labels import label_values as values_of
+    from medgan.data.labels import tissue_labels
+    from medgan.io.load import load_scan
+
+    pairs = []
+    rule = dict(normalization)
+    kwargs = {k: float(rule[k]) for k in ("lower", "upper") if k in rule}
+    for subject in subjects:
+        name = str(subject["image"])
+        image = load_scan(subject["image"])
+        if image.shape[0] != 1 or image.ndim != 4:
+            raise MedganError(f"{name}: expected a single-channel 3-D image, got shape {tuple(image.shape)}")
+        if "labels" in subject:
+            labels = load_scan(subject["labels"])
+            label_name = str(subject["labels"])
+            desc = os.path.basename(label_name)
+        else:
+            gm, wm = load_scan(subject["gm"]), load_scan(subject["wm"])
+            labels = tissue_labels(gm, wm, t1=image)
+            label_name = f"tissue_labels({subject['gm']}, {subject['wm']})"
+            desc = f"tissue_labels({os.path.basename(subject['gm'])}, {os.path.basename(subject['wm'])}, t1=image)"
+        if tuple(labels.shape) != tuple(image.shape):
+            raise MedganError(f"{label_name}: label map shape {tuple(labels.shape)} differs from {name}'s")
+        if not np.allclose(np.asarray(labels.affine), np.asarray(image.affine), atol=1e-3):
+            raise MedganError(f"{label_name}: label map is not on the grid (affine) of {name}")
+        lab = labels.as_tensor().numpy().astype(np.float32)
+        unknown = sorted(set(values_of(lab)) - {int(v) for v in label_values})
+        if unknown:
+            raise MedganError(f"{label_name}: label values {unknown} are not among {sorted(label_values)}")
+        raw = image.as_tensor().numpy().astype(np.float32, copy=False)
+        norm = fit_normalization(raw, method=rule.get("method", "percentile"), **kwargs)  # whole image, no mask
+        pairs.append(
+            {
+                "name": name,
+                "labels_source": desc,
+                "image": np.ascontiguousarray(norm.apply(raw)),
+                "labels": np.ascontiguousarray(lab),
+                "normalization": norm,
+                "affine": np.asarray(image.affine, dtype=np.float64),
+            }
+        )
+    return pairs
+
+
+def split_slices(
+    labels: np.ndarray, *, axis: int, min_foreground: float, val_fraction: float, val_gap: int
+) -> tuple[list[int], list[int]]:
+    """Training and held-out slice indices of one subject along ``axis``.
+
+    Slices whose fraction of non-background labels is at least ``min_foreground`` are candidates; the middle
+    ``round(val_fraction x n)`` of them form the held-out slab, and ``val_gap`` slices either side of it are
+    used for neither (adjacent slices are nearly identical).
+
+    Returns
+    -------
+    train, val
+        Sorted slice indices.
+    """
+    fg = (labels[0] > 0).mean(axis=tuple(a for a in range(3) if a != axis))
+    brain = [int(k) for k in np.flatnonzero(fg >= min_foreground)]
+    if not brain:
+        raise MedganError(f"no slice along axis {axis} has {min_foreground:.0%} foreground labels")
+    n_val = round(val_fraction * len(brain))
+    if n_val == 0:
+        return brain, []
+    mid = len(brain) // 2
+    val = brain[max(0, mid - n_val // 2) : max(0, mid - n_val // 2) + n_val]
+    lo, hi = val[0] - val_gap, val[-1] + val_gap
+    train = [k for k in brain if k < lo or k > hi]
+    if not train:
+        raise MedganError("data.val_fraction leaves no training slices")
+    return train, val
+
+
+def _transform(shape: Sequence[int], elastic: bool, affine: bool, mode: str) -> Any:
+    """The MONAI transform :func:`deform_labels` builds (same defaults), with another interpolation mode."""
+    from monai.transforms import Rand2DElastic, Rand3DElastic, RandAffine
+
+    dims = len(shape)
+    el = _default_elastic(dims, shape) if elastic else {}
+    af = _default_affine(dims) if affine else {}
+    common = {"prob": 1.0, "mode": mode, "padding_mode": "border"}
+    if el:
+        return (Rand2DElastic if dims == 2 else Rand3DElastic)(**el, **af, **common)
+    if af:
+        return RandAffine(**af, **common)
+    return None
+
+
+def deform_pair(
+    image: np.ndarray, labels: np.ndarray, *, seed: int, elastic: bool = True, affine: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deform a label map with :func:`deform_labels` and its image with the same random transform.
+
+    The image transform is the one ``deform_labels`` builds (same class, ranges and seed, so the same random
+    draws) with linear instead of nearest interpolation.
+
+    Parameters
+    ----------
+    image, labels
+        ``(1, *spatial)`` arrays on one grid.
+    seed
+        Random seed.
+    elastic, affine
+        As in :func:`deform_labels` (default ranges).
+
+    Returns
+    -------
+    image, labels
+        Deformed float32 arrays.
+    """
+    lab = deform_labels(labels, seed=seed, elastic=elastic, affine=affine).as_tensor().numpy()
+    xform = _transform(image.shape[1:], elastic, affine, "bilinear")
+    if xform is None:
+        return image.astype(np.float32), lab.astype(np.float32)
+    xform.set_random_state(seed=int(seed) % (2**32))
+    out = xform(torch.as_tensor(image, dtype=torch.float32))
+    out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
+    return out.numpy().astype(np.float32), lab.astype(np.float32)
+
+
+class PairSampler:
+    """Draw cGAN training batches; a batch depends only on ``(seed, step, rank)``.
+
+    Parameters
+    ----------
+    pairs
+        From :func:`load_pairs`.
+    train_slices
+        Per pair, the training slice indices along ``slice_axis`` (:func:`split_slices`).
+    patch_size
+        Patch size, one per model axis (2-D: the in-plane axes in increasing scan-axis order).
+    batch_size
+        Pairs per batch (per process).
+    slice_axis
+        Slice normal (2-D models) / axis of the held-out slab (3-D models).
+    foreground_ratio
+        Fraction of patches centred on a non-background voxel.
+    augment
+        ``deform_prob``, ``elastic``, ``affine``, ``flip_prob`` (mirror along the first model axis).
+    label_values
+        One-hot channel order.
+    scalar
+        Add ``"scalar"``: the slice's relative position ``k / (N - 1)`` along the slice axis (2-D).
+    seed, rank
+        Randomness is ``numpy.random.default_rng([seed, step, rank])``.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Mapping[str, Any]],
+        train_slices: Sequence[Sequence[int]],
+        *,
+        patch_size: Sequence[int],
+        batch_size: int,
+        slice_axis: int = 2,
+        foreground_ratio: float = 0.9,
+        augment: Mapping[str, Any] | None = None,
+        label_values: Sequence[int] = tuple(TISSUE_LABELS),
+        scalar: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.patch = [int(p) for p in patch_size]
+        self.dims = len(self.patch)
+        self.batch_size = int(batch_size)
+        self.axis = int(slice_axis)
+        self.fg_ratio = float(foreground_ratio)
+        self.augment = dict(augment or {})
+        self.values = sorted(int(v) for v in label_values)
+        self.scalar = bool(scalar)
+        self.seed, self.rank = int(seed), int(rank)
+        self.in_plane = [a for a in range(3) if a != self.axis]
+        self.allowed: list[list[int]] = []
+        # 3-D: flat indices of labelled voxels, once (a whole-volume search per patch would dominate sampling)
+        self.fg3d = [np.flatnonzero(p["labels"][0] > 0) if self.dims == 3 else None for p in self.pairs]
+        for pair, train in zip(self.pairs, train_slices, strict=True):
+            spatial = pair["image"].shape[1:]
+            sizes = [spatial[a] for a in self.in_plane] if self.dims == 2 else list(spatial)
+            if any(p > s for p, s in zip(self.patch, sizes, strict=True)):
+                raise MedganError(
+                    f"{pair['name']}: {'slices' if self.dims == 2 else 'volume'} of shape {tuple(sizes)} are smaller "
+                    f"than train.patch_size {self.patch}"
+                )
+            if self.dims == 2:
+                allowed = sorted(int(k) for k in train)
+            else:  # slab starts whose patch stays inside the training slices
+                p, keep = self.patch[self.axis], set(int(k) for k in train)
+                allowed = [s for s in range(spatial[self.axis] - p + 1) if all(k in keep for k in range(s, s + p))]
+            if not allowed:
+                raise MedganError(f"{pair['name']}: no training {'slice' if self.dims == 2 else 'slab'} fits")
+            self.allowed.append(allowed)
+
+    def _starts(self, lab: np.ndarray, rng: np.random.Generator, fg: np.ndarray | None = None) -> list[int]:
+        spatial = lab.shape[1:]
+        fg = np.flatnonzero(lab[0] > 0) if fg is None else fg
+        if len(fg) and rng.random() < self.fg_ratio:
+            centre = np.unravel_index(int(fg[int(rng.integers(len(fg)))]), spatial)
+            return [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, self.patch, spatial, strict=True)]
+        return [int(rng.integers(s - p + 1)) for p, s in zip(self.patch, spatial, strict=True)]
+
+    def sample_one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+        """One ``(image, labels, slice position)``: channel-first float32 arrays of the patch size."""
+        i = int(rng.integers(len(self.pairs)))
+        pair, allowed = self.pairs[i], self.allowed[i]
+        image, labels = pair["image"], pair["labels"]
+        n = image.shape[1 + self.axis]
+        if self.dims == 2:
+            k = allowed[int(rng.integers(len(allowed)))]
+            img = np.take(image, k, axis=1 + self.axis)
+            lab = np.take(labels, k, axis=1 + self.axis)
+            starts = self._starts(lab, rng)
+            position = k / max(n - 1, 1)
+        else:
+            starts = self._starts(labels, rng, self.fg3d[i])
+            # snap the slab to the nearest start whose patch lies in the training slices
+            starts[self.axis] = min(allowed, key=lambda s: abs(s - starts[self.axis]))
+            img, lab = image, labels
+            position = 0.0
+        region = (slice(None), *(slice(s, s + p) for s, p in zip(starts, self.patch, strict=True)))
+        img, lab = img[region], lab[region]
+        if rng.random() < self.augment.get("deform_prob", 0.0):
+            img, lab = deform_pair(
+                img,
+                lab,
+                seed=int(rng.integers(2**31)),
+                elastic=self.augment.get("elastic", True),
+                affine=self.augment.get("affine", True),
+            )
+        if rng.random() < self.augment.get("flip_prob", 0.0):
+            img, lab = np.flip(img, axis=1), np.flip(lab, axis=1)
+        return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(lab, dtype=np.float32), position
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The batch of training step ``step``: ``image (B, 1, *patch)``, ``labels_onehot (B, L, *patch)``."""
+        rng = np.random.default_rng([self.seed, int(step), self.rank])
+        items = [self.sample_one(rng) for _ in range(self.batch_size)]
+        labels = torch.from_numpy(np.stack([it[1] for it in items]))
+        out = {
+            "image": torch.from_numpy(np.stack([it[0] for it in items])),
+            "labels_onehot": one_hot(labels, self.values, batched=True, name="training label patch"),
+        }
+        if self.scalar:
+            out["scalar"] = torch.tensor([it[2] for it in items], dtype=torch.float32)
+        return out
+
+
+def validation_items(
+    pairs: Sequence[Mapping[str, Any]],
+    val_slices: Sequence[Sequence[int]],
+    *,
+    spatial_dims: int,
+    slice_axis: int,
+    max_slices: int,
+) -> list[dict[str, Any]]:
+    """Held-out real images with their real label maps.
+
+    2-D: up to ``max_slices`` whole slices per subject, evenly spread over its held-out slab.
+    3-D: the held-out slab itself (all of it along the slice axis, whole in-plane).
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``image`` ``(1, *spatial)``, ``labels`` ``(1, *spatial)``, ``position`` (2-D slice position).
+    """
+    items = []
+    for pair, val in zip(pairs, val_slices, strict=True):
+        if not val:
+            continue
+        n = pair["image"].shape[1 + slice_axis]
+        if spatial_dims == 2:
+            pick = sorted({val[int(round(j))] for j in np.linspace(0, len(val) - 1, min(max_slices, len(val)))})
+            for k in pick:
+                items.append(
+                    {
+                        "name": f"{os.path.basename(pair['name'])}#slice{k}",
+                        "image": np.take(pair["image"], k, axis=1 + slice_axis),
+                        "labels": np.take(pair["labels"], k, axis=1 + slice_axis),
+                        "position": k / max(n - 1, 1),
+                    }
+                )
+        else:
+            idx = np.asarray(val)
+            items.append(
+                {
+                    "name": f"{os.path.basename(pair['name'])}#slices{val[0]}-{val[-1]}",
+                    "image": np.take(pair["image"], idx, axis=1 + slice_axis),
+                    "labels": np.take(pair["labels"], idx, axis=1 + slice_axis),
+                    "position": 0.0,
+                }
+            )
+    return items

@@ -1,0 +1,315 @@
+"""The conditional-GAN (label map -> image) task behind ``medgan train-cgan CONFIG``.
+
+It runs on the same :class:`medgan.train.core.Trainer` as ``train-sr`` (resume, EMA, AMP, DDP, logging):
+
+* phases: an optional L1-only generator warm-up (``warmup.steps``, default 0), then the adversarial phase
+  (``adversarial.steps``): generator step with the discriminator frozen
+  (:func:`medgan.models.cgan_losses.generator_step`: adversarial + feature matching [+ L1]), then the
+  discriminator step (:func:`~medgan.models.cgan_losses.discriminator_loss` on real and generated images run
+  through the discriminator in one forward pass, which is what :func:`~medgan.models.cgan_losses.discriminator_step`
+  computes in two: one pass keeps one DDP reduction);
+* data: :mod:`medgan.data.cgan_data` (slices / patches of the training subjects outside a held-out slab);
+* validation: the EMA generator on held-out real label slices at a fixed noise seed vs the real images
+  (MAE in normalised units over the image and inside the labelled region, PSNR);
+* export: :func:`medgan.infer.synthesis.save_synthesizer` with :data:`~medgan.data.labels.TISSUE_LABELS` and the
+  fitted normalisation, so ``Synthesizer.from_pretrained(out_dir / "model.safetensors")`` works.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medgan.train import distributed as D
+from medgan.train.cgan_config import load_cgan_config, validate_cgan_config
+from medgan.train.core import MODEL_FILE, Trainer, TrainResult, make_scheduler, set_requires_grad
+
+__all__ = ["CGANTrainer", "train_cgan"]
+
+
+class CGANTrainer(Trainer):
+    """One conditional-GAN training run (one process of it under ``torchrun``).
+
+    Parameters
+    ----------
+    config
+        A validated config (:func:`medgan.train.cgan_config.load_cgan_config`).
+    command
+        The command line, recorded in the exported checkpoint.
+    progress
+        Show a tqdm progress bar (rank 0).
+    """
+
+    task_name = "train-cgan"
+    resume_warn_keys = ("warmup", "adversarial", "augment", "loss", "train", "seed", "data")
+
+    def phases(self) -> list[tuple[str, int]]:
+        return [("warmup", int(self.cfg["warmup"]["steps"])), ("adversarial", int(self.cfg["adversarial"]["steps"]))]
+
+    # ------------------------------------------------------------------ setup
+    def build(self) -> None:
+        from medgan.data.cgan_data import PairSampler, load_pairs, split_slices, validation_items
+        from medgan.data.labels import TISSUE_LABELS
+        from medgan.models.registry import build_cgan_discriminator, build_cgan_generator
+
+        cfg, data = self.cfg, self.cfg["data"]
+        self.dims = int(cfg["model"]["spatial_dims"])
+        self.label_values = sorted(TISSUE_LABELS)
+        self.generator = build_cgan_generator(cfg["model"]).to(self.device)  # before its optimisers
+        warm, adv = cfg["warmup"], cfg["adversarial"]
+        n_warm, n_adv = self.phase_steps("warmup"), self.phase_steps("adversarial")
+        if n_warm:
+            self.opt_w = torch.optim.Adam(self.generator.parameters(), lr=warm["lr"], betas=(0.9, 0.99))
+            self.optimizers["opt_warmup"] = self.opt_w
+            self.schedulers["sched_warmup"] = self.sched_w = make_scheduler(self.opt_w, warm, n_warm)
+        if n_adv:
+            betas = (adv["beta1"], adv["beta2"])
+            self.discriminator = build_cgan_discriminator(cfg["discriminator"]).to(self.device)
+            self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=adv["lr_g"], betas=betas)
+            self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=adv["lr_d"], betas=betas)
+            self.optimizers.update(opt_g=self.opt_g, opt_d=self.opt_d)
+            self.schedulers["sched_g"] = self.sched_g = make_scheduler(self.opt_g, adv, n_adv)
+            self.schedulers["sched_d"] = self.sched_d = make_scheduler(self.opt_d, adv, n_adv)
+        self.pairs = load_pairs(data["train"], data["normalization"], label_values=self.label_values)
+        splits = [
+            split_slices(
+                p["labels"],
+                axis=data["slice_axis"],
+                min_foreground=data["min_foreground"],
+                val_fraction=data["val_fraction"],
+                val_gap=data["val_gap"],
+            )
+            for p in self.pairs
+        ]
+        self.splits = splits
+        self.sampler = PairSampler(
+            self.pairs,
+            [s[0] for s in splits],
+            patch_size=cfg["train"]["patch_size"],
+            batch_size=cfg["train"]["batch_size"],
+            slice_axis=data["slice_axis"],
+            foreground_ratio=data["foreground_ratio"],
+            augment=cfg["augment"],
+            label_values=self.label_values,
+            scalar=bool(cfg["model"]["scalar_condition"]),
+            seed=int(cfg["seed"]),
+            rank=self.info.rank,
+        )
+        self.val_items = []
+        if self.info.is_main:
+            self.val_items = validation_items(
+                self.pairs,
+                [s[1] for s in splits],
+                spatial_dims=self.dims,
+                slice_axis=data["slice_axis"],
+                max_slices=data["val_max_slices"],
+            )
+
+    def _noise(self, shape: tuple[int, ...], n: int, seed: int) -> torch.Tensor:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.randn((n, *self.generator.noise_shape(shape)), generator=gen).to(self.device)
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, batch: Any) -> dict[str, float]:
+        # noise drawn from (seed, step, rank): independent of the global RNG, identical after a resume
+        seed = zlib.crc32(f"{self.cfg['seed']}:{self.step}:{self.info.rank}".encode())
+        batch = dict(batch)
+        batch["z"] = self._noise(tuple(batch["image"].shape[2:]), batch["image"].shape[0], seed)
+        if self.phase() == "warmup":
+            return self._step_warmup(batch)
+        return self._step_adversarial(batch)
+
+    def _step_warmup(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        self.opt_w.zero_grad(set_to_none=True)
+        with self.autocast():
+            fake = self.g_model(batch["labels_onehot"], batch["z"], None, batch.get("scalar"))
+        loss = F.l1_loss(fake.float(), batch["image"])
+        loss.backward()
+        self.clip(self.generator)
+        self.opt_w.step()
+        self.sched_w.step()
+        return {"loss_g": float(loss.detach()), "l1": float(loss.detach()), "lr_g": self.opt_w.param_groups[0]["lr"]}
+
+    def _step_adversarial(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        from medgan.models.cgan_losses import discriminator_loss, generator_step
+
+        disc = self.discriminator
+        assert disc is not None and self.d_model is not None
+        loss_cfg = self.cfg["loss"]
+        # generator step, discriminator frozen (its unwrapped module: no DDP gradient sync for it)
+        set_requires_grad(disc, False)
+        self.opt_g.zero_grad(set_to_none=True)
+        with self.autocast():
+            losses_g, fake = generator_step(
+                self.g_model,
+                disc,
+                batch,
+                criterion=loss_cfg["criterion"],
+                feature_weight=loss_cfg["feature_matching"],
+                l1_weight=loss_cfg["l1"],
+            )
+        losses_g["loss"].float().backward()
+        self.clip(self.generator)
+        self.opt_g.step()
+        self.sched_g.step()
+        # discriminator step: real and generated images in one forward (per-sample norms: same as two passes)
+        set_requires_grad(disc, True)
+        self.opt_d.zero_grad(set_to_none=True)
+        image, onehot = batch["image"], batch["labels_onehot"]
+        b = image.shape[0]
+        with self.autocast():
+            outputs, _ = self.d_model(torch.cat([image, fake.detach().to(image.dtype)]), torch.cat([onehot, onehot]))
+            losses_d = discriminator_loss(
+                [o[:b] for o in outputs], [o[b:] for o in outputs], criterion=loss_cfg["criterion"]
+            )
+        losses_d["loss"].float().backward()
+        self.clip(disc)
+        self.opt_d.step()
+        self.sched_d.step()
+        return {
+            "loss_g": float(losses_g["loss"].detach()),
+            "adv_g": float(losses_g["adversarial"]),
+            "feature_matching": float(losses_g["feature_matching"]),
+            "l1": float(losses_g["l1"]),
+            "loss_d": float(losses_d["loss"].detach()),
+            "d_real": float(losses_d["real"]),
+            "d_fake": float(losses_d["fake"]),
+            "lr_g": self.opt_g.param_groups[0]["lr"],
+            "lr_d": self.opt_d.param_groups[0]["lr"],
+        }
+
+    # ------------------------------------------------------------------ validation / export
+    def validate(self) -> dict[str, float] | None:
+        """EMA generator on held-out real label maps (fixed noise seed) vs the real images (rank 0)."""
+        from medgan.data.labels import one_hot
+
+        if not self.val_items:
+            return None
+        model = self.ema.module.eval()
+        rows = []
+        for i, item in enumerate(self.val_items):
+            onehot = one_hot(item["labels"], self.label_values, name=item["name"]).to(self.device)
+            z = self._noise(tuple(onehot.shape[2:]), 1, seed=i)
+            scalar = (
+                torch.tensor([item["position"]], device=self.device) if self.cfg["model"]["scalar_condition"] else None
+            )
+            with self.autocast():
+                fake = model(onehot, z, None, scalar)
+            fake = fake.float()[0].cpu()
+            real = torch.as_tensor(item["image"])
+            brain = torch.as_tensor(item["labels"]) > 0
+            err = (fake - real).abs()
+            mse = float(((fake - real) ** 2).mean())
+            data_range = float(real.max() - real.min()) or 1.0
+            rows.append(
+                {
+                    "scan": item["name"],
+                    "mae": float(err.mean()),
+                    "mae_labelled": float(err[brain].mean()) if bool(brain.any()) else float("nan"),
+                    "psnr": float(10 * np.log10(data_range**2 / max(mse, 1e-12))),
+                }
+            )
+        keys = [k for k in rows[0] if k != "scan"]
+        mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+        self.append_metrics(mean, rows)
+        return mean
+
+    def export(self) -> Path:
+        """Write the EMA generator as a synthesis checkpoint (``out_dir/model.safetensors``)."""
+        from medgan.data.labels import TISSUE_LABELS
+        from medgan.infer.synthesis import save_synthesizer
+
+        data = self.cfg["data"]
+        training_data = {
+            "subjects": [
+                {
+                    "image": os.path.basename(p["name"]),
+                    "labels": p["labels_source"],
+                    "normalization": p["normalization"].to_dict(),
+                    "train_slices": [s[0][0], s[0][-1]],
+                    "val_slices": [s[1][0], s[1][-1]] if s[1] else None,
+                }
+                for p, s in zip(self.pairs, self.splits, strict=True)
+            ],
+            "slice_axis": data["slice_axis"],
+            "held_out": (
+                f"validation slices are a held-out slab of the training subject(s) along axis {data['slice_axis']} "
+                f"(+- {data['val_gap']} gap slices); no other subjects were held out"
+            ),
+        }
+        extra = {
+            "augment": self.cfg["augment"],
+            "loss": self.cfg["loss"],
+            "steps": {"warmup": self.phase_steps("warmup"), "adversarial": self.phase_steps("adversarial")},
+            "completed_steps": self.step,
+            "validation": self.last_metrics,
+            "validation_history": [{"step": r["step"], **r["metrics"]} for r in self.val_rows],
+            "command": self.command,
+            "train_config": self.cfg,
+            "world_size": self.info.world_size,
+        }
+        model = self.ema.module.to("cpu")
+        try:
+            return save_synthesizer(
+                self.out_dir / MODEL_FILE,
+                model,
+                labels=TISSUE_LABELS,
+                normalization=self.pairs[0]["normalization"],
+                modality=data["modality"],
+                name=self.cfg["name"],
+                scalar_condition="slice_position" if self.cfg["model"]["scalar_condition"] else None,
+                training_data=training_data,
+                extra=extra,
+            )
+        finally:
+            model.to(self.device)
+
+
+def train_cgan(
+    config: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    until_step: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> TrainResult:
+    """Train or resume a label-map-conditioned GAN from a ``train-cgan`` config.
+
+    Rerunning with the same config resumes from the latest state in ``out_dir``; a finished run returns at once
+    (re-exporting ``model.safetensors`` if it is missing).
+
+    Parameters
+    ----------
+    config
+        A YAML file, or a mapping (validated; relative paths resolve against the current folder).
+    until_step
+        Stop (after a checkpoint) once this many steps are done; a later call continues the schedule.
+    progress
+        tqdm progress bar on rank 0.
+    command
+        The command line to record in the exported checkpoint.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        Invalid configuration (the message names the key and the file).
+    """
+    if isinstance(config, Mapping):
+        cfg = validate_cgan_config(config, source="<config>")
+    else:
+        cfg = load_cgan_config(config)
+    trainer = CGANTrainer(cfg, command=command, progress=progress)
+    try:
+        return trainer.run(until_step=until_step)
+    finally:
+        D.cleanup()

@@ -1,0 +1,496 @@
+"""The task-agnostic training core shared by ``medgan train-sr`` and ``medgan train-cgan``.
+
+:class:`Trainer` owns what every GAN-style run needs: the step loop over a schedule of named phases,
+EMA of the generator, AMP (bf16 autocast on CUDA), DDP wrapping under ``torchrun``, exact resume (models,
+EMA, optimisers, schedulers and every rank's RNG in ``out_dir/checkpoints/state_*.pt``), logging
+(TensorBoard or ``log.jsonl``), the validation cadence, the export call and ``summary.json``.
+
+A *task* is a subclass that fills in the hooks (one trainer, several tasks; the loop is never forked):
+
+* :meth:`Trainer.phases` — ``[(name, steps), ...]`` run in order over one step counter;
+* :meth:`Trainer.build` — set ``self.generator``, optionally ``self.discriminator``, the optimisers and
+  schedulers (``self.optimizers`` / ``self.schedulers``: name -> object, saved under those names) and
+  ``self.sampler`` (``.batch(step)`` gives the batch of a step: deterministic, so resume is exact);
+* :meth:`Trainer.train_step` — one optimisation step on a batch, returning logged scalars (``loss_g`` at least);
+* :meth:`Trainer.validate` / :meth:`Trainer.export` — held-out scoring (rank 0) and the final checkpoint.
+
+Tasks: :class:`medgan.train.trainer.SRTrainer` (super-resolution) and
+:class:`medgan.train.cgan.CGANTrainer` (label-map-conditioned synthesis).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from medgan.errors import CheckpointError, ConfigError
+from medgan.train import distributed as D
+from medgan.train import state as S
+
+__all__ = ["TrainResult", "Trainer", "MODEL_FILE", "make_scheduler", "set_requires_grad", "seed_everything"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class TrainResult:
+    """What a (possibly partial) run did.
+
+    Attributes
+    ----------
+    out_dir
+        The run folder.
+    step
+        Steps completed so far.
+    total_steps
+        Sum of the phases' steps.
+    finished
+        Whether the schedule is complete.
+    model_path
+        The exported EMA generator (rank 0, once finished), else None.
+    metrics
+        The last validation metrics (means over the validation items), if any.
+    history
+        Logged training scalars of this process's run (rank 0): dicts with ``step`` and the losses.
+    val_history
+        Validation rows of this process's run (rank 0).
+    resumed_from
+        The state file this run resumed from, if any.
+    """
+
+    out_dir: Path
+    step: int
+    total_steps: int
+    finished: bool
+    model_path: Path | None = None
+    metrics: dict[str, float] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    val_history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: Path | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy's global state and torch."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (global state that third-party code draws from)
+    torch.manual_seed(seed)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, section: Mapping[str, Any], steps: int) -> Any:
+    """LR scheduler from a phase section (``scheduler``: cosine | step | constant, ``warmup_steps``, ...)."""
+    kind = section["scheduler"]
+    warmup = int(section["warmup_steps"])
+    if kind == "cosine":
+        from monai.optimizers import WarmupCosineSchedule
+
+        return WarmupCosineSchedule(opt, warmup_steps=warmup, t_total=max(steps, 1))
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=int(section["step_size"]), gamma=float(section["gamma"]))
+    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+def set_requires_grad(model: nn.Module, flag: bool) -> None:
+    """Freeze (``False``) or unfreeze a network's parameters."""
+    for p in model.parameters():
+        p.requires_grad_(flag)
+
+
+class _Logger:
+    """TensorBoard scalars on rank 0; a JSONL file when TensorBoard is not importable."""
+
+    def __init__(self, out_dir: Path, start_step: int, enabled: bool) -> None:
+        self.writer = None
+        self.jsonl: Path | None = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(out_dir / "logs"), purge_step=start_step or None)
+        except Exception as exc:  # ImportError, or tensorboard's own import-time errors
+            logger.warning("TensorBoard is not available (%s); logging to %s instead", exc, out_dir / "log.jsonl")
+            self.jsonl = out_dir / "log.jsonl"
+
+    def scalars(self, step: int, values: Mapping[str, float], prefix: str) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        elif self.jsonl is not None:
+            with open(self.jsonl, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": step, "group": prefix, **values}) + "\n")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _trim_jsonl(path: Path, max_step: int) -> None:
+    """Drop rows after ``max_step`` (written by a run that was killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    if max_step <= 0:  # a fresh start: rows from a run killed before its first checkpoint
+        path.unlink()
+        return
+    from medgan.io.atomic import write_text_atomic
+
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= max_step:
+                keep.append(line)
+        except ValueError:
+            continue  # a half-written last line
+    write_text_atomic(path, "".join(f"{line}\n" for line in keep))
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+class _StepDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose index is the training step (so DataLoader workers can prefetch batches)."""
+
+    def __init__(self, sampler: Any, total_steps: int) -> None:
+        self.sampler = sampler
+        self.total_steps = int(total_steps)
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def __getitem__(self, step: int) -> Any:
+        return self.sampler.batch(step)
+
+
+class Trainer:
+    """One training run (one process of it under ``torchrun``); subclasses are the tasks.
+
+    Parameters
+    ----------
+    config
+        A validated config (it must have ``out_dir``, ``seed``, ``device``, ``amp``, ``name``, ``model``,
+        ``data.num_workers`` and ``train`` with ``ema_decay``, ``val_every``, ``checkpoint_every``,
+        ``keep_checkpoints``, ``log_every``, ``grad_clip``).
+    command
+        The command line, recorded in the exported checkpoint.
+    progress
+        Show a tqdm progress bar (rank 0).
+    """
+
+    #: progress-bar label
+    task_name = "train"
+    #: config sections whose change since the saved state is only warned about on resume
+    resume_warn_keys: tuple[str, ...] = ("train", "seed")
+
+    def __init__(self, config: Mapping[str, Any], *, command: str | None = None, progress: bool = True) -> None:
+        self.cfg = dict(config)
+        self.command = command
+        self.progress = progress
+        self.info = D.init_distributed(self.cfg["device"])
+        self.device = self.info.device
+        self.out_dir = Path(self.cfg["out_dir"])
+        self.schedule = [(str(n), int(s)) for n, s in self.phases()]
+        self.total = sum(s for _, s in self.schedule)
+        self.amp = bool(self.cfg["amp"]) and self.device.type == "cuda"
+        self.step = 0
+        self.val_rows: list[dict[str, Any]] = []
+        self.history: list[dict[str, float]] = []
+        self.last_metrics: dict[str, float] | None = None
+        self.resumed_from: Path | None = None
+        self.discriminator: nn.Module | None = None
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ task hooks
+    def phases(self) -> list[tuple[str, int]]:
+        """The schedule: ``[(phase name, steps), ...]``."""
+        raise NotImplementedError
+
+    def build(self) -> None:
+        """Build networks, optimisers, schedulers and ``self.sampler`` (after seeding)."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimisation step (phase from :meth:`phase`); returns logged scalars incl. ``loss_g``."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float] | None:
+        """Score the EMA generator on held-out data (rank 0); append to ``self.val_rows``; mean metrics."""
+        return None
+
+    def export(self) -> Path:
+        """Write the EMA generator to ``out_dir/model.safetensors``."""
+        raise NotImplementedError
+
+    def phase_state_name(self) -> Any:
+        """What the saved state records as the current phase (default: its 1-based index)."""
+        return self.phase_index(self.step) + 1
+
+    # ------------------------------------------------------------------ helpers for tasks
+    def phase_index(self, step: int) -> int:
+        """Index of the phase that step number ``step`` (0-based) belongs to."""
+        bound = 0
+        for i, (_, steps) in enumerate(self.schedule):
+            bound += steps
+            if step < bound:
+                return i
+        return len(self.schedule) - 1
+
+    def phase(self, step: int | None = None) -> str:
+        """Name of the phase of ``step`` (default: the current step)."""
+        return self.schedule[self.phase_index(self.step if step is None else step)][0]
+
+    def phase_steps(self, name: str) -> int:
+        """Steps of a phase by name."""
+        return dict(self.schedule)[name]
+
+    def autocast(self) -> Any:
+        """bf16 autocast on CUDA when ``amp`` is on, else a no-op context."""
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def clip(self, model: nn.Module) -> None:
+        """Clip gradients to ``train.grad_clip`` (if set)."""
+        clip = self.cfg["train"]["grad_clip"]
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+
+    def append_metrics(self, mean: dict[str, float], rows: list[dict[str, Any]]) -> None:
+        """Record a validation result (state, ``metrics.jsonl``)."""
+        self.val_rows.append({"step": self.step, "metrics": mean, "scans": rows})
+        self.last_metrics = mean
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": self.step, **mean, "scans": rows}) + "\n")
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        from medgan.train.ema import make_ema
+
+        seed_everything(int(self.cfg["seed"]))
+        self.build()
+        self.generator = self.generator.to(self.device)
+        if self.discriminator is not None:
+            self.discriminator = self.discriminator.to(self.device)
+        self.ema = make_ema(self.generator, self.cfg["train"]["ema_decay"]).to(self.device)
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, Any]:
+        rngs = D.all_gather_objects(self.info, S.capture_rng())
+        st: dict[str, Any] = {
+            "step": self.step,
+            "phase": self.phase_state_name(),
+            "world_size": self.info.world_size,
+            "config_json": json.dumps(self.cfg, sort_keys=True),
+            "generator": self.generator.state_dict(),
+            "ema": self.ema.state_dict(),
+            "rng": rngs,
+            "val_rows_json": json.dumps(self.val_rows),
+        }
+        if self.discriminator is not None:
+            st["discriminator"] = self.discriminator.state_dict()
+        for name, opt in self.optimizers.items():
+            st[name] = opt.state_dict()
+        for name, sched in self.schedulers.items():
+            st[name] = sched.state_dict()
+        return st
+
+    def _load(self, path: Path, st: Mapping[str, Any]) -> None:
+        old = json.loads(st["config_json"])
+        if old.get("model") != self.cfg["model"]:
+            raise ConfigError(
+                f"{self.out_dir}: holds a run of a different model ({old.get('model')}); "
+                "use a new out_dir or restore the model section"
+            )
+        for key in self.resume_warn_keys:
+            if old.get(key) != self.cfg.get(key):
+                logger.warning("config section %r changed since %s; resuming with the new values", key, path.name)
+        try:
+            self.generator.load_state_dict(st["generator"])
+            self.ema.load_state_dict(st["ema"])
+            if self.discriminator is not None and "discriminator" in st:
+                self.discriminator.load_state_dict(st["discriminator"])
+            for name, obj in (*self.optimizers.items(), *self.schedulers.items()):
+                if name in st:
+                    obj.load_state_dict(st[name])
+                else:  # e.g. an adversarial phase added to a config whose state had none: starts fresh
+                    logger.warning("%s holds no %r state; it starts fresh", path.name, name)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: does not fit this run's model/optimisers ({exc})") from None
+        rngs = st["rng"]
+        if len(rngs) == self.info.world_size:
+            S.restore_rng(rngs[self.info.rank])
+        else:
+            logger.warning(
+                "resuming with %d processes, saved with %d: RNG of rank 0 restored", self.info.world_size, len(rngs)
+            )
+            S.restore_rng(rngs[0])
+        self.step = int(st["step"])
+        self.val_rows = json.loads(st.get("val_rows_json", "[]"))
+        self.last_metrics = self.val_rows[-1]["metrics"] if self.val_rows else None
+        self.resumed_from = path
+
+    def _resume(self) -> None:
+        chosen = None
+        if self.info.is_main:
+            S.remove_stale_temps(self.out_dir)
+            found = S.latest_state(self.out_dir)
+            chosen = str(found[0]) if found else None
+        chosen = D.broadcast_object(self.info, chosen)
+        if chosen is None:
+            return
+        st = S.load_state(chosen)
+        self._load(Path(chosen), st)
+        if self.info.is_main:
+            logger.info("resuming %s at step %d/%d", chosen, self.step, self.total)
+
+    def _save(self) -> None:
+        st = self._state()  # collective (RNG of every rank): every rank calls it
+        if self.info.is_main:
+            S.save_state(self.out_dir, st)
+            S.prune_states(self.out_dir, self.cfg["train"]["keep_checkpoints"])
+
+    # ------------------------------------------------------------------ run
+    def run(self, until_step: int | None = None) -> TrainResult:
+        """Train (or resume) until the schedule ends or ``until_step`` steps are done."""
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        D.barrier(self.info)
+        self._build()
+        self._resume()
+        start = self.step
+        end = self.total if until_step is None else max(start, min(int(until_step), self.total))
+        if self.info.is_main:
+            _trim_jsonl(self.out_dir / "metrics.jsonl", start)
+            _trim_jsonl(self.out_dir / "log.jsonl", start)
+        log = _Logger(self.out_dir, start, self.info.is_main and start < end)
+
+        self.g_model: nn.Module = self.generator
+        self.d_model: nn.Module | None = self.discriminator
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_model = DDP(self.generator, device_ids=ids)
+            if self.discriminator is not None:
+                self.d_model = DDP(self.discriminator, device_ids=ids)
+
+        val_every = self.cfg["train"]["val_every"]
+        ck_every = self.cfg["train"]["checkpoint_every"]
+        if start == 0 and start < end and val_every and self.info.is_main:
+            self._validate_and_log(log)
+        D.barrier(self.info)
+
+        loader = torch.utils.data.DataLoader(
+            _StepDataset(self.sampler, self.total),
+            batch_size=None,
+            sampler=range(start, end),
+            num_workers=self.cfg["data"]["num_workers"],
+            pin_memory=self.device.type == "cuda",
+        )
+        bar = None
+        if self.info.is_main and self.progress and start < end:
+            from tqdm.auto import tqdm
+
+            desc = f"{self.task_name} {self.cfg['name']}"
+            bar = tqdm(total=end, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        try:
+            for batch in loader:
+                batch = _to_device(batch, self.device)
+                self.generator.train()
+                phase = self.phase_index(self.step) + 1
+                values = self.train_step(batch)
+                self.ema.update_parameters(self.generator)
+                self.step += 1
+                if self.info.is_main:
+                    row = {"step": self.step, "phase": phase, **values}
+                    self.history.append(row)
+                    if self.step % self.cfg["train"]["log_every"] == 0 or self.step == end:
+                        log.scalars(self.step, values, "train")
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{values['loss_g']:.4f}", phase=row["phase"])
+                if val_every and (self.step % val_every == 0 or self.step == self.total) and self.info.is_main:
+                    self._validate_and_log(log)
+                if (ck_every and self.step % ck_every == 0) or self.step == end:
+                    self._save()
+                    D.barrier(self.info)
+        finally:
+            if bar is not None:
+                bar.close()
+            log.close()
+        elapsed = time.perf_counter() - t0
+        model_path = None
+        finished = self.step >= self.total
+        if finished and self.info.is_main and (start < end or not (self.out_dir / MODEL_FILE).is_file()):
+            model_path = self.export()
+        elif finished:
+            model_path = self.out_dir / MODEL_FILE
+        self._summary(start, elapsed, finished, model_path)
+        D.barrier(self.info)
+        return TrainResult(
+            out_dir=self.out_dir,
+            step=self.step,
+            total_steps=self.total,
+            finished=finished,
+            model_path=model_path if self.info.is_main else None,
+            metrics=self.last_metrics,
+            history=self.history,
+            val_history=self.val_rows,
+            resumed_from=self.resumed_from,
+        )
+
+    def _validate_and_log(self, log: _Logger) -> None:
+        with torch.no_grad():
+            metrics = self.validate()
+        if metrics is not None:
+            log.scalars(self.step, metrics, "val")
+            logger.info("step %d: validation %s", self.step, {k: round(v, 4) for k, v in metrics.items()})
+
+    def _summary(self, start: int, elapsed: float, finished: bool, model_path: Path | None) -> None:
+        from medgan.infer.checkpoint import payload_sha256
+
+        hashes = D.all_gather_objects(self.info, payload_sha256(self.generator.state_dict()))
+        if not self.info.is_main:
+            return
+        if len(set(hashes)) > 1:
+            logger.error("generator parameters differ between ranks: %s", hashes)
+        from medgan.io.atomic import write_text_atomic
+
+        done = self.step - start
+        summary = {
+            "name": self.cfg["name"],
+            "task": self.task_name,
+            "step": self.step,
+            "total_steps": self.total,
+            "finished": finished,
+            "started_at_step": start,
+            "seconds": round(elapsed, 3),
+            "seconds_per_step": round(elapsed / done, 4) if done else None,
+            "world_size": self.info.world_size,
+            "rank_generator_sha256": hashes,
+            "ranks_identical": len(set(hashes)) == 1,
+            "model": str(model_path) if model_path else None,
+            "validation": self.last_metrics,
+        }
+        write_text_atomic(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

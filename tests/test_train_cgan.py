@@ -1,0 +1,268 @@
+"""``medgan train-cgan``: config validation, a tiny real run through the CLI, export to ``Synthesizer``, exact resume.
+
+Tiny SPADE generator (channels [16, 8]) on 2-D 32 x 32 patches of a cropped copy of the MNI ICBM152 T1 with its
+tissue labels (from the GM/WM maps). One subject only: validation is a held-out slab of its slices.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from medgan.errors import ConfigError
+from medgan.train.cgan import train_cgan
+from medgan.train.cgan_config import load_cgan_config
+from medgan.train.config import load_config
+from pipelines.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+MNI = REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
+
+pytestmark = pytest.mark.skipif(
+    not all((MNI / f"{n}.nii.gz").is_file() for n in ("t1", "gm", "wm")), reason="sample_data MNI maps missing"
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny convolutions: one thread is faster and steadier on a busy 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory) -> dict[str, str]:
+    """The real MNI T1 / GM / WM maps cropped to a 64 x 72 x 40 block around the brain centre (quick to load)."""
+    from medgan import load_scan, save_scan
+
+    out = tmp_path_factory.mktemp("mni")
+    paths = {}
+    for key, name in (("image", "t1"), ("gm", "gm"), ("wm", "wm")):
+        scan = load_scan(MNI / f"{name}.nii.gz")
+        x, y, z = (s // 2 for s in scan.shape[1:])
+        crop = scan[:, x - 32 : x + 32, y - 36 : y + 36, z - 20 : z + 20]
+        paths[key] = str(save_scan(crop, out / f"{name}.nii.gz"))
+    return paths
+
+
+def _config(tmp: Path, subject: dict[str, str], **sections) -> dict:
+    cfg = {
+        "task": "cgan",
+        "out_dir": str(tmp / "run"),
+        "seed": 5,
+        "data": {"train": [dict(subject)], "val_fraction": 0.2, "val_gap": 2, "val_max_slices": 2, "modality": "MR"},
+        "augment": {"deform_prob": 0.5, "flip_prob": 0.5},
+        "model": {"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channels": 8},
+        "discriminator": {"channels": 8, "num_d": 2, "num_layers_d": 1, "minimum_size_im": 32},
+        "loss": {"l1": 10.0},
+        "warmup": {"steps": 2, "lr": 2e-3},
+        "adversarial": {"steps": 8, "lr_g": 2e-3, "lr_d": 2e-3},
+        "train": {"batch_size": 4, "patch_size": 32, "ema_decay": 0.5, "val_every": 5, "checkpoint_every": 5},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key not in ("model", "discriminator"):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def _write(tmp: Path, cfg: dict, name: str = "run.yaml") -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (lambda c: c["adversarial"].update(lr=1e-3), r"adversarial\.lr: unknown key \(did you mean 'lr_g'\?\)"),
+        (lambda c: c["data"]["train"][0].update(gm="/nonexistent/gm.nii.gz"), r"data\.train\[0\]\.gm: /nonexistent"),
+        (lambda c: c["data"]["train"][0].pop("wm"), r"data\.train\[0\]\.wm: required key is missing"),
+        (lambda c: c["data"]["train"][0].update(mask="x"), r"data\.train\[0\]\.mask: unknown key"),
+        (lambda c: c["data"].pop("train"), r"data\.train: required key is missing"),
+        (lambda c: c["loss"].update(criterion="wgan"), r"loss\.criterion: 'wgan' is not one of"),
+        (lambda c: c["train"].update(patch_size=16), r"train\.patch_size: .*smaller than discriminator"),
+        (lambda c: c["model"].update(arch="srresnet"), r"model: .*unknown arch 'srresnet'"),
+        (lambda c: c["model"].update(num_labels=5), r"model\.num_labels: train-cgan conditions on the 4"),
+        (lambda c: c.update(task="sr"), r"task: 'sr' is not one of cgan"),
+        (lambda c: c["adversarial"].update(steps=0) or c["warmup"].update(steps=0), r"adversarial\.steps: .* > 0"),
+    ],
+)
+def test_bad_config_names_key_and_file(tmp_path, subject, edit, pattern):
+    cfg = _config(tmp_path, subject)
+    edit(cfg)
+    path = _write(tmp_path, cfg, "bad.yaml")
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_cgan_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_config_files_tasks_and_defaults(tmp_path, subject):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_cgan_config(tmp_path / "nope.yaml")
+    path = _write(tmp_path, _config(tmp_path, subject))
+    with pytest.raises(ConfigError, match=r"run\.yaml: task: 'cgan' is not a train-sr config; run it with medgan"):
+        load_config(path)  # the SR loader recognises a cGAN file
+    cfg = load_cgan_config(path)
+    assert cfg["model"]["num_labels"] == 4 and cfg["discriminator"]["num_labels"] == 4
+    assert cfg["train"]["patch_size"] == [32, 32] and cfg["data"]["normalization"]["lower"] == 0.0
+    json.dumps(cfg)
+    # shipped and example configs validate (the SR ones too)
+    shipped = [REPO / "medgan" / "pretrained" / "configs" / "brain-t1-tissue-2d.yaml"]
+    shipped += sorted((REPO / "medgan" / "train" / "configs").glob("cgan_*.yaml"))
+    for p in shipped:
+        assert load_cgan_config(p)["adversarial"]["steps"] > 0, p
+    for p in sorted((REPO / "medgan" / "pretrained" / "configs").glob("brain-mr-*.yaml")):
+        assert load_config(p)["phase1"]["steps"] > 0, p
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_held_out_slab_and_joint_deformation(subject):
+    from medgan import load_scan
+    from medgan.data.cgan_data import PairSampler, deform_pair, load_pairs, split_slices
+    from medgan.data.labels import deform_labels
+    from medgan.data.normalize import fit_normalization
+
+    (pair,) = load_pairs([subject], {"method": "percentile", "lower": 0.0, "upper": 99.5})
+    raw = load_scan(subject["image"]).as_tensor().numpy()
+    assert pair["normalization"] == fit_normalization(raw, method="percentile", lower=0.0, upper=99.5)  # no mask
+    np.testing.assert_allclose(pair["image"], pair["normalization"].apply(raw), atol=1e-6)
+    train, val = split_slices(pair["labels"], axis=2, min_foreground=0.05, val_fraction=0.2, val_gap=2)
+    assert val and train and min(abs(t - v) for t in train for v in val) > 2  # the gap separates them
+    sampler = PairSampler([pair], [train], patch_size=[32, 32], batch_size=3, augment={"deform_prob": 1.0})
+    b = sampler.batch(7)
+    assert b["image"].shape == (3, 1, 32, 32) and b["labels_onehot"].shape == (3, 4, 32, 32)
+    assert torch.equal(b["labels_onehot"].sum(1), torch.ones(3, 32, 32))
+    torch.testing.assert_close(sampler.batch(7)["image"], b["image"], rtol=0, atol=0)  # step-determined
+
+    # the image gets the very deformation deform_labels gives the label map
+    lab = np.take(pair["labels"], val[0], axis=3)
+    img, out_lab = deform_pair(lab.copy(), lab, seed=11)
+    np.testing.assert_array_equal(out_lab, deform_labels(lab, seed=11).as_tensor().numpy())
+    assert (np.round(img) == out_lab).mean() > 0.9
+    assert (out_lab != lab).mean() > 0.01  # it did move
+
+
+# ---------------------------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, subject):
+    tmp = tmp_path_factory.mktemp("trained")
+    path = _write(tmp, _config(tmp, subject))
+    code = main(["train-cgan", str(path), "--no-progress"])
+    return code, tmp / "run"
+
+
+def test_cli_trains_and_loss_moves(trained):
+    code, run = trained
+    assert code == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and summary["step"] == 10 and summary["task"] == "train-cgan"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 5, 10]
+    assert all(np.isfinite(r["mae"]) and np.isfinite(r["psnr"]) for r in rows)
+    assert rows[-1]["mae"] < 0.8 * rows[0]["mae"]  # the EMA generator approaches held-out real slices
+    assert sorted(p.name for p in (run / "checkpoints").glob("state_*.pt")) == [
+        "state_00000005.pt",
+        "state_00000010.pt",
+    ]
+    # a finished run is not retrained
+    assert main(["train-cgan", str(run.parent / "run.yaml"), "--no-progress"]) == 0
+
+
+def test_exported_model_synthesizes_from_a_real_label_slice(trained, subject):
+    from medgan import load_scan
+    from medgan.data.labels import TISSUE_LABELS, tissue_labels
+    from medgan.data.normalize import fit_normalization
+    from medgan.infer.synthesis import Synthesizer
+
+    _, run = trained
+    synth = Synthesizer.from_pretrained(run / "model.safetensors", device="cpu")
+    assert synth.labels == TISSUE_LABELS and synth.spatial_dims == 2
+    t1 = load_scan(subject["image"])
+    fitted = fit_normalization(t1.as_tensor().numpy(), method="percentile", lower=0.0, upper=99.5)
+    assert synth.normalization == fitted  # the fitted record of the training image, so outputs are in its units
+    meta = synth.metadata
+    assert meta["training_data"]["subjects"][0]["val_slices"] is not None and meta["completed_steps"] == 10
+    labels = tissue_labels(load_scan(subject["gm"]), load_scan(subject["wm"]), t1=t1)
+    k = 20
+    label_slice = labels[:, :, :, k]  # a real 2-D label map (1, X, Y)
+    out = synth.generate(label_slice, n=2, seed=3)
+    assert out.shape == (2, *label_slice.shape[1:])
+    np.testing.assert_allclose(np.asarray(out.affine), np.asarray(label_slice.affine))
+    assert out.meta["medgan"]["synthetic"] is True and out.meta["medgan"]["seed"] == 3
+    y = out.as_tensor()
+    assert torch.isfinite(y).all() and float(y.min()) >= 0.0 and float(y.max()) <= float(t1.max())
+    assert not torch.equal(y[0], y[1])  # two noise draws
+    torch.testing.assert_close(synth.generate(label_slice, n=2, seed=3).as_tensor(), y)
+
+
+def _params(out_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    st = torch.load(out_dir / "checkpoints" / f"state_{step:08d}.pt", weights_only=True)
+    out = {f"g.{k}": v for k, v in st["generator"].items()}
+    out.update({f"ema.{k}": v for k, v in st["ema"].items()})
+    out.update({f"d.{k}": v for k, v in st["discriminator"].items()})
+    return out
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, subject):
+    sections = {
+        "warmup": {"steps": 2, "lr": 2e-3},
+        "adversarial": {"steps": 4, "lr_g": 2e-3, "lr_d": 2e-3, "scheduler": "step", "step_size": 2},
+        "train": {"val_every": 0, "checkpoint_every": 0, "batch_size": 2},
+    }
+    whole = train_cgan(_config(tmp_path / "a", subject, **sections), progress=False)
+    assert whole.finished and whole.step == 6
+    losses = [r["loss_g"] for r in whole.history]
+    assert all(np.isfinite(losses)) and len(set(losses)) == len(losses)
+    assert [r["phase"] for r in whole.history] == [1, 1, 2, 2, 2, 2]
+
+    split = _write(tmp_path / "b", _config(tmp_path / "b", subject, **sections))
+    first = train_cgan(split, until_step=3, progress=False)  # stops inside the adversarial phase
+    assert first.step == 3 and not first.finished and first.model_path is None
+    second = train_cgan(split, progress=False)
+    assert second.resumed_from.name == "state_00000003.pt" and second.finished
+
+    a, b = _params(tmp_path / "a" / "run", 6), _params(tmp_path / "b" / "run", 6)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+# ---------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+def test_two_process_gloo_ddp_via_torchrun(tmp_path, subject):
+    import os
+    import subprocess
+    import sys
+
+    cfg = _config(
+        tmp_path,
+        subject,
+        device="cpu",
+        warmup={"steps": 1},
+        adversarial={"steps": 2},
+        train={"val_every": 3, "checkpoint_every": 3, "batch_size": 2},
+    )
+    path = _write(tmp_path, cfg)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "pipelines.cli", "train-cgan", str(path), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["finished"] and summary["ranks_identical"]
+    st = torch.load(out / "checkpoints" / "state_00000003.pt", weights_only=True)
+    assert len(st["rng"]) == 2 and st["world_size"] == 2
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 3]
+    assert (out / "model.safetensors").is_file()
