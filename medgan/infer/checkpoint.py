@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 
 from medgan._version import __version__
 from medgan.errors import CheckpointError, ConfigError
+from medgan.io.atomic import write_bytes_atomic
 
 __all__ = [
     "FORMAT",
@@ -193,17 +193,8 @@ def save_checkpoint(
     header = {"format": FORMAT, "payload_sha256": payload_sha256(tensors), "medgan": json.dumps(meta, sort_keys=True)}
     data = st_save(tensors, metadata=header)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # medgan.io.atomic: temp sibling + fsync + rename, with the umask's permissions (mkstemp would give 0600)
+    return write_bytes_atomic(path, data)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
