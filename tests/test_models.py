@@ -150,3 +150,32 @@ def test_spectral_norm_flag_wraps_every_conv_and_linear(arch):
 def test_unknown_discriminator_arch():
     with pytest.raises(ConfigError, match="unknown arch"):
         build_discriminator({"arch": "resnet"})
+
+
+def test_tricubic_upsample_is_separable_bicubic():
+    from medgan.models.generators import tricubic_upsample
+
+    # constants are reproduced exactly (the cubic-convolution kernel is a partition of unity)
+    const = torch.full((1, 1, 5, 6, 4), 3.5)
+    assert torch.allclose(tricubic_upsample(const, (2, 2, 4)), torch.full((1, 1, 10, 12, 16), 3.5), atol=1e-5)
+    vol = torch.rand(1, 1, 6, 7, 3)
+    interp = torch.nn.functional.interpolate
+    # no through-plane factor: exactly torch's bicubic on every X-Y plane
+    planes = interp(vol[..., 1], scale_factor=2, mode="bicubic", align_corners=False)
+    assert torch.allclose(tricubic_upsample(vol, (2, 2, 1))[..., 1], planes, atol=1e-6)
+    # through-plane only: exactly torch's bicubic along Z on every X-Z plane
+    xz = interp(vol[:, :, :, 2, :], scale_factor=(1, 4), mode="bicubic", align_corners=False)
+    assert torch.allclose(tricubic_upsample(vol, (1, 1, 4))[:, :, :, 2, :], xz, atol=1e-6)
+    # both: the order of the two separable passes does not matter
+    both = tricubic_upsample(vol, (2, 2, 2))
+    z_first = tricubic_upsample(tricubic_upsample(vol, (1, 1, 2)), (2, 2, 1))
+    assert both.shape == (1, 1, 12, 14, 6) and torch.allclose(both, z_first, atol=1e-5)
+
+
+def test_cubic_residual_generator_starts_at_tricubic():
+    from medgan.models.generators import SRGenerator, tricubic_upsample
+
+    model = SRGenerator(3, channels=4, n_blocks=1, factor=(2, 2, 2), residual_interp="cubic").eval()
+    x = torch.rand(1, 1, 6, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(model(x), tricubic_upsample(x, (2, 2, 2)), atol=1e-6)
