@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from medgan.data.normalize import fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from medgan.infer.superres import PRETRAINED_DIR, _resolve_device
+from medgan.infer.device import inference_model, resolve_device
+from medgan.infer.pretrained import PRETRAINED_DIR
 from medgan.models.registry import DETECTOR_DEFAULTS, build_detector
 
 __all__ = ["SyntheticDetector", "train_detector", "detect_synthetic", "DEFAULT_DETECTOR", "prepare_slices"]
@@ -88,11 +89,8 @@ class SyntheticDetector:
         self.path = checkpoint.path
         self.sha256 = checkpoint.sha256
         self.metadata = checkpoint.metadata
-        self.device = _resolve_device(device)
-        model = checkpoint.build_model().eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.model = model.to(self.device)
+        self.device = resolve_device(device)
+        self.model = inference_model(checkpoint, self.device)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> SyntheticDetector:
@@ -155,7 +153,7 @@ def train_detector(
     real, fake = prepare_slices(real_slices), prepare_slices(fake_slices)
     if real.shape[2:] != fake.shape[2:]:
         raise MedganError(f"real and fake slices must share one shape, got {real.shape[2:]} and {fake.shape[2:]}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     gen = torch.Generator().manual_seed(int(seed))
 
     def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,12 +7,26 @@ Each shipped checkpoint carries its own description in its metadata; a model car
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["list_pretrained", "PRETRAINED_DIR", "pretrained_path"]
+from medgan.errors import CheckpointError
 
+__all__ = [
+    "list_pretrained",
+    "PRETRAINED_DIR",
+    "pretrained_path",
+    "available_models",
+    "resolve_model_path",
+    "CHECKPOINT_SUFFIXES",
+]
+
+#: where shipped models live (``<name>.safetensors``)
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+
+#: file suffixes that make a ``from_pretrained`` argument a path rather than a shipped model name
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -27,6 +41,38 @@ def pretrained_path(name: str) -> Path | None:
     """The checkpoint file of shipped model ``name``, or None."""
     path = PRETRAINED_DIR / f"{name}.safetensors"
     return path if path.is_file() else None
+
+
+def available_models() -> dict[str, Path]:
+    """Shipped model name -> checkpoint file."""
+    if not PRETRAINED_DIR.is_dir():
+        return {}
+    return {p.name[: -len(".safetensors")]: p for p in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file meant by a ``from_pretrained`` argument: a shipped model name or a file path.
+
+    The argument is a path when it exists, has a checkpoint suffix or contains a path separator; otherwise
+    it must be the name of a shipped model. A path is returned as given (the checkpoint loader reports a
+    missing or foreign file).
+
+    Raises
+    ------
+    medgan.errors.CheckpointError
+        ``name_or_path`` is neither a path nor a shipped model name; the message lists the shipped models.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.exists() or path.suffix in CHECKPOINT_SUFFIXES or os.sep in text or "/" in text:
+        return path
+    models = available_models()
+    if text not in models:
+        names = ", ".join(sorted(models)) or "none shipped with this version"
+        raise CheckpointError(
+            f"unknown model {text!r}; available: {names} (or give the path of a .safetensors checkpoint)"
+        )
+    return models[text]
 
 
 def list_pretrained() -> list[dict[str, Any]]:
@@ -78,3 +124,74 @@ def _card_summary(card: Path) -> str:
         if line and not line.startswith("#"):
             return line
     return ""
+
+
+def render_model_card(path: str | Path) -> str:
+    """A Markdown model card built from a checkpoint's own metadata (nothing typed by hand can drift).
+
+    Parameters
+    ----------
+    path
+        A medgan checkpoint written by ``medgan train-sr`` / ``medgan train-cgan``.
+    """
+    from medgan.infer.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt.metadata
+    name = meta.get("name") or Path(path).stem
+    task = meta.get("task") or ("synthesis" if "labels" in meta else "super-resolution")
+    data = meta.get("training_data") or {}
+    steps = meta.get("steps") or {}
+    lines = [
+        f"# {name}",
+        "",
+        meta.get("description")
+        or f"medgan {task} model, {meta.get('spatial_dims')}-D, modality {meta.get('modality')}.",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| task | {task} |",
+        f"| dimensions | {meta.get('spatial_dims')}-D |",
+    ]
+    if task == "super-resolution":
+        lines.append(f"| factor (per axis) | {tuple(meta.get('factor') or ())} |")
+    if "labels" in meta:
+        lines.append(f"| labels | {meta['labels']} |")
+    n_params = sum(int(t.numel()) for t in ckpt.state_dict.values())
+    lines += [
+        f"| architecture | `{json.dumps(meta.get('model'), sort_keys=True)}` |",
+        f"| parameters | {n_params:,} |",
+        f"| normalisation | `{json.dumps(meta.get('normalization'), sort_keys=True)}` |",
+        f"| medgan version | {meta.get('medgan_version')} |",
+        f"| file sha256 | `{ckpt.sha256}` |",
+        "",
+        "## Training data and split",
+        "",
+        f"- train: {', '.join(map(str, data.get('train', []))) or 'not recorded'}",
+        f"- held-out validation (other subjects): {', '.join(map(str, data.get('val', []))) or 'none'}",
+        f"- degradation: `{json.dumps(meta.get('degradation') or data.get('degradation'), sort_keys=True)}`",
+        f"- augmentation: `{json.dumps(meta.get('augment'), sort_keys=True)}`",
+        f"- steps: {json.dumps(steps, sort_keys=True)}",
+        "",
+        "## Validation (EMA generator, held-out scans, last evaluation)",
+        "",
+    ]
+    val = meta.get("validation") or {}
+    if val:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in val.items() if isinstance(v, (int, float))]
+    else:
+        lines.append("not recorded")
+    lines += ["", "## Reproduce", "", "```bash", str(meta.get("command") or "not recorded"), "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m medgan.infer.pretrained: (re)write the model cards of the shipped models
+    from medgan.io.atomic import write_text_atomic
+
+    for model_path in sorted(PRETRAINED_DIR.glob("*.safetensors")):
+        card = model_path.with_suffix(".md")
+        notes = card.read_text(encoding="utf-8").split("<!-- notes -->", 1) if card.is_file() else []
+        text = render_model_card(model_path) + ("<!-- notes -->" + notes[1] if len(notes) == 2 else "")
+        write_text_atomic(card, text)
+        print(card)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,21 +29,12 @@ from medgan.data.degrade import upsample_affine
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint
+from medgan.infer.device import inference_model, resolve_device
+from medgan.infer.pretrained import PRETRAINED_DIR, available_models, resolve_model_path
 from medgan.io.scan import make_scan
 
+# PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
 __all__ = ["SuperResolver", "available_models", "PRETRAINED_DIR"]
-
-#: where shipped models live (``<name>.safetensors``); filled by a later release
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
-
-_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-
-
-def available_models() -> dict[str, Path]:
-    """Shipped model name -> checkpoint file."""
-    if not PRETRAINED_DIR.is_dir():
-        return {}
-    return {p.name[: -len(".safetensors")]: p for p in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
 
 
 def _fit_normalization(x: torch.Tensor, rule: dict[str, Any]) -> Normalization:
@@ -53,18 +43,6 @@ def _fit_normalization(x: torch.Tensor, rule: dict[str, Any]) -> Normalization:
         return Normalization.from_dict(rule)
     kwargs = {k: float(rule[k]) for k in ("lower", "upper") if k in rule}
     return fit_normalization(x, method=str(rule.get("method", "percentile")), **kwargs)
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise MedganError(f"unknown device {device!r} ({exc}); use 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedganError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
 
 
 class SuperResolver:
@@ -107,16 +85,13 @@ class SuperResolver:
             int(r) for r in meta.get("roi_size") or [64 if self.spatial_dims == 3 else 128] * self.spatial_dims
         )
         self.normalization_rule = dict(meta["normalization"])
-        self.device = _resolve_device(device)
-        model = checkpoint.build_model().eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.in_channels = int(meta["model"]["in_channels"])
-        self.out_channels = int(meta["model"]["out_channels"])
+        self.device = resolve_device(device)
+        fmt = None
         if self.device.type == "cuda":
             fmt = torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
-            model = model.to(self.device, memory_format=fmt)
-        self.model = model.to(self.device)
+        self.model = inference_model(checkpoint, self.device, memory_format=fmt)
+        self.in_channels = int(meta["model"]["in_channels"])
+        self.out_channels = int(meta["model"]["out_channels"])
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str], *, device: str | torch.device | None = None):
@@ -127,18 +102,7 @@ class SuperResolver:
         medgan.errors.CheckpointError
             Unknown name (the message lists the shipped models), missing, foreign or tampered file.
         """
-        text = os.fspath(name_or_path)
-        path = Path(text)
-        looks_like_path = path.exists() or path.suffix in _CHECKPOINT_SUFFIXES or os.sep in text or "/" in text
-        if not looks_like_path:
-            models = available_models()
-            if text not in models:
-                names = ", ".join(sorted(models)) or "none shipped with this version"
-                raise CheckpointError(
-                    f"unknown model {text!r}; available: {names} (or give the path of a .safetensors checkpoint)"
-                )
-            path = models[text]
-        return cls(load_checkpoint(path), device=device)
+        return cls(load_checkpoint(resolve_model_path(name_or_path)), device=device)
 
     def __repr__(self) -> str:
         return (

@@ -34,7 +34,8 @@ from medgan.data.labels import one_hot
 from medgan.data.normalize import Normalization, NormalizationError
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from medgan.infer.superres import _CHECKPOINT_SUFFIXES, _resolve_device, available_models
+from medgan.infer.device import inference_model, resolve_device
+from medgan.infer.pretrained import resolve_model_path
 from medgan.io.scan import make_scan
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
@@ -156,11 +157,8 @@ class Synthesizer:
         self.scalar_condition = meta.get("scalar_condition")
         self.model_name = str(meta.get("name") or checkpoint.path.name.split(".")[0])
         self.spatial_dims = int(meta["spatial_dims"])
-        self.device = _resolve_device(device)
-        model = checkpoint.build_model().eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.model = model.to(self.device)
+        self.device = resolve_device(device)
+        self.model = inference_model(checkpoint, self.device)
 
     @classmethod
     def from_pretrained(
@@ -174,18 +172,7 @@ class Synthesizer:
             Unknown name (the message lists the shipped models), missing, foreign or tampered file, or a
             checkpoint that is not a synthesis model.
         """
-        text = os.fspath(name_or_path)
-        path = Path(text)
-        looks_like_path = path.exists() or path.suffix in _CHECKPOINT_SUFFIXES or os.sep in text or "/" in text
-        if not looks_like_path:
-            models = available_models()
-            if text not in models:
-                names = ", ".join(sorted(models)) or "none shipped with this version"
-                raise CheckpointError(
-                    f"unknown model {text!r}; available: {names} (or give the path of a .safetensors checkpoint)"
-                )
-            path = models[text]
-        return cls(load_checkpoint(path), device=device)
+        return cls(load_checkpoint(resolve_model_path(name_or_path)), device=device)
 
     def __repr__(self) -> str:
         return (

@@ -23,7 +23,8 @@ grid).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from torch import nn
@@ -131,6 +132,24 @@ DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {
 _AUX_MODELS: dict[str, dict[str, Any]] = {**CGAN_GENERATOR_DEFAULTS, **DETECTOR_DEFAULTS}
 
 
+def _instantiate(
+    cls: Callable[..., nn.Module],
+    cfg: dict[str, Any],
+    what: str,
+    *,
+    drop: tuple[str, ...] = ("arch",),
+    errors: tuple[type[Exception], ...] = (ValueError, TypeError),
+) -> nn.Module:
+    """``cls(**cfg)`` without the ``drop`` keys, its constructor's ``errors`` as ConfigError; ``model.config = cfg``."""
+    kwargs = {k: v for k, v in cfg.items() if k not in drop}
+    try:
+        model = cls(**kwargs)
+    except errors as exc:
+        raise ConfigError(f"{what} config: {exc}") from None
+    model.config = cfg
+    return model
+
+
 def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what: str) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise ConfigError(f"{what} config must be a mapping, got {type(config).__name__}")
@@ -198,13 +217,8 @@ def build_generator(config: Mapping[str, Any]) -> nn.Module:
     if isinstance(config, Mapping) and config.get("arch") in DETECTOR_DEFAULTS:
         return build_detector(config)
     cfg = generator_config(config)
-    kwargs = {k: v for k, v in cfg.items() if k != "arch"}
-    try:
-        model = SRGenerator(block="rrdb" if cfg["arch"] == "rrdb" else "residual", **kwargs)
-    except ValueError as exc:
-        raise ConfigError(f"generator config: {exc}") from None
-    model.config = cfg
-    return model
+    block = "rrdb" if cfg["arch"] == "rrdb" else "residual"
+    return _instantiate(partial(SRGenerator, block=block), cfg, "generator", errors=(ValueError,))
 
 
 def discriminator_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,14 +236,8 @@ def build_discriminator(config: Mapping[str, Any]) -> nn.Module:
     True
     """
     cfg = discriminator_config(config)
-    kwargs = {k: v for k, v in cfg.items() if k != "arch"}
     cls = VGGDiscriminator if cfg["arch"] == "vgg" else PatchDiscriminator
-    try:
-        model = cls(**kwargs)
-    except ValueError as exc:
-        raise ConfigError(f"discriminator config: {exc}") from None
-    model.config = cfg
-    return model
+    return _instantiate(cls, cfg, "discriminator", errors=(ValueError,))
 
 
 def _aux_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,13 +281,7 @@ def build_cgan_generator(config: Mapping[str, Any]) -> nn.Module:
     (4, [1, 1])
     """
     cfg = cgan_generator_config(config)
-    kwargs = {k: v for k, v in cfg.items() if k not in ("arch", "factor")}
-    try:
-        model = SPADEGenerator(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"cgan generator config: {exc}") from None
-    model.config = cfg
-    return model
+    return _instantiate(SPADEGenerator, cfg, "cgan generator", drop=("arch", "factor"))
 
 
 def cgan_discriminator_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,13 +300,9 @@ def build_cgan_discriminator(config: Mapping[str, Any]) -> nn.Module:
     2
     """
     cfg = cgan_discriminator_config(config)
-    kwargs = {k: v for k, v in cfg.items() if k != "arch"}
-    try:
-        model = LabelConditionedDiscriminator(**kwargs)
-    except (ValueError, TypeError, AssertionError) as exc:  # MONAI asserts the image is deep enough for every scale
-        raise ConfigError(f"cgan discriminator config: {exc}") from None
-    model.config = cfg
-    return model
+    # AssertionError too: MONAI asserts the image is deep enough for every scale
+    errors = (ValueError, TypeError, AssertionError)
+    return _instantiate(LabelConditionedDiscriminator, cfg, "cgan discriminator", errors=errors)
 
 
 def build_detector(config: Mapping[str, Any]) -> nn.Module:
@@ -317,10 +315,4 @@ def build_detector(config: Mapping[str, Any]) -> nn.Module:
         arch = config.get("arch") if isinstance(config, Mapping) else None
         raise ConfigError(f"detector config: unknown arch {arch!r}; choose one of {sorted(DETECTOR_DEFAULTS)}")
     cfg = _aux_config(config)
-    kwargs = {k: v for k, v in cfg.items() if k not in ("arch", "factor")}
-    try:
-        model = VGGDiscriminator(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"detector config: {exc}") from None
-    model.config = cfg
-    return model
+    return _instantiate(VGGDiscriminator, cfg, "detector", drop=("arch", "factor"))

@@ -19,6 +19,8 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +206,42 @@ def _failed(
     }
 
 
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the wall time of the block as ``seconds[stage]`` (only when it succeeds)."""
+    t = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - t
+
+
+def _model_job(
+    task: Task,
+    options: Any,
+    model: Callable[[Any], Any],
+    compute: Callable[[Task, Any, Any], Any],
+    save: Callable[[Task, Any, Any, Any], None],
+) -> dict[str, Any]:
+    """Load a task's scan, run the model step and save, timing each stage; never raises for a bad scan.
+
+    ``model(options)`` loads (or reuses) the process's model before the clock of the first stage starts.
+    """
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    scan = None
+    try:
+        _set_threads(options.threads)
+        model(options)
+        with _timed(seconds, "load"):
+            scan = load_stage(task)
+        with _timed(seconds, "infer"):
+            result = compute(task, scan, options)
+        with _timed(seconds, "save"):
+            save(task, result, scan, options)
+        return _finish(task, Path(options.out_root), started, seconds)
+    except Exception as exc:  # isolate the scan: record and go on
+        return _failed(exc, task, started, seconds, (scan,))
+
+
 def load_stage(task: Task) -> Any:
     """Load a task's scan (as found by discovery: no second folder walk)."""
     from medgan.io.load import load_ref
@@ -244,25 +282,8 @@ def upscale_job(task: Task, options: UpscaleOptions) -> dict[str, Any]:
         ``status``, ``error``, ``outputs``, ``output_sha256``, ``seconds`` (``load``, ``infer``, ``save``,
         ``total``), ``worker``.
     """
-    started = time.perf_counter()
     started_at = _now()
-    seconds: dict[str, float] = {}
-    scan = None
-    try:
-        _set_threads(options.threads)
-        _resolver(options)
-        t = time.perf_counter()
-        scan = load_stage(task)
-        seconds["load"] = time.perf_counter() - t
-        t = time.perf_counter()
-        result = upscale_compute(task, scan, options)
-        seconds["infer"] = time.perf_counter() - t
-        t = time.perf_counter()
-        save_stage(task, result, scan, options)
-        seconds["save"] = time.perf_counter() - t
-        row = _finish(task, Path(options.out_root), started, seconds)
-    except Exception as exc:  # isolate the scan: record and go on
-        row = _failed(exc, task, started, seconds, (scan,))
+    row = _model_job(task, options, _resolver, upscale_compute, save_stage)
     row["worker"] = _worker()
     row["started"] = started_at
     return row
@@ -350,24 +371,8 @@ def synthesize_job(task: Task, options: SynthesizeOptions) -> dict[str, Any]:
     dict
         As :func:`upscale_job`, plus ``seed`` (the map's noise seed, also in each output's provenance).
     """
-    started = time.perf_counter()
     started_at = _now()
-    seconds: dict[str, float] = {}
-    try:
-        _set_threads(options.threads)
-        _synthesizer(options)
-        t = time.perf_counter()
-        labels = load_stage(task)
-        seconds["load"] = time.perf_counter() - t
-        t = time.perf_counter()
-        result = synthesize_compute(task, labels, options)
-        seconds["infer"] = time.perf_counter() - t
-        t = time.perf_counter()
-        synthesize_save_stage(task, result, labels, options)
-        seconds["save"] = time.perf_counter() - t
-        row = _finish(task, Path(options.out_root), started, seconds)
-    except Exception as exc:  # isolate the scan: record and go on
-        row = _failed(exc, task, started, seconds)
+    row = _model_job(task, options, _synthesizer, synthesize_compute, synthesize_save_stage)
     row["seed"] = scan_seed(options.seed, task.scan_id)
     row["worker"] = _worker()
     row["started"] = started_at
@@ -422,24 +427,22 @@ def evaluate_job(task: Task, options: EvaluateOptions) -> dict[str, Any]:
     pred = ref = low = None
     try:
         _set_threads(options.threads)
-        t = time.perf_counter()
-        pred_ref, lr_ref = task.others["pred"], task.others.get("lr")
-        pred = _with_sidecar(load_ref(pred_ref), pred_ref)
-        ref = load_ref(task.ref)
-        low = _with_sidecar(load_ref(lr_ref), lr_ref) if lr_ref is not None else None
-        seconds["load"] = time.perf_counter() - t
-        t = time.perf_counter()
-        ev = Evaluation(
-            method=options.method,
-            mask=options.mask,
-            data_range=options.data_range,
-            degradation=options.degradation,
-            max_montages=1 if task.outputs else 0,
-        )
-        is_dicom = task.ref.kind.startswith("dicom")
-        meta = {"series_description": task.ref.description or None} if is_dicom else None
-        ev.add(task.scan_id, pred, ref, lr=low, metadata=meta, resample=options.resample)
-        seconds["score"] = time.perf_counter() - t
+        with _timed(seconds, "load"):
+            pred_ref, lr_ref = task.others["pred"], task.others.get("lr")
+            pred = _with_sidecar(load_ref(pred_ref), pred_ref)
+            ref = load_ref(task.ref)
+            low = _with_sidecar(load_ref(lr_ref), lr_ref) if lr_ref is not None else None
+        with _timed(seconds, "score"):
+            ev = Evaluation(
+                method=options.method,
+                mask=options.mask,
+                data_range=options.data_range,
+                degradation=options.degradation,
+                max_montages=1 if task.outputs else 0,
+            )
+            is_dicom = task.ref.kind.startswith("dicom")
+            meta = {"series_description": task.ref.description or None} if is_dicom else None
+            ev.add(task.scan_id, pred, ref, lr=low, metadata=meta, resample=options.resample)
         if task.outputs:
             out_root = Path(options.out_root)
             rel = Path(task.outputs[0])

@@ -25,7 +25,7 @@ from typing import Any
 
 from medgan.errors import ConfigError
 
-__all__ = ["SCHEMA", "JobSpec", "load_spec", "parse_override", "run_spec"]
+__all__ = ["SCHEMA", "JobSpec", "load_spec", "parse_override", "run_spec", "run_job"]
 
 
 def _path(v: Any) -> bool:
@@ -242,13 +242,21 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
 
 def run_spec(spec: JobSpec) -> Any:
     """Run a validated spec; returns :class:`pipelines.batch.runner.BatchResult`."""
+    return run_job(spec.job, spec.params)
+
+
+def run_job(job: str, p: Mapping[str, Any]) -> Any:
+    """Run batch job ``job`` (upscale, synthesize or evaluate) with the spec keys ``p``.
+
+    ``p`` holds the keys of :func:`load_spec`'s params (``medgan batch`` passes its parsed options, which use
+    the same names); returns :class:`pipelines.batch.runner.BatchResult`.
+    """
     from pipelines.batch import runner
 
-    p = spec.params
     common = dict(
         workers=p["workers"], scheduler=p["dask_scheduler"], force=p["force"], quiet=p["quiet"], threads=p["threads"]
     )
-    if spec.job == "upscale":
+    if job == "upscale":
         return runner.run_upscale(
             p["input"],
             p["output"],
@@ -259,7 +267,7 @@ def run_spec(spec: JobSpec) -> Any:
             batch_size=p["batch_size"],
             **common,
         )
-    if spec.job == "synthesize":
+    if job == "synthesize":
         return runner.run_synthesize(
             p["input"],
             p["output"],

@@ -20,44 +20,22 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.commands._args import overlap_fraction, positive_float, positive_int
+
 __all__ = ["add_parser", "run", "add_common_options"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
-def _overlap(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: overlap must be in [0, 1)")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--format`` and ``--device``, shared by the jobs that run a model and write scans."""
+    parser.add_argument("--format", choices=["nifti", "dicom"], default="nifti", help="output format (default nifti)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options every batch job takes: where to run, resume, terminal output."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--workers", type=_positive_int, default=1, metavar="N", help="local worker processes (default 1)"
+        "--workers", type=positive_int, default=1, metavar="N", help="local worker processes (default 1)"
     )
     where.add_argument(
         "--dask-scheduler",
@@ -65,7 +43,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="run the scans on a Dask cluster (tcp://host:8786); needs pip install 'medgan[dask]'",
     )
-    parser.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="torch threads per scan job")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="T", help="torch threads per scan job")
     parser.add_argument("--force", action="store_true", help="redo scans already done (default: skip them)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only warnings and errors")
 
@@ -97,10 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     up.add_argument("input", metavar="IN_ROOT", help="folder tree (or one file) of DICOM series and NIfTI files")
     up.add_argument("output", metavar="OUT_ROOT", help="output folder (created; must not be inside IN_ROOT)")
     up.add_argument("--model", required=True, metavar="CKPT", help="checkpoint path or shipped model name")
-    up.add_argument("--format", choices=["nifti", "dicom"], default="nifti", help="output format (default nifti)")
-    up.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    up.add_argument("--overlap", type=_overlap, default=0.25, help="sliding-window overlap in [0, 1) (0.25)")
-    up.add_argument("--batch-size", type=_positive_int, default=None, metavar="B", help="windows per forward pass")
+    _add_output_options(up)
+    up.add_argument("--overlap", type=overlap_fraction, default=0.25, help="sliding-window overlap in [0, 1) (0.25)")
+    up.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help="windows per forward pass")
     add_common_options(up)
     up.set_defaults(func=run)
 
@@ -117,11 +94,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sy.add_argument("input", metavar="LABELS_ROOT", help="folder tree (or one file) of label maps")
     sy.add_argument("output", metavar="OUT_ROOT", help="output folder (created; must not be inside LABELS_ROOT)")
     sy.add_argument("--model", required=True, metavar="CKPT", help="synthesis checkpoint path or shipped model name")
-    sy.add_argument("-n", type=_positive_int, default=1, metavar="N", help="synthetic scans per label map (1)")
+    sy.add_argument("-n", type=positive_int, default=1, metavar="N", help="synthetic scans per label map (1)")
     sy.add_argument("--seed", type=int, default=0, metavar="S", help="base seed of the run (default 0)")
     sy.add_argument("--class", dest="condition_class", default=None, help="class condition (class-conditioned models)")
-    sy.add_argument("--format", choices=["nifti", "dicom"], default="nifti", help="output format (default nifti)")
-    sy.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_output_options(sy)
     add_common_options(sy)
     sy.set_defaults(func=run)
 
@@ -141,7 +117,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ev.add_argument("--lr", metavar="LR_ROOT", default=None, help="low-resolution inputs: baselines + LR consistency")
     ev.add_argument("--method", default="SR", help="name of the evaluated method (default SR)")
     ev.add_argument("--mask", choices=["foreground", "none"], default="foreground", help="mask of the masked metrics")
-    ev.add_argument("--data-range", type=_positive_float, default=None, metavar="R", help="PSNR/SSIM data range")
+    ev.add_argument("--data-range", type=positive_float, default=None, metavar="R", help="PSNR/SSIM data range")
     ev.add_argument("--degradation", choices=["interpolate", "kspace", "thick_slice"], default=None)
     ev.add_argument("--resample", action="store_true", help="resample predictions onto the reference grid")
     ev.add_argument("--max-montages", type=int, default=20, metavar="N", help="montage figures (default 20)")
@@ -165,54 +141,14 @@ def report(result, quiet: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen batch job; return the exit status."""
-    from pipelines.batch import runner
+    from pipelines.batch.spec import run_job
 
-    common = dict(
-        workers=args.workers,
-        scheduler=args.dask_scheduler,
-        force=args.force,
-        quiet=args.quiet,
-        threads=args.threads,
-    )
-    if args.batch_job == "upscale":
-        result = runner.run_upscale(
-            args.input,
-            args.output,
-            model=args.model,
-            fmt=args.format,
-            device=args.device,
-            overlap=args.overlap,
-            batch_size=args.batch_size,
-            **common,
-        )
-    elif args.batch_job == "synthesize":
-        result = runner.run_synthesize(
-            args.input,
-            args.output,
-            model=args.model,
-            n=args.n,
-            seed=args.seed,
-            condition_class=args.condition_class,
-            fmt=args.format,
-            device=args.device,
-            **common,
-        )
-    else:
-        if args.max_montages < 0:
-            print("medgan batch evaluate: error: --max-montages must be >= 0")
-            return 2
-        result = runner.run_evaluate(
-            args.pred,
-            args.ref,
-            args.output,
-            lr_root=args.lr,
-            method=args.method,
-            mask=args.mask,
-            data_range=args.data_range,
-            degradation=args.degradation,
-            resample=args.resample,
-            max_montages=args.max_montages,
-            title=args.title,
-            **common,
-        )
+    if args.batch_job == "evaluate" and args.max_montages < 0:
+        print("medgan batch evaluate: error: --max-montages must be >= 0")
+        return 2
+    # the options are named as the keys of a job spec (medgan run), except --class
+    params = vars(args)
+    if args.batch_job == "synthesize":
+        params = {**params, "class": args.condition_class}
+    result = run_job(args.batch_job, params)
     return report(result, args.quiet)

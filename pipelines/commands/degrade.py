@@ -11,31 +11,13 @@ import argparse
 import logging
 import sys
 
+from pipelines.commands._args import factor_list, non_negative_float
+
 logger = logging.getLogger(__name__)
 
 # kept in sync with medgan.data.degrade (tested); not imported here so ``medgan --help`` needs no torch/MONAI
 METHODS = ("interpolate", "kspace", "thick_slice")
 NOISE_MODELS = ("gaussian", "rician")
-
-
-def _factor(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int or a comma-separated list like 1,1,4") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: every factor must be >= 1")
-    return values
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -51,11 +33,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("input", metavar="IN", help="NIfTI file, DICOM file or DICOM series folder")
     parser.add_argument("output", metavar="OUT", help="output .nii/.nii.gz file, or a folder for DICOM")
     parser.add_argument(
-        "--factor", required=True, type=_factor, metavar="F", help="an int, or one per spatial axis, e.g. 1,1,4"
+        "--factor", required=True, type=factor_list, metavar="F", help="an int, or one per spatial axis, e.g. 1,1,4"
     )
     parser.add_argument("--method", choices=METHODS, default="interpolate", help="degradation model")
     parser.add_argument(
-        "--noise-std", type=_non_negative, default=0.0, metavar="S", help="noise std in the scan's units (default 0)"
+        "--noise-std",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="noise std in the scan's units (default 0)",
     )
     parser.add_argument("--noise", choices=NOISE_MODELS, default="gaussian", help="noise model (default gaussian)")
     parser.add_argument("--seed", type=int, default=None, metavar="N", help="seed of the noise generator")

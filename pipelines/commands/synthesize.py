@@ -13,23 +13,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from pipelines.commands._args import class_condition, positive_int
+
 logger = logging.getLogger(__name__)
 
 _SUFFIXES = (".nii.gz", ".nii")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
-def _class(text: str) -> int | str:
-    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,12 +33,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--model", required=True, metavar="NAME|PATH", help="shipped model name or checkpoint path")
     parser.add_argument("--labels", required=True, metavar="IN", help="label map (NIfTI file or DICOM series)")
     parser.add_argument("--out", required=True, metavar="OUT", help="output .nii/.nii.gz file")
-    parser.add_argument("-n", type=_positive_int, default=1, metavar="N", help="number of samples (1)")
+    parser.add_argument("-n", type=positive_int, default=1, metavar="N", help="number of samples (1)")
     parser.add_argument("--seed", type=int, default=None, help="noise (and deformation) seed; default random")
     parser.add_argument("--deform", action="store_true", help="randomly deform the label map first (elastic+affine)")
     parser.add_argument("--stack", action="store_true", help="with -n > 1: one 4-D file instead of one per sample")
     parser.add_argument("--labels-out", default=None, metavar="PATH", help="also write the (deformed) label map")
-    parser.add_argument("--class", dest="cls", type=_class, default=None, help="class condition (name or index)")
+    parser.add_argument(
+        "--class", dest="cls", type=class_condition, default=None, help="class condition (name or index)"
+    )
     parser.add_argument("--scalar", type=float, default=None, help="scalar condition (e.g. slice position)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.set_defaults(func=run)

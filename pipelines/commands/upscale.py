@@ -14,37 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from pipelines.commands._args import axes_pair, overlap_fraction, positive_int
+
 logger = logging.getLogger(__name__)
-
-
-def _overlap(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: overlap must be in [0, 1)")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
-def _axes(text: str) -> tuple[int, int]:
-    try:
-        values = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not two comma-separated axes like 0,1") from None
-    if len(values) != 2 or len(set(values)) != 2 or not all(0 <= v <= 2 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: give two different axes out of 0, 1, 2")
-    return values  # type: ignore[return-value]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,13 +34,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--model", required=True, metavar="NAME|PATH", help="shipped model name or checkpoint path")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
-    parser.add_argument("--overlap", type=_overlap, default=0.25, help="sliding-window overlap in [0, 1) (0.25)")
-    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N", help="windows per forward pass")
-    parser.add_argument("--axes", type=_axes, default=None, help="2-D model on a volume: scan axes to upsample (0,1)")
+    parser.add_argument(
+        "--overlap", type=overlap_fraction, default=0.25, help="sliding-window overlap in [0, 1) (0.25)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="windows per forward pass")
+    parser.add_argument(
+        "--axes", type=axes_pair, default=None, help="2-D model on a volume: scan axes to upsample (0,1)"
+    )
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")
-    parser.add_argument("--workers", type=_positive_int, default=1, help="folder trees: parallel worker processes")
+    parser.add_argument("--workers", type=positive_int, default=1, help="folder trees: parallel worker processes")
     parser.set_defaults(func=run)
     return parser
 

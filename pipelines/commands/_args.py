@@ -1,0 +1,81 @@
+"""argparse ``type=`` converters shared by the sub-commands (each error is one ``argparse`` usage line)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = [
+    "positive_int",
+    "positive_float",
+    "non_negative_float",
+    "overlap_fraction",
+    "factor_list",
+    "axes_pair",
+    "class_condition",
+]
+
+_T = TypeVar("_T")
+
+
+def _convert(text: str, cast: Callable[[str], _T], what: str) -> _T:
+    try:
+        return cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _convert(text, int, "an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number > 0 (rejects nan)."""
+    value = _convert(text, float, "a number")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A number >= 0 (rejects nan)."""
+    value = _convert(text, float, "a number")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def overlap_fraction(text: str) -> float:
+    """A sliding-window overlap in [0, 1)."""
+    value = _convert(text, float, "a number")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: overlap must be in [0, 1)")
+    return value
+
+
+def factor_list(text: str) -> tuple[int, ...]:
+    """One factor, or one per spatial axis (``"2"``, ``"1,1,4"``), each >= 1."""
+    values = _convert(
+        text, lambda t: tuple(int(p) for p in t.split(",")), "an int or a comma-separated list like 1,1,4"
+    )
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every factor must be >= 1")
+    return values
+
+
+def axes_pair(text: str) -> tuple[int, int]:
+    """Two different scan axes out of 0, 1, 2 (``"0,1"``)."""
+    values = _convert(text, lambda t: tuple(int(p) for p in t.split(",")), "two comma-separated axes like 0,1")
+    if len(values) != 2 or len(set(values)) != 2 or not all(0 <= v <= 2 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give two different axes out of 0, 1, 2")
+    return values  # type: ignore[return-value]
+
+
+def class_condition(text: str) -> int | str:
+    """A class condition: an index when the text is an integer, else a class name."""
+    return int(text) if text.lstrip("-").isdigit() else text
