@@ -115,6 +115,27 @@ def list_pretrained() -> list[dict[str, Any]]:
     return models
 
 
+def _repo_relative(path: Any) -> str:
+    """A training-data path as written in a card: relative to the repository when it lies inside it."""
+    text = str(path)
+    repo = PRETRAINED_DIR.parents[1]
+    norm = os.path.normpath(text.split("#", 1)[0])
+    if os.path.isabs(norm) and norm.startswith(str(repo) + os.sep):
+        return os.path.relpath(norm, repo) + (("#" + text.split("#", 1)[1]) if "#" in text else "")
+    return text
+
+
+def _data_lines(data: dict[str, Any]) -> list[str]:
+    if "subjects" in data:  # conditional GAN: subjects with their train / held-out slices
+        lines = [
+            f"- subject: {json.dumps({k: v for k, v in s.items() if k != 'normalization'})}" for s in data["subjects"]
+        ]
+        return [*lines, f"- held out: {data.get('held_out', 'none')}"]
+    train = ", ".join(_repo_relative(p) for p in data.get("train", [])) or "not recorded"
+    val = ", ".join(_repo_relative(p) for p in data.get("val", [])) or "none"
+    return [f"- train: {train}", f"- held-out validation (other subjects): {val}"]
+
+
 def _card_summary(card: Path) -> str:
     """First prose line of a model card (after the title)."""
     if not card.is_file():
@@ -167,8 +188,7 @@ def render_model_card(path: str | Path) -> str:
         "",
         "## Training data and split",
         "",
-        f"- train: {', '.join(map(str, data.get('train', []))) or 'not recorded'}",
-        f"- held-out validation (other subjects): {', '.join(map(str, data.get('val', []))) or 'none'}",
+        *_data_lines(data),
         f"- degradation: `{json.dumps(meta.get('degradation') or data.get('degradation'), sort_keys=True)}`",
         f"- augmentation: `{json.dumps(meta.get('augment'), sort_keys=True)}`",
         f"- steps: {json.dumps(steps, sort_keys=True)}",
