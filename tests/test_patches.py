@@ -1,4 +1,4 @@
-"""Training-pair sampling (medgan.data.patches) and domain randomisation (medgan.data.augment) on real scans."""
+"""Training-pair sampling (medgan.data.patches) and domain randomisation (medgan.data.domain_randomization) on real scans."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgan.data.augment import Augmenter
+from medgan.data.domain_randomization import Augmenter
 from medgan.data.patches import PatchSampler, expand_sources, load_volumes
 from medgan.errors import MedganError
 

@@ -8,7 +8,7 @@
   (the sampler behind ``RandCropByPosNegLabeld``): a fraction ``foreground_ratio`` of the
   patches is centred on a foreground voxel.
 * Each high-resolution patch is cropped with a margin of two low-resolution voxels per
-  degraded axis, randomised (:class:`medgan.data.augment.Augmenter`), degraded on the fly
+  degraded axis, randomised (:class:`medgan.data.domain_randomization.Augmenter`), degraded on the fly
   with :func:`medgan.degrade` (corner-aligned: the HR patch size divides by the factor) and
   the margins are cropped off, so the LR patch sees real neighbours, not the patch border.
 * A 2-D model trains on slices drawn from volumes: the slice normal is picked from
@@ -34,8 +34,8 @@ from monai.data import CacheDataset
 from monai.transforms import MapTransform
 from monai.transforms.utils import generate_pos_neg_label_crop_centers, map_binary_to_indices
 
-from medgan.data.augment import Augmenter
 from medgan.data.degrade import degrade
+from medgan.data.domain_randomization import Augmenter
 from medgan.data.normalize import fit_normalization
 from medgan.errors import MedganError
 

@@ -82,7 +82,7 @@ class SRTrainer(Trainer):
 
     # ------------------------------------------------------------------ setup
     def build(self) -> None:
-        from medgan.data.augment import Augmenter
+        from medgan.data.domain_randomization import Augmenter
         from medgan.data.patches import PatchSampler, load_volumes
         from medgan.models.registry import build_discriminator, build_generator
         from medgan.train.losses import AdversarialLoss, ContentLoss, PerceptualLoss

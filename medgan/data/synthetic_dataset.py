@@ -175,7 +175,7 @@ class SyntheticAugmentedDataset(Dataset):
         from monai.transforms import AsDiscreted, Compose, NormalizeIntensityd
 
         from medgan import Synthesizer
-        from medgan.data.augmentation import SyntheticAugmentedDataset
+        from medgan.data.synthetic_dataset import SyntheticAugmentedDataset
 
         synth = Synthesizer.from_pretrained("mni-t1-spade2d", device="cpu")
         ds = SyntheticAugmentedDataset(
@@ -261,7 +261,7 @@ class SyntheticAugmentedDataset(Dataset):
         if not pairs:
             raise MedganError(
                 f"{self.cache_dir}: no synthetic pairs (<name>_image.nii.gz + <name>_label.nii.gz); "
-                "write some with medgan.data.augmentation.write_synthetic_cache"
+                "write some with medgan.data.synthetic_dataset.write_synthetic_cache"
             )
         return pairs
 

@@ -13,9 +13,9 @@ from monai.networks.nets import UNet
 from monai.transforms import AsDiscreted, Compose, ScaleIntensityRanged
 
 import medgan
-from medgan.data.augmentation import SyntheticAugmentedDataset, cache_names, write_synthetic_cache
 from medgan.data.labels import TISSUE_LABELS, tissue_labels
 from medgan.data.normalize import fit_normalization
+from medgan.data.synthetic_dataset import SyntheticAugmentedDataset, cache_names, write_synthetic_cache
 from medgan.errors import MedganError
 from medgan.infer.synthesis import Synthesizer, save_synthesizer
 from medgan.io.scan import make_scan
