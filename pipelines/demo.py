@@ -89,7 +89,8 @@ def _super_resolution(data: Path, out: Path, quiet: bool) -> dict[str, Path]:
             pred = sr.upscale(lr)
             tag = model_name.replace("brain-mr-", "")
             (out / "scans" / scan_id).mkdir(parents=True, exist_ok=True)
-            medgan.save_scan(hr, out / "scans" / scan_id / "reference.nii.gz")
+            # each model's reference is cropped to a multiple of its own factor
+            medgan.save_scan(hr, out / "scans" / scan_id / f"reference-{tag}.nii.gz")
             medgan.save_scan(lr, out / "scans" / scan_id / f"lowres-{tag}.nii.gz")
             medgan.save_scan(pred, out / "scans" / scan_id / f"{model_name}.nii.gz")
             ev.add(scan_id, pred, hr, lr=lr, baselines=baseline_predictions(lr, hr))

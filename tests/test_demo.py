@@ -31,8 +31,8 @@ def test_demo_writes_reports_scans_and_synthetic_pairs(demo_out):
         assert all(row["data_range"] > 0 for row in doc["rows"])
     # every super-resolved scan lies exactly on its reference's grid, and says which model made it
     for scan_dir in (demo_out / "scans").iterdir():
-        ref = nib.load(scan_dir / "reference.nii.gz")
         for model in ("brain-mr-x2-3d", "brain-mr-x2-2d"):
+            ref = nib.load(scan_dir / f"reference-{model.removeprefix('brain-mr-')}.nii.gz")
             sr = nib.load(scan_dir / f"{model}.nii.gz")
             assert sr.shape == ref.shape
             assert abs(sr.affine - ref.affine).max() < 1e-3
