@@ -63,3 +63,91 @@ def mni_t1_path() -> Path:
 def mni_t1() -> Path:
     """Path of the real MNI T1 template in ``sample_data/`` (see :func:`mni_t1_path`)."""
     return mni_t1_path()
+
+
+# ------------------------------------------------------------------ training tests (train-sr, train-cgan)
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Run a test module's tiny convolutions on one torch thread (faster and steadier on a busy 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_yaml(folder: Path, data: dict, name: str = "run.yaml") -> Path:
+    """Write ``data`` as ``folder/name`` (the folder is created); returns the path."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def merge_sections(cfg: dict, sections: dict) -> dict:
+    """``cfg`` with ``sections`` merged in: a mapping updates that section, except ``model`` / ``discriminator`` and
+    any other value, which replace it whole."""
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key not in ("model", "discriminator"):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for running ``python -m pipelines.cli`` in a subprocess from this checkout (one OpenMP thread)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def state_params(out_dir: Path, step: int) -> dict:
+    """Generator (``g.``), EMA (``ema.``) and discriminator (``d.``) tensors of a run's training state at ``step``."""
+    import torch
+
+    st = torch.load(out_dir / "checkpoints" / f"state_{step:08d}.pt", weights_only=True)
+    out = {f"g.{k}": v for k, v in st["generator"].items()}
+    out.update({f"ema.{k}": v for k, v in st["ema"].items()})
+    out.update({f"d.{k}": v for k, v in st["discriminator"].items()})
+    return out
+
+
+def assert_same_params(a: dict, b: dict) -> None:
+    """The two :func:`state_params` results hold the same tensors (to 1e-6)."""
+    import torch
+
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def run_two_process_training(
+    command: str, config: Path, out_dir: Path, *, checkpoint_step: int, val_steps: list[int]
+) -> dict:
+    """Run ``medgan COMMAND CONFIG`` under ``torchrun`` with 2 gloo processes (in the config's folder).
+
+    Checks what rank 0 wrote to ``out_dir``: ``summary.json`` (world size 2, finished, identical generators on both
+    ranks), the state at ``checkpoint_step`` (both ranks' RNG), one ``metrics.jsonl`` row per step in
+    ``val_steps`` and the exported model. Returns the summary.
+    """
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "pipelines.cli", command, str(config), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=config.parent, env=cli_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Path(out_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["finished"] and summary["ranks_identical"]
+    st = torch.load(out / "checkpoints" / f"state_{checkpoint_step:08d}.pt", weights_only=True)
+    assert len(st["rng"]) == 2 and st["world_size"] == 2  # every rank's RNG state
+    # only rank 0 wrote: one metrics row per validation
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == val_steps
+    assert (out / "model.safetensors").is_file()
+    return summary

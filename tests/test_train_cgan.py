@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import assert_same_params, merge_sections, run_two_process_training, state_params, write_yaml
 
 from medgan.errors import ConfigError
 from medgan.train.cgan import train_cgan
@@ -23,18 +23,12 @@ from pipelines.cli import main
 REPO = Path(__file__).resolve().parents[1]
 MNI = REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
 
-pytestmark = pytest.mark.skipif(
-    not all((MNI / f"{n}.nii.gz").is_file() for n in ("t1", "gm", "wm")), reason="sample_data MNI maps missing"
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny convolutions: one thread is faster and steadier on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.skipif(
+        not all((MNI / f"{n}.nii.gz").is_file() for n in ("t1", "gm", "wm")), reason="sample_data MNI maps missing"
+    ),
+    pytest.mark.usefixtures("torch_one_thread"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,19 +60,7 @@ def _config(tmp: Path, subject: dict[str, str], **sections) -> dict:
         "adversarial": {"steps": 8, "lr_g": 2e-3, "lr_d": 2e-3},
         "train": {"batch_size": 4, "patch_size": 32, "ema_decay": 0.5, "val_every": 5, "checkpoint_every": 5},
     }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key not in ("model", "discriminator"):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
-
-
-def _write(tmp: Path, cfg: dict, name: str = "run.yaml") -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / name
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
+    return merge_sections(cfg, sections)
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -101,7 +83,7 @@ def _write(tmp: Path, cfg: dict, name: str = "run.yaml") -> Path:
 def test_bad_config_names_key_and_file(tmp_path, subject, edit, pattern):
     cfg = _config(tmp_path, subject)
     edit(cfg)
-    path = _write(tmp_path, cfg, "bad.yaml")
+    path = write_yaml(tmp_path, cfg, "bad.yaml")
     with pytest.raises(ConfigError, match=pattern) as info:
         load_cgan_config(path)
     assert str(path) in str(info.value)
@@ -110,7 +92,7 @@ def test_bad_config_names_key_and_file(tmp_path, subject, edit, pattern):
 def test_config_files_tasks_and_defaults(tmp_path, subject):
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_cgan_config(tmp_path / "nope.yaml")
-    path = _write(tmp_path, _config(tmp_path, subject))
+    path = write_yaml(tmp_path, _config(tmp_path, subject))
     with pytest.raises(ConfigError, match=r"run\.yaml: task: 'cgan' is not a train-sr config; run it with medgan"):
         load_config(path)  # the SR loader recognises a cGAN file
     cfg = load_cgan_config(path)
@@ -157,7 +139,7 @@ def test_held_out_slab_and_joint_deformation(subject):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, subject):
     tmp = tmp_path_factory.mktemp("trained")
-    path = _write(tmp, _config(tmp, subject))
+    path = write_yaml(tmp, _config(tmp, subject))
     code = main(["train-cgan", str(path), "--no-progress"])
     return code, tmp / "run"
 
@@ -206,14 +188,6 @@ def test_exported_model_synthesizes_from_a_real_label_slice(trained, subject):
     torch.testing.assert_close(synth.generate(label_slice, n=2, seed=3).as_tensor(), y)
 
 
-def _params(out_dir: Path, step: int) -> dict[str, torch.Tensor]:
-    st = torch.load(out_dir / "checkpoints" / f"state_{step:08d}.pt", weights_only=True)
-    out = {f"g.{k}": v for k, v in st["generator"].items()}
-    out.update({f"ema.{k}": v for k, v in st["ema"].items()})
-    out.update({f"d.{k}": v for k, v in st["discriminator"].items()})
-    return out
-
-
 def test_resume_matches_uninterrupted_run(tmp_path, subject):
     sections = {
         "warmup": {"steps": 2, "lr": 2e-3},
@@ -226,25 +200,18 @@ def test_resume_matches_uninterrupted_run(tmp_path, subject):
     assert all(np.isfinite(losses)) and len(set(losses)) == len(losses)
     assert [r["phase"] for r in whole.history] == [1, 1, 2, 2, 2, 2]
 
-    split = _write(tmp_path / "b", _config(tmp_path / "b", subject, **sections))
+    split = write_yaml(tmp_path / "b", _config(tmp_path / "b", subject, **sections))
     first = train_cgan(split, until_step=3, progress=False)  # stops inside the adversarial phase
     assert first.step == 3 and not first.finished and first.model_path is None
     second = train_cgan(split, progress=False)
     assert second.resumed_from.name == "state_00000003.pt" and second.finished
 
-    a, b = _params(tmp_path / "a" / "run", 6), _params(tmp_path / "b" / "run", 6)
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    assert_same_params(state_params(tmp_path / "a" / "run", 6), state_params(tmp_path / "b" / "run", 6))
 
 
 # ---------------------------------------------------------------------------------------------- DDP
 @pytest.mark.slow
 def test_two_process_gloo_ddp_via_torchrun(tmp_path, subject):
-    import os
-    import subprocess
-    import sys
-
     cfg = _config(
         tmp_path,
         subject,
@@ -253,16 +220,6 @@ def test_two_process_gloo_ddp_via_torchrun(tmp_path, subject):
         adversarial={"steps": 2},
         train={"val_every": 3, "checkpoint_every": 3, "batch_size": 2},
     )
-    path = _write(tmp_path, cfg)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "pipelines.cli", "train-cgan", str(path), "--no-progress"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "run"
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["finished"] and summary["ranks_identical"]
-    st = torch.load(out / "checkpoints" / "state_00000003.pt", weights_only=True)
-    assert len(st["rng"]) == 2 and st["world_size"] == 2
-    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 3]
-    assert (out / "model.safetensors").is_file()
+    run_two_process_training(
+        "train-cgan", write_yaml(tmp_path, cfg), tmp_path / "run", checkpoint_step=3, val_steps=[0, 3]
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import assert_same_params, cli_env, merge_sections, run_two_process_training, state_params, write_yaml
 
 from medgan.errors import CheckpointError, ConfigError
 from medgan.train.config import load_config
@@ -26,18 +26,10 @@ T1 = REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz"
 VAL = REPO / "sample_data" / "nifti" / "nibabel" / "anatomical.nii"
 DICOM_T1 = REPO / "sample_data" / "dicom" / "dcm_qa_xa30_t1w_tfl3d"
 
-pytestmark = pytest.mark.skipif(
-    not (T1.is_file() and VAL.is_file() and DICOM_T1.is_dir()), reason="sample_data scans missing"
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny convolutions: one thread is faster and steadier on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.skipif(not (T1.is_file() and VAL.is_file() and DICOM_T1.is_dir()), reason="sample_data scans missing"),
+    pytest.mark.usefixtures("torch_one_thread"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +66,7 @@ def _config(tmp: Path, train_scan: Path, **sections) -> dict:
             "roi_size": 16,
         },
     }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key not in ("model", "discriminator"):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
-
-
-def _write(tmp: Path, cfg: dict, name: str = "run.yaml") -> Path:
-    path = tmp / name
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
+    return merge_sections(cfg, sections)
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -118,7 +99,7 @@ def _write(tmp: Path, cfg: dict, name: str = "run.yaml") -> Path:
 def test_bad_config_names_key_and_file(tmp_path, train_scan, edit, pattern):
     cfg = _config(tmp_path, train_scan)
     edit(cfg)
-    path = _write(tmp_path, cfg, "bad.yaml")
+    path = write_yaml(tmp_path, cfg, "bad.yaml")
     with pytest.raises(ConfigError, match=pattern) as info:
         load_config(path)
     assert str(path) in str(info.value)
@@ -127,7 +108,7 @@ def test_bad_config_names_key_and_file(tmp_path, train_scan, edit, pattern):
 def test_config_defaults_relative_paths_and_yaml_errors(tmp_path, train_scan):
     cfg = _config(tmp_path, train_scan, out_dir="runs/x")
     cfg["data"]["train"] = [os.path.relpath(train_scan, tmp_path)]
-    full = load_config(_write(tmp_path, cfg))
+    full = load_config(write_yaml(tmp_path, cfg))
     assert full["out_dir"] == str(tmp_path / "runs" / "x")
     assert full["data"]["train"] == [str(tmp_path / os.path.relpath(train_scan, tmp_path))]
     assert full["model"]["factor"] == [2, 2, 2] and full["model"]["n_blocks"] == 2
@@ -168,7 +149,7 @@ def trained(tmp_path_factory, train_scan):
         loss={"perceptual": 0.1, "perceptual_weights": str(weights), "ssim": 0.2, "ssim_window": 7},
         train={"val_every": 20, "checkpoint_every": 20},
     )
-    path = _write(tmp, cfg)
+    path = write_yaml(tmp, cfg)
     result = train_sr(path, progress=False, command=f"medgan train-sr {path}")
     return result, path
 
@@ -250,14 +231,6 @@ def test_jsonl_log_when_tensorboard_is_missing(tmp_path, monkeypatch, caplog):
 
 
 # ---------------------------------------------------------------------------------------------- resume
-def _params(out_dir: Path, step: int) -> dict[str, torch.Tensor]:
-    st = torch.load(out_dir / "checkpoints" / f"state_{step:08d}.pt", weights_only=True)
-    out = {f"g.{k}": v for k, v in st["generator"].items()}
-    out.update({f"ema.{k}": v for k, v in st["ema"].items()})
-    out.update({f"d.{k}": v for k, v in st["discriminator"].items()})
-    return out
-
-
 def test_resume_after_stop_matches_uninterrupted_run(tmp_path, train_scan):
     sections = {
         "phase1": {"steps": 6, "lr": 1e-3, "scheduler": "cosine", "warmup_steps": 2},
@@ -267,10 +240,10 @@ def test_resume_after_stop_matches_uninterrupted_run(tmp_path, train_scan):
     }
     whole = _config(tmp_path / "a", train_scan, **sections)
     (tmp_path / "a").mkdir()
-    train_sr(_write(tmp_path / "a", whole), progress=False)
+    train_sr(write_yaml(tmp_path / "a", whole), progress=False)
 
     (tmp_path / "b").mkdir()
-    split_path = _write(tmp_path / "b", _config(tmp_path / "b", train_scan, **sections))
+    split_path = write_yaml(tmp_path / "b", _config(tmp_path / "b", train_scan, **sections))
     first = train_sr(split_path, until_step=5, progress=False)  # stops inside phase 1, between checkpoints
     assert first.step == 5 and not first.finished and first.model_path is None
     # a kill while writing the next state leaves a torn file; resume must skip it
@@ -282,10 +255,7 @@ def test_resume_after_stop_matches_uninterrupted_run(tmp_path, train_scan):
     assert third.resumed_from.name == "state_00000008.pt"
     assert third.finished and third.step == 10
 
-    a, b = _params(tmp_path / "a" / "run", 10), _params(tmp_path / "b" / "run", 10)
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert_same_params(state_params(tmp_path / "a" / "run", 10), state_params(tmp_path / "b" / "run", 10))
 
 
 @pytest.mark.slow
@@ -301,12 +271,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, train_scan):
         "train": {"checkpoint_every": 4, "keep_checkpoints": 1000},
     }
     (tmp_path / "killed").mkdir()
-    path = _write(tmp_path / "killed", _config(tmp_path / "killed", train_scan, **sections))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    path = write_yaml(tmp_path / "killed", _config(tmp_path / "killed", train_scan, **sections))
     cmd = [sys.executable, "-m", "pipelines.cli", "train-sr", str(path), "--no-progress"]
     log = tmp_path / "killed.log"
     with open(log, "wb") as err:  # a file, not a pipe: a full pipe would stall the child
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=err)
     states = tmp_path / "killed" / "run" / "checkpoints"
     deadline = time.monotonic() + 180
     try:
@@ -326,7 +295,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, train_scan):
     assert resumed.resumed_from.name == f"state_{last:08d}.pt" and resumed.step == last + 4
 
     (tmp_path / "whole").mkdir()
-    whole = _write(tmp_path / "whole", _config(tmp_path / "whole", train_scan, **sections))
+    whole = write_yaml(tmp_path / "whole", _config(tmp_path / "whole", train_scan, **sections))
     train_sr(whole, until_step=last + 4, progress=False)
     a = torch.load(states / f"state_{last + 4:08d}.pt", weights_only=True)
     b = torch.load(tmp_path / "whole" / "run" / "checkpoints" / f"state_{last + 4:08d}.pt", weights_only=True)
@@ -338,11 +307,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, train_scan):
 
 def test_resume_refuses_a_different_model(tmp_path, train_scan):
     cfg = _config(tmp_path, train_scan, phase1={"steps": 2}, phase2={"steps": 0}, data={"val": []})
-    train_sr(_write(tmp_path, cfg), progress=False)
+    train_sr(write_yaml(tmp_path, cfg), progress=False)
     cfg["model"]["channels"] = 4
     cfg["phase1"]["steps"] = 4
     with pytest.raises(ConfigError, match="holds a run of a different model"):
-        train_sr(_write(tmp_path, cfg), progress=False)
+        train_sr(write_yaml(tmp_path, cfg), progress=False)
 
 
 def test_state_loader_refuses_pickled_objects(tmp_path):
@@ -369,7 +338,7 @@ def test_two_d_model_trains_on_slices_and_upscales_a_volume(tmp_path, train_scan
         phase2={"steps": 2},
         train={"val_every": 8, "roi_size": 32},
     )
-    result = train_sr(_write(tmp_path, cfg), progress=False)
+    result = train_sr(write_yaml(tmp_path, cfg), progress=False)
     assert result.finished and [r["step"] for r in result.val_history] == [0, 8]
     sr = SuperResolver.from_pretrained(result.model_path, device="cpu")
     assert sr.spatial_dims == 2 and sr.factor == (2, 2)
@@ -389,18 +358,7 @@ def test_two_process_gloo_ddp_via_torchrun(tmp_path, train_scan):
         data={"val": [str(VAL)], "val_crop": 24},
         train={"val_every": 5, "checkpoint_every": 5},
     )
-    path = _write(tmp_path, cfg)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "pipelines.cli", "train-sr", str(path), "--no-progress"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "run"
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["finished"]
-    assert summary["ranks_identical"] and len(summary["rank_generator_sha256"]) == 2
-    st = torch.load(out / "checkpoints" / "state_00000005.pt", weights_only=True)
-    assert len(st["rng"]) == 2 and st["world_size"] == 2  # every rank's RNG state
-    assert (out / "model.safetensors").is_file()
-    # only rank 0 wrote: one metrics row per validation, one summary, one state per checkpoint step
-    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 5]
+    summary = run_two_process_training(
+        "train-sr", write_yaml(tmp_path, cfg), tmp_path / "run", checkpoint_step=5, val_steps=[0, 5]
+    )
+    assert len(summary["rank_generator_sha256"]) == 2

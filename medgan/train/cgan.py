@@ -27,9 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgan.train import distributed as D
 from medgan.train.cgan_config import load_cgan_config, validate_cgan_config
-from medgan.train.core import MODEL_FILE, Trainer, TrainResult, make_scheduler, set_requires_grad
+from medgan.train.core import (
+    MODEL_FILE,
+    Trainer,
+    TrainResult,
+    make_scheduler,
+    set_requires_grad,
+    train_from_config,
+)
 
 __all__ = ["CGANTrainer", "train_cgan"]
 
@@ -49,6 +55,8 @@ class CGANTrainer(Trainer):
 
     task_name = "train-cgan"
     resume_warn_keys = ("warmup", "adversarial", "augment", "loss", "train", "seed", "data")
+    config_validator = staticmethod(validate_cgan_config)
+    config_loader = staticmethod(load_cgan_config)
 
     def phases(self) -> list[tuple[str, int]]:
         return [("warmup", int(self.cfg["warmup"]["steps"])), ("adversarial", int(self.cfg["adversarial"]["steps"]))]
@@ -287,29 +295,19 @@ def train_cgan(
     Parameters
     ----------
     config
-        A YAML file, or a mapping (validated; relative paths resolve against the current folder).
-    until_step
-        Stop (after a checkpoint) once this many steps are done; a later call continues the schedule.
-    progress
-        tqdm progress bar on rank 0.
-    command
-        The command line to record in the exported checkpoint.
+        A ``train-cgan`` YAML file, or a mapping (validated; relative paths resolve against the current folder).
+    until_step, progress, command
+        As for :func:`medgan.train.trainer.train_sr`: stop (after a checkpoint) once this many steps are done (a
+        later call continues the schedule); tqdm progress bar on rank 0; the command line to record in the export.
 
     Returns
     -------
     TrainResult
+        What this call did (the same fields as for ``train_sr``).
 
     Raises
     ------
     medgan.errors.ConfigError
-        Invalid configuration (the message names the key and the file).
+        Invalid ``train-cgan`` configuration (the message names the key and the file).
     """
-    if isinstance(config, Mapping):
-        cfg = validate_cgan_config(config, source="<config>")
-    else:
-        cfg = load_cgan_config(config)
-    trainer = CGANTrainer(cfg, command=command, progress=progress)
-    try:
-        return trainer.run(until_step=until_step)
-    finally:
-        D.cleanup()
+    return train_from_config(CGANTrainer, config, until_step=until_step, progress=progress, command=command)

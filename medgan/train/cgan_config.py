@@ -32,29 +32,30 @@ from typing import Any
 from medgan.errors import ConfigError
 from medgan.train.config import (
     Field,
+    _check_device,
+    _check_normalization,
+    _check_spatial_dims,
+    _check_top_level,
     _decay,
-    _is_int,
-    _is_num,
+    _default_name,
+    _load_file,
     _non_negative,
+    _patch_size,
     _positive,
     _resolve_path,
+    _run_fields,
+    _scheduler_fields,
+    _train_fields,
     _unit,
     _validate,
-    read_yaml,
 )
 
 __all__ = ["load_cgan_config", "validate_cgan_config", "CGAN_SCHEMA"]
 
-_SCHED = ("cosine", "step", "constant")
-
 #: section -> key -> Field
 CGAN_SCHEMA: dict[str, Any] = {
     "task": Field("str", "cgan", choices=("cgan",)),
-    "name": Field("str?", None),
-    "out_dir": Field("path"),
-    "seed": Field("int", 0, check=_non_negative),
-    "device": Field("str", "auto"),
-    "amp": Field("bool", True),
+    **_run_fields(),
     "data": {
         "train": Field("subjects"),
         "modality": Field("str", "MR"),
@@ -83,10 +84,7 @@ CGAN_SCHEMA: dict[str, Any] = {
     "warmup": {
         "steps": Field("int", 0, check=_non_negative),
         "lr": Field("float", 2e-4, check=_positive),
-        "scheduler": Field("str", "constant", choices=_SCHED),
-        "warmup_steps": Field("int", 0, check=_non_negative),
-        "step_size": Field("int", 1000, check=_positive),
-        "gamma": Field("float", 0.5, check=_positive),
+        **_scheduler_fields("constant"),
     },
     "adversarial": {
         "steps": Field("int", 1000, check=_non_negative),
@@ -94,21 +92,9 @@ CGAN_SCHEMA: dict[str, Any] = {
         "lr_d": Field("float", 2e-4, check=_positive),
         "beta1": Field("float", 0.5, check=_decay),
         "beta2": Field("float", 0.999, check=_decay),
-        "scheduler": Field("str", "constant", choices=_SCHED),
-        "warmup_steps": Field("int", 0, check=_non_negative),
-        "step_size": Field("int", 1000, check=_positive),
-        "gamma": Field("float", 0.5, check=_positive),
+        **_scheduler_fields("constant"),
     },
-    "train": {
-        "batch_size": Field("int", 4, check=_positive),
-        "patch_size": Field("int_or_ints", 64),
-        "ema_decay": Field("float", 0.999, check=_decay),
-        "val_every": Field("int", 500, check=_non_negative),
-        "checkpoint_every": Field("int", 500, check=_non_negative),
-        "keep_checkpoints": Field("int", 2, check=_positive),
-        "log_every": Field("int", 10, check=_positive),
-        "grad_clip": Field("float?", None),
-    },
+    "train": _train_fields(64),
 }
 
 _SUBJECT_KEYS = ("image", "labels", "gm", "wm")
@@ -150,7 +136,6 @@ def _subjects(value: Any, where: str, base: Path) -> list[dict[str, str]]:
 
 def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     from medgan.data.labels import TISSUE_LABELS
-    from medgan.data.normalize import NORMALIZATION_METHODS
     from medgan.models.registry import cgan_discriminator_config, cgan_generator_config
 
     model = dict(cfg["model"])
@@ -166,8 +151,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     except ConfigError as exc:
         raise ConfigError(f"{src}: model: {exc}") from None
     dims = int(cfg["model"]["spatial_dims"])
-    if dims not in (2, 3):
-        raise ConfigError(f"{src}: model.spatial_dims: must be 2 or 3, got {dims!r}")
+    _check_spatial_dims(dims, src)
     if cfg["model"]["num_classes"]:
         raise ConfigError(f"{src}: model.num_classes: class conditions are not trained by train-cgan; set 0")
     if cfg["model"]["scalar_condition"] and dims != 2:
@@ -185,10 +169,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         raise ConfigError(f"{src}: discriminator: spatial_dims / num_labels must match the model's")
 
     tr = cfg["train"]
-    patch = tr["patch_size"]
-    patch = [patch] * dims if _is_int(patch) else patch
-    if len(patch) != dims:
-        raise ConfigError(f"{src}: train.patch_size: needs 1 or {dims} entries for a {dims}-D model, got {patch}")
+    patch = _patch_size(cfg, src, dims)
     if min(patch) < cfg["discriminator"]["minimum_size_im"]:
         raise ConfigError(
             f"{src}: train.patch_size: {patch} is smaller than discriminator.minimum_size_im "
@@ -198,21 +179,10 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     _dry_run_discriminator(cfg, patch, src)
     if cfg["data"]["slice_axis"] not in (0, 1, 2):
         raise ConfigError(f"{src}: data.slice_axis: axes are 0, 1 or 2, got {cfg['data']['slice_axis']}")
-    norm = cfg["data"]["normalization"]
-    if norm.get("method") not in NORMALIZATION_METHODS or set(norm) - {"method", "lower", "upper"}:
-        raise ConfigError(
-            f"{src}: data.normalization: expected {{method: percentile|zscore, lower: 0, upper: 99.5}}, got {norm}"
-        )
-    if norm["method"] == "percentile":
-        lo, hi = norm.get("lower", 0.0), norm.get("upper", 99.5)
-        if not (_is_num(lo) and _is_num(hi) and 0 <= lo < hi <= 100):
-            raise ConfigError(f"{src}: data.normalization: percentiles need 0 <= lower < upper <= 100, got {norm}")
-        cfg["data"]["normalization"] = {"method": "percentile", "lower": float(lo), "upper": float(hi)}
+    _check_normalization(cfg, src, lower=0.0)
     if cfg["warmup"]["steps"] + cfg["adversarial"]["steps"] == 0:
         raise ConfigError(f"{src}: adversarial.steps: warmup.steps + adversarial.steps must be > 0")
-    dev = cfg["device"]
-    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
-        raise ConfigError(f"{src}: device: expected auto, cpu, cuda or cuda:N, got {dev!r}")
+    _check_device(cfg, src)
 
 
 def _dry_run_discriminator(cfg: dict[str, Any], patch: list[int], src: str) -> None:
@@ -241,12 +211,9 @@ def validate_cgan_config(
 
     Parameters
     ----------
-    data
-        The parsed YAML (a mapping).
-    source
-        Name used in error messages (the file).
-    base_dir
-        Folder that relative paths are resolved against (default: the current folder).
+    data, source, base_dir
+        As for :func:`medgan.train.config.validate_config`: the parsed YAML (a mapping), the name used in error
+        messages (the file) and the folder that relative paths resolve against (default: the current folder).
 
     Returns
     -------
@@ -258,8 +225,7 @@ def validate_cgan_config(
     medgan.errors.ConfigError
         Naming ``source`` and the dotted key.
     """
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
+    _check_top_level(data, source)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     data = dict(data)
     section = data.get("data")
@@ -272,9 +238,7 @@ def validate_cgan_config(
     cfg = _validate(schema, data, "", source, base)
     cfg["data"]["train"] = subjects
     _check_semantics(cfg, source)
-    if cfg["name"] is None:
-        cfg["name"] = Path(cfg["out_dir"]).name or "medgan-cgan"
-    return cfg
+    return _default_name(cfg, "medgan-cgan")
 
 
 def load_cgan_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -285,5 +249,4 @@ def load_cgan_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     medgan.errors.ConfigError
         Missing or unreadable file, invalid YAML, or an invalid key (the message names the key and the file).
     """
-    path = Path(path)
-    return validate_cgan_config(read_yaml(path), source=str(path), base_dir=path.parent.resolve())
+    return _load_file(path, validate_cgan_config)

@@ -75,13 +75,47 @@ def _range(v: Any) -> str | None:
     return None if lo >= 0 else "must be >= 0"
 
 
+_SCHEDULERS = ("cosine", "step", "constant")
+
+
+def _run_fields() -> dict[str, Field]:
+    """The top-level keys every training config has (``train-sr`` and ``train-cgan``)."""
+    return {
+        "name": Field("str?", None),
+        "out_dir": Field("path"),
+        "seed": Field("int", 0, check=_non_negative),
+        "device": Field("str", "auto"),
+        "amp": Field("bool", True),
+    }
+
+
+def _scheduler_fields(scheduler: str) -> dict[str, Field]:
+    """A phase section's learning-rate schedule keys (see :func:`medgan.train.core.make_scheduler`)."""
+    return {
+        "scheduler": Field("str", scheduler, choices=_SCHEDULERS),
+        "warmup_steps": Field("int", 0, check=_non_negative),
+        "step_size": Field("int", 1000, check=_positive),
+        "gamma": Field("float", 0.5, check=_positive),
+    }
+
+
+def _train_fields(patch_size: int) -> dict[str, Field]:
+    """The ``train`` section keys the task-agnostic :class:`medgan.train.core.Trainer` reads."""
+    return {
+        "batch_size": Field("int", 4, check=_positive),
+        "patch_size": Field("int_or_ints", patch_size),
+        "ema_decay": Field("float", 0.999, check=_decay),
+        "val_every": Field("int", 500, check=_non_negative),
+        "checkpoint_every": Field("int", 500, check=_non_negative),
+        "keep_checkpoints": Field("int", 2, check=_positive),
+        "log_every": Field("int", 10, check=_positive),
+        "grad_clip": Field("float?", None),
+    }
+
+
 #: the schema: section -> key -> Field (a Field at top level is a top-level key)
 SCHEMA: dict[str, Any] = {
-    "name": Field("str?", None),
-    "out_dir": Field("path"),
-    "seed": Field("int", 0, check=_non_negative),
-    "device": Field("str", "auto"),
-    "amp": Field("bool", True),
+    **_run_fields(),
     "data": {
         "train": Field("paths"),
         "val": Field("paths", []),
@@ -125,29 +159,16 @@ SCHEMA: dict[str, Any] = {
     "phase1": {
         "steps": Field("int", 1000, check=_non_negative),
         "lr": Field("float", 2e-4, check=_positive),
-        "scheduler": Field("str", "cosine", choices=("cosine", "step", "constant")),
-        "warmup_steps": Field("int", 0, check=_non_negative),
-        "step_size": Field("int", 1000, check=_positive),
-        "gamma": Field("float", 0.5, check=_positive),
+        **_scheduler_fields("cosine"),
     },
     "phase2": {
         "steps": Field("int", 0, check=_non_negative),
         "lr_g": Field("float", 1e-4, check=_positive),
         "lr_d": Field("float", 1e-4, check=_positive),
-        "scheduler": Field("str", "constant", choices=("cosine", "step", "constant")),
-        "warmup_steps": Field("int", 0, check=_non_negative),
-        "step_size": Field("int", 1000, check=_positive),
-        "gamma": Field("float", 0.5, check=_positive),
+        **_scheduler_fields("constant"),
     },
     "train": {
-        "batch_size": Field("int", 4, check=_positive),
-        "patch_size": Field("int_or_ints", 32),
-        "ema_decay": Field("float", 0.999, check=_decay),
-        "val_every": Field("int", 500, check=_non_negative),
-        "checkpoint_every": Field("int", 500, check=_non_negative),
-        "keep_checkpoints": Field("int", 2, check=_positive),
-        "log_every": Field("int", 10, check=_positive),
-        "grad_clip": Field("float?", None),
+        **_train_fields(32),
         "roi_size": Field("int_or_ints?", None),
     },
 }
@@ -306,6 +327,61 @@ def _check_paths(cfg: dict[str, Any], src: str) -> None:
                 )
 
 
+def _check_top_level(data: Any, src: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{src}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
+
+
+def _check_spatial_dims(dims: Any, src: str) -> None:
+    if dims not in (2, 3):
+        raise ConfigError(f"{src}: model.spatial_dims: must be 2 or 3, got {dims!r}")
+
+
+def _patch_size(cfg: dict[str, Any], src: str, dims: int) -> list[int]:
+    """``train.patch_size`` as one entry per spatial axis of a ``dims``-D model."""
+    patch = cfg["train"]["patch_size"]
+    patch = [patch] * dims if _is_int(patch) else patch
+    if len(patch) != dims:
+        raise ConfigError(f"{src}: train.patch_size: needs 1 or {dims} entries for a {dims}-D model, got {patch}")
+    return patch
+
+
+def _check_normalization(cfg: dict[str, Any], src: str, lower: float) -> None:
+    """Check ``data.normalization`` (``lower``: the default lower percentile); fill in the percentiles."""
+    from medgan.data.normalize import NORMALIZATION_METHODS
+
+    norm = cfg["data"]["normalization"]
+    if norm.get("method") not in NORMALIZATION_METHODS or set(norm) - {"method", "lower", "upper"}:
+        raise ConfigError(
+            f"{src}: data.normalization: expected {{method: percentile|zscore, lower: {lower:g}, upper: 99.5}}, "
+            f"got {norm}"
+        )
+    if norm["method"] == "percentile":
+        lo, hi = norm.get("lower", lower), norm.get("upper", 99.5)
+        if not (_is_num(lo) and _is_num(hi) and 0 <= lo < hi <= 100):
+            raise ConfigError(f"{src}: data.normalization: percentiles need 0 <= lower < upper <= 100, got {norm}")
+        cfg["data"]["normalization"] = {"method": "percentile", "lower": float(lo), "upper": float(hi)}
+
+
+def _check_device(cfg: dict[str, Any], src: str) -> None:
+    dev = cfg["device"]
+    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+        raise ConfigError(f"{src}: device: expected auto, cpu, cuda or cuda:N, got {dev!r}")
+
+
+def _default_name(cfg: dict[str, Any], fallback: str) -> dict[str, Any]:
+    """Fill ``name`` (default: the ``out_dir`` folder's name, else ``fallback``); returns ``cfg``."""
+    if cfg["name"] is None:
+        cfg["name"] = Path(cfg["out_dir"]).name or fallback
+    return cfg
+
+
+def _load_file(path: str | os.PathLike[str], validate: Callable[..., dict]) -> dict:
+    """Read a YAML config and ``validate`` it (relative paths resolve against the file's folder)."""
+    path = Path(path)
+    return validate(read_yaml(path), source=str(path), base_dir=path.parent.resolve())
+
+
 def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     from medgan.data.degrade import METHODS
     from medgan.models.registry import discriminator_config, generator_config
@@ -318,8 +394,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
 
     model = dict(cfg["model"])
     dims = model.get("spatial_dims", 3)
-    if dims not in (2, 3):
-        raise ConfigError(f"{src}: model.spatial_dims: must be 2 or 3, got {dims!r}")
+    _check_spatial_dims(dims, src)
     factor = deg["factor"]
     factor = [factor] * dims if _is_int(factor) else factor
     if len(factor) != dims:
@@ -345,10 +420,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
             raise ConfigError(f"{src}: discriminator: {exc}") from None
 
     tr = cfg["train"]
-    patch = tr["patch_size"]
-    patch = [patch] * dims if _is_int(patch) else patch
-    if len(patch) != dims:
-        raise ConfigError(f"{src}: train.patch_size: needs 1 or {dims} entries for a {dims}-D model, got {patch}")
+    patch = _patch_size(cfg, src, dims)
     bad = [(p, f) for p, f in zip(patch, factor, strict=True) if p % f]
     if bad:
         raise ConfigError(
@@ -371,18 +443,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         if ax not in (0, 1, 2):
             raise ConfigError(f"{src}: data.slice_axes: axes are 0, 1 or 2, got {ax}")
 
-    norm = cfg["data"]["normalization"]
-    from medgan.data.normalize import NORMALIZATION_METHODS
-
-    if norm.get("method") not in NORMALIZATION_METHODS or set(norm) - {"method", "lower", "upper"}:
-        raise ConfigError(
-            f"{src}: data.normalization: expected {{method: percentile|zscore, lower: 0.5, upper: 99.5}}, got {norm}"
-        )
-    if norm["method"] == "percentile":
-        lo, hi = norm.get("lower", 0.5), norm.get("upper", 99.5)
-        if not (_is_num(lo) and _is_num(hi) and 0 <= lo < hi <= 100):
-            raise ConfigError(f"{src}: data.normalization: percentiles need 0 <= lower < upper <= 100, got {norm}")
-        cfg["data"]["normalization"] = {"method": "percentile", "lower": float(lo), "upper": float(hi)}
+    _check_normalization(cfg, src, lower=0.5)
 
     loss = cfg["loss"]
     if loss["ssim"] > 0 and min(patch) < loss["ssim_window"]:
@@ -398,9 +459,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
             raise ConfigError(f"{src}: loss.perceptual_weights: {path} does not exist (nothing is downloaded)")
     if cfg["phase1"]["steps"] + cfg["phase2"]["steps"] == 0:
         raise ConfigError(f"{src}: phase1.steps: phase1.steps + phase2.steps must be > 0")
-    dev = cfg["device"]
-    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
-        raise ConfigError(f"{src}: device: expected auto, cpu, cuda or cuda:N, got {dev!r}")
+    _check_device(cfg, src)
 
 
 def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.PathLike[str] | None = None) -> dict:
@@ -425,8 +484,7 @@ def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.P
     medgan.errors.ConfigError
         Naming ``source`` and the dotted key.
     """
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
+    _check_top_level(data, source)
     task = data.get("task", "sr")
     if task != "sr":
         hint = "; run it with medgan train-cgan" if task == "cgan" else " (this schema is task: sr)"
@@ -436,9 +494,7 @@ def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.P
     cfg = _validate(SCHEMA, data, "", source, base)
     _check_paths(cfg, source)
     _check_semantics(cfg, source)
-    if cfg["name"] is None:
-        cfg["name"] = Path(cfg["out_dir"]).name or "medgan-sr"
-    return cfg
+    return _default_name(cfg, "medgan-sr")
 
 
 def load_config(path: str | os.PathLike[str]) -> dict:
@@ -459,8 +515,7 @@ def load_config(path: str | os.PathLike[str]) -> dict:
     medgan.errors.ConfigError
         Missing or unreadable file, invalid YAML, or an invalid key (the message names the key and the file).
     """
-    path = Path(path)
-    return validate_config(read_yaml(path), source=str(path), base_dir=path.parent.resolve())
+    return _load_file(path, validate_config)
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:

@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,15 @@ from medgan.errors import CheckpointError, ConfigError
 from medgan.train import distributed as D
 from medgan.train import state as S
 
-__all__ = ["TrainResult", "Trainer", "MODEL_FILE", "make_scheduler", "set_requires_grad", "seed_everything"]
+__all__ = [
+    "TrainResult",
+    "Trainer",
+    "MODEL_FILE",
+    "make_scheduler",
+    "set_requires_grad",
+    "seed_everything",
+    "train_from_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +210,10 @@ class Trainer:
     task_name = "train"
     #: config sections whose change since the saved state is only warned about on resume
     resume_warn_keys: tuple[str, ...] = ("train", "seed")
+    #: the task's config checks (set as staticmethods): ``config_validator(mapping, source=...)`` and
+    #: ``config_loader(yaml_path)``, both returning a complete config (see :func:`train_from_config`)
+    config_validator: Callable[..., dict[str, Any]]
+    config_loader: Callable[..., dict[str, Any]]
 
     def __init__(self, config: Mapping[str, Any], *, command: str | None = None, progress: bool = True) -> None:
         self.cfg = dict(config)
@@ -494,3 +506,38 @@ class Trainer:
             "validation": self.last_metrics,
         }
         write_text_atomic(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def train_from_config(
+    trainer_cls: type[Trainer],
+    config: Any,
+    *,
+    until_step: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> TrainResult:
+    """Run a task's trainer on a config: the body of ``train_sr`` and ``train_cgan``.
+
+    Parameters
+    ----------
+    trainer_cls
+        The task (a :class:`Trainer` subclass with ``config_validator`` and ``config_loader``).
+    config
+        A YAML file (read with ``config_loader``), or a mapping (checked with
+        ``config_validator(config, source="<config>")``; relative paths resolve against the current folder).
+    until_step, progress, command
+        As for :meth:`Trainer.run` and the :class:`Trainer` constructor.
+
+    Returns
+    -------
+    TrainResult
+    """
+    if isinstance(config, Mapping):
+        cfg = trainer_cls.config_validator(config, source="<config>")
+    else:
+        cfg = trainer_cls.config_loader(config)
+    trainer = trainer_cls(cfg, command=command, progress=progress)
+    try:
+        return trainer.run(until_step=until_step)
+    finally:
+        D.cleanup()  # release the process group (torchrun) even when the run fails

@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medgan.train import distributed as D
 from medgan.train.config import load_config, validate_config
-from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_jsonl
+from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_jsonl, train_from_config
 from medgan.train.core import make_scheduler as _scheduler
 from medgan.train.core import set_requires_grad as _set_requires_grad
 
@@ -69,6 +68,8 @@ class SRTrainer(Trainer):
 
     task_name = "train-sr"
     resume_warn_keys = ("phase1", "phase2", "degradation", "augment", "loss", "train", "seed")
+    config_validator = staticmethod(validate_config)
+    config_loader = staticmethod(load_config)
 
     def __init__(self, config: Mapping[str, Any], *, command: str | None = None, progress: bool = True) -> None:
         super().__init__(config, command=command, progress=progress)
@@ -357,12 +358,4 @@ def train_sr(
     medgan.errors.ConfigError
         Invalid configuration (the message names the key and the file).
     """
-    if isinstance(config, Mapping):
-        cfg = validate_config(config, source="<config>")
-    else:
-        cfg = load_config(config)
-    trainer = SRTrainer(cfg, command=command, progress=progress)
-    try:
-        return trainer.run(until_step=until_step)
-    finally:
-        D.cleanup()
+    return train_from_config(SRTrainer, config, until_step=until_step, progress=progress, command=command)

@@ -1,0 +1,54 @@
+"""What ``medgan train-sr`` and ``medgan train-cgan`` share: the sub-parser (CONFIG, ``--until-step``,
+``--no-progress``) and running a training function and reporting its result."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pipelines.commands._args import positive_int
+
+__all__ = ["add_training_parser", "run_training"]
+
+
+def add_training_parser(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    config_help: str,
+    run: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """Register a training sub-command ``name`` taking a YAML CONFIG, ``--until-step N`` and ``--no-progress``."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.add_argument("config", metavar="CONFIG", help=config_help)
+    parser.add_argument(
+        "--until-step",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N steps in total (a checkpoint is written; rerun without it to continue)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any]) -> int:
+    """Run ``train(config, until_step=, progress=, command=)`` for sub-command ``name``; print the outcome.
+
+    Returns the exit status (0).
+    """
+    command = "medgan " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"medgan {name} {args.config}"
+    result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
+    if result.finished and not result.history and result.resumed_from is not None:
+        print(f"already finished ({result.step}/{result.total_steps} steps); model: {result.model_path}")
+    elif result.model_path is not None:
+        print(f"trained {result.step}/{result.total_steps} steps; model: {result.model_path}")
+    elif not result.finished:
+        print(f"stopped at step {result.step}/{result.total_steps}; rerun to continue: {result.out_dir}")
+    return 0
