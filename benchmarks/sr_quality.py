@@ -7,8 +7,10 @@ foreground, data range from the reference) of the model and of cubic B-spline in
 the same low-resolution input. Prints a table and, with ``--append``, adds it to BENCHMARKS.md.
 
 None of the scans below is in any shipped model's training data (MNI ICBM152 template and the
-Siemens XA30 T1w). They are whole other subjects; several are EPI, a contrast the models did not
-see except through intensity randomisation.
+Siemens XA30 T1w). The XA30 field-map magnitude comes from the same open dataset (dcm_qa_xa30) as
+the training T1w and may be the same volunteer: a different series and contrast, not a different
+subject. The other four are other subjects and scanners; several are EPI, a contrast the models
+did not see except through intensity randomisation.
 
 Run:  python benchmarks/sr_quality.py [--append]
 """
