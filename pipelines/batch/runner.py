@@ -339,6 +339,7 @@ def run_upscale(
     overlap: float = 0.25,
     batch_size: int | None = None,
     threads: int | None = None,
+    refs: Sequence[Any] | None = None,
 ) -> BatchResult:
     """Upscale every scan under ``in_root`` into ``out_root`` (mirroring the tree), with resume and a manifest.
 
@@ -365,6 +366,8 @@ def run_upscale(
         See :meth:`medgan.SuperResolver.upscale`.
     threads
         torch threads per job; default torch's own with one process, 1 with several (or on Dask).
+    refs
+        ``discover_scans(in_root)`` when the caller already has it (saves a second walk).
 
     Returns
     -------
@@ -378,7 +381,7 @@ def run_upscale(
     """
     in_root, out_root = Path(in_root), Path(out_root)
     n = _n_workers(workers)
-    refs, model_text = _prepare(in_root, out_root, model, fmt)
+    refs, model_text = _prepare(in_root, out_root, model, fmt, refs)
     # fail early (exit 1, nothing written) on a bad model; it is cached for in-process runs
     from medgan.infer.superres import SuperResolver
 
@@ -422,12 +425,14 @@ def run_upscale(
     )
 
 
-def _prepare(in_root: Path, out_root: Path, model: str, fmt: str) -> tuple[list, str]:
+def _prepare(
+    in_root: Path, out_root: Path, model: str, fmt: str, refs: Sequence[Any] | None = None
+) -> tuple[list, str]:
     """Checks shared by the model jobs; returns the discovered scans and the model path made absolute."""
     if fmt not in ("nifti", "dicom"):
         raise MedganError(f"unknown output format {fmt!r}; use 'nifti' or 'dicom'")
     check_roots(in_root, out_root)
-    refs = _discover(in_root, "input")
+    refs = list(refs) if refs is not None else _discover(in_root, "input")
     if not refs:
         raise MedganError(f"{in_root}: no DICOM or NIfTI scan found")
     model_text = str(model)

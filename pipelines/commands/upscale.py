@@ -55,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
 
     from medgan import SuperResolver, discover_scans, load_scan, save_scan
 
+    source = args.input  # a path, or the ScanRef already discovered (no second walk)
     if Path(args.input).is_dir() and args.series is None:
-        usable = [r for r in discover_scans(args.input) if r.usable]
-        if len(usable) > 1:  # a folder tree: run it as a batch job
+        refs = discover_scans(args.input)
+        usable = [r for r in refs if r.usable]
+        if len(usable) == 1:
+            source = usable[0]
+        elif len(usable) > 1:  # a folder tree: run it as a batch job
             from pipelines.batch.runner import run_upscale
 
             result = run_upscale(
@@ -70,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
                 overlap=args.overlap,
                 batch_size=args.batch_size,
                 quiet=not args.progress,
+                refs=refs,
             )
             return result.exit_code
     resolver = SuperResolver.from_pretrained(args.model, device=args.device)
-    scan = load_scan(args.input, series=args.series)
+    scan = load_scan(source, series=args.series)
     high = resolver.upscale(
         scan, overlap=args.overlap, batch_size=args.batch_size, progress=args.progress, axes=args.axes
     )
