@@ -126,6 +126,12 @@ def _repo_relative(path: Any) -> str:
 
 
 def _data_lines(data: dict[str, Any]) -> list[str]:
+    if "n_real" in data:  # synthetic-image detector (medgan.infer.detect.train_detector)
+        return [
+            f"- real slices: {data['n_real']}, synthetic slices: {data['n_fake']}, slice shape: {data.get('slice_shape')}",
+            f"- epochs: {data.get('epochs')}, training accuracy: {data.get('train_accuracy')}, "
+            f"held-out accuracy: {data.get('val_accuracy')}",
+        ]
     if "subjects" in data:  # conditional GAN: subjects with their train / held-out slices
         lines = [
             f"- subject: {json.dumps({k: v for k, v in s.items() if k != 'normalization'})}" for s in data["subjects"]
@@ -202,7 +208,14 @@ def render_model_card(path: str | Path) -> str:
         lines += [f"| {k} | {v:.4f} |" for k, v in val.items() if isinstance(v, (int, float))]
     else:
         lines.append("not recorded")
-    lines += ["", "## Reproduce", "", "```bash", str(meta.get("command") or "not recorded"), "```", ""]
+    # the shipped config (with the step counts of the run) reproduces it; the recorded command names
+    # wherever the config lay on the training machine
+    config = PRETRAINED_DIR / "configs" / f"{name}.yaml"
+    sub = "train-cgan" if task == "synthesis" else "train-sr"
+    command = f"medgan {sub} medgan/pretrained/configs/{name}.yaml" if config.is_file() else meta.get("command")
+    lines += ["", "## Reproduce", "", "```bash", str(command or "not recorded"), "```", ""]
+    if config.is_file() and meta.get("command"):
+        lines += [f"Recorded training command: `{meta['command']}`.", ""]
     return "\n".join(lines)
 
 
