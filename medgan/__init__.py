@@ -24,6 +24,7 @@ _LAZY = {
     "evaluate": "medgan.eval.metrics",
     "list_pretrained": "medgan.infer.pretrained",
     "SuperResolver": "medgan.infer.superres",
+    "adapt_to_scan": "medgan.infer.adapt",
     "Synthesizer": "medgan.infer.synthesis",
     "detect_synthetic": "medgan.infer.detect",
 }

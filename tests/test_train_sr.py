@@ -210,6 +210,29 @@ def test_exported_checkpoint_upscales_a_real_scan(trained):
     assert evaluate(up, hr)["psnr"] > 20
 
 
+def test_content_phase_model_is_exported_at_end_of_phase1(trained):
+    """With a phase 2, the EMA generator at the end of phase 1 is kept as ``model_content.safetensors``."""
+    from medgan import SuperResolver
+    from medgan.infer.checkpoint import load_checkpoint
+
+    result, _ = trained
+    content_path = result.out_dir / "model_content.safetensors"
+    ck = load_checkpoint(content_path)
+    meta = ck.metadata
+    assert meta["name"].endswith("-content") and meta["phase"] == "content"
+    assert meta["steps"] == {"phase1": 40, "phase2": 4, "completed": 40}
+    assert load_checkpoint(result.model_path).metadata["phase"] == "final"
+    # exactly the EMA weights saved in the resume state at step 40 (the end of phase 1)
+    st = torch.load(result.out_dir / "checkpoints" / "state_00000040.pt", weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in st["ema"].items() if k.startswith("module.")}
+    assert ema.keys() == ck.state_dict.keys()
+    for k, v in ck.state_dict.items():
+        torch.testing.assert_close(v, ema[k], rtol=0, atol=0, msg=k)
+    final = load_checkpoint(result.model_path).state_dict
+    assert any(not torch.equal(final[k], v) for k, v in ck.state_dict.items())  # phase 2 moved the weights
+    assert SuperResolver.from_pretrained(content_path, device="cpu").factor == (2, 2, 2)
+
+
 def test_finished_run_is_not_retrained(trained):
     result, path = trained
     before = (result.out_dir / "model.safetensors").stat().st_mtime_ns
@@ -307,7 +330,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, train_scan):
 
 def test_resume_refuses_a_different_model(tmp_path, train_scan):
     cfg = _config(tmp_path, train_scan, phase1={"steps": 2}, phase2={"steps": 0}, data={"val": []})
-    train_sr(write_yaml(tmp_path, cfg), progress=False)
+    done = train_sr(write_yaml(tmp_path, cfg), progress=False)
+    assert done.model_path.is_file() and not (done.out_dir / "model_content.safetensors").exists()
     cfg["model"]["channels"] = 4
     cfg["phase1"]["steps"] = 4
     with pytest.raises(ConfigError, match="holds a run of a different model"):

@@ -8,4 +8,9 @@
 * :mod:`medgan.eval.stats`: summaries, paired bootstrap CIs and Wilcoxon tests, breakdowns.
 * :mod:`medgan.eval.figures`: montages, metric plots, paired plots (matplotlib, Agg).
 * :mod:`medgan.eval.report`: ``metrics.csv`` / ``metrics.json`` / ``report.md`` / ``report.html``.
+* :mod:`medgan.eval.spectrum`: radial power spectrum and a spectral distance (NumPy only, imported here).
 """
+
+from medgan.eval.spectrum import radial_power_spectrum, spectrum_distance
+
+__all__ = ["radial_power_spectrum", "spectrum_distance"]

@@ -11,6 +11,9 @@ discriminator step) with the content (and optional perceptual) loss kept.
 * ``out_dir`` holds ``checkpoints/state_*.pt`` (exact resume: rerunning the same command
   continues from the latest one), ``logs/`` (TensorBoard, or ``log.jsonl`` when TensorBoard
   is not importable), ``metrics.jsonl`` (validation), ``model.safetensors`` and ``summary.json``.
+* With an adversarial phase (``phase2.steps > 0``), the EMA generator as it stands at the end of phase 1
+  is also exported as ``model_content.safetensors`` (named ``<name>-content``), so the GAN phase can be
+  compared with its content-loss starting point on the same held-out scans.
 * Under ``torchrun`` each process trains on its own patches (DDP); only rank 0 writes.
 
 The loop, resume, EMA, AMP, DDP and logging live in :class:`medgan.train.core.Trainer`; this module holds
@@ -33,11 +36,14 @@ from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_j
 from medgan.train.core import make_scheduler as _scheduler
 from medgan.train.core import set_requires_grad as _set_requires_grad
 
-__all__ = ["TrainResult", "SRTrainer", "train_sr"]
+__all__ = ["TrainResult", "SRTrainer", "train_sr", "CONTENT_MODEL_FILE"]
 # re-exported for callers and tests of the former single-module trainer
 _REEXPORTS = (MODEL_FILE, _Logger, _trim_jsonl)
 
 logger = logging.getLogger(__name__)
+
+#: the EMA generator at the end of phase 1 (content loss only), written when there is a phase 2
+CONTENT_MODEL_FILE = "model_content.safetensors"
 
 
 def _centre_crop(scan: Any, size: list[int]) -> Any:
@@ -163,6 +169,9 @@ class SRTrainer(Trainer):
         lr, hr = batch
         if self.step < self.p1:
             return self._step_phase1(lr, hr)
+        if self.step == self.p1 and self.info.is_main:
+            # first adversarial step: the EMA holds the end of phase 1 (also after a resume at this step)
+            self.export_content()
         return self._step_phase2(lr, hr)
 
     def _step_phase1(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
@@ -292,12 +301,26 @@ class SRTrainer(Trainer):
 
     def export(self) -> Path:
         """Write the EMA generator as a medgan checkpoint (``out_dir/model.safetensors``)."""
+        return self._export(self.out_dir / MODEL_FILE, name=self.cfg["name"], phase="final")
+
+    def export_content(self) -> Path:
+        """Write the EMA generator at the end of phase 1 (``out_dir/model_content.safetensors``).
+
+        Called at the first step of phase 2 (so only when ``phase2.steps > 0``); the checkpoint is named
+        ``<name>-content`` and records ``"phase": "content"``.
+        """
+        path = self._export(self.out_dir / CONTENT_MODEL_FILE, name=f"{self.cfg['name']}-content", phase="content")
+        logger.info("wrote the end-of-phase-1 EMA generator to %s", path)
+        return path
+
+    def _export(self, path: Path, *, name: str, phase: str) -> Path:
         from medgan.data.patches import expand_sources, source_name
         from medgan.infer.checkpoint import save_checkpoint
         from medgan.train.ema import ema_state
 
         meta = self._metadata()
         extra = {
+            "phase": phase,
             "degradation": self.cfg["degradation"],
             "augment": self.cfg["augment"],
             "steps": {"phase1": self.p1, "phase2": self.p2, "completed": self.step},
@@ -313,10 +336,10 @@ class SRTrainer(Trainer):
             "degradation": self.cfg["degradation"],
         }
         return save_checkpoint(
-            self.out_dir / MODEL_FILE,
+            path,
             {k: v.cpu() for k, v in ema_state(self.ema).items()},
             config=meta["model"],
-            name=meta["name"],
+            name=name,
             modality=meta["modality"],
             normalization=meta["normalization"],
             roi_size=meta["roi_size"],

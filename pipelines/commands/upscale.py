@@ -7,6 +7,10 @@ sha256, factor) travels in ``meta["medgan"]`` and so into the NIfTI sidecar / DI
 DerivationDescription. When ``IN`` is a folder tree holding several scans (and no ``--series``
 is given), the command runs as ``medgan batch upscale IN OUT`` does: outputs mirror the tree,
 with a manifest, resume and per-scan error isolation (exit 3 if some scans failed).
+
+``--adapt-steps N`` (N > 0) first fine-tunes a copy of the model on the input scan itself
+(:func:`medgan.adapt_to_scan`, ZSSR / SMORE style) and records that in the provenance; it works on
+one scan at a time and is refused for a folder tree.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipelines.commands._args import axes_pair, overlap_fraction, positive_int
+from pipelines.commands._args import axes_pair, overlap_fraction, positive_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")
     parser.add_argument("--workers", type=positive_int, default=1, help="folder trees: parallel worker processes")
+    parser.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fine-tune a copy of the model on the input scan itself for N steps first (ZSSR/SMORE; 0: off)",
+    )
+    parser.add_argument("--adapt-lr", type=positive_float, default=1e-4, help="learning rate of --adapt-steps (1e-4)")
+    parser.add_argument("--adapt-seed", type=int, default=0, help="seed of --adapt-steps (0)")
     parser.set_defaults(func=run)
     return parser
 
@@ -55,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
 
     from medgan import SuperResolver, discover_scans, load_scan, save_scan
 
+    adapt_steps = int(getattr(args, "adapt_steps", 0) or 0)
+    if adapt_steps < 0:
+        logger.error("--adapt-steps must be >= 0, got %d", adapt_steps)
+        return 2
     source = args.input  # a path, or the ScanRef already discovered (no second walk)
     if Path(args.input).is_dir() and args.series is None:
         refs = discover_scans(args.input)
@@ -62,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
         if len(usable) == 1:
             source = usable[0]
         elif len(usable) > 1:  # a folder tree: run it as a batch job
+            if adapt_steps:
+                logger.error(
+                    "--adapt-steps adapts the model to one scan; %s holds %d scans: run `medgan upscale` per scan "
+                    "(or pick one with --series)",
+                    args.input,
+                    len(usable),
+                )
+                return 2
             from pipelines.batch.runner import run_upscale
 
             result = run_upscale(
@@ -79,6 +104,18 @@ def run(args: argparse.Namespace) -> int:
             return result.exit_code
     resolver = SuperResolver.from_pretrained(args.model, device=args.device)
     scan = load_scan(source, series=args.series)
+    if adapt_steps:
+        from medgan import adapt_to_scan
+
+        resolver = adapt_to_scan(
+            resolver,
+            scan,
+            steps=adapt_steps,
+            lr=args.adapt_lr,
+            axes=args.axes,
+            seed=args.adapt_seed,
+            progress=args.progress,
+        )
     high = resolver.upscale(
         scan, overlap=args.overlap, batch_size=args.batch_size, progress=args.progress, axes=args.axes
     )

@@ -1,0 +1,142 @@
+"""Scan-specific self-supervised adaptation (medgan.infer.adapt) on real sample_data scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import mni_t1_path
+from torch import nn
+
+import medgan
+from medgan.data.degrade import crop_to_multiple
+from medgan.infer.adapt import AdaptedSuperResolver, adapt_to_scan, model_degradation
+from medgan.infer.checkpoint import save_checkpoint
+from medgan.models.registry import build_generator
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _weak_model(tmp_path, dims=2, factor=(2, 2), degradation=None):
+    """A tiny generator whose learned part is zero: exactly cubic/linear interpolation before adaptation."""
+    torch.manual_seed(0)
+    interp = "bicubic" if dims == 2 else "trilinear"
+    cfg = {"arch": "srresnet", "spatial_dims": dims, "channels": 8, "n_blocks": 1, "factor": list(factor)}
+    g = build_generator({**cfg, "residual_interp": interp})
+    nn.init.zeros_(g.tail[-1].weight)
+    nn.init.zeros_(g.tail[-1].bias)
+    deg = degradation or {"method": "interpolate", "factor": list(factor), "noise_std": 0.0}
+    path = save_checkpoint(
+        tmp_path / f"weak{dims}d.safetensors", g, name=f"weak-{dims}d", modality="MR", extra={"degradation": deg}
+    )
+    return medgan.SuperResolver.from_pretrained(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def hr_slab():
+    # a real 1 mm T1 (MNI ICBM152): a 96 x 96 axial slab of 2 slices around the ventricles
+    return crop_to_multiple(medgan.load_scan(mni_t1_path())[:, 30:126, 48:144, 78:80], (2, 2, 1))
+
+
+def _state(resolver):
+    return {k: v.detach().clone() for k, v in resolver.model.state_dict().items()}
+
+
+def test_model_degradation_reads_the_checkpoint():
+    sr = medgan.SuperResolver.from_pretrained("brain-mr-through-plane-x4", device="cpu")
+    deg = model_degradation(sr.metadata)
+    assert deg["methods"] == ["thick_slice"] and deg["slice_profile"] == "box"
+    assert deg["noise_std"] == (0.0, 0.01)
+    assert model_degradation({})["methods"] == ["interpolate"]
+
+
+def test_tiny_budget_is_deterministic_and_leaves_the_original_untouched(tmp_path, hr_slab):
+    sr = _weak_model(tmp_path)
+    lr_scan = medgan.degrade(hr_slab, (2, 2, 1))
+    before = _state(sr)
+    out_before = sr.upscale(lr_scan)
+    a = adapt_to_scan(sr, lr_scan, steps=20, lr=2e-3, patch_size=16, batch_size=2, seed=5)
+    b = adapt_to_scan(sr, lr_scan, steps=20, lr=2e-3, patch_size=16, batch_size=2, seed=5)
+    c = adapt_to_scan(sr, lr_scan, steps=20, lr=2e-3, patch_size=16, batch_size=2, seed=6)
+    assert isinstance(a, AdaptedSuperResolver) and a is not sr and a.model is not sr.model
+    assert a.adaptation["best_step"] > 0 and c.adaptation["best_step"] > 0  # both kept adapted weights
+    sa, sb, sc = _state(a), _state(b), _state(c)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same weights
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)  # another seed, other pairs
+    assert a.adaptation["weights_sha256"] == b.adaptation["weights_sha256"]
+    # the original resolver is untouched: same weights, same output, no gradients, eval mode
+    after = _state(sr)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in sr.model.parameters()) and not sr.model.training
+    np.testing.assert_array_equal(sr.upscale(lr_scan).numpy(), out_before.numpy())
+    assert "adaptation" not in sr.metadata
+    # provenance of the adapted model's outputs
+    up = a.upscale(lr_scan)
+    rec = up.meta["medgan"]["adaptation"]
+    assert rec["steps"] == 20 and rec["lr"] == 2e-3 and rec["seed"] == 5 and rec["mode"] == "zssr"
+    assert up.meta["medgan"]["model_sha256"] == sr.sha256  # the base checkpoint it started from
+    assert up.shape == hr_slab.shape
+    np.testing.assert_allclose(np.asarray(up.affine), np.asarray(hr_slab.affine), atol=1e-6)
+    assert "adaptation" not in out_before.meta["medgan"]
+
+
+def test_a_few_dozen_steps_beat_the_weak_model_on_the_scans_own_pair(tmp_path, hr_slab):
+    """ZSSR: trained only on the LR input degraded again, the model gets closer to the real HR scan."""
+    sr = _weak_model(tmp_path)
+    lr_scan = medgan.degrade(hr_slab, (2, 2, 1))
+    base = medgan.evaluate(sr.upscale(lr_scan), hr_slab)
+    adapted = adapt_to_scan(sr, lr_scan, steps=40, lr=2e-3, patch_size=24, batch_size=4, seed=0)
+    m = medgan.evaluate(adapted.upscale(lr_scan), hr_slab, data_range=base["data_range"])
+    rec = adapted.adaptation
+    assert rec["self_supervised_l1_after"] < rec["self_supervised_l1_before"]
+    assert m["psnr"] > base["psnr"] + 0.3, (base["psnr"], m["psnr"])
+    assert m["ssim"] > base["ssim"]
+
+
+def test_through_plane_model_uses_smore_pairs(tmp_path):
+    """A (1, 1, 4) model is trained on in-plane axes degraded like the through-plane one."""
+    deg = {"method": "thick_slice", "factor": [1, 1, 4], "slice_profile": "box", "noise_std": 0.0}
+    sr = _weak_model(tmp_path, dims=3, factor=(1, 1, 4), degradation=deg)
+    thick = medgan.degrade(medgan.load_scan(mni_t1_path())[:, 40:88, 50:98, 60:92], (1, 1, 4), method="thick_slice")
+    adapted = adapt_to_scan(sr, thick, steps=2, patch_size=(16, 16, 16), batch_size=1)
+    rec = adapted.adaptation
+    assert rec["mode"] == "smore" and rec["axis_swaps"] == [[0, 2], [1, 2]]
+    assert adapted.upscale(thick).shape == (1, 48, 48, 32)
+
+
+def test_bad_requests_raise(tmp_path, hr_slab):
+    sr = _weak_model(tmp_path)
+    lr_scan = medgan.degrade(hr_slab, (2, 2, 1))
+    with pytest.raises(medgan.errors.MedganError, match="steps >= 0 and lr > 0"):
+        adapt_to_scan(sr, lr_scan, steps=-1)
+    with pytest.raises(medgan.errors.MedganError, match="too small to adapt"):
+        adapt_to_scan(sr, lr_scan[:, :1, :1], steps=1)
+    with pytest.raises(medgan.errors.MedganError, match="axes must name"):
+        adapt_to_scan(sr, lr_scan, steps=1, axes=(0, 0))
+
+
+def test_top_level_export():
+    assert medgan.adapt_to_scan is adapt_to_scan
+
+
+def test_cli_adapt_steps_one_scan_and_refused_for_a_folder(tmp_path, hr_slab, caplog):
+    import json
+
+    from pipelines.cli import main
+
+    medgan.save_scan(medgan.degrade(hr_slab[:, :48, :48], (2, 2, 1)), tmp_path / "lr.nii.gz")
+    args = ["upscale", str(tmp_path / "lr.nii.gz"), str(tmp_path / "up.nii.gz"), "--model", "brain-mr-x2-2d"]
+    assert main([*args, "--device", "cpu", "--adapt-steps", "2", "--adapt-seed", "3"]) == 0
+    sidecar = json.loads((tmp_path / "up.json").read_text())
+    rec = sidecar.get("medgan", sidecar)["adaptation"]
+    assert rec["steps"] == 2 and rec["seed"] == 3
+    assert main(["upscale", str(tmp_path / "lr.nii.gz"), str(tmp_path / "up2.nii.gz"), "--model", "x"]) != 0
+    # a folder tree of several scans: adaptation is per scan, so the batch form is refused (usage error)
+    folder = REPO / "sample_data" / "dicom"
+    assert main(["upscale", str(folder), str(tmp_path / "out"), "--model", "brain-mr-x2-2d", "--adapt-steps", "2"]) == 2
+    assert "--adapt-steps adapts the model to one scan" in caplog.text
+    assert not (tmp_path / "out").exists()
