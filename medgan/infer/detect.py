@@ -91,6 +91,10 @@ class SyntheticDetector:
         self.metadata = checkpoint.metadata
         self.device = resolve_device(device)
         self.model = inference_model(checkpoint, self.device)
+        # Platt calibration fitted by train_detector (older checkpoints: none, the raw logit)
+        cal = checkpoint.metadata.get("calibration") or {}
+        self.scale = float(cal.get("scale", 1.0))
+        self.bias = float(cal.get("bias", 0.0))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> SyntheticDetector:
@@ -103,8 +107,8 @@ class SyntheticDetector:
         probs = []
         with torch.inference_mode():
             for start in range(0, x.shape[0], batch_size):
-                logits = self.model(x[start : start + batch_size].to(self.device))
-                probs.append(torch.sigmoid(logits.float()).reshape(-1).cpu())
+                logits = self.model(x[start : start + batch_size].to(self.device)).float()
+                probs.append(torch.sigmoid(self.scale * logits + self.bias).reshape(-1).cpu())
         return torch.cat(probs).numpy()
 
 
@@ -186,12 +190,22 @@ def train_detector(
             opt.step()
     model.eval()
 
+    def logits_of(xs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat(
+                [model(xs[i : i + batch_size].to(dev)).reshape(-1).float().cpu() for i in range(0, len(xs), batch_size)]
+            )
+
+    # The network's eval-mode logits are well ranked but not centred on 0 (normalisation statistics differ
+    # between training and eval mode), so 0.5 would be a meaningless threshold: fit Platt scaling
+    # (sigmoid(a * logit + b), logistic loss, class-balanced) on the training slices.
+    scale, bias = _platt(logits_of(x).numpy(), y.numpy())
+
     def accuracy(real_x: torch.Tensor, fake_x: torch.Tensor) -> float | None:
         if len(real_x) + len(fake_x) == 0:
             return None
-        with torch.no_grad():
-            xs = torch.cat([real_x, fake_x]).to(dev)
-            pred = (model(xs).reshape(-1) > 0).float().cpu()
+        xs = torch.cat([real_x, fake_x])
+        pred = ((scale * logits_of(xs) + bias) > 0).float()
         target = torch.cat([torch.zeros(len(real_x)), torch.ones(len(fake_x))])
         return float((pred == target).float().mean())
 
@@ -212,9 +226,34 @@ def train_detector(
         normalization={"method": "percentile", "lower": 0.5, "upper": 99.5, "per_slice": True},
         roi_size=[int(s) for s in real.shape[2:]],
         training_data=training,
-        extra={"task": "synthetic-detection"},
+        extra={"task": "synthetic-detection", "calibration": {"scale": scale, "bias": bias}},
     )
     return load_checkpoint(path)
+
+
+def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Class-balanced Platt scaling: ``(a, b)`` minimising the logistic loss of ``a * logit + b``."""
+    from scipy.optimize import minimize
+
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    weights = np.where(y > 0.5, 0.5 / max(y.sum(), 1.0), 0.5 / max((1 - y).sum(), 1.0))
+    sd = float(z.std()) or 1.0
+
+    def loss(p: np.ndarray) -> float:
+        t = p[0] * z + p[1]
+        return float(np.sum(weights * (np.logaddexp(0.0, t) - y * t)))
+
+    res = minimize(loss, x0=np.array([1.0 / sd, -float(z.mean()) / sd]), method="Nelder-Mead")
+    a, b = (float(v) for v in res.x)
+    if not np.isfinite(a) or a <= 0:  # degenerate fit (e.g. perfectly separated, unordered): keep the raw logit
+        return 1.0, 0.0
+    # separable data drive a to infinity; cap the slope so scores stay graded
+    cap = 10.0 / sd
+    if a > cap:
+        b *= cap / a
+        a = cap
+    return a, b
 
 
 def _scan_slices(scan: Any, axis: int, max_slices: int) -> list[np.ndarray]:

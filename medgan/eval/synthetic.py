@@ -1,0 +1,231 @@
+"""Metrics for judging synthetic images: realism (Fréchet / kernel distances), memorisation and detection AUC.
+
+* :func:`frechet_distance` and :func:`linear_mmd` wrap MONAI's ``FIDMetric`` / ``MMDMetric`` for ``(N, D)``
+  feature vectors; :func:`kernel_distance` is the polynomial-kernel MMD of KID (MONAI's MMD is linear-kernel only).
+* :func:`nearest_neighbour` finds, for each query, its nearest reference item (RMSE in pixel space or L2 in a
+  feature space), the basis of the memorisation check: synthetic images much nearer to a training image than
+  held-out real images are, are likely copies.
+* :func:`roc_auc` is the area under the ROC curve by the Mann-Whitney rank formula (scikit-learn is not a
+  dependency); :func:`mean_sd` formats seed summaries.
+
+All functions take NumPy arrays or tensors and return plain Python floats / NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from medgan.errors import MedganError
+
+__all__ = [
+    "frechet_distance",
+    "linear_mmd",
+    "kernel_distance",
+    "nearest_neighbour",
+    "memorisation_summary",
+    "roc_auc",
+    "mean_sd",
+]
+
+
+def _features(x: Any, what: str) -> torch.Tensor:
+    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    t = t.to(torch.float64)
+    if t.ndim != 2 or t.shape[0] < 2:
+        raise MedganError(f"{what}: expected (N >= 2, D) feature vectors, got shape {tuple(t.shape)}")
+    return t
+
+
+def frechet_distance(a: Any, b: Any) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of feature vectors (MONAI ``FIDMetric``).
+
+    Parameters
+    ----------
+    a, b
+        ``(N_a, D)`` and ``(N_b, D)`` feature vectors. The estimate is biased upwards for small ``N``: compare
+        values only between sets of equal sizes against the same reference.
+
+    Returns
+    -------
+    float
+        ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``; 0 for identical sets (up to round-off).
+    """
+    from monai.metrics import FIDMetric
+
+    fa, fb = _features(a, "a"), _features(b, "b")
+    if fa.shape[1] != fb.shape[1]:
+        raise MedganError(f"feature sizes differ: {fa.shape[1]} and {fb.shape[1]}")
+    try:
+        value = float(FIDMetric()(fa, fb))
+    except TypeError:  # MONAI <= 1.6 passes sqrtm(disp=False), which SciPy >= 1.18 removed: same formula here
+        value = _frechet_scipy(fa.numpy(), fb.numpy())
+    return max(value, 0.0)  # sqrtm round-off can give -1e-12 for identical sets
+
+
+def _frechet_scipy(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.linalg import sqrtm
+
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    sa, sb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = sqrtm(sa @ sb)
+    if not np.isfinite(covmean).all():  # nearly singular product: MONAI's epsilon offset
+        eps = 1e-6 * np.eye(sa.shape[0])
+        covmean = sqrtm((sa + eps) @ (sb + eps))
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(sa) + np.trace(sb) - 2.0 * np.trace(np.real(covmean)))
+
+
+def linear_mmd(a: Any, b: Any, *, seed: int = 0) -> float:
+    """Unbiased linear-kernel MMD^2 between two sets of feature vectors (MONAI ``MMDMetric``).
+
+    MONAI's metric needs equally many samples: the larger set is subsampled (without replacement, seeded).
+    Unbiased, so it can be slightly negative when the sets come from one distribution.
+
+    Parameters
+    ----------
+    a, b
+        ``(N_a, D)`` and ``(N_b, D)`` feature vectors.
+    seed
+        Seed of the subsampling.
+    """
+    from monai.metrics import MMDMetric
+
+    fa, fb = _features(a, "a"), _features(b, "b")
+    n = min(fa.shape[0], fb.shape[0])
+    rng = np.random.default_rng(seed)
+    if fa.shape[0] > n:
+        fa = fa[torch.as_tensor(np.sort(rng.choice(fa.shape[0], n, replace=False)))]
+    if fb.shape[0] > n:
+        fb = fb[torch.as_tensor(np.sort(rng.choice(fb.shape[0], n, replace=False)))]
+    return float(MMDMetric()(fa, fb))
+
+
+def kernel_distance(a: Any, b: Any, *, degree: int = 3) -> float:
+    """Unbiased MMD^2 with the polynomial kernel ``(x . y / D + 1)^degree`` (the kernel inception distance, KID).
+
+    Hand-written because MONAI's ``MMDMetric`` only has the linear kernel. Unlike the Fréchet distance it is
+    unbiased, so sets of different sizes can be compared; values near 0 (possibly negative) mean "indistinguishable".
+
+    Parameters
+    ----------
+    a, b
+        ``(N_a, D)`` and ``(N_b, D)`` feature vectors.
+    degree
+        Polynomial degree.
+    """
+    fa, fb = _features(a, "a"), _features(b, "b")
+    d = fa.shape[1]
+
+    def k(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x @ y.T / d + 1.0) ** degree
+
+    m, n = fa.shape[0], fb.shape[0]
+    kaa, kbb, kab = k(fa, fa), k(fb, fb), k(fa, fb)
+    term_a = (kaa.sum() - kaa.diagonal().sum()) / (m * (m - 1))
+    term_b = (kbb.sum() - kbb.diagonal().sum()) / (n * (n - 1))
+    return float(term_a + term_b - 2.0 * kab.mean())
+
+
+def nearest_neighbour(
+    queries: Any,
+    reference: Any,
+    *,
+    metric: str = "rmse",
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance of each query to its nearest reference item, and that item's index.
+
+    Parameters
+    ----------
+    queries, reference
+        ``(N, ...)`` and ``(M, ...)`` arrays of one item shape (images or feature vectors); flattened per item.
+    metric
+        ``"rmse"`` (root mean squared difference, for images: independent of image size) or ``"l2"``
+        (Euclidean, for feature vectors).
+    chunk
+        Queries per distance block (bounds memory).
+
+    Returns
+    -------
+    distance, index
+        ``(N,)`` float64 and ``(N,)`` int64 arrays.
+    """
+    if metric not in ("rmse", "l2"):
+        raise MedganError(f"metric must be 'rmse' or 'l2', got {metric!r}")
+    q = torch.as_tensor(np.asarray(queries, dtype=np.float64)).reshape(len(queries), -1)
+    r = torch.as_tensor(np.asarray(reference, dtype=np.float64)).reshape(len(reference), -1)
+    if q.shape[1] != r.shape[1] or not len(r):
+        raise MedganError(f"queries {tuple(q.shape)} and reference {tuple(r.shape)} do not match")
+    dist, index = [], []
+    for start in range(0, q.shape[0], chunk):
+        dmat = torch.cdist(q[start : start + chunk], r)
+        d, i = dmat.min(dim=1)
+        dist.append(d)
+        index.append(i)
+    out = torch.cat(dist).numpy() if dist else np.zeros(0)
+    if metric == "rmse":
+        out = out / np.sqrt(q.shape[1])
+    return out, (torch.cat(index).numpy() if index else np.zeros(0, dtype=np.int64))
+
+
+def memorisation_summary(synthetic_nn: Any, real_nn: Any) -> dict[str, float]:
+    """Compare nearest-training-item distances of synthetic images with those of held-out real images.
+
+    Parameters
+    ----------
+    synthetic_nn
+        Distance of each synthetic image to its nearest training image.
+    real_nn
+        Distance of each held-out real image to its nearest training image (the "no copy" scale).
+
+    Returns
+    -------
+    dict
+        ``median_synthetic``, ``median_real``, ``ratio`` (median synthetic / median real: well below 1 suggests
+        copying), ``frac_below_real_min`` (fraction of synthetic images nearer to a training image than any
+        held-out real image is) and ``min_synthetic``.
+    """
+    s = np.asarray(synthetic_nn, dtype=np.float64).ravel()
+    r = np.asarray(real_nn, dtype=np.float64).ravel()
+    if not len(s) or not len(r):
+        raise MedganError("memorisation_summary needs at least one synthetic and one real distance")
+    med_r = float(np.median(r))
+    return {
+        "median_synthetic": float(np.median(s)),
+        "median_real": med_r,
+        "ratio": float(np.median(s) / med_r) if med_r > 0 else float("inf"),
+        "frac_below_real_min": float(np.mean(s < r.min())),
+        "min_synthetic": float(s.min()),
+    }
+
+
+def roc_auc(negative_scores: Any, positive_scores: Any) -> float:
+    """Area under the ROC curve: probability that a positive scores higher than a negative (ties count 1/2).
+
+    The Mann-Whitney U statistic over average ranks (scikit-learn is not a dependency).
+
+    Parameters
+    ----------
+    negative_scores, positive_scores
+        Scores of the negatives (e.g. real images) and of the positives (e.g. synthetic images).
+    """
+    neg = np.asarray(negative_scores, dtype=np.float64).ravel()
+    pos = np.asarray(positive_scores, dtype=np.float64).ravel()
+    if not len(neg) or not len(pos):
+        raise MedganError("roc_auc needs at least one negative and one positive score")
+    ranks = rankdata(np.concatenate([neg, pos]))  # average ranks: ties handled
+    u = ranks[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(neg) * len(pos)))
+
+
+def mean_sd(values: Any, fmt: str = ".3f") -> str:
+    """``"mean ± sd"`` (sample sd, ``ddof=1``) of finite values, or ``"n/a"``."""
+    v = np.asarray([x for x in np.asarray(values, dtype=np.float64).ravel() if np.isfinite(x)])
+    if not len(v):
+        return "n/a"
+    sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return f"{np.mean(v):{fmt}} ± {sd:{fmt.lstrip('+')}}"
