@@ -382,6 +382,48 @@ def test_a_dying_worker_fails_only_its_scan():
     assert "worker" in next(r["error"] for t, r in rows.items() if t.scan_id == "crash")
 
 
+_WARMED: list[int] = []  # pids of pool workers whose warm-up ran (per process: each worker has its own copy)
+
+
+def _warm(options):
+    if options == "fail":
+        raise RuntimeError("warm-up failed")
+    _WARMED.append(os.getpid())
+
+
+def _warm_job(task, options):
+    return {"status": "done", "outputs": [], "output_sha256": [], "seconds": {}, "worker": list(_WARMED)}
+
+
+@pytest.mark.parametrize("options", ["ok", "fail"])
+def test_pool_workers_warm_up_once_and_survive_a_failed_warm_up(options):
+    """The initializer warms each worker once (e.g. loads the model); a warm-up that raises breaks no scan."""
+    from medgan.io.discover import ScanRef
+    from pipelines.batch.executors import run_pool
+    from pipelines.batch.plan import Task
+
+    ref = ScanRef("x", "nifti", (Path("x.nii"),), "unknown", "", None, None, True, None)
+    tasks = [Task(n, "test", ref, ".", n) for n in "abcdef"]
+    rows = {}
+    run_pool(tasks, _warm_job, options, rows.__setitem__, workers=2, threads=None, warm=_warm)
+    assert {r["status"] for r in rows.values()} == {"done"} and len(rows) == 6
+    warmed = [r["worker"] for r in rows.values()]
+    if options == "ok":  # exactly one warm-up in the process that ran each scan
+        assert all(len(w) == 1 for w in warmed) and 1 <= len({w[0] for w in warmed}) <= 2
+    else:
+        assert all(w == [] for w in warmed)
+
+
+def test_default_threads_share_the_cores_among_workers():
+    from pipelines.batch.jobs import default_threads, usable_cores
+
+    cores = usable_cores()
+    assert default_threads(1) == cores  # one process: every core
+    assert default_threads(2) == max(1, cores // 2)
+    assert default_threads(4 * cores) == 1
+    assert default_threads(2, dask=True) == 1
+
+
 # --------------------------------------------------------------------------- evaluate and specs
 
 

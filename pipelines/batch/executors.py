@@ -58,12 +58,15 @@ def run_serial(tasks: Sequence[Task], job: Callable[[Task, Any], dict], options:
         on_result(task, row)
 
 
-def _pool(workers: int, threads: int | None) -> ProcessPoolExecutor:
+def _pool(
+    workers: int, threads: int | None, warm: Callable[[Any], Any] | None = None, options: Any = None
+) -> ProcessPoolExecutor:
+    """A spawn pool whose workers set their thread limits and run ``warm(options)`` (load the model) once."""
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=jobs.init_worker,
-        initargs=(threads,),
+        initargs=(threads, True, warm, options),
     )
 
 
@@ -75,8 +78,13 @@ def run_pool(
     *,
     workers: int,
     threads: int | None = 1,
+    warm: Callable[[Any], Any] | None = None,
 ) -> None:
     """Run the tasks in ``workers`` spawned processes (at most ``2 * workers`` queued at a time).
+
+    Each worker process imports, sets ``threads`` torch threads and runs ``warm(options)`` (e.g.
+    :func:`pipelines.batch.jobs.warm_upscale`: load the model) once, when it starts; every scan it then runs
+    reuses that model.
 
     A worker that dies (killed, out of memory, a crashing decoder) breaks the pool, and every scan then in flight
     is a suspect: the suspects are rerun one at a time in a one-worker pool, so only the scan that kills its
@@ -86,7 +94,7 @@ def run_pool(
     suspects: collections.deque[Task] = collections.deque()
     while todo or suspects:
         if suspects:  # isolate: one scan at a time; a crash now names its culprit
-            with _pool(1, threads) as pool:
+            with _pool(1, threads, warm, options) as pool:
                 while suspects:
                     task = suspects.popleft()
                     try:
@@ -96,7 +104,7 @@ def run_pool(
                         break  # the pool is broken: a fresh one for the other suspects
                     on_result(task, row)
             continue
-        with _pool(workers, threads) as pool:
+        with _pool(workers, threads, warm, options) as pool:
             running: dict[Future, Task] = {}
             while todo or running:
                 while todo and len(running) < 2 * workers:

@@ -38,6 +38,10 @@ __all__ = [
     "evaluate_job",
     "scan_seed",
     "init_worker",
+    "warm_upscale",
+    "warm_synthesize",
+    "usable_cores",
+    "default_threads",
     "error_text",
 ]
 
@@ -66,7 +70,8 @@ class UpscaleOptions:
     overlap, batch_size
         Passed to :meth:`medgan.SuperResolver.upscale`.
     threads
-        torch intra-op threads for the job (``None`` leaves torch's default).
+        torch intra-op threads for the job (``None`` leaves torch's default; the runner passes
+        :func:`default_threads`).
     """
 
     model: str
@@ -92,8 +97,40 @@ class EvaluateOptions:
     threads: int | None = None
 
 
-def init_worker(threads: int | None = None, die_with_parent: bool = True) -> None:
-    """Initializer of pool worker processes: torch threads, quiet logging, and (Linux) die with the parent.
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(workers: int, *, dask: bool = False) -> int:
+    """torch threads per scan job when ``--threads`` is not given: the cores shared out among the processes.
+
+    ``--workers 1`` gets every core (the best setting for one process; 2 on a 2-core machine), ``--workers N``
+    gets ``cores // N`` (at least 1), so ``N`` processes never ask for more threads than there are cores
+    (oversubscribed OpenMP pools spin and thrash). On Dask the cores of the worker machines are unknown here:
+    1 thread, to match workers started with ``--nthreads 1`` and one process per core.
+    """
+    if dask:
+        return 1
+    return max(1, usable_cores() // max(1, int(workers)))
+
+
+def init_worker(
+    threads: int | None = None,
+    die_with_parent: bool = True,
+    warm: Callable[[Any], Any] | None = None,
+    warm_options: Any = None,
+) -> None:
+    """Initializer of pool worker processes: thread limits, quiet logging, (Linux) die with the parent, and an
+    optional warm-up (``warm(warm_options)``, e.g. load the model) so the first scan does not pay for it.
+
+    The OpenMP / MKL / OpenBLAS thread limits are set in the environment *before* torch is imported in this
+    process, so its OpenMP pool is never sized to all cores; torch's intra-op threads are then set to ``threads``
+    and its inter-op pool to 1 (a job runs one forward pass at a time). A warm-up that fails is only logged: the
+    scan that needs it reports the error in its manifest row.
 
     A worker that outlived a killed batch could still be writing when the rerun starts; ``PR_SET_PDEATHSIG``
     makes the kernel kill it with its parent (its temporary files are swept by the rerun).
@@ -107,8 +144,23 @@ def init_worker(threads: int | None = None, die_with_parent: bool = True) -> Non
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
         except (OSError, AttributeError):  # not Linux / no glibc: best effort
             pass
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(int(threads))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if threads:
+        import torch
+
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set or already used in this process
+            pass
     _set_threads(threads)
+    if warm is not None:
+        try:
+            warm(warm_options)
+        except Exception as exc:  # the scan that needs it fails with the real message
+            log.warning("worker warm-up failed: %s", error_text(exc))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -163,6 +215,11 @@ def _resolver(options: UpscaleOptions) -> Any:
     from medgan.infer.superres import SuperResolver
 
     return _load_model(SuperResolver, options)
+
+
+def warm_upscale(options: UpscaleOptions) -> None:
+    """Pool-worker warm-up of an upscale run: import the inference stack and load the run's model once."""
+    _resolver(options)
 
 
 def _finish(task: Task, out_root: Path, started: float, seconds: dict[str, float]) -> dict[str, Any]:
@@ -331,6 +388,11 @@ def _synthesizer(options: SynthesizeOptions) -> Any:
     from medgan.infer.synthesis import Synthesizer
 
     return _load_model(Synthesizer, options)
+
+
+def warm_synthesize(options: SynthesizeOptions) -> None:
+    """Pool-worker warm-up of a synthesize run: import the inference stack and load the run's model once."""
+    _synthesizer(options)
 
 
 def synthesize_compute(task: Task, labels: Any, options: SynthesizeOptions) -> Any:

@@ -289,12 +289,15 @@ def _dispatch(
     *,
     workers: int,
     client: Any = None,
+    warm: Callable[[Any], Any] | None = None,
 ) -> Callable[[Sequence[Task], executors.OnResult], None]:
     def run_tasks(tasks: Sequence[Task], on_result: executors.OnResult) -> None:
-        if client is not None:
+        if client is not None:  # Dask workers cache the model per process (jobs._load_model) on first use
             executors.run_dask(tasks, job_fn, options, on_result, client=client)
         elif workers > 1:
-            executors.run_pool(tasks, job_fn, options, on_result, workers=workers, threads=options.threads or 1)
+            executors.run_pool(
+                tasks, job_fn, options, on_result, workers=workers, threads=options.threads or 1, warm=warm
+            )
         else:
             executors.run_serial(tasks, job_fn, options, on_result)
 
@@ -365,7 +368,8 @@ def run_upscale(
     device, overlap, batch_size
         See :meth:`medgan.SuperResolver.upscale`.
     threads
-        torch threads per job; default torch's own with one process, 1 with several (or on Dask).
+        torch threads per job; default :func:`pipelines.batch.jobs.default_threads`: all cores with one
+        process, ``cores // workers`` with several (1 each for 2 workers on 2 cores), 1 on Dask.
     refs
         ``discover_scans(in_root)`` when the caller already has it (saves a second walk).
 
@@ -386,8 +390,8 @@ def run_upscale(
     from medgan.infer.superres import SuperResolver
 
     resolver = SuperResolver.from_pretrained(model_text, device=device)
-    if threads is None and (n > 1 or scheduler):
-        threads = 1
+    if threads is None:
+        threads = jobs.default_threads(n, dask=bool(scheduler))
     options = jobs.UpscaleOptions(
         model=model_text,
         model_sha256=resolver.sha256,
@@ -422,6 +426,7 @@ def run_upscale(
         gpu=gpu,
         force=force,
         quiet=quiet,
+        warm=jobs.warm_upscale,
     )
 
 
@@ -457,6 +462,7 @@ def _run_model_job(
     force: bool,
     quiet: bool,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
+    warm: Callable[[Any], Any] | None = None,
 ) -> BatchResult:
     with _dask_client(scheduler) as client:
         out_root.mkdir(parents=True, exist_ok=True)
@@ -466,7 +472,7 @@ def _run_model_job(
                 executors.run_gpu_pipeline(ts, options, on_result, workers=workers, compute=compute, save=save)
 
         else:
-            run_tasks = _dispatch(job_fn, options, workers=workers, client=client)
+            run_tasks = _dispatch(job_fn, options, workers=workers, client=client, warm=warm)
         return _execute(
             job, tasks, out_root, settings=settings, run_tasks=run_tasks, force=force, quiet=quiet, row_extra=row_extra
         )
@@ -522,8 +528,8 @@ def run_synthesize(
     from medgan.infer.synthesis import Synthesizer
 
     synthesizer = Synthesizer.from_pretrained(model_text, device=device)
-    if threads is None and (nw > 1 or scheduler):
-        threads = 1
+    if threads is None:
+        threads = jobs.default_threads(nw, dask=bool(scheduler))
     condition = {"class": condition_class} if condition_class is not None else None
     options = jobs.SynthesizeOptions(
         model=model_text,
@@ -562,6 +568,7 @@ def run_synthesize(
         force=force,
         quiet=quiet,
         row_extra=lambda task: {"seed": jobs.scan_seed(seed, task.scan_id)},
+        warm=jobs.warm_synthesize,
     )
 
 
@@ -613,8 +620,8 @@ def run_evaluate(
     tasks = plan_evaluate(
         refs, ref_root, preds, pred_root, lrs, Path(lr_root) if lr_root else None, montages=max_montages
     )
-    if threads is None and (n > 1 or scheduler):
-        threads = 1
+    if threads is None:
+        threads = jobs.default_threads(n, dask=bool(scheduler))
     options = jobs.EvaluateOptions(
         out_root=str(out_root.absolute()),
         method=method,

@@ -43,7 +43,13 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="run the scans on a Dask cluster (tcp://host:8786); needs pip install 'medgan[dask]'",
     )
-    parser.add_argument("--threads", type=positive_int, default=None, metavar="T", help="torch threads per scan job")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="T",
+        help="torch threads per scan job (default: all cores with --workers 1, cores/N with --workers N, 1 on Dask)",
+    )
     parser.add_argument("--force", action="store_true", help="redo scans already done (default: skip them)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only warnings and errors")
 
