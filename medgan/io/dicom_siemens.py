@@ -101,8 +101,12 @@ def _ascconv(raw: bytes | None) -> dict[str, Any]:
     if match is None:
         return {}
     _, ascconv = _nicom()
+    # Only sSliceArray is used: parse just its lines (the whole protocol is ~1000 lines, most of a mosaic's planning
+    # time when handed to nibabel's AST-based parser).
+    lines = match.group(0).splitlines()
+    text = "\n".join([lines[0], *(ln for ln in lines[1:-1] if ln.startswith("sSliceArray.")), lines[-1]])
     try:
-        prot, _ = ascconv.parse_ascconv(match.group(0), '""')
+        prot, _ = ascconv.parse_ascconv(text, '""')
     except Exception:  # unparsable protocol text: treat as absent
         return {}
     return prot

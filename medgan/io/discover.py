@@ -30,9 +30,7 @@ import logging
 import os
 import re
 import unicodedata
-import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -163,23 +161,15 @@ class ScanRef:
         return out
 
 
-@contextmanager
-def quiet_pydicom() -> Iterator[None]:
+def quiet_pydicom():  # noqa: ANN201 - re-exported context manager
     """Silence pydicom's value-validation warnings and log lines while medgan reads headers.
 
     pydicom quotes invalid header values in them (a malformed PatientBirthDate, say), and no log line of ours may
-    carry identifying fields. Sets the (process-wide) reading validation mode to IGNORE for the duration.
+    carry identifying fields. One implementation: :func:`medgan.io.dicom_frames.quiet_pydicom`.
     """
-    from pydicom import config
+    from medgan.io.dicom_frames import quiet_pydicom as quiet
 
-    old = config.settings.reading_validation_mode
-    config.settings.reading_validation_mode = config.IGNORE
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        config.settings.reading_validation_mode = old
+    return quiet()
 
 
 # --------------------------------------------------------------------------- names and ids
@@ -431,7 +421,7 @@ def _duplicate_hint(headers: Sequence[Any]) -> str:
 
 
 def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
-    from medgan.io.dicom_read import plan_dicom_series
+    from medgan.io.dicom_read import plan_dicom_series, remember_plan
 
     order = sorted(range(len(group.paths)), key=lambda i: str(group.paths[i]))
     paths = tuple(group.paths[i] for i in order)
@@ -465,6 +455,7 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
         log.debug("unexpected %s planning the series under %s", type(exc).__name__, source)
         reason = f"cannot plan the series: damaged or unsupported header values ({type(exc).__name__})"
         return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=reason, note=note, **common)
+    remember_plan(paths, plan)  # load_scan / load_ref then decode without reading the headers again
     affine = np.asarray(plan.affine, dtype=np.float64)
     orientation = orientation_code(affine)
     common["modality"] = str(getattr(plan, "modality", None) or modality)

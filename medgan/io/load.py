@@ -55,7 +55,7 @@ def load_ref(ref: ScanRef) -> MetaTensor:
 
 
 def _load_dicom_file(path: Path, series: str | None) -> MetaTensor:
-    from medgan.io.dicom_read import load_dicom, read_dicom_header
+    from medgan.io.dicom_read import plan_dicom_series, read_dicom_header, read_dicom_series
 
     ds = read_dicom_header(path)
     reason = non_image_reason(ds)
@@ -63,7 +63,7 @@ def _load_dicom_file(path: Path, series: str | None) -> MetaTensor:
         raise ScanReadError(f"{path}: {reason}; it cannot be read as a scan")
     if series is not None and str(ds.get("SeriesInstanceUID") or "") != series:
         raise ScanReadError(f"{path}: the file does not belong to series {series!r}")
-    return load_dicom([path], source=path)
+    return read_dicom_series(plan_dicom_series([ds], source=path))  # the header just read, not a second read
 
 
 def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
