@@ -37,12 +37,88 @@ from medgan.io.scan import make_scan
 __all__ = ["SuperResolver", "available_models", "PRETRAINED_DIR"]
 
 
+#: elements per chunk for whole-volume elementwise passes (normalise, invert): bounds float64 temporaries
+_ELEMWISE_CHUNK = 1 << 24
+#: 2-D slice-by-slice on the CPU: output voxels per slab of slices (streaming aggregation bound)
+_CPU_SLAB_VOXELS = 1 << 24
+#: upper bound for an automatic sliding-window batch
+_MAX_AUTO_BATCH = 64
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """numpy's percentile interpolation (``numpy.lib._function_base_impl._lerp``), so fits match numpy's."""
+    diff = b - a
+    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+
+
+def _order_stats(values: torch.Tensor, ranks: Sequence[int]) -> list[float]:
+    """The ``ranks``-th smallest values (0-based) of a flat tensor, without sorting a float64 copy."""
+    if values.device.type == "cpu":
+        # numpy's partition is O(n) and keeps float32; one copy of the values
+        part = np.partition(values.numpy(), list(ranks))
+        return [float(part[r]) for r in ranks]
+    return [float(torch.kthvalue(values, r + 1).values) for r in ranks]
+
+
 def _fit_normalization(x: torch.Tensor, rule: dict[str, Any]) -> Normalization:
-    """A fitted normalisation for ``x`` from a checkpoint's rule, or its stored fitted record."""
+    """A fitted normalisation for ``x`` from a checkpoint's rule, or its stored fitted record.
+
+    Same numbers as :func:`medgan.data.normalize.fit_normalization` (numpy's linear percentile
+    interpolation in float64) but on ``x``'s device and without a float64 copy of the volume:
+    a CT of 10^8 voxels would otherwise need 800 MB for the fit alone.
+    """
     if "offset" in rule and "scale" in rule:  # a fixed, already fitted record (e.g. a CT window)
         return Normalization.from_dict(rule)
-    kwargs = {k: float(rule[k]) for k in ("lower", "upper") if k in rule}
-    return fit_normalization(x, method=str(rule.get("method", "percentile")), **kwargs)
+    method = str(rule.get("method", "percentile"))
+    lower, upper = float(rule.get("lower", 0.5)), float(rule.get("upper", 99.5))
+    if method not in ("percentile", "zscore") or (method == "percentile" and not 0 <= lower < upper <= 100):
+        return fit_normalization(x.cpu(), method=method, lower=lower, upper=upper)  # its error message
+    values = x.reshape(-1)
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        values = values[finite]
+    del finite
+    n = values.numel()
+    if n == 0:
+        return fit_normalization(values.cpu(), method=method)  # raises its "no finite voxels" error
+    data_min, data_max = float(values.min()), float(values.max())
+    if method == "zscore":
+        v64 = values.to(torch.float64) if values.device.type == "cuda" else None
+        if v64 is None:
+            mean = float(np.mean(values.numpy(), dtype=np.float64))
+            std = float(np.std(values.numpy(), dtype=np.float64))
+        else:
+            mean, std = float(v64.mean()), float(v64.std(unbiased=False))
+        return Normalization(method, mean, std if std > 0 else 1.0, None, None, data_min, data_max)
+    points = []
+    for q in (lower, upper):
+        pos = q / 100.0 * (n - 1)
+        lo = int(np.floor(pos))
+        points.append((lo, min(lo + 1, n - 1), pos - lo))
+    ranks = sorted({r for p in points for r in p[:2]})
+    stats = dict(zip(ranks, _order_stats(values, ranks), strict=True))
+    lo_v, hi_v = (_lerp(stats[a], stats[b], t) for a, b, t in points)
+    scale = hi_v - lo_v
+    return Normalization(method, lo_v, scale if scale > 0 else 1.0, lower, upper, data_min, data_max)
+
+
+def _apply_chunked(norm: Normalization, x: torch.Tensor, out: torch.Tensor, *, invert: bool, clip: bool) -> None:
+    """``out = norm.apply(x)`` or ``norm.invert(x)``, chunk by chunk (``out`` may be ``x``: in place).
+
+    Same arithmetic as :class:`Normalization` (float64 per element) with float64 temporaries bounded
+    to one chunk instead of the whole volume.
+    """
+    src, dst = x.reshape(-1), out.view(-1)
+    for i in range(0, src.numel(), _ELEMWISE_CHUNK):
+        part = src[i : i + _ELEMWISE_CHUNK]
+        dst[i : i + _ELEMWISE_CHUNK] = (
+            norm.invert(part, clip_to="fit" if clip else None) if invert else norm.apply(part)
+        )
+
+
+def _model_memory_format(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
 
 class SuperResolver:
@@ -54,6 +130,15 @@ class SuperResolver:
         A verified :class:`~medgan.infer.checkpoint.Checkpoint`.
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
+    precision
+        ``"auto"`` (bf16 autocast on a GPU that supports it, fp32 on the CPU), ``"fp32"`` or ``"bf16"``
+        (autocast; on the CPU slower than fp32 on most processors, useful for testing).
+    channels_last
+        Channels-last (``channels_last_3d``) weights and windows; default on for CUDA, off for the CPU.
+    compile
+        ``torch.compile`` the network: ``False`` (default), ``True`` (default mode) or a mode name
+        (``"reduce-overhead"`` uses CUDA graphs, ``"max-autotune"``). Window batches are padded to one
+        shape so that the compiled graph is reused. A compile failure falls back to eager (with a warning).
 
     Attributes
     ----------
@@ -68,13 +153,25 @@ class SuperResolver:
         Sliding-window size in input voxels (per model axis).
     metadata : dict
         The checkpoint metadata.
+    precision : str
+        The resolved precision, ``"fp32"`` or ``"bf16"``.
     """
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+        channels_last: bool | None = None,
+        compile: bool | str = False,
+    ) -> None:
         meta = checkpoint.metadata
         task = meta.get("task", "super-resolution")
         if task != "super-resolution":
             raise CheckpointError(f"{checkpoint.path}: a {task} checkpoint, not a super-resolution model")
+        if precision not in PRECISIONS:
+            raise MedganError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.metadata = meta
         self.path = checkpoint.path
         self.sha256 = checkpoint.sha256
@@ -86,65 +183,129 @@ class SuperResolver:
         )
         self.normalization_rule = dict(meta["normalization"])
         self.device = resolve_device(device)
-        fmt = None
-        if self.device.type == "cuda":
-            fmt = torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
+        cuda = self.device.type == "cuda"
+        if precision == "auto":
+            precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+        self.precision = precision
+        self.channels_last = bool(cuda if channels_last is None else channels_last)
+        fmt = _model_memory_format(self.spatial_dims) if self.channels_last else None
         self.model = inference_model(checkpoint, self.device, memory_format=fmt)
         self.in_channels = int(meta["model"]["in_channels"])
         self.out_channels = int(meta["model"]["out_channels"])
+        self.compile_mode = None if compile is False else ("default" if compile is True else str(compile))
+        self._net: Any = self.model
+        if self.compile_mode is not None:
+            self._net = torch.compile(self.model, mode=self.compile_mode, dynamic=False)
+        self._auto_batch: dict[tuple[int, ...], int] = {}
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], *, device: str | torch.device | None = None):
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str], *, device: str | torch.device | None = None, **kwargs
+    ):
         """Load a shipped model by name, or a checkpoint file by path.
+
+        ``kwargs`` (``precision``, ``channels_last``, ``compile``) go to the constructor.
 
         Raises
         ------
         medgan.errors.CheckpointError
             Unknown name (the message lists the shipped models), missing, foreign or tampered file.
         """
-        return cls(load_checkpoint(resolve_model_path(name_or_path)), device=device)
+        return cls(load_checkpoint(resolve_model_path(name_or_path)), device=device, **kwargs)
 
     def __repr__(self) -> str:
         return (
             f"SuperResolver(model_name={self.model_name!r}, factor={self.factor}, "
-            f"spatial_dims={self.spatial_dims}, device={str(self.device)!r})"
+            f"spatial_dims={self.spatial_dims}, device={str(self.device)!r}, precision={self.precision!r})"
         )
 
     # ------------------------------------------------------------------ inference
-    def _predict(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, dtype=torch.float32)
-        if self.device.type == "cuda":
-            fmt = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                y = self.model(x.contiguous(memory_format=fmt))
+    def _forward(self, x: torch.Tensor, net: Any) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=_model_memory_format(x.ndim - 2))
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                y = net(x)
         else:
-            y = self.model(x)
+            y = net(x)
         return y.float()
 
-    def _run(self, x: torch.Tensor, overlap: float, batch_size: int, progress: bool) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """One batch of windows through the network (on the model's device, fp32 out)."""
+        x = x.to(self.device, dtype=torch.float32, non_blocking=True)
+        if self._net is self.model:
+            return self._forward(x, self.model)
+        n = x.shape[0]
+        if n < batch:  # one input shape for the compiled graph: pad the last batch of windows
+            x = torch.cat([x, x[-1:].expand(batch - n, *x.shape[1:])])
+        try:
+            y = self._forward(x, self._net)
+        except Exception as exc:  # noqa: BLE001 -- any compiler/backend failure: fall back to eager, loudly
+            import warnings
+
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); running eager", stacklevel=2)
+            self._net = self.model
+            y = self._forward(x, self.model)
+        return y[:n]
+
+    def _batch_size(self, roi: Sequence[int], n_windows: int) -> int:
+        """Windows per forward pass: on CUDA as many as fit in half the free memory (probed once per roi)."""
+        if self.device.type != "cuda":
+            return min(n_windows, 1 if self.spatial_dims == 3 else 8)
+        key = (*roi, self.in_channels)
+        if key not in self._auto_batch:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            probe = torch.zeros((2, self.in_channels, *roi), device=self.device)
+            self._forward(probe, self.model)
+            del probe
+            per_window = max((torch.cuda.max_memory_allocated(self.device) - base) / 2, 1)
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self._auto_batch[key] = int(max(1, min(_MAX_AUTO_BATCH, 0.5 * free // per_window)))
+        return max(1, min(self._auto_batch[key], n_windows))
+
+    def _run(
+        self, x: torch.Tensor, overlap: float, batch_size: int | None, progress: bool, out_device, roi_size=None
+    ) -> torch.Tensor:
         """``(N, Cin, *model_spatial)`` -> ``(N, Cout, *model_spatial * factor)`` by sliding windows."""
-        roi = [min(r, s) for r, s in zip(self.roi_size, x.shape[2:], strict=True)]
+        roi = [min(r, s) for r, s in zip(roi_size or self.roi_size, x.shape[2:], strict=True)]
+        stride = [max(1, int(r * (1 - overlap))) for r in roi]
+        steps = [
+            1 if n <= r else int(np.ceil((n - r) / t)) + 1 for r, t, n in zip(roi, stride, x.shape[2:], strict=True)
+        ]
+        n_windows = x.shape[0] * int(np.prod(steps))
+        batch = batch_size if batch_size is not None else self._batch_size(roi, n_windows)
         return sliding_window_inference(
             x,
             roi_size=roi,
-            sw_batch_size=batch_size,
-            predictor=self._predict,
+            sw_batch_size=batch,
+            predictor=lambda w: self._predict(w, batch),
             overlap=overlap,
             mode="gaussian",
             sw_device=self.device,
-            device=torch.device("cpu"),
+            device=out_device,
             progress=progress,
         )
+
+    def _output_device(self, out_numel: int, in_numel: int) -> torch.device:
+        """Aggregate on the GPU when output, weight map and input fit in a third of the free memory."""
+        if self.device.type != "cuda":
+            return torch.device("cpu")
+        free, _ = torch.cuda.mem_get_info(self.device)
+        need = 4 * (3 * out_numel + 2 * in_numel)
+        return self.device if need < free / 3 else torch.device("cpu")
 
     def upscale(
         self,
         scan: MetaTensor | torch.Tensor | np.ndarray,
         *,
         overlap: float = 0.25,
-        batch_size: int | None = None,
+        batch_size: int | str | None = None,
         progress: bool = False,
         axes: Sequence[int] | None = None,
         clip: bool = True,
+        roi_size: Sequence[int] | int | None = None,
     ) -> MetaTensor:
         """Super-resolve a scan.
 
@@ -157,7 +318,8 @@ class SuperResolver:
         overlap
             Sliding-window overlap fraction in ``[0, 1)``.
         batch_size
-            Windows per forward pass (default 1 for 3-D models, 8 for 2-D).
+            Windows per forward pass. ``None`` or ``"auto"`` (default): on CUDA as many as fit in half
+            the free GPU memory (at most 64); on the CPU 1 for 3-D models and 8 for 2-D.
         progress
             Show a tqdm progress bar.
         axes
@@ -166,6 +328,10 @@ class SuperResolver:
         clip
             Clip the output to the input's value range (SR sharpening can overshoot; outputs stay
             in the input's units and range).
+        roi_size
+            Sliding-window size in input voxels per model axis (default: the checkpoint's). Larger windows
+            recompute less overlap (e.g. a whole 256x256 slice in one window on the CPU); the blending
+            changes, so outputs differ slightly from the default windows near window seams.
 
         Returns
         -------
@@ -173,10 +339,21 @@ class SuperResolver:
             Shape ``(C_out, *spatial * factor)``, affine with ``spacing / factor`` and the same
             extent, ``meta["medgan"]`` with the provenance (model name and sha256, medgan version,
             factor, ``"synthetic": False``).
+
+        Notes
+        -----
+        On CUDA the scan is copied to the GPU once; normalisation, the windows and their blending run
+        there and the result comes back in one copy (blending falls back to host memory when the output
+        does not fit). A 2-D model on a volume on the CPU streams slabs of slices into the output, so the
+        extra memory beyond the input and output is one slab's worth.
         """
         if not isinstance(scan, MetaTensor):
             scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
-        data = scan.as_tensor().detach().to("cpu", torch.float32)
+        if batch_size == "auto":
+            batch_size = None
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            raise MedganError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+        data = scan.as_tensor().detach()
         n_spatial = data.ndim - 1
         name = scan.meta.get("filename_or_obj", "scan") or "scan"
         if n_spatial not in (2, 3):
@@ -201,29 +378,16 @@ class SuperResolver:
         full_factor = [1] * n_spatial
         for a, f in zip(axes, self.factor, strict=True):
             full_factor[a] = f
-        if batch_size is None:
-            batch_size = 1 if self.spatial_dims == 3 else 8
 
-        norm = _fit_normalization(data, self.normalization_rule)
-        x = norm.apply(data)
-        # (N, Cin, *spatial): channels feed the model's channels, or become the batch (one-channel model)
-        x = x[None] if n_chan == self.in_channels else x[:, None]
-        perm = None
-        if slicewise:
-            (other,) = {0, 1, 2} - set(axes)
-            perm = [0, 2 + other, 1, 2 + axes[0], 2 + axes[1]]  # (N, S, Cin, A, B)
-            x = x.permute(perm)
-            n, s = x.shape[:2]
-            x = x.reshape(n * s, *x.shape[2:])
+        if roi_size is not None:
+            roi_size = [int(roi_size)] * self.spatial_dims if np.isscalar(roi_size) else [int(r) for r in roi_size]
+            if len(roi_size) != self.spatial_dims or min(roi_size) < 1:
+                raise MedganError(f"roi_size must be {self.spatial_dims} positive ints, got {roi_size!r}")
         ctx = torch.inference_mode() if self.device.type == "cpu" else torch.no_grad()
         with ctx:
-            y = self._run(x.contiguous(), overlap, batch_size, progress)
-        y = y.float()
-        if slicewise:
-            y = y.reshape(n, s, *y.shape[1:]).permute(list(np.argsort(perm)))
-        y = y[0] if n_chan == self.in_channels else y[:, 0]
-        # clip_to="fit": the input's value range seen when fitting (SR sharpening can overshoot)
-        y = torch.as_tensor(norm.invert(y, clip_to="fit" if clip else None), dtype=torch.float32).clone()
+            y, norm = self._upscale_tensor(
+                data, n_chan, slicewise, axes, full_factor, overlap, batch_size, progress, clip, roi_size
+            )
 
         affine = upsample_affine(np.asarray(scan.affine, dtype=np.float64), full_factor)
         meta = {
@@ -248,6 +412,65 @@ class SuperResolver:
             provenance["input"] = previous
         meta["medgan"] = provenance
         return make_scan(y, affine, meta)
+
+    def _upscale_tensor(
+        self,
+        data: torch.Tensor,
+        n_chan: int,
+        slicewise: bool,
+        axes: tuple[int, ...],
+        full_factor: list[int],
+        overlap: float,
+        batch_size: int | None,
+        progress: bool,
+        clip: bool,
+        roi_size: list[int] | None = None,
+    ) -> tuple[torch.Tensor, Normalization]:
+        """The upscaled voxel tensor (CPU, float32) and the fitted normalisation."""
+        cuda = self.device.type == "cuda"
+        # on CUDA: one host->device copy, then everything on the GPU; on the CPU: no copy of float32 input
+        src = data.to(self.device if cuda else "cpu", torch.float32, non_blocking=False)
+        norm = _fit_normalization(src, self.normalization_rule)
+        per_chan = n_chan == self.in_channels  # else: one-channel model, each channel is a batch item
+        n_items, c_out = (1, self.out_channels) if per_chan else (n_chan, 1)
+        out_spatial = [s * f for s, f in zip(src.shape[1:], full_factor, strict=True)]
+        out_dev = self._output_device(n_items * c_out * int(np.prod(out_spatial)), src.numel())
+        # (N, Cout, *spatial_out) buffer; the returned scan is a view of it (no copy)
+        y5 = torch.empty((n_items, c_out, *out_spatial), dtype=torch.float32, device=out_dev)
+        x5 = src[None] if per_chan else src[:, None]
+
+        if not slicewise:
+            x = torch.empty_like(x5)
+            _apply_chunked(norm, x5, x, invert=False, clip=False)
+            y5.copy_(self._run(x, overlap, batch_size, progress, out_dev, roi_size))
+            del x
+            _apply_chunked(norm, y5, y5, invert=True, clip=clip)
+        else:
+            (other,) = {0, 1, 2} - set(axes)
+            perm = [0, 2 + other, 1, 2 + axes[0], 2 + axes[1]]  # (N, S, C, A, B)
+            xs, ys = x5.permute(perm), y5.permute(perm)
+            n_slices = xs.shape[1]
+            per_slice = n_items * c_out * ys.shape[3] * ys.shape[4]
+            if out_dev.type == "cuda":
+                slab = n_slices
+            else:  # streaming: a slab of slices at a time (blending buffers, temporaries bounded by the slab)
+                slab = max(1, min(n_slices, _CPU_SLAB_VOXELS // max(1, per_slice)))
+            for s0 in range(0, n_slices, slab):
+                s1 = min(n_slices, s0 + slab)
+                part = xs[:, s0:s1]
+                x = torch.empty(part.shape, dtype=torch.float32, device=src.device)
+                _apply_chunked(norm, part, x, invert=False, clip=False)
+                x = x.reshape(n_items * (s1 - s0), *x.shape[2:])
+                out = self._run(x, overlap, batch_size, progress and s0 == 0, out_dev, roi_size)
+                del x
+                out = out.to(out_dev).contiguous()
+                _apply_chunked(norm, out, out, invert=True, clip=clip)
+                ys[:, s0:s1] = out.reshape(n_items, s1 - s0, *out.shape[1:])
+                del out
+        y = y5[0] if per_chan else y5[:, 0]
+        if y.device.type != "cpu":
+            y = y.to("cpu")  # the one device->host copy
+        return y, norm
 
     def __call__(self, scan: MetaTensor, **kwargs: Any) -> MetaTensor:
         """Same as :meth:`upscale`."""

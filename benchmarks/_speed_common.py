@@ -1,0 +1,182 @@
+"""Shared helpers of the speed benchmarks (``sr_speed.py``, ``train_throughput.py``): timing, the reference
+architecture of issue #7, machine description and the markdown section they print and append."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data"
+MNI_T1 = SAMPLE / "nifti/mni_icbm152_2009a_sym/t1.nii.gz"
+
+#: issue #7's reference network: SRResNet, 16 residual blocks, 64 channels, x2 (random weights)
+REFERENCE = {"arch": "srresnet", "channels": 64, "n_blocks": 16, "factor": 2}
+
+
+def reference_config(spatial_dims: int = 3) -> dict[str, Any]:
+    from medgan.models.registry import generator_config
+
+    return generator_config({**REFERENCE, "spatial_dims": spatial_dims})
+
+
+def reference_checkpoint(spatial_dims: int = 3, seed: int = 0):
+    """An in-memory :class:`medgan.infer.checkpoint.Checkpoint` of the reference architecture (random weights)."""
+    from medgan.infer.checkpoint import DEFAULT_NORMALIZATION, Checkpoint
+    from medgan.models.registry import build_generator
+
+    cfg = reference_config(spatial_dims)
+    torch.manual_seed(seed)
+    model = build_generator(cfg)
+    name = f"reference-srresnet-{spatial_dims}d-x2"
+    meta = {
+        "task": "super-resolution",
+        "name": name,
+        "model": cfg,
+        "factor": list(cfg["factor"]),
+        "spatial_dims": spatial_dims,
+        "normalization": dict(DEFAULT_NORMALIZATION),
+        "roi_size": [64] * 3 if spatial_dims == 3 else [128] * 2,
+        "modality": "MR",
+    }
+    return Checkpoint(path=Path(name), state_dict=model.state_dict(), metadata=meta, sha256="random-weights")
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: Any, *, warmup: int = 1, repeat: int = 3, min_time: float = 0.0) -> float:
+    """Median seconds of ``fn()`` after ``warmup`` untimed calls (``repeat`` timed calls, more up to ``min_time``)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - start < min_time and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rss_peak_mb() -> float:
+    """This process's peak resident set size so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def gpu_reset() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_peak_mb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+#: ``time.perf_counter()`` after which :func:`run_case` skips cases (set by ``--budget-s``)
+DEADLINE: float | None = None
+
+
+def run_case(rows: list[dict], base: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one measured case; an exception becomes an ``error`` entry instead of ending the run."""
+    row = dict(base)
+    if DEADLINE is not None and time.perf_counter() > DEADLINE:
+        row["error"] = "skipped: --budget-s time budget spent"
+        rows.append(row)
+        return row
+    gpu_reset()
+    try:
+        row.update(fn())
+    except Exception as exc:  # noqa: BLE001 -- a benchmark records every failure and goes on
+        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        traceback.print_exc(file=sys.stderr)
+    row.setdefault("gpu_peak_mb", gpu_peak_mb())
+    row["rss_peak_mb"] = rss_peak_mb()
+    rows.append(row)
+    line = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+    print(line, file=sys.stderr, flush=True)
+    return row
+
+
+def versions() -> str:
+    import monai
+
+    import medgan
+
+    cuda = f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}" if torch.cuda.is_available() else ""
+    return f"python {platform.python_version()}, torch {torch.__version__}{cuda}, monai {monai.__version__}, medgan {medgan.__version__}"
+
+
+def machine(device: torch.device) -> str:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = f"{platform.machine()} {platform.processor() or ''}".strip() + f", {cpus} CPU cores available"
+    text += f", {torch.get_num_threads()} torch threads"
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        text += f"; GPU {props.name} ({props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs)"
+    else:
+        text += "; no GPU used"
+    return text
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value != value:  # nan
+            return ""
+        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for key, _ in columns:
+            cell = fmt(r.get(key))
+            if key == columns[-1][0] and r.get("error"):
+                cell = (cell + " " if cell else "") + f"ERROR {r['error']}"
+            cells.append(cell.replace("|", "/"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def section(title: str, device: torch.device, command: str, notes: list[str], body: str) -> str:
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = [
+        f"\n## {title} ({today})\n",
+        f"- machine: {machine(device)}",
+        f"- versions: {versions()}",
+        f"- command: `{command}`",
+        *[f"- {n}" for n in notes if n],
+        "",
+    ]
+    return "\n".join(head) + "\n" + body + "\n"
+
+
+def write_outputs(text: str, *, out_md: str | None, append: bool) -> None:
+    if out_md:
+        Path(out_md).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_md).write_text(text, encoding="utf-8")
+        print(f"markdown section written to {out_md}", file=sys.stderr)
+    if append:
+        with open(REPO / "BENCHMARKS.md", "a", encoding="utf-8") as fh:
+            fh.write(text)
+        print("appended to BENCHMARKS.md", file=sys.stderr)

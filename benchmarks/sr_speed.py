@@ -1,0 +1,528 @@
+"""Super-resolution inference speed (issue #7): the bare networks and ``SuperResolver.upscale`` end to end.
+
+Measures, on the device given by ``--device``:
+
+* **bare network**: the reference architecture of issue #7 (SRResNet, 16 residual blocks, 64 channels, x2,
+  random weights; 3-D on four 64^3 low-resolution patches, 2-D on sixteen 128^2) and every shipped SR model
+  (its own sliding-window size), in plain PyTorch: fp32, bf16 autocast, bf16 + channels-last, and
+  bf16 + channels-last + ``torch.compile``. Ratio to fp32 of the same network in the same run.
+* **end to end**: ``SuperResolver.upscale`` (normalise, sliding windows with gaussian blending, invert,
+  geometry) of a real scan (the MNI ICBM152 T1 in ``sample_data``) with the reference 3-D network and the
+  shipped models, fp32 vs the fast paths. Ratio to the fp32 path measured in the same run.
+* **CPU goals** (``--device cpu``): the shipped 2-D x2 model on a 256x256x150 volume (the MNI T1 resampled
+  to that grid), threads 1 vs all, streaming vs whole-volume; peak RSS of a 512x512x400 CT upscaled x2 in
+  a child process (see ``--ct-child``).
+
+Throughput is millions of output voxels per second (M vox/s). GPU memory is
+``torch.cuda.max_memory_allocated``; RSS is the process's peak (``getrusage``). Each case is timed as the
+median of 3 runs after one untimed warm-up (which includes compilation). A failing case is recorded in
+the table and the run goes on.
+
+Run:  python benchmarks/sr_speed.py --device cuda|cpu [--quick] [--out-md PATH] [--append]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _speed_common  # noqa: E402
+from _speed_common import (  # noqa: E402
+    MNI_T1,
+    REPO,
+    SAMPLE,
+    markdown_table,
+    reference_checkpoint,
+    rss_peak_mb,
+    run_case,
+    section,
+    sync,
+    timed,
+    write_outputs,
+)
+
+#: (label, precision, channels_last, compile)
+CONFIGS = [
+    ("fp32", "fp32", False, False),
+    ("bf16", "bf16", False, False),
+    ("bf16+CL", "bf16", True, False),
+    ("bf16+CL+compile", "bf16", True, True),
+]
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _shipped_sr() -> list[dict]:
+    import medgan
+
+    return [m for m in medgan.list_pretrained() if m["task"] == "super-resolution"]
+
+
+def _load_checkpoint(name: str):
+    from medgan.infer.checkpoint import load_checkpoint
+    from medgan.infer.pretrained import resolve_model_path
+
+    return load_checkpoint(resolve_model_path(name))
+
+
+def _load_t1():
+    import medgan
+
+    scan = medgan.load_scan(MNI_T1)
+    return scan
+
+
+# ---------------------------------------------------------------- bare network
+def bare_network(rows: list[dict], device: torch.device, quick: bool, compile_ok: bool) -> None:
+    cases: list[tuple[str, Any, tuple[int, ...]]] = []
+    cuda = device.type == "cuda"
+    if cuda:
+        cases.append(("reference-3d (64ch, 16 blocks)", reference_checkpoint(3), (4, 1, 64, 64, 64)))
+        cases.append(("reference-2d (64ch, 16 blocks)", reference_checkpoint(2), (16, 1, 128, 128)))
+    else:
+        edge = 16 if quick else 24
+        cases.append(("reference-3d (64ch, 16 blocks)", reference_checkpoint(3), (1, 1, edge, edge, edge)))
+        cases.append(("reference-2d (64ch, 16 blocks)", reference_checkpoint(2), (1, 1, 64, 64)))
+    for m in _shipped_sr():
+        ck = _load_checkpoint(m["name"])
+        roi = [int(r) for r in ck.metadata.get("roi_size") or []]
+        dims = int(ck.metadata["spatial_dims"])
+        if not roi:
+            roi = [64 if dims == 3 else 128] * dims
+        batch = (4 if dims == 3 else 16) if cuda else (1 if dims == 3 else 4)
+        if quick and not cuda:
+            roi = [min(r, 32) for r in roi]
+        cases.append((m["name"], ck, (batch, int(ck.metadata["model"]["in_channels"]), *roi)))
+
+    for name, ck, shape in cases:
+        model = ck.build_model().eval().to(device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        factor = int(np.prod(ck.metadata["factor"]))
+        out_vox = int(np.prod(shape[2:])) * shape[0] * factor
+        base_s = None
+        for label, precision, cl, comp in CONFIGS:
+            if comp and not (compile_ok and name.startswith("reference")):
+                continue  # compile only the reference networks: each compile costs tens of seconds
+
+            def case(precision=precision, cl=cl, comp=comp, model=model, shape=shape) -> dict[str, Any]:
+                fmt = (torch.channels_last_3d if len(shape) == 5 else torch.channels_last) if cl else None
+                net = (
+                    model.to(memory_format=fmt) if fmt is not None else model.to(memory_format=torch.contiguous_format)
+                )
+                x = torch.rand(shape, device=device)
+                if fmt is not None:
+                    x = x.contiguous(memory_format=fmt)
+                run_net = torch.compile(net, dynamic=False) if comp else net
+                amp = (
+                    torch.autocast(device.type, dtype=torch.bfloat16)
+                    if precision == "bf16"
+                    else contextlib.nullcontext()
+                )
+
+                def fn():
+                    with torch.inference_mode(), amp:
+                        return run_net(x)
+
+                t_compile = time.perf_counter()
+                fn()
+                sync(device)
+                first = time.perf_counter() - t_compile
+                sec = timed(fn, device, warmup=1, repeat=3 if not cuda else 10, min_time=0.5 if cuda else 0.0)
+                return {"seconds": sec, "first_call_s": first}
+
+            row = run_case(
+                rows,
+                {"section": "bare", "model": name, "input": _fmt_shape(shape), "config": label, "out_vox": out_vox},
+                case,
+            )
+            if "seconds" in row:
+                row["mvox_s"] = out_vox / row["seconds"] / 1e6
+                row["ms"] = row["seconds"] * 1e3
+                if label == "fp32":
+                    base_s = row["seconds"]
+                row["ratio"] = base_s / row["seconds"] if base_s else None
+        del model
+        torch._dynamo.reset() if compile_ok else None
+
+
+# ---------------------------------------------------------------- end to end
+def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: bool) -> None:
+    from medgan.infer.superres import SuperResolver
+    from medgan.io.scan import make_scan
+
+    t1 = _load_t1()
+    cuda = device.type == "cuda"
+    if cuda:
+        scan3 = t1
+    else:  # the CPU cannot run the reference network on a whole brain in benchmark time: a real 48^3 crop
+        edge = 24 if quick else 48
+        c = [s // 2 - edge // 2 for s in t1.shape[1:]]
+        crop = t1[:, c[0] : c[0] + edge, c[1] : c[1] + edge, c[2] : c[2] + edge]
+        scan3 = make_scan(crop.as_tensor(), np.asarray(t1.affine), {"filename_or_obj": "mni-t1-crop"})
+    cases: list[tuple[str, Any, Any, list]] = [("reference-3d (64ch, 16 blocks)", reference_checkpoint(3), scan3, [])]
+    configs = [(lbl, p, cl, comp, 0.25) for lbl, p, cl, comp in CONFIGS if compile_ok or not comp]
+    if cuda:
+        configs.append(("bf16+CL+compile, overlap 0.125", "bf16", True, compile_ok, 0.125))
+        configs.append(("bf16+CL+compile, overlap 0", "bf16", True, compile_ok, 0.0))
+    cases[0][3].extend(configs)
+    for m in _shipped_sr():
+        ck = _load_checkpoint(m["name"])
+        scan = t1 if cuda or not quick else scan3
+        ship = [CONFIGS[0] + (0.25,), CONFIGS[2] + (0.25,)] if cuda else [CONFIGS[0] + (0.25,)]
+        cases.append((m["name"], ck, scan, ship))
+
+    for name, ck, scan, configs in cases:
+        base_s = None
+        for label, precision, cl, comp, overlap in configs:
+
+            def case(precision=precision, cl=cl, comp=comp, overlap=overlap, ck=ck, scan=scan) -> dict[str, Any]:
+                sr = SuperResolver(ck, device=device, precision=precision, channels_last=cl, compile=comp)
+                out = {}
+
+                def fn():
+                    out["y"] = sr.upscale(scan, overlap=overlap)
+
+                t0 = time.perf_counter()
+                fn()
+                first = time.perf_counter() - t0
+                sec = timed(fn, device, warmup=0, repeat=3 if cuda else 1)
+                y = out.pop("y")
+                key = next(iter(sr._auto_batch.values()), None)
+                return {
+                    "seconds": sec,
+                    "first_call_s": first,
+                    "out_vox": int(np.prod(y.shape[1:])) * y.shape[0],
+                    "output": _fmt_shape(y.shape[1:]),
+                    "sw_batch": key if key is not None else ("1" if sr.spatial_dims == 3 else "8"),
+                    "finite": bool(torch.isfinite(y).all()),
+                }
+
+            row = run_case(
+                rows,
+                {
+                    "section": "e2e",
+                    "model": name,
+                    "input": _fmt_shape(scan.shape[1:]),
+                    "config": label,
+                    "overlap": overlap,
+                },
+                case,
+            )
+            if "seconds" in row:
+                row["mvox_s"] = row["out_vox"] / row["seconds"] / 1e6
+                if label == "fp32":
+                    base_s = row["seconds"]
+                row["ratio"] = base_s / row["seconds"] if base_s else None
+        if compile_ok:
+            torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------- CPU goals
+def _resampled_volume(shape: tuple[int, int, int]):
+    """The MNI T1 resampled (trilinear, scipy) onto a ``shape`` grid with the same extent."""
+    from scipy.ndimage import zoom
+
+    from medgan.io.scan import make_scan
+
+    t1 = _load_t1()
+    data = t1[0].numpy()
+    zf = [n / s for n, s in zip(shape, data.shape, strict=True)]
+    vol = zoom(data, zf, order=1, grid_mode=True, mode="grid-constant")
+    affine = np.asarray(t1.affine).copy()
+    affine[:3, :3] = affine[:3, :3] / np.asarray(zf)
+    return make_scan(vol[None].astype(np.float32), affine, {"filename_or_obj": f"mni-t1-{_fmt_shape(shape)}"})
+
+
+def cpu_goals(rows: list[dict], quick: bool, ct: bool, ct_modes: str, skip_one_thread: bool, skip_whole: bool) -> None:
+    import medgan.infer.superres as S
+    from medgan.infer.superres import SuperResolver
+
+    shape = (128, 128, 40) if quick else (256, 256, 150)
+    vol = _resampled_volume(shape)
+    ck = _load_checkpoint("brain-mr-x2-2d")
+    n_threads = torch.get_num_threads()
+    base_s = None
+    variants = [] if skip_whole else [(f"{n_threads} threads, whole volume", n_threads, False, None)]
+    if n_threads > 1 and not skip_one_thread:
+        variants.insert(0, ("1 thread, whole volume", 1, False, None))
+    variants.append((f"{n_threads} threads, streamed slabs", n_threads, True, None))
+    whole_slice = shape[:2]
+    variants.append(
+        (f"{n_threads} threads, streamed, one window per slice (roi_size={whole_slice})", n_threads, True, whole_slice)
+    )
+    for label, threads, stream, roi in variants:
+
+        def case(threads=threads, stream=stream, roi=roi) -> dict[str, Any]:
+            torch.set_num_threads(threads)
+            saved = S._CPU_SLAB_VOXELS
+            S._CPU_SLAB_VOXELS = saved if stream else 1 << 62
+            try:
+                sr = SuperResolver(ck, device="cpu")
+                t0 = time.perf_counter()
+                y = sr.upscale(vol, roi_size=roi)
+                sec = time.perf_counter() - t0
+            finally:
+                S._CPU_SLAB_VOXELS = saved
+                torch.set_num_threads(n_threads)
+            return {"seconds": sec, "out_vox": int(np.prod(y.shape)), "output": _fmt_shape(y.shape[1:])}
+
+        row = run_case(
+            rows,
+            {"section": "cpu-goal", "model": "brain-mr-x2-2d", "input": _fmt_shape(shape), "config": label},
+            case,
+        )
+        if "seconds" in row:
+            row["mvox_s"] = row["out_vox"] / row["seconds"] / 1e6
+            base_s = base_s or row["seconds"]
+            row["ratio"] = base_s / row["seconds"]
+            row["goal"] = "<= 60 s" + (" met" if row["seconds"] <= 60 else " MISSED")
+
+    if not ct:
+        return
+    ct_shape = (128, 128, 40) if quick else (512, 512, 400)
+    base_rss = None
+    modes = [m.strip() for m in ct_modes.split(",") if m.strip()]
+    for label, stream in [(("streamed slabs" if m == "stream" else "whole volume"), m == "stream") for m in modes]:
+
+        def case(stream=stream) -> dict[str, Any]:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--ct-child", _fmt_shape(ct_shape)]
+            if not stream:
+                cmd.append("--no-stream")
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "child failed")
+            res = dict(kv.split("=", 1) for kv in proc.stdout.split())
+            return {
+                "seconds": float(res["seconds"]),
+                "child_wall_s": time.perf_counter() - t0,
+                "child_rss_mb": float(res["rss_mb"]),
+                "input_rss_mb": float(res["input_rss_mb"]),
+                "output": res["output"],
+                "out_vox": int(res["out_vox"]),
+            }
+
+        row = run_case(
+            rows,
+            {
+                "section": "cpu-ct-rss",
+                "model": "brain-mr-x2-2d memory proxy (4 ch, 1 block)",
+                "input": _fmt_shape(ct_shape),
+                "config": label,
+            },
+            case,
+        )
+        if "child_rss_mb" in row:
+            row["mvox_s"] = row["out_vox"] / row["seconds"] / 1e6
+            base_rss = base_rss or row["child_rss_mb"]
+            row["ratio"] = base_rss / row["child_rss_mb"]
+            row["goal"] = "<= 4 GB" + (" met" if row["child_rss_mb"] <= 4096 else " MISSED")
+
+
+def ct_volume(shape: tuple[int, int, int]):
+    """A real CT (``sample_data/dicom/pydicom_ct_small``, one 128x128 slice) resampled in-plane to
+    ``shape[:2]`` (linear, scipy) and repeated along Z to ``shape[2]`` slices (HU, float32)."""
+    from scipy.ndimage import zoom
+
+    import medgan
+    from medgan.io.scan import make_scan
+
+    refs = [r for r in medgan.discover_scans(SAMPLE / "dicom/pydicom_ct_small") if r.usable]
+    ct = medgan.load_scan(refs[0])
+    sl = ct[0].numpy()
+    sl = sl[..., 0] if sl.ndim == 3 else sl
+    zf = (shape[0] / sl.shape[0], shape[1] / sl.shape[1])
+    plane = zoom(sl, zf, order=1, grid_mode=True, mode="nearest").astype(np.float32)
+    vol = np.empty((1, *shape), dtype=np.float32)
+    vol[0] = plane[..., None]
+    affine = np.diag([0.5, 0.5, 1.0, 1.0])
+    return make_scan(vol, affine, {"filename_or_obj": "pydicom-ct-small-tiled", "modality": "CT"})
+
+
+def _tiny_2d_checkpoint():
+    """The shipped 2-D x2 model's checkpoint (window size, normalisation, factor) with a 4-channel, 1-block
+    network of random weights: the memory path (input, output, slabs, blending buffers) is the shipped model's,
+    the compute ~50x less, so that a 512x512x400 CT fits in benchmark time on 2 cores."""
+    from medgan.infer.checkpoint import Checkpoint
+    from medgan.models.registry import build_generator, generator_config
+
+    ck = _load_checkpoint("brain-mr-x2-2d")
+    cfg = generator_config({**ck.metadata["model"], "channels": 4, "n_blocks": 1})
+    torch.manual_seed(0)
+    meta = {**ck.metadata, "model": cfg, "name": "brain-mr-x2-2d-memory-proxy"}
+    return Checkpoint(path=Path("memory-proxy"), state_dict=build_generator(cfg).state_dict(), metadata=meta)
+
+
+def ct_child(shape_text: str, stream: bool) -> int:
+    """Child process for the RSS measurement: load the CT, upscale x2 in-plane, print numbers."""
+    import medgan.infer.superres as S
+    from medgan.infer.superres import SuperResolver
+
+    shape = tuple(int(s) for s in shape_text.split("x"))
+    if not stream:
+        S._CPU_SLAB_VOXELS = 1 << 62
+    sr = SuperResolver(_tiny_2d_checkpoint(), device="cpu")
+    scan = ct_volume(shape)
+    input_rss = rss_peak_mb()
+    t0 = time.perf_counter()
+    y = sr.upscale(scan)
+    sec = time.perf_counter() - t0
+    print(
+        f"seconds={sec:.3f} rss_mb={rss_peak_mb():.1f} input_rss_mb={input_rss:.1f} "
+        f"output={_fmt_shape(y.shape[1:])} out_vox={int(np.prod(y.shape))}"
+    )
+    return 0
+
+
+COLUMNS = [
+    ("model", "model"),
+    ("input", "input"),
+    ("config", "config"),
+    ("ms", "ms/batch"),
+    ("mvox_s", "M out vox/s"),
+    ("ratio", "x vs fp32"),
+    ("gpu_peak_mb", "GPU peak MB"),
+    ("first_call_s", "first call s"),
+]
+E2E_COLUMNS = [
+    ("model", "model"),
+    ("input", "input"),
+    ("output", "output"),
+    ("config", "config"),
+    ("overlap", "overlap"),
+    ("sw_batch", "windows/batch"),
+    ("seconds", "s"),
+    ("mvox_s", "M out vox/s"),
+    ("ratio", "x vs fp32"),
+    ("gpu_peak_mb", "GPU peak MB"),
+    ("rss_peak_mb", "RSS peak MB"),
+    ("first_call_s", "first call s"),
+]
+CPU_COLUMNS = [
+    ("model", "model"),
+    ("input", "input"),
+    ("output", "output"),
+    ("config", "config"),
+    ("seconds", "s"),
+    ("mvox_s", "M out vox/s"),
+    ("ratio", "x vs first row"),
+    ("goal", "goal"),
+]
+CT_COLUMNS = [
+    ("model", "model"),
+    ("input", "input"),
+    ("output", "output"),
+    ("config", "config"),
+    ("seconds", "upscale s"),
+    ("input_rss_mb", "RSS after loading MB"),
+    ("child_rss_mb", "peak RSS MB"),
+    ("ratio", "x less than first row"),
+    ("goal", "goal"),
+]
+
+
+def report(rows: list[dict], device: torch.device) -> str:
+    parts = []
+    bare = [r for r in rows if r["section"] == "bare"]
+    if bare:
+        parts.append("Bare network (plain PyTorch, inference mode; ratio to fp32 of the same network):\n")
+        parts.append(markdown_table(bare, COLUMNS))
+    e2e = [r for r in rows if r["section"] == "e2e"]
+    if e2e:
+        parts.append("\n`SuperResolver.upscale` end to end (ratio to the fp32 path of the same model in this run):\n")
+        parts.append(markdown_table(e2e, E2E_COLUMNS))
+        ref = [r for r in e2e if r["model"].startswith("reference-3d") and r.get("mvox_s")]
+        if ref and device.type == "cuda":
+            best = max(ref, key=lambda r: r["mvox_s"])
+            default = [r for r in ref if r["overlap"] == 0.25 and r.get("mvox_s")]
+            best_default = max(default, key=lambda r: r["mvox_s"]) if default else None
+            parts.append("")
+            for r, what in ((best_default, "default overlap 0.25"), (best, "any overlap")):
+                if r is None:
+                    continue
+                met = r["mvox_s"] >= 250 and (r.get("ratio") or 0) >= 8
+                parts.append(
+                    f"- goal (H100, reference 3-D x2 end to end >= 250 M vox/s and >= 8x fp32), {what}: "
+                    f"{r['config']} reaches {r['mvox_s']:.0f} M vox/s, {r.get('ratio') or float('nan'):.1f}x fp32: "
+                    f"{'met' if met else 'MISSED'}"
+                )
+    cpu = [r for r in rows if r["section"] == "cpu-goal"]
+    if cpu:
+        parts.append("\nCPU goal: shipped 2-D x2 model on a 256x256x150 volume (goal <= 60 s on 2 cores):\n")
+        parts.append(markdown_table(cpu, CPU_COLUMNS))
+    ct = [r for r in rows if r["section"] == "cpu-ct-rss"]
+    if ct:
+        parts.append("\nCPU goal: peak RSS of a 512x512x400 CT upscaled x2 in-plane, in a child process (<= 4 GB):\n")
+        parts.append(markdown_table(ct, CT_COLUMNS))
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test of the script)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: bare,e2e,cpu,ct,1thread,whole2d")
+    parser.add_argument(
+        "--budget-s", type=float, default=0, help="skip the cases that would start after this many seconds (0: none)"
+    )
+    parser.add_argument("--ct-modes", default="whole,stream", help="CPU CT RSS runs: whole, stream or both")
+    parser.add_argument("--out-md", default=None, help="also write the markdown section to this file")
+    parser.add_argument("--append", action="store_true", help="append the result to BENCHMARKS.md")
+    parser.add_argument("--ct-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-stream", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.ct_child:
+        return ct_child(args.ct_child, stream=not args.no_stream)
+
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.budget_s:
+        _speed_common.DEADLINE = time.perf_counter() + args.budget_s
+    compile_ok = not args.no_compile
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    if "e2e" not in skip:  # first: the goal of issue #7 is end to end
+        end_to_end(rows, device, args.quick, compile_ok)
+    if "bare" not in skip:
+        bare_network(rows, device, args.quick, compile_ok)
+    if device.type == "cpu" and "cpu" not in skip:
+        cpu_goals(rows, args.quick, "ct" not in skip, args.ct_modes, "1thread" in skip, "whole2d" in skip)
+    body = report(rows, device)
+    print(body)
+    command = "python benchmarks/sr_speed.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+    notes = [
+        "reference network: SRResNet (medgan `srresnet`), 64 channels, 16 residual blocks, x2, random weights",
+        f"end-to-end input: the MNI ICBM152 2009a T1 from sample_data ({MNI_T1.relative_to(REPO)}); "
+        "timings are medians of 3 runs after one untimed first call (listed: it includes compilation)",
+        "CPU CT: sample_data/dicom/pydicom_ct_small (one real 128x128 CT slice, HU) resampled linearly to 512x512 "
+        "and repeated to 400 slices; the peak-RSS child runs the shipped 2-D x2 model's checkpoint settings with a "
+        "4-channel 1-block network (same memory path, far less compute)"
+        if device.type == "cpu"
+        else "",
+        f"total benchmark wall time {time.perf_counter() - t0:.0f} s",
+    ]
+    write_outputs(
+        section(f"SR inference speed, {device.type}", device, command, notes, body),
+        out_md=args.out_md,
+        append=args.append,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

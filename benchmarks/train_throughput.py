@@ -1,0 +1,303 @@
+"""Training-step throughput of the reference 3-D SR network (issue #7) and whether data loading keeps the GPU busy.
+
+The network is issue #7's reference: SRResNet (medgan ``srresnet``), 64 channels, 16 residual blocks, x2, in
+medgan's phase-1 step (L1 content loss, Adam, bf16 autocast on CUDA, as :class:`medgan.train.trainer.SRTrainer`
+does). A batch is four 64^3 low-resolution patches with their 128^3 high-resolution targets.
+
+Cases:
+
+* **synthetic**: batches made once on the device (no data loading): eager, channels-last, ``torch.compile``.
+  The first synthetic case is the baseline of the ratio column.
+* **real data**: medgan's SR data path: :func:`medgan.data.patches.load_volumes` of the shipped
+  ``brain-mr-x2-3d`` config's training scans (real MR in ``sample_data``), its
+  :class:`~medgan.data.patches.PatchSampler` (degradation + domain randomisation from that config) behind the
+  trainer's ``DataLoader`` (step-indexed dataset, pinned memory), with 0 and N worker processes.
+
+For each: patches/s, the fraction of wall time spent waiting for the next batch, and GPU utilisation
+sampled every 20 ms with NVML (``nvidia-ml-py``) when importable. Peak GPU memory is
+``torch.cuda.max_memory_allocated``.
+
+Run:  python benchmarks/train_throughput.py --device cuda [--steps 20] [--out-md PATH] [--append]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _speed_common  # noqa: E402
+from _speed_common import REPO, markdown_table, reference_config, run_case, section, sync, write_outputs  # noqa: E402
+
+CONFIG = REPO / "medgan/pretrained/configs/brain-mr-x2-3d.yaml"
+
+
+class GpuSampler:
+    """Mean GPU utilisation (NVML, %) over a ``with`` block, sampled every ``period`` seconds; None without NVML."""
+
+    def __init__(self, device: torch.device, period: float = 0.02) -> None:
+        self.period = period
+        self.handle = None
+        self.samples: list[int] = []
+        if device.type != "cuda":
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        except Exception:  # noqa: BLE001 -- NVML missing or not permitted: report no utilisation
+            self.handle = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.samples.append(int(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu))
+            time.sleep(self.period)
+
+    def __enter__(self) -> GpuSampler:
+        self.samples = []
+        if self.handle is not None:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.handle is not None:
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def build_step(device: torch.device, channels_last: bool, compile_net: bool):
+    """The reference generator, its optimiser and a phase-1 training step ``step(lr, hr) -> loss``."""
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    gen = build_generator(reference_config(3)).to(device)
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    gen = gen.to(memory_format=fmt)
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    net = torch.compile(gen) if compile_net else gen
+    amp = device.type == "cuda"
+
+    def step(lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        lr = lr.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        hr = hr.to(device, non_blocking=True)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            sr = net(lr)
+        loss = F.l1_loss(sr.float(), hr)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def synthetic_case(device: torch.device, batch: int, lr_edge: int, steps: int, cl: bool, comp: bool):
+    def fn() -> dict[str, Any]:
+        step = build_step(device, cl, comp)
+        lr = torch.rand(batch, 1, lr_edge, lr_edge, lr_edge, device=device)
+        hr = torch.rand(batch, 1, 2 * lr_edge, 2 * lr_edge, 2 * lr_edge, device=device)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            step(lr, hr)
+        sync(device)
+        first = time.perf_counter() - t0
+        with GpuSampler(device) as gpu:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(lr, hr)
+            sync(device)
+            sec = time.perf_counter() - t0
+        return {"steps": steps, "seconds": sec, "wait_frac": 0.0, "gpu_util": gpu.mean, "warmup_s": first}
+
+    return fn
+
+
+def real_case(device: torch.device, batch: int, lr_edge: int, steps: int, workers: int, cl: bool, comp: bool):
+    def fn() -> dict[str, Any]:
+        from medgan.data.domain_randomization import Augmenter
+        from medgan.data.patches import PatchSampler, StepDataset, load_volumes
+        from medgan.train.config import load_config
+
+        cfg = load_config(CONFIG)
+        data = cfg["data"]
+        t_load = time.perf_counter()
+        volumes = load_volumes(data["train"], data["normalization"])
+        load_s = time.perf_counter() - t_load
+        sampler = PatchSampler(
+            volumes,
+            patch_size=[2 * lr_edge] * 3,
+            factor=[2, 2, 2],
+            batch_size=batch,
+            degradation=cfg["degradation"],
+            augmenter=Augmenter(cfg["augment"]) if cfg["augment"]["enabled"] else None,
+            foreground_ratio=data["foreground_ratio"],
+            slice_axes=data["slice_axes"],
+            in_channels=1,
+            seed=0,
+        )
+        warm = 3
+        loader = torch.utils.data.DataLoader(
+            StepDataset(sampler, warm + steps),
+            batch_size=None,
+            sampler=range(warm + steps),
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+        step = build_step(device, cl, comp)
+        it = iter(loader)
+        t0 = time.perf_counter()
+        for _ in range(warm):
+            step(*next(it))
+        sync(device)
+        first = time.perf_counter() - t0
+        wait = 0.0
+        with GpuSampler(device) as gpu:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                tw = time.perf_counter()
+                lr, hr = next(it)
+                wait += time.perf_counter() - tw
+                step(lr, hr)
+            sync(device)
+            sec = time.perf_counter() - t0
+        del it, loader
+        return {
+            "steps": steps,
+            "seconds": sec,
+            "wait_frac": wait / sec,
+            "gpu_util": gpu.mean,
+            "warmup_s": first,
+            "volumes_load_s": load_s,
+        }
+
+    return fn
+
+
+COLUMNS = [
+    ("case", "case"),
+    ("data", "data"),
+    ("batch", "batch (LR -> HR)"),
+    ("patches_s", "patches/s"),
+    ("ratio", "x vs first row"),
+    ("wait_frac", "time waiting for data"),
+    ("gpu_util", "GPU util % (NVML)"),
+    ("gpu_peak_mb", "GPU peak MB"),
+    ("warmup_s", "warm-up s (3 steps)"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
+    parser.add_argument("--batch", type=int, default=4, help="patches per batch")
+    parser.add_argument("--lr-edge", type=int, default=64, help="low-resolution patch edge (HR is twice)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of the parallel case")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--budget-s", type=float, default=0, help="skip cases starting after this many seconds")
+    parser.add_argument("--out-md", default=None)
+    parser.add_argument("--append", action="store_true")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = args.workers if args.workers is not None else max(1, min(12, cpus - 2))
+    batch_text = f"{args.batch} x {args.lr_edge}^3 -> {2 * args.lr_edge}^3"
+    if args.budget_s:
+        _speed_common.DEADLINE = time.perf_counter() + args.budget_s
+    rows: list[dict] = []
+    t_all = time.perf_counter()
+    cases = [
+        (
+            "eager bf16",
+            "synthetic (on device)",
+            synthetic_case(device, args.batch, args.lr_edge, args.steps, False, False),
+        ),
+        (
+            "bf16 + channels-last",
+            "synthetic (on device)",
+            synthetic_case(device, args.batch, args.lr_edge, args.steps, True, False),
+        ),
+    ]
+    if not args.no_compile:
+        cases.append(
+            (
+                "bf16 + channels-last + compile",
+                "synthetic (on device)",
+                synthetic_case(device, args.batch, args.lr_edge, args.steps, True, True),
+            )
+        )
+    real_steps = max(4, args.steps // 2)
+    cases.append(
+        (
+            "bf16 + channels-last",
+            "real, 0 workers",
+            real_case(device, args.batch, args.lr_edge, real_steps, 0, True, False),
+        )
+    )
+    cases.append(
+        (
+            "bf16 + channels-last",
+            f"real, {workers} workers",
+            real_case(device, args.batch, args.lr_edge, args.steps, workers, True, False),
+        )
+    )
+    base = None
+    for name, data, fn in cases:
+        row = run_case(rows, {"case": name, "data": data, "batch": batch_text}, fn)
+        if "seconds" in row:
+            row["patches_s"] = row["steps"] * args.batch / row["seconds"]
+            base = base or row["patches_s"]
+            row["ratio"] = row["patches_s"] / base
+            row["wait_frac"] = f"{100 * row['wait_frac']:.0f} %"
+        if not args.no_compile:
+            torch._dynamo.reset()
+    body = markdown_table(rows, COLUMNS)
+    best = [r for r in rows if r.get("patches_s") and r["data"].startswith("real")]
+    if best and device.type == "cuda":
+        b = max(best, key=lambda r: r["patches_s"])
+        util = b.get("gpu_util")
+        met = b["patches_s"] >= 35 and (util is not None and util >= 90)
+        body += (
+            f"\n\n- goal (>= 35 3-D patches/s with the GPU >= 90 % busy, real data): {b['data']}: "
+            f"{b['patches_s']:.1f} patches/s, GPU {'' if util is None else f'{util:.0f} %'}: {'met' if met else 'MISSED'}"
+        )
+    print(body)
+    command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    notes = [
+        "network: SRResNet 64 channels, 16 residual blocks, x2 (random init); step = phase-1 L1 + Adam, bf16 autocast",
+        f"real data: {CONFIG.relative_to(REPO)} training scans, its degradation and augmentation; "
+        f"{args.steps} timed steps per case ({real_steps} with 0 workers) after 3 untimed",
+        f"total benchmark wall time {time.perf_counter() - t_all:.0f} s",
+    ]
+    write_outputs(
+        section(f"SR training throughput, {device.type}", device, command, notes, body),
+        out_md=args.out_md,
+        append=args.append,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Fast paths of SuperResolver (issue #7): bf16, channels-last, window batching, streaming, compile, fitting.
+
+Every fast path must give the fp32 / whole-volume result (exactly, or within a stated tolerance). No timing
+assertions here: speed is measured by ``benchmarks/sr_speed.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import mni_t1_path
+
+import medgan
+import medgan.infer.superres as S
+from medgan.data.normalize import fit_normalization
+from medgan.errors import MedganError
+from medgan.infer.checkpoint import load_checkpoint, save_checkpoint
+from medgan.infer.superres import SuperResolver
+from medgan.io.scan import make_scan
+from medgan.models.registry import build_generator
+
+#: bf16 vs fp32 tolerance, in units of the scan's intensity range (max - min of the fp32 output):
+#: bf16 keeps 8 mantissa bits (relative rounding 2^-9 per operation), accumulated over the network's layers
+BF16_MEAN_TOL = 0.005
+BF16_MAX_TOL = 0.05
+
+
+@pytest.fixture(scope="module")
+def t1_crop():
+    """A real 20x24x18 crop of the MNI T1 (brain, not background)."""
+    scan = medgan.load_scan(mni_t1_path())
+    c = [s // 2 for s in scan.shape[1:]]
+    crop = scan[:1, c[0] - 10 : c[0] + 10, c[1] - 12 : c[1] + 12, c[2] - 9 : c[2] + 9]
+    return make_scan(crop.as_tensor().clone(), np.asarray(scan.affine), {"filename_or_obj": "mni-crop"})
+
+
+def _checkpoint(tmp_path, dims: int, roi, **kw):
+    torch.manual_seed(0)
+    cfg = {"arch": "srresnet", "spatial_dims": dims, "channels": 8, "n_blocks": 2, "factor": 2, **kw}
+    path = save_checkpoint(tmp_path / f"m{dims}.safetensors", build_generator(cfg), roi_size=roi, modality="MR")
+    return load_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def ck3(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("ck3"), 3, [12, 12, 12], residual_interp="trilinear")
+
+
+@pytest.fixture(scope="module")
+def ck2(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("ck2"), 2, [16, 16], residual_interp="bilinear")
+
+
+@pytest.fixture(scope="module")
+def ref3(ck3, t1_crop):
+    """fp32, default layout, one window per forward pass: the reference output of the 3-D model."""
+    return SuperResolver(ck3, device="cpu", precision="fp32").upscale(t1_crop, batch_size=1)
+
+
+def _range_err(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    rng = float(b.max() - b.min())
+    d = (a.as_tensor() - b.as_tensor()).abs() / rng
+    return float(d.mean()), float(d.max())
+
+
+# ---------------------------------------------------------------- normalisation fit
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"method": "percentile", "lower": 0.5, "upper": 99.5},
+        {"method": "percentile", "lower": 2.0, "upper": 98.0},
+        {"method": "percentile", "lower": 0.0, "upper": 100.0},
+        {"method": "zscore"},
+    ],
+)
+def test_fast_fit_matches_fit_normalization_on_real_scan(t1_crop, rule):
+    x = t1_crop.as_tensor().clone()
+    x[0, 0, 0, :3] = float("nan")  # non-finite voxels are ignored by both
+    kwargs = {k: v for k, v in rule.items() if k != "method"}
+    want = fit_normalization(x, method=rule["method"], **kwargs)
+    got = S._fit_normalization(x, rule)
+    for field in ("offset", "scale", "data_min", "data_max"):
+        assert getattr(got, field) == pytest.approx(getattr(want, field), rel=1e-12, abs=1e-9), field
+    assert (got.method, got.lower, got.upper) == (want.method, want.lower, want.upper)
+
+
+def test_fast_fit_keeps_fit_normalization_errors():
+    with pytest.raises(MedganError):
+        S._fit_normalization(torch.full((1, 4, 4, 4), float("nan")), {"method": "percentile"})
+    with pytest.raises(MedganError):
+        S._fit_normalization(torch.ones(1, 4, 4, 4), {"method": "percentile", "lower": 60, "upper": 40})
+
+
+# ---------------------------------------------------------------- precision, layout, batching
+def test_bf16_matches_fp32_within_tolerance(ck3, t1_crop, ref3):
+    y32 = ref3
+    sr16 = SuperResolver(ck3, device="cpu", precision="bf16")
+    assert sr16.precision == "bf16"
+    y16 = sr16.upscale(t1_crop)
+    assert y16.shape == y32.shape and y16.dtype == torch.float32
+    np.testing.assert_allclose(np.asarray(y16.affine), np.asarray(y32.affine))
+    mean_err, max_err = _range_err(y16, y32)
+    assert mean_err <= BF16_MEAN_TOL, mean_err
+    assert max_err <= BF16_MAX_TOL, max_err
+    assert mean_err > 0  # bf16 really ran (the outputs are not bit-identical)
+
+
+def test_auto_precision_is_fp32_on_cpu(ck3):
+    sr = SuperResolver(ck3, device="cpu")
+    assert sr.precision == "fp32" and sr.channels_last is False
+    with pytest.raises(MedganError, match="precision"):
+        SuperResolver(ck3, device="cpu", precision="fp16")
+
+
+def test_channels_last_matches_default_layout(ck3, ck2, t1_crop, ref3):
+    b = SuperResolver(ck3, device="cpu", channels_last=True).upscale(t1_crop)
+    torch.testing.assert_close(b.as_tensor(), ref3.as_tensor(), rtol=1e-5, atol=1e-3)
+    a = SuperResolver(ck2, device="cpu").upscale(t1_crop)
+    b = SuperResolver(ck2, device="cpu", channels_last=True).upscale(t1_crop)
+    torch.testing.assert_close(b.as_tensor(), a.as_tensor(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("batch_size", [5, "auto"])
+def test_window_batch_size_does_not_change_the_result(ck3, t1_crop, ref3, batch_size):
+    out = SuperResolver(ck3, device="cpu").upscale(t1_crop, batch_size=batch_size)
+    torch.testing.assert_close(out.as_tensor(), ref3.as_tensor(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [0, -2, "many", 1.5])
+def test_bad_batch_size_is_a_medgan_error(ck3, t1_crop, bad):
+    with pytest.raises(MedganError, match="batch_size"):
+        SuperResolver(ck3, device="cpu").upscale(t1_crop, batch_size=bad)
+
+
+# ---------------------------------------------------------------- streaming aggregation
+@pytest.mark.parametrize("axes", [None, (2, 1)])
+def test_streamed_slabs_equal_whole_volume(ck2, t1_crop, monkeypatch, axes):
+    sr = SuperResolver(ck2, device="cpu")
+    monkeypatch.setattr(S, "_CPU_SLAB_VOXELS", 1 << 62)
+    whole = sr.upscale(t1_crop, axes=axes)
+    # slabs of 2 output slices (a ragged last slab too), and of one slice
+    out_slice = int(np.prod(whole.shape)) // t1_crop.shape[1 + ({0, 1, 2} - set(axes or (0, 1))).pop()]
+    for slab in (2, 1):
+        monkeypatch.setattr(S, "_CPU_SLAB_VOXELS", slab * out_slice)
+        streamed = sr.upscale(t1_crop, axes=axes)
+        assert torch.equal(streamed.as_tensor(), whole.as_tensor())
+        assert streamed.meta["medgan"] == whole.meta["medgan"]
+
+
+def test_streamed_multichannel_scan_with_one_channel_model(ck2, t1_crop, monkeypatch):
+    two = make_scan(torch.cat([t1_crop.as_tensor(), 2.0 * t1_crop.as_tensor()]), np.asarray(t1_crop.affine))
+    sr = SuperResolver(ck2, device="cpu")
+    monkeypatch.setattr(S, "_CPU_SLAB_VOXELS", 1 << 62)
+    whole = sr.upscale(two)
+    monkeypatch.setattr(S, "_CPU_SLAB_VOXELS", 3 * 2 * 40 * 48)
+    streamed = sr.upscale(two)
+    assert streamed.shape == (2, 40, 48, 18)
+    assert torch.equal(streamed.as_tensor(), whole.as_tensor())
+
+
+def test_elementwise_chunks_equal_one_pass(t1_crop, monkeypatch):
+    norm = fit_normalization(t1_crop)
+    x = t1_crop.as_tensor()
+    monkeypatch.setattr(S, "_ELEMWISE_CHUNK", 1000)  # many chunks and a ragged last one
+    out = torch.empty_like(x)
+    S._apply_chunked(norm, x, out, invert=False, clip=False)
+    assert torch.equal(out, norm.apply(x))
+    back = out.clone()
+    S._apply_chunked(norm, back, back, invert=True, clip=True)
+    assert torch.equal(back, norm.invert(out, clip_to="fit"))
+
+
+# ---------------------------------------------------------------- compile
+@pytest.mark.skipif(
+    os.environ.get("MEDGAN_TEST_COMPILE") != "1",
+    reason="torch.compile on the CPU builds C++ kernels: tens of seconds on 2 cores, over this suite's time budget; "
+    "set MEDGAN_TEST_COMPILE=1 to run",
+)
+def test_compiled_matches_eager(ck3, t1_crop, ref3):
+    eager = ref3
+    with _no_compile_fallback():
+        compiled = SuperResolver(ck3, device="cpu", compile=True).upscale(t1_crop, batch_size=5)
+    torch.testing.assert_close(compiled.as_tensor(), eager.as_tensor(), rtol=1e-4, atol=1e-2)
+
+
+class _no_compile_fallback:
+    """Fail if SuperResolver fell back to eager (the compiled path must really run)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings(record=True)
+        self.caught = self._cm.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+        fell_back = [w for w in self.caught if "torch.compile failed" in str(w.message)]
+        assert not fell_back, fell_back[0].message
+        return False
+
+
+# ---------------------------------------------------------------- window size
+def test_roi_size_override(ck2, t1_crop):
+    sr = SuperResolver(ck2, device="cpu")
+    one = sr.upscale(t1_crop, roi_size=t1_crop.shape[1:3])  # one window per slice: no seams at all
+    assert one.shape == (1, 40, 48, 18) and bool(torch.isfinite(one.as_tensor()).all())
+    assert torch.equal(sr.upscale(t1_crop, roi_size=(16, 16)).as_tensor(), sr.upscale(t1_crop).as_tensor())
+    with pytest.raises(MedganError, match="roi_size"):
+        sr.upscale(t1_crop, roi_size=(16, 16, 16))
