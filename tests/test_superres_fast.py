@@ -27,6 +27,23 @@ from medgan.models.registry import build_generator
 BF16_MEAN_TOL = 0.005
 BF16_MAX_TOL = 0.05
 
+#: the device of the precision/layout/batching/compile tests: CPU in CI; ``MEDGAN_TEST_DEVICE=cuda`` runs the
+#: same assertions on a GPU (there the fp32 reference is true fp32: TF32 is switched off for this module)
+DEVICE = os.environ.get("MEDGAN_TEST_DEVICE", "cpu")
+#: the reference path: fp32, default memory layout (the GPU defaults are bf16 and channels-last)
+FP32 = {"precision": "fp32", "channels_last": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _true_fp32_on_gpu():
+    if not DEVICE.startswith("cuda"):
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
 
 @pytest.fixture(scope="module")
 def t1_crop():
@@ -57,7 +74,7 @@ def ck2(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ref3(ck3, t1_crop):
     """fp32, default layout, one window per forward pass: the reference output of the 3-D model."""
-    return SuperResolver(ck3, device="cpu", precision="fp32").upscale(t1_crop, batch_size=1)
+    return SuperResolver(ck3, device=DEVICE, **FP32).upscale(t1_crop, batch_size=1)
 
 
 def _range_err(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -97,7 +114,7 @@ def test_fast_fit_keeps_fit_normalization_errors():
 # ---------------------------------------------------------------- precision, layout, batching
 def test_bf16_matches_fp32_within_tolerance(ck3, t1_crop, ref3):
     y32 = ref3
-    sr16 = SuperResolver(ck3, device="cpu", precision="bf16")
+    sr16 = SuperResolver(ck3, device=DEVICE, precision="bf16", channels_last=False)
     assert sr16.precision == "bf16"
     y16 = sr16.upscale(t1_crop)
     assert y16.shape == y32.shape and y16.dtype == torch.float32
@@ -116,16 +133,16 @@ def test_auto_precision_is_fp32_on_cpu(ck3):
 
 
 def test_channels_last_matches_default_layout(ck3, ck2, t1_crop, ref3):
-    b = SuperResolver(ck3, device="cpu", channels_last=True).upscale(t1_crop)
+    b = SuperResolver(ck3, device=DEVICE, precision="fp32", channels_last=True).upscale(t1_crop)
     torch.testing.assert_close(b.as_tensor(), ref3.as_tensor(), rtol=1e-5, atol=1e-3)
-    a = SuperResolver(ck2, device="cpu").upscale(t1_crop)
-    b = SuperResolver(ck2, device="cpu", channels_last=True).upscale(t1_crop)
+    a = SuperResolver(ck2, device=DEVICE, **FP32).upscale(t1_crop)
+    b = SuperResolver(ck2, device=DEVICE, precision="fp32", channels_last=True).upscale(t1_crop)
     torch.testing.assert_close(b.as_tensor(), a.as_tensor(), rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("batch_size", [5, "auto"])
 def test_window_batch_size_does_not_change_the_result(ck3, t1_crop, ref3, batch_size):
-    out = SuperResolver(ck3, device="cpu").upscale(t1_crop, batch_size=batch_size)
+    out = SuperResolver(ck3, device=DEVICE, **FP32).upscale(t1_crop, batch_size=batch_size)
     torch.testing.assert_close(out.as_tensor(), ref3.as_tensor(), rtol=1e-5, atol=1e-3)
 
 
@@ -182,7 +199,7 @@ def test_elementwise_chunks_equal_one_pass(t1_crop, monkeypatch):
 def test_compiled_matches_eager(ck3, t1_crop, ref3):
     eager = ref3
     with _no_compile_fallback():
-        compiled = SuperResolver(ck3, device="cpu", compile=True).upscale(t1_crop, batch_size=5)
+        compiled = SuperResolver(ck3, device=DEVICE, compile=True, **FP32).upscale(t1_crop, batch_size=5)
     torch.testing.assert_close(compiled.as_tensor(), eager.as_tensor(), rtol=1e-4, atol=1e-2)
 
 
@@ -212,3 +229,76 @@ def test_roi_size_override(ck2, t1_crop):
     assert torch.equal(sr.upscale(t1_crop, roi_size=(16, 16)).as_tensor(), sr.upscale(t1_crop).as_tensor())
     with pytest.raises(MedganError, match="roi_size"):
         sr.upscale(t1_crop, roi_size=(16, 16, 16))
+
+
+# ---------------------------------------------------------------- fitted windows
+@pytest.mark.parametrize(
+    ("spatial", "roi", "overlap"),
+    [((155, 192, 161), (64, 64, 64), 0.25), ((40, 48, 18), (12, 12, 12), 0.25), ((97, 33, 64), (32, 32, 32), 0.5)],
+)
+def test_fitted_windows_tile_the_scan_with_the_asked_overlap(ck3, spatial, roi, overlap, monkeypatch):
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    sr = SuperResolver(ck3, device="cpu")
+    sr.roi_size = roi
+    window, fractions = sr._fit_windows(spatial, overlap)
+    assert int(np.prod(window)) <= S._CPU_FIT_WINDOW_FACTOR * int(np.prod(roi))
+    assert all(w >= min(r, n) for w, r, n in zip(window, roi, spatial, strict=True))
+    # the tiling MONAI will really run: every voxel covered, neighbours share >= overlap * checkpoint window
+    slices = dense_patch_slices(spatial, window, _get_scan_interval(spatial, window, 3, fractions))
+    covered = np.zeros(spatial, dtype=bool)
+    for sl in slices:
+        covered[sl] = True
+    assert covered.all()
+    for axis in range(3):
+        starts = sorted({sl[axis].start for sl in slices})
+        shared = [window[axis] - (b - a) for a, b in zip(starts, starts[1:], strict=False)]
+        assert all(s >= np.ceil(overlap * min(roi[axis], spatial[axis])) for s in shared), (axis, shared)
+    # fewer windows than the checkpoint layout
+    default = dense_patch_slices(
+        spatial,
+        [min(r, n) for r, n in zip(roi, spatial, strict=True)],
+        _get_scan_interval(spatial, [min(r, n) for r, n in zip(roi, spatial, strict=True)], 3, [overlap] * 3),
+    )
+    assert len(slices) < len(default)
+
+
+def test_fitted_windows_one_window_is_the_whole_scan(ck3, t1_crop):
+    sr = SuperResolver(ck3, device="cpu")
+    sr.roi_size = (16, 16, 16)  # 4 x 16^3 >= the 20x24x18 crop: one fitted window
+    fit = sr.upscale(t1_crop, roi_size="fit")
+    whole = sr.upscale(t1_crop, roi_size=t1_crop.shape[1:])
+    assert torch.equal(fit.as_tensor(), whole.as_tensor())
+    np.testing.assert_allclose(np.asarray(fit.affine), np.asarray(whole.affine))
+
+
+def test_fitted_windows_match_the_default_layout_on_a_shipped_model(t1_crop):
+    """Trained 3-D model, real crop: the fitted layout differs from the default only in its blending seams."""
+    sr = SuperResolver.from_pretrained("brain-mr-x2-3d", device="cpu")
+    sr.roi_size = (10, 10, 10)  # several default windows over the 20x24x18 crop; the fitted ones are 4x larger
+    default = sr.upscale(t1_crop).as_tensor()
+    fit = sr.upscale(t1_crop, roi_size="fit").as_tensor()
+    assert fit.shape == default.shape
+    rng = float(default.max() - default.min())
+    psnr = 10 * np.log10(rng**2 / float(((fit - default) ** 2).mean()))
+    print(f"fitted vs default windows: PSNR {psnr:.1f} dB")
+    assert 35 < psnr < 200, psnr  # close, and not the same computation
+
+
+def test_bad_roi_size_string_is_a_medgan_error(ck3, t1_crop):
+    with pytest.raises(MedganError, match="'fit'"):
+        SuperResolver(ck3, device="cpu").upscale(t1_crop, roi_size="whole")
+
+
+def test_tf32_precision(ck3, t1_crop, ref3):
+    """TF32 is a CUDA tensor-core mode: the CPU runs it as fp32; on a GPU it stays within the bf16 tolerance of
+    fp32 (cuDNN may pick a non-tensor-core kernel for this 8-channel network, so equal is allowed there)."""
+    sr = SuperResolver(ck3, device=DEVICE, precision="tf32", channels_last=False)
+    assert sr.precision == "tf32"
+    out = sr.upscale(t1_crop, batch_size=1)
+    if not DEVICE.startswith("cuda"):
+        assert torch.equal(out.as_tensor(), ref3.as_tensor())
+        return
+    mean_err, max_err = _range_err(out, ref3)
+    assert mean_err <= BF16_MEAN_TOL and max_err <= BF16_MAX_TOL, (mean_err, max_err)

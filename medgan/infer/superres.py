@@ -14,9 +14,10 @@ picks other axes (model axis ``i`` <-> scan axis ``axes[i]``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,9 @@ _ELEMWISE_CHUNK = 1 << 24
 _CPU_SLAB_VOXELS = 1 << 24
 #: upper bound for an automatic sliding-window batch
 _MAX_AUTO_BATCH = 64
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+#: ``roi_size="fit"`` on the CPU: a fitted window holds at most this many times the checkpoint window's voxels
+_CPU_FIT_WINDOW_FACTOR = 4
 
 
 def _lerp(a: float, b: float, t: float) -> float:
@@ -117,6 +120,21 @@ def _apply_chunked(norm: Normalization, x: torch.Tensor, out: torch.Tensor, *, i
         )
 
 
+@contextlib.contextmanager
+def _tf32(allowed: bool) -> Iterator[None]:
+    """Allow or forbid TF32 tensor-core math for CUDA convolutions and matmuls inside the block (then restore).
+
+    PyTorch allows TF32 for cuDNN convolutions by default, so a plain "fp32" forward on an Ampere or newer GPU
+    multiplies with 10-bit mantissas; ``precision="fp32"`` must not.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _model_memory_format(spatial_dims: int) -> torch.memory_format:
     return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
@@ -131,8 +149,10 @@ class SuperResolver:
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
     precision
-        ``"auto"`` (bf16 autocast on a GPU that supports it, fp32 on the CPU), ``"fp32"`` or ``"bf16"``
-        (autocast; on the CPU slower than fp32 on most processors, useful for testing).
+        ``"auto"`` (bf16 autocast on a GPU that supports it, fp32 on the CPU), ``"fp32"`` (true fp32: on CUDA
+        the TF32 tensor-core mode that PyTorch allows for convolutions by default is switched off), ``"tf32"``
+        (CUDA: fp32 tensors, TF32 tensor-core convolutions and matmuls, 10-bit mantissa products; the CPU runs
+        it as fp32) or ``"bf16"`` (autocast; on the CPU slower than fp32 on most processors, useful for testing).
     channels_last
         Channels-last (``channels_last_3d``) weights and windows; default on for CUDA, off for the CPU.
     compile
@@ -154,7 +174,7 @@ class SuperResolver:
     metadata : dict
         The checkpoint metadata.
     precision : str
-        The resolved precision, ``"fp32"`` or ``"bf16"``.
+        The resolved precision, ``"fp32"``, ``"tf32"`` or ``"bf16"``.
     """
 
     def __init__(
@@ -197,6 +217,7 @@ class SuperResolver:
         if self.compile_mode is not None:
             self._net = torch.compile(self.model, mode=self.compile_mode, dynamic=False)
         self._auto_batch: dict[tuple[int, ...], int] = {}
+        self._window_mem: dict[tuple[int, ...], float] = {}
 
     @classmethod
     def from_pretrained(
@@ -226,6 +247,9 @@ class SuperResolver:
         if self.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 y = net(x)
+        elif self.device.type == "cuda":  # fp32 means fp32: TF32 only when asked for
+            with _tf32(self.precision == "tf32"):
+                y = net(x)
         else:
             y = net(x)
         return y.float()
@@ -248,29 +272,90 @@ class SuperResolver:
             y = self._forward(x, self.model)
         return y[:n]
 
-    def _batch_size(self, roi: Sequence[int], n_windows: int) -> int:
-        """Windows per forward pass: on CUDA as many as fit in half the free memory (probed once per roi)."""
-        if self.device.type != "cuda":
-            return min(n_windows, 1 if self.spatial_dims == 3 else 8)
+    def _window_bytes(self, roi: Sequence[int]) -> float:
+        """CUDA memory one window of ``roi`` input voxels takes through the network (probed once per roi)."""
         key = (*roi, self.in_channels)
-        if key not in self._auto_batch:
+        if key not in self._window_mem:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             base = torch.cuda.memory_allocated(self.device)
             probe = torch.zeros((2, self.in_channels, *roi), device=self.device)
             self._forward(probe, self.model)
             del probe
-            per_window = max((torch.cuda.max_memory_allocated(self.device) - base) / 2, 1)
+            self._window_mem[key] = max((torch.cuda.max_memory_allocated(self.device) - base) / 2, 1.0)
+        return self._window_mem[key]
+
+    def _batch_size(self, roi: Sequence[int], n_windows: int) -> int:
+        """Windows per forward pass: on CUDA as many as fit in half the free memory (probed once per roi)."""
+        if self.device.type != "cuda":
+            return min(n_windows, 1 if self.spatial_dims == 3 else 8)
+        key = (*roi, self.in_channels)
+        if key not in self._auto_batch:
             free, _ = torch.cuda.mem_get_info(self.device)
-            self._auto_batch[key] = int(max(1, min(_MAX_AUTO_BATCH, 0.5 * free // per_window)))
+            self._auto_batch[key] = int(max(1, min(_MAX_AUTO_BATCH, 0.5 * free // self._window_bytes(roi))))
         return max(1, min(self._auto_batch[key], n_windows))
+
+    def _max_window_voxels(self, base: Sequence[int]) -> int:
+        """The largest fitted window (input voxels): memory- and index-bound.
+
+        On CUDA a window may take a quarter of the free memory (scaled from the probed checkpoint window); on the
+        CPU it holds at most ``_CPU_FIT_WINDOW_FACTOR`` checkpoint windows. Either way the network's largest
+        tensor, the sub-pixel convolution's ``channels * prod(factor)`` feature maps, stays under 2**31 elements
+        (cuDNN's 32-bit indexing, which a single window cannot be split around).
+        """
+        base_vox = int(np.prod(base))
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            cap = int(0.25 * free / (self._window_bytes(base) / base_vox))
+        else:
+            cap = _CPU_FIT_WINDOW_FACTOR * base_vox
+        widest = int(self.metadata["model"].get("channels", 64)) * int(np.prod(self.factor))
+        return max(base_vox, min(cap, (2**31 - 1) // max(1, widest)))
+
+    def _fit_windows(self, spatial: Sequence[int], overlap: float) -> tuple[list[int], list[float]]:
+        """The fewest, largest windows that tile ``spatial`` (``roi_size="fit"``).
+
+        Neighbouring windows share at least ``overlap`` times the checkpoint window (the blending margin of the
+        default layout, in voxels, not as a fraction of the larger window), so far fewer voxels are computed twice.
+        Returns the window size and MONAI's per-axis overlap fractions that produce exactly that tiling.
+        """
+        base = [min(r, n) for r, n in zip(self.roi_size, spatial, strict=True)]
+        halo = [int(np.ceil(overlap * r)) for r in base]
+        cap = self._max_window_voxels(base)
+        counts = [1] * len(spatial)
+
+        def sizes() -> list[int]:
+            return [
+                n if k == 1 else min(n, max(b, -(-(n + (k - 1) * h) // k)))
+                for n, b, h, k in zip(spatial, base, halo, counts, strict=True)
+            ]
+
+        window = sizes()
+        while int(np.prod(window)) > cap:
+            splittable = [i for i, (w, b) in enumerate(zip(window, base, strict=True)) if w > b]
+            if not splittable:
+                break
+            counts[max(splittable, key=lambda i: window[i])] += 1
+            window = sizes()
+        overlaps = []
+        for n, w, k in zip(spatial, window, counts, strict=True):
+            if w >= n or k == 1:
+                overlaps.append(0.0)
+                continue
+            interval = -(-(n - w) // (k - 1))  # k windows, starts 0, interval, ..., n - w
+            overlaps.append(1.0 - (interval + 0.5) / w)  # MONAI takes int(w * (1 - o)) == interval
+        return window, overlaps
 
     def _run(
         self, x: torch.Tensor, overlap: float, batch_size: int | None, progress: bool, out_device, roi_size=None
     ) -> torch.Tensor:
         """``(N, Cin, *model_spatial)`` -> ``(N, Cout, *model_spatial * factor)`` by sliding windows."""
-        roi = [min(r, s) for r, s in zip(roi_size or self.roi_size, x.shape[2:], strict=True)]
-        stride = [max(1, int(r * (1 - overlap))) for r in roi]
+        if isinstance(roi_size, str):  # "fit"
+            roi, overlaps = self._fit_windows(x.shape[2:], overlap)
+        else:
+            roi = [min(r, s) for r, s in zip(roi_size or self.roi_size, x.shape[2:], strict=True)]
+            overlaps = [overlap] * len(roi)
+        stride = [r if r == n else max(1, int(r * (1 - o))) for r, o, n in zip(roi, overlaps, x.shape[2:], strict=True)]
         steps = [
             1 if n <= r else int(np.ceil((n - r) / t)) + 1 for r, t, n in zip(roi, stride, x.shape[2:], strict=True)
         ]
@@ -281,7 +366,7 @@ class SuperResolver:
             roi_size=roi,
             sw_batch_size=batch,
             predictor=lambda w: self._predict(w, batch),
-            overlap=overlap,
+            overlap=overlaps,
             mode="gaussian",
             sw_device=self.device,
             device=out_device,
@@ -305,7 +390,7 @@ class SuperResolver:
         progress: bool = False,
         axes: Sequence[int] | None = None,
         clip: bool = True,
-        roi_size: Sequence[int] | int | None = None,
+        roi_size: Sequence[int] | int | str | None = None,
     ) -> MetaTensor:
         """Super-resolve a scan.
 
@@ -331,7 +416,11 @@ class SuperResolver:
         roi_size
             Sliding-window size in input voxels per model axis (default: the checkpoint's). Larger windows
             recompute less overlap (e.g. a whole 256x256 slice in one window on the CPU); the blending
-            changes, so outputs differ slightly from the default windows near window seams.
+            changes, so outputs differ slightly from the default windows near window seams. ``"fit"``: the
+            fewest, largest windows that tile the scan (as large as a quarter of the free GPU memory allows;
+            on the CPU up to 4 checkpoint windows' voxels), neighbours sharing ``overlap`` times the
+            checkpoint window, so that far fewer voxels are computed twice. On a GPU this is the fast layout
+            (``benchmarks/sr_speed.py``); a scan that fits in one window is upscaled in one pass, without seams.
 
         Returns
         -------
@@ -379,10 +468,13 @@ class SuperResolver:
         for a, f in zip(axes, self.factor, strict=True):
             full_factor[a] = f
 
-        if roi_size is not None:
+        if isinstance(roi_size, str):
+            if roi_size != "fit":
+                raise MedganError(f"roi_size must be {self.spatial_dims} positive ints or 'fit', got {roi_size!r}")
+        elif roi_size is not None:
             roi_size = [int(roi_size)] * self.spatial_dims if np.isscalar(roi_size) else [int(r) for r in roi_size]
             if len(roi_size) != self.spatial_dims or min(roi_size) < 1:
-                raise MedganError(f"roi_size must be {self.spatial_dims} positive ints, got {roi_size!r}")
+                raise MedganError(f"roi_size must be {self.spatial_dims} positive ints or 'fit', got {roi_size!r}")
         ctx = torch.inference_mode() if self.device.type == "cpu" else torch.no_grad()
         with ctx:
             y, norm = self._upscale_tensor(
@@ -424,7 +516,7 @@ class SuperResolver:
         batch_size: int | None,
         progress: bool,
         clip: bool,
-        roi_size: list[int] | None = None,
+        roi_size: list[int] | str | None = None,
     ) -> tuple[torch.Tensor, Normalization]:
         """The upscaled voxel tensor (CPU, float32) and the fitted normalisation."""
         cuda = self.device.type == "cuda"
