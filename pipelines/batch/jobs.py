@@ -34,6 +34,7 @@ __all__ = [
     "SynthesizeOptions",
     "EvaluateOptions",
     "upscale_job",
+    "window_roi_size",
     "synthesize_job",
     "evaluate_job",
     "scan_seed",
@@ -72,6 +73,11 @@ class UpscaleOptions:
     threads
         torch intra-op threads for the job (``None`` leaves torch's default; the runner passes
         :func:`default_threads`).
+    windows
+        Sliding-window layout, one of :data:`pipelines.batch.spec.WINDOW_LAYOUTS`: ``"checkpoint"`` (the
+        checkpoint's windows, ``roi_size=None``) or ``"fit"`` (the fewest, largest windows that tile the scan,
+        ``roi_size="fit"``; faster on a GPU, outputs differ from the default layout only near window seams).
+        See :func:`window_roi_size`.
     """
 
     model: str
@@ -82,6 +88,7 @@ class UpscaleOptions:
     overlap: float = 0.25
     batch_size: int | None = None
     threads: int | None = None
+    windows: str = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -318,9 +325,24 @@ def save_stage(task: Task, result: Any, scan: Any, options: UpscaleOptions) -> N
     save_scan(result, target, format=options.fmt, reference=reference, overwrite=True)
 
 
+def window_roi_size(windows: str) -> str | None:
+    """The ``roi_size`` of :meth:`medgan.SuperResolver.upscale` for a window layout (``--windows``).
+
+    ``"checkpoint"`` -> ``None`` (the checkpoint's windows), ``"fit"`` -> ``"fit"``; anything else raises
+    :class:`medgan.errors.MedganError`.
+    """
+    from pipelines.batch.spec import WINDOW_LAYOUTS
+
+    if windows not in WINDOW_LAYOUTS:
+        raise MedganError(f"unknown window layout {windows!r}; use one of: {', '.join(WINDOW_LAYOUTS)}")
+    return None if windows == "checkpoint" else windows
+
+
 def upscale_compute(task: Task, scan: Any, options: UpscaleOptions) -> Any:
     """The model step of :func:`upscale_job` (what runs on the GPU)."""
-    return _resolver(options).upscale(scan, overlap=options.overlap, batch_size=options.batch_size)
+    return _resolver(options).upscale(
+        scan, overlap=options.overlap, batch_size=options.batch_size, roi_size=window_roi_size(options.windows)
+    )
 
 
 def upscale_job(task: Task, options: UpscaleOptions) -> dict[str, Any]:

@@ -10,7 +10,8 @@ folder relative to the input root), ``n_inputs``, ``status`` (``done`` / ``faile
 ``error``, ``outputs`` (relative to the output root), ``output_sha256`` (one per output), ``settings``
 (hash of what determines the outputs: job, model sha256, format, ..., and the input files' names, sizes and
 modification times), ``started`` / ``finished`` (UTC),
-``seconds`` (per stage and ``total``), ``metrics`` (``evaluate``: one dict per method), ``worker``.
+``seconds`` (per stage and ``total``), ``metrics`` (``evaluate``: one dict per method), ``worker``; ``upscale``
+rows also ``windows`` (the sliding-window layout, ``checkpoint`` or ``fit``).
 
 Resume (:func:`is_complete`): a scan is skipped when its latest ``done`` row has the same ``settings`` and every
 listed output exists with the recorded sha256.

@@ -343,6 +343,7 @@ def run_upscale(
     batch_size: int | None = None,
     threads: int | None = None,
     refs: Sequence[Any] | None = None,
+    windows: str = "checkpoint",
 ) -> BatchResult:
     """Upscale every scan under ``in_root`` into ``out_root`` (mirroring the tree), with resume and a manifest.
 
@@ -372,6 +373,10 @@ def run_upscale(
         process, ``cores // workers`` with several (1 each for 2 workers on 2 cores), 1 on Dask.
     refs
         ``discover_scans(in_root)`` when the caller already has it (saves a second walk).
+    windows
+        Sliding-window layout: ``"checkpoint"`` (the checkpoint's windows) or ``"fit"`` (the fewest, largest
+        windows that tile each scan: ``roi_size="fit"`` of :meth:`medgan.SuperResolver.upscale`). Part of the
+        run's settings, so a rerun with the other layout redoes the scans; recorded in each manifest row.
 
     Returns
     -------
@@ -380,11 +385,13 @@ def run_upscale(
     Raises
     ------
     MedganError
-        Missing input, unknown or broken model, output folder inside the input, unreachable Dask scheduler,
-        another run holding the output folder. Nothing is written then (except the output folder itself).
+        Unknown window layout, missing input, unknown or broken model, output folder inside the input,
+        unreachable Dask scheduler, another run holding the output folder. Nothing is written then (except the
+        output folder itself).
     """
     in_root, out_root = Path(in_root), Path(out_root)
     n = _n_workers(workers)
+    jobs.window_roi_size(windows)  # an unknown layout fails here, before anything is written
     refs, model_text = _prepare(in_root, out_root, model, fmt, refs)
     # fail early (exit 1, nothing written) on a bad model; it is cached for in-process runs
     from medgan.infer.superres import SuperResolver
@@ -401,16 +408,11 @@ def run_upscale(
         overlap=float(overlap),
         batch_size=batch_size,
         threads=threads,
+        windows=windows,
     )
     jobs.remember_model(resolver, options)
     tasks = plan_upscale(refs, in_root, out_root, fmt=fmt)
-    settings = {
-        "job": "upscale",
-        "model_sha256": resolver.sha256,
-        "format": fmt,
-        "overlap": float(overlap),
-        "batch_size": batch_size,
-    }
+    settings = _upscale_settings(resolver.sha256, fmt=fmt, overlap=overlap, batch_size=batch_size, windows=windows)
     gpu = resolver.device.type == "cuda" and n > 1 and not scheduler
     return _run_model_job(
         "upscale",
@@ -426,8 +428,30 @@ def run_upscale(
         gpu=gpu,
         force=force,
         quiet=quiet,
+        row_extra=lambda task: {"windows": windows},
         warm=jobs.warm_upscale,
     )
+
+
+def _upscale_settings(
+    model_sha256: str, *, fmt: str, overlap: float, batch_size: int | None, windows: str = "checkpoint"
+) -> dict[str, Any]:
+    """What determines an upscale run's outputs (hashed into the manifest's ``settings``; resume compares it).
+
+    ``windows`` is recorded only when it is not the default ``"checkpoint"``: the default layout keeps the
+    settings (and so the hash) that runs made before the option existed, whose outputs then still count as done,
+    while a run with ``windows="fit"`` has other settings and redoes them (and the other way round).
+    """
+    settings: dict[str, Any] = {
+        "job": "upscale",
+        "model_sha256": model_sha256,
+        "format": fmt,
+        "overlap": float(overlap),
+        "batch_size": batch_size,
+    }
+    if windows != "checkpoint":
+        settings["windows"] = windows
+    return settings
 
 
 def _prepare(

@@ -8,6 +8,7 @@
     model: models/sr_x2.safetensors
     workers: 2
     format: nifti                # nifti | dicom
+    windows: checkpoint          # checkpoint | fit (sliding-window layout)
 
 Keys per job are listed in :data:`SCHEMA`; an unknown key, a missing required key or a value of the wrong type
 raises :class:`medgan.errors.ConfigError` naming the file and the key. ``${VAR}`` and ``~`` are expanded in path
@@ -25,7 +26,12 @@ from typing import Any
 
 from medgan.errors import ConfigError
 
-__all__ = ["SCHEMA", "JobSpec", "load_spec", "parse_override", "run_spec", "run_job"]
+__all__ = ["SCHEMA", "WINDOW_LAYOUTS", "JobSpec", "load_spec", "parse_override", "run_spec", "run_job"]
+
+#: sliding-window layouts of an upscale job (``medgan upscale/batch --windows``, spec key ``windows``):
+#: ``"checkpoint"`` the model's own windows (``roi_size=None``), ``"fit"`` the fewest, largest windows that tile
+#: the scan (``roi_size="fit"``, see :meth:`medgan.SuperResolver.upscale`)
+WINDOW_LAYOUTS = ("checkpoint", "fit")
 
 
 def _path(v: Any) -> bool:
@@ -108,6 +114,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "device": (_opt_str, False, None),
         "overlap": (_fraction, False, 0.25),
         "batch_size": (_opt_pos_int, False, None),
+        "windows": (_choice(*WINDOW_LAYOUTS), False, "checkpoint"),
     },
     "synthesize": {
         **_COMMON,
@@ -265,6 +272,7 @@ def run_job(job: str, p: Mapping[str, Any]) -> Any:
             device=p["device"],
             overlap=p["overlap"],
             batch_size=p["batch_size"],
+            windows=p["windows"],
             **common,
         )
     if job == "synthesize":

@@ -1,4 +1,4 @@
-"""argparse ``type=`` converters shared by the sub-commands (each error is one ``argparse`` usage line)."""
+"""argparse ``type=`` converters and options shared by the sub-commands (each error is one usage line)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ __all__ = [
     "factor_list",
     "axes_pair",
     "class_condition",
+    "add_windows_option",
 ]
 
 _T = TypeVar("_T")
@@ -79,3 +80,19 @@ def axes_pair(text: str) -> tuple[int, int]:
 def class_condition(text: str) -> int | str:
     """A class condition: an index when the text is an integer, else a class name."""
     return int(text) if text.lstrip("-").isdigit() else text
+
+
+def add_windows_option(parser: argparse.ArgumentParser) -> None:
+    """``--windows {checkpoint,fit}``: the sliding-window layout of ``medgan upscale`` / ``medgan batch upscale``."""
+    from pipelines.batch.spec import WINDOW_LAYOUTS
+
+    parser.add_argument(
+        "--windows",
+        choices=WINDOW_LAYOUTS,
+        default="checkpoint",
+        help=(
+            "sliding-window layout: checkpoint (the model's own windows, default) or fit (the fewest, largest "
+            "windows that tile the scan, neighbours sharing --overlap x the model's window; faster on a GPU, "
+            "outputs differ from checkpoint only near window seams)"
+        ),
+    )

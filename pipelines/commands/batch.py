@@ -2,7 +2,9 @@
 
 ``medgan batch upscale IN_ROOT OUT_ROOT --model CKPT`` upscales every scan found under ``IN_ROOT`` into
 ``OUT_ROOT``, mirroring the folder tree (``<folder>/<scan id>.nii.gz`` + its ``.json`` provenance sidecar, or a
-derived DICOM series folder ``<folder>/<scan id>/`` with ``--format dicom``).
+derived DICOM series folder ``<folder>/<scan id>/`` with ``--format dicom``); ``--windows fit`` uses the fewest,
+largest sliding windows that tile each scan instead of the checkpoint's (a rerun with another layout redoes the
+scans).
 
 ``medgan batch evaluate PRED_ROOT REF_ROOT OUT_ROOT [--lr LR_ROOT]`` scores every prediction against its
 reference: per-scan metrics go into the manifest, the evaluation report into ``OUT_ROOT/report``.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands._args import overlap_fraction, positive_float, positive_int
+from pipelines.commands._args import add_windows_option, overlap_fraction, positive_float, positive_int
 
 __all__ = ["add_parser", "run", "add_common_options"]
 
@@ -84,6 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     _add_output_options(up)
     up.add_argument("--overlap", type=overlap_fraction, default=0.25, help="sliding-window overlap in [0, 1) (0.25)")
     up.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help="windows per forward pass")
+    add_windows_option(up)
     add_common_options(up)
     up.set_defaults(func=run)
 

@@ -11,6 +11,10 @@ with a manifest, resume and per-scan error isolation (exit 3 if some scans faile
 ``--adapt-steps N`` (N > 0) first fine-tunes a copy of the model on the input scan itself
 (:func:`medgan.adapt_to_scan`, ZSSR / SMORE style) and records that in the provenance; it works on
 one scan at a time and is refused for a folder tree.
+
+``--windows fit`` upscales with the fewest, largest sliding windows that tile the scan (``roi_size="fit"`` of
+:meth:`medgan.SuperResolver.upscale`; faster on a GPU, outputs differ only near window seams) instead of the
+checkpoint's windows (``--windows checkpoint``, the default).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipelines.commands._args import axes_pair, overlap_fraction, positive_float, positive_int
+from pipelines.commands._args import add_windows_option, axes_pair, overlap_fraction, positive_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--overlap", type=overlap_fraction, default=0.25, help="sliding-window overlap in [0, 1) (0.25)"
     )
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="windows per forward pass")
+    add_windows_option(parser)
     parser.add_argument(
         "--axes", type=axes_pair, default=None, help="2-D model on a volume: scan axes to upsample (0,1)"
     )
@@ -100,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 quiet=not args.progress,
                 refs=refs,
+                windows=args.windows,
             )
             return result.exit_code
     resolver = SuperResolver.from_pretrained(args.model, device=args.device)
@@ -116,8 +122,15 @@ def run(args: argparse.Namespace) -> int:
             seed=args.adapt_seed,
             progress=args.progress,
         )
+    from pipelines.batch.jobs import window_roi_size
+
     high = resolver.upscale(
-        scan, overlap=args.overlap, batch_size=args.batch_size, progress=args.progress, axes=args.axes
+        scan,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        progress=args.progress,
+        axes=args.axes,
+        roi_size=window_roi_size(args.windows),
     )
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     out = save_scan(high, args.output, format=args.format, reference=reference, overwrite=args.overwrite)
