@@ -240,3 +240,20 @@ def test_class_and_slice_position_conditions(mni, tmp_path):
         synth.generate(slice_2d, seed=2, condition={"class": "T1w"})
     with pytest.raises(MedganError, match="unknown class"):
         synth.generate(volume, seed=2, condition={"class": "FLAIR"})
+
+
+def test_shipped_detector_tells_the_shipped_generator_from_real_scans(mni):
+    """The shipped detector on data it was not trained on: held-out MNI slices (real), the XA30 T1w of another
+    subject (real, held out of the detector's training), and the shipped generator's images of held-out label maps."""
+    assert detect.DEFAULT_DETECTOR.is_file()
+    t1, labels, _ = mni
+    held_out = list(range(73, 87, 4))  # inside the generator's validation slab (training slices exclude 70-89)
+    synth = Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
+    n_slices = labels.shape[3]
+    fake = [synth.generate(labels[..., k], n=1, seed=k, condition={"scalar": k / (n_slices - 1)})[0] for k in held_out]
+    fake_scores = [detect_synthetic(f) for f in fake]
+    real_scores = [detect_synthetic(t1[..., k]) for k in held_out]
+    print("real", real_scores, "synthetic", fake_scores)
+    assert max(real_scores) < 0.5 < min(fake_scores), (real_scores, fake_scores)
+    xa30 = medgan.load_scan(Path(__file__).resolve().parents[1] / "sample_data/dicom/dcm_qa_xa30_t1w_tfl3d")
+    assert detect_synthetic(xa30) < 0.5

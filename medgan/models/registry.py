@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from medgan.errors import ConfigError
-from medgan.models.discriminators import PatchDiscriminator, VGGDiscriminator
+from medgan.models.discriminators import NoiseResidualClassifier, PatchDiscriminator, VGGDiscriminator
 from medgan.models.generators import SRGenerator, normalize_factor
 from medgan.models.spade import LabelConditionedDiscriminator, SPADEGenerator
 
@@ -125,6 +125,8 @@ DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {
         "n_levels": 3,
         "norm": None,
         "spectral_norm": False,
+        "highpass_sigma": 1.0,
+        "highpass_gain": 20.0,
         "factor": 1,
     },
 }
@@ -306,13 +308,14 @@ def build_cgan_discriminator(config: Mapping[str, Any]) -> nn.Module:
 
 
 def build_detector(config: Mapping[str, Any]) -> nn.Module:
-    """Build a real-vs-synthetic slice classifier (``arch``: ``"slice_cnn"``): a small :class:`VGGDiscriminator`.
+    """Build a real-vs-synthetic slice classifier (``arch``: ``"slice_cnn"``): :class:`NoiseResidualClassifier`.
 
-    The VGG-style discriminator (conv blocks, global average pool, one logit) is reused as is: it scores slices of
-    any size, which a fixed-input classifier such as MONAI's ``Classifier`` cannot.
+    A fixed high-pass front end (``highpass_sigma``, ``highpass_gain``; sigma 0 turns it off) before a small VGG-style
+    discriminator (conv blocks, global average pool, one logit), reused as is: it scores slices of any size, which a
+    fixed-input classifier such as MONAI's ``Classifier`` cannot.
     """
     if not isinstance(config, Mapping) or config.get("arch") not in DETECTOR_DEFAULTS:
         arch = config.get("arch") if isinstance(config, Mapping) else None
         raise ConfigError(f"detector config: unknown arch {arch!r}; choose one of {sorted(DETECTOR_DEFAULTS)}")
     cfg = _aux_config(config)
-    return _instantiate(VGGDiscriminator, cfg, "detector", drop=("arch", "factor"))
+    return _instantiate(NoiseResidualClassifier, cfg, "detector", drop=("arch", "factor"))
