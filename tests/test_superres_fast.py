@@ -302,3 +302,23 @@ def test_tf32_precision(ck3, t1_crop, ref3):
         return
     mean_err, max_err = _range_err(out, ref3)
     assert mean_err <= BF16_MEAN_TOL and max_err <= BF16_MAX_TOL, (mean_err, max_err)
+
+
+# ---------------------------------------------------------------- CPU allocator
+@pytest.mark.parametrize(("env", "kept"), [("1", "True"), ("0", "False")])
+def test_cpu_superresolver_keeps_its_heap_unless_told_not_to(env, kept):
+    """CPU inference sets glibc's M_TOP_PAD once per process (fewer page faults per window); MEDGAN_KEEP_CPU_HEAP=0
+    leaves the allocator alone. Run in a fresh process: the setting is process-wide."""
+    import subprocess
+    import sys
+
+    code = (
+        "import medgan; from medgan.infer import device; "
+        "assert device._heap_kept is None; "
+        "medgan.SuperResolver.from_pretrained('brain-mr-x2-3d', device='cpu'); print(device._heap_kept)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "MEDGAN_KEEP_CPU_HEAP": env}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == kept
