@@ -72,9 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append", action="store_true", help="append the result to BENCHMARKS.md")
     args = parser.parse_args(argv)
 
+    import dask
     import torch
     from distributed import Client, LocalCluster
 
+    from pipelines.batch.executors import DASK_WORKER_ENVIRON
     from pipelines.batch.jobs import default_threads, usable_cores
     from pipelines.batch.runner import run_upscale
 
@@ -108,9 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         warm = build_tree(tmp / "warm", 2, args.size)
         run_upscale(warm, tmp / "warm-out", model=MODEL, workers=1, quiet=True)  # untimed: cache, imports, model
         reference = None
-        with LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster:
+        # workers started with the allocator environment that docs/BATCH.md asks for (DASK_WORKER_ENVIRON)
+        environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in DASK_WORKER_ENVIRON.items()}
+        with (
+            dask.config.set(environ),
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+        ):
             with Client(cluster):
                 address = cluster.scheduler_address
                 run_upscale(warm, tmp / "warm-dask", model=MODEL, scheduler=address, quiet=True)  # untimed
