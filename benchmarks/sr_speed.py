@@ -50,9 +50,12 @@ from _speed_common import (  # noqa: E402
     write_outputs,
 )
 
+from medgan.infer.superres import _tf32  # noqa: E402
+
 #: (label, precision, channels_last, compile)
 CONFIGS = [
     ("fp32", "fp32", False, False),
+    ("tf32", "tf32", False, False),  # CUDA only: TF32 tensor-core convolutions (PyTorch's default for cuDNN)
     ("bf16", "bf16", False, False),
     ("bf16+CL", "bf16", True, False),
     ("bf16+CL+compile", "bf16", True, True),
@@ -81,6 +84,14 @@ def _load_t1():
 
     scan = medgan.load_scan(MNI_T1)
     return scan
+
+
+def _cudnn_autotune(device: torch.device, precision: str) -> None:
+    """cuDNN autotuning (``cudnn.benchmark``) on CUDA, except for true fp32: there it tried every fp32 algorithm
+    for each new window-batch shape and the first end-to-end call of the reference network took 168 s on an H200
+    (2026-12-04), against 3.8 s per call after it."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = precision != "fp32"
 
 
 # ---------------------------------------------------------------- bare network
@@ -113,10 +124,13 @@ def bare_network(rows: list[dict], device: torch.device, quick: bool, compile_ok
         out_vox = int(np.prod(shape[2:])) * shape[0] * factor
         base_s = None
         for label, precision, cl, comp in CONFIGS:
+            if precision == "tf32" and not cuda:
+                continue
             if comp and not (compile_ok and name.startswith("reference")):
                 continue  # compile only the reference networks: each compile costs tens of seconds
 
             def case(precision=precision, cl=cl, comp=comp, model=model, shape=shape) -> dict[str, Any]:
+                _cudnn_autotune(device, precision)
                 fmt = (torch.channels_last_3d if len(shape) == 5 else torch.channels_last) if cl else None
                 net = (
                     model.to(memory_format=fmt) if fmt is not None else model.to(memory_format=torch.contiguous_format)
@@ -128,6 +142,8 @@ def bare_network(rows: list[dict], device: torch.device, quick: bool, compile_ok
                 amp = (
                     torch.autocast(device.type, dtype=torch.bfloat16)
                     if precision == "bf16"
+                    else _tf32(precision == "tf32")
+                    if cuda
                     else contextlib.nullcontext()
                 )
 
@@ -158,6 +174,23 @@ def bare_network(rows: list[dict], device: torch.device, quick: bool, compile_ok
 
 
 # ---------------------------------------------------------------- end to end
+def deviation(y: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """How far a fast path's output is from the fp32 output of the same model and scan.
+
+    ``max_err_pct``: the largest absolute difference in % of the fp32 output's range; ``psnr_vs_fp32``: PSNR
+    of the fast output against the fp32 output (that range as peak), in dB.
+    """
+    if y.shape != ref.shape:
+        return {"max_err_pct": float("nan"), "psnr_vs_fp32": float("nan")}
+    rng = float(ref.max() - ref.min()) or 1.0
+    diff = (y.float() - ref.float()).abs()
+    mse = float((diff.double() ** 2).mean())
+    return {
+        "max_err_pct": 100.0 * float(diff.max()) / rng,
+        "psnr_vs_fp32": float("inf") if mse == 0 else 10.0 * np.log10(rng**2 / mse),
+    }
+
+
 def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: bool) -> None:
     from medgan.infer.superres import SuperResolver
     from medgan.io.scan import make_scan
@@ -172,35 +205,71 @@ def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: 
         crop = t1[:, c[0] : c[0] + edge, c[1] : c[1] + edge, c[2] : c[2] + edge]
         scan3 = make_scan(crop.as_tensor(), np.asarray(t1.affine), {"filename_or_obj": "mni-t1-crop"})
     cases: list[tuple[str, Any, Any, list]] = [("reference-3d (64ch, 16 blocks)", reference_checkpoint(3), scan3, [])]
-    configs = [(lbl, p, cl, comp, 0.25) for lbl, p, cl, comp in CONFIGS if compile_ok or not comp]
+    configs = [
+        (lbl, p, cl, comp, 0.25, None)
+        for lbl, p, cl, comp in CONFIGS
+        if (compile_ok or not comp) and (cuda or p != "tf32")
+    ]
+    # fitted windows (roi_size="fit"): the fewest, largest windows, sharing the default layout's overlap in voxels
+    configs.append(("fp32, fitted windows", "fp32", False, False, 0.25, "fit"))
     if cuda:
-        configs.append(("bf16+CL+compile, overlap 0.125", "bf16", True, compile_ok, 0.125))
-        configs.append(("bf16+CL+compile, overlap 0", "bf16", True, compile_ok, 0.0))
+        configs.append(("bf16+CL, fitted windows", "bf16", True, False, 0.25, "fit"))
+        if compile_ok:
+            configs.append(("bf16+CL+compile, fitted windows", "bf16", True, True, 0.25, "fit"))
     cases[0][3].extend(configs)
     for m in _shipped_sr():
         ck = _load_checkpoint(m["name"])
         scan = t1 if cuda or not quick else scan3
-        ship = [CONFIGS[0] + (0.25,), CONFIGS[2] + (0.25,)] if cuda else [CONFIGS[0] + (0.25,)]
+        ship = [CONFIGS[0] + (0.25, None)]
+        if cuda:
+            ship += [
+                ("bf16+CL", "bf16", True, False, 0.25, None),
+                ("fp32, fitted windows", "fp32", False, False, 0.25, "fit"),
+                ("bf16+CL, fitted windows", "bf16", True, False, 0.25, "fit"),
+            ]
         cases.append((m["name"], ck, scan, ship))
 
     for name, ck, scan, configs in cases:
         base_s = None
-        for label, precision, cl, comp, overlap in configs:
+        # the fp32 output per window layout: every fast path is compared with the fp32 run of its own layout
+        reference_out: dict[str, torch.Tensor] = {}
+        for label, precision, cl, comp, overlap, roi in configs:
 
-            def case(precision=precision, cl=cl, comp=comp, overlap=overlap, ck=ck, scan=scan) -> dict[str, Any]:
+            def case(
+                precision=precision,
+                cl=cl,
+                comp=comp,
+                overlap=overlap,
+                roi=roi,
+                ck=ck,
+                scan=scan,
+                label=label,
+                reference_out=reference_out,
+            ) -> dict[str, Any]:
+                _cudnn_autotune(device, precision)
                 sr = SuperResolver(ck, device=device, precision=precision, channels_last=cl, compile=comp)
                 out = {}
 
                 def fn():
-                    out["y"] = sr.upscale(scan, overlap=overlap)
+                    out["y"] = sr.upscale(scan, overlap=overlap, roi_size=roi)
 
                 t0 = time.perf_counter()
                 fn()
                 first = time.perf_counter() - t0
                 sec = timed(fn, device, warmup=0, repeat=3 if cuda else 1)
-                y = out.pop("y")
+                y = out.pop("y").as_tensor()
                 key = next(iter(sr._auto_batch.values()), None)
+                dev = {}
+                layout = str(roi)
+                if precision == "fp32":
+                    reference_out[layout] = y
+                elif layout in reference_out:
+                    dev = deviation(y, reference_out[layout])
+                if roi == "fit":  # the windows the fitted layout chose, in input voxels
+                    window = sr._fit_windows(scan.shape[1 : 1 + sr.spatial_dims], overlap)[0]
+                    dev["roi"] = "fit " + _fmt_shape(window)
                 return {
+                    **dev,
                     "seconds": sec,
                     "first_call_s": first,
                     "out_vox": int(np.prod(y.shape[1:])) * y.shape[0],
@@ -217,6 +286,7 @@ def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: 
                     "input": _fmt_shape(scan.shape[1:]),
                     "config": label,
                     "overlap": overlap,
+                    "roi": roi or "ckpt",
                 },
                 case,
             )
@@ -402,10 +472,13 @@ E2E_COLUMNS = [
     ("output", "output"),
     ("config", "config"),
     ("overlap", "overlap"),
+    ("roi", "window (LR vox)"),
     ("sw_batch", "windows/batch"),
     ("seconds", "s"),
     ("mvox_s", "M out vox/s"),
     ("ratio", "x vs fp32"),
+    ("psnr_vs_fp32", "PSNR vs fp32 dB"),
+    ("max_err_pct", "max err % range"),
     ("gpu_peak_mb", "GPU peak MB"),
     ("rss_peak_mb", "RSS peak MB"),
     ("first_call_s", "first call s"),
@@ -446,10 +519,10 @@ def report(rows: list[dict], device: torch.device) -> str:
         ref = [r for r in e2e if r["model"].startswith("reference-3d") and r.get("mvox_s")]
         if ref and device.type == "cuda":
             best = max(ref, key=lambda r: r["mvox_s"])
-            default = [r for r in ref if r["overlap"] == 0.25 and r.get("mvox_s")]
+            default = [r for r in ref if r["overlap"] == 0.25 and r.get("roi") == "ckpt" and r.get("mvox_s")]
             best_default = max(default, key=lambda r: r["mvox_s"]) if default else None
             parts.append("")
-            for r, what in ((best_default, "default overlap 0.25"), (best, "any overlap")):
+            for r, what in ((best_default, "default window and overlap 0.25"), (best, "any window and overlap")):
                 if r is None:
                     continue
                 met = r["mvox_s"] >= 250 and (r.get("ratio") or 0) >= 8

@@ -133,7 +133,7 @@ def synthetic_case(device: torch.device, batch: int, lr_edge: int, steps: int, c
 def real_case(device: torch.device, batch: int, lr_edge: int, steps: int, workers: int, cl: bool, comp: bool):
     def fn() -> dict[str, Any]:
         from medgan.data.domain_randomization import Augmenter
-        from medgan.data.patches import PatchSampler, StepDataset, load_volumes
+        from medgan.data.patches import MARGIN_LR, PatchSampler, StepDataset, load_volumes
         from medgan.train.config import load_config
 
         cfg = load_config(CONFIG)
@@ -141,6 +141,11 @@ def real_case(device: torch.device, batch: int, lr_edge: int, steps: int, worker
         t_load = time.perf_counter()
         volumes = load_volumes(data["train"], data["normalization"])
         load_s = time.perf_counter() - t_load
+        # the reference batch needs 128^3 HR patches plus the sampler's context: keep the scans large enough
+        need = 2 * lr_edge + 2 * MARGIN_LR * 2
+        volumes = [v for v in volumes if min(v["image"].shape[1:]) >= need]
+        if not volumes:
+            raise RuntimeError(f"no training scan of {CONFIG.name} is at least {need} voxels along every axis")
         sampler = PatchSampler(
             volumes,
             patch_size=[2 * lr_edge] * 3,
@@ -188,6 +193,7 @@ def real_case(device: torch.device, batch: int, lr_edge: int, steps: int, worker
             "gpu_util": gpu.mean,
             "warmup_s": first,
             "volumes_load_s": load_s,
+            "scans": len(volumes),
         }
 
     return fn
@@ -287,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     notes = [
         "network: SRResNet 64 channels, 16 residual blocks, x2 (random init); step = phase-1 L1 + Adam, bf16 autocast",
-        f"real data: {CONFIG.relative_to(REPO)} training scans, its degradation and augmentation; "
+        f"real data: {CONFIG.relative_to(REPO)} training scans at least {2 * args.lr_edge + 8} voxels along every axis "
+        "(smaller ones cannot hold a reference patch plus its context), its degradation and augmentation; "
         f"{args.steps} timed steps per case ({real_steps} with 0 workers) after 3 untimed",
         f"total benchmark wall time {time.perf_counter() - t_all:.0f} s",
     ]
