@@ -236,7 +236,7 @@ def test_roi_size_override(ck2, t1_crop):
     ("spatial", "roi", "overlap"),
     [((155, 192, 161), (64, 64, 64), 0.25), ((40, 48, 18), (12, 12, 12), 0.25), ((97, 33, 64), (32, 32, 32), 0.5)],
 )
-def test_fitted_windows_tile_the_scan_with_the_asked_overlap(ck3, spatial, roi, overlap, monkeypatch):
+def test_fitted_windows_tile_the_scan_with_the_asked_overlap(ck3, spatial, roi, overlap):
     from monai.data.utils import dense_patch_slices
     from monai.inferers.utils import _get_scan_interval
 
@@ -256,11 +256,8 @@ def test_fitted_windows_tile_the_scan_with_the_asked_overlap(ck3, spatial, roi, 
         shared = [window[axis] - (b - a) for a, b in zip(starts, starts[1:], strict=False)]
         assert all(s >= np.ceil(overlap * min(roi[axis], spatial[axis])) for s in shared), (axis, shared)
     # fewer windows than the checkpoint layout
-    default = dense_patch_slices(
-        spatial,
-        [min(r, n) for r, n in zip(roi, spatial, strict=True)],
-        _get_scan_interval(spatial, [min(r, n) for r, n in zip(roi, spatial, strict=True)], 3, [overlap] * 3),
-    )
+    base = [min(r, n) for r, n in zip(roi, spatial, strict=True)]
+    default = dense_patch_slices(spatial, base, _get_scan_interval(spatial, base, 3, [overlap] * 3))
     assert len(slices) < len(default)
 
 

@@ -341,7 +341,7 @@ class SuperResolver:
             window = sizes()
         overlaps = []
         for n, w, k in zip(spatial, window, counts, strict=True):
-            if w >= n or k == 1:
+            if w >= n:  # one window along this axis (always so when k == 1)
                 overlaps.append(0.0)
                 continue
             interval = -(-(n - w) // (k - 1))  # k windows, starts 0, interval, ..., n - w

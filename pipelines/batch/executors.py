@@ -215,6 +215,7 @@ def connect_dask(address: str, *, timeout: float = 30.0) -> Any:
 #: 1 GiB of freed heap kept mapped. Dask runs tasks in threads that allocate before any task code runs, so
 #: :func:`medgan.infer.device.keep_cpu_heap` cannot reach them; without it a 72^3 upscale in a Dask worker took
 #: 31 s (4.4 M page faults, 11.7 s in the kernel), with it 18.4 s (2026-12-04, 2-core CI machine).
+#: (the pad is medgan.infer.device.CPU_HEAP_PAD, written out so that this module does not import torch)
 DASK_WORKER_ENVIRON = {"MALLOC_ARENA_MAX": "1", "MALLOC_TOP_PAD_": str(1 << 30)}
 
 
