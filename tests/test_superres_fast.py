@@ -57,7 +57,10 @@ def t1_crop():
 def _checkpoint(tmp_path, dims: int, roi, **kw):
     torch.manual_seed(0)
     cfg = {"arch": "srresnet", "spatial_dims": dims, "channels": 8, "n_blocks": 2, "factor": 2, **kw}
-    path = save_checkpoint(tmp_path / f"m{dims}.safetensors", build_generator(cfg), roi_size=roi, modality="MR")
+    model = build_generator(cfg)
+    with torch.no_grad():  # an untrained net's last conv is zero (it starts at its interpolation baseline)
+        torch.nn.init.normal_(model.tail[-1].weight, std=0.05)
+    path = save_checkpoint(tmp_path / f"m{dims}.safetensors", model, roi_size=roi, modality="MR")
     return load_checkpoint(path)
 
 
@@ -75,6 +78,18 @@ def ck2(tmp_path_factory):
 def ref3(ck3, t1_crop):
     """fp32, default layout, one window per forward pass: the reference output of the 3-D model."""
     return SuperResolver(ck3, device=DEVICE, **FP32).upscale(t1_crop, batch_size=1)
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty off Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _range_err(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -125,9 +140,47 @@ def test_bf16_matches_fp32_within_tolerance(ck3, t1_crop, ref3):
     assert mean_err > 0  # bf16 really ran (the outputs are not bit-identical)
 
 
-def test_auto_precision_is_fp32_on_cpu(ck3):
+def test_bf16_adds_the_interpolation_baseline_in_fp32(tmp_path, t1_crop):
+    """The residual baseline carries the intensities: bf16 may round the learned detail, not the baseline."""
+    torch.manual_seed(0)
+    cfg = {"arch": "srresnet", "spatial_dims": 3, "channels": 8, "n_blocks": 2, "factor": 2}
+    model = build_generator({**cfg, "residual_interp": "trilinear"})  # untrained: output = interpolation
+    ck = load_checkpoint(save_checkpoint(tmp_path / "interp.safetensors", model, roi_size=[12] * 3, modality="MR"))
+    y32 = SuperResolver(ck, device=DEVICE, **FP32).upscale(t1_crop)
+    y16 = SuperResolver(ck, device=DEVICE, precision="bf16").upscale(t1_crop)
+    assert y16.meta["medgan"]["precision"] == "bf16" and y32.meta["medgan"]["precision"] == "fp32"
+    # rounded to bf16, a value of ~1000 would be off by up to 2-4 units; fp32 rounding is ~1e-4
+    torch.testing.assert_close(y16.as_tensor(), y32.as_tensor(), rtol=1e-6, atol=1e-3)
+
+
+def test_pixel_shuffle_keeps_channels_last(ck2):
+    from medgan.models.generators import pixel_shuffle_axes
+
+    for dims, factor in [(2, (2, 2)), (2, (1, 3)), (3, (2, 2, 2)), (3, (1, 1, 4))]:
+        n = int(np.prod(factor))
+        x = torch.randn(2, 3 * n, *[5, 6, 7][:dims])
+        fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
+        want = pixel_shuffle_axes(x, factor)
+        got = pixel_shuffle_axes(x.contiguous(memory_format=fmt), factor)
+        assert torch.equal(got, want), (dims, factor)
+        assert got.is_contiguous(memory_format=fmt) and not got.is_contiguous()
+
+
+def test_auto_precision_on_cpu_follows_native_bf16(ck3, monkeypatch):
+    from medgan.infer.device import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()
+    assert native == ("avx512_bf16" in _cpu_flags() or "amx_tile" in _cpu_flags()) or not _cpu_flags()
+    sr = SuperResolver(ck3, device="cpu")
+    assert (sr.precision, sr.channels_last) == (("bf16", True) if native else ("fp32", False))
+    # a CPU without bf16 instructions stays on fp32 (where bf16 would be emulated and slower)
+    monkeypatch.setattr(S, "cpu_has_native_bf16", lambda: False)
     sr = SuperResolver(ck3, device="cpu")
     assert sr.precision == "fp32" and sr.channels_last is False
+    monkeypatch.setattr(S, "cpu_has_native_bf16", lambda: True)
+    sr = SuperResolver(ck3, device="cpu")
+    assert sr.precision == "bf16" and sr.channels_last is True
+    assert SuperResolver(ck3, device="cpu", precision="fp32").channels_last is False
     with pytest.raises(MedganError, match="precision"):
         SuperResolver(ck3, device="cpu", precision="fp16")
 

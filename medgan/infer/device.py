@@ -67,6 +67,22 @@ def inference_model(
     return model.to(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), so that oneDNN's bf16
+    convolutions are faster than fp32 instead of emulated.
+
+    Measured on the 2-core AMD EPYC CI machine (AVX512-BF16, 2026-12-04): the shipped 2-D, 3-D and through-plane
+    SR models ran 2.1x faster end to end in bf16 with channels-last than in fp32, their outputs 57-62 dB PSNR from
+    the fp32 ones. On CPUs without these instructions bf16 is emulated and slower than fp32.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available()) and bool(
+            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        )
+    except (AttributeError, RuntimeError):  # private torch helpers (torch >= 2.3); absent: assume no
+        return False
+
+
 def keep_cpu_heap() -> bool:
     """Let this process keep up to :data:`CPU_HEAP_PAD` (1 GiB) of freed heap mapped (glibc ``M_TOP_PAD``), in
     one malloc arena (``M_ARENA_MAX`` 1) for threads that start allocating after the call.
