@@ -9,16 +9,19 @@ same run. Configurations:
 * ``1 worker`` - the CLI default for ``--workers 1``: one process using every core for torch's intra-op threads
   (2 on a 2-core machine; :func:`pipelines.batch.jobs.default_threads`). The primary baseline ("1 vs 2 workers").
 * ``1 worker x 1 thread`` - ``--threads 1``: one process on one core, the process-only baseline.
-* ``2 workers`` - the CLI default for ``--workers 2``: a spawn pool, ``cores // 2`` threads per worker.
+* ``2 workers`` - the CLI default for ``--workers 2``: a local pool (workers forked from a fork server that
+  imported torch and MONAI once), ``cores // 2`` threads per worker.
 * ``Dask LocalCluster`` - 2 worker processes x 1 thread, ``--dask-scheduler``.
 
-What is timed is what a user waits for: discovery, planning, every scan (load, upscale, save, checksum) and the
-manifest. A local pool is started inside each timed run (spawn, imports, model load in each worker), as the CLI
-does; the Dask cluster is started and warmed once, untimed (a cluster outlives the runs that use it), and its
-workers keep their model between runs. A 2-scan warm-up (file cache, imports, model load in this process) runs
-first, untimed, for every executor alike. Repeats run the configurations round-robin, rotating the order, so a
-change of machine load hits every configuration. The 1-minute load average before each run is recorded: on a
-shared machine other processes' load inflates the times; compare ratios, not seconds, across runs.
+What is timed is what a user waits for: the ``medgan batch upscale`` command run in a fresh process, as from a
+shell - interpreter start, imports, model load, discovery, planning, every scan (load, upscale, save, checksum)
+and the manifest. A local pool is started inside each timed run (its fork server imports torch and MONAI while
+the main process loads its model; the workers then load theirs), as the CLI does; the Dask cluster is started
+and warmed once, untimed (a cluster outlives the runs that use it), and its workers keep their model between
+runs. A 2-scan warm-up run (file cache) goes first, untimed. Repeats run the configurations round-robin,
+rotating the order, so a change of machine load hits every configuration. The 1-minute load average before each
+run is recorded: on a shared machine other processes' load inflates the times; compare ratios, not seconds,
+across runs.
 
 Run:  python benchmarks/batch_throughput.py [--scans 8] [--size 48] [--repeats 3] [--append]
 """
@@ -32,6 +35,8 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +65,16 @@ def build_tree(root: Path, n: int, size: int = 64) -> Path:
     return root
 
 
+def run_cli(tree: Path, out: Path, options: list[str]) -> int:
+    """``medgan batch upscale TREE OUT --model MODEL --quiet OPTIONS`` in a fresh process; its exit status."""
+    cmd = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main())"]
+    cmd += ["batch", "upscale", str(tree), str(out), "--model", MODEL, "--quiet", *options]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return proc.returncode
+
+
 def files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.nii.gz"))}
 
@@ -78,15 +93,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipelines.batch.executors import DASK_WORKER_ENVIRON
     from pipelines.batch.jobs import default_threads, usable_cores
-    from pipelines.batch.runner import run_upscale
 
     cores = usable_cores()
-    # label -> (run_upscale keyword arguments, threads per process as run)
+    # label -> (medgan batch upscale options, threads per process as run)
     configs = {
-        BASE: ({"workers": 1}, default_threads(1)),
-        BASE1: ({"workers": 1, "threads": 1}, 1),
-        "2 workers": ({"workers": 2}, default_threads(2)),
-        "Dask LocalCluster, 2 workers": ({"dask": True}, default_threads(2, dask=True)),
+        BASE: (["--workers", "1"], default_threads(1)),
+        BASE1: (["--workers", "1", "--threads", "1"], 1),
+        "2 workers": (["--workers", "2"], default_threads(2)),
+        "Dask LocalCluster, 2 workers": (["--dask-scheduler", "ADDRESS"], default_threads(2, dask=True)),
     }
     times: dict[str, list[float]] = {k: [] for k in configs}
     codes: dict[str, set[int]] = {k: set() for k in configs}
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tree = build_tree(tmp / "in", args.scans, args.size)
         warm = build_tree(tmp / "warm", 2, args.size)
-        run_upscale(warm, tmp / "warm-out", model=MODEL, workers=1, quiet=True)  # untimed: cache, imports, model
+        run_cli(warm, tmp / "warm-out", ["--workers", "1"])  # untimed: file cache
         reference = None
         # workers started with the allocator environment that docs/BATCH.md asks for (DASK_WORKER_ENVIRON)
         environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in DASK_WORKER_ENVIRON.items()}
@@ -120,22 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         ):
             with Client(cluster):
                 address = cluster.scheduler_address
-                run_upscale(warm, tmp / "warm-dask", model=MODEL, scheduler=address, quiet=True)  # untimed
+                run_cli(warm, tmp / "warm-dask", ["--dask-scheduler", address])  # untimed: workers load the model
                 labels = list(configs)
                 for rep in range(args.repeats):
                     order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
                     for label in order:
-                        kwargs, _ = configs[label]
-                        kwargs = dict(kwargs)
-                        if kwargs.pop("dask", False):
-                            kwargs["scheduler"] = address
+                        options, _ = configs[label]
+                        options = [address if o == "ADDRESS" else o for o in options]
                         out = tmp / f"{label}-{rep}"
                         loads.append(os.getloadavg()[0])
                         try:
                             t0 = time.perf_counter()
-                            res = run_upscale(tree, out, model=MODEL, quiet=True, **kwargs)
+                            code = run_cli(tree, out, options)
                             times[label].append(time.perf_counter() - t0)
-                            codes[label].add(res.exit_code)
+                            codes[label].add(code)
                         except Exception as exc:  # record and go on
                             errors[label] = f"{type(exc).__name__}: {exc}"
                             continue
@@ -191,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"x2 -> {2 * args.size}^3; {args.repeats} repeats per configuration, median\n"
                 f"- command: `python benchmarks/batch_throughput.py --scans {args.scans} --size {args.size} "
                 f"--repeats {args.repeats} --append`\n"
-                "- timed: the whole `run_upscale` call; local pool start-up (spawn, imports, model load per worker) "
-                "inside each timed run; Dask cluster started and warmed once, untimed\n\n"
+                "- timed: the whole `medgan batch upscale` command in a fresh process (interpreter start, imports, "
+                "model load, pool start-up inside each timed run); Dask cluster started and warmed once, untimed\n\n"
             )
             with open(REPO / "BENCHMARKS.md", "a", encoding="utf-8") as fh:
                 fh.write(header + text + "\n")

@@ -326,6 +326,44 @@ def test_rerun_with_another_window_layout_redoes_the_scans(tmp_path, tiny_model,
     _assert_no_temp(out)
 
 
+def test_precision_option_reaches_the_outputs_and_the_settings(tmp_path, tiny_model, good_tree):
+    """``--precision fp32`` is part of the run's settings (a rerun with ``auto`` redoes the scans), every output's
+    sidecar records the precision it was made with, and the spec key does the same as the option."""
+    import medgan.infer.superres as S
+    from medgan.infer.device import cpu_has_native_bf16
+    from pipelines.batch.runner import _upscale_settings
+    from pipelines.batch.spec import PRECISIONS
+
+    assert PRECISIONS == S.PRECISIONS  # the torch-free copy of the CLI/spec choices
+    out = tmp_path / "out"
+    assert _upscale(good_tree, out, tiny_model, "--precision", "fp32", "--device", "cpu") == 0
+    rows = read_rows(out / "manifest.jsonl")
+    assert [r["status"] for r in rows] == ["done"] * 3
+    sidecars = [json.loads((out / r["outputs"][1]).read_text()) for r in rows]
+    assert {sc["precision"] for sc in sidecars} == {"fp32"}
+
+    assert _upscale(good_tree, out, tiny_model, "--device", "cpu") == 0  # auto: other settings, redone
+    auto_rows = read_rows(out / "manifest.jsonl")[3:]
+    assert [r["status"] for r in auto_rows] == ["done"] * 3
+    want = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert {json.loads((out / r["outputs"][1]).read_text())["precision"] for r in auto_rows} == {want}
+
+    spec = tmp_path / "fp32.yaml"  # the spec key: back to fp32, redone, same settings as the first run
+    spec.write_text(
+        f"job: upscale\ninput: {good_tree}\noutput: {out}\nmodel: {tiny_model}\nprecision: fp32\n"
+        "device: cpu\nquiet: true\n"
+    )
+    assert main(["run", str(spec)]) == 0
+    spec_rows = read_rows(out / "manifest.jsonl")[6:]
+    assert [r["status"] for r in spec_rows] == ["done"] * 3
+    assert {r["settings"] for r in spec_rows} == {r["settings"] for r in rows}
+    settings = {"fmt": "nifti", "overlap": 0.25, "batch_size": None}
+    assert "precision" not in _upscale_settings("0" * 64, **settings)  # auto keeps the pre-option hash
+    assert _upscale_settings("0" * 64, **settings, precision="fp32")["precision"] == "fp32"
+    with pytest.raises(SystemExit):  # an unknown precision is a usage error
+        _upscale(good_tree, tmp_path / "o2", tiny_model, "--precision", "fp16")
+
+
 def test_run_upscale_refuses_an_unknown_window_layout(tmp_path, tiny_model, good_tree):
     from medgan.errors import MedganError
     from pipelines.batch.runner import run_upscale
@@ -377,11 +415,81 @@ def test_resume_after_sigkill(tmp_path, tiny_model):
             assert json.loads((out / r["outputs"][1]).read_text())["task"] == "super-resolution"
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, tiny_model):
+    """SIGKILL of the batch process alone (not its group): the fork server and the workers forked from it must
+    not outlive it (they could still be writing when the rerun starts), and the rerun finishes every scan once."""
+    src = _good_tree(tmp_path / "in")
+    _copy_series(src / "sub-04", description="second series")
+    for i in range(4):  # enough scans that two workers are still busy after the first one is done
+        _crop_nifti(
+            SAMPLE / "nifti/nibabel/anatomical.nii",
+            src / f"sub-{5 + i}/anat.nii.gz",
+            (slice(i, 33 + i), slice(0, 41), slice(0, 12)),
+        )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines.cli", "batch", "upscale", str(src), str(out), "--model", str(tiny_model)]
+    proc = subprocess.Popen(
+        [*cmd, "--quiet", "--workers", "2"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.is_file() and b'"status":"done"' in manifest.read_bytes():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+        below = _descendants(proc.pid)
+        assert len(below) >= 3  # the fork server and two workers (plus the resource tracker)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(p) for p in below):
+        time.sleep(0.1)
+    assert not [p for p in below if _alive(p)], "processes of the killed run are still running"
+    n_done_before = sum(r["status"] == "done" for r in read_rows(manifest))
+    assert 1 <= n_done_before < 8
+
+    assert _upscale(src, out, tiny_model, "--workers", "2") == 0
+    rows = read_rows(manifest)
+    done = [r["scan_id"] for r in rows if r["status"] == "done"]
+    assert len(done) == len(set(done)) == 8
+    assert sum(r["status"] == "skipped" for r in rows) == n_done_before
+    _assert_no_temp(out)
+
+
 # --------------------------------------------------------------------------- workers
 
 
 def test_local_executors_give_identical_outputs(tmp_path, tiny_model, good_tree):
-    """--workers 1 (this process), --workers 2 (spawn pool) and the CUDA layout (the pool loads and saves, this
+    """--workers 1 (this process), --workers 2 (pool) and the CUDA layout (the pool loads and saves, this
     process infers; run here on CPU) write the same bytes."""
     from medgan.infer.checkpoint import file_sha256
     from medgan.io.discover import discover_scans

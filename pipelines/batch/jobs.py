@@ -78,6 +78,9 @@ class UpscaleOptions:
         checkpoint's windows, ``roi_size=None``) or ``"fit"`` (the fewest, largest windows that tile the scan,
         ``roi_size="fit"``; faster on a GPU, outputs differ from the default layout only near window seams).
         See :func:`window_roi_size`.
+    precision
+        :class:`medgan.SuperResolver` ``precision``: ``"auto"`` (bf16 where the hardware has it natively),
+        ``"fp32"``, ``"tf32"`` or ``"bf16"``.
     """
 
     model: str
@@ -89,6 +92,7 @@ class UpscaleOptions:
     batch_size: int | None = None
     threads: int | None = None
     windows: str = "checkpoint"
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -130,18 +134,25 @@ def init_worker(
     die_with_parent: bool = True,
     warm: Callable[[Any], Any] | None = None,
     warm_options: Any = None,
+    batch_pid: int | None = None,
 ) -> None:
-    """Initializer of pool worker processes: thread limits, quiet logging, (Linux) die with the parent, and an
+    """Initializer of pool worker processes: thread limits, quiet logging, die with the batch process, and an
     optional warm-up (``warm(warm_options)``, e.g. load the model) so the first scan does not pay for it.
 
-    The OpenMP / MKL / OpenBLAS thread limits are set in the environment *before* torch is imported in this
-    process, so its OpenMP pool is never sized to all cores; torch's intra-op threads are then set to ``threads``
-    and its inter-op pool to 1 (a job runs one forward pass at a time). A warm-up that fails is only logged: the
-    scan that needs it reports the error in its manifest row.
+    The OpenMP / MKL / OpenBLAS thread limits are set in the environment (for a spawned worker, before it
+    imports torch; a worker forked from the fork server of :func:`pipelines.batch.executors.start_worker_server`
+    inherits 1-thread pools from it); torch's intra-op threads are then set to ``threads`` and its inter-op pool
+    to 1 (a job runs one forward pass at a time). A warm-up that fails is only logged: the scan that needs it
+    reports the error in its manifest row.
 
-    A worker that outlived a killed batch could still be writing when the rerun starts; ``PR_SET_PDEATHSIG``
-    makes the kernel kill it with its parent (its temporary files are swept by the rerun).
+    A worker that outlived a killed batch could still be writing when the rerun starts. With ``die_with_parent``
+    it is killed with its parent (Linux ``PR_SET_PDEATHSIG``) and, when ``batch_pid`` is given, with the batch
+    process (:func:`_die_with`): a worker forked from the fork server has the server as its parent, and the server
+    only exits once every worker has closed its copy of the server's liveness pipe, so neither would ever go
+    (its temporary files are swept by the rerun).
     """
+    if die_with_parent and batch_pid is not None:
+        _die_with(batch_pid)
     if die_with_parent:
         try:
             import ctypes
@@ -168,6 +179,38 @@ def init_worker(
             warm(warm_options)
         except Exception as exc:  # the scan that needs it fails with the real message
             log.warning("worker warm-up failed: %s", error_text(exc))
+
+
+def _die_with(pid: int) -> None:
+    """SIGKILL this process as soon as process ``pid`` ends (a daemon thread waiting on a Linux pidfd; elsewhere,
+    polling every 0.5 s)."""
+    import select
+    import signal
+    import threading
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # already gone
+        os.kill(os.getpid(), signal.SIGKILL)
+        return
+    except (AttributeError, OSError):  # no pidfd (not Linux >= 5.3): poll
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])  # readable once the process has ended
+        else:
+            while True:
+                time.sleep(0.5)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:  # alive, owned by another user
+                    continue
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="medgan-die-with-batch", daemon=True).start()
 
 
 def _set_threads(threads: int | None) -> None:
@@ -201,10 +244,11 @@ def _load_model(cls: Any, options: Any) -> Any:
     """The process's model for ``options`` (loaded once, verified against the run's sha256)."""
     from medgan.errors import CheckpointError
 
-    key = (cls.__name__, options.model, options.model_sha256, str(options.device))
+    key = _model_key(cls.__name__, options)
     model = _MODELS.get(key)
     if model is None:
-        model = cls.from_pretrained(options.model, device=options.device)
+        extra = {"precision": options.precision} if hasattr(options, "precision") else {}
+        model = cls.from_pretrained(options.model, device=options.device, **extra)
         if model.sha256 != options.model_sha256:
             raise CheckpointError(f"{options.model}: the checkpoint changed since the run started; rerun the batch")
         _MODELS.clear()  # one model per process
@@ -215,7 +259,11 @@ def _load_model(cls: Any, options: Any) -> Any:
 def remember_model(model: Any, options: Any) -> None:
     """Cache a model the main process already loaded (in-process runs then do not load it twice)."""
     _MODELS.clear()
-    _MODELS[(type(model).__name__, options.model, options.model_sha256, str(options.device))] = model
+    _MODELS[_model_key(type(model).__name__, options)] = model
+
+
+def _model_key(cls_name: str, options: Any) -> tuple[str, ...]:
+    return (cls_name, options.model, options.model_sha256, str(options.device), getattr(options, "precision", ""))
 
 
 def _resolver(options: UpscaleOptions) -> Any:

@@ -139,6 +139,13 @@ def _n_workers(workers: int | None) -> int:
     return int(workers)
 
 
+def _start_pool_early(workers: int, scheduler: str | None) -> None:
+    """A local pool's fork server starts importing now, on another core, while this process discovers the
+    scans, imports torch and loads its own copy of the model (:func:`executors.start_worker_server`)."""
+    if workers > 1 and not scheduler:
+        executors.start_worker_server()
+
+
 # --------------------------------------------------------------------------- the shared flow
 
 
@@ -344,6 +351,7 @@ def run_upscale(
     threads: int | None = None,
     refs: Sequence[Any] | None = None,
     windows: str = "checkpoint",
+    precision: str = "auto",
 ) -> BatchResult:
     """Upscale every scan under ``in_root`` into ``out_root`` (mirroring the tree), with resume and a manifest.
 
@@ -377,6 +385,10 @@ def run_upscale(
         Sliding-window layout: ``"checkpoint"`` (the checkpoint's windows) or ``"fit"`` (the fewest, largest
         windows that tile each scan: ``roi_size="fit"`` of :meth:`medgan.SuperResolver.upscale`). Part of the
         run's settings, so a rerun with the other layout redoes the scans; recorded in each manifest row.
+    precision
+        :class:`medgan.SuperResolver` ``precision`` (``"auto"``, ``"fp32"``, ``"tf32"``, ``"bf16"``); each
+        output's provenance sidecar records the precision it was made with. A value other than ``"auto"`` is part
+        of the run's settings.
 
     Returns
     -------
@@ -392,11 +404,12 @@ def run_upscale(
     in_root, out_root = Path(in_root), Path(out_root)
     n = _n_workers(workers)
     jobs.window_roi_size(windows)  # an unknown layout fails here, before anything is written
+    _start_pool_early(n, scheduler)
     refs, model_text = _prepare(in_root, out_root, model, fmt, refs)
     # fail early (exit 1, nothing written) on a bad model; it is cached for in-process runs
     from medgan.infer.superres import SuperResolver
 
-    resolver = SuperResolver.from_pretrained(model_text, device=device)
+    resolver = SuperResolver.from_pretrained(model_text, device=device, precision=precision)
     if threads is None:
         threads = jobs.default_threads(n, dask=bool(scheduler))
     options = jobs.UpscaleOptions(
@@ -409,10 +422,13 @@ def run_upscale(
         batch_size=batch_size,
         threads=threads,
         windows=windows,
+        precision=precision,
     )
     jobs.remember_model(resolver, options)
     tasks = plan_upscale(refs, in_root, out_root, fmt=fmt)
-    settings = _upscale_settings(resolver.sha256, fmt=fmt, overlap=overlap, batch_size=batch_size, windows=windows)
+    settings = _upscale_settings(
+        resolver.sha256, fmt=fmt, overlap=overlap, batch_size=batch_size, windows=windows, precision=precision
+    )
     gpu = resolver.device.type == "cuda" and n > 1 and not scheduler
     return _run_model_job(
         "upscale",
@@ -434,13 +450,20 @@ def run_upscale(
 
 
 def _upscale_settings(
-    model_sha256: str, *, fmt: str, overlap: float, batch_size: int | None, windows: str = "checkpoint"
+    model_sha256: str,
+    *,
+    fmt: str,
+    overlap: float,
+    batch_size: int | None,
+    windows: str = "checkpoint",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """What determines an upscale run's outputs (hashed into the manifest's ``settings``; resume compares it).
 
-    ``windows`` is recorded only when it is not the default ``"checkpoint"``: the default layout keeps the
-    settings (and so the hash) that runs made before the option existed, whose outputs then still count as done,
-    while a run with ``windows="fit"`` has other settings and redoes them (and the other way round).
+    ``windows`` and ``precision`` are recorded only when they are not the defaults (``"checkpoint"``,
+    ``"auto"``): the defaults keep the settings (and so the hash) that runs made before the options existed, whose
+    outputs then still count as done, while a run with ``windows="fit"`` or ``precision="fp32"`` has other
+    settings and redoes them (and the other way round).
     """
     settings: dict[str, Any] = {
         "job": "upscale",
@@ -451,6 +474,8 @@ def _upscale_settings(
     }
     if windows != "checkpoint":
         settings["windows"] = windows
+    if precision != "auto":
+        settings["precision"] = precision
     return settings
 
 
@@ -548,6 +573,7 @@ def run_synthesize(
     nw = _n_workers(workers)
     if n < 1:
         raise MedganError(f"-n must be at least 1, got {n}")
+    _start_pool_early(nw, scheduler)
     refs, model_text = _prepare(in_root, out_root, model, fmt)
     from medgan.infer.synthesis import Synthesizer
 
@@ -634,6 +660,7 @@ def run_evaluate(
     n = _n_workers(workers)
     if max_montages < 0:
         raise MedganError(f"--max-montages must be >= 0, got {max_montages}")
+    _start_pool_early(n, scheduler)
     for root in (pred_root, ref_root, *([Path(lr_root)] if lr_root else [])):
         check_roots(root, out_root)
     refs = _discover(ref_root, "reference folder")

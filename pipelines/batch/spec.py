@@ -9,6 +9,7 @@
     workers: 2
     format: nifti                # nifti | dicom
     windows: checkpoint          # checkpoint | fit (sliding-window layout)
+    precision: auto              # auto | fp32 | tf32 | bf16
 
 Keys per job are listed in :data:`SCHEMA`; an unknown key, a missing required key or a value of the wrong type
 raises :class:`medgan.errors.ConfigError` naming the file and the key. ``${VAR}`` and ``~`` are expanded in path
@@ -26,12 +27,17 @@ from typing import Any
 
 from medgan.errors import ConfigError
 
-__all__ = ["SCHEMA", "WINDOW_LAYOUTS", "JobSpec", "load_spec", "parse_override", "run_spec", "run_job"]
+__all__ = ["SCHEMA", "WINDOW_LAYOUTS", "PRECISIONS", "JobSpec", "load_spec", "parse_override", "run_spec", "run_job"]
 
 #: sliding-window layouts of an upscale job (``medgan upscale/batch --windows``, spec key ``windows``):
 #: ``"checkpoint"`` the model's own windows (``roi_size=None``), ``"fit"`` the fewest, largest windows that tile
 #: the scan (``roi_size="fit"``, see :meth:`medgan.SuperResolver.upscale`)
 WINDOW_LAYOUTS = ("checkpoint", "fit")
+
+#: precisions of an upscale job (``--precision``, spec key ``precision``): those of
+#: :class:`medgan.SuperResolver` (``medgan.infer.superres.PRECISIONS``), written out so that parsing a command
+#: line does not import torch
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 
 
 def _path(v: Any) -> bool:
@@ -115,6 +121,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "overlap": (_fraction, False, 0.25),
         "batch_size": (_opt_pos_int, False, None),
         "windows": (_choice(*WINDOW_LAYOUTS), False, "checkpoint"),
+        "precision": (_choice(*PRECISIONS), False, "auto"),
     },
     "synthesize": {
         **_COMMON,
@@ -273,6 +280,7 @@ def run_job(job: str, p: Mapping[str, Any]) -> Any:
             overlap=p["overlap"],
             batch_size=p["batch_size"],
             windows=p["windows"],
+            precision=p["precision"],
             **common,
         )
     if job == "synthesize":

@@ -15,6 +15,7 @@ __all__ = [
     "axes_pair",
     "class_condition",
     "add_windows_option",
+    "add_precision_option",
 ]
 
 _T = TypeVar("_T")
@@ -94,5 +95,21 @@ def add_windows_option(parser: argparse.ArgumentParser) -> None:
             "sliding-window layout: checkpoint (the model's own windows, default) or fit (the fewest, largest "
             "windows that tile the scan, neighbours sharing --overlap x the model's window; faster on a GPU, "
             "outputs differ from checkpoint only near window seams)"
+        ),
+    )
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """``--precision {auto,fp32,tf32,bf16}``: the arithmetic of ``medgan upscale`` / ``medgan batch upscale``."""
+    from pipelines.batch.spec import PRECISIONS
+
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help=(
+            "arithmetic of the network: auto (default: bf16 where the hardware multiplies bf16 natively, a GPU "
+            "or a CPU with AVX512-BF16/AMX, about 2x faster there; fp32 otherwise), fp32 (bit-for-bit the same "
+            "on every machine of one kind), tf32 (CUDA) or bf16"
         ),
     )

@@ -22,7 +22,13 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands._args import add_windows_option, overlap_fraction, positive_float, positive_int
+from pipelines.commands._args import (
+    add_precision_option,
+    add_windows_option,
+    overlap_fraction,
+    positive_float,
+    positive_int,
+)
 
 __all__ = ["add_parser", "run", "add_common_options"]
 
@@ -87,6 +93,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     up.add_argument("--overlap", type=overlap_fraction, default=0.25, help="sliding-window overlap in [0, 1) (0.25)")
     up.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help="windows per forward pass")
     add_windows_option(up)
+    add_precision_option(up)
     add_common_options(up)
     up.set_defaults(func=run)
 

@@ -22,7 +22,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipelines.commands._args import add_windows_option, axes_pair, overlap_fraction, positive_float, positive_int
+from pipelines.commands._args import (
+    add_precision_option,
+    add_windows_option,
+    axes_pair,
+    overlap_fraction,
+    positive_float,
+    positive_int,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="windows per forward pass")
     add_windows_option(parser)
+    add_precision_option(parser)
     parser.add_argument(
         "--axes", type=axes_pair, default=None, help="2-D model on a volume: scan axes to upsample (0,1)"
     )
@@ -106,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
                 quiet=not args.progress,
                 refs=refs,
                 windows=args.windows,
+                precision=args.precision,
             )
             return result.exit_code
-    resolver = SuperResolver.from_pretrained(args.model, device=args.device)
+    resolver = SuperResolver.from_pretrained(args.model, device=args.device, precision=args.precision)
     scan = load_scan(source, series=args.series)
     if adapt_steps:
         from medgan import adapt_to_scan
