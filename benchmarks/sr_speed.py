@@ -324,29 +324,43 @@ def cpu_goals(rows: list[dict], quick: bool, ct: bool, ct_modes: str, skip_one_t
     ck = _load_checkpoint("brain-mr-x2-2d")
     n_threads = torch.get_num_threads()
     base_s = None
-    variants = [] if skip_whole else [(f"{n_threads} threads, whole volume", n_threads, False, None)]
+    auto = SuperResolver(ck, device="cpu")
+    auto_label = f"auto ({auto.precision}{', channels-last' if auto.channels_last else ''} on this CPU)"
+    # (label, threads, streamed, roi_size, precision); fp32 rows first: the baseline is the fp32 default layout
+    variants = [] if skip_whole else [(f"{n_threads} threads, fp32, whole volume", n_threads, False, None, "fp32")]
     if n_threads > 1 and not skip_one_thread:
-        variants.insert(0, ("1 thread, whole volume", 1, False, None))
-    variants.append((f"{n_threads} threads, streamed slabs", n_threads, True, None))
-    whole_slice = shape[:2]
-    variants.append(
-        (f"{n_threads} threads, streamed, one window per slice (roi_size={whole_slice})", n_threads, True, whole_slice)
-    )
-    for label, threads, stream, roi in variants:
+        variants.insert(0, ("1 thread, fp32, whole volume", 1, False, None, "fp32"))
+    variants += [
+        (f"{n_threads} threads, fp32, streamed slabs", n_threads, True, None, "fp32"),
+        (f"{n_threads} threads, fp32, streamed, fitted windows (one per slice)", n_threads, True, "fit", "fp32"),
+    ]
+    if auto.precision != "fp32":
+        variants += [
+            (f"{n_threads} threads, {auto_label}, streamed slabs", n_threads, True, None, "auto"),
+            (f"{n_threads} threads, {auto_label}, streamed, fitted windows", n_threads, True, "fit", "auto"),
+        ]
+    del auto
+    fp32_out: dict[Any, torch.Tensor] = {}  # the fp32 output of each window layout, to compare the fast path with
+    for label, threads, stream, roi, precision in variants:
 
-        def case(threads=threads, stream=stream, roi=roi) -> dict[str, Any]:
+        def case(threads=threads, stream=stream, roi=roi, precision=precision) -> dict[str, Any]:
             torch.set_num_threads(threads)
             saved = S._CPU_SLAB_VOXELS
             S._CPU_SLAB_VOXELS = saved if stream else 1 << 62
             try:
-                sr = SuperResolver(ck, device="cpu")
+                sr = SuperResolver(ck, device="cpu", precision=precision)
                 t0 = time.perf_counter()
                 y = sr.upscale(vol, roi_size=roi)
                 sec = time.perf_counter() - t0
             finally:
                 S._CPU_SLAB_VOXELS = saved
                 torch.set_num_threads(n_threads)
-            return {"seconds": sec, "out_vox": int(np.prod(y.shape)), "output": _fmt_shape(y.shape[1:])}
+            res = {"seconds": sec, "out_vox": int(np.prod(y.shape)), "output": _fmt_shape(y.shape[1:])}
+            if precision == "fp32":
+                fp32_out.setdefault(roi, y.as_tensor())
+            elif roi in fp32_out:
+                res.update(deviation(y.as_tensor(), fp32_out[roi]))
+            return res
 
         row = run_case(
             rows,
@@ -358,6 +372,7 @@ def cpu_goals(rows: list[dict], quick: bool, ct: bool, ct_modes: str, skip_one_t
             base_s = base_s or row["seconds"]
             row["ratio"] = base_s / row["seconds"]
             row["goal"] = "<= 60 s" + (" met" if row["seconds"] <= 60 else " MISSED")
+    fp32_out.clear()
 
     if not ct:
         return
@@ -491,6 +506,8 @@ CPU_COLUMNS = [
     ("seconds", "s"),
     ("mvox_s", "M out vox/s"),
     ("ratio", "x vs first row"),
+    ("psnr_vs_fp32", "PSNR vs fp32 (same windows) dB"),
+    ("max_err_pct", "max err % range"),
     ("goal", "goal"),
 ]
 CT_COLUMNS = [
