@@ -373,6 +373,16 @@ def test_run_upscale_refuses_an_unknown_window_layout(tmp_path, tiny_model, good
     assert not (tmp_path / "out").exists()
 
 
+def _wait_for_first_done(proc: subprocess.Popen, manifest: Path, seconds: float) -> None:
+    """Wait until the running batch ``proc`` has recorded a done scan; it must still be running then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.is_file() and b'"status":"done"' in manifest.read_bytes():
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+
+
 def test_resume_after_sigkill(tmp_path, tiny_model):
     src = _good_tree(tmp_path / "in")
     _copy_series(src / "sub-04", description="second series")
@@ -385,13 +395,8 @@ def test_resume_after_sigkill(tmp_path, tiny_model):
         [*cmd, "--quiet"], cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     manifest = out / "manifest.jsonl"
-    deadline = time.monotonic() + 60
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if manifest.is_file() and b'"status":"done"' in manifest.read_bytes():
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+        _wait_for_first_done(proc, manifest, 60)
         os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as a scheduler would
     finally:
         proc.wait(timeout=30)
@@ -457,13 +462,8 @@ def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, tin
         [*cmd, "--quiet", "--workers", "2"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     manifest = out / "manifest.jsonl"
-    deadline = time.monotonic() + 90
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if manifest.is_file() and b'"status":"done"' in manifest.read_bytes():
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+        _wait_for_first_done(proc, manifest, 90)
         below = _descendants(proc.pid)
         assert len(below) >= 3  # the fork server and two workers (plus the resource tracker)
         os.kill(proc.pid, signal.SIGKILL)

@@ -33,6 +33,7 @@ from medgan.infer.checkpoint import Checkpoint, load_checkpoint
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, available_models, resolve_model_path
 from medgan.io.scan import make_scan
+from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
 __all__ = ["SuperResolver", "available_models", "PRETRAINED_DIR"]
@@ -139,10 +140,6 @@ def _tf32(allowed: bool) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def _model_memory_format(spatial_dims: int) -> torch.memory_format:
-    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
-
-
 class SuperResolver:
     """A super-resolution model loaded from a medgan checkpoint.
 
@@ -221,7 +218,7 @@ class SuperResolver:
         if channels_last is None:  # oneDNN's bf16 convolutions are faster channels-last; its fp32 3-D ones are not
             channels_last = cuda or precision == "bf16"
         self.channels_last = bool(channels_last)
-        fmt = _model_memory_format(self.spatial_dims) if self.channels_last else None
+        fmt = channels_last_format(self.spatial_dims) if self.channels_last else None
         self.model = inference_model(checkpoint, self.device, memory_format=fmt)
         self.in_channels = int(meta["model"]["in_channels"])
         self.out_channels = int(meta["model"]["out_channels"])
@@ -256,7 +253,7 @@ class SuperResolver:
     # ------------------------------------------------------------------ inference
     def _forward(self, x: torch.Tensor, net: Any) -> torch.Tensor:
         if self.channels_last:
-            x = x.contiguous(memory_format=_model_memory_format(x.ndim - 2))
+            x = x.contiguous(memory_format=channels_last_format(x.ndim - 2))
         if self.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 y = net(x)

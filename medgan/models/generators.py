@@ -90,8 +90,9 @@ def upsample_stages(factor: Sequence[int]) -> list[tuple[int, ...]]:
     return stages
 
 
-def _channels_last(dims: int) -> torch.memory_format:
-    return torch.channels_last_3d if dims == 3 else torch.channels_last
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of a ``spatial_dims``-D network (``channels_last_3d`` for 3-D)."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
 
 def pixel_shuffle_axes(x: torch.Tensor, factor: Sequence[int]) -> torch.Tensor:
@@ -121,7 +122,7 @@ def pixel_shuffle_axes(x: torch.Tensor, factor: Sequence[int]) -> torch.Tensor:
         n *= f
     if len(factor) != dims or c % n:
         raise ValueError(f"cannot shuffle {c} channels by factor {factor} on {dims} spatial axes")
-    if dims in (2, 3) and not x.is_contiguous() and x.is_contiguous(memory_format=_channels_last(dims)):
+    if dims in (2, 3) and not x.is_contiguous() and x.is_contiguous(memory_format=channels_last_format(dims)):
         # Channels-last in, channels-last out with one copy: shuffling in NCHW order and converting back for the
         # next (channels-last) convolution would copy the full-resolution activations twice.
         y = x.permute(0, *range(2, 2 + dims), 1).reshape(b, *spatial, c // n, *factor)
