@@ -22,9 +22,12 @@ import os
 import struct
 import threading
 import warnings
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,7 @@ import numpy as np
 import pydicom
 
 from medgan.errors import MissingDecoderError, ScanReadError, SeriesGeometryError
+from medgan.io.dicom_codecs import plugin_for
 from medgan.io.dicom_frames import FileInfo, file_signature, frame_table, quiet_pydicom
 from medgan.io.scan import LPS_TO_RAS, make_scan, spacing_from_affine
 
@@ -519,13 +523,21 @@ def _decode_direct(info: FileInfo) -> np.ndarray | None:
         head = fh.read(4)
         if len(head) != 4 or struct.unpack("<HH" if src.little_endian else ">HH", head) != (0x7FE0, 0x0010):
             return None
-        fh.seek(src.offset)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                arr, _ = get_decoder(opts["transfer_syntax_uid"]).as_array(fh, **opts)
-        except Exception as exc:
-            raise _decode_errors(info.path, src.transfer_syntax, exc) from None
+        decoder = get_decoder(opts["transfer_syntax_uid"])
+        plugin = plugin_for(src.transfer_syntax) if info.samples == 1 else ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if plugin:
+                fh.seek(src.offset)
+                try:
+                    return decoder.as_array(fh, decoding_plugin=plugin, **opts)[0]
+                except Exception:  # e.g. a colour frame: pydicom's own plugins below decode it or say why not
+                    pass
+            fh.seek(src.offset)
+            try:
+                arr, _ = decoder.as_array(fh, **opts)
+            except Exception as exc:
+                raise _decode_errors(info.path, src.transfer_syntax, exc) from None
     return arr
 
 
@@ -564,6 +576,9 @@ def _decode_full(info: FileInfo) -> np.ndarray:
 
 #: Planes staged (in their stored row-major layout) before one transposed write into the (C, X, Y, Z) output.
 _BLOCK = 16
+#: Stored dtypes staged as they are (the float32 conversion then happens in the transposed copy, which reads half
+#: the bytes for 16-bit data); other dtypes, and planes that need a rescale, are staged as float32.
+_STAGE_AS_STORED = (np.uint8, np.int8, np.uint16, np.int16, np.float32)
 
 
 class _Stager:
@@ -571,22 +586,31 @@ class _Stager:
 
     Hand-written because writing one transposed plane at a time into the slice-last output touches one float per
     cache line (the output's slice axis is the contiguous one); a block of 16 planes writes 64-byte runs, 2-4x faster
-    for 512x512 slices, with a few MB of staging instead of a second copy of the volume.
+    for 512x512 slices, with a few MB of staging instead of a second copy of the volume. The block is copied with
+    torch, whose strided copy runs on the process's intra-op threads (numpy's is single-threaded), and planes without
+    a rescale are staged in their stored dtype: 278 ms -> 93 ms for 200 int16 512x512 slices on 2 cores.
     """
 
     def __init__(self, out: np.ndarray) -> None:
-        self.out = out
+        import torch
+
+        self.out = torch.from_numpy(out)
         self.n_slices = out.shape[3]
         self.blocks: dict[tuple[int, int], list[Any]] = {}
 
     def put(self, volume: int, z: int, plane: np.ndarray, slope: float, intercept: float) -> None:
         """Stage one stored plane ``(rows, cols)``, rescaled (in float64, as before, then stored as float32)."""
         b = z // _BLOCK
+        rescale = slope != 1.0 or intercept != 0.0
         entry = self.blocks.get((volume, b))
         if entry is None:
             n = min(_BLOCK, self.n_slices - b * _BLOCK)
-            entry = self.blocks[(volume, b)] = [np.empty((n, *plane.shape), dtype=np.float32), 0]
-        if slope != 1.0 or intercept != 0.0:
+            # native byte order: torch reads only that (a big-endian file's planes are swapped while staging)
+            dtype = np.float32 if rescale or plane.dtype.type not in _STAGE_AS_STORED else np.dtype(plane.dtype.type)
+            entry = self.blocks[(volume, b)] = [np.empty((n, *plane.shape), dtype=dtype), 0]
+        elif entry[0].dtype != np.float32 and (rescale or plane.dtype.type != entry[0].dtype.type):
+            entry[0] = entry[0].astype(np.float32)  # a block mixing rescaled and plain planes (rare)
+        if rescale:
             entry[0][z - b * _BLOCK] = plane * np.float64(slope) + np.float64(intercept)
         else:
             entry[0][z - b * _BLOCK] = plane
@@ -595,13 +619,60 @@ class _Stager:
             self._flush(volume, b)
 
     def _flush(self, volume: int, b: int) -> None:
+        import torch
+
         buf, _ = self.blocks.pop((volume, b))
-        # (n, rows, cols) -> (X=cols, Y=rows, n)
-        self.out[volume, :, :, b * _BLOCK : b * _BLOCK + len(buf)] = buf.transpose(2, 1, 0)
+        # (n, rows, cols) -> (X=cols, Y=rows, n); int -> float32 conversion is exact below 2**24, as numpy's
+        self.out[volume, :, :, b * _BLOCK : b * _BLOCK + len(buf)].copy_(torch.from_numpy(buf).permute(2, 1, 0))
 
     def flush_all(self) -> None:
         for volume, b in list(self.blocks):  # only reached when a plane was missing, which the plan rules out
             self._flush(volume, b)
+
+
+#: Files decoded ahead of the one being assembled, per decoding thread.
+_PREFETCH_PER_THREAD = 2
+
+
+#: Series smaller than this (decoded bytes) are decoded on the calling thread: starting threads and handing arrays
+#: between them costs more than it saves for a few small slices.
+_THREADED_BYTES = 16 * 2**20
+
+
+def _decode_threads(plan: DicomSeriesPlan, order: list[int]) -> int:
+    """Threads for decoding: the process's intra-op thread budget (1 in a batch worker), at most 4; 1 for small series."""
+    if len(order) < 4 or sum(plan.files[f].expected_bytes for f in order) < _THREADED_BYTES:
+        return 1
+    import torch
+
+    return max(1, min(4, torch.get_num_threads()))
+
+
+def _decoded_files(plan: DicomSeriesPlan, order: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """``(file number, decoded array)`` in ``order``, decoded by a few threads ahead of the consumer.
+
+    Threads pay because the expensive parts release the GIL: reading pixel data from disk and libjpeg-turbo's
+    decoding (:mod:`medgan.io.dicom_codecs`); at most a few decoded files wait in memory at any time.
+    """
+    threads = _decode_threads(plan, order)
+    if threads == 1:
+        for file_no in order:
+            yield file_no, _decode(plan.files[file_no], plan.source)
+        return
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="medgan-dicom-decode")
+    try:
+        pending: deque[tuple[int, Future]] = deque()
+        todo = iter(order)
+        for file_no in islice(todo, threads * _PREFETCH_PER_THREAD):
+            pending.append((file_no, pool.submit(_decode, plan.files[file_no], plan.source)))
+        while pending:
+            file_no, future = pending.popleft()
+            following = next(todo, None)
+            if following is not None:
+                pending.append((following, pool.submit(_decode, plan.files[following], plan.source)))
+            yield file_no, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
@@ -630,25 +701,25 @@ def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
     needed: dict[int, list[int]] = {}
     for p, (file_no, *_rest) in enumerate(plan.planes):
         needed.setdefault(file_no, []).append(p)
-    for file_no, plane_ids in needed.items():
-        info = plan.files[file_no]
-        with quiet_pydicom():
-            arr = _decode(info, plan.source)
-        for p in plane_ids:
-            _, frame, tile, slope, intercept = plan.planes[p]
-            volume, z = divmod(p, plan.n_slices)
-            img = arr[frame]
-            if tile >= 0:
-                r0, c0 = (tile // info.grid) * info.tile_rows, (tile % info.grid) * info.tile_columns
-                img = img[r0 : r0 + info.tile_rows, c0 : c0 + info.tile_columns]
-            if plan.samples > 1:
-                values = img.transpose(1, 0, 2)  # (rows, cols, s) -> (X=cols, Y=rows, s)
-                if slope != 1.0 or intercept != 0.0:
-                    values = values * np.float64(slope) + np.float64(intercept)
-                out[:, :, :, z] = np.moveaxis(values, -1, 0)
-            else:
-                stager.put(volume, z, img[..., 0], slope, intercept)
-        del arr
+    with quiet_pydicom(), closing(_decoded_files(plan, list(needed))) as decoded:
+        for file_no, arr in decoded:
+            info = plan.files[file_no]
+            plane_ids = needed[file_no]
+            for p in plane_ids:
+                _, frame, tile, slope, intercept = plan.planes[p]
+                volume, z = divmod(p, plan.n_slices)
+                img = arr[frame]
+                if tile >= 0:
+                    r0, c0 = (tile // info.grid) * info.tile_rows, (tile % info.grid) * info.tile_columns
+                    img = img[r0 : r0 + info.tile_rows, c0 : c0 + info.tile_columns]
+                if plan.samples > 1:
+                    values = img.transpose(1, 0, 2)  # (rows, cols, s) -> (X=cols, Y=rows, s)
+                    if slope != 1.0 or intercept != 0.0:
+                        values = values * np.float64(slope) + np.float64(intercept)
+                    out[:, :, :, z] = np.moveaxis(values, -1, 0)
+                else:
+                    stager.put(volume, z, img[..., 0], slope, intercept)
+            del arr
     stager.flush_all()
     if len(plan.shape) == 3:
         out = out[..., 0]
