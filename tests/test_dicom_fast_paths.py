@@ -3,7 +3,9 @@
 - JPEG Lossless decoded by libjpeg-turbo (:mod:`medgan.io.dicom_codecs`) vs pydicom's own pylibjpeg plugin and vs
   the uncompressed originals (signed 12- and 16-bit, unsigned 12-bit, multi-frame, both lossless syntaxes);
 - threaded decoding vs decoding on the calling thread, including an error raised inside a decoding thread;
-- the ASCCONV slice-array parser vs nibabel's parser on the corpus's Siemens files.
+- the ASCCONV slice-array parser vs nibabel's parser on the corpus's Siemens files;
+- header values parsed from the raw bytes (:mod:`medgan.io.dicom_values`) vs pydicom's conversion, on every real
+  file and on hand-made edge cases (padding, NaN, non-integers, several values, non-ASCII, big endian).
 """
 
 from __future__ import annotations
@@ -177,3 +179,134 @@ def test_ascconv_slice_array_parser_matches_nibabel():
             for vector in ("sPosition", "sNormal"):
                 assert (mine or {}).get(vector) == (theirs or {}).get(vector), (path, vector)
     assert compared >= 20 and nibabel_failed >= 1
+
+
+# --------------------------------------------------------------------------- header values without pydicom's conversion
+
+#: every keyword the grouping and the planner read through header_value
+_NUMERIC_KEYWORDS = (
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "PlanarConfiguration",
+    "PhotometricInterpretation",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "AcquisitionNumber",
+    "TemporalPositionIdentifier",
+    "InstanceNumber",
+    "EchoTime",
+    "EchoNumbers",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "Modality",
+    "DimensionIndexValues",
+    "TemporalPositionIndex",
+    "EffectiveEchoTime",
+)
+
+
+def _same(fast, slow) -> bool:
+    if isinstance(slow, list | pydicom.multival.MultiValue):  # pydicom: a list for binary VRs
+        return isinstance(fast, list | pydicom.multival.MultiValue) and list(slow) == list(fast)
+    if isinstance(slow, float) and np.isnan(slow):
+        return isinstance(fast, float) and np.isnan(fast)
+    return type(fast) is not list and fast == slow
+
+
+def _datasets(ds: pydicom.Dataset):
+    """The file's top level and the functional-group items the planner reads."""
+    yield ds
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in list(ds.get(seq) or [])[:2]:
+            for name in group.dir():
+                value = group.get(name)
+                if isinstance(value, pydicom.sequence.Sequence):
+                    yield from list(value)[:1]
+
+
+def test_header_values_equal_pydicoms_on_every_real_file():
+    from medgan.io.dicom_read import DICOM_META_KEYS
+    from medgan.io.dicom_values import header_value
+
+    roots = [SAMPLE_DATA / "dicom", require_shared()]
+    files = [p for root in roots for p in sorted(root.rglob("*")) if p.is_file()]
+    fast = checked = 0
+    for path in files:
+        try:
+            fast_ds = read_dicom_header(path)
+            slow_ds = read_dicom_header(path)
+        except ScanReadError:
+            continue
+        for mine, theirs in zip(_datasets(fast_ds), _datasets(slow_ds), strict=True):
+            for keyword in _NUMERIC_KEYWORDS + DICOM_META_KEYS:
+                text = keyword in DICOM_META_KEYS
+                value = header_value(mine, keyword, text=text)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    reference = theirs.get(keyword)
+                checked += 1
+                if text:
+                    assert str(value) == str(reference), (path, keyword)
+                else:
+                    assert _same(value, reference), (path, keyword, value, reference)
+                elem = mine.get_item(keyword, keep_deferred=True) if keyword in mine else None
+                fast += isinstance(elem, pydicom.dataelem.RawDataElement)  # parsed here, not converted by pydicom
+    assert len(files) > 300 and checked > 10_000
+    assert fast > checked // 4  # the fast path, not pydicom's fallback, produced most values
+
+
+@pytest.mark.parametrize("syntax", [pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian])
+@pytest.mark.parametrize(
+    ("keyword", "vr", "raw"),
+    [
+        ("ImagePositionPatient", "DS", b" -12.5\\3e2 \\+0.25 "),
+        ("SliceThickness", "DS", b"nan "),  # float() takes it; pydicom decides
+        ("SliceThickness", "DS", b"1_0 "),
+        ("SliceThickness", "DS", b""),
+        ("SliceThickness", "DS", b"1.5\\"),  # an empty second value
+        ("InstanceNumber", "IS", b"0012"),
+        ("InstanceNumber", "IS", b"12.0"),  # leave non-integers to pydicom
+        ("InstanceNumber", "IS", b"-3\\4 "),
+        ("Modality", "CS", b" MR "),  # a leading space is kept, as pydicom keeps it
+        ("Modality", "CS", b"MR\\CT"),
+        ("SOPClassUID", "UI", b"1.2.840.10008.5.1.4.1.1.4\0"),
+        ("StudyDate", "DA", b"20201231"),
+        ("Modality", "CS", "Ü".encode("latin-1") + b" "),  # not ASCII: pydicom decodes
+    ],
+)
+def test_header_value_edge_cases_match_pydicom(tmp_path, syntax, keyword, vr, raw):
+    from pydicom.dataelem import DataElement
+
+    from medgan.io.dicom_values import header_value
+
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    value = raw if raw.isascii() else raw.decode("latin-1")  # pydicom encodes a str in the default repertoire
+    ds.add(DataElement(pydicom.datadict.tag_for_keyword(keyword), vr, value))
+    ds.add(DataElement(0x00280010, "US", 300))  # Rows: a binary value in the file's byte order
+    path = tmp_path / "edge.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = pydicom.dcmread(path)
+        expected = reference.get(keyword)
+        value = header_value(pydicom.dcmread(path), keyword)
+        text = header_value(pydicom.dcmread(path), keyword, text=True)
+    assert _same(value, expected), (value, expected)
+    assert str(text) == str(expected)
+    assert header_value(pydicom.dcmread(path), "Rows") == 300
+    assert header_value(reference, "NumberOfFrames") is None  # absent

@@ -20,6 +20,7 @@ import pydicom.filereader
 
 from medgan.errors import ScanReadError
 from medgan.io.dicom_siemens import is_mosaic, mosaic_info, tile0_position
+from medgan.io.dicom_values import header_value
 
 __all__ = ["FileInfo", "FrameTable", "PixelSource", "frame_table", "header_path", "quiet_pydicom"]
 
@@ -198,10 +199,10 @@ def _check_file(ds: pydicom.Dataset, path: str) -> tuple[int, int, int, int, int
     if not has_pixels:
         hint = "the file may be truncated" if "Rows" in ds else "not an image object, or a truncated file"
         raise ScanReadError(f"{path}: has no pixel data ({hint}); it cannot be read as a scan")
-    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
-    frames = _int(ds.get("NumberOfFrames") or 1, -1)
-    samples = _int(ds.get("SamplesPerPixel") or 1, -1)
-    bits = _int(ds.get("BitsAllocated"), -1)
+    rows, cols = _int(header_value(ds, "Rows")), _int(header_value(ds, "Columns"))
+    frames = _int(header_value(ds, "NumberOfFrames") or 1, -1)
+    samples = _int(header_value(ds, "SamplesPerPixel") or 1, -1)
+    bits = _int(header_value(ds, "BitsAllocated"), -1)
     if rows <= 0 or cols <= 0 or frames <= 0 or samples not in (1, 3, 4) or bits not in (1, 8, 16, 32, 64):
         raise ScanReadError(
             f"{path}: invalid image dimensions in the header (Rows={rows}, Columns={cols}, NumberOfFrames={frames}, "
@@ -239,6 +240,36 @@ def file_signature(path: str) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+#: pydicom's decoding options (``pydicom.pixels.utils.as_pixel_options``) and the elements they come from
+_PIXEL_OPTIONS = {
+    "samples_per_pixel": "SamplesPerPixel",
+    "photometric_interpretation": "PhotometricInterpretation",
+    "planar_configuration": "PlanarConfiguration",
+    "number_of_frames": "NumberOfFrames",
+    "rows": "Rows",
+    "columns": "Columns",
+    "bits_allocated": "BitsAllocated",
+    "bits_stored": "BitsStored",
+    "pixel_representation": "PixelRepresentation",
+}
+
+
+def _pixel_options(ds: pydicom.Dataset) -> dict[str, Any]:
+    """``as_pixel_options(ds)`` with the values read by :func:`header_value` (no pydicom conversions).
+
+    pydicom's own function runs where it does more than collect the values: an extended offset table, or a
+    missing or zero NumberOfFrames that it replaces (with a warning) by 1.
+    """
+    from pydicom.pixels.utils import as_pixel_options
+
+    options = {attr: header_value(ds, keyword) for attr, keyword in _PIXEL_OPTIONS.items() if keyword in ds}
+    frames = options.get("number_of_frames", 1)
+    if "ExtendedOffsetTable" in ds or not isinstance(frames, int) or frames <= 0:
+        return as_pixel_options(ds)
+    options["number_of_frames"] = frames
+    return options
+
+
 def _pixel_source(ds: pydicom.Dataset, path: str) -> PixelSource | None:
     """Where the (deferred) PixelData value of a header read from ``path`` lies; None when it cannot be used."""
     if path == "<unknown file>" or 0x7FE00010 not in ds:
@@ -252,10 +283,8 @@ def _pixel_source(ds: pydicom.Dataset, path: str) -> PixelSource | None:
     signature = file_signature(path)
     if syntax is None or not syntax.is_transfer_syntax or signature is None or syntax.is_deflated:
         return None  # (a deflated file's value positions are in the inflated stream, not the file)
-    from pydicom.pixels.utils import as_pixel_options
-
     try:
-        options = as_pixel_options(ds)
+        options = _pixel_options(ds)
     except Exception:  # odd values: leave it to the full read, which reports them
         return None
     options["transfer_syntax_uid"] = syntax
@@ -276,25 +305,27 @@ def _pixel_source(ds: pydicom.Dataset, path: str) -> PixelSource | None:
 def _spacing(meas: pydicom.Dataset | None, default: np.ndarray | None) -> np.ndarray | None:
     if meas is None or "PixelSpacing" not in meas:
         return default
-    return _floats(meas.PixelSpacing, 2)
+    return _floats(header_value(meas, "PixelSpacing") or [], 2)
 
 
 def _classic_rescale(ds: pydicom.Dataset) -> tuple[float, float]:
-    return _float(ds.get("RescaleSlope"), 1.0) or 1.0, _float(ds.get("RescaleIntercept"), 0.0) or 0.0
+    return _float(header_value(ds, "RescaleSlope"), 1.0) or 1.0, _float(
+        header_value(ds, "RescaleIntercept"), 0.0
+    ) or 0.0
 
 
 def _classic_order(ds: pydicom.Dataset, file_no: int) -> tuple:
     return (
-        _int(ds.get("AcquisitionNumber")),
-        _int(ds.get("TemporalPositionIdentifier")),
-        _int(ds.get("InstanceNumber")),
+        _int(header_value(ds, "AcquisitionNumber")),
+        _int(header_value(ds, "TemporalPositionIdentifier")),
+        _int(header_value(ds, "InstanceNumber")),
         file_no,
     )
 
 
 def _echo_key(ds: pydicom.Dataset) -> tuple:
-    te = _float(ds.get("EchoTime"))
-    numbers = ds.get("EchoNumbers")
+    te = _float(header_value(ds, "EchoTime"))
+    numbers = header_value(ds, "EchoNumbers")
     number = (_int_tuple(numbers) or (0,))[0]
     return (number, None if te is None else round(te, 3))
 
@@ -312,11 +343,11 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
         path = header_path(ds)
         rows, cols, frames, samples, expected = _check_file(ds, path)
         pixel = _pixel_source(ds, path)
-        top_iop = _floats(ds.get("ImageOrientationPatient") or [], 6)
-        top_ipp = _floats(ds.get("ImagePositionPatient") or [], 3)
-        top_ps = _floats(ds.get("PixelSpacing") or [], 2)
-        thickness = _float(ds.get("SliceThickness"))
-        between = _float(ds.get("SpacingBetweenSlices"))
+        top_iop = _floats(header_value(ds, "ImageOrientationPatient") or [], 6)
+        top_ipp = _floats(header_value(ds, "ImagePositionPatient") or [], 3)
+        top_ps = _floats(header_value(ds, "PixelSpacing") or [], 2)
+        thickness = _float(header_value(ds, "SliceThickness"))
+        between = _float(header_value(ds, "SpacingBetweenSlices"))
 
         if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
             per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
@@ -333,22 +364,26 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                 content = _group_item(ds, f, "FrameContentSequence")
                 echo_item = _group_item(ds, f, "MREchoSequence")
                 slope, intercept = _classic_rescale(pvt if pvt is not None else ds)
-                dims = _int_tuple(content.get("DimensionIndexValues") if content is not None else None)
-                temporal = _int(content.get("TemporalPositionIndex")) if content else 0
-                te = _float(echo_item.get("EffectiveEchoTime")) if echo_item is not None else None
+                dims = _int_tuple(header_value(content, "DimensionIndexValues") if content is not None else None)
+                temporal = _int(header_value(content, "TemporalPositionIndex")) if content else 0
+                te = _float(header_value(echo_item, "EffectiveEchoTime")) if echo_item is not None else None
                 table.add(
                     file_index=file_no,
                     frame_index=f,
                     tile_index=-1,
-                    ipp=_floats(pos.get("ImagePositionPatient") or [], 3) if pos is not None else top_ipp,
-                    iop=_floats(ori.get("ImageOrientationPatient") or [], 6) if ori is not None else top_iop,
+                    ipp=_floats(header_value(pos, "ImagePositionPatient") or [], 3) if pos is not None else top_ipp,
+                    iop=_floats(header_value(ori, "ImageOrientationPatient") or [], 6) if ori is not None else top_iop,
                     pixel_spacing=_spacing(meas, top_ps),
                     slope=slope,
                     intercept=intercept,
                     order_key=(temporal, dims, file_no, f),  # the last entry only breaks ties
                     echo=(0, None if te is None else round(te, 3)),
-                    thickness=_float(meas.get("SliceThickness"), thickness) if meas is not None else thickness,
-                    between=_float(meas.get("SpacingBetweenSlices"), between) if meas is not None else between,
+                    thickness=_float(header_value(meas, "SliceThickness"), thickness)
+                    if meas is not None
+                    else thickness,
+                    between=_float(header_value(meas, "SpacingBetweenSlices"), between)
+                    if meas is not None
+                    else between,
                 )
             continue
 

@@ -37,6 +37,7 @@ import pydicom
 from medgan.errors import MissingDecoderError, ScanReadError, SeriesGeometryError
 from medgan.io.dicom_codecs import plugin_for
 from medgan.io.dicom_frames import FileInfo, file_signature, frame_table, quiet_pydicom
+from medgan.io.dicom_values import header_value
 from medgan.io.scan import LPS_TO_RAS, make_scan, spacing_from_affine
 
 if TYPE_CHECKING:  # torch / MONAI take seconds to import; make_scan loads them only when a scan is built
@@ -299,7 +300,7 @@ def _check_steps(source: str, slot_proj: np.ndarray) -> list[str]:
 def _meta_strings(ds: pydicom.Dataset) -> dict[str, str]:
     out = {}
     for key in DICOM_META_KEYS:
-        value = ds.get(key)
+        value = header_value(ds, key, text=True)
         if value is not None and str(value) != "":
             out[key] = str(value)
     return out

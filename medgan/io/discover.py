@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from medgan.errors import MedganError, ScanReadError
+from medgan.io.dicom_values import header_value
 from medgan.io.nifti import inspect_nifti, is_nifti_path
 from medgan.io.scan import orientation_code
 
@@ -286,7 +287,7 @@ def _looks_like_dicom(path: Path) -> bool:
 
 
 def _text(ds: Any, keyword: str) -> str:
-    value = ds.get(keyword)
+    value = header_value(ds, keyword)
     return "" if value is None else str(value).strip()
 
 
@@ -325,25 +326,25 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
 
 def _geometry_key(ds: Any) -> tuple:
     """What must agree between the files of one volume (orientation is clustered separately)."""
-    frames = ds.get("NumberOfFrames")
+    frames = header_value(ds, "NumberOfFrames")
     try:
         multi = int(frames or 1) > 1
     except (TypeError, ValueError):
         multi = False
-    echo_numbers = ds.get("EchoNumbers")
+    echo_numbers = header_value(ds, "EchoNumbers")
     if echo_numbers is not None and not isinstance(echo_numbers, str | int | float):
         echo_numbers = next(iter(echo_numbers), None)
-    te = ds.get("EchoTime")
+    te = header_value(ds, "EchoTime")
     try:
         te = None if te in (None, "") else round(float(te), 2)
     except (TypeError, ValueError):
         te = None
-    spacing = _floats(ds.get("PixelSpacing") or (), 2)
+    spacing = _floats(header_value(ds, "PixelSpacing") or (), 2)
     return (
         "localizer" if _is_localizer(ds) else "",
         _text(ds, "SOPInstanceUID") if multi else "",  # a multi-frame file is a volume of its own
-        int(ds.get("Rows") or 0),
-        int(ds.get("Columns") or 0),
+        int(header_value(ds, "Rows") or 0),
+        int(header_value(ds, "Columns") or 0),
         None if spacing is None else tuple(round(v, 3) for v in spacing),
         str(echo_numbers or ""),
         te,
@@ -380,7 +381,7 @@ def _classify(path: Path, ds: Any) -> tuple[str, tuple, tuple[float, ...] | None
     non_image = non_image_reason(ds)
     if non_image is not None:
         return uid, ("non-image", _text(ds, "Modality"), _text(ds, "SOPClassUID")), None, non_image
-    return uid, _geometry_key(ds), _floats(ds.get("ImageOrientationPatient") or (), 6), None
+    return uid, _geometry_key(ds), _floats(header_value(ds, "ImageOrientationPatient") or (), 6), None
 
 
 def _group_dicom(items: list[tuple[Path, Any]], root: Path) -> tuple[list[_Group], list[ScanRef]]:
