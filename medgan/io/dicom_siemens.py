@@ -71,8 +71,9 @@ def _csa_bytes(ds: pydicom.Dataset, offset: int) -> bytes | None:
     """Raw bytes of CSA element ``(0029, xx10 + offset)``; the private creator may have been anonymised away."""
     candidates = []
     for tag in ds.keys():  # private creators (0029,0010-00FF), without probing all 240 possible tags
-        if 0x00290010 <= tag <= 0x002900FF and "SIEMENS CSA HEADER" in str(ds[tag].value):
-            candidates.append(((tag & 0xFF) << 8) + 0x10 + offset)
+        number = int(tag)  # plain int comparisons: pydicom's BaseTag compares in Python, 10x slower
+        if 0x00290010 <= number <= 0x002900FF and "SIEMENS CSA HEADER" in str(ds[tag].value):
+            candidates.append(((number & 0xFF) << 8) + 0x10 + offset)
     candidates.append(0x1010 + offset)  # usual block 0x10, also when the creator element is missing
     for element in candidates:
         el = ds.get((0x0029, element))
@@ -111,6 +112,13 @@ def _number(text: str) -> float | int:
         return float(text)
 
 
+def _float_or_hex(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float(_number(text))
+
+
 def _ascconv(raw: bytes | None) -> dict[str, Any]:
     """The ``sSliceArray`` part of the ASCCONV protocol, shaped as nibabel's ``parse_ascconv`` returns it.
 
@@ -129,13 +137,14 @@ def _ascconv(raw: bytes | None) -> dict[str, Any]:
     as_slice: dict[int, dict[str, dict[str, float]]] = {}
     for index, vector, axis, scalar, value in _SLICE_LINE_RE.findall(text, begin, end):
         try:
-            number = _number(value)
+            # vector components are decimals: float() first spares int()'s exception on each (most of the lines)
+            number = _number(value) if scalar else _float_or_hex(value)
         except ValueError:  # not a number after all: treat the line as absent
             continue
         if scalar:
             slices[scalar] = number
         else:
-            as_slice.setdefault(int(index), {}).setdefault(vector, {})[axis] = float(number)
+            as_slice.setdefault(int(index), {}).setdefault(vector, {})[axis] = number
     if as_slice:
         slices["asSlice"] = [as_slice.get(i) for i in range(max(as_slice) + 1)]
     return {"sSliceArray": slices} if slices else {}
