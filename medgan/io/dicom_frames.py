@@ -240,6 +240,7 @@ def file_signature(path: str) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+_ABSENT = object()
 #: pydicom's decoding options (``pydicom.pixels.utils.as_pixel_options``) and the elements they come from
 _PIXEL_OPTIONS = {
     "samples_per_pixel": "SamplesPerPixel",
@@ -262,7 +263,11 @@ def _pixel_options(ds: pydicom.Dataset) -> dict[str, Any]:
     """
     from pydicom.pixels.utils import as_pixel_options
 
-    options = {attr: header_value(ds, keyword) for attr, keyword in _PIXEL_OPTIONS.items() if keyword in ds}
+    options = {}
+    for attr, keyword in _PIXEL_OPTIONS.items():
+        value = header_value(ds, keyword, default=_ABSENT)
+        if value is not _ABSENT:
+            options[attr] = value
     frames = options.get("number_of_frames", 1)
     if "ExtendedOffsetTable" in ds or not isinstance(frames, int) or frames <= 0:
         return as_pixel_options(ds)

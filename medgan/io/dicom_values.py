@@ -27,12 +27,13 @@ _BINARY = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4), "FL":
 @lru_cache(maxsize=256)
 def _tag_and_vr(keyword: str) -> tuple[int, str] | None:
     from pydicom.datadict import dictionary_VR, tag_for_keyword  # pydicom is imported when DICOM is read
+    from pydicom.tag import BaseTag
 
     tag = tag_for_keyword(keyword)
     if tag is None:
         return None
     try:
-        return tag, dictionary_VR(tag)
+        return BaseTag(tag), dictionary_VR(tag)  # a BaseTag passes pydicom's Tag() at its first check
     except KeyError:
         return None
 
@@ -80,7 +81,7 @@ def _plain_number(text: str) -> bool:
     return bool(text) and all(c in "0123456789+-.eE" for c in text)
 
 
-def header_value(ds: Any, keyword: str, *, text: bool = False) -> Any:
+def header_value(ds: Any, keyword: str, *, text: bool = False, default: Any = None) -> Any:
     """``ds.get(keyword)``, parsed from the raw bytes where that is safe (see module docstring).
 
     Parameters
@@ -92,30 +93,32 @@ def header_value(ds: Any, keyword: str, *, text: bool = False) -> Any:
     text
         The value will be shown as text (``str(value)``): numbers are then pydicom's own (its DS and IS values
         print as written in the file, ``"070"`` rather than ``70``), only strings are parsed here.
+    default
+        What an absent element gives.
 
     Returns
     -------
     Any
-        None when the element is absent; otherwise the value as pydicom returns it: a number, a string, or a list
+        ``default`` when the element is absent; otherwise the value as pydicom returns it: a number, a string, or a list
         of numbers where pydicom returns a ``MultiValue`` of them (equal element by element).
     """
     found = _tag_and_vr(keyword)
     get_item = getattr(ds, "get_item", None)
     if found is None or get_item is None:
-        return ds.get(keyword)
+        return ds.get(keyword, default)
     tag, dict_vr = found
     try:
         raw = get_item(tag, keep_deferred=True)
     except Exception:  # a damaged element: pydicom reports it
-        return ds.get(keyword)
+        return ds.get(keyword, default)
     if raw is None:
-        return None
+        return default
     if not isinstance(raw, _raw_element_type()):
         return ds.get(keyword)  # already converted (or a sequence)
     vr = raw.VR or dict_vr
-    if vr != dict_vr or (
-        text and vr not in _STRINGS
-    ):  # explicit VR that contradicts the dictionary (e.g. UN): pydicom's rules apply
+    if vr != dict_vr:  # explicit VR that contradicts the dictionary (e.g. UN): pydicom's rules apply
+        return ds.get(keyword)
+    if text and vr not in _STRINGS:
         return ds.get(keyword)
     try:
         return _parse(raw, vr)
