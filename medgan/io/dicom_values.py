@@ -78,7 +78,7 @@ def _parse(raw: Any, vr: str) -> Any:
 
 def _plain_number(text: str) -> bool:
     # float() also accepts "nan", "inf" and "1_0", which pydicom treats differently: leave those to it
-    return bool(text) and all(c in "0123456789+-.eE" for c in text)
+    return bool(text) and not text.strip("0123456789+-.eE")
 
 
 def header_value(ds: Any, keyword: str, *, text: bool = False, default: Any = None) -> Any:
