@@ -83,15 +83,17 @@ class GpuSampler:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-def build_step(device: torch.device, channels_last: bool, compile_net: bool):
-    """The reference generator, its optimiser and a phase-1 training step ``step(lr, hr) -> loss``."""
+def build_step(device: torch.device, channels_last: bool, compile_net: bool, fused: bool = False):
+    """The reference generator, its optimiser and a phase-1 training step ``step(lr, hr) -> loss``.
+
+    ``fused``: torch's fused Adam kernel (one launch for all parameters) instead of the default ``foreach``."""
     from medgan.models.registry import build_generator
 
     torch.manual_seed(0)
     gen = build_generator(reference_config(3)).to(device)
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
     gen = gen.to(memory_format=fmt)
-    opt = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.9, 0.99), fused=fused or None)
     net = torch.compile(gen) if compile_net else gen
     amp = device.type == "cuda"
 
@@ -109,9 +111,9 @@ def build_step(device: torch.device, channels_last: bool, compile_net: bool):
     return step
 
 
-def synthetic_case(device: torch.device, batch: int, lr_edge: int, steps: int, cl: bool, comp: bool):
+def synthetic_case(device: torch.device, batch: int, lr_edge: int, steps: int, cl: bool, comp: bool, fused=False):
     def fn() -> dict[str, Any]:
-        step = build_step(device, cl, comp)
+        step = build_step(device, cl, comp, fused)
         lr = torch.rand(batch, 1, lr_edge, lr_edge, lr_edge, device=device)
         hr = torch.rand(batch, 1, 2 * lr_edge, 2 * lr_edge, 2 * lr_edge, device=device)
         t0 = time.perf_counter()
@@ -130,7 +132,9 @@ def synthetic_case(device: torch.device, batch: int, lr_edge: int, steps: int, c
     return fn
 
 
-def real_case(device: torch.device, batch: int, lr_edge: int, steps: int, workers: int, cl: bool, comp: bool):
+def real_case(
+    device: torch.device, batch: int, lr_edge: int, steps: int, workers: int, cl: bool, comp: bool, fused=False
+):
     def fn() -> dict[str, Any]:
         from medgan.data.domain_randomization import Augmenter
         from medgan.data.patches import MARGIN_LR, PatchSampler, StepDataset, load_volumes
@@ -168,7 +172,7 @@ def real_case(device: torch.device, batch: int, lr_edge: int, steps: int, worker
             persistent_workers=False,
             prefetch_factor=4 if workers else None,
         )
-        step = build_step(device, cl, comp)
+        step = build_step(device, cl, comp, fused)
         it = iter(loader)
         t0 = time.perf_counter()
         for _ in range(warm):
@@ -269,6 +273,22 @@ def main(argv: list[str] | None = None) -> int:
             real_case(device, args.batch, args.lr_edge, args.steps, workers, True, False),
         )
     )
+    # left to try after the H200 run of 2026-12-04: fused Adam, and the compiled step on real data
+    cases.append(
+        (
+            "bf16 + channels-last + fused Adam",
+            f"real, {workers} workers",
+            real_case(device, args.batch, args.lr_edge, args.steps, workers, True, False, True),
+        )
+    )
+    if not args.no_compile:
+        cases.append(
+            (
+                "bf16 + channels-last + compile + fused Adam",
+                f"real, {workers} workers",
+                real_case(device, args.batch, args.lr_edge, args.steps, workers, True, True, True),
+            )
+        )
     base = None
     for name, data, fn in cases:
         row = run_case(rows, {"case": name, "data": data, "batch": batch_text}, fn)
