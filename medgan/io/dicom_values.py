@@ -4,9 +4,11 @@ Why hand-written: pydicom converts a raw element on its first access through its
 lookup, VR hooks, validation, MultiValue), about 10 us per element. The grouping and the planner read some 40
 numeric and UID elements per file, so a 4-file series spent about 1 ms, a fifth of its whole load, in conversions
 (cProfile, 2026-12-06). :func:`header_value` parses the few value representations these elements use (DS, IS, the
-binary integers and floats, and single-valued UI/CS) from the bytes pydicom kept; anything else (a converted
-element, another VR, an odd or invalid value) is left to pydicom's own ``Dataset.get``, so the result, and every
-error or warning, is pydicom's. ``tests/test_dicom_fast_paths.py`` compares both on every corpus file.
+binary integers and floats, and single-valued strings of the default repertoire: UI, CS, DA, TM, AS, AE) from the
+bytes pydicom kept; anything else (a converted element, another VR, several strings, non-ASCII bytes, an odd or
+invalid value) is left to pydicom's own ``Dataset.get``, so the result, and every error or warning, is pydicom's.
+DA and TM come back as the text in the file, as pydicom gives them unless ``pydicom.config.datetime_conversion`` is
+on. ``tests/test_dicom_fast_paths.py`` compares both on every corpus file.
 """
 
 from __future__ import annotations

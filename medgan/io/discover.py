@@ -287,7 +287,7 @@ def _looks_like_dicom(path: Path) -> bool:
 
 
 def _text(ds: Any, keyword: str) -> str:
-    value = header_value(ds, keyword)
+    value = header_value(ds, keyword, text=True)
     return "" if value is None else str(value).strip()
 
 
