@@ -254,3 +254,56 @@ def test_orientation_code_of_degenerate_affine_is_none():
     assert orientation_code(np.diag([-1.0, 1.0, 2.0, 1.0])) == "LAS"
     assert orientation_code(np.diag([1.0, 1.0, 0.0, 1.0])) is None  # a zero column: no letter for that axis
     assert orientation_code(np.full((4, 4), np.nan)) is None
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+def test_orientation_code_fast_path_equals_nibabel():
+    """The nibabel-free path for orthogonal affines gives nibabel's code, and defers to nibabel when unsure."""
+    from medgan.io import scan as scan_module
+    from medgan.io.dicom_read import plan_dicom_series, read_dicom_header
+
+    rng = np.random.default_rng(7)
+    images = [nib.load(p) for p in sorted(Path(NIBABEL_DATA).glob("*.nii*"))]
+    affines = [img.affine for img in images if getattr(img, "affine", None) is not None]
+    for ref in discover_scans(require_shared()):
+        if ref.usable and ref.kind != "nifti":  # the planned geometry, without decoding the pixels
+            headers = [read_dicom_header(p) for p in ref.paths]
+            affines.append(plan_dicom_series(headers, source=ref.paths[0].parent).affine)
+    for _ in range(3000):
+        affine = np.eye(4)
+        rot = _rotation(rng)
+        if rng.random() < 0.5:  # mostly axis-aligned with a small oblique tilt, like real scans
+            rot = np.eye(3)[rng.permutation(3)] * rng.choice([-1.0, 1.0], size=3)
+            rot = _rotation_about(rng.normal(size=3), rng.normal(scale=0.3)) @ rot
+        affine[:3, :3] = rot * rng.uniform(0.2, 5.0, size=3)
+        if rng.random() < 0.1:
+            affine[:3, 2] += rng.normal(scale=1e-3, size=3)  # slight shear: the general path
+        affines.append(affine)
+    fast = 0
+    for affine in affines:
+        expected = "".join(c or "?" for c in nib.aff2axcodes(affine))
+        expected = None if "?" in expected else expected
+        assert scan_module.orientation_code(affine) == expected, affine
+        fast += scan_module._orthogonal_code(affine) is not None
+    assert fast > len(affines) // 2  # most real-like affines take the fast path
+    # near-45-degree obliques and sheared matrices are left to nibabel
+    assert scan_module._orthogonal_code(_homogeneous(_rotation_about([0, 0, 1], 0.78))) is None
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.1
+    assert scan_module._orthogonal_code(sheared) is None
+
+
+def _rotation_about(axis, angle: float) -> np.ndarray:
+    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def _homogeneous(rot: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = rot
+    return out
