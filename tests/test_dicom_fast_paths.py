@@ -5,7 +5,9 @@
 - threaded decoding vs decoding on the calling thread, including an error raised inside a decoding thread;
 - the ASCCONV slice-array parser vs nibabel's parser on the corpus's Siemens files;
 - header values parsed from the raw bytes (:mod:`medgan.io.dicom_values`) vs pydicom's conversion, on every real
-  file and on hand-made edge cases (padding, NaN, non-integers, several values, non-ASCII, big endian).
+  file and on hand-made edge cases (padding, NaN, non-integers, several values, non-ASCII, big endian);
+- little-endian greyscale native pixel data read straight from the file vs pydicom's decoder, on every real file and
+  on 8-bit copies of a real slice (unused high bits cleared or sign-extended as pydicom does).
 """
 
 from __future__ import annotations
@@ -213,6 +215,7 @@ _NUMERIC_KEYWORDS = (
     "DimensionIndexValues",
     "TemporalPositionIndex",
     "EffectiveEchoTime",
+    "ImageType",
 )
 
 
@@ -283,6 +286,14 @@ def test_header_values_equal_pydicoms_on_every_real_file():
         ("SOPClassUID", "UI", b"1.2.840.10008.5.1.4.1.1.4\0"),
         ("StudyDate", "DA", b"20201231"),
         ("Modality", "CS", "Ü".encode("latin-1") + b" "),  # not ASCII: pydicom decodes
+        ("ImageType", "CS", b"ORIGINAL\\PRIMARY\\M\\ND "),  # several strings: a list (pydicom: MultiValue)
+        ("ImageType", "CS", b"DERIVED\\\\ "),  # an empty value among them
+        ("PatientID", "LO", b" ID 7 \0"),  # leading space kept, trailing padding stripped
+        ("StudyID", "SH", b"a\\b"),  # several text values: pydicom decodes
+        ("PatientName", "PN", b"Doe^Jane^^ "),  # text: the name as written; a value: pydicom's PersonName
+        ("PatientName", "PN", b"Doe^Jane^^Dr=="),  # pydicom's text drops the empty '=' groups: it decides
+        ("PatientName", "PN", b"\x1b(BDoe^Jane"),  # an ISO 2022 escape: pydicom decodes
+        ("SeriesDescription", "LO", "T1 Ü".encode("latin-1")),  # not ASCII: pydicom decodes
     ],
 )
 def test_header_value_edge_cases_match_pydicom(tmp_path, syntax, keyword, vr, raw):

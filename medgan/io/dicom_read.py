@@ -437,20 +437,21 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         for i in grid_idx.T.reshape(-1)
     )
     _check_total(source, shape)
+    strings = _meta_strings(first)
     return DicomSeriesPlan(
         source=source,
         shape=shape,
         affine=affine,
         spacing=spacing_from_affine(affine)[:n_spatial],
-        modality=str(first.get("Modality") or "unknown"),
-        series_uid=str(first.SeriesInstanceUID) if first.get("SeriesInstanceUID") else None,
-        manufacturer=str(first.Manufacturer) if first.get("Manufacturer") else None,
+        modality=strings.get("Modality") or "unknown",
+        series_uid=strings.get("SeriesInstanceUID"),
+        manufacturer=strings.get("Manufacturer"),
         files=tuple(table.files),
         planes=planes,
         n_slices=n_slices,
         n_volumes=n_volumes,
         samples=samples,
-        dicom=_meta_strings(first),
+        dicom=strings,
     )
 
 

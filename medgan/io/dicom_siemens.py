@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from medgan.io.dicom_values import header_value
+
 __all__ = ["MosaicInfo", "is_mosaic", "mosaic_info", "tile0_position"]
 
 _ASCCONV_BEGIN = "### ASCCONV BEGIN"
@@ -61,10 +63,10 @@ class MosaicInfo:
 
 def is_mosaic(ds: pydicom.Dataset) -> bool:
     """True when ``ds`` is a Siemens mosaic (``MOSAIC`` in ImageType of a single-frame image)."""
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    image_type = [str(v).upper() for v in (header_value(ds, "ImageType") or [])]
     if "MOSAIC" not in image_type:
         return False
-    return int(ds.get("NumberOfFrames") or 1) == 1
+    return int(header_value(ds, "NumberOfFrames") or 1) == 1
 
 
 def _csa_bytes(ds: pydicom.Dataset, offset: int) -> bytes | None:

@@ -4,9 +4,10 @@ Why hand-written: pydicom converts a raw element on its first access through its
 lookup, VR hooks, validation, MultiValue), about 10 us per element. The grouping and the planner read some 40
 numeric and UID elements per file, so a 4-file series spent about 1 ms, a fifth of its whole load, in conversions
 (cProfile, 2026-12-06). :func:`header_value` parses the few value representations these elements use (DS, IS, the
-binary integers and floats, and single-valued strings of the default repertoire: UI, CS, DA, TM, AS, AE) from the
-bytes pydicom kept; anything else (a converted element, another VR, several strings, non-ASCII bytes, an odd or
-invalid value) is left to pydicom's own ``Dataset.get``, so the result, and every error or warning, is pydicom's.
+binary integers and floats, strings of the default repertoire: UI, CS, DA, TM, AS, AE, and single-valued ASCII
+SH, LO and PN text) from the bytes pydicom kept; anything else (a converted element, another VR, several text values,
+non-ASCII bytes, an ISO 2022 escape, an odd or invalid value) is left to pydicom's own ``Dataset.get``, so the result
+is pydicom's. (pydicom's value-validation warnings, which the reader silences anyway, are not repeated here.)
 DA and TM come back as the text in the file, as pydicom gives them unless ``pydicom.config.datetime_conversion`` is
 on. ``tests/test_dicom_fast_paths.py`` compares both on every corpus file.
 """
@@ -22,6 +23,8 @@ __all__ = ["header_value"]
 #: string value representations in the default character repertoire whatever SpecificCharacterSet says (pydicom
 #: decodes them as ISO 8859-1 and strips trailing spaces and NULs)
 _STRINGS = {"UI", "CS", "DA", "TM", "AS", "AE"}
+#: string value representations whose decoding depends on SpecificCharacterSet: parsed only when ASCII (see _parse)
+_TEXT = {"SH", "LO", "PN"}
 #: binary value representations: struct code and item size
 _BINARY = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4), "FL": ("f", 4), "FD": ("d", 8)}
 
@@ -47,7 +50,7 @@ def _raw_element_type() -> type:
     return RawDataElement
 
 
-def _parse(raw: Any, vr: str) -> Any:
+def _parse(raw: Any, vr: str, as_text: bool = False) -> Any:
     """The value pydicom would return, or raise ValueError where this parser leaves it to pydicom."""
     data = raw.value
     if not isinstance(data, bytes):
@@ -64,7 +67,17 @@ def _parse(raw: Any, vr: str) -> Any:
         raise ValueError("empty: pydicom's own empty value")
     if vr in _STRINGS:
         if "\\" in text:
-            raise ValueError("multi-valued string")
+            if as_text:
+                raise ValueError("several strings shown as text: pydicom's MultiValue formats them")
+            return text.split("\\")  # as pydicom's multi_string splits them (a MultiValue of str)
+        return text
+    if vr in _TEXT:
+        # Character-set-dependent VRs: ASCII bytes without an ISO 2022 escape (ESC) decode to the same text in
+        # every character set DICOM names; pydicom strips trailing spaces and NULs from each value.
+        if "\\" in text or "\x1b" in text:
+            raise ValueError("several values or an ISO 2022 escape: pydicom decodes")
+        if vr == "PN" and (not as_text or "=" in text):
+            raise ValueError("pydicom returns a PersonName (whose text drops empty trailing '=' groups)")
         return text
     parts = [p.strip(" ") for p in text.split("\\")]
     if vr == "DS":
@@ -120,9 +133,9 @@ def header_value(ds: Any, keyword: str, *, text: bool = False, default: Any = No
     vr = raw.VR or dict_vr
     if vr != dict_vr:  # explicit VR that contradicts the dictionary (e.g. UN): pydicom's rules apply
         return ds.get(keyword)
-    if text and vr not in _STRINGS:
+    if text and vr not in _STRINGS and vr not in _TEXT:
         return ds.get(keyword)
     try:
-        return _parse(raw, vr)
+        return _parse(raw, vr, text)
     except (ValueError, struct.error):
         return ds.get(keyword)

@@ -310,7 +310,7 @@ def non_image_reason(ds: Any) -> str | None:
 
 
 def _is_localizer(ds: Any) -> bool:
-    image_type = ds.get("ImageType") or []
+    image_type = header_value(ds, "ImageType") or []
     if isinstance(image_type, str):
         image_type = image_type.split("\\")
     return any(str(v).strip().upper() in {"LOCALIZER", "SCOUT"} for v in image_type)
@@ -428,7 +428,7 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
     paths = tuple(group.paths[i] for i in order)
     headers = [group.headers[i] for i in order]
     first = headers[0]
-    description = sanitize_description(first.get("SeriesDescription"))
+    description = sanitize_description(header_value(first, "SeriesDescription", text=True))
     modality = _text(first, "Modality") or "unknown"
     has_uid = not group.uid.startswith("no-series-uid:")
     uid = group.uid if has_uid else None
