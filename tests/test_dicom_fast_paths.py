@@ -321,3 +321,96 @@ def test_header_value_edge_cases_match_pydicom(tmp_path, syntax, keyword, vr, ra
     assert str(text) == str(expected)
     assert header_value(pydicom.dcmread(path), "Rows") == 300
     assert header_value(reference, "NumberOfFrames") is None  # absent
+
+
+# --------------------------------------------------------------------------- native pixel data without pydicom's decoder
+
+
+def test_native_pixel_reader_equals_pydicoms_decoder_on_every_real_file():
+    """Little-endian greyscale native pixel data read straight from the file equals pydicom's ``as_array``.
+
+    Covers the corpus's 12-bit series whose unused high bits hold garbage (0x0f0f), signed and unsigned, 8-, 16- and
+    32-bit, implicit and explicit VR, single and multi-frame.
+    """
+    from pydicom.pixels.decoders.base import get_decoder
+
+    from medgan.io.dicom_frames import _pixel_source
+
+    roots = [SAMPLE_DATA / "dicom", require_shared(), Path(pydicom.__file__).parent / "data" / "test_files"]
+    files = [p for root in roots for p in sorted(root.rglob("*")) if p.is_file()]
+    fast, kinds = 0, set()
+    for path in files:
+        try:
+            ds = read_dicom_header(path)
+        except ScanReadError:
+            continue
+        src = _pixel_source(ds, str(path))
+        if src is None:
+            continue
+        opts = dict(src.options)
+        with open(path, "rb") as fh:
+            fh.seek(src.offset)
+            ours = dicom_read._read_native(fh, src.transfer_syntax, opts)
+            if ours is None:
+                continue
+            fh.seek(src.offset)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference, _ = get_decoder(src.transfer_syntax).as_array(fh, **opts)
+        assert ours.dtype == reference.dtype, path
+        np.testing.assert_array_equal(ours.reshape(reference.shape), reference, err_msg=str(path))
+        fast += 1
+        kinds.add((ours.dtype.str, opts["bits_stored"] < opts["bits_allocated"], opts["number_of_frames"] > 1))
+    assert fast > 250
+    assert ("<u2", True, False) in kinds and ("<i2", True, False) in kinds  # unused high bits: cleared / sign-extended
+    assert ("<u4", False, True) in kinds  # pydicom's rtdose.dcm: 32-bit, multi-frame
+
+
+@pytest.mark.parametrize("syntax", [pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian])
+@pytest.mark.parametrize(("signed", "bits_stored"), [(0, 8), (1, 8), (0, 6), (1, 6)])
+def test_native_pixel_reader_equals_pydicom_on_8_bit_data(tmp_path, syntax, signed, bits_stored):
+    """8-bit copies of a real MR slice (the corpus has none), with garbage in the unused high bits where there are some."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    from medgan.io.dicom_frames import _pixel_source
+
+    ds = pydicom.dcmread(sorted((SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1").iterdir())[0])
+    values = (ds.pixel_array.astype(np.int64) * 7).astype(np.uint8)  # all 8 bits used, wrapping on purpose
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, bits_stored, bits_stored - 1, signed
+    ds.PixelData = values.tobytes()
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = syntax
+    path = tmp_path / "eight.dcm"
+    ds.save_as(path, implicit_vr=syntax.is_implicit_VR, little_endian=True, enforce_file_format=True)
+    src = _pixel_source(read_dicom_header(path), str(path))
+    opts = dict(src.options)
+    with open(path, "rb") as fh:
+        fh.seek(src.offset)
+        ours = dicom_read._read_native(fh, src.transfer_syntax, opts)
+        fh.seek(src.offset)
+        reference, _ = get_decoder(src.transfer_syntax).as_array(fh, **opts)
+    assert ours is not None and ours.dtype == reference.dtype == (np.int8 if signed else np.uint8)
+    np.testing.assert_array_equal(ours.reshape(reference.shape), reference)
+    if bits_stored < 8:  # pydicom did clear (unsigned) or sign-extend (signed) the unused high bits
+        low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1)) if signed else (0, 2**bits_stored)
+        assert low <= int(reference.min()) and int(reference.max()) < high
+
+
+def test_native_pixel_reader_leaves_the_unusual_to_pydicom(tmp_path):
+    from medgan.io.dicom_frames import _pixel_source
+
+    path = SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1"
+    first = sorted(path.iterdir())[0]
+    src = _pixel_source(read_dicom_header(first), str(first))
+    opts = dict(src.options)
+    with open(first, "rb") as fh:
+        fh.seek(src.offset)
+        assert dicom_read._read_native(fh, src.transfer_syntax, opts) is not None
+        for change in ({"samples_per_pixel": 3}, {"bits_allocated": 1}, {"bits_stored": 17}, {"rows": 0}):
+            fh.seek(src.offset)
+            assert dicom_read._read_native(fh, src.transfer_syntax, {**opts, **change}) is None, change
+        fh.seek(src.offset)
+        assert dicom_read._read_native(fh, pydicom.uid.ExplicitVRBigEndian, opts) is None
+        fh.seek(src.offset)
+        assert dicom_read._read_native(fh, src.transfer_syntax, {**opts, "number_of_frames": 1000}) is None  # short
+        assert fh.tell() == src.offset  # a short read leaves the position for pydicom's decoder

@@ -525,6 +525,10 @@ def _decode_direct(info: FileInfo) -> np.ndarray | None:
         head = fh.read(4)
         if len(head) != 4 or struct.unpack("<HH" if src.little_endian else ">HH", head) != (0x7FE0, 0x0010):
             return None
+        fh.seek(src.offset)
+        arr = _read_native(fh, src.transfer_syntax, opts)
+        if arr is not None:
+            return arr
         decoder = get_decoder(opts["transfer_syntax_uid"])
         plugin = plugin_for(src.transfer_syntax) if info.samples == 1 else ""
         with warnings.catch_warnings():
@@ -540,6 +544,58 @@ def _decode_direct(info: FileInfo) -> np.ndarray | None:
                 arr, _ = decoder.as_array(fh, **opts)
             except Exception as exc:
                 raise _decode_errors(info.path, src.transfer_syntax, exc) from None
+    return arr
+
+
+#: Little-endian native transfer syntaxes (implicit and explicit VR): the pixel value is the stored array as it is.
+_LITTLE_ENDIAN_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+#: (BitsAllocated, PixelRepresentation) -> the dtype pydicom's native decoder returns
+_NATIVE_DTYPES = {
+    (8, 0): "u1",
+    (8, 1): "i1",
+    (16, 0): "<u2",
+    (16, 1): "<i2",
+    (32, 0): "<u4",
+    (32, 1): "<i4",
+}
+
+
+def _read_native(fh: Any, syntax: str, opts: dict[str, Any]) -> np.ndarray | None:
+    """Read a little-endian greyscale native pixel value from ``fh`` (at the value) straight into an array.
+
+    Hand-written because pydicom's ``Decoder.as_array`` spends about 40 us per file validating options and building
+    its runner around what is, for this common case, a plain read (60 -> 20 us for a 256x256 slice): pydicom returns
+    the stored values in the dtype of BitsAllocated and PixelRepresentation, with the bits above BitsStored cleared
+    (unsigned) or sign-extended (signed) by its ``correct_unused_bits`` step. Returns None for anything else (big
+    endian, colour, 1- or 64-bit, float pixel data, inconsistent options, a short read), which pydicom's decoder then
+    reads or rejects.
+    ``tests/test_dicom_fast_paths.py`` compares both on every native corpus file.
+    """
+    if syntax not in _LITTLE_ENDIAN_NATIVE or opts.get("pixel_keyword") != "PixelData":
+        return None
+    try:
+        dtype = _NATIVE_DTYPES.get((opts["bits_allocated"], opts["pixel_representation"]))
+        shape = (int(opts["number_of_frames"]), int(opts["rows"]), int(opts["columns"]))
+        ok = (
+            dtype is not None
+            and opts["samples_per_pixel"] == 1
+            and opts["photometric_interpretation"] in ("MONOCHROME1", "MONOCHROME2")
+            and 1 <= opts["bits_stored"] <= opts["bits_allocated"]
+            and min(shape) > 0
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not ok:
+        return None
+    arr = np.empty(shape, dtype=dtype)
+    start = fh.tell()
+    if fh.readinto(arr.reshape(-1).view(np.uint8)) != arr.nbytes:
+        fh.seek(start)
+        return None  # short: pydicom's decoder reports the truncation
+    unused = opts["bits_allocated"] - opts["bits_stored"]
+    if unused:  # as pydicom's correct_unused_bits (on for native data): clear or sign-extend the unused high bits
+        np.left_shift(arr, unused, out=arr)
+        np.right_shift(arr, unused, out=arr)
     return arr
 
 
