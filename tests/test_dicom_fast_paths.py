@@ -449,3 +449,61 @@ def test_csa2_reader_rejects_what_nibabel_rejects():
     assert _csa_tags(raw[: len(raw) // 2]) == {}  # cut short: an item runs past the end
     assert _csa_tags(raw[:8] + b"\0\0\0\0" + raw[12:]) == {}  # zero tags
     assert _csa2_items(b"ABCD" + raw[4:], wanted) is None  # not CSA2: left to nibabel
+
+
+# --------------------------------------------------------------------------- the collector paused while loading
+
+
+@pytest.fixture
+def collections():
+    """Count the cyclic collector's runs (automatic ones included) while the test body runs."""
+    import gc
+
+    runs = []
+
+    def callback(phase, info):
+        if phase == "start":
+            runs.append(info["generation"])
+
+    gc.callbacks.append(callback)
+    yield runs
+    gc.callbacks.remove(callback)
+
+
+def test_loading_a_series_runs_no_garbage_collection(collections):
+    import gc
+
+    folder = require_shared() / "dcm_qa_nih_ge_epi_interleaved_i_to_s" / "input"  # 150 headers of ~350 elements
+    assert gc.isenabled()
+    medgan.load_scan(SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1")  # imports done (they may collect)
+    collections.clear()
+    scan = medgan.load_scan(folder)
+    during_load = len(collections)
+    refs = medgan.discover_scans(folder)
+    during_discovery = len(collections) - during_load
+    assert scan.shape == (10, 64, 64, 15) and refs[0].usable
+    # none while paused; one may start on the way out, once the collector is back (without the pause: dozens)
+    assert during_load <= 1 and during_discovery <= 1, collections
+    assert gc.isenabled()  # restored
+
+
+def test_the_pause_keeps_a_disabled_collector_disabled_and_survives_errors(collections):
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medgan.io.gc_pause import paused_gc
+
+    gc.disable()
+    try:
+        medgan.load_scan(SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ScanReadError):
+        medgan.load_scan(SAMPLE_DATA / "no-such-scan")
+    assert gc.isenabled()
+    with paused_gc():  # nested and concurrent loads: the collector comes back once, after the last
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(medgan.load_scan, [SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1"] * 4))
+        assert not gc.isenabled()
+    assert gc.isenabled()

@@ -39,6 +39,7 @@ import numpy as np
 
 from medgan.errors import MedganError, ScanReadError
 from medgan.io.dicom_values import header_value
+from medgan.io.gc_pause import paused_gc
 from medgan.io.nifti import inspect_nifti, is_nifti_path
 from medgan.io.scan import orientation_code
 
@@ -556,7 +557,7 @@ def discover_scans(root: str | os.PathLike[str]) -> list[ScanRef]:
     >>> [r.id for r in refs if r.usable]                  # doctest: +SKIP
     ['T1_MPRAGE-3f2a9c1d', 'flair-0b8e77aa']
     """
-    with quiet_pydicom():
+    with quiet_pydicom(), paused_gc():
         return _discover(root)
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from medgan.errors import AmbiguousSeriesError, MedganError, ScanReadError
 from medgan.io.discover import ScanRef, discover_scans, non_image_reason, quiet_pydicom
+from medgan.io.gc_pause import paused_gc
 from medgan.io.nifti import is_nifti_path, read_nifti
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def load_scan(path: str | os.PathLike[str] | ScanRef, *, series: str | None = No
     (torch.Size([1, 256, 256, 180]), torch.float64)
     """
     where = path.paths[0] if isinstance(path, ScanRef) else Path(path)
-    with quiet_pydicom():
+    with quiet_pydicom(), paused_gc():
         return _load(path, series, where)
 
 
