@@ -113,7 +113,7 @@ def _plan(folder: Path):
 def test_threaded_decoding_matches_the_calling_thread(monkeypatch, tmp_path):
     folder = SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1"
     plan = _plan(folder)
-    assert dicom_read._decode_threads(plan, list(range(len(plan.files)))) == 1  # 15 small slices: one thread
+    assert dicom_read._decode_threads(plan, list(range(len(plan.files)))) == 0  # 15 small slices: the caller
     single = read_dicom_series(plan).numpy()
 
     import torch
@@ -122,10 +122,13 @@ def test_threaded_decoding_matches_the_calling_thread(monkeypatch, tmp_path):
     torch.set_num_threads(2)
     try:
         monkeypatch.setattr(dicom_read, "_THREADED_BYTES", 0)
-        assert dicom_read._decode_threads(plan, list(range(len(plan.files)))) == 2
+        assert dicom_read._decode_threads(plan, list(range(len(plan.files)))) == 1  # native: one reader ahead
         threaded = read_dicom_series(plan).numpy()
-        jpeg = _jpeg_lossless_copy(folder, tmp_path / "jpeg", JPEGLosslessSV1, 1)
-        threaded_jpeg = read_dicom_series(_plan(jpeg)).numpy()
+        jpeg_plan = _plan(_jpeg_lossless_copy(folder, tmp_path / "jpeg", JPEGLosslessSV1, 1))
+        assert dicom_read._decode_threads(jpeg_plan, list(range(len(jpeg_plan.files)))) == 2  # compressed: all
+        threaded_jpeg = read_dicom_series(jpeg_plan).numpy()
+        torch.set_num_threads(1)  # a batch worker's budget: the caller decodes
+        assert dicom_read._decode_threads(jpeg_plan, list(range(len(jpeg_plan.files)))) == 0
     finally:
         torch.set_num_threads(before)
     np.testing.assert_array_equal(threaded, single)
