@@ -510,3 +510,32 @@ def test_the_pause_keeps_a_disabled_collector_disabled_and_survives_errors(colle
             list(pool.map(medgan.load_scan, [SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1"] * 4))
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+# --------------------------------------------------------------------------- the two-step transposed assembly
+
+
+@pytest.mark.parametrize("folder", ["dcm_qa_xa30_t1w_tfl3d", "dcm_qa_orient_axasc36"])  # 96 frames; 2 x 36 tiles
+def test_two_step_block_transpose_equals_the_one_step_copy(monkeypatch, folder):
+    """Full 16-plane blocks assembled in two steps (forced here for these small planes) give the same volume."""
+    path = SAMPLE_DATA / "dicom" / folder
+    monkeypatch.setattr(dicom_read, "_TWO_STEP_PIXELS", 10**9)  # never: one strided copy
+    one_step = medgan.load_scan(path).numpy()
+    monkeypatch.setattr(dicom_read, "_TWO_STEP_PIXELS", 0)  # always, for full blocks
+    two_step = medgan.load_scan(path).numpy()
+    assert one_step.shape[-1] > dicom_read._BLOCK
+    np.testing.assert_array_equal(two_step, one_step)
+
+
+def test_two_step_block_transpose_of_rescaled_planes(monkeypatch):
+    """Rescaled planes (float32 staging) of a real volume, two-step vs the plain NumPy computation."""
+    stored = pydicom.dcmread(next((SAMPLE_DATA / "dicom" / "dcm_qa_xa30_t1w_tfl3d").iterdir())).pixel_array
+    monkeypatch.setattr(dicom_read, "_TWO_STEP_PIXELS", 0)
+    out = np.zeros((1, stored.shape[2], stored.shape[1], len(stored)), dtype=np.float32)
+    stager = dicom_read._Stager(out)
+    slopes = np.linspace(0.5, 3.0, len(stored))
+    for z, plane in enumerate(stored):
+        stager.put(0, z, plane, float(slopes[z]), -1024.0)
+    stager.flush_all()
+    expected = (stored * slopes[:, None, None] - 1024.0).astype(np.float32).transpose(2, 1, 0)
+    np.testing.assert_array_equal(out[0], expected)

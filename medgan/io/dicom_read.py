@@ -639,6 +639,10 @@ _BLOCK = 16
 _STAGE_AS_STORED = (np.uint8, np.int8, np.uint16, np.int16, np.float32)
 
 
+#: Planes of at least this many pixels are transposed in two steps (see _Stager._flush).
+_TWO_STEP_PIXELS = 256 * 256
+
+
 class _Stager:
     """Collect planes of ``out[volume, :, :, z]`` in blocks of consecutive slices and write each block at once.
 
@@ -680,8 +684,16 @@ class _Stager:
         import torch
 
         buf, _ = self.blocks.pop((volume, b))
+        block = torch.from_numpy(buf)
+        if len(buf) == _BLOCK and buf.shape[1] * buf.shape[2] >= _TWO_STEP_PIXELS:
+            # Two steps beat torch's one strided gather for full blocks of large planes: first (n, rows, cols) ->
+            # (rows, cols, n), then a transpose of whole 16-value runs (16 x 512x512 int16 on 2 cores: 6.6 -> 4.1 ms;
+            # float32 staging 10.9 -> 5.2 ms). Short blocks and small planes are faster in one step.
+            block = block.permute(1, 2, 0).contiguous().permute(1, 0, 2)
+        else:
+            block = block.permute(2, 1, 0)
         # (n, rows, cols) -> (X=cols, Y=rows, n); int -> float32 conversion is exact below 2**24, as numpy's
-        self.out[volume, :, :, b * _BLOCK : b * _BLOCK + len(buf)].copy_(torch.from_numpy(buf).permute(2, 1, 0))
+        self.out[volume, :, :, b * _BLOCK : b * _BLOCK + len(buf)].copy_(block)
 
     def flush_all(self) -> None:
         for volume, b in list(self.blocks):  # only reached when a plane was missing, which the plan rules out
