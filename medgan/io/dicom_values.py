@@ -115,7 +115,7 @@ def header_value(ds: Any, keyword: str, *, text: bool = False, default: Any = No
     -------
     Any
         ``default`` when the element is absent; otherwise the value as pydicom returns it: a number, a string, or a list
-        of numbers where pydicom returns a ``MultiValue`` of them (equal element by element).
+        of numbers or strings where pydicom returns a ``MultiValue`` of them (equal element by element).
     """
     found = _tag_and_vr(keyword)
     get_item = getattr(ds, "get_item", None)
