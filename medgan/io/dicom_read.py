@@ -548,7 +548,7 @@ def _decode_direct(info: FileInfo) -> np.ndarray | None:
 
 
 #: Little-endian native transfer syntaxes (implicit and explicit VR): the pixel value is the stored array as it is.
-_LITTLE_ENDIAN_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+_LITTLE_ENDIAN_NATIVE = (pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian)
 #: (BitsAllocated, PixelRepresentation) -> the dtype pydicom's native decoder returns
 _NATIVE_DTYPES = {
     (8, 0): "u1",

@@ -89,15 +89,15 @@ def _csa_bytes(ds: pydicom.Dataset, offset: int) -> bytes | None:
 _CSA_WANTED = frozenset({"NumberOfImagesInMosaic", "SliceNormalVector"})
 
 
-def _csa_tags(raw: bytes | None, wanted: frozenset[str] = _CSA_WANTED) -> dict[str, list[Any]]:
-    """``{tag name: items}`` of the ``wanted`` tags of a CSA header; empty when there is none or it is damaged."""
+def _csa_tags(raw: bytes | None) -> dict[str, list[Any]]:
+    """``{tag name: items}`` of the tags a mosaic needs from a CSA header; empty when there is none or it is damaged."""
     if raw is None:
         return {}
     try:
-        items = _csa2_items(raw, wanted)
+        items = _csa2_items(raw, _CSA_WANTED)
         if items is None:  # CSA1 (before syngo VB13): nibabel's reader
             tags = _csareader().read(raw)["tags"]
-            items = {name: tag["items"] for name, tag in tags.items() if name in wanted}
+            items = {name: tag["items"] for name, tag in tags.items() if name in _CSA_WANTED}
         return items
     except Exception:  # a damaged private header is treated as absent; the ASCCONV fallback still applies
         return {}
@@ -259,7 +259,7 @@ def mosaic_info(ds: pydicom.Dataset) -> MosaicInfo | None:
     elif as_slice and "sNormal" in as_slice[0]:
         normal = _vec(as_slice[0]["sNormal"])
     else:
-        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        iop = np.array([float(v) for v in header_value(ds, "ImageOrientationPatient")])
         normal = np.cross(iop[:3], iop[3:])
     norm = float(np.linalg.norm(normal))
     if not np.isfinite(norm) or norm < 1e-6:
@@ -267,11 +267,11 @@ def mosaic_info(ds: pydicom.Dataset) -> MosaicInfo | None:
     normal = normal / norm
 
     positions = [_vec(s.get("sPosition")) for s in as_slice] if len(as_slice) == n_images else []
-    step = float(ds.get("SpacingBetweenSlices") or 0.0)
+    step = float(header_value(ds, "SpacingBetweenSlices") or 0.0)
     if step <= 0 and len(positions) > 1:
         step = abs(float((positions[-1] - positions[0]) @ normal)) / (n_images - 1)
     if step <= 0:
-        step = float(ds.get("SliceThickness") or 0.0)
+        step = float(header_value(ds, "SliceThickness") or 0.0)
 
     reversed_ = bool(slices.get("ucImageNumbSag") or slices.get("ucImageNumbCor") or slices.get("ucImageNumbTra"))
     grid = math.ceil(math.sqrt(n_images))
@@ -294,9 +294,9 @@ def tile0_position(ds: pydicom.Dataset, grid: int) -> np.ndarray:
     ImagePositionPatient of a mosaic is the corner of the whole mosaic; the first tile is offset by half the
     difference between mosaic and tile size along each in-plane direction.
     """
-    iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-    row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
-    rows, cols = int(ds.Rows), int(ds.Columns)
+    iop = np.array([float(v) for v in header_value(ds, "ImageOrientationPatient")])
+    row_spacing, col_spacing = (float(v) for v in header_value(ds, "PixelSpacing"))
+    rows, cols = int(header_value(ds, "Rows")), int(header_value(ds, "Columns"))
     tile_rows, tile_cols = rows // grid, cols // grid
-    ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+    ipp = np.array([float(v) for v in header_value(ds, "ImagePositionPatient")])
     return ipp + iop[:3] * col_spacing * (cols - tile_cols) / 2.0 + iop[3:] * row_spacing * (rows - tile_rows) / 2.0
