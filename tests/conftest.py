@@ -99,8 +99,12 @@ def merge_sections(cfg: dict, sections: dict) -> dict:
 
 
 def cli_env() -> dict[str, str]:
-    """Environment for running ``python -m pipelines.cli`` in a subprocess from this checkout (one OpenMP thread)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    """Environment for running ``python -m pipelines.cli`` in a subprocess from this checkout (one OpenMP thread).
+
+    ``PYTHONFAULTHANDLER`` makes a process that dies on a signal (a native abort in a torchrun rank, say) print
+    every thread's Python stack to stderr, which the failing assertion shows.
+    """
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"}
 
 
 def state_params(out_dir: Path, step: int) -> dict:
@@ -141,7 +145,7 @@ def run_two_process_training(
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd += ["-m", "pipelines.cli", command, str(config), "--no-progress"]
     proc = subprocess.run(cmd, cwd=config.parent, env=cli_env(), capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-8000:]
     out = Path(out_dir)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["finished"] and summary["ranks_identical"]

@@ -538,6 +538,10 @@ def train_from_config(
         cfg = trainer_cls.config_loader(config)
     trainer = trainer_cls(cfg, command=command, progress=progress)
     try:
-        return trainer.run(until_step=until_step)
+        result = trainer.run(until_step=until_step)
     finally:
-        D.cleanup()  # release the process group (torchrun) even when the run fails
+        # Drop the trainer (and with it the DDP wrappers that hold the process group) before leaving the group,
+        # so the backend is torn down now and not during interpreter shutdown; also when the run fails.
+        del trainer
+        D.cleanup()
+    return result

@@ -8,6 +8,7 @@ process and the helpers below are no-ops.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -86,9 +87,18 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup() -> None:
-    """Leave the process group (if any)."""
+    """Leave the process group (if any), freeing its backend while the interpreter is fully alive.
+
+    Why the collections around ``destroy_process_group``: DDP reducers and finished collective work keep the
+    backend alive; left in reference cycles they are freed during interpreter shutdown, and tearing down gloo's
+    worker state there can abort the process (``terminate called without an active exception``, seen once in
+    a 2-process CI run; pytorch/pytorch#179291 describes the shutdown-order crash). Collecting first frees them
+    now, so destroying the group releases the backend here rather than at exit.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def barrier(info: DistInfo) -> None:
