@@ -87,6 +87,8 @@ QUICK_SCANS = ("nibabel-anatomical-T1w-2mm", "hitachi-anatomical", "ge-anatomica
 BARS = {"x2 isotropic 3-D (own degradation)": 3.0, "x2 k-space": 4.0, "through-plane x4": 1.5}
 #: torch device of the models (``--device``; adaptation runs there too)
 DEVICE = ["cpu"]
+#: the ``roi_size`` of every ``upscale`` call (``--windows``): None = the checkpoint's windows, or "fit"
+WINDOWS: list[str | None] = [None]
 #: neighbouring-voxel correlation below which pixel data are not image content (random values)
 MIN_NEIGHBOUR_CORR = 0.3
 
@@ -188,7 +190,7 @@ def measure_model(sr, label: str, scans: list, args) -> list[dict]:
                 row["shape"] = "x".join(str(s) for s in hr.shape[1:])
                 cubic = _score(medgan.interpolate(lr, factor, order=3), hr)
                 t0 = time.perf_counter()
-                pred = sr.upscale(lr)
+                pred = sr.upscale(lr, roi_size=WINDOWS[0])
                 row["seconds"] = time.perf_counter() - t0
                 m = _score(pred, hr, cubic["data_range"])
                 rows.append({**row, "adapted": False, **_gain(m, cubic)})
@@ -196,7 +198,7 @@ def measure_model(sr, label: str, scans: list, args) -> list[dict]:
                 if args.adapt_steps > 0 and (args.adapt_on == "all" or method == own):
                     t0 = time.perf_counter()
                     ad = medgan.adapt_to_scan(sr, lr, **_adapt_kwargs(sr, args))
-                    pred = ad.upscale(lr)
+                    pred = ad.upscale(lr, roi_size=WINDOWS[0])
                     ma = _score(pred, hr, cubic["data_range"])
                     rows.append({**row, "adapted": True, "seconds": time.perf_counter() - t0, **_gain(ma, cubic)})
                     _log(f"{label:30s} {name:30s} {method:12s} {rows[-1]['gain_db']:+.2f} dB (adapted)")
@@ -239,8 +241,8 @@ def compare_3d_2d(sr3, sr2, scans: list) -> list[dict]:
                 raise ValueError(f"shape {tuple(scan.shape[1:])} too small for 2x2x2")
             lr = medgan.degrade(hr, (2, 2, 2), method="interpolate")
             cubic = _score(medgan.interpolate(lr, (2, 2, 2), order=3), hr)
-            m3 = _score(sr3.upscale(lr), hr, cubic["data_range"])
-            inplane = sr2.upscale(lr)  # (2, 2, 1)
+            m3 = _score(sr3.upscale(lr, roi_size=WINDOWS[0]), hr, cubic["data_range"])
+            inplane = sr2.upscale(lr, roi_size=WINDOWS[0])  # (2, 2, 1)
             m2 = _score(medgan.interpolate(inplane, (1, 1, 2), order=3), hr, cubic["data_range"])
             row.update(
                 shape="x".join(str(s) for s in hr.shape[1:]),
@@ -282,7 +284,7 @@ def gan_vs_content(models: list[dict], scans_for: dict[str, list]) -> list[dict]
                 lr = medgan.degrade(hr, factor, method=method)
                 cubic_img = medgan.interpolate(lr, factor, order=3)
                 cubic = _score(cubic_img, hr)
-                pg, pc = gan.upscale(lr), content.upscale(lr)
+                pg, pc = gan.upscale(lr, roi_size=WINDOWS[0]), content.upscale(lr, roi_size=WINDOWS[0])
                 mg, mc = _score(pg, hr, cubic["data_range"]), _score(pc, hr, cubic["data_range"])
                 row.update(
                     psnr_content=mc["psnr"],
@@ -520,8 +522,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-size", type=int, default=None, help="centre-crop each scan to this many voxels/axis")
     parser.add_argument("--models", nargs="*", default=None, help="only these shipped models")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N for models and adaptation")
+    parser.add_argument(
+        "--windows",
+        choices=["checkpoint", "fit"],
+        default="checkpoint",
+        help="sliding-window layout of every upscale: the checkpoint's windows (default) or roi_size='fit'",
+    )
     args = parser.parse_args(argv)
     DEVICE[0] = args.device
+    WINDOWS[0] = None if args.windows == "checkpoint" else args.windows
     if args.adapt_steps is None:
         args.adapt_steps = 5 if args.quick else 100
     if args.max_size is None:
@@ -538,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         "- metric: masked PSNR/SSIM (Otsu foreground, dilated; data range = reference 0.1-99.9 percentile span), "
         "baseline (cubic B-spline) measured in the same run on the same low-resolution input; scans centre-cropped "
         f"to at most {args.max_size} voxels per axis; adaptation: {args.adapt_steps} steps, lr {args.adapt_lr}, "
-        f"on {'every degradation' if args.adapt_on == 'all' else 'the own degradation'}\n\n"
+        f"on {'every degradation' if args.adapt_on == 'all' else 'the own degradation'}; "
+        f"windows: {args.windows}\n\n"
     )
     print(header + text)
     if args.out_md is not None:

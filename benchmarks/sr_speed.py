@@ -609,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/sr_speed.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     notes = [
         "reference network: SRResNet (medgan `srresnet`), 64 channels, 16 residual blocks, x2, random weights",
-        f"end-to-end input: the MNI ICBM152 2009a T1 from sample_data ({MNI_T1.relative_to(REPO)}); "(
+        f"end-to-end input: the MNI ICBM152 2009a T1 from sample_data ({MNI_T1.relative_to(REPO)}); "
+        + (
             "timings are medians of 3 runs after one untimed first call (listed: it includes compilation)"
             if device.type == "cuda"
             else "timings: one run after an untimed first call (listed: it includes compilation); an eager "
