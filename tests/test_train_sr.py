@@ -371,6 +371,38 @@ def test_two_d_model_trains_on_slices_and_upscales_a_volume(tmp_path, train_scan
 
 
 # ---------------------------------------------------------------------------------------------- DDP
+def test_cleanup_frees_ddp_wrappers_in_reference_cycles_before_leaving_the_group(tmp_path):
+    """``cleanup`` collects before destroying the group, so a DDP wrapper caught in a reference cycle (which holds
+    the gloo backend) is freed now, not during interpreter shutdown where gloo's teardown can abort the process."""
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from medgan.train import distributed as D
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    was_enabled = gc.isenabled()
+    gc.disable()  # only cleanup's own collection may free the cycle
+    try:
+        holder: dict = {"ddp": DDP(torch.nn.Linear(2, 2))}
+        holder["self"] = holder  # a reference cycle, as trainers and hooks make
+        holder["ddp"](torch.ones(1, 2)).sum().backward()  # a real all-reduce through the group
+        alive = weakref.ref(holder["ddp"])
+        del holder
+        assert alive() is not None  # the cycle keeps it while the collector is off
+        D.cleanup()
+        assert not dist.is_initialized()
+        assert alive() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_via_torchrun(tmp_path, train_scan):
     cfg = _config(
