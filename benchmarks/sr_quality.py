@@ -24,7 +24,10 @@ are printed. A scan whose pixel data are not image content (neighbouring voxels 
 dicom2nifti test series other than Hitachi were anonymised to random values upstream, see the corpus
 README) is skipped with that reason instead of being scored.
 
-Run:  python benchmarks/sr_quality.py [--quick] [--adapt-steps N] [--out-md FILE] [--append]
+``--windows fit`` runs every ``upscale`` with ``roi_size="fit"`` (the fewest, largest sliding windows) instead of
+the checkpoint's windows, to check that the fast layout keeps the quality.
+
+Run:  python benchmarks/sr_quality.py [--quick] [--adapt-steps N] [--windows checkpoint|fit] [--out-md FILE] [--append]
 """
 
 from __future__ import annotations
