@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         "CPU CT: sample_data/dicom/pydicom_ct_small (one real 128x128 CT slice, HU) resampled linearly to 512x512 "
         "and repeated to 400 slices; the peak-RSS child runs the shipped 2-D x2 model's checkpoint settings with a "
         "4-channel 1-block network (same memory path, far less compute)"
-        if device.type == "cpu"
+        if device.type == "cpu" and not {"cpu", "ct"} & skip
         else "",
         "CPU, shipped models: the fitted bf16 rows are compared with the fp32 output of the checkpoint windows "
         "(there is no fp32 fitted run), so their PSNR also includes the change of window layout"
