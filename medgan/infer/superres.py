@@ -431,8 +431,10 @@ class SuperResolver:
             changes, so outputs differ slightly from the default windows near window seams. ``"fit"``: the
             fewest, largest windows that tile the scan (as large as a quarter of the free GPU memory allows;
             on the CPU up to 4 checkpoint windows' voxels), neighbours sharing ``overlap`` times the
-            checkpoint window, so that far fewer voxels are computed twice. On a GPU this is the fast layout
-            (``benchmarks/sr_speed.py``); a scan that fits in one window is upscaled in one pass, without seams.
+            checkpoint window, so that far fewer voxels are computed twice. This is the fast layout on the GPU and
+            the CPU (``benchmarks/sr_speed.py``), and it scored as well as or better than the checkpoint's windows
+            against real scans (``benchmarks/window_layouts.py``); a scan that fits in one window is upscaled in one
+            pass, without seams.
 
         Returns
         -------
