@@ -24,10 +24,10 @@ are printed. A scan whose pixel data are not image content (neighbouring voxels 
 dicom2nifti test series other than Hitachi were anonymised to random values upstream, see the corpus
 README) is skipped with that reason instead of being scored.
 
-``--windows fit`` runs every ``upscale`` with ``roi_size="fit"`` (the fewest, largest sliding windows) instead of
-the checkpoint's windows, to check that the fast layout keeps the quality.
+``--windows checkpoint`` runs every ``upscale`` with the checkpoint's sliding windows instead of the default fitted
+ones (``roi_size="fit"``), to compare the two layouts.
 
-Run:  python benchmarks/sr_quality.py [--quick] [--adapt-steps N] [--windows checkpoint|fit] [--out-md FILE] [--append]
+Run:  python benchmarks/sr_quality.py [--quick] [--adapt-steps N] [--windows fit|checkpoint] [--out-md FILE] [--append]
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ QUICK_SCANS = ("nibabel-anatomical-T1w-2mm", "hitachi-anatomical", "ge-anatomica
 BARS = {"x2 isotropic 3-D (own degradation)": 3.0, "x2 k-space": 4.0, "through-plane x4": 1.5}
 #: torch device of the models (``--device``; adaptation runs there too)
 DEVICE = ["cpu"]
-#: the ``roi_size`` of every ``upscale`` call (``--windows``): None = the checkpoint's windows, or "fit"
-WINDOWS: list[str | None] = [None]
+#: the ``roi_size`` of every ``upscale`` call (``--windows``): "fit" (default) or None = the checkpoint's windows
+WINDOWS: list[str | None] = ["fit"]
 #: neighbouring-voxel correlation below which pixel data are not image content (random values)
 MIN_NEIGHBOUR_CORR = 0.3
 
@@ -528,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--windows",
         choices=["checkpoint", "fit"],
-        default="checkpoint",
-        help="sliding-window layout of every upscale: the checkpoint's windows (default) or roi_size='fit'",
+        default="fit",
+        help="sliding-window layout of every upscale: roi_size='fit' (the library's default) or the checkpoint's",
     )
     args = parser.parse_args(argv)
     DEVICE[0] = args.device

@@ -285,44 +285,47 @@ def test_rerun_skips_done_scans_and_force_redoes(tmp_path, tiny_model, good_tree
 
 
 def test_rerun_with_another_window_layout_redoes_the_scans(tmp_path, tiny_model, good_tree):
-    """``--windows fit`` is part of the run's settings: a finished folder is redone with the other layout (here in
-    worker processes, then through a spec), the layout is in every row, and only the scan larger than one of the
-    checkpoint's 32^3 windows (the 64x64x4 DICOM series) gets other voxels."""
+    """The window layout is part of the run's settings: a finished folder is redone with the other layout (here in
+    worker processes, then through a spec), the layout is in every row and in the outputs' provenance, and only the
+    scan larger than one of the checkpoint's 32^3 windows (the 64x64x4 DICOM series) gets other voxels."""
     from pipelines.batch.manifest import settings_key
     from pipelines.batch.runner import _upscale_settings
 
     out = tmp_path / "out"
-    assert _upscale(good_tree, out, tiny_model) == 0
+    assert _upscale(good_tree, out, tiny_model) == 0  # the default layout: fitted windows
     first = _files(out)
     rows = read_rows(out / "manifest.jsonl")
-    assert [r["status"] for r in rows] == ["done"] * 3 and {r["windows"] for r in rows} == {"checkpoint"}
+    assert [r["status"] for r in rows] == ["done"] * 3 and {r["windows"] for r in rows} == {"fit"}
+    sidecar = json.loads(next(out.rglob("*.json")).read_text())
+    assert sidecar["windows"] == "fit"  # the provenance sidecar
 
-    assert _upscale(good_tree, out, tiny_model, "--windows", "fit", "--workers", "2") == 0
-    fit_rows = read_rows(out / "manifest.jsonl")[3:]
-    assert [r["status"] for r in fit_rows] == ["done"] * 3  # redone, not skipped
-    assert {r["windows"] for r in fit_rows} == {"fit"}
-    assert not {r["settings"] for r in rows} & {r["settings"] for r in fit_rows}
+    assert _upscale(good_tree, out, tiny_model, "--windows", "checkpoint", "--workers", "2") == 0
+    ck_rows = read_rows(out / "manifest.jsonl")[3:]
+    assert [r["status"] for r in ck_rows] == ["done"] * 3  # redone, not skipped
+    assert {r["windows"] for r in ck_rows} == {"checkpoint"}
+    assert not {r["settings"] for r in rows} & {r["settings"] for r in ck_rows}
     assert "windows" in (out / "manifest.csv").read_text().splitlines()[0].split(",")
-    fit = _files(out)
-    changed = {rel for rel in first if first[rel] != fit[rel] and rel.endswith(".nii.gz")}
-    dicom_row = next(r for r in fit_rows if r["input"] == "sub-03/dicom/series1")
+    ck = _files(out)
+    changed = {rel for rel in first if first[rel] != ck[rel] and rel.endswith(".nii.gz")}
+    dicom_row = next(r for r in ck_rows if r["input"] == "sub-03/dicom/series1")
     assert changed == {dicom_row["outputs"][0]}, changed
 
-    spec = tmp_path / "fit.yaml"  # the same layout from a spec: nothing to redo
+    spec = tmp_path / "ck.yaml"  # the same layout from a spec: nothing to redo
     spec.write_text(
-        f"job: upscale\ninput: {good_tree}\noutput: {out}\nmodel: {tiny_model}\nwindows: fit\nquiet: true\n"
+        f"job: upscale\ninput: {good_tree}\noutput: {out}\nmodel: {tiny_model}\nwindows: checkpoint\nquiet: true\n"
     )
     assert main(["run", str(spec)]) == 0
     assert [r["status"] for r in read_rows(out / "manifest.jsonl")[6:]] == ["skipped"] * 3
 
-    assert _upscale(good_tree, out, tiny_model) == 0  # back to the checkpoint's windows: redone, same bytes as first
+    assert _upscale(good_tree, out, tiny_model) == 0  # back to the default fitted windows: redone, same bytes as first
     assert [r["status"] for r in read_rows(out / "manifest.jsonl")[9:]] == ["done"] * 3
     assert _files(out) == first
-    # the default layout keeps the settings of runs made before --windows existed (their outputs still resume)
+    # the checkpoint layout keeps the settings of runs made before --windows existed (their outputs still resume
+    # with --windows checkpoint); the default fitted layout is recorded, so such outputs are redone by default
     legacy = {"job": "upscale", "model_sha256": "0" * 64, "format": "nifti", "overlap": 0.25, "batch_size": None}
     settings = {"fmt": "nifti", "overlap": 0.25, "batch_size": None}
-    assert settings_key(_upscale_settings("0" * 64, **settings)) == settings_key(legacy)
-    assert _upscale_settings("0" * 64, **settings, windows="fit") == {**legacy, "windows": "fit"}
+    assert settings_key(_upscale_settings("0" * 64, **settings, windows="checkpoint")) == settings_key(legacy)
+    assert _upscale_settings("0" * 64, **settings) == {**legacy, "windows": "fit"}
     _assert_no_temp(out)
 
 
@@ -655,16 +658,16 @@ def test_invalid_specs_give_config_errors(tmp_path, capsys, text, message):
 
 
 def test_spec_windows_key(tmp_path):
-    """``windows`` in a spec: ``checkpoint`` by default, ``fit`` from the file or ``--set``, anything else refused."""
+    """``windows`` in a spec: ``fit`` by default, ``checkpoint`` from the file or ``--set``, anything else refused."""
     from medgan.errors import ConfigError
     from pipelines.batch.spec import load_spec
 
     spec = tmp_path / "job.yaml"
     spec.write_text("job: upscale\ninput: a\noutput: b\nmodel: m.safetensors\n")
-    assert load_spec(spec).params["windows"] == "checkpoint"
-    assert load_spec(spec, {"windows": "fit"}).params["windows"] == "fit"
-    spec.write_text("job: upscale\ninput: a\noutput: b\nmodel: m.safetensors\nwindows: fit\n")
     assert load_spec(spec).params["windows"] == "fit"
+    assert load_spec(spec, {"windows": "checkpoint"}).params["windows"] == "checkpoint"
+    spec.write_text("job: upscale\ninput: a\noutput: b\nmodel: m.safetensors\nwindows: checkpoint\n")
+    assert load_spec(spec).params["windows"] == "checkpoint"
     with pytest.raises(ConfigError, match=r"'windows' must be one of: checkpoint \| fit, got 'whole'"):
         load_spec(spec, {"windows": "whole"})
     spec.write_text("job: synthesize\ninput: a\noutput: b\nmodel: m.safetensors\nwindows: fit\n")

@@ -59,16 +59,20 @@ def t1_crop_path(tmp_path_factory, mni_t1):
     return path
 
 
-def test_upscale_windows_fit_matches_the_default_layout_up_to_its_seams(tmp_path, t1_crop_path):
+def test_upscale_windows_checkpoint_matches_the_default_fit_layout_up_to_its_seams(tmp_path, t1_crop_path):
+    import json
+
     import numpy as np
 
     import medgan
 
     base = ["upscale", str(t1_crop_path)]
-    default, fit = tmp_path / "default.nii.gz", tmp_path / "fit.nii.gz"
+    default, ckpt = tmp_path / "default.nii.gz", tmp_path / "ckpt.nii.gz"
     assert cli.main([*base, str(default), "--model", "brain-mr-x2-3d", "--device", "cpu"]) == 0
-    assert cli.main([*base, str(fit), "--model", "brain-mr-x2-3d", "--device", "cpu", "--windows", "fit"]) == 0
-    a, b = medgan.load_scan(default), medgan.load_scan(fit)
+    assert cli.main([*base, str(ckpt), "--model", "brain-mr-x2-3d", "--device", "cpu", "--windows", "checkpoint"]) == 0
+    assert json.loads((tmp_path / "default.json").read_text())["windows"] == "fit"
+    assert json.loads((tmp_path / "ckpt.json").read_text())["windows"] == "checkpoint"
+    b, a = medgan.load_scan(default), medgan.load_scan(ckpt)
     assert a.shape == b.shape == (1, 104, 64, 24)
     np.testing.assert_allclose(np.asarray(b.affine), np.asarray(a.affine))
     x, y = a.numpy().astype(np.float64), b.numpy().astype(np.float64)

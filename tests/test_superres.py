@@ -236,7 +236,9 @@ def test_sliding_windows_equal_the_whole_volume_pass(tmp_path):
     path = save_checkpoint(tmp_path / "pw.safetensors", model, roi_size=[5, 4, 3])
     sr = SuperResolver.from_pretrained(path)
     x = _volume((1, 13, 11, 9))
-    windowed = sr.upscale(x, overlap=0.4, batch_size=4, clip=False)
+    windowed = sr.upscale(x, overlap=0.4, batch_size=4, clip=False, roi_size="checkpoint")  # 5x4x3 windows
+    fitted = sr.upscale(x, overlap=0.4, batch_size=4, clip=False)  # the default: fewer, larger windows
+    assert sr._fit_windows(x.shape[1:], 0.4)[0] != [13, 11, 9]  # still several of them
     sr.roi_size = tuple(x.shape[1:])  # one window = the whole volume
     whole = sr.upscale(x, clip=False)
     norm = fit_normalization(x.as_tensor())
@@ -245,6 +247,7 @@ def test_sliding_windows_equal_the_whole_volume_pass(tmp_path):
     scale = float(direct.abs().max())
     np.testing.assert_allclose(whole.numpy(), direct.numpy(), rtol=0, atol=1e-5 * scale)
     np.testing.assert_allclose(windowed.numpy(), direct.numpy(), rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(fitted.numpy(), direct.numpy(), rtol=0, atol=1e-5 * scale)
 
 
 def test_2d_model_upscales_a_volume_slice_by_slice(tmp_path):

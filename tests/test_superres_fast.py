@@ -76,7 +76,8 @@ def ck2(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ref3(ck3, t1_crop):
-    """fp32, default layout, one window per forward pass: the reference output of the 3-D model."""
+    """fp32, default memory and window layouts (2 fitted windows over the crop), one window per forward pass: the
+    reference output of the 3-D model."""
     return SuperResolver(ck3, device=DEVICE, **FP32).upscale(t1_crop, batch_size=1)
 
 
@@ -194,9 +195,12 @@ def test_channels_last_matches_default_layout(ck3, ck2, t1_crop, ref3):
 
 
 @pytest.mark.parametrize("batch_size", [5, "auto"])
-def test_window_batch_size_does_not_change_the_result(ck3, t1_crop, ref3, batch_size):
-    out = SuperResolver(ck3, device=DEVICE, **FP32).upscale(t1_crop, batch_size=batch_size)
-    torch.testing.assert_close(out.as_tensor(), ref3.as_tensor(), rtol=1e-5, atol=1e-3)
+@pytest.mark.parametrize("layout", ["fit", "checkpoint"])
+def test_window_batch_size_does_not_change_the_result(ck3, t1_crop, ref3, batch_size, layout):
+    sr = SuperResolver(ck3, device=DEVICE, **FP32)
+    ref = ref3 if layout == "fit" else sr.upscale(t1_crop, batch_size=1, roi_size=layout)
+    out = sr.upscale(t1_crop, batch_size=batch_size, roi_size=layout)
+    torch.testing.assert_close(out.as_tensor(), ref.as_tensor(), rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("bad", [0, -2, "many", 1.5])
@@ -279,7 +283,13 @@ def test_roi_size_override(ck2, t1_crop):
     sr = SuperResolver(ck2, device="cpu")
     one = sr.upscale(t1_crop, roi_size=t1_crop.shape[1:3])  # one window per slice: no seams at all
     assert one.shape == (1, 40, 48, 18) and bool(torch.isfinite(one.as_tensor()).all())
-    assert torch.equal(sr.upscale(t1_crop, roi_size=(16, 16)).as_tensor(), sr.upscale(t1_crop).as_tensor())
+    checkpoint = sr.upscale(t1_crop, roi_size="checkpoint")
+    assert torch.equal(sr.upscale(t1_crop, roi_size=(16, 16)).as_tensor(), checkpoint.as_tensor())
+    assert torch.equal(sr.upscale(t1_crop, roi_size=None).as_tensor(), checkpoint.as_tensor())
+    assert checkpoint.meta["medgan"]["windows"] == "checkpoint"
+    default = sr.upscale(t1_crop)  # fitted windows by default
+    assert default.meta["medgan"]["windows"] == "fit"
+    assert torch.equal(default.as_tensor(), sr.upscale(t1_crop, roi_size="fit").as_tensor())
     with pytest.raises(MedganError, match="roi_size"):
         sr.upscale(t1_crop, roi_size=(16, 16, 16))
 
@@ -324,15 +334,15 @@ def test_fitted_windows_one_window_is_the_whole_scan(ck3, t1_crop):
 
 
 def test_fitted_windows_match_the_default_layout_on_a_shipped_model(t1_crop):
-    """Trained 3-D model, real crop: the fitted layout differs from the default only in its blending seams."""
+    """Trained 3-D model, real crop: the fitted layout differs from the checkpoint's only in its blending seams."""
     sr = SuperResolver.from_pretrained("brain-mr-x2-3d", device="cpu")
     sr.roi_size = (10, 10, 10)  # several default windows over the 20x24x18 crop; the fitted ones are 4x larger
-    default = sr.upscale(t1_crop).as_tensor()
-    fit = sr.upscale(t1_crop, roi_size="fit").as_tensor()
+    default = sr.upscale(t1_crop, roi_size="checkpoint").as_tensor()
+    fit = sr.upscale(t1_crop).as_tensor()  # the default layout
     assert fit.shape == default.shape
     rng = float(default.max() - default.min())
     psnr = 10 * np.log10(rng**2 / float(((fit - default) ** 2).mean()))
-    print(f"fitted vs default windows: PSNR {psnr:.1f} dB")
+    print(f"fitted vs checkpoint windows: PSNR {psnr:.1f} dB")
     assert 35 < psnr < 200, psnr  # close, and not the same computation
 
 

@@ -402,7 +402,7 @@ class SuperResolver:
         progress: bool = False,
         axes: Sequence[int] | None = None,
         clip: bool = True,
-        roi_size: Sequence[int] | int | str | None = None,
+        roi_size: Sequence[int] | int | str | None = "fit",
     ) -> MetaTensor:
         """Super-resolve a scan.
 
@@ -426,15 +426,15 @@ class SuperResolver:
             Clip the output to the input's value range (SR sharpening can overshoot; outputs stay
             in the input's units and range).
         roi_size
-            Sliding-window size in input voxels per model axis (default: the checkpoint's). Larger windows
-            recompute less overlap (e.g. a whole 256x256 slice in one window on the CPU); the blending
-            changes, so outputs differ slightly from the default windows near window seams. ``"fit"``: the
-            fewest, largest windows that tile the scan (as large as a quarter of the free GPU memory allows;
-            on the CPU up to 4 checkpoint windows' voxels), neighbours sharing ``overlap`` times the
-            checkpoint window, so that far fewer voxels are computed twice. This is the fast layout on the GPU and
-            the CPU (``benchmarks/sr_speed.py``), and it scored as well as or better than the checkpoint's windows
-            against real scans (``benchmarks/window_layouts.py``); a scan that fits in one window is upscaled in one
-            pass, without seams.
+            The sliding-window layout. ``"fit"`` (default): the fewest, largest windows that tile the scan (as
+            large as a quarter of the free GPU memory allows; on the CPU up to 4 checkpoint windows' voxels),
+            neighbours sharing ``overlap`` times the checkpoint window, so that far fewer voxels are computed
+            twice. It was 1.4-2.2x faster than the checkpoint's windows on a CPU and about 2x on a GPU, and scored
+            as well as or better against real scans (fewer seams inside the image; ``benchmarks/window_layouts.py``
+            and ``BENCHMARKS.md``); a scan that fits in one window is upscaled in one pass, without seams.
+            ``"checkpoint"`` or ``None``: the checkpoint's window size (the layout of medgan before 2026-12-06).
+            Or a window size in input voxels per model axis (an int for all axes). Layouts blend differently,
+            so outputs differ slightly near window seams.
 
         Returns
         -------
@@ -483,12 +483,17 @@ class SuperResolver:
             full_factor[a] = f
 
         if isinstance(roi_size, str):
-            if roi_size != "fit":
-                raise MedganError(f"roi_size must be {self.spatial_dims} positive ints or 'fit', got {roi_size!r}")
+            if roi_size not in ("fit", "checkpoint"):
+                raise MedganError(
+                    f"roi_size must be 'fit', 'checkpoint' or {self.spatial_dims} positive ints, got {roi_size!r}"
+                )
+            roi_size = None if roi_size == "checkpoint" else roi_size
         elif roi_size is not None:
             roi_size = [int(roi_size)] * self.spatial_dims if np.isscalar(roi_size) else [int(r) for r in roi_size]
             if len(roi_size) != self.spatial_dims or min(roi_size) < 1:
-                raise MedganError(f"roi_size must be {self.spatial_dims} positive ints or 'fit', got {roi_size!r}")
+                raise MedganError(
+                    f"roi_size must be 'fit', 'checkpoint' or {self.spatial_dims} positive ints, got {roi_size!r}"
+                )
         ctx = torch.inference_mode() if self.device.type == "cpu" else torch.no_grad()
         with ctx:
             y, norm = self._upscale_tensor(
@@ -511,6 +516,7 @@ class SuperResolver:
             "axes": list(axes),
             "synthetic": False,
             "overlap": float(overlap),
+            "windows": roi_size if roi_size is not None else "checkpoint",
             "precision": self.precision,
             "normalization": norm.to_dict(),
             "trained_modality": self.metadata.get("modality", "unknown"),

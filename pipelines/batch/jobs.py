@@ -74,10 +74,10 @@ class UpscaleOptions:
         torch intra-op threads for the job (``None`` leaves torch's default; the runner passes
         :func:`default_threads`).
     windows
-        Sliding-window layout, one of :data:`pipelines.batch.spec.WINDOW_LAYOUTS`: ``"checkpoint"`` (the
-        checkpoint's windows, ``roi_size=None``) or ``"fit"`` (the fewest, largest windows that tile the scan,
-        ``roi_size="fit"``; faster on a GPU, outputs differ from the default layout only near window seams).
-        See :func:`window_roi_size`.
+        Sliding-window layout, one of :data:`pipelines.batch.spec.WINDOW_LAYOUTS`: ``"fit"`` (default: the
+        fewest, largest windows that tile the scan, ``roi_size="fit"``; faster, and as good or better against real
+        scans) or ``"checkpoint"`` (the checkpoint's windows, ``roi_size=None``; outputs differ from ``"fit"``
+        only near window seams). See :func:`window_roi_size`.
     precision
         :class:`medgan.SuperResolver` ``precision``: ``"auto"`` (bf16 where the hardware has it natively),
         ``"fp32"``, ``"tf32"`` or ``"bf16"``.
@@ -91,7 +91,7 @@ class UpscaleOptions:
     overlap: float = 0.25
     batch_size: int | None = None
     threads: int | None = None
-    windows: str = "checkpoint"
+    windows: str = "fit"
     precision: str = "auto"
 
 

@@ -350,7 +350,7 @@ def run_upscale(
     batch_size: int | None = None,
     threads: int | None = None,
     refs: Sequence[Any] | None = None,
-    windows: str = "checkpoint",
+    windows: str = "fit",
     precision: str = "auto",
 ) -> BatchResult:
     """Upscale every scan under ``in_root`` into ``out_root`` (mirroring the tree), with resume and a manifest.
@@ -455,15 +455,15 @@ def _upscale_settings(
     fmt: str,
     overlap: float,
     batch_size: int | None,
-    windows: str = "checkpoint",
+    windows: str = "fit",
     precision: str = "auto",
 ) -> dict[str, Any]:
     """What determines an upscale run's outputs (hashed into the manifest's ``settings``; resume compares it).
 
-    ``windows`` and ``precision`` are recorded only when they are not the defaults (``"checkpoint"``,
-    ``"auto"``): the defaults keep the settings (and so the hash) that runs made before the options existed, whose
-    outputs then still count as done, while a run with ``windows="fit"`` or ``precision="fp32"`` has other
-    settings and redoes them (and the other way round).
+    ``windows`` is recorded unless it is ``"checkpoint"`` and ``precision`` unless it is ``"auto"``: the layout and
+    precision of runs made before these options existed, whose settings (and so hash) stay as they were. Such a
+    run's outputs count as done for a rerun with ``windows="checkpoint"``; a rerun with the default ``"fit"`` layout
+    (since 2026-12-06) or another precision has other settings and redoes them (and the other way round).
     """
     settings: dict[str, Any] = {
         "job": "upscale",

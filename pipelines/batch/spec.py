@@ -8,7 +8,7 @@
     model: models/sr_x2.safetensors
     workers: 2
     format: nifti                # nifti | dicom
-    windows: checkpoint          # checkpoint | fit (sliding-window layout)
+    windows: fit                 # fit | checkpoint (sliding-window layout)
     precision: auto              # auto | fp32 | tf32 | bf16
 
 Keys per job are listed in :data:`SCHEMA`; an unknown key, a missing required key or a value of the wrong type
@@ -30,8 +30,8 @@ from medgan.errors import ConfigError
 __all__ = ["SCHEMA", "WINDOW_LAYOUTS", "PRECISIONS", "JobSpec", "load_spec", "parse_override", "run_spec", "run_job"]
 
 #: sliding-window layouts of an upscale job (``medgan upscale/batch --windows``, spec key ``windows``):
-#: ``"checkpoint"`` the model's own windows (``roi_size=None``), ``"fit"`` the fewest, largest windows that tile
-#: the scan (``roi_size="fit"``, see :meth:`medgan.SuperResolver.upscale`)
+#: ``"fit"`` (the default) the fewest, largest windows that tile the scan (``roi_size="fit"``, see
+#: :meth:`medgan.SuperResolver.upscale`), ``"checkpoint"`` the model's own windows (``roi_size=None``)
 WINDOW_LAYOUTS = ("checkpoint", "fit")
 
 #: precisions of an upscale job (``--precision``, spec key ``precision``): those of
@@ -120,7 +120,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "device": (_opt_str, False, None),
         "overlap": (_fraction, False, 0.25),
         "batch_size": (_opt_pos_int, False, None),
-        "windows": (_choice(*WINDOW_LAYOUTS), False, "checkpoint"),
+        "windows": (_choice(*WINDOW_LAYOUTS), False, "fit"),
         "precision": (_choice(*PRECISIONS), False, "auto"),
     },
     "synthesize": {

@@ -90,11 +90,11 @@ def add_windows_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--windows",
         choices=WINDOW_LAYOUTS,
-        default="checkpoint",
+        default="fit",
         help=(
-            "sliding-window layout: checkpoint (the model's own windows, default) or fit (the fewest, largest "
-            "windows that tile the scan, neighbours sharing --overlap x the model's window; faster on a GPU, "
-            "outputs differ from checkpoint only near window seams)"
+            "sliding-window layout: fit (default: the fewest, largest windows that tile the scan, neighbours "
+            "sharing --overlap x the model's window; faster, as good or better against real scans) or checkpoint "
+            "(the model's own windows, the layout before 2026-12-06; outputs differ only near window seams)"
         ),
     )
 

@@ -12,9 +12,9 @@ with a manifest, resume and per-scan error isolation (exit 3 if some scans faile
 (:func:`medgan.adapt_to_scan`, ZSSR / SMORE style) and records that in the provenance; it works on
 one scan at a time and is refused for a folder tree.
 
-``--windows fit`` upscales with the fewest, largest sliding windows that tile the scan (``roi_size="fit"`` of
-:meth:`medgan.SuperResolver.upscale`; faster on a GPU, outputs differ only near window seams) instead of the
-checkpoint's windows (``--windows checkpoint``, the default).
+By default (``--windows fit``) the scan is upscaled with the fewest, largest sliding windows that tile it
+(``roi_size="fit"`` of :meth:`medgan.SuperResolver.upscale`); ``--windows checkpoint`` uses the checkpoint's
+smaller windows instead (slower; outputs differ only near window seams).
 """
 
 from __future__ import annotations
