@@ -55,7 +55,7 @@ from medgan.infer.superres import _tf32  # noqa: E402
 #: end to end on the CPU: an eager first call longer than this is the measurement (no second, timed call)
 _CPU_SINGLE_CALL_S = 60.0
 
-#: (label, precision, channels_last, compile)
+#: (label, precision, channels_last, compile: False, True or a torch.compile mode)
 CONFIGS = [
     ("fp32", "fp32", False, False),
     ("tf32", "tf32", False, False),  # CUDA only: TF32 tensor-core convolutions (PyTorch's default for cuDNN)
@@ -225,6 +225,10 @@ def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: 
             configs.append((f"bf16+CL, {edge}^3 windows", "bf16", True, False, 16 / edge, (edge,) * 3))
         if compile_ok:
             configs.append(("bf16+CL+compile, 128^3 windows", "bf16", True, True, 16 / 128, (128,) * 3))
+            # CUDA graphs (torch.compile's "reduce-overhead" mode): no per-kernel launch cost between windows
+            configs.append(
+                ("bf16+CL+CUDA graphs, 128^3 windows", "bf16", True, "reduce-overhead", 16 / 128, (128,) * 3)
+            )
     cases[0][3].extend(configs)
     for m in _shipped_sr():
         ck = _load_checkpoint(m["name"])
