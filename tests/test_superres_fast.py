@@ -324,6 +324,36 @@ def test_fitted_windows_tile_the_scan_with_the_asked_overlap(ck3, spatial, roi, 
     assert len(slices) < len(default)
 
 
+@pytest.mark.parametrize("overlap", [0.9, 0.99])
+def test_fitted_windows_end_when_the_shared_margin_fills_the_window(ck3, overlap):
+    """An overlap close to 1 makes the shared margin as large as the checkpoint window; the window then stops
+    shrinking at margin + 1 voxels, and the search stepping one window at a time never ended (24^3 scan, 7x5x3
+    checkpoint window). It must end, tile the scan and keep the asked margin."""
+    import threading
+
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    sr = SuperResolver(ck3, device="cpu")
+    sr.roi_size = (7, 5, 3)
+    spatial = (24, 24, 24)
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(sr._fit_windows(spatial, overlap)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the fitted-window search did not end"
+    window, fractions = result[0]
+    assert int(np.prod(window)) <= S._CPU_FIT_WINDOW_FACTOR * 7 * 5 * 3
+    slices = dense_patch_slices(spatial, window, _get_scan_interval(spatial, window, 3, fractions))
+    covered = np.zeros(spatial, dtype=bool)
+    for sl in slices:
+        covered[sl] = True
+    assert covered.all()
+    for axis, base in enumerate((7, 5, 3)):
+        starts = sorted({sl[axis].start for sl in slices})
+        assert all(window[axis] - (b - a) >= np.ceil(overlap * base) for a, b in zip(starts, starts[1:], strict=False))
+
+
 def test_fitted_windows_one_window_is_the_whole_scan(ck3, t1_crop):
     sr = SuperResolver(ck3, device="cpu")
     sr.roi_size = (16, 16, 16)  # 4 x 16^3 >= the 20x24x18 crop: one fitted window

@@ -336,19 +336,31 @@ class SuperResolver:
         cap = self._max_window_voxels(base)
         counts = [1] * len(spatial)
 
-        def sizes() -> list[int]:
-            return [
-                n if k == 1 else min(n, max(b, -(-(n + (k - 1) * h) // k)))
-                for n, b, h, k in zip(spatial, base, halo, counts, strict=True)
-            ]
+        def size(i: int, k: int) -> int:
+            """Window along axis ``i`` when ``k`` windows with ``halo[i]`` shared voxels tile it."""
+            n, b, h = spatial[i], base[i], halo[i]
+            return n if k == 1 else min(n, max(b, h + -(-(n - h) // k)))
 
-        window = sizes()
+        def fewest_counts_to_shrink(i: int) -> int | None:
+            """The fewest windows along axis ``i`` that make its window smaller, or None when it cannot shrink.
+
+            Why not one window more each time: with a halo as large as the checkpoint window (an overlap close
+            to 1) the window stalls at ``halo + 1`` however many windows tile the axis, and stepping one window
+            at a time never ended.
+            """
+            c = window[i] - halo[i]  # the window is halo + ceil((n - halo) / k)
+            if window[i] <= base[i] or c <= 1:
+                return None
+            return -(-(spatial[i] - halo[i]) // (c - 1))
+
+        window = [size(i, 1) for i in range(len(spatial))]
         while int(np.prod(window)) > cap:
-            splittable = [i for i, (w, b) in enumerate(zip(window, base, strict=True)) if w > b]
-            if not splittable:
+            moves = {i: k for i in range(len(spatial)) if (k := fewest_counts_to_shrink(i)) is not None}
+            if not moves:
                 break
-            counts[max(splittable, key=lambda i: window[i])] += 1
-            window = sizes()
+            i = max(moves, key=lambda j: window[j])  # split the largest window first
+            counts[i] = moves[i]
+            window[i] = size(i, counts[i])
         overlaps = []
         for n, w, k in zip(spatial, window, counts, strict=True):
             if w >= n:  # one window along this axis (always so when k == 1)
