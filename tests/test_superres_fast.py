@@ -306,7 +306,7 @@ def test_fitted_windows_tile_the_scan_with_the_asked_overlap(ck3, spatial, roi, 
     sr = SuperResolver(ck3, device="cpu")
     sr.roi_size = roi
     window, fractions = sr._fit_windows(spatial, overlap)
-    assert int(np.prod(window)) <= S._CPU_FIT_WINDOW_FACTOR * int(np.prod(roi))
+    assert int(np.prod(window)) <= sr._max_window_voxels([min(r, n) for r, n in zip(roi, spatial, strict=True)])
     assert all(w >= min(r, n) for w, r, n in zip(window, roi, spatial, strict=True))
     # the tiling MONAI will really run: every voxel covered, neighbours share >= overlap * checkpoint window
     slices = dense_patch_slices(spatial, window, _get_scan_interval(spatial, window, 3, fractions))
@@ -325,7 +325,7 @@ def test_fitted_windows_tile_the_scan_with_the_asked_overlap(ck3, spatial, roi, 
 
 
 @pytest.mark.parametrize("overlap", [0.9, 0.99])
-def test_fitted_windows_end_when_the_shared_margin_fills_the_window(ck3, overlap):
+def test_fitted_windows_end_when_the_shared_margin_fills_the_window(ck3, overlap, monkeypatch):
     """An overlap close to 1 makes the shared margin as large as the checkpoint window; the window then stops
     shrinking at margin + 1 voxels, and the search stepping one window at a time never ended (24^3 scan, 7x5x3
     checkpoint window). It must end, tile the scan and keep the asked margin."""
@@ -334,6 +334,7 @@ def test_fitted_windows_end_when_the_shared_margin_fills_the_window(ck3, overlap
     from monai.data.utils import dense_patch_slices
     from monai.inferers.utils import _get_scan_interval
 
+    monkeypatch.setattr(S, "_CPU_FIT_FEATURES", 0)  # windows of at most 4 checkpoint windows: several per axis
     sr = SuperResolver(ck3, device="cpu")
     sr.roi_size = (7, 5, 3)
     spatial = (24, 24, 24)

@@ -46,8 +46,15 @@ _CPU_SLAB_VOXELS = 1 << 24
 #: upper bound for an automatic sliding-window batch
 _MAX_AUTO_BATCH = 64
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
-#: ``roi_size="fit"`` on the CPU: a fitted window holds at most this many times the checkpoint window's voxels
+#: ``roi_size="fit"`` on the CPU: a fitted window may hold this many times the checkpoint window's voxels, or more
+#: where the window's widest feature maps (channels x output voxels) stay within :data:`_CPU_FIT_FEATURES` elements
 _CPU_FIT_WINDOW_FACTOR = 4
+#: Why a feature-map bound: per-voxel cost rises once a window's feature maps outgrow the caches, and that size
+#: depends on the network. brain-mr-x2-3d (32 channels, x8 output) ran fastest at 4 checkpoint windows, 2^26.8
+#: elements (MNI T1: 35.0 s, 37.0 s at 8, 40.3 s at 16), while the through-plane x4 model, whose 32x32x12 checkpoint
+#: window is tiny, went 26.3 -> 18.3 s up to this bound, and the 2-D x2 model on 512x512 slices 23.8 -> 19.7 s with
+#: whole-slice windows (2 cores, bf16, 2026-12-06)
+_CPU_FIT_FEATURES = 1 << 27
 #: 2-D on the CPU: input pixels per forward pass (8 windows of 128^2). Larger batches are slower, not faster:
 #: the shipped 2-D x2 model on 40 whole 256^2 slices took 12.4-12.9 s with 1-4 slices per pass and 17.0 s with 8
 #: (bf16, 2 cores, 2026-12-04): the activations of a pass then outgrow the caches
@@ -311,18 +318,19 @@ class SuperResolver:
         """The largest fitted window (input voxels): memory- and index-bound.
 
         On CUDA a window may take a quarter of the free memory (scaled from the probed checkpoint window); on the
-        CPU it holds at most ``_CPU_FIT_WINDOW_FACTOR`` checkpoint windows. Either way the network's largest
-        tensor, the sub-pixel convolution's ``channels * prod(factor)`` feature maps, stays under 2**31 elements
-        (cuDNN's 32-bit indexing, which a single window cannot be split around).
+        CPU it holds ``_CPU_FIT_WINDOW_FACTOR`` checkpoint windows, or more while its widest feature maps stay
+        within ``_CPU_FIT_FEATURES`` elements. Either way the network's largest tensor, the sub-pixel
+        convolution's ``channels * prod(factor)`` feature maps, stays under 2**31 elements (cuDNN's 32-bit
+        indexing, which a single window cannot be split around).
         """
         base_vox = int(np.prod(base))
+        widest = max(1, int(self.metadata["model"].get("channels", 64)) * int(np.prod(self.factor)))
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             cap = int(0.25 * free / (self._window_bytes(base) / base_vox))
         else:
-            cap = _CPU_FIT_WINDOW_FACTOR * base_vox
-        widest = int(self.metadata["model"].get("channels", 64)) * int(np.prod(self.factor))
-        return max(base_vox, min(cap, (2**31 - 1) // max(1, widest)))
+            cap = max(_CPU_FIT_WINDOW_FACTOR * base_vox, _CPU_FIT_FEATURES // widest)
+        return max(base_vox, min(cap, (2**31 - 1) // widest))
 
     def _fit_windows(self, spatial: Sequence[int], overlap: float) -> tuple[list[int], list[float]]:
         """The fewest, largest windows that tile ``spatial`` (``roi_size="fit"``).
@@ -439,9 +447,10 @@ class SuperResolver:
             in the input's units and range).
         roi_size
             The sliding-window layout. ``"fit"`` (default): the fewest, largest windows that tile the scan (as
-            large as a quarter of the free GPU memory allows; on the CPU up to 4 checkpoint windows' voxels),
+            large as a quarter of the free GPU memory allows; on the CPU 4 checkpoint windows' voxels, or more for
+            networks with few feature maps),
             neighbours sharing ``overlap`` times the checkpoint window, so that far fewer voxels are computed
-            twice. It was 1.4-2.2x faster than the checkpoint's windows on a CPU and about 2x on a GPU, and scored
+            twice. It was 1.4-2.5x faster than the checkpoint's windows on a CPU and about 2x on a GPU, and scored
             as well as or better against real scans (fewer seams inside the image; ``benchmarks/window_layouts.py``
             and ``BENCHMARKS.md``); a scan that fits in one window is upscaled in one pass, without seams.
             ``"checkpoint"`` or ``None``: the checkpoint's window size (the layout of medgan before 2026-12-06).
