@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,20 +52,6 @@ COLUMNS = [
 ]
 
 
-def _layout(sr: SuperResolver, spatial, roi, overlap: float = 0.25) -> tuple[list[int], int]:
-    """The window size of a layout and its windows per image (per slice for a 2-D model), as MONAI lays them out."""
-    if roi == "fit":
-        window, overlaps = sr._fit_windows(spatial, overlap)
-    else:
-        window = [min(r, n) for r, n in zip(sr.roi_size, spatial, strict=True)]
-        overlaps = [overlap] * len(spatial)
-    count = 1
-    for n, w, o in zip(spatial, window, overlaps, strict=True):
-        stride = w if w == n else max(1, int(w * (1 - o)))
-        count *= 1 if n <= w else int(np.ceil((n - w) / stride)) + 1
-    return list(window), count
-
-
 def measure(precision: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for model in [m for m in medgan.list_pretrained() if m["task"] == "super-resolution"]:
@@ -83,7 +68,7 @@ def measure(precision: str) -> list[dict[str, Any]]:
                 y = sr.upscale(lr, roi_size=layout)
                 seconds = time.perf_counter() - t0
                 m = medgan.evaluate(y, hr)
-                window, n_windows = _layout(sr, spatial, layout)
+                window, _, n_windows = sr._window_layout(spatial, 0.25, layout)
                 row = {
                     "model": model["name"],
                     "scan": scan_name,

@@ -378,20 +378,26 @@ class SuperResolver:
             overlaps.append(1.0 - (interval + 0.5) / w)  # MONAI takes int(w * (1 - o)) == interval
         return window, overlaps
 
+    def _window_layout(
+        self, spatial: Sequence[int], overlap: float, roi_size=None
+    ) -> tuple[list[int], list[float], int]:
+        """Window size, MONAI's per-axis overlap fractions and windows per image for a layout (``roi_size`` as
+        :meth:`upscale` passes it on: ``"fit"``, ``None`` for the checkpoint's windows, or a size)."""
+        if isinstance(roi_size, str):  # "fit"
+            roi, overlaps = self._fit_windows(spatial, overlap)
+        else:
+            roi = [min(r, s) for r, s in zip(roi_size or self.roi_size, spatial, strict=True)]
+            overlaps = [overlap] * len(roi)
+        stride = [r if r == n else max(1, int(r * (1 - o))) for r, o, n in zip(roi, overlaps, spatial, strict=True)]
+        steps = [1 if n <= r else int(np.ceil((n - r) / t)) + 1 for r, t, n in zip(roi, stride, spatial, strict=True)]
+        return roi, overlaps, int(np.prod(steps))
+
     def _run(
         self, x: torch.Tensor, overlap: float, batch_size: int | None, progress: bool, out_device, roi_size=None
     ) -> torch.Tensor:
         """``(N, Cin, *model_spatial)`` -> ``(N, Cout, *model_spatial * factor)`` by sliding windows."""
-        if isinstance(roi_size, str):  # "fit"
-            roi, overlaps = self._fit_windows(x.shape[2:], overlap)
-        else:
-            roi = [min(r, s) for r, s in zip(roi_size or self.roi_size, x.shape[2:], strict=True)]
-            overlaps = [overlap] * len(roi)
-        stride = [r if r == n else max(1, int(r * (1 - o))) for r, o, n in zip(roi, overlaps, x.shape[2:], strict=True)]
-        steps = [
-            1 if n <= r else int(np.ceil((n - r) / t)) + 1 for r, t, n in zip(roi, stride, x.shape[2:], strict=True)
-        ]
-        n_windows = x.shape[0] * int(np.prod(steps))
+        roi, overlaps, per_image = self._window_layout(x.shape[2:], overlap, roi_size)
+        n_windows = x.shape[0] * per_image
         batch = batch_size if batch_size is not None else self._batch_size(roi, n_windows)
         return sliding_window_inference(
             x,
@@ -448,9 +454,8 @@ class SuperResolver:
         roi_size
             The sliding-window layout. ``"fit"`` (default): the fewest, largest windows that tile the scan (as
             large as a quarter of the free GPU memory allows; on the CPU 4 checkpoint windows' voxels, or more for
-            networks with few feature maps),
-            neighbours sharing ``overlap`` times the checkpoint window, so that far fewer voxels are computed
-            twice. It was 1.4-2.5x faster than the checkpoint's windows on a CPU and about 2x on a GPU, and scored
+            networks with few feature maps), neighbours sharing ``overlap`` times the checkpoint window, so that
+            far fewer voxels are computed twice. It was 1.4-2.5x faster than the checkpoint's windows on a CPU and about 2x on a GPU, and scored
             as well as or better against real scans (fewer seams inside the image; ``benchmarks/window_layouts.py``
             and ``BENCHMARKS.md``); a scan that fits in one window is upscaled in one pass, without seams.
             ``"checkpoint"`` or ``None``: the checkpoint's window size (the layout of medgan before 2026-12-06).

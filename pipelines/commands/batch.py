@@ -2,9 +2,9 @@
 
 ``medgan batch upscale IN_ROOT OUT_ROOT --model CKPT`` upscales every scan found under ``IN_ROOT`` into
 ``OUT_ROOT``, mirroring the folder tree (``<folder>/<scan id>.nii.gz`` + its ``.json`` provenance sidecar, or a
-derived DICOM series folder ``<folder>/<scan id>/`` with ``--format dicom``); the sliding windows are the fewest, largest
-that tile each scan (``--windows fit``, the default) or the checkpoint's (``--windows checkpoint``); a rerun with
-another layout redoes the scans.
+derived DICOM series folder ``<folder>/<scan id>/`` with ``--format dicom``); the sliding windows are the
+fewest, largest that tile each scan (``--windows fit``, the default) or the checkpoint's (``--windows
+checkpoint``); a rerun with another layout redoes the scans.
 
 ``medgan batch evaluate PRED_ROOT REF_ROOT OUT_ROOT [--lr LR_ROOT]`` scores every prediction against its
 reference: per-scan metrics go into the manifest, the evaluation report into ``OUT_ROOT/report``.
