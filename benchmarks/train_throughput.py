@@ -203,6 +203,51 @@ def real_case(
     return fn
 
 
+def trainer_case(device: torch.device, batch: int, lr_edge: int, steps: int, workers: int, **options: Any):
+    """medgan's own trainer (``train_sr``, the loop ``medgan train-sr`` runs) on the reference network.
+
+    The ``brain-mr-x2-3d`` config with the reference generator, ``batch`` patches of ``2 * lr_edge`` HR voxels
+    from the MNI T1, phase 1 only, no validation, one state saved at the end; ``options`` go to its ``train``
+    section (``channels_last``, ``fused_optimizer``, ``compile``; unset ones follow the device). The speed is the
+    trainer's own measurement (``TrainResult.speed``: the steps after the first two, validation and checkpoints
+    left out), so this row times exactly what users run: EMA update, LR schedule and logging included.
+    """
+
+    def fn() -> dict[str, Any]:
+        import tempfile
+
+        from medgan.train.config import load_config
+        from medgan.train.trainer import train_sr
+
+        cfg = load_config(CONFIG)
+        warm = 2  # TrainResult.speed leaves out the first 2 steps
+        with tempfile.TemporaryDirectory(prefix="medgan-train-bench-") as out:
+            cfg.update(out_dir=out, device=str(device), name="reference-srresnet-3d-x2")
+            cfg["model"] = reference_config(3)
+            cfg["data"].update(train=[str(REPO / "sample_data/nifti/mni_icbm152_2009a_sym/t1.nii.gz")], val=[])
+            cfg["data"]["num_workers"] = workers
+            cfg["phase1"].update(steps=warm + steps, warmup_steps=0)
+            cfg["phase2"]["steps"] = 0
+            cfg["train"].update(
+                batch_size=batch, patch_size=2 * lr_edge, val_every=0, checkpoint_every=0, log_every=10**6, **options
+            )
+            with GpuSampler(device) as gpu:
+                t0 = time.perf_counter()
+                result = train_sr(cfg, progress=False)
+                wall = time.perf_counter() - t0
+        speed = result.speed
+        return {
+            "steps": speed["timed_steps"],
+            "seconds": speed["seconds_per_step"] * speed["timed_steps"],
+            "wait_frac": speed["data_wait_fraction"],
+            "gpu_util": gpu.mean,
+            "warmup_s": speed["first_step_seconds"],
+            "call_s": wall,
+        }
+
+    return fn
+
+
 COLUMNS = [
     ("case", "case"),
     ("data", "data"),
@@ -224,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr-edge", type=int, default=64, help="low-resolution patch edge (HR is twice)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of the parallel case")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--only-trainer", action="store_true", help="only the train_sr rows (medgan's own trainer)")
     parser.add_argument("--budget-s", type=float, default=0, help="skip cases starting after this many seconds")
     parser.add_argument("--out-md", default=None)
     parser.add_argument("--append", action="store_true")
@@ -289,6 +335,31 @@ def main(argv: list[str] | None = None) -> int:
                 real_case(device, args.batch, args.lr_edge, args.steps, workers, True, True, True),
             )
         )
+    # medgan's trainer itself (train_sr) with its defaults for the device, and with each speed option switched
+    cuda = device.type == "cuda"
+    trainer_rows = [("train_sr, defaults for the device", {})]
+    trainer_rows.append(
+        ("train_sr, channels-last + fused Adam off", {"channels_last": False, "fused_optimizer": False})
+        if cuda
+        else ("train_sr, channels-last + fused Adam on", {"channels_last": True, "fused_optimizer": True})
+    )
+    if not cuda:
+        trainer_rows += [
+            ("train_sr, channels-last on", {"channels_last": True}),
+            ("train_sr, fused Adam on", {"fused_optimizer": True}),
+        ]
+    if not args.no_compile:
+        trainer_rows.append(("train_sr, defaults + compile", {"compile": True}))
+    for label, options in trainer_rows:
+        cases.append(
+            (
+                label,
+                f"real, {workers} workers",
+                trainer_case(device, args.batch, args.lr_edge, args.steps, workers, **options),
+            )
+        )
+    if args.only_trainer:
+        cases = [c for c in cases if c[0].startswith("train_sr")]
     base = None
     for name, data, fn in cases:
         row = run_case(rows, {"case": name, "data": data, "batch": batch_text}, fn)

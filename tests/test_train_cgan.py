@@ -209,6 +209,39 @@ def test_resume_matches_uninterrupted_run(tmp_path, subject):
     assert_same_params(state_params(tmp_path / "a" / "run", 6), state_params(tmp_path / "b" / "run", 6))
 
 
+def test_channels_last_and_fused_adam_train_the_model_the_defaults_train(tmp_path, subject):
+    """The speed options (on by default on CUDA) change the layout and the Adam kernel, not the training: the same
+    losses step by step, and the exported generators synthesise the same image.
+
+    Weights are not compared one by one: SPADE's convolution biases feed normalisations that cancel them, so their
+    gradients are rounding noise, which Adam turns into steps of about lr (2e-3) that do not change any output.
+    """
+    from medgan import load_scan
+    from medgan.data.labels import tissue_labels
+    from medgan.infer.synthesis import Synthesizer
+
+    sections = {
+        "device": "cpu",
+        "warmup": {"steps": 2, "lr": 2e-3},
+        "adversarial": {"steps": 2, "lr_g": 2e-3, "lr_d": 2e-3},
+        "train": {"val_every": 0, "checkpoint_every": 0, "batch_size": 2},
+    }
+    labels = tissue_labels(load_scan(subject["gm"]), load_scan(subject["wm"]), t1=load_scan(subject["image"]))
+    losses, images = {}, {}
+    for name, train in (("plain", {}), ("fast", {"channels_last": True, "fused_optimizer": True})):
+        cfg = _config(tmp_path / name, subject, **merge_sections(sections, {"train": train}))
+        result = train_cgan(cfg, progress=False)
+        assert result.finished
+        losses[name] = [r["loss_g"] for r in result.history]
+        synth = Synthesizer.from_pretrained(result.model_path, device="cpu")
+        images[name] = synth.generate(labels[:, :, :, 20], n=1, seed=3).as_tensor()
+    st = state_params(tmp_path / "fast" / "run", 4)
+    assert any(v.dim() == 4 and not v.is_contiguous() for v in st.values())  # the networks ran channels-last
+    np.testing.assert_allclose(losses["fast"], losses["plain"], rtol=1e-4)
+    scale = float(images["plain"].abs().max())
+    torch.testing.assert_close(images["fast"], images["plain"], rtol=0, atol=1e-3 * scale)
+
+
 # ---------------------------------------------------------------------------------------------- DDP
 @pytest.mark.slow
 def test_two_process_gloo_ddp_via_torchrun(tmp_path, subject):

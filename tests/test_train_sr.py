@@ -370,6 +370,101 @@ def test_two_d_model_trains_on_slices_and_upscales_a_volume(tmp_path, train_scan
     assert sr.upscale(lr).shape == (1, 32, 40, 4)
 
 
+# ---------------------------------------------------------------------------------------------- speed options
+#: 4 content steps and 2 adversarial steps on the CPU, a checkpoint at step 3
+_SPEED_RUN = {
+    "device": "cpu",
+    "phase1": {"steps": 4, "lr": 1e-3, "scheduler": "cosine", "warmup_steps": 2},
+    "phase2": {"steps": 2, "lr_g": 1e-4, "lr_d": 1e-4},
+    "data": {"train": [str(T1)], "val": []},
+    "train": {"checkpoint_every": 3},
+}
+
+
+def _assert_same_training(a: dict, b: dict) -> None:
+    """Two :func:`state_params` of a ``_SPEED_RUN`` agree within float rounding (as Adam carries it)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        # the relativistic GAN loss cancels the discriminator's output bias, so its gradient is rounding noise that
+        # Adam scales to about lr per step: that one weight is held to the bound of the 2 phase-2 steps
+        atol = 2 * 2 * 1e-4 if key.startswith("d.") and key.endswith("final_conv.conv.bias") else 1e-5
+        torch.testing.assert_close(b[key].contiguous(), a[key], rtol=1e-4, atol=atol, msg=key)
+
+
+def test_channels_last_and_fused_adam_train_the_model_the_defaults_train(tmp_path, train_scan):
+    """``train.channels_last`` / ``train.fused_optimizer`` (on by default on CUDA) change the memory layout and the
+    Adam kernel, not the training: the same steps give the same weights within float rounding. Switching them on
+    when resuming a state saved without them takes effect (the saved optimiser groups carry the old kernel)."""
+    sections = _SPEED_RUN
+    fast = {"channels_last": True, "fused_optimizer": True}
+    plain_dir, fast_dir = tmp_path / "plain", tmp_path / "fast"
+    for d in (plain_dir, fast_dir):
+        d.mkdir()
+    sections = merge_sections(sections, {"data": {"train": [str(train_scan)]}})
+    plain = train_sr(write_yaml(plain_dir, _config(plain_dir, train_scan, **sections)), progress=False)
+    summary = json.loads((plain_dir / "run" / "summary.json").read_text())
+    assert summary["speed_options"] == {
+        "amp_bf16": False,
+        "channels_last": False,
+        "fused_optimizer": False,
+        "compile": False,
+    }
+    # the fast run starts like the plain one (3 steps, saved without the options), then resumes with them
+    train_sr(write_yaml(fast_dir, _config(fast_dir, train_scan, **sections)), until_step=3, progress=False)
+    resumed = train_sr(
+        write_yaml(fast_dir, _config(fast_dir, train_scan, **merge_sections(sections, {"train": fast}))),
+        progress=False,
+    )
+    assert plain.finished and resumed.finished and resumed.resumed_from.name == "state_00000003.pt"
+    summary = json.loads((fast_dir / "run" / "summary.json").read_text())
+    assert summary["speed_options"]["channels_last"] and summary["speed_options"]["fused_optimizer"]
+    assert summary["speed"] == resumed.speed and resumed.speed["timed_steps"] == 1  # 3 steps, 2 left out
+
+    st = torch.load(fast_dir / "run" / "checkpoints" / "state_00000006.pt", weights_only=True)
+    convs = [v for k, v in st["generator"].items() if v.dim() == 5]
+    assert convs and all(v.is_contiguous(memory_format=torch.channels_last_3d) for v in convs)
+    assert all(not v.is_contiguous() for v in convs if v.shape[1] > 1)  # really the other layout
+    for name in ("opt_g1", "opt_g2", "opt_d"):
+        assert all(g["fused"] for g in st[name]["param_groups"]), name
+
+    _assert_same_training(state_params(plain_dir / "run", 6), state_params(fast_dir / "run", 6))
+    # the exported checkpoints hold plain (contiguous) tensors and upscale alike
+    from medgan import SuperResolver, degrade, load_scan
+
+    lr = degrade(load_scan(VAL)[:, :24, :24, :24], 2)
+    outs = [SuperResolver.from_pretrained(r.model_path, device="cpu").upscale(lr).as_tensor() for r in (plain, resumed)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-3 * float(outs[0].abs().max()))
+
+
+@pytest.mark.skipif(
+    os.environ.get("MEDGAN_TEST_COMPILE") != "1",
+    reason="torch.compile on the CPU builds C++ kernels (about 20 s here); set MEDGAN_TEST_COMPILE=1 to run",
+)
+def test_compiled_training_matches_eager(tmp_path, train_scan):
+    """``train.compile`` compiles the generator and discriminator forwards (and so their backwards); the plain
+    modules keep the weights, so state, EMA and export are unchanged."""
+    sections = merge_sections(_SPEED_RUN, {"data": {"train": [str(train_scan)]}})
+    dirs = {name: tmp_path / name for name in ("eager", "compiled")}
+    for name, d in dirs.items():
+        d.mkdir()
+        cfg = _config(d, train_scan, **merge_sections(sections, {"train": {"compile": name == "compiled"}}))
+        result = train_sr(write_yaml(d, cfg), progress=False)
+        assert result.finished
+    assert json.loads((dirs["compiled"] / "run" / "summary.json").read_text())["speed_options"]["compile"]
+    _assert_same_training(state_params(dirs["eager"] / "run", 6), state_params(dirs["compiled"] / "run", 6))
+
+
+def test_summary_reports_the_steady_training_speed(trained):
+    """``summary.json`` times the loop itself: patches/s and the share of each step spent waiting for data,
+    after the first two steps (loader start-up, autotuning, compilation)."""
+    result, _ = trained
+    speed = result.speed  # summary.json has it too, but a later test reruns the finished run (no steps) over it
+    assert speed["timed_steps"] == 44 - 2 and speed["warmup_steps_left_out"] == 2
+    assert speed["samples_per_second"] == pytest.approx(2 / speed["seconds_per_step"], rel=1e-3)  # batch_size 2
+    assert 0 <= speed["data_wait_fraction"] < 1
+    assert speed["first_step_seconds"] > 0
+
+
 # ---------------------------------------------------------------------------------------------- DDP
 def test_cleanup_frees_ddp_wrappers_in_reference_cycles_before_leaving_the_group(tmp_path):
     """``cleanup`` collects before destroying the group, so a DDP wrapper caught in a reference cycle (which holds

@@ -74,14 +74,14 @@ class CGANTrainer(Trainer):
         warm, adv = cfg["warmup"], cfg["adversarial"]
         n_warm, n_adv = self.phase_steps("warmup"), self.phase_steps("adversarial")
         if n_warm:
-            self.opt_w = torch.optim.Adam(self.generator.parameters(), lr=warm["lr"], betas=(0.9, 0.99))
+            self.opt_w = self.adam(self.generator.parameters(), lr=warm["lr"], betas=(0.9, 0.99))
             self.optimizers["opt_warmup"] = self.opt_w
             self.schedulers["sched_warmup"] = self.sched_w = make_scheduler(self.opt_w, warm, n_warm)
         if n_adv:
             betas = (adv["beta1"], adv["beta2"])
             self.discriminator = build_cgan_discriminator(cfg["discriminator"]).to(self.device)
-            self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=adv["lr_g"], betas=betas)
-            self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=adv["lr_d"], betas=betas)
+            self.opt_g = self.adam(self.generator.parameters(), lr=adv["lr_g"], betas=betas)
+            self.opt_d = self.adam(self.discriminator.parameters(), lr=adv["lr_d"], betas=betas)
             self.optimizers.update(opt_g=self.opt_g, opt_d=self.opt_d)
             self.schedulers["sched_g"] = self.sched_g = make_scheduler(self.opt_g, adv, n_adv)
             self.schedulers["sched_d"] = self.sched_d = make_scheduler(self.opt_d, adv, n_adv)

@@ -22,7 +22,8 @@ Sections (see ``medgan/train/configs/*.yaml`` for annotated examples)::
     phase1:       content-loss pre-training: steps, lr, scheduler, warmup_steps, step_size, gamma
     phase2:       adversarial fine-tuning: steps, lr_g, lr_d, scheduler, warmup_steps, step_size, gamma
     train:        batch_size (per process), patch_size (HR voxels), ema_decay, val_every,
-                  checkpoint_every, keep_checkpoints, log_every, grad_clip, roi_size
+                  checkpoint_every, keep_checkpoints, log_every, grad_clip, roi_size,
+                  channels_last, fused_optimizer, compile (speed options)
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def _train_fields(patch_size: int) -> dict[str, Field]:
         "keep_checkpoints": Field("int", 2, check=_positive),
         "log_every": Field("int", 10, check=_positive),
         "grad_clip": Field("float?", None),
+        # speed options (issue #7); null = automatic: on for CUDA, off on the CPU (see medgan.train.core)
+        "channels_last": Field("bool?", None),
+        "fused_optimizer": Field("bool?", None),
+        "compile": Field("bool", False),
     }
 
 

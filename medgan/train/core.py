@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medgan.errors import CheckpointError, ConfigError
+from medgan.models.generators import channels_last_format
 from medgan.train import distributed as D
 from medgan.train import state as S
 
@@ -79,6 +80,9 @@ class TrainResult:
         Validation rows of this process's run (rank 0).
     resumed_from
         The state file this run resumed from, if any.
+    speed
+        This call's steady training speed (as ``summary.json`` records it: ``samples_per_second``,
+        ``seconds_per_step``, ``data_wait_fraction``, ...), or None when it ran no step.
     """
 
     out_dir: Path
@@ -90,6 +94,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     val_history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: Path | None = None
+    speed: dict[str, Any] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -167,13 +172,21 @@ def _trim_jsonl(path: Path, max_step: int) -> None:
     write_text_atomic(path, "".join(f"{line}\n" for line in keep))
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def _to_device(batch: Any, device: torch.device, image_format: tuple[int, torch.memory_format] | None = None) -> Any:
+    """``batch`` (tensors, possibly nested in mappings and sequences) on ``device``.
+
+    ``image_format``: ``(rank, memory_format)``; floating-point tensors of that rank (the images and label maps
+    the networks take) are laid out in that format, as the channels-last networks want them.
+    """
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        batch = batch.to(device, non_blocking=True)
+        if image_format is not None and batch.dim() == image_format[0] and batch.is_floating_point():
+            batch = batch.contiguous(memory_format=image_format[1])
+        return batch
     if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: _to_device(v, device, image_format) for k, v in batch.items()}
     if isinstance(batch, (tuple, list)):
-        return type(batch)(_to_device(v, device) for v in batch)
+        return type(batch)(_to_device(v, device, image_format) for v in batch)
     return batch
 
 
@@ -189,6 +202,76 @@ class _StepDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> Any:
         return self.sampler.batch(step)
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, saved: Mapping[str, Any], *, fused: bool) -> None:
+    """Load a saved optimiser state into ``opt``, keeping this run's Adam kernel and parameter layout.
+
+    A state may come from a run with other speed options (``train.fused_optimizer``, ``train.channels_last``; both
+    follow the device by default, so a run started on the CPU and resumed on a GPU has both). Two things then
+    need care, which ``Optimizer.load_state_dict`` does not take:
+
+    * the saved groups carry the saving run's kernel flags, which would override this run's: this run's flags
+      are set before loading, so torch also puts the ``step`` counters where that kernel wants them;
+    * the moment estimates keep the memory layout they were saved in, while the fused kernel reads parameters,
+      gradients and moments as if they had one layout: a contiguous moment for a channels-last weight updated
+      the wrong elements (torch 2.13, CPU; found by the test of this resume). Each is copied into its
+      parameter's layout.
+    """
+    groups = [
+        {**g, "fused": fused or None, "foreach": None if fused else g.get("foreach")} for g in saved["param_groups"]
+    ]
+    opt.load_state_dict({**saved, "param_groups": groups})
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p).copy_(value)
+
+
+class _StepClock:
+    """Per-step wall times of the training loop: waiting for the batch, and the whole step.
+
+    Why by hand: the loop's own timing is what ``summary.json`` reports (throughput, and whether data loading
+    keeps the device busy) without a profiler. Each step ends with its losses read back as Python floats, so the
+    device work of a step is done when :meth:`stepped` is called. Validation and checkpoints fall outside the
+    timed spans.
+    """
+
+    #: steps left out of the summary: the first ones carry one-time costs (loader start, cuDNN autotuning, compile)
+    WARMUP = 2
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.steps: list[float] = []
+        self._t0 = self._t1 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def loaded(self) -> None:
+        self._t1 = time.perf_counter()
+
+    def stepped(self) -> None:
+        self.waits.append(self._t1 - self._t0)
+        self.steps.append(time.perf_counter() - self._t0)
+
+    def summary(self, samples_per_step: int) -> dict[str, Any] | None:
+        """Steady-state throughput after :attr:`WARMUP` steps (all steps when there are no more), or None."""
+        if not self.steps:
+            return None
+        skip = self.WARMUP if len(self.steps) > self.WARMUP else 0
+        steps, waits = self.steps[skip:], self.waits[skip:]
+        total = sum(steps)
+        return {
+            "timed_steps": len(steps),
+            "warmup_steps_left_out": skip,
+            "seconds_per_step": round(total / len(steps), 5),
+            "samples_per_second": round(samples_per_step * len(steps) / total, 3) if total > 0 else None,
+            "data_wait_fraction": round(sum(waits) / total, 4) if total > 0 else None,
+            "first_step_seconds": round(self.steps[0], 4),
+        }
 
 
 class Trainer:
@@ -225,6 +308,15 @@ class Trainer:
         self.schedule = [(str(n), int(s)) for n, s in self.phases()]
         self.total = sum(s for _, s in self.schedule)
         self.amp = bool(self.cfg["amp"]) and self.device.type == "cuda"
+        # speed options: channels-last networks and batches, and the fused Adam kernel, are on for CUDA unless the
+        # config says otherwise; on the CPU they stay off unless asked for (see BENCHMARKS.md, "Training speed")
+        tcfg = self.cfg["train"]
+        cuda = self.device.type == "cuda"
+        self.channels_last = cuda if tcfg.get("channels_last") is None else bool(tcfg["channels_last"])
+        self.fused_optimizer = cuda if tcfg.get("fused_optimizer") is None else bool(tcfg["fused_optimizer"])
+        self.spatial_dims = int(self.cfg["model"].get("spatial_dims", 3))
+        #: patches (or slices) per step over all processes
+        self.samples_per_step = int(tcfg["batch_size"]) * self.info.world_size
         self.step = 0
         self.val_rows: list[dict[str, Any]] = []
         self.history: list[dict[str, float]] = []
@@ -283,6 +375,10 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def adam(self, params: Any, *, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+        """Adam for a network's parameters, with the fused kernel when ``train.fused_optimizer`` is on."""
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=self.fused_optimizer or None)
+
     def clip(self, model: nn.Module) -> None:
         """Clip gradients to ``train.grad_clip`` (if set)."""
         clip = self.cfg["train"]["grad_clip"]
@@ -302,9 +398,11 @@ class Trainer:
 
         seed_everything(int(self.cfg["seed"]))
         self.build()
-        self.generator = self.generator.to(self.device)
+        # Module.to swaps each parameter's data in place, so the optimisers built in build() keep their parameters
+        fmt = channels_last_format(self.spatial_dims) if self.channels_last else None
+        self.generator = self.generator.to(self.device, memory_format=fmt)
         if self.discriminator is not None:
-            self.discriminator = self.discriminator.to(self.device)
+            self.discriminator = self.discriminator.to(self.device, memory_format=fmt)
         self.ema = make_ema(self.generator, self.cfg["train"]["ema_decay"]).to(self.device)
 
     # ------------------------------------------------------------------ state
@@ -336,7 +434,10 @@ class Trainer:
                 "use a new out_dir or restore the model section"
             )
         for key in self.resume_warn_keys:
-            if old.get(key) != self.cfg.get(key):
+            was, now = old.get(key), self.cfg.get(key)
+            if isinstance(was, dict) and isinstance(now, dict):  # keys added since the state was saved: defaults
+                was = {**now, **was}
+            if was != now:
                 logger.warning("config section %r changed since %s; resuming with the new values", key, path.name)
         try:
             self.generator.load_state_dict(st["generator"])
@@ -344,7 +445,9 @@ class Trainer:
             if self.discriminator is not None and "discriminator" in st:
                 self.discriminator.load_state_dict(st["discriminator"])
             for name, obj in (*self.optimizers.items(), *self.schedulers.items()):
-                if name in st:
+                if name in st and isinstance(obj, torch.optim.Optimizer):
+                    _load_optimizer_state(obj, st[name], fused=self.fused_optimizer)
+                elif name in st:
                     obj.load_state_dict(st[name])
                 else:  # e.g. an adversarial phase added to a config whose state had none: starts fresh
                     logger.warning("%s holds no %r state; it starts fresh", path.name, name)
@@ -405,6 +508,10 @@ class Trainer:
             self.g_model = DDP(self.generator, device_ids=ids)
             if self.discriminator is not None:
                 self.d_model = DDP(self.discriminator, device_ids=ids)
+        if self.cfg["train"].get("compile"):  # the training forwards; state, EMA and export use the plain modules
+            self.g_model = torch.compile(self.g_model)
+            if self.d_model is not None:
+                self.d_model = torch.compile(self.d_model)
 
         val_every = self.cfg["train"]["val_every"]
         ck_every = self.cfg["train"]["checkpoint_every"]
@@ -425,14 +532,23 @@ class Trainer:
 
             desc = f"{self.task_name} {self.cfg['name']}"
             bar = tqdm(total=end, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+        image_format = (self.spatial_dims + 2, channels_last_format(self.spatial_dims)) if self.channels_last else None
+        speed = _StepClock()
         t0 = time.perf_counter()
         try:
-            for batch in loader:
-                batch = _to_device(batch, self.device)
+            batches = iter(loader)
+            while True:
+                speed.start()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                batch = _to_device(batch, self.device, image_format)
+                speed.loaded()
                 self.generator.train()
                 phase = self.phase_index(self.step) + 1
-                values = self.train_step(batch)
+                values = self.train_step(batch)  # returns Python floats: the step's device work is done
                 self.ema.update_parameters(self.generator)
+                speed.stepped()
                 self.step += 1
                 if self.info.is_main:
                     row = {"step": self.step, "phase": phase, **values}
@@ -458,7 +574,7 @@ class Trainer:
             model_path = self.export()
         elif finished:
             model_path = self.out_dir / MODEL_FILE
-        self._summary(start, elapsed, finished, model_path)
+        self._summary(start, elapsed, finished, model_path, speed)
         D.barrier(self.info)
         return TrainResult(
             out_dir=self.out_dir,
@@ -470,6 +586,7 @@ class Trainer:
             history=self.history,
             val_history=self.val_rows,
             resumed_from=self.resumed_from,
+            speed=speed.summary(self.samples_per_step),
         )
 
     def _validate_and_log(self, log: _Logger) -> None:
@@ -479,7 +596,7 @@ class Trainer:
             log.scalars(self.step, metrics, "val")
             logger.info("step %d: validation %s", self.step, {k: round(v, 4) for k, v in metrics.items()})
 
-    def _summary(self, start: int, elapsed: float, finished: bool, model_path: Path | None) -> None:
+    def _summary(self, start: int, elapsed: float, finished: bool, model_path: Path | None, speed: _StepClock) -> None:
         from medgan.infer.checkpoint import payload_sha256
 
         hashes = D.all_gather_objects(self.info, payload_sha256(self.generator.state_dict()))
@@ -499,6 +616,13 @@ class Trainer:
             "started_at_step": start,
             "seconds": round(elapsed, 3),
             "seconds_per_step": round(elapsed / done, 4) if done else None,
+            "speed": speed.summary(self.samples_per_step),
+            "speed_options": {
+                "amp_bf16": self.amp,
+                "channels_last": self.channels_last,
+                "fused_optimizer": self.fused_optimizer,
+                "compile": bool(self.cfg["train"].get("compile")),
+            },
             "world_size": self.info.world_size,
             "rank_generator_sha256": hashes,
             "ranks_identical": len(set(hashes)) == 1,

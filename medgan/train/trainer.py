@@ -98,15 +98,15 @@ class SRTrainer(Trainer):
         self.generator = build_generator(cfg["model"]).to(self.device)
         p1, p2 = cfg["phase1"], cfg["phase2"]
         betas = (0.9, 0.99)
-        self.opt_g1 = torch.optim.Adam(self.generator.parameters(), lr=p1["lr"], betas=betas)
+        self.opt_g1 = self.adam(self.generator.parameters(), lr=p1["lr"], betas=betas)
         self.sched_g1 = _scheduler(self.opt_g1, p1, self.p1)
         self.optimizers = {"opt_g1": self.opt_g1}
         self.schedulers = {"sched_g1": self.sched_g1}
         self.discriminator = None
         if self.p2 > 0:
             self.discriminator = build_discriminator(cfg["discriminator"]).to(self.device)
-            self.opt_g2 = torch.optim.Adam(self.generator.parameters(), lr=p2["lr_g"], betas=betas)
-            self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=p2["lr_d"], betas=betas)
+            self.opt_g2 = self.adam(self.generator.parameters(), lr=p2["lr_g"], betas=betas)
+            self.opt_d = self.adam(self.discriminator.parameters(), lr=p2["lr_d"], betas=betas)
             self.sched_g2 = _scheduler(self.opt_g2, p2, self.p2)
             self.sched_d = _scheduler(self.opt_d, p2, self.p2)
             self.optimizers.update(opt_g2=self.opt_g2, opt_d=self.opt_d)
