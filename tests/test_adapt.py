@@ -46,6 +46,17 @@ def _state(resolver):
     return {k: v.detach().clone() for k, v in resolver.model.state_dict().items()}
 
 
+def test_adapted_model_keeps_the_resolvers_inference_settings(tmp_path, hr_slab):
+    """``medgan upscale --precision fp32 --adapt-steps N`` must run the adapted model in fp32, not the default."""
+    path = _weak_model(tmp_path).path
+    sr = medgan.SuperResolver.from_pretrained(path, device="cpu", precision="fp32", channels_last=True)
+    adapted = adapt_to_scan(sr, medgan.degrade(hr_slab, (2, 2, 1)), steps=0)
+    assert (adapted.precision, adapted.channels_last, adapted.compile_mode) == ("fp32", True, None)
+    sr = medgan.SuperResolver.from_pretrained(path, device="cpu", precision="tf32", channels_last=False)
+    adapted = adapt_to_scan(sr, medgan.degrade(hr_slab, (2, 2, 1)), steps=0)
+    assert (adapted.precision, adapted.channels_last) == ("tf32", False)
+
+
 def test_model_degradation_reads_the_checkpoint():
     sr = medgan.SuperResolver.from_pretrained("brain-mr-through-plane-x4", device="cpu")
     deg = model_degradation(sr.metadata)

@@ -283,6 +283,114 @@ def test_one_channel_model_upscales_each_channel_and_refuses_wrong_dims(tmp_path
         sr.upscale(make_scan(np.zeros((1, 8, 8), np.float32), np.eye(4)))
 
 
+def _two_contrast_scan() -> torch.Tensor:
+    """Two channels of a real T1 crop: the image and a copy at 2 % of its signal (as in a 4-D series)."""
+    t1 = medgan.load_scan(mni_t1_path())[:, 60:84, 70:94, 60:84].as_tensor()
+    return make_scan(torch.cat([t1, 0.02 * t1]), OBLIQUE)
+
+
+def test_one_channel_model_normalises_and_clips_each_channel_on_its_own(tmp_path):
+    """A channel of a multi-channel scan comes out exactly as if it were upscaled alone: one normalisation fitted
+    over both channels put the faint channel's values below the joint clip floor."""
+    sr = _resolver(tmp_path, _generator(factor=(2, 2, 2)), roi_size=8)
+    x = _two_contrast_scan()
+    both = sr.upscale(x)
+    for c in range(2):
+        alone = sr.upscale(x[c : c + 1])
+        assert torch.equal(both.as_tensor()[c], alone.as_tensor()[0])
+        assert both.meta["medgan"]["normalization"][c] == alone.meta["medgan"]["normalization"]
+        assert float(both[c].min()) >= float(x[c].min()) and float(both[c].max()) <= float(x[c].max())
+
+
+def test_non_finite_voxels_stay_in_their_own_output_voxels(tmp_path):
+    """A NaN (or inf) voxel goes through the network as a normalised zero and comes back as its own factor-sized
+    block of the output; every other output voxel is finite."""
+    t1 = medgan.load_scan(mni_t1_path())[:, 60:80, 70:90, 60:80]
+    x = t1.clone()
+    x[0, 3, 4, 5] = float("nan")
+    x[0, 10:12, :, 7] = float("nan")  # part of a slab
+    x[0, 15, 15, 15] = float("inf")
+    for model, factor in ((_generator(factor=(2, 2, 2)), (2, 2, 2)), (_generator(factor=(1, 1, 4)), (1, 1, 4))):
+        y = _resolver(tmp_path, model, roi_size=8).upscale(x).as_tensor()
+        expected = x.as_tensor()
+        for axis, f in enumerate(factor, start=1):
+            expected = expected.repeat_interleave(f, dim=axis)
+        assert torch.equal(torch.isnan(y), torch.isnan(expected))
+        assert torch.equal(torch.isposinf(y), torch.isposinf(expected))
+        assert int(torch.isnan(y).sum()) == (1 + 2 * 20) * int(np.prod(factor))
+    two_d = _resolver(tmp_path, _generator(dims=2, factor=(2, 2)), roi_size=[16, 16]).upscale(x)
+    assert int(torch.isnan(two_d.as_tensor()).sum()) == (1 + 2 * 20) * 4
+
+
+def test_zero_overlap_and_non_contiguous_scans(tmp_path, monkeypatch):
+    """Fitted windows that only touch (overlap 0) tile the scan; a permuted (non-contiguous) scan upscales as its
+    contiguous copy does."""
+    import medgan.infer.superres as S
+
+    model = _pointwise(_generator(factor=(2, 2, 2), residual_interp="nearest"))
+    sr = _resolver(tmp_path, model, roi_size=[4, 4, 4])
+    monkeypatch.setattr(S, "_CPU_FIT_FEATURES", 0)  # fitted windows of 4 checkpoint windows
+    x = _volume((1, 16, 8, 8))
+    roi, overlaps = sr._fit_windows(x.shape[1:], 0.0)
+    # along Y two 4-voxel windows just touch: the overlap fraction MONAI needs for that tiling is 0 (it was -1/8)
+    assert roi[1] == 4 and overlaps[1] == 0.0 and min(overlaps) >= 0.0
+    y = sr.upscale(x, overlap=0.0, clip=False)
+    direct = sr.upscale(x, overlap=0.0, clip=False, roi_size=x.shape[1:])  # one window
+    np.testing.assert_allclose(y.numpy(), direct.numpy(), rtol=0, atol=1e-5 * float(direct.abs().max()))
+
+    permuted = x.permute(0, 2, 1, 3)
+    assert not permuted.is_contiguous()
+    torch.testing.assert_close(sr.upscale(permuted).as_tensor(), sr.upscale(permuted.contiguous()).as_tensor())
+
+
+def test_a_fixed_normalization_record_clips_to_the_scan_it_upscales(tmp_path):
+    """A checkpoint may store a fitted record (a fixed map, e.g. a CT window): the map is fixed, the clip range is
+    the input's own, not the range the record was fitted on."""
+    x = medgan.load_scan(mni_t1_path())[:, 60:76, 70:86, 60:76]
+    norm = fit_normalization(np.linspace(-1000.0, 1000.0, 100))  # data range [-1000, 1000]
+    model = _interp_only(_generator(factor=(2, 2, 2), residual_interp="trilinear"))
+    sr = _resolver(tmp_path, model, roi_size=8, normalization=norm)
+    shifted = x + 2000.0  # entirely outside the record's data range
+    y = sr.upscale(shifted)
+    assert float(y.min()) >= float(shifted.min()) and float(y.max()) <= float(shifted.max())
+    assert float(y.std()) > 0.1 * float(shifted.std())  # an image, not a constant at the record's clip bound
+    record = y.meta["medgan"]["normalization"]
+    assert (record["offset"], record["scale"]) == (norm.offset, norm.scale)
+    assert (record["data_min"], record["data_max"]) == (float(shifted.min()), float(shifted.max()))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"overlap": -0.1}, "overlap must be"),
+        ({"overlap": 1.0}, "overlap must be"),
+        ({"overlap": float("nan")}, "overlap must be"),
+        ({"overlap": 0.5, "roi_size": "checkpoint", "batch_size": 0}, "batch_size"),
+        ({"roi_size": 4.7}, "roi_size must be"),
+        ({"roi_size": "4"}, "roi_size must be"),
+        ({"roi_size": (4, 0, 4)}, "roi_size must be"),
+    ],
+)
+def test_bad_upscale_arguments_raise_medgan_errors(tmp_path, kwargs, pattern):
+    sr = _resolver(tmp_path, _generator(factor=(2, 2, 2)), roi_size=4)
+    with pytest.raises(medgan.errors.MedganError, match=pattern):
+        sr.upscale(_volume((1, 6, 6, 4)), **kwargs)
+
+
+def test_unknown_compile_mode_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", _generator())
+    with pytest.raises(medgan.errors.MedganError, match="torch.compile mode"):
+        SuperResolver.from_pretrained(path, device="cpu", compile="fastest")
+
+
+def test_a_one_voxel_scan_in_bf16_channels_last(tmp_path):
+    """oneDNN's bf16 channels-last convolution gave NaN for a 1x1x1 window: such a window stays contiguous."""
+    sr = SuperResolver.from_pretrained("brain-mr-x2-3d", device="cpu", precision="bf16", channels_last=True)
+    for value in np.random.default_rng(0).uniform(0, 100, 8):  # the NaNs came from uninitialised memory: not always
+        y = sr.upscale(make_scan(np.full((1, 1, 1, 1), value, np.float32), np.eye(4)), clip=False)
+        assert y.shape == (1, 2, 2, 2) and bool(torch.isfinite(y.as_tensor()).all())
+
+
 # ---------------------------------------------------------------- learning on real data
 
 

@@ -78,8 +78,11 @@ def model_degradation(metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _normalise(data: torch.Tensor, rule: dict[str, Any]) -> np.ndarray:
-    """The scan normalised as :meth:`SuperResolver.upscale` normalises it (same rule, fitted on the scan)."""
+def _normalise(data: torch.Tensor, rule: dict[str, Any], in_channels: int) -> np.ndarray:
+    """The scan normalised as :meth:`SuperResolver.upscale` normalises it (same rule, fitted on the scan; each
+    channel on its own when a one-channel model meets a multi-channel scan)."""
+    if data.shape[0] != in_channels:
+        return np.concatenate([_normalise(data[c : c + 1], rule, 1) for c in range(data.shape[0])])
     if "offset" in rule and "scale" in rule:
         norm = Normalization.from_dict(rule)
     else:
@@ -365,7 +368,7 @@ def adapt_to_scan(
     if batch_size is None:
         batch_size = 2 if dims == 3 else 8
 
-    vol = _normalise(data, resolver.normalization_rule)
+    vol = _normalise(data, resolver.normalization_rule, resolver.in_channels)
     sources, off, mode, swaps = _sources(vol, resolver, axes)
     deg = model_degradation(resolver.metadata)
     sampler = _PairSampler(
@@ -453,7 +456,13 @@ def adapt_to_scan(
     meta = copy.deepcopy(resolver.metadata)
     meta["adaptation"] = record
     ckpt = Checkpoint(path=resolver.path, state_dict=state, metadata=meta, sha256=resolver.sha256)
-    adapted = AdaptedSuperResolver(ckpt, device=device)
+    adapted = AdaptedSuperResolver(  # the resolver's own inference settings, not the defaults
+        ckpt,
+        device=device,
+        precision=resolver.precision,
+        channels_last=resolver.channels_last,
+        compile=resolver.compile_mode or False,
+    )
     adapted.roi_size = tuple(resolver.roi_size)
     adapted.adaptation = record
     adapted.adapted_axes = axes

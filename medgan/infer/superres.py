@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -84,7 +85,13 @@ def _fit_normalization(x: torch.Tensor, rule: dict[str, Any]) -> Normalization:
     a CT of 10^8 voxels would otherwise need 800 MB for the fit alone.
     """
     if "offset" in rule and "scale" in rule:  # a fixed, already fitted record (e.g. a CT window)
-        return Normalization.from_dict(rule)
+        # its map is fixed, but the output is clipped to this scan's range, not to the range it was fitted on
+        fixed = Normalization.from_dict(rule)
+        finite = torch.isfinite(x)
+        values = x if bool(finite.all()) else x[finite]
+        if values.numel() == 0:
+            return fixed
+        return dataclasses.replace(fixed, data_min=float(values.min()), data_max=float(values.max()))
     method = str(rule.get("method", "percentile"))
     lower, upper = float(rule.get("lower", 0.5)), float(rule.get("upper", 99.5))
     if method not in ("percentile", "zscore") or (method == "percentile" and not 0 <= lower < upper <= 100):
@@ -116,6 +123,27 @@ def _fit_normalization(x: torch.Tensor, rule: dict[str, Any]) -> Normalization:
     lo_v, hi_v = (_lerp(stats[a], stats[b], t) for a, b, t in points)
     scale = hi_v - lo_v
     return Normalization(method, lo_v, scale if scale > 0 else 1.0, lower, upper, data_min, data_max)
+
+
+def _put_back_non_finite(y: torch.Tensor, data: torch.Tensor, bad: torch.Tensor, factor: Sequence[int]) -> None:
+    """Give the output voxels of each non-finite input voxel (``bad``) that voxel's value (NaN, +inf or -inf).
+
+    ``y`` is ``(C, *spatial * factor)``, ``data`` and ``bad`` are ``(C, *spatial)``. An input voxel covers a block
+    of ``factor`` output voxels (the output grid subdivides it). One input row (first spatial axis) at a time, so
+    the upsampled mask never takes more than a row of output voxels.
+    """
+    if bad.shape[0] != y.shape[0]:  # a multi-channel model: non-finite in any input channel -> NaN in every output
+        bad = bad.any(dim=0, keepdim=True).expand(y.shape[0], *bad.shape[1:])
+        data = torch.full((), float("nan")).expand(bad.shape)
+    rows = bad.reshape(bad.shape[0], bad.shape[1], -1).any(dim=2).any(dim=0).nonzero().flatten().tolist()
+    f0 = int(factor[0])
+    for i in rows:
+        mask, values = bad[:, i : i + 1], data[:, i : i + 1].to(torch.float32)
+        for axis, f in enumerate(factor, start=1):
+            mask = mask.repeat_interleave(int(f), dim=axis)
+            values = values.repeat_interleave(int(f), dim=axis)
+        block = y[:, i * f0 : (i + 1) * f0]
+        block[mask] = values.to(block.device)[mask]
 
 
 def _apply_chunked(norm: Normalization, x: torch.Tensor, out: torch.Tensor, *, invert: bool, clip: bool) -> None:
@@ -230,6 +258,12 @@ class SuperResolver:
         self.in_channels = int(meta["model"]["in_channels"])
         self.out_channels = int(meta["model"]["out_channels"])
         self.compile_mode = None if compile is False else ("default" if compile is True else str(compile))
+        if self.compile_mode is not None:
+            from torch._inductor import list_mode_options  # torch.compile's documented list of its modes
+
+            if self.compile_mode not in list_mode_options():
+                modes = ", ".join(list_mode_options())
+                raise MedganError(f"compile must be True, False or a torch.compile mode ({modes}), got {compile!r}")
         self._net: Any = self.model
         if self.compile_mode is not None:
             self._net = torch.compile(self.model, mode=self.compile_mode, dynamic=False)
@@ -259,7 +293,8 @@ class SuperResolver:
 
     # ------------------------------------------------------------------ inference
     def _forward(self, x: torch.Tensor, net: Any) -> torch.Tensor:
-        if self.channels_last:
+        # a window of one voxel stays contiguous: oneDNN's bf16 channels-last convolution returned NaN for 1x1x1
+        if self.channels_last and max(x.shape[2:]) > 1:
             x = x.contiguous(memory_format=channels_last_format(x.ndim - 2))
         if self.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
@@ -375,7 +410,8 @@ class SuperResolver:
                 overlaps.append(0.0)
                 continue
             interval = -(-(n - w) // (k - 1))  # k windows, starts 0, interval, ..., n - w
-            overlaps.append(1.0 - (interval + 0.5) / w)  # MONAI takes int(w * (1 - o)) == interval
+            # MONAI takes int(w * (1 - o)) == interval; windows that only touch (interval == w, overlap 0) get 0
+            overlaps.append(max(0.0, 1.0 - (interval + 0.5) / w))
         return window, overlaps
 
     def _window_layout(
@@ -437,9 +473,11 @@ class SuperResolver:
         scan
             Channel-first ``(C, X, Y[, Z])`` scan (a plain array gets an identity affine).
             ``C`` must equal the model's input channels, or the model takes one channel and
-            each channel is upscaled on its own.
+            each channel is upscaled on its own (its own normalisation and clip range, as if alone).
+            Non-finite voxels (NaN, inf) keep their value in their own output voxels and do not
+            spread to their neighbours.
         overlap
-            Sliding-window overlap fraction in ``[0, 1)``.
+            Sliding-window overlap fraction in ``[0, 1)`` (of the checkpoint window; ``0``: windows only touch).
         batch_size
             Windows per forward pass. ``None`` or ``"auto"`` (default): on CUDA as many as fit in half
             the free GPU memory (at most 64); on the CPU 1 for 3-D models and 8 for 2-D.
@@ -482,6 +520,8 @@ class SuperResolver:
             batch_size = None
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise MedganError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+        if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.number)) or not 0 <= overlap < 1:
+            raise MedganError(f"overlap must be a number in [0, 1), got {overlap!r}")
         data = scan.as_tensor().detach()
         n_spatial = data.ndim - 1
         name = scan.meta.get("filename_or_obj", "scan") or "scan"
@@ -515,7 +555,12 @@ class SuperResolver:
                 )
             roi_size = None if roi_size == "checkpoint" else roi_size
         elif roi_size is not None:
-            roi_size = [int(roi_size)] * self.spatial_dims if np.isscalar(roi_size) else [int(r) for r in roi_size]
+            sizes = [roi_size] * self.spatial_dims if np.isscalar(roi_size) else list(roi_size)
+            if not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in sizes):
+                raise MedganError(
+                    f"roi_size must be 'fit', 'checkpoint' or {self.spatial_dims} positive ints, got {roi_size!r}"
+                )
+            roi_size = [int(r) for r in sizes]
             if len(roi_size) != self.spatial_dims or min(roi_size) < 1:
                 raise MedganError(
                     f"roi_size must be 'fit', 'checkpoint' or {self.spatial_dims} positive ints, got {roi_size!r}"
@@ -544,7 +589,7 @@ class SuperResolver:
             "overlap": float(overlap),
             "windows": roi_size if roi_size is not None else "checkpoint",
             "precision": self.precision,
-            "normalization": norm.to_dict(),
+            "normalization": [n.to_dict() for n in norm] if isinstance(norm, list) else norm.to_dict(),
             "trained_modality": self.metadata.get("modality", "unknown"),
         }
         if previous is not None:
@@ -565,21 +610,41 @@ class SuperResolver:
         clip: bool,
         roi_size: list[int] | str | None = None,
     ) -> tuple[torch.Tensor, Normalization]:
-        """The upscaled voxel tensor (CPU, float32) and the fitted normalisation."""
+        """The upscaled voxel tensor (CPU, float32) and the fitted normalisation (one per channel when a
+        one-channel model upscales a multi-channel scan: each channel is normalised and clipped on its own)."""
+        if n_chan != self.in_channels:  # one-channel model: a channel of a 4-D series is a scan of its own
+            y = None
+            norms = []
+            for c in range(n_chan):
+                yc, nc = self._upscale_tensor(
+                    data[c : c + 1], 1, slicewise, axes, full_factor, overlap, batch_size, progress, clip, roi_size
+                )
+                if y is None:
+                    y = torch.empty((n_chan, *yc.shape[1:]), dtype=torch.float32)
+                y[c] = yc[0]
+                norms.append(nc)
+                del yc
+            return y, norms
         cuda = self.device.type == "cuda"
         # on CUDA: one host->device copy, then everything on the GPU; on the CPU: no copy of float32 input
         src = data.to(self.device if cuda else "cpu", torch.float32, non_blocking=False)
         norm = _fit_normalization(src, self.normalization_rule)
-        per_chan = n_chan == self.in_channels  # else: one-channel model, each channel is a batch item
-        n_items, c_out = (1, self.out_channels) if per_chan else (n_chan, 1)
+        bad = ~torch.isfinite(src)
+        if not bool(bad.any()):
+            bad = None
+        else:
+            # NaN/inf voxels go through the network as the normalised zero, so that they do not spread through
+            # every window they touch; their own output voxels get the input value back below
+            src = torch.nan_to_num(src, nan=norm.offset, posinf=norm.offset, neginf=norm.offset)
+        n_items, c_out = 1, self.out_channels
         out_spatial = [s * f for s, f in zip(src.shape[1:], full_factor, strict=True)]
         out_dev = self._output_device(n_items * c_out * int(np.prod(out_spatial)), src.numel())
         # (N, Cout, *spatial_out) buffer; the returned scan is a view of it (no copy)
         y5 = torch.empty((n_items, c_out, *out_spatial), dtype=torch.float32, device=out_dev)
-        x5 = src[None] if per_chan else src[:, None]
+        x5 = src[None]
 
         if not slicewise:
-            x = torch.empty_like(x5)
+            x = torch.empty(x5.shape, dtype=torch.float32, device=x5.device)  # contiguous whatever x5's strides
             _apply_chunked(norm, x5, x, invert=False, clip=False)
             y5.copy_(self._run(x, overlap, batch_size, progress, out_dev, roi_size))
             del x
@@ -606,9 +671,11 @@ class SuperResolver:
                 _apply_chunked(norm, out, out, invert=True, clip=clip)
                 ys[:, s0:s1] = out.reshape(n_items, s1 - s0, *out.shape[1:])
                 del out
-        y = y5[0] if per_chan else y5[:, 0]
+        y = y5[0]
         if y.device.type != "cpu":
             y = y.to("cpu")  # the one device->host copy
+        if bad is not None:
+            _put_back_non_finite(y, data, bad.cpu(), full_factor)
         return y, norm
 
     def __call__(self, scan: MetaTensor, **kwargs: Any) -> MetaTensor:
