@@ -216,6 +216,69 @@ def test_geometry_mismatch_needs_resample(nifti_tree, tmp_path, capsys):
     assert len(doc["rows"]) == 1 and 20 < doc["rows"][0]["psnr"] < 60
 
 
+def test_lr_on_another_grid_is_refused_or_resampled_for_lr_consistency(nifti_tree, tmp_path, capsys):
+    """The LR consistency PSNR compares the prediction degraded back with the LR voxel by voxel: an LR stored in
+    another orientation (same anatomy, x axis reversed) is refused, and resampled onto its grid with --resample."""
+    lr = medgan.load_scan(nifti_tree / "lr" / "a.nii.gz")
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1, lr.shape[1] - 1  # voxel i -> n-1-i: the same positions in space
+    flipped = make_scan(np.ascontiguousarray(lr.detach().numpy()[:, ::-1]), np.asarray(lr.affine) @ flip)
+    (tmp_path / "lr").mkdir()
+    medgan.save_scan(flipped, tmp_path / "lr" / "a.nii.gz")
+    args = ["evaluate", "--pred", str(nifti_tree / "pred" / "a.nii.gz"), "--ref", str(nifti_tree / "ref" / "a.nii.gz")]
+    args += ["--max-montages", "0"]
+    for lr_dir, out in ((nifti_tree / "lr", "same"), (tmp_path / "lr", "flipped")):
+        code = cli_main([*args, "--lr", str(lr_dir / "a.nii.gz"), "--out", str(tmp_path / out), "--resample"])
+        assert code == 0
+    rows = {
+        out: {r["method"]: r for r in json.loads((tmp_path / out / "metrics.json").read_text())["rows"]}
+        for out in ("same", "flipped")
+    }
+    for method in rows["same"]:  # the LR's orientation changes nothing
+        assert rows["flipped"][method]["psnr"] == pytest.approx(rows["same"][method]["psnr"], abs=1e-6)
+        a, b = rows["same"][method]["lr_consistency_psnr"], rows["flipped"][method]["lr_consistency_psnr"]
+        assert b == pytest.approx(a, abs=1e-3) and a > 20
+    capsys.readouterr()
+    assert cli_main([*args, "--lr", str(tmp_path / "lr" / "a.nii.gz"), "--out", str(tmp_path / "o")]) == 1
+    assert "affine" in capsys.readouterr().err
+    pred, ref = (medgan.load_scan(nifti_tree / k / "a.nii.gz") for k in ("pred", "ref"))
+    with pytest.raises(medgan.errors.GeometryMismatchError, match="low-resolution grid"):
+        medgan.evaluate(pred, ref, lr=flipped)
+
+
+def test_perfect_scans_are_counted_in_the_report_and_the_cli_line(nifti_tree, tmp_path, capsys):
+    """A prediction equal to its reference has a masked PSNR of inf: it is left out of the PSNR summary, and the
+    report says so (n in the cell, a note naming the scan) instead of a silently smaller mean."""
+    pred = tmp_path / "pred"
+    shutil.copytree(nifti_tree / "pred", pred)
+    shutil.copy(nifti_tree / "ref" / "a.nii.gz", pred / "a.nii.gz")  # a perfect "prediction"
+    out = tmp_path / "o"
+    code = cli_main(["evaluate", "--pred", str(pred), "--ref", str(nifti_tree / "ref"), "--out", str(out)])
+    assert code == 0
+    line = capsys.readouterr().out
+    doc = json.loads((out / "metrics.json").read_text())
+    psnr = next(x for x in doc["summary"] if x["method"] == "SR" and x["metric"] == "psnr")
+    ssim = next(x for x in doc["summary"] if x["method"] == "SR" and x["metric"] == "ssim")
+    assert psnr["n"] == 2 and ssim["n"] == 3
+    assert f"mean masked PSNR {psnr['mean']:.2f} dB (n=2" in line
+    note = next(n for n in doc["notes"] if n.startswith("SR psnr:"))
+    assert "1 of 3" in note and "inf" in note and "a" in note.split(":")[-1]
+    md = (out / "report.md").read_text()
+    assert "n=2 of 3" in md and note in md
+
+
+def test_a_rewritten_report_keeps_no_figures_of_the_earlier_one(nifti_tree, tmp_path):
+    out = tmp_path / "o"
+    base = ["evaluate", "--pred", str(nifti_tree / "pred"), "--ref", str(nifti_tree / "ref"), "--out", str(out)]
+    assert cli_main([*base, "--lr", str(nifti_tree / "lr")]) == 0
+    before = {p.name for p in (out / "figures").glob("*.png")}
+    assert cli_main([*base, "--max-montages", "0"]) == 0  # no LR: no paired figure, no montages
+    after = {p.name for p in (out / "figures").glob("*.png")}
+    assert after < before and not any(n.startswith("montage_") for n in after)
+    md = (out / "report.md").read_text()
+    assert all(f"figures/{n}" in md for n in after)  # every figure left is one the report links
+
+
 def test_python_api_builds_the_same_report_from_arrays(tmp_path):
     """Research code: arrays in memory, its own baseline, no files read."""
     img, corners = _t1_image()

@@ -111,6 +111,21 @@ def _provenance(scan: Any) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- geometry helpers
 
 
+def _lr_on_reference_grid(lr: Any, ref: Any, degradation: Any) -> Any:
+    """``lr`` resampled onto the low-resolution grid that degrading ``ref`` gives (unchanged when it is on it).
+
+    The LR consistency PSNR degrades the prediction back onto that grid and compares voxel by voxel: an LR stored
+    in another orientation or with a shifted origin must be brought onto it first (``resample=True`` only).
+    """
+    import medgan
+
+    if not hasattr(lr, "affine"):
+        return lr
+    deg = M.degradation_of(lr, tuple(ref.shape[1:]), degradation)
+    grid = medgan.degrade(ref, deg["factor"], method="interpolate", noise_std=0.0)  # only its geometry is used
+    return lr if _same_grid(lr, grid) else resample_to(lr, grid)
+
+
 def resample_to(scan: Any, like: Any, *, order: int = 1) -> Any:
     """Resample ``scan`` onto the voxel grid of ``like`` (MONAI ``ResampleToMatch``; linear by default)."""
     from monai.transforms import ResampleToMatch
@@ -228,6 +243,8 @@ class Evaluation:
                 raise ValueError(f"baselines must be 'auto', None or a mapping, got {baselines!r}")
             baselines = baseline_predictions(lr, ref, resample=resample) if lr is not None else {}
         baselines = dict(baselines or {})
+        if lr is not None and resample:  # LR consistency compares voxel by voxel: the LR on the grid it implies
+            lr = _lr_on_reference_grid(lr, ref, self.degradation)
         for name in baselines:
             if name not in self.baselines:
                 self.baselines.append(name)

@@ -450,6 +450,16 @@ def lr_consistency_psnr(
             f"{_name_of(pred, 'prediction')}: degraded back to shape {tuple(back.shape)}, "
             f"but the low-resolution input has shape {tuple(lr.shape)}"
         )
+    back_affine, lr_affine = _affine_of(back), _affine_of(lr)
+    if back_affine is not None and lr_affine is not None:
+        if not np.allclose(back_affine, lr_affine, atol=AFFINE_ATOL_MM, rtol=0):
+            worst = float(np.abs(back_affine - lr_affine).max())
+            raise GeometryMismatchError(
+                f"{_name_of(pred, 'prediction')}: degraded back to the low-resolution grid, its affine differs from "
+                f"{_name_of(lr, 'the low-resolution input')}'s by up to {worst:.4g} mm; the low-resolution input "
+                "must be the scan the prediction was made from, on its own grid (medgan evaluate --resample "
+                "resamples it onto that grid)"
+            )
     return psnr(back, lr, data_range=data_range), deg
 
 

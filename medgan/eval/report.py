@@ -145,11 +145,29 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "title": title or "medgan evaluation",
         "settings": settings,
-        "notes": list(ev.notes),
+        "notes": [*ev.notes, *_non_finite_notes(rows)],
         "rows": rows,
         **tables,
     }
     return _jsonable(doc)
+
+
+def _non_finite_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One note per method and metric whose value is not finite on some scans: they are left out of that metric's
+    summary and paired tests, which then have fewer scans than the others (the summary cells show their n)."""
+    notes = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for metric in REPORT_METRICS:
+            values = {str(r["scan_id"]): r.get(metric) for r in rows if r["method"] == method and metric in r}
+            bad = {k: v for k, v in values.items() if v is not None and not math.isfinite(float(v))}
+            if bad:
+                perfect = "psnr" in metric and all(float(v) == math.inf for v in bad.values())
+                why = " (a PSNR of inf: the image equals the reference there)" if perfect else ""
+                notes.append(
+                    f"{method} {metric}: {len(bad)} of {len(values)} scan(s) gave a non-finite value{why} and are "
+                    f"left out of its mean and paired tests: {', '.join(sorted(bad))}"
+                )
+    return notes
 
 
 def _baseline_orders() -> dict[str, int]:
@@ -307,12 +325,17 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
     blocks.append(("h2", "Summary per method"))
     blocks.append(("p", "Mean ± sd (median) over scans. Masked metrics first; *_full: whole image."))
     cells = {(x["method"], x["metric"]): x for x in doc["summary"]}
+    scans = {m: len({r["scan_id"] for r in doc["rows"] if r["method"] == m}) for m in methods}
     table = []
     for method in methods:
         row = [method]
         for m in metrics:
             x = cells.get((method, m))
-            row.append("n/a" if not x or x["n"] == 0 else f"{_fmt(x['mean'])} ± {_fmt(x['sd'])} ({_fmt(x['median'])})")
+            if not x or x["n"] == 0:
+                row.append("n/a")
+                continue
+            fewer = f", n={x['n']} of {scans[method]}" if x["n"] < scans[method] else ""  # see the notes
+            row.append(f"{_fmt(x['mean'])} ± {_fmt(x['sd'])} ({_fmt(x['median'])}){fewer}")
         table.append(row)
     blocks.append(("table", ["method", *metrics], table))
 
@@ -483,12 +506,13 @@ def write_report(
         "metrics.json": write_json(doc, out / "metrics.json"),
     }
     links = []
-    if write_pngs and figs:
-        (out / "figures").mkdir(exist_ok=True)
-        current = {name for name, _, _ in figs}
-        for stale in (out / "figures").glob("montage_*.png"):  # left by an earlier run with more scans
+    current = {name for name, _, _ in figs} if write_pngs else set()
+    if (out / "figures").is_dir():  # figures of an earlier report in this folder that this one does not have
+        for stale in (out / "figures").glob("*.png"):
             if stale.name not in current:
                 stale.unlink()
+    if write_pngs and figs:
+        (out / "figures").mkdir(exist_ok=True)
         for name, caption, png in figs:
             paths[f"figures/{name}"] = write_bytes_atomic(out / "figures" / name, png)
             links.append((f"figures/{name}", caption))

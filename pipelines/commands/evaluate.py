@@ -72,6 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from medgan.eval.compare import evaluate_paths
     from medgan.eval.report import write_report
+    from medgan.eval.stats import summarize
 
     if args.max_montages < 0:
         print("medgan evaluate: error: --max-montages must be >= 0", file=sys.stderr)
@@ -93,11 +94,14 @@ def run(args: argparse.Namespace) -> int:
     )
     paths = write_report(ev, Path(args.out), title=args.title)
     n_scans = len({r["scan_id"] for r in ev.rows})
-    summary = [r for r in ev.rows if r["method"] == ev.method]
-    mean_psnr = sum(r["psnr"] for r in summary) / len(summary) if summary else float("nan")
+    # the report's own summary (non-finite values left out, as there), so the line and the report agree
+    psnr = next(s for s in summarize(ev.rows, metrics=["psnr"]) if s["method"] == ev.method)
+    mean_psnr = f"{psnr['mean']:.2f} dB" if psnr["n"] else "n/a"
+    if 0 < psnr["n"] < n_scans:
+        mean_psnr += f" (n={psnr['n']}: see the report's notes)"
     print(
         f"evaluated {n_scans} scan(s), method {ev.method}"
         + (f" and baselines {', '.join(ev.baselines)}" if ev.baselines else " (no baselines: no --lr)")
-        + f"; mean masked PSNR {mean_psnr:.2f} dB; report: {paths['report.html']}"
+        + f"; mean masked PSNR {mean_psnr}; report: {paths['report.html']}"
     )
     return 0
