@@ -6,6 +6,7 @@ for training and the nibabel SPM T1 (another subject) for validation.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -392,11 +393,11 @@ def _assert_same_training(a: dict, b: dict) -> None:
 
 
 def test_channels_last_and_fused_adam_train_the_model_the_defaults_train(tmp_path, train_scan):
-    """``train.channels_last`` / ``train.fused_optimizer`` (on by default on CUDA) change the memory layout and the
-    Adam kernel, not the training: the same steps give the same weights within float rounding. Switching them on
-    when resuming a state saved without them takes effect (the saved optimiser groups carry the old kernel)."""
-    sections = _SPEED_RUN
-    fast = {"channels_last": True, "fused_optimizer": True}
+    """``train.channels_last`` / ``train.fused_optimizer`` (on by default) change the memory layout and the Adam
+    kernel, not the training: the same steps give the same weights within float rounding. Switching them on when
+    resuming a state saved without them takes effect (the saved optimiser groups carry the old kernel)."""
+    sections = merge_sections(copy.deepcopy(_SPEED_RUN), {"train": {"channels_last": False, "fused_optimizer": False}})
+    fast = {"channels_last": True, "fused_optimizer": True}  # the defaults
     plain_dir, fast_dir = tmp_path / "plain", tmp_path / "fast"
     for d in (plain_dir, fast_dir):
         d.mkdir()
@@ -412,7 +413,7 @@ def test_channels_last_and_fused_adam_train_the_model_the_defaults_train(tmp_pat
     # the fast run starts like the plain one (3 steps, saved without the options), then resumes with them
     train_sr(write_yaml(fast_dir, _config(fast_dir, train_scan, **sections)), until_step=3, progress=False)
     resumed = train_sr(
-        write_yaml(fast_dir, _config(fast_dir, train_scan, **merge_sections(sections, {"train": fast}))),
+        write_yaml(fast_dir, _config(fast_dir, train_scan, **merge_sections(copy.deepcopy(sections), {"train": fast}))),
         progress=False,
     )
     assert plain.finished and resumed.finished and resumed.resumed_from.name == "state_00000003.pt"
@@ -443,11 +444,13 @@ def test_channels_last_and_fused_adam_train_the_model_the_defaults_train(tmp_pat
 def test_compiled_training_matches_eager(tmp_path, train_scan):
     """``train.compile`` compiles the generator and discriminator forwards (and so their backwards); the plain
     modules keep the weights, so state, EMA and export are unchanged."""
-    sections = merge_sections(_SPEED_RUN, {"data": {"train": [str(train_scan)]}})
+    sections = merge_sections(copy.deepcopy(_SPEED_RUN), {"data": {"train": [str(train_scan)]}})
     dirs = {name: tmp_path / name for name in ("eager", "compiled")}
     for name, d in dirs.items():
         d.mkdir()
-        cfg = _config(d, train_scan, **merge_sections(sections, {"train": {"compile": name == "compiled"}}))
+        cfg = _config(
+            d, train_scan, **merge_sections(copy.deepcopy(sections), {"train": {"compile": name == "compiled"}})
+        )
         result = train_sr(write_yaml(d, cfg), progress=False)
         assert result.finished
     assert json.loads((dirs["compiled"] / "run" / "summary.json").read_text())["speed_options"]["compile"]

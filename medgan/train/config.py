@@ -111,9 +111,10 @@ def _train_fields(patch_size: int) -> dict[str, Field]:
         "keep_checkpoints": Field("int", 2, check=_positive),
         "log_every": Field("int", 10, check=_positive),
         "grad_clip": Field("float?", None),
-        # speed options (issue #7); null = automatic: on for CUDA, off on the CPU (see medgan.train.core)
-        "channels_last": Field("bool?", None),
-        "fused_optimizer": Field("bool?", None),
+        # speed options (issue #7; BENCHMARKS.md "Training speed"): channels-last networks and batches, Adam's
+        # fused kernel, torch.compile of the training forwards
+        "channels_last": Field("bool", True),
+        "fused_optimizer": Field("bool", True),
         "compile": Field("bool", False),
     }
 

@@ -207,9 +207,9 @@ class _StepDataset(torch.utils.data.Dataset):
 def _load_optimizer_state(opt: torch.optim.Optimizer, saved: Mapping[str, Any], *, fused: bool) -> None:
     """Load a saved optimiser state into ``opt``, keeping this run's Adam kernel and parameter layout.
 
-    A state may come from a run with other speed options (``train.fused_optimizer``, ``train.channels_last``; both
-    follow the device by default, so a run started on the CPU and resumed on a GPU has both). Two things then
-    need care, which ``Optimizer.load_state_dict`` does not take:
+    A state may come from a run with other speed options (``train.fused_optimizer``, ``train.channels_last``: a run
+    started before they existed, or one whose config changed them). Two things then need care, which
+    ``Optimizer.load_state_dict`` does not take:
 
     * the saved groups carry the saving run's kernel flags, which would override this run's: this run's flags
       are set before loading, so torch also puts the ``step`` counters where that kernel wants them;
@@ -308,12 +308,11 @@ class Trainer:
         self.schedule = [(str(n), int(s)) for n, s in self.phases()]
         self.total = sum(s for _, s in self.schedule)
         self.amp = bool(self.cfg["amp"]) and self.device.type == "cuda"
-        # speed options: channels-last networks and batches, and the fused Adam kernel, are on for CUDA unless the
-        # config says otherwise; on the CPU they stay off unless asked for (see BENCHMARKS.md, "Training speed")
+        # speed options (on by default): channels-last networks and batches, and Adam's fused kernel; they change the
+        # memory layout and the kernels, not the training (tests/test_train_*.py; BENCHMARKS.md "Training speed")
         tcfg = self.cfg["train"]
-        cuda = self.device.type == "cuda"
-        self.channels_last = cuda if tcfg.get("channels_last") is None else bool(tcfg["channels_last"])
-        self.fused_optimizer = cuda if tcfg.get("fused_optimizer") is None else bool(tcfg["fused_optimizer"])
+        self.channels_last = bool(tcfg.get("channels_last", True))
+        self.fused_optimizer = bool(tcfg.get("fused_optimizer", True))
         self.spatial_dims = int(self.cfg["model"].get("spatial_dims", 3))
         #: patches (or slices) per step over all processes
         self.samples_per_step = int(tcfg["batch_size"]) * self.info.world_size
@@ -376,8 +375,16 @@ class Trainer:
         return contextlib.nullcontext()
 
     def adam(self, params: Any, *, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
-        """Adam for a network's parameters, with the fused kernel when ``train.fused_optimizer`` is on."""
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=self.fused_optimizer or None)
+        """Adam for a network's parameters, with the fused kernel when ``train.fused_optimizer`` is on (and this
+        torch has one for the device: the CPU's came with torch 2.4)."""
+        params = list(params)
+        if self.fused_optimizer:
+            try:
+                return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+            except RuntimeError as exc:
+                logger.warning("no fused Adam here (%s); using the default implementation", exc)
+                self.fused_optimizer = False
+        return torch.optim.Adam(params, lr=lr, betas=betas)
 
     def clip(self, model: nn.Module) -> None:
         """Clip gradients to ``train.grad_clip`` (if set)."""
