@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import mni_t1_path, require_shared
+from conftest import SAMPLE_DATA, mni_t1_path, require_shared
 
 from medgan.io.scan import make_scan
 from pipelines import cli
@@ -52,6 +52,20 @@ def test_convert_nifti_to_dicom_and_back(tmp_path, nifti_in):
     orig = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
     np.testing.assert_allclose(back.affine, orig.affine, atol=1e-3)
     np.testing.assert_array_equal(back.get_fdata(), orig.get_fdata())  # integer MNI values: exact
+
+
+@needs_load
+def test_convert_las_nifti_to_dicom_and_back_keeps_affine_and_voxel_order(tmp_path):
+    """sample_data's real T1 in radiological layout (LAS, det < 0) -> DICOM -> NIfTI: the same file, not a copy
+    with its slice axis reversed and another affine (what came back before the fix)."""
+    src = SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii"
+    assert cli.main(["convert", str(src), str(tmp_path / "series")]) == 0
+    assert cli.main(["convert", str(tmp_path / "series"), str(tmp_path / "back.nii.gz")]) == 0
+    orig, back = nib.load(src), nib.load(tmp_path / "back.nii.gz")
+    assert nib.aff2axcodes(orig.affine) == ("L", "A", "S")
+    assert back.shape == orig.shape
+    np.testing.assert_allclose(back.affine, orig.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(back.dataobj), np.asarray(orig.dataobj))  # int16 values: exact
 
 
 @needs_load

@@ -6,14 +6,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import mni_t1_path, require_shared, require_tool
+from conftest import SAMPLE_DATA, mni_t1_path, require_shared, require_tool
 
 from medgan.errors import MedganError
 from medgan.io import dicom_write
@@ -41,6 +43,14 @@ def mni_crop() -> tuple[np.ndarray, np.ndarray]:
     affine = img.affine.copy()
     affine[:3, 3] = img.affine[:3, :3] @ start + img.affine[:3, 3]
     return data, affine
+
+
+@pytest.fixture(scope="module")
+def anatomical() -> tuple[np.ndarray, np.ndarray]:
+    """nibabel's real T1 in sample_data/ (int16 values), in FSL/SPM radiological layout: LAS, det(affine) < 0."""
+    img = nib.load(SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii")
+    assert nib.aff2axcodes(img.affine) == ("L", "A", "S")
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine.copy()
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
@@ -134,6 +144,39 @@ def _hitachi_reference() -> tuple[np.ndarray, np.ndarray, object]:
     return arr, aff, make_scan(arr[None], aff, meta)
 
 
+def _flip(data: np.ndarray, affine: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same image with voxel axis ``axis`` reversed (same world geometry, other handedness)."""
+    out = affine.copy()
+    out[:3, 3] += affine[:3, axis] * (data.shape[axis] - 1)
+    out[:3, axis] *= -1
+    return np.flip(data, axis).copy(), out
+
+
+def _fail_on_image(monkeypatch, how: str, image: Path) -> None:
+    """Make the fsync of ``image``'s temporary file, or the rename onto ``image``, fail (a full or broken disk)."""
+    if how == "fsync":
+        if not Path("/proc/self/fd").is_dir():
+            pytest.skip("needs /proc/self/fd to tell the image's temporary file from the sidecar's")
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            name = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+            if name.startswith(f".{image.name}.") and name.endswith(".tmp"):
+                raise OSError(28, "No space left on device")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+    else:
+        real_replace = os.replace
+
+        def replace(src, dst, *args, **kwargs):
+            if Path(dst) == image:
+                raise OSError(5, "Input/output error")
+            return real_replace(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", replace)
+
+
 # ---------------------------------------------------------------- NIfTI
 
 
@@ -178,8 +221,9 @@ def test_nifti_2d_and_multichannel_layout(tmp_path, mni_crop):
     data, aff = mni_crop
     two_d = make_scan(data[None, :, :, 4], aff)
     img = nib.load(save_scan(two_d, tmp_path / "slice.nii.gz"))
-    assert img.shape == (*data.shape[:2], 1)
-    np.testing.assert_array_equal(np.asarray(img.dataobj)[..., 0], data[:, :, 4])
+    assert img.shape == data.shape[:2] and int(img.header["dim"][0]) == 2  # a true 2-D NIfTI
+    np.testing.assert_array_equal(np.asarray(img.dataobj), data[:, :, 4])
+    np.testing.assert_allclose(img.affine, aff, atol=1e-4)
 
     chans = np.stack([data, 2 * data, -data])
     img = nib.load(save_scan(make_scan(chans, aff), tmp_path / "c.nii"))
@@ -189,6 +233,7 @@ def test_nifti_2d_and_multichannel_layout(tmp_path, mni_crop):
 
     img = nib.load(save_scan(make_scan(chans[:, :, :, 4], aff), tmp_path / "c2.nii"))
     assert img.shape == (*data.shape[:2], 1, 3)
+    assert img.header["intent_name"].item() == b"medgan 2-D"  # tells medgan's reader it is 2-D, not one slice
 
 
 def test_nifti_provenance_descrip_and_sidecar(tmp_path, mni_crop):
@@ -221,6 +266,63 @@ def test_nifti_interrupted_write_leaves_old_file(tmp_path, mni_crop, monkeypatch
         save_scan(make_scan(data[None], aff), tmp_path / "new.nii")
     assert target.read_bytes() == before  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]  # nothing half-written, no temporaries
+
+
+@needs_load
+@pytest.mark.parametrize("had_sidecar", [True, False], ids=["old-sidecar", "no-old-sidecar"])
+@pytest.mark.parametrize("how, message", [("fsync", "No space left"), ("rename", "Input/output error")])
+def test_nifti_failed_write_changes_neither_image_nor_sidecar(
+    tmp_path, mni_crop, monkeypatch, how, message, had_sidecar
+):
+    """The image's fsync or rename fails after its sidecar was written: the old image keeps its own provenance
+    (before the fix the new sidecar was already in place: a real image labelled as synthetic)."""
+    from medgan import load_scan
+
+    data, aff = mni_crop
+    old_prov = {"model": "sr-old", "synthetic": False}
+    target = save_scan(make_scan(data[None], aff, {"medgan": old_prov} if had_sidecar else {}), tmp_path / "x.nii.gz")
+    assert nifti_sidecar_path(target).exists() == had_sidecar
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    _fail_on_image(monkeypatch, how, target)
+    new = make_scan(data[None] + 1, aff, {"medgan": {"model": "syn-new", "synthetic": True}})
+    with pytest.raises(MedganError, match=message):
+        save_scan(new, target)
+    monkeypatch.undo()
+
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # both untouched, no temporaries
+    back = load_scan(target)
+    np.testing.assert_array_equal(back.numpy()[0], data)
+    assert back.meta.get("medgan") == (old_prov if had_sidecar else None)
+    save_scan(new, target)  # and once the disk is fine, the new pair replaces both
+    assert load_scan(target).meta["medgan"] == {"model": "syn-new", "synthetic": True}
+
+
+@needs_load
+def test_nifti_2d_scans_keep_their_shape(tmp_path, anatomical):
+    """(1, X, Y) and (C, X, Y) come back 2-D (they came back (C, X, Y, 1)); one-slice volumes stay 3-D."""
+    from medgan import discover_scans, load_scan
+    from medgan.io.nifti import inspect_nifti
+
+    data, aff = anatomical
+    plane = data[:, :, 12]
+    cases = {
+        "gray2d": plane[None],
+        "rgb2d": np.stack([plane, 2 * plane, -plane]),
+        "gray1slice": data[None, :, :, 12:13],
+        "rgb1slice": np.stack([plane, 2 * plane, -plane])[..., None],
+    }
+    for name, values in cases.items():
+        out = save_scan(make_scan(values, aff, {"modality": "MR"}), tmp_path / f"{name}.nii.gz")
+        back = load_scan(out)
+        assert tuple(back.shape) == values.shape, name
+        np.testing.assert_allclose(back.affine.numpy(), aff, atol=1e-3)
+        np.testing.assert_array_equal(back.numpy(), values)
+        assert len(back.meta["spacing"]) == values.ndim - 1
+        assert inspect_nifti(out).shape == values.shape
+    assert {r.id.split("-")[0]: tuple(r.shape) for r in discover_scans(tmp_path)} == {
+        k.split("-")[0]: v.shape for k, v in cases.items()
+    }
 
 
 def test_bad_paths_and_formats(tmp_path, mni_crop):
@@ -325,6 +427,27 @@ def test_dicom_2d_image(tmp_path, mni_crop):
     ds = pydicom.dcmread(next(save_scan(make_scan(data[None, :, :, 3], flat), tmp_path / "flat").glob("*.dcm")))
     assert [float(v) for v in ds.ImageOrientationPatient] == [-1, 0, 0, 0, -1, 0]
     assert [float(v) for v in ds.PixelSpacing] == [0.7, 0.5]
+
+
+def test_dicom_non_ascii_provenance_is_written_as_utf8(tmp_path, mni_crop):
+    """A model name or description outside ASCII makes the series UTF-8 (it was written as '??????')."""
+    data, aff = mni_crop
+    data = data[:, :, :2]
+    scan = make_scan(data[None], aff, {"modality": "MR", "medgan": {"model": "модель-x2", "synthetic": False}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom warns when it replaces characters it cannot encode
+        ru = save_scan(scan, tmp_path / "ru")
+        ja = dicom_write.write_dicom_series(make_scan(data[None], aff), tmp_path / "ja", description="超解像 ×2")
+        plain = save_scan(make_scan(data[None], aff, {"medgan": {"model": "sr-x2"}}), tmp_path / "plain")
+    for folder, text in ((ru, "medgan 0.1.0 SR model=модель-x2 synthetic=False"), (ja, "超解像 ×2")):
+        for f in sorted(folder.glob("*.dcm")):
+            raw = f.read_bytes()
+            ds = pydicom.dcmread(f)
+            assert ds.SpecificCharacterSet == "ISO_IR 192"
+            assert ds.DerivationDescription == text
+            assert text.encode("utf-8") in raw
+    ds = pydicom.dcmread(next(plain.glob("*.dcm")))
+    assert "SpecificCharacterSet" not in ds and ds.DerivationDescription.endswith("model=sr-x2 synthetic=False")
 
 
 def test_dicom_existing_target(tmp_path, mni_crop):
@@ -447,6 +570,64 @@ def test_load_scan_roundtrip_nifti_and_dicom(tmp_path, mni_crop):
         back = load_scan(folder)
         assert back.meta["source_format"] == "dicom"
         _assert_same_grid(back.numpy()[0], back.affine.numpy(), values, AFFINES[name], atol_values=_slope(folder) / 2)
+
+
+@needs_load
+@pytest.mark.parametrize("layout", ["LAS", "RAI"])
+def test_dicom_roundtrip_keeps_affine_and_voxel_order(tmp_path, anatomical, layout):
+    """load_scan(save_scan(x, folder)) has x's affine and voxel order when det(affine) < 0 (FSL's LAS, or RAI).
+
+    Before the fix the slices came back sorted along the normal: k reversed, another affine. The rule is
+    medgan's own (its private block): without the block, or with InstanceNumbers renumbered along the normal,
+    the slices sort along the normal as every scanner series does, with the same world geometry.
+    """
+    from medgan import load_scan
+
+    data, aff = anatomical  # LAS
+    if layout == "RAI":
+        data, aff = _flip(*_flip(data, aff, 0), 2)
+    assert "".join(nib.aff2axcodes(aff)) == layout and np.linalg.det(aff[:3, :3]) < 0
+    scan = make_scan(data[None], aff, {"modality": "MR"})
+    folder = save_scan(scan, tmp_path / "series")
+    back = load_scan(folder)
+    assert tuple(back.shape) == tuple(scan.shape)
+    np.testing.assert_allclose(back.affine.numpy(), aff, atol=1e-3)
+    np.testing.assert_array_equal(back.numpy(), scan.numpy())  # integer values: exact, in x's voxel order
+
+    from medgan.io.dicom_private import MEDGAN_PRIVATE_GROUP
+
+    files = sorted(folder.glob("*.dcm"))
+    for variant in ("no_block", "renumbered"):
+        other = tmp_path / variant
+        other.mkdir()
+        for k, f in enumerate(files):
+            ds = pydicom.dcmread(f)
+            if variant == "no_block":  # e.g. re-saved by a tool that drops private elements
+                for tag in [t for t in ds.keys() if t.group == MEDGAN_PRIVATE_GROUP]:
+                    del ds[tag]
+            else:
+                ds.InstanceNumber = len(files) - k  # ascending along the normal
+            ds.save_as(other / f.name)
+        sorted_back = load_scan(other)
+        _assert_same_grid(sorted_back.numpy()[0], sorted_back.affine.numpy(), data, aff)
+        assert np.linalg.det(sorted_back.affine.numpy()[:3, :3]) > 0  # sorted along the normal, as scanner series
+        np.testing.assert_array_equal(sorted_back.numpy()[0], data[:, :, ::-1])
+
+
+@needs_load
+def test_dicom_one_slice_volume_and_2d_image_keep_shape_and_affine(tmp_path, anatomical):
+    """(1, X, Y, 1) came back (1, X, Y); a 2-D LAS image came back with its third affine column reversed."""
+    from medgan import load_scan
+
+    data, aff = anatomical
+    for name, values in (("volume", data[None, :, :, 12:13]), ("image", data[None, :, :, 12])):
+        for tag, affine in (("LAS", aff), ("RAS", _flip(data, aff, 0)[1])):
+            vals = values if tag == "LAS" else np.flip(values, 1).copy()
+            folder = save_scan(make_scan(vals, affine, {"modality": "MR"}), tmp_path / f"{name}_{tag}")
+            for back in (load_scan(folder), load_scan(next(folder.glob("*.dcm")))):  # the folder or its one file
+                assert tuple(back.shape) == vals.shape, (name, tag)
+                np.testing.assert_allclose(back.affine.numpy(), affine, atol=1e-3)
+                np.testing.assert_array_equal(back.numpy(), vals)
 
 
 @needs_load

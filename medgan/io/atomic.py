@@ -23,7 +23,15 @@ from typing import IO
 
 from medgan.errors import MedganError
 
-__all__ = ["temp_sibling", "atomic_file", "atomic_path", "atomic_directory", "write_bytes_atomic", "write_text_atomic"]
+__all__ = [
+    "temp_sibling",
+    "atomic_file",
+    "atomic_path",
+    "atomic_paths",
+    "atomic_directory",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
 
 
 def temp_sibling(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Path:
@@ -85,6 +93,83 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
         _remove(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
+    """Yield temporary paths for files that must change together; on success they are renamed into place, in order.
+
+    Use it for a file and its companion (a NIfTI image and its JSON sidecar): the caller writes every temporary
+    file, flushed and fsynced, inside the block, and nothing is renamed until the block ends without error. The
+    renames then run in the order of ``paths``. If one of them fails, those already done are undone (a replaced
+    file is put back from a hard link, or a copy, kept for the purpose; a file that did not exist is removed), so a
+    failed write leaves every path as it was. Only a crash (power loss) between two renames can leave a prefix of
+    them done: order ``paths`` so that such a prefix is the least harmful state.
+
+    Parameters
+    ----------
+    *paths
+        Final file names, in rename order. Their folders must exist.
+
+    Yields
+    ------
+    list of pathlib.Path
+        One temporary sibling per path, in the same order. All are removed if the block or a rename fails.
+
+    Raises
+    ------
+    MedganError
+        A temporary file was not written.
+    OSError
+        A rename failed (after the earlier ones were undone).
+    """
+    finals = [Path(p) for p in paths]
+    temps = [temp_sibling(p) for p in finals]
+    done: list[tuple[Path, Path | None]] = []  # (final name, backup of the file it replaced)
+    try:
+        yield temps
+        for tmp, final in zip(temps, finals, strict=True):
+            if not tmp.exists():
+                raise MedganError(f"{final}: nothing was written")
+        for i, (tmp, final) in enumerate(zip(temps, finals, strict=True)):
+            # The last rename needs no backup: nothing after it can fail and leave it to be undone.
+            backup = _keep_old(final) if i < len(finals) - 1 and final.is_file() else None
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                if backup is not None:
+                    _remove(backup)
+                raise
+            done.append((final, backup))
+    except BaseException:
+        for final, backup in reversed(done):
+            with contextlib.suppress(OSError):  # best effort: the original error is the one to report
+                if backup is not None:
+                    os.replace(backup, final)
+                else:
+                    final.unlink()
+        for tmp in temps:
+            _remove(tmp)
+        raise
+    for _, backup in done:
+        if backup is not None:
+            _remove(backup)
+    for folder in dict.fromkeys(final.parent for final in finals):
+        _fsync_dir(folder)
+
+
+def _keep_old(path: Path) -> Path:
+    """A hidden hard link to (or, where links are not allowed, a copy of) the file ``path`` before it is replaced."""
+    backup = temp_sibling(path, suffix=".old")
+    try:
+        os.link(path, backup)
+    except OSError:
+        try:
+            shutil.copy2(path, backup)
+        except BaseException:
+            _remove(backup)
+            raise
+    return backup
 
 
 @contextlib.contextmanager

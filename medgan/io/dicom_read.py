@@ -14,6 +14,18 @@ decoder straight from the file offset that the header read recorded instead of p
 
 Multi-echo policy: a plan whose images carry more than one echo (EchoNumbers / EchoTime / EffectiveEchoTime) is
 refused with :class:`~medgan.errors.SeriesGeometryError`; splitting echoes into series is the grouping layer's job.
+
+Slice order: slices are sorted along the image-plane normal (row x column direction), so the voxel grid is
+right-handed and its slice step points along the normal, whatever order the files or their InstanceNumbers are in;
+this is how every scanner-written series is read (and matches the reference conversions). The one exception is a
+series that medgan itself wrote, recognised by its private block (:mod:`medgan.io.dicom_private`; one volume,
+one sample per pixel): when the block says the slice axis ran against the normal *and* the InstanceNumbers
+strictly decrease along the normal, the slices are taken in InstanceNumber order (a negative slice step), which
+gives back the affine and voxel order of a scan with a negative determinant (e.g. FSL's LAS) that
+:func:`medgan.save_scan` wrote. Its block also keeps a one-slice volume 3-D (``(1, X, Y, 1)``, where other
+single-slice series give a 2-D image ``(1, X, Y)``; so does one file of a medgan volume loaded on its own) and
+the direction of a single slice's third affine column. If the InstanceNumbers were renumbered since, the normal
+sort applies (same world geometry).
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +49,7 @@ import pydicom
 from medgan.errors import MissingDecoderError, ScanReadError, SeriesGeometryError
 from medgan.io.dicom_codecs import plugin_for
 from medgan.io.dicom_frames import NATIVE_SYNTAXES, FileInfo, file_signature, frame_table, quiet_pydicom
+from medgan.io.dicom_private import series_layout
 from medgan.io.dicom_values import header_value
 from medgan.io.scan import LPS_TO_RAS, make_scan, spacing_from_affine
 
@@ -328,6 +341,12 @@ def plan_dicom_series(headers: Sequence[pydicom.Dataset], *, source: str | Path)
         index, mixed orientations, sizes or spacings, several echoes.
     ScanReadError
         No headers, no pixel data, absurd or truncated dimensions, missing geometry for a multi-slice series.
+
+    Notes
+    -----
+    Slices run along the image-plane normal, except in a series medgan wrote whose private block and
+    InstanceNumbers say its slice axis ran against the normal: there InstanceNumber order is kept (see the
+    module docstring, "Slice order").
     """
     with quiet_pydicom():
         return _plan(list(headers), str(source))
@@ -411,6 +430,10 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     samples = table.files[0].samples
     if samples > 1 and n_volumes > 1:
         raise _geometry_error(source, "colour (RGB) images in several volumes are not supported")
+    layout = series_layout(first) if n_volumes == 1 and samples == 1 else None
+    if layout is not None and layout.against_normal and _instances_descend(headers, table, grid_idx[:, 0]):
+        grid_idx = grid_idx[::-1]  # the order medgan wrote them in: a negative slice step (see module docstring)
+        slot_positions = slot_positions[::-1]
     info = table.files[table.file_index[0]]
     lps = np.eye(4)
     lps[:3, 0] = row_dir * col_spacing
@@ -421,10 +444,11 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     else:
         i0 = int(grid_idx[0, 0])
         depth = table.between[i0] or table.thickness[i0] or 1.0
-        lps[:3, 2] = normal * abs(depth)
+        lps[:3, 2] = normal * (-abs(depth) if layout is not None and layout.against_normal else abs(depth))
     affine = LPS_TO_RAS @ lps
     channels = samples if samples > 1 else n_volumes
-    shape = (channels, info.tile_columns, info.tile_rows) + ((n_slices,) if n_slices > 1 else ())
+    volume = n_slices > 1 or (layout is not None and layout.volume)  # medgan's one-slice volume stays 3-D
+    shape = (channels, info.tile_columns, info.tile_rows) + ((n_slices,) if volume else ())
     n_spatial = len(shape) - 1
     planes = tuple(
         (
@@ -453,6 +477,23 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         samples=samples,
         dicom=strings,
     )
+
+
+def _instances_descend(headers: list[pydicom.Dataset], table: Any, planes: np.ndarray) -> bool:
+    """Whether the InstanceNumbers of ``planes`` (one classic single-frame file each, sorted along the normal)
+    strictly decrease; ``False`` for anything else (a multi-frame file, a mosaic, a missing or odd number)."""
+    if len(planes) < 2:
+        return len(planes) == 1
+    numbers = []
+    for i in planes:
+        file_no = table.file_index[i]
+        if table.files[file_no].n_frames != 1 or table.tile_index[i] >= 0:
+            return False
+        value = header_value(headers[file_no], "InstanceNumber")
+        if not isinstance(value, int):
+            return False
+        numbers.append(value)
+    return all(a > b for a, b in pairwise(numbers))
 
 
 #: Refuse to allocate outputs larger than this many voxels (float32: 16 GiB).

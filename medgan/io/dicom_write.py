@@ -8,6 +8,16 @@ SOP class: Secondary Capture Image Storage with the Image Plane and Frame of
 Reference attributes added (a Standard Extended SOP Class). MR and CT Image Storage
 would need Type 1 acquisition attributes (e.g. ScanningSequence, SequenceVariant)
 that a model output cannot state honestly. DICOM's RAS/LPS flip happens here only.
+
+Slice ``k`` of the scan is the file with InstanceNumber ``k + 1``, whichever way the slice axis points. Readers
+sort slices along the image-plane normal, so a scan whose affine has a negative determinant (slice axis against
+the normal, e.g. FSL's LAS) reads back with its slices in the other order unless the reader knows better: a private
+block (:mod:`medgan.io.dicom_private`) records the slice direction and whether the series is a volume or one 2-D
+image, and :func:`medgan.load_scan` honours it, so ``load_scan(save_scan(x, folder))`` has x's shape, affine and
+voxel order. (Other readers give the same world geometry with a right-handed voxel order.)
+
+Text: when any text written (patient and study values from the reference, the DerivationDescription with its
+model name, ``description=``) is not ASCII, SpecificCharacterSet is ``ISO_IR 192`` (UTF-8).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from pydicom.valuerep import format_number_as_ds, validate_value
 from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
+from medgan.io.dicom_private import SeriesLayout, add_series_layout
 from medgan.io.scan import LPS_TO_RAS
 
 __all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
@@ -62,12 +73,14 @@ class SliceGeometry:
     positions: list[list[float]]  # ImagePositionPatient of each slice
     pixel_spacing: list[float]  # [spacing between rows, spacing between columns]
     slice_step: float  # distance between slice centres, mm
+    along_normal: bool = True  # the slice axis k runs along the row x column normal (False: against it)
 
 
 def slice_geometry(affine: np.ndarray, n_slices: int) -> SliceGeometry:
     """Per-slice DICOM geometry for a volume with RAS+ ``affine``.
 
-    Voxel ``(i, j, k)`` is stored as column ``i``, row ``j`` of slice ``k``.
+    Voxel ``(i, j, k)`` is stored as column ``i``, row ``j`` of slice ``k``. ``along_normal`` says whether
+    ``k`` runs along the slice normal (row x column direction), i.e. whether the affine's determinant is positive.
 
     Raises
     ------
@@ -97,6 +110,7 @@ def slice_geometry(affine: np.ndarray, n_slices: int) -> SliceGeometry:
         positions=positions,
         pixel_spacing=[float(spacing[1]), float(spacing[0])],
         slice_step=float(spacing[2]),
+        along_normal=bool(normal @ unit[:, 2] >= 0.0),
     )
 
 
@@ -199,7 +213,8 @@ def write_dicom_series(
     overwrite
         Replace a non-empty existing ``folder``.
     description
-        DerivationDescription; by default built from ``scan.meta["medgan"]``.
+        DerivationDescription; by default built from ``scan.meta["medgan"]``. Non-ASCII text (here, in the
+        model name or in the reference's values) makes the series UTF-8 (SpecificCharacterSet ``ISO_IR 192``).
 
     Returns
     -------
@@ -233,6 +248,7 @@ def write_dicom_series(
     ref_meta = dict(getattr(reference, "meta", {}) or {}) if reference is not None else {}
     ref_dicom = {k: v for k, v in dict(ref_meta.get("dicom") or {}).items() if v is not None}
     base = _base_dataset(meta, ref_meta, ref_dicom, description)
+    add_series_layout(base, SeriesLayout(volume=data.ndim == 4, against_normal=not geom.along_normal))
     vmin, vmax = float(vol.min()), float(vol.max())
     row = np.array(geom.orientation[:3])
     col = np.array(geom.orientation[3:])
@@ -285,7 +301,10 @@ def _base_dataset(
     now = _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds = Dataset()
-    values = [str(v) for v in ref_dicom.values()]
+    derivation = (description or derivation_text(meta))[:1024]
+    # Every text this dataset can hold comes from the reference's values or the derivation text (model name,
+    # description=); any non-ASCII character needs UTF-8, else pydicom writes it as "?".
+    values = [str(v) for v in ref_dicom.values()] + [derivation]
     if any(not v.isascii() for v in values):
         ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = SecondaryCaptureImageStorage
@@ -332,14 +351,14 @@ def _base_dataset(
     ds.PositionReferenceIndicator = ""
     # General Image
     ds.ContentDate, ds.ContentTime = date, time
-    ds.DerivationDescription = (description or derivation_text(meta))[:1024]
+    ds.DerivationDescription = derivation
     ds.BurnedInAnnotation = "NO"
     return ds
 
 
 def _is_modality_code(value: Any) -> bool:
     text = str(value or "")
-    return 0 < len(text) <= 16 and text.isalnum() and text.isupper()
+    return 0 < len(text) <= 16 and text.isascii() and text.isalnum() and text.isupper()
 
 
 def derivation_text(meta: dict[str, Any]) -> str:

@@ -37,7 +37,20 @@ logger = logging.getLogger(__name__)
 #: :func:`medgan.io.save.write_nifti`); every other top-level key belongs to ``meta["medgan"]`` (provenance).
 SIDECAR_META_KEYS = ("degradation", "interpolation")
 
-__all__ = ["NiftiInfo", "is_nifti_path", "inspect_nifti", "read_nifti", "nifti_sidecar_path", "read_nifti_sidecar"]
+#: ``intent_name`` of a multi-channel 2-D image written by :func:`medgan.io.save.write_nifti`: stored
+#: ``X, Y, 1, C``, which without the marker is a one-slice volume; with it the reader returns ``(C, X, Y)``.
+#: (A single-channel 2-D image is a true 2-D NIfTI, ``dim[0] = 2``, and needs no marker.)
+NIFTI_2D_INTENT_NAME = b"medgan 2-D"
+
+__all__ = [
+    "NiftiInfo",
+    "NIFTI_2D_INTENT_NAME",
+    "is_nifti_path",
+    "inspect_nifti",
+    "read_nifti",
+    "nifti_sidecar_path",
+    "read_nifti_sidecar",
+]
 
 #: Largest expansion factor deflate can reach (RFC 1951 worst case is about 1032:1); a gzip file
 #: declaring more uncompressed bytes than this cannot hold them, whatever its header says.
@@ -135,12 +148,21 @@ def _header_class(path: Path, raw: bytes) -> tuple[type, str]:
     raise ScanReadError(f"{path}: not a NIfTI file or corrupt header (sizeof_hdr is {value}, expected 348 or 540)")
 
 
-def _channel_first_shape(stored: tuple[int, ...], n_components: int) -> tuple[int, ...]:
+def _channel_first_shape(stored: tuple[int, ...], n_components: int, two_d: bool = False) -> tuple[int, ...]:
+    """Channel-first shape of the stored ``dim``: 2-D files, and marked ``X, Y, 1, C`` ones, give ``(C, X, Y)``."""
     if len(stored) == 2:
         spatial, extra = stored, 1
+    elif two_d:
+        spatial, extra = stored[:2], math.prod(stored[3:])
     else:
         spatial, extra = stored[:3], math.prod(stored[3:])
     return (extra * n_components, *spatial)
+
+
+def _is_marked_2d(header: Any, stored: tuple[int, ...]) -> bool:
+    """Whether the file is a multi-channel 2-D image as :func:`medgan.io.save.write_nifti` marks it."""
+    name = bytes(header["intent_name"]).split(b"\x00")[0]
+    return name == NIFTI_2D_INTENT_NAME and len(stored) >= 4 and stored[2] == 1
 
 
 def inspect_nifti(path: str | Path) -> NiftiInfo:
@@ -246,7 +268,7 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
 
     return NiftiInfo(
         path=path,
-        shape=_channel_first_shape(stored, n_components),
+        shape=_channel_first_shape(stored, n_components, _is_marked_2d(header, stored)),
         stored_shape=stored,
         affine=affine,
         dtype=dtype,
@@ -349,8 +371,10 @@ def read_nifti(path: str | Path) -> MetaTensor:
     Returns
     -------
     monai.data.MetaTensor
-        ``(C, X, Y, Z)`` (``(C, X, Y)`` for a 2-D file). Axes beyond the third (volumes, vector
-        components) become channels, flattened in file order; RGB(A) data become 3 (4) channels.
+        ``(C, X, Y, Z)`` (``(C, X, Y)`` for a 2-D file, and for an ``X, Y, 1, C`` file whose
+        ``intent_name`` is :data:`NIFTI_2D_INTENT_NAME`, as :func:`medgan.save_scan` writes a
+        multi-channel 2-D image). Axes beyond the third (volumes, vector components) become channels,
+        flattened in file order; RGB(A) data become 3 (4) channels.
         Values carry ``scl_slope`` / ``scl_inter``. ``.affine`` is nibabel's best affine (sform,
         else qform). ``meta`` has ``filename_or_obj``, ``modality="unknown"``, ``spacing``,
         ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes), plus ``medgan``,
@@ -377,6 +401,8 @@ def read_nifti(path: str | Path) -> MetaTensor:
     else:
         data = data.reshape(*data.shape[:3], -1, order="F")
         data = np.moveaxis(data, -1, 0)
+        if _is_marked_2d(info.header, stored):  # X, Y, 1, C of a multi-channel 2-D image -> (C, X, Y)
+            data = data[..., 0]
     header = info.header
     descrip = bytes(header["descrip"]).split(b"\x00")[0].decode("latin-1")
     meta = {

@@ -21,9 +21,9 @@ from numpy.typing import DTypeLike
 
 from medgan._version import __version__
 from medgan.errors import MedganError
-from medgan.io.atomic import atomic_file, write_text_atomic
+from medgan.io.atomic import atomic_paths
 from medgan.io.dicom_write import derivation_text, write_dicom_series
-from medgan.io.nifti import SIDECAR_META_KEYS, nifti_sidecar_path
+from medgan.io.nifti import NIFTI_2D_INTENT_NAME, SIDECAR_META_KEYS, nifti_sidecar_path
 from medgan.io.scan import spacing_from_affine
 
 __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
@@ -77,6 +77,20 @@ def save_scan(
         Unsupported format, multi-channel DICOM, non-finite values for DICOM, a
         sheared affine for DICOM, or a non-empty target folder without ``overwrite``.
 
+    Notes
+    -----
+    ``load_scan(save_scan(x, path))`` has x's shape, affine and voxel order:
+
+    - NIfTI: a 2-D image ``(1, X, Y)`` is a true 2-D NIfTI; ``(C, X, Y)`` is stored ``X, Y, 1, C`` and marked
+      in ``intent_name`` (other readers see a one-slice volume); a one-slice volume ``(C, X, Y, 1)`` stays 3-D.
+      A failed write leaves both the image and its sidecar as they were.
+    - DICOM: slice ``k`` is the file with InstanceNumber ``k + 1``, and a private block records whether the slice
+      axis runs against the image-plane normal (an affine with a negative determinant, e.g. FSL's LAS) and whether
+      the series is a volume or one 2-D image, so that medgan's reader gives back the voxel order, the affine and a
+      one-slice volume's ``(1, X, Y, 1)`` shape. Other readers (dcm2niix, ITK) sort slices along the normal: same
+      world geometry, right-handed voxel order. So does medgan's reader once the block is dropped or the
+      InstanceNumbers are renumbered.
+
     Examples
     --------
     >>> import numpy as np, tempfile, pathlib
@@ -104,14 +118,22 @@ def save_scan(
         raise MedganError(f"{path}: cannot write DICOM series ({exc.strerror or exc})") from exc
 
 
-def _nifti_array(scan: Any) -> np.ndarray:
-    """Channel-first ``(C, X, Y[, Z])`` -> NIfTI layout ``X, Y, Z[, C]`` (2-D: ``X, Y, 1[, C]``)."""
+def _nifti_array(scan: Any) -> tuple[np.ndarray, bool]:
+    """Channel-first ``(C, X, Y[, Z])`` -> NIfTI layout, and whether the layout needs the 2-D marker.
+
+    A volume is stored ``X, Y, Z`` (one channel) or ``X, Y, Z, C``. A 2-D image with one channel is a true 2-D
+    NIfTI ``X, Y`` (``dim[0] = 2``); with several channels it is ``X, Y, 1, C``, which alone would read back as a
+    one-slice volume, so it is marked (``True``: the caller sets ``intent_name`` to
+    :data:`~medgan.io.nifti.NIFTI_2D_INTENT_NAME`).
+    """
     data = np.asarray(scan.detach().cpu().numpy() if hasattr(scan, "detach") else scan)
     if data.ndim not in (3, 4):
         raise MedganError(f"expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(data.shape)}")
     if data.ndim == 3:
-        data = data[:, :, :, None]
-    return data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
+        if data.shape[0] == 1:
+            return data[0], False
+        return np.moveaxis(data[:, :, :, None], 0, -1), True
+    return (data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)), False
 
 
 def _cast(data: np.ndarray, dtype: DTypeLike | None) -> np.ndarray:
@@ -184,20 +206,48 @@ def _record_text(meta: dict[str, Any]) -> str:
 def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | None = None) -> Path:
     """Write ``scan`` as a NIfTI-1 file (``.nii`` or ``.nii.gz``) atomically.
 
-    The affine goes into both sform and qform (codes: the source NIfTI's when it had
-    non-zero ones, else ``scanner`` for scans read from DICOM, ``aligned`` otherwise); ``pixdim`` holds the spacing; channels become the
-    4th axis. Provenance (``meta["medgan"]``) goes into ``descrip`` (80 bytes) and a
-    JSON sidecar, renamed into place just before the image, so a new image always has its sidecar
-    and a failed write changes neither. The sidecar also holds ``meta["degradation"]`` and
-    ``meta["interpolation"]`` under those top-level keys (it is written when any of the three exists);
-    :func:`medgan.io.nifti.read_nifti` reads them back into ``meta``.
+    Parameters
+    ----------
+    scan
+        Channel-first ``(C, X, Y[, Z])`` scan with a 4x4 RAS+ affine.
+    path
+        ``*.nii`` or ``*.nii.gz``; its folder must exist. An existing file is replaced.
+    dtype
+        Voxel type; float32 when ``None`` (integer types are rounded and clipped).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    MedganError
+        Missing folder, unsupported dtype, or a failed write (nothing changed then).
+
+    Notes
+    -----
+    The affine goes into both sform and qform (codes: the source NIfTI's when it had non-zero ones, else
+    ``scanner`` for scans read from DICOM, ``aligned`` otherwise); ``pixdim`` holds the spacing; channels become
+    the 4th axis. A single-channel 2-D image ``(1, X, Y)`` is written as a true 2-D NIfTI (``dim[0] = 2``); a
+    multi-channel one ``(C, X, Y)`` as ``X, Y, 1, C`` with ``intent_name`` set to
+    :data:`~medgan.io.nifti.NIFTI_2D_INTENT_NAME`, so :func:`~medgan.io.nifti.read_nifti` gives both back 2-D.
+
+    Provenance (``meta["medgan"]``) goes into ``descrip`` (80 bytes) and a JSON sidecar, which also holds
+    ``meta["degradation"]`` and ``meta["interpolation"]`` under those top-level keys (it is written when any of
+    the three exists); :func:`medgan.io.nifti.read_nifti` reads them back into ``meta``. Image and sidecar are
+    first written in full (flushed and fsynced) under temporary names; only then is the sidecar renamed into
+    place, then the image (:func:`~medgan.io.atomic.atomic_paths`). If writing or either rename fails, the earlier
+    sidecar (or its absence) is restored, so a failed write changes neither file. (Only a crash between the two
+    renames can leave the new sidecar next to the old image.)
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
     affine = np.asarray(getattr(scan, "affine", np.eye(4)), dtype=np.float64)
     meta = dict(getattr(scan, "meta", {}) or {})
-    data = _cast(_nifti_array(scan), dtype)
+    array, two_d_marker = _nifti_array(scan)
+    data = _cast(array, dtype)
     img = nib.Nifti1Image(data, affine)
     hdr = img.header
     sform_code, qform_code = _xform_codes(meta)
@@ -207,6 +257,8 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     hdr.set_zooms(zooms[: data.ndim])
     hdr.set_xyzt_units("mm", "unknown")
     hdr.set_data_dtype(data.dtype)
+    if two_d_marker:
+        hdr["intent_name"] = NIFTI_2D_INTENT_NAME
     if data.dtype.kind == "f":
         hdr.set_slope_inter(1.0, 0.0)
     payload = _sidecar_payload(meta)
@@ -215,19 +267,35 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
         hdr["descrip"] = text.encode("ascii", "replace")[:79]
     sidecar = None if payload is None else json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     compressed = path.name.lower().endswith(".gz")
+    # Sidecar first, as before: a failed rename is undone, so only a crash between the two renames (microseconds)
+    # can leave a mismatched pair, and then it is the old image with the new sidecar; the other order would leave
+    # a new, possibly synthetic, image with stale or no provenance.
+    targets = [path] if sidecar is None else [nifti_sidecar_path(path), path]
     try:
-        with atomic_file(path, "wb") as fh:
-            # Stream through gzip ourselves so the temporary file needs no image suffix
-            # (nibabel picks compression from the file name); level 1 as nibabel, mtime=0 reproducible.
-            stream = gzip.GzipFile(filename="", fileobj=fh, mode="wb", compresslevel=1, mtime=0) if compressed else fh
-            try:
-                img.to_file_map(img.make_file_map({"image": stream, "header": stream}))
-            finally:
-                if compressed:
-                    stream.close()
-            if sidecar is not None:  # image fully written: now the sidecar, then the image is renamed into place
-                write_text_atomic(nifti_sidecar_path(path), sidecar)
+        with atomic_paths(*targets) as temps:
+            with open(temps[-1], "wb") as fh:
+                # Stream through gzip ourselves so the temporary file needs no image suffix
+                # (nibabel picks compression from the file name); level 1 as nibabel, mtime=0 reproducible.
+                stream = (
+                    gzip.GzipFile(filename="", fileobj=fh, mode="wb", compresslevel=1, mtime=0) if compressed else fh
+                )
+                try:
+                    img.to_file_map(img.make_file_map({"image": stream, "header": stream}))
+                finally:
+                    if compressed:
+                        stream.close()
+                _sync(fh)
+            if sidecar is not None:
+                with open(temps[0], "w", encoding="utf-8", newline="") as fh:
+                    fh.write(sidecar)
+                    _sync(fh)
     except OSError as exc:
         raise MedganError(f"{path}: cannot write NIfTI file ({exc.strerror or exc})") from exc
     logger.debug("wrote NIfTI %s", path.name)
     return path
+
+
+def _sync(fh: Any) -> None:
+    """Flush ``fh`` and fsync it, so that its data are on disk before it is renamed into place."""
+    fh.flush()
+    os.fsync(fh.fileno())
