@@ -178,7 +178,7 @@ def run_demo(out: str | Path = "medgan-demo", *, data: str | Path | None = None,
     Raises
     ------
     medgan.errors.MedganError
-        ``sample_data/`` or a shipped model is missing.
+        ``sample_data/`` or a shipped model is missing, or ``out`` cannot be created (e.g. a file of that name).
     """
     import torch
 
@@ -193,7 +193,10 @@ def run_demo(out: str | Path = "medgan-demo", *, data: str | Path | None = None,
     if missing:
         raise MedganError(f"shipped model(s) missing: {', '.join(missing)} (see medgan/pretrained/)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedganError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     torch.manual_seed(0)
     _step(f"writing to {out.resolve()}", quiet)
     reports = _super_resolution(data_dir, out, quiet)

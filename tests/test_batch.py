@@ -248,6 +248,27 @@ def test_failures_before_any_scan_exit_1(tmp_path, tiny_model, good_tree, capsys
     assert exc.value.code == 2
 
 
+def test_an_output_folder_that_cannot_be_created_is_a_one_line_error(tmp_path, tiny_model, good_tree, capsys):
+    """An OUT_ROOT that is a file, or lies below one, is exit 1 with one line naming it (no traceback)."""
+    blocker = tmp_path / "manifest.csv"
+    blocker.write_text("a regular file\n")
+    for out in (blocker, blocker / "out"):
+        assert _upscale(good_tree, out, tiny_model) == 1
+        err = capsys.readouterr().err
+        assert f"medgan batch: error: {out}: cannot create the output folder (" in err and "Traceback" not in err
+        assert main(["batch", "evaluate", str(good_tree), str(good_tree), str(out), "--quiet"]) == 1
+        assert f"{out}: cannot create the output folder" in capsys.readouterr().err
+    assert blocker.read_text() == "a regular file\n"
+
+
+def test_a_negative_max_montages_is_a_usage_error_on_stderr(tmp_path, capsys):
+    args = ["batch", "evaluate", str(tmp_path), str(tmp_path), str(tmp_path / "out"), "--max-montages", "-1"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--max-montages must be >= 0" in captured.err
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- resume
 
 
@@ -282,6 +303,65 @@ def test_rerun_skips_done_scans_and_force_redoes(tmp_path, tiny_model, good_tree
     assert [r["status"] for r in read_rows(out / "manifest.jsonl")[12:]] == ["done"] * 3
     assert _files(out) == first  # deterministic: the same bytes again
     _assert_no_temp(out)
+
+
+def _pre_fix_settings(settings: dict, refs: list) -> dict[str, str]:
+    """scan id -> the settings key the batch runner wrote before 2026-12-06 for ``refs`` discovered from the root
+    as typed: each input file's path exactly as discovery spelled it, size and modification time."""
+    from pipelines.batch.manifest import settings_key
+
+    keys = {}
+    for ref in refs:
+        paths = sorted({str(p) for p in ref.paths})
+        inputs = [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+        keys[ref.id] = settings_key({"settings": settings_key(settings), "inputs": inputs})
+    return keys
+
+
+def test_resume_does_not_depend_on_how_the_paths_are_spelled(tmp_path, tiny_model, good_tree, monkeypatch):
+    """Each input file is fingerprinted relative to IN_ROOT and the model by its sha256: the same batch rerun with
+    absolute paths, or from another folder with other relative paths and a copy of the checkpoint, skips every
+    scan. Rows written before the fix (input paths as typed in the key) resume when the paths are typed as then,
+    and the skipped rows record the new key, so that later runs may spell the paths any way."""
+    from medgan.infer.checkpoint import file_sha256
+    from medgan.io.discover import discover_scans
+    from pipelines.batch.runner import _upscale_settings
+
+    out = tmp_path / "out"
+    monkeypatch.chdir(good_tree.parent)
+    relative = (Path(good_tree.name), Path(os.path.relpath(out)), Path(os.path.relpath(tiny_model)))
+    assert _upscale(*relative) == 0
+    first = read_rows(out / "manifest.jsonl")
+    assert [r["status"] for r in first] == ["done"] * 3
+    outputs = _files(out)
+
+    assert _upscale(good_tree, out, tiny_model) == 0  # absolute paths
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[3:]] == ["skipped"] * 3
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(tiny_model, elsewhere / "same-model.safetensors")
+    monkeypatch.chdir(elsewhere)  # another folder, other relative spellings, the same checkpoint under another name
+    assert _upscale(Path(os.path.relpath(good_tree)), Path("../out"), Path("same-model.safetensors")) == 0
+    rows = read_rows(out / "manifest.jsonl")[6:]
+    assert [r["status"] for r in rows] == ["skipped"] * 3
+    assert {r["settings"] for r in rows} == {r["settings"] for r in first}
+    assert _files(out) == outputs
+
+    # the manifest of a run before the fix (only its done rows): its keys fingerprinted the paths as typed
+    monkeypatch.chdir(good_tree.parent)
+    settings = _upscale_settings(file_sha256(tiny_model), fmt="nifti", overlap=0.25, batch_size=None)
+    legacy = _pre_fix_settings(settings, discover_scans(good_tree.name))
+    assert not set(legacy.values()) & {r["settings"] for r in first}
+    lines = [json.dumps({**r, "settings": legacy[r["scan_id"]]}) for r in first]
+    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    assert _upscale(*relative) == 0  # typed as then: skipped, under the new key
+    rows = read_rows(out / "manifest.jsonl")[3:]
+    assert [r["status"] for r in rows] == ["skipped"] * 3
+    assert {r["scan_id"]: r["settings"] for r in rows} == {r["scan_id"]: r["settings"] for r in first}
+    assert _upscale(good_tree, out, tiny_model) == 0  # and from then on spelled any way
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[6:]] == ["skipped"] * 3
+    assert _files(out) == outputs
 
 
 def test_rerun_with_another_window_layout_redoes_the_scans(tmp_path, tiny_model, good_tree):
@@ -544,6 +624,151 @@ def test_a_dying_worker_fails_only_its_scan():
     assert "worker" in next(r["error"] for t, r in rows.items() if t.scan_id == "crash")
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default (a shell may start background jobs ignoring it), so
+    Python turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, tiny_model):
+    """SIGINT to the run's process group (Ctrl-C in a terminal) with --workers 2: the run records the scans
+    finished so far, runs no queued scan (every output under its final name has a done row), takes its workers
+    along, exits 130 with one line, and the rerun finishes every scan once."""
+    src = _good_tree(tmp_path / "in")
+    _copy_series(src / "sub-04", description="second series")
+    for i in range(4):  # more scans than the 2 * 2 a pool queues, so some are still queued at the interrupt
+        _crop_nifti(
+            SAMPLE / "nifti/nibabel/anatomical.nii",
+            src / f"sub-{5 + i}/anat.nii.gz",
+            (slice(i, 33 + i), slice(0, 41), slice(0, 12)),
+        )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines.cli", "batch", "upscale", str(src), str(out), "--model", str(tiny_model)]
+    proc = subprocess.Popen(
+        [*cmd, "--quiet", "--workers", "2"],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+    )
+    manifest = out / "manifest.jsonl"
+    try:
+        _wait_for_first_done(proc, manifest, 90)
+        below = _descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    err = err.decode()
+    assert proc.returncode == 130, err
+    assert err.strip() == "medgan batch: interrupted", err
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(p) for p in below):
+        time.sleep(0.1)
+    assert not [p for p in below if _alive(p)], "processes of the interrupted run are still running"
+    rows = read_rows(manifest)
+    done = {r["outputs"][0] for r in rows if r["status"] == "done"}
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")}
+    assert written == done, "scans ran on after the interrupt to outputs no manifest row records"
+    assert 1 <= len(done) < 8
+
+    assert _upscale(src, out, tiny_model, "--workers", "2") == 0
+    rows = read_rows(manifest)
+    finished = [r["scan_id"] for r in rows if r["status"] == "done"]
+    assert len(finished) == len(set(finished)) == 8
+    assert sum(r["status"] == "skipped" for r in rows) == len(done)
+    _assert_no_temp(out)
+
+
+def _sleepy_job(task, options):
+    """Scans ``a`` and ``b`` finish at once; every other scan takes a minute."""
+    if task.scan_id not in ("a", "b"):
+        time.sleep(60)
+    return {"status": "done", "outputs": [], "output_sha256": [], "seconds": {}, "worker": str(os.getpid())}
+
+
+def test_an_interrupted_pool_keeps_finished_scans_and_stops_its_workers():
+    """KeyboardInterrupt in the batch process (here while it records its first scan): the pool hands over the
+    other scan that finished meanwhile, cancels the queued ones and terminates its workers instead of waiting for
+    the scans they run (a minute each)."""
+    from medgan.io.discover import ScanRef
+    from pipelines.batch.executors import run_pool
+    from pipelines.batch.plan import Task
+
+    ref = ScanRef("x", "nifti", (Path("x.nii"),), "unknown", "", None, None, True, None)
+    tasks = [Task(n, "test", ref, ".", n) for n in "abcdef"]
+    rows: dict[str, dict] = {}
+
+    def on_result(task, row):
+        rows[task.scan_id] = row
+        if len(rows) == 1:
+            time.sleep(1.0)  # the other quick scan finishes meanwhile
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_pool(tasks, _sleepy_job, None, on_result, workers=2, threads=None)
+    assert time.monotonic() - started < 30  # not the minute of the scans in flight
+    assert sorted(rows) == ["a", "b"] and {r["status"] for r in rows.values()} == {"done"}
+    workers = {int(r["worker"]) for r in rows.values()}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)]
+
+
+def _slow_save(task, result, scan, options):
+    """The save stage, stuck for a minute on ``sub-02``."""
+    from pipelines.batch import jobs
+
+    if task.input.startswith("sub-02"):
+        time.sleep(60)
+    jobs.save_stage(task, result, scan, options)
+
+
+def _interrupting_compute(task, scan, options):
+    """The model step; Ctrl-C arrives while it runs on ``sub-03`` (after the first save has finished)."""
+    from pipelines.batch import jobs
+
+    if task.input.startswith("sub-03"):
+        time.sleep(1.5)
+        raise KeyboardInterrupt
+    return jobs.upscale_compute(task, scan, options)
+
+
+def test_an_interrupted_gpu_pipeline_keeps_finished_scans_and_stops_its_workers(tmp_path, tiny_model, good_tree):
+    """The CUDA layout (here on CPU) interrupted during inference: the scan whose save finished gets its row, the
+    save still running is abandoned with its worker (not waited for), and nothing is left under a final name
+    without a row."""
+    from medgan.infer.checkpoint import file_sha256
+    from medgan.io.discover import discover_scans
+    from pipelines.batch import executors, jobs
+    from pipelines.batch.plan import plan_upscale
+
+    out = tmp_path / "out"
+    out.mkdir()
+    opts = jobs.UpscaleOptions(
+        model=str(tiny_model), model_sha256=file_sha256(tiny_model), out_root=str(out), device="cpu"
+    )
+    tasks = plan_upscale(discover_scans(good_tree), good_tree, out)
+    assert [t.input.split("/")[0] for t in tasks] == ["sub-01", "sub-02", "sub-03"]
+    rows: dict[str, dict] = {}
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        executors.run_gpu_pipeline(
+            tasks, opts, rows.__setitem__, workers=2, compute=_interrupting_compute, save=_slow_save
+        )
+    assert time.monotonic() - started < 30  # not the minute of the stuck save
+    assert [t.input for t in rows] == ["sub-01/anat/anat.nii.gz"]
+    assert next(iter(rows.values()))["status"] == "done"
+    time.sleep(0.5)
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")} == {tasks[0].outputs[0]}
+
+
 _WARMED: list[int] = []  # pids of pool workers whose warm-up ran (per process: each worker has its own copy)
 
 
@@ -589,12 +814,14 @@ def test_default_threads_share_the_cores_among_workers():
 # --------------------------------------------------------------------------- evaluate and specs
 
 
-def test_batch_evaluate_pairs_and_reports(tmp_path, tiny_model):
+@pytest.fixture(scope="session")
+def eval_trees(tmp_path_factory, tiny_model) -> Path:
+    """``hr/`` (two real crops), ``lr/`` (degraded x2 in-plane) and ``sr/`` (``lr/`` upscaled by the tiny model)."""
     import medgan
     from medgan.io.load import load_scan
 
-    hr = tmp_path / "hr"
-    lr = tmp_path / "lr"
+    root = tmp_path_factory.mktemp("evaltrees")
+    hr, lr = root / "hr", root / "lr"
     for rel, src, box in [
         ("a/t1.nii.gz", "mni_icbm152_2009a_sym/t1.nii.gz", (slice(60, 92), slice(70, 102), slice(76, 82))),
         ("b/anat.nii.gz", "nibabel/anatomical.nii", (slice(0, 32), slice(4, 36), slice(8, 14))),
@@ -603,9 +830,14 @@ def test_batch_evaluate_pairs_and_reports(tmp_path, tiny_model):
         low = medgan.degrade(load_scan(hr / rel), (2, 2, 1))
         (lr / rel).parent.mkdir(parents=True, exist_ok=True)
         medgan.save_scan(low, lr / rel)
-    assert _upscale(lr, tmp_path / "sr", tiny_model) == 0
+    assert _upscale(lr, root / "sr", tiny_model) == 0
+    return root
+
+
+def test_batch_evaluate_pairs_and_reports(tmp_path, eval_trees):
+    hr, lr = eval_trees / "hr", eval_trees / "lr"
     out = tmp_path / "eval"
-    args = ["batch", "evaluate", str(tmp_path / "sr"), str(hr), str(out), "--lr", str(lr), "--quiet"]
+    args = ["batch", "evaluate", str(eval_trees / "sr"), str(hr), str(out), "--lr", str(lr), "--quiet"]
     assert main(args) == 0
     rows = read_rows(out / "manifest.jsonl")
     assert [r["status"] for r in rows] == ["done", "done"]
@@ -623,6 +855,55 @@ def test_batch_evaluate_pairs_and_reports(tmp_path, tiny_model):
     assert [r["status"] for r in read_rows(out / "manifest.jsonl")[2:]] == ["skipped", "skipped"]
     assert (report / "metrics.csv").read_text() == first_html
     _assert_no_temp(out)
+
+
+def test_batch_evaluate_resume_and_tasks_do_not_depend_on_path_spelling(tmp_path, eval_trees, monkeypatch):
+    """PRED_ROOT, REF_ROOT and LR_ROOT given relative to the working directory: every file the tasks name is
+    absolute (Dask workers run elsewhere), and a rerun with absolute roots skips the scored scans."""
+    from pipelines.batch import executors
+
+    seen = []
+    run_serial = executors.run_serial
+
+    def spy(tasks, *args, **kwargs):
+        seen.extend(tasks)
+        return run_serial(tasks, *args, **kwargs)
+
+    monkeypatch.setattr(executors, "run_serial", spy)
+    monkeypatch.chdir(eval_trees)
+    out = tmp_path / "eval"
+    assert main(["batch", "evaluate", "sr", "hr", os.path.relpath(out), "--lr", "lr", "--quiet"]) == 0
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")] == ["done", "done"]
+    files = [p for t in seen for ref in (t.ref, t.others["pred"], t.others["lr"]) for p in ref.paths]
+    assert len(seen) == 2 and len(files) == 6 and all(Path(p).is_absolute() for p in files)
+
+    roots = [str(eval_trees / "sr"), str(eval_trees / "hr"), str(out), "--lr", str(eval_trees / "lr")]
+    assert main(["batch", "evaluate", *roots, "--quiet"]) == 0
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[2:]] == ["skipped", "skipped"]
+
+
+def test_batch_evaluate_resume_follows_max_montages(tmp_path, eval_trees):
+    """A row whose recorded outputs differ from those planned now is redone: --max-montages 0 -> 20 draws the
+    montages, 20 -> 0 drops them from the rows (and so from the report); the same value again skips."""
+    out = tmp_path / "eval"
+    args = ["batch", "evaluate", str(eval_trees / "sr"), str(eval_trees / "hr"), str(out), "--quiet"]
+
+    def run(montages: str) -> list[dict]:
+        n = len(read_rows(out / "manifest.jsonl"))
+        assert main([*args, "--max-montages", montages]) == 0
+        return read_rows(out / "manifest.jsonl")[n:]
+
+    rows = run("0")
+    assert [r["status"] for r in rows] == ["done", "done"] and all(r["outputs"] == [] for r in rows)
+    rows = run("20")
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert all(len(r["outputs"]) == 1 and (out / r["outputs"][0]).is_file() for r in rows)
+    assert "montage" in (out / "report" / "report.md").read_text().lower()
+    assert [r["status"] for r in run("20")] == ["skipped", "skipped"]
+    rows = run("0")
+    assert [r["status"] for r in rows] == ["done", "done"] and all(r["outputs"] == [] for r in rows)
+    assert "montage" not in (out / "report" / "report.md").read_text().lower()
+    assert [r["status"] for r in run("0")] == ["skipped", "skipped"]
 
 
 def test_medgan_run_example_spec(tmp_path, tiny_model, good_tree, capsys):
@@ -757,6 +1038,37 @@ def test_batch_synthesize(tmp_path, tiny_synthesizer):
     assert sorted(r["status"] for r in read_rows(out / "manifest.jsonl")[9:]) == ["done", "done", "failed"]
     assert _files(out) != before
     _assert_no_temp(out)
+
+
+def test_batch_synthesize_writes_the_same_bytes_with_any_workers(tmp_path, tiny_synthesizer):
+    """One worker with 2 torch threads and two workers with 1 thread each write identical images: the synthesis
+    model step runs on a fixed thread count (batched convolutions round differently with another)."""
+    import torch
+
+    src = tmp_path / "labels"
+    _label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    _label_map(src / "s2" / "labels.nii.gz", (slice(50, 66), slice(80, 96), slice(70, 74)))
+    args = ["--model", str(tiny_synthesizer), "-n", "2", "--seed", "3", "--quiet"]
+    threads = torch.get_num_threads()
+    w1, w2 = tmp_path / "w1", tmp_path / "w2"
+    assert main(["batch", "synthesize", str(src), str(w1), *args, "--workers", "1", "--threads", "2"]) == 0
+    assert main(["batch", "synthesize", str(src), str(w2), *args, "--workers", "2", "--threads", "1"]) == 0
+    one, two = _files(w1), _files(w2)
+    assert len(one) == 8 and one == two
+    torch.set_num_threads(threads)
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, tiny_model, good_tree, capsys):
+    """Without --quiet but with stderr redirected (a log file, a Slurm job), no carriage-return bar redraws end
+    up in it; ``force`` shows the bar anyway."""
+    from pipelines.batch.progress import Progress
+
+    assert main(["batch", "upscale", str(good_tree), str(tmp_path / "out"), "--model", str(tiny_model)]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "3 scan(s): 3 done" in captured.out
+    with Progress(2, desc="upscale", force=True) as bar:
+        bar.update("done")
+    assert "\r" in capsys.readouterr().err
 
 
 def test_upscale_command_on_a_folder_tree_runs_as_a_batch(tmp_path, tiny_model, good_tree):

@@ -57,25 +57,49 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_dask_local_cluster_matches_local_workers(setup, caplog):
-    src, ckpt, root = setup
-    base = ["batch", "upscale", str(src)]
-    assert main([*base, str(root / "local"), "--model", str(ckpt), "--quiet", "--workers", "1"]) == 0
+@pytest.fixture(scope="module")
+def cluster():
+    """Two single-threaded Dask worker processes on loopback, started in this process's working directory."""
     with distributed.LocalCluster(
         n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
     ) as cluster:
-        address = cluster.scheduler_address
-        with caplog.at_level(logging.WARNING, logger="pipelines.batch.executors"):
-            code = main([*base, str(root / "dask"), "--model", str(ckpt), "--quiet", "--dask-scheduler", address])
-        assert code == 0
-        # these workers were started without the allocator environment: the run says so (and still runs)
-        assert any("MALLOC_ARENA_MAX=1" in r.getMessage() for r in caplog.records)
-        rows = read_rows(root / "dask" / "manifest.jsonl")
-        assert [r["status"] for r in rows] == ["done"] * 3
-        assert all(not r["worker"].endswith(f":{os.getpid()}") for r in rows)  # ran on the Dask workers
-        local, remote = _files(root / "local"), _files(root / "dask")
-        assert len(local) == 6 and local == remote
-        # resume works the same way through Dask: nothing to redo
+        yield cluster
+
+
+def test_dask_local_cluster_matches_local_workers(setup, cluster, caplog):
+    src, ckpt, root = setup
+    base = ["batch", "upscale", str(src)]
+    assert main([*base, str(root / "local"), "--model", str(ckpt), "--quiet", "--workers", "1"]) == 0
+    address = cluster.scheduler_address
+    with caplog.at_level(logging.WARNING, logger="pipelines.batch.executors"):
         code = main([*base, str(root / "dask"), "--model", str(ckpt), "--quiet", "--dask-scheduler", address])
-        assert code == 0
-        assert [r["status"] for r in read_rows(root / "dask" / "manifest.jsonl")[3:]] == ["skipped"] * 3
+    assert code == 0
+    # these workers were started without the allocator environment: the run says so (and still runs)
+    assert any("MALLOC_ARENA_MAX=1" in r.getMessage() for r in caplog.records)
+    rows = read_rows(root / "dask" / "manifest.jsonl")
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert all(not r["worker"].endswith(f":{os.getpid()}") for r in rows)  # ran on the Dask workers
+    local, remote = _files(root / "local"), _files(root / "dask")
+    assert len(local) == 6 and local == remote
+    # resume works the same way through Dask: nothing to redo
+    code = main([*base, str(root / "dask"), "--model", str(ckpt), "--quiet", "--dask-scheduler", address])
+    assert code == 0
+    assert [r["status"] for r in read_rows(root / "dask" / "manifest.jsonl")[3:]] == ["skipped"] * 3
+
+
+def test_dask_with_paths_relative_to_another_working_directory(setup, cluster, monkeypatch):
+    """IN_ROOT, OUT_ROOT and the checkpoint given relative to a folder the Dask workers were not started in: the
+    client makes them absolute, so every scan runs; a rerun with absolute paths skips them all."""
+    src, ckpt, root = setup
+    address = cluster.scheduler_address
+    monkeypatch.chdir(root)
+    with distributed.Client(address) as client:  # the workers stay in the folder they were started in
+        assert str(root) not in set(client.run(os.getcwd).values())
+    code = main(["batch", "upscale", "in", "relative", "--model", ckpt.name, "--quiet", "--dask-scheduler", address])
+    assert code == 0
+    rows = read_rows(root / "relative" / "manifest.jsonl")
+    assert [r["status"] for r in rows] == ["done"] * 3, [r["error"] for r in rows]
+    assert len(_files(root / "relative")) == 6
+    args = [str(src), str(root / "relative"), "--model", str(ckpt), "--quiet", "--dask-scheduler", address]
+    assert main(["batch", "upscale", *args]) == 0
+    assert [r["status"] for r in read_rows(root / "relative" / "manifest.jsonl")[3:]] == ["skipped"] * 3

@@ -48,3 +48,13 @@ def test_demo_writes_reports_scans_and_synthetic_pairs(demo_out):
 def test_demo_refuses_a_folder_without_sample_data(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "out"), "--data", str(tmp_path)]) == 1
     assert "sample_data not found" in capsys.readouterr().err
+
+
+def test_demo_refuses_an_output_path_that_is_a_file(tmp_path, capsys):
+    """``--out`` naming a regular file is exit 1 with one line, not a traceback, and the file is left alone."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me\n")
+    assert main(["demo", "--out", str(blocker), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"medgan demo: error: {blocker}: cannot create the output folder (" in err and "Traceback" not in err
+    assert blocker.read_text() == "keep me\n"

@@ -4,6 +4,11 @@ Every executor calls the same job function (:mod:`pipelines.batch.jobs`) with th
 each finished task's row to ``on_result`` *in this process*, which alone writes the manifest. An executor never
 raises for one task: a job that raised or whose worker died becomes a ``failed`` row.
 
+An interrupted run (Ctrl-C: ``KeyboardInterrupt``, or any other exception in this process) stops a local pool at
+once: the rows of scans already finished are handed to ``on_result``, queued scans are cancelled and the worker
+processes are terminated (a scan they were writing leaves only temporary files, swept by the next run), so the
+run exits within about one scan instead of running every submitted scan first (:func:`_running_pool`).
+
 * :func:`run_serial` - one process (``--workers 1``), also the GPU path without a pool;
 * :func:`run_pool` - ``concurrent.futures.ProcessPoolExecutor`` whose workers are forked from a fork server
   that imported torch, MONAI and medgan once (:func:`start_worker_server`; plain ``fork`` of this process is
@@ -18,12 +23,13 @@ raises for one task: a job that raised or whose worker died becomes a ``failed``
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from types import SimpleNamespace
@@ -126,6 +132,48 @@ def _pool(
     )
 
 
+def _stop(pool: ProcessPoolExecutor, *, grace: float = 5.0) -> None:
+    """Stop ``pool`` now: cancel the scans not yet started and terminate its worker processes (SIGTERM, then
+    SIGKILL after ``grace`` seconds). The pool is unusable afterwards."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # private, but the only handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+
+
+@contextlib.contextmanager
+def _running_pool(
+    workers: int, threads: int | None, warm: Callable[[Any], Any] | None = None, options: Any = None
+) -> Iterator[ProcessPoolExecutor]:
+    """:func:`_pool` for a ``with`` block: shut down normally (waiting for its workers) when the block ends, and
+    stopped at once (:func:`_stop`) when it raises, e.g. ``KeyboardInterrupt``: ``ProcessPoolExecutor.__exit__``
+    would first run every scan already submitted, writing outputs that no manifest row records."""
+    pool = _pool(workers, threads, warm, options)
+    try:
+        yield pool
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _record_finished(running: dict[Future, Task], on_result: OnResult) -> None:
+    """Hand the rows of the futures in ``running`` that finished with a row to ``on_result`` (an interrupted run
+    keeps the scans its workers completed)."""
+    for fut, task in list(running.items()):
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            running.pop(fut)
+            on_result(task, fut.result())
+
+
 def run_pool(
     tasks: Sequence[Task],
     job: Callable[[Task, Any], dict],
@@ -145,12 +193,15 @@ def run_pool(
     A worker that dies (killed, out of memory, a crashing decoder) breaks the pool, and every scan then in flight
     is a suspect: the suspects are rerun one at a time in a one-worker pool, so only the scan that kills its
     worker again is recorded as failed; a fresh pool then takes the remaining scans.
+
+    Interrupted (``KeyboardInterrupt`` or any exception raised here), it records the scans already finished,
+    cancels the queued ones, terminates the workers and re-raises (:func:`_running_pool`).
     """
     todo = collections.deque(tasks)
     suspects: collections.deque[Task] = collections.deque()
     while todo or suspects:
         if suspects:  # isolate: one scan at a time; a crash now names its culprit
-            with _pool(1, threads, warm, options) as pool:
+            with _running_pool(1, threads, warm, options) as pool:
                 while suspects:
                     task = suspects.popleft()
                     try:
@@ -160,30 +211,35 @@ def run_pool(
                         break  # the pool is broken: a fresh one for the other suspects
                     on_result(task, row)
             continue
-        with _pool(workers, threads, warm, options) as pool:
+        with _running_pool(workers, threads, warm, options) as pool:
             running: dict[Future, Task] = {}
-            while todo or running:
-                while todo and len(running) < 2 * workers:
-                    task = todo.popleft()
-                    running[pool.submit(job, task, options)] = task
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                broken = False
-                for fut in done:
-                    task = running.pop(fut)
-                    try:
-                        row = fut.result()
-                    except Exception:  # BrokenProcessPool: which scan killed its worker is not known yet
-                        suspects.append(task)
-                        broken = True
-                        continue
-                    on_result(task, row)
-                if broken:
-                    suspects.extend(running.values())
-                    running.clear()
-                    log.warning(
-                        "a worker process died; rerunning the %d scan(s) it may have held one by one", len(suspects)
-                    )
-                    break
+            try:
+                while todo or running:
+                    while todo and len(running) < 2 * workers:
+                        task = todo.popleft()
+                        running[pool.submit(job, task, options)] = task
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    broken = False
+                    for fut in done:
+                        task = running.pop(fut)
+                        try:
+                            row = fut.result()
+                        except Exception:  # BrokenProcessPool: which scan killed its worker is not known yet
+                            suspects.append(task)
+                            broken = True
+                            continue
+                        on_result(task, row)
+                    if broken:
+                        suspects.extend(running.values())
+                        running.clear()
+                        log.warning(
+                            "a worker process died; rerunning the %d scan(s) it may have held one by one",
+                            len(suspects),
+                        )
+                        break
+            except BaseException:
+                _record_finished(running, on_result)
+                raise
 
 
 def run_gpu_pipeline(
@@ -201,8 +257,11 @@ def run_gpu_pipeline(
     model step and ``save(task, result, scan, options)`` the (picklable, top-level) writer: the same stages as
     the all-in-one job (:func:`jobs.upscale_compute` + :func:`jobs.save_stage` by default, or
     :func:`jobs.synthesize_compute` + :func:`jobs.synthesize_save_stage`), so the outputs are identical.
+
+    Interrupted, it records the scans whose save already finished, cancels the rest, terminates the workers and
+    re-raises (:func:`_running_pool`).
     """
-    with _pool(workers, threads=1) as pool:
+    with _running_pool(workers, threads=1) as pool:
         loads: collections.deque[tuple[Task, Future, float, str]] = collections.deque()
         saves: dict[Future, tuple[Task, float, str, dict[str, float], Any]] = {}
         todo = collections.deque(tasks)
@@ -222,30 +281,36 @@ def run_gpu_pipeline(
                 row.update(worker=jobs._worker(), started=started_at)
                 on_result(task, row)
 
-        while todo or loads or saves:
-            while todo and len(loads) < workers:
-                task = todo.popleft()
-                loads.append((task, pool.submit(jobs.load_stage, task), time.perf_counter(), jobs._now()))
-            if not loads:
-                drain(block=True)
-                continue
-            task, fut, started, started_at = loads.popleft()
-            seconds: dict[str, float] = {}
-            scan = None
-            try:
-                scan = fut.result()
-                seconds["load"] = time.perf_counter() - started
-                t = time.perf_counter()
-                result = compute(task, scan, options)
-                seconds["infer"] = time.perf_counter() - t
-                seconds["_t"] = time.perf_counter()
-                header = SimpleNamespace(meta={"dicom": scan.meta.get("dicom")})  # only for redacting errors
-                saves[pool.submit(save, task, result, scan, options)] = (task, started, started_at, seconds, header)
-            except Exception as exc:
-                row = jobs._failed(exc, task, started, seconds, (scan,))
-                row.update(worker=jobs._worker(), started=started_at)
-                on_result(task, row)
+        try:
+            while todo or loads or saves:
+                while todo and len(loads) < workers:
+                    task = todo.popleft()
+                    loads.append((task, pool.submit(jobs.load_stage, task), time.perf_counter(), jobs._now()))
+                if not loads:
+                    drain(block=True)
+                    continue
+                task, fut, started, started_at = loads.popleft()
+                seconds: dict[str, float] = {}
+                scan = None
+                try:
+                    scan = fut.result()
+                    seconds["load"] = time.perf_counter() - started
+                    t = time.perf_counter()
+                    result = compute(task, scan, options)
+                    seconds["infer"] = time.perf_counter() - t
+                    seconds["_t"] = time.perf_counter()
+                    header = SimpleNamespace(meta={"dicom": scan.meta.get("dicom")})  # only for redacting errors
+                    saves[pool.submit(save, task, result, scan, options)] = (task, started, started_at, seconds, header)
+                except Exception as exc:
+                    row = jobs._failed(exc, task, started, seconds, (scan,))
+                    row.update(worker=jobs._worker(), started=started_at)
+                    on_result(task, row)
+                drain(block=False)
+        except BaseException:
+            for fut in [f for f in saves if not f.done() or f.cancelled() or f.exception() is not None]:
+                saves.pop(fut)  # unfinished saves: no row (their scans are redone by the next run)
             drain(block=False)
+            raise
 
 
 def connect_dask(address: str, *, timeout: float = 30.0) -> Any:

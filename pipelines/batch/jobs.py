@@ -8,7 +8,8 @@ only hidden temporary files (removed by the next run, :func:`pipelines.batch.run
 half-written output under its final name.
 
 Determinism: the same scan and settings give the same bytes whatever process runs them; the torch thread count
-is set per job (:attr:`UpscaleOptions.threads`) and NIfTI outputs are gzipped with ``mtime=0``. (DICOM outputs
+is set per job (:attr:`UpscaleOptions.threads`; the synthesis model step always runs on one thread,
+:data:`SYNTHESIS_THREADS`) and NIfTI outputs are gzipped with ``mtime=0``. (DICOM outputs
 get fresh UIDs by design, so they differ in those tags between runs.)
 """
 
@@ -150,13 +151,19 @@ def init_worker(
     process (:func:`_die_with`): a worker forked from the fork server has the server as its parent, and the server
     only exits once every worker has closed its copy of the server's liveness pipe, so neither would ever go
     (its temporary files are swept by the rerun).
+
+    A worker ignores SIGINT: Ctrl-C reaches the whole process group, and the batch process alone handles it (it
+    records the finished scans and terminates its workers, :mod:`pipelines.batch.executors`); a worker's own
+    ``KeyboardInterrupt`` would only print a traceback or come back as a scan's error.
     """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if die_with_parent and batch_pid is not None:
         _die_with(batch_pid)
     if die_with_parent:
         try:
             import ctypes
-            import signal
 
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
@@ -465,11 +472,38 @@ def warm_synthesize(options: SynthesizeOptions) -> None:
     _synthesizer(options)
 
 
+#: torch threads of the synthesis model step, whatever ``--threads`` says: a convolution over a batch of several
+#: images splits its work by thread count (oneDNN), and a SPADE generator's images then differed in the last bits
+#: (4.6e-5 on 0-100 with 1 vs 2 threads), so ``--workers 1`` (all cores), ``--workers N`` and Dask (1 thread)
+#: wrote different bytes. One thread everywhere gives every executor the same images.
+SYNTHESIS_THREADS = 1
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads; the previous count is restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def synthesize_compute(task: Task, labels: Any, options: SynthesizeOptions) -> Any:
-    """The model step of :func:`synthesize_job`: ``(n, spatial...)`` synthetic images for one label map."""
-    return _synthesizer(options).generate(
-        labels, n=options.n, seed=scan_seed(options.seed, task.scan_id), condition=options.condition
-    )
+    """The model step of :func:`synthesize_job`: ``(n, spatial...)`` synthetic images for one label map.
+
+    Runs on :data:`SYNTHESIS_THREADS` torch threads, so the images do not depend on ``--workers`` or the executor.
+    """
+    synthesizer = _synthesizer(options)
+    with _torch_threads(SYNTHESIS_THREADS):
+        return synthesizer.generate(
+            labels, n=options.n, seed=scan_seed(options.seed, task.scan_id), condition=options.condition
+        )
 
 
 def synthesize_save_stage(task: Task, result: Any, labels: Any, options: SynthesizeOptions) -> None:

@@ -8,13 +8,15 @@ at the end of a run (it is derived from the JSON lines and can always be regener
 Row fields (:data:`COLUMNS`): ``run_id``, ``job``, ``scan_id``, ``kind``, ``modality``, ``input`` (file or series
 folder relative to the input root), ``n_inputs``, ``status`` (``done`` / ``failed`` / ``skipped`` / ``unusable``),
 ``error``, ``outputs`` (relative to the output root), ``output_sha256`` (one per output), ``settings``
-(hash of what determines the outputs: job, model sha256, format, ..., and the input files' names, sizes and
-modification times), ``started`` / ``finished`` (UTC),
+(hash of what determines the outputs: job, model sha256, format, ..., and the input files' paths relative to
+their input root, sizes and modification times), ``started`` / ``finished`` (UTC),
 ``seconds`` (per stage and ``total``), ``metrics`` (``evaluate``: one dict per method), ``worker``; ``upscale``
 rows also ``windows`` (the sliding-window layout, ``checkpoint`` or ``fit``).
 
-Resume (:func:`is_complete`): a scan is skipped when its latest ``done`` row has the same ``settings`` and every
-listed output exists with the recorded sha256.
+Resume (:func:`last_finished`, :func:`is_complete`): a scan is skipped when its latest ``done`` or ``skipped`` row
+has the same ``settings``, lists the outputs its task plans now, and every listed output exists with the recorded
+sha256. (A ``skipped`` row carries the outputs and hashes of the row it vouched for, under its own run's
+``settings``.)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "read_rows",
     "latest_rows",
     "last_done",
+    "last_finished",
     "is_complete",
     "output_sha256",
     "settings_key",
@@ -141,19 +144,40 @@ def last_done(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(r["scan_id"]): dict(r) for r in rows if r.get("status") == "done"}
 
 
-def is_complete(row: Mapping[str, Any] | None, out_root: Path, settings: str) -> tuple[bool, str]:
-    """Whether a ``done`` row's outputs are all present and unchanged under the same settings.
+def last_finished(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """scan_id -> its last ``done`` or ``skipped`` row: what resume compares with (:func:`is_complete`)."""
+    return {str(r["scan_id"]): dict(r) for r in rows if r.get("status") in ("done", "skipped")}
+
+
+def is_complete(
+    row: Mapping[str, Any] | None, out_root: Path, settings: str, planned: Sequence[str] | None = None
+) -> tuple[bool, str]:
+    """Whether a ``done`` (or ``skipped``) row's outputs are all present and unchanged under the same settings.
+
+    Parameters
+    ----------
+    row
+        The scan's last ``done`` or ``skipped`` row (:func:`last_finished`), or ``None``.
+    out_root
+        Output root the row's outputs are relative to.
+    settings
+        The scan's settings key now.
+    planned
+        The outputs the scan's task plans now (relative to ``out_root``); when given, a row that recorded other
+        outputs (e.g. a montage that ``--max-montages`` no longer asks for, or one it now asks for) is incomplete.
 
     Returns
     -------
     (bool, str)
         The verdict and, when ``False``, why the scan must be redone.
     """
-    if row is None or row.get("status") != "done":
+    if row is None or row.get("status") not in ("done", "skipped"):
         return False, "not done yet"
     if row.get("settings") != settings:
         return False, "settings, model or input files changed since it was done"
     outputs = list(row.get("outputs") or [])
+    if planned is not None and outputs != list(planned):
+        return False, "the outputs planned now differ from those it wrote"
     hashes = list(row.get("output_sha256") or [])
     if len(outputs) != len(hashes):
         return False, "manifest row lists outputs without hashes"

@@ -1,4 +1,5 @@
-"""The batch progress bar: tqdm with done / failed / skipped counts and an ETA; silent with ``--quiet``."""
+"""The batch progress bar: tqdm with done / failed / skipped counts and an ETA; silent with ``--quiet`` and when
+stderr is not a terminal."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ from typing import Any
 __all__ = ["Progress"]
 
 
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (``False`` for pipes, files and streams without ``isatty``)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
 class Progress:
-    """Count finished scans by status and show them on a tqdm bar (on stderr).
+    """Count finished scans by status and show them on a tqdm bar (on stderr, when it is a terminal).
 
     Parameters
     ----------
@@ -19,14 +28,20 @@ class Progress:
     desc
         Bar label (the job name).
     disable
-        No bar at all (``--quiet``, or stderr is not a terminal and ``force`` is not set).
+        No bar at all (``--quiet``).
+    force
+        Show the bar even when stderr is not a terminal. Without it there is no bar then either: a redirected
+        stderr (a log file, a Slurm job's output) would otherwise fill with carriage-return redraws. (In a Jupyter
+        notebook, where ``tqdm.auto`` draws a widget, the bar is shown.)
     """
 
-    def __init__(self, total: int, *, desc: str = "scans", disable: bool = False) -> None:
+    def __init__(self, total: int, *, desc: str = "scans", disable: bool = False, force: bool = False) -> None:
         from tqdm.auto import tqdm
 
         self.counts: Counter[str] = Counter()
-        self._bar: Any = tqdm(total=total, desc=desc, unit="scan", disable=disable, file=sys.stderr, dynamic_ncols=True)
+        widget = tqdm.__module__.startswith("tqdm.notebook")
+        off = disable or not (force or widget or _is_terminal(sys.stderr))
+        self._bar: Any = tqdm(total=total, desc=desc, unit="scan", disable=off, file=sys.stderr, dynamic_ncols=True)
 
     def update(self, status: str) -> None:
         """One more scan finished with ``status``."""

@@ -5,18 +5,20 @@ A run:
 
 1. creates ``OUT_ROOT`` and takes ``OUT_ROOT/.medgan-batch.lock`` (two runs never write one output folder);
 2. removes temporary files a killed run left behind (:func:`sweep_temp_files`);
-3. appends one manifest row per scan: ``unusable`` (discovery's reason), ``skipped`` (its last ``done`` row is
-   complete: same settings, outputs present with their sha256; ``force`` redoes it), or the job's ``done`` /
-   ``failed`` row as each scan finishes;
+3. appends one manifest row per scan: ``unusable`` (discovery's reason), ``skipped`` (its last ``done`` or
+   ``skipped`` row is complete: same settings and input files, the outputs planned now, present with their sha256;
+   ``force`` redoes it), or the job's ``done`` / ``failed`` row as each scan finishes;
 4. rewrites ``manifest.csv`` (latest row per scan) atomically, logs a summary (and for ``evaluate`` writes the
    evaluation report with :func:`medgan.eval.report.write_report`) and returns the exit status:
    0 all done, 3 some scans failed or were unusable. Problems that stop the run before any scan (missing input,
-   bad model, output folder inside the input) raise :class:`medgan.errors.MedganError` (exit 1).
+   bad model, output folder inside the input or impossible to create) raise :class:`medgan.errors.MedganError`
+   (exit 1).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -24,7 +26,7 @@ import re
 import shutil
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from typing import Any
 from medgan.errors import MedganError
 from pipelines.batch import executors, jobs
 from pipelines.batch.logging import RunLog
-from pipelines.batch.manifest import Manifest, is_complete, last_done, settings_key, write_csv
+from pipelines.batch.manifest import Manifest, is_complete, last_finished, settings_key, write_csv
 from pipelines.batch.plan import Task, check_roots, plan_evaluate, plan_synthesize, plan_upscale
 from pipelines.batch.progress import Progress
 
@@ -204,12 +206,19 @@ def _execute(
     out_root: Path,
     *,
     settings: dict[str, Any],
+    roots: Mapping[str, Path | None],
     run_tasks: Callable[[Sequence[Task], executors.OnResult], None],
     force: bool,
     quiet: bool,
     finalize: Callable[[_Run, list[dict[str, Any]]], None] | None = None,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
 ) -> BatchResult:
+    """Record unusable and already done scans, run the others, write ``manifest.csv``; see the module docstring.
+
+    ``roots`` maps each input role to the root its files were found under, as the caller spelled it: ``"ref"``
+    for the task's own scan (IN_ROOT, or REF_ROOT for ``evaluate``) and the keys of ``Task.others`` (``"pred"``,
+    ``"lr"``); each scan's settings key fingerprints its input files relative to these roots (:func:`_fingerprint`).
+    """
     key = settings_key(settings)
     with _lock(out_root), RunLog(out_root, quiet=quiet):
         swept = sweep_temp_files(out_root)
@@ -223,16 +232,20 @@ def _execute(
             _redirect_logging(quiet),
         ):
             run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
-            done_rows = last_done(manifest.rows)
+            finished = last_finished(manifest.rows)
             to_run = []
             for task in tasks:
                 if task.reason is not None:
                     status = "unusable" if not task.ref.usable else "failed"
                     run.record(task, {"status": status, "error": task.reason})
                     continue
-                run.keys[task.scan_id] = task_key = settings_key({"settings": key, "inputs": _fingerprint(task)})
-                previous = done_rows.get(task.scan_id)
-                complete, why = is_complete(previous, out_root, task_key)
+                run.keys[task.scan_id] = task_key = settings_key({"settings": key, "inputs": _fingerprint(task, roots)})
+                previous = finished.get(task.scan_id)
+                if previous is not None and previous.get("settings") != task_key:  # a row of a run before 2026-12-06?
+                    legacy = settings_key({"settings": key, "inputs": _legacy_fingerprint(task, roots)})
+                    if previous.get("settings") == legacy:
+                        task_key = legacy  # its skipped row records the current key, which later runs compare with
+                complete, why = is_complete(previous, out_root, task_key, task.outputs)
                 if complete and not force:
                     carried = {k: previous.get(k) for k in ("outputs", "output_sha256", "metrics", "seconds")}
                     for k in ("provenance", "degradation", "baselines"):
@@ -262,20 +275,59 @@ def _execute(
         return result
 
 
-def _fingerprint(task: Task) -> list[list[Any]]:
-    """Name, size and modification time of every input file: a changed input redoes the scan on resume."""
-    paths = [*task.ref.paths]
-    for other in task.others.values():
+def _inputs(task: Task) -> list[tuple[str, Path]]:
+    """(role, path) of every input file of a task: ``"ref"`` for its own scan, then the ``Task.others`` scans."""
+    found = [("ref", Path(p)) for p in task.ref.paths]
+    for role, other in task.others.items():
         if other is not None:
-            paths.extend(other.paths)
-    out = []
-    for path in sorted({str(p) for p in paths}):
-        try:
-            st = os.stat(path)
-            out.append([path, st.st_size, st.st_mtime_ns])
-        except OSError:
-            out.append([path, None, None])
-    return out
+            found.extend((role, Path(p)) for p in other.paths)
+    return found
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` (to its folder when ``root`` is a file), POSIX; the same whether either was
+    given relative or absolute, from any working directory. Links are resolved when the plain absolute paths do not
+    nest; a path outside ``root`` even then is given resolved and absolute."""
+    if root is not None:
+        base = root.parent if root.is_file() else root
+        for absolute in (os.path.abspath, os.path.realpath):
+            try:
+                return Path(absolute(path)).relative_to(absolute(base)).as_posix()
+            except ValueError:
+                continue
+    return Path(os.path.realpath(path)).as_posix()
+
+
+def _stat(path: str | Path) -> list[int | None]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [None, None]
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _fingerprint(task: Task, roots: Mapping[str, Path | None]) -> list[list[Any]]:
+    """Role, path relative to its input root (:func:`_relative`), size and modification time of every input file.
+
+    Part of the scan's settings key, so a changed input redoes the scan on resume, while the same files reached
+    through another spelling of the root (relative or absolute, another working directory) do not.
+    """
+    found = {(role, _relative(path, roots.get(role))): path for role, path in _inputs(task)}
+    return [[role, rel, *_stat(path)] for (role, rel), path in sorted(found.items())]
+
+
+def _legacy_fingerprint(task: Task, roots: Mapping[str, Path | None]) -> list[list[Any]]:
+    """The fingerprint of runs before 2026-12-06: each input path as the command line spelled its root, size and
+    modification time. Their ``done`` rows still resume when the roots are spelled as then (from the same working
+    directory); the skipped row records the current key."""
+    typed = set()
+    for role, path in _inputs(task):
+        root = roots.get(role)
+        if root is not None:
+            with contextlib.suppress(ValueError):
+                path = Path(root) / path.relative_to(Path(root).absolute())
+        typed.add(str(path))
+    return [[path, *_stat(path)] for path in sorted(typed)]
 
 
 @contextlib.contextmanager
@@ -325,11 +377,31 @@ def _dask_client(scheduler: str | None) -> Iterator[Any]:
 
 
 def _discover(root: Path, what: str) -> list:
+    """The scans under ``root``, their paths absolute (they reach worker processes and Dask workers, whose working
+    directory may differ)."""
     from medgan.io.discover import discover_scans
 
     if not root.exists():
         raise MedganError(f"{root}: {what} not found")
-    return discover_scans(root)
+    return discover_scans(Path(root).absolute())
+
+
+def _absolute_refs(refs: Sequence[Any]) -> list:
+    """``refs`` with absolute paths (a caller's own discovery may have walked a relative root)."""
+    return [
+        ref
+        if all(Path(p).is_absolute() for p in ref.paths)
+        else dataclasses.replace(ref, paths=tuple(Path(p).absolute() for p in ref.paths))
+        for ref in refs
+    ]
+
+
+def _make_out_root(out_root: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be (a file of that name, no permission, ...)."""
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedganError(f"{out_root}: cannot create the output folder ({exc.strerror or exc})") from None
 
 
 # --------------------------------------------------------------------------- upscale
@@ -358,7 +430,8 @@ def run_upscale(
     Parameters
     ----------
     in_root
-        Folder tree (or one file) of DICOM series and NIfTI files.
+        Folder tree (or one file) of DICOM series and NIfTI files; made absolute against the working directory
+        before discovery (the tasks reach workers that may run elsewhere).
     out_root
         Output folder; created. Must not be inside ``in_root``.
     model
@@ -397,11 +470,12 @@ def run_upscale(
     Raises
     ------
     MedganError
-        Unknown window layout, missing input, unknown or broken model, output folder inside the input,
-        unreachable Dask scheduler, another run holding the output folder. Nothing is written then (except the
-        output folder itself).
+        Unknown window layout, missing input, unknown or broken model, output folder inside the input or
+        impossible to create, unreachable Dask scheduler, another run holding the output folder. Nothing is
+        written then (except the output folder itself).
     """
-    in_root, out_root = Path(in_root), Path(out_root)
+    typed_root, out_root = Path(in_root), Path(out_root)
+    in_root = typed_root.absolute()  # task paths must not depend on the working directory (Dask workers)
     n = _n_workers(workers)
     jobs.window_roi_size(windows)  # an unknown layout fails here, before anything is written
     _start_pool_early(n, scheduler)
@@ -442,6 +516,7 @@ def run_upscale(
         workers=n,
         scheduler=scheduler,
         gpu=gpu,
+        roots={"ref": typed_root},
         force=force,
         quiet=quiet,
         row_extra=lambda task: {"windows": windows},
@@ -482,11 +557,12 @@ def _upscale_settings(
 def _prepare(
     in_root: Path, out_root: Path, model: str, fmt: str, refs: Sequence[Any] | None = None
 ) -> tuple[list, str]:
-    """Checks shared by the model jobs; returns the discovered scans and the model path made absolute."""
+    """Checks shared by the model jobs; returns the discovered scans (absolute paths) and the model path made
+    absolute."""
     if fmt not in ("nifti", "dicom"):
         raise MedganError(f"unknown output format {fmt!r}; use 'nifti' or 'dicom'")
     check_roots(in_root, out_root)
-    refs = list(refs) if refs is not None else _discover(in_root, "input")
+    refs = _absolute_refs(refs) if refs is not None else _discover(in_root, "input")
     if not refs:
         raise MedganError(f"{in_root}: no DICOM or NIfTI scan found")
     model_text = str(model)
@@ -508,13 +584,14 @@ def _run_model_job(
     workers: int,
     scheduler: str | None,
     gpu: bool,
+    roots: Mapping[str, Path | None],
     force: bool,
     quiet: bool,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
     warm: Callable[[Any], Any] | None = None,
 ) -> BatchResult:
     with _dask_client(scheduler) as client:
-        out_root.mkdir(parents=True, exist_ok=True)
+        _make_out_root(out_root)
         if gpu:  # CUDA: the model stays in this process, the pool loads and saves
 
             def run_tasks(ts: Sequence[Task], on_result: executors.OnResult) -> None:
@@ -523,7 +600,15 @@ def _run_model_job(
         else:
             run_tasks = _dispatch(job_fn, options, workers=workers, client=client, warm=warm)
         return _execute(
-            job, tasks, out_root, settings=settings, run_tasks=run_tasks, force=force, quiet=quiet, row_extra=row_extra
+            job,
+            tasks,
+            out_root,
+            settings=settings,
+            roots=roots,
+            run_tasks=run_tasks,
+            force=force,
+            quiet=quiet,
+            row_extra=row_extra,
         )
 
 
@@ -569,7 +654,8 @@ def run_synthesize(
     -------
     BatchResult
     """
-    in_root, out_root = Path(in_root), Path(out_root)
+    typed_root, out_root = Path(in_root), Path(out_root)
+    in_root = typed_root.absolute()  # task paths must not depend on the working directory (Dask workers)
     nw = _n_workers(workers)
     if n < 1:
         raise MedganError(f"-n must be at least 1, got {n}")
@@ -615,6 +701,7 @@ def run_synthesize(
         workers=nw,
         scheduler=scheduler,
         gpu=gpu,
+        roots={"ref": typed_root},
         force=force,
         quiet=quiet,
         row_extra=lambda task: {"seed": jobs.scan_seed(seed, task.scan_id)},
@@ -656,21 +743,22 @@ def run_evaluate(
     BatchResult
         ``report`` maps report file names to paths (empty when no scan was scored).
     """
-    pred_root, ref_root, out_root = Path(pred_root), Path(ref_root), Path(out_root)
+    typed = {"ref": Path(ref_root), "pred": Path(pred_root), "lr": Path(lr_root) if lr_root else None}
+    # absolute: task paths must not depend on the working directory (Dask workers)
+    ref_root, pred_root, out_root = typed["ref"].absolute(), typed["pred"].absolute(), Path(out_root)
+    lr_path = typed["lr"].absolute() if typed["lr"] is not None else None
     n = _n_workers(workers)
     if max_montages < 0:
         raise MedganError(f"--max-montages must be >= 0, got {max_montages}")
     _start_pool_early(n, scheduler)
-    for root in (pred_root, ref_root, *([Path(lr_root)] if lr_root else [])):
+    for root in (pred_root, ref_root, *([lr_path] if lr_path else [])):
         check_roots(root, out_root)
     refs = _discover(ref_root, "reference folder")
     preds = _discover(pred_root, "prediction folder")
-    lrs = _discover(Path(lr_root), "low-resolution folder") if lr_root else None
+    lrs = _discover(lr_path, "low-resolution folder") if lr_path else None
     if not refs:
         raise MedganError(f"{ref_root}: no DICOM or NIfTI scan found")
-    tasks = plan_evaluate(
-        refs, ref_root, preds, pred_root, lrs, Path(lr_root) if lr_root else None, montages=max_montages
-    )
+    tasks = plan_evaluate(refs, ref_root, preds, pred_root, lrs, lr_path, montages=max_montages)
     if threads is None:
         threads = jobs.default_threads(n, dask=bool(scheduler))
     options = jobs.EvaluateOptions(
@@ -685,7 +773,7 @@ def run_evaluate(
     settings = {
         "job": "evaluate",
         "pred": str(pred_root.resolve()),
-        "lr": str(Path(lr_root).resolve()) if lr_root else None,
+        "lr": str(lr_path.resolve()) if lr_path else None,
         "method": method,
         "mask": mask,
         "data_range": data_range,
@@ -698,12 +786,13 @@ def run_evaluate(
         report.update(_write_evaluation(rows, out_root, options, title=title))
 
     with _dask_client(scheduler) as client:
-        out_root.mkdir(parents=True, exist_ok=True)
+        _make_out_root(out_root)
         result = _execute(
             "evaluate",
             tasks,
             out_root,
             settings=settings,
+            roots=typed,
             run_tasks=_dispatch(jobs.evaluate_job, options, workers=n, client=client),
             force=force,
             quiet=quiet,

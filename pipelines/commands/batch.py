@@ -21,6 +21,7 @@ seed derives from ``--seed`` and its scan id, so reruns, workers and Dask give t
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pipelines.commands._args import (
     add_precision_option,
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.batch.spec import run_job
 
     if args.batch_job == "evaluate" and args.max_montages < 0:
-        print("medgan batch evaluate: error: --max-montages must be >= 0")
+        print("medgan batch evaluate: error: --max-montages must be >= 0", file=sys.stderr)
         return 2
     # the options are named as the keys of a job spec (medgan run), except --class
     params = vars(args)
