@@ -257,7 +257,7 @@ COLUMNS = [
     ("wait_frac", "time waiting for data"),
     ("gpu_util", "GPU util % (NVML; train_sr rows: the whole call, start-up included)"),
     ("gpu_peak_mb", "GPU peak MB"),
-    ("warmup_s", "warm-up s (3 steps)"),
+    ("warmup_s", "warm-up s (3 steps; train_sr rows: the first step)"),
 ]
 
 
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     notes = [
-        "network: SRResNet 64 channels, 16 residual blocks, x2 (random init); step = phase-1 L1 + Adam, bf16 autocast",
+        "network: SRResNet 64 channels, 16 residual blocks, x2 (random init); step = phase-1 L1 + Adam, bf16 autocast on CUDA",
         f"real data: {CONFIG.relative_to(REPO)} training scans at least {2 * args.lr_edge + 8} voxels along every axis "
         "(smaller ones cannot hold a reference patch plus its context), its degradation and augmentation; "
         f"{args.steps} timed steps per case ({real_steps} with 0 workers) after 3 untimed",
