@@ -120,3 +120,10 @@ def test_constant_image_and_bad_arguments():
         fit_normalization(flat, lower=99.0, upper=1.0)
     with pytest.raises(NormalizationError, match="unknown normalisation method"):
         fit_normalization(flat, method="minmax")
+
+
+def test_a_record_with_empty_parameters_is_a_normalization_error():
+    from medgan.data.normalize import Normalization, NormalizationError
+
+    with pytest.raises(NormalizationError, match="missing"):
+        Normalization.from_dict({"method": "zscore", "offset": None, "scale": 1.0})

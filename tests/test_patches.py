@@ -76,6 +76,50 @@ def test_lr_patch_matches_degrading_the_whole_scan(volumes):
     np.testing.assert_allclose(lr[0].numpy(), expected, atol=1e-5)
 
 
+def _mni_crop_file(tmp_path, data: np.ndarray) -> str:
+    import nibabel as nib
+
+    path = tmp_path / "crop.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.diag([1.0, 1.0, 1.0, 1.0])), path)
+    return str(path)
+
+
+def test_one_channel_model_crops_patches_from_one_volume_of_a_4d_scan(tmp_path):
+    """A 4-D acquisition is one channel per volume; a one-channel model gets spatial patches of one volume (the
+    crop was applied to the channel axis: wrong patches, wrong shapes or an empty stack)."""
+    import nibabel as nib
+
+    t1 = np.asarray(nib.load(T1).dataobj, dtype=np.float32)[50:90, 60:100, 50:90]
+    four_d = np.stack([t1, 0.5 * t1, 2.0 * t1], axis=-1)  # (X, Y, Z, 3): three volumes
+    vols = load_volumes([_mni_crop_file(tmp_path, four_d)], NORM)
+    assert vols[0]["image"].shape == (3, 40, 40, 40)
+    s = _sampler(vols, degradation={**NO_NOISE, "method": "thick_slice"})
+    for step in range(6):
+        lr, hr = s.batch(step)
+        assert lr.shape == (4, 1, 8, 8, 8) and hr.shape == (4, 1, 16, 16, 16)
+        blocks = hr.reshape(4, 1, 8, 2, 8, 2, 8, 2).mean(dim=(3, 5, 7))
+        torch.testing.assert_close(lr, blocks, atol=1e-5, rtol=0)
+
+
+def test_non_finite_training_voxels_become_background(tmp_path, caplog):
+    """NaN padding (a resampled or registered scan) is set to the normalised zero and left out of the foreground,
+    so no training patch carries a NaN."""
+    import nibabel as nib
+
+    t1 = np.asarray(nib.load(T1).dataobj, dtype=np.float32)[50:90, 60:100, 50:90].copy()
+    t1[:4] = np.nan  # a NaN slab
+    t1[20, 20, 20] = np.nan  # and one voxel inside the brain
+    vols = load_volumes([_mni_crop_file(tmp_path, t1)], NORM)
+    (vol,) = vols
+    assert np.isfinite(vol["image"]).all() and vol["image"][0, 20, 20, 20] == 0.0
+    assert not vol["mask"][:4].any() and not vol["mask"][20, 20, 20]
+    assert "6401 non-finite voxel(s)" in caplog.text  # 4 x 40 x 40 + 1
+    s = _sampler(vols, foreground_ratio=1.0)
+    for step in range(5):
+        lr, hr = s.batch(step)
+        assert torch.isfinite(lr).all() and torch.isfinite(hr).all()
+
+
 def test_batches_depend_only_on_seed_step_and_rank(volumes):
     aug = Augmenter({"enabled": True, "flip_prob": 0.5, "gamma_prob": 0.5, "bias_field_prob": 0.5, "lut_prob": 0.5})
     deg = {**NO_NOISE, "noise_std": [0.0, 0.05], "noise": "random", "method": ["interpolate", "kspace"]}

@@ -340,6 +340,12 @@ def degrade(
         ``meta["degradation"]`` recording method, factor, noise model/std, seed, cropped voxels and the source
         shape and spacing.
 
+    Notes
+    -----
+    Non-finite input voxels are not replaced: they reach every output voxel whose filter covers them, and
+    ``method="kspace"`` (a Fourier transform of the whole axis) spreads one NaN over the whole output. Training
+    data are cleaned before this point (:class:`medgan.data.patches.LoadNormalizedd` sets them to the normalised zero).
+
     Examples
     --------
     >>> import numpy as np

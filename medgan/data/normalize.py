@@ -126,7 +126,7 @@ class Normalization:
             raise NormalizationError(f"normalisation record schema {data.get('schema')!r} is not supported")
         # unknown keys (annotations such as a window name) are ignored; the schema number guards the layout
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        missing = {"method", "offset", "scale"} - set(fields)
+        missing = {k for k in ("method", "offset", "scale") if fields.get(k) is None}
         if missing:
             raise NormalizationError(f"normalisation record is malformed: missing {sorted(missing)}")
         try:

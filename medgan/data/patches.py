@@ -110,7 +110,17 @@ class LoadNormalizedd(MapTransform):
         kwargs = {k: float(self.rule[k]) for k in ("lower", "upper") if k in self.rule}
         norm = fit_normalization(raw, method=self.rule.get("method", "percentile"), **kwargs)
         image = norm.apply(raw)
+        bad = ~np.isfinite(image)
+        if bad.any():  # NaN padding (resampled or registered scans): the normalised zero, never foreground
+            logger.warning(
+                "%s: %d non-finite voxel(s) set to the normalised zero for training",
+                source_name(source),
+                int(bad.sum()),
+            )
+            image[bad] = 0.0
         mask = foreground_mask(image)
+        if bad.any():
+            mask &= ~bad.any(axis=0)
         fg, bg = map_binary_to_indices(mask[None])
         return {
             "image": np.ascontiguousarray(image),
@@ -257,7 +267,7 @@ class PatchSampler:
         region = tuple(slice(s, s + n) for s, n in zip(starts, crop, strict=True))
         if image.shape[0] != self.in_channels and self.in_channels == 1:
             ch = int(rng.integers(image.shape[0]))
-            hr = image[ch : ch + 1][region]
+            hr = image[(slice(ch, ch + 1), *region)]
         else:
             hr = image[(slice(None), *region)]
         mask = vol["mask"][region]
