@@ -450,6 +450,26 @@ def test_dicom_non_ascii_provenance_is_written_as_utf8(tmp_path, mni_crop):
     assert "SpecificCharacterSet" not in ds and ds.DerivationDescription.endswith("model=sr-x2 synthetic=False")
 
 
+def test_dicom_keeps_the_provenance_so_synthetic_images_stay_marked(tmp_path, mni_crop):
+    """A synthetic image written as DICOM and read back is still marked synthetic (``meta["medgan"]`` comes back
+    from medgan's private block), and so is what medgan makes from it next: an upscaled synthetic image."""
+    import medgan
+
+    data, aff = mni_crop
+    prov = {"task": "synthesis", "model": "модель-x2", "synthetic": True, "seed": 3, "condition": {"scalar": 0.5}}
+    saved = save_scan(make_scan(data[None, :16, :16, :4], aff, {"modality": "MR", "medgan": prov}), tmp_path / "syn")
+    back = medgan.load_scan(saved)
+    assert back.meta["medgan"] == prov
+    nifti = save_scan(back, tmp_path / "syn.nii.gz")  # and on through NIfTI
+    assert medgan.load_scan(nifti).meta["medgan"] == prov
+    up = medgan.SuperResolver.from_pretrained("brain-mr-x2-2d", device="cpu").upscale(back)
+    assert up.meta["medgan"]["synthetic"] is True and up.meta["medgan"]["input"] == prov
+    real = medgan.load_scan(save_scan(make_scan(data[None, :16, :16, :4], aff, {"modality": "MR"}), tmp_path / "r"))
+    assert "medgan" not in real.meta  # nothing recorded, nothing invented
+    up_real = medgan.SuperResolver.from_pretrained("brain-mr-x2-2d", device="cpu").upscale(real)
+    assert up_real.meta["medgan"]["synthetic"] is False
+
+
 def test_dicom_existing_target(tmp_path, mni_crop):
     data, aff = mni_crop
     target = tmp_path / "series"

@@ -505,7 +505,7 @@ class SuperResolver:
         monai.data.MetaTensor
             Shape ``(C_out, *spatial * factor)``, affine with ``spacing / factor`` and the same
             extent, ``meta["medgan"]`` with the provenance (model name and sha256, medgan version,
-            factor, ``"synthetic": False``).
+            factor, ``"synthetic"``: ``True`` only when the input's own provenance says it is synthetic).
 
         Notes
         -----
@@ -585,7 +585,8 @@ class SuperResolver:
             "factor": list(full_factor),
             "model_factor": list(self.factor),
             "axes": list(axes),
-            "synthetic": False,
+            # an upscaled synthetic image is still synthetic: the flag follows the input's own provenance
+            "synthetic": bool(isinstance(previous, dict) and previous.get("synthetic")),
             "overlap": float(overlap),
             "windows": roi_size if roi_size is not None else "checkpoint",
             "precision": self.precision,

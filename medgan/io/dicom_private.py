@@ -15,6 +15,10 @@ element    VR   value
                 (one 2-D image ``(1, X, Y)``)
 (0077,xx11) CS  ``ALONG_NORMAL`` or ``AGAINST_NORMAL``: whether the voxel slice axis ``k`` (InstanceNumber
                 ``k + 1``) runs along or against the image-plane normal (row x column direction)
+(0077,xx12) UT  the scan's medgan provenance (``meta["medgan"]``) as ASCII JSON, when it has one: whether the
+                pixels are synthetic, which model made them, from what input; read back into ``meta["medgan"]``
+                so that a synthetic image stays marked synthetic through DICOM (the DerivationDescription says
+                it too, but as free text)
 ========== ==== ====================================================================================
 
 Only series carrying this block are read differently (see :func:`medgan.io.dicom_read.plan_dicom_series`);
@@ -28,7 +32,15 @@ from typing import Any
 
 from medgan.errors import MedganError
 
-__all__ = ["MEDGAN_PRIVATE_GROUP", "MEDGAN_PRIVATE_CREATOR", "SeriesLayout", "add_series_layout", "series_layout"]
+__all__ = [
+    "MEDGAN_PRIVATE_GROUP",
+    "MEDGAN_PRIVATE_CREATOR",
+    "SeriesLayout",
+    "add_series_layout",
+    "series_layout",
+    "provenance_json",
+    "provenance_of",
+]
 
 #: Private group and creator of medgan's block (the element numbers below are offsets in the block).
 MEDGAN_PRIVATE_GROUP = 0x0077
@@ -36,6 +48,7 @@ MEDGAN_PRIVATE_CREATOR = "MEDGAN"
 _CREATOR_SLOT = 0x10  # (0077,0010): the first private creator slot, where a fresh dataset gets it
 _LAYOUT = 0x10
 _DIRECTION = 0x11
+_PROVENANCE = 0x12
 _LAYOUTS = {"VOLUME": True, "IMAGE": False}
 _DIRECTIONS = {"ALONG_NORMAL": False, "AGAINST_NORMAL": True}
 
@@ -50,10 +63,13 @@ class SeriesLayout:
         ``True``: the series is a 3-D scan ``(1, X, Y, Z)`` (also with a single slice); ``False``: one 2-D image.
     against_normal
         ``True``: the voxel slice axis (InstanceNumber order) runs against the image-plane normal.
+    provenance
+        The scan's ``meta["medgan"]`` as JSON text, or ``None``.
     """
 
     volume: bool
     against_normal: bool
+    provenance: str | None = None
 
 
 def add_series_layout(ds: Any, layout: SeriesLayout) -> None:
@@ -77,6 +93,8 @@ def add_series_layout(ds: Any, layout: SeriesLayout) -> None:
         raise MedganError("the DICOM dataset already holds a private block in group 0x0077; medgan's cannot be added")
     block.add_new(_LAYOUT, "CS", "VOLUME" if layout.volume else "IMAGE")
     block.add_new(_DIRECTION, "CS", "AGAINST_NORMAL" if layout.against_normal else "ALONG_NORMAL")
+    if layout.provenance is not None:
+        block.add_new(_PROVENANCE, "UT", layout.provenance)
 
 
 def _code(ds: Any, tag: int) -> str | None:
@@ -112,8 +130,32 @@ def series_layout(ds: Any) -> SeriesLayout | None:
             return None
         block = group | (_CREATOR_SLOT << 8)
         layout, direction = _code(ds, block | _LAYOUT), _code(ds, block | _DIRECTION)
+        provenance = _code(ds, block | _PROVENANCE)
     except Exception:  # a damaged element pydicom cannot convert
         return None
     if layout not in _LAYOUTS or direction not in _DIRECTIONS:
         return None
-    return SeriesLayout(volume=_LAYOUTS[layout], against_normal=_DIRECTIONS[direction])
+    return SeriesLayout(volume=_LAYOUTS[layout], against_normal=_DIRECTIONS[direction], provenance=provenance)
+
+
+def provenance_json(meta: Any) -> str | None:
+    """``meta["medgan"]`` as the ASCII JSON text :class:`SeriesLayout` records, or ``None`` when there is none."""
+    import json
+
+    prov = meta.get("medgan") if isinstance(meta, dict) else None
+    if not isinstance(prov, dict) or not prov:
+        return None
+    return json.dumps(prov, sort_keys=True, ensure_ascii=True, default=str)
+
+
+def provenance_of(layout: SeriesLayout | None) -> dict[str, Any] | None:
+    """The ``meta["medgan"]`` dict a layout carries, or ``None`` (absent or not a JSON object: never raises)."""
+    import json
+
+    if layout is None or not layout.provenance:
+        return None
+    try:
+        prov = json.loads(layout.provenance)
+    except ValueError:
+        return None
+    return prov if isinstance(prov, dict) else None

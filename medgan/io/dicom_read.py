@@ -30,6 +30,7 @@ sort applies (same world geometry).
 
 from __future__ import annotations
 
+import copy
 import os
 import struct
 import threading
@@ -49,7 +50,7 @@ import pydicom
 from medgan.errors import MissingDecoderError, ScanReadError, SeriesGeometryError
 from medgan.io.dicom_codecs import plugin_for
 from medgan.io.dicom_frames import NATIVE_SYNTAXES, FileInfo, file_signature, frame_table, quiet_pydicom
-from medgan.io.dicom_private import series_layout
+from medgan.io.dicom_private import provenance_of, series_layout
 from medgan.io.dicom_values import header_value
 from medgan.io.scan import LPS_TO_RAS, make_scan, spacing_from_affine
 
@@ -151,6 +152,7 @@ class DicomSeriesPlan:
     n_volumes: int = 1
     samples: int = 1
     dicom: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None
 
 
 def read_dicom_header(path: str | Path) -> pydicom.Dataset:
@@ -430,7 +432,8 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     samples = table.files[0].samples
     if samples > 1 and n_volumes > 1:
         raise _geometry_error(source, "colour (RGB) images in several volumes are not supported")
-    layout = series_layout(first) if n_volumes == 1 and samples == 1 else None
+    marker = series_layout(first)  # medgan's private block: only in series medgan wrote
+    layout = marker if n_volumes == 1 and samples == 1 else None
     if layout is not None and layout.against_normal and _instances_descend(headers, table, grid_idx[:, 0]):
         grid_idx = grid_idx[::-1]  # the order medgan wrote them in: a negative slice step (see module docstring)
         slot_positions = slot_positions[::-1]
@@ -476,6 +479,7 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         n_volumes=n_volumes,
         samples=samples,
         dicom=strings,
+        provenance=provenance_of(marker),
     )
 
 
@@ -854,6 +858,8 @@ def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
         "manufacturer": plan.manufacturer,
         "dicom": dict(plan.dicom),
     }
+    if plan.provenance is not None:  # a series medgan wrote: its provenance, e.g. that the pixels are synthetic
+        meta["medgan"] = copy.deepcopy(plan.provenance)
     return make_scan(out, plan.affine, meta)
 
 

@@ -41,7 +41,7 @@ from pydicom.valuerep import format_number_as_ds, validate_value
 from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
-from medgan.io.dicom_private import SeriesLayout, add_series_layout
+from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json
 from medgan.io.scan import LPS_TO_RAS
 
 __all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
@@ -248,7 +248,8 @@ def write_dicom_series(
     ref_meta = dict(getattr(reference, "meta", {}) or {}) if reference is not None else {}
     ref_dicom = {k: v for k, v in dict(ref_meta.get("dicom") or {}).items() if v is not None}
     base = _base_dataset(meta, ref_meta, ref_dicom, description)
-    add_series_layout(base, SeriesLayout(volume=data.ndim == 4, against_normal=not geom.along_normal))
+    layout = SeriesLayout(volume=data.ndim == 4, against_normal=not geom.along_normal, provenance=provenance_json(meta))
+    add_series_layout(base, layout)
     vmin, vmax = float(vol.min()), float(vol.max())
     row = np.array(geom.orientation[:3])
     col = np.array(geom.orientation[3:])
