@@ -120,7 +120,9 @@ def _synthesis(data: Path, out: Path, quiet: bool) -> Path:
     fig, axes = plt.subplots(2, N_SYNTHETIC, figsize=(2.2 * N_SYNTHETIC, 4.6))
     for i in range(N_SYNTHETIC):
         z = 60 + 12 * i  # axial slices through the brain
-        label_slice = make_scan(labels[:, :, :, z].numpy(), np.asarray(labels.affine), {})
+        slice_affine = np.asarray(labels.affine, dtype=np.float64).copy()
+        slice_affine[:3, 3] += slice_affine[:3, 2] * z  # where slice z of the volume sits in space
+        label_slice = make_scan(labels[:, :, :, z].numpy(), slice_affine, {})
         layout = deform_labels(label_slice, seed=i)  # a new layout, not a re-render of a training one
         position = z / (labels.shape[-1] - 1)  # the model is conditioned on the relative axial slice position
         image = synth.generate(layout, n=1, seed=i, condition={"scalar": position})

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 
+from medgan.io.save import nifti_sidecar_path
 from pipelines.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +44,18 @@ def test_demo_writes_reports_scans_and_synthetic_pairs(demo_out):
             assert json.loads((scan_dir / f"{model}.json").read_text())["model"] == model
     pairs = sorted((demo_out / "synthetic").glob("pair*_image.nii.gz"))
     assert len(pairs) == 4
-    for image in pairs:
-        assert b"synthetic=True" in nib.load(image).header["descrip"].tobytes()
-        labels = nib.load(str(image).replace("_image", "_labels"))
+    mni = nib.load(REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz").affine
+    for i, image in enumerate(pairs):
+        labels_path = Path(str(image).replace("_image", "_labels"))
+        labels = nib.load(labels_path)
         assert labels.shape[:2] == nib.load(image).shape[:2]
+        for path in (image, labels_path):  # both the image and its made-up layout say synthetic, in both places
+            assert b"synthetic=True" in nib.load(path).header["descrip"].tobytes()
+            assert json.loads(nifti_sidecar_path(path).read_text())["synthetic"] is True
+        # axial slice z = 60 + 12 i of the MNI volume, where that slice is in space (all sat at slice 0)
+        expected = mni[:3, 3] + mni[:3, 2] * (60 + 12 * i)
+        np.testing.assert_allclose(nib.load(image).affine[:3, 3], expected, atol=1e-3)
+        np.testing.assert_allclose(labels.affine[:3, 3], expected, atol=1e-3)
 
 
 def test_demo_refuses_a_folder_without_sample_data(tmp_path, capsys):

@@ -162,7 +162,9 @@ def deform_labels(
     Returns
     -------
     monai.data.MetaTensor
-        Same shape and affine; ``meta["label_deformation"]`` records seed and parameters.
+        Same shape and affine; ``meta["label_deformation"]`` records seed and parameters, and
+        ``meta["medgan"]`` marks the map synthetic (``"task": "label-deformation"``, ``"synthetic": True``),
+        so that a saved copy says so in its header and sidecar.
 
     Raises
     ------
@@ -197,6 +199,13 @@ def deform_labels(
     meta = {k: v for k, v in labels.meta.items() if k not in ("affine", "original_affine", "spacing", "spatial_shape")}
     record = {"seed": seed, "elastic": _jsonable(el), "affine": _jsonable(af)}
     meta["label_deformation"] = record
+    # a new, made-up layout: marked synthetic like the images generated from it (header, sidecar, DICOM block)
+    from medgan import __version__
+
+    provenance = {"task": "label-deformation", "synthetic": True, "medgan_version": __version__, **record}
+    if isinstance(meta.get("medgan"), dict):
+        provenance["input"] = meta["medgan"]
+    meta["medgan"] = provenance
     return make_scan(out, np.asarray(labels.affine, dtype=np.float64), meta)
 
 
