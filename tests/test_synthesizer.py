@@ -4,6 +4,7 @@ command, and the synthetic-image detector — on the real MNI template and its t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -257,3 +258,166 @@ def test_shipped_detector_tells_the_shipped_generator_from_real_scans(mni):
     assert max(real_scores) < 0.5 < min(fake_scores), (real_scores, fake_scores)
     xa30 = medgan.load_scan(Path(__file__).resolve().parents[1] / "sample_data/dicom/dcm_qa_xa30_t1w_tfl3d")
     assert detect_synthetic(xa30) < 0.5
+
+
+# ---------------------------------------------------------------- review fixes: conditions, sizes, seeds, detector
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped 2-D synthesis model (slice-position condition, 3 upsampling levels)."""
+    return Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
+
+
+def test_scalar_condition_must_be_finite_and_in_the_training_range(shipped, mni):
+    labels = mni[1][:, 40:72, 50:82, 80]
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(MedganError, match="must be finite"):
+            shipped.generate(labels, seed=1, condition={"scalar": bad})
+    for bad in (7.0, -0.1, 1.01):  # a slice position is a relative position in [0, 1]
+        with pytest.raises(MedganError, match=r"must be in \[0, 1\]"):
+            shipped.generate(labels, seed=1, condition={"scalar": bad})
+    for edge in (0.0, 1.0):
+        out = shipped.generate(labels, seed=1, condition={"scalar": edge})
+        assert torch.isfinite(out.as_tensor()).all() and out.meta["medgan"]["condition"]["scalar"] == edge
+    assert shipped.scalar_condition == "slice_position" and shipped.scalar_range == (0.0, 1.0)
+
+
+def test_scalar_range_recorded_in_the_checkpoint_is_enforced(mni, tmp_path):
+    torch.manual_seed(0)
+    g = build_cgan_generator({**TINY_G, "scalar_condition": True})
+    path = save_synthesizer(
+        tmp_path / "age.safetensors",
+        g,
+        labels=TISSUE_LABELS,
+        normalization=mni[2],
+        scalar_condition="age",
+        scalar_range=(20.0, 80.0),
+    )
+    synth = Synthesizer.from_pretrained(path, device="cpu")
+    assert synth.scalar_range == (20.0, 80.0) and synth.metadata["scalar_range"] == [20.0, 80.0]
+    labels = mni[1][:, 40:72, 50:82, 80]
+    assert synth.generate(labels, seed=0, condition={"scalar": 45}).meta["medgan"]["condition"]["scalar"] == 45.0
+    with pytest.raises(MedganError, match=r"must be in \[20, 80\]"):
+        synth.generate(labels, seed=0, condition={"scalar": 0.5})
+    with pytest.raises(MedganError, match="must be finite"):
+        synth.generate(labels, seed=0, condition={"scalar": float("nan")})
+
+
+def test_per_slice_scalar_sequences(shipped, mni):
+    volume = mni[1][:, 40:72, 50:82, 79:82]  # 3 axial slices
+    by_list = shipped.generate(volume, seed=2, condition={"scalar": [0.0, 0.5, 1.0]})
+    assert by_list.meta["medgan"]["condition"]["scalar"] == [0.0, 0.5, 1.0]
+    json.dumps(by_list.meta["medgan"])  # the provenance stays JSON-able (written to the sidecar)
+    default = shipped.generate(volume, seed=2)  # positions k / (S - 1): the same values
+    assert torch.equal(by_list.as_tensor(), default.as_tensor())
+    assert default.meta["medgan"]["condition"]["scalar"] == "slice_position"
+    other = shipped.generate(volume, seed=2, condition={"scalar": np.array([0.2, 0.3, 0.4])})
+    assert not torch.equal(other.as_tensor(), default.as_tensor())
+    with pytest.raises(MedganError, match="2 values for 3 slice"):
+        shipped.generate(volume, seed=2, condition={"scalar": [0.1, 0.2]})
+    with pytest.raises(MedganError, match="a number or a 1-D sequence"):
+        shipped.generate(volume, seed=2, condition={"scalar": "0.5"})
+    with pytest.raises(MedganError, match="a number or a 1-D sequence"):
+        shipped.generate(volume, seed=2, condition={"scalar": [[0.1, 0.2, 0.3]]})
+    with pytest.raises(MedganError, match="must be finite"):
+        shipped.generate(volume, seed=2, condition={"scalar": [0.1, float("nan"), 0.3]})
+
+
+def test_class_index_must_be_an_integer(mni, tmp_path):
+    torch.manual_seed(0)
+    g = build_cgan_generator({**TINY_G, "num_classes": 2})
+    path = save_synthesizer(
+        tmp_path / "cls.safetensors", g, labels=TISSUE_LABELS, normalization=mni[2], classes=["T1w", "T2w"]
+    )
+    synth = Synthesizer.from_pretrained(path, device="cpu")
+    labels = mni[1][:, 40:72, 50:82, 80]
+    one = synth.generate(labels, seed=0, condition={"class": 1})
+    assert torch.equal(synth.generate(labels, seed=0, condition={"class": np.int64(1)}).as_tensor(), one.as_tensor())
+    for bad in (1.9, 0.5, 1.0, True, float("nan")):  # never truncated to an index
+        with pytest.raises(MedganError, match="a class name or an integer index"):
+            synth.generate(labels, seed=0, condition={"class": bad})
+    with pytest.raises(MedganError, match="out of range"):
+        synth.generate(labels, seed=0, condition={"class": 2})
+
+
+def test_generate_refuses_maps_too_small_for_the_generator(shipped, mni):
+    # 3 upsampling levels: the noise grid is 1/8 of the map, so some axis needs more than 8 voxels
+    for crop in (mni[1][:, 60:63, 90:93, 80], mni[1][:, 60:63, 90:95, 80], mni[1][:, 60:68, 90:98, 80]):
+        with pytest.raises(MedganError, match="too small for model 'brain-t1-tissue-2d'.*more than 8 voxels"):
+            shipped.generate(crop, seed=1, condition={"scalar": 0.5})
+    with pytest.raises(MedganError, match="each slice is \\(8, 8\\), too small"):
+        shipped.generate(mni[1][:, 60:68, 90:98, 78:82], seed=1)
+    with pytest.raises(MedganError, match="empty"):
+        shipped.generate(mni[1][:, 60:60, 90:98, 80], seed=1, condition={"scalar": 0.5})
+    assert shipped.generate(mni[1][:, 60:69, 90:98, 80], seed=1, condition={"scalar": 0.5}).shape == (1, 9, 8)
+
+
+def test_generate_refuses_bad_seeds_and_counts(models, mni):
+    synth = Synthesizer.from_pretrained(models["p2"], device="cpu")
+    labels = mni[1][:, 40:72, 50:82, 80]
+    for bad in (2**64, 99999999999999999999, -1):
+        with pytest.raises(MedganError, match=r"seed must be an integer in 0\.\.2\*\*64-1"):
+            synth.generate(labels, seed=bad)
+    for bad in (1.5, True):
+        with pytest.raises(MedganError, match="seed must be an integer"):
+            synth.generate(labels, seed=bad)
+    top = synth.generate(labels, seed=2**64 - 1)
+    assert top.meta["medgan"]["seed"] == 2**64 - 1
+    assert torch.equal(top.as_tensor(), synth.generate(labels, seed=np.uint64(2**64 - 1)).as_tensor())
+    with pytest.raises(MedganError, match="n must be an integer"):
+        synth.generate(labels, n=2.5, seed=1)
+    with pytest.raises(MedganError, match="batch_size must be >= 1"):
+        synth.generate(labels, seed=1, batch_size=0)
+
+
+def test_synthesize_command_bad_input_is_one_line(mni, tmp_path, capsys):
+    labels_path = medgan.save_scan(mni[1][:, 40:72, 50:82, 80], tmp_path / "labels.nii.gz")
+    tiny_path = medgan.save_scan(mni[1][:, 60:63, 90:93, 80], tmp_path / "tiny.nii.gz")
+    out = tmp_path / "syn.nii.gz"
+    base = ["synthesize", "--model", "brain-t1-tissue-2d", "--out", str(out)]
+    cases = [
+        (["--labels", str(tiny_path), "--scalar", "0.5", "--seed", "1"], "too small"),
+        (["--labels", str(labels_path), "--scalar", "0.5", "--seed", "99999999999999999999"], "seed must be"),
+        (["--labels", str(labels_path), "--scalar", "nan", "--seed", "1"], "must be finite"),
+        (["--labels", str(labels_path), "--scalar", "7", "--seed", "1"], r"must be in \[0, 1\]"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert cli_main([*base, *args]) == 1, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("medgan synthesize: error:") and len(err.splitlines()) == 1, err
+        assert re.search(message, err), err
+        assert not out.exists()
+    # the top of the seed range and an in-range scalar work, and the sidecar records them
+    assert cli_main([*base, "--labels", str(labels_path), "--scalar", "0.25", "--seed", str(2**64 - 1)]) == 0
+    sidecar = json.loads((tmp_path / "syn.json").read_text())
+    assert sidecar["condition"]["scalar"] == 0.25 and sidecar["seed"] == 2**64 - 1
+
+
+def test_detect_refuses_non_finite_and_scores_only_non_constant_2d_images(mni):
+    t1 = mni[0]
+    det = SyntheticDetector.from_file(detect.DEFAULT_DETECTOR, device="cpu")
+    real = t1[:, 20:132, 30:158, 80].as_tensor().clone()  # (1, X, Y) real MNI slice
+    score = detect_synthetic(real, detector=det)
+    assert 0.0 <= score <= 1.0
+    for value in (float("nan"), float("inf")):
+        bad = real.clone()
+        bad[0, 5, 5] = value
+        with pytest.raises(MedganError, match="NaN or infinite"):
+            detect_synthetic(bad, detector=det)
+        volume = t1[:, 20:132, 30:158, 78:82].as_tensor().clone()
+        volume[0, 5, 5, 1] = value  # a volume no longer drops the slice silently
+        with pytest.raises(MedganError, match="NaN or infinite"):
+            detect_synthetic(volume, detector=det)
+    # a constant 2-D image is empty, as a constant volume is
+    for const in (torch.zeros_like(real), torch.ones_like(real), real[:, :1, :1]):
+        with pytest.raises(MedganError, match="no non-empty slice"):
+            detect_synthetic(const, detector=det)
+    with pytest.raises(MedganError, match="no non-empty slice"):
+        detect_synthetic(torch.ones(1, 32, 32, 4), detector=det)
+    # a constant channel of a 2-D image is skipped: the score is the other channel's
+    two = torch.cat([real, torch.zeros_like(real)])
+    assert detect_synthetic(two, detector=det) == pytest.approx(score)
+    with pytest.raises(MedganError, match="max_slices"):
+        detect_synthetic(t1[:, 20:132, 30:158, 78:82], detector=det, max_slices=-1)
+    with pytest.raises(MedganError, match="NaN or infinite"):
+        detect.prepare_slices([real[0], torch.full_like(real[0], float("nan"))])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from monai.transforms import AsDiscreted, Compose, ScaleIntensityRanged
 import medgan
 from medgan.data.labels import TISSUE_LABELS, tissue_labels
 from medgan.data.normalize import fit_normalization
-from medgan.data.synthetic_dataset import SyntheticAugmentedDataset, cache_names, write_synthetic_cache
+from medgan.data.synthetic_dataset import SyntheticAugmentedDataset, cache_key, cache_names, write_synthetic_cache
 from medgan.errors import MedganError
 from medgan.infer.synthesis import Synthesizer, save_synthesizer
 from medgan.io.scan import make_scan
@@ -116,7 +118,8 @@ def test_plugs_into_monai_dataloader_and_trains_a_unet_step(setup):
 def test_cache_folder(setup, tmp_path):
     pairs, synth = setup
     written = write_synthetic_cache(synth, [p["label"] for p in pairs], tmp_path, n=3, seed=2)
-    assert [w[0].name for w in written] == [cache_names(2, k)[0] for k in range(3)]
+    keys = [cache_key(synth, source=k, label=pairs[k]["label"], deform=True) for k in range(3)]
+    assert [w[0].name for w in written] == [cache_names(2, k, keys[k])[0] for k in range(3)]
     ds = SyntheticAugmentedDataset(pairs, cache_dir=tmp_path, ratio=0.5, seed=0)
     syn = [ds[i] for i in range(len(ds)) if ds.is_synthetic[i]]
     assert len(syn) == 4 and all(s["image"].shape == (1, 32, 32) for s in syn)
@@ -128,7 +131,7 @@ def test_cache_folder(setup, tmp_path):
     live = SyntheticAugmentedDataset(pairs, synthesizer=synth, cache_dir=through, ratio=0.5, seed=5)
     k = int(np.flatnonzero(live.is_synthetic)[0])
     first = live[k]["image"].as_tensor().clone()
-    assert (through / cache_names(5, 0)[0]).is_file()
+    assert (through / cache_names(5, 0, cache_key(synth, source=0, label=pairs[0]["label"]))[0]).is_file()
     assert torch.allclose(live[k]["image"].as_tensor(), first, atol=1e-5)
 
 
@@ -144,3 +147,117 @@ def test_errors(setup, tmp_path):
         SyntheticAugmentedDataset([{"image": pairs[0]["image"]}], synthesizer=synth)
     only_real = SyntheticAugmentedDataset(pairs, ratio=0.0)
     assert len(only_real) == 4 and not any(only_real[i]["synthetic"] for i in range(4))
+
+
+# ---------------------------------------------------------------- review fixes: keyed cache, epochs in workers
+@pytest.fixture(scope="module")
+def scalar_synth(setup, tmp_path_factory):
+    """A tiny slice-position-conditioned 2-D synthesizer (modality MR) and another one with other weights."""
+    torch.manual_seed(1)
+    cfg = {"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channels": 8, "scalar_condition": True}
+    norm = {"method": "percentile", "offset": 0.0, "scale": 100.0, "lower": 0.0, "upper": 99.5}
+    folder = tmp_path_factory.mktemp("scalar")
+    synths = []
+    for name in ("a", "b"):
+        path = save_synthesizer(
+            folder / f"{name}.safetensors",
+            build_cgan_generator(cfg),
+            labels=TISSUE_LABELS,
+            normalization=norm,
+            modality="MR",
+            scalar_condition="slice_position",
+        )
+        synths.append(Synthesizer.from_pretrained(path, device="cpu"))
+    return synths
+
+
+def _first_synthetic(ds: SyntheticAugmentedDataset) -> dict:
+    return ds[int(np.flatnonzero(ds.is_synthetic)[0])]
+
+
+def test_write_through_cache_never_serves_another_settings_images(setup, scalar_synth, tmp_path):
+    pairs, _ = setup
+    synth_a, synth_b = scalar_synth
+    cache = tmp_path / "cache"
+    base = {"ratio": 0.5, "seed": 3}
+    first = _first_synthetic(
+        SyntheticAugmentedDataset(pairs, synthesizer=synth_a, cache_dir=cache, condition={"scalar": 0.1}, **base)
+    )
+    variants = [
+        {"synthesizer": synth_a, "condition": {"scalar": 0.9}},  # another condition
+        {"synthesizer": synth_b, "condition": {"scalar": 0.1}},  # another checkpoint
+        {"synthesizer": synth_a, "condition": {"scalar": 0.1}, "deform_kwargs": {"elastic": False}},
+        {"synthesizer": synth_a, "condition": {"scalar": 0.1}, "deform": False},
+    ]
+    for variant in variants:
+        cached = _first_synthetic(SyntheticAugmentedDataset(pairs, cache_dir=cache, **variant, **base))
+        fresh = _first_synthetic(SyntheticAugmentedDataset(pairs, **variant, **base))
+        assert torch.equal(cached["image"].as_tensor(), fresh["image"].as_tensor()), variant
+        assert torch.equal(cached["label"].as_tensor(), fresh["label"].as_tensor()), variant
+        assert not torch.equal(cached["image"].as_tensor(), first["image"].as_tensor()), variant
+    # another real map at the same index (the pairs reordered): its own deformation, not the cached one
+    moved = [pairs[1], pairs[0], *pairs[2:]]
+    cond = {"synthesizer": synth_a, "condition": {"scalar": 0.1}}
+    cached = _first_synthetic(SyntheticAugmentedDataset(moved, cache_dir=cache, **cond, **base))
+    fresh = _first_synthetic(SyntheticAugmentedDataset(moved, **cond, **base))
+    assert torch.equal(cached["label"].as_tensor(), fresh["label"].as_tensor())
+    # the same settings again: read back from the cache, identical
+    again = _first_synthetic(SyntheticAugmentedDataset(pairs, cache_dir=cache, **cond, **base))
+    assert torch.equal(again["image"].as_tensor(), first["image"].as_tensor())
+
+
+def test_cache_hit_matches_the_miss(setup, scalar_synth, tmp_path):
+    pairs, _ = setup
+    ds = SyntheticAugmentedDataset(
+        pairs, synthesizer=scalar_synth[0], cache_dir=tmp_path, ratio=0.5, seed=4, condition={"scalar": 0.5}
+    )
+    miss = _first_synthetic(ds)
+    hit = _first_synthetic(ds)
+    assert any(tmp_path.glob("*_image.nii.gz"))
+    for key in ("image", "label"):
+        assert torch.equal(miss[key].as_tensor(), hit[key].as_tensor())
+        assert np.array_equal(np.asarray(miss[key].affine), np.asarray(hit[key].affine))
+        assert {k: v for k, v in miss[key].meta.items() if k != "affine"} == {
+            k: v for k, v in hit[key].meta.items() if k != "affine"
+        }
+    assert miss["image"].meta["modality"] == hit["image"].meta["modality"] == "MR"
+    assert miss["label"].meta["modality"] == hit["label"].meta["modality"] == "unknown"
+
+
+def test_write_synthetic_cache_rerun_with_other_settings_writes_new_pairs(setup, scalar_synth, tmp_path):
+    pairs, _ = setup
+    maps = [p["label"] for p in pairs]
+    low = write_synthetic_cache(scalar_synth[0], maps, tmp_path, n=2, seed=0, condition={"scalar": 0.1})
+    high = write_synthetic_cache(scalar_synth[0], maps, tmp_path, n=2, seed=0, condition={"scalar": 0.9})
+    assert {p for pair in low for p in pair}.isdisjoint({p for pair in high for p in pair})
+    a, b = medgan.load_scan(low[0][0]), medgan.load_scan(high[0][0])
+    assert not torch.equal(a.as_tensor(), b.as_tensor())
+    assert json.loads(high[0][0].with_name(high[0][0].name.replace(".nii.gz", ".json")).read_text())["condition"] == {
+        "class": None,
+        "scalar": 0.9,
+    }
+    # the folder serves as the dataset's write-through cache for the same settings (same pair, no regeneration)
+    ds = SyntheticAugmentedDataset(
+        pairs, synthesizer=scalar_synth[0], cache_dir=tmp_path, ratio=0.5, seed=0, condition={"scalar": 0.9}
+    )
+    assert torch.equal(_first_synthetic(ds)["image"].as_tensor()[0], b.as_tensor()[0])
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_set_epoch_reaches_persistent_workers(setup, context):
+    pairs, synth = setup
+    ds = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=3)
+    syn = torch.as_tensor(ds.is_synthetic)
+    expected = []
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        expected.append(torch.stack([ds[i]["image"].as_tensor() for i in range(len(ds))]))
+    assert not torch.equal(expected[0][syn], expected[1][syn])
+    loader = DataLoader(ds, batch_size=len(ds), num_workers=1, persistent_workers=True, multiprocessing_context=context)
+    for epoch in (0, 1, 0):
+        ds.set_epoch(epoch)
+        (batch,) = list(loader)
+        assert torch.equal(batch["image"].as_tensor(), expected[epoch]), epoch
+    copied = copy.deepcopy(ds)  # a copy (not a worker) has its own epoch
+    copied.set_epoch(5)
+    assert ds.epoch == 0 and copied.epoch == 5

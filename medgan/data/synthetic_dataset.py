@@ -7,13 +7,21 @@ on the fly, or read pre-generated pairs from a cache folder (:func:`write_synthe
 which real map a synthetic slot deforms, and every seed are pure functions of ``(seed, epoch, index)``: the dataset
 is deterministic under a seed, in any number of DataLoader workers.
 
+A cache folder is keyed: each pair's file name holds a hash of everything that decides its content besides the seed
+and index (the synthesizer checkpoint's sha256, the condition, the deformation settings, and which real label map it
+deforms: its index and its identity), so a dataset built with other settings never reads another setting's images;
+it generates its own.
+
 The images of both kinds are in the same units: the synthesizer inverts its training normalisation, so give real
 images in the units it was trained on (e.g. raw T1 values) and normalise both in ``transform``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,13 +39,96 @@ from medgan.io.scan import make_scan
 if TYPE_CHECKING:  # data/ sits below infer/: the synthesizer is passed in, never imported at run time
     from medgan.infer.synthesis import Synthesizer
 
-__all__ = ["SyntheticAugmentedDataset", "write_synthetic_cache", "cache_names"]
+__all__ = ["SyntheticAugmentedDataset", "write_synthetic_cache", "cache_names", "cache_key"]
 
 
-def cache_names(seed: int, k: int) -> tuple[str, str]:
-    """File names (image, label) of synthetic pair ``k`` generated under ``seed`` in a cache folder."""
-    stem = f"seed{int(seed)}_{int(k):06d}"
+def cache_names(seed: int, k: int, key: str | None = None) -> tuple[str, str]:
+    """File names (image, label) of synthetic pair ``k`` generated under ``seed`` in a cache folder.
+
+    Parameters
+    ----------
+    seed, k
+        The dataset seed and the pair's index among the synthetic items.
+    key
+        The pair's :func:`cache_key` (what generated it), appended to the stem; ``None`` gives the unkeyed name
+        (``seed<seed>_<k>``), which the dataset and :func:`write_synthetic_cache` no longer read or write.
+
+    Returns
+    -------
+    tuple of str
+        ``(image_name, label_name)``, e.g. ``seed0_000003_<key>_image.nii.gz``.
+    """
+    stem = f"seed{int(seed)}_{int(k):06d}" + ("" if key is None else f"_{key}")
     return f"{stem}_image.nii.gz", f"{stem}_label.nii.gz"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return repr(value)
+
+
+def _label_identity(label: Any) -> Any:
+    """What identifies a real label map without reading a file: a path with its size and mtime, else a data hash."""
+    if isinstance(label, (str, os.PathLike)):
+        path = Path(label).resolve()
+        try:
+            stat = path.stat()
+        except OSError:
+            return {"path": str(path)}
+        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if isinstance(label, (MetaTensor, torch.Tensor, np.ndarray)):
+        affine = np.asarray(label.affine, dtype=np.float64) if isinstance(label, MetaTensor) else None
+        if isinstance(label, torch.Tensor):
+            label = label.detach().cpu().numpy()
+        arr = np.ascontiguousarray(label)
+        digest = hashlib.sha256(arr.tobytes())
+        if affine is not None:
+            digest.update(affine.tobytes())
+        return {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": digest.hexdigest()}
+    return repr(label)
+
+
+def cache_key(
+    synthesizer: Synthesizer,
+    *,
+    source: int,
+    label: Any = None,
+    condition: Mapping[str, Any] | None = None,
+    deform: bool = True,
+    deform_kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """Hash (16 hex digits) of what decides a cached pair's content besides the seed and its index.
+
+    Parameters
+    ----------
+    synthesizer
+        The generator (its checkpoint's sha256 counts, not its file name).
+    source
+        Index of the real label map the pair deforms (``k % len(label_maps)``).
+    label
+        That label map as given (a path: its resolved path, size and mtime count; a scan or array: a hash of its
+        values and affine), so a changed or reordered map is not served another map's pair.
+    condition, deform, deform_kwargs
+        As passed to :func:`write_synthetic_cache` / :class:`SyntheticAugmentedDataset` (the deformation
+        arguments count only with ``deform``).
+
+    Returns
+    -------
+    str
+    """
+    record = {
+        "model_sha256": str(synthesizer.sha256),
+        "condition": dict(condition or {}),
+        "deform": bool(deform),
+        "deform_kwargs": dict(deform_kwargs or {}) if deform else {},
+        "source": int(source),
+        "label": _label_identity(label),
+    }
+    text = json.dumps(record, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _item_seed(*parts: int) -> int:
@@ -67,10 +158,15 @@ def _squeeze_to(scan: MetaTensor, n_spatial: int | None) -> MetaTensor:
     return scan
 
 
-def _clean(scan: MetaTensor, *, synthetic: bool, source: str) -> MetaTensor:
-    """Same meta keys for every item (MONAI's collate needs matching meta dicts): source, synthetic, modality."""
+def _clean(scan: MetaTensor, *, synthetic: bool, source: str, modality: str | None = None) -> MetaTensor:
+    """Same meta keys for every item (MONAI's collate needs matching meta dicts): source, synthetic, modality.
+
+    ``modality`` overrides the scan's own (a cached NIfTI file does not carry it).
+    """
     data = scan.as_tensor().detach().to("cpu", torch.float32)
-    meta = {"filename_or_obj": source, "synthetic": bool(synthetic), "modality": str(scan.meta.get("modality", ""))}
+    if modality is None:
+        modality = str(scan.meta.get("modality", ""))
+    meta = {"filename_or_obj": source, "synthetic": bool(synthetic), "modality": str(modality)}
     return make_scan(data, np.asarray(scan.affine, dtype=np.float64), meta)
 
 
@@ -87,8 +183,13 @@ def write_synthetic_cache(
 ) -> list[tuple[Path, Path]]:
     """Generate ``n`` synthetic (image, label) pairs into ``out_dir`` (NIfTI with provenance sidecars).
 
-    Pair ``k`` deforms ``label_maps[k % len(label_maps)]`` and is named by :func:`cache_names` ``(seed, k)``;
-    existing pairs are kept (a rerun resumes). Files are written atomically by :func:`medgan.save_scan`.
+    Pair ``k`` deforms ``label_maps[k % len(label_maps)]`` and is named by :func:`cache_names`
+    ``(seed, k, key)``, ``key`` the :func:`cache_key` of the synthesizer, condition, deformation settings and
+    source map; existing pairs with the same name are kept (a rerun resumes), pairs written with other settings
+    are not reused. Pair ``k`` is the dataset's synthetic item ``k`` of epoch 0 under ``seed`` when
+    ``label_maps`` are the real pairs' label maps, given alike (the same paths, or the same arrays), so the folder
+    also serves as the dataset's write-through ``cache_dir``. Files are written atomically by
+    :func:`medgan.save_scan`.
 
     Returns
     -------
@@ -99,12 +200,17 @@ def write_synthetic_cache(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    maps = [_as_scan(m, f"label map {i}") for i, m in enumerate(label_maps)]
+    given = list(label_maps)
+    maps = [_as_scan(m, f"label map {i}") for i, m in enumerate(given)]
     if not maps:
         raise MedganError("write_synthetic_cache: no label maps given")
     paths = []
     for k in range(int(n)):
-        img_name, lab_name = cache_names(seed, k)
+        j = k % len(maps)
+        key = cache_key(
+            synthesizer, source=j, label=given[j], condition=condition, deform=deform, deform_kwargs=deform_kwargs
+        )
+        img_name, lab_name = cache_names(seed, k, key)
         img_path, lab_path = out / img_name, out / lab_name
         if not (img_path.is_file() and lab_path.is_file()):
             image, label = _synthesize(synthesizer, maps[k % len(maps)], seed, 0, k, deform, deform_kwargs, condition)
@@ -143,7 +249,10 @@ class SyntheticAugmentedDataset(Dataset):
         pre-generated pairs from ``cache_dir``.
     cache_dir
         With a synthesizer: a write-through cache (pair ``k`` of epoch 0 is read back if present, else generated and
-        written). Without: the folder of pairs written by :func:`write_synthetic_cache`, used in sorted order.
+        written), keyed by :func:`cache_key` (synthesizer sha256, condition, deformation settings, the source
+        label map's index and identity), so other settings never reuse its files; a cached pair is the generated
+        one (same values, same meta). Without a synthesizer: the folder of pairs written by
+        :func:`write_synthetic_cache`, used in sorted order.
     ratio
         Fraction of synthetic items, in ``[0, 1]``.
     length
@@ -163,8 +272,11 @@ class SyntheticAugmentedDataset(Dataset):
     Notes
     -----
     Each item is ``{"image": MetaTensor, "label": MetaTensor, "synthetic": bool, "index": int}``; both tensors carry
-    ``meta["synthetic"]`` and ``meta["filename_or_obj"]`` (the real source, or ``"synthetic:<seed>:<k>"``). Call
-    :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot layout stays).
+    ``meta["synthetic"]``, ``meta["modality"]`` (a generated image: the synthesizer's modality; a generated label:
+    ``"unknown"``) and ``meta["filename_or_obj"]`` (the real source, or ``"synthetic:<seed>:<epoch>:<k>"``). Call
+    :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot layout stays). The epoch lives in shared
+    memory, so it reaches DataLoader worker processes too, persistent ones included (``persistent_workers=True``),
+    with the ``fork`` and ``spawn`` start methods; call it before iterating the loader for that epoch.
 
     A MONAI training loop::
 
@@ -230,7 +342,8 @@ class SyntheticAugmentedDataset(Dataset):
         if self.n_synthetic and synthesizer is not None and not real:
             raise MedganError("on-the-fly synthesis deforms real label maps; give real pairs")
         self.seed = int(seed)
-        self.epoch = 0
+        # shared memory: DataLoader workers (persistent ones too) see set_epoch of the main process
+        self._epoch = multiprocessing.Value("q", 0, lock=False)
         self.synthesizer = synthesizer
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.deform = bool(deform)
@@ -268,9 +381,34 @@ class SyntheticAugmentedDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def epoch(self) -> int:
+        """The current epoch (see :meth:`set_epoch`)."""
+        return int(self._epoch.value)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = int(value)
+
     def set_epoch(self, epoch: int) -> None:
-        """Draw different synthetic pairs (deformations and noise) for this epoch; the real/synthetic layout stays."""
+        """Draw different synthetic pairs (deformations and noise) for this epoch; the real/synthetic layout stays.
+
+        Works with DataLoader workers, persistent or not: the epoch is in memory shared with them.
+        """
         self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        try:  # pickled to start a worker process: the shared value travels as itself
+            multiprocessing.context.assert_spawning(self)
+        except RuntimeError:  # pickled for anything else (copy.deepcopy, saving): a plain number, not shared
+            state["_epoch"] = int(self._epoch.value)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("_epoch"), int):
+            state["_epoch"] = multiprocessing.Value("q", state["_epoch"], lock=False)
+        self.__dict__.update(state)
 
     def _real_dims(self) -> int | None:
         """Spatial dimensions of the real pairs (``None`` without real pairs)."""
@@ -281,7 +419,8 @@ class SyntheticAugmentedDataset(Dataset):
     def _synthetic_item(self, k: int) -> dict[str, Any]:
         from medgan.io.save import save_scan
 
-        source = f"synthetic:{self.seed}:{self.epoch}:{k}"
+        epoch = self.epoch
+        source = f"synthetic:{self.seed}:{epoch}:{k}"
         dims = self._real_dims()
         if self.synthesizer is None:
             img_path, lab_path = self.cached_pairs[k % len(self.cached_pairs)]
@@ -290,24 +429,36 @@ class SyntheticAugmentedDataset(Dataset):
                 "label": _squeeze_to(_as_scan(lab_path, str(lab_path)), dims),
                 "src": source,
             }
+        j = k % len(self.data)
+        # the same modalities whether generated now or read back from the cache (NIfTI does not carry them)
+        modalities = (str(self.synthesizer.metadata.get("modality", "unknown")), "unknown")
         paths = None
-        if self.cache_dir is not None and self.epoch == 0:
-            paths = [self.cache_dir / name for name in cache_names(self.seed, k)]
+        if self.cache_dir is not None and epoch == 0:
+            key = cache_key(
+                self.synthesizer,
+                source=j,
+                label=self.data[j]["label"],
+                condition=self.condition,
+                deform=self.deform,
+                deform_kwargs=self.deform_kwargs,
+            )
+            paths = [self.cache_dir / name for name in cache_names(self.seed, k, key)]
             if all(p.is_file() for p in paths):
                 return {
                     "image": _squeeze_to(_as_scan(paths[0], str(paths[0])), dims),
                     "label": _squeeze_to(_as_scan(paths[1], str(paths[1])), dims),
                     "src": source,
+                    "modality": modalities,
                 }
-        real_label = _as_scan(self.data[k % len(self.data)]["label"], f"real pair {k % len(self.data)} label")
+        real_label = _as_scan(self.data[j]["label"], f"real pair {j} label")
         image, label = _synthesize(
-            self.synthesizer, real_label, self.seed, self.epoch, k, self.deform, self.deform_kwargs, self.condition
+            self.synthesizer, real_label, self.seed, epoch, k, self.deform, self.deform_kwargs, self.condition
         )
         if paths is not None:
             paths[0].parent.mkdir(parents=True, exist_ok=True)
             save_scan(label, paths[1])
             save_scan(image, paths[0])
-        return {"image": image, "label": label, "src": source}
+        return {"image": image, "label": label, "src": source, "modality": modalities}
 
     def _transform(self, index: int) -> dict[str, Any]:
         if not -self.length <= index < self.length:
@@ -329,9 +480,10 @@ class SyntheticAugmentedDataset(Dataset):
             raise MedganError(
                 f"{source}: image {tuple(raw['image'].shape)} and label {tuple(raw['label'].shape)} grids differ"
             )
+        image_modality, label_modality = raw.get("modality", (None, None))
         item = {
-            "image": _clean(raw["image"], synthetic=synthetic, source=source),
-            "label": _clean(raw["label"], synthetic=synthetic, source=source),
+            "image": _clean(raw["image"], synthetic=synthetic, source=source, modality=image_modality),
+            "label": _clean(raw["label"], synthetic=synthetic, source=source, modality=label_modality),
             "synthetic": synthetic,
             "index": int(index),
         }

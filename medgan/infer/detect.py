@@ -57,6 +57,12 @@ def prepare_slices(slices: Any) -> torch.Tensor:
     -------
     torch.Tensor
         ``(N, 1, X, Y)`` float32.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        No slices, slices of different shapes or not 2-D, or NaN / infinite values (they would make every score
+        NaN).
     """
     items = [_slice_array(s) for s in slices]  # an (N, X, Y) array iterates as N slices
     items = [s[0] if s.ndim == 3 and s.shape[0] == 1 else s for s in items]
@@ -65,6 +71,9 @@ def prepare_slices(slices: Any) -> torch.Tensor:
     shapes = {s.shape for s in items}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise MedganError(f"slices must be 2-D and share one shape, got shapes {sorted(shapes)}")
+    bad = [i for i, s in enumerate(items) if not np.isfinite(s).all()]
+    if bad:
+        raise MedganError(f"slice {bad[0]} holds NaN or infinite values ({len(bad)} such slice(s)); fill them first")
     out = []
     for s in items:
         t = torch.from_numpy(np.ascontiguousarray(s))
@@ -298,18 +307,25 @@ def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 
 def _scan_slices(scan: Any, axis: int, max_slices: int) -> list[np.ndarray]:
+    """The non-empty 2-D slices of a ``(C, X, Y)`` image or ``(C, X, Y, Z)`` volume (constant slices skipped)."""
     data = scan.detach().cpu().numpy() if isinstance(scan, torch.Tensor) else np.asarray(scan)
+    if np.iscomplexobj(data):
+        raise MedganError("the scan holds complex values; score its magnitude (abs) instead")
     data = np.asarray(data, dtype=np.float32)
     if data.ndim == 2:
         data = data[None]
     if data.ndim not in (3, 4):
         raise MedganError(f"expected a channel-first (C, X, Y[, Z]) scan, got shape {tuple(data.shape)}")
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise MedganError(
+            f"the scan holds {int(data.size - finite.sum())} NaN or infinite value(s); fill or mask them before "
+            "scoring (a NaN pixel would make the score NaN)"
+        )
     slices: list[np.ndarray] = []
     for channel in data:
-        if channel.ndim == 2:
-            slices.append(channel)
-            continue
-        stack = np.moveaxis(channel, axis, 0)
+        # a 2-D channel is one slice; like a volume's slices, it is skipped when empty (constant)
+        stack = channel[None] if channel.ndim == 2 else np.moveaxis(channel, axis, 0)
         keep = [k for k in range(stack.shape[0]) if np.ptp(stack[k]) > 0]  # skip empty (constant) slices
         if len(keep) > max_slices:
             keep = [keep[int(i)] for i in np.linspace(0, len(keep) - 1, max_slices).round()]
@@ -337,14 +353,15 @@ def detect_synthetic(
     axis
         Volumes: spatial axis to take 2-D slices along (the detector's training orientation).
     max_slices
-        Volumes: at most this many non-empty slices per channel, evenly spaced.
+        Volumes: at most this many non-empty slices per channel, evenly spaced (>= 1).
     device
         Device for a detector loaded here.
 
     Returns
     -------
     float
-        Mean probability that the slices are synthetic.
+        Mean probability that the slices are synthetic, in [0, 1]. Empty (constant) slices are not scored, in a
+        2-D image as in a volume.
 
     Raises
     ------
@@ -352,7 +369,8 @@ def detect_synthetic(
         No detector given and none shipped (the message says what is missing and how to train one), or a file
         that is not a detector checkpoint.
     medgan.errors.MedganError
-        Not a 2-D/3-D channel-first scan, or no non-empty slice.
+        Not a 2-D/3-D channel-first scan, NaN or infinite values, complex values, ``max_slices < 1``, or no
+        non-empty slice (a constant image or volume).
     """
     if detector is None:
         if not DEFAULT_DETECTOR.is_file():
@@ -368,11 +386,16 @@ def detect_synthetic(
         detector = SyntheticDetector.from_file(Path(detector), device=device)
     if axis not in (0, 1, 2):
         raise MedganError(f"axis must be 0, 1 or 2, got {axis!r}")
-    slices = _scan_slices(scan, axis, max_slices)
+    if isinstance(max_slices, bool) or not isinstance(max_slices, (int, np.integer)) or max_slices < 1:
+        raise MedganError(f"max_slices must be an integer >= 1, got {max_slices!r}")
+    slices = _scan_slices(scan, axis, int(max_slices))
     if not slices:
-        raise MedganError("the scan has no non-empty slice to score")
+        raise MedganError("the scan has no non-empty slice to score (every slice is constant)")
     shapes: dict[tuple[int, ...], list[np.ndarray]] = {}
     for s in slices:
         shapes.setdefault(s.shape, []).append(s)
     scores = np.concatenate([detector.score_slices(group) for group in shapes.values()])
-    return float(np.clip(scores.mean(), 0.0, 1.0))
+    score = float(scores.mean())
+    if not np.isfinite(score):  # finite input should never get here; never return NaN as a score
+        raise MedganError("the detector returned a non-finite score for this scan (values out of float32 range?)")
+    return float(np.clip(score, 0.0, 1.0))

@@ -11,13 +11,16 @@ Checkpoint metadata (written by :func:`save_synthesizer` through :func:`medgan.i
 ``task`` ``"synthesis"``; ``model`` (a ``"spade"`` config); ``labels`` (label value -> name; the model's one-hot
 channel ``k`` is the ``k``-th value in sorted order); ``normalization`` (a fitted
 :class:`~medgan.data.normalize.Normalization` record); optional ``classes`` (names of the class condition, index
-= class id) and ``scalar_condition`` (what the scalar means, e.g. ``"slice_position"``: relative position in
-[0, 1] along the slice axis).
+= class id), ``scalar_condition`` (what the scalar means, e.g. ``"slice_position"``: relative position in
+[0, 1] along the slice axis) and ``scalar_range`` (``[low, high]``, the values the scalar took in training;
+absent for older checkpoints, where a ``"slice_position"`` scalar is taken to be in [0, 1]).
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import operator
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -39,9 +42,48 @@ from medgan.infer.pretrained import resolve_model_path
 from medgan.io.scan import make_scan
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
-__all__ = ["Synthesizer", "save_synthesizer"]
+__all__ = ["Synthesizer", "save_synthesizer", "check_seed", "SEED_LIMIT"]
 
 _GEOMETRY_KEYS = ("affine", "original_affine", "spacing", "spatial_shape")
+
+#: seeds are integers in ``[0, SEED_LIMIT)``: the non-negative range of ``torch.Generator.manual_seed``
+SEED_LIMIT = 2**64
+
+#: value range of a scalar condition by meaning, for checkpoints that do not record ``scalar_range``
+_KNOWN_SCALAR_RANGES = {"slice_position": (0.0, 1.0)}
+
+
+def _as_int(value: Any, what: str) -> int:
+    """``value`` as an int when it is an integer (Python, NumPy or 0-d integer tensor; not bool), else raise."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise MedganError(f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise MedganError(f"{what} must be an integer, got {value!r}") from None
+
+
+def check_seed(seed: Any) -> int:
+    """Check a noise seed.
+
+    Parameters
+    ----------
+    seed
+        An integer (Python, NumPy or a 0-d integer tensor; not bool) in ``[0, SEED_LIMIT)``.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        Not an integer, or out of range (``torch.Generator.manual_seed`` would overflow or alias a negative seed).
+    """
+    value = _as_int(seed, "seed")
+    if not 0 <= value < SEED_LIMIT:
+        raise MedganError(f"seed must be an integer in 0..2**64-1, got {value}")
+    return value
 
 
 def save_synthesizer(
@@ -54,6 +96,7 @@ def save_synthesizer(
     name: str | None = None,
     classes: Sequence[str] | None = None,
     scalar_condition: str | None = None,
+    scalar_range: tuple[float, float] | None = None,
     training_data: Any = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -77,6 +120,9 @@ def save_synthesizer(
         Names of the class condition (index = class id), when the generator has one.
     scalar_condition
         Meaning of the scalar condition (e.g. ``"slice_position"``), when the generator has one.
+    scalar_range
+        ``(low, high)``: the values the scalar condition took in training; :meth:`Synthesizer.generate` refuses
+        others. Default: [0, 1] for ``"slice_position"``, otherwise unchecked (only finite values).
     training_data
         JSON-able description of the training data.
     extra
@@ -98,6 +144,11 @@ def save_synthesizer(
         meta["classes"] = [str(c) for c in classes]
     if scalar_condition is not None:
         meta["scalar_condition"] = str(scalar_condition)
+    if scalar_range is not None:
+        low, high = (float(v) for v in scalar_range)
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(f"scalar_range must be two finite numbers low <= high, got {scalar_range!r}")
+        meta["scalar_range"] = [low, high]
     return save_checkpoint(
         path,
         generator,
@@ -127,6 +178,9 @@ class Synthesizer:
         Names of the class condition (empty when the model has none).
     scalar_condition : str or None
         Meaning of the scalar condition, if any.
+    scalar_range : tuple of float or None
+        Values the scalar condition may take (the checkpoint's ``scalar_range``; [0, 1] for a
+        ``"slice_position"`` scalar); ``None`` when unknown (then only finite values are checked).
     model_name, sha256, spatial_dims, normalization, metadata
         From the checkpoint.
     """
@@ -155,6 +209,7 @@ class Synthesizer:
             ) from None
         self.classes = [str(c) for c in meta.get("classes") or []]
         self.scalar_condition = meta.get("scalar_condition")
+        self.scalar_range = self._read_scalar_range(meta)
         self.model_name = str(meta.get("name") or checkpoint.path.name.split(".")[0])
         self.spatial_dims = int(meta["spatial_dims"])
         self.device = resolve_device(device)
@@ -181,6 +236,19 @@ class Synthesizer:
         )
 
     # ------------------------------------------------------------------ conditions
+    def _read_scalar_range(self, meta: Mapping[str, Any]) -> tuple[float, float] | None:
+        """The checkpoint's ``scalar_range``, else the known range of its ``scalar_condition``, else ``None``."""
+        recorded = meta.get("scalar_range")
+        if recorded is None:
+            return _KNOWN_SCALAR_RANGES.get(str(self.scalar_condition))
+        try:
+            low, high = (float(v) for v in recorded)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{self.path}: 'scalar_range' must be [low, high], got {recorded!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise CheckpointError(f"{self.path}: 'scalar_range' must be finite with low <= high, got {recorded!r}")
+        return low, high
+
     def _class_index(self, value: Any) -> int | None:
         num_classes = int(self.metadata["model"].get("num_classes", 0))
         if num_classes == 0:
@@ -196,10 +264,55 @@ class Synthesizer:
             if value not in self.classes:
                 raise MedganError(f"unknown class {value!r} for model {self.model_name!r}; known: {self.classes}")
             return self.classes.index(value)
-        idx = int(value)
+        try:
+            idx = _as_int(value, "condition['class']")
+        except MedganError:
+            raise MedganError(
+                f"condition['class'] must be a class name or an integer index, got {value!r} "
+                f"(model {self.model_name!r}: {self.classes or list(range(num_classes))})"
+            ) from None
         if not 0 <= idx < num_classes:
             raise MedganError(f"class index {idx} out of range 0..{num_classes - 1} for model {self.model_name!r}")
         return idx
+
+    def _scalar_values(self, value: Any, n_slices: int) -> tuple[torch.Tensor, float | list[float]]:
+        """Check a given scalar condition; return one value per slice and what the provenance records."""
+        what = f"condition['scalar'] ({self.scalar_condition or 'scalar'} of model {self.model_name!r})"
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError):  # ragged nested sequences
+            arr = np.asarray(None)
+        if arr.dtype.kind not in "iuf" or arr.ndim > 1:
+            raise MedganError(f"{what} must be a number or a 1-D sequence of numbers (one per slice), got {value!r}")
+        arr = arr.astype(np.float64)
+        if arr.ndim == 1 and arr.size != n_slices:
+            raise MedganError(
+                f"{what} has {arr.size} values for {n_slices} slice(s); give one number, or one value per slice"
+            )
+        if not np.isfinite(arr).all():
+            raise MedganError(f"{what} must be finite, got {value!r}")
+        if self.scalar_range is not None:
+            low, high = self.scalar_range
+            bad = arr[(arr < low) | (arr > high)]
+            if bad.size:
+                raise MedganError(f"{what} must be in [{low:g}, {high:g}] (its training range), got {float(bad[0])!r}")
+        values = torch.as_tensor(arr, dtype=torch.float32).reshape(-1).expand(n_slices)
+        record: float | list[float] = float(arr) if arr.ndim == 0 else [float(v) for v in arr]
+        return values, record
+
+    def _check_size(self, spatial: Sequence[int], name: str, slicewise: bool) -> None:
+        """Refuse maps the generator cannot run on: empty, or too small for its noise grid (1 / 2**levels)."""
+        what = f"{name}: {'each slice' if slicewise else 'the map'} is {tuple(int(s) for s in spatial)}"
+        if min(spatial) < 1:
+            raise MedganError(f"{what}: empty label map")
+        levels = int(getattr(self.model, "n_levels", len(self.metadata["model"].get("channels") or ())))
+        if max(spatial) <= 2**levels:
+            raise MedganError(
+                f"{what}, too small for model {self.model_name!r}: it halves the size {levels} times, so it needs "
+                f"more than {2**levels} voxels along at least one axis"
+            )
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -223,11 +336,18 @@ class Synthesizer:
         n
             Number of samples.
         seed
-            Noise seed; the same seed gives identical images. ``None`` draws one, recorded in the provenance.
+            Noise seed, an integer in ``[0, 2**64)``. ``None`` draws one, recorded in the provenance. The noise is
+            drawn on the CPU from the seed alone, so the same seed gives the same images: bit-identical for the
+            same ``batch_size``, device and number of torch threads; across batch sizes, ``n`` (a sample's noise
+            does not depend on ``n``) or thread counts, the same images within float32 rounding (the network's
+            reductions are summed in another order: differences of ~1e-4 on a 0-255 scale).
         condition
-            Optional extra conditions: ``{"class": name or index}`` for a class-conditioned model,
-            ``{"scalar": float}`` for a scalar-conditioned one (a 2-D ``"slice_position"`` model on a volume
-            defaults to each slice's relative position ``k / (Z - 1)``).
+            Optional extra conditions: ``{"class": name or integer index}`` for a class-conditioned model (a
+            float or bool index is refused, not truncated); ``{"scalar": value}`` for a scalar-conditioned one,
+            a finite number or, for a 2-D model on a volume, a sequence of one number per slice; values must lie
+            in :attr:`scalar_range` (a ``"slice_position"`` in [0, 1]). A 2-D ``"slice_position"`` model on a
+            volume defaults to each slice's relative position ``k / (S - 1)``. The provenance records the scalar
+            (a number, the list, or ``"slice_position"`` for the default).
         axis
             2-D model on a 3-D map only: the spatial axis to generate slice by slice along (default 2).
         batch_size
@@ -245,10 +365,19 @@ class Synthesizer:
         Raises
         ------
         medgan.errors.MedganError
-            Not a single-channel 2-D/3-D map, unknown label values, missing or invalid conditions.
+            Not a single-channel 2-D/3-D map, a map (or slice) too small for the generator (it needs more than
+            ``2**levels`` voxels along at least one axis), unknown label values, missing or invalid conditions
+            (a non-finite or out-of-range scalar, a non-integer class), a seed outside ``[0, 2**64)``, ``n`` or
+            ``batch_size`` not a positive integer.
         """
+        n = _as_int(n, "n")
         if n < 1:
             raise MedganError(f"n must be >= 1, got {n}")
+        batch_size = _as_int(batch_size, "batch_size")
+        if batch_size < 1:
+            raise MedganError(f"batch_size must be >= 1, got {batch_size}")
+        if seed is not None:
+            seed = check_seed(seed)
         if not isinstance(labels, MetaTensor):
             arr = labels.detach().cpu() if isinstance(labels, torch.Tensor) else np.asarray(labels)
             labels = make_scan(arr, np.eye(4))
@@ -269,23 +398,27 @@ class Synthesizer:
                 raise MedganError(f"axis must be 0, 1 or 2, got {axis!r}")
             onehot = onehot.movedim(2 + axis, 1)[0]  # (S, L, A, B)
         n_slices = onehot.shape[0]
+        self._check_size(onehot.shape[2:], name, slicewise)
         class_index = self._class_index(condition.get("class"))
         has_scalar = bool(self.metadata["model"].get("scalar_condition", False))
         scalar = condition.get("scalar")
         if not has_scalar and scalar is not None:
             raise MedganError(f"model {self.model_name!r} has no scalar condition; drop condition['scalar']")
+        scalars: torch.Tensor | None = None
+        scalar_record: float | list[float] | str | None = None
         if has_scalar and scalar is None:
             if slicewise and self.scalar_condition == "slice_position":
-                scalar = torch.linspace(0.0, 1.0, n_slices) if n_slices > 1 else torch.zeros(1)
+                scalars = torch.linspace(0.0, 1.0, n_slices) if n_slices > 1 else torch.zeros(1)
+                scalar_record = "slice_position"
             else:
                 raise MedganError(
                     f"model {self.model_name!r} is conditioned on a scalar ({self.scalar_condition or 'unnamed'}); "
                     "give condition={'scalar': value}"
                 )
-        scalars = torch.as_tensor(scalar, dtype=torch.float32).reshape(-1).expand(n_slices) if has_scalar else None
+        elif has_scalar:
+            scalars, scalar_record = self._scalar_values(scalar, n_slices)
         if seed is None:
             seed = secrets.randbelow(2**31)
-        seed = int(seed)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         noise_shape = self.model.noise_shape(onehot.shape[2:])
         z = torch.randn((n * n_slices, *noise_shape), generator=generator)  # sample-major, then slice
@@ -325,11 +458,7 @@ class Synthesizer:
             "n": int(n),
             "condition": {
                 "class": None if class_index is None else (self.classes[class_index] if self.classes else class_index),
-                "scalar": (
-                    float(condition["scalar"])
-                    if condition.get("scalar") is not None
-                    else ("slice_position" if scalars is not None else None)
-                ),
+                "scalar": scalar_record,
             },
             "labels": {str(k): v for k, v in self.labels.items()},
             "label_map": name,

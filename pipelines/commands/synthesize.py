@@ -5,6 +5,10 @@ Loads the label map ``IN`` with :func:`medgan.load_scan`, optionally deforms it 
 header description and the JSON sidecar). ``-n N`` > 1 writes one file per sample (``OUT`` stem + ``_000``,
 ``_001``, ...) or, with ``--stack``, one 4-D file (samples along the 4th axis). ``--labels-out`` also writes the
 (deformed) label map, the ground truth of the synthetic scans.
+
+Bad input is a one-line error (exit 1), checked before anything is written: a seed outside ``0..2**64-1``, a
+``--scalar`` that is not finite or lies outside the model's training range (a slice position in [0, 1]), a label
+map too small for the generator.
 """
 
 from __future__ import annotations
@@ -34,14 +38,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--labels", required=True, metavar="IN", help="label map (NIfTI file or DICOM series)")
     parser.add_argument("--out", required=True, metavar="OUT", help="output .nii/.nii.gz file")
     parser.add_argument("-n", type=positive_int, default=1, metavar="N", help="number of samples (1)")
-    parser.add_argument("--seed", type=int, default=None, help="noise (and deformation) seed; default random")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="noise (and deformation) seed, 0..2**64-1; default random"
+    )
     parser.add_argument("--deform", action="store_true", help="randomly deform the label map first (elastic+affine)")
     parser.add_argument("--stack", action="store_true", help="with -n > 1: one 4-D file instead of one per sample")
     parser.add_argument("--labels-out", default=None, metavar="PATH", help="also write the (deformed) label map")
     parser.add_argument(
         "--class", dest="cls", type=class_condition, default=None, help="class condition (name or index)"
     )
-    parser.add_argument("--scalar", type=float, default=None, help="scalar condition (e.g. slice position)")
+    parser.add_argument("--scalar", type=float, default=None, help="scalar condition (e.g. slice position in [0, 1])")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.set_defaults(func=run)
     return parser
@@ -63,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from medgan import Synthesizer, load_scan, save_scan
     from medgan.data.labels import deform_labels
     from medgan.errors import MedganError
+    from medgan.infer.synthesis import check_seed
     from medgan.io.scan import make_scan
 
+    seed = check_seed(args.seed) if args.seed is not None else secrets.randbelow(2**31)
     out = Path(args.out)
     if not out.name.lower().endswith(_SUFFIXES):
         raise MedganError(f"{out}: the output must be a .nii or .nii.gz file name")
@@ -73,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
             raise MedganError(f"{target}: the parent folder {target.parent} does not exist")
     synth = Synthesizer.from_pretrained(args.model, device=args.device)
     labels = load_scan(args.labels)
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     if args.deform:
         labels = deform_labels(labels, seed=seed)
     condition = {k: v for k, v in (("class", args.cls), ("scalar", args.scalar)) if v is not None}
