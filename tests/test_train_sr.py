@@ -94,6 +94,7 @@ def _config(tmp: Path, train_scan: Path, **sections) -> dict:
             r"data\.val\[0\]: .*t1\.nii\.gz is also in data\.train",
         ),
         (lambda c: c["train"].update(ema_decay=1.0), r"train\.ema_decay: must be in \[0, 1\)"),
+        (lambda c: c["train"].update(grad_clip=-1.0), r"train\.grad_clip: must be > 0"),
         (lambda c: c.update(data=[1]), r"data: expected a mapping"),
     ],
 )
@@ -369,6 +370,104 @@ def test_two_d_model_trains_on_slices_and_upscales_a_volume(tmp_path, train_scan
     assert sr.spatial_dims == 2 and sr.factor == (2, 2)
     lr = degrade(load_scan(VAL)[:, :32, :40, 8:12], (2, 2, 1))
     assert sr.upscale(lr).shape == (1, 32, 40, 4)
+
+
+def test_perceptual_weights_for_another_model_are_refused_when_the_config_is_read(tmp_path, train_scan):
+    """A 2-D feature network with a 3-D model used to pass validation and crash at the first adversarial step,
+    after all of phase 1."""
+    from medgan.train.losses import FeatureNet, save_feature_net
+
+    weights = save_feature_net(tmp_path / "f2d.safetensors", FeatureNet(2, 1, channels=4, n_levels=2))
+    cfg = _config(tmp_path, train_scan, loss={"perceptual": 0.1, "perceptual_weights": str(weights)})
+    with pytest.raises(ConfigError, match=r"run\.yaml: loss\.perceptual_weights: .*a 2-D feature network"):
+        load_config(write_yaml(tmp_path, cfg))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    cfg["loss"]["perceptual_weights"] = str(tmp_path / "junk.safetensors")
+    with pytest.raises(ConfigError, match=r"run\.yaml: loss\.perceptual_weights: .*not a medgan feature-network"):
+        load_config(write_yaml(tmp_path, cfg))
+
+
+def _lrs(out_dir: Path) -> list[float]:
+    return [json.loads(line)["lr_g"] for line in (out_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_with_a_changed_schedule_follows_the_new_one(tmp_path, train_scan, monkeypatch):
+    """Resuming with a new phase1.lr or more phase1.steps trains on the new schedule from the saved position (the
+    saved optimiser and scheduler states used to restore the old rate, and a longer cosine phase wrapped round);
+    an unchanged config still resumes exactly (the other resume tests)."""
+    import medgan.train.core as C
+
+    monkeypatch.setattr(C._Logger, "__init__", _jsonl_logger)
+    base = {
+        "device": "cpu",
+        "phase1": {"steps": 6, "lr": 1e-3, "scheduler": "cosine", "warmup_steps": 0},
+        "phase2": {"steps": 0},
+        "data": {"train": [str(train_scan)], "val": []},
+        "train": {"checkpoint_every": 3, "log_every": 1},
+    }
+    (tmp_path / "a").mkdir()
+    train_sr(write_yaml(tmp_path / "a", _config(tmp_path / "a", train_scan, **base)), until_step=3, progress=False)
+    lower = merge_sections(copy.deepcopy(base), {"phase1": {"lr": 1e-5}})
+    train_sr(write_yaml(tmp_path / "a", _config(tmp_path / "a", train_scan, **lower)), progress=False)
+    lrs = _lrs(tmp_path / "a" / "run")
+    # MONAI's warmup-cosine at steps 3, 4, 5 of 6 (t_total 6), now scaled from 1e-5 instead of 1e-3
+    expected = [1e-5 * 0.5 * (1 + np.cos(np.pi * k / 6)) for k in (4, 5, 6)]
+    np.testing.assert_allclose(lrs[3:], expected, rtol=1e-6, atol=1e-12)
+
+    (tmp_path / "b").mkdir()
+    train_sr(write_yaml(tmp_path / "b", _config(tmp_path / "b", train_scan, **base)), until_step=3, progress=False)
+    longer = merge_sections(copy.deepcopy(base), {"phase1": {"steps": 12}})
+    result = train_sr(write_yaml(tmp_path / "b", _config(tmp_path / "b", train_scan, **longer)), progress=False)
+    assert result.step == 12
+    lrs = _lrs(tmp_path / "b" / "run")
+    assert all(b < a for a, b in zip(lrs[3:], lrs[4:], strict=False))  # decays to the new end, no wrap to the start
+    assert lrs[-1] < 0.05 * lrs[3]
+
+
+def _jsonl_logger(self, out_dir, start_step, enabled):
+    """_Logger without TensorBoard: every scalar in log.jsonl (what the tests read)."""
+    self.writer = None
+    self.jsonl = out_dir / "log.jsonl" if enabled else None
+
+
+def test_a_torn_newest_state_is_set_aside_not_kept_by_pruning(tmp_path, train_scan):
+    """With keep_checkpoints 1, a torn newer state used to survive pruning alone, and the next call started again
+    at step 0."""
+    sections = {
+        "device": "cpu",
+        "phase1": {"steps": 8},
+        "phase2": {"steps": 0},
+        "data": {"train": [str(train_scan)], "val": []},
+        "train": {"checkpoint_every": 3, "keep_checkpoints": 1},
+    }
+    path = write_yaml(tmp_path, _config(tmp_path, train_scan, **sections))
+    train_sr(path, until_step=3, progress=False)
+    ck = tmp_path / "run" / "checkpoints"
+    (ck / "state_00000006.pt").write_bytes(b"PK\x03\x04 torn")
+    assert train_sr(path, until_step=4, progress=False).resumed_from.name == "state_00000003.pt"
+    assert (ck / "state_00000006.pt.unreadable").is_file() and (ck / "state_00000004.pt").is_file()
+    later = train_sr(path, until_step=5, progress=False)
+    assert later.resumed_from.name == "state_00000004.pt" and later.step == 5
+
+
+def test_rerunning_a_finished_run_keeps_its_summary(tmp_path, train_scan):
+    sections = {"device": "cpu", "phase1": {"steps": 4}, "phase2": {"steps": 0}, "data": {"val": []}}
+    path = write_yaml(tmp_path, _config(tmp_path, train_scan, **sections))
+    train_sr(path, progress=False)
+    before = json.loads((tmp_path / "run" / "summary.json").read_text())
+    again = train_sr(path, progress=False)
+    assert again.finished and again.speed is None
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == before
+    assert before["speed"]["timed_steps"] == 2
+
+
+def test_resume_warns_when_the_data_section_changed(tmp_path, train_scan, caplog):
+    sections = {"device": "cpu", "phase1": {"steps": 4}, "phase2": {"steps": 0}, "data": {"val": []}}
+    path = write_yaml(tmp_path, _config(tmp_path, train_scan, **sections))
+    train_sr(path, until_step=2, progress=False)
+    changed = merge_sections(copy.deepcopy(sections), {"data": {"normalization": {"method": "zscore"}}})
+    train_sr(write_yaml(tmp_path, _config(tmp_path, train_scan, **changed)), progress=False)
+    assert "config section 'data' changed" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------- speed options

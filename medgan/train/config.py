@@ -110,7 +110,7 @@ def _train_fields(patch_size: int) -> dict[str, Field]:
         "checkpoint_every": Field("int", 500, check=_non_negative),
         "keep_checkpoints": Field("int", 2, check=_positive),
         "log_every": Field("int", 10, check=_positive),
-        "grad_clip": Field("float?", None),
+        "grad_clip": Field("float?", None, check=_positive),  # a negative bound would reverse the gradients
         # speed options (issue #7; BENCHMARKS.md "Training speed"): channels-last networks and batches, Adam's
         # fused kernel, torch.compile of the training forwards
         "channels_last": Field("bool", True),
@@ -463,6 +463,19 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
             )
         if not Path(path).is_file():
             raise ConfigError(f"{src}: loss.perceptual_weights: {path} does not exist (nothing is downloaded)")
+        from medgan.train.losses import load_feature_net
+
+        try:  # read now, not at the first adversarial step after all of phase 1
+            net = load_feature_net(path)
+        except ConfigError as exc:
+            raise ConfigError(f"{src}: loss.perceptual_weights: {exc}") from None
+        want = (int(cfg["model"]["spatial_dims"]), int(cfg["model"].get("out_channels", 1)))
+        have = (int(net.config["spatial_dims"]), int(net.config["in_channels"]))
+        if have != want:
+            raise ConfigError(
+                f"{src}: loss.perceptual_weights: {path} is a {have[0]}-D feature network on {have[1]} channel(s); "
+                f"the model makes {want[0]}-D images with {want[1]} channel(s)"
+            )
     if cfg["phase1"]["steps"] + cfg["phase2"]["steps"] == 0:
         raise ConfigError(f"{src}: phase1.steps: phase1.steps + phase2.steps must be > 0")
     _check_device(cfg, src)

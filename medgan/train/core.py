@@ -21,11 +21,13 @@ Tasks: :class:`medgan.train.trainer.SRTrainer` (super-resolution) and
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +204,33 @@ class _StepDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> Any:
         return self.sampler.batch(step)
+
+
+#: optimiser group entries that are the optimiser's state or kernel choice, not hyperparameters from the config
+_NOT_HYPER = ("params", "param_names", "fused", "foreach", "capturable", "differentiable")
+
+
+def _hyper(group: Mapping[str, Any]) -> dict[str, Any]:
+    """An optimiser group's hyperparameters (``lr``, ``initial_lr``, ``betas``, ...), as the config built them."""
+    return {k: copy.deepcopy(v) for k, v in group.items() if k not in _NOT_HYPER}
+
+
+def _reposition_scheduler(sched: Any, saved: Mapping[str, Any]) -> None:
+    """Move a scheduler built from the current config to the saved scheduler's step, and set its learning rates.
+
+    A resumed run whose phase section changed (a new ``lr``, more ``steps``) keeps its position in the schedule but
+    follows the new one: the saved scheduler state would restore the old base rates and the old length (a longer
+    cosine phase wrapped round to its start).
+    """
+    sched.last_epoch = int(saved["last_epoch"])
+    sched._step_count = int(saved.get("_step_count", sched.last_epoch + 1))
+    closed = getattr(sched, "_get_closed_form_lr", None)
+    with warnings.catch_warnings():  # torch warns when get_lr is called outside step(); here that is the point
+        warnings.simplefilter("ignore", UserWarning)
+        lrs = closed() if callable(closed) else sched.get_lr()  # LambdaLR (the cosine schedule): closed-form
+    for group, lr in zip(sched.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
 
 
 def _load_optimizer_state(opt: torch.optim.Optimizer, saved: Mapping[str, Any], *, fused: bool) -> None:
@@ -440,12 +469,18 @@ class Trainer:
                 f"{self.out_dir}: holds a run of a different model ({old.get('model')}); "
                 "use a new out_dir or restore the model section"
             )
+        changed = set()
         for key in self.resume_warn_keys:
             was, now = old.get(key), self.cfg.get(key)
             if isinstance(was, dict) and isinstance(now, dict):  # keys added since the state was saved: defaults
                 was = {**now, **was}
             if was != now:
+                changed.add(key)
                 logger.warning("config section %r changed since %s; resuming with the new values", key, path.name)
+        # a phase section (learning rates, betas, schedule, steps) changed: the optimisers and schedules follow the
+        # config as built, from the saved position, instead of the saved hyperparameters
+        new_schedule = bool(changed & {name for name, _ in self.schedule})
+        fresh = {name: [_hyper(g) for g in opt.param_groups] for name, opt in self.optimizers.items()}
         try:
             self.generator.load_state_dict(st["generator"])
             self.ema.load_state_dict(st["ema"])
@@ -454,6 +489,11 @@ class Trainer:
             for name, obj in (*self.optimizers.items(), *self.schedulers.items()):
                 if name in st and isinstance(obj, torch.optim.Optimizer):
                     _load_optimizer_state(obj, st[name], fused=self.fused_optimizer)
+                    if new_schedule:
+                        for group, hyper in zip(obj.param_groups, fresh[name], strict=True):
+                            group.update(hyper)
+                elif name in st and new_schedule:
+                    _reposition_scheduler(obj, st[name])
                 elif name in st:
                     obj.load_state_dict(st[name])
                 else:  # e.g. an adversarial phase added to a config whose state had none: starts fresh
@@ -479,6 +519,7 @@ class Trainer:
             S.remove_stale_temps(self.out_dir)
             found = S.latest_state(self.out_dir)
             chosen = str(found[0]) if found else None
+            S.set_aside_unreadable(self.out_dir, int(found[1]["step"]) if found else -1)
         chosen = D.broadcast_object(self.info, chosen)
         if chosen is None:
             return
@@ -609,6 +650,8 @@ class Trainer:
         hashes = D.all_gather_objects(self.info, payload_sha256(self.generator.state_dict()))
         if not self.info.is_main:
             return
+        if self.step == start and (self.out_dir / "summary.json").is_file():
+            return  # a call that ran no step (the run was finished): keep the summary of the run that did
         if len(set(hashes)) > 1:
             logger.error("generator parameters differ between ranks: %s", hashes)
         from medgan.io.atomic import write_text_atomic

@@ -134,6 +134,23 @@ def latest_state(out_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]
     return None
 
 
+def set_aside_unreadable(out_dir: str | os.PathLike[str], after: int) -> list[Path]:
+    """Rename the state files numbered above ``after`` (the step resumed from: :func:`latest_state` found them
+    unreadable) to ``*.unreadable``; returns the new names.
+
+    Why: left in place they count as the newest states, so :func:`prune_states` would delete the readable ones
+    and keep them, and a later resume would find nothing to resume from and start again at step 0.
+    """
+    moved = []
+    for step, path in list_states(out_dir):
+        if step > after:
+            target = path.with_name(path.name + ".unreadable")
+            path.replace(target)
+            logger.warning("set aside the unreadable state %s as %s", path.name, target.name)
+            moved.append(target)
+    return moved
+
+
 def remove_stale_temps(out_dir: str | os.PathLike[str]) -> int:
     """Delete temporary state files left by a run killed while writing; returns how many."""
     folder = Path(out_dir) / "checkpoints"

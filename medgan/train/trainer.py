@@ -73,7 +73,7 @@ class SRTrainer(Trainer):
     """
 
     task_name = "train-sr"
-    resume_warn_keys = ("phase1", "phase2", "degradation", "augment", "loss", "train", "seed")
+    resume_warn_keys = ("phase1", "phase2", "degradation", "augment", "loss", "train", "seed", "data", "discriminator")
     config_validator = staticmethod(validate_config)
     config_loader = staticmethod(load_config)
 

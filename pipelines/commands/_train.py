@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -45,6 +46,8 @@ def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any])
     """
     command = "medgan " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"medgan {name} {args.config}"
     result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports (only it holds the history)
+        return 0
     if result.finished and not result.history and result.resumed_from is not None:
         print(f"already finished ({result.step}/{result.total_steps} steps); model: {result.model_path}")
     elif result.model_path is not None:
