@@ -107,6 +107,13 @@ def test_generator_config_is_complete_and_rebuilds_identically():
         {"arch": "srresnet", "spatial_dims": 4},
         {"arch": "srresnet", "in_channels": 2, "residual_interp": "trilinear"},
         {"arch": "srresnet", "act": "tanh"},
+        # each of these used to build: a grid that grows, a x2 model from 2.5, an identity from True, "22" -> 22
+        {"arch": "srresnet", "spatial_dims": 2, "head_kernel_size": 4},
+        {"arch": "srresnet", "spatial_dims": 2, "factor": [2.5, 2.5]},
+        {"arch": "srresnet", "spatial_dims": 2, "factor": True},
+        {"arch": "srresnet", "spatial_dims": 2, "factor": "22"},
+        {"arch": "srresnet", "channels": "8"},
+        {"arch": "srresnet", "n_blocks": -3},
     ],
 )
 def test_bad_generator_configs_raise_config_error(cfg):

@@ -111,6 +111,74 @@ def test_edited_tensors_are_refused(tmp_path):
     assert str(path) in str(err.value)
 
 
+def _rewrite_metadata(src: Path, dst: Path, edit, *, rehash: bool) -> Path:
+    """Copy a checkpoint with its metadata JSON edited (and its metadata hash recomputed when ``rehash``)."""
+    from safetensors import safe_open
+
+    from medgan.infer.checkpoint import metadata_sha256
+
+    with safe_open(str(src), framework="pt") as fh:
+        header = dict(fh.metadata())
+    meta = json.loads(header["medgan"])
+    edit(meta)
+    header["medgan"] = json.dumps(meta, sort_keys=True)
+    if rehash:
+        header["metadata_sha256"] = metadata_sha256(header["medgan"])
+    save_file(load_file(str(src)), str(dst), metadata=header)
+    return dst
+
+
+def test_edited_metadata_is_refused_and_shipped_models_carry_its_hash(tmp_path):
+    """The metadata (normalisation, factor, model config) changes every output: an edit is caught like an edited
+    tensor. Older files without a metadata hash are read as before."""
+    from safetensors import safe_open
+
+    from medgan.infer.pretrained import available_models
+
+    for name, path in available_models().items():
+        with safe_open(str(path), framework="pt") as fh:
+            assert "metadata_sha256" in fh.metadata(), name
+    shipped = available_models()["brain-mr-x2-2d"]
+    edited = _rewrite_metadata(
+        shipped,
+        tmp_path / "edited.safetensors",
+        lambda m: m.update(normalization={"method": "percentile", "lower": 20, "upper": 30}),
+        rehash=False,
+    )
+    with pytest.raises(CheckpointError, match="metadata does not match"):
+        load_checkpoint(edited)
+    path = save_checkpoint(tmp_path / "old.safetensors", _generator())  # a file from before the metadata hash
+    with safe_open(str(path), framework="pt") as fh:
+        header = {k: v for k, v in fh.metadata().items() if k != "metadata_sha256"}
+    save_file(load_file(str(path)), str(path), metadata=header)
+    assert load_checkpoint(path).metadata["factor"] == [2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (lambda m: m.update(factor=[4, 4, 4]), "factor"),
+        (lambda m: m.update(factor=2), "factor"),
+        (lambda m: m.update(spatial_dims=2), "spatial_dims"),
+        (lambda m: m.update(roi_size="abc"), "roi_size"),
+        (lambda m: m["model"].update(channels="8"), "model config is not valid"),
+    ],
+)
+def test_contradictory_metadata_is_a_checkpoint_error(tmp_path, edit, pattern, capsys):
+    """Metadata that contradicts the model config (written by some other tool, hash and all) is refused when the
+    file is read; ``medgan upscale`` says so in one line instead of a torch traceback."""
+    from medgan.infer.pretrained import available_models
+    from pipelines.cli import main
+
+    bad = _rewrite_metadata(available_models()["brain-mr-x2-3d"], tmp_path / "bad.safetensors", edit, rehash=True)
+    with pytest.raises(CheckpointError, match=pattern):
+        load_checkpoint(bad)
+    scan = medgan.save_scan(_volume((1, 8, 8, 8)), tmp_path / "x.nii.gz")
+    assert main(["upscale", str(scan), str(tmp_path / "y.nii.gz"), "--model", str(bad), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.safetensors" in err[0] and "Traceback" not in err[0]
+
+
 def test_flipped_payload_byte_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors", _generator())
     data = bytearray(path.read_bytes())

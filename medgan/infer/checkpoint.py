@@ -41,6 +41,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "payload_sha256",
+    "metadata_sha256",
     "file_sha256",
     "DEFAULT_NORMALIZATION",
 ]
@@ -80,13 +81,18 @@ class Checkpoint:
 
         try:
             model = build_generator(self.metadata["model"])
-        except ConfigError as exc:  # a config this medgan version does not know
+        except (ConfigError, TypeError, ValueError) as exc:  # a config this medgan does not know, or a broken one
             raise CheckpointError(f"{self.path}: cannot build the stored model ({exc}); upgrade medgan?") from None
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{self.path}: weights do not fit the stored model config ({exc})") from None
         return model
+
+
+def metadata_sha256(text: str) -> str:
+    """sha256 of a checkpoint's metadata text (the ``"medgan"`` header entry, exactly as stored)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def payload_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -190,11 +196,45 @@ def save_checkpoint(
             "medgan_version": __version__,
         }
     )
-    header = {"format": FORMAT, "payload_sha256": payload_sha256(tensors), "medgan": json.dumps(meta, sort_keys=True)}
+    text = json.dumps(meta, sort_keys=True)
+    header = {
+        "format": FORMAT,
+        "payload_sha256": payload_sha256(tensors),
+        "medgan": text,
+        "metadata_sha256": metadata_sha256(text),
+    }
     data = st_save(tensors, metadata=header)
     path.parent.mkdir(parents=True, exist_ok=True)
     # medgan.io.atomic: temp sibling + fsync + rename, with the umask's permissions (mkstemp would give 0600)
     return write_bytes_atomic(path, data)
+
+
+def _check_consistent(path: Path, meta: Mapping[str, Any]) -> None:
+    """The top-level ``factor`` / ``spatial_dims`` / ``roi_size`` of a super-resolution checkpoint agree with its
+    model config (they drive the sliding windows; a contradiction crashed deep inside torch)."""
+    model = meta.get("model")
+    if meta.get("task", "super-resolution") != "super-resolution" or not isinstance(model, Mapping):
+        return
+    from medgan.models.registry import CGAN_GENERATOR_DEFAULTS, DETECTOR_DEFAULTS, generator_config
+
+    if model.get("arch") in CGAN_GENERATOR_DEFAULTS or model.get("arch") in DETECTOR_DEFAULTS:
+        return
+    try:
+        cfg = generator_config(model)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: the stored model config is not valid ({exc})") from None
+    dims, factor, roi = meta.get("spatial_dims"), meta.get("factor"), meta.get("roi_size")
+    if dims != cfg["spatial_dims"] or not isinstance(factor, list) or list(factor) != cfg["factor"]:
+        raise CheckpointError(
+            f"{path}: metadata says spatial_dims {dims!r} and factor {factor!r}, its model config "
+            f"{cfg['spatial_dims']} and {cfg['factor']} (modified or corrupt file)"
+        )
+    if roi is not None and not (
+        isinstance(roi, list)
+        and len(roi) == dims
+        and all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in roi)
+    ):
+        raise CheckpointError(f"{path}: roi_size must be {dims} positive integers, got {roi!r}")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -232,7 +272,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     fmt = header.get("format")
     if fmt != FORMAT:
         if fmt and str(fmt).startswith("medgan-checkpoint/"):
-            raise CheckpointError(f"{path}: checkpoint format {fmt!r} is newer than this medgan ({FORMAT}); upgrade")
+            raise CheckpointError(
+                f"{path}: checkpoint format {fmt!r} is not the one this medgan reads ({FORMAT}); "
+                "a newer format needs a newer medgan"
+            )
         raise CheckpointError(f"{path}: not a medgan checkpoint (safetensors file without a medgan format tag)")
     try:
         meta = json.loads(header["medgan"])
@@ -245,4 +288,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
     if payload_sha256(tensors) != header.get("payload_sha256"):
         raise CheckpointError(f"{path}: tensors do not match the checkpoint's sha256 (modified or corrupt file)")
+    # checkpoints written since 2026-12-06 also hash their metadata (normalisation, factor, model config change
+    # every output); older files have no such entry and are read as before
+    if "metadata_sha256" in header and metadata_sha256(header["medgan"]) != header["metadata_sha256"]:
+        raise CheckpointError(f"{path}: metadata does not match the checkpoint's sha256 (modified or corrupt file)")
+    _check_consistent(path, meta)
     return Checkpoint(path=path, state_dict=tensors, metadata=meta, sha256=file_sha256(path))

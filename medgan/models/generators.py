@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import SubpixelUpsample
@@ -55,13 +56,16 @@ def normalize_factor(factor: int | Sequence[int], spatial_dims: int) -> tuple[in
     -------
     tuple of int
     """
-    if isinstance(factor, int):
-        out = (factor,) * spatial_dims
-    else:
-        out = tuple(int(f) for f in factor)
-        if len(out) == 1:
-            out = out * spatial_dims
-    if len(out) != spatial_dims or any(f < 1 for f in out) or any(int(f) != f for f in out):
+    items = [factor] if isinstance(factor, (int, np.integer)) else factor
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise ValueError(f"factor must be a positive int or {spatial_dims} positive ints, got {factor!r}")
+    # ints only: int() first would turn 2.5 into 2, True into 1 and "22" into 22 without a word
+    if not items or any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 1 for f in items):
+        raise ValueError(f"factor must be a positive int or {spatial_dims} positive ints, got {factor!r}")
+    out = tuple(int(f) for f in items)
+    if len(out) == 1:
+        out = out * spatial_dims
+    if len(out) != spatial_dims:
         raise ValueError(f"factor must be a positive int or {spatial_dims} positive ints, got {factor!r}")
     return out
 

@@ -152,6 +152,22 @@ def _instantiate(
     return model
 
 
+#: config keys that must be at least 1 (other integer keys, such as ``num_classes``, may be 0)
+_POSITIVE_KEYS = frozenset(
+    {
+        "channels",
+        "n_blocks",
+        "growth_channels",
+        "in_channels",
+        "out_channels",
+        "n_levels",
+        "num_layers_d",
+        "head_kernel_size",
+        "num_d",
+    }
+)
+
+
 def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what: str) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise ConfigError(f"{what} config must be a mapping, got {type(config).__name__}")
@@ -163,8 +179,18 @@ def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what:
     if unknown:
         raise ConfigError(f"{what} config for arch {arch!r}: unknown keys {unknown}; allowed: {sorted(defaults)}")
     out = {"arch": arch, **copy.deepcopy(defaults), **copy.deepcopy(dict(config))}
-    if out["spatial_dims"] not in (2, 3):
+    if out["spatial_dims"] not in (2, 3) or isinstance(out["spatial_dims"], bool):
         raise ConfigError(f"{what} config: spatial_dims must be 2 or 3, got {out['spatial_dims']!r}")
+    for key, default in defaults.items():  # sizes and counts are ints (a "8" or 2.5 failed deep inside torch)
+        value = out[key]
+        if isinstance(default, int) and not isinstance(default, bool) and key not in ("factor", "spatial_dims"):
+            least = 1 if key in _POSITIVE_KEYS else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                kind = "a positive integer" if least else "an integer >= 0"
+                raise ConfigError(f"{what} config: {key} must be {kind}, got {value!r}")
+    kernel = out.get("head_kernel_size")
+    if kernel is not None and kernel % 2 == 0:  # "same" padding needs an odd kernel, or the grid shifts and grows
+        raise ConfigError(f"{what} config: head_kernel_size must be odd, got {kernel}")
     return out
 
 
