@@ -90,3 +90,16 @@ def test_bad_windows_value_is_a_usage_error(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert "--windows" in err and "invalid choice: 'whole'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_upscale_without_model_uses_the_default_and_bad_adapt_steps_is_a_usage_error(tmp_path, t1_crop_path, capsys):
+    """The contract shows ``--model`` as optional: the default is the shipped 3-D x2 model."""
+    import json
+
+    out = tmp_path / "sr.nii.gz"
+    assert cli.main(["upscale", str(t1_crop_path), str(out), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "sr.json").read_text())["model"] == "brain-mr-x2-3d"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["upscale", str(t1_crop_path), str(tmp_path / "z.nii.gz"), "--adapt-steps", "-1"])
+    assert exc.value.code == cli.EXIT_USAGE
+    assert "--adapt-steps" in capsys.readouterr().err and not (tmp_path / "z.nii.gz").exists()

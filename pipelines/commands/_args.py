@@ -10,6 +10,7 @@ __all__ = [
     "positive_int",
     "positive_float",
     "non_negative_float",
+    "non_negative_int",
     "overlap_fraction",
     "factor_list",
     "axes_pair",
@@ -33,6 +34,14 @@ def positive_int(text: str) -> int:
     value = _convert(text, int, "an integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _convert(text, int, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
     return value
 
 

@@ -1,4 +1,5 @@
-"""``medgan upscale IN OUT --model PATH``: super-resolve one scan with a trained model.
+"""``medgan upscale IN OUT [--model NAME|PATH]``: super-resolve one scan with a trained model (default
+``brain-mr-x2-3d``).
 
 Loads ``IN`` (a NIfTI file, a DICOM file or one series folder) with :func:`medgan.load_scan`,
 runs :meth:`medgan.SuperResolver.upscale` and writes ``OUT`` with :func:`medgan.save_scan`
@@ -26,12 +27,16 @@ from pipelines.commands._args import (
     add_precision_option,
     add_windows_option,
     axes_pair,
+    non_negative_int,
     overlap_fraction,
     positive_float,
     positive_int,
 )
 
 logger = logging.getLogger(__name__)
+
+#: the model ``medgan upscale`` uses without ``--model`` (the contract shows the option as optional)
+DEFAULT_MODEL = "brain-mr-x2-3d"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,7 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("input", metavar="IN", help="NIfTI file, DICOM file or DICOM series folder")
     parser.add_argument("output", metavar="OUT", help="output .nii/.nii.gz file, or a folder for DICOM")
-    parser.add_argument("--model", required=True, metavar="NAME|PATH", help="shipped model name or checkpoint path")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="NAME|PATH",
+        help=f"shipped model name or checkpoint path (default: {DEFAULT_MODEL}, 3-D x2 brain MR)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
     parser.add_argument(
@@ -64,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--workers", type=positive_int, default=1, help="folder trees: parallel worker processes")
     parser.add_argument(
         "--adapt-steps",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="fine-tune a copy of the model on the input scan itself for N steps first (ZSSR/SMORE; 0: off)",
@@ -82,9 +92,6 @@ def run(args: argparse.Namespace) -> int:
     from medgan import SuperResolver, discover_scans, load_scan, save_scan
 
     adapt_steps = int(getattr(args, "adapt_steps", 0) or 0)
-    if adapt_steps < 0:
-        logger.error("--adapt-steps must be >= 0, got %d", adapt_steps)
-        return 2
     source = args.input  # a path, or the ScanRef already discovered (no second walk)
     if Path(args.input).is_dir() and args.series is None:
         refs = discover_scans(args.input)
