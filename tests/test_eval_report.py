@@ -272,8 +272,10 @@ def test_a_rewritten_report_keeps_no_figures_of_the_earlier_one(nifti_tree, tmp_
     base = ["evaluate", "--pred", str(nifti_tree / "pred"), "--ref", str(nifti_tree / "ref"), "--out", str(out)]
     assert cli_main([*base, "--lr", str(nifti_tree / "lr")]) == 0
     before = {p.name for p in (out / "figures").glob("*.png")}
+    (out / "figures" / "my_own_plot.png").write_bytes(b"a user's file")  # not the report's: left alone
     assert cli_main([*base, "--max-montages", "0"]) == 0  # no LR: no paired figure, no montages
-    after = {p.name for p in (out / "figures").glob("*.png")}
+    after = {p.name for p in (out / "figures").glob("*.png")} - {"my_own_plot.png"}
+    assert (out / "figures" / "my_own_plot.png").read_bytes() == b"a user's file"
     assert after < before and not any(n.startswith("montage_") for n in after)
     md = (out / "report.md").read_text()
     assert all(f"figures/{n}" in md for n in after)  # every figure left is one the report links

@@ -27,6 +27,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,11 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         **tables,
     }
     return _jsonable(doc)
+
+
+def _is_report_figure(name: str) -> bool:
+    """Whether ``name`` is one of the figure files :func:`build_figures` makes."""
+    return name in ("metrics.png", "paired.png") or re.fullmatch(r"montage_\d{3}\.png", name) is not None
 
 
 def _non_finite_notes(rows: list[dict[str, Any]]) -> list[str]:
@@ -508,8 +514,8 @@ def write_report(
     links = []
     current = {name for name, _, _ in figs} if write_pngs else set()
     if (out / "figures").is_dir():  # figures of an earlier report in this folder that this one does not have
-        for stale in (out / "figures").glob("*.png"):
-            if stale.name not in current:
+        for stale in (out / "figures").glob("*.png"):  # only names a report writes: a user's own files stay
+            if stale.name not in current and _is_report_figure(stale.name):
                 stale.unlink()
     if write_pngs and figs:
         (out / "figures").mkdir(exist_ok=True)
