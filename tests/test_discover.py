@@ -307,3 +307,54 @@ def _homogeneous(rot: np.ndarray) -> np.ndarray:
     out = np.eye(4)
     out[:3, :3] = rot
     return out
+
+
+SAMPLE_SERIES = Path(__file__).resolve().parents[1] / "sample_data" / "dicom" / "dicom2nifti_hitachi_anatomical_001"
+
+
+def test_a_series_with_an_unreadable_slice_is_not_usable(tmp_path):
+    """One truncated file of a series used to become a lone unusable file while the rest loaded as a thinner volume
+    without a word; now the series says which file is missing, and load_scan refuses it."""
+    series = tmp_path / "series"
+    shutil.copytree(SAMPLE_SERIES, series)
+    last = sorted(series.iterdir())[-1]
+    raw = last.read_bytes()
+    cut = raw.index(b"\xe0\x7f\x10\x00") - 6  # inside the element before the pixel data, after the series UID
+    last.write_bytes(raw[:cut])
+    refs = discover_scans(series)
+    whole = [r for r in refs if r.kind == "dicom-series"]
+    assert len(whole) == 1 and not whole[0].usable
+    assert "cannot be read" in whole[0].reason and last.name in whole[0].reason
+    with pytest.raises(medgan.errors.ScanReadError, match="cannot be read"):
+        medgan.load_scan(series)
+
+
+def test_a_zero_filled_file_is_refused_from_its_first_bytes(tmp_path, monkeypatch):
+    """A preallocated (zero-filled) file has no DICM marker; a forced parse read it as millions of empty elements
+    (minutes for a few hundred MB). It is refused before any parse."""
+    import medgan.io.dicom_read as R
+
+    path = tmp_path / "prealloc.dcm"
+    with open(path, "wb") as fh:
+        fh.truncate(8 << 20)
+    forced = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(R.pydicom, "dcmread", lambda *a, **k: (k.get("force") and forced.append(a)) or real(*a, **k))
+    (ref,) = discover_scans(path)
+    assert not ref.usable and "not a DICOM file" in ref.reason and not forced
+
+
+def test_multi_valued_description_and_series_id_of_a_file(tmp_path):
+    """A SeriesDescription with several values reads as text, and load_scan(file, series=) takes the id that
+    discovering the file's folder gives its series, as the contract says (only the UID worked)."""
+    from medgan.io.discover import sanitize_description
+
+    assert sanitize_description(["T1", "T2"]) == "T1 T2"
+    (ref,) = [r for r in discover_scans(SAMPLE_SERIES) if r.usable]
+    one = ref.paths[0]
+    assert medgan.load_scan(one, series=ref.id).shape[1:3] == medgan.load_scan(one).shape[1:3]
+    with pytest.raises(medgan.errors.ScanReadError, match="does not belong"):
+        medgan.load_scan(one, series="no-such-series")
+    nifti = medgan.save_scan(medgan.load_scan(SAMPLE_SERIES), tmp_path / "x.nii.gz")
+    with pytest.raises(medgan.errors.ScanReadError, match="NIfTI file holds one scan"):
+        medgan.load_scan(nifti, series="nonsense")

@@ -213,8 +213,28 @@ def _check_complete(ds: pydicom.Dataset, path: str, size: int, caught: list) -> 
         raise ScanReadError(f"{path}: DICOM header is truncated (the file ends inside element {last_tag})")
 
 
+#: groups a DICOM file without preamble starts with (its first element's): file meta, or a dataset's first modules
+_FIRST_GROUPS = frozenset({0x0002, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028})
+
+
+def may_be_dicom(path: str | Path) -> bool:
+    """Whether ``path`` starts like DICOM: the DICM marker after a 128-byte preamble, or (no preamble) a first
+    element of a group that files start with.
+
+    Why look first: a forced pydicom read parses any bytes as elements, and a zero-filled file (preallocated, or a
+    download cut short) is millions of empty elements: minutes for a few hundred MB, in discovery.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if len(head) == 132 and head[128:] == b"DICM":
+        return True
+    return len(head) >= 4 and bool({struct.unpack("<H", head[:2])[0], struct.unpack(">H", head[:2])[0]} & _FIRST_GROUPS)
+
+
 def _read_without_preamble(path: str, size: int) -> pydicom.Dataset:
     """Accept headerless (no 128-byte preamble) DICOM only when it looks like an image or has a SOP class."""
+    if not may_be_dicom(path):
+        raise ScanReadError(f"{path}: not a DICOM file (no DICM marker and no recognisable DICOM header)")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

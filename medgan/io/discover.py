@@ -25,13 +25,14 @@ and inode), so link loops end; a file reached twice through links is read once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,9 @@ def quiet_pydicom():  # noqa: ANN201 - re-exported context manager
 
 
 def sanitize_description(text: Any) -> str:
-    """Printable one-line text without path separators, at most 64 characters."""
+    """Printable one-line text without path separators, at most 64 characters (several values: joined)."""
+    if isinstance(text, (list, tuple)):  # a multi-valued element (T1\T2) is a list, not "['T1', 'T2']"
+        text = " ".join(str(t) for t in text)
     text = "" if text is None else str(text)
     text = "".join(ch if ch.isprintable() else " " for ch in text)
     text = text.replace("/", "_").replace("\\", "_").replace(os.sep, "_")
@@ -306,8 +309,11 @@ def non_image_reason(ds: Any) -> str | None:
                 what = sop
         return f"not an image: {what} ({modality or 'no modality'})"
     if not any(tag in ds for tag in _PIXEL_TAGS):
-        return "not an image: no pixel data"
+        return _NO_PIXELS
     return None
+
+
+_NO_PIXELS = "not an image: no pixel data"
 
 
 def _is_localizer(ds: Any) -> bool:
@@ -385,8 +391,35 @@ def _classify(path: Path, ds: Any) -> tuple[str, tuple, tuple[float, ...] | None
     return uid, _geometry_key(ds), _floats(header_value(ds, "ImageOrientationPatient") or (), 6), None
 
 
-def _group_dicom(items: list[tuple[Path, Any]], root: Path) -> tuple[list[_Group], list[ScanRef]]:
-    """Group header-bearing files into volumes (see module docstring); also return refs of unclassifiable files."""
+def _series_uid_of_broken(path: Path) -> str | None:
+    """The SeriesInstanceUID of a file whose header cannot be read in full, when the part that can holds it."""
+    import pydicom
+
+    from medgan.io.dicom_read import may_be_dicom
+
+    try:
+        if not may_be_dicom(path):
+            return None
+        with quiet_pydicom():
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True, specific_tags=["SeriesInstanceUID"])
+        uid = ds.get("SeriesInstanceUID")
+    except Exception:  # a file that broken: nothing to tie it to
+        return None
+    return str(uid) if uid else None
+
+
+def _note_broken(broken: dict[str, list[Path]], uid: str | None, path: Path) -> None:
+    if uid:
+        broken.setdefault(uid, []).append(path)
+
+
+def _group_dicom(
+    items: list[tuple[Path, Any]], root: Path, broken: dict[str, list[Path]] | None = None
+) -> tuple[list[_Group], list[ScanRef]]:
+    """Group header-bearing files into volumes (see module docstring); also return refs of unclassifiable files.
+
+    ``broken`` collects, by SeriesInstanceUID, the files whose header values cannot be read: their series is
+    incomplete."""
     groups: list[_Group] = []
     bad: list[ScanRef] = []
     index: dict[tuple, list[_Group]] = {}
@@ -395,6 +428,14 @@ def _group_dicom(items: list[tuple[Path, Any]], root: Path) -> tuple[list[_Group
             uid, key, orientation, non_image = _classify(path, ds)
         except Exception as exc:  # garbage values in an otherwise readable header; never raise for one file
             bad.append(_unreadable_ref(path, root, f"unreadable DICOM header values ({type(exc).__name__})"))
+            if broken is not None:
+                with contextlib.suppress(Exception):
+                    _note_broken(broken, str(ds.get("SeriesInstanceUID") or "") or None, path)
+            continue
+        if non_image == _NO_PIXELS and "Rows" in ds and "Columns" in ds:  # an image cut short before its pixels
+            bad.append(_unreadable_ref(path, root, "an image whose pixel data is missing (a truncated file?)"))
+            if broken is not None:
+                _note_broken(broken, uid if not uid.startswith("no-series-uid:") else None, path)
             continue
         candidates = index.setdefault((uid, key), [])
         for group in candidates:
@@ -571,6 +612,7 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
 
     refs: list[ScanRef] = []
     dicom_items: list[tuple[Path, Any]] = []
+    broken: dict[str, list[Path]] = {}  # SeriesInstanceUID -> files of that series that cannot be read
     for path in files:
         if is_nifti_path(path) or path.suffix.lower() == ".hdr":
             try:
@@ -587,6 +629,7 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
         except MedganError as exc:
             if single or _looks_like_dicom(path):
                 refs.append(_unreadable_ref(path, base, _short_reason(exc, [path])))
+                _note_broken(broken, _series_uid_of_broken(path), path)
             else:
                 log.debug("skipped %s: not a DICOM or NIfTI file", path)
             continue
@@ -594,10 +637,11 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             if single or _looks_like_dicom(path):
                 reason = f"cannot read the DICOM header ({type(exc).__name__})"
                 refs.append(_unreadable_ref(path, base, reason))
+                _note_broken(broken, _series_uid_of_broken(path), path)
             continue
         dicom_items.append((path, ds))
 
-    groups, bad = _group_dicom(dicom_items, base)
+    groups, bad = _group_dicom(dicom_items, base, broken)
     refs.extend(bad)
     by_uid: dict[str, list[_Group]] = {}
     for group in groups:
@@ -606,10 +650,20 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
     for group in groups:
         siblings = by_uid.get(group.uid, [group]) if group.non_image is None else [group]
         try:
-            refs.append(_series_ref(group, siblings, base))
+            ref = _series_ref(group, siblings, base)
         except Exception as exc:  # garbage header values; never raise for one bad series
             reason = f"unreadable DICOM header values ({type(exc).__name__})"
             refs.extend(_unreadable_ref(p, base, reason) for p in group.paths)
+            continue
+        lost = broken.get(group.uid) if group.non_image is None else None
+        if lost and ref.usable:  # loading the rest would give a volume with slices missing, without a word
+            names = ", ".join(p.name for p in lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+            ref = replace(
+                ref,
+                usable=False,
+                reason=f"{len(lost)} file(s) of this series cannot be read ({names}): the volume would miss slices",
+            )
+        refs.append(ref)
 
     refs.sort(key=lambda r: (str(r.paths[0]), r.id))
     return _unique_ids(refs)

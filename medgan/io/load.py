@@ -55,6 +55,13 @@ def load_ref(ref: ScanRef) -> MetaTensor:
     return load_dicom(list(ref.paths), source=source)
 
 
+def _is_scan_id(path: Path, series: str) -> bool:
+    """Whether ``series`` is the ``ScanRef.id`` that discovering the file's folder gives the scan holding ``path``
+    (the contract lets ``series=`` be an id as well as a SeriesInstanceUID)."""
+    resolved = path.resolve()
+    return any(r.id == series and resolved in {p.resolve() for p in r.paths} for r in discover_scans(path.parent))
+
+
 def _load_dicom_file(path: Path, series: str | None) -> MetaTensor:
     from medgan.io.dicom_read import plan_dicom_series, read_dicom_header, read_dicom_series
 
@@ -62,7 +69,7 @@ def _load_dicom_file(path: Path, series: str | None) -> MetaTensor:
     reason = non_image_reason(ds)
     if reason is not None:
         raise ScanReadError(f"{path}: {reason}; it cannot be read as a scan")
-    if series is not None and str(ds.get("SeriesInstanceUID") or "") != series:
+    if series is not None and str(ds.get("SeriesInstanceUID") or "") != series and not _is_scan_id(path, series):
         raise ScanReadError(f"{path}: the file does not belong to series {series!r}")
     return read_dicom_series(plan_dicom_series([ds], source=path))  # the header just read, not a second read
 
@@ -108,7 +115,8 @@ def load_scan(path: str | os.PathLike[str] | ScanRef, *, series: str | None = No
         holding one image series (searched with :func:`medgan.discover_scans`), or a
         :class:`ScanRef` from it.
     series
-        For a folder holding several series: a SeriesInstanceUID or a ``ScanRef.id``.
+        For a folder holding several series: a SeriesInstanceUID or a ``ScanRef.id``. For a file: its series'
+        SeriesInstanceUID or the ``ScanRef.id`` its folder's discovery gives it (anything else is refused).
 
     Returns
     -------
@@ -145,6 +153,8 @@ def _load(path: str | os.PathLike[str] | ScanRef, series: str | None, where: Pat
         if path.is_dir():
             return load_ref(_pick(path, discover_scans(path), series))
         if is_nifti_path(path):
+            if series is not None and not _is_scan_id(path, series):
+                raise ScanReadError(f"{path}: a NIfTI file holds one scan; series={series!r} does not name it")
             return read_nifti(path)
         return _load_dicom_file(path, series)
     except MedganError:
