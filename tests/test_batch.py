@@ -673,7 +673,10 @@ def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, ti
     rows = read_rows(manifest)
     done = {r["outputs"][0] for r in rows if r["status"] == "done"}
     written = {p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")}
-    assert written == done, "scans ran on after the interrupt to outputs no manifest row records"
+    assert done <= written
+    # a worker may have renamed its output into place just before it was stopped (the row is then missing and the
+    # rerun writes the scan again): at most one per worker. Queued scans must not run on (the old code ran 4)
+    assert len(written - done) <= 2, "scans ran on after the interrupt to outputs no manifest row records"
     assert 1 <= len(done) < 8
 
     assert _upscale(src, out, tiny_model, "--workers", "2") == 0
