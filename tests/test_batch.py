@@ -527,13 +527,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, tiny_model):
-    """SIGKILL of the batch process alone (not its group): the fork server and the workers forked from it must
-    not outlive it (they could still be writing when the rerun starts), and the rerun finishes every scan once."""
+def _eight_scan_run(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path, list[str]]:
+    """A tree of 8 scans (more than the 2 x 2 a two-worker pool queues, so scans are still queued or running after
+    the first one is done), its output folder and the ``medgan batch upscale`` command for them."""
     src = _good_tree(tmp_path / "in")
     _copy_series(src / "sub-04", description="second series")
-    for i in range(4):  # enough scans that two workers are still busy after the first one is done
+    for i in range(4):
         _crop_nifti(
             SAMPLE / "nifti/nibabel/anatomical.nii",
             src / f"sub-{5 + i}/anat.nii.gz",
@@ -541,6 +540,14 @@ def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, tin
         )
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pipelines.cli", "batch", "upscale", str(src), str(out), "--model", str(tiny_model)]
+    return src, out, cmd
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, tiny_model):
+    """SIGKILL of the batch process alone (not its group): the fork server and the workers forked from it must
+    not outlive it (they could still be writing when the rerun starts), and the rerun finishes every scan once."""
+    src, out, cmd = _eight_scan_run(tmp_path, tiny_model)
     proc = subprocess.Popen(
         [*cmd, "--quiet", "--workers", "2"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -635,16 +642,7 @@ def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, ti
     """SIGINT to the run's process group (Ctrl-C in a terminal) with --workers 2: the run records the scans
     finished so far, runs no queued scan (every output under its final name has a done row), takes its workers
     along, exits 130 with one line, and the rerun finishes every scan once."""
-    src = _good_tree(tmp_path / "in")
-    _copy_series(src / "sub-04", description="second series")
-    for i in range(4):  # more scans than the 2 * 2 a pool queues, so some are still queued at the interrupt
-        _crop_nifti(
-            SAMPLE / "nifti/nibabel/anatomical.nii",
-            src / f"sub-{5 + i}/anat.nii.gz",
-            (slice(i, 33 + i), slice(0, 41), slice(0, 12)),
-        )
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "pipelines.cli", "batch", "upscale", str(src), str(out), "--model", str(tiny_model)]
+    src, out, cmd = _eight_scan_run(tmp_path, tiny_model)
     proc = subprocess.Popen(
         [*cmd, "--quiet", "--workers", "2"],
         cwd=REPO,

@@ -637,11 +637,11 @@ class SuperResolver:
             # NaN/inf voxels go through the network as the normalised zero, so that they do not spread through
             # every window they touch; their own output voxels get the input value back below
             src = torch.nan_to_num(src, nan=norm.offset, posinf=norm.offset, neginf=norm.offset)
-        n_items, c_out = 1, self.out_channels
+        c_out = self.out_channels  # one item: a multi-channel scan of a one-channel model was split above
         out_spatial = [s * f for s, f in zip(src.shape[1:], full_factor, strict=True)]
-        out_dev = self._output_device(n_items * c_out * int(np.prod(out_spatial)), src.numel())
+        out_dev = self._output_device(c_out * int(np.prod(out_spatial)), src.numel())
         # (N, Cout, *spatial_out) buffer; the returned scan is a view of it (no copy)
-        y5 = torch.empty((n_items, c_out, *out_spatial), dtype=torch.float32, device=out_dev)
+        y5 = torch.empty((1, c_out, *out_spatial), dtype=torch.float32, device=out_dev)
         x5 = src[None]
 
         if not slicewise:
@@ -655,7 +655,7 @@ class SuperResolver:
             perm = [0, 2 + other, 1, 2 + axes[0], 2 + axes[1]]  # (N, S, C, A, B)
             xs, ys = x5.permute(perm), y5.permute(perm)
             n_slices = xs.shape[1]
-            per_slice = n_items * c_out * ys.shape[3] * ys.shape[4]
+            per_slice = c_out * ys.shape[3] * ys.shape[4]
             if out_dev.type == "cuda":
                 slab = n_slices
             else:  # streaming: a slab of slices at a time (blending buffers, temporaries bounded by the slab)
@@ -665,12 +665,12 @@ class SuperResolver:
                 part = xs[:, s0:s1]
                 x = torch.empty(part.shape, dtype=torch.float32, device=src.device)
                 _apply_chunked(norm, part, x, invert=False, clip=False)
-                x = x.reshape(n_items * (s1 - s0), *x.shape[2:])
+                x = x.reshape(s1 - s0, *x.shape[2:])
                 out = self._run(x, overlap, batch_size, progress and s0 == 0, out_dev, roi_size)
                 del x
                 out = out.to(out_dev).contiguous()
                 _apply_chunked(norm, out, out, invert=True, clip=clip)
-                ys[:, s0:s1] = out.reshape(n_items, s1 - s0, *out.shape[1:])
+                ys[:, s0:s1] = out.reshape(1, s1 - s0, *out.shape[1:])
                 del out
         y = y5[0]
         if y.device.type != "cpu":

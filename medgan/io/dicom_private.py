@@ -27,6 +27,7 @@ every other series, scanner-written ones included, loads exactly as before.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,8 +141,6 @@ def series_layout(ds: Any) -> SeriesLayout | None:
 
 def provenance_json(meta: Any) -> str | None:
     """``meta["medgan"]`` as the ASCII JSON text :class:`SeriesLayout` records, or ``None`` when there is none."""
-    import json
-
     prov = meta.get("medgan") if isinstance(meta, dict) else None
     if not isinstance(prov, dict) or not prov:
         return None
@@ -150,8 +149,6 @@ def provenance_json(meta: Any) -> str | None:
 
 def provenance_of(layout: SeriesLayout | None) -> dict[str, Any] | None:
     """The ``meta["medgan"]`` dict a layout carries, or ``None`` (absent or not a JSON object: never raises)."""
-    import json
-
     if layout is None or not layout.provenance:
         return None
     try:
