@@ -389,3 +389,48 @@ def test_cli_degrade_provenance_survives_disk_and_reaches_evaluate(mni, tmp_path
     (tmp_path / "lr.json").unlink()
     assumed = medgan.evaluate(pred, hr, lr=medgan.load_scan(out))
     assert assumed["degradation"]["source"] == "assumed"
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "7"])
+def test_bad_seed_is_a_degradation_error(seed):
+    """numpy's default_rng raised a raw ValueError/TypeError (and `medgan degrade --seed -1` a traceback, exit 1)."""
+    with pytest.raises(DegradationError, match="seed"):
+        medgan.degrade(np.ones((1, 8, 8, 8), np.float32), 2, noise_std=1.0, seed=seed)
+    with pytest.raises(DegradationError, match="noise_std"):
+        medgan.degrade(np.ones((1, 8, 8, 8), np.float32), 2, noise_std="loud")
+
+
+def test_cli_negative_seed_is_a_usage_error(mni, tmp_path, capsys):
+    from pipelines.cli import main
+
+    data, affine = mni
+    src = medgan.save_scan(make_scan(data[None, :16, :16, :16], affine), tmp_path / "hr.nii.gz")
+    out = tmp_path / "lr.nii.gz"
+    assert main(["degrade", str(src), str(out), "--factor", "2", "--noise-std", "1", "--seed", "-1"]) == 2
+    assert "seed" in capsys.readouterr().err and not out.exists()
+
+
+def test_bfloat16_tensors_are_degraded_and_interpolated(scan):
+    """A bfloat16 tensor (e.g. from a bf16 model) raised torch's raw 'unsupported ScalarType BFloat16'."""
+    x = scan[:, :16, :16, :16]
+    bf = make_scan(x.as_tensor().to(torch.bfloat16), x.affine)
+    assert bf.dtype == torch.float32  # make_scan casts; a plain or Meta tensor can still be bf16
+    for arr in (x.as_tensor().to(torch.bfloat16), MetaTensor(x.as_tensor().to(torch.bfloat16), affine=x.affine)):
+        ref = x.as_tensor().to(torch.bfloat16).float()
+        low = medgan.degrade(arr, 2)
+        np.testing.assert_allclose(low.numpy(), medgan.degrade(ref, 2).numpy(), rtol=1e-6)
+        assert low.dtype == torch.float32
+        up = medgan.interpolate(arr, 2, order=1)
+        np.testing.assert_allclose(up.numpy(), medgan.interpolate(ref, 2, order=1).numpy(), rtol=1e-6)
+
+
+def test_scans_smaller_than_the_factor_or_empty_are_named_errors(scan):
+    """crop_to_multiple gave an empty scan without a word when an axis was shorter than the factor (degrade refuses
+    it), and interpolate of an empty scan raised numpy's raw "can't extend empty axis"."""
+    thin = scan[:, :, :, :3]  # 3 slices, through-plane factor 4
+    with pytest.raises(DegradationError, match=r"mni_crop\.nii\.gz.*smaller than the factor"):
+        crop_to_multiple(thin, (1, 1, 4))
+    assert tuple(crop_to_multiple(thin, (1, 1, 3)).shape) == (1, 41, 50, 3)
+    for order in (0, 1, 3):
+        with pytest.raises(DegradationError, match="empty"):
+            medgan.interpolate(np.zeros((1, 0, 8, 8), np.float32), 2, order=order)

@@ -127,3 +127,19 @@ def test_a_record_with_empty_parameters_is_a_normalization_error():
 
     with pytest.raises(NormalizationError, match="missing"):
         Normalization.from_dict({"method": "zscore", "offset": None, "scale": 1.0})
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint32", "int64", np.uint64])
+def test_invert_clip_to_wide_integer_types_saturates_after_the_cast(dtype):
+    """float32 rounds 2**31 - 1 up to 2**31: clipping to iinfo's bounds and returning float32 wrapped on the cast
+    (int32: +overflow -> -2147483648, uint32: -> 0)."""
+    norm = Normalization("zscore", offset=0.0, scale=1e20)
+    y = np.array([-10.0, 0.0, 10.0], np.float32)
+    info = np.iinfo(dtype)
+    for x in (norm.invert(y, clip_to=dtype), norm.invert(torch.from_numpy(y), clip_to=dtype).numpy()):
+        assert x.dtype == np.float32
+        assert info.min <= int(x.min()) and int(x.max()) <= info.max  # representable: the cast cannot wrap
+        with np.errstate(invalid="raise", over="raise"):
+            cast = x.astype(dtype)
+        assert cast[0] == cast.min() and cast[2] == cast.max() and cast[1] == 0  # saturated, order kept
+        assert int(cast[2]) > info.max // 2  # near the top of the range, not wrapped to the bottom

@@ -190,3 +190,12 @@ def test_augmenter_is_deterministic_and_inversion_keeps_background_dark(volumes)
     assert np.array_equal(a, b) and a.shape == patch.shape and not np.array_equal(a, patch)
     off = Augmenter({"enabled": False})
     assert np.array_equal(off(patch, np.random.default_rng(0)), patch)
+
+
+def test_scan_without_finite_voxels_is_named(tmp_path):
+    """An all-NaN (or empty-after-masking) training scan raised 'cannot fit a normalisation' without the file name."""
+    from medgan.data.normalize import NormalizationError
+
+    path = _mni_crop_file(tmp_path, np.full((24, 24, 24), np.nan, np.float32))
+    with pytest.raises(NormalizationError, match=r"crop\.nii\.gz.*no finite voxels"):
+        load_volumes([path], NORM)

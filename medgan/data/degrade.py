@@ -133,6 +133,8 @@ def upsample_affine(affine: np.ndarray, factor: Sequence[int]) -> np.ndarray:
 
 def _unpack(scan: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Channel-first float32 array, 4x4 float64 affine and a private copy of the meta of ``scan``."""
+    if isinstance(scan, torch.Tensor) and scan.dtype == torch.bfloat16:  # numpy has no bfloat16
+        scan = scan.float()
     if isinstance(scan, MetaTensor):
         array = scan.detach().cpu().numpy()
         affine = np.asarray(scan.affine.detach().cpu().numpy() if torch.is_tensor(scan.affine) else scan.affine)
@@ -285,6 +287,9 @@ def crop_to_multiple(scan: MetaTensor | np.ndarray | torch.Tensor, factor: int |
     """
     array, affine, meta = _unpack(scan)
     f = parse_factor(factor, array.ndim - 1)
+    if any(n < k for n, k in zip(array.shape[1:], f, strict=True)):  # nothing would be kept: refuse, as degrade does
+        name = meta.get("filename_or_obj") or "the scan"
+        raise DegradationError(f"{name}: shape {tuple(array.shape[1:])} is smaller than the factor {f} along some axis")
     keep = tuple(slice(0, (n // k) * k) for n, k in zip(array.shape[1:], f, strict=True))
     return _pack(array[(slice(None), *keep)], affine, meta)
 
@@ -362,9 +367,14 @@ def degrade(
         raise DegradationError(f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
     if slice_profile not in SLICE_PROFILES:
         raise DegradationError(f"unknown slice profile {slice_profile!r}; choose one of {', '.join(SLICE_PROFILES)}")
-    noise_std = float(noise_std)
+    try:
+        noise_std = float(noise_std)
+    except (TypeError, ValueError):
+        raise DegradationError(f"noise_std must be a finite number >= 0, got {noise_std!r}") from None
     if not math.isfinite(noise_std) or noise_std < 0:
         raise DegradationError(f"noise_std must be a finite number >= 0, got {noise_std}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise DegradationError(f"seed must be None or an integer >= 0, got {seed!r}")
     spatial = array.shape[1:]
     out_shape = tuple(n // k for n, k in zip(spatial, f, strict=True))
     if any(s == 0 for s in out_shape):
@@ -448,6 +458,9 @@ def interpolate(
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
         raise DegradationError(f"interpolation order must be an int from 0 to 5, got {order!r}")
     order = int(order)
+    if array.size == 0:
+        name = meta.get("filename_or_obj") or "the scan"
+        raise DegradationError(f"{name}: cannot interpolate an empty scan of shape {tuple(array.shape)}")
     out = np.stack([_upsample(channel, f, order) for channel in array])
     meta["interpolation"] = {"order": order, "factor": list(f), "mode": BOUNDARY_MODE, "backend": "scipy.ndimage"}
     return _pack(out, upsample_affine(affine, f), meta)

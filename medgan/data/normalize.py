@@ -107,7 +107,14 @@ class Normalization:
             raise NormalizationError(f"clip_to must be None, 'fit', a dtype or (low, high), got {clip_to!r}") from None
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
-            return float(info.min), float(info.max)
+            # the result is float32, which rounds a wide type's bound outward (int32's 2**31 - 1 to 2**31, which
+            # then wraps on the cast): clip to the float32 values nearest the bounds from inside
+            lo, hi = np.float32(info.min), np.float32(info.max)
+            if int(lo) < info.min:
+                lo = np.nextafter(lo, np.float32(np.inf))
+            if int(hi) > info.max:
+                hi = np.nextafter(hi, np.float32(-np.inf))
+            return float(lo), float(hi)
         if np.issubdtype(dtype, np.floating):
             info = np.finfo(dtype)
             return float(info.min), float(info.max)

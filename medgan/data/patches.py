@@ -36,7 +36,7 @@ from monai.transforms.utils import generate_pos_neg_label_crop_centers, map_bina
 
 from medgan.data.degrade import degrade
 from medgan.data.domain_randomization import Augmenter
-from medgan.data.normalize import fit_normalization
+from medgan.data.normalize import NormalizationError, fit_normalization
 from medgan.errors import MedganError
 
 __all__ = ["expand_sources", "LoadNormalizedd", "load_volumes", "PatchSampler", "StepDataset"]
@@ -108,7 +108,10 @@ class LoadNormalizedd(MapTransform):
         scan = load_scan(source)
         raw = scan.as_tensor().numpy().astype(np.float32, copy=False)
         kwargs = {k: float(self.rule[k]) for k in ("lower", "upper") if k in self.rule}
-        norm = fit_normalization(raw, method=self.rule.get("method", "percentile"), **kwargs)
+        try:
+            norm = fit_normalization(raw, method=self.rule.get("method", "percentile"), **kwargs)
+        except NormalizationError as exc:  # e.g. no finite voxel: say which of the training scans it is
+            raise NormalizationError(f"{source_name(source)}: {exc}") from None
         image = norm.apply(raw)
         bad = ~np.isfinite(image)
         if bad.any():  # NaN padding (resampled or registered scans): the normalised zero, never foreground
