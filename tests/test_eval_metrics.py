@@ -202,3 +202,38 @@ def test_ssim_map_marks_valid_region(t1_ref, t1_pred):
     assert mode == "3d" and smap.shape == tuple(t1_ref.shape)
     assert valid.sum() == 30 * 38 * 30  # each axis loses the 5-voxel window radius at both ends
     assert np.all(smap[valid] <= 1.0)
+
+
+def test_2d_montage_plane_is_oriented_like_a_volume_plane():
+    """A real 2-D CT slice (DICOM LPS, so both in-plane axes run against RAS+) is shown as the axial plane
+    of the same image as a one-slice volume: anterior up, not upside down; pixel aspect from the affine."""
+    from conftest import SAMPLE_DATA
+
+    from medgan.eval.figures import orthogonal_slices
+
+    ct = medgan.load_scan(SAMPLE_DATA / "dicom" / "pydicom_ct_small" / "CT_small.dcm")
+    affine = np.asarray(ct.affine)
+    assert ct.ndim == 3 and affine[0, 0] < 0 and affine[1, 1] < 0
+    [(_, img, aspect)] = orthogonal_slices(ct, affine)
+    (_, img3, aspect3), *_ = orthogonal_slices(ct[..., None], affine)
+    np.testing.assert_array_equal(img, img3)
+    assert aspect == aspect3 == pytest.approx(1.0)
+    # non-square pixels (0.66 x 1.32 mm) get the plane's aspect, as a volume's planes do
+    wide = affine.copy()
+    wide[:3, 1] *= 2
+    assert orthogonal_slices(ct, wide)[0][2] == pytest.approx(2.0)
+
+
+def test_montage_error_scale_ignores_non_finite_voxels(t1_ref, t1_pred):
+    """One NaN voxel in the reference (outside every shown plane) used to make the error scale NaN,
+    which blanked the whole error column and drew a meaningless -0.1..0.1 colour bar."""
+    from medgan.eval.figures import montage
+
+    ref = _np(t1_ref).copy()
+    ref[0, 0, 0, 0] = np.nan
+    pred = _np(t1_pred)
+    fig = montage({"SR": pred, "reference": ref}, affine=np.asarray(t1_ref.affine))
+    error = np.abs(pred - ref)
+    expected = float(np.percentile(error[np.isfinite(error)], 99.9))
+    cax = fig.axes[-1]
+    assert cax.get_ylim() == pytest.approx((0.0, expected))

@@ -60,11 +60,17 @@ def orthogonal_slices(volume: Any, affine: np.ndarray | None = None) -> list[tup
     import nibabel as nib
 
     a = _numpy(volume)[0]
-    if a.ndim == 2:
-        return [("slice", a.T, 1.0)]
+    two_d = a.ndim == 2
+    if two_d:
+        if affine is None:
+            return [("slice", a.T, 1.0)]
+        a = a[:, :, None]  # a 2-D scan's affine is 4x4 too: reorient it like a one-slice volume
     spacing = np.ones(3)
     if affine is not None:
         aff = np.asarray(affine, dtype=np.float64)
+        if two_d and not np.linalg.norm(aff[:3, 2]) > 0:  # no slice normal recorded: the in-plane normal
+            aff = aff.copy()
+            aff[:3, 2] = np.cross(aff[:3, 0], aff[:3, 1])
         ornt = nib.orientations.io_orientation(aff)
         a = nib.orientations.apply_orientation(a, ornt)
         zooms = np.linalg.norm(aff[:3, :3], axis=0)
@@ -76,6 +82,9 @@ def orthogonal_slices(volume: Any, affine: np.ndarray | None = None) -> list[tup
         ("coronal", a[:, cy, :].T, sz / sx),
         ("sagittal", a[cx, :, :].T, sz / sy),
     ]
+    if two_d:  # the plane that leaves out the (reoriented) one-voxel axis: 2 axial, 1 coronal, 0 sagittal
+        k = int(ornt[2, 0])
+        return [("slice", planes[2 - k][1], planes[2 - k][2])]
     # a thin slab (a few thick slices) shows only its in-plane view(s); strips of 4 voxels say nothing
     wide = [p for p in planes if min(p[1].shape) >= MIN_PLANE_VOXELS]
     return wide or planes
@@ -136,7 +145,8 @@ def montage(
         window = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
     error_of = error_of or next(k for k in labels if k != reference)
     error = np.abs(_numpy(panels[error_of]) - ref)
-    emax = float(np.percentile(error, 99.9)) or 1.0
+    finite_error = error[np.isfinite(error)]  # one NaN voxel must not blank the whole error panel
+    emax = (float(np.percentile(finite_error, 99.9)) if finite_error.size else 0.0) or 1.0
     columns = [orthogonal_slices(panels[k], affine) for k in labels] + [orthogonal_slices(error, affine)]
     longest = max(max(img.shape[0] * max(asp, 1.0), img.shape[1]) for img, asp in ((i, a) for _, i, a in columns[0]))
     scale = max(1, int(round(cell / longest)))

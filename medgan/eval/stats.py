@@ -206,6 +206,15 @@ def paired_difference(
     return out
 
 
+def _signed_rank_sign(d: np.ndarray) -> int:
+    """Sign of ``W+ - W-`` (Wilcoxon signed ranks of the non-zero differences): the way the test points."""
+    from scipy import stats
+
+    nz = d[d != 0]
+    ranks = stats.rankdata(np.abs(nz))
+    return int(np.sign(ranks[nz > 0].sum() - ranks[nz < 0].sum()))
+
+
 def paired_comparisons(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -220,7 +229,8 @@ def paired_comparisons(
     Returns rows with ``method``, ``baseline``, ``metric``, ``higher_is_better`` and the
     fields of :func:`paired_difference`. ``better`` is True / False only when both the
     bootstrap CI excludes 0 (in the good / bad direction) and the Wilcoxon p-value is below
-    :data:`ALPHA`; otherwise None ("no difference shown"). Requiring both keeps the verdict
+    :data:`ALPHA` with the signed ranks pointing the same way (``W+ > W-`` for a CI above 0);
+    otherwise None ("no difference shown"). Requiring both keeps the verdict
     honest for small n, where the percentile bootstrap is too narrow (with fewer than six
     scans the exact Wilcoxon test cannot reach p < 0.05 at all).
     """
@@ -239,7 +249,11 @@ def paired_comparisons(
             p = res["wilcoxon_p"]
             ci_excludes_0 = res["ci_low"] is not None and (res["ci_low"] > 0 or res["ci_high"] < 0)
             if ci_excludes_0 and p is not None and p < ALPHA:
-                better = (res["ci_low"] > 0) == higher
+                # the two-sided test must point the CI's way: a few large gains can lift the mean's CI above 0
+                # while most scans are worse, and then the signed-rank test is significant for "worse"
+                d = np.array([va[s] - vb[s] for s in common])
+                if _signed_rank_sign(d) == (1 if res["ci_low"] > 0 else -1):
+                    better = (res["ci_low"] > 0) == higher
             out.append(
                 {
                     "method": method,
