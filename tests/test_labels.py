@@ -11,6 +11,7 @@ import torch
 import medgan
 from medgan.data.labels import TISSUE_LABELS, deform_labels, label_values, one_hot, tissue_labels
 from medgan.errors import MedganError
+from medgan.io.scan import make_scan
 
 MNI = Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
 
@@ -98,3 +99,38 @@ def test_one_hot_maps_values_to_sorted_channels_and_rejects_unknown():
         one_hot(np.array([[[0, 7]]]), [0, 2, 3])
     with pytest.raises(MedganError, match="integer"):
         one_hot(np.array([[[0.5, 2]]]), [0, 2, 3])
+
+
+def test_tissue_labels_refuses_maps_on_different_grids(mni):
+    # the real WM map on a grid 8 voxels further along y: same shape, same anatomy in world space, other voxels
+    gm, wm, t1, labels = mni
+    arr = wm.as_tensor().numpy()
+    shifted = np.zeros_like(arr)
+    shifted[:, :, :-8] = arr[:, :, 8:]
+    affine = np.asarray(wm.affine).copy()
+    affine[:3, 3] += affine[:3, 1] * 8
+    wm_shifted = make_scan(shifted, affine, {})
+    with pytest.raises(MedganError, match=r"WM map .*not on the grid \(affine\) of the GM map"):
+        tissue_labels(gm, wm_shifted, t1=t1)  # mixed voxel by voxel, 8 % of the labels changed
+    t1_shifted = make_scan(t1.as_tensor().numpy(), affine, {})
+    with pytest.raises(MedganError, match="T1 map .*not on the grid"):
+        tissue_labels(gm, wm, t1=t1_shifted)
+    assert torch.equal(tissue_labels(gm, wm, t1=t1).as_tensor(), labels.as_tensor())  # one grid: accepted
+
+
+def test_tissue_labels_scales_both_maps_together(mni):
+    # the top slice of the real maps: the WM map holds only 0 and 1 (of 255) there, the GM map up to 27; on its
+    # own the WM map looked like a [0, 1] map and 46 voxels of WM probability 1/255 became white matter
+    gm, wm, _, _ = mni
+    top = (slice(None), slice(None), slice(None), slice(155, None))
+    assert float(wm[top].max()) == 1.0 and float(gm[top].max()) > 1.0
+    whole = tissue_labels(gm, wm).as_tensor()[top]
+    slab = tissue_labels(gm[top], wm[top]).as_tensor()
+    assert int((slab == 3).sum()) == 0
+    assert torch.equal(slab, whole)
+
+
+def test_one_hot_refuses_non_finite_values():
+    for bad in (np.inf, -np.inf, np.nan):
+        with pytest.raises(MedganError, match="integer"):
+            one_hot(np.array([[[0.0, bad]]]), [0, 2, 3])

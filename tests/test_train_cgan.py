@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import assert_same_params, merge_sections, run_two_process_training, state_params, write_yaml
 
-from medgan.errors import ConfigError
+from medgan.errors import ConfigError, MedganError
 from medgan.train.cgan import train_cgan
 from medgan.train.cgan_config import load_cgan_config
 from medgan.train.config import load_config
@@ -79,6 +79,15 @@ def _config(tmp: Path, subject: dict[str, str], **sections) -> dict:
         (lambda c: c["model"].update(num_labels=5), r"model\.num_labels: train-cgan conditions on the 4"),
         (lambda c: c.update(task="sr"), r"task: 'sr' is not one of cgan"),
         (lambda c: c["adversarial"].update(steps=0) or c["warmup"].update(steps=0), r"adversarial\.steps: .* > 0"),
+        # values that passed validation and then failed with a torch / MONAI traceback in training (some of them
+        # only at the first adversarial step, after the warm-up)
+        (lambda c: c["discriminator"].update(in_channels=2), r"discriminator\.in_channels: must be the model's"),
+        (lambda c: c["model"].update(out_channels=2), r"model\.out_channels: train-cgan trains on single-channel"),
+        (lambda c: c["model"].update(channels=["a", 8]), r"model: invalid literal"),
+        (lambda c: c["model"].update(kernel_size=4), r"model: .*kernel_size 4.*Same padding"),
+        (lambda c: c["model"].update(channels=[16, 0]), r"model: this generator config does not run"),
+        (lambda c: c["model"].update(upsampling_mode="trilinear"), r"model: this generator config does not run"),
+        (lambda c: c["model"].update(channels=[8] * 6), r"model: .*does not run on train\.patch_size \[32, 32\]"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path, subject, edit, pattern):
@@ -134,6 +143,27 @@ def test_held_out_slab_and_joint_deformation(subject):
     np.testing.assert_array_equal(out_lab, deform_labels(lab, seed=11).as_tensor().numpy())
     assert (np.round(img) == out_lab).mean() > 0.9
     assert (out_lab != lab).mean() > 0.01  # it did move
+
+
+def test_load_pairs_refuses_a_label_map_with_interpolated_values(tmp_path, subject):
+    """A label map resampled with linear interpolation (1.5, 2.5 between labels) is refused by name at loading;
+    it passed (``int()`` truncated 2.5 to the known 2) and training stopped at a patch, naming no file."""
+    from medgan import load_scan, save_scan
+    from medgan.data.cgan_data import load_pairs
+    from medgan.data.labels import tissue_labels
+    from medgan.io.scan import make_scan
+
+    t1 = load_scan(subject["image"])
+    labels = tissue_labels(load_scan(subject["gm"]), load_scan(subject["wm"]), t1=t1)
+    arr = labels.as_tensor().numpy()
+    smooth = 0.5 * (arr + np.roll(arr, 1, axis=1))  # what a linear half-voxel shift does to a label map
+    path = save_scan(make_scan(smooth, np.asarray(labels.affine), {}), tmp_path / "labels_linear.nii.gz")
+    norm = {"method": "percentile", "lower": 0.0, "upper": 99.5}
+    with pytest.raises(MedganError, match=r"labels_linear\.nii\.gz: a label map must hold integer values"):
+        load_pairs([{"image": subject["image"], "labels": str(path)}], norm)
+    exact = save_scan(labels, tmp_path / "labels.nii.gz")
+    (pair,) = load_pairs([{"image": subject["image"], "labels": str(exact)}], norm)
+    np.testing.assert_array_equal(pair["labels"], arr)
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -56,7 +56,7 @@ def load_pairs(
     Raises
     ------
     medgan.errors.MedganError
-        Unreadable files, a multi-channel or non-3-D image, grids that differ, unknown label values.
+        Unreadable files, a multi-channel or non-3-D image, grids that differ, non-integer or unknown label values.
     """
     from medgan.data.labels import label_values as values_of
     from medgan.data.labels import tissue_labels
@@ -84,6 +84,12 @@ def load_pairs(
         if not np.allclose(np.asarray(labels.affine), np.asarray(image.affine), atol=1e-3):
             raise MedganError(f"{label_name}: label map is not on the grid (affine) of {name}")
         lab = labels.as_tensor().numpy().astype(np.float32)
+        bad = ~np.isfinite(lab) | (lab != np.round(lab))
+        if bad.any():  # e.g. a map resampled with linear interpolation: int() would truncate 2.5 to a known 2
+            raise MedganError(
+                f"{label_name}: a label map must hold integer values; {int(bad.sum())} voxel(s) do not "
+                f"(e.g. {float(lab[bad].flat[0])!r}); resample label maps with nearest-neighbour interpolation"
+            )
         unknown = sorted(set(values_of(lab)) - {int(v) for v in label_values})
         if unknown:
             raise MedganError(f"{label_name}: label values {unknown} are not among {sorted(label_values)}")

@@ -70,7 +70,8 @@ def tissue_labels(
     threshold
         Minimum ``p_gm + p_wm`` of a brain voxel when ``t1`` is not given.
     scale
-        Value of probability 1 in ``gm`` / ``wm``; default: 255 when the maps exceed 1 (uint8 maps), else 1.
+        Value of probability 1 in ``gm`` / ``wm``; default: 255 when the maps exceed 1 (uint8 maps), else 1
+        (decided for both maps together).
 
     Returns
     -------
@@ -81,7 +82,7 @@ def tissue_labels(
     Raises
     ------
     medgan.errors.MedganError
-        The maps do not share a shape.
+        The maps do not share a shape, or (MetaTensors) their affines differ: they are not on one grid.
 
     Examples
     --------
@@ -97,6 +98,17 @@ def tissue_labels(
         shapes.add(t1_arr.shape)
     if len(shapes) != 1:
         raise MedganError(f"tissue_labels: the GM, WM (and T1) maps must share one shape, got {sorted(shapes)}")
+    # one grid, not only one shape: a map on a shifted or flipped grid of the same size would be mixed voxel by voxel
+    grids = [(n, m) for n, m in (("GM", gm), ("WM", wm), ("T1", t1)) if isinstance(m, MetaTensor)]
+    for n, m in grids[1:]:
+        if not np.allclose(np.asarray(m.affine), np.asarray(grids[0][1].affine), atol=1e-3):
+            files = [str(x.meta.get("filename_or_obj", "")) or k for k, x in (grids[0], (n, m))]
+            raise MedganError(
+                f"tissue_labels: the {n} map ({files[1]}) is not on the grid (affine) of the {grids[0][0]} map "
+                f"({files[0]}); resample it onto that grid first"
+            )
+    if scale is None:  # one scale for both maps: a map whose voxels are all 0 or 1 (of 255) is not a [0, 1] map
+        scale = 255.0 if max(p_gm.max(initial=0.0), p_wm.max(initial=0.0)) > 1.0 else 1.0
     p_gm, p_wm = _probability(p_gm, scale), _probability(p_wm, scale)
     p_other = np.clip(1.0 - p_gm - p_wm, 0.0, 1.0)
     mask = t1_arr > 0 if t1_arr is not None else (p_gm + p_wm) >= threshold
@@ -250,7 +262,7 @@ def one_hot(labels: Any, values: Sequence[int], *, batched: bool = False, name: 
         want = "(B, 1, spatial...)" if batched else "(1, spatial...)"
         got = tuple(x.shape if batched else x.shape[1:])
         raise MedganError(f"{name}: expected a single-channel {want} label map, got shape {got}")
-    if not torch.all(x == torch.round(x)):
+    if not torch.all(x == torch.round(x)) or not torch.isfinite(x).all():
         raise MedganError(f"{name}: a label map must hold integer values")
     known = torch.as_tensor(sorted(int(v) for v in values), dtype=torch.float64)
     unknown = [int(v) for v in torch.unique(x) if not bool((known == v).any())]

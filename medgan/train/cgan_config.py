@@ -148,7 +148,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         )
     try:
         cfg["model"] = cgan_generator_config(model)
-    except ConfigError as exc:
+    except (ConfigError, ValueError, TypeError) as exc:  # e.g. channels: [a, 8] fails int() in the registry
         raise ConfigError(f"{src}: model: {exc}") from None
     dims = int(cfg["model"]["spatial_dims"])
     _check_spatial_dims(dims, src)
@@ -156,6 +156,11 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         raise ConfigError(f"{src}: model.num_classes: class conditions are not trained by train-cgan; set 0")
     if cfg["model"]["scalar_condition"] and dims != 2:
         raise ConfigError(f"{src}: model.scalar_condition: the slice-position condition needs a 2-D model")
+    if cfg["model"]["out_channels"] != 1:  # load_pairs takes single-channel images only
+        raise ConfigError(
+            f"{src}: model.out_channels: train-cgan trains on single-channel images; set 1, "
+            f"got {cfg['model']['out_channels']!r}"
+        )
     disc = dict(cfg["discriminator"])
     disc.setdefault("arch", "multiscale_patch")
     disc.setdefault("spatial_dims", dims)
@@ -167,6 +172,11 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         raise ConfigError(f"{src}: discriminator: {exc}") from None
     if cfg["discriminator"]["spatial_dims"] != dims or cfg["discriminator"]["num_labels"] != model["num_labels"]:
         raise ConfigError(f"{src}: discriminator: spatial_dims / num_labels must match the model's")
+    if cfg["discriminator"]["in_channels"] != cfg["model"]["out_channels"]:
+        raise ConfigError(
+            f"{src}: discriminator.in_channels: must be the model's out_channels ({cfg['model']['out_channels']}), "
+            f"got {cfg['discriminator']['in_channels']!r}"
+        )
 
     tr = cfg["train"]
     patch = _patch_size(cfg, src, dims)
@@ -176,6 +186,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
             f"({cfg['discriminator']['minimum_size_im']}); lower that or enlarge the patches"
         )
     tr["patch_size"] = patch
+    _dry_run_generator(cfg, patch, src)
     _dry_run_discriminator(cfg, patch, src)
     if cfg["data"]["slice_axis"] not in (0, 1, 2):
         raise ConfigError(f"{src}: data.slice_axis: axes are 0, 1 or 2, got {cfg['data']['slice_axis']}")
@@ -183,6 +194,33 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     if cfg["warmup"]["steps"] + cfg["adversarial"]["steps"] == 0:
         raise ConfigError(f"{src}: adversarial.steps: warmup.steps + adversarial.steps must be > 0")
     _check_device(cfg, src)
+
+
+def _dry_run_generator(cfg: dict[str, Any], patch: list[int], src: str) -> None:
+    """Build the generator and run one training-mode forward, so that a bad ``model`` value (an even
+    ``kernel_size``, a zero channel count, an unknown ``upsampling_mode`` or ``norm``, more levels than the patch
+    has room for) is a ConfigError here rather than a traceback when training starts.
+
+    The input is the patch clipped to ``2 ** (levels + 1)`` per axis: as cheap for 3-D models as for 2-D ones, and
+    its coarsest grid has more than one voxel exactly when the patch's has (instance norm needs that).
+    """
+    import torch
+
+    from medgan.models.registry import build_cgan_generator
+
+    m = cfg["model"]
+    try:
+        gen = build_cgan_generator(m).train()
+        size = [min(int(p), 2 ** (gen.n_levels + 1)) for p in patch]
+        with torch.no_grad():
+            scalar = torch.zeros(2) if m["scalar_condition"] else None
+            gen(torch.zeros(2, m["num_labels"], *size), torch.zeros(2, *gen.noise_shape(size)), None, scalar)
+    except (ConfigError, ValueError, TypeError, RuntimeError, AssertionError) as exc:
+        # RuntimeError covers MONAI's NotImplementedError for an even kernel and torch's for a zero-size layer
+        raise ConfigError(
+            f"{src}: model: this generator config does not run on train.patch_size {patch} "
+            f"(channels {m['channels']}, kernel_size {m['kernel_size']}): {str(exc).strip()}"
+        ) from None
 
 
 def _dry_run_discriminator(cfg: dict[str, Any], patch: list[int], src: str) -> None:
