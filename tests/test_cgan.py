@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from medgan.data.labels import TISSUE_LABELS, one_hot, tissue_labels
 from medgan.data.normalize import fit_normalization
 from medgan.errors import ConfigError
 from medgan.models.cgan_losses import (
+    CRITERIA,
+    adversarial_loss_fn,
     discriminator_loss,
     discriminator_step,
     feature_matching_loss,
@@ -106,6 +109,79 @@ def test_losses_least_squares_and_hinge():
     assert with_l1["loss"].item() == pytest.approx(4.0 + 2.0)
     with pytest.raises(ValueError, match="criterion"):
         discriminator_loss(real, fake, criterion="wasserstein")
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_adversarial_loss_is_monais_in_fp32_and_float32_under_bf16_autocast(criterion):
+    from monai.losses import PatchAdversarialLoss
+
+    gen = torch.Generator().manual_seed(3)
+    logits = [3 * torch.randn(2, 1, 8, 8, generator=gen), 3 * torch.randn(2, 1, 4, 4, generator=gen)]
+    monai_fn = PatchAdversarialLoss(reduction="mean", criterion=criterion, no_activation_leastsq=True)
+    fn = adversarial_loss_fn(criterion)
+    for real, for_d in ((True, True), (False, True), (True, False)):
+        # float32 outside autocast: MONAI's values, bit for bit
+        assert torch.equal(fn(logits, real, for_d), monai_fn(logits, real, for_d))
+        # bf16 logits inside a bf16 autocast block: a float32 loss, the float32 value of those logits, gradients flow
+        low = [x.to(torch.bfloat16).requires_grad_() for x in logits]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = fn(low, real, for_d)
+        assert loss.dtype == torch.float32
+        expected = monai_fn([x.detach().float() for x in low], real, for_d)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-7)
+        assert loss.item() == pytest.approx(monai_fn(logits, real, for_d).item(), rel=2e-2, abs=1e-3)
+        loss.backward()
+        for x in low:
+            assert x.grad is not None and x.grad.dtype == torch.bfloat16 and bool(torch.isfinite(x.grad).all())
+        assert any(bool((x.grad != 0).any()) for x in low)
+
+
+@contextlib.contextmanager
+def _cuda_autocast_kernels():
+    """Route CPU tensors' ops through CUDA autocast's kernels, as a bf16 autocast block on a GPU routes CUDA tensors.
+
+    Autocast ``"cuda"`` is switched on and its dispatch key forced into every dispatch. Its casts skip non-CUDA
+    tensors (values stay float32), but its refusals apply as on a GPU: ``binary_cross_entropy`` (MONAI's ``"bce"``
+    criterion: sigmoid + ``nn.BCELoss``) raises "unsafe to autocast". Private torch API: skips if it is gone.
+    """
+    guard = getattr(torch._C, "_IncludeDispatchKeyGuard", None)
+    key = getattr(getattr(torch._C, "DispatchKey", None), "AutocastCUDA", None)
+    if guard is None or key is None:
+        pytest.skip("this torch has no _IncludeDispatchKeyGuard / DispatchKey.AutocastCUDA")
+    before = torch.is_autocast_enabled("cuda")
+    torch.set_autocast_enabled("cuda", True)
+    try:
+        with guard(key):
+            yield
+    finally:
+        torch.set_autocast_enabled("cuda", before)
+
+
+def test_bce_cgan_losses_run_inside_cuda_autocast(mni_slices):
+    """``loss.criterion: bce`` in train-cgan: the trainer computes the losses inside bf16 autocast on CUDA."""
+    image, onehot = mni_slices
+    batch = {"image": image[:2], "labels_onehot": onehot[:2]}
+    torch.manual_seed(0)
+    g, d = build_cgan_generator(TINY_G), build_cgan_discriminator(TINY_D)
+    z = torch.randn(2, *g.noise_shape((32, 32)), generator=torch.Generator().manual_seed(1))
+    batch["z"] = z
+    ref_g, fake = generator_step(g, d, batch, criterion="bce", l1_weight=1.0)
+    ref_d = discriminator_step(d, batch, fake, criterion="bce")
+    with _cuda_autocast_kernels():
+        probs = torch.sigmoid(torch.zeros(2, 1, 4, 4))
+        with pytest.raises(RuntimeError, match="unsafe to autocast"):  # the simulation does refuse what a GPU refuses
+            F.binary_cross_entropy(probs, torch.ones_like(probs))
+        losses_g, fake = generator_step(g, d, batch, criterion="bce", l1_weight=1.0)
+        losses_d = discriminator_step(d, batch, fake, criterion="bce")
+        real_out, _ = d(batch["image"], batch["labels_onehot"])
+        split = discriminator_loss(real_out, real_out, criterion="bce")  # the trainer's call on one-pass outputs
+    for key in ("loss", "adversarial", "feature_matching", "l1"):
+        assert losses_g[key].item() == pytest.approx(ref_g[key].item(), rel=1e-5)
+    for key in ("loss", "real", "fake"):
+        assert losses_d[key].item() == pytest.approx(ref_d[key].item(), rel=1e-5)
+    assert split["loss"].dtype == torch.float32 and bool(torch.isfinite(split["loss"]))
+    losses_g["loss"].backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in g.parameters() if p.requires_grad)
 
 
 def test_registry_configs_round_trip():

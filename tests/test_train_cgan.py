@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,10 @@ def _config(tmp: Path, subject: dict[str, str], **sections) -> dict:
         (lambda c: c["model"].update(channels=[16, 0]), r"model: this generator config does not run"),
         (lambda c: c["model"].update(upsampling_mode="trilinear"), r"model: this generator config does not run"),
         (lambda c: c["model"].update(channels=[8] * 6), r"model: .*does not run on train\.patch_size \[32, 32\]"),
+        # batch-statistics norms: the one-pass discriminator step would mix real and generated samples' statistics
+        (lambda c: c["discriminator"].update(norm="BATCH"), r"discriminator\.norm: 'BATCH' is not allowed.*INSTANCE"),
+        (lambda c: c["discriminator"].update(norm="syncbatch"), r"discriminator\.norm: 'syncbatch' is not allowed"),
+        (lambda c: c["discriminator"].update(norm=["batch", {"affine": False}]), r"discriminator\.norm: \['batch'"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path, subject, edit, pattern):
@@ -116,6 +121,39 @@ def test_config_files_tasks_and_defaults(tmp_path, subject):
         assert load_cgan_config(p)["adversarial"]["steps"] > 0, p
     for p in sorted((REPO / "medgan" / "pretrained" / "configs").glob("brain-mr-*.yaml")):
         assert load_config(p)["phase1"]["steps"] > 0, p
+
+
+def test_discriminator_norms_allowed_are_those_the_one_pass_step_is_exact_for(tmp_path, subject):
+    """The trainer's discriminator step runs real and generated images as one batch; that equals two passes only for
+    per-sample norms, which are the ones the config accepts (BATCH, which is not, gives other outputs)."""
+    from medgan.models.registry import build_cgan_discriminator
+
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(2, 1, 32, 32, generator=gen), 3 * torch.randn(2, 1, 32, 32, generator=gen) + 1
+    onehot = torch.zeros(2, 4, 32, 32)
+    onehot[:, 1] = 1
+    tiny = {"arch": "multiscale_patch", "channels": 8, "num_d": 2, "num_layers_d": 1, "minimum_size_im": 32}
+    for norm, allowed in (
+        ("INSTANCE", True),
+        (["GROUP", {"num_groups": 2}], True),
+        (["LOCALRESPONSE", {"size": 2}], True),
+        (None, True),
+        ("BATCH", False),
+    ):
+        cfg = _config(tmp_path, subject, discriminator={**tiny, "norm": norm})
+        path = write_yaml(tmp_path, cfg, "norm.yaml")
+        if allowed:
+            assert load_cgan_config(path)["discriminator"]["norm"] == norm
+        else:
+            with pytest.raises(ConfigError, match=re.escape(f"{path}: discriminator.norm")):
+                load_cgan_config(path)
+        torch.manual_seed(0)
+        d = build_cgan_discriminator({**tiny, "norm": norm}).train()
+        with torch.no_grad():
+            one_pass, _ = d(torch.cat([real, fake]), torch.cat([onehot, onehot]))
+            two_pass = [torch.cat(o) for o in zip(d(real, onehot)[0], d(fake, onehot)[0], strict=True)]
+        same = all(torch.allclose(a, b, atol=1e-5) for a, b in zip(one_pass, two_pass, strict=True))
+        assert same == allowed, norm
 
 
 # ---------------------------------------------------------------------------------------------- data

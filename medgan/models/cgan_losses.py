@@ -10,12 +10,14 @@ Pure functions over discriminator outputs, so any training loop can call them:
 :func:`generator_step` / :func:`discriminator_step` run the networks on one batch and return the same loss
 dicts (no optimiser, no ``backward``): the trainer in :mod:`medgan.train` owns those.
 
-Criteria: ``"least_squares"`` (LSGAN on raw logits) or ``"hinge"``, ``"bce"`` — MONAI's criteria.
+Criteria: ``"least_squares"`` (LSGAN on raw logits) or ``"hinge"``, ``"bce"`` — MONAI's criteria. The adversarial
+terms are computed in float32 with autocast off, so they can be called inside the trainer's bf16 autocast block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -39,11 +41,43 @@ Outputs = torch.Tensor | Sequence[torch.Tensor]
 Features = Sequence[Sequence[torch.Tensor]] | Sequence[torch.Tensor]
 
 
+#: device types whose autocast state :func:`_autocast_off` checks besides the logits' own: autocast is per device
+#: type, and the loss (a few reductions, cheap in fp32) turns off every one it finds on
+_AUTOCAST_DEVICE_TYPES = frozenset({"cpu", "cuda", "xpu", "mps", "hpu"})
+
+
+@contextlib.contextmanager
+def _autocast_off(device_types: set[str]) -> Iterator[None]:
+    """Autocast off for ``device_types`` (the logits') and for every other device type on which it is on."""
+    with contextlib.ExitStack() as stack:
+        for device_type in sorted(device_types | _AUTOCAST_DEVICE_TYPES):
+            if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield
+
+
+class _Float32AdversarialLoss(PatchAdversarialLoss):
+    """MONAI's ``PatchAdversarialLoss`` on float32 logits with autocast off.
+
+    Hand-written wrapper because MONAI's ``"bce"`` criterion is a sigmoid followed by ``nn.BCELoss``, which CUDA
+    autocast refuses ("binary_cross_entropy ... unsafe to autocast"); its ``"hinge"`` criterion would otherwise run
+    in bf16. On float32 logits outside autocast the values are MONAI's, bit for bit.
+    """
+
+    def forward(
+        self, input: torch.Tensor | list, target_is_real: bool, for_discriminator: bool
+    ) -> torch.Tensor | list[torch.Tensor]:
+        outputs = _as_list(input)
+        with _autocast_off({o.device.type for o in outputs}):
+            return super().forward([o.float() for o in outputs], target_is_real, for_discriminator)
+
+
 def adversarial_loss_fn(criterion: str = "least_squares") -> PatchAdversarialLoss:
-    """MONAI's patch adversarial loss for ``criterion`` (least squares on raw logits, no sigmoid)."""
+    """MONAI's patch adversarial loss for ``criterion`` (least squares on raw logits, no sigmoid), computed in float32
+    with autocast off (safe inside a bf16 autocast block; the ``"bce"`` criterion is not otherwise)."""
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    return PatchAdversarialLoss(reduction="mean", criterion=criterion, no_activation_leastsq=True)
+    return _Float32AdversarialLoss(reduction="mean", criterion=criterion, no_activation_leastsq=True)
 
 
 def _as_list(outputs: Outputs) -> list[torch.Tensor]:

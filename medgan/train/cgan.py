@@ -167,7 +167,8 @@ class CGANTrainer(Trainer):
         self.clip(self.generator)
         self.opt_g.step()
         self.sched_g.step()
-        # discriminator step: real and generated images in one forward (per-sample norms: same as two passes)
+        # discriminator step: real and generated images in one forward, the same as two passes because the config
+        # allows per-sample discriminator norms only (cgan_config.DISCRIMINATOR_NORMS)
         set_requires_grad(disc, True)
         self.opt_d.zero_grad(set_to_none=True)
         image, onehot = batch["image"], batch["labels_onehot"]

@@ -14,7 +14,8 @@ Sections (annotated examples: ``medgan/train/configs/cgan_*.yaml``)::
                    val_max_slices, foreground_ratio, num_workers
     augment:       deform_prob (label-layout deformation, jointly applied to the image), elastic, affine, flip_prob
     model:         SPADE generator config (medgan.models.registry.build_cgan_generator; num_labels filled in)
-    discriminator: label-conditioned multi-scale patch discriminator config (num_labels, spatial_dims filled in)
+    discriminator: label-conditioned multi-scale patch discriminator config (num_labels, spatial_dims filled in);
+                   its norm must be per-sample (INSTANCE, the default, GROUP, LAYER, LOCALRESPONSE or null)
     loss:          criterion (least_squares | hinge | bce), feature_matching, l1
     warmup:        optional L1-only generator warm-up: steps (default 0), lr, scheduler, warmup_steps, ...
     adversarial:   steps, lr_g, lr_d, beta1, beta2, scheduler, warmup_steps, step_size, gamma
@@ -99,6 +100,11 @@ CGAN_SCHEMA: dict[str, Any] = {
 
 _SUBJECT_KEYS = ("image", "labels", "gm", "wm")
 
+#: MONAI norms that normalise each sample on its own. The trainer's discriminator step runs real and generated
+#: images through the discriminator as one batch (medgan.train.cgan), which equals two passes only for these:
+#: BATCH / SYNCBATCH statistics would mix real and fake (and BATCH is not synchronised across DDP ranks).
+DISCRIMINATOR_NORMS = ("INSTANCE", "INSTANCE_NVFUSER", "GROUP", "LAYER", "LOCALRESPONSE")
+
 
 def _subjects(value: Any, where: str, base: Path) -> list[dict[str, str]]:
     items = [value] if isinstance(value, Mapping) else value
@@ -177,6 +183,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
             f"{src}: discriminator.in_channels: must be the model's out_channels ({cfg['model']['out_channels']}), "
             f"got {cfg['discriminator']['in_channels']!r}"
         )
+    _check_discriminator_norm(cfg["discriminator"]["norm"], src)
 
     tr = cfg["train"]
     patch = _patch_size(cfg, src, dims)
@@ -194,6 +201,21 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     if cfg["warmup"]["steps"] + cfg["adversarial"]["steps"] == 0:
         raise ConfigError(f"{src}: adversarial.steps: warmup.steps + adversarial.steps must be > 0")
     _check_device(cfg, src)
+
+
+def _check_discriminator_norm(norm: Any, src: str) -> None:
+    """Refuse a discriminator norm whose output for one sample depends on the others in the batch (BATCH, ...)."""
+    if norm is None or norm == "":  # no norm layers
+        return
+    name = norm[0] if isinstance(norm, (list, tuple)) and len(norm) == 2 else norm  # MONAI's (name, args) form
+    if isinstance(name, str) and name.upper() in DISCRIMINATOR_NORMS:
+        return
+    raise ConfigError(
+        f"{src}: discriminator.norm: {norm!r} is not allowed: train-cgan runs real and generated images through the "
+        "discriminator in one batch, so its norm must normalise each sample on its own (batch norm would mix real "
+        "and generated statistics, and is not synchronised across DDP ranks); use one of "
+        f"{', '.join(DISCRIMINATOR_NORMS)} (MONAI names, optionally [NAME, {{args}}]) or null for none"
+    )
 
 
 def _dry_run_generator(cfg: dict[str, Any], patch: list[int], src: str) -> None:
