@@ -2,7 +2,7 @@
 
 For each shipped SR model and each held-out real scan: crop the scan (centre, at most ``--max-size``
 voxels per axis) to a multiple of the model's factor, degrade it, super-resolve it, and score masked
-PSNR/SSIM (``medgan.evaluate``: Otsu foreground, data range from the reference) of the model and of
+PSNR/SSIM (``medgan.evaluate``: foreground by Otsu on log intensities, data range from the reference) of the model and of
 cubic B-spline interpolation of the same low-resolution input. Sections:
 
 1. **per model and scan**: the model's own degradation (first method of its training config) and, for
@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads, "
         f"device {args.device}; torch {torch.__version__}, medgan {medgan.__version__}; run took {elapsed:.0f} s\n"
         f"- command: `python benchmarks/sr_quality.py {argv_text}`\n"
-        "- metric: masked PSNR/SSIM (Otsu foreground, dilated; data range = reference 0.1-99.9 percentile span), "
+        "- metric: masked PSNR/SSIM (foreground: Otsu on log intensities, dilated; data range = reference 0.1-99.9 percentile span), "
         "baseline (cubic B-spline) measured in the same run on the same low-resolution input; scans centre-cropped "
         f"to at most {args.max_size} voxels per axis; adaptation: {args.adapt_steps} steps, lr {args.adapt_lr}, "
         f"on {'every degradation' if args.adapt_on == 'all' else 'the own degradation'}; "

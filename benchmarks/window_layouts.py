@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/window_layouts.py " + " ".join(argv if argv is not None else sys.argv[1:])
     notes = [
         f"precision {args.precision} for both layouts (SuperResolver on the CPU), overlap 0.25; each scan degraded "
-        "with the model's own degradation, metrics masked (Otsu foreground) against the original scan",
+        "with the model's own degradation, metrics masked (foreground: Otsu on log intensities) against the original scan",
         "the scans are the models' training scans: the PSNR columns compare the two layouts, they are not held-out "
         "quality (that is sr_quality.py, where every held-out scan fits in one window and the layouts agree)",
         f"total wall time {time.perf_counter() - t0:.0f} s",

@@ -175,8 +175,8 @@ def test_expand_sources_walks_folders():
 
 def test_augmenter_is_deterministic_and_inversion_keeps_background_dark(volumes):
     vol = volumes[0]
-    patch = vol["image"][:, 40:72, 60:92, 60:92].copy()
-    mask = vol["mask"][40:72, 60:92, 60:92].copy()
+    patch = vol["image"][:, 40:72, 0:32, 60:92].copy()  # the back of the head: tissue and air
+    mask = vol["mask"][40:72, 0:32, 60:92].copy()
     assert 0 < mask.mean() < 1
     aug = Augmenter({"enabled": True, "flip_prob": 0.0, "invert_prob": 1.0})
     out = aug(patch, np.random.default_rng(0), mask)

@@ -178,6 +178,20 @@ def baseline_predictions(
     return out
 
 
+def display_window(ref: Any, mask: np.ndarray, data_range: float) -> tuple[float, float]:
+    """Grey-level window of a montage: the scored data range, from the reference's lower robust percentile.
+
+    Both ends come from the voxels the metrics are scored on (finite reference voxels in ``mask``), so the window
+    is the metrics' data range placed where it lies: a whole-image percentile put it on the background, and one
+    NaN voxel made the window NaN (blank panels).
+    """
+    r = M._to_numpy(ref)
+    values = r[:, np.asarray(mask, dtype=bool)]
+    values = values[np.isfinite(values)]
+    lo = float(np.percentile(values, M.DATA_RANGE_PERCENTILES[0])) if values.size else 0.0
+    return lo, lo + float(data_range)
+
+
 # --------------------------------------------------------------------------- accumulator
 
 
@@ -271,10 +285,12 @@ class Evaluation:
         if prov and prov not in self.provenance:
             self.provenance.append(prov)
         if len(self.montages) < self.max_montages:
-            self.montages[str(scan_id)] = self._montage(scan_id, pred, ref, baselines, dr)
+            self.montages[str(scan_id)] = self._montage(scan_id, pred, ref, baselines, display_window(ref, mask, dr))
         return new_rows
 
-    def _montage(self, scan_id: str, pred: Any, ref: Any, baselines: Mapping[str, Any], dr: float) -> bytes:
+    def _montage(
+        self, scan_id: str, pred: Any, ref: Any, baselines: Mapping[str, Any], window: tuple[float, float]
+    ) -> bytes:
         from medgan.eval import figures
 
         panels = {}
@@ -283,11 +299,7 @@ class Evaluation:
             panels[f"LR {name}" if name in BASELINES else name] = baselines[name]
         panels[self.method] = pred
         panels["reference"] = ref
-        r = M._to_numpy(ref)
-        lo = float(np.percentile(r, M.DATA_RANGE_PERCENTILES[0]))
-        fig = figures.montage(
-            panels, affine=M._affine_of(ref), window=(lo, lo + dr), error_of=self.method, title=str(scan_id)
-        )
+        fig = figures.montage(panels, affine=M._affine_of(ref), window=window, error_of=self.method, title=str(scan_id))
         return figures.figure_to_png(fig)
 
     def tables(self, *, n_resamples: int | None = None) -> dict[str, list[dict[str, Any]]]:

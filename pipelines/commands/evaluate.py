@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--mask",
         choices=("foreground", "none"),
         default="foreground",
-        help="voxels of the masked metrics: Otsu foreground of the reference (default) or the whole image",
+        help="voxels of the masked metrics: foreground of the reference (Otsu on log intensities; default) or the whole image",
     )
     parser.add_argument(
         "--data-range",
