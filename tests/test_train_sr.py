@@ -19,7 +19,7 @@ import torch
 from conftest import assert_same_params, cli_env, merge_sections, run_two_process_training, state_params, write_yaml
 
 from medgan.errors import CheckpointError, ConfigError
-from medgan.train.config import load_config
+from medgan.train.config import load_config, validate_config
 from medgan.train.trainer import train_sr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -622,3 +622,28 @@ def test_two_process_gloo_ddp_via_torchrun(tmp_path, train_scan):
         "train-sr", write_yaml(tmp_path, cfg), tmp_path / "run", checkpoint_step=5, val_steps=[0, 5]
     )
     assert len(summary["rank_generator_sha256"]) == 2
+
+
+@pytest.mark.parametrize(("arch", "norm"), [("vgg", "batch"), ("patch", "BATCH"), ("patch", "INSTANCE")])
+def test_discriminator_step_keeps_real_and_generated_batch_statistics_apart(tmp_path, train_scan, arch, norm):
+    """With batch norm (SRGAN's discriminator) one forward of real and generated patches together normalised both
+    with shared batch statistics, unlike the generator step's separate passes; per-sample norms keep the one pass."""
+    from medgan.train.trainer import SRTrainer
+
+    disc = {"arch": arch, "channels": 8, "norm": norm, **({"num_layers_d": 2} if arch == "patch" else {"n_levels": 2})}
+    cfg = validate_config(_config(tmp_path, train_scan, discriminator=disc), source="test")
+    trainer = SRTrainer(cfg, progress=False)
+    trainer._build()
+    trainer.d_model = trainer.discriminator.train()
+    gen = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 1, 16, 16, 16, generator=gen)
+    sr = hr + 0.3 * torch.rand(2, 1, 16, 16, 16, generator=gen)  # another batch mean and variance
+    real, fake = trainer.discriminator_logits(hr, sr)
+    separate = trainer.discriminator(hr), trainer.discriminator(sr)
+    together = trainer.discriminator(torch.cat([hr, sr]))
+    torch.testing.assert_close(real, separate[0])
+    torch.testing.assert_close(fake, separate[1])
+    if norm == "INSTANCE":  # per-sample norms: one pass is the same, and stays the one used
+        torch.testing.assert_close(torch.cat([real, fake]), together)
+    else:
+        assert not torch.allclose(torch.cat(separate), together, atol=1e-4)  # the test can tell them apart

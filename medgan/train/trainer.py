@@ -105,6 +105,9 @@ class SRTrainer(Trainer):
         self.discriminator = None
         if self.p2 > 0:
             self.discriminator = build_discriminator(cfg["discriminator"]).to(self.device)
+            self._discriminator_batch_stats = any(
+                isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.discriminator.modules()
+            )
             self.opt_g2 = self.adam(self.generator.parameters(), lr=p2["lr_g"], betas=betas)
             self.opt_d = self.adam(self.discriminator.parameters(), lr=p2["lr_d"], betas=betas)
             self.sched_g2 = _scheduler(self.opt_g2, p2, self.p2)
@@ -185,6 +188,18 @@ class SRTrainer(Trainer):
         self.sched_g1.step()
         return {"loss_g": float(loss.detach()), **parts, "lr_g": self.opt_g1.param_groups[0]["lr"]}
 
+    def discriminator_logits(self, hr: torch.Tensor, sr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The discriminator's logits for real and generated patches in its training step.
+
+        One forward of both (one DDP reduction) when the discriminator normalises each sample on its own; two when
+        it has batch-statistics norms (``norm: batch``, as in SRGAN), which would otherwise normalise real and
+        generated patches with shared statistics, unlike the generator step's separate passes.
+        """
+        if self._discriminator_batch_stats:
+            return self.d_model(hr), self.d_model(sr)
+        logits = self.d_model(torch.cat([hr, sr]))
+        return logits[: hr.shape[0]], logits[hr.shape[0] :]
+
     def _step_phase2(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         disc = self.discriminator
         assert disc is not None
@@ -209,12 +224,10 @@ class SRTrainer(Trainer):
         self.clip(self.generator)
         self.opt_g2.step()
         self.sched_g2.step()
-        # discriminator step: real and generated patches in one forward (one DDP reduction)
         _set_requires_grad(disc, True)
         self.opt_d.zero_grad(set_to_none=True)
         with self.autocast():
-            logits = self.d_model(torch.cat([hr, sr.detach().to(hr.dtype)]))
-        real, fake = logits[: hr.shape[0]], logits[hr.shape[0] :]
+            real, fake = self.discriminator_logits(hr, sr.detach().to(hr.dtype))
         loss_d = self.adv_loss.discriminator(real, fake)
         loss_d.backward()
         self.clip(disc)
