@@ -151,3 +151,37 @@ def test_cli_adapt_steps_one_scan_and_refused_for_a_folder(tmp_path, hr_slab, ca
     assert main(["upscale", str(folder), str(tmp_path / "out"), "--model", "brain-mr-x2-2d", "--adapt-steps", "2"]) == 2
     assert "--adapt-steps adapts the model to one scan" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_voxels_are_the_normalised_zero_as_in_training(tmp_path, hr_slab):
+    """NaN padding (a resampled scan) made every validation L1 NaN: nothing was ever kept, silently."""
+    import math
+
+    sr = _weak_model(tmp_path)
+    lr_scan = medgan.degrade(hr_slab, (2, 2, 1))
+    lr_scan[:, :4] = float("nan")
+    adapted = adapt_to_scan(sr, lr_scan, steps=20, lr=2e-3, patch_size=16, batch_size=2, seed=5)
+    rec = adapted.adaptation
+    assert math.isfinite(rec["self_supervised_l1_before"]) and math.isfinite(rec["self_supervised_l1_after"])
+    assert rec["best_step"] > 0 and rec["self_supervised_l1_after"] < rec["self_supervised_l1_before"]
+    assert all(torch.isfinite(v).all() for v in adapted.model.state_dict().values())
+
+
+def test_channel_mismatch_and_bad_seed_raise_medgan_errors(tmp_path, hr_slab):
+    """Raw torch/numpy errors before: a two-channel model on a one- or three-channel scan (upscale refuses it
+    with a medgan error), a negative seed (``--adapt-seed -1``) and a zero batch size."""
+    torch.manual_seed(0)
+    cfg = {"arch": "srresnet", "spatial_dims": 2, "channels": 4, "n_blocks": 1, "factor": [2, 2]}
+    g = build_generator({**cfg, "in_channels": 2, "out_channels": 2})
+    sr2 = medgan.SuperResolver.from_pretrained(
+        save_checkpoint(tmp_path / "two.safetensors", g, name="two"), device="cpu"
+    )
+    lr_scan = medgan.degrade(hr_slab, (2, 2, 1))
+    for scan in (lr_scan, torch.cat([lr_scan] * 3)):
+        with pytest.raises(medgan.errors.MedganError, match="channel"):
+            adapt_to_scan(sr2, scan, steps=1, patch_size=16)
+    assert adapt_to_scan(sr2, torch.cat([lr_scan] * 2), steps=1, patch_size=16, batch_size=1).adaptation["steps"] == 1
+    with pytest.raises(medgan.errors.MedganError, match="seed"):
+        adapt_to_scan(_weak_model(tmp_path), lr_scan, steps=1, seed=-1)
+    with pytest.raises(medgan.errors.MedganError, match="batch_size"):
+        adapt_to_scan(_weak_model(tmp_path), lr_scan, steps=1, batch_size=0)

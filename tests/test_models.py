@@ -114,6 +114,11 @@ def test_generator_config_is_complete_and_rebuilds_identically():
         {"arch": "srresnet", "spatial_dims": 2, "factor": "22"},
         {"arch": "srresnet", "channels": "8"},
         {"arch": "srresnet", "n_blocks": -3},
+        # these built, then failed with a raw ValueError at the first forward pass, a raw TypeError, or NaN outputs
+        {"arch": "srresnet", "spatial_dims": 3, "residual_interp": "bicubic"},
+        {"arch": "srresnet", "res_scale": None},
+        {"arch": "rrdb", "res_scale": [0.2]},
+        {"arch": "srresnet", "res_scale": float("nan")},
     ],
 )
 def test_bad_generator_configs_raise_config_error(cfg):
@@ -152,6 +157,21 @@ def test_spectral_norm_flag_wraps_every_conv_and_linear(arch):
         sn(x)
     w = sn_layers[0].weight.reshape(sn_layers[0].weight.shape[0], -1)
     assert torch.linalg.matrix_norm(w, ord=2) < 1.1
+
+
+@pytest.mark.parametrize(
+    ("build", "cfg"),
+    [
+        (build_generator, {"arch": "srresnet"}),
+        (build_generator, {"arch": "rrdb", "factor": [2, 2]}),
+        (build_discriminator, {"arch": "vgg"}),
+        (build_discriminator, {"arch": "patch"}),
+    ],
+)
+def test_float_spatial_dims_is_a_config_error(build, cfg):
+    """``spatial_dims: 2.0`` passed the 2-or-3 check, then failed inside torch/MONAI (a raw TypeError)."""
+    with pytest.raises(ConfigError, match="spatial_dims must be 2 or 3"):
+        build({**cfg, "spatial_dims": 2.0})
 
 
 def test_unknown_discriminator_arch():

@@ -218,7 +218,12 @@ def _sources(
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], int, str, list[list[int]]]:
     """Training sources in model-axis order, the slice-axis offset, the mode and the axis swaps used."""
     n_spatial = vol.ndim - 1
-    mask = _foreground(vol)
+    bad = ~np.isfinite(vol)
+    if bad.any():  # NaN padding: the normalised zero, never foreground (as in training and in upscale)
+        vol = np.where(bad, np.float32(0), vol)
+        mask = _foreground(vol) & ~bad.any(axis=0)
+    else:
+        mask = _foreground(vol)
     off = 0
     if resolver.spatial_dims == 2 and n_spatial == 3:
         assert axes is not None
@@ -298,6 +303,7 @@ def adapt_to_scan(
         The model to adapt (left untouched).
     scan
         The low-resolution scan to be upscaled afterwards, channel-first ``(C, X, Y[, Z])`` in its own units.
+        Non-finite voxels (NaN padding) count as the normalised zero and never as foreground, as in training.
     steps
         Optimisation steps (a few hundred; 0 returns an unadapted copy that still records the call).
     lr
@@ -339,6 +345,8 @@ def adapt_to_scan(
     if int(steps) < 0 or not math.isfinite(float(lr)) or float(lr) <= 0:
         raise MedganError(f"adaptation needs steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
     steps = int(steps)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise MedganError(f"adaptation seed must be an integer >= 0, got {seed!r}")
     if not isinstance(scan, MetaTensor):
         scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
     data = scan.as_tensor().detach().to("cpu", torch.float32)
@@ -347,6 +355,11 @@ def adapt_to_scan(
     if n_spatial not in (2, 3) or n_spatial < resolver.spatial_dims:
         raise MedganError(
             f"{name}: cannot adapt a {resolver.spatial_dims}-D model on a scan of shape {tuple(data.shape)}"
+        )
+    if data.shape[0] != resolver.in_channels and not (resolver.in_channels == 1 and resolver.out_channels == 1):
+        raise MedganError(  # as upscale refuses it
+            f"{name}: has {data.shape[0]} channel(s), the model takes {resolver.in_channels}; "
+            "give a scan with matching channels"
         )
     dims = resolver.spatial_dims
     slicewise = dims == 2 and n_spatial == 3
@@ -367,6 +380,8 @@ def adapt_to_scan(
         raise MedganError(f"patch_size needs {dims} positive values, got {patch_size!r}")
     if batch_size is None:
         batch_size = 2 if dims == 3 else 8
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise MedganError(f"batch_size must be a positive int, got {batch_size!r}")
 
     vol = _normalise(data, resolver.normalization_rule, resolver.in_channels)
     sources, off, mode, swaps = _sources(vol, resolver, axes)

@@ -15,6 +15,8 @@ so output voxel ``j`` along an axis with factor ``f`` sits at input index
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -336,6 +338,10 @@ class SRGenerator(nn.Module):
                 raise ValueError(f"residual_interp must be None or one of {INTERP_MODES}, got {residual_interp!r}")
             if in_channels != out_channels:
                 raise ValueError("residual_interp needs in_channels == out_channels")
+            if residual_interp == "bicubic" and spatial_dims != 2:  # else it fails at the first forward pass
+                raise ValueError("residual_interp='bicubic' is 2-D only; use 'cubic'")
+        if isinstance(res_scale, bool) or not isinstance(res_scale, numbers.Real) or not math.isfinite(res_scale):
+            raise ValueError(f"res_scale must be a finite number, got {res_scale!r}")
         self.spatial_dims = spatial_dims
         self.factor = normalize_factor(factor, spatial_dims)
         self.residual_interp = residual_interp

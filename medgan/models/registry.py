@@ -23,6 +23,7 @@ grid).
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -179,7 +180,8 @@ def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what:
     if unknown:
         raise ConfigError(f"{what} config for arch {arch!r}: unknown keys {unknown}; allowed: {sorted(defaults)}")
     out = {"arch": arch, **copy.deepcopy(defaults), **copy.deepcopy(dict(config))}
-    if out["spatial_dims"] not in (2, 3) or isinstance(out["spatial_dims"], bool):
+    dims = out["spatial_dims"]  # an int: 2.0 == 2 passed, then failed deep inside torch / MONAI
+    if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims not in (2, 3):
         raise ConfigError(f"{what} config: spatial_dims must be 2 or 3, got {out['spatial_dims']!r}")
     for key, default in defaults.items():  # sizes and counts are ints (a "8" or 2.5 failed deep inside torch)
         value = out[key]
