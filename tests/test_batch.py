@@ -1080,3 +1080,11 @@ def test_upscale_command_on_a_folder_tree_runs_as_a_batch(tmp_path, tiny_model, 
     rows = read_rows(via_upscale / "manifest.jsonl")
     assert len(rows) == 3 and {r["status"] for r in rows} == {"done"}
     assert _files(via_upscale) == _files(via_batch)
+
+
+def test_a_negative_synthesis_seed_is_a_usage_error(tmp_path, capsys):
+    args = ["batch", "synthesize", str(tmp_path), str(tmp_path / "out"), "--model", "brain-t1-tissue-2d"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--seed", "-1"])
+    assert exc.value.code == 2 and "--seed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

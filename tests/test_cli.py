@@ -103,3 +103,7 @@ def test_upscale_without_model_uses_the_default_and_bad_adapt_steps_is_a_usage_e
         cli.main(["upscale", str(t1_crop_path), str(tmp_path / "z.nii.gz"), "--adapt-steps", "-1"])
     assert exc.value.code == cli.EXIT_USAGE
     assert "--adapt-steps" in capsys.readouterr().err and not (tmp_path / "z.nii.gz").exists()
+    with pytest.raises(SystemExit) as exc:  # was a traceback-free exit 1 only after loading the scan and model
+        cli.main(["upscale", str(t1_crop_path), str(tmp_path / "z.nii.gz"), "--adapt-steps", "2", "--adapt-seed", "-1"])
+    assert exc.value.code == cli.EXIT_USAGE
+    assert "--adapt-seed" in capsys.readouterr().err and not (tmp_path / "z.nii.gz").exists()

@@ -406,8 +406,10 @@ def test_cli_negative_seed_is_a_usage_error(mni, tmp_path, capsys):
     data, affine = mni
     src = medgan.save_scan(make_scan(data[None, :16, :16, :16], affine), tmp_path / "hr.nii.gz")
     out = tmp_path / "lr.nii.gz"
-    assert main(["degrade", str(src), str(out), "--factor", "2", "--noise-std", "1", "--seed", "-1"]) == 2
-    assert "seed" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exc:  # refused by argparse, before anything is read
+        main(["degrade", str(src), str(out), "--factor", "2", "--noise-std", "1", "--seed", "-1"])
+    assert exc.value.code == 2
+    assert "--seed" in capsys.readouterr().err and not out.exists()
 
 
 def test_bfloat16_tensors_are_degraded_and_interpolated(scan):

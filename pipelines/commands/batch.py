@@ -26,6 +26,7 @@ import sys
 from pipelines.commands._args import (
     add_precision_option,
     add_windows_option,
+    non_negative_int,
     overlap_fraction,
     positive_float,
     positive_int,
@@ -112,7 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sy.add_argument("output", metavar="OUT_ROOT", help="output folder (created; must not be inside LABELS_ROOT)")
     sy.add_argument("--model", required=True, metavar="CKPT", help="synthesis checkpoint path or shipped model name")
     sy.add_argument("-n", type=positive_int, default=1, metavar="N", help="synthetic scans per label map (1)")
-    sy.add_argument("--seed", type=int, default=0, metavar="S", help="base seed of the run (default 0)")
+    sy.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="base seed of the run (default 0)")
     sy.add_argument("--class", dest="condition_class", default=None, help="class condition (class-conditioned models)")
     _add_output_options(sy)
     add_common_options(sy)

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from pipelines.commands._args import factor_list, non_negative_float
+from pipelines.commands._args import factor_list, non_negative_float, non_negative_int
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="noise std in the scan's units (default 0)",
     )
     parser.add_argument("--noise", choices=NOISE_MODELS, default="gaussian", help="noise model (default gaussian)")
-    parser.add_argument("--seed", type=int, default=None, metavar="N", help="seed of the noise generator")
+    parser.add_argument("--seed", type=non_negative_int, default=None, metavar="N", help="seed of the noise generator")
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
     parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")

@@ -80,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="fine-tune a copy of the model on the input scan itself for N steps first (ZSSR/SMORE; 0: off)",
     )
     parser.add_argument("--adapt-lr", type=positive_float, default=1e-4, help="learning rate of --adapt-steps (1e-4)")
-    parser.add_argument("--adapt-seed", type=int, default=0, help="seed of --adapt-steps (0)")
+    parser.add_argument("--adapt-seed", type=non_negative_int, default=0, help="seed of --adapt-steps (0)")
     parser.set_defaults(func=run)
     return parser
 
