@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -235,8 +237,36 @@ def test_garbage_is_refused(tmp_path, content):
 def test_missing_file_and_unknown_name(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         SuperResolver.from_pretrained(tmp_path / "absent.safetensors")
-    with pytest.raises(CheckpointError, match="unknown model 'no-such-model'; available"):
+    with pytest.raises(CheckpointError, match="unknown model 'no-such-model'; super-resolution models: ") as err:
         SuperResolver.from_pretrained("no-such-model")
+    # only models an upscale can use: the synthesis model and the synthetic-image detector are not offered
+    assert "brain-mr-x2-3d" in str(err.value)
+    assert "brain-t1-tissue-2d" not in str(err.value) and "synthetic-detector" not in str(err.value)
+
+
+def test_the_constructor_takes_a_name_or_path_as_from_pretrained_does():
+    """``SuperResolver("x.safetensors")`` raised a raw AttributeError ('str' object has no attribute 'metadata')."""
+    from medgan.infer.pretrained import pretrained_path
+
+    path = pretrained_path("brain-mr-through-plane-x4")
+    for arg in (path, str(path), "brain-mr-through-plane-x4"):
+        sr = SuperResolver(arg, device="cpu")
+        assert sr.path == path and sr.factor == (1, 1, 4)
+    with pytest.raises(CheckpointError, match="expected a shipped model name or a checkpoint path, got int"):
+        SuperResolver(3)
+    with pytest.raises(CheckpointError, match="not a super-resolution model"):
+        SuperResolver("synthetic-detector")
+
+
+def test_rewriting_model_cards_answers_help_without_writing(tmp_path):
+    from medgan.infer.pretrained import PRETRAINED_DIR
+
+    cards = {p: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.md")}
+    out = subprocess.run(
+        [sys.executable, "-m", "medgan.infer.pretrained", "--help"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("usage: python -m medgan.infer.pretrained")
+    assert {p: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.md")} == cards
 
 
 # ---------------------------------------------------------------- upscale

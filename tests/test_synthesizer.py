@@ -125,8 +125,12 @@ def test_generate_errors(models, mni):
         synth.generate(mni[1][:, 40:72, 50:82, 80], condition={"class": "T2"})
     with pytest.raises(MedganError, match=r"\(1, X, Y"):
         synth.generate(np.zeros((2, 8, 8)))
-    with pytest.raises(CheckpointError, match="available"):
+    with pytest.raises(CheckpointError, match="synthesis models: brain-t1-tissue-2d \\("):
         Synthesizer.from_pretrained("no-such-model")
+    assert (
+        Synthesizer("brain-t1-tissue-2d", device="cpu").sha256
+        == Synthesizer.from_pretrained("brain-t1-tissue-2d").sha256
+    )
     sr = build_generator({"arch": "srresnet", "spatial_dims": 2, "channels": 4, "n_blocks": 1, "factor": 2})
     sr_path = save_checkpoint(models["folder"] / "sr.safetensors", sr)
     with pytest.raises(CheckpointError, match="not a synthesis model"):

@@ -19,6 +19,7 @@ __all__ = [
     "pretrained_path",
     "available_models",
     "resolve_model_path",
+    "as_checkpoint",
     "CHECKPOINT_SUFFIXES",
 ]
 
@@ -50,29 +51,53 @@ def available_models() -> dict[str, Path]:
     return {p.name[: -len(".safetensors")]: p for p in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
 
 
-def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+def resolve_model_path(name_or_path: str | os.PathLike[str], *, task: str | None = None) -> Path:
     """The checkpoint file meant by a ``from_pretrained`` argument: a shipped model name or a file path.
 
     The argument is a path when it exists, has a checkpoint suffix or contains a path separator; otherwise
     it must be the name of a shipped model. A path is returned as given (the checkpoint loader reports a
     missing or foreign file).
 
+    Parameters
+    ----------
+    name_or_path
+        A shipped model name or a checkpoint path.
+    task
+        ``"super-resolution"`` or ``"synthesis"``: the error for an unknown name lists the shipped models of
+        this task only (those a caller could use); None lists every shipped model.
+
     Raises
     ------
     medgan.errors.CheckpointError
         ``name_or_path`` is neither a path nor a shipped model name; the message lists the shipped models.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise CheckpointError(
+            f"expected a shipped model name or a checkpoint path, got {type(name_or_path).__name__} {name_or_path!r}"
+        )
     text = os.fspath(name_or_path)
     path = Path(text)
     if path.exists() or path.suffix in CHECKPOINT_SUFFIXES or os.sep in text or "/" in text:
         return path
     models = available_models()
     if text not in models:
-        names = ", ".join(sorted(models)) or "none shipped with this version"
+        usable = [m["name"] for m in list_pretrained() if task is None or m["task"] == task]
+        names = ", ".join(sorted(usable)) or "none shipped with this version"
+        kind = f"{task} models" if task else "available"
         raise CheckpointError(
-            f"unknown model {text!r}; available: {names} (or give the path of a .safetensors checkpoint)"
+            f"unknown model {text!r}; {kind}: {names} (or give the path of a .safetensors checkpoint)"
         )
     return models[text]
+
+
+def as_checkpoint(checkpoint: Any, *, task: str) -> Any:
+    """A verified :class:`~medgan.infer.checkpoint.Checkpoint`: ``checkpoint`` itself, or the one loaded from a
+    shipped model name or checkpoint path (what ``SuperResolver(...)`` and ``Synthesizer(...)`` accept)."""
+    from medgan.infer.checkpoint import Checkpoint, load_checkpoint
+
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    return load_checkpoint(resolve_model_path(checkpoint, task=task))
 
 
 def list_pretrained() -> list[dict[str, Any]]:
@@ -220,8 +245,15 @@ def render_model_card(path: str | Path) -> str:
 
 
 if __name__ == "__main__":  # python -m medgan.infer.pretrained: (re)write the model cards of the shipped models
+    import argparse
+
     from medgan.io.atomic import write_text_atomic
 
+    argparse.ArgumentParser(
+        prog="python -m medgan.infer.pretrained",
+        description="Rewrite the model card (<name>.md) of every shipped model in medgan/pretrained/ from its "
+        "checkpoint metadata; text after '<!-- notes -->' in an existing card is kept.",
+    ).parse_args()
     for model_path in sorted(PRETRAINED_DIR.glob("*.safetensors")):
         card = model_path.with_suffix(".md")
         notes = card.read_text(encoding="utf-8").split("<!-- notes -->", 1) if card.is_file() else []

@@ -32,7 +32,7 @@ from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
-from medgan.infer.pretrained import PRETRAINED_DIR, available_models, resolve_model_path
+from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
 from medgan.io.scan import make_scan
 from medgan.models.generators import channels_last_format
 
@@ -181,7 +181,8 @@ class SuperResolver:
     Parameters
     ----------
     checkpoint
-        A verified :class:`~medgan.infer.checkpoint.Checkpoint`.
+        A verified :class:`~medgan.infer.checkpoint.Checkpoint`, or a shipped model name or checkpoint path
+        (loaded as :meth:`from_pretrained` does).
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
     precision
@@ -219,13 +220,14 @@ class SuperResolver:
 
     def __init__(
         self,
-        checkpoint: Checkpoint,
+        checkpoint: Checkpoint | str | os.PathLike[str],
         *,
         device: str | torch.device | None = None,
         precision: str = "auto",
         channels_last: bool | None = None,
         compile: bool | str = False,
     ) -> None:
+        checkpoint = as_checkpoint(checkpoint, task="super-resolution")
         meta = checkpoint.metadata
         task = meta.get("task", "super-resolution")
         if task != "super-resolution":
@@ -283,7 +285,7 @@ class SuperResolver:
         medgan.errors.CheckpointError
             Unknown name (the message lists the shipped models), missing, foreign or tampered file.
         """
-        return cls(load_checkpoint(resolve_model_path(name_or_path)), device=device, **kwargs)
+        return cls(load_checkpoint(resolve_model_path(name_or_path, task="super-resolution")), device=device, **kwargs)
 
     def __repr__(self) -> str:
         return (

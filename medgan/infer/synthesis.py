@@ -38,7 +38,7 @@ from medgan.data.normalize import Normalization, NormalizationError
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
-from medgan.infer.pretrained import resolve_model_path
+from medgan.infer.pretrained import as_checkpoint, resolve_model_path
 from medgan.io.scan import make_scan
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
@@ -166,7 +166,8 @@ class Synthesizer:
     Parameters
     ----------
     checkpoint
-        A verified synthesis :class:`~medgan.infer.checkpoint.Checkpoint`.
+        A verified synthesis :class:`~medgan.infer.checkpoint.Checkpoint`, or a shipped model name or
+        checkpoint path (loaded as :meth:`from_pretrained` does).
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
 
@@ -185,7 +186,10 @@ class Synthesizer:
         From the checkpoint.
     """
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint | str | os.PathLike[str], *, device: str | torch.device | None = None
+    ) -> None:
+        checkpoint = as_checkpoint(checkpoint, task="synthesis")
         meta = checkpoint.metadata
         self.metadata = meta
         self.path = checkpoint.path
@@ -227,7 +231,7 @@ class Synthesizer:
             Unknown name (the message lists the shipped models), missing, foreign or tampered file, or a
             checkpoint that is not a synthesis model.
         """
-        return cls(load_checkpoint(resolve_model_path(name_or_path)), device=device)
+        return cls(load_checkpoint(resolve_model_path(name_or_path, task="synthesis")), device=device)
 
     def __repr__(self) -> str:
         return (
