@@ -289,9 +289,10 @@ class SyntheticAugmentedDataset(Dataset):
         from medgan import Synthesizer
         from medgan.data.synthetic_dataset import SyntheticAugmentedDataset
 
-        synth = Synthesizer.from_pretrained("mni-t1-spade2d", device="cpu")
+        synth = Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
         ds = SyntheticAugmentedDataset(
             real_pairs, synthesizer=synth, ratio=0.5, seed=0,
+            condition={"scalar": 0.5},  # the model's slice position (0-1) of these 2-D label slices
             transform=Compose([NormalizeIntensityd("image"), AsDiscreted("label", to_onehot=4)]),
         )
         loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=2)
