@@ -257,11 +257,13 @@ class Synthesizer:
         num_classes = int(self.metadata["model"].get("num_classes", 0))
         if num_classes == 0:
             if value is not None:
-                raise MedganError(f"model {self.model_name!r} has no class condition; drop condition['class']")
+                raise MedganError(
+                    f"model {self.model_name!r} has no class condition; drop condition['class'] (--class)"
+                )
             return None
         if value is None:
             raise MedganError(
-                f"model {self.model_name!r} is conditioned on a class; give condition={{'class': ...}} "
+                f"model {self.model_name!r} is conditioned on a class; give condition={{'class': ...}} (--class) "
                 f"(one of {self.classes or list(range(num_classes))})"
             )
         if isinstance(value, str):
@@ -407,7 +409,7 @@ class Synthesizer:
         has_scalar = bool(self.metadata["model"].get("scalar_condition", False))
         scalar = condition.get("scalar")
         if not has_scalar and scalar is not None:
-            raise MedganError(f"model {self.model_name!r} has no scalar condition; drop condition['scalar']")
+            raise MedganError(f"model {self.model_name!r} has no scalar condition; drop condition['scalar'] (--scalar)")
         scalars: torch.Tensor | None = None
         scalar_record: float | list[float] | str | None = None
         if has_scalar and scalar is None:
@@ -417,7 +419,7 @@ class Synthesizer:
             else:
                 raise MedganError(
                     f"model {self.model_name!r} is conditioned on a scalar ({self.scalar_condition or 'unnamed'}); "
-                    "give condition={'scalar': value}"
+                    "give condition={'scalar': value} (--scalar on the command line)"
                 )
         elif has_scalar:
             scalars, scalar_record = self._scalar_values(scalar, n_slices)

@@ -101,7 +101,7 @@ def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
         raise ScanReadError(f"{folder}: no usable scan in this folder ({reasons}{more})")
     listed = "; ".join(_describe(r) for r in usable)
     raise AmbiguousSeriesError(
-        f"{folder}: holds {len(usable)} usable series: {listed}; pass series=<id or SeriesInstanceUID> to pick one"
+        f"{folder}: holds {len(usable)} usable series: {listed}; pass series=<id or SeriesInstanceUID> (--series on the command line) to pick one"
     )
 
 
