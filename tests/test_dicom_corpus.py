@@ -194,6 +194,66 @@ def test_two_echoes_refused() -> None:
         plan_dicom_series(headers, source="fieldmap")
 
 
+@pytest.mark.parametrize(
+    "keyword, value, words",
+    [
+        ("ImageOrientationPatient", [0, 0, 0, 0, 0, 0], "ImageOrientationPatient"),  # gave a NaN affine
+        ("ImageOrientationPatient", [1, 0, 0, 1, 0, 0], "ImageOrientationPatient"),  # parallel: singular affine
+        ("ImageOrientationPatient", [1, 0, 0, 0.5, 0.8660254, 0], "ImageOrientationPatient"),  # 60 degrees: sheared
+        ("PixelSpacing", [0, 0], "PixelSpacing"),  # singular affine
+        ("PixelSpacing", [-3.75, -3.75], "PixelSpacing"),  # silently mirrored axes
+    ],
+    ids=["zero-iop", "parallel-iop", "oblique-iop", "zero-spacing", "negative-spacing"],
+)
+@pytest.mark.parametrize("n_files", [1, 15], ids=["one-slice", "volume"])
+def test_degenerate_orientation_or_spacing_refused(keyword: str, value: list, words: str, n_files: int) -> None:
+    """Row/column cosines that do not span a plane and non-positive pixel spacings are refused, naming the file,
+    instead of giving a NaN, singular, sheared or mirrored affine (or a misleading 'duplicate positions')."""
+    require_shared()
+    headers = _ge_volume()[:n_files]
+    for h in headers:
+        setattr(h, keyword, value)
+    with pytest.raises(SeriesGeometryError, match=words) as e:
+        plan_dicom_series(headers, source="ge")
+    assert str(e.value).startswith("ge: ") and str(headers[0].filename) in str(e.value)
+
+
+def test_slowly_drifting_slice_steps_are_non_uniform() -> None:
+    """Every step within the step tolerance of the median, but the slices drift off the affine's regular grid:
+    7 steps of 5.0 mm then 7 of 5.11 mm put the middle slice 0.385 mm off the grid. Refused, not loaded."""
+    require_shared()
+    headers = sorted(_ge_volume(), key=lambda h: float(h.ImagePositionPatient[2]))
+    z = float(headers[0].ImagePositionPatient[2]) + np.concatenate([[0.0], np.cumsum([5.0] * 7 + [5.11] * 7)])
+    for h, zz in zip(headers, z, strict=True):
+        x, y, _ = (float(v) for v in h.ImagePositionPatient)
+        h.ImagePositionPatient = [x, y, float(zz)]
+    with pytest.raises(SeriesGeometryError, match=r"non-uniform slice spacing: slice 7 lies 0\.385 mm off"):
+        plan_dicom_series(headers, source="ge")
+
+
+def _fine_grid(step: float) -> list[pydicom.Dataset]:
+    """The GE volume rescaled to a micro-CT-like grid: ``step`` mm pixels and slice steps."""
+    headers = sorted(_ge_volume(), key=lambda h: float(h.ImagePositionPatient[2]))
+    for k, h in enumerate(headers):
+        h.ImagePositionPatient = [1.0, 2.0, 3.0 + k * step]
+        h.PixelSpacing = [step, step]
+        h.SpacingBetweenSlices = step
+    return headers
+
+
+def test_micrometre_grids_keep_their_slices_and_gaps() -> None:
+    """Tolerances in mm shrink with sub-0.1 mm pixels: 9 um slices are a volume (not 'duplicate positions') and a
+    missing slice among 20 um slices is a gap (not a silently stretched slice step)."""
+    require_shared()
+    plan = plan_dicom_series(_fine_grid(0.009), source="micro")
+    assert plan.shape == (1, 64, 64, 15)
+    np.testing.assert_allclose(plan.spacing, (0.009, 0.009, 0.009), rtol=1e-9)
+    headers = _fine_grid(0.02)
+    del headers[7]
+    with pytest.raises(SeriesGeometryError, match=r"gap of 0\.04 mm between slices 6 and 7; expected 0\.02 mm"):
+        plan_dicom_series(headers, source="micro")
+
+
 # --------------------------------------------------------------------------- single images and pixel values
 
 

@@ -403,3 +403,35 @@ def test_sample_data_nifti_and_series_load():
         assert tuple(scan.shape) == ref.shape
         np.testing.assert_array_equal(scan.affine.numpy(), affine)
         np.testing.assert_array_equal(scan.numpy(), data)
+
+
+@pytest.mark.parametrize("implicit_vr", [False, True], ids=["explicit-ow", "implicit"])
+def test_modality_lut_sequence_maps_stored_values(tmp_path, implicit_vr):
+    """A Modality LUT Sequence (PS3.3 C.11.1, in place of RescaleSlope/Intercept) maps the stored values to the
+    modality's units: the loaded voxels are pydicom's ``apply_modality_lut`` of the stored ones, values below the
+    first mapped one taking the first entry and those past the table the last. It was ignored (stored values)."""
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_modality_lut
+    from pydicom.sequence import Sequence
+
+    from tests.conftest import SAMPLE_DATA
+
+    ds = pydicom.dcmread(SAMPLE_DATA / "dicom" / "pydicom_ct_small" / "CT_small.dcm")  # signed, stored 128..2191
+    del ds.RescaleSlope, ds.RescaleIntercept
+    item = Dataset()
+    item.LUTDescriptor = [1500, 300, 16]  # 1500 entries for stored values 300..1799
+    item.ModalityLUTType = "HU"
+    item.LUTData = (np.arange(1500, dtype="<u2") * 3 + 7).tobytes()
+    item["LUTData"].VR = "OW"
+    ds.ModalityLUTSequence = Sequence([item])
+    ds.file_meta.TransferSyntaxUID = (
+        pydicom.uid.ImplicitVRLittleEndian if implicit_vr else pydicom.uid.ExplicitVRLittleEndian
+    )
+    path = tmp_path / "ct_lut.dcm"
+    ds.save_as(path, implicit_vr=implicit_vr, little_endian=True, enforce_file_format=True)
+
+    scan = medgan.load_scan(path)
+    ref = pydicom.dcmread(path)
+    expected = apply_modality_lut(ref.pixel_array, ref).astype(np.float32)  # (rows, cols)
+    assert {7.0, 7.0 + 3 * 1499} <= set(np.unique(expected))  # both ends of the table are reached
+    np.testing.assert_array_equal(scan[0].numpy(), expected.T)

@@ -63,6 +63,8 @@ class FileInfo:
     grid: int  # mosaic tiles per row/column; 0 for a non-mosaic file
     expected_bytes: int
     pixel: PixelSource | None = field(default=None, compare=False)
+    #: ``(first stored value mapped, output value of each table entry)`` of a Modality LUT Sequence, else None
+    modality_lut: tuple[int, np.ndarray] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -319,6 +321,28 @@ def _classic_rescale(ds: pydicom.Dataset) -> tuple[float, float]:
     ) or 0.0
 
 
+def _modality_lut(ds: pydicom.Dataset, path: str) -> tuple[int, np.ndarray] | None:
+    """The Modality LUT Sequence of a file as ``(first stored value mapped, output value per entry)``; None without.
+
+    The LUT (PS3.3 C.11.1) takes the place of RescaleSlope / Intercept. Its entries are decoded by pydicom's
+    ``apply_modality_lut`` (LUT Descriptor, US or OW data, byte order), applied here to the stored values it covers;
+    the reader maps values below the first to the first entry and values past the table to the last, as pydicom does.
+    """
+    if not ds.get("ModalityLUTSequence"):
+        return None
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        descriptor = ds.ModalityLUTSequence[0].LUTDescriptor
+        n_entries, first = int(descriptor[0]) or 2**16, int(descriptor[1])
+        values = apply_modality_lut(np.arange(first, first + n_entries, dtype=np.int64), ds)
+    except Exception as exc:  # a damaged table: missing descriptor, short data, odd VR
+        raise ScanReadError(
+            f"{path}: unreadable Modality LUT Sequence ({type(exc).__name__}); its stored values cannot be mapped"
+        ) from None
+    return first, np.asarray(values, dtype=np.float32)
+
+
 def _classic_order(ds: pydicom.Dataset, file_no: int) -> tuple:
     return (
         _int(header_value(ds, "AcquisitionNumber")),
@@ -344,6 +368,7 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
         For a file without pixel data, with absurd or truncated dimensions, or an unreadable mosaic.
     """
     table = FrameTable()
+    luts: dict[tuple[int, bytes], tuple[int, np.ndarray]] = {}
     for file_no, ds in enumerate(headers):
         path = header_path(ds)
         rows, cols, frames, samples, expected = _check_file(ds, path)
@@ -392,7 +417,10 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                 )
             continue
 
-        slope, intercept = _classic_rescale(ds)
+        lut = _modality_lut(ds, path)
+        if lut is not None:  # files with the same table share one copy (up to 2**16 entries each)
+            lut = luts.setdefault((lut[0], lut[1].tobytes()), lut)
+        slope, intercept = _classic_rescale(ds) if lut is None else (1.0, 0.0)  # the LUT replaces the rescale
         common = dict(
             file_index=file_no,
             iop=top_iop,
@@ -420,7 +448,17 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
             normal = np.asarray(info.normal)
             table.files.append(
                 FileInfo(
-                    path, rows, cols, frames, samples, rows // info.grid, cols // info.grid, info.grid, expected, pixel
+                    path,
+                    rows,
+                    cols,
+                    frames,
+                    samples,
+                    rows // info.grid,
+                    cols // info.grid,
+                    info.grid,
+                    expected,
+                    pixel,
+                    lut,
                 )
             )
             for k in range(info.n_images):
@@ -429,7 +467,7 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                 table.between[-info.n_images :] = [info.step] * info.n_images
             continue
 
-        table.files.append(FileInfo(path, rows, cols, frames, samples, rows, cols, 0, expected, pixel))
+        table.files.append(FileInfo(path, rows, cols, frames, samples, rows, cols, 0, expected, pixel, lut))
         for f in range(frames):  # a multi-frame file without functional groups: frames share the geometry
             table.add(frame_index=f, tile_index=-1, ipp=top_ipp, **common)
             if frames > 1:

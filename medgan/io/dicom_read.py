@@ -103,12 +103,20 @@ _SAME_POSITION_MM = 0.01
 #: Orientation cosines / pixel spacings differing by more than this are a different geometry.
 _ORIENTATION_TOL = 1e-3
 _SPACING_TOL_MM = 1e-3
+#: Largest |cosine| between the row and column directions of ImageOrientationPatient (~0.6 degree off 90): beyond
+#: it they do not describe the orthogonal pixel grid of an image plane (the affine would be sheared or singular).
+_ORTHOGONAL_COS = 1e-2
 #: In-plane drift of slice positions allowed, in mm plus a fraction of the through-plane distance (~0.06 degree).
 _SHEAR_ABS_MM = 0.02
 _SHEAR_REL = 1e-3
-#: Slice steps may differ from the typical one by this much (mm plus fraction) before the grid counts as irregular.
+#: Slice steps may differ from the typical one by this much (mm plus fraction) before the grid counts as irregular;
+#: so may each slice's position from the regular grid the affine describes (steps each within the tolerance can
+#: still drift the far slices off it).
 _STEP_ABS_MM = 0.02
 _STEP_REL = 0.02
+#: The absolute tolerances above (mm) hold for pixels of this size and larger, and shrink in proportion below it:
+#: a micro-CT grid of 9 um slices would otherwise be one 'duplicate' position, and a missing 20 um slice no gap.
+_TOLERANCE_PIXEL_MM = 0.1
 _INSTALL_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 
 
@@ -272,28 +280,45 @@ def _check_uniform(source: str, table, valid: np.ndarray) -> tuple[np.ndarray, n
     samples = {table.files[f].samples for f in table.file_index}
     if len(samples) > 1:
         raise _geometry_error(source, "mixed samples per pixel (greyscale and colour); not one volume")
-    spacings = np.array([table.pixel_spacing[i] for i in np.flatnonzero(valid)], dtype=np.float64)
+    planes = np.flatnonzero(valid)
+    spacings = np.array([table.pixel_spacing[i] for i in planes], dtype=np.float64)
+    if (spacings <= 0).any():
+        k = int(np.flatnonzero((spacings <= 0).any(axis=1))[0])
+        raise _geometry_error(
+            source,
+            f"{table.files[table.file_index[planes[k]]].path}: PixelSpacing {spacings[k][0]:g}\\{spacings[k][1]:g} mm; "
+            "pixel spacings must be positive",
+        )
     if np.abs(spacings - spacings[0]).max() > _SPACING_TOL_MM:
         raise _geometry_error(source, "mixed PixelSpacing values; these images do not form one volume")
     row_dir, col_dir = iops[0][:3], iops[0][3:]
-    row_dir = row_dir / np.linalg.norm(row_dir)
-    col_dir = col_dir / np.linalg.norm(col_dir)
+    row_norm, col_norm = float(np.linalg.norm(row_dir)), float(np.linalg.norm(col_dir))
+    cosine = abs(float(row_dir @ col_dir)) / (row_norm * col_norm) if min(row_norm, col_norm) > 1e-6 else 1.0
+    if cosine > _ORTHOGONAL_COS:  # zero-length, parallel or skewed: a NaN, singular or sheared affine
+        values = "\\".join(f"{v:g}" for v in iops[0])
+        raise _geometry_error(
+            source,
+            f"{table.files[table.file_index[planes[0]]].path}: ImageOrientationPatient {values} does not describe an "
+            "image plane (the row and column directions must be orthogonal unit vectors)",
+        )
+    row_dir = row_dir / row_norm
+    col_dir = col_dir / col_norm
     return row_dir, col_dir, (float(spacings[0][0]), float(spacings[0][1]))
 
 
-def _slots(proj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _slots(proj: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Sort planes along the normal; return the sort order and the slot (distinct position) of each sorted plane."""
     order = np.argsort(proj, kind="stable")
     steps = np.diff(proj[order])
-    slot = np.concatenate([[0], np.cumsum(steps > _SAME_POSITION_MM)])
+    slot = np.concatenate([[0], np.cumsum(steps > _SAME_POSITION_MM * scale)])
     return order, slot
 
 
-def _check_shear(source: str, positions: np.ndarray, normal: np.ndarray) -> list[str]:
+def _check_shear(source: str, positions: np.ndarray, normal: np.ndarray, scale: float) -> list[str]:
     offsets = positions - positions[0]
     through = offsets @ normal
     in_plane = np.linalg.norm(offsets - np.outer(through, normal), axis=1)
-    bad = in_plane > _SHEAR_ABS_MM + _SHEAR_REL * np.abs(through)
+    bad = in_plane > _SHEAR_ABS_MM * scale + _SHEAR_REL * np.abs(through)
     if not bad.any():
         return []
     k = int(np.argmax(in_plane - _SHEAR_REL * np.abs(through)))
@@ -312,13 +337,13 @@ def _mm(value: float) -> str:
     return f"{value:.3f}".rstrip("0")
 
 
-def _check_steps(source: str, slot_proj: np.ndarray) -> list[str]:
+def _check_steps(source: str, slot_proj: np.ndarray, scale: float) -> list[str]:
     steps = np.diff(slot_proj)
     if steps.size == 0:
         return []
     expected = float(np.median(steps))
     problems = []
-    tol = _STEP_ABS_MM + _STEP_REL * expected
+    tol = _STEP_ABS_MM * scale + _STEP_REL * expected
     for i in np.flatnonzero(np.abs(steps - expected) > tol):
         step = float(steps[i])
         if step > 1.5 * expected:
@@ -326,6 +351,15 @@ def _check_steps(source: str, slot_proj: np.ndarray) -> list[str]:
         else:
             problems.append(
                 f"non-uniform slice spacing: {_mm(step)} mm between slices {i} and {i + 1}; expected {_mm(expected)} mm"
+            )
+    if not problems:  # each step near the typical one, but the slices may still drift off the affine's grid
+        mean = (slot_proj[-1] - slot_proj[0]) / steps.size
+        off = np.abs(slot_proj - (slot_proj[0] + mean * np.arange(slot_proj.size)))
+        k = int(np.argmax(off))
+        if off[k] > tol:
+            problems.append(
+                f"non-uniform slice spacing: slice {k} lies {_mm(float(off[k]))} mm off the regular grid of "
+                f"{_mm(float(mean))} mm steps from the first slice to the last"
             )
     if problems:
         problems[-1] += " (slices counted from 0 along the slice normal)"
@@ -360,9 +394,11 @@ def plan_dicom_series(headers: Sequence[pydicom.Dataset], *, source: str | Path)
     ------
     SeriesGeometryError
         Gantry tilt / sheared grid, gap or non-uniform spacing, duplicate positions without a distinguishing
-        index, mixed orientations, sizes or spacings, several echoes.
+        index, mixed orientations, sizes or spacings, several echoes, row and column cosines that are not
+        orthogonal (or zero), pixel spacings that are not positive.
     ScanReadError
-        No headers, no pixel data, absurd or truncated dimensions, missing geometry for a multi-slice series.
+        No headers, no pixel data, absurd or truncated dimensions, missing geometry for a multi-slice series, an
+        unreadable Modality LUT Sequence.
 
     Notes
     -----
@@ -400,6 +436,7 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         )
 
     row_dir, col_dir, (row_spacing, col_spacing) = _check_uniform(source, table, valid)
+    scale = min(1.0, row_spacing / _TOLERANCE_PIXEL_MM, col_spacing / _TOLERANCE_PIXEL_MM)
     echoes = sorted({e for e in table.echo}, key=str)
     if len(echoes) > 1:
         tes = sorted({e[1] for e in echoes if e[1] is not None})
@@ -412,7 +449,7 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     normal = np.cross(row_dir, col_dir)
     positions = np.stack(table.ipp)
     proj = positions @ normal
-    order, slot = _slots(proj)
+    order, slot = _slots(proj, scale)
     n_slices = int(slot[-1]) + 1
     counts = np.bincount(slot)
     if counts.min() != counts.max():
@@ -444,8 +481,8 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
             )
         grid_idx[z] = members
     slot_positions = positions[grid_idx[:, 0]]
-    problems = _check_shear(source, positions[order], normal)
-    problems += _check_steps(source, slot_positions @ normal)
+    problems = _check_shear(source, positions[order], normal, scale)
+    problems += _check_steps(source, slot_positions @ normal, scale)
     if problems:
         raise _geometry_error(source, "; ".join(problems))
 
@@ -822,7 +859,8 @@ def _decoded_files(plan: DicomSeriesPlan, order: list[int]) -> Iterator[tuple[in
 
 
 def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
-    """Decode the planned files, apply per-plane RescaleSlope/Intercept and assemble the scan.
+    """Decode the planned files, map the stored values (per-plane RescaleSlope/Intercept, or a file's Modality LUT
+    Sequence) and assemble the scan.
 
     Parameters
     ----------
@@ -858,6 +896,9 @@ def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
                 if tile >= 0:
                     r0, c0 = (tile // info.grid) * info.tile_rows, (tile % info.grid) * info.tile_columns
                     img = img[r0 : r0 + info.tile_rows, c0 : c0 + info.tile_columns]
+                if info.modality_lut is not None:  # (its planes carry slope 1, intercept 0)
+                    lut_first, lut = info.modality_lut
+                    img = lut[np.clip(img.astype(np.int64) - lut_first, 0, len(lut) - 1)]
                 if plan.samples > 1:
                     values = img.transpose(1, 0, 2)  # (rows, cols, s) -> (X=cols, Y=rows, s)
                     if slope != 1.0 or intercept != 0.0:
