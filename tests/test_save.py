@@ -4,6 +4,7 @@ dcm2niix and dciodvfy on real scans (the MNI T1 in sample_data/ and a real obliq
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -217,6 +218,111 @@ def test_nifti_scanner_code_and_int_dtype(tmp_path, mni_crop):
     assert int(img.header["sform_code"]) == 4 and int(img.header["qform_code"]) == 2  # kept; unset -> aligned
 
 
+def test_nifti_int64_uint64_and_unsupported_dtypes(tmp_path, mni_crop):
+    """int64 / uint64 are written clipped like the other integer types (nibabel refused them with a raw ValueError,
+    and the clip bound 2**63 wrapped to the minimum); float16 or a singular affine are MedganErrors, not tracebacks."""
+    data, aff = mni_crop
+    values = data.copy()
+    values[0, 0, 0], values[1, 0, 0], values[2, 0, 0] = 1e30, -1e30, 3e9
+    scan = make_scan(values[None], aff)
+    for dtype in (np.int64, np.uint64):
+        img = nib.load(save_scan(scan, tmp_path / f"{np.dtype(dtype).name}.nii.gz", dtype=dtype))
+        assert img.get_data_dtype() == dtype
+        got = np.asarray(img.dataobj)
+        info = np.iinfo(dtype)
+        assert got[0, 0, 0] > info.max // 2 and got[1, 0, 0] == info.min and got[2, 0, 0] == 3_000_000_000
+        np.testing.assert_array_equal(got[3:], data[3:])
+    with pytest.raises(MedganError, match="unsupported NIfTI dtype float16"):
+        save_scan(scan, tmp_path / "half.nii", dtype=np.float16)
+    with pytest.raises(MedganError, match="singular"):
+        save_scan(make_scan(data[None, :, :, 0], np.diag([0.5, 0.7, 0.0, 1.0])), tmp_path / "flat.nii")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int64.nii.gz", "uint64.nii.gz"]
+
+
+def test_big_endian_arrays_and_bfloat16_scans(tmp_path):
+    """make_scan of a big-endian array (what nibabel reads from the sample T1) raised torch's byte-order ValueError;
+    save_scan of a bfloat16 scan raised torch's TypeError, for NIfTI and DICOM alike."""
+    import torch
+
+    import medgan
+
+    img = nib.load(SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii")
+    raw = np.asarray(img.dataobj)
+    assert raw.dtype.byteorder == ">"
+    scan = make_scan(raw[None], img.affine)
+    np.testing.assert_array_equal(scan.numpy()[0], raw)
+    small = make_scan(raw[None, :8, :8, :3], img.affine, {"modality": "MR"})
+    half = small.to(torch.bfloat16)
+    for out in (save_scan(half, tmp_path / "bf16.nii.gz"), save_scan(half, tmp_path / "bf16_dcm")):
+        back = medgan.load_scan(out)
+        np.testing.assert_array_equal(back.numpy(), small.to(torch.bfloat16).float().numpy())
+
+
+def _patched_nifti(src: Path, dst: Path, **fields) -> Path:
+    """``src`` with header fields replaced (``pixdim0`` .. ``pixdim3`` for single pixdim entries), voxels unchanged."""
+    from nibabel.nifti1 import Nifti1Header
+
+    raw = src.read_bytes()
+    hdr = Nifti1Header.from_fileobj(io.BytesIO(raw), check=False)
+    for key, value in fields.items():
+        if key.startswith("pixdim"):
+            hdr["pixdim"][int(key[6:])] = value
+        else:
+            hdr[key] = value
+    block = hdr.binaryblock
+    dst.write_bytes(block + raw[len(block) :])
+    return dst
+
+
+def test_nifti_qform_with_unset_qfac_or_negative_voxel_sizes_reads_as_nibabel(tmp_path):
+    """A qform-only header with pixdim[0] (qfac) 0, or a negative / zero voxel size, was refused as corrupt; nibabel,
+    ITK and dcm2niix read it (qfac 0 means 1, voxel sizes count by absolute value, 0 as 1), and so does medgan now."""
+    from medgan.io.nifti import read_nifti
+
+    src = SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii"  # real T1, qform and sform codes 2, qfac -1
+    cases = {
+        "qfac0": {"pixdim0": 0.0},
+        "qfac_half": {"pixdim0": 0.5},
+        "negative_size": {"pixdim1": -2.0},
+        "zero_size": {"pixdim3": 0.0},
+    }
+    for name, fields in cases.items():
+        for codes in ({"sform_code": 0}, {"sform_code": 0, "qform_code": 0}):
+            path = _patched_nifti(src, tmp_path / f"{name}_{len(codes)}.nii", **fields, **codes)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = nib.load(path).affine  # nibabel fixes the header (and logs) before computing it
+            scan = read_nifti(path)
+            np.testing.assert_allclose(scan.affine.numpy(), expected, atol=1e-6, err_msg=f"{name} {codes}")
+            np.testing.assert_array_equal(scan.numpy()[0], np.asarray(nib.load(src).dataobj))
+    assert nib.aff2axcodes(read_nifti(tmp_path / "qfac0_1.nii").affine.numpy()) == ("L", "A", "I")  # qfac 1
+
+
+def test_nifti_in_metres_or_microns_reads_in_mm(tmp_path, mni_crop):
+    """``xyzt_units`` says what the affine's numbers are: metres and microns become mm (as ITK reads them), so the
+    scan's spacing is mm and a round trip through save_scan (which writes mm) keeps the geometry. They were taken
+    as mm: a 2 mm file in metres was a 0.002 mm scan, and written back (as DICOM too) 1000 times too small."""
+    import medgan
+    from medgan.io.nifti import inspect_nifti, read_nifti
+
+    src = SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii"
+    mm = nib.load(src).affine
+    for code, unit, to_mm in ((1, "meter", 1000.0), (3, "micron", 0.001), (2, "mm", 1.0), (0, "unknown", 1.0)):
+        path = _patched_nifti(src, tmp_path / f"{unit}.nii", xyzt_units=code | 8)  # | 8: time in seconds
+        assert nib.load(path).header.get_xyzt_units() == (unit, "sec")
+        expected = mm.copy()
+        expected[:3] *= to_mm
+        scan = read_nifti(path)
+        np.testing.assert_allclose(scan.affine.numpy(), expected, rtol=1e-6)
+        assert scan.meta["spacing"] == pytest.approx([2.0 * to_mm] * 3)
+        assert inspect_nifti(path).spacing == pytest.approx([2.0 * to_mm] * 3)
+        itk = sitk.ReadImage(str(path))
+        assert itk.GetSpacing() == pytest.approx([2.0 * to_mm] * 3)
+        np.testing.assert_allclose(itk.GetOrigin(), (LPS_TO_RAS @ expected)[:3, 3], rtol=1e-6)
+        back = medgan.load_scan(save_scan(scan, tmp_path / f"{unit}_again.nii.gz"))
+        np.testing.assert_allclose(back.affine.numpy(), expected, rtol=1e-6)
+
+
 def test_nifti_2d_and_multichannel_layout(tmp_path, mni_crop):
     data, aff = mni_crop
     two_d = make_scan(data[None, :, :, 4], aff)
@@ -414,6 +520,23 @@ def test_dicom_rescale_ranges(tmp_path, mni_crop):
     _assert_same_grid(arr, raff, const, aff)
 
 
+def test_dicom_rescale_narrow_range_far_from_zero(tmp_path, mni_crop):
+    """Values in a range narrow against their distance from zero: the intercept's DS rounding (10 digits in exponent
+    form) was more than a step, so values were clipped and came back off by several steps; within half a step now."""
+    data, aff = mni_crop
+    values = (-3.36054e-13 + data * 1e-20).astype(np.float32)  # a real image on a narrow band far from zero
+    assert 0 < np.ptp(values) < 1e-5 * abs(values.min())
+    stored_dtype, slope, intercept = dicom_write.choose_rescale(values)
+    info = np.iinfo(stored_dtype)
+    stored = np.round((values.astype(np.float64) - intercept) / slope)
+    assert info.min <= stored.min() and stored.max() <= info.max  # nothing clipped
+    out = save_scan(make_scan(values[None], aff), tmp_path / "narrow")
+    for k, f in enumerate(sorted(out.glob("*.dcm"))):
+        ds = pydicom.dcmread(f)
+        back = ds.pixel_array.T * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        np.testing.assert_allclose(back, values[:, :, k], rtol=0, atol=float(ds.RescaleSlope) * 0.5001)
+
+
 def test_dicom_2d_image(tmp_path, mni_crop):
     data, _ = mni_crop
     aff = AFFINES["oblique"]
@@ -481,6 +604,27 @@ def test_dicom_existing_target(tmp_path, mni_crop):
     save_scan(make_scan(data[None, :, :, :3], aff), target, overwrite=True)
     assert len(list(target.glob("*.dcm"))) == 3 and len(first) == data.shape[2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
+def test_dicom_overwrite_that_fails_keeps_the_old_series(tmp_path, mni_crop, monkeypatch):
+    """overwrite=True moves the old series aside before renaming the new one in; when that rename failed, the old
+    series was left under a hidden temporary name and the target was gone."""
+    data, aff = mni_crop
+    target = save_scan(make_scan(data[None, :, :, :2], aff), tmp_path / "series")
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if Path(dst) == target and Path(src).name.endswith(".tmp"):
+            raise OSError(5, "Input/output error")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(MedganError, match="Input/output error"):
+        save_scan(make_scan(2 * data[None], aff), target, overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]  # nothing hidden left behind
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
 
 
 def test_dicom_interrupted_write_leaves_nothing(tmp_path, mni_crop, monkeypatch):

@@ -235,10 +235,10 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     _check_target_dir(path, overwrite)
     tmp = temp_sibling(path)
     tmp.mkdir()
+    old = None
     try:
         yield tmp
         _check_target_dir(path, overwrite)  # it may have appeared meanwhile
-        old = None
         if path.is_dir() and any(path.iterdir()):
             old = temp_sibling(path, suffix=".old")
             os.rename(path, old)
@@ -246,6 +246,9 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
             path.rmdir()
         os.rename(tmp, path)
     except BaseException:
+        if old is not None and not path.exists():  # the new folder did not go in: put the old one back
+            with contextlib.suppress(OSError):
+                os.rename(old, path)
         _remove(tmp)
         raise
     if old is not None:

@@ -42,7 +42,7 @@ from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
 from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json
-from medgan.io.scan import LPS_TO_RAS
+from medgan.io.scan import LPS_TO_RAS, scan_array
 
 __all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
 
@@ -135,9 +135,10 @@ def choose_rescale(values: np.ndarray) -> tuple[np.dtype, float, float]:
             return np.dtype(np.uint16), 1.0, 0.0
     if vmax == vmin:
         return np.dtype(np.int16), 1.0, _ds_value(vmin)
-    # 65534 (not 65535) steps leaves room for the intercept's DS rounding.
-    slope = _ds_value((vmax - vmin) / 65534.0, round_up=True)
-    intercept = _ds_value(vmin + 32767.0 * slope)
+    # The intercept first, as written (DS), then a slope that covers both ends from it: the DS rounding of the
+    # intercept (about 1e-10 relative in exponent form) can exceed a step when the range is narrow far from zero.
+    intercept = _ds_value(vmin + (vmax - vmin) / 2.0)
+    slope = _ds_value(max(vmax - intercept, intercept - vmin) / 32767.0, round_up=True)
     return np.dtype(np.int16), slope, intercept
 
 
@@ -222,7 +223,7 @@ def write_dicom_series(
         ``folder``.
     """
     folder = Path(folder)
-    data = np.asarray(scan.detach().cpu().numpy() if hasattr(scan, "detach") else scan)
+    data = scan_array(scan)
     if data.ndim not in (3, 4):
         raise MedganError(f"{folder}: expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(data.shape)}")
     if data.shape[0] != 1:

@@ -72,7 +72,8 @@ class NiftiInfo:
     stored_shape
         The ``dim`` field as stored (spatial axes first, then volumes / vector components).
     affine
-        4x4 float64 voxel-to-RAS+ matrix (sform, else qform, else the voxel-size fallback, as nibabel).
+        4x4 float64 voxel-to-RAS+ mm matrix (sform, else qform, else the voxel-size fallback, as nibabel;
+        metres and microns in ``xyzt_units`` converted to mm).
     dtype
         On-disk voxel dtype.
     data_offset, data_nbytes
@@ -163,6 +164,34 @@ def _is_marked_2d(header: Any, stored: tuple[int, ...]) -> bool:
     """Whether the file is a multi-channel 2-D image as :func:`medgan.io.save.write_nifti` marks it."""
     name = bytes(header["intent_name"]).split(b"\x00")[0]
     return name == NIFTI_2D_INTENT_NAME and len(stored) >= 4 and stored[2] == 1
+
+
+#: Millimetres per unit of a NIfTI ``xyzt_units`` space code (NIFTI_UNITS_METER 1, _MM 2, _MICRON 3); unknown (0)
+#: is taken as mm, as by every tool.
+_SPACE_UNIT_MM = {1: 1000.0, 2: 1.0, 3: 0.001}
+
+
+def _best_affine_mm(header: Any) -> np.ndarray:
+    """nibabel's best affine (sform, else qform, else the voxel-size fallback), as ``nibabel.load`` gives it, in mm.
+
+    Not plain ``header.get_best_affine()``, for two reasons. The header was read with ``check=False``, so the two
+    fixes ``nibabel.load`` makes before it computes the affine (the NIfTI standard's own reading) are made here, on
+    a copy: a ``qfac`` (``pixdim[0]``) other than -1 or 1 is 1 (writers leave it 0), and the voxel sizes in
+    ``pixdim[1:4]`` count by absolute value, 0 as 1; ``get_qform`` refuses such headers, which nibabel, ITK and
+    dcm2niix read. And the affine is in the file's ``xyzt_units``, which nibabel ignores: metres and microns are
+    converted to mm here (as ITK does), since a scan's affine and spacing are millimetres.
+    """
+    fixed = header.copy()
+    pixdim = np.array(fixed["pixdim"], dtype=np.float64)
+    if pixdim[0] not in (-1, 1):
+        pixdim[0] = 1
+    sizes = np.abs(pixdim[1:4])
+    sizes[sizes == 0] = 1
+    pixdim[1:4] = sizes
+    fixed["pixdim"] = pixdim
+    affine = np.array(fixed.get_best_affine(), dtype=np.float64)
+    affine[:3] *= _SPACE_UNIT_MM.get(int(header["xyzt_units"]) & 0x07, 1.0)
+    return affine
 
 
 def inspect_nifti(path: str | Path) -> NiftiInfo:
@@ -257,7 +286,7 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
 
     try:
         slope, inter = header.get_slope_inter()
-        affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+        affine = _best_affine_mm(header)
     except Exception as exc:
         raise ScanReadError(f"{path}: corrupt NIfTI header ({exc})") from None
     for name, value in (("scl_slope", slope), ("scl_inter", inter)):
@@ -376,10 +405,10 @@ def read_nifti(path: str | Path) -> MetaTensor:
         multi-channel 2-D image). Axes beyond the third (volumes, vector components) become channels,
         flattened in file order; RGB(A) data become 3 (4) channels.
         Values carry ``scl_slope`` / ``scl_inter``. ``.affine`` is nibabel's best affine (sform,
-        else qform). ``meta`` has ``filename_or_obj``, ``modality="unknown"``, ``spacing``,
-        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes), plus ``medgan``,
-        ``degradation`` and ``interpolation`` when the JSON sidecar written by :func:`medgan.save_scan`
-        holds them (see :func:`read_nifti_sidecar`).
+        else qform), in mm (a file in metres or microns, per ``xyzt_units``, is converted). ``meta``
+        has ``filename_or_obj``, ``modality="unknown"``, ``spacing``, ``source_format="nifti"`` and
+        ``nifti`` (descrip, qform/sform codes), plus ``medgan``, ``degradation`` and ``interpolation``
+        when the JSON sidecar written by :func:`medgan.save_scan` holds them (see :func:`read_nifti_sidecar`).
 
     Raises
     ------

@@ -17,6 +17,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import HeaderDataError
 from numpy.typing import DTypeLike
 
 from medgan._version import __version__
@@ -24,7 +25,7 @@ from medgan.errors import MedganError
 from medgan.io.atomic import atomic_paths
 from medgan.io.dicom_write import derivation_text, write_dicom_series
 from medgan.io.nifti import NIFTI_2D_INTENT_NAME, SIDECAR_META_KEYS, nifti_sidecar_path
-from medgan.io.scan import spacing_from_affine
+from medgan.io.scan import scan_array, spacing_from_affine
 
 __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
 
@@ -126,7 +127,7 @@ def _nifti_array(scan: Any) -> tuple[np.ndarray, bool]:
     one-slice volume, so it is marked (``True``: the caller sets ``intent_name`` to
     :data:`~medgan.io.nifti.NIFTI_2D_INTENT_NAME`).
     """
-    data = np.asarray(scan.detach().cpu().numpy() if hasattr(scan, "detach") else scan)
+    data = scan_array(scan)
     if data.ndim not in (3, 4):
         raise MedganError(f"expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(data.shape)}")
     if data.ndim == 3:
@@ -138,11 +139,18 @@ def _nifti_array(scan: Any) -> tuple[np.ndarray, bool]:
 
 def _cast(data: np.ndarray, dtype: DTypeLike | None) -> np.ndarray:
     target = np.dtype(np.float32 if dtype is None else dtype)
+    try:
+        nib.Nifti1Header().set_data_dtype(target)
+    except HeaderDataError:  # e.g. float16, which NIfTI has no code for
+        target = None
+    if target is None or target.kind not in "iuf":
+        raise MedganError(f"unsupported NIfTI dtype {np.dtype(dtype)}; use a float or integer type")
     if target.kind in "iu":
         info = np.iinfo(target)
-        data = np.clip(np.round(np.nan_to_num(data.astype(np.float64))), info.min, info.max)
-    elif target.kind != "f":
-        raise MedganError(f"unsupported NIfTI dtype {target}; use a float or integer type")
+        # float64 bounds no larger than the type's: int64's and uint64's maxima round up to 2**63 / 2**64, which
+        # the cast below would wrap to the minimum
+        low, high = (float(v) if int(float(v)) == v else np.nextafter(float(v), 0.0) for v in (info.min, info.max))
+        data = np.clip(np.round(np.nan_to_num(data.astype(np.float64))), low, high)
     return np.asarray(data, dtype=target)
 
 
@@ -223,7 +231,8 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     Raises
     ------
     MedganError
-        Missing folder, unsupported dtype, or a failed write (nothing changed then).
+        Missing folder, unsupported dtype, a singular or non-finite affine, or a failed write (nothing
+        changed then).
 
     Notes
     -----
@@ -246,9 +255,11 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
         raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
     affine = np.asarray(getattr(scan, "affine", np.eye(4)), dtype=np.float64)
     meta = dict(getattr(scan, "meta", {}) or {})
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise MedganError(f"{path}: the scan's affine is singular or not finite; cannot write NIfTI geometry")
     array, two_d_marker = _nifti_array(scan)
     data = _cast(array, dtype)
-    img = nib.Nifti1Image(data, affine)
+    img = nib.Nifti1Image(data, affine, dtype=data.dtype)  # an explicit dtype: nibabel refuses int64 data otherwise
     hdr = img.header
     sform_code, qform_code = _xform_codes(meta)
     img.set_sform(affine, code=sform_code)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # torch / MONAI take seconds to import; header-only callers (
     import torch
     from monai.data import MetaTensor
 
-__all__ = ["make_scan", "spacing_from_affine", "orientation_code", "LPS_TO_RAS"]
+__all__ = ["make_scan", "scan_array", "spacing_from_affine", "orientation_code", "LPS_TO_RAS"]
 
 #: Flip of the first two world axes: DICOM's LPS+ <-> NIfTI/MONAI's RAS+.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -97,6 +97,17 @@ def _orthogonal_code(affine: np.ndarray) -> str | None:
     return "".join(letters)
 
 
+def scan_array(scan: Any) -> np.ndarray:
+    """The voxels of ``scan`` (a tensor, on any device, or an array) as a numpy array; bfloat16 becomes float32,
+    which numpy has no type for (a raw torch ``TypeError`` otherwise)."""
+    if not hasattr(scan, "detach"):
+        return np.asarray(scan)
+    import torch
+
+    data = scan.detach().cpu()
+    return (data.float() if data.dtype == torch.bfloat16 else data).numpy()
+
+
 def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[str, Any] | None = None) -> MetaTensor:
     """Build a channel-first float32 scan with a float64 RAS+ affine.
 
@@ -117,7 +128,9 @@ def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[s
     import torch
     from monai.data import MetaTensor
 
-    data = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array)
+    if isinstance(array, np.ndarray):  # native float32: torch refuses big-endian arrays (as nibabel reads many NIfTIs)
+        array = np.ascontiguousarray(array, dtype=np.float32)
+    data = torch.as_tensor(array)
     if data.dtype != torch.float32:
         data = data.to(torch.float32)
     affine = np.asarray(affine, dtype=np.float64)
