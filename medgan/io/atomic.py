@@ -260,4 +260,6 @@ def _check_target_dir(path: Path, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise MedganError(f"{path}: exists and is not a folder; choose another output path")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise MedganError(f"{path}: folder exists and is not empty; choose another output path or pass overwrite=True")
+        raise MedganError(
+            f"{path}: folder exists and is not empty; choose another output path or pass overwrite=True (--overwrite)"
+        )
