@@ -1,8 +1,8 @@
 """Folder-level batch jobs (``medgan batch``, ``medgan run``) on real scans from ``sample_data/``.
 
 The model is a tiny *untrained* 3-D generator written with the real checkpoint API
-(:func:`medgan.models.registry.build_generator` + :func:`medgan.infer.checkpoint.save_checkpoint`): no model
-ships yet, and these tests check the pipeline mechanics (discovery, planning, manifest, resume, atomicity,
+(:func:`medgan.models.registry.build_generator` + :func:`medgan.infer.checkpoint.save_checkpoint`), small enough to
+keep the suite fast: these tests check the pipeline mechanics (discovery, planning, manifest, resume, atomicity,
 error isolation, workers), not image quality.
 """
 
@@ -1088,3 +1088,174 @@ def test_a_negative_synthesis_seed_is_a_usage_error(tmp_path, capsys):
         main([*args, "--seed", "-1"])
     assert exc.value.code == 2 and "--seed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- --axes, --adapt-* on a tree, --scalar
+
+
+@pytest.fixture(scope="session")
+def tiny_model_2d(tmp_path_factory) -> Path:
+    """An untrained tiny 2-D SRResNet (x2), saved as a real medgan checkpoint: upscales volumes slice by slice."""
+    import torch
+
+    from medgan.infer.checkpoint import save_checkpoint
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    model = build_generator({"arch": "srresnet", "spatial_dims": 2, "channels": 4, "n_blocks": 1, "factor": 2})
+    return save_checkpoint(tmp_path_factory.mktemp("model2d") / "tiny2d_x2.safetensors", model, roi_size=32)
+
+
+def _nifti_tree(root: Path) -> Path:
+    """The two real NIfTI crops of :func:`_good_tree` (16x16x6 and 20x20x6)."""
+    _crop_nifti(
+        SAMPLE / "nifti/nibabel/anatomical.nii",
+        root / "sub-01/anat/anat.nii.gz",
+        (slice(8, 24), slice(10, 26), slice(8, 14)),
+    )
+    _crop_nifti(
+        SAMPLE / "nifti/mni_icbm152_2009a_sym/t1.nii.gz",
+        root / "sub-02/t1.nii.gz",
+        (slice(70, 90), slice(80, 100), slice(76, 82)),
+    )
+    return root
+
+
+def test_batch_upscale_axes_reach_a_2d_model_and_redo_the_scans(tmp_path, tiny_model_2d, tiny_model, capsys):
+    """``--axes`` of ``medgan upscale`` on a folder tree, ``medgan batch upscale`` and the spec's ``axes`` reach the
+    2-D model (the upsampled axes change the output shapes); it is part of the settings: other axes redo the scans,
+    the same axes skip them. (``medgan upscale TREE --axes`` used to ignore it: outputs identical to a run
+    without.)"""
+    import medgan
+    from pipelines.batch.spec import load_spec
+
+    src = _nifti_tree(tmp_path / "in")
+    out = tmp_path / "out"
+    assert _upscale(src, out, tiny_model_2d) == 0
+    shapes = {r["input"]: medgan.load_scan(out / r["outputs"][0]).shape for r in read_rows(out / "manifest.jsonl")}
+    assert shapes == {"sub-01/anat/anat.nii.gz": (1, 32, 32, 6), "sub-02/t1.nii.gz": (1, 40, 40, 6)}
+    assert _upscale(src, out, tiny_model_2d, "--axes", "0,2") == 0
+    rows = read_rows(out / "manifest.jsonl")[2:]
+    assert [r["status"] for r in rows] == ["done", "done"] and all(r["axes"] == [0, 2] for r in rows)
+    shapes = {r["input"]: medgan.load_scan(out / r["outputs"][0]).shape for r in rows}
+    assert shapes == {"sub-01/anat/anat.nii.gz": (1, 32, 16, 12), "sub-02/t1.nii.gz": (1, 40, 20, 12)}
+    side = json.loads((out / rows[0]["outputs"][1]).read_text())
+    assert side["axes"] == [0, 2] and side["factor"] == [2, 1, 2]
+    assert _upscale(src, out, tiny_model_2d, "--axes", "0,2") == 0
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[4:]] == ["skipped", "skipped"]
+    batch = _files(out)
+
+    via_upscale = tmp_path / "via-upscale"
+    assert main(["upscale", str(src), str(via_upscale), "--model", str(tiny_model_2d), "--axes", "0,2"]) == 0
+    assert _files(via_upscale) == batch
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"job: upscale\ninput: {src}\noutput: {tmp_path / 'via-spec'}\nmodel: {tiny_model_2d}\n")
+    assert load_spec(spec).params["axes"] is None
+    assert main(["run", str(spec), "--quiet", "--set", "axes=[0, 2]"]) == 0
+    assert _files(tmp_path / "via-spec") == batch
+    for bad in ("[0, 0]", "[0, 3]", "0,2", "[true, 2]"):
+        assert main(["run", str(spec), "--set", f"axes={bad}"]) == 1
+        assert "'axes' must be two different axes out of 0, 1, 2" in capsys.readouterr().err
+
+    # axes are for a 2-D model: a 3-D one stops the run before anything is written
+    assert _upscale(src, tmp_path / "3d", tiny_model, "--axes", "0,2") == 1
+    assert "2-D model" in capsys.readouterr().err and not (tmp_path / "3d").exists()
+
+
+@pytest.mark.parametrize(
+    "options", [["--adapt-steps", "2"], ["--adapt-lr", "0.01"], ["--adapt-seed", "3"]], ids=lambda o: o[0]
+)
+def test_upscale_command_refuses_adaptation_options_on_a_folder_tree(tmp_path, tiny_model, good_tree, capsys, options):
+    """Adaptation fine-tunes the model on one scan: on a tree its options are a usage error naming the option
+    (``--adapt-lr`` and ``--adapt-seed`` were silently ignored), and nothing is written."""
+    out = tmp_path / "out"
+    assert main(["upscale", str(good_tree), str(out), "--model", str(tiny_model), *options]) == 2
+    err = capsys.readouterr().err
+    assert f"medgan upscale: error: {options[0]}" in err and "3 scans" in err
+    assert not out.exists()
+
+
+def _tissue_slice(dst: Path, z: int) -> Path:
+    """A real 2-D tissue label map in the values of the shipped ``brain-t1-tissue-2d`` (0 background, 2 grey and
+    3 white matter): the argmax of background / MNI GM / MNI WM probabilities on axial slice ``z``."""
+    mni = SAMPLE / "nifti" / "mni_icbm152_2009a_sym"
+    box = (slice(50, 114), slice(60, 124), slice(z, z + 1))
+    gm, wm = (nib.load(mni / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
+    g, w = np.asarray(gm.dataobj, dtype=np.float32)[..., 0], np.asarray(wm.dataobj, dtype=np.float32)[..., 0]
+    labels = np.array([0, 2, 3], dtype=np.uint8)[np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0)]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
+    return dst
+
+
+def test_batch_synthesize_scalar_conditions_2d_label_maps(tmp_path, capsys):
+    """The shipped ``brain-t1-tissue-2d`` is conditioned on the slice position: 2-D label maps need ``--scalar``
+    (they were all ``failed`` rows, with no way to give it). The scalar reaches the model as ``medgan synthesize
+    --scalar`` passes it, is in the provenance and the manifest, and another value redoes the maps."""
+    import medgan
+    from pipelines.batch.spec import load_spec
+
+    src = tmp_path / "labtree"
+    _tissue_slice(src / "x" / "a.nii.gz", 80)
+    _tissue_slice(src / "y" / "b.nii.gz", 60)
+    out = tmp_path / "out"
+    args = ["batch", "synthesize", str(src), str(out), "--model", "brain-t1-tissue-2d", "--device", "cpu", "--quiet"]
+    assert main(args) == 3  # no scalar: the model cannot run on a 2-D map
+    assert all("scalar" in r["error"] for r in read_rows(out / "manifest.jsonl"))
+
+    assert main([*args, "--scalar", "0.5"]) == 0
+    rows = {r["input"]: r for r in read_rows(out / "manifest.jsonl")[2:]}
+    assert {r["status"] for r in rows.values()} == {"done"} and {r["scalar"] for r in rows.values()} == {0.5}
+    row = rows["x/a.nii.gz"]
+    image, labels = medgan.load_scan(out / row["outputs"][0]), medgan.load_scan(src / "x" / "a.nii.gz")
+    assert image.shape == labels.shape == (1, 64, 64) and np.allclose(image.affine, labels.affine)
+    side = json.loads((out / row["outputs"][1]).read_text())
+    assert side["condition"] == {"class": None, "scalar": 0.5} and side["synthetic"] is True
+    # the same image as the single-scan command with the same scalar and the map's seed
+    single = tmp_path / "single.nii.gz"
+    cmd = ["synthesize", "--model", "brain-t1-tissue-2d", "--labels", str(src / "x" / "a.nii.gz"), "--out", str(single)]
+    assert main([*cmd, "--scalar", "0.5", "--seed", str(row["seed"]), "--device", "cpu"]) == 0
+    np.testing.assert_allclose(medgan.load_scan(single).numpy(), image.numpy(), rtol=0, atol=1e-3)
+    before = _files(out)
+
+    assert main([*args, "--scalar", "0.5"]) == 0
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[4:]] == ["skipped", "skipped"]
+    assert main([*args, "--scalar", "0.25"]) == 0  # another slice position: redone, other images
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[6:]] == ["done", "done"]
+    assert _files(out) != before
+    assert main([*args, "--scalar", "1.5"]) == 3  # outside the model's range: the Synthesizer refuses each map
+    assert all("[0, 1]" in r["error"] for r in read_rows(out / "manifest.jsonl")[8:])
+    capsys.readouterr()
+    bad = ["batch", "synthesize", str(src), str(tmp_path / "nan"), "--model", "brain-t1-tissue-2d", "--scalar", "nan"]
+    assert main(bad) == 1
+    assert "finite" in capsys.readouterr().err and not (tmp_path / "nan").exists()
+
+    # the spec's scalar key
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        f"job: synthesize\ninput: {src}\noutput: {tmp_path / 'via-spec'}\nmodel: brain-t1-tissue-2d\n"
+        "device: cpu\nquiet: true\nscalar: 0.5\n"
+    )
+    assert load_spec(spec).params["scalar"] == 0.5
+    assert main(["run", str(spec)]) == 0
+    assert _files(tmp_path / "via-spec") == before
+    for value in ("high", "true", ".nan"):
+        assert main(["run", str(spec), "--set", f"scalar={value}"]) == 1
+        assert "'scalar' must be a finite number or null" in capsys.readouterr().err
+
+
+def test_example_specs_write_outside_the_repository_with_a_shipped_model(monkeypatch, tmp_path):
+    """The example specs' outputs are not inside the repository (they wrote ``results/`` into it), and
+    ``upscale.yaml`` runs a model that ships (medgan/pretrained/) without being told one."""
+    from medgan.infer.pretrained import available_models
+    from pipelines.batch.spec import load_spec
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("MEDGAN_MODEL", "MEDGAN_REF", "MEDGAN_LABELS", "MEDGAN_SYNTH_MODEL"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    for path in sorted((REPO / "pipelines" / "specs").glob("*.yaml")):
+        spec = load_spec(path)
+        output = Path(os.path.abspath(spec.params["output"]))
+        assert not output.is_relative_to(REPO), (path.name, output)
+    assert load_spec(REPO / "pipelines" / "specs" / "upscale.yaml").params["model"] in available_models()
+    assert "No model ships" not in (REPO / "pipelines" / "specs" / "upscale.yaml").read_text()

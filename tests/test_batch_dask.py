@@ -1,7 +1,7 @@
 """``medgan batch upscale --dask-scheduler``: the same per-scan job on a real ``distributed.LocalCluster``
 (two worker processes on loopback) writes byte-identical outputs to the local ``--workers 1`` run.
 
-The model is a tiny *untrained* 3-D generator saved with the real checkpoint API (no model ships yet): this
+The model is a tiny *untrained* 3-D generator saved with the real checkpoint API (small, so the test is fast): this
 checks the pipeline mechanics, not image quality.
 """
 

@@ -107,3 +107,24 @@ def test_upscale_without_model_uses_the_default_and_bad_adapt_steps_is_a_usage_e
         cli.main(["upscale", str(t1_crop_path), str(tmp_path / "z.nii.gz"), "--adapt-steps", "2", "--adapt-seed", "-1"])
     assert exc.value.code == cli.EXIT_USAGE
     assert "--adapt-seed" in capsys.readouterr().err and not (tmp_path / "z.nii.gz").exists()
+
+
+# --------------------------------------------------------------------------- train-sr / train-cgan example configs
+
+
+def test_example_train_configs_write_their_runs_outside_the_package():
+    """Every example config of ``medgan train-sr`` / ``train-cgan`` (medgan/train/configs/) writes its run into the
+    repository's ``runs/`` (ignored by git), as the shipped models' configs do; ``out_dir: runs/...`` wrote into
+    the installed package (medgan/train/configs/runs/)."""
+    from pathlib import Path
+
+    from medgan.train.cgan_config import load_cgan_config
+    from medgan.train.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    configs = sorted((repo / "medgan" / "train" / "configs").glob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        load = load_cgan_config if path.name.startswith("cgan_") else load_config
+        out_dir = Path(load(path)["out_dir"]).resolve()
+        assert out_dir.parent == repo / "runs", (path.name, out_dir)

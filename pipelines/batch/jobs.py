@@ -82,6 +82,9 @@ class UpscaleOptions:
     precision
         :class:`medgan.SuperResolver` ``precision``: ``"auto"`` (bf16 where the hardware has it natively),
         ``"fp32"``, ``"tf32"`` or ``"bf16"``.
+    axes
+        A 2-D model on a volume: the two scan axes to upsample (``axes`` of :meth:`medgan.SuperResolver.upscale`;
+        ``None``: its default, 0 and 1).
     """
 
     model: str
@@ -94,6 +97,7 @@ class UpscaleOptions:
     threads: int | None = None
     windows: str = "fit"
     precision: str = "auto"
+    axes: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -396,7 +400,11 @@ def window_roi_size(windows: str) -> str | None:
 def upscale_compute(task: Task, scan: Any, options: UpscaleOptions) -> Any:
     """The model step of :func:`upscale_job` (what runs on the GPU)."""
     return _resolver(options).upscale(
-        scan, overlap=options.overlap, batch_size=options.batch_size, roi_size=window_roi_size(options.windows)
+        scan,
+        overlap=options.overlap,
+        batch_size=options.batch_size,
+        roi_size=window_roi_size(options.windows),
+        axes=options.axes,
     )
 
 

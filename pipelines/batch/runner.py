@@ -21,6 +21,8 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import logging
+import math
+import numbers
 import os
 import re
 import shutil
@@ -424,6 +426,7 @@ def run_upscale(
     refs: Sequence[Any] | None = None,
     windows: str = "fit",
     precision: str = "auto",
+    axes: Sequence[int] | None = None,
 ) -> BatchResult:
     """Upscale every scan under ``in_root`` into ``out_root`` (mirroring the tree), with resume and a manifest.
 
@@ -462,6 +465,10 @@ def run_upscale(
         :class:`medgan.SuperResolver` ``precision`` (``"auto"``, ``"fp32"``, ``"tf32"``, ``"bf16"``); each
         output's provenance sidecar records the precision it was made with. A value other than ``"auto"`` is part
         of the run's settings.
+    axes
+        A 2-D model on volumes: the two scan axes to upsample (``axes`` of :meth:`medgan.SuperResolver.upscale`;
+        ``None``: 0 and 1). Given, it is part of the run's settings (a rerun with other axes redoes the scans) and
+        recorded in each manifest row and output sidecar.
 
     Returns
     -------
@@ -470,7 +477,8 @@ def run_upscale(
     Raises
     ------
     MedganError
-        Unknown window layout, missing input, unknown or broken model, output folder inside the input or
+        Unknown window layout, ``axes`` that are not two different axes out of 0, 1, 2 or given with a model
+        that is not 2-D, missing input, unknown or broken model, output folder inside the input or
         impossible to create, unreachable Dask scheduler, another run holding the output folder. Nothing is
         written then (except the output folder itself).
     """
@@ -478,12 +486,17 @@ def run_upscale(
     in_root = typed_root.absolute()  # task paths must not depend on the working directory (Dask workers)
     n = _n_workers(workers)
     jobs.window_roi_size(windows)  # an unknown layout fails here, before anything is written
+    axes = _check_axes(axes)
     _start_pool_early(n, scheduler)
     refs, model_text = _prepare(in_root, out_root, model, fmt, refs)
     # fail early (exit 1, nothing written) on a bad model; it is cached for in-process runs
     from medgan.infer.superres import SuperResolver
 
     resolver = SuperResolver.from_pretrained(model_text, device=device, precision=precision)
+    if axes is not None and resolver.spatial_dims != 2:
+        raise MedganError(
+            f"{model}: axes (--axes) are for a 2-D model applied to volumes; this model is {resolver.spatial_dims}-D"
+        )
     if threads is None:
         threads = jobs.default_threads(n, dask=bool(scheduler))
     options = jobs.UpscaleOptions(
@@ -497,12 +510,20 @@ def run_upscale(
         threads=threads,
         windows=windows,
         precision=precision,
+        axes=axes,
     )
     jobs.remember_model(resolver, options)
     tasks = plan_upscale(refs, in_root, out_root, fmt=fmt)
     settings = _upscale_settings(
-        resolver.sha256, fmt=fmt, overlap=overlap, batch_size=batch_size, windows=windows, precision=precision
+        resolver.sha256,
+        fmt=fmt,
+        overlap=overlap,
+        batch_size=batch_size,
+        windows=windows,
+        precision=precision,
+        axes=axes,
     )
+    extra: dict[str, Any] = {"windows": windows, **({"axes": list(axes)} if axes is not None else {})}
     gpu = resolver.device.type == "cuda" and n > 1 and not scheduler
     return _run_model_job(
         "upscale",
@@ -519,7 +540,7 @@ def run_upscale(
         roots={"ref": typed_root},
         force=force,
         quiet=quiet,
-        row_extra=lambda task: {"windows": windows},
+        row_extra=lambda task: extra,
         warm=jobs.warm_upscale,
     )
 
@@ -532,13 +553,15 @@ def _upscale_settings(
     batch_size: int | None,
     windows: str = "fit",
     precision: str = "auto",
+    axes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """What determines an upscale run's outputs (hashed into the manifest's ``settings``; resume compares it).
 
-    ``windows`` is recorded unless it is ``"checkpoint"`` and ``precision`` unless it is ``"auto"``: the layout and
-    precision of runs made before these options existed, whose settings (and so hash) stay as they were. Such a
-    run's outputs count as done for a rerun with ``windows="checkpoint"``; a rerun with the default ``"fit"`` layout
-    (since 2026-12-06) or another precision has other settings and redoes them (and the other way round).
+    ``windows`` is recorded unless it is ``"checkpoint"``, ``precision`` unless it is ``"auto"`` and ``axes`` unless
+    it is ``None``: the layout, precision and axes of runs made before these options existed, whose settings (and
+    so hash) stay as they were. Such a run's outputs count as done for a rerun with ``windows="checkpoint"``; a
+    rerun with the default ``"fit"`` layout (since 2026-12-06), another precision or given axes has other settings
+    and redoes them (and the other way round).
     """
     settings: dict[str, Any] = {
         "job": "upscale",
@@ -551,7 +574,26 @@ def _upscale_settings(
         settings["windows"] = windows
     if precision != "auto":
         settings["precision"] = precision
+    if axes is not None:
+        settings["axes"] = [int(a) for a in axes]
     return settings
+
+
+def _check_axes(axes: Sequence[int] | None) -> tuple[int, int] | None:
+    """``axes`` of an upscale run as a tuple, or :class:`MedganError` unless two different axes out of 0, 1, 2."""
+    if axes is None:
+        return None
+    try:
+        values = tuple(axes)
+    except TypeError:
+        values = ()
+    if (
+        len(values) != 2
+        or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) and 0 <= a <= 2 for a in values)
+        or values[0] == values[1]
+    ):
+        raise MedganError(f"axes must be two different scan axes out of 0, 1, 2, got {axes!r}")
+    return (int(values[0]), int(values[1]))
 
 
 def _prepare(
@@ -623,6 +665,7 @@ def run_synthesize(
     n: int = 1,
     seed: int = 0,
     condition_class: str | None = None,
+    scalar: float | None = None,
     workers: int | None = 1,
     scheduler: str | None = None,
     force: bool = False,
@@ -647,6 +690,12 @@ def run_synthesize(
         Base seed of the run.
     condition_class
         Class condition for a class-conditioned model (name or index).
+    scalar
+        Scalar condition for a scalar-conditioned model (``condition={"scalar": scalar}`` of
+        :meth:`medgan.Synthesizer.generate`, which checks it against the model's range), e.g. the relative slice
+        position in [0, 1] of the shipped ``brain-t1-tissue-2d`` for 2-D label maps; ``None``: the model's default
+        (per slice on a 3-D map). Part of the run's settings (another value redoes the maps), recorded in each
+        manifest row and output sidecar.
     workers, scheduler, force, quiet, fmt, device, threads
         As :func:`run_upscale`.
 
@@ -659,6 +708,10 @@ def run_synthesize(
     nw = _n_workers(workers)
     if n < 1:
         raise MedganError(f"-n must be at least 1, got {n}")
+    if scalar is not None:
+        if isinstance(scalar, bool) or not isinstance(scalar, numbers.Real) or not math.isfinite(scalar):
+            raise MedganError(f"the scalar condition must be a finite number, got {scalar!r}")
+        scalar = float(scalar)
     _start_pool_early(nw, scheduler)
     refs, model_text = _prepare(in_root, out_root, model, fmt)
     from medgan.infer.synthesis import Synthesizer
@@ -666,7 +719,7 @@ def run_synthesize(
     synthesizer = Synthesizer.from_pretrained(model_text, device=device)
     if threads is None:
         threads = jobs.default_threads(nw, dask=bool(scheduler))
-    condition = {"class": condition_class} if condition_class is not None else None
+    condition = {k: v for k, v in (("class", condition_class), ("scalar", scalar)) if v is not None} or None
     options = jobs.SynthesizeOptions(
         model=model_text,
         model_sha256=synthesizer.sha256,
@@ -704,7 +757,10 @@ def run_synthesize(
         roots={"ref": typed_root},
         force=force,
         quiet=quiet,
-        row_extra=lambda task: {"seed": jobs.scan_seed(seed, task.scan_id)},
+        row_extra=lambda task: {
+            "seed": jobs.scan_seed(seed, task.scan_id),
+            **({"scalar": scalar} if scalar is not None else {}),
+        },
         warm=jobs.warm_synthesize,
     )
 

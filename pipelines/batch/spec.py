@@ -19,6 +19,7 @@ way.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -88,9 +89,21 @@ def _opt_scalar(v: Any) -> bool:
     return v is None or _int(v) or (isinstance(v, str) and bool(v.strip()))
 
 
+def _opt_axes(v: Any) -> bool:
+    return v is None or (
+        isinstance(v, list) and len(v) == 2 and all(_int(a) and 0 <= a <= 2 for a in v) and v[0] != v[1]
+    )
+
+
+def _opt_number(v: Any) -> bool:
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))
+
+
 _WHAT = {
     _int: "an integer",
     _opt_scalar: "a class name, a class index or null",
+    _opt_axes: "two different axes out of 0, 1, 2 (e.g. [0, 2]) or null",
+    _opt_number: "a finite number or null",
     _path: "a path (text)",
     _pos_int: "a positive integer",
     _opt_pos_int: "a positive integer or null",
@@ -122,6 +135,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "batch_size": (_opt_pos_int, False, None),
         "windows": (_choice(*WINDOW_LAYOUTS), False, "fit"),
         "precision": (_choice(*PRECISIONS), False, "auto"),
+        "axes": (_opt_axes, False, None),
     },
     "synthesize": {
         **_COMMON,
@@ -130,6 +144,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "n": (_pos_int, False, 1),
         "seed": (_int, False, 0),
         "class": (_opt_scalar, False, None),
+        "scalar": (_opt_number, False, None),
         "format": (_choice("nifti", "dicom"), False, "nifti"),
         "device": (_opt_str, False, None),
     },
@@ -281,6 +296,7 @@ def run_job(job: str, p: Mapping[str, Any]) -> Any:
             batch_size=p["batch_size"],
             windows=p["windows"],
             precision=p["precision"],
+            axes=p["axes"],
             **common,
         )
     if job == "synthesize":
@@ -291,6 +307,7 @@ def run_job(job: str, p: Mapping[str, Any]) -> Any:
             n=p["n"],
             seed=p["seed"],
             condition_class=p["class"],
+            scalar=p["scalar"],
             fmt=p["format"],
             device=p["device"],
             **common,

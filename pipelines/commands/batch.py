@@ -4,7 +4,8 @@
 ``OUT_ROOT``, mirroring the folder tree (``<folder>/<scan id>.nii.gz`` + its ``.json`` provenance sidecar, or a
 derived DICOM series folder ``<folder>/<scan id>/`` with ``--format dicom``); the sliding windows are the
 fewest, largest that tile each scan (``--windows fit``, the default) or the checkpoint's (``--windows
-checkpoint``); a rerun with another layout redoes the scans.
+checkpoint``); a rerun with another layout redoes the scans. ``--axes A,B`` picks the scan axes a 2-D model
+upsamples in each volume (default 0,1); a rerun with other axes redoes the scans.
 
 ``medgan batch evaluate PRED_ROOT REF_ROOT OUT_ROOT [--lr LR_ROOT]`` scores every prediction against its
 reference: per-scan metrics go into the manifest, the evaluation report into ``OUT_ROOT/report``.
@@ -15,7 +16,8 @@ Both write ``OUT_ROOT/manifest.jsonl`` (one line per finished scan), ``OUT_ROOT/
 
 ``medgan batch synthesize LABELS_ROOT OUT_ROOT --model CKPT [-n N] [--seed S]`` generates ``N`` synthetic scans
 per label map with :class:`medgan.Synthesizer` (``<folder>/<scan id>-synth-000.nii.gz`` ...); each map's noise
-seed derives from ``--seed`` and its scan id, so reruns, workers and Dask give the same images.
+seed derives from ``--seed`` and its scan id, so reruns, workers and Dask give the same images. ``--class C`` and
+``--scalar X`` are the model's conditions, as for ``medgan synthesize``; another value redoes the maps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 from pipelines.commands._args import (
     add_precision_option,
     add_windows_option,
+    axes_pair,
     non_negative_int,
     overlap_fraction,
     positive_float,
@@ -96,6 +99,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     up.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help="windows per forward pass")
     add_windows_option(up)
     add_precision_option(up)
+    up.add_argument(
+        "--axes",
+        type=axes_pair,
+        default=None,
+        metavar="A,B",
+        help="2-D model on volumes: the two scan axes to upsample (default 0,1)",
+    )
     add_common_options(up)
     up.set_defaults(func=run)
 
@@ -115,6 +125,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sy.add_argument("-n", type=positive_int, default=1, metavar="N", help="synthetic scans per label map (1)")
     sy.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="base seed of the run (default 0)")
     sy.add_argument("--class", dest="condition_class", default=None, help="class condition (class-conditioned models)")
+    sy.add_argument(
+        "--scalar",
+        type=float,
+        default=None,
+        metavar="X",
+        help="scalar condition of every map (e.g. the slice position in [0, 1] of brain-t1-tissue-2d for 2-D maps)",
+    )
     _add_output_options(sy)
     add_common_options(sy)
     sy.set_defaults(func=run)

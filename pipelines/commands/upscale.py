@@ -11,7 +11,9 @@ with a manifest, resume and per-scan error isolation (exit 3 if some scans faile
 
 ``--adapt-steps N`` (N > 0) first fine-tunes a copy of the model on the input scan itself
 (:func:`medgan.adapt_to_scan`, ZSSR / SMORE style) and records that in the provenance; it works on
-one scan at a time and is refused for a folder tree.
+one scan at a time, so it (and ``--adapt-lr`` / ``--adapt-seed``) is a usage error (exit 2) for a folder tree.
+``--axes`` (a 2-D model on volumes: the scan axes to upsample) applies to every scan of a tree, as
+``medgan batch upscale --axes`` does.
 
 By default (``--windows fit``) the scan is upscaled with the fewest, largest sliding windows that tile it
 (``roi_size="fit"`` of :meth:`medgan.SuperResolver.upscale`); ``--windows checkpoint`` uses the checkpoint's
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: the model ``medgan upscale`` uses without ``--model`` (the contract shows the option as optional)
 DEFAULT_MODEL = "brain-mr-x2-3d"
+#: defaults of ``--adapt-lr`` and ``--adapt-seed``
+ADAPT_LR, ADAPT_SEED = 1e-4, 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -79,19 +83,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="N",
         help="fine-tune a copy of the model on the input scan itself for N steps first (ZSSR/SMORE; 0: off)",
     )
-    parser.add_argument("--adapt-lr", type=positive_float, default=1e-4, help="learning rate of --adapt-steps (1e-4)")
-    parser.add_argument("--adapt-seed", type=non_negative_int, default=0, help="seed of --adapt-steps (0)")
+    # default None, not 1e-4 / 0: a folder tree refuses these options only when they were given
+    parser.add_argument(
+        "--adapt-lr", type=positive_float, default=None, help=f"learning rate of --adapt-steps ({ADAPT_LR:g})"
+    )
+    parser.add_argument(
+        "--adapt-seed", type=non_negative_int, default=None, help=f"seed of --adapt-steps ({ADAPT_SEED})"
+    )
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Upscale ``args.input`` into ``args.output``; return the exit status."""
+    import sys
     from pathlib import Path
 
     from medgan import SuperResolver, discover_scans, load_scan, save_scan
 
     adapt_steps = int(getattr(args, "adapt_steps", 0) or 0)
+    adapt_lr, adapt_seed = getattr(args, "adapt_lr", None), getattr(args, "adapt_seed", None)
     source = args.input  # a path, or the ScanRef already discovered (no second walk)
     if Path(args.input).is_dir() and args.series is None:
         refs = discover_scans(args.input)
@@ -99,12 +110,20 @@ def run(args: argparse.Namespace) -> int:
         if len(usable) == 1:
             source = usable[0]
         elif len(usable) > 1:  # a folder tree: run it as a batch job
-            if adapt_steps:
-                logger.error(
-                    "--adapt-steps adapts the model to one scan; %s holds %d scans: run `medgan upscale` per scan "
-                    "(or pick one with --series)",
-                    args.input,
-                    len(usable),
+            given = [
+                name
+                for name, value in (
+                    ("--adapt-steps", adapt_steps or None),
+                    ("--adapt-lr", adapt_lr),
+                    ("--adapt-seed", adapt_seed),
+                )
+                if value is not None
+            ]
+            if given:
+                print(
+                    f"medgan upscale: error: {', '.join(given)}: adaptation fine-tunes the model on one scan; "
+                    f"{args.input} holds {len(usable)} scans: run `medgan upscale` per scan (or pick one with --series)",
+                    file=sys.stderr,
                 )
                 return 2
             from pipelines.batch.runner import run_upscale
@@ -122,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 refs=refs,
                 windows=args.windows,
                 precision=args.precision,
+                axes=args.axes,
             )
             return result.exit_code
     resolver = SuperResolver.from_pretrained(args.model, device=args.device, precision=args.precision)
@@ -133,9 +153,9 @@ def run(args: argparse.Namespace) -> int:
             resolver,
             scan,
             steps=adapt_steps,
-            lr=args.adapt_lr,
+            lr=ADAPT_LR if adapt_lr is None else adapt_lr,
             axes=args.axes,
-            seed=args.adapt_seed,
+            seed=ADAPT_SEED if adapt_seed is None else adapt_seed,
             progress=args.progress,
         )
     from pipelines.batch.jobs import window_roi_size
