@@ -647,3 +647,162 @@ def test_discriminator_step_keeps_real_and_generated_batch_statistics_apart(tmp_
         torch.testing.assert_close(torch.cat([real, fake]), together)
     else:
         assert not torch.allclose(torch.cat(separate), together, atol=1e-4)  # the test can tell them apart
+
+
+# ---------------------------------------------------------------------------------------------- divergence, logs, RNG
+def test_a_diverging_run_stops_with_an_error_and_keeps_its_finite_state(tmp_path, train_scan):
+    """A learning rate far too high makes the loss NaN by the third step. The run used to go on: it saved NaN states
+    (pruning the finite ones away) and exported a NaN model as a finished run."""
+    from medgan.train.core import TrainingDivergedError
+    from medgan.train.state import list_states
+
+    sections = {
+        "device": "cpu",
+        "phase1": {"steps": 6, "lr": 1e8, "scheduler": "constant"},
+        "phase2": {"steps": 0},
+        "data": {"val": []},
+        "train": {"checkpoint_every": 1, "keep_checkpoints": 1},
+    }
+    path = write_yaml(tmp_path, _config(tmp_path, train_scan, **sections))
+    with pytest.raises(TrainingDivergedError, match=r"training diverged: step \d: the loss is not finite"):
+        train_sr(path, progress=False)
+    run = tmp_path / "run"
+    assert not (run / "model.safetensors").exists()
+    (step, state), *_ = list_states(run)
+    assert 0 < step < 6
+    st = torch.load(state, weights_only=True)
+    assert all(bool(torch.isfinite(v).all()) for part in ("generator", "ema") for v in st[part].values())
+
+
+def test_weights_that_are_not_finite_are_never_saved(tmp_path, train_scan):
+    """A step whose loss is finite can still leave non-finite weights (a non-finite gradient or learning rate):
+    the state written after it is refused, so pruning cannot replace the finite states with it."""
+    from medgan.train.core import TrainingDivergedError
+    from medgan.train.trainer import SRTrainer
+
+    cfg = validate_config(_config(tmp_path, train_scan, device="cpu", data={"val": []}), source="test")
+    trainer = SRTrainer(cfg, progress=False)
+    trainer._build()
+    trainer.step = 3
+    with torch.no_grad():
+        next(trainer.generator.parameters())[0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match=r"the generator weights are not finite after step 3"):
+        trainer._save()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_tensorboard_keeps_the_scalars_of_the_step_a_run_resumed_from(tmp_path, train_scan):
+    """A resumed run hid the training and validation scalars of the very step its state was saved at (TensorBoard
+    purged from that step, not the one after): the validation at a checkpoint step vanished from the curves."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sections = {
+        "device": "cpu",
+        "phase1": {"steps": 4},
+        "phase2": {"steps": 0},
+        "data": {"val_crop": 24},
+        "train": {"val_every": 2, "checkpoint_every": 2, "log_every": 1},
+    }
+    path = write_yaml(tmp_path, _config(tmp_path, train_scan, **sections))
+    train_sr(path, until_step=3, progress=False)
+    (tmp_path / "run" / "checkpoints" / "state_00000003.pt").unlink()  # as if killed before step 3 was saved
+    assert train_sr(path, progress=False).resumed_from.name == "state_00000002.pt"
+    acc = EventAccumulator(str(tmp_path / "run" / "logs"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("val/psnr")] == [0, 2, 4]
+    assert [e.step for e in acc.Scalars("train/loss_g")] == [1, 2, 3, 4]  # step 3 once: the unsaved one is purged
+
+
+def test_resume_leaves_the_global_rng_where_the_uninterrupted_run_has_it(tmp_path, train_scan):
+    """The DataLoader drew its workers' base seed from torch's global RNG, so a resumed run's restored RNG ended one
+    draw past the uninterrupted run's (a task drawing from it, dropout or noise, would diverge after a resume)."""
+    sections = {
+        "device": "cpu",
+        "phase1": {"steps": 4},
+        "phase2": {"steps": 0},
+        "data": {"val": []},
+        "train": {"checkpoint_every": 2},
+    }
+    states = {}
+    for name, stops in (("whole", [None]), ("split", [2, None])):
+        path = write_yaml(tmp_path / name, _config(tmp_path / name, train_scan, **sections))
+        for stop in stops:
+            train_sr(path, until_step=stop, progress=False)
+        states[name] = torch.load(tmp_path / name / "run" / "checkpoints" / "state_00000004.pt", weights_only=True)
+    a, b = (states[n]["rng"][0] for n in ("whole", "split"))
+    assert torch.equal(a["torch"], b["torch"])
+    assert torch.equal(a["numpy"]["keys"], b["numpy"]["keys"]) and a["numpy"]["pos"] == b["numpy"]["pos"]
+    assert torch.equal(a["python"]["state"], b["python"]["state"])
+
+
+def _crafted_checkpoint(path: Path, source: Path, edit) -> Path:
+    """``source`` re-saved with ``edit(metadata, tensors)`` applied and both hashes recomputed (as anyone can)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from medgan.infer.checkpoint import metadata_sha256, payload_sha256
+
+    with safe_open(str(source), framework="pt") as fh:
+        header, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    meta = json.loads(header["medgan"])
+    edit(meta, tensors)
+    text = json.dumps(meta, sort_keys=True)
+    header.update(medgan=text, metadata_sha256=metadata_sha256(text), payload_sha256=payload_sha256(tensors))
+    save_file(tensors, str(path), metadata=header)
+    return path
+
+
+def test_a_checkpoint_declaring_another_network_than_its_tensors_is_refused_before_allocating(tmp_path):
+    """The model config in a checkpoint's metadata was built before the weights were compared: a 20 kB file
+    declaring 2**22 channels asked torch for hundreds of terabytes (a raw RuntimeError, or the OOM killer for
+    a few GB), one declaring thousands of blocks built them all. Integer weights were cast silently."""
+    from medgan import SuperResolver
+    from medgan.infer.checkpoint import save_checkpoint
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    small = build_generator({"arch": "srresnet", "spatial_dims": 2, "channels": 4, "n_blocks": 1, "factor": 2})
+    source = save_checkpoint(tmp_path / "small.safetensors", small)
+    assert SuperResolver.from_pretrained(source, device="cpu").factor == (2, 2)
+
+    def wide(meta, tensors):
+        meta["model"]["channels"] = 2**22
+
+    def deep(meta, tensors):
+        meta["model"]["n_blocks"] = 5000
+
+    def integer(meta, tensors):
+        tensors["head.0.weight"] = tensors["head.0.weight"].round().to(torch.int32)
+
+    for edit, pattern in (
+        (wide, r"head\.0\.weight: torch\.float32 \(4, 1, 3, 3\) stored, torch\.float32 \(4194304, 1, 3, 3\) expected"),
+        (deep, r"declares n_blocks = 5000 but the file holds \d+ tensors"),
+        (integer, r"head\.0\.weight: torch\.int32 \(4, 1, 3, 3\) stored"),
+    ):
+        path = _crafted_checkpoint(tmp_path / f"{edit.__name__}.safetensors", source, edit)
+        with pytest.raises(CheckpointError, match=pattern):
+            SuperResolver.from_pretrained(path, device="cpu")
+
+
+def test_warmup_steps_ramp_up_the_step_and_constant_schedules_too(tmp_path, train_scan, monkeypatch):
+    """``warmup_steps`` was honoured by the cosine schedule only: ``step`` and ``constant`` started at the full rate.
+    Logged rates are those after each step (as MONAI's warm-up, the first step runs at 0); a resume inside the
+    warm-up continues it."""
+    import medgan.train.core as C
+
+    monkeypatch.setattr(C._Logger, "__init__", _jsonl_logger)
+    phase1 = {"steps": 4, "lr": 1e-3, "warmup_steps": 2, "step_size": 3, "gamma": 0.5}
+    for kind, expected in (("step", [0.5e-3, 1e-3, 0.5e-3, 0.5e-3]), ("constant", [0.5e-3, 1e-3, 1e-3, 1e-3])):
+        sections = {
+            "device": "cpu",
+            "phase1": {**phase1, "scheduler": kind},
+            "phase2": {"steps": 0},
+            "data": {"val": []},
+            "train": {"log_every": 1},
+        }
+        folder = tmp_path / kind
+        path = write_yaml(folder, _config(folder, train_scan, **sections))
+        train_sr(path, until_step=1, progress=False)
+        train_sr(path, progress=False)
+        np.testing.assert_allclose(_lrs(folder / "run"), expected, rtol=1e-6)

@@ -3,7 +3,8 @@
 :class:`Trainer` owns what every GAN-style run needs: the step loop over a schedule of named phases,
 EMA of the generator, AMP (bf16 autocast on CUDA), DDP wrapping under ``torchrun``, exact resume (models,
 EMA, optimisers, schedulers and every rank's RNG in ``out_dir/checkpoints/state_*.pt``), logging
-(TensorBoard or ``log.jsonl``), the validation cadence, the export call and ``summary.json``.
+(TensorBoard or ``log.jsonl``), the validation cadence, the export call and ``summary.json``. A loss or weights
+that stop being finite end the run with :class:`TrainingDivergedError` before any state takes them in.
 
 A *task* is a subclass that fills in the hooks (one trainer, several tasks; the loop is never forked):
 
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from medgan.errors import CheckpointError, ConfigError
+from medgan.errors import CheckpointError, ConfigError, MedganError
 from medgan.models.generators import channels_last_format
 from medgan.train import distributed as D
 from medgan.train import state as S
@@ -46,6 +47,7 @@ from medgan.train import state as S
 __all__ = [
     "TrainResult",
     "Trainer",
+    "TrainingDivergedError",
     "MODEL_FILE",
     "make_scheduler",
     "set_requires_grad",
@@ -99,6 +101,20 @@ class TrainResult:
     speed: dict[str, Any] | None = None
 
 
+class TrainingDivergedError(MedganError):
+    """A training run stopped because a loss or the weights stopped being finite (NaN or infinite).
+
+    Nothing of the diverged step is saved: the newest state in ``out_dir/checkpoints`` still holds finite weights,
+    so a rerun with a lower learning rate (or ``train.grad_clip``) resumes from it.
+    """
+
+
+def _all_finite(module: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``module`` is finite (one device sync)."""
+    flags = [torch.isfinite(t).all() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy's global state and torch."""
     random.seed(seed)
@@ -106,14 +122,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _WarmupLR(torch.optim.lr_scheduler.LambdaLR):
+    """Linear warm-up over ``warmup`` steps, from 0 as in MONAI's ``WarmupCosineSchedule``, then the rate times
+    ``gamma ** (step // step_size)`` (``step_size`` given: the ``step`` schedule) or the rate (``constant``).
+
+    Why by hand: torch's ``StepLR`` / ``ConstantLR`` have no warm-up, and ``warmup_steps`` was silently ignored for
+    them. A state saved by one of those (before warm-up applied to them) loads at the same position.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, warmup: int, step_size: int | None, gamma: float) -> None:
+        self.warmup, self.decay_every, self.decay = int(warmup), step_size, float(gamma)
+        super().__init__(opt, self.factor)
+
+    def factor(self, step: int) -> float:
+        ramp = min(1.0, step / self.warmup)
+        return ramp * (self.decay ** (step // self.decay_every) if self.decay_every else 1.0)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "lr_lambdas" not in state_dict:  # a StepLR / ConstantLR state: its position (and step_size, gamma)
+            state_dict = {**state_dict, "lr_lambdas": [None] * len(self.base_lrs)}
+        super().load_state_dict(state_dict)
+
+
 def make_scheduler(opt: torch.optim.Optimizer, section: Mapping[str, Any], steps: int) -> Any:
-    """LR scheduler from a phase section (``scheduler``: cosine | step | constant, ``warmup_steps``, ...)."""
+    """LR scheduler from a phase section (``scheduler``: cosine | step | constant, ``warmup_steps``, ...).
+
+    ``warmup_steps`` ramps the rate up linearly from 0 for every schedule.
+    """
     kind = section["scheduler"]
     warmup = int(section["warmup_steps"])
     if kind == "cosine":
         from monai.optimizers import WarmupCosineSchedule
 
         return WarmupCosineSchedule(opt, warmup_steps=warmup, t_total=max(steps, 1))
+    if warmup > 0:
+        step_size = int(section["step_size"]) if kind == "step" else None
+        return _WarmupLR(opt, warmup, step_size, float(section["gamma"]) if kind == "step" else 1.0)
     if kind == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=int(section["step_size"]), gamma=float(section["gamma"]))
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
@@ -136,7 +180,9 @@ class _Logger:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(out_dir / "logs"), purge_step=start_step or None)
+            # a resumed run hides the events logged after its state was saved; those of the state's own step
+            # (its training scalars and validation, logged before the save) stay
+            self.writer = SummaryWriter(log_dir=str(out_dir / "logs"), purge_step=start_step + 1)
         except Exception as exc:  # ImportError, or tensorboard's own import-time errors
             logger.warning("TensorBoard is not available (%s); logging to %s instead", exc, out_dir / "log.jsonl")
             self.jsonl = out_dir / "log.jsonl"
@@ -529,10 +575,38 @@ class Trainer:
             logger.info("resuming %s at step %d/%d", chosen, self.step, self.total)
 
     def _save(self) -> None:
+        # every rank checks (the weights are the same on every rank) before the collective below
+        bad = [name for name, module in self._saved_modules() if not _all_finite(module)]
+        if bad:
+            raise self._diverged(f"the {' and '.join(bad)} weights are not finite after step {self.step}")
         st = self._state()  # collective (RNG of every rank): every rank calls it
         if self.info.is_main:
             S.save_state(self.out_dir, st)
             S.prune_states(self.out_dir, self.cfg["train"]["keep_checkpoints"])
+
+    def _saved_modules(self) -> list[tuple[str, nn.Module]]:
+        mods: list[tuple[str, nn.Module]] = [("generator", self.generator), ("EMA generator", self.ema)]
+        if self.discriminator is not None:
+            mods.append(("discriminator", self.discriminator))
+        return mods
+
+    def _check_finite_losses(self, values: Mapping[str, Any]) -> None:
+        """Stop the run when a loss of the step just taken is not finite (before the EMA or a state takes it in)."""
+        bad = {
+            k: v
+            for k, v in values.items()
+            if k.startswith("loss") and isinstance(v, (int, float)) and not math.isfinite(v)
+        }
+        if bad:
+            raise self._diverged(f"step {self.step + 1}: the loss is not finite ({bad})")
+
+    def _diverged(self, what: str) -> TrainingDivergedError:
+        found = S.list_states(self.out_dir)
+        kept = f" ({found[-1][1].name} is the newest state, a rerun resumes from it)" if found else ""
+        return TrainingDivergedError(
+            f"{self.out_dir}: training diverged: {what}; nothing of it was saved{kept}. "
+            "Lower the learning rate (or set train.grad_clip) and rerun"
+        )
 
     # ------------------------------------------------------------------ run
     def run(self, until_step: int | None = None) -> TrainResult:
@@ -573,6 +647,11 @@ class Trainer:
             sampler=range(start, end),
             num_workers=self.cfg["data"]["num_workers"],
             pin_memory=self.device.type == "cuda",
+            # the workers' base seed comes from this generator, not from torch's global RNG: drawn from the global
+            # one it moved the restored RNG of a resumed run one draw past the uninterrupted run's
+            generator=torch.Generator().manual_seed(
+                int(np.random.SeedSequence([int(self.cfg["seed"]), self.info.rank, start]).generate_state(1)[0])
+            ),
         )
         bar = None
         if self.info.is_main and self.progress and start < end:
@@ -595,6 +674,7 @@ class Trainer:
                 self.generator.train()
                 phase = self.phase_index(self.step) + 1
                 values = self.train_step(batch)  # returns Python floats: the step's device work is done
+                self._check_finite_losses(values)
                 self.ema.update_parameters(self.generator)
                 speed.stepped()
                 self.step += 1
