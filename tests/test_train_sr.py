@@ -95,6 +95,8 @@ def _config(tmp: Path, train_scan: Path, **sections) -> dict:
         ),
         (lambda c: c["train"].update(ema_decay=1.0), r"train\.ema_decay: must be in \[0, 1\)"),
         (lambda c: c["train"].update(grad_clip=-1.0), r"train\.grad_clip: must be > 0"),
+        (lambda c: c["phase1"].update(lr=float("inf")), r"phase1\.lr: must be a finite number, got inf"),
+        (lambda c: c["loss"].update(l1=float("nan")), r"loss\.l1: must be a finite number, got nan"),
         (lambda c: c.update(data=[1]), r"data: expected a mapping"),
     ],
 )

@@ -314,7 +314,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            # tensors only of a medgan checkpoint: a foreign (possibly multi-GB) file is refused by its header alone
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()} if header.get("format") == FORMAT else {}
     except Exception as exc:  # safetensors raises its own error types (and OSError) for foreign files
         raise CheckpointError(
             f"{path}: not a medgan checkpoint (not a safetensors file: {type(exc).__name__}); "

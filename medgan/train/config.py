@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -235,6 +236,8 @@ def _coerce(kind: str, value: Any, where: str, base: Path) -> Any:
     if kind == "float":
         if not _is_num(value):
             raise _type_error(where, "a number", value)
+        if not math.isfinite(float(value)):  # YAML's .inf / .nan pass every "> 0" check
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         return float(value)
     if kind == "dict":
         if not isinstance(value, Mapping):
