@@ -808,3 +808,14 @@ def test_warmup_steps_ramp_up_the_step_and_constant_schedules_too(tmp_path, trai
         train_sr(path, until_step=1, progress=False)
         train_sr(path, progress=False)
         np.testing.assert_allclose(_lrs(folder / "run"), expected, rtol=1e-6)
+
+
+def test_one_named_gpu_under_torchrun_is_a_config_error(monkeypatch):
+    """``device: cuda:1`` under torchrun put every rank on that one GPU (NCCL then failed with a raw error)."""
+    from medgan.train.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match=r"device: 'cuda:1' names one GPU, but torchrun started 2 processes"):
+        init_distributed("cuda:1")

@@ -76,6 +76,11 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and device.startswith("cuda:"):  # every rank would train on that one GPU (NCCL then fails)
+        raise ConfigError(
+            f"device: {device!r} names one GPU, but torchrun started {world} processes; set device: cuda "
+            "(each process then uses cuda:LOCAL_RANK) or auto"
+        )
     dev = resolve_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
