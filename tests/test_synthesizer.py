@@ -425,3 +425,19 @@ def test_detect_refuses_non_finite_and_scores_only_non_constant_2d_images(mni):
         detect_synthetic(t1[:, 20:132, 30:158, 78:82], detector=det, max_slices=-1)
     with pytest.raises(MedganError, match="NaN or infinite"):
         detect.prepare_slices([real[0], torch.full_like(real[0], float("nan"))])
+
+
+def test_a_samples_noise_does_not_depend_on_n(shipped, mni):
+    """Torch's CPU randn fills blocks of 16 values and redraws a partial last block: drawn for all samples at once,
+    sample 0's noise changed with n whenever one sample's noise (here 8 x 3 x 3 = 72 values) is not a multiple of 16."""
+    labels = mni[1][:, 50:74, 60:84, 80]  # 24 x 24: a 3 x 3 noise grid
+    assert shipped.model.noise_shape(labels.shape[1:]) == (8, 3, 3)
+    cond = {"scalar": 0.5}
+    one = shipped.generate(labels, n=1, seed=3, condition=cond)
+    two = shipped.generate(labels, n=2, seed=3, condition=cond)
+    three = shipped.generate(labels, n=3, seed=3, condition=cond, batch_size=2)
+    assert torch.allclose(one[0], two[0], atol=1e-2) and torch.allclose(one[0], three[0], atol=1e-2)
+    assert torch.allclose(two[1], three[1], atol=1e-2)
+    # slice by slice too: sample 0 of a 3-slice volume is the same for n = 1 and n = 2
+    volume = mni[1][:, 50:74, 60:84, 79:82]
+    assert torch.allclose(shipped.generate(volume, n=1, seed=4)[0], shipped.generate(volume, n=2, seed=4)[0], atol=1e-2)

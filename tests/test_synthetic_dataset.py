@@ -261,3 +261,44 @@ def test_set_epoch_reaches_persistent_workers(setup, context):
     copied = copy.deepcopy(ds)  # a copy (not a worker) has its own epoch
     copied.set_epoch(5)
     assert ds.epoch == 0 and copied.epoch == 5
+
+
+@pytest.mark.parametrize(("n_real", "ratio"), [(4, 0.1), (3, 0.1), (1, 0.25)])
+def test_default_length_has_every_real_pair_once_plus_synthetic_ones(setup, n_real, ratio):
+    """length=None is ceil(len(real) / (1 - ratio)): the real slots are the real pairs, once each, and the rest are
+    synthetic (round(length * ratio) gave 4 real pairs at ratio 0.1 five real slots, one pair twice, no synthetic)."""
+    pairs, synth = setup
+    ds = SyntheticAugmentedDataset(pairs[:n_real], synthesizer=synth, ratio=ratio, seed=0)
+    assert len(ds) == int(np.ceil(n_real / (1 - ratio)))
+    assert ds.n_synthetic == len(ds) - n_real >= 1 and int(ds.is_synthetic.sum()) == ds.n_synthetic
+    real = [ds[i]["image"].meta["filename_or_obj"] for i in np.flatnonzero(~ds.is_synthetic)]
+    assert sorted(real) == sorted(p["image"].meta["filename_or_obj"] for p in pairs[:n_real])
+
+
+def test_transforms_never_change_the_given_pairs(setup):
+    """An in-place MONAI transform (RandCoarseDropoutd fills holes in its input) works on the item, not on the real
+    pairs the dataset holds: they stay as given, so a later epoch (and every synthetic label drawn from them) is
+    unchanged."""
+    from monai.transforms import RandCoarseDropoutd
+
+    pairs, synth = setup
+    pairs = [{k: v.clone() for k, v in p.items()} for p in pairs]
+    before = [{k: v.clone() for k, v in p.items()} for p in pairs]
+    drop = RandCoarseDropoutd(["image", "label"], holes=4, spatial_size=6, fill_value=0, prob=1.0)
+    for deform in (True, False):
+        ds = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=0, deform=deform, transform=drop)
+        for i in range(len(ds)):
+            ds[i]
+    for p, b in zip(pairs, before, strict=True):
+        assert torch.equal(p["image"].as_tensor(), b["image"].as_tensor())
+        assert torch.equal(p["label"].as_tensor(), b["label"].as_tensor())
+
+
+def test_negative_seed_or_epoch_is_a_medgan_error(setup):
+    pairs, synth = setup
+    with pytest.raises(MedganError, match="seed must be a non-negative integer"):
+        SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=-1)
+    ds = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=0)
+    with pytest.raises(MedganError, match="epoch must be a non-negative integer"):
+        ds.set_epoch(-1)
+    assert ds.epoch == 0

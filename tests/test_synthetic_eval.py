@@ -76,3 +76,13 @@ def test_scipy_fallback_equals_monai_formula() -> None:
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(200, 6)), rng.normal(size=(150, 6)) * 1.5 + 0.3
     assert _frechet_scipy(a, b) == pytest.approx(frechet_distance(a, b), rel=1e-6)
+
+
+def test_frechet_distance_of_one_feature() -> None:
+    """(N, 1) features (one scalar per image, e.g. a mean intensity): MONAI's covariance squeezes to a 0-d tensor
+    and its matrix product raised a raw RuntimeError; in 1-D the distance is (mu_a - mu_b)^2 + (sd_a - sd_b)^2."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(300, 1)), rng.normal(size=(200, 1)) * 2.0 + 1.0
+    expected = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)

@@ -163,7 +163,8 @@ def _clean(scan: MetaTensor, *, synthetic: bool, source: str, modality: str | No
 
     ``modality`` overrides the scan's own (a cached NIfTI file does not carry it).
     """
-    data = scan.as_tensor().detach().to("cpu", torch.float32)
+    # a copy: an in-place transform (e.g. RandCoarseDropoutd) must not change the real pairs the dataset holds
+    data = scan.as_tensor().detach().to("cpu", torch.float32, copy=True)
     if modality is None:
         modality = str(scan.meta.get("modality", ""))
     meta = {"filename_or_obj": source, "synthetic": bool(synthetic), "modality": str(modality)}
@@ -256,8 +257,9 @@ class SyntheticAugmentedDataset(Dataset):
     ratio
         Fraction of synthetic items, in ``[0, 1]``.
     length
-        Items per epoch; default ``ceil(len(real) / (1 - ratio))`` (every real pair once, plus synthetic ones).
-        Required when ``ratio == 1``.
+        Items per epoch; default ``ceil(len(real) / (1 - ratio))`` (every real pair once, plus synthetic ones: the
+        other ``length - len(real)`` items, a fraction of at least ``ratio``). Given: ``round(length * ratio)``
+        synthetic items. Required when ``ratio == 1``.
     seed
         Seed of the slot layout and of every deformation and generation.
     deform
@@ -333,9 +335,12 @@ class SyntheticAugmentedDataset(Dataset):
             if not real:
                 raise MedganError("no real pairs given; give some, or length= with ratio=1")
             length = max(len(real), math.ceil(len(real) / (1.0 - ratio) - 1e-9))
+            n_synthetic = length - len(real)  # every real pair once (round(length * ratio) could repeat one)
+        else:
+            n_synthetic = int(round(int(length) * float(ratio)))
         self.length = int(length)
         self.ratio = float(ratio)
-        self.n_synthetic = int(round(self.length * self.ratio))
+        self.n_synthetic = int(n_synthetic)
         if self.n_synthetic and synthesizer is None and cache_dir is None:
             raise MedganError("synthetic items need a synthesizer or a cache_dir of pre-generated pairs")
         if self.length - self.n_synthetic and not real:
@@ -343,6 +348,8 @@ class SyntheticAugmentedDataset(Dataset):
         if self.n_synthetic and synthesizer is not None and not real:
             raise MedganError("on-the-fly synthesis deforms real label maps; give real pairs")
         self.seed = int(seed)
+        if self.seed < 0:  # NumPy's seeding refuses it with a bare ValueError
+            raise MedganError(f"seed must be a non-negative integer, got {seed!r}")
         # shared memory: DataLoader workers (persistent ones too) see set_epoch of the main process
         self._epoch = multiprocessing.Value("q", 0, lock=False)
         self.synthesizer = synthesizer
@@ -396,6 +403,8 @@ class SyntheticAugmentedDataset(Dataset):
 
         Works with DataLoader workers, persistent or not: the epoch is in memory shared with them.
         """
+        if int(epoch) < 0:  # it seeds NumPy, which refuses it (in a DataLoader worker, with a bare ValueError)
+            raise MedganError(f"epoch must be a non-negative integer, got {epoch!r}")
         self.epoch = int(epoch)
 
     def __getstate__(self) -> dict[str, Any]:

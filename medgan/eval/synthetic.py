@@ -59,6 +59,8 @@ def frechet_distance(a: Any, b: Any) -> float:
     fa, fb = _features(a, "a"), _features(b, "b")
     if fa.shape[1] != fb.shape[1]:
         raise MedganError(f"feature sizes differ: {fa.shape[1]} and {fb.shape[1]}")
+    if fa.shape[1] == 1:  # MONAI squeezes a 1 x 1 covariance to 0-d and cannot multiply it: same formula here
+        return max(_frechet_scipy(fa.numpy(), fb.numpy()), 0.0)
     try:
         value = float(FIDMetric()(fa, fb))
     except TypeError:  # MONAI <= 1.6 passes sqrtm(disp=False), which SciPy >= 1.18 removed: same formula here

@@ -427,7 +427,9 @@ class Synthesizer:
             seed = secrets.randbelow(2**31)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         noise_shape = self.model.noise_shape(onehot.shape[2:])
-        z = torch.randn((n * n_slices, *noise_shape), generator=generator)  # sample-major, then slice
+        # sample-major, then slice; one draw per sample, so that a sample's noise does not depend on n: torch's CPU
+        # randn fills blocks of 16 values and redraws the last block when the size is not a multiple of 16
+        z = torch.cat([torch.randn((n_slices, *noise_shape), generator=generator) for _ in range(n)])
 
         outputs = []
         ctx = torch.inference_mode() if self.device.type == "cpu" else torch.no_grad()
