@@ -323,6 +323,68 @@ def test_upscale_values_are_in_the_input_units_and_provenance_is_recorded(tmp_pa
     json.dumps(prov)  # provenance goes into sidecars: must be JSON-able
 
 
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def test_through_plane_model_refuses_a_scan_whose_slices_run_along_another_axis():
+    """The shipped (1, 1, 4) model upsamples scan axis 2. A real LAS T1 (nibabel's anatomical.nii, 2 mm) with 8 mm
+    slices along axis 0 (as a sagittal acquisition reoriented to RAS stores them) came out 8 x 2 x 0.5 mm: the
+    in-plane axis thinned, the slices untouched. It is refused; ``axes=(0, 1, 2)`` upscales it as it stands, and the
+    slices along axis 2 still land exactly on the high-resolution grid."""
+    from medgan.data.degrade import crop_to_multiple
+
+    sr = SuperResolver.from_pretrained("brain-mr-through-plane-x4", device="cpu", precision="fp32")
+    hr = medgan.load_scan(SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii")
+    sagittal = medgan.degrade(hr, (4, 1, 1), method="thick_slice")  # 8 x 2 x 2 mm
+    with pytest.raises(medgan.errors.MedganError, match=r"anatomical.nii: .* its slices run along axis 0"):
+        sr.upscale(sagittal)
+    forced = sr.upscale(sagittal[:, :, :8, :6], axes=(0, 1, 2))
+    assert tuple(forced.shape) == (1, 8, 8, 24)
+    axial = medgan.degrade(hr, (1, 1, 4), method="thick_slice")  # 2 x 2 x 8 mm
+    y = sr.upscale(axial)
+    ref = crop_to_multiple(hr, (1, 1, 4))
+    assert tuple(y.shape) == tuple(ref.shape)
+    np.testing.assert_allclose(np.asarray(y.affine), np.asarray(ref.affine), rtol=0, atol=1e-9)
+
+
+def test_an_upscaled_synthetic_image_stays_synthetic(tmp_path):
+    """A synthetic input made a "synthetic": False output when its provenance said so only further down the chain
+    (medgan before 2026-12-06 wrote an upscaled synthetic image that way) or only in
+    SyntheticAugmentedDataset's documented ``meta["synthetic"]`` flag; saved, the output was marked real."""
+    sr = _resolver(tmp_path, _generator(dims=2, factor=(2, 2)), roi_size=[16, 16])
+    t1 = medgan.load_scan(mni_t1_path())
+    pixels = t1.as_tensor()[:, 60:76, 70:86, 80].clone()
+    old = {
+        "task": "super-resolution",
+        "synthetic": False,
+        "input": {"task": "synthesis", "model": "brain-t1-tissue-2d", "synthetic": True},
+    }
+    for meta in ({"medgan": old}, {"synthetic": True, "modality": "MR"}):
+        y = sr.upscale(make_scan(pixels, np.asarray(t1.affine), {"filename_or_obj": "syn", **meta}))
+        assert y.meta["medgan"]["synthetic"] is True
+        path = medgan.save_scan(y, tmp_path / "syn.nii.gz")
+        assert medgan.load_scan(path).meta["medgan"]["synthetic"] is True
+    real = sr.upscale(make_scan(pixels, np.asarray(t1.affine), {"synthetic": False, "medgan": {"synthetic": False}}))
+    assert real.meta["medgan"]["synthetic"] is False
+
+
+def test_a_2d_scan_with_a_3x3_affine_gets_the_interpolation_geometry(tmp_path):
+    """MONAI's ITK reader gives a 2-D image a 3x3 affine. degrade and interpolate embed it in 4x4; upscale raised a
+    raw ValueError ("affine must be 4x4") after the whole network pass."""
+    from monai.data import MetaTensor
+
+    mr = medgan.load_scan(SAMPLE_DATA / "dicom" / "pydicom_mr_small")  # a real 2-D MR slice, 0.3125 mm
+    a4 = np.asarray(mr.affine)
+    a3 = np.eye(3)
+    a3[:2, :2], a3[:2, 2] = a4[:2, :2], a4[:2, 3]
+    x = MetaTensor(mr.as_tensor()[:, :24, :20].clone(), affine=torch.as_tensor(a3), meta={"filename_or_obj": "mr"})
+    y = _resolver(tmp_path, _generator(dims=2, factor=(2, 2)), roi_size=[16, 16]).upscale(x)
+    baseline = medgan.interpolate(x, 2, order=1)
+    assert tuple(y.shape) == tuple(baseline.shape) == (1, 48, 40)
+    np.testing.assert_allclose(np.asarray(y.affine), np.asarray(baseline.affine), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(y.meta["spacing"], [0.15625, 0.15625])
+
+
 def test_sliding_windows_equal_the_whole_volume_pass(tmp_path, monkeypatch):
     """Windows are stitched at the right place of the x factor output grid.
 
@@ -590,3 +652,15 @@ def test_synthesis_checkpoint_is_refused_by_superresolver(tmp_path):
     )
     with pytest.raises(CheckpointError, match="synthesis checkpoint"):
         SuperResolver.from_pretrained(path)
+
+
+def test_shipped_model_cards_are_the_rendered_ones_and_state_the_augmentation():
+    """Cards are rendered from checkpoint metadata; the detector's card said 'augmentation: null' although its
+    training recorded augmentation (under training_data)."""
+    from medgan.infer.pretrained import PRETRAINED_DIR, render_model_card
+
+    for model_path in sorted(PRETRAINED_DIR.glob("*.safetensors")):
+        card = model_path.with_suffix(".md").read_text(encoding="utf-8")
+        assert card.split("<!-- notes -->")[0] == render_model_card(model_path), model_path.name
+    detector = (PRETRAINED_DIR / "synthetic-detector.md").read_text(encoding="utf-8")
+    assert "- augmentation: `true`" in detector

@@ -221,7 +221,7 @@ def render_model_card(path: str | Path) -> str:
         "",
         *_data_lines(data),
         f"- degradation: `{json.dumps(meta.get('degradation') or data.get('degradation'), sort_keys=True)}`",
-        f"- augmentation: `{json.dumps(meta.get('augment'), sort_keys=True)}`",
+        f"- augmentation: `{json.dumps(meta.get('augment', data.get('augment')), sort_keys=True)}`",
         f"- steps: {json.dumps(steps, sort_keys=True)}",
         "",
         "## Validation (EMA generator, held-out scans, last evaluation)",
