@@ -10,6 +10,7 @@ the degraded scan moved halfway back towards the truth (better than cubic by con
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ from conftest import mni_t1_path
 
 import medgan
 from medgan.eval.compare import Evaluation, UnpairedScansError, pair_scans
+from medgan.eval.masks import FOREGROUND_RULE
 from medgan.eval.report import SCHEMA, SCHEMA_VERSION, write_report
 from medgan.io.scan import make_scan
 from pipelines.cli import main as cli_main
@@ -157,9 +159,11 @@ def test_report_states_settings_and_is_self_contained(cli_report):
         "model provenance",
         "halfway-stand-in",
         "Wilcoxon",
+        "signed ranks point the CI's way",  # the whole verdict rule that stats.paired_comparisons applies
         "figures/montage_000.png",
     ):
         assert needle in md, needle
+    assert FOREGROUND_RULE in md  # the rule masks.py applies now, not a copy of an older text
     page = (cli_report / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5
     assert "<script" not in page.lower()
@@ -303,6 +307,127 @@ def test_python_api_builds_the_same_report_from_arrays(tmp_path):
     assert set(paths) == {"metrics.csv", "summary.csv", "paired.csv", "metrics.json", "report.md", "report.html"}
     doc = json.loads(paths["metrics.json"].read_text())
     assert doc["settings"]["degradation"] == [] and "no low-resolution input" in paths["report.md"].read_text()
+
+
+#: scan ids as folder and file names can hold them: raw HTML, a Markdown image from the network, a table pipe,
+#: spreadsheet formulas
+HOSTILE_IDS = (
+    "<img src=x onerror=alert(1)>",
+    "![t](https:evil.example/p.png) | x",
+    "=HYPERLINK(1)",
+    "-1+2",
+    "@SUM(1)",
+)
+HOSTILE_METHOD = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory) -> Path:
+    """A report whose scan ids, method name and title are what folder names and command-line arguments can hold."""
+    img, corners = _t1_image()
+    ev = Evaluation(method=HOSTILE_METHOD, max_montages=2)
+    for k, scan_id in enumerate(HOSTILE_IDS):
+        ref = np.asarray(_crop(img, *corners[k % len(corners)]).detach().numpy(), dtype=np.float64)
+        rng = np.random.default_rng(k)
+        noise = 0.01 * float(np.ptp(ref))
+        ev.add(
+            scan_id,
+            ref + rng.normal(0, noise, ref.shape),
+            ref,
+            baselines={"noisier": ref + rng.normal(0, 3 * noise, ref.shape)},
+        )
+    out = tmp_path_factory.mktemp("hostile") / "r"
+    write_report(ev, out, n_resamples=200, title="T\n<b onmouseover=alert(1)>[x](https:evil.example)</b>")
+    return out
+
+
+def test_user_text_is_inert_in_the_markdown_and_html_reports(hostile_report):
+    """Scan ids, method names and titles are text in report.md as a Markdown viewer renders it (no raw HTML, no
+    image fetched from the network, tables intact) and in report.html."""
+    markdown = pytest.importorskip("markdown")  # Python-Markdown passes raw HTML through, as most renderers do
+    md = (hostile_report / "report.md").read_text()
+    rendered = markdown.markdown(md, extensions=["tables"])
+    page = (hostile_report / "report.html").read_text()
+    for out, local in ((rendered, "figures/"), (page, "data:image/png;base64,")):
+        assert not re.search(r"<(script|iframe|b)\b", out, re.I)
+        assert "onmouseover=" not in re.sub(r"&lt;.*?&gt;", "", out)
+        images = re.findall(r"<img\b[^>]*>", out)
+        assert images and all(re.search(rf'src="{re.escape(local)}', i) for i in images), images
+        for scan_id in HOSTILE_IDS:  # shown as written
+            assert html.escape(scan_id, quote=False) in out.replace("&quot;", '"'), scan_id
+    # the per-scan table keeps one cell per column on every row (a "|" in a scan id is escaped)
+    table = rendered.split("Per-scan metrics")[1].split("</table>")[0]
+    n_columns = len(re.findall(r"<th[ >]", table))
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+    assert len(rows) == 2 * len(HOSTILE_IDS) and all(len(re.findall(r"<td[ >]", r)) == n_columns for r in rows)
+
+
+def test_csv_text_cells_are_not_spreadsheet_formulas(hostile_report):
+    """A text cell starting with = + - @ gets a leading "'" (a spreadsheet shows it as text); numbers, negative
+    ones included, stay numbers; metrics.json keeps the scan ids as they are."""
+    with open(hostile_report / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["scan_id"] for r in rows} == {"<img src=x onerror=alert(1)>", "![t](https:evil.example/p.png) | x"} | {
+        "'=HYPERLINK(1)",
+        "'-1+2",
+        "'@SUM(1)",
+    }
+    for name in ("metrics.csv", "summary.csv", "paired.csv"):
+        with open(hostile_report / name, newline="") as fh:
+            for row in csv.DictReader(fh):
+                assert not any(v.startswith(("=", "+", "@")) for v in row.values()), (name, row)
+                numbers = [v for v in row.values() if v.startswith("-")]
+                assert all(float(v) < 0 for v in numbers), (name, row)  # a "-" starts only a negative number
+    with open(hostile_report / "paired.csv", newline="") as fh:
+        paired = {(r["baseline"], r["metric"]): r for r in csv.DictReader(fh)}
+    assert float(paired[("noisier", "nrmse")]["mean_diff"]) < 0
+    doc = json.loads((hostile_report / "metrics.json").read_text())
+    assert {r["scan_id"] for r in doc["rows"]} == set(HOSTILE_IDS)
+
+
+def test_dollar_signs_in_names_are_text_in_the_figures(tmp_path):
+    """matplotlib reads text between two "$" as mathtext: a scan id or method name with two of them drew
+    something else, or (not valid mathtext) made medgan evaluate fail with a raw ValueError."""
+    img, corners = _t1_image()
+    ev = Evaluation(method="SR $\\x$", max_montages=1)
+    ref = np.asarray(_crop(img, *corners[0]).detach().numpy(), dtype=np.float64)
+    rng = np.random.default_rng(0)
+    noise = 0.01 * float(np.ptp(ref))
+    ev.add("scan$^$", ref + rng.normal(0, noise, ref.shape), ref, baselines={"b$": ref + 2 * noise})
+    paths = write_report(ev, tmp_path / "r", n_resamples=200)
+    assert {"figures/metrics.png", "figures/paired.png", "figures/montage_000.png"} <= set(paths)
+
+
+def test_a_scan_id_or_method_name_is_not_scored_twice(nifti_tree, tmp_path, capsys):
+    """Summaries and paired tests key values by (method, scan id): a repeated scan id, or a method under test named
+    like a baseline (--method cubic), replaced values silently while the per-scan table showed both."""
+    img, corners = _t1_image()
+    ref = np.asarray(_crop(img, *corners[0]).detach().numpy(), dtype=np.float64)
+    ev = Evaluation(method="SR", max_montages=0)
+    ev.add("t1", ref + 1.0, ref, baselines=None)
+    with pytest.raises(ValueError, match="already scored"):
+        ev.add("t1", ref + 5.0, ref, baselines=None)
+    assert len(ev.rows) == 1
+    with pytest.raises(ValueError, match="like a baseline"):
+        Evaluation(method="copy", max_montages=0).add("t1", ref + 1.0, ref, baselines={"copy": ref + 2.0})
+
+    out = tmp_path / "o"
+    args = ["evaluate", "--pred", str(nifti_tree / "pred"), "--ref", str(nifti_tree / "ref"), "--out", str(out)]
+    assert cli_main([*args, "--lr", str(nifti_tree / "lr"), "--method", "cubic"]) == 2
+    assert "--method 'cubic'" in capsys.readouterr().err and not out.exists()
+
+
+def test_report_states_the_noise_of_the_degradation(tmp_path):
+    """A noisy low-resolution input changes every number: the report's degradation line says so."""
+    img, corners = _t1_image()
+    ref = _crop(img, *corners[0])
+    lr = medgan.degrade(ref, 2, noise_std=5.0, seed=0)
+    ev = Evaluation(method="SR", max_montages=0)
+    ev.add("a", _stand_in(ref, lr, 2), ref, lr=lr)
+    paths = write_report(ev, tmp_path / "r", n_resamples=200, write_pngs=False)
+    md = paths["report.md"].read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| degradation |"))
+    assert "interpolate x(2, 2, 2), gaussian noise sd 5 (scan units)" in line, line
 
 
 def _chromium(*args: str, user_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -249,6 +249,10 @@ class Evaluation:
         """
         import medgan
 
+        # the tables key values by (method, scan id): a second scan with the same id, or a baseline named like the
+        # method, silently replaced values in the summary and paired tests while the per-scan table showed both
+        if any(r["scan_id"] == str(scan_id) for r in self.rows):
+            raise ValueError(f"scan {scan_id!r} was already scored; give each scan its own id")
         if resample and not _same_grid(pred, ref):
             pred = resample_to(pred, ref)
         M.check_geometry(pred, ref)
@@ -257,6 +261,10 @@ class Evaluation:
                 raise ValueError(f"baselines must be 'auto', None or a mapping, got {baselines!r}")
             baselines = baseline_predictions(lr, ref, resample=resample) if lr is not None else {}
         baselines = dict(baselines or {})
+        if self.method in baselines:
+            raise ValueError(
+                f"the method under test is named {self.method!r}, like a baseline; give it another name (--method)"
+            )
         if lr is not None and resample:  # LR consistency compares voxel by voxel: the LR on the grid it implies
             lr = _lr_on_reference_grid(lr, ref, self.degradation)
         for name in baselines:
@@ -291,6 +299,8 @@ class Evaluation:
     def _montage(
         self, scan_id: str, pred: Any, ref: Any, baselines: Mapping[str, Any], window: tuple[float, float]
     ) -> bytes:
+        import matplotlib
+
         from medgan.eval import figures
 
         panels = {}
@@ -299,8 +309,11 @@ class Evaluation:
             panels[f"LR {name}" if name in BASELINES else name] = baselines[name]
         panels[self.method] = pred
         panels["reference"] = ref
-        fig = figures.montage(panels, affine=M._affine_of(ref), window=window, error_of=self.method, title=str(scan_id))
-        return figures.figure_to_png(fig)
+        with matplotlib.rc_context({"text.parse_math": False}):  # a "$" in a scan id or method name is text
+            fig = figures.montage(
+                panels, affine=M._affine_of(ref), window=window, error_of=self.method, title=str(scan_id)
+            )
+            return figures.figure_to_png(fig)
 
     def tables(self, *, n_resamples: int | None = None) -> dict[str, list[dict[str, Any]]]:
         """Summary, paired comparisons and breakdowns of the rows so far (see :mod:`medgan.eval.stats`)."""

@@ -13,7 +13,10 @@ columns as ``metrics.csv``), ``summary``, ``paired`` and ``breakdown``. Non-fini
 numbers are written as ``null`` (NaN) or the strings ``"inf"`` / ``"-inf"``.
 
 The HTML page embeds its figures as base64 PNG, has no scripts and no external
-resources, and opens offline. Nothing in any output comes from identifying
+resources, and opens offline. Text from user data (scan ids from folder names, method
+names, titles) is escaped in ``report.html`` and ``report.md`` (no raw HTML, links or
+images) and is plain text in the figures; a CSV text cell that a spreadsheet would run
+as a formula gets a leading ``'`` (see :func:`write_csv`). Nothing in any output comes from identifying
 header fields: rows carry scan ids and a whitelist of grouping columns only
 (see :func:`medgan.eval.compare.scan_metadata`).
 """
@@ -187,6 +190,14 @@ def _baseline_orders() -> dict[str, int]:
 
 def build_figures(doc: Mapping[str, Any], montages: Mapping[str, bytes] | None = None) -> list[tuple[str, str, bytes]]:
     """The report figures as ``(file name, caption, PNG bytes)``: metric plot, paired plot, montages."""
+    import matplotlib
+
+    # method names label the plots: "$" in one is text, not mathtext (which rendered it wrongly or raised)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _build_figures(doc, montages)
+
+
+def _build_figures(doc: Mapping[str, Any], montages: Mapping[str, bytes] | None) -> list[tuple[str, str, bytes]]:
     from medgan.eval import figures, stats
 
     rows = doc["rows"]
@@ -232,7 +243,16 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+#: first characters that make a spreadsheet read a text cell as a formula (OWASP "CSV injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(v: Any) -> Any:
+    # text from user data (scan ids are folder names, method names are arguments) that a spreadsheet would run
+    # as a formula gets a leading "'"; numbers (a negative mean difference) are not text, and "-inf" is how
+    # _jsonable wrote a non-finite number
+    if isinstance(v, str) and v.startswith(_FORMULA_START) and v != "-inf":
+        return "'" + v
     v = _jsonable(v)
     if v is None:
         return ""
@@ -242,7 +262,12 @@ def _csv_value(v: Any) -> Any:
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, *, columns: Sequence[str] | None = None) -> Path:
-    """Write rows as CSV atomically (``schema_version`` first, then ``columns``, then any extra keys)."""
+    """Write rows as CSV atomically (``schema_version`` first, then ``columns``, then any extra keys).
+
+    A text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (a scan id from a folder
+    name, a method name) is written with a leading ``'`` so that a spreadsheet shows it as text instead of running
+    it as a formula; numbers are written as they are. ``metrics.json`` keeps such text unchanged.
+    """
     from medgan.io.atomic import write_text_atomic
 
     columns = list(columns or ROW_COLUMNS)
@@ -261,6 +286,14 @@ def write_json(doc: Mapping[str, Any], path: str | Path) -> Path:
     from medgan.io.atomic import write_text_atomic
 
     return write_text_atomic(path, json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
+
+
+def _degradation_details(d: Mapping[str, Any]) -> str:
+    """Slice profile and noise of a recorded degradation (a noisy input changes every number in the report)."""
+    text = f", {d['slice_profile']} slice profile" if d.get("slice_profile") else ""
+    if d.get("noise_std"):
+        text += f", {d.get('noise') or 'added'} noise sd {_fmt(d['noise_std'])} (scan units)"
+    return text
 
 
 def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
@@ -287,7 +320,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
         base = "none: no low-resolution input was given (--lr), so there are no interpolation baselines"
     deg = (
         "; ".join(
-            f"{d.get('method')} x{tuple(d.get('factor', ()))} ({'recorded in the low-resolution input' if d.get('source') == 'lr.meta' else ('given' if d.get('source') == 'argument' else 'assumed: not recorded')})"
+            f"{d.get('method')} x{tuple(d.get('factor', ()))}{_degradation_details(d)} ({'recorded in the low-resolution input' if d.get('source') == 'lr.meta' else ('given' if d.get('source') == 'argument' else 'assumed: not recorded')})"
             for d in s["degradation"]
         )
         or "unknown (no low-resolution input)"
@@ -351,8 +384,9 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
             (
                 "p",
                 f"{s['method']} minus baseline, per scan; 95% bootstrap CI of the mean difference; "
-                "Wilcoxon signed-rank p (two-sided). Verdict 'better' / 'worse' only when the CI excludes 0 and "
-                f"p < {s['statistics']['alpha']}; with fewer than six scans the exact test cannot reach that.",
+                "Wilcoxon signed-rank p (two-sided). Verdict 'better' / 'worse' only when the CI excludes 0, "
+                f"p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with fewer than six scans "
+                "the exact test cannot reach that.",
             )
         )
         rows = [
@@ -403,8 +437,23 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
     return blocks
 
 
+_MD_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+
+
+def _md_text(v: Any) -> str:
+    """Text as inert Markdown: scan ids, method names and titles come from folder names and arguments.
+
+    One line; ``<`` as ``&lt;`` (no raw HTML such as ``<img onerror=...>``, no autolinks); ``[`` and ``]``
+    backslash-escaped (no link or image, which a viewer would fetch from the network); backslashes and
+    entity-like ``&`` escaped so the text reads back as it was.
+    """
+    text = re.sub(r"[\r\n]+", " ", str(v)).replace("\\", "\\\\")
+    text = _MD_ENTITY.sub("&amp;", text).replace("<", "&lt;")
+    return text.replace("[", "\\[").replace("]", "\\]")
+
+
 def _md_cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    return _md_text(v).replace("|", "\\|")
 
 
 def render_markdown(doc: Mapping[str, Any], figures: Sequence[tuple[str, str]] = ()) -> str:
@@ -413,13 +462,13 @@ def render_markdown(doc: Mapping[str, Any], figures: Sequence[tuple[str, str]] =
     for block in _blocks(doc):
         kind = block[0]
         if kind == "h1":
-            out.append(f"# {block[1]}\n")
+            out.append(f"# {_md_text(block[1])}\n")
         elif kind == "h2":
-            out.append(f"## {block[1]}\n")
+            out.append(f"## {_md_text(block[1])}\n")
         elif kind == "p":
-            out.append(f"{block[1]}\n")
+            out.append(f"{_md_text(block[1])}\n")
         elif kind == "list":
-            out.append("\n".join(f"- {x}" for x in block[1]) + "\n")
+            out.append("\n".join(f"- {_md_text(x)}" for x in block[1]) + "\n")
         elif kind == "table":
             head, rows = block[1], block[2]
             lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
@@ -428,7 +477,7 @@ def render_markdown(doc: Mapping[str, Any], figures: Sequence[tuple[str, str]] =
     if figures:
         out.append("## Figures\n")
         for path, caption in figures:
-            out.append(f"![{caption}]({path})\n\n{caption}\n")
+            out.append(f"![{_md_text(caption)}]({path})\n\n{_md_text(caption)}\n")
     return "\n".join(out)
 
 

@@ -70,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan.eval.compare import evaluate_paths
+    from medgan.eval.compare import BASELINES, evaluate_paths
     from medgan.eval.report import write_report
     from medgan.eval.stats import summarize
 
@@ -79,6 +79,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.data_range is not None and not args.data_range > 0:
         print("medgan evaluate: error: --data-range must be positive", file=sys.stderr)
+        return 2
+    if args.lr is not None and args.method in BASELINES:
+        print(
+            f"medgan evaluate: error: --method {args.method!r} is the name of an interpolation baseline "
+            f"({', '.join(BASELINES)}); name the method under test otherwise",
+            file=sys.stderr,
+        )
         return 2
     ev = evaluate_paths(
         args.pred,
