@@ -1259,3 +1259,16 @@ def test_example_specs_write_outside_the_repository_with_a_shipped_model(monkeyp
         assert not output.is_relative_to(REPO), (path.name, output)
     assert load_spec(REPO / "pipelines" / "specs" / "upscale.yaml").params["model"] in available_models()
     assert "No model ships" not in (REPO / "pipelines" / "specs" / "upscale.yaml").read_text()
+
+
+def test_a_method_named_like_a_baseline_is_a_usage_error(tmp_path, capsys):
+    """Every scan failed (the tables key values by method name, so 'cubic' would replace the baseline's)."""
+    args = ["batch", "evaluate", str(tmp_path), str(tmp_path), str(tmp_path / "out"), "--lr", str(tmp_path)]
+    assert main([*args, "--method", "cubic"]) == 2
+    assert "--method 'cubic' is the name of an interpolation baseline" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    from medgan.errors import MedganError
+    from pipelines.batch.runner import run_evaluate
+
+    with pytest.raises(MedganError, match="interpolation baseline"):
+        run_evaluate(tmp_path, tmp_path, tmp_path / "out", lr_root=tmp_path, method="linear")

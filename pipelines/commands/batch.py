@@ -181,6 +181,16 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_job == "evaluate" and args.max_montages < 0:
         print("medgan batch evaluate: error: --max-montages must be >= 0", file=sys.stderr)
         return 2
+    if args.batch_job == "evaluate" and args.lr is not None:
+        from medgan.eval.compare import BASELINES
+
+        if args.method in BASELINES:
+            print(
+                f"medgan batch evaluate: error: --method {args.method!r} is the name of an interpolation baseline "
+                f"({', '.join(BASELINES)}) of --lr; name the method under test otherwise",
+                file=sys.stderr,
+            )
+            return 2
     # the options are named as the keys of a job spec (medgan run), except --class
     params = vars(args)
     if args.batch_job == "synthesize":
