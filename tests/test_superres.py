@@ -326,11 +326,12 @@ def test_upscale_values_are_in_the_input_units_and_provenance_is_recorded(tmp_pa
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 
 
-def test_through_plane_model_refuses_a_scan_whose_slices_run_along_another_axis():
+def test_through_plane_model_refuses_a_scan_whose_slices_run_along_another_axis(tmp_path):
     """The shipped (1, 1, 4) model upsamples scan axis 2. A real LAS T1 (nibabel's anatomical.nii, 2 mm) with 8 mm
     slices along axis 0 (as a sagittal acquisition reoriented to RAS stores them) came out 8 x 2 x 0.5 mm: the
     in-plane axis thinned, the slices untouched. It is refused; ``axes=(0, 1, 2)`` upscales it as it stands, and the
-    slices along axis 2 still land exactly on the high-resolution grid."""
+    slices along axis 2 still land exactly on the high-resolution grid. An in-plane (2, 2, 1) model is not
+    refused: its degradation makes the in-plane axes coarser than the slices."""
     from medgan.data.degrade import crop_to_multiple
 
     sr = SuperResolver.from_pretrained("brain-mr-through-plane-x4", device="cpu", precision="fp32")
@@ -338,11 +339,18 @@ def test_through_plane_model_refuses_a_scan_whose_slices_run_along_another_axis(
     sagittal = medgan.degrade(hr, (4, 1, 1), method="thick_slice")  # 8 x 2 x 2 mm
     with pytest.raises(medgan.errors.MedganError, match=r"anatomical.nii: .* its slices run along axis 0"):
         sr.upscale(sagittal)
+    with pytest.raises(medgan.errors.MedganError, match=r"its slices run along axis 0"):  # before any training
+        medgan.adapt_to_scan(sr, sagittal, steps=1)
     forced = sr.upscale(sagittal[:, :, :8, :6], axes=(0, 1, 2))
     assert tuple(forced.shape) == (1, 8, 8, 24)
     axial = medgan.degrade(hr, (1, 1, 4), method="thick_slice")  # 2 x 2 x 8 mm
     y = sr.upscale(axial)
     ref = crop_to_multiple(hr, (1, 1, 4))
+    assert tuple(y.shape) == tuple(ref.shape)
+    np.testing.assert_allclose(np.asarray(y.affine), np.asarray(ref.affine), rtol=0, atol=1e-9)
+    inplane = _resolver(tmp_path, _generator(factor=(2, 2, 1)), roi_size=8)
+    y = inplane.upscale(medgan.degrade(hr, (2, 2, 1)))  # 4 x 4 x 2 mm
+    ref = crop_to_multiple(hr, (2, 2, 1))
     assert tuple(y.shape) == tuple(ref.shape)
     np.testing.assert_allclose(np.asarray(y.affine), np.asarray(ref.affine), rtol=0, atol=1e-9)
 

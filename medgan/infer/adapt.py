@@ -368,6 +368,8 @@ def adapt_to_scan(
         if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
             raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
     else:
+        if dims == 3 and n_spatial == 3 and axes is None:  # before training SMORE pairs on the wrong axes
+            resolver._check_slice_axis(name, np.asarray(scan.affine, dtype=np.float64))
         axes = None
     factor = list(resolver.factor)
     if patch_size is None:

@@ -60,6 +60,38 @@ _CPU_FIT_FEATURES = 1 << 27
 #: the shipped 2-D x2 model on 40 whole 256^2 slices took 12.4-12.9 s with 1-4 slices per pass and 17.0 s with 8
 #: (bf16, 2 cores, 2026-12-04): the activations of a pass then outgrow the caches
 _CPU_BATCH_PIXELS = 8 * 128 * 128
+#: A 3-D model that upsamples one axis more than the other two (through-plane, e.g. ``(1, 1, 4)``) was trained with
+#: that axis as the slice axis. Without ``axes=``, :meth:`SuperResolver.upscale` refuses a scan with an axis coarser
+#: than that one by more than this fraction: the scan's slices run along another axis, and the model would thin an
+#: in-plane axis (a sagittal thick-slice scan stored with its slice axis first, e.g. after reorienting to RAS, went
+#: from 8 x 2 x 2 mm to 8 x 2 x 0.5 mm). Near-isotropic scans (voxel sizes within 10 %) pass
+_SLICE_AXIS_TOLERANCE = 0.1
+
+
+def _scan_affine(scan: MetaTensor) -> np.ndarray:
+    """The scan's affine as a 4x4 float64 array; a 2-D MetaTensor's 3x3 affine (as MONAI's ITK reader gives) is
+    embedded as :func:`medgan.degrade` embeds it, its third axis the slice normal."""
+    affine = np.asarray(scan.affine, dtype=np.float64)
+    if affine.shape == (3, 3):
+        full = np.eye(4)
+        full[:2, :2], full[:2, 3] = affine[:2, :2], affine[:2, 2]
+        affine = full
+    return affine
+
+
+def _input_is_synthetic(meta: dict[str, Any]) -> bool:
+    """Whether a scan's meta says its pixels are synthetic: anywhere along its provenance chain
+    (``meta["medgan"]``, its ``"input"``, ...; a file from before 2026-12-06 recorded an upscaled synthetic image as
+    ``"synthetic": False`` with the synthetic input below it), or :class:`~medgan.data.synthetic_dataset.
+    SyntheticAugmentedDataset`'s ``meta["synthetic"]`` flag."""
+    if meta.get("synthetic") is True:
+        return True
+    record, seen = meta.get("medgan"), 0
+    while isinstance(record, dict) and seen < 100:  # bounded: a record nested in itself must not hang
+        if record.get("synthetic"):
+            return True
+        record, seen = record.get("input"), seen + 1
+    return False
 
 
 def _lerp(a: float, b: float, t: float) -> float:
@@ -487,7 +519,10 @@ class SuperResolver:
             Show a tqdm progress bar.
         axes
             2-D model on a volume only: the two scan spatial axes to upsample (default ``(0, 1)``);
-            slices along the remaining axis are batched.
+            slices along the remaining axis are batched. A 3-D model that upsamples one axis more than the others
+            (through-plane, e.g. ``(1, 1, 4)``) takes that scan axis for the slice axis and refuses a scan whose
+            voxels are more than 10 % coarser along another axis (its slices run along that one: reorient it);
+            ``axes=(0, 1, 2)`` upscales such a scan's axes as they stand.
         clip
             Clip the output to the input's value range (SR sharpening can overshoot; outputs stay
             in the input's units and range).
@@ -507,7 +542,8 @@ class SuperResolver:
         monai.data.MetaTensor
             Shape ``(C_out, *spatial * factor)``, affine with ``spacing / factor`` and the same
             extent, ``meta["medgan"]`` with the provenance (model name and sha256, medgan version,
-            factor, ``"synthetic"``: ``True`` only when the input's own provenance says it is synthetic).
+            factor, ``"synthetic"``: ``True`` only when the input is synthetic, as its provenance chain or
+            ``meta["synthetic"]`` says). A 2-D scan with a 3x3 affine gets a 4x4 one (third axis: the normal).
 
         Notes
         -----
@@ -527,6 +563,7 @@ class SuperResolver:
         data = scan.as_tensor().detach()
         n_spatial = data.ndim - 1
         name = scan.meta.get("filename_or_obj", "scan") or "scan"
+        affine_in = _scan_affine(scan)
         if n_spatial not in (2, 3):
             raise MedganError(f"{name}: expected a channel-first (C, X, Y[, Z]) scan, got shape {tuple(data.shape)}")
         if self.spatial_dims > n_spatial:
@@ -545,6 +582,8 @@ class SuperResolver:
         elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
             raise MedganError("axes= is only for a 2-D model applied to a 3-D volume")
         else:
+            if axes is None:  # axes=(0, 1, 2) says the model's axes are the scan's as they stand
+                self._check_slice_axis(name, affine_in)
             axes = tuple(range(n_spatial))
         full_factor = [1] * n_spatial
         for a, f in zip(axes, self.factor, strict=True):
@@ -573,7 +612,7 @@ class SuperResolver:
                 data, n_chan, slicewise, axes, full_factor, overlap, batch_size, progress, clip, roi_size
             )
 
-        affine = upsample_affine(np.asarray(scan.affine, dtype=np.float64), full_factor)
+        affine = upsample_affine(affine_in, full_factor)
         meta = {
             k: v for k, v in scan.meta.items() if k not in ("affine", "original_affine", "spacing", "spatial_shape")
         }
@@ -588,7 +627,7 @@ class SuperResolver:
             "model_factor": list(self.factor),
             "axes": list(axes),
             # an upscaled synthetic image is still synthetic: the flag follows the input's own provenance
-            "synthetic": bool(isinstance(previous, dict) and previous.get("synthetic")),
+            "synthetic": _input_is_synthetic(scan.meta),
             "overlap": float(overlap),
             "windows": roi_size if roi_size is not None else "checkpoint",
             "precision": self.precision,
@@ -599,6 +638,30 @@ class SuperResolver:
             provenance["input"] = previous
         meta["medgan"] = provenance
         return make_scan(y, affine, meta)
+
+    def _check_slice_axis(self, name: str, affine: np.ndarray) -> None:
+        """Refuse a 3-D scan whose slice axis is not the one a through-plane 3-D model upsamples (see
+        :data:`_SLICE_AXIS_TOLERANCE`). Other factors imply no slice axis: an in-plane ``(2, 2, 1)`` model restores
+        in-plane axes that its degradation made coarser than the slices."""
+        factor = list(self.factor)
+        if len(factor) != 3 or len(set(factor)) != 2:
+            return
+        (odd,) = [i for i, f in enumerate(factor) if factor.count(f) == 1]
+        if factor[odd] < max(factor):
+            return
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
+            return
+        coarsest = int(np.argmax(spacing))
+        if spacing[coarsest] <= spacing[odd] * (1 + _SLICE_AXIS_TOLERANCE):
+            return
+        sizes = " x ".join(f"{v:.4g}" for v in spacing)
+        raise MedganError(
+            f"{name}: {self.model_name} (factor {tuple(factor)}) takes scan axis {odd} for the slice axis, but the "
+            f"scan's voxels are {sizes} mm: its slices run along axis {coarsest}, and upscaling would resample the "
+            f"wrong axes. Reorient the scan so that its slice axis is axis {odd} (e.g. "
+            "monai.transforms.Orientation), or, from Python, pass axes=(0, 1, 2) to upscale the axes as they stand"
+        )
 
     def _upscale_tensor(
         self,
