@@ -3,10 +3,12 @@ architecture of issue #7, machine description and the markdown section they prin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -74,7 +76,15 @@ def timed(fn: Callable[[], Any], device: Any, *, warmup: int = 1, repeat: int = 
 
 
 def rss_peak_mb() -> float:
-    """This process's peak resident set size so far (MB)."""
+    """This process's peak resident set size so far (MB).
+
+    Read from /proc/self/status (VmHWM) where there is one: Linux carries the parent's high-water mark over
+    fork + exec into ``getrusage(RUSAGE_SELF).ru_maxrss``, so a child of a big parent (``sr_speed.py``'s CT child)
+    would report the parent's peak."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -93,6 +103,20 @@ def gpu_peak_mb() -> float | None:
 DEADLINE: float | None = None
 
 
+class Interrupted(BaseException):
+    """SIGTERM during a run (``timeout`` in ``gpu_run.sh``): stop measuring, print what was measured."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Interrupted`, so that a run stopped at its time limit still prints its tables."""
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Interrupted(f"stopped by signal {signum} (time limit)")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_case(rows: list[dict], base: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run one measured case; an exception becomes an ``error`` entry instead of ending the run."""
     row = dict(base)
@@ -100,9 +124,13 @@ def run_case(rows: list[dict], base: dict[str, Any], fn: Callable[[], dict[str, 
         row["error"] = "skipped: --budget-s time budget spent"
         rows.append(row)
         return row
-    gpu_reset()
     try:
+        gpu_reset()  # inside: after a sticky CUDA error every later case records it instead of ending the run
         row.update(fn())
+    except Interrupted as exc:
+        row["error"] = f"not finished: {exc}"
+        rows.append(row)
+        raise
     except Exception as exc:  # noqa: BLE001 -- a benchmark records every failure and goes on
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         traceback.print_exc(file=sys.stderr)

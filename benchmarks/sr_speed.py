@@ -28,6 +28,7 @@ import contextlib
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +143,14 @@ def bare_network(rows: list[dict], device: torch.device, quick: bool, compile_ok
                 if fmt is not None:
                     x = x.contiguous(memory_format=fmt)
                 run_net = torch.compile(net, dynamic=False) if comp else net
-                amp = (
-                    torch.autocast(device.type, dtype=torch.bfloat16)
-                    if precision == "bf16"
-                    else _tf32(precision == "tf32")
-                    if cuda
-                    else contextlib.nullcontext()
-                )
+
+                def amp():  # a fresh context per call: _tf32 is a generator context manager, usable once
+                    if precision == "bf16":
+                        return torch.autocast(device.type, dtype=torch.bfloat16)
+                    return _tf32(precision == "tf32") if cuda else contextlib.nullcontext()
 
                 def fn():
-                    with torch.inference_mode(), amp:
+                    with torch.inference_mode(), amp():
                         return run_net(x)
 
                 t_compile = time.perf_counter()
@@ -229,9 +228,10 @@ def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: 
             configs.append(
                 ("bf16+CL+CUDA graphs, 128^3 windows", "bf16", True, "reduce-overhead", 16 / 128, (128,) * 3)
             )
-    if cuda:  # rows not yet measured on a GPU first (a lent GPU has minutes): true fp32 stays first (the ratio base)
+    if cuda:  # rows not yet measured on a GPU first (a lent GPU has minutes): true fp32 stays first (the ratio base),
+        # and so does the fitted fp32 run, which the fitted fast paths are compared with
         measured = {"tf32", "bf16", "bf16+CL", "bf16+CL+compile", "fp32, fitted windows"}  # H200, 2026-12-04
-        configs.sort(key=lambda c: (c[0] != "fp32", c[0] in measured))
+        configs.sort(key=lambda c: (c[0] != "fp32", c[1] != "fp32", c[0] in measured))
     cases[0][3].extend(configs)
     for m in _shipped_sr():
         ck = _load_checkpoint(m["name"])
@@ -278,15 +278,17 @@ def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: 
                 key = next(iter(sr._auto_batch.values()), None)
                 dev = {}
                 layout = str(roi)
+                if roi == "fit":  # the windows the fitted layout chose, in input voxels
+                    window = sr._fit_windows(scan.shape[1 : 1 + sr.spatial_dims], overlap)[0]
+                    layout = "fit " + _fmt_shape(window)  # compare only with an fp32 run of the same windows
                 if precision == "fp32":
                     reference_out[layout] = y
                 elif layout in reference_out:
                     dev = deviation(y, reference_out[layout])
                 elif "None" in reference_out:  # no fp32 run of this layout: compare with the checkpoint layout's
                     dev = deviation(y, reference_out["None"])
-                if roi == "fit":  # the windows the fitted layout chose, in input voxels
-                    window = sr._fit_windows(scan.shape[1 : 1 + sr.spatial_dims], overlap)[0]
-                    dev["roi"] = "fit " + _fmt_shape(window)
+                if roi == "fit":
+                    dev["roi"] = layout
                 return {
                     **dev,
                     "seconds": sec,
@@ -314,6 +316,8 @@ def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: 
                 if label == "fp32":
                     base_s = row["seconds"]
                 row["ratio"] = base_s / row["seconds"] if base_s else None
+            if comp:  # free the compiled graphs (CUDA graphs keep their memory pool) before the next case
+                torch._dynamo.reset()
         if compile_ok:
             torch._dynamo.reset()
 
@@ -608,12 +612,21 @@ def main(argv: list[str] | None = None) -> int:
     compile_ok = not args.no_compile
     rows: list[dict] = []
     t0 = time.perf_counter()
-    if "e2e" not in skip:  # first: the goal of issue #7 is end to end
-        end_to_end(rows, device, args.quick, compile_ok)
-    if "bare" not in skip:
-        bare_network(rows, device, args.quick, compile_ok)
-    if device.type == "cpu" and "cpu" not in skip:
-        cpu_goals(rows, args.quick, "ct" not in skip, args.ct_modes, "1thread" in skip, "whole2d" in skip)
+    _speed_common.stop_on_sigterm()
+    interrupted = ""
+    try:
+        if "e2e" not in skip:  # first: the goal of issue #7 is end to end
+            end_to_end(rows, device, args.quick, compile_ok)
+        if "bare" not in skip:
+            bare_network(rows, device, args.quick, compile_ok)
+        if device.type == "cpu" and "cpu" not in skip:
+            cpu_goals(rows, args.quick, "ct" not in skip, args.ct_modes, "1thread" in skip, "whole2d" in skip)
+    except _speed_common.Interrupted as exc:
+        interrupted = f"**run interrupted** ({exc}): the cases after the last row did not run"
+        print(interrupted, file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001 -- whatever ends the run, the rows measured so far are printed
+        traceback.print_exc(file=sys.stderr)
+        interrupted = f"**run aborted** ({type(exc).__name__}: {exc}): the cases after the last row did not run"
     body = report(rows, device)
     print(body)
     command = "python benchmarks/sr_speed.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
@@ -634,8 +647,15 @@ def main(argv: list[str] | None = None) -> int:
         "CPU, shipped models: the fitted bf16 rows are compared with the fp32 output of the checkpoint windows "
         "(there is no fp32 fitted run), so their PSNR also includes the change of window layout"
         if device.type == "cpu"
+        else "the 96^3 and 128^3 window rows (and any fitted row whose windows differ from the fitted fp32 run's) have "
+        "no fp32 run of their windows: they are compared with the fp32 output of the checkpoint windows, so their "
+        "PSNR also includes the change of window layout",
+        "cuDNN autotuning (torch.backends.cudnn.benchmark) is on for every case but true fp32 (the ratio base), which "
+        "runs cuDNN's heuristic algorithms; medgan itself leaves cudnn.benchmark at PyTorch's default (off)"
+        if device.type == "cuda"
         else "",
         f"total benchmark wall time {time.perf_counter() - t0:.0f} s",
+        interrupted,
     ]
     write_outputs(
         section(f"SR inference speed, {device.type}", device, command, notes, body),

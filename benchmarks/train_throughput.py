@@ -28,6 +28,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -346,15 +347,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_trainer:
         cases = [c for c in cases if c[0].startswith("train_sr")]
     base = None
-    for name, data, fn in cases:
-        row = run_case(rows, {"case": name, "data": data, "batch": batch_text}, fn)
-        if "seconds" in row:
-            row["patches_s"] = row["steps"] * args.batch / row["seconds"]
-            base = base or row["patches_s"]
-            row["ratio"] = row["patches_s"] / base
-            row["wait_frac"] = f"{100 * row['wait_frac']:.0f} %"
-        if not args.no_compile:
-            torch._dynamo.reset()
+    _speed_common.stop_on_sigterm()
+    interrupted = ""
+    try:
+        for name, data, fn in cases:
+            row = run_case(rows, {"case": name, "data": data, "batch": batch_text}, fn)
+            if "seconds" in row:
+                row["patches_s"] = row["steps"] * args.batch / row["seconds"]
+                base = base or row["patches_s"]
+                row["ratio"] = row["patches_s"] / base
+                row["wait_frac"] = f"{100 * row['wait_frac']:.0f} %"
+            if not args.no_compile:
+                torch._dynamo.reset()
+    except _speed_common.Interrupted as exc:
+        interrupted = f"**run interrupted** ({exc}): the cases after the last row did not run"
+        print(interrupted, file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001 -- whatever ends the run, the rows measured so far are printed
+        traceback.print_exc(file=sys.stderr)
+        interrupted = f"**run aborted** ({type(exc).__name__}: {exc}): the cases after the last row did not run"
     body = markdown_table(rows, COLUMNS)
     best = [r for r in rows if r.get("patches_s") and r["data"].startswith("real")]
     if best and device.type == "cuda":
@@ -379,7 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.steps} timed steps per case ({real_steps} with 0 workers) after 3 untimed",
         "train_sr rows: medgan's trainer (train_sr) on the same scan and network, phase 1, no validation; its own "
         "timing (TrainResult.speed) of the steps after the first 2, EMA update and LR schedule included",
+        "cuDNN autotuning (torch.backends.cudnn.benchmark) is on in every case, train_sr rows included; medgan's "
+        "trainer itself leaves it at PyTorch's default (off)"
+        if device.type == "cuda"
+        else "",
         f"total benchmark wall time {time.perf_counter() - t_all:.0f} s",
+        interrupted,
     ]
     write_outputs(
         section(f"SR training throughput, {device.type}", device, command, notes, body),
