@@ -122,3 +122,27 @@ def test_console_script_json_matches_the_library(tree):
     _assert_no_markers(proc.stdout + proc.stderr)
     ids = [item["id"] for item in json.loads(proc.stdout)]
     assert ids == [ref.id for ref in medgan.discover_scans(tree)]
+
+
+def test_table_with_file_names_that_are_not_utf8(tmp_path, capsys):
+    """A folder or file named in Latin-1 (an old share) reaches Python as lone surrogates; a strict UTF-8 stdout (any
+    UTF-8 locale but C, and pytest's capture) raised UnicodeEncodeError from the table or the summary line."""
+    import os
+
+    try:
+        root = Path(os.fsdecode(os.fsencode(tmp_path) + b"/M\xfcller"))
+        root.mkdir()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    sample = REPO / "sample_data" / "dicom" / "dicom2nifti_hitachi_anatomical_001"
+    for src in sorted(sample.iterdir()):
+        shutil.copy(src, root / os.fsdecode(b"Bild\xe9_" + src.name.encode()))
+    last = sorted(root.iterdir())[-1]
+    raw = last.read_bytes()
+    last.write_bytes(raw[: raw.index(b"\xe0\x7f\x10\x00") - 6])  # the series' reason names this file
+    assert cli.main(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    (series,) = [r for r in medgan.discover_scans(root) if r.kind == "dicom-series"]
+    row = next(line for line in out.splitlines() if line.startswith(series.id))
+    assert "cannot be read (Bild\\udce9_004.dcm)" in row
+    assert "found under " + str(tmp_path) + "/M\\udcfcller: " in out

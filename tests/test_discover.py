@@ -7,6 +7,7 @@ SeriesDescriptions, a NIfTI pair, a symlink loop and the corpus' negative cases.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import warnings
@@ -358,3 +359,106 @@ def test_multi_valued_description_and_series_id_of_a_file(tmp_path):
     nifti = medgan.save_scan(medgan.load_scan(SAMPLE_SERIES), tmp_path / "x.nii.gz")
     with pytest.raises(medgan.errors.ScanReadError, match="NIfTI file holds one scan"):
         medgan.load_scan(nifti, series="nonsense")
+
+
+def _make_dirs(fd: int, names: list[str]) -> int:
+    """Create nested folders below the folder open as ``fd``, by descriptor (a path beyond PATH_MAX cannot be
+    created by name); return a descriptor of the deepest one (``fd`` is closed)."""
+    import os
+
+    for name in names:
+        os.mkdir(name, dir_fd=fd)
+        deeper = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    return fd
+
+
+def test_a_folder_or_file_beyond_the_path_limit_is_a_warning_not_silence(tmp_path, caplog):
+    """A path longer than the system allows (PATH_MAX, 4096 bytes on Linux) cannot be stat'ed: the walk skipped such
+    a folder or file without a word, so `medgan info` said "no scan found" of a tree that holds one."""
+    import errno
+    import os
+
+    name = "level_" + "x" * 194
+    levels = (4090 - len(str(tmp_path))) // (len(name) + 1)  # the last folder's path: 3890 to 4090 bytes
+    fd = _make_dirs(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), [name] * levels)
+    file_fd = os.open("y" * 246 + ".dcm", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)  # its path: > 4096 bytes
+    os.write(file_fd, (SAMPLE_SERIES / "001.dcm").read_bytes())
+    os.close(file_fd)
+    os.close(_make_dirs(fd, ["z" * 250]))  # a folder past the limit, too
+    with caplog.at_level(logging.WARNING, logger="medgan.io.discover"):
+        assert discover_scans(tmp_path) == []
+    too_long = os.strerror(errno.ENAMETOOLONG)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and too_long in r.getMessage()]
+    assert len(warned) == 2, caplog.text
+    assert any(m.startswith("cannot read folder ") for m in warned)
+    assert any(".dcm (" in m and not m.startswith("cannot read folder") for m in warned)
+
+
+def _without_dac_override(probe: Path) -> list[str]:
+    """Command prefix under which file permissions apply to this test's processes: none for a normal user; for root,
+    util-linux's setpriv dropping the capabilities that bypass them. Skips when ``probe`` stays readable."""
+    import os
+    import subprocess
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: file permissions cannot be made to apply")
+        caps = "-dac_override,-dac_read_search"
+        prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps, "--"]
+    if subprocess.run([*prefix, "cat", str(probe)], capture_output=True).returncode == 0:
+        pytest.skip("file permissions do not apply here (capabilities cannot be dropped)")
+    return prefix
+
+
+def test_a_series_next_to_a_file_that_cannot_be_opened_is_not_usable(tmp_path):
+    """A slice without read permission (a file another user copied in with umask 077) was listed as "DICOM header is
+    truncated or corrupt (PermissionError)" while its series, which cannot be told from the unreadable file, loaded
+    one slice short without a word. Now the file says it cannot be opened and the series in its folder is refused."""
+    import errno
+    import json
+    import os
+    import subprocess
+    import sys
+
+    series = tmp_path / "series"
+    shutil.copytree(SAMPLE_SERIES, series)
+    last = sorted(series.iterdir())[-1]  # an end slice: no gap shows where it is missing
+    last.chmod(0)
+    try:
+        prefix = _without_dac_override(last)
+        code = (
+            "import json, sys, medgan\n"
+            "refs = [r.to_dict() for r in medgan.discover_scans(sys.argv[1])]\n"
+            "try:\n    medgan.load_scan(sys.argv[1]); error = None\n"
+            "except medgan.errors.ScanReadError as exc:\n    error = str(exc)\n"
+            "print(json.dumps({'refs': refs, 'error': error}))\n"
+        )
+        repo = Path(__file__).resolve().parents[1]
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(series)], cwd=repo, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        last.chmod(0o644)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    (lone,) = [r for r in out["refs"] if r["paths"] == [str(last)]]
+    assert not lone["usable"] and lone["reason"] == f"cannot be opened ({os.strerror(errno.EACCES)})"
+    (whole,) = [r for r in out["refs"] if r["kind"] == "dicom-series"]
+    assert len(whole["paths"]) == 3 and not whole["usable"]
+    assert "cannot be opened" in whole["reason"] and last.name in whole["reason"]
+    assert out["error"] is not None and "cannot be opened" in out["error"]
+
+
+def test_load_scan_of_an_analyze_header_gives_discoverys_reason(tmp_path):
+    """load_scan on the .hdr of an Analyze pair went to the DICOM reader ("not a DICOM file"); it now gives the reason
+    discovery gives (convert the pair to a single .nii)."""
+    anat = nib.load(Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "nibabel" / "anatomical.nii")
+    nib.save(nib.AnalyzeImage(np.asarray(anat.dataobj), anat.affine), tmp_path / "t1.img")
+    (ref,) = discover_scans(tmp_path)
+    assert not ref.usable and "Analyze" in ref.reason
+    with pytest.raises(medgan.errors.ScanReadError, match=r"t1\.hdr: .*Analyze / NIfTI \.hdr/\.img pair"):
+        medgan.load_scan(tmp_path / "t1.hdr")

@@ -17,7 +17,10 @@ Policy for files that are not scans:
 * ``.nii`` / ``.nii.gz`` files are validated from their header; a broken one is an unusable
   ``"nifti"`` ScanRef; ``.hdr`` (Analyze / NIfTI pair) headers are listed as unusable;
 * DICOM objects that are not images (RTSTRUCT, SR, SEG, PR, KO, RTPLAN, RTDOSE, ...) are
-  unusable ScanRefs, one per series.
+  unusable ScanRefs, one per series;
+* a folder, or a file, that cannot be listed or looked at (no permission, a path longer than the
+  system allows) is skipped with a warning; a DICOM-looking file that cannot be opened is an unusable
+  ScanRef, and so is every series in its folder (its series cannot be read: it may be a slice of any).
 
 Symbolic links to folders are followed, but every folder is visited at most once (by device
 and inode), so link loops end; a file reached twice through links is read once.
@@ -26,6 +29,7 @@ and inode), so link loops end; a file reached twice through links is read once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -239,7 +243,8 @@ def _walk(root: Path) -> Iterator[Path]:
         folder = stack.pop()
         try:
             st = folder.stat()
-        except OSError:
+        except OSError as exc:  # a path beyond PATH_MAX, a parent without search permission: said, not silent
+            log.warning("cannot read folder %s (%s); skipped", folder, exc.strerror or exc)
             continue
         if (st.st_dev, st.st_ino) in seen_dirs:
             continue
@@ -263,7 +268,9 @@ def _walk(root: Path) -> Iterator[Path]:
                         continue
                     seen_files.add((est.st_dev, est.st_ino))
                     yield Path(entry.path)
-            except OSError:  # dangling link, vanished file
+            except OSError as exc:  # a dangling link or a vanished file is not found (ENOENT) and goes unsaid
+                if exc.errno != errno.ENOENT:
+                    log.warning("cannot read %s (%s); skipped", entry.path, exc.strerror or exc)
                 continue
         stack.extend(reversed(subdirs))
 
@@ -411,6 +418,38 @@ def _series_uid_of_broken(path: Path) -> str | None:
 def _note_broken(broken: dict[str, list[Path]], uid: str | None, path: Path) -> None:
     if uid:
         broken.setdefault(uid, []).append(path)
+
+
+def _open_failure(path: Path) -> str | None:
+    """``"cannot be opened (<why>)"`` when ``path`` cannot be opened for reading (no permission, an I/O error), else
+    None. The header reader calls such a file corrupt, and nothing of it, not even its series, can be read."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror or type(exc).__name__})"
+
+
+def _list_unreadable(
+    path: Path,
+    root: Path,
+    reason: str,
+    refs: list[ScanRef],
+    broken: dict[str, list[Path]],
+    unopened: dict[Path, list[Path]],
+) -> None:
+    """List a DICOM-looking file whose header cannot be read, and note it for the series it may belong to: by
+    SeriesInstanceUID when the part that can be read holds one, else (a file that cannot be opened) by folder."""
+    failure = _open_failure(path)
+    refs.append(_unreadable_ref(path, root, failure or reason))
+    if failure is None:
+        _note_broken(broken, _series_uid_of_broken(path), path)
+    else:
+        unopened.setdefault(path.parent, []).append(path)
+
+
+def _names(paths: Sequence[Path]) -> str:
+    return ", ".join(p.name for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
 def _group_dicom(
@@ -613,6 +652,7 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
     refs: list[ScanRef] = []
     dicom_items: list[tuple[Path, Any]] = []
     broken: dict[str, list[Path]] = {}  # SeriesInstanceUID -> files of that series that cannot be read
+    unopened: dict[Path, list[Path]] = {}  # folder -> files there that cannot be opened (series unknown)
     for path in files:
         if is_nifti_path(path) or path.suffix.lower() == ".hdr":
             try:
@@ -628,16 +668,14 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             ds = read_dicom_header(path)
         except MedganError as exc:
             if single or _looks_like_dicom(path):
-                refs.append(_unreadable_ref(path, base, _short_reason(exc, [path])))
-                _note_broken(broken, _series_uid_of_broken(path), path)
+                _list_unreadable(path, base, _short_reason(exc, [path]), refs, broken, unopened)
             else:
                 log.debug("skipped %s: not a DICOM or NIfTI file", path)
             continue
         except Exception as exc:  # never raise for one bad file
             if single or _looks_like_dicom(path):
                 reason = f"cannot read the DICOM header ({type(exc).__name__})"
-                refs.append(_unreadable_ref(path, base, reason))
-                _note_broken(broken, _series_uid_of_broken(path), path)
+                _list_unreadable(path, base, reason, refs, broken, unopened)
             continue
         dicom_items.append((path, ds))
 
@@ -657,11 +695,17 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             continue
         lost = broken.get(group.uid) if group.non_image is None else None
         if lost and ref.usable:  # loading the rest would give a volume with slices missing, without a word
-            names = ", ".join(p.name for p in lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
             ref = replace(
                 ref,
                 usable=False,
-                reason=f"{len(lost)} file(s) of this series cannot be read ({names}): the volume would miss slices",
+                reason=f"{len(lost)} file(s) of this series cannot be read ({_names(lost)}): the volume would miss slices",
+            )
+        near = [p for folder in sorted({p.parent for p in ref.paths}) for p in unopened.get(folder, ())]
+        if near and ref.usable:  # a file no one can open may be a slice of this series: the same silence otherwise
+            ref = replace(
+                ref,
+                usable=False,
+                reason=f"{len(near)} file(s) in its folder cannot be opened ({_names(near)}): the volume may miss slices",
             )
         refs.append(ref)
 

@@ -156,6 +156,8 @@ def _load(path: str | os.PathLike[str] | ScanRef, series: str | None, where: Pat
             if series is not None and not _is_scan_id(path, series):
                 raise ScanReadError(f"{path}: a NIfTI file holds one scan; series={series!r} does not name it")
             return read_nifti(path)
+        if path.suffix.lower() == ".hdr":  # discovery's reason (an Analyze pair), not the DICOM reader's "not DICOM"
+            return load_ref(discover_scans(path)[0])
         return _load_dicom_file(path, series)
     except MedganError:
         raise

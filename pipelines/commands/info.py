@@ -71,6 +71,17 @@ def format_table(refs: list) -> str:
     return "\n".join(lines)
 
 
+def _printable(text: str, stream) -> str:
+    """``text`` as ``stream`` can encode it. A file name that is not valid UTF-8 reaches Python as lone surrogates,
+    which a strict UTF-8 stdout (any UTF-8 locale but C) refuses with a traceback; they are shown escaped instead."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding, getattr(stream, "errors", None) or "strict")
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from medgan.io.discover import discover_scans
 
@@ -84,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([ref.to_dict() for ref in refs], indent=2))
     else:
-        print(format_table(refs))
+        print(_printable(format_table(refs), sys.stdout))
         n_ok = sum(ref.usable for ref in refs)
-        print(f"\n{len(refs)} scan(s) found under {path}: {n_ok} usable, {len(refs) - n_ok} unusable")
+        summary = f"\n{len(refs)} scan(s) found under {path}: {n_ok} usable, {len(refs) - n_ok} unusable"
+        print(_printable(summary, sys.stdout))
     return 0
