@@ -1272,3 +1272,24 @@ def test_a_method_named_like_a_baseline_is_a_usage_error(tmp_path, capsys):
 
     with pytest.raises(MedganError, match="interpolation baseline"):
         run_evaluate(tmp_path, tmp_path, tmp_path / "out", lr_root=tmp_path, method="linear")
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped_not_a_crash(tmp_path, good_tree, tiny_model):
+    """A folder named in Latin-1 (an old share) reaches Python as lone surrogates: writing manifest.csv (and logging
+    the name to medgan.log) raised UnicodeEncodeError at the end of the run, exit 1, on every rerun."""
+    import os
+
+    src = next(p for p in sorted(good_tree.rglob("*.nii.gz")))
+    try:
+        folder = Path(os.fsdecode(os.fsencode(tmp_path / "in") + b"/M\xfcller"))
+        folder.mkdir(parents=True)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    shutil.copy(src, folder / src.name)
+    out = tmp_path / "out"
+    assert _upscale(tmp_path / "in", out, tiny_model) == 0
+    assert "M\\udcfcller" in (out / "manifest.csv").read_text(encoding="utf-8")
+    (row,) = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert row["status"] == "done"
+    assert "Traceback" not in (out / "medgan.log").read_text(encoding="utf-8")
+    assert _upscale(tmp_path / "in", out, tiny_model) == 0  # a rerun resumes

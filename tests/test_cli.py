@@ -128,3 +128,12 @@ def test_example_train_configs_write_their_runs_outside_the_package():
         load = load_cgan_config if path.name.startswith("cgan_") else load_config
         out_dir = Path(load(path)["out_dir"]).resolve()
         assert out_dir.parent == repo / "runs", (path.name, out_dir)
+
+
+def test_a_folder_tree_with_a_file_name_as_out_is_a_usage_error(tmp_path, capsys):
+    """``medgan upscale TREE out.nii.gz`` ran a batch into a folder named out.nii.gz."""
+    from pathlib import Path
+
+    tree = Path(__file__).resolve().parents[1] / "sample_data" / "dicom"
+    assert cli.main(["upscale", str(tree), str(tmp_path / "out.nii.gz")]) == cli.EXIT_USAGE
+    assert "OUT must be a folder" in capsys.readouterr().err and not (tmp_path / "out.nii.gz").exists()

@@ -435,11 +435,17 @@ def test_a_series_next_to_a_file_that_cannot_be_opened_is_not_usable(tmp_path):
             "refs = [r.to_dict() for r in medgan.discover_scans(sys.argv[1])]\n"
             "try:\n    medgan.load_scan(sys.argv[1]); error = None\n"
             "except medgan.errors.ScanReadError as exc:\n    error = str(exc)\n"
-            "print(json.dumps({'refs': refs, 'error': error}))\n"
+            "try:\n    medgan.load_scan(sys.argv[2]); file_error = None\n"
+            "except medgan.errors.ScanReadError as exc:\n    file_error = str(exc)\n"
+            "print(json.dumps({'refs': refs, 'error': error, 'file_error': file_error}))\n"
         )
         repo = Path(__file__).resolve().parents[1]
         done = subprocess.run(
-            [*prefix, sys.executable, "-c", code, str(series)], cwd=repo, capture_output=True, text=True, timeout=120
+            [*prefix, sys.executable, "-c", code, str(series), str(last)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         last.chmod(0o644)
@@ -451,6 +457,8 @@ def test_a_series_next_to_a_file_that_cannot_be_opened_is_not_usable(tmp_path):
     assert len(whole["paths"]) == 3 and not whole["usable"]
     assert "cannot be opened" in whole["reason"] and last.name in whole["reason"]
     assert out["error"] is not None and "cannot be opened" in out["error"]
+    # the file itself, loaded directly: not "truncated or corrupt (PermissionError)"
+    assert out["file_error"] == f"{last}: cannot be opened ({os.strerror(errno.EACCES)})"
 
 
 def test_load_scan_of_an_analyze_header_gives_discoverys_reason(tmp_path):

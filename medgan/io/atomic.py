@@ -204,9 +204,11 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     return Path(path)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically and return ``path``."""
-    with atomic_file(path, "w", encoding=encoding, newline="") as fh:
+def write_text_atomic(
+    path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", errors: str = "strict"
+) -> Path:
+    """Write ``text`` to ``path`` atomically and return ``path`` (``errors``: as for :func:`open`)."""
+    with atomic_file(path, "w", encoding=encoding, errors=errors, newline="") as fh:
         fh.write(text)
     return Path(path)
 

@@ -200,6 +200,8 @@ def _read_header(path: str) -> pydicom.Dataset:
             ds = pydicom.dcmread(path, defer_size="1 KB")
     except pydicom.errors.InvalidDicomError:
         return _read_without_preamble(path, size)
+    except OSError as exc:  # e.g. no read permission: the file may be fine
+        raise ScanReadError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
     except Exception as exc:  # pydicom raises assorted errors on damaged headers
         raise ScanReadError(f"{path}: DICOM header is truncated or corrupt ({type(exc).__name__})") from None
     _check_complete(ds, path, size, caught)

@@ -43,7 +43,8 @@ class RunLog:
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                     self._saved.append((h, h.level))
                     h.setLevel(logging.WARNING)
-        handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
+        # errors: a file name that is not UTF-8 is logged escaped (strict encoding printed logging tracebacks)
+        handler = logging.FileHandler(self.path, mode="a", encoding="utf-8", errors="backslashreplace")
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter(_FORMAT))
         root.addHandler(handler)

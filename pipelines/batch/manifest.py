@@ -263,4 +263,6 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv_cell(k, row.get(k)) for k in columns})
-    return write_text_atomic(path, buf.getvalue())
+    # a file name that is not UTF-8 (Python holds its bytes as surrogates) is written escaped, as \udcfc: strict
+    # encoding crashed the run at its end; manifest.jsonl keeps the exact name for resume
+    return write_text_atomic(path, buf.getvalue(), errors="backslashreplace")

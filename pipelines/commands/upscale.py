@@ -110,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
         if len(usable) == 1:
             source = usable[0]
         elif len(usable) > 1:  # a folder tree: run it as a batch job
+            if str(args.output).lower().endswith((".nii", ".nii.gz", ".dcm")):  # it would become a folder of that name
+                print(
+                    f"medgan upscale: error: {args.input} holds {len(usable)} scans, so OUT must be a folder, "
+                    f"not the file name {args.output}",
+                    file=sys.stderr,
+                )
+                return 2
             given = [
                 name
                 for name, value in (
