@@ -1088,6 +1088,12 @@ def test_a_negative_synthesis_seed_is_a_usage_error(tmp_path, capsys):
         main([*args, "--seed", "-1"])
     assert exc.value.code == 2 and "--seed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # the spec's seed key likewise (it accepted -1)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"job: synthesize\ninput: {tmp_path}\noutput: {tmp_path / 'out'}\nmodel: brain-t1-tissue-2d\n")
+    assert main(["run", str(spec), "--set", "seed=-1"]) == 1
+    assert "'seed' must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- --axes, --adapt-* on a tree, --scalar
@@ -1293,3 +1299,26 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped_not_a_crash(tmp_path, g
     assert row["status"] == "done"
     assert "Traceback" not in (out / "medgan.log").read_text(encoding="utf-8")
     assert _upscale(tmp_path / "in", out, tiny_model) == 0  # a rerun resumes
+
+
+def test_manifest_csv_text_cells_are_not_spreadsheet_formulas(tmp_path, good_tree, tiny_model):
+    """Input and output paths come from folder and file names: a cell starting with = + - @ gets a leading "'" in
+    manifest.csv, as in the evaluation report's CSV files (a spreadsheet ran it as a formula); manifest.jsonl keeps
+    the names, and a rerun resumes from it."""
+    import csv
+
+    src = next(p for p in sorted(good_tree.rglob("*.nii.gz")))
+    folder = tmp_path / "in" / "=HYPERLINK(1)"
+    folder.mkdir(parents=True)
+    shutil.copy(src, folder / "-1+2.nii.gz")
+    out = tmp_path / "out"
+    assert _upscale(tmp_path / "in", out, tiny_model) == 0
+    (row,) = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert row["status"] == "done" and row["input"].startswith("=HYPERLINK(1)/")
+    with open(out / "manifest.csv", newline="") as fh:
+        (cells,) = list(csv.DictReader(fh))
+    assert cells["input"] == "'" + row["input"] and cells["scan_id"] == row["scan_id"]  # ids are sanitised
+    assert cells["outputs"] == "'" + ";".join(row["outputs"])
+    assert not any(v.startswith(("=", "+", "-", "@")) for v in cells.values()), cells
+    assert _upscale(tmp_path / "in", out, tiny_model) == 0  # a rerun resumes
+    assert json.loads((out / "manifest.jsonl").read_text().splitlines()[-1])["status"] == "skipped"

@@ -275,3 +275,14 @@ def test_montage_window_is_the_scored_range_and_survives_a_nan(t1_ref):
     data = _np(t1_ref).copy()
     data[0, 0, 0, 0] = np.nan  # a background corner
     assert display_window(data, mask & np.isfinite(data[0]), dr) == pytest.approx((lo, hi))
+
+
+def test_bfloat16_scans_are_scored_as_their_float32_values(t1_ref, t1_pred):
+    """A bfloat16 prediction (e.g. cast by a bf16 pipeline) raised torch's raw 'unsupported ScalarType BFloat16';
+    degrade and save_scan accept such scans, and evaluate now scores their float32 values."""
+    pred16 = t1_pred.to(torch.bfloat16)
+    assert pred16.dtype == torch.bfloat16
+    got = evaluate(pred16, t1_ref)
+    want = evaluate(make_scan(pred16.float().as_tensor(), t1_ref.affine, {"modality": "MR"}), t1_ref)
+    for key in ("psnr", "ssim", "mae", "psnr_full"):
+        assert got[key] == pytest.approx(want[key], rel=1e-9), key

@@ -143,3 +143,10 @@ def test_invert_clip_to_wide_integer_types_saturates_after_the_cast(dtype):
             cast = x.astype(dtype)
         assert cast[0] == cast.min() and cast[2] == cast.max() and cast[1] == 0  # saturated, order kept
         assert int(cast[2]) > info.max // 2  # near the top of the range, not wrapped to the bottom
+
+
+def test_fit_normalization_takes_a_bfloat16_scan(scan):
+    """torch's raw 'unsupported ScalarType BFloat16' before: fitted on the float32 values of the bfloat16 voxels."""
+    half = scan.to(torch.bfloat16)
+    fitted = fit_normalization(half)
+    assert fitted.to_dict() == fit_normalization(half.float()).to_dict()

@@ -552,6 +552,31 @@ def test_dicom_2d_image(tmp_path, mni_crop):
     assert [float(v) for v in ds.PixelSpacing] == [0.7, 0.5]
 
 
+def test_a_2d_scan_with_a_3x3_affine_is_written_with_the_embedded_geometry(tmp_path, mni_crop):
+    """MONAI's ITK reader gives a 2-D image a 3x3 affine; degrade and upscale embed it in 4x4. save_scan refused it
+    as 'singular' (NIfTI) or raised numpy's raw matmul ValueError (DICOM)."""
+    import torch
+    from monai.data import MetaTensor
+
+    import medgan
+
+    mr = medgan.load_scan(SAMPLE_DATA / "dicom" / "pydicom_mr_small")  # a real 2-D MR slice
+    a4 = np.asarray(mr.affine)
+    a3 = np.eye(3)
+    a3[:2, :2], a3[:2, 2] = a4[:2, :2], a4[:2, 3]
+    x = MetaTensor(mr.as_tensor().clone(), affine=torch.as_tensor(a3), meta={"modality": "MR"})
+    expected = np.asarray(medgan.degrade(x, 1).affine)  # degrade's embedding of the same affine
+    for out in (tmp_path / "mr.nii.gz", tmp_path / "mr_dcm"):
+        back = medgan.load_scan(save_scan(x, out))
+        assert tuple(back.shape) == tuple(x.shape)
+        np.testing.assert_allclose(np.asarray(back.affine), expected, atol=1e-4)
+        np.testing.assert_allclose(back.numpy(), x.numpy(), atol=0.01)
+    # a geometry DICOM cannot hold: the error names the output folder
+    data, _ = mni_crop
+    with pytest.raises(MedganError, match=r"singular\.dcm: the scan's affine is singular"):
+        save_scan(make_scan(data[None], np.diag([0.5, 0.7, 0.0, 1.0])), tmp_path / "singular.dcm")
+
+
 def test_dicom_non_ascii_provenance_is_written_as_utf8(tmp_path, mni_crop):
     """A model name or description outside ASCII makes the series UTF-8 (it was written as '??????')."""
     data, aff = mni_crop

@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from skimage.measure import block_reduce
 
 from medgan.errors import MedganError
-from medgan.io.scan import make_scan, spacing_from_affine
+from medgan.io.scan import affine_4x4, make_scan, scan_array, spacing_from_affine
 
 __all__ = [
     "degrade",
@@ -133,15 +133,12 @@ def upsample_affine(affine: np.ndarray, factor: Sequence[int]) -> np.ndarray:
 
 def _unpack(scan: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Channel-first float32 array, 4x4 float64 affine and a private copy of the meta of ``scan``."""
-    if isinstance(scan, torch.Tensor) and scan.dtype == torch.bfloat16:  # numpy has no bfloat16
-        scan = scan.float()
     if isinstance(scan, MetaTensor):
-        array = scan.detach().cpu().numpy()
-        affine = np.asarray(scan.affine.detach().cpu().numpy() if torch.is_tensor(scan.affine) else scan.affine)
+        array, affine = scan_array(scan), scan.affine  # scan_array: bfloat16 as float32 (numpy has no bfloat16)
         meta = {k: v for k, v in scan.meta.items() if k != "affine"}  # the affine travels separately
         meta = copy.deepcopy(meta)
     elif isinstance(scan, torch.Tensor):
-        array, affine, meta = scan.detach().cpu().numpy(), np.eye(4), {}
+        array, affine, meta = scan_array(scan), np.eye(4), {}
     elif isinstance(scan, np.ndarray):
         array, affine, meta = scan, np.eye(4), {}
     else:
@@ -151,12 +148,7 @@ def _unpack(scan: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
             f"expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(array.shape)}; "
             "add a channel axis with x[None]"
         )
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):  # e.g. a 3x3 affine on a 2-D MetaTensor: embed it, the third axis is the normal
-        full = np.eye(4)
-        d = affine.shape[0] - 1
-        full[:d, :d], full[:d, 3] = affine[:d, :d], affine[:d, d]
-        affine = full
+    affine = affine_4x4(affine)  # e.g. a 3x3 affine on a 2-D MetaTensor: embedded, the third axis is the normal
     return np.asarray(array, dtype=np.float32), affine, meta
 
 

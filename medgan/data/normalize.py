@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from medgan.errors import MedganError
+from medgan.io.scan import scan_array
 
 __all__ = ["Normalization", "NormalizationError", "fit_normalization", "NORMALIZATION_METHODS"]
 
@@ -178,8 +179,7 @@ def fit_normalization(
     >>> float(norm.apply(x).max()), bool(np.allclose(norm.invert(norm.apply(x)), x))
     (1.0, True)
     """
-    values = scan.detach().cpu().numpy() if isinstance(scan, torch.Tensor) else np.asarray(scan)
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(scan_array(scan), dtype=np.float64)  # a tensor on any device, bfloat16 included
     if mask is not None:
         m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         try:

@@ -39,11 +39,9 @@ def figure_to_png(fig: Any, *, dpi: int = DPI) -> bytes:
 
 
 def _numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        x = x.as_tensor() if hasattr(x, "as_tensor") else x
-        x = x.numpy()
-    return np.asarray(x, dtype=np.float32)
+    from medgan.io.scan import scan_array
+
+    return np.asarray(scan_array(x), dtype=np.float32)  # a tensor on any device, bfloat16 included
 
 
 def orthogonal_slices(volume: Any, affine: np.ndarray | None = None) -> list[tuple[str, np.ndarray, float]]:

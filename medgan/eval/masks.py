@@ -136,8 +136,6 @@ def resolve_mask(mask: Any, reference: Any) -> tuple[np.ndarray, str]:
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch.Tensor / MetaTensor
-        x = x.detach().cpu()
-        x = x.as_tensor() if hasattr(x, "as_tensor") else x
-        return x.numpy()
-    return np.asarray(x)
+    from medgan.io.scan import scan_array
+
+    return scan_array(x)  # a tensor on any device, bfloat16 included

@@ -54,6 +54,7 @@ from scipy import ndimage
 
 from medgan.errors import GeometryMismatchError
 from medgan.eval.masks import resolve_mask
+from medgan.io.scan import scan_array
 
 __all__ = [
     "DATA_RANGE_RULE",
@@ -103,11 +104,7 @@ AFFINE_ATOL_MM = 1e-3
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch.Tensor or MetaTensor
-        x = x.detach().cpu()
-        x = x.as_tensor() if hasattr(x, "as_tensor") else x
-        x = x.numpy()
-    return np.asarray(x, dtype=np.float64)
+    return np.asarray(scan_array(x), dtype=np.float64)  # a tensor on any device, bfloat16 included
 
 
 def _affine_of(x: Any) -> np.ndarray | None:

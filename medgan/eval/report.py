@@ -44,6 +44,7 @@ __all__ = [
     "build_document",
     "build_figures",
     "write_csv",
+    "spreadsheet_text",
     "write_json",
     "render_markdown",
     "render_html",
@@ -247,13 +248,20 @@ def _fmt(v: Any, digits: int = 4) -> str:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_value(v: Any) -> Any:
-    # text from user data (scan ids are folder names, method names are arguments) that a spreadsheet would run
-    # as a formula gets a leading "'"; numbers (a negative mean difference) are not text, and "-inf" is how
-    # _jsonable wrote a non-finite number
+def spreadsheet_text(v: Any) -> Any:
+    """``v`` for a CSV cell: text that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return: a scan id from a folder name, a method name) gets a leading ``'``; anything
+    else, numbers included, is returned as it is. Also used for ``manifest.csv`` of the batch jobs."""
+    # "-inf" is how _jsonable writes a non-finite number
     if isinstance(v, str) and v.startswith(_FORMULA_START) and v != "-inf":
         return "'" + v
-    v = _jsonable(v)
+    return v
+
+
+def _csv_value(v: Any) -> Any:
+    # text from user data (scan ids are folder names, method names are arguments) is not run as a formula; numbers
+    # (a negative mean difference) are not text
+    v = _jsonable(spreadsheet_text(v))
     if v is None:
         return ""
     if isinstance(v, dict | list):

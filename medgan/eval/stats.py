@@ -208,6 +208,8 @@ def paired_difference(
 
 def _signed_rank_sign(d: np.ndarray) -> int:
     """Sign of ``W+ - W-`` (Wilcoxon signed ranks of the non-zero differences): the way the test points."""
+    # by hand (ranks from SciPy): the two-sided scipy.stats.wilcoxon reports min(W+, W-), not which side is larger;
+    # zeros are dropped as its default zero_method="wilcox" drops them
     from scipy import stats
 
     nz = d[d != 0]

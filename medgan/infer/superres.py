@@ -33,7 +33,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
-from medgan.io.scan import make_scan
+from medgan.io.scan import affine_4x4, make_scan
 from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
@@ -66,17 +66,6 @@ _CPU_BATCH_PIXELS = 8 * 128 * 128
 #: in-plane axis (a sagittal thick-slice scan stored with its slice axis first, e.g. after reorienting to RAS, went
 #: from 8 x 2 x 2 mm to 8 x 2 x 0.5 mm). Near-isotropic scans (voxel sizes within 10 %) pass
 _SLICE_AXIS_TOLERANCE = 0.1
-
-
-def _scan_affine(scan: MetaTensor) -> np.ndarray:
-    """The scan's affine as a 4x4 float64 array; a 2-D MetaTensor's 3x3 affine (as MONAI's ITK reader gives) is
-    embedded as :func:`medgan.degrade` embeds it, its third axis the slice normal."""
-    affine = np.asarray(scan.affine, dtype=np.float64)
-    if affine.shape == (3, 3):
-        full = np.eye(4)
-        full[:2, :2], full[:2, 3] = affine[:2, :2], affine[:2, 2]
-        affine = full
-    return affine
 
 
 def _input_is_synthetic(meta: dict[str, Any]) -> bool:
@@ -563,7 +552,7 @@ class SuperResolver:
         data = scan.as_tensor().detach()
         n_spatial = data.ndim - 1
         name = scan.meta.get("filename_or_obj", "scan") or "scan"
-        affine_in = _scan_affine(scan)
+        affine_in = affine_4x4(scan.affine)  # a 2-D MetaTensor's 3x3 affine embedded, as medgan.degrade does
         if n_spatial not in (2, 3):
             raise MedganError(f"{name}: expected a channel-first (C, X, Y[, Z]) scan, got shape {tuple(data.shape)}")
         if self.spatial_dims > n_spatial:
@@ -580,7 +569,10 @@ class SuperResolver:
             if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
                 raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
         elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
-            raise MedganError("axes= is only for a 2-D model applied to a 3-D volume")
+            raise MedganError(
+                f"{name}: axes= (--axes) is only for a 2-D model applied to a 3-D volume; "
+                f"here a {self.spatial_dims}-D model ({self.model_name}) meets a {n_spatial}-D scan"
+            )
         else:
             if axes is None:  # axes=(0, 1, 2) says the model's axes are the scan's as they stand
                 self._check_slice_axis(name, affine_in)

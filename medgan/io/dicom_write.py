@@ -42,7 +42,7 @@ from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
 from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json
-from medgan.io.scan import LPS_TO_RAS, scan_array
+from medgan.io.scan import LPS_TO_RAS, affine_4x4, scan_array
 
 __all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
 
@@ -234,8 +234,11 @@ def write_dicom_series(
     vol = data[0] if data.ndim == 4 else data[0][..., None]  # (X, Y, Z)
     if not np.all(np.isfinite(vol)):
         raise MedganError(f"{folder}: the scan holds NaN or infinite values, which DICOM cannot store")
-    affine = np.asarray(getattr(scan, "affine", np.eye(4)), dtype=np.float64)
-    geom = slice_geometry(affine, vol.shape[2])
+    affine = affine_4x4(getattr(scan, "affine", np.eye(4)))  # a 2-D MetaTensor's 3x3 affine embedded, as degrade does
+    try:
+        geom = slice_geometry(affine, vol.shape[2])
+    except MedganError as exc:  # singular or sheared: say which output it is
+        raise MedganError(f"{folder}: {exc}") from None
     stored_dtype, slope, intercept = choose_rescale(vol)
     info = np.iinfo(stored_dtype)
     if slope == 1.0 and intercept == 0.0:

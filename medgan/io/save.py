@@ -25,7 +25,7 @@ from medgan.errors import MedganError
 from medgan.io.atomic import atomic_paths
 from medgan.io.dicom_write import derivation_text, write_dicom_series
 from medgan.io.nifti import NIFTI_2D_INTENT_NAME, SIDECAR_META_KEYS, nifti_sidecar_path
-from medgan.io.scan import scan_array, spacing_from_affine
+from medgan.io.scan import affine_4x4, scan_array, spacing_from_affine
 
 __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
 
@@ -52,7 +52,8 @@ def save_scan(
     Parameters
     ----------
     scan
-        Channel-first ``MetaTensor`` ``(C, X, Y[, Z])`` with a 4x4 RAS+ affine.
+        Channel-first ``MetaTensor`` ``(C, X, Y[, Z])`` with a 4x4 RAS+ affine (a 2-D image's 3x3 affine, as MONAI's
+        ITK reader gives, is embedded in 4x4 as :func:`medgan.degrade` does).
     path
         ``*.nii`` / ``*.nii.gz`` for NIfTI; a folder (any other name) for DICOM.
     format
@@ -253,7 +254,7 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     path = Path(path)
     if not path.parent.is_dir():
         raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
-    affine = np.asarray(getattr(scan, "affine", np.eye(4)), dtype=np.float64)
+    affine = affine_4x4(getattr(scan, "affine", np.eye(4)))  # a 2-D MetaTensor's 3x3 affine embedded, as degrade does
     meta = dict(getattr(scan, "meta", {}) or {})
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise MedganError(f"{path}: the scan's affine is singular or not finite; cannot write NIfTI geometry")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # torch / MONAI take seconds to import; header-only callers (
     import torch
     from monai.data import MetaTensor
 
-__all__ = ["make_scan", "scan_array", "spacing_from_affine", "orientation_code", "LPS_TO_RAS"]
+__all__ = ["make_scan", "scan_array", "affine_4x4", "spacing_from_affine", "orientation_code", "LPS_TO_RAS"]
 
 #: Flip of the first two world axes: DICOM's LPS+ <-> NIfTI/MONAI's RAS+.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -106,6 +106,20 @@ def scan_array(scan: Any) -> np.ndarray:
 
     data = scan.detach().cpu()
     return (data.float() if data.dtype == torch.bfloat16 else data).numpy()
+
+
+def affine_4x4(affine: Any) -> np.ndarray:
+    """``affine`` (an array or tensor) as a 4x4 float64 array. A smaller one, such as the 3x3 affine MONAI's ITK
+    reader gives a 2-D image, is embedded: its last column is the translation, the added axis the slice normal."""
+    if hasattr(affine, "detach"):
+        affine = affine.detach().cpu().numpy()
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape == (4, 4):
+        return affine
+    full = np.eye(4)
+    d = affine.shape[0] - 1
+    full[:d, :d], full[:d, 3] = affine[:d, :d], affine[:d, d]
+    return full
 
 
 def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[str, Any] | None = None) -> MetaTensor:

@@ -255,14 +255,21 @@ JSONL_ONLY = frozenset({"provenance", "degradation", "baselines"})
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Write ``rows`` as ``manifest.csv`` atomically (:data:`COLUMNS` first, other keys after, JSON cells for lists)."""
+    """Write ``rows`` as ``manifest.csv`` atomically (:data:`COLUMNS` first, other keys after, JSON cells for lists).
+
+    A text cell that a spreadsheet would run as a formula (a scan id or path from a folder name starting with ``=``,
+    ``+``, ``-``, ``@``) gets a leading ``'``, as in the evaluation report's CSV files; ``manifest.jsonl`` keeps the
+    text unchanged.
+    """
+    from medgan.eval.report import spreadsheet_text
+
     extra = sorted({k for r in rows for k in r} - set(COLUMNS) - JSONL_ONLY)
     columns = [*COLUMNS, *extra]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _csv_cell(k, row.get(k)) for k in columns})
+        writer.writerow({k: spreadsheet_text(_csv_cell(k, row.get(k))) for k in columns})
     # a file name that is not UTF-8 (Python holds its bytes as surrogates) is written escaped, as \udcfc: strict
     # encoding crashed the run at its end; manifest.jsonl keeps the exact name for resume
     return write_text_atomic(path, buf.getvalue(), errors="backslashreplace")

@@ -142,7 +142,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "input": (_path, True, None),
         "model": (_path, True, None),
         "n": (_pos_int, False, 1),
-        "seed": (_int, False, 0),
+        "seed": (_non_negative_int, False, 0),  # as `medgan batch synthesize --seed`
         "class": (_opt_scalar, False, None),
         "scalar": (_opt_number, False, None),
         "format": (_choice("nifti", "dicom"), False, "nifti"),
