@@ -286,3 +286,17 @@ def test_bfloat16_scans_are_scored_as_their_float32_values(t1_ref, t1_pred):
     want = evaluate(make_scan(pred16.float().as_tensor(), t1_ref.affine, {"modality": "MR"}), t1_ref)
     for key in ("psnr", "ssim", "mae", "psnr_full"):
         assert got[key] == pytest.approx(want[key], rel=1e-9), key
+
+
+def test_an_infinite_data_range_is_refused(t1_ref, t1_pred, tmp_path, capsys):
+    """data_range=inf gave PSNR inf and SSIM NaN; the command line and the spec took --data-range inf."""
+    from pipelines import cli
+
+    with pytest.raises(ValueError, match="finite positive number"):
+        evaluate(t1_pred, t1_ref, data_range=float("inf"))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["batch", "evaluate", str(tmp_path), str(tmp_path), str(tmp_path / "o"), "--data-range", "inf"])
+    assert exc.value.code == 2
+    args = ["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert cli.main([*args, "--data-range", "inf"]) == 2
+    assert "finite positive" in capsys.readouterr().err

@@ -391,6 +391,10 @@ def test_synthesize_command_bad_input_is_one_line(mni, tmp_path, capsys):
         assert err.startswith("medgan synthesize: error:") and len(err.splitlines()) == 1, err
         assert re.search(message, err), err
         assert not out.exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # a negative seed is refused by argparse, as in batch synthesize
+        cli_main([*base, "--labels", str(labels_path), "--scalar", "0.5", "--seed", "-1"])
+    assert exc.value.code == 2 and "--seed" in capsys.readouterr().err and not out.exists()
     # the top of the seed range and an in-range scalar work, and the sidecar records them
     assert cli_main([*base, "--labels", str(labels_path), "--scalar", "0.25", "--seed", str(2**64 - 1)]) == 0
     sidecar = json.loads((tmp_path / "syn.json").read_text())

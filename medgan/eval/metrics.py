@@ -524,8 +524,8 @@ def evaluate(
         dr, dr_rule = robust_data_range(r, m), DATA_RANGE_RULE
     else:
         dr, dr_rule = float(data_range), "given"
-        if not dr > 0:
-            raise ValueError(f"data_range must be positive, got {data_range}")
+        if not (dr > 0 and math.isfinite(dr)):  # inf gave PSNR inf and SSIM NaN
+            raise ValueError(f"data_range must be a finite positive number, got {data_range}")
     smap, valid, mode = ssim_map(p, r, data_range=dr, mode=ssim_mode)
     in_mask = valid & _spatial_mask(m, smap.shape)
     result: dict[str, Any] = {

@@ -74,7 +74,7 @@ def _fraction(v: Any) -> bool:
 
 
 def _opt_positive(v: Any) -> bool:
-    return v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0)
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and math.isfinite(v))
 
 
 def _non_negative_int(v: Any) -> bool:
@@ -110,7 +110,7 @@ _WHAT = {
     _bool: "true or false",
     _opt_str: "text or null",
     _fraction: "a number in [0, 1)",
-    _opt_positive: "a positive number or null",
+    _opt_positive: "a finite positive number or null",
     _non_negative_int: "an integer >= 0",
 }
 

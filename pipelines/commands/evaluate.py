@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -77,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_montages < 0:
         print("medgan evaluate: error: --max-montages must be >= 0", file=sys.stderr)
         return 2
-    if args.data_range is not None and not args.data_range > 0:
-        print("medgan evaluate: error: --data-range must be positive", file=sys.stderr)
+    if args.data_range is not None and not (args.data_range > 0 and math.isfinite(args.data_range)):
+        print("medgan evaluate: error: --data-range must be a finite positive number", file=sys.stderr)
         return 2
     if args.lr is not None and args.method in BASELINES:
         print(

@@ -6,7 +6,8 @@ header description and the JSON sidecar). ``-n N`` > 1 writes one file per sampl
 ``_001``, ...) or, with ``--stack``, one 4-D file (samples along the 4th axis). ``--labels-out`` also writes the
 (deformed) label map, the ground truth of the synthetic scans.
 
-Bad input is a one-line error (exit 1), checked before anything is written: a seed outside ``0..2**64-1``, a
+A negative ``--seed`` is a usage error (exit 2). Other bad input is a one-line error (exit 1), checked before anything is
+written: a seed above ``2**64-1``, a
 ``--scalar`` that is not finite or lies outside the model's training range (a slice position in [0, 1]), a label
 map too small for the generator.
 """
@@ -17,7 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipelines.commands._args import class_condition, positive_int
+from pipelines.commands._args import class_condition, non_negative_int, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", required=True, metavar="OUT", help="output .nii/.nii.gz file")
     parser.add_argument("-n", type=positive_int, default=1, metavar="N", help="number of samples (1)")
     parser.add_argument(
-        "--seed", type=int, default=None, help="noise (and deformation) seed, 0..2**64-1; default random"
+        "--seed", type=non_negative_int, default=None, help="noise (and deformation) seed, 0..2**64-1; default random"
     )
     parser.add_argument("--deform", action="store_true", help="randomly deform the label map first (elastic+affine)")
     parser.add_argument("--stack", action="store_true", help="with -n > 1: one 4-D file instead of one per sample")
