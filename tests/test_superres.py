@@ -678,3 +678,37 @@ def test_shipped_model_cards_are_the_rendered_ones_and_state_the_augmentation():
         assert card.split("<!-- notes -->")[0] == render_model_card(model_path), model_path.name
     detector = (PRETRAINED_DIR / "synthetic-detector.md").read_text(encoding="utf-8")
     assert "- augmentation: `true`" in detector
+
+
+def test_upscale_and_adapt_take_a_file_path_as_str_or_path(tmp_path):
+    # a str or Path gave a raw float() error (the path was turned into an array); it is read with load_scan
+    sr = _resolver(tmp_path, _interp_only(_generator(residual_interp="trilinear")), name="interp")
+    scan = _volume()
+    path = medgan.save_scan(scan, tmp_path / "low.nii.gz")
+    want = sr.upscale(scan)
+    for given in (str(path), path):
+        got = sr.upscale(given)
+        assert torch.equal(got.as_tensor(), want.as_tensor())
+        assert np.allclose(got.affine, want.affine, atol=1e-6)
+    adapted = medgan.adapt_to_scan(sr, str(path), steps=0)
+    assert adapted.upscale(path).shape == want.shape
+
+
+def test_a_card_renders_the_same_wherever_the_repository_is_checked_out(tmp_path):
+    """The cards' training-data paths were relative only under the checkout that trained (/work/main): in a clone
+    elsewhere they came out absolute, so the rendered card differed from the shipped one."""
+    from medgan.infer import pretrained
+
+    clone = tmp_path / "elsewhere" / "medgan"
+    (clone / "medgan").mkdir(parents=True)
+    (clone / "medgan" / "pretrained").symlink_to(pretrained.PRETRAINED_DIR)
+    (clone / "sample_data").symlink_to(pretrained.PRETRAINED_DIR.parents[1] / "sample_data")
+    recorded = str(pretrained.PRETRAINED_DIR.parents[1] / "sample_data" / "nifti" / "nibabel" / "anatomical.nii")
+    here = pretrained._repo_relative(recorded)
+    pretrained_dir = pretrained.PRETRAINED_DIR
+    try:
+        pretrained.PRETRAINED_DIR = clone / "medgan" / "pretrained"
+        assert pretrained._repo_relative(recorded) == here == "sample_data/nifti/nibabel/anatomical.nii"
+        assert pretrained._repo_relative("/elsewhere/data/t1.nii.gz") == "/elsewhere/data/t1.nii.gz"
+    finally:
+        pretrained.PRETRAINED_DIR = pretrained_dir

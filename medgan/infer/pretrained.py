@@ -141,12 +141,23 @@ def list_pretrained() -> list[dict[str, Any]]:
 
 
 def _repo_relative(path: Any) -> str:
-    """A training-data path as written in a card: relative to the repository when it lies inside it."""
+    """A training-data path as written in a card: relative to the repository when it lies inside it.
+
+    The metadata records absolute paths of the machine that trained; a path into another checkout's
+    ``sample_data/`` that this repository also holds is written relative too, so a card renders the same wherever
+    the repository is checked out.
+    """
     text = str(path)
     repo = PRETRAINED_DIR.parents[1]
     norm = os.path.normpath(text.split("#", 1)[0])
+    suffix = ("#" + text.split("#", 1)[1]) if "#" in text else ""
     if os.path.isabs(norm) and norm.startswith(str(repo) + os.sep):
-        return os.path.relpath(norm, repo) + (("#" + text.split("#", 1)[1]) if "#" in text else "")
+        return os.path.relpath(norm, repo) + suffix
+    parts = Path(norm).parts
+    if os.path.isabs(norm) and "sample_data" in parts:
+        rel = Path(*parts[parts.index("sample_data") :])
+        if (repo / rel).exists():
+            return rel.as_posix() + suffix
     return text
 
 
