@@ -436,3 +436,14 @@ def test_scans_smaller_than_the_factor_or_empty_are_named_errors(scan):
     for order in (0, 1, 3):
         with pytest.raises(DegradationError, match="empty"):
             medgan.interpolate(np.zeros((1, 0, 8, 8), np.float32), 2, order=order)
+
+
+def test_degrade_and_interpolate_take_a_file_path_as_str_or_path(tmp_path):
+    # a path was refused ("expected a MetaTensor, torch tensor or numpy array, got str"); it is read with load_scan
+    scan = make_scan(np.arange(8 * 6 * 4, dtype=np.float32).reshape(1, 8, 6, 4), _oblique_affine())
+    path = medgan.save_scan(scan, tmp_path / "x.nii.gz")
+    for given in (str(path), path):
+        low = medgan.degrade(given, 2)
+        assert torch.equal(low.as_tensor(), medgan.degrade(scan, 2).as_tensor())
+        assert np.allclose(low.affine, medgan.degrade(scan, 2).affine, atol=1e-5)
+        assert medgan.interpolate(given, 2).shape == (1, 16, 12, 8)

@@ -300,3 +300,17 @@ def test_an_infinite_data_range_is_refused(t1_ref, t1_pred, tmp_path, capsys):
     args = ["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), "--out", str(tmp_path / "o")]
     assert cli.main([*args, "--data-range", "inf"]) == 2
     assert "finite positive" in capsys.readouterr().err
+
+
+def test_evaluate_takes_file_paths_as_str_or_path(tmp_path):
+    # paths gave a raw AttributeError ('str' object has no attribute 'shape'); they are read with load_scan
+    ref = make_scan(np.random.default_rng(0).normal(100.0, 10.0, (1, 16, 16, 8)).astype(np.float32), np.eye(4))
+    pred = ref + 1.0
+    low = medgan.degrade(ref, 2)
+    p_ref = medgan.save_scan(ref, tmp_path / "ref.nii.gz")
+    p_pred = medgan.save_scan(pred, tmp_path / "pred.nii.gz")
+    p_low = medgan.save_scan(low, tmp_path / "low.nii.gz")
+    want = evaluate(pred, ref, lr=low)
+    got = evaluate(str(p_pred), p_ref, lr=str(p_low))
+    assert got["psnr"] == pytest.approx(want["psnr"]) and got["mae"] == pytest.approx(1.0, abs=1e-4)
+    assert got["lr_consistency_psnr"] == pytest.approx(want["lr_consistency_psnr"])

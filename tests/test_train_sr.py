@@ -80,6 +80,10 @@ def _config(tmp: Path, train_scan: Path, **sections) -> dict:
         (lambda c: c["data"].update(train=["/nonexistent/scan.nii.gz"]), r"data\.train\[0\]: /nonexistent/scan"),
         (lambda c: c.pop("model"), r"model: required key is missing"),
         (lambda c: c["train"].update(patch_size=15), r"train\.patch_size: .*must divide by degradation\.factor"),
+        (
+            lambda c: c["discriminator"].update(num_layers_d=3),
+            r"train\.patch_size: \[16, 16, 16\] is too small for the discriminator .*needs at least 24 voxels",
+        ),
         (lambda c: c["model"].update(arch="unet"), r"model: .*unknown arch 'unet'"),
         (lambda c: c["degradation"].update(method="blur"), r"degradation\.method: 'blur' is not one of"),
         (lambda c: c["loss"].update(gan="wgan"), r"loss\.gan: 'wgan' is not one of ragan, lsgan"),

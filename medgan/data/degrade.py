@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from skimage.measure import block_reduce
 
 from medgan.errors import MedganError
-from medgan.io.scan import affine_4x4, make_scan, scan_array, spacing_from_affine
+from medgan.io.scan import affine_4x4, load_if_path, make_scan, scan_array, spacing_from_affine
 
 __all__ = [
     "degrade",
@@ -133,6 +133,7 @@ def upsample_affine(affine: np.ndarray, factor: Sequence[int]) -> np.ndarray:
 
 def _unpack(scan: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Channel-first float32 array, 4x4 float64 affine and a private copy of the meta of ``scan``."""
+    scan = load_if_path(scan)
     if isinstance(scan, MetaTensor):
         array, affine = scan_array(scan), scan.affine  # scan_array: bfloat16 as float32 (numpy has no bfloat16)
         meta = {k: v for k, v in scan.meta.items() if k != "affine"}  # the affine travels separately
@@ -142,7 +143,9 @@ def _unpack(scan: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     elif isinstance(scan, np.ndarray):
         array, affine, meta = scan, np.eye(4), {}
     else:
-        raise DegradationError(f"expected a MetaTensor, torch tensor or numpy array, got {type(scan).__name__}")
+        raise DegradationError(
+            f"expected a MetaTensor, torch tensor, numpy array or file path, got {type(scan).__name__}"
+        )
     if array.ndim not in (3, 4):
         raise DegradationError(
             f"expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(array.shape)}; "

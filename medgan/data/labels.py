@@ -24,7 +24,7 @@ from monai.data import MetaTensor
 from monai.transforms import Rand2DElastic, Rand3DElastic, RandAffine
 
 from medgan.errors import MedganError
-from medgan.io.scan import make_scan
+from medgan.io.scan import load_if_path, make_scan
 
 __all__ = ["TISSUE_LABELS", "tissue_labels", "deform_labels", "one_hot", "label_values"]
 
@@ -90,6 +90,7 @@ def tissue_labels(
     >>> tissue_labels(gm, wm).tolist()
     [[[0.0, 2.0, 3.0, 0.0]]]
     """
+    gm, wm, t1 = load_if_path(gm), load_if_path(wm), load_if_path(t1)
     p_gm, p_wm = _array(gm), _array(wm)
     shapes = {p_gm.shape, p_wm.shape}
     t1_arr = None

@@ -54,7 +54,7 @@ from scipy import ndimage
 
 from medgan.errors import GeometryMismatchError
 from medgan.eval.masks import resolve_mask
-from medgan.io.scan import scan_array
+from medgan.io.scan import load_if_path, scan_array
 
 __all__ = [
     "DATA_RANGE_RULE",
@@ -515,6 +515,8 @@ def evaluate(
     >>> round(r["psnr"], 6), r["mae"], r["data_range"]
     (40.0, 1.0, 100.0)
     """
+    pred, ref = load_if_path(pred), load_if_path(ref)
+    lr = load_if_path(lr)
     check_geometry(pred, ref)
     p, r = _to_numpy(pred), _to_numpy(ref)
     if p.ndim not in (3, 4):

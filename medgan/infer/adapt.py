@@ -41,7 +41,7 @@ from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
 from medgan.infer.superres import SuperResolver
-from medgan.io.scan import make_scan
+from medgan.io.scan import load_if_path, make_scan
 
 __all__ = ["adapt_to_scan", "AdaptedSuperResolver", "model_degradation"]
 
@@ -347,6 +347,7 @@ def adapt_to_scan(
     steps = int(steps)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise MedganError(f"adaptation seed must be an integer >= 0, got {seed!r}")
+    scan = load_if_path(scan)
     if not isinstance(scan, MetaTensor):
         scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
     data = scan.as_tensor().detach().to("cpu", torch.float32)

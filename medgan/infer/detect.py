@@ -30,6 +30,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR
+from medgan.io.scan import load_if_path
 from medgan.models.registry import DETECTOR_DEFAULTS, build_detector
 
 __all__ = ["SyntheticDetector", "train_detector", "detect_synthetic", "DEFAULT_DETECTOR", "prepare_slices"]
@@ -388,7 +389,7 @@ def detect_synthetic(
         raise MedganError(f"axis must be 0, 1 or 2, got {axis!r}")
     if isinstance(max_slices, bool) or not isinstance(max_slices, (int, np.integer)) or max_slices < 1:
         raise MedganError(f"max_slices must be an integer >= 1, got {max_slices!r}")
-    slices = _scan_slices(scan, axis, int(max_slices))
+    slices = _scan_slices(load_if_path(scan), axis, int(max_slices))
     if not slices:
         raise MedganError("the scan has no non-empty slice to score (every slice is constant)")
     shapes: dict[tuple[int, ...], list[np.ndarray]] = {}

@@ -33,7 +33,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
-from medgan.io.scan import affine_4x4, make_scan
+from medgan.io.scan import affine_4x4, load_if_path, make_scan
 from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
@@ -541,6 +541,7 @@ class SuperResolver:
         does not fit). A 2-D model on a volume on the CPU streams slabs of slices into the output, so the
         extra memory beyond the input and output is one slab's worth.
         """
+        scan = load_if_path(scan)
         if not isinstance(scan, MetaTensor):
             scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
         if batch_size == "auto":

@@ -39,7 +39,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, resolve_model_path
-from medgan.io.scan import make_scan
+from medgan.io.scan import load_if_path, make_scan
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
 __all__ = ["Synthesizer", "save_synthesizer", "check_seed", "SEED_LIMIT"]
@@ -384,6 +384,7 @@ class Synthesizer:
             raise MedganError(f"batch_size must be >= 1, got {batch_size}")
         if seed is not None:
             seed = check_seed(seed)
+        labels = load_if_path(labels)
         if not isinstance(labels, MetaTensor):
             arr = labels.detach().cpu() if isinstance(labels, torch.Tensor) else np.asarray(labels)
             labels = make_scan(arr, np.eye(4))

@@ -108,6 +108,22 @@ def scan_array(scan: Any) -> np.ndarray:
     return (data.float() if data.dtype == torch.bfloat16 else data).numpy()
 
 
+def load_if_path(scan: Any) -> Any:
+    """``scan`` read with :func:`medgan.load_scan` when it is a file or folder path (``str`` or ``os.PathLike``)
+    or a :class:`~medgan.io.discover.ScanRef`; anything else unchanged. The functions that take a scan accept a
+    path as :class:`~medgan.data.synthetic_dataset.SyntheticAugmentedDataset` does (a raw ``float()`` error
+    otherwise)."""
+    import os
+
+    from medgan.io.discover import ScanRef
+
+    if isinstance(scan, (str, os.PathLike, ScanRef)):
+        from medgan.io.load import load_scan
+
+        return load_scan(scan)
+    return scan
+
+
 def affine_4x4(affine: Any) -> np.ndarray:
     """``affine`` (an array or tensor) as a 4x4 float64 array. A smaller one, such as the 3x3 affine MONAI's ITK
     reader gives a 2-D image, is embedded: its last column is the translation, the added axis the slice normal."""

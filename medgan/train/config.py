@@ -391,6 +391,45 @@ def _load_file(path: str | os.PathLike[str], validate: Callable[..., dict]) -> d
     return validate(read_yaml(path), source=str(path), base_dir=path.parent.resolve())
 
 
+def _discriminator_fits(disc: Mapping[str, Any], patch: list[int], batch_size: int) -> bool:
+    """Whether ``disc`` (a completed SR discriminator config) can train on HR patches of ``patch`` voxels: every
+    convolution keeps at least one voxel per axis and every normalisation sees more than one value per channel."""
+    norm = str(disc.get("norm") or "").lower()
+    sizes = list(patch)
+
+    def normed_ok(sizes: list[int]) -> bool:
+        values = math.prod(sizes) * (batch_size if norm == "batch" else 1)
+        return not norm or values > 1
+
+    if disc["arch"] == "patch":  # MONAI PatchDiscriminator: kernel 4, padding 1
+        n_layers = int(disc["num_layers_d"])
+        layers = [(2, False)] + [(1 if i == n_layers - 1 else 2, True) for i in range(n_layers)] + [(1, False)]
+        for stride, normed in layers:
+            sizes = [(s + 2 - 4) // stride + 1 for s in sizes]
+            if min(sizes) < 1 or (normed and not normed_ok(sizes)):
+                return False
+        return True
+    for _ in range(int(disc["n_levels"])):  # VGG: kernel 3, padding 1, stride 2
+        sizes = [(s - 1) // 2 + 1 for s in sizes]
+        if not normed_ok(sizes):
+            return False
+    return True
+
+
+def _check_discriminator_fits(disc: Mapping[str, Any], patch: list[int], batch_size: int, src: str) -> None:
+    """Refuse, before training starts, a patch the phase-2 discriminator cannot take (a raw torch error at the
+    first adversarial step otherwise, after the whole content phase)."""
+    if _discriminator_fits(disc, patch, batch_size):
+        return
+    need = next((n for n in range(max(patch), 4097) if _discriminator_fits(disc, [n] * len(patch), batch_size)), None)
+    depth = f"num_layers_d {disc['num_layers_d']}" if disc["arch"] == "patch" else f"n_levels {disc['n_levels']}"
+    at_least = f" needs at least {need} voxels per axis;" if need is not None else ""
+    raise ConfigError(
+        f"{src}: train.patch_size: {patch} is too small for the discriminator (arch {disc['arch']!r}, {depth}):"
+        f"{at_least} raise train.patch_size, lower discriminator.{depth.split()[0]}, or set phase2.steps to 0"
+    )
+
+
 def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     from medgan.data.degrade import METHODS
     from medgan.models.registry import discriminator_config, generator_config
@@ -437,6 +476,8 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
             "(corner-aligned low-resolution patches)"
         )
     tr["patch_size"] = patch
+    if cfg["phase2"]["steps"] > 0:
+        _check_discriminator_fits(cfg["discriminator"], patch, tr["batch_size"], src)
     if tr["roi_size"] is not None:
         roi = tr["roi_size"]
         roi = [roi] * dims if _is_int(roi) else roi
