@@ -573,8 +573,8 @@ def test_a_2d_scan_with_a_3x3_affine_is_written_with_the_embedded_geometry(tmp_p
         np.testing.assert_allclose(back.numpy(), x.numpy(), atol=0.01)
     # a geometry DICOM cannot hold: the error names the output folder
     data, _ = mni_crop
-    with pytest.raises(MedganError, match=r"singular\.dcm: the scan's affine is singular"):
-        save_scan(make_scan(data[None], np.diag([0.5, 0.7, 0.0, 1.0])), tmp_path / "singular.dcm")
+    with pytest.raises(MedganError, match=r"singular_dicom: the scan's affine is singular"):
+        save_scan(make_scan(data[None], np.diag([0.5, 0.7, 0.0, 1.0])), tmp_path / "singular_dicom")
 
 
 def test_dicom_non_ascii_provenance_is_written_as_utf8(tmp_path, mni_crop):
@@ -890,3 +890,14 @@ def test_nifti_sidecar_keeps_degradation_and_interpolation(tmp_path, mni_crop):
     nib.save(nib.Nifti1Image(data, aff), tmp_path / "bids.nii.gz")
     (tmp_path / "bids.json").write_text(json.dumps({"EchoTime": 0.003, "degradation": {"method": "kspace"}}))
     assert not {"medgan", "degradation"} & set(medgan.load_scan(tmp_path / "bids.nii.gz").meta)
+
+
+@pytest.mark.parametrize("name", ["ct.mha", "out.nrrd", "out.nii.g", "slice.dcm", "x.png", "scan.gz"])
+def test_a_file_name_of_another_format_is_not_made_a_dicom_folder(tmp_path, name):
+    """``save_scan(x, "ct.mha")`` (or a mistyped "out.nii.g") silently wrote a DICOM folder of that name."""
+    data = np.arange(4 * 5 * 3, dtype=np.float32).reshape(1, 4, 5, 3)
+    scan = make_scan(data, np.diag([2.0, 2.0, 3.0, 1.0]))
+    with pytest.raises(MedganError, match="looks like a file name of another format"):
+        save_scan(scan, tmp_path / name)
+    assert not (tmp_path / name).exists()
+    assert save_scan(scan, tmp_path / name, format="dicom").is_dir()  # an explicit format still names a folder

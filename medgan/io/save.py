@@ -55,7 +55,9 @@ def save_scan(
         Channel-first ``MetaTensor`` ``(C, X, Y[, Z])`` with a 4x4 RAS+ affine (a 2-D image's 3x3 affine, as MONAI's
         ITK reader gives, is embedded in 4x4 as :func:`medgan.degrade` does).
     path
-        ``*.nii`` / ``*.nii.gz`` for NIfTI; a folder (any other name) for DICOM.
+        ``*.nii`` / ``*.nii.gz`` for NIfTI; a folder (any other name) for DICOM. Without ``format``, a name
+        ending like a file of another format (``.mha``, ``.nrrd``, ``.dcm``, ``.png``, a bare ``.gz``, ...) is refused
+        rather than made a DICOM folder.
     format
         ``"nifti"`` or ``"dicom"``; inferred from ``path`` when ``None``.
     reference
@@ -112,12 +114,43 @@ def save_scan(
         return write_nifti(scan, path, dtype=dtype)
     if _is_nifti(path):
         raise MedganError(f"{path}: DICOM output needs a folder name, not a .nii/.nii.gz file name")
+    if format is None and path.name.lower().endswith(_FOREIGN_FILE_SUFFIXES):
+        # a file name of another format (or a mistyped .nii.gz) would silently become a DICOM folder of that name
+        raise MedganError(
+            f"{path}: medgan writes NIfTI (a .nii or .nii.gz file name) or a DICOM series (a folder name); "
+            "this looks like a file name of another format"
+        )
     if not path.parent.is_dir():
         raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
     try:
         return write_dicom_series(scan, path, reference=reference, overwrite=overwrite)
     except OSError as exc:
         raise MedganError(f"{path}: cannot write DICOM series ({exc.strerror or exc})") from exc
+
+
+#: output names that are files of formats medgan does not write (or mistyped NIfTI names), refused as DICOM folders
+_FOREIGN_FILE_SUFFIXES = (
+    ".dcm",
+    ".ima",
+    ".mha",
+    ".mhd",
+    ".nrrd",
+    ".nhdr",
+    ".mgz",
+    ".mgh",
+    ".hdr",
+    ".img",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".npy",
+    ".npz",
+    ".gz",
+    ".nii.g",
+    ".ni",
+)
 
 
 def _nifti_array(scan: Any) -> tuple[np.ndarray, bool]:
