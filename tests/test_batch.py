@@ -1322,3 +1322,17 @@ def test_manifest_csv_text_cells_are_not_spreadsheet_formulas(tmp_path, good_tre
     assert not any(v.startswith(("=", "+", "-", "@")) for v in cells.values()), cells
     assert _upscale(tmp_path / "in", out, tiny_model) == 0  # a rerun resumes
     assert json.loads((out / "manifest.jsonl").read_text().splitlines()[-1])["status"] == "skipped"
+
+
+def test_a_sidecar_without_provenance_adds_none_in_batch_evaluate(tmp_path):
+    """batch evaluate put the whole NIfTI sidecar into meta["medgan"] when the scan had no provenance: a
+    modality-only sidecar (a DICOM-derived scan saved as NIfTI) became the provenance {"modality": "MR"}."""
+    import medgan
+    from pipelines.batch.jobs import _with_sidecar
+
+    scan = medgan.load_scan(SAMPLE / "dicom" / "dicom2nifti_hitachi_anatomical_001")
+    path = medgan.save_scan(scan, tmp_path / "hr.nii.gz")
+    (ref,) = medgan.discover_scans(tmp_path)
+    again = _with_sidecar(medgan.load_scan(ref), ref)
+    assert again.meta["modality"] == "MR" and "medgan" not in again.meta
+    assert path.with_name("hr.json").is_file()

@@ -27,6 +27,7 @@ sitk = pytest.importorskip("SimpleITK")
 
 CORPUS = Path(__file__).parents[1].parent / "shared" / "corpora" / "dicom"
 HITACHI = CORPUS / "dicom2nifti_hitachi_anatomical_001" / "input"
+HITACHI_SAMPLE = SAMPLE_DATA / "dicom" / "dicom2nifti_hitachi_anatomical_001"  # the same 4 slices, in the repository
 HAS_LOAD = importlib.util.find_spec("medgan.io.load") is not None
 needs_load = pytest.mark.skipif(not HAS_LOAD, reason="medgan.io.load (load_scan) is not written yet")
 SECRET = "Secret^Patient"
@@ -734,6 +735,14 @@ def test_dciodvfy_reports_no_errors(tmp_path, mni_crop):
         "ct": save_scan(make_scan(data[None] * 2.5 - 1000, aff, {"modality": "CT"}), tmp_path / "ct"),
         "two_d": save_scan(make_scan(data[None, :, :, 0], aff), tmp_path / "two_d"),
         "reference": save_scan(ref, tmp_path / "reference", reference=ref),
+        "records": save_scan(  # meta["degradation"] / ["interpolation"] in medgan's private block
+            make_scan(
+                data[None],
+                aff,
+                {"degradation": {"method": "kspace", "factor": [2, 2, 1]}, "interpolation": {"order": 3}},
+            ),
+            tmp_path / "records",
+        ),
     }
     errors = [f"{name}/{line}" for name, folder in cases.items() for line in _dciodvfy_errors(folder)]
     assert errors == []
@@ -890,6 +899,74 @@ def test_nifti_sidecar_keeps_degradation_and_interpolation(tmp_path, mni_crop):
     nib.save(nib.Nifti1Image(data, aff), tmp_path / "bids.nii.gz")
     (tmp_path / "bids.json").write_text(json.dumps({"EchoTime": 0.003, "degradation": {"method": "kspace"}}))
     assert not {"medgan", "degradation"} & set(medgan.load_scan(tmp_path / "bids.nii.gz").meta)
+
+
+@needs_load
+def test_nifti_sidecar_keeps_a_known_modality(tmp_path):
+    """A scan read from DICOM (modality MR) kept its modality through NIfTI only as "unknown": the sidecar now
+    records the modality code (no other DICOM field), beside the provenance, not in it."""
+    import medgan
+
+    src = medgan.load_scan(HITACHI_SAMPLE)
+    assert src.meta["modality"] == "MR" and src.meta["dicom"]
+    out = save_scan(src, tmp_path / "h.nii.gz")
+    assert json.loads(nifti_sidecar_path(out).read_text()) == {"modality": "MR"}  # nothing identifying
+    back = medgan.load_scan(out)
+    assert back.meta["modality"] == "MR" and not {"medgan", "degradation", "dicom"} & set(back.meta)
+    assert medgan.load_scan(save_scan(back, tmp_path / "again.nii")).meta["modality"] == "MR"  # and on
+
+    prov = {"model": "m", "synthetic": False}
+    lr = medgan.degrade(src, factor=(2, 2, 1))
+    lr.meta["medgan"] = prov
+    back = medgan.load_scan(save_scan(lr, tmp_path / "lr.nii.gz"))
+    assert back.meta["modality"] == "MR" and back.meta["medgan"] == prov and back.meta["degradation"]["method"]
+
+    # unknown (or not a modality code): no sidecar for it; a NIfTI file without a sidecar stays "unknown"
+    data = src.numpy()
+    for modality in ("unknown", "Secret^Patient"):
+        plain = save_scan(make_scan(data, src.affine, {"modality": modality}), tmp_path / "plain.nii.gz")
+        assert not nifti_sidecar_path(plain).exists()
+        assert medgan.load_scan(plain).meta["modality"] == "unknown"
+    assert medgan.load_scan(SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii").meta["modality"] == "unknown"
+
+
+@needs_load
+def test_dicom_keeps_degradation_and_interpolation(tmp_path):
+    """A degraded LR scan saved as DICOM came back without meta["degradation"] (and a baseline without
+    meta["interpolation"]), so evaluate(..., lr=) needed degradation= by hand; NIfTI kept them. Both routes now
+    give the same records."""
+    import medgan
+
+    src = medgan.load_scan(HITACHI_SAMPLE)
+    lr = medgan.degrade(src, factor=(2, 2, 1), method="kspace", noise_std=2.0, seed=3)
+    base = medgan.interpolate(lr, (2, 2, 1))
+    for scan, name in ((lr, "lr"), (base, "base")):
+        dcm = medgan.load_scan(save_scan(scan, tmp_path / name))
+        nii = medgan.load_scan(save_scan(scan, tmp_path / f"{name}.nii.gz"))
+        for key in ("degradation", "interpolation"):
+            assert dcm.meta.get(key) == nii.meta.get(key)
+        assert dcm.meta["degradation"] == json.loads(json.dumps(lr.meta["degradation"]))
+    assert "interpolation" not in medgan.load_scan(tmp_path / "lr").meta
+    assert dcm.meta["interpolation"] == json.loads(json.dumps(base.meta["interpolation"]))
+
+    lr_dcm = medgan.load_scan(tmp_path / "lr")
+    res = medgan.evaluate(src, src, lr=lr_dcm)  # no degradation= needed
+    assert res["degradation"]["source"] == "lr.meta" and res["degradation"]["method"] == "kspace"
+
+    # numpy values are written as plain JSON numbers and lists, as in the NIfTI sidecar
+    record = {"method": "kspace", "factor": (2, np.int64(2), 1), "noise_std": np.float32(0.5), "seed": None}
+    back = medgan.load_scan(save_scan(make_scan(src.numpy(), src.affine, {"degradation": record}), tmp_path / "np"))
+    assert back.meta["degradation"] == {"method": "kspace", "factor": [2, 2, 1], "noise_std": 0.5, "seed": None}
+
+    # a series without the records (or with a damaged one) loads as before: no record, the layout still honoured
+    plain = medgan.load_scan(save_scan(make_scan(src.numpy(), src.affine), tmp_path / "plain"))
+    assert not {"degradation", "interpolation", "medgan"} & set(plain.meta)
+    for f in sorted((tmp_path / "lr").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds[0x0077, 0x1013].value = "not JSON"
+        ds.save_as(f)
+    damaged = medgan.load_scan(tmp_path / "lr")
+    assert "degradation" not in damaged.meta and tuple(damaged.shape) == tuple(lr.shape)
 
 
 @pytest.mark.parametrize("name", ["ct.mha", "out.nrrd", "out.nii.g", "slice.dcm", "x.png", "scan.gz"])

@@ -19,17 +19,25 @@ element    VR   value
                 pixels are synthetic, which model made them, from what input; read back into ``meta["medgan"]``
                 so that a synthetic image stays marked synthetic through DICOM (the DerivationDescription says
                 it too, but as free text)
+(0077,xx13) UT  ``meta["degradation"]`` as ASCII JSON, when the scan has one (a low-resolution scan made by
+                :func:`medgan.degrade`): read back into ``meta["degradation"]``, so that :func:`medgan.evaluate`
+                knows how an LR input was made without ``degradation=``, as it does through NIfTI
+(0077,xx14) UT  ``meta["interpolation"]`` as ASCII JSON, when the scan has one (:func:`medgan.interpolate`)
 ========== ==== ====================================================================================
 
 Only series carrying this block are read differently (see :func:`medgan.io.dicom_read.plan_dicom_series`);
-every other series, scanner-written ones included, loads exactly as before.
+every other series, scanner-written ones included, loads exactly as before. The JSON elements are optional: a
+series written before they existed, or by a scan without the record, reads back without it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from medgan.errors import MedganError
 
@@ -41,6 +49,8 @@ __all__ = [
     "series_layout",
     "provenance_json",
     "provenance_of",
+    "record_json",
+    "records_of",
 ]
 
 #: Private group and creator of medgan's block (the element numbers below are offsets in the block).
@@ -50,6 +60,11 @@ _CREATOR_SLOT = 0x10  # (0077,0010): the first private creator slot, where a fre
 _LAYOUT = 0x10
 _DIRECTION = 0x11
 _PROVENANCE = 0x12
+_DEGRADATION = 0x13
+_INTERPOLATION = 0x14
+#: ``meta`` records carried as JSON besides the provenance: element, and the key a valid record has (as the NIfTI
+#: sidecar checks them, :func:`medgan.io.nifti.read_nifti_sidecar`)
+_RECORDS = {"degradation": (_DEGRADATION, "method"), "interpolation": (_INTERPOLATION, "order")}
 _LAYOUTS = {"VOLUME": True, "IMAGE": False}
 _DIRECTIONS = {"ALONG_NORMAL": False, "AGAINST_NORMAL": True}
 
@@ -66,11 +81,15 @@ class SeriesLayout:
         ``True``: the voxel slice axis (InstanceNumber order) runs against the image-plane normal.
     provenance
         The scan's ``meta["medgan"]`` as JSON text, or ``None``.
+    degradation, interpolation
+        The scan's ``meta["degradation"]`` / ``meta["interpolation"]`` as JSON text, or ``None``.
     """
 
     volume: bool
     against_normal: bool
     provenance: str | None = None
+    degradation: str | None = None
+    interpolation: str | None = None
 
 
 def add_series_layout(ds: Any, layout: SeriesLayout) -> None:
@@ -96,6 +115,10 @@ def add_series_layout(ds: Any, layout: SeriesLayout) -> None:
     block.add_new(_DIRECTION, "CS", "AGAINST_NORMAL" if layout.against_normal else "ALONG_NORMAL")
     if layout.provenance is not None:
         block.add_new(_PROVENANCE, "UT", layout.provenance)
+    for key, (element, _) in _RECORDS.items():
+        text = getattr(layout, key)
+        if text is not None:
+            block.add_new(element, "UT", text)
 
 
 def _code(ds: Any, tag: int) -> str | None:
@@ -132,11 +155,14 @@ def series_layout(ds: Any) -> SeriesLayout | None:
         block = group | (_CREATOR_SLOT << 8)
         layout, direction = _code(ds, block | _LAYOUT), _code(ds, block | _DIRECTION)
         provenance = _code(ds, block | _PROVENANCE)
+        records = {key: _code(ds, block | element) for key, (element, _) in _RECORDS.items()}
     except Exception:  # a damaged element pydicom cannot convert
         return None
     if layout not in _LAYOUTS or direction not in _DIRECTIONS:
         return None
-    return SeriesLayout(volume=_LAYOUTS[layout], against_normal=_DIRECTIONS[direction], provenance=provenance)
+    return SeriesLayout(
+        volume=_LAYOUTS[layout], against_normal=_DIRECTIONS[direction], provenance=provenance, **records
+    )
 
 
 def provenance_json(meta: Any) -> str | None:
@@ -145,6 +171,44 @@ def provenance_json(meta: Any) -> str | None:
     if not isinstance(prov, dict) or not prov:
         return None
     return json.dumps(prov, sort_keys=True, ensure_ascii=True, default=str)
+
+
+def _plain(value: Any) -> Any:
+    """``json.dumps`` ``default=``: numpy / torch values as JSON numbers and lists (as the NIfTI sidecar writes
+    them), paths as text, anything else ``str()``-ed."""
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def record_json(meta: Any, key: str) -> str | None:
+    """``meta[key]`` (``"degradation"`` or ``"interpolation"``) as the ASCII JSON text :class:`SeriesLayout` records,
+    or ``None`` when the scan has no such record (a dict)."""
+    record = meta.get(key) if isinstance(meta, dict) else None
+    if not isinstance(record, dict) or not record:
+        return None
+    return json.dumps(record, sort_keys=True, ensure_ascii=True, default=_plain)
+
+
+def records_of(layout: SeriesLayout | None) -> dict[str, Any]:
+    """The ``meta`` records (``"degradation"``, ``"interpolation"``) a layout carries; those absent, not JSON
+    objects or without their key (``method`` / ``order``) are left out (never raises)."""
+    out: dict[str, Any] = {}
+    for key, (_, marker) in _RECORDS.items():
+        text = getattr(layout, key, None) if layout is not None else None
+        if not text:
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and marker in record:
+            out[key] = record
+    return out
 
 
 def provenance_of(layout: SeriesLayout | None) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ import pydicom
 from medgan.errors import MissingDecoderError, ScanReadError, SeriesGeometryError
 from medgan.io.dicom_codecs import plugin_for
 from medgan.io.dicom_frames import NATIVE_SYNTAXES, FileInfo, file_signature, frame_table, quiet_pydicom
-from medgan.io.dicom_private import provenance_of, series_layout
+from medgan.io.dicom_private import provenance_of, records_of, series_layout
 from medgan.io.dicom_values import header_value
 from medgan.io.scan import LPS_TO_RAS, make_scan, spacing_from_affine
 
@@ -161,6 +161,7 @@ class DicomSeriesPlan:
     samples: int = 1
     dicom: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] | None = None
+    records: dict[str, Any] = field(default_factory=dict)  # meta["degradation"] / ["interpolation"] from the block
 
 
 def read_dicom_header(path: str | Path) -> pydicom.Dataset:
@@ -539,6 +540,7 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         samples=samples,
         dicom=strings,
         provenance=provenance_of(marker),
+        records=records_of(marker),
     )
 
 
@@ -923,6 +925,7 @@ def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
     }
     if plan.provenance is not None:  # a series medgan wrote: its provenance, e.g. that the pixels are synthetic
         meta["medgan"] = copy.deepcopy(plan.provenance)
+    meta.update(copy.deepcopy(plan.records))  # and how it was made, e.g. a degraded LR scan's meta["degradation"]
     return make_scan(out, plan.affine, meta)
 
 

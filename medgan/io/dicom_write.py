@@ -13,7 +13,8 @@ Slice ``k`` of the scan is the file with InstanceNumber ``k + 1``, whichever way
 sort slices along the image-plane normal, so a scan whose affine has a negative determinant (slice axis against
 the normal, e.g. FSL's LAS) reads back with its slices in the other order unless the reader knows better: a private
 block (:mod:`medgan.io.dicom_private`) records the slice direction and whether the series is a volume or one 2-D
-image, and :func:`medgan.load_scan` honours it, so ``load_scan(save_scan(x, folder))`` has x's shape, affine and
+image (and the scan's ``meta["medgan"]``, ``meta["degradation"]`` and ``meta["interpolation"]``, as JSON), and
+:func:`medgan.load_scan` honours it, so ``load_scan(save_scan(x, folder))`` has x's shape, affine and
 voxel order. (Other readers give the same world geometry with a right-handed voxel order.)
 
 Text: when any text written (patient and study values from the reference, the DerivationDescription with its
@@ -41,7 +42,7 @@ from pydicom.valuerep import format_number_as_ds, validate_value
 from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
-from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json
+from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json, record_json
 from medgan.io.scan import LPS_TO_RAS, affine_4x4, scan_array
 
 __all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
@@ -252,7 +253,13 @@ def write_dicom_series(
     ref_meta = dict(getattr(reference, "meta", {}) or {}) if reference is not None else {}
     ref_dicom = {k: v for k, v in dict(ref_meta.get("dicom") or {}).items() if v is not None}
     base = _base_dataset(meta, ref_meta, ref_dicom, description)
-    layout = SeriesLayout(volume=data.ndim == 4, against_normal=not geom.along_normal, provenance=provenance_json(meta))
+    layout = SeriesLayout(
+        volume=data.ndim == 4,
+        against_normal=not geom.along_normal,
+        provenance=provenance_json(meta),
+        degradation=record_json(meta, "degradation"),
+        interpolation=record_json(meta, "interpolation"),
+    )
     add_series_layout(base, layout)
     vmin, vmax = float(vol.min()), float(vol.max())
     row = np.array(geom.orientation[:3])

@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Top-level keys of the JSON sidecar that hold ``meta`` entries of the same name (written by
 #: :func:`medgan.io.save.write_nifti`); every other top-level key belongs to ``meta["medgan"]`` (provenance).
-SIDECAR_META_KEYS = ("degradation", "interpolation")
+#: ``degradation`` and ``interpolation`` are dicts; ``modality`` is a DICOM modality code (see :func:`modality_code`).
+SIDECAR_META_KEYS = ("degradation", "interpolation", "modality")
 
 #: ``intent_name`` of a multi-channel 2-D image written by :func:`medgan.io.save.write_nifti`: stored
 #: ``X, Y, 1, C``, which without the marker is a one-slice volume; with it the reader returns ``(C, X, Y)``.
@@ -50,6 +51,7 @@ __all__ = [
     "read_nifti",
     "nifti_sidecar_path",
     "read_nifti_sidecar",
+    "modality_code",
 ]
 
 #: Largest expansion factor deflate can reach (RFC 1951 worst case is about 1032:1); a gzip file
@@ -349,6 +351,17 @@ def nifti_sidecar_path(path: str | Path) -> Path:
     return path.with_name(name + ".json")
 
 
+def modality_code(value: Any) -> str | None:
+    """``value`` when it is a known modality as the sidecar keeps it, else ``None``.
+
+    A DICOM Modality code (``"MR"``, ``"CT"``, ``"OT"``, ...: upper-case ASCII letters and digits, 16 at most, as
+    :mod:`medgan.io.dicom_write` accepts them); ``"unknown"`` (a NIfTI file's) and anything else are not one.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= 16:
+        return None
+    return value if value.isascii() and value.isalnum() and value.isupper() else None
+
+
 def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[str, Any]:
     """The ``meta`` entries that :func:`medgan.save_scan` keeps in the JSON sidecar next to a NIfTI file.
 
@@ -364,8 +377,9 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
     Returns
     -------
     dict
-        Some of ``"medgan"``, ``"degradation"`` (a dict with ``method``) and ``"interpolation"`` (a dict with
-        ``order``); empty when there is no sidecar or it is not a JSON object (a warning is logged).
+        Some of ``"medgan"``, ``"degradation"`` (a dict with ``method``), ``"interpolation"`` (a dict with
+        ``order``) and ``"modality"`` (a DICOM modality code, see :func:`modality_code`); empty when there is no
+        sidecar or it is not a JSON object (a warning is logged).
     """
     side = nifti_sidecar_path(path)
     if (descrip is not None and not descrip.startswith("medgan")) or not side.is_file():
@@ -379,10 +393,12 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
         logger.warning("%s: sidecar ignored: not a JSON object", side)
         return {}
     out: dict[str, Any] = {}
-    for key, marker in zip(SIDECAR_META_KEYS, ("method", "order"), strict=True):
+    for key, marker in (("degradation", "method"), ("interpolation", "order")):
         value = data.get(key)
         if isinstance(value, dict) and marker in value:
             out[key] = value
+    if modality_code(data.get("modality")) is not None:
+        out["modality"] = data["modality"]
     prov = {k: v for k, v in data.items() if k not in SIDECAR_META_KEYS}
     if prov:
         out["medgan"] = prov
@@ -406,9 +422,10 @@ def read_nifti(path: str | Path) -> MetaTensor:
         flattened in file order; RGB(A) data become 3 (4) channels.
         Values carry ``scl_slope`` / ``scl_inter``. ``.affine`` is nibabel's best affine (sform,
         else qform), in mm (a file in metres or microns, per ``xyzt_units``, is converted). ``meta``
-        has ``filename_or_obj``, ``modality="unknown"``, ``spacing``, ``source_format="nifti"`` and
-        ``nifti`` (descrip, qform/sform codes), plus ``medgan``, ``degradation`` and ``interpolation``
-        when the JSON sidecar written by :func:`medgan.save_scan` holds them (see :func:`read_nifti_sidecar`).
+        has ``filename_or_obj``, ``modality`` (``"unknown"`` unless the sidecar records it), ``spacing``,
+        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes), plus ``medgan``, ``degradation`` and
+        ``interpolation`` when the JSON sidecar written by :func:`medgan.save_scan` holds them (see
+        :func:`read_nifti_sidecar`).
 
     Raises
     ------

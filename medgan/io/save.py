@@ -2,8 +2,8 @@
 
 NIfTI output keeps the affine exactly (sform and qform both set), the spacing in
 ``pixdim``, and a provenance line in ``descrip`` plus a JSON sidecar when the scan
-carries ``meta["medgan"]``, ``meta["degradation"]`` or ``meta["interpolation"]`` (read back by
-:func:`medgan.io.nifti.read_nifti`). DICOM output is delegated to :mod:`medgan.io.dicom_write`.
+carries ``meta["medgan"]``, ``meta["degradation"]``, ``meta["interpolation"]`` or a known ``meta["modality"]``
+(read back by :func:`medgan.io.nifti.read_nifti`). DICOM output is delegated to :mod:`medgan.io.dicom_write`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_paths
 from medgan.io.dicom_write import derivation_text, write_dicom_series
-from medgan.io.nifti import NIFTI_2D_INTENT_NAME, SIDECAR_META_KEYS, nifti_sidecar_path
+from medgan.io.nifti import NIFTI_2D_INTENT_NAME, SIDECAR_META_KEYS, modality_code, nifti_sidecar_path
 from medgan.io.scan import affine_4x4, scan_array, spacing_from_affine
 
 __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
@@ -220,7 +220,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON sidecar: ``meta["medgan"]``'s keys at top level, plus ``degradation`` / ``interpolation``.
+    """The JSON sidecar: ``meta["medgan"]``'s keys at top level, plus ``degradation`` / ``interpolation`` and the
+    modality when it is known (a DICOM modality code, not ``"unknown"``; no other DICOM field, none identifying).
 
     ``None`` (no sidecar) when the scan carries none of them. The top-level names in
     :data:`~medgan.io.nifti.SIDECAR_META_KEYS` are reserved: ``meta["degradation"]`` wins over a provenance
@@ -229,6 +230,8 @@ def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
     prov = meta.get("medgan")
     payload = dict(prov) if isinstance(prov, dict) else {}
     extra = {k: meta[k] for k in SIDECAR_META_KEYS if isinstance(meta.get(k), dict)}
+    if modality_code(meta.get("modality")) is not None:
+        extra["modality"] = meta["modality"]
     if not isinstance(prov, dict) and not extra:
         return None
     payload.update(extra)
@@ -277,12 +280,13 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     :data:`~medgan.io.nifti.NIFTI_2D_INTENT_NAME`, so :func:`~medgan.io.nifti.read_nifti` gives both back 2-D.
 
     Provenance (``meta["medgan"]``) goes into ``descrip`` (80 bytes) and a JSON sidecar, which also holds
-    ``meta["degradation"]`` and ``meta["interpolation"]`` under those top-level keys (it is written when any of
-    the three exists); :func:`medgan.io.nifti.read_nifti` reads them back into ``meta``. Image and sidecar are
-    first written in full (flushed and fsynced) under temporary names; only then is the sidecar renamed into
-    place, then the image (:func:`~medgan.io.atomic.atomic_paths`). If writing or either rename fails, the earlier
-    sidecar (or its absence) is restored, so a failed write changes neither file. (Only a crash between the two
-    renames can leave the new sidecar next to the old image.)
+    ``meta["degradation"]``, ``meta["interpolation"]`` and a known ``meta["modality"]`` (e.g. ``"MR"`` from DICOM)
+    under those top-level keys (it is written when any of the four exists); :func:`medgan.io.nifti.read_nifti`
+    reads them back into ``meta``. Image and sidecar are first written in full (flushed and fsynced) under
+    temporary names; only then is the sidecar renamed into place, then the image
+    (:func:`~medgan.io.atomic.atomic_paths`). If writing or either rename fails, the earlier sidecar (or its
+    absence) is restored, so a failed write changes neither file. (Only a crash between the two renames can leave
+    the new sidecar next to the old image.)
     """
     path = Path(path)
     if not path.parent.is_dir():

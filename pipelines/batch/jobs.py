@@ -560,6 +560,7 @@ def _with_sidecar(scan: Any, ref: Any) -> Any:
     """Put back ``meta["medgan"]`` / ``meta["degradation"]`` that a NIfTI file keeps in its JSON sidecar."""
     import json
 
+    from medgan.io.nifti import SIDECAR_META_KEYS
     from medgan.io.save import nifti_sidecar_path
 
     meta = getattr(scan, "meta", None)
@@ -572,7 +573,9 @@ def _with_sidecar(scan: Any, ref: Any) -> Any:
         side = {}
     if not isinstance(side, dict) or not side:
         return scan
-    meta.setdefault("medgan", side)
+    prov = {k: v for k, v in side.items() if k not in SIDECAR_META_KEYS}  # the sidecar's other keys are not provenance
+    if prov:
+        meta.setdefault("medgan", prov)
     if "degradation" not in meta:
         for holder in (side, side.get("input")):
             if isinstance(holder, dict) and isinstance(holder.get("degradation"), dict):
