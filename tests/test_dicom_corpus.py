@@ -404,3 +404,118 @@ def test_mosaic_info_from_csa_and_ascconv() -> None:
     assert (info.n_images, info.grid, info.reversed) == (36, 6, False)
     iop = np.array([float(v) for v in sagittal.ImageOrientationPatient])
     assert np.dot(info.normal, np.cross(iop[:3], iop[3:])) < -0.99  # CSA normal opposite to the cross product
+
+
+# --------------------------------------------------------------------------- damaged values in copies of real files
+
+
+def _edited_copy(src: Path, dst: Path, *, drop: tuple[int, ...] = (), **values: str | None) -> Path:
+    """Copy ``src`` to ``dst`` with the named elements written as the given raw text (None: removed), as a damaged
+    file holds them (pydicom would refuse to set text such as ``abc`` on a DS element), and the ``drop`` tags
+    removed."""
+    from pydicom.dataelem import RawDataElement
+
+    ds = pydicom.dcmread(src)
+    for keyword, text in values.items():
+        tag = pydicom.tag.Tag(keyword)
+        if text is None:
+            del ds[tag]
+            continue
+        data = text.encode("ascii")
+        data += b" " * (len(data) % 2)
+        ds._dict[tag] = RawDataElement(tag, pydicom.datadict.dictionary_VR(tag), len(data), data, 0, False, True)
+    for tag in drop:
+        del ds[tag]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst)
+    return dst
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e999", "abc"])
+def test_mosaic_with_unreadable_slice_spacing_takes_the_protocol_step(tmp_path: Path, value: str) -> None:
+    """A damaged SpacingBetweenSlices of a mosaic: the slice step comes from the ASCCONV slice positions (it was a
+    misleading 'duplicate positions' refusal, or a raw ValueError). Without them, a refusal names file and value."""
+    require_shared()
+    files = _case_files("dcm_qa_nih_siemens_epi_pe_ap")
+    damaged = [_edited_copy(p, tmp_path / "in" / p.name, SpacingBetweenSlices=value) for p in files]
+    scan, reference = load_dicom(damaged, source="damaged"), load_dicom(files, source="reference")
+    assert tuple(scan.shape) == tuple(reference.shape) == (2, 72, 72, 5)
+    np.testing.assert_allclose(np.asarray(scan.affine), np.asarray(reference.affine), atol=1e-6)  # 12 mm steps
+    np.testing.assert_array_equal(np.asarray(scan), np.asarray(reference))
+
+    no_protocol = _edited_copy(files[0], tmp_path / "alone.dcm", SpacingBetweenSlices=value, drop=(0x00291020,))
+    shown = "inf" if value == "1e999" else value  # (a float too large: infinite)
+    with pytest.raises(ScanReadError, match=f"unreadable SpacingBetweenSlices '{shown}'.* no ASCCONV slice positions"):
+        plan_dicom_series([read_dicom_header(no_protocol)], source="alone")
+    unchanged = _edited_copy(files[0], tmp_path / "intact.dcm", drop=(0x00291020,))  # the CSA image header suffices
+    assert plan_dicom_series([read_dicom_header(unchanged)], source="intact").shape == (1, 72, 72, 5)
+
+
+def test_mosaic_without_a_usable_orientation_says_so(tmp_path: Path) -> None:
+    """All-zero ImageOrientationPatient, no CSA image header (as in this anonymised file) and no ASCCONV sNormal:
+    the refusal names the orientation, not a missing slice count (the ASCCONV lSize is there)."""
+    require_shared()
+    src = _case_files("dicom2nifti_siemens_fmri_mosaic_001")[0]
+    ds = pydicom.dcmread(src)
+    protocol = ds[0x00291020]
+    assert b".sNormal." in protocol.value and b"sSliceArray.lSize" in protocol.value
+    protocol.value = protocol.value.replace(b".sNormal.", b".xNormal.")  # same length: the CSA layout holds
+    ds.ImageOrientationPatient = [0, 0, 0, 0, 0, 0]
+    path = tmp_path / "zero_iop.dcm"
+    ds.save_as(path)
+    with pytest.raises(
+        SeriesGeometryError, match=r"without a usable slice orientation: ImageOrientationPatient 0\\0\\0"
+    ) as e:
+        load_dicom([path], source=path)
+    assert str(path) in str(e.value) and "slice count" not in str(e.value)
+
+
+_GARBAGE = [
+    ("ImagePositionPatient", "abc\\def\\ghi"),
+    ("ImagePositionPatient", "1\\2"),
+    ("ImageOrientationPatient", "garbage"),
+    ("ImageOrientationPatient", "1\\0\\0\\0\\nan\\0"),
+    ("PixelSpacing", "x\\y"),
+]
+
+
+@pytest.mark.parametrize("keyword, value", _GARBAGE, ids=[f"{k}={v}" for k, v in _GARBAGE])
+def test_unreadable_geometry_is_not_silently_replaced(tmp_path: Path, caplog, keyword: str, value: str) -> None:
+    """Present but unreadable geometry of a lone image: a warning names the file and the element before the
+    defaults for an image without geometry apply (which a file that lacks the element gets, without a warning); a
+    Siemens mosaic in that state is refused (it loaded unsplit, as one 384 x 384 image)."""
+    require_shared()
+    caplog.set_level("WARNING", logger="medgan.io.dicom_frames")
+    ge = _case_files("dcm_qa_nih_ge_epi_interleaved_i_to_s")[0]
+    lone = _edited_copy(ge, tmp_path / "lone.dcm", **{keyword: value})
+    scan = load_dicom([lone], source=lone)
+    assert tuple(scan.shape) == (1, 64, 64)
+    assert f"{lone}: unreadable {keyword} '" in caplog.text and "treated as absent" in caplog.text
+
+    caplog.clear()
+    absent = _edited_copy(ge, tmp_path / "absent.dcm", **{keyword: None})
+    assert tuple(load_dicom([absent], source=absent).shape) == (1, 64, 64)  # documented: no patient geometry
+    assert caplog.text == ""
+
+    mosaic = _edited_copy(_case_files("dcm_qa_ts_1_explicit_vr_le")[0], tmp_path / "mosaic.dcm", **{keyword: value})
+    with pytest.raises(ScanReadError, match=f"Siemens mosaic with unreadable {keyword} '") as e:
+        load_dicom([mosaic], source=mosaic)
+    assert str(mosaic) in str(e.value)
+
+
+@pytest.mark.parametrize("keyword", ["InstanceNumber", "AcquisitionNumber", "EchoNumbers", "SeriesNumber"])
+@pytest.mark.parametrize("value", ["1e999", "-1e999", "9" * 40])
+def test_huge_integer_strings_do_not_overflow(tmp_path: Path, keyword: str, value: str) -> None:
+    """IS values beyond any integer (pydicom's conversion of ``1e999`` raises OverflowError) are unparseable numbers,
+    treated as absent like ``abc``: the planner no longer lets the OverflowError escape."""
+    require_shared()
+    paths = [
+        _edited_copy(p, tmp_path / p.name, **{keyword: value}) for p in _case_files("dcm_qa_nih_siemens_epi_pe_ap")
+    ]
+    plan = plan_dicom_series([read_dicom_header(p) for p in paths], source="huge")
+    assert plan.shape == (2, 72, 72, 5)
+    ge = [
+        _edited_copy(p, tmp_path / "ge" / p.name, **{keyword: value})
+        for p in _case_files("dcm_qa_nih_ge_epi_interleaved_i_to_s")[:15]
+    ]
+    assert plan_dicom_series([read_dicom_header(p) for p in ge], source="huge").shape == (1, 64, 64, 15)

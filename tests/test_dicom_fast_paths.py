@@ -326,6 +326,31 @@ def test_header_value_edge_cases_match_pydicom(tmp_path, syntax, keyword, vr, ra
     assert header_value(reference, "NumberOfFrames") is None  # absent
 
 
+@pytest.mark.parametrize(
+    ("keyword", "raw", "expected"),
+    [
+        ("InstanceNumber", b"1e999 ", "1e999"),
+        ("EchoNumbers", b"-1e999\\2 ", ["-1e999", "2"]),
+        ("SeriesNumber", b"1E400 ", "1E400"),
+    ],
+)
+def test_header_value_gives_the_text_of_an_integer_string_pydicom_overflows_on(tmp_path, keyword, raw, expected):
+    """pydicom's IS conversion of ``1e999`` raises OverflowError (``int(float("inf"))``) where other unparseable
+    numbers come back as their text: :func:`header_value` gives the text for these too, in a copy of a real file."""
+    from pydicom.dataelem import RawDataElement
+
+    from medgan.io.dicom_values import header_value
+
+    ds = pydicom.dcmread(SAMPLE_DATA / "dicom" / "pydicom_mr_small" / "MR_small.dcm")
+    tag = pydicom.tag.Tag(keyword)
+    ds._dict[tag] = RawDataElement(tag, "IS", len(raw), raw, 0, False, True)
+    path = tmp_path / "huge.dcm"
+    ds.save_as(path)
+    for text in (False, True):
+        value = header_value(read_dicom_header(path), keyword, text=text)
+        assert value == expected and type(value) is type(expected)
+
+
 # --------------------------------------------------------------------------- native pixel data without pydicom's decoder
 
 

@@ -7,6 +7,7 @@ into parallel NumPy arrays so that the series planner can sort and validate with
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -20,9 +21,11 @@ import pydicom.filereader
 
 from medgan.errors import ScanReadError
 from medgan.io.dicom_siemens import is_mosaic, mosaic_info, tile0_position
-from medgan.io.dicom_values import header_value
+from medgan.io.dicom_values import header_path, header_value, value_text
 
 __all__ = ["FileInfo", "FrameTable", "PixelSource", "frame_table", "header_path", "quiet_pydicom"]
+
+logger = logging.getLogger(__name__)
 
 #: Transfer syntaxes whose pixel data are stored uncompressed (size checkable against the file).
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
@@ -116,18 +119,39 @@ def quiet_pydicom() -> Iterator[None]:
         reader.default_encoding = encoding
 
 
-def header_path(ds: pydicom.Dataset) -> str:
-    """File name a header was read from (``<unknown file>`` when it came from memory)."""
-    name = getattr(ds, "filename", None)
-    return str(name) if isinstance(name, str | os.PathLike) else "<unknown file>"
-
-
 def _floats(value: Any, n: int) -> np.ndarray | None:
     try:
         arr = np.array([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError):
         return None
     return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
+
+
+#: number of values of each geometry element
+_GEOMETRY_VM = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2}
+
+
+def _geometry(item: pydicom.Dataset, keyword: str, unreadable: dict[str, Any]) -> np.ndarray | None:
+    """A geometry element (see ``_GEOMETRY_VM``) as finite floats; None when it is absent or unusable.
+
+    An element that is present but not that many finite numbers is recorded in ``unreadable`` (keyword -> value), so
+    that it is not silently taken for an absent one (see :func:`frame_table`).
+    """
+    value = header_value(item, keyword)
+    if value is None:
+        return None
+    out = _floats(value, _GEOMETRY_VM[keyword])
+    if out is None and (isinstance(value, int | float) or len(value) > 0):  # (an empty value counts as absent)
+        unreadable.setdefault(keyword, value)
+    return out
+
+
+def _unreadable_text(unreadable: dict[str, Any]) -> str:
+    """``ImagePositionPatient 'abc'`` (not 3 finite numbers), ... for messages (geometry values, never identifying)."""
+    return "; ".join(
+        f"{keyword} '{value_text(value)}' (not {_GEOMETRY_VM[keyword]} finite numbers)"
+        for keyword, value in unreadable.items()
+    )
 
 
 def _float(value: Any, default: float | None = None) -> float | None:
@@ -141,7 +165,7 @@ def _float(value: Any, default: float | None = None) -> float | None:
 def _int(value: Any, default: int = 0) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (a float inf)
         return default
 
 
@@ -309,10 +333,10 @@ def _pixel_source(ds: pydicom.Dataset, path: str) -> PixelSource | None:
     )
 
 
-def _spacing(meas: pydicom.Dataset | None, default: np.ndarray | None) -> np.ndarray | None:
+def _spacing(meas: pydicom.Dataset | None, default: np.ndarray | None, unreadable: dict[str, Any]) -> np.ndarray | None:
     if meas is None or "PixelSpacing" not in meas:
         return default
-    return _floats(header_value(meas, "PixelSpacing") or [], 2)
+    return _geometry(meas, "PixelSpacing", unreadable)
 
 
 def _classic_rescale(ds: pydicom.Dataset) -> tuple[float, float]:
@@ -362,20 +386,27 @@ def _echo_key(ds: pydicom.Dataset) -> tuple:
 def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
     """Flatten headers into one plane per row (see module docstring).
 
+    ImagePositionPatient, ImageOrientationPatient or PixelSpacing present but not the expected count of finite
+    numbers is logged as a warning (naming the first such file and element) and then treated as absent, so that a lone
+    image still gets the defaults of an image without patient geometry; a Siemens mosaic in that state is refused.
+
     Raises
     ------
     ScanReadError
-        For a file without pixel data, with absurd or truncated dimensions, or an unreadable mosaic.
+        For a file without pixel data, with absurd or truncated dimensions, or an unreadable mosaic (no slice count,
+        unreadable geometry or slice spacing; a :class:`~medgan.errors.SeriesGeometryError` for no slice normal).
     """
     table = FrameTable()
     luts: dict[tuple[int, bytes], tuple[int, np.ndarray]] = {}
+    damaged: list[tuple[str, dict[str, Any]]] = []  # files with present but unreadable geometry
     for file_no, ds in enumerate(headers):
         path = header_path(ds)
         rows, cols, frames, samples, expected = _check_file(ds, path)
         pixel = _pixel_source(ds, path)
-        top_iop = _floats(header_value(ds, "ImageOrientationPatient") or [], 6)
-        top_ipp = _floats(header_value(ds, "ImagePositionPatient") or [], 3)
-        top_ps = _floats(header_value(ds, "PixelSpacing") or [], 2)
+        unreadable: dict[str, Any] = {}
+        top_iop = _geometry(ds, "ImageOrientationPatient", unreadable)
+        top_ipp = _geometry(ds, "ImagePositionPatient", unreadable)
+        top_ps = _geometry(ds, "PixelSpacing", unreadable)
         thickness = _float(header_value(ds, "SliceThickness"))
         between = _float(header_value(ds, "SpacingBetweenSlices"))
 
@@ -401,9 +432,9 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                     file_index=file_no,
                     frame_index=f,
                     tile_index=-1,
-                    ipp=_floats(header_value(pos, "ImagePositionPatient") or [], 3) if pos is not None else top_ipp,
-                    iop=_floats(header_value(ori, "ImageOrientationPatient") or [], 6) if ori is not None else top_iop,
-                    pixel_spacing=_spacing(meas, top_ps),
+                    ipp=_geometry(pos, "ImagePositionPatient", unreadable) if pos is not None else top_ipp,
+                    iop=_geometry(ori, "ImageOrientationPatient", unreadable) if ori is not None else top_iop,
+                    pixel_spacing=_spacing(meas, top_ps, unreadable),
                     slope=slope,
                     intercept=intercept,
                     order_key=(temporal, dims, file_no, f),  # the last entry only breaks ties
@@ -415,6 +446,8 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                     if meas is not None
                     else between,
                 )
+            if unreadable:
+                damaged.append((path, unreadable))
             continue
 
         lut = _modality_lut(ds, path)
@@ -432,7 +465,15 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
             thickness=thickness,
             between=between,
         )
-        if is_mosaic(ds) and top_iop is not None and top_ipp is not None and top_ps is not None:
+        mosaic = is_mosaic(ds)
+        if mosaic and unreadable:  # read unsplit, the tiles would pass for one 2-D image
+            raise ScanReadError(
+                f"{path}: Siemens mosaic with unreadable {_unreadable_text(unreadable)}; its tiles cannot be placed "
+                "in space, so it cannot be split into slices"
+            )
+        if unreadable:
+            damaged.append((path, unreadable))
+        if mosaic and top_iop is not None and top_ipp is not None and top_ps is not None:
             info = mosaic_info(ds)
             if info is None:
                 raise ScanReadError(
@@ -472,4 +513,14 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
             table.add(frame_index=f, tile_index=-1, ipp=top_ipp, **common)
             if frames > 1:
                 table.order_key[-1] = table.order_key[-1] + (f,)
+    if damaged:
+        path, unreadable = damaged[0]
+        others = f" (and {len(damaged) - 1} more files)" if len(damaged) > 1 else ""
+        logger.warning(
+            "%s%s: unreadable %s; treated as absent: a single image is then placed as one without patient geometry, "
+            "several images cannot be placed",
+            path,
+            others,
+            _unreadable_text(unreadable),
+        )
     return table

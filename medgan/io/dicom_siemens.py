@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from medgan.io.dicom_values import header_value
+from medgan.errors import ScanReadError, SeriesGeometryError
+from medgan.io.dicom_values import header_path, header_value, value_text
 
 __all__ = ["MosaicInfo", "is_mosaic", "mosaic_info", "tile0_position"]
 
@@ -226,6 +227,24 @@ def _ascconv(raw: bytes | None) -> dict[str, Any]:
     return {"sSliceArray": slices} if slices else {}
 
 
+def _finite(value: Any) -> float | None:
+    """``float(value)`` when that is a finite number, else None (absent, text, NaN, infinite)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _finite_floats(value: Any, n: int) -> np.ndarray | None:
+    """``n`` finite numbers, else None."""
+    try:
+        out = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return out if out.shape == (n,) and np.isfinite(out).all() else None
+
+
 def _vec(d: Any) -> np.ndarray:
     d = d or {}
     return np.array([float(d.get("dSag", 0.0)), float(d.get("dCor", 0.0)), float(d.get("dTra", 0.0))])
@@ -243,6 +262,14 @@ def mosaic_info(ds: pydicom.Dataset) -> MosaicInfo | None:
     -------
     MosaicInfo or None
         None when neither the CSA image header nor the ASCCONV protocol gives a slice count.
+
+    Raises
+    ------
+    SeriesGeometryError
+        No usable slice normal: neither the CSA SliceNormalVector, the ASCCONV sNormal nor ImageOrientationPatient
+        gives one.
+    ScanReadError
+        SpacingBetweenSlices is not a finite number and no ASCCONV slice positions give the step instead.
     """
     image_tags = _csa_tags(_csa_bytes(ds, 0))
     protocol = _ascconv(_csa_bytes(ds, 0x10))
@@ -256,22 +283,42 @@ def mosaic_info(ds: pydicom.Dataset) -> MosaicInfo | None:
     normal_items = _csa_value(image_tags, "SliceNormalVector", 3)
     if normal_items is not None:
         normal = np.array([float(v) for v in normal_items])
+        origin = f"the CSA image header's SliceNormalVector {value_text(normal)}"
     elif as_slice and "sNormal" in as_slice[0]:
         normal = _vec(as_slice[0]["sNormal"])
+        origin = f"the ASCCONV protocol's sNormal {value_text(normal)}"
     else:
-        iop = np.array([float(v) for v in header_value(ds, "ImageOrientationPatient")])
-        normal = np.cross(iop[:3], iop[3:])
+        value = header_value(ds, "ImageOrientationPatient")
+        iop = _finite_floats(value, 6)
+        normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.zeros(3)
+        shown = value_text(iop) if iop is not None else f"'{value_text(value)}'" if value is not None else "(absent)"
+        origin = (
+            f"ImageOrientationPatient {shown} (neither the CSA image header's SliceNormalVector nor the ASCCONV "
+            "protocol's sNormal is present)"
+        )
     norm = float(np.linalg.norm(normal))
     if not np.isfinite(norm) or norm < 1e-6:
-        return None
+        raise SeriesGeometryError(
+            f"{header_path(ds)}: Siemens mosaic without a usable slice orientation: {origin} gives no slice normal "
+            "(zero or not finite); it cannot be split into slices"
+        )
     normal = normal / norm
 
     positions = [_vec(s.get("sPosition")) for s in as_slice] if len(as_slice) == n_images else []
-    step = float(header_value(ds, "SpacingBetweenSlices") or 0.0)
-    if step <= 0 and len(positions) > 1:
-        step = abs(float((positions[-1] - positions[0]) @ normal)) / (n_images - 1)
+    between = header_value(ds, "SpacingBetweenSlices")
+    step = _finite(between)
+    if step is None or step <= 0:
+        step = 0.0
+        if len(positions) > 1:  # the protocol's slice positions give the step
+            step = abs(float((positions[-1] - positions[0]) @ normal)) / (n_images - 1)
+            step = step if math.isfinite(step) else 0.0
+    if step <= 0 and between not in (None, "") and _finite(between) is None and n_images > 1:
+        raise ScanReadError(
+            f"{header_path(ds)}: Siemens mosaic with an unreadable SpacingBetweenSlices '{value_text(between)}' and no "
+            "ASCCONV slice positions to take the slice step from; it cannot be split into slices"
+        )
     if step <= 0:
-        step = float(header_value(ds, "SliceThickness") or 0.0)
+        step = _finite(header_value(ds, "SliceThickness")) or 0.0
 
     reversed_ = bool(slices.get("ucImageNumbSag") or slices.get("ucImageNumbCor") or slices.get("ucImageNumbTra"))
     grid = math.ceil(math.sqrt(n_images))

@@ -9,16 +9,19 @@ SH, LO and PN text) from the bytes pydicom kept; anything else (a converted elem
 non-ASCII bytes, an ISO 2022 escape, an odd or invalid value) is left to pydicom's own ``Dataset.get``, so the result
 is pydicom's. (pydicom's value-validation warnings, which the reader silences anyway, are not repeated here.)
 DA and TM come back as the text in the file, as pydicom gives them unless ``pydicom.config.datetime_conversion`` is
-on. ``tests/test_dicom_fast_paths.py`` compares both on every corpus file.
+on. ``tests/test_dicom_fast_paths.py`` compares both on every corpus file. One departure: a number pydicom's
+conversion overflows on (IS ``1e999``) comes back as its text, as pydicom returns other numbers it cannot convert,
+instead of pydicom's OverflowError (see :func:`_pydicom_value`).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["header_value"]
+__all__ = ["header_path", "header_value", "value_text"]
 
 #: string value representations in the default character repertoire whatever SpecificCharacterSet says (pydicom
 #: decodes them as ISO 8859-1 and strips trailing spaces and NULs)
@@ -91,6 +94,45 @@ def _parse(raw: Any, vr: str, as_text: bool = False) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+def _pydicom_value(ds: Any, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword, default)``, but the text of a value whose conversion overflows instead of OverflowError.
+
+    pydicom converts a DS or IS value it cannot parse (``"abc"``) by retrying the element as SH text, but only after
+    a ValueError: IS ``"1e999"`` becomes ``float("inf")``, whose ``int()`` raises OverflowError, which escapes
+    ``Dataset.get``. Its text is returned here as the retry would give it (a list for several values), so that the
+    reader treats it like any other unparseable number.
+    """
+    try:
+        return ds.get(keyword, default)
+    except OverflowError:
+        found = _tag_and_vr(keyword)
+        raw = ds.get_item(found[0], keep_deferred=True) if found is not None else None
+        data = getattr(raw, "value", None)
+        if not isinstance(data, bytes):
+            raise
+        parts = data.decode("latin-1").rstrip(" \0").split("\\")
+        return parts[0] if len(parts) == 1 else parts
+
+
+def header_path(ds: Any) -> str:
+    """File name a header was read from (``<unknown file>`` when it came from memory)."""
+    name = getattr(ds, "filename", None)
+    return str(name) if isinstance(name, str | os.PathLike) else "<unknown file>"
+
+
+def value_text(value: Any, limit: int = 40) -> str:
+    """A (damaged) header value for messages: as DICOM writes it (values joined by backslashes), printable, cut short.
+
+    Only for non-identifying elements (geometry, spacing): never patient or study values.
+    """
+    if isinstance(value, str | int | float):
+        text = str(value)
+    else:
+        text = "\\".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _plain_number(text: str) -> bool:
     # float() also accepts "nan", "inf" and "1_0", which pydicom treats differently: leave those to it
     return bool(text) and not text.strip("0123456789+-.eE")
@@ -120,22 +162,22 @@ def header_value(ds: Any, keyword: str, *, text: bool = False, default: Any = No
     found = _tag_and_vr(keyword)
     get_item = getattr(ds, "get_item", None)
     if found is None or get_item is None:
-        return ds.get(keyword, default)
+        return _pydicom_value(ds, keyword, default)
     tag, dict_vr = found
     try:
         raw = get_item(tag, keep_deferred=True)
     except Exception:  # a damaged element: pydicom reports it
-        return ds.get(keyword, default)
+        return _pydicom_value(ds, keyword, default)
     if raw is None:
         return default
     if not isinstance(raw, _raw_element_type()):
-        return ds.get(keyword)  # already converted (or a sequence)
+        return _pydicom_value(ds, keyword)  # already converted (or a sequence)
     vr = raw.VR or dict_vr
     if vr != dict_vr:  # explicit VR that contradicts the dictionary (e.g. UN): pydicom's rules apply
-        return ds.get(keyword)
+        return _pydicom_value(ds, keyword)
     if text and vr not in _STRINGS and vr not in _TEXT:
-        return ds.get(keyword)
+        return _pydicom_value(ds, keyword)
     try:
         return _parse(raw, vr, text)
     except (ValueError, struct.error):
-        return ds.get(keyword)
+        return _pydicom_value(ds, keyword)
