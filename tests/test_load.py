@@ -435,3 +435,23 @@ def test_modality_lut_sequence_maps_stored_values(tmp_path, implicit_vr):
     expected = apply_modality_lut(ref.pixel_array, ref).astype(np.float32)  # (rows, cols)
     assert {7.0, 7.0 + 3 * 1499} <= set(np.unique(expected))  # both ends of the table are reached
     np.testing.assert_array_equal(scan[0].numpy(), expected.T)
+
+
+@pytest.mark.parametrize(
+    ("imager", "spacing"), [(b"0.5\\0.25", (0.25, 0.5)), (b"abc\\def", (1.0, 1.0)), (b"1e999", (1.0, 1.0))]
+)
+def test_a_lone_image_takes_a_readable_imager_pixel_spacing_only(tmp_path, imager, spacing):
+    """A lone image without PixelSpacing falls back to ImagerPixelSpacing, then to 1 mm; a damaged ImagerPixelSpacing
+    raised a raw ValueError."""
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+
+    ds = pydicom.dcmread(
+        Path(__file__).resolve().parents[1] / "sample_data" / "dicom" / "pydicom_ct_small" / "CT_small.dcm"
+    )
+    del ds.PixelSpacing
+    padded = imager + b" " * (len(imager) % 2)
+    ds[0x00181164] = RawDataElement(0x00181164, "DS", len(padded), padded, 0, False, True)
+    ds.save_as(tmp_path / "ct.dcm")
+    scan = medgan.load_scan(tmp_path / "ct.dcm")
+    assert tuple(float(v) for v in scan.meta["spacing"][:2]) == pytest.approx(spacing)

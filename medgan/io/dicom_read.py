@@ -31,6 +31,7 @@ sort applies (same world geometry).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import struct
 import threading
@@ -263,6 +264,17 @@ def _geometry_error(source: str, problem: str) -> SeriesGeometryError:
     return SeriesGeometryError(f"{source}: {problem}")
 
 
+def _imager_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """ImagerPixelSpacing (projection images) as two positive finite mm values, else None (absent or unreadable:
+    a damaged value raised a raw ValueError)."""
+    try:
+        imager = ds.get("ImagerPixelSpacing")
+        values = tuple(float(v) for v in imager) if imager is not None else ()
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return values if len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values) else None  # type: ignore[return-value]
+
+
 def _check_uniform(source: str, table, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Check that all planes share orientation, size and pixel spacing; return row/col cosines and spacing."""
     iops = np.stack([table.iop[i] for i in np.flatnonzero(valid)])
@@ -427,8 +439,7 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         # unless PixelSpacing says otherwise.
         table.iop[0] = table.iop[0] if table.iop[0] is not None else np.array([1.0, 0, 0, 0, 1.0, 0])
         if table.pixel_spacing[0] is None:
-            imager = first.get("ImagerPixelSpacing")
-            table.pixel_spacing[0] = tuple(float(v) for v in imager) if imager and len(imager) == 2 else (1.0, 1.0)
+            table.pixel_spacing[0] = _imager_spacing(first) or (1.0, 1.0)
         table.ipp[0] = table.ipp[0] if table.ipp[0] is not None else np.zeros(3)
         valid[0] = has_ipp[0] = True
     if not (valid.all() and has_ipp.all()):
