@@ -58,6 +58,19 @@ def test_demo_writes_reports_scans_and_synthetic_pairs(demo_out):
         np.testing.assert_allclose(labels.affine[:3, 3], expected, atol=1e-3)
 
 
+def test_demo_reports_every_held_out_scan_as_mr(demo_out):
+    """The NIfTI T1w records no modality; the demo knows all its held-out scans are MR, so the report's
+    breakdown by modality is one MR group of three scans, not MR (2) and unknown (1)."""
+    for model in ("brain-mr-x2-3d", "brain-mr-x2-2d"):
+        doc = json.loads((demo_out / f"report-{model}" / "metrics.json").read_text())
+        assert {(row["scan_id"], row["modality"]) for row in doc["rows"]} == {
+            ("t1w-2mm", "MR"),
+            ("epi-siemens", "MR"),
+            ("epi-ge", "MR"),
+        }
+        assert "| modality | unknown |" not in (demo_out / f"report-{model}" / "report.md").read_text()
+
+
 def test_demo_refuses_a_folder_without_sample_data(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "out"), "--data", str(tmp_path)]) == 1
     assert "sample_data not found" in capsys.readouterr().err
