@@ -117,6 +117,21 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def measure_until_stopped(body: Callable[[], None]) -> str:
+    """Run ``body`` (the measuring loop, after :func:`stop_on_sigterm`); return "" or a note saying why it stopped
+    early, so that the caller still prints the rows measured so far."""
+    try:
+        body()
+    except Interrupted as exc:
+        note = f"**run interrupted** ({exc}): the cases after the last row did not run"
+        print(note, file=sys.stderr, flush=True)
+        return note
+    except Exception as exc:  # noqa: BLE001 -- whatever ends the run, the rows measured so far are printed
+        traceback.print_exc(file=sys.stderr)
+        return f"**run aborted** ({type(exc).__name__}: {exc}): the cases after the last row did not run"
+    return ""
+
+
 def run_case(rows: list[dict], base: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run one measured case; an exception becomes an ``error`` entry instead of ending the run."""
     row = dict(base)

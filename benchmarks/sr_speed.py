@@ -28,7 +28,6 @@ import contextlib
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -612,21 +611,17 @@ def main(argv: list[str] | None = None) -> int:
     compile_ok = not args.no_compile
     rows: list[dict] = []
     t0 = time.perf_counter()
-    _speed_common.stop_on_sigterm()
-    interrupted = ""
-    try:
+
+    def measure() -> None:
         if "e2e" not in skip:  # first: the goal of issue #7 is end to end
             end_to_end(rows, device, args.quick, compile_ok)
         if "bare" not in skip:
             bare_network(rows, device, args.quick, compile_ok)
         if device.type == "cpu" and "cpu" not in skip:
             cpu_goals(rows, args.quick, "ct" not in skip, args.ct_modes, "1thread" in skip, "whole2d" in skip)
-    except _speed_common.Interrupted as exc:
-        interrupted = f"**run interrupted** ({exc}): the cases after the last row did not run"
-        print(interrupted, file=sys.stderr, flush=True)
-    except Exception as exc:  # noqa: BLE001 -- whatever ends the run, the rows measured so far are printed
-        traceback.print_exc(file=sys.stderr)
-        interrupted = f"**run aborted** ({type(exc).__name__}: {exc}): the cases after the last row did not run"
+
+    _speed_common.stop_on_sigterm()
+    interrupted = _speed_common.measure_until_stopped(measure)
     body = report(rows, device)
     print(body)
     command = "python benchmarks/sr_speed.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))

@@ -28,7 +28,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -346,10 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.only_trainer:
         cases = [c for c in cases if c[0].startswith("train_sr")]
-    base = None
-    _speed_common.stop_on_sigterm()
-    interrupted = ""
-    try:
+
+    def measure() -> None:
+        base = None
         for name, data, fn in cases:
             row = run_case(rows, {"case": name, "data": data, "batch": batch_text}, fn)
             if "seconds" in row:
@@ -359,12 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                 row["wait_frac"] = f"{100 * row['wait_frac']:.0f} %"
             if not args.no_compile:
                 torch._dynamo.reset()
-    except _speed_common.Interrupted as exc:
-        interrupted = f"**run interrupted** ({exc}): the cases after the last row did not run"
-        print(interrupted, file=sys.stderr, flush=True)
-    except Exception as exc:  # noqa: BLE001 -- whatever ends the run, the rows measured so far are printed
-        traceback.print_exc(file=sys.stderr)
-        interrupted = f"**run aborted** ({type(exc).__name__}: {exc}): the cases after the last row did not run"
+
+    _speed_common.stop_on_sigterm()
+    interrupted = _speed_common.measure_until_stopped(measure)
     body = markdown_table(rows, COLUMNS)
     best = [r for r in rows if r.get("patches_s") and r["data"].startswith("real")]
     if best and device.type == "cuda":

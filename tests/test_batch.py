@@ -105,17 +105,8 @@ def _write_sr(path: Path) -> Path:
 
 
 def _good_tree(root: Path) -> Path:
-    """Three small real scans: two NIfTI crops in nested folders and one DICOM series."""
-    _crop_nifti(
-        SAMPLE / "nifti/nibabel/anatomical.nii",
-        root / "sub-01/anat/anat.nii.gz",
-        (slice(8, 24), slice(10, 26), slice(8, 14)),
-    )
-    _crop_nifti(
-        SAMPLE / "nifti/mni_icbm152_2009a_sym/t1.nii.gz",
-        root / "sub-02/t1.nii.gz",
-        (slice(70, 90), slice(80, 100), slice(76, 82)),
-    )
+    """Three small real scans: two NIfTI crops in nested folders (:func:`_nifti_tree`) and one DICOM series."""
+    _nifti_tree(root)
     _copy_series(root / "sub-03/dicom/series1")
     return root
 
@@ -1113,7 +1104,7 @@ def tiny_model_2d(tmp_path_factory) -> Path:
 
 
 def _nifti_tree(root: Path) -> Path:
-    """The two real NIfTI crops of :func:`_good_tree` (16x16x6 and 20x20x6)."""
+    """Two real NIfTI crops in nested folders (16x16x6 and 20x20x6)."""
     _crop_nifti(
         SAMPLE / "nifti/nibabel/anatomical.nii",
         root / "sub-01/anat/anat.nii.gz",
