@@ -299,8 +299,6 @@ class Evaluation:
     def _montage(
         self, scan_id: str, pred: Any, ref: Any, baselines: Mapping[str, Any], window: tuple[float, float]
     ) -> bytes:
-        import matplotlib
-
         from medgan.eval import figures
 
         panels = {}
@@ -309,11 +307,8 @@ class Evaluation:
             panels[f"LR {name}" if name in BASELINES else name] = baselines[name]
         panels[self.method] = pred
         panels["reference"] = ref
-        with matplotlib.rc_context({"text.parse_math": False}):  # a "$" in a scan id or method name is text
-            fig = figures.montage(
-                panels, affine=M._affine_of(ref), window=window, error_of=self.method, title=str(scan_id)
-            )
-            return figures.figure_to_png(fig)
+        fig = figures.montage(panels, affine=M._affine_of(ref), window=window, error_of=self.method, title=str(scan_id))
+        return figures.figure_to_png(fig)
 
     def tables(self, *, n_resamples: int | None = None) -> dict[str, list[dict[str, Any]]]:
         """Summary, paired comparisons and breakdowns of the rows so far (see :mod:`medgan.eval.stats`)."""

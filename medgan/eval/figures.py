@@ -8,8 +8,9 @@ fields.
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,20 @@ DPI = 80
 MIN_PLANE_VOXELS = 8
 
 
+def _plain_text(fn: Callable) -> Callable:
+    """Build (or render) a figure with mathtext off: scan ids and method names label the figures, and a "$" in one
+    is text (mathtext rendered it wrongly or raised). Rendering needs it too: tick labels are made at draw time."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _new_figure(width: float, height: float):
     import matplotlib
 
@@ -31,6 +46,7 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=DPI)
 
 
+@_plain_text
 def figure_to_png(fig: Any, *, dpi: int = DPI) -> bytes:
     """Render a figure to PNG bytes (no metadata beyond matplotlib's Software tag)."""
     buf = io.BytesIO()
@@ -99,6 +115,7 @@ def _square_pixels(img: np.ndarray, aspect: float, scale: int) -> np.ndarray:
     return img[::-1]  # row 0 at the bottom, as imshow(origin="lower") would show it
 
 
+@_plain_text
 def montage(
     panels: Mapping[str, Any],
     *,
@@ -196,6 +213,7 @@ def montage(
     return fig
 
 
+@_plain_text
 def metric_plot(
     rows: Sequence[Mapping[str, Any]],
     metrics: Sequence[str],
@@ -231,6 +249,7 @@ def metric_plot(
     return fig
 
 
+@_plain_text
 def paired_plot(
     rows: Sequence[Mapping[str, Any]],
     *,

@@ -191,14 +191,6 @@ def _baseline_orders() -> dict[str, int]:
 
 def build_figures(doc: Mapping[str, Any], montages: Mapping[str, bytes] | None = None) -> list[tuple[str, str, bytes]]:
     """The report figures as ``(file name, caption, PNG bytes)``: metric plot, paired plot, montages."""
-    import matplotlib
-
-    # method names label the plots: "$" in one is text, not mathtext (which rendered it wrongly or raised)
-    with matplotlib.rc_context({"text.parse_math": False}):
-        return _build_figures(doc, montages)
-
-
-def _build_figures(doc: Mapping[str, Any], montages: Mapping[str, bytes] | None) -> list[tuple[str, str, bytes]]:
     from medgan.eval import figures, stats
 
     rows = doc["rows"]
