@@ -374,9 +374,10 @@ def _make_dirs(fd: int, names: list[str]) -> int:
     return fd
 
 
-def test_a_folder_or_file_beyond_the_path_limit_is_a_warning_not_silence(tmp_path, caplog):
+def test_a_folder_or_file_beyond_the_path_limit_is_an_unusable_ref_not_silence(tmp_path, caplog):
     """A path longer than the system allows (PATH_MAX, 4096 bytes on Linux) cannot be stat'ed: the walk skipped such
-    a folder or file without a word, so `medgan info` said "no scan found" of a tree that holds one."""
+    a folder or file without a word, so `medgan info` said "no scan found" of a tree that holds one. A warning alone
+    still let a batch over the tree finish "all done"; each is now an unusable ScanRef (a folder of kind "folder")."""
     import errno
     import os
 
@@ -388,8 +389,12 @@ def test_a_folder_or_file_beyond_the_path_limit_is_a_warning_not_silence(tmp_pat
     os.close(file_fd)
     os.close(_make_dirs(fd, ["z" * 250]))  # a folder past the limit, too
     with caplog.at_level(logging.WARNING, logger="medgan.io.discover"):
-        assert discover_scans(tmp_path) == []
+        refs = discover_scans(tmp_path)
     too_long = os.strerror(errno.ENAMETOOLONG)
+    assert sorted(r.kind for r in refs) == ["dicom-file", "folder"]
+    assert all(not r.usable and too_long in r.reason and ID_RE.match(r.id) for r in refs)
+    (folder,) = [r for r in refs if r.kind == "folder"]
+    assert folder.paths[0].name == "z" * 250 and "were not seen" in folder.reason
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and too_long in r.getMessage()]
     assert len(warned) == 2, caplog.text
     assert any(m.startswith("cannot read folder ") for m in warned)
@@ -470,3 +475,35 @@ def test_load_scan_of_an_analyze_header_gives_discoverys_reason(tmp_path):
     assert not ref.usable and "Analyze" in ref.reason
     with pytest.raises(medgan.errors.ScanReadError, match=r"t1\.hdr: .*Analyze / NIfTI \.hdr/\.img pair"):
         medgan.load_scan(tmp_path / "t1.hdr")
+
+
+def test_a_copy_of_a_series_in_another_folder_leaves_the_original_usable(tmp_path):
+    """A backup copy of a series repeats its SOPInstanceUIDs; the two together looked like a series with every slice
+    twice, and neither was usable. Now the folder holding the whole series is the scan and the copies (whole or
+    partial) are unusable refs that name it, so a batch processes the scan once."""
+    src = require_shared() / "dicom2nifti_hitachi_anatomical_001" / "input"
+    files = sorted(p for p in src.iterdir() if p.is_file())
+    shutil.copytree(src, tmp_path / "study" / "t1")
+    shutil.copytree(src, tmp_path / "aaa_backup" / "old" / "t1")  # walked first, but deeper: not the one used
+    (tmp_path / "partial").mkdir()
+    for f in files[:2]:
+        shutil.copy(f, tmp_path / "partial" / f.name)
+    refs = discover_scans(tmp_path)
+    (used,) = [r for r in refs if r.usable]
+    assert used.paths == tuple(sorted((tmp_path / "study" / "t1" / f.name for f in files), key=str))
+    assert used.shape is not None and used.shape[-1] == len(files)
+    copies = {r.paths[0].parent.relative_to(tmp_path).as_posix(): r for r in refs if not r.usable}
+    assert set(copies) == {"aaa_backup/old/t1", "partial"}
+    assert copies["aaa_backup/old/t1"].reason.startswith("a copy of the series in study/t1")
+    assert copies["partial"].reason.startswith(f"a partial copy (2 of {len(files)} files) of the series in study/t1")
+    assert all(used.id in r.reason for r in copies.values())
+    assert len({r.id for r in refs}) == 3 and all(ID_RE.match(r.id) for r in refs)
+    # loading the whole tree picks the series, not an ambiguity between copies
+    assert medgan.load_scan(tmp_path).shape == used.shape
+
+    # a repeat inside one folder, or copies where no folder is whole, is still refused with the hint
+    shutil.rmtree(tmp_path / "aaa_backup")
+    shutil.rmtree(tmp_path / "partial")
+    shutil.copy(files[0], tmp_path / "study" / "t1" / "again.dcm")
+    (ref,) = discover_scans(tmp_path)
+    assert not ref.usable and "repeat the SOPInstanceUID" in ref.reason

@@ -18,9 +18,13 @@ Policy for files that are not scans:
   ``"nifti"`` ScanRef; ``.hdr`` (Analyze / NIfTI pair) headers are listed as unusable;
 * DICOM objects that are not images (RTSTRUCT, SR, SEG, PR, KO, RTPLAN, RTDOSE, ...) are
   unusable ScanRefs, one per series;
-* a folder, or a file, that cannot be listed or looked at (no permission, a path longer than the
-  system allows) is skipped with a warning; a DICOM-looking file that cannot be opened is an unusable
-  ScanRef, and so is every series in its folder (its series cannot be read: it may be a slice of any).
+* a copy of a series in another folder (the same SOPInstanceUIDs, e.g. a ``backup/`` folder) is an unusable
+  ScanRef naming the folder whose copy is used: the one with every file, then the shallowest, then the first path;
+* a folder that cannot be listed or looked at (no permission, a path longer than the system allows) is
+  an unusable ScanRef of kind ``"folder"`` (with a warning), and so is a DICOM-looking or NIfTI file that
+  cannot be looked at: a batch over the tree reports them instead of finishing "all done"; a DICOM-looking
+  file that cannot be opened is an unusable ScanRef, and so is every series in its folder (its series
+  cannot be read: it may be a slice of any).
 
 Symbolic links to folders are followed, but every folder is visited at most once (by device
 and inode), so link loops end; a file reached twice through links is read once.
@@ -117,12 +121,12 @@ class ScanRef:
         Stable, unique within a discovery, and safe as a file name: ``[A-Za-z0-9._-]`` only, no
         leading dot, at most 49 characters (plus ``-2``, ``-3`` on a clash): ``<slug of description or file stem>-<8 hex of sha1>``.
         DICOM series hash their SeriesInstanceUID and split key (so the id does not depend on
-        where the walk started); NIfTI files and unreadable files hash their path relative to
-        the discovery root.
+        where the walk started); NIfTI files, unreadable files and copies of a series kept in another
+        folder hash their path relative to the discovery root.
     kind
         ``"dicom-series"`` (several DICOM files), ``"dicom-file"`` (one DICOM file: a multi-frame or
-        mosaic volume, a single image, a non-image object, or a file whose header cannot be read) or
-        ``"nifti"``.
+        mosaic volume, a single image, a non-image object, or a file whose header cannot be read),
+        ``"nifti"``, or ``"folder"`` (always unusable: a folder that cannot be listed).
     paths
         The files, sorted.
     modality
@@ -234,8 +238,11 @@ def _short_reason(exc: BaseException, paths: Sequence[Path | str]) -> str:
 # --------------------------------------------------------------------------- the walk
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Files under ``root`` in sorted depth-first order; each folder and file visited once."""
+def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
+    """Files under ``root`` in sorted depth-first order; each folder and file visited once.
+
+    Folders and files that cannot be looked at are warned about and appended to ``unseen`` as
+    ``(path, why, is_folder)``: a batch over the tree must not finish "all done" without having seen their scans."""
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     stack = [root]
@@ -245,6 +252,7 @@ def _walk(root: Path) -> Iterator[Path]:
             st = folder.stat()
         except OSError as exc:  # a path beyond PATH_MAX, a parent without search permission: said, not silent
             log.warning("cannot read folder %s (%s); skipped", folder, exc.strerror or exc)
+            unseen.append((folder, f"cannot read this folder ({exc.strerror or type(exc).__name__})", True))
             continue
         if (st.st_dev, st.st_ino) in seen_dirs:
             continue
@@ -254,6 +262,7 @@ def _walk(root: Path) -> Iterator[Path]:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             log.warning("cannot list folder %s (%s); skipped", folder, exc.strerror or exc)
+            unseen.append((folder, f"cannot list this folder ({exc.strerror or type(exc).__name__})", True))
             continue
         subdirs = []
         for entry in entries:
@@ -271,6 +280,8 @@ def _walk(root: Path) -> Iterator[Path]:
             except OSError as exc:  # a dangling link or a vanished file is not found (ENOENT) and goes unsaid
                 if exc.errno != errno.ENOENT:
                     log.warning("cannot read %s (%s); skipped", entry.path, exc.strerror or exc)
+                    why = f"cannot be looked at ({exc.strerror or type(exc).__name__})"
+                    unseen.append((Path(entry.path), why, False))
                 continue
         stack.extend(reversed(subdirs))
 
@@ -502,6 +513,56 @@ def _duplicate_hint(headers: Sequence[Any]) -> str:
     return f" ({n_dup} file(s) repeat the SOPInstanceUID of another file: the same series copied twice?)"
 
 
+def _separate_copies(group: _Group) -> tuple[_Group, list[_Group]]:
+    """Split off whole or partial copies of a series kept in other folders (a ``backup/`` copy, a second export).
+
+    A copy repeats the SOPInstanceUIDs of the series, so the two together look like a series with every slice twice.
+    When each folder holds every SOPInstanceUID once and one folder holds them all, that folder is the series (the
+    most files, then the shallowest, then the first path) and the others are returned as copies. Anything else (a
+    repeat inside one folder, folders that each miss slices the others have) is left to the planner to refuse.
+    """
+    uids = [_text(ds, "SOPInstanceUID") for ds in group.headers]
+    if "" in uids or len(set(uids)) == len(uids):
+        return group, []
+    folders: dict[Path, list[int]] = {}
+    for i, path in enumerate(group.paths):
+        folders.setdefault(path.parent, []).append(i)
+    if len(folders) < 2 or any(len({uids[i] for i in idx}) != len(idx) for idx in folders.values()):
+        return group, []
+    primary = min(folders, key=lambda f: (-len(folders[f]), len(f.parts), str(f)))
+    primary_uids = {uids[i] for i in folders[primary]}
+    if len(primary_uids) != len(set(uids)):  # some slices are only in other folders: no folder is the series
+        return group, []
+
+    def part(folder: Path) -> _Group:
+        idx = folders[folder]
+        return replace(group, paths=[group.paths[i] for i in idx], headers=[group.headers[i] for i in idx])
+
+    return part(primary), [part(f) for f in sorted(folders, key=str) if f != primary]
+
+
+def _copy_ref(copy: _Group, primary: _Group, primary_id: str, root: Path) -> ScanRef:
+    """An unusable ScanRef for a copy of a series found elsewhere, so one scan is not processed twice."""
+    n, total = len(copy.paths), len(primary.paths)
+    what = "a copy" if n == total else f"a partial copy ({n} of {total} files)"
+    where = _rel(primary.paths[0].parent, root)
+    first = copy.headers[0]
+    description = sanitize_description(header_value(first, "SeriesDescription", text=True))
+    label = description if _slug(description) else _file_stem(copy.paths[0])
+    return ScanRef(
+        id=make_id(label, f"{copy.uid}|copy|{_rel(copy.paths[0].parent, root)}"),
+        kind="dicom-series" if n > 1 else "dicom-file",
+        paths=tuple(sorted(copy.paths, key=str)),
+        modality=_text(first, "Modality") or "unknown",
+        description=description,
+        shape=None,
+        spacing=None,
+        usable=False,
+        reason=f"{what} of the series in {where} (scan {primary_id}): the same SOPInstanceUIDs; that one is used",
+        series_uid=None if copy.uid.startswith("no-series-uid:") else copy.uid,
+    )
+
+
 def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
     from medgan.io.dicom_read import plan_dicom_series, remember_plan
 
@@ -585,6 +646,19 @@ def _nifti_ref(path: Path, root: Path) -> ScanRef:
     )
 
 
+def _unseen_ref(path: Path, why: str, is_folder: bool, root: Path) -> ScanRef | None:
+    """An unusable ScanRef for a folder the walk could not look into (kind ``"folder"``), or for a file it could not
+    look at that may be a scan (a DICOM-looking or NIfTI name); None for other files (a warning was logged)."""
+    if is_folder:
+        ref = _unreadable_ref(path, root, f"{why}: the scans in it, if any, were not seen")
+        return replace(ref, id=make_id(path.name or "folder", f"folder|{_rel(path, root)}"), kind="folder")
+    if is_nifti_path(path):
+        return replace(_unreadable_ref(path, root, why), kind="nifti")
+    if not _skipped(path) and _looks_like_dicom(path):
+        return _unreadable_ref(path, root, why)
+    return None
+
+
 def _unreadable_ref(path: Path, root: Path, reason: str) -> ScanRef:
     stem = _file_stem(path)
     return ScanRef(
@@ -646,7 +720,8 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
     if not root.exists():
         raise ScanReadError(f"{root}: no such file or folder")
     single = root.is_file()
-    files = [root] if single else _walk(root)
+    unseen: list[tuple[Path, str, bool]] = []
+    files = [root] if single else _walk(root, unseen)
     base = root.parent if single else root
 
     refs: list[ScanRef] = []
@@ -679,8 +754,15 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             continue
         dicom_items.append((path, ds))
 
+    refs.extend(ref for item in unseen if (ref := _unseen_ref(*item, base)) is not None)
     groups, bad = _group_dicom(dicom_items, base, broken)
     refs.extend(bad)
+    copies: dict[int, list[_Group]] = {}  # id(primary group) -> its copies in other folders
+    for i, group in enumerate(groups):
+        if group.non_image is None:
+            groups[i], found = _separate_copies(group)
+            if found:
+                copies[id(groups[i])] = found
     by_uid: dict[str, list[_Group]] = {}
     for group in groups:
         if group.non_image is None:
@@ -708,6 +790,7 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
                 reason=f"{len(near)} file(s) in its folder cannot be opened ({_names(near)}): the volume may miss slices",
             )
         refs.append(ref)
+        refs.extend(_copy_ref(copy, group, ref.id, base) for copy in copies.get(id(group), ()))
 
     refs.sort(key=lambda r: (str(r.paths[0]), r.id))
     return _unique_ids(refs)
