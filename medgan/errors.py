@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "MissingDecoderError",
+    "EvaluationError",
 ]
 
 
@@ -50,3 +51,11 @@ class CheckpointError(MedganError):
 
 class ConfigError(MedganError):
     """A configuration file (YAML) is invalid."""
+
+
+class EvaluationError(MedganError, ValueError):
+    """Scans cannot be scored as asked: a reference without a data range (constant, or no finite voxel in the mask),
+    a mask that selects nothing or does not fit the scan, a scan id scored twice.
+
+    Also a ``ValueError`` (what these checks raised before), so existing ``except ValueError`` code still catches it.
+    """

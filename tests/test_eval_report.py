@@ -405,7 +405,7 @@ def test_a_scan_id_or_method_name_is_not_scored_twice(nifti_tree, tmp_path, caps
     ref = np.asarray(_crop(img, *corners[0]).detach().numpy(), dtype=np.float64)
     ev = Evaluation(method="SR", max_montages=0)
     ev.add("t1", ref + 1.0, ref, baselines=None)
-    with pytest.raises(ValueError, match="already scored"):
+    with pytest.raises(medgan.errors.EvaluationError, match="already scored"):  # a MedganError and a ValueError
         ev.add("t1", ref + 5.0, ref, baselines=None)
     assert len(ev.rows) == 1
     with pytest.raises(ValueError, match="like a baseline"):
@@ -524,3 +524,23 @@ def test_no_phi_in_any_output(corpus_dir, tmp_path, capsys):
     assert marker not in captured.out + captured.err
     doc = json.loads((out / "metrics.json").read_text())
     assert {r["modality"] for r in doc["rows"]} == {"MR"} and doc["rows"][0]["ssim_mode"] == "2d-slices-axis2"
+
+
+def test_a_reference_without_a_data_range_is_a_one_line_error_not_a_traceback(nifti_tree, tmp_path, capsys):
+    """A reference that is constant (a blanked or defaced-away volume) has no data range: `medgan evaluate` died with
+    a ValueError traceback, and a batch recorded it as an unexpected error. It is now an EvaluationError (a
+    MedganError): one line naming the option that helps, exit 1; --data-range scores it."""
+    img, corners = _t1_image()
+    ref = _crop(img, *corners[1])
+    blank = make_scan(np.full(ref.shape, float(ref.max()), np.float32), np.asarray(ref.affine), {"modality": "MR"})
+    medgan.save_scan(blank, tmp_path / "ref.nii.gz")
+    medgan.save_scan(ref, tmp_path / "pred.nii.gz")
+    args = ["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz")]
+    assert cli_main([*args, "--out", str(tmp_path / "o"), "--max-montages", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "medgan evaluate: error: the reference is constant inside the mask" in err and "--data-range" in err
+    data_range = str(float(np.ptp(np.asarray(ref.detach().numpy()))))
+    assert cli_main([*args, "--out", str(tmp_path / "o2"), "--max-montages", "0", "--data-range", data_range]) == 0
+    with pytest.raises(medgan.errors.EvaluationError, match="selects no voxel"):
+        medgan.evaluate(ref, ref, mask=np.zeros(ref.shape[1:], bool))

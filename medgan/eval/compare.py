@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medgan.errors import GeometryMismatchError, MedganError
+from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
 
@@ -252,7 +252,7 @@ class Evaluation:
         # the tables key values by (method, scan id): a second scan with the same id, or a baseline named like the
         # method, silently replaced values in the summary and paired tests while the per-scan table showed both
         if any(r["scan_id"] == str(scan_id) for r in self.rows):
-            raise ValueError(f"scan {scan_id!r} was already scored; give each scan its own id")
+            raise EvaluationError(f"scan {scan_id!r} was already scored; give each scan its own id")
         if resample and not _same_grid(pred, ref):
             pred = resample_to(pred, ref)
         M.check_geometry(pred, ref)

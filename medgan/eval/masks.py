@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medgan.errors import EvaluationError
+
 __all__ = [
     "LOG_OFFSET",
     "FOREGROUND_DILATION",
@@ -129,9 +131,9 @@ def resolve_mask(mask: Any, reference: Any) -> tuple[np.ndarray, str]:
     if m.ndim == len(spatial) + 1 and m.shape[0] == 1:
         m = m[0]
     if m.shape != spatial:
-        raise ValueError(f"mask shape {m.shape} does not match the scan's spatial shape {spatial}")
+        raise EvaluationError(f"mask shape {m.shape} does not match the scan's spatial shape {spatial}")
     if not m.any():
-        raise ValueError("the mask selects no voxel; pass mask='none' to score the whole image")
+        raise EvaluationError("the mask selects no voxel; pass mask='none' to score the whole image")
     return m, USER_RULE
 
 

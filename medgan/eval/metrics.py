@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medgan.errors import GeometryMismatchError
+from medgan.errors import EvaluationError, GeometryMismatchError
 from medgan.eval.masks import resolve_mask
 from medgan.io.scan import load_if_path, scan_array
 
@@ -187,13 +187,17 @@ def robust_data_range(reference: Any, mask: np.ndarray | None = None) -> float:
     values = ref[_spatial_mask(mask, ref.shape)]
     values = values[np.isfinite(values)]
     if values.size == 0:
-        raise ValueError("the reference has no finite voxel inside the mask; pass data_range= explicitly")
+        raise EvaluationError(
+            "the reference has no finite voxel inside the mask; pass data_range= (--data-range) explicitly"
+        )
     low, high = np.percentile(values, DATA_RANGE_PERCENTILES)
     value = float(high - low)
     if value <= 0:
         value = float(values.max() - values.min())
     if value <= 0:
-        raise ValueError("the reference is constant inside the mask, so it has no data range; pass data_range=")
+        raise EvaluationError(
+            "the reference is constant inside the mask, so it has no data range; pass data_range= (--data-range)"
+        )
     return value
 
 
