@@ -445,3 +445,30 @@ def test_a_samples_noise_does_not_depend_on_n(shipped, mni):
     # slice by slice too: sample 0 of a 3-slice volume is the same for n = 1 and n = 2
     volume = mni[1][:, 50:74, 60:84, 79:82]
     assert torch.allclose(shipped.generate(volume, n=1, seed=4)[0], shipped.generate(volume, n=2, seed=4)[0], atol=1e-2)
+
+
+def test_a_one_slice_volume_needs_its_slice_position(shipped, mni):
+    """k / (S - 1) is undefined for S == 1: a one-slice volume (how a single slice saved as a 3-D NIfTI comes back)
+    was silently generated at position 0, the bottom of the brain, whatever slice it was (the mid-brain slice 90 of
+    the MNI template came out 30 % further from the real T1 than at its own position). Now the scalar is asked for."""
+    t1, labels, _ = mni
+    one = labels[:, :, :, 90:91]
+    with pytest.raises(MedganError, match="one-slice volume has no relative slice position"):
+        shipped.generate(one, seed=3)
+    position = 90 / (labels.shape[-1] - 1)
+    given = shipped.generate(one, seed=3, condition={"scalar": position})
+    assert given.shape == one.shape and given.meta["medgan"]["condition"]["scalar"] == position
+    as_2d = shipped.generate(labels[:, :, :, 90], seed=3, condition={"scalar": position})
+    assert torch.allclose(given.as_tensor()[..., 0], as_2d.as_tensor(), atol=1e-3)
+    # two or more slices still default to k / (S - 1)
+    two = shipped.generate(labels[:, :, :, 90:92], seed=3)
+    assert two.meta["medgan"]["condition"]["scalar"] == "slice_position"
+
+
+def test_a_condition_that_is_not_a_dict_is_a_medgan_error(shipped, mni):
+    """condition=0.5 (the scalar without its key) raised dict()'s bare "TypeError: 'float' object is not iterable"."""
+    labels = mni[1][:, :, :, 90]
+    for bad in (0.5, "scalar", [0.5]):
+        with pytest.raises(MedganError, match=r"condition must be a dict such as \{'scalar': 0.5\}"):
+            shipped.generate(labels, seed=0, condition=bad)
+    assert shipped.generate(labels, seed=0, condition={"scalar": 0.5}).shape == labels.shape

@@ -302,3 +302,86 @@ def test_negative_seed_or_epoch_is_a_medgan_error(setup):
     with pytest.raises(MedganError, match="epoch must be a non-negative integer"):
         ds.set_epoch(-1)
     assert ds.epoch == 0
+
+
+def test_fewer_slots_than_real_pairs_still_use_every_pair(setup):
+    """length=4 at ratio 0.5 over 4 real pairs: 2 real slots and 2 synthetic items per epoch. Each slot took pair
+    ``rank % 4`` in every epoch, so pairs 2 and 3 were never seen (nor deformed) however long one trained; now each
+    epoch carries on where the last one stopped."""
+    pairs, synth = setup
+    ds = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, length=4, seed=0, deform=False)
+    names = [p["image"].meta["filename_or_obj"] for p in pairs]
+    real_seen, maps_seen = [], []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            if item["synthetic"]:  # deform=False: the label is the source map itself
+                maps_seen += [j for j, p in enumerate(pairs) if torch.equal(item["label"].as_tensor(), p["label"])]
+            else:
+                real_seen.append(names.index(item["image"].meta["filename_or_obj"]))
+    assert sorted(real_seen) == [0, 1, 2, 3] and sorted(maps_seen) == [0, 1, 2, 3]
+    # the default length (each real pair once per epoch) keeps its layout in every epoch
+    full = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=0)
+    real_slots = np.flatnonzero(~full.is_synthetic)
+    first = [full[int(i)]["image"].meta["filename_or_obj"] for i in real_slots]
+    full.set_epoch(3)
+    assert [full[int(i)]["image"].meta["filename_or_obj"] for i in real_slots] == first
+
+
+def test_synthetic_items_keep_their_provenance_through_batches_and_save_scan(setup, scalar_synth, tmp_path):
+    """A synthetic item's image and label lost ``meta["medgan"]`` (model, sha256, seed, condition, deformation):
+    ``save_scan`` of an item wrote an unmarked image. Items now keep it, a batch of synthetic items still collates
+    (torch's default collate stopped at the condition's ``{"class": None}``), and ``decollate_batch`` gives each
+    item its own record back."""
+    from monai.data import decollate_batch
+
+    pairs, _ = setup
+    synth = scalar_synth[0]
+    ds = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=1.0, length=4, seed=2, condition={"scalar": 0.4})
+    items = [ds[i] for i in range(len(ds))]
+    for item in items:
+        image, label = item["image"].meta["medgan"], item["label"].meta["medgan"]
+        assert image["synthetic"] is True and image["model_sha256"] == synth.sha256
+        assert image["condition"] == {"class": None, "scalar": 0.4} and image["label_deformation"]["seed"] >= 0
+        assert label["synthetic"] is True and label["task"] == "label-deformation"
+    assert len({item["image"].meta["medgan"]["seed"] for item in items}) == 4  # one noise seed per item
+    saved = medgan.load_scan(medgan.save_scan(items[0]["image"], tmp_path / "item.nii.gz"))
+    assert saved.meta["medgan"]["synthetic"] is True and saved.meta["medgan"] == items[0]["image"].meta["medgan"]
+    batches = list(DataLoader(ds, batch_size=2, shuffle=False, num_workers=0))
+    assert batches[0]["image"].meta["medgan"]["seed"] == [
+        items[0]["image"].meta["medgan"]["seed"],
+        items[1]["image"].meta["medgan"]["seed"],
+    ]
+    back = [item for batch in batches for item in decollate_batch(batch)]
+    for item, original in zip(back, items, strict=True):
+        for key in ("image", "label"):
+            assert item[key].meta["medgan"] == original[key].meta["medgan"]
+    saved = medgan.load_scan(medgan.save_scan(back[3]["image"], tmp_path / "decollated.nii.gz"))
+    assert saved.meta["medgan"]["seed"] == items[3]["image"].meta["medgan"]["seed"]
+    # a batch mixing real and synthetic items leaves the record out (MONAI keeps the meta keys all items share)
+    mixed = SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, seed=2, condition={"scalar": 0.4})
+    batch = next(iter(DataLoader(mixed, batch_size=len(mixed), num_workers=0)))
+    assert "medgan" not in batch["image"].meta and batch["synthetic"].any() and not batch["synthetic"].all()
+
+
+def test_a_condition_that_is_not_a_dict_is_a_medgan_error(setup, scalar_synth, tmp_path):
+    """condition=0.5 raised dict()'s bare "TypeError: 'float' object is not iterable" from the constructor and from
+    write_synthetic_cache."""
+    pairs, _ = setup
+    for bad in (0.5, "scalar", [0.5]):
+        with pytest.raises(MedganError, match="condition must be a dict"):
+            SyntheticAugmentedDataset(pairs, synthesizer=scalar_synth[0], ratio=0.5, condition=bad)
+        with pytest.raises(MedganError, match="condition must be a dict"):
+            write_synthetic_cache(scalar_synth[0], [pairs[0]["label"]], tmp_path, n=1, condition=bad)
+    assert not any(tmp_path.iterdir())
+
+
+def test_length_must_be_a_non_negative_integer(setup):
+    """length=-3 reached NumPy (np.zeros(-3)) as a bare "ValueError: negative dimensions are not allowed"; length=2.7
+    was silently truncated to 2 items."""
+    pairs, synth = setup
+    for bad in (-3, 2.7, "8", True):
+        with pytest.raises(MedganError, match="length must be a non-negative integer"):
+            SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, length=bad)
+    assert len(SyntheticAugmentedDataset(pairs, synthesizer=synth, ratio=0.5, length=np.int64(6))) == 6

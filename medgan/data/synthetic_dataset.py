@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from monai.data import Dataset, MetaTensor
 from monai.transforms import apply_transform
+from torch.utils.data._utils.collate import default_collate_fn_map
 
 from medgan.data.labels import deform_labels
 from medgan.errors import MedganError
@@ -39,7 +40,7 @@ from medgan.io.scan import make_scan
 if TYPE_CHECKING:  # data/ sits below infer/: the synthesizer is passed in, never imported at run time
     from medgan.infer.synthesis import Synthesizer
 
-__all__ = ["SyntheticAugmentedDataset", "write_synthetic_cache", "cache_names", "cache_key"]
+__all__ = ["SyntheticAugmentedDataset", "write_synthetic_cache", "cache_names", "cache_key", "Provenance"]
 
 
 def cache_names(seed: int, k: int, key: str | None = None) -> tuple[str, str]:
@@ -131,6 +132,16 @@ def cache_key(
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _check_condition(condition: Any) -> Mapping[str, Any]:
+    """``condition`` (``None`` or a mapping) as a mapping; anything else is a MedganError, not ``dict()``'s bare
+    ``TypeError: 'float' object is not iterable``."""
+    if condition is not None and not isinstance(condition, Mapping):
+        raise MedganError(
+            f"condition must be a dict such as {{'scalar': 0.5}} or {{'class': 'name'}}, got {condition!r}"
+        )
+    return condition or {}
+
+
 def _item_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] % (2**31))
 
@@ -158,8 +169,38 @@ def _squeeze_to(scan: MetaTensor, n_spatial: int | None) -> MetaTensor:
     return scan
 
 
+class Provenance(dict):
+    """``meta["medgan"]`` of a dataset item: a plain ``dict`` to every reader (:func:`medgan.save_scan` writes it to
+    the sidecar, so a saved synthetic item stays marked synthetic); only its collation differs
+    (:func:`_collate_provenance`)."""
+
+
+def _transpose(values: Sequence[Any]) -> Any:
+    """One batched value from per-item values, shaped as torch's default collate shapes a batch (dicts and
+    equal-length lists transposed, recursively), so MONAI's ``decollate_batch`` gives every item its value back; the
+    leaves stay Python values in a list (``None``, strings and numbers), which default collate cannot batch (it stops
+    at a ``None``, e.g. ``{"class": None}`` of the condition). Values it cannot transpose (dicts mixed with other
+    values, lists of other lengths) are kept per item as JSON text: decollating would tear them apart otherwise."""
+    if all(isinstance(v, Mapping) for v in values):
+        keys = list(dict.fromkeys(k for v in values for k in v))
+        return {k: _transpose([v.get(k) for v in values]) for k in keys}
+    if all(isinstance(v, (list, tuple)) for v in values) and len({len(v) for v in values}) == 1 and len(values[0]):
+        return [_transpose(list(column)) for column in zip(*values, strict=True)]
+    return [json.dumps(v, default=_json_default) if isinstance(v, (Mapping, list, tuple)) else v for v in values]
+
+
+def _collate_provenance(batch: Sequence[Provenance], *, collate_fn_map: Any = None) -> Any:
+    """Collate the items' provenance (registered with the collate table MONAI's ``list_data_collate`` and torch's
+    ``default_collate`` share): a dict of per-item lists, not tensors, see :func:`_transpose`."""
+    return _transpose(list(batch))
+
+
+default_collate_fn_map[Provenance] = _collate_provenance
+
+
 def _clean(scan: MetaTensor, *, synthetic: bool, source: str, modality: str | None = None) -> MetaTensor:
-    """Same meta keys for every item (MONAI's collate needs matching meta dicts): source, synthetic, modality.
+    """Same meta keys for every item (MONAI's collate keeps only the keys all items of a batch share): source,
+    synthetic, modality, and the scan's provenance ``meta["medgan"]`` when it has one (as a :class:`Provenance`).
 
     ``modality`` overrides the scan's own (a cached NIfTI file does not carry it).
     """
@@ -167,7 +208,12 @@ def _clean(scan: MetaTensor, *, synthetic: bool, source: str, modality: str | No
     data = scan.as_tensor().detach().to("cpu", torch.float32, copy=True)
     if modality is None:
         modality = str(scan.meta.get("modality", ""))
-    meta = {"filename_or_obj": source, "synthetic": bool(synthetic), "modality": str(modality)}
+    meta: dict[str, Any] = {"filename_or_obj": source, "synthetic": bool(synthetic), "modality": str(modality)}
+    prov = scan.meta.get("medgan")
+    if isinstance(prov, Mapping):
+        # what generated it (model, seed, condition, deformation): dropping it made a saved synthetic item an
+        # unmarked image. JSON-normalised (tuples -> lists), as a cached pair's sidecar gives it back.
+        meta["medgan"] = Provenance(json.loads(json.dumps(prov, default=_json_default)))
     return make_scan(data, np.asarray(scan.affine, dtype=np.float64), meta)
 
 
@@ -199,6 +245,7 @@ def write_synthetic_cache(
     """
     from medgan.io.save import save_scan
 
+    condition = _check_condition(condition)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     given = list(label_maps)
@@ -259,7 +306,9 @@ class SyntheticAugmentedDataset(Dataset):
     length
         Items per epoch; default ``ceil(len(real) / (1 - ratio))`` (every real pair once, plus synthetic ones: the
         other ``length - len(real)`` items, a fraction of at least ``ratio``). Given: ``round(length * ratio)``
-        synthetic items. Required when ``ratio == 1``.
+        synthetic items. Required when ``ratio == 1``. The real slots take the real pairs in turn, and the synthetic
+        items their label maps (or the cached pairs), each epoch carrying on where the last one stopped, so with
+        fewer slots than pairs every pair is still used over successive epochs.
     seed
         Seed of the slot layout and of every deformation and generation.
     deform
@@ -275,7 +324,12 @@ class SyntheticAugmentedDataset(Dataset):
     -----
     Each item is ``{"image": MetaTensor, "label": MetaTensor, "synthetic": bool, "index": int}``; both tensors carry
     ``meta["synthetic"]``, ``meta["modality"]`` (a generated image: the synthesizer's modality; a generated label:
-    ``"unknown"``) and ``meta["filename_or_obj"]`` (the real source, or ``"synthetic:<seed>:<epoch>:<k>"``). Call
+    ``"unknown"``) and ``meta["filename_or_obj"]`` (the real source, or ``"synthetic:<seed>:<epoch>:<k>"``); a
+    generated image and a deformed label also carry their provenance ``meta["medgan"]`` (model, checkpoint sha256,
+    seed, condition, deformation; ``"synthetic": True``), so :func:`medgan.save_scan` of an item marks the file
+    synthetic (a :class:`Provenance`: in a batch, a dict of per-item lists that ``monai.data.decollate_batch`` turns
+    back into each item's dict; left out of a batch that mixes items with and without one, as MONAI keeps only the
+    meta keys all items share). Call
     :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot layout stays). The epoch lives in shared
     memory, so it reaches DataLoader worker processes too, persistent ones included (``persistent_workers=True``),
     with the ``fork`` and ``spawn`` start methods; call it before iterating the loader for that epoch.
@@ -337,6 +391,9 @@ class SyntheticAugmentedDataset(Dataset):
             length = max(len(real), math.ceil(len(real) / (1.0 - ratio) - 1e-9))
             n_synthetic = length - len(real)  # every real pair once (round(length * ratio) could repeat one)
         else:
+            # int() would truncate 2.7 to 2 items, and a negative length reached NumPy as a bare ValueError
+            if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+                raise MedganError(f"length must be a non-negative integer, got {length!r}")
             n_synthetic = int(round(int(length) * float(ratio)))
         self.length = int(length)
         self.ratio = float(ratio)
@@ -356,7 +413,7 @@ class SyntheticAugmentedDataset(Dataset):
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.deform = bool(deform)
         self.deform_kwargs = dict(deform_kwargs or {})
-        self.condition = dict(condition or {}) or None
+        self.condition = dict(_check_condition(condition)) or None
         self.cached_pairs: list[tuple[Path, Path]] = []
         self._dims: int | None = None
         if self.n_synthetic and synthesizer is None:
@@ -426,6 +483,17 @@ class SyntheticAugmentedDataset(Dataset):
             self._dims = _as_scan(self.data[0]["label"], "real pair 0 label").ndim - 1
         return self._dims
 
+    @staticmethod
+    def _turn(rank: int, epoch: int, slots: int, n: int) -> int:
+        """Which of ``n`` sources slot ``rank`` (of ``slots`` slots of its kind) takes in ``epoch``.
+
+        ``rank % n`` alone gave every epoch the same sources, so with fewer slots than sources (``length`` below
+        the number of real pairs, or fewer synthetic items than real maps or cached pairs) the later ones were never
+        used; each epoch carries on where the last one stopped. With ``slots`` a multiple of ``n`` (the default
+        length's real slots) and in epoch 0 it is ``rank % n``.
+        """
+        return (rank + epoch * slots) % n
+
     def _synthetic_item(self, k: int) -> dict[str, Any]:
         from medgan.io.save import save_scan
 
@@ -433,13 +501,13 @@ class SyntheticAugmentedDataset(Dataset):
         source = f"synthetic:{self.seed}:{epoch}:{k}"
         dims = self._real_dims()
         if self.synthesizer is None:
-            img_path, lab_path = self.cached_pairs[k % len(self.cached_pairs)]
+            img_path, lab_path = self.cached_pairs[self._turn(k, epoch, self.n_synthetic, len(self.cached_pairs))]
             return {
                 "image": _squeeze_to(_as_scan(img_path, str(img_path)), dims),
                 "label": _squeeze_to(_as_scan(lab_path, str(lab_path)), dims),
                 "src": source,
             }
-        j = k % len(self.data)
+        j = self._turn(k, epoch, self.n_synthetic, len(self.data))  # epoch 0: k % len(data), as the cache writes
         # the same modalities whether generated now or read back from the cache (NIfTI does not carry them)
         modalities = (str(self.synthesizer.metadata.get("modality", "unknown")), "unknown")
         paths = None
@@ -480,7 +548,7 @@ class SyntheticAugmentedDataset(Dataset):
             raw = self._synthetic_item(rank)
             source = raw["src"]
         else:
-            j = rank % len(self.data)
+            j = self._turn(rank, self.epoch, self.length - self.n_synthetic, len(self.data))
             raw = {
                 "image": _as_scan(self.data[j]["image"], f"real pair {j} image"),
                 "label": _as_scan(self.data[j]["label"], f"real pair {j} label"),

@@ -352,7 +352,8 @@ class Synthesizer:
             float or bool index is refused, not truncated); ``{"scalar": value}`` for a scalar-conditioned one,
             a finite number or, for a 2-D model on a volume, a sequence of one number per slice; values must lie
             in :attr:`scalar_range` (a ``"slice_position"`` in [0, 1]). A 2-D ``"slice_position"`` model on a
-            volume defaults to each slice's relative position ``k / (S - 1)``. The provenance records the scalar
+            volume of ``S >= 2`` slices defaults to each slice's relative position ``k / (S - 1)`` (a one-slice
+            volume needs the scalar). The provenance records the scalar
             (a number, the list, or ``"slice_position"`` for the default).
         axis
             2-D model on a 3-D map only: the spatial axis to generate slice by slice along (default 2).
@@ -394,6 +395,10 @@ class Synthesizer:
             raise MedganError(f"{name}: expected a (1, X, Y[, Z]) label map, got shape {tuple(labels.shape)}")
         if self.spatial_dims > n_spatial:
             raise MedganError(f"{name}: a {self.spatial_dims}-D model cannot generate from a 2-D label map")
+        if condition is not None and not isinstance(condition, Mapping):  # dict(0.5) raised a bare TypeError
+            raise MedganError(
+                f"condition must be a dict such as {{'scalar': 0.5}} or {{'class': 'name'}}, got {condition!r}"
+            )
         condition = dict(condition or {})
         unknown = sorted(set(condition) - {"class", "scalar"})
         if unknown:
@@ -414,8 +419,15 @@ class Synthesizer:
         scalars: torch.Tensor | None = None
         scalar_record: float | list[float] | str | None = None
         if has_scalar and scalar is None:
+            if slicewise and self.scalar_condition == "slice_position" and n_slices == 1:
+                # k / (S - 1) is undefined for one slice: defaulting to 0 would silently condition a slice from
+                # anywhere in the body on the bottom of the training volumes
+                raise MedganError(
+                    f"{name}: a one-slice volume has no relative slice position; give model {self.model_name!r} "
+                    "condition={'scalar': value}, the slice's position in [0, 1] (--scalar on the command line)"
+                )
             if slicewise and self.scalar_condition == "slice_position":
-                scalars = torch.linspace(0.0, 1.0, n_slices) if n_slices > 1 else torch.zeros(1)
+                scalars = torch.linspace(0.0, 1.0, n_slices)
                 scalar_record = "slice_position"
             else:
                 raise MedganError(
