@@ -978,3 +978,72 @@ def test_a_file_name_of_another_format_is_not_made_a_dicom_folder(tmp_path, name
         save_scan(scan, tmp_path / name)
     assert not (tmp_path / name).exists()
     assert save_scan(scan, tmp_path / name, format="dicom").is_dir()  # an explicit format still names a folder
+
+
+@needs_load
+@pytest.mark.parametrize("fmt", ["nifti", "dicom"])
+def test_a_monai_scan_in_lps_space_is_written_in_ras(tmp_path, fmt):
+    """MONAI marks a MetaTensor whose affine maps to DICOM's LPS+ world with ``meta["space"] == "LPS"`` (its DICOM
+    readers with ``affine_lps_to_ras=False``). save_scan used to write that affine as if it were RAS+: the file was
+    mirrored left-right and front-back (the world x and y of every voxel negated), silently."""
+    from monai.data import PydicomReader
+    from monai.transforms import LoadImage
+
+    from medgan import load_scan
+
+    def monai_load(lps_to_ras: bool):
+        reader = PydicomReader(affine_lps_to_ras=lps_to_ras)
+        return LoadImage(reader=reader, ensure_channel_first=True, image_only=True)(str(HITACHI_SAMPLE))
+
+    lps, ras = monai_load(False), monai_load(True)  # the real oblique Hitachi series, read both ways by MONAI
+    assert str(lps.meta["space"]) == "LPS" and str(ras.meta["space"]) == "RAS"
+    target = tmp_path / ("lps.nii.gz" if fmt == "nifti" else "lps_dcm")
+    back = load_scan(save_scan(lps, target))
+    # the same voxels at the same RAS+ places as MONAI's own RAS reading of the series
+    _assert_same_grid(back.numpy()[0], back.affine.numpy(), ras.numpy()[0], ras.affine.numpy(), atol_values=0.5)
+    np.testing.assert_array_equal(lps.affine.numpy(), monai_load(False).affine.numpy())  # the input is untouched
+
+
+def _hitachi_copy(folder: Path, **values: object) -> Path:
+    """The real Hitachi sample series copied to ``folder`` with header ``values`` set in every file."""
+    folder.mkdir()
+    for f in sorted(HITACHI_SAMPLE.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        for key, value in values.items():
+            setattr(ds, key, value)
+        ds.save_as(folder / f.name)
+    return folder
+
+
+@needs_load
+def test_several_valued_header_text_is_copied_as_its_dicom_values(tmp_path):
+    """A backslash in a header string (a StudyDescription ``HEAD\\NECK``, a PatientID written as two values) makes
+    pydicom return several values. meta["dicom"] used to keep their Python ``str()``, ``['HEAD', 'NECK']``, and every
+    derived series carried that text as its StudyDescription, and as its PatientID: another patient ID."""
+    from medgan import load_scan
+
+    src_dir = _hitachi_copy(
+        tmp_path / "src", StudyDescription="HEAD\\NECK", PatientID="ID-1\\ID-2", PatientName="Doe^J\\Roe^K"
+    )
+    scan = load_scan(src_dir)
+    assert scan.meta["dicom"]["StudyDescription"] == "HEAD\\NECK"
+    assert scan.meta["dicom"]["PatientID"] == "ID-1\\ID-2"
+    src = pydicom.dcmread(next(src_dir.glob("*.dcm")), stop_before_pixels=True)
+    out = save_scan(scan, tmp_path / "derived", reference=scan)
+    for f in sorted(out.glob("*.dcm")):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        for key in ("StudyDescription", "PatientID", "PatientName"):
+            assert list(ds[key].value) == list(src[key].value), key  # the same values, not a Python list's text
+
+
+@pytest.mark.tools
+@needs_load
+def test_series_number_of_a_derived_series_stays_in_the_is_range(tmp_path):
+    """The derived series is numbered SeriesNumber + 1000; a source near the top of the IS range (2**31 - 1) gave
+    2147484647, which dciodvfy rejects ("Range invalid for this VR")."""
+    from medgan import load_scan
+
+    scan = load_scan(_hitachi_copy(tmp_path / "src", SeriesNumber=2**31 - 1))
+    out = save_scan(scan, tmp_path / "derived", reference=scan)
+    assert abs(int(pydicom.dcmread(next(out.glob("*.dcm"))).SeriesNumber)) < 2**31
+    assert [line for line in _dciodvfy_errors(out) if "Series Number" in line] == []

@@ -25,7 +25,7 @@ from medgan.errors import MedganError
 from medgan.io.atomic import atomic_paths
 from medgan.io.dicom_write import derivation_text, write_dicom_series
 from medgan.io.nifti import NIFTI_2D_INTENT_NAME, SIDECAR_META_KEYS, modality_code, nifti_sidecar_path
-from medgan.io.scan import affine_4x4, scan_array, spacing_from_affine
+from medgan.io.scan import in_ras_space, ras_affine, scan_array, spacing_from_affine
 
 __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
 
@@ -53,7 +53,8 @@ def save_scan(
     ----------
     scan
         Channel-first ``MetaTensor`` ``(C, X, Y[, Z])`` with a 4x4 RAS+ affine (a 2-D image's 3x3 affine, as MONAI's
-        ITK reader gives, is embedded in 4x4 as :func:`medgan.degrade` does).
+        ITK reader gives, is embedded in 4x4 as :func:`medgan.degrade` does). A MONAI scan whose ``meta["space"]``
+        is ``"LPS"`` (an affine to DICOM's LPS+ world) is converted to RAS+ (:func:`medgan.io.scan.ras_affine`).
     path
         ``*.nii`` / ``*.nii.gz`` for NIfTI; a folder (any other name) for DICOM. Without ``format``, a name
         ending like a file of another format (``.mha``, ``.nrrd``, ``.dcm``, ``.png``, a bare ``.gz``, ...) is refused
@@ -105,6 +106,8 @@ def save_scan(
     'x.nii.gz'
     """
     path = Path(path)
+    # a MONAI scan whose affine maps to LPS+ (meta["space"] == "LPS") would otherwise be written mirrored
+    scan = in_ras_space(scan)
     fmt = (format or ("nifti" if _is_nifti(path) else "dicom")).lower()
     if fmt not in ("nifti", "dicom"):
         raise MedganError(f"{path}: unknown output format {format!r}; use 'nifti' or 'dicom'")
@@ -291,7 +294,8 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     path = Path(path)
     if not path.parent.is_dir():
         raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
-    affine = affine_4x4(getattr(scan, "affine", np.eye(4)))  # a 2-D MetaTensor's 3x3 affine embedded, as degrade does
+    # a 2-D MetaTensor's 3x3 affine embedded, as degrade does; a MONAI scan in LPS space (meta["space"]) made RAS+
+    affine = ras_affine(scan)
     meta = dict(getattr(scan, "meta", {}) or {})
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise MedganError(f"{path}: the scan's affine is singular or not finite; cannot write NIfTI geometry")

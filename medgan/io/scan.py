@@ -15,7 +15,16 @@ if TYPE_CHECKING:  # torch / MONAI take seconds to import; header-only callers (
     import torch
     from monai.data import MetaTensor
 
-__all__ = ["make_scan", "scan_array", "affine_4x4", "spacing_from_affine", "orientation_code", "LPS_TO_RAS"]
+__all__ = [
+    "make_scan",
+    "scan_array",
+    "affine_4x4",
+    "ras_affine",
+    "in_ras_space",
+    "spacing_from_affine",
+    "orientation_code",
+    "LPS_TO_RAS",
+]
 
 #: Flip of the first two world axes: DICOM's LPS+ <-> NIfTI/MONAI's RAS+.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -136,6 +145,46 @@ def affine_4x4(affine: Any) -> np.ndarray:
     d = affine.shape[0] - 1
     full[:d, :d], full[:d, 3] = affine[:d, :d], affine[:d, d]
     return full
+
+
+def _is_lps_space(meta: Any) -> bool:
+    """Whether MONAI's ``meta["space"]`` (a ``monai.utils.SpaceKeys`` or its string) says the affine maps to LPS+."""
+    space = meta.get("space") if isinstance(meta, dict) else None
+    return space is not None and str(getattr(space, "value", space)).upper() == "LPS"
+
+
+def ras_affine(scan: Any) -> np.ndarray:
+    """The 4x4 float64 voxel-index -> RAS+ mm affine of ``scan`` (embedded as :func:`affine_4x4` does).
+
+    medgan's scans map to RAS+, but a MONAI ``MetaTensor`` may map to DICOM's LPS+ world instead, and says so in
+    ``meta["space"] == "LPS"`` (MONAI's DICOM and ITK readers with ``affine_lps_to_ras=False``; MONAI's writers
+    convert on that flag too). Such an affine is converted here: taken as RAS+, it mirrors the scan through the
+    world's x and y axes. Without ``meta["space"]`` (medgan's own scans) the affine is RAS+ already.
+
+    Parameters
+    ----------
+    scan
+        A ``MetaTensor`` (or anything with ``.affine`` and ``.meta``); an object without ``.affine`` gets the
+        identity.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    affine = affine_4x4(getattr(scan, "affine", np.eye(4)))
+    return LPS_TO_RAS @ affine if _is_lps_space(getattr(scan, "meta", None)) else affine
+
+
+def in_ras_space(scan: Any) -> Any:
+    """``scan`` itself, or, when its ``meta["space"]`` is ``"LPS"`` (see :func:`ras_affine`), a ``MetaTensor`` that
+    shares its voxels with the RAS+ affine and ``meta["space"] = "RAS"``."""
+    if not _is_lps_space(getattr(scan, "meta", None)):
+        return scan
+    from monai.data import MetaTensor
+
+    meta = {k: v for k, v in scan.meta.items() if k != "affine"}
+    meta["space"] = "RAS"
+    return MetaTensor(scan.as_tensor(), affine=ras_affine(scan), meta=meta)
 
 
 def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[str, Any] | None = None) -> MetaTensor:
