@@ -650,8 +650,8 @@ def test_cli_upscale_writes_a_nifti_with_the_original_geometry(tmp_path, capsys)
     # --axes with a 3-D model: the error names the file and the option, as on a folder tree (it said only "axes=")
     assert main(["upscale", str(low_path), str(tmp_path / "c.nii.gz"), "--model", str(model), "--axes", "0,2"]) == 1
     err = capsys.readouterr().err
-    assert "low.nii.gz: axes= (--axes) is only for a 2-D model applied to a 3-D volume" in err, err
-    assert "3-D model (cli-test)" in err and not (tmp_path / "c.nii.gz").exists()
+    assert "low.nii.gz: axes= (--axes) picks the two axes of a 2-D model applied to a 3-D volume" in err, err
+    assert "3-D model (cli-test) on a 3-D scan takes only (0, 1, 2)" in err and not (tmp_path / "c.nii.gz").exists()
 
 
 def test_synthesis_checkpoint_is_refused_by_superresolver(tmp_path):

@@ -571,8 +571,9 @@ class SuperResolver:
                 raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
         elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
             raise MedganError(
-                f"{name}: axes= (--axes) is only for a 2-D model applied to a 3-D volume; "
-                f"here a {self.spatial_dims}-D model ({self.model_name}) meets a {n_spatial}-D scan"
+                f"{name}: axes= (--axes) picks the two axes of a 2-D model applied to a 3-D volume; a "
+                f"{self.spatial_dims}-D model ({self.model_name}) on a {n_spatial}-D scan takes only "
+                f"{tuple(range(n_spatial))} (the axes as they stand), got {tuple(axes)!r}: reorient the scan instead"
             )
         else:
             if axes is None:  # axes=(0, 1, 2) says the model's axes are the scan's as they stand
