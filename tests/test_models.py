@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +13,7 @@ from monai.networks.utils import pixelshuffle
 from torch import nn
 from torch.nn.utils import parametrize
 
-from medgan.errors import ConfigError
+from medgan.errors import CheckpointError, ConfigError
 from medgan.models.discriminators import PatchDiscriminator, VGGDiscriminator
 from medgan.models.generators import AxisSubpixelUpsample, pixel_shuffle_axes, upsample_stages
 from medgan.models.registry import build_discriminator, build_generator, generator_config
@@ -206,3 +209,71 @@ def test_cubic_residual_generator_starts_at_tricubic():
     x = torch.rand(1, 1, 6, 6, 6)
     with torch.no_grad():
         assert torch.allclose(model(x), tricubic_upsample(x, (2, 2, 2)), atol=1e-6)
+
+
+# ---------------------------------------------------------------- crafted checkpoints and configs
+
+_SHIPPED = Path(__file__).resolve().parents[1] / "medgan" / "pretrained" / "brain-mr-x2-2d.safetensors"
+
+
+def _rewrite_checkpoint(path: Path, edit) -> Path:
+    """The shipped 2-D x2 checkpoint with its metadata text replaced by ``edit(metadata dict)``, hashes recomputed
+    (what anyone can do: the hashes detect damage, they do not sign)."""
+    from safetensors import safe_open
+    from safetensors.torch import save as st_save
+
+    from medgan.infer.checkpoint import FORMAT, metadata_sha256, payload_sha256
+
+    with safe_open(str(_SHIPPED), framework="pt") as fh:
+        header = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    text = edit(json.loads(header["medgan"]))
+    header = {
+        "format": FORMAT,
+        "payload_sha256": payload_sha256(tensors),
+        "medgan": text,
+        "metadata_sha256": metadata_sha256(text),
+    }
+    path.write_bytes(st_save(tensors, metadata=header))
+    return path
+
+
+def test_checkpoint_with_deeply_nested_metadata_is_a_checkpoint_error(tmp_path):
+    """JSON arrays nested 100000 deep made json's decoder raise RecursionError, a raw traceback from
+    ``medgan upscale --model``."""
+    from medgan.infer.checkpoint import load_checkpoint
+
+    path = _rewrite_checkpoint(tmp_path / "deep.safetensors", lambda meta: "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_declaring_an_absurd_network_is_a_checkpoint_error(tmp_path):
+    """channels 2**62 passes the config checks, and torch refused the network even on the meta device with a raw
+    RuntimeError ("Storage size calculation overflowed")."""
+    from medgan.infer.checkpoint import load_checkpoint
+
+    def huge(meta: dict) -> str:
+        meta["model"]["channels"] = 2**62
+        return json.dumps(meta)
+
+    ckpt = load_checkpoint(_rewrite_checkpoint(tmp_path / "huge.safetensors", huge))
+    with pytest.raises(CheckpointError, match="too large to build"):
+        ckpt.build_model()
+
+
+def test_yaml_config_whose_aliases_expand_to_billions_of_values_is_refused(tmp_path):
+    """Nine lists of nine aliases of the previous one ("billion laughs") parse instantly with yaml.safe_load but are
+    9**9 values as a tree: ``medgan train-sr`` then spent minutes and gigabytes printing the error message about it."""
+    from medgan.train.config import read_yaml
+
+    lines = ["out_dir: out", "seed:", "  - &a [" + ", ".join(["lol"] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"  - &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="aliases"):
+        read_yaml(bomb)
+    shared = tmp_path / "shared.yaml"  # an alias used the ordinary way still reads
+    shared.write_text("phase1: {lr: &lr 0.0002}\nphase2: {lr_g: *lr, lr_d: *lr}\n")
+    assert read_yaml(shared) == {"phase1": {"lr": 0.0002}, "phase2": {"lr_g": 0.0002, "lr_d": 0.0002}}

@@ -1047,3 +1047,23 @@ def test_series_number_of_a_derived_series_stays_in_the_is_range(tmp_path):
     out = save_scan(scan, tmp_path / "derived", reference=scan)
     assert abs(int(pydicom.dcmread(next(out.glob("*.dcm"))).SeriesNumber)) < 2**31
     assert [line for line in _dciodvfy_errors(out) if "Series Number" in line] == []
+
+
+@needs_load
+def test_a_deeply_nested_record_in_medgan_private_block_is_dropped_not_the_series(tmp_path):
+    """medgan's private block is read back with json.loads; an element of arrays nested 50000 deep (crafted, or
+    another tool's data in group 0x0077) raised RecursionError, which made discovery and load_scan refuse the whole
+    series, though provenance_of / records_of are documented never to raise and an unreadable record is dropped."""
+    import medgan
+
+    src = medgan.load_scan(HITACHI_SAMPLE)
+    meta = {"medgan": {"task": "super-resolution", "synthetic": True}, "degradation": {"method": "kspace"}}
+    out = save_scan(make_scan(src.numpy(), src.affine, meta), tmp_path / "series")
+    for element, key in ((0x1012, "medgan"), (0x1013, "degradation")):
+        for f in sorted(out.glob("*.dcm")):
+            ds = pydicom.dcmread(f)
+            ds[0x0077, element].value = "[" * 50_000 + "]" * 50_000
+            ds.save_as(f)
+        back = medgan.load_scan(out)
+        assert key not in back.meta and tuple(back.shape) == tuple(src.shape)
+        assert [r.usable for r in medgan.discover_scans(out)] == [True]

@@ -94,6 +94,13 @@ class Checkpoint:
                 skeleton = build_generator(self.metadata["model"])
         except (ConfigError, TypeError, ValueError) as exc:  # a config this medgan does not know, or a broken one
             raise CheckpointError(f"{self.path}: cannot build the stored model ({exc}); upgrade medgan?") from None
+        except (RuntimeError, OverflowError) as exc:
+            # torch refuses absurd sizes even on the meta device (channels 2**62: "Storage size calculation
+            # overflowed"), which reached the user as a raw traceback
+            raise CheckpointError(
+                f"{self.path}: the stored model config declares a network too large to build "
+                f"({type(exc).__name__}; modified or corrupt file)"
+            ) from None
         self._check_tensors_fit(skeleton.state_dict())
         model = build_generator(self.metadata["model"])
         try:
@@ -335,6 +342,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raise ValueError("metadata is not a JSON object")
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: checkpoint metadata is missing or not valid JSON ({exc})") from None
+    except RecursionError:  # arrays nested thousands deep: json's decoder recurses per level
+        raise CheckpointError(f"{path}: checkpoint metadata is nested too deeply (modified or corrupt file)") from None
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")

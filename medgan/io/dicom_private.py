@@ -204,7 +204,7 @@ def records_of(layout: SeriesLayout | None) -> dict[str, Any]:
             continue
         try:
             record = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep (a crafted element)
             continue
         if isinstance(record, dict) and marker in record:
             out[key] = record
@@ -217,6 +217,6 @@ def provenance_of(layout: SeriesLayout | None) -> dict[str, Any] | None:
         return None
     try:
         prov = json.loads(layout.provenance)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep (a crafted element)
         return None
     return prov if isinstance(prov, dict) else None

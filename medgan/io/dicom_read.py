@@ -382,9 +382,18 @@ def _check_steps(source: str, slot_proj: np.ndarray, scale: float) -> list[str]:
 
 
 def _meta_strings(ds: pydicom.Dataset) -> dict[str, str]:
+    """:data:`DICOM_META_KEYS` as the text DICOM stores them.
+
+    A value with a backslash (a StudyDescription ``HEAD\\NECK``) is several values to pydicom, a list or
+    ``MultiValue`` whose ``str()`` is Python's ``['HEAD', 'NECK']``; that text would be written into derived series
+    (as the patient's name or ID, too). Several values are joined with the DICOM delimiter instead, which writing
+    splits back into the same values.
+    """
     out = {}
     for key in DICOM_META_KEYS:
         value = header_value(ds, key, text=True)
+        if isinstance(value, list | tuple | pydicom.multival.MultiValue):
+            value = "\\".join(str(v) for v in value)
         if value is not None and str(value) != "":
             out[key] = str(value)
     return out

@@ -338,9 +338,11 @@ def _base_dataset(
     ds.Modality = next((str(m) for m in candidates if _is_modality_code(m)), "OT")
     ds.SeriesInstanceUID = generate_uid()
     try:
-        ds.SeriesNumber = int(float(_meta_str(ref_dicom, "SeriesNumber"))) + 1000
+        series_number = int(float(_meta_str(ref_dicom, "SeriesNumber"))) + 1000
     except ValueError:
-        ds.SeriesNumber = 1000
+        series_number = 1000
+    # IS holds -(2**31 - 1) .. 2**31 - 1 (dciodvfy: "Range invalid"); a source number near the top would overflow it
+    ds.SeriesNumber = series_number if abs(series_number) < 2**31 else 1000
     src_desc = _meta_str(ref_dicom, "SeriesDescription")
     ds.SeriesDescription = (f"{src_desc} medgan" if src_desc else "medgan derived")[:64]
     body_part = _meta_str(ref_dicom, "BodyPartExamined")[:16]

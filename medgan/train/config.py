@@ -602,4 +602,36 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: invalid YAML{at} ({getattr(exc, 'problem', None) or exc})") from None
+    if not _expands_within(data, _MAX_YAML_VALUES):
+        raise ConfigError(
+            f"{path}: the YAML expands to more than {_MAX_YAML_VALUES} values once its aliases (*name) are followed, "
+            "or refers to itself; a training config holds a few hundred"
+        )
     return data or {}
+
+
+#: Most values (mappings, lists, keys, scalars) a config may hold with its aliases expanded.
+_MAX_YAML_VALUES = 1_000_000
+
+
+def _expands_within(data: Any, limit: int) -> bool:
+    """Whether ``data``, walked as a tree (each alias expanded where it is used), holds at most ``limit`` values.
+
+    Why: ``yaml.safe_load`` builds no objects from tags, but an alias is a shared reference, so nine lists of nine
+    aliases of the previous one (the "billion laughs") parse in microseconds into a value that is 9**9 values deep as
+    a tree. Every later walk of it (an error message's ``repr``, ``json.dumps`` into a checkpoint) then runs for
+    minutes while memory grows by gigabytes. This walk stops at ``limit``, so it costs at most that many steps; a
+    self-referencing value (``&a [*a]``) never ends and is refused too.
+    """
+    stack, seen = [data], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > limit:
+            return False
+        if isinstance(value, Mapping):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple | set):
+            stack.extend(value)
+    return True
