@@ -455,3 +455,25 @@ def test_a_lone_image_takes_a_readable_imager_pixel_spacing_only(tmp_path, image
     ds.save_as(tmp_path / "ct.dcm")
     scan = medgan.load_scan(tmp_path / "ct.dcm")
     assert tuple(float(v) for v in scan.meta["spacing"][:2]) == pytest.approx(spacing)
+
+
+def test_pydicom_log_lines_stay_out_of_the_users_log(tmp_path, caplog):
+    """quiet_pydicom silenced pydicom's warnings but not the log records pydicom writes beside them ("Unknown
+    encoding ... using default encoding instead"), one per element decoded: a user's log filled with them, and such
+    lines sit right next to header values. Reading, discovering and loading now leave pydicom's logger silent."""
+    import logging
+    import warnings
+
+    src = sorted((Path(__file__).resolve().parents[1] / "sample_data" / "dicom").rglob("*.dcm"))[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(src)
+        ds.SpecificCharacterSet = "ISO_IR 999"  # no such character set: pydicom warns and logs per text element
+        ds.save_as(tmp_path / "a.dcm")
+    with caplog.at_level(logging.DEBUG):
+        caplog.clear()
+        refs = medgan.discover_scans(tmp_path)
+        scan = medgan.load_scan(tmp_path / "a.dcm")
+    assert [r.usable for r in refs] == [True] and scan.shape[0] == 1
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pydicom")] == []
+    assert not logging.getLogger("pydicom").disabled  # restored afterwards

@@ -104,6 +104,11 @@ def quiet_pydicom() -> Iterator[None]:
     settings = pydicom.config.settings
     previous = settings.reading_validation_mode
     settings.reading_validation_mode = pydicom.config.IGNORE
+    # pydicom also logs what it warns ("Unknown encoding ...", "Failed to decode ..."), once per file, to its own
+    # logger: a user's DEBUG log filled with them, and a future message may quote a value
+    pydicom_log = logging.getLogger("pydicom")
+    was_disabled = pydicom_log.disabled
+    pydicom_log.disabled = True
     reader = pydicom.filereader
     encoding = reader.default_encoding
     if encoding == "iso8859":
@@ -117,6 +122,7 @@ def quiet_pydicom() -> Iterator[None]:
     finally:
         settings.reading_validation_mode = previous
         reader.default_encoding = encoding
+        pydicom_log.disabled = was_disabled
 
 
 def _floats(value: Any, n: int) -> np.ndarray | None:
