@@ -7,10 +7,13 @@ on the fly, or read pre-generated pairs from a cache folder (:func:`write_synthe
 which real map a synthetic slot deforms, and every seed are pure functions of ``(seed, epoch, index)``: the dataset
 is deterministic under a seed, in any number of DataLoader workers.
 
+A real pair may carry its own ``"condition"`` (e.g. the slice position of a 2-D slice for a slice-conditioned model),
+used for the synthetic items that deform its label map, over the dataset-wide one.
+
 A cache folder is keyed: each pair's file name holds a hash of everything that decides its content besides the seed
-and index (the synthesizer checkpoint's sha256, the condition, the deformation settings, and which real label map it
-deforms: its index and its identity), so a dataset built with other settings never reads another setting's images;
-it generates its own.
+and index (the synthesizer checkpoint's sha256, the condition the pair was generated with, the deformation settings,
+and which real label map it deforms: its index and its identity), so a dataset built with other settings never reads
+another setting's images; it generates its own.
 
 The images of both kinds are in the same units: the synthesizer inverts its training normalisation, so give real
 images in the units it was trained on (e.g. raw T1 values) and normalise both in ``transform``.
@@ -112,7 +115,11 @@ def cache_key(
     label
         That label map as given (a path: its resolved path, size and mtime count; a scan or array: a hash of its
         values and affine), so a changed or reordered map is not served another map's pair.
-    condition, deform, deform_kwargs
+    condition
+        The condition the pair is generated with: the dataset-wide one with the source pair's own keys over it (see
+        :class:`SyntheticAugmentedDataset`). Only this merged value counts, so a cache written without per-pair
+        conditions keeps its keys.
+    deform, deform_kwargs
         As passed to :func:`write_synthetic_cache` / :class:`SyntheticAugmentedDataset` (the deformation
         arguments count only with ``deform``).
 
@@ -132,14 +139,23 @@ def cache_key(
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _check_condition(condition: Any) -> Mapping[str, Any]:
+def _check_condition(condition: Any, what: str = "") -> Mapping[str, Any]:
     """``condition`` (``None`` or a mapping) as a mapping; anything else is a MedganError, not ``dict()``'s bare
-    ``TypeError: 'float' object is not iterable``."""
+    ``TypeError: 'float' object is not iterable``. ``what`` prefixes the message (e.g. ``"real pair 3: "``)."""
     if condition is not None and not isinstance(condition, Mapping):
         raise MedganError(
-            f"condition must be a dict such as {{'scalar': 0.5}} or {{'class': 'name'}}, got {condition!r}"
+            f"{what}condition must be a dict such as {{'scalar': 0.5}} or {{'class': 'name'}}, got {condition!r}"
         )
     return condition or {}
+
+
+def _merge_condition(
+    condition: Mapping[str, Any] | None, own: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The condition a synthetic pair is generated with (and keyed by): the dataset-wide ``condition`` with the
+    source pair's ``own`` keys over it; ``None`` when both are empty. A non-dict is a MedganError."""
+    merged = {**_check_condition(condition), **_check_condition(own)}
+    return merged or None
 
 
 def _item_seed(*parts: int) -> int:
@@ -227,6 +243,7 @@ def write_synthetic_cache(
     deform: bool = True,
     deform_kwargs: Mapping[str, Any] | None = None,
     condition: Mapping[str, Any] | None = None,
+    conditions: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> list[tuple[Path, Path]]:
     """Generate ``n`` synthetic (image, label) pairs into ``out_dir`` (NIfTI with provenance sidecars).
 
@@ -234,9 +251,27 @@ def write_synthetic_cache(
     ``(seed, k, key)``, ``key`` the :func:`cache_key` of the synthesizer, condition, deformation settings and
     source map; existing pairs with the same name are kept (a rerun resumes), pairs written with other settings
     are not reused. Pair ``k`` is the dataset's synthetic item ``k`` of epoch 0 under ``seed`` when
-    ``label_maps`` are the real pairs' label maps, given alike (the same paths, or the same arrays), so the folder
-    also serves as the dataset's write-through ``cache_dir``. Files are written atomically by
-    :func:`medgan.save_scan`.
+    ``label_maps`` are the real pairs' label maps, given alike (the same paths, or the same arrays), and
+    ``conditions`` their ``"condition"`` entries, so the folder also serves as the dataset's write-through
+    ``cache_dir``. Files are written atomically by :func:`medgan.save_scan`.
+
+    Parameters
+    ----------
+    synthesizer
+        The generator (:class:`medgan.infer.synthesis.Synthesizer`).
+    label_maps
+        Real label maps (scans, arrays or paths) to deform, in turn.
+    out_dir
+        The cache folder (created).
+    n
+        Number of pairs.
+    seed, deform, deform_kwargs
+        As for :class:`SyntheticAugmentedDataset`.
+    condition
+        Passed to :meth:`Synthesizer.generate` for every pair.
+    conditions
+        One condition (or ``None``) per label map, merged over ``condition`` (its keys win) for the pairs that
+        deform that map, e.g. each 2-D slice's position for a slice-conditioned model.
 
     Returns
     -------
@@ -246,9 +281,14 @@ def write_synthetic_cache(
     from medgan.io.save import save_scan
 
     condition = _check_condition(condition)
+    given = list(label_maps)
+    own = [None] * len(given) if conditions is None else list(conditions)
+    if len(own) != len(given):
+        raise MedganError(f"write_synthetic_cache: {len(own)} conditions for {len(given)} label maps; give one per map")
+    # checked before anything is read or written
+    merged = [_merge_condition(condition, _check_condition(c, f"label map {i}: ")) for i, c in enumerate(own)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    given = list(label_maps)
     maps = [_as_scan(m, f"label map {i}") for i, m in enumerate(given)]
     if not maps:
         raise MedganError("write_synthetic_cache: no label maps given")
@@ -256,12 +296,12 @@ def write_synthetic_cache(
     for k in range(int(n)):
         j = k % len(maps)
         key = cache_key(
-            synthesizer, source=j, label=given[j], condition=condition, deform=deform, deform_kwargs=deform_kwargs
+            synthesizer, source=j, label=given[j], condition=merged[j], deform=deform, deform_kwargs=deform_kwargs
         )
         img_name, lab_name = cache_names(seed, k, key)
         img_path, lab_path = out / img_name, out / lab_name
         if not (img_path.is_file() and lab_path.is_file()):
-            image, label = _synthesize(synthesizer, maps[k % len(maps)], seed, 0, k, deform, deform_kwargs, condition)
+            image, label = _synthesize(synthesizer, maps[j], seed, 0, k, deform, deform_kwargs, merged[j])
             save_scan(label, lab_path)
             save_scan(image, img_path)
         paths.append((img_path, lab_path))
@@ -291,16 +331,20 @@ class SyntheticAugmentedDataset(Dataset):
     ----------
     real
         Real pairs: dicts with ``"image"`` and ``"label"`` (MetaTensors, arrays or NIfTI/DICOM paths),
-        channel-first ``(C, X, Y[, Z])`` / ``(1, X, Y[, Z])``.
+        channel-first ``(C, X, Y[, Z])`` / ``(1, X, Y[, Z])``, and optionally ``"condition"``: a dict used for the
+        synthetic items that deform this pair's label map, merged over ``condition`` (the pair's keys win), e.g.
+        ``{"scalar": k / (Z - 1)}``, the slice position of 2-D slice ``k`` for a slice-conditioned model such as
+        ``brain-t1-tissue-2d``. Items do not carry it (they are ``{"image", "label", "synthetic", "index"}``); the
+        generated image's provenance records the condition used.
     synthesizer
         Generates synthetic images on the fly (:class:`medgan.infer.synthesis.Synthesizer`); ``None`` reads
         pre-generated pairs from ``cache_dir``.
     cache_dir
         With a synthesizer: a write-through cache (pair ``k`` of epoch 0 is read back if present, else generated and
-        written), keyed by :func:`cache_key` (synthesizer sha256, condition, deformation settings, the source
-        label map's index and identity), so other settings never reuse its files; a cached pair is the generated
-        one (same values, same meta). Without a synthesizer: the folder of pairs written by
-        :func:`write_synthetic_cache`, used in sorted order.
+        written), keyed by :func:`cache_key` (synthesizer sha256, the condition used, i.e. merged with the pair's
+        own, deformation settings, the source label map's index and identity), so other settings never reuse its
+        files; a cached pair is the generated one (same values, same meta). Without a synthesizer: the folder of
+        pairs written by :func:`write_synthetic_cache`, used in sorted order (the conditions play no part).
     ratio
         Fraction of synthetic items, in ``[0, 1]``.
     length
@@ -316,7 +360,8 @@ class SyntheticAugmentedDataset(Dataset):
     deform_kwargs
         Passed to :func:`~medgan.data.labels.deform_labels` (``elastic=``, ``affine=``).
     condition
-        Passed to :meth:`Synthesizer.generate` (class / scalar condition).
+        Passed to :meth:`Synthesizer.generate` (class / scalar condition) for every synthetic item, under the
+        source pair's own ``"condition"`` keys when it has one.
     transform
         MONAI (dictionary) transform applied to each item, e.g. normalisation and random crops.
 
@@ -329,10 +374,11 @@ class SyntheticAugmentedDataset(Dataset):
     seed, condition, deformation; ``"synthetic": True``), so :func:`medgan.save_scan` of an item marks the file
     synthetic (a :class:`Provenance`: in a batch, a dict of per-item lists that ``monai.data.decollate_batch`` turns
     back into each item's dict; left out of a batch that mixes items with and without one, as MONAI keeps only the
-    meta keys all items share). Call
-    :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot layout stays). The epoch lives in shared
-    memory, so it reaches DataLoader worker processes too, persistent ones included (``persistent_workers=True``),
-    with the ``fork`` and ``spawn`` start methods; call it before iterating the loader for that epoch.
+    meta keys all items share). :attr:`conditions` lists the condition each real pair's synthetic items are generated
+    with (the merge; ``None`` for none). Call :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot
+    layout stays). The epoch lives in shared memory, so it reaches DataLoader worker processes too, persistent ones
+    included (``persistent_workers=True``), with the ``fork`` and ``spawn`` start methods; call it before iterating
+    the loader for that epoch.
 
     A MONAI training loop::
 
@@ -346,9 +392,10 @@ class SyntheticAugmentedDataset(Dataset):
         from medgan.data.synthetic_dataset import SyntheticAugmentedDataset
 
         synth = Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
+        # 2-D axial slices k of (Z-slice) volumes; the model is conditioned on each slice's position (0-1)
+        real_pairs = [{"image": t1[..., k], "label": labels[..., k], "condition": {"scalar": k / (Z - 1)}} for k in ks]
         ds = SyntheticAugmentedDataset(
             real_pairs, synthesizer=synth, ratio=0.5, seed=0,
-            condition={"scalar": 0.5},  # the model's slice position (0-1) of these 2-D label slices
             transform=Compose([NormalizeIntensityd("image"), AsDiscreted("label", to_onehot=4)]),
         )
         loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=2)
@@ -383,6 +430,7 @@ class SyntheticAugmentedDataset(Dataset):
         for i, item in enumerate(real):
             if not isinstance(item, Mapping) or "image" not in item or "label" not in item:
                 raise MedganError(f"real pair {i}: expected a dict with 'image' and 'label'")
+            _check_condition(item.get("condition"), f"real pair {i}: ")
         if length is None:
             if ratio >= 1.0:
                 raise MedganError("ratio=1 (only synthetic items) needs an explicit length")
@@ -414,6 +462,9 @@ class SyntheticAugmentedDataset(Dataset):
         self.deform = bool(deform)
         self.deform_kwargs = dict(deform_kwargs or {})
         self.condition = dict(_check_condition(condition)) or None
+        # what each pair's synthetic items are generated with (and cached under): one condition for every pair
+        # rendered a slice-conditioned model's slices all at one position
+        self.conditions = [_merge_condition(self.condition, item.get("condition")) for item in real]
         self.cached_pairs: list[tuple[Path, Path]] = []
         self._dims: int | None = None
         if self.n_synthetic and synthesizer is None:
@@ -516,7 +567,7 @@ class SyntheticAugmentedDataset(Dataset):
                 self.synthesizer,
                 source=j,
                 label=self.data[j]["label"],
-                condition=self.condition,
+                condition=self.conditions[j],
                 deform=self.deform,
                 deform_kwargs=self.deform_kwargs,
             )
@@ -530,7 +581,7 @@ class SyntheticAugmentedDataset(Dataset):
                 }
         real_label = _as_scan(self.data[j]["label"], f"real pair {j} label")
         image, label = _synthesize(
-            self.synthesizer, real_label, self.seed, epoch, k, self.deform, self.deform_kwargs, self.condition
+            self.synthesizer, real_label, self.seed, epoch, k, self.deform, self.deform_kwargs, self.conditions[j]
         )
         if paths is not None:
             paths[0].parent.mkdir(parents=True, exist_ok=True)
