@@ -252,6 +252,106 @@ def test_an_output_folder_that_cannot_be_created_is_a_one_line_error(tmp_path, t
     assert blocker.read_text() == "a regular file\n"
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 4 MiB tmpfs mounted for the test (a file system that can fill up or be made read-only); skips where this
+    process may not mount one (not root, or a container without the right)."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(fs: Path, name: str) -> None:
+    """Write zeros to ``fs/name`` until the file system is full."""
+    fd = os.open(fs / name, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 1):  # big blocks, then single bytes into what is left
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def _end_on_page(path: Path, *, room: bool) -> None:
+    """Pad a text file with a blank line to the end of its last memory page (tmpfs stores files in pages), so that
+    the next byte needs a new page; with ``room``, start that page now (one more newline) so that the next few
+    KiB fit without one."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    pad = -path.stat().st_size % page
+    with open(path, "ab") as fh:
+        fh.write(b" " * (pad - 1) + b"\n" if pad else b"")
+        if room:
+            fh.write(b"\n")
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_a_rerun_resumes(small_fs, tiny_model, good_tree, capsys, caplog):
+    """Disk full when the run ends (manifest.csv cannot be created), then from the first line it logs and appends:
+    exit 1 with one line naming the file and the reason, no traceback (the run printed raw OSError tracebacks,
+    and a '--- Logging error ---' one per log line); once there is space again, a rerun finishes with every
+    scan done once."""
+    out = small_fs / "out"
+    assert _upscale(good_tree, out, tiny_model) == 0
+    capsys.readouterr()
+
+    # room left in manifest.jsonl's and medgan.log's last pages only: the rows and log lines fit, manifest.csv not
+    for name in ("manifest.jsonl", "medgan.log"):
+        _end_on_page(out / name, room=True)
+    _fill(small_fs, "filler1")
+    assert _upscale(good_tree, out, tiny_model) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert err.strip() == (
+        f"medgan batch: error: {out / 'manifest.csv'}: cannot write (No space left on device); every scan's row is "
+        f"in {out / 'manifest.jsonl'}, and a rerun writes the table again"
+    )
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")[3:]] == ["skipped"] * 3
+
+    # no room at all: the run log is given up (one warning), the first row stops the run
+    for name in ("manifest.jsonl", "medgan.log"):
+        _end_on_page(out / name, room=False)
+    _fill(small_fs, "filler2")
+    assert _upscale(good_tree, out, tiny_model, "--force") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert err.strip().startswith(f"medgan batch: error: {out / 'manifest.jsonl'}: cannot record scan "), err
+    assert "(No space left on device); the run stops here" in err and len(err.strip().splitlines()) == 1
+    given_up = [r.getMessage() for r in caplog.records if "cannot write the run log" in r.getMessage()]
+    assert given_up == [
+        f"{out / 'medgan.log'}: cannot write the run log (No space left on device); its lines go to the terminal only"
+    ]
+
+    for name in ("filler1", "filler2"):
+        (small_fs / name).unlink()
+    assert _upscale(good_tree, out, tiny_model) == 0
+    rows = read_rows(out / "manifest.jsonl")
+    assert [r["status"] for r in rows[-3:]] == ["skipped"] * 3
+    assert [r["status"] for r in rows].count("done") == 3
+    assert len((out / "manifest.csv").read_text().splitlines()) == 4
+    _assert_no_temp(out)
+
+
+def test_an_output_folder_on_a_read_only_file_system_is_a_one_line_error(small_fs, tiny_model, good_tree, capsys):
+    """An OUT_ROOT that exists but cannot be written (read-only file system; for a user, no write permission): exit
+    1 with one line, as for one that cannot be created (taking the lock raised a raw OSError traceback)."""
+    out = small_fs / "out"
+    out.mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    assert _upscale(good_tree, out, tiny_model) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"medgan batch: error: {out}: cannot write to the output folder (Read-only file system)"
+
+
 def test_a_negative_max_montages_is_a_usage_error_on_stderr(tmp_path, capsys):
     args = ["batch", "evaluate", str(tmp_path), str(tmp_path), str(tmp_path / "out"), "--max-montages", "-1"]
     assert main(args) == 2
@@ -294,6 +394,26 @@ def test_rerun_skips_done_scans_and_force_redoes(tmp_path, tiny_model, good_tree
     assert [r["status"] for r in read_rows(out / "manifest.jsonl")[12:]] == ["done"] * 3
     assert _files(out) == first  # deterministic: the same bytes again
     _assert_no_temp(out)
+
+
+def test_a_run_leaves_the_temporary_files_of_a_run_into_its_subfolder_alone(tmp_path, tiny_model, good_tree):
+    """A run into OUT starting while another run writes into OUT/x4 (its own lock held): the outer run's start-up
+    sweep of temporary files removed the file the inner run was writing, whose rename then failed (a failed scan
+    in the inner run). A folder holding another run's lock is that run's to sweep."""
+    import fcntl
+
+    from medgan.io.atomic import atomic_file
+
+    out = tmp_path / "out"
+    inner = out / "x4"
+    assert _upscale(good_tree, inner, tiny_model) == 0
+    with open(inner / ".medgan-batch.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the inner run holds its folder ...
+        with atomic_file(inner / "sub-02" / "late.txt", "w") as fh:  # ... and writes a file, as its jobs do
+            fh.write("written by the inner run\n")
+            assert _upscale(good_tree, out, tiny_model) == 0  # the outer run starts meanwhile
+    assert (inner / "sub-02" / "late.txt").read_text() == "written by the inner run\n"
+    assert [r["status"] for r in read_rows(out / "manifest.jsonl")] == ["done"] * 3
 
 
 def _pre_fix_settings(settings: dict, refs: list) -> dict[str, str]:
@@ -676,6 +796,54 @@ def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, ti
     _assert_no_temp(out)
 
 
+def _importing_worker_server(pid: int) -> int | None:
+    """The pid of the ``multiprocessing`` fork server started by process ``pid`` once its Python has set up its
+    SIGINT handler (it runs its preload imports then), else ``None``."""
+    for child in _descendants(pid):
+        try:
+            if b"forkserver import main" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                continue
+            status = dict(
+                line.split(":", 1) for line in Path(f"/proc/{child}/status").read_text().splitlines() if ":" in line
+            )
+        except OSError:
+            continue
+        if int(status["SigCgt"], 16) & (1 << (signal.SIGINT - 1)):  # before that, SIGINT would just end it
+            return child
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_ctrl_c_while_the_worker_server_imports_prints_one_line(tmp_path, tiny_model, good_tree):
+    """Ctrl-C (SIGINT to the process group) right after a --workers 2 run started its fork server, which then
+    imports torch and MONAI for seconds: exit 130 with the one line, no traceback. (The server took the SIGINT
+    too and printed a 20-line KeyboardInterrupt traceback from its preload imports.)"""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines.cli", "batch", "upscale", str(good_tree), str(out), "--model"]
+    proc = subprocess.Popen(
+        [*cmd, str(tiny_model), "--quiet", "--workers", "2"],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _importing_worker_server(proc.pid) is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _importing_worker_server(proc.pid) is not None, "the run started no fork server"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    err = err.decode()
+    assert proc.returncode == 130, err
+    assert "medgan batch: interrupted" in err and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
 def _sleepy_job(task, options):
     """Scans ``a`` and ``b`` finish at once; every other scan takes a minute."""
     if task.scan_id not in ("a", "b"):
@@ -872,6 +1040,55 @@ def test_batch_evaluate_resume_and_tasks_do_not_depend_on_path_spelling(tmp_path
     roots = [str(eval_trees / "sr"), str(eval_trees / "hr"), str(out), "--lr", str(eval_trees / "lr")]
     assert main(["batch", "evaluate", *roots, "--quiet"]) == 0
     assert [r["status"] for r in read_rows(out / "manifest.jsonl")[2:]] == ["skipped", "skipped"]
+
+
+def test_batch_evaluate_resume_survives_a_moved_prediction_tree(tmp_path, eval_trees):
+    """The prediction and LR trees copied elsewhere with their modification times (cp -p, rsync -a): the scored
+    scans are skipped, as docs/BATCH.md says of every input root (the settings held both roots' absolute paths, so
+    every scan was scored again). Rows of the earlier settings still count while the roots stay where they were."""
+    from pipelines.batch.manifest import settings_key
+    from pipelines.batch.runner import _fingerprint, plan_evaluate
+
+    out = tmp_path / "eval"
+    hr, sr, lr = eval_trees / "hr", eval_trees / "sr", eval_trees / "lr"
+    assert main(["batch", "evaluate", str(sr), str(hr), str(out), "--lr", str(lr), "--quiet"]) == 0
+    first = read_rows(out / "manifest.jsonl")
+    assert [r["status"] for r in first] == ["done", "done"]
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(sr, moved / "sr")  # copy2: modification times kept
+    shutil.copytree(lr, moved / "lr")
+    args = ["batch", "evaluate", str(moved / "sr"), str(hr), str(out), "--lr", str(moved / "lr"), "--quiet"]
+    assert main(args) == 0
+    rows = read_rows(out / "manifest.jsonl")[2:]
+    assert [r["status"] for r in rows] == ["skipped", "skipped"]
+    assert [r["metrics"] for r in rows] == [r["metrics"] for r in first]
+
+    # a manifest written before: settings with the absolute prediction and LR roots
+    from medgan.io.discover import discover_scans
+
+    before = {
+        "job": "evaluate",
+        "pred": str(sr.resolve()),
+        "lr": str(lr.resolve()),
+        "method": "SR",
+        "mask": "foreground",
+        "data_range": None,
+        "degradation": None,
+        "resample": False,
+    }
+    tasks = plan_evaluate(discover_scans(hr), hr, discover_scans(sr), sr, discover_scans(lr), lr, montages=20)
+    roots = {"ref": hr, "pred": sr, "lr": lr}
+    old = {t.scan_id: settings_key({"settings": settings_key(before), "inputs": _fingerprint(t, roots)}) for t in tasks}
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    with Manifest(legacy / "manifest.jsonl") as manifest:
+        for row in first:
+            manifest.append({**row, "settings": old[row["scan_id"]]})
+    for rel in (p for r in first for p in r["outputs"]):
+        (legacy / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / rel, legacy / rel)
+    assert main(["batch", "evaluate", str(sr), str(hr), str(legacy), "--lr", str(lr), "--quiet"]) == 0
+    assert [r["status"] for r in read_rows(legacy / "manifest.jsonl")[2:]] == ["skipped", "skipped"]
 
 
 def test_batch_evaluate_resume_follows_max_montages(tmp_path, eval_trees):

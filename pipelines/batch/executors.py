@@ -110,13 +110,41 @@ def start_worker_server() -> None:
     saved = {k: os.environ.get(k) for k in _SERVER_ENVIRON}
     os.environ.update(_SERVER_ENVIRON)  # the server takes a copy of this environment when it starts
     try:
-        forkserver.ensure_running()
+        with _sigint_blocked():
+            forkserver.ensure_running()
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread for the block, so that a process started in it begins with SIGINT blocked.
+
+    The fork server ignores SIGINT only once its preload imports are done (seconds: torch, MONAI), and Ctrl-C
+    reaches the whole process group: pressed while the server was still importing, it printed a 20-line
+    ``KeyboardInterrupt`` traceback from the server next to this process's ``interrupted``. Started with SIGINT
+    blocked (the mask survives ``exec``), the server never sees it, and neither do the workers forked from it (they
+    ignore it anyway, :func:`jobs.init_worker`): the batch process alone handles Ctrl-C. A Ctrl-C pressed while
+    the block runs is not lost: it stays pending here and interrupts this process when the block ends. (The
+    standard library starts its resource tracker the same way, bpo-33613; that one unblocks SIGINT after starting
+    it, so it is started first.)
+    """
+    import signal
+    from multiprocessing import resource_tracker
+
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _pool(

@@ -7,15 +7,50 @@ nothing here prints). ``--quiet`` keeps warnings and errors on the terminal; the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
+
+from medgan.errors import MedganError
 
 __all__ = ["RunLog", "LOG_NAME"]
 
 #: file name of the run log inside the output root
 LOG_NAME = "medgan.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _LogFile(logging.FileHandler):
+    """``medgan.log``: a write that fails (disk full) is reported once and the file is given up, the run goes on.
+
+    ``logging`` printed a ``--- Logging error ---`` traceback for every later line instead, and the failed flush
+    raised again from :meth:`close` at the end of the run, as a raw traceback. (The manifest, which resume needs,
+    stops the run when it cannot be written: :meth:`pipelines.batch.manifest.Manifest.append`.)
+    """
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        self.failed = True  # first, so that the warning below does not come back here
+        logging.getLogger("medgan.batch").warning(
+            "%s: cannot write the run log (%s); its lines go to the terminal only",
+            self.baseFilename,
+            exc.strerror or exc,
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # the lines that did not fit have been reported (handleError)
+            super().close()
 
 
 class RunLog:
@@ -44,7 +79,11 @@ class RunLog:
                     self._saved.append((h, h.level))
                     h.setLevel(logging.WARNING)
         # errors: a file name that is not UTF-8 is logged escaped (strict encoding printed logging tracebacks)
-        handler = logging.FileHandler(self.path, mode="a", encoding="utf-8", errors="backslashreplace")
+        try:
+            handler = _LogFile(self.path, mode="a", encoding="utf-8", errors="backslashreplace")
+        except OSError as exc:  # an existing folder without write permission, a read-only file system
+            self.__exit__()
+            raise MedganError(f"{self.path}: cannot write the run log ({exc.strerror or exc})") from None
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter(_FORMAT))
         root.addHandler(handler)

@@ -21,6 +21,7 @@ sha256. (A ``skipped`` row carries the outputs and hashes of the row it vouched 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medgan.errors import MedganError
 from medgan.io.atomic import write_text_atomic
 
 __all__ = [
@@ -216,20 +218,35 @@ class Manifest:
         return self._fh
 
     def append(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """Write one row (JSON, NaN/inf made valid) and make it durable; returns the row as written."""
+        """Write one row (JSON, NaN/inf made valid) and make it durable; returns the row as written.
+
+        Raises
+        ------
+        MedganError
+            The line cannot be written (disk full, the folder no longer writable or gone): the run cannot record
+            what it does, so it has to stop. A partial line it may leave is ignored by :func:`read_rows`.
+        """
         clean = _jsonable(dict(row))
         line = json.dumps(clean, sort_keys=False, allow_nan=False, separators=(",", ":")) + "\n"
-        fh = self._open()
-        fh.write(line.encode("utf-8"))
-        fh.flush()
-        os.fsync(fh.fileno())
+        try:
+            fh = self._open()
+            fh.write(line.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError as exc:  # a raw traceback (and another from close()) reached the user
+            raise MedganError(
+                f"{self.path}: cannot record scan {clean.get('scan_id')} ({exc.strerror or exc}); the run stops "
+                "here: free space or make the folder writable and rerun (scans without a row are done then)"
+            ) from None
         self.rows.append(clean)
         return clean
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            # a line whose write failed may still sit in the buffer; append() has reported that failure
+            with contextlib.suppress(OSError):
+                fh.close()
 
     def __enter__(self) -> Manifest:
         return self

@@ -101,7 +101,10 @@ def _lock(out_root: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock
         yield
         return
-    fh = open(out_root / LOCK_NAME, "a")  # noqa: SIM115 - held for the whole run
+    try:
+        fh = open(out_root / LOCK_NAME, "a")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:  # an existing folder without write permission, a read-only file system
+        raise MedganError(f"{out_root}: cannot write to the output folder ({exc.strerror or exc})") from None
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,9 +118,18 @@ def _lock(out_root: Path) -> Iterator[None]:
 
 
 def sweep_temp_files(out_root: Path) -> int:
-    """Remove the temporary files and folders of :mod:`medgan.io.atomic` under ``out_root``; return how many."""
+    """Remove the temporary files and folders of :mod:`medgan.io.atomic` under ``out_root``; return how many.
+
+    A folder below ``out_root`` that holds a :data:`LOCK_NAME` is the output folder of other batch runs, which may
+    be writing it right now under their own lock: it is left to them (its own runs sweep it). Swept from here, a
+    run into ``OUT/sub`` lost the temporary files it was writing when a run into ``OUT`` started, and failed those
+    scans.
+    """
     removed = 0
     for folder, dirs, files in os.walk(out_root):
+        if LOCK_NAME in files and Path(folder) != Path(out_root):
+            dirs.clear()
+            continue
         for name in list(dirs):
             if _TEMP_NAME.match(name):
                 shutil.rmtree(Path(folder) / name, ignore_errors=True)
@@ -125,8 +137,12 @@ def sweep_temp_files(out_root: Path) -> int:
                 removed += 1
         for name in files:
             if _TEMP_NAME.match(name):
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     (Path(folder) / name).unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError:  # best effort: a leftover in a folder this run may not write stays
+                    continue
                 removed += 1
     return removed
 
@@ -214,14 +230,19 @@ def _execute(
     quiet: bool,
     finalize: Callable[[_Run, list[dict[str, Any]]], None] | None = None,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
+    earlier_settings: Sequence[dict[str, Any]] = (),
 ) -> BatchResult:
     """Record unusable and already done scans, run the others, write ``manifest.csv``; see the module docstring.
+
+    ``earlier_settings``: the settings that earlier versions recorded for the same outputs; a ``done`` row made
+    under one of them is skipped like one made under ``settings`` (its ``skipped`` row records the current key).
 
     ``roots`` maps each input role to the root its files were found under, as the caller spelled it: ``"ref"``
     for the task's own scan (IN_ROOT, or REF_ROOT for ``evaluate``) and the keys of ``Task.others`` (``"pred"``,
     ``"lr"``); each scan's settings key fingerprints its input files relative to these roots (:func:`_fingerprint`).
     """
     key = settings_key(settings)
+    earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
     with _lock(out_root), RunLog(out_root, quiet=quiet):
         swept = sweep_temp_files(out_root)
         if swept:
@@ -243,10 +264,13 @@ def _execute(
                     continue
                 run.keys[task.scan_id] = task_key = settings_key({"settings": key, "inputs": _fingerprint(task, roots)})
                 previous = finished.get(task.scan_id)
-                if previous is not None and previous.get("settings") != task_key:  # a row of a run before 2026-12-06?
-                    legacy = settings_key({"settings": key, "inputs": _legacy_fingerprint(task, roots)})
-                    if previous.get("settings") == legacy:
-                        task_key = legacy  # its skipped row records the current key, which later runs compare with
+                if previous is not None and previous.get("settings") != task_key:  # a row of an earlier version?
+                    fingerprints = (_fingerprint(task, roots), _legacy_fingerprint(task, roots))  # before 2026-12-06
+                    for base in (key, *earlier_keys):
+                        legacy = [settings_key({"settings": base, "inputs": inputs}) for inputs in fingerprints]
+                        if previous.get("settings") in legacy:
+                            task_key = previous["settings"]  # its skipped row records the current key
+                            break
                 complete, why = is_complete(previous, out_root, task_key, task.outputs)
                 if complete and not force:
                     carried = {k: previous.get(k) for k in ("outputs", "output_sha256", "metrics", "seconds")}
@@ -262,7 +286,13 @@ def _execute(
             if to_run:
                 run_tasks(to_run, run.record)
             ordered = [run.rows[t.scan_id] for t in tasks if t.scan_id in run.rows]
-        write_csv(ordered, out_root / MANIFEST_CSV)
+        try:
+            write_csv(ordered, out_root / MANIFEST_CSV)
+        except OSError as exc:  # disk full at the end of the run: one line, not a traceback
+            raise MedganError(
+                f"{out_root / MANIFEST_CSV}: cannot write ({exc.strerror or exc}); every scan's row is in "
+                f"{out_root / MANIFEST_JSONL}, and a rerun writes the table again"
+            ) from None
         counts = Counter(r["status"] for r in ordered)
         result = BatchResult(
             exit_code=EXIT_OK if counts["done"] + counts["skipped"] == len(tasks) else EXIT_PARTIAL,
@@ -271,7 +301,12 @@ def _execute(
             manifest=out_root / MANIFEST_JSONL,
         )
         if finalize is not None:
-            finalize(run, ordered)
+            try:
+                finalize(run, ordered)
+            except OSError as exc:  # the evaluation report: disk full, say, as for manifest.csv
+                raise MedganError(
+                    f"{out_root}: cannot write the report ({exc.strerror or exc}); a rerun writes it again"
+                ) from None
         summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "unusable") if counts[s])
         log.info("medgan batch %s finished: %s (manifest: %s)", job, summary or "no scans", out_root / MANIFEST_CSV)
         return result
@@ -833,14 +868,17 @@ def run_evaluate(
         resample=resample,
         threads=threads,
     )
-    settings = {
+    # where PRED_ROOT and LR_ROOT are is not part of it (each scan's key fingerprints their files relative to them,
+    # _fingerprint), so a moved or copied prediction tree still counts as scored, as docs/BATCH.md says (a move
+    # redid every scan); earlier versions recorded both roots' absolute paths: their rows still count while the
+    # roots are where they were
+    options_part = {"method": method, "mask": mask, "data_range": data_range, "degradation": degradation}
+    settings = {"job": "evaluate", "lr": lr_path is not None, **options_part, "resample": resample}
+    before = {
         "job": "evaluate",
         "pred": str(pred_root.resolve()),
         "lr": str(lr_path.resolve()) if lr_path else None,
-        "method": method,
-        "mask": mask,
-        "data_range": data_range,
-        "degradation": degradation,
+        **options_part,
         "resample": resample,
     }
     report: dict[str, Path] = {}
@@ -860,6 +898,7 @@ def run_evaluate(
             force=force,
             quiet=quiet,
             finalize=finalize,
+            earlier_settings=[before],
         )
     result.report = report
     return result
