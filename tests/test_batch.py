@@ -1137,6 +1137,16 @@ def test_medgan_run_example_spec(tmp_path, tiny_model, good_tree, capsys):
         ("job: shrink\n", "unknown job"),
         ("job: [upscale\n", "invalid YAML at line"),
         ("- job: upscale\n", "must be a mapping"),
+        (  # "billion laughs": parsed instantly, then `medgan run` hung past 1 GB walking 9**9 values
+            "job: upscale\nx:\n  - &a ["
+            + ", ".join(["lol"] * 9)
+            + "]\n"
+            + "".join(
+                f"  - &{n} [" + ", ".join([f"*{p}"] * 9) + "]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+            )
+            + "input: a\noutput: b\n",
+            "the YAML expands to more than",
+        ),
     ],
 )
 def test_invalid_specs_give_config_errors(tmp_path, capsys, text, message):

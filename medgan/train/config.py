@@ -581,8 +581,8 @@ def load_config(path: str | os.PathLike[str]) -> dict:
     return _load_file(path, validate_config)
 
 
-def read_yaml(path: str | os.PathLike[str]) -> Any:
-    """Parse a YAML config file (an empty file gives ``{}``).
+def read_yaml(path: str | os.PathLike[str], what: str = "config file") -> Any:
+    """Parse a YAML config file (an empty file gives ``{}``); ``what`` names it in messages (``"job spec"``).
 
     Raises
     ------
@@ -593,11 +593,11 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+        raise ConfigError(f"{path}: cannot read the {what} ({exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -605,7 +605,7 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     if not _expands_within(data, _MAX_YAML_VALUES):
         raise ConfigError(
             f"{path}: the YAML expands to more than {_MAX_YAML_VALUES} values once its aliases (*name) are followed, "
-            "or refers to itself; a training config holds a few hundred"
+            f"or refers to itself; a {what} holds a few hundred"
         )
     return data or {}
 

@@ -216,22 +216,11 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
         Missing or unreadable file, invalid YAML, not a mapping, unknown job or key, missing required key,
         value of the wrong type.
     """
-    import yaml
+    from medgan.train.config import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: job spec not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the job spec ({exc})") from None
-    if data is None:
-        data = {}
+    # the one YAML reader: it also refuses an alias bomb, which hung `medgan run` at gigabytes and still growing
+    data = read_yaml(path, what="job spec")
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: a job spec must be a mapping of keys (job, input, output, ...), got {type(data).__name__}"
