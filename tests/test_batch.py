@@ -1017,6 +1017,41 @@ def test_batch_evaluate_pairs_and_reports(tmp_path, eval_trees):
     _assert_no_temp(out)
 
 
+def test_batch_evaluate_pairs_dicom_predictions(tmp_path, eval_trees, tiny_model):
+    """``batch upscale --format dicom`` writes each prediction as a series folder named after its input's id, one
+    folder deeper than the scan it stands for; ``batch evaluate`` found "no prediction" for every reference (with
+    or without --lr), and ``medgan evaluate`` refused to pair them. Each reference now pairs with the prediction made from its own LR scan: the scores equal the
+    NIfTI run's, scan by scan, within DICOM's rescale quantisation."""
+    import medgan
+
+    trees = {}
+    for kind in ("hr", "lr"):
+        for src in sorted((eval_trees / kind).rglob("*.nii.gz")):
+            folder = tmp_path / f"{kind}_dcm" / src.relative_to(eval_trees / kind).parent
+            folder.mkdir(parents=True)
+            medgan.save_scan(medgan.load_scan(src), folder / "series", format="dicom")
+        trees[kind] = tmp_path / f"{kind}_dcm"
+    assert _upscale(trees["lr"], tmp_path / "sr_dcm", tiny_model, "--format", "dicom") == 0
+    nifti = tmp_path / "eval_nifti"
+    assert main(["batch", "evaluate", str(eval_trees / "sr"), str(eval_trees / "hr"), str(nifti), "--quiet"]) == 0
+    expected = sorted(
+        next(m["psnr"] for m in r["metrics"] if m["method"] == "SR") for r in read_rows(nifti / "manifest.jsonl")
+    )
+    for extra in ([], ["--lr", str(trees["lr"])]):
+        out = tmp_path / f"eval_dcm{len(extra)}"
+        assert main(["batch", "evaluate", str(tmp_path / "sr_dcm"), str(trees["hr"]), str(out), "--quiet", *extra]) == 0
+        rows = read_rows(out / "manifest.jsonl")
+        assert [r["status"] for r in rows] == ["done", "done"], [r.get("error") for r in rows]
+        got = sorted(next(m["psnr"] for m in r["metrics"] if m["method"] == "SR") for r in rows)
+        np.testing.assert_allclose(got, expected, atol=0.3)
+        assert abs(expected[0] - expected[1]) > 1.0  # the two scans score apart: a swapped pairing would show
+    # `medgan evaluate` pairs them the same way (its own pairing, medgan.eval.compare.pair_scans)
+    single = ["evaluate", "--pred", str(tmp_path / "sr_dcm"), "--ref", str(trees["hr"]), "--lr", str(trees["lr"])]
+    assert main([*single, "--out", str(tmp_path / "single"), "--max-montages", "0"]) == 0
+    rows = json.loads((tmp_path / "single" / "metrics.json").read_text())["rows"]
+    np.testing.assert_allclose(sorted(r["psnr"] for r in rows if r["method"] == "SR"), expected, atol=0.3)
+
+
 def test_batch_evaluate_resume_and_tasks_do_not_depend_on_path_spelling(tmp_path, eval_trees, monkeypatch):
     """PRED_ROOT, REF_ROOT and LR_ROOT given relative to the working directory: every file the tasks name is
     absolute (Dask workers run elsewhere), and a rerun with absolute roots skips the scored scans."""

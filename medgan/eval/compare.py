@@ -29,6 +29,7 @@ import numpy as np
 from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
+from medgan.io.discover import looks_like_scan_id
 
 __all__ = [
     "BASELINES",
@@ -342,6 +343,8 @@ class _Entry:
     path: Path  # what load_scan is given (when there is no ScanRef)
     description: str | None
     ref: Any = None  # the ScanRef from discover_scans, when there is one
+    # a DICOM series in a folder named like a scan id (a batch output, <rel>/<id>/): the location it stands for
+    slot: str | None = None
 
 
 def _strip_ext(name: str) -> str:
@@ -379,7 +382,10 @@ def _entries(root: Path) -> tuple[list[_Entry], list[str]]:
             else:
                 rel = folder.relative_to(base) if folder.is_relative_to(base) else Path(folder.name)
                 key, load_path = rel.as_posix(), folder
-            entries.append(_Entry(key, str(r.id), load_path, r.description, r))
+            slot = None
+            if r.kind == "dicom-series" and looks_like_scan_id(rel.name):
+                slot = rel.parent.as_posix()
+            entries.append(_Entry(key, str(r.id), load_path, r.description, r, slot))
     # several series in one folder share a key: fall back to their ids
     counts: dict[str, int] = {}
     for e in entries:
@@ -395,8 +401,9 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
 
     A prediction pairs with the reference at the same relative location (file extensions
     ignored, a DICOM series keyed by its folder) or, failing that, with the reference whose
-    ``ScanRef.id`` equals its name or id. When each side holds exactly one scan they pair
-    directly.
+    ``ScanRef.id`` equals its name or id, or, for a DICOM series in a folder named like a scan id
+    (``medgan batch upscale --format dicom`` output, ``<rel>/<id>/``), the reference at ``<rel>``.
+    When each side holds exactly one scan they pair directly.
 
     Returns
     -------
@@ -426,6 +433,8 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
         found, missing = {}, []
         for e in entries:
             o = by_key.get(e.key) or by_id.get(e.key) or by_id.get(e.id) or by_key.get(e.id)
+            if o is None and e.slot is not None:  # a --format dicom batch output, named after its LR input's id
+                o = by_key.get(e.slot)
             if o is None:
                 missing.append(e)
             else:

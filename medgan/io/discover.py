@@ -211,6 +211,16 @@ def make_id(label: str, key: str) -> str:
     return f"{_slug(label) or 'scan'}-{digest}"
 
 
+#: What :func:`make_id` makes (plus ``-2``, ``-3`` on a clash, :func:`_unique_ids`).
+_SCAN_ID = re.compile(r"[A-Za-z0-9._-]+-[0-9a-f]{8}(-[0-9]+)?")
+
+
+def looks_like_scan_id(name: str) -> bool:
+    """Whether ``name`` has the form of a :attr:`ScanRef.id` (``<slug>-<8 hex>``): batch outputs are named so (a DICOM
+    output is a series folder of that name), which is how evaluation pairs them with the scan they were made from."""
+    return _SCAN_ID.fullmatch(name) is not None
+
+
 def _file_stem(path: Path) -> str:
     name = path.name
     for suffix in (".nii.gz", ".nii", ".dcm", ".ima"):

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.discover import ScanRef
+from medgan.io.discover import ScanRef, looks_like_scan_id
 
 __all__ = [
     "Task",
@@ -224,6 +224,17 @@ def _names(ref: ScanRef, root: Path) -> list[tuple[str, str]]:
     return keys
 
 
+def _slots(ref: ScanRef, root: Path) -> set[str]:
+    """The relative folders a scan stands for when pairing by folder: its own, and for a DICOM series in a folder
+    named like a scan id (a ``--format dicom`` output, ``<rel>/<id>/``), the folder that holds it (``<rel>``)."""
+    rel = relative_folder(ref, root)
+    slots = {rel}
+    path = PurePosixPath(rel)
+    if ref.kind.startswith("dicom") and rel != "." and looks_like_scan_id(path.name):
+        slots.add(path.parent.as_posix() or ".")
+    return slots
+
+
 def _index(refs: Sequence[ScanRef], root: Path) -> dict[tuple[str, str], list[ScanRef]]:
     index: dict[tuple[str, str], list[ScanRef]] = {}
     for ref in refs:
@@ -249,7 +260,9 @@ def _match(
         if len(found) == 1:
             return found[0]
     rel = relative_folder(ref, root)
-    same_folder = [o for o in others if o.usable and relative_folder(o, other_root) == rel]
+    # a DICOM prediction sits one folder deeper, in a folder named after its input's id (often the LR scan's, not
+    # the reference's): "no prediction found" for every scan of a --format dicom run
+    same_folder = [o for o in others if o.usable and rel in _slots(o, other_root)]
     return same_folder[0] if len(same_folder) == 1 and n_here == 1 else None
 
 

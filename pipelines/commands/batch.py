@@ -142,7 +142,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Pair each reference scan under REF_ROOT with its prediction under PRED_ROOT (same relative folder, "
             "named after the reference's or the LR input's scan id, or its file stem; or the only scan of that "
-            "folder), score it with medgan.evaluate (and interpolation baselines of --lr), record the metrics in "
+            "folder, a --format dicom prediction's series folder <id>/ standing for the folder it is in), score it with medgan.evaluate (and interpolation baselines of --lr), record the metrics in "
             "the manifest and write the evaluation report into OUT_ROOT/report."
         ),
     )
