@@ -17,6 +17,7 @@ import sys
 
 from medgan import __version__
 from medgan.errors import MedganError
+from pipelines.batch.logging import OWN_LOGGERS
 
 #: sub-command modules, in the order ``medgan --help`` lists them
 COMMAND_MODULES = [
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Medical-imaging super-resolution and GAN-based augmentation.",
     )
     parser.add_argument("--version", action="version", version=f"medgan {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log medgan's debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -61,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # medgan's own loggers at INFO (DEBUG with -v); other libraries' only from WARNING: torch, MONAI or Dask INFO
+    # lines (torch's exit handler, say) are not the user's business
+    # (as logging.basicConfig, nothing is changed when the caller configured logging already)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except MedganError as exc:

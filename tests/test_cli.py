@@ -35,6 +35,27 @@ def test_console_script_runs_as_module():
     assert __version__ in out.stdout
 
 
+def test_verbose_shows_medgans_debug_lines_not_every_librarys(tmp_path, mni_t1):
+    """``-v`` set the root logger to DEBUG: ``medgan -v evaluate`` printed some 250 lines of matplotlib font
+    scanning and pylibjpeg plug-in probing around medgan's own few. Only medgan's loggers follow -v now; other
+    libraries speak from WARNING (and torch's INFO lines at exit no longer show without -v either)."""
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.load(mni_t1).slicer[70:110, 90:130, 80:92]
+    ref = tmp_path / "scans" / "ref.nii.gz"
+    ref.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine), ref)
+    (ref.parent / "notes.bin").write_bytes(b"not a scan")  # discovery says so at DEBUG level
+    cmd = [sys.executable, "-m", "pipelines.cli", "-v", "evaluate", "--pred", str(ref.parent), "--ref", str(ref)]
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "out"), "--max-montages", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    levels_and_names = [line.split(":")[0].split() for line in done.stderr.splitlines() if ":" in line]
+    names = {parts[1] for parts in levels_and_names if len(parts) == 2 and parts[0] in ("DEBUG", "INFO")}
+    assert names and all(n.split(".")[0] in ("medgan", "pipelines") for n in names), sorted(names)
+    assert any(parts == ["DEBUG", "medgan.io.discover"] for parts in levels_and_names), done.stderr
+
+
 def test_every_registered_command_has_help():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from medgan.errors import MedganError
 
-__all__ = ["RunLog", "LOG_NAME"]
+__all__ = ["RunLog", "LOG_NAME", "OWN_LOGGERS"]
 
 #: file name of the run log inside the output root
 LOG_NAME = "medgan.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: the loggers of medgan's own modules (the library and the command-line pipelines)
+OWN_LOGGERS = ("medgan", "pipelines")
 
 
 class _LogFile(logging.FileHandler):
@@ -69,7 +71,7 @@ class RunLog:
         self.quiet = quiet
         self._handler: logging.Handler | None = None
         self._saved: list[tuple[logging.Handler, int]] = []
-        self._root_level = logging.getLogger().level
+        self._levels: list[tuple[logging.Logger, int]] = []
 
     def __enter__(self) -> RunLog:
         root = logging.getLogger()
@@ -87,8 +89,13 @@ class RunLog:
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter(_FORMAT))
         root.addHandler(handler)
-        if root.level == logging.NOTSET or root.level > logging.INFO:
-            root.setLevel(logging.INFO)
+        # medgan's own INFO lines reach the file whatever the caller set; other libraries' (torch, dask) keep the
+        # caller's level: raising the root logger to INFO let their chatter into the log and onto the terminal
+        for name in OWN_LOGGERS:
+            logger = logging.getLogger(name)
+            if logger.getEffectiveLevel() > logging.INFO:
+                self._levels.append((logger, logger.level))
+                logger.setLevel(logging.INFO)
         self._handler = handler
         return self
 
@@ -99,4 +106,6 @@ class RunLog:
             self._handler.close()
         for h, level in self._saved:
             h.setLevel(level)
-        root.setLevel(self._root_level)
+        for logger, level in self._levels:
+            logger.setLevel(level)
+        self._levels.clear()
