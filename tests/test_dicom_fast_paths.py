@@ -564,3 +564,36 @@ def test_two_step_block_transpose_of_rescaled_planes(monkeypatch):
     stager.flush_all()
     expected = (stored * slopes[:, None, None] - 1024.0).astype(np.float32).transpose(2, 1, 0)
     np.testing.assert_array_equal(out[0], expected)
+
+
+def test_overlapping_quiet_reads_put_back_warnings_and_pydicoms_settings():
+    """quiet_pydicom changes process-wide settings (warning filters, pydicom's validation mode and logger). Two loads
+    in threads overlap without nesting: each put back its own snapshot, so the later one restored the first one's
+    silenced state, and the process kept every warning ignored and pydicom's logger disabled afterwards (seen as a
+    test that passed alone and failed after this file). The outermost change is now counted and undone once."""
+    import logging
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pydicom
+
+    from medgan.io.dicom_frames import quiet_pydicom
+
+    def state():
+        return (
+            list(warnings.filters),
+            pydicom.config.settings.reading_validation_mode,
+            logging.getLogger("pydicom").disabled,
+        )
+
+    before = state()
+    first, second = quiet_pydicom(), quiet_pydicom()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # threads finish in any order
+    assert state()[2]  # still silenced: the second read is running
+    second.__exit__(None, None, None)
+    assert state() == before
+    with ThreadPoolExecutor(4) as pool:
+        scans = list(pool.map(medgan.load_scan, [SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1"] * 8))
+    assert all(s.shape == scans[0].shape for s in scans) and state() == before

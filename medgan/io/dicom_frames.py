@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,14 +94,38 @@ class FrameTable:
             getattr(self, key).append(value)
 
 
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_undo: list[Any] = []  # how to put back what the outermost quiet_pydicom changed
+
+
 @contextmanager
 def quiet_pydicom() -> Iterator[None]:
     """Silence pydicom's value-validation warnings and log records while reading.
 
-    They can quote header values (patient name, IDs), which must never reach a log. Not thread-safe: pydicom's
-    validation mode is a process-wide setting. Also lets pydicom's file reader name its default character set
-    ``latin_1`` instead of ``iso8859`` (one codec, two names; the first is decoded much faster).
+    They can quote header values (patient name, IDs), which must never reach a log. What it changes is process-wide
+    (pydicom's validation mode, its logger, Python's warning filters), so it is counted as
+    :func:`medgan.io.gc_pause.paused_gc` is: nested and concurrent reads (a thread pool of loads) change it once and
+    the last one out puts it back. Each one restoring its own snapshot left the process with warnings ignored and
+    pydicom's logger disabled after two overlapping loads. Also lets pydicom's file reader name its default character
+    set ``latin_1`` instead of ``iso8859`` (one codec, two names; the first is decoded much faster).
     """
+    global _quiet_depth
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_undo[:] = [_silence_pydicom()]
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                _quiet_undo.pop()()
+
+
+def _silence_pydicom() -> Callable[[], None]:
+    """Make pydicom quiet; return the function that undoes it."""
     settings = pydicom.config.settings
     previous = settings.reading_validation_mode
     settings.reading_validation_mode = pydicom.config.IGNORE
@@ -115,14 +140,17 @@ def quiet_pydicom() -> Iterator[None]:
         # The same codec under its fast name: CPython decodes "latin_1" without a codec-registry call, "iso8859"
         # through it (~5 us); pydicom decodes every element's VR with it, ~30% of a header read.
         reader.default_encoding = "latin_1"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
+    caught = warnings.catch_warnings()
+    caught.__enter__()
+    warnings.simplefilter("ignore")
+
+    def undo() -> None:
+        caught.__exit__(None, None, None)
         settings.reading_validation_mode = previous
         reader.default_encoding = encoding
         pydicom_log.disabled = was_disabled
+
+    return undo
 
 
 def _floats(value: Any, n: int) -> np.ndarray | None:
