@@ -187,3 +187,38 @@ def test_channel_mismatch_and_bad_seed_raise_medgan_errors(tmp_path, hr_slab):
         adapt_to_scan(_weak_model(tmp_path), lr_scan, steps=1, seed=-1)
     with pytest.raises(medgan.errors.MedganError, match="batch_size"):
         adapt_to_scan(_weak_model(tmp_path), lr_scan, steps=1, batch_size=0)
+
+
+GE_EPI = REPO / "sample_data" / "dicom" / "dcm_qa_nih_ge_epi_volume1"  # 64 x 64 x 15, 3.75 x 3.75 x 5 mm
+
+
+def test_adapted_axes_are_used_for_a_scan_given_by_path(tmp_path):
+    """A 2-D model adapted on axes (0, 2) of a volume upscaled those axes of an array but axes (0, 1) of the same
+    scan given by path (a path has no ``ndim``, so the adapted default was skipped)."""
+    sr = _weak_model(tmp_path)
+    adapted = adapt_to_scan(sr, GE_EPI, steps=0, axes=(0, 2))
+    by_path = adapted.upscale(GE_EPI)
+    by_array = adapted.upscale(medgan.load_scan(GE_EPI))
+    assert by_array.shape == (1, 128, 64, 30)
+    assert by_path.shape == by_array.shape and by_path.meta["medgan"]["axes"] == [0, 2]
+    np.testing.assert_array_equal(by_path.numpy(), by_array.numpy())
+
+
+def test_a_3d_model_takes_the_axes_upscale_takes(tmp_path):
+    """A through-plane model on a real EPI whose slices run along axis 0: ``axes=(2, 0, 1)`` trained on the axes as
+    they stand and the upscale then refused it; ``axes=(0, 1, 2)`` (upscale's "as they stand") was forgotten, so the
+    adapted resolver refused the very scan it was adapted on."""
+    import medgan.errors
+    from medgan.io.scan import make_scan
+
+    deg = {"method": "thick_slice", "factor": [1, 1, 4], "slice_profile": "box", "noise_std": 0.0}
+    sr = _weak_model(tmp_path, dims=3, factor=(1, 1, 4), degradation=deg)
+    epi = medgan.load_scan(GE_EPI)
+    slices_first = make_scan(epi.permute(0, 3, 1, 2), np.asarray(epi.affine)[:, [2, 0, 1, 3]])  # 15 x 64 x 64
+    with pytest.raises(medgan.errors.MedganError, match=r"axes= .*takes only \(0, 1, 2\)"):
+        adapt_to_scan(sr, slices_first, steps=1, axes=(2, 0, 1))
+    adapted = adapt_to_scan(sr, slices_first, steps=0, axes=(0, 1, 2))
+    assert adapted.adaptation["axes"] == [0, 1, 2]
+    up = adapted.upscale(slices_first)
+    assert up.shape == (1, 15, 64, 256)
+    np.testing.assert_array_equal(up.numpy(), sr.upscale(slices_first, axes=(0, 1, 2)).numpy())

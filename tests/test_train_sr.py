@@ -823,3 +823,44 @@ def test_one_named_gpu_under_torchrun_is_a_config_error(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(ConfigError, match=r"device: 'cuda:1' names one GPU, but torchrun started 2 processes"):
         init_distributed("cuda:1")
+
+
+def test_validation_degrades_the_held_out_scans_with_the_training_slice_profile(tmp_path, train_scan):
+    """``slice_profile: gaussian``: the training pairs had Gaussian thick slices, but the held-out scans were
+    degraded with the default box profile, so validation (and the model card's numbers) scored another
+    degradation than the one the model learned."""
+    from medgan import degrade, load_scan
+    from medgan.data.degrade import crop_to_multiple, interpolate
+    from medgan.eval.metrics import evaluate
+    from medgan.train.trainer import _centre_crop
+
+    deg = {"factor": [1, 1, 4], "method": "thick_slice", "slice_profile": "gaussian", "noise_std": 0.0}
+    cfg = _config(
+        tmp_path,
+        train_scan,
+        degradation=deg,
+        phase1={"steps": 1},
+        phase2={"steps": 0},
+        train={"val_every": 1},
+    )
+    result = train_sr(write_yaml(tmp_path, cfg), progress=False)
+    first = result.val_history[0]
+    assert first["step"] == 0
+    # the step-0 baseline is model-free: cubic interpolation of the held-out scan's degraded copy
+    hr = crop_to_multiple(_centre_crop(load_scan(VAL), [32, 32, 32]), [1, 1, 4])
+    cubic = {}
+    for profile in ("gaussian", "box"):
+        lr = degrade(hr, [1, 1, 4], method="thick_slice", noise_std=0.0, seed=0, slice_profile=profile)
+        cubic[profile] = evaluate(interpolate(lr, [1, 1, 4], order=3), hr)["psnr"]
+    assert abs(cubic["gaussian"] - cubic["box"]) > 0.05  # the two profiles are told apart
+    assert first["metrics"]["cubic_psnr"] == pytest.approx(cubic["gaussian"], abs=1e-6)
+
+
+def test_a_2d_validation_scan_for_a_3d_model_is_a_config_error_naming_it(tmp_path, train_scan):
+    """A real 2-D CT slice among the held-out scans of a 3-D model ended the run with a raw
+    ``ValueError: zip() argument 2 is longer than argument 1``."""
+    ct = REPO / "sample_data" / "dicom" / "pydicom_ct_small"
+    cfg = _config(tmp_path, train_scan, data={"val": [str(ct)]}, phase1={"steps": 1}, phase2={"steps": 0})
+    with pytest.raises(ConfigError, match=r"pydicom_ct_small.*data\.val: a 2-D image .* cannot validate a 3-D model"):
+        train_sr(write_yaml(tmp_path, cfg), progress=False)
+    assert not list((tmp_path / "run").glob("checkpoints/state_*.pt"))  # nothing trained

@@ -273,8 +273,11 @@ class AdaptedSuperResolver(SuperResolver):
     def upscale(self, scan: Any, **kwargs: Any) -> MetaTensor:
         """:meth:`SuperResolver.upscale`, with the adaptation in the provenance.
 
-        A 2-D model adapted on a volume upsamples the axes it was adapted on unless ``axes=`` says otherwise.
+        A 2-D model adapted on a volume upsamples the axes it was adapted on unless ``axes=`` says otherwise
+        (a path or ``ScanRef`` too: it is read here, so that its dimensions are known).
         """
+        # a path has no ndim: read it first, or a volume given by path fell back to upscale's axes (0, 1)
+        scan = load_if_path(scan)
         n_spatial = (scan.ndim - 1) if hasattr(scan, "ndim") else None
         if kwargs.get("axes") is None and self.adapted_axes is not None and n_spatial == 3:
             kwargs["axes"] = self.adapted_axes
@@ -314,8 +317,9 @@ def adapt_to_scan(
     batch_size
         Patches per step (default 2 for a 3-D model, 8 for a 2-D one).
     axes
-        A 2-D model on a volume: the two scan axes it upsamples (default ``(0, 1)``, as in ``upscale``);
-        the adapted resolver uses them by default.
+        A 2-D model on a volume: the two scan axes it upsamples (default ``(0, 1)``, as in ``upscale``).
+        Another model takes only ``(0, 1[, 2])``, the axes as they stand (for a through-plane model on a scan
+        whose slices run along another axis, as ``upscale`` allows). The adapted resolver uses them by default.
     seed
         Seed of every random choice (patches, augmentation, noise).
     progress
@@ -332,7 +336,8 @@ def adapt_to_scan(
     Raises
     ------
     medgan.errors.MedganError
-        A scan too small to cut training pairs from, a bad shape, or bad options.
+        A scan too small to cut training pairs from, a bad shape, or bad options (``axes`` that ``upscale``
+        would refuse, before any training step).
 
     Examples
     --------
@@ -369,9 +374,18 @@ def adapt_to_scan(
         if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
             raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
     else:
+        # as upscale: a model with the scan's own number of axes takes them as they stand. Other axes were ignored
+        # here (pairs cut from the scan as it stands), and the upscale that followed refused them after training.
+        if axes is not None and tuple(int(a) for a in axes) != tuple(range(n_spatial)):
+            raise MedganError(
+                f"{name}: axes= (--axes) picks the two axes of a 2-D model applied to a 3-D volume; a "
+                f"{dims}-D model ({resolver.model_name}) on a {n_spatial}-D scan takes only "
+                f"{tuple(range(n_spatial))} (the axes as they stand), got {tuple(axes)!r}: reorient the scan instead"
+            )
         if dims == 3 and n_spatial == 3 and axes is None:  # before training SMORE pairs on the wrong axes
             resolver._check_slice_axis(name, np.asarray(scan.affine, dtype=np.float64))
-        axes = None
+        # axes=(0, 1, 2) is kept, so that the adapted resolver upscales the axes as they stand, as it adapted them
+        axes = None if axes is None else tuple(range(n_spatial))
     factor = list(resolver.factor)
     if patch_size is None:
         patch = [(64 if dims == 2 else (12 * f if f > 2 else 32)) for f in factor]

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medgan.errors import ConfigError
 from medgan.train.config import load_config, validate_config
 from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_jsonl, train_from_config
 from medgan.train.core import make_scheduler as _scheduler
@@ -149,6 +150,11 @@ class SRTrainer(Trainer):
         crop = self.cfg["data"]["val_crop"]
         for src in expand_sources(self.cfg["data"]["val"]):
             scan = load_scan(src)
+            if scan.ndim - 1 < self.dims:  # a raw zip() ValueError from _full_factor before
+                raise ConfigError(
+                    f"{source_name(src)}: data.val: a {scan.ndim - 1}-D image (shape {tuple(scan.shape)}) cannot "
+                    f"validate a {self.dims}-D model; give {self.dims}-D validation scans"
+                )
             if crop is not None:
                 scan = _centre_crop(scan, crop)
             full = self._full_factor(scan.ndim - 1)
@@ -295,9 +301,18 @@ class SRTrainer(Trainer):
         for name, hr in self.val_scans:
             full = self._full_factor(hr.ndim - 1)
             method, std = self._val_degradation(hr)
-            noise = self.cfg["degradation"]["noise"]
+            deg = self.cfg["degradation"]
+            noise = deg["noise"]
+            # the slice profile the training pairs had (PatchSampler): validated with the default box profile, a
+            # gaussian-profile model was scored on another degradation than it learned
             lr = degrade(
-                hr, full, method=method, noise_std=std, noise="gaussian" if noise == "random" else noise, seed=0
+                hr,
+                full,
+                method=method,
+                noise_std=std,
+                noise="gaussian" if noise == "random" else noise,
+                seed=0,
+                slice_profile=deg.get("slice_profile", "box"),
             )
             axes = self._val_axes() if (self.dims == 2 and hr.ndim == 4) else None
             sr = resolver.upscale(lr, axes=axes)
