@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from medgan import __version__
@@ -35,6 +36,8 @@ COMMAND_MODULES = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+#: the reader of stdout went away (`medgan info TREE | head`): 128 + SIGPIPE, what a shell reports for `ls` there
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in OWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader gone away surfaces here at the latest
+        return code
+    except BrokenPipeError:
+        # the reader stopped reading (`medgan info TREE | head`), which printed a BrokenPipeError traceback. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again (Python's `signal` docs, "Note
+        # on SIGPIPE"), and exit as a shell reports `ls` in that pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except MedganError as exc:
         print(f"medgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

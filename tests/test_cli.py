@@ -9,6 +9,7 @@ import pytest
 
 from medgan import __version__
 from pipelines import cli
+from tests.conftest import REPO
 
 
 def test_version_flag_prints_package_version(capsys):
@@ -158,3 +159,28 @@ def test_a_folder_tree_with_a_file_name_as_out_is_a_usage_error(tmp_path, capsys
     tree = Path(__file__).resolve().parents[1] / "sample_data" / "dicom"
     assert cli.main(["upscale", str(tree), str(tmp_path / "out.nii.gz")]) == cli.EXIT_USAGE
     assert "OUT must be a folder" in capsys.readouterr().err and not (tmp_path / "out.nii.gz").exists()
+
+
+def test_synthesize_log_line_names_every_file_written(tmp_path, caplog):
+    """``medgan synthesize -n 2 --out syn.nii.gz`` logged "wrote 2 synthetic file(s) ...: syn_000.nii.gz", naming
+    only the first of the two files it wrote."""
+    import logging
+
+    import numpy as np
+
+    import medgan
+    from medgan.data.labels import tissue_labels
+    from medgan.io.scan import make_scan
+
+    mni = REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
+    labels = tissue_labels(medgan.load_scan(mni / "gm.nii.gz"), medgan.load_scan(mni / "wm.nii.gz"))
+    crop = labels[:, 40:104, 60:124, 80]  # a real 64 x 64 axial label slice keeps the test fast
+    medgan.save_scan(make_scan(crop.numpy(), np.asarray(labels.affine)), tmp_path / "labels.nii.gz")
+    out = tmp_path / "syn.nii.gz"
+    args = ["--model", "brain-t1-tissue-2d", "--labels", str(tmp_path / "labels.nii.gz"), "--scalar", "0.5"]
+    caplog.set_level(logging.INFO, logger="pipelines.commands.synthesize")
+    assert cli.main(["synthesize", *args, "-n", "2", "--seed", "0", "--out", str(out)]) == 0
+    written = sorted(p.name for p in tmp_path.glob("syn_*.nii.gz"))
+    assert written == ["syn_000.nii.gz", "syn_001.nii.gz"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "pipelines.commands.synthesize"]
+    assert line.startswith("wrote 2 synthetic file(s) (seed 0)") and all(name in line for name in written), line

@@ -146,3 +146,27 @@ def test_table_with_file_names_that_are_not_utf8(tmp_path, capsys):
     row = next(line for line in out.splitlines() if line.startswith(series.id))
     assert "cannot be read (Bild\\udce9_004.dcm)" in row
     assert "found under " + str(tmp_path) + "/M\\udcfcller: " in out
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"]])
+def test_output_into_a_closed_pipe_prints_no_traceback(fmt):
+    """``medgan info TREE | head``: the reader goes away before the listing is written. The write raised
+    BrokenPipeError and a traceback reached the terminal (exit 1); now nothing is printed and the exit status is
+    141 (128 + SIGPIPE), what the shell reports for ``ls`` in that pipe."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written: no race with the listing
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "info", *fmt, str(REPO / "sample_data")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 141

@@ -98,5 +98,7 @@ def run(args: argparse.Namespace) -> int:
             meta["medgan"] = {**images.meta["medgan"], "sample_index": i}
             sample = make_scan(images.as_tensor()[i : i + 1], np.asarray(images.affine, dtype=np.float64), meta)
             written.append(save_scan(sample, out.with_name(f"{stem}_{i:03d}{suffix}")))
-    logger.info("wrote %d synthetic file(s) (seed %d) with %s: %s", len(written), seed, synth, written[0].name)
+    # name every file (the first and the last of a long run): naming only the first read as if one file was written
+    names = ", ".join(p.name for p in written) if len(written) <= 3 else f"{written[0].name} ... {written[-1].name}"
+    logger.info("wrote %d synthetic file(s) (seed %d) with %s: %s", len(written), seed, synth, names)
     return 0
