@@ -134,3 +134,30 @@ def test_one_hot_refuses_non_finite_values():
     for bad in (np.inf, -np.inf, np.nan):
         with pytest.raises(MedganError, match="integer"):
             one_hot(np.array([[[0.0, bad]]]), [0, 2, 3])
+
+
+def test_a_label_map_saved_as_dicom_reads_back_and_conditions_synthesis(mni, tmp_path):
+    """tissue_labels marks its map modality SEG; save_scan wrote that into a Secondary Capture image, which discovery
+    then refused as "not an image: segmentation (SEG)", so `medgan synthesize --labels` could not read a label map
+    it had been given as DICOM. The writer now says OT (a Secondary Capture is no DICOM-SEG object), and an image
+    storage class counts as an image whatever its Modality (for series written before)."""
+    import pydicom
+
+    from pipelines.cli import main
+
+    labels = mni[3][:, :, :, 90:91]  # one axial slice of the real MNI label map
+    series = medgan.save_scan(labels, tmp_path / "labels_dcm")
+    first = pydicom.dcmread(sorted(series.glob("*.dcm"))[0])
+    assert first.Modality == "OT"
+    back = medgan.load_scan(series)
+    np.testing.assert_array_equal(np.asarray(back), np.asarray(labels))
+    for f in series.glob("*.dcm"):  # as an earlier medgan wrote it
+        ds = pydicom.dcmread(f)
+        ds.Modality = "SEG"
+        ds.save_as(f)
+    (ref,) = medgan.discover_scans(series)
+    assert ref.usable and ref.modality == "SEG", ref.reason
+    out = tmp_path / "syn.nii.gz"
+    args = ["synthesize", "--labels", str(series), "--out", str(out), "--model", "brain-t1-tissue-2d"]
+    assert main([*args, "--scalar", "0.48"]) == 0  # slice 90 of 189: 90 / 188
+    assert medgan.load_scan(out).shape == labels.shape

@@ -43,6 +43,7 @@ from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
 from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json, record_json
+from medgan.io.discover import NON_IMAGE_MODALITIES
 from medgan.io.scan import LPS_TO_RAS, affine_4x4, scan_array
 
 __all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
@@ -336,6 +337,8 @@ def _base_dataset(
     # General Series module
     candidates = (meta.get("modality"), ref_meta.get("modality"), ref_dicom.get("Modality"))
     ds.Modality = next((str(m) for m in candidates if _is_modality_code(m)), "OT")
+    if ds.Modality in NON_IMAGE_MODALITIES:  # a label map's SEG: a Secondary Capture image is no DICOM-SEG object
+        ds.Modality = "OT"
     ds.SeriesInstanceUID = generate_uid()
     try:
         series_number = int(float(_meta_str(ref_dicom, "SeriesNumber"))) + 1000

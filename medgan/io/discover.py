@@ -105,6 +105,7 @@ NON_IMAGE_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.481.8",  # RT ion plan
     "1.2.840.10008.5.1.4.1.1.481.9",  # RT ion beams treatment record
 )
+_STORAGE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1."  # every composite storage SOP class; the non-image ones are above
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloatPixelData
 _ORIENTATION_TOL = 1e-3  # direction cosines closer than this count as one orientation
 _MAX_DESCRIPTION = 64
@@ -326,7 +327,12 @@ def _text(ds: Any, keyword: str) -> str:
 def non_image_reason(ds: Any) -> str | None:
     modality = _text(ds, "Modality").upper()
     sop = _text(ds, "SOPClassUID")
-    if any(sop.startswith(prefix) for prefix in NON_IMAGE_SOP_PREFIXES) or modality in NON_IMAGE_MODALITIES:
+    non_image_sop = any(sop.startswith(prefix) for prefix in NON_IMAGE_SOP_PREFIXES)
+    # an image storage class (Secondary Capture, MR, CT, ...) holds an image whatever its Modality says: a label map
+    # saved as DICOM by an earlier medgan said SEG and was refused as "not an image"; the Modality decides only for
+    # an object without a storage class
+    image_sop = sop.startswith(_STORAGE_SOP_PREFIX) and not non_image_sop
+    if non_image_sop or (modality in NON_IMAGE_MODALITIES and not image_sop):
         what = NON_IMAGE_MODALITIES.get(modality)
         if what is None:
             try:
