@@ -1017,6 +1017,19 @@ def test_batch_evaluate_pairs_and_reports(tmp_path, eval_trees):
     _assert_no_temp(out)
 
 
+def test_medgan_evaluate_pairs_a_nested_batch_output_as_batch_evaluate_does(tmp_path, eval_trees):
+    """`medgan upscale TREE OUT` writes a/t1.nii.gz's output as a/t1-<hash>.nii.gz, named after the input's id; the
+    pairing of `medgan evaluate` compared that id with "a/t1-<hash>", folder included, and refused a nested tree
+    ("cannot pair") that `medgan batch evaluate` scores. Both now give the same scores."""
+    hr, lr, sr = eval_trees / "hr", eval_trees / "lr", eval_trees / "sr"
+    assert main(["batch", "evaluate", str(sr), str(hr), str(tmp_path / "b"), "--lr", str(lr), "--quiet"]) == 0
+    batch = sorted(m["psnr"] for r in read_rows(tmp_path / "b" / "manifest.jsonl") for m in r["metrics"])
+    args = ["evaluate", "--pred", str(sr), "--ref", str(hr), "--lr", str(lr), "--out", str(tmp_path / "s")]
+    assert main([*args, "--max-montages", "0"]) == 0
+    single = sorted(r["psnr"] for r in json.loads((tmp_path / "s" / "metrics.json").read_text())["rows"])
+    np.testing.assert_allclose(single, batch, rtol=1e-9)
+
+
 def test_batch_evaluate_pairs_dicom_predictions(tmp_path, eval_trees, tiny_model):
     """``batch upscale --format dicom`` writes each prediction as a series folder named after its input's id, one
     folder deeper than the scan it stands for; ``batch evaluate`` found "no prediction" for every reference (with

@@ -18,6 +18,7 @@ data range**, both taken from the reference.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -430,9 +431,13 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
             return {entries[0].key: others[0]}, []
         by_key = {o.key: o for o in others}
         by_id = {o.id: o for o in others}
+        # a batch output is named after its input's id in the input's folder (`medgan upscale TREE OUT` writes
+        # a/t1.nii.gz's output as a/t1-<hash>.nii.gz): its key's folder and name are the reference's folder and id
+        by_place = {(posixpath.dirname(o.key), o.id): o for o in others}
         found, missing = {}, []
         for e in entries:
             o = by_key.get(e.key) or by_id.get(e.key) or by_id.get(e.id) or by_key.get(e.id)
+            o = o or by_place.get((posixpath.dirname(e.key), posixpath.basename(e.key)))
             if o is None and e.slot is not None:  # a --format dicom batch output, named after its LR input's id
                 o = by_key.get(e.slot)
             if o is None:
