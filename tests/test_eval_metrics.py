@@ -314,3 +314,10 @@ def test_evaluate_takes_file_paths_as_str_or_path(tmp_path):
     got = evaluate(str(p_pred), p_ref, lr=str(p_low))
     assert got["psnr"] == pytest.approx(want["psnr"]) and got["mae"] == pytest.approx(1.0, abs=1e-4)
     assert got["lr_consistency_psnr"] == pytest.approx(want["lr_consistency_psnr"])
+
+
+def test_a_geometry_mismatch_between_scans_of_one_file_says_which_is_which():
+    """An upscaled scan keeps its source's file name, so the error read "x.nii: shape A differs from x.nii shape B"."""
+    x = medgan.load_scan(Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "nibabel" / "anatomical.nii")
+    with pytest.raises(GeometryMismatchError, match=r"^prediction \(.*anatomical\.nii\): shape .* from reference \("):
+        medgan.evaluate(medgan.interpolate(x, 2), x)

@@ -130,6 +130,8 @@ def check_geometry(pred: Any, ref: Any, *, pred_name: str = "prediction", ref_na
     Affines are compared only when both inputs carry one (MetaTensors); tolerance 1e-3 mm.
     """
     pname, rname = _name_of(pred, pred_name), _name_of(ref, ref_name)
+    if pname == rname:  # an upscaled scan keeps its source's file name: "x.nii: shape ... differs from x.nii shape"
+        pname, rname = f"{pred_name} ({pname})", f"{ref_name} ({rname})"
     pshape, rshape = tuple(pred.shape), tuple(ref.shape)
     if pshape != rshape:
         raise GeometryMismatchError(
