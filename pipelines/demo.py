@@ -192,7 +192,12 @@ def run_demo(out: str | Path = "medgan-demo", *, data: str | Path | None = None,
     start = time.perf_counter()
     data_dir = Path(data) if data is not None else default_data_dir()
     if not (data_dir / "MANIFEST.json").is_file():
-        raise MedganError(f"{data_dir}: sample_data not found; run from a medgan checkout or pass --data DIR")
+        hint = (
+            "give the sample_data folder itself"
+            if data is not None
+            else "run from a medgan checkout or pass --data DIR"
+        )
+        raise MedganError(f"{data_dir}: sample_data not found (no MANIFEST.json there); {hint}")
     shipped = {m["name"] for m in medgan.list_pretrained()}
     missing = sorted({SR_3D, SR_2D, SYNTH} - shipped)
     if missing:

@@ -1183,6 +1183,10 @@ def test_medgan_run_example_spec(tmp_path, tiny_model, good_tree, capsys):
         ),
         ("job: upscale\ninput: a\noutput: b\n", "'model' is required"),
         ("job: shrink\n", "unknown job"),
+        (  # expandvars left it as text: "specs/${MEDGAN_NO_SUCH_VAR}: folder not found"
+            "job: upscale\ninput: ${MEDGAN_NO_SUCH_VAR}/in\noutput: b\nmodel: m.safetensors\n",
+            "'input': environment variable MEDGAN_NO_SUCH_VAR is not set",
+        ),
         ("job: [upscale\n", "invalid YAML at line"),
         ("- job: upscale\n", "must be a mapping"),
         (  # "billion laughs": parsed instantly, then `medgan run` hung past 1 GB walking 9**9 values

@@ -197,7 +197,8 @@ class Synthesizer:
         arch = (meta.get("model") or {}).get("arch")
         if arch not in CGAN_GENERATOR_DEFAULTS:
             raise CheckpointError(
-                f"{self.path}: not a synthesis model (arch {arch!r}); use medgan.SuperResolver for super-resolution"
+                f"{self.path}: not a synthesis model (arch {arch!r}); a super-resolution model upscales scans "
+                "(medgan.SuperResolver, medgan upscale)"
             )
         try:
             self.labels = {int(k): str(v) for k, v in dict(meta["labels"]).items()}

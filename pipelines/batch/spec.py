@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,9 @@ def _describe(check: Callable[[Any], bool]) -> str:
 
 def _resolve(value: str, base: Path, key: str) -> str:
     text = os.path.expanduser(os.path.expandvars(value))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)  # expandvars leaves an unset variable as it is
+    if unset:
+        raise ConfigError(f"{key!r}: environment variable {', '.join(unset)} is not set (in {value!r})")
     if key == "model" and not Path(text).suffix and "/" not in text and os.sep not in text:
         return text  # a shipped model name, not a path
     path = Path(text)
@@ -251,7 +255,10 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
         if not check(value):
             raise ConfigError(f"{path}: {key!r} must be {_describe(check)}, got {value!r}")
         if key in _PATH_KEYS and isinstance(value, str):
-            value = _resolve(value, origin[key], key)
+            try:
+                value = _resolve(value, origin[key], key)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
         params[key] = value
     if params["workers"] > 1 and params["dask_scheduler"]:
         raise ConfigError(f"{path}: give either 'workers' > 1 or 'dask_scheduler', not both")
