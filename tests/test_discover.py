@@ -395,6 +395,7 @@ def test_a_folder_or_file_beyond_the_path_limit_is_an_unusable_ref_not_silence(t
     assert all(not r.usable and too_long in r.reason and ID_RE.match(r.id) for r in refs)
     (folder,) = [r for r in refs if r.kind == "folder"]
     assert folder.paths[0].name == "z" * 250 and "were not seen" in folder.reason
+    assert folder.to_dict()["n_files"] == 0  # none of its files was seen (not the folder counted as one)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and too_long in r.getMessage()]
     assert len(warned) == 2, caplog.text
     assert any(m.startswith("cannot read folder ") for m in warned)

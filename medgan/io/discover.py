@@ -169,7 +169,7 @@ class ScanRef:
         out["paths"] = [str(p) for p in self.paths]
         out["shape"] = list(self.shape) if self.shape is not None else None
         out["spacing"] = list(self.spacing) if self.spacing is not None else None
-        out["n_files"] = len(self.paths)
+        out["n_files"] = 0 if self.kind == "folder" else len(self.paths)  # a folder that cannot be listed: none seen
         return out
 
 

@@ -58,7 +58,7 @@ def format_table(refs: list) -> str:
             _shape(ref.shape),
             _spacing(ref.spacing),
             ref.orientation or "-",
-            str(len(ref.paths)),
+            "-" if ref.kind == "folder" else str(len(ref.paths)),
             _status(ref),
         )
         for ref in refs
