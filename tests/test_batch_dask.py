@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -103,3 +105,282 @@ def test_dask_with_paths_relative_to_another_working_directory(setup, cluster, m
     args = [str(src), str(root / "relative"), "--model", str(ckpt), "--quiet", "--dask-scheduler", address]
     assert main(["batch", "upscale", *args]) == 0
     assert [r["status"] for r in read_rows(root / "relative" / "manifest.jsonl")[3:]] == ["skipped"] * 3
+
+
+# --------------------------------------------------------------------------- a cluster of separate processes
+#
+# The tests below need what a LocalCluster in this process cannot give: a scheduler to SIGKILL, and workers that
+# run in another environment (without medgan importable, or with a file system of their own).
+
+_STRIP_MEDGAN = (  # a worker interpreter that cannot import medgan or pipelines (the editable install's finder removed)
+    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+    "sys.path[:] = [p for p in sys.path if p not in ('', '.') and not p.rstrip('/').endswith({repo!r})]; "
+    "from distributed.cli.dask_worker import main; main()"
+)
+
+
+class _Procs:
+    """A ``dask scheduler`` and ``dask worker`` processes on loopback, killed (SIGKILL) when the test ends."""
+
+    def __init__(self, folder: Path) -> None:
+        import json
+        import subprocess
+        import sys
+        import time
+
+        self.folder, self.procs = folder, []
+        self.file = folder / "scheduler.json"
+        self.scheduler = self._start(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0"]
+            + ["--no-dashboard", "--scheduler-file", str(self.file)],
+            subprocess,
+        )
+        for _ in range(600):
+            if self.file.is_file() and self.file.read_text().strip():
+                break
+            time.sleep(0.1)
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def _start(self, cmd: list[str], subprocess: Any, **kwargs: Any) -> Any:
+        log = open(self.folder / f"proc{len(self.procs)}.log", "wb")  # noqa: SIM115 -- closed with the process
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, *, prefix: Sequence[str] = (), code: str | None = None, nworkers: int = 1) -> None:
+        """Start ``nworkers`` single-threaded workers (``code``: the interpreter's ``-c`` instead of the CLI)."""
+        import subprocess
+        import sys
+
+        args = ["--scheduler-file", str(self.file), "--nthreads", "1", "--no-dashboard"]
+        args += ["--nworkers", str(nworkers)] if code is None else ["--no-nanny"]
+        launch = [sys.executable, "-m", "distributed.cli.dask_worker"] if code is None else [sys.executable, "-c", code]
+        from pipelines.batch.executors import DASK_WORKER_ENVIRON
+
+        self._start([*prefix, *launch, *args], subprocess, env={**os.environ, **DASK_WORKER_ENVIRON})
+
+    def wait_for_workers(self, n: int) -> None:
+        with distributed.Client(self.address) as client:
+            client.wait_for_workers(n, timeout=120)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
+
+
+@pytest.fixture
+def procs(tmp_path):
+    cluster = _Procs(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def slow(setup):
+    """Scans that take seconds each on one thread (a 32-feature generator on 100x100x20 crops): a scan is still
+    running when the test acts."""
+    import torch
+
+    from medgan.infer.checkpoint import save_checkpoint
+    from medgan.models.registry import build_generator
+
+    _, _, root = setup
+    torch.manual_seed(0)
+    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 32, "n_blocks": 4, "factor": [2, 2, 1]})
+    ckpt = save_checkpoint(root / "slow.safetensors", model, roi_size=32)
+    src = root / "slow_in"
+    img = nib.load(SAMPLE / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz")
+    for i in range(6):
+        crop = img.slicer[20 + i : 120 + i, 20:120, 60:80]
+        (src / "s").mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.asarray(crop.dataobj), crop.affine, crop.header), src / "s" / f"v{i}.nii.gz")
+    return src, ckpt
+
+
+def _cli(args: Sequence[str], **kwargs: Any) -> Any:
+    """``medgan ARGS`` in a process of its own (to signal it, or to bound a run that would hang)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "pipelines.cli", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _outcome(proc: Any, timeout: float) -> str:
+    """Wait for a :func:`_cli` process; its stderr. Killed when it runs past ``timeout`` (a hung run fails the test
+    instead of outliving it)."""
+    import subprocess
+
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
+def _one_error_line(err: str) -> str:
+    """The one line of medgan's error in a run's stderr, checked to be the only medgan line and no traceback.
+
+    Lines that Dask's own loggers print at WARNING (``distributed.core``: "Event loop was unresponsive" on a busy
+    machine, say) are left aside: they are not medgan's output, and counting them made the checks flaky."""
+    assert "Traceback" not in err, err
+    lines = [
+        line
+        for line in err.splitlines()
+        if line.strip() and not line.startswith(("WARNING distributed", "INFO distributed"))
+    ]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _wait_first_row(out: Path, proc: Any) -> None:
+    import time
+
+    while proc.poll() is None and not ((out / "manifest.jsonl").is_file() and (out / "manifest.jsonl").read_text()):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_dask_ctrl_c_leaves_no_task_writing_after_the_client_exits(slow, cluster):
+    """Ctrl-C of ``medgan batch ... --dask-scheduler``: the scans not started are cancelled and the running ones
+    are waited for and recorded, so nothing writes into OUT_ROOT once the client has exited. (Dask cannot stop a
+    running task: before, the client exited with 130 at once and the running scans wrote their outputs into OUT_ROOT
+    seconds later, without rows, racing a rerun.)"""
+    import signal
+    import time
+
+    src, ckpt = slow
+    out = ckpt.parent / "interrupted"
+    proc = _cli(
+        ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet"]
+        + ["--dask-scheduler", cluster.scheduler_address]
+    )
+    _wait_first_row(out, proc)
+    proc.send_signal(signal.SIGINT)
+    err = _outcome(proc, 300)
+    assert proc.returncode == 130, err
+    at_exit = _snapshot(out)
+    with distributed.Client(cluster.scheduler_address) as client:
+        for _ in range(600):  # until the workers run nothing
+            if not any(client.processing().values()):
+                break
+            time.sleep(0.1)
+        assert not any(client.processing().values())
+    assert _snapshot(out) == at_exit  # nothing written after the client exited
+    rows = read_rows(out / "manifest.jsonl")
+    assert rows and {r["status"] for r in rows} == {"done"}
+    outputs = {p.name for p in out.rglob("*.nii.gz")}
+    assert outputs == {Path(rel).name for r in rows for rel in r["outputs"] if rel.endswith(".nii.gz")}
+    # the rerun does the rest
+    args = ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet"]
+    assert main([*args, "--dask-scheduler", cluster.scheduler_address]) == 0
+    assert len(list(out.rglob("*.nii.gz"))) == 6
+
+
+def test_dask_scheduler_lost_mid_run_stops_with_one_line(slow, procs):
+    """The scheduler SIGKILLed mid-run: exit 1 and one line on stderr; the scans it had not finished get no row
+    (before: each became a ``failed`` row blaming its worker, under a 30-line traceback, exit 3), and a rerun on a
+    new cluster does exactly those."""
+    import os
+    import signal
+
+    src, ckpt = slow
+    procs.worker(nworkers=2)
+    procs.wait_for_workers(2)
+    out = ckpt.parent / "lost"
+    proc = _cli(
+        ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet", "--dask-scheduler", procs.address]
+    )
+    _wait_first_row(out, proc)
+    os.kill(procs.scheduler.pid, signal.SIGKILL)
+    err = _outcome(proc, 300)
+    assert proc.returncode == 1, err
+    assert _one_error_line(err).startswith("medgan batch: error: lost the connection to the Dask scheduler"), err
+    rows = read_rows(out / "manifest.jsonl")
+    assert 0 < len(rows) < 6 and {r["status"] for r in rows} == {"done"}
+    assert main(["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet", "--workers", "1"]) == 0
+    statuses = [r["status"] for r in read_rows(out / "manifest.jsonl")[len(rows) :]]
+    assert sorted(statuses) == sorted(["skipped"] * len(rows) + ["done"] * (6 - len(rows)))
+
+
+def test_dask_workers_without_medgan_are_refused(setup, procs):
+    """A worker that cannot import medgan's batch jobs died unpickling its first task and the run waited forever;
+    now the run stops before sending any scan, exit 1, with one line naming the missing module."""
+    src, ckpt, root = setup
+    procs.worker(code=_STRIP_MEDGAN.format(repo=str(Path(__file__).resolve().parents[1])))
+    procs.wait_for_workers(1)
+    out = root / "no-medgan"
+    proc = _cli(
+        ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet", "--dask-scheduler", procs.address]
+    )
+    err = _outcome(proc, 120)
+    assert proc.returncode == 1, err
+    assert "No module named 'pipelines'" in _one_error_line(err), err
+    assert not (out / "manifest.jsonl").exists()
+    assert all(p.poll() is None for p in procs.procs)  # the worker is still there
+
+
+def _private_tmpfs(folder: Path) -> list[str]:
+    """A command prefix that runs a process with an empty tmpfs over ``folder`` (its own mount namespace), or skip."""
+    import shutil
+    import subprocess
+
+    unshare = shutil.which("unshare")
+    probe = [unshare or "unshare", "-rm", "sh", "-c", f"mount -t tmpfs none {folder}"]
+    if unshare is None or subprocess.run(probe, capture_output=True).returncode != 0:
+        pytest.skip("needs unshare -rm (user and mount namespaces) to give a worker a file system of its own")
+    return [unshare, "-rm", "sh", "-c", f'mount -t tmpfs none {folder} && exec "$@"', "sh"]
+
+
+def test_dask_worker_with_its_own_output_folder_is_refused(setup, procs, tmp_path):
+    """A worker that sees another folder at OUT_ROOT's path (no shared file system) wrote every output there and
+    reported it done: exit 0, all rows ``done``, no output in OUT_ROOT. Now the run stops before any scan (exit 1),
+    naming the worker and the folder; outputs of a worker that joins later are checked here and fail their scan."""
+    src, ckpt, root = setup
+    parent = tmp_path / "not-shared"
+    parent.mkdir()
+    procs.worker(prefix=_private_tmpfs(parent))
+    procs.wait_for_workers(1)
+    out = parent / "out"
+    proc = _cli(
+        ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet", "--dask-scheduler", procs.address]
+    )
+    err = _outcome(proc, 120)
+    assert proc.returncode == 1, err
+    assert f"does not see the output folder {out}" in _one_error_line(err), err
+    assert not (out / "manifest.jsonl").exists() and not list(out.rglob("*.nii.gz"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".dask-check")]  # its marker is removed
+
+
+def test_dask_done_row_needs_the_outputs_here(setup, cluster):
+    """A ``done`` row from a worker counts only if this process sees the outputs with the worker's sha256 (a worker
+    that joined after the start-up check and writes into a folder of its own)."""
+    from medgan.infer.superres import SuperResolver
+    from medgan.io.discover import discover_scans
+    from pipelines.batch import executors, jobs
+    from pipelines.batch.plan import plan_upscale
+
+    src, ckpt, root = setup
+    out = root / "elsewhere"
+    out.mkdir()
+    refs = [r for r in discover_scans(src / "a") if r.usable]
+    task = plan_upscale(refs, src / "a", out, fmt="nifti")[0]
+    options = jobs.UpscaleOptions(
+        model=str(ckpt), model_sha256=SuperResolver.from_pretrained(str(ckpt)).sha256, out_root=str(out), threads=1
+    )
+    with distributed.Client(cluster.scheduler_address) as client:
+        fut = client.submit(jobs.upscale_job, task, options, pure=False)
+        distributed.wait(fut)
+        assert executors._dask_row(fut, task, options)["status"] == "done"
+        (out / task.outputs[0]).write_bytes(b"another file system's file")
+        row = executors._dask_row(fut, task, options, "tcp://x")
+    assert row["status"] == "failed" and f"{out} here does not hold it" in row["error"]

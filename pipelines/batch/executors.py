@@ -30,13 +30,15 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from medgan.errors import MedganError
+from medgan.io.atomic import temp_sibling
 from pipelines.batch import jobs
+from pipelines.batch.manifest import output_sha256
 from pipelines.batch.plan import Task
 
 __all__ = ["OnResult", "run_serial", "run_pool", "run_gpu_pipeline", "run_dask", "start_worker_server"]
@@ -386,6 +388,174 @@ def _warn_worker_environ(client: Any) -> None:
         )
 
 
+def _worker_view(marker: str, paths: Sequence[str]) -> dict[str, Any]:
+    """On a Dask worker: the text of ``marker`` (``None`` when it cannot read it) and which of ``paths`` it lacks."""
+    try:
+        text: str | None = Path(marker).read_text(encoding="utf-8")
+    except OSError:
+        text = None
+    return {"marker": text, "missing": [p for p in paths if not os.path.exists(p)]}
+
+
+def _check_dask_workers(client: Any, tasks: Sequence[Task], options: Any) -> None:
+    """Fail the run (:class:`MedganError`) before any scan is sent when a connected Dask worker cannot run it.
+
+    A worker without medgan's ``pipelines`` package died unpickling the first task it got (its nanny started it
+    again, to die on the next one) and the run waited forever. A worker that does not share this process's file
+    system wrote its outputs into its own copy of ``OUT_ROOT`` and reported them done: exit 0, a manifest full of
+    ``done`` rows and no output here. So each worker must import the job module, see the checkpoint and the first
+    scan's input files, and read a marker file this process has just written into ``OUT_ROOT`` (the same folder,
+    not only the same path). Workers that join later are covered by :func:`_dask_row`'s check of every output.
+    """
+    try:
+        # exec is a builtin, so it reaches a worker without medgan's modules and fails there with their error
+        client.run(exec, "import pipelines.batch.jobs")
+    except Exception as exc:  # noqa: BLE001 -- whatever the worker raised: its one line names the cause
+        raise MedganError(
+            f"the Dask workers cannot import medgan's batch jobs ({jobs.error_text(exc)}); start them from an "
+            "environment with the same medgan installed (pip install 'medgan[dask]')"
+        ) from None
+    out_root = Path(options.out_root)
+    wanted = {str(p): "the input scan" for p in tasks[0].ref.paths[:1]} if tasks else {}
+    for other in tasks[0].others.values() if tasks else ():
+        if other is not None:
+            wanted.update({str(p): "the input scan" for p in other.paths[:1]})
+    model = getattr(options, "model", None)
+    if model and os.path.isabs(model):  # a shipped model's name needs no file
+        wanted[model] = "the checkpoint"
+    marker = temp_sibling(out_root / "dask-check")  # a temporary name: a leftover is swept by the next run
+    token = uuid.uuid4().hex
+    marker.write_text(token, encoding="utf-8")
+    try:
+        views = client.run(_worker_view, str(marker), list(wanted))
+    except Exception as exc:  # noqa: BLE001 -- e.g. a worker still running an older medgan that lacks the check
+        raise MedganError(
+            f"the Dask workers cannot run medgan's batch jobs ({jobs.error_text(exc)}); start them from an "
+            "environment with the same medgan as this process (pip install 'medgan[dask]')"
+        ) from None
+    finally:
+        marker.unlink(missing_ok=True)
+    for worker, view in sorted(views.items()):
+        lacks = [f"{path} ({wanted[path]})" for path in view["missing"]]
+        if view["marker"] != token:
+            lacks.insert(0, f"the output folder {out_root}")
+        if lacks:
+            raise MedganError(
+                f"Dask worker {worker} does not see {', '.join(lacks)} of this run: every worker needs the input "
+                "tree, OUT_ROOT and the checkpoint at the same absolute paths, on a file system shared with this "
+                "process (docs/BATCH.md, Dask)"
+            )
+    if not views:
+        log.warning("the Dask scheduler has no workers yet: the scans wait until workers connect")
+
+
+def _dask_row(fut: Any, task: Task, options: Any, address: str = "") -> dict[str, Any]:
+    """The row of a finished Dask future; raises :class:`MedganError` when the scheduler cancelled it.
+
+    A ``done`` row counts only when this process sees every output it lists with the sha256 the worker computed:
+    a worker (one that joined after :func:`_check_dask_workers`) writing into a folder of its own at the same path
+    is a ``failed`` row here, not a ``done`` one whose outputs exist nowhere the user looks.
+    """
+    try:
+        row = fut.result()
+    except CancelledError as exc:  # the scheduler went away (or dropped the run): no row, stop the run
+        reason = getattr(exc, "reason", "") or str(exc)
+        what = (
+            f"lost the connection to the Dask scheduler {address}"
+            if "connection-lost" in reason
+            else f"the Dask scheduler {address} cancelled scan {task.scan_id} ({reason})"
+        )
+        raise MedganError(f"{what}; the run stopped: the scans without a manifest row are redone by a rerun") from None
+    except Exception as exc:  # the worker died (after Dask's retries) or could not run the job
+        return _crashed(exc)
+    if row.get("status") == "done":
+        out_root = Path(options.out_root)
+        for rel, digest in zip(row.get("outputs") or [], row.get("output_sha256") or [], strict=False):
+            path = out_root / rel
+            if not path.exists() or output_sha256(path) != digest:
+                return {
+                    "status": "failed",
+                    "error": f"Dask worker {row.get('worker')} wrote {rel}, but {out_root} here does not hold it: "
+                    "every worker needs OUT_ROOT at the same absolute path on a file system shared with this process",
+                    "outputs": [],
+                    "output_sha256": [],
+                    "seconds": row.get("seconds") or {},
+                    "worker": row.get("worker"),
+                    "started": row.get("started"),
+                }
+    return row
+
+
+#: Dask worker task states in which a task's thread may still run the job (and write its outputs)
+_ACTIVE_STATES = frozenset({"executing", "long-running", "cancelled", "resumed"})
+
+
+def _active_keys(suffix: str, dask_worker: Any = None) -> list[str]:
+    """On a Dask worker (``client.run`` passes ``dask_worker``): the keys ending in ``suffix`` it still runs."""
+    return [
+        key
+        for key, ts in list(dask_worker.state.tasks.items())
+        if isinstance(key, str) and key.endswith(suffix) and ts.state in _ACTIVE_STATES
+    ]
+
+
+def _close_quietly(client: Any) -> None:
+    """Close a client that lost its scheduler without the 30-line traceback ``distributed`` logs for the
+    reconnection attempt that closing cancels (the run's own one-line error says what happened)."""
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.suppress(Exception):
+            client.close()
+    finally:
+        logger.setLevel(level)
+
+
+def _stop_dask(
+    client: Any, pending: dict[Any, Task], suffix: str, options: Any, on_result: OnResult, address: str = ""
+) -> None:
+    """Stop an interrupted Dask run so that no task of it writes into ``OUT_ROOT`` after this process exits.
+
+    Dask cannot stop a task that a worker thread is running: after a plain ``client.close()`` the scans then
+    running went on and renamed their outputs into ``OUT_ROOT`` seconds after ``medgan batch`` had exited with
+    status 130 (and raced a rerun started at once). So the tasks not started are cancelled, the running ones are
+    waited for (their rows recorded, as for finished scans), and then any that started in between is waited for
+    too. A second Ctrl-C stops the waiting (the scans still running then may write outputs without a row, which a
+    rerun writes again).
+    """
+    from distributed import as_completed
+
+    if client.status != "running":  # the scheduler is gone: nothing can be cancelled or waited for
+        _close_quietly(client)
+        return
+    if not pending:
+        return
+    try:
+        running = {key for keys in client.run(_active_keys, suffix).values() for key in keys}
+        client.cancel([fut for fut in pending if fut.key not in running])
+    except Exception:  # noqa: BLE001 -- the cluster is going away as well: nothing more to do
+        return
+    finishing = {fut: task for fut, task in pending.items() if fut.key in running}
+    if running:
+        log.warning(
+            "interrupted: waiting for the %d scan(s) running on Dask workers to finish, so that none writes into "
+            "%s after this run (Ctrl-C again to stop waiting)",
+            len(running),
+            options.out_root,
+        )
+    for fut in as_completed(list(finishing)):
+        with contextlib.suppress(Exception):  # the run stops anyway; its own error is what the user sees
+            on_result(finishing[fut], _dask_row(fut, finishing[fut], options, address))
+    while True:  # cancelled while starting: Dask drops their rows, but they still write until they end
+        try:
+            if not any(client.run(_active_keys, suffix).values()):
+                return
+        except Exception:  # noqa: BLE001
+            return
+        time.sleep(0.5)
+
+
 def run_dask(
     tasks: Sequence[Task],
     job: Callable[[Task, Any], dict],
@@ -396,6 +566,12 @@ def run_dask(
     client: Any = None,
 ) -> None:
     """Submit every task to a Dask cluster and collect the rows as they finish.
+
+    Before any task is sent, every connected worker must import the job module and see the run's files
+    (:func:`_check_dask_workers`); a ``done`` row counts only if this process sees its outputs (:func:`_dask_row`).
+    A lost scheduler stops the run with a :class:`MedganError`. Interrupted (``KeyboardInterrupt`` or any exception
+    raised here), it cancels the scans not started, waits for the ones running and records them, then re-raises
+    (:func:`_stop_dask`).
 
     Parameters
     ----------
@@ -410,20 +586,22 @@ def run_dask(
     if own:
         client = connect_dask(address or "")
     try:
+        _check_dask_workers(client, tasks, options)
         _warn_worker_environ(client)
-        run = uuid.uuid4().hex[:8]
-        futures = {}
-        for task in tasks:
-            fut = client.submit(job, task, options, pure=False, key=f"medgan-{task.job}-{task.scan_id}-{run}")
-            futures[fut] = task
-        for fut in as_completed(list(futures)):
-            task = futures[fut]
-            try:
-                row = fut.result()
-            except Exception as exc:  # the worker died (after Dask's retries) or could not run the job
-                row = _crashed(exc)
-            on_result(task, row)
-            fut.release()
+        suffix = f"-{uuid.uuid4().hex[:8]}"
+        scheduler = str(getattr(client.scheduler, "address", "") or "")
+        pending: dict[Any, Task] = {}  # submitted, row not recorded yet
+        try:
+            for task in tasks:
+                fut = client.submit(job, task, options, pure=False, key=f"medgan-{task.job}-{task.scan_id}{suffix}")
+                pending[fut] = task
+            for fut in as_completed(list(pending)):
+                task = pending.pop(fut)
+                on_result(task, _dask_row(fut, task, options, scheduler))
+                fut.release()
+        except BaseException:
+            _stop_dask(client, pending, suffix, options, on_result, scheduler)
+            raise
     finally:
         if own:
             client.close()
