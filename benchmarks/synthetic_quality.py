@@ -32,9 +32,11 @@ from the DICOM corpus, resampled to 1 mm RAS, no labels), is used only where no 
    Caveat: the generator was trained on all training slices, i.e. it has seen more than the K labelled images.
 4. Detection. ``medgan.infer.detect.train_detector`` on real slices (the training slices of the MNI T1 and the
    native-resolution axial slices of the other real MR/CT scans in ``sample_data``, except the XA30 T1w) vs
-   synthetic images of training label maps (half as they are, half deformed); scored with
+   synthetic images of training label maps (half as they are, half deformed), both classes tiled into crops of one
+   size (``detector_crops``: no class-specific padding, a shared constant band on some crops); scored with
    ``medgan.detect_synthetic`` on held-out real slices vs synthetic images of held-out label maps (AUC by the rank
-   formula), and on the held-out other subject (XA30 T1w: native 2 mm slices, and resampled to 1 mm).
+   formula), and on the held-out other subject (XA30 T1w: native 2 mm slices, and resampled to 1 mm); whole, in a
+   constant frame and centre-cropped; and every real scan in ``sample_data`` at its own size.
 
 Run:  python benchmarks/synthetic_quality.py [--device cuda] [--quick] [--out-md PATH] [--append]
       [--save-detector medgan/pretrained/synthetic-detector.safetensors]
@@ -80,6 +82,8 @@ CONFIG = REPO / "medgan" / "pretrained" / "configs" / "brain-t1-tissue-2d.yaml"
 OTHER_SUBJECT = REPO.parent / "shared" / "corpora" / "dicom" / "dcm_qa_xa30_t1w_tfl3d"
 N_CLASSES = len(TISSUE_LABELS)
 CROP, CROPS_PER_SLICE = 64, 16
+# the detector's training geometry, one for both classes (see detector_crops)
+DETECTOR_CROP, DETECTOR_STRIDE, DETECTOR_FRAME_FRACTION = 64, 64, 0.25
 
 
 @dataclass
@@ -95,7 +99,7 @@ class Settings:
     utility_steps: int = 150
     utility_batch: int = 8
     utility_crop: int = 112
-    detector_epochs: int = 30
+    detector_epochs: int = 15
     other_slices: int = 24
 
 
@@ -189,15 +193,13 @@ def load_other_subject(shape: tuple[int, int], normalization: dict[str, Any], n:
     return np.stack([vol[:, :, k] for k in ks]).astype(np.float32)
 
 
-def load_detector_reals(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Native-resolution axial slices of the real scans in ``sample_data`` other than the MNI templates, each
-    zero-padded / centre-cropped to ``shape``: ``(training slices, XA30 T1w slices (held out), source names)``.
+def load_detector_reals() -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Native-resolution axial slices of the real scans in ``sample_data`` other than the MNI templates, each at its
+    own size (no padding, no cropping): ``(training slices, XA30 T1w slices (held out), source names)``.
 
-    Slices without structure (constant, or under 5 % of pixels above the slice median) are left out.
+    Slices without structure (constant, or under 5 % of pixels above the slice median) are left out. The slices
+    keep their shapes: :func:`detector_crops` gives them, and the synthetic slices, one geometry.
     """
-    from monai.transforms import ResizeWithPadOrCrop
-
-    fit = ResizeWithPadOrCrop(shape)
     train, held, names = [], [], []
     for ref in medgan.discover_scans(REPO / "sample_data"):
         folder = ref.paths[0].parent.name
@@ -206,14 +208,162 @@ def load_detector_reals(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray,
         vol = np.asarray(medgan.load_scan(ref)[0].detach().cpu().numpy(), dtype=np.float32)
         vol = vol[..., None] if vol.ndim == 2 else vol
         keep = [
-            np.asarray(fit(vol[None, :, :, k]))[0]
+            np.ascontiguousarray(vol[:, :, k])
             for k in range(vol.shape[2])
             if np.ptp(vol[:, :, k]) > 0 and (vol[:, :, k] > np.median(vol[:, :, k])).mean() >= 0.05
         ]
         (held if folder == OTHER_SUBJECT.name else train).extend(keep)
         if folder != OTHER_SUBJECT.name and keep:
             names.append(f"{ref.id.rsplit('-', 1)[0]} ({len(keep)})")
-    return np.stack(train).astype(np.float32), np.stack(held).astype(np.float32), names
+    return train, held, names
+
+
+def detector_crops(
+    slices: list[np.ndarray] | np.ndarray,
+    *,
+    size: int = DETECTOR_CROP,
+    stride: int = DETECTOR_STRIDE,
+    frame_fraction: float = DETECTOR_FRAME_FRACTION,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """The detector's training inputs from slices of any size, the same way for the real and the synthetic class.
+
+    Each slice is normalised on its own (percentile 0.5-99.5, as ``detect_synthetic`` does) and tiled into
+    ``size x size`` crops every ``stride`` pixels (the last row / column of crops flush with the edge). A slice
+    smaller than ``size`` in either direction gives no crop (it is skipped, never padded), and a crop with under
+    10 % of its pixels above 0.1 (background: the MNI template is exactly 0 there, the generator's background is
+    faint noise) is left out. A seeded ``frame_fraction`` of the crops get a constant band (0, the normalised
+    background, 2-16 px wide) along 1-4 of their edges, so that a constant frame or constant background occurs in
+    both classes and cannot mark one of them.
+
+    Returns
+    -------
+    tuple
+        ``(crops (N, size, size) float32, number of slices skipped as too small)``.
+    """
+    from medgan.infer.detect import prepare_slices
+
+    rng = np.random.default_rng([11, seed])
+    crops, skipped = [], 0
+    for s in slices:
+        if min(s.shape) < size:
+            skipped += 1
+            continue
+        x = prepare_slices([s])[0, 0].numpy()
+
+        def starts(n: int) -> list[int]:
+            return sorted({*range(0, n - size + 1, stride), n - size})
+
+        for i in starts(x.shape[0]):
+            for j in starts(x.shape[1]):
+                c = x[i : i + size, j : j + size].copy()
+                if (c > 0.1).mean() < 0.1:
+                    continue
+                if rng.random() < frame_fraction:
+                    for side in np.flatnonzero(rng.random(4) < 0.5) if rng.random() < 0.75 else range(4):
+                        w = int(rng.integers(2, 17))
+                        if side == 0:
+                            c[:w] = 0.0
+                        elif side == 1:
+                            c[-w:] = 0.0
+                        elif side == 2:
+                            c[:, :w] = 0.0
+                        else:
+                            c[:, -w:] = 0.0
+                crops.append(c)
+    return np.stack(crops).astype(np.float32), skipped
+
+
+def _centre(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    i, j = ((n - m) // 2 for n, m in zip(x.shape, shape, strict=True))
+    return x[i : i + shape[0], j : j + shape[1]]
+
+
+#: inputs of the geometry check: (name, transform of one normalised 155 x 192 slice)
+GEOMETRY_CHECKS: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
+    ("whole 155 x 192 slice", lambda x: x),
+    # a frame of the background value (0) adds no edge; a mid-grey or bright one (like 0 HU round a CT) does
+    ("8 px constant frame, 0 (background)", lambda x: np.pad(x, 8)),
+    ("16 px constant frame, 0 (background)", lambda x: np.pad(x, 16)),
+    ("8 px constant frame, 0.5 (mid-grey)", lambda x: np.pad(x, 8, constant_values=0.5)),
+    ("16 px constant frame, 1.0 (bright)", lambda x: np.pad(x, 16, constant_values=1.0)),
+    *[
+        (f"centre crop {h} x {w}", lambda x, h=h, w=w: _centre(x, (h, w)))
+        for h, w in ((139, 176), (128, 160), (128, 128), (96, 96), (64, 64))
+    ],
+]
+
+
+def detector_geometry_rows(detector: Any, real: np.ndarray, synthetic: np.ndarray) -> list[dict[str, Any]]:
+    """Scores of held-out real and synthetic slices whole, inside a constant frame, and centre-cropped."""
+    rows = []
+    for name, fn in GEOMETRY_CHECKS:
+        r = np.asarray([medgan.detect_synthetic(fn(x)[None], detector=detector) for x in real])
+        f = np.asarray([medgan.detect_synthetic(fn(x)[None], detector=detector) for x in synthetic])
+        rows.append(
+            {
+                "input": name,
+                "real": [float(r.min()), float(r.max()), float(np.mean(r > 0.5))],
+                "synthetic": [float(f.min()), float(f.max()), float(np.mean(f > 0.5))],
+                "n": [len(r), len(f)],
+            }
+        )
+    return rows
+
+
+def geometry_table(rows: list[dict[str, Any]]) -> str:
+    n_real, n_syn = rows[0]["n"] if rows else (0, 0)
+    return (
+        f"Geometry check: {n_real} held-out real MNI slices and {n_syn} synthetic slices of the held-out label maps "
+        "(one noise seed), normalised, then framed or centre-cropped and scored with `detect_synthetic`:\n\n"
+        "| input | real: min-max score | real flagged | synthetic: min-max score | synthetic flagged |\n"
+        "|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| {r['input']} | {r['real'][0]:.3f}-{r['real'][1]:.3f} | {r['real'][2]:.0%} | "
+            f"{r['synthetic'][0]:.3f}-{r['synthetic'][1]:.3f} | {r['synthetic'][2]:.0%} |"
+            for r in rows
+        )
+    )
+
+
+def sample_scan_scores(detector: Any) -> list[dict[str, Any]]:
+    """``detect_synthetic`` (defaults: ``axis=2``, ``max_slices=32``) on every real scan in ``sample_data`` at its
+    own size: each DICOM series folder and each NIfTI image except the MNI tissue maps."""
+    from medgan.infer.detect import _scan_slices
+
+    paths = sorted(p for p in (REPO / "sample_data" / "dicom").iterdir() if p.is_dir())
+    paths += sorted(
+        p for p in (REPO / "sample_data" / "nifti").rglob("*.nii*") if p.name not in ("gm.nii.gz", "wm.nii.gz")
+    )
+    rows = []
+    for p in paths:
+        scan = medgan.load_scan(p)
+        slices = _scan_slices(scan, 2, 32)
+        by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
+        for sl in slices:
+            by_shape.setdefault(sl.shape, []).append(sl)
+        per_slice = np.concatenate([detector.score_slices(g) for g in by_shape.values()])
+        rows.append(
+            {
+                "scan": str(p.relative_to(REPO)),
+                "shape": tuple(int(n) for n in scan.shape),
+                "score": medgan.detect_synthetic(scan, detector=detector),
+                "slices": len(per_slice),
+                "flagged": int((per_slice > 0.5).sum()),
+            }
+        )
+    return rows
+
+
+def samples_table(rows: list[dict[str, Any]]) -> str:
+    return (
+        "`medgan.detect_synthetic(path)` on every real scan in `sample_data` at its own size (default `axis=2`, "
+        "`max_slices=32`, CPU):\n\n"
+        "| scan | shape | score | slices scored | slices > 0.5 |\n|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| `{r['scan']}` | {r['shape']} | {r['score']:.3f} | {r['slices']} | {r['flagged']} |" for r in rows
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- synthesis
@@ -725,18 +875,37 @@ class Runner:
         from medgan.infer.detect import SyntheticDetector, train_detector
 
         d, dev = self.data, self.device
-        extra, xa30, sources = load_detector_reals(d.image.shape[:2])
-        real = np.concatenate([d.img(d.train), extra])
-        fake = np.concatenate([self.syn_odd, self.syn_def_even])
+        # One geometry for both classes: every slice, real or synthetic, MNI grid or not, is normalised on its own
+        # and tiled into DETECTOR_CROP crops (detector_crops). The detector trained before 2026-12-06 saw the
+        # non-MNI real slices zero-padded to 155 x 192 and the synthetic ones never padded, and learned "constant
+        # frame = real".
+        extra, xa30, sources = load_detector_reals()
+        mni_crops, _ = detector_crops(d.img(d.train), seed=0)
+        other_crops, too_small = detector_crops(extra, seed=1)
+        # the other scanners give far fewer crops than the 1 mm template: repeat them so that they weigh about as
+        # much as the template in the real class (otherwise the CT's few crops stay misclassified)
+        repeat = max(1, round(len(mni_crops) / max(len(other_crops), 1)))
+        real = np.concatenate([mni_crops, *[other_crops] * repeat])
+        fake, _ = detector_crops(np.concatenate([self.syn_odd, self.syn_def_even]), seed=2)
+        self.results["detector_data"] = {
+            "mni_crops": len(mni_crops),
+            "other_crops": len(other_crops),
+            "repeat": repeat,
+            "too_small": too_small,
+            "real_crops": len(real),
+            "fake_crops": len(fake),
+        }
         path = Path(self.args.save_detector) if self.args.save_detector else Path(self.tmp) / "detector.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         command = "python benchmarks/synthetic_quality.py " + " ".join(
             sys.argv[1:] if self.args.argv is None else self.args.argv
         )
+        t0 = time.perf_counter()
         ckpt = train_detector(real, fake, path, epochs=self.s.detector_epochs, seed=0, device=dev, command=command)
+        self.timings["detector training"] = time.perf_counter() - t0
         det = SyntheticDetector(ckpt, device=dev)
 
-        def score(x: np.ndarray) -> np.ndarray:
+        def score(x: Any) -> np.ndarray:
             return np.asarray([medgan.detect_synthetic(s[None], detector=det) for s in x])
 
         s_val = score(d.img(d.val))
@@ -749,6 +918,7 @@ class Runner:
             f"{roc_auc(s_val, s_def):.3f} | {np.mean(s_val > 0.5):.0%} | {np.mean(s_def > 0.5):.0%} |",
         ]
         self.results["detector_auc"] = roc_auc(s_val, s_syn)
+        self.results["detector_auc_deformed"] = roc_auc(s_val, s_def)
         s_xa = score(xa30)
         self.results["detector_flagged"] = {
             "held-out real (MNI T1)": float(np.mean(s_val > 0.5)),
@@ -767,21 +937,36 @@ class Runner:
                 np.mean(s_oth > 0.5)
             )
             rows.append(
-                f"| held-out other subject, XA30 T1w resampled to 1 mm (bilinear), vs synthetic (held-out label "
-                f"maps) | {len(s_oth)} / {len(s_syn)} | {roc_auc(s_oth, s_syn):.3f} | {np.mean(s_oth > 0.5):.0%} | "
-                f"{np.mean(s_syn > 0.5):.0%} |"
+                f"| held-out other subject, XA30 T1w resampled to 1 mm (bilinear, centre 155 x 192), vs synthetic "
+                f"(held-out label maps) | {len(s_oth)} / {len(s_syn)} | {roc_auc(s_oth, s_syn):.3f} | "
+                f"{np.mean(s_oth > 0.5):.0%} | {np.mean(s_syn > 0.5):.0%} |"
             )
+        geometry = detector_geometry_rows(det, d.img(d.val), self.syn_val[0])
+        self.results["detector_geometry"] = geometry
+        samples = sample_scan_scores(det)
+        self.results["detector_samples"] = samples
         tr = ckpt.metadata.get("training_data") or {}
         saved = f" Saved to `{self.args.save_detector}`." if self.args.save_detector else ""
+        dd = self.results["detector_data"]
         self.sections.append(
             "### 4. Synthetic-image detection (`medgan.detect_synthetic`)\n\n"
-            f"`train_detector`: {tr.get('n_real')} real training slices ({len(d.train)} MNI T1 training slices + "
-            f"native slices of {', '.join(sources)}) vs {tr.get('n_fake')} synthetic slices "
-            f"(training label maps, half deformed), {tr.get('epochs')} epochs, training accuracy "
-            f"{tr.get('train_accuracy', float('nan')):.3f}.{saved} Scored per slice with `detect_synthetic`; AUC by "
-            "the rank (Mann-Whitney) formula; flagged = score > 0.5.\n\n"
+            f"`train_detector` on {DETECTOR_CROP} x {DETECTOR_CROP} crops of both classes (`detector_crops`: each "
+            f"slice normalised on its own, tiled every {DETECTOR_STRIDE} px, crops under 10 % foreground left out, "
+            f"{DETECTOR_FRAME_FRACTION:.0%} of the crops of both classes given a constant band along their edges; no "
+            f"class-specific padding). Real: {dd['mni_crops']} crops of the {len(d.train)} MNI T1 training slices + "
+            f"{dd['other_crops']} crops (repeated {dd['repeat']}x) of the native slices of {', '.join(sources)}; "
+            f"{dd['too_small']} slice(s) smaller than {DETECTOR_CROP} px skipped; {tr.get('n_real')} real crops in "
+            f"all. Synthetic: {tr.get('n_fake')} crops of {len(self.syn_odd) + len(self.syn_def_even)} slices "
+            f"(training label maps, half deformed). {tr.get('epochs')} epochs, "
+            f"{self.timings.get('detector training', float('nan')):.0f} s, training accuracy (crops) "
+            f"{tr.get('train_accuracy', float('nan')):.3f}.{saved} Scored on whole slices with `detect_synthetic`; "
+            "AUC by the rank (Mann-Whitney) formula; flagged = score > 0.5.\n\n"
             "| test | n real / n synthetic | AUC | real flagged | synthetic flagged |\n|---|---|---|---|---|\n"
             + "\n".join(rows)
+            + "\n\n"
+            + geometry_table(geometry)
+            + "\n\n"
+            + samples_table(samples)
             + "\n"
         )
         if self.args.save_detector:
@@ -824,26 +1009,90 @@ class Runner:
 
 
 def write_detector_card(path: Path, results: dict[str, Any], data: Data) -> None:
-    """Model card beside a saved detector: rendered from its metadata, plus the benchmark's held-out numbers."""
+    """Model card beside a saved detector: rendered from its metadata, plus the benchmark's held-out numbers, its
+    geometry check and its score on every real scan in ``sample_data``."""
     from medgan.infer.pretrained import render_model_card
     from medgan.io.atomic import write_text_atomic
 
+    dd = results.get("detector_data") or {}
+    geometry = results.get("detector_geometry") or []
+    samples = results.get("detector_samples") or []
+    flagged_real = [r["scan"] for r in samples if r["score"] >= 0.5]
+    flagged_slices = [r for r in samples if r["flagged"]]
+    held = results.get("detector_flagged") or {}
+    unseen = [(k, v) for k, v in held.items() if k.startswith("other subject")]
+    whole = [r for r in geometry if r["input"].startswith("whole")]
+    other = [r for r in geometry if not r["input"].startswith("whole")]
+    syn_low = min((r["synthetic"][0] for r in other), default=float("nan"))
+    real_high = max((r["real"][1] for r in geometry), default=float("nan"))
     notes = (
         "<!-- notes -->\n## Notes\n\n"
         "Trained by `python benchmarks/synthetic_quality.py --save-detector ...` on real axial slices (the training "
-        "slices of the MNI ICBM152 2009a T1, which trained `brain-t1-tissue-2d`, and native-resolution slices of the "
-        "other real MR and CT scans in `sample_data` except the XA30 T1w) against synthetic slices that "
+        "slices of the MNI ICBM152 2009a T1, which trained `brain-t1-tissue-2d`, and the native slices of the other "
+        "real MR and CT scans in `sample_data` except the XA30 T1w) against synthetic slices that "
         "`brain-t1-tissue-2d` generated from the MNI training label maps (half of them randomly deformed), with the "
         "same random resampling blur and noise applied to both classes. The network sees the noise residual of each "
         "slice (a fixed high-pass front end), not the image.\n\n"
+        f"Both classes go through one geometry: every slice is normalised on its own and tiled into {DETECTOR_CROP} "
+        f"x {DETECTOR_CROP} crops (every {DETECTOR_STRIDE} px; crops under 10 % foreground left out); slices "
+        f"smaller than {DETECTOR_CROP} px are skipped, never padded ({dd.get('too_small', '?')} slices: the "
+        f"{DETECTOR_CROP}-px limit leaves out `anatomical.nii`, 33 x 41). {DETECTOR_FRAME_FRACTION:.0%} of the "
+        "crops of BOTH classes get a constant band (the normalised background, 0) along their edges, so a constant "
+        "frame or background marks neither class. The MNI template's background is exactly 0 while the generator's "
+        "is faint noise: without the shared band, a constant region would again read as 'real'. The crops of the "
+        f"other real scans are repeated {dd.get('repeat', '?')}x so that they weigh about as much as the template "
+        f"({dd.get('mni_crops', '?')} template crops, {dd.get('other_crops', '?')} others). The counts in the table "
+        "above (real / synthetic 'slices', slice shape) are these crops. The detector trained before 2026-12-06 "
+        "saw the other real scans zero-padded to 155 x 192 (0 HU for the CT) and the synthetic slices never padded; "
+        "it learned 'constant frame = real' (the real CT scored 0.685 at its own size, synthetic slices in an 8 px "
+        "frame 0.001-0.007).\n\n"
+        "`detect_synthetic` scores a whole slice at its own size (global average pooling over the slice, Platt "
+        "calibration fitted on the training crops).\n\n"
         f"Held-out AUC (held-out real MNI slices vs synthetic images of held-out label maps): "
-        f"{results.get('detector_auc', float('nan')):.3f}. Share of slices scored > 0.5 (held out from training): "
+        f"{results.get('detector_auc', float('nan')):.3f} (deformed held-out label maps "
+        f"{results.get('detector_auc_deformed', float('nan')):.3f}). Share of whole slices scored > 0.5 (held out "
+        "from training): "
         + "; ".join(f"{k} {v:.0%}" for k, v in (results.get("detector_flagged") or {}).items())
         + ". See BENCHMARKS.md.\n\n"
-        "Limits: it knows one generator (`brain-t1-tissue-2d`) and has seen one real subject at 1 mm plus a handful "
-        "of small real scans; a high score means 'looks like that generator's slices', not proof, and a low score "
-        "does not prove an image real. Scores on other generators (including medgan's super-resolution models), "
-        "other anatomy or heavy post-processing are not validated.\n"
+        + (geometry_table(geometry) + "\n\n" if geometry else "")
+        + (samples_table(samples) + "\n\n" if samples else "")
+        + "These scans were in the real training class, except the XA30 T1w (held out: the one true generalisation "
+        "test here) and the MNI T1's held-out slices, so the other scores show the training fit at each scan's own "
+        "size, not generalisation. "
+        + (
+            f"Scans scored >= 0.5: {', '.join(f'`{p}`' for p in flagged_real)}."
+            if flagged_real
+            else "Every one scores below 0.5 at its own size."
+        )
+        + (
+            " Single slices still score above 0.5 in "
+            + ", ".join(f"`{r['scan']}` ({r['flagged']} of {r['slices']})" for r in flagged_slices)
+            + ": judge a scan by its mean score, not by one slice."
+            if flagged_slices
+            else ""
+        )
+        + "\n\n"
+        "Limits (measured): it knows one generator (`brain-t1-tissue-2d`) and has seen one real subject at 1 mm "
+        "plus a handful of small real scans. "
+        + (
+            f"Synthetic slices of held-out label maps stayed above {syn_low:.2f} whole "
+            f"({whole[0]['synthetic'][0]:.2f}-{whole[0]['synthetic'][1]:.2f}), in a constant frame and centre-cropped "
+            f"down to {DETECTOR_CROP} x {DETECTOR_CROP}; held-out real MNI slices stayed at or below {real_high:.3f} "
+            "in every one of these geometries. "
+            if whole
+            else ""
+        )
+        + f"Below {DETECTOR_CROP} px a slice is scored but such sizes were never trained on. "
+        + (
+            "The only unseen real subject is where it errs: "
+            + "; ".join(f"{k}: {v:.0%} of slices scored > 0.5" for k, v in unseen)
+            + " (the detector trained before 2026-12-06, on padded slices: 0 % and 12 %). "
+            if unseen
+            else ""
+        )
+        + "A high score means 'looks like that generator's slices', not proof, and a low score does not prove an image "
+        "real. Scores on other generators (including medgan's super-resolution models), other anatomy or heavy "
+        "post-processing are not validated.\n"
     )
     write_text_atomic(path.with_suffix(".md"), render_model_card(path) + notes)
 

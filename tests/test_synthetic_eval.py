@@ -89,14 +89,15 @@ def test_frechet_distance_of_one_feature() -> None:
 
 
 def test_detector_card_states_the_measured_score_of_every_real_sample_scan() -> None:
-    """The card said the detector was trained with the real CT as a real slice (training accuracy 1.0) but
-    detect_synthetic calls that CT synthetic (0.685): the training slice was zero-padded to 155 x 192, and a constant
-    frame is what marks 'real' to this network. The card lists every real sample scan's measured score and says why."""
+    """The card lists every real sample scan's measured score at its own size, and every one is below 0.5. The
+    detector shipped before 2026-12-06 called the real CT synthetic (0.685) although it was a real training slice:
+    the benchmark zero-padded every non-MNI real slice to 155 x 192 and never the synthetic ones, so a constant frame
+    meant 'real'. Both classes are now tiled into crops of one size."""
     import re
     from pathlib import Path
 
     import medgan
-    from medgan.infer.detect import DEFAULT_DETECTOR, SyntheticDetector
+    from medgan.infer.detect import DEFAULT_DETECTOR, SyntheticDetector, _scan_slices
 
     repo = Path(__file__).resolve().parents[1]
     card = (PRETRAINED_DIR / "synthetic-detector.md").read_text(encoding="utf-8").split("<!-- notes -->", 1)[1]
@@ -111,12 +112,63 @@ def test_detector_card_states_the_measured_score_of_every_real_sample_scan() -> 
     }
     assert listed == expected, (sorted(listed), sorted(expected))
     detector = SyntheticDetector.from_file(DEFAULT_DETECTOR, device="cpu")
-    for path, score, _, n_flagged in rows:
-        got = medgan.detect_synthetic(repo / path, detector=detector)
+    for path, score, n_scored, n_flagged in rows:
+        scan = medgan.load_scan(repo / path)
+        got = medgan.detect_synthetic(scan, detector=detector)
         assert got == pytest.approx(float(score), abs=0.0015), path
-        assert (got > 0.5) == (int(n_flagged) > 0), path
-    # the card's explanation of the CT: scored as it was trained (zero-padded to the MNI grid) it is real
-    ct = medgan.load_scan(repo / "sample_data/dicom/pydicom_ct_small")[0].numpy()
-    padded = np.pad(ct, ((13, 14), (32, 32)))  # 128 x 128 -> 155 x 192, as monai ResizeWithPadOrCrop in the benchmark
-    assert detector.score_slices([ct])[0] > 0.5 > 0.01 > detector.score_slices([padded])[0]
-    assert "0 HU" in card and "constant frame" in card
+        assert got < 0.5, (path, got)  # real, at its own size
+        slices = _scan_slices(scan, 2, 32)
+        per_slice = np.concatenate([detector.score_slices([s]) for s in slices])
+        assert (len(per_slice), int((per_slice > 0.5).sum())) == (int(n_scored), int(n_flagged)), path
+    assert "constant frame" in card and "never padded" in card
+
+
+def test_shipped_detector_calls_the_real_ct_real_at_its_own_size() -> None:
+    """The real CT slice (128 x 128, HU) scored 0.685 with the detector trained on padded real slices."""
+    from pathlib import Path
+
+    import medgan
+    from medgan.infer.detect import DEFAULT_DETECTOR, SyntheticDetector
+
+    ct = medgan.load_scan(Path(__file__).resolve().parents[1] / "sample_data/dicom/pydicom_ct_small")
+    detector = SyntheticDetector.from_file(DEFAULT_DETECTOR, device="cpu")
+    assert medgan.detect_synthetic(ct, detector=detector) < 0.5
+    # units and orientation do not matter: per-slice normalisation, and no frame to key on
+    pixels = ct[0].numpy()
+    assert detector.score_slices([pixels + 1024.0, pixels.T, pixels[::-1]]).max() < 0.5
+
+
+def test_shipped_detector_flags_a_synthetic_slice_whole_framed_and_cropped() -> None:
+    """A slice that the shipped generator made from a held-out label map scores > 0.5 whole, inside a constant
+    frame and as a centre crop. The detector shipped before 2026-12-06 scored it 0.77 whole but 0.000 in an 8 px
+    mid-grey frame and <= 0.005 centre-cropped to 128 x 160 or smaller."""
+    from pathlib import Path
+
+    import medgan
+    from medgan.data.labels import tissue_labels
+    from medgan.infer.detect import DEFAULT_DETECTOR, SyntheticDetector
+    from medgan.infer.synthesis import Synthesizer
+
+    mni = Path(__file__).resolve().parents[1] / "sample_data/nifti/mni_icbm152_2009a_sym"
+    gm, wm, t1 = (medgan.load_scan(mni / f"{n}.nii.gz") for n in ("gm", "wm", "t1"))
+    labels = tissue_labels(gm, wm, t1=t1)
+    synth = Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
+    detector = SyntheticDetector.from_file(DEFAULT_DETECTOR, device="cpu")
+    n_slices = labels.shape[3]
+    for k in (77, 83):  # inside the generator's held-out slab (training slices exclude 70-89)
+        fake = synth.generate(labels[..., k], n=1, seed=k, condition={"scalar": k / (n_slices - 1)})
+        fake = np.squeeze(fake.as_tensor().numpy())
+        assert fake.shape == (155, 192)
+        # constant frames in the image's own units: background (0 here) and mid-grey, which makes an edge (the old
+        # detector scored the mid-grey frame 0.000)
+        grey = 0.5 * float(np.percentile(fake, 99.5))
+        inputs = {
+            "whole": fake,
+            "8 px background frame": np.pad(fake, 8, constant_values=float(fake.min())),
+            "8 px mid-grey frame": np.pad(fake, 8, constant_values=grey),
+            "16 px mid-grey frame": np.pad(fake, 16, constant_values=grey),
+            "centre 128 x 160": fake[13:141, 16:176],
+            "centre 96 x 96": fake[29:125, 48:144],
+        }
+        for name, x in inputs.items():
+            assert medgan.detect_synthetic(x[None], detector=detector) > 0.5, (k, name)
