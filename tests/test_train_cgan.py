@@ -204,6 +204,99 @@ def test_load_pairs_refuses_a_label_map_with_interpolated_values(tmp_path, subje
     np.testing.assert_array_equal(pair["labels"], arr)
 
 
+def test_maps_off_the_image_grid_are_named_with_both_geometries(tmp_path, subject):
+    """A GM map of another subject's grid (here the full MNI map next to the cropped T1) is refused naming the map,
+    the image and both shapes; it failed inside tissue_labels with "the GM, WM (and T1) maps must share one shape",
+    naming no file, so with several subjects nothing said which one was wrong."""
+    from medgan import load_scan, save_scan
+    from medgan.data.cgan_data import load_pairs
+    from medgan.data.labels import tissue_labels
+
+    norm = {"method": "percentile", "lower": 0.0, "upper": 99.5}
+    full_gm = str(MNI / "gm.nii.gz")
+    with pytest.raises(
+        MedganError,
+        match=re.escape(
+            f"{full_gm}: GM probability map shape (1, 155, 192, 161) differs from the image's (1, 64, 72, 40)"
+        ),
+    ) as info:
+        load_pairs([{**subject, "gm": full_gm}], norm)
+    assert subject["image"] in str(info.value)
+    # an integer label map of fewer slices: the message gives the image's shape too
+    t1 = load_scan(subject["image"])
+    labels = tissue_labels(load_scan(subject["gm"]), load_scan(subject["wm"]), t1=t1)
+    short = str(save_scan(labels[:, :, :, :30], tmp_path / "labels_short.nii.gz"))
+    with pytest.raises(MedganError, match=re.escape("shape (1, 64, 72, 30) differs from the image's (1, 64, 72, 40)")):
+        load_pairs([{"image": subject["image"], "labels": short}], norm)
+
+
+@pytest.fixture(scope="module")
+def dicom_subject(tmp_path_factory) -> dict[str, str]:
+    """The real Siemens XA30 3-D T1w DICOM series (Modality MR) with a 4-class intensity label map on its grid."""
+    from medgan import load_scan, save_scan
+    from medgan.io.scan import make_scan
+
+    series = REPO / "sample_data" / "dicom" / "dcm_qa_xa30_t1w_tfl3d"
+    if not series.is_dir():
+        pytest.skip("sample_data XA30 DICOM series missing")
+    image = load_scan(series)
+    arr = image.as_tensor().numpy()
+    cuts = np.percentile(arr[arr > 0], [30, 60, 85])
+    labels = np.digitize(arr, [1e-6, *cuts[1:]]).astype(np.float32)  # 0 air, then three intensity classes
+    path = save_scan(make_scan(labels, np.asarray(image.affine), {}), tmp_path_factory.mktemp("xa30") / "labels.nii.gz")
+    return {"image": str(series), "labels": str(path)}
+
+
+def test_data_modality_must_match_the_images_header(tmp_path, dicom_subject):
+    """The exported model records data.modality (synthetic images carry it, e.g. as their DICOM Modality). An MR
+    DICOM series trained with data.modality CT exported a "CT" synthesis model; it is refused before training."""
+    from medgan.data.cgan_data import load_pairs
+
+    cfg = _config(
+        tmp_path,
+        dicom_subject,
+        warmup={"steps": 1},
+        adversarial={"steps": 1},
+        train={"val_every": 0, "checkpoint_every": 0, "batch_size": 1},
+    )
+    cfg["data"].update(train=[dicom_subject], modality="CT")
+    with pytest.raises(MedganError, match=r"dcm_qa_xa30_t1w_tfl3d: the image is MR \(its header\), but data\.modality"):
+        train_cgan(cfg, progress=False)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    norm = {"method": "percentile", "lower": 0.0, "upper": 99.5}
+    (pair,) = load_pairs([dicom_subject], norm, modality="MR")  # the header's own modality (any case) is accepted
+    assert pair["image"].shape == (1, 128, 128, 96)
+    load_pairs([dicom_subject], norm, modality="mr")
+
+
+def test_slice_and_slab_errors_name_the_subject_and_the_numbers(tmp_path, subject):
+    """An empty label map and a 3-D patch deeper than any run of training slices were refused as "no slice along
+    axis 2 has 5% foreground labels" / "no training slab fits", which named no file (the first) or said neither what
+    was needed nor what to change."""
+    from medgan import load_scan, save_scan
+
+    empty = load_scan(subject["gm"]) * 0  # a failed segmentation: every voxel background
+    labels = str(save_scan(empty, tmp_path / "labels_empty.nii.gz"))
+    cfg = _config(tmp_path, subject, warmup={"steps": 1}, adversarial={"steps": 1})
+    cfg["data"]["train"] = [{"image": subject["image"], "labels": labels}]
+    with pytest.raises(MedganError, match=r"t1\.nii\.gz: no slice along axis 2 has 5% foreground .*most is 0\.0%"):
+        train_cgan(cfg, progress=False)
+    three_d = _config(
+        tmp_path,
+        subject,
+        model={"arch": "spade", "spatial_dims": 3, "channels": [4, 4], "z_dim": 2, "spade_hidden_channels": 4},
+        discriminator={"channels": 4, "num_d": 1, "num_layers_d": 1, "minimum_size_im": 16},
+        warmup={"steps": 1},
+        adversarial={"steps": 1},
+        train={"patch_size": 16, "batch_size": 1},
+    )
+    # 40 slices, 8 held out in the middle with a gap of 2: the training runs are 14 slices long
+    with pytest.raises(
+        MedganError, match=r"t1\.nii\.gz: no training slab fits: a 3-D patch needs 16 consecutive .*is 14"
+    ):
+        train_cgan(three_d, progress=False)
+
+
 # ---------------------------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, subject):
@@ -255,6 +348,25 @@ def test_exported_model_synthesizes_from_a_real_label_slice(trained, subject):
     assert torch.isfinite(y).all() and float(y.min()) >= 0.0 and float(y.max()) <= float(t1.max())
     assert not torch.equal(y[0], y[1])  # two noise draws
     torch.testing.assert_close(synth.generate(label_slice, n=2, seed=3).as_tensor(), y)
+
+
+def test_label_values_absent_from_training_are_recorded_and_warned(trained, tmp_path, subject, caplog):
+    """The cropped T1 lies inside the brain, so its label map holds no background (0). The model was exported as
+    knowing all four tissue labels with nothing saying that one was never trained; the export now lists the values
+    the training slices held, and the run warns."""
+    import logging
+
+    from medgan.infer.synthesis import Synthesizer
+
+    _, run = trained
+    meta = Synthesizer.from_pretrained(run / "model.safetensors", device="cpu").metadata
+    assert meta["training_data"]["label_values"] == [1, 2, 3]
+    cfg = _config(
+        tmp_path, subject, warmup={"steps": 1}, adversarial={"steps": 0}, train={"val_every": 0, "batch_size": 1}
+    )
+    with caplog.at_level(logging.WARNING, logger="medgan.train.cgan"):
+        train_cgan(cfg, progress=False)
+    assert any("0 (background) never occur in the training slices" in r.getMessage() for r in caplog.records)
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, subject):

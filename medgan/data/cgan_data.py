@@ -33,6 +33,7 @@ def load_pairs(
     normalization: Mapping[str, Any],
     *,
     label_values: Sequence[int] = tuple(TISSUE_LABELS),
+    modality: str | None = None,
 ) -> list[dict[str, Any]]:
     """Load, check and normalise training subjects.
 
@@ -46,6 +47,10 @@ def load_pairs(
         the whole image (no mask).
     label_values
         The label values the model knows; other values are refused.
+    modality
+        The modality the images are said to be (``data.modality``, recorded in the exported model); an image whose
+        header names another (a DICOM series, or a NIfTI file with a medgan sidecar) is refused. ``None`` or
+        ``"unknown"`` checks nothing.
 
     Returns
     -------
@@ -56,7 +61,8 @@ def load_pairs(
     Raises
     ------
     medgan.errors.MedganError
-        Unreadable files, a multi-channel or non-3-D image, grids that differ, non-integer or unknown label values.
+        Unreadable files, a multi-channel or non-3-D image, grids that differ (the message names the map and the
+        image), non-integer or unknown label values, an image of another modality than ``modality``.
     """
     from medgan.data.labels import label_values as values_of
     from medgan.data.labels import tissue_labels
@@ -70,19 +76,21 @@ def load_pairs(
         image = load_scan(subject["image"])
         if image.shape[0] != 1 or image.ndim != 4:
             raise MedganError(f"{name}: expected a single-channel 3-D image, got shape {tuple(image.shape)}")
+        _check_modality(image, name, modality)
         if "labels" in subject:
             labels = load_scan(subject["labels"])
             label_name = str(subject["labels"])
             desc = os.path.basename(label_name)
         else:
             gm, wm = load_scan(subject["gm"]), load_scan(subject["wm"])
+            # each map against the image first, by file: tissue_labels' own shape check names neither the files
+            # nor the subject ("the GM, WM (and T1) maps must share one shape")
+            for key, prob in (("gm", gm), ("wm", wm)):
+                _check_grid(prob, image, f"{subject[key]}", name, what=f"{key.upper()} probability map")
             labels = tissue_labels(gm, wm, t1=image)
             label_name = f"tissue_labels({subject['gm']}, {subject['wm']})"
             desc = f"tissue_labels({os.path.basename(subject['gm'])}, {os.path.basename(subject['wm'])}, t1=image)"
-        if tuple(labels.shape) != tuple(image.shape):
-            raise MedganError(f"{label_name}: label map shape {tuple(labels.shape)} differs from {name}'s")
-        if not np.allclose(np.asarray(labels.affine), np.asarray(image.affine), atol=1e-3):
-            raise MedganError(f"{label_name}: label map is not on the grid (affine) of {name}")
+        _check_grid(labels, image, label_name, name, what="label map")
         lab = labels.as_tensor().numpy().astype(np.float32)
         bad = ~np.isfinite(lab) | (lab != np.round(lab))
         if bad.any():  # e.g. a map resampled with linear interpolation: int() would truncate 2.5 to a known 2
@@ -108,8 +116,48 @@ def load_pairs(
     return pairs
 
 
+def _check_grid(scan: Any, image: Any, scan_name: str, image_name: str, *, what: str) -> None:
+    """Refuse a map that is not on the image's grid (shape, then affine), naming both files and both geometries."""
+    if tuple(scan.shape) != tuple(image.shape):
+        raise MedganError(
+            f"{scan_name}: {what} shape {tuple(scan.shape)} differs from the image's {tuple(image.shape)} "
+            f"({image_name}); resample it onto the image's grid (nearest-neighbour for a label map)"
+        )
+    if not np.allclose(np.asarray(scan.affine), np.asarray(image.affine), atol=1e-3):
+        raise MedganError(
+            f"{scan_name}: {what} is not on the grid (affine) of {image_name}; resample it onto the image's grid "
+            "(nearest-neighbour for a label map)"
+        )
+
+
+def _check_modality(image: Any, name: str, modality: str | None) -> None:
+    """Refuse an image whose header names another modality than the config's ``data.modality``.
+
+    The exported model records ``data.modality`` (its synthetic images carry it, e.g. as the DICOM Modality of
+    ``medgan synthesize --format dicom``); the config default is ``MR``, so a CT series trained without setting it
+    gave a model whose synthetic CT images said MR.
+    """
+    from medgan.io.nifti import modality_code
+
+    said = str(modality or "unknown")
+    found = modality_code(image.meta.get("modality"))
+    if said.lower() == "unknown" or found is None or found in ("OT", "SEG"):  # nothing recorded to compare with
+        return
+    if found.upper() != said.upper():
+        raise MedganError(
+            f"{name}: the image is {found} (its header), but data.modality is {said!r}; the exported model "
+            f"records data.modality, so set it to {found} (or train on {said} images)"
+        )
+
+
 def split_slices(
-    labels: np.ndarray, *, axis: int, min_foreground: float, val_fraction: float, val_gap: int
+    labels: np.ndarray,
+    *,
+    axis: int,
+    min_foreground: float,
+    val_fraction: float,
+    val_gap: int,
+    name: str = "label map",
 ) -> tuple[list[int], list[int]]:
     """Training and held-out slice indices of one subject along ``axis``.
 
@@ -117,15 +165,28 @@ def split_slices(
     ``round(val_fraction x n)`` of them form the held-out slab, and ``val_gap`` slices either side of it are
     used for neither (adjacent slices are nearly identical).
 
+    Parameters
+    ----------
+    name
+        What to call the subject in error messages (e.g. its image file).
+
     Returns
     -------
     train, val
         Sorted slice indices.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        No slice has ``min_foreground`` labelled voxels, or the held-out slab and its gap leave no training slice.
     """
     fg = (labels[0] > 0).mean(axis=tuple(a for a in range(3) if a != axis))
     brain = [int(k) for k in np.flatnonzero(fg >= min_foreground)]
     if not brain:
-        raise MedganError(f"no slice along axis {axis} has {min_foreground:.0%} foreground labels")
+        raise MedganError(
+            f"{name}: no slice along axis {axis} has {min_foreground:.0%} foreground (non-zero) labels "
+            f"(the most is {float(fg.max(initial=0.0)):.1%}); check the label map or lower data.min_foreground"
+        )
     n_val = round(val_fraction * len(brain))
     if n_val == 0:
         return brain, []
@@ -134,7 +195,10 @@ def split_slices(
     lo, hi = val[0] - val_gap, val[-1] + val_gap
     train = [k for k in brain if k < lo or k > hi]
     if not train:
-        raise MedganError("data.val_fraction leaves no training slices")
+        raise MedganError(
+            f"{name}: data.val_fraction / data.val_gap leave no training slices (held out {val[0]}-{val[-1]} "
+            f"+- {val_gap} of the {len(brain)} slices along axis {axis} with enough foreground)"
+        )
     return train, val
 
 
@@ -183,6 +247,16 @@ def deform_pair(
     out = xform(torch.as_tensor(image, dtype=torch.float32))
     out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
     return out.numpy().astype(np.float32), lab.astype(np.float32)
+
+
+def _runs(indices: Sequence[int]) -> list[list[int]]:
+    """Sorted indices split into runs of consecutive values (``[[]]`` for none)."""
+    runs: list[list[int]] = [[]]
+    for k in indices:
+        if runs[-1] and k != runs[-1][-1] + 1:
+            runs.append([])
+        runs[-1].append(k)
+    return runs
 
 
 class PairSampler:
@@ -255,7 +329,14 @@ class PairSampler:
                 p, keep = self.patch[self.axis], set(int(k) for k in train)
                 allowed = [s for s in range(spatial[self.axis] - p + 1) if all(k in keep for k in range(s, s + p))]
             if not allowed:
-                raise MedganError(f"{pair['name']}: no training {'slice' if self.dims == 2 else 'slab'} fits")
+                if self.dims == 2:
+                    raise MedganError(f"{pair['name']}: no training slice")
+                longest = max(len(run) for run in _runs(sorted(int(k) for k in train)))
+                raise MedganError(
+                    f"{pair['name']}: no training slab fits: a 3-D patch needs {p} consecutive training slices "
+                    f"along axis {self.axis} (train.patch_size {self.patch}), the longest run outside the held-out "
+                    f"slab and its gap is {longest}; lower train.patch_size, data.val_fraction or data.val_gap"
+                )
             self.allowed.append(allowed)
 
     def _starts(self, lab: np.ndarray, rng: np.random.Generator, fg: np.ndarray | None = None) -> list[int]:

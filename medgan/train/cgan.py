@@ -12,11 +12,14 @@ It runs on the same :class:`medgan.train.core.Trainer` as ``train-sr`` (resume, 
 * validation: the EMA generator on held-out real label slices at a fixed noise seed vs the real images
   (MAE in normalised units over the image and inside the labelled region, PSNR);
 * export: :func:`medgan.infer.synthesis.save_synthesizer` with :data:`~medgan.data.labels.TISSUE_LABELS` and the
-  fitted normalisation, so ``Synthesizer.from_pretrained(out_dir / "model.safetensors")`` works.
+  fitted normalisation, so ``Synthesizer.from_pretrained(out_dir / "model.safetensors")`` works;
+  ``training_data["label_values"]`` lists the label values the training slices held (a value of
+  ``TISSUE_LABELS`` missing there was never learnt, and the run warns about it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 from collections.abc import Mapping
@@ -38,6 +41,8 @@ from medgan.train.core import (
 )
 
 __all__ = ["CGANTrainer", "train_cgan"]
+
+logger = logging.getLogger(__name__)
 
 
 class CGANTrainer(Trainer):
@@ -85,7 +90,9 @@ class CGANTrainer(Trainer):
             self.optimizers.update(opt_g=self.opt_g, opt_d=self.opt_d)
             self.schedulers["sched_g"] = self.sched_g = make_scheduler(self.opt_g, adv, n_adv)
             self.schedulers["sched_d"] = self.sched_d = make_scheduler(self.opt_d, adv, n_adv)
-        self.pairs = load_pairs(data["train"], data["normalization"], label_values=self.label_values)
+        self.pairs = load_pairs(
+            data["train"], data["normalization"], label_values=self.label_values, modality=data["modality"]
+        )
         splits = [
             split_slices(
                 p["labels"],
@@ -93,10 +100,31 @@ class CGANTrainer(Trainer):
                 min_foreground=data["min_foreground"],
                 val_fraction=data["val_fraction"],
                 val_gap=data["val_gap"],
+                name=p["name"],
             )
             for p in self.pairs
         ]
         self.splits = splits
+        # label values the training slices hold: the model is exported as knowing every value of TISSUE_LABELS, and
+        # Synthesizer accepts them all, but a value that never occurs in training (e.g. background in a crop inside
+        # the brain) has an untrained one-hot channel: recorded in the export and warned about here
+        axis = data["slice_axis"]
+        seen = sorted(
+            {
+                int(v)
+                for p, (train, _) in zip(self.pairs, splits, strict=True)
+                for v in np.unique(np.take(p["labels"], train, axis=1 + axis))
+            }
+        )
+        self.train_label_values = seen
+        missing = [v for v in self.label_values if v not in seen]
+        if missing and self.info.is_main:
+            names = ", ".join(f"{v} ({TISSUE_LABELS[v]})" for v in missing)
+            logger.warning(
+                "label value(s) %s never occur in the training slices: the exported model has not learnt them, and "
+                "images generated from maps that hold them are not meaningful there",
+                names,
+            )
         self.sampler = PairSampler(
             self.pairs,
             [s[0] for s in splits],
@@ -248,6 +276,7 @@ class CGANTrainer(Trainer):
                 for p, s in zip(self.pairs, self.splits, strict=True)
             ],
             "slice_axis": data["slice_axis"],
+            "label_values": self.train_label_values,  # those the training slices hold (of the model's labels)
             "held_out": (
                 f"validation slices are a held-out slab of the training subject(s) along axis {data['slice_axis']} "
                 f"(+- {data['val_gap']} gap slices); no other subjects were held out"
