@@ -472,3 +472,24 @@ def test_a_condition_that_is_not_a_dict_is_a_medgan_error(shipped, mni):
         with pytest.raises(MedganError, match=r"condition must be a dict such as \{'scalar': 0.5\}"):
             shipped.generate(labels, seed=0, condition=bad)
     assert shipped.generate(labels, seed=0, condition={"scalar": 0.5}).shape == labels.shape
+
+
+def test_a_2d_model_slices_a_volume_along_the_axis_it_was_trained_on(models, mni, tmp_path):
+    """generate() sliced a 3-D map along axis 2 whatever the model learnt: a model trained on sagittal slices
+    (training_data.slice_axis 0) silently generated axial ones. The recorded axis is now the default."""
+    _, labels, norm = mni
+    path = save_synthesizer(
+        tmp_path / "sagittal.safetensors",
+        models["g2"],
+        labels=TISSUE_LABELS,
+        normalization=norm,
+        modality="MR",
+        training_data={"slice_axis": 0},
+    )
+    synth = Synthesizer.from_pretrained(path, device="cpu")
+    volume = labels[:, 60:64, 40:72, 50:82]  # 4 sagittal slices of the real MNI label map
+    out = synth.generate(volume, seed=3)
+    assert synth.training_slice_axis == 0 and out.meta["medgan"]["slice_axis"] == 0
+    assert torch.equal(out.as_tensor(), synth.generate(volume, seed=3, axis=0).as_tensor())
+    assert not torch.equal(out.as_tensor(), synth.generate(volume, seed=3, axis=2).as_tensor())
+    assert Synthesizer.from_pretrained(models["p2"], device="cpu").training_slice_axis == 2  # not recorded: 2

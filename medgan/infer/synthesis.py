@@ -5,7 +5,8 @@ seeded noise (drawn on the CPU with a ``torch.Generator``, so a seed gives the s
 :class:`medgan.models.spade.SPADEGenerator` -> invert the checkpoint's stored, *fitted* normalisation (values
 in the training data's intensity units) -> an ``(n, spatial...)`` MetaTensor on the label map's grid whose
 ``meta["medgan"]`` says ``"synthetic": True``. A 2-D model applied to a 3-D map generates slice by slice along
-``axis`` (default the last).
+``axis`` (default: the slice axis the checkpoint was trained along, ``training_data["slice_axis"]``, else the
+last).
 
 Checkpoint metadata (written by :func:`save_synthesizer` through :func:`medgan.infer.checkpoint.save_checkpoint`):
 ``task`` ``"synthesis"``; ``model`` (a ``"spade"`` config); ``labels`` (label value -> name; the model's one-hot
@@ -321,6 +322,13 @@ class Synthesizer:
                 f"more than {2**levels} voxels along at least one axis"
             )
 
+    @property
+    def training_slice_axis(self) -> int:
+        """The axis of the training volumes a 2-D model was trained on slices across (from its checkpoint's
+        ``training_data["slice_axis"]``; 2 when not recorded): what :meth:`generate` slices a 3-D map along."""
+        recorded = (self.metadata.get("training_data") or {}).get("slice_axis")
+        return int(recorded) if isinstance(recorded, int) and recorded in (0, 1, 2) else 2
+
     # ------------------------------------------------------------------ generation
     def generate(
         self,
@@ -329,7 +337,7 @@ class Synthesizer:
         n: int = 1,
         seed: int | None = None,
         condition: Mapping[str, Any] | None = None,
-        axis: int = 2,
+        axis: int | None = None,
         batch_size: int = 16,
         clip: bool = True,
     ) -> MetaTensor:
@@ -357,7 +365,8 @@ class Synthesizer:
             volume needs the scalar). The provenance records the scalar
             (a number, the list, or ``"slice_position"`` for the default).
         axis
-            2-D model on a 3-D map only: the spatial axis to generate slice by slice along (default 2).
+            2-D model on a 3-D map only: the spatial axis to generate slice by slice along (default: the axis the
+            model was trained along, recorded in its checkpoint, else 2).
         batch_size
             Images per forward pass.
         clip
@@ -406,6 +415,8 @@ class Synthesizer:
             raise MedganError(f"unknown condition keys {unknown}; use 'class' and/or 'scalar'")
         onehot = one_hot(labels, sorted(self.labels), name=name)  # (1, L, *spatial); raises on unknown values
         slicewise = self.spatial_dims == 2 and n_spatial == 3
+        if axis is None:  # a model trained on sagittal slices generated axial ones when this defaulted to 2
+            axis = self.training_slice_axis
         if slicewise:
             if axis not in (0, 1, 2):
                 raise MedganError(f"axis must be 0, 1 or 2, got {axis!r}")
