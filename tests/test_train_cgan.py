@@ -437,3 +437,59 @@ def test_two_process_gloo_ddp_via_torchrun(tmp_path, subject):
     run_two_process_training(
         "train-cgan", write_yaml(tmp_path, cfg), tmp_path / "run", checkpoint_step=3, val_steps=[0, 3]
     )
+
+
+def test_export_records_the_training_slices_actually_used(trained, subject):
+    """``train_slices`` was only the first and last training index, a range that holds the held-out slab: it read as
+    if every slice in between was trained on. The export now also lists the runs of slices actually used."""
+    from medgan import load_scan
+    from medgan.data.cgan_data import split_slices
+    from medgan.data.labels import tissue_labels
+    from medgan.infer.synthesis import Synthesizer
+
+    _, run = trained
+    meta = Synthesizer.from_pretrained(run / "model.safetensors", device="cpu").metadata
+    rec = meta["training_data"]["subjects"][0]
+    t1 = load_scan(subject["image"])
+    labels = tissue_labels(load_scan(subject["gm"]), load_scan(subject["wm"]), t1=t1).as_tensor().numpy()
+    train, val = split_slices(labels, axis=2, min_foreground=0.05, val_fraction=0.2, val_gap=2)
+    used = [k for a, b in rec["train_slice_ranges"] for k in range(a, b + 1)]
+    assert used == train and rec["n_train_slices"] == len(train)
+    assert [k for a, b in rec["val_slice_ranges"] for k in range(a, b + 1)] == val
+    # the slab and its gap split the training slices in two runs, none of which touches a held-out slice
+    assert len(rec["train_slice_ranges"]) == 2 and not set(used) & set(range(val[0] - 2, val[-1] + 3))
+    assert rec["train_slices"] == [train[0], train[-1]]  # the extent, kept for existing readers
+
+
+def test_several_subjects_export_the_first_subjects_normalisation_and_say_so(tmp_path, subject, caplog):
+    """Each subject is normalised on its own but the checkpoint holds one normalisation, the first subject's, with
+    nothing in the export saying whose: Synthesizer outputs came back in subject 0's units silently."""
+    import logging
+
+    from medgan import load_scan, save_scan
+    from medgan.data.normalize import Normalization
+    from medgan.infer.synthesis import Synthesizer
+
+    # a second real subject: the same T1 / GM / WM with the T1 at twice the intensity (another scanner's scale)
+    second = {}
+    (tmp_path / "second").mkdir()
+    for key, path in subject.items():
+        scan = load_scan(path)
+        second[key] = str(save_scan(scan * 2.0 if key == "image" else scan, tmp_path / "second" / Path(path).name))
+    cfg = _config(
+        tmp_path,
+        subject,
+        data={"train": [dict(subject), second]},
+        warmup={"steps": 1},
+        adversarial={"steps": 0},
+        train={"val_every": 0, "batch_size": 1},
+    )
+    with caplog.at_level(logging.WARNING, logger="medgan.train.cgan"):
+        result = train_cgan(cfg, progress=False)
+    synth = Synthesizer.from_pretrained(result.model_path, device="cpu")
+    data = synth.metadata["training_data"]
+    first, other = (Normalization.from_dict(s["normalization"]) for s in data["subjects"])
+    assert other.scale == pytest.approx(2 * first.scale, rel=1e-3)  # the two subjects' units differ
+    assert synth.normalization == first
+    assert data["normalization_subject"] == {"index": 0, "image": "t1.nii.gz"}
+    assert any("fitted normalisations differ" in r.getMessage() for r in caplog.records)

@@ -864,3 +864,39 @@ def test_a_2d_validation_scan_for_a_3d_model_is_a_config_error_naming_it(tmp_pat
     with pytest.raises(ConfigError, match=r"pydicom_ct_small.*data\.val: a 2-D image .* cannot validate a 3-D model"):
         train_sr(write_yaml(tmp_path, cfg), progress=False)
     assert not list((tmp_path / "run").glob("checkpoints/state_*.pt"))  # nothing trained
+
+
+# ---------------------------------------------------------------------------------------------- modality
+def _ct_config(tmp: Path, train_scan: Path, **data) -> dict:
+    """A tiny 2-D model trained on the real 2-D CT slice (pydicom's CT_small, header Modality CT)."""
+    ct = REPO / "sample_data" / "dicom" / "pydicom_ct_small"
+    return _config(
+        tmp,
+        train_scan,
+        model={"arch": "srresnet", "spatial_dims": 2, "channels": 8, "n_blocks": 2, "residual_interp": "bilinear"},
+        data={"train": [str(ct)], "val": [], **data},
+        phase1={"steps": 2},
+        phase2={"steps": 0},
+        train={"roi_size": 32},
+    )
+
+
+def test_training_scans_of_another_modality_than_data_modality_are_refused(tmp_path, train_scan):
+    """CT scans trained under ``data.modality: MR`` exported a checkpoint saying MR (its upscaled scans too)."""
+    cfg = _ct_config(tmp_path, train_scan, modality="MR")
+    with pytest.raises(ConfigError, match=r"pydicom_ct_small.*is CT \(its header\), but data\.modality is 'MR'"):
+        train_sr(write_yaml(tmp_path, cfg), progress=False)
+    assert not list((tmp_path / "run").glob("checkpoints/state_*.pt"))  # refused before training
+
+
+def test_unknown_data_modality_records_the_training_scans_header_modality(tmp_path, train_scan):
+    """With ``data.modality`` left at its default (``unknown``), a model trained on CT recorded ``unknown``."""
+    from medgan.infer.checkpoint import load_checkpoint
+
+    cfg = _ct_config(tmp_path, train_scan)
+    cfg["data"].pop("modality")
+    result = train_sr(write_yaml(tmp_path, cfg), progress=False)
+    assert load_checkpoint(result.model_path).metadata["modality"] == "CT"
+    # an explicit, matching modality is kept
+    cfg = _ct_config(tmp_path / "ct", train_scan, modality="CT")
+    assert load_checkpoint(train_sr(cfg, progress=False).model_path).metadata["modality"] == "CT"

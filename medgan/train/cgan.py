@@ -15,6 +15,16 @@ It runs on the same :class:`medgan.train.core.Trainer` as ``train-sr`` (resume, 
   fitted normalisation, so ``Synthesizer.from_pretrained(out_dir / "model.safetensors")`` works;
   ``training_data["label_values"]`` lists the label values the training slices held (a value of
   ``TISSUE_LABELS`` missing there was never learnt, and the run warns about it).
+* normalisation: ``data.normalization`` is fitted to each training subject on its own, and the model learns
+  images in those per-subject normalised units; a checkpoint holds one normalisation, the **first** subject's
+  (``data.train[0]``), so a Synthesizer's outputs come back in that subject's intensity units.
+  ``training_data["normalization_subject"]`` names it, every subject's fitted record is under
+  ``training_data["subjects"][i]["normalization"]``, and the run warns when the subjects' records differ.
+* slices: per subject, ``training_data["subjects"][i]["train_slice_ranges"]`` / ``["val_slice_ranges"]`` are the
+  inclusive ``[first, last]`` runs of slice indices trained / validated on along ``training_data["slice_axis"]``
+  (the held-out slab, its gap and slices with too little foreground are not in the training runs);
+  ``"train_slices"`` / ``"val_slices"`` keep only the first and last index of each (their extent, which for
+  ``train_slices`` spans the held-out slab).
 """
 
 from __future__ import annotations
@@ -43,6 +53,18 @@ from medgan.train.core import (
 __all__ = ["CGANTrainer", "train_cgan"]
 
 logger = logging.getLogger(__name__)
+
+
+def _runs(indices: list[int]) -> list[list[int]]:
+    """Sorted slice indices as inclusive ``[first, last]`` runs of consecutive ones (``[10, 11, 12, 20]`` ->
+    ``[[10, 12], [20, 20]]``)."""
+    runs: list[list[int]] = []
+    for k in indices:
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = int(k)
+        else:
+            runs.append([int(k), int(k)])
+    return runs
 
 
 class CGANTrainer(Trainer):
@@ -270,18 +292,35 @@ class CGANTrainer(Trainer):
                     "image": os.path.basename(p["name"]),
                     "labels": p["labels_source"],
                     "normalization": p["normalization"].to_dict(),
+                    # first and last index only (kept for existing readers): the extent, held-out slab included
                     "train_slices": [s[0][0], s[0][-1]],
                     "val_slices": [s[1][0], s[1][-1]] if s[1] else None,
+                    # the slices actually used: the training runs skip the held-out slab and its gap
+                    "train_slice_ranges": _runs(s[0]),
+                    "val_slice_ranges": _runs(s[1]),
+                    "n_train_slices": len(s[0]),
                 }
                 for p, s in zip(self.pairs, self.splits, strict=True)
             ],
+            # the checkpoint's normalisation (what Synthesizer outputs are inverted with) is this subject's
+            "normalization_subject": {"index": 0, "image": os.path.basename(self.pairs[0]["name"])},
             "slice_axis": data["slice_axis"],
             "label_values": self.train_label_values,  # those the training slices hold (of the model's labels)
             "held_out": (
                 f"validation slices are a held-out slab of the training subject(s) along axis {data['slice_axis']} "
-                f"(+- {data['val_gap']} gap slices); no other subjects were held out"
+                f"(+- {data['val_gap']} gap slices); no other subjects were held out; train_slices / val_slices are "
+                "the first and last index only, train_slice_ranges / val_slice_ranges the slices used"
             ),
         }
+        norms = [p["normalization"] for p in self.pairs]
+        if any(not _same_normalization(n, norms[0]) for n in norms[1:]):
+            logger.warning(
+                "the %d training subjects were normalised separately and their fitted normalisations differ; the "
+                "exported model holds the first one's (%s), so its synthetic images come back in that subject's "
+                "intensity units",
+                len(norms),
+                os.path.basename(self.pairs[0]["name"]),
+            )
         extra = {
             "augment": self.cfg["augment"],
             "loss": self.cfg["loss"],
@@ -308,6 +347,12 @@ class CGANTrainer(Trainer):
             )
         finally:
             model.to(self.device)
+
+
+def _same_normalization(a: Any, b: Any) -> bool:
+    """Whether two fitted normalisations map intensities alike (offset and scale within 1% of the scale)."""
+    tol = 0.01 * max(abs(a.scale), abs(b.scale))
+    return a.method == b.method and abs(a.offset - b.offset) <= tol and abs(a.scale - b.scale) <= tol
 
 
 def train_cgan(

@@ -11,7 +11,8 @@ An optional top-level ``task: sr`` is accepted; a ``task: cgan`` file is refused
 Sections (see ``medgan/train/configs/*.yaml`` for annotated examples)::
 
     name, out_dir, seed, device, amp
-    data:         train (scan files / folders), val (held-out scans: whole subjects), modality,
+    data:         train (scan files / folders), val (held-out scans: whole subjects), modality (refused
+                  when a training scan's header names another; ``unknown``: the one all their headers name),
                   normalization, slice_axes (2-D models), foreground_ratio, val_crop, num_workers
     degradation:  method (one or a list to pick from), factor, noise_std (normalised units;
                   a number or [low, high]), noise (gaussian | rician | random), slice_profile

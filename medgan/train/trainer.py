@@ -60,6 +60,35 @@ def _centre_crop(scan: Any, size: list[int]) -> Any:
     return make_scan(cropped.as_tensor(), np.asarray(cropped.affine, dtype=np.float64), meta)
 
 
+def _header_modality(source: Any) -> str | None:
+    """The modality a training scan's header names, read without its voxels; ``None`` when it names none.
+
+    ``source`` is an entry of :func:`medgan.data.patches.expand_sources` (a path or a :class:`medgan.ScanRef`). A
+    DICOM file gives its Modality, a NIfTI file the one its medgan JSON sidecar keeps (as :func:`medgan.load_scan`
+    reads them); ``OT`` (other) and ``SEG`` say nothing about the intensities and count as none.
+    """
+    from medgan.io.dicom_read import read_dicom_header
+    from medgan.io.discover import ScanRef
+    from medgan.io.nifti import inspect_nifti, is_nifti_path, modality_code, read_nifti_sidecar
+
+    if isinstance(source, ScanRef):
+        if source.kind != "nifti":
+            value: Any = source.modality
+            code = modality_code(value)
+            return None if code in (None, "OT", "SEG") else code
+        source = source.paths[0]
+    path = Path(source)
+    if is_nifti_path(path):
+        descrip = bytes(inspect_nifti(path).header["descrip"]).split(b"\x00")[0].decode("latin-1")
+        value = read_nifti_sidecar(path, descrip=descrip).get("modality")
+    elif path.suffix.lower() == ".hdr":  # an Analyze pair: load_volumes has refused it already
+        return None
+    else:
+        value = read_dicom_header(path).get("Modality")
+    code = modality_code(str(value) if value is not None else None)
+    return None if code in (None, "OT", "SEG") else code
+
+
 class SRTrainer(Trainer):
     """One super-resolution training run (one process of it under ``torchrun``).
 
@@ -125,6 +154,7 @@ class SRTrainer(Trainer):
             self.perceptual = PerceptualLoss(loss["perceptual_weights"]).to(self.device)
         data = cfg["data"]
         self.volumes = load_volumes(data["train"], data["normalization"])
+        self.modality = self._check_modality()
         self.sampler = PatchSampler(
             self.volumes,
             patch_size=cfg["train"]["patch_size"],
@@ -141,6 +171,34 @@ class SRTrainer(Trainer):
         self.val_scans: list[Any] = []
         if self.info.is_main and data["val"]:
             self._load_val()
+
+    def _check_modality(self) -> str:
+        """The modality the exported checkpoint records: ``data.modality``, checked against the training scans.
+
+        The checkpoint's modality is what its upscaled scans are labelled with; it used to be ``data.modality``
+        as given (default ``"unknown"``), so CT series trained under ``modality: MR``, or without the key, gave a
+        model whose metadata contradicted the data it learnt from. A training scan whose header names another
+        modality than ``data.modality`` is now refused; with ``data.modality: unknown`` the modality every training
+        scan's header names is recorded (``"unknown"`` when one names none, or they differ).
+        """
+        from medgan.data.patches import expand_sources, source_name
+
+        said = str(self.cfg["data"]["modality"])
+        found = [(source_name(s), _header_modality(s)) for s in expand_sources(self.cfg["data"]["train"])]
+        if said.lower() != "unknown":
+            for name, code in found:
+                if code is not None and code.upper() != said.upper():
+                    raise ConfigError(
+                        f"{name}: data.train: the scan is {code} (its header), but data.modality is {said!r}; the "
+                        f"exported checkpoint records data.modality, so set it to {code} (or train on {said} scans)"
+                    )
+            return said
+        codes = {code for _, code in found}
+        if len(codes) == 1 and None not in codes:
+            (code,) = codes
+            logger.info("data.modality is unknown; recording %s, the modality of every training scan's header", code)
+            return str(code)
+        return said
 
     def _load_val(self) -> None:
         from medgan.data.degrade import crop_to_multiple
@@ -258,7 +316,7 @@ class SRTrainer(Trainer):
             "model": self.cfg["model"],
             "factor": list(self.factor),
             "spatial_dims": self.dims,
-            "modality": self.cfg["data"]["modality"],
+            "modality": self.modality,  # data.modality checked against the training scans (_check_modality)
             "normalization": dict(self.cfg["data"]["normalization"] or DEFAULT_NORMALIZATION),
             "roi_size": self.cfg["train"]["roi_size"] or [64 if self.dims == 3 else 128] * self.dims,
         }
