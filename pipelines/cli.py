@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import os
+import select
 import sys
 
 from medgan import __version__
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # inside the try: a reader gone away surfaces here at the latest
         return code
     except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe or socket broke (a Dask connection, a caller's pipe): a real error, not `| head`
         # the reader stopped reading (`medgan info TREE | head`), which printed a BrokenPipeError traceback. Point
         # stdout at /dev/null so the interpreter's final flush does not raise again (Python's `signal` docs, "Note
         # on SIGPIPE"), and exit as a shell reports `ls` in that pipe
@@ -88,6 +91,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"medgan {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has gone away.
+
+    Only then is a BrokenPipeError the reader's doing (``medgan info TREE | head``). Any other broken pipe, or
+    a ``sys.stdout`` without a file descriptor (an in-process caller capturing output), is not hidden.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    try:
+        sys.stdout.flush()  # what is still buffered raises again when stdout is the broken one
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    # nothing buffered: ask the kernel (poll reports POLLERR on a pipe's write end once its reader has closed)
+    if not hasattr(select, "poll"):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
 
 
 if __name__ == "__main__":

@@ -170,3 +170,29 @@ def test_output_into_a_closed_pipe_prints_no_traceback(fmt):
         os.close(write_end)
     assert proc.stderr == ""
     assert proc.returncode == 141
+
+
+def test_a_broken_pipe_other_than_stdout_is_not_hidden(monkeypatch, capsys):
+    """Only a reader gone from standard output means exit 141. A BrokenPipeError from anything else (a socket to a
+    Dask worker, a subprocess's pipe) used to be swallowed as well, with fd 1 pointed at /dev/null under an
+    in-process caller; it now propagates and stdout is left alone."""
+    import os
+
+    from pipelines import cli
+    from pipelines.commands import info
+
+    def broken(args):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            os.write(write_end, b"x")  # a pipe that is not stdout, its reader gone
+        finally:
+            os.close(write_end)
+        return 0
+
+    monkeypatch.setattr(info, "run", broken)
+    before = os.fstat(1)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["info", str(REPO / "sample_data")])
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
