@@ -1227,6 +1227,22 @@ def test_spec_windows_key(tmp_path):
         load_spec(spec)
 
 
+def test_spec_variable_whose_value_holds_a_dollar(tmp_path, monkeypatch):
+    """A set variable is expanded even when its value holds a ``$`` (a share mounted at ``/mnt/$scans``): the
+    unset-variable check read the expanded text and refused it as "environment variable scans is not set"."""
+    from medgan.errors import ConfigError
+    from pipelines.batch.spec import load_spec
+
+    monkeypatch.setenv("MEDGAN_TEST_ROOT", "/mnt/$scans")
+    monkeypatch.delenv("scans", raising=False)
+    spec = tmp_path / "job.yaml"
+    spec.write_text("job: upscale\ninput: ${MEDGAN_TEST_ROOT}/in\noutput: b\nmodel: m.safetensors\n")
+    assert load_spec(spec).params["input"] == "/mnt/$scans/in"
+    spec.write_text("job: upscale\ninput: $MEDGAN_NO_SUCH_VAR/in\noutput: b\nmodel: m.safetensors\n")
+    with pytest.raises(ConfigError, match="MEDGAN_NO_SUCH_VAR is not set"):
+        load_spec(spec)
+
+
 def test_example_specs_are_valid(monkeypatch):
     from pipelines.batch.spec import load_spec
 

@@ -194,8 +194,15 @@ def _describe(check: Callable[[Any], bool]) -> str:
 
 
 def _resolve(value: str, base: Path, key: str) -> str:
+    # expandvars leaves an unset variable as it is: look for them in what was written, not in the result (a set
+    # variable's value, or a folder literally named with a `$` and no variable syntax, is not refused)
+    unset = [
+        name
+        for name in re.findall(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))", value)
+        for name in [name[0] or name[1]]
+        if name not in os.environ
+    ]
     text = os.path.expanduser(os.path.expandvars(value))
-    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)  # expandvars leaves an unset variable as it is
     if unset:
         raise ConfigError(f"{key!r}: environment variable {', '.join(unset)} is not set (in {value!r})")
     if key == "model" and not Path(text).suffix and "/" not in text and os.sep not in text:
