@@ -12,8 +12,8 @@ used for the synthetic items that deform its label map, over the dataset-wide on
 
 A cache folder is keyed: each pair's file name holds a hash of everything that decides its content besides the seed
 and index (the synthesizer checkpoint's sha256, the condition the pair was generated with, the deformation settings,
-and which real label map it deforms: its index and its identity), so a dataset built with other settings never reads
-another setting's images; it generates its own.
+which real label map it deforms: its index and its identity, and, for a 2-D synthesizer, the slice axis it generates
+along), so a dataset built with other settings never reads another setting's images; it generates its own.
 
 The images of both kinds are in the same units: the synthesizer inverts its training normalisation, so give real
 images in the units it was trained on (e.g. raw T1 values) and normalise both in ``transform``.
@@ -103,6 +103,7 @@ def cache_key(
     condition: Mapping[str, Any] | None = None,
     deform: bool = True,
     deform_kwargs: Mapping[str, Any] | None = None,
+    axis: int | None = None,
 ) -> str:
     """Hash (16 hex digits) of what decides a cached pair's content besides the seed and its index.
 
@@ -122,6 +123,12 @@ def cache_key(
     deform, deform_kwargs
         As passed to :func:`write_synthetic_cache` / :class:`SyntheticAugmentedDataset` (the deformation
         arguments count only with ``deform``).
+    axis
+        As passed to :meth:`Synthesizer.generate`: a 2-D synthesizer generates a 3-D map slice by slice along it.
+        The axis it resolves to counts (``None``: the checkpoint's training axis,
+        :attr:`Synthesizer.training_slice_axis`), so the default and that axis given explicitly share a key and other
+        axes do not: two datasets over the same maps along other axes were served each other's pairs. Counts only
+        for a 2-D synthesizer (a 3-D one has no slice axis; its keys are unchanged).
 
     Returns
     -------
@@ -135,8 +142,26 @@ def cache_key(
         "source": int(source),
         "label": _label_identity(label),
     }
+    if int(synthesizer.spatial_dims) == 2:
+        record["slice_axis"] = _resolve_axis(synthesizer, axis)
     text = json.dumps(record, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_axis(axis: Any) -> int | None:
+    """``axis`` (``None`` or 0, 1, 2) as given; anything else is a MedganError, raised before anything is generated
+    (:meth:`Synthesizer.generate` checks it only on a 3-D map)."""
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or int(axis) not in (0, 1, 2):
+        raise MedganError(f"axis must be 0, 1, 2 or None (the checkpoint's training slice axis), got {axis!r}")
+    return int(axis)
+
+
+def _resolve_axis(synthesizer: Synthesizer, axis: int | None) -> int:
+    """The slice axis :meth:`Synthesizer.generate` uses for ``axis``: the checkpoint's training axis for ``None``."""
+    axis = _check_axis(axis)
+    return int(synthesizer.training_slice_axis) if axis is None else axis
 
 
 def _check_condition(condition: Any, what: str = "") -> Mapping[str, Any]:
@@ -244,12 +269,13 @@ def write_synthetic_cache(
     deform_kwargs: Mapping[str, Any] | None = None,
     condition: Mapping[str, Any] | None = None,
     conditions: Sequence[Mapping[str, Any] | None] | None = None,
+    axis: int | None = None,
 ) -> list[tuple[Path, Path]]:
     """Generate ``n`` synthetic (image, label) pairs into ``out_dir`` (NIfTI with provenance sidecars).
 
     Pair ``k`` deforms ``label_maps[k % len(label_maps)]`` and is named by :func:`cache_names`
-    ``(seed, k, key)``, ``key`` the :func:`cache_key` of the synthesizer, condition, deformation settings and
-    source map; existing pairs with the same name are kept (a rerun resumes), pairs written with other settings
+    ``(seed, k, key)``, ``key`` the :func:`cache_key` of the synthesizer, condition, deformation settings, source
+    map and slice axis; existing pairs with the same name are kept (a rerun resumes), pairs written with other settings
     are not reused. Pair ``k`` is the dataset's synthetic item ``k`` of epoch 0 under ``seed`` when
     ``label_maps`` are the real pairs' label maps, given alike (the same paths, or the same arrays), and
     ``conditions`` their ``"condition"`` entries, so the folder also serves as the dataset's write-through
@@ -272,6 +298,9 @@ def write_synthetic_cache(
     conditions
         One condition (or ``None``) per label map, merged over ``condition`` (its keys win) for the pairs that
         deform that map, e.g. each 2-D slice's position for a slice-conditioned model.
+    axis
+        Passed to :meth:`Synthesizer.generate`: the axis a 2-D synthesizer generates a 3-D map along (default: the
+        checkpoint's training slice axis). As for :class:`SyntheticAugmentedDataset`.
 
     Returns
     -------
@@ -281,6 +310,7 @@ def write_synthetic_cache(
     from medgan.io.save import save_scan
 
     condition = _check_condition(condition)
+    axis = _check_axis(axis)
     given = list(label_maps)
     own = [None] * len(given) if conditions is None else list(conditions)
     if len(own) != len(given):
@@ -296,12 +326,18 @@ def write_synthetic_cache(
     for k in range(int(n)):
         j = k % len(maps)
         key = cache_key(
-            synthesizer, source=j, label=given[j], condition=merged[j], deform=deform, deform_kwargs=deform_kwargs
+            synthesizer,
+            source=j,
+            label=given[j],
+            condition=merged[j],
+            deform=deform,
+            deform_kwargs=deform_kwargs,
+            axis=axis,
         )
         img_name, lab_name = cache_names(seed, k, key)
         img_path, lab_path = out / img_name, out / lab_name
         if not (img_path.is_file() and lab_path.is_file()):
-            image, label = _synthesize(synthesizer, maps[j], seed, 0, k, deform, deform_kwargs, merged[j])
+            image, label = _synthesize(synthesizer, maps[j], seed, 0, k, deform, deform_kwargs, merged[j], axis)
             save_scan(label, lab_path)
             save_scan(image, img_path)
         paths.append((img_path, lab_path))
@@ -317,10 +353,11 @@ def _synthesize(
     deform: bool,
     deform_kwargs: Mapping[str, Any] | None,
     condition: Mapping[str, Any] | None,
+    axis: int | None = None,
 ) -> tuple[MetaTensor, MetaTensor]:
     base = _item_seed(seed, epoch, k)
     label = deform_labels(label_map, seed=base, **dict(deform_kwargs or {})) if deform else label_map
-    image = synthesizer.generate(label, n=1, seed=_item_seed(base, 1), condition=condition)
+    image = synthesizer.generate(label, n=1, seed=_item_seed(base, 1), condition=condition, axis=axis)
     return image, label
 
 
@@ -342,8 +379,8 @@ class SyntheticAugmentedDataset(Dataset):
     cache_dir
         With a synthesizer: a write-through cache (pair ``k`` of epoch 0 is read back if present, else generated and
         written), keyed by :func:`cache_key` (synthesizer sha256, the condition used, i.e. merged with the pair's
-        own, deformation settings, the source label map's index and identity), so other settings never reuse its
-        files; a cached pair is the generated one (same values, same meta). Without a synthesizer: the folder of
+        own, deformation settings, the source label map's index and identity, the resolved slice ``axis``), so other
+        settings never reuse its files; a cached pair is the generated one (same values, same meta). Without a synthesizer: the folder of
         pairs written by :func:`write_synthetic_cache`, used in sorted order (the conditions play no part).
     ratio
         Fraction of synthetic items, in ``[0, 1]``.
@@ -362,6 +399,10 @@ class SyntheticAugmentedDataset(Dataset):
     condition
         Passed to :meth:`Synthesizer.generate` (class / scalar condition) for every synthetic item, under the
         source pair's own ``"condition"`` keys when it has one.
+    axis
+        Passed to :meth:`Synthesizer.generate`: the spatial axis a 2-D synthesizer generates 3-D label maps along,
+        slice by slice (``None``: the axis its checkpoint was trained along, ``training_data["slice_axis"]``, else
+        2). 0, 1, 2 or ``None``; unused on 2-D maps and by 3-D synthesizers.
     transform
         MONAI (dictionary) transform applied to each item, e.g. normalisation and random crops.
 
@@ -422,9 +463,11 @@ class SyntheticAugmentedDataset(Dataset):
         deform: bool = True,
         deform_kwargs: Mapping[str, Any] | None = None,
         condition: Mapping[str, Any] | None = None,
+        axis: int | None = None,
         transform: Callable[..., Any] | None = None,
     ) -> None:
         real = list(real)
+        axis = _check_axis(axis)
         if not 0.0 <= float(ratio) <= 1.0:
             raise MedganError(f"ratio must be in [0, 1], got {ratio!r}")
         for i, item in enumerate(real):
@@ -462,6 +505,7 @@ class SyntheticAugmentedDataset(Dataset):
         self.deform = bool(deform)
         self.deform_kwargs = dict(deform_kwargs or {})
         self.condition = dict(_check_condition(condition)) or None
+        self.axis = axis
         # what each pair's synthetic items are generated with (and cached under): one condition for every pair
         # rendered a slice-conditioned model's slices all at one position
         self.conditions = [_merge_condition(self.condition, item.get("condition")) for item in real]
@@ -570,6 +614,7 @@ class SyntheticAugmentedDataset(Dataset):
                 condition=self.conditions[j],
                 deform=self.deform,
                 deform_kwargs=self.deform_kwargs,
+                axis=self.axis,
             )
             paths = [self.cache_dir / name for name in cache_names(self.seed, k, key)]
             if all(p.is_file() for p in paths):
@@ -581,7 +626,15 @@ class SyntheticAugmentedDataset(Dataset):
                 }
         real_label = _as_scan(self.data[j]["label"], f"real pair {j} label")
         image, label = _synthesize(
-            self.synthesizer, real_label, self.seed, epoch, k, self.deform, self.deform_kwargs, self.conditions[j]
+            self.synthesizer,
+            real_label,
+            self.seed,
+            epoch,
+            k,
+            self.deform,
+            self.deform_kwargs,
+            self.conditions[j],
+            self.axis,
         )
         if paths is not None:
             paths[0].parent.mkdir(parents=True, exist_ok=True)
