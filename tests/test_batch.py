@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -748,6 +749,22 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _ctrl_c(proc: subprocess.Popen, ready: Callable[[], None]) -> str:
+    """Wait for ``ready()``, send SIGINT to the run's process group (Ctrl-C in a terminal), and return its stderr
+    once it exits 130 (the process group is killed if it has not exited within a minute)."""
+    try:
+        ready()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    err = err.decode()
+    assert proc.returncode == 130, err
+    return err
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, tiny_model):
     """SIGINT to the run's process group (Ctrl-C in a terminal) with --workers 2: the run records the scans
@@ -763,17 +780,13 @@ def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, ti
         preexec_fn=_default_sigint,
     )
     manifest = out / "manifest.jsonl"
-    try:
+    below: list[int] = []
+
+    def first_scan_done() -> None:
         _wait_for_first_done(proc, manifest, 90)
-        below = _descendants(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    err = err.decode()
-    assert proc.returncode == 130, err
+        below.extend(_descendants(proc.pid))
+
+    err = _ctrl_c(proc, first_scan_done)
     assert err.strip() == "medgan batch: interrupted", err
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and any(_alive(p) for p in below):
@@ -828,19 +841,14 @@ def test_ctrl_c_while_the_worker_server_imports_prints_one_line(tmp_path, tiny_m
         stderr=subprocess.PIPE,
         preexec_fn=_default_sigint,
     )
-    try:
+
+    def server_importing() -> None:
         deadline = time.monotonic() + 60
         while _importing_worker_server(proc.pid) is None and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert _importing_worker_server(proc.pid) is not None, "the run started no fork server"
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    err = err.decode()
-    assert proc.returncode == 130, err
+
+    err = _ctrl_c(proc, server_importing)
     assert "medgan batch: interrupted" in err and "Traceback" not in err and "KeyboardInterrupt" not in err, err
 
 

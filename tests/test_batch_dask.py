@@ -210,6 +210,11 @@ def _cli(args: Sequence[str], **kwargs: Any) -> Any:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def _upscale_on(address: str, src: Path, out: Path, ckpt: Path) -> Any:
+    """``medgan batch upscale SRC OUT --model CKPT --quiet --dask-scheduler ADDRESS`` as a :func:`_cli` process."""
+    return _cli(["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet", "--dask-scheduler", address])
+
+
 def _outcome(proc: Any, timeout: float) -> str:
     """Wait for a :func:`_cli` process; its stderr. Killed when it runs past ``timeout`` (a hung run fails the test
     instead of outliving it)."""
@@ -260,10 +265,7 @@ def test_dask_ctrl_c_leaves_no_task_writing_after_the_client_exits(slow, cluster
 
     src, ckpt = slow
     out = ckpt.parent / "interrupted"
-    proc = _cli(
-        ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet"]
-        + ["--dask-scheduler", cluster.scheduler_address]
-    )
+    proc = _upscale_on(cluster.scheduler_address, src, out, ckpt)
     _wait_first_row(out, proc)
     proc.send_signal(signal.SIGINT)
     err = _outcome(proc, 300)
@@ -297,9 +299,7 @@ def test_dask_scheduler_lost_mid_run_stops_with_one_line(slow, procs):
     procs.worker(nworkers=2)
     procs.wait_for_workers(2)
     out = ckpt.parent / "lost"
-    proc = _cli(
-        ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet", "--dask-scheduler", procs.address]
-    )
+    proc = _upscale_on(procs.address, src, out, ckpt)
     _wait_first_row(out, proc)
     os.kill(procs.scheduler.pid, signal.SIGKILL)
     err = _outcome(proc, 300)
@@ -319,9 +319,7 @@ def test_dask_workers_without_medgan_are_refused(setup, procs):
     procs.worker(code=_STRIP_MEDGAN.format(repo=str(Path(__file__).resolve().parents[1])))
     procs.wait_for_workers(1)
     out = root / "no-medgan"
-    proc = _cli(
-        ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet", "--dask-scheduler", procs.address]
-    )
+    proc = _upscale_on(procs.address, src, out, ckpt)
     err = _outcome(proc, 120)
     assert proc.returncode == 1, err
     assert "No module named 'pipelines'" in _one_error_line(err), err
@@ -351,9 +349,7 @@ def test_dask_worker_with_its_own_output_folder_is_refused(setup, procs, tmp_pat
     procs.worker(prefix=_private_tmpfs(parent))
     procs.wait_for_workers(1)
     out = parent / "out"
-    proc = _cli(
-        ["batch", "upscale", str(src), str(out), "--model", str(ckpt), "--quiet", "--dask-scheduler", procs.address]
-    )
+    proc = _upscale_on(procs.address, src, out, ckpt)
     err = _outcome(proc, 120)
     assert proc.returncode == 1, err
     assert f"does not see the output folder {out}" in _one_error_line(err), err
