@@ -10,6 +10,10 @@ Policy for files that are not scans:
 
 * obvious non-scan files (``README.txt``, ``.json`` sidecars, images, archives, ``DICOMDIR``,
   hidden files; see :data:`SKIP_SUFFIXES`, :data:`SKIP_NAMES`) are skipped silently;
+* hidden folders (a leading dot: ``.Trashes``, ``.Spotlight-V100``, ``.fseventsd``, ``.git``, ...) are skipped
+  silently, and so are the system folders of :data:`SKIP_FOLDERS` (``lost+found``, ``System Volume Information``,
+  ``$RECYCLE.BIN``, ...; logged at DEBUG level) below the folder walked: often unlistable (``lost+found`` at a
+  file system's root is root's, mode 700) and never a scan folder, they are not reported as unusable;
 * any other file is tried as DICOM; when that fails, a file that *looks* like DICOM (``.dcm``
   / ``.ima`` / ``.dicom`` suffix, no suffix, a numeric suffix, or the ``DICM`` magic) is listed
   as an unusable ``"dicom-file"`` ScanRef with the reason, other files are skipped (logged at
@@ -20,7 +24,7 @@ Policy for files that are not scans:
   unusable ScanRefs, one per series;
 * a copy of a series in another folder (the same SOPInstanceUIDs, e.g. a ``backup/`` folder) is an unusable
   ScanRef naming the folder whose copy is used: the one with every file, then the shallowest, then the first path;
-* a folder that cannot be listed or looked at (no permission, a path longer than the system allows) is
+* any other folder that cannot be listed or looked at (no permission, a path longer than the system allows) is
   an unusable ScanRef of kind ``"folder"`` (with a warning), and so is a DICOM-looking or NIfTI file that
   cannot be looked at: a batch over the tree reports them instead of finishing "all done"; a DICOM-looking
   file that cannot be opened is an unusable ScanRef, and so is every series in its folder (its series
@@ -52,7 +56,7 @@ from medgan.io.gc_pause import paused_gc
 from medgan.io.nifti import inspect_nifti, is_nifti_path
 from medgan.io.scan import orientation_code
 
-__all__ = ["ScanRef", "discover_scans", "SKIP_SUFFIXES", "SKIP_NAMES"]
+__all__ = ["ScanRef", "discover_scans", "SKIP_SUFFIXES", "SKIP_NAMES", "SKIP_FOLDERS"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,11 @@ SKIP_SUFFIXES = frozenset(
 )
 #: File names (case-insensitive) that are never scans.
 SKIP_NAMES = frozenset("dicomdir readme license licence copying authors changes changelog makefile thumbs.db".split())
+#: Folder names (case-insensitive) of file system and OS housekeeping, skipped below the folder walked (a hidden
+#: folder, whose name starts with a dot, is skipped too): fsck's ``lost+found`` (root's, mode 700, at the root of
+#: every ext2/3/4 file system, so unlistable to the user who runs a batch over a data disk), Windows'
+#: ``System Volume Information`` and recycle bins. A folder named so that is walked itself is walked.
+SKIP_FOLDERS = frozenset({"lost+found", "system volume information", "$recycle.bin", "recycler"})
 #: Suffixes of files that must be DICOM (a failure to read one is reported, not skipped).
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".dc3", ".ima"})
 
@@ -127,9 +136,10 @@ class ScanRef:
     kind
         ``"dicom-series"`` (several DICOM files), ``"dicom-file"`` (one DICOM file: a multi-frame or
         mosaic volume, a single image, a non-image object, or a file whose header cannot be read),
-        ``"nifti"``, or ``"folder"`` (always unusable: a folder that cannot be listed).
+        ``"nifti"``, or ``"folder"`` (always unusable: a folder the walk could not list or look into, e.g. no
+        permission or a path past the system limit; system folders such as ``lost+found`` are skipped instead).
     paths
-        The files, sorted.
+        The files, sorted; for kind ``"folder"``, the folder itself (none of its files was seen: see :attr:`n_files`).
     modality
         DICOM Modality code, or ``"unknown"`` (NIfTI, unreadable files).
     description
@@ -163,13 +173,19 @@ class ScanRef:
     orientation: str | None = None
     note: str | None = None
 
+    @property
+    def n_files(self) -> int:
+        """How many input files the scan has: ``len(paths)``, but 0 for kind ``"folder"`` (a folder that could not
+        be listed: its ``paths`` holds the folder itself, none of its files was seen)."""
+        return 0 if self.kind == "folder" else len(self.paths)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (paths as strings); holds no identifying DICOM field."""
+        """JSON-ready dict (paths as strings, plus ``n_files``); holds no identifying DICOM field."""
         out = asdict(self)
         out["paths"] = [str(p) for p in self.paths]
         out["shape"] = list(self.shape) if self.shape is not None else None
         out["spacing"] = list(self.spacing) if self.spacing is not None else None
-        out["n_files"] = 0 if self.kind == "folder" else len(self.paths)  # a folder that cannot be listed: none seen
+        out["n_files"] = self.n_files
         return out
 
 
@@ -222,6 +238,24 @@ def looks_like_scan_id(name: str) -> bool:
     return _SCAN_ID.fullmatch(name) is not None
 
 
+def output_slot(kind: str, folder: str) -> str | None:
+    """The folder a scan may stand for as a ``--format dicom`` batch output, or ``None``.
+
+    ``medgan batch upscale --format dicom`` writes the output of a scan of ``<rel>/`` as a DICOM folder
+    ``<rel>/<id>/`` (a series, or one file for a 2-D scan). For a DICOM scan (``kind`` ``"dicom-series"`` or
+    ``"dicom-file"``) whose ``folder`` (relative to its root, POSIX, ``"."`` for the root) is named like a scan id
+    (:func:`looks_like_scan_id`) this is ``<rel>``; for any other scan ``None``.
+
+    The name alone does not prove a batch output (``ses-20230105`` has the same form), so the slot is a fallback:
+    :func:`medgan.eval.compare.pair_scans` and ``medgan batch evaluate`` pair by it only when the other side holds
+    no scan in ``folder`` itself and nothing pairs by location or name first.
+    """
+    parent, _, name = folder.rstrip("/").rpartition("/")
+    if not kind.startswith("dicom") or not looks_like_scan_id(name):
+        return None
+    return parent or "."
+
+
 def _file_stem(path: Path) -> str:
     name = path.name
     for suffix in (".nii.gz", ".nii", ".dcm", ".ima"):
@@ -252,7 +286,8 @@ def _short_reason(exc: BaseException, paths: Sequence[Path | str]) -> str:
 def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
     """Files under ``root`` in sorted depth-first order; each folder and file visited once.
 
-    Folders and files that cannot be looked at are warned about and appended to ``unseen`` as
+    Hidden entries and the system folders of :data:`SKIP_FOLDERS` below ``root`` are skipped (the latter logged at
+    DEBUG level). Other folders and files that cannot be looked at are warned about and appended to ``unseen`` as
     ``(path, why, is_folder)``: a batch over the tree must not finish "all done" without having seen their scans."""
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
@@ -281,6 +316,9 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
                 continue
             try:
                 if entry.is_dir():
+                    if entry.name.casefold() in SKIP_FOLDERS:  # lost+found, System Volume Information, ...
+                        log.debug("skipped system folder %s", entry.path)
+                        continue
                     subdirs.append(Path(entry.path))
                 elif entry.is_file():
                     est = entry.stat()

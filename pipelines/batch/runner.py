@@ -190,7 +190,7 @@ class _Run:
             "kind": task.ref.kind,
             "modality": task.ref.modality,
             "input": task.input,
-            "n_inputs": len(task.ref.paths),
+            "n_inputs": task.ref.n_files,  # 0 for a folder that could not be listed
             "outputs": list(row.get("outputs") or []),
             "output_sha256": list(row.get("output_sha256") or []),
             "seconds": row.get("seconds") or {},
