@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
-from medgan.io.discover import looks_like_scan_id
+from medgan.io.discover import output_slot
 
 __all__ = [
     "BASELINES",
@@ -344,8 +345,10 @@ class _Entry:
     path: Path  # what load_scan is given (when there is no ScanRef)
     description: str | None
     ref: Any = None  # the ScanRef from discover_scans, when there is one
-    # a DICOM series in a folder named like a scan id (a batch output, <rel>/<id>/): the location it stands for
+    # a DICOM scan in a folder named like a scan id (a --format dicom batch output, <rel>/<id>/): the folder it may
+    # stand for (<rel>; medgan.io.discover.output_slot), a fallback when nothing pairs by location or name
     slot: str | None = None
+    folder: str = "."  # the folder that holds the scan, relative to the root
 
 
 def _strip_ext(name: str) -> str:
@@ -374,19 +377,18 @@ def _entries(root: Path) -> tuple[list[_Entry], list[str]]:
             continue
         if r.kind == "nifti":
             rel = paths[0].relative_to(base) if paths[0].is_relative_to(base) else Path(paths[0].name)
-            entries.append(_Entry(_strip_ext(rel.as_posix()), str(r.id), paths[0], r.description, r))
+            key = _strip_ext(rel.as_posix())
+            entries.append(_Entry(key, str(r.id), paths[0], r.description, r, folder=rel.parent.as_posix()))
         else:
             folder = Path(os.path.commonpath([str(p.parent) for p in paths])) if len(paths) > 1 else paths[0].parent
+            where = folder.relative_to(base) if folder.is_relative_to(base) else Path(folder.name)
             if r.kind == "dicom-file" and len(paths) == 1:
                 rel = paths[0].relative_to(base) if paths[0].is_relative_to(base) else Path(paths[0].name)
                 key, load_path = _strip_ext(rel.as_posix()), paths[0]
             else:
-                rel = folder.relative_to(base) if folder.is_relative_to(base) else Path(folder.name)
-                key, load_path = rel.as_posix(), folder
-            slot = None
-            if r.kind == "dicom-series" and looks_like_scan_id(rel.name):
-                slot = rel.parent.as_posix()
-            entries.append(_Entry(key, str(r.id), load_path, r.description, r, slot))
+                key, load_path = where.as_posix(), folder
+            slot = output_slot(r.kind, where.as_posix())
+            entries.append(_Entry(key, str(r.id), load_path, r.description, r, slot, where.as_posix()))
     # several series in one folder share a key: fall back to their ids
     counts: dict[str, int] = {}
     for e in entries:
@@ -402,9 +404,12 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
 
     A prediction pairs with the reference at the same relative location (file extensions
     ignored, a DICOM series keyed by its folder) or, failing that, with the reference whose
-    ``ScanRef.id`` equals its name or id, or, for a DICOM series in a folder named like a scan id
-    (``medgan batch upscale --format dicom`` output, ``<rel>/<id>/``), the reference at ``<rel>``.
-    When each side holds exactly one scan they pair directly.
+    ``ScanRef.id`` equals its name or id. A DICOM prediction (series or single file) in a folder named like a
+    scan id (``medgan batch upscale --format dicom`` output, ``<rel>/<id>/``; see
+    :func:`medgan.io.discover.output_slot`) that pairs no other way pairs with the only reference of ``<rel>``,
+    provided no reference lies in ``<rel>/<id>/`` itself, no other prediction pairs with that reference by
+    location or name, and no other prediction falls back on it. When each side holds exactly one scan they pair
+    directly.
 
     Returns
     -------
@@ -434,13 +439,28 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
         # a batch output is named after its input's id in the input's folder (`medgan upscale TREE OUT` writes
         # a/t1.nii.gz's output as a/t1-<hash>.nii.gz): its key's folder and name are the reference's folder and id
         by_place = {(posixpath.dirname(o.key), o.id): o for o in others}
+        by_folder: dict[str, list[_Entry]] = {}
+        for o in others:
+            by_folder.setdefault(o.folder, []).append(o)
         found, missing = {}, []
+        fallback: list[tuple[_Entry, _Entry]] = []
         for e in entries:
             o = by_key.get(e.key) or by_id.get(e.key) or by_id.get(e.id) or by_key.get(e.id)
             o = o or by_place.get((posixpath.dirname(e.key), posixpath.basename(e.key)))
-            if o is None and e.slot is not None:  # a --format dicom batch output, named after its LR input's id
-                o = by_key.get(e.slot)
-            if o is None:
+            if o is not None:
+                found[e.key] = o
+            elif e.slot is not None and e.folder not in by_folder and len(by_folder.get(e.slot, ())) == 1:
+                # a --format dicom batch output (<rel>/<id>/, named after its LR input's id) stands for the only
+                # scan of <rel>; a fallback, as a folder named like an id (ses-20230105) need not be one
+                fallback.append((e, by_folder[e.slot][0]))
+            else:
+                missing.append(e)
+        # the exact match wins: a reference paired by location or name is nobody's fallback, nor is one that two
+        # predictions fall back on
+        taken = {id(o) for o in found.values()}
+        claims = Counter(id(o) for _, o in fallback)
+        for e, o in fallback:
+            if id(o) in taken or claims[id(o)] > 1:
                 missing.append(e)
             else:
                 found[e.key] = o

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.discover import ScanRef, looks_like_scan_id
+from medgan.io.discover import ScanRef, output_slot
 
 __all__ = [
     "Task",
@@ -224,17 +224,6 @@ def _names(ref: ScanRef, root: Path) -> list[tuple[str, str]]:
     return keys
 
 
-def _slots(ref: ScanRef, root: Path) -> set[str]:
-    """The relative folders a scan stands for when pairing by folder: its own, and for a DICOM series in a folder
-    named like a scan id (a ``--format dicom`` output, ``<rel>/<id>/``), the folder that holds it (``<rel>``)."""
-    rel = relative_folder(ref, root)
-    slots = {rel}
-    path = PurePosixPath(rel)
-    if ref.kind.startswith("dicom") and rel != "." and looks_like_scan_id(path.name):
-        slots.add(path.parent.as_posix() or ".")
-    return slots
-
-
 def _index(refs: Sequence[ScanRef], root: Path) -> dict[tuple[str, str], list[ScanRef]]:
     index: dict[tuple[str, str], list[ScanRef]] = {}
     for ref in refs:
@@ -248,22 +237,30 @@ def _index(refs: Sequence[ScanRef], root: Path) -> dict[tuple[str, str], list[Sc
 
 
 def _match(
-    ref: ScanRef, root: Path, n_here: int, others: Sequence[ScanRef], other_root: Path, index: dict
+    ref: ScanRef, root: Path, counts: dict[str, int], others: Sequence[ScanRef], other_root: Path, index: dict
 ) -> ScanRef | None:
-    """The scan of ``others`` paired with ``ref``: same folder and a shared name, else the only scan of that folder.
+    """The scan of ``others`` paired with ``ref``: same folder and a shared name, else the only scan of that folder,
+    else the only ``--format dicom`` output standing for that folder (:func:`medgan.io.discover.output_slot`).
 
-    ``n_here`` is the number of usable scans in ``ref``'s folder on its own side: pairing by folder alone
-    needs one scan on each side.
+    ``counts`` holds the number of usable scans in each folder on ``ref``'s side: pairing by folder alone needs
+    one scan on each side, and an output in ``<rel>/<id>/`` stands for ``<rel>`` only when ``ref``'s side holds no
+    scan in ``<rel>/<id>/`` itself (a folder named like an id, ``ses-20230105``, need not be a batch output).
     """
     for key in _names(ref, root):
         found = index.get(key, [])
         if len(found) == 1:
             return found[0]
     rel = relative_folder(ref, root)
+    if counts.get(rel, 0) != 1:
+        return None
+    usable = [(o, relative_folder(o, other_root)) for o in others if o.usable]
+    same_folder = [o for o, where in usable if where == rel]
+    if same_folder:  # the exact location wins over a slot
+        return same_folder[0] if len(same_folder) == 1 else None
     # a DICOM prediction sits one folder deeper, in a folder named after its input's id (often the LR scan's, not
     # the reference's): "no prediction found" for every scan of a --format dicom run
-    same_folder = [o for o in others if o.usable and rel in _slots(o, other_root)]
-    return same_folder[0] if len(same_folder) == 1 and n_here == 1 else None
+    standing = [o for o, where in usable if output_slot(o.kind, where) == rel and counts.get(where, 0) == 0]
+    return standing[0] if len(standing) == 1 else None
 
 
 def _folder_counts(refs: Sequence[ScanRef], root: Path) -> dict[str, int]:
@@ -308,14 +305,13 @@ def plan_evaluate(
         if not ref.usable:
             reason = ref.reason or "not usable"
         else:
-            pred = _match(ref, ref_root, ref_counts.get(rel_dir, 0), preds, pred_root, pred_index)
+            pred = _match(ref, ref_root, ref_counts, preds, pred_root, pred_index)
             if pred is None:
                 reason = f"no prediction found under {pred_root} for {rel_dir}/{ref.id}"
             else:
                 others["pred"] = pred
                 if lrs is not None:
-                    n_pred = pred_counts.get(relative_folder(pred, pred_root), 0)
-                    low = _match(pred, pred_root, n_pred, lrs, lr_root, lr_index)
+                    low = _match(pred, pred_root, pred_counts, lrs, lr_root, lr_index)
                     if low is None:
                         reason = f"no low-resolution input found under {lr_root} for {rel_dir}/{ref.id}"
                     others["lr"] = low
