@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,23 @@ def mni_t1_path() -> Path:
 def mni_t1() -> Path:
     """Path of the real MNI T1 template in ``sample_data/`` (see :func:`mni_t1_path`)."""
     return mni_t1_path()
+
+
+def permissions_apply(probe: Path) -> list[str]:
+    """Command prefix under which file permissions apply to this test's processes: none for a normal user; for root,
+    util-linux's setpriv dropping the capabilities that bypass them. Skips when ``probe`` (a chmod 000 file or
+    folder) stays readable."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: file permissions cannot be made to apply")
+        caps = "-dac_override,-dac_read_search"
+        prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps, "--"]
+    read = "ls" if probe.is_dir() else "cat"
+    if subprocess.run([*prefix, read, str(probe)], capture_output=True).returncode == 0:
+        pytest.skip("file permissions do not apply here (capabilities cannot be dropped)")
+    return prefix
 
 
 # ------------------------------------------------------------------ training tests (train-sr, train-cgan)

@@ -35,13 +35,7 @@ TINY_G = {"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channe
 TINY_D = {"arch": "multiscale_patch", "channels": 8, "num_d": 2, "num_layers_d": 1, "minimum_size_im": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is faster than two fighting over a busy 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py: tiny networks, one thread
 
 
 def _onehot(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

@@ -22,7 +22,7 @@ from pydicom.uid import generate_uid
 
 import medgan
 from medgan.io.discover import ScanRef, discover_scans
-from tests.conftest import require_shared
+from tests.conftest import permissions_apply, require_shared
 
 HOSTILE = {
     "../../x": "dotdot",
@@ -402,24 +402,6 @@ def test_a_folder_or_file_beyond_the_path_limit_is_an_unusable_ref_not_silence(t
     assert any(".dcm (" in m and not m.startswith("cannot read folder") for m in warned)
 
 
-def _without_dac_override(probe: Path) -> list[str]:
-    """Command prefix under which file permissions apply to this test's processes: none for a normal user; for root,
-    util-linux's setpriv dropping the capabilities that bypass them. Skips when ``probe`` stays readable."""
-    import os
-    import subprocess
-
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("running as root without setpriv: file permissions cannot be made to apply")
-        caps = "-dac_override,-dac_read_search"
-        prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps, "--"]
-    if subprocess.run([*prefix, "cat", str(probe)], capture_output=True).returncode == 0:
-        pytest.skip("file permissions do not apply here (capabilities cannot be dropped)")
-    return prefix
-
-
 def test_a_series_next_to_a_file_that_cannot_be_opened_is_not_usable(tmp_path):
     """A slice without read permission (a file another user copied in with umask 077) was listed as "DICOM header is
     truncated or corrupt (PermissionError)" while its series, which cannot be told from the unreadable file, loaded
@@ -435,7 +417,7 @@ def test_a_series_next_to_a_file_that_cannot_be_opened_is_not_usable(tmp_path):
     last = sorted(series.iterdir())[-1]  # an end slice: no gap shows where it is missing
     last.chmod(0)
     try:
-        prefix = _without_dac_override(last)
+        prefix = permissions_apply(last)
         code = (
             "import json, sys, medgan\n"
             "refs = [r.to_dict() for r in medgan.discover_scans(sys.argv[1])]\n"

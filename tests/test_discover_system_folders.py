@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from medgan.io.discover import SKIP_FOLDERS, discover_scans
+from tests.conftest import permissions_apply
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
@@ -29,21 +30,6 @@ SERIES = SAMPLE / "dicom" / "dicom2nifti_hitachi_anatomical_001"
 NIFTI = SAMPLE / "nifti" / "nibabel" / "anatomical.nii"
 SYSTEM_NAMES = ["lost+found", "System Volume Information", "$RECYCLE.BIN", "$Recycle.Bin", "RECYCLER"]
 HIDDEN_NAMES = [".Trashes", ".Spotlight-V100", ".fseventsd"]
-
-
-def _without_dac_override(probe: Path) -> list[str]:
-    """Command prefix under which file permissions apply: none for a normal user; for root, ``setpriv`` dropping
-    the capabilities that bypass them. Skips the test when ``probe`` (a chmod 000 folder) stays listable."""
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("running as root without setpriv: file permissions cannot be made to apply")
-        caps = "-dac_override,-dac_read_search"
-        prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps, "--"]
-    if subprocess.run([*prefix, "ls", str(probe)], capture_output=True).returncode == 0:
-        pytest.skip("file permissions do not apply here (capabilities cannot be dropped)")
-    return prefix
 
 
 def _run(prefix: list[str], code: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -114,7 +100,7 @@ def test_an_unlistable_lost_found_is_skipped_but_an_unlistable_user_folder_is_a_
     for folder in (lost, user):
         folder.chmod(0)
     try:
-        prefix = _without_dac_override(lost)
+        prefix = permissions_apply(lost)
         both = _run(prefix, _DISCOVER, root)
         user.chmod(0o755)
         shutil.rmtree(user)
@@ -171,7 +157,7 @@ def test_batch_over_a_disk_with_lost_found_is_all_done_and_a_folder_row_counts_n
     shutil.copy(NIFTI, user / "b.nii")
     lost.chmod(0)
     try:
-        prefix = _without_dac_override(lost)
+        prefix = permissions_apply(lost)
         args = ["batch", "upscale", "--model", str(tiny_model), "--quiet"]
         lost_only = _run(prefix, _BATCH, args[0], args[1], root, tmp_path / "out1", *args[2:])
         user.chmod(0)

@@ -572,16 +572,7 @@ def _psnr(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10(rng**2 / np.mean((pred - ref) ** 2)))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and OpenMP spinning on a busy 2-core box costs 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_tiny_generator_overfits_a_real_volume_beyond_cubic_interpolation(tmp_path, one_thread):
+def test_tiny_generator_overfits_a_real_volume_beyond_cubic_interpolation(tmp_path, torch_one_thread):
     """L1 training on one MNI crop (2x block-mean degraded) must clearly beat cubic interpolation.
 
     Then the same weights, saved and reloaded, go through the full SuperResolver path

@@ -23,12 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 MNI = REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py: tiny networks, one thread
 
 
 @pytest.fixture(scope="module")
