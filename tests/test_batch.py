@@ -1249,6 +1249,10 @@ def test_spec_variable_whose_value_holds_a_dollar(tmp_path, monkeypatch):
     spec.write_text("job: upscale\ninput: $MEDGAN_NO_SUCH_VAR/in\noutput: b\nmodel: m.safetensors\n")
     with pytest.raises(ConfigError, match="MEDGAN_NO_SUCH_VAR is not set"):
         load_spec(spec)
+    # a shell default is not expanded by Python: it was written out as a folder named "${MEDGAN_TEST_ROOT:-out}"
+    spec.write_text("job: upscale\ninput: a\noutput: ${MEDGAN_TEST_ROOT:-out}\nmodel: m.safetensors\n")
+    with pytest.raises(ConfigError, match=r"'output': \$\{MEDGAN_TEST_ROOT:-out\} is not supported"):
+        load_spec(spec)
 
 
 def test_example_specs_are_valid(monkeypatch):

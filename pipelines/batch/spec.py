@@ -12,8 +12,8 @@
     precision: auto              # auto | fp32 | tf32 | bf16
 
 Keys per job are listed in :data:`SCHEMA`; an unknown key, a missing required key or a value of the wrong type
-raises :class:`medgan.errors.ConfigError` naming the file and the key. ``${VAR}`` and ``~`` are expanded in path
-values. ``overrides`` (``medgan run FILE --set key=value``) replace keys after loading and are validated the same
+raises :class:`medgan.errors.ConfigError` naming the file and the key. ``$VAR``, ``${VAR}`` and ``~`` are expanded
+in path values (an unset variable, or a shell form such as ``${VAR:-default}``, is an error). ``overrides`` (``medgan run FILE --set key=value``) replace keys after loading and are validated the same
 way.
 """
 
@@ -195,13 +195,16 @@ def _describe(check: Callable[[Any], bool]) -> str:
 
 def _resolve(value: str, base: Path, key: str) -> str:
     # expandvars leaves an unset variable as it is: look for them in what was written, not in the result (a set
-    # variable's value, or a folder literally named with a `$` and no variable syntax, is not refused)
-    unset = [
-        name
-        for name in re.findall(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))", value)
-        for name in [name[0] or name[1]]
-        if name not in os.environ
-    ]
+    # variable's value may hold a `$`), with expandvars' own pattern so that nothing it leaves as text slips through
+    # as a folder name. Shell forms such as ${VAR:-default} are not expanded by it: refused, not taken literally
+    unset = []
+    for match in re.finditer(r"\$(\w+|\{[^}]*\})", value, re.ASCII):
+        token = match.group(1)
+        name = token[1:-1] if token.startswith("{") else token
+        if not re.fullmatch(r"\w+", name, re.ASCII):
+            raise ConfigError(f"{key!r}: {match.group(0)} is not supported (in {value!r}): write $VAR or ${{VAR}}")
+        if name not in os.environ:
+            unset.append(name)
     text = os.path.expanduser(os.path.expandvars(value))
     if unset:
         raise ConfigError(f"{key!r}: environment variable {', '.join(unset)} is not set (in {value!r})")
