@@ -53,7 +53,8 @@ def expand_sources(paths: Sequence[str]) -> list[Any]:
     Parameters
     ----------
     paths
-        NIfTI/DICOM files, DICOM series folders, or folder trees (walked with :func:`medgan.discover_scans`).
+        NIfTI/DICOM files, DICOM series folders, or folder trees (walked with :func:`medgan.discover_scans`);
+        :class:`medgan.ScanRef` entries (an earlier call's result) are kept as they are.
 
     Returns
     -------
@@ -65,10 +66,13 @@ def expand_sources(paths: Sequence[str]) -> list[Any]:
     medgan.errors.MedganError
         A folder without any usable scan.
     """
-    from medgan.io.discover import discover_scans
+    from medgan.io.discover import ScanRef, discover_scans
 
     out: list[Any] = []
     for p in paths:
+        if isinstance(p, ScanRef):  # already expanded (a caller that walked once and passes the result on)
+            out.append(p)
+            continue
         path = Path(p)
         if path.is_dir():
             refs = [r for r in discover_scans(path) if r.usable]

@@ -127,6 +127,16 @@ class CGANTrainer(Trainer):
             for p in self.pairs
         ]
         self.splits = splits
+        norms = [p["normalization"] for p in self.pairs]
+        if self.info.is_main and any(not _same_normalization(n, norms[0]) for n in norms[1:]):
+            # said here, before training: a run stopped early (--until-step) never reaches the export
+            logger.warning(
+                "the %d training subjects were normalised separately and their fitted normalisations differ; the "
+                "exported model holds the first one's (%s), so its synthetic images come back in that subject's "
+                "intensity units",
+                len(norms),
+                os.path.basename(self.pairs[0]["name"]),
+            )
         # label values the training slices hold: the model is exported as knowing every value of TISSUE_LABELS, and
         # Synthesizer accepts them all, but a value that never occurs in training (e.g. background in a crop inside
         # the brain) has an untrained one-hot channel: recorded in the export and warned about here
@@ -312,15 +322,6 @@ class CGANTrainer(Trainer):
                 "the first and last index only, train_slice_ranges / val_slice_ranges the slices used"
             ),
         }
-        norms = [p["normalization"] for p in self.pairs]
-        if any(not _same_normalization(n, norms[0]) for n in norms[1:]):
-            logger.warning(
-                "the %d training subjects were normalised separately and their fitted normalisations differ; the "
-                "exported model holds the first one's (%s), so its synthetic images come back in that subject's "
-                "intensity units",
-                len(norms),
-                os.path.basename(self.pairs[0]["name"]),
-            )
         extra = {
             "augment": self.cfg["augment"],
             "loss": self.cfg["loss"],

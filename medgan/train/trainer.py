@@ -120,7 +120,7 @@ class SRTrainer(Trainer):
     # ------------------------------------------------------------------ setup
     def build(self) -> None:
         from medgan.data.domain_randomization import Augmenter
-        from medgan.data.patches import PatchSampler, load_volumes
+        from medgan.data.patches import PatchSampler, expand_sources, load_volumes
         from medgan.models.registry import build_discriminator, build_generator
         from medgan.train.losses import AdversarialLoss, ContentLoss, PerceptualLoss
 
@@ -153,8 +153,9 @@ class SRTrainer(Trainer):
         if loss["perceptual"] > 0:
             self.perceptual = PerceptualLoss(loss["perceptual_weights"]).to(self.device)
         data = cfg["data"]
-        self.volumes = load_volumes(data["train"], data["normalization"])
-        self.modality = self._check_modality()
+        self.sources = expand_sources(data["train"])  # one walk: checked, loaded and named in the export
+        self.modality = self._check_modality()  # before loading: a wrong data.modality is refused at once
+        self.volumes = load_volumes(self.sources, data["normalization"])
         self.sampler = PatchSampler(
             self.volumes,
             patch_size=cfg["train"]["patch_size"],
@@ -181,10 +182,11 @@ class SRTrainer(Trainer):
         modality than ``data.modality`` is now refused; with ``data.modality: unknown`` the modality every training
         scan's header names is recorded (``"unknown"`` when one names none, or they differ).
         """
-        from medgan.data.patches import expand_sources, source_name
+        from medgan.data.patches import source_name
+        from medgan.io.nifti import modality_code
 
         said = str(self.cfg["data"]["modality"])
-        found = [(source_name(s), _header_modality(s)) for s in expand_sources(self.cfg["data"]["train"])]
+        found = [(source_name(s), _header_modality(s)) for s in self.sources]
         if said.lower() != "unknown":
             for name, code in found:
                 if code is not None and code.upper() != said.upper():
@@ -192,7 +194,8 @@ class SRTrainer(Trainer):
                         f"{name}: data.train: the scan is {code} (its header), but data.modality is {said!r}; the "
                         f"exported checkpoint records data.modality, so set it to {code} (or train on {said} scans)"
                     )
-            return said
+            # as a DICOM code ("mr" -> "MR": a lower-case value would not count as a modality when read back)
+            return modality_code(said.upper()) or said
         codes = {code for _, code in found}
         if len(codes) == 1 and None not in codes:
             (code,) = codes
@@ -400,7 +403,7 @@ class SRTrainer(Trainer):
         return path
 
     def _export(self, path: Path, *, name: str, phase: str) -> Path:
-        from medgan.data.patches import expand_sources, source_name
+        from medgan.data.patches import source_name
         from medgan.infer.checkpoint import save_checkpoint
         from medgan.train.ema import ema_state
 
@@ -417,7 +420,7 @@ class SRTrainer(Trainer):
             "world_size": self.info.world_size,
         }
         training_data = {
-            "train": [source_name(s) for s in expand_sources(self.cfg["data"]["train"])],
+            "train": [source_name(s) for s in self.sources],
             "val": [name for name, _ in self.val_scans],
             "degradation": self.cfg["degradation"],
         }
