@@ -196,3 +196,21 @@ def test_a_broken_pipe_other_than_stdout_is_not_hidden(monkeypatch, capsys):
         cli.main(["info", str(REPO / "sample_data")])
     after = os.fstat(1)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_a_broken_pipe_other_than_a_live_stdout_pipe_is_not_hidden():
+    """The same with real file descriptors: stdout a pipe whose reader is still there, and another pipe breaking
+    inside the command. ``_stdout_gone`` asks the kernel about stdout (nothing is buffered), finds it alive, and
+    the error propagates (exit 1 with the traceback) instead of a silent 141."""
+    code = (
+        "import os, sys\n"
+        "from pipelines import cli\n"
+        "from pipelines.commands import info\n"
+        "def broken(args):\n"
+        "    r, w = os.pipe(); os.close(r); os.write(w, b'x')\n"
+        "info.run = broken\n"
+        f"sys.exit(cli.main(['info', {str(REPO / 'sample_data')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "BrokenPipeError" in proc.stderr
