@@ -43,25 +43,34 @@ def test_output_slot_rule():
 
 
 @pytest.fixture(scope="module")
-def trees_2d(tmp_path_factory) -> Path:
-    """``hr/`` (two real 2-D DICOM slices), ``lr/`` (degraded x2, NIfTI) and ``sr/`` (``lr/`` upscaled by an
-    untrained 2-D model with ``batch upscale --format dicom``: each output one DICOM file in ``<rel>/<lr id>/``)."""
+def tiny_2d(tmp_path_factory) -> Path:
+    """An untrained 2-D x2 SR model (a checkpoint file)."""
     import torch
 
     from medgan.infer.checkpoint import save_checkpoint
     from medgan.models.registry import build_generator
 
+    torch.manual_seed(0)
+    model = build_generator({"arch": "srresnet", "spatial_dims": 2, "channels": 4, "n_blocks": 1, "factor": [2, 2]})
+    return save_checkpoint(tmp_path_factory.mktemp("tiny2d") / "tiny2d.safetensors", model, roi_size=32)
+
+
+def _upscale_dicom(root: Path, ckpt: Path) -> None:
+    args = ["batch", "upscale", str(root / "lr"), str(root / "sr"), "--model", str(ckpt), "--format", "dicom"]
+    assert main([*args, "--quiet"]) == 0
+
+
+@pytest.fixture(scope="module")
+def trees_2d(tmp_path_factory, tiny_2d) -> Path:
+    """``hr/`` (two real 2-D DICOM slices), ``lr/`` (degraded x2, NIfTI) and ``sr/`` (``lr/`` upscaled by an
+    untrained 2-D model with ``batch upscale --format dicom``: each output one DICOM file in ``<rel>/<lr id>/``)."""
     root = tmp_path_factory.mktemp("slots2d")
     for name, src in (("a", CT_2D), ("b", MR_2D)):
         for side in ("hr", "lr"):
             (root / side / name).mkdir(parents=True)
         shutil.copy(src, root / "hr" / name)
         medgan.save_scan(medgan.degrade(medgan.load_scan(src), (2, 2)), root / "lr" / name / f"{src.stem}.nii.gz")
-    torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 2, "channels": 4, "n_blocks": 1, "factor": [2, 2]})
-    ckpt = save_checkpoint(root / "tiny2d.safetensors", model, roi_size=32)
-    args = ["batch", "upscale", str(root / "lr"), str(root / "sr"), "--model", str(ckpt), "--format", "dicom"]
-    assert main([*args, "--quiet"]) == 0
+    _upscale_dicom(root, tiny_2d)
     return root
 
 
@@ -87,6 +96,67 @@ def test_2d_dicom_file_output_pairs_in_medgan_evaluate_as_in_batch_evaluate(tree
     assert main([*single_args, "--max-montages", "0"]) == 0
     single = sorted(r["psnr"] for r in json.loads((tmp_path / "s" / "metrics.json").read_text())["rows"])
     assert len(single) == len(batch) == 8 and single == pytest.approx(batch, rel=1e-9)
+
+
+def _same_pairs_and_scores(hr: Path, sr: Path, lr: Path, out: Path) -> dict[str, tuple[str, str]]:
+    """``medgan evaluate`` and ``medgan batch evaluate --lr`` on the same trees: the same pairs, equal PSNRs (SR, LR
+    consistency and the baselines computed from the LR input). Returns reference -> (prediction folder, LR file)."""
+    pairs, _ = pair_scans(sr, hr, lr)
+    single_pairs = {
+        p.ref.path.relative_to(hr).as_posix(): (
+            p.pred.path.parent.relative_to(sr).as_posix(),
+            p.lr.path.relative_to(lr).as_posix(),
+        )
+        for p in pairs
+    }
+    tasks = plan_evaluate(medgan.discover_scans(hr), hr, medgan.discover_scans(sr), sr, medgan.discover_scans(lr), lr)
+    assert [t.reason for t in tasks] == [None] * len(tasks)
+    planned = {
+        Path(t.ref.paths[0]).relative_to(hr).as_posix(): (
+            Path(t.others["pred"].paths[0]).parent.relative_to(sr).as_posix(),
+            Path(t.others["lr"].paths[0]).relative_to(lr).as_posix(),
+        )
+        for t in tasks
+    }
+    assert planned == single_pairs
+
+    assert main(["batch", "evaluate", str(sr), str(hr), str(out / "b"), "--lr", str(lr), "--quiet"]) == 0
+    batch_rows = [m for r in read_rows(out / "b" / "manifest.jsonl") for m in r["metrics"]]
+    single_args = ["evaluate", "--pred", str(sr), "--ref", str(hr), "--lr", str(lr), "--out", str(out / "s")]
+    assert main([*single_args, "--max-montages", "0"]) == 0
+    single_rows = json.loads((out / "s" / "metrics.json").read_text())["rows"]
+    for key in ("psnr", "lr_consistency_psnr"):
+        batch = sorted(m[key] for m in batch_rows if m.get(key) is not None)
+        single = sorted(r[key] for r in single_rows if r.get(key) is not None)
+        assert batch and single == pytest.approx(batch, rel=1e-9), key
+    assert len(single_rows) == len(batch_rows) == 4 * len(tasks)  # SR and three baselines per scan
+    return single_pairs
+
+
+def test_lr_input_pairs_through_a_dicom_prediction_in_medgan_evaluate_as_in_batch_evaluate(tiny_2d, tmp_path):
+    """``lr/sub-01/mr.dcm`` (made by ``medgan degrade``) shares neither location nor name with the reference
+    ``ref/sub-01/MR_small.dcm``; ``batch upscale --format dicom`` names its output folder ``sub-01/<lr id>/`` after it.
+    ``batch evaluate --lr`` paired the LR input through the prediction, ``medgan evaluate --lr`` only by the
+    reference and failed ("pairs without a low-resolution input"). Both pair it now, with the same scores."""
+    hr, lr = tmp_path / "ref", tmp_path / "lr"
+    for sub, src, low in (("sub-01", MR_2D, "mr.dcm"), ("sub-02", CT_2D, "ct.dcm")):
+        (hr / sub).mkdir(parents=True)
+        (lr / sub).mkdir(parents=True)
+        shutil.copy(src, hr / sub)
+        tmp = tmp_path / "degraded" / sub
+        tmp.parent.mkdir(exist_ok=True)
+        assert main(["degrade", "--factor", "2", "--format", "dicom", str(src), str(tmp)]) == 0
+        (only,) = tmp.iterdir()  # a 2-D scan: one DICOM file
+        only.rename(lr / sub / low)
+    _upscale_dicom(tmp_path, tiny_2d)
+    sr = tmp_path / "sr"
+    lr_ids = {Path(r.paths[0]).relative_to(lr).as_posix(): r.id for r in medgan.discover_scans(lr)}
+    assert lr_ids["sub-01/mr.dcm"] != "mr" and {r.kind for r in medgan.discover_scans(sr)} == {"dicom-file"}
+    got = _same_pairs_and_scores(hr, sr, lr, tmp_path)
+    assert got == {
+        "sub-01/MR_small.dcm": (f"sub-01/{lr_ids['sub-01/mr.dcm']}", "sub-01/mr.dcm"),
+        "sub-02/CT_small.dcm": (f"sub-02/{lr_ids['sub-02/ct.dcm']}", "sub-02/ct.dcm"),
+    }
 
 
 def test_medgan_evaluate_exact_location_wins_over_a_session_folder_slot(tmp_path):

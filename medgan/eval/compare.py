@@ -411,6 +411,10 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
     location or name, and no other prediction falls back on it. When each side holds exactly one scan they pair
     directly.
 
+    A low-resolution input pairs with the reference by the same rules or, failing that, through the prediction:
+    a ``--format dicom`` output ``<rel>/<id>/`` pairs with the only LR scan of ``<rel>`` whose ``ScanRef.id`` is
+    ``<id>`` (as ``medgan batch evaluate --lr`` pairs).
+
     Returns
     -------
     (list of ScanPair, list of str)
@@ -477,6 +481,16 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
     pairs = [ScanPair(key=e.key, pred=e, ref=ref_of[e.key]) for e in p_entries if e.key in ref_of]
     if lr is not None:
         lr_of, _ = match([pair.ref for pair in pairs], l_entries)
+        # failing that, through the prediction: a --format dicom batch output <rel>/<id>/ is named after its LR
+        # input's id, and that input lies in <rel> of the LR tree (what `medgan batch evaluate --lr` pairs by)
+        by_place: dict[tuple[str, str], list[_Entry]] = {}
+        for o in l_entries:
+            by_place.setdefault((o.folder, o.id), []).append(o)
+        for pair in pairs:
+            if pair.ref.key not in lr_of and pair.pred.slot is not None:
+                found = by_place.get((pair.pred.slot, posixpath.basename(pair.pred.folder)), [])
+                if len(found) == 1:
+                    lr_of[pair.ref.key] = found[0]
         no_lr = [pair for pair in pairs if pair.ref.key not in lr_of]
         if no_lr:
             problems.append("pairs without a low-resolution input: " + ", ".join(str(p.ref.path) for p in no_lr[:20]))

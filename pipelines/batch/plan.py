@@ -211,9 +211,9 @@ def _stem(ref: ScanRef) -> str:
     return name
 
 
-def _names(ref: ScanRef, root: Path) -> list[tuple[str, str]]:
-    """(rel_dir, name) keys under which a scan may be found: its id, its file stem, its folder name."""
-    rel = relative_folder(ref, root)
+def _names(ref: ScanRef, rel: str) -> list[tuple[str, str]]:
+    """(rel_dir, name) keys under which a scan in folder ``rel`` may be found: its id, its file stem, its folder
+    name."""
     keys = [(rel, ref.id)]
     if ref.kind == "nifti" or len(ref.paths) == 1:
         keys.append((rel, _stem(ref)))
@@ -224,52 +224,64 @@ def _names(ref: ScanRef, root: Path) -> list[tuple[str, str]]:
     return keys
 
 
-def _index(refs: Sequence[ScanRef], root: Path) -> dict[tuple[str, str], list[ScanRef]]:
-    index: dict[tuple[str, str], list[ScanRef]] = {}
-    for ref in refs:
-        if not ref.usable:
-            continue
-        for key in _names(ref, root):
-            bucket = index.setdefault(key, [])
-            if ref not in bucket:
-                bucket.append(ref)
-    return index
+class _Side:
+    """One tree's usable scans, looked at once: each scan's folder relative to the root (a file-system call, so
+    never repeated per pair) and lookups by name, by folder and by ``--format dicom`` slot."""
+
+    def __init__(self, scans: Sequence[ScanRef], root: Path | None) -> None:
+        self.root = root
+        self._rel: dict[int, tuple[ScanRef, str]] = {}
+        self.names: dict[tuple[str, str], list[ScanRef]] = {}
+        self.by_folder: dict[str, list[ScanRef]] = {}
+        self.by_slot: dict[str, list[tuple[ScanRef, str]]] = {}
+        for scan in scans:
+            if not scan.usable:
+                continue
+            rel = self.folder(scan)
+            for key in _names(scan, rel):
+                bucket = self.names.setdefault(key, [])
+                if scan not in bucket:
+                    bucket.append(scan)
+            self.by_folder.setdefault(rel, []).append(scan)
+            slot = output_slot(scan.kind, rel)
+            if slot is not None:
+                self.by_slot.setdefault(slot, []).append((scan, rel))
+
+    def folder(self, scan: ScanRef) -> str:
+        """:func:`relative_folder` of ``scan``, computed once per scan."""
+        known = self._rel.get(id(scan))
+        if known is None or known[0] is not scan:
+            known = self._rel[id(scan)] = (scan, relative_folder(scan, Path(self.root)))
+        return known[1]
+
+    def count(self, rel: str) -> int:
+        """Number of usable scans in folder ``rel``."""
+        return len(self.by_folder.get(rel, ()))
 
 
-def _match(
-    ref: ScanRef, root: Path, counts: dict[str, int], others: Sequence[ScanRef], other_root: Path, index: dict
-) -> ScanRef | None:
-    """The scan of ``others`` paired with ``ref``: same folder and a shared name, else the only scan of that folder,
-    else the only ``--format dicom`` output standing for that folder (:func:`medgan.io.discover.output_slot`).
+def _match(ref: ScanRef, side: _Side, other: _Side) -> ScanRef | None:
+    """The scan of ``other`` paired with ``ref`` (a scan of ``side``): same folder and a shared name, else the only
+    scan of that folder, else the only ``--format dicom`` output standing for that folder
+    (:func:`medgan.io.discover.output_slot`).
 
-    ``counts`` holds the number of usable scans in each folder on ``ref``'s side: pairing by folder alone needs
-    one scan on each side, and an output in ``<rel>/<id>/`` stands for ``<rel>`` only when ``ref``'s side holds no
-    scan in ``<rel>/<id>/`` itself (a folder named like an id, ``ses-20230105``, need not be a batch output).
+    Pairing by folder alone needs one scan on each side, and an output in ``<rel>/<id>/`` stands for ``<rel>`` only
+    when ``ref``'s side holds no scan in ``<rel>/<id>/`` itself (a folder named like an id, ``ses-20230105``, need
+    not be a batch output). Lookups only: the folders were computed when the sides were built.
     """
-    for key in _names(ref, root):
-        found = index.get(key, [])
+    rel = side.folder(ref)
+    for key in _names(ref, rel):
+        found = other.names.get(key, [])
         if len(found) == 1:
             return found[0]
-    rel = relative_folder(ref, root)
-    if counts.get(rel, 0) != 1:
+    if side.count(rel) != 1:
         return None
-    usable = [(o, relative_folder(o, other_root)) for o in others if o.usable]
-    same_folder = [o for o, where in usable if where == rel]
+    same_folder = other.by_folder.get(rel, [])
     if same_folder:  # the exact location wins over a slot
         return same_folder[0] if len(same_folder) == 1 else None
     # a DICOM prediction sits one folder deeper, in a folder named after its input's id (often the LR scan's, not
     # the reference's): "no prediction found" for every scan of a --format dicom run
-    standing = [o for o, where in usable if output_slot(o.kind, where) == rel and counts.get(where, 0) == 0]
+    standing = [o for o, where in other.by_slot.get(rel, []) if side.count(where) == 0]
     return standing[0] if len(standing) == 1 else None
-
-
-def _folder_counts(refs: Sequence[ScanRef], root: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for ref in refs:
-        if ref.usable:
-            rel = relative_folder(ref, root)
-            counts[rel] = counts.get(rel, 0) + 1
-    return counts
 
 
 def plan_evaluate(
@@ -294,24 +306,24 @@ def plan_evaluate(
     montages
         The first ``montages`` paired references (sorted by id) get a montage figure (an output file).
     """
-    pred_index = _index(preds, pred_root)
-    lr_index = _index(lrs or [], lr_root) if lrs is not None else {}
-    ref_counts, pred_counts = _folder_counts(refs, ref_root), _folder_counts(preds, pred_root)
+    # each scan's folder is computed once per side (a file-system call); pairing is then dictionary lookups
+    ref_side, pred_side = _Side(refs, ref_root), _Side(preds, pred_root)
+    lr_side = _Side(lrs, lr_root) if lrs is not None else None
     tasks = []
     n_montage = 0
     for ref in refs:
-        rel_dir = relative_folder(ref, ref_root)
+        rel_dir = ref_side.folder(ref)
         reason, others = None, {}
         if not ref.usable:
             reason = ref.reason or "not usable"
         else:
-            pred = _match(ref, ref_root, ref_counts, preds, pred_root, pred_index)
+            pred = _match(ref, ref_side, pred_side)
             if pred is None:
                 reason = f"no prediction found under {pred_root} for {rel_dir}/{ref.id}"
             else:
                 others["pred"] = pred
-                if lrs is not None:
-                    low = _match(pred, pred_root, pred_counts, lrs, lr_root, lr_index)
+                if lr_side is not None:
+                    low = _match(pred, pred_side, lr_side)
                     if low is None:
                         reason = f"no low-resolution input found under {lr_root} for {rel_dir}/{ref.id}"
                     others["lr"] = low
