@@ -115,6 +115,11 @@ def resolve_mask(mask: Any, reference: Any) -> tuple[np.ndarray, str]:
     -------
     (numpy.ndarray, str)
         Boolean spatial mask and the rule text recorded in outputs.
+
+    Raises
+    ------
+    medgan.errors.EvaluationError
+        For an unknown mask name, or an array of the wrong shape or selecting no voxel.
     """
     ref = _to_numpy(reference)
     spatial = tuple(ref.shape[1:])
@@ -122,7 +127,7 @@ def resolve_mask(mask: Any, reference: Any) -> tuple[np.ndarray, str]:
         return np.ones(spatial, dtype=bool), FULL_RULE
     if isinstance(mask, str):
         if mask.lower() != "foreground":
-            raise ValueError(f"mask must be 'foreground', 'none' or an array, got {mask!r}")
+            raise EvaluationError(f"mask must be 'foreground', 'none' or an array, got {mask!r}")
         m = foreground_mask(ref)
         if not m.any():
             return np.ones(spatial, dtype=bool), FULL_RULE + " (foreground rule found no voxel: constant reference)"

@@ -22,7 +22,15 @@ numbers are often wrong for exactly these reasons:
 SSIM details. The SSIM map is computed on the whole image (so the window sees
 real neighbours at the mask edge) and then averaged: over the valid region (the
 map cropped by the 5-voxel window radius, as scikit-image does) for
-``ssim_full``, and over the mask voxels inside that region for ``ssim``. A 3-D
+``ssim_full``, and over the mask voxels inside that region for ``ssim``. A
+non-finite reference voxel (NaN padding, a masked-out region) is left out of the
+mask like it is for every other masked metric; for SSIM it would spread NaN over
+every 11-voxel window touching it, so the map is computed on the reference with
+non-finite voxels filled, and ``ssim`` averages only the mask voxels whose window
+touches no non-finite reference voxel (the finite region eroded by the 5-voxel
+window radius, within each slice in the 2-D mode). ``ssim_full``, like the other
+``*_full`` numbers, stays NaN then. A non-finite *prediction* voxel is never
+filled: it makes every metric whose voxels or windows it reaches NaN. A 3-D
 image is scored with 3-D windows when every spatial axis has at least 11 voxels;
 otherwise (thin slabs, few slices) with 2-D windows on each slice across the
 shortest axis. ``ssim_mode`` in the result records which. The map comes from
@@ -54,7 +62,7 @@ from scipy import ndimage
 
 from medgan.errors import EvaluationError, GeometryMismatchError
 from medgan.eval.masks import resolve_mask
-from medgan.io.scan import load_if_path, scan_array
+from medgan.io.scan import load_if_path, ras_affine, scan_array
 
 __all__ = [
     "DATA_RANGE_RULE",
@@ -108,13 +116,20 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _affine_of(x: Any) -> np.ndarray | None:
+    """The voxel -> RAS+ mm affine of ``x``, or ``None`` when it has no 4x4 affine (a plain array).
+
+    A MONAI ``MetaTensor`` whose ``meta["space"]`` is ``"LPS"`` (MONAI's DICOM and ITK readers with
+    ``affine_lps_to_ras=False``) is converted to RAS+ by :func:`medgan.io.scan.ras_affine`, so it is
+    compared with medgan's RAS+ scans in one world.
+    """
     affine = getattr(x, "affine", None)
     if affine is None:
         return None
     if hasattr(affine, "detach"):
         affine = affine.detach().cpu().numpy()
-    affine = np.asarray(affine, dtype=np.float64)
-    return affine if affine.shape == (4, 4) else None
+    if np.shape(affine) != (4, 4):
+        return None
+    return ras_affine(x)
 
 
 def _name_of(x: Any, default: str) -> str:
@@ -127,7 +142,8 @@ def _name_of(x: Any, default: str) -> str:
 def check_geometry(pred: Any, ref: Any, *, pred_name: str = "prediction", ref_name: str = "reference") -> None:
     """Raise :class:`~medgan.errors.GeometryMismatchError` unless ``pred`` and ``ref`` share shape and affine.
 
-    Affines are compared only when both inputs carry one (MetaTensors); tolerance 1e-3 mm.
+    Affines are compared only when both inputs carry one (MetaTensors), in RAS+ (a MetaTensor with
+    ``meta["space"] == "LPS"`` is converted first); tolerance 1e-3 mm.
     """
     pname, rname = _name_of(pred, pred_name), _name_of(ref, ref_name)
     if pname == rname:  # an upscaled scan keeps its source's file name: "x.nii: shape ... differs from x.nii shape"
@@ -175,7 +191,7 @@ def robust_data_range(reference: Any, mask: np.ndarray | None = None) -> float:
 
     Raises
     ------
-    ValueError
+    medgan.errors.EvaluationError
         If the reference is constant inside the mask (no range exists; pass ``data_range=``).
 
     Examples
@@ -272,7 +288,7 @@ def _ssim_plan(spatial: tuple[int, ...], mode: str) -> tuple[str, int | None]:
     w = SSIM_WIN_SIZE
     nd = len(spatial)
     if mode not in ("auto", "2d", "3d"):
-        raise ValueError(f"ssim_mode must be 'auto', '2d' or '3d', got {mode!r}")
+        raise EvaluationError(f"ssim_mode must be 'auto', '2d' or '3d', got {mode!r}")
     if nd == 2 or (nd == 3 and mode in ("auto", "3d") and min(spatial) >= w):
         if min(spatial) < w:
             return f"unavailable (needs >= {w} voxels per axis)", None
@@ -280,12 +296,55 @@ def _ssim_plan(spatial: tuple[int, ...], mode: str) -> tuple[str, int | None]:
     if nd == 3 and mode == "3d":
         return f"unavailable (3d needs >= {w} voxels per axis)", None
     if nd != 3:
-        raise ValueError(f"SSIM needs 2-D or 3-D images, got {nd} spatial axes")
+        raise EvaluationError(f"SSIM needs 2-D or 3-D images, got {nd} spatial axes")
     axis = int(np.argmin(spatial))
     in_plane = [s for i, s in enumerate(spatial) if i != axis]
     if min(in_plane) < w:
         return f"unavailable (needs >= {w} voxels along two axes)", None
     return f"2d-slices-axis{axis}", axis
+
+
+def _ssim_parts(pred: Any, ref: Any, *, data_range: float, mode: str) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    """:func:`ssim_map`'s map, valid region and label, plus the voxels whose window holds only finite reference voxels."""
+    from skimage.metrics import structural_similarity
+
+    p, r = _pair(pred, ref)
+    spatial = p.shape[1:]
+    label, axis = _ssim_plan(tuple(spatial), mode)
+    smap = np.full(p.shape, np.nan)
+    valid = np.zeros(p.shape, dtype=bool)
+    if label.startswith("unavailable"):
+        return smap, valid, label, valid.copy()
+    pad = (SSIM_WIN_SIZE - 1) // 2
+    finite = np.isfinite(r)
+    if finite.all():
+        clean = np.ones(p.shape, dtype=bool)
+    else:
+        # A NaN (padding, a masked-out region) spreads over every window that touches it, so the map is
+        # computed on a NaN-filled reference and the windows that touch a non-finite voxel are left out:
+        # the finite mask eroded by the window's half-width, within each slice in the 2-D mode.
+        r = np.where(finite, r, 0.0)
+        size = (1, *(1 if i == axis else SSIM_WIN_SIZE for i in range(len(spatial))))
+        clean = ndimage.minimum_filter(finite.astype(np.uint8), size=size, mode="constant", cval=1).astype(bool)
+    kwargs = dict(
+        data_range=float(data_range),
+        gaussian_weights=True,
+        sigma=SSIM_SIGMA,
+        use_sample_covariance=False,
+        full=True,
+    )
+    crop = tuple(slice(None) if i == axis else slice(pad, s - pad) for i, s in enumerate(spatial))
+    for c in range(p.shape[0]):
+        if axis is None:
+            _, smap[c] = structural_similarity(p[c], r[c], **kwargs)
+        else:
+            for k in range(spatial[axis]):
+                index = [slice(None)] * len(spatial)
+                index[axis] = k
+                _, smap[(c, *index)] = structural_similarity(p[(c, *index)], r[(c, *index)], **kwargs)
+        valid[(c, *crop)] = True
+    smap[~clean] = np.nan
+    return smap, valid, label, clean
 
 
 def ssim_map(pred: Any, ref: Any, *, data_range: float, mode: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
@@ -304,49 +363,31 @@ def ssim_map(pred: Any, ref: Any, *, data_range: float, mode: str = "auto") -> t
     Returns
     -------
     (numpy.ndarray, numpy.ndarray, str)
-        The map (same shape as the inputs, NaN where not computed), a boolean array of the
-        voxels whose window lies inside the image (the region scikit-image averages), and the
-        mode label recorded as ``ssim_mode``.
+        The map (same shape as the inputs; NaN where not computed and where the window touches a
+        non-finite reference voxel), a boolean array of the voxels whose window lies inside the
+        image (the region scikit-image averages), and the mode label recorded as ``ssim_mode``.
+        A non-finite prediction voxel is not filled: it makes the map NaN over its window.
     """
-    from skimage.metrics import structural_similarity
-
-    p, r = _pair(pred, ref)
-    spatial = p.shape[1:]
-    label, axis = _ssim_plan(tuple(spatial), mode)
-    smap = np.full(p.shape, np.nan)
-    valid = np.zeros(p.shape, dtype=bool)
-    if label.startswith("unavailable"):
-        return smap, valid, label
-    kwargs = dict(
-        data_range=float(data_range),
-        gaussian_weights=True,
-        sigma=SSIM_SIGMA,
-        use_sample_covariance=False,
-        full=True,
-    )
-    pad = (SSIM_WIN_SIZE - 1) // 2
-    crop = tuple(slice(None) if i == axis else slice(pad, s - pad) for i, s in enumerate(spatial))
-    for c in range(p.shape[0]):
-        if axis is None:
-            _, smap[c] = structural_similarity(p[c], r[c], **kwargs)
-        else:
-            for k in range(spatial[axis]):
-                index = [slice(None)] * len(spatial)
-                index[axis] = k
-                _, smap[(c, *index)] = structural_similarity(p[(c, *index)], r[(c, *index)], **kwargs)
-        valid[(c, *crop)] = True
+    smap, valid, label, _ = _ssim_parts(pred, ref, data_range=data_range, mode=mode)
     return smap, valid, label
+
+
+def _mean_ssim(smap: np.ndarray, valid: np.ndarray, clean: np.ndarray, mask: np.ndarray | None) -> float:
+    """Mean SSIM over the valid region inside ``mask``, leaving out windows that touch a non-finite reference voxel."""
+    sel = valid & clean & _spatial_mask(mask, smap.shape)
+    return float(smap[sel].mean()) if sel.any() else math.nan
 
 
 def ssim(pred: Any, ref: Any, *, data_range: float, mask: np.ndarray | None = None, mode: str = "auto") -> float:
     """Mean SSIM over the valid region, restricted to ``mask`` when given (see the module notes).
 
     Without a mask this equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, data_range=data_range)`` for one channel.
+    sigma=1.5, use_sample_covariance=False, data_range=data_range)`` for one channel. Windows that
+    touch a non-finite reference voxel are left out of the mean (see :func:`ssim_map`); ``nan`` when
+    no voxel is left.
     """
-    smap, valid, _ = ssim_map(pred, ref, data_range=data_range, mode=mode)
-    sel = valid & _spatial_mask(mask, smap.shape)
-    return float(smap[sel].mean()) if sel.any() else math.nan
+    smap, valid, _, clean = _ssim_parts(pred, ref, data_range=data_range, mode=mode)
+    return _mean_ssim(smap, valid, clean, mask)
 
 
 # --------------------------------------------------------------------------- LR consistency
@@ -510,7 +551,12 @@ def evaluate(
     Raises
     ------
     medgan.errors.GeometryMismatchError
-        If shapes or affines differ.
+        If shapes or affines differ (affines compared in RAS+: a MetaTensor with
+        ``meta["space"] == "LPS"`` is converted first).
+    medgan.errors.EvaluationError
+        For an unusable argument: a ``data_range`` that is not a finite positive number, an
+        unknown ``mask`` name, a mask of the wrong shape or with no voxel, an unknown
+        ``ssim_mode``, or arrays that are not channel-first 2-D or 3-D. It is a ``ValueError``.
 
     Examples
     --------
@@ -526,19 +572,21 @@ def evaluate(
     check_geometry(pred, ref)
     p, r = _to_numpy(pred), _to_numpy(ref)
     if p.ndim not in (3, 4):
-        raise ValueError(f"expected channel-first (C, X, Y[, Z]) arrays, got shape {p.shape}")
+        raise EvaluationError(f"expected channel-first (C, X, Y[, Z]) arrays, got shape {p.shape}")
     m, rule = resolve_mask(mask, r)
     if data_range is None:
         dr, dr_rule = robust_data_range(r, m), DATA_RANGE_RULE
     else:
-        dr, dr_rule = float(data_range), "given"
+        try:
+            dr, dr_rule = float(data_range), "given"
+        except (TypeError, ValueError):
+            raise EvaluationError(f"data_range must be a finite positive number, got {data_range!r}") from None
         if not (dr > 0 and math.isfinite(dr)):  # inf gave PSNR inf and SSIM NaN
-            raise ValueError(f"data_range must be a finite positive number, got {data_range}")
-    smap, valid, mode = ssim_map(p, r, data_range=dr, mode=ssim_mode)
-    in_mask = valid & _spatial_mask(m, smap.shape)
+            raise EvaluationError(f"data_range must be a finite positive number, got {data_range}")
+    smap, valid, mode, clean = _ssim_parts(p, r, data_range=dr, mode=ssim_mode)
     result: dict[str, Any] = {
         "psnr": psnr(p, r, data_range=dr, mask=m),
-        "ssim": float(smap[in_mask].mean()) if in_mask.any() else math.nan,
+        "ssim": _mean_ssim(smap, valid, clean, m),
         "nrmse": nrmse(p, r, mask=m),
         "mae": mae(p, r, mask=m),
         "hfen": hfen(p, r, mask=m),
