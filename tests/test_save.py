@@ -216,7 +216,7 @@ def test_nifti_scanner_code_and_int_dtype(tmp_path, mni_crop):
     assert int(img.header["sform_code"]) == 1 and int(img.header["qform_code"]) == 1  # scanner
     mni = make_scan(data[None], aff, {"source_format": "nifti", "nifti": {"sform_code": 4, "qform_code": 0}})
     img = nib.load(save_scan(mni, tmp_path / "mni.nii"))
-    assert int(img.header["sform_code"]) == 4 and int(img.header["qform_code"]) == 2  # kept; unset -> aligned
+    assert int(img.header["sform_code"]) == 4 and int(img.header["qform_code"]) == 4  # kept; the qform is the sform
 
 
 def test_nifti_int64_uint64_and_unsupported_dtypes(tmp_path, mni_crop):

@@ -120,9 +120,11 @@ def choose_rescale(values: np.ndarray) -> tuple[np.dtype, float, float]:
     """Pick a 16-bit stored type and RescaleSlope/Intercept covering ``values``.
 
     Integer-valued data that fit int16 or uint16 are stored exactly (slope 1,
-    intercept 0). Otherwise the value range is mapped linearly onto int16; the
-    slope and intercept are the values exactly as written in the header (DS
-    strings, 16 characters at most), so readers recover the same numbers.
+    intercept 0); so are integer-valued data whose range spans at most 65535 elsewhere
+    (uint16, slope 1, the minimum as intercept, e.g. -1827..38976). Otherwise the value
+    range is mapped linearly onto int16; the slope and intercept are the values exactly
+    as written in the header (DS strings, 16 characters at most), so readers recover the
+    same numbers.
 
     Returns
     -------
@@ -135,6 +137,8 @@ def choose_rescale(values: np.ndarray) -> tuple[np.dtype, float, float]:
             return np.dtype(np.int16), 1.0, 0.0
         if vmin >= 0 and vmax <= 65535:
             return np.dtype(np.uint16), 1.0, 0.0
+        if vmax - vmin <= 65535 and _ds_value(vmin) == vmin:  # exact with an intercept (the DS holds it exactly)
+            return np.dtype(np.uint16), 1.0, vmin
     if vmax == vmin:
         return np.dtype(np.int16), 1.0, _ds_value(vmin)
     # The intercept first, as written (DS), then a slope that covers both ends from it: the DS rounding of the

@@ -173,6 +173,21 @@ def _is_marked_2d(header: Any, stored: tuple[int, ...]) -> bool:
 _SPACE_UNIT_MM = {1: 1000.0, 2: 1.0, 3: 0.001}
 
 
+#: NIfTI ``xyzt_units`` time codes (bits 3-5) by nibabel's unit names.
+_TIME_UNITS = {8: "sec", 16: "msec", 24: "usec", 32: "hz", 40: "ppm", 48: "rads"}
+
+
+def _volume_step(header: Any, stored: tuple[int, ...]) -> dict[str, Any]:
+    """A 4-D file's step along its 4th axis (``pixdim[4]``, e.g. the repetition time) and its ``xyzt_units`` time
+    unit, for :func:`medgan.io.save.write_nifti` to keep; ``{}`` for other files or a step that is not positive."""
+    if len(stored) != 4:
+        return {}
+    step = float(header["pixdim"][4])
+    if not (math.isfinite(step) and step > 0):
+        return {}
+    return {"time_step": step, "time_unit": _TIME_UNITS.get(int(header["xyzt_units"]) & 0x38, "unknown")}
+
+
 def _best_affine_mm(header: Any) -> np.ndarray:
     """nibabel's best affine (sform, else qform, else the voxel-size fallback), as ``nibabel.load`` gives it, in mm.
 
@@ -423,7 +438,8 @@ def read_nifti(path: str | Path) -> MetaTensor:
         Values carry ``scl_slope`` / ``scl_inter``. ``.affine`` is nibabel's best affine (sform,
         else qform), in mm (a file in metres or microns, per ``xyzt_units``, is converted). ``meta``
         has ``filename_or_obj``, ``modality`` (``"unknown"`` unless the sidecar records it), ``spacing``,
-        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes), plus ``medgan``, ``degradation`` and
+        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes, stored shape, and a 4-D file's
+        ``pixdim[4]`` and time unit as ``time_step`` / ``time_unit``), plus ``medgan``, ``degradation`` and
         ``interpolation`` when the JSON sidecar written by :func:`medgan.save_scan` holds them (see
         :func:`read_nifti_sidecar`).
 
@@ -460,6 +476,7 @@ def read_nifti(path: str | Path) -> MetaTensor:
             "qform_code": int(header["qform_code"]),
             "sform_code": int(header["sform_code"]),
             "stored_shape": info.stored_shape,
+            **_volume_step(header, info.stored_shape),
         },
         **read_nifti_sidecar(info.path, descrip=descrip),
     }

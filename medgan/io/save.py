@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -191,18 +192,47 @@ def _cast(data: np.ndarray, dtype: DTypeLike | None) -> np.ndarray:
     return np.asarray(data, dtype=target)
 
 
-def _xform_codes(meta: dict[str, Any]) -> tuple[int, int]:
-    """(sform, qform) codes: the source NIfTI's non-zero codes, else 1 (scanner) for DICOM, 2 (aligned) otherwise."""
-    default = 1 if meta.get("source_format") == "dicom" else 2
+def _xform_code(meta: dict[str, Any]) -> int:
+    """The code for both sform and qform, which hold the same matrix (the scan's affine).
+
+    That affine is the source NIfTI's sform when its sform code is set, else its qform (as nibabel and
+    :func:`~medgan.io.nifti.read_nifti` choose), so the code is that transform's: the source's sform code, else its
+    qform code. A scan read from DICOM is in the scanner's patient coordinates (1, scanner, as dcm2niix writes);
+    any other scan without codes (e.g. one made with :func:`~medgan.io.scan.make_scan`) gets 2 (aligned): its
+    world is some anatomical space, not known to be a scanner's.
+    """
     source = meta.get("nifti") if isinstance(meta.get("nifti"), dict) else {}
-    codes = []
     for key in ("sform_code", "qform_code"):
         try:
             code = int(source.get(key, 0))
         except (TypeError, ValueError):
             code = 0
-        codes.append(code if 1 <= code <= 5 else default)
-    return codes[0], codes[1]
+        if 1 <= code <= 5:
+            return code
+    return 1 if meta.get("source_format") == "dicom" else 2
+
+
+def _volume_step(meta: dict[str, Any]) -> tuple[float, str] | None:
+    """``pixdim[4]`` and the ``xyzt_units`` time unit of a 4-D output: the source NIfTI's (``meta["nifti"]``'s
+    ``time_step`` / ``time_unit``, kept as they were), else a DICOM series' RepetitionTime (``meta["dicom"]``, ms)
+    in seconds, as dcm2niix writes it; ``None`` when the scan records neither (then 1, unit unknown)."""
+    source = meta.get("nifti") if isinstance(meta.get("nifti"), dict) else {}
+    dicom = meta.get("dicom") if isinstance(meta.get("dicom"), dict) else {}
+    candidates = [(source.get("time_step"), source.get("time_unit"), 1.0)]
+    if meta.get("source_format") == "dicom":
+        candidates.append((dicom.get("RepetitionTime"), "sec", 1e-3))
+    for value, unit, scale in candidates:
+        try:
+            step = float(value) * scale
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(step) and step > 0:
+            return step, unit if unit in _TIME_UNITS else "unknown"
+    return None
+
+
+#: time units nibabel's ``set_xyzt_units`` accepts
+_TIME_UNITS = ("sec", "msec", "usec", "hz", "ppm", "rads", "unknown")
 
 
 def _jsonable(value: Any) -> Any:
@@ -276,9 +306,10 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
 
     Notes
     -----
-    The affine goes into both sform and qform (codes: the source NIfTI's when it had non-zero ones, else
-    ``scanner`` for scans read from DICOM, ``aligned`` otherwise); ``pixdim`` holds the spacing; channels become
-    the 4th axis. A single-channel 2-D image ``(1, X, Y)`` is written as a true 2-D NIfTI (``dim[0] = 2``); a
+    The affine goes into both sform and qform, with one code for both (the source NIfTI's sform code, else its
+    qform code, else ``scanner`` for scans read from DICOM, ``aligned`` otherwise); ``pixdim`` holds the spacing;
+    channels become the 4th axis, whose ``pixdim[4]`` and time unit are the source NIfTI's, or a DICOM series'
+    RepetitionTime in seconds (as dcm2niix writes it), when the scan records them. A single-channel 2-D image ``(1, X, Y)`` is written as a true 2-D NIfTI (``dim[0] = 2``); a
     multi-channel one ``(C, X, Y)`` as ``X, Y, 1, C`` with ``intent_name`` set to
     :data:`~medgan.io.nifti.NIFTI_2D_INTENT_NAME`, so :func:`~medgan.io.nifti.read_nifti` gives both back 2-D.
 
@@ -303,12 +334,16 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     data = _cast(array, dtype)
     img = nib.Nifti1Image(data, affine, dtype=data.dtype)  # an explicit dtype: nibabel refuses int64 data otherwise
     hdr = img.header
-    sform_code, qform_code = _xform_codes(meta)
-    img.set_sform(affine, code=sform_code)
-    img.set_qform(affine, code=qform_code)
+    code = _xform_code(meta)
+    img.set_sform(affine, code=code)
+    img.set_qform(affine, code=code)
     zooms = list(spacing_from_affine(affine)[:3]) + [1.0] * (data.ndim - 3)
+    step = _volume_step(meta) if data.ndim == 4 else None
+    time_unit = "unknown"
+    if step is not None:  # the volume step (repetition time) of a 4-D scan
+        zooms[3], time_unit = step
     hdr.set_zooms(zooms[: data.ndim])
-    hdr.set_xyzt_units("mm", "unknown")
+    hdr.set_xyzt_units("mm", time_unit)
     hdr.set_data_dtype(data.dtype)
     if two_d_marker:
         hdr["intent_name"] = NIFTI_2D_INTENT_NAME
