@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from skimage.measure import block_reduce
 
 from medgan.errors import MedganError
-from medgan.io.scan import affine_4x4, load_if_path, make_scan, scan_array, spacing_from_affine
+from medgan.io.scan import affine_4x4, load_if_path, make_scan, refuse_complex, scan_array, spacing_from_affine
 
 __all__ = [
     "degrade",
@@ -146,6 +146,7 @@ def _unpack(scan: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         raise DegradationError(
             f"expected a MetaTensor, torch tensor, numpy array or file path, got {type(scan).__name__}"
         )
+    refuse_complex(array)  # a float32 cast would drop the imaginary part with only a ComplexWarning
     if array.ndim not in (3, 4):
         raise DegradationError(
             f"expected a channel-first scan (C, X, Y[, Z]), got shape {tuple(array.shape)}; "
@@ -262,6 +263,20 @@ def _upsample_axis(x: np.ndarray, f: int, axis: int, order: int) -> np.ndarray:
     return np.moveaxis(out.reshape(*x.shape[:-1], n * f), -1, axis)
 
 
+def _fill_non_finite(x: np.ndarray, bad: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """``x`` with each ``bad`` voxel set to the value of its nearest finite voxel (Euclidean distance in mm).
+
+    The nearest finite value continues the image across a hole or a NaN-padded border, as the ``reflect`` boundary
+    does at the scan's edge, so the spline's ringing into the finite neighbours stays small (0 or the mean would
+    put an edge there). A channel without a finite voxel becomes 0.
+    """
+    if bad.all():
+        return np.zeros_like(x)
+    sampling = [float(s) for s in spacing] if all(math.isfinite(s) and s > 0 for s in spacing) else None
+    nearest = ndi.distance_transform_edt(bad, sampling=sampling, return_distances=False, return_indices=True)
+    return x[tuple(nearest)]
+
+
 def _upsample(x: np.ndarray, factor: Sequence[int], order: int) -> np.ndarray:
     """Spline upsampling of one channel; separable fast path for orders 0, 1 and 3."""
     if order not in (0, 1, 3):
@@ -342,9 +357,13 @@ def degrade(
 
     Notes
     -----
-    Non-finite input voxels are not replaced: they reach every output voxel whose filter covers them, and
-    ``method="kspace"`` (a Fourier transform of the whole axis) spreads one NaN over the whole output. Training
-    data are cleaned before this point (:class:`medgan.data.patches.LoadNormalizedd` sets them to the normalised zero).
+    Non-finite input voxels (NaN, inf) are not replaced: each reaches every output voxel whose filter covers it.
+    ``"thick_slice"`` with the box profile: only the output voxel of its own block. ``"interpolate"`` and the
+    Gaussian slice profile: the output voxels within the Gaussian's reach (4 sigma; about 3 per degraded axis at
+    ``f = 2``). ``"kspace"`` (a Fourier transform along every degraded axis): the whole line, plane or volume through
+    it along the degraded axes, i.e. the whole output when every axis is degraded. Use ``"thick_slice"`` on scans
+    with NaN padding, or clean them first; training data are (:class:`medgan.data.patches.LoadNormalizedd` sets
+    them to the normalised zero). :func:`interpolate`, by contrast, keeps them to their own output voxels.
 
     Examples
     --------
@@ -442,6 +461,17 @@ def interpolate(
         same physical extent), so ``interpolate(degrade(x, f), f)`` has ``x``'s shape and affine when ``x``'s
         shape divides by ``f``. ``meta["interpolation"]`` records ``order``, ``factor`` and the boundary mode.
 
+    Notes
+    -----
+    Non-finite input voxels (NaN, +inf, -inf; e.g. NaN padding outside the field of view) are kept to the output
+    voxels they cover, as :meth:`medgan.SuperResolver.upscale` does: each input voxel's own output block (``f``
+    voxels per axis, ``k*f .. k*f + f - 1``, the same block :func:`degrade` averages) gets its value back, and no
+    other output voxel is touched by it. For that, the spline is computed on a copy in which every non-finite voxel
+    takes the value of its nearest finite voxel (Euclidean distance in mm; 0 when a channel has no finite voxel),
+    which continues the image across the hole as the reflecting boundary does at the scan's edge. Without this,
+    the cubic prefilter (recursive along whole axes) would turn the whole output NaN, and ``order=1`` would spread
+    it into the neighbouring blocks. ``order=0`` copies each voxel into its own block only, so it needs no filling.
+
     Examples
     --------
     >>> import numpy as np
@@ -457,6 +487,19 @@ def interpolate(
     if array.size == 0:
         name = meta.get("filename_or_obj") or "the scan"
         raise DegradationError(f"{name}: cannot interpolate an empty scan of shape {tuple(array.shape)}")
-    out = np.stack([_upsample(channel, f, order) for channel in array])
+    bad = ~np.isfinite(array)
+    if order == 0 or not bad.any():  # nearest neighbour copies each voxel into its own block only: nothing spreads
+        out = np.stack([_upsample(channel, f, order) for channel in array])
+    else:
+        # one NaN or inf would reach every output voxel through the spline (the cubic prefilter is recursive along
+        # whole axes): interpolate a filled copy, then give each bad voxel's own output block its value back
+        spacing = spacing_from_affine(affine)[: array.ndim - 1]
+        filled = [_fill_non_finite(c, b, spacing) if b.any() else c for c, b in zip(array, bad, strict=True)]
+        out = np.stack([_upsample(channel, f, order) for channel in filled])
+        del filled
+        from medgan.infer.superres import _put_back_non_finite  # the rule upscale applies; a top-level import cycles
+
+        data = torch.from_numpy(np.require(array, requirements=["C", "W"]))  # from_numpy: no negative strides
+        _put_back_non_finite(torch.from_numpy(out), data, torch.from_numpy(bad), f)
     meta["interpolation"] = {"order": order, "factor": list(f), "mode": BOUNDARY_MODE, "backend": "scipy.ndimage"}
     return _pack(out, upsample_affine(affine, f), meta)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # torch / MONAI take seconds to import; header-only callers (
 
 __all__ = [
     "make_scan",
+    "refuse_complex",
     "scan_array",
     "affine_4x4",
     "ras_affine",
@@ -108,13 +109,32 @@ def _orthogonal_code(affine: np.ndarray) -> str | None:
 
 def scan_array(scan: Any) -> np.ndarray:
     """The voxels of ``scan`` (a tensor, on any device, or an array) as a numpy array; bfloat16 becomes float32,
-    which numpy has no type for (a raw torch ``TypeError`` otherwise)."""
+    which numpy has no type for (a raw torch ``TypeError`` otherwise). Complex values raise
+    :class:`~medgan.errors.MedganError` (:func:`refuse_complex`): every caller casts to a real dtype."""
     if not hasattr(scan, "detach"):
-        return np.asarray(scan)
+        array = np.asarray(scan)
+        refuse_complex(array)
+        return array
     import torch
 
+    refuse_complex(scan)
     data = scan.detach().cpu()
     return (data.float() if data.dtype == torch.bfloat16 else data).numpy()
+
+
+def refuse_complex(data: Any, what: str = "the scan") -> None:
+    """Raise :class:`~medgan.errors.MedganError` when ``data`` (a numpy array or torch tensor) holds complex values.
+
+    Casting them to float32 keeps the real part and drops the imaginary part with only a ``ComplexWarning``; an MR
+    magnitude image is ``abs()`` of the complex signal, so the caller is told to pass that.
+    """
+    is_complex = data.is_complex() if hasattr(data, "is_complex") else np.iscomplexobj(data)
+    if is_complex:
+        from medgan.errors import MedganError
+
+        dtype = getattr(data, "dtype", None)  # not `or`: a numpy dtype is falsy (no fields)
+        dtype = str(np.asarray(data).dtype if dtype is None else dtype).removeprefix("torch.")
+        raise MedganError(f"{what} holds complex values ({dtype}); pass its magnitude (abs) instead")
 
 
 def load_if_path(scan: Any) -> Any:
@@ -193,7 +213,8 @@ def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[s
     Parameters
     ----------
     array
-        Channel-first voxel array ``(C, X, Y[, Z])``.
+        Channel-first voxel array ``(C, X, Y[, Z])`` of real values; complex values raise
+        :class:`~medgan.errors.MedganError` (pass the magnitude, ``abs(x)``).
     affine
         4x4 voxel-index-to-RAS+-millimetre matrix. For a 2-D image it is still 4x4
         (the third column describes the slice normal).
@@ -207,6 +228,7 @@ def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[s
     import torch
     from monai.data import MetaTensor
 
+    refuse_complex(array)  # a list of complex numbers too
     if isinstance(array, np.ndarray):  # native float32: torch refuses big-endian arrays (as nibabel reads many NIfTIs)
         array = np.ascontiguousarray(array, dtype=np.float32)
     data = torch.as_tensor(array)
