@@ -149,8 +149,8 @@ def cache_key(
 
 
 def _check_axis(axis: Any) -> int | None:
-    """``axis`` (``None`` or 0, 1, 2) as given; anything else is a MedganError, raised before anything is generated
-    (:meth:`Synthesizer.generate` checks it only on a 3-D map)."""
+    """``axis`` (``None`` or 0, 1, 2) as given; anything else is a MedganError, raised when the dataset is made,
+    before anything is generated (:meth:`Synthesizer.generate` would refuse it only at the first item)."""
     if axis is None:
         return None
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or int(axis) not in (0, 1, 2):

@@ -29,6 +29,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import numbers
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +55,44 @@ MARGIN_LR = 2
 FOREGROUND_RATIO = 0.9
 #: self-supervised validation batches (fixed) scored to keep the best weights
 N_VAL_BATCHES = 2
+
+
+def _as_int(value: Any, what: str) -> int:
+    """``value`` as an int when it is an integer (Python, NumPy or 0-d integer tensor; not bool), else raise
+    (``int("x")`` raised a bare ValueError, and ``int(2.7)`` truncated)."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise MedganError(f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise MedganError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _as_float(value: Any, what: str) -> float:
+    """``value`` as a float when it is a real number (Python, NumPy or a one-element real tensor; not bool or a
+    string), else raise."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise MedganError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise MedganError(f"{what} is out of float range, got {value!r}") from None
+
+
+def _is_sequence(value: Any) -> bool:
+    """A list, tuple or 1-D array / tensor (not a string, a scalar or a 0-d array)."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.ndim == 1
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _as_ints(value: Any, what: str) -> tuple[int, ...]:
+    """A sequence of integers as a tuple of ints (see :func:`_as_int`), else raise."""
+    if not _is_sequence(value):
+        raise MedganError(f"{what} must be a sequence of integers, got {value!r}")
+    return tuple(_as_int(v, what) for v in value)
 
 
 def model_degradation(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -336,8 +376,9 @@ def adapt_to_scan(
     Raises
     ------
     medgan.errors.MedganError
-        A scan too small to cut training pairs from, a bad shape, or bad options (``axes`` that ``upscale``
-        would refuse, before any training step).
+        A scan too small to cut training pairs from, a bad shape, or bad options, before any training step:
+        ``steps``, ``seed``, ``batch_size``, ``patch_size`` or ``axes`` not integers (a string, a float, a
+        bool), ``lr`` not a finite positive number, ``axes`` that ``upscale`` would refuse.
 
     Examples
     --------
@@ -347,11 +388,24 @@ def adapt_to_scan(
     >>> adapted = medgan.adapt_to_scan(sr, lr_scan, steps=200)                        # doctest: +SKIP
     >>> high = adapted.upscale(lr_scan)                                               # doctest: +SKIP
     """
-    if int(steps) < 0 or not math.isfinite(float(lr)) or float(lr) <= 0:
+    # every option checked before the scan is read: steps="x" raised a bare ValueError from int()
+    steps = _as_int(steps, "adaptation steps")
+    lr = _as_float(lr, "adaptation lr")
+    if steps < 0 or not math.isfinite(lr) or lr <= 0:
         raise MedganError(f"adaptation needs steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
-    steps = int(steps)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise MedganError(f"adaptation seed must be an integer >= 0, got {seed!r}")
+    seed = int(seed)
+    if axes is not None:
+        axes = _as_ints(axes, "axes")
+    if patch_size is not None:
+        patch_size = (
+            _as_ints(patch_size, "patch_size") if _is_sequence(patch_size) else _as_int(patch_size, "patch_size")
+        )
+    if batch_size is not None:
+        batch_size = _as_int(batch_size, "batch_size")
+        if batch_size < 1:
+            raise MedganError(f"batch_size must be a positive int, got {batch_size!r}")
     scan = load_if_path(scan)
     if not isinstance(scan, MetaTensor):
         scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
@@ -370,13 +424,13 @@ def adapt_to_scan(
     dims = resolver.spatial_dims
     slicewise = dims == 2 and n_spatial == 3
     if slicewise:
-        axes = tuple(int(a) for a in (axes if axes is not None else (0, 1)))
+        axes = axes if axes is not None else (0, 1)
         if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
             raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
     else:
         # as upscale: a model with the scan's own number of axes takes them as they stand. Other axes were ignored
         # here (pairs cut from the scan as it stands), and the upscale that followed refused them after training.
-        if axes is not None and tuple(int(a) for a in axes) != tuple(range(n_spatial)):
+        if axes is not None and axes != tuple(range(n_spatial)):
             raise MedganError(
                 f"{name}: axes= (--axes) picks the two axes of a 2-D model applied to a 3-D volume; a "
                 f"{dims}-D model ({resolver.model_name}) on a {n_spatial}-D scan takes only "
@@ -389,16 +443,14 @@ def adapt_to_scan(
     factor = list(resolver.factor)
     if patch_size is None:
         patch = [(64 if dims == 2 else (12 * f if f > 2 else 32)) for f in factor]
-    elif isinstance(patch_size, (int, np.integer)):
-        patch = [int(patch_size)] * dims
+    elif isinstance(patch_size, int):
+        patch = [patch_size] * dims
     else:
-        patch = [int(p) for p in patch_size]
+        patch = list(patch_size)
     if len(patch) != dims or min(patch) < 1:
         raise MedganError(f"patch_size needs {dims} positive values, got {patch_size!r}")
     if batch_size is None:
         batch_size = 2 if dims == 3 else 8
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise MedganError(f"batch_size must be a positive int, got {batch_size!r}")
 
     vol = _normalise(data, resolver.normalization_rule, resolver.in_channels)
     sources, off, mode, swaps = _sources(vol, resolver, axes)

@@ -30,7 +30,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR
-from medgan.io.scan import load_if_path
+from medgan.io.scan import load_if_path, scan_array
 from medgan.models.registry import DETECTOR_DEFAULTS, build_detector
 
 __all__ = ["SyntheticDetector", "train_detector", "detect_synthetic", "DEFAULT_DETECTOR", "prepare_slices"]
@@ -40,9 +40,10 @@ DEFAULT_DETECTOR = PRETRAINED_DIR / "synthetic-detector.safetensors"
 
 
 def _slice_array(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
+    data = scan_array(x)  # a bfloat16 tensor as float32 (numpy has no bfloat16)
+    if np.iscomplexobj(data):
+        raise MedganError("the slices hold complex values; use their magnitude (abs) instead")
+    return np.asarray(data, dtype=np.float32)
 
 
 def prepare_slices(slices: Any) -> torch.Tensor:
@@ -62,8 +63,8 @@ def prepare_slices(slices: Any) -> torch.Tensor:
     Raises
     ------
     medgan.errors.MedganError
-        No slices, slices of different shapes or not 2-D, or NaN / infinite values (they would make every score
-        NaN).
+        No slices, slices of different shapes or not 2-D, NaN / infinite values (they would make every score
+        NaN), or complex values.
     """
     items = [_slice_array(s) for s in slices]  # an (N, X, Y) array iterates as N slices
     items = [s[0] if s.ndim == 3 and s.shape[0] == 1 else s for s in items]
@@ -309,7 +310,7 @@ def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 def _scan_slices(scan: Any, axis: int, max_slices: int) -> list[np.ndarray]:
     """The non-empty 2-D slices of a ``(C, X, Y)`` image or ``(C, X, Y, Z)`` volume (constant slices skipped)."""
-    data = scan.detach().cpu().numpy() if isinstance(scan, torch.Tensor) else np.asarray(scan)
+    data = scan_array(scan)  # any device, any dtype: a bfloat16 tensor raised torch's "unsupported ScalarType"
     if np.iscomplexobj(data):
         raise MedganError("the scan holds complex values; score its magnitude (abs) instead")
     data = np.asarray(data, dtype=np.float32)
@@ -347,7 +348,8 @@ def detect_synthetic(
     Parameters
     ----------
     scan
-        ``(C, X, Y)`` image(s) or ``(C, X, Y, Z)`` volume(s) (MetaTensor, tensor or array); every channel counts.
+        ``(C, X, Y)`` image(s) or ``(C, X, Y, Z)`` volume(s) (MetaTensor, tensor or array, of any real dtype:
+        bfloat16 / float16 / integer voxels are scored as float32); every channel counts.
     detector
         A :class:`SyntheticDetector`, a detector checkpoint or its path; default the shipped
         :data:`DEFAULT_DETECTOR`.
@@ -385,7 +387,7 @@ def detect_synthetic(
         detector = SyntheticDetector(detector, device=device)
     elif not isinstance(detector, SyntheticDetector):
         detector = SyntheticDetector.from_file(Path(detector), device=device)
-    if axis not in (0, 1, 2):
+    if isinstance(axis, (bool, np.bool_)) or axis not in (0, 1, 2):  # True == 1 passed as axis 1
         raise MedganError(f"axis must be 0, 1 or 2, got {axis!r}")
     if isinstance(max_slices, bool) or not isinstance(max_slices, (int, np.integer)) or max_slices < 1:
         raise MedganError(f"max_slices must be an integer >= 1, got {max_slices!r}")

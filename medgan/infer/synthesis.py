@@ -40,7 +40,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, resolve_model_path
-from medgan.io.scan import load_if_path, make_scan
+from medgan.io.scan import affine_4x4, load_if_path, make_scan
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
 __all__ = ["Synthesizer", "save_synthesizer", "check_seed", "SEED_LIMIT"]
@@ -62,6 +62,22 @@ def _as_int(value: Any, what: str) -> int:
         return operator.index(value)
     except TypeError:
         raise MedganError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _label_key(key: Any) -> int | None:
+    """A label map's ``meta["labels"]`` key as an int (``2``, ``"2"``, ``2.0``, ``"2.0"``), else ``None``."""
+    if isinstance(key, (bool, np.bool_)):
+        return None
+    try:
+        value = float(key)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return int(value) if math.isfinite(value) and value == int(value) else None
+
+
+def _label_name(name: Any) -> str:
+    """A label name compared case-insensitively, spaces and hyphens read as underscores ("Grey matter")."""
+    return "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
 
 
 def check_seed(seed: Any) -> int:
@@ -329,6 +345,36 @@ class Synthesizer:
         recorded = (self.metadata.get("training_data") or {}).get("slice_axis")
         return int(recorded) if isinstance(recorded, int) and recorded in (0, 1, 2) else 2
 
+    def _check_declared_labels(self, meta: Mapping[str, Any], name: str) -> None:
+        """Refuse a label map whose ``meta["labels"]`` (value -> name, as :func:`medgan.data.labels.tissue_labels`
+        writes it) names a value otherwise than the model does: the map follows another labelling convention and
+        would be rendered as the wrong tissue (its white matter as the model's CSF, say)."""
+        declared = meta.get("labels")
+        if declared is None:
+            return
+        if not isinstance(declared, Mapping):
+            raise MedganError(
+                f"{name}: meta['labels'] must map label values to names, got {type(declared).__name__}; "
+                "remove it to use the map's values as they are"
+            )
+        mismatched = []
+        for key, label in declared.items():
+            value = _label_key(key)
+            if value is None:
+                raise MedganError(
+                    f"{name}: meta['labels'] must map integer label values to names, got key {key!r}; "
+                    "remove it to use the map's values as they are"
+                )
+            if value in self.labels and _label_name(label) != _label_name(self.labels[value]):
+                mismatched.append(f"{value} is {str(label)!r} in the map, {self.labels[value]!r} for the model")
+        if mismatched:
+            raise MedganError(
+                f"{name}: its labels (meta['labels']) disagree with those of model {self.model_name!r}: "
+                + "; ".join(mismatched)
+                + f". The model's labels are {self.labels}: relabel the map to them (or, when the values already "
+                "mean what the model's names say, drop meta['labels'])"
+            )
+
     # ------------------------------------------------------------------ generation
     def generate(
         self,
@@ -347,7 +393,10 @@ class Synthesizer:
         ----------
         labels
             Integer label map ``(1, X, Y[, Z])`` (MetaTensor, tensor or array; a plain array gets an identity
-            affine). Every value must be one of :attr:`labels`.
+            affine; a 2-D map's 3x3 affine is embedded in 4x4). Every value must be one of :attr:`labels`. A map
+            that declares its labels in ``meta["labels"]`` (value -> name, as
+            :func:`medgan.data.labels.tissue_labels` writes) must name each value as :attr:`labels` does
+            (compared case-insensitively): another labelling convention would render the wrong tissues.
         n
             Number of samples.
         seed
@@ -366,7 +415,8 @@ class Synthesizer:
             (a number, the list, or ``"slice_position"`` for the default).
         axis
             2-D model on a 3-D map only: the spatial axis to generate slice by slice along (default: the axis the
-            model was trained along, recorded in its checkpoint, else 2).
+            model was trained along, recorded in its checkpoint, else 2). Checked (``None`` or an integer 0, 1
+            or 2) wherever it is given.
         batch_size
             Images per forward pass.
         clip
@@ -383,7 +433,8 @@ class Synthesizer:
         ------
         medgan.errors.MedganError
             Not a single-channel 2-D/3-D map, a map (or slice) too small for the generator (it needs more than
-            ``2**levels`` voxels along at least one axis), unknown label values, missing or invalid conditions
+            ``2**levels`` voxels along at least one axis), unknown label values, a ``meta["labels"]`` that names
+            values otherwise than the model, an ``axis`` not 0, 1 or 2, missing or invalid conditions
             (a non-finite or out-of-range scalar, a non-integer class), a seed outside ``[0, 2**64)``, ``n`` or
             ``batch_size`` not a positive integer.
         """
@@ -413,13 +464,16 @@ class Synthesizer:
         unknown = sorted(set(condition) - {"class", "scalar"})
         if unknown:
             raise MedganError(f"unknown condition keys {unknown}; use 'class' and/or 'scalar'")
+        if axis is not None:  # checked even where unused (a 2-D map, a 3-D model): axis=7 passed silently
+            axis = _as_int(axis, "axis")
+            if axis not in (0, 1, 2):
+                raise MedganError(f"axis must be 0, 1 or 2, got {axis!r}")
+        self._check_declared_labels(labels.meta, name)
         onehot = one_hot(labels, sorted(self.labels), name=name)  # (1, L, *spatial); raises on unknown values
         slicewise = self.spatial_dims == 2 and n_spatial == 3
         if axis is None:  # a model trained on sagittal slices generated axial ones when this defaulted to 2
             axis = self.training_slice_axis
         if slicewise:
-            if axis not in (0, 1, 2):
-                raise MedganError(f"axis must be 0, 1 or 2, got {axis!r}")
             onehot = onehot.movedim(2 + axis, 1)[0]  # (S, L, A, B)
         n_slices = onehot.shape[0]
         self._check_size(onehot.shape[2:], name, slicewise)
@@ -504,7 +558,8 @@ class Synthesizer:
         if previous is not None:
             provenance["input"] = previous
         meta["medgan"] = provenance
-        return make_scan(y, np.asarray(labels.affine, dtype=np.float64), meta)
+        # a 2-D map's 3x3 affine (MONAI's ITK reader) embedded, as medgan.degrade and upscale do
+        return make_scan(y, affine_4x4(labels.affine), meta)
 
     def __call__(self, labels: Any, **kwargs: Any) -> MetaTensor:
         """Same as :meth:`generate`."""
