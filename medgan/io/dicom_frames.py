@@ -69,6 +69,13 @@ class FileInfo:
     pixel: PixelSource | None = field(default=None, compare=False)
     #: ``(first stored value mapped, output value of each table entry)`` of a Modality LUT Sequence, else None
     modality_lut: tuple[int, np.ndarray] | None = field(default=None, compare=False)
+    #: ``(first stored value mapped, (entries, 3) red / green / blue of each entry)`` of a PALETTE COLOR image
+    palette: tuple[int, np.ndarray] | None = field(default=None, compare=False)
+
+    @property
+    def channels(self) -> int:
+        """Samples per output pixel: 3 for a PALETTE COLOR image (its indices become RGB), else SamplesPerPixel."""
+        return 3 if self.palette is not None else self.samples
 
 
 @dataclass
@@ -85,6 +92,11 @@ class FrameTable:
     slope: list[float] = field(default_factory=list)
     intercept: list[float] = field(default_factory=list)
     order_key: list[tuple] = field(default_factory=list)
+    #: the plane's time or dimension indices, None where absent: (TemporalPositionIndex, DimensionIndexValues, None)
+    #: of an enhanced frame, (TemporalPositionIdentifier, TriggerTime, acquisition date-time) of a classic file
+    time_key: list[tuple] = field(default_factory=list)
+    #: NumberOfTemporalPositions of the plane's file (0 where absent)
+    n_temporal: list[int] = field(default_factory=list)
     echo: list[tuple] = field(default_factory=list)
     thickness: list[float | None] = field(default_factory=list)
     between: list[float | None] = field(default_factory=list)
@@ -227,8 +239,13 @@ def _group_item(ds: pydicom.Dataset, frame: int, sequence: str) -> pydicom.Datas
     return None
 
 
-def _pixel_element_size(ds: pydicom.Dataset, path: str) -> tuple[bool, int | None]:
-    """(has pixel data, bytes available for native pixel data or None when unknown)."""
+def _pixel_element_size(ds: pydicom.Dataset, path: str, in_file: bool = True) -> tuple[bool, int | None]:
+    """(has pixel data, bytes available for native pixel data or None when unknown).
+
+    ``in_file``: the value positions are file offsets, so a value running past the end of the file is cut to what
+    the file holds. Not so in a deflated file, whose positions are in the inflated stream (and whose file is smaller
+    than its pixel data): there the element's own length is what is available.
+    """
     for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):  # PixelData, FloatPixelData, DoubleFloatPixelData
         if tag not in ds:
             continue
@@ -241,7 +258,7 @@ def _pixel_element_size(ds: pydicom.Dataset, path: str) -> tuple[bool, int | Non
         if length == 0xFFFFFFFF:
             return True, None
         available = length
-        if tell is not None and path != "<unknown file>":
+        if in_file and tell is not None and path != "<unknown file>":
             try:
                 available = min(length, os.path.getsize(path) - tell)
             except OSError:
@@ -255,7 +272,9 @@ def _check_file(ds: pydicom.Dataset, path: str) -> tuple[int, int, int, int, int
 
     Returns rows, columns, frames, samples per pixel and the decoded byte count.
     """
-    has_pixels, available = _pixel_element_size(ds, path)
+    syntax = pydicom.uid.UID(str(getattr(ds.get("file_meta"), "TransferSyntaxUID", "") or "1.2.840.10008.1.2"))
+    deflated = syntax.is_transfer_syntax and syntax.is_deflated
+    has_pixels, available = _pixel_element_size(ds, path, in_file=not deflated)
     if not has_pixels:
         hint = "the file may be truncated" if "Rows" in ds else "not an image object, or a truncated file"
         raise ScanReadError(f"{path}: has no pixel data ({hint}); it cannot be read as a scan")
@@ -270,12 +289,15 @@ def _check_file(ds: pydicom.Dataset, path: str) -> tuple[int, int, int, int, int
         )
     n_values = rows * cols * frames * samples
     expected = (n_values + 7) // 8 if bits == 1 else n_values * (bits // 8)
-    syntax = str(getattr(ds.get("file_meta"), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
     if syntax in NATIVE_SYNTAXES and available is not None:
-        if expected > available:
+        stored, layout = expected, f"{samples} sample(s)"
+        if samples == 3 and str(header_value(ds, "PhotometricInterpretation") or "").strip() == "YBR_FULL_422":
+            # native YBR_FULL_422 stores two values per pixel (Y Y Cb Cr per pair; PS3.3 C.7.6.3.1.2)
+            stored, layout = expected // 3 * 2, "3 samples (YBR_FULL_422: 2 stored per pixel)"
+        if stored > available:
             raise ScanReadError(
                 f"{path}: pixel data truncated or dimensions absurd: the header declares {rows} x {cols} x {frames} "
-                f"frame(s) x {samples} sample(s) at {bits} bits ({expected} bytes) but the file holds {available} "
+                f"frame(s) x {layout} at {bits} bits ({stored} bytes) but the file holds {available} "
                 "bytes of pixel data"
             )
     else:
@@ -401,6 +423,31 @@ def _modality_lut(ds: pydicom.Dataset, path: str) -> tuple[int, np.ndarray] | No
     return first, np.asarray(values, dtype=np.float32)
 
 
+def _palette(ds: pydicom.Dataset, path: str) -> tuple[int, np.ndarray] | None:
+    """The Palette Color Lookup Table of a PALETTE COLOR image as ``(first stored value mapped, (entries, 3) RGB)``;
+    None for any other photometric interpretation.
+
+    The entries are decoded by pydicom's ``apply_color_lut`` (descriptor, 8- or 16-bit data, segmented tables),
+    applied here to the stored values it covers; the reader maps values below the first to the first entry and values
+    past the table to the last, as pydicom does. An alpha table is dropped (the output is RGB, like other colour
+    images).
+    """
+    if str(header_value(ds, "PhotometricInterpretation") or "").strip() != "PALETTE COLOR":
+        return None
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        descriptor = ds.RedPaletteColorLookupTableDescriptor
+        n_entries, first = int(descriptor[0]) or 2**16, int(descriptor[1])
+        values = apply_color_lut(np.arange(first, first + n_entries, dtype=np.int64), ds)[:, :3]
+    except Exception as exc:  # missing or damaged tables, a supplemental palette (PixelPresentation MIXED / COLOR)
+        raise ScanReadError(
+            f"{path}: PALETTE COLOR image with an unusable palette ({type(exc).__name__}); its stored values are "
+            "palette indices, not intensities, so it cannot be read without one"
+        ) from None
+    return first, np.ascontiguousarray(values, dtype=np.float32)
+
+
 def _classic_order(ds: pydicom.Dataset, file_no: int) -> tuple:
     return (
         _int(header_value(ds, "AcquisitionNumber")),
@@ -408,6 +455,19 @@ def _classic_order(ds: pydicom.Dataset, file_no: int) -> tuple:
         _int(header_value(ds, "InstanceNumber")),
         file_no,
     )
+
+
+def _classic_time(ds: pydicom.Dataset) -> tuple:
+    """Time indices of a classic file (see :attr:`FrameTable.time_key`); None for each one that is absent.
+
+    The acquisition time is AcquisitionDateTime, else AcquisitionTime, as text (equal text, equal time). Not
+    AcquisitionNumber: images at one position with distinct AcquisitionNumbers but one acquisition time are no time
+    series (dicom2nifti's 'not a volume' CT case).
+    """
+    temporal = header_value(ds, "TemporalPositionIdentifier")
+    when = header_value(ds, "AcquisitionDateTime", text=True) or header_value(ds, "AcquisitionTime", text=True)
+    when = str(when).strip() if when is not None else ""
+    return (None if temporal is None else _int(temporal), _float(header_value(ds, "TriggerTime")), when or None)
 
 
 def _echo_key(ds: pydicom.Dataset) -> tuple:
@@ -431,12 +491,16 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
         unreadable geometry or slice spacing; a :class:`~medgan.errors.SeriesGeometryError` for no slice normal).
     """
     table = FrameTable()
-    luts: dict[tuple[int, bytes], tuple[int, np.ndarray]] = {}
+    luts: dict[tuple[int, bytes], tuple[int, np.ndarray]] = {}  # modality LUTs and palettes, shared by files
     damaged: list[tuple[str, dict[str, Any]]] = []  # files with present but unreadable geometry
     for file_no, ds in enumerate(headers):
         path = header_path(ds)
         rows, cols, frames, samples, expected = _check_file(ds, path)
         pixel = _pixel_source(ds, path)
+        palette = _palette(ds, path) if samples == 1 else None
+        if palette is not None:
+            palette = luts.setdefault((palette[0], palette[1].tobytes()), palette)
+        n_temporal = _int(header_value(ds, "NumberOfTemporalPositions"))
         unreadable: dict[str, Any] = {}
         top_iop = _geometry(ds, "ImageOrientationPatient", unreadable)
         top_ipp = _geometry(ds, "ImagePositionPatient", unreadable)
@@ -450,7 +514,9 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                 raise ScanReadError(
                     f"{path}: NumberOfFrames is {frames} but the per-frame functional groups describe {len(per_frame)}"
                 )
-            table.files.append(FileInfo(path, rows, cols, frames, samples, rows, cols, 0, expected, pixel))
+            table.files.append(
+                FileInfo(path, rows, cols, frames, samples, rows, cols, 0, expected, pixel, palette=palette)
+            )
             for f in range(frames):
                 pos = _group_item(ds, f, "PlanePositionSequence")
                 ori = _group_item(ds, f, "PlaneOrientationSequence")
@@ -458,9 +524,11 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                 pvt = _group_item(ds, f, "PixelValueTransformationSequence")
                 content = _group_item(ds, f, "FrameContentSequence")
                 echo_item = _group_item(ds, f, "MREchoSequence")
-                slope, intercept = _classic_rescale(pvt if pvt is not None else ds)
+                rescale = pvt if pvt is not None else ds
+                slope, intercept = (1.0, 0.0) if palette is not None else _classic_rescale(rescale)
                 dims = _int_tuple(header_value(content, "DimensionIndexValues") if content is not None else None)
-                temporal = _int(header_value(content, "TemporalPositionIndex")) if content else 0
+                index = header_value(content, "TemporalPositionIndex") if content is not None else None
+                temporal = _int(index)
                 te = _float(header_value(echo_item, "EffectiveEchoTime")) if echo_item is not None else None
                 table.add(
                     file_index=file_no,
@@ -472,6 +540,8 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                     slope=slope,
                     intercept=intercept,
                     order_key=(temporal, dims, file_no, f),  # the last entry only breaks ties
+                    time_key=(None if index is None else temporal, dims or None, None),
+                    n_temporal=n_temporal,
                     echo=(0, None if te is None else round(te, 3)),
                     thickness=_float(header_value(meas, "SliceThickness"), thickness)
                     if meas is not None
@@ -484,10 +554,12 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                 damaged.append((path, unreadable))
             continue
 
-        lut = _modality_lut(ds, path)
+        # a palette image's stored values are indices into its palette: no modality LUT or rescale applies to them
+        lut = _modality_lut(ds, path) if palette is None else None
         if lut is not None:  # files with the same table share one copy (up to 2**16 entries each)
             lut = luts.setdefault((lut[0], lut[1].tobytes()), lut)
-        slope, intercept = _classic_rescale(ds) if lut is None else (1.0, 0.0)  # the LUT replaces the rescale
+        plain = lut is not None or palette is not None
+        slope, intercept = (1.0, 0.0) if plain else _classic_rescale(ds)  # the LUT replaces the rescale
         common = dict(
             file_index=file_no,
             iop=top_iop,
@@ -495,6 +567,8 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
             slope=slope,
             intercept=intercept,
             order_key=_classic_order(ds, file_no),
+            time_key=_classic_time(ds),
+            n_temporal=n_temporal,
             echo=_echo_key(ds),
             thickness=thickness,
             between=between,
@@ -534,6 +608,7 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                     expected,
                     pixel,
                     lut,
+                    palette,
                 )
             )
             for k in range(info.n_images):
@@ -542,7 +617,7 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
                 table.between[-info.n_images :] = [info.step] * info.n_images
             continue
 
-        table.files.append(FileInfo(path, rows, cols, frames, samples, rows, cols, 0, expected, pixel, lut))
+        table.files.append(FileInfo(path, rows, cols, frames, samples, rows, cols, 0, expected, pixel, lut, palette))
         for f in range(frames):  # a multi-frame file without functional groups: frames share the geometry
             table.add(frame_index=f, tile_index=-1, ipp=top_ipp, **common)
             if frames > 1:

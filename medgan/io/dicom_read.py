@@ -15,6 +15,14 @@ decoder straight from the file offset that the header read recorded instead of p
 Multi-echo policy: a plan whose images carry more than one echo (EchoNumbers / EchoTime / EffectiveEchoTime) is
 refused with :class:`~medgan.errors.SeriesGeometryError`; splitting echoes into series is the grouping layer's job.
 
+Time series: the images at each slice position are the volumes (channels), ordered by AcquisitionNumber,
+TemporalPositionIdentifier, InstanceNumber. At a single position that ordering alone does not make them time points:
+a time index must (see :func:`_time_points`), else they are refused as duplicates; one slice over time is then
+``(T, X, Y)``.
+
+Colour: RGB and YBR images (YBR converted to RGB, as pydicom's decoders give it) have their 3 samples as the
+channels; a PALETTE COLOR image's indices are mapped through its palette to 3 RGB channels.
+
 Slice order: slices are sorted along the image-plane normal (row x column direction), so the voxel grid is
 right-handed and its slice step points along the normal, whatever order the files or their InstanceNumbers are in;
 this is how every scanner-written series is read (and matches the reference conversions). The one exception is a
@@ -143,7 +151,8 @@ class DicomSeriesPlan:
         ``(file, frame, tile, slope, intercept)`` per output plane in channel-major order: entry ``c * n_slices + z``
         fills channel (volume) ``c``, slice ``z``. ``tile`` is -1 outside mosaics.
     n_slices, n_volumes, samples
-        Slice count, volume count and samples per pixel (3 for RGB, which then are the channels).
+        Slice count, volume count and samples per pixel (3 for RGB, YBR and PALETTE COLOR, which then are the
+        channels).
     dicom
         String values of :data:`DICOM_META_KEYS` (identifying; never log).
     """
@@ -292,7 +301,7 @@ def _check_uniform(source: str, table, valid: np.ndarray) -> tuple[np.ndarray, n
         raise _geometry_error(
             source, f"mixed image sizes ({listed} rows x columns); these images do not form one volume"
         )
-    samples = {table.files[f].samples for f in table.file_index}
+    samples = {table.files[f].channels for f in table.file_index}
     if len(samples) > 1:
         raise _geometry_error(source, "mixed samples per pixel (greyscale and colour); not one volume")
     planes = np.flatnonzero(valid)
@@ -483,11 +492,13 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
             f"{counts[z]}): a missing or extra image in a multi-volume series",
         )
     n_volumes = int(counts[0])
-    if n_volumes > 1 and n_slices == 1:
+    if n_volumes > 1 and n_slices == 1 and not _time_points(table, order):
         raise _geometry_error(
             source,
             f"all {n} images lie at the same position (duplicate positions): no slice axis, and no time or dimension "
-            "index makes them a volume; refusing to invent a slice spacing",
+            "index (TemporalPositionIdentifier, TriggerTime, acquisition time, NumberOfTemporalPositions, an enhanced "
+            "file's TemporalPositionIndex / DimensionIndexValues) makes them time points; refusing to invent a slice "
+            "spacing",
         )
 
     # Within each slot, order by the acquisition/temporal key; duplicates with equal keys are indistinguishable.
@@ -509,7 +520,7 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     if problems:
         raise _geometry_error(source, "; ".join(problems))
 
-    samples = table.files[0].samples
+    samples = table.files[0].channels  # (3 for a PALETTE COLOR image, whose indices are read as RGB)
     if samples > 1 and n_volumes > 1:
         raise _geometry_error(source, "colour (RGB) images in several volumes are not supported")
     marker = series_layout(first)  # medgan's private block: only in series medgan wrote
@@ -562,6 +573,22 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         provenance=provenance_of(marker),
         records=records_of(marker),
     )
+
+
+def _time_points(table: Any, planes: np.ndarray) -> bool:
+    """Whether the images of ``planes`` (all at one position) are time points of one slice, as a time or dimension
+    index says: one of :attr:`~medgan.io.dicom_frames.FrameTable.time_key`'s indices present with a different value
+    on each image, or a NumberOfTemporalPositions equal to their count on every one.
+
+    Stricter than for several positions (where a full grid of positions, the same count at each, is evidence of
+    volumes and InstanceNumber alone orders them): at one position, images told apart by InstanceNumber or
+    AcquisitionNumber alone may as well be duplicates or repeats, and are refused. They are then ordered as the
+    volumes of a multi-slice series are (AcquisitionNumber, TemporalPositionIdentifier, InstanceNumber).
+    """
+    for values in zip(*(table.time_key[i] for i in planes), strict=True):
+        if None not in values and len(set(values)) == len(values):
+            return True
+    return all(table.n_temporal[i] == len(planes) for i in planes)
 
 
 def _instances_descend(headers: list[pydicom.Dataset], table: Any, planes: np.ndarray) -> bool:
@@ -923,6 +950,9 @@ def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
                 if info.modality_lut is not None:  # (its planes carry slope 1, intercept 0)
                     lut_first, lut = info.modality_lut
                     img = lut[np.clip(img.astype(np.int64) - lut_first, 0, len(lut) - 1)]
+                if info.palette is not None:  # indices -> (rows, cols, 3) RGB (slope 1, intercept 0 too)
+                    lut_first, lut = info.palette
+                    img = lut[np.clip(img[..., 0].astype(np.int64) - lut_first, 0, len(lut) - 1)]
                 if plan.samples > 1:
                     values = img.transpose(1, 0, 2)  # (rows, cols, s) -> (X=cols, Y=rows, s)
                     if slope != 1.0 or intercept != 0.0:
