@@ -105,6 +105,7 @@ DICOM_META_KEYS = (
     "BodyPartExamined",
     "PatientPosition",
     "Laterality",
+    "RepetitionTime",  # ms; save_scan writes it as a 4-D NIfTI's volume step (pixdim[4], seconds)
 )
 
 #: Positions closer than this (mm, along the slice normal) are the same slice.
