@@ -8,8 +8,9 @@ invert the normalisation -> a scan in the input's units whose affine has
 exact inverse of :func:`medgan.degrade`'s geometry.
 
 A 2-D model upscales a volume slice by slice: by default it upsamples scan axes
-0 and 1 (X and Y of ``(C, X, Y, Z)``) and batches the slices along Z; ``axes=``
-picks other axes (model axis ``i`` <-> scan axis ``axes[i]``).
+0 and 1 (X and Y of ``(C, X, Y, Z)``) and batches the slices along Z (a scan whose
+voxel sizes say that its slices run along X or Y is refused); ``axes=`` picks other
+axes (model axis ``i`` <-> scan axis ``axes[i]``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ _CPU_BATCH_PIXELS = 8 * 128 * 128
 #: in-plane axis (a sagittal thick-slice scan stored with its slice axis first, e.g. after reorienting to RAS, went
 #: from 8 x 2 x 2 mm to 8 x 2 x 0.5 mm). Near-isotropic scans (voxel sizes within 10 %) pass
 _SLICE_AXIS_TOLERANCE = 0.1
+#: :meth:`SuperResolver.upscale` refuses an ``overlap`` whose window layout takes more than this many times the
+#: windows of the same layout at overlap 0: the checkpoint's windows advance by ``window * (1 - overlap)`` voxels, so
+#: an overlap near 1 steps one voxel at a time (brain-mr-through-plane-x4's 32x32x12 windows at overlap 0.99 took
+#: 2,994,600 windows on the 155x192x161 MNI T1, 7130 times the 420 of overlap 0, and ran for hours). Overlap 0.75
+#: stays under it with the shipped models' checkpoint windows (43x for brain-mr-through-plane-x4 on the MNI T1);
+#: 0.9 does not for the 3-D ones (485x and 825x). Fitted windows (``roi_size="fit"``) stayed within 6x up to 0.99
+_MAX_OVERLAP_WINDOWS_RATIO = 64
 
 
 def _input_is_synthetic(meta: dict[str, Any]) -> bool:
@@ -212,8 +220,10 @@ class SuperResolver:
         (true fp32: on CUDA the TF32 tensor-core mode that PyTorch allows for convolutions by default is switched
         off), ``"tf32"`` (CUDA: fp32 tensors, TF32 tensor-core convolutions and matmuls, 10-bit mantissa products;
         the CPU runs it as fp32) or ``"bf16"`` (autocast; on a CPU without native bf16 slower than fp32). On the
-        shipped models bf16 outputs are 68-72 dB PSNR from fp32 ones (the interpolation baseline is added in
-        fp32); ask for ``"fp32"`` when bit-for-bit agreement across machines matters more than speed.
+        shipped models bf16 outputs were 65-72 dB PSNR from fp32 ones (the interpolation baseline is added in
+        fp32; 66.2 dB for brain-mr-x2-2d, 68.1 for brain-mr-x2-3d and 70.3 for brain-mr-through-plane-x4 on a
+        64x64x32 MNI T1 crop degraded by each model's factor, AVX512-BF16 CPU; the tests require at least 60 dB);
+        ask for ``"fp32"`` when bit-for-bit agreement across machines matters more than speed.
     channels_last
         Channels-last (``channels_last_3d``) weights and windows; default on for CUDA and for bf16 on the CPU,
         off for fp32 on the CPU.
@@ -452,22 +462,33 @@ class SuperResolver:
         return roi, overlaps, int(np.prod(steps))
 
     def _run(
-        self, x: torch.Tensor, overlap: float, batch_size: int | None, progress: bool, out_device, roi_size=None
+        self, x: torch.Tensor, overlap: float, batch_size: int | None, bar: Any, out_device, roi_size=None
     ) -> torch.Tensor:
-        """``(N, Cin, *model_spatial)`` -> ``(N, Cout, *model_spatial * factor)`` by sliding windows."""
+        """``(N, Cin, *model_spatial)`` -> ``(N, Cout, *model_spatial * factor)`` by sliding windows.
+
+        ``bar`` (a tqdm bar, or None) advances by the windows of each forward pass: :meth:`upscale` makes one bar
+        for all its calls here (MONAI's own bar covered one call, e.g. the first slab of slices of a 2-D model).
+        """
         roi, overlaps, per_image = self._window_layout(x.shape[2:], overlap, roi_size)
         n_windows = x.shape[0] * per_image
         batch = batch_size if batch_size is not None else self._batch_size(roi, n_windows)
+
+        def predictor(w: torch.Tensor) -> torch.Tensor:
+            y = self._predict(w, batch)
+            if bar is not None:
+                bar.update(int(w.shape[0]))
+            return y
+
         return sliding_window_inference(
             x,
             roi_size=roi,
             sw_batch_size=batch,
-            predictor=lambda w: self._predict(w, batch),
+            predictor=predictor,
             overlap=overlaps,
             mode="gaussian",
             sw_device=self.device,
             device=out_device,
-            progress=progress,
+            progress=False,
         )
 
     def _output_device(self, out_numel: int, in_numel: int) -> torch.device:
@@ -501,17 +522,23 @@ class SuperResolver:
             spread to their neighbours.
         overlap
             Sliding-window overlap fraction in ``[0, 1)`` (of the checkpoint window; ``0``: windows only touch).
+            An overlap whose layout takes more than 64 times the windows of overlap 0 is refused (near 1 the
+            checkpoint's windows step one voxel at a time: millions of windows); fitted windows never reach that.
         batch_size
             Windows per forward pass. ``None`` or ``"auto"`` (default): on CUDA as many as fit in half
             the free GPU memory (at most 64); on the CPU 1 for 3-D models and 8 for 2-D.
         progress
-            Show a tqdm progress bar.
+            Show one tqdm progress bar (on stderr) counting the windows of the whole call: every slab of slices
+            of a 2-D model on a volume and every channel.
         axes
             2-D model on a volume only: the two scan spatial axes to upsample (default ``(0, 1)``);
-            slices along the remaining axis are batched. A 3-D model that upsamples one axis more than the others
-            (through-plane, e.g. ``(1, 1, 4)``) takes that scan axis for the slice axis and refuses a scan whose
-            voxels are more than 10 % coarser along another axis (its slices run along that one: reorient it);
-            ``axes=(0, 1, 2)`` upscales such a scan's axes as they stand.
+            slices along the remaining axis are batched. Without ``axes=``, a scan with one of axes 0 and 1 more
+            than 10 % coarser than both other axes is refused (its slices run along that axis: the model would thin
+            an axis inside its slices, e.g. 4 x 1 x 1 mm -> 2 x 0.5 x 1 mm); pass the axes inside its slices (e.g.
+            ``axes=(1, 2)``), or ``axes=(0, 1)`` to upsample those as they stand. A 3-D model that upsamples one
+            axis more than the others (through-plane, e.g. ``(1, 1, 4)``) takes that scan axis for the slice axis
+            and refuses a scan whose voxels are more than 10 % coarser along another axis (its slices run along that
+            one: reorient it); ``axes=(0, 1, 2)`` upscales such a scan's axes as they stand.
         clip
             Clip the output to the input's value range (SR sharpening can overshoot; outputs stay
             in the input's units and range).
@@ -556,6 +583,11 @@ class SuperResolver:
         affine_in = affine_4x4(scan.affine)  # a 2-D MetaTensor's 3x3 affine embedded, as medgan.degrade does
         if n_spatial not in (2, 3):
             raise MedganError(f"{name}: expected a channel-first (C, X, Y[, Z]) scan, got shape {tuple(data.shape)}")
+        if data.numel() == 0:  # torch's own error (a RuntimeError deep in the windows) named neither the scan nor why
+            raise MedganError(
+                f"{name}: an empty scan of shape {tuple(data.shape)}: upscale needs at least one channel and one voxel "
+                "along each spatial axis"
+            )
         if self.spatial_dims > n_spatial:
             raise CheckpointError(f"{self.path}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name}")
         n_chan = data.shape[0]
@@ -566,9 +598,12 @@ class SuperResolver:
             )
         slicewise = self.spatial_dims == 2 and n_spatial == 3
         if slicewise:
-            axes = tuple(int(a) for a in (axes if axes is not None else (0, 1)))
+            given = axes is not None
+            axes = tuple(int(a) for a in (axes if given else (0, 1)))
             if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
                 raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
+            if not given:  # axes=(0, 1) says these are the in-plane axes, whatever the voxel sizes
+                self._check_slice_axis(name, affine_in, axes)
         elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
             raise MedganError(
                 f"{name}: axes= (--axes) picks the two axes of a 2-D model applied to a 3-D volume; a "
@@ -600,11 +635,28 @@ class SuperResolver:
                 raise MedganError(
                     f"roi_size must be 'fit', 'checkpoint' or {self.spatial_dims} positive ints, got {roi_size!r}"
                 )
+        # the windows of one image (a slice for a 2-D model on a volume) and how many images run through them
+        model_spatial = [int(data.shape[1 + a]) for a in axes]
+        n_images = int(data.shape[1 + ({0, 1, 2} - set(axes)).pop()]) if slicewise else 1
+        n_images *= n_chan if n_chan != self.in_channels else 1  # a one-channel model runs each channel on its own
+        per_image = self._check_window_count(name, model_spatial, overlap, roi_size, n_images)
+        bar = None
+        if progress:  # one bar over every window of the call (all slabs of slices, all channels)
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=per_image * n_images, desc=f"upscale {self.model_name}", unit="window", dynamic_ncols=True)
         ctx = torch.inference_mode() if self.device.type == "cpu" else torch.no_grad()
-        with ctx:
-            y, norm = self._upscale_tensor(
-                data, n_chan, slicewise, axes, full_factor, overlap, batch_size, progress, clip, roi_size
-            )
+        try:
+            with ctx:
+                y, norm = self._upscale_tensor(
+                    data, n_chan, slicewise, axes, full_factor, overlap, batch_size, bar, clip, roi_size
+                )
+            if bar is not None and bar.n != bar.total:  # a fitted CUDA layout sized again from the free memory
+                bar.total = bar.n
+                bar.refresh()
+        finally:
+            if bar is not None:
+                bar.close()
 
         affine = upsample_affine(affine_in, full_factor)
         meta = {
@@ -633,29 +685,66 @@ class SuperResolver:
         meta["medgan"] = provenance
         return make_scan(y, affine, meta)
 
-    def _check_slice_axis(self, name: str, affine: np.ndarray) -> None:
-        """Refuse a 3-D scan whose slice axis is not the one a through-plane 3-D model upsamples (see
-        :data:`_SLICE_AXIS_TOLERANCE`). Other factors imply no slice axis: an in-plane ``(2, 2, 1)`` model restores
-        in-plane axes that its degradation made coarser than the slices."""
+    def _check_slice_axis(self, name: str, affine: np.ndarray, axes: Sequence[int] | None = None) -> None:
+        """Refuse a 3-D scan whose slice axis is not the one the model takes for it (see
+        :data:`_SLICE_AXIS_TOLERANCE`).
+
+        A through-plane 3-D model takes the axis it upsamples most; other 3-D factors imply no slice axis: an in-plane
+        ``(2, 2, 1)`` model restores in-plane axes that its degradation made coarser than the slices. A 2-D model
+        upsamples ``axes`` (default ``(0, 1)``) slice by slice along the remaining axis; it is refused when one of
+        ``axes`` is coarser than both other axes by more than the tolerance: the scan's slices run along that axis
+        (a sagittal thick-slice scan stored slice axis first), and the model would thin an axis inside its slices.
+        Its own degradation, in-plane axes equally coarser than the slices (e.g. 2 x 2 x 1 mm), passes.
+        """
+        spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+        if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
+            return
+        sizes = " x ".join(f"{v:.4g}" for v in spacing)
+        coarsest = int(np.argmax(spacing))
+        if self.spatial_dims == 2:
+            axes = tuple(int(a) for a in (axes if axes is not None else (0, 1)))
+            (slice_axis,) = {0, 1, 2} - set(axes)
+            others = [i for i in range(3) if i != coarsest]
+            if coarsest == slice_axis or any(
+                spacing[coarsest] <= spacing[i] * (1 + _SLICE_AXIS_TOLERANCE) for i in others
+            ):
+                return
+            raise MedganError(
+                f"{name}: {self.model_name} (a 2-D model) upsamples scan axes {axes} slice by slice along axis "
+                f"{slice_axis}, but the scan's voxels are {sizes} mm: its slices run along axis {coarsest}, and "
+                f"upscaling would thin axis {coarsest} inside its slices. Pass axes={tuple(others)} "
+                f"(--axes {others[0]},{others[1]}) to upsample the axes inside its slices, or axes={axes} "
+                f"(--axes {axes[0]},{axes[1]}) to upsample axes {axes[0]} and {axes[1]} as they stand"
+            )
         factor = list(self.factor)
         if len(factor) != 3 or len(set(factor)) != 2:
             return
         (odd,) = [i for i, f in enumerate(factor) if factor.count(f) == 1]
         if factor[odd] < max(factor):
             return
-        spacing = np.linalg.norm(affine[:3, :3], axis=0)
-        if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
-            return
-        coarsest = int(np.argmax(spacing))
         if spacing[coarsest] <= spacing[odd] * (1 + _SLICE_AXIS_TOLERANCE):
             return
-        sizes = " x ".join(f"{v:.4g}" for v in spacing)
         raise MedganError(
             f"{name}: {self.model_name} (factor {tuple(factor)}) takes scan axis {odd} for the slice axis, but the "
             f"scan's voxels are {sizes} mm: its slices run along axis {coarsest}, and upscaling would resample the "
             f"wrong axes. Reorient the scan so that its slice axis is axis {odd} (e.g. "
             "monai.transforms.Orientation), or, from Python, pass axes=(0, 1, 2) to upscale the axes as they stand"
         )
+
+    def _check_window_count(self, name: str, spatial: Sequence[int], overlap: float, roi_size, n_images: int) -> int:
+        """The windows per image of ``overlap`` and this layout; :class:`MedganError` when they are more than
+        :data:`_MAX_OVERLAP_WINDOWS_RATIO` times the windows of the same layout at overlap 0."""
+        per_image = self._window_layout(spatial, overlap, roi_size)[2]
+        touching = self._window_layout(spatial, 0.0, roi_size)[2]
+        if per_image > _MAX_OVERLAP_WINDOWS_RATIO * touching:
+            layout = "fitted" if isinstance(roi_size, str) else "checkpoint" if roi_size is None else "given"
+            raise MedganError(
+                f"{name}: overlap {overlap:g} with the {layout} windows takes {per_image * n_images:,} windows, "
+                f"{per_image / touching:.0f} times the {touching * n_images:,} of overlap 0 (at most "
+                f"{_MAX_OVERLAP_WINDOWS_RATIO}x): lower the overlap (e.g. the default 0.25) or use the fitted "
+                "windows (roi_size='fit', --windows fit)"
+            )
+        return per_image
 
     def _upscale_tensor(
         self,
@@ -666,18 +755,19 @@ class SuperResolver:
         full_factor: list[int],
         overlap: float,
         batch_size: int | None,
-        progress: bool,
+        bar: Any,
         clip: bool,
         roi_size: list[int] | str | None = None,
     ) -> tuple[torch.Tensor, Normalization]:
         """The upscaled voxel tensor (CPU, float32) and the fitted normalisation (one per channel when a
-        one-channel model upscales a multi-channel scan: each channel is normalised and clipped on its own)."""
+        one-channel model upscales a multi-channel scan: each channel is normalised and clipped on its own).
+        ``bar``: a tqdm bar that counts the windows, or None."""
         if n_chan != self.in_channels:  # one-channel model: a channel of a 4-D series is a scan of its own
             y = None
             norms = []
             for c in range(n_chan):
                 yc, nc = self._upscale_tensor(
-                    data[c : c + 1], 1, slicewise, axes, full_factor, overlap, batch_size, progress, clip, roi_size
+                    data[c : c + 1], 1, slicewise, axes, full_factor, overlap, batch_size, bar, clip, roi_size
                 )
                 if y is None:
                     y = torch.empty((n_chan, *yc.shape[1:]), dtype=torch.float32)
@@ -706,7 +796,7 @@ class SuperResolver:
         if not slicewise:
             x = torch.empty(x5.shape, dtype=torch.float32, device=x5.device)  # contiguous whatever x5's strides
             _apply_chunked(norm, x5, x, invert=False, clip=False)
-            y5.copy_(self._run(x, overlap, batch_size, progress, out_dev, roi_size))
+            y5.copy_(self._run(x, overlap, batch_size, bar, out_dev, roi_size))
             del x
             _apply_chunked(norm, y5, y5, invert=True, clip=clip)
         else:
@@ -725,7 +815,7 @@ class SuperResolver:
                 x = torch.empty(part.shape, dtype=torch.float32, device=src.device)
                 _apply_chunked(norm, part, x, invert=False, clip=False)
                 x = x.reshape(s1 - s0, *x.shape[2:])
-                out = self._run(x, overlap, batch_size, progress and s0 == 0, out_dev, roi_size)
+                out = self._run(x, overlap, batch_size, bar, out_dev, roi_size)  # one bar across the slabs
                 del x
                 out = out.to(out_dev).contiguous()
                 _apply_chunked(norm, out, out, invert=True, clip=clip)
