@@ -196,3 +196,20 @@ def test_shipped_models_bf16_stay_close_to_fp32(t1, model, factor):
     psnr = 10 * np.log10(float(ref.max() - ref.min()) ** 2 / mse)
     print(f"{model}: bf16 vs fp32 {psnr:.2f} dB")
     assert psnr >= BF16_MIN_PSNR, psnr
+
+
+def test_complex_metatensor_is_refused_by_upscale_and_2d_adaptation_checks_the_slice_axis():
+    """A complex MetaTensor lost its imaginary part in upscale (numpy/torch input was already refused); and
+    adapt_to_scan with a 2-D model on a scan whose slices run along axis 0 trained first and was refused only by
+    the upscale that followed: both are refused before any work."""
+    from monai.data import MetaTensor
+
+    t1 = medgan.load_scan(mni_t1_path())
+    x = t1[:, 10:74, 60:124, 60:92]
+    sr = medgan.SuperResolver.from_pretrained("brain-mr-x2-2d", device="cpu")
+    c = MetaTensor(x.as_tensor().to(torch.complex64) * 1j, affine=x.affine)
+    with pytest.raises(MedganError, match=r"complex values \(complex64\); pass its magnitude"):
+        sr.upscale(c)
+    sag = medgan.degrade(x, (4, 1, 1))
+    with pytest.raises(MedganError, match=r"its slices run along axis 0"):
+        medgan.adapt_to_scan(sr, sag, steps=1)

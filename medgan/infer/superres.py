@@ -34,7 +34,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
-from medgan.io.scan import affine_4x4, load_if_path, make_scan
+from medgan.io.scan import affine_4x4, load_if_path, make_scan, refuse_complex
 from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
@@ -578,6 +578,7 @@ class SuperResolver:
         if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.number)) or not 0 <= overlap < 1:
             raise MedganError(f"overlap must be a number in [0, 1), got {overlap!r}")
         data = scan.as_tensor().detach()
+        refuse_complex(data)  # a float cast would keep the real part only
         n_spatial = data.ndim - 1
         name = scan.meta.get("filename_or_obj", "scan") or "scan"
         affine_in = affine_4x4(scan.affine)  # a 2-D MetaTensor's 3x3 affine embedded, as medgan.degrade does
