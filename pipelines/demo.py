@@ -113,7 +113,7 @@ def _synthesis(data: Path, out: Path, quiet: bool) -> Path:
     from medgan.data.labels import deform_labels, tissue_labels
     from medgan.eval.figures import figure_to_png
     from medgan.io.atomic import write_bytes_atomic
-    from medgan.io.scan import make_scan
+    from medgan.io.scan import take_slice
 
     mni = data / "nifti" / "mni_icbm152_2009a_sym"
     gm, wm, t1 = (medgan.load_scan(mni / f"{n}.nii.gz") for n in ("gm", "wm", "t1"))
@@ -123,9 +123,7 @@ def _synthesis(data: Path, out: Path, quiet: bool) -> Path:
     fig, axes = plt.subplots(2, N_SYNTHETIC, figsize=(2.2 * N_SYNTHETIC, 4.6))
     for i in range(N_SYNTHETIC):
         z = 60 + 12 * i  # axial slices through the brain
-        slice_affine = np.asarray(labels.affine, dtype=np.float64).copy()
-        slice_affine[:3, 3] += slice_affine[:3, 2] * z  # where slice z of the volume sits in space
-        label_slice = make_scan(labels[:, :, :, z].numpy(), slice_affine, {})
+        label_slice = take_slice(labels, z)  # axial slice z, where it sits in space
         layout = deform_labels(label_slice, seed=i)  # a new layout, not a re-render of a training one
         position = z / (labels.shape[-1] - 1)  # the model is conditioned on the relative axial slice position
         image = synth.generate(layout, n=1, seed=i, condition={"scalar": position})

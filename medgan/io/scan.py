@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # torch / MONAI take seconds to import; header-only callers (
 
 __all__ = [
     "make_scan",
+    "take_slice",
     "refuse_complex",
     "scan_array",
     "affine_4x4",
@@ -205,6 +206,60 @@ def in_ras_space(scan: Any) -> Any:
     meta = {k: v for k, v in scan.meta.items() if k != "affine"}
     meta["space"] = "RAS"
     return MetaTensor(scan.as_tensor(), affine=ras_affine(scan), meta=meta)
+
+
+#: ``meta`` entries that describe a scan's grid, not its content: a slice gets its own (see :func:`take_slice`)
+_GRID_META = ("spacing", "spatial_shape", "original_affine", "affine", "dim", "pixdim")
+
+
+def take_slice(scan: MetaTensor, index: int, axis: int = 2) -> MetaTensor:
+    """One slice of a 3-D scan as a 2-D scan that keeps its place in space.
+
+    ``scan[..., index]`` keeps the volume's affine, so the slice (and anything made from it, e.g. synthetic images)
+    would sit where slice 0 is. Here the affine's origin moves to slice ``index`` along ``axis`` and its first two
+    columns are the remaining axes (the third, the slice normal, is signed to keep the volume's handedness).
+
+    Parameters
+    ----------
+    scan
+        Channel-first 3-D scan ``(C, X, Y, Z)``.
+    index
+        Slice index along ``axis`` (negative counts from the end).
+    axis
+        Spatial axis (0, 1 or 2) to slice along.
+
+    Returns
+    -------
+    monai.data.MetaTensor
+        ``(C, A, B)`` with a 4x4 affine; the scan's other ``meta`` entries (modality, labels, provenance) are kept.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        A scan that is not 3-D, or an axis or index out of range.
+    """
+    from medgan.errors import MedganError
+
+    if scan.ndim != 4:
+        raise MedganError(f"take_slice: expected a channel-first 3-D scan (C, X, Y, Z), got shape {tuple(scan.shape)}")
+    if isinstance(axis, bool) or axis not in (0, 1, 2):
+        raise MedganError(f"take_slice: axis must be 0, 1 or 2, got {axis!r}")
+    n = scan.shape[1 + axis]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
+        raise MedganError(
+            f"take_slice: index must be an int in [{-n}, {n}) for axis {axis} of {n} slices, got {index!r}"
+        )
+    index = int(index) % n
+    affine = np.asarray(scan.affine, dtype=np.float64)
+    rest = [a for a in range(3) if a != axis]
+    out = np.eye(4)
+    out[:3, 0], out[:3, 1], out[:3, 2] = affine[:3, rest[0]], affine[:3, rest[1]], affine[:3, axis]
+    if np.sign(np.linalg.det(out[:3, :3])) != np.sign(np.linalg.det(affine[:3, :3])):
+        out[:3, 2] *= -1  # only the third column's sign differs; it places nothing in a 2-D image
+    out[:3, 3] = affine[:3, 3] + affine[:3, axis] * index
+    meta = {k: v for k, v in dict(scan.meta).items() if k not in _GRID_META}
+    data = scan.as_tensor().select(1 + axis, index)
+    return make_scan(data, out, meta)
 
 
 def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[str, Any] | None = None) -> MetaTensor:
