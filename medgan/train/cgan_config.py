@@ -4,7 +4,8 @@ Same machinery and error style as :mod:`medgan.train.config` (``train-sr``): :fu
 JSON-able dict with every default filled in and paths resolved against the config file's folder; every problem
 raises :class:`medgan.errors.ConfigError` naming the file and the dotted key, e.g.
 ``brain.yaml: data.train[0].gm: /x/gm.nii.gz does not exist``. An optional top-level ``task: cgan`` marks the
-file (``train-sr`` refuses it with a hint).
+file (``train-sr`` refuses it with a hint); a ``train-sr`` file (``task: sr``, or without ``task:`` but with its
+sections or its list of scans as ``data.train``) is refused with a pointer to ``medgan train-sr``.
 
 Sections (annotated examples: ``medgan/train/configs/cgan_*.yaml``)::
 
@@ -43,6 +44,7 @@ from medgan.train.config import (
     _non_negative,
     _patch_size,
     _positive,
+    _refuse_other_task,
     _resolve_path,
     _run_fields,
     _scheduler_fields,
@@ -286,6 +288,9 @@ def validate_cgan_config(
         Naming ``source`` and the dotted key.
     """
     _check_top_level(data, source)
+    if data.get("task") == "sr":
+        raise ConfigError(f"{source}: task: 'sr' is not one of cgan (a train-sr config); run it with medgan train-sr")
+    _refuse_other_task(data, source, "cgan")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     data = dict(data)
     section = data.get("data")

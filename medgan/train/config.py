@@ -5,7 +5,8 @@ default filled in (checkpoints store it), paths resolved against the config file
 Every problem raises :class:`medgan.errors.ConfigError` whose message names the file and the
 dotted key, e.g. ``run.yaml: phase1.lr: expected a number, got 'fast'``.
 
-An optional top-level ``task: sr`` is accepted; a ``task: cgan`` file is refused with a pointer to
+An optional top-level ``task: sr`` is accepted; a ``task: cgan`` file, or one without ``task:`` that has the cGAN
+sections (``warmup``, ``adversarial``) or ``{image, labels}`` subjects as ``data.train``, is refused with a pointer to
 ``medgan train-cgan`` (its schema: :mod:`medgan.train.cgan_config`).
 
 Sections (see ``medgan/train/configs/*.yaml`` for annotated examples)::
@@ -526,6 +527,51 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     _check_device(cfg, src)
 
 
+#: The training command of each config ``task``, and the top-level sections only that task's schema has.
+_TASK_COMMANDS = {"sr": "train-sr", "cgan": "train-cgan"}
+_TASK_SECTIONS = {"sr": ("degradation", "phase1", "phase2"), "cgan": ("warmup", "adversarial")}
+
+
+def _guess_task(data: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The task a config without ``task:`` is evidently written for, and why; None when nothing (or both) tell.
+
+    Evidence: sections only one schema has (``degradation`` / ``phase1`` / ``phase2`` for ``sr``, ``warmup`` /
+    ``adversarial`` for ``cgan``) and the form of ``data.train``: scan paths (``sr``) or ``{image, ...}`` subjects
+    (``cgan``).
+    """
+    evidence: dict[str, str] = {}
+    for task, sections in _TASK_SECTIONS.items():
+        present = [s for s in sections if s in data]
+        if present:
+            evidence[task] = f"it has {', '.join(present)}"
+    section = data.get("data")
+    train = section.get("train") if isinstance(section, Mapping) else None
+    items = train if isinstance(train, list) else [] if train is None else [train]
+    if items and all(isinstance(item, str) for item in items):
+        evidence.setdefault("sr", "data.train lists scans")
+    elif items and all(isinstance(item, Mapping) and "image" in item for item in items):
+        evidence.setdefault("cgan", "data.train lists {image, labels} subjects")
+    return next(iter(evidence.items())) if len(evidence) == 1 else None
+
+
+def _refuse_other_task(data: Mapping[str, Any], source: str, task: str) -> None:
+    """Refuse a config without ``task:`` that is evidently for the other training command (see :func:`_guess_task`),
+    naming the command to run it with; a ``task:`` value is checked by the caller's schema.
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        ``run.yaml: not a train-cgan config (a train-sr one: it has degradation); run it with medgan train-sr``.
+    """
+    guess = None if "task" in data else _guess_task(data)
+    if guess is None or guess[0] == task:
+        return
+    other, why = _TASK_COMMANDS[guess[0]], guess[1]
+    raise ConfigError(
+        f"{source}: not a {_TASK_COMMANDS[task]} config (a {other} one: {why}); run it with medgan {other}"
+    )
+
+
 def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.PathLike[str] | None = None) -> dict:
     """Validate a config mapping and fill the defaults.
 
@@ -553,6 +599,7 @@ def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.P
     if task != "sr":
         hint = "; run it with medgan train-cgan" if task == "cgan" else " (this schema is task: sr)"
         raise ConfigError(f"{source}: task: {task!r} is not a train-sr config{hint}")
+    _refuse_other_task(data, source, "sr")
     data = {k: v for k, v in data.items() if k != "task"}
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     cfg = _validate(SCHEMA, data, "", source, base)

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pipelines.commands._args import positive_int
@@ -48,10 +49,16 @@ def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any])
     result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports (only it holds the history)
         return 0
+    # paths as the config spells them (``configs/../../../runs/x``) are printed resolved
+    model = Path(result.model_path).resolve() if result.model_path is not None else None
     if result.finished and not result.history and result.resumed_from is not None:
-        print(f"already finished ({result.step}/{result.total_steps} steps); model: {result.model_path}")
-    elif result.model_path is not None:
-        print(f"trained {result.step}/{result.total_steps} steps; model: {result.model_path}")
+        print(f"already finished ({result.step}/{result.total_steps} steps); model: {model}")
+    elif model is not None:
+        print(f"trained {result.step}/{result.total_steps} steps; model: {model}")
     elif not result.finished:
-        print(f"stopped at step {result.step}/{result.total_steps}; rerun to continue: {result.out_dir}")
+        # the command takes the config (out_dir is in it), not the run folder: point at the command that resumes
+        print(
+            f"stopped at step {result.step}/{result.total_steps} (state in {Path(result.out_dir).resolve()}); "
+            f"rerun `medgan {name} {shlex.quote(str(args.config))}` to continue"
+        )
     return 0
