@@ -17,6 +17,10 @@ image (and the scan's ``meta["medgan"]``, ``meta["degradation"]`` and ``meta["in
 :func:`medgan.load_scan` honours it, so ``load_scan(save_scan(x, folder))`` has x's shape, affine and
 voxel order. (Other readers give the same world geometry with a right-handed voxel order.)
 
+What the series is: a model's output says its task and model in the DerivationDescription (``meta["medgan"]``); a
+scan made by :func:`medgan.degrade` or :func:`medgan.interpolate` says so there (method, factor, noise) and in its
+SeriesDescription (``SIMULATED LOW-RES ...``, ``INTERPOLATED ...``); anything else is a ``conversion``.
+
 Text: when any text written (patient and study values from the reference, the DerivationDescription with its
 model name, ``description=``) is not ASCII, SpecificCharacterSet is ``ISO_IR 192`` (UTF-8).
 """
@@ -350,8 +354,7 @@ def _base_dataset(
         series_number = 1000
     # IS holds -(2**31 - 1) .. 2**31 - 1 (dciodvfy: "Range invalid"); a source number near the top would overflow it
     ds.SeriesNumber = series_number if abs(series_number) < 2**31 else 1000
-    src_desc = _meta_str(ref_dicom, "SeriesDescription")
-    ds.SeriesDescription = (f"{src_desc} medgan" if src_desc else "medgan derived")[:64]
+    ds.SeriesDescription = series_description(meta, _meta_str(ref_dicom, "SeriesDescription"))
     body_part = _meta_str(ref_dicom, "BodyPartExamined")[:16]
     if body_part:
         ds.BodyPartExamined = body_part
@@ -382,11 +385,78 @@ def _is_modality_code(value: Any) -> bool:
     return 0 < len(text) <= 16 and text.isascii() and text.isalnum() and text.isupper()
 
 
+# What a scan without model provenance (meta["medgan"]) but with a processing record is, for a viewer's series
+# list: the SeriesDescription's prefix and the DerivationDescription's closing note.
+_RECORD_LABELS = {
+    "degradation": ("SIMULATED LOW-RES", "simulated low resolution"),
+    "interpolation": ("INTERPOLATED", "interpolation baseline, not acquired"),
+}
+_ORDER_NAMES = {0: "nearest", 1: "linear", 3: "cubic"}
+
+
+def _records(meta: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``meta["interpolation"]`` and ``meta["degradation"]`` when they are records (dicts), latest step first
+    (an interpolation baseline is made from a degraded scan: ``interpolate(degrade(x))``)."""
+    return [(key, meta[key]) for key in ("interpolation", "degradation") if isinstance(meta.get(key), dict)]
+
+
+def _word(value: Any) -> str:
+    """A record's value as one short printable ASCII word (records can come from a file: never trust them)."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = "".join(c if c.isascii() and c.isprintable() and c not in " \\" else "_" for c in str(value))
+    return text[:24] or "?"
+
+
+def _record_step(key: str, record: dict[str, Any]) -> str:
+    """One processing step, e.g. ``degradation kspace x2,2,1 noise rician std 5``."""
+    if key == "interpolation":
+        order = record.get("order")
+        known = isinstance(order, int) and not isinstance(order, bool)
+        parts = [key, _ORDER_NAMES.get(order, f"order {order}") if known else "order ?"]
+    else:
+        parts = [key, _word(record.get("method") or "?")]
+    factor = record.get("factor")
+    if isinstance(factor, (list, tuple)) and 0 < len(factor) <= 4:
+        parts.append("x" + ",".join(_word(f) for f in factor))
+    if key == "degradation" and record.get("noise"):
+        parts += ["noise", _word(record["noise"]), "std", _word(record.get("noise_std", "?"))]
+    return " ".join(parts)
+
+
+def series_description(meta: dict[str, Any], source: str) -> str:
+    """SeriesDescription (LO, at most 64 characters) of a derived series whose source series was ``source``.
+
+    A model's output (``meta["medgan"]``) or a conversion: ``"<source> medgan"`` (``"medgan derived"`` without
+    one). A scan made by :func:`medgan.degrade` or :func:`medgan.interpolate` (and no model) starts with what it
+    is, e.g. ``"SIMULATED LOW-RES <source> medgan"``, the source shortened so the prefix and tag always fit.
+    """
+    records = [] if isinstance(meta.get("medgan"), dict) else _records(meta)
+    if source == "medgan" or source.endswith(" medgan"):  # a medgan output's source already says so once
+        source = source.removesuffix("medgan").strip()
+    if not records:
+        return (f"{source} medgan" if source else "medgan derived")[:64]
+    prefix = " ".join(_RECORD_LABELS[key][0] for key, _ in records)
+    room = 64 - len(prefix) - len(" medgan") - 1
+    source = source[:room].strip() if room > 0 else ""
+    return " ".join(p for p in (prefix, source, "medgan") if p)[:64]
+
+
 def derivation_text(meta: dict[str, Any]) -> str:
-    """One line of provenance for DerivationDescription / NIfTI ``descrip``."""
+    """One line of provenance for DerivationDescription / NIfTI ``descrip``.
+
+    From ``meta["medgan"]`` (a model's output: task, model, synthetic flag); without it, from
+    ``meta["degradation"]`` / ``meta["interpolation"]`` (e.g. ``medgan 0.1.0 degradation kspace x2,2,1 (simulated
+    low resolution)``); else ``medgan <version> conversion``.
+    """
     prov = meta.get("medgan")
     if not isinstance(prov, dict):
-        return f"medgan {__version__} conversion"
+        records = _records(meta)
+        if not records:
+            return f"medgan {__version__} conversion"
+        steps = " of ".join(_record_step(key, record) for key, record in records)
+        notes = ", ".join(_RECORD_LABELS[key][1] for key, _ in records)
+        return f"medgan {__version__} {steps} ({notes})"
     version = prov.get("version") or prov.get("medgan_version") or __version__
     model = prov.get("model") or prov.get("model_name") or prov.get("name")
     synthetic = bool(prov.get("synthetic", False))
