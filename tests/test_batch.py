@@ -203,6 +203,7 @@ def test_error_isolation_on_a_messy_tree(tmp_path, tiny_model, capsys):
     failed = {r["input"]: r["error"] for r in by_status["failed"]}
     assert set(failed) == {"ct2d.dcm"}  # passed discovery, refused by the model: a failed row, the run goes on
     assert "3-D model cannot upscale the 2-D image" in failed["ct2d.dcm"] and "Traceback" not in failed["ct2d.dcm"]
+    assert "use a 2-D model (the shipped one: brain-mr-x2-2d" in failed["ct2d.dcm"]
     # outputs only inside OUT_ROOT, named by scan id, and they load with the upscaled shape
     from medgan import load_scan
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -34,11 +35,14 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
+from medgan.io.nifti import modality_code
 from medgan.io.scan import affine_4x4, load_if_path, make_scan, refuse_complex
 from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
 __all__ = ["SuperResolver", "available_models", "PRETRAINED_DIR"]
+
+logger = logging.getLogger(__name__)
 
 
 #: elements per chunk for whole-volume elementwise passes (normalise, invert): bounds float64 temporaries
@@ -89,6 +93,20 @@ def _input_is_synthetic(meta: dict[str, Any]) -> bool:
             return True
         record, seen = record.get("input"), seen + 1
     return False
+
+
+#: modality codes that say nothing about a scan's intensities (other, segmentation, unknown): never a mismatch
+_NO_INTENSITY_MODALITIES = frozenset({"OT", "SEG", "UNKNOWN"})
+
+
+def _known_modality(value: Any) -> str | None:
+    """``value`` as a DICOM modality code that names the intensities (``"MR"``, ``"CT"``, ...), else ``None``.
+
+    ``"unknown"``, ``OT`` and ``SEG`` (and anything that is not a code, see :func:`medgan.io.nifti.modality_code`:
+    a lower-case ``"ct"`` is not one, as the sidecar and the DICOM writer do not keep it either) are ``None``.
+    """
+    code = modality_code(value)
+    return None if code in _NO_INTENSITY_MODALITIES else code
 
 
 def _lerp(a: float, b: float, t: float) -> float:
@@ -560,9 +578,16 @@ class SuperResolver:
             extent, ``meta["medgan"]`` with the provenance (model name and sha256, medgan version,
             factor, ``"synthetic"``: ``True`` only when the input is synthetic, as its provenance chain or
             ``meta["synthetic"]`` says). A 2-D scan with a 3x3 affine gets a 4x4 one (third axis: the normal).
+            When the scan's modality (``meta["modality"]``: DICOM Modality, medgan's NIfTI sidecar) and the one
+            the model was trained on (checkpoint ``"modality"``) are both known and differ (``OT``, ``SEG`` and
+            ``unknown`` never do), the provenance also has ``"modality_mismatch": True`` and a ``"warnings"`` list
+            saying so.
 
         Notes
         -----
+        A scan of another modality than the model's (a CT through a brain-MR model) is upscaled, not refused
+        (it may be meant), but a WARNING naming both modalities is logged once per call, before the windows run.
+
         On CUDA the scan is copied to the GPU once; normalisation, the windows and their blending run
         there and the result comes back in one copy (blending falls back to host memory when the output
         does not fit). A 2-D model on a volume on the CPU streams slabs of slices into the output, so the
@@ -590,7 +615,10 @@ class SuperResolver:
                 "along each spatial axis"
             )
         if self.spatial_dims > n_spatial:
-            raise CheckpointError(f"{self.path}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name}")
+            raise CheckpointError(
+                f"{self.path}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name}; use a 2-D model "
+                "(the shipped one: brain-mr-x2-2d, medgan upscale --model brain-mr-x2-2d)"
+            )
         n_chan = data.shape[0]
         if n_chan != self.in_channels and not (self.in_channels == 1 and self.out_channels == 1):
             raise CheckpointError(
@@ -618,6 +646,9 @@ class SuperResolver:
         full_factor = [1] * n_spatial
         for a, f in zip(axes, self.factor, strict=True):
             full_factor[a] = f
+        mismatch = self._modality_mismatch(scan.meta)
+        if mismatch is not None:  # not refused (it may be meant), but said: before the run, and in the provenance
+            logger.warning("%s: %s", name, mismatch)
 
         if isinstance(roi_size, str):
             if roi_size not in ("fit", "checkpoint"):
@@ -681,10 +712,27 @@ class SuperResolver:
             "normalization": [n.to_dict() for n in norm] if isinstance(norm, list) else norm.to_dict(),
             "trained_modality": self.metadata.get("modality", "unknown"),
         }
+        if mismatch is not None:  # the NIfTI sidecar shows it (the text names no input path: nothing identifying)
+            provenance["modality_mismatch"] = True
+            provenance["warnings"] = [mismatch]
         if previous is not None:
             provenance["input"] = previous
         meta["medgan"] = provenance
         return make_scan(y, affine, meta)
+
+    def _modality_mismatch(self, meta: dict[str, Any]) -> str | None:
+        """Why this model's output is unlikely to be faithful to a scan of ``meta``'s modality, or ``None``.
+
+        Only when both are known (the scan's ``meta["modality"]``: DICOM Modality or medgan's NIfTI sidecar; the
+        checkpoint's ``"modality"``) and differ; ``unknown``, ``OT`` and ``SEG`` are never a mismatch.
+        """
+        scan_mod, model_mod = _known_modality(meta.get("modality")), _known_modality(self.metadata.get("modality"))
+        if scan_mod is None or model_mod is None or scan_mod == model_mod:
+            return None
+        return (
+            f"the scan is {scan_mod} but {self.model_name} was trained on {model_mod}; "
+            "its output is unlikely to be faithful"
+        )
 
     def _check_slice_axis(self, name: str, affine: np.ndarray, axes: Sequence[int] | None = None) -> None:
         """Refuse a 3-D scan whose slice axis is not the one the model takes for it (see
