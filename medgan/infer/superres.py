@@ -344,10 +344,13 @@ class SuperResolver:
 
     # ------------------------------------------------------------------ inference
     def _forward(self, x: torch.Tensor, net: Any) -> torch.Tensor:
-        # a window of one voxel stays contiguous: oneDNN's bf16 channels-last convolution returned NaN for 1x1x1
-        if self.channels_last and max(x.shape[2:]) > 1:
+        # a window with an axis of one voxel: oneDNN's bf16 channels-last convolutions (CPU) returned NaN now and
+        # then from uninitialised memory (1x1x1 windows, and 1 x 16 x 16 ones in 7 of 40 calls), contiguous input
+        # or not, as the weights are channels-last. Such windows stay contiguous and run in fp32 (0 of 40)
+        thin = min(x.shape[2:]) == 1
+        if self.channels_last and not thin:
             x = x.contiguous(memory_format=channels_last_format(x.ndim - 2))
-        if self.precision == "bf16":
+        if self.precision == "bf16" and not (thin and self.channels_last and self.device.type == "cpu"):
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 y = net(x)
         elif self.device.type == "cuda":  # fp32 means fp32: TF32 only when asked for
