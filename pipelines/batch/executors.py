@@ -9,6 +9,10 @@ once: the rows of scans already finished are handed to ``on_result``, queued sca
 processes are terminated (a scan they were writing leaves only temporary files, swept by the next run), so the
 run exits within about one scan instead of running every submitted scan first (:func:`_running_pool`).
 
+Worker setup (a pool worker's initializer, a Dask worker's first job: importing the inference stack and loading
+the model) is timed apart from the scans: the first row each worker process returns carries it as
+``seconds["setup"]``, and every row's ``seconds["total"]`` is the scan's own time (:func:`_run_job`).
+
 * :func:`run_serial` - one process (``--workers 1``), also the GPU path without a pool;
 * :func:`run_pool` - ``concurrent.futures.ProcessPoolExecutor`` whose workers are forked from a fork server
   that imported torch, MONAI and medgan once (:func:`start_worker_server`; plain ``fork`` of this process is
@@ -24,9 +28,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -149,15 +155,78 @@ def _sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+# --------------------------------------------------------------------------- worker setup, timed apart
+
+#: per worker process: seconds of setup not yet reported in a row (set by :func:`_init_worker_timed`, handed to the
+#: next row :func:`_run_job` returns), and whether :func:`_dask_setup` has set this process up
+_SETUP: dict[str, Any] = {"pending": None, "done": False}
+_SETUP_LOCK = threading.Lock()  # a Dask worker runs tasks in several threads: one sets up, the others wait for it
+
+
+def _init_worker_timed(*initargs: Any) -> None:
+    """Pool initializer: :func:`jobs.init_worker` (thread limits, ``warm(options)``: load the model), timed; the
+    time is reported as ``setup`` on the first row this worker returns."""
+    t = time.perf_counter()
+    try:
+        jobs.init_worker(*initargs)
+    finally:
+        _SETUP["pending"] = time.perf_counter() - t
+
+
+def _dask_setup(warm: Callable[[Any], Any] | None, options: Any) -> float | None:
+    """On a Dask worker, before a job: what a pool worker gets from the fork server and its initializer (import
+    :data:`WORKER_PRELOAD`, run ``warm(options)``: load the model). Returns its seconds when this call set the
+    process up (or waited for another thread doing so) or loaded another model (a run with another model had used
+    the worker since), else ``None`` (the model was there: a worker kept from an earlier run of the same model).
+
+    A warm-up that fails is only logged, as in :func:`jobs.init_worker`: the job then fails with the real message.
+    """
+    t = time.perf_counter()
+    with _SETUP_LOCK:
+        first = not _SETUP["done"]
+        models = [id(m) for m in jobs._MODELS.values()]  # the worker's loaded model (one per process)
+        for module in WORKER_PRELOAD:  # after the first time, lookups in sys.modules
+            with contextlib.suppress(ImportError):  # a job that needs the module reports the error
+                importlib.import_module(module)
+        if warm is not None:
+            try:
+                warm(options)  # a model already loaded: a dictionary lookup
+            except Exception as exc:  # noqa: BLE001 -- the job reports it in its row
+                log.warning("worker warm-up failed: %s", jobs.error_text(exc))
+        _SETUP["done"] = True
+        loaded = models != [id(m) for m in jobs._MODELS.values()]
+    seconds = time.perf_counter() - t
+    return seconds if first or loaded else None
+
+
+def _run_job(
+    job: Callable[[Task, Any], dict], warm: Callable[[Any], Any] | None, task: Task, options: Any, dask: bool = False
+) -> dict[str, Any]:
+    """Run ``job(task, options)`` in a worker and put the worker's setup time, when this row is the first since
+    the setup, into its ``seconds`` as ``setup`` (before the scan's own stages; ``total`` stays the scan's time).
+
+    ``dask``: set the worker up here first (:func:`_dask_setup`); a pool worker was set up by its initializer.
+    """
+    setup = _dask_setup(warm, options) if dask else None
+    row = job(task, options)
+    if not dask:
+        setup, _SETUP["pending"] = _SETUP["pending"], None
+    if setup is not None and isinstance(row, dict):
+        seconds = row.get("seconds") if isinstance(row.get("seconds"), dict) else {}
+        row["seconds"] = {"setup": round(setup, 3), **seconds}
+    return row
+
+
 def _pool(
     workers: int, threads: int | None, warm: Callable[[Any], Any] | None = None, options: Any = None
 ) -> ProcessPoolExecutor:
-    """A worker pool whose workers set their thread limits and run ``warm(options)`` (load the model) once."""
+    """A worker pool whose workers set their thread limits and run ``warm(options)`` (load the model) once
+    (timed: :func:`_init_worker_timed`)."""
     start_worker_server()
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=_mp_context(),
-        initializer=jobs.init_worker,
+        initializer=_init_worker_timed,
         initargs=(threads, True, warm, options, os.getpid()),
     )
 
@@ -218,7 +287,7 @@ def run_pool(
 
     Each worker process imports, sets ``threads`` torch threads and runs ``warm(options)`` (e.g.
     :func:`pipelines.batch.jobs.warm_upscale`: load the model) once, when it starts; every scan it then runs
-    reuses that model.
+    reuses that model. The first row each worker returns carries that start-up time as ``seconds["setup"]``.
 
     A worker that dies (killed, out of memory, a crashing decoder) breaks the pool, and every scan then in flight
     is a suspect: the suspects are rerun one at a time in a one-worker pool, so only the scan that kills its
@@ -235,7 +304,7 @@ def run_pool(
                 while suspects:
                     task = suspects.popleft()
                     try:
-                        row = pool.submit(job, task, options).result()
+                        row = pool.submit(_run_job, job, None, task, options).result()
                     except Exception as exc:
                         on_result(task, _crashed(exc))
                         break  # the pool is broken: a fresh one for the other suspects
@@ -247,7 +316,7 @@ def run_pool(
                 while todo or running:
                     while todo and len(running) < 2 * workers:
                         task = todo.popleft()
-                        running[pool.submit(job, task, options)] = task
+                        running[pool.submit(_run_job, job, None, task, options)] = task
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     broken = False
                     for fut in done:
@@ -564,8 +633,13 @@ def run_dask(
     *,
     address: str | None = None,
     client: Any = None,
+    warm: Callable[[Any], Any] | None = None,
 ) -> None:
     """Submit every task to a Dask cluster and collect the rows as they finish.
+
+    Each worker process sets itself up before its first job (imports the inference stack and runs
+    ``warm(options)``: loads the model; again when another model took its place); that time is the row's
+    ``seconds["setup"]``, apart from the scan's ``total`` (:func:`_dask_setup`).
 
     Before any task is sent, every connected worker must import the job module and see the run's files
     (:func:`_check_dask_workers`); a ``done`` row counts only if this process sees its outputs (:func:`_dask_row`).
@@ -579,6 +653,9 @@ def run_dask(
         Scheduler address (``tcp://host:8786``); ignored when ``client`` is given.
     client
         An existing ``distributed.Client`` (closed by the caller).
+    warm
+        Worker warm-up, e.g. :func:`pipelines.batch.jobs.warm_upscale` (run once per worker process, timed as
+        ``setup``); ``None``: only the imports.
     """
     from distributed import as_completed
 
@@ -593,7 +670,8 @@ def run_dask(
         pending: dict[Any, Task] = {}  # submitted, row not recorded yet
         try:
             for task in tasks:
-                fut = client.submit(job, task, options, pure=False, key=f"medgan-{task.job}-{task.scan_id}{suffix}")
+                key = f"medgan-{task.job}-{task.scan_id}{suffix}"
+                fut = client.submit(_run_job, job, warm, task, options, dask=True, pure=False, key=key)
                 pending[fut] = task
             for fut in as_completed(list(pending)):
                 task = pending.pop(fut)

@@ -10,8 +10,9 @@ folder relative to the input root), ``n_inputs``, ``status`` (``done`` / ``faile
 ``error``, ``outputs`` (relative to the output root), ``output_sha256`` (one per output), ``settings``
 (hash of what determines the outputs: job, model sha256, format, ..., and the input files' paths relative to
 their input root, sizes and modification times), ``started`` / ``finished`` (UTC),
-``seconds`` (per stage and ``total``), ``metrics`` (``evaluate``: one dict per method), ``worker``; ``upscale``
-rows also ``windows`` (the sliding-window layout, ``checkpoint`` or ``fit``).
+``seconds`` (per stage and ``total``, the scan's own time; on the first row of each worker process also
+``setup``, that worker's start-up and model load, not part of ``total``), ``metrics`` (``evaluate``: one dict
+per method), ``worker``; ``upscale`` rows also ``windows`` (the sliding-window layout, ``checkpoint`` or ``fit``).
 
 Resume (:func:`last_finished`, :func:`is_complete`): a scan is skipped when its latest ``done`` or ``skipped`` row
 has the same ``settings``, lists the outputs its task plans now, and every listed output exists with the recorded
