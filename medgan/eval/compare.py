@@ -13,6 +13,18 @@ Two ways in:
 Every method of one scan (the prediction and the nearest / linear / cubic
 baselines from :func:`medgan.interpolate`) is scored with the **same mask and
 data range**, both taken from the reference.
+
+Geometry. :func:`medgan.evaluate` scores scans on one voxel grid only. :meth:`Evaluation.add` (and so
+``medgan evaluate`` and ``medgan batch evaluate``) first brings a pair onto one grid, and records what it did in
+the row's ``geometry`` column and in the report's notes:
+
+* a prediction on a box of the reference's voxels (same voxel axes, an integer voxel offset, inside the
+  reference), smaller by less than the upsampling factor along every axis, is scored against the reference
+  cropped to that box (:func:`crop_reference`; no interpolation). ``medgan degrade`` crops a scan whose shape does
+  not divide by the factor to a multiple of it, so this is what degrade -> upscale -> evaluate gives;
+* with ``resample=True`` (``--resample``) any other prediction is resampled onto the reference grid
+  (:func:`resample_to`, linear); its model provenance is kept;
+* anything else raises :class:`~medgan.errors.GeometryMismatchError`.
 """
 
 from __future__ import annotations
@@ -44,12 +56,29 @@ __all__ = [
     "pair_scans",
     "evaluate_paths",
     "resample_to",
+    "crop_reference",
+    "reference_box",
+    "upsampling_factor",
+    "GEOMETRY_NOTES",
 ]
 
 #: interpolation baselines: name -> spline order passed to :func:`medgan.interpolate`
 BASELINES = {"nearest": 0, "linear": 1, "cubic": 3}
 #: montages rendered per report by default (the first scans in pairing order)
 MAX_MONTAGES = 20
+#: report notes for the geometry steps recorded in the rows' ``geometry`` column: row text prefix -> note
+GEOMETRY_NOTES = {
+    "reference cropped": (
+        "where a prediction lies on a box of its reference's voxels, smaller by less than the upsampling factor "
+        "(medgan degrade crops a scan whose shape does not divide by the factor to a multiple of it), it was scored "
+        "against the reference cropped to that box, without interpolation; the geometry column of metrics.csv "
+        "names the scans and the voxels kept"
+    ),
+    "prediction resampled": (
+        "predictions off the reference grid were resampled onto it (--resample: linear interpolation, which "
+        "changes the scores); the geometry column of metrics.csv names the scans"
+    ),
+}
 _SAFE = re.compile(r"[^A-Za-z0-9 ._+\-/()]")
 
 
@@ -130,19 +159,130 @@ def _lr_on_reference_grid(lr: Any, ref: Any, degradation: Any) -> Any:
 
 
 def resample_to(scan: Any, like: Any, *, order: int = 1) -> Any:
-    """Resample ``scan`` onto the voxel grid of ``like`` (MONAI ``ResampleToMatch``; linear by default)."""
+    """Resample ``scan`` onto the voxel grid of ``like`` (MONAI ``ResampleToMatch``; linear by default).
+
+    The result keeps ``scan``'s provenance (``meta["medgan"]``, ``meta["degradation"]``): MONAI gives it
+    ``like``'s metadata otherwise, and an evaluation would lose the model that made a resampled prediction.
+    """
     from monai.transforms import ResampleToMatch
 
     mode = "nearest" if order == 0 else ("bilinear" if order == 1 else 3)
-    return ResampleToMatch(mode=mode, padding_mode="border")(scan, img_dst=like)
+    out = ResampleToMatch(mode=mode, padding_mode="border")(scan, img_dst=like)
+    src, dst = getattr(scan, "meta", None), getattr(out, "meta", None)
+    if isinstance(src, Mapping) and isinstance(dst, dict):
+        for key in ("medgan", "degradation", "interpolation"):
+            if key in src:
+                dst[key] = src[key]
+    return out
 
 
 def _same_grid(a: Any, b: Any) -> bool:
+    return M.grid_difference(a, b) is None
+
+
+def reference_box(pred: Any, ref: Any, *, max_margin: int | Sequence[int] | None = None) -> tuple[slice, ...] | None:
+    """The spatial slices of ``ref`` that ``pred``'s voxel grid is, or ``None`` when it is no box of ``ref``'s voxels.
+
+    ``pred``'s grid is a box of ``ref``'s when their voxel axes agree and ``pred``'s first voxel lies on a voxel of
+    ``ref`` with ``pred`` inside it (:func:`medgan.eval.metrics.subgrid_offset`; tolerance 1e-3 mm).
+
+    Parameters
+    ----------
+    max_margin
+        Largest number of reference voxels left out along each axis (an int for every axis); ``None``: any.
+        ``Evaluation`` allows less than the upsampling factor, what ``medgan degrade``'s crop leaves out.
+    """
+    start = M.subgrid_offset(pred, ref)
+    if start is None:
+        return None
+    margin = [int(r) - int(p) for p, r in zip(pred.shape[1:], ref.shape[1:], strict=True)]
+    if max_margin is not None:
+        limit = [int(max_margin)] * len(margin) if isinstance(max_margin, int | np.integer) else list(max_margin)
+        if len(limit) != len(margin) or any(m > k for m, k in zip(margin, limit, strict=True)):
+            return None
+    return tuple(slice(s, s + int(n)) for s, n in zip(start, pred.shape[1:], strict=True))
+
+
+def crop_reference(ref: Any, pred: Any, *, max_margin: int | Sequence[int] | None = None) -> Any:
+    """``ref`` cropped to the box of its voxels that ``pred``'s grid is (no interpolation); the affine follows.
+
+    What to score an upscaled scan against when ``medgan degrade`` cropped its source to a multiple of the factor
+    (``medgan evaluate`` and :class:`Evaluation` do it themselves). The result keeps ``ref``'s metadata.
+
+    Raises
+    ------
+    medgan.errors.GeometryMismatchError
+        If ``pred``'s grid is no box of ``ref``'s voxels (see :func:`reference_box`).
+    """
+    import copy
+
+    import torch
+    from monai.data import MetaTensor
+
+    from medgan.io.scan import affine_4x4
+
+    box = reference_box(pred, ref, max_margin=max_margin)
+    if box is None:
+        M.check_geometry(pred, ref)  # the usual message, naming both scans
+        raise GeometryMismatchError(  # same grid, but a margin over max_margin
+            f"{M._name_of(pred, 'prediction')}: its grid leaves out more of the reference than max_margin="
+            f"{max_margin} voxels"
+        )
+    data = ref.as_tensor() if isinstance(ref, MetaTensor) else torch.as_tensor(ref)
+    data = data[(slice(None), *box)].clone()
+    shift = np.eye(4)
+    for axis, sl in enumerate(box[:3]):
+        shift[axis, 3] = sl.start
+    affine = affine_4x4(ref.affine) @ shift
+    meta = copy.deepcopy({k: v for k, v in ref.meta.items() if k != "affine"})
+    if "spatial_shape" in meta:
+        meta["spatial_shape"] = np.asarray(data.shape[1:])
+    return MetaTensor(data, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def _factor_of(value: Any, n_spatial: int) -> tuple[int, ...] | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | np.integer):
+        value = [value] * n_spatial
+    if not isinstance(value, list | tuple) or len(value) != n_spatial:
+        return None
     try:
-        M.check_geometry(a, b)
-    except GeometryMismatchError:
-        return False
-    return True
+        factor = tuple(int(f) for f in value)
+    except (TypeError, ValueError):
+        return None
+    return factor if all(f >= 1 for f in factor) else None
+
+
+def upsampling_factor(
+    pred: Any, lr: Any = None, degradation: Mapping[str, Any] | str | None = None
+) -> tuple[int, ...] | None:
+    """The factor per axis that made ``pred``, from what records it; ``None`` when nothing does.
+
+    In order: the prediction's provenance (``meta["medgan"]["factor"]``, written by ``medgan upscale``), the
+    degradation it records (``meta["degradation"]``), the low-resolution input's ``meta["degradation"]``, the
+    shapes of ``pred`` and ``lr`` (an exact integer ratio), and a ``degradation`` mapping with a ``factor``.
+    """
+    n = len(pred.shape) - 1
+    candidates = []
+    for scan in (pred, lr):
+        meta = getattr(scan, "meta", None)
+        if not isinstance(meta, Mapping):
+            continue
+        prov = meta.get("medgan") if isinstance(meta.get("medgan"), Mapping) else {}
+        deg = meta.get("degradation") if isinstance(meta.get("degradation"), Mapping) else {}
+        candidates += [prov.get("factor"), deg.get("factor")] if scan is pred else [deg.get("factor")]
+    if lr is not None and len(lr.shape) == len(pred.shape):
+        pairs = list(zip(pred.shape[1:], lr.shape[1:], strict=True))
+        if all(lo > 0 and p % lo == 0 for p, lo in pairs):
+            candidates.append([p // lo for p, lo in pairs])
+    if isinstance(degradation, Mapping):
+        candidates.append(degradation.get("factor"))
+    for value in candidates:
+        factor = _factor_of(value, n)
+        if factor is not None:
+            return factor
+    return None
 
 
 def baseline_predictions(
@@ -167,18 +307,33 @@ def baseline_predictions(
     dict
         ``{"nearest": scan, "linear": scan, "cubic": scan}``.
     """
+    return _baselines(lr, reference, resample=resample, factor=factor)[0]
+
+
+def _baselines(
+    lr: Any,
+    reference: Any,
+    *,
+    resample: bool = False,
+    factor: Sequence[int] | None = None,
+    advice: str | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`baseline_predictions`, and the names of the baselines that were resampled."""
     import medgan
 
     factor = tuple(factor) if factor is not None else M.implied_factor(reference.shape[1:], lr.shape[1:])
-    out = {}
+    out, resampled = {}, []
     for name, order in BASELINES.items():
         up = medgan.interpolate(lr, factor, order=order)
         if not _same_grid(up, reference):
             if not resample:
-                M.check_geometry(up, reference, pred_name=f"{name} interpolation of the low-resolution input")
+                M.check_geometry(
+                    up, reference, pred_name=f"{name} interpolation of the low-resolution input", advice=advice
+                )
             up = resample_to(up, reference, order=order)
+            resampled.append(name)
         out[name] = up
-    return out
+    return out, resampled
 
 
 def display_window(ref: Any, mask: np.ndarray, data_range: float) -> tuple[float, float]:
@@ -210,6 +365,13 @@ class Evaluation:
         Passed to :func:`medgan.evaluate` for every method of every scan.
     max_montages
         Montages rendered (the first scans added); 0 disables them.
+    crop_reference
+        Score a prediction that lies on a box of the reference's voxels, smaller by less than the upsampling
+        factor (:func:`upsampling_factor`) along every axis, against the reference cropped to it (default on;
+        see the module notes). Recorded in the rows' ``geometry`` column and the notes.
+    command
+        The command line tool scoring the scans (``"medgan evaluate"``, ``"medgan batch evaluate"``), named with
+        its ``--resample`` option in geometry errors; ``None`` (Python) names :func:`resample_to`.
 
     Examples
     --------
@@ -227,6 +389,8 @@ class Evaluation:
     degradation: Mapping[str, Any] | str | None = None
     ssim_mode: str = "auto"
     max_montages: int = MAX_MONTAGES
+    crop_reference: bool = True
+    command: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     montages: dict[str, bytes] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=list)
@@ -249,6 +413,9 @@ class Evaluation:
 
         ``baselines="auto"`` interpolates ``lr`` (when given) with :func:`baseline_predictions`;
         a mapping supplies your own; ``None`` scores the prediction only.
+
+        A prediction off the reference grid is scored against the cropped reference or resampled as the module
+        notes say (``crop_reference``, ``resample``); each new row's ``geometry`` says which, when either.
         """
         import medgan
 
@@ -256,20 +423,29 @@ class Evaluation:
         # method, silently replaced values in the summary and paired tests while the per-scan table showed both
         if any(r["scan_id"] == str(scan_id) for r in self.rows):
             raise EvaluationError(f"scan {scan_id!r} was already scored; give each scan its own id")
-        if resample and not _same_grid(pred, ref):
-            pred = resample_to(pred, ref)
-        M.check_geometry(pred, ref)
+        prov = _provenance(pred)  # before resampling, whatever the resampler does with the metadata
+        pred, ref, geometry = self._on_reference_grid(pred, ref, lr=lr, resample=resample)
+        # a cropped reference is every method's; a resampled prediction only the method's
+        common = [geometry] if geometry and geometry.startswith("reference cropped") else []
+        steps = {self.method: [geometry] if geometry and not common else []}
         if isinstance(baselines, str):
             if baselines != "auto":
                 raise ValueError(f"baselines must be 'auto', None or a mapping, got {baselines!r}")
-            baselines = baseline_predictions(lr, ref, resample=resample) if lr is not None else {}
+            baselines, resampled = (
+                _baselines(lr, ref, resample=resample, advice=self._advice()) if lr is not None else ({}, [])
+            )
+            for name in resampled:
+                steps[name] = [f"interpolation resampled onto the reference grid (spline order {BASELINES[name]})"]
         baselines = dict(baselines or {})
         if self.method in baselines:
             raise ValueError(
                 f"the method under test is named {self.method!r}, like a baseline; give it another name (--method)"
             )
         if lr is not None and resample:  # LR consistency compares voxel by voxel: the LR on the grid it implies
-            lr = _lr_on_reference_grid(lr, ref, self.degradation)
+            on_grid = _lr_on_reference_grid(lr, ref, self.degradation)
+            if on_grid is not lr:
+                common.append("low-resolution input resampled onto the grid of the degraded reference (LR consistency)")
+            lr = on_grid
         for name in baselines:
             if name not in self.baselines:
                 self.baselines.append(name)
@@ -290,14 +466,53 @@ class Evaluation:
                 self.degradations.append(deg)
             res["data_range_rule"] = dr_rule
             row = {"scan_id": str(scan_id), "method": name, **res, **meta}
+            if common or steps.get(name):
+                row["geometry"] = "; ".join([*common, *steps.get(name, [])])
             new_rows.append(row)
         self.rows.extend(new_rows)
-        prov = _provenance(pred)
         if prov and prov not in self.provenance:
             self.provenance.append(prov)
         if len(self.montages) < self.max_montages:
             self.montages[str(scan_id)] = self._montage(scan_id, pred, ref, baselines, display_window(ref, mask, dr))
         return new_rows
+
+    def _advice(self) -> str:
+        """What a geometry error tells the user to do: the ``--resample`` option of the command, or the function."""
+        if self.command:
+            return f"pass --resample to {self.command} to resample it (linear)"
+        return "pass resample=True, or resample it with medgan.eval.compare.resample_to(pred, ref)"
+
+    def _on_reference_grid(self, pred: Any, ref: Any, *, lr: Any, resample: bool) -> tuple[Any, Any, str | None]:
+        """``(pred, ref, geometry)`` on one voxel grid: the reference cropped, the prediction resampled, or refused."""
+        if _same_grid(pred, ref):
+            return pred, ref, None
+        why_not = ""
+        start = M.subgrid_offset(pred, ref)
+        if start is not None:
+            margin = tuple(int(r) - int(p) for p, r in zip(pred.shape[1:], ref.shape[1:], strict=True))
+            factor = upsampling_factor(pred, lr, self.degradation)
+            box = M.box_text(start, pred.shape[1:])
+            if not self.crop_reference:
+                why_not = f"; it lies on the reference's voxels {box}, but cropping the reference is off"
+            elif factor is None:
+                why_not = (
+                    f"; it lies on the reference's voxels {box}, not cropped to: the upsampling factor is recorded "
+                    "neither in the prediction nor in a low-resolution input (--lr), so the margin cannot be checked"
+                )
+            elif any(m >= f for m, f in zip(margin, factor, strict=True)):
+                why_not = (
+                    f"; it lies on the reference's voxels {box}, not cropped to: the reference is {margin} voxels "
+                    f"larger, not less than the upsampling factor {factor} along every axis"
+                )
+            else:
+                cropped = crop_reference(ref, pred)
+                shape = " x ".join(str(int(n)) for n in pred.shape[1:])
+                text = M.box_text(start, pred.shape[1:], ref.shape[1:])
+                return pred, cropped, f"reference cropped to the prediction's {shape} voxels: {text}"
+        if resample:
+            return resample_to(pred, ref), ref, "prediction resampled onto the reference grid (linear)"
+        M.check_geometry(pred, ref, advice=self._advice(), note=why_not)
+        return pred, ref, None  # not reached
 
     def _montage(
         self, scan_id: str, pred: Any, ref: Any, baselines: Mapping[str, Any], window: tuple[float, float]
@@ -509,6 +724,14 @@ def _load(entry: _Entry, loader: Callable[..., Any]) -> Any:
     return loader(entry.ref if entry.ref is not None else entry.path)
 
 
+def _named(scan: Any, entry: _Entry) -> Any:
+    """``scan`` with ``meta["filename_or_obj"]`` set to its path when the loader left it out (errors name it)."""
+    meta = getattr(scan, "meta", None)
+    if isinstance(meta, dict) and not meta.get("filename_or_obj"):
+        meta["filename_or_obj"] = str(entry.path)
+    return scan
+
+
 def _restore_meta(scan: Any, entry: _Entry) -> Any:
     """Put back what a NIfTI file keeps only in its sidecar (``meta["medgan"]``, ``meta["degradation"]``, ...).
 
@@ -517,7 +740,7 @@ def _restore_meta(scan: Any, entry: _Entry) -> Any:
     """
     from medgan.io.nifti import read_nifti_sidecar
 
-    meta = getattr(scan, "meta", None)
+    meta = getattr(_named(scan, entry), "meta", None)
     if not isinstance(meta, dict):
         return scan
     path = Path(entry.path)
@@ -547,6 +770,8 @@ def evaluate_paths(
     max_montages: int = MAX_MONTAGES,
     loader: Callable[..., Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    crop_reference: bool = True,
+    command: str | None = None,
 ) -> Evaluation:
     """Pair files (:func:`pair_scans`), load them and score every pair; the engine of ``medgan evaluate``.
 
@@ -558,6 +783,9 @@ def evaluate_paths(
     resample
         Resample predictions (and baselines) that are not on the reference grid instead of
         raising :class:`~medgan.errors.GeometryMismatchError`.
+    crop_reference, command
+        As :class:`Evaluation`: a prediction on a box of the reference's voxels (an upscaled scan whose source
+        ``medgan degrade`` cropped to a multiple of the factor) is scored against the reference cropped to it.
     loader
         Function ``loader(path_or_scanref) -> MetaTensor``; default :func:`medgan.load_scan`.
     progress
@@ -571,7 +799,15 @@ def evaluate_paths(
 
     loader = loader or medgan.load_scan
     pairs, notes = pair_scans(pred, ref, lr)
-    ev = Evaluation(method=method, mask=mask, data_range=data_range, degradation=degradation, max_montages=max_montages)
+    ev = Evaluation(
+        method=method,
+        mask=mask,
+        data_range=data_range,
+        degradation=degradation,
+        max_montages=max_montages,
+        crop_reference=crop_reference,
+        command=command,
+    )
     ev.notes.extend(notes)
     if lr is None:
         ev.notes.append("no low-resolution input given (--lr): no interpolation baselines and no LR consistency")
@@ -579,10 +815,8 @@ def evaluate_paths(
         if progress is not None:
             progress(pair.key)
         p = _restore_meta(_load(pair.pred, loader), pair.pred)
-        r = _load(pair.ref, loader)
+        r = _named(_load(pair.ref, loader), pair.ref)
         low = _restore_meta(_load(pair.lr, loader), pair.lr) if pair.lr is not None else None
-        if not resample:
-            M.check_geometry(p, r, pred_name=str(pair.pred.path), ref_name=str(pair.ref.path))
         ref_ref = pair.ref.ref
         is_dicom = ref_ref is not None and str(getattr(ref_ref, "kind", "")).startswith("dicom")
         description = getattr(ref_ref, "description", None) if is_dicom else None

@@ -80,6 +80,8 @@ __all__ = [
     "hfen",
     "lr_consistency_psnr",
     "check_geometry",
+    "grid_difference",
+    "subgrid_offset",
     "implied_factor",
     "degradation_of",
 ]
@@ -139,28 +141,160 @@ def _name_of(x: Any, default: str) -> str:
     return default
 
 
-def check_geometry(pred: Any, ref: Any, *, pred_name: str = "prediction", ref_name: str = "reference") -> None:
+def _file_shape(x: Any) -> tuple[int, ...] | None:
+    """The spatial shape of the file ``x`` was read from, or ``None`` when it cannot be told.
+
+    A NIfTI file's shape is in ``meta["nifti"]["stored_shape"]`` (no I/O); a DICOM series' is read back from its
+    headers (:func:`medgan.discover_scans`; only when an error message is being written).
+    """
+    meta = getattr(x, "meta", None)
+    if not isinstance(meta, Mapping) or not meta.get("filename_or_obj"):
+        return None
+    n_spatial = len(x.shape) - 1
+    nifti = meta.get("nifti")
+    if isinstance(nifti, Mapping) and nifti.get("stored_shape") is not None:
+        return tuple(int(s) for s in tuple(nifti["stored_shape"])[:n_spatial])
+    if meta.get("source_format") != "dicom":
+        return None
+    try:
+        import medgan
+
+        refs = [r for r in medgan.discover_scans(meta["filename_or_obj"]) if r.usable and r.shape]
+        uid = meta.get("series_uid")
+        refs = [r for r in refs if r.series_uid == uid] if uid and len(refs) > 1 else refs
+        return tuple(int(s) for s in refs[0].shape[1:]) if len(refs) == 1 else None
+    except Exception:  # an error message is being written: a folder gone or unreadable since is no second error
+        return None
+
+
+def _describe(x: Any, role: str) -> tuple[str, str | None]:
+    """``(label, file)``: how an error message names ``x``, and the file it names (``None`` for a plain array).
+
+    A scan read as-is from a file is named by the file; one computed from it in memory (``medgan.degrade``,
+    ``medgan.interpolate``, an upscaled scan: it keeps its source's ``filename_or_obj``, not its shape) is
+    ``"<role> (in memory, derived from <file>)"``.
+    """
+    file = _name_of(x, "")
+    if not file:
+        return role, None
+    stored = _file_shape(x)
+    if stored is not None and stored != tuple(int(s) for s in x.shape[1:]):
+        return f"{role} (in memory, derived from {file})", file
+    return file, file
+
+
+def grid_difference(pred: Any, ref: Any) -> str | None:
+    """What keeps ``pred`` off the voxel grid of ``ref`` (``"shape ..."`` or ``"affine ..."``), or ``None``.
+
+    The test of :func:`check_geometry`, without the error: shapes must be equal and, when both carry an affine,
+    the affines (in RAS+) equal within :data:`AFFINE_ATOL_MM`.
+    """
+    pshape, rshape = tuple(pred.shape), tuple(ref.shape)
+    if pshape != rshape:
+        return f"shape {pshape} differs from the reference shape {rshape}"
+    pa, ra = _affine_of(pred), _affine_of(ref)
+    if pa is not None and ra is not None and not np.allclose(pa, ra, atol=AFFINE_ATOL_MM, rtol=0):
+        return f"affine differs from the reference affine by up to {float(np.abs(pa - ra).max()):.4g} mm"
+    return None
+
+
+def subgrid_offset(pred: Any, ref: Any) -> tuple[int, ...] | None:
+    """Voxel index in ``ref`` of ``pred``'s first voxel when ``pred``'s grid is a box of ``ref``'s voxels, else ``None``.
+
+    That is the case when both carry an affine, their voxel axes (direction and size) agree within
+    :data:`AFFINE_ATOL_MM`, ``pred``'s first voxel centre lies on a voxel centre of ``ref`` (within the same
+    tolerance: an integer voxel offset, no interpolation needed) and ``pred`` lies inside ``ref``, with as many
+    channels. ``medgan.degrade`` crops a scan whose shape does not divide by the factor to a multiple of it
+    (:func:`medgan.data.degrade.crop_to_multiple`), so an upscaled degraded scan lies on such a box.
+    """
+    pa, ra = _affine_of(pred), _affine_of(ref)
+    if pa is None or ra is None or len(pred.shape) != len(ref.shape) or pred.shape[0] != ref.shape[0]:
+        return None
+    nd = len(pred.shape) - 1
+    if not np.allclose(pa[:3, :nd], ra[:3, :nd], atol=AFFINE_ATOL_MM, rtol=0):
+        return None
+    axes = ra[:3, :nd]
+    shift = pa[:3, 3] - ra[:3, 3]
+    offset = np.linalg.lstsq(axes, shift, rcond=None)[0]
+    whole = np.round(offset)
+    if not np.allclose(axes @ whole, shift, atol=AFFINE_ATOL_MM, rtol=0):
+        return None
+    start = tuple(int(v) for v in whole)
+    inside = all(s >= 0 and s + int(n) <= int(m) for s, n, m in zip(start, pred.shape[1:], ref.shape[1:], strict=True))
+    return start if inside else None
+
+
+def box_text(start: Sequence[int], shape: Sequence[int], of: Sequence[int] | None = None) -> str:
+    """``"x 0..63, y 0..63, z 0..13"`` (first and last voxel index per axis), with ``" (of 64 x 64 x 15)"``."""
+    names = "xyz" if len(start) <= 3 else [f"axis{i}" for i in range(len(start))]
+    text = ", ".join(f"{a} {s}..{s + int(n) - 1}" for a, s, n in zip(names, start, shape, strict=False))
+    return text + (f" (of {' x '.join(str(int(n)) for n in of)})" if of is not None else "")
+
+
+#: what :func:`check_geometry` tells a Python caller to do (the command-line tools pass their own option)
+RESAMPLE_ADVICE = (
+    "resample it onto the reference grid with medgan.eval.compare.resample_to(pred, ref), "
+    "or pass --resample to medgan evaluate / medgan batch evaluate"
+)
+
+
+def _geometry_hints(pred: Any, ref: Any) -> str:
+    """Why the grids may differ, for the error message: a box of the reference's voxels, or a low-resolution scan."""
+    start = subgrid_offset(pred, ref)
+    if start is not None:
+        return (
+            f"; it lies on the reference's voxels {box_text(start, pred.shape[1:], ref.shape[1:])}, as an upscaled "
+            "scan does when medgan degrade cropped its source to a multiple of the factor: score it against "
+            "medgan.eval.compare.crop_reference(ref, pred) (no interpolation; medgan evaluate and medgan batch "
+            "evaluate crop the reference themselves by less than the upsampling factor)"
+        )
+    pa, ra = _affine_of(pred), _affine_of(ref)
+    if pa is None or ra is None or len(pred.shape) != len(ref.shape):
+        return ""
+    nd = len(pred.shape) - 1
+    ratio = np.linalg.norm(pa[:3, :nd], axis=0) / np.maximum(np.linalg.norm(ra[:3, :nd], axis=0), 1e-12)
+    whole = np.round(ratio)
+    if np.all(np.abs(ratio - whole) < 1e-3) and np.all(whole >= 1) and np.any(whole > 1):
+        return (
+            f"; its voxels are {tuple(int(v) for v in whole)} times the reference's: is it the low-resolution "
+            "input? upscale it first (medgan.SuperResolver.upscale, or medgan.interpolate for a baseline)"
+        )
+    return ""
+
+
+def check_geometry(
+    pred: Any,
+    ref: Any,
+    *,
+    pred_name: str = "prediction",
+    ref_name: str = "reference",
+    advice: str | None = None,
+    note: str = "",
+) -> None:
     """Raise :class:`~medgan.errors.GeometryMismatchError` unless ``pred`` and ``ref`` share shape and affine.
 
     Affines are compared only when both inputs carry one (MetaTensors), in RAS+ (a MetaTensor with
     ``meta["space"] == "LPS"`` is converted first); tolerance 1e-3 mm.
+
+    The message names each scan by its file, or as ``"prediction (in memory, derived from <file>)"`` when it was
+    computed from that file's scan (another shape than the file's), and says what to do: ``advice`` (default
+    :data:`RESAMPLE_ADVICE`), plus a hint when ``pred`` lies on a box of the reference's voxels (crop the
+    reference: :func:`medgan.eval.compare.crop_reference`) or has a multiple of its voxel size (a low-resolution
+    scan). A ``note`` (``"; ..."``) is appended instead of that hint.
     """
-    pname, rname = _name_of(pred, pred_name), _name_of(ref, ref_name)
-    if pname == rname:  # an upscaled scan keeps its source's file name: "x.nii: shape ... differs from x.nii shape"
+    problem = grid_difference(pred, ref)
+    if problem is None:
+        return
+    (pname, pfile), (rname, rfile) = _describe(pred, pred_name), _describe(ref, ref_name)
+    if pfile is not None and pname == rname:  # an upscaled scan keeps its source's file name: "x.nii ... x.nii"
         pname, rname = f"{pred_name} ({pname})", f"{ref_name} ({rname})"
-    pshape, rshape = tuple(pred.shape), tuple(ref.shape)
-    if pshape != rshape:
-        raise GeometryMismatchError(
-            f"{pname}: shape {pshape} differs from {rname} shape {rshape}; "
-            "predictions must be on the reference grid (resample first, or pass --resample to medgan evaluate)"
-        )
-    pa, ra = _affine_of(pred), _affine_of(ref)
-    if pa is not None and ra is not None and not np.allclose(pa, ra, atol=AFFINE_ATOL_MM, rtol=0):
-        worst = float(np.abs(pa - ra).max())
-        raise GeometryMismatchError(
-            f"{pname}: affine differs from {rname} affine by up to {worst:.4g} mm; "
-            "predictions must be on the reference grid (resample first, or pass --resample to medgan evaluate)"
-        )
+    elif rname == rfile and rfile is not None and pfile == rfile:
+        rname = f"{ref_name} ({rname})"
+    what = problem.replace("the reference", rname, 1)
+    raise GeometryMismatchError(
+        f"{pname}: {what}; predictions must be on the reference grid ({advice or RESAMPLE_ADVICE})"
+        + (note or _geometry_hints(pred, ref))
+    )
 
 
 def _spatial_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -501,8 +635,8 @@ def lr_consistency_psnr(
             raise GeometryMismatchError(
                 f"{_name_of(pred, 'prediction')}: degraded back to the low-resolution grid, its affine differs from "
                 f"{_name_of(lr, 'the low-resolution input')}'s by up to {worst:.4g} mm; the low-resolution input "
-                "must be the scan the prediction was made from, on its own grid (medgan evaluate --resample "
-                "resamples it onto that grid)"
+                "must be the scan the prediction was made from, on its own grid (--resample of medgan evaluate "
+                "and medgan batch evaluate resamples it onto that grid)"
             )
     return psnr(back, lr, data_range=data_range), deg
 
@@ -552,7 +686,11 @@ def evaluate(
     ------
     medgan.errors.GeometryMismatchError
         If shapes or affines differ (affines compared in RAS+: a MetaTensor with
-        ``meta["space"] == "LPS"`` is converted first).
+        ``meta["space"] == "LPS"`` is converted first). ``evaluate`` never crops nor resamples: a
+        prediction on a box of the reference's voxels (an upscaled scan whose source ``medgan.degrade``
+        cropped to a multiple of the factor) is scored against
+        ``medgan.eval.compare.crop_reference(ref, pred)``, one off the grid after
+        ``medgan.eval.compare.resample_to(pred, ref)``; the message says which applies.
     medgan.errors.EvaluationError
         For an unusable argument: a ``data_range`` that is not a finite positive number, an
         unknown ``mask`` name, a mask of the wrong shape or with no voxel, an unknown

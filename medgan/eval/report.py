@@ -150,7 +150,7 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "title": title or "medgan evaluation",
         "settings": settings,
-        "notes": [*ev.notes, *_non_finite_notes(rows)],
+        "notes": [*ev.notes, *_geometry_notes(rows), *_non_finite_notes(rows)],
         "rows": rows,
         **tables,
     }
@@ -160,6 +160,18 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
 def _is_report_figure(name: str) -> bool:
     """Whether ``name`` is one of the figure files :func:`build_figures` makes."""
     return name in ("metrics.png", "paired.png") or re.fullmatch(r"montage_\d{3}\.png", name) is not None
+
+
+def _geometry_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One note per geometry step the rows' ``geometry`` column records (reference cropped, prediction resampled;
+    :data:`medgan.eval.compare.GEOMETRY_NOTES`), from the rows, so a batch report made from manifest rows has them."""
+    from medgan.eval.compare import GEOMETRY_NOTES
+
+    return [
+        line
+        for prefix, line in GEOMETRY_NOTES.items()
+        if any(str(r.get("geometry") or "").startswith(prefix) for r in rows)
+    ]
 
 
 def _non_finite_notes(rows: list[dict[str, Any]]) -> list[str]:

@@ -111,6 +111,9 @@ class EvaluateOptions:
     degradation: str | None = None
     resample: bool = False
     threads: int | None = None
+    #: score a prediction on a box of the reference's voxels (medgan degrade's crop to a multiple of the factor,
+    #: then upscale) against the reference cropped to it (see :class:`medgan.eval.compare.Evaluation`)
+    crop_reference: bool = True
 
 
 def usable_cores() -> int:
@@ -616,6 +619,8 @@ def evaluate_job(task: Task, options: EvaluateOptions) -> dict[str, Any]:
                 data_range=options.data_range,
                 degradation=options.degradation,
                 max_montages=1 if task.outputs else 0,
+                crop_reference=options.crop_reference,
+                command="medgan batch evaluate",
             )
             is_dicom = task.ref.kind.startswith("dicom")
             meta = {"series_description": task.ref.description or None} if is_dicom else None

@@ -42,7 +42,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--resample",
         action="store_true",
-        help="resample predictions not on the reference grid (linear) instead of failing",
+        help="resample predictions not on the reference grid (linear) instead of failing (recorded per scan)",
+    )
+    parser.add_argument(
+        "--crop-reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "score a prediction that lies on a box of the reference's voxels, smaller by less than the upsampling "
+            "factor (medgan degrade crops a scan to a multiple of the factor), against the reference cropped to "
+            "it, without interpolation (default: on; recorded per scan)"
+        ),
     )
     parser.add_argument(
         "--mask",
@@ -97,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         data_range=args.data_range,
         degradation=args.degradation,
         resample=args.resample,
+        crop_reference=args.crop_reference,
+        command="medgan evaluate",
         max_montages=args.max_montages,
         progress=lambda key: log.info("scoring %s", key),
     )
