@@ -143,6 +143,13 @@ def test_a_batch_run_logs_the_mismatch_and_its_output_sidecar_records_it(tmp_pat
     assert "modality_mismatch" not in sidecars["MR"] and "warnings" not in sidecars["MR"]
     log_lines = [line for line in (out_root / "medgan.log").read_text().splitlines() if "trained on MR" in line]
     assert len(log_lines) == 1 and "WARNING" in log_lines[0] and "the scan is CT" in log_lines[0]
+    # the manifest row says so too (a worker's log line may not reach medgan.log), and keeps it when resumed
+    by_modality = {r["modality"]: r for r in result.rows}
+    assert "the scan is CT" in by_modality["CT"]["warnings"][0] and "warnings" not in by_modality["MR"]
+    again = run_upscale(tree, out_root, model=MODEL, workers=1, device="cpu", quiet=True)
+    skipped = {r["modality"]: r for r in again.rows}
+    assert skipped["CT"]["status"] == "skipped" and skipped["CT"]["warnings"] == by_modality["CT"]["warnings"]
+    assert "warnings" in (out_root / "manifest.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize("name", ["brain-mr-x2-2d", "brain-mr-x2-3d", "brain-mr-through-plane-x4"])

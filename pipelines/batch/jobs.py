@@ -363,7 +363,13 @@ def _model_job(
             result = compute(task, scan, options)
         with _timed(seconds, "save"):
             save(task, result, scan, options)
-        return _finish(task, Path(options.out_root), started, seconds)
+        row = _finish(task, Path(options.out_root), started, seconds)
+        # what the model step warned about (a CT through an MR model): in the manifest, not only a worker's log
+        prov = getattr(result, "meta", {}).get("medgan") if hasattr(result, "meta") else None
+        warnings = prov.get("warnings") if isinstance(prov, dict) else None
+        if warnings:
+            row["warnings"] = [str(w) for w in warnings]
+        return row
     except Exception as exc:  # isolate the scan: record and go on
         return _failed(exc, task, started, seconds, (scan,))
 

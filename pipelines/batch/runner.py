@@ -201,7 +201,7 @@ class _Run:
             "run_id": self.run_id,
             "worker": row.get("worker"),
         }
-        for key in ("provenance", "degradation", "baselines"):
+        for key in ("provenance", "degradation", "baselines", "warnings"):
             if key in row:
                 full[key] = row[key]
         if self.row_extra is not None:
@@ -283,7 +283,7 @@ def _execute(
                 complete, why = is_complete(previous, out_root, task_key, task.outputs)
                 if complete and not force:
                     carried = {k: previous.get(k) for k in ("outputs", "output_sha256", "metrics", "seconds")}
-                    for k in ("provenance", "degradation", "baselines"):
+                    for k in ("provenance", "degradation", "baselines", "warnings"):
                         if k in previous:
                             carried[k] = previous[k]
                     carried.update(status="skipped", error=None, worker=None)
