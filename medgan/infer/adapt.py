@@ -424,7 +424,7 @@ def adapt_to_scan(
     dims = resolver.spatial_dims
     slicewise = dims == 2 and n_spatial == 3
     if slicewise:
-        if axes is None:  # as upscale, before training pairs on an axis inside the slices
+        if axes is None and scan.meta.get("source_format") != "dicom":  # as upscale, before training on the wrong axes
             resolver._check_slice_axis(name, np.asarray(scan.affine, dtype=np.float64), (0, 1))
         axes = axes if axes is not None else (0, 1)
         if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):

@@ -634,7 +634,9 @@ class SuperResolver:
             axes = tuple(int(a) for a in (axes if given else (0, 1)))
             if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
                 raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
-            if not given:  # axes=(0, 1) says these are the in-plane axes, whatever the voxel sizes
+            # axes=(0, 1) says these are the in-plane axes, whatever the voxel sizes; so does a scan read from
+            # DICOM, whose reader stacks the images along axis 2 (a 6.4 x 4.0 x 0.5 mm series was refused)
+            if not given and scan.meta.get("source_format") != "dicom":
                 self._check_slice_axis(name, affine_in, axes)
         elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
             raise MedganError(
