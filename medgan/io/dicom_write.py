@@ -432,8 +432,12 @@ def series_description(meta: dict[str, Any], source: str) -> str:
     is, e.g. ``"SIMULATED LOW-RES <source> medgan"``, the source shortened so the prefix and tag always fit.
     """
     records = [] if isinstance(meta.get("medgan"), dict) else _records(meta)
-    if source == "medgan" or source.endswith(" medgan"):  # a medgan output's source already says so once
+    if source == "medgan" or source.endswith(" medgan"):  # a medgan output's source: its tag and labels said once
         source = source.removesuffix("medgan").strip()
+        labels = [label for label, _ in _RECORD_LABELS.values()]
+        while any(source == label or source.startswith(label + " ") for label in labels):
+            # what the source was (SIMULATED LOW-RES) is not what this scan is: an upscaled series is not low-res
+            source = next(source.removeprefix(label).strip() for label in labels if source.startswith(label))
     if not records:
         return (f"{source} medgan" if source else "medgan derived")[:64]
     prefix = " ".join(_RECORD_LABELS[key][0] for key, _ in records)
