@@ -176,8 +176,9 @@ def _init_worker_timed(*initargs: Any) -> None:
 def _dask_setup(warm: Callable[[Any], Any] | None, options: Any) -> float | None:
     """On a Dask worker, before a job: what a pool worker gets from the fork server and its initializer (import
     :data:`WORKER_PRELOAD`, run ``warm(options)``: load the model). Returns its seconds when this call set the
-    process up (or waited for another thread doing so) or loaded another model (a run with another model had used
-    the worker since), else ``None`` (the model was there: a worker kept from an earlier run of the same model).
+    process up or loaded another model (a run with another model had used the worker since), else ``None``: the
+    model was there (a worker kept from an earlier run of the same model), or another of the worker's threads set
+    it up while this one waited on the lock (that wait is in no row: the setup is reported once, by that thread).
 
     A warm-up that fails is only logged, as in :func:`jobs.init_worker`: the job then fails with the real message.
     """

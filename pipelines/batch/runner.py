@@ -882,13 +882,18 @@ def run_evaluate(
     # redid every scan); earlier versions recorded both roots' absolute paths: their rows still count while the
     # roots are where they were
     options_part = {"method": method, "mask": mask, "data_range": data_range, "degradation": degradation}
-    settings = {"job": "evaluate", "lr": lr_path is not None, **options_part, "resample": resample}
+    # since 2026-12-06 a prediction on a box of its reference is scored against the cropped reference: with
+    # --resample such rows were resampled (about 1 dB lower), so rows scored under --resample before are redone
+    # rather than mixed into one report with new ones (without --resample they failed, and are redone anyway)
+    rule = {"geometry": "crop-reference"} if resample else {}
+    settings = {"job": "evaluate", "lr": lr_path is not None, **options_part, "resample": resample, **rule}
     before = {
         "job": "evaluate",
         "pred": str(pred_root.resolve()),
         "lr": str(lr_path.resolve()) if lr_path else None,
         **options_part,
         "resample": resample,
+        **rule,
     }
     report: dict[str, Path] = {}
 
