@@ -7,6 +7,7 @@ channel-first with rows and columns swapped, as medgan's ``(C, X=columns, Y=rows
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 from pathlib import Path
@@ -86,6 +87,61 @@ def test_single_slice_time_series_needs_a_time_index() -> None:
     # ten time points declared, twenty images: repeats, not time points
     with pytest.raises(SeriesGeometryError):
         plan_dicom_series([read_dicom_header(p) for p in _ge_files()[7::15] + _ge_files()[7::15]], source="twice")
+
+
+def _mr_time_series(tmp_path: Path, n: int = 10) -> tuple[list[Path], np.ndarray]:
+    """``n`` copies of pydicom's MR_small.dcm at one position, TriggerTime 0, 40, ...; copy k has k * 10 added to its
+    stored values (same dtype), so each frame is told apart; InstanceNumbers shuffled against the trigger times.
+    Returns the files and each copy's stored pixel array (rows, columns)."""
+    src = pydicom.dcmread(_testdata("MR_small.dcm"))
+    numbers = list(range(1, n + 1))
+    random.Random(3).shuffle(numbers)
+    paths, frames = [], []
+    for k in range(n):
+        ds = copy.deepcopy(src)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.TriggerTime = 40.0 * k
+        ds.InstanceNumber = numbers[k]
+        arr = (ds.pixel_array + 10 * k).astype(ds.pixel_array.dtype)
+        ds.PixelData = arr.tobytes()
+        path = tmp_path / f"im{numbers[k]:02d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+        frames.append(arr)
+    return paths, np.stack(frames)
+
+
+def test_single_slice_time_series_is_ordered_by_its_time_index(tmp_path: Path) -> None:
+    """Images at one position that a TriggerTime made time points are in trigger-time order, whatever their
+    InstanceNumbers (or AcquisitionNumbers, or file order) say; an acquisition time orders them the same way."""
+    paths, frames = _mr_time_series(tmp_path)
+    ds0 = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    slope = float(getattr(ds0, "RescaleSlope", 1.0))
+    intercept = float(getattr(ds0, "RescaleIntercept", 0.0))
+    expected = (frames * slope + intercept).transpose(0, 2, 1)  # (T, X=columns, Y=rows)
+    for name, files in (("ordered", paths), ("sorted", sorted(paths)), ("reversed", paths[::-1])):
+        ts = load_dicom(files, source=name)
+        assert tuple(ts.shape) == (10, 64, 64), name
+        np.testing.assert_allclose(np.asarray(ts), expected, err_msg=name)
+
+    # acquisition time instead (no TriggerTime), AcquisitionNumbers against the times as well
+    headers = [read_dicom_header(p) for p in sorted(paths)]
+    for ds in headers:
+        k = int(round(float(ds.TriggerTime) / 40.0))
+        del ds.TriggerTime
+        ds.AcquisitionTime = f"1200{k:02d}.5"
+        ds.AcquisitionNumber = 10 - k
+    plan = plan_dicom_series(headers, source="acquisition time")
+    by_time = sorted(headers, key=lambda ds: float(ds.AcquisitionTime))
+    assert [plane[0] for plane in plan.planes] == [headers.index(ds) for ds in by_time]
+    # AcquisitionDateTime crossing midnight: the date counts
+    for ds in headers:
+        k = 10 - int(ds.AcquisitionNumber)
+        del ds.AcquisitionTime
+        ds.AcquisitionDateTime = f"2024010123595{k}" if k < 5 else f"2024010200000{k}"  # day 2 at 00:00:05-09
+    plan = plan_dicom_series(headers, source="acquisition date-time")
+    by_time = sorted(headers, key=lambda ds: ds.AcquisitionDateTime)
+    assert [plane[0] for plane in plan.planes] == [headers.index(ds) for ds in by_time]
 
 
 # --- transfer syntax / photometric interpretation -------------------------------------------------------------------

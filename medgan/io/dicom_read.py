@@ -18,7 +18,8 @@ refused with :class:`~medgan.errors.SeriesGeometryError`; splitting echoes into 
 Time series: the images at each slice position are the volumes (channels), ordered by AcquisitionNumber,
 TemporalPositionIdentifier, InstanceNumber. At a single position that ordering alone does not make them time points:
 a time index must (see :func:`_time_points`), else they are refused as duplicates; one slice over time is then
-``(T, X, Y)``.
+``(T, X, Y)``, in the order of the classic time index that made the images time points (TemporalPositionIdentifier,
+TriggerTime or acquisition time; see :func:`_time_order`).
 
 Colour: RGB and YBR images (YBR converted to RGB, as pydicom's decoders give it) have their 3 samples as the
 channels; a PALETTE COLOR image's indices are mapped through its palette to 3 RGB channels.
@@ -39,6 +40,7 @@ sort applies (same world geometry).
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import os
 import struct
@@ -493,7 +495,10 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
             f"{counts[z]}): a missing or extra image in a multi-volume series",
         )
     n_volumes = int(counts[0])
-    if n_volumes > 1 and n_slices == 1 and not _time_points(table, order):
+    time_order: list[int] | None = None  # one position: the images in the order of the time index that qualified them
+    if n_volumes > 1 and n_slices == 1:
+        time_order = _time_order(table, order)
+    if time_order is None and n_volumes > 1 and n_slices == 1 and not _time_points(table, order):
         raise _geometry_error(
             source,
             f"all {n} images lie at the same position (duplicate positions): no slice axis, and no time or dimension "
@@ -506,6 +511,9 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     sorted_idx = order.reshape(n_slices, n_volumes) if n_volumes > 1 else order.reshape(n_slices, 1)
     grid_idx = np.empty_like(sorted_idx)
     for z in range(n_slices):
+        if time_order is not None:  # distinct values of one time index: nothing left to tell apart
+            grid_idx[z] = time_order
+            continue
         members = sorted(sorted_idx[z].tolist(), key=lambda i: table.order_key[i])
         keys = [table.order_key[i][:-1] for i in members]
         if n_volumes > 1 and len(set(keys)) < len(keys):
@@ -583,13 +591,71 @@ def _time_points(table: Any, planes: np.ndarray) -> bool:
 
     Stricter than for several positions (where a full grid of positions, the same count at each, is evidence of
     volumes and InstanceNumber alone orders them): at one position, images told apart by InstanceNumber or
-    AcquisitionNumber alone may as well be duplicates or repeats, and are refused. They are then ordered as the
-    volumes of a multi-slice series are (AcquisitionNumber, TemporalPositionIdentifier, InstanceNumber).
+    AcquisitionNumber alone may as well be duplicates or repeats, and are refused. See :func:`_time_order` for the
+    order they are then put in.
     """
-    for values in zip(*(table.time_key[i] for i in planes), strict=True):
+    return _time_index(table, planes) is not None or all(table.n_temporal[i] == len(planes) for i in planes)
+
+
+def _time_index(table: Any, planes: np.ndarray) -> int | None:
+    """The first entry of :attr:`~medgan.io.dicom_frames.FrameTable.time_key` present with a different value on each
+    image of ``planes``; None if there is none."""
+    for k, values in enumerate(zip(*(table.time_key[i] for i in planes), strict=True)):
         if None not in values and len(set(values)) == len(values):
-            return True
-    return all(table.n_temporal[i] == len(planes) for i in planes)
+            return k
+    return None
+
+
+def _time_order(table: Any, planes: np.ndarray) -> list[int] | None:
+    """``planes`` (all at one position) in time order, where a classic file's time index qualified them as time points
+    (see :func:`_time_points`): by that index, TemporalPositionIdentifier, else TriggerTime, else acquisition time.
+    None otherwise, and the images are ordered as the volumes of a multi-slice series are (AcquisitionNumber,
+    TemporalPositionIdentifier, InstanceNumber): where NumberOfTemporalPositions alone qualified them, or an enhanced
+    frame's TemporalPositionIndex / DimensionIndexValues did (that order already starts with those), or an acquisition
+    time cannot be read as a time. (That volume order would let AcquisitionNumbers or InstanceNumbers that disagree
+    with the time index scramble the time points.)
+    """
+    k = _time_index(table, planes)
+    if k is None:
+        return None
+    values = [table.time_key[i][k] for i in planes]
+    if any(isinstance(v, tuple) for v in values):  # DimensionIndexValues: an enhanced file's own order
+        return None
+    if k == 2:
+        if len({len(v.partition(".")[0].replace(":", "").strip()) > 6 for v in values}) > 1:
+            return None  # date-times on some images, times of day on others: not comparable
+        values = [_seconds(v) for v in values]
+        if None in values:
+            return None
+    rank = dict(zip(planes.tolist(), values, strict=True))
+    return sorted(planes.tolist(), key=lambda i: (rank[i], table.order_key[i]))
+
+
+def _seconds(text: str) -> tuple[int, float] | None:
+    """An AcquisitionDateTime (``YYYYMMDDHHMMSS.FFFFFF``, offset dropped) or AcquisitionTime (``HHMMSS.FFFFFF``,
+    also ``HH:MM:SS``), with missing trailing components as zero, as ``(day, seconds)`` that sorts as the times do
+    (day: the date's ordinal, 0 for a time of day); None if unreadable."""
+    text = text.strip()
+    for sign in "+-":  # a date-time's UTC offset (&ZZXX)
+        if sign in text[1:]:
+            text = text[: text.index(sign, 1)]
+    whole, _, fraction = text.partition(".")
+    whole = whole.replace(":", "")
+    if not whole.isdigit() or (fraction and not fraction.isdigit()):
+        return None
+    day = 0
+    if len(whole) > 6:  # a date-time
+        if len(whole) < 8:
+            return None
+        try:
+            day = datetime.date(int(whole[:4]), int(whole[4:6]), int(whole[6:8])).toordinal()
+        except ValueError:
+            return None
+        whole = whole[8:]
+    if len(whole) % 2:
+        return None
+    parts = [int(whole[j : j + 2]) for j in range(0, len(whole), 2)] + [0, 0, 0]
+    return day, parts[0] * 3600.0 + parts[1] * 60.0 + parts[2] + float(f"0.{fraction or 0}")
 
 
 def _instances_descend(headers: list[pydicom.Dataset], table: Any, planes: np.ndarray) -> bool:
