@@ -173,3 +173,20 @@ def test_adapt_to_scan_takes_numpy_integer_options(t1):
     assert (rec["steps"], rec["batch_size"], rec["seed"]) == (1, 1, 3)
     assert list(rec["patch_size"]) == [16, 16] and rec["lr"] == pytest.approx(1e-4)
     assert adapted.upscale(low).shape == (1, 64, 64, 2)
+
+
+def test_an_intensity_image_given_as_labels_gets_a_short_message_and_the_scalar_error_names_the_file():
+    """A T1 given as a label map listed all its 224 unknown values (about 1 kB in one 'line'); the missing-scalar
+    error did not name the map, unlike its neighbours."""
+    syn = medgan.Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
+    t1 = medgan.load_scan(MNI / "t1.nii.gz")
+    with pytest.raises(MedganError) as info:
+        syn.generate(t1, seed=0)
+    text = str(info.value)
+    assert "this looks like an intensity or probability image, not a label map" in text and len(text) < 400
+    assert text.startswith(str(MNI / "t1.nii.gz"))
+    labels = tissue_labels(medgan.load_scan(MNI / "gm.nii.gz"), medgan.load_scan(MNI / "wm.nii.gz"))
+    one = medgan.io.scan.take_slice(labels, 80)
+    one.meta["filename_or_obj"] = "slice80.nii.gz"
+    with pytest.raises(MedganError, match=r"^slice80\.nii\.gz: model 'brain-t1-tissue-2d' is conditioned on a scalar"):
+        syn.generate(one, seed=0)

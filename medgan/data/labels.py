@@ -266,11 +266,19 @@ def one_hot(labels: Any, values: Sequence[int], *, batched: bool = False, name: 
     if not torch.all(x == torch.round(x)) or not torch.isfinite(x).all():
         raise MedganError(f"{name}: a label map must hold integer values")
     known = torch.as_tensor(sorted(int(v) for v in values), dtype=torch.float64)
-    unknown = [int(v) for v in torch.unique(x) if not bool((known == v).any())]
+    present = torch.unique(x)
+    unknown = [int(v) for v in present if not bool((known == v).any())]
     if unknown:
+        knows = [int(v) for v in known]
+        if len(unknown) > 8:  # an intensity or probability image given as labels: hundreds of values, not one line
+            shown = ", ".join(str(v) for v in unknown[:5])
+            raise MedganError(
+                f"{name}: {len(present)} distinct values ({int(present[0])}..{int(present[-1])}), {len(unknown)} of "
+                f"them unknown to the model (first: {shown}, ...; it knows {knows}): this looks like an intensity "
+                "or probability image, not a label map; build one with medgan.data.labels.tissue_labels"
+            )
         raise MedganError(
-            f"{name}: label value(s) {unknown} are not known to the model (it knows {[int(v) for v in known]}); "
-            "relabel the map"
+            f"{name}: label value(s) {unknown} are not known to the model (it knows {knows}); relabel the map"
         )
     idx = torch.searchsorted(known, x[:, 0].contiguous())
     out = torch.nn.functional.one_hot(idx, num_classes=len(known))  # (B, *spatial, L)

@@ -271,22 +271,25 @@ class Synthesizer:
             raise CheckpointError(f"{self.path}: 'scalar_range' must be finite with low <= high, got {recorded!r}")
         return low, high
 
-    def _class_index(self, value: Any) -> int | None:
+    def _class_index(self, value: Any, name: str = "label map") -> int | None:
         num_classes = int(self.metadata["model"].get("num_classes", 0))
         if num_classes == 0:
             if value is not None:
                 raise MedganError(
-                    f"model {self.model_name!r} has no class condition; drop condition['class'] (--class)"
+                    f"{name}: model {self.model_name!r} has no class condition; drop condition['class'] (--class)"
                 )
             return None
         if value is None:
             raise MedganError(
-                f"model {self.model_name!r} is conditioned on a class; give condition={{'class': ...}} (--class) "
+                f"{name}: model {self.model_name!r} is conditioned on a class; give condition={{'class': ...}} "
+                "(--class) "
                 f"(one of {self.classes or list(range(num_classes))})"
             )
         if isinstance(value, str):
             if value not in self.classes:
-                raise MedganError(f"unknown class {value!r} for model {self.model_name!r}; known: {self.classes}")
+                raise MedganError(
+                    f"{name}: unknown class {value!r} for model {self.model_name!r}; known: {self.classes}"
+                )
             return self.classes.index(value)
         try:
             idx = _as_int(value, "condition['class']")
@@ -477,7 +480,7 @@ class Synthesizer:
             onehot = onehot.movedim(2 + axis, 1)[0]  # (S, L, A, B)
         n_slices = onehot.shape[0]
         self._check_size(onehot.shape[2:], name, slicewise)
-        class_index = self._class_index(condition.get("class"))
+        class_index = self._class_index(condition.get("class"), name)
         has_scalar = bool(self.metadata["model"].get("scalar_condition", False))
         scalar = condition.get("scalar")
         if not has_scalar and scalar is not None:
@@ -497,8 +500,9 @@ class Synthesizer:
                 scalar_record = "slice_position"
             else:
                 raise MedganError(
-                    f"model {self.model_name!r} is conditioned on a scalar ({self.scalar_condition or 'unnamed'}); "
-                    "give condition={'scalar': value} (--scalar on the command line)"
+                    f"{name}: model {self.model_name!r} is conditioned on a scalar "
+                    f"({self.scalar_condition or 'unnamed'}); give condition={{'scalar': value}} (--scalar on the "
+                    "command line)"
                 )
         elif has_scalar:
             scalars, scalar_record = self._scalar_values(scalar, n_slices)
