@@ -125,7 +125,9 @@ def test_series_description_fits_lo_and_keeps_the_prefix():
     long = "T1 " + "x" * 80
     text = series_description(meta, long)
     assert len(text) <= 64 and text.startswith("SIMULATED LOW-RES T1 x") and text.endswith(" medgan")
-    assert series_description({}, long) == f"{long} medgan"[:64]  # conversions and model outputs: as before
+    # conversions and model outputs: the source shortened so the tag fits (it was cut off, as the tag is what says
+    # medgan made the series)
+    assert series_description({}, long) == f"{long[:57]} medgan" and len(series_description({}, long)) == 64
     prov = {"medgan": {"task": "super-resolution", "model": "m"}}
     assert series_description({**prov, **meta}, "T1") == "T1 medgan"
 
@@ -137,3 +139,25 @@ def test_hostile_record_values_are_made_printable():
     assert text.isascii() and text.isprintable() and "\\" not in text and len(text) < 200
     meta = {"interpolation": {"order": True, "factor": list(range(1000))}}
     assert derivation_text(meta) == f"medgan {__version__} interpolation order ? (interpolation baseline, not acquired)"
+
+
+def test_synthetic_images_say_so_in_their_series_description(tmp_path):
+    """A synthetic series read 'medgan derived', as an upscaled one does: only DerivationDescription and private
+    tags said synthetic, not the field a PACS user browses by."""
+    from medgan.data.labels import tissue_labels
+    from medgan.infer.synthesis import Synthesizer
+    from medgan.io.scan import take_slice
+
+    mni = SAMPLE_DATA / "nifti" / "mni_icbm152_2009a_sym"
+    labels = tissue_labels(load_scan(mni / "gm.nii.gz"), load_scan(mni / "wm.nii.gz"))
+    syn = Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
+    image = syn.generate(take_slice(labels, 80), n=1, seed=0, condition={"scalar": 0.5})
+    ds = _first(save_scan(image, tmp_path / "syn", format="dicom"))
+    assert ds.SeriesDescription == "medgan synthetic" and "synthetic=True" in ds.DerivationDescription
+    assert (
+        series_description({"medgan": {"synthetic": True}}, "T1 MPRAGE medgan synthetic")
+        == "T1 MPRAGE medgan synthetic"
+    )
+    assert series_description({"medgan": {"synthetic": False}}, "T1 MPRAGE medgan synthetic") == "T1 MPRAGE medgan"
+    assert series_description({"medgan": {"synthetic": True}}, "x" * 80).endswith("x medgan synthetic")
+    assert len(series_description({"medgan": {"synthetic": True}}, "x" * 80)) == 64

@@ -428,18 +428,24 @@ def series_description(meta: dict[str, Any], source: str) -> str:
     """SeriesDescription (LO, at most 64 characters) of a derived series whose source series was ``source``.
 
     A model's output (``meta["medgan"]``) or a conversion: ``"<source> medgan"`` (``"medgan derived"`` without
-    one). A scan made by :func:`medgan.degrade` or :func:`medgan.interpolate` (and no model) starts with what it
+    one; ``"<source> medgan synthetic"`` / ``"medgan synthetic"`` for synthetic images). A scan made by :func:`medgan.degrade` or :func:`medgan.interpolate` (and no model) starts with what it
     is, e.g. ``"SIMULATED LOW-RES <source> medgan"``, the source shortened so the prefix and tag always fit.
     """
-    records = [] if isinstance(meta.get("medgan"), dict) else _records(meta)
-    if source == "medgan" or source.endswith(" medgan"):  # a medgan output's source: its tag and labels said once
-        source = source.removesuffix("medgan").strip()
+    prov = meta.get("medgan")
+    records = [] if isinstance(prov, dict) else _records(meta)
+    # synthetic images say so where a PACS user browses (it was only in DerivationDescription and private tags)
+    tag = "medgan synthetic" if isinstance(prov, dict) and prov.get("synthetic") is True else "medgan"
+    derived = next((t for t in ("medgan synthetic", "medgan") if source == t or source.endswith(" " + t)), None)
+    if derived is not None:  # a medgan output's source: its tag and labels are said once, for this scan
+        source = source.removesuffix(derived).strip()
         labels = [label for label, _ in _RECORD_LABELS.values()]
         while any(source == label or source.startswith(label + " ") for label in labels):
             # what the source was (SIMULATED LOW-RES) is not what this scan is: an upscaled series is not low-res
             source = next(source.removeprefix(label).strip() for label in labels if source.startswith(label))
     if not records:
-        return (f"{source} medgan" if source else "medgan derived")[:64]
+        if not source:
+            return "medgan synthetic" if tag != "medgan" else "medgan derived"
+        return f"{source[: 64 - len(tag) - 1].strip()} {tag}"
     prefix = " ".join(_RECORD_LABELS[key][0] for key, _ in records)
     room = 64 - len(prefix) - len(" medgan") - 1
     source = source[:room].strip() if room > 0 else ""
