@@ -158,7 +158,10 @@ def test_train_sr_stop_message_names_the_resuming_command_and_the_resolved_run_f
     assert main(["train-sr", given, "--until-step", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
     rerun = f"medgan train-sr {shlex.quote(given)}"
-    assert out == f"stopped at step 1/3 (state in {run_dir}); rerun `{rerun}` to continue"
+    assert (
+        out
+        == f"stopped at step 1/3 (state in {run_dir}; the model is exported when the run finishes); rerun `{rerun}` to continue"
+    )
     assert ".." not in out.split("(state in ")[1].split(")")[0]
     # the printed command is the one that resumes (the run folder is not a config: refused as before)
     assert main(shlex.split(rerun)[1:] + ["--no-progress"]) == 0
@@ -197,7 +200,10 @@ def test_train_cgan_stop_message_names_the_resuming_command(tmp_path, capsys, mo
     assert main(["train-cgan", "cfg/cgan.yaml", "--until-step", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
     run_dir = (tmp_path / "runs" / "cgan").resolve()
-    assert out == f"stopped at step 1/2 (state in {run_dir}); rerun `medgan train-cgan cfg/cgan.yaml` to continue"
+    assert (
+        out
+        == f"stopped at step 1/2 (state in {run_dir}; the model is exported when the run finishes); rerun `medgan train-cgan cfg/cgan.yaml` to continue"
+    )
     assert main(["train-cgan", "cfg/cgan.yaml", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
         f"trained 2/2 steps; model: {run_dir / 'model.safetensors'}"

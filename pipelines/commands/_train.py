@@ -33,7 +33,10 @@ def add_training_parser(
         type=positive_int,
         default=None,
         metavar="N",
-        help="stop after N steps in total (a checkpoint is written; rerun without it to continue)",
+        help=(
+            "stop after N steps in total (a resumable training state is written, not a model: the model is exported "
+            "when the run finishes; rerun without it to continue)"
+        ),
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -58,7 +61,7 @@ def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any])
     elif not result.finished:
         # the command takes the config (out_dir is in it), not the run folder: point at the command that resumes
         print(
-            f"stopped at step {result.step}/{result.total_steps} (state in {Path(result.out_dir).resolve()}); "
-            f"rerun `medgan {name} {shlex.quote(str(args.config))}` to continue"
+            f"stopped at step {result.step}/{result.total_steps} (state in {Path(result.out_dir).resolve()}; the model "
+            f"is exported when the run finishes); rerun `medgan {name} {shlex.quote(str(args.config))}` to continue"
         )
     return 0
