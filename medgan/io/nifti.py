@@ -20,6 +20,7 @@ import logging
 import math
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -35,8 +36,18 @@ logger = logging.getLogger(__name__)
 
 #: Top-level keys of the JSON sidecar that hold ``meta`` entries of the same name (written by
 #: :func:`medgan.io.save.write_nifti`); every other top-level key belongs to ``meta["medgan"]`` (provenance).
-#: ``degradation`` and ``interpolation`` are dicts; ``modality`` is a DICOM modality code (see :func:`modality_code`).
-SIDECAR_META_KEYS = ("degradation", "interpolation", "modality")
+#: ``degradation`` and ``interpolation`` are dicts; ``modality`` is a DICOM modality code (see :func:`modality_code`);
+#: ``label_names`` holds ``meta["labels"]`` (see :data:`SIDECAR_LABELS_KEY`).
+SIDECAR_META_KEYS = ("degradation", "interpolation", "modality", "label_names")
+
+#: Sidecar key of a label map's ``meta["labels"]`` (label value -> name, as
+#: :func:`medgan.data.labels.tissue_labels` sets it). Not ``labels``: a synthetic image's provenance
+#: (``meta["medgan"]``, whose keys are the sidecar's top level) already has a ``labels`` entry, the model's.
+SIDECAR_LABELS_KEY = "label_names"
+#: Most entries, and longest name (characters), of a ``meta["labels"]`` mapping kept in the sidecar.
+MAX_LABEL_ENTRIES = 256
+MAX_LABEL_NAME_LENGTH = 64
+_MAX_LABEL_VALUE = 2**31
 
 #: ``intent_name`` of a multi-channel 2-D image written by :func:`medgan.io.save.write_nifti`: stored
 #: ``X, Y, 1, C``, which without the marker is a one-slice volume; with it the reader returns ``(C, X, Y)``.
@@ -52,6 +63,8 @@ __all__ = [
     "nifti_sidecar_path",
     "read_nifti_sidecar",
     "modality_code",
+    "check_label_names",
+    "SIDECAR_LABELS_KEY",
 ]
 
 #: Largest expansion factor deflate can reach (RFC 1951 worst case is about 1032:1); a gzip file
@@ -377,6 +390,70 @@ def modality_code(value: Any) -> str | None:
     return value if value.isascii() and value.isalnum() and value.isupper() else None
 
 
+def _label_value(key: Any) -> int:
+    """A ``meta["labels"]`` key as an int: an integer (not bool), an integral float, or a string of one."""
+    if isinstance(key, (bool, np.bool_)):
+        raise ValueError(f"key {key!r} is not a label value")
+    if isinstance(key, (int, np.integer)):
+        value = int(key)
+    else:
+        if isinstance(key, str):
+            if len(key) > 32:
+                raise ValueError(f"key {key[:32]!r}... is not a label value")
+            key = key.strip()
+        try:
+            number = float(key)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"key {key!r} is not a label value") from None
+        if not math.isfinite(number) or number != int(number):
+            raise ValueError(f"key {key!r} is not an integer label value")
+        value = int(number)
+    if abs(value) >= _MAX_LABEL_VALUE:
+        raise ValueError(f"label value {value} is out of range")
+    return value
+
+
+def check_label_names(value: Any) -> dict[str, str]:
+    """A label map's ``meta["labels"]`` (label value -> name) as the sidecar keeps it.
+
+    Parameters
+    ----------
+    value
+        A mapping of integer label values (``2``, ``"2"``, ``2.0``; not bool) to names (strings), at most
+        :data:`MAX_LABEL_ENTRIES` entries.
+
+    Returns
+    -------
+    dict of str to str
+        ``{"0": "background", ...}`` (the form :func:`medgan.data.labels.tissue_labels` uses), sorted by value:
+        keys the decimal label values, names with non-printable characters removed, stripped, and cut to
+        :data:`MAX_LABEL_NAME_LENGTH` characters.
+
+    Raises
+    ------
+    ValueError
+        Not a non-empty mapping of that form, too many entries, an empty name, or one value named twice
+        differently (``2`` and ``"2"``).
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping of label values to names, got {type(value).__name__}")
+    if not 0 < len(value) <= MAX_LABEL_ENTRIES:
+        raise ValueError(f"expected 1 to {MAX_LABEL_ENTRIES} labels, got {len(value)}")
+    out: dict[int, str] = {}
+    for key, name in value.items():
+        number = _label_value(key)
+        if not isinstance(name, str):
+            raise ValueError(f"the name of label {number} is a {type(name).__name__}, not a string")
+        clean = "".join(ch for ch in name[: 4 * MAX_LABEL_NAME_LENGTH] if ch.isprintable()).strip()
+        clean = clean[:MAX_LABEL_NAME_LENGTH].strip()
+        if not clean:
+            raise ValueError(f"label {number} has an empty name")
+        if out.get(number, clean) != clean:
+            raise ValueError(f"label {number} is named twice: {out[number]!r} and {clean!r}")
+        out[number] = clean
+    return {str(k): out[k] for k in sorted(out)}
+
+
 def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[str, Any]:
     """The ``meta`` entries that :func:`medgan.save_scan` keeps in the JSON sidecar next to a NIfTI file.
 
@@ -393,8 +470,10 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
     -------
     dict
         Some of ``"medgan"``, ``"degradation"`` (a dict with ``method``), ``"interpolation"`` (a dict with
-        ``order``) and ``"modality"`` (a DICOM modality code, see :func:`modality_code`); empty when there is no
-        sidecar or it is not a JSON object (a warning is logged).
+        ``order``), ``"modality"`` (a DICOM modality code, see :func:`modality_code`) and ``"labels"`` (a label
+        map's value -> name, from the sidecar's :data:`SIDECAR_LABELS_KEY`, see :func:`check_label_names`; a
+        malformed entry is ignored with a warning); empty when there is no sidecar or it is not a JSON object (a
+        warning is logged).
     """
     side = nifti_sidecar_path(path)
     if (descrip is not None and not descrip.startswith("medgan")) or not side.is_file():
@@ -414,6 +493,11 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
             out[key] = value
     if modality_code(data.get("modality")) is not None:
         out["modality"] = data["modality"]
+    if data.get(SIDECAR_LABELS_KEY) is not None:
+        try:
+            out["labels"] = check_label_names(data[SIDECAR_LABELS_KEY])
+        except ValueError as exc:  # ignored, as a malformed degradation / modality entry is
+            logger.warning("%s: sidecar entry %r ignored: %s", side, SIDECAR_LABELS_KEY, exc)
     prov = {k: v for k, v in data.items() if k not in SIDECAR_META_KEYS}
     if prov:
         out["medgan"] = prov
@@ -439,8 +523,8 @@ def read_nifti(path: str | Path) -> MetaTensor:
         else qform), in mm (a file in metres or microns, per ``xyzt_units``, is converted). ``meta``
         has ``filename_or_obj``, ``modality`` (``"unknown"`` unless the sidecar records it), ``spacing``,
         ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes, stored shape, and a 4-D file's
-        ``pixdim[4]`` and time unit as ``time_step`` / ``time_unit``), plus ``medgan``, ``degradation`` and
-        ``interpolation`` when the JSON sidecar written by :func:`medgan.save_scan` holds them (see
+        ``pixdim[4]`` and time unit as ``time_step`` / ``time_unit``), plus ``medgan``, ``degradation``,
+        ``interpolation`` and ``labels`` when the JSON sidecar written by :func:`medgan.save_scan` holds them (see
         :func:`read_nifti_sidecar`).
 
     Raises

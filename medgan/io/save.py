@@ -2,8 +2,8 @@
 
 NIfTI output keeps the affine exactly (sform and qform both set), the spacing in
 ``pixdim``, and a provenance line in ``descrip`` plus a JSON sidecar when the scan
-carries ``meta["medgan"]``, ``meta["degradation"]``, ``meta["interpolation"]`` or a known ``meta["modality"]``
-(read back by :func:`medgan.io.nifti.read_nifti`). DICOM output is delegated to :mod:`medgan.io.dicom_write`.
+carries ``meta["medgan"]``, ``meta["degradation"]``, ``meta["interpolation"]``, a known ``meta["modality"]``
+or a label map's ``meta["labels"]`` (read back by :func:`medgan.io.nifti.read_nifti`). DICOM output is delegated to :mod:`medgan.io.dicom_write`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_paths
 from medgan.io.dicom_write import derivation_text, write_dicom_series
-from medgan.io.nifti import NIFTI_2D_INTENT_NAME, SIDECAR_META_KEYS, modality_code, nifti_sidecar_path
+from medgan.io.nifti import (
+    NIFTI_2D_INTENT_NAME,
+    SIDECAR_LABELS_KEY,
+    check_label_names,
+    modality_code,
+    nifti_sidecar_path,
+)
 from medgan.io.scan import in_ras_space, ras_affine, scan_array, spacing_from_affine
 
 __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
@@ -33,6 +39,8 @@ __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
 logger = logging.getLogger(__name__)
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: ``meta`` records (dicts) the sidecar keeps under their own names
+_RECORD_KEYS = ("degradation", "interpolation")
 
 
 def _is_nifti(path: Path) -> bool:
@@ -254,7 +262,9 @@ def _jsonable(value: Any) -> Any:
 
 def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON sidecar: ``meta["medgan"]``'s keys at top level, plus ``degradation`` / ``interpolation`` and the
-    modality when it is known (a DICOM modality code, not ``"unknown"``; no other DICOM field, none identifying).
+    modality when it is known (a DICOM modality code, not ``"unknown"``; no other DICOM field, none identifying),
+    and a label map's ``meta["labels"]`` under ``label_names`` (checked and sanitised by
+    :func:`~medgan.io.nifti.check_label_names`; left out, with a warning, when malformed).
 
     ``None`` (no sidecar) when the scan carries none of them. The top-level names in
     :data:`~medgan.io.nifti.SIDECAR_META_KEYS` are reserved: ``meta["degradation"]`` wins over a provenance
@@ -262,9 +272,15 @@ def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
     """
     prov = meta.get("medgan")
     payload = dict(prov) if isinstance(prov, dict) else {}
-    extra = {k: meta[k] for k in SIDECAR_META_KEYS if isinstance(meta.get(k), dict)}
+    payload.pop(SIDECAR_LABELS_KEY, None)  # read back as meta["labels"]: only a checked one is written there
+    extra = {k: meta[k] for k in _RECORD_KEYS if isinstance(meta.get(k), dict)}
     if modality_code(meta.get("modality")) is not None:
         extra["modality"] = meta["modality"]
+    if meta.get("labels") is not None:
+        try:
+            extra[SIDECAR_LABELS_KEY] = check_label_names(meta["labels"])
+        except ValueError as exc:
+            logger.warning("meta['labels'] not written to the sidecar: %s", exc)
     if not isinstance(prov, dict) and not extra:
         return None
     payload.update(extra)
@@ -274,7 +290,7 @@ def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
 def _record_text(meta: dict[str, Any]) -> str:
     """``descrip`` of a scan without provenance but with recorded processing, e.g. ``medgan 0.1.0 degradation=kspace``."""
     parts = [f"medgan {__version__}"]
-    for key in SIDECAR_META_KEYS:
+    for key in _RECORD_KEYS:
         record = meta.get(key)
         if isinstance(record, dict):
             parts.append(f"{key}={record.get('method', record.get('order', '?'))}")
@@ -315,8 +331,8 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
 
     Provenance (``meta["medgan"]``) goes into ``descrip`` (80 bytes) and a JSON sidecar, which also holds
     ``meta["degradation"]``, ``meta["interpolation"]`` and a known ``meta["modality"]`` (e.g. ``"MR"`` from DICOM)
-    under those top-level keys (it is written when any of the four exists); :func:`medgan.io.nifti.read_nifti`
-    reads them back into ``meta``. Image and sidecar are first written in full (flushed and fsynced) under
+    under those top-level keys, and a label map's ``meta["labels"]`` (value -> name) under ``label_names`` (it is
+    written when any of the five exists); :func:`medgan.io.nifti.read_nifti` reads them back into ``meta``. Image and sidecar are first written in full (flushed and fsynced) under
     temporary names; only then is the sidecar renamed into place, then the image
     (:func:`~medgan.io.atomic.atomic_paths`). If writing or either rename fails, the earlier sidecar (or its
     absence) is restored, so a failed write changes neither file. (Only a crash between the two renames can leave

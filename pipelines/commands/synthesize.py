@@ -4,7 +4,8 @@ Loads the label map ``IN`` with :func:`medgan.load_scan`, optionally deforms it 
 ``--seed``), runs :meth:`medgan.Synthesizer.generate` and writes NIfTI with provenance (``synthetic=True`` in the
 header description and the JSON sidecar). ``-n N`` > 1 writes one file per sample (``OUT`` stem + ``_000``,
 ``_001``, ...) or, with ``--stack``, one 4-D file (samples along the 4th axis). ``--labels-out`` also writes the
-(deformed) label map, the ground truth of the synthetic scans.
+(deformed) label map, the ground truth of the synthetic scans, with its label names (value -> name, the map's own,
+else the model's) in the JSON sidecar.
 
 A negative ``--seed`` is a usage error (exit 2). Other bad input is a one-line error (exit 1), checked before anything is
 written: a seed above ``2**64-1``, a
@@ -87,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     condition = {k: v for k, v in (("class", args.cls), ("scalar", args.scalar)) if v is not None}
     images = synth.generate(labels, n=args.n, seed=seed, condition=condition or None)
     if args.labels_out:
-        save_scan(labels, args.labels_out)
+        if labels.meta.get("labels") is None:  # its values were read as the model's labels: say so in the file
+            labels.meta["labels"] = {str(k): v for k, v in synth.labels.items()}
+        save_scan(labels, args.labels_out)  # its sidecar keeps meta["labels"] (label value -> name)
     if args.n == 1 or args.stack:
         written = [save_scan(images, out)]
     else:
