@@ -7,11 +7,19 @@
 #    eager: tests/test_superres_fast.py with MEDGAN_TEST_DEVICE=cuda MEDGAN_TEST_COMPILE=1);
 # 2. "sr": benchmarks/sr_speed.py --device cuda (end to end first, then the bare networks);
 # 3. "train": benchmarks/train_throughput.py --device cuda.
-# Each step has its own time limit so that one slow step cannot starve the next (all three: at most 570 s with the
-# 5 s kill grace, plus some 15 s of set-up, within the lent machine's 600 s per call); a benchmark stopped at its
-# limit (SIGTERM) still writes the rows it measured, and is killed 5 s later if it cannot; every log and markdown
-# table lands in OUTDIR (default $OUT on the lent machine). Python packages the machine lacks (monai,
-# nibabel, pydicom) travel as wheels in .whl/ (see /work/.library/device/README.md) and are installed first.
+# Each step has its own time limit so that one slow step cannot starve the next: tests 90 s, sr 270 + 5 s kill grace,
+# train 200 + 5 s. A benchmark stopped at its limit (SIGTERM) still writes the rows it measured, and is killed 5 s
+# later if it cannot; every log and markdown table lands in OUTDIR (default $OUT on the lent machine).
+# Run "sr" and "train" as two separate device calls (same warm machine), not "all": counting the nvidia-smi (30 s)
+# and version-check (60 s) timeouts, the worst case of "all" is 30 + 60 + 90 + 275 + 205 = 660 s, over the 600 s
+# one call may run; "sr" alone is at most 455 s, "train" alone 295 s, plus the wheel install.
+# Python packages the machine lacks (monai, nibabel, pydicom) travel as wheels in .whl/ (ignored by .gitignore;
+# see /work/.library/device/README.md) and are installed first. Fetch them once, on the development machine, in the
+# repository root (the versions are those of the dev environment; monai 1.6.1 ran on the H200 on 2026-12-04):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl monai==1.6.1 nibabel==5.4.2 pydicom==3.0.2
+# and name .whl in the call's carry, e.g. run(command="bash benchmarks/gpu_run.sh sr", carry=[".whl"]).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
