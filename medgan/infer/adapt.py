@@ -29,8 +29,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import numbers
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +39,10 @@ from monai.data import MetaTensor
 from medgan.data.degrade import degrade
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
+from medgan.infer._args import as_float as _as_float
+from medgan.infer._args import as_int as _as_int
+from medgan.infer._args import as_ints as _as_ints
+from medgan.infer._args import is_sequence
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
 from medgan.infer.superres import SuperResolver
 from medgan.io.scan import load_if_path, make_scan
@@ -55,44 +57,6 @@ MARGIN_LR = 2
 FOREGROUND_RATIO = 0.9
 #: self-supervised validation batches (fixed) scored to keep the best weights
 N_VAL_BATCHES = 2
-
-
-def _as_int(value: Any, what: str) -> int:
-    """``value`` as an int when it is an integer (Python, NumPy or 0-d integer tensor; not bool), else raise
-    (``int("x")`` raised a bare ValueError, and ``int(2.7)`` truncated)."""
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
-        raise MedganError(f"{what} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise MedganError(f"{what} must be an integer, got {value!r}") from None
-
-
-def _as_float(value: Any, what: str) -> float:
-    """``value`` as a float when it is a real number (Python, NumPy or a one-element real tensor; not bool or a
-    string), else raise."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise MedganError(f"{what} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except OverflowError:
-        raise MedganError(f"{what} is out of float range, got {value!r}") from None
-
-
-def _is_sequence(value: Any) -> bool:
-    """A list, tuple or 1-D array / tensor (not a string, a scalar or a 0-d array)."""
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.ndim == 1
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
-
-
-def _as_ints(value: Any, what: str) -> tuple[int, ...]:
-    """A sequence of integers as a tuple of ints (see :func:`_as_int`), else raise."""
-    if not _is_sequence(value):
-        raise MedganError(f"{what} must be a sequence of integers, got {value!r}")
-    return tuple(_as_int(v, what) for v in value)
 
 
 def model_degradation(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -400,7 +364,7 @@ def adapt_to_scan(
         axes = _as_ints(axes, "axes")
     if patch_size is not None:
         patch_size = (
-            _as_ints(patch_size, "patch_size") if _is_sequence(patch_size) else _as_int(patch_size, "patch_size")
+            _as_ints(patch_size, "patch_size") if is_sequence(patch_size) else _as_int(patch_size, "patch_size")
         )
     if batch_size is not None:
         batch_size = _as_int(batch_size, "batch_size")

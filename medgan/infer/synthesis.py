@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,7 @@ from medgan._version import __version__
 from medgan.data.labels import one_hot
 from medgan.data.normalize import Normalization, NormalizationError
 from medgan.errors import CheckpointError, MedganError
+from medgan.infer._args import as_int as _as_int
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, resolve_model_path
@@ -52,16 +52,6 @@ SEED_LIMIT = 2**64
 
 #: value range of a scalar condition by meaning, for checkpoints that do not record ``scalar_range``
 _KNOWN_SCALAR_RANGES = {"slice_position": (0.0, 1.0)}
-
-
-def _as_int(value: Any, what: str) -> int:
-    """``value`` as an int when it is an integer (Python, NumPy or 0-d integer tensor; not bool), else raise."""
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
-        raise MedganError(f"{what} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise MedganError(f"{what} must be an integer, got {value!r}") from None
 
 
 def _label_key(key: Any) -> int | None:
