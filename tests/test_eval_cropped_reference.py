@@ -107,6 +107,12 @@ def test_batch_evaluate_scores_odd_sized_scans_against_the_cropped_reference(tre
     assert CROPPED in doc["notes"] and RESAMPLED not in doc["notes"]
     assert any(p.get("model") == MODEL for p in doc["settings"]["provenance"])
     assert CROPPED in (out / "report" / "report.md").read_text()
+    # --no-crop-reference (batch evaluate had no switch): into the same folder, the rows are redone, not skipped,
+    # and the odd-sized scans fail naming --resample, as before cropping
+    assert main([*args, "--max-montages", "0", "--quiet", "--no-crop-reference"]) == 3
+    again = {r["scan_id"]: r for r in read_rows(out / "manifest.jsonl")}
+    assert {r["status"] for r in again.values()} == {"failed"}
+    assert all("--resample" in r["error"] for r in again.values())
 
 
 def test_evaluate_scores_each_scan_against_the_cropped_reference(trees, tmp_path, capsys):

@@ -830,6 +830,7 @@ def run_evaluate(
     max_montages: int = 20,
     title: str | None = None,
     threads: int | None = None,
+    crop_reference: bool = True,
 ) -> BatchResult:
     """Score a prediction tree against a reference tree; per-scan metrics go into the manifest, then the report.
 
@@ -876,6 +877,7 @@ def run_evaluate(
         degradation=degradation,
         resample=resample,
         threads=threads,
+        crop_reference=crop_reference,
     )
     # where PRED_ROOT and LR_ROOT are is not part of it (each scan's key fingerprints their files relative to them,
     # _fingerprint), so a moved or copied prediction tree still counts as scored, as docs/BATCH.md says (a move
@@ -885,7 +887,10 @@ def run_evaluate(
     # since 2026-12-06 a prediction on a box of its reference is scored against the cropped reference: with
     # --resample such rows were resampled (about 1 dB lower), so rows scored under --resample before are redone
     # rather than mixed into one report with new ones (without --resample they failed, and are redone anyway)
+    # (--no-crop-reference: such predictions fail, or are resampled, as before; a setting of its own)
     rule = {"geometry": "crop-reference"} if resample else {}
+    if not crop_reference:
+        rule = {"crop_reference": False}
     settings = {"job": "evaluate", "lr": lr_path is not None, **options_part, "resample": resample, **rule}
     before = {
         "job": "evaluate",

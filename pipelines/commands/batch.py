@@ -155,6 +155,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ev.add_argument("--data-range", type=positive_float, default=None, metavar="R", help="PSNR/SSIM data range")
     ev.add_argument("--degradation", choices=["interpolate", "kspace", "thick_slice"], default=None)
     ev.add_argument("--resample", action="store_true", help="resample predictions onto the reference grid")
+    ev.add_argument(
+        "--crop-reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "score a prediction on a box of its reference's voxels, smaller by less than the upsampling factor, "
+            "against the reference cropped to it (default: on; recorded per scan)"
+        ),
+    )
     ev.add_argument("--max-montages", type=int, default=20, metavar="N", help="montage figures (default 20)")
     ev.add_argument("--title", default=None, help="report title")
     add_common_options(ev)
