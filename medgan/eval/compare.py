@@ -214,12 +214,7 @@ def crop_reference(ref: Any, pred: Any, *, max_margin: int | Sequence[int] | Non
     medgan.errors.GeometryMismatchError
         If ``pred``'s grid is no box of ``ref``'s voxels (see :func:`reference_box`).
     """
-    import copy
-
-    import torch
-    from monai.data import MetaTensor
-
-    from medgan.io.scan import affine_4x4
+    from monai.transforms import SpatialCrop
 
     box = reference_box(pred, ref, max_margin=max_margin)
     if box is None:
@@ -228,16 +223,7 @@ def crop_reference(ref: Any, pred: Any, *, max_margin: int | Sequence[int] | Non
             f"{M._name_of(pred, 'prediction')}: its grid leaves out more of the reference than max_margin="
             f"{max_margin} voxels"
         )
-    data = ref.as_tensor() if isinstance(ref, MetaTensor) else torch.as_tensor(ref)
-    data = data[(slice(None), *box)].clone()
-    shift = np.eye(4)
-    for axis, sl in enumerate(box[:3]):
-        shift[axis, 3] = sl.start
-    affine = affine_4x4(ref.affine) @ shift
-    meta = copy.deepcopy({k: v for k, v in ref.meta.items() if k != "affine"})
-    if "spatial_shape" in meta:
-        meta["spatial_shape"] = np.asarray(data.shape[1:])
-    return MetaTensor(data, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+    return SpatialCrop(roi_slices=box)(ref).clone()  # MONAI moves the affine's origin to the box
 
 
 def _factor_of(value: Any, n_spatial: int) -> tuple[int, ...] | None:
