@@ -789,6 +789,8 @@ class SuperResolver:
         """The windows per image of ``overlap`` and this layout; :class:`MedganError` when they are more than
         :data:`_MAX_OVERLAP_WINDOWS_RATIO` times the windows of the same layout at overlap 0."""
         per_image = self._window_layout(spatial, overlap, roi_size)[2]
+        if per_image <= _MAX_OVERLAP_WINDOWS_RATIO:  # overlap 0 takes at least one window: no second layout needed
+            return per_image
         touching = self._window_layout(spatial, 0.0, roi_size)[2]
         if per_image > _MAX_OVERLAP_WINDOWS_RATIO * touching:
             layout = "fitted" if isinstance(roi_size, str) else "checkpoint" if roi_size is None else "given"
