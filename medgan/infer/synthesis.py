@@ -40,6 +40,7 @@ from medgan.infer._args import as_int as _as_int
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, resolve_model_path
+from medgan.io.nifti import label_value
 from medgan.io.scan import affine_4x4, load_if_path, make_scan
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
@@ -52,17 +53,6 @@ SEED_LIMIT = 2**64
 
 #: value range of a scalar condition by meaning, for checkpoints that do not record ``scalar_range``
 _KNOWN_SCALAR_RANGES = {"slice_position": (0.0, 1.0)}
-
-
-def _label_key(key: Any) -> int | None:
-    """A label map's ``meta["labels"]`` key as an int (``2``, ``"2"``, ``2.0``, ``"2.0"``), else ``None``."""
-    if isinstance(key, (bool, np.bool_)):
-        return None
-    try:
-        value = float(key)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return int(value) if math.isfinite(value) and value == int(value) else None
 
 
 def _label_name(name: Any) -> str:
@@ -352,12 +342,13 @@ class Synthesizer:
             )
         mismatched = []
         for key, label in declared.items():
-            value = _label_key(key)
-            if value is None:
+            try:
+                value = label_value(key)
+            except ValueError:
                 raise MedganError(
                     f"{name}: meta['labels'] must map integer label values to names, got key {key!r}; "
                     "remove it to use the map's values as they are"
-                )
+                ) from None
             if value in self.labels and _label_name(label) != _label_name(self.labels[value]):
                 mismatched.append(f"{value} is {str(label)!r} in the map, {self.labels[value]!r} for the model")
         if mismatched:

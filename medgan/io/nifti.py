@@ -64,6 +64,7 @@ __all__ = [
     "read_nifti_sidecar",
     "modality_code",
     "check_label_names",
+    "label_value",
     "SIDECAR_LABELS_KEY",
 ]
 
@@ -187,7 +188,7 @@ _SPACE_UNIT_MM = {1: 1000.0, 2: 1.0, 3: 0.001}
 
 
 #: NIfTI ``xyzt_units`` time codes (bits 3-5) by nibabel's unit names.
-_TIME_UNITS = {8: "sec", 16: "msec", 24: "usec", 32: "hz", 40: "ppm", 48: "rads"}
+TIME_UNITS = {8: "sec", 16: "msec", 24: "usec", 32: "hz", 40: "ppm", 48: "rads"}
 
 
 def _volume_step(header: Any, stored: tuple[int, ...]) -> dict[str, Any]:
@@ -198,7 +199,7 @@ def _volume_step(header: Any, stored: tuple[int, ...]) -> dict[str, Any]:
     step = float(header["pixdim"][4])
     if not (math.isfinite(step) and step > 0):
         return {}
-    return {"time_step": step, "time_unit": _TIME_UNITS.get(int(header["xyzt_units"]) & 0x38, "unknown")}
+    return {"time_step": step, "time_unit": TIME_UNITS.get(int(header["xyzt_units"]) & 0x38, "unknown")}
 
 
 def _best_affine_mm(header: Any) -> np.ndarray:
@@ -390,8 +391,9 @@ def modality_code(value: Any) -> str | None:
     return value if value.isascii() and value.isalnum() and value.isupper() else None
 
 
-def _label_value(key: Any) -> int:
-    """A ``meta["labels"]`` key as an int: an integer (not bool), an integral float, or a string of one."""
+def label_value(key: Any) -> int:
+    """A ``meta["labels"]`` key as an int: an integer (not bool), an integral float, or a string of one
+    (``2``, ``"2"``, ``2.0``, ``"2.0"``); ``ValueError`` otherwise."""
     if isinstance(key, (bool, np.bool_)):
         raise ValueError(f"key {key!r} is not a label value")
     if isinstance(key, (int, np.integer)):
@@ -441,7 +443,7 @@ def check_label_names(value: Any) -> dict[str, str]:
         raise ValueError(f"expected 1 to {MAX_LABEL_ENTRIES} labels, got {len(value)}")
     out: dict[int, str] = {}
     for key, name in value.items():
-        number = _label_value(key)
+        number = label_value(key)
         if not isinstance(name, str):
             raise ValueError(f"the name of label {number} is a {type(name).__name__}, not a string")
         clean = "".join(ch for ch in name[: 4 * MAX_LABEL_NAME_LENGTH] if ch.isprintable()).strip()

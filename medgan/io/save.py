@@ -28,6 +28,7 @@ from medgan.io.dicom_write import derivation_text, write_dicom_series
 from medgan.io.nifti import (
     NIFTI_2D_INTENT_NAME,
     SIDECAR_LABELS_KEY,
+    TIME_UNITS,
     check_label_names,
     modality_code,
     nifti_sidecar_path,
@@ -235,12 +236,8 @@ def _volume_step(meta: dict[str, Any]) -> tuple[float, str] | None:
         except (TypeError, ValueError):
             continue
         if math.isfinite(step) and step > 0:
-            return step, unit if unit in _TIME_UNITS else "unknown"
+            return step, unit if unit in TIME_UNITS.values() else "unknown"
     return None
-
-
-#: time units nibabel's ``set_xyzt_units`` accepts
-_TIME_UNITS = ("sec", "msec", "usec", "hz", "ppm", "rads", "unknown")
 
 
 def _jsonable(value: Any) -> Any:
