@@ -40,7 +40,6 @@ sort applies (same world geometry).
 from __future__ import annotations
 
 import copy
-import datetime
 import math
 import os
 import struct
@@ -622,40 +621,31 @@ def _time_order(table: Any, planes: np.ndarray) -> list[int] | None:
     if any(isinstance(v, tuple) for v in values):  # DimensionIndexValues: an enhanced file's own order
         return None
     if k == 2:
-        if len({len(v.partition(".")[0].replace(":", "").strip()) > 6 for v in values}) > 1:
-            return None  # date-times on some images, times of day on others: not comparable
         values = [_seconds(v) for v in values]
-        if None in values:
-            return None
+        if None in values or len({day == 0 for day, _ in values}) > 1:
+            return None  # unreadable, or date-times on some images and times of day on others: not comparable
     rank = dict(zip(planes.tolist(), values, strict=True))
     return sorted(planes.tolist(), key=lambda i: (rank[i], table.order_key[i]))
 
 
 def _seconds(text: str) -> tuple[int, float] | None:
-    """An AcquisitionDateTime (``YYYYMMDDHHMMSS.FFFFFF``, offset dropped) or AcquisitionTime (``HHMMSS.FFFFFF``,
-    also ``HH:MM:SS``), with missing trailing components as zero, as ``(day, seconds)`` that sorts as the times do
-    (day: the date's ordinal, 0 for a time of day); None if unreadable."""
+    """An AcquisitionDateTime (``YYYYMMDDHHMMSS.FFFFFF``, UTC offset dropped) or AcquisitionTime (``HHMMSS.FFFFFF``,
+    also ``HH:MM:SS``) as ``(day, seconds)`` that sorts as the times do (day: the date's ordinal, 0 for a time of
+    day); None if unreadable. Parsed by pydicom's ``DT`` / ``TM`` (missing trailing components count as zero)."""
+    from pydicom.valuerep import DT, TM
+
     text = text.strip()
-    for sign in "+-":  # a date-time's UTC offset (&ZZXX)
-        if sign in text[1:]:
-            text = text[: text.index(sign, 1)]
-    whole, _, fraction = text.partition(".")
-    whole = whole.replace(":", "")
-    if not whole.isdigit() or (fraction and not fraction.isdigit()):
+    try:
+        if len(text.partition(".")[0].partition("+")[0].partition("-")[0].replace(":", "")) > 6:  # a date-time
+            stamp = DT(text)
+            day = stamp.toordinal() if stamp is not None else 0
+        else:
+            stamp, day = TM(text.replace(":", "")), 0
+    except (ValueError, TypeError, OverflowError):
         return None
-    day = 0
-    if len(whole) > 6:  # a date-time
-        if len(whole) < 8:
-            return None
-        try:
-            day = datetime.date(int(whole[:4]), int(whole[4:6]), int(whole[6:8])).toordinal()
-        except ValueError:
-            return None
-        whole = whole[8:]
-    if len(whole) % 2:
+    if stamp is None:  # an empty value
         return None
-    parts = [int(whole[j : j + 2]) for j in range(0, len(whole), 2)] + [0, 0, 0]
-    return day, parts[0] * 3600.0 + parts[1] * 60.0 + parts[2] + float(f"0.{fraction or 0}")
+    return day, stamp.hour * 3600.0 + stamp.minute * 60.0 + stamp.second + stamp.microsecond / 1e6
 
 
 def _instances_descend(headers: list[pydicom.Dataset], table: Any, planes: np.ndarray) -> bool:
