@@ -79,6 +79,34 @@ def test_datasets_along_other_axes_never_share_a_cache_entry(volume, tmp_path):
     assert torch.equal(medgan.load_scan(written[0][0]).as_tensor(), along_0["image"].as_tensor())
 
 
+def test_a_2d_map_has_one_key_whatever_the_axis(volume, tmp_path):
+    """A 2-D label map is generated as it is, along no axis: the axis left out of its key (it was counted, so two
+    datasets over the same 2-D maps with other ``axis`` values regenerated identical pairs). A 3-D map keeps it."""
+    synth, pair = volume
+    flat = {k: make_scan(v.as_tensor()[..., 20], np.asarray(v.affine)) for k, v in pair.items()}
+    keys = {cache_key(synth, source=0, label=flat["label"], axis=a) for a in (None, 0, 1, 2)}
+    assert len(keys) == 1
+    # given as a path, the dims come from label_dims: 2 drops the axis, the default counts it
+    as_path = tmp_path / "lab.nii.gz"
+    medgan.save_scan(flat["label"], as_path)
+    assert len({cache_key(synth, source=0, label=as_path, axis=a, label_dims=2) for a in (0, 2)}) == 1
+    assert len({cache_key(synth, source=0, label=as_path, axis=a) for a in (0, 2)}) == 2
+    cache = tmp_path / "cache"
+    scalar = {"condition": {"scalar": 0.5}}  # a single slice has no slice position; the model needs one
+    along_0 = SyntheticAugmentedDataset(
+        [flat], synthesizer=synth, ratio=1.0, length=1, seed=0, deform=False, cache_dir=cache, axis=0, **scalar
+    )[0]
+    along_2 = SyntheticAugmentedDataset(
+        [flat], synthesizer=synth, ratio=1.0, length=1, seed=0, deform=False, cache_dir=cache, axis=2, **scalar
+    )[0]
+    assert len(list(cache.glob("*_image.nii.gz"))) == 1
+    assert torch.equal(along_0["image"].as_tensor(), along_2["image"].as_tensor())
+    written = write_synthetic_cache(
+        synth, [flat["label"]], tmp_path / "w", n=1, seed=0, deform=False, axis=1, **scalar
+    )
+    assert (cache / written[0][0].name).is_file()
+
+
 @pytest.mark.parametrize("bad", [3, -1, True, 1.0, "0"])
 def test_a_bad_axis_is_a_medgan_error_before_anything_is_generated(volume, tmp_path, bad):
     synth, pair = volume

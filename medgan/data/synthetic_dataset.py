@@ -104,6 +104,7 @@ def cache_key(
     deform: bool = True,
     deform_kwargs: Mapping[str, Any] | None = None,
     axis: int | None = None,
+    label_dims: int | None = None,
 ) -> str:
     """Hash (16 hex digits) of what decides a cached pair's content besides the seed and its index.
 
@@ -128,7 +129,11 @@ def cache_key(
         The axis it resolves to counts (``None``: the checkpoint's training axis,
         :attr:`Synthesizer.training_slice_axis`), so the default and that axis given explicitly share a key and other
         axes do not: two datasets over the same maps along other axes were served each other's pairs. Counts only
-        for a 2-D synthesizer (a 3-D one has no slice axis; its keys are unchanged).
+        for a 2-D synthesizer and a 3-D label map (a 3-D synthesizer has no slice axis, and a 2-D map is generated
+        as it is, along no axis; their keys are unchanged).
+    label_dims
+        Spatial dimensions of the label map (2 or 3). ``None``: taken from ``label`` when it is a scan (``ndim - 1``
+        of a channel-first MetaTensor), else the map is taken as 3-D.
 
     Returns
     -------
@@ -142,7 +147,9 @@ def cache_key(
         "source": int(source),
         "label": _label_identity(label),
     }
-    if int(synthesizer.spatial_dims) == 2:
+    if label_dims is None and isinstance(label, MetaTensor):
+        label_dims = label.ndim - 1
+    if int(synthesizer.spatial_dims) == 2 and label_dims != 2:
         record["slice_axis"] = _resolve_axis(synthesizer, axis)
     text = json.dumps(record, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -333,6 +340,7 @@ def write_synthetic_cache(
             deform=deform,
             deform_kwargs=deform_kwargs,
             axis=axis,
+            label_dims=maps[j].ndim - 1,
         )
         img_name, lab_name = cache_names(seed, k, key)
         img_path, lab_path = out / img_name, out / lab_name
@@ -615,6 +623,7 @@ class SyntheticAugmentedDataset(Dataset):
                 deform=self.deform,
                 deform_kwargs=self.deform_kwargs,
                 axis=self.axis,
+                label_dims=dims,
             )
             paths = [self.cache_dir / name for name in cache_names(self.seed, k, key)]
             if all(p.is_file() for p in paths):
