@@ -101,9 +101,7 @@ def test_a_2d_map_has_one_key_whatever_the_axis(volume, tmp_path):
     )[0]
     assert len(list(cache.glob("*_image.nii.gz"))) == 1
     assert torch.equal(along_0["image"].as_tensor(), along_2["image"].as_tensor())
-    written = write_synthetic_cache(
-        synth, [flat["label"]], tmp_path / "w", n=1, seed=0, deform=False, axis=1, **scalar
-    )
+    written = write_synthetic_cache(synth, [flat["label"]], tmp_path / "w", n=1, seed=0, deform=False, axis=1, **scalar)
     assert (cache / written[0][0].name).is_file()
 
 
