@@ -234,3 +234,32 @@ def test_a_box_at_an_offset_is_cropped_and_off_grid_boxes_are_not():
     plain = make_scan(arr[:, :32, :40, :24], aff)
     with pytest.raises(GeometryMismatchError, match="upsampling factor is recorded neither"):
         Evaluation(max_montages=0).add("plain", plain, x, baselines=None)
+
+
+def test_rows_scored_under_resample_before_the_crop_rule_are_redone(trees, tmp_path, monkeypatch):
+    """``--resample`` rows recorded before 2026-12-06 were resampled (about 1 dB lower): a rerun into the same folder
+    redoes them rather than mixing them into one report with rows scored against the cropped reference. Rows made
+    without ``--resample`` (which failed for these scans then, and score the same otherwise) keep their key."""
+    import pipelines.batch.runner as runner
+
+    real_execute = runner._execute
+
+    def as_before_the_rule(*args, settings, earlier_settings=(), **kwargs):
+        """What the earlier version recorded: the same settings without the crop rule."""
+        strip = lambda s: {k: v for k, v in s.items() if k != "geometry"}  # noqa: E731
+        return real_execute(
+            *args, settings=strip(settings), earlier_settings=[strip(s) for s in earlier_settings], **kwargs
+        )
+
+    root = trees["root"]
+    for flags, then in ((["--resample"], "done"), ([], "skipped")):
+        out = tmp_path / ("resample" if flags else "plain")
+        args = ["batch", "evaluate", str(root / "sr"), str(root / "hr"), str(out), "--max-montages", "0", "--quiet"]
+        with monkeypatch.context() as m:
+            m.setattr(runner, "_execute", as_before_the_rule)
+            assert main([*args, *flags]) == 0
+        assert {r["status"] for r in read_rows(out / "manifest.jsonl")} == {"done"}
+        assert main([*args, *flags]) == 0
+        rows = read_rows(out / "manifest.jsonl")[-2:]
+        assert sorted(r["scan_id"] for r in rows) == sorted(r["scan_id"] for r in read_rows(out / "manifest.jsonl")[:2])
+        assert {r["status"] for r in rows} == {then}, flags
