@@ -34,6 +34,7 @@ from medgan.io.scan import affine_4x4, load_if_path, make_scan, refuse_complex, 
 
 __all__ = [
     "degrade",
+    "degrade_randomly",
     "interpolate",
     "DegradationError",
     "parse_factor",
@@ -428,6 +429,45 @@ def degrade(
         record["kspace_output"] = "real part"
     meta["degradation"] = record
     return _pack(out, downsample_affine(affine, f), meta)
+
+
+def degrade_randomly(
+    hr: np.ndarray,
+    factor: int | Sequence[int],
+    rng: np.random.Generator,
+    *,
+    methods: Sequence[str],
+    noise_std: float | tuple[float, float],
+    noise: str,
+    slice_profile: str = "box",
+) -> np.ndarray:
+    """One random draw of a training degradation of a channel-first patch: what the patch sampler
+    (:mod:`medgan.data.patches`) and per-scan adaptation (:mod:`medgan.infer.adapt`) both train on.
+
+    Draws from ``rng``, in this order: the method (one of ``methods``), the noise level (uniform in ``noise_std``
+    when it is a ``(low, high)`` tuple; a float is used as it is, with no draw), the noise model (only for
+    ``noise="random"``: gaussian or rician) and the seed of :func:`degrade`'s noise. The draws and their order are
+    part of the contract: a changed order would change every trained model's data for a given seed.
+
+    Returns
+    -------
+    numpy.ndarray
+        The degraded patch (float32), as :func:`degrade` makes it.
+    """
+    method = methods[int(rng.integers(len(methods)))]
+    std = float(rng.uniform(noise_std[0], noise_std[1])) if isinstance(noise_std, tuple) else float(noise_std)
+    if noise == "random":
+        noise = NOISE_MODELS[int(rng.integers(2))]
+    out = degrade(
+        hr,
+        factor,
+        method=method,
+        noise_std=std,
+        noise=noise,
+        seed=int(rng.integers(2**31)),
+        slice_profile=slice_profile,
+    )
+    return out.as_tensor().numpy()
 
 
 def interpolate(

@@ -34,7 +34,7 @@ from monai.data import CacheDataset
 from monai.transforms import MapTransform
 from monai.transforms.utils import generate_pos_neg_label_crop_centers, map_binary_to_indices
 
-from medgan.data.degrade import degrade
+from medgan.data.degrade import degrade_randomly
 from medgan.data.domain_randomization import Augmenter
 from medgan.data.normalize import NormalizationError, fit_normalization
 from medgan.errors import MedganError
@@ -294,23 +294,16 @@ class PatchSampler:
     def _degrade(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         deg = self.degradation
         methods = deg.get("method", "interpolate")
-        methods = [methods] if isinstance(methods, str) else list(methods)
-        method = methods[int(rng.integers(len(methods)))]
         std = deg.get("noise_std", 0.0)
-        std = float(rng.uniform(std[0], std[1])) if isinstance(std, (list, tuple)) else float(std)
-        noise = deg.get("noise", "gaussian")
-        if noise == "random":
-            noise = ("gaussian", "rician")[int(rng.integers(2))]
-        out = degrade(
+        return degrade_randomly(
             hr,
             self.factor,
-            method=method,
-            noise_std=std,
-            noise=noise,
-            seed=int(rng.integers(2**31)),
+            rng,
+            methods=[methods] if isinstance(methods, str) else list(methods),
+            noise_std=(float(std[0]), float(std[1])) if isinstance(std, (list, tuple)) else float(std),
+            noise=deg.get("noise", "gaussian"),
             slice_profile=deg.get("slice_profile", "box"),
         )
-        return out.as_tensor().numpy()
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch of training step ``step``: ``lr (B, C, *patch / factor)``, ``hr (B, C, *patch)``."""

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medgan.data.degrade import degrade
+from medgan.data.degrade import degrade_randomly
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
 from medgan.infer._args import as_float as _as_float
@@ -185,22 +185,17 @@ class _PairSampler:
 
     def _degrade(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         deg = self.deg
-        method = deg["methods"][int(rng.integers(len(deg["methods"])))]
         low, high = deg["noise_std"]
-        std = float(rng.uniform(low, high)) if high > low else float(low)
-        noise = deg["noise"]
-        if noise not in ("gaussian", "rician"):
-            noise = ("gaussian", "rician")[int(rng.integers(2))]
-        lr = degrade(
+        noise = deg["noise"] if deg["noise"] in ("gaussian", "rician") else "random"
+        return degrade_randomly(
             hr,
             self.factor,
-            method=method,
-            noise_std=std,
+            rng,
+            methods=deg["methods"],
+            noise_std=(low, high) if high > low else low,  # a fixed level draws nothing
             noise=noise,
-            seed=int(rng.integers(2**31)),
             slice_profile=deg["slice_profile"],
         )
-        return lr.as_tensor().numpy()
 
     def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         hr = self._augment(self._crop(rng), rng)
