@@ -17,6 +17,7 @@ import medgan
 from medgan.data.degrade import (
     DegradationError,
     crop_to_multiple,
+    degrade_randomly,
     downsample_affine,
     parse_factor,
     upsample_affine,
@@ -447,3 +448,25 @@ def test_degrade_and_interpolate_take_a_file_path_as_str_or_path(tmp_path):
         assert torch.equal(low.as_tensor(), medgan.degrade(scan, 2).as_tensor())
         assert np.allclose(low.affine, medgan.degrade(scan, 2).affine, atol=1e-5)
         assert medgan.interpolate(given, 2).shape == (1, 16, 12, 8)
+
+
+@pytest.mark.parametrize(
+    ("methods", "noise_std", "noise"),
+    [(("interpolate", "kspace", "thick_slice"), (0.0, 0.05), "random"), (("kspace",), 0.02, "rician")],
+)
+def test_degrade_randomly_draws_method_level_model_seed_in_that_order(mni, methods, noise_std, noise):
+    """The documented draw order is what training data depends on: the same draws made by hand give the same
+    patch, and the generator is left where those draws leave it (a fixed level draws nothing)."""
+    hr = mni[0][None, :16, :16, :12]
+    got = degrade_randomly(
+        hr, (1, 1, 4), np.random.default_rng(3), methods=list(methods), noise_std=noise_std, noise=noise
+    )
+    rng = np.random.default_rng(3)
+    method = methods[int(rng.integers(len(methods)))]
+    std = float(rng.uniform(*noise_std)) if isinstance(noise_std, tuple) else noise_std
+    model = ("gaussian", "rician")[int(rng.integers(2))] if noise == "random" else noise
+    want = medgan.degrade(hr, (1, 1, 4), method=method, noise_std=std, noise=model, seed=int(rng.integers(2**31)))
+    assert got.dtype == np.float32 and got.shape == (1, 16, 16, 3)
+    np.testing.assert_array_equal(got, want.numpy())
+    # a noisy draw differs from the clean degradation
+    assert not np.allclose(got, medgan.degrade(hr, (1, 1, 4), method=method).numpy())
