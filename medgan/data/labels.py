@@ -15,6 +15,7 @@ Label maps are scans like any other: channel-first ``(1, X, Y[, Z])`` float32 Me
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,8 @@ from medgan.io.scan import load_if_path, make_scan
 
 __all__ = ["TISSUE_LABELS", "tissue_labels", "deform_labels", "one_hot", "label_values"]
 
+logger = logging.getLogger(__name__)
+
 #: label value -> name of the maps :func:`tissue_labels` builds
 TISSUE_LABELS: dict[int, str] = {0: "background", 1: "csf_other", 2: "grey_matter", 3: "white_matter"}
 
@@ -38,9 +41,38 @@ def _array(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _is_integer_map(x: Any) -> bool:
+    """Whether ``x`` is stored with an integer dtype (a uint8 0..255 map held as an array or tensor)."""
+    if isinstance(x, torch.Tensor):
+        return not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool)
+    return np.issubdtype(np.asarray(x).dtype, np.integer)
+
+
+def _auto_scale(maps: Sequence[np.ndarray], integer_dtype: bool) -> float:
+    """Value of probability 1 in probability maps, decided for all ``maps`` together.
+
+    255 (nilearn / MNI maps are probability x 255 in uint8) for an integer dtype, for a maximum well above 1
+    (``> 2``), or for integer values above 1 (a [0, 1] map cannot hold 2, even after resampling); else 1.
+    Not "any value above 1": cubic (spline) resampling of a [0, 1] map overshoots to about 1.02, and dividing
+    those maps by 255 turned every voxel into CSF / background.
+    """
+    peak = max((float(np.nanmax(m, initial=0.0)) for m in maps), default=0.0)
+    if integer_dtype or peak > 2.0:
+        return 255.0
+    if peak > 1.0 and all(np.array_equal(m[np.isfinite(m)], np.round(m[np.isfinite(m)])) for m in maps):
+        return 255.0  # float32 copy of a uint8 map (load_scan) whose region holds only 0, 1, 2 of 255
+    if peak > 1.01:  # resampling overshoot beyond rounding noise: clipped below, but say so
+        logger.warning(
+            "tissue_labels: probability maps peak at %.3f (> 1): treated as [0, 1] maps with interpolation "
+            "overshoot and clipped to [0, 1]; pass scale=255 if they are 0..255 maps",
+            peak,
+        )
+    return 1.0
+
+
 def _probability(x: np.ndarray, scale: float | None) -> np.ndarray:
     if scale is None:
-        scale = 255.0 if x.max(initial=0.0) > 1.0 else 1.0  # nilearn/MNI maps are probability x 255 in uint8
+        scale = _auto_scale([x], False)
     return np.clip(x / scale, 0.0, 1.0)
 
 
@@ -70,8 +102,10 @@ def tissue_labels(
     threshold
         Minimum ``p_gm + p_wm`` of a brain voxel when ``t1`` is not given.
     scale
-        Value of probability 1 in ``gm`` / ``wm``; default: 255 when the maps exceed 1 (uint8 maps), else 1
-        (decided for both maps together).
+        Value of probability 1 in ``gm`` / ``wm``; default (decided for both maps together): 255 for 0..255
+        maps (an integer dtype, a maximum above 2, or integer values above 1), else 1. Values of [0, 1] maps
+        slightly above 1 (the overshoot of cubic resampling) are clipped to 1, with a logged warning when the
+        overshoot exceeds 1 %.
 
     Returns
     -------
@@ -109,7 +143,7 @@ def tissue_labels(
                 f"({files[0]}); resample it onto that grid first"
             )
     if scale is None:  # one scale for both maps: a map whose voxels are all 0 or 1 (of 255) is not a [0, 1] map
-        scale = 255.0 if max(p_gm.max(initial=0.0), p_wm.max(initial=0.0)) > 1.0 else 1.0
+        scale = _auto_scale([p_gm, p_wm], _is_integer_map(gm) or _is_integer_map(wm))
     p_gm, p_wm = _probability(p_gm, scale), _probability(p_wm, scale)
     p_other = np.clip(1.0 - p_gm - p_wm, 0.0, 1.0)
     mask = t1_arr > 0 if t1_arr is not None else (p_gm + p_wm) >= threshold
