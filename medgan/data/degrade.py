@@ -341,7 +341,8 @@ def degrade(
         Noise is added after the resolution loss, on the low-resolution grid.
     noise
         ``"gaussian"`` (additive, CT-like) or ``"rician"`` (magnitude of a complex signal with Gaussian noise
-        on the real and imaginary parts, MR-like; always non-negative).
+        on the real and imaginary parts, MR-like; always non-negative). Rician noise is defined for magnitude
+        images only: with ``noise_std > 0`` a scan with negative finite values is refused.
     seed
         Seed of the noise generator (``numpy.random.default_rng``); the same seed gives the same noise.
     slice_profile
@@ -355,6 +356,12 @@ def degrade(
         voxel corners aligned). ``meta`` is a copy of the input's with ``spacing`` updated and
         ``meta["degradation"]`` recording method, factor, noise model/std, seed, cropped voxels and the source
         shape and spacing.
+
+    Raises
+    ------
+    DegradationError
+        Bad factor, method, noise model, noise level, seed or slice profile; a scan smaller than the factor; or
+        ``noise="rician"`` (with ``noise_std > 0``) on a scan with negative values.
 
     Notes
     -----
@@ -395,6 +402,17 @@ def degrade(
     if any(s == 0 for s in out_shape):
         name = meta.get("filename_or_obj") or "the scan"
         raise DegradationError(f"{name}: shape {tuple(spatial)} is smaller than the factor {f} along some axis")
+    if noise == "rician" and noise_std > 0:
+        # Rician noise is the magnitude |x + n1 + i n2| of a complex signal: a negative input (a z-scored
+        # background, CT in HU) comes out positive, so the "low-resolution" image no longer degrades its source
+        finite = array[np.isfinite(array)]
+        if finite.size and float(finite.min()) < 0:
+            name = meta.get("filename_or_obj") or "the scan"
+            raise DegradationError(
+                f"{name}: Rician noise needs a magnitude (non-negative) image, but this one has negative values "
+                f"(min {float(finite.min()):.4g}); use noise='gaussian', or a normalisation that keeps intensities "
+                "non-negative (e.g. percentile with lower=0 instead of zscore)"
+            )
 
     crop = (slice(None),) + tuple(slice(0, m * k) for m, k in zip(out_shape, f, strict=True))
     array = array[crop]
@@ -440,6 +458,7 @@ def degrade_randomly(
     noise_std: float | tuple[float, float],
     noise: str,
     slice_profile: str = "box",
+    magnitude_zero: float = 0.0,
 ) -> np.ndarray:
     """One random draw of a training degradation of a channel-first patch: what the patch sampler
     (:mod:`medgan.data.patches`) and per-scan adaptation (:mod:`medgan.infer.adapt`) both train on.
@@ -448,6 +467,31 @@ def degrade_randomly(
     when it is a ``(low, high)`` tuple; a float is used as it is, with no draw), the noise model (only for
     ``noise="random"``: gaussian or rician) and the seed of :func:`degrade`'s noise. The draws and their order are
     part of the contract: a changed order would change every trained model's data for a given seed.
+
+    Rician noise needs a magnitude image, but normalised training patches can dip below 0 (a percentile
+    normalisation maps its lower percentile, not the scanner's zero, to 0). With Rician noise the patch is
+    therefore shifted so that its magnitude zero, ``min(magnitude_zero, patch minimum)``, sits at 0, degraded,
+    and shifted back: the noise floor sits at the scan's zero signal instead of a dark voxel flipping bright. A
+    patch with no value below 0 is degraded as it is (bit for bit what it was before this rule).
+
+    Parameters
+    ----------
+    hr
+        Channel-first high-resolution patch.
+    factor
+        Downsampling factor per spatial axis.
+    rng
+        Source of every draw.
+    methods
+        Degradation methods to pick from.
+    noise_std
+        Noise level, or a ``(low, high)`` range to draw it from.
+    noise
+        ``"gaussian"``, ``"rician"`` or ``"random"``.
+    slice_profile
+        For ``"thick_slice"``.
+    magnitude_zero
+        The patch's value of zero signal (the normalised scanner zero, ``-offset / scale``); used by Rician noise.
 
     Returns
     -------
@@ -458,8 +502,14 @@ def degrade_randomly(
     std = float(rng.uniform(noise_std[0], noise_std[1])) if isinstance(noise_std, tuple) else float(noise_std)
     if noise == "random":
         noise = NOISE_MODELS[int(rng.integers(2))]
+    shift = 0.0
+    if noise == "rician" and std > 0:
+        finite = hr[np.isfinite(hr)]
+        shift = min(float(magnitude_zero), float(finite.min()) if finite.size else 0.0)
+        if shift >= 0:  # already a magnitude patch: no shift, so no rounding change either
+            shift = 0.0
     out = degrade(
-        hr,
+        hr - np.float32(shift) if shift else hr,
         factor,
         method=method,
         noise_std=std,
@@ -467,7 +517,9 @@ def degrade_randomly(
         seed=int(rng.integers(2**31)),
         slice_profile=slice_profile,
     )
-    return out.as_tensor().numpy()
+    lr = out.as_tensor().numpy()
+    # every degradation method is linear and keeps constants, so shifting back restores the patch's own units
+    return lr + np.float32(shift) if shift else lr
 
 
 def interpolate(

@@ -283,7 +283,7 @@ class PatchSampler:
             mask = np.take(mask, 0, axis=axis)
         if self.augmenter is not None:
             hr = self.augmenter(hr, rng, mask)
-        lr = self._degrade(hr, rng)
+        lr = self._degrade(hr, rng, vol)
         m = self.margin
         lr_crop = tuple(slice(mi, lr.shape[1 + i] - mi) for i, mi in enumerate(m))
         hr_crop = tuple(
@@ -291,10 +291,14 @@ class PatchSampler:
         )
         return np.ascontiguousarray(lr[(slice(None), *lr_crop)]), np.ascontiguousarray(hr[(slice(None), *hr_crop)])
 
-    def _degrade(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _degrade(self, hr: np.ndarray, rng: np.random.Generator, vol: Mapping[str, Any]) -> np.ndarray:
         deg = self.degradation
         methods = deg.get("method", "interpolate")
         std = deg.get("noise_std", 0.0)
+        norm = vol.get("normalization") or {}
+        # the scanner's zero signal in normalised units: where Rician noise has its floor (below 0 when a
+        # percentile normalisation maps a lower percentile above the scan's minimum to 0)
+        zero = -float(norm["offset"]) / float(norm["scale"]) if "offset" in norm and "scale" in norm else 0.0
         return degrade_randomly(
             hr,
             self.factor,
@@ -303,6 +307,7 @@ class PatchSampler:
             noise_std=(float(std[0]), float(std[1])) if isinstance(std, (list, tuple)) else float(std),
             noise=deg.get("noise", "gaussian"),
             slice_profile=deg.get("slice_profile", "box"),
+            magnitude_zero=zero,
         )
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:

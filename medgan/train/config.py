@@ -374,6 +374,26 @@ def _check_normalization(cfg: dict[str, Any], src: str, lower: float) -> None:
         cfg["data"]["normalization"] = {"method": "percentile", "lower": float(lo), "upper": float(hi)}
 
 
+def _check_noise_vs_normalization(cfg: dict[str, Any], src: str) -> None:
+    """Refuse Rician noise (``rician``, or ``random`` which draws it) on z-scored training data.
+
+    Rician noise is the magnitude of a complex signal: it needs a non-negative image. A z-score puts the
+    background (and everything below the mean) at negative values, which the noise would flip positive, so the
+    low-resolution input would no longer be a degraded copy of its target. Percentile normalisation keeps the
+    scan's zero at or just below 0, which the patch sampler accounts for.
+    """
+    deg = cfg["degradation"]
+    std = deg["noise_std"]
+    adds_noise = any(float(v) > 0 for v in std) if isinstance(std, (list, tuple)) else float(std) > 0
+    method = cfg["data"]["normalization"].get("method")
+    if adds_noise and deg["noise"] in ("rician", "random") and method == "zscore":
+        raise ConfigError(
+            f"{src}: degradation.noise: {deg['noise']!r} adds Rician noise, which needs non-negative (magnitude) "
+            f"intensities, but data.normalization.method: zscore makes the background negative; use "
+            "degradation.noise: gaussian, or data.normalization.method: percentile"
+        )
+
+
 def _check_device(cfg: dict[str, Any], src: str) -> None:
     dev = cfg["device"]
     if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
@@ -496,6 +516,7 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
             raise ConfigError(f"{src}: data.slice_axes: axes are 0, 1 or 2, got {ax}")
 
     _check_normalization(cfg, src, lower=0.5)
+    _check_noise_vs_normalization(cfg, src)
 
     loss = cfg["loss"]
     if loss["ssim"] > 0 and min(patch) < loss["ssim_window"]:
