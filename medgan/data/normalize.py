@@ -41,7 +41,8 @@ class Normalization:
         ``"percentile"`` (``offset`` / ``offset + scale`` are the ``lower`` / ``upper`` percentiles, so the
         robust range maps to [0, 1]) or ``"zscore"`` (``offset`` mean, ``scale`` standard deviation).
     offset, scale
-        The map's parameters, in input units. ``scale`` is never 0 (a constant image gets ``scale=1``).
+        The map's parameters, in input units. ``scale`` is never 0 (``"percentile"`` with coinciding percentiles
+        gets the data's range, a constant image ``scale=1``).
     lower, upper
         Percentiles used by ``"percentile"`` (``None`` for ``"zscore"``).
     data_min, data_max
@@ -160,7 +161,9 @@ def fit_normalization(
         Any array-like (channel-first scan, MetaTensor, plain array). Non-finite values are ignored.
     method
         ``"percentile"``: the ``lower`` and ``upper`` percentiles map to 0 and 1 (robust min/max; values
-        outside are not clipped, so the map stays invertible). ``"zscore"``: zero mean, unit standard deviation.
+        outside are not clipped, so the map stays invertible). When the two percentiles coincide (most voxels
+        share one value) the scale is the data's range (``max - min`` of the finite values), and 1 only for a
+        constant image. ``"zscore"``: zero mean, unit standard deviation.
     lower, upper
         Percentiles (0-100) for ``"percentile"``.
     mask
@@ -196,7 +199,12 @@ def fit_normalization(
             raise NormalizationError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
         lo, hi = (float(v) for v in np.percentile(values, [lower, upper]))
         scale = hi - lo
-        return Normalization(method, lo, scale if scale > 0 else 1.0, float(lower), float(upper), data_min, data_max)
+        if not scale > 0:
+            # more than (100 - upper) % of the voxels share one value (CT air around a small object): the
+            # percentiles coincide. The full range keeps the scan in [0, 1] units; a bare 1 would be one input
+            # unit (a normalised range of 0..1040 for CT) and only suits a constant image
+            scale = data_max - data_min if data_max > data_min else 1.0
+        return Normalization(method, lo, scale, float(lower), float(upper), data_min, data_max)
     if method == "zscore":
         std = float(values.std())
         return Normalization(method, float(values.mean()), std if std > 0 else 1.0, None, None, data_min, data_max)
