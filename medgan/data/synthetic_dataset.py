@@ -74,14 +74,35 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+def _folder_files(folder: Path) -> list[list[Any]]:
+    """``[relative name, size, mtime_ns]`` of every file under ``folder``, sorted; hidden entries skipped, as
+    :func:`medgan.discover_scans` (which :func:`medgan.load_scan` of a folder uses) skips them."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(n for n in names if not n.startswith(".")):
+            path = Path(root, name)
+            try:
+                stat = path.stat()
+            except OSError:  # vanished or unreadable: its name still counts
+                files.append([path.relative_to(folder).as_posix(), None, None])
+                continue
+            files.append([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return sorted(files, key=lambda f: f[0])
+
+
 def _label_identity(label: Any) -> Any:
-    """What identifies a real label map without reading a file: a path with its size and mtime, else a data hash."""
+    """What identifies a real label map without reading a file: a path with its size and mtime (a folder, e.g. a
+    DICOM series: those of every file in it), else a data hash."""
     if isinstance(label, (str, os.PathLike)):
         path = Path(label).resolve()
         try:
             stat = path.stat()
         except OSError:
             return {"path": str(path)}
+        if path.is_dir():
+            # a folder's own size and mtime do not change when a file in it is rewritten in place: the files count
+            return {"path": str(path), "files": _folder_files(path)}
         return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if isinstance(label, (MetaTensor, torch.Tensor, np.ndarray)):
         affine = np.asarray(label.affine, dtype=np.float64) if isinstance(label, MetaTensor) else None
@@ -115,8 +136,9 @@ def cache_key(
     source
         Index of the real label map the pair deforms (``k % len(label_maps)``).
     label
-        That label map as given (a path: its resolved path, size and mtime count; a scan or array: a hash of its
-        values and affine), so a changed or reordered map is not served another map's pair.
+        That label map as given (a path: its resolved path, size and mtime count, for a folder those of every
+        file in it; a scan or array: a hash of its values and affine), so a changed or reordered map is not served
+        another map's pair.
     condition
         The condition the pair is generated with: the dataset-wide one with the source pair's own keys over it (see
         :class:`SyntheticAugmentedDataset`). Only this merged value counts, so a cache written without per-pair

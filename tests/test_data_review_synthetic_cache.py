@@ -1,0 +1,68 @@
+"""Synthetic cache keys of DICOM-folder label maps, and which pairs a cache-only dataset reads from a folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+import torch.nn.functional as F
+
+import medgan
+from medgan.data.labels import TISSUE_LABELS, tissue_labels
+from medgan.data.normalize import fit_normalization
+from medgan.data.synthetic_dataset import cache_key
+from medgan.infer.synthesis import Synthesizer, save_synthesizer
+from medgan.io.scan import make_scan
+from medgan.models.registry import build_cgan_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+MNI = ROOT / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
+SERIES = ROOT / "sample_data" / "dicom" / "dicom2nifti_hitachi_anatomical_001"
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py: tiny networks, one thread
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Two real 32 x 32 axial (T1, tissue label) pairs from the MNI template, and a tiny 2-D synthesizer."""
+    gm, wm, t1 = (medgan.load_scan(MNI / f"{n}.nii.gz") for n in ("gm", "wm", "t1"))
+    labels = tissue_labels(gm, wm, t1=t1)
+    affine = np.diag([155 / 32, 192 / 32, 1.0, 1.0])
+    pairs = []
+    for k in (75, 90):
+        img = F.interpolate(t1.as_tensor()[None, :, :, :, k], size=(32, 32), mode="area")[0]
+        lab = F.interpolate(labels.as_tensor()[None, :, :, :, k], size=(32, 32), mode="nearest")[0]
+        pairs.append({"image": make_scan(img, affine), "label": make_scan(lab, affine)})
+    torch.manual_seed(0)
+    g = build_cgan_generator({"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channels": 8})
+    norm = fit_normalization(t1, method="percentile", lower=0.0, upper=99.5)
+    path = save_synthesizer(
+        tmp_path_factory.mktemp("synth") / "tiny.safetensors", g, labels=TISSUE_LABELS, normalization=norm
+    )
+    return pairs, Synthesizer.from_pretrained(path, device="cpu")
+
+
+def test_cache_key_of_a_dicom_folder_changes_when_a_file_in_it_is_rewritten(setup, tmp_path):
+    _, synth = setup
+    folder = tmp_path / "labels"
+    shutil.copytree(SERIES, folder)
+    before = cache_key(synth, source=0, label=str(folder))
+    dir_stat = folder.stat()
+    # rewrite one file in place (same name, same size): the folder's own size and mtime stay as they were
+    victim = sorted(p for p in folder.rglob("*") if p.is_file())[1]
+    ds = pydicom.dcmread(victim)
+    pixels = ds.pixel_array.copy()
+    pixels[:] = 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(victim)
+    st = victim.stat()
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later write, whatever the clock's resolution
+    os.utime(folder, ns=(dir_stat.st_atime_ns, dir_stat.st_mtime_ns))
+    assert folder.stat().st_mtime_ns == dir_stat.st_mtime_ns
+    assert cache_key(synth, source=0, label=str(folder)) != before
+    assert cache_key(synth, source=0, label=str(folder)) == cache_key(synth, source=0, label=str(folder))
