@@ -26,6 +26,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,10 @@ def cache_names(seed: int, k: int, key: str | None = None) -> tuple[str, str]:
     """
     stem = f"seed{int(seed)}_{int(k):06d}" + ("" if key is None else f"_{key}")
     return f"{stem}_image.nii.gz", f"{stem}_label.nii.gz"
+
+
+#: an image file named by :func:`cache_names`: ``seed<seed>_<k>[_<key>]_image.nii[.gz]``
+_CACHE_NAME = re.compile(r"seed(?P<seed>\d+)_(?P<k>\d{6,})(?:_(?P<key>[0-9a-f]{16}))?_image\.nii(?:\.gz)?")
 
 
 def _json_default(value: Any) -> Any:
@@ -411,7 +416,9 @@ class SyntheticAugmentedDataset(Dataset):
         written), keyed by :func:`cache_key` (synthesizer sha256, the condition used, i.e. merged with the pair's
         own, deformation settings, the source label map's index and identity, the resolved slice ``axis``), so other
         settings never reuse its files; a cached pair is the generated one (same values, same meta). Without a synthesizer: the folder of
-        pairs written by :func:`write_synthetic_cache`, used in sorted order (the conditions play no part).
+        pairs written by :func:`write_synthetic_cache`, used in order of their index (the conditions play no part):
+        the pairs of this dataset's seed when the folder holds caches of several seeds, and refused when it holds
+        caches of several settings (write each to its own folder); pairs named otherwise, in sorted order.
     ratio
         Fraction of synthetic items, in ``[0, 1]``.
     length
@@ -553,20 +560,57 @@ class SyntheticAugmentedDataset(Dataset):
         super().__init__(data=real, transform=transform)
 
     def _find_cached_pairs(self) -> list[tuple[Path, Path]]:
+        """The pairs of a cache-only dataset: one setting of :func:`write_synthetic_cache` under one seed.
+
+        A folder can hold several caches (other seeds, checkpoints, conditions, deformation settings): taking every
+        ``*_image.nii*`` mixed pairs of different settings. Pairs named by :func:`cache_names` are grouped by seed
+        (this dataset's seed when the folder holds several; the only one present otherwise, so a cache written with
+        another seed still serves), and each index ``k`` of a setting has one file, so two files for one index mean
+        two settings: refused. A folder of pairs named otherwise (``<name>_image.nii.gz``) is used as it is.
+        """
         assert self.cache_dir is not None
         if not self.cache_dir.is_dir():
             raise MedganError(f"{self.cache_dir}: synthetic cache folder not found")
-        pairs = []
+        named: dict[int, dict[int, list[tuple[Path, Path]]]] = {}  # seed -> k -> pairs
+        other = []
         for img in sorted(self.cache_dir.glob("*_image.nii*")):
             lab = img.with_name(img.name.replace("_image.nii", "_label.nii"))
-            if lab.is_file():
-                pairs.append((img, lab))
-        if not pairs:
+            if not lab.is_file():
+                continue
+            match = _CACHE_NAME.fullmatch(img.name)
+            if match is None:
+                other.append((img, lab))
+            else:
+                named.setdefault(int(match["seed"]), {}).setdefault(int(match["k"]), []).append((img, lab))
+        if not named and not other:
             raise MedganError(
                 f"{self.cache_dir}: no synthetic pairs (<name>_image.nii.gz + <name>_label.nii.gz); "
                 "write some with medgan.data.synthetic_dataset.write_synthetic_cache"
             )
-        return pairs
+        if not named:
+            return other
+        if other:
+            raise MedganError(
+                f"{self.cache_dir}: holds pairs written by write_synthetic_cache and other pairs "
+                f"({other[0][0].name}, ...): which belong together is unknown; keep each set in its own folder"
+            )
+        if len(named) > 1 and self.seed not in named:
+            raise MedganError(
+                f"{self.cache_dir}: holds synthetic caches of seeds {sorted(named)}, none of them this dataset's seed "
+                f"{self.seed}; give seed= one of them, or keep each cache in its own folder"
+            )
+        seed = self.seed if self.seed in named else next(iter(named))
+        by_index = named[seed]
+        mixed = [k for k, found in by_index.items() if len(found) > 1]
+        if mixed:
+            names = ", ".join(img.name for img, _ in by_index[mixed[0]])
+            raise MedganError(
+                f"{self.cache_dir}: holds {len(by_index[mixed[0]])} synthetic caches of seed {seed} written with "
+                f"other settings (checkpoint, condition, deformation, label maps or slice axis), e.g. pair {mixed[0]}: "
+                f"{names}; a cache-only dataset cannot tell which one is meant: write each setting to its own folder "
+                "(write_synthetic_cache(..., out_dir=...)) and give that folder as cache_dir"
+            )
+        return [by_index[k][0] for k in sorted(by_index)]
 
     def __len__(self) -> int:
         return self.length
