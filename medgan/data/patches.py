@@ -191,7 +191,9 @@ class PatchSampler:
     slice_axes
         2-D models on volumes: candidate slice normals.
     in_channels
-        Model input channels; a one-channel model takes one random channel of a multi-channel scan.
+        Model input channels; a one-channel model takes one random channel of a multi-channel scan, a
+        multi-channel model needs scans with exactly that many channels (else a :class:`MedganError` naming the
+        scan).
     seed, rank
         Randomness is ``numpy.random.default_rng([seed, step, rank])``.
     """
@@ -241,6 +243,14 @@ class PatchSampler:
         return model_axes, crop
 
     def _check_size(self, vol: Mapping[str, Any]) -> None:
+        channels = vol["image"].shape[0]
+        # a one-channel model takes one random channel of any scan (sample_one); a multi-channel model needs its
+        # channels as they are: fewer made smaller batches than the model takes, a mix failed in np.stack
+        if self.in_channels != 1 and channels != self.in_channels:
+            raise MedganError(
+                f"{vol['name']}: the scan has {channels} channel(s), the model takes {self.in_channels} "
+                "(model.in_channels); give scans with that many channels, or train a 1-channel model"
+            )
         spatial = vol["image"].shape[1:]
         if len(spatial) < self.dims:
             raise MedganError(f"{vol['name']}: a {len(spatial)}-D image cannot train a {self.dims}-D model")
