@@ -185,7 +185,10 @@ def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what:
         raise ConfigError(f"{what} config: spatial_dims must be 2 or 3, got {out['spatial_dims']!r}")
     for key, default in defaults.items():  # sizes and counts are ints (a "8" or 2.5 failed deep inside torch)
         value = out[key]
-        if isinstance(default, int) and not isinstance(default, bool) and key not in ("factor", "spatial_dims"):
+        if isinstance(default, bool):  # a switch: the string "false" is truthy and turned spectral norm on
+            if not isinstance(value, bool):
+                raise ConfigError(f"{what} config: {key} must be true or false, got {value!r}")
+        elif isinstance(default, int) and key not in ("factor", "spatial_dims"):
             least = 1 if key in _POSITIVE_KEYS else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 kind = "a positive integer" if least else "an integer >= 0"
