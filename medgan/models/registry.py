@@ -165,8 +165,12 @@ _POSITIVE_KEYS = frozenset(
         "num_layers_d",
         "head_kernel_size",
         "num_d",
+        "kernel_size",
     }
 )
+
+#: config keys whose value is a kernel size: odd, as "same" padding needs one (else the grid shifts and grows)
+_ODD_KEYS = ("head_kernel_size", "kernel_size")
 
 
 def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what: str) -> dict[str, Any]:
@@ -193,9 +197,18 @@ def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 kind = "a positive integer" if least else "an integer >= 0"
                 raise ConfigError(f"{what} config: {key} must be {kind}, got {value!r}")
-    kernel = out.get("head_kernel_size")
-    if kernel is not None and kernel % 2 == 0:  # "same" padding needs an odd kernel, or the grid shifts and grows
-        raise ConfigError(f"{what} config: head_kernel_size must be odd, got {kernel}")
+        elif isinstance(default, list) and key in _POSITIVE_KEYS:  # spade's channels per level
+            if (
+                not isinstance(value, (list, tuple))
+                or not value
+                or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in value)
+            ):
+                raise ConfigError(f"{what} config: {key} must be a non-empty list of positive integers, got {value!r}")
+    for key in _ODD_KEYS:
+        if key in out and out[key] % 2 == 0:
+            raise ConfigError(
+                f"{what} config: {key} {out[key]} is even (Same padding, which keeps the grid, needs an odd kernel)"
+            )
     return out
 
 
