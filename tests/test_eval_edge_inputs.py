@@ -109,6 +109,38 @@ def test_ssim_leaves_out_windows_touching_nan_reference_voxels(x, sr):
     assert np.isnan(bad["ssim"]) and np.isnan(bad["psnr"])
 
 
+@pytest.mark.parametrize("mask", [None, "none", "user"])
+def test_every_masked_metric_leaves_out_nan_reference_voxels_whatever_the_mask(x, sr, mask):
+    """Only the foreground rule kept finite voxels: with no mask or a user's mask, psnr, nrmse, mae and hfen were NaN
+    for a NaN-padded reference although the contract leaves non-finite reference voxels out of masked metrics."""
+    from medgan.eval.metrics import hfen
+
+    ref = _nan_padded(x)
+    up = sr.upscale(medgan.degrade(ref, (2, 2, 1), method="thick_slice"))
+    if mask == "user":
+        mask = np.zeros(x.shape[1:], dtype=bool)
+        mask[:40, 8:56, 4:28] = True  # reaches into the padding
+    got = medgan.evaluate(up, ref, mask=mask)
+    for key in ("psnr", "ssim", "nrmse", "mae", "hfen"):
+        assert np.isfinite(got[key]), key
+    assert np.isnan(got["psnr_full"]) and np.isnan(got["hfen_full"])
+    # the same numbers from the finite part alone
+    keep = mask if isinstance(mask, np.ndarray) else np.ones(x.shape[1:], dtype=bool)
+    crop = medgan.evaluate(up[:, 4:], ref[:, 4:], mask=keep[4:], data_range=got["data_range"])
+    for key in ("psnr", "nrmse", "mae"):
+        assert got[key] == pytest.approx(crop[key], rel=1e-9), key
+    assert got["mask_fraction"] == pytest.approx(keep[4:].sum() / keep.size)
+    # HFEN: the voxels whose 13-voxel LoG footprint (sigma 1.5) misses the padding, planes >= 4 + 6
+    deep = keep.copy()
+    deep[:10] = False
+    assert got["hfen"] == pytest.approx(hfen(up[:, 4:], ref[:, 4:], mask=deep[4:]), rel=1e-9)
+    # a mask only on the padding selects nothing finite: refused, not a NaN row
+    pad_only = np.zeros(x.shape[1:], dtype=bool)
+    pad_only[:4] = True
+    with pytest.raises(EvaluationError, match="finite"):
+        medgan.evaluate(up, ref, mask=pad_only)
+
+
 def test_ssim_of_thin_slabs_erodes_nan_within_each_slice(x):
     """2-D windows per slice: a NaN slice leaves the other slices whole (a 3-D erosion would leave no voxel)."""
     slab = _nan_padded(x[..., :8], planes=0)

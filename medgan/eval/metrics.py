@@ -24,7 +24,8 @@ real neighbours at the mask edge) and then averaged: over the valid region (the
 map cropped by the 5-voxel window radius, as scikit-image does) for
 ``ssim_full``, and over the mask voxels inside that region for ``ssim``. A
 non-finite reference voxel (NaN padding, a masked-out region) is left out of the
-mask like it is for every other masked metric; for SSIM it would spread NaN over
+mask, whatever the mask, like it is for every other masked metric (HFEN also
+leaves out the voxels whose LoG footprint touches one); for SSIM it would spread NaN over
 every 11-voxel window touching it, so the map is computed on the reference with
 non-finite voxels filled, and ``ssim`` averages only the mask voxels whose window
 touches no non-finite reference voxel (the finite region eroded by the 5-voxel
@@ -401,12 +402,24 @@ def nrmse(pred: Any, ref: Any, *, mask: np.ndarray | None = None) -> float:
 def hfen(pred: Any, ref: Any, *, mask: np.ndarray | None = None, sigma: float = HFEN_SIGMA) -> float:
     """High-frequency error norm: ``||LoG(pred) - LoG(ref)|| / ||LoG(ref)||`` over the mask.
 
-    The Laplacian of Gaussian (sigma in voxels) is applied per channel over all spatial axes.
+    The Laplacian of Gaussian (sigma in voxels) is applied per channel over all spatial axes. With a ``mask``,
+    non-finite reference voxels (NaN padding) are handled as SSIM handles them: the filter runs on the reference with
+    them filled, and only mask voxels whose filter footprint (``4 * sigma`` voxels each way, scipy's truncation)
+    holds no non-finite reference voxel count. Without a mask the number stays NaN then, like every ``*_full`` one.
     """
     p, r = _pair(pred, ref)
+    m = _spatial_mask(mask, p.shape)
+    finite = np.isfinite(r).all(axis=0)
+    if mask is not None and not finite.all():
+        # the LoG spreads a NaN over its whole footprint; left unfilled, one NaN voxel made the masked HFEN NaN
+        radius = int(4.0 * float(sigma) + 0.5)  # scipy.ndimage's default truncate=4.0
+        clean = ndimage.minimum_filter(finite.astype(np.uint8), size=2 * radius + 1, mode="constant", cval=1)
+        m = m & clean.astype(bool)
+        r = np.where(np.isfinite(r), r, 0.0)
+        if not m.any():  # every mask voxel's footprint touches a non-finite voxel: no number, not a perfect 0
+            return math.nan
     lp = np.stack([ndimage.gaussian_laplace(c, sigma=sigma) for c in p])
     lr_ = np.stack([ndimage.gaussian_laplace(c, sigma=sigma) for c in r])
-    m = _spatial_mask(mask, p.shape)
     denom = float(np.sqrt(np.sum(lr_[m] ** 2)))
     num = float(np.sqrt(np.sum((lp[m] - lr_[m]) ** 2)))
     if denom == 0:
@@ -712,6 +725,11 @@ def evaluate(
     if p.ndim not in (3, 4):
         raise EvaluationError(f"expected channel-first (C, X, Y[, Z]) arrays, got shape {p.shape}")
     m, rule = resolve_mask(mask, r)
+    # the foreground rule keeps finite voxels only; "none" and a user's mask did not, so NaN padding made every
+    # masked metric but SSIM NaN there, against the rule above (non-finite reference voxels are left out)
+    m = m & np.isfinite(r).all(axis=0)
+    if not m.any():
+        raise EvaluationError("the mask selects no voxel with a finite reference value")
     if data_range is None:
         dr, dr_rule = robust_data_range(r, m), DATA_RANGE_RULE
     else:
