@@ -224,3 +224,24 @@ def test_a_dicom_series_is_not_refused_on_its_voxel_sizes(corpus_dir):
     sr = medgan.SuperResolver.from_pretrained("brain-mr-x2-2d", device="cpu")
     y = sr.upscale(scan[:, :, :, :4])
     assert y.shape[1:3] == tuple(2 * n for n in scan.shape[1:3]) and y.shape[3] == 4
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "xpu"])
+def test_a_device_type_medgan_does_not_run_on_is_a_medgan_error(device, tmp_path, capsys):
+    """torch accepted the name and failed later with a bare RuntimeError (a traceback from ``medgan upscale``)."""
+    from pipelines.cli import main
+
+    with pytest.raises(MedganError, match="medgan runs on 'cpu' or 'cuda'"):
+        SuperResolver.from_pretrained("brain-mr-x2-2d", device=device)
+    with pytest.raises(MedganError, match="medgan runs on 'cpu' or 'cuda'"):
+        medgan.Synthesizer.from_pretrained("brain-t1-tissue-2d", device=device)
+    src = mni_t1_path()
+    code = main(["upscale", str(src), str(tmp_path / "up.nii.gz"), "--model", "brain-mr-x2-2d", "--device", device])
+    assert code == 1 and "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_refused():
+    with pytest.raises(MedganError, match="CUDA is not available"):
+        SuperResolver.from_pretrained("brain-mr-x2-2d", device="cuda:1")

@@ -32,7 +32,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     Raises
     ------
     medgan.errors.MedganError
-        An unknown device name, or CUDA requested on a machine without it.
+        An unknown device name, a device type other than CPU or CUDA (``"mps"``, ``"xpu"``, ...: medgan's
+        inference and training paths are written and tested for these two), CUDA requested on a machine without it,
+        or a CUDA index beyond the visible devices.
     """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -40,8 +42,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise MedganError(f"unknown device {device!r} ({exc}); use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):  # torch raised a bare RuntimeError for these only when weights moved
+        raise MedganError(f"device {device!r}: medgan runs on 'cpu' or 'cuda' ('cuda:N'), not {dev.type!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise MedganError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MedganError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} visible CUDA device(s), "
+            f"numbered from 0 (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+        )
     return dev
 
 
