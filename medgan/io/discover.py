@@ -24,6 +24,10 @@ Policy for files that are not scans:
   unusable ScanRefs, one per series;
 * a copy of a series in another folder (the same SOPInstanceUIDs, e.g. a ``backup/`` folder) is an unusable
   ScanRef naming the folder whose copy is used: the one with every file, then the shallowest, then the first path;
+* copies of a series with new SOPInstanceUIDs in separate folders (a second export, another transfer syntax: the
+  SeriesInstanceUID kept, so each slice position is held twice) are split by folder when each folder holds a whole
+  series of one shape and geometry: each is a usable ScanRef of its own (noted as split by folder); otherwise the
+  series stays one unusable ScanRef whose reason names the folders;
 * any other folder that cannot be listed or looked at (no permission, a path longer than the system allows) is
   an unusable ScanRef of kind ``"folder"`` (with a warning), and so is a DICOM-looking or NIfTI file that
   cannot be looked at: a batch over the tree reports them instead of finishing "all done"; a DICOM-looking
@@ -131,7 +135,8 @@ class ScanRef:
         Stable, unique within a discovery, and safe as a file name: ``[A-Za-z0-9._-]`` only, no
         leading dot, at most 49 characters (plus ``-2``, ``-3`` on a clash): ``<slug of description or file stem>-<8 hex of sha1>``.
         DICOM series hash their SeriesInstanceUID and split key (so the id does not depend on
-        where the walk started); NIfTI files, unreadable files and copies of a series kept in another
+        where the walk started; one folder's copy of a series split by folder also hashes its
+        SOPInstanceUIDs); NIfTI files, unreadable files and copies of a series kept in another
         folder hash their path relative to the discovery root.
     kind
         ``"dicom-series"`` (several DICOM files), ``"dicom-file"`` (one DICOM file: a multi-frame or
@@ -438,6 +443,10 @@ class _Group:
     paths: list[Path]
     headers: list[Any]
     non_image: str | None = None
+    #: Set on one folder's part of a series split by folder (:func:`_split_by_folder`): hashed into its id.
+    part_key: str | None = None
+    #: Why the part was split off (its ScanRef's note), or why a series was not split (added to its reason).
+    folder_note: str | None = None
 
 
 def _key_text(key: tuple, orientation: tuple[float, ...] | None) -> str:
@@ -595,6 +604,113 @@ def _separate_copies(group: _Group) -> tuple[_Group, list[_Group]]:
     return part(primary), [part(f) for f in sorted(folders, key=str) if f != primary]
 
 
+def _repeats_positions_across_folders(group: _Group, folders: dict[Path, list[int]]) -> bool:
+    """Whether some ImagePositionPatient (to 0.01 mm) is held by files in two folders; False when one is unreadable."""
+    owner: dict[tuple[float, ...], Path] = {}
+    for folder, idx in folders.items():
+        for i in idx:
+            ipp = _floats(header_value(group.headers[i], "ImagePositionPatient") or (), 3)
+            if ipp is None:
+                return False
+            key = tuple(round(v, 2) for v in ipp)
+            if owner.setdefault(key, folder) != folder:
+                return True
+    return False
+
+
+def _part_key(part: _Group, root: Path) -> str:
+    """What distinguishes one folder's part of a split series in its id: its SOPInstanceUIDs (so the id does not
+    depend on where the walk started), else (a file without one) its folder relative to the discovery root."""
+    uids = sorted(_text(ds, "SOPInstanceUID") for ds in part.headers)
+    if "" in uids:
+        return f"folder|{_rel(part.paths[0].parent, root)}"
+    return "instances|" + hashlib.sha1("\\".join(uids).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _split_by_folder(group: _Group, root: Path) -> list[tuple[_Group, list[_Group]]] | None:
+    """Split a series whose folders repeat each other's slice positions into one scan per folder.
+
+    A series exported twice, or converted to several transfer syntaxes, into separate folders keeps its
+    SeriesInstanceUID but gets new SOPInstanceUIDs, so :func:`_separate_copies` does not see a copy and the files
+    together look like a series with every slice twice (refused for duplicate positions). When the group spans
+    several folders, files in two folders share a position, the group as a whole cannot be planned, and each folder's
+    part (after setting aside exact copies among the folders, as :func:`_separate_copies` does) is a valid series of
+    the same shape and geometry as the others, the parts are returned as ``(part, copies)`` pairs; each becomes a
+    ScanRef of its own with a distinct id. Otherwise ``None``: the group stays one (unusable) series, with a
+    ``folder_note`` saying why it was not split when it spans several folders that repeat positions.
+    """
+    from medgan.io.dicom_read import plan_dicom_series
+
+    if group.non_image is not None or group.key[0] == "localizer":
+        return None
+    folders: dict[Path, list[int]] = {}
+    for i, path in enumerate(group.paths):
+        folders.setdefault(path.parent, []).append(i)
+    if len(folders) < 2 or not _repeats_positions_across_folders(group, folders):
+        return None
+    try:
+        plan_dicom_series(group.headers, source=group.paths[0].parent)
+        return None  # one series spread over folders (a 4-D series with a time index, say): kept whole
+    except Exception:
+        pass
+    names = ", ".join(_rel(f, root) for f in sorted(folders, key=str)[:3]) + (
+        f" and {len(folders) - 3} more" if len(folders) > 3 else ""
+    )
+    group.folder_note = (
+        f"; its files lie in {len(folders)} folders ({names}) that repeat slice positions but do not each hold a whole "
+        "series of one shape and geometry (copies): load one folder at a time"
+    )
+    parts = [
+        replace(group, paths=[group.paths[i] for i in idx], headers=[group.headers[i] for i in idx], folder_note=None)
+        for _, idx in sorted(folders.items(), key=lambda kv: str(kv[0]))
+    ]
+    # folders that share SOPInstanceUIDs are copies of one another: one part is used, the others are reported as copies
+    clusters: list[list[_Group]] = []
+    cluster_uids: list[set[str]] = []
+    for part in parts:
+        uids = {_text(ds, "SOPInstanceUID") for ds in part.headers} - {""}
+        hits = [k for k, seen in enumerate(cluster_uids) if seen & uids]
+        merged = [part] + [p for k in hits for p in clusters[k]]
+        merged_uids = uids.union(*(cluster_uids[k] for k in hits))
+        for k in reversed(hits):
+            del clusters[k], cluster_uids[k]
+        clusters.append(merged)
+        cluster_uids.append(merged_uids)
+    out: list[tuple[_Group, list[_Group]]] = []
+    for cluster in clusters:
+        if len(cluster) == 1:
+            out.append((cluster[0], []))
+            continue
+        merged = replace(
+            group, paths=[p for c in cluster for p in c.paths], headers=[h for c in cluster for h in c.headers]
+        )
+        primary, found = _separate_copies(merged)
+        if not found:  # folders that share some instances but hold no whole copy: left to the planner to refuse
+            return None
+        out.append((replace(primary, folder_note=None), found))
+    if len(out) < 2:
+        return None
+    geometry = []
+    for primary, _ in out:
+        try:
+            plan = plan_dicom_series(primary.headers, source=primary.paths[0].parent)
+        except Exception:
+            return None
+        geometry.append((tuple(plan.shape), np.asarray(plan.affine, dtype=np.float64)))
+    shape0, affine0 = geometry[0]
+    if any(shape != shape0 or not np.allclose(affine, affine0, atol=1e-3) for shape, affine in geometry[1:]):
+        return None  # fragments of one series, not copies of it: refused rather than read as several partial scans
+    group.folder_note = None
+    note = (
+        f"split by folder from a series of {sum(len(p.paths) for p, _ in out)} files in {len(out)} folders that repeat "
+        "its slice positions (copies with new SOPInstanceUIDs, e.g. a second export or another transfer syntax)"
+    )
+    for primary, _ in out:
+        primary.part_key = _part_key(primary, root)
+        primary.folder_note = note
+    return out
+
+
 def _copy_ref(copy: _Group, primary: _Group, primary_id: str, root: Path) -> ScanRef:
     """An unusable ScanRef for a copy of a series found elsewhere, so one scan is not processed twice."""
     n, total = len(copy.paths), len(primary.paths)
@@ -631,8 +747,12 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
     hash_key = f"{group.uid}|{_key_text(group.key, group.orientation)}"
     if not has_uid:
         hash_key = f"{_rel(paths[0].parent, root)}|{_key_text(group.key, group.orientation)}"
+    if group.part_key is not None:  # one folder's part of a series split by folder (_split_by_folder)
+        hash_key += f"|{group.part_key}"
     ref_id = make_id(description if _slug(description) else _file_stem(paths[0]), hash_key)
     note = _split_note(siblings) if len(siblings) > 1 else None
+    if group.part_key is not None and group.folder_note:
+        note = f"{note}; {group.folder_note}" if note else group.folder_note
     common = dict(id=ref_id, paths=paths, modality=modality, description=description, series_uid=uid)
     kind = "dicom-series" if len(paths) > 1 else "dicom-file"
 
@@ -647,6 +767,8 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
         plan = plan_dicom_series(headers, source=source)
     except MedganError as exc:
         reason = _short_reason(exc, [*paths, source]) + _duplicate_hint(headers)
+        if group.part_key is None and group.folder_note:  # why the series was not split by folder
+            reason += group.folder_note
         return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=reason, note=note, **common)
     except Exception as exc:  # never raise for one bad series; the message may quote header values: left out
         log.debug("unexpected %s planning the series under %s", type(exc).__name__, source)
@@ -817,10 +939,21 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             groups[i], found = _separate_copies(group)
             if found:
                 copies[id(groups[i])] = found
-    by_uid: dict[str, list[_Group]] = {}
+    by_uid: dict[str, list[_Group]] = {}  # the geometry groups of each series (before any split by folder)
     for group in groups:
         if group.non_image is None:
             by_uid.setdefault(group.uid, []).append(group)
+    split: list[_Group] = []
+    for group in groups:
+        parts = None if id(group) in copies else _split_by_folder(group, base)
+        if parts is None:
+            split.append(group)
+            continue
+        for part, found in parts:
+            split.append(part)
+            if found:
+                copies[id(part)] = found
+    groups = split
     for group in groups:
         siblings = by_uid.get(group.uid, [group]) if group.non_image is None else [group]
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -20,10 +21,17 @@ __all__ = ["load_scan", "load_ref"]
 log = logging.getLogger(__name__)
 
 
-def _describe(ref: ScanRef) -> str:
+def _describe(ref: ScanRef, folder: Path | None = None) -> str:
+    """``<id> '<description>' (<kind>, <modality>, shape <shape>)``, plus ``in <subfolder>`` when the scan lies below
+    ``folder`` (copies of one series in several folders share a description)."""
     shape = "x".join(map(str, ref.shape)) if ref.shape else "?"
     label = f" {ref.description!r}" if ref.description else ""
-    return f"{ref.id}{label} ({ref.kind}, {ref.modality}, shape {shape})"
+    where = ""
+    if folder is not None and ref.paths and ref.kind != "folder":
+        with contextlib.suppress(ValueError):
+            rel = ref.paths[0].parent.relative_to(folder)
+            where = f", in {rel.as_posix()}" if rel.parts else ""
+    return f"{ref.id}{label} ({ref.kind}, {ref.modality}, shape {shape}{where})"
 
 
 def load_ref(ref: ScanRef) -> MetaTensor:
@@ -79,13 +87,13 @@ def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
     if series is not None:
         matches = [r for r in refs if r.id == series] or [r for r in refs if r.series_uid == series]
         if not matches:
-            known = ", ".join(_describe(r) for r in usable) or "none"
+            known = ", ".join(_describe(r, folder) for r in usable) or "none"
             raise ScanReadError(f"{folder}: no series {series!r} here (usable series: {known})")
         usable_matches = [r for r in matches if r.usable]
         if not usable_matches:
             return matches[0]  # load_ref raises with the reason
         if len(usable_matches) > 1:
-            listed = "; ".join(_describe(r) for r in usable_matches)
+            listed = "; ".join(_describe(r, folder) for r in usable_matches)
             raise AmbiguousSeriesError(
                 f"{folder}: series {series!r} was split into {len(usable_matches)} scans: {listed}; "
                 "pass one of these ids as series="
@@ -99,7 +107,7 @@ def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
         reasons = "; ".join(f"{r.id}: {r.reason}" for r in refs[:5])
         more = f" (and {len(refs) - 5} more)" if len(refs) > 5 else ""
         raise ScanReadError(f"{folder}: no usable scan in this folder ({reasons}{more})")
-    listed = "; ".join(_describe(r) for r in usable)
+    listed = "; ".join(_describe(r, folder) for r in usable)
     raise AmbiguousSeriesError(
         f"{folder}: holds {len(usable)} usable series: {listed}; pass series=<id or SeriesInstanceUID> (--series on the command line) to pick one"
     )
