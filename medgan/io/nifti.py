@@ -38,7 +38,12 @@ logger = logging.getLogger(__name__)
 #: :func:`medgan.io.save.write_nifti`); every other top-level key belongs to ``meta["medgan"]`` (provenance).
 #: ``degradation`` and ``interpolation`` are dicts; ``modality`` is a DICOM modality code (see :func:`modality_code`);
 #: ``label_names`` holds ``meta["labels"]`` (see :data:`SIDECAR_LABELS_KEY`).
-SIDECAR_META_KEYS = ("degradation", "interpolation", "modality", "label_names")
+#: :data:`SIDECAR_IMAGE_KEY` is reserved too: it names the image the sidecar belongs to, and is neither.
+SIDECAR_META_KEYS = ("degradation", "interpolation", "modality", "label_names", "image_file")
+
+#: Sidecar key of the name of the NIfTI file it was written for (``x.nii.gz``). ``x.nii`` and ``x.nii.gz`` in one
+#: folder share the sidecar ``x.json``, so :func:`read_nifti_sidecar` ignores a sidecar written for the other one.
+SIDECAR_IMAGE_KEY = "image_file"
 
 #: Sidecar key of a label map's ``meta["labels"]`` (label value -> name, as
 #: :func:`medgan.data.labels.tissue_labels` sets it). Not ``labels``: a synthetic image's provenance
@@ -66,6 +71,8 @@ __all__ = [
     "check_label_names",
     "label_value",
     "SIDECAR_LABELS_KEY",
+    "SIDECAR_IMAGE_KEY",
+    "sidecar_owner",
 ]
 
 #: Largest expansion factor deflate can reach (RFC 1951 worst case is about 1032:1); a gzip file
@@ -380,6 +387,23 @@ def nifti_sidecar_path(path: str | Path) -> Path:
     return path.with_name(name + ".json")
 
 
+def sidecar_owner(path: str | Path, data: Any) -> str | None:
+    """The name of the other NIfTI file whose sidecar ``data`` (the parsed sidecar of ``path``) is, else ``None``.
+
+    ``x.nii`` and ``x.nii.gz`` share the sidecar ``x.json``; :func:`medgan.save_scan` records the image's file name
+    under :data:`SIDECAR_IMAGE_KEY`. The sidecar is the other file's when the name it records is not ``path``'s but
+    maps to the same sidecar. A sidecar without the name (written by an earlier version), or one renamed
+    together with its image (``x.json`` -> ``y.json`` beside ``y.nii.gz``), is ``path``'s.
+    """
+    path = Path(path)
+    recorded = data.get(SIDECAR_IMAGE_KEY) if isinstance(data, dict) else None
+    if not isinstance(recorded, str) or not recorded or recorded == path.name or "/" in recorded or "\\" in recorded:
+        return None
+    if not is_nifti_path(recorded) or nifti_sidecar_path(path.with_name(recorded)) != nifti_sidecar_path(path):
+        return None
+    return recorded
+
+
 def modality_code(value: Any) -> str | None:
     """``value`` when it is a known modality as the sidecar keeps it, else ``None``.
 
@@ -466,7 +490,8 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
     descrip
         The file's header ``descrip``. The sidecar is used only when it starts with ``"medgan"``, which
         :func:`medgan.save_scan` writes whenever it writes a sidecar: a foreign sidecar (e.g. BIDS) or a stale
-        one left next to a file rewritten without provenance is ignored. ``None`` trusts the sidecar.
+        one left next to a file rewritten without provenance is ignored. ``None`` trusts the sidecar (but see
+        below).
 
     Returns
     -------
@@ -475,7 +500,8 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
         ``order``), ``"modality"`` (a DICOM modality code, see :func:`modality_code`) and ``"labels"`` (a label
         map's value -> name, from the sidecar's :data:`SIDECAR_LABELS_KEY`, see :func:`check_label_names`; a
         malformed entry is ignored with a warning); empty when there is no sidecar or it is not a JSON object (a
-        warning is logged).
+        warning is logged), and when the sidecar records (:data:`SIDECAR_IMAGE_KEY`) that it was written for the
+        other file of the same stem (``x.nii`` beside ``x.nii.gz``, which share ``x.json``; a warning is logged).
     """
     side = nifti_sidecar_path(path)
     if (descrip is not None and not descrip.startswith("medgan")) or not side.is_file():
@@ -487,6 +513,10 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
         return {}
     if not isinstance(data, dict):
         logger.warning("%s: sidecar ignored: not a JSON object", side)
+        return {}
+    owner = sidecar_owner(path, data)
+    if owner is not None:  # x.nii and x.nii.gz share x.json: the other file's provenance is not this one's
+        logger.warning("%s: sidecar ignored: it was written for %s, not %s", side, owner, Path(path).name)
         return {}
     out: dict[str, Any] = {}
     for key, marker in (("degradation", "method"), ("interpolation", "order")):

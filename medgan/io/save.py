@@ -27,11 +27,13 @@ from medgan.io.atomic import atomic_paths
 from medgan.io.dicom_write import derivation_text, write_dicom_series
 from medgan.io.nifti import (
     NIFTI_2D_INTENT_NAME,
+    SIDECAR_IMAGE_KEY,
     SIDECAR_LABELS_KEY,
     TIME_UNITS,
     check_label_names,
     modality_code,
     nifti_sidecar_path,
+    sidecar_owner,
 )
 from medgan.io.scan import in_ras_space, ras_affine, scan_array, spacing_from_affine
 
@@ -329,7 +331,10 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     Provenance (``meta["medgan"]``) goes into ``descrip`` (80 bytes) and a JSON sidecar, which also holds
     ``meta["degradation"]``, ``meta["interpolation"]`` and a known ``meta["modality"]`` (e.g. ``"MR"`` from DICOM)
     under those top-level keys, and a label map's ``meta["labels"]`` (value -> name) under ``label_names`` (it is
-    written when any of the five exists); :func:`medgan.io.nifti.read_nifti` reads them back into ``meta``. Image and sidecar are first written in full (flushed and fsynced) under
+    written when any of the five exists), and the image's file name under ``image_file``:
+    ``x.nii`` and ``x.nii.gz`` share the sidecar ``x.json``, and the name keeps one from reading the other's
+    (writing one replaces the other's sidecar, with a warning; that one then loads without provenance).
+    :func:`medgan.io.nifti.read_nifti` reads them back into ``meta``. Image and sidecar are first written in full (flushed and fsynced) under
     temporary names; only then is the sidecar renamed into place, then the image
     (:func:`~medgan.io.atomic.atomic_paths`). If writing or either rename fails, the earlier sidecar (or its
     absence) is restored, so a failed write changes neither file. (Only a crash between the two renames can leave
@@ -366,6 +371,9 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     if payload is not None:  # "medgan ..." also tells read_nifti that the sidecar next to the file is this one's
         text = derivation_text(meta) if isinstance(meta.get("medgan"), dict) else _record_text(meta)
         hdr["descrip"] = text.encode("ascii", "replace")[:79]
+    if payload is not None:  # x.nii and x.nii.gz share x.json: the name tells read_nifti whose sidecar it is
+        payload[SIDECAR_IMAGE_KEY] = path.name
+        _warn_if_taken(path)
     sidecar = None if payload is None else json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     compressed = path.name.lower().endswith(".gz")
     # Sidecar first, as before: a failed rename is undone, so only a crash between the two renames (microseconds)
@@ -394,6 +402,25 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
         raise MedganError(f"{path}: cannot write NIfTI file ({exc.strerror or exc})") from exc
     logger.debug("wrote NIfTI %s", path.name)
     return path
+
+
+def _warn_if_taken(path: Path) -> None:
+    """Warn when writing ``path``'s sidecar replaces the one of the other file of its stem (``x.nii`` / ``x.nii.gz``
+    share ``x.json``): that file then loads without its provenance (never with this one's, see
+    :func:`~medgan.io.nifti.sidecar_owner`)."""
+    side = nifti_sidecar_path(path)
+    try:
+        data = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    owner = sidecar_owner(path, data)
+    if owner is not None and (path.parent / owner).exists():
+        logger.warning(
+            "%s replaces the sidecar of %s (x.nii and x.nii.gz share x.json): %s now loads without its provenance",
+            side,
+            owner,
+            owner,
+        )
 
 
 def _sync(fh: Any) -> None:
