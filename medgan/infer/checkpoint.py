@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ __all__ = [
     "metadata_sha256",
     "file_sha256",
     "DEFAULT_NORMALIZATION",
+    "model_task",
 ]
 
 FORMAT = "medgan-checkpoint/1"
@@ -267,32 +270,151 @@ def save_checkpoint(
     return write_bytes_atomic(path, data)
 
 
-def _check_consistent(path: Path, meta: Mapping[str, Any]) -> None:
-    """The top-level ``factor`` / ``spatial_dims`` / ``roi_size`` of a super-resolution checkpoint agree with its
-    model config (they drive the sliding windows; a contradiction crashed deep inside torch)."""
-    model = meta.get("model")
-    if meta.get("task", "super-resolution") != "super-resolution" or not isinstance(model, Mapping):
-        return
-    from medgan.models.registry import CGAN_GENERATOR_DEFAULTS, DETECTOR_DEFAULTS, generator_config
+#: the task each model family serves, by the registry table its ``arch`` is in (see :func:`model_task`)
+_TASKS = ("super-resolution", "synthesis", "synthetic-detection")
 
-    if model.get("arch") in CGAN_GENERATOR_DEFAULTS or model.get("arch") in DETECTOR_DEFAULTS:
+#: normalisation entries that are numbers when present (``lower`` / ``upper`` are percentiles of a rule; a fitted
+#: :class:`medgan.data.normalize.Normalization` record may hold None for those it does not use)
+_NORMALIZATION_NUMBERS = ("lower", "upper", "offset", "scale", "data_min", "data_max")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def model_task(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> str:
+    """The task a checkpoint's model serves, from the ``arch`` of its stored model config.
+
+    Parameters
+    ----------
+    path
+        The checkpoint file (for the error message).
+    meta
+        Its metadata dict.
+
+    Returns
+    -------
+    str
+        ``"super-resolution"`` (:data:`medgan.models.registry.GENERATOR_DEFAULTS`), ``"synthesis"``
+        (``CGAN_GENERATOR_DEFAULTS``) or ``"synthetic-detection"`` (``DETECTOR_DEFAULTS``).
+
+    Raises
+    ------
+    medgan.errors.CheckpointError
+        The stored model config is not a mapping, or its arch is not one this medgan knows.
+    """
+    from medgan.models.registry import CGAN_GENERATOR_DEFAULTS, DETECTOR_DEFAULTS, GENERATOR_DEFAULTS
+
+    model = meta.get("model")
+    if not isinstance(model, Mapping):
+        raise CheckpointError(
+            f"{path}: the stored model config is a {type(model).__name__}, not a mapping (modified or corrupt file)"
+        )
+    arch = model.get("arch")
+    tables = (GENERATOR_DEFAULTS, CGAN_GENERATOR_DEFAULTS, DETECTOR_DEFAULTS)
+    for table, task in zip(tables, _TASKS, strict=True):
+        if isinstance(arch, str) and arch in table:
+            return task
+    known = sorted({a for table in tables for a in table})
+    raise CheckpointError(f"{path}: unknown model arch {arch!r} (this medgan knows {known}); upgrade medgan?")
+
+
+def _check_normalization(path: Path, norm: Any) -> None:
+    """A mapping with a known ``method`` and finite numbers: a rule (percentiles) or a fitted record (offset, scale).
+
+    Why: the rule is applied to every input scan; a string, a list or a bound ``"x"`` failed with a raw Python
+    error inside :class:`medgan.SuperResolver`, at load or only when a scan was upscaled.
+    """
+    from medgan.data.normalize import NORMALIZATION_METHODS, Normalization, NormalizationError
+
+    if not isinstance(norm, Mapping) or not isinstance(norm.get("method"), str):
+        raise CheckpointError(
+            f"{path}: normalization must be a mapping with a 'method' string, got {norm!r:.120} "
+            "(modified or corrupt file)"
+        )
+    method = norm["method"]
+    if method not in NORMALIZATION_METHODS:
+        raise CheckpointError(
+            f"{path}: unknown normalization method {method!r}; this medgan knows {', '.join(NORMALIZATION_METHODS)}"
+        )
+    fitted = "offset" in norm and "scale" in norm
+    for key in _NORMALIZATION_NUMBERS:
+        value = norm.get(key)
+        if key in norm and not _is_finite_number(value) and not (value is None and fitted):
+            raise CheckpointError(f"{path}: normalization {key} must be a finite number, got {value!r}")
+    if fitted:
+        try:
+            Normalization.from_dict(norm)
+        except NormalizationError as exc:
+            raise CheckpointError(f"{path}: normalization record is not valid ({exc})") from None
+    elif method == "percentile" and not 0 <= norm.get("lower", 0.5) < norm.get("upper", 99.5) <= 100:
+        raise CheckpointError(
+            f"{path}: normalization percentiles must satisfy 0 <= lower < upper <= 100, "
+            f"got {norm.get('lower')!r} and {norm.get('upper')!r}"
+        )
+
+
+def _check_calibration(path: Path, cal: Any) -> None:
+    """A detector's Platt calibration: finite ``scale`` > 0 and finite ``bias`` (each optional: 1 and 0).
+
+    Why: a list or a string scale failed with a raw Python error; a negative scale inverted every score (real read
+    as synthetic) and an infinite one made them all 0 or 1.
+    """
+    if cal is None:
         return
+    if not isinstance(cal, Mapping):
+        raise CheckpointError(f"{path}: calibration must be a mapping with scale and bias, got {cal!r:.120}")
+    scale, bias = cal.get("scale", 1.0), cal.get("bias", 0.0)
+    if not (_is_finite_number(scale) and scale > 0 and _is_finite_number(bias)):
+        raise CheckpointError(
+            f"{path}: calibration needs a finite scale > 0 and a finite bias, got scale {scale!r} and bias {bias!r} "
+            "(modified or corrupt file)"
+        )
+
+
+def _check_consistent(path: Path, meta: Mapping[str, Any]) -> None:
+    """The metadata agree with the stored model config, for every kind of model.
+
+    The ``task`` (when stored) is the one of the model's arch; the top-level ``factor`` / ``spatial_dims`` /
+    ``roi_size`` fit the model config (they drive the sliding windows; a contradiction crashed deep inside torch);
+    ``normalization`` and a detector's ``calibration`` are well formed. Why: these were checked for
+    super-resolution models only, and malformed entries reached the user as raw Python errors (an ``AttributeError``
+    for a list as model config, a ``KeyError`` for a synthesis model read as a super-resolution one), or were
+    accepted (a 2-D model declared 3-D, a negative calibration scale that inverted every score).
+    """
+    from medgan.models.registry import generator_config
+
+    task = model_task(path, meta)
+    declared = meta.get("task", task)
+    if declared != task:
+        raise CheckpointError(
+            f"{path}: metadata says task {declared!r} but its model (arch {meta['model'].get('arch')!r}) is a "
+            f"{task} model (modified or corrupt file)"
+        )
     try:
-        cfg = generator_config(model)
+        cfg = generator_config(meta["model"])
     except ConfigError as exc:
         raise CheckpointError(f"{path}: the stored model config is not valid ({exc})") from None
     dims, factor, roi = meta.get("spatial_dims"), meta.get("factor"), meta.get("roi_size")
-    if dims != cfg["spatial_dims"] or not isinstance(factor, list) or list(factor) != cfg["factor"]:
+    if (
+        not _is_int(dims)
+        or dims != cfg["spatial_dims"]
+        or not isinstance(factor, list)
+        or not all(_is_int(f) for f in factor)
+        or list(factor) != cfg["factor"]
+    ):
         raise CheckpointError(
             f"{path}: metadata says spatial_dims {dims!r} and factor {factor!r}, its model config "
             f"{cfg['spatial_dims']} and {cfg['factor']} (modified or corrupt file)"
         )
-    if roi is not None and not (
-        isinstance(roi, list)
-        and len(roi) == dims
-        and all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in roi)
-    ):
+    if roi is not None and not (isinstance(roi, list) and len(roi) == dims and all(_is_int(r) and r > 0 for r in roi)):
         raise CheckpointError(f"{path}: roi_size must be {dims} positive integers, got {roi!r}")
+    _check_normalization(path, meta["normalization"])
+    _check_calibration(path, meta.get("calibration"))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -311,7 +433,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     ------
     medgan.errors.CheckpointError
         Missing file, not a safetensors file (a pickle, garbage), not a medgan
-        checkpoint, unknown format version, or tensors that do not match the stored hash.
+        checkpoint, unknown format version, tensors that do not match the stored hash, or
+        metadata that contradict the stored model config or are malformed (see ``_check_consistent``).
     """
     from safetensors import safe_open
 

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 from medgan.data.normalize import fit_normalization
 from medgan.errors import CheckpointError, MedganError
-from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR
 from medgan.io.scan import load_if_path, scan_array
-from medgan.models.registry import DETECTOR_DEFAULTS, build_detector
+from medgan.models.registry import build_detector
 
 __all__ = ["SyntheticDetector", "train_detector", "detect_synthetic", "DEFAULT_DETECTOR", "prepare_slices"]
 
@@ -95,9 +95,12 @@ class SyntheticDetector:
     """
 
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device | None = None) -> None:
-        arch = (checkpoint.metadata.get("model") or {}).get("arch")
-        if arch not in DETECTOR_DEFAULTS:
-            raise CheckpointError(f"{checkpoint.path}: not a synthetic-image detector (arch {arch!r})")
+        task = model_task(checkpoint.path, checkpoint.metadata)  # by the arch (load_checkpoint checks a stored task)
+        if task != "synthetic-detection":
+            arch = checkpoint.metadata["model"].get("arch")
+            raise CheckpointError(
+                f"{checkpoint.path}: a {task} checkpoint (arch {arch!r}), not a synthetic-image detector"
+            )
         self.path = checkpoint.path
         self.sha256 = checkpoint.sha256
         self.metadata = checkpoint.metadata

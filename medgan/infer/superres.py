@@ -32,7 +32,7 @@ from medgan._version import __version__
 from medgan.data.degrade import upsample_affine
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import CheckpointError, MedganError
-from medgan.infer.checkpoint import Checkpoint, load_checkpoint
+from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
 from medgan.io.nifti import modality_code
@@ -278,9 +278,12 @@ class SuperResolver:
     ) -> None:
         checkpoint = as_checkpoint(checkpoint, task="super-resolution")
         meta = checkpoint.metadata
-        task = meta.get("task", "super-resolution")
+        task = model_task(checkpoint.path, meta)  # by the model's arch (load_checkpoint checks a stored task)
         if task != "super-resolution":
-            raise CheckpointError(f"{checkpoint.path}: a {task} checkpoint, not a super-resolution model")
+            arch = meta["model"].get("arch")
+            raise CheckpointError(
+                f"{checkpoint.path}: a {task} checkpoint (arch {arch!r}), not a super-resolution model"
+            )
         if precision not in PRECISIONS:
             raise MedganError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.metadata = meta

@@ -37,7 +37,7 @@ from medgan.data.labels import one_hot
 from medgan.data.normalize import Normalization, NormalizationError
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer._args import as_int as _as_int
-from medgan.infer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, resolve_model_path
 from medgan.io.nifti import label_value
@@ -191,11 +191,11 @@ class Synthesizer:
         self.metadata = meta
         self.path = checkpoint.path
         self.sha256 = checkpoint.sha256
-        arch = (meta.get("model") or {}).get("arch")
-        if arch not in CGAN_GENERATOR_DEFAULTS:
+        task = model_task(self.path, meta)  # by the model's arch (load_checkpoint checks a stored task)
+        if task != "synthesis":
             raise CheckpointError(
-                f"{self.path}: not a synthesis model (arch {arch!r}); a super-resolution model upscales scans "
-                "(medgan.SuperResolver, medgan upscale)"
+                f"{self.path}: a {task} checkpoint (arch {meta['model'].get('arch')!r}), not a synthesis model; "
+                "a super-resolution model upscales scans (medgan.SuperResolver, medgan upscale)"
             )
         try:
             self.labels = {int(k): str(v) for k, v in dict(meta["labels"]).items()}
