@@ -152,6 +152,7 @@ def fit_normalization(
     lower: float = 0.5,
     upper: float = 99.5,
     mask: np.ndarray | torch.Tensor | None = None,
+    flat_scale: str = "range",
 ) -> Normalization:
     """Fit a normalisation to ``scan``.
 
@@ -169,6 +170,10 @@ def fit_normalization(
     mask
         Optional boolean mask broadcastable to ``scan`` (e.g. a ``(1, X, Y, Z)`` foreground mask); only the
         voxels where it is true are used for fitting.
+    flat_scale
+        ``"percentile"`` scale when the percentiles coincide: ``"range"`` (default) the data's range, ``"unit"``
+        1 input unit, the rule before the range fallback: only for models trained with it, whose inputs must be
+        normalised as in training (e.g. the shipped synthetic detector's per-crop normalisation).
 
     Returns
     -------
@@ -199,7 +204,11 @@ def fit_normalization(
             raise NormalizationError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
         lo, hi = (float(v) for v in np.percentile(values, [lower, upper]))
         scale = hi - lo
-        if not scale > 0:
+        if flat_scale not in ("range", "unit"):
+            raise NormalizationError(f"flat_scale must be 'range' or 'unit', got {flat_scale!r}")
+        if not scale > 0 and flat_scale == "unit":
+            scale = 1.0
+        elif not scale > 0:
             # more than (100 - upper) % of the voxels share one value (CT air around a small object): the
             # percentiles coincide. The full range keeps the scan in [0, 1] units; a bare 1 would be one input
             # unit (a normalised range of 0..1040 for CT) and only suits a constant image
