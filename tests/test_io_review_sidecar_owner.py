@@ -56,3 +56,17 @@ def test_a_sidecar_without_the_name_or_renamed_with_its_image_is_still_read(scan
     del data["image_file"]  # as an earlier version wrote it
     side.write_text(json.dumps(data))
     assert medgan.load_scan(out).meta["degradation"]["method"] == "kspace"
+
+
+def test_batch_evaluate_does_not_put_the_other_files_degradation_back(scan, tmp_path):
+    """``batch evaluate`` re-reads an LR input's raw sidecar for the degradation load_scan leaves out; it took the
+    record that ``d.nii`` wrote for the ``d.nii.gz`` it scores."""
+    from pipelines.batch.jobs import _with_sidecar
+
+    gz = medgan.save_scan(medgan.degrade(scan, (2, 2, 1)), tmp_path / "d.nii.gz")
+    medgan.save_scan(medgan.degrade(scan, (1, 1, 2), method="thick_slice"), tmp_path / "d.nii")
+    ref = next(r for r in medgan.discover_scans(tmp_path) if r.paths[0].name == "d.nii.gz")
+    back = _with_sidecar(medgan.load_scan(gz), ref)
+    assert "degradation" not in back.meta and "medgan" not in back.meta
+    own = next(r for r in medgan.discover_scans(tmp_path) if r.paths[0].name == "d.nii")
+    assert _with_sidecar(medgan.load_scan(own.paths[0]), own).meta["degradation"]["method"] == "thick_slice"

@@ -350,7 +350,7 @@ def test_nifti_provenance_descrip_and_sidecar(tmp_path, mni_crop):
     descrip = nib.load(out).header["descrip"].item().decode()
     assert descrip == "medgan 0.1.0 SR model=sr2d-t1-x2 synthetic=False"
     sidecar = tmp_path / "sr.json"
-    assert json.loads(sidecar.read_text()) == prov
+    assert json.loads(sidecar.read_text()) == {**prov, "image_file": "sr.nii.gz"}  # the name: x.nii shares x.json
     long = {"model": "m" * 200, "synthetic": True}
     out = save_scan(make_scan(data[None], aff, {"medgan": long}), tmp_path / "syn.nii")
     assert len(nib.load(out).header["descrip"].item()) <= 80
@@ -884,6 +884,7 @@ def test_nifti_sidecar_keeps_degradation_and_interpolation(tmp_path, mni_crop):
     assert side == {
         "degradation": {"method": "kspace", "factor": [2, 2, 1], "noise_std": 0.5, "seed": None},
         "interpolation": {"order": 3, "factor": [2, 2, 1], "mode": "nearest"},
+        "image_file": "lr.nii.gz",
     }
     back = medgan.load_scan(out)
     assert back.meta["degradation"] == side["degradation"] and back.meta["interpolation"] == side["interpolation"]
@@ -910,7 +911,10 @@ def test_nifti_sidecar_keeps_a_known_modality(tmp_path):
     src = medgan.load_scan(HITACHI_SAMPLE)
     assert src.meta["modality"] == "MR" and src.meta["dicom"]
     out = save_scan(src, tmp_path / "h.nii.gz")
-    assert json.loads(nifti_sidecar_path(out).read_text()) == {"modality": "MR"}  # nothing identifying
+    assert json.loads(nifti_sidecar_path(out).read_text()) == {
+        "modality": "MR",
+        "image_file": "h.nii.gz",
+    }  # nothing identifying
     back = medgan.load_scan(out)
     assert back.meta["modality"] == "MR" and not {"medgan", "degradation", "dicom"} & set(back.meta)
     assert medgan.load_scan(save_scan(back, tmp_path / "again.nii")).meta["modality"] == "MR"  # and on

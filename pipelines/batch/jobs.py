@@ -569,7 +569,7 @@ def _with_sidecar(scan: Any, ref: Any) -> Any:
     """Put back ``meta["medgan"]`` / ``meta["degradation"]`` that a NIfTI file keeps in its JSON sidecar."""
     import json
 
-    from medgan.io.nifti import SIDECAR_META_KEYS
+    from medgan.io.nifti import SIDECAR_META_KEYS, sidecar_owner
     from medgan.io.save import nifti_sidecar_path
 
     meta = getattr(scan, "meta", None)
@@ -581,6 +581,8 @@ def _with_sidecar(scan: Any, ref: Any) -> Any:
     except (OSError, ValueError):
         side = {}
     if not isinstance(side, dict) or not side:
+        return scan
+    if sidecar_owner(ref.paths[0], side) is not None:  # x.nii and x.nii.gz share x.json: this one is the other's
         return scan
     prov = {k: v for k, v in side.items() if k not in SIDECAR_META_KEYS}  # the sidecar's other keys are not provenance
     if prov:
