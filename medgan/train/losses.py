@@ -162,8 +162,49 @@ def save_feature_net(path: str | os.PathLike[str], net: FeatureNet) -> Path:
     return path
 
 
+def _check_feature_net_fits(cfg: Any, tensors: Mapping[str, torch.Tensor]) -> None:
+    """The network ``cfg`` declares has the names and shapes of ``tensors``, checked without allocating it.
+
+    Why: the config comes from the file's metadata; it was built before the weights were compared, so a 656-byte
+    file declaring ``channels`` 2048 allocated about 1 GB (more channels or levels: an out-of-memory kill).
+    """
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"the stored config is not a mapping: {cfg!r:.80}")
+    n_levels = cfg.get("n_levels", 3)
+    # each level holds four tensors: building a million declared levels took time and memory even on 'meta'
+    if isinstance(n_levels, bool) or not isinstance(n_levels, int) or not 0 < n_levels <= len(tensors):
+        raise ValueError(f"the stored config declares n_levels {n_levels!r} for {len(tensors)} tensors")
+    with torch.device("meta"):
+        skeleton = FeatureNet(**cfg)
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    if have != want:
+        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))[:3]
+        raise ValueError(
+            "weights do not fit the stored config ("
+            + ", ".join(f"{k}: {have.get(k)} stored, {want.get(k)} expected" for k in diff)
+            + ")"
+        )
+
+
 def load_feature_net(path: str | os.PathLike[str]) -> FeatureNet:
-    """Load a :class:`FeatureNet` written by :func:`save_feature_net` (never unpickles)."""
+    """Load a :class:`FeatureNet` written by :func:`save_feature_net` (never unpickles).
+
+    Parameters
+    ----------
+    path
+        The safetensors file.
+
+    Returns
+    -------
+    FeatureNet
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        Missing file, not such a file, or weights that do not fit the config stored with them (checked on the
+        ``meta`` device, before the network is allocated).
+    """
     from safetensors import safe_open
 
     path = Path(path)
@@ -174,6 +215,7 @@ def load_feature_net(path: str | os.PathLike[str]) -> FeatureNet:
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         cfg: Mapping[str, Any] = json.loads(meta["medgan_feature_net"])
+        _check_feature_net_fits(cfg, tensors)
         net = FeatureNet(**cfg)
         net.load_state_dict(tensors, strict=True)
     except Exception as exc:  # safetensors / json / shape errors: one clear message
