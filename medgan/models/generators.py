@@ -192,7 +192,18 @@ class _IsotropicSubpixelUpsample(SubpixelUpsample):
     MONAI's ``pixelshuffle`` always produces a contiguous (NCHW) tensor, which the next channels-last
     convolution must copy again at full resolution; :func:`pixel_shuffle_axes` has the same channel ordering
     and keeps channels-last inputs channels-last with one copy (about 14 % of a 2-D x2 forward on the CPU).
+
+    MONAI ICNR-initialises the weights only and leaves PyTorch's random bias, which differs between the sub-pixel
+    channels of one output channel: a fresh model started with a checkerboard. The bias starts at zero, as in
+    :class:`AxisSubpixelUpsample` (initialisation only: trained weights load over it).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bias = getattr(self.conv_block, "bias", None)
+        if bias is not None:
+            with torch.no_grad():
+                bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_block(x)
