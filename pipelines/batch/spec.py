@@ -249,6 +249,8 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
     job = data.get("job")
     if job is None:
         raise ConfigError(f"{path}: 'job' is required (one of: {', '.join(SCHEMA)})")
+    if not isinstance(job, str):  # a list or mapping crashed the lookup below with "unhashable type"
+        raise ConfigError(f"{path}: 'job' must be text, one of: {', '.join(SCHEMA)}; got {job!r}")
     if job not in SCHEMA:
         raise ConfigError(f"{path}: unknown job {job!r}; use one of: {', '.join(SCHEMA)}")
     schema = SCHEMA[job]
