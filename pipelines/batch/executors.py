@@ -464,7 +464,7 @@ def _worker_view(marker: str, paths: Sequence[str]) -> dict[str, Any]:
         text: str | None = Path(marker).read_text(encoding="utf-8")
     except OSError:
         text = None
-    return {"marker": text, "missing": [p for p in paths if not os.path.exists(p)]}
+    return {"marker": text, "missing": [p for p in paths if not os.path.exists(p)], "cores": jobs.usable_cores()}
 
 
 def _check_dask_workers(client: Any, tasks: Sequence[Task], options: Any) -> None:
@@ -514,6 +514,13 @@ def _check_dask_workers(client: Any, tasks: Sequence[Task], options: Any) -> Non
                 f"Dask worker {worker} does not see {', '.join(lacks)} of this run: every worker needs the input "
                 "tree, OUT_ROOT and the checkpoint at the same absolute paths, on a file system shared with this "
                 "process (docs/BATCH.md, Dask)"
+            )
+        threads, cores = getattr(options, "threads", None), view.get("cores")
+        if threads and isinstance(cores, int) and threads > jobs.MAX_THREADS_PER_CORE * cores:
+            # 100000 threads killed workers and left the others broken for later runs
+            raise MedganError(
+                f"threads (--threads) {threads} is more than {jobs.MAX_THREADS_PER_CORE} per usable CPU core on "
+                f"Dask worker {worker} ({cores} core(s): at most {jobs.MAX_THREADS_PER_CORE * cores})"
             )
     if not views:
         log.warning("the Dask scheduler has no workers yet: the scans wait until workers connect")

@@ -44,6 +44,9 @@ __all__ = [
     "warm_synthesize",
     "usable_cores",
     "default_threads",
+    "MAX_THREADS_PER_CORE",
+    "max_threads",
+    "check_threads",
     "error_text",
 ]
 
@@ -122,6 +125,34 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+#: the most torch threads a scan job may ask for, per usable CPU core of the process that runs it: more only
+#: oversubscribes, and far more fails: ``--threads 100000`` made oneDNN raise "could not create a primitive" and the
+#: process die of SIGSEGV (no manifest.csv); on Dask it killed workers and left the survivors broken for later runs
+MAX_THREADS_PER_CORE = 4
+
+
+def max_threads() -> int:
+    """The most torch threads per scan job in this process: :data:`MAX_THREADS_PER_CORE` x :func:`usable_cores`."""
+    return MAX_THREADS_PER_CORE * usable_cores()
+
+
+def check_threads(threads: int | None, where: str = "here") -> None:
+    """Raise :class:`MedganError` (one line) when ``threads`` is above :func:`max_threads` of this process.
+
+    ``where`` names the machine in the message (``"here"``, ``"on Dask worker tcp://..."``).
+    """
+    if threads is None:
+        return
+    cores = usable_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise MedganError(f"threads (--threads) must be a positive integer, got {threads!r}")
+    if threads > MAX_THREADS_PER_CORE * cores:
+        raise MedganError(
+            f"threads (--threads) {threads} is more than {MAX_THREADS_PER_CORE} per usable CPU core {where} "
+            f"({cores} core(s): at most {MAX_THREADS_PER_CORE * cores})"
+        )
 
 
 def default_threads(workers: int, *, dask: bool = False) -> int:
@@ -228,7 +259,11 @@ def _die_with(pid: int) -> None:
 
 
 def _set_threads(threads: int | None) -> None:
+    """Set this process's torch intra-op threads to ``threads`` (every job does, before its work, so a process never
+    runs a scan with another run's count); a count above :func:`max_threads` here raises :class:`MedganError` (the
+    scan fails with one line) instead of crashing the process (a Dask worker that joined after the run's check)."""
     if threads:
+        check_threads(threads)
         import torch
 
         if torch.get_num_threads() != threads:

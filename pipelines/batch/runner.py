@@ -159,6 +159,17 @@ def _n_workers(workers: int | None) -> int:
     return int(workers)
 
 
+def _threads(threads: int | None, workers: int, scheduler: str | None) -> int:
+    """The torch threads per scan job: ``threads``, or :func:`jobs.default_threads`. Given, it may not exceed
+    :func:`jobs.max_threads` of this machine (local runs; a Dask run checks each worker's own cores before any scan
+    is sent), before anything is written: ``--threads 100000`` crashed the run with SIGSEGV."""
+    if threads is None:
+        return jobs.default_threads(workers, dask=bool(scheduler))
+    if not scheduler:
+        jobs.check_threads(threads)
+    return threads
+
+
 def _start_pool_early(workers: int, scheduler: str | None) -> None:
     """A local pool's fork server starts importing now, on another core, while this process discovers the
     scans, imports torch and loads its own copy of the model (:func:`executors.start_worker_server`)."""
@@ -529,6 +540,7 @@ def run_upscale(
     typed_root, out_root = Path(in_root), Path(out_root)
     in_root = typed_root.absolute()  # task paths must not depend on the working directory (Dask workers)
     n = _n_workers(workers)
+    threads = _threads(threads, n, scheduler)
     jobs.window_roi_size(windows)  # an unknown layout fails here, before anything is written
     axes = _check_axes(axes)
     _start_pool_early(n, scheduler)
@@ -541,8 +553,6 @@ def run_upscale(
         raise MedganError(
             f"{model}: axes (--axes) are for a 2-D model applied to volumes; this model is {resolver.spatial_dims}-D"
         )
-    if threads is None:
-        threads = jobs.default_threads(n, dask=bool(scheduler))
     options = jobs.UpscaleOptions(
         model=model_text,
         model_sha256=resolver.sha256,
@@ -750,6 +760,7 @@ def run_synthesize(
     typed_root, out_root = Path(in_root), Path(out_root)
     in_root = typed_root.absolute()  # task paths must not depend on the working directory (Dask workers)
     nw = _n_workers(workers)
+    threads = _threads(threads, nw, scheduler)
     if n < 1:
         raise MedganError(f"-n must be at least 1, got {n}")
     if scalar is not None:
@@ -761,8 +772,6 @@ def run_synthesize(
     from medgan.infer.synthesis import Synthesizer
 
     synthesizer = Synthesizer.from_pretrained(model_text, device=device)
-    if threads is None:
-        threads = jobs.default_threads(nw, dask=bool(scheduler))
     condition = {k: v for k, v in (("class", condition_class), ("scalar", scalar)) if v is not None} or None
     options = jobs.SynthesizeOptions(
         model=model_text,
@@ -849,6 +858,7 @@ def run_evaluate(
     ref_root, pred_root, out_root = typed["ref"].absolute(), typed["pred"].absolute(), Path(out_root)
     lr_path = typed["lr"].absolute() if typed["lr"] is not None else None
     n = _n_workers(workers)
+    threads = _threads(threads, n, scheduler)
     if max_montages < 0:
         raise MedganError(f"--max-montages must be >= 0, got {max_montages}")
     from medgan.eval.compare import BASELINES
@@ -867,8 +877,6 @@ def run_evaluate(
     if not refs:
         raise MedganError(f"{ref_root}: no DICOM or NIfTI scan found")
     tasks = plan_evaluate(refs, ref_root, preds, pred_root, lrs, lr_path, montages=max_montages)
-    if threads is None:
-        threads = jobs.default_threads(n, dask=bool(scheduler))
     options = jobs.EvaluateOptions(
         out_root=str(out_root.absolute()),
         method=method,
