@@ -15,7 +15,7 @@ their input root, sizes and modification times), ``started`` / ``finished`` (UTC
 per method), ``worker``; ``upscale`` rows also ``windows`` (the sliding-window layout, ``checkpoint`` or ``fit``).
 
 Resume (:func:`last_finished`, :func:`is_complete`): a scan is skipped when its latest ``done`` or ``skipped`` row
-has the same ``settings``, lists the outputs its task plans now, and every listed output exists with the recorded
+of the same job has the same ``settings``, lists the outputs its task plans now, and every listed output exists with the recorded
 sha256. (A ``skipped`` row carries the outputs and hashes of the row it vouched for, under its own run's
 ``settings``.)
 """
@@ -147,9 +147,18 @@ def last_done(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(r["scan_id"]): dict(r) for r in rows if r.get("status") == "done"}
 
 
-def last_finished(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """scan_id -> its last ``done`` or ``skipped`` row: what resume compares with (:func:`is_complete`)."""
-    return {str(r["scan_id"]): dict(r) for r in rows if r.get("status") in ("done", "skipped")}
+def last_finished(rows: Iterable[Mapping[str, Any]], job: str | None = None) -> dict[str, dict[str, Any]]:
+    """scan_id -> its last ``done`` or ``skipped`` row: what resume compares with (:func:`is_complete`).
+
+    ``job``: only that job's rows (a row without a ``job`` counts for any). Jobs written into one ``OUT_ROOT``
+    (``batch upscale`` and ``batch synthesize`` of the same tree share scan ids) then resume independently: keyed by
+    scan id alone, each run saw the other job's row as the scan's last and redid every scan.
+    """
+    return {
+        str(r["scan_id"]): dict(r)
+        for r in rows
+        if r.get("status") in ("done", "skipped") and (job is None or r.get("job") in (None, job))
+    }
 
 
 def is_complete(

@@ -275,7 +275,7 @@ def _execute(
             _redirect_logging(quiet),
         ):
             run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
-            finished = last_finished(manifest.rows)
+            finished = last_finished(manifest.rows, job)  # per job: jobs may share an OUT_ROOT
             to_run = []
             for task in tasks:
                 if task.reason is not None:
