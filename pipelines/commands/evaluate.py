@@ -81,6 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from medgan.errors import MedganError
     from medgan.eval.compare import BASELINES, evaluate_paths
     from medgan.eval.report import write_report
     from medgan.eval.stats import summarize
@@ -98,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    out = Path(args.out)
+    # the output folder first: a file of that name, or a place no folder can be made, failed only after every scan
+    # was scored, with a raw traceback
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedganError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     ev = evaluate_paths(
         args.pred,
         args.ref,
@@ -112,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
         max_montages=args.max_montages,
         progress=lambda key: log.info("scoring %s", key),
     )
-    paths = write_report(ev, Path(args.out), title=args.title)
+    try:
+        paths = write_report(ev, out, title=args.title)
+    except OSError as exc:
+        where = exc.filename or out
+        raise MedganError(f"{where}: cannot write the report ({exc.strerror or exc})") from None
     n_scans = len({r["scan_id"] for r in ev.rows})
     # the report's own summary (non-finite values left out, as there), so the line and the report agree
     psnr = next(s for s in summarize(ev.rows, metrics=["psnr"]) if s["method"] == ev.method)
