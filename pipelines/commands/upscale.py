@@ -5,9 +5,11 @@ Loads ``IN`` (a NIfTI file, a DICOM file or one series folder) with :func:`medga
 runs :meth:`medgan.SuperResolver.upscale` and writes ``OUT`` with :func:`medgan.save_scan`
 (a DICOM input is the ``reference`` of a DICOM output). The provenance (model name and
 sha256, factor) travels in ``meta["medgan"]`` and so into the NIfTI sidecar / DICOM
-DerivationDescription. When ``IN`` is a folder tree holding several scans (and no ``--series``
-is given), the command runs as ``medgan batch upscale IN OUT`` does: outputs mirror the tree,
-with a manifest, resume and per-scan error isolation (exit 3 if some scans failed).
+DerivationDescription. When ``IN`` is a folder tree (any folder that is not itself one DICOM series:
+several scans, or a single scan in a subfolder or as a NIfTI file) and no ``--series`` is given, the command
+runs as ``medgan batch upscale IN OUT`` does: outputs mirror the tree, with a manifest, resume and per-scan
+error isolation (exit 3 if some scans failed). A tree of one scan runs so too, so its outputs do not depend
+on how many scans it holds.
 
 ``--adapt-steps N`` (N > 0) first fine-tunes a copy of the model on the input scan itself
 (:func:`medgan.adapt_to_scan`, ZSSR / SMORE style) and records that in the provenance; it works on
@@ -94,6 +96,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def _is_the_scan(ref, folder) -> bool:
+    """Whether the folder ``IN`` is itself the scan ``ref``: a DICOM series (or one-file DICOM) whose files lie in it.
+
+    Parameters
+    ----------
+    ref : medgan.io.discover.ScanRef
+        The only usable scan found under ``folder``.
+    folder : pathlib.Path
+        The folder given as ``IN``.
+
+    Returns
+    -------
+    bool
+        ``True`` for a series folder (its files directly in it, or spread over its subfolders), ``False`` for a
+        folder tree whose scan sits in a subfolder or is a NIfTI file: such a tree runs as a batch, as a tree of
+        several scans does (outputs ``OUT/<folder>/<scan id>.nii.gz`` and a manifest), whatever its size.
+    """
+    import os
+    from pathlib import Path
+
+    from pipelines.batch.plan import scan_folder
+
+    if not str(ref.kind).startswith("dicom"):
+        return False
+    return Path(os.path.realpath(scan_folder(ref))) == Path(os.path.realpath(folder))
+
+
 def run(args: argparse.Namespace) -> int:
     """Upscale ``args.input`` into ``args.output``; return the exit status."""
     import sys
@@ -107,12 +136,13 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.input).is_dir() and args.series is None:
         refs = discover_scans(args.input)
         usable = [r for r in refs if r.usable]
-        if len(usable) == 1:
+        if len(usable) == 1 and _is_the_scan(usable[0], Path(args.input)):
             source = usable[0]
-        elif len(usable) > 1:  # a folder tree: run it as a batch job
+        elif usable:  # a folder tree (even one whose only scan sits in a subfolder): run it as a batch job
+            holds = f"{len(usable)} scan{'s' if len(usable) > 1 else ''}"
             if str(args.output).lower().endswith((".nii", ".nii.gz", ".dcm")):  # it would become a folder of that name
                 print(
-                    f"medgan upscale: error: {args.input} holds {len(usable)} scans, so OUT must be a folder, "
+                    f"medgan upscale: error: {args.input} is a folder tree ({holds}), so OUT must be a folder, "
                     f"not the file name {args.output}",
                     file=sys.stderr,
                 )
@@ -129,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             if given:
                 print(
                     f"medgan upscale: error: {', '.join(given)}: adaptation fine-tunes the model on one scan; "
-                    f"{args.input} holds {len(usable)} scans: run `medgan upscale` per scan (or pick one with --series)",
+                    f"{args.input} is a folder tree ({holds}): run `medgan upscale` per scan (or pick one with --series)",
                     file=sys.stderr,
                 )
                 return 2
