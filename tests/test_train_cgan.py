@@ -84,9 +84,15 @@ def _config(tmp: Path, subject: dict[str, str], **sections) -> dict:
         # only at the first adversarial step, after the warm-up)
         (lambda c: c["discriminator"].update(in_channels=2), r"discriminator\.in_channels: must be the model's"),
         (lambda c: c["model"].update(out_channels=2), r"model\.out_channels: train-cgan trains on single-channel"),
-        (lambda c: c["model"].update(channels=["a", 8]), r"model: invalid literal"),
+        (
+            lambda c: c["model"].update(channels=["a", 8]),
+            r"model: .*channels must be a non-empty list of positive integers, got \['a', 8\]",
+        ),
         (lambda c: c["model"].update(kernel_size=4), r"model: .*kernel_size 4.*Same padding"),
-        (lambda c: c["model"].update(channels=[16, 0]), r"model: this generator config does not run"),
+        (
+            lambda c: c["model"].update(channels=[16, 0]),
+            r"model: .*channels must be a non-empty list of positive integers, got \[16, 0\]",
+        ),
         (lambda c: c["model"].update(upsampling_mode="trilinear"), r"model: this generator config does not run"),
         (lambda c: c["model"].update(channels=[8] * 6), r"model: .*does not run on train\.patch_size \[32, 32\]"),
         # batch-statistics norms: the one-pass discriminator step would mix real and generated samples' statistics
