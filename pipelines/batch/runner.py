@@ -37,7 +37,14 @@ from medgan.errors import MedganError
 from pipelines.batch import executors, jobs
 from pipelines.batch.logging import RunLog
 from pipelines.batch.manifest import Manifest, is_complete, last_finished, settings_key, write_csv
-from pipelines.batch.plan import Task, check_roots, plan_evaluate, plan_synthesize, plan_upscale
+from pipelines.batch.plan import (
+    Task,
+    check_roots,
+    plan_evaluate,
+    plan_synthesize,
+    plan_upscale,
+    safe_output_path,
+)
 from pipelines.batch.progress import Progress
 
 __all__ = [
@@ -191,6 +198,35 @@ class _Run:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     row_extra: Callable[[Task], dict[str, Any]] | None = None
+    #: scan id -> the last done / skipped row of a scan this run redoes (:meth:`_remove_stale`)
+    previous: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: every output this run's tasks plan (never removed as stale)
+    planned: frozenset[str] = frozenset()
+
+    def _remove_stale(self, task: Task, status: str) -> None:
+        """Remove the outputs that the previous ``done`` / ``skipped`` row of a redone scan listed and that are
+        stale now, before the new row is appended (a run killed in between leaves a scan that is redone).
+
+        ``done``: the outputs the new plan does not list (``-n 3`` then ``-n 2`` left ``-synth-002``, NIfTI then
+        ``--format dicom`` the ``.nii.gz`` and its sidecar: files no manifest row listed). ``failed``: when the
+        previous row was made under other settings (another model, format, seed, input file), all its outputs,
+        so that the old model's output does not sit there looking current under a ``failed`` row; under the same
+        settings (``--force``, or a redo because one output was missing) they are kept: still what this run would
+        write, and the earlier row still vouches for them, so a rerun without ``--force`` skips the scan.
+        Only paths inside ``OUT_ROOT`` (:func:`safe_output_path`, links resolved) go; a link is removed itself,
+        never followed. Each removal is logged.
+        """
+        previous = self.previous.pop(task.scan_id, None)
+        if previous is None or status not in ("done", "failed"):
+            return
+        if status == "failed" and previous.get("settings") == self.keys.get(task.scan_id):
+            return
+        keep = set(task.outputs) if status == "done" else set()
+        for rel in previous.get("outputs") or []:
+            rel = str(rel)
+            if rel in keep or (rel in self.planned and rel not in task.outputs):
+                continue
+            _remove_output(self.out_root, rel, task.scan_id, status)
 
     def record(self, task: Task, row: dict[str, Any], started: str | None = None) -> None:
         full = {
@@ -217,6 +253,7 @@ class _Run:
                 full[key] = row[key]
         if self.row_extra is not None:
             full.update(self.row_extra(task))
+        self._remove_stale(task, full["status"])
         written = self.manifest.append(full)
         self.rows[task.scan_id] = written
         status = written["status"]
@@ -227,6 +264,30 @@ class _Run:
         elif status == "done":
             log.info("%s: done in %s -> %s", task.scan_id, _took(written["seconds"]), task.outputs[:1])
         self.progress.update(status)
+
+
+def _remove_output(out_root: Path, rel: str, scan_id: str, status: str) -> None:
+    """Remove output ``rel`` (relative to ``out_root``) of a previous run of scan ``scan_id``; see
+    :meth:`_Run._remove_stale`. Refuses (logged) a path that is not a plain relative path or leaves ``out_root``."""
+    parts = rel.rsplit("/", 1)
+    folder, name = (parts[0], parts[1]) if len(parts) == 2 else (".", parts[0])
+    try:
+        path = safe_output_path(out_root, folder, name)
+    except MedganError as exc:
+        log.warning("%s: not removing the earlier output %s: %s", scan_id, rel, exc)
+        return
+    why = "not written by this run" if status == "done" else "made under other settings; this run failed the scan"
+    try:
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            return
+    except OSError as exc:
+        log.warning("%s: cannot remove the earlier output %s (%s)", scan_id, rel, exc.strerror or exc)
+        return
+    log.info("%s: removed the earlier output %s (%s)", scan_id, rel, why)
 
 
 def _took(seconds: Mapping[str, Any]) -> str:
@@ -275,6 +336,7 @@ def _execute(
             _redirect_logging(quiet),
         ):
             run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
+            run.planned = frozenset(o for t in tasks for o in t.outputs)
             finished = last_finished(manifest.rows, job)  # per job: jobs may share an OUT_ROOT
             to_run = []
             for task in tasks:
@@ -300,8 +362,10 @@ def _execute(
                     carried.update(status="skipped", error=None, worker=None)
                     run.record(task, carried)
                     continue
-                if previous is not None and not force:
-                    log.info("%s: redoing (%s)", task.scan_id, why)
+                if previous is not None:
+                    run.previous[task.scan_id] = previous
+                    if not force:
+                        log.info("%s: redoing (%s)", task.scan_id, why)
                 to_run.append(task)
             if to_run:
                 run_tasks(to_run, run.record)

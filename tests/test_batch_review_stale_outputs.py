@@ -1,0 +1,167 @@
+"""A redone scan leaves no output of its previous run that no manifest row lists any more: ``batch synthesize -n 3``
+then ``-n 2`` left ``-synth-002`` behind, NIfTI then ``--format dicom`` the ``.nii.gz`` and its sidecar, and a redo
+under new settings that failed left the old settings' output under a ``failed`` row. Removal stays inside OUT_ROOT
+and never follows a link out of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipelines.batch.manifest import read_rows
+from pipelines.cli import main
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny untrained 3-D x2 SR checkpoint and a tiny untrained 2-D SPADE synthesizer (real save APIs)."""
+    import torch
+
+    from medgan.data.normalize import Normalization
+    from medgan.infer.checkpoint import save_checkpoint
+    from medgan.infer.synthesis import save_synthesizer
+    from medgan.models.registry import build_generator
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    sr = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
+    sr_path = save_checkpoint(root / "sr.safetensors", sr, roi_size=32)
+    gen = build_generator(
+        {
+            "arch": "spade",
+            "spatial_dims": 2,
+            "num_labels": 3,
+            "channels": [8, 4],
+            "z_dim": 4,
+            "spade_hidden_channels": 4,
+        }
+    )
+    norm = Normalization(
+        method="percentile", offset=0.0, scale=100.0, lower=0.5, upper=99.5, data_min=0.0, data_max=100.0
+    )
+    syn_path = save_synthesizer(
+        root / "syn.safetensors", gen, labels={0: "background", 1: "gm", 2: "wm"}, normalization=norm
+    )
+    return sr_path, syn_path
+
+
+def label_map(dst: Path, box: tuple[slice, ...]) -> Path:
+    """A real label map: argmax of background / MNI GM / MNI WM probabilities on a crop of the template grid."""
+    mni = SAMPLE / "nifti" / "mni_icbm152_2009a_sym"
+    gm, wm = (nib.load(mni / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
+    g, w = np.asarray(gm.dataobj, dtype=np.float32), np.asarray(wm.dataobj, dtype=np.float32)
+    labels = np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0).astype(np.uint8)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
+    return dst
+
+
+def scan_tree(root: Path) -> Path:
+    img = nib.load(SAMPLE / "nifti" / "nibabel" / "anatomical.nii").slicer[8:24, 10:26, 8:12]
+    (root / "a").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), root / "a" / "anat.nii.gz")
+    return root
+
+
+def files(out: Path) -> list[str]:
+    skip = {"manifest.jsonl", "manifest.csv", "medgan.log", ".medgan-batch.lock"}
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name not in skip)
+
+
+def listed(out: Path) -> set[str]:
+    """Files under the outputs of the last row of each scan (a DICOM output is a folder)."""
+    last = {r["scan_id"]: r for r in read_rows(out / "manifest.jsonl")}
+    found = set()
+    for row in last.values():
+        for rel in row["outputs"]:
+            path = out / rel
+            found.update(
+                [p.relative_to(out).as_posix() for p in path.rglob("*") if p.is_file()] if path.is_dir() else [rel]
+            )
+    return found
+
+
+def test_fewer_samples_remove_the_samples_no_longer_planned(tmp_path, models):
+    _, syn = models
+    src, out = tmp_path / "labels", tmp_path / "out"
+    label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    args = ["batch", "synthesize", str(src), str(out), "--model", str(syn), "--quiet"]
+    assert main([*args, "-n", "3"]) == 0
+    assert len(files(out)) == 6
+    assert main([*args, "-n", "2"]) == 0
+    assert files(out) == sorted(listed(out)) and len(files(out)) == 4
+    assert not any("synth-002" in f for f in files(out))
+    removals = [line for line in (out / "medgan.log").read_text().splitlines() if "removed the earlier output" in line]
+    assert len(removals) == 2 and all("synth-002" in line for line in removals)  # the image and its sidecar
+
+
+def test_another_format_removes_the_previous_format_outputs(tmp_path, models):
+    sr, _ = models
+    src, out = scan_tree(tmp_path / "in"), tmp_path / "out"
+    args = ["batch", "upscale", str(src), str(out), "--model", str(sr), "--quiet"]
+    assert main(args) == 0
+    assert len(files(out)) == 2
+    assert main([*args, "--format", "dicom"]) == 0
+    assert files(out) == sorted(listed(out)) and not any(f.endswith((".nii.gz", ".json")) for f in files(out))
+    assert main(args) == 0  # and back: the DICOM folder goes
+    assert files(out) == sorted(listed(out)) and len(files(out)) == 2
+
+
+def test_a_failed_redo_removes_the_outputs_of_other_settings_and_keeps_those_of_the_same(tmp_path, models):
+    _, syn = models
+    src, out = tmp_path / "labels", tmp_path / "out"
+    labels = label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    args = ["batch", "synthesize", str(src), str(out), "--model", str(syn), "--quiet"]
+    assert main(args) == 0
+    before = {f: (out / f).read_bytes() for f in files(out)}
+    assert len(before) == 2
+    # the same settings (--force): the label map's gzip trailer corrupted, same size and modification time, so
+    # discovery reads its header and loading it fails; the outputs are still what these settings write, the earlier
+    # row vouches for them, and a rerun without --force skips the scan
+    good = labels.read_bytes()
+    st = labels.stat()
+    labels.write_bytes(good[:-8] + bytes(b ^ 0xFF for b in good[-8:]))
+    os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert main([*args, "--force"]) == 3
+    assert read_rows(out / "manifest.jsonl")[-1]["status"] == "failed"
+    assert {f: (out / f).read_bytes() for f in files(out)} == before
+    assert main(args) == 0
+    assert read_rows(out / "manifest.jsonl")[-1]["status"] == "skipped"
+    # other settings (a scalar condition this model does not take): failed, and the old settings' outputs go
+    labels.write_bytes(good)
+    os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert main([*args, "--scalar", "0.5"]) == 3
+    assert read_rows(out / "manifest.jsonl")[-1]["status"] == "failed"
+    assert files(out) == []
+    assert main(args) == 0  # the old settings again: redone, the same bytes
+    assert {f: (out / f).read_bytes() for f in files(out)} == before
+
+
+def test_removal_never_follows_a_link_out_of_the_output_folder(tmp_path, models):
+    _, syn = models
+    src, out = tmp_path / "labels", tmp_path / "out"
+    label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    args = ["batch", "synthesize", str(src), str(out), "--model", str(syn), "--quiet"]
+    assert main([*args, "-n", "2"]) == 0
+    outside = tmp_path / "precious.nii.gz"
+    outside.write_bytes(b"precious")
+    inside = out / "keep.json"
+    inside.write_bytes(b"kept")
+    # the outputs -n 1 no longer plans: the image a link out of OUT_ROOT, its sidecar a link to a file inside it
+    image = next(out.rglob("*-synth-001.nii.gz"))
+    sidecar = image.with_name(image.name.replace(".nii.gz", ".json"))
+    image.unlink()
+    image.symlink_to(outside)
+    sidecar.unlink()
+    sidecar.symlink_to(inside)
+    assert main([*args, "-n", "1"]) == 0
+    assert outside.read_bytes() == b"precious" and image.is_symlink()  # refused: it resolves outside OUT_ROOT
+    assert inside.read_bytes() == b"kept" and not sidecar.is_symlink()  # the link went, not what it points to
+    log = (out / "medgan.log").read_text()
+    assert "not removing the earlier output" in log and "resolves outside the output folder" in log
