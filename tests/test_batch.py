@@ -1494,9 +1494,10 @@ def _tissue_slice(dst: Path, z: int) -> Path:
 
 
 def test_batch_synthesize_scalar_conditions_2d_label_maps(tmp_path, capsys):
-    """The shipped ``brain-t1-tissue-2d`` is conditioned on the slice position: 2-D label maps need ``--scalar``
-    (they were all ``failed`` rows, with no way to give it). The scalar reaches the model as ``medgan synthesize
-    --scalar`` passes it, is in the provenance and the manifest, and another value redoes the maps."""
+    """The shipped ``brain-t1-tissue-2d`` is conditioned on the slice position: a 2-D label map has none, so it is
+    generated mid-volume (0.5) unless ``--scalar`` gives it (the maps were all ``failed`` rows, with no way to give
+    it, then refused without ``--scalar``). The scalar reaches the model as ``medgan synthesize --scalar`` passes it,
+    is in the provenance and the manifest, and another value redoes the maps."""
     import medgan
     from pipelines.batch.spec import load_spec
 
@@ -1505,11 +1506,17 @@ def test_batch_synthesize_scalar_conditions_2d_label_maps(tmp_path, capsys):
     _tissue_slice(src / "y" / "b.nii.gz", 60)
     out = tmp_path / "out"
     args = ["batch", "synthesize", str(src), str(out), "--model", "brain-t1-tissue-2d", "--device", "cpu", "--quiet"]
-    assert main(args) == 3  # no scalar: the model cannot run on a 2-D map
-    assert all("scalar" in r["error"] for r in read_rows(out / "manifest.jsonl"))
+    assert main(args) == 0  # no scalar: mid-volume, recorded in each image's provenance
+    first = {r["input"]: r for r in read_rows(out / "manifest.jsonl")}
+    assert {r["status"] for r in first.values()} == {"done"}
+    for r in first.values():
+        assert json.loads((out / r["outputs"][1]).read_text())["condition"]["scalar"] == 0.5
+    defaults = {k: medgan.load_scan(out / r["outputs"][0]).numpy() for k, r in first.items()}
 
     assert main([*args, "--scalar", "0.5"]) == 0
     rows = {r["input"]: r for r in read_rows(out / "manifest.jsonl")[2:]}
+    for k, r in rows.items():  # the same position given: redone (other settings), the same images
+        np.testing.assert_allclose(medgan.load_scan(out / r["outputs"][0]).numpy(), defaults[k], rtol=0, atol=1e-3)
     assert {r["status"] for r in rows.values()} == {"done"} and {r["scalar"] for r in rows.values()} == {0.5}
     row = rows["x/a.nii.gz"]
     image, labels = medgan.load_scan(out / row["outputs"][0]), medgan.load_scan(src / "x" / "a.nii.gz")

@@ -441,22 +441,43 @@ def test_a_samples_noise_does_not_depend_on_n(shipped, mni):
     assert torch.allclose(shipped.generate(volume, n=1, seed=4)[0], shipped.generate(volume, n=2, seed=4)[0], atol=1e-2)
 
 
-def test_a_one_slice_volume_needs_its_slice_position(shipped, mni):
+def test_a_single_slice_defaults_to_mid_volume_with_a_warning(shipped, mni, caplog):
     """k / (S - 1) is undefined for S == 1: a one-slice volume (how a single slice saved as a 3-D NIfTI comes back)
     was silently generated at position 0, the bottom of the brain, whatever slice it was (the mid-brain slice 90 of
-    the MNI template came out 30 % further from the real T1 than at its own position). Now the scalar is asked for."""
+    the MNI template came out 30 % further from the real T1 than at its own position). It was then refused, and so
+    was a 2-D map, so the contract's ``generate(labels)`` failed on a 2-D map with the only shipped synthesis model.
+    Now both take the middle of the volume, record it, and warn that the position should be given."""
+    import logging
+
     t1, labels, _ = mni
     one = labels[:, :, :, 90:91]
-    with pytest.raises(MedganError, match="one-slice volume has no relative slice position"):
-        shipped.generate(one, seed=3)
+    with caplog.at_level(logging.WARNING, logger="medgan"):
+        default = shipped.generate(one, seed=3)
+    assert "no relative slice position" in caplog.text and "conditions it on 0.5" in caplog.text
+    assert default.meta["medgan"]["condition"]["scalar"] == 0.5
+    mid = shipped.generate(one, seed=3, condition={"scalar": 0.5})
+    assert torch.equal(default.as_tensor(), mid.as_tensor())
     position = 90 / (labels.shape[-1] - 1)
     given = shipped.generate(one, seed=3, condition={"scalar": position})
     assert given.shape == one.shape and given.meta["medgan"]["condition"]["scalar"] == position
     as_2d = shipped.generate(labels[:, :, :, 90], seed=3, condition={"scalar": position})
     assert torch.allclose(given.as_tensor()[..., 0], as_2d.as_tensor(), atol=1e-3)
-    # two or more slices still default to k / (S - 1)
-    two = shipped.generate(labels[:, :, :, 90:92], seed=3)
-    assert two.meta["medgan"]["condition"]["scalar"] == "slice_position"
+    # the contract's call on a 2-D map: (n, X, Y) images with the map's affine, marked synthetic
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medgan"):
+        plain = shipped.generate(labels[:, :, :, 90], n=2, seed=3)
+    assert plain.shape == (2, *labels.shape[1:3]) and plain.meta["medgan"]["synthetic"] is True
+    assert "no relative slice position" in caplog.text
+    assert np.allclose(np.asarray(plain.affine), np.asarray(labels[:, :, :, 90].affine))
+    # the mid-brain slice is closer to the real T1 at the default than at the bottom of the volume
+    real = t1[0, :, :, 90].numpy()
+    bottom = shipped.generate(labels[:, :, :, 90], seed=3, condition={"scalar": 0.0})[0].numpy()
+    assert np.abs(plain[0].numpy() - real).mean() < np.abs(bottom - real).mean()
+    # two or more slices still default to k / (S - 1), without the warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medgan"):
+        two = shipped.generate(labels[:, :, :, 90:92], seed=3)
+    assert two.meta["medgan"]["condition"]["scalar"] == "slice_position" and not caplog.text
 
 
 def test_a_condition_that_is_not_a_dict_is_a_medgan_error(shipped, mni):

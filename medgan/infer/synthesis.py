@@ -20,6 +20,7 @@ absent for older checkpoints, where a ``"slice_position"`` scalar is taken to be
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import secrets
@@ -51,8 +52,12 @@ _GEOMETRY_KEYS = ("affine", "original_affine", "spacing", "spatial_shape")
 #: seeds are integers in ``[0, SEED_LIMIT)``: the non-negative range of ``torch.Generator.manual_seed``
 SEED_LIMIT = 2**64
 
+logger = logging.getLogger(__name__)
+
 #: value range of a scalar condition by meaning, for checkpoints that do not record ``scalar_range``
 _KNOWN_SCALAR_RANGES = {"slice_position": (0.0, 1.0)}
+#: the ``"slice_position"`` a single slice (a 2-D map, a one-slice volume) is generated at when none is given
+DEFAULT_SLICE_POSITION = 0.5
 
 
 def _label_name(name: Any) -> str:
@@ -394,9 +399,12 @@ class Synthesizer:
             float or bool index is refused, not truncated); ``{"scalar": value}`` for a scalar-conditioned one,
             a finite number or, for a 2-D model on a volume, a sequence of one number per slice; values must lie
             in :attr:`scalar_range` (a ``"slice_position"`` in [0, 1]). A 2-D ``"slice_position"`` model on a
-            volume of ``S >= 2`` slices defaults to each slice's relative position ``k / (S - 1)`` (a one-slice
-            volume needs the scalar). The provenance records the scalar
-            (a number, the list, or ``"slice_position"`` for the default).
+            volume of ``S >= 2`` slices defaults to each slice's relative position ``k / (S - 1)``: the volume is
+            taken to span the training volumes' extent along the axis (a whole head for the shipped model), so for a
+            thin slab give the positions. A 2-D map or a one-slice volume has no position of its own: it defaults to
+            :data:`DEFAULT_SLICE_POSITION` (0.5, mid-volume) with a logged warning; give the slice's position for
+            any other slice. The provenance records the scalar (a number, the list, or ``"slice_position"`` for the
+            default positions).
         axis
             2-D model on a 3-D map only: the spatial axis to generate slice by slice along (default: the axis the
             model was trained along, recorded in its checkpoint, else 2). Checked (``None`` or an integer 0, 1
@@ -469,14 +477,19 @@ class Synthesizer:
         scalars: torch.Tensor | None = None
         scalar_record: float | list[float] | str | None = None
         if has_scalar and scalar is None:
-            if slicewise and self.scalar_condition == "slice_position" and n_slices == 1:
-                # k / (S - 1) is undefined for one slice: defaulting to 0 would silently condition a slice from
-                # anywhere in the body on the bottom of the training volumes
-                raise MedganError(
-                    f"{name}: a one-slice volume has no relative slice position; give model {self.model_name!r} "
-                    "condition={'scalar': value}, the slice's position in [0, 1] (--scalar on the command line)"
+            if self.scalar_condition == "slice_position" and (not slicewise or n_slices == 1):
+                # a single slice has no relative position (k / (S - 1) is undefined; 0 conditioned every slice on
+                # the bottom of the training volumes). The contract's generate(labels) must work on a 2-D map, so
+                # the middle of the volume, where a slice is likeliest to be taken, with a warning to give it
+                logger.warning(
+                    "%s: a single slice has no relative slice position; model %r conditions it on %g (mid-volume). "
+                    "Give condition={'scalar': position in [0, 1]} (--scalar on the command line) for another slice",
+                    name,
+                    self.model_name,
+                    DEFAULT_SLICE_POSITION,
                 )
-            if slicewise and self.scalar_condition == "slice_position":
+                scalar = DEFAULT_SLICE_POSITION
+            elif slicewise and self.scalar_condition == "slice_position":
                 scalars = torch.linspace(0.0, 1.0, n_slices)
                 scalar_record = "slice_position"
             else:
@@ -485,7 +498,7 @@ class Synthesizer:
                     f"({self.scalar_condition or 'unnamed'}); give condition={{'scalar': value}} (--scalar on the "
                     "command line)"
                 )
-        elif has_scalar:
+        if has_scalar and scalars is None:
             scalars, scalar_record = self._scalar_values(scalar, n_slices)
         if seed is None:
             seed = secrets.randbelow(2**31)
