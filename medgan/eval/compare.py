@@ -600,7 +600,54 @@ def _entries(root: Path) -> tuple[list[_Entry], list[str]]:
     return entries, skipped
 
 
-def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) -> tuple[list[ScanPair], list[str]]:
+#: a pairing rule for folder trees, :func:`pipelines.batch.plan.plan_evaluate`'s:
+#: ``rule(refs, ref_root, preds, pred_root, lrs, lr_root)`` -> ``[(reference, prediction or None, LR or None)]``
+PairingRule = Callable[..., Sequence[tuple[Any, Any, Any]]]
+
+
+def _pairs_by_rule(
+    rule: PairingRule,
+    roots: tuple[Path, Path, Path | None],
+    p_entries: list[_Entry],
+    r_entries: list[_Entry],
+    l_entries: list[_Entry] | None,
+) -> list[ScanPair] | None:
+    """The pairs ``rule`` finds for folder trees, when it pairs every scan one to one; else ``None``."""
+    pred, ref, lr = roots
+    sides = [p_entries, r_entries, *([l_entries] if l_entries is not None else [])]
+    if not all(root.is_dir() for root in (pred, ref, *([lr] if lr is not None else []))):
+        return None
+    if any(e.ref is None for side in sides for e in side):
+        return None
+    entry_of = {id(e.ref): e for side in sides for e in side}
+    found = rule(
+        [e.ref for e in r_entries],
+        ref,
+        [e.ref for e in p_entries],
+        pred,
+        [e.ref for e in l_entries] if l_entries is not None else None,
+        lr,
+    )
+    pairs, used = [], set()
+    for r, p, low in found:
+        r_e, p_e = entry_of.get(id(r)), entry_of.get(id(p))
+        l_e = entry_of.get(id(low)) if low is not None else None
+        if r_e is None or p_e is None or (l_entries is not None and l_e is None) or id(p_e) in used:
+            return None  # a reference or an LR input left unpaired, or one prediction for two references
+        used.add(id(p_e))
+        pairs.append(ScanPair(key=p_e.key, pred=p_e, ref=r_e, lr=l_e))
+    if len(pairs) != len(r_entries) or len(used) != len(p_entries):
+        return None  # every prediction and every reference in exactly one pair, as pair_scans asks
+    return sorted(pairs, key=lambda pair: pair.key)
+
+
+def pair_scans(
+    pred: str | Path,
+    ref: str | Path,
+    lr: str | Path | None = None,
+    *,
+    fallback: PairingRule | None = None,
+) -> tuple[list[ScanPair], list[str]]:
     """Pair predictions with references (and low-resolution inputs) found under the given paths.
 
     A prediction pairs with the reference at the same relative location (file extensions
@@ -615,6 +662,18 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
     A low-resolution input pairs with the reference by the same rules or, failing that, through the prediction:
     a ``--format dicom`` output ``<rel>/<id>/`` pairs with the only LR scan of ``<rel>`` whose ``ScanRef.id`` is
     ``<id>`` (as ``medgan batch evaluate --lr`` pairs).
+
+    Parameters
+    ----------
+    pred, ref, lr
+        Files or folders of predictions, references and (optional) low-resolution inputs.
+    fallback
+        When every path is a folder and the rules above leave a scan unpaired: another pairing rule, called as
+        ``fallback(refs, ref_root, preds, pred_root, lrs, lr_root)`` with the usable scans (``ScanRef``) of each side
+        and returning ``(reference, prediction, lr)`` triples (``None`` where nothing pairs), such as
+        :func:`pipelines.batch.plan.plan_evaluate`'s rule (``medgan evaluate`` passes it, so it pairs the trees
+        ``medgan batch evaluate`` pairs). Its pairs are used when they hold every scan exactly once (and an LR
+        input for each pair, with ``lr``); otherwise the error below is raised. Keys stay the predictions'.
 
     Returns
     -------
@@ -697,6 +756,16 @@ def pair_scans(pred: str | Path, ref: str | Path, lr: str | Path | None = None) 
             problems.append("pairs without a low-resolution input: " + ", ".join(str(p.ref.path) for p in no_lr[:20]))
         for pair in pairs:
             pair.lr = lr_of.get(pair.ref.key)
+    if problems and fallback is not None:
+        by_rule = _pairs_by_rule(
+            fallback,
+            (Path(pred), Path(ref), Path(lr) if lr is not None else None),
+            p_entries,
+            r_entries,
+            l_entries if lr is not None else None,
+        )
+        if by_rule is not None:
+            return by_rule, notes
     if problems:
         raise UnpairedScansError(
             f"cannot pair {pred} with {ref}: " + "; ".join(problems) + ". Files pair by relative path "
@@ -758,6 +827,7 @@ def evaluate_paths(
     progress: Callable[[str], None] | None = None,
     crop_reference: bool = True,
     command: str | None = None,
+    fallback: PairingRule | None = None,
 ) -> Evaluation:
     """Pair files (:func:`pair_scans`), load them and score every pair; the engine of ``medgan evaluate``.
 
@@ -774,6 +844,8 @@ def evaluate_paths(
         ``medgan degrade`` cropped to a multiple of the factor) is scored against the reference cropped to it.
     loader
         Function ``loader(path_or_scanref) -> MetaTensor``; default :func:`medgan.load_scan`.
+    fallback
+        A pairing rule for folder trees that :func:`pair_scans`' own rules leave unpaired (see there).
     progress
         Called with each pair's key before it is scored.
 
@@ -784,7 +856,7 @@ def evaluate_paths(
     import medgan
 
     loader = loader or medgan.load_scan
-    pairs, notes = pair_scans(pred, ref, lr)
+    pairs, notes = pair_scans(pred, ref, lr, fallback=fallback)
     ev = Evaluation(
         method=method,
         mask=mask,
