@@ -235,8 +235,8 @@ def test_class_and_slice_position_conditions(mni, tmp_path):
     assert fixed.meta["medgan"]["condition"]["scalar"] == 0.25
     with pytest.raises(MedganError, match="conditioned on a class"):
         synth.generate(volume, seed=2)
-    with pytest.raises(MedganError, match="conditioned on a scalar"):
-        synth.generate(slice_2d, seed=2, condition={"class": "T1w"})
+    # a 2-D slice without its position: mid-volume, recorded
+    assert synth.generate(slice_2d, seed=2, condition={"class": "T1w"}).meta["medgan"]["condition"]["scalar"] == 0.5
     with pytest.raises(MedganError, match="unknown class"):
         synth.generate(volume, seed=2, condition={"class": "FLAIR"})
 
