@@ -24,6 +24,7 @@ __all__ = [
     "relative_folder",
     "safe_output_path",
     "check_roots",
+    "inside_output",
     "plan_upscale",
     "plan_synthesize",
     "plan_evaluate",
@@ -132,6 +133,45 @@ def check_roots(in_root: Path, out_root: Path) -> None:
         raise MedganError(
             f"{out_root}: the output folder is inside the input folder {in_root}; choose an output folder outside it"
         )
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def inside_output(refs: Sequence[ScanRef], in_root: Path, out_root: Path) -> tuple[list[ScanRef], list[ScanRef]]:
+    """Split discovered scans into those to process and those whose files lie inside ``out_root``.
+
+    :func:`check_roots` compares the roots only, and discovery follows links: a link inside ``in_root`` to
+    ``out_root`` (or to a folder or file in it) made every rerun take the run's own outputs as inputs (and write
+    outputs of those outputs). A scan any of whose files resolves (links followed) into ``out_root`` is set apart,
+    unless it also lies in ``in_root`` itself (an ``in_root`` inside ``out_root`` keeps its own scans).
+
+    Returns
+    -------
+    (kept, inside)
+        Both in discovery order.
+    """
+    out_real = os.path.realpath(out_root)
+    in_real = os.path.realpath(in_root)
+    folders: dict[str, str] = {}  # a scan's folder -> its real path (one realpath per folder, not per file)
+
+    def real(path: str) -> str:
+        if os.path.islink(path):
+            return os.path.realpath(path)
+        parent, name = os.path.split(path)
+        if parent not in folders:
+            folders[parent] = os.path.realpath(parent)
+        return os.path.join(folders[parent], name)
+
+    kept, inside = [], []
+    for ref in refs:
+        reals = [real(os.path.abspath(p)) for p in ref.paths]
+        if any(_under(r, out_real) and not _under(r, in_real) for r in reals):
+            inside.append(ref)
+        else:
+            kept.append(ref)
+    return kept, inside
 
 
 def _plan_outputs(

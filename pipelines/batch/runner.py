@@ -39,7 +39,9 @@ from pipelines.batch.logging import RunLog
 from pipelines.batch.manifest import Manifest, is_complete, last_finished, settings_key, write_csv
 from pipelines.batch.plan import (
     Task,
+    _input_label,
     check_roots,
+    inside_output,
     plan_evaluate,
     plan_synthesize,
     plan_upscale,
@@ -312,6 +314,7 @@ def _execute(
     finalize: Callable[[_Run, list[dict[str, Any]]], None] | None = None,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
     earlier_settings: Sequence[dict[str, Any]] = (),
+    notes: Sequence[str] = (),
 ) -> BatchResult:
     """Record unusable and already done scans, run the others, write ``manifest.csv``; see the module docstring.
 
@@ -330,6 +333,8 @@ def _execute(
             log.info("removed %d temporary file(s) left by an interrupted run", swept)
         run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}"
         log.info("medgan batch %s: %d scan(s) found, output %s, run %s", job, len(tasks), out_root, run_id)
+        for note in notes:  # scans left out before planning (inside OUT_ROOT through a link)
+            log.warning("%s", note)
         with (
             Manifest(out_root / MANIFEST_JSONL) as manifest,
             Progress(len(tasks), desc=job, disable=quiet) as progress,
@@ -608,7 +613,7 @@ def run_upscale(
     jobs.window_roi_size(windows)  # an unknown layout fails here, before anything is written
     axes = _check_axes(axes)
     _start_pool_early(n, scheduler)
-    refs, model_text = _prepare(in_root, out_root, model, fmt, refs)
+    refs, model_text, notes = _prepare(in_root, out_root, model, fmt, refs)
     # fail early (exit 1, nothing written) on a bad model; it is cached for in-process runs
     from medgan.infer.superres import SuperResolver
 
@@ -660,6 +665,7 @@ def run_upscale(
         quiet=quiet,
         row_extra=lambda task: extra,
         warm=jobs.warm_upscale,
+        notes=notes,
     )
 
 
@@ -714,21 +720,38 @@ def _check_axes(axes: Sequence[int] | None) -> tuple[int, int] | None:
     return (int(values[0]), int(values[1]))
 
 
+def _outside_output(refs: Sequence[Any], root: Path, out_root: Path, what: str) -> tuple[list, list[str]]:
+    """``refs`` without the scans found inside ``out_root`` through a link (:func:`inside_output`), and the line
+    the run logs about them (none when there are none). Raises when nothing else is left."""
+    kept, inside = inside_output(refs, root, out_root)
+    if not inside:
+        return kept, []
+    examples = ", ".join(_input_label(ref, root) for ref in inside[:3]) + (", ..." if len(inside) > 3 else "")
+    note = (
+        f"ignored {len(inside)} scan(s) of the {what} folder {root} that lie inside the output folder {out_root} "
+        f"(reached through a link): {examples}; a run does not take its own outputs as inputs"
+    )
+    if not kept:
+        raise MedganError(f"{root}: every scan found lies inside the output folder {out_root} (reached through a link)")
+    return kept, [note]
+
+
 def _prepare(
     in_root: Path, out_root: Path, model: str, fmt: str, refs: Sequence[Any] | None = None
-) -> tuple[list, str]:
-    """Checks shared by the model jobs; returns the discovered scans (absolute paths) and the model path made
-    absolute."""
+) -> tuple[list, str, list[str]]:
+    """Checks shared by the model jobs; returns the discovered scans (absolute paths; those inside ``out_root``
+    through a link left out), the model path made absolute and the lines the run logs about scans left out."""
     if fmt not in ("nifti", "dicom"):
         raise MedganError(f"unknown output format {fmt!r}; use 'nifti' or 'dicom'")
     check_roots(in_root, out_root)
     refs = _absolute_refs(refs) if refs is not None else _discover(in_root, "input")
+    refs, notes = _outside_output(refs, in_root, out_root, "input")
     if not refs:
         raise MedganError(f"{in_root}: no DICOM or NIfTI scan found")
     model_text = str(model)
     if Path(model_text).exists():
         model_text = str(Path(model_text).resolve())
-    return refs, model_text
+    return refs, model_text, notes
 
 
 def _run_model_job(
@@ -749,6 +772,7 @@ def _run_model_job(
     quiet: bool,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
     warm: Callable[[Any], Any] | None = None,
+    notes: Sequence[str] = (),
 ) -> BatchResult:
     with _dask_client(scheduler) as client:
         _make_out_root(out_root)
@@ -769,6 +793,7 @@ def _run_model_job(
             force=force,
             quiet=quiet,
             row_extra=row_extra,
+            notes=notes,
         )
 
 
@@ -832,7 +857,7 @@ def run_synthesize(
             raise MedganError(f"the scalar condition must be a finite number, got {scalar!r}")
         scalar = float(scalar)
     _start_pool_early(nw, scheduler)
-    refs, model_text = _prepare(in_root, out_root, model, fmt)
+    refs, model_text, notes = _prepare(in_root, out_root, model, fmt)
     from medgan.infer.synthesis import Synthesizer
 
     synthesizer = Synthesizer.from_pretrained(model_text, device=device)
@@ -879,6 +904,7 @@ def run_synthesize(
             **({"scalar": scalar} if scalar is not None else {}),
         },
         warm=jobs.warm_synthesize,
+        notes=notes,
     )
 
 
@@ -940,6 +966,13 @@ def run_evaluate(
     lrs = _discover(lr_path, "low-resolution folder") if lr_path else None
     if not refs:
         raise MedganError(f"{ref_root}: no DICOM or NIfTI scan found")
+    refs, notes = _outside_output(refs, ref_root, out_root, "reference")
+    if preds:
+        preds, more = _outside_output(preds, pred_root, out_root, "prediction")
+        notes += more
+    if lrs:
+        lrs, more = _outside_output(lrs, lr_path, out_root, "low-resolution")
+        notes += more
     tasks = plan_evaluate(refs, ref_root, preds, pred_root, lrs, lr_path, montages=max_montages)
     options = jobs.EvaluateOptions(
         out_root=str(out_root.absolute()),
@@ -990,6 +1023,7 @@ def run_evaluate(
             quiet=quiet,
             finalize=finalize,
             earlier_settings=[before],
+            notes=notes,
         )
     result.report = report
     return result
