@@ -553,6 +553,11 @@ def interpolate(
         same physical extent), so ``interpolate(degrade(x, f), f)`` has ``x``'s shape and affine when ``x``'s
         shape divides by ``f``. ``meta["interpolation"]`` records ``order``, ``factor`` and the boundary mode.
 
+    Raises
+    ------
+    DegradationError
+        ``order`` not an int from 0 to 5, a bad ``factor`` (see :func:`parse_factor`) or an empty scan.
+
     Notes
     -----
     Non-finite input voxels (NaN, +inf, -inf; e.g. NaN padding outside the field of view) are kept to the output

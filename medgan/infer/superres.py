@@ -330,12 +330,28 @@ class SuperResolver:
     ):
         """Load a shipped model by name, or a checkpoint file by path.
 
-        ``kwargs`` (``precision``, ``channels_last``, ``compile``) go to the constructor.
+        Parameters
+        ----------
+        name_or_path
+            A shipped model's name (:func:`medgan.list_pretrained`, e.g. ``"brain-mr-x2-3d"``) or the path of a
+            ``.safetensors`` checkpoint written by ``medgan train-sr``.
+        device
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`; ``None``: CUDA when available, else
+            the CPU.
+        **kwargs
+            ``precision``, ``channels_last``, ``compile``: passed to the constructor.
+
+        Returns
+        -------
+        SuperResolver
 
         Raises
         ------
         medgan.errors.CheckpointError
-            Unknown name (the message lists the shipped models), missing, foreign or tampered file.
+            Unknown name (the message lists the shipped models), missing, foreign or tampered file, or a
+            checkpoint of another task (a synthesis or detector model).
+        medgan.errors.MedganError
+            An unknown device, a device type other than CPU or CUDA, or CUDA on a machine without it.
         """
         return cls(load_checkpoint(resolve_model_path(name_or_path, task="super-resolution")), device=device, **kwargs)
 
@@ -588,6 +604,17 @@ class SuperResolver:
             the model was trained on (checkpoint ``"modality"``) are both known and differ (``OT``, ``SEG`` and
             ``unknown`` never do), the provenance also has ``"modality_mismatch": True`` and a ``"warnings"`` list
             saying so.
+
+        Raises
+        ------
+        medgan.errors.CheckpointError
+            The scan does not fit the model: a 2-D scan for a 3-D model, or another number of channels than the
+            model takes.
+        medgan.errors.MedganError
+            An empty scan or one that is not channel-first 2-D/3-D; a bad ``batch_size``, ``overlap``,
+            ``roi_size`` or ``axes``; a 2-D model whose slice axis would cut across the scan's slices (the
+            message gives the ``axes`` to pass); an overlap that would multiply the windows beyond
+            ``_MAX_OVERLAP_WINDOWS_RATIO`` times those of overlap 0; a complex-valued scan.
 
         Notes
         -----

@@ -228,11 +228,26 @@ class Synthesizer:
     ) -> Synthesizer:
         """Load a shipped model by name (``medgan/pretrained/<name>.safetensors``) or a checkpoint file by path.
 
+        Parameters
+        ----------
+        name_or_path
+            A shipped synthesis model's name (``"brain-t1-tissue-2d"``) or the path of a ``.safetensors``
+            checkpoint written by ``medgan train-cgan``.
+        device
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`; ``None``: CUDA when available, else
+            the CPU.
+
+        Returns
+        -------
+        Synthesizer
+
         Raises
         ------
         medgan.errors.CheckpointError
             Unknown name (the message lists the shipped models), missing, foreign or tampered file, or a
             checkpoint that is not a synthesis model.
+        medgan.errors.MedganError
+            An unknown device, a device type other than CPU or CUDA, or CUDA on a machine without it.
         """
         return cls(load_checkpoint(resolve_model_path(name_or_path, task="synthesis")), device=device)
 
