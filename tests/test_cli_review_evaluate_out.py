@@ -37,3 +37,12 @@ def test_evaluate_creates_a_missing_nested_out_folder(tmp_path, capsys):
     out = tmp_path / "a" / "b" / "report"
     assert main(["evaluate", "--pred", str(ref), "--ref", str(ref), "--out", str(out), "--max-montages", "0"]) == 0
     assert (out / "metrics.json").is_file() and (out / "report.html").is_file()
+
+
+def test_a_failed_evaluation_leaves_no_output_folder_it_made(tmp_path, capsys):
+    """--out is made before scoring, and removed again when the run fails (exit 1: nothing written)."""
+    ref = shutil.copy(ANAT, tmp_path / "anatomical.nii")
+    out = tmp_path / "new" / "report"
+    code = main(["evaluate", "--pred", str(tmp_path / "missing.nii.gz"), "--ref", str(ref), "--out", str(out)])
+    assert code == 1 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

@@ -107,9 +107,7 @@ def batch_pairing(refs, ref_root, preds, pred_root, lrs=None, lr_root=None) -> l
 
 def run(args: argparse.Namespace) -> int:
     from medgan.errors import MedganError
-    from medgan.eval.compare import BASELINES, evaluate_paths
-    from medgan.eval.report import write_report
-    from medgan.eval.stats import summarize
+    from medgan.eval.compare import BASELINES
 
     if args.max_montages < 0:
         print("medgan evaluate: error: --max-montages must be >= 0", file=sys.stderr)
@@ -126,11 +124,37 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     # the output folder first: a file of that name, or a place no folder can be made, failed only after every scan
-    # was scored, with a raw traceback
+    # was scored, with a raw traceback. Folders made here are removed again if the run fails before writing
+    # (exit 1: nothing written)
+    made = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_empty(made)
         raise MedganError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    try:
+        return _score_and_report(args, out)
+    except BaseException:
+        _remove_empty(made)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this run made (deepest first) where they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _score_and_report(args: argparse.Namespace, out: Path) -> int:
+    """Pair, score and write the report of ``medgan evaluate`` into the existing folder ``out``."""
+    from medgan.errors import MedganError
+    from medgan.eval.compare import evaluate_paths
+    from medgan.eval.report import write_report
+    from medgan.eval.stats import summarize
+
     ev = evaluate_paths(
         args.pred,
         args.ref,
