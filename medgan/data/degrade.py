@@ -289,6 +289,29 @@ def _upsample(x: np.ndarray, factor: Sequence[int], order: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------- public
+def put_back_non_finite(y: torch.Tensor, data: torch.Tensor, bad: torch.Tensor, factor: Sequence[int]) -> None:
+    """Give the output voxels of each non-finite input voxel (``bad``) that voxel's value (NaN, +inf or -inf).
+
+    ``y`` is ``(C, *spatial * factor)``, ``data`` and ``bad`` are ``(C, *spatial)``. An input voxel covers a block
+    of ``factor`` output voxels (the output grid subdivides it). One input row (first spatial axis) at a time, so
+    the upsampled mask never takes more than a row of output voxels. The rule :func:`interpolate` and
+    :meth:`medgan.SuperResolver.upscale` both apply (here, in the lower layer, so that ``data`` does not import
+    ``infer``).
+    """
+    if bad.shape[0] != y.shape[0]:  # a multi-channel model: non-finite in any input channel -> NaN in every output
+        bad = bad.any(dim=0, keepdim=True).expand(y.shape[0], *bad.shape[1:])
+        data = torch.full((), float("nan")).expand(bad.shape)
+    rows = bad.reshape(bad.shape[0], bad.shape[1], -1).any(dim=2).any(dim=0).nonzero().flatten().tolist()
+    f0 = int(factor[0])
+    for i in rows:
+        mask, values = bad[:, i : i + 1], data[:, i : i + 1].to(torch.float32)
+        for axis, f in enumerate(factor, start=1):
+            mask = mask.repeat_interleave(int(f), dim=axis)
+            values = values.repeat_interleave(int(f), dim=axis)
+        block = y[:, i * f0 : (i + 1) * f0]
+        block[mask] = values.to(block.device)[mask]
+
+
 def crop_to_multiple(scan: MetaTensor | np.ndarray | torch.Tensor, factor: int | str | Sequence[int]) -> MetaTensor:
     """Crop ``scan`` to the largest shape that divides by ``factor`` (the voxels :func:`degrade` keeps).
 
@@ -594,9 +617,8 @@ def interpolate(
         filled = [_fill_non_finite(c, b, spacing) if b.any() else c for c, b in zip(array, bad, strict=True)]
         out = np.stack([_upsample(channel, f, order) for channel in filled])
         del filled
-        from medgan.infer.superres import _put_back_non_finite  # the rule upscale applies; a top-level import cycles
 
         data = torch.from_numpy(np.require(array, requirements=["C", "W"]))  # from_numpy: no negative strides
-        _put_back_non_finite(torch.from_numpy(out), data, torch.from_numpy(bad), f)
+        put_back_non_finite(torch.from_numpy(out), data, torch.from_numpy(bad), f)
     meta["interpolation"] = {"order": order, "factor": list(f), "mode": BOUNDARY_MODE, "backend": "scipy.ndimage"}
     return _pack(out, upsample_affine(affine, f), meta)

@@ -29,7 +29,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from medgan._version import __version__
-from medgan.data.degrade import upsample_affine
+from medgan.data.degrade import put_back_non_finite, upsample_affine
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
@@ -170,27 +170,6 @@ def _fit_normalization(x: torch.Tensor, rule: dict[str, Any]) -> Normalization:
     lo_v, hi_v = (_lerp(stats[a], stats[b], t) for a, b, t in points)
     scale = hi_v - lo_v
     return Normalization(method, lo_v, scale if scale > 0 else 1.0, lower, upper, data_min, data_max)
-
-
-def _put_back_non_finite(y: torch.Tensor, data: torch.Tensor, bad: torch.Tensor, factor: Sequence[int]) -> None:
-    """Give the output voxels of each non-finite input voxel (``bad``) that voxel's value (NaN, +inf or -inf).
-
-    ``y`` is ``(C, *spatial * factor)``, ``data`` and ``bad`` are ``(C, *spatial)``. An input voxel covers a block
-    of ``factor`` output voxels (the output grid subdivides it). One input row (first spatial axis) at a time, so
-    the upsampled mask never takes more than a row of output voxels.
-    """
-    if bad.shape[0] != y.shape[0]:  # a multi-channel model: non-finite in any input channel -> NaN in every output
-        bad = bad.any(dim=0, keepdim=True).expand(y.shape[0], *bad.shape[1:])
-        data = torch.full((), float("nan")).expand(bad.shape)
-    rows = bad.reshape(bad.shape[0], bad.shape[1], -1).any(dim=2).any(dim=0).nonzero().flatten().tolist()
-    f0 = int(factor[0])
-    for i in rows:
-        mask, values = bad[:, i : i + 1], data[:, i : i + 1].to(torch.float32)
-        for axis, f in enumerate(factor, start=1):
-            mask = mask.repeat_interleave(int(f), dim=axis)
-            values = values.repeat_interleave(int(f), dim=axis)
-        block = y[:, i * f0 : (i + 1) * f0]
-        block[mask] = values.to(block.device)[mask]
 
 
 def _apply_chunked(norm: Normalization, x: torch.Tensor, out: torch.Tensor, *, invert: bool, clip: bool) -> None:
@@ -911,7 +890,7 @@ class SuperResolver:
         if y.device.type != "cpu":
             y = y.to("cpu")  # the one device->host copy
         if bad is not None:
-            _put_back_non_finite(y, data, bad.cpu(), full_factor)
+            put_back_non_finite(y, data, bad.cpu(), full_factor)
         return y, norm
 
     def __call__(self, scan: MetaTensor, **kwargs: Any) -> MetaTensor:
