@@ -322,6 +322,50 @@ def _baselines(
     return out, resampled
 
 
+def _check_lr_fits(lr: Any, ref: Any, degradation: Any, names: tuple[str, str], *, implied: bool) -> None:
+    """Refuse, naming both files, a low-resolution input whose shape no factor relates to the reference's.
+
+    The factor of the interpolation baselines (``implied``: implied by the shapes) and of LR consistency (the LR's
+    degradation record, else implied) are found as :func:`_baselines` and :func:`medgan.evaluate` find them; their
+    errors did not name the files ("no integer factor maps shape (32, 40, 24) to (32, 32, 7)"), nor did LR
+    consistency's, when a recorded factor does not map the reference's shape to the LR's.
+
+    Parameters
+    ----------
+    lr, ref
+        The low-resolution input and the reference (on the prediction's grid).
+    degradation
+        The evaluation's ``degradation`` argument.
+    names
+        The low-resolution input's and the reference's file names (or what to call them).
+    implied
+        Whether the interpolation baselines will be made (their factor is always the implied one).
+
+    Raises
+    ------
+    medgan.errors.GeometryMismatchError
+        Naming both files and the shapes.
+    """
+    hr_shape, lr_shape = tuple(int(n) for n in ref.shape[1:]), tuple(int(n) for n in lr.shape[1:])
+    try:
+        if implied:
+            M.implied_factor(hr_shape, lr_shape)
+        factor = M.degradation_of(lr, hr_shape, degradation)["factor"]
+        if len(factor) == len(hr_shape) == len(lr_shape):
+            # medgan.degrade gives shape // factor per axis: what LR consistency degrades the prediction back to
+            back = tuple(n // max(int(f), 1) for n, f in zip(hr_shape, factor, strict=True))
+            if back != lr_shape:
+                raise GeometryMismatchError(
+                    f"its degradation (factor {','.join(str(int(f)) for f in factor)}) maps shape {hr_shape} to "
+                    f"{back}, not {lr_shape}"
+                )
+    except GeometryMismatchError as exc:
+        raise GeometryMismatchError(
+            f"{names[0]}: the low-resolution input does not fit the reference {names[1]} ({exc}); pass the "
+            "low-resolution scan the prediction was made from"
+        ) from None
+
+
 def display_window(ref: Any, mask: np.ndarray, data_range: float) -> tuple[float, float]:
     """Grey-level window of a montage: the scored data range, from the reference's lower robust percentile.
 
@@ -410,7 +454,10 @@ class Evaluation:
         if any(r["scan_id"] == str(scan_id) for r in self.rows):
             raise EvaluationError(f"scan {scan_id!r} was already scored; give each scan its own id")
         prov = _provenance(pred)  # before resampling, whatever the resampler does with the metadata
+        names = (M._name_of(lr, "the low-resolution input"), M._name_of(ref, "the reference"))
         pred, ref, geometry = self._on_reference_grid(pred, ref, lr=lr, resample=resample)
+        if lr is not None:
+            _check_lr_fits(lr, ref, self.degradation, names, implied=isinstance(baselines, str))
         # a cropped reference is every method's; a resampled prediction only the method's
         common = [geometry] if geometry and geometry.startswith("reference cropped") else []
         steps = {self.method: [geometry] if geometry and not common else []}
