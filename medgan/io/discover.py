@@ -57,7 +57,7 @@ import numpy as np
 from medgan.errors import MedganError, ScanReadError
 from medgan.io.dicom_values import header_value
 from medgan.io.gc_pause import paused_gc
-from medgan.io.nifti import inspect_nifti, is_nifti_path
+from medgan.io.nifti import inspect_nifti, is_nifti_path, modality_code, read_nifti_sidecar
 from medgan.io.scan import orientation_code
 
 __all__ = ["ScanRef", "discover_scans", "SKIP_SUFFIXES", "SKIP_NAMES", "SKIP_FOLDERS"]
@@ -812,6 +812,7 @@ def _nifti_ref(path: Path, root: Path) -> ScanRef:
     except Exception as exc:  # never raise for one bad file
         reason = f"cannot read the NIfTI header ({type(exc).__name__})"
         return ScanRef(shape=None, spacing=None, usable=False, reason=reason, **common)
+    common["modality"] = _sidecar_modality(info)
     return ScanRef(
         shape=info.shape,
         spacing=info.spacing,
@@ -820,6 +821,32 @@ def _nifti_ref(path: Path, root: Path) -> ScanRef:
         orientation=orientation_code(info.affine),
         **common,
     )
+
+
+def _sidecar_modality(info: Any) -> str:
+    """The modality a NIfTI file's medgan sidecar records (what :func:`medgan.load_scan` restores), else ``"unknown"``.
+
+    Read with :func:`medgan.io.nifti.read_nifti_sidecar`, as :func:`medgan.io.nifti.read_nifti` reads it: only a
+    sidecar of a file whose header ``descrip`` says medgan wrote it, and not one written for the other file of the
+    same stem (``x.nii`` beside ``x.nii.gz``, :func:`medgan.io.nifti.sidecar_owner`). One small JSON read, and only
+    where a sidecar exists.
+
+    Parameters
+    ----------
+    info : medgan.io.nifti.NiftiInfo
+        The file's inspected header.
+
+    Returns
+    -------
+    str
+        A DICOM modality code (``"MR"``, ``"CT"``, ...) or ``"unknown"``.
+    """
+    try:
+        descrip = bytes(info.header["descrip"]).split(b"\x00")[0].decode("latin-1")
+        found = read_nifti_sidecar(info.path, descrip=descrip).get("modality")
+    except Exception:  # never raise for one file: the scan is still usable, its modality unknown
+        return "unknown"
+    return modality_code(found) or "unknown"
 
 
 def _unseen_ref(path: Path, why: str, is_folder: bool, root: Path) -> ScanRef | None:
