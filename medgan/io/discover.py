@@ -341,6 +341,7 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
 
 
 def _skipped(path: Path) -> bool:
+    """Whether discovery skips the file ``path`` silently (a name or suffix that is never a scan)."""
     name = path.name.lower()
     if name in SKIP_NAMES or name.split(".")[0] in {"readme", "license", "licence"}:
         return True
@@ -472,8 +473,12 @@ def _classify(path: Path, ds: Any) -> tuple[str, tuple, tuple[float, ...] | None
     return uid, _geometry_key(ds), _floats(header_value(ds, "ImageOrientationPatient") or (), 6), None
 
 
-def _series_uid_of_broken(path: Path) -> str | None:
-    """The SeriesInstanceUID of a file whose header cannot be read in full, when the part that can holds it."""
+def series_uid_of(path: Path) -> str | None:
+    """The SeriesInstanceUID of a DICOM file read from as little of its header as holds it, else ``None``.
+
+    Cheap (the header up to that element, no pixel data) and never raises: a file whose header cannot be read in
+    full, or a file that is not DICOM, gives ``None`` unless the part that can be read holds the UID.
+    """
     import pydicom
 
     from medgan.io.dicom_read import may_be_dicom
@@ -517,7 +522,7 @@ def _list_unreadable(
     failure = _open_failure(path)
     refs.append(_unreadable_ref(path, root, failure or reason))
     if failure is None:
-        _note_broken(broken, _series_uid_of_broken(path), path)
+        _note_broken(broken, series_uid_of(path), path)
     else:
         unopened.setdefault(path.parent, []).append(path)
 

@@ -6,10 +6,10 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medgan.errors import AmbiguousSeriesError, MedganError, ScanReadError
-from medgan.io.discover import ScanRef, discover_scans, non_image_reason, quiet_pydicom
+from medgan.io.discover import ScanRef, _skipped, discover_scans, non_image_reason, quiet_pydicom, series_uid_of
 from medgan.io.gc_pause import paused_gc
 from medgan.io.nifti import is_nifti_path, read_nifti
 
@@ -79,7 +79,65 @@ def _load_dicom_file(path: Path, series: str | None) -> MetaTensor:
         raise ScanReadError(f"{path}: {reason}; it cannot be read as a scan")
     if series is not None and str(ds.get("SeriesInstanceUID") or "") != series and not _is_scan_id(path, series):
         raise ScanReadError(f"{path}: the file does not belong to series {series!r}")
-    return read_dicom_series(plan_dicom_series([ds], source=path))  # the header just read, not a second read
+    scan = read_dicom_series(plan_dicom_series([ds], source=path))  # the header just read, not a second read
+    _warn_if_part_of_a_series(path, str(ds.get("SeriesInstanceUID") or ""), ds)
+    return scan
+
+
+#: siblings of a DICOM file whose header :func:`_warn_if_part_of_a_series` reads at most (a folder of thousands)
+MAX_SIBLINGS = 64
+
+
+def _warn_if_part_of_a_series(path: Path, uid: str, ds: Any) -> None:
+    """Warn when the DICOM file ``path`` is one file of a series whose other files lie beside it.
+
+    The file is loaded as asked (one file gives that file), but a single slice of a many-file series is seldom
+    what was meant (``medgan convert one.dcm out.nii.gz`` wrote a 2-D image). Only headers are read, up to the
+    SeriesInstanceUID, of at most :data:`MAX_SIBLINGS` other files of the folder; nothing identifying is logged.
+
+    Parameters
+    ----------
+    path
+        The DICOM file loaded.
+    uid
+        Its SeriesInstanceUID (``""`` when it has none: nothing to compare, no warning).
+    ds
+        Its header (a multi-frame file is called a file, not a slice).
+    """
+    if not uid:
+        return
+    same, seen, capped = 0, 0, False
+    try:
+        with os.scandir(path.parent) as entries:
+            for entry in entries:
+                if entry.name == path.name or entry.name.startswith("."):
+                    continue
+                sibling = Path(entry.path)
+                if not entry.is_file() or _skipped(sibling) or is_nifti_path(sibling):
+                    continue
+                if seen >= MAX_SIBLINGS:
+                    capped = True
+                    break
+                seen += 1
+                if series_uid_of(sibling) == uid:
+                    same += 1
+    except OSError:
+        return
+    if not same:
+        return
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    what = "one slice" if frames <= 1 else "one file"
+    total = f"at least {same + 1}" if capped else f"{same + 1}"
+    log.warning(
+        "%s: loading %s of a %s-file series (its other files are in %s); pass the folder to load the whole series",
+        path,
+        what,
+        total,
+        path.parent,
+    )
 
 
 def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
