@@ -610,6 +610,9 @@ def _stop_dask(
         return
     try:
         running = {key for keys in client.run(_active_keys, suffix).values() for key in keys}
+        # a scan that finished just before the interrupt (its row not collected yet) has written its outputs: its
+        # row is recorded like a running one's; cancelled, it was lost and its outputs stayed without a row
+        running |= {fut.key for fut in pending if fut.done()}
         client.cancel([fut for fut in pending if fut.key not in running])
     except Exception:  # noqa: BLE001 -- the cluster is going away as well: nothing more to do
         return
