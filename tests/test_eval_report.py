@@ -133,7 +133,10 @@ def test_metrics_json_schema_rows_and_summaries(cli_report):
     # the stand-in is better than cubic by construction, on every scan
     paired = {(x["baseline"], x["metric"]): x for x in doc["paired"]}
     assert paired[("cubic", "psnr")]["mean_diff"] > 0 and paired[("cubic", "psnr")]["wilcoxon_p"] == pytest.approx(0.25)
-    assert paired[("cubic", "mae")]["mean_diff"] < 0 and paired[("cubic", "mae")]["ci_high"] < 0
+    mae = paired[("cubic", "mae")]
+    # three scans: the t interval (t(0.975, 2) = 4.303) is wide, and brackets the mean difference symmetrically
+    assert mae["mean_diff"] < 0 and mae["ci_low"] < mae["mean_diff"] < mae["ci_high"] and mae["ci_method"] == "t"
+    assert mae["ci_high"] - mae["mean_diff"] == pytest.approx(4.302653 * mae["sd_diff"] / 3**0.5)
     assert paired[("cubic", "mae")]["better"] is None  # three scans: too few for the Wilcoxon test
 
 

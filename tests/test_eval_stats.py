@@ -44,30 +44,29 @@ def test_wilcoxon_exact_p_values():
     assert r["mean_diff"] == pytest.approx(2.6)
 
 
-def test_bootstrap_ci_two_scans_by_hand():
-    # differences 0 and 2: resampled means are 0 (p 1/4), 1 (p 1/2), 2 (p 1/4),
-    # so the 2.5th and 97.5th percentiles of the bootstrap distribution are 0 and 2
+def test_t_ci_two_scans_by_hand():
+    # differences 0 and 2: mean 1, sd sqrt(2), t(0.975, 1) = 12.706 -> 1 +- 12.706 * sqrt(2) / sqrt(2)
     r = paired_difference([10.0, 12.0], [10.0, 10.0])
-    assert r["ci_low"] == pytest.approx(0.0) and r["ci_high"] == pytest.approx(2.0)
-    assert r["mean_diff"] == 1.0 and r["confidence"] == 0.95
+    assert r["ci_low"] == pytest.approx(1 - 12.7062047) and r["ci_high"] == pytest.approx(1 + 12.7062047)
+    assert r["mean_diff"] == 1.0 and r["confidence"] == 0.95 and r["ci_method"] == "t"
 
 
-def test_bootstrap_ci_constant_and_degenerate():
+def test_t_ci_constant_and_degenerate():
     r = paired_difference([3.0, 4.0, 5.0], [1.0, 2.0, 3.0])
     assert r["ci_low"] == r["ci_high"] == 2.0 and r["sd_diff"] == 0.0
     zero = paired_difference([1.0, 2.0], [1.0, 2.0])
     assert zero["wilcoxon_p"] == 1.0 and zero["mean_diff"] == 0.0
     one = paired_difference([1.0], [0.0])
-    assert one["ci_low"] is None and one["sd_diff"] is None
+    assert one["ci_low"] is None and one["ci_high"] is None and one["sd_diff"] is None
 
 
-def test_bootstrap_is_reproducible_and_brackets_the_mean():
+def test_t_ci_is_reproducible_and_brackets_the_mean():
     a = [31.2, 29.8, 33.1, 30.5, 32.0, 28.9, 34.4]
     b = [30.0, 29.9, 31.0, 30.1, 30.2, 29.0, 31.5]
     r1, r2 = paired_difference(a, b), paired_difference(a, b)
     assert r1 == r2
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    assert min(diffs) <= r1["ci_low"] <= r1["mean_diff"] <= r1["ci_high"] <= max(diffs)
+    assert r1["ci_low"] < r1["mean_diff"] < r1["ci_high"]
+    assert r1["ci_high"] - r1["mean_diff"] == pytest.approx(r1["mean_diff"] - r1["ci_low"])
 
 
 def _merge(*groups: list[dict]) -> list[dict]:
@@ -97,8 +96,8 @@ def test_paired_comparisons_know_metric_direction():
 
 
 def test_verdict_needs_the_test_too_with_few_scans():
-    # three scans all improved: the bootstrap CI excludes 0, but the exact Wilcoxon p is 0.25
-    rows = _merge(_rows("SR", "psnr", [31.0, 32.0, 33.0]), _rows("cubic", "psnr", [30.0] * 3))
+    # three scans all improved: the t CI excludes 0, but the exact Wilcoxon p is 0.25
+    rows = _merge(_rows("SR", "psnr", [31.0, 31.1, 31.2]), _rows("cubic", "psnr", [30.0] * 3))
     out = paired_comparisons(rows, method="SR", baselines=["cubic"])[0]
     assert out["ci_low"] > 0 and out["wilcoxon_p"] == pytest.approx(0.25)
     assert out["better"] is None
@@ -127,10 +126,10 @@ def test_best_baseline_and_breakdown():
 
 
 def test_verdict_needs_the_signed_rank_test_to_point_the_ci_way():
-    # 40 of 45 scans 0.2-0.4 dB worse, 5 scans 15 dB better (the baseline failed on them): the mean's bootstrap
+    # 40 of 45 scans 0.2-0.4 dB worse, 5 scans 40 dB better (the baseline failed on them): the mean's t
     # CI is above 0, and the Wilcoxon test is significant, but for "worse" (W+ = 215 < W- = 820)
     base = [30.0 + 0.25 * i for i in range(45)]
-    diffs = [-0.2 - 0.005 * i for i in range(40)] + [15.0 + 0.1 * j for j in range(5)]
+    diffs = [-0.2 - 0.005 * i for i in range(40)] + [40.0 + 0.1 * j for j in range(5)]
     rows = _rows("cubic", "psnr", base) + _rows("SR", "psnr", [b + d for b, d in zip(base, diffs, strict=True)])
     out = paired_comparisons(rows, method="SR", baselines=["cubic"])[0]
     assert out["ci_low"] > 0 and out["wilcoxon_p"] < 0.001 and out["median_diff"] < 0

@@ -562,13 +562,15 @@ class Evaluation:
         return figures.figure_to_png(fig)
 
     def tables(self, *, n_resamples: int | None = None) -> dict[str, list[dict[str, Any]]]:
-        """Summary, paired comparisons and breakdowns of the rows so far (see :mod:`medgan.eval.stats`)."""
+        """Summary, paired comparisons and breakdowns of the rows so far (see :mod:`medgan.eval.stats`).
+
+        ``n_resamples`` is accepted and ignored: the paired CIs are Student t intervals now, not bootstrap ones.
+        """
         from medgan.eval import stats
 
-        kwargs = {} if n_resamples is None else {"n_resamples": n_resamples}
         return {
             "summary": stats.summarize(self.rows),
-            "paired": stats.paired_comparisons(self.rows, method=self.method, baselines=self.baselines, **kwargs),
+            "paired": stats.paired_comparisons(self.rows, method=self.method, baselines=self.baselines),
             "breakdown": stats.breakdown(self.rows),
         }
 

@@ -98,7 +98,8 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
     title
         Report title.
     n_resamples
-        Bootstrap resamples for the paired comparisons (default: :data:`medgan.eval.stats.N_BOOTSTRAP`).
+        Ignored (kept so that older callers keep working): the paired CIs are Student t intervals, not bootstrap
+        ones.
     """
     from medgan import __version__
     from medgan.eval import masks, stats
@@ -132,9 +133,8 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         "provenance": list(ev.provenance),
         "statistics": {
             "sd": "sample (ddof=1)",
-            "ci": "bootstrap percentile 95% CI of the mean paired difference",
-            "n_resamples": n_resamples or stats.N_BOOTSTRAP,
-            "seed": stats.BOOTSTRAP_SEED,
+            "ci": "95% CI (t) of the mean paired difference: Student t interval, mean +- t(0.975, n-1) * sd / sqrt(n)",
+            "ci_method": stats.CI_METHOD,
             "test": "Wilcoxon signed-rank, two-sided",
             "alpha": stats.ALPHA,
         },
@@ -361,8 +361,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 ["NRMSE", s["nrmse"]],
                 [
                     "statistics",
-                    f"sd {s['statistics']['sd']}; {s['statistics']['ci']} ({s['statistics']['n_resamples']} resamples, "
-                    f"seed {s['statistics']['seed']}); {s['statistics']['test']}",
+                    f"sd {s['statistics']['sd']}; {s['statistics']['ci']}; {s['statistics']['test']}",
                 ],
             ],
         )
@@ -395,7 +394,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
         blocks.append(
             (
                 "p",
-                f"{s['method']} minus baseline, per scan; 95% bootstrap CI of the mean difference; "
+                f"{s['method']} minus baseline, per scan; 95% CI (t): Student t interval of the mean difference; "
                 "Wilcoxon signed-rank p (two-sided). Verdict 'better' / 'worse' only when the CI excludes 0, "
                 f"p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with fewer than six scans "
                 "the exact test cannot reach that.",
@@ -414,7 +413,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
             for x in doc["paired"]
             if x["metric"] in REPORT_METRICS
         ]
-        blocks.append(("table", ["metric", "baseline", "n", "mean diff", "95% CI", "Wilcoxon p", "verdict"], rows))
+        blocks.append(("table", ["metric", "baseline", "n", "mean diff", "95% CI (t)", "Wilcoxon p", "verdict"], rows))
     else:
         blocks.append(("p", "No baselines, so no paired comparison."))
 
@@ -551,7 +550,7 @@ def write_report(
     title
         Report title.
     n_resamples
-        Bootstrap resamples (default 10 000).
+        Ignored (kept so that older callers keep working): the paired CIs are Student t intervals.
     write_pngs
         Also write the figures as ``figures/*.png`` (``report.md`` links them).
 
