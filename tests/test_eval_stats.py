@@ -78,18 +78,19 @@ def _merge(*groups: list[dict]) -> list[dict]:
 
 
 def test_paired_comparisons_know_metric_direction():
-    # six scans: the smallest n at which the exact two-sided Wilcoxon p (2 / 2**6) is below 0.05
+    # seven scans, two tests (psnr, mae): exact two-sided Wilcoxon p 2 / 2**7 each, Holm-adjusted 2 * 2 / 2**7 < 0.05
     rows = _merge(
-        _rows("SR", "psnr", [31.0, 32.0, 33.0, 34.0, 35.0, 36.0]),
-        _rows("cubic", "psnr", [30.0] * 6),
-        _rows("SR", "mae", [1.0] * 6),
-        _rows("cubic", "mae", [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
+        _rows("SR", "psnr", [31.0, 32.0, 33.0, 34.0, 35.0, 36.0, 37.0]),
+        _rows("cubic", "psnr", [30.0] * 7),
+        _rows("SR", "mae", [1.0] * 7),
+        _rows("cubic", "mae", [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]),
     )
     out = {x["metric"]: x for x in paired_comparisons(rows, method="SR", baselines=["cubic"])}
-    assert out["psnr"]["mean_diff"] == 3.5 and out["psnr"]["wilcoxon_p"] == pytest.approx(2 / 64)
+    assert out["psnr"]["mean_diff"] == 4.0 and out["psnr"]["wilcoxon_p"] == pytest.approx(2 / 128)
+    assert out["psnr"]["p_holm"] == pytest.approx(4 / 128)
     assert out["psnr"]["better"] is True
-    assert out["mae"]["mean_diff"] == -3.5 and out["mae"]["better"] is True  # lower MAE is better
-    assert out["psnr"]["n"] == 6
+    assert out["mae"]["mean_diff"] == -4.0 and out["mae"]["better"] is True  # lower MAE is better
+    assert out["psnr"]["n"] == 7
     # worse on every scan: "better" is False
     worse = paired_comparisons(rows, method="cubic", baselines=["SR"], metrics=["psnr"])[0]
     assert worse["better"] is False

@@ -137,6 +137,7 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
             "ci_method": stats.CI_METHOD,
             "test": "Wilcoxon signed-rank, two-sided",
             "alpha": stats.ALPHA,
+            "correction": stats.CORRECTION,
         },
         "lr_consistency": (
             "prediction degraded back with the low-resolution input's degradation (noise not re-applied), "
@@ -150,7 +151,7 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "title": title or "medgan evaluation",
         "settings": settings,
-        "notes": [*ev.notes, *_geometry_notes(rows), *_non_finite_notes(rows)],
+        "notes": [*ev.notes, *_geometry_notes(rows), *_non_finite_notes(rows), *_correction_notes(tables)],
         "rows": rows,
         **tables,
     }
@@ -171,6 +172,20 @@ def _geometry_notes(rows: list[dict[str, Any]]) -> list[str]:
         line
         for prefix, line in GEOMETRY_NOTES.items()
         if any(str(r.get("geometry") or "").startswith(prefix) for r in rows)
+    ]
+
+
+def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
+    """The multiple-comparison note: how many paired tests the verdicts were corrected for."""
+    from medgan.eval import stats
+
+    m = sum(x.get("wilcoxon_p") is not None for x in tables.get("paired") or [])
+    if m < 2:
+        return []
+    return [
+        f"The {m} paired tests of this report (every baseline x metric, including metrics not tabulated here) are one "
+        f"family: their Wilcoxon p-values are Holm-adjusted (column 'Holm p', paired.csv p_holm) and the verdicts "
+        f"need an adjusted p below {stats.ALPHA}; 'Wilcoxon p' is unadjusted."
     ]
 
 
@@ -361,7 +376,8 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 ["NRMSE", s["nrmse"]],
                 [
                     "statistics",
-                    f"sd {s['statistics']['sd']}; {s['statistics']['ci']}; {s['statistics']['test']}",
+                    f"sd {s['statistics']['sd']}; {s['statistics']['ci']}; {s['statistics']['test']}; "
+                    f"multiple comparisons: {s['statistics']['correction']}",
                 ],
             ],
         )
@@ -395,9 +411,10 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
             (
                 "p",
                 f"{s['method']} minus baseline, per scan; 95% CI (t): Student t interval of the mean difference; "
-                "Wilcoxon signed-rank p (two-sided). Verdict 'better' / 'worse' only when the CI excludes 0, "
-                f"p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with fewer than six scans "
-                "the exact test cannot reach that.",
+                "Wilcoxon signed-rank p (two-sided), unadjusted and Holm-adjusted over all paired tests of this "
+                "report. Verdict 'better' / 'worse' only when the CI excludes 0, "
+                f"the Holm-adjusted p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with "
+                "fewer than six scans the exact test cannot reach that, and with many tests more scans are needed.",
             )
         )
         rows = [
@@ -408,12 +425,15 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 _fmt(x["mean_diff"]),
                 f"[{_fmt(x['ci_low'])}, {_fmt(x['ci_high'])}]",
                 _fmt(x["wilcoxon_p"]),
+                _fmt(x.get("p_holm")),
                 {True: "better", False: "worse", None: "no difference shown"}[x["better"]],
             ]
             for x in doc["paired"]
             if x["metric"] in REPORT_METRICS
         ]
-        blocks.append(("table", ["metric", "baseline", "n", "mean diff", "95% CI (t)", "Wilcoxon p", "verdict"], rows))
+        blocks.append(
+            ("table", ["metric", "baseline", "n", "mean diff", "95% CI (t)", "Wilcoxon p", "Holm p", "verdict"], rows)
+        )
     else:
         blocks.append(("p", "No baselines, so no paired comparison."))
 
