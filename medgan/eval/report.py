@@ -135,7 +135,11 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
             "sd": "sample (ddof=1)",
             "ci": "95% CI (t) of the mean paired difference: Student t interval, mean +- t(0.975, n-1) * sd / sqrt(n)",
             "ci_method": stats.CI_METHOD,
-            "test": "Wilcoxon signed-rank, two-sided",
+            "test": "Wilcoxon signed-rank, two-sided, exact p for every n (ties: mid-ranks; zero differences dropped)",
+            "test_method": (
+                "scipy.stats.wilcoxon(method='exact') without ties or zeros (n <= 50), else the exact distribution "
+                "over all 2**n sign assignments of the mid-ranks; each paired row's wilcoxon_method says which"
+            ),
             "alpha": stats.ALPHA,
             "correction": stats.CORRECTION,
         },
