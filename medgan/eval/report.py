@@ -49,6 +49,7 @@ __all__ = [
     "render_markdown",
     "render_html",
     "write_report",
+    "software_versions",
 ]
 
 SCHEMA = "medgan.evaluation"
@@ -143,6 +144,7 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
             "alpha": stats.ALPHA,
             "correction": stats.CORRECTION,
         },
+        "software": software_versions(),
         "lr_consistency": (
             "prediction degraded back with the low-resolution input's degradation (noise not re-applied), "
             "PSNR against that input over the whole low-resolution image, same data range"
@@ -160,6 +162,36 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         **tables,
     }
     return _jsonable(doc)
+
+
+#: distribution name of each package that ``settings["software"]`` records
+_SOFTWARE = {
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "torch": "torch",
+    "monai": "monai",
+    "nibabel": "nibabel",
+    "pydicom": "pydicom",
+    "skimage": "scikit-image",
+    "medgan": "medgan",
+}
+
+
+def software_versions() -> dict[str, str | None]:
+    """Python and package versions that produced a report (None: not installed), from the installed metadata
+    (nothing is imported); the numbers a report shows depend on them."""
+    import platform
+    from importlib import metadata
+
+    from medgan import __version__
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for key, dist in _SOFTWARE.items():
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = __version__ if key == "medgan" else None
+    return out
 
 
 def _is_report_figure(name: str) -> bool:
@@ -382,6 +414,11 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                     "statistics",
                     f"sd {s['statistics']['sd']}; {s['statistics']['ci']}; {s['statistics']['test']}; "
                     f"multiple comparisons: {s['statistics']['correction']}",
+                ],
+                [
+                    "software",
+                    ", ".join(f"{k} {v or 'not installed'}" for k, v in (s.get("software") or {}).items())
+                    or "not recorded",
                 ],
             ],
         )
