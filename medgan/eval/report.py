@@ -12,6 +12,12 @@ degradation, model provenance), ``rows`` (one per scan x method, the same
 columns as ``metrics.csv``), ``summary``, ``paired`` and ``breakdown``. Non-finite
 numbers are written as ``null`` (NaN) or the strings ``"inf"`` / ``"-inf"``.
 
+Schema history: 1.0 first version (later grew ``settings.ssim.k1`` / ``k2`` and the ``geometry`` row column
+without a bump). 2.0: ``paired`` ``ci_low`` / ``ci_high`` are a Student t interval (were a percentile bootstrap;
+new ``ci_method``), ``settings.statistics.n_resamples`` / ``seed`` removed; added ``p_holm`` (verdicts use it),
+``wilcoxon_method``, ``settings.statistics.ci_method`` / ``correction`` / ``test_method`` and
+``settings.software``.
+
 The HTML page embeds its figures as base64 PNG, has no scripts and no external
 resources, and opens offline. Text from user data (scan ids from folder names, method
 names, titles) is escaped in ``report.html`` and ``report.md`` (no raw HTML, links or
@@ -53,7 +59,7 @@ __all__ = [
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
