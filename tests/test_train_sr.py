@@ -177,8 +177,9 @@ def test_phase1_learns_and_phase2_runs(trained):
     assert steps == [0, 20, 40, 44]
     psnr = [row["metrics"]["psnr"] for row in result.val_history]
     mae = [row["metrics"]["mae"] for row in result.val_history]
-    # the EMA model improves on held-out data (another subject, another scanner)
-    assert psnr[0] < psnr[1] < psnr[2] and psnr[2] > psnr[0] + 0.1 and mae[2] < mae[0]
+    # the EMA model improves on held-out data (another subject, another scanner); with the EMA warm-up it follows
+    # the raw weights closely, so steps 20 and 40 may be within noise of each other (0.01 dB)
+    assert psnr[0] < min(psnr[1], psnr[2]) and psnr[2] > psnr[0] + 0.1 and mae[2] < mae[0]
     assert "cubic_psnr" in result.val_history[0]["metrics"]
     out = result.out_dir
     assert (out / "logs").is_dir() and any((out / "logs").iterdir())  # TensorBoard events

@@ -23,7 +23,8 @@ Sections (see ``medgan/train/configs/*.yaml`` for annotated examples)::
     loss:         l1, ssim, ssim_window, perceptual, perceptual_weights, adversarial, gan
     phase1:       content-loss pre-training: steps, lr, scheduler, warmup_steps, step_size, gamma
     phase2:       adversarial fine-tuning: steps, lr_g, lr_d, scheduler, warmup_steps, step_size, gamma
-    train:        batch_size (per process), patch_size (HR voxels), ema_decay, val_every,
+    train:        batch_size (per process), patch_size (HR voxels), ema_decay (with a warm-up:
+                  min(ema_decay, (1 + n) / (10 + n)) after n updates, medgan.train.ema), val_every,
                   checkpoint_every, keep_checkpoints, log_every, grad_clip, roi_size,
                   channels_last, fused_optimizer, compile (speed options)
 """
