@@ -60,6 +60,46 @@ def _centre_crop(scan: Any, size: list[int]) -> Any:
     return make_scan(cropped.as_tensor(), np.asarray(cropped.affine, dtype=np.float64), meta)
 
 
+def _source_keys(source: Any) -> set[Any]:
+    """What identifies a scan source on disk: each file's real path and (device, inode), and a DICOM series UID."""
+    paths = [source] if isinstance(source, str) else list(getattr(source, "paths", None) or [])
+    keys: set[Any] = set()
+    for p in paths:
+        keys.add(("path", os.path.realpath(p)))
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if os.path.isfile(p):  # a hard link of the same file
+            keys.add(("inode", st.st_dev, st.st_ino))
+    uid = getattr(source, "series_uid", None)
+    if uid:
+        keys.add(("series", uid))
+    return keys
+
+
+def _check_held_out(train: list[Any], val: list[Any]) -> None:
+    """Refuse a validation scan that is also a training scan once the folders are walked.
+
+    The config check compares only the listed paths, so a link to a validation scan inside a training folder (or a
+    hard link, or a copy of the same DICOM series) trained on the held-out scan unnoticed.
+    """
+    from medgan.data.patches import source_name
+
+    seen: dict[Any, Any] = {}
+    for src in train:
+        for key in _source_keys(src):
+            seen.setdefault(key, src)
+    for v in val:
+        for key in sorted(_source_keys(v), key=repr):
+            if key in seen:
+                what = "the same DICOM series" if key[0] == "series" else "the same file"
+                raise ConfigError(
+                    f"data.val: {source_name(v)} is {what} as the data.train scan {source_name(seen[key])}; "
+                    "validation scans must be held out"
+                )
+
+
 def _header_modality(source: Any) -> str | None:
     """The modality a training scan's header names, read without its voxels; ``None`` when it names none.
 
@@ -154,6 +194,9 @@ class SRTrainer(Trainer):
             self.perceptual = PerceptualLoss(loss["perceptual_weights"]).to(self.device)
         data = cfg["data"]
         self.sources = expand_sources(data["train"])  # one walk: checked, loaded and named in the export
+        # every rank walks the validation entries: a scan that is also a training scan is refused on all of them
+        self.val_sources = expand_sources(data["val"]) if data["val"] else []
+        _check_held_out(self.sources, self.val_sources)
         self.modality = self._check_modality()  # before loading: a wrong data.modality is refused at once
         self.volumes = load_volumes(self.sources, data["normalization"])
         self.sampler = PatchSampler(
@@ -205,11 +248,11 @@ class SRTrainer(Trainer):
 
     def _load_val(self) -> None:
         from medgan.data.degrade import crop_to_multiple
-        from medgan.data.patches import expand_sources, source_name
+        from medgan.data.patches import source_name
         from medgan.io.load import load_scan
 
         crop = self.cfg["data"]["val_crop"]
-        for src in expand_sources(self.cfg["data"]["val"]):
+        for src in self.val_sources:
             scan = load_scan(src)
             if scan.ndim - 1 < self.dims:  # a raw zip() ValueError from _full_factor before
                 raise ConfigError(
