@@ -47,14 +47,20 @@ logger = logging.getLogger(__name__)
 MARGIN_LR = 2
 
 
-def expand_sources(paths: Sequence[str]) -> list[Any]:
+def expand_sources(paths: Sequence[str], *, skipped: list[dict[str, str]] | None = None) -> list[Any]:
     """Scan sources from files and folders: a file stays a path; a folder gives its usable scans.
+
+    A folder's unusable scans are left out with a WARNING each (its name and reason); ``skipped``, when given,
+    receives one ``{"name": ..., "reason": ...}`` per scan left out (the name of :func:`source_name`, no patient
+    field).
 
     Parameters
     ----------
     paths
         NIfTI/DICOM files, DICOM series folders, or folder trees (walked with :func:`medgan.discover_scans`);
         :class:`medgan.ScanRef` entries (an earlier call's result) are kept as they are.
+    skipped
+        A list to append the left-out scans to.
 
     Returns
     -------
@@ -75,7 +81,14 @@ def expand_sources(paths: Sequence[str]) -> list[Any]:
             continue
         path = Path(p)
         if path.is_dir():
-            refs = [r for r in discover_scans(path) if r.usable]
+            found = discover_scans(path)
+            refs = [r for r in found if r.usable]
+            for r in found:
+                if not r.usable:
+                    name, reason = source_name(r), str(r.reason or "not usable")
+                    logger.warning("%s: skipping an unusable scan: %s", name, reason)
+                    if skipped is not None:
+                        skipped.append({"name": name, "reason": reason})
             if not refs:
                 raise MedganError(f"{path}: no usable scan found in this folder")
             out.extend(refs)

@@ -193,9 +193,13 @@ class SRTrainer(Trainer):
         if loss["perceptual"] > 0:
             self.perceptual = PerceptualLoss(loss["perceptual_weights"]).to(self.device)
         data = cfg["data"]
-        self.sources = expand_sources(data["train"])  # one walk: checked, loaded and named in the export
+        # one walk: checked, loaded and named in the export; unusable scans in the folders are logged and recorded
+        skipped_train: list[dict[str, str]] = []
+        skipped_val: list[dict[str, str]] = []
+        self.sources = expand_sources(data["train"], skipped=skipped_train)
         # every rank walks the validation entries: a scan that is also a training scan is refused on all of them
-        self.val_sources = expand_sources(data["val"]) if data["val"] else []
+        self.val_sources = expand_sources(data["val"], skipped=skipped_val) if data["val"] else []
+        self.skipped = [{**s, "data": "train"} for s in skipped_train] + [{**s, "data": "val"} for s in skipped_val]
         _check_held_out(self.sources, self.val_sources)
         self.modality = self._check_modality()  # before loading: a wrong data.modality is refused at once
         self.volumes = load_volumes(self.sources, data["normalization"])
@@ -465,6 +469,7 @@ class SRTrainer(Trainer):
         training_data = {
             "train": [source_name(s) for s in self.sources],
             "val": [name for name, _ in self.val_scans],
+            "skipped": list(self.skipped),  # unusable scans in the data folders, left out: name, reason, data
             "degradation": self.cfg["degradation"],
         }
         return save_checkpoint(
