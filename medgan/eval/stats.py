@@ -250,6 +250,8 @@ def paired_comparisons(
 
     Returns rows with ``method``, ``baseline``, ``metric``, ``higher_is_better``, the
     fields of :func:`paired_difference` (``wilcoxon_p`` unadjusted), ``p_holm`` and ``better``.
+    The differences are taken in the order of the scan ids, so the same scans in another row order give
+    identical output, to the last bit.
     ``p_holm`` is the Wilcoxon p adjusted by Holm's step-down method (:func:`holm`) over the
     family of every test this call makes (each baseline x metric): with some 30 tests at 0.05
     each, unadjusted p-values gave a "better" / "worse" verdict somewhere in most reports of
@@ -265,7 +267,9 @@ def paired_comparisons(
     for baseline in baselines:
         for metric in _metrics(rows, metrics):
             va, vb = metric_values(rows, method, metric), metric_values(rows, baseline, metric)
-            common = [s for s in va if s in vb]
+            # sorted by scan id: the float sums behind mean, sd and the CI (and the order of the rows handed on)
+            # would otherwise depend on the order of the rows, and a reordered table gave other last digits
+            common = sorted(s for s in va if s in vb)
             if not common:
                 continue
             res = paired_difference([va[s] for s in common], [vb[s] for s in common])
