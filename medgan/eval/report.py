@@ -18,6 +18,10 @@ new ``ci_method``), ``settings.statistics.n_resamples`` / ``seed`` removed; adde
 ``wilcoxon_method``, ``settings.statistics.ci_method`` / ``correction`` / ``test_method`` and
 ``settings.software``.
 
+``created`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` when that environment variable is set (see
+:func:`created_timestamp`): with it, the same evaluation gives byte-identical ``metrics.json``, ``report.md`` and
+``report.html`` (and CSVs and figures), as reproducible-builds tooling expects.
+
 The HTML page embeds its figures as base64 PNG, has no scripts and no external
 resources, and opens offline. Text from user data (scan ids from folder names, method
 names, titles) is escaped in ``report.html`` and ``report.md`` (no raw HTML, links or
@@ -36,6 +40,7 @@ import html
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +61,7 @@ __all__ = [
     "render_html",
     "write_report",
     "software_versions",
+    "created_timestamp",
 ]
 
 SCHEMA = "medgan.evaluation"
@@ -160,7 +166,7 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "medgan_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": created_timestamp(),
         "title": title or "medgan evaluation",
         "settings": settings,
         "notes": [*ev.notes, *_geometry_notes(rows), *_non_finite_notes(rows), *_correction_notes(tables)],
@@ -168,6 +174,24 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         **tables,
     }
     return _jsonable(doc)
+
+
+def created_timestamp() -> str:
+    """The ``created`` time of a report: UTC, ISO 8601 to the second.
+
+    ``SOURCE_DATE_EPOCH`` (https://reproducible-builds.org/specs/source-date-epoch/), when set, is used instead of
+    the clock, so that the same evaluation gives byte-identical ``metrics.json``, ``report.md`` and ``report.html``.
+    A value that is not a non-negative integer is an error (the specification asks for one rather than a silent
+    fall back on the clock).
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None or epoch == "":
+        when = _dt.datetime.now(_dt.timezone.utc)
+    else:
+        if not epoch.strip().isdigit():
+            raise ValueError(f"SOURCE_DATE_EPOCH must be a non-negative integer (seconds since 1970), not {epoch!r}")
+        when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+    return when.isoformat(timespec="seconds")
 
 
 #: distribution name of each package that ``settings["software"]`` records
