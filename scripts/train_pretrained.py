@@ -116,8 +116,13 @@ def _run_all(jobs: dict[str, tuple[dict, Path]], work: Path) -> dict[str, dict]:
 def _with_steps(cfg: dict, first: int, second: int) -> dict:
     cfg = copy.deepcopy(cfg)
     a, b = PHASES[_task(cfg)]
-    cfg[a]["steps"] = int(first)
-    cfg[b]["steps"] = int(second)
+    for phase, new in ((a, int(first)), (b, int(second))):
+        old = int(cfg[phase].get("steps", 0))
+        cfg[phase]["steps"] = new
+        # the warm-up scales with the steps (warmup_steps >= steps is a config error), and stays below them
+        warmup = int(cfg[phase].get("warmup_steps", 0) or 0)
+        if warmup and old > 0:
+            cfg[phase]["warmup_steps"] = min(round(warmup * new / old), max(new - 1, 0))
     return cfg
 
 

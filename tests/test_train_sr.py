@@ -339,7 +339,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, train_scan):
 
 
 def test_resume_refuses_a_different_model(tmp_path, train_scan):
-    cfg = _config(tmp_path, train_scan, phase1={"steps": 2}, phase2={"steps": 0}, data={"val": []})
+    cfg = _config(tmp_path, train_scan, phase1={"steps": 2, "warmup_steps": 0}, phase2={"steps": 0}, data={"val": []})
     done = train_sr(write_yaml(tmp_path, cfg), progress=False)
     assert done.model_path.is_file() and not (done.out_dir / "model_content.safetensors").exists()
     cfg["model"]["channels"] = 4
@@ -840,7 +840,7 @@ def test_validation_degrades_the_held_out_scans_with_the_training_slice_profile(
         tmp_path,
         train_scan,
         degradation=deg,
-        phase1={"steps": 1},
+        phase1={"steps": 1, "warmup_steps": 0},
         phase2={"steps": 0},
         train={"val_every": 1},
     )
@@ -861,7 +861,9 @@ def test_a_2d_validation_scan_for_a_3d_model_is_a_config_error_naming_it(tmp_pat
     """A real 2-D CT slice among the held-out scans of a 3-D model ended the run with a raw
     ``ValueError: zip() argument 2 is longer than argument 1``."""
     ct = REPO / "sample_data" / "dicom" / "pydicom_ct_small"
-    cfg = _config(tmp_path, train_scan, data={"val": [str(ct)]}, phase1={"steps": 1}, phase2={"steps": 0})
+    cfg = _config(
+        tmp_path, train_scan, data={"val": [str(ct)]}, phase1={"steps": 1, "warmup_steps": 0}, phase2={"steps": 0}
+    )
     with pytest.raises(ConfigError, match=r"pydicom_ct_small.*data\.val: a 2-D image .* cannot validate a 3-D model"):
         train_sr(write_yaml(tmp_path, cfg), progress=False)
     assert not list((tmp_path / "run").glob("checkpoints/state_*.pt"))  # nothing trained
@@ -876,7 +878,7 @@ def _ct_config(tmp: Path, train_scan: Path, **data) -> dict:
         train_scan,
         model={"arch": "srresnet", "spatial_dims": 2, "channels": 8, "n_blocks": 2, "residual_interp": "bilinear"},
         data={"train": [str(ct)], "val": [], **data},
-        phase1={"steps": 2},
+        phase1={"steps": 2, "warmup_steps": 0},
         phase2={"steps": 0},
         train={"roi_size": 32},
     )

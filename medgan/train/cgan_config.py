@@ -38,6 +38,7 @@ from medgan.train.config import (
     _check_normalization,
     _check_spatial_dims,
     _check_top_level,
+    _check_warmup,
     _decay,
     _default_name,
     _load_file,
@@ -302,6 +303,7 @@ def validate_cgan_config(
     schema = {**CGAN_SCHEMA, "data": {**CGAN_SCHEMA["data"], "train": Field("str")}}
     cfg = _validate(schema, data, "", source, base)
     cfg["data"]["train"] = subjects
+    _check_warmup(cfg, ("warmup", "adversarial"), source)
     _check_semantics(cfg, source)
     return _default_name(cfg, "medgan-cgan")
 

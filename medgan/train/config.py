@@ -339,6 +339,19 @@ def _check_paths(cfg: dict[str, Any], src: str) -> None:
                 )
 
 
+def _check_warmup(cfg: dict[str, Any], phases: tuple[str, ...], src: str) -> None:
+    """Refuse ``warmup_steps >= steps`` in a phase that runs (``steps > 0``): the schedule would never leave its
+    warm-up (cosine: a rate that only rises, then jumps; step / constant: never reach the configured rate)."""
+    for phase in phases:
+        section = cfg.get(phase) or {}
+        steps, warmup = int(section.get("steps", 0)), int(section.get("warmup_steps", 0))
+        if 0 < steps <= warmup:
+            raise ConfigError(
+                f"{src}: {phase}.warmup_steps: {warmup} must be less than {phase}.steps ({steps}); "
+                f"lower {phase}.warmup_steps or raise {phase}.steps"
+            )
+
+
 def _check_top_level(data: Any, src: str) -> None:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{src}: expected a YAML mapping of sections at the top level, got {type(data).__name__}")
@@ -626,6 +639,7 @@ def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.P
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     cfg = _validate(SCHEMA, data, "", source, base)
     _check_paths(cfg, source)
+    _check_warmup(cfg, ("phase1", "phase2"), source)
     _check_semantics(cfg, source)
     return _default_name(cfg, "medgan-sr")
 
