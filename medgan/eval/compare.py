@@ -140,6 +140,19 @@ def _provenance(scan: Any) -> dict[str, Any] | None:
     return {k: prov[k] for k in keep if k in prov and isinstance(prov[k], str | int | float | bool | list | tuple)}
 
 
+def _model_columns(prov: Mapping[str, Any] | None, is_method: bool) -> dict[str, str]:
+    """The ``model`` / ``model_sha256`` row columns: the prediction's recorded model; empty for baselines and unknown.
+
+    Each row names its model because ``provenance`` is de-duplicated over the whole evaluation: with predictions of
+    several models in one report, nothing said which scan came from which.
+    """
+    if not is_method or not prov:
+        return {"model": "", "model_sha256": ""}
+    name = next((prov[k] for k in ("model", "model_name", "name") if isinstance(prov.get(k), str) and prov[k]), "")
+    sha = next((prov[k] for k in ("model_sha256", "sha256") if isinstance(prov.get(k), str) and prov[k]), "")
+    return {"model": name, "model_sha256": sha}
+
+
 # --------------------------------------------------------------------------- geometry helpers
 
 
@@ -498,7 +511,7 @@ class Evaluation:
             if deg is not None and name == self.method and deg not in self.degradations:
                 self.degradations.append(deg)
             res["data_range_rule"] = dr_rule
-            row = {"scan_id": str(scan_id), "method": name, **res, **meta}
+            row = {"scan_id": str(scan_id), "method": name, **res, **meta, **_model_columns(prov, name == self.method)}
             if common or steps.get(name):
                 row["geometry"] = "; ".join([*common, *steps.get(name, [])])
             new_rows.append(row)

@@ -16,7 +16,8 @@ Schema history: 1.0 first version (later grew ``settings.ssim.k1`` / ``k2`` and 
 without a bump). 2.0: ``paired`` ``ci_low`` / ``ci_high`` are a Student t interval (were a percentile bootstrap;
 new ``ci_method``), ``settings.statistics.n_resamples`` / ``seed`` removed; added ``p_holm`` (verdicts use it),
 ``wilcoxon_method``, ``settings.statistics.ci_method`` / ``correction`` / ``test_method`` and
-``settings.software``.
+``settings.software``. 2.1: row columns ``model`` / ``model_sha256`` (the prediction's model, empty for baselines
+and when unknown; ``settings.provenance`` is de-duplicated and did not say which scan came from which model).
 
 ``created`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` when that environment variable is set (see
 :func:`created_timestamp`): with it, the same evaluation gives byte-identical ``metrics.json``, ``report.md`` and
@@ -65,7 +66,7 @@ __all__ = [
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
@@ -80,6 +81,8 @@ ROW_COLUMNS = (
     "manufacturer",
     "site",
     "series_description",
+    "model",
+    "model_sha256",
 )
 #: metrics plotted and tabulated in the report
 REPORT_METRICS = ("psnr", "ssim", "nrmse", "mae", "hfen", "psnr_full", "ssim_full", "lr_consistency_psnr")
@@ -169,7 +172,13 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         "created": created_timestamp(),
         "title": title or "medgan evaluation",
         "settings": settings,
-        "notes": [*ev.notes, *_geometry_notes(rows), *_non_finite_notes(rows), *_correction_notes(tables)],
+        "notes": [
+            *ev.notes,
+            *_model_notes(rows),
+            *_geometry_notes(rows),
+            *_non_finite_notes(rows),
+            *_correction_notes(tables),
+        ],
         "rows": rows,
         **tables,
     }
@@ -227,6 +236,28 @@ def software_versions() -> dict[str, str | None]:
 def _is_report_figure(name: str) -> bool:
     """Whether ``name`` is one of the figure files :func:`build_figures` makes."""
     return name in ("metrics.png", "paired.png") or re.fullmatch(r"montage_\d{3}\.png", name) is not None
+
+
+def _model_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """A note per method whose rows come from more than one model (by name and checksum), naming them."""
+    models: dict[str, dict[tuple[str, str], set[str]]] = {}
+    for r in rows:
+        if r.get("model") or r.get("model_sha256"):
+            key = (str(r.get("model") or "unnamed model"), str(r.get("model_sha256") or ""))
+            models.setdefault(str(r["method"]), {}).setdefault(key, set()).add(str(r["scan_id"]))
+    notes = []
+    for method, found in models.items():
+        if len(found) < 2:
+            continue
+        named = "; ".join(
+            f"{name}{f' (sha256 {sha[:12]})' if sha else ''}: {len(scans)} scan{'s' if len(scans) != 1 else ''}"
+            for (name, sha), scans in sorted(found.items())
+        )
+        notes.append(
+            f"The rows of {method} come from {len(found)} models ({named}); its summary and paired tests pool them. "
+            "The model and model_sha256 columns of metrics.csv say which scan came from which."
+        )
+    return notes
 
 
 def _geometry_notes(rows: list[dict[str, Any]]) -> list[str]:
