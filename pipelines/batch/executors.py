@@ -200,21 +200,85 @@ def _dask_setup(warm: Callable[[Any], Any] | None, options: Any) -> float | None
     return seconds if first or loaded else None
 
 
+#: key of a worker's row holding the warnings its scan logged, re-logged by the batch process (:func:`_relogging`)
+WORKER_LOG_KEY = "_worker_log"
+
+
+class _ThreadRecords(logging.Handler):
+    """Collects ``(logger name, level, message)`` of the records logged by one thread (a Dask worker may run several
+    scans at once, in threads)."""
+
+    def __init__(self, records: list[tuple[str, int, str]]) -> None:
+        super().__init__(logging.WARNING)
+        self.records = records
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            try:
+                self.records.append((record.name, record.levelno, record.getMessage()))
+            except Exception:  # noqa: BLE001 -- a bad format string must not fail the scan
+                self.handleError(record)
+
+
+@contextlib.contextmanager
+def _captured_warnings(*, silence: bool) -> Iterator[list[tuple[str, int, str]]]:
+    """The warnings medgan's own loggers emit in this thread while the block runs.
+
+    A worker's warnings (a scan of another modality than the model's, a slice generated mid-volume) went to the
+    worker's stderr only: never into ``medgan.log``, whose docstring promises everything the terminal shows, printed
+    twice by a pool worker, and on a Dask worker into that worker's log, away from the user. The rows now carry
+    them back to the batch process, which logs them (:func:`_relogging`). ``silence``: a pool worker (one scan at a
+    time) does not print them itself as well.
+    """
+    from pipelines.batch.logging import OWN_LOGGERS
+
+    records: list[tuple[str, int, str]] = []
+    handler = _ThreadRecords(records)
+    loggers = [logging.getLogger(name) for name in OWN_LOGGERS]
+    saved = [lg.propagate for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        if silence:
+            lg.propagate = False
+    try:
+        yield records
+    finally:
+        for lg, propagate in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+
+
+def _relogging(on_result: OnResult) -> OnResult:
+    """``on_result`` that first logs, in this process, the warnings a worker's scan logged (:data:`WORKER_LOG_KEY`)."""
+
+    def record(task: Task, row: dict[str, Any]) -> None:
+        for name, level, message in row.pop(WORKER_LOG_KEY, None) or ():
+            logging.getLogger(str(name)).log(int(level), "%s", message)
+        on_result(task, row)
+
+    return record
+
+
 def _run_job(
     job: Callable[[Task, Any], dict], warm: Callable[[Any], Any] | None, task: Task, options: Any, dask: bool = False
 ) -> dict[str, Any]:
     """Run ``job(task, options)`` in a worker and put the worker's setup time, when this row is the first since
     the setup, into its ``seconds`` as ``setup`` (before the scan's own stages; ``total`` stays the scan's time).
+    The warnings logged meanwhile ride back in the row (:data:`WORKER_LOG_KEY`, see :func:`_captured_warnings`).
 
     ``dask``: set the worker up here first (:func:`_dask_setup`); a pool worker was set up by its initializer.
     """
-    setup = _dask_setup(warm, options) if dask else None
-    row = job(task, options)
+    with _captured_warnings(silence=not dask) as warnings:
+        setup = _dask_setup(warm, options) if dask else None
+        row = job(task, options)
     if not dask:
         setup, _SETUP["pending"] = _SETUP["pending"], None
     if setup is not None and isinstance(row, dict):
         seconds = row.get("seconds") if isinstance(row.get("seconds"), dict) else {}
         row["seconds"] = {"setup": round(setup, 3), **seconds}
+    if warnings and isinstance(row, dict):
+        row[WORKER_LOG_KEY] = warnings
     return row
 
 
@@ -297,6 +361,7 @@ def run_pool(
     Interrupted (``KeyboardInterrupt`` or any exception raised here), it records the scans already finished,
     cancels the queued ones, terminates the workers and re-raises (:func:`_running_pool`).
     """
+    on_result = _relogging(on_result)
     todo = collections.deque(tasks)
     suspects: collections.deque[Task] = collections.deque()
     while todo or suspects:
@@ -670,6 +735,7 @@ def run_dask(
     """
     from distributed import as_completed
 
+    on_result = _relogging(on_result)
     own = client is None
     if own:
         client = connect_dask(address or "")
