@@ -17,7 +17,7 @@ without a bump). 2.0: ``paired`` ``ci_low`` / ``ci_high`` are a Student t interv
 new ``ci_method``), ``settings.statistics.n_resamples`` / ``seed`` removed; added ``p_holm`` (verdicts use it),
 ``wilcoxon_method``, ``settings.statistics.ci_method`` / ``correction`` / ``test_method`` and
 ``settings.software``. 2.1: row columns ``model`` / ``model_sha256`` (the prediction's model, empty for baselines
-and when unknown; ``settings.provenance`` is de-duplicated and did not say which scan came from which model).
+and when unknown; ``settings.provenance`` is de-duplicated and did not say which scan came from which model). 2.2: ``paired`` ``dz`` (mean difference / sd of the differences; ``null`` when n < 2 or the sd is 0).
 
 ``created`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` when that environment variable is set (see
 :func:`created_timestamp`): with it, the same evaluation gives byte-identical ``metrics.json``, ``report.md`` and
@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
@@ -514,7 +514,8 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 "p",
                 f"{s['method']} minus baseline, per scan; 95% CI (t): Student t interval of the mean difference; "
                 "Wilcoxon signed-rank p (two-sided), unadjusted and Holm-adjusted over all paired tests of this "
-                "report. Verdict 'better' / 'worse' only when the CI excludes 0, "
+                "report. dz: mean difference / sd of the differences (paired standardized mean difference, "
+                "an effect size; n/a when n < 2 or every difference is the same). Verdict 'better' / 'worse' only when the CI excludes 0, "
                 f"the Holm-adjusted p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with "
                 "fewer than six scans the exact test cannot reach that, and with many tests more scans are needed.",
             )
@@ -525,6 +526,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 x["baseline"],
                 x["n"],
                 _fmt(x["mean_diff"]),
+                _fmt(x.get("dz"), 3),
                 f"[{_fmt(x['ci_low'])}, {_fmt(x['ci_high'])}]",
                 _fmt(x["wilcoxon_p"]),
                 _fmt(x.get("p_holm")),
@@ -534,7 +536,11 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
             if x["metric"] in REPORT_METRICS
         ]
         blocks.append(
-            ("table", ["metric", "baseline", "n", "mean diff", "95% CI (t)", "Wilcoxon p", "Holm p", "verdict"], rows)
+            (
+                "table",
+                ["metric", "baseline", "n", "mean diff", "dz", "95% CI (t)", "Wilcoxon p", "Holm p", "verdict"],
+                rows,
+            )
         )
     else:
         blocks.append(("p", "No baselines, so no paired comparison."))
