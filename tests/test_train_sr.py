@@ -905,3 +905,11 @@ def test_unknown_data_modality_records_the_training_scans_header_modality(tmp_pa
     # checkpoint takes for no modality)
     cfg = _ct_config(tmp_path / "ct", train_scan, modality="ct")
     assert load_checkpoint(train_sr(cfg, progress=False).model_path).metadata["modality"] == "CT"
+
+
+def test_no_content_model_without_a_content_phase(tmp_path, train_scan):
+    """phase1.steps 0 with a phase 2 wrote the untrained generator as ``model_content.safetensors`` (named
+    ``<name>-content``, steps {'phase1': 0, 'completed': 0})."""
+    cfg = _config(tmp_path, train_scan, phase1={"steps": 0, "warmup_steps": 0}, phase2={"steps": 2}, data={"val": []})
+    done = train_sr(write_yaml(tmp_path, cfg), progress=False)
+    assert done.model_path.is_file() and not (done.out_dir / "model_content.safetensors").exists()

@@ -286,8 +286,9 @@ class SRTrainer(Trainer):
         lr, hr = batch
         if self.step < self.p1:
             return self._step_phase1(lr, hr)
-        if self.step == self.p1 and self.info.is_main:
-            # first adversarial step: the EMA holds the end of phase 1 (also after a resume at this step)
+        if self.step == self.p1 and self.p1 > 0 and self.info.is_main:
+            # first adversarial step: the EMA holds the end of phase 1 (also after a resume at this step). Without
+            # a phase 1 there is no content model: it would be the untrained generator under a "-content" name
             self.export_content()
         return self._step_phase2(lr, hr)
 
@@ -442,7 +443,7 @@ class SRTrainer(Trainer):
     def export_content(self) -> Path:
         """Write the EMA generator at the end of phase 1 (``out_dir/model_content.safetensors``).
 
-        Called at the first step of phase 2 (so only when ``phase2.steps > 0``); the checkpoint is named
+        Called at the first step of phase 2 (so only when ``phase1.steps > 0`` and ``phase2.steps > 0``); the checkpoint is named
         ``<name>-content`` and records ``"phase": "content"``.
         """
         path = self._export(self.out_dir / CONTENT_MODEL_FILE, name=f"{self.cfg['name']}-content", phase="content")
