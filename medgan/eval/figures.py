@@ -15,7 +15,38 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DPI", "figure_to_png", "orthogonal_slices", "montage", "metric_plot", "paired_plot"]
+__all__ = ["DPI", "figure_to_png", "orthogonal_slices", "montage", "metric_plot", "paired_plot", "metric_label"]
+
+#: name and unit of each metric in figure titles (the direction comes from ``stats.HIGHER_IS_BETTER``)
+_METRIC_NAMES = {
+    "psnr": ("PSNR", "dB"),
+    "ssim": ("SSIM", None),
+    "nrmse": ("NRMSE", None),
+    "mae": ("MAE", "intensity units"),
+    "hfen": ("HFEN", None),
+    "psnr_full": ("PSNR, whole image", "dB"),
+    "ssim_full": ("SSIM, whole image", None),
+    "nrmse_full": ("NRMSE, whole image", None),
+    "mae_full": ("MAE, whole image", "intensity units"),
+    "hfen_full": ("HFEN, whole image", None),
+    "lr_consistency_psnr": ("LR consistency PSNR", "dB"),
+}
+
+
+def metric_label(metric: str) -> str:
+    """A metric's title with its unit and direction, e.g. ``"PSNR (dB, higher is better)"``; unknown names as given.
+
+    >>> metric_label("nrmse")
+    'NRMSE (lower is better)'
+    """
+    from medgan.eval.stats import HIGHER_IS_BETTER
+
+    if metric not in HIGHER_IS_BETTER:
+        return metric
+    name, unit = _METRIC_NAMES.get(metric, (metric, None))
+    direction = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
+    return f"{name} ({unit + ', ' if unit else ''}{direction})"
+
 
 #: resolution of embedded figures (small files, fast reports)
 DPI = 80
@@ -243,7 +274,7 @@ def metric_plot(
         for k, d in enumerate(data, start=1):
             ax.plot(k + rng.uniform(-0.12, 0.12, len(d)), d, "o", ms=3, alpha=0.7, color="tab:blue")
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, fontsize=8)
-        ax.set_title(metric, fontsize=9)
+        ax.set_title(metric_label(metric), fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     return fig

@@ -225,9 +225,15 @@ def roc_auc(negative_scores: Any, positive_scores: Any) -> float:
 
 
 def mean_sd(values: Any, fmt: str = ".3f") -> str:
-    """``"mean ± sd"`` (sample sd, ``ddof=1``) of finite values, or ``"n/a"``."""
+    """``"mean ± sd"`` (sample sd, ``ddof=1``) of finite values; ``"mean ± n/a"`` for one value, ``"n/a"`` for none.
+
+    One value has no sample sd: ``"± 0.000"`` read as a perfectly reproducible result of a single seed.
+
+    >>> mean_sd([0.5])
+    '0.500 ± n/a'
+    """
     v = np.asarray([x for x in np.asarray(values, dtype=np.float64).ravel() if np.isfinite(x)])
     if not len(v):
         return "n/a"
-    sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-    return f"{np.mean(v):{fmt}} ± {sd:{fmt.lstrip('+')}}"
+    sd = f"{float(np.std(v, ddof=1)):{fmt.lstrip('+')}}" if len(v) > 1 else "n/a"
+    return f"{np.mean(v):{fmt}} ± {sd}"
