@@ -418,8 +418,9 @@ def test_resume_with_a_changed_schedule_follows_the_new_one(tmp_path, train_scan
     lower = merge_sections(copy.deepcopy(base), {"phase1": {"lr": 1e-5}})
     train_sr(write_yaml(tmp_path / "a", _config(tmp_path / "a", train_scan, **lower)), progress=False)
     lrs = _lrs(tmp_path / "a" / "run")
-    # MONAI's warmup-cosine at steps 3, 4, 5 of 6 (t_total 6), now scaled from 1e-5 instead of 1e-3
-    expected = [1e-5 * 0.5 * (1 + np.cos(np.pi * k / 6)) for k in (4, 5, 6)]
+    # MONAI's warmup-cosine at steps 3, 4, 5 of 6 (t_total 6), now scaled from 1e-5 instead of 1e-3: the rate each
+    # step ran at (the log showed the next step's, read after sched.step(): k = 4, 5, 6)
+    expected = [1e-5 * 0.5 * (1 + np.cos(np.pi * k / 6)) for k in (3, 4, 5)]
     np.testing.assert_allclose(lrs[3:], expected, rtol=1e-6, atol=1e-12)
 
     (tmp_path / "b").mkdir()
@@ -794,13 +795,13 @@ def test_a_checkpoint_declaring_another_network_than_its_tensors_is_refused_befo
 
 def test_warmup_steps_ramp_up_the_step_and_constant_schedules_too(tmp_path, train_scan, monkeypatch):
     """``warmup_steps`` was honoured by the cosine schedule only: ``step`` and ``constant`` started at the full rate.
-    Logged rates are those after each step (as MONAI's warm-up, the first step runs at 0); a resume inside the
-    warm-up continues it."""
+    Logged rates are those each step ran at (as MONAI's warm-up, the first step runs at 0; the log showed the rate
+    after each step until 2026-12-06); a resume inside the warm-up continues it."""
     import medgan.train.core as C
 
     monkeypatch.setattr(C._Logger, "__init__", _jsonl_logger)
     phase1 = {"steps": 4, "lr": 1e-3, "warmup_steps": 2, "step_size": 3, "gamma": 0.5}
-    for kind, expected in (("step", [0.5e-3, 1e-3, 0.5e-3, 0.5e-3]), ("constant", [0.5e-3, 1e-3, 1e-3, 1e-3])):
+    for kind, expected in (("step", [0.0, 0.5e-3, 1e-3, 0.5e-3]), ("constant", [0.0, 0.5e-3, 1e-3, 1e-3])):
         sections = {
             "device": "cpu",
             "phase1": {**phase1, "scheduler": kind},

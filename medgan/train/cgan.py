@@ -195,6 +195,7 @@ class CGANTrainer(Trainer):
         return self._step_adversarial(batch)
 
     def _step_warmup(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        lr_g = self.opt_w.param_groups[0]["lr"]  # the rate this step runs at (after sched.step() it is the next one)
         self.opt_w.zero_grad(set_to_none=True)
         with self.autocast():
             fake = self.g_model(batch["labels_onehot"], batch["z"], None, batch.get("scalar"))
@@ -203,7 +204,7 @@ class CGANTrainer(Trainer):
         self.clip(self.generator)
         self.opt_w.step()
         self.sched_w.step()
-        return {"loss_g": float(loss.detach()), "l1": float(loss.detach()), "lr_g": self.opt_w.param_groups[0]["lr"]}
+        return {"loss_g": float(loss.detach()), "l1": float(loss.detach()), "lr_g": lr_g}
 
     def _step_adversarial(self, batch: Mapping[str, Any]) -> dict[str, float]:
         from medgan.models.cgan_losses import discriminator_loss, generator_step
@@ -211,6 +212,7 @@ class CGANTrainer(Trainer):
         disc = self.discriminator
         assert disc is not None and self.d_model is not None
         loss_cfg = self.cfg["loss"]
+        lr_g, lr_d = self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]  # this step's rates
         # generator step, discriminator frozen (its unwrapped module: no DDP gradient sync for it)
         set_requires_grad(disc, False)
         self.opt_g.zero_grad(set_to_none=True)
@@ -250,8 +252,8 @@ class CGANTrainer(Trainer):
             "loss_d": float(losses_d["loss"].detach()),
             "d_real": float(losses_d["real"]),
             "d_fake": float(losses_d["fake"]),
-            "lr_g": self.opt_g.param_groups[0]["lr"],
-            "lr_d": self.opt_d.param_groups[0]["lr"],
+            "lr_g": lr_g,
+            "lr_d": lr_d,
         }
 
     # ------------------------------------------------------------------ validation / export

@@ -293,6 +293,7 @@ class SRTrainer(Trainer):
         return self._step_phase2(lr, hr)
 
     def _step_phase1(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+        lr_g = self.opt_g1.param_groups[0]["lr"]  # the rate this step runs at (after sched.step() it is the next one)
         self.opt_g1.zero_grad(set_to_none=True)
         with self.autocast():
             sr = self.g_model(lr)
@@ -301,7 +302,7 @@ class SRTrainer(Trainer):
         self.clip(self.generator)
         self.opt_g1.step()
         self.sched_g1.step()
-        return {"loss_g": float(loss.detach()), **parts, "lr_g": self.opt_g1.param_groups[0]["lr"]}
+        return {"loss_g": float(loss.detach()), **parts, "lr_g": lr_g}
 
     def discriminator_logits(self, hr: torch.Tensor, sr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The discriminator's logits for real and generated patches in its training step.
@@ -320,6 +321,7 @@ class SRTrainer(Trainer):
         assert disc is not None
         w_adv = self.cfg["loss"]["adversarial"]
         w_perc = self.cfg["loss"]["perceptual"]
+        lr_g, lr_d = self.opt_g2.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]  # this step's rates
         # generator step, discriminator frozen (its unwrapped module: no DDP gradient sync for it)
         _set_requires_grad(disc, False)
         self.opt_g2.zero_grad(set_to_none=True)
@@ -353,8 +355,8 @@ class SRTrainer(Trainer):
             "adv_g": float(adv.detach()),
             "loss_d": float(loss_d.detach()),
             **parts,
-            "lr_g": self.opt_g2.param_groups[0]["lr"],
-            "lr_d": self.opt_d.param_groups[0]["lr"],
+            "lr_g": lr_g,
+            "lr_d": lr_d,
         }
 
     # ------------------------------------------------------------------ validation / export
