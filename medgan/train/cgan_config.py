@@ -42,6 +42,7 @@ from medgan.train.config import (
     _decay,
     _default_name,
     _load_file,
+    _modality,
     _non_negative,
     _patch_size,
     _positive,
@@ -62,7 +63,7 @@ CGAN_SCHEMA: dict[str, Any] = {
     **_run_fields(),
     "data": {
         "train": Field("subjects"),
-        "modality": Field("str", "MR"),
+        "modality": Field("str", "MR", check=_modality),
         "normalization": Field("dict", {"method": "percentile", "lower": 0.0, "upper": 99.5}),
         "slice_axis": Field("int", 2),
         "min_foreground": Field("float", 0.05, check=_unit),

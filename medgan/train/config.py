@@ -80,6 +80,30 @@ def _range(v: Any) -> str | None:
     return None if lo >= 0 else "must be >= 0"
 
 
+#: DICOM Modality defined terms (PS3.3 C.7.3.1.1.1, current and retired): a lower-case ``data.modality`` is taken
+#: as one of these ("mr" -> MR); any other value must already be written as a code (upper-case letters and digits)
+_DICOM_MODALITIES = frozenset(
+    """AR ASMT AU BDUS BI BMD CD CF CFM CP CR CS CT CTPROTOCOL DD DF DG DM DMS DOC DS DX EC ECG EEG EMG EOG EPS ES FA
+    FID FS GM HC HD IO IOL IVOCT IVUS KER KO LEN LP LS M3D MA MG MR MS NM OAM OCT OP OPM OPR OPT OPTBSV OPTENF OPV
+    OSS OT PLAN POS PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG
+    SM SMR SR SRF ST STAIN TEXTUREMAP TG US VA VF XA XAPROTOCOL XC""".split()
+)
+
+
+def _modality(v: Any) -> str | None:
+    """``data.modality``: a DICOM Modality code or ``unknown``.
+
+    The exported model records it (its outputs are labelled with it, e.g. as their DICOM Modality); ``foo`` used to
+    be recorded as ``FOO``, a code no scanner writes. A code is upper-case ASCII letters and digits, 16 at most
+    (``MR``, ``CT``, ``PT``); a DICOM defined term in another case (``mr``) is taken as that term.
+    """
+    from medgan.io.nifti import modality_code
+
+    if v.lower() == "unknown" or modality_code(v) is not None or v.upper() in _DICOM_MODALITIES:
+        return None
+    return "must be a DICOM Modality code (upper-case letters and digits, 16 at most, e.g. MR, CT, PT) or unknown"
+
+
 _SCHEDULERS = ("cosine", "step", "constant")
 
 
@@ -129,7 +153,7 @@ SCHEMA: dict[str, Any] = {
     "data": {
         "train": Field("paths"),
         "val": Field("paths", []),
-        "modality": Field("str", "unknown"),
+        "modality": Field("str?", "unknown", check=_modality),  # null: unknown
         "normalization": Field("dict", {"method": "percentile", "lower": 0.5, "upper": 99.5}),
         "slice_axes": Field("ints", [2]),
         "foreground_ratio": Field("float", 0.9, check=_unit),
@@ -529,6 +553,8 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         if ax not in (0, 1, 2):
             raise ConfigError(f"{src}: data.slice_axes: axes are 0, 1 or 2, got {ax}")
 
+    if cfg["data"]["modality"] is None:
+        cfg["data"]["modality"] = "unknown"
     _check_normalization(cfg, src, lower=0.5)
     _check_noise_vs_normalization(cfg, src)
 

@@ -1,0 +1,69 @@
+"""``data.modality`` is checked at config load: ``foo`` was recorded in the exported checkpoint as ``FOO`` (a code no
+scanner writes), and only after training. Now a value that is neither a DICOM Modality code nor ``unknown`` is
+refused by load_config / load_cgan_config, naming the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medgan.errors import ConfigError
+from medgan.train.cgan_config import load_cgan_config
+from medgan.train.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+T1 = REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz"
+MNI = T1.parent
+
+pytestmark = pytest.mark.skipif(not T1.is_file(), reason="sample_data scans missing")
+
+
+def _sr(tmp_path: Path, modality) -> Path:
+    cfg = {
+        "out_dir": str(tmp_path / "run"),
+        "data": {"train": [str(T1)], "modality": modality},
+        "model": {"arch": "srresnet", "spatial_dims": 3, "channels": 8, "n_blocks": 2},
+        "phase1": {"steps": 2},
+        "train": {"batch_size": 1, "patch_size": 16},
+    }
+    path = tmp_path / "sr.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cgan(tmp_path: Path, modality) -> Path:
+    subject = {"image": str(MNI / "t1.nii.gz"), "gm": str(MNI / "gm.nii.gz"), "wm": str(MNI / "wm.nii.gz")}
+    cfg = {
+        "task": "cgan",
+        "out_dir": str(tmp_path / "run"),
+        "data": {"train": [subject], "modality": modality},
+        "model": {"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channels": 8},
+        "discriminator": {"channels": 8, "num_d": 2, "num_layers_d": 1, "minimum_size_im": 32},
+        "adversarial": {"steps": 2},
+        "train": {"batch_size": 1, "patch_size": 32},
+    }
+    path = tmp_path / "cgan.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("value", ["foo", "Magnetic resonance", "mr!", "12", "ABCDEFGHIJKLMNOPQ"])
+@pytest.mark.parametrize("which", ["sr", "cgan"])
+def test_a_value_that_is_no_modality_code_is_refused_at_load(tmp_path, value, which):
+    path = (_sr if which == "sr" else _cgan)(tmp_path, value)
+    load = load_config if which == "sr" else load_cgan_config
+    with pytest.raises(ConfigError, match=rf"{which}\.yaml: data\.modality: must be a DICOM Modality code"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"), [("MR", "MR"), ("CT", "CT"), ("mr", "mr"), ("unknown", "unknown"), (None, "unknown")]
+)
+def test_codes_and_unknown_are_accepted(tmp_path, value, kept):
+    assert load_config(_sr(tmp_path, value))["data"]["modality"] == kept
+
+
+def test_cgan_accepts_a_code(tmp_path):
+    assert load_cgan_config(_cgan(tmp_path, "mr"))["data"]["modality"] == "mr"
