@@ -395,6 +395,10 @@ def _patch_size(cfg: dict[str, Any], src: str, dims: int) -> list[int]:
     return patch
 
 
+#: the ``data.normalization`` keys each method reads
+_NORMALIZATION_KEYS = {"percentile": {"method", "lower", "upper"}, "zscore": {"method"}}
+
+
 def _check_normalization(cfg: dict[str, Any], src: str, lower: float) -> None:
     """Check ``data.normalization`` (``lower``: the default lower percentile); fill in the percentiles."""
     from medgan.data.normalize import NORMALIZATION_METHODS
@@ -404,6 +408,15 @@ def _check_normalization(cfg: dict[str, Any], src: str, lower: float) -> None:
         raise ConfigError(
             f"{src}: data.normalization: expected {{method: percentile|zscore, lower: {lower:g}, upper: 99.5}}, "
             f"got {norm}"
+        )
+    # keys the method does not read: {method: zscore, lower: 5, upper: 6} was accepted and recorded as if the
+    # bounds meant something, though a z-score has none
+    unused = sorted(set(norm) - _NORMALIZATION_KEYS[norm["method"]])
+    if unused:
+        raise ConfigError(
+            f"{src}: data.normalization: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by "
+            f"method {norm['method']} (it takes {', '.join(sorted(_NORMALIZATION_KEYS[norm['method']]))}); "
+            f"remove {'it' if len(unused) == 1 else 'them'}"
         )
     if norm["method"] == "percentile":
         lo, hi = norm.get("lower", lower), norm.get("upper", 99.5)
