@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -71,11 +72,22 @@ def load_pairs(
     pairs = []
     rule = dict(normalization)
     kwargs = {k: float(rule[k]) for k in ("lower", "upper") if k in rule}
+    seen: dict[Any, str] = {}
     for subject in subjects:
         name = str(subject["image"])
         image = load_scan(subject["image"])
         if image.shape[0] != 1 or image.ndim != 4:
             raise MedganError(f"{name}: expected a single-channel 3-D image, got shape {tuple(image.shape)}")
+        # each subject's validation slab is held out of its own training slices only: the same image listed twice
+        # (another path, a link, a copy of its DICOM series) trained on one copy's validation slab through the other
+        for key in _image_keys(subject["image"], image):
+            if key in seen:
+                what = "the same DICOM series" if key[0] == "series" else "the same file"
+                raise MedganError(
+                    f"{name}: {what} as the training subject {seen[key]}; list each subject once (its validation "
+                    "slices would be trained on through the other copy)"
+                )
+            seen[key] = name
         _check_modality(image, name, modality)
         if "labels" in subject:
             labels = load_scan(subject["labels"])
@@ -114,6 +126,20 @@ def load_pairs(
             }
         )
     return pairs
+
+
+def _image_keys(path: Any, image: Any) -> set[Any]:
+    """What identifies a subject's image on disk: its real path, a file's (device, inode) (hard links) and a DICOM
+    series' SeriesInstanceUID (a copy of the series elsewhere)."""
+    keys: set[Any] = {("path", os.path.realpath(str(path)))}
+    with contextlib.suppress(OSError):
+        if os.path.isfile(path):
+            st = os.stat(path)
+            keys.add(("inode", st.st_dev, st.st_ino))
+    uid = image.meta.get("series_uid") if hasattr(image, "meta") else None
+    if uid:
+        keys.add(("series", str(uid)))
+    return keys
 
 
 def _check_grid(scan: Any, image: Any, scan_name: str, image_name: str, *, what: str) -> None:
