@@ -847,8 +847,7 @@ def _sidecar_modality(info: Any) -> str:
         A DICOM modality code (``"MR"``, ``"CT"``, ...) or ``"unknown"``.
     """
     try:
-        descrip = bytes(info.header["descrip"]).split(b"\x00")[0].decode("latin-1")
-        found = read_nifti_sidecar(info.path, descrip=descrip).get("modality")
+        found = read_nifti_sidecar(info.path, descrip=info.descrip).get("modality")
     except Exception:  # never raise for one file: the scan is still usable, its modality unknown
         return "unknown"
     return modality_code(found) or "unknown"

@@ -116,6 +116,11 @@ class NiftiInfo:
     header: Any  # nibabel Nifti1Header / Nifti2Header
 
     @property
+    def descrip(self) -> str:
+        """The header's ``descrip`` text (up to its first NUL; medgan writes ``"medgan ..."`` there)."""
+        return bytes(self.header["descrip"]).split(b"\x00")[0].decode("latin-1")
+
+    @property
     def spacing(self) -> tuple[float, ...]:
         """Voxel size (mm) along each spatial axis."""
         n_spatial = len(self.shape) - 1
@@ -582,7 +587,7 @@ def read_nifti(path: str | Path) -> MetaTensor:
         if _is_marked_2d(info.header, stored):  # X, Y, 1, C of a multi-channel 2-D image -> (C, X, Y)
             data = data[..., 0]
     header = info.header
-    descrip = bytes(header["descrip"]).split(b"\x00")[0].decode("latin-1")
+    descrip = info.descrip
     meta = {
         "filename_or_obj": str(info.path),
         "modality": "unknown",

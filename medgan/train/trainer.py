@@ -119,7 +119,7 @@ def _header_modality(source: Any) -> str | None:
         source = source.paths[0]
     path = Path(source)
     if is_nifti_path(path):
-        descrip = bytes(inspect_nifti(path).header["descrip"]).split(b"\x00")[0].decode("latin-1")
+        descrip = inspect_nifti(path).descrip
         value = read_nifti_sidecar(path, descrip=descrip).get("modality")
     elif path.suffix.lower() == ".hdr":  # an Analyze pair: load_volumes has refused it already
         return None
