@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,6 +66,7 @@ def load_pairs(
     """
     from medgan.data.labels import label_values as values_of
     from medgan.data.labels import tissue_labels
+    from medgan.io.discover import identity_keys
     from medgan.io.load import load_scan
 
     pairs = []
@@ -80,7 +80,7 @@ def load_pairs(
             raise MedganError(f"{name}: expected a single-channel 3-D image, got shape {tuple(image.shape)}")
         # each subject's validation slab is held out of its own training slices only: the same image listed twice
         # (another path, a link, a copy of its DICOM series) trained on one copy's validation slab through the other
-        for key in _image_keys(subject["image"], image):
+        for key in identity_keys([str(subject["image"])], image.meta.get("series_uid")):
             if key in seen:
                 what = "the same DICOM series" if key[0] == "series" else "the same file"
                 raise MedganError(
@@ -126,20 +126,6 @@ def load_pairs(
             }
         )
     return pairs
-
-
-def _image_keys(path: Any, image: Any) -> set[Any]:
-    """What identifies a subject's image on disk: its real path, a file's (device, inode) (hard links) and a DICOM
-    series' SeriesInstanceUID (a copy of the series elsewhere)."""
-    keys: set[Any] = {("path", os.path.realpath(str(path)))}
-    with contextlib.suppress(OSError):
-        if os.path.isfile(path):
-            st = os.stat(path)
-            keys.add(("inode", st.st_dev, st.st_ino))
-    uid = image.meta.get("series_uid") if hasattr(image, "meta") else None
-    if uid:
-        keys.add(("series", str(uid)))
-    return keys
 
 
 def _check_grid(scan: Any, image: Any, scan_name: str, image_name: str, *, what: str) -> None:

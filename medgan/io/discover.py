@@ -473,6 +473,25 @@ def _classify(path: Path, ds: Any) -> tuple[str, tuple, tuple[float, ...] | None
     return uid, _geometry_key(ds), _floats(header_value(ds, "ImageOrientationPatient") or (), 6), None
 
 
+def identity_keys(paths: Sequence[str | os.PathLike[str]], series_uid: str | None = None) -> set[tuple]:
+    """What identifies a scan on disk, to tell two entries that are the same scan: each path's real path, each
+    file's ``(device, inode)`` (a hard link) and the DICOM ``series_uid`` (a copy of the series elsewhere).
+
+    Two scans are the same when their key sets intersect; a key's first item (``"path"``, ``"inode"``,
+    ``"series"``) says how.
+    """
+    keys: set[tuple] = set()
+    for p in paths:
+        keys.add(("path", os.path.realpath(p)))
+        with contextlib.suppress(OSError):
+            if os.path.isfile(p):
+                st = os.stat(p)
+                keys.add(("inode", st.st_dev, st.st_ino))
+    if series_uid:
+        keys.add(("series", str(series_uid)))
+    return keys
+
+
 def series_uid_of(path: Path) -> str | None:
     """The SeriesInstanceUID of a DICOM file read from as little of its header as holds it, else ``None``.
 

@@ -61,21 +61,11 @@ def _centre_crop(scan: Any, size: list[int]) -> Any:
 
 
 def _source_keys(source: Any) -> set[Any]:
-    """What identifies a scan source on disk: each file's real path and (device, inode), and a DICOM series UID."""
+    """:func:`medgan.io.discover.identity_keys` of a scan source (a file path, or a ScanRef of its files)."""
+    from medgan.io.discover import identity_keys
+
     paths = [source] if isinstance(source, str) else list(getattr(source, "paths", None) or [])
-    keys: set[Any] = set()
-    for p in paths:
-        keys.add(("path", os.path.realpath(p)))
-        try:
-            st = os.stat(p)
-        except OSError:
-            continue
-        if os.path.isfile(p):  # a hard link of the same file
-            keys.add(("inode", st.st_dev, st.st_ino))
-    uid = getattr(source, "series_uid", None)
-    if uid:
-        keys.add(("series", uid))
-    return keys
+    return identity_keys(paths, getattr(source, "series_uid", None))
 
 
 def _check_held_out(train: list[Any], val: list[Any]) -> None:
