@@ -173,3 +173,58 @@ def run_two_process_training(
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == val_steps
     assert (out / "model.safetensors").is_file()
     return summary
+
+
+# ---------------------------------------------------------------- tiny models and label maps for the batch tests
+def save_tiny_sr(path: Path) -> Path:
+    """An untrained tiny 3-D x2 (2, 2, 1) SRResNet saved with the real checkpoint API (windows of 32)."""
+    import torch
+
+    from medgan.infer.checkpoint import save_checkpoint
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
+    return save_checkpoint(path, model, roi_size=32)
+
+
+def save_tiny_synthesizer(path: Path) -> Path:
+    """An untrained tiny 2-D SPADE generator (labels 0 background, 1 GM, 2 WM) saved with the real API."""
+    import torch
+
+    from medgan.data.normalize import Normalization
+    from medgan.infer.synthesis import save_synthesizer
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    gen = build_generator(
+        {
+            "arch": "spade",
+            "spatial_dims": 2,
+            "num_labels": 3,
+            "channels": [8, 4],
+            "z_dim": 4,
+            "spade_hidden_channels": 4,
+        }
+    )
+    norm = Normalization(
+        method="percentile", offset=0.0, scale=100.0, lower=0.5, upper=99.5, data_min=0.0, data_max=100.0
+    )
+    return save_synthesizer(path, gen, labels={0: "background", 1: "gm", 2: "wm"}, normalization=norm)
+
+
+def mni_label_map(dst: Path, box: tuple[slice, ...], *, extra_value: int | None = None) -> Path:
+    """A real label map: argmax of background / MNI GM / MNI WM probabilities on a crop of the template grid
+    (``extra_value``: written into voxel 0, a value the tiny synthesizer does not know)."""
+    import nibabel as nib
+    import numpy as np
+
+    mni = SAMPLE_DATA / "nifti" / "mni_icbm152_2009a_sym"
+    gm, wm = (nib.load(mni / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
+    g, w = np.asarray(gm.dataobj, dtype=np.float32), np.asarray(wm.dataobj, dtype=np.float32)
+    labels = np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0).astype(np.uint8)
+    if extra_value is not None:
+        labels[0, 0, 0] = extra_value
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
+    return dst

@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from conftest import mni_label_map, save_tiny_synthesizer
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -1270,41 +1271,10 @@ def test_example_specs_are_valid(monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_synthesizer(tmp_path_factory) -> Path:
     """An untrained tiny 2-D SPADE generator (labels 0 background, 1 GM, 2 WM) saved with the real API."""
-    import torch
-
-    from medgan.data.normalize import Normalization
-    from medgan.infer.synthesis import save_synthesizer
-    from medgan.models.registry import build_generator
-
-    torch.manual_seed(0)
-    gen = build_generator(
-        {
-            "arch": "spade",
-            "spatial_dims": 2,
-            "num_labels": 3,
-            "channels": [8, 4],
-            "z_dim": 4,
-            "spade_hidden_channels": 4,
-        }
-    )
-    norm = Normalization(
-        method="percentile", offset=0.0, scale=100.0, lower=0.5, upper=99.5, data_min=0.0, data_max=100.0
-    )
-    path = tmp_path_factory.mktemp("synth") / "tiny_spade.safetensors"
-    return save_synthesizer(path, gen, labels={0: "background", 1: "gm", 2: "wm"}, normalization=norm)
+    return save_tiny_synthesizer(tmp_path_factory.mktemp("synth") / "tiny_spade.safetensors")
 
 
-def _label_map(dst: Path, box: tuple[slice, ...], *, extra_value: int | None = None) -> Path:
-    """A real label map: argmax of background / MNI GM / MNI WM probabilities on a crop of the template grid."""
-    mni = SAMPLE / "nifti" / "mni_icbm152_2009a_sym"
-    gm, wm = (nib.load(mni / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
-    g, w = np.asarray(gm.dataobj, dtype=np.float32), np.asarray(wm.dataobj, dtype=np.float32)
-    labels = np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0).astype(np.uint8)
-    if extra_value is not None:
-        labels[0, 0, 0] = extra_value
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
-    return dst
+_label_map = mni_label_map
 
 
 def test_batch_synthesize(tmp_path, tiny_synthesizer):

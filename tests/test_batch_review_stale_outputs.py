@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import mni_label_map, save_tiny_sr, save_tiny_synthesizer
 
 from pipelines.batch.manifest import read_rows
 from pipelines.cli import main
@@ -21,45 +22,8 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny untrained 3-D x2 SR checkpoint and a tiny untrained 2-D SPADE synthesizer (real save APIs)."""
-    import torch
-
-    from medgan.data.normalize import Normalization
-    from medgan.infer.checkpoint import save_checkpoint
-    from medgan.infer.synthesis import save_synthesizer
-    from medgan.models.registry import build_generator
-
     root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    sr = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
-    sr_path = save_checkpoint(root / "sr.safetensors", sr, roi_size=32)
-    gen = build_generator(
-        {
-            "arch": "spade",
-            "spatial_dims": 2,
-            "num_labels": 3,
-            "channels": [8, 4],
-            "z_dim": 4,
-            "spade_hidden_channels": 4,
-        }
-    )
-    norm = Normalization(
-        method="percentile", offset=0.0, scale=100.0, lower=0.5, upper=99.5, data_min=0.0, data_max=100.0
-    )
-    syn_path = save_synthesizer(
-        root / "syn.safetensors", gen, labels={0: "background", 1: "gm", 2: "wm"}, normalization=norm
-    )
-    return sr_path, syn_path
-
-
-def label_map(dst: Path, box: tuple[slice, ...]) -> Path:
-    """A real label map: argmax of background / MNI GM / MNI WM probabilities on a crop of the template grid."""
-    mni = SAMPLE / "nifti" / "mni_icbm152_2009a_sym"
-    gm, wm = (nib.load(mni / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
-    g, w = np.asarray(gm.dataobj, dtype=np.float32), np.asarray(wm.dataobj, dtype=np.float32)
-    labels = np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0).astype(np.uint8)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
-    return dst
+    return save_tiny_sr(root / "sr.safetensors"), save_tiny_synthesizer(root / "syn.safetensors")
 
 
 def scan_tree(root: Path) -> Path:
@@ -90,7 +54,7 @@ def listed(out: Path) -> set[str]:
 def test_fewer_samples_remove_the_samples_no_longer_planned(tmp_path, models):
     _, syn = models
     src, out = tmp_path / "labels", tmp_path / "out"
-    label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    mni_label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
     args = ["batch", "synthesize", str(src), str(out), "--model", str(syn), "--quiet"]
     assert main([*args, "-n", "3"]) == 0
     assert len(files(out)) == 6
@@ -116,7 +80,7 @@ def test_another_format_removes_the_previous_format_outputs(tmp_path, models):
 def test_a_failed_redo_removes_the_outputs_of_other_settings_and_keeps_those_of_the_same(tmp_path, models):
     _, syn = models
     src, out = tmp_path / "labels", tmp_path / "out"
-    labels = label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    labels = mni_label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
     args = ["batch", "synthesize", str(src), str(out), "--model", str(syn), "--quiet"]
     assert main(args) == 0
     before = {f: (out / f).read_bytes() for f in files(out)}
@@ -146,7 +110,7 @@ def test_a_failed_redo_removes_the_outputs_of_other_settings_and_keeps_those_of_
 def test_removal_never_follows_a_link_out_of_the_output_folder(tmp_path, models):
     _, syn = models
     src, out = tmp_path / "labels", tmp_path / "out"
-    label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    mni_label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
     args = ["batch", "synthesize", str(src), str(out), "--model", str(syn), "--quiet"]
     assert main([*args, "-n", "2"]) == 0
     outside = tmp_path / "precious.nii.gz"

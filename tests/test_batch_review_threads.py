@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import save_tiny_sr
 
 from pipelines.batch.jobs import MAX_THREADS_PER_CORE, usable_cores
 from pipelines.batch.manifest import read_rows
@@ -23,15 +24,8 @@ TOO_MANY = MAX_THREADS_PER_CORE * usable_cores() + 1
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny untrained 3-D x2 checkpoint (real checkpoint API) and a folder with one small crop of a sample scan."""
-    import torch
-
-    from medgan.infer.checkpoint import save_checkpoint
-    from medgan.models.registry import build_generator
-
     root = tmp_path_factory.mktemp("threads")
-    torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
-    ckpt = save_checkpoint(root / "tiny.safetensors", model, roi_size=32)
+    ckpt = save_tiny_sr(root / "tiny.safetensors")
     img = nib.load(SAMPLE / "nifti" / "nibabel" / "anatomical.nii").slicer[8:24, 10:26, 8:12]
     (root / "in" / "a").mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), root / "in" / "a" / "anat.nii.gz")
