@@ -7,31 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
+from test_stats_review_t_ci import _Ev
 
 from medgan.eval import stats as S
-
-
-class _Ev:
-    """The smallest object build_document accepts: rows of SR and cubic on six scans."""
-
-    def __init__(self, n=6):
-        rng = np.random.default_rng(5)
-        self.rows = []
-        for i in range(n):
-            base = 30.0 + rng.standard_normal()
-            for method, value in (("SR", base + 1.0 + 0.3 * rng.standard_normal()), ("cubic", base)):
-                self.rows.append({"scan_id": f"s{i}", "method": method, "psnr": value, "ssim": value / 40})
-        self.method, self.baselines = "SR", ["cubic"]
-        self.provenance, self.degradations, self.notes = [], [], []
-
-    def tables(self, **kwargs):
-        from medgan.eval import stats
-
-        return {
-            "summary": stats.summarize(self.rows),
-            "paired": stats.paired_comparisons(self.rows, method="SR", baselines=["cubic"]),
-            "breakdown": [],
-        }
 
 
 def test_holm_by_hand():
