@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_train_review_holdout import _config
 
 from medgan.train.trainer import train_sr
 
@@ -31,17 +32,7 @@ def test_unusable_scans_in_the_data_folders_are_logged_and_recorded(tmp_path, ca
     shutil.copy(VAL, val / "anatomical.nii")
     (train / "broken.nii.gz").write_bytes(b"\x1f\x8b not a scan")
     (val / "truncated.nii").write_bytes(b"\x00" * 100)
-    cfg = {
-        "out_dir": str(tmp_path / "run"),
-        "device": "cpu",
-        "data": {"train": [str(train)], "val": [str(val)], "val_crop": 32, "modality": "MR"},
-        "degradation": {"factor": 2, "method": "interpolate", "noise_std": 0.0},
-        "model": {"arch": "srresnet", "spatial_dims": 2, "channels": 8, "n_blocks": 1},
-        "loss": {"l1": 1.0},
-        "phase1": {"steps": 1, "lr": 1e-3},
-        "phase2": {"steps": 0},
-        "train": {"batch_size": 2, "patch_size": 16, "val_every": 0, "checkpoint_every": 0},
-    }
+    cfg = _config(tmp_path / "run", [str(train)], [str(val)])
     with caplog.at_level(logging.WARNING):
         res = train_sr(cfg, progress=False)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "unusable" in r.getMessage()]
