@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medgan.data.labels import TISSUE_LABELS, _default_affine, _default_elastic, deform_labels, one_hot
+from medgan.data.labels import TISSUE_LABELS, _default_affine, _default_elastic, _seed_transform, deform_labels, one_hot
 from medgan.data.normalize import fit_normalization
 from medgan.errors import MedganError
 
@@ -255,7 +255,7 @@ def deform_pair(
     xform = _transform(image.shape[1:], elastic, affine, "bilinear")
     if xform is None:
         return image.astype(np.float32), lab.astype(np.float32)
-    xform.set_random_state(seed=int(seed) % (2**32))
+    _seed_transform(xform, int(seed))  # as deform_labels seeds its own: the same draw for every seed
     out = xform(torch.as_tensor(image, dtype=torch.float32))
     out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
     return out.numpy().astype(np.float32), lab.astype(np.float32)

@@ -179,6 +179,20 @@ def _default_affine(spatial_dims: int) -> dict[str, Any]:
     }
 
 
+def _seed_transform(xform: Any, seed: int) -> None:
+    """Seed a MONAI random transform with ``seed``, a non-negative integer; distinct seeds never alias.
+
+    MONAI's ``set_random_state(seed=...)`` reduces a seed modulo ``2**32`` (NumPy's ``RandomState`` takes 32 bits),
+    so ``seed`` and ``seed + 2**32`` drew the same deformation. A seed below ``2**32`` is passed as before (the
+    deformations of earlier versions, bit for bit); a larger one seeds an MT19937 through
+    ``numpy.random.SeedSequence(seed)``, which uses all of its bits.
+    """
+    if seed < 2**32:
+        xform.set_random_state(seed=seed)
+    else:
+        xform.set_random_state(state=np.random.RandomState(np.random.MT19937(np.random.SeedSequence(seed))))
+
+
 def deform_labels(
     labels: Any,
     *,
@@ -198,7 +212,8 @@ def deform_labels(
     labels
         ``(1, X, Y)`` or ``(1, X, Y, Z)`` integer label map (MetaTensor or array).
     seed
-        Random seed (same seed, same deformation).
+        Random seed, a non-negative integer (same seed, same deformation; distinct seeds, distinct deformations:
+        one of ``2**32`` or more is mapped through ``numpy.random.SeedSequence``, not reduced modulo ``2**32``).
     elastic
         ``True`` (default ranges), ``False``, or a dict of MONAI ``Rand2DElastic`` (``spacing``,
         ``magnitude_range``) / ``Rand3DElastic`` (``sigma_range``, ``magnitude_range``) arguments.
@@ -216,7 +231,7 @@ def deform_labels(
     Raises
     ------
     medgan.errors.MedganError
-        Not a channel-first single-channel 2-D or 3-D map.
+        Not a channel-first single-channel 2-D or 3-D map, or a negative seed.
     """
     if not isinstance(labels, MetaTensor):
         labels = make_scan(_array(labels), np.eye(4))
@@ -225,7 +240,9 @@ def deform_labels(
     if spatial_dims not in (2, 3) or data.shape[0] != 1:
         name = labels.meta.get("filename_or_obj", "label map") or "label map"
         raise MedganError(f"{name}: expected a (1, X, Y[, Z]) label map, got shape {tuple(data.shape)}")
-    seed = int(seed) % (2**32)
+    seed = int(seed)
+    if seed < 0:  # reduced modulo 2**32 it aliased a positive seed
+        raise MedganError(f"seed must be a non-negative integer, got {seed}")
     el = (dict(_default_elastic(spatial_dims, data.shape[1:])) if elastic is True else dict(elastic)) if elastic else {}
     af = (dict(_default_affine(spatial_dims)) if affine is True else dict(affine)) if affine else {}
     common = {"prob": 1.0, "mode": "nearest", "padding_mode": "border"}
@@ -239,7 +256,7 @@ def deform_labels(
     if xform is None:
         out = data.clone()
     else:
-        xform.set_random_state(seed=seed)
+        _seed_transform(xform, seed)
         out = xform(data)
         out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
         out = torch.round(out.float())  # nearest sampling already gives input values; round guards float noise

@@ -5,7 +5,12 @@
 (:func:`medgan.data.labels.deform_labels`) and generate its image with a :class:`medgan.infer.synthesis.Synthesizer`
 on the fly, or read pre-generated pairs from a cache folder (:func:`write_synthetic_cache`). Which slot is which,
 which real map a synthetic slot deforms, and every seed are pure functions of ``(seed, epoch, index)``: the dataset
-is deterministic under a seed, in any number of DataLoader workers.
+is deterministic under a seed, in any number of DataLoader workers. Labels (deformed maps included) and real items
+are bit-identical whatever the number of workers; a synthetic image is bit-identical for the same number of torch
+threads, and across thread counts (a DataLoader worker runs torch on one thread, the main process on several) the
+same within float32 rounding: the generator's reductions are summed in another order, differences of about 1e-4 on
+a 0-255 scale (see :meth:`Synthesizer.generate`). So a write-through ``cache_dir`` filled by workers and one filled
+by the main process can differ in those last bits.
 
 A real pair may carry its own ``"condition"`` (e.g. the slice position of a 2-D slice for a slice-conditioned model),
 used for the synthetic items that deform its label map, over the dataset-wide one.
@@ -39,12 +44,15 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 
 from medgan.data.labels import deform_labels
 from medgan.errors import MedganError
-from medgan.io.scan import make_scan
+from medgan.io.scan import make_scan, ras_affine
 
 if TYPE_CHECKING:  # data/ sits below infer/: the synthesizer is passed in, never imported at run time
     from medgan.infer.synthesis import Synthesizer
 
 __all__ = ["SyntheticAugmentedDataset", "write_synthetic_cache", "cache_names", "cache_key", "Provenance"]
+
+#: largest difference (mm) between the RAS+ affines of an item's image and label, as ``medgan.evaluate`` allows
+_AFFINE_ATOL_MM = 1e-3
 
 
 def cache_names(seed: int, k: int, key: str | None = None) -> tuple[str, str]:
@@ -403,7 +411,9 @@ class SyntheticAugmentedDataset(Dataset):
     ----------
     real
         Real pairs: dicts with ``"image"`` and ``"label"`` (MetaTensors, arrays or NIfTI/DICOM paths),
-        channel-first ``(C, X, Y[, Z])`` / ``(1, X, Y[, Z])``, and optionally ``"condition"``: a dict used for the
+        channel-first ``(C, X, Y[, Z])`` / ``(1, X, Y[, Z])`` on one grid (the same shape and, unless one is a plain
+        array, the same RAS+ affine within 1e-3 mm: a pair on two grids is a ``MedganError`` when its item is
+        read), and optionally ``"condition"``: a dict used for the
         synthetic items that deform this pair's label map, merged over ``condition`` (the pair's keys win), e.g.
         ``{"scalar": k / (Z - 1)}``, the slice position of 2-D slice ``k`` for a slice-conditioned model such as
         ``brain-t1-tissue-2d``. Items do not carry it (they are ``{"image", "label", "synthetic", "index"}``); the
@@ -675,6 +685,9 @@ class SyntheticAugmentedDataset(Dataset):
                 "image": _squeeze_to(_as_scan(img_path, str(img_path)), dims),
                 "label": _squeeze_to(_as_scan(lab_path, str(lab_path)), dims),
                 "src": source,
+                # a generated label is "unknown" here too, as in generated and write-through items (its sidecar keeps
+                # the source map's modality, e.g. "SEG" from tissue_labels)
+                "modality": (None, "unknown"),
             }
         j = self._turn(k, epoch, self.n_synthetic, len(self.data))  # epoch 0: k % len(data), as the cache writes
         # the same modalities whether generated now or read back from the cache (NIfTI does not carry them)
@@ -723,6 +736,7 @@ class SyntheticAugmentedDataset(Dataset):
         index %= self.length
         synthetic = bool(self.is_synthetic[index])
         rank = int(self._rank[index])
+        located = True  # both sides carry their own affine (a plain array is given an identity one: not compared)
         if synthetic:
             raw = self._synthetic_item(rank)
             source = raw["src"]
@@ -733,10 +747,20 @@ class SyntheticAugmentedDataset(Dataset):
                 "label": _as_scan(self.data[j]["label"], f"real pair {j} label"),
             }
             source = str(raw["image"].meta.get("filename_or_obj") or f"real:{j}")
+            located = all(isinstance(self.data[j][key], (MetaTensor, str, os.PathLike)) for key in ("image", "label"))
         if raw["image"].shape[1:] != raw["label"].shape[1:]:
             raise MedganError(
                 f"{source}: image {tuple(raw['image'].shape)} and label {tuple(raw['label'].shape)} grids differ"
             )
+        if located:  # a label of the image's shape on another grid (mirrored, shifted) trained misaligned labels
+            image_affine, label_affine = ras_affine(raw["image"]), ras_affine(raw["label"])
+            if not np.allclose(image_affine, label_affine, atol=_AFFINE_ATOL_MM, rtol=0):
+                raise MedganError(
+                    f"{source}: image and label have the same shape but lie on different grids: their affines differ "
+                    f"by up to {float(np.abs(image_affine - label_affine).max()):.4g} mm (image "
+                    f"{np.round(image_affine, 4).tolist()}, label {np.round(label_affine, 4).tolist()}); resample the "
+                    "label onto the image's grid"
+                )
         image_modality, label_modality = raw.get("modality", (None, None))
         item = {
             "image": _clean(raw["image"], synthetic=synthetic, source=source, modality=image_modality),

@@ -13,6 +13,7 @@ All functions take NumPy arrays or tensors and return plain Python floats / NumP
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -154,12 +155,18 @@ def nearest_neighbour(
     Returns
     -------
     distance, index
-        ``(N,)`` float64 and ``(N,)`` int64 arrays.
+        ``(N,)`` float64 and ``(N,)`` int64 arrays (empty for no queries).
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        An unknown ``metric``, no reference items, or items of other sizes.
     """
     if metric not in ("rmse", "l2"):
         raise MedganError(f"metric must be 'rmse' or 'l2', got {metric!r}")
-    q = torch.as_tensor(np.asarray(queries, dtype=np.float64)).reshape(len(queries), -1)
-    r = torch.as_tensor(np.asarray(reference, dtype=np.float64)).reshape(len(reference), -1)
+    # reshape(len, -1) of zero items is ambiguous (a bare RuntimeError for no queries): the item size is explicit
+    q, r = (np.asarray(x, dtype=np.float64) for x in (queries, reference))
+    q, r = (torch.as_tensor(x.reshape(len(x), math.prod(x.shape[1:]))) for x in (q, r))
     if q.shape[1] != r.shape[1] or not len(r):
         raise MedganError(f"queries {tuple(q.shape)} and reference {tuple(r.shape)} do not match")
     dist, index = [], []
@@ -213,12 +220,27 @@ def roc_auc(negative_scores: Any, positive_scores: Any) -> float:
     Parameters
     ----------
     negative_scores, positive_scores
-        Scores of the negatives (e.g. real images) and of the positives (e.g. synthetic images).
+        Scores of the negatives (e.g. real images) and of the positives (e.g. synthetic images); ``inf`` ranks
+        above every number, NaN has no rank.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        No negative or no positive score, or a NaN score.
     """
     neg = np.asarray(negative_scores, dtype=np.float64).ravel()
     pos = np.asarray(positive_scores, dtype=np.float64).ravel()
     if not len(neg) or not len(pos):
         raise MedganError("roc_auc needs at least one negative and one positive score")
+    if np.isnan(neg).any() or np.isnan(pos).any():  # ranked, a NaN gave a NaN AUC without a word (an inf ranks)
+        raise MedganError(
+            f"roc_auc: scores must not be NaN, got {int(np.isnan(neg).sum())} NaN negative and "
+            f"{int(np.isnan(pos).sum())} NaN positive score(s)"
+        )
     ranks = rankdata(np.concatenate([neg, pos]))  # average ranks: ties handled
     u = ranks[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2.0
     return float(u / (len(neg) * len(pos)))

@@ -1,7 +1,8 @@
 """``Synthesizer``: a label-map-conditioned generator checkpoint turned into synthetic scans with provenance.
 
 ``generate`` runs: label map -> one-hot over the checkpoint's label values (unknown values are refused) ->
-seeded noise (drawn on the CPU with a ``torch.Generator``, so a seed gives the same images on any device) ->
+seeded noise (drawn on the CPU, so a seed gives the same images on any device: a seed below ``2**32`` seeds a
+``torch.Generator``, a larger one NumPy's PCG64 through ``SeedSequence``, so distinct seeds never alias) ->
 :class:`medgan.models.spade.SPADEGenerator` -> invert the checkpoint's stored, *fitted* normalisation (values
 in the training data's intensity units) -> an ``(n, spatial...)`` MetaTensor on the label map's grid whose
 ``meta["medgan"]`` says ``"synthetic": True``. A 2-D model applied to a 3-D map generates slice by slice along
@@ -49,8 +50,10 @@ __all__ = ["Synthesizer", "save_synthesizer", "check_seed", "SEED_LIMIT"]
 
 _GEOMETRY_KEYS = ("affine", "original_affine", "spacing", "spatial_shape")
 
-#: seeds are integers in ``[0, SEED_LIMIT)``: the non-negative range of ``torch.Generator.manual_seed``
+#: seeds are integers in ``[0, SEED_LIMIT)``; each gives its own noise (see :meth:`Synthesizer.generate`)
 SEED_LIMIT = 2**64
+#: seeds below this seed torch's CPU generator, whose Mersenne Twister keeps only the low 32 bits of a seed
+_TORCH_SEED_LIMIT = 2**32
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,21 @@ DEFAULT_SLICE_POSITION = 0.5
 def _label_name(name: Any) -> str:
     """A label name compared case-insensitively, spaces and hyphens read as underscores ("Grey matter")."""
     return "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
+
+
+def _classes_problem(classes: Any, num_classes: int) -> str | None:
+    """What is wrong with the class names ``classes`` (index = class id) of a model with ``num_classes``, or ``None``.
+
+    A name list of another length made a valid index without a name, or a name without an index, fail with a bare
+    ``IndexError`` at generation; duplicate names made all but the first unreachable.
+    """
+    if not isinstance(classes, list):
+        return f"'classes' must be a list of class names, got {type(classes).__name__}"
+    if len(classes) != num_classes:
+        return f"{len(classes)} class names {classes} given for a generator with num_classes={num_classes}"
+    if len({str(c) for c in classes}) != len(classes):
+        return f"class names must be distinct, got {classes}"
+    return None
 
 
 def check_seed(seed: Any) -> int:
@@ -80,12 +98,44 @@ def check_seed(seed: Any) -> int:
     Raises
     ------
     medgan.errors.MedganError
-        Not an integer, or out of range (``torch.Generator.manual_seed`` would overflow or alias a negative seed).
+        Not an integer, or out of range (a negative seed would alias a positive one).
     """
     value = _as_int(seed, "seed")
     if not 0 <= value < SEED_LIMIT:
         raise MedganError(f"seed must be an integer in 0..2**64-1, got {value}")
     return value
+
+
+def _noise(seed: int, shape: Sequence[int], n: int = 1) -> torch.Tensor:
+    """The standard-normal noise of ``n`` samples of ``shape`` drawn from ``seed`` on the CPU, float32.
+
+    A seed below ``2**32`` seeds a ``torch.Generator`` (the noise of medgan's earlier versions, bit for bit). torch's
+    CPU generator keeps only the low 32 bits of a seed, so a larger seed would alias ``seed % 2**32``: it is drawn
+    from NumPy's PCG64 seeded through ``numpy.random.SeedSequence(seed)`` instead (128 bits of state from all of
+    the seed's bits), so distinct seeds in ``[0, 2**64)`` give distinct noise.
+
+    Parameters
+    ----------
+    seed
+        A non-negative integer (checked by :func:`check_seed` in :meth:`Synthesizer.generate`).
+    shape
+        Shape of one sample's noise.
+    n
+        Number of samples, drawn one after another (sample ``i``'s noise does not depend on ``n``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n * shape[0], *shape[1:])`` float32.
+    """
+    shape = tuple(int(s) for s in shape)
+    if seed < _TORCH_SEED_LIMIT:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        # one draw per sample: torch's CPU randn fills blocks of 16 values and redraws the last block when the size
+        # is not a multiple of 16, so one draw of all n samples would change a sample's noise with n
+        return torch.cat([torch.randn(shape, generator=generator) for _ in range(n)])
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
+    return torch.cat([torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)) for _ in range(n)])
 
 
 def save_synthesizer(
@@ -119,7 +169,8 @@ def save_synthesizer(
     name
         Model name (default: the file stem).
     classes
-        Names of the class condition (index = class id), when the generator has one.
+        Names of the class condition (index = class id), when the generator has one: ``num_classes`` distinct
+        names.
     scalar_condition
         Meaning of the scalar condition (e.g. ``"slice_position"``), when the generator has one.
     scalar_range
@@ -133,17 +184,28 @@ def save_synthesizer(
     Returns
     -------
     pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        A generator not built with ``build_cgan_generator``, ``labels`` not ``num_labels`` entries, ``classes`` not
+        ``num_classes`` distinct names, or an invalid ``scalar_range``.
     """
     cfg = getattr(generator, "config", None)
     if not cfg or cfg.get("arch") not in CGAN_GENERATOR_DEFAULTS:
         raise ValueError("generator must be built with build_cgan_generator (it needs a .config with a cGAN arch)")
     if len(labels) != int(cfg["num_labels"]):
         raise ValueError(f"{len(labels)} labels given for a generator with num_labels={cfg['num_labels']}")
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        problem = _classes_problem(classes, int(cfg.get("num_classes") or 0))
+        if problem:
+            raise ValueError(problem)
     norm = normalization if isinstance(normalization, Normalization) else Normalization.from_dict(normalization)
     meta: dict[str, Any] = dict(extra or {})
     meta.update({"task": "synthesis", "labels": {str(int(k)): str(v) for k, v in labels.items()}})
     if classes is not None:
-        meta["classes"] = [str(c) for c in classes]
+        meta["classes"] = classes
     if scalar_condition is not None:
         meta["scalar_condition"] = str(scalar_condition)
     if scalar_range is not None:
@@ -214,7 +276,11 @@ class Synthesizer:
             raise CheckpointError(
                 f"{self.path}: a synthesis checkpoint needs a fitted normalisation record (offset, scale): {exc}"
             ) from None
-        self.classes = [str(c) for c in meta.get("classes") or []]
+        stored = meta.get("classes")
+        problem = None if stored is None else _classes_problem(stored, int(meta["model"].get("num_classes") or 0))
+        if problem:
+            raise CheckpointError(f"{self.path}: synthesis checkpoint metadata: {problem}")
+        self.classes = [str(c) for c in stored or []]
         self.scalar_condition = meta.get("scalar_condition")
         self.scalar_range = self._read_scalar_range(meta)
         self.model_name = str(meta.get("name") or checkpoint.path.name.split(".")[0])
@@ -405,7 +471,9 @@ class Synthesizer:
             Number of samples.
         seed
             Noise seed, an integer in ``[0, 2**64)``. ``None`` draws one, recorded in the provenance. The noise is
-            drawn on the CPU from the seed alone, so the same seed gives the same images: bit-identical for the
+            drawn on the CPU from the seed alone, and distinct seeds give distinct noise (a seed below ``2**32``
+            seeds a ``torch.Generator``; torch keeps only 32 bits of a seed, so a larger one seeds NumPy's PCG64
+            through ``numpy.random.SeedSequence(seed)``). The same seed gives the same images: bit-identical for the
             same ``batch_size``, device and number of torch threads; across batch sizes, ``n`` (a sample's noise
             does not depend on ``n``) or thread counts, the same images within float32 rounding (the network's
             reductions are summed in another order: differences of ~1e-4 on a 0-255 scale).
@@ -517,11 +585,8 @@ class Synthesizer:
             scalars, scalar_record = self._scalar_values(scalar, n_slices)
         if seed is None:
             seed = secrets.randbelow(2**31)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        noise_shape = self.model.noise_shape(onehot.shape[2:])
-        # sample-major, then slice; one draw per sample, so that a sample's noise does not depend on n: torch's CPU
-        # randn fills blocks of 16 values and redraws the last block when the size is not a multiple of 16
-        z = torch.cat([torch.randn((n_slices, *noise_shape), generator=generator) for _ in range(n)])
+        # sample-major, then slice; a sample's noise does not depend on n
+        z = _noise(seed, (n_slices, *self.model.noise_shape(onehot.shape[2:])), n)
 
         outputs = []
         ctx = torch.inference_mode() if self.device.type == "cpu" else torch.no_grad()
