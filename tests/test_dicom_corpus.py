@@ -384,12 +384,12 @@ def test_unknown_transfer_syntax_names_file(tmp_path: Path) -> None:
 def test_decoding_emits_no_warning() -> None:
     """Pixel decoding itself (outside the reader's warning filter) must not warn, e.g. about ``"file_meta" in ds``."""
     require_shared()
-    from medgan.io.dicom_read import _decode
+    from medgan.io.dicom_pixels import _decode
 
     plan = plan_dicom_series([read_dicom_header(p) for p in _case_files("dcm_qa_ts_1_explicit_vr_le")], source="ts1")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        arr = _decode(plan.files[0], plan.source)
+        arr = _decode(plan.files[0])
     assert arr.shape[0] == 1 and arr.size > 0
 
 

@@ -26,7 +26,7 @@ from pydicom.uid import JPEGLossless, JPEGLosslessSV1
 
 import medgan
 from medgan.errors import ScanReadError
-from medgan.io import dicom_read
+from medgan.io import dicom_pixels
 from medgan.io.dicom_codecs import PLUGIN, plugin_for
 from medgan.io.dicom_read import plan_dicom_series, read_dicom_header, read_dicom_series
 from tests.conftest import SAMPLE_DATA, require_shared
@@ -100,7 +100,7 @@ def threaded_decoding(monkeypatch):
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    monkeypatch.setattr(dicom_read, "_THREADED_BYTES", 0)
+    monkeypatch.setattr(dicom_pixels, "_THREADED_BYTES", 0)
     yield
     torch.set_num_threads(before)
 
@@ -113,7 +113,7 @@ def _plan(folder: Path):
 def test_threaded_decoding_matches_the_calling_thread(monkeypatch, tmp_path):
     folder = SAMPLE_DATA / "dicom" / "dcm_qa_nih_ge_epi_volume1"
     plan = _plan(folder)
-    assert dicom_read._decode_threads(plan, list(range(len(plan.files)))) == 0  # 15 small slices: the caller
+    assert dicom_pixels._decode_threads(plan, list(range(len(plan.files)))) == 0  # 15 small slices: the caller
     single = read_dicom_series(plan).numpy()
 
     import torch
@@ -121,14 +121,14 @@ def test_threaded_decoding_matches_the_calling_thread(monkeypatch, tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        monkeypatch.setattr(dicom_read, "_THREADED_BYTES", 0)
-        assert dicom_read._decode_threads(plan, list(range(len(plan.files)))) == 1  # native: one reader ahead
+        monkeypatch.setattr(dicom_pixels, "_THREADED_BYTES", 0)
+        assert dicom_pixels._decode_threads(plan, list(range(len(plan.files)))) == 1  # native: one reader ahead
         threaded = read_dicom_series(plan).numpy()
         jpeg_plan = _plan(_jpeg_lossless_copy(folder, tmp_path / "jpeg", JPEGLosslessSV1, 1))
-        assert dicom_read._decode_threads(jpeg_plan, list(range(len(jpeg_plan.files)))) == 2  # compressed: all
+        assert dicom_pixels._decode_threads(jpeg_plan, list(range(len(jpeg_plan.files)))) == 2  # compressed: all
         threaded_jpeg = read_dicom_series(jpeg_plan).numpy()
         torch.set_num_threads(1)  # a batch worker's budget: the caller decodes
-        assert dicom_read._decode_threads(jpeg_plan, list(range(len(jpeg_plan.files)))) == 0
+        assert dicom_pixels._decode_threads(jpeg_plan, list(range(len(jpeg_plan.files)))) == 0
     finally:
         torch.set_num_threads(before)
     np.testing.assert_array_equal(threaded, single)
@@ -378,7 +378,7 @@ def test_native_pixel_reader_equals_pydicoms_decoder_on_every_real_file():
         opts = dict(src.options)
         with open(path, "rb") as fh:
             fh.seek(src.offset)
-            ours = dicom_read._read_native(fh, src.transfer_syntax, opts)
+            ours = dicom_pixels._read_native(fh, src.transfer_syntax, opts)
             if ours is None:
                 continue
             fh.seek(src.offset)
@@ -414,7 +414,7 @@ def test_native_pixel_reader_equals_pydicom_on_8_bit_data(tmp_path, syntax, sign
     opts = dict(src.options)
     with open(path, "rb") as fh:
         fh.seek(src.offset)
-        ours = dicom_read._read_native(fh, src.transfer_syntax, opts)
+        ours = dicom_pixels._read_native(fh, src.transfer_syntax, opts)
         fh.seek(src.offset)
         reference, _ = get_decoder(src.transfer_syntax).as_array(fh, **opts)
     assert ours is not None and ours.dtype == reference.dtype == (np.int8 if signed else np.uint8)
@@ -433,14 +433,14 @@ def test_native_pixel_reader_leaves_the_unusual_to_pydicom(tmp_path):
     opts = dict(src.options)
     with open(first, "rb") as fh:
         fh.seek(src.offset)
-        assert dicom_read._read_native(fh, src.transfer_syntax, opts) is not None
+        assert dicom_pixels._read_native(fh, src.transfer_syntax, opts) is not None
         for change in ({"samples_per_pixel": 3}, {"bits_allocated": 1}, {"bits_stored": 17}, {"rows": 0}):
             fh.seek(src.offset)
-            assert dicom_read._read_native(fh, src.transfer_syntax, {**opts, **change}) is None, change
+            assert dicom_pixels._read_native(fh, src.transfer_syntax, {**opts, **change}) is None, change
         fh.seek(src.offset)
-        assert dicom_read._read_native(fh, pydicom.uid.ExplicitVRBigEndian, opts) is None
+        assert dicom_pixels._read_native(fh, pydicom.uid.ExplicitVRBigEndian, opts) is None
         fh.seek(src.offset)
-        assert dicom_read._read_native(fh, src.transfer_syntax, {**opts, "number_of_frames": 1000}) is None  # short
+        assert dicom_pixels._read_native(fh, src.transfer_syntax, {**opts, "number_of_frames": 1000}) is None  # short
         assert fh.tell() == src.offset  # a short read leaves the position for pydicom's decoder
 
 
@@ -544,20 +544,20 @@ def test_the_pause_keeps_a_disabled_collector_disabled_and_survives_errors(colle
 def test_two_step_block_transpose_equals_the_one_step_copy(monkeypatch, folder):
     """Full 16-plane blocks assembled in two steps (forced here for these small planes) give the same volume."""
     path = SAMPLE_DATA / "dicom" / folder
-    monkeypatch.setattr(dicom_read, "_TWO_STEP_PIXELS", 10**9)  # never: one strided copy
+    monkeypatch.setattr(dicom_pixels, "_TWO_STEP_PIXELS", 10**9)  # never: one strided copy
     one_step = medgan.load_scan(path).numpy()
-    monkeypatch.setattr(dicom_read, "_TWO_STEP_PIXELS", 0)  # always, for full blocks
+    monkeypatch.setattr(dicom_pixels, "_TWO_STEP_PIXELS", 0)  # always, for full blocks
     two_step = medgan.load_scan(path).numpy()
-    assert one_step.shape[-1] > dicom_read._BLOCK
+    assert one_step.shape[-1] > dicom_pixels._BLOCK
     np.testing.assert_array_equal(two_step, one_step)
 
 
 def test_two_step_block_transpose_of_rescaled_planes(monkeypatch):
     """Rescaled planes (float32 staging) of a real volume, two-step vs the plain NumPy computation."""
     stored = pydicom.dcmread(next((SAMPLE_DATA / "dicom" / "dcm_qa_xa30_t1w_tfl3d").iterdir())).pixel_array
-    monkeypatch.setattr(dicom_read, "_TWO_STEP_PIXELS", 0)
+    monkeypatch.setattr(dicom_pixels, "_TWO_STEP_PIXELS", 0)
     out = np.zeros((1, stored.shape[2], stored.shape[1], len(stored)), dtype=np.float32)
-    stager = dicom_read._Stager(out)
+    stager = dicom_pixels._Stager(out)
     slopes = np.linspace(0.5, 3.0, len(stored))
     for z, plane in enumerate(stored):
         stager.put(0, z, plane, float(slopes[z]), -1024.0)

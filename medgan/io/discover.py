@@ -57,7 +57,7 @@ import numpy as np
 from medgan.errors import MedganError, ScanReadError
 from medgan.io.dicom_values import header_value
 from medgan.io.gc_pause import paused_gc
-from medgan.io.nifti import inspect_nifti, is_nifti_path, modality_code, read_nifti_sidecar
+from medgan.io.nifti import inspect_nifti, is_nifti_path, modality_code, read_nifti_sidecar, split_scan_suffix
 from medgan.io.scan import orientation_code
 
 __all__ = ["ScanRef", "discover_scans", "SKIP_SUFFIXES", "SKIP_NAMES", "SKIP_FOLDERS"]
@@ -194,17 +194,6 @@ class ScanRef:
         return out
 
 
-def quiet_pydicom():  # noqa: ANN201 - re-exported context manager
-    """Silence pydicom's value-validation warnings and log lines while medgan reads headers.
-
-    pydicom quotes invalid header values in them (a malformed PatientBirthDate, say), and no log line of ours may
-    carry identifying fields. One implementation: :func:`medgan.io.dicom_frames.quiet_pydicom`.
-    """
-    from medgan.io.dicom_frames import quiet_pydicom as quiet
-
-    return quiet()
-
-
 # --------------------------------------------------------------------------- names and ids
 
 
@@ -262,11 +251,7 @@ def output_slot(kind: str, folder: str) -> str | None:
 
 
 def _file_stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".dcm", ".ima"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return split_scan_suffix(path.name)[0]
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -340,8 +325,12 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
         stack.extend(reversed(subdirs))
 
 
-def _skipped(path: Path) -> bool:
-    """Whether discovery skips the file ``path`` silently (a name or suffix that is never a scan)."""
+def is_skipped_file(path: Path) -> bool:
+    """Whether discovery skips the file ``path`` silently: a name (:data:`SKIP_NAMES`, ``README*``, ``LICENSE*``) or
+    suffix (:data:`SKIP_SUFFIXES`, a NIfTI file's ``.gz`` excepted) that is never a scan.
+
+    :func:`medgan.load_scan` skips the same files when it looks for a lone file's series siblings.
+    """
     name = path.name.lower()
     if name in SKIP_NAMES or name.split(".")[0] in {"readme", "license", "licence"}:
         return True
@@ -500,6 +489,7 @@ def series_uid_of(path: Path) -> str | None:
     """
     import pydicom
 
+    from medgan.io.dicom_frames import quiet_pydicom
     from medgan.io.dicom_read import may_be_dicom
 
     try:
@@ -880,7 +870,7 @@ def _unseen_ref(path: Path, why: str, is_folder: bool, root: Path) -> ScanRef | 
         return replace(ref, id=make_id(path.name or "folder", f"folder|{_rel(path, root)}"), kind="folder")
     if is_nifti_path(path):
         return replace(_unreadable_ref(path, root, why), kind="nifti")
-    if not _skipped(path) and _looks_like_dicom(path):
+    if not is_skipped_file(path) and _looks_like_dicom(path):
         return _unreadable_ref(path, root, why)
     return None
 
@@ -937,6 +927,8 @@ def discover_scans(root: str | os.PathLike[str]) -> list[ScanRef]:
     >>> [r.id for r in refs if r.usable]                  # doctest: +SKIP
     ['T1_MPRAGE-3f2a9c1d', 'flair-0b8e77aa']
     """
+    from medgan.io.dicom_frames import quiet_pydicom  # imports pydicom: not at import time
+
     with quiet_pydicom(), paused_gc():
         return _discover(root)
 
@@ -961,7 +953,7 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             except Exception as exc:  # never raise for one bad file
                 refs.append(_unreadable_ref(path, base, f"cannot read the NIfTI header ({type(exc).__name__})"))
             continue
-        if not single and _skipped(path):
+        if not single and is_skipped_file(path):
             continue
         try:
             from medgan.io.dicom_read import read_dicom_header

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medgan.errors import AmbiguousSeriesError, MedganError, ScanReadError
-from medgan.io.discover import ScanRef, _skipped, discover_scans, non_image_reason, quiet_pydicom, series_uid_of
+from medgan.io.discover import ScanRef, discover_scans, is_skipped_file, non_image_reason, series_uid_of
 from medgan.io.gc_pause import paused_gc
 from medgan.io.nifti import is_nifti_path, read_nifti
 
@@ -113,7 +113,7 @@ def _warn_if_part_of_a_series(path: Path, uid: str, ds: Any) -> None:
                 if entry.name == path.name or entry.name.startswith("."):
                     continue
                 sibling = Path(entry.path)
-                if not entry.is_file() or _skipped(sibling) or is_nifti_path(sibling):
+                if not entry.is_file() or is_skipped_file(sibling) or is_nifti_path(sibling):
                     continue
                 if seen >= MAX_SIBLINGS:
                     capped = True
@@ -204,6 +204,8 @@ def load_scan(path: str | os.PathLike[str] | ScanRef, *, series: str | None = No
     >>> scan.shape, scan.affine.dtype                   # doctest: +SKIP
     (torch.Size([1, 256, 256, 180]), torch.float64)
     """
+    from medgan.io.dicom_frames import quiet_pydicom  # imports pydicom: not at import time
+
     where = path.paths[0] if isinstance(path, ScanRef) else Path(path)
     with quiet_pydicom(), paused_gc():
         return _load(path, series, where)

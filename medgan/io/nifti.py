@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from medgan.errors import ScanReadError
+from medgan.io.scan import spacing_from_affine
 
 if TYPE_CHECKING:  # torch / MONAI load in seconds; header-only callers (discovery, `medgan info`) skip them
     from monai.data import MetaTensor
@@ -123,8 +124,25 @@ class NiftiInfo:
     @property
     def spacing(self) -> tuple[float, ...]:
         """Voxel size (mm) along each spatial axis."""
-        n_spatial = len(self.shape) - 1
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))[:n_spatial]
+        return spacing_from_affine(self.affine)[: len(self.shape) - 1]
+
+
+#: File-name suffixes of scans, longest first (``.nii.gz`` before ``.nii``); matched case-insensitively by
+#: :func:`split_scan_suffix`. The one list behind discovery's ids, evaluation's pairing keys and output names.
+SCAN_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".ima")
+
+
+def split_scan_suffix(name: str) -> tuple[str, str]:
+    """``"t1.nii.gz"`` -> ``("t1", ".nii.gz")``: a file name (or relative path) without its scan suffix, and the suffix.
+
+    The suffix is the first of :data:`SCAN_SUFFIXES` that ``name`` ends with, compared case-insensitively and
+    returned as written (``"X.IMA"`` -> ``("X", ".IMA")``); ``(name, "")`` when there is none.
+    """
+    lower = name.lower()
+    for suffix in SCAN_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
+    return name, ""
 
 
 def is_nifti_path(path: str | Path) -> bool:
@@ -384,12 +402,7 @@ def _read_voxels(info: NiftiInfo) -> np.ndarray:
 def nifti_sidecar_path(path: str | Path) -> Path:
     """``out.nii.gz`` -> ``out.json`` (the provenance sidecar next to a NIfTI file)."""
     path = Path(path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + ".json")
+    return path.with_name((split_scan_suffix(path.name)[0] if is_nifti_path(path) else path.name) + ".json")
 
 
 def sidecar_owner(path: str | Path, data: Any) -> str | None:

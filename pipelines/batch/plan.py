@@ -16,6 +16,7 @@ from typing import Any
 
 from medgan.errors import MedganError
 from medgan.io.discover import ScanRef, output_slot
+from medgan.io.nifti import split_scan_suffix
 
 __all__ = [
     "Task",
@@ -190,7 +191,7 @@ def _plan_outputs(
             safe_output_path(out_root, rel_dir, name)
             outputs.append(f"{rel_dir}/{name}" if rel_dir != "." else name)
             if fmt == "nifti":
-                outputs.append(outputs[-1][: -len(".nii.gz")] + ".json")
+                outputs.append(split_scan_suffix(outputs[-1])[0] + ".json")
         tasks.append(
             Task(
                 scan_id=ref.id,
@@ -244,11 +245,7 @@ def plan_synthesize(
 
 
 def _stem(ref: ScanRef) -> str:
-    name = Path(ref.paths[0]).name
-    for suffix in (".nii.gz", ".nii", ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return split_scan_suffix(Path(ref.paths[0]).name)[0]
 
 
 def _names(ref: ScanRef, rel: str) -> list[tuple[str, str]]:
