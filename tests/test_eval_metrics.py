@@ -298,8 +298,10 @@ def test_an_infinite_data_range_is_refused(t1_ref, t1_pred, tmp_path, capsys):
         cli.main(["batch", "evaluate", str(tmp_path), str(tmp_path), str(tmp_path / "o"), "--data-range", "inf"])
     assert exc.value.code == 2
     args = ["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), "--out", str(tmp_path / "o")]
-    assert cli.main([*args, "--data-range", "inf"]) == 2
-    assert "finite positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*args, "--data-range", "inf"])
+    assert exc.value.code == 2
+    assert "'inf' must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_evaluate_takes_file_paths_as_str_or_path(tmp_path):

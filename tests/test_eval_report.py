@@ -303,10 +303,10 @@ def test_python_api_builds_the_same_report_from_arrays(tmp_path):
             baselines={"noisier": ref + rng.normal(0, 3 * noise, ref.shape)},
             metadata={"site": "site-A"},
         )
-    tables = ev.tables(n_resamples=500)
+    tables = ev.tables()
     assert [x["baseline"] for x in tables["paired"]][0] == "noisier"
     assert any(x["group_by"] == "site" for x in tables["breakdown"])
-    paths = write_report(ev, tmp_path / "r", n_resamples=500, write_pngs=False)
+    paths = write_report(ev, tmp_path / "r", write_pngs=False)
     assert set(paths) == {"metrics.csv", "summary.csv", "paired.csv", "metrics.json", "report.md", "report.html"}
     doc = json.loads(paths["metrics.json"].read_text())
     assert doc["settings"]["degradation"] == [] and "no low-resolution input" in paths["report.md"].read_text()
@@ -340,7 +340,7 @@ def hostile_report(tmp_path_factory) -> Path:
             baselines={"noisier": ref + rng.normal(0, 3 * noise, ref.shape)},
         )
     out = tmp_path_factory.mktemp("hostile") / "r"
-    write_report(ev, out, n_resamples=200, title="T\n<b onmouseover=alert(1)>[x](https:evil.example)</b>")
+    write_report(ev, out, title="T\n<b onmouseover=alert(1)>[x](https:evil.example)</b>")
     return out
 
 
@@ -397,7 +397,7 @@ def test_dollar_signs_in_names_are_text_in_the_figures(tmp_path):
     rng = np.random.default_rng(0)
     noise = 0.01 * float(np.ptp(ref))
     ev.add("scan$^$", ref + rng.normal(0, noise, ref.shape), ref, baselines={"b$": ref + 2 * noise})
-    paths = write_report(ev, tmp_path / "r", n_resamples=200)
+    paths = write_report(ev, tmp_path / "r")
     assert {"figures/metrics.png", "figures/paired.png", "figures/montage_000.png"} <= set(paths)
 
 
@@ -427,7 +427,7 @@ def test_report_states_the_noise_of_the_degradation(tmp_path):
     lr = medgan.degrade(ref, 2, noise_std=5.0, seed=0)
     ev = Evaluation(method="SR", max_montages=0)
     ev.add("a", _stand_in(ref, lr, 2), ref, lr=lr)
-    paths = write_report(ev, tmp_path / "r", n_resamples=200, write_pngs=False)
+    paths = write_report(ev, tmp_path / "r", write_pngs=False)
     md = paths["report.md"].read_text()
     line = next(x for x in md.splitlines() if x.startswith("| degradation |"))
     assert "interpolate x(2, 2, 2), gaussian noise sd 5 (scan units)" in line, line

@@ -59,20 +59,28 @@ class DegradationError(MedganError, ValueError):
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def parse_factor(factor: int | str | Sequence[int], n_spatial: int) -> tuple[int, ...]:
-    """Normalise a factor to one positive int per spatial axis.
+def parse_factor(factor: int | str | Sequence[int], n_spatial: int | None) -> tuple[int, ...]:
+    """Normalise a factor to one positive int per spatial axis: the one factor parser of medgan.
 
     Parameters
     ----------
     factor
-        An int (same on every axis), a string ``"2"`` or ``"1,1,4"`` (as the command line gives it), or a
-        sequence of ints with one entry per spatial axis.
+        An int (same on every axis), a string ``"2"``, ``"1,1,4"`` or ``"2x2"`` (as the command line gives it),
+        or a sequence of whole numbers with one entry per spatial axis (or a single entry, used on every axis).
+        Whole floats (``2.0``, as JSON may hold them) are accepted; ``2.5``, bools and anything else are refused,
+        never truncated.
     n_spatial
-        Number of spatial axes of the scan (2 or 3).
+        Number of spatial axes of the scan (2 or 3); ``None`` returns the values as given (one or several) without
+        broadcasting or checking their count.
 
     Returns
     -------
     tuple of int
+
+    Raises
+    ------
+    DegradationError
+        Not whole numbers >= 1, or not one or ``n_spatial`` of them.
 
     Examples
     --------
@@ -80,29 +88,45 @@ def parse_factor(factor: int | str | Sequence[int], n_spatial: int) -> tuple[int
     (2, 2, 2)
     >>> parse_factor("1,1,4", 3)
     (1, 1, 4)
+    >>> parse_factor("2x2", None)
+    (2, 2)
     """
     if isinstance(factor, str):
+        parts = [p.strip() for p in factor.lower().replace("x", ",").split(",")]
         try:
-            parts = [int(p) for p in factor.replace("x", ",").split(",") if p.strip()]
+            items: list[Any] = [int(p) for p in parts]
         except ValueError:
             raise DegradationError(f"factor {factor!r} is not an int or a comma-separated list of ints") from None
-        factor = parts[0] if len(parts) == 1 else parts
-    if isinstance(factor, (int, np.integer)) and not isinstance(factor, bool):
-        values = (int(factor),) * n_spatial
+    elif isinstance(factor, np.ndarray) and factor.ndim == 0:
+        items = [factor.item()]
+    elif isinstance(factor, (bool, np.bool_, bytes)) or not isinstance(factor, (Sequence, np.ndarray)):
+        items = [factor]
     else:
-        try:
-            values = tuple(int(v) for v in factor)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise DegradationError(f"factor {factor!r} must be an int or one int per spatial axis") from None
-        if any(float(v) != int(v) for v in factor):  # type: ignore[union-attr]
-            raise DegradationError(f"factor {factor!r} must hold whole numbers")
-        if len(values) != n_spatial:
+        items = list(factor)
+    values = tuple(_whole(v) for v in items)
+    if not items or None in values:
+        raise DegradationError(f"factor {factor!r} must be an int or one int per spatial axis (whole numbers)")
+    if n_spatial is not None:
+        if len(values) == 1:
+            values = values * n_spatial
+        elif len(values) != n_spatial:
             raise DegradationError(
                 f"factor {tuple(values)} has {len(values)} entries but the scan has {n_spatial} spatial axes"
             )
-    if any(v < 1 for v in values):
+    if any(v < 1 for v in values):  # type: ignore[operator]
         raise DegradationError(f"factor {values} must be >= 1 on every axis")
-    return values
+    return values  # type: ignore[return-value]
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as an int when it is a whole number (not a bool, not 2.5, not a string); else ``None``."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
 
 
 def _scale_matrix(size: int, factor: Sequence[float], shift: Sequence[float]) -> np.ndarray:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from medgan.data.degrade import DegradationError, parse_factor
 from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
@@ -59,6 +60,7 @@ __all__ = [
     "crop_reference",
     "reference_box",
     "upsampling_factor",
+    "check_method_name",
     "GEOMETRY_NOTES",
 ]
 
@@ -240,17 +242,11 @@ def crop_reference(ref: Any, pred: Any, *, max_margin: int | Sequence[int] | Non
 
 
 def _factor_of(value: Any, n_spatial: int) -> tuple[int, ...] | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | np.integer):
-        value = [value] * n_spatial
-    if not isinstance(value, list | tuple) or len(value) != n_spatial:
-        return None
+    """A recorded factor as one int per axis; ``None`` (unknown) when it is not a valid one (e.g. 2.5)."""
     try:
-        factor = tuple(int(f) for f in value)
-    except (TypeError, ValueError):
+        return parse_factor(value, n_spatial)
+    except DegradationError:
         return None
-    return factor if all(f >= 1 for f in factor) else None
 
 
 def upsampling_factor(
@@ -394,6 +390,31 @@ def display_window(ref: Any, mask: np.ndarray, data_range: float) -> tuple[float
 
 
 # --------------------------------------------------------------------------- accumulator
+
+
+def check_method_name(method: str, *, with_lr: bool) -> None:
+    """Refuse a method under test named like an interpolation baseline when the baselines of an LR input are scored.
+
+    ``medgan evaluate``, ``medgan batch evaluate`` (and its runner) and :func:`evaluate_paths` call it before
+    scoring anything: every scan would fail, as the tables key values by method name.
+
+    Parameters
+    ----------
+    method
+        Name of the method under test.
+    with_lr
+        Whether a low-resolution input is given (so the baselines of :data:`BASELINES` are scored too).
+
+    Raises
+    ------
+    medgan.errors.EvaluationError
+        ``method`` is one of :data:`BASELINES` and ``with_lr`` is true.
+    """
+    if with_lr and method in BASELINES:
+        raise EvaluationError(
+            f"--method {method!r} is the name of an interpolation baseline ({', '.join(BASELINES)}) of the "
+            "low-resolution input (--lr); name the method under test otherwise"
+        )
 
 
 @dataclass
@@ -574,11 +595,8 @@ class Evaluation:
         fig = figures.montage(panels, affine=M._affine_of(ref), window=window, error_of=self.method, title=str(scan_id))
         return figures.figure_to_png(fig)
 
-    def tables(self, *, n_resamples: int | None = None) -> dict[str, list[dict[str, Any]]]:
-        """Summary, paired comparisons and breakdowns of the rows so far (see :mod:`medgan.eval.stats`).
-
-        ``n_resamples`` is accepted and ignored: the paired CIs are Student t intervals now, not bootstrap ones.
-        """
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Summary, paired comparisons and breakdowns of the rows so far (see :mod:`medgan.eval.stats`)."""
         from medgan.eval import stats
 
         return {
@@ -615,10 +633,9 @@ class _Entry:
 
 
 def _strip_ext(name: str) -> str:
-    for ext in (".nii.gz", ".nii", ".dcm"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+    from medgan.io.nifti import split_scan_suffix  # discovery's suffix list (.ima too), so keys match its ids
+
+    return split_scan_suffix(name)[0]
 
 
 def _entries(root: Path) -> tuple[list[_Entry], list[str]]:
@@ -917,6 +934,7 @@ def evaluate_paths(
     """
     import medgan
 
+    check_method_name(method, with_lr=lr is not None)
     loader = loader or medgan.load_scan
     pairs, notes = pair_scans(pred, ref, lr, fallback=fallback)
     ev = Evaluation(

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from medgan.io.scan import spacing_from_affine
+
 __all__ = ["DPI", "figure_to_png", "orthogonal_slices", "montage", "metric_plot", "paired_plot", "metric_label"]
 
 #: name and unit of each metric in figure titles (the direction comes from ``stats.HIGHER_IS_BETTER``)
@@ -118,7 +120,7 @@ def orthogonal_slices(volume: Any, affine: np.ndarray | None = None) -> list[tup
             aff[:3, 2] = np.cross(aff[:3, 0], aff[:3, 1])
         ornt = nib.orientations.io_orientation(aff)
         a = nib.orientations.apply_orientation(a, ornt)
-        zooms = np.linalg.norm(aff[:3, :3], axis=0)
+        zooms = np.asarray(spacing_from_affine(aff))
         spacing = zooms[ornt[:, 0].astype(int).argsort()]
     cx, cy, cz = (s // 2 for s in a.shape)
     sx, sy, sz = spacing

@@ -55,6 +55,7 @@ to be ``"interpolate"`` with the factor implied by the shapes.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,7 +64,7 @@ from scipy import ndimage
 
 from medgan.errors import EvaluationError, GeometryMismatchError
 from medgan.eval.masks import resolve_mask
-from medgan.io.scan import load_if_path, ras_affine, scan_array
+from medgan.io.scan import ScanLike, load_if_path, ras_affine, scan_array, spacing_from_affine
 
 __all__ = [
     "DATA_RANGE_RULE",
@@ -253,7 +254,7 @@ def _geometry_hints(pred: Any, ref: Any) -> str:
     if pa is None or ra is None or len(pred.shape) != len(ref.shape):
         return ""
     nd = len(pred.shape) - 1
-    ratio = np.linalg.norm(pa[:3, :nd], axis=0) / np.maximum(np.linalg.norm(ra[:3, :nd], axis=0), 1e-12)
+    ratio = np.asarray(spacing_from_affine(pa)[:nd]) / np.maximum(spacing_from_affine(ra)[:nd], 1e-12)
     whole = np.round(ratio)
     if np.all(np.abs(ratio - whole) < 1e-3) and np.all(whole >= 1) and np.any(whole > 1):
         return (
@@ -658,12 +659,12 @@ def lr_consistency_psnr(
 
 
 def evaluate(
-    pred: Any,
-    ref: Any,
+    pred: ScanLike | str | os.PathLike[str],
+    ref: ScanLike | str | os.PathLike[str],
     *,
     mask: Any = "foreground",
     data_range: float | None = None,
-    lr: Any = None,
+    lr: ScanLike | str | os.PathLike[str] | None = None,
     degradation: Mapping[str, Any] | str | None = None,
     ssim_mode: str = "auto",
 ) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None = None) -> dict[str, Any]:
+def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
     """Everything the outputs show, as one JSON-ready dict (the ``metrics.json`` content).
 
     Parameters
@@ -113,14 +113,11 @@ def build_document(ev: Any, *, title: str | None = None, n_resamples: int | None
         ``baselines``, ``tables()``, ``provenance``, ``degradations`` and ``notes``).
     title
         Report title.
-    n_resamples
-        Ignored (kept so that older callers keep working): the paired CIs are Student t intervals, not bootstrap
-        ones.
     """
     from medgan import __version__
     from medgan.eval import masks, stats
 
-    tables = ev.tables(n_resamples=n_resamples)
+    tables = ev.tables()
     rows = [{c: r.get(c) for c in ROW_COLUMNS} | {k: v for k, v in r.items() if k not in ROW_COLUMNS} for r in ev.rows]
     ranges = sorted({r["data_range"] for r in rows if r.get("data_range") is not None})
     settings = {
@@ -664,7 +661,6 @@ def write_report(
     out_dir: str | Path,
     *,
     title: str | None = None,
-    n_resamples: int | None = None,
     write_pngs: bool = True,
 ) -> dict[str, Path]:
     """Write ``metrics.csv``, ``metrics.json``, ``summary.csv``, ``paired.csv``, ``report.md``, ``report.html``.
@@ -677,8 +673,6 @@ def write_report(
         Output folder (created if needed). Each file is written atomically.
     title
         Report title.
-    n_resamples
-        Ignored (kept so that older callers keep working): the paired CIs are Student t intervals.
     write_pngs
         Also write the figures as ``figures/*.png`` (``report.md`` links them).
 
@@ -691,7 +685,7 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = build_document(ev, title=title, n_resamples=n_resamples)
+    doc = build_document(ev, title=title)
     figs = build_figures(doc, getattr(ev, "montages", None))
     paths = {
         "metrics.csv": write_csv(doc["rows"], out / "metrics.csv"),

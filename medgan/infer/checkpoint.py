@@ -167,7 +167,8 @@ def payload_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes."""
+    """sha256 of a file's bytes, read in 1 MiB chunks (a checkpoint or a batch output of any size)."""
+    # hashlib.file_digest does this from Python 3.11; requires-python is >= 3.10
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -30,7 +30,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR
-from medgan.io.scan import load_if_path, scan_array
+from medgan.io.scan import ScanLike, load_if_path, scan_array
 from medgan.models.registry import build_detector
 
 __all__ = ["SyntheticDetector", "train_detector", "detect_synthetic", "DEFAULT_DETECTOR", "prepare_slices"]
@@ -341,7 +341,7 @@ def _scan_slices(scan: Any, axis: int, max_slices: int) -> list[np.ndarray]:
 
 
 def detect_synthetic(
-    scan: Any,
+    scan: ScanLike | str | os.PathLike[str],
     *,
     detector: SyntheticDetector | Checkpoint | str | os.PathLike[str] | None = None,
     axis: int = 2,

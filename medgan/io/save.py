@@ -35,7 +35,7 @@ from medgan.io.nifti import (
     nifti_sidecar_path,
     sidecar_owner,
 )
-from medgan.io.scan import in_ras_space, ras_affine, scan_array, spacing_from_affine
+from medgan.io.scan import ScanLike, in_ras_space, ras_affine, scan_array, spacing_from_affine
 
 __all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
 
@@ -51,7 +51,7 @@ def _is_nifti(path: Path) -> bool:
 
 
 def save_scan(
-    scan: Any,
+    scan: ScanLike,
     path: str | os.PathLike[str],
     *,
     format: str | None = None,  # noqa: A002 - public API name

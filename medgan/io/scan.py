@@ -7,7 +7,7 @@ the minimum metadata keys are decided in one place.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # torch / MONAI take seconds to import; header-only callers (
     from monai.data import MetaTensor
 
 __all__ = [
+    "ScanLike",
     "make_scan",
     "take_slice",
     "refuse_complex",
@@ -28,15 +29,20 @@ __all__ = [
     "LPS_TO_RAS",
 ]
 
+#: A scan in memory as the functions that take one accept it: channel-first ``(C, X, Y[, Z])``, a MONAI
+#: ``MetaTensor`` (with its affine and metadata), a torch tensor or a NumPy array. (A string: torch and MONAI are
+#: imported only for type checking.)
+ScanLike: TypeAlias = "MetaTensor | torch.Tensor | np.ndarray"
+
 #: Flip of the first two world axes: DICOM's LPS+ <-> NIfTI/MONAI's RAS+.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
-    """Voxel size (mm) along each spatial axis of a ``(d+1, d+1)`` affine."""
-    affine = np.asarray(affine, dtype=np.float64)
-    d = affine.shape[0] - 1
-    return tuple(float(v) for v in np.linalg.norm(affine[:d, :d], axis=0))
+    """Voxel size (mm) along each spatial axis of a ``(d+1, d+1)`` affine (:func:`nibabel.affines.voxel_sizes`)."""
+    from nibabel.affines import voxel_sizes
+
+    return tuple(float(v) for v in voxel_sizes(np.asarray(affine, dtype=np.float64)))
 
 
 def orientation_code(affine: np.ndarray) -> str | None:

@@ -20,13 +20,14 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import SubpixelUpsample
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
+
+from medgan.data.degrade import parse_factor
 
 __all__ = [
     "SRGenerator",
@@ -52,6 +53,9 @@ INTERP_MODES = ("trilinear", "linear", "bilinear", "bicubic", "cubic", "nearest"
 def normalize_factor(factor: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
     """One positive int per spatial axis from an int or a sequence.
 
+    :func:`medgan.data.degrade.parse_factor` (the one factor parser) plus the :data:`MAX_FACTOR` cap; text is
+    refused, as a model config or checkpoint holds numbers.
+
     Parameters
     ----------
     factor
@@ -66,21 +70,14 @@ def normalize_factor(factor: int | Sequence[int], spatial_dims: int) -> tuple[in
     Raises
     ------
     ValueError
-        Not one or ``spatial_dims`` ints from 1 to :data:`MAX_FACTOR`.
+        Not one or ``spatial_dims`` whole numbers from 1 to :data:`MAX_FACTOR` (a
+        :class:`~medgan.data.degrade.DegradationError`, which is a ``ValueError``, for all but the cap).
     """
-    items = [factor] if isinstance(factor, (int, np.integer)) else factor
-    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+    if isinstance(factor, (str, bytes)):  # "22" in a config is a typo, not a factor of 22
         raise ValueError(f"factor must be a positive int or {spatial_dims} positive ints, got {factor!r}")
-    # ints only: int() first would turn 2.5 into 2, True into 1 and "22" into 22 without a word
-    if not items or any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 1 for f in items):
-        raise ValueError(f"factor must be a positive int or {spatial_dims} positive ints, got {factor!r}")
-    if any(f > MAX_FACTOR for f in items):
+    out = parse_factor(factor, spatial_dims)
+    if any(f > MAX_FACTOR for f in out):
         raise ValueError(f"factor must be at most {MAX_FACTOR} along each axis, got {factor!r}")
-    out = tuple(int(f) for f in items)
-    if len(out) == 1:
-        out = out * spatial_dims
-    if len(out) != spatial_dims:
-        raise ValueError(f"factor must be a positive int or {spatial_dims} positive ints, got {factor!r}")
     return out
 
 
@@ -226,7 +223,7 @@ class Upsampler(nn.Sequential):
                 )
             else:
                 layers.append(AxisSubpixelUpsample(spatial_dims, channels, channels, stage))
-            layers.append(_act(act, channels))
+            layers.append(_act(act))
         super().__init__(*layers)
 
 
@@ -234,7 +231,7 @@ def _conv(spatial_dims: int, cin: int, cout: int, kernel_size: int = 3) -> nn.Mo
     return Conv[Conv.CONV, spatial_dims](cin, cout, kernel_size=kernel_size, padding=kernel_size // 2)
 
 
-def _act(name: str, channels: int) -> nn.Module:
+def _act(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"act must be one of {ACTIVATIONS}, got {name!r}")
     spec: Any = {
@@ -251,7 +248,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, spatial_dims: int, channels: int, act: str = "prelu", res_scale: float = 1.0) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            _conv(spatial_dims, channels, channels), _act(act, channels), _conv(spatial_dims, channels, channels)
+            _conv(spatial_dims, channels, channels), _act(act), _conv(spatial_dims, channels, channels)
         )
         self.res_scale = float(res_scale)
 
@@ -272,7 +269,7 @@ class ResidualDenseBlock(nn.Module):
             [_conv(spatial_dims, channels + i * g, g) for i in range(4)]
             + [_conv(spatial_dims, channels + 4 * g, channels)]
         )
-        self.acts = nn.ModuleList([_act(act, g) for _ in range(4)])
+        self.acts = nn.ModuleList([_act(act) for _ in range(4)])
         self.res_scale = float(res_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -368,7 +365,7 @@ class SRGenerator(nn.Module):
         self.spatial_dims = spatial_dims
         self.factor = normalize_factor(factor, spatial_dims)
         self.residual_interp = residual_interp
-        self.head = nn.Sequential(_conv(spatial_dims, in_channels, channels, head_kernel_size), _act(act, channels))
+        self.head = nn.Sequential(_conv(spatial_dims, in_channels, channels, head_kernel_size), _act(act))
         if block == "residual":
             blocks = [ResidualBlock(spatial_dims, channels, act, res_scale) for _ in range(n_blocks)]
         else:
@@ -377,7 +374,7 @@ class SRGenerator(nn.Module):
         self.body_conv = _conv(spatial_dims, channels, channels)
         self.upsample = Upsampler(spatial_dims, channels, self.factor, act) if max(self.factor) > 1 else nn.Identity()
         self.tail = nn.Sequential(
-            _conv(spatial_dims, channels, channels), _act(act, channels), _conv(spatial_dims, channels, out_channels)
+            _conv(spatial_dims, channels, channels), _act(act), _conv(spatial_dims, channels, out_channels)
         )
         if residual_interp is not None:
             # Start exactly at the interpolation baseline: the learned part begins as zero and

@@ -42,8 +42,6 @@ __all__ = [
     "STATUSES",
     "Manifest",
     "read_rows",
-    "latest_rows",
-    "last_done",
     "last_finished",
     "is_complete",
     "output_sha256",
@@ -84,11 +82,9 @@ def output_sha256(path: str | os.PathLike[str]) -> str:
             if child.is_file():
                 h.update(f"{child.relative_to(path).as_posix()} {output_sha256(child)}\n".encode())
         return h.hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from medgan.infer.checkpoint import file_sha256  # here: reading a manifest need not import torch
+
+    return file_sha256(path)
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:
@@ -132,19 +128,6 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if isinstance(row, dict) and "scan_id" in row and "status" in row:
             rows.append(row)
     return rows
-
-
-def latest_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """scan_id -> its last row."""
-    out: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        out[str(row["scan_id"])] = dict(row)
-    return out
-
-
-def last_done(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """scan_id -> its last ``done`` row."""
-    return {str(r["scan_id"]): dict(r) for r in rows if r.get("status") == "done"}
 
 
 def last_finished(rows: Iterable[Mapping[str, Any]], job: str | None = None) -> dict[str, dict[str, Any]]:

@@ -951,13 +951,9 @@ def run_evaluate(
     threads = _threads(threads, n, scheduler)
     if max_montages < 0:
         raise MedganError(f"--max-montages must be >= 0, got {max_montages}")
-    from medgan.eval.compare import BASELINES
+    from medgan.eval.compare import check_method_name
 
-    if lr_path is not None and method in BASELINES:  # every scan would fail: the tables key values by method name
-        raise MedganError(
-            f"--method {method!r} is the name of an interpolation baseline ({', '.join(BASELINES)}) of --lr; "
-            "name the method under test otherwise"
-        )
+    check_method_name(method, with_lr=lr_path is not None)  # every scan would fail: tables key values by method
     _start_pool_early(n, scheduler)
     for root in (pred_root, ref_root, *([lr_path] if lr_path else [])):
         check_roots(root, out_root)

@@ -71,13 +71,17 @@ def overlap_fraction(text: str) -> float:
 
 
 def factor_list(text: str) -> tuple[int, ...]:
-    """One factor, or one per spatial axis (``"2"``, ``"1,1,4"``), each >= 1."""
-    values = _convert(
-        text, lambda t: tuple(int(p) for p in t.split(",")), "an int or a comma-separated list like 1,1,4"
-    )
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: every factor must be >= 1")
-    return values
+    """One factor, or one per spatial axis (``"2"``, ``"1,1,4"``, ``"2x2"``), each >= 1.
+
+    :func:`medgan.data.degrade.parse_factor` reads it, so the command line takes what the library takes; the scan's
+    axis count is checked once the scan is read.
+    """
+    from medgan.data.degrade import DegradationError, parse_factor  # on first use: it imports torch and MONAI
+
+    try:
+        return parse_factor(text, None)
+    except DegradationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def axes_pair(text: str) -> tuple[int, int]:
@@ -103,8 +107,8 @@ def add_windows_option(parser: argparse.ArgumentParser) -> None:
         default="fit",
         help=(
             "sliding-window layout: fit (default: the fewest, largest windows that tile the scan, neighbours "
-            "sharing --overlap x the model's window; faster, as good or better against real scans) or checkpoint "
-            "(the model's own windows, the layout before 2026-12-06; outputs differ only near window seams)"
+            "sharing --overlap x the model's window; faster) or checkpoint (the model's own windows; the same "
+            "output within rounding, as windows are stitched, not blended)"
         ),
     )
 

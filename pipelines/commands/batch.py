@@ -164,7 +164,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "against the reference cropped to it (default: on; recorded per scan)"
         ),
     )
-    ev.add_argument("--max-montages", type=int, default=20, metavar="N", help="montage figures (default 20)")
+    ev.add_argument(
+        "--max-montages", type=non_negative_int, default=20, metavar="N", help="montage figures (default 20)"
+    )
     ev.add_argument("--title", default=None, help="report title")
     add_common_options(ev)
     ev.set_defaults(func=run)
@@ -187,18 +189,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen batch job; return the exit status."""
     from pipelines.batch.spec import run_job
 
-    if args.batch_job == "evaluate" and args.max_montages < 0:
-        print("medgan batch evaluate: error: --max-montages must be >= 0", file=sys.stderr)
-        return 2
-    if args.batch_job == "evaluate" and args.lr is not None:
-        from medgan.eval.compare import BASELINES
+    if args.batch_job == "evaluate":
+        from medgan.errors import EvaluationError
+        from medgan.eval.compare import check_method_name
 
-        if args.method in BASELINES:
-            print(
-                f"medgan batch evaluate: error: --method {args.method!r} is the name of an interpolation baseline "
-                f"({', '.join(BASELINES)}) of --lr; name the method under test otherwise",
-                file=sys.stderr,
-            )
+        try:
+            check_method_name(args.method, with_lr=args.lr is not None)
+        except EvaluationError as exc:  # a usage error: nothing is read or written
+            print(f"medgan batch evaluate: error: {exc}", file=sys.stderr)
             return 2
     # the options are named as the keys of a job spec (medgan run), except --class
     params = vars(args)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from pathlib import Path
+
+from pipelines.commands._args import non_negative_int, positive_float
 
 __all__ = ["add_parser", "batch_pairing", "run"]
 
@@ -63,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--data-range",
-        type=float,
+        type=positive_float,
         metavar="R",
         help="intensity range for PSNR/SSIM (default: reference 99.9th - 0.1th percentile inside the mask)",
     )
@@ -75,7 +76,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--method", default="SR", help="name of the evaluated method in the report (default: SR)")
     parser.add_argument("--title", help="report title")
     parser.add_argument(
-        "--max-montages", type=int, default=20, metavar="N", help="per-scan montages in the report (default: 20)"
+        "--max-montages",
+        type=non_negative_int,
+        default=20,
+        metavar="N",
+        help="per-scan montages in the report (default: 20)",
     )
     parser.set_defaults(func=run)
     return parser
@@ -106,21 +111,13 @@ def batch_pairing(refs, ref_root, preds, pred_root, lrs=None, lr_root=None) -> l
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgan.errors import MedganError
-    from medgan.eval.compare import BASELINES
+    from medgan.errors import EvaluationError, MedganError
+    from medgan.eval.compare import check_method_name
 
-    if args.max_montages < 0:
-        print("medgan evaluate: error: --max-montages must be >= 0", file=sys.stderr)
-        return 2
-    if args.data_range is not None and not (args.data_range > 0 and math.isfinite(args.data_range)):
-        print("medgan evaluate: error: --data-range must be a finite positive number", file=sys.stderr)
-        return 2
-    if args.lr is not None and args.method in BASELINES:
-        print(
-            f"medgan evaluate: error: --method {args.method!r} is the name of an interpolation baseline "
-            f"({', '.join(BASELINES)}); name the method under test otherwise",
-            file=sys.stderr,
-        )
+    try:
+        check_method_name(args.method, with_lr=args.lr is not None)
+    except EvaluationError as exc:  # a usage error: nothing is read or written
+        print(f"medgan evaluate: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     # the output folder first: a file of that name, or a place no folder can be made, failed only after every scan
