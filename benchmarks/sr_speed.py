@@ -6,7 +6,7 @@ Measures, on the device given by ``--device``:
   random weights; 3-D on four 64^3 low-resolution patches, 2-D on sixteen 128^2) and every shipped SR model
   (its own sliding-window size), in plain PyTorch: fp32, bf16 autocast, bf16 + channels-last, and
   bf16 + channels-last + ``torch.compile``. Ratio to fp32 of the same network in the same run.
-* **end to end**: ``SuperResolver.upscale`` (normalise, sliding windows with gaussian blending, invert,
+* **end to end**: ``SuperResolver.upscale`` (normalise, stitched sliding windows, invert,
   geometry) of a real scan (the MNI ICBM152 T1 in ``sample_data``) with the reference 3-D network and the
   shipped models, fp32 vs the fast paths. Ratio to the fp32 path measured in the same run.
 * **CPU goals** (``--device cpu``): the shipped 2-D x2 model on a 256x256x150 volume (the MNI T1 resampled

@@ -71,7 +71,7 @@ def test_every_registered_command_has_help():
 @pytest.fixture(scope="module")
 def t1_crop_path(tmp_path_factory, mni_t1):
     """A real 52x32x12 crop of the shipped MNI T1 (brain): wider than the 48^3 window of ``brain-mr-x2-3d`` along
-    x, so the checkpoint layout blends two windows while the fitted layout covers the crop with one."""
+    x, so the checkpoint layout stitches two windows while the fitted layout covers the crop with one."""
     import nibabel as nib
     import numpy as np
 
@@ -81,7 +81,7 @@ def t1_crop_path(tmp_path_factory, mni_t1):
     return path
 
 
-def test_upscale_windows_checkpoint_matches_the_default_fit_layout_up_to_its_seams(tmp_path, t1_crop_path):
+def test_upscale_windows_checkpoint_matches_the_default_fit_layout(tmp_path, t1_crop_path):
     import json
 
     import numpy as np
@@ -98,10 +98,8 @@ def test_upscale_windows_checkpoint_matches_the_default_fit_layout_up_to_its_sea
     assert a.shape == b.shape == (1, 104, 64, 24)
     np.testing.assert_allclose(np.asarray(b.affine), np.asarray(a.affine))
     x, y = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
-    assert not np.array_equal(x, y)  # another window layout, another blend
-    psnr = 10 * np.log10((x.max() - x.min()) ** 2 / np.mean((x - y) ** 2))
-    print(f"--windows fit vs checkpoint: PSNR {psnr:.1f} dB")
-    assert psnr > 35, psnr
+    # stitched windows: the layout does not change the voxels beyond rounding (the NIfTI stores float32)
+    assert np.max(np.abs(x - y)) <= 1e-3 * (x.max() - x.min())
 
 
 @pytest.mark.parametrize("command", [["upscale"], ["batch", "upscale"]])

@@ -397,8 +397,8 @@ def test_sliding_windows_equal_the_whole_volume_pass(tmp_path, monkeypatch):
     """Windows are stitched at the right place of the x factor output grid.
 
     A network whose every conv keeps only its centre tap has a receptive field of one input
-    voxel, so overlapping gaussian-blended windows must reproduce the single whole-volume pass
-    (tolerance 1e-5 of the largest value: float32 blending weights).
+    voxel, so overlapping stitched windows must reproduce the single whole-volume pass
+    (tolerance 1e-5 of the largest value).
     """
     model = _pointwise(_generator(factor=(2, 1, 3), residual_interp="nearest"))
     path = save_checkpoint(tmp_path / "pw.safetensors", model, roi_size=[5, 4, 3])
@@ -491,17 +491,16 @@ def test_non_finite_voxels_stay_in_their_own_output_voxels(tmp_path):
 
 
 def test_zero_overlap_and_non_contiguous_scans(tmp_path, monkeypatch):
-    """Fitted windows that only touch (overlap 0) tile the scan; a permuted (non-contiguous) scan upscales as its
-    contiguous copy does."""
+    """Fitted windows at overlap 0 (neighbours then share only twice the model's context) tile the scan as one
+    window does; a permuted (non-contiguous) scan upscales as its contiguous copy does."""
     import medgan.infer.superres as S
 
     model = _pointwise(_generator(factor=(2, 2, 2), residual_interp="nearest"))
     sr = _resolver(tmp_path, model, roi_size=[4, 4, 4])
     monkeypatch.setattr(S, "_CPU_FIT_FEATURES", 0)  # fitted windows of 4 checkpoint windows
-    x = _volume((1, 16, 8, 8))
-    roi, overlaps = sr._fit_windows(x.shape[1:], 0.0)
-    # along Y two 4-voxel windows just touch: the overlap fraction MONAI needs for that tiling is 0 (it was -1/8)
-    assert roi[1] == 4 and overlaps[1] == 0.0 and min(overlaps) >= 0.0
+    x = _volume((1, 32, 24, 24))
+    roi, counts = sr._fit_windows(x.shape[1:], 0.0)
+    assert int(np.prod(counts)) > 1 and all(w < n for w, n in zip(roi, x.shape[1:], strict=True))  # stitched
     y = sr.upscale(x, overlap=0.0, clip=False)
     direct = sr.upscale(x, overlap=0.0, clip=False, roi_size=x.shape[1:])  # one window
     np.testing.assert_allclose(y.numpy(), direct.numpy(), rtol=0, atol=1e-5 * float(direct.abs().max()))
@@ -706,3 +705,24 @@ def test_a_card_renders_the_same_wherever_the_repository_is_checked_out(tmp_path
         assert pretrained._repo_relative("/elsewhere/data/t1.nii.gz") == "/elsewhere/data/t1.nii.gz"
     finally:
         pretrained.PRETRAINED_DIR = pretrained_dir
+
+
+@pytest.mark.parametrize("flat_scale", ["range", "unit", None])
+def test_upscale_fits_the_normalisation_training_fits(flat_scale):
+    """upscale's memory-lean fit gave scale 1 where the percentiles coincide (a mostly empty scan: five bright
+    voxels in 20^3) while fit_normalization, which training uses, gives the data's range: inputs 1000x larger
+    than in training."""
+    from medgan.infer.superres import _fit_normalization
+
+    x = torch.zeros((1, 20, 20, 20))
+    x[0, :5, 0, 0] = 1000.0
+    real = medgan.load_scan(mni_t1_path())[:, 60:90, 70:100, 60:90].as_tensor()
+    rule = {"method": "percentile", "lower": 0.5, "upper": 99.5}
+    kw = {}
+    if flat_scale is not None:
+        rule["flat_scale"] = kw["flat_scale"] = flat_scale
+    for scan in (x, real):
+        lean = _fit_normalization(scan, rule)
+        ref = fit_normalization(scan, method="percentile", lower=0.5, upper=99.5, **kw)
+        assert lean.offset == ref.offset and lean.scale == ref.scale, (lean, ref)
+    assert _fit_normalization(x, rule).scale == (1.0 if flat_scale == "unit" else 1000.0)

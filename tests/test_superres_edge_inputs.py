@@ -152,8 +152,9 @@ def test_empty_scan_is_refused(model, shape):
 
 # ---------------------------------------------------------------- overlap near 1
 def test_overlap_near_one_with_checkpoint_windows_is_refused(t1, monkeypatch):
-    """brain-mr-through-plane-x4's 32x32x12 windows at overlap 0.99 on the whole MNI T1: 2,994,600 windows (it ran
-    for hours). Refused before any window runs, naming the count and the way out."""
+    """brain-mr-through-plane-x4's checkpoint windows (32x32x12, grown to 40x40x36: four times its context) at
+    overlap 0.99 on the whole MNI T1: 2,236,248 windows (2,994,600 before they grew; it ran for hours). Refused
+    before any window runs, naming the count and the way out."""
     sr = SuperResolver.from_pretrained("brain-mr-through-plane-x4", device="cpu")
 
     def no_window(*args, **kwargs):
@@ -163,11 +164,11 @@ def test_overlap_near_one_with_checkpoint_windows_is_refused(t1, monkeypatch):
     with pytest.raises(MedganError) as info:
         sr.upscale(t1, overlap=0.99, roi_size="checkpoint")
     msg = str(info.value)
-    assert "2,994,600 windows" in msg and "420" in msg and "roi_size='fit'" in msg and "overlap" in msg, msg
+    assert "2,236,248 windows" in msg and "504" in msg and "roi_size='fit'" in msg and "overlap" in msg, msg
     with pytest.raises(MedganError, match="windows"):  # an explicit window size too
         sr.upscale(t1, overlap=0.95, roi_size=(32, 32, 12))
-    # what is still allowed: 0.75 (43x) with the checkpoint's windows, anything below 1 with the fitted ones
-    assert sr._check_window_count("t1", t1.shape[1:], 0.75, None, 1) == 18207
+    # what is still allowed: 0.75 (7x) with the checkpoint's windows, anything below 1 with the fitted ones
+    assert sr._check_window_count("t1", t1.shape[1:], 0.75, None, 1) == 3315
     assert sr._check_window_count("t1", t1.shape[1:], 0.99, "fit", 1) <= 64
 
 

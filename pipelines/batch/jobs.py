@@ -79,9 +79,9 @@ class UpscaleOptions:
         :func:`default_threads`).
     windows
         Sliding-window layout, one of :data:`pipelines.batch.spec.WINDOW_LAYOUTS`: ``"fit"`` (default: the
-        fewest, largest windows that tile the scan, ``roi_size="fit"``; faster, and as good or better against real
-        scans) or ``"checkpoint"`` (the checkpoint's windows, ``roi_size=None``; outputs differ from ``"fit"``
-        only near window seams). See :func:`window_roi_size`.
+        fewest, largest windows that tile the scan, ``roi_size="fit"``; faster) or ``"checkpoint"`` (the
+        checkpoint's windows, ``roi_size=None``; the same output within rounding: windows are stitched). See
+        :func:`window_roi_size`.
     precision
         :class:`medgan.SuperResolver` ``precision``: ``"auto"`` (bf16 where the hardware has it natively),
         ``"fp32"``, ``"tf32"`` or ``"bf16"``.
