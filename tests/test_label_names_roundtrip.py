@@ -176,5 +176,6 @@ def test_synthesize_labels_out_keeps_labels(model, mni, tmp_path):
     crop = _crop(mni[1])
     nib.save(nib.Nifti1Image(crop.numpy()[0], np.asarray(crop.affine)), plain)
     base[4] = str(plain)
-    assert cli_main([*base, "--labels-out", str(tmp_path / "plain_out.nii.gz")]) == 0
+    # --overwrite: OUT (syn.nii.gz) was written by the first run; an existing output is refused without it
+    assert cli_main([*base, "--labels-out", str(tmp_path / "plain_out.nii.gz"), "--overwrite"]) == 0
     assert json.loads((tmp_path / "plain_out.json").read_text())["label_names"] == NAMES

@@ -20,6 +20,7 @@ absent for older checkpoints, where a ``"slice_position"`` scalar is taken to be
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -456,6 +457,7 @@ class Synthesizer:
         axis: int | None = None,
         batch_size: int = 16,
         clip: bool = True,
+        progress: bool = False,
     ) -> MetaTensor:
         """Generate ``n`` synthetic images conditioned on a label map.
 
@@ -496,6 +498,9 @@ class Synthesizer:
             Images per forward pass.
         clip
             Clip outputs to the intensity range seen when the normalisation was fitted (when recorded).
+        progress
+            Show one tqdm progress bar (on stderr) over the images generated: ``n`` times the slices for a 2-D
+            model on a volume.
 
         Returns
         -------
@@ -589,8 +594,14 @@ class Synthesizer:
         z = _noise(seed, (n_slices, *self.model.noise_shape(onehot.shape[2:])), n)
 
         outputs = []
+        bar = None
+        if progress:  # one bar over the 2-D images (samples x slices) or volumes, as SuperResolver.upscale's
+            from tqdm.auto import tqdm
+
+            unit = "slice" if slicewise else "image"
+            bar = tqdm(total=n * n_slices, desc=f"synthesize {self.model_name}", unit=unit, dynamic_ncols=True)
         ctx = torch.inference_mode() if self.device.type == "cpu" else torch.no_grad()
-        with ctx:
+        with ctx, contextlib.closing(bar) if bar is not None else contextlib.nullcontext():
             for start in range(0, n * n_slices, batch_size):
                 idx = torch.arange(start, min(start + batch_size, n * n_slices))
                 sl = idx % n_slices
@@ -602,6 +613,8 @@ class Synthesizer:
                     None if scalars is None else scalars[sl].to(self.device),
                 )
                 outputs.append(y[:, 0].float().cpu())
+                if bar is not None:
+                    bar.update(len(idx))
         y = torch.cat(outputs)  # (n * S, *model_spatial)
         if slicewise:
             y = y.reshape(n, n_slices, *y.shape[1:]).movedim(1, 1 + axis)

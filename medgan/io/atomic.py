@@ -24,6 +24,7 @@ from typing import IO
 from medgan.errors import MedganError
 
 __all__ = [
+    "parent_problem",
     "temp_sibling",
     "atomic_file",
     "atomic_path",
@@ -32,6 +33,13 @@ __all__ = [
     "write_bytes_atomic",
     "write_text_atomic",
 ]
+
+
+def parent_problem(path: str | os.PathLike[str]) -> str:
+    """Why ``path``'s parent folder cannot hold it, for an error message: ``"is a file, not a folder"`` or
+    ``"does not exist"`` (the message said the latter for a parent that was a file)."""
+    parent = Path(path).parent
+    return "is a file, not a folder" if parent.exists() and not parent.is_dir() else "does not exist"
 
 
 def temp_sibling(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Path:
@@ -233,7 +241,7 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     """
     path = Path(path)
     if not path.parent.is_dir():
-        raise MedganError(f"{path}: parent folder {path.parent} does not exist")
+        raise MedganError(f"{path}: the parent folder {path.parent} {parent_problem(path)}")
     _check_target_dir(path, overwrite)
     tmp = temp_sibling(path)
     tmp.mkdir()

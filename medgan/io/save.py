@@ -23,7 +23,7 @@ from numpy.typing import DTypeLike
 
 from medgan._version import __version__
 from medgan.errors import MedganError
-from medgan.io.atomic import atomic_paths
+from medgan.io.atomic import atomic_paths, parent_problem
 from medgan.io.dicom_write import derivation_text, write_dicom_series
 from medgan.io.nifti import (
     NIFTI_2D_INTENT_NAME,
@@ -136,7 +136,7 @@ def save_scan(
             "this looks like a file name of another format"
         )
     if not path.parent.is_dir():
-        raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
+        raise MedganError(f"{path}: the parent folder {path.parent} {parent_problem(path)}")
     try:
         return write_dicom_series(scan, path, reference=reference, overwrite=overwrite)
     except OSError as exc:
@@ -342,7 +342,7 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     """
     path = Path(path)
     if not path.parent.is_dir():
-        raise MedganError(f"{path}: the parent folder {path.parent} does not exist")
+        raise MedganError(f"{path}: the parent folder {path.parent} {parent_problem(path)}")
     # a 2-D MetaTensor's 3x3 affine embedded, as degrade does; a MONAI scan in LPS space (meta["space"]) made RAS+
     affine = ras_affine(scan)
     meta = dict(getattr(scan, "meta", {}) or {})

@@ -3,7 +3,9 @@
 Loads ``IN`` with :func:`medgan.load_scan` and writes it with
 :func:`medgan.save_scan`; a DICOM input is passed as ``reference`` so a DICOM
 output keeps its patient and study. Errors are :class:`~medgan.errors.MedganError`
-and become one line and exit status 1 in :func:`pipelines.cli.main`.
+and become one line and exit status 1 in :func:`pipelines.cli.main`. The output is checked before the scan is
+read (:func:`pipelines.commands._outputs.check_outputs`): its folder must be writable, an existing output needs
+``--overwrite``, and the input itself is never replaced.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="output format (default: from OUT: .nii/.nii.gz -> nifti, otherwise dicom)",
     )
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output file (and its sidecar) or a non-empty DICOM output folder (never the input)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -41,7 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Convert ``args.input`` to ``args.output``; return the exit status."""
     from medgan import load_scan, save_scan
+    from pipelines.commands._outputs import check_outputs
 
+    check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     scan = load_scan(args.input, series=args.series)
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     out = save_scan(scan, args.output, format=args.format, reference=reference, overwrite=args.overwrite)

@@ -2,7 +2,9 @@
 
 Loads ``IN`` with :func:`medgan.load_scan`, degrades it with :func:`medgan.degrade` and writes it with
 :func:`medgan.save_scan` (a DICOM input is the ``reference`` of a DICOM output). What was done is recorded in
-the output's ``meta["degradation"]`` (and so in the writer's provenance).
+the output's ``meta["degradation"]`` (and so in the writer's provenance). The output is checked before the scan
+is read (:func:`pipelines.commands._outputs.check_outputs`): its folder must be writable, an existing output needs
+``--overwrite``, and the input itself is never replaced.
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--seed", type=non_negative_int, default=None, metavar="N", help="seed of the noise generator")
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
     parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output file (and its sidecar) or a non-empty DICOM output folder (never the input)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -56,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     """Degrade ``args.input`` and write ``args.output``; return the exit status."""
     from medgan import degrade, load_scan, save_scan
     from medgan.data.degrade import DegradationError
+    from pipelines.commands._outputs import check_outputs
 
+    check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     scan = load_scan(args.input, series=args.series)
     factor = args.factor[0] if len(args.factor) == 1 else args.factor
     try:

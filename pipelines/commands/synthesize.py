@@ -10,7 +10,9 @@ else the model's) in the JSON sidecar.
 A negative ``--seed`` is a usage error (exit 2). Other bad input is a one-line error (exit 1), checked before anything is
 written: a seed above ``2**64-1``, a
 ``--scalar`` that is not finite or lies outside the model's training range (a slice position in [0, 1]), a label
-map too small for the generator.
+map too small for the generator; an output whose folder is missing or not writable, an existing output file
+without ``--overwrite``, an output that is the label map itself (:func:`pipelines.commands._outputs.check_outputs`).
+``--progress`` shows a tqdm bar (stderr) over the images generated, as ``medgan upscale --progress``.
 """
 
 from __future__ import annotations
@@ -51,15 +53,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--scalar", type=float, default=None, help="scalar condition (e.g. slice position in [0, 1])")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar (images generated)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (and their sidecars); never the label map itself",
+    )
     parser.set_defaults(func=run)
     return parser
 
 
 def _stem(path: Path) -> tuple[str, str]:
-    for suffix in _SUFFIXES:
-        if path.name.lower().endswith(suffix):
-            return path.name[: -len(suffix)], path.name[-len(suffix) :]
-    raise ValueError(path)
+    from medgan.io.nifti import split_scan_suffix
+
+    stem, suffix = split_scan_suffix(path.name)
+    if suffix.lower() not in _SUFFIXES:  # NIfTI only: run() refused any other output name
+        raise ValueError(path)
+    return stem, suffix
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,20 +83,29 @@ def run(args: argparse.Namespace) -> int:
     from medgan.errors import MedganError
     from medgan.infer.synthesis import check_seed
     from medgan.io.scan import make_scan
+    from pipelines.commands._outputs import check_outputs
 
     seed = check_seed(args.seed) if args.seed is not None else secrets.randbelow(2**31)
     out = Path(args.out)
     if not out.name.lower().endswith(_SUFFIXES):
         raise MedganError(f"{out}: the output must be a .nii or .nii.gz file name")
-    for target in (out, Path(args.labels_out) if args.labels_out else None):
-        if target is not None and not target.parent.is_dir():
-            raise MedganError(f"{target}: the parent folder {target.parent} does not exist")
+    if args.n == 1 or args.stack:
+        targets = [out]
+    else:
+        stem, suffix = _stem(out)
+        targets = [out.with_name(f"{stem}_{i:03d}{suffix}") for i in range(args.n)]
+    # every output checked before the model loads: folder writable, no existing file without --overwrite, never IN
+    check_outputs(
+        [*targets, *([args.labels_out] if args.labels_out else [])],
+        inputs=[args.labels],
+        overwrite=args.overwrite,  # each output's format from its name (--labels-out may name a DICOM folder)
+    )
     synth = Synthesizer.from_pretrained(args.model, device=args.device)
     labels = load_scan(args.labels)
     if args.deform:
         labels = deform_labels(labels, seed=seed)
     condition = {k: v for k, v in (("class", args.cls), ("scalar", args.scalar)) if v is not None}
-    images = synth.generate(labels, n=args.n, seed=seed, condition=condition or None)
+    images = synth.generate(labels, n=args.n, seed=seed, condition=condition or None, progress=args.progress)
     if args.labels_out:
         if labels.meta.get("labels") is None:  # its values were read as the model's labels: say so in the file
             labels.meta["labels"] = {str(k): v for k, v in synth.labels.items()}
@@ -94,13 +113,12 @@ def run(args: argparse.Namespace) -> int:
     if args.n == 1 or args.stack:
         written = [save_scan(images, out)]
     else:
-        stem, suffix = _stem(out)
         written = []
-        for i in range(args.n):
+        for i, target in enumerate(targets):
             meta = {k: v for k, v in images.meta.items() if k not in ("affine", "original_affine", "spacing")}
             meta["medgan"] = {**images.meta["medgan"], "sample_index": i}
             sample = make_scan(images.as_tensor()[i : i + 1], np.asarray(images.affine, dtype=np.float64), meta)
-            written.append(save_scan(sample, out.with_name(f"{stem}_{i:03d}{suffix}")))
+            written.append(save_scan(sample, target))
     # name every file (the first and the last of a long run): naming only the first read as if one file was written
     names = ", ".join(p.name for p in written) if len(written) <= 3 else f"{written[0].name} ... {written[-1].name}"
     logger.info("wrote %d synthetic file(s) (seed %d) with %s: %s", len(written), seed, synth, names)

@@ -9,17 +9,22 @@ DerivationDescription. When ``IN`` is a folder tree (any folder that is not itse
 several scans, or a single scan in a subfolder or as a NIfTI file) and no ``--series`` is given, the command
 runs as ``medgan batch upscale IN OUT`` does: outputs mirror the tree, with a manifest, resume and per-scan
 error isolation (exit 3 if some scans failed). A tree of one scan runs so too, so its outputs do not depend
-on how many scans it holds.
+on how many scans it holds. A tree run prints a one-line summary (upscaled, skipped as already done, failed and
+unusable scans, named); ``--overwrite`` redoes the scans already done (``force`` of the batch runner).
+
+For one scan, the output is checked before the model is loaded (:func:`pipelines.commands._outputs.check_outputs`):
+its folder must be writable, an existing output needs ``--overwrite``, and the input itself is never replaced.
 
 ``--adapt-steps N`` (N > 0) first fine-tunes a copy of the model on the input scan itself
 (:func:`medgan.adapt_to_scan`, ZSSR / SMORE style) and records that in the provenance; it works on
 one scan at a time, so it (and ``--adapt-lr`` / ``--adapt-seed``) is a usage error (exit 2) for a folder tree.
-``--axes`` (a 2-D model on volumes: the scan axes to upsample) applies to every scan of a tree, as
+``--axes`` (a 2-D model on volumes: the scan axes to upsample; ``0,1,2`` for a 3-D model: its axes are the scan's
+as they stand) applies to every scan of a tree, as
 ``medgan batch upscale --axes`` does.
 
 By default (``--windows fit``) the scan is upscaled with the fewest, largest sliding windows that tile it
 (``roi_size="fit"`` of :meth:`medgan.SuperResolver.upscale`); ``--windows checkpoint`` uses the checkpoint's
-smaller windows instead (slower; outputs differ only near window seams).
+smaller windows instead (slower; the same output within rounding, as windows are stitched, not blended).
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import logging
 from pipelines.commands._args import (
     add_precision_option,
     add_windows_option,
-    axes_pair,
     non_negative_int,
     overlap_fraction,
     positive_float,
@@ -72,11 +76,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_windows_option(parser)
     add_precision_option(parser)
     parser.add_argument(
-        "--axes", type=axes_pair, default=None, help="2-D model on a volume: scan axes to upsample (0,1)"
+        "--axes",
+        type=_axes,
+        default=None,
+        help=(
+            "2-D model on a volume: the two scan axes to upsample (default 0,1); 3-D model: 0,1,2 upscales the "
+            "scan's axes as they stand (a thick-slice scan whose slices do not run along the model's slice axis)"
+        ),
     )
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DICOM output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=(
+            "replace an existing output file (and its sidecar) or a non-empty DICOM output folder (never the "
+            "input); on a folder tree: redo the scans already done (as medgan batch upscale --force)"
+        ),
+    )
     parser.add_argument("--workers", type=positive_int, default=1, help="folder trees: parallel worker processes")
     parser.add_argument(
         "--adapt-steps",
@@ -94,6 +111,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.set_defaults(func=run)
     return parser
+
+
+def _axes(text: str) -> tuple[int, ...]:
+    """``--axes``: two different scan axes out of 0, 1, 2 (a 2-D model on a volume), or ``0,1,2`` (a 3-D model: the
+    model's axes are the scan's as they stand, ``axes=(0, 1, 2)`` of :meth:`medgan.SuperResolver.upscale`)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if values == (0, 1, 2) or (len(values) == 2 and len(set(values)) == 2 and all(0 <= v <= 2 for v in values)):
+        return values
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: give two different axes out of 0, 1, 2 (a 2-D model), or 0,1,2 (a 3-D model: the axes as they "
+        "stand)"
+    )
+
+
+def _tree_summary(result, out_root) -> str:
+    """The one line a folder-tree run prints: how many scans were upscaled, skipped as done, failed or unusable (those
+    named, with their input paths), and where the manifest is."""
+    from pipelines.batch.runner import MANIFEST_CSV
+
+    rows = result.rows
+    counts = result.counts
+    parts = []
+    if counts["done"]:
+        parts.append(f"{counts['done']} upscaled")
+    if counts["skipped"]:
+        parts.append(f"{counts['skipped']} skipped as already done (--overwrite redoes them)")
+    for status in ("failed", "unusable"):
+        named = [f"{r['scan_id']} ({r['input']})" for r in rows if r["status"] == status]
+        if named:
+            shown = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+            parts.append(f"{len(named)} {status}: {shown}")
+    return f"{len(rows)} scan(s): {'; '.join(parts) or 'none'}; manifest {out_root / MANIFEST_CSV}"
 
 
 def _is_the_scan(ref, folder) -> bool:
@@ -175,12 +227,18 @@ def run(args: argparse.Namespace) -> int:
                 overlap=args.overlap,
                 batch_size=args.batch_size,
                 quiet=not args.progress,
+                force=args.overwrite,  # --overwrite on a tree redoes the scans already done
                 refs=refs,
                 windows=args.windows,
                 precision=args.precision,
                 axes=args.axes,
             )
+            print(_tree_summary(result, Path(args.output)))  # always: an all-skipped run looked like a success
             return result.exit_code
+    from pipelines.commands._outputs import check_outputs
+
+    # before the model is loaded and the scan computed: a write refused at the end wasted the whole run
+    check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     resolver = SuperResolver.from_pretrained(args.model, device=args.device, precision=args.precision)
     scan = load_scan(source, series=args.series)
     if adapt_steps:

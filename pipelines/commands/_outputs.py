@@ -1,0 +1,172 @@
+"""The output checks of the one-scan commands (``convert``, ``degrade``, ``upscale``, ``synthesize``), run before
+anything is loaded or computed.
+
+:func:`check_outputs` refuses, with one line that names the file (a :class:`~medgan.errors.MedganError`, exit 1):
+
+- an output whose folder does not exist, is a file, or cannot be written to (tried with a hidden temporary file,
+  as :mod:`medgan.io.atomic` names them: permission bits alone do not say whether root, a read-only mount or an
+  immutable folder lets us write);
+- an existing NIfTI output file, or a non-empty DICOM output folder, unless ``--overwrite`` is given (so is a NIfTI
+  name whose JSON sidecar belongs to its ``.nii`` / ``.nii.gz`` twin, which would lose its provenance);
+- always, whatever ``--overwrite`` says: an output that is one of the input's files (the scan itself or its
+  sidecar), a DICOM output folder that is or holds the input, and two outputs of one run that are the same file.
+
+``medgan.save_scan`` replaces an existing NIfTI file (the library's contract); these checks are the command line's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+__all__ = ["check_outputs", "output_format"]
+
+
+def output_format(path: str | os.PathLike[str], fmt: str | None) -> str:
+    """``"nifti"`` or ``"dicom"``: ``fmt`` when given, else what ``path``'s name says (as ``medgan.save_scan``)."""
+    from medgan.io.nifti import is_nifti_path
+
+    return (fmt or ("nifti" if is_nifti_path(path) else "dicom")).lower()
+
+
+def _files_of(path: Path, fmt: str) -> list[Path]:
+    """The files a NIfTI output or input ``path`` consists of (the image and its JSON sidecar); ``[path]`` else."""
+    from medgan.io.nifti import is_nifti_path, nifti_sidecar_path
+
+    return [path, nifti_sidecar_path(path)] if fmt == "nifti" or is_nifti_path(path) else [path]
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file: the same resolved path, or (both existing) the same inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (links resolved)."""
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == top or top in real.parents
+
+
+def _check_folder(path: Path) -> None:
+    """``path``'s parent exists, is a folder and takes a new file (created and removed again)."""
+    from medgan.errors import MedganError
+    from medgan.io.atomic import temp_sibling
+
+    parent = path.parent
+    if not parent.is_dir():
+        if parent.exists():
+            raise MedganError(f"{path}: {parent} is a file, not a folder; choose an output inside a folder")
+        ancestor = next((p for p in parent.parents if p.exists()), None)
+        if ancestor is not None and not ancestor.is_dir():
+            raise MedganError(f"{path}: the parent folder {parent} does not exist ({ancestor} is a file, not a folder)")
+        raise MedganError(f"{path}: the parent folder {parent} does not exist")
+    probe = temp_sibling(path)
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise MedganError(f"{path}: cannot write to the folder {parent} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _twin(path: Path) -> Path | None:
+    """``x.nii`` <-> ``x.nii.gz``: the other NIfTI name that shares ``path``'s sidecar, or ``None``."""
+    from medgan.io.nifti import split_scan_suffix
+
+    stem, suffix = split_scan_suffix(path.name)
+    other = {".nii": ".nii.gz", ".nii.gz": ".nii"}.get(suffix.lower())
+    return path.with_name(stem + other) if other else None
+
+
+def check_outputs(
+    outputs: Sequence[str | os.PathLike[str]],
+    *,
+    inputs: Iterable[str | os.PathLike[str]],
+    overwrite: bool,
+    fmt: str | None = None,
+) -> list[Path]:
+    """Refuse outputs that cannot or must not be written, before any work; see the module docstring.
+
+    Parameters
+    ----------
+    outputs
+        The paths the command will write: NIfTI file names, or DICOM series folders.
+    inputs
+        The paths it reads (a scan file, a DICOM series folder, a label map).
+    overwrite
+        ``--overwrite``: an existing output file (or non-empty DICOM output folder) may be replaced.
+    fmt
+        ``--format`` (``None``: from each output's name).
+
+    Returns
+    -------
+    list of pathlib.Path
+        ``outputs`` as paths.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        The output's folder is missing, a file, or not writable; the output exists (without ``overwrite``); it is
+        one of the input's files (or, for DICOM, holds the input); two outputs are the same file; ``fmt`` disagrees
+        with the output's name.
+    """
+    from medgan.errors import MedganError
+    from medgan.io.nifti import is_nifti_path, nifti_sidecar_path
+
+    paths = [Path(o) for o in outputs]
+    sources = [Path(i) for i in inputs]
+    claimed: list[tuple[Path, Path]] = []  # (file, the output it belongs to)
+    for path in paths:
+        kind = output_format(path, fmt)
+        if kind == "nifti" and not is_nifti_path(path):
+            raise MedganError(f"{path}: a NIfTI output file name must end in .nii or .nii.gz")
+        if kind == "dicom" and is_nifti_path(path):
+            raise MedganError(f"{path}: DICOM output needs a folder name, not a .nii/.nii.gz file name")
+        for source in sources:  # always refused: --overwrite would destroy the input
+            source_files = _files_of(source, "file") if source.is_file() else [source]
+            for mine in _files_of(path, kind):
+                # the input's sidecar counts only when it exists: `convert a.nii.gz a.nii` loses nothing without one
+                hit = next((f for f in source_files if _same(mine, f) and (f == source or f.exists())), None)
+                if hit is not None:
+                    what = (
+                        f"is the input {source} itself"
+                        if hit == source
+                        else f"its sidecar would replace {hit}, the input's"
+                    )
+                    raise MedganError(f"{path}: {what}; choose another output name (--overwrite never allows this)")
+            if kind == "dicom" and _inside(source, path):
+                raise MedganError(
+                    f"{path}: the output folder is or holds the input {source}; choose another output folder "
+                    "(--overwrite never allows this)"
+                )
+        for mine in _files_of(path, kind):
+            other = next((owner for f, owner in claimed if _same(mine, f)), None)
+            if other is not None:
+                raise MedganError(f"{path}: this output and {other} would be written to the same file {mine}")
+            claimed.append((mine, path))
+        _check_folder(path)
+        if kind == "nifti":
+            if path.is_dir():
+                raise MedganError(f"{path}: is a folder; a NIfTI output must be a file name")
+            if not overwrite:
+                if path.exists() or path.is_symlink():
+                    raise MedganError(f"{path}: exists; choose another output name or pass --overwrite to replace it")
+                twin, sidecar = _twin(path), nifti_sidecar_path(path)
+                if twin is not None and twin.exists() and sidecar.exists():
+                    raise MedganError(
+                        f"{path}: its sidecar {sidecar.name} is that of {twin}, which would lose its provenance; "
+                        "choose another output name or pass --overwrite"
+                    )
+        elif path.exists() and not path.is_dir():
+            raise MedganError(f"{path}: exists and is not a folder; choose another output path")
+        elif path.is_dir() and not overwrite and any(path.iterdir()):
+            raise MedganError(
+                f"{path}: folder exists and is not empty; choose another output path or pass --overwrite to replace it"
+            )
+    return paths
