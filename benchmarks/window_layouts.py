@@ -17,6 +17,7 @@ Run:  python benchmarks/window_layouts.py [--precision auto|fp32] [--out-md FILE
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ def measure(precision: str) -> list[dict[str, Any]]:
                 y = sr.upscale(lr, roi_size=layout)
                 seconds = time.perf_counter() - t0
                 m = medgan.evaluate(y, hr)
-                window, _, n_windows = sr._window_layout(spatial, 0.25, layout)
+                window, starts = sr._window_layout(spatial, 0.25, layout)
+                n_windows = math.prod(len(s) for s in starts)
                 row = {
                     "model": model["name"],
                     "scan": scan_name,
