@@ -217,8 +217,9 @@ def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: 
         configs.append(("bf16+CL, fitted windows", "bf16", True, False, 0.25, "fit"))
         if compile_ok:
             configs.append(("bf16+CL+compile, fitted windows", "bf16", True, True, 0.25, "fit"))
-        # mid-sized batched windows with the default layout's 16-voxel blending margin: on the H200 (2026-12-04) one
-        # 155x104x161 fitted window per batch item ran at about half the per-voxel speed of 4 x 64^3 batches
+        # mid-sized batched windows sharing 16 voxels (raised to twice the network's context, SuperResolver.context,
+        # since windows are stitched): on the H200 (2026-12-04) one 155x104x161 fitted window per batch item ran at
+        # about half the per-voxel speed of 4 x 64^3 batches
         for edge in (96, 128):
             configs.append((f"bf16+CL, {edge}^3 windows", "bf16", True, False, 16 / edge, (edge,) * 3))
         if compile_ok:

@@ -56,6 +56,55 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "percentile", "lower": 0.5, "
 
 _REQUIRED = ("model", "factor", "spatial_dims", "normalization")
 
+#: in-place random fills that the weight initialisers (``torch.nn.init``, MONAI's ``icnr_init``) end in
+_RANDOM_FILLS = frozenset(
+    {
+        torch.Tensor.normal_,
+        torch.Tensor.uniform_,
+        torch.Tensor.bernoulli_,
+        torch.Tensor.random_,
+        torch.Tensor.exponential_,
+        torch.Tensor.cauchy_,
+        torch.Tensor.log_normal_,
+        torch.Tensor.geometric_,
+    }
+)
+
+
+class _NoRandomFillOnMeta(torch.overrides.TorchFunctionMode):
+    """Inside the block, a random fill of a ``meta`` tensor is a no-op (it returns the tensor, as the fill would).
+
+    Why: on a ``meta`` tensor ``normal_`` runs ``torch._refs.normal``, whose ``torch._compile`` wrapper imports
+    ``torch._dynamo``: building a shipped model's skeleton (MONAI's ``SubpixelUpsample`` ICNR-initialises with
+    ``kaiming_normal_``) took 1.05-1.16 s of CPU in a fresh process, 0.44-0.72 s without it (BENCHMARKS.md). A
+    meta tensor holds no values, so skipping the fill changes nothing but that. Hand-written because torch offers no
+    switch for it: ``torch.nn.utils.skip_init`` still runs the initialisers on ``meta``, and patching
+    ``torch.nn.init`` (and MONAI's imported copies) would be process-wide, while a torch-function mode is per thread:
+    a model built for training in another thread keeps its random initialisation.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _RANDOM_FILLS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def _holds_meta_tensor(model: nn.Module) -> bool:
+    """Whether any module of ``model`` keeps a ``meta`` tensor that ``to_empty`` does not move: a plain attribute,
+    or one inside a list, tuple or dict attribute (MONAI's ``GaussianFilter`` keeps its sigmas in a list)."""
+
+    def meta(value: Any, depth: int = 0) -> bool:
+        if isinstance(value, torch.Tensor):
+            return value.is_meta
+        if depth < 3 and isinstance(value, (list, tuple)):
+            return any(meta(v, depth + 1) for v in value)
+        if depth < 3 and isinstance(value, dict):
+            return any(meta(v, depth + 1) for v in value.values())
+        return False
+
+    return any(meta(v) for m in model.modules() for k, v in vars(m).items() if k not in ("_parameters", "_buffers"))
+
+
 #: model config keys that count repeated parts (each holds at least one tensor); list-valued keys count by length
 _COUNT_KEYS = frozenset({"n_blocks", "n_levels", "num_layers_d", "num_d"})
 
@@ -93,7 +142,7 @@ class Checkpoint:
 
         self._check_declared_size()
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), _NoRandomFillOnMeta():  # no initialisation: every weight comes from the file
                 skeleton = build_generator(self.metadata["model"])
         except (ConfigError, TypeError, ValueError) as exc:  # a config this medgan does not know, or a broken one
             raise CheckpointError(f"{self.path}: cannot build the stored model ({exc}); upgrade medgan?") from None
@@ -105,7 +154,16 @@ class Checkpoint:
                 f"({type(exc).__name__}; modified or corrupt file)"
             ) from None
         self._check_tensors_fit(skeleton.state_dict())
-        model = build_generator(self.metadata["model"])
+        # the skeleton's parameters and buffers get (uninitialised) CPU memory and the strict load fills every one of
+        # them: no second build with a random initialisation that the weights overwrite. A buffer outside the state
+        # dict (non-persistent) or a tensor kept as a plain attribute would stay unset, so such a network is built
+        # again for real
+        persistent = set(skeleton.state_dict())
+        names = {n for n, _ in skeleton.named_parameters()} | {n for n, _ in skeleton.named_buffers()}
+        if names <= persistent and not _holds_meta_tensor(skeleton):
+            model = skeleton.to_empty(device="cpu")
+        else:
+            model = build_generator(self.metadata["model"])
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -440,6 +498,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():  # "checkpoint file not found" for a folder that exists read as a typo
+        found = sorted(p.name for p in path.glob("*.safetensors") if p.is_file())[:3]
+        inside = f" (found: {', '.join(found)})" if found else " (it holds none)"
+        raise CheckpointError(f"{path}: is a folder; give the .safetensors checkpoint file inside it{inside}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
@@ -448,9 +510,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             # tensors only of a medgan checkpoint: a foreign (possibly multi-GB) file is refused by its header alone
             tensors = {k: fh.get_tensor(k) for k in fh.keys()} if header.get("format") == FORMAT else {}
     except Exception as exc:  # safetensors raises its own error types (and OSError) for foreign files
+        if path.name.startswith("state_") and path.suffix == ".pt":  # medgan.train.state's resume file
+            run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+            raise CheckpointError(
+                f"{path}: a training state (for resuming), not a model; rerun the same medgan train-sr (or "
+                f"train-cgan) CONFIG: it resumes from the newest state, finishes training and writes "
+                f"{run_dir / 'model.safetensors'}"
+            ) from None
         raise CheckpointError(
             f"{path}: not a medgan checkpoint (not a safetensors file: {type(exc).__name__}); "
-            "pickled .pt/.pth files are refused for safety — export the weights with medgan"
+            "pickled .pt/.pth files are refused for safety; give the model.safetensors that medgan train-sr / "
+            "train-cgan writes (from Python: medgan.infer.checkpoint.save_checkpoint)"
         ) from None
     fmt = header.get("format")
     if fmt != FORMAT:
