@@ -97,12 +97,13 @@ def test_a_failed_redo_removes_the_outputs_of_other_settings_and_keeps_those_of_
     assert {f: (out / f).read_bytes() for f in files(out)} == before
     assert main(args) == 0
     assert read_rows(out / "manifest.jsonl")[-1]["status"] == "skipped"
-    # other settings (a scalar condition this model does not take): failed, and the old settings' outputs go
-    labels.write_bytes(good)
-    os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert main([*args, "--scalar", "0.5"]) == 3
+    # other settings (another seed; the map still corrupt): failed, and the old settings' outputs go. (A condition
+    # the model does not take no longer makes a failed row: the run refuses it before anything is removed)
+    assert main([*args, "--seed", "1"]) == 3
     assert read_rows(out / "manifest.jsonl")[-1]["status"] == "failed"
     assert files(out) == []
+    labels.write_bytes(good)
+    os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert main(args) == 0  # the old settings again: redone, the same bytes
     assert {f: (out / f).read_bytes() for f in files(out)} == before
 

@@ -553,6 +553,9 @@ class Evaluation:
         """``(pred, ref, geometry)`` on one voxel grid: the reference cropped, the prediction resampled, or refused."""
         if _same_grid(pred, ref):
             return pred, ref, None
+        # a 2-D prediction of a 3-D reference: refused before resampling, which made it 2-D on a 2-D grid and then
+        # failed with the advice to pass the --resample just given
+        M.check_comparable(pred, ref)
         why_not = ""
         start = M.subgrid_offset(pred, ref)
         if start is not None:

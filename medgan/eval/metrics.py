@@ -287,15 +287,67 @@ def check_geometry(
     problem = grid_difference(pred, ref)
     if problem is None:
         return
+    check_comparable(pred, ref, pred_name=pred_name, ref_name=ref_name)  # no advice to resample what cannot be
+    pname, rname = _names(pred, ref, pred_name, ref_name)
+    what = problem.replace("the reference", rname, 1)
+    multiple = shape_multiple(pred, ref)
+    if multiple is not None:  # resampling would score the prediction against the wrong image: not advised
+        raise GeometryMismatchError(
+            f"{pname}: {what}; it has {multiple} times the voxels of {rname} along each axis: is {rname} the "
+            "low-resolution input? score the prediction against the high-resolution scan it was degraded from"
+        )
+    raise GeometryMismatchError(
+        f"{pname}: {what}; predictions must be on the reference grid ({advice or RESAMPLE_ADVICE})"
+        + (note or _geometry_hints(pred, ref))
+    )
+
+
+def _names(pred: Any, ref: Any, pred_name: str, ref_name: str) -> tuple[str, str]:
+    """How an error message names ``pred`` and ``ref`` (:func:`_describe`), told apart when they share a file."""
     (pname, pfile), (rname, rfile) = _describe(pred, pred_name), _describe(ref, ref_name)
     if pfile is not None and pname == rname:  # an upscaled scan keeps its source's file name: "x.nii ... x.nii"
         pname, rname = f"{pred_name} ({pname})", f"{ref_name} ({rname})"
     elif rname == rfile and rfile is not None and pfile == rfile:
         rname = f"{ref_name} ({rname})"
-    what = problem.replace("the reference", rname, 1)
+    return pname, rname
+
+
+def shape_multiple(pred: Any, ref: Any) -> tuple[int, ...] | None:
+    """``k`` when ``pred``'s spatial shape is ``k`` times ``ref``'s (integers >= 1, one above 1), else ``None``.
+
+    An upscaled scan scored against its own low-resolution input (given as the reference by mistake) has this
+    shape; resampling it onto that grid would score it against the wrong image.
+    """
+    if len(pred.shape) != len(ref.shape) or pred.shape[0] != ref.shape[0]:
+        return None
+    pairs = [(int(p), int(r)) for p, r in zip(pred.shape[1:], ref.shape[1:], strict=True)]
+    if any(r <= 0 or p % r for p, r in pairs):
+        return None
+    k = tuple(p // r for p, r in pairs)
+    return k if any(v > 1 for v in k) else None
+
+
+def check_comparable(pred: Any, ref: Any, *, pred_name: str = "prediction", ref_name: str = "reference") -> None:
+    """Raise :class:`~medgan.errors.GeometryMismatchError` when no resampling can put ``pred`` on ``ref``'s grid.
+
+    That is when their spatial dimensionality (a 2-D prediction, a 3-D reference) or their channel count differs:
+    resampling moves voxels within the axes a scan has; it adds or removes none. Checked before resampling
+    (``resample=True``, ``--resample``), whose advice these would otherwise get.
+    """
+    pshape, rshape = tuple(pred.shape), tuple(ref.shape)
+    pd, rd = len(pshape) - 1, len(rshape) - 1
+    if pd == rd and pshape[:1] == rshape[:1]:
+        return
+    pname, rname = _names(pred, ref, pred_name, ref_name)
+    rlabel = rname if rname.startswith(ref_name) else f"{ref_name} {rname}"
+    if pd != rd:
+        raise GeometryMismatchError(
+            f"{pname}: a {pd}-D {pred_name} (shape {pshape}) cannot be scored against the {rd}-D {rlabel} (shape "
+            f"{rshape}); resampling cannot add or remove an axis: score it against a {pd}-D {ref_name}"
+        )
     raise GeometryMismatchError(
-        f"{pname}: {what}; predictions must be on the reference grid ({advice or RESAMPLE_ADVICE})"
-        + (note or _geometry_hints(pred, ref))
+        f"{pname}: {pshape[0]} channel(s) (shape {pshape}) against {rshape[0]} of the {rlabel} (shape {rshape}); "
+        f"resampling does not change channels: score it against a {ref_name} with {pshape[0]} channel(s)"
     )
 
 

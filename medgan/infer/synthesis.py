@@ -338,6 +338,45 @@ class Synthesizer:
             raise CheckpointError(f"{self.path}: 'scalar_range' must be finite with low <= high, got {recorded!r}")
         return low, high
 
+    def check_condition(self, condition: Mapping[str, Any] | None, *, name: str = "label map") -> dict[str, Any]:
+        """Check the conditions of :meth:`generate` that do not depend on the label map; return them as a dict.
+
+        What :meth:`generate` checks first, for a caller that runs it on many maps (``medgan batch synthesize``
+        refuses a bad ``--class`` / ``--scalar`` once, before it plans or removes anything): a mapping with the
+        keys ``"class"`` / ``"scalar"`` only, the class the model needs (a known name or index, none for a model
+        without), and a given scalar (a model with one; numbers, finite, in :attr:`scalar_range`). Whether a
+        missing scalar may be filled in, and a per-slice sequence's length, depend on the map.
+
+        Parameters
+        ----------
+        condition
+            As :meth:`generate`'s ``condition``.
+        name
+            What the messages name (the label map, or the folder of maps).
+
+        Raises
+        ------
+        medgan.errors.MedganError
+            A condition :meth:`generate` would refuse whatever the label map.
+        """
+        if condition is not None and not isinstance(condition, Mapping):  # dict(0.5) raised a bare TypeError
+            raise MedganError(
+                f"condition must be a dict such as {{'scalar': 0.5}} or {{'class': 'name'}}, got {condition!r}"
+            )
+        condition = dict(condition or {})
+        unknown = sorted(set(condition) - {"class", "scalar"})
+        if unknown:
+            raise MedganError(f"unknown condition keys {unknown}; use 'class' and/or 'scalar'")
+        self._class_index(condition.get("class"), name)
+        scalar = condition.get("scalar")
+        if scalar is not None:
+            if not self.metadata["model"].get("scalar_condition", False):
+                raise MedganError(
+                    f"model {self.model_name!r} has no scalar condition; drop condition['scalar'] (--scalar)"
+                )
+            self._scalar_array(scalar)
+        return condition
+
     def _class_index(self, value: Any, name: str = "label map") -> int | None:
         num_classes = int(self.metadata["model"].get("num_classes", 0))
         if num_classes == 0:
@@ -369,8 +408,8 @@ class Synthesizer:
             raise MedganError(f"class index {idx} out of range 0..{num_classes - 1} for model {self.model_name!r}")
         return idx
 
-    def _scalar_values(self, value: Any, n_slices: int) -> tuple[torch.Tensor, float | list[float]]:
-        """Check a given scalar condition; return one value per slice and what the provenance records."""
+    def _scalar_array(self, value: Any) -> np.ndarray:
+        """A given scalar condition as float64 (0-D, or 1-D: one per slice), checked: numbers, finite, in range."""
         what = f"condition['scalar'] ({self.scalar_condition or 'scalar'} of model {self.model_name!r})"
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
@@ -381,10 +420,6 @@ class Synthesizer:
         if arr.dtype.kind not in "iuf" or arr.ndim > 1:
             raise MedganError(f"{what} must be a number or a 1-D sequence of numbers (one per slice), got {value!r}")
         arr = arr.astype(np.float64)
-        if arr.ndim == 1 and arr.size != n_slices:
-            raise MedganError(
-                f"{what} has {arr.size} values for {n_slices} slice(s); give one number, or one value per slice"
-            )
         if not np.isfinite(arr).all():
             raise MedganError(f"{what} must be finite, got {value!r}")
         if self.scalar_range is not None:
@@ -392,6 +427,16 @@ class Synthesizer:
             bad = arr[(arr < low) | (arr > high)]
             if bad.size:
                 raise MedganError(f"{what} must be in [{low:g}, {high:g}] (its training range), got {float(bad[0])!r}")
+        return arr
+
+    def _scalar_values(self, value: Any, n_slices: int) -> tuple[torch.Tensor, float | list[float]]:
+        """Check a given scalar condition; return one value per slice and what the provenance records."""
+        arr = self._scalar_array(value)
+        if arr.ndim == 1 and arr.size != n_slices:
+            what = f"condition['scalar'] ({self.scalar_condition or 'scalar'} of model {self.model_name!r})"
+            raise MedganError(
+                f"{what} has {arr.size} values for {n_slices} slice(s); give one number, or one value per slice"
+            )
         values = torch.as_tensor(arr, dtype=torch.float32).reshape(-1).expand(n_slices)
         record: float | list[float] = float(arr) if arr.ndim == 0 else [float(v) for v in arr]
         return values, record
@@ -536,14 +581,7 @@ class Synthesizer:
             raise MedganError(f"{name}: expected a (1, X, Y[, Z]) label map, got shape {tuple(labels.shape)}")
         if self.spatial_dims > n_spatial:
             raise MedganError(f"{name}: a {self.spatial_dims}-D model cannot generate from a 2-D label map")
-        if condition is not None and not isinstance(condition, Mapping):  # dict(0.5) raised a bare TypeError
-            raise MedganError(
-                f"condition must be a dict such as {{'scalar': 0.5}} or {{'class': 'name'}}, got {condition!r}"
-            )
-        condition = dict(condition or {})
-        unknown = sorted(set(condition) - {"class", "scalar"})
-        if unknown:
-            raise MedganError(f"unknown condition keys {unknown}; use 'class' and/or 'scalar'")
+        condition = self.check_condition(condition, name=name)
         if axis is not None:  # checked even where unused (a 2-D map, a 3-D model): axis=7 passed silently
             axis = _as_int(axis, "axis")
             if axis not in (0, 1, 2):
@@ -559,9 +597,7 @@ class Synthesizer:
         self._check_size(onehot.shape[2:], name, slicewise)
         class_index = self._class_index(condition.get("class"), name)
         has_scalar = bool(self.metadata["model"].get("scalar_condition", False))
-        scalar = condition.get("scalar")
-        if not has_scalar and scalar is not None:
-            raise MedganError(f"model {self.model_name!r} has no scalar condition; drop condition['scalar'] (--scalar)")
+        scalar = condition.get("scalar")  # check_condition refused one that a model without a scalar was given
         scalars: torch.Tensor | None = None
         scalar_record: float | list[float] | str | None = None
         if has_scalar and scalar is None:

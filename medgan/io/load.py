@@ -140,13 +140,22 @@ def _warn_if_part_of_a_series(path: Path, uid: str, ds: Any) -> None:
     )
 
 
+#: why an id that ``medgan info`` printed may not name a NIfTI scan here: a NIfTI file's id hashes its path relative
+#: to the folder discovered (:func:`medgan.io.discover.make_id`), so listing a parent folder gives it another id
+_NIFTI_ID_NOTE = (
+    "; a NIfTI file's id depends on the folder it was listed from (it hashes the file's path relative to that "
+    "folder): an id listed from a parent folder differs, use the id that medgan info prints for this folder"
+)
+
+
 def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
     usable = [r for r in refs if r.usable]
     if series is not None:
         matches = [r for r in refs if r.id == series] or [r for r in refs if r.series_uid == series]
         if not matches:
             known = ", ".join(_describe(r, folder) for r in usable) or "none"
-            raise ScanReadError(f"{folder}: no series {series!r} here (usable series: {known})")
+            note = _NIFTI_ID_NOTE if any(r.kind == "nifti" for r in refs) else ""
+            raise ScanReadError(f"{folder}: no series {series!r} here (usable series: {known}){note}")
         usable_matches = [r for r in matches if r.usable]
         if not usable_matches:
             return matches[0]  # load_ref raises with the reason
@@ -222,7 +231,9 @@ def _load(path: str | os.PathLike[str] | ScanRef, series: str | None, where: Pat
             return load_ref(_pick(path, discover_scans(path), series))
         if is_nifti_path(path):
             if series is not None and not _is_scan_id(path, series):
-                raise ScanReadError(f"{path}: a NIfTI file holds one scan; series={series!r} does not name it")
+                raise ScanReadError(
+                    f"{path}: a NIfTI file holds one scan; series={series!r} does not name it{_NIFTI_ID_NOTE}"
+                )
             return read_nifti(path)
         if path.suffix.lower() == ".hdr":  # discovery's reason (an Analyze pair), not the DICOM reader's "not DICOM"
             return load_ref(discover_scans(path)[0])

@@ -99,6 +99,12 @@ class RunLog:
         self._handler = handler
         return self
 
+    def to_file(self, logger: logging.Logger, level: int, msg: str, *args: object) -> None:
+        """Write one record to ``medgan.log`` only (a line the terminal already got in its own words, e.g. the
+        ``medgan batch: interrupted`` of :mod:`pipelines.cli`); nothing when the file is not attached."""
+        if self._handler is not None:
+            self._handler.handle(logger.makeRecord(logger.name, level, "(run log)", 0, msg, args, None))
+
     def __exit__(self, *exc: object) -> None:
         root = logging.getLogger()
         if self._handler is not None:

@@ -263,8 +263,8 @@ class _Run:
             log.warning("%s (%s): failed: %s", task.scan_id, task.input, written["error"])
         elif status == "unusable":
             log.info("%s (%s): unusable: %s", task.scan_id, task.input, written["error"])
-        elif status == "done":
-            log.info("%s: done in %s -> %s", task.scan_id, _took(written["seconds"]), task.outputs[:1])
+        elif status == "done":  # every output: naming the first of -n 2 read as if one file was written
+            log.info("%s: done in %s -> %s", task.scan_id, _took(written["seconds"]), _outputs_text(task.outputs))
         self.progress.update(status)
 
 
@@ -290,6 +290,13 @@ def _remove_output(out_root: Path, rel: str, scan_id: str, status: str) -> None:
         log.warning("%s: cannot remove the earlier output %s (%s)", scan_id, rel, exc.strerror or exc)
         return
     log.info("%s: removed the earlier output %s (%s)", scan_id, rel, why)
+
+
+def _outputs_text(outputs: Sequence[str]) -> str:
+    """A done row's outputs for the log: all of them, or ``"N outputs: first ... last"`` past 4."""
+    if len(outputs) <= 4:
+        return ", ".join(outputs) or "no outputs"
+    return f"{len(outputs)} outputs: {outputs[0]} ... {outputs[-1]}"
 
 
 def _took(seconds: Mapping[str, Any]) -> str:
@@ -327,7 +334,7 @@ def _execute(
     """
     key = settings_key(settings)
     earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
-    with _lock(out_root), RunLog(out_root, quiet=quiet):
+    with _lock(out_root), RunLog(out_root, quiet=quiet) as run_log:
         swept = sweep_temp_files(out_root)
         if swept:
             log.info("removed %d temporary file(s) left by an interrupted run", swept)
@@ -336,6 +343,7 @@ def _execute(
         for note in notes:  # scans left out before planning (inside OUT_ROOT through a link)
             log.warning("%s", note)
         with (
+            _log_interruption(job, out_root, run_log),
             Manifest(out_root / MANIFEST_JSONL) as manifest,
             Progress(len(tasks), desc=job, disable=quiet) as progress,
             _redirect_logging(quiet),
@@ -454,6 +462,25 @@ def _legacy_fingerprint(task: Task, roots: Mapping[str, Path | None]) -> list[li
                 path = Path(root) / path.relative_to(Path(root).absolute())
         typed.add(str(path))
     return [[path, *_stat(path)] for path in sorted(typed)]
+
+
+@contextlib.contextmanager
+def _log_interruption(job: str, out_root: Path, run_log: RunLog) -> Iterator[None]:
+    """Write a Ctrl-C (``KeyboardInterrupt``) into ``medgan.log`` while it is still attached, then let it go on: the
+    log stopped at the last finished scan. The terminal gets its one line from :mod:`pipelines.cli`
+    (``medgan batch: interrupted``), so the file only."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run_log.to_file(
+            log,
+            logging.WARNING,
+            "medgan batch %s interrupted (Ctrl-C): the finished scans are in %s (manifest.csv was not rewritten); "
+            "a rerun resumes",
+            job,
+            out_root / MANIFEST_JSONL,
+        )
+        raise
 
 
 @contextlib.contextmanager
@@ -862,6 +889,9 @@ def run_synthesize(
 
     synthesizer = Synthesizer.from_pretrained(model_text, device=device)
     condition = {k: v for k, v in (("class", condition_class), ("scalar", scalar)) if v is not None} or None
+    # the conditions the model refuses on any map, refused once here (exit 1) before anything is planned or
+    # removed: a --scalar typo made every map a failed row, and each failed redo removed that map's earlier outputs
+    synthesizer.check_condition(condition, name=str(typed_root))
     options = jobs.SynthesizeOptions(
         model=model_text,
         model_sha256=synthesizer.sha256,

@@ -176,9 +176,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def report(result, quiet: bool) -> int:
     """Print the one-line summary (unless quiet) and return the exit status."""
     if not quiet:
+        from pipelines.batch.runner import MANIFEST_CSV
+
         counts = result.counts
         parts = [f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "unusable") if counts[s]]
-        line = f"{sum(counts.values())} scan(s): {', '.join(parts) or 'none'}; manifest {result.manifest}"
+        # manifest.csv, the table of this run's rows, as the run's last log line names it (not manifest.jsonl)
+        table = result.manifest.with_name(MANIFEST_CSV)
+        line = f"{sum(counts.values())} scan(s): {', '.join(parts) or 'none'}; manifest {table}"
         if result.report.get("report.html"):
             line += f"; report {result.report['report.html']}"
         print(line)
