@@ -80,3 +80,23 @@ def test_a_voxel_beyond_the_receptive_radius_changes_nothing(sr2, t1):
 def test_given_windows_too_small_for_the_context_are_refused(sr2, t1):
     with pytest.raises(MedganError, match="at least 44 voxels"):
         sr2.upscale(t1[:, :, :, 80], roi_size=32)
+
+
+def test_a_model_of_another_factor_than_the_recorded_degradation_is_warned_about(t1, caplog):
+    """A through-plane x4 model on an isotropically x2-degraded scan ran without a word and made 4x4x1 mm voxels
+    (a CLI review); now it warns before the windows and says so in the provenance. The model of the recorded
+    factor is not warned about."""
+    from medgan.data.degrade import crop_to_multiple
+
+    hr = crop_to_multiple(t1[:, 60:100, 60:100, 60:100], 4)
+    low = medgan.degrade(hr, 2)  # meta["degradation"]["factor"] == [2, 2, 2]
+    tp = SuperResolver.from_pretrained("brain-mr-through-plane-x4", device="cpu")
+    with caplog.at_level("WARNING", logger="medgan.infer.superres"):
+        out = tp.upscale(low, axes=(0, 1, 2))
+    assert "records a degradation by (2, 2, 2)" in caplog.text and "(1, 1, 4)" in caplog.text
+    assert out.meta["medgan"]["factor_mismatch"] is True
+    assert any("(2, 2, 2)" in w for w in out.meta["medgan"]["warnings"])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medgan.infer.superres"):
+        same = SuperResolver.from_pretrained("brain-mr-x2-3d", device="cpu").upscale(low)
+    assert "records a degradation" not in caplog.text and "factor_mismatch" not in same.meta["medgan"]

@@ -30,7 +30,7 @@ import torch
 from monai.data import MetaTensor
 
 from medgan._version import __version__
-from medgan.data.degrade import put_back_non_finite, upsample_affine
+from medgan.data.degrade import parse_factor, put_back_non_finite, upsample_affine
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
@@ -810,7 +810,9 @@ class SuperResolver:
             When the scan's modality (``meta["modality"]``: DICOM Modality, medgan's NIfTI sidecar) and the one
             the model was trained on (checkpoint ``"modality"``) are both known and differ (``OT``, ``SEG`` and
             ``unknown`` never do), the provenance also has ``"modality_mismatch": True`` and a ``"warnings"`` list
-            saying so.
+            saying so; likewise ``"factor_mismatch": True`` when the scan records the factor it was degraded by
+            (``meta["degradation"]``, e.g. from :func:`medgan.degrade` or its NIfTI sidecar) and it is not the
+            factor the model upsamples by (a WARNING is logged before the windows run).
 
         Raises
         ------
@@ -898,6 +900,9 @@ class SuperResolver:
         mismatch = self._modality_mismatch(scan.meta)
         if mismatch is not None:  # not refused (it may be meant), but said: before the run, and in the provenance
             logger.warning("%s: %s", name, mismatch)
+        factor_mismatch = self._factor_mismatch(scan.meta, full_factor)
+        if factor_mismatch is not None:  # likewise: a through-plane x4 model on an isotropically degraded scan
+            logger.warning("%s: %s", name, factor_mismatch)
 
         if isinstance(roi_size, str):
             if roi_size not in ("fit", "checkpoint"):
@@ -964,7 +969,11 @@ class SuperResolver:
         }
         if mismatch is not None:  # the NIfTI sidecar shows it (the text names no input path: nothing identifying)
             provenance["modality_mismatch"] = True
-            provenance["warnings"] = [mismatch]
+        if factor_mismatch is not None:
+            provenance["factor_mismatch"] = True
+        warned = [w for w in (mismatch, factor_mismatch) if w is not None]
+        if warned:
+            provenance["warnings"] = warned
         if previous is not None:
             provenance["input"] = previous
         meta["medgan"] = provenance
@@ -982,6 +991,24 @@ class SuperResolver:
         return (
             f"the scan is {scan_mod} but {self.model_name} was trained on {model_mod}; "
             "its output is unlikely to be faithful"
+        )
+
+    def _factor_mismatch(self, meta: dict[str, Any], full_factor: Sequence[int]) -> str | None:
+        """Why the output will not be on the scan's source grid, or ``None``: the scan records the factor it was
+        degraded by (``meta["degradation"]["factor"]``: :func:`medgan.degrade`, its NIfTI sidecar) and the model
+        upsamples by another (``full_factor``, per scan axis)."""
+        record = meta.get("degradation")
+        if not isinstance(record, dict) or record.get("factor") is None:
+            return None
+        try:
+            recorded = parse_factor(record["factor"], len(full_factor))
+        except MedganError:  # a record this medgan cannot read says nothing either way
+            return None
+        if tuple(recorded) == tuple(full_factor):
+            return None
+        return (
+            f"the scan records a degradation by {tuple(recorded)} but {self.model_name} upsamples by "
+            f"{tuple(full_factor)}; its output is not on the source grid (pick the model of that factor)"
         )
 
     def _check_slice_axis(self, name: str, affine: np.ndarray, axes: Sequence[int] | None = None) -> None:
