@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from test_stats_review_t_ci import _Ev
+from test_stats_t_ci import _Ev
 
 from medgan.eval import stats as S
 

@@ -1,4 +1,4 @@
-"""Review 20 of the command line (``/tmp/review20/cli/REPORT.md``): batch runs, evaluation and error messages.
+"""The command line: batch runs, evaluation and error messages.
 
 3. ``batch synthesize`` with a ``--scalar`` / ``--class`` the model refuses failed every map, and each failed redo
    removed that map's earlier outputs: the condition is checked once, before anything is planned or removed.

@@ -1,4 +1,4 @@
-"""Review 20 of the synthetic-data side: 64-bit seeds, class names, real pairs on two grids, worker counts, the
+"""The synthetic-data side: 64-bit seeds, class names, real pairs on two grids, worker counts, the
 modality of a cached synthetic label, and the edge cases of ``medgan.eval.synthetic``."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_train_review_holdout import _config
+from test_train_holdout import _config
 
 from medgan.train.trainer import train_sr
 

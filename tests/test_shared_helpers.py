@@ -1,4 +1,4 @@
-"""Code-quality review 20: one factor parser, one method-name check, one spacing rule, one file hash.
+"""Shared helpers: one factor parser, one method-name check, one spacing rule, one file hash.
 
 Items 3, 5, 6, 7, 10 and 12 of the review: the behaviour changes (a recorded factor of 2.5 was truncated to 2 in
 evaluation; ``--factor 2x2`` was refused by the command line though the library reads it) and the shared helpers.

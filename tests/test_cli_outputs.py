@@ -1,4 +1,4 @@
-"""Review 20 of the command line (``/tmp/review20/cli/REPORT.md``): the one-scan commands' outputs.
+"""The command line: the one-scan commands' outputs.
 
 1. NIfTI outputs of ``upscale``, ``degrade``, ``convert`` and ``synthesize`` silently replaced existing files, the
    input scan itself included: an existing output now needs ``--overwrite``, and the input is never replaced.
