@@ -100,3 +100,52 @@ def test_a_model_of_another_factor_than_the_recorded_degradation_is_warned_about
     with caplog.at_level("WARNING", logger="medgan.infer.superres"):
         same = SuperResolver.from_pretrained("brain-mr-x2-3d", device="cpu").upscale(low)
     assert "records a degradation" not in caplog.text and "factor_mismatch" not in same.meta["medgan"]
+
+
+def test_full_context_makes_any_network_independent_of_the_layout(tmp_path):
+    """A network that reaches further than the shipped ones (random weights): with the default half-radius context
+    the layouts differed by about 5e-3 of the range; context="full" discards every prediction the window's edge can
+    reach, so they agree up to float rounding."""
+    from medgan.infer.checkpoint import load_checkpoint, save_checkpoint
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    cfg = {
+        "arch": "srresnet",
+        "spatial_dims": 3,
+        "channels": 8,
+        "n_blocks": 2,
+        "factor": 2,
+        "residual_interp": "linear",
+    }
+    net = build_generator(cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.06)
+    path = save_checkpoint(tmp_path / "m.safetensors", net, roi_size=[24, 24, 24])
+    x = torch.randn(1, 64, 64, 64, generator=torch.Generator().manual_seed(1)) * 100 + 300
+    sr = SuperResolver(load_checkpoint(path), device="cpu", precision="fp32", context="full")
+    assert sr.context == receptive_radius(sr.model, 3, 1)
+    one = sr.upscale(x, roi_size=(64, 64, 64))
+    for kw in ({"roi_size": "checkpoint"}, {"roi_size": (40, 40, 40), "overlap": 0.0}):
+        assert _worst(sr.upscale(x, **kw), one) <= 1e-6, kw
+    with pytest.raises(MedganError, match="context"):
+        SuperResolver(load_checkpoint(path), device="cpu", context="most")
+
+
+def test_the_receptive_radius_bounds_a_x3_network():
+    """x3: the convolutions after the upsampling reach 1/3 of an input voxel each; the sum is rounded up (17/3 was
+    reported as 5.67 while a voxel 6 away changed the output)."""
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    net = build_generator({"arch": "srresnet", "spatial_dims": 2, "channels": 8, "n_blocks": 1, "factor": 3}).eval()
+    (r, _) = receptive_radius(net, 2, 1)
+    assert isinstance(r, int)
+    x = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        base = net(x)
+        for dist in (r + 1, -(r + 1)):
+            y = x.clone()
+            y[0, 0, 20 + dist, 20] += 5.0
+            assert torch.equal(net(y)[0, 0, 60:63, 60:63], base[0, 0, 60:63, 60:63]), dist

@@ -87,12 +87,13 @@ _MAX_OVERLAP_WINDOWS_RATIO = 64
 _INTERP_RADIUS = {"nearest": 0, "linear": 1, "bilinear": 1, "trilinear": 1, "cubic": 2, "bicubic": 2}
 
 
-def receptive_radius(model: torch.nn.Module, spatial_dims: int, in_channels: int) -> tuple[float, ...]:
-    """How far (input voxels, per axis) an output voxel of ``model`` can see: its receptive-field radius.
+def receptive_radius(model: torch.nn.Module, spatial_dims: int, in_channels: int) -> tuple[int, ...]:
+    """How far (input voxels, per axis) an output voxel of ``model`` can see: its receptive-field radius, a bound.
 
     The convolutions' radii summed, each in input voxels: a convolution after the sub-pixel upsampling runs on a
     finer grid, so its radius counts ``1 / factor`` (found by running a small probe through the model and reading
-    each convolution's input size), plus the residual interpolation's footprint (``model.residual_interp``).
+    each convolution's input size), plus the residual interpolation's footprint (``model.residual_interp``),
+    rounded up: the fine-grid part reaches a whole number of input voxels (x3: 17/3 reaches 6, not 5.67).
     """
     probe_size = 8
     radius = [0.0] * spatial_dims
@@ -116,7 +117,7 @@ def receptive_radius(model: torch.nn.Module, spatial_dims: int, in_channels: int
         for h in hooks:
             h.remove()
     interp = _INTERP_RADIUS.get(str(getattr(model, "residual_interp", None)), 0)
-    return tuple(r + interp for r in radius)
+    return tuple(int(math.ceil(r - 1e-9)) + interp for r in radius)
 
 
 def _axis_starts(n: int, window: int, count: int) -> list[int]:
@@ -419,6 +420,15 @@ class SuperResolver:
         ``torch.compile`` the network: ``False`` (default), ``True`` (default mode) or a mode name
         (``"reduce-overhead"`` uses CUDA graphs, ``"max-autotune"``). Window batches are padded to one
         shape so that the compiled graph is reused. A compile failure falls back to eager (with a warning).
+    context
+        Input voxels next to a window's inner edge whose predictions :meth:`upscale` does not use (neighbouring
+        windows share twice that): ``"half"`` (default) half the network's receptive-field radius
+        (:func:`receptive_radius`), ``"full"`` all of it, or voxels (an int, or one per model axis). With
+        ``"full"`` the output does not depend on the window layout for any network (up to float rounding); with
+        ``"half"`` the shipped models' outputs agree across layouts within 2e-4 of the intensity range in fp32,
+        but another network may reach further (a randomly initialised one differed by 4.7e-3). ``"full"`` costs
+        windows that share twice the voxels: a 3-D scan that needs several CPU windows runs about 4x the voxels
+        twice.
 
     Attributes
     ----------
@@ -432,9 +442,9 @@ class SuperResolver:
     roi_size : tuple of int
         Sliding-window size in input voxels (per model axis).
     context : tuple of int
-        Input voxels (per model axis) next to a window's inner edge whose predictions :meth:`upscale` does not use:
-        half the network's receptive-field radius (:func:`receptive_radius`). Beyond it a crop's predictions
-        matched the whole scan's within 1.1e-4 of the normalised range on the shipped models.
+        Input voxels (per model axis) next to a window's inner edge whose predictions :meth:`upscale` does not use
+        (the ``context`` option). At half the receptive radius a crop's predictions matched the whole scan's within
+        1.1e-4 of the normalised range on the shipped models.
     metadata : dict
         The checkpoint metadata.
     precision : str
@@ -449,6 +459,7 @@ class SuperResolver:
         precision: str = "auto",
         channels_last: bool | None = None,
         compile: bool | str = False,
+        context: str | int | Sequence[int] = "half",
     ) -> None:
         checkpoint = as_checkpoint(checkpoint, task="super-resolution")
         meta = checkpoint.metadata
@@ -497,13 +508,11 @@ class SuperResolver:
             self._net = torch.compile(self.model, mode=self.compile_mode, dynamic=False)
         self._auto_batch: dict[tuple[int, ...], int] = {}
         self._window_mem: dict[tuple[int, ...], float] = {}
-        # predictions this close to a window's inner edge are not used (see _stitched_windows): half the receptive
-        # radius. Beyond it a crop's prediction and the whole scan's differed by at most 1.1e-4 of the normalised
-        # range for the shipped models (fp32, MNI T1; 5e-2 to 1.8e-1 at the edge itself), against 6e-8 at the full
-        # radius, which would cost 3-D windows far more voxels computed twice
-        self.context = tuple(
-            int(math.ceil(r / 2)) for r in receptive_radius(self.model, self.spatial_dims, self.in_channels)
-        )
+        # predictions this close to a window's inner edge are not used (see _stitched_windows). "half" the receptive
+        # radius by default: beyond it a crop's prediction and the whole scan's differed by at most 1.1e-4 of the
+        # normalised range for the shipped models (fp32, MNI T1; 5e-2 to 1.8e-1 at the edge itself), against 6e-8 at
+        # the full radius, which makes 3-D windows on a CPU compute about 4x the voxels twice
+        self.context = self._context(context)
 
     @classmethod
     def from_pretrained(
@@ -535,6 +544,22 @@ class SuperResolver:
             An unknown device, a device type other than CPU or CUDA, or CUDA on a machine without it.
         """
         return cls(load_checkpoint(resolve_model_path(name_or_path, task="super-resolution")), device=device, **kwargs)
+
+    def _context(self, context: str | int | Sequence[int]) -> tuple[int, ...]:
+        """The ``context`` option as input voxels per model axis."""
+        if isinstance(context, str):
+            if context not in ("half", "full"):
+                raise MedganError(f"context must be 'half', 'full' or voxels per axis, got {context!r}")
+            radius = receptive_radius(self.model, self.spatial_dims, self.in_channels)
+            return tuple(int(math.ceil(r / 2)) if context == "half" else int(r) for r in radius)
+        values = [context] * self.spatial_dims if np.isscalar(context) else list(context)
+        if len(values) != self.spatial_dims or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in values
+        ):
+            raise MedganError(
+                f"context must be 'half', 'full' or {self.spatial_dims} non-negative ints (voxels), got {context!r}"
+            )
+        return tuple(int(v) for v in values)
 
     def __repr__(self) -> str:
         return (
@@ -798,7 +823,7 @@ class SuperResolver:
             refused below four times the context along an axis that needs several windows). Windows are stitched,
             not blended (see Notes), so the layout changes only speed and memory: outputs of different layouts
             agree within 2e-4 of the intensity range in fp32 on the shipped models (bf16 rounds windows of other shapes
-            differently: within 0.2 %).
+            differently: within 0.2 %); ``context="full"`` makes that hold for any network.
 
         Returns
         -------

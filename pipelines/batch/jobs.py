@@ -80,7 +80,8 @@ class UpscaleOptions:
     windows
         Sliding-window layout, one of :data:`pipelines.batch.spec.WINDOW_LAYOUTS`: ``"fit"`` (default: the
         fewest, largest windows that tile the scan, ``roi_size="fit"``; faster) or ``"checkpoint"`` (the
-        checkpoint's windows, ``roi_size=None``; the same output within rounding: windows are stitched). See
+        checkpoint's windows, ``roi_size=None``; for the shipped models the same output within rounding: windows are
+        stitched). See
         :func:`window_roi_size`.
     precision
         :class:`medgan.SuperResolver` ``precision``: ``"auto"`` (bf16 where the hardware has it natively),

@@ -108,7 +108,7 @@ def add_windows_option(parser: argparse.ArgumentParser) -> None:
         help=(
             "sliding-window layout: fit (default: the fewest, largest windows that tile the scan, neighbours "
             "sharing --overlap x the model's window; faster) or checkpoint (the model's own windows; the same "
-            "output within rounding, as windows are stitched, not blended)"
+            "output within rounding for the shipped models, as windows are stitched, not blended)"
         ),
     )
 

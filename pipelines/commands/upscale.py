@@ -24,7 +24,8 @@ as they stand) applies to every scan of a tree, as
 
 By default (``--windows fit``) the scan is upscaled with the fewest, largest sliding windows that tile it
 (``roi_size="fit"`` of :meth:`medgan.SuperResolver.upscale`); ``--windows checkpoint`` uses the checkpoint's
-smaller windows instead (slower; the same output within rounding, as windows are stitched, not blended).
+smaller windows instead (slower; for the shipped models the same output within rounding, as windows are stitched,
+not blended).
 """
 
 from __future__ import annotations
