@@ -135,6 +135,26 @@ def test_synthesize_refuses_an_existing_out_and_never_replaces_the_labels(tmp_pa
     assert json.loads((tmp_path / "s_001.json").read_text())["synthetic"] is True
 
 
+def test_synthesize_overwrite_replaces_a_dicom_labels_out_folder(tmp_path, tiny_syn):
+    """--overwrite passed the checks for an existing DICOM --labels-out folder, but the label map was saved without
+    it: the run generated everything and then failed (exit 1, the image not written either)."""
+    labels = mni_label_map(tmp_path / "labels.nii.gz", BOX)
+    base = ["synthesize", "--model", tiny_syn, "--labels", labels, "--out", tmp_path / "img.nii.gz"]
+    assert _run([*base, "--labels-out", tmp_path / "lab_dcm", "--seed", "1"]) == 0
+    assert _run([*base, "--labels-out", tmp_path / "lab_dcm", "--seed", "2", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "img.json").read_text())["seed"] == 2
+
+
+def test_an_upper_case_twin_keeps_its_sidecar(tmp_path, capsys):
+    """C.NII beside C.NII.GZ shares C.json: refused without --overwrite, as c.nii beside c.nii.gz is (the twin was
+    looked up in lower case only, and C.json was replaced: C.NII.GZ lost its provenance)."""
+    scan = _crop(tmp_path / "scan.nii.gz")
+    assert _run(["degrade", scan, tmp_path / "C.NII.GZ", "--factor", "2"]) == 0
+    sidecar = (tmp_path / "C.json").read_bytes()
+    assert _run(["degrade", scan, tmp_path / "C.NII", "--factor", "4"]) == EXIT_FAILED
+    assert "provenance" in capsys.readouterr().err and (tmp_path / "C.json").read_bytes() == sidecar
+
+
 # ------------------------------------------------------------------ 2: folder trees
 
 

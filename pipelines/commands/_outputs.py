@@ -84,6 +84,20 @@ def _twin(path: Path) -> Path | None:
     return path.with_name(stem + other) if other else None
 
 
+def _existing_twin(path: Path) -> Path | None:
+    """The existing file of :func:`_twin`'s name, whatever the case of its letters (``C.NII`` beside ``C.NII.GZ``
+    shares ``C.json`` too), or ``None``."""
+    twin = _twin(path)
+    if twin is None:
+        return None
+    if twin.exists():
+        return twin
+    try:
+        return next((p for p in path.parent.iterdir() if p.name.lower() == twin.name.lower()), None)
+    except OSError:
+        return None
+
+
 def check_outputs(
     outputs: Sequence[str | os.PathLike[str]],
     *,
@@ -157,8 +171,8 @@ def check_outputs(
             if not overwrite:
                 if path.exists() or path.is_symlink():
                     raise MedganError(f"{path}: exists; choose another output name or pass --overwrite to replace it")
-                twin, sidecar = _twin(path), nifti_sidecar_path(path)
-                if twin is not None and twin.exists() and sidecar.exists():
+                twin, sidecar = _existing_twin(path), nifti_sidecar_path(path)
+                if twin is not None and sidecar.exists():
                     raise MedganError(
                         f"{path}: its sidecar {sidecar.name} is that of {twin}, which would lose its provenance; "
                         "choose another output name or pass --overwrite"

@@ -109,16 +109,17 @@ def run(args: argparse.Namespace) -> int:
     if args.labels_out:
         if labels.meta.get("labels") is None:  # its values were read as the model's labels: say so in the file
             labels.meta["labels"] = {str(k): v for k, v in synth.labels.items()}
-        save_scan(labels, args.labels_out)  # its sidecar keeps meta["labels"] (label value -> name)
+        # its sidecar keeps meta["labels"] (label value -> name); --overwrite was checked for it with the images
+        save_scan(labels, args.labels_out, overwrite=args.overwrite)
     if args.n == 1 or args.stack:
-        written = [save_scan(images, out)]
+        written = [save_scan(images, out, overwrite=args.overwrite)]
     else:
         written = []
         for i, target in enumerate(targets):
             meta = {k: v for k, v in images.meta.items() if k not in ("affine", "original_affine", "spacing")}
             meta["medgan"] = {**images.meta["medgan"], "sample_index": i}
             sample = make_scan(images.as_tensor()[i : i + 1], np.asarray(images.affine, dtype=np.float64), meta)
-            written.append(save_scan(sample, target))
+            written.append(save_scan(sample, target, overwrite=args.overwrite))
     # name every file (the first and the last of a long run): naming only the first read as if one file was written
     names = ", ".join(p.name for p in written) if len(written) <= 3 else f"{written[0].name} ... {written[-1].name}"
     logger.info("wrote %d synthetic file(s) (seed %d) with %s: %s", len(written), seed, synth, names)
