@@ -105,6 +105,9 @@ DICOM_META_KEYS = (
     "PatientPosition",
     "Laterality",
     "RepetitionTime",  # ms; save_scan writes it as a 4-D NIfTI's volume step (pixdim[4], seconds)
+    # MONOCHROME1 / MONOCHROME2 of a greyscale series (dropped for colour): the stored values are kept either way, so
+    # MONOCHROME1 (displayed inverted) must travel with them; derived DICOM writes it back (dicom_write)
+    "PhotometricInterpretation",
 )
 
 #: Positions closer than this (mm, along the slice normal) are the same slice.
@@ -561,6 +564,10 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     )
     check_total(source, shape)
     strings = _meta_strings(first)
+    strings.pop("PhotometricInterpretation", None)
+    photometric = _grey_photometric(source, headers) if samples == 1 else None
+    if photometric is not None:
+        strings["PhotometricInterpretation"] = photometric
     return DicomSeriesPlan(
         source=source,
         shape=shape,
@@ -578,6 +585,27 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         provenance=provenance_of(marker),
         records=records_of(marker),
     )
+
+
+def _grey_photometric(source: str, headers: list[pydicom.Dataset]) -> str | None:
+    """The one PhotometricInterpretation (MONOCHROME1 / MONOCHROME2) of a greyscale series' files; None when the
+    first file states neither.
+
+    The stored values are read as they are for both (as the reference conversions do), so a series mixing the two
+    would hold images of opposite display polarity in one volume: refused, as mixed samples per pixel are.
+    """
+    values = [str(header_value(ds, "PhotometricInterpretation", text=True) or "").strip().upper() for ds in headers]
+    if "MONOCHROME1" in values and len(set(values)) > 1:
+        other = next(v for v in values if v != "MONOCHROME1")
+        i1, i2 = values.index("MONOCHROME1"), values.index(other)
+        raise _geometry_error(
+            source,
+            f"mixed PhotometricInterpretation: {values.count('MONOCHROME1')} file(s) MONOCHROME1 (e.g. "
+            f"{getattr(headers[i1], 'filename', i1)}) and {len(values) - values.count('MONOCHROME1')} "
+            f"{other or 'without one'} (e.g. {getattr(headers[i2], 'filename', i2)}); their grey scales display "
+            "inverted to each other, so these images do not form one volume: split them into separate series",
+        )
+    return values[0] if values[0] in ("MONOCHROME1", "MONOCHROME2") else None
 
 
 def _time_points(table: Any, planes: np.ndarray) -> bool:

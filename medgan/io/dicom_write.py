@@ -221,6 +221,8 @@ def write_dicom_series(
         The scan this one derives from (loaded from DICOM): its ``meta["dicom"]`` supplies
         the patient, study and frame-of-reference attributes. Without it, new study and
         frame-of-reference UIDs are generated and the patient attributes are left empty.
+        PhotometricInterpretation is MONOCHROME1 when ``meta["dicom"]`` of the scan (or, for a scan without one,
+        of the reference) says so, else MONOCHROME2 (see :func:`_photometric`).
     overwrite
         Replace a non-empty existing ``folder``.
     description
@@ -262,6 +264,7 @@ def write_dicom_series(
     ref_meta = dict(getattr(reference, "meta", {}) or {}) if reference is not None else {}
     ref_dicom = {k: v for k, v in dict(ref_meta.get("dicom") or {}).items() if v is not None}
     base = _base_dataset(meta, ref_meta, ref_dicom, description)
+    photometric = _photometric(meta, ref_dicom)
     layout = SeriesLayout(
         volume=data.ndim == 4,
         against_normal=not geom.along_normal,
@@ -290,7 +293,7 @@ def write_dicom_series(
             ds.SpacingBetweenSlices = _ds(geom.slice_step)
             ds.Rows, ds.Columns = int(vol.shape[1]), int(vol.shape[0])
             ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.PhotometricInterpretation = photometric
             ds.BitsAllocated = 16
             ds.BitsStored = 16
             ds.HighBit = 15
@@ -313,6 +316,20 @@ def write_dicom_series(
             _encode_slice(ds, tmp / f"IM{k + 1:0{width}d}.dcm")
     logger.debug("wrote %d DICOM slices to %s", vol.shape[2], folder)
     return folder
+
+
+def _photometric(meta: dict[str, Any], ref_dicom: dict[str, Any]) -> str:
+    """PhotometricInterpretation of the derived series: ``MONOCHROME1`` when the DICOM series the scan was read from
+    was (its values are that series' stored values, which MONOCHROME1 displays inverted), or, for a scan not read
+    from DICOM (no ``meta["dicom"]``), when the reference was; else ``MONOCHROME2``.
+
+    The window (centre/width of the full value range) needs no change: the VOI LUT applies to the rescaled values
+    before MONOCHROME1's inversion for display.
+    """
+    own = meta.get("dicom")
+    source = own if isinstance(own, dict) else ref_dicom
+    value = str(source.get("PhotometricInterpretation") or "").strip().upper()
+    return "MONOCHROME1" if value == "MONOCHROME1" else "MONOCHROME2"
 
 
 def _base_dataset(
