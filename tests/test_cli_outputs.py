@@ -261,3 +261,17 @@ def test_the_library_says_a_parent_that_is_a_file_is_a_file(tmp_path):
             medgan.save_scan(scan, target, **({"format": "dicom"} if target.suffix == "" else {}))
     with pytest.raises(MedganError, match="does not exist"):
         medgan.save_scan(scan, tmp_path / "missing" / "out.nii.gz")
+
+
+def test_an_output_name_of_another_format_is_refused_before_any_work(tmp_path, tiny_sr, monkeypatch, capsys):
+    """out.mha passed the early output checks (they copied save_scan's name rules but not this one) and failed
+    only after the whole upscale; both now use medgan.io.save.output_kind."""
+    import medgan
+
+    def boom(*args, **kwargs):
+        raise AssertionError("loaded or computed before checking the output")
+
+    scan = _crop(tmp_path / "scan.nii.gz")
+    monkeypatch.setattr(medgan, "load_scan", boom)
+    assert _run(["upscale", scan, tmp_path / "out.mha", "--model", tiny_sr]) == EXIT_FAILED
+    assert "another format" in capsys.readouterr().err and not (tmp_path / "out.mha").exists()

@@ -36,10 +36,15 @@ __all__ = [
 
 
 def parent_problem(path: str | os.PathLike[str]) -> str:
-    """Why ``path``'s parent folder cannot hold it, for an error message: ``"is a file, not a folder"`` or
-    ``"does not exist"`` (the message said the latter for a parent that was a file)."""
+    """Why ``path``'s parent folder cannot hold it, for an error message: ``"is a file, not a folder"``,
+    ``"does not exist"``, or ``"does not exist (F is a file, not a folder)"`` when a folder above it is a file."""
     parent = Path(path).parent
-    return "is a file, not a folder" if parent.exists() and not parent.is_dir() else "does not exist"
+    if parent.exists() and not parent.is_dir():
+        return "is a file, not a folder"
+    ancestor = next((p for p in parent.parents if p.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        return f"does not exist ({ancestor} is a file, not a folder)"
+    return "does not exist"
 
 
 def temp_sibling(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Path:

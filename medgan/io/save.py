@@ -37,7 +37,7 @@ from medgan.io.nifti import (
 )
 from medgan.io.scan import ScanLike, in_ras_space, ras_affine, scan_array, spacing_from_affine
 
-__all__ = ["save_scan", "write_nifti", "nifti_sidecar_path"]
+__all__ = ["save_scan", "output_kind", "write_nifti", "nifti_sidecar_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,21 +120,8 @@ def save_scan(
     path = Path(path)
     # a MONAI scan whose affine maps to LPS+ (meta["space"] == "LPS") would otherwise be written mirrored
     scan = in_ras_space(scan)
-    fmt = (format or ("nifti" if _is_nifti(path) else "dicom")).lower()
-    if fmt not in ("nifti", "dicom"):
-        raise MedganError(f"{path}: unknown output format {format!r}; use 'nifti' or 'dicom'")
-    if fmt == "nifti":
-        if not _is_nifti(path):
-            raise MedganError(f"{path}: a NIfTI output file name must end in .nii or .nii.gz")
+    if output_kind(path, format) == "nifti":
         return write_nifti(scan, path, dtype=dtype)
-    if _is_nifti(path):
-        raise MedganError(f"{path}: DICOM output needs a folder name, not a .nii/.nii.gz file name")
-    if format is None and path.name.lower().endswith(_FOREIGN_FILE_SUFFIXES):
-        # a file name of another format (or a mistyped .nii.gz) would silently become a DICOM folder of that name
-        raise MedganError(
-            f"{path}: medgan writes NIfTI (a .nii or .nii.gz file name) or a DICOM series (a folder name); "
-            "this looks like a file name of another format"
-        )
     if not path.parent.is_dir():
         raise MedganError(f"{path}: the parent folder {path.parent} {parent_problem(path)}")
     try:
@@ -402,6 +389,32 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
         raise MedganError(f"{path}: cannot write NIfTI file ({exc.strerror or exc})") from exc
     logger.debug("wrote NIfTI %s", path.name)
     return path
+
+
+def output_kind(path: str | os.PathLike[str], format: str | None = None) -> str:  # noqa: A002 - save_scan's name
+    """``"nifti"`` or ``"dicom"``: what :func:`save_scan` writes to ``path`` (``format``, else the name's suffix).
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        An unknown ``format``; a NIfTI output not named ``.nii`` / ``.nii.gz``; a DICOM output with a NIfTI name;
+        without ``format``, a file name of another format (``.mha``, ``.png``, a mistyped ``.nii.gz``, ...), which
+        would silently become a DICOM folder of that name.
+    """
+    path = Path(path)
+    fmt = (format or ("nifti" if _is_nifti(path) else "dicom")).lower()
+    if fmt not in ("nifti", "dicom"):
+        raise MedganError(f"{path}: unknown output format {format!r}; use 'nifti' or 'dicom'")
+    if fmt == "nifti" and not _is_nifti(path):
+        raise MedganError(f"{path}: a NIfTI output file name must end in .nii or .nii.gz")
+    if fmt == "dicom" and _is_nifti(path):
+        raise MedganError(f"{path}: DICOM output needs a folder name, not a .nii/.nii.gz file name")
+    if fmt == "dicom" and format is None and path.name.lower().endswith(_FOREIGN_FILE_SUFFIXES):
+        raise MedganError(
+            f"{path}: medgan writes NIfTI (a .nii or .nii.gz file name) or a DICOM series (a folder name); "
+            "this looks like a file name of another format"
+        )
+    return fmt
 
 
 def _warn_if_taken(path: Path) -> None:

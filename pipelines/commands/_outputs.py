@@ -20,14 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["check_outputs", "output_format"]
-
-
-def output_format(path: str | os.PathLike[str], fmt: str | None) -> str:
-    """``"nifti"`` or ``"dicom"``: ``fmt`` when given, else what ``path``'s name says (as ``medgan.save_scan``)."""
-    from medgan.io.nifti import is_nifti_path
-
-    return (fmt or ("nifti" if is_nifti_path(path) else "dicom")).lower()
+__all__ = ["check_outputs"]
 
 
 def _files_of(path: Path, fmt: str) -> list[Path]:
@@ -56,16 +49,11 @@ def _inside(path: Path, folder: Path) -> bool:
 def _check_folder(path: Path) -> None:
     """``path``'s parent exists, is a folder and takes a new file (created and removed again)."""
     from medgan.errors import MedganError
-    from medgan.io.atomic import temp_sibling
+    from medgan.io.atomic import parent_problem, temp_sibling
 
     parent = path.parent
     if not parent.is_dir():
-        if parent.exists():
-            raise MedganError(f"{path}: {parent} is a file, not a folder; choose an output inside a folder")
-        ancestor = next((p for p in parent.parents if p.exists()), None)
-        if ancestor is not None and not ancestor.is_dir():
-            raise MedganError(f"{path}: the parent folder {parent} does not exist ({ancestor} is a file, not a folder)")
-        raise MedganError(f"{path}: the parent folder {parent} does not exist")
+        raise MedganError(f"{path}: the parent folder {parent} {parent_problem(path)}")
     probe = temp_sibling(path)
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -131,17 +119,14 @@ def check_outputs(
         with the output's name.
     """
     from medgan.errors import MedganError
-    from medgan.io.nifti import is_nifti_path, nifti_sidecar_path
+    from medgan.io.nifti import nifti_sidecar_path
+    from medgan.io.save import output_kind
 
     paths = [Path(o) for o in outputs]
     sources = [Path(i) for i in inputs]
     claimed: list[tuple[Path, Path]] = []  # (file, the output it belongs to)
     for path in paths:
-        kind = output_format(path, fmt)
-        if kind == "nifti" and not is_nifti_path(path):
-            raise MedganError(f"{path}: a NIfTI output file name must end in .nii or .nii.gz")
-        if kind == "dicom" and is_nifti_path(path):
-            raise MedganError(f"{path}: DICOM output needs a folder name, not a .nii/.nii.gz file name")
+        kind = output_kind(path, fmt)  # save_scan's own name rules, before any work
         for source in sources:  # always refused: --overwrite would destroy the input
             source_files = _files_of(source, "file") if source.is_file() else [source]
             for mine in _files_of(path, kind):
