@@ -1,13 +1,12 @@
 """Shared helpers: one factor parser, one method-name check, one spacing rule, one file hash.
 
-Items 3, 5, 6, 7, 10 and 12 of the review: the behaviour changes (a recorded factor of 2.5 was truncated to 2 in
-evaluation; ``--factor 2x2`` was refused by the command line though the library reads it) and the shared helpers.
+The behaviour changes that sharing them brought (a recorded factor of 2.5 was truncated to 2 in evaluation;
+``--factor 2x2`` was refused by the command line though the library reads it) and the shared helpers themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 
 import nibabel as nib
 import numpy as np
@@ -138,25 +137,6 @@ def test_spacing_from_affine_is_the_column_norms():
     assert spacing_from_affine(affine) == pytest.approx((0.9, 1.1, 2.5))
     assert spacing_from_affine(img.affine) == pytest.approx(tuple(img.header.get_zooms()[:3]))
     assert spacing_from_affine(np.diag([0.5, 2.0, 1.0])) == pytest.approx((0.5, 2.0))  # a 2-D image's 3x3
-
-
-def test_ignored_parameters_and_dead_helpers_are_gone():
-    from medgan.eval.compare import Evaluation
-    from medgan.eval.report import build_document, write_report
-    from pipelines.batch import manifest
-
-    for fn in (Evaluation.tables, build_document, write_report):
-        assert "n_resamples" not in inspect.signature(fn).parameters
-    assert not hasattr(manifest, "latest_rows") and not hasattr(manifest, "last_done")
-
-
-def test_scan_like_is_the_documented_scan_argument_type():
-    from medgan.infer.detect import detect_synthetic
-    from medgan.io.save import save_scan
-
-    assert inspect.signature(save_scan).parameters["scan"].annotation == "ScanLike"
-    assert inspect.signature(detect_synthetic).parameters["scan"].annotation == "ScanLike | str | os.PathLike[str]"
-    assert inspect.signature(medgan.evaluate).parameters["lr"].annotation.startswith("ScanLike | str")
 
 
 def test_one_file_sha256_for_checkpoints_and_batch_outputs(small_t1, tmp_path):

@@ -40,15 +40,15 @@ def test_the_2d_model_gives_the_same_slice_whatever_the_windows(sr2, t1):
     x = t1[:, :, :, 80]
     one = sr2.upscale(x, roi_size=tuple(x.shape[1:]))
     for kw in ({"roi_size": "checkpoint"}, {"roi_size": "checkpoint", "overlap": 0.0}, {"roi_size": 64}):
-        assert _worst(sr2.upscale(x, **kw), one) <= 1e-3, kw
+        assert _worst(sr2.upscale(x, **kw), one) <= 2e-4, kw
 
 
 def test_the_3d_model_gives_the_same_volume_whatever_the_windows(t1):
     sr = SuperResolver.from_pretrained("brain-mr-x2-3d", device="cpu", precision="fp32")
     x = t1[:, 40:100, 50:110, 50:106]
     one = sr.upscale(x, roi_size=tuple(x.shape[1:]))
-    assert _worst(sr.upscale(x, roi_size=(44, 60, 56)), one) <= 1e-3  # two windows along X
-    assert _worst(sr.upscale(x, roi_size="checkpoint", overlap=0.0), one) <= 1e-3  # 48^3: 2 x 2 x 2
+    assert _worst(sr.upscale(x, roi_size=(44, 60, 56)), one) <= 2e-4  # two windows along X
+    assert _worst(sr.upscale(x, roi_size="checkpoint", overlap=0.0), one) <= 2e-4  # 48^3: 2 x 2 x 2
 
 
 def test_the_context_is_half_the_receptive_radius():
@@ -84,7 +84,7 @@ def test_given_windows_too_small_for_the_context_are_refused(sr2, t1):
 
 def test_a_model_of_another_factor_than_the_recorded_degradation_is_warned_about(t1, caplog):
     """A through-plane x4 model on an isotropically x2-degraded scan ran without a word and made 4x4x1 mm voxels
-    (a CLI review); now it warns before the windows and says so in the provenance. The model of the recorded
+    although the scan records (2, 2, 2); now it warns before the windows and says so in the provenance. The model of the recorded
     factor is not warned about."""
     from medgan.data.degrade import crop_to_multiple
 

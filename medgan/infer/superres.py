@@ -816,8 +816,9 @@ class SuperResolver:
             The sliding-window layout. ``"fit"`` (default): the fewest, largest windows that tile the scan (as
             large as a quarter of the free GPU memory allows; on the CPU 4 checkpoint windows' voxels, or more for
             networks with few feature maps), neighbours sharing ``overlap`` times the checkpoint window, so that
-            far fewer voxels are computed twice (1.4-2.5x faster than the checkpoint's windows on a CPU and about
-            2x on a GPU; ``benchmarks/window_layouts.py`` and ``BENCHMARKS.md``); a scan that fits in one window is
+            far fewer voxels are computed twice (2.2-5.4x faster than the checkpoint's windows on a 2-core CPU, and
+            about 2x on a GPU before windows were stitched; ``benchmarks/window_layouts.py`` and ``BENCHMARKS.md``);
+            a scan that fits in one window is
             upscaled in one pass. ``"checkpoint"`` or ``None``: the checkpoint's window size, grown to four times
             :attr:`context` where smaller. Or a window size in input voxels per model axis (an int for all axes;
             refused below four times the context along an axis that needs several windows). Windows are stitched,
