@@ -70,3 +70,22 @@ def test_batch_evaluate_does_not_put_the_other_files_degradation_back(scan, tmp_
     assert "degradation" not in back.meta and "medgan" not in back.meta
     own = next(r for r in medgan.discover_scans(tmp_path) if r.paths[0].name == "d.nii")
     assert _with_sidecar(medgan.load_scan(own.paths[0]), own).meta["degradation"]["method"] == "thick_slice"
+
+
+def test_one_rule_for_whose_sidecar_it_is(scan, tmp_path):
+    """medgan.io.nifti.sidecar_taken_by, used by save_scan's warning and by the command line's refusal: the file a
+    sidecar names (any letter case), or for a sidecar that names none (an earlier version's) the existing twin."""
+    from medgan.io.nifti import sidecar_taken_by
+
+    medgan.save_scan(scan, tmp_path / "C.NII.GZ")
+    assert sidecar_taken_by(tmp_path / "C.NII") == tmp_path / "C.NII.GZ"
+    assert sidecar_taken_by(tmp_path / "C.NII.GZ") is None  # its own
+    assert sidecar_taken_by(tmp_path / "d.nii") is None  # no sidecar
+    medgan.save_scan(scan, tmp_path / "old.nii.gz")
+    side = tmp_path / "old.json"
+    data = json.loads(side.read_text())
+    data.pop("image_file")
+    side.write_text(json.dumps(data))  # as an earlier version wrote it
+    assert sidecar_taken_by(tmp_path / "old.nii") == tmp_path / "old.nii.gz"
+    side.write_text("{not json")
+    assert sidecar_taken_by(tmp_path / "old.nii") is None

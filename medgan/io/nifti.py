@@ -68,6 +68,7 @@ __all__ = [
     "read_nifti",
     "nifti_sidecar_path",
     "read_nifti_sidecar",
+    "sidecar_taken_by",
     "modality_code",
     "check_label_names",
     "label_value",
@@ -420,6 +421,36 @@ def sidecar_owner(path: str | Path, data: Any) -> str | None:
     if not is_nifti_path(recorded) or nifti_sidecar_path(path.with_name(recorded)) != nifti_sidecar_path(path):
         return None
     return recorded
+
+
+def sidecar_taken_by(path: str | Path) -> Path | None:
+    """The other existing NIfTI file whose provenance writing ``path``'s sidecar would replace, else ``None``.
+
+    ``x.nii`` and ``x.nii.gz`` (any letter case) share ``x.json``. The sidecar names its image
+    (:data:`SIDECAR_IMAGE_KEY`, :func:`sidecar_owner`); a sidecar that names none (an earlier version's) is taken to
+    be the other file's when that file exists. An unreadable sidecar is nobody's.
+    """
+    path = Path(path)
+    side = nifti_sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    owner = sidecar_owner(path, data)
+    if owner is not None:
+        return path.with_name(owner) if path.with_name(owner).exists() else None
+    if isinstance(data, dict) and isinstance(data.get(SIDECAR_IMAGE_KEY), str):
+        return None  # it names this file (or a renamed one): this file's own
+    stem, suffix = split_scan_suffix(path.name)
+    other = {".nii": ".nii.gz", ".nii.gz": ".nii"}.get(suffix.lower())
+    if other is None:
+        return None
+    try:  # whatever the case of its letters: C.NII beside C.NII.GZ shares C.json too
+        return next((p for p in path.parent.iterdir() if p.name.lower() == (stem + other).lower()), None)
+    except OSError:
+        return None
 
 
 def modality_code(value: Any) -> str | None:

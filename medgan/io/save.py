@@ -33,7 +33,7 @@ from medgan.io.nifti import (
     check_label_names,
     modality_code,
     nifti_sidecar_path,
-    sidecar_owner,
+    sidecar_taken_by,
 )
 from medgan.io.scan import ScanLike, in_ras_space, ras_affine, scan_array, spacing_from_affine
 
@@ -420,19 +420,14 @@ def output_kind(path: str | os.PathLike[str], format: str | None = None) -> str:
 def _warn_if_taken(path: Path) -> None:
     """Warn when writing ``path``'s sidecar replaces the one of the other file of its stem (``x.nii`` / ``x.nii.gz``
     share ``x.json``): that file then loads without its provenance (never with this one's, see
-    :func:`~medgan.io.nifti.sidecar_owner`)."""
-    side = nifti_sidecar_path(path)
-    try:
-        data = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
-    except (OSError, UnicodeDecodeError, ValueError):
-        return
-    owner = sidecar_owner(path, data)
-    if owner is not None and (path.parent / owner).exists():
+    :func:`~medgan.io.nifti.sidecar_taken_by`)."""
+    owner = sidecar_taken_by(path)
+    if owner is not None:
         logger.warning(
             "%s replaces the sidecar of %s (x.nii and x.nii.gz share x.json): %s now loads without its provenance",
-            side,
-            owner,
-            owner,
+            nifti_sidecar_path(path),
+            owner.name,
+            owner.name,
         )
 
 

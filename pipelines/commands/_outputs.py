@@ -63,29 +63,6 @@ def _check_folder(path: Path) -> None:
     os.unlink(probe)
 
 
-def _twin(path: Path) -> Path | None:
-    """``x.nii`` <-> ``x.nii.gz``: the other NIfTI name that shares ``path``'s sidecar, or ``None``."""
-    from medgan.io.nifti import split_scan_suffix
-
-    stem, suffix = split_scan_suffix(path.name)
-    other = {".nii": ".nii.gz", ".nii.gz": ".nii"}.get(suffix.lower())
-    return path.with_name(stem + other) if other else None
-
-
-def _existing_twin(path: Path) -> Path | None:
-    """The existing file of :func:`_twin`'s name, whatever the case of its letters (``C.NII`` beside ``C.NII.GZ``
-    shares ``C.json`` too), or ``None``."""
-    twin = _twin(path)
-    if twin is None:
-        return None
-    if twin.exists():
-        return twin
-    try:
-        return next((p for p in path.parent.iterdir() if p.name.lower() == twin.name.lower()), None)
-    except OSError:
-        return None
-
-
 def check_outputs(
     outputs: Sequence[str | os.PathLike[str]],
     *,
@@ -119,7 +96,7 @@ def check_outputs(
         with the output's name.
     """
     from medgan.errors import MedganError
-    from medgan.io.nifti import nifti_sidecar_path
+    from medgan.io.nifti import nifti_sidecar_path, sidecar_taken_by
     from medgan.io.save import output_kind
 
     paths = [Path(o) for o in outputs]
@@ -156,8 +133,8 @@ def check_outputs(
             if not overwrite:
                 if path.exists() or path.is_symlink():
                     raise MedganError(f"{path}: exists; choose another output name or pass --overwrite to replace it")
-                twin, sidecar = _existing_twin(path), nifti_sidecar_path(path)
-                if twin is not None and sidecar.exists():
+                twin, sidecar = sidecar_taken_by(path), nifti_sidecar_path(path)
+                if twin is not None:
                     raise MedganError(
                         f"{path}: its sidecar {sidecar.name} is that of {twin}, which would lose its provenance; "
                         "choose another output name or pass --overwrite"
