@@ -151,6 +151,22 @@ def test_evaluate_asks_whether_the_reference_is_the_low_resolution_input(tmp_pat
     assert "--resample" not in line, line
 
 
+def test_evaluate_resample_against_the_low_resolution_input_is_flagged(tmp_path, caplog):
+    """With --resample, an upscaled scan scored against its own LR input (given as the reference) was resampled
+    down and scored without a word; now a warning and the report's geometry note ask about it."""
+    import json
+
+    import medgan
+
+    lr = medgan.save_scan(medgan.degrade(medgan.load_scan(ANAT), 2, noise_std=0.0), tmp_path / "lr.nii.gz")
+    sr = medgan.save_scan(medgan.interpolate(medgan.load_scan(lr), 2, order=3), tmp_path / "sr.nii.gz")
+    with caplog.at_level("WARNING", logger="medgan.eval.compare"):
+        assert _run(["evaluate", "--pred", sr, "--ref", lr, "--out", tmp_path / "ev", "--resample"]) == 0
+    assert "is the reference the low-resolution input" in caplog.text
+    rows = json.loads((tmp_path / "ev" / "metrics.json").read_text())["rows"]
+    assert any("low-resolution input" in str(r.get("geometry")) for r in rows), rows
+
+
 def test_check_geometry_advice_from_python():
     """The library's own message: no resample advice for a 2-D vs 3-D pair or an integer multiple."""
     from medgan.errors import GeometryMismatchError

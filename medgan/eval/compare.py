@@ -29,6 +29,7 @@ the row's ``geometry`` column and in the report's notes:
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
@@ -45,6 +46,8 @@ from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
 from medgan.io.discover import output_slot
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BASELINES",
@@ -580,7 +583,16 @@ class Evaluation:
                 text = M.box_text(start, pred.shape[1:], ref.shape[1:])
                 return pred, cropped, f"reference cropped to the prediction's {shape} voxels: {text}"
         if resample:
-            return resample_to(pred, ref), ref, "prediction resampled onto the reference grid (linear)"
+            geometry = "prediction resampled onto the reference grid (linear)"
+            k = M.shape_multiple(pred, ref)
+            if k is not None:  # resampling an upscaled scan onto its own LR input's grid scores the wrong image
+                doubt = (
+                    f"the prediction is exactly {tuple(k)} times the reference's shape: is the reference the "
+                    "low-resolution input? score against the high-resolution scan"
+                )
+                logger.warning("%s: %s", getattr(ref, "meta", {}).get("filename_or_obj", "reference"), doubt)
+                geometry += f"; {doubt}"
+            return resample_to(pred, ref), ref, geometry
         M.check_geometry(pred, ref, advice=self._advice(), note=why_not)
         return pred, ref, None  # not reached
 
