@@ -49,7 +49,7 @@ from medgan.io.scan import make_scan, ras_affine
 if TYPE_CHECKING:  # data/ sits below infer/: the synthesizer is passed in, never imported at run time
     from medgan.infer.synthesis import Synthesizer
 
-__all__ = ["SyntheticAugmentedDataset", "write_synthetic_cache", "cache_names", "cache_key", "Provenance"]
+__all__ = ["SyntheticAugmentedDataset", "write_synthetic_cache", "cache_names", "cache_key", "Provenance", "as_condition"]
 
 #: largest difference (mm) between the RAS+ affines of an item's image and label, as ``medgan.evaluate`` allows
 _AFFINE_ATOL_MM = 1e-3
@@ -200,15 +200,9 @@ def _check_axis(axis: Any) -> int | None:
     return int(axis)
 
 
-def _resolve_axis(synthesizer: Synthesizer, axis: int | None) -> int:
-    """The slice axis :meth:`Synthesizer.generate` uses for ``axis``: the checkpoint's training axis for ``None``."""
-    axis = _check_axis(axis)
-    return int(synthesizer.training_slice_axis) if axis is None else axis
-
-
-def _check_condition(condition: Any, what: str = "") -> Mapping[str, Any]:
-    """``condition`` (``None`` or a mapping) as a mapping; anything else is a MedganError, not ``dict()``'s bare
-    ``TypeError: 'float' object is not iterable``. ``what`` prefixes the message (e.g. ``"real pair 3: "``)."""
+def as_condition(condition: Any, what: str = "") -> Mapping[str, Any]:
+    """``condition`` (``None`` or a mapping) as a mapping; anything else is a :class:`MedganError`, not ``dict()``'s
+    bare ``TypeError: 'float' object is not iterable``. ``what`` prefixes the message (e.g. ``"real pair 3: "``)."""
     if condition is not None and not isinstance(condition, Mapping):
         raise MedganError(
             f"{what}condition must be a dict such as {{'scalar': 0.5}} or {{'class': 'name'}}, got {condition!r}"
@@ -216,12 +210,18 @@ def _check_condition(condition: Any, what: str = "") -> Mapping[str, Any]:
     return condition or {}
 
 
+def _resolve_axis(synthesizer: Synthesizer, axis: int | None) -> int:
+    """The slice axis :meth:`Synthesizer.generate` uses for ``axis``: the checkpoint's training axis for ``None``."""
+    axis = _check_axis(axis)
+    return int(synthesizer.training_slice_axis) if axis is None else axis
+
+
 def _merge_condition(
     condition: Mapping[str, Any] | None, own: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """The condition a synthetic pair is generated with (and keyed by): the dataset-wide ``condition`` with the
     source pair's ``own`` keys over it; ``None`` when both are empty. A non-dict is a MedganError."""
-    merged = {**_check_condition(condition), **_check_condition(own)}
+    merged = {**as_condition(condition), **as_condition(own)}
     return merged or None
 
 
@@ -351,14 +351,14 @@ def write_synthetic_cache(
     """
     from medgan.io.save import save_scan
 
-    condition = _check_condition(condition)
+    condition = as_condition(condition)
     axis = _check_axis(axis)
     given = list(label_maps)
     own = [None] * len(given) if conditions is None else list(conditions)
     if len(own) != len(given):
         raise MedganError(f"write_synthetic_cache: {len(own)} conditions for {len(given)} label maps; give one per map")
     # checked before anything is read or written
-    merged = [_merge_condition(condition, _check_condition(c, f"label map {i}: ")) for i, c in enumerate(own)]
+    merged = [_merge_condition(condition, as_condition(c, f"label map {i}: ")) for i, c in enumerate(own)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     maps = [_as_scan(m, f"label map {i}") for i, m in enumerate(given)]
@@ -520,7 +520,7 @@ class SyntheticAugmentedDataset(Dataset):
         for i, item in enumerate(real):
             if not isinstance(item, Mapping) or "image" not in item or "label" not in item:
                 raise MedganError(f"real pair {i}: expected a dict with 'image' and 'label'")
-            _check_condition(item.get("condition"), f"real pair {i}: ")
+            as_condition(item.get("condition"), f"real pair {i}: ")
         if length is None:
             if ratio >= 1.0:
                 raise MedganError("ratio=1 (only synthetic items) needs an explicit length")
@@ -551,7 +551,7 @@ class SyntheticAugmentedDataset(Dataset):
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.deform = bool(deform)
         self.deform_kwargs = dict(deform_kwargs or {})
-        self.condition = dict(_check_condition(condition)) or None
+        self.condition = dict(as_condition(condition)) or None
         self.axis = axis
         # what each pair's synthetic items are generated with (and cached under): one condition for every pair
         # rendered a slice-conditioned model's slices all at one position

@@ -38,6 +38,7 @@ from torch import nn
 from medgan._version import __version__
 from medgan.data.labels import one_hot
 from medgan.data.normalize import Normalization, NormalizationError
+from medgan.data.synthetic_dataset import as_condition
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer._args import as_int as _as_int
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
@@ -359,11 +360,7 @@ class Synthesizer:
         medgan.errors.MedganError
             A condition :meth:`generate` would refuse whatever the label map.
         """
-        if condition is not None and not isinstance(condition, Mapping):  # dict(0.5) raised a bare TypeError
-            raise MedganError(
-                f"condition must be a dict such as {{'scalar': 0.5}} or {{'class': 'name'}}, got {condition!r}"
-            )
-        condition = dict(condition or {})
+        condition = dict(as_condition(condition))
         unknown = sorted(set(condition) - {"class", "scalar"})
         if unknown:
             raise MedganError(f"unknown condition keys {unknown}; use 'class' and/or 'scalar'")

@@ -24,6 +24,7 @@ from typing import IO
 from medgan.errors import MedganError
 
 __all__ = [
+    "check_target_dir",
     "parent_problem",
     "temp_sibling",
     "atomic_file",
@@ -247,13 +248,13 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     path = Path(path)
     if not path.parent.is_dir():
         raise MedganError(f"{path}: the parent folder {path.parent} {parent_problem(path)}")
-    _check_target_dir(path, overwrite)
+    check_target_dir(path, overwrite)
     tmp = temp_sibling(path)
     tmp.mkdir()
     old = None
     try:
         yield tmp
-        _check_target_dir(path, overwrite)  # it may have appeared meanwhile
+        check_target_dir(path, overwrite)  # it may have appeared meanwhile
         if path.is_dir() and any(path.iterdir()):
             old = temp_sibling(path, suffix=".old")
             os.rename(path, old)
@@ -271,7 +272,9 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     _fsync_dir(path.parent)
 
 
-def _check_target_dir(path: Path, overwrite: bool) -> None:
+def check_target_dir(path: str | os.PathLike[str], overwrite: bool) -> None:
+    """Refuse a DICOM output folder path that is a file, or a non-empty folder without ``overwrite``."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise MedganError(f"{path}: exists and is not a folder; choose another output path")
     if path.is_dir() and any(path.iterdir()) and not overwrite:

@@ -96,6 +96,7 @@ def check_outputs(
         with the output's name.
     """
     from medgan.errors import MedganError
+    from medgan.io.atomic import check_target_dir
     from medgan.io.nifti import nifti_sidecar_path, sidecar_taken_by
     from medgan.io.save import output_kind
 
@@ -139,10 +140,6 @@ def check_outputs(
                         f"{path}: its sidecar {sidecar.name} is that of {twin}, which would lose its provenance; "
                         "choose another output name or pass --overwrite"
                     )
-        elif path.exists() and not path.is_dir():
-            raise MedganError(f"{path}: exists and is not a folder; choose another output path")
-        elif path.is_dir() and not overwrite and any(path.iterdir()):
-            raise MedganError(
-                f"{path}: folder exists and is not empty; choose another output path or pass --overwrite to replace it"
-            )
+        else:
+            check_target_dir(path, overwrite)  # the DICOM writer's own rule, before any work
     return paths

@@ -63,15 +63,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _stem(path: Path) -> tuple[str, str]:
-    from medgan.io.nifti import split_scan_suffix
-
-    stem, suffix = split_scan_suffix(path.name)
-    if suffix.lower() not in _SUFFIXES:  # NIfTI only: run() refused any other output name
-        raise ValueError(path)
-    return stem, suffix
-
-
 def run(args: argparse.Namespace) -> int:
     """Generate ``args.n`` synthetic scans into ``args.out``; return the exit status."""
     import secrets
@@ -82,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from medgan.data.labels import deform_labels
     from medgan.errors import MedganError
     from medgan.infer.synthesis import check_seed
+    from medgan.io.nifti import split_scan_suffix
     from medgan.io.scan import make_scan
     from pipelines.commands._outputs import check_outputs
 
@@ -92,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n == 1 or args.stack:
         targets = [out]
     else:
-        stem, suffix = _stem(out)
+        stem, suffix = split_scan_suffix(out.name)  # .nii / .nii.gz, checked above
         targets = [out.with_name(f"{stem}_{i:03d}{suffix}") for i in range(args.n)]
     # every output checked before the model loads: folder writable, no existing file without --overwrite, never IN
     check_outputs(
