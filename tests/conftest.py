@@ -176,16 +176,16 @@ def run_two_process_training(
 
 
 # ---------------------------------------------------------------- tiny models and label maps for the batch tests
-def save_tiny_sr(path: Path) -> Path:
-    """An untrained tiny 3-D x2 (2, 2, 1) SRResNet saved with the real checkpoint API (windows of 32)."""
+def save_tiny_sr(path: Path, *, factor: tuple[int, ...] = (2, 2, 1), roi_size: int = 32) -> Path:
+    """An untrained tiny 3-D SRResNet (default x2 in-plane, ``(2, 2, 1)``) saved with the real checkpoint API."""
     import torch
 
     from medgan.infer.checkpoint import save_checkpoint
     from medgan.models.registry import build_generator
 
     torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
-    return save_checkpoint(path, model, roi_size=32)
+    cfg = {"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": list(factor)}
+    return save_checkpoint(path, build_generator(cfg), roi_size=roi_size)
 
 
 def save_tiny_synthesizer(path: Path) -> Path:
@@ -211,6 +211,63 @@ def save_tiny_synthesizer(path: Path) -> Path:
         method="percentile", offset=0.0, scale=100.0, lower=0.5, upper=99.5, data_min=0.0, data_max=100.0
     )
     return save_synthesizer(path, gen, labels={0: "background", 1: "gm", 2: "wm"}, normalization=norm)
+
+
+def mni_tissue_slice(dst: Path, z: int) -> Path:
+    """A real 2-D tissue label map in the values of the shipped ``brain-t1-tissue-2d`` (0 background, 2 grey and
+    3 white matter): the argmax of background / MNI GM / MNI WM probabilities on axial slice ``z``."""
+    import nibabel as nib
+    import numpy as np
+
+    mni = SAMPLE_DATA / "nifti" / "mni_icbm152_2009a_sym"
+    box = (slice(50, 114), slice(60, 124), slice(z, z + 1))
+    gm, wm = (nib.load(mni / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
+    g, w = np.asarray(gm.dataobj, dtype=np.float32)[..., 0], np.asarray(wm.dataobj, dtype=np.float32)[..., 0]
+    labels = np.array([0, 2, 3], dtype=np.uint8)[np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0)]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
+    return dst
+
+
+def dciodvfy_errors(folder: Path) -> list[str]:
+    """dciodvfy's error lines for every ``*.dcm`` file of ``folder`` (skips, or fails in CI, without dciodvfy)."""
+    import subprocess
+
+    require_tool("dciodvfy")
+    errors = []
+    for f in sorted(folder.glob("*.dcm")):
+        proc = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=60)
+        errors += [f"{f.name}: {line}" for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line]
+    return errors
+
+
+def tiny_sr_config(folder: Path, **data) -> Path:
+    """``folder/sr.yaml``: a tiny train-sr config on the MNI T1, with ``data`` entries added to its data section."""
+    mni = SAMPLE_DATA / "nifti" / "mni_icbm152_2009a_sym"
+    cfg = {
+        "out_dir": str(folder / "run"),
+        "data": {"train": [str(mni / "t1.nii.gz")], **data},
+        "model": {"arch": "srresnet", "spatial_dims": 3, "channels": 8, "n_blocks": 2},
+        "phase1": {"steps": 2},
+        "train": {"batch_size": 1, "patch_size": 16},
+    }
+    return write_yaml(folder, cfg, "sr.yaml")
+
+
+def tiny_cgan_config(folder: Path, **data) -> Path:
+    """``folder/cgan.yaml``: a tiny train-cgan config on the MNI subject, with ``data`` entries added."""
+    mni = SAMPLE_DATA / "nifti" / "mni_icbm152_2009a_sym"
+    subject = {"image": str(mni / "t1.nii.gz"), "gm": str(mni / "gm.nii.gz"), "wm": str(mni / "wm.nii.gz")}
+    cfg = {
+        "task": "cgan",
+        "out_dir": str(folder / "run"),
+        "data": {"train": [subject], **data},
+        "model": {"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channels": 8},
+        "discriminator": {"channels": 8, "num_d": 2, "num_layers_d": 1, "minimum_size_im": 32},
+        "adversarial": {"steps": 2},
+        "train": {"batch_size": 1, "patch_size": 32},
+    }
+    return write_yaml(folder, cfg, "cgan.yaml")
 
 
 def mni_label_map(dst: Path, box: tuple[slice, ...], *, extra_value: int | None = None) -> Path:

@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import mni_label_map, save_tiny_synthesizer
+from conftest import mni_label_map, mni_tissue_slice, save_tiny_sr, save_tiny_synthesizer
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -46,14 +46,7 @@ SECRET_ID = "SECRET-ID-4711"
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained tiny 3-D SRResNet (x2 in-plane), saved as a real medgan checkpoint."""
-    import torch
-
-    from medgan.infer.checkpoint import save_checkpoint
-    from medgan.models.registry import build_generator
-
-    torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors", model, roi_size=32)
+    return save_tiny_sr(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors")
 
 
 def _crop_nifti(src: Path, dst: Path, box: tuple[slice, ...]) -> Path:
@@ -1459,19 +1452,6 @@ def test_upscale_command_refuses_adaptation_options_on_a_folder_tree(tmp_path, t
     assert not out.exists()
 
 
-def _tissue_slice(dst: Path, z: int) -> Path:
-    """A real 2-D tissue label map in the values of the shipped ``brain-t1-tissue-2d`` (0 background, 2 grey and
-    3 white matter): the argmax of background / MNI GM / MNI WM probabilities on axial slice ``z``."""
-    mni = SAMPLE / "nifti" / "mni_icbm152_2009a_sym"
-    box = (slice(50, 114), slice(60, 124), slice(z, z + 1))
-    gm, wm = (nib.load(mni / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
-    g, w = np.asarray(gm.dataobj, dtype=np.float32)[..., 0], np.asarray(wm.dataobj, dtype=np.float32)[..., 0]
-    labels = np.array([0, 2, 3], dtype=np.uint8)[np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0)]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
-    return dst
-
-
 def test_batch_synthesize_scalar_conditions_2d_label_maps(tmp_path, capsys):
     """The shipped ``brain-t1-tissue-2d`` is conditioned on the slice position: a 2-D label map has none, so it is
     generated mid-volume (0.5) unless ``--scalar`` gives it (the maps were all ``failed`` rows, with no way to give
@@ -1481,8 +1461,8 @@ def test_batch_synthesize_scalar_conditions_2d_label_maps(tmp_path, capsys):
     from pipelines.batch.spec import load_spec
 
     src = tmp_path / "labtree"
-    _tissue_slice(src / "x" / "a.nii.gz", 80)
-    _tissue_slice(src / "y" / "b.nii.gz", 60)
+    mni_tissue_slice(src / "x" / "a.nii.gz", 80)
+    mni_tissue_slice(src / "y" / "b.nii.gz", 60)
     out = tmp_path / "out"
     args = ["batch", "synthesize", str(src), str(out), "--model", "brain-t1-tissue-2d", "--device", "cpu", "--quiet"]
     assert main(args) == 0  # no scalar: mid-volume, recorded in each image's provenance

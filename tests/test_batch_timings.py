@@ -17,6 +17,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import save_tiny_sr
 
 from pipelines.batch.manifest import read_rows
 from pipelines.cli import main
@@ -28,14 +29,7 @@ STAGES = ("load", "infer", "save")
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained tiny 3-D SRResNet (x2 in-plane), saved as a real medgan checkpoint."""
-    import torch
-
-    from medgan.infer.checkpoint import save_checkpoint
-    from medgan.models.registry import build_generator
-
-    torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors", model, roi_size=32)
+    return save_tiny_sr(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from test_batch import _tissue_slice
+from conftest import mni_tissue_slice
 
 from pipelines.cli import main
 
@@ -21,8 +21,8 @@ WARNING = "a single slice has no relative slice position"
 @pytest.fixture(scope="module")
 def labels(tmp_path_factory):
     root = tmp_path_factory.mktemp("maps")
-    _tissue_slice(root / "x" / "a.nii.gz", 80)
-    _tissue_slice(root / "y" / "b.nii.gz", 60)
+    mni_tissue_slice(root / "x" / "a.nii.gz", 80)
+    mni_tissue_slice(root / "y" / "b.nii.gz", 60)
     return root
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SAMPLE_DATA, mni_label_map, save_tiny_sr, save_tiny_synthesizer
+from conftest import SAMPLE_DATA, mni_label_map, mni_tissue_slice, save_tiny_sr, save_tiny_synthesizer
 
 from pipelines.batch.manifest import read_rows
 from pipelines.cli import EXIT_FAILED, main
@@ -51,25 +51,13 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def _tissue_slice(dst: Path, z: int) -> Path:
-    """A real 2-D tissue label map in the values of the shipped ``brain-t1-tissue-2d`` (0 background, 2 grey and
-    3 white matter): the argmax of background / MNI GM / MNI WM probabilities on axial slice ``z``."""
-    box = (slice(50, 114), slice(60, 124), slice(z, z + 1))
-    gm, wm = (nib.load(MNI / f"{t}.nii.gz").slicer[box] for t in ("gm", "wm"))
-    g, w = np.asarray(gm.dataobj, dtype=np.float32)[..., 0], np.asarray(wm.dataobj, dtype=np.float32)[..., 0]
-    labels = np.array([0, 2, 3], dtype=np.uint8)[np.argmax(np.stack([np.full_like(g, 64), g, w]), axis=0)]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(labels, gm.affine), dst)
-    return dst
-
-
 # ------------------------------------------------------------------ 3: a bad condition removes nothing
 
 
 def test_batch_synthesize_refuses_an_out_of_range_scalar_before_removing_anything(tmp_path, capsys):
     src, out = tmp_path / "labtree", tmp_path / "out"
-    _tissue_slice(src / "x" / "a.nii.gz", 80)
-    _tissue_slice(src / "y" / "b.nii.gz", 60)
+    mni_tissue_slice(src / "x" / "a.nii.gz", 80)
+    mni_tissue_slice(src / "y" / "b.nii.gz", 60)
     args = ["batch", "synthesize", src, out, "--model", "brain-t1-tissue-2d", "--device", "cpu", "--quiet"]
     assert _run([*args, "-n", "2", "--scalar", "0.5"]) == 0
     before, rows = _files(out), read_rows(out / "manifest.jsonl")

@@ -22,7 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SAMPLE_DATA, mni_label_map, save_tiny_synthesizer
+from conftest import SAMPLE_DATA, mni_label_map, save_tiny_sr, save_tiny_synthesizer
 
 from pipelines.cli import EXIT_FAILED, EXIT_USAGE, main
 
@@ -42,14 +42,7 @@ def _run(argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def tiny_sr(tmp_path_factory) -> Path:
     """An untrained tiny 3-D SRResNet, x2 along scan axis 2 (a through-plane model), as a real checkpoint."""
-    import torch
-
-    from medgan.infer.checkpoint import save_checkpoint
-    from medgan.models.registry import build_generator
-
-    torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [1, 1, 2]})
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny_tp2.safetensors", model, roi_size=16)
+    return save_tiny_sr(tmp_path_factory.mktemp("model") / "tiny_tp2.safetensors", factor=(1, 1, 2), roi_size=16)
 
 
 @pytest.fixture(scope="module")

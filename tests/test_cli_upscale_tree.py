@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import save_tiny_sr
 
 from pipelines.cli import EXIT_USAGE, main
 
@@ -25,14 +26,7 @@ HITACHI = SAMPLE / "dicom" / "dicom2nifti_hitachi_anatomical_001"  # a 4-slice M
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained tiny 3-D SRResNet (x2 in-plane), saved as a real medgan checkpoint."""
-    import torch
-
-    from medgan.infer.checkpoint import save_checkpoint
-    from medgan.models.registry import build_generator
-
-    torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors", model, roi_size=32)
+    return save_tiny_sr(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors")
 
 
 def _crop(dst: Path, box: tuple[slice, ...]) -> Path:

@@ -5,14 +5,13 @@ CR images (MONOCHROME1 as acquired) and the Hitachi MR series in ``sample_data/`
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from conftest import SAMPLE_DATA, require_tool
+from conftest import SAMPLE_DATA, dciodvfy_errors
 
 import medgan
 from medgan.errors import MedganError
@@ -30,16 +29,6 @@ def _cr_file(name: str) -> Path:
     path = next((CR / name).iterdir())
     assert pydicom.dcmread(path, stop_before_pixels=True).PhotometricInterpretation == "MONOCHROME1"
     return path
-
-
-def _dciodvfy_errors(folder: Path) -> list[str]:
-    """dciodvfy's error lines for every file of ``folder`` (as tests/test_save.py runs it)."""
-    require_tool("dciodvfy")
-    errors = []
-    for f in sorted(folder.glob("*.dcm")):
-        proc = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=60)
-        errors += [f"{f.name}: {line}" for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line]
-    return errors
 
 
 def _hitachi_copy(folder: Path, photometric: list[str]) -> Path:
@@ -76,7 +65,7 @@ def test_monochrome1_cr_image_written_back_as_monochrome1(tmp_path):
     back = load_scan(out)
     assert back.meta["dicom"]["PhotometricInterpretation"] == "MONOCHROME1"
     np.testing.assert_allclose(np.asarray(back[0]), expected, atol=float(ds.RescaleSlope))
-    assert _dciodvfy_errors(out) == []
+    assert dciodvfy_errors(out) == []
 
 
 def test_monochrome1_series_roundtrip_passes_dciodvfy(tmp_path):
@@ -90,7 +79,7 @@ def test_monochrome1_series_roundtrip_passes_dciodvfy(tmp_path):
     np.testing.assert_array_equal(np.asarray(back), np.asarray(scan))  # integer values: stored exactly
     # no new errors: the same as the MONOCHROME2 original written the same way
     plain = save_scan(load_scan(HITACHI), tmp_path / "plain", format="dicom")
-    assert _dciodvfy_errors(out) == _dciodvfy_errors(plain) == []
+    assert dciodvfy_errors(out) == dciodvfy_errors(plain) == []
 
 
 def test_monochrome2_series_still_writes_monochrome2(tmp_path):
@@ -139,4 +128,4 @@ def test_degraded_and_upscaled_monochrome1_scans_stay_monochrome1(tmp_path):
     assert sr.meta["dicom"]["PhotometricInterpretation"] == "MONOCHROME1"
     out = save_scan(sr, tmp_path / "sr", format="dicom", reference=scan)
     assert {ds.PhotometricInterpretation for ds in _written(out)} == {"MONOCHROME1"}
-    assert _dciodvfy_errors(out) == []
+    assert dciodvfy_errors(out) == []

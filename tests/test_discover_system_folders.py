@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import save_tiny_sr
 
 from medgan.io.discover import SKIP_FOLDERS, discover_scans
 from tests.conftest import permissions_apply
@@ -130,14 +131,7 @@ def test_an_unlistable_lost_found_is_skipped_but_an_unlistable_user_folder_is_a_
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained tiny 3-D SRResNet (x2 in-plane) saved as a real medgan checkpoint (as in tests/test_batch.py)."""
-    import torch
-
-    from medgan.infer.checkpoint import save_checkpoint
-    from medgan.models.registry import build_generator
-
-    torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 4, "n_blocks": 1, "factor": [2, 2, 1]})
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors", model, roi_size=32)
+    return save_tiny_sr(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors")
 
 
 _BATCH = "import sys\nfrom pipelines.cli import main\nsys.exit(main(sys.argv[1:]))\n"

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import SAMPLE_DATA, mni_t1_path, require_shared, require_tool
+from conftest import SAMPLE_DATA, dciodvfy_errors, mni_t1_path, require_shared, require_tool
 
 from medgan.errors import MedganError
 from medgan.io import dicom_write
@@ -121,15 +121,6 @@ def _dcm2niix(folder: Path, work: Path) -> nib.Nifti1Image:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return nib.load(work / "out.nii")
-
-
-def _dciodvfy_errors(folder: Path) -> list[str]:
-    require_tool("dciodvfy")
-    errors = []
-    for f in sorted(folder.glob("*.dcm")):
-        proc = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=60)
-        errors += [f"{f.name}: {line}" for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line]
-    return errors
 
 
 def _hitachi_reference() -> tuple[np.ndarray, np.ndarray, object]:
@@ -744,7 +735,7 @@ def test_dciodvfy_reports_no_errors(tmp_path, mni_crop):
             tmp_path / "records",
         ),
     }
-    errors = [f"{name}/{line}" for name, folder in cases.items() for line in _dciodvfy_errors(folder)]
+    errors = [f"{name}/{line}" for name, folder in cases.items() for line in dciodvfy_errors(folder)]
     assert errors == []
 
 
@@ -1050,7 +1041,7 @@ def test_series_number_of_a_derived_series_stays_in_the_is_range(tmp_path):
     scan = load_scan(_hitachi_copy(tmp_path / "src", SeriesNumber=2**31 - 1))
     out = save_scan(scan, tmp_path / "derived", reference=scan)
     assert abs(int(pydicom.dcmread(next(out.glob("*.dcm"))).SeriesNumber)) < 2**31
-    assert [line for line in _dciodvfy_errors(out) if "Series Number" in line] == []
+    assert [line for line in dciodvfy_errors(out) if "Series Number" in line] == []
 
 
 @needs_load

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import tiny_cgan_config, tiny_sr_config
 
 from medgan.errors import ConfigError
 from medgan.train.cgan_config import load_cgan_config
@@ -21,32 +21,11 @@ pytestmark = pytest.mark.skipif(not T1.is_file(), reason="sample_data scans miss
 
 
 def _sr(tmp_path: Path, modality) -> Path:
-    cfg = {
-        "out_dir": str(tmp_path / "run"),
-        "data": {"train": [str(T1)], "modality": modality},
-        "model": {"arch": "srresnet", "spatial_dims": 3, "channels": 8, "n_blocks": 2},
-        "phase1": {"steps": 2},
-        "train": {"batch_size": 1, "patch_size": 16},
-    }
-    path = tmp_path / "sr.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_sr_config(tmp_path, modality=modality)
 
 
 def _cgan(tmp_path: Path, modality) -> Path:
-    subject = {"image": str(MNI / "t1.nii.gz"), "gm": str(MNI / "gm.nii.gz"), "wm": str(MNI / "wm.nii.gz")}
-    cfg = {
-        "task": "cgan",
-        "out_dir": str(tmp_path / "run"),
-        "data": {"train": [subject], "modality": modality},
-        "model": {"arch": "spade", "channels": [16, 8], "z_dim": 4, "spade_hidden_channels": 8},
-        "discriminator": {"channels": 8, "num_d": 2, "num_layers_d": 1, "minimum_size_im": 32},
-        "adversarial": {"steps": 2},
-        "train": {"batch_size": 1, "patch_size": 32},
-    }
-    path = tmp_path / "cgan.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_cgan_config(tmp_path, modality=modality)
 
 
 @pytest.mark.parametrize("value", ["foo", "Magnetic resonance", "mr!", "12", "ABCDEFGHIJKLMNOPQ"])
