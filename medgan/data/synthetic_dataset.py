@@ -49,7 +49,14 @@ from medgan.io.scan import make_scan, ras_affine
 if TYPE_CHECKING:  # data/ sits below infer/: the synthesizer is passed in, never imported at run time
     from medgan.infer.synthesis import Synthesizer
 
-__all__ = ["SyntheticAugmentedDataset", "write_synthetic_cache", "cache_names", "cache_key", "Provenance", "as_condition"]
+__all__ = [
+    "SyntheticAugmentedDataset",
+    "write_synthetic_cache",
+    "cache_names",
+    "cache_key",
+    "Provenance",
+    "as_condition",
+]
 
 #: largest difference (mm) between the RAS+ affines of an item's image and label, as ``medgan.evaluate`` allows
 _AFFINE_ATOL_MM = 1e-3
