@@ -127,8 +127,11 @@ def test_pool_setup_includes_the_warm_up_and_goes_on_one_row_per_worker():
     for row in rows:
         by_worker.setdefault(row["worker"], []).append(row["seconds"])
     for seconds in by_worker.values():
-        assert seconds[0]["setup"] >= 0.3 and seconds[0]["total"] == 0.0
-        assert all("setup" not in s for s in seconds[1:])
+        # one row per worker carries the setup; rows of one worker may reach this process in another order than the
+        # worker returned them (two futures finishing together), so which of its rows is not checked
+        with_setup = [s for s in seconds if "setup" in s]
+        assert len(with_setup) == 1 and with_setup[0]["setup"] >= 0.3
+        assert all(s["total"] == 0.0 for s in seconds)
 
 
 def test_log_line_names_the_setup_apart():
