@@ -288,6 +288,33 @@ def test_dask_ctrl_c_leaves_no_task_writing_after_the_client_exits(slow, cluster
     assert len(list(out.rglob("*.nii.gz"))) == 6
 
 
+def test_dask_task_starting_after_the_stop_mark_writes_nothing(setup, cluster):
+    """The race the Ctrl-C test above hit now and then: a scan that started between ``_stop_dask``'s listing of the
+    running tasks and its cancel wrote its output without a row. Each worker now marks the run stopped in the same
+    call that lists its running tasks, and a task of that run starting later returns a ``stopped`` row without
+    running its job; another run on the same workers is not affected, and the mark can be dropped."""
+    from pipelines.batch.executors import STOPPED, _forget_stop, _run_job, _stop_and_list
+
+    root = setup[2] / "stop-mark"
+    root.mkdir()
+    # a lambda travels by value, so the workers need not import this test module
+    job = lambda task, options: (Path(options, task).write_text("written"), {"status": "done"})[1]  # noqa: E731
+    with distributed.Client(cluster.scheduler_address) as client:
+        assert client.run(_stop_and_list, "-stopped1") == {w: [] for w in client.scheduler_info()["workers"]}
+
+        def submit(name: str, run: str) -> dict:
+            fut = client.submit(_run_job, job, None, name, str(root), dask=True, run=run, key=f"medgan-t-{name}{run}")
+            return fut.result(timeout=120)
+
+        assert submit("a", "-stopped1") == {"status": STOPPED}
+        assert not (root / "a").exists()
+        assert submit("b", "-other1")["status"] == "done"
+        assert (root / "b").read_text() == "written"
+        client.run(_forget_stop, "-stopped1")
+        assert submit("c", "-stopped1")["status"] == "done"
+        assert (root / "c").exists()
+
+
 def test_dask_scheduler_lost_mid_run_stops_with_one_line(slow, procs):
     """The scheduler SIGKILLed mid-run: exit 1 and one line on stderr; the scans it had not finished get no row
     (before: each became a ``failed`` row blaming its worker, under a 30-line traceback, exit 3), and a rerun on a

@@ -260,17 +260,34 @@ def _relogging(on_result: OnResult) -> OnResult:
     return record
 
 
+#: per Dask worker process: the runs (key suffixes) whose batch process was interrupted; their tasks that start
+#: from then on write nothing (:func:`_stop_and_list`)
+_STOPPED_RUNS: set[str] = set()
+
+#: status of the row of a task that started after its run was stopped: it did no work, and no row is recorded
+STOPPED = "stopped"
+
+
 def _run_job(
-    job: Callable[[Task, Any], dict], warm: Callable[[Any], Any] | None, task: Task, options: Any, dask: bool = False
+    job: Callable[[Task, Any], dict],
+    warm: Callable[[Any], Any] | None,
+    task: Task,
+    options: Any,
+    dask: bool = False,
+    run: str = "",
 ) -> dict[str, Any]:
     """Run ``job(task, options)`` in a worker and put the worker's setup time, when this row is the first since
     the setup, into its ``seconds`` as ``setup`` (before the scan's own stages; ``total`` stays the scan's time).
     The warnings logged meanwhile ride back in the row (:data:`WORKER_LOG_KEY`, see :func:`_captured_warnings`).
 
     ``dask``: set the worker up here first (:func:`_dask_setup`); a pool worker was set up by its initializer.
+    ``run``: the Dask run's key suffix; once :func:`_stop_dask` has marked it stopped on this worker, the job is
+    not run and the row's status is :data:`STOPPED`.
     """
     with _captured_warnings(silence=not dask) as warnings:
         setup = _dask_setup(warm, options) if dask else None
+        if dask and run in _STOPPED_RUNS:
+            return {"status": STOPPED}
         row = job(task, options)
     if not dask:
         setup, _SETUP["pending"] = _SETUP["pending"], None
@@ -641,6 +658,19 @@ def _active_keys(suffix: str, dask_worker: Any = None) -> list[str]:
     ]
 
 
+def _stop_and_list(suffix: str, dask_worker: Any = None) -> list[str]:
+    """On a Dask worker: mark the run ``suffix`` stopped (its tasks starting from now do nothing, :func:`_run_job`)
+    and return its keys still running. One call on the worker's event loop, where task states change, so every
+    task is either listed (its job may run: it is waited for) or sees the mark."""
+    _STOPPED_RUNS.add(suffix)
+    return _active_keys(suffix, dask_worker)
+
+
+def _forget_stop(suffix: str) -> None:
+    """On a Dask worker: drop the stop mark of a run whose tasks have all ended."""
+    _STOPPED_RUNS.discard(suffix)
+
+
 def _close_quietly(client: Any) -> None:
     """Close a client that lost its scheduler without the 30-line traceback ``distributed`` logs for the
     reconnection attempt that closing cancels (the run's own one-line error says what happened)."""
@@ -661,10 +691,11 @@ def _stop_dask(
 
     Dask cannot stop a task that a worker thread is running: after a plain ``client.close()`` the scans then
     running went on and renamed their outputs into ``OUT_ROOT`` seconds after ``medgan batch`` had exited with
-    status 130 (and raced a rerun started at once). So the tasks not started are cancelled, the running ones are
-    waited for (their rows recorded, as for finished scans), and then any that started in between is waited for
-    too. A second Ctrl-C stops the waiting (the scans still running then may write outputs without a row, which a
-    rerun writes again).
+    status 130 (and raced a rerun started at once). So every worker first marks the run stopped and lists its
+    tasks running (:func:`_stop_and_list`); the others are cancelled, and one that starts in between does nothing
+    (:func:`_run_job`): before the mark, a task starting between the listing and the cancel wrote its outputs
+    without a row. The running ones are waited for and their rows recorded, as for finished scans. A second Ctrl-C
+    stops the waiting (the scans still running then may write outputs without a row, which a rerun writes again).
     """
     from distributed import as_completed
 
@@ -674,7 +705,7 @@ def _stop_dask(
     if not pending:
         return
     try:
-        running = {key for keys in client.run(_active_keys, suffix).values() for key in keys}
+        running = {key for keys in client.run(_stop_and_list, suffix).values() for key in keys}
         # a scan that finished just before the interrupt (its row not collected yet) has written its outputs: its
         # row is recorded like a running one's; cancelled, it was lost and its outputs stayed without a row
         running |= {fut.key for fut in pending if fut.done()}
@@ -691,10 +722,13 @@ def _stop_dask(
         )
     for fut in as_completed(list(finishing)):
         with contextlib.suppress(Exception):  # the run stops anyway; its own error is what the user sees
-            on_result(finishing[fut], _dask_row(fut, finishing[fut], options, address))
-    while True:  # cancelled while starting: Dask drops their rows, but they still write until they end
+            row = _dask_row(fut, finishing[fut], options, address)
+            if row.get("status") != STOPPED:
+                on_result(finishing[fut], row)
+    while True:  # cancelled while starting: they end at the stop mark, before their job
         try:
             if not any(client.run(_active_keys, suffix).values()):
+                client.run(_forget_stop, suffix)
                 return
         except Exception:  # noqa: BLE001
             return
@@ -748,7 +782,7 @@ def run_dask(
         try:
             for task in tasks:
                 key = f"medgan-{task.job}-{task.scan_id}{suffix}"
-                fut = client.submit(_run_job, job, warm, task, options, dask=True, pure=False, key=key)
+                fut = client.submit(_run_job, job, warm, task, options, dask=True, run=suffix, pure=False, key=key)
                 pending[fut] = task
             for fut in as_completed(list(pending)):
                 task = pending.pop(fut)
