@@ -118,7 +118,13 @@ def _text_writer(text: str) -> Callable[[Path], None]:
 
 
 def _package_file(package: str, relpath: str) -> Path:
-    path = Path(str(importlib.resources.files(package).joinpath(relpath)))
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise BuildError(
+            f"the sources need the {package} package, which is not installed: pip install -e '.[data]'"
+        ) from None
+    path = Path(str(root.joinpath(relpath)))
     if not path.is_file():
         raise BuildError(f"{package} does not ship {relpath} (looked at {path})")
     return path

@@ -139,3 +139,21 @@ def test_mni_crop_keeps_world_position_and_values(rows: list[dict]) -> None:
         hi = offset + np.array(crop.shape)
         np.testing.assert_array_equal(a_crop, a_orig[offset[0] : hi[0], offset[1] : hi[1], offset[2] : hi[2]])
         assert int(a_crop.astype(np.int64).sum()) == int(a_orig.astype(np.int64).sum())
+
+
+def test_build_script_without_a_source_package_says_which_extra(tmp_path: Path) -> None:
+    """``build_sample_data.py --check`` without nilearn (the ``data`` extra, not in ``.[test]``) ended in a 30-line
+    ModuleNotFoundError traceback; it is now one line naming the extra, exit 1."""
+    import subprocess
+    import sys
+
+    (tmp_path / "nilearn.py").write_text("raise ModuleNotFoundError(\"No module named 'nilearn'\", name='nilearn')\n")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    script = SAMPLE_DIR / "build_sample_data.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "build_sample_data: the sources need the nilearn package, which is not installed: pip install -e '.[data]'"
+    ]

@@ -31,8 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Pair predictions with references (same relative path, extension ignored, or same scan id), compute "
             "PSNR, SSIM, NRMSE, MAE and HFEN inside a foreground mask and on the whole image with an explicit data "
-            "range, compare with interpolation baselines of the low-resolution input (--lr), and write metrics.csv, "
-            "metrics.json, report.md and a self-contained report.html into --out."
+            "range, compare with interpolation baselines of the low-resolution input (--lr), and write metrics.csv "
+            "(one row per scan and method), metrics.json, summary.csv (mean, CI per method), paired.csv (paired "
+            "tests against each baseline), report.md with figures/*.png and a self-contained report.html into --out."
         ),
     )
     parser.add_argument("--pred", required=True, metavar="P", help="prediction file or folder (NIfTI / DICOM)")

@@ -60,8 +60,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "(spacing / factor, voxel corners aligned), values in the input's units."
         ),
     )
-    parser.add_argument("input", metavar="IN", help="NIfTI file, DICOM file or DICOM series folder")
-    parser.add_argument("output", metavar="OUT", help="output .nii/.nii.gz file, or a folder for DICOM")
+    parser.add_argument(
+        "input",
+        metavar="IN",
+        help="NIfTI file, DICOM file or DICOM series folder; a folder tree of scans runs as a batch (as "
+        "`medgan batch upscale`: one output per scan under OUT, and a manifest)",
+    )
+    parser.add_argument(
+        "output", metavar="OUT", help="output .nii/.nii.gz file, a folder for DICOM, or the output tree for a tree IN"
+    )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
