@@ -462,12 +462,21 @@ def _classify(path: Path, ds: Any) -> tuple[str, tuple, tuple[float, ...] | None
     return uid, _geometry_key(ds), _floats(header_value(ds, "ImageOrientationPatient") or (), 6), None
 
 
+#: Largest file (bytes) that :func:`identity_keys` hashes for its ``"content"`` key: one read of a scan-sized file
+#: (a NIfTI volume is typically a few to some tens of MB), not of every large 4-D series.
+CONTENT_KEY_MAX_BYTES = 64 * 2**20
+
+
 def identity_keys(paths: Sequence[str | os.PathLike[str]], series_uid: str | None = None) -> set[tuple]:
     """What identifies a scan on disk, to tell two entries that are the same scan: each path's real path, each
-    file's ``(device, inode)`` (a hard link) and the DICOM ``series_uid`` (a copy of the series elsewhere).
+    file's ``(device, inode)`` (a hard link), the DICOM ``series_uid`` (a copy of the series elsewhere) and, for a
+    scan without a series UID (a NIfTI file), each file's size and SHA-256 (a byte copy under another name).
 
     Two scans are the same when their key sets intersect; a key's first item (``"path"``, ``"inode"``,
-    ``"series"``) says how.
+    ``"series"``, ``"content"``) says how. The content key is computed only for files of at most
+    :data:`CONTENT_KEY_MAX_BYTES` (one read of each): a DICOM series is told by its UID instead, which costs no
+    read of its slices. A file converted to another format (the NIfTI of a DICOM series) has other bytes and is not
+    caught.
     """
     keys: set[tuple] = set()
     for p in paths:
@@ -476,6 +485,9 @@ def identity_keys(paths: Sequence[str | os.PathLike[str]], series_uid: str | Non
             if os.path.isfile(p):
                 st = os.stat(p)
                 keys.add(("inode", st.st_dev, st.st_ino))
+                if not series_uid and st.st_size <= CONTENT_KEY_MAX_BYTES:
+                    with open(p, "rb") as fh:
+                        keys.add(("content", st.st_size, hashlib.file_digest(fh, "sha256").hexdigest()))
     if series_uid:
         keys.add(("series", str(series_uid)))
     return keys

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgan.train.cgan_config import load_cgan_config, validate_cgan_config
+from medgan.train.cgan_config import CGAN_SCHEMA, load_cgan_config, validate_cgan_config
+from medgan.train.config import resume_warn_sections
 from medgan.train.core import (
     MODEL_FILE,
     Trainer,
@@ -81,7 +82,7 @@ class CGANTrainer(Trainer):
     """
 
     task_name = "train-cgan"
-    resume_warn_keys = ("warmup", "adversarial", "augment", "loss", "train", "seed", "data")
+    resume_warn_keys = resume_warn_sections(CGAN_SCHEMA)
     config_validator = staticmethod(validate_cgan_config)
     config_loader = staticmethod(load_cgan_config)
 

@@ -11,16 +11,19 @@ sections (``warmup``, ``adversarial``) or ``{image, labels}`` subjects as ``data
 
 Sections (see ``medgan/train/configs/*.yaml`` for annotated examples)::
 
-    name, out_dir, seed, device, amp
+    name, out_dir, seed (0 to 2**32 - 1), device, amp
     data:         train (scan files / folders), val (held-out scans: whole subjects), modality (refused
                   when a training scan's header names another; ``unknown``: the one all their headers name),
-                  normalization, slice_axes (2-D models), foreground_ratio, val_crop, num_workers
+                  normalization, slice_axes (2-D models), foreground_ratio, val_crop (HR voxels,
+                  at least degradation.factor per axis), num_workers
     degradation:  method (one or a list to pick from), factor, noise_std (normalised units;
                   a number or [low, high]), noise (gaussian | rician | random), slice_profile
     augment:      domain randomisation (flips, gamma, random monotonic LUT, inversion, bias field)
-    model:        generator config for medgan.models.registry.build_generator (factor filled in)
+    model:        generator config for medgan.models.registry.build_generator (factor filled in;
+                  out_channels must equal in_channels: the targets are the scans' own channels)
     discriminator: discriminator config (phase 2)
-    loss:         l1, ssim, ssim_window, perceptual, perceptual_weights, adversarial, gan
+    loss:         l1, ssim, ssim_window, perceptual (phase 2 only: refused with phase2.steps 0),
+                  perceptual_weights, adversarial, gan
     phase1:       content-loss pre-training: steps, lr, scheduler, warmup_steps, step_size, gamma
     phase2:       adversarial fine-tuning: steps, lr_g, lr_d, scheduler, warmup_steps, step_size, gamma
     train:        batch_size (per process), patch_size (HR voxels), ema_decay (with a warm-up:
@@ -42,7 +45,7 @@ from typing import Any
 
 from medgan.errors import ConfigError
 
-__all__ = ["load_config", "validate_config", "read_yaml", "DEFAULTS", "SCHEMA", "Field"]
+__all__ = ["load_config", "validate_config", "read_yaml", "resume_warn_sections", "DEFAULTS", "SCHEMA", "Field"]
 
 _REQUIRED = object()
 
@@ -71,6 +74,14 @@ def _unit(v: Any) -> str | None:
 
 def _decay(v: Any) -> str | None:
     return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+#: numpy's legacy global seeding (``np.random.seed``, :func:`medgan.train.core.seed_everything`) takes 32 bits
+_MAX_SEED = 2**32 - 1
+
+
+def _seed(v: Any) -> str | None:
+    return None if 0 <= v <= _MAX_SEED else f"must be between 0 and {_MAX_SEED} (2**32 - 1)"
 
 
 def _range(v: Any) -> str | None:
@@ -112,7 +123,7 @@ def _run_fields() -> dict[str, Field]:
     return {
         "name": Field("str?", None),
         "out_dir": Field("path"),
-        "seed": Field("int", 0, check=_non_negative),
+        "seed": Field("int", 0, check=_seed),
         "device": Field("str", "auto"),
         "amp": Field("bool", True),
     }
@@ -208,6 +219,21 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def resume_warn_sections(schema: Mapping[str, Any]) -> tuple[str, ...]:
+    """The config keys whose change since a saved state a resumed run warns about: ``seed`` and every section
+    (a nested mapping, or a ``dict`` field such as ``discriminator``) except ``model``, which a resume refuses.
+
+    Derived from the schema so that the train-sr and train-cgan lists cannot drift apart (train-cgan's once lacked
+    ``discriminator`` and resumed a changed discriminator without a word).
+    """
+    keys = [
+        key
+        for key, spec in schema.items()
+        if key != "model" and (not isinstance(spec, Field) or spec.kind.rstrip("?") == "dict")
+    ]
+    return (*keys, "seed")
+
+
 def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, spec in schema.items():
@@ -299,9 +325,13 @@ def _coerce(kind: str, value: Any, where: str, base: Path) -> Any:
         return list(value)
     if kind in ("range", "float_or_range"):
         if kind == "float_or_range" and _is_num(value):
+            if not math.isfinite(float(value)):  # as for "float": .nan read "must be >= 0, got nan"
+                raise ConfigError(f"{where}: must be a finite number, got {value!r}")
             return float(value)
         if not isinstance(value, list) or len(value) != 2 or not all(_is_num(v) for v in value):
             raise _type_error(where, "[low, high]" if kind == "range" else "a number or [low, high]", value)
+        if not all(math.isfinite(float(v)) for v in value):  # [0, .inf] reached numpy as an OverflowError
+            raise ConfigError(f"{where}: [low, high] must be finite numbers, got {value}")
         if value[0] > value[1]:
             raise ConfigError(f"{where}: [low, high] needs low <= high, got {value}")
         return [float(v) for v in value]
@@ -531,6 +561,14 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         cfg["model"] = generator_config(model)
     except ConfigError as exc:
         raise ConfigError(f"{src}: model: {exc}") from None
+    c_in, c_out = cfg["model"]["in_channels"], cfg["model"]["out_channels"]
+    if c_out != c_in:
+        # the targets are the training scans' own channels (PatchSampler: in_channels of them); another count was
+        # broadcast in the L1 loss and exported a model that turns one scan into c_out channels
+        raise ConfigError(
+            f"{src}: model.out_channels: must equal model.in_channels ({c_in}): train-sr learns to upscale each "
+            f"scan into itself at a finer grid, got out_channels {c_out!r}"
+        )
     if cfg["phase2"]["steps"] > 0:
         disc = dict(cfg["discriminator"])
         disc.setdefault("spatial_dims", dims)
@@ -562,6 +600,16 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         cfg["data"]["val_crop"] = [crop] * 3 if _is_int(crop) else crop
         if len(cfg["data"]["val_crop"]) != 3:
             raise ConfigError(f"{src}: data.val_crop: needs 1 or 3 entries, got {crop}")
+        need = list(factor)
+        normal = cfg["data"]["slice_axes"][0]
+        if dims == 2 and normal in (0, 1, 2):  # a 2-D model upscales the plane across data.slice_axes[0]
+            in_plane = iter(factor)
+            need = [1 if a == normal else next(in_plane) for a in range(3)]
+        if any(c < f for c, f in zip(cfg["data"]["val_crop"], need, strict=True)):
+            raise ConfigError(
+                f"{src}: data.val_crop: {cfg['data']['val_crop']} is smaller than degradation.factor on some axis "
+                f"(needs at least {need} voxels); a validation crop needs one low-resolution voxel per axis"
+            )
     for ax in cfg["data"]["slice_axes"]:
         if ax not in (0, 1, 2):
             raise ConfigError(f"{src}: data.slice_axes: axes are 0, 1 or 2, got {ax}")
@@ -574,6 +622,13 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     loss = cfg["loss"]
     if loss["ssim"] > 0 and min(patch) < loss["ssim_window"]:
         raise ConfigError(f"{src}: loss.ssim_window: {loss['ssim_window']} is larger than train.patch_size {patch}")
+    if loss["perceptual"] > 0 and cfg["phase2"]["steps"] == 0:
+        # the perceptual term is part of the adversarial (phase 2) generator loss only; a content-only run trained
+        # pure L1 while its exported train_config recorded the weight as if it had been applied
+        raise ConfigError(
+            f"{src}: loss.perceptual: the perceptual loss is used in phase 2 only, and phase2.steps is 0; "
+            "set loss.perceptual to 0 or give phase2.steps"
+        )
     if loss["perceptual"] > 0:
         path = loss["perceptual_weights"]
         if path is None:

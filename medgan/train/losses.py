@@ -51,6 +51,16 @@ class ContentLoss(nn.Module):
             self.ssim = SSIMLoss(spatial_dims=spatial_dims, data_range=1.0, win_size=int(ssim_window))
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted loss and its logged parts (``l1``, ``ssim_loss``).
+
+        Raises
+        ------
+        ValueError
+            ``sr`` and ``hr`` differ in shape: ``F.l1_loss`` would broadcast them (a 2-channel output against a
+            1-channel target trained on with only a torch warning).
+        """
+        if sr.shape != hr.shape:
+            raise ValueError(f"ContentLoss: output shape {tuple(sr.shape)} differs from target {tuple(hr.shape)}")
         l1 = F.l1_loss(sr, hr)
         total = self.l1 * l1
         parts = {"l1": float(l1.detach())}

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from medgan.errors import ConfigError
-from medgan.train.config import load_config, validate_config
+from medgan.train.config import SCHEMA, load_config, resume_warn_sections, validate_config
 from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_jsonl, train_from_config
 from medgan.train.core import make_scheduler as _scheduler
 from medgan.train.core import set_requires_grad as _set_requires_grad
@@ -68,11 +68,17 @@ def _source_keys(source: Any) -> set[Any]:
     return identity_keys(paths, getattr(source, "series_uid", None))
 
 
+#: the order in which :func:`_check_held_out` names the tie between a validation and a training scan
+_KEY_ORDER = {"path": 0, "inode": 0, "series": 1, "content": 2}
+
+
 def _check_held_out(train: list[Any], val: list[Any]) -> None:
     """Refuse a validation scan that is also a training scan once the folders are walked.
 
     The config check compares only the listed paths, so a link to a validation scan inside a training folder (or a
-    hard link, or a copy of the same DICOM series) trained on the held-out scan unnoticed.
+    hard link, a copy of the same DICOM series, or a byte copy of a NIfTI file) trained on the held-out scan
+    unnoticed. A conversion of a training series to another format (its NIfTI) is not caught: its bytes differ and
+    the NIfTI sidecar does not record the series.
     """
     from medgan.data.patches import source_name
 
@@ -81,11 +87,14 @@ def _check_held_out(train: list[Any], val: list[Any]) -> None:
         for key in _source_keys(src):
             seen.setdefault(key, src)
     for v in val:
-        for key in sorted(_source_keys(v), key=repr):
+        # the most direct tie first: the same file (path, inode), then the same series, then a byte copy
+        for key in sorted(_source_keys(v), key=lambda k: (_KEY_ORDER.get(k[0], 0), repr(k))):
             if key in seen:
-                what = "the same DICOM series" if key[0] == "series" else "the same file"
+                what = {"series": "the same DICOM series as", "content": "a byte-for-byte copy of"}.get(
+                    key[0], "the same file as"
+                )
                 raise ConfigError(
-                    f"data.val: {source_name(v)} is {what} as the data.train scan {source_name(seen[key])}; "
+                    f"data.val: {source_name(v)} is {what} the data.train scan {source_name(seen[key])}; "
                     "validation scans must be held out"
                 )
 
@@ -133,7 +142,7 @@ class SRTrainer(Trainer):
     """
 
     task_name = "train-sr"
-    resume_warn_keys = ("phase1", "phase2", "degradation", "augment", "loss", "train", "seed", "data", "discriminator")
+    resume_warn_keys = resume_warn_sections(SCHEMA)
     config_validator = staticmethod(validate_config)
     config_loader = staticmethod(load_config)
 
@@ -392,6 +401,16 @@ class SRTrainer(Trainer):
     @torch.no_grad()
     def validate(self) -> dict[str, float] | None:
         """Score the EMA generator on the validation scans (rank 0); returns mean metrics."""
+        scored = self._score()
+        if scored is None:
+            return None
+        mean, rows = scored
+        self.append_metrics(mean, rows)
+        return mean
+
+    @torch.no_grad()
+    def _score(self) -> tuple[dict[str, float], list[dict[str, Any]]] | None:
+        """The EMA generator's mean metrics and per-scan rows on the validation scans (None without any), unrecorded."""
         if not self.val_scans:
             return None
         from medgan.data.degrade import degrade, interpolate
@@ -425,8 +444,7 @@ class SRTrainer(Trainer):
             rows.append(row)
         keys = [k for k in rows[0] if k != "scan"]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-        self.append_metrics(mean, rows)
-        return mean
+        return mean, rows
 
     def export(self) -> Path:
         """Write the EMA generator as a medgan checkpoint (``out_dir/model.safetensors``)."""
@@ -436,24 +454,53 @@ class SRTrainer(Trainer):
         """Write the EMA generator at the end of phase 1 (``out_dir/model_content.safetensors``).
 
         Called at the first step of phase 2 (so only when ``phase1.steps > 0`` and ``phase2.steps > 0``); the checkpoint is named
-        ``<name>-content`` and records ``"phase": "content"``.
+        ``<name>-content`` and records ``"phase": "content"``. Its ``validation`` is this model's own score (with
+        ``validation_step``, the end of phase 1): when the last validation was at an earlier step (``phase1.steps``
+        not a multiple of ``train.val_every``), the model is scored once more for the checkpoint alone, outside
+        ``metrics.jsonl`` and the validation history, which keep the ``val_every`` cadence.
         """
-        path = self._export(self.out_dir / CONTENT_MODEL_FILE, name=f"{self.cfg['name']}-content", phase="content")
+        metrics, at = self._last_validation()
+        if self.cfg["train"]["val_every"] and self.val_scans and at != self.step:
+            # the last metrics belong to an older EMA: the content model would carry another model's score
+            scored = self._score()
+            if scored is not None:
+                metrics, at = scored[0], self.step
+        path = self._export(
+            self.out_dir / CONTENT_MODEL_FILE,
+            name=f"{self.cfg['name']}-content",
+            phase="content",
+            validation=(metrics, at),
+        )
         logger.info("wrote the end-of-phase-1 EMA generator to %s", path)
         return path
 
-    def _export(self, path: Path, *, name: str, phase: str) -> Path:
+    def _last_validation(self) -> tuple[dict[str, float] | None, int | None]:
+        """The last validation's mean metrics and the step they were taken at (``(None, None)`` before any)."""
+        if not self.val_rows:
+            return self.last_metrics, None
+        return self.last_metrics, int(self.val_rows[-1]["step"])
+
+    def _export(
+        self,
+        path: Path,
+        *,
+        name: str,
+        phase: str,
+        validation: tuple[dict[str, float] | None, int | None] | None = None,
+    ) -> Path:
         from medgan.data.patches import source_name
         from medgan.infer.checkpoint import save_checkpoint
         from medgan.train.ema import ema_state
 
+        metrics, metrics_step = validation if validation is not None else self._last_validation()
         meta = self._metadata()
         extra = {
             "phase": phase,
             "degradation": self.cfg["degradation"],
             "augment": self.cfg["augment"],
             "steps": {"phase1": self.p1, "phase2": self.p2, "completed": self.step},
-            "validation": self.last_metrics,
+            "validation": metrics,
+            "validation_step": metrics_step,  # the step whose EMA scored ``validation``
             "validation_history": [{"step": r["step"], **r["metrics"]} for r in self.val_rows],
             "command": self.command,
             "train_config": self.cfg,

@@ -1,0 +1,55 @@
+"""The train/validation hold-out check missed a byte copy of a training NIfTI under another name: validation then
+scored the model on a scan it trained on. Files without a DICOM series UID now also get a content key (size and
+SHA-256, :func:`medgan.io.discover.identity_keys`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medgan.errors import ConfigError
+from medgan.io.discover import identity_keys
+from medgan.train.trainer import train_sr
+
+REPO = Path(__file__).resolve().parents[1]
+T1 = REPO / "sample_data" / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz"
+VAL = REPO / "sample_data" / "nifti" / "nibabel" / "anatomical.nii"
+
+pytestmark = [
+    pytest.mark.skipif(not (T1.is_file() and VAL.is_file()), reason="sample_data scans missing"),
+    pytest.mark.usefixtures("torch_one_thread"),
+]
+
+
+def _config(out: Path, train: list[str], val: list[str]) -> dict:
+    return {
+        "out_dir": str(out),
+        "device": "cpu",
+        "data": {"train": train, "val": val, "val_crop": 32, "modality": "MR"},
+        "model": {"arch": "srresnet", "spatial_dims": 3, "channels": 8, "n_blocks": 1},
+        "phase1": {"steps": 1},
+        "train": {"batch_size": 1, "patch_size": 16, "val_every": 0, "checkpoint_every": 0},
+    }
+
+
+def test_a_byte_copy_of_the_validation_scan_in_a_training_folder_is_refused(tmp_path):
+    folder = tmp_path / "train"
+    folder.mkdir()
+    shutil.copy(T1, folder / "t1.nii.gz")
+    shutil.copy(VAL, folder / "subject_07.nii")  # the same bytes under another name: no path or inode in common
+    with pytest.raises(
+        ConfigError, match=r"data\.val: .*anatomical\.nii is a byte-for-byte copy of the data\.train scan .*subject_07"
+    ):
+        train_sr(_config(tmp_path / "run", [str(folder)], [str(VAL)]), progress=False)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_content_keys_tell_copies_from_other_scans(tmp_path):
+    copy = Path(shutil.copy(T1, tmp_path / "copy.nii.gz"))
+    shared = identity_keys([copy]) & identity_keys([T1])
+    assert [k[:2] for k in shared] == [("content", T1.stat().st_size)]
+    assert not identity_keys([VAL]) & identity_keys([T1])
+    # a DICOM series is told by its UID: its files are not read for a content key
+    assert {k[0] for k in identity_keys([copy], "1.2.3")} == {"path", "inode", "series"}
