@@ -343,14 +343,18 @@ class PatchSampler:
 
 
 class StepDataset(torch.utils.data.Dataset):
-    """Map-style dataset whose index is the training step (so DataLoader workers can prefetch batches)."""
+    """Map-style dataset whose index is the training step (so DataLoader workers can prefetch batches).
 
-    def __init__(self, sampler: PatchSampler, total_steps: int) -> None:
+    ``sampler`` is any object with a deterministic ``batch(step)``: a :class:`PatchSampler`, or the train-cgan
+    :class:`medgan.data.cgan_data.PairSampler` (:class:`medgan.train.core.Trainer` uses this class for both).
+    """
+
+    def __init__(self, sampler: Any, total_steps: int) -> None:
         self.sampler = sampler
         self.total_steps = int(total_steps)
 
     def __len__(self) -> int:
         return self.total_steps
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, step: int) -> Any:
         return self.sampler.batch(step)

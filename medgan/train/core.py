@@ -238,20 +238,6 @@ def _to_device(batch: Any, device: torch.device, image_format: tuple[int, torch.
     return batch
 
 
-class _StepDataset(torch.utils.data.Dataset):
-    """Map-style dataset whose index is the training step (so DataLoader workers can prefetch batches)."""
-
-    def __init__(self, sampler: Any, total_steps: int) -> None:
-        self.sampler = sampler
-        self.total_steps = int(total_steps)
-
-    def __len__(self) -> int:
-        return self.total_steps
-
-    def __getitem__(self, step: int) -> Any:
-        return self.sampler.batch(step)
-
-
 #: optimiser group entries that are the optimiser's state or kernel choice, not hyperparameters from the config
 _NOT_HYPER = ("params", "param_names", "fused", "foreach", "capturable", "differentiable")
 
@@ -641,8 +627,10 @@ class Trainer:
             self._validate_and_log(log)
         D.barrier(self.info)
 
+        from medgan.data.patches import StepDataset
+
         loader = torch.utils.data.DataLoader(
-            _StepDataset(self.sampler, self.total),
+            StepDataset(self.sampler, self.total),
             batch_size=None,
             sampler=range(start, end),
             num_workers=self.cfg["data"]["num_workers"],
