@@ -256,6 +256,20 @@ def _best_affine_mm(header: Any) -> np.ndarray:
     return affine
 
 
+#: NIfTI intent codes reserved for CIFTI (1 and 2): the "image" is a data matrix over brainordinates / parcels
+_CIFTI_INTENTS = (3000, 3099)
+
+
+def _intent_label(code: int) -> str:
+    """nibabel's name of a NIfTI intent code (e.g. 3001 -> ``"ConnDense"``), else ``"CIFTI"``."""
+    import nibabel as nib
+
+    try:
+        return str(nib.nifti1.intent_codes.label[code])
+    except KeyError:
+        return "CIFTI"
+
+
 def inspect_nifti(path: str | Path) -> NiftiInfo:
     """Read and validate a NIfTI header without reading voxel data.
 
@@ -273,7 +287,8 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
     ------
     ScanReadError
         The file is missing, empty, not NIfTI, has a corrupt header (``sizeof_hdr``, magic,
-        ``dim``, ``datatype``, ``vox_offset``, scaling), or declares more voxel data than it can hold.
+        ``dim``, ``datatype``, ``vox_offset``, scaling), or declares more voxel data than it can hold; or it
+        is a CIFTI-1/2 file (intent codes 3000-3099: grayordinate or connectivity data, not an image).
     """
     path = Path(path)
     if not path.exists():
@@ -303,6 +318,12 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
         )
     if magic != header.single_magic:
         raise ScanReadError(f"{path}: corrupt NIfTI header (magic is {magic!r}, expected {header.single_magic!r})")
+    intent = int(header["intent_code"])
+    if _CIFTI_INTENTS[0] <= intent <= _CIFTI_INTENTS[1]:
+        raise ScanReadError(
+            f"{path}: CIFTI file (NIfTI intent code {intent}, {_intent_label(intent)}): a matrix of grayordinate or "
+            "connectivity data, not a volume image; read it with nibabel.cifti2"
+        )
 
     dim = [int(v) for v in header["dim"]]
     ndim = dim[0]
@@ -386,8 +407,7 @@ def _read_voxels(info: NiftiInfo) -> np.ndarray:
             else:
                 data = np.asarray(proxy, dtype=np.float32)  # nibabel's get_fdata scaling
             if info.compressed:
-                while f.read(_CHUNK):  # read to the end so gzip verifies the CRC and length
-                    pass
+                _read_to_gzip_end(f, path)
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         detail = " ".join(str(exc).replace(str(path), "the file").split())  # one line, path named once
         if detail.startswith("Expected"):  # nibabel: the data end before the declared size
@@ -398,6 +418,25 @@ def _read_voxels(info: NiftiInfo) -> np.ndarray:
             what = "truncated or unreadable voxel data"
         raise ScanReadError(f"{path}: {what} ({detail})") from None
     return data
+
+
+def _read_to_gzip_end(f: Any, path: Path) -> None:
+    """Read the open gzip stream ``f`` to its end, so that gzip verifies the CRC and length of the voxel data.
+
+    Bytes after the end of the gzip stream that do not start another gzip member make Python's gzip raise "Not a
+    gzipped file" only once the stream before them is complete and its CRC checked (NUL padding it skips itself).
+    nibabel never reads that far and opens such files, so they are read too, with a warning rather than reported
+    as a truncated or corrupt stream, which they are not.
+    """
+    try:
+        while f.read(_CHUNK):
+            pass
+    except gzip.BadGzipFile as exc:
+        if not str(exc).startswith("Not a gzipped file"):
+            raise
+        logger.warning(
+            "%s: ignored unexpected bytes after the end of the gzip stream (the image data are complete)", path
+        )
 
 
 def nifti_sidecar_path(path: str | Path) -> Path:

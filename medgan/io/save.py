@@ -1,7 +1,7 @@
 """``save_scan``: write a scan as NIfTI or as a derived DICOM series, atomically.
 
-NIfTI output keeps the affine exactly (sform and qform both set), the spacing in
-``pixdim``, and a provenance line in ``descrip`` plus a JSON sidecar when the scan
+NIfTI output keeps the affine exactly (sform and qform both set; the sform only for a sheared affine, which a
+qform cannot hold), the spacing in ``pixdim``, and a provenance line in ``descrip`` plus a JSON sidecar when the scan
 carries ``meta["medgan"]``, ``meta["degradation"]``, ``meta["interpolation"]``, a known ``meta["modality"]``
 or a label map's ``meta["labels"]`` (read back by :func:`medgan.io.nifti.read_nifti`). DICOM output is delegated to :mod:`medgan.io.dicom_write`.
 """
@@ -173,7 +173,12 @@ def _nifti_array(scan: Any) -> tuple[np.ndarray, bool]:
     return (data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)), False
 
 
-def _cast(data: np.ndarray, dtype: DTypeLike | None) -> np.ndarray:
+def _cast(data: np.ndarray, dtype: DTypeLike | None, path: Path | None = None) -> np.ndarray:
+    """``data`` in the NIfTI voxel type ``dtype`` (float32 when ``None``); integer types are rounded and clipped.
+
+    NaN becomes 0 and +/-inf the type's maximum / minimum; a warning names how many voxels were clipped or were not
+    finite, since the caller loses those values (``path`` names the output in it).
+    """
     target = np.dtype(np.float32 if dtype is None else dtype)
     try:
         nib.Nifti1Header().set_data_dtype(target)
@@ -186,8 +191,54 @@ def _cast(data: np.ndarray, dtype: DTypeLike | None) -> np.ndarray:
         # float64 bounds no larger than the type's: int64's and uint64's maxima round up to 2**63 / 2**64, which
         # the cast below would wrap to the minimum
         low, high = (float(v) if int(float(v)) == v else np.nextafter(float(v), 0.0) for v in (info.min, info.max))
-        data = np.clip(np.round(np.nan_to_num(data.astype(np.float64))), low, high)
+        rounded = np.round(data.astype(np.float64))
+        _warn_lossy_cast(rounded, low, high, target, path)
+        data = np.clip(np.nan_to_num(rounded), low, high)
     return np.asarray(data, dtype=target)
+
+
+def _warn_lossy_cast(rounded: np.ndarray, low: float, high: float, target: np.dtype, path: Path | None) -> None:
+    """Warn when casting the rounded voxels ``rounded`` to the integer ``target`` (range ``low``..``high``) loses
+    values: finite ones outside the range (clipped) and NaN / +/-inf ones (NaN -> 0, inf -> the range's ends)."""
+    n_nan = int(np.count_nonzero(np.isnan(rounded)))
+    n_inf = int(np.count_nonzero(np.isinf(rounded)))
+    # NaN compares False; +/-inf is out of range, counted apart
+    n_clipped = int(np.count_nonzero((rounded < low) | (rounded > high))) - n_inf
+    if not (n_clipped or n_nan or n_inf):
+        return
+    logger.warning(
+        "%s: writing %s changed %d of %d voxels: %d outside [%d, %d] clipped, %d NaN set to 0, %d +/-inf set to "
+        "the range's ends (save as float32, the default, to keep them)",
+        "output" if path is None else path.name,
+        target.name,
+        n_clipped + n_nan + n_inf,
+        rounded.size,
+        n_clipped,
+        int(low),
+        int(high),
+        n_nan,
+        n_inf,
+    )
+
+
+#: Readers that take a NIfTI's geometry from its qform when the sform is not a rotation and scaling (or refuse it)
+_QFORM_READERS = "ITK-based tools (SimpleITK, ANTs, ITK-SNAP, 3D Slicer)"
+
+
+def _qform_drops_shear(header: Any, affine: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether the qform nibabel stored in ``header`` for ``affine`` puts some voxel of a ``shape`` grid elsewhere.
+
+    A qform is a rotation, voxel sizes and an offset: nibabel's ``set_qform`` silently replaces a sheared matrix
+    (voxel axes not perpendicular, e.g. a gantry-tilted CT) by its nearest rotation. The grid's corners are compared
+    (the error grows linearly, so it is largest there), with 1/100 of the smallest voxel as tolerance, well above
+    the float32 rounding of the stored quaternion.
+    """
+    qform = np.asarray(header.get_qform(), dtype=np.float64)
+    extent = [max(int(n) - 1, 0) for n in shape[:3]] + [0] * (3 - len(shape[:3]))
+    corners = np.array(np.meshgrid(*[[0, n] for n in extent], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    gap = np.abs((qform - affine) @ corners)[:3].max()
+    return bool(gap > 0.01 * float(np.min(spacing_from_affine(affine))))
 
 
 def _xform_code(meta: dict[str, Any]) -> int:
@@ -284,7 +335,7 @@ def _record_text(meta: dict[str, Any]) -> str:
 
 
 def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | None = None) -> Path:
-    """Write ``scan`` as a NIfTI-1 file (``.nii`` or ``.nii.gz``) atomically.
+    """Write ``scan`` as a NIfTI file (``.nii`` or ``.nii.gz``) atomically: NIfTI-1, or NIfTI-2 when it must be.
 
     Parameters
     ----------
@@ -309,7 +360,10 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     Notes
     -----
     The affine goes into both sform and qform, with one code for both (the source NIfTI's sform code, else its
-    qform code, else ``scanner`` for scans read from DICOM, ``aligned`` otherwise); ``pixdim`` holds the spacing;
+    qform code, else ``scanner`` for scans read from DICOM, ``aligned`` otherwise). A sheared affine (voxel axes not
+    perpendicular, e.g. a gantry-tilted CT) cannot be a qform: it is written as the sform only (``qform_code`` 0),
+    with a warning, so that no reader takes a shear-stripped qform for the geometry (ITK-based tools then refuse the
+    file rather than misplace it). A dimension over NIfTI-1's 32767 is written as NIfTI-2. ``pixdim`` holds the spacing;
     channels become the 4th axis, whose ``pixdim[4]`` and time unit are the source NIfTI's, or a DICOM series'
     RepetitionTime in seconds (as dcm2niix writes it), when the scan records them. A single-channel 2-D image ``(1, X, Y)`` is written as a true 2-D NIfTI (``dim[0] = 2``); a
     multi-channel one ``(C, X, Y)`` as ``X, Y, 1, C`` with ``intent_name`` set to
@@ -336,12 +390,27 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise MedganError(f"{path}: the scan's affine is singular or not finite; cannot write NIfTI geometry")
     array, two_d_marker = _nifti_array(scan)
-    data = _cast(array, dtype)
-    img = nib.Nifti1Image(data, affine, dtype=data.dtype)  # an explicit dtype: nibabel refuses int64 data otherwise
+    data = _cast(array, dtype, path)
+    # NIfTI-1 stores dims as int16; NIfTI-2 (same fields, int64 dims), which read_nifti reads too, only when needed
+    # since older tools read only NIfTI-1
+    too_big = max(data.shape) > np.iinfo(np.int16).max
+    klass = nib.Nifti2Image if too_big else nib.Nifti1Image
+    img = klass(data, affine, dtype=data.dtype)  # an explicit dtype: nibabel refuses int64 data otherwise
     hdr = img.header
     code = _xform_code(meta)
     img.set_sform(affine, code=code)
     img.set_qform(affine, code=code)
+    if _qform_drops_shear(hdr, affine, data.shape):
+        # A qform reader (ITK prefers the sform, but falls back to a valid qform when the sform is not a rotation
+        # and scaling) would get the shear-stripped geometry, mm off; with qform_code 0 it uses the sform or refuses.
+        img.set_qform(affine, code=0)
+        logger.warning(
+            "%s: the scan's affine has shear (voxel axes not perpendicular, e.g. a gantry-tilted CT); it is written "
+            "as the sform only (qform_code 0). nibabel, FSL, AFNI and medgan read it; %s may refuse the file: "
+            "resample it to a grid without shear for them",
+            path.name,
+            _QFORM_READERS,
+        )
     zooms = list(spacing_from_affine(affine)[:3]) + [1.0] * (data.ndim - 3)
     step = _volume_step(meta) if data.ndim == 4 else None
     time_unit = "unknown"
@@ -352,6 +421,8 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     hdr.set_data_dtype(data.dtype)
     if two_d_marker:
         hdr["intent_name"] = NIFTI_2D_INTENT_NAME
+    if too_big:
+        logger.info("%s: a dimension of %s exceeds NIfTI-1's 32767; written as NIfTI-2", path.name, data.shape)
     if data.dtype.kind == "f":
         hdr.set_slope_inter(1.0, 0.0)
     payload = _sidecar_payload(meta)
