@@ -147,12 +147,16 @@ def test_resample_keeps_the_model_provenance_and_says_so(trees, tmp_path):
     assert main([*args, "--out", str(out), "--resample", "--no-crop-reference", "--max-montages", "0"]) == 0
     doc = json.loads((out / "metrics.json").read_text())
     rows = {r["method"]: r for r in doc["rows"]}
-    assert rows["SR"]["geometry"] == "prediction resampled onto the reference grid (linear)"
-    assert rows["cubic"]["geometry"].startswith("interpolation resampled onto the reference grid")
+    steps = rows["SR"]["geometry"].split("; ")
+    assert "prediction resampled onto the reference grid (linear)" in steps
+    assert "interpolation resampled onto the reference grid (spline order 3)" in rows["cubic"]["geometry"]
     assert RESAMPLED in doc["notes"] and CROPPED not in doc["notes"]
     assert any(p.get("model") == MODEL for p in doc["settings"]["provenance"])
-    # the copied edge slice costs PSNR: cropping is both exact and what --resample alone now does
-    assert rows["SR"]["psnr"] < _expected(trees, key)["psnr"] - 0.3
+    # the reference slices outside the prediction's field of view were scored against a copied edge slice (which
+    # cost PSNR); they are left out now, so resampling a prediction on the reference's voxels scores what
+    # cropping does (cropping is both exact and what --resample alone does)
+    assert any(s.startswith("reference voxels outside the field of view") for s in steps)
+    assert rows["SR"]["psnr"] == pytest.approx(_expected(trees, key)["psnr"], abs=1e-3)
     assert main([*args, "--out", str(tmp_path / "both"), "--resample", "--max-montages", "0"]) == 0
     both = json.loads((tmp_path / "both" / "metrics.json").read_text())["rows"][0]
     assert both["geometry"].startswith("reference cropped")
@@ -179,7 +183,10 @@ def test_batch_evaluate_refuses_a_margin_of_the_factor_and_names_its_own_option(
     out2 = tmp_path / "ev2"
     assert main(["batch", "evaluate", str(pred), str(ref), str(out2), "--resample", "--quiet"]) == 0
     doc = json.loads((out2 / "report" / "metrics.json").read_text())
-    assert doc["rows"][0]["geometry"] == "prediction resampled onto the reference grid (linear)"
+    # the three slices the prediction lacks are left out of the scores now (they were scored against a copied edge)
+    assert doc["rows"][0]["geometry"].startswith(
+        "prediction resampled onto the reference grid (linear); its field of view covers 80.0 % of the reference"
+    )
     assert RESAMPLED in doc["notes"]
     assert any(p.get("model") == MODEL for p in doc["settings"]["provenance"])
 

@@ -254,8 +254,9 @@ def test_lr_on_another_grid_is_refused_or_resampled_for_lr_consistency(nifti_tre
 
 
 def test_perfect_scans_are_counted_in_the_report_and_the_cli_line(nifti_tree, tmp_path, capsys):
-    """A prediction equal to its reference has a masked PSNR of inf: it is left out of the PSNR summary, and the
-    report says so (n in the cell, a note naming the scan) instead of a silently smaller mean."""
+    """A prediction equal to its reference has a masked PSNR of inf: it is kept in the PSNR summary (n counts it,
+    the mean is inf; leaving it out dropped the method's best scan), and the report says so (inf on k of n in the
+    cell, a note naming the scan and saying which image equals which)."""
     pred = tmp_path / "pred"
     shutil.copytree(nifti_tree / "pred", pred)
     shutil.copy(nifti_tree / "ref" / "a.nii.gz", pred / "a.nii.gz")  # a perfect "prediction"
@@ -266,12 +267,14 @@ def test_perfect_scans_are_counted_in_the_report_and_the_cli_line(nifti_tree, tm
     doc = json.loads((out / "metrics.json").read_text())
     psnr = next(x for x in doc["summary"] if x["method"] == "SR" and x["metric"] == "psnr")
     ssim = next(x for x in doc["summary"] if x["method"] == "SR" and x["metric"] == "ssim")
-    assert psnr["n"] == 2 and ssim["n"] == 3
-    assert f"mean masked PSNR {psnr['mean']:.2f} dB (n=2" in line
+    assert psnr["n"] == 3 and psnr["n_inf"] == 1 and psnr["mean"] == "inf" and psnr["sd"] is None
+    assert ssim["n"] == 3 and ssim["n_inf"] == 0
+    assert psnr["median"] != "inf" and psnr["max"] == "inf"  # the median of two finite scans and a perfect one
+    assert "mean masked PSNR inf dB;" in line
     note = next(n for n in doc["notes"] if n.startswith("SR psnr:"))
-    assert "1 of 3" in note and "inf" in note and "a" in note.split(":")[-1]
+    assert "1 of 3" in note and "the prediction equals the reference" in note and note.endswith(": a")
     md = (out / "report.md").read_text()
-    assert "n=2 of 3" in md and note in md
+    assert "inf on 1 of 3" in md and "n=2 of 3" not in md and note in md
 
 
 def test_a_rewritten_report_keeps_no_figures_of_the_earlier_one(nifti_tree, tmp_path):

@@ -30,6 +30,7 @@ the row's ``geometry`` column and in the report's notes:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import posixpath
 import re
@@ -60,6 +61,7 @@ __all__ = [
     "pair_scans",
     "evaluate_paths",
     "resample_to",
+    "field_of_view_coverage",
     "crop_reference",
     "reference_box",
     "upsampling_factor",
@@ -81,7 +83,15 @@ GEOMETRY_NOTES = {
     ),
     "prediction resampled": (
         "predictions off the reference grid were resampled onto it (--resample: linear interpolation, which "
-        "changes the scores); the geometry column of metrics.csv names the scans"
+        "changes the scores); the geometry column of metrics.csv names the scans and how much of the reference "
+        "grid each prediction's field of view covers"
+    ),
+    "reference voxels outside": (
+        "where a resampled prediction (or interpolation baseline) does not cover the whole reference grid, the "
+        "reference voxels outside its field of view (which resampling fills by repeating the edge) were left out "
+        "of every method's scores of that scan (set to NaN: left out of the masked metrics, *_full are NaN, and "
+        "the LR consistency of a scan that does not cover the grid is not scored); the geometry column of "
+        "metrics.csv gives the fraction scored"
     ),
 }
 _SAFE = re.compile(r"[^A-Za-z0-9 ._+\-/()]")
@@ -161,8 +171,9 @@ def _model_columns(prov: Mapping[str, Any] | None, is_method: bool) -> dict[str,
 # --------------------------------------------------------------------------- geometry helpers
 
 
-def _lr_on_reference_grid(lr: Any, ref: Any, degradation: Any) -> Any:
-    """``lr`` resampled onto the low-resolution grid that degrading ``ref`` gives (unchanged when it is on it).
+def _lr_on_reference_grid(lr: Any, ref: Any, degradation: Any) -> tuple[Any, float]:
+    """``lr`` resampled onto the low-resolution grid that degrading ``ref`` gives (unchanged when it is on it), and
+    the fraction of that grid inside ``lr``'s field of view (:func:`field_of_view_coverage`; 1.0 when unchanged).
 
     The LR consistency PSNR degrades the prediction back onto that grid and compares voxel by voxel: an LR stored
     in another orientation or with a shifted origin must be brought onto it first (``resample=True`` only).
@@ -170,10 +181,41 @@ def _lr_on_reference_grid(lr: Any, ref: Any, degradation: Any) -> Any:
     import medgan
 
     if not hasattr(lr, "affine"):
-        return lr
+        return lr, 1.0
     deg = M.degradation_of(lr, tuple(ref.shape[1:]), degradation)
     grid = medgan.degrade(ref, deg["factor"], method="interpolate", noise_std=0.0)  # only its geometry is used
-    return lr if _same_grid(lr, grid) else resample_to(lr, grid)
+    if _same_grid(lr, grid):
+        return lr, 1.0
+    return resample_to(lr, grid), float(field_of_view_coverage(lr, grid).mean())
+
+
+def field_of_view_coverage(scan: Any, like: Any) -> np.ndarray:
+    """Which voxels of ``like``'s grid lie inside ``scan``'s field of view (boolean, ``like``'s spatial shape).
+
+    A voxel centre of ``like`` is covered when it falls inside the box of ``scan``'s voxels (voxel index ``-0.5``
+    to ``n - 0.5`` along every axis, 1e-3 voxel tolerance), both affines taken in RAS+. :func:`resample_to` fills
+    the rest by repeating the edge voxel (MONAI ``padding_mode="border"``): values no method predicted, which
+    :class:`Evaluation` leaves out of the scores.
+
+    Computed from the affines (not by resampling an image of ones): linear interpolation of ones with zero padding
+    falls below 1 over the last half voxel, which lies inside the edge voxel and so inside the field of view.
+    """
+    a_scan, a_like = M._affine_of(scan), M._affine_of(like)
+    shape_like = tuple(int(n) for n in like.shape[1:])
+    if a_scan is None or a_like is None:
+        return np.ones(shape_like, dtype=bool)
+    to_scan = np.linalg.inv(a_scan) @ a_like  # like's voxel index -> scan's voxel index
+    n_scan = np.asarray([int(n) for n in scan.shape[1:]], dtype=np.float64)
+    nd = len(shape_like)
+    lin, off = to_scan[:nd, :nd], to_scan[:nd, 3]
+    tol = 1e-3
+    covered = np.empty(shape_like, dtype=bool)
+    # one slab along the first axis at a time: the index grid of a whole volume is gigabytes of float64
+    rest = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape_like[1:]], indexing="ij"), axis=-1)
+    for i in range(shape_like[0]):
+        idx = np.concatenate([np.full(rest.shape[:-1] + (1,), float(i)), rest], axis=-1) @ lin.T + off
+        covered[i] = np.all((idx >= -0.5 - tol) & (idx <= n_scan - 0.5 + tol), axis=-1)
+    return covered
 
 
 def resample_to(scan: Any, like: Any, *, order: int = 1) -> Any:
@@ -315,12 +357,14 @@ def _baselines(
     resample: bool = False,
     factor: Sequence[int] | None = None,
     advice: str | None = None,
-) -> tuple[dict[str, Any], list[str]]:
-    """:func:`baseline_predictions`, and the names of the baselines that were resampled."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`baseline_predictions`, and the baselines that were resampled: name -> the reference voxels inside the
+    interpolated scan's field of view (:func:`field_of_view_coverage`)."""
     import medgan
 
     factor = tuple(factor) if factor is not None else M.implied_factor(reference.shape[1:], lr.shape[1:])
-    out, resampled = {}, []
+    out: dict[str, Any] = {}
+    resampled: dict[str, np.ndarray] = {}
     for name, order in BASELINES.items():
         up = medgan.interpolate(lr, factor, order=order)
         if not _same_grid(up, reference):
@@ -328,8 +372,8 @@ def _baselines(
                 M.check_geometry(
                     up, reference, pred_name=f"{name} interpolation of the low-resolution input", advice=advice
                 )
+            resampled[name] = field_of_view_coverage(up, reference)
             up = resample_to(up, reference, order=order)
-            resampled.append(name)
         out[name] = up
     return out, resampled
 
@@ -390,6 +434,60 @@ def display_window(ref: Any, mask: np.ndarray, data_range: float) -> tuple[float
     values = values[np.isfinite(values)]
     lo = float(np.percentile(values, M.DATA_RANGE_PERCENTILES[0])) if values.size else 0.0
     return lo, lo + float(data_range)
+
+
+#: below this fraction of the reference grid inside a resampled scan's field of view, Evaluation logs a warning
+MIN_COVERAGE = 0.99
+
+
+def _percent(fraction: float) -> str:
+    # 99.97 % must not print as 100 %: only a grid covered whole says so
+    text = f"{100.0 * fraction:.1f}"
+    return f"{'99.9' if text == '100.0' and fraction < 1.0 else text} %"
+
+
+def _coverage_text(inside: np.ndarray) -> str:
+    """The ``geometry`` text of a resampled scan: how much of the reference grid its field of view covers."""
+    return f"its field of view covers {_percent(float(np.mean(inside)))} of the reference grid's voxels"
+
+
+def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any, str]:
+    """``ref`` with NaN where some resampled scan of ``partial`` has no data, and the ``geometry`` text saying so.
+
+    Resampling fills voxels outside a scan's field of view by repeating its edge; scored, they measured the padding
+    rule, not the method. A NaN reference voxel is left out of every masked metric (SSIM and HFEN leave out the
+    windows touching one; the ``*_full`` numbers become NaN; :func:`medgan.evaluate`), so every method of the scan
+    is scored on the same voxels, those inside every resampled scan's field of view.
+    """
+    keep = np.logical_and.reduce([np.asarray(v, dtype=bool) for v in partial.values()])
+    fraction = float(keep.mean())
+    name = M._name_of(ref, "reference")
+    if not keep.any():
+        raise GeometryMismatchError(
+            f"{name}: no voxel of the reference lies inside the field of view of the resampled "
+            f"{', '.join(partial)}; they do not overlap"
+        )
+    if fraction < MIN_COVERAGE:
+        logger.warning(
+            "%s: only %s of the reference grid lies inside the field of view of the resampled %s; the rest is left "
+            "out of every method's scores",
+            name,
+            _percent(fraction),
+            ", ".join(partial),
+        )
+    out = ref.clone() if hasattr(ref, "clone") else np.array(ref, dtype=np.float64, copy=True)
+    outside = np.broadcast_to(~keep, tuple(out.shape))
+    if hasattr(out, "clone"):
+        import torch
+
+        out[torch.as_tensor(outside.copy(), device=out.device)] = float("nan")
+    else:
+        out[outside] = np.nan
+    text = (
+        f"reference voxels outside the field of view of the resampled {', '.join(partial)} left out of every "
+        f"method's scores (set to NaN): {_percent(fraction)} of the reference grid scored; *_full are NaN"
+    )
+    return out, text
 
 
 # --------------------------------------------------------------------------- accumulator
@@ -492,30 +590,49 @@ class Evaluation:
             raise EvaluationError(f"scan {scan_id!r} was already scored; give each scan its own id")
         prov = _provenance(pred)  # before resampling, whatever the resampler does with the metadata
         names = (M._name_of(lr, "the low-resolution input"), M._name_of(ref, "the reference"))
-        pred, ref, geometry = self._on_reference_grid(pred, ref, lr=lr, resample=resample)
+        pred, ref, geometry, covered = self._on_reference_grid(pred, ref, lr=lr, resample=resample)
         if lr is not None:
             _check_lr_fits(lr, ref, self.degradation, names, implied=isinstance(baselines, str))
         # a cropped reference is every method's; a resampled prediction only the method's
         common = [geometry] if geometry and geometry.startswith("reference cropped") else []
         steps = {self.method: [geometry] if geometry and not common else []}
+        # resampled scans and the reference voxels inside their field of view: the rest is edge padding
+        coverage = {self.method: covered} if covered is not None else {}
         if isinstance(baselines, str):
             if baselines != "auto":
                 raise ValueError(f"baselines must be 'auto', None or a mapping, got {baselines!r}")
             baselines, resampled = (
-                _baselines(lr, ref, resample=resample, advice=self._advice()) if lr is not None else ({}, [])
+                _baselines(lr, ref, resample=resample, advice=self._advice()) if lr is not None else ({}, {})
             )
-            for name in resampled:
-                steps[name] = [f"interpolation resampled onto the reference grid (spline order {BASELINES[name]})"]
+            for name, inside in resampled.items():
+                steps[name] = [
+                    f"interpolation resampled onto the reference grid (spline order {BASELINES[name]}); "
+                    f"{_coverage_text(inside)}"
+                ]
+                coverage[name] = inside
         baselines = dict(baselines or {})
         if self.method in baselines:
             raise ValueError(
                 f"the method under test is named {self.method!r}, like a baseline; give it another name (--method)"
             )
+        lr_outside = False  # the LR input does not cover the grid LR consistency compares on
         if lr is not None and resample:  # LR consistency compares voxel by voxel: the LR on the grid it implies
-            on_grid = _lr_on_reference_grid(lr, ref, self.degradation)
+            on_grid, lr_fraction = _lr_on_reference_grid(lr, ref, self.degradation)
             if on_grid is not lr:
-                common.append("low-resolution input resampled onto the grid of the degraded reference (LR consistency)")
+                text = "low-resolution input resampled onto the grid of the degraded reference (LR consistency)"
+                if lr_fraction < 1.0:
+                    lr_outside = True
+                    text += (
+                        f"; it covers {_percent(lr_fraction)} of that grid, so LR consistency is not scored "
+                        "(the rest would compare edge padding)"
+                    )
+                common.append(text)
             lr = on_grid
+        partial = {name: inside for name, inside in coverage.items() if not inside.all()}
+        last = []  # every method's too, after each row's own resampling step that it follows from
+        if partial:
+            ref, text = _outside_left_out(ref, partial)
+            last.append(text)
         for name in baselines:
             if name not in self.baselines:
                 self.baselines.append(name)
@@ -535,9 +652,13 @@ class Evaluation:
             if deg is not None and name == self.method and deg not in self.degradations:
                 self.degradations.append(deg)
             res["data_range_rule"] = dr_rule
+            if "lr_consistency_psnr" in res and (lr_outside or name in partial):
+                # the prediction degraded back would hold edge padding (or the LR input would): a number that
+                # measures the padding rule; NaN is "not scored", left out of the summary and paired tests
+                res["lr_consistency_psnr"] = math.nan
             row = {"scan_id": str(scan_id), "method": name, **res, **meta, **_model_columns(prov, name == self.method)}
-            if common or steps.get(name):
-                row["geometry"] = "; ".join([*common, *steps.get(name, [])])
+            if common or steps.get(name) or last:
+                row["geometry"] = "; ".join([*common, *steps.get(name, []), *last])
             new_rows.append(row)
         self.rows.extend(new_rows)
         if prov and prov not in self.provenance:
@@ -552,10 +673,13 @@ class Evaluation:
             return f"pass --resample to {self.command} to resample it (linear)"
         return "pass resample=True, or resample it with medgan.eval.compare.resample_to(pred, ref)"
 
-    def _on_reference_grid(self, pred: Any, ref: Any, *, lr: Any, resample: bool) -> tuple[Any, Any, str | None]:
-        """``(pred, ref, geometry)`` on one voxel grid: the reference cropped, the prediction resampled, or refused."""
+    def _on_reference_grid(
+        self, pred: Any, ref: Any, *, lr: Any, resample: bool
+    ) -> tuple[Any, Any, str | None, np.ndarray | None]:
+        """``(pred, ref, geometry, covered)`` on one voxel grid: the reference cropped, the prediction resampled, or
+        refused. ``covered``: for a resampled prediction, the reference voxels inside its field of view."""
         if _same_grid(pred, ref):
-            return pred, ref, None
+            return pred, ref, None, None
         # a 2-D prediction of a 3-D reference: refused before resampling, which made it 2-D on a 2-D grid and then
         # failed with the advice to pass the --resample just given
         M.check_comparable(pred, ref)
@@ -581,9 +705,10 @@ class Evaluation:
                 cropped = crop_reference(ref, pred)
                 shape = " x ".join(str(int(n)) for n in pred.shape[1:])
                 text = M.box_text(start, pred.shape[1:], ref.shape[1:])
-                return pred, cropped, f"reference cropped to the prediction's {shape} voxels: {text}"
+                return pred, cropped, f"reference cropped to the prediction's {shape} voxels: {text}", None
         if resample:
-            geometry = "prediction resampled onto the reference grid (linear)"
+            covered = field_of_view_coverage(pred, ref)
+            geometry = f"prediction resampled onto the reference grid (linear); {_coverage_text(covered)}"
             k = M.shape_multiple(pred, ref)
             if k is not None:  # resampling an upscaled scan onto its own LR input's grid scores the wrong image
                 doubt = (
@@ -592,9 +717,9 @@ class Evaluation:
                 )
                 logger.warning("%s: %s", getattr(ref, "meta", {}).get("filename_or_obj", "reference"), doubt)
                 geometry += f"; {doubt}"
-            return resample_to(pred, ref), ref, geometry
+            return resample_to(pred, ref), ref, geometry, covered
         M.check_geometry(pred, ref, advice=self._advice(), note=why_not)
-        return pred, ref, None  # not reached
+        return pred, ref, None, None  # not reached
 
     def _montage(
         self, scan_id: str, pred: Any, ref: Any, baselines: Mapping[str, Any], window: tuple[float, float]

@@ -17,7 +17,10 @@ without a bump). 2.0: ``paired`` ``ci_low`` / ``ci_high`` are a Student t interv
 new ``ci_method``), ``settings.statistics.n_resamples`` / ``seed`` removed; added ``p_holm`` (verdicts use it),
 ``wilcoxon_method``, ``settings.statistics.ci_method`` / ``correction`` / ``test_method`` and
 ``settings.software``. 2.1: row columns ``model`` / ``model_sha256`` (the prediction's model, empty for baselines
-and when unknown; ``settings.provenance`` is de-duplicated and did not say which scan came from which model). 2.2: ``paired`` ``dz`` (mean difference / sd of the differences; ``null`` when n < 2 or the sd is 0).
+and when unknown; ``settings.provenance`` is de-duplicated and did not say which scan came from which model). 2.2: ``paired`` ``dz`` (mean difference / sd of the differences; ``null`` when n < 2 or the sd is 0). 2.3:
+``summary`` / ``breakdown`` ``n_inf``; infinite metric values (a perfect scan's PSNR) are kept in ``summary`` and
+``paired`` (were dropped as missing, which removed a method's best scans): ``n`` counts them, ``mean`` is then
+``"inf"``, ``sd`` and the paired t fields ``null`` (:mod:`medgan.eval.stats`); only NaN is left out.
 
 ``created`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` when that environment variable is set (see
 :func:`created_timestamp`): with it, the same evaluation gives byte-identical ``metrics.json``, ``report.md`` and
@@ -66,7 +69,7 @@ __all__ = [
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "2.2"
+SCHEMA_VERSION = "2.3"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
@@ -265,7 +268,8 @@ def _geometry_notes(rows: list[dict[str, Any]]) -> list[str]:
     return [
         line
         for prefix, line in GEOMETRY_NOTES.items()
-        if any(str(r.get("geometry") or "").startswith(prefix) for r in rows)
+        # a row's geometry lists its steps joined by "; " (a cropped or partly covered reference first)
+        if any(part.startswith(prefix) for r in rows for part in str(r.get("geometry") or "").split("; "))
     ]
 
 
@@ -283,20 +287,45 @@ def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
     ]
 
 
+#: what an infinite value of a metric means: which image equals which (for :func:`_non_finite_notes`)
+_INFINITE_MEANS = {
+    "psnr": "the prediction equals the reference on every voxel of the mask",
+    "psnr_full": "the prediction equals the reference on every voxel",
+    "lr_consistency_psnr": "the prediction degraded back equals the low-resolution input on every voxel",
+    "nrmse": "the reference is zero on every voxel of the mask and the prediction is not",
+    "nrmse_full": "the reference is zero on every voxel and the prediction is not",
+    "hfen": "the reference's Laplacian of Gaussian is zero on every voxel of the mask and the prediction's is not",
+    "hfen_full": "the reference's Laplacian of Gaussian is zero on every voxel and the prediction's is not",
+}
+
+
 def _non_finite_notes(rows: list[dict[str, Any]]) -> list[str]:
-    """One note per method and metric whose value is not finite on some scans: they are left out of that metric's
-    summary and paired tests, which then have fewer scans than the others (the summary cells show their n)."""
+    """One note per method and metric whose value is not finite on some scans, saying what it means.
+
+    An infinite value is kept (:mod:`medgan.eval.stats`: counted in the summary's n and n_inf, making the mean
+    infinite, and ranked by the Wilcoxon test; the t interval does not exist then); a NaN is left out of that
+    metric's summary and paired tests, which then have fewer scans than the others (the summary cells show their n).
+    """
     notes = []
     for method in dict.fromkeys(r["method"] for r in rows):
         for metric in REPORT_METRICS:
             values = {str(r["scan_id"]): r.get(metric) for r in rows if r["method"] == method and metric in r}
-            bad = {k: v for k, v in values.items() if v is not None and not math.isfinite(float(v))}
-            if bad:
-                perfect = "psnr" in metric and all(float(v) == math.inf for v in bad.values())
-                why = " (a PSNR of inf: the image equals the reference there)" if perfect else ""
+            numbers = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            inf = sorted(k for k, v in numbers.items() if math.isinf(v))
+            nan = sorted(k for k, v in numbers.items() if math.isnan(v))
+            if inf:
+                signs = {numbers[k] > 0 for k in inf}
+                means = _INFINITE_MEANS.get(metric) if signs == {True} else None
+                why = f" ({means})" if means else ""
                 notes.append(
-                    f"{method} {metric}: {len(bad)} of {len(values)} scan(s) gave a non-finite value{why} and are "
-                    f"left out of its mean and paired tests: {', '.join(sorted(bad))}"
+                    f"{method} {metric}: {len(inf)} of {len(values)} scan(s) gave an infinite value{why}; they are "
+                    f"kept: counted in n, the mean is infinite, the median and the Wilcoxon test rank them, and the "
+                    f"t interval of their paired differences does not exist: {', '.join(inf)}"
+                )
+            if nan:
+                notes.append(
+                    f"{method} {metric}: {len(nan)} of {len(values)} scan(s) have no value (NaN: not computed) and "
+                    f"are left out of its mean and paired tests: {', '.join(nan)}"
                 )
     return notes
 
@@ -500,6 +529,8 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 row.append("n/a")
                 continue
             fewer = f", n={x['n']} of {scans[method]}" if x["n"] < scans[method] else ""  # see the notes
+            if x.get("n_inf"):  # the mean is inf then: say on how many scans, the median says the rest
+                fewer += f", inf on {x['n_inf']} of {x['n']}"
             row.append(f"{_fmt(x['mean'])} ± {_fmt(x['sd'])} ({_fmt(x['median'])}){fewer}")
         table.append(row)
     blocks.append(("table", ["method", *metrics], table))

@@ -6,6 +6,16 @@ with at least ``scan_id``, ``method`` and metric columns (what
 plain dicts so research code can turn them into a DataFrame, CSV or JSON.
 
 * :func:`summarize`: n, mean, sd (ddof=1), median, min, max per method and metric.
+
+Infinite values are data, NaN is missing. A PSNR of ``+inf`` (the image equals its reference inside the mask; for
+``lr_consistency_psnr``, the prediction degraded back equals the low-resolution input) is a method's best possible
+result on that scan: dropping it, as earlier versions did, removed a method's best scans from its mean and from the
+paired tests. ``+inf`` / ``-inf`` are kept: the summary counts them in ``n`` and ``n_inf``, its ``mean`` is then
+``inf`` (``None`` when both signs occur), ``sd`` is ``None`` and ``median`` / ``min`` / ``max`` are the order
+statistics. A paired difference of two equal values (both ``inf`` too) is 0, of ``inf`` and a finite value ``inf``;
+the Wilcoxon signed-rank test ranks such differences above every finite one, and the t interval (and so a
+``better`` verdict, which needs it) does not exist then (``None``). Only NaN (a metric that could not be computed)
+is left out.
 * :func:`paired_difference`: for one metric, ``method - baseline`` on the scans
   both have, with the Student t 95% confidence interval of the mean difference
   (``mean +- t(0.975, n-1) * sd / sqrt(n)``, ``scipy.stats.t``; none for n < 2) and the
@@ -70,13 +80,19 @@ GROUP_KEYS = ("modality", "manufacturer", "site", "series_description")
 CI_METHOD = "t"
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float | np.floating | np.integer) and math.isfinite(float(v))
+def _number(v: Any) -> bool:
+    """A metric value: a number that is not NaN (``+inf`` / ``-inf`` count; NaN is "not computed")."""
+    return (
+        isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool) and not math.isnan(float(v))
+    )
 
 
 def metric_values(rows: Iterable[Mapping[str, Any]], method: str, metric: str) -> dict[str, float]:
-    """``{scan_id: value}`` of one metric for one method (non-finite values dropped)."""
-    return {str(r["scan_id"]): float(r[metric]) for r in rows if r.get("method") == method and _finite(r.get(metric))}
+    """``{scan_id: value}`` of one metric for one method; NaN (not computed) dropped, ``+inf`` / ``-inf`` kept.
+
+    An infinite PSNR is a perfect result on that scan (see the module notes), not a missing one.
+    """
+    return {str(r["scan_id"]): float(r[metric]) for r in rows if r.get("method") == method and _number(r.get(metric))}
 
 
 def _methods(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -89,20 +105,26 @@ def _methods(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def _metrics(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None) -> list[str]:
     if metrics is not None:
         return list(metrics)
-    present = {k for r in rows for k, v in r.items() if _finite(v)}
+    present = {k for r in rows for k, v in r.items() if _number(v)}
     return [m for m in HIGHER_IS_BETTER if m in present]
 
 
 def _describe(values: Sequence[float]) -> dict[str, Any]:
     a = np.asarray(values, dtype=np.float64)
     n = int(a.size)
+    n_inf = int(np.isinf(a).sum())
     if n == 0:
-        return {"n": 0, "mean": None, "sd": None, "median": None, "min": None, "max": None}
+        return {"n": 0, "n_inf": 0, "mean": None, "sd": None, "median": None, "min": None, "max": None}
+    mean = float(a.mean())  # inf when some value is: the honest mean of a set holding a perfect scan
+    s = np.sort(a)
+    # np.median averages the two middle values: inf and -inf there give NaN, one infinite one gives it
+    median = float(s[(n - 1) // 2]) if n % 2 else float((s[n // 2 - 1] + s[n // 2]) / 2)
     return {
         "n": n,
-        "mean": float(a.mean()),
-        "sd": float(a.std(ddof=1)) if n > 1 else None,
-        "median": float(np.median(a)),
+        "n_inf": n_inf,
+        "mean": None if math.isnan(mean) else mean,  # NaN only when both +inf and -inf occur
+        "sd": float(a.std(ddof=1)) if n > 1 and not n_inf else None,
+        "median": None if math.isnan(median) else median,
         "min": float(a.min()),
         "max": float(a.max()),
     }
@@ -121,8 +143,9 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] | Non
     Returns
     -------
     list of dict
-        One row per method x metric: ``method``, ``metric``, ``n``, ``mean``, ``sd``, ``median``,
-        ``min``, ``max``. ``sd`` is None when n < 2.
+        One row per method x metric: ``method``, ``metric``, ``n``, ``n_inf``, ``mean``, ``sd``, ``median``,
+        ``min``, ``max``. ``n`` counts every value but NaN; ``n_inf`` the infinite ones among them, which make
+        ``mean`` infinite and ``sd`` None (see the module notes). ``sd`` is None when n < 2.
 
     Examples
     --------
@@ -145,7 +168,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     Parameters
     ----------
     a, b
-        Values of the two methods on the same scans, in the same order.
+        Values of the two methods on the same scans, in the same order; ``+inf`` / ``-inf`` allowed (see the
+        module notes: the t fields are None then, the Wilcoxon test ranks them).
     confidence
         Confidence level of the interval.
 
@@ -174,13 +198,15 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError(f"paired samples differ in length: {x.size} and {y.size}")
-    d = x - y
+    d = _differences(x, y)
     n = int(d.size)
+    finite = bool(np.isfinite(d).all())
+    mean_d, median_d = _describe(d)["mean"], _describe(d)["median"]
     out: dict[str, Any] = {
         "n": n,
-        "mean_diff": float(d.mean()) if n else None,
-        "median_diff": float(np.median(d)) if n else None,
-        "sd_diff": float(d.std(ddof=1)) if n > 1 else None,
+        "mean_diff": mean_d,
+        "median_diff": median_d,
+        "sd_diff": float(d.std(ddof=1)) if n > 1 and finite else None,
         "dz": math.nan,
         "ci_low": None,
         "ci_high": None,
@@ -189,7 +215,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
         "wilcoxon_p": None,
         "wilcoxon_method": None,
     }
-    if n >= 2:
+    if n >= 2 and finite:  # an infinite difference has no t interval; the rank test below still counts it
         mean, sd = float(d.mean()), float(d.std(ddof=1))
         half = float(stats.t.ppf(1 - (1 - confidence) / 2, n - 1)) * sd / math.sqrt(n)
         out["ci_low"], out["ci_high"] = mean - half, mean + half
@@ -202,6 +228,12 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
             p, how = _wilcoxon_exact(d)
             out["wilcoxon_p"], out["wilcoxon_method"] = (float(p) if math.isfinite(p) else None), how
     return out
+
+
+def _differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a - b``, 0 where the values are equal: two perfect scans (``inf - inf``, NaN in IEEE arithmetic) tie."""
+    with np.errstate(invalid="ignore"):
+        return np.where(a == b, 0.0, a - b)
 
 
 def _wilcoxon_exact(d: np.ndarray) -> tuple[float, str]:
@@ -220,7 +252,8 @@ def _wilcoxon_exact(d: np.ndarray) -> tuple[float, str]:
     nz = d[d != 0]
     n = int(nz.size)
     ranks = stats.rankdata(np.abs(nz))
-    if n <= 50 and np.unique(np.abs(nz)).size == n and nz.size == d.size:
+    # infinite differences take the mid-rank path below, which ranks them above every finite one
+    if n <= 50 and np.unique(np.abs(nz)).size == n and nz.size == d.size and np.isfinite(nz).all():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return float(stats.wilcoxon(nz, method="exact").pvalue), "exact (scipy.stats.wilcoxon, method='exact')"
@@ -283,7 +316,7 @@ def paired_comparisons(
             res = paired_difference([va[s] for s in common], [vb[s] for s in common])
             higher = HIGHER_IS_BETTER.get(metric, True)
             out.append({"method": method, "baseline": baseline, "metric": metric, "higher_is_better": higher, **res})
-            diffs.append(np.array([va[s] - vb[s] for s in common]))
+            diffs.append(_differences(np.array([va[s] for s in common]), np.array([vb[s] for s in common])))
     adjusted = holm([x["wilcoxon_p"] for x in out])
     for x, d, p_holm in zip(out, diffs, adjusted, strict=True):
         x["p_holm"] = p_holm
