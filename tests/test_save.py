@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import hashlib
 import json
 import logging
 import os
@@ -902,10 +903,14 @@ def test_nifti_sidecar_keeps_a_known_modality(tmp_path):
     src = medgan.load_scan(HITACHI_SAMPLE)
     assert src.meta["modality"] == "MR" and src.meta["dicom"]
     out = save_scan(src, tmp_path / "h.nii.gz")
-    assert json.loads(nifti_sidecar_path(out).read_text()) == {
+    # nothing identifying: the series is named only by the SHA-256 of its UID (for the hold-out check), not the UID
+    text = nifti_sidecar_path(out).read_text()
+    assert src.meta["series_uid"] not in text
+    assert json.loads(text) == {
         "modality": "MR",
         "image_file": "h.nii.gz",
-    }  # nothing identifying
+        "source_series_sha256": hashlib.sha256(src.meta["series_uid"].encode()).hexdigest(),
+    }
     back = medgan.load_scan(out)
     assert back.meta["modality"] == "MR" and not {"medgan", "degradation", "dicom"} & set(back.meta)
     assert medgan.load_scan(save_scan(back, tmp_path / "again.nii")).meta["modality"] == "MR"  # and on

@@ -52,4 +52,36 @@ def test_content_keys_tell_copies_from_other_scans(tmp_path):
     assert [k[:2] for k in shared] == [("content", T1.stat().st_size)]
     assert not identity_keys([VAL]) & identity_keys([T1])
     # a DICOM series is told by its UID: its files are not read for a content key
-    assert {k[0] for k in identity_keys([copy], "1.2.3")} == {"path", "inode", "series"}
+    assert {k[0] for k in identity_keys([copy], "1.2.3")} == {"path", "inode", "series", "source"}
+
+
+HITACHI = REPO / "sample_data" / "dicom" / "dicom2nifti_hitachi_anatomical_001"
+
+
+def test_a_nifti_converted_from_a_training_series_is_refused_as_validation(tmp_path):
+    """``medgan convert`` of a training DICOM series, listed as the validation scan: its bytes differ from every
+    slice, so neither a path, an inode, a series UID nor a content key tied it to the series. The sidecar now keeps
+    the SHA-256 of the series UID (never the UID), carried through later steps (a degraded copy), and the
+    hold-out check compares it."""
+    import json
+
+    import medgan
+
+    series = medgan.load_scan(HITACHI)
+    (tmp_path / "val").mkdir()
+    uid = series.meta["series_uid"]
+    converted = medgan.save_scan(series, tmp_path / "val" / "subject.nii.gz")
+    sidecar = (tmp_path / "val" / "subject.json").read_text()
+    assert uid not in sidecar  # the digest only
+    digest = json.loads(sidecar)["source_series_sha256"]
+    assert len(digest) == 64 and digest != uid
+    # a later step keeps it: the degraded copy of the converted file still names the series
+    degraded = medgan.save_scan(medgan.degrade(medgan.load_scan(converted), 2), tmp_path / "val" / "lowres.nii.gz")
+    assert json.loads((tmp_path / "val" / "lowres.json").read_text())["source_series_sha256"] == digest
+    for val in (converted, degraded):
+        with pytest.raises(
+            ConfigError, match=r"data\.val: .* is converted from the same DICOM series as the data\.train scan"
+        ):
+            train_sr(_config(tmp_path / "run", [str(HITACHI)], [str(val)]), progress=False)
+    # another scan's NIfTI is not tied to the series
+    assert not identity_keys([VAL]) & identity_keys([str(p) for p in HITACHI.iterdir()], uid)

@@ -66,7 +66,7 @@ def load_pairs(
     """
     from medgan.data.labels import label_values as values_of
     from medgan.data.labels import tissue_labels
-    from medgan.io.discover import identity_keys
+    from medgan.io.discover import first_tie, identity_keys
     from medgan.io.load import load_scan
 
     pairs = []
@@ -80,14 +80,14 @@ def load_pairs(
             raise MedganError(f"{name}: expected a single-channel 3-D image, got shape {tuple(image.shape)}")
         # each subject's validation slab is held out of its own training slices only: the same image listed twice
         # (another path, a link, a copy of its DICOM series) trained on one copy's validation slab through the other
-        for key in identity_keys([str(subject["image"])], image.meta.get("series_uid")):
-            if key in seen:
-                what = "the same DICOM series" if key[0] == "series" else "the same file"
-                raise MedganError(
-                    f"{name}: {what} as the training subject {seen[key]}; list each subject once (its validation "
-                    "slices would be trained on through the other copy)"
-                )
-            seen[key] = name
+        keys = identity_keys([str(subject["image"])], image.meta.get("series_uid"))
+        tie = first_tie(keys, seen)
+        if tie is not None:
+            raise MedganError(
+                f"{name}: {tie[0]} the training subject {tie[1]}; list each subject once (its validation "
+                "slices would be trained on through the other copy)"
+            )
+        seen.update(dict.fromkeys(keys, name))
         _check_modality(image, name, modality)
         if "labels" in subject:
             labels = load_scan(subject["labels"])

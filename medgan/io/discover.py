@@ -47,17 +47,25 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from medgan.errors import MedganError, ScanReadError
 from medgan.io.dicom_values import header_value
 from medgan.io.gc_pause import paused_gc
-from medgan.io.nifti import inspect_nifti, is_nifti_path, modality_code, read_nifti_sidecar, split_scan_suffix
+from medgan.io.nifti import (
+    SIDECAR_SOURCE_KEY,
+    inspect_nifti,
+    is_nifti_path,
+    modality_code,
+    read_nifti_sidecar,
+    series_digest,
+    split_scan_suffix,
+)
 from medgan.io.scan import orientation_code
 
 __all__ = ["ScanRef", "discover_scans", "SKIP_SUFFIXES", "SKIP_NAMES", "SKIP_FOLDERS"]
@@ -469,14 +477,17 @@ CONTENT_KEY_MAX_BYTES = 64 * 2**20
 
 def identity_keys(paths: Sequence[str | os.PathLike[str]], series_uid: str | None = None) -> set[tuple]:
     """What identifies a scan on disk, to tell two entries that are the same scan: each path's real path, each
-    file's ``(device, inode)`` (a hard link), the DICOM ``series_uid`` (a copy of the series elsewhere) and, for a
-    scan without a series UID (a NIfTI file), each file's size and SHA-256 (a byte copy under another name).
+    file's ``(device, inode)`` (a hard link), the DICOM ``series_uid`` (a copy of the series elsewhere), the digest
+    of the DICOM series a NIfTI file was converted from (its sidecar's
+    :data:`~medgan.io.nifti.SIDECAR_SOURCE_KEY`, written by :func:`medgan.save_scan`; a DICOM series gets the
+    digest of its own UID) and, for a scan without a series UID (a NIfTI file), each file's size and SHA-256 (a
+    byte copy under another name).
 
     Two scans are the same when their key sets intersect; a key's first item (``"path"``, ``"inode"``,
-    ``"series"``, ``"content"``) says how. The content key is computed only for files of at most
-    :data:`CONTENT_KEY_MAX_BYTES` (one read of each): a DICOM series is told by its UID instead, which costs no
-    read of its slices. A file converted to another format (the NIfTI of a DICOM series) has other bytes and is not
-    caught.
+    ``"series"``, ``"source"``, ``"content"``) says how (:data:`IDENTITY_TIES`, :func:`first_tie`). The content
+    key is computed only for files of at most :data:`CONTENT_KEY_MAX_BYTES` (one read of each): a DICOM series is
+    told by its UID instead, which costs no read of its slices. A NIfTI file converted by another tool (no medgan
+    sidecar) has other bytes and no recorded series, and is not caught.
     """
     keys: set[tuple] = set()
     for p in paths:
@@ -488,9 +499,39 @@ def identity_keys(paths: Sequence[str | os.PathLike[str]], series_uid: str | Non
                 if not series_uid and st.st_size <= CONTENT_KEY_MAX_BYTES:
                     with open(p, "rb") as fh:
                         keys.add(("content", st.st_size, hashlib.file_digest(fh, "sha256").hexdigest()))
+                if not series_uid and is_nifti_path(p):
+                    with contextlib.suppress(Exception):  # an unreadable sidecar records no series
+                        digest = read_nifti_sidecar(p).get(SIDECAR_SOURCE_KEY)
+                        if digest:
+                            keys.add(("source", digest))
     if series_uid:
         keys.add(("series", str(series_uid)))
+        keys.add(("source", series_digest(str(series_uid))))
     return keys
+
+
+T = TypeVar("T")
+
+#: how two scans whose :func:`identity_keys` share a key of each kind are the same scan, the most direct first
+IDENTITY_TIES = {
+    "path": "the same file as",
+    "inode": "the same file as",
+    "series": "the same DICOM series as",
+    "source": "converted from the same DICOM series as",
+    "content": "a byte-for-byte copy of",
+}
+
+
+def first_tie(keys: set[tuple], seen: Mapping[tuple, T]) -> tuple[str, T] | None:
+    """The most direct way a scan with identity ``keys`` is one already ``seen`` (key -> that scan): ``(how, that
+    scan)``, ``how`` from :data:`IDENTITY_TIES` (e.g. ``"the same DICOM series as"``); ``None`` when no key is
+    shared."""
+    order = list(IDENTITY_TIES)
+    rank = {kind: i for i, kind in enumerate(order)}
+    for key in sorted(keys, key=lambda k: (rank.get(k[0], len(order)), repr(k))):
+        if key in seen:
+            return IDENTITY_TIES.get(key[0], "the same scan as"), seen[key]
+    return None
 
 
 def series_uid_of(path: Path) -> str | None:

@@ -14,10 +14,12 @@ naming the file.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import logging
 import math
+import re
 import struct
 import zlib
 from collections.abc import Mapping
@@ -40,7 +42,13 @@ logger = logging.getLogger(__name__)
 #: ``degradation`` and ``interpolation`` are dicts; ``modality`` is a DICOM modality code (see :func:`modality_code`);
 #: ``label_names`` holds ``meta["labels"]`` (see :data:`SIDECAR_LABELS_KEY`).
 #: :data:`SIDECAR_IMAGE_KEY` is reserved too: it names the image the sidecar belongs to, and is neither.
-SIDECAR_META_KEYS = ("degradation", "interpolation", "modality", "label_names", "image_file")
+SIDECAR_META_KEYS = ("degradation", "interpolation", "modality", "label_names", "image_file", "source_series_sha256")
+
+#: Sidecar (and ``meta``) key of the SHA-256 of the SeriesInstanceUID of the DICOM series a NIfTI file was made from
+#: (:func:`series_digest`; kept through every later step: degradation, upscaling). Not the UID itself, which a
+#: conversion to NIfTI usually means to leave behind; the digest only tells that two files come from one series
+#: (:func:`medgan.io.discover.identity_keys`: a validation scan converted from a training series is not held out).
+SIDECAR_SOURCE_KEY = "source_series_sha256"
 
 #: Sidecar key of the name of the NIfTI file it was written for (``x.nii.gz``). ``x.nii`` and ``x.nii.gz`` in one
 #: folder share the sidecar ``x.json``, so :func:`read_nifti_sidecar` ignores a sidecar written for the other one.
@@ -74,6 +82,9 @@ __all__ = [
     "label_value",
     "SIDECAR_LABELS_KEY",
     "SIDECAR_IMAGE_KEY",
+    "SIDECAR_SOURCE_KEY",
+    "series_digest",
+    "source_series_digest",
     "sidecar_owner",
 ]
 
@@ -568,6 +579,25 @@ def check_label_names(value: Any) -> dict[str, str]:
     return {str(k): out[k] for k in sorted(out)}
 
 
+def series_digest(series_uid: str) -> str:
+    """The SHA-256 (hex) of a DICOM SeriesInstanceUID, as the sidecar keeps it (:data:`SIDECAR_SOURCE_KEY`)."""
+    return hashlib.sha256(str(series_uid).strip().encode("ascii", "replace")).hexdigest()
+
+
+def is_series_digest(value: Any) -> bool:
+    """Whether ``value`` is a :func:`series_digest` (64 lower-case hex digits)."""
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def source_series_digest(meta: Mapping[str, Any]) -> str | None:
+    """The :func:`series_digest` of the DICOM series a scan comes from: the one its sidecar recorded, else that of
+    its own ``series_uid`` (a scan read from DICOM); ``None`` for a scan of no known series."""
+    if is_series_digest(meta.get(SIDECAR_SOURCE_KEY)):
+        return str(meta[SIDECAR_SOURCE_KEY])
+    uid = meta.get("series_uid")
+    return series_digest(uid) if isinstance(uid, str) and uid.strip() else None
+
+
 def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[str, Any]:
     """The ``meta`` entries that :func:`medgan.save_scan` keeps in the JSON sidecar next to a NIfTI file.
 
@@ -613,6 +643,8 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
             out[key] = value
     if modality_code(data.get("modality")) is not None:
         out["modality"] = data["modality"]
+    if is_series_digest(data.get(SIDECAR_SOURCE_KEY)):
+        out[SIDECAR_SOURCE_KEY] = data[SIDECAR_SOURCE_KEY]
     if data.get(SIDECAR_LABELS_KEY) is not None:
         try:
             out["labels"] = check_label_names(data[SIDECAR_LABELS_KEY])

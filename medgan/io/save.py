@@ -29,11 +29,13 @@ from medgan.io.nifti import (
     NIFTI_2D_INTENT_NAME,
     SIDECAR_IMAGE_KEY,
     SIDECAR_LABELS_KEY,
+    SIDECAR_SOURCE_KEY,
     TIME_UNITS,
     check_label_names,
     modality_code,
     nifti_sidecar_path,
     sidecar_taken_by,
+    source_series_digest,
 )
 from medgan.io.scan import ScanLike, in_ras_space, ras_affine, scan_array, spacing_from_affine
 
@@ -300,6 +302,7 @@ def _jsonable(value: Any) -> Any:
 def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON sidecar: ``meta["medgan"]``'s keys at top level, plus ``degradation`` / ``interpolation`` and the
     modality when it is known (a DICOM modality code, not ``"unknown"``; no other DICOM field, none identifying),
+    the SHA-256 of the source DICOM series' UID (:data:`~medgan.io.nifti.SIDECAR_SOURCE_KEY`, not the UID),
     and a label map's ``meta["labels"]`` under ``label_names`` (checked and sanitised by
     :func:`~medgan.io.nifti.check_label_names`; left out, with a warning, when malformed).
 
@@ -313,6 +316,9 @@ def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
     extra = {k: meta[k] for k in _RECORD_KEYS if isinstance(meta.get(k), dict)}
     if modality_code(meta.get("modality")) is not None:
         extra["modality"] = meta["modality"]
+    digest = source_series_digest(meta)  # the series' digest only, never its UID
+    if digest is not None:
+        extra[SIDECAR_SOURCE_KEY] = digest
     if meta.get("labels") is not None:
         try:
             extra[SIDECAR_LABELS_KEY] = check_label_names(meta["labels"])

@@ -68,35 +68,27 @@ def _source_keys(source: Any) -> set[Any]:
     return identity_keys(paths, getattr(source, "series_uid", None))
 
 
-#: the order in which :func:`_check_held_out` names the tie between a validation and a training scan
-_KEY_ORDER = {"path": 0, "inode": 0, "series": 1, "content": 2}
-
-
 def _check_held_out(train: list[Any], val: list[Any]) -> None:
     """Refuse a validation scan that is also a training scan once the folders are walked.
 
     The config check compares only the listed paths, so a link to a validation scan inside a training folder (or a
-    hard link, a copy of the same DICOM series, or a byte copy of a NIfTI file) trained on the held-out scan
-    unnoticed. A conversion of a training series to another format (its NIfTI) is not caught: its bytes differ and
-    the NIfTI sidecar does not record the series.
+    hard link, a copy of the same DICOM series, a byte copy of a NIfTI file, or a NIfTI file that ``medgan convert``
+    made from a training series) trained on the held-out scan unnoticed (:func:`medgan.io.discover.identity_keys`).
     """
     from medgan.data.patches import source_name
+    from medgan.io.discover import first_tie
 
     seen: dict[Any, Any] = {}
     for src in train:
         for key in _source_keys(src):
             seen.setdefault(key, src)
     for v in val:
-        # the most direct tie first: the same file (path, inode), then the same series, then a byte copy
-        for key in sorted(_source_keys(v), key=lambda k: (_KEY_ORDER.get(k[0], 0), repr(k))):
-            if key in seen:
-                what = {"series": "the same DICOM series as", "content": "a byte-for-byte copy of"}.get(
-                    key[0], "the same file as"
-                )
-                raise ConfigError(
-                    f"data.val: {source_name(v)} is {what} the data.train scan {source_name(seen[key])}; "
-                    "validation scans must be held out"
-                )
+        tie = first_tie(_source_keys(v), seen)
+        if tie is not None:
+            raise ConfigError(
+                f"data.val: {source_name(v)} is {tie[0]} the data.train scan {source_name(tie[1])}; "
+                "validation scans must be held out"
+            )
 
 
 def _header_modality(source: Any) -> str | None:
