@@ -3,9 +3,9 @@ dcm2niix and dciodvfy on real scans (the MNI T1 in sample_data/ and a real obliq
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
-import hashlib
 import json
 import logging
 import os
