@@ -130,3 +130,63 @@ def test_removal_never_follows_a_link_out_of_the_output_folder(tmp_path, models)
     assert inside.read_bytes() == b"kept" and not sidecar.is_symlink()  # the link went, not what it points to
     log = (out / "medgan.log").read_text()
     assert "not removing the earlier output" in log and "resolves outside the output folder" in log
+
+
+def test_a_scan_now_unusable_loses_the_outputs_of_its_earlier_run(tmp_path, models):
+    """Recorded before its previous row was looked up, an unusable scan kept its old outputs on disk while
+    manifest.csv listed none for it (and a glob of OUT_ROOT took the stale image as current)."""
+    sr, _ = models
+    src, out = scan_tree(tmp_path / "in"), tmp_path / "out"
+    args = ["batch", "upscale", str(src), str(out), "--model", str(sr), "--quiet"]
+    assert main(args) == 0
+    assert len(files(out)) == 2
+    (src / "a" / "anat.nii.gz").write_bytes(b"not a NIfTI file at all" * 20)  # now unreadable: unusable
+    assert main(args) == 3
+    assert read_rows(out / "manifest.jsonl")[-1]["status"] == "unusable"
+    assert files(out) == sorted(listed(out)) == []
+    removals = [line for line in (out / "medgan.log").read_text().splitlines() if "removed the earlier output" in line]
+    assert len(removals) == 2 and all("unusable" in line for line in removals), removals
+
+
+def test_batch_evaluate_removes_the_montage_of_a_prediction_that_is_gone(tmp_path):
+    """A scan whose prediction disappeared became a failed row at planning, and its montage from the earlier
+    scoring stayed under montages/ while the row listed no outputs."""
+    ref, pred, out = tmp_path / "ref", tmp_path / "pred", tmp_path / "ev"
+    for tree in (ref, pred):
+        for folder, name in (("a", "pydicom_ct_small/CT_small.dcm"), ("b", "pydicom_mr_small/MR_small.dcm")):
+            (tree / folder).mkdir(parents=True)
+            (tree / folder / Path(name).name).write_bytes((SAMPLE / "dicom" / name).read_bytes())
+    args = ["batch", "evaluate", str(pred), str(ref), str(out), "--quiet"]
+    assert main(args) == 0
+    assert len(list((out / "montages").rglob("*.png"))) == 2
+    (pred / "b" / "MR_small.dcm").unlink()
+    (pred / "b").rmdir()
+    assert main(args) == 3
+    last = {r["scan_id"]: r for r in read_rows(out / "manifest.jsonl")}
+    failed = [r for r in last.values() if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["input"].startswith("b/") and failed[0]["outputs"] == []
+    (skipped,) = [r for r in last.values() if r["status"] == "skipped"]
+    on_disk = [p.relative_to(out).as_posix() for p in (out / "montages").rglob("*.png")]
+    assert on_disk == skipped["outputs"] and on_disk[0].startswith("montages/a/")  # b's montage went
+    assert "removed the earlier output montages/b/" in (out / "medgan.log").read_text()
+
+
+def test_synthesize_removes_the_samples_written_before_a_later_one_failed(tmp_path, models):
+    """-n 2 with sample 001 impossible to write (its name taken by a folder, standing in for a full disk): sample
+    000 and its sidecar stayed under a failed row that lists no outputs."""
+    from medgan import discover_scans
+
+    _, syn = models
+    src, out = tmp_path / "labels", tmp_path / "out"
+    mni_label_map(src / "s1" / "labels.nii.gz", (slice(60, 76), slice(70, 86), slice(76, 80)))
+    (ref,) = discover_scans(src)
+    blocker = out / "s1" / f"{ref.id}-synth-001.nii.gz"
+    blocker.mkdir(parents=True)
+    args = ["batch", "synthesize", str(src), str(out), "--model", str(syn), "--quiet", "-n", "2"]
+    assert main(args) == 3
+    row = read_rows(out / "manifest.jsonl")[-1]
+    assert row["status"] == "failed" and row["outputs"] == []
+    assert files(out) == []  # nothing of this attempt left; the folder that was there is untouched
+    assert blocker.is_dir()
+    blocker.rmdir()
+    assert main(args) == 0 and len(files(out)) == 4

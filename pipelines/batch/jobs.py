@@ -573,13 +573,49 @@ def synthesize_save_stage(task: Task, result: Any, labels: Any, options: Synthes
     if len(images) != result.shape[0]:
         raise MedganError(f"expected {len(images)} synthetic images, the model returned {result.shape[0]}")
     affine = np.asarray(result.affine, dtype=np.float64)
-    for k, rel in enumerate(images):
-        meta = copy.deepcopy({key: v for key, v in result.meta.items() if key not in ("affine", "spacing")})
-        meta.setdefault("medgan", {})["sample"] = k
-        sample = make_scan(result.as_tensor()[k : k + 1].clone(), affine, meta)
-        target = safe_output_path(out_root, Path(rel).parent.as_posix(), Path(rel).name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_scan(sample, target, format=options.fmt, overwrite=True)
+    # each sample is renamed into place as it is written: when a later one fails (disk full, an I/O error), the
+    # earlier ones this attempt wrote go again, or they sat on disk under a failed row that lists no outputs (a set
+    # of 1 of N samples that a glob of *-synth-* picks up). Told apart from files already there by their identity
+    before = {rel: _identity(out_root / rel) for rel in task.outputs}
+    try:
+        for k, rel in enumerate(images):
+            meta = copy.deepcopy({key: v for key, v in result.meta.items() if key not in ("affine", "spacing")})
+            meta.setdefault("medgan", {})["sample"] = k
+            sample = make_scan(result.as_tensor()[k : k + 1].clone(), affine, meta)
+            target = safe_output_path(out_root, Path(rel).parent.as_posix(), Path(rel).name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_scan(sample, target, format=options.fmt, overwrite=True)
+    except BaseException:
+        for rel, identity in before.items():
+            if _identity(out_root / rel) not in (None, identity):
+                _remove_written(out_root, rel, task.scan_id)
+        raise
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Device, inode and modification time of ``path`` (not followed if a link); ``None`` when it does not exist.
+    An atomic write renames a new file (or folder) into place, so its identity differs from what was there."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def _remove_written(out_root: Path, rel: str, scan_id: str) -> None:
+    """Remove output ``rel`` that this attempt at scan ``scan_id`` wrote before it failed (logged; best effort)."""
+    import shutil
+
+    path = out_root / rel
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as exc:
+        log.warning("%s: cannot remove %s, written before the scan failed (%s)", scan_id, rel, exc.strerror or exc)
+        return
+    log.info("%s: removed %s, written before the scan failed", scan_id, rel)
 
 
 def synthesize_job(task: Task, options: SynthesizeOptions) -> dict[str, Any]:

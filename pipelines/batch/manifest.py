@@ -1,8 +1,9 @@
 """The batch manifest: an append-only ``manifest.jsonl`` log plus a ``manifest.csv`` table, and the resume rule.
 
 Every finished scan appends one JSON line, flushed and fsynced, so a run killed at any moment loses at most the
-line being written; :func:`read_rows` ignores a partial (or otherwise unreadable) line and :class:`Manifest`
-starts the next row on a fresh line. ``manifest.csv`` holds the latest row per scan and is rewritten atomically
+line being written; :func:`read_rows` ignores a partial (or otherwise unreadable) line, and :class:`Manifest`
+(which a run opens under its lock) removes such lines from the file, with one warning, and starts the next row on
+a fresh line. ``manifest.csv`` holds the latest row per scan and is rewritten atomically
 at the end of a run (it is derived from the JSON lines and can always be regenerated).
 
 Row fields (:data:`COLUMNS`): ``run_id``, ``job``, ``scan_id``, ``kind``, ``modality``, ``input`` (file or series
@@ -112,9 +113,16 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
     with open(path, "rb") as fh:
-        data = fh.read()
+        rows, _, bad = _parse(fh.read())
+    for where in bad:
+        log.warning("%s: ignoring unreadable %s", path, where)
+    return rows
+
+
+def _parse(data: bytes) -> tuple[list[dict[str, Any]], list[bytes], list[str]]:
+    """The rows of ``manifest.jsonl`` bytes, its readable lines and where its unreadable lines are."""
+    rows, kept, bad = [], [], []
     lines = data.split(b"\n")
     for i, line in enumerate(lines, start=1):
         if not line.strip():
@@ -122,12 +130,12 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         try:
             row = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            where = "last line (an interrupted write)" if i == len(lines) else f"line {i}"
-            log.warning("%s: ignoring unreadable %s", path, where)
+            bad.append("last line (an interrupted write)" if i == len(lines) else f"line {i}")
             continue
+        kept.append(line)
         if isinstance(row, dict) and "scan_id" in row and "status" in row:
             rows.append(row)
-    return rows
+    return rows, kept, bad
 
 
 def last_finished(rows: Iterable[Mapping[str, Any]], job: str | None = None) -> dict[str, dict[str, Any]]:
@@ -196,8 +204,26 @@ class Manifest:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.rows = read_rows(self.path)
         self._fh = None
+        data = self.path.read_bytes() if self.path.is_file() else b""
+        self.rows, kept, bad = _parse(data)
+        if bad:
+            self._drop_unreadable(kept, bad)
+
+    def _drop_unreadable(self, kept: Sequence[bytes], bad: Sequence[str]) -> None:
+        """Rewrite the file without its unreadable lines (atomically; the caller holds the run's lock), so the
+        warning about a line a killed run left half-written comes once: kept in the file, it came on every later
+        run, forever, and read as ongoing corruption. The rows read are unchanged, so resume is too."""
+        from medgan.io.atomic import write_bytes_atomic
+
+        where = ", ".join(bad)
+        try:
+            write_bytes_atomic(self.path, b"".join(line + b"\n" for line in kept))
+        except (OSError, MedganError) as exc:  # it stays, ignored, and is reported again next time
+            why = getattr(exc, "strerror", None) or exc
+            log.warning("%s: ignoring unreadable %s (cannot rewrite the file: %s)", self.path, where, why)
+            return
+        log.warning("%s: removed unreadable %s; every other row is kept", self.path, where)
 
     def _open(self):
         if self._fh is None:

@@ -48,6 +48,7 @@ from pipelines.batch.plan import (
     safe_output_path,
 )
 from pipelines.batch.progress import Progress
+from pipelines.batch.summary import summary_line as _summary_line
 
 __all__ = [
     "EXIT_OK",
@@ -59,6 +60,7 @@ __all__ = [
     "run_synthesize",
     "run_evaluate",
     "sweep_temp_files",
+    "summary_line",
     "MANIFEST_JSONL",
     "MANIFEST_CSV",
     "LOCK_NAME",
@@ -72,6 +74,17 @@ MANIFEST_CSV = "manifest.csv"
 LOCK_NAME = ".medgan-batch.lock"
 #: names medgan.io.atomic gives temporary files and folders: ``.<name>.<12 hex>.tmp[suffixes]`` / ``.old``
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.(tmp|old)(\..*)?$")
+
+
+def summary_line(result: BatchResult, *, redo_option: str = "--force") -> str:
+    """The one-line summary of a run (:func:`pipelines.batch.summary.summary_line`): its log's last line ends with
+    it, and ``medgan batch`` / ``medgan run`` / ``medgan upscale`` on a tree print it."""
+    return _summary_line(
+        result.rows,
+        result.manifest.with_name(MANIFEST_CSV),  # the table of this run's rows, not manifest.jsonl
+        report=result.report.get("report.html"),
+        redo_option=redo_option,
+    )
 
 
 @dataclass
@@ -215,20 +228,32 @@ class _Run:
         so that the old model's output does not sit there looking current under a ``failed`` row; under the same
         settings (``--force``, or a redo because one output was missing) they are kept: still what this run would
         write, and the earlier row still vouches for them, so a rerun without ``--force`` skips the scan.
+        ``unusable``, and a ``failed`` row made before the scan could run (planning refused it: a prediction no
+        longer found, say), have no settings key: all the previous outputs go, as they would sit there looking
+        current under a row that lists none.
         Only paths inside ``OUT_ROOT`` (:func:`safe_output_path`, links resolved) go; a link is removed itself,
         never followed. Each removal is logged.
         """
         previous = self.previous.pop(task.scan_id, None)
-        if previous is None or status not in ("done", "failed"):
+        if previous is None or status not in ("done", "failed", "unusable"):
             return
-        if status == "failed" and previous.get("settings") == self.keys.get(task.scan_id):
+        key = self.keys.get(task.scan_id)  # None: refused at planning, before any settings key was made
+        if status == "failed" and previous.get("settings") == key:
             return
         keep = set(task.outputs) if status == "done" else set()
+        if status == "done":
+            why = "not written by this run"
+        elif status == "unusable":
+            why = "its input is unusable now"
+        elif key is None:
+            why = f"this run could not run the scan: {task.reason}"
+        else:
+            why = "made under other settings; this run failed the scan"
         for rel in previous.get("outputs") or []:
             rel = str(rel)
             if rel in keep or (rel in self.planned and rel not in task.outputs):
                 continue
-            _remove_output(self.out_root, rel, task.scan_id, status)
+            _remove_output(self.out_root, rel, task.scan_id, why)
 
     def record(self, task: Task, row: dict[str, Any], started: str | None = None) -> None:
         full = {
@@ -268,9 +293,10 @@ class _Run:
         self.progress.update(status)
 
 
-def _remove_output(out_root: Path, rel: str, scan_id: str, status: str) -> None:
-    """Remove output ``rel`` (relative to ``out_root``) of a previous run of scan ``scan_id``; see
-    :meth:`_Run._remove_stale`. Refuses (logged) a path that is not a plain relative path or leaves ``out_root``."""
+def _remove_output(out_root: Path, rel: str, scan_id: str, why: str) -> None:
+    """Remove output ``rel`` (relative to ``out_root``) of a previous run of scan ``scan_id`` (logged with ``why``);
+    see :meth:`_Run._remove_stale`. Refuses (logged) a path that is not a plain relative path or leaves
+    ``out_root``."""
     parts = rel.rsplit("/", 1)
     folder, name = (parts[0], parts[1]) if len(parts) == 2 else (".", parts[0])
     try:
@@ -278,7 +304,6 @@ def _remove_output(out_root: Path, rel: str, scan_id: str, status: str) -> None:
     except MedganError as exc:
         log.warning("%s: not removing the earlier output %s: %s", scan_id, rel, exc)
         return
-    why = "not written by this run" if status == "done" else "made under other settings; this run failed the scan"
     try:
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             path.unlink()
@@ -318,7 +343,7 @@ def _execute(
     run_tasks: Callable[[Sequence[Task], executors.OnResult], None],
     force: bool,
     quiet: bool,
-    finalize: Callable[[_Run, list[dict[str, Any]]], None] | None = None,
+    finalize: Callable[[_Run, list[dict[str, Any]]], Mapping[str, Path] | None] | None = None,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
     earlier_settings: Sequence[dict[str, Any]] = (),
     notes: Sequence[str] = (),
@@ -355,6 +380,11 @@ def _execute(
             for task in tasks:
                 if task.reason is not None:
                     status = "unusable" if not task.ref.usable else "failed"
+                    # its previous outputs no longer match anything (an input now unreadable, a prediction gone):
+                    # removed like those of a failed redo under other settings (_remove_stale), not left on disk
+                    # under a row that lists none
+                    if task.scan_id in finished:
+                        run.previous[task.scan_id] = finished[task.scan_id]
                     run.record(task, {"status": status, "error": task.reason})
                     continue
                 run.keys[task.scan_id] = task_key = settings_key({"settings": key, "inputs": _fingerprint(task, roots)})
@@ -399,13 +429,13 @@ def _execute(
         )
         if finalize is not None:
             try:
-                finalize(run, ordered)
+                result.report = dict(finalize(run, ordered) or {})  # named in the summary line
             except OSError as exc:  # the evaluation report: disk full, say, as for manifest.csv
                 raise MedganError(
                     f"{out_root}: cannot write the report ({exc.strerror or exc}); a rerun writes it again"
                 ) from None
-        summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "unusable") if counts[s])
-        log.info("medgan batch %s finished: %s (manifest: %s)", job, summary or "no scans", out_root / MANIFEST_CSV)
+        # the line the commands print (summary_line): the log's last line ends with it
+        log.info("medgan batch %s finished: %s", job, summary_line(result))
         return result
 
 
@@ -983,6 +1013,9 @@ def run_evaluate(
         raise MedganError(f"--max-montages must be >= 0, got {max_montages}")
     from medgan.eval.compare import check_method_name
 
+    if not isinstance(method, str) or not method.strip():
+        # None (a spec's `method: null`) ran every scan and then wrote a report with no metric in it, exit 0
+        raise MedganError(f"the method name must be non-empty text (e.g. 'SR'), got {method!r}")
     check_method_name(method, with_lr=lr_path is not None)  # every scan would fail: tables key values by method
     _start_pool_early(n, scheduler)
     for root in (pred_root, ref_root, *([lr_path] if lr_path else [])):
@@ -1033,8 +1066,9 @@ def run_evaluate(
     }
     report: dict[str, Path] = {}
 
-    def finalize(run: _Run, rows: list[dict[str, Any]]) -> None:
+    def finalize(run: _Run, rows: list[dict[str, Any]]) -> dict[str, Path]:
         report.update(_write_evaluation(rows, out_root, options, title=title))
+        return report
 
     with _dask_client(scheduler) as client:
         _make_out_root(out_root)

@@ -12,7 +12,9 @@
     precision: auto              # auto | fp32 | tf32 | bf16
 
 Keys per job are listed in :data:`SCHEMA`; an unknown key, a missing required key or a value of the wrong type
-raises :class:`medgan.errors.ConfigError` naming the file and the key. ``$VAR``, ``${VAR}`` and ``~`` are expanded
+raises :class:`medgan.errors.ConfigError` naming the file and the key, and so does a key written twice (with
+both lines). A number key also takes text in plain or scientific notation (``overlap: 1e-1``, which YAML 1.1
+reads as text). ``$VAR``, ``${VAR}`` and ``~`` are expanded
 in path values (an unset variable, or a shell form such as ``${VAR:-default}``, is an error). ``overrides`` (``medgan run FILE --set key=value``) replace keys after loading and are validated the same
 way.
 """
@@ -43,6 +45,10 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 
 
 def _path(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _text(v: Any) -> bool:
     return isinstance(v, str) and bool(v.strip())
 
 
@@ -106,6 +112,7 @@ _WHAT = {
     _opt_axes: "two different axes out of 0, 1, 2 (e.g. [0, 2]) or null",
     _opt_number: "a finite number or null",
     _path: "a path (text)",
+    _text: "non-empty text",
     _pos_int: "a positive integer",
     _opt_pos_int: "a positive integer or null",
     _bool: "true or false",
@@ -154,7 +161,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "pred": (_path, True, None),
         "ref": (_path, True, None),
         "lr": (_opt_str, False, None),
-        "method": (_opt_str, False, "SR"),
+        # not null: None reached the report, which then held no metric at all (exit 0); leave the key out for SR
+        "method": (_text, False, "SR"),
         "mask": (_choice("foreground", "none"), False, "foreground"),
         "data_range": (_opt_positive, False, None),
         "degradation": (_choice(None, "interpolate", "kspace", "thick_slice"), False, None),
@@ -165,6 +173,10 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
     },
 }
 _PATH_KEYS = {"input", "output", "model", "pred", "ref", "lr"}
+#: validators of number keys: YAML 1.1 (PyYAML) reads ``1e-1`` (no dot) as text, while ``--overlap 1e-1`` is a
+#: number; such text is taken as the number it spells (only plain decimal or scientific notation, not ``nan``)
+_NUMBER_CHECKS = frozenset({_fraction, _opt_positive, _opt_number})
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -240,6 +252,7 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
         raise ConfigError(
             f"{path}: a job spec must be a mapping of keys (job, input, output, ...), got {type(data).__name__}"
         )
+    _refuse_duplicate_keys(path)
     data = {str(k): v for k, v in data.items()}
     base = path.resolve().parent
     origin = dict.fromkeys(data, base)
@@ -265,6 +278,8 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
             params[key] = default
             continue
         value = data[key]
+        if check in _NUMBER_CHECKS and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+            value = float(value)
         if not check(value):
             raise ConfigError(f"{path}: {key!r} must be {_describe(check)}, got {value!r}")
         if key in _PATH_KEYS and isinstance(value, str):
@@ -276,6 +291,30 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
     if params["workers"] > 1 and params["dask_scheduler"]:
         raise ConfigError(f"{path}: give either 'workers' > 1 or 'dask_scheduler', not both")
     return JobSpec(job=job, params=params, path=path)
+
+
+def _refuse_duplicate_keys(path: Path) -> None:
+    """Raise when a key of the spec's top-level mapping is written twice.
+
+    ``yaml.safe_load`` keeps the last one silently, so a pasted block switched ``input`` to another tree or turned
+    ``force`` on. The YAML is composed into nodes only (no values built, aliases not expanded): :func:`read_yaml`
+    has already parsed and checked it.
+    """
+    import yaml
+
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # read_yaml read it a moment ago; nothing more to say
+        return
+    if not isinstance(root, yaml.MappingNode):
+        return
+    first: dict[str, int] = {}
+    for key_node, _ in root.value:
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if key in first:
+            raise ConfigError(f"{path}: key {key!r} is given twice (lines {first[key]} and {line}); keep one of them")
+        first[key] = line
 
 
 def run_spec(spec: JobSpec) -> Any:

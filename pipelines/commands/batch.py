@@ -174,18 +174,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def report(result, quiet: bool) -> int:
-    """Print the one-line summary (unless quiet) and return the exit status."""
-    if not quiet:
-        from pipelines.batch.runner import MANIFEST_CSV
+    """Print the one-line summary and return the exit status.
 
-        counts = result.counts
-        parts = [f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "unusable") if counts[s]]
-        # manifest.csv, the table of this run's rows, as the run's last log line names it (not manifest.jsonl)
-        table = result.manifest.with_name(MANIFEST_CSV)
-        line = f"{sum(counts.values())} scan(s): {', '.join(parts) or 'none'}; manifest {table}"
-        if result.report.get("report.html"):
-            line += f"; report {result.report['report.html']}"
+    With ``quiet`` the line is printed only when some scans failed or were unusable (exit 3), on stderr: a Slurm
+    job run with ``--quiet`` ended with exit 3 and no line saying why (unusable scans are logged at INFO).
+    """
+    from pipelines.batch.runner import EXIT_PARTIAL, summary_line
+
+    line = summary_line(result)
+    if not quiet:
         print(line)
+    elif result.exit_code == EXIT_PARTIAL:
+        print(line, file=sys.stderr)
     return result.exit_code
 
 

@@ -136,26 +136,6 @@ def _axes(text: str) -> tuple[int, ...]:
     )
 
 
-def _tree_summary(result, out_root) -> str:
-    """The one line a folder-tree run prints: how many scans were upscaled, skipped as done, failed or unusable (those
-    named, with their input paths), and where the manifest is."""
-    from pipelines.batch.runner import MANIFEST_CSV
-
-    rows = result.rows
-    counts = result.counts
-    parts = []
-    if counts["done"]:
-        parts.append(f"{counts['done']} upscaled")
-    if counts["skipped"]:
-        parts.append(f"{counts['skipped']} skipped as already done (--overwrite redoes them)")
-    for status in ("failed", "unusable"):
-        named = [f"{r['scan_id']} ({r['input']})" for r in rows if r["status"] == status]
-        if named:
-            shown = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
-            parts.append(f"{len(named)} {status}: {shown}")
-    return f"{len(rows)} scan(s): {'; '.join(parts) or 'none'}; manifest {out_root / MANIFEST_CSV}"
-
-
 def _is_the_scan(ref, folder) -> bool:
     """Whether the folder ``IN`` is itself the scan ``ref``: a DICOM series (or one-file DICOM) whose files lie in it.
 
@@ -241,7 +221,10 @@ def run(args: argparse.Namespace) -> int:
                 precision=args.precision,
                 axes=args.axes,
             )
-            print(_tree_summary(result, Path(args.output)))  # always: an all-skipped run looked like a success
+            from pipelines.batch.runner import summary_line
+
+            # always: an all-skipped run looked like a success
+            print(summary_line(result, redo_option="--overwrite"))
             return result.exit_code
     from pipelines.commands._outputs import check_outputs
 
