@@ -68,3 +68,14 @@ def test_a_series_folder_is_still_one_scan(tmp_path, tiny_model):
     out = tmp_path / "sr.nii.gz"
     assert main(["upscale", str(series), str(out), "--model", str(tiny_model), "--device", "cpu"]) == 0
     assert out.is_file() and not (tmp_path / "manifest.csv").exists()
+
+
+@pytest.mark.parametrize("options", [["--adapt-lr", "0.01"], ["--adapt-seed", "3"]], ids=lambda o: o[0])
+def test_adaptation_options_without_adapt_steps_are_a_usage_error_for_one_scan(tmp_path, tiny_model, capsys, options):
+    """``--adapt-lr`` / ``--adapt-seed`` without ``--adapt-steps`` on one scan ran without adaptation, exit 0, and
+    the sidecar recorded none: the user believed the model was adapted. Now exit 2 naming the option, nothing
+    written (a folder tree already refused them)."""
+    out = tmp_path / "out.nii.gz"
+    assert main(["upscale", str(ANAT), str(out), "--model", str(tiny_model), *options]) == EXIT_USAGE
+    assert f"medgan upscale: error: {options[0]} only apply with --adapt-steps" in capsys.readouterr().err
+    assert not out.exists()

@@ -17,7 +17,8 @@ its folder must be writable, an existing output needs ``--overwrite``, and the i
 
 ``--adapt-steps N`` (N > 0) first fine-tunes a copy of the model on the input scan itself
 (:func:`medgan.adapt_to_scan`, ZSSR / SMORE style) and records that in the provenance; it works on
-one scan at a time, so it (and ``--adapt-lr`` / ``--adapt-seed``) is a usage error (exit 2) for a folder tree.
+one scan at a time, so it (and ``--adapt-lr`` / ``--adapt-seed``) is a usage error (exit 2) for a folder tree;
+``--adapt-lr`` / ``--adapt-seed`` without ``--adapt-steps`` are one too.
 ``--axes`` (a 2-D model on volumes: the scan axes to upsample; ``0,1,2`` for a 3-D model: its axes are the scan's
 as they stand) applies to every scan of a tree, as
 ``medgan batch upscale --axes`` does.
@@ -226,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
             # always: an all-skipped run looked like a success
             print(summary_line(result, redo_option="--overwrite"))
             return result.exit_code
+    if not adapt_steps and (adapt_lr is not None or adapt_seed is not None):  # they would be ignored silently
+        given = ", ".join(n for n, v in (("--adapt-lr", adapt_lr), ("--adapt-seed", adapt_seed)) if v is not None)
+        print(f"medgan upscale: error: {given} only apply with --adapt-steps N (N > 0)", file=sys.stderr)
+        return 2
     from pipelines.commands._outputs import check_outputs
 
     # before the model is loaded and the scan computed: a write refused at the end wasted the whole run
