@@ -40,6 +40,7 @@ sort applies (same world geometry).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import struct
@@ -64,6 +65,8 @@ from medgan.io.scan import LPS_TO_RAS, spacing_from_affine
 
 if TYPE_CHECKING:  # torch / MONAI take seconds to import; make_scan loads them only when a scan is built
     from monai.data import MetaTensor
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DicomSeriesPlan",
@@ -117,7 +120,11 @@ _ORIENTATION_TOL = 1e-3
 _SPACING_TOL_MM = 1e-3
 #: Largest |cosine| between the row and column directions of ImageOrientationPatient (~0.6 degree off 90): beyond
 #: it they do not describe the orthogonal pixel grid of an image plane (the affine would be sheared or singular).
+#: Below it the deviation is the rounding of the header's decimal text (an IOP written to 3 decimals is ~0.03 degree
+#: off), and the directions are orthonormalised (see _check_uniform).
 _ORTHOGONAL_COS = 1e-2
+#: |cosine| above which the row and column directions are orthonormalised: float rounding of exact text stays far below
+_ORTHONORMALISE_COS = 1e-9
 #: In-plane drift of slice positions allowed, in mm plus a fraction of the through-plane distance (~0.06 degree).
 _SHEAR_ABS_MM = 0.02
 _SHEAR_REL = 1e-3
@@ -329,6 +336,18 @@ def _check_uniform(source: str, table, valid: np.ndarray) -> tuple[np.ndarray, n
         )
     row_dir = row_dir / row_norm
     col_dir = col_dir / col_norm
+    if cosine > _ORTHONORMALISE_COS:
+        # The pixel grid of an image plane is orthogonal; a small cosine is the header's rounding. Without this the
+        # affine would be sheared by it: NIfTI output flagged as shear, DICOM output refused. The nearest orthonormal
+        # pair (polar decomposition) moves both directions by half the error, so neither is favoured.
+        u, _, vt = np.linalg.svd(np.column_stack([row_dir, col_dir]), full_matrices=False)
+        row_dir, col_dir = (u @ vt).T
+        logger.debug(
+            "%s: ImageOrientationPatient row and column directions are %.2g degrees off perpendicular (header "
+            "rounding); orthonormalised",
+            source,
+            abs(90.0 - math.degrees(math.acos(min(cosine, 1.0)))),
+        )
     return row_dir, col_dir, (float(spacings[0][0]), float(spacings[0][1]))
 
 

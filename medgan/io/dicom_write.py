@@ -31,6 +31,7 @@ import datetime as _dt
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,13 @@ from pydicom import config
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-from pydicom.valuerep import format_number_as_ds, validate_value
+from pydicom.valuerep import VR_REGEXES, format_number_as_ds, validate_pn, validate_regex, validate_vr_length
 
 from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
 from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json, record_json
-from medgan.io.discover import NON_IMAGE_MODALITIES
+from medgan.io.discover import NON_IMAGE_MODALITIES, ScanRef
 from medgan.io.scan import LPS_TO_RAS, affine_4x4, scan_array
 
 __all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
@@ -187,16 +188,56 @@ def _encode_slice(ds: Dataset, path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def _meta_str(meta: dict[str, Any], key: str) -> str:
-    """``meta[key]`` as a string valid for ``key``'s VR, else ``""`` (never write an invalid value)."""
-    value = meta.get(key)
-    if value is None:
+#: A UID as archives hold it: digits and dots. Legacy components with a leading zero (``...1512458.0011``), which
+#: the standard forbids but archives hold and readers accept, are kept: a new StudyInstanceUID would file the derived
+#: series in another study, a new FrameOfReferenceUID would stop viewers syncing it with its source.
+_UID_TEXT = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: value representations with a grammar (a date, a time, a number, a code string): text that breaks it is not written
+#: (a reader could not parse it); other text (names, IDs, descriptions) is written as it is
+_GRAMMAR_VRS = frozenset(VR_REGEXES) - {"UI"}
+
+
+def _reference_value(ref_dicom: dict[str, Any], key: str, *, copied: bool = True) -> str:
+    """``ref_dicom[key]`` (the reference's header text) as it is written in the derived series, or ``""``.
+
+    The values of the same patient, study and frame of reference are copied verbatim: a value is dropped only when
+    its structure cannot be written (a UID that is not digits and dots, a date or number that breaks its VR's
+    grammar). A value longer than its VR allows (an AccessionNumber of 21 characters in SH's 16) is kept, since
+    the archive matches the derived series to its order and study by the same text; pydicom writes it and DICOM
+    validators report the length. Either case is logged with the attribute's name only: the values identify the
+    patient and are never logged. ``copied=False``: a source-series value this series derives its own from
+    (SeriesNumber, SeriesDescription, BodyPartExamined), fitted to its VR by the caller; nothing is logged.
+    """
+    value = ref_dicom.get(key)
+    text = "" if value is None else str(value)
+    if not text:
         return ""
-    text = str(value)
-    try:
-        validate_value(dictionary_VR(key), text, config.RAISE)
-    except (ValueError, KeyError):
+    vr = dictionary_VR(key)
+    parts = text.split("\\")  # a multi-valued element reads back as its values joined by backslashes
+    if vr == "UI":
+        writable = _UID_TEXT.fullmatch(text) is not None
+    elif vr in _GRAMMAR_VRS:
+        writable = all(validate_regex(vr, part)[0] for part in parts)
+    elif vr == "PN":
+        writable = all(part.count("=") <= 2 for part in parts)  # alphabetic, ideographic, phonetic groups
+    else:
+        writable = True
+    if not writable:
+        if copied:
+            logger.warning(
+                "the reference's %s is not a valid DICOM %s value; it is left out of the derived series", key, vr
+            )
         return ""
+    too_long = copied and any(
+        not (validate_pn(vr, part) if vr == "PN" else validate_vr_length(vr, part))[0] for part in parts
+    )
+    if too_long:
+        logger.warning(
+            "the reference's %s is longer than DICOM's %s allows; copied verbatim (the archive matches it) and "
+            "DICOM validators will report the length",
+            key,
+            vr,
+        )
     return text
 
 
@@ -218,9 +259,12 @@ def write_dicom_series(
     folder
         Output folder; written under a temporary sibling name and renamed when complete.
     reference
-        The scan this one derives from (loaded from DICOM): its ``meta["dicom"]`` supplies
-        the patient, study and frame-of-reference attributes. Without it, new study and
-        frame-of-reference UIDs are generated and the patient attributes are left empty.
+        The scan this one derives from (loaded from DICOM), or the path (or ``ScanRef``) of that DICOM file or
+        series, which is then loaded: its ``meta["dicom"]`` supplies the patient, study and frame-of-reference
+        attributes, copied verbatim (a legacy UID with leading-zero components, or a value longer than its VR
+        allows, is kept; only a value whose structure DICOM cannot hold is left out, with a warning naming the
+        attribute). Without it, new study and frame-of-reference UIDs are generated and the patient attributes
+        are left empty.
         PhotometricInterpretation is MONOCHROME1 when ``meta["dicom"]`` of the scan (or, for a scan without one,
         of the reference) says so, else MONOCHROME2 (see :func:`_photometric`).
     overwrite
@@ -233,6 +277,12 @@ def write_dicom_series(
     -------
     pathlib.Path
         ``folder``.
+
+    Raises
+    ------
+    MedganError
+        A scan DICOM cannot hold (several channels, NaN, a sheared affine), a ``reference`` that is neither a
+        loaded scan nor a DICOM file or series, or a non-empty ``folder`` without ``overwrite``.
     """
     folder = Path(folder)
     data = scan_array(scan)
@@ -261,7 +311,7 @@ def write_dicom_series(
         )
 
     meta = dict(getattr(scan, "meta", {}) or {})
-    ref_meta = dict(getattr(reference, "meta", {}) or {}) if reference is not None else {}
+    ref_meta = _reference_meta(reference)
     ref_dicom = {k: v for k, v in dict(ref_meta.get("dicom") or {}).items() if v is not None}
     base = _base_dataset(meta, ref_meta, ref_dicom, description)
     photometric = _photometric(meta, ref_dicom)
@@ -274,6 +324,11 @@ def write_dicom_series(
     )
     add_series_layout(base, layout)
     vmin, vmax = float(vol.min()), float(vol.max())
+    # The window spans the value range. LINEAR (the default function) needs a width >= 1, which would show a map
+    # whose values span less (ADC in mm^2/s, T2* in s, a probability map) as one grey; LINEAR_EXACT takes any
+    # positive width (PS3.3 C.11.2.1.3.2). A constant scan keeps width 1.
+    window_width = vmax - vmin if vmax > vmin else 1.0
+    window_function = "LINEAR_EXACT" if window_width < 1.0 else ""
     row = np.array(geom.orientation[:3])
     col = np.array(geom.orientation[3:])
 
@@ -302,7 +357,9 @@ def write_dicom_series(
             ds.RescaleSlope = _ds(slope)
             ds.RescaleType = "HU" if base.Modality == "CT" else "US"
             ds.WindowCenter = _ds((vmin + vmax) / 2.0)
-            ds.WindowWidth = _ds(max(vmax - vmin, 1.0))
+            ds.WindowWidth = _ds(window_width)
+            if window_function:
+                ds.VOILUTFunction = window_function
             ds.WindowCenterWidthExplanation = "full range"
             # Rows run along j (second spatial axis), columns along i.
             ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype(stored_dtype.newbyteorder("<")).tobytes()
@@ -316,6 +373,32 @@ def write_dicom_series(
             _encode_slice(ds, tmp / f"IM{k + 1:0{width}d}.dcm")
     logger.debug("wrote %d DICOM slices to %s", vol.shape[2], folder)
     return folder
+
+
+def _reference_meta(reference: Any) -> dict[str, Any]:
+    """The ``meta`` of ``reference``: a loaded scan, or the DICOM file, series folder or ScanRef it names (loaded).
+
+    Anything else raises: ignoring it would write a series without patient and study, orphaned in PACS.
+    """
+    if reference is None:
+        return {}
+    if isinstance(reference, str | os.PathLike | ScanRef):
+        from medgan.io.load import load_scan  # lazily: the loader imports the I/O modules this one sits beside
+
+        meta = dict(load_scan(reference).meta)
+        if not isinstance(meta.get("dicom"), dict):
+            raise MedganError(
+                f"reference {reference}: not a DICOM file or series; the reference supplies the DICOM patient, study "
+                "and frame of reference (pass the DICOM series the scan derives from, or no reference)"
+            )
+        return meta
+    meta = getattr(reference, "meta", None)
+    if not isinstance(meta, dict):
+        raise MedganError(
+            f"reference: expected a scan loaded with medgan.load_scan or the path of a DICOM file or series, got "
+            f"{type(reference).__name__}"
+        )
+    return dict(meta)
 
 
 def _photometric(meta: dict[str, Any], ref_dicom: dict[str, Any]) -> str:
@@ -347,18 +430,23 @@ def _base_dataset(
         ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.ImageType = ["DERIVED", "SECONDARY"]
-    # Patient module (Type 2: present, empty when unknown)
-    for key in PATIENT_FIELDS:
-        setattr(ds, key, _meta_str(ref_dicom, key))
-    for key in PATIENT_STUDY_FIELDS:
-        if _meta_str(ref_dicom, key):
-            setattr(ds, key, _meta_str(ref_dicom, key))
-    # General Study module
-    ds.StudyInstanceUID = _meta_str(ref_dicom, "StudyInstanceUID") or generate_uid()
-    for key in STUDY_FIELDS:
-        value = _meta_str(ref_dicom, key)
-        if value or key != "StudyDescription":
-            setattr(ds, key, value)
+    # Patient, General Study and Frame of Reference modules: the reference's values verbatim (see _reference_value).
+    # pydicom's validation is off while they are set: its warnings quote the value (identifying) and would only
+    # repeat what _reference_value logged by name.
+    with config.disable_value_validation():
+        for key in PATIENT_FIELDS:  # Type 2: present, empty when unknown
+            setattr(ds, key, _reference_value(ref_dicom, key))
+        for key in PATIENT_STUDY_FIELDS:
+            if value := _reference_value(ref_dicom, key):
+                setattr(ds, key, value)
+        # A new Study / Frame of Reference UID only without a writable one: it would split the study and the
+        # viewers' frame of reference
+        ds.StudyInstanceUID = _reference_value(ref_dicom, "StudyInstanceUID") or generate_uid()
+        for key in STUDY_FIELDS:
+            value = _reference_value(ref_dicom, key)
+            if value or key != "StudyDescription":
+                setattr(ds, key, value)
+        ds.FrameOfReferenceUID = _reference_value(ref_dicom, "FrameOfReferenceUID") or generate_uid()
     # General Series module
     candidates = (meta.get("modality"), ref_meta.get("modality"), ref_dicom.get("Modality"))
     ds.Modality = next((str(m) for m in candidates if _is_modality_code(m)), "OT")
@@ -366,13 +454,13 @@ def _base_dataset(
         ds.Modality = "OT"
     ds.SeriesInstanceUID = generate_uid()
     try:
-        series_number = int(float(_meta_str(ref_dicom, "SeriesNumber"))) + 1000
+        series_number = int(float(_reference_value(ref_dicom, "SeriesNumber", copied=False))) + 1000
     except ValueError:
         series_number = 1000
     # IS holds -(2**31 - 1) .. 2**31 - 1 (dciodvfy: "Range invalid"); a source number near the top would overflow it
     ds.SeriesNumber = series_number if abs(series_number) < 2**31 else 1000
-    ds.SeriesDescription = series_description(meta, _meta_str(ref_dicom, "SeriesDescription"))
-    body_part = _meta_str(ref_dicom, "BodyPartExamined")[:16]
+    ds.SeriesDescription = series_description(meta, _reference_value(ref_dicom, "SeriesDescription", copied=False))
+    body_part = _reference_value(ref_dicom, "BodyPartExamined", copied=False)[:16]
     if body_part:
         ds.BodyPartExamined = body_part
     if ref_dicom.get("Laterality") in ("R", "L"):
@@ -387,9 +475,7 @@ def _base_dataset(
     ds.SecondaryCaptureDeviceManufacturer = "medgan"
     ds.SecondaryCaptureDeviceSoftwareVersions = __version__
     ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = date, time
-    # Frame of Reference
-    ds.FrameOfReferenceUID = _meta_str(ref_dicom, "FrameOfReferenceUID") or generate_uid()
-    ds.PositionReferenceIndicator = ""
+    ds.PositionReferenceIndicator = ""  # Frame of Reference module (its UID is set above)
     # General Image
     ds.ContentDate, ds.ContentTime = date, time
     ds.DerivationDescription = derivation
