@@ -67,7 +67,9 @@ class Augmenter:
         out = transform(torch.from_numpy(np.ascontiguousarray(x)))
         return convert_to_numpy(out, dtype=np.float32)
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self, x: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None, *, zero: float = 0.0
+    ) -> np.ndarray:
         """Return a randomised copy of ``x`` (float32, same shape).
 
         Parameters
@@ -78,6 +80,11 @@ class Augmenter:
             Source of every random decision.
         mask
             Optional foreground mask ``(*spatial)`` or ``(1, *spatial)``; inversion keeps the background dark.
+        zero
+            The patch's value of zero signal (the dark background), in normalised units, e.g. the scanner zero
+            ``-offset / scale`` of a z-scored scan. The bias field multiplies the signal above it (a receive-coil
+            bias leaves zero signal at zero) and inversion sets the background to it. The random draws do not
+            depend on it, and ``zero=0`` gives, bit for bit, what this class gave before the parameter existed.
         """
         x = np.asarray(x, dtype=np.float32)
         if not self.enabled:
@@ -89,15 +96,22 @@ class Augmenter:
             if mask is not None:
                 mask = np.flip(mask.reshape(x.shape[1:]), axis=[a - 1 for a in flips])
         x = np.ascontiguousarray(x)
+        # shift by the zero only when it is not 0: (x - 0) * m + 0 would turn -0.0 into +0.0, and the default
+        # (percentile) path stays bit for bit what trained models were trained on
+        z = np.float32(zero)
         if rng.random() < self._p("invert_prob"):
             # T2-like contrast: bright tissue dark and vice versa, background (outside the mask) stays dark
             lo, hi = float(x.min()), float(x.max())
             inv = hi + lo - x
-            x = inv * mask.reshape(x.shape[1:]).astype(np.float32) if mask is not None else inv
+            if mask is not None:
+                m = mask.reshape(x.shape[1:]).astype(np.float32)
+                inv = (inv - z) * m + z if z else inv * m
+            x = inv
         if rng.random() < self._p("gamma_prob"):
             x = self._monai(self.gamma, x, rng)
         if rng.random() < self._p("lut_prob") and x.max() > x.min():  # a constant patch has no histogram to shift
             x = self._monai(self.lut, x, rng)
         if rng.random() < self._p("bias_field_prob"):
-            x = self._monai(self.bias, x, rng)
+            # multiplicative about the zero signal, so a flat background stays flat at the zero
+            x = self._monai(self.bias, x - z, rng) + z if z else self._monai(self.bias, x, rng)
         return np.ascontiguousarray(x, dtype=np.float32)

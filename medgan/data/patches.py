@@ -305,7 +305,7 @@ class PatchSampler:
             hr = np.take(hr, 0, axis=axis + 1)
             mask = np.take(mask, 0, axis=axis)
         if self.augmenter is not None:
-            hr = self.augmenter(hr, rng, mask)
+            hr = self.augmenter(hr, rng, mask, zero=_augment_zero(vol))
         lr = self._degrade(hr, rng, vol)
         m = self.margin
         lr_crop = tuple(slice(mi, lr.shape[1 + i] - mi) for i, mi in enumerate(m))
@@ -340,6 +340,19 @@ class PatchSampler:
         lr = torch.from_numpy(np.stack([p[0] for p in pairs]))
         hr = torch.from_numpy(np.stack([p[1] for p in pairs]))
         return lr, hr
+
+
+def _augment_zero(vol: Mapping[str, Any]) -> float:
+    """The normalised value the augmentations treat as zero signal (see :class:`Augmenter`'s ``zero``).
+
+    ``zscore``: the scanner zero ``-offset / scale`` (the normalised 0 is the scan's mean, mid-grey). Percentile:
+    0, its lower percentile, i.e. the dark background or air of a scan that has one (air, not 0 HU, is the dark
+    end of a CT), which keeps the default normalisation's patches bit for bit what they were.
+    """
+    norm = vol.get("normalization") or {}
+    if norm.get("method") == "zscore" and "offset" in norm and "scale" in norm:
+        return -float(norm["offset"]) / float(norm["scale"])
+    return 0.0
 
 
 class StepDataset(torch.utils.data.Dataset):

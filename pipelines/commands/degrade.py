@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 # kept in sync with medgan.data.degrade (tested); not imported here so ``medgan --help`` needs no torch/MONAI
 METHODS = ("interpolate", "kspace", "thick_slice")
 NOISE_MODELS = ("gaussian", "rician")
+SLICE_PROFILES = ("box", "gaussian")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,7 +47,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="noise std in the scan's units (default 0)",
     )
     parser.add_argument("--noise", choices=NOISE_MODELS, default="gaussian", help="noise model (default gaussian)")
-    parser.add_argument("--seed", type=non_negative_int, default=None, metavar="N", help="seed of the noise generator")
+    parser.add_argument(
+        "--slice-profile",
+        choices=SLICE_PROFILES,
+        default="box",
+        help="slice profile of --method thick_slice: box (block mean) or gaussian (FWHM = factor); default box",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="seed of the noise generator (default: a random seed, recorded in the output's provenance)",
+    )
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
     parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
     parser.add_argument(
@@ -68,7 +81,15 @@ def run(args: argparse.Namespace) -> int:
     scan = load_scan(args.input, series=args.series)
     factor = args.factor[0] if len(args.factor) == 1 else args.factor
     try:
-        low = degrade(scan, factor, method=args.method, noise_std=args.noise_std, noise=args.noise, seed=args.seed)
+        low = degrade(
+            scan,
+            factor,
+            method=args.method,
+            noise_std=args.noise_std,
+            noise=args.noise,
+            seed=args.seed,
+            slice_profile=args.slice_profile,
+        )
     except DegradationError as exc:  # e.g. 3 factors for a 2-D image: a usage error, nothing written
         message = str(exc) if str(args.input) in str(exc) else f"{args.input}: {exc}"
         print(f"medgan degrade: error: {message}", file=sys.stderr)
@@ -76,4 +97,8 @@ def run(args: argparse.Namespace) -> int:
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     out = save_scan(low, args.output, format=args.format, reference=reference, overwrite=args.overwrite)
     logger.info("wrote %s (shape %s, spacing %s)", out, tuple(low.shape[1:]), low.meta["spacing"])
+    if args.seed is None and low.meta["degradation"]["noise"]:
+        # the drawn seed is in the output's provenance too; said here so the run can be repeated from the log
+        seed = low.meta["degradation"]["seed"]
+        logger.info("noise seed %d (drawn; --seed %d makes the same output again)", seed, seed)
     return 0
