@@ -621,13 +621,24 @@ def degradation_of(lr: Any, hr_shape: Sequence[int], degradation: Mapping[str, A
     """The degradation that made ``lr``: ``lr.meta["degradation"]``, else ``degradation=``, else assumed.
 
     Returns a dict with at least ``method``, ``factor`` (one int per axis) and ``source``
-    (``"lr.meta"``, ``"argument"`` or ``"assumed"``).
+    (``"lr.meta"``, ``"argument"`` or ``"assumed"``). A scan degraded more than once (the record's ``previous``)
+    also has ``steps``, the records in the order they were applied, and ``factor`` is then their product.
     """
     meta = getattr(lr, "meta", None)
     recorded = meta.get("degradation") if isinstance(meta, Mapping) else None
     lr_spatial = tuple(lr.shape[1:])
     if isinstance(recorded, Mapping) and recorded.get("method"):
         out, source = dict(recorded), "lr.meta"
+        earlier = [dict(p) for p in recorded.get("previous") or () if isinstance(p, Mapping) and p.get("method")]
+        if earlier and all(s.get("factor") is not None for s in [*earlier, out]):
+            # a scan degraded more than once (medgan.degrade keeps the earlier steps under "previous"): the
+            # whole chain, in order, and its total factor (floor division and block centres compose exactly)
+            steps = [{k: v for k, v in s.items() if k != "previous"} for s in [*earlier, out]]
+            total = np.ones(len(lr_spatial), dtype=np.int64)
+            for s in steps:
+                f = s["factor"]
+                total *= np.asarray([f] * len(lr_spatial) if isinstance(f, int | np.integer) else f, dtype=np.int64)
+            out["steps"], out["factor"] = steps, tuple(int(f) for f in total)
     elif degradation is not None:
         out = {"method": degradation} if isinstance(degradation, str) else dict(degradation)
         source = "argument"
@@ -685,10 +696,10 @@ def lr_consistency_psnr(
         base = _affine_of(pred)
         base = base if base is not None else (affine if affine is not None else np.eye(4))
         scan = make_scan(torch.as_tensor(_to_numpy(pred)), base)
-    kwargs = {}
-    if deg.get("slice_profile"):
-        kwargs["slice_profile"] = deg["slice_profile"]
-    back = medgan.degrade(scan, deg["factor"], method=deg["method"], noise_std=0.0, **kwargs)
+    back = scan
+    for step in deg.get("steps") or [deg]:  # every recorded step in order, without their noise
+        kwargs = {"slice_profile": step["slice_profile"]} if step.get("slice_profile") else {}
+        back = medgan.degrade(back, step["factor"], method=step["method"], noise_std=0.0, **kwargs)
     if tuple(back.shape) != tuple(lr.shape):
         raise GeometryMismatchError(
             f"{_name_of(pred, 'prediction')}: degraded back to shape {tuple(back.shape)}, "
