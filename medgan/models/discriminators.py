@@ -11,6 +11,8 @@ Both take ``spectral_norm=True`` to wrap every convolution and linear layer in
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -47,12 +49,19 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
 def _norm(norm: str | None, spatial_dims: int, channels: int) -> nn.Module:
     if norm is None:
         return nn.Identity()
+    if not isinstance(norm, str):  # a 5 or a list reached .lower() and raised AttributeError
+        raise ValueError(f"norm must be None, 'batch' or 'instance', got {norm!r}")
     name = norm.lower()
     if name == "batch":
         return Norm[Norm.BATCH, spatial_dims](channels)
     if name == "instance":
         return Norm[Norm.INSTANCE, spatial_dims](channels, affine=True)
     raise ValueError(f"norm must be None, 'batch' or 'instance', got {norm!r}")
+
+
+def _is_real(value: Any) -> bool:
+    """A real number, not a bool and not a numeric string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class VGGDiscriminator(nn.Module):
@@ -139,6 +148,13 @@ class NoiseResidualClassifier(nn.Module):
 
     def __init__(self, highpass_sigma: float = 1.0, highpass_gain: float = 20.0, **vgg: Any) -> None:
         super().__init__()
+        # an inf gain scored every slice NaN; a negative sigma silently turned the front end off
+        if not _is_real(highpass_gain) or not math.isfinite(highpass_gain) or highpass_gain <= 0:
+            raise ValueError(f"highpass_gain must be a finite number > 0, got {highpass_gain!r}")
+        if not _is_real(highpass_sigma) or not math.isfinite(highpass_sigma) or highpass_sigma < 0:
+            raise ValueError(
+                f"highpass_sigma must be a finite number >= 0 (0 turns the high-pass off), got {highpass_sigma!r}"
+            )
         self.highpass_gain = float(highpass_gain)
         self.lowpass = (
             GaussianFilter(int(vgg.get("spatial_dims", 3)), float(highpass_sigma)) if highpass_sigma > 0 else None

@@ -23,11 +23,13 @@ grid).
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
 from medgan.errors import ConfigError
@@ -99,6 +101,9 @@ CGAN_GENERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
         "norm": "INSTANCE",
         "kernel_size": 3,
         "upsampling_mode": "nearest",
+        # False: the layout of every checkpoint written before the key existed (a config without it rebuilds
+        # unchanged); medgan train-cgan sets True for new runs (see medgan.models.spade)
+        "upsample_first": False,
         "factor": 1,
     },
 }
@@ -173,6 +178,37 @@ _POSITIVE_KEYS = frozenset(
 _ODD_KEYS = ("head_kernel_size", "kernel_size")
 
 
+#: ``norm`` values of the VGG-style discriminators (:func:`medgan.models.discriminators._norm`), case-insensitive
+_VGG_NORMS = ("batch", "instance")
+
+
+def _check_norm(out: dict[str, Any], what: str) -> None:
+    """Refuse a ``norm`` the network cannot build, naming the key (it failed deep inside MONAI / torch).
+
+    ``vgg`` / ``slice_cnn`` take None, "batch" or "instance". The MONAI-based archs (``patch``,
+    ``multiscale_patch``, ``spade``) take a MONAI norm name or ``[NAME, {args}]`` that MONAI's norm factory builds
+    for the first layer's channel count: so no bare ``layer`` / ``group`` (they need arguments) and no number.
+    """
+    if "norm" not in out:
+        return
+    norm, arch = out["norm"], out["arch"]
+    if arch in ("vgg", "slice_cnn"):
+        if norm is None or (isinstance(norm, str) and norm.lower() in _VGG_NORMS):
+            return
+        raise ConfigError(f"{what} config: norm must be null, {' or '.join(map(repr, _VGG_NORMS))}, got {norm!r}")
+    if norm is None and arch != "spade":
+        return  # no norm layers (PatchDiscriminator passes "" to MONAI); SPADE's parameter-free norm needs one
+    channels = out["channels"][0] if isinstance(out["channels"], (list, tuple)) else out["channels"]
+    try:
+        get_norm_layer(norm, out["spatial_dims"], channels)
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as exc:
+        raise ConfigError(
+            f"{what} config: norm {norm!r} cannot be built ({str(exc).strip()}); give a MONAI norm name that "
+            "needs no arguments (INSTANCE, BATCH) or [NAME, {args}] such as [GROUP, {num_groups: 8}]"
+            + ("" if arch == "spade" else ", or null for none")
+        ) from None
+
+
 def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what: str) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise ConfigError(f"{what} config must be a mapping, got {type(config).__name__}")
@@ -209,6 +245,7 @@ def _complete(config: Mapping[str, Any], table: dict[str, dict[str, Any]], what:
             raise ConfigError(
                 f"{what} config: {key} {out[key]} is even (Same padding, which keeps the grid, needs an odd kernel)"
             )
+    _check_norm(out, what)
     return out
 
 
@@ -283,7 +320,8 @@ def build_discriminator(config: Mapping[str, Any]) -> nn.Module:
     """
     cfg = discriminator_config(config)
     cls = VGGDiscriminator if cfg["arch"] == "vgg" else PatchDiscriminator
-    return _instantiate(cls, cfg, "discriminator", errors=(ValueError,))
+    # TypeError / AttributeError too: a value that slips past the config check must still name the config
+    return _instantiate(cls, cfg, "discriminator", errors=(ValueError, TypeError, AttributeError))
 
 
 def _aux_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,7 +336,26 @@ def _aux_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out["factor"] = list(factor)
     if "channels" in out and isinstance(out["channels"], (list, tuple)):
         out["channels"] = [int(c) for c in out["channels"]]
+    if out["arch"] in CGAN_GENERATOR_DEFAULTS and out["num_classes"] > 0 and out["class_embed_dim"] < 1:
+        # nn.Embedding(n, 0) adds no channel: every class gave the same image, yet one had to be given
+        raise ConfigError(
+            f"{out['arch']} config: class_embed_dim must be >= 1 when num_classes > 0 (got {out['class_embed_dim']}); "
+            "set num_classes 0 to drop the class condition"
+        )
+    if out["arch"] in DETECTOR_DEFAULTS:
+        _check_highpass(out)
     return out
+
+
+def _check_highpass(out: dict[str, Any]) -> None:
+    """A finite ``highpass_gain`` > 0 and a finite ``highpass_sigma`` >= 0 (inf gave NaN scores; a negative sigma
+    silently turned off the front end the detector needs)."""
+    for key, least, strict in (("highpass_gain", 0.0, True), ("highpass_sigma", 0.0, False)):
+        value = out[key]
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < least or (strict and value == least):
+            bound = "> 0" if strict else ">= 0 (0 turns the high-pass off)"
+            raise ConfigError(f"{out['arch']} config: {key} must be a finite number {bound}, got {value!r}")
 
 
 def cgan_generator_config(config: Mapping[str, Any]) -> dict[str, Any]:

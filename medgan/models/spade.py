@@ -9,12 +9,23 @@ encoder needs a real image at inference, and its decoder starts from a linear la
 ``z`` at ``1 / 2**n_levels`` of the map size (fully convolutional: any size works) concatenated with the
 downsampled conditioning map, then runs the SPADE residual blocks with x2 upsampling.
 
-Conditioning map (the ``segmap`` that every SPADE block sees), channel by channel:
+Conditioning map (the ``segmap`` passed to every SPADE block), channel by channel:
 
 1. the one-hot label map (``num_labels`` channels, channel ``k`` = the ``k``-th label value in sorted order);
 2. if ``num_classes > 0``: a learned class embedding (``class_embed_dim`` values, e.g. contrast / modality)
    broadcast as constant channels;
 3. if ``scalar_condition``: one constant channel holding a scalar (e.g. relative slice position in [0, 1]).
+
+Each SPADE block resamples the conditioning map to *its own* grid with nearest interpolation (MONAI's ``SPADE``),
+so a block on a grid coarser than the label map reads only every other label pixel per halving. Two layouts:
+
+* ``upsample_first=True`` (Park et al.; what ``medgan train-cgan`` builds by default): each level upsamples, then
+  runs its block, so the last block runs on the full label-map grid and every label pixel reaches the output.
+* ``upsample_first=False`` (the default of :class:`SPADEGenerator` and of the registry, so that checkpoints
+  written before the option existed rebuild unchanged; the shipped ``brain-t1-tissue-2d`` uses it): each block
+  runs, then upsamples, so the finest block runs at *half* the label-map resolution and only ``last_conv``
+  runs at full resolution. The labels at odd columns (and, for odd sizes, most odd rows) then never reach the
+  output, and structures narrower than two pixels may be dropped.
 
 Output: ``out_channels`` channels, linear (no final squashing): the generator works in the *normalised*
 intensity units of the training data; :class:`medgan.infer.synthesis.Synthesizer` inverts the stored
@@ -37,7 +48,14 @@ from monai.networks.nets import MultiScalePatchDiscriminator
 from monai.networks.nets.spade_network import SPADENetResBlock
 from torch import nn
 
-__all__ = ["SPADEGenerator", "LabelConditionedDiscriminator", "latent_sizes"]
+__all__ = ["SPADEGenerator", "LabelConditionedDiscriminator", "latent_sizes", "UPSAMPLING_MODES"]
+
+#: ``F.interpolate`` modes valid for a 2-D or 3-D feature map (``linear`` is 1-D only, ``bilinear`` / ``bicubic``
+#: 2-D only, ``trilinear`` 3-D only); anything else failed only on the first forward, deep inside torch
+UPSAMPLING_MODES: dict[int, tuple[str, ...]] = {
+    2: ("nearest", "nearest-exact", "bilinear", "bicubic", "area"),
+    3: ("nearest", "nearest-exact", "trilinear", "area"),
+}
 
 
 def latent_sizes(spatial_shape: Sequence[int], n_levels: int) -> list[tuple[int, ...]]:
@@ -75,7 +93,8 @@ class SPADEGenerator(nn.Module):
     num_classes
         Number of discrete classes (contrast / modality) for the optional class condition; 0 disables it.
     class_embed_dim
-        Size of the class embedding (constant channels of the conditioning map).
+        Size of the class embedding (constant channels of the conditioning map); at least 1 when
+        ``num_classes > 0`` (0 would add no channel and silently ignore the class).
     scalar_condition
         Add one constant channel holding a scalar condition (e.g. slice position).
     spade_hidden_channels
@@ -83,9 +102,17 @@ class SPADEGenerator(nn.Module):
     norm
         Parameter-free base normalisation of SPADE (MONAI norm name).
     kernel_size
-        Convolution kernel size.
+        Kernel size of the first and last convolutions and of the convolutions inside each SPADE modulation
+        (MONAI's ``SPADE``). The two main convolutions of each residual block (``conv_0`` / ``conv_1`` of MONAI's
+        ``SPADENetResBlock``) are always 3 wide: MONAI does not pass ``kernel_size`` to them, and changing that
+        here would change the weight shapes of existing checkpoints.
     upsampling_mode
-        ``F.interpolate`` mode between levels.
+        ``F.interpolate`` mode between levels, one of :data:`UPSAMPLING_MODES` for ``spatial_dims``.
+    upsample_first
+        Upsample *before* each SPADE block (Park et al.), so the last block runs on the full label-map grid and
+        every label pixel conditions the output. ``False`` (default, the layout of checkpoints written before this
+        option) runs each block before its upsampling: the finest block then runs at half resolution and reads
+        every other label pixel only (see the module docstring). Both layouts have the same weight shapes.
 
     Examples
     --------
@@ -110,6 +137,7 @@ class SPADEGenerator(nn.Module):
         norm: str = "INSTANCE",
         kernel_size: int = 3,
         upsampling_mode: str = "nearest",
+        upsample_first: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -117,6 +145,17 @@ class SPADEGenerator(nn.Module):
         channels = [int(c) for c in channels]
         if not channels or num_labels < 1 or z_dim < 1:
             raise ValueError("need at least one level, one label and z_dim >= 1")
+        if num_classes > 0 and class_embed_dim < 1:
+            # nn.Embedding(n, 0) adds no channel: every class would give the same image
+            raise ValueError(
+                f"class_embed_dim must be >= 1 when num_classes > 0 (got {class_embed_dim!r}); "
+                "set num_classes 0 to drop the class condition"
+            )
+        if upsampling_mode not in UPSAMPLING_MODES[spatial_dims]:
+            raise ValueError(
+                f"upsampling_mode {upsampling_mode!r} does not work on {spatial_dims}-D feature maps; "
+                f"choose one of {', '.join(UPSAMPLING_MODES[spatial_dims])}"
+            )
         self.spatial_dims = spatial_dims
         self.num_labels = int(num_labels)
         self.out_channels = int(out_channels)
@@ -125,6 +164,7 @@ class SPADEGenerator(nn.Module):
         self.num_classes = int(num_classes)
         self.scalar_condition = bool(scalar_condition)
         self.upsampling_mode = upsampling_mode
+        self.upsample_first = bool(upsample_first)
         self.class_embedding = nn.Embedding(self.num_classes, class_embed_dim) if self.num_classes > 0 else None
         self.cond_channels = (
             self.num_labels + (class_embed_dim if self.num_classes > 0 else 0) + int(self.scalar_condition)
@@ -210,9 +250,12 @@ class SPADEGenerator(nn.Module):
         seg = self.condition_map(labels_onehot, class_index, scalar)
         x = torch.cat([F.interpolate(seg, size=sizes[0], mode="nearest"), z.to(seg)], dim=1)
         x = self.conv_init(x)
+        # the SPADE blocks resample ``seg`` to x's size (nearest): only a block on the full grid reads every pixel
         for block, size in zip(self.blocks, sizes[1:], strict=True):
-            x = block(x, seg)  # the SPADE blocks resample ``seg`` to x's size (nearest)
-            x = F.interpolate(x, size=size, mode=self.upsampling_mode)
+            if self.upsample_first:
+                x = block(F.interpolate(x, size=size, mode=self.upsampling_mode), seg)
+            else:
+                x = F.interpolate(block(x, seg), size=size, mode=self.upsampling_mode)
         return self.last_conv(self.last_act(x))
 
 

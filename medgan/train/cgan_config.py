@@ -14,7 +14,9 @@ Sections (annotated examples: ``medgan/train/configs/cgan_*.yaml``)::
                    spatial_dims-independent sampling: slice_axis, min_foreground, val_fraction, val_gap,
                    val_max_slices, foreground_ratio, num_workers
     augment:       deform_prob (label-layout deformation, jointly applied to the image), elastic, affine, flip_prob
-    model:         SPADE generator config (medgan.models.registry.build_cgan_generator; num_labels filled in)
+    model:         SPADE generator config (medgan.models.registry.build_cgan_generator; num_labels filled in;
+                   upsample_first defaults to true here, unlike the registry's false, which rebuilds checkpoints
+                   written before the key existed: see medgan.models.spade)
     discriminator: label-conditioned multi-scale patch discriminator config (num_labels, spatial_dims filled in);
                    its norm must be per-sample (INSTANCE, the default, GROUP, LAYER, LOCALRESPONSE or null)
     loss:          criterion (least_squares | hinge | bce), feature_matching, l1
@@ -151,6 +153,9 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
     model = dict(cfg["model"])
     model.setdefault("arch", "spade")
     model.setdefault("num_labels", len(TISSUE_LABELS))
+    # new runs get the layout whose last SPADE block sees every label pixel; the registry's default stays false so
+    # that checkpoints written without the key rebuild as trained (a resumed older run is refused: model changed)
+    model.setdefault("upsample_first", True)
     if model["num_labels"] != len(TISSUE_LABELS):
         raise ConfigError(
             f"{src}: model.num_labels: train-cgan conditions on the {len(TISSUE_LABELS)} tissue labels "
