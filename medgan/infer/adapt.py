@@ -17,11 +17,15 @@ Pairs get random flips and 90-degree rotations (in planes whose axes share a fac
 the optimiser Adam; patches are centred on the foreground nine times out of ten. A fixed set of
 self-supervised validation pairs is scored every few steps and the best weights are kept, so adaptation
 never ends worse on its own task than it started. Everything random comes from
-``numpy.random.default_rng([seed, ...])``: the same seed gives the same weights (on one device).
+``numpy.random.default_rng([seed, ...])``: the same seed gives the same weights on the same device with the
+same number of torch threads (``torch.get_num_threads()``, recorded as ``torch_threads``); another thread count
+sums the same gradients in another order, and the float rounding gives other weights (another
+``weights_sha256``) of the same quality.
 
-The result records the adaptation (mode, steps, lr, seed, patch size, the self-supervised L1 before and
-after, the adapted weights' sha256) in its checkpoint metadata and in every output's
-``meta["medgan"]["adaptation"]``; the original resolver is not touched.
+The result records the adaptation (mode, steps, lr, seed, patch size, degradation with its slice profile, the
+self-supervised L1 before and after, device and torch threads, the adapted weights' sha256) in its checkpoint
+metadata and in every output's ``meta["medgan"]["adaptation"]``; adapting an adapted resolver again keeps the
+earlier records, oldest first, under ``"previous"``. The original resolver is not touched.
 """
 
 from __future__ import annotations
@@ -329,8 +333,10 @@ def adapt_to_scan(
     AdaptedSuperResolver
         A new resolver on the same device; ``.adaptation`` and the outputs' ``meta["medgan"]["adaptation"]``
         record ``mode`` (``"zssr"`` or ``"smore"``), ``steps``, ``lr``, ``seed``, ``patch_size``,
-        ``batch_size``, ``degradation``, ``self_supervised_l1_before`` / ``_after``, ``best_step`` and
-        ``weights_sha256``.
+        ``batch_size``, ``degradation`` (with ``slice_profile``), ``self_supervised_l1_before`` / ``_after``,
+        ``best_step``, ``weights_sha256``, ``device`` (type) and ``torch_threads``; a resolver adapted before
+        keeps its records, oldest first, under ``"previous"``. The same seed gives the same weights on the same
+        device type and number of torch threads.
 
     Raises
     ------
@@ -481,14 +487,30 @@ def adapt_to_scan(
         "batch_size": int(batch_size),
         "loss": "l1",
         "optimizer": "adam",
-        "degradation": {"methods": deg["methods"], "noise_std": list(deg["noise_std"]), "noise": deg["noise"]},
+        "degradation": {
+            "methods": deg["methods"],
+            "noise_std": list(deg["noise_std"]),
+            "noise": deg["noise"],
+            "slice_profile": deg["slice_profile"],  # _degrade uses it: thick slices differ by profile
+        },
         "axis_swaps": swaps,
         "axes": list(axes) if axes is not None else None,
         "self_supervised_l1_before": round(before, 6),
         "self_supervised_l1_after": round(best, 6),
         "best_step": best_step,
         "weights_sha256": payload_sha256(state),
+        # the same seed reproduces the weights only on the same device type with the same thread count
+        "device": device.type,
+        "torch_threads": torch.get_num_threads(),
     }
+    # adapting an adapted resolver starts from its adapted weights: keep the earlier records (oldest first), or the
+    # provenance claimed these steps from the shipped weights
+    earlier = getattr(resolver, "adaptation", None)
+    if isinstance(earlier, dict):
+        record["previous"] = [
+            *copy.deepcopy(earlier.get("previous", [])),
+            {k: v for k, v in earlier.items() if k != "previous"},
+        ]
     logger.info(
         "adapted %s to %s (%s, %d steps): self-supervised L1 %.4f -> %.4f",
         resolver.model_name,
@@ -507,6 +529,7 @@ def adapt_to_scan(
         precision=resolver.precision,
         channels_last=resolver.channels_last,
         compile=resolver.compile_mode or False,
+        context=resolver.context,  # "full" context fell back to the default "half"
     )
     adapted.roi_size = tuple(resolver.roi_size)
     adapted.adaptation = record

@@ -7,6 +7,9 @@ Format ``medgan-checkpoint/1``:
 
   - ``"format"``: ``"medgan-checkpoint/1"``;
   - ``"payload_sha256"``: sha256 over the tensors (sorted names, dtype, shape, bytes);
+  - ``"metadata_sha256"``: sha256 of the ``"medgan"`` text (files written since 2026-12-06);
+  - ``"hashes"``: the hash entries the writer stored, space-separated (files written since 2026-12-07); each
+    one listed must be present, so that deleting an entry does not turn its check off;
   - ``"medgan"``: JSON of the metadata dict — ``model`` (complete generator config),
     ``factor``, ``spatial_dims``, ``modality``, ``normalization`` (the rule applied to
     an input scan, e.g. ``{"method": "percentile", "lower": 0.5, "upper": 99.5}``,
@@ -55,6 +58,9 @@ FORMAT = "medgan-checkpoint/1"
 DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "percentile", "lower": 0.5, "upper": 99.5}
 
 _REQUIRED = ("model", "factor", "spatial_dims", "normalization")
+
+#: the header's hash entries that :func:`save_checkpoint` writes and lists under ``"hashes"``
+_HASH_ENTRIES = ("payload_sha256", "metadata_sha256")
 
 #: in-place random fills that the weight initialisers (``torch.nn.init``, MONAI's ``icnr_init``) end in
 _RANDOM_FILLS = frozenset(
@@ -322,6 +328,8 @@ def save_checkpoint(
         "payload_sha256": payload_sha256(tensors),
         "medgan": text,
         "metadata_sha256": metadata_sha256(text),
+        # the hash entries written here: load_checkpoint requires each one listed (see _HASH_ENTRIES)
+        "hashes": " ".join(_HASH_ENTRIES),
     }
     data = st_save(tensors, metadata=header)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -544,7 +552,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if payload_sha256(tensors) != header.get("payload_sha256"):
         raise CheckpointError(f"{path}: tensors do not match the checkpoint's sha256 (modified or corrupt file)")
     # checkpoints written since 2026-12-06 also hash their metadata (normalisation, factor, model config change
-    # every output); older files have no such entry and are read as before
+    # every output); older files have no such entry and are read as before. Since 2026-12-07 the header lists the
+    # hash entries it was written with: an edited file whose metadata hash entry was deleted loaded unchecked.
+    listed = str(header.get("hashes", "")).split()
+    missing = [k for k in listed if k not in header]
+    if missing:
+        raise CheckpointError(
+            f"{path}: header lacks {', '.join(missing)}, which it says it was written with (modified or corrupt file)"
+        )
     if "metadata_sha256" in header and metadata_sha256(header["medgan"]) != header["metadata_sha256"]:
         raise CheckpointError(f"{path}: metadata does not match the checkpoint's sha256 (modified or corrupt file)")
     _check_consistent(path, meta)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,31 +22,51 @@ _M_TOP_PAD, _M_ARENA_MAX = -2, -8  # glibc <malloc.h>
 _heap_kept: bool | None = None
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
+#: the device forms :func:`resolve_device` takes, for its error messages (torch's own list names 20 device types)
+_ACCEPTED = "'cpu', 'cuda', 'cuda:N', an integer N (CUDA device N), or None / 'auto' (CUDA when available, else CPU)"
+
+
+def resolve_device(device: str | int | torch.device | None) -> torch.device:
     """The device named by ``device``, default CUDA when available, else CPU.
 
     Parameters
     ----------
     device
-        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a :class:`torch.device`, or None.
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, an integer CUDA index, a :class:`torch.device`, or None / ``"auto"``
+        for automatic selection (the word the training configs use). Names are case-insensitive (``"CPU"``).
 
     Raises
     ------
     medgan.errors.MedganError
         An unknown device name, a device type other than CPU or CUDA (``"mps"``, ``"xpu"``, ...: medgan's
-        inference and training paths are written and tested for these two), CUDA requested on a machine without it,
-        or a CUDA index beyond the visible devices.
+        inference and training paths are written and tested for these two), CUDA requested on a machine without it
+        (a name or an integer index), or a CUDA index beyond the visible devices.
     """
+    if isinstance(device, str):
+        # the training configs write "auto"; "CPU" / " cuda" were refused with torch's list of 20 device types
+        text = device.strip().lower()
+        if text == "auto":
+            device = None
+        elif text:
+            device = text
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, (bool, np.bool_)):  # torch.device(True) is CUDA device 1
+        raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}")
+    if isinstance(device, (int, np.integer)):
+        if device < 0:
+            raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}")
+        # torch.device(0) means "accelerator 0": without CUDA, torch said only "Cannot access accelerator device"
+        device = f"cuda:{int(device)}"
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise MedganError(f"unknown device {device!r} ({exc}); use 'cpu', 'cuda' or 'cuda:N'") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}") from None
     if dev.type not in ("cpu", "cuda"):  # torch raised a bare RuntimeError for these only when weights moved
         raise MedganError(f"device {device!r}: medgan runs on 'cpu' or 'cuda' ('cuda:N'), not {dev.type!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedganError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        # no "--device": this is the Python API too (the CLI's own flag name is for the CLI to give)
+        raise MedganError(f"device {device!r} requested but CUDA is not available; use device 'cpu' or 'auto'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise MedganError(
             f"device {device!r}: this machine has {torch.cuda.device_count()} visible CUDA device(s), "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "resolve_model_path",
     "as_checkpoint",
     "CHECKPOINT_SUFFIXES",
+    "verify_shipped",
 ]
 
 #: where shipped models live (``<name>.safetensors``)
@@ -51,25 +53,75 @@ def available_models() -> dict[str, Path]:
     return {p.name[: -len(".safetensors")]: p for p in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
 
 
+def _card_sha256(card: Path) -> str | None:
+    """The file sha256 a model card records (its ``| file sha256 | `...` |`` row, see :func:`render_model_card`)."""
+    if not card.is_file():
+        return None
+    match = re.search(r"^\| file sha256 \| `([0-9a-f]{64})` \|$", card.read_text(encoding="utf-8"), flags=re.M)
+    return match.group(1) if match else None
+
+
+#: (path, mtime_ns, size) -> sha256 of the shipped files verified in this process (each is hashed once)
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def verify_shipped(path: Path) -> Path:
+    """Check a shipped model file against the sha256 its model card (``<name>.md`` beside it) records.
+
+    Why: the checkpoint's own hashes detect damage but any editor can recompute or delete them (a file with its
+    metadata hash entry deleted loaded with an edited normalisation); the card is the published record of the
+    shipped bytes. The hash is computed once per process per (path, mtime, size).
+
+    Raises
+    ------
+    medgan.errors.CheckpointError
+        The file differs from the card's sha256, or there is no card recording one.
+    """
+    from medgan.infer.checkpoint import file_sha256
+
+    card = path.with_suffix(".md")
+    expected = _card_sha256(card)
+    if expected is None:
+        raise CheckpointError(
+            f"{path}: shipped model without a recorded sha256 ({card} is missing or has no 'file sha256' row); "
+            "cannot verify it (reinstall medgan, or regenerate the cards with python -m medgan.infer.pretrained)"
+        )
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = file_sha256(path)
+    if _VERIFIED[key] != expected:
+        raise CheckpointError(
+            f"{path}: shipped model does not match the sha256 in its model card {card.name} "
+            f"({_VERIFIED[key][:16]}... vs {expected[:16]}...): modified or corrupt file; reinstall medgan"
+        )
+    return path
+
+
 def resolve_model_path(name_or_path: str | os.PathLike[str], *, task: str | None = None) -> Path:
     """The checkpoint file meant by a ``from_pretrained`` argument: a shipped model name or a file path.
 
-    The argument is a path when it exists, has a checkpoint suffix or contains a path separator; otherwise
-    it must be the name of a shipped model. A path is returned as given (the checkpoint loader reports a
-    missing or foreign file).
+    A bare name of a shipped model (no path separator, no checkpoint suffix) means that model, even when a file or
+    folder of the same name exists in the working directory (an output folder named after the model hid it); write
+    ``./NAME`` for such a file. Any other argument is a path when it exists, has a checkpoint suffix or contains a
+    path separator; otherwise it must be the name of a shipped model. A shipped model is checked against the
+    sha256 its model card records (:func:`verify_shipped`); a path is returned as given (the checkpoint loader
+    reports a missing or foreign file).
 
     Parameters
     ----------
     name_or_path
         A shipped model name or a checkpoint path.
     task
-        ``"super-resolution"`` or ``"synthesis"``: the error for an unknown name lists the shipped models of
-        this task only (those a caller could use); None lists every shipped model.
+        ``"super-resolution"``, ``"synthesis"`` or ``"synthetic-detection"``: the error for an unknown name lists
+        the shipped models of this task only (those a caller could use); None lists every shipped model except the
+        synthetic-image detector.
 
     Raises
     ------
     medgan.errors.CheckpointError
-        ``name_or_path`` is neither a path nor a shipped model name; the message lists the shipped models.
+        ``name_or_path`` is neither a path nor a shipped model name (the message lists the shipped models), or a
+        shipped model's file differs from the sha256 its card records.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise CheckpointError(
@@ -77,17 +129,17 @@ def resolve_model_path(name_or_path: str | os.PathLike[str], *, task: str | None
         )
     text = os.fspath(name_or_path)
     path = Path(text)
-    if path.exists() or path.suffix in CHECKPOINT_SUFFIXES or os.sep in text or "/" in text:
-        return path
+    # a bare word: no checkpoint suffix, no path separator (what the docs call a model name)
+    bare = path.suffix not in CHECKPOINT_SUFFIXES and "/" not in text and os.sep not in text
     models = available_models()
-    if text not in models:
-        usable = [m["name"] for m in list_pretrained() if task is None or m["task"] == task]
-        names = ", ".join(sorted(usable)) or "none shipped with this version"
-        kind = f"{task} models" if task else "available"
-        raise CheckpointError(
-            f"unknown model {text!r}; {kind}: {names} (or give the path of a .safetensors checkpoint)"
-        )
-    return models[text]
+    if bare and text in models:
+        return verify_shipped(models[text])
+    if path.exists() or not bare:
+        return path
+    usable = [m["name"] for m in list_pretrained(include_detector=task is not None) if task in (None, m["task"])]
+    names = ", ".join(sorted(usable)) or "none shipped with this version"
+    kind = f"{task} models" if task else "available"
+    raise CheckpointError(f"unknown model {text!r}; {kind}: {names} (or give the path of a .safetensors checkpoint)")
 
 
 def as_checkpoint(checkpoint: Any, *, task: str) -> Any:
@@ -100,8 +152,14 @@ def as_checkpoint(checkpoint: Any, *, task: str) -> Any:
     return load_checkpoint(resolve_model_path(checkpoint, task=task))
 
 
-def list_pretrained() -> list[dict[str, Any]]:
+def list_pretrained(*, include_detector: bool = False) -> list[dict[str, Any]]:
     """Describe the shipped models.
+
+    Parameters
+    ----------
+    include_detector
+        Also list the synthetic-image detector (task ``"synthetic-detection"``), a helper of
+        :func:`medgan.detect_synthetic` rather than a model to apply; left out by default.
 
     Returns
     -------
@@ -120,7 +178,7 @@ def list_pretrained() -> list[dict[str, Any]]:
     for path in sorted(PRETRAINED_DIR.glob("*.safetensors")):
         meta = _header(path)
         task = meta.get("task") or ("synthesis" if "labels" in meta else "super-resolution")
-        if task == "synthetic-detection":
+        if task == "synthetic-detection" and not include_detector:
             continue  # the synthetic-image detector is a helper of detect_synthetic, not a model to apply
         degradation = meta.get("degradation") or (meta.get("training_data") or {}).get("degradation")
         card = path.with_suffix(".md")

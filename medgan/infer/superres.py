@@ -33,6 +33,7 @@ from medgan._version import __version__
 from medgan.data.degrade import parse_factor, put_back_non_finite, upsample_affine
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import CheckpointError, MedganError
+from medgan.infer._args import as_ints
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
@@ -900,10 +901,12 @@ class SuperResolver:
                 f"{self.path}: model takes {self.in_channels} channel(s), {name} has {n_chan}; "
                 "give a scan with matching channels"
             )
+        if axes is not None:  # as adapt_to_scan: int() truncated (0.9, 1.9) to (0, 1) and read '01' as (0, 1)
+            axes = as_ints(axes, "axes")
         slicewise = self.spatial_dims == 2 and n_spatial == 3
         if slicewise:
             given = axes is not None
-            axes = tuple(int(a) for a in (axes if given else (0, 1)))
+            axes = axes if given else (0, 1)
             if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
                 raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
             # axes=(0, 1) says these are the in-plane axes, whatever the voxel sizes; so does a scan read from
