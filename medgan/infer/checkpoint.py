@@ -199,20 +199,23 @@ class Checkpoint:
     def _check_tensors_fit(self, expected: Mapping[str, torch.Tensor]) -> None:
         """The stored tensors have the names and shapes of ``expected`` (the stored config's network on the
         ``meta`` device), and floating-point values where it has them (other dtypes exactly)."""
-        have, want = set(self.state_dict), set(expected)
-        if have != want:
-            missing, unexpected = sorted(want - have)[:3], sorted(have - want)[:3]
-            raise CheckpointError(
-                f"{self.path}: weights do not fit the stored model config (missing {missing}, unexpected {unexpected})"
-            )
-        for name, ref in expected.items():
-            t = self.state_dict[name]
-            kind_ok = t.is_floating_point() if ref.is_floating_point() else t.dtype == ref.dtype
-            if tuple(t.shape) != tuple(ref.shape) or not kind_ok:
-                raise CheckpointError(
-                    f"{self.path}: weights do not fit the stored model config ({name}: {t.dtype} "
-                    f"{tuple(t.shape)} stored, {ref.dtype} {tuple(ref.shape)} expected)"
-                )
+        problem = tensors_misfit(self.state_dict, expected)
+        if problem is not None:
+            raise CheckpointError(f"{self.path}: weights do not fit the stored model config ({problem})")
+
+
+def tensors_misfit(have: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str | None:
+    """How the tensors ``have`` fail to be a state dict of the network whose state dict is ``expected`` (names,
+    shapes, and floating point where it is floating point, other dtypes exactly); ``None`` when they fit."""
+    if set(have) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(have))[:3], sorted(set(have) - set(expected))[:3]
+        return f"missing {missing}, unexpected {unexpected}"
+    for name, ref in expected.items():
+        t = have[name]
+        kind_ok = t.is_floating_point() if ref.is_floating_point() else t.dtype == ref.dtype
+        if tuple(t.shape) != tuple(ref.shape) or not kind_ok:
+            return f"{name}: {t.dtype} {tuple(t.shape)} stored, {ref.dtype} {tuple(ref.shape)} expected"
+    return None
 
 
 def metadata_sha256(text: str) -> str:
@@ -299,6 +302,15 @@ def save_checkpoint(
         if config is None:
             raise ValueError("config is required when the model has no .config (build it with build_generator)")
     cfg = generator_config(config)
+    own = getattr(model, "config", None)
+    if own is not None and config is not own:  # a config given beside a built model must be the model's
+        own_cfg = generator_config(own)
+        differ = sorted(k for k in cfg.keys() | own_cfg.keys() if cfg.get(k) != own_cfg.get(k))
+        if differ:
+            raise ValueError(
+                f"config differs from the model's own config in {', '.join(differ)}: the file would rebuild another "
+                "network (leave config out to use model.config)"
+            )
     dims = cfg["spatial_dims"]
     if roi_size is None:
         roi_size = 64 if dims == 3 else 128
@@ -306,6 +318,13 @@ def save_checkpoint(
     if len(roi) != dims:
         raise ValueError(f"roi_size needs {dims} values, got {roi_size!r}")
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    from medgan.models.registry import build_generator
+
+    with torch.device("meta"), _NoRandomFillOnMeta():  # the network the file will rebuild, without memory
+        skeleton = build_generator(cfg)
+    problem = tensors_misfit(state, skeleton.state_dict())
+    if problem is not None:  # refused before writing: loading the file would fail (or build another network)
+        raise ValueError(f"the weights do not fit the network the config describes ({problem})")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     meta: dict[str, Any] = dict(extra or {})
     meta.update(
