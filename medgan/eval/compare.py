@@ -509,8 +509,11 @@ def check_method_name(method: str, *, with_lr: bool) -> None:
     Raises
     ------
     medgan.errors.EvaluationError
-        ``method`` is one of :data:`BASELINES` and ``with_lr`` is true.
+        ``method`` is not non-empty text (a spec's ``method: null`` scored every scan and then wrote a report with
+        no metric in it), or is one of :data:`BASELINES` and ``with_lr`` is true.
     """
+    if not isinstance(method, str) or not method.strip():
+        raise EvaluationError(f"the method name must be non-empty text (e.g. 'SR'), got {method!r}")
     if with_lr and method in BASELINES:
         raise EvaluationError(
             f"--method {method!r} is the name of an interpolation baseline ({', '.join(BASELINES)}) of the "

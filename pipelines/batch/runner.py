@@ -1013,10 +1013,8 @@ def run_evaluate(
         raise MedganError(f"--max-montages must be >= 0, got {max_montages}")
     from medgan.eval.compare import check_method_name
 
-    if not isinstance(method, str) or not method.strip():
-        # None (a spec's `method: null`) ran every scan and then wrote a report with no metric in it, exit 0
-        raise MedganError(f"the method name must be non-empty text (e.g. 'SR'), got {method!r}")
-    check_method_name(method, with_lr=lr_path is not None)  # every scan would fail: tables key values by method
+    # every scan would fail (tables key values by method), or the report would have no metric (method None)
+    check_method_name(method, with_lr=lr_path is not None)
     _start_pool_early(n, scheduler)
     for root in (pred_root, ref_root, *([lr_path] if lr_path else [])):
         check_roots(root, out_root)
