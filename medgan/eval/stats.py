@@ -201,11 +201,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     d = _differences(x, y)
     n = int(d.size)
     finite = bool(np.isfinite(d).all())
-    mean_d, median_d = _describe(d)["mean"], _describe(d)["median"]
+    described = _describe(d)
     out: dict[str, Any] = {
         "n": n,
-        "mean_diff": mean_d,
-        "median_diff": median_d,
+        "mean_diff": described["mean"],
+        "median_diff": described["median"],
         "sd_diff": float(d.std(ddof=1)) if n > 1 and finite else None,
         "dz": math.nan,
         "ci_low": None,
