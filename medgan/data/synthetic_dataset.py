@@ -42,7 +42,7 @@ from monai.data import Dataset, MetaTensor
 from monai.transforms import apply_transform
 from torch.utils.data._utils.collate import default_collate_fn_map
 
-from medgan.data.labels import deform_labels
+from medgan.data.labels import deform_labels, one_hot
 from medgan.errors import MedganError
 from medgan.io.scan import make_scan, ras_affine
 
@@ -136,6 +136,45 @@ def _label_identity(label: Any) -> Any:
     return repr(label)
 
 
+def _weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names, dtypes, shapes and bytes (about 1 ms per MB on one core)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+#: (checkpoint path, file sha256) -> digest of the weights stored in it (``None``: unreadable), read once per process
+_FILE_WEIGHTS: dict[tuple[str, str], str | None] = {}
+
+
+def _changed_weights(synthesizer: Synthesizer) -> str | None:
+    """Digest of the synthesizer's in-memory weights when they differ from its checkpoint file's, else ``None``.
+
+    ``synthesizer.sha256`` is the checkpoint file's hash taken at load: a generator fine-tuned or EMA-swapped in
+    memory kept it, and a write-through cache served the old weights' images. The current weights are hashed at
+    every call (about 2 ms for the shipped 2 MB model: cheap next to generating or reading an item) and compared with
+    the file's; only a difference adds to the cache key, so caches of unchanged models keep their keys.
+    """
+    model = getattr(synthesizer, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        return None
+    current = _weights_digest(model.state_dict())
+    path = getattr(synthesizer, "path", None)
+    ref_key = (str(path), str(synthesizer.sha256))
+    if ref_key not in _FILE_WEIGHTS:
+        try:
+            from safetensors.torch import load_file
+
+            _FILE_WEIGHTS[ref_key] = _weights_digest(load_file(str(path)))
+        except Exception:  # moved or unreadable since load: the current weights are all there is to key on
+            _FILE_WEIGHTS[ref_key] = None
+    return None if _FILE_WEIGHTS[ref_key] == current else current
+
+
 def cache_key(
     synthesizer: Synthesizer,
     *,
@@ -152,7 +191,9 @@ def cache_key(
     Parameters
     ----------
     synthesizer
-        The generator (its checkpoint's sha256 counts, not its file name).
+        The generator (its checkpoint's sha256 counts, not its file name; and, when its in-memory weights no longer
+        equal the checkpoint file's, e.g. after fine-tuning or an EMA swap, a hash of the current weights, so a
+        changed generator is never served the old one's pairs).
     source
         Index of the real label map the pair deforms (``k % len(label_maps)``).
     label
@@ -189,6 +230,9 @@ def cache_key(
         "source": int(source),
         "label": _label_identity(label),
     }
+    weights = _changed_weights(synthesizer)
+    if weights is not None:  # only then: the keys of unchanged models (and the caches written with them) stay
+        record["weights_sha256"] = weights
     if label_dims is None and isinstance(label, MetaTensor):
         label_dims = label.ndim - 1
     if int(synthesizer.spatial_dims) == 2 and label_dims != 2:
@@ -247,6 +291,13 @@ def _as_scan(value: Any, what: str) -> MetaTensor:
         arr = value.detach().cpu() if isinstance(value, torch.Tensor) else value
         return make_scan(arr, np.eye(4))
     raise MedganError(f"{what}: expected a scan (MetaTensor, array or file path), got {type(value).__name__}")
+
+
+def _describe(value: Any, scan: MetaTensor) -> str:
+    """How a side of a pair was given, for messages: its file, else a MetaTensor."""
+    if isinstance(value, (str, os.PathLike)):
+        return f"file {value}"
+    return f"MetaTensor {scan.meta.get('filename_or_obj')}" if scan.meta.get("filename_or_obj") else "MetaTensor"
 
 
 def _squeeze_to(scan: MetaTensor, n_spatial: int | None) -> MetaTensor:
@@ -408,6 +459,10 @@ def _synthesize(
     base = _item_seed(seed, epoch, k)
     label = deform_labels(label_map, seed=base, **dict(deform_kwargs or {})) if deform else label_map
     image = synthesizer.generate(label, n=1, seed=_item_seed(base, 1), condition=condition, axis=axis)
+    weights = _changed_weights(synthesizer)
+    if weights is not None and isinstance(image.meta.get("medgan"), dict):
+        # model_sha256 is the checkpoint file's: record which in-memory weights generated the image
+        image.meta["medgan"]["weights_sha256"] = weights
     return image, label
 
 
@@ -420,8 +475,11 @@ class SyntheticAugmentedDataset(Dataset):
         Real pairs: dicts with ``"image"`` and ``"label"`` (MetaTensors, arrays or NIfTI/DICOM paths),
         channel-first ``(C, X, Y[, Z])`` / ``(1, X, Y[, Z])`` on one grid (the same shape and, unless one is a plain
         array, the same RAS+ affine within 1e-3 mm: a pair on two grids is a ``MedganError`` when its item is
-        read), and optionally ``"condition"``: a dict used for the
-        synthetic items that deform this pair's label map, merged over ``condition`` (the pair's keys win), e.g.
+        read). A plain array (numpy or torch, no affine) beside a file or MetaTensor takes the other side's affine,
+        so spatial transforms move both alike; two plain arrays share an identity affine. A real label map must
+        hold integer values and, with a synthesizer, only the label values its model knows (a ``MedganError``
+        with :meth:`Synthesizer.generate`'s message when its item is read). Optionally ``"condition"``: a dict used
+        for the synthetic items that deform this pair's label map, merged over ``condition`` (the pair's keys win), e.g.
         ``{"scalar": k / (Z - 1)}``, the slice position of 2-D slice ``k`` for a slice-conditioned model such as
         ``brain-t1-tissue-2d``. Items do not carry it (they are ``{"image", "label", "synthetic", "index"}``); the
         generated image's provenance records the condition used.
@@ -431,7 +489,8 @@ class SyntheticAugmentedDataset(Dataset):
     cache_dir
         With a synthesizer: a write-through cache (pair ``k`` of epoch 0 is read back if present, else generated and
         written), keyed by :func:`cache_key` (synthesizer sha256, the condition used, i.e. merged with the pair's
-        own, deformation settings, the source label map's index and identity, the resolved slice ``axis``), so other
+        own, deformation settings, the source label map's index and identity, the resolved slice ``axis``, and the
+        synthesizer's in-memory weights when they differ from its checkpoint file's), so other
         settings never reuse its files; a cached pair is the generated one (same values, same meta). Without a synthesizer: the folder of
         pairs written by :func:`write_synthetic_cache`, used in order of their index (the conditions play no part):
         the pairs of this dataset's seed when the folder holds caches of several seeds, and refused when it holds
@@ -440,8 +499,10 @@ class SyntheticAugmentedDataset(Dataset):
         Fraction of synthetic items, in ``[0, 1]``.
     length
         Items per epoch; default ``ceil(len(real) / (1 - ratio))`` (every real pair once, plus synthetic ones: the
-        other ``length - len(real)`` items, a fraction of at least ``ratio``). Given: ``round(length * ratio)``
-        synthetic items. Required when ``ratio == 1``. The real slots take the real pairs in turn, and the synthetic
+        other ``length - len(real)`` items, a fraction of at least ``ratio``). Given: ``floor(length * ratio + 0.5)``
+        synthetic items (rounded half up, so 0.5 of 5 is 3), the rest real; a ``MedganError`` when ``ratio > 0``
+        gives no synthetic item or ``ratio < 1`` no real one (e.g. ratio 0.1 of length 4). Required when
+        ``ratio == 1``. The real slots take the real pairs in turn, and the synthetic
         items their label maps (or the cached pairs), each epoch carrying on where the last one stopped, so with
         fewer slots than pairs every pair is still used over successive epochs.
     seed
@@ -539,7 +600,20 @@ class SyntheticAugmentedDataset(Dataset):
             # int() would truncate 2.7 to 2 items, and a negative length reached NumPy as a bare ValueError
             if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
                 raise MedganError(f"length must be a non-negative integer, got {length!r}")
-            n_synthetic = int(round(int(length) * float(ratio)))
+            # half up: round() sends .5 to the even neighbour (0.5 x 5 gave 2 of 5, 0.5 x 7 gave 4 of 7); the 1e-9
+            # keeps a decimal ratio's binary rounding (0.35 x 10 = 3.4999999999999996) from deciding the half
+            n_synthetic = math.floor(int(length) * float(ratio) + 0.5 + 1e-9)
+        # an augmentation arm with no synthetic item (ratio=0.1 of length 4) ran unaugmented without a word
+        if float(ratio) > 0 and n_synthetic == 0 and int(length) > 0:
+            raise MedganError(
+                f"ratio={ratio!r} of length={length} gives no synthetic item (round half up of length x ratio); "
+                "give a larger length or ratio, or ratio=0 for real items only"
+            )
+        if float(ratio) < 1 and int(length) - n_synthetic == 0 and int(length) > 0:
+            raise MedganError(
+                f"ratio={ratio!r} of length={length} gives no real item (round half up of length x ratio); "
+                "give a larger length or a smaller ratio, or ratio=1 for synthetic items only"
+            )
         self.length = int(length)
         self.ratio = float(ratio)
         self.n_synthetic = int(n_synthetic)
@@ -737,24 +811,60 @@ class SyntheticAugmentedDataset(Dataset):
             save_scan(image, paths[0])
         return {"image": image, "label": label, "src": source, "modality": modalities}
 
+    def _real_pair(self, j: int) -> tuple[dict[str, MetaTensor], bool]:
+        """Real pair ``j`` as scans, and whether both sides carry an affine of their own (to be compared).
+
+        A plain array (numpy or torch, not a MetaTensor) has no geometry: beside a file or a MetaTensor it was given
+        an identity affine while the other side kept its own, and MONAI's spatial transforms (``Orientationd``,
+        ``Spacingd``) then moved image and label apart without a word. It takes the other side's affine instead when
+        it has the other side's spatial shape; another shape is a ``MedganError`` naming both.
+        """
+        given = {key: self.data[j][key] for key in ("image", "label")}
+        plain = {
+            key: isinstance(v, (np.ndarray, torch.Tensor)) and not isinstance(v, MetaTensor) for key, v in given.items()
+        }
+        scans = {key: _as_scan(v, f"real pair {j} {key}") for key, v in given.items()}
+        if plain["image"] == plain["label"]:
+            return scans, not plain["image"]
+        array, other = ("image", "label") if plain["image"] else ("label", "image")
+        if scans[array].shape[1:] != scans[other].shape[1:]:
+            raise MedganError(
+                f"real pair {j}: {array} (a plain array, spatial shape {tuple(scans[array].shape[1:])}) and {other} "
+                f"({_describe(given[other], scans[other])}, spatial shape {tuple(scans[other].shape[1:])}) differ in "
+                f"shape, so the array cannot take the {other}'s affine; give both on one grid"
+            )
+        scans[array] = make_scan(scans[array].as_tensor(), np.asarray(scans[other].affine, dtype=np.float64))
+        return scans, False
+
+    def _check_real_label(self, label: MetaTensor, j: int) -> None:
+        """A real label map must hold integer values, and (with a synthesizer) only the values its model knows:
+        a map resampled with linear interpolation, or one with an extra label, trained on fractional or unknown
+        classes, while the same map in a synthetic slot was refused. The message is
+        :meth:`Synthesizer.generate`'s (:func:`medgan.data.labels.one_hot`), run on the map's distinct values."""
+        name = f"real pair {j} label" + (
+            f" {label.meta['filename_or_obj']}" if label.meta.get("filename_or_obj") else ""
+        )
+        values = torch.unique(label.as_tensor().detach()).to(torch.float64)  # round() has no integer kernels
+        if not bool(torch.isfinite(values).all()) or not torch.equal(values, torch.round(values)):
+            raise MedganError(f"{name}: a label map must hold integer values")
+        if self.synthesizer is not None:
+            one_hot(values.reshape(1, -1), sorted(self.synthesizer.labels), name=name)
+
     def _transform(self, index: int) -> dict[str, Any]:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         index %= self.length
         synthetic = bool(self.is_synthetic[index])
         rank = int(self._rank[index])
-        located = True  # both sides carry their own affine (a plain array is given an identity one: not compared)
+        located = True  # both sides carry their own affine (two plain arrays share the identity one: not compared)
         if synthetic:
             raw = self._synthetic_item(rank)
             source = raw["src"]
         else:
             j = self._turn(rank, self.epoch, self.length - self.n_synthetic, len(self.data))
-            raw = {
-                "image": _as_scan(self.data[j]["image"], f"real pair {j} image"),
-                "label": _as_scan(self.data[j]["label"], f"real pair {j} label"),
-            }
+            raw, located = self._real_pair(j)
             source = str(raw["image"].meta.get("filename_or_obj") or f"real:{j}")
-            located = all(isinstance(self.data[j][key], (MetaTensor, str, os.PathLike)) for key in ("image", "label"))
+            self._check_real_label(raw["label"], j)
         if raw["image"].shape[1:] != raw["label"].shape[1:]:
             raise MedganError(
                 f"{source}: image {tuple(raw['image'].shape)} and label {tuple(raw['label'].shape)} grids differ"

@@ -5,7 +5,10 @@ Loads the label map ``IN`` with :func:`medgan.load_scan`, optionally deforms it 
 header description and the JSON sidecar). ``-n N`` > 1 writes one file per sample (``OUT`` stem + ``_000``,
 ``_001``, ...) or, with ``--stack``, one 4-D file (samples along the 4th axis). ``--labels-out`` also writes the
 (deformed) label map, the ground truth of the synthetic scans, with its label names (value -> name, the map's own,
-else the model's) in the JSON sidecar.
+else the model's) in the JSON sidecar. With ``--deform`` and no ``--labels-out`` the deformed map is written anyway,
+beside ``OUT`` as ``<OUT stem>_labels.nii.gz`` (``.nii`` for a ``.nii`` ``OUT``): the images were generated from it,
+not from ``IN``, and pairing them with ``IN`` mislabelled a third of the voxels. It is checked with the other outputs
+(an existing file needs ``--overwrite``) and its path is logged.
 
 A negative ``--seed`` is a usage error (exit 2). Other bad input is a one-line error (exit 1), checked before anything is
 written: a seed above ``2**64-1``, a
@@ -47,7 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--deform", action="store_true", help="randomly deform the label map first (elastic+affine)")
     parser.add_argument("--stack", action="store_true", help="with -n > 1: one 4-D file instead of one per sample")
-    parser.add_argument("--labels-out", default=None, metavar="PATH", help="also write the (deformed) label map")
+    parser.add_argument(
+        "--labels-out",
+        default=None,
+        metavar="PATH",
+        help="also write the (deformed) label map; with --deform it is written by default to <OUT stem>_labels.nii.gz",
+    )
     parser.add_argument(
         "--class", dest="cls", type=class_condition, default=None, help="class condition (name or index)"
     )
@@ -81,14 +89,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.name.lower().endswith(_SUFFIXES):
         raise MedganError(f"{out}: the output must be a .nii or .nii.gz file name")
+    stem, suffix = split_scan_suffix(out.name)  # .nii / .nii.gz, checked above
     if args.n == 1 or args.stack:
         targets = [out]
     else:
-        stem, suffix = split_scan_suffix(out.name)  # .nii / .nii.gz, checked above
         targets = [out.with_name(f"{stem}_{i:03d}{suffix}") for i in range(args.n)]
+    labels_out = args.labels_out
+    if labels_out is None and args.deform:
+        # the deformed map is the images' ground truth, not IN: dropping it left only IN to pair them with
+        labels_out = out.with_name(f"{stem}_labels{suffix}")
     # every output checked before the model loads: folder writable, no existing file without --overwrite, never IN
     check_outputs(
-        [*targets, *([args.labels_out] if args.labels_out else [])],
+        [*targets, *([labels_out] if labels_out else [])],
         inputs=[args.labels],
         overwrite=args.overwrite,  # each output's format from its name (--labels-out may name a DICOM folder)
     )
@@ -98,11 +110,13 @@ def run(args: argparse.Namespace) -> int:
         labels = deform_labels(labels, seed=seed)
     condition = {k: v for k, v in (("class", args.cls), ("scalar", args.scalar)) if v is not None}
     images = synth.generate(labels, n=args.n, seed=seed, condition=condition or None, progress=args.progress)
-    if args.labels_out:
+    if labels_out:
         if labels.meta.get("labels") is None:  # its values were read as the model's labels: say so in the file
             labels.meta["labels"] = {str(k): v for k, v in synth.labels.items()}
         # its sidecar keeps meta["labels"] (label value -> name); --overwrite was checked for it with the images
-        save_scan(labels, args.labels_out, overwrite=args.overwrite)
+        labels_written = save_scan(labels, labels_out, overwrite=args.overwrite)
+        what = "deformed label map" if args.deform else "label map"
+        logger.info("wrote the %s the images were generated from: %s", what, labels_written)
     if args.n == 1 or args.stack:
         written = [save_scan(images, out, overwrite=args.overwrite)]
     else:
