@@ -15,9 +15,11 @@ It runs on 2 CPU cores in about ten seconds (once installed) and needs no networ
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +34,21 @@ logger = logging.getLogger("medgan.demo")
 HELD_OUT = [
     ("t1w-2mm", "nifti/nibabel/anatomical.nii", "real T1w, SPM-normalised, 2 mm (nibabel test data)"),
     ("epi-siemens", "dicom/dcm_qa_orient_axasc36", "real Siemens EPI mosaic, first volume (dcm_qa)"),
-    ("epi-ge", "dicom/dcm_qa_nih_ge_epi_volume1", "real GE EPI, 15 axial slices (dcm_qa_nih)"),
+    ("epi-ge", "dicom/dcm_qa_nih_ge_epi_volume1", "real GE EPI, axial slices (dcm_qa_nih)"),
 ]
+#: held-out scans whose MR contrast the super-resolution models' cards call untested (trained on T1-weighted only)
+UNTESTED_CONTRAST = {"epi-siemens": "EPI", "epi-ge": "EPI"}
+#: what the demo writes directly under ``--out`` (anything else there is left alone)
+DEMO_ENTRIES = ("index.html", "scans", "synthetic", "report-brain-mr-x2-3d", "report-brain-mr-x2-2d")
 SR_3D, SR_2D, SYNTH = "brain-mr-x2-3d", "brain-mr-x2-2d", "brain-t1-tissue-2d"
+#: the two super-resolution tasks: (model, degradation factor, short label, what the index calls the task)
+SR_TASKS = (
+    (SR_3D, (2, 2, 2), "isotropic x2", "3-D: isotropic x2 (every axis halved)"),
+    (SR_2D, (2, 2, 1), "in-plane x2", "2-D: in-plane x2 (slices kept)"),
+)
 N_SYNTHETIC = 4
+#: the MNI tissue maps and T1 the synthesis step reads (relative to sample_data)
+MNI_FILES = tuple(f"nifti/mni_icbm152_2009a_sym/{n}.nii.gz" for n in ("gm", "wm", "t1"))
 
 
 @dataclass
@@ -57,12 +70,42 @@ def _step(text: str, quiet: bool) -> None:
         print(f"[demo] {text}", flush=True)
 
 
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """Turn an OSError while writing the demo's outputs (a file where a folder goes, or a folder where a file goes,
+    inside ``--out``) into a one-line MedganError naming the path, not a traceback."""
+    try:
+        yield
+    except MedganError:
+        raise
+    except OSError as exc:
+        path = exc.filename2 or exc.filename  # os.replace(tmp, target): the target is the one in the way
+        raise MedganError(f"{path or 'output'}: cannot write the demo output ({exc.strerror or exc})") from None
+
+
 def _load_volume(path: Path):
+    """The first volume of a held-out scan (a NIfTI file, or the first usable DICOM series of a folder), as MR.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        ``path`` is missing, or a folder without a usable DICOM series (the reason :func:`medgan.discover_scans`
+        gave, e.g. Git LFS pointers instead of DICOM files).
+    """
     import medgan
     from medgan.io.scan import make_scan
 
+    if not path.exists():
+        raise MedganError(f"{path}: no such file or folder (sample_data is incomplete)")
     if path.is_dir():
-        refs = [r for r in medgan.discover_scans(path) if r.usable]
+        found = medgan.discover_scans(path)
+        refs = [r for r in found if r.usable]
+        if not refs:
+            reasons = list(dict.fromkeys(r.reason for r in found if r.reason))
+            why = f": {reasons[0]}" if reasons else ": no files found"
+            raise MedganError(
+                f"{path}: no readable DICOM series{why}; fetch the sample data (e.g. git lfs pull) or pass --data DIR"
+            )
         scan = medgan.load_scan(refs[0])
     else:
         scan = medgan.load_scan(path)
@@ -73,26 +116,39 @@ def _load_volume(path: Path):
     return make_scan(scan[:1].numpy(), np.asarray(scan.affine), meta)  # first volume only
 
 
-def _super_resolution(data: Path, out: Path, quiet: bool) -> dict[str, Path]:
+def _load_inputs(data: Path) -> dict:
+    """Every held-out scan, loaded; the synthesis inputs checked. Done before anything is written, so a missing or
+    unreadable input stops the demo with one line and no half-written output folder."""
+    volumes = {scan_id: _load_volume(data / rel) for scan_id, rel, _ in HELD_OUT}
+    for rel in MNI_FILES:
+        if not (data / rel).is_file():
+            raise MedganError(f"{data / rel}: no such file (sample_data is incomplete)")
+    return volumes
+
+
+def _super_resolution(volumes: dict, out: Path, quiet: bool) -> tuple[dict[str, Path], dict[str, dict[str, tuple]]]:
+    """Degrade, upscale and evaluate every held-out scan with both models; return the report paths and, per model,
+    each scan's reference grid (each model's reference is cropped to a multiple of its own factor)."""
     import medgan
     from medgan.data.degrade import crop_to_multiple
     from medgan.eval.compare import Evaluation, baseline_predictions
     from medgan.eval.report import write_report
 
-    reports = {}
-    for model_name, factor, label in ((SR_3D, (2, 2, 2), "isotropic x2"), (SR_2D, (2, 2, 1), "in-plane x2")):
+    reports, grids = {}, {}
+    for model_name, factor, label, _ in SR_TASKS:
         sr = medgan.SuperResolver.from_pretrained(model_name, device="cpu")
         ev = Evaluation(method=model_name, max_montages=len(HELD_OUT))
-        for scan_id, rel, _ in HELD_OUT:
-            hr = crop_to_multiple(_load_volume(data / rel), factor)
+        grids[model_name] = {}
+        for scan_id, _, _ in HELD_OUT:
+            hr = crop_to_multiple(volumes[scan_id], factor)
             lr = medgan.degrade(hr, factor, method="interpolate")
             _step(
                 f"{label}: upscaling {scan_id} {tuple(lr.shape[1:])} -> {tuple(hr.shape[1:])} with {model_name}", quiet
             )
             pred = sr.upscale(lr)
             tag = model_name.replace("brain-mr-", "")
+            grids[model_name][scan_id] = tuple(int(n) for n in hr.shape[1:])
             (out / "scans" / scan_id).mkdir(parents=True, exist_ok=True)
-            # each model's reference is cropped to a multiple of its own factor
             medgan.save_scan(hr, out / "scans" / scan_id / f"reference-{tag}.nii.gz")
             medgan.save_scan(lr, out / "scans" / scan_id / f"lowres-{tag}.nii.gz")
             medgan.save_scan(pred, out / "scans" / scan_id / f"{model_name}.nii.gz")
@@ -100,11 +156,12 @@ def _super_resolution(data: Path, out: Path, quiet: bool) -> dict[str, Path]:
         report_dir = out / f"report-{model_name}"
         write_report(ev, report_dir, title=f"medgan demo: {model_name} ({label}) on held-out real scans")
         reports[model_name] = report_dir / "report.html"
-    return reports
+    return reports, grids
 
 
 def _synthesis(data: Path, out: Path, quiet: bool) -> Path:
     import matplotlib
+    from matplotlib.patches import Patch
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -136,38 +193,99 @@ def _synthesis(data: Path, out: Path, quiet: bool) -> Path:
             ax.set_axis_off()
     axes[0, 0].set_title("deformed tissue labels", loc="left", fontsize=9)
     axes[1, 0].set_title("synthetic T1 (synthetic=True)", loc="left", fontsize=9)
-    fig.tight_layout()
+    # the label colours mean nothing without a key (the classes of medgan.data.labels.tissue_labels)
+    cmap, classes = plt.get_cmap("viridis"), ("0 background", "1 CSF/other", "2 GM", "3 WM")
+    fig.legend(
+        handles=[Patch(color=cmap(k / 3), label=c) for k, c in enumerate(classes)],
+        loc="lower center",
+        ncol=len(classes),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return write_bytes_atomic(out / "synthetic" / "preview.png", figure_to_png(fig))
 
 
-def _index(out: Path, reports: dict[str, Path], preview: Path, seconds: float) -> Path:
+def _num(v, fmt: str) -> str:
+    """A number from metrics.json (None, "inf" or "-inf" when not finite) for the index page."""
+    return format(v, fmt) if isinstance(v, int | float) else ("n/a" if v is None else str(v))
+
+
+def _grid(shape: tuple) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _index(
+    out: Path, reports: dict[str, Path], grids: dict[str, dict[str, tuple]], preview: Path, seconds: float
+) -> Path:
+    """The demo's front page: per model, the masked PSNR / SSIM against cubic with the paired statistics the full
+    reports compute (n, 95% CI of the gain, Holm-adjusted Wilcoxon p and verdict), the task each model was scored on,
+    the reference grids, and what the rows do not show."""
     import base64
     import json
 
     from medgan import __version__
+    from medgan.eval.report import min_scans_for_verdict
     from medgan.io.atomic import write_text_atomic
 
-    rows = []
+    tasks = {m: task for m, _, _, task in SR_TASKS}
+    verdicts = {True: "better", False: "worse", None: "no difference shown"}
+    rows, counts = [], []
     for name, report in reports.items():
         doc = json.loads((report.parent / "metrics.json").read_text())
         summary = {(r["method"], r["metric"]): r for r in doc["summary"]}
+        paired = {(r["baseline"], r["metric"]): r for r in doc["paired"] if r["method"] == name}
         psnr = {m: summary.get((m, "psnr"), {}).get("mean") for m in (name, "cubic")}
         ssim = {m: summary.get((m, "ssim"), {}).get("mean") for m in (name, "cubic")}
+        dp, ds = paired.get(("cubic", "psnr"), {}), paired.get(("cubic", "ssim"), {})
+        n_tests = sum(r.get("wilcoxon_p") is not None for r in doc["paired"])
+        counts.append((n_tests, min_scans_for_verdict(n_tests), doc["settings"]["n_scans"]))
         rows.append(
             f"<tr><td><a href='{html.escape(report.relative_to(out).as_posix())}'>{html.escape(name)}</a></td>"
-            f"<td>{psnr[name]:.2f}</td><td>{psnr['cubic']:.2f}</td><td>{psnr[name] - psnr['cubic']:+.2f}</td>"
-            f"<td>{ssim[name]:.4f}</td><td>{ssim['cubic']:.4f}</td></tr>"
+            f"<td>{html.escape(tasks.get(name, ''))}</td><td>{doc['settings']['n_scans']}</td>"
+            f"<td>{_num(psnr[name], '.2f')}</td><td>{_num(psnr['cubic'], '.2f')}</td>"
+            f"<td>{_num(dp.get('mean_diff'), '+.2f')}</td>"
+            f"<td>[{_num(dp.get('ci_low'), '+.2f')}, {_num(dp.get('ci_high'), '+.2f')}]</td>"
+            f"<td>{_num(dp.get('p_holm'), '.2g')}</td><td>{verdicts[dp.get('better')]}</td>"
+            f"<td>{_num(ssim[name], '.4f')}</td><td>{_num(ssim['cubic'], '.4f')}</td>"
+            f"<td>{verdicts[ds.get('better')]}</td></tr>"
         )
-    scans = "".join(f"<li><b>{html.escape(i)}</b>: {html.escape(d)}</li>" for i, _, d in HELD_OUT)
+    scans = []
+    for scan_id, _, description in HELD_OUT:
+        shown = "; ".join(f"{_grid(g[scan_id])} for {m}" for m, g in grids.items() if scan_id in g)
+        untested = (
+            f" <b>{UNTESTED_CONTRAST[scan_id]}: a contrast the models' cards call untested (trained on "
+            "T1-weighted brain MR only).</b>"
+            if scan_id in UNTESTED_CONTRAST
+            else ""
+        )
+        scans.append(
+            f"<li><b>{html.escape(scan_id)}</b>: {html.escape(description)}; reference grid (voxels) "
+            f"{html.escape(shown)}.{untested}</li>"
+        )
+    n_tests, need, n_scans = max(counts) if counts else (0, 0, 0)
+    power = (
+        f" With {n_scans} scans and {n_tests} tests per report no verdict is possible (one needs at least {need} "
+        "scans even when a model wins on every scan), so 'no difference shown' is not evidence that a model "
+        "equals cubic, and the gains are not shown to be real."
+        if n_scans < need
+        else ""
+    )
     img = base64.b64encode(preview.read_bytes()).decode()
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>medgan demo</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px 8px}}
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>medgan demo</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px 8px}}
 table{{border-collapse:collapse}}</style></head><body>
 <h1>medgan demo</h1><p>medgan {__version__}; ran in {seconds:.0f} s on CPU.</p>
-<h2>Super-resolution on held-out real scans</h2><ul>{scans}</ul>
-<p>Masked PSNR (dB) and SSIM, mean over scans; the full reports have per-scan tables, statistics and images.</p>
-<table><tr><th>model (report)</th><th>PSNR model</th><th>PSNR cubic</th><th>gain</th><th>SSIM model</th>
-<th>SSIM cubic</th></tr>{"".join(rows)}</table>
+<h2>Super-resolution on held-out real scans</h2><ul>{"".join(scans)}</ul>
+<p>Masked PSNR (dB) and SSIM, mean over the scans; gain: model minus cubic interpolation, with the 95% CI (t) of the
+mean paired difference, the Wilcoxon signed-rank p Holm-adjusted over all paired tests of that model's report, and
+the report's verdict.{power} The full reports have per-scan tables, statistics and images.</p>
+<table><tr><th>model (report)</th><th>task</th><th>n scans</th><th>PSNR model</th><th>PSNR cubic</th>
+<th>PSNR gain</th><th>95% CI of gain</th><th>Holm p</th><th>PSNR verdict</th><th>SSIM model</th><th>SSIM cubic</th>
+<th>SSIM verdict</th></tr>{"".join(rows)}</table>
+<p>The rows are different tasks (isotropic x2 halves every axis; in-plane x2 keeps every slice and is easier) scored
+on different reference grids (each cropped to a multiple of its own factor): they are not comparable with each other
+and do not say which model is better.</p>
 <h2>Synthetic augmentation pairs</h2><p>Label maps deformed from the MNI tissue map, images generated by
 {SYNTH}; files in <code>synthetic/</code>, each marked synthetic in its header and sidecar.</p>
 <img alt="synthetic pairs" src="data:image/png;base64,{img}"></body></html>
@@ -181,7 +299,13 @@ def run_demo(out: str | Path = "medgan-demo", *, data: str | Path | None = None,
     Raises
     ------
     medgan.errors.MedganError
-        ``sample_data/`` or a shipped model is missing, or ``out`` cannot be created (e.g. a file of that name).
+        ``sample_data/``, one of its held-out scans (or its DICOM files) or a shipped model is missing (checked
+        before anything is written), or ``out`` or a file in it cannot be written (e.g. a file of that name).
+
+    Notes
+    -----
+    The demo's own files in ``out`` (:data:`DEMO_ENTRIES`) are replaced, with a warning when some are there
+    already; other files there are kept.
     """
     import torch
 
@@ -201,15 +325,20 @@ def run_demo(out: str | Path = "medgan-demo", *, data: str | Path | None = None,
     if missing:
         raise MedganError(f"shipped model(s) missing: {', '.join(missing)} (see medgan/pretrained/)")
     out = Path(out)
+    volumes = _load_inputs(data_dir)  # every input checked before anything is written
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MedganError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    earlier = [name for name in DEMO_ENTRIES if (out / name).exists()]
+    if earlier:  # a generated report folder: replaced, as on a rerun, but not silently
+        logger.warning("%s: replacing the demo's files already there: %s", out, ", ".join(earlier))
     torch.manual_seed(0)
     _step(f"writing to {out.resolve()}", quiet)
-    reports = _super_resolution(data_dir, out, quiet)
-    preview = _synthesis(data_dir, out, quiet)
-    seconds = time.perf_counter() - start
-    index = _index(out, reports, preview, seconds)
+    with _writing():
+        reports, grids = _super_resolution(volumes, out, quiet)
+        preview = _synthesis(data_dir, out, quiet)
+        seconds = time.perf_counter() - start
+        index = _index(out, reports, grids, preview, seconds)
     _step(f"done in {seconds:.0f} s: open {index.resolve()}", quiet)
     return DemoResult(out=out, index=index, reports=reports, seconds=seconds)

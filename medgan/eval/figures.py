@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,16 @@ import numpy as np
 
 from medgan.io.scan import spacing_from_affine
 
-__all__ = ["DPI", "figure_to_png", "orthogonal_slices", "montage", "metric_plot", "paired_plot", "metric_label"]
+__all__ = [
+    "DPI",
+    "figure_to_png",
+    "orthogonal_slices",
+    "orientation_letters",
+    "montage",
+    "metric_plot",
+    "paired_plot",
+    "metric_label",
+]
 
 #: name and unit of each metric in figure titles (the direction comes from ``stats.HIGHER_IS_BETTER``)
 _METRIC_NAMES = {
@@ -52,6 +62,8 @@ def metric_label(metric: str) -> str:
 
 #: resolution of embedded figures (small files, fast reports)
 DPI = 80
+#: paired plots name their points by scan id up to this many scans
+MAX_POINT_LABELS = 12
 #: planes narrower than this (voxels) are left out of montages when another plane is wider
 MIN_PLANE_VOXELS = 8
 
@@ -137,6 +149,36 @@ def orthogonal_slices(volume: Any, affine: np.ndarray | None = None) -> list[tup
     return wide or planes
 
 
+#: viewer-right / viewer-up RAS+ axes (0 x, 1 y, 2 z) of each plane :func:`orthogonal_slices` returns
+_PLANE_AXES = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}
+#: the opposite of each orientation letter (nibabel's default labels)
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def orientation_letters(plane: str, affine: np.ndarray | None) -> dict[str, str] | None:
+    """Patient directions at the ``left`` / ``right`` / ``top`` / ``bottom`` edges of a plane from
+    :func:`orthogonal_slices`, or None when they are unknown (no affine, or a 2-D ``"slice"``).
+
+    The letters come from the axis codes (:func:`nibabel.orientations.aff2axcodes`) of the grid that
+    :func:`orthogonal_slices` shows: ``affine`` reoriented to its closest canonical axes. That grid is RAS+, so the
+    views are in neurological convention: the patient's right is on the viewer's right.
+
+    >>> orientation_letters("axial", np.eye(4))
+    {'left': 'L', 'right': 'R', 'top': 'A', 'bottom': 'P'}
+    """
+    import nibabel as nib
+
+    if affine is None or plane not in _PLANE_AXES:
+        return None
+    aff = np.asarray(affine, dtype=np.float64)
+    ornt = nib.orientations.io_orientation(aff)
+    # the affine of the reoriented array (the shape only moves the origin, which the axis codes ignore)
+    shown = aff @ nib.orientations.inv_ornt_aff(ornt, (2, 2, 2))
+    codes = nib.orientations.aff2axcodes(shown)
+    h, v = (codes[k] for k in _PLANE_AXES[plane])
+    return {"left": _OPPOSITE[h], "right": h, "top": v, "bottom": _OPPOSITE[v]}
+
+
 def _square_pixels(img: np.ndarray, aspect: float, scale: int) -> np.ndarray:
     """Stretch rows so that pixels are square (linear), then enlarge small images by ``scale`` (nearest)."""
     from scipy import ndimage
@@ -183,6 +225,12 @@ def montage(
         Figure title (a scan id; never header fields).
     cell
         Approximate size in pixels of the longest side of one panel.
+
+    Notes
+    -----
+    With an ``affine``, the planes are shown in neurological convention (the patient's right on the viewer's right;
+    :func:`orthogonal_slices` reorients to RAS+) and each image carries its orientation letters (R/L, A/P, S/I) at
+    its edges (:func:`orientation_letters`). The error column's colour bar is in the scans' intensity units.
     """
     import matplotlib
 
@@ -223,7 +271,14 @@ def montage(
             x += widths[j] + gap
         y += heights[i] + gap
     h_px, w_px = mosaic.shape[:2]
-    left, right, top, bottom = 40, 70, 40 if title else 22, 6
+    planes = [plane for plane, _, _ in columns[0]]
+    # a row label turned on its side needs the row to be as tall as the text (about 6 px a character at 9 pt);
+    # a thin volume's sagittal row is not, so that label is written across and the margin widened for it
+    upright = [heights[i] >= 6 * len(p) + 4 for i, p in enumerate(planes)]
+    left = (
+        40 if all(upright) else max(40, 6 * max(len(p) for p, up in zip(planes, upright, strict=True) if not up) + 10)
+    )
+    right, top, bottom = 90, 40 if title else 22, 6
     fig = _new_figure((w_px + left + right) / DPI, (h_px + top + bottom) / DPI)
     W, H = w_px + left + right, h_px + top + bottom
     ax = fig.add_axes((left / W, bottom / H, w_px / W, h_px / H))
@@ -234,12 +289,28 @@ def montage(
         ax.text(x + widths[j] / 2, -4, label, ha="center", va="bottom", fontsize=9)
         x += widths[j] + gap
     y = 0
-    for i, (plane, _, _) in enumerate(columns[0]):
-        ax.text(-4, y + heights[i] / 2, plane, ha="right", va="center", rotation=90, fontsize=9)
+    for i, plane in enumerate(planes):
+        ax.text(-4, y + heights[i] / 2, plane, ha="right", va="center", rotation=90 if upright[i] else 0, fontsize=9)
+        y += heights[i] + gap
+    # orientation letters at the edges of every image (a mirror-reversed reading of an unlabelled view is easy)
+    letter = {"fontsize": 7, "color": "yellow", "fontweight": "bold"}
+    y = 0
+    for i, plane in enumerate(planes):
+        edges = orientation_letters(plane, affine)
+        x = 0
+        for j in range(ncols):
+            th, tw = tiles[j][i].shape[:2]
+            if edges is not None and min(th, tw) >= 24:  # no room on a tiny tile
+                ax.text(x + 2, y + th / 2, edges["left"], ha="left", va="center", **letter)
+                ax.text(x + tw - 2, y + th / 2, edges["right"], ha="right", va="center", **letter)
+                ax.text(x + tw / 2, y + 1, edges["top"], ha="center", va="top", **letter)
+                ax.text(x + tw / 2, y + th - 1, edges["bottom"], ha="center", va="bottom", **letter)
+            x += widths[j] + gap
         y += heights[i] + gap
     cax = fig.add_axes(((left + w_px + 10) / W, bottom / H, 12 / W, h_px / H))
     sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, emax), cmap=magma)
-    fig.colorbar(sm, cax=cax)
+    cbar = fig.colorbar(sm, cax=cax)
+    cbar.set_label("absolute error (intensity units)", fontsize=8)
     cax.tick_params(labelsize=8)
     if title:
         fig.suptitle(f"{title}  (window {window[0]:.4g} to {window[1]:.4g})", fontsize=9, y=1 - 4 / H, va="top")
@@ -276,7 +347,9 @@ def metric_plot(
         for k, d in enumerate(data, start=1):
             ax.plot(k + rng.uniform(-0.12, 0.12, len(d)), d, "o", ms=3, alpha=0.7, color="tab:blue")
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, fontsize=8)
-        ax.set_title(metric_label(metric), fontsize=9)
+        # wrapped at draw time to stay inside the figure: a long label ("LR consistency PSNR (dB, higher is
+        # better)") was clipped at the edge of the last column (the title text itself stays one line)
+        ax.set_title(metric_label(metric), fontsize=9, wrap=True)
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     return fig
@@ -290,7 +363,8 @@ def paired_plot(
     baseline: str,
     metrics: Sequence[str] = ("psnr", "ssim"),
 ):
-    """Per-scan ``method`` against ``baseline`` (one point per scan) with the identity line."""
+    """Per-scan ``method`` against ``baseline`` (one point per scan, labelled with its scan id when there are at most
+    :data:`MAX_POINT_LABELS`) with the identity line; each title gives the metric's unit and direction."""
     from medgan.eval.stats import metric_values
 
     metrics = list(metrics)
@@ -302,13 +376,17 @@ def paired_plot(
         x = np.array([vb[s] for s in common])
         y = np.array([va[s] for s in common])
         ax.plot(x, y, "o", ms=4)
+        if len(common) <= MAX_POINT_LABELS:
+            for sid, xi, yi in zip(common, x, y, strict=True):
+                ax.annotate(str(sid), (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=6)
         if common:
             lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
             pad = 0.05 * (hi - lo or 1.0)
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="gray", lw=1)
         ax.set_xlabel(f"{baseline}", fontsize=8)
         ax.set_ylabel(f"{method}", fontsize=8)
-        ax.set_title(f"{metric} per scan", fontsize=9)
+        # above the dashed line: the method scored higher than the baseline (better or worse by the title)
+        ax.set_title(textwrap.fill(metric_label(metric), 34), fontsize=9)
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig

@@ -66,6 +66,7 @@ __all__ = [
     "write_report",
     "software_versions",
     "created_timestamp",
+    "min_scans_for_verdict",
 ]
 
 SCHEMA = "medgan.evaluation"
@@ -177,6 +178,7 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
             *_model_notes(rows),
             *_geometry_notes(rows),
             *_non_finite_notes(rows),
+            *_scale_notes(rows),
             *_correction_notes(tables),
         ],
         "rows": rows,
@@ -273,17 +275,72 @@ def _geometry_notes(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
-    """The multiple-comparison note: how many paired tests the verdicts were corrected for."""
+def min_scans_for_verdict(n_tests: int, *, alpha: float | None = None) -> int:
+    """The fewest scans with which a paired verdict is possible at all among ``n_tests`` Holm-corrected tests.
+
+    Even a method that wins on every scan gets the exact two-sided Wilcoxon signed-rank p of ``2 / 2**n`` at best,
+    and Holm multiplies the smallest p of the family by ``n_tests``; a verdict needs that below ``alpha``
+    (default :data:`medgan.eval.stats.ALPHA`). Fewer scans give "no difference shown" whatever the data.
+
+    >>> min_scans_for_verdict(1), min_scans_for_verdict(33)
+    (6, 11)
+    """
     from medgan.eval import stats
 
-    m = sum(x.get("wilcoxon_p") is not None for x in tables.get("paired") or [])
+    alpha = stats.ALPHA if alpha is None else float(alpha)
+    m = max(1, int(n_tests))
+    n = 1
+    while m * 2.0 / 2.0**n >= alpha:  # closed form ceil(log2(2 m / alpha)) with the strict "<" at powers of two
+        n += 1
+    return n
+
+
+def _n_tests(tables: Mapping[str, Any]) -> int:
+    """How many paired tests (with a Wilcoxon p) the Holm correction runs over."""
+    return sum(x.get("wilcoxon_p") is not None for x in tables.get("paired") or [])
+
+
+def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
+    """The multiple-comparison note: how many paired tests the verdicts were corrected for, and how many scans a
+    verdict needs with that many tests."""
+    from medgan.eval import stats
+
+    m = _n_tests(tables)
     if m < 2:
         return []
+    need = min_scans_for_verdict(m)
+    scans = max((int(x.get("n") or 0) for x in tables.get("paired") or []), default=0)
+    now = (
+        f" This report has {scans} scan(s), so no verdict was possible: 'no difference shown' here is not evidence "
+        "of no difference."
+        if scans < need
+        else ""
+    )
     return [
         f"The {m} paired tests of this report (every baseline x metric, including metrics not tabulated here) are one "
         f"family: their Wilcoxon p-values are Holm-adjusted (column 'Holm p', paired.csv p_holm) and the verdicts "
-        f"need an adjusted p below {stats.ALPHA}; 'Wilcoxon p' is unadjusted."
+        f"need an adjusted p below {stats.ALPHA}; 'Wilcoxon p' is unadjusted. With {m} tests a verdict needs at "
+        f"least {need} scans even when a method wins on every scan (smallest exact two-sided p 2/2^n, times {m} "
+        f"for the first Holm step).{now}"
+    ]
+
+
+#: metrics in each scan's own intensity units (every other report metric is relative to the scan's data range or
+#: its reference's norm: PSNR, SSIM, NRMSE, HFEN, LR-consistency PSNR)
+_SCAN_UNIT_METRICS = ("mae", "mae_full")
+
+
+def _scale_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """A note when MAE is pooled over scans whose intensity scales (data ranges) differ."""
+    ranges = [float(r["data_range"]) for r in rows if isinstance(r.get("data_range"), int | float)]
+    present = [m for m in _SCAN_UNIT_METRICS if any(isinstance(r.get(m), int | float) for r in rows)]
+    if not present or not ranges or min(ranges) == max(ranges):
+        return []
+    return [
+        f"{' and '.join(present)} are in each scan's own intensity units, and the data ranges here differ "
+        f"({_fmt(min(ranges))} to {_fmt(max(ranges))}): their mean, sd, box plot and paired tests mix scales and "
+        "mostly show the scans' scales. Compare scans with the scale-free metrics: PSNR and SSIM (relative to each "
+        "scan's data range), NRMSE and HFEN (relative to the reference's norm)."
     ]
 
 
@@ -367,7 +424,10 @@ def build_figures(doc: Mapping[str, Any], montages: Mapping[str, bytes] | None =
     for i, (scan_id, png) in enumerate((montages or {}).items()):
         caption = (
             f"Scan {scan_id}: central axial, coronal and sagittal slices on one intensity window "
-            f"(reference 0.1th percentile + data range); last column: absolute error of {settings['method']}."
+            f"(reference 0.1th percentile + data range); last column: absolute error of {settings['method']} "
+            "(colour bar in the scan's intensity units, scaled per figure). Neurological convention: the patient's "
+            "right is on the viewer's right; the letters at the image edges (R/L, A/P, S/I) give the directions "
+            "(no letters: the scan's orientation is unknown, e.g. an array without an affine)."
         )
         out.append((f"montage_{i:03d}.png", caption, png))
     return out
@@ -544,8 +604,10 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 "Wilcoxon signed-rank p (two-sided), unadjusted and Holm-adjusted over all paired tests of this "
                 "report. dz: mean difference / sd of the differences (paired standardized mean difference, "
                 "an effect size; n/a when n < 2 or every difference is the same). Verdict 'better' / 'worse' only when the CI excludes 0, "
-                f"the Holm-adjusted p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with "
-                "fewer than six scans the exact test cannot reach that, and with many tests more scans are needed.",
+                f"the Holm-adjusted p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with the "
+                f"{max(1, _n_tests(doc))} test(s) of this report that needs at least "
+                f"{min_scans_for_verdict(_n_tests(doc), alpha=s['statistics']['alpha'])} scans, even for a method "
+                "that wins on every scan.",
             )
         )
         rows = [

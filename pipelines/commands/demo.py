@@ -13,12 +13,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Run medgan end to end on the real scans in sample_data/ with the shipped models: degrade held-out "
             "scans, upscale them with the 3-D and 2-D models, synthesize augmentation pairs, evaluate against the "
-            "real high-resolution scans and interpolation baselines, and write HTML reports."
+            "real high-resolution scans and interpolation baselines, and write HTML reports. The demo's own files in the "
+            "output folder (index.html, scans/, synthetic/, report-*/) are replaced, with a warning when they are "
+            "there already; other files there are kept."
         ),
     )
-    parser.add_argument("--out", default="medgan-demo", metavar="DIR", help="output folder (default: medgan-demo)")
+    parser.add_argument(
+        "--out",
+        default="medgan-demo",
+        metavar="DIR",
+        help="output folder (default: medgan-demo; created; the demo's files in it replaced)",
+    )
     parser.add_argument("--data", default=None, metavar="DIR", help="sample_data folder (default: the checkout's)")
-    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     parser.set_defaults(func=run)
     return parser
 
