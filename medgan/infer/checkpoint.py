@@ -39,6 +39,7 @@ from torch import nn
 from medgan._version import __version__
 from medgan.errors import CheckpointError, ConfigError
 from medgan.io.atomic import write_bytes_atomic
+from medgan.io.digest import file_sha256  # re-exported: medgan.infer.checkpoint.file_sha256
 
 __all__ = [
     "FORMAT",
@@ -230,16 +231,6 @@ def payload_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
         t = tensors[name].detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks (a checkpoint or a batch output of any size)."""
-    # hashlib.file_digest does this from Python 3.11; requires-python is >= 3.10
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

@@ -56,6 +56,7 @@ import numpy as np
 
 from medgan.errors import MedganError, ScanReadError
 from medgan.io.dicom_values import header_value
+from medgan.io.digest import file_sha256
 from medgan.io.gc_pause import paused_gc
 from medgan.io.nifti import (
     SIDECAR_SOURCE_KEY,
@@ -497,8 +498,7 @@ def identity_keys(paths: Sequence[str | os.PathLike[str]], series_uid: str | Non
                 st = os.stat(p)
                 keys.add(("inode", st.st_dev, st.st_ino))
                 if not series_uid and st.st_size <= CONTENT_KEY_MAX_BYTES:
-                    with open(p, "rb") as fh:
-                        keys.add(("content", st.st_size, hashlib.file_digest(fh, "sha256").hexdigest()))
+                    keys.add(("content", st.st_size, file_sha256(p)))
                 if not series_uid and is_nifti_path(p):
                     with contextlib.suppress(Exception):  # an unreadable sidecar records no series
                         digest = read_nifti_sidecar(p).get(SIDECAR_SOURCE_KEY)
