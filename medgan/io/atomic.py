@@ -14,6 +14,7 @@ hence these few lines.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
@@ -33,6 +34,7 @@ __all__ = [
     "atomic_directory",
     "write_bytes_atomic",
     "write_text_atomic",
+    "open_append",
 ]
 
 
@@ -268,16 +270,69 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
         _remove(tmp)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)  # rmtree(ignore_errors=True) silently kept an old folder that was a link
     _fsync_dir(path.parent)
 
 
 def check_target_dir(path: str | os.PathLike[str], overwrite: bool) -> None:
-    """Refuse a DICOM output folder path that is a file, or a non-empty folder without ``overwrite``."""
+    """Refuse a DICOM output folder path that is a link, a file, or a non-empty folder without ``overwrite``.
+
+    A link is refused even to a folder: the series would be written, or with ``overwrite`` replaced, wherever the
+    link points (an empty linked folder failed with a misleading "Not a directory", a replaced one left the link
+    behind under a hidden name).
+    """
     path = Path(path)
+    if path.is_symlink():
+        raise MedganError(
+            f"{path}: is a symbolic link; medgan does not write a DICOM series through a link: choose another output "
+            "path or remove the link"
+        )
     if path.exists() and not path.is_dir():
         raise MedganError(f"{path}: exists and is not a folder; choose another output path")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise MedganError(
             f"{path}: folder exists and is not empty; choose another output path or pass overwrite=True (--overwrite)"
         )
+
+
+def open_append(path: str | os.PathLike[str], mode: str = "ab", **open_kwargs) -> IO:
+    """Open ``path`` for appending (created if missing), never through a symbolic link.
+
+    For the files a run keeps open and appends to (its log, its manifest, its lock), which cannot be written
+    atomically: a link planted at that name made the run append to, and read resume state from, a file elsewhere.
+
+    Parameters
+    ----------
+    path
+        The file.
+    mode
+        ``"ab"`` or ``"a"`` (text; pass ``encoding=`` / ``errors=`` in ``open_kwargs``).
+
+    Returns
+    -------
+    file object
+
+    Raises
+    ------
+    MedganError
+        ``path`` is a symbolic link (dangling or not).
+    OSError
+        Any other reason it cannot be opened (no permission, ...).
+    """
+    if "a" not in mode:
+        raise ValueError(f"open_append needs an append mode, got {mode!r}")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)  # 0o666: the umask applies, as for open()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or Path(path).is_symlink():
+            raise MedganError(
+                f"{path}: is a symbolic link; medgan writes this file only as a plain file in the output folder: "
+                "remove the link"
+            ) from None
+        raise
+    try:
+        return os.fdopen(fd, mode, **open_kwargs)
+    except BaseException:
+        os.close(fd)
+        raise

@@ -32,8 +32,11 @@ series written before they existed, or by a scan without the record, reads back 
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +54,10 @@ __all__ = [
     "provenance_of",
     "record_json",
     "records_of",
+    "drop_dicom_fields",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Private group and creator of medgan's block (the element numbers below are offsets in the block).
 MEDGAN_PRIVATE_GROUP = 0x0077
@@ -67,6 +73,89 @@ _INTERPOLATION = 0x14
 _RECORDS = {"degradation": (_DEGRADATION, "method"), "interpolation": (_INTERPOLATION, "order")}
 _LAYOUTS = {"VOLUME": True, "IMAGE": False}
 _DIRECTIONS = {"ALONG_NORMAL": False, "AGAINST_NORMAL": True}
+
+
+#: Identifying attribute names matched whatever their spelling (``patient_name``, ``patientid``, ``PATIENT-ID``),
+#: besides the exact DICOM keywords: PS3.15 Annex E (basic de-identification profile) attributes that name or
+#: point at a person, and "mrn". Compared after lower-casing and removing everything but letters and digits.
+_IDENTIFYING_NAMES = frozenset(
+    re.sub(r"[^a-z0-9]", "", name.lower())
+    for name in (
+        "PatientName PatientID PatientBirthDate PatientBirthTime PatientSex PatientAge PatientAddress "
+        "PatientTelephoneNumbers PatientMotherBirthName OtherPatientIDs OtherPatientNames OtherPatientIDsSequence "
+        "PatientBirthName MedicalRecordLocator IssuerOfPatientID MilitaryRank BranchOfService EthnicGroup "
+        "Occupation AdditionalPatientHistory PatientComments ResponsiblePerson CountryOfResidence RegionOfResidence "
+        "AccessionNumber StudyID StudyDate StudyTime InstitutionName InstitutionAddress InstitutionalDepartmentName "
+        "ReferringPhysicianName ReferringPhysicianAddress ReferringPhysicianTelephoneNumbers PerformingPhysicianName "
+        "NameOfPhysiciansReadingStudy PhysiciansOfRecord OperatorsName RequestingPhysician RequestingService "
+        "StudyInstanceUID SeriesInstanceUID SOPInstanceUID FrameOfReferenceUID DeviceSerialNumber StationName "
+        "MRN"
+    ).split()
+)
+
+
+@functools.cache
+def _dicom_keywords() -> frozenset[str]:
+    """Every DICOM data-dictionary keyword (``PatientName``, ``Modality``, ...), case-sensitive."""
+    from pydicom.datadict import keyword_dict  # here: reading a NIfTI sidecar need not import pydicom otherwise
+
+    return frozenset(k for k in keyword_dict if k)
+
+
+def _is_dicom_field(key: Any) -> bool:
+    if not isinstance(key, str):
+        return False
+    return key in _dicom_keywords() or re.sub(r"[^a-z0-9]", "", key.lower()) in _IDENTIFYING_NAMES
+
+
+def _drop(value: Any, dropped: set[str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if _is_dicom_field(k):
+                dropped.add(k)
+            else:
+                out[k] = _drop(v, dropped)
+        return out
+    if isinstance(value, list | tuple):
+        return [_drop(v, dropped) for v in value]
+    return value
+
+
+def drop_dicom_fields(value: Any, *, where: str) -> Any:
+    """``value`` without any mapping key that names a DICOM attribute, at any depth.
+
+    medgan's own provenance and processing records use lower-case names (``task``, ``model``, ``input``, ...),
+    never DICOM keywords. A record read from a NIfTI sidecar or a DICOM private block can hold more: a BIDS or
+    dcm2niix sidecar merged into ``x.json``, or a user's notes, may add ``PatientName``, ``PatientID``, ... Kept,
+    such keys were copied into every later sidecar and into the private provenance element of derived DICOM
+    series, whose standard patient attributes are empty (they look de-identified). Every key that is a DICOM
+    keyword (pydicom's data dictionary), or an identifying attribute name in another spelling (``patient_id``),
+    is therefore dropped where provenance is read and written. Which keys went is logged, never their values.
+
+    Parameters
+    ----------
+    value
+        A JSON-like record (dicts, lists, scalars); not modified.
+    where
+        What the record is (a file name, ``"meta['medgan']"``), named in the warning.
+
+    Returns
+    -------
+    Any
+        A copy of ``value`` (dicts and lists rebuilt as plain ones) without those keys; other values as they were.
+    """
+    dropped: set[str] = set()
+    out = _drop(value, dropped)
+    if dropped:
+        logger.warning(
+            "%s: left out %d DICOM attribute name(s) found in medgan's provenance (%s); their values may identify "
+            "a patient and are never written",
+            where,
+            len(dropped),
+            ", ".join(sorted(dropped)),
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -170,6 +259,7 @@ def provenance_json(meta: Any) -> str | None:
     prov = meta.get("medgan") if isinstance(meta, dict) else None
     if not isinstance(prov, dict) or not prov:
         return None
+    prov = drop_dicom_fields(prov, where="meta['medgan'] (DICOM private provenance)")
     return json.dumps(prov, sort_keys=True, ensure_ascii=True, default=str)
 
 
@@ -191,6 +281,7 @@ def record_json(meta: Any, key: str) -> str | None:
     record = meta.get(key) if isinstance(meta, dict) else None
     if not isinstance(record, dict) or not record:
         return None
+    record = drop_dicom_fields(record, where=f"meta[{key!r}] (DICOM private record)")
     return json.dumps(record, sort_keys=True, ensure_ascii=True, default=_plain)
 
 
@@ -207,7 +298,7 @@ def records_of(layout: SeriesLayout | None) -> dict[str, Any]:
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep (a crafted element)
             continue
         if isinstance(record, dict) and marker in record:
-            out[key] = record
+            out[key] = drop_dicom_fields(record, where=f"DICOM private {key} record")
     return out
 
 
@@ -219,4 +310,4 @@ def provenance_of(layout: SeriesLayout | None) -> dict[str, Any] | None:
         prov = json.loads(layout.provenance)
     except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep (a crafted element)
         return None
-    return prov if isinstance(prov, dict) else None
+    return drop_dicom_fields(prov, where="DICOM private provenance (0077,1012)") if isinstance(prov, dict) else None

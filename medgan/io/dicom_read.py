@@ -452,7 +452,8 @@ def plan_dicom_series(headers: Sequence[pydicom.Dataset], *, source: str | Path)
         orthogonal (or zero), pixel spacings that are not positive.
     ScanReadError
         No headers, no pixel data, absurd or truncated dimensions, missing geometry for a multi-slice series, an
-        unreadable Modality LUT Sequence.
+        unreadable Modality LUT Sequence, files that name more than one PatientID, StudyInstanceUID or
+        FrameOfReferenceUID (counted, never quoted).
 
     Notes
     -----
@@ -464,9 +465,36 @@ def plan_dicom_series(headers: Sequence[pydicom.Dataset], *, source: str | Path)
         return _plan(list(headers), str(source))
 
 
+#: Attributes every file of one series must agree on: slices of two patients or studies under one (reused)
+#: SeriesInstanceUID would be one volume of two people, and the derived series would file them all under the first.
+_SAME_SUBJECT_KEYS = ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID")
+
+
+def _check_one_subject(headers: list[pydicom.Dataset], source: str) -> None:
+    """Refuse a series whose files name more than one patient, study or frame of reference.
+
+    Files that lack the attribute are not counted (an empty PatientID is common in anonymised data). The message
+    counts the values and never quotes them (they identify the patient).
+    """
+    for key in _SAME_SUBJECT_KEYS:
+        values = set()
+        for ds in headers:
+            value = header_value(ds, key, text=True)
+            if isinstance(value, list | tuple | pydicom.multival.MultiValue):
+                value = "\\".join(str(v) for v in value)
+            if value is not None and str(value).strip():
+                values.add(str(value).strip())
+        if len(values) > 1:
+            raise ScanReadError(
+                f"{source}: its slices carry {len(values)} different {key} values under one SeriesInstanceUID; "
+                "refusing to merge them into one scan (split the files by patient / study first)"
+            )
+
+
 def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     if not headers:
         raise ScanReadError(f"{source}: no DICOM files to read")
+    _check_one_subject(headers, source)
     table = frame_table(headers)
     n = len(table.file_index)
     first = headers[0]

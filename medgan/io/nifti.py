@@ -632,6 +632,11 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
     if not isinstance(data, dict):
         logger.warning("%s: sidecar ignored: not a JSON object", side)
         return {}
+    from medgan.io.dicom_private import drop_dicom_fields
+
+    # keys a BIDS tool, dcm2niix or a user added (PatientName, ...) never become provenance: copied forward into
+    # every later sidecar and derived DICOM series, they carried identifying values
+    data = drop_dicom_fields(data, where=str(side))
     owner = sidecar_owner(path, data)
     if owner is not None:  # x.nii and x.nii.gz share x.json: the other file's provenance is not this one's
         logger.warning("%s: sidecar ignored: it was written for %s, not %s", side, owner, Path(path).name)

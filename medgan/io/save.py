@@ -24,6 +24,7 @@ from numpy.typing import DTypeLike
 from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_paths, parent_problem
+from medgan.io.dicom_private import drop_dicom_fields
 from medgan.io.dicom_write import derivation_text, write_dicom_series
 from medgan.io.nifti import (
     NIFTI_2D_INTENT_NAME,
@@ -327,7 +328,8 @@ def _sidecar_payload(meta: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(prov, dict) and not extra:
         return None
     payload.update(extra)
-    return _jsonable(payload)
+    # the last write point: no key naming a DICOM attribute (an identifying value) reaches the sidecar
+    return drop_dicom_fields(_jsonable(payload), where="meta['medgan'] (NIfTI sidecar)")
 
 
 def _record_text(meta: dict[str, Any]) -> str:

@@ -50,6 +50,12 @@ class _LogFile(logging.FileHandler):
             exc.strerror or exc,
         )
 
+    def _open(self):
+        # never through a link planted at OUT_ROOT/medgan.log (the run log names scans and paths)
+        from medgan.io.atomic import open_append
+
+        return open_append(self.baseFilename, "a", encoding=self.encoding, errors=self.errors)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):  # the lines that did not fit have been reported (handleError)
             super().close()
@@ -86,6 +92,9 @@ class RunLog:
         except OSError as exc:  # an existing folder without write permission, a read-only file system
             self.__exit__()
             raise MedganError(f"{self.path}: cannot write the run log ({exc.strerror or exc})") from None
+        except MedganError:  # a link at the log's name (open_append)
+            self.__exit__()
+            raise
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter(_FORMAT))
         root.addHandler(handler)

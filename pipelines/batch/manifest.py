@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.atomic import write_text_atomic
+from medgan.io.atomic import open_append, write_text_atomic
 
 __all__ = [
     "COLUMNS",
@@ -205,6 +205,11 @@ class Manifest:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._fh = None
+        if self.path.is_symlink():  # another file's rows would be read as this run's resume state, and appended to
+            raise MedganError(
+                f"{self.path}: is a symbolic link; the manifest must be a plain file in the output folder: remove "
+                "the link"
+            )
         data = self.path.read_bytes() if self.path.is_file() else b""
         self.rows, kept, bad = _parse(data)
         if bad:
@@ -227,7 +232,7 @@ class Manifest:
 
     def _open(self):
         if self._fh is None:
-            fh = open(self.path, "ab")  # noqa: SIM115 - kept open for the whole run, closed in close()
+            fh = open_append(self.path, "ab")  # kept open for the whole run, closed in close(); never via a link
             if fh.tell() > 0:
                 with open(self.path, "rb") as rd:
                     rd.seek(-1, os.SEEK_END)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from medgan.errors import MedganError
+from medgan.io.atomic import open_append
 from pipelines.batch import executors, jobs
 from pipelines.batch.logging import RunLog
 from pipelines.batch.manifest import Manifest, is_complete, last_finished, settings_key, write_csv
@@ -124,7 +125,7 @@ def _lock(out_root: Path) -> Iterator[None]:
         yield
         return
     try:
-        fh = open(out_root / LOCK_NAME, "a")  # noqa: SIM115 - held for the whole run
+        fh = open_append(out_root / LOCK_NAME, "a")  # held for the whole run; a link there is refused
     except OSError as exc:  # an existing folder without write permission, a read-only file system
         raise MedganError(f"{out_root}: cannot write to the output folder ({exc.strerror or exc})") from None
     try:
@@ -1070,6 +1071,7 @@ def run_evaluate(
 
     with _dask_client(scheduler) as client:
         _make_out_root(out_root)
+        _report_folder(out_root)  # before any scan is scored
         result = _execute(
             "evaluate",
             tasks,
@@ -1085,6 +1087,10 @@ def run_evaluate(
         )
     result.report = report
     return result
+
+
+#: folder of the evaluation report inside the output root
+REPORT_DIR = "report"
 
 
 def _write_evaluation(rows: list[dict[str, Any]], out_root: Path, options: jobs.EvaluateOptions, *, title: str | None):
@@ -1124,7 +1130,14 @@ def _write_evaluation(rows: list[dict[str, Any]], out_root: Path, options: jobs.
     unscored = [r for r in rows if r not in scored]
     if unscored:
         ev.notes.append(f"{len(unscored)} scan(s) not scored (failed or unusable; see manifest.csv)")
-    return write_report(ev, out_root / "report", title=title)
+    return write_report(ev, _report_folder(out_root), title=title)
+
+
+def _report_folder(out_root: Path) -> Path:
+    """``out_root/report``, refused (:func:`safe_output_path`, as for scan outputs) when it or its ``figures``
+    folder resolves outside ``out_root``: a link planted there sent every report file elsewhere."""
+    safe_output_path(out_root, REPORT_DIR, "figures")
+    return safe_output_path(out_root, ".", REPORT_DIR)
 
 
 def _restore_floats(row: dict[str, Any]) -> dict[str, Any]:
