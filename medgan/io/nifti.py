@@ -37,13 +37,6 @@ if TYPE_CHECKING:  # torch / MONAI load in seconds; header-only callers (discove
 
 logger = logging.getLogger(__name__)
 
-#: Top-level keys of the JSON sidecar that hold ``meta`` entries of the same name (written by
-#: :func:`medgan.io.save.write_nifti`); every other top-level key belongs to ``meta["medgan"]`` (provenance).
-#: ``degradation`` and ``interpolation`` are dicts; ``modality`` is a DICOM modality code (see :func:`modality_code`);
-#: ``label_names`` holds ``meta["labels"]`` (see :data:`SIDECAR_LABELS_KEY`).
-#: :data:`SIDECAR_IMAGE_KEY` is reserved too: it names the image the sidecar belongs to, and is neither.
-SIDECAR_META_KEYS = ("degradation", "interpolation", "modality", "label_names", "image_file", "source_series_sha256")
-
 #: Sidecar (and ``meta``) key of the SHA-256 of the SeriesInstanceUID of the DICOM series a NIfTI file was made from
 #: (:func:`series_digest`; kept through every later step: degradation, upscaling). Not the UID itself, which a
 #: conversion to NIfTI usually means to leave behind; the digest only tells that two files come from one series
@@ -58,6 +51,21 @@ SIDECAR_IMAGE_KEY = "image_file"
 #: :func:`medgan.data.labels.tissue_labels` sets it). Not ``labels``: a synthetic image's provenance
 #: (``meta["medgan"]``, whose keys are the sidecar's top level) already has a ``labels`` entry, the model's.
 SIDECAR_LABELS_KEY = "label_names"
+
+#: Top-level keys of the JSON sidecar that hold ``meta`` entries of the same name (written by
+#: :func:`medgan.io.save.write_nifti`); every other top-level key belongs to ``meta["medgan"]`` (provenance).
+#: ``degradation`` and ``interpolation`` are dicts; ``modality`` is a DICOM modality code (see :func:`modality_code`);
+#: ``label_names`` holds ``meta["labels"]`` (see :data:`SIDECAR_LABELS_KEY`).
+#: :data:`SIDECAR_IMAGE_KEY` is reserved too: it names the image the sidecar belongs to, and is neither.
+SIDECAR_META_KEYS = (
+    "degradation",
+    "interpolation",
+    "modality",
+    SIDECAR_LABELS_KEY,
+    SIDECAR_IMAGE_KEY,
+    SIDECAR_SOURCE_KEY,
+)
+
 #: Most entries, and longest name (characters), of a ``meta["labels"]`` mapping kept in the sidecar.
 MAX_LABEL_ENTRIES = 256
 MAX_LABEL_NAME_LENGTH = 64

@@ -78,6 +78,8 @@ def _check_held_out(train: list[Any], val: list[Any]) -> None:
     from medgan.data.patches import source_name
     from medgan.io.discover import first_tie
 
+    if not val:  # nothing to hold out: the training files need not be read for their keys
+        return
     seen: dict[Any, Any] = {}
     for src in train:
         for key in _source_keys(src):

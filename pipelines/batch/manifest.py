@@ -83,7 +83,7 @@ def output_sha256(path: str | os.PathLike[str]) -> str:
             if child.is_file():
                 h.update(f"{child.relative_to(path).as_posix()} {output_sha256(child)}\n".encode())
         return h.hexdigest()
-    from medgan.infer.checkpoint import file_sha256  # here: reading a manifest need not import torch
+    from medgan.io.digest import file_sha256
 
     return file_sha256(path)
 
