@@ -167,7 +167,7 @@ def _synthesis(data: Path, out: Path, quiet: bool) -> Path:
     import matplotlib.pyplot as plt
 
     import medgan
-    from medgan.data.labels import deform_labels, tissue_labels
+    from medgan.data.labels import TISSUE_LABELS, deform_labels, tissue_labels
     from medgan.eval.figures import figure_to_png
     from medgan.io.atomic import write_bytes_atomic
     from medgan.io.scan import take_slice
@@ -178,6 +178,7 @@ def _synthesis(data: Path, out: Path, quiet: bool) -> Path:
     synth = medgan.Synthesizer.from_pretrained(SYNTH, device="cpu")
     (out / "synthetic").mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(2, N_SYNTHETIC, figsize=(2.2 * N_SYNTHETIC, 4.6))
+    top = max(TISSUE_LABELS)  # the label maps' colour scale, the same for the images and the legend
     for i in range(N_SYNTHETIC):
         z = 60 + 12 * i  # axial slices through the brain
         label_slice = take_slice(labels, z)  # axial slice z, where it sits in space
@@ -187,18 +188,21 @@ def _synthesis(data: Path, out: Path, quiet: bool) -> Path:
         _step(f"synthesis: pair {i + 1}/{N_SYNTHETIC} from a deformed tissue map (axial slice {z})", quiet)
         medgan.save_scan(image, out / "synthetic" / f"pair{i:02d}_image.nii.gz")
         medgan.save_scan(layout, out / "synthetic" / f"pair{i:02d}_labels.nii.gz")
-        axes[0, i].imshow(np.asarray(layout[0]).T, origin="lower", cmap="viridis", vmin=0, vmax=3)
+        axes[0, i].imshow(np.asarray(layout[0]).T, origin="lower", cmap="viridis", vmin=0, vmax=top)
         axes[1, i].imshow(np.asarray(image[0]).T, origin="lower", cmap="gray")
         for ax in axes[:, i]:
             ax.set_axis_off()
     axes[0, 0].set_title("deformed tissue labels", loc="left", fontsize=9)
     axes[1, 0].set_title("synthetic T1 (synthetic=True)", loc="left", fontsize=9)
     # the label colours mean nothing without a key (the classes of medgan.data.labels.tissue_labels)
-    cmap, classes = plt.get_cmap("viridis"), ("0 background", "1 CSF/other", "2 GM", "3 WM")
+    cmap = plt.get_cmap("viridis")
     fig.legend(
-        handles=[Patch(color=cmap(k / 3), label=c) for k, c in enumerate(classes)],
+        handles=[
+            Patch(color=cmap(k / top), label=f"{k} {name.replace('_', ' ')}")
+            for k, name in sorted(TISSUE_LABELS.items())
+        ],
         loc="lower center",
-        ncol=len(classes),
+        ncol=len(TISSUE_LABELS),
         fontsize=8,
         frameon=False,
     )
@@ -225,11 +229,10 @@ def _index(
     import json
 
     from medgan import __version__
-    from medgan.eval.report import min_scans_for_verdict
+    from medgan.eval.report import n_tests, power_note, verdict_text
     from medgan.io.atomic import write_text_atomic
 
     tasks = {m: task for m, _, _, task in SR_TASKS}
-    verdicts = {True: "better", False: "worse", None: "no difference shown"}
     rows, counts = [], []
     for name, report in reports.items():
         doc = json.loads((report.parent / "metrics.json").read_text())
@@ -238,17 +241,16 @@ def _index(
         psnr = {m: summary.get((m, "psnr"), {}).get("mean") for m in (name, "cubic")}
         ssim = {m: summary.get((m, "ssim"), {}).get("mean") for m in (name, "cubic")}
         dp, ds = paired.get(("cubic", "psnr"), {}), paired.get(("cubic", "ssim"), {})
-        n_tests = sum(r.get("wilcoxon_p") is not None for r in doc["paired"])
-        counts.append((n_tests, min_scans_for_verdict(n_tests), doc["settings"]["n_scans"]))
+        counts.append((n_tests(doc), doc["settings"]["n_scans"]))
         rows.append(
             f"<tr><td><a href='{html.escape(report.relative_to(out).as_posix())}'>{html.escape(name)}</a></td>"
             f"<td>{html.escape(tasks.get(name, ''))}</td><td>{doc['settings']['n_scans']}</td>"
             f"<td>{_num(psnr[name], '.2f')}</td><td>{_num(psnr['cubic'], '.2f')}</td>"
             f"<td>{_num(dp.get('mean_diff'), '+.2f')}</td>"
             f"<td>[{_num(dp.get('ci_low'), '+.2f')}, {_num(dp.get('ci_high'), '+.2f')}]</td>"
-            f"<td>{_num(dp.get('p_holm'), '.2g')}</td><td>{verdicts[dp.get('better')]}</td>"
+            f"<td>{_num(dp.get('p_holm'), '.2g')}</td><td>{verdict_text(dp.get('better'))}</td>"
             f"<td>{_num(ssim[name], '.4f')}</td><td>{_num(ssim['cubic'], '.4f')}</td>"
-            f"<td>{verdicts[ds.get('better')]}</td></tr>"
+            f"<td>{verdict_text(ds.get('better'))}</td></tr>"
         )
     scans = []
     for scan_id, _, description in HELD_OUT:
@@ -263,14 +265,9 @@ def _index(
             f"<li><b>{html.escape(scan_id)}</b>: {html.escape(description)}; reference grid (voxels) "
             f"{html.escape(shown)}.{untested}</li>"
         )
-    n_tests, need, n_scans = max(counts) if counts else (0, 0, 0)
-    power = (
-        f" With {n_scans} scans and {n_tests} tests per report no verdict is possible (one needs at least {need} "
-        "scans even when a model wins on every scan), so 'no difference shown' is not evidence that a model "
-        "equals cubic, and the gains are not shown to be real."
-        if n_scans < need
-        else ""
-    )
+    # the report with the most tests (and then the most scans) is the one that needs the most scans
+    note = power_note(*max(counts)) if counts else ""
+    power = f" {note} The gains are not shown to be real." if note else ""
     img = base64.b64encode(preview.read_bytes()).decode()
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>medgan demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px 8px}}

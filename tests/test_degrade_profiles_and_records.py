@@ -232,19 +232,21 @@ def test_patch_sampler_passes_the_scanner_zero_for_zscore(zscored):
     assert (hr == 0).sum() == 0
 
 
-def test_percentile_augmentation_is_unchanged_by_the_zero_parameter():
-    """zero=0 (what the sampler passes for percentile normalisation) draws and computes exactly as before."""
-    (vol,) = load_volumes([str(mni_t1_path())], {"method": "percentile", "lower": 0.5, "upper": 99.5})
-    patch = vol["image"][:, 40:72, 0:32, 60:92].copy()
-    mask = vol["mask"][40:72, 0:32, 60:92].copy()
+def test_the_zero_parameter_changes_no_random_draw(zscored):
+    """A non-zero ``zero`` moves where inversion and the bias field anchor, never which numbers are drawn: the
+    whole pipeline (flip, inversion, gamma, LUT, bias field) draws alike with zero=0 and with the scanner zero.
+    (What the zero does to inversion and the bias field: test_zscore_inversion_and_bias_field_keep_the_scanner_zero.)"""
+    zero = float(_zero(zscored))
+    patch = zscored["image"][:, 40:72, 0:32, 60:92].copy()
+    mask = zscored["mask"][40:72, 0:32, 60:92].copy()
     full = Augmenter(
         {"enabled": True, "flip_prob": 0.5, "invert_prob": 1.0, "gamma_prob": 1.0, "lut_prob": 1.0,
          "bias_field_prob": 1.0}
     )  # fmt: skip
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
-    a, b = full(patch, rng_a, mask), full(patch, rng_b, mask, zero=0.0)
-    assert a.tobytes() == b.tobytes()
-    assert rng_a.integers(2**31) == rng_b.integers(2**31)
+    a, b = full(patch, rng_a, mask), full(patch, rng_b, mask, zero=zero)
+    assert not np.allclose(a, b)  # the zero took effect
+    assert rng_a.integers(2**31) == rng_b.integers(2**31)  # after the same number of draws
 
 
 # ------------------------------------------------------------------------------------------------- command line

@@ -176,3 +176,13 @@ def test_help_says_the_demo_files_are_replaced(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "replaced" in capsys.readouterr().out
+
+
+def test_min_scans_for_verdict_is_the_smallest_n_the_exact_test_allows():
+    """The closed form gives what the loop over n gave: the smallest n with m * 2 / 2**n < alpha (the exact two-sided
+    Wilcoxon p of a method winning on every scan, times m for Holm's first step), at powers of two too."""
+    from medgan.eval.report import min_scans_for_verdict
+
+    for alpha in (0.05, 0.01, 0.5, 0.25):  # 0.5 and 0.25 put 2 m / alpha on powers of two
+        for m in range(1, 101):
+            assert min_scans_for_verdict(m, alpha=alpha) == next(n for n in range(1, 64) if m * 2 / 2**n < alpha)

@@ -57,3 +57,20 @@ def test_infinite_differences_are_ranked_like_the_largest_finite_ones():
     assert r["n"] == 6 and r["wilcoxon_p"] == big["wilcoxon_p"]  # the tie inf - inf is a zero difference
     assert r["mean_diff"] == math.inf and r["sd_diff"] is None and math.isnan(r["dz"])
     assert stats.metric_values([{"scan_id": "x", "method": "m", "psnr": math.nan}], "m", "psnr") == {}
+
+
+def test_differences_infinite_both_ways_give_no_warning(evaluation):
+    """A scan perfect for the method (+inf) and another perfect for the baseline (-inf): their mean is NaN (None in
+    the table). ``a.mean()`` warned "invalid value encountered" on the way, an error under ``-W error``."""
+    import warnings
+
+    nearest = {r["scan_id"]: r["lr_consistency_psnr"] for r in evaluation.rows if r["method"] == "nearest"}
+    cubic = {r["scan_id"]: r["lr_consistency_psnr"] for r in evaluation.rows if r["method"] == "cubic"}
+    assert all(math.isfinite(v) for v in cubic.values()) and set(nearest.values()) == {math.inf}
+    method = [nearest["s0"], cubic["s1"], cubic["s2"] + 1.0]
+    baseline = [cubic["s0"], nearest["s1"], cubic["s2"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = stats.paired_difference(method, baseline)
+    assert res["mean_diff"] is None and res["median_diff"] == pytest.approx(1.0)
+    assert res["n"] == 3 and res["wilcoxon_p"] is not None

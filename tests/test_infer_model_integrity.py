@@ -65,6 +65,23 @@ def test_a_tampered_shipped_model_loaded_by_name_is_refused(tampered_shipped):
     assert sr.metadata["normalization"]["lower"] == 0.5
 
 
+def test_a_tampered_shipped_model_loaded_by_path_is_refused(tampered_shipped, tmp_path):
+    """The card check ran only for a model name: ``SuperResolver(<shipped file>)`` loaded the edited normalisation.
+    load_checkpoint now checks any file in the shipped folder, however the path is spelled."""
+    shipped = tampered_shipped / f"{NAME}.safetensors"
+    roundabout = tampered_shipped / ".." / "pretrained" / f"{NAME}.safetensors"
+    for load in (
+        lambda: medgan.SuperResolver(shipped, device="cpu"),
+        lambda: medgan.SuperResolver.from_pretrained(str(roundabout), device="cpu"),
+        lambda: load_checkpoint(shipped),
+    ):
+        with pytest.raises(CheckpointError, match="does not match the sha256 in its model card"):
+            load()
+    # the same bytes outside the shipped folder are a user's checkpoint: there is no card to compare with
+    mine = shutil.copy(shipped, tmp_path / "mine.safetensors")
+    assert load_checkpoint(mine).metadata["normalization"]["lower"] == 5.0
+
+
 def test_a_shipped_model_without_a_card_sha256_is_refused(tmp_path, monkeypatch):
     folder = tmp_path / "pretrained"
     shutil.copytree(pretrained.PRETRAINED_DIR, folder)

@@ -177,3 +177,26 @@ def test_cgan_resume_warns_about_a_changed_discriminator(tmp_path, caplog):
         done = train_cgan(path, progress=False)
     assert done.finished and done.resumed_from is not None
     assert any("config section 'discriminator' changed" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- a key given twice (review 21, item 5)
+def test_a_training_config_key_given_twice_is_refused_at_any_depth(tmp_path):
+    """``yaml.safe_load`` kept the last of two ``seed`` lines (or of two ``data.train`` lists) without a word, so a
+    pasted block silently changed the run; read_yaml refuses it, naming the key and both lines."""
+    base = tiny_sr_config(tmp_path).read_text()
+    assert load_config(tmp_path / "sr.yaml")["seed"] != 2
+    top = tmp_path / "seed.yaml"
+    top.write_text("seed: 1\n" + base + "seed: 2\n")
+    with pytest.raises(ConfigError, match=r"seed\.yaml: key 'seed' is given twice \(lines 1 and \d+\)"):
+        load_config(top)
+    nested = tmp_path / "nested.yaml"
+    other = SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii"
+    nested.write_text(base.replace("data:\n", f"data:\n  train: [{other}]\n", 1))
+    with pytest.raises(ConfigError, match=r"nested\.yaml: key 'train' is given twice \(lines 2 and 3\)"):
+        load_config(nested)
+    # the same for train-cgan, whose config reads through the same loader
+    cgan = tiny_cgan_config(tmp_path).read_text()
+    twice = tmp_path / "cgan_twice.yaml"
+    twice.write_text(cgan + "task: cgan\n")
+    with pytest.raises(ConfigError, match=r"cgan_twice\.yaml: key 'task' is given twice"):
+        load_cgan_config(twice)

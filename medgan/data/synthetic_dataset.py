@@ -136,43 +136,32 @@ def _label_identity(label: Any) -> Any:
     return repr(label)
 
 
-def _weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 of a state dict's names, dtypes, shapes and bytes (about 1 ms per MB on one core)."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+def _current_weights(synthesizer: Synthesizer) -> str | None:
+    """:func:`medgan.infer.checkpoint.payload_sha256` of the synthesizer's in-memory weights (``None``: no torch model).
 
-
-#: (checkpoint path, file sha256) -> digest of the weights stored in it (``None``: unreadable), read once per process
-_FILE_WEIGHTS: dict[tuple[str, str], str | None] = {}
-
-
-def _changed_weights(synthesizer: Synthesizer) -> str | None:
-    """Digest of the synthesizer's in-memory weights when they differ from its checkpoint file's, else ``None``.
-
-    ``synthesizer.sha256`` is the checkpoint file's hash taken at load: a generator fine-tuned or EMA-swapped in
-    memory kept it, and a write-through cache served the old weights' images. The current weights are hashed at
-    every call (about 2 ms for the shipped 2 MB model: cheap next to generating or reading an item) and compared with
-    the file's; only a difference adds to the cache key, so caches of unchanged models keep their keys.
+    About 2 ms for the shipped 2 MB model: cheap next to generating or reading an item, so it is taken once per item
+    (a fine-tuned or EMA-swapped generator keeps its checkpoint's ``sha256``, and a write-through cache served the
+    old weights' images).
     """
     model = getattr(synthesizer, "model", None)
     if not isinstance(model, torch.nn.Module):
         return None
-    current = _weights_digest(model.state_dict())
-    path = getattr(synthesizer, "path", None)
-    ref_key = (str(path), str(synthesizer.sha256))
-    if ref_key not in _FILE_WEIGHTS:
-        try:
-            from safetensors.torch import load_file
+    # imported here: data/ sits below infer/, and a synthesizer exists only once medgan.infer is loaded
+    from medgan.infer.checkpoint import payload_sha256
 
-            _FILE_WEIGHTS[ref_key] = _weights_digest(load_file(str(path)))
-        except Exception:  # moved or unreadable since load: the current weights are all there is to key on
-            _FILE_WEIGHTS[ref_key] = None
-    return None if _FILE_WEIGHTS[ref_key] == current else current
+    return payload_sha256(model.state_dict())
+
+
+def _changed_weights(synthesizer: Synthesizer, current: str | None) -> str | None:
+    """``current`` (:func:`_current_weights`) when it differs from the weights the synthesizer loaded, else ``None``.
+
+    Only a difference adds to the cache key, so caches of unchanged models keep their keys. The loaded weights' hash
+    is :attr:`Synthesizer.weights_sha256` (the checkpoint header's, verified at load; ``None`` for a checkpoint built
+    in memory, whose weights then always count).
+    """
+    if current is None:
+        return None
+    return None if getattr(synthesizer, "weights_sha256", None) == current else current
 
 
 def cache_key(
@@ -185,6 +174,7 @@ def cache_key(
     deform_kwargs: Mapping[str, Any] | None = None,
     axis: int | None = None,
     label_dims: int | None = None,
+    weights: str | None = None,
 ) -> str:
     """Hash (16 hex digits) of what decides a cached pair's content besides the seed and its index.
 
@@ -217,6 +207,9 @@ def cache_key(
     label_dims
         Spatial dimensions of the label map (2 or 3). ``None``: taken from ``label`` when it is a scan (``ndim - 1``
         of a channel-first MetaTensor), else the map is taken as 3-D.
+    weights
+        :func:`medgan.infer.checkpoint.payload_sha256` of the synthesizer's current in-memory weights, when the
+        caller has it already (the dataset hashes them once per item); ``None``: hashed here.
 
     Returns
     -------
@@ -230,9 +223,9 @@ def cache_key(
         "source": int(source),
         "label": _label_identity(label),
     }
-    weights = _changed_weights(synthesizer)
-    if weights is not None:  # only then: the keys of unchanged models (and the caches written with them) stay
-        record["weights_sha256"] = weights
+    changed = _changed_weights(synthesizer, _current_weights(synthesizer) if weights is None else weights)
+    if changed is not None:  # only then: the keys of unchanged models (and the caches written with them) stay
+        record["weights_sha256"] = changed
     if label_dims is None and isinstance(label, MetaTensor):
         label_dims = label.ndim - 1
     if int(synthesizer.spatial_dims) == 2 and label_dims != 2:
@@ -423,6 +416,7 @@ def write_synthetic_cache(
     if not maps:
         raise MedganError("write_synthetic_cache: no label maps given")
     paths = []
+    weights = _current_weights(synthesizer)  # once: nothing changes the weights while the cache is written
     for k in range(int(n)):
         j = k % len(maps)
         key = cache_key(
@@ -434,11 +428,14 @@ def write_synthetic_cache(
             deform_kwargs=deform_kwargs,
             axis=axis,
             label_dims=maps[j].ndim - 1,
+            weights=weights,
         )
         img_name, lab_name = cache_names(seed, k, key)
         img_path, lab_path = out / img_name, out / lab_name
         if not (img_path.is_file() and lab_path.is_file()):
-            image, label = _synthesize(synthesizer, maps[j], seed, 0, k, deform, deform_kwargs, merged[j], axis)
+            image, label = _synthesize(
+                synthesizer, maps[j], seed, 0, k, deform, deform_kwargs, merged[j], axis, weights=weights
+            )
             save_scan(label, lab_path)
             save_scan(image, img_path)
         paths.append((img_path, lab_path))
@@ -455,14 +452,17 @@ def _synthesize(
     deform_kwargs: Mapping[str, Any] | None,
     condition: Mapping[str, Any] | None,
     axis: int | None = None,
+    *,
+    weights: str | None,
 ) -> tuple[MetaTensor, MetaTensor]:
+    """Deform ``label_map`` and generate its image; ``weights`` is :func:`_current_weights` of ``synthesizer``."""
     base = _item_seed(seed, epoch, k)
     label = deform_labels(label_map, seed=base, **dict(deform_kwargs or {})) if deform else label_map
     image = synthesizer.generate(label, n=1, seed=_item_seed(base, 1), condition=condition, axis=axis)
-    weights = _changed_weights(synthesizer)
-    if weights is not None and isinstance(image.meta.get("medgan"), dict):
+    changed = _changed_weights(synthesizer, weights)
+    if changed is not None and isinstance(image.meta.get("medgan"), dict):
         # model_sha256 is the checkpoint file's: record which in-memory weights generated the image
-        image.meta["medgan"]["weights_sha256"] = weights
+        image.meta["medgan"]["weights_sha256"] = changed
     return image, label
 
 
@@ -774,6 +774,7 @@ class SyntheticAugmentedDataset(Dataset):
         # the same modalities whether generated now or read back from the cache (NIfTI does not carry them)
         modalities = (str(self.synthesizer.metadata.get("modality", "unknown")), "unknown")
         paths = None
+        weights = _current_weights(self.synthesizer)  # once per item: for the cache key and the image's provenance
         if self.cache_dir is not None and epoch == 0:
             key = cache_key(
                 self.synthesizer,
@@ -784,6 +785,7 @@ class SyntheticAugmentedDataset(Dataset):
                 deform_kwargs=self.deform_kwargs,
                 axis=self.axis,
                 label_dims=dims,
+                weights=weights,
             )
             paths = [self.cache_dir / name for name in cache_names(self.seed, k, key)]
             if all(p.is_file() for p in paths):
@@ -804,6 +806,7 @@ class SyntheticAugmentedDataset(Dataset):
             self.deform_kwargs,
             self.conditions[j],
             self.axis,
+            weights=weights,
         )
         if paths is not None:
             paths[0].parent.mkdir(parents=True, exist_ok=True)

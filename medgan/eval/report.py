@@ -67,6 +67,10 @@ __all__ = [
     "software_versions",
     "created_timestamp",
     "min_scans_for_verdict",
+    "n_tests",
+    "power_note",
+    "verdict_text",
+    "VERDICTS",
 ]
 
 SCHEMA = "medgan.evaluation"
@@ -289,15 +293,60 @@ def min_scans_for_verdict(n_tests: int, *, alpha: float | None = None) -> int:
 
     alpha = stats.ALPHA if alpha is None else float(alpha)
     m = max(1, int(n_tests))
-    n = 1
-    while m * 2.0 / 2.0**n >= alpha:  # closed form ceil(log2(2 m / alpha)) with the strict "<" at powers of two
-        n += 1
-    return n
+    # the smallest n with m * 2 / 2**n < alpha, i.e. 2**n > 2 m / alpha: frexp writes x as f * 2**e with
+    # 0.5 <= f < 1, so 2**(e - 1) <= x < 2**e and e is that n (at x == 2**(e - 1) too, as the strict "<" needs)
+    return max(1, math.frexp(2.0 * m / alpha)[1])
 
 
-def _n_tests(tables: Mapping[str, Any]) -> int:
-    """How many paired tests (with a Wilcoxon p) the Holm correction runs over."""
+def n_tests(tables: Mapping[str, Any]) -> int:
+    """How many paired tests (those with a Wilcoxon p) the Holm correction of a report runs over.
+
+    Parameters
+    ----------
+    tables
+        A report document (:func:`build_document`, ``metrics.json``) or anything with its ``"paired"`` rows.
+
+    Returns
+    -------
+    int
+    """
     return sum(x.get("wilcoxon_p") is not None for x in tables.get("paired") or [])
+
+
+#: a paired row's ``better`` (True, False or None) as the reports and the demo's index word it
+VERDICTS: dict[bool | None, str] = {True: "better", False: "worse", None: "no difference shown"}
+
+
+def verdict_text(better: bool | None) -> str:
+    """The verdict word of a paired row's ``better``: ``"better"``, ``"worse"`` or ``"no difference shown"``."""
+    return VERDICTS[better]
+
+
+def power_note(n_tests: int, n_scans: int, *, alpha: float | None = None) -> str:
+    """The sentence saying that ``n_scans`` scans are too few for any verdict among ``n_tests`` Holm-corrected
+    paired tests (see :func:`min_scans_for_verdict`); ``""`` when they are enough.
+
+    Parameters
+    ----------
+    n_tests
+        The paired tests of the report (:func:`n_tests`).
+    n_scans
+        The scans each test pairs.
+    alpha
+        Significance level; default :data:`medgan.eval.stats.ALPHA`.
+
+    Returns
+    -------
+    str
+    """
+    need = min_scans_for_verdict(n_tests, alpha=alpha)
+    if n_scans >= need:
+        return ""
+    return (
+        f"With {n_scans} scan(s) and {n_tests} paired test(s) per report no verdict is possible (one needs at least "
+        f"{need} scans even when a method wins on every scan), so 'no difference shown' is not evidence of no "
+        "difference."
+    )
 
 
 def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
@@ -305,23 +354,18 @@ def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
     verdict needs with that many tests."""
     from medgan.eval import stats
 
-    m = _n_tests(tables)
+    m = n_tests(tables)
     if m < 2:
         return []
     need = min_scans_for_verdict(m)
     scans = max((int(x.get("n") or 0) for x in tables.get("paired") or []), default=0)
-    now = (
-        f" This report has {scans} scan(s), so no verdict was possible: 'no difference shown' here is not evidence "
-        "of no difference."
-        if scans < need
-        else ""
-    )
+    now = power_note(m, scans)
     return [
         f"The {m} paired tests of this report (every baseline x metric, including metrics not tabulated here) are one "
         f"family: their Wilcoxon p-values are Holm-adjusted (column 'Holm p', paired.csv p_holm) and the verdicts "
         f"need an adjusted p below {stats.ALPHA}; 'Wilcoxon p' is unadjusted. With {m} tests a verdict needs at "
         f"least {need} scans even when a method wins on every scan (smallest exact two-sided p 2/2^n, times {m} "
-        f"for the first Holm step).{now}"
+        f"for the first Holm step).{' ' + now if now else ''}"
     ]
 
 
@@ -605,8 +649,8 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 "report. dz: mean difference / sd of the differences (paired standardized mean difference, "
                 "an effect size; n/a when n < 2 or every difference is the same). Verdict 'better' / 'worse' only when the CI excludes 0, "
                 f"the Holm-adjusted p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with the "
-                f"{max(1, _n_tests(doc))} test(s) of this report that needs at least "
-                f"{min_scans_for_verdict(_n_tests(doc), alpha=s['statistics']['alpha'])} scans, even for a method "
+                f"{max(1, n_tests(doc))} test(s) of this report that needs at least "
+                f"{min_scans_for_verdict(n_tests(doc), alpha=s['statistics']['alpha'])} scans, even for a method "
                 "that wins on every scan.",
             )
         )
@@ -620,7 +664,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 f"[{_fmt(x['ci_low'])}, {_fmt(x['ci_high'])}]",
                 _fmt(x["wilcoxon_p"]),
                 _fmt(x.get("p_holm")),
-                {True: "better", False: "worse", None: "no difference shown"}[x["better"]],
+                verdict_text(x["better"]),
             ]
             for x in doc["paired"]
             if x["metric"] in REPORT_METRICS

@@ -115,10 +115,10 @@ def _describe(values: Sequence[float]) -> dict[str, Any]:
     n_inf = int(np.isinf(a).sum())
     if n == 0:
         return {"n": 0, "n_inf": 0, "mean": None, "sd": None, "median": None, "min": None, "max": None}
-    mean = float(a.mean())  # inf when some value is: the honest mean of a set holding a perfect scan
-    s = np.sort(a)
-    # np.median averages the two middle values: inf and -inf there give NaN, one infinite one gives it
-    median = float(s[(n - 1) // 2]) if n % 2 else float((s[n // 2 - 1] + s[n // 2]) / 2)
+    # inf when some value is: the honest mean of a set holding a perfect scan. Both +inf and -inf give NaN (None
+    # below) for the mean, and for the median when they are the two middle values: no warning for that
+    with np.errstate(invalid="ignore"):
+        mean, median = float(a.mean()), float(np.median(a))
     return {
         "n": n,
         "n_inf": n_inf,
@@ -193,6 +193,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     >>> r["mean_diff"], r["wilcoxon_p"], round(r["ci_low"], 3), round(r["ci_high"], 3)
     (3.0, 0.0625, 1.037, 4.963)
     """
+    return _paired_difference(a, b, confidence)[0]
+
+
+def _paired_difference(a: Sequence[float], b: Sequence[float], confidence: float) -> tuple[dict[str, Any], np.ndarray]:
+    """:func:`paired_difference` and the differences it describes (:func:`paired_comparisons` ranks them again)."""
     from scipy import stats
 
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -227,7 +232,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
         else:
             p, how = _wilcoxon_exact(d)
             out["wilcoxon_p"], out["wilcoxon_method"] = (float(p) if math.isfinite(p) else None), how
-    return out
+    return out, d
 
 
 def _differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -313,10 +318,10 @@ def paired_comparisons(
             common = sorted(s for s in va if s in vb)
             if not common:
                 continue
-            res = paired_difference([va[s] for s in common], [vb[s] for s in common])
+            res, d = _paired_difference([va[s] for s in common], [vb[s] for s in common], 0.95)
             higher = HIGHER_IS_BETTER.get(metric, True)
             out.append({"method": method, "baseline": baseline, "metric": metric, "higher_is_better": higher, **res})
-            diffs.append(_differences(np.array([va[s] for s in common]), np.array([vb[s] for s in common])))
+            diffs.append(d)
     adjusted = holm([x["wilcoxon_p"] for x in out])
     for x, d, p_holm in zip(out, diffs, adjusted, strict=True):
         x["p_holm"] = p_holm

@@ -2,11 +2,14 @@
 
 ``int("x")`` raises a bare ValueError and ``int(2.7)`` truncates silently; these raise
 :class:`medgan.errors.MedganError` naming the option instead (used by :mod:`medgan.infer.adapt` and
-:mod:`medgan.infer.synthesis`).
+:mod:`medgan.infer.synthesis`). The predicates :func:`is_int` and :func:`is_finite_real` check stored values
+(checkpoint metadata, model configs) without converting them; this module imports only NumPy, torch and
+:mod:`medgan.errors`, so :mod:`medgan.models` uses them too.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Sequence
@@ -17,7 +20,17 @@ import torch
 
 from medgan.errors import MedganError
 
-__all__ = ["as_int", "as_float", "as_ints", "is_sequence"]
+__all__ = ["as_int", "as_float", "as_ints", "is_sequence", "is_int", "is_finite_real"]
+
+
+def is_int(value: Any) -> bool:
+    """A Python int, not a bool (``True`` is an int to Python; what JSON and YAML give for an integer)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_real(value: Any) -> bool:
+    """A finite real number (Python or NumPy), not a bool and not a numeric string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
 
 def as_int(value: Any, what: str) -> int:

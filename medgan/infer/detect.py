@@ -27,9 +27,10 @@ import torch.nn.functional as F
 
 from medgan.data.normalize import fit_normalization
 from medgan.errors import CheckpointError, MedganError
-from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
+from medgan.infer._args import is_int
+from medgan.infer.checkpoint import Checkpoint, _read_checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
-from medgan.infer.pretrained import PRETRAINED_DIR, resolve_model_path, verify_shipped
+from medgan.infer.pretrained import PRETRAINED_DIR, resolve_model_path
 from medgan.io.scan import ScanLike, load_if_path, scan_array
 from medgan.models.registry import build_detector
 
@@ -37,10 +38,6 @@ __all__ = ["SyntheticDetector", "train_detector", "detect_synthetic", "DEFAULT_D
 
 #: where :func:`detect_synthetic` looks for the shipped detector when none is given
 DEFAULT_DETECTOR = PRETRAINED_DIR / "synthetic-detector.safetensors"
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _slice_array(x: Any) -> np.ndarray:
@@ -123,7 +120,7 @@ class SyntheticDetector:
         shape = (checkpoint.metadata.get("training_data") or {}).get("slice_shape") or checkpoint.metadata.get(
             "roi_size"
         )
-        valid = isinstance(shape, list) and len(shape) == 2 and all(_is_count(n) for n in shape)
+        valid = isinstance(shape, list) and len(shape) == 2 and all(is_int(n) and n > 0 for n in shape)
         self.training_shape: tuple[int, ...] = tuple(int(n) for n in shape) if valid else (1, 1)
         self.min_slice_shape: tuple[int, ...] = tuple(max(1, n // 2) for n in self.training_shape)
 
@@ -285,7 +282,9 @@ def train_detector(
             **({"command": str(command)} if command else {}),
         },
     )
-    return load_checkpoint(path)
+    # without the model card check: a detector saved over the shipped one gets its card only after this
+    # (benchmarks/synthetic_quality.py --save-detector writes it)
+    return _read_checkpoint(Path(path), card_check=False)
 
 
 def _acquisition_augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -404,8 +403,7 @@ def detect_synthetic(
                 "synthesis model). Train one with medgan.infer.detect.train_detector(real_slices, fake_slices, path) "
                 "and pass detector=path"
             )
-        # the shipped detector is checked against its model card's sha256, as a shipped model loaded by name
-        detector = verify_shipped(DEFAULT_DETECTOR) if DEFAULT_DETECTOR.parent == PRETRAINED_DIR else DEFAULT_DETECTOR
+        detector = DEFAULT_DETECTOR  # load_checkpoint checks a shipped file against its model card
     if isinstance(detector, Checkpoint):
         detector = SyntheticDetector(detector, device=device)
     elif not isinstance(detector, SyntheticDetector):

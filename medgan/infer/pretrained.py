@@ -255,9 +255,10 @@ def render_model_card(path: str | Path) -> str:
     path
         A medgan checkpoint written by ``medgan train-sr`` / ``medgan train-cgan``.
     """
-    from medgan.infer.checkpoint import load_checkpoint
+    from medgan.infer.checkpoint import _read_checkpoint
 
-    ckpt = load_checkpoint(path)
+    # not load_checkpoint: rewriting the card of a retrained shipped model is how its card sha256 gets updated
+    ckpt = _read_checkpoint(Path(path), card_check=False)
     meta = ckpt.metadata
     name = meta.get("name") or Path(path).stem
     task = meta.get("task") or ("synthesis" if "labels" in meta else "super-resolution")

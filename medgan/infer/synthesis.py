@@ -250,6 +250,11 @@ class Synthesizer:
         ``"slice_position"`` scalar); ``None`` when unknown (then only finite values are checked).
     model_name, sha256, spatial_dims, normalization, metadata
         From the checkpoint.
+    weights_sha256 : str or None
+        :func:`medgan.infer.checkpoint.payload_sha256` of the checkpoint file's weights (its header's entry, verified
+        at load): :mod:`medgan.data.synthetic_dataset` compares the in-memory weights with it to tell a fine-tuned or
+        EMA-swapped generator from the file's. ``None`` for a :class:`Checkpoint` built in memory (whose weights
+        need not be the file's): its cache keys always carry the in-memory weights' hash.
     """
 
     def __init__(
@@ -260,6 +265,7 @@ class Synthesizer:
         self.metadata = meta
         self.path = checkpoint.path
         self.sha256 = checkpoint.sha256
+        self.weights_sha256: str | None = checkpoint.payload_sha256 or None
         task = model_task(self.path, meta)  # by the model's arch (load_checkpoint checks a stored task)
         if task != "synthesis":
             raise CheckpointError(

@@ -11,8 +11,6 @@ Both take ``spectral_norm=True`` to wrap every convolution and linear layer in
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import torch
@@ -22,7 +20,15 @@ from monai.networks.nets import PatchDiscriminator as _MonaiPatchDiscriminator
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-__all__ = ["VGGDiscriminator", "NoiseResidualClassifier", "PatchDiscriminator", "apply_spectral_norm"]
+from medgan.infer._args import is_finite_real  # a leaf module (NumPy, torch): no import cycle
+
+__all__ = [
+    "VGGDiscriminator",
+    "NoiseResidualClassifier",
+    "PatchDiscriminator",
+    "apply_spectral_norm",
+    "check_highpass",
+]
 
 _SN_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -59,9 +65,28 @@ def _norm(norm: str | None, spatial_dims: int, channels: int) -> nn.Module:
     raise ValueError(f"norm must be None, 'batch' or 'instance', got {norm!r}")
 
 
-def _is_real(value: Any) -> bool:
-    """A real number, not a bool and not a numeric string."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def check_highpass(highpass_sigma: Any, highpass_gain: Any) -> None:
+    """Refuse a :class:`NoiseResidualClassifier` front end that cannot work (the one place this rule is written:
+    :func:`medgan.models.registry.build_detector` and detector configs report it as a ConfigError).
+
+    Parameters
+    ----------
+    highpass_sigma
+        Must be a finite number >= 0 (a negative sigma silently turned the front end off; 0 turns it off).
+    highpass_gain
+        Must be a finite number > 0 (an inf gain scored every slice NaN).
+
+    Raises
+    ------
+    ValueError
+        Naming the key and the value.
+    """
+    if not is_finite_real(highpass_gain) or highpass_gain <= 0:
+        raise ValueError(f"highpass_gain must be a finite number > 0, got {highpass_gain!r}")
+    if not is_finite_real(highpass_sigma) or highpass_sigma < 0:
+        raise ValueError(
+            f"highpass_sigma must be a finite number >= 0 (0 turns the high-pass off), got {highpass_sigma!r}"
+        )
 
 
 class VGGDiscriminator(nn.Module):
@@ -148,13 +173,7 @@ class NoiseResidualClassifier(nn.Module):
 
     def __init__(self, highpass_sigma: float = 1.0, highpass_gain: float = 20.0, **vgg: Any) -> None:
         super().__init__()
-        # an inf gain scored every slice NaN; a negative sigma silently turned the front end off
-        if not _is_real(highpass_gain) or not math.isfinite(highpass_gain) or highpass_gain <= 0:
-            raise ValueError(f"highpass_gain must be a finite number > 0, got {highpass_gain!r}")
-        if not _is_real(highpass_sigma) or not math.isfinite(highpass_sigma) or highpass_sigma < 0:
-            raise ValueError(
-                f"highpass_sigma must be a finite number >= 0 (0 turns the high-pass off), got {highpass_sigma!r}"
-            )
+        check_highpass(highpass_sigma, highpass_gain)
         self.highpass_gain = float(highpass_gain)
         self.lowpass = (
             GaussianFilter(int(vgg.get("spatial_dims", 3)), float(highpass_sigma)) if highpass_sigma > 0 else None

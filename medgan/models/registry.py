@@ -23,7 +23,6 @@ grid).
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -33,9 +32,14 @@ from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
 from medgan.errors import ConfigError
-from medgan.models.discriminators import NoiseResidualClassifier, PatchDiscriminator, VGGDiscriminator
+from medgan.models.discriminators import (
+    NoiseResidualClassifier,
+    PatchDiscriminator,
+    VGGDiscriminator,
+    check_highpass,
+)
 from medgan.models.generators import SRGenerator, normalize_factor
-from medgan.models.spade import LabelConditionedDiscriminator, SPADEGenerator
+from medgan.models.spade import LabelConditionedDiscriminator, SPADEGenerator, check_class_embedding
 
 __all__ = [
     "GENERATOR_DEFAULTS",
@@ -336,26 +340,15 @@ def _aux_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out["factor"] = list(factor)
     if "channels" in out and isinstance(out["channels"], (list, tuple)):
         out["channels"] = [int(c) for c in out["channels"]]
-    if out["arch"] in CGAN_GENERATOR_DEFAULTS and out["num_classes"] > 0 and out["class_embed_dim"] < 1:
-        # nn.Embedding(n, 0) adds no channel: every class gave the same image, yet one had to be given
-        raise ConfigError(
-            f"{out['arch']} config: class_embed_dim must be >= 1 when num_classes > 0 (got {out['class_embed_dim']}); "
-            "set num_classes 0 to drop the class condition"
-        )
-    if out["arch"] in DETECTOR_DEFAULTS:
-        _check_highpass(out)
+    # the model modules' own rules, checked here too so that a config is refused before anything is built
+    try:
+        if out["arch"] in CGAN_GENERATOR_DEFAULTS:
+            check_class_embedding(out["num_classes"], out["class_embed_dim"])
+        if out["arch"] in DETECTOR_DEFAULTS:
+            check_highpass(out["highpass_sigma"], out["highpass_gain"])
+    except ValueError as exc:
+        raise ConfigError(f"{out['arch']} config: {exc}") from None
     return out
-
-
-def _check_highpass(out: dict[str, Any]) -> None:
-    """A finite ``highpass_gain`` > 0 and a finite ``highpass_sigma`` >= 0 (inf gave NaN scores; a negative sigma
-    silently turned off the front end the detector needs)."""
-    for key, least, strict in (("highpass_gain", 0.0, True), ("highpass_sigma", 0.0, False)):
-        value = out[key]
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < least or (strict and value == least):
-            bound = "> 0" if strict else ">= 0 (0 turns the high-pass off)"
-            raise ConfigError(f"{out['arch']} config: {key} must be a finite number {bound}, got {value!r}")
 
 
 def cgan_generator_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,13 @@ from monai.networks.nets import MultiScalePatchDiscriminator
 from monai.networks.nets.spade_network import SPADENetResBlock
 from torch import nn
 
-__all__ = ["SPADEGenerator", "LabelConditionedDiscriminator", "latent_sizes", "UPSAMPLING_MODES"]
+__all__ = [
+    "SPADEGenerator",
+    "LabelConditionedDiscriminator",
+    "latent_sizes",
+    "UPSAMPLING_MODES",
+    "check_class_embedding",
+]
 
 #: ``F.interpolate`` modes valid for a 2-D or 3-D feature map (``linear`` is 1-D only, ``bilinear`` / ``bicubic``
 #: 2-D only, ``trilinear`` 3-D only); anything else failed only on the first forward, deep inside torch
@@ -73,6 +79,24 @@ def latent_sizes(spatial_shape: Sequence[int], n_levels: int) -> list[tuple[int,
     for _ in range(n_levels):
         sizes.append(tuple(max(1, math.ceil(s / 2)) for s in sizes[-1]))
     return sizes[::-1]
+
+
+def check_class_embedding(num_classes: int, class_embed_dim: int) -> None:
+    """Refuse a class condition without an embedding (the one place this rule is written:
+    :func:`medgan.models.registry.cgan_generator_config` reports it as a ConfigError).
+
+    Why: ``nn.Embedding(n, 0)`` adds no channel, so every class gave the same image, yet one had to be given.
+
+    Raises
+    ------
+    ValueError
+        ``num_classes > 0`` with ``class_embed_dim < 1``.
+    """
+    if num_classes > 0 and class_embed_dim < 1:
+        raise ValueError(
+            f"class_embed_dim must be >= 1 when num_classes > 0 (got {class_embed_dim!r}); "
+            "set num_classes 0 to drop the class condition"
+        )
 
 
 class SPADEGenerator(nn.Module):
@@ -145,12 +169,7 @@ class SPADEGenerator(nn.Module):
         channels = [int(c) for c in channels]
         if not channels or num_labels < 1 or z_dim < 1:
             raise ValueError("need at least one level, one label and z_dim >= 1")
-        if num_classes > 0 and class_embed_dim < 1:
-            # nn.Embedding(n, 0) adds no channel: every class would give the same image
-            raise ValueError(
-                f"class_embed_dim must be >= 1 when num_classes > 0 (got {class_embed_dim!r}); "
-                "set num_classes 0 to drop the class condition"
-            )
+        check_class_embedding(num_classes, class_embed_dim)
         if upsampling_mode not in UPSAMPLING_MODES[spatial_dims]:
             raise ValueError(
                 f"upsampling_mode {upsampling_mode!r} does not work on {spatial_dims}-D feature maps; "

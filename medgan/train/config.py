@@ -765,7 +765,8 @@ def read_yaml(path: str | os.PathLike[str], what: str = "config file") -> Any:
     Raises
     ------
     medgan.errors.ConfigError
-        Missing or unreadable file, or invalid YAML (the message names the file and the line).
+        Missing or unreadable file, invalid YAML (the message names the file and the line), or a key given twice in
+        one mapping, at any depth (the message names the key and both lines).
     """
     import yaml
 
@@ -773,9 +774,13 @@ def read_yaml(path: str | os.PathLike[str], what: str = "config file") -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())  # a SafeLoader
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the {what} ({exc})") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"{path}: key {exc.key!r} is given twice (lines {exc.first} and {exc.second}); keep one of them"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -786,6 +791,50 @@ def read_yaml(path: str | os.PathLike[str], what: str = "config file") -> Any:
             f"or refers to itself; a {what} holds a few hundred"
         )
     return data or {}
+
+
+class _DuplicateKey(Exception):
+    """A mapping key written twice (raised by the :func:`_unique_key_loader` loader, turned into a ConfigError)."""
+
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
+_LOADER: Any = None
+
+
+def _unique_key_loader() -> Any:
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping, at any depth.
+
+    Why: ``yaml.safe_load`` keeps the last one silently, so a pasted block changed ``seed`` or a job spec's ``input``
+    without a word. Checked while the one parse builds each mapping. A ``<<`` merge key is left out: keys it brings in
+    may be overridden (that is what it is for).
+    """
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class UniqueKeyLoader(yaml.SafeLoader):
+            def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+                if isinstance(node, yaml.MappingNode):
+                    lines: dict[Any, int] = {}
+                    for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge":
+                            continue
+                        key = self.construct_object(key_node, deep=True)
+                        try:
+                            first = lines.get(key)
+                        except TypeError:  # an unhashable key: SafeLoader reports it below
+                            continue
+                        line = key_node.start_mark.line + 1
+                        if first is not None:
+                            raise _DuplicateKey(key, first, line)
+                        lines[key] = line
+                return super().construct_mapping(node, deep=deep)
+
+        _LOADER = UniqueKeyLoader
+    return _LOADER
 
 
 #: Most values (mappings, lists, keys, scalars) a config may hold with its aliases expanded.
