@@ -40,13 +40,13 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from medgan._args import as_float as _as_float
+from medgan._args import as_int as _as_int
+from medgan._args import as_ints as _as_ints
+from medgan._args import is_sequence
 from medgan.data.degrade import degrade_randomly
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
-from medgan.infer._args import as_float as _as_float
-from medgan.infer._args import as_int as _as_int
-from medgan.infer._args import as_ints as _as_ints
-from medgan.infer._args import is_sequence
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
 from medgan.infer.superres import SuperResolver
 from medgan.io.scan import load_if_path, make_scan

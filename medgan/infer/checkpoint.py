@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from medgan._args import is_finite_real, is_int
 from medgan._version import __version__
 from medgan.errors import CheckpointError, ConfigError
-from medgan.infer._args import is_finite_real, is_int
 from medgan.io.atomic import write_bytes_atomic
 from medgan.io.digest import file_sha256  # re-exported: medgan.infer.checkpoint.file_sha256
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medgan._args import is_int
 from medgan.data.normalize import fit_normalization
 from medgan.errors import CheckpointError, MedganError
-from medgan.infer._args import is_int
 from medgan.infer.checkpoint import Checkpoint, _read_checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, resolve_model_path

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from medgan._args import as_ints
 from medgan._version import __version__
 from medgan.data.degrade import parse_factor, put_back_non_finite, upsample_affine
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import CheckpointError, MedganError
-from medgan.infer._args import as_ints
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path

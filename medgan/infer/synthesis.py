@@ -35,12 +35,12 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from medgan._args import as_int as _as_int
 from medgan._version import __version__
 from medgan.data.labels import one_hot
 from medgan.data.normalize import Normalization, NormalizationError
 from medgan.data.synthetic_dataset import as_condition
 from medgan.errors import CheckpointError, MedganError
-from medgan.infer._args import as_int as _as_int
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, resolve_model_path

@@ -20,7 +20,7 @@ from monai.networks.nets import PatchDiscriminator as _MonaiPatchDiscriminator
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from medgan.infer._args import is_finite_real  # a leaf module (NumPy, torch): no import cycle
+from medgan._args import is_finite_real  # a leaf module (NumPy, torch): no import cycle
 
 __all__ = [
     "VGGDiscriminator",
