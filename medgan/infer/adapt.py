@@ -48,8 +48,8 @@ from medgan.data.degrade import degrade_randomly
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
-from medgan.infer.superres import SuperResolver
-from medgan.io.scan import load_if_path, make_scan
+from medgan.infer.superres import SuperResolver, _in_dicom_reader_layout
+from medgan.io.scan import load_if_path, make_scan, ras_affine
 
 __all__ = ["adapt_to_scan", "AdaptedSuperResolver", "model_degradation"]
 
@@ -389,8 +389,9 @@ def adapt_to_scan(
     dims = resolver.spatial_dims
     slicewise = dims == 2 and n_spatial == 3
     if slicewise:
-        if axes is None and scan.meta.get("source_format") != "dicom":  # as upscale, before training on the wrong axes
-            resolver._check_slice_axis(name, np.asarray(scan.affine, dtype=np.float64), (0, 1))
+        affine = np.asarray(scan.affine, dtype=np.float64)
+        if axes is None and not _in_dicom_reader_layout(scan.meta, affine):  # as upscale, before training on them
+            resolver._check_slice_axis(name, affine, (0, 1))
         axes = axes if axes is not None else (0, 1)
         if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
             raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
@@ -404,7 +405,7 @@ def adapt_to_scan(
                 f"{tuple(range(n_spatial))} (the axes as they stand), got {tuple(axes)!r}: reorient the scan instead"
             )
         if dims == 3 and n_spatial == 3 and axes is None:  # before training SMORE pairs on the wrong axes
-            resolver._check_slice_axis(name, np.asarray(scan.affine, dtype=np.float64))
+            resolver._check_slice_axis(name, ras_affine(scan))  # RAS+, as upscale: its message names axis codes
         # axes=(0, 1, 2) is kept, so that the adapted resolver upscales the axes as they stand, as it adapted them
         axes = None if axes is None else tuple(range(n_spatial))
     factor = list(resolver.factor)

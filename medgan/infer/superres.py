@@ -28,17 +28,18 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from nibabel import orientations as nib_orientations
 
 from medgan._args import as_ints
 from medgan._version import __version__
 from medgan.data.degrade import parse_factor, put_back_non_finite, upsample_affine
-from medgan.data.normalize import Normalization, fit_normalization
+from medgan.data.normalize import Normalization, NormalizationError, fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
 from medgan.io.nifti import modality_code
-from medgan.io.scan import affine_4x4, load_if_path, make_scan, refuse_complex
+from medgan.io.scan import affine_4x4, load_if_path, make_scan, ras_affine, refuse_complex
 from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
@@ -203,6 +204,28 @@ def _input_is_synthetic(meta: dict[str, Any]) -> bool:
             return True
         record, seen = record.get("input"), seen + 1
     return False
+
+
+def _in_dicom_reader_layout(meta: dict[str, Any], affine: np.ndarray) -> bool:
+    """Whether a scan read from DICOM still has the reader's layout: its images in axes 0 and 1, stacked along axis 2.
+
+    Then a 2-D model's slice axis is known, whatever the voxel sizes (a real 6.4 x 4.0 x 0.5 mm series has in-plane
+    voxels coarser than its slice spacing). ``meta["source_format"]`` alone does not say so: it survives MONAI's
+    ``Orientation`` (which permutes the axes: a sagittal series reoriented to RAS has its slices along axis 0) and
+    :func:`medgan.degrade` (whose coarse axis is then the degraded one). So the affine's voxel sizes must still be the
+    ``meta["spacing"]`` the reader recorded, axis by axis (``Orientation`` leaves that entry as it was, so a permuted
+    scan with unequal voxel sizes fails this), and the scan must not carry ``medgan.degrade``'s
+    ``meta["degradation"]`` record (degrade rewrites ``meta["spacing"]``). Not caught: swapping the slice axis with
+    an in-plane axis of the same voxel size (the recorded sizes still match).
+    """
+    if meta.get("source_format") != "dicom" or meta.get("degradation") is not None:
+        return False
+    try:
+        recorded = np.asarray(meta.get("spacing"), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return False
+    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    return recorded.shape == (3,) and bool(np.allclose(spacing, recorded, rtol=1e-4, atol=0.0))
 
 
 #: modality codes that say nothing about a scan's intensities (other, segmentation, unknown): never a mismatch
@@ -806,10 +829,14 @@ class SuperResolver:
             slices along the remaining axis are batched. Without ``axes=``, a scan with one of axes 0 and 1 more
             than 10 % coarser than both other axes is refused (its slices run along that axis: the model would thin
             an axis inside its slices, e.g. 4 x 1 x 1 mm -> 2 x 0.5 x 1 mm); pass the axes inside its slices (e.g.
-            ``axes=(1, 2)``), or ``axes=(0, 1)`` to upsample those as they stand. A 3-D model that upsamples one
-            axis more than the others (through-plane, e.g. ``(1, 1, 4)``) takes that scan axis for the slice axis
-            and refuses a scan whose voxels are more than 10 % coarser along another axis (its slices run along that
-            one: reorient it); ``axes=(0, 1, 2)`` upscales such a scan's axes as they stand.
+            ``axes=(1, 2)``), or ``axes=(0, 1)`` to upsample those as they stand. A scan read from DICOM is not
+            refused while it keeps the reader's layout (images in axes 0 and 1, stacked along axis 2; its voxel
+            sizes still the reader's ``meta["spacing"]`` and no ``meta["degradation"]``): after MONAI's
+            ``Orientation`` moved its axes, or :func:`medgan.degrade`, it is checked as any other scan. A 3-D model
+            that upsamples one axis more than the others (through-plane, e.g. ``(1, 1, 4)``) takes that scan axis
+            for the slice axis and refuses a scan whose voxels are more than 10 % coarser along another axis (its
+            slices run along that one: reorient it; the message names the orientation codes that do it);
+            ``axes=(0, 1, 2)`` upscales such a scan's axes as they stand, which thins the model's slice axis.
         clip
             Clip the output to the input's value range (SR sharpening can overshoot; outputs stay
             in the input's units and range).
@@ -832,8 +859,9 @@ class SuperResolver:
         monai.data.MetaTensor
             Shape ``(C_out, *spatial * factor)``, affine with ``spacing / factor`` and the same
             extent, ``meta["medgan"]`` with the provenance (model name and sha256, medgan version,
-            factor, ``"synthetic"``: ``True`` only when the input is synthetic, as its provenance chain or
-            ``meta["synthetic"]`` says). A 2-D scan with a 3x3 affine gets a 4x4 one (third axis: the normal).
+            factor, ``axes``, window layout, precision, ``clip``, the fitted normalisation, ``"synthetic"``:
+            ``True`` only when the input is synthetic, as its provenance chain or ``meta["synthetic"]`` says).
+            A 2-D scan with a 3x3 affine gets a 4x4 one (third axis: the normal).
             When the scan's modality (``meta["modality"]``: DICOM Modality, medgan's NIfTI sidecar) and the one
             the model was trained on (checkpoint ``"modality"``) are both known and differ (``OT``, ``SEG`` and
             ``unknown`` never do), the provenance also has ``"modality_mismatch": True`` and a ``"warnings"`` list
@@ -850,7 +878,8 @@ class SuperResolver:
             An empty scan or one that is not channel-first 2-D/3-D; a bad ``batch_size``, ``overlap``,
             ``roi_size`` or ``axes``; a 2-D model whose slice axis would cut across the scan's slices (the
             message gives the ``axes`` to pass); an overlap that would multiply the windows beyond
-            ``_MAX_OVERLAP_WINDOWS_RATIO`` times those of overlap 0; a complex-valued scan.
+            ``_MAX_OVERLAP_WINDOWS_RATIO`` times those of overlap 0; a complex-valued scan; a scan (or, for a
+            one-channel model, a channel) whose every voxel is NaN or inf.
 
         Notes
         -----
@@ -910,8 +939,10 @@ class SuperResolver:
             if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
                 raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
             # axes=(0, 1) says these are the in-plane axes, whatever the voxel sizes; so does a scan read from
-            # DICOM, whose reader stacks the images along axis 2 (a 6.4 x 4.0 x 0.5 mm series was refused)
-            if not given and scan.meta.get("source_format") != "dicom":
+            # DICOM, whose reader stacks the images along axis 2 (a 6.4 x 4.0 x 0.5 mm series was refused), while
+            # it keeps that layout (not after Orientation or degrade: a reoriented sagittal series was upscaled
+            # across its slices)
+            if not given and not _in_dicom_reader_layout(scan.meta, affine_in):
                 self._check_slice_axis(name, affine_in, axes)
         elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
             raise MedganError(
@@ -921,7 +952,7 @@ class SuperResolver:
             )
         else:
             if axes is None:  # axes=(0, 1, 2) says the model's axes are the scan's as they stand
-                self._check_slice_axis(name, affine_in)
+                self._check_slice_axis(name, ras_affine(scan))  # RAS+: its message names orientation codes
             axes = tuple(range(n_spatial))
         full_factor = [1] * n_spatial
         for a, f in zip(axes, self.factor, strict=True):
@@ -964,7 +995,7 @@ class SuperResolver:
         try:
             with ctx:
                 y, norm = self._upscale_tensor(
-                    data, n_chan, slicewise, axes, full_factor, overlap, batch_size, bar, clip, roi_size
+                    data, n_chan, slicewise, axes, full_factor, overlap, batch_size, bar, clip, roi_size, name=name
                 )
             if bar is not None and bar.n != bar.total:  # a fitted CUDA layout sized again from the free memory
                 bar.total = bar.n
@@ -993,6 +1024,8 @@ class SuperResolver:
             "context": list(self.context),
             "windows": roi_size if roi_size is not None else "checkpoint",
             "precision": self.precision,
+            # clip=False keeps the overshoot past the input's range: the voxels differ (up to 9 units on a 0-255 T1)
+            "clip": bool(clip),
             "normalization": [n.to_dict() for n in norm] if isinstance(norm, list) else norm.to_dict(),
             "trained_modality": self.metadata.get("modality", "unknown"),
         }
@@ -1079,12 +1112,27 @@ class SuperResolver:
             return
         if spacing[coarsest] <= spacing[odd] * (1 + _SLICE_AXIS_TOLERANCE):
             return
+        # the orientation codes that move the thick axis to the model's slice axis and keep the others in order
+        # (nibabel reads the nearest world axis of each voxel axis off the affine, oblique ones included)
+        codes = list(nib_orientations.ornt2axcodes(nib_orientations.io_orientation(affine)))
+        if None not in codes:
+            order = [c for i, c in enumerate(codes) if i != coarsest]
+            order.insert(odd, codes[coarsest])
+            axcodes = "".join(order)
+            how = (
+                f"monai.transforms.Orientation(axcodes={axcodes!r}) does it for this {''.join(codes)} scan; the "
+                "command line cannot reorient (medgan convert keeps the voxel order), so save the reoriented scan "
+                f"first, e.g. medgan.save_scan(Orientation(axcodes={axcodes!r})(medgan.load_scan(IN)), OUT)"
+            )
+        else:  # a degenerate affine names no directions
+            how = "reorient it in Python (monai.transforms.Orientation); the command line cannot reorient"
         raise MedganError(
             f"{name}: {self.model_name} (factor {tuple(factor)}) takes scan axis {odd} for the slice axis, but the "
             f"scan's voxels are {sizes} mm: its slices run along axis {coarsest}, and upscaling would resample the "
-            f"wrong axes. Reorient the scan so that its slice axis is axis {odd} (e.g. "
-            "monai.transforms.Orientation), or pass axes=(0, 1, 2) (--axes 0,1,2 on the command line) to upscale the axes as they "
-            "stand"
+            f"wrong axes. Reorient the scan so that its slice axis is axis {odd}: {how}. axes=(0, 1, 2) (--axes "
+            f"0,1,2) upscales the axes as they stand, right only if axis {odd} is the slice axis despite the voxel "
+            f"sizes: here it would thin axis {odd} to {spacing[odd] / factor[odd]:.4g} mm and leave axis {coarsest} "
+            f"at {spacing[coarsest]:.4g} mm"
         )
 
     def _check_window_count(self, name: str, spatial: Sequence[int], overlap: float, roi_size, n_images: int) -> int:
@@ -1116,16 +1164,29 @@ class SuperResolver:
         bar: Any,
         clip: bool,
         roi_size: list[int] | str | None = None,
+        *,
+        name: str = "scan",
     ) -> tuple[torch.Tensor, Normalization]:
         """The upscaled voxel tensor (CPU, float32) and the fitted normalisation (one per channel when a
         one-channel model upscales a multi-channel scan: each channel is normalised and clipped on its own).
-        ``bar``: a tqdm bar that counts the windows, or None."""
+        ``bar``: a tqdm bar that counts the windows, or None; ``name``: the scan, for errors."""
         if n_chan != self.in_channels:  # one-channel model: a channel of a 4-D series is a scan of its own
             y = None
             norms = []
             for c in range(n_chan):
+                part = f"{name} (channel {c})"
                 yc, nc = self._upscale_tensor(
-                    data[c : c + 1], 1, slicewise, axes, full_factor, overlap, batch_size, bar, clip, roi_size
+                    data[c : c + 1],
+                    1,
+                    slicewise,
+                    axes,
+                    full_factor,
+                    overlap,
+                    batch_size,
+                    bar,
+                    clip,
+                    roi_size,
+                    name=part,
                 )
                 if y is None:
                     y = torch.empty((n_chan, *yc.shape[1:]), dtype=torch.float32)
@@ -1136,10 +1197,19 @@ class SuperResolver:
         cuda = self.device.type == "cuda"
         # on CUDA: one host->device copy, then everything on the GPU; on the CPU: no copy of float32 input
         src = data.to(self.device if cuda else "cpu", torch.float32, non_blocking=False)
-        norm, all_finite = _fit_normalization_finite(src, self.normalization_rule)
+        nothing = f"{name}: every voxel is NaN or inf: nothing to upscale"
+        try:
+            norm, all_finite = _fit_normalization_finite(src, self.normalization_rule)
+        except NormalizationError:
+            # the fit's own "no finite voxels (inside the mask)" named no file and a mask upscale has not got
+            if not bool(torch.isfinite(src).any()):
+                raise MedganError(nothing) from None
+            raise
         bad = None if all_finite else ~torch.isfinite(src)
         if bad is not None and not bool(bad.any()):
             bad = None
+        elif bad is not None and bool(bad.all()):  # a fixed record (a CT window) fits without a finite voxel
+            raise MedganError(nothing)
         elif bad is not None:
             # NaN/inf voxels go through the network as the normalised zero, so that they do not spread through
             # every window they touch; their own output voxels get the input value back below
