@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from medgan.data.labels import TISSUE_LABELS, _default_affine, _default_elastic, _seed_transform, deform_labels, one_hot
+from medgan.data.labels import (
+    TISSUE_LABELS,
+    _default_affine,
+    _default_elastic,
+    _seed_transform,
+    check_declared_labels,
+    deform_labels,
+    one_hot,
+)
 from medgan.data.normalize import fit_normalization
 from medgan.errors import MedganError
 
@@ -33,6 +41,7 @@ def load_pairs(
     normalization: Mapping[str, Any],
     *,
     label_values: Sequence[int] = tuple(TISSUE_LABELS),
+    label_names: Mapping[int, str] | None = None,
     modality: str | None = None,
 ) -> list[dict[str, Any]]:
     """Load, check and normalise training subjects.
@@ -47,6 +56,10 @@ def load_pairs(
         the whole image (no mask).
     label_values
         The label values the model knows; other values are refused.
+    label_names
+        Value -> name of the labels the model is exported with (default :data:`~medgan.data.labels.TISSUE_LABELS`):
+        a stored label map that declares its labels (``meta["labels"]``, its NIfTI sidecar's ``label_names``)
+        must name each value so (:func:`medgan.data.labels.check_declared_labels`).
     modality
         The modality the images are said to be (``data.modality``, recorded in the exported model); an image whose
         header names another (a DICOM series, or a NIfTI file with a medgan sidecar) is refused. ``None`` or
@@ -62,7 +75,9 @@ def load_pairs(
     ------
     medgan.errors.MedganError
         Unreadable files, a multi-channel or non-3-D image, grids that differ (the message names the map and the
-        image), non-integer or unknown label values, an image of another modality than ``modality``.
+        image), non-integer or unknown label values, declared label names that contradict ``label_names`` (another
+        labelling convention: the model would learn one tissue's texture under another's name), an image of another
+        modality than ``modality``.
     """
     from medgan.data.labels import label_values as values_of
     from medgan.data.labels import tissue_labels
@@ -73,6 +88,7 @@ def load_pairs(
     rule = dict(normalization)
     kwargs = {k: float(rule[k]) for k in ("lower", "upper") if k in rule}
     seen: dict[Any, str] = {}
+    names = dict(TISSUE_LABELS if label_names is None else label_names)
     for subject in subjects:
         name = str(subject["image"])
         image = load_scan(subject["image"])
@@ -93,6 +109,9 @@ def load_pairs(
             labels = load_scan(subject["labels"])
             label_name = str(subject["labels"])
             desc = os.path.basename(label_name)
+            # the rule Synthesizer applies to the same file: a map declaring 2 = white matter trained a model that
+            # called it grey matter, and that model then refused its own training map
+            check_declared_labels(labels.meta, names, name=label_name, whose="the model train-cgan trains")
         else:
             gm, wm = load_scan(subject["gm"]), load_scan(subject["wm"])
             # each map against the image first, by file: tissue_labels' own shape check names neither the files
@@ -112,7 +131,7 @@ def load_pairs(
             )
         unknown = sorted(set(values_of(lab)) - {int(v) for v in label_values})
         if unknown:
-            raise MedganError(f"{label_name}: label values {unknown} are not among {sorted(label_values)}")
+            raise MedganError(_unknown_values_message(label_name, unknown, sorted(int(v) for v in label_values)))
         raw = image.as_tensor().numpy().astype(np.float32, copy=False)
         norm = fit_normalization(raw, method=rule.get("method", "percentile"), **kwargs)  # whole image, no mask
         pairs.append(
@@ -126,6 +145,19 @@ def load_pairs(
             }
         )
     return pairs
+
+
+def _unknown_values_message(label_name: str, unknown: list[int], known: list[int]) -> str:
+    """One line for label values the model does not know: a 0..255 probability map given as ``labels:`` listed
+    all ~250 of its values (a 1.3 kB message); more than a few are shown as the first ones and a count."""
+    if len(unknown) <= 8:
+        return f"{label_name}: label values {unknown} are not among {known}"
+    shown = ", ".join(str(v) for v in unknown[:5])
+    return (
+        f"{label_name}: {len(unknown)} label values are not among {known} (first: {shown}, ..., up to "
+        f"{unknown[-1]}): this looks like a probability (e.g. 0..255) or intensity map, not a label map; give "
+        "grey- and white-matter probability maps as gm: and wm: (medgan builds the labels from them)"
+    )
 
 
 def _check_grid(scan: Any, image: Any, scan_name: str, image_name: str, *, what: str) -> None:

@@ -6,6 +6,8 @@
 * :func:`deform_labels` applies a random elastic and/or affine deformation (MONAI ``Rand2DElastic`` /
   ``Rand3DElastic`` / ``RandAffine`` with ``mode="nearest"`` and ``padding_mode="border"``) so that every output
   value is a value of the input map: new layouts for the generator, never new labels.
+* :func:`check_declared_labels` refuses a map whose declared label names (``meta["labels"]``, read from a NIfTI
+  sidecar's ``label_names``) contradict the names a model gives its values; training and synthesis share it.
 * :func:`one_hot` maps label *values* to one-hot channels (channel ``k`` = ``k``-th value in sorted order) and
   rejects values the model does not know.
 
@@ -16,6 +18,7 @@ Label maps are scans like any other: channel-first ``(1, X, Y[, Z])`` float32 Me
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,7 +30,7 @@ from monai.transforms import Rand2DElastic, Rand3DElastic, RandAffine
 from medgan.errors import MedganError
 from medgan.io.scan import load_if_path, make_scan
 
-__all__ = ["TISSUE_LABELS", "tissue_labels", "deform_labels", "one_hot", "label_values"]
+__all__ = ["TISSUE_LABELS", "tissue_labels", "deform_labels", "one_hot", "label_values", "check_declared_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +163,90 @@ def tissue_labels(
 def label_values(labels: Any) -> list[int]:
     """Sorted distinct integer values of a label map."""
     return [int(v) for v in np.unique(_array(labels))]
+
+
+def _label_name(name: Any) -> str:
+    """A label name compared case-insensitively, spaces and hyphens read as underscores ("Grey matter")."""
+    return "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
+
+
+def _declared_origin(meta: Mapping[str, Any]) -> tuple[str, str]:
+    """Where a map's ``meta["labels"]`` came from (for messages), and how to remove it.
+
+    On disk the names live in the NIfTI sidecar's ``label_names`` key (read back as ``meta["labels"]``): telling a
+    command-line user to "drop meta['labels']" sent them to add or remove a ``labels`` key that is never read.
+    """
+    from medgan.io.nifti import SIDECAR_LABELS_KEY, is_nifti_path, nifti_sidecar_path
+
+    source = meta.get("filename_or_obj")
+    if isinstance(source, (str, os.PathLike)) and str(source) and is_nifti_path(source):
+        side = nifti_sidecar_path(source)
+        if side.is_file():
+            return (
+                f"meta['labels'], read from its sidecar {side} key {SIDECAR_LABELS_KEY!r}",
+                f"remove {SIDECAR_LABELS_KEY!r} from {side}",
+            )
+    return "meta['labels']", "drop meta['labels']"
+
+
+def check_declared_labels(
+    meta: Mapping[str, Any], known: Mapping[int, str], *, name: str, whose: str = "the model"
+) -> None:
+    """Refuse a label map whose declared label names contradict ``known``.
+
+    A map may declare what its values mean in ``meta["labels"]`` (value -> name, as :func:`tissue_labels` writes
+    it and a NIfTI sidecar's ``label_names`` key holds it). A value named otherwise than in ``known`` (compared
+    case-insensitively, spaces, hyphens and underscores alike) means the map follows another labelling convention:
+    trained on, its white matter would be learnt as the model's grey matter; generated from, rendered as such.
+    Values ``known`` lacks are not compared (the value check refuses them where they occur).
+
+    Parameters
+    ----------
+    meta
+        The label map's metadata (``MetaTensor.meta``); without ``"labels"`` nothing is checked.
+    known
+        Label value -> name of the model (trained or used), e.g. :data:`TISSUE_LABELS`.
+    name
+        What to call the map in messages (its file).
+    whose
+        What to call the owner of ``known`` in messages (``"model 'brain-t1-tissue-2d'"``).
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        ``meta["labels"]`` is not a mapping of integer label values to names, or names a value otherwise than
+        ``known``; the message names the sidecar file and its ``label_names`` key when the map was read from one.
+    """
+    from medgan.io.nifti import label_value
+
+    declared = meta.get("labels")
+    if declared is None:
+        return
+    where, fix = _declared_origin(meta)
+    if not isinstance(declared, Mapping):
+        raise MedganError(
+            f"{name}: {where} must map label values to names, got {type(declared).__name__}; "
+            f"{fix} to use the map's values as they are"
+        )
+    known = {int(k): str(v) for k, v in known.items()}
+    mismatched = []
+    for key, label in declared.items():
+        try:
+            value = label_value(key)
+        except ValueError:
+            raise MedganError(
+                f"{name}: {where} must map integer label values to names, got key {key!r}; "
+                f"{fix} to use the map's values as they are"
+            ) from None
+        if value in known and _label_name(label) != _label_name(known[value]):
+            mismatched.append(f"{value} is {str(label)!r} in the map, {known[value]!r} for the model")
+    if mismatched:
+        raise MedganError(
+            f"{name}: its labels ({where}) disagree with those of {whose}: "
+            + "; ".join(mismatched)
+            + f". The model's labels are {known}: relabel the map to them (or, when the values already mean what "
+            f"the model's names say, {fix})"
+        )
 
 
 def _default_elastic(spatial_dims: int, shape: Sequence[int]) -> dict[str, Any]:

@@ -33,12 +33,33 @@ __all__ = [
 ]
 
 
-def _features(x: Any, what: str) -> torch.Tensor:
-    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    t = t.to(torch.float64)
-    if t.ndim != 2 or t.shape[0] < 2:
-        raise MedganError(f"{what}: expected (N >= 2, D) feature vectors, got shape {tuple(t.shape)}")
-    return t
+def _features(a: Any, b: Any, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both feature sets of a distance as float64 ``(N, D)`` tensors, checked once for every metric.
+
+    Each set must be ``(N >= 2, D)`` and finite, and the two must share ``D``. Only the Fréchet distance checked
+    ``D`` (the MMDs failed with raw MONAI / torch shape errors), and none checked finiteness: a NaN feature gave a
+    SciPy ``sqrtm`` internal error or a silent NaN in a results table.
+    """
+    out = []
+    for what, x in (("a", a), ("b", b)):
+        t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if t.is_complex() or t.dtype == torch.bool:
+            raise MedganError(f"{metric}: set {what} must hold real feature values, got {t.dtype}")
+        t = t.to(torch.float64)
+        if t.ndim != 2 or t.shape[0] < 2:
+            raise MedganError(f"{metric}: set {what}: expected (N >= 2, D) feature vectors, got shape {tuple(t.shape)}")
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            rows = int(bad.any(dim=1).sum())
+            raise MedganError(
+                f"{metric}: set {what} holds NaN or infinite features ({int(bad.sum())} value(s) in {rows} of its "
+                f"{t.shape[0]} vectors); drop or fix those items"
+            )
+        out.append(t)
+    fa, fb = out
+    if fa.shape[1] != fb.shape[1]:
+        raise MedganError(f"{metric}: feature sizes differ: {fa.shape[1]} (set a) and {fb.shape[1]} (set b)")
+    return fa, fb
 
 
 def frechet_distance(a: Any, b: Any) -> float:
@@ -54,12 +75,16 @@ def frechet_distance(a: Any, b: Any) -> float:
     -------
     float
         ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``; 0 for identical sets (up to round-off).
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        A set that is not ``(N >= 2, D)``, holds NaN / infinite values, or has another ``D`` than the other set
+        (the message names the set).
     """
     from monai.metrics import FIDMetric
 
-    fa, fb = _features(a, "a"), _features(b, "b")
-    if fa.shape[1] != fb.shape[1]:
-        raise MedganError(f"feature sizes differ: {fa.shape[1]} and {fb.shape[1]}")
+    fa, fb = _features(a, b, "frechet_distance")
     if fa.shape[1] == 1:  # MONAI squeezes a 1 x 1 covariance to 0-d and cannot multiply it: same formula here
         return max(_frechet_scipy(fa.numpy(), fb.numpy()), 0.0)
     try:
@@ -94,10 +119,16 @@ def linear_mmd(a: Any, b: Any, *, seed: int = 0) -> float:
         ``(N_a, D)`` and ``(N_b, D)`` feature vectors.
     seed
         Seed of the subsampling.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        A set that is not ``(N >= 2, D)``, holds NaN / infinite values, or has another ``D`` than the other set
+        (the message names the set).
     """
     from monai.metrics import MMDMetric
 
-    fa, fb = _features(a, "a"), _features(b, "b")
+    fa, fb = _features(a, b, "linear_mmd")
     n = min(fa.shape[0], fb.shape[0])
     rng = np.random.default_rng(seed)
     if fa.shape[0] > n:
@@ -119,8 +150,14 @@ def kernel_distance(a: Any, b: Any, *, degree: int = 3) -> float:
         ``(N_a, D)`` and ``(N_b, D)`` feature vectors.
     degree
         Polynomial degree.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        A set that is not ``(N >= 2, D)``, holds NaN / infinite values, or has another ``D`` than the other set
+        (the message names the set).
     """
-    fa, fb = _features(a, "a"), _features(b, "b")
+    fa, fb = _features(a, b, "kernel_distance")
     d = fa.shape[1]
 
     def k(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -160,7 +197,7 @@ def nearest_neighbour(
     Raises
     ------
     medgan.errors.MedganError
-        An unknown ``metric``, no reference items, or items of other sizes.
+        An unknown ``metric``, no reference items, items of other sizes, or NaN / infinite values.
     """
     if metric not in ("rmse", "l2"):
         raise MedganError(f"metric must be 'rmse' or 'l2', got {metric!r}")
@@ -169,6 +206,12 @@ def nearest_neighbour(
     q, r = (torch.as_tensor(x.reshape(len(x), math.prod(x.shape[1:]))) for x in (q, r))
     if q.shape[1] != r.shape[1] or not len(r):
         raise MedganError(f"queries {tuple(q.shape)} and reference {tuple(r.shape)} do not match")
+    for what, x in (("query", q), ("reference", r)):  # a NaN item gave NaN distances (or a wrong nearest item)
+        bad = ~torch.isfinite(x).all(dim=1)
+        if bad.any():
+            raise MedganError(
+                f"nearest_neighbour: {int(bad.sum())} of the {x.shape[0]} {what} items hold NaN or infinite values"
+            )
     dist, index = [], []
     for start in range(0, q.shape[0], chunk):
         dmat = torch.cdist(q[start : start + chunk], r)
@@ -197,11 +240,21 @@ def memorisation_summary(synthetic_nn: Any, real_nn: Any) -> dict[str, float]:
         ``median_synthetic``, ``median_real``, ``ratio`` (median synthetic / median real: well below 1 suggests
         copying), ``frac_below_real_min`` (fraction of synthetic images nearer to a training image than any
         held-out real image is) and ``min_synthetic``.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        No synthetic or no real distance, or a NaN / infinite distance.
     """
     s = np.asarray(synthetic_nn, dtype=np.float64).ravel()
     r = np.asarray(real_nn, dtype=np.float64).ravel()
     if not len(s) or not len(r):
         raise MedganError("memorisation_summary needs at least one synthetic and one real distance")
+    for what, x in (("synthetic_nn", s), ("real_nn", r)):  # a NaN distance made the median and ratio NaN silently
+        if not np.isfinite(x).all():
+            raise MedganError(
+                f"memorisation_summary: {what} holds {int((~np.isfinite(x)).sum())} NaN or infinite distance(s)"
+            )
     med_r = float(np.median(r))
     return {
         "median_synthetic": float(np.median(s)),

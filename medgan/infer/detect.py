@@ -17,6 +17,8 @@ without them :func:`detect_synthetic` raises :class:`~medgan.errors.CheckpointEr
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgan._args import is_int
+from medgan._args import as_float, as_int, is_int
 from medgan.data.normalize import fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, _read_checkpoint, load_checkpoint, model_task, save_checkpoint
@@ -33,6 +35,8 @@ from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, resolve_model_path
 from medgan.io.scan import ScanLike, load_if_path, scan_array
 from medgan.models.registry import build_detector
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SyntheticDetector", "train_detector", "detect_synthetic", "DEFAULT_DETECTOR", "prepare_slices"]
 
@@ -195,10 +199,45 @@ def train_detector(
     medgan.infer.checkpoint.Checkpoint
         The verified checkpoint read back from ``path``; ``metadata["training_data"]`` holds the counts and
         accuracies.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        ``val_fraction`` outside ``[0, 1)`` or one that leaves a class without a training slice, ``epochs`` or
+        ``batch_size`` not an integer >= 1, ``lr`` not a finite positive number, ``path`` not a ``.safetensors``
+        file, slices of different shapes, or a class with no non-constant slice.
+
+    Notes
+    -----
+    Constant (empty) slices are skipped with a logged warning, as :func:`detect_synthetic` skips them when scoring;
+    a detector whose training accuracy stays at chance (e.g. the same slices given as both classes) is written,
+    with a logged warning that it cannot tell the classes apart.
     """
-    real, fake = prepare_slices(real_slices), prepare_slices(fake_slices)
+    # checked before any work: a negative val_fraction made perm[-k:] the training set and reported an accuracy on
+    # a "validation" set of the rest; 0 batches, NaN lr or 1.0 failed later with raw library errors
+    val_fraction = as_float(val_fraction, "val_fraction")
+    if not 0.0 <= val_fraction < 1.0:
+        raise MedganError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    epochs, batch_size = as_int(epochs, "epochs"), as_int(batch_size, "batch_size")
+    for what, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise MedganError(f"{what} must be >= 1, got {value}")
+    lr = as_float(lr, "lr")
+    if not (math.isfinite(lr) and lr > 0):
+        raise MedganError(f"lr must be a finite positive number, got {lr!r}")
+    if Path(path).suffix.lower() != ".safetensors":  # the file is safetensors whatever its name says
+        raise MedganError(f"{path}: a detector is written as a .safetensors file; name it <name>.safetensors")
+    real = _drop_constant(prepare_slices(real_slices), "real")
+    fake = _drop_constant(prepare_slices(fake_slices), "fake")
     if real.shape[2:] != fake.shape[2:]:
         raise MedganError(f"real and fake slices must share one shape, got {real.shape[2:]} and {fake.shape[2:]}")
+    for what, xs in (("real", real), ("fake", fake)):
+        n_val = int(round(val_fraction * xs.shape[0]))
+        if xs.shape[0] - n_val < 1:
+            raise MedganError(
+                f"val_fraction={val_fraction:g} holds out all {xs.shape[0]} {what} slice(s): no {what} slice is "
+                "left to train on; lower val_fraction or give more slices"
+            )
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(int(seed))
 
@@ -268,6 +307,17 @@ def train_detector(
         "val_accuracy": accuracy(real_val, fake_val),
         "seed": int(seed),
     }
+    # chance: always answering the larger class. A detector that does no better (no epoch learnt anything, or
+    # the two sets are alike) scores every scan near 0.5, which reads as "uncertain" rather than "broken"
+    chance = max(len(real_tr), len(fake_tr)) / (len(real_tr) + len(fake_tr))
+    if training["train_accuracy"] is not None and training["train_accuracy"] <= chance + 0.05:
+        logger.warning(
+            "%s: training accuracy %.3f is at chance (%.3f): the detector does not tell the real slices from the "
+            "fake ones (are the two sets alike? too few epochs?); its scores mean nothing",
+            path,
+            training["train_accuracy"],
+            chance,
+        )
     save_checkpoint(
         path,
         model.cpu(),
@@ -285,6 +335,27 @@ def train_detector(
     # without the model card check: a detector saved over the shipped one gets its card only after this
     # (benchmarks/synthetic_quality.py --save-detector writes it)
     return _read_checkpoint(Path(path), card_check=False)
+
+
+def _drop_constant(x: torch.Tensor, what: str) -> torch.Tensor:
+    """``x`` (``(N, 1, X, Y)``) without its constant slices, with a warning; a class with none left is refused.
+
+    :func:`detect_synthetic` does not score constant (empty) slices, so a detector trained on them learnt a
+    class from slices it never sees (an all-blank real set trained to 100 % accuracy).
+    """
+    flat = x.flatten(1)
+    keep = (flat.amax(dim=1) > flat.amin(dim=1)).nonzero().reshape(-1)
+    if len(keep) == 0:
+        raise MedganError(f"every {what} slice is constant (empty): there is nothing to train on")
+    if len(keep) < x.shape[0]:
+        logger.warning(
+            "%d of the %d %s slices are constant (empty) and skipped: detect_synthetic does not score such slices",
+            x.shape[0] - len(keep),
+            x.shape[0],
+            what,
+        )
+        x = x[keep]
+    return x
 
 
 def _acquisition_augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -254,6 +254,13 @@ def render_model_card(path: str | Path) -> str:
     ----------
     path
         A medgan checkpoint written by ``medgan train-sr`` / ``medgan train-cgan``.
+
+    Returns
+    -------
+    str
+        The card. Its "Reproduce" command is the shipped config (``medgan/pretrained/configs/<name>.yaml``) only
+        for a checkpoint in the shipped-models folder itself; any other checkpoint, even one named like a shipped
+        model, gets the training command its metadata records.
     """
     from medgan.infer.checkpoint import _read_checkpoint
 
@@ -303,13 +310,15 @@ def render_model_card(path: str | Path) -> str:
         lines += [f"| {k} | {v:.4f} |" for k, v in val.items() if isinstance(v, (int, float))]
     else:
         lines.append("not recorded")
-    # the shipped config (with the step counts of the run) reproduces it; the recorded command names
-    # wherever the config lay on the training machine
+    # a shipped model: its shipped config (with the step counts of the run) reproduces it; the recorded command
+    # names wherever the config lay on the training machine. Only for the shipped file itself: a user's model
+    # trained from a copy of the shipped config keeps its name, and its card pointed at the shipped training run
     config = PRETRAINED_DIR / "configs" / f"{name}.yaml"
+    shipped = Path(path).resolve().parent == PRETRAINED_DIR and config.is_file()
     sub = "train-cgan" if task == "synthesis" else "train-sr"
-    command = f"medgan {sub} medgan/pretrained/configs/{name}.yaml" if config.is_file() else meta.get("command")
+    command = f"medgan {sub} medgan/pretrained/configs/{name}.yaml" if shipped else meta.get("command")
     lines += ["", "## Reproduce", "", "```bash", str(command or "not recorded"), "```", ""]
-    if config.is_file() and meta.get("command"):
+    if shipped and meta.get("command"):
         lines += [f"Recorded training command: `{meta['command']}`.", ""]
     return "\n".join(lines)
 

@@ -37,14 +37,13 @@ from torch import nn
 
 from medgan._args import as_int as _as_int
 from medgan._version import __version__
-from medgan.data.labels import one_hot
+from medgan.data.labels import check_declared_labels, one_hot
 from medgan.data.normalize import Normalization, NormalizationError
 from medgan.data.synthetic_dataset import as_condition
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, resolve_model_path
-from medgan.io.nifti import label_value
 from medgan.io.scan import affine_4x4, load_if_path, make_scan
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
@@ -63,11 +62,6 @@ logger = logging.getLogger(__name__)
 _KNOWN_SCALAR_RANGES = {"slice_position": (0.0, 1.0)}
 #: the ``"slice_position"`` a single slice (a 2-D map, a one-slice volume) is generated at when none is given
 DEFAULT_SLICE_POSITION = 0.5
-
-
-def _label_name(name: Any) -> str:
-    """A label name compared case-insensitively, spaces and hyphens read as underscores ("Grey matter")."""
-    return "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
 
 
 def _classes_problem(classes: Any, num_classes: int) -> str | None:
@@ -463,37 +457,6 @@ class Synthesizer:
         recorded = (self.metadata.get("training_data") or {}).get("slice_axis")
         return int(recorded) if isinstance(recorded, int) and recorded in (0, 1, 2) else 2
 
-    def _check_declared_labels(self, meta: Mapping[str, Any], name: str) -> None:
-        """Refuse a label map whose ``meta["labels"]`` (value -> name, as :func:`medgan.data.labels.tissue_labels`
-        writes it) names a value otherwise than the model does: the map follows another labelling convention and
-        would be rendered as the wrong tissue (its white matter as the model's CSF, say)."""
-        declared = meta.get("labels")
-        if declared is None:
-            return
-        if not isinstance(declared, Mapping):
-            raise MedganError(
-                f"{name}: meta['labels'] must map label values to names, got {type(declared).__name__}; "
-                "remove it to use the map's values as they are"
-            )
-        mismatched = []
-        for key, label in declared.items():
-            try:
-                value = label_value(key)
-            except ValueError:
-                raise MedganError(
-                    f"{name}: meta['labels'] must map integer label values to names, got key {key!r}; "
-                    "remove it to use the map's values as they are"
-                ) from None
-            if value in self.labels and _label_name(label) != _label_name(self.labels[value]):
-                mismatched.append(f"{value} is {str(label)!r} in the map, {self.labels[value]!r} for the model")
-        if mismatched:
-            raise MedganError(
-                f"{name}: its labels (meta['labels']) disagree with those of model {self.model_name!r}: "
-                + "; ".join(mismatched)
-                + f". The model's labels are {self.labels}: relabel the map to them (or, when the values already "
-                "mean what the model's names say, drop meta['labels'])"
-            )
-
     # ------------------------------------------------------------------ generation
     def generate(
         self,
@@ -589,7 +552,7 @@ class Synthesizer:
             axis = _as_int(axis, "axis")
             if axis not in (0, 1, 2):
                 raise MedganError(f"axis must be 0, 1 or 2, got {axis!r}")
-        self._check_declared_labels(labels.meta, name)
+        check_declared_labels(labels.meta, self.labels, name=name, whose=f"model {self.model_name!r}")
         onehot = one_hot(labels, sorted(self.labels), name=name)  # (1, L, *spatial); raises on unknown values
         slicewise = self.spatial_dims == 2 and n_spatial == 3
         if axis is None:  # a model trained on sagittal slices generated axial ones when this defaulted to 2

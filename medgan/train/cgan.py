@@ -113,8 +113,13 @@ class CGANTrainer(Trainer):
             self.optimizers.update(opt_g=self.opt_g, opt_d=self.opt_d)
             self.schedulers["sched_g"] = self.sched_g = make_scheduler(self.opt_g, adv, n_adv)
             self.schedulers["sched_d"] = self.sched_d = make_scheduler(self.opt_d, adv, n_adv)
+        # label_names: the names the model is exported with (export below); a map declaring others is refused
         self.pairs = load_pairs(
-            data["train"], data["normalization"], label_values=self.label_values, modality=data["modality"]
+            data["train"],
+            data["normalization"],
+            label_values=self.label_values,
+            label_names=TISSUE_LABELS,
+            modality=data["modality"],
         )
         splits = [
             split_slices(
