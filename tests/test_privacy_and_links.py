@@ -194,6 +194,29 @@ def test_batch_evaluate_refuses_a_linked_report_folder(tmp_path, capsys):
     assert [r["status"] for r in read_rows(out / "manifest.jsonl")] == ["done"]
 
 
+def test_medgan_evaluate_refuses_a_linked_figures_folder(tmp_path, capsys):
+    """``medgan evaluate --out OUT`` with ``OUT/figures`` a link to another folder wrote the figures there, and its
+    clean-up of stale report figures deleted matching PNGs in the link's target. Now one line, exit 1, before any
+    file is written; the target is untouched."""
+    anat = SAMPLE / "nifti" / "nibabel" / "anatomical.nii"
+    img = nib.load(anat).slicer[8:40, 10:42]
+    ref = tmp_path / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine), ref)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "metrics.png").write_bytes(b"a user's own figure")
+    (out / "figures").symlink_to(elsewhere, target_is_directory=True)
+    args = ["evaluate", "--pred", str(ref), "--ref", str(ref), "--out", str(out)]
+    assert main(args) == 1
+    assert "figures: is a symbolic link" in capsys.readouterr().err
+    assert [p.name for p in elsewhere.iterdir()] == ["metrics.png"]
+    assert (elsewhere / "metrics.png").read_bytes() == b"a user's own figure"
+    assert not (out / "metrics.csv").exists()
+    (out / "figures").unlink()  # without the link the same command writes its report
+    assert main(args) == 0 and (out / "report.html").is_file()
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("empty", [False, True])
 def test_a_dicom_output_folder_that_is_a_link_is_refused(tmp_path, overwrite, empty):

@@ -50,6 +50,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medgan.errors import MedganError
 from medgan.eval import metrics as M
 
 __all__ = [
@@ -822,6 +823,9 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "figures").is_symlink():  # before anything is written
+        # a link planted there sent the figures elsewhere, and the clean-up below deleted PNGs in its target
+        raise MedganError(f"{out / 'figures'}: is a symbolic link; remove it (the report writes its figures there)")
     doc = build_document(ev, title=title)
     figs = build_figures(doc, getattr(ev, "montages", None))
     paths = {
