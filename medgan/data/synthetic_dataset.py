@@ -26,6 +26,7 @@ images in the units it was trained on (e.g. raw T1 values) and normalise both in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -639,6 +640,8 @@ class SyntheticAugmentedDataset(Dataset):
         self.conditions = [_merge_condition(self.condition, item.get("condition")) for item in real]
         self.cached_pairs: list[tuple[Path, Path]] = []
         self._dims: int | None = None
+        # real label maps already checked (_check_real_label): each is checked once per process, not every epoch
+        self._labels_checked: set[tuple[Any, ...]] = set()
         if self.n_synthetic and synthesizer is None:
             self.cached_pairs = self._find_cached_pairs()
         flags = np.zeros(self.length, dtype=bool)
@@ -844,14 +847,21 @@ class SyntheticAugmentedDataset(Dataset):
         a map resampled with linear interpolation, or one with an extra label, trained on fractional or unknown
         classes, while the same map in a synthetic slot was refused. The message is
         :meth:`Synthesizer.generate`'s (:func:`medgan.data.labels.one_hot`), run on the map's distinct values."""
-        name = f"real pair {j} label" + (
-            f" {label.meta['filename_or_obj']}" if label.meta.get("filename_or_obj") else ""
-        )
+        path = label.meta.get("filename_or_obj")
+        key: tuple[Any, ...] = (j,)
+        if path:  # a file rewritten since is checked again
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                key = (j, str(path), st.st_mtime_ns, st.st_size)
+        if key in self._labels_checked:  # torch.unique of a 3-D map costs about 0.2 s
+            return
+        name = f"real pair {j} label" + (f" {path}" if path else "")
         values = torch.unique(label.as_tensor().detach()).to(torch.float64)  # round() has no integer kernels
         if not bool(torch.isfinite(values).all()) or not torch.equal(values, torch.round(values)):
             raise MedganError(f"{name}: a label map must hold integer values")
         if self.synthesizer is not None:
             one_hot(values.reshape(1, -1), sorted(self.synthesizer.labels), name=name)
+        self._labels_checked.add(key)
 
     def _transform(self, index: int) -> dict[str, Any]:
         if not -self.length <= index < self.length:
