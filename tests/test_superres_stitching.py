@@ -102,6 +102,26 @@ def test_a_model_of_another_factor_than_the_recorded_degradation_is_warned_about
     assert "records a degradation" not in caplog.text and "factor_mismatch" not in same.meta["medgan"]
 
 
+def test_a_scan_degraded_in_steps_is_judged_on_every_grid_it_passed_through(t1, caplog):
+    """The warning read only the last step: a scan thinned (1, 1, 2) twice warned against the x4 through-plane
+    model, the one that restores its source grid. Undoing the last steps together is on an earlier grid and
+    passes; a factor that undoes no run of steps is warned about with the last and the total factor."""
+    from medgan.data.degrade import crop_to_multiple
+
+    hr = crop_to_multiple(t1[:, 60:100, 60:100, 60:100], 4)
+    twice = medgan.degrade(medgan.degrade(hr, (1, 1, 2)), (1, 1, 2))
+    tp = SuperResolver.from_pretrained("brain-mr-through-plane-x4", device="cpu")
+    with caplog.at_level("WARNING", logger="medgan.infer.superres"):
+        out = tp.upscale(twice, axes=(0, 1, 2))
+    assert "records" not in caplog.text and "factor_mismatch" not in out.meta["medgan"]
+    caplog.clear()
+    thinned = medgan.degrade(medgan.degrade(hr, (1, 1, 2)), (1, 1, 1))  # x4 undoes neither (1,1,1) nor (1,1,2)
+    with caplog.at_level("WARNING", logger="medgan.infer.superres"):
+        out = tp.upscale(thinned, axes=(0, 1, 2))
+    assert "(1, 1, 1) (last step) and (1, 1, 2) in all" in caplog.text
+    assert out.meta["medgan"]["factor_mismatch"] is True
+
+
 def test_full_context_makes_any_network_independent_of_the_layout(tmp_path):
     """A network that reaches further than the shipped ones (random weights): with the default half-radius context
     the layouts differed by about 5e-3 of the range; context="full" discards every prediction the window's edge can

@@ -1056,20 +1056,33 @@ class SuperResolver:
         )
 
     def _factor_mismatch(self, meta: dict[str, Any], full_factor: Sequence[int]) -> str | None:
-        """Why the output will not be on the scan's source grid, or ``None``: the scan records the factor it was
-        degraded by (``meta["degradation"]["factor"]``: :func:`medgan.degrade`, its NIfTI sidecar) and the model
-        upsamples by another (``full_factor``, per scan axis)."""
+        """Why the output will not be on any of the scan's earlier grids, or ``None``: the scan records the
+        factor(s) it was degraded by (``meta["degradation"]``: :func:`medgan.degrade`, its NIfTI sidecar; a scan
+        degraded in steps keeps the earlier steps under ``"previous"``) and the model upsamples by a factor that
+        undoes neither the last step nor the last few steps together (``full_factor``, per scan axis)."""
         record = meta.get("degradation")
         if not isinstance(record, dict) or record.get("factor") is None:
             return None
-        try:
-            recorded = parse_factor(record["factor"], len(full_factor))
-        except MedganError:  # a record this medgan cannot read says nothing either way
+        earlier = record.get("previous")
+        steps = [*(earlier if isinstance(earlier, list) else []), record]  # oldest first
+        undone = [1] * len(full_factor)
+        reachable: list[tuple[int, ...]] = []  # what undoing the last step, the last two, ... takes
+        for step in reversed(steps):
+            try:
+                factor = parse_factor(step["factor"], len(full_factor))
+            except (MedganError, KeyError, TypeError):  # a record this medgan cannot read says nothing either way
+                break
+            undone = [a * b for a, b in zip(undone, factor, strict=True)]
+            reachable.append(tuple(undone))
+        if not reachable or tuple(full_factor) in reachable:
             return None
-        if tuple(recorded) == tuple(full_factor):
-            return None
+        recorded = (
+            f"a degradation by {reachable[0]}"
+            if len(reachable) == 1
+            else f"degradations by {reachable[0]} (last step) and {reachable[-1]} in all"
+        )
         return (
-            f"the scan records a degradation by {tuple(recorded)} but {self.model_name} upsamples by "
+            f"the scan records {recorded} but {self.model_name} upsamples by "
             f"{tuple(full_factor)}; its output is not on the source grid (pick the model of that factor)"
         )
 
