@@ -249,12 +249,25 @@ def _captured_warnings(*, silence: bool) -> Iterator[list[tuple[str, int, str]]]
             lg.propagate = propagate
 
 
+def _stage_with_warnings(stage: Callable[..., Any], *args: Any) -> tuple[Any, list[tuple[str, int, str]]]:
+    """Run a GPU pipeline stage (:func:`jobs.load_stage`, a writer) in a pool worker and return its value with the
+    warnings medgan logged meanwhile, for :func:`_log_records` in the batch process: a load's or a save's
+    warnings (an ignored sidecar, a lossy cast) went to the worker's stderr only, never into ``medgan.log``."""
+    with _captured_warnings(silence=True) as warnings:
+        return stage(*args), warnings
+
+
+def _log_records(records: Sequence[tuple[str, int, str]] | None) -> None:
+    """Log, in this process, warnings a worker captured (:func:`_captured_warnings`)."""
+    for name, level, message in records or ():
+        logging.getLogger(str(name)).log(int(level), "%s", message)
+
+
 def _relogging(on_result: OnResult) -> OnResult:
     """``on_result`` that first logs, in this process, the warnings a worker's scan logged (:data:`WORKER_LOG_KEY`)."""
 
     def record(task: Task, row: dict[str, Any]) -> None:
-        for name, level, message in row.pop(WORKER_LOG_KEY, None) or ():
-            logging.getLogger(str(name)).log(int(level), "%s", message)
+        _log_records(row.pop(WORKER_LOG_KEY, None))
         on_result(task, row)
 
     return record
@@ -456,7 +469,8 @@ def run_gpu_pipeline(
                 task, started, started_at, seconds, header = saves.pop(fut)
                 try:
                     seconds["save"] = time.perf_counter() - seconds.pop("_t")
-                    fut.result()
+                    _, warnings = fut.result()
+                    _log_records(warnings)
                     row = jobs._finish(task, Path(options.out_root), started, seconds)
                 except Exception as exc:
                     row = jobs._failed(exc, task, started, seconds, (header,))
@@ -467,7 +481,8 @@ def run_gpu_pipeline(
             while todo or loads or saves:
                 while todo and len(loads) < workers:
                     task = todo.popleft()
-                    loads.append((task, pool.submit(jobs.load_stage, task), time.perf_counter(), jobs._now()))
+                    load = pool.submit(_stage_with_warnings, jobs.load_stage, task)  # its warnings come back
+                    loads.append((task, load, time.perf_counter(), jobs._now()))
                 if not loads:
                     drain(block=True)
                     continue
@@ -475,14 +490,16 @@ def run_gpu_pipeline(
                 seconds: dict[str, float] = {}
                 scan = None
                 try:
-                    scan = fut.result()
+                    scan, warnings = fut.result()
+                    _log_records(warnings)
                     seconds["load"] = time.perf_counter() - started
                     t = time.perf_counter()
                     result = compute(task, scan, options)
                     seconds["infer"] = time.perf_counter() - t
                     seconds["_t"] = time.perf_counter()
                     header = SimpleNamespace(meta={"dicom": scan.meta.get("dicom")})  # only for redacting errors
-                    saves[pool.submit(save, task, result, scan, options)] = (task, started, started_at, seconds, header)
+                    writing = pool.submit(_stage_with_warnings, save, task, result, scan, options)
+                    saves[writing] = (task, started, started_at, seconds, header)
                 except Exception as exc:
                     row = jobs._failed(exc, task, started, seconds, (scan,))
                     row.update(worker=jobs._worker(), started=started_at)
