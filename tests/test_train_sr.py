@@ -203,7 +203,7 @@ def test_exported_checkpoint_upscales_a_real_scan(trained):
     sr = SuperResolver.from_pretrained(result.model_path, device="cpu")
     assert sr.factor == (2, 2, 2)
     meta = sr.metadata
-    assert meta["command"] == f"medgan train-sr {path}"
+    assert meta["command"] == f"medgan train-sr {path.name}"  # relative to the config folder
     assert meta["steps"] == {"phase1": 40, "phase2": 4, "completed": 44}
     assert meta["degradation"]["factor"] == 2 and meta["modality"] == "MR"
     assert meta["training_data"]["train"][0].endswith("t1_crop.nii.gz")

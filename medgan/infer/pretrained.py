@@ -297,7 +297,14 @@ def render_model_card(path: str | Path) -> str:
         "## Training data and split",
         "",
         *_data_lines(data),
-        f"- degradation: `{json.dumps(meta.get('degradation') or data.get('degradation'), sort_keys=True)}`",
+    ]
+    if meta.get("paths_relative_to"):  # checkpoints exported since training paths are written relative
+        lines.append(f"- paths: relative to the training {meta['paths_relative_to']}")
+    degradation = meta.get("degradation") or data.get("degradation")
+    if degradation is not None or task == "super-resolution":
+        # a synthesis model or the synthetic-image detector learns no degradation: its card said `null`
+        lines.append(f"- degradation: `{json.dumps(degradation, sort_keys=True)}`")
+    lines += [
         f"- augmentation: `{json.dumps(meta.get('augment', data.get('augment')), sort_keys=True)}`",
         f"- steps: {json.dumps(steps, sort_keys=True)}",
         "",

@@ -41,7 +41,13 @@ import torch
 import torch.nn.functional as F
 
 from medgan.train.cgan_config import CGAN_SCHEMA, load_cgan_config, validate_cgan_config
-from medgan.train.config import resume_warn_sections
+from medgan.train.config import (
+    PATHS_RELATIVE_TO,
+    config_base,
+    exported_config,
+    relative_command,
+    resume_warn_sections,
+)
 from medgan.train.core import (
     MODEL_FILE,
     Trainer,
@@ -337,8 +343,11 @@ class CGANTrainer(Trainer):
             "completed_steps": self.step,
             "validation": self.last_metrics,
             "validation_history": [{"step": r["step"], **r["metrics"]} for r in self.val_rows],
-            "command": self.command,
-            "train_config": self.cfg,
+            # paths relative to the config's folder: the checkpoint is shared, the training machine's layout is not
+            # (the subjects above are named by their file names only)
+            "command": relative_command(self.command, config_base(self.cfg)),
+            "train_config": exported_config(self.cfg, CGAN_SCHEMA),
+            "paths_relative_to": PATHS_RELATIVE_TO,
             "world_size": self.info.world_size,
         }
         model = self.ema.module.to("cpu")

@@ -35,7 +35,9 @@ from typing import Any
 
 from medgan.errors import ConfigError
 from medgan.train.config import (
+    BASE_DIR_KEY,
     Field,
+    _base_folder,
     _check_device,
     _check_normalization,
     _check_spatial_dims,
@@ -282,12 +284,14 @@ def validate_cgan_config(
     ----------
     data, source, base_dir
         As for :func:`medgan.train.config.validate_config`: the parsed YAML (a mapping), the name used in error
-        messages (the file) and the folder that relative paths resolve against (default: the current folder).
+        messages (the file) and the folder that relative paths resolve against (default: the ``base_dir`` entry of
+        ``data``, which a validated config records, else the current folder).
 
     Returns
     -------
     dict
-        Complete, JSON-able config (``data.train`` a list of ``{image, labels}`` / ``{image, gm, wm}`` paths).
+        Complete, JSON-able config (``data.train`` a list of ``{image, labels}`` / ``{image, gm, wm}`` paths;
+        ``base_dir`` the absolute folder relative paths were resolved against).
 
     Raises
     ------
@@ -298,8 +302,8 @@ def validate_cgan_config(
     if data.get("task") == "sr":
         raise ConfigError(f"{source}: task: 'sr' is not one of cgan (a train-sr config); run it with medgan train-sr")
     _refuse_other_task(data, source, "cgan")
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    data = dict(data)
+    base = _base_folder(base_dir, data, source)
+    data = {k: v for k, v in data.items() if k != BASE_DIR_KEY}
     section = data.get("data")
     subjects = None
     if isinstance(section, Mapping) and "train" in section:
@@ -311,6 +315,7 @@ def validate_cgan_config(
     cfg["data"]["train"] = subjects
     _check_warmup(cfg, ("warmup", "adversarial"), source)
     _check_semantics(cfg, source)
+    cfg[BASE_DIR_KEY] = os.path.abspath(base)
     return _default_name(cfg, "medgan-cgan")
 
 

@@ -45,7 +45,16 @@ from typing import Any
 
 from medgan.errors import ConfigError
 
-__all__ = ["load_config", "validate_config", "read_yaml", "resume_warn_sections", "DEFAULTS", "SCHEMA", "Field"]
+__all__ = [
+    "load_config",
+    "validate_config",
+    "read_yaml",
+    "resume_warn_sections",
+    "exported_config",
+    "DEFAULTS",
+    "SCHEMA",
+    "Field",
+]
 
 _REQUIRED = object()
 
@@ -264,6 +273,111 @@ def _type_error(where: str, want: str, value: Any) -> ConfigError:
 def _resolve_path(value: str, base: Path) -> str:
     p = Path(os.path.expanduser(value))
     return str(p if p.is_absolute() else (base / p))
+
+
+#: the key of a validated config that records the (absolute) folder its relative paths were resolved against: the
+#: config file's folder, or for a mapping ``base_dir`` / the current folder. The resumable state keeps it; exported
+#: checkpoints leave it out and write their paths relative to it (:func:`exported_config`)
+BASE_DIR_KEY = "base_dir"
+
+#: what the paths in an exported checkpoint's metadata are relative to (its ``paths_relative_to`` entry); the folder
+#: itself is not written, since its absolute path is what must not leave the training machine
+PATHS_RELATIVE_TO = "config folder"
+
+
+def _base_folder(base_dir: str | os.PathLike[str] | None, data: Mapping[str, Any], src: str) -> Path:
+    """The folder relative paths resolve against: ``base_dir``, else the one a validated config recorded (it is
+    given back when a validated config is validated again, e.g. passed to ``train_sr``), else the current folder."""
+    recorded = data.get(BASE_DIR_KEY)
+    if recorded is not None and not (isinstance(recorded, str) and os.path.isabs(recorded)):
+        raise ConfigError(
+            f"{src}: {BASE_DIR_KEY}: expected an absolute folder (what validation records), got {recorded!r}"
+        )
+    if base_dir is not None:
+        return Path(base_dir)
+    return Path(recorded) if recorded is not None else Path.cwd()
+
+
+def config_base(cfg: Mapping[str, Any]) -> str:
+    """The absolute folder a validated config's relative paths were resolved against (the current folder for a
+    config validated before it was recorded)."""
+    return os.path.abspath(cfg.get(BASE_DIR_KEY) or os.getcwd())
+
+
+def relative_path(value: str, base: str | os.PathLike[str]) -> str:
+    """``value`` written relative to ``base`` (POSIX separators) when it is an absolute path; otherwise unchanged.
+
+    A :func:`medgan.data.patches.source_name` ``FOLDER#ID`` keeps its ``#ID``. Why: exported checkpoints are shared,
+    and an absolute path names the training machine's layout (home folders, user names, folders named after
+    patients). A path on another drive than ``base`` (Windows) keeps only its file name.
+    """
+    text = str(value)
+    head, sep, tail = text.partition("#")
+    if not os.path.isabs(head):
+        return text
+    try:
+        rel = os.path.relpath(head, os.path.abspath(base))
+    except ValueError:  # another drive: no relative path exists
+        rel = os.path.basename(head)
+    return Path(rel).as_posix() + sep + tail
+
+
+def relative_command(command: str | None, base: str | os.PathLike[str]) -> str | None:
+    """A recorded command line with its absolute path arguments (``/x/run.yaml``, ``--opt=/x/y``) relative to ``base``."""
+    import shlex
+
+    if not command:
+        return command
+    try:
+        tokens = shlex.split(command)
+    except ValueError:  # unbalanced quotes: split on white space, as the shell would have failed to
+        tokens = command.split()
+    out = []
+    for token in tokens:
+        key, eq, value = token.partition("=")
+        if eq and key.startswith("-"):
+            out.append(key + eq + relative_path(value, base))
+        else:
+            out.append(relative_path(token, base))
+    return shlex.join(out)
+
+
+def _relative_fields(schema: Mapping[str, Any], cfg: Mapping[str, Any], base: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        spec = schema.get(key)
+        if isinstance(spec, Field):
+            kind = spec.kind.rstrip("?")
+            if kind == "path" and isinstance(value, str):
+                value = relative_path(value, base)
+            elif kind == "paths" and isinstance(value, list):
+                value = [relative_path(v, base) for v in value]
+            elif kind == "subjects" and isinstance(value, list):  # train-cgan: {image, labels} / {image, gm, wm}
+                value = [{k: relative_path(v, base) for k, v in s.items()} for s in value]
+        elif isinstance(spec, Mapping) and isinstance(value, Mapping):
+            value = _relative_fields(spec, value, base)
+        out[key] = copy.deepcopy(value)
+    return out
+
+
+def exported_config(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated config as an exported checkpoint records it: its path fields relative to the folder they were
+    resolved against (:func:`config_base`), that folder left out (see :data:`PATHS_RELATIVE_TO`).
+
+    Parameters
+    ----------
+    cfg
+        A validated config (:func:`load_config`, :func:`medgan.train.cgan_config.load_cgan_config`).
+    schema
+        Its schema (:data:`SCHEMA` or :data:`medgan.train.cgan_config.CGAN_SCHEMA`): says which keys are paths.
+
+    Returns
+    -------
+    dict
+        A JSON-able copy; ``cfg`` is left as it is (the resumable training state keeps absolute paths).
+    """
+    base = config_base(cfg)
+    return _relative_fields(schema, {k: v for k, v in cfg.items() if k != BASE_DIR_KEY}, base)
 
 
 def _coerce(kind: str, value: Any, where: str, base: Path) -> Any:
@@ -491,7 +605,10 @@ def _default_name(cfg: dict[str, Any], fallback: str) -> dict[str, Any]:
 def _load_file(path: str | os.PathLike[str], validate: Callable[..., dict]) -> dict:
     """Read a YAML config and ``validate`` it (relative paths resolve against the file's folder)."""
     path = Path(path)
-    return validate(read_yaml(path), source=str(path), base_dir=path.parent.resolve())
+    data = read_yaml(path)
+    if isinstance(data, Mapping) and BASE_DIR_KEY in data:  # recorded by validation; a file's base is its folder
+        raise ConfigError(f"{path}: {BASE_DIR_KEY}: unknown key (relative paths resolve against this file's folder)")
+    return validate(data, source=str(path), base_dir=path.parent.resolve())
 
 
 def _discriminator_fits(disc: Mapping[str, Any], patch: list[int], batch_size: int) -> bool:
@@ -711,12 +828,14 @@ def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.P
     source
         Name used in error messages (the file).
     base_dir
-        Folder that relative paths are resolved against (default: the current folder).
+        Folder that relative paths are resolved against (default: the ``base_dir`` entry of ``data``, which a
+        validated config records, else the current folder).
 
     Returns
     -------
     dict
-        Complete, JSON-able config.
+        Complete, JSON-able config; ``base_dir`` holds the absolute folder relative paths were resolved against
+        (exported checkpoints record their paths relative to it, :func:`exported_config`).
 
     Raises
     ------
@@ -729,12 +848,13 @@ def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.P
         hint = "; run it with medgan train-cgan" if task == "cgan" else " (this schema is task: sr)"
         raise ConfigError(f"{source}: task: {task!r} is not a train-sr config{hint}")
     _refuse_other_task(data, source, "sr")
-    data = {k: v for k, v in data.items() if k != "task"}
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    base = _base_folder(base_dir, data, source)
+    data = {k: v for k, v in data.items() if k not in ("task", BASE_DIR_KEY)}
     cfg = _validate(SCHEMA, data, "", source, base)
     _check_paths(cfg, source)
     _check_warmup(cfg, ("phase1", "phase2"), source)
     _check_semantics(cfg, source)
+    cfg[BASE_DIR_KEY] = os.path.abspath(base)
     return _default_name(cfg, "medgan-sr")
 
 

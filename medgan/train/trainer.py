@@ -32,7 +32,17 @@ import numpy as np
 import torch
 
 from medgan.errors import ConfigError
-from medgan.train.config import SCHEMA, load_config, resume_warn_sections, validate_config
+from medgan.train.config import (
+    PATHS_RELATIVE_TO,
+    SCHEMA,
+    config_base,
+    exported_config,
+    load_config,
+    relative_command,
+    relative_path,
+    resume_warn_sections,
+    validate_config,
+)
 from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_jsonl, train_from_config
 from medgan.train.core import make_scheduler as _scheduler
 from medgan.train.core import set_requires_grad as _set_requires_grad
@@ -488,6 +498,8 @@ class SRTrainer(Trainer):
 
         metrics, metrics_step = validation if validation is not None else self._last_validation()
         meta = self._metadata()
+        # paths relative to the config's folder: the checkpoint is shared, the training machine's layout is not
+        base = config_base(self.cfg)
         extra = {
             "phase": phase,
             "degradation": self.cfg["degradation"],
@@ -496,14 +508,16 @@ class SRTrainer(Trainer):
             "validation": metrics,
             "validation_step": metrics_step,  # the step whose EMA scored ``validation``
             "validation_history": [{"step": r["step"], **r["metrics"]} for r in self.val_rows],
-            "command": self.command,
-            "train_config": self.cfg,
+            "command": relative_command(self.command, base),
+            "train_config": exported_config(self.cfg, SCHEMA),
+            "paths_relative_to": PATHS_RELATIVE_TO,
             "world_size": self.info.world_size,
         }
         training_data = {
-            "train": [source_name(s) for s in self.sources],
-            "val": [name for name, _ in self.val_scans],
-            "skipped": list(self.skipped),  # unusable scans in the data folders, left out: name, reason, data
+            "train": [relative_path(source_name(s), base) for s in self.sources],
+            "val": [relative_path(name, base) for name, _ in self.val_scans],
+            # unusable scans in the data folders, left out: name, reason, data
+            "skipped": [{**s, "name": relative_path(s["name"], base)} for s in self.skipped],
             "degradation": self.cfg["degradation"],
         }
         return save_checkpoint(
