@@ -46,7 +46,7 @@ from medgan.data.degrade import DegradationError, parse_factor
 from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
-from medgan.io.discover import output_slot
+from medgan.io.discover import output_slot, relative_folder
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ __all__ = [
     "baseline_predictions",
     "scan_metadata",
     "pair_scans",
+    "pair_scan_refs",
+    "location_pairs",
     "evaluate_paths",
     "resample_to",
     "field_of_view_coverage",
@@ -790,8 +792,13 @@ def _entries(root: Path) -> tuple[list[_Entry], list[str]]:
         raise MedganError(f"{root}: no such file or folder")
     if root.is_file() and root.name.lower().endswith((".nii", ".nii.gz")):
         return [_Entry(key=_strip_ext(root.name), id=_strip_ext(root.name), path=root, description=None)], []
+    return _entries_of(medgan.discover_scans(root), root)
+
+
+def _entries_of(refs: Sequence[Any], root: Path) -> tuple[list[_Entry], list[str]]:
+    """Pairing entries of discovered scans ``refs`` under ``root`` (a file or a folder); and the unusable ones."""
+    root = Path(root)
     base = root if root.is_dir() else root.parent
-    refs = medgan.discover_scans(root)
     entries, skipped = [], []
     for r in refs:
         paths = [Path(p) for p in r.paths]
@@ -822,9 +829,242 @@ def _entries(root: Path) -> tuple[list[_Entry], list[str]]:
     return entries, skipped
 
 
-#: a pairing rule for folder trees, :func:`pipelines.batch.plan.plan_evaluate`'s:
+#: a pairing rule for folder trees, as :func:`location_pairs`:
 #: ``rule(refs, ref_root, preds, pred_root, lrs, lr_root)`` -> ``[(reference, prediction or None, LR or None)]``
 PairingRule = Callable[..., Sequence[tuple[Any, Any, Any]]]
+
+
+# --------------------------------------------------------------------------- pairing by location (folder trees)
+
+
+def _names(ref: Any, rel: str) -> list[tuple[str, str]]:
+    """(rel_dir, name) keys under which a scan in folder ``rel`` may be found: its id, its file stem, its folder
+    name."""
+    keys = [(rel, ref.id)]
+    if ref.kind == "nifti" or len(ref.paths) == 1:
+        keys.append((rel, _strip_ext(Path(ref.paths[0]).name)))
+    # a DICOM series written as <id>/ by `medgan batch upscale --format dicom`: the folder is the name
+    parent = posixpath.dirname(rel) or "."
+    if ref.kind.startswith("dicom") and rel != ".":
+        keys.append((parent, posixpath.basename(rel)))
+    return keys
+
+
+class _Side:
+    """One tree's usable scans, looked at once: each scan's folder relative to the root (a file-system call, so
+    never repeated per pair) and lookups by name, by folder and by ``--format dicom`` slot."""
+
+    def __init__(self, scans: Sequence[Any], root: Path | None) -> None:
+        self.root = root
+        self._rel: dict[int, tuple[Any, str]] = {}
+        self.names: dict[tuple[str, str], list[Any]] = {}
+        self.by_folder: dict[str, list[Any]] = {}
+        self.by_slot: dict[str, list[tuple[Any, str]]] = {}
+        for scan in scans:
+            if not scan.usable:
+                continue
+            rel = self.folder(scan)
+            for key in _names(scan, rel):
+                bucket = self.names.setdefault(key, [])
+                if scan not in bucket:
+                    bucket.append(scan)
+            self.by_folder.setdefault(rel, []).append(scan)
+            slot = output_slot(scan.kind, rel)
+            if slot is not None:
+                self.by_slot.setdefault(slot, []).append((scan, rel))
+
+    def folder(self, scan: Any) -> str:
+        """:func:`relative_folder` of ``scan``, computed once per scan."""
+        known = self._rel.get(id(scan))
+        if known is None or known[0] is not scan:
+            known = self._rel[id(scan)] = (scan, relative_folder(scan, Path(self.root)))
+        return known[1]
+
+    def count(self, rel: str) -> int:
+        """Number of usable scans in folder ``rel``."""
+        return len(self.by_folder.get(rel, ()))
+
+
+def _match(ref: Any, side: _Side, other: _Side) -> Any:
+    """The scan of ``other`` paired with ``ref`` (a scan of ``side``): same folder and a shared name, else the only
+    scan of that folder, else the only ``--format dicom`` output standing for that folder
+    (:func:`medgan.io.discover.output_slot`).
+
+    Pairing by folder alone needs one scan on each side, and an output in ``<rel>/<id>/`` stands for ``<rel>`` only
+    when ``ref``'s side holds no scan in ``<rel>/<id>/`` itself (a folder named like an id, ``ses-20230105``, need
+    not be a batch output). Lookups only: the folders were computed when the sides were built.
+    """
+    rel = side.folder(ref)
+    for key in _names(ref, rel):
+        found = other.names.get(key, [])
+        if len(found) == 1:
+            return found[0]
+    if side.count(rel) != 1:
+        return None
+    same_folder = other.by_folder.get(rel, [])
+    if same_folder:  # the exact location wins over a slot
+        return same_folder[0] if len(same_folder) == 1 else None
+    # a DICOM prediction sits one folder deeper, in a folder named after its input's id (often the LR scan's, not
+    # the reference's): "no prediction found" for every scan of a --format dicom run
+    standing = [o for o, where in other.by_slot.get(rel, []) if side.count(where) == 0]
+    return standing[0] if len(standing) == 1 else None
+
+
+def location_pairs(
+    refs: Sequence[Any],
+    ref_root: Path,
+    preds: Sequence[Any],
+    pred_root: Path,
+    lrs: Sequence[Any] | None = None,
+    lr_root: Path | None = None,
+) -> list[tuple[Any, Any, Any]]:
+    """Pair scans of folder trees by location: the second half of :func:`pair_scan_refs`' rule.
+
+    A prediction pairs with a reference in the same relative folder whose name is the reference's ``ScanRef.id``
+    (what ``medgan batch upscale`` writes when its input tree mirrors the reference tree) or file stem, or, failing
+    that, when that folder holds exactly one scan on each side (or one ``--format dicom`` output standing for it).
+    Low-resolution inputs pair with the prediction the same way (the prediction's name is the LR scan's id).
+
+    Parameters
+    ----------
+    refs, preds, lrs : sequence of medgan.io.discover.ScanRef
+        Discovered scans of the reference, prediction and (optional) low-resolution trees; unusable ones pair with
+        nothing.
+    ref_root, pred_root, lr_root : pathlib.Path
+        The roots of those trees.
+
+    Returns
+    -------
+    list of tuple
+        ``(reference, prediction or None, low-resolution input or None)`` per reference, in the order of ``refs``.
+    """
+    # each scan's folder is computed once per side (a file-system call); pairing is then dictionary lookups
+    ref_side, pred_side = _Side(refs, ref_root), _Side(preds, pred_root)
+    lr_side = _Side(lrs, lr_root) if lrs is not None else None
+    found = []
+    for ref in refs:
+        pred = _match(ref, ref_side, pred_side) if ref.usable else None
+        low = _match(pred, pred_side, lr_side) if pred is not None and lr_side is not None else None
+        found.append((ref, pred, low))
+    return found
+
+
+# --------------------------------------------------------------------------- the one pairing rule
+
+
+def _pair_entries(
+    p_entries: list[_Entry], r_entries: list[_Entry], l_entries: list[_Entry] | None
+) -> tuple[list[ScanPair], list[str]]:
+    """Pair by relative location and name (:func:`pair_scans`' own rule): the pairs found and what is left."""
+
+    def match(entries: list[_Entry], others: list[_Entry]) -> tuple[dict[str, _Entry], list[_Entry]]:
+        if len(entries) == 1 and len(others) == 1:
+            return {entries[0].key: others[0]}, []
+        by_key = {o.key: o for o in others}
+        by_id = {o.id: o for o in others}
+        # a batch output is named after its input's id in the input's folder (`medgan upscale TREE OUT` writes
+        # a/t1.nii.gz's output as a/t1-<hash>.nii.gz): its key's folder and name are the reference's folder and id
+        by_place = {(posixpath.dirname(o.key), o.id): o for o in others}
+        by_folder: dict[str, list[_Entry]] = {}
+        for o in others:
+            by_folder.setdefault(o.folder, []).append(o)
+        found, missing = {}, []
+        fallback: list[tuple[_Entry, _Entry]] = []
+        for e in entries:
+            o = by_key.get(e.key) or by_id.get(e.key) or by_id.get(e.id) or by_key.get(e.id)
+            o = o or by_place.get((posixpath.dirname(e.key), posixpath.basename(e.key)))
+            if o is not None:
+                found[e.key] = o
+            elif e.slot is not None and e.folder not in by_folder and len(by_folder.get(e.slot, ())) == 1:
+                # a --format dicom batch output (<rel>/<id>/, named after its LR input's id) stands for the only
+                # scan of <rel>; a fallback, as a folder named like an id (ses-20230105) need not be one
+                fallback.append((e, by_folder[e.slot][0]))
+            else:
+                missing.append(e)
+        # the exact match wins: a reference paired by location or name is nobody's fallback, nor is one that two
+        # predictions fall back on
+        taken = {id(o) for o in found.values()}
+        claims = Counter(id(o) for _, o in fallback)
+        for e, o in fallback:
+            if id(o) in taken or claims[id(o)] > 1:
+                missing.append(e)
+            else:
+                found[e.key] = o
+        return found, missing
+
+    ref_of, no_ref = match(p_entries, r_entries)
+    used = {id(o) for o in ref_of.values()}
+    no_pred = [r for r in r_entries if id(r) not in used]
+    problems = []
+    if no_ref:
+        problems.append("predictions without a reference: " + ", ".join(str(e.path) for e in no_ref[:20]))
+    if no_pred:
+        problems.append("references without a prediction: " + ", ".join(str(e.path) for e in no_pred[:20]))
+    pairs = [ScanPair(key=e.key, pred=e, ref=ref_of[e.key]) for e in p_entries if e.key in ref_of]
+    if l_entries is not None:
+        lr_of, _ = match([pair.ref for pair in pairs], l_entries)
+        # failing that, through the prediction: a --format dicom batch output <rel>/<id>/ is named after its LR
+        # input's id, and that input lies in <rel> of the LR tree (as location_pairs pairs LR inputs)
+        by_place: dict[tuple[str, str], list[_Entry]] = {}
+        for o in l_entries:
+            by_place.setdefault((o.folder, o.id), []).append(o)
+        for pair in pairs:
+            if pair.ref.key not in lr_of and pair.pred.slot is not None:
+                found = by_place.get((pair.pred.slot, posixpath.basename(pair.pred.folder)), [])
+                if len(found) == 1:
+                    lr_of[pair.ref.key] = found[0]
+        no_lr = [pair for pair in pairs if pair.ref.key not in lr_of]
+        if no_lr:
+            problems.append("pairs without a low-resolution input: " + ", ".join(str(p.ref.path) for p in no_lr[:20]))
+        for pair in pairs:
+            pair.lr = lr_of.get(pair.ref.key)
+    return pairs, problems
+
+
+def pair_scan_refs(
+    refs: Sequence[Any],
+    ref_root: Path,
+    preds: Sequence[Any],
+    pred_root: Path,
+    lrs: Sequence[Any] | None = None,
+    lr_root: Path | None = None,
+) -> list[tuple[Any, Any, Any]]:
+    """The pairing rule of ``medgan evaluate`` and ``medgan batch evaluate``, on discovered scans.
+
+    First by relative location and name (:func:`pair_scans`' own rule: same relative path, extension ignored;
+    else a shared ``ScanRef.id``, which discovery makes unique in a tree; else a ``--format dicom`` output slot;
+    else, one scan on each side, directly). When that pairs every usable reference and prediction one to one (and
+    an LR input with each pair, given ``lrs``), those are the pairs; otherwise :func:`location_pairs` pairs each
+    reference it can. :func:`pair_scans` accepts only a pairing that leaves no scan out; ``medgan batch
+    evaluate`` scores what pairs and reports the rest.
+
+    Parameters
+    ----------
+    refs, preds, lrs : sequence of medgan.io.discover.ScanRef
+        Discovered scans of the reference, prediction and (optional) low-resolution trees.
+    ref_root, pred_root, lr_root : pathlib.Path
+        The roots of those trees (folders, or files).
+
+    Returns
+    -------
+    list of tuple
+        ``(reference, prediction or None, low-resolution input or None)`` per reference, in the order of ``refs``
+        (``(reference, None, None)`` for an unusable one).
+    """
+    p_entries, _ = _entries_of(preds, Path(pred_root))
+    r_entries, _ = _entries_of(refs, Path(ref_root))
+    l_entries = _entries_of(lrs, Path(lr_root))[0] if lrs is not None and lr_root is not None else None
+    if p_entries and r_entries and (lrs is None or l_entries):
+        pairs, problems = _pair_entries(p_entries, r_entries, l_entries)
+        if not problems:
+            of = {id(pair.ref.ref): pair for pair in pairs}
+            return [
+                (r, of[id(r)].pred.ref, of[id(r)].lr.ref if of[id(r)].lr is not None else None)
+                if id(r) in of
+                else (r, None, None)
+                for r in refs
+            ]
+    return location_pairs(refs, ref_root, preds, pred_root, lrs, lr_root)
 
 
 def _pairs_by_rule(
@@ -872,7 +1112,8 @@ def pair_scans(
 ) -> tuple[list[ScanPair], list[str]]:
     """Pair predictions with references (and low-resolution inputs) found under the given paths.
 
-    A prediction pairs with the reference at the same relative location (file extensions
+    This is :func:`pair_scan_refs`' rule (the one ``medgan batch evaluate`` pairs by), asking that every scan be
+    paired. A prediction pairs with the reference at the same relative location (file extensions
     ignored, a DICOM series keyed by its folder) or, failing that, with the reference whose
     ``ScanRef.id`` equals its name or id. A DICOM prediction (series or single file) in a folder named like a
     scan id (``medgan batch upscale --format dicom`` output, ``<rel>/<id>/``; see
@@ -883,19 +1124,21 @@ def pair_scans(
 
     A low-resolution input pairs with the reference by the same rules or, failing that, through the prediction:
     a ``--format dicom`` output ``<rel>/<id>/`` pairs with the only LR scan of ``<rel>`` whose ``ScanRef.id`` is
-    ``<id>`` (as ``medgan batch evaluate --lr`` pairs).
+    ``<id>``.
+
+    When every path is a folder and these rules leave a scan unpaired, the trees are paired by location
+    (:func:`location_pairs`), and those pairs are used when they hold every scan exactly once (and an LR input for
+    each pair, with ``lr``); otherwise the error below is raised.
 
     Parameters
     ----------
     pred, ref, lr
         Files or folders of predictions, references and (optional) low-resolution inputs.
     fallback
-        When every path is a folder and the rules above leave a scan unpaired: another pairing rule, called as
+        Another rule to use instead of :func:`location_pairs` in that last step, called as
         ``fallback(refs, ref_root, preds, pred_root, lrs, lr_root)`` with the usable scans (``ScanRef``) of each side
-        and returning ``(reference, prediction, lr)`` triples (``None`` where nothing pairs), such as
-        :func:`pipelines.batch.plan.plan_evaluate`'s rule (``medgan evaluate`` passes it, so it pairs the trees
-        ``medgan batch evaluate`` pairs). Its pairs are used when they hold every scan exactly once (and an LR
-        input for each pair, with ``lr``); otherwise the error below is raised. Keys stay the predictions'.
+        and returning ``(reference, prediction, lr)`` triples (``None`` where nothing pairs). Keys stay the
+        predictions'.
 
     Returns
     -------
@@ -916,71 +1159,10 @@ def pair_scans(
         raise UnpairedScansError(f"{pred}: no usable scan found")
     if not r_entries:
         raise UnpairedScansError(f"{ref}: no usable scan found")
-
-    def match(entries: list[_Entry], others: list[_Entry]) -> tuple[dict[str, _Entry], list[_Entry]]:
-        if len(entries) == 1 and len(others) == 1:
-            return {entries[0].key: others[0]}, []
-        by_key = {o.key: o for o in others}
-        by_id = {o.id: o for o in others}
-        # a batch output is named after its input's id in the input's folder (`medgan upscale TREE OUT` writes
-        # a/t1.nii.gz's output as a/t1-<hash>.nii.gz): its key's folder and name are the reference's folder and id
-        by_place = {(posixpath.dirname(o.key), o.id): o for o in others}
-        by_folder: dict[str, list[_Entry]] = {}
-        for o in others:
-            by_folder.setdefault(o.folder, []).append(o)
-        found, missing = {}, []
-        fallback: list[tuple[_Entry, _Entry]] = []
-        for e in entries:
-            o = by_key.get(e.key) or by_id.get(e.key) or by_id.get(e.id) or by_key.get(e.id)
-            o = o or by_place.get((posixpath.dirname(e.key), posixpath.basename(e.key)))
-            if o is not None:
-                found[e.key] = o
-            elif e.slot is not None and e.folder not in by_folder and len(by_folder.get(e.slot, ())) == 1:
-                # a --format dicom batch output (<rel>/<id>/, named after its LR input's id) stands for the only
-                # scan of <rel>; a fallback, as a folder named like an id (ses-20230105) need not be one
-                fallback.append((e, by_folder[e.slot][0]))
-            else:
-                missing.append(e)
-        # the exact match wins: a reference paired by location or name is nobody's fallback, nor is one that two
-        # predictions fall back on
-        taken = {id(o) for o in found.values()}
-        claims = Counter(id(o) for _, o in fallback)
-        for e, o in fallback:
-            if id(o) in taken or claims[id(o)] > 1:
-                missing.append(e)
-            else:
-                found[e.key] = o
-        return found, missing
-
-    ref_of, no_ref = match(p_entries, r_entries)
-    used = {id(o) for o in ref_of.values()}
-    no_pred = [r for r in r_entries if id(r) not in used]
-    problems = []
-    if no_ref:
-        problems.append("predictions without a reference: " + ", ".join(str(e.path) for e in no_ref[:20]))
-    if no_pred:
-        problems.append("references without a prediction: " + ", ".join(str(e.path) for e in no_pred[:20]))
-    pairs = [ScanPair(key=e.key, pred=e, ref=ref_of[e.key]) for e in p_entries if e.key in ref_of]
-    if lr is not None:
-        lr_of, _ = match([pair.ref for pair in pairs], l_entries)
-        # failing that, through the prediction: a --format dicom batch output <rel>/<id>/ is named after its LR
-        # input's id, and that input lies in <rel> of the LR tree (what `medgan batch evaluate --lr` pairs by)
-        by_place: dict[tuple[str, str], list[_Entry]] = {}
-        for o in l_entries:
-            by_place.setdefault((o.folder, o.id), []).append(o)
-        for pair in pairs:
-            if pair.ref.key not in lr_of and pair.pred.slot is not None:
-                found = by_place.get((pair.pred.slot, posixpath.basename(pair.pred.folder)), [])
-                if len(found) == 1:
-                    lr_of[pair.ref.key] = found[0]
-        no_lr = [pair for pair in pairs if pair.ref.key not in lr_of]
-        if no_lr:
-            problems.append("pairs without a low-resolution input: " + ", ".join(str(p.ref.path) for p in no_lr[:20]))
-        for pair in pairs:
-            pair.lr = lr_of.get(pair.ref.key)
-    if problems and fallback is not None:
+    pairs, problems = _pair_entries(p_entries, r_entries, l_entries if lr is not None else None)
+    if problems:
         by_rule = _pairs_by_rule(
-            fallback,
+            fallback if fallback is not None else location_pairs,
             (Path(pred), Path(ref), Path(lr) if lr is not None else None),
             p_entries,
             r_entries,
@@ -988,7 +1170,6 @@ def pair_scans(
         )
         if by_rule is not None:
             return by_rule, notes
-    if problems:
         raise UnpairedScansError(
             f"cannot pair {pred} with {ref}: " + "; ".join(problems) + ". Files pair by relative path "
             "(extension ignored) or scan id; rename or move the files so each prediction has one reference."
@@ -1067,7 +1248,8 @@ def evaluate_paths(
     loader
         Function ``loader(path_or_scanref) -> MetaTensor``; default :func:`medgan.load_scan`.
     fallback
-        A pairing rule for folder trees that :func:`pair_scans`' own rules leave unpaired (see there).
+        Another rule for folder trees that :func:`pair_scans`' own rules leave unpaired (see there; default
+        :func:`location_pairs`, as ``medgan batch evaluate``).
     progress
         Called with each pair's key before it is scored.
 

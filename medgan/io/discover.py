@@ -259,6 +259,29 @@ def output_slot(kind: str, folder: str) -> str | None:
     return parent or "."
 
 
+def scan_folder(ref: ScanRef) -> Path:
+    """The folder that holds a scan's files (their common parent)."""
+    parents = {str(Path(p).parent) for p in ref.paths}
+    return Path(os.path.commonpath(sorted(parents))) if len(parents) > 1 else Path(ref.paths[0]).parent
+
+
+def relative_folder(ref: ScanRef, root: Path) -> str:
+    """Folder of ``ref`` relative to ``root`` (POSIX; ``"."`` for the root, or when ``root`` is the scan's file):
+    where batch outputs mirror a scan, and what evaluation pairs trees by."""
+    root = Path(root)
+    if root.is_file():
+        return "."
+    folder = scan_folder(ref)
+    try:
+        rel = folder.resolve().relative_to(root.resolve())
+    except ValueError:  # reached through a symbolic link out of the tree: keep the link's own path
+        try:
+            rel = folder.relative_to(root)
+        except ValueError:
+            rel = Path(folder.name)
+    return rel.as_posix() or "."
+
+
 def _file_stem(path: Path) -> str:
     return split_scan_suffix(path.name)[0]
 

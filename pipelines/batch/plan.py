@@ -15,14 +15,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.discover import ScanRef, output_slot
+from medgan.io.discover import ScanRef, relative_folder, scan_folder
 from medgan.io.nifti import split_scan_suffix
 
 __all__ = [
     "Task",
     "OUTPUT_SUFFIX",
-    "scan_folder",
-    "relative_folder",
     "safe_output_path",
     "check_roots",
     "inside_output",
@@ -68,28 +66,6 @@ class Task:
     outputs: tuple[str, ...] = ()
     others: dict[str, Any] = field(default_factory=dict, compare=False)
     reason: str | None = None
-
-
-def scan_folder(ref: ScanRef) -> Path:
-    """The folder that holds a scan's files (their common parent)."""
-    parents = {str(p.parent) for p in ref.paths}
-    return Path(os.path.commonpath(sorted(parents))) if len(parents) > 1 else Path(ref.paths[0]).parent
-
-
-def relative_folder(ref: ScanRef, root: Path) -> str:
-    """Folder of ``ref`` relative to ``root`` (POSIX; ``"."`` for the root, or when ``root`` is the scan's file)."""
-    root = Path(root)
-    if root.is_file():
-        return "."
-    folder = scan_folder(ref)
-    try:
-        rel = folder.resolve().relative_to(root.resolve())
-    except ValueError:  # reached through a symbolic link out of the tree: keep the link's own path
-        try:
-            rel = folder.relative_to(root)
-        except ValueError:
-            rel = Path(folder.name)
-    return rel.as_posix() or "."
 
 
 def _input_label(ref: ScanRef, root: Path) -> str:
@@ -241,84 +217,7 @@ def plan_synthesize(
     return _plan_outputs(refs, in_root, out_root, job="synthesize", fmt=fmt, stems=[synth_stem(k) for k in range(n)])
 
 
-# --------------------------------------------------------------------------- evaluate: pairing
-
-
-def _stem(ref: ScanRef) -> str:
-    return split_scan_suffix(Path(ref.paths[0]).name)[0]
-
-
-def _names(ref: ScanRef, rel: str) -> list[tuple[str, str]]:
-    """(rel_dir, name) keys under which a scan in folder ``rel`` may be found: its id, its file stem, its folder
-    name."""
-    keys = [(rel, ref.id)]
-    if ref.kind == "nifti" or len(ref.paths) == 1:
-        keys.append((rel, _stem(ref)))
-    # a DICOM series written as <id>/ by `medgan batch upscale --format dicom`: the folder is the name
-    parent = PurePosixPath(rel)
-    if ref.kind.startswith("dicom") and rel != ".":
-        keys.append((parent.parent.as_posix() or ".", parent.name))
-    return keys
-
-
-class _Side:
-    """One tree's usable scans, looked at once: each scan's folder relative to the root (a file-system call, so
-    never repeated per pair) and lookups by name, by folder and by ``--format dicom`` slot."""
-
-    def __init__(self, scans: Sequence[ScanRef], root: Path | None) -> None:
-        self.root = root
-        self._rel: dict[int, tuple[ScanRef, str]] = {}
-        self.names: dict[tuple[str, str], list[ScanRef]] = {}
-        self.by_folder: dict[str, list[ScanRef]] = {}
-        self.by_slot: dict[str, list[tuple[ScanRef, str]]] = {}
-        for scan in scans:
-            if not scan.usable:
-                continue
-            rel = self.folder(scan)
-            for key in _names(scan, rel):
-                bucket = self.names.setdefault(key, [])
-                if scan not in bucket:
-                    bucket.append(scan)
-            self.by_folder.setdefault(rel, []).append(scan)
-            slot = output_slot(scan.kind, rel)
-            if slot is not None:
-                self.by_slot.setdefault(slot, []).append((scan, rel))
-
-    def folder(self, scan: ScanRef) -> str:
-        """:func:`relative_folder` of ``scan``, computed once per scan."""
-        known = self._rel.get(id(scan))
-        if known is None or known[0] is not scan:
-            known = self._rel[id(scan)] = (scan, relative_folder(scan, Path(self.root)))
-        return known[1]
-
-    def count(self, rel: str) -> int:
-        """Number of usable scans in folder ``rel``."""
-        return len(self.by_folder.get(rel, ()))
-
-
-def _match(ref: ScanRef, side: _Side, other: _Side) -> ScanRef | None:
-    """The scan of ``other`` paired with ``ref`` (a scan of ``side``): same folder and a shared name, else the only
-    scan of that folder, else the only ``--format dicom`` output standing for that folder
-    (:func:`medgan.io.discover.output_slot`).
-
-    Pairing by folder alone needs one scan on each side, and an output in ``<rel>/<id>/`` stands for ``<rel>`` only
-    when ``ref``'s side holds no scan in ``<rel>/<id>/`` itself (a folder named like an id, ``ses-20230105``, need
-    not be a batch output). Lookups only: the folders were computed when the sides were built.
-    """
-    rel = side.folder(ref)
-    for key in _names(ref, rel):
-        found = other.names.get(key, [])
-        if len(found) == 1:
-            return found[0]
-    if side.count(rel) != 1:
-        return None
-    same_folder = other.by_folder.get(rel, [])
-    if same_folder:  # the exact location wins over a slot
-        return same_folder[0] if len(same_folder) == 1 else None
-    # a DICOM prediction sits one folder deeper, in a folder named after its input's id (often the LR scan's, not
-    # the reference's): "no prediction found" for every scan of a --format dicom run
-    standing = [o for o, where in other.by_slot.get(rel, []) if side.count(where) == 0]
-    return standing[0] if len(standing) == 1 else None
+# --------------------------------------------------------------------------- evaluate
 
 
 def plan_evaluate(
@@ -333,37 +232,32 @@ def plan_evaluate(
 ) -> list[Task]:
     """Pair every reference scan with a prediction (and a low-resolution input); one task per reference.
 
-    A prediction pairs with a reference in the same relative folder whose name is the reference's
-    ``ScanRef.id`` (what ``medgan batch upscale`` writes when its input tree mirrors the reference tree)
-    or the reference's file stem, or, failing that, when that folder holds exactly one scan on each side.
-    Low-resolution inputs pair with the prediction the same way (the prediction's name is the LR scan's id).
+    The pairing is :func:`medgan.eval.compare.pair_scan_refs`, the rule ``medgan evaluate`` pairs by too; this
+    adds what is batch-specific: a task per reference (those that pair with nothing, or are unusable, get a
+    ``reason`` and are reported, not run), its relative folder and input label for the manifest, and montages.
 
     Parameters
     ----------
     montages
         The first ``montages`` paired references (sorted by id) get a montage figure (an output file).
     """
-    # each scan's folder is computed once per side (a file-system call); pairing is then dictionary lookups
-    ref_side, pred_side = _Side(refs, ref_root), _Side(preds, pred_root)
-    lr_side = _Side(lrs, lr_root) if lrs is not None else None
+    from medgan.eval.compare import pair_scan_refs
+
     tasks = []
     n_montage = 0
-    for ref in refs:
-        rel_dir = ref_side.folder(ref)
+    for ref, pred, low in pair_scan_refs(refs, ref_root, preds, pred_root, lrs, lr_root):
+        rel_dir = relative_folder(ref, ref_root)
         reason, others = None, {}
         if not ref.usable:
             reason = ref.reason or "not usable"
+        elif pred is None:
+            reason = f"no prediction found under {pred_root} for {rel_dir}/{ref.id}"
         else:
-            pred = _match(ref, ref_side, pred_side)
-            if pred is None:
-                reason = f"no prediction found under {pred_root} for {rel_dir}/{ref.id}"
-            else:
-                others["pred"] = pred
-                if lr_side is not None:
-                    low = _match(pred, pred_side, lr_side)
-                    if low is None:
-                        reason = f"no low-resolution input found under {lr_root} for {rel_dir}/{ref.id}"
-                    others["lr"] = low
+            others["pred"] = pred
+            if lrs is not None:
+                if low is None:
+                    reason = f"no low-resolution input found under {lr_root} for {rel_dir}/{ref.id}"
+                others["lr"] = low
         outputs: tuple[str, ...] = ()
         if reason is None and n_montage < montages:
             name = f"{ref.id}.png"

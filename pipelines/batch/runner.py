@@ -649,8 +649,9 @@ def run_upscale(
         of the run's settings.
     axes
         A 2-D model on volumes: the two scan axes to upsample (``axes`` of :meth:`medgan.SuperResolver.upscale`;
-        ``None``: 0 and 1). Given, it is part of the run's settings (a rerun with other axes redoes the scans) and
-        recorded in each manifest row and output sidecar.
+        ``None``: 0 and 1); a 3-D model: ``(0, 1, 2)``, its axes are each scan's as they stand (as for one file,
+        without the check that the scan's slice axis is the model's). Given, it is part of the run's settings (a
+        rerun with other axes redoes the scans) and recorded in each manifest row and output sidecar.
 
     Returns
     -------
@@ -659,10 +660,10 @@ def run_upscale(
     Raises
     ------
     MedganError
-        Unknown window layout, ``axes`` that are not two different axes out of 0, 1, 2 or given with a model
-        that is not 2-D, missing input, unknown or broken model, output folder inside the input or
-        impossible to create, unreachable Dask scheduler, another run holding the output folder. Nothing is
-        written then (except the output folder itself).
+        Unknown window layout, ``axes`` that are neither two different axes out of 0, 1, 2 (refused for a model
+        that is not 2-D) nor ``(0, 1, 2)`` (refused for a model that is not 3-D), missing input, unknown or broken
+        model, output folder inside the input or impossible to create, unreachable Dask scheduler, another run
+        holding the output folder. Nothing is written then (except the output folder itself).
     """
     typed_root, out_root = Path(in_root), Path(out_root)
     in_root = typed_root.absolute()  # task paths must not depend on the working directory (Dask workers)
@@ -676,10 +677,7 @@ def run_upscale(
     from medgan.infer.superres import SuperResolver
 
     resolver = SuperResolver.from_pretrained(model_text, device=device, precision=precision)
-    if axes is not None and resolver.spatial_dims != 2:
-        raise MedganError(
-            f"{model}: axes (--axes) are for a 2-D model applied to volumes; this model is {resolver.spatial_dims}-D"
-        )
+    _check_axes_fit_model(axes, model, resolver.spatial_dims)
     options = jobs.UpscaleOptions(
         model=model_text,
         model_sha256=resolver.sha256,
@@ -761,21 +759,40 @@ def _upscale_settings(
     return settings
 
 
-def _check_axes(axes: Sequence[int] | None) -> tuple[int, int] | None:
-    """``axes`` of an upscale run as a tuple, or :class:`MedganError` unless two different axes out of 0, 1, 2."""
+def _check_axes(axes: Sequence[int] | None) -> tuple[int, ...] | None:
+    """``axes`` of an upscale run as a tuple, or :class:`MedganError` unless two different axes out of 0, 1, 2 (a
+    2-D model) or ``(0, 1, 2)`` (a 3-D model: its axes are the scan's as they stand); which fits the model is
+    checked once it is loaded (:func:`_check_axes_fit_model`)."""
     if axes is None:
         return None
     try:
         values = tuple(axes)
     except TypeError:
         values = ()
-    if (
-        len(values) != 2
-        or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) and 0 <= a <= 2 for a in values)
-        or values[0] == values[1]
+    if not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) and 0 <= a <= 2 for a in values) or (
+        len(set(values)) != len(values) or (len(values) != 2 and values != (0, 1, 2))
     ):
-        raise MedganError(f"axes must be two different scan axes out of 0, 1, 2, got {axes!r}")
-    return (int(values[0]), int(values[1]))
+        raise MedganError(
+            f"axes must be two different scan axes out of 0, 1, 2 (a 2-D model) or 0, 1, 2 (a 3-D model), got {axes!r}"
+        )
+    return tuple(int(a) for a in values)
+
+
+def _check_axes_fit_model(axes: tuple[int, ...] | None, model: Any, spatial_dims: int) -> None:
+    """Refuse ``axes`` that do not fit the loaded model, before anything is written: two axes are for a 2-D model
+    applied to volumes, ``(0, 1, 2)`` for a 3-D model (what :meth:`medgan.SuperResolver.upscale` takes)."""
+    if axes is None:
+        return
+    if len(axes) == 2 and spatial_dims != 2:
+        raise MedganError(
+            f"{model}: axes (--axes) {','.join(map(str, axes))} are for a 2-D model applied to volumes; this model "
+            f"is {spatial_dims}-D (a 3-D model takes only --axes 0,1,2: the scan's axes as they stand)"
+        )
+    if len(axes) == 3 and spatial_dims != 3:
+        raise MedganError(
+            f"{model}: axes (--axes) 0,1,2 are for a 3-D model (its axes are the scan's as they stand); this model "
+            f"is {spatial_dims}-D: give the two scan axes it upsamples, e.g. --axes 0,1"
+        )
 
 
 def _outside_output(refs: Sequence[Any], root: Path, out_root: Path, what: str) -> tuple[list, list[str]]:
@@ -994,9 +1011,10 @@ def run_evaluate(
 ) -> BatchResult:
     """Score a prediction tree against a reference tree; per-scan metrics go into the manifest, then the report.
 
-    Pairing is :func:`pipelines.batch.plan.plan_evaluate` (same relative folder; the prediction is named after the
-    reference's or the LR scan's id, or its file stem). The report (``metrics.csv``, ``metrics.json``,
-    ``summary.csv``, ``paired.csv``, ``report.md``, ``report.html``, figures) is written by
+    Pairing is :func:`medgan.eval.compare.pair_scan_refs` (through :func:`pipelines.batch.plan.plan_evaluate`), the
+    rule ``medgan evaluate`` pairs by: same relative path or scan id, else same relative folder (the prediction
+    named after the reference's or the LR scan's id, or its file stem). The report (``metrics.csv``,
+    ``metrics.json``, ``summary.csv``, ``paired.csv``, ``report.md``, ``report.html``, figures) is written by
     :func:`medgan.eval.report.write_report` into ``out_root/report`` from every done or skipped row.
 
     Returns

@@ -15,6 +15,7 @@ __all__ = [
     "overlap_fraction",
     "factor_list",
     "axes_pair",
+    "scan_axes",
     "class_condition",
     "add_windows_option",
     "add_precision_option",
@@ -90,6 +91,25 @@ def axes_pair(text: str) -> tuple[int, int]:
     if len(values) != 2 or len(set(values)) != 2 or not all(0 <= v <= 2 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: give two different axes out of 0, 1, 2")
     return values  # type: ignore[return-value]
+
+
+def scan_axes(text: str) -> tuple[int, ...]:
+    """``--axes`` of ``medgan upscale`` / ``medgan batch upscale``: two different scan axes out of 0, 1, 2 (a 2-D
+    model on a volume), or ``0,1,2`` (a 3-D model: the model's axes are the scan's as they stand, ``axes=(0, 1, 2)``
+    of :meth:`medgan.SuperResolver.upscale`).
+
+    Which form fits which model is checked once the model is loaded (the parser does not know it yet).
+    """
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if values == (0, 1, 2) or (len(values) == 2 and len(set(values)) == 2 and all(0 <= v <= 2 for v in values)):
+        return values
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: give two different axes out of 0, 1, 2 (a 2-D model), or 0,1,2 (a 3-D model: the axes as they "
+        "stand)"
+    )
 
 
 def class_condition(text: str) -> int | str:

@@ -5,7 +5,8 @@
 derived DICOM series folder ``<folder>/<scan id>/`` with ``--format dicom``); the sliding windows are the
 fewest, largest that tile each scan (``--windows fit``, the default) or the checkpoint's (``--windows
 checkpoint``); a rerun with another layout redoes the scans. ``--axes A,B`` picks the scan axes a 2-D model
-upsamples in each volume (default 0,1); a rerun with other axes redoes the scans.
+upsamples in each volume (default 0,1); ``--axes 0,1,2`` tells a 3-D model that its axes are each scan's as they
+stand (as ``medgan upscale FILE --axes 0,1,2``); a rerun with other axes redoes the scans.
 
 ``medgan batch evaluate PRED_ROOT REF_ROOT OUT_ROOT [--lr LR_ROOT]`` scores every prediction against its
 reference: per-scan metrics go into the manifest, the evaluation report into ``OUT_ROOT/report``.
@@ -28,11 +29,11 @@ import sys
 from pipelines.commands._args import (
     add_precision_option,
     add_windows_option,
-    axes_pair,
     non_negative_int,
     overlap_fraction,
     positive_float,
     positive_int,
+    scan_axes,
 )
 
 __all__ = ["add_parser", "run", "add_common_options"]
@@ -101,10 +102,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_precision_option(up)
     up.add_argument(
         "--axes",
-        type=axes_pair,
+        type=scan_axes,
         default=None,
-        metavar="A,B",
-        help="2-D model on volumes: the two scan axes to upsample (default 0,1)",
+        metavar="A,B|0,1,2",
+        help=(
+            "2-D model on volumes: the two scan axes to upsample (default 0,1); 3-D model: 0,1,2 upscales each "
+            "scan's axes as they stand (a thick-slice scan whose slices do not run along the model's slice axis)"
+        ),
     )
     add_common_options(up)
     up.set_defaults(func=run)

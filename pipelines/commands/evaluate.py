@@ -1,8 +1,8 @@
 """``medgan evaluate --pred P --ref R [--lr L] --out DIR``: score predictions against references.
 
 Pairs predictions with references by relative path (extensions ignored; a DICOM
-series is keyed by its folder) or by scan id (folder trees that leave unpaired are paired
-as ``medgan batch evaluate`` pairs them, :func:`batch_pairing`), scores each pair with
+series is keyed by its folder) or by scan id, else by folder (folder trees): the one rule
+:func:`medgan.eval.compare.pair_scan_refs` that ``medgan batch evaluate`` pairs by too, scores each pair with
 :func:`medgan.evaluate` (and, with ``--lr``, the nearest / linear / cubic
 interpolation baselines of the same low-resolution input), and writes into DIR:
 ``metrics.csv``, ``metrics.json`` (versioned schema), ``summary.csv``,
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipelines.commands._args import non_negative_int, positive_float
 
-__all__ = ["add_parser", "batch_pairing", "run"]
+__all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -87,30 +87,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def batch_pairing(refs, ref_root, preds, pred_root, lrs=None, lr_root=None) -> list[tuple]:
-    """``medgan batch evaluate``'s pairing rule (:func:`pipelines.batch.plan.plan_evaluate`) as triples.
-
-    ``medgan evaluate`` falls back on it for folder trees its own rule leaves unpaired (a reference tree of DICOM
-    series, LR files named ``.nii`` beside ``.nii.gz`` predictions), so the two commands pair the same trees.
-
-    Parameters
-    ----------
-    refs, preds, lrs : sequence of medgan.io.discover.ScanRef
-        Usable scans of the reference, prediction and (optional) low-resolution trees.
-    ref_root, pred_root, lr_root : pathlib.Path
-        The roots of those trees.
-
-    Returns
-    -------
-    list of tuple
-        ``(reference, prediction or None, low-resolution input or None)`` per reference.
-    """
-    from pipelines.batch.plan import plan_evaluate
-
-    tasks = plan_evaluate(refs, ref_root, preds, pred_root, lrs, lr_root, montages=0)
-    return [(t.ref, t.others.get("pred"), t.others.get("lr")) for t in tasks]
-
-
 def run(args: argparse.Namespace) -> int:
     from medgan.errors import EvaluationError, MedganError
     from medgan.eval.compare import check_method_name
@@ -166,7 +142,6 @@ def _score_and_report(args: argparse.Namespace, out: Path) -> int:
         command="medgan evaluate",
         max_montages=args.max_montages,
         progress=lambda key: log.info("scoring %s", key),
-        fallback=batch_pairing,
     )
     try:
         paths = write_report(ev, out, title=args.title)

@@ -41,6 +41,7 @@ from pipelines.commands._args import (
     overlap_fraction,
     positive_float,
     positive_int,
+    scan_axes,
 )
 
 logger = logging.getLogger(__name__)
@@ -123,18 +124,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _axes(text: str) -> tuple[int, ...]:
-    """``--axes``: two different scan axes out of 0, 1, 2 (a 2-D model on a volume), or ``0,1,2`` (a 3-D model: the
-    model's axes are the scan's as they stand, ``axes=(0, 1, 2)`` of :meth:`medgan.SuperResolver.upscale`)."""
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if values == (0, 1, 2) or (len(values) == 2 and len(set(values)) == 2 and all(0 <= v <= 2 for v in values)):
-        return values
-    raise argparse.ArgumentTypeError(
-        f"{text!r}: give two different axes out of 0, 1, 2 (a 2-D model), or 0,1,2 (a 3-D model: the axes as they "
-        "stand)"
-    )
+    """``--axes``: :func:`pipelines.commands._args.scan_axes` (shared with ``medgan batch upscale``)."""
+    return scan_axes(text)
 
 
 def _is_the_scan(ref, folder) -> bool:
@@ -157,7 +148,7 @@ def _is_the_scan(ref, folder) -> bool:
     import os
     from pathlib import Path
 
-    from pipelines.batch.plan import scan_folder
+    from medgan.io.discover import scan_folder
 
     if not str(ref.kind).startswith("dicom"):
         return False
