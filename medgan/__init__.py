@@ -8,10 +8,27 @@ The public API (see ``docs/API.md``) is importable from here. Heavy submodules
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medgan import errors
 from medgan._version import __version__
+
+if TYPE_CHECKING:
+    # Seen only by type checkers and IDEs, so they get the real signatures
+    # instead of ``Any`` from ``__getattr__``; at runtime the names stay lazy.
+    # ``x as x``: an explicit re-export (PEP 484). Keep in step with ``_LAZY`` below.
+    from medgan.data.degrade import degrade as degrade
+    from medgan.data.degrade import interpolate as interpolate
+    from medgan.eval.metrics import evaluate as evaluate
+    from medgan.infer.adapt import adapt_to_scan as adapt_to_scan
+    from medgan.infer.detect import detect_synthetic as detect_synthetic
+    from medgan.infer.pretrained import list_pretrained as list_pretrained
+    from medgan.infer.superres import SuperResolver as SuperResolver
+    from medgan.infer.synthesis import Synthesizer as Synthesizer
+    from medgan.io.discover import ScanRef as ScanRef
+    from medgan.io.discover import discover_scans as discover_scans
+    from medgan.io.load import load_scan as load_scan
+    from medgan.io.save import save_scan as save_scan
 
 # public name -> module that defines it
 _LAZY = {

@@ -473,11 +473,13 @@ def test_a_single_slice_defaults_to_mid_volume_with_a_warning(shipped, mni, capl
     real = t1[0, :, :, 90].numpy()
     bottom = shipped.generate(labels[:, :, :, 90], seed=3, condition={"scalar": 0.0})[0].numpy()
     assert np.abs(plain[0].numpy() - real).mean() < np.abs(bottom - real).mean()
-    # two or more slices still default to k / (S - 1), without the warning
+    # two or more slices still default to k / (S - 1), without the single-slice warning; so thin a slab is
+    # warned about as a slab the positions are spread over
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="medgan"):
         two = shipped.generate(labels[:, :, :, 90:92], seed=3)
-    assert two.meta["medgan"]["condition"]["scalar"] == "slice_position" and not caplog.text
+    assert two.meta["medgan"]["condition"]["scalar"] == "slice_position"
+    assert "no relative slice position" not in caplog.text and "spread over the given slab" in caplog.text
 
 
 def test_a_condition_that_is_not_a_dict_is_a_medgan_error(shipped, mni):

@@ -56,8 +56,13 @@ __all__ = [
     "cache_names",
     "cache_key",
     "Provenance",
+    "REAL_PROVENANCE",
     "as_condition",
 ]
+
+#: ``meta["medgan"]`` of a real item's image and label (a synthetic item's holds its generator's record, with
+#: ``"synthetic": True``), so every item of a mixed batch keeps the key through collation and ``decollate_batch``
+REAL_PROVENANCE: Mapping[str, Any] = {"task": "real", "synthetic": False}
 
 #: largest difference (mm) between the RAS+ affines of an item's image and label, as ``medgan.evaluate`` allows
 _AFFINE_ATOL_MM = 1e-3
@@ -349,6 +354,10 @@ def _clean(scan: MetaTensor, *, synthetic: bool, source: str, modality: str | No
         # what generated it (model, seed, condition, deformation): dropping it made a saved synthetic item an
         # unmarked image. JSON-normalised (tuples -> lists), as a cached pair's sidecar gives it back.
         meta["medgan"] = Provenance(json.loads(json.dumps(prov, default=_json_default)))
+    elif not synthetic:
+        # a real item's record, in the synthetic items' structure: MONAI's collate keeps only the meta keys all items
+        # share, so a batch mixing real and synthetic items lost meta["medgan"] for every item after decollate_batch
+        meta["medgan"] = Provenance(REAL_PROVENANCE)
     return make_scan(data, np.asarray(scan.affine, dtype=np.float64), meta)
 
 
@@ -530,30 +539,47 @@ class SyntheticAugmentedDataset(Dataset):
     generated image and a deformed label also carry their provenance ``meta["medgan"]`` (model, checkpoint sha256,
     seed, condition, deformation; ``"synthetic": True``), so :func:`medgan.save_scan` of an item marks the file
     synthetic (a :class:`Provenance`: in a batch, a dict of per-item lists that ``monai.data.decollate_batch`` turns
-    back into each item's dict; left out of a batch that mixes items with and without one, as MONAI keeps only the
-    meta keys all items share). :attr:`conditions` lists the condition each real pair's synthetic items are generated
+    back into each item's dict). A real item's image and label carry :data:`REAL_PROVENANCE` (``"synthetic":
+    False``) unless the scan has a record of its own, so a batch mixing real and synthetic items keeps
+    ``meta["medgan"]`` (MONAI keeps only the meta keys all items share); decollated, a real item's record has the
+    synthetic items' other keys as ``None``. :attr:`conditions` lists the condition each real pair's synthetic items are generated
     with (the merge; ``None`` for none). Call :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot
     layout stays). The epoch lives in shared memory, so it reaches DataLoader worker processes too, persistent ones
     included (``persistent_workers=True``), with the ``fork`` and ``spawn`` start methods; call it before iterating
     the loader for that epoch.
 
-    A MONAI training loop::
+    A MONAI training loop on 2-D slices of the MNI template shipped in ``sample_data/``::
 
         import torch
         from monai.data import DataLoader
         from monai.losses import DiceCELoss
         from monai.networks.nets import UNet
-        from monai.transforms import AsDiscreted, Compose, NormalizeIntensityd
+        from monai.transforms import AsDiscreted, Compose, DivisiblePadd, NormalizeIntensityd
 
-        from medgan import Synthesizer
+        import medgan
+        from medgan.data.labels import tissue_labels
         from medgan.data.synthetic_dataset import SyntheticAugmentedDataset
+        from medgan.io.scan import take_slice
 
-        synth = Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
-        # 2-D axial slices k of (Z-slice) volumes; the model is conditioned on each slice's position (0-1)
-        real_pairs = [{"image": t1[..., k], "label": labels[..., k], "condition": {"scalar": k / (Z - 1)}} for k in ks]
+        mni = "sample_data/nifti/mni_icbm152_2009a_sym/"
+        t1 = medgan.load_scan(mni + "t1.nii.gz")  # (1, 155, 192, 161)
+        labels = tissue_labels(medgan.load_scan(mni + "gm.nii.gz"), medgan.load_scan(mni + "wm.nii.gz"), t1=t1)
+        Z, ks = t1.shape[-1], range(40, 120, 8)
+        synth = medgan.Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
+        # axial slices k (take_slice keeps each slice's place in space, t1[..., k] would not); the model is
+        # conditioned on each slice's relative position along the volume (0-1)
+        real_pairs = [
+            {"image": take_slice(t1, k), "label": take_slice(labels, k), "condition": {"scalar": k / (Z - 1)}}
+            for k in ks
+        ]
         ds = SyntheticAugmentedDataset(
             real_pairs, synthesizer=synth, ratio=0.5, seed=0,
-            transform=Compose([NormalizeIntensityd("image"), AsDiscreted("label", to_onehot=4)]),
+            # the UNet halves the size twice (strides (2, 2)), so pad each side to a multiple of 4 (155 x 192)
+            transform=Compose([
+                NormalizeIntensityd("image"),
+                DivisiblePadd(["image", "label"], k=4),
+                AsDiscreted("label", to_onehot=4),
+            ]),
         )
         loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=2)
         net = UNet(2, 1, 4, channels=(16, 32, 64), strides=(2, 2))

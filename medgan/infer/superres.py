@@ -479,7 +479,7 @@ class SuperResolver:
         self,
         checkpoint: Checkpoint | str | os.PathLike[str],
         *,
-        device: str | torch.device | None = None,
+        device: str | int | torch.device | None = None,
         precision: str = "auto",
         channels_last: bool | None = None,
         compile: bool | str = False,
@@ -540,8 +540,12 @@ class SuperResolver:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike[str], *, device: str | torch.device | None = None, **kwargs
-    ):
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | int | torch.device | None = None,
+        **kwargs: Any,
+    ) -> SuperResolver:
         """Load a shipped model by name, or a checkpoint file by path.
 
         Parameters
@@ -550,10 +554,13 @@ class SuperResolver:
             A shipped model's name (:func:`medgan.list_pretrained`, e.g. ``"brain-mr-x2-3d"``) or the path of a
             ``.safetensors`` checkpoint written by ``medgan train-sr``.
         device
-            ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`; ``None``: CUDA when available, else
-            the CPU.
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"``, an integer ``N`` (CUDA device N), a :class:`torch.device`, or
+            ``None`` / ``"auto"``: CUDA when available, else the CPU. Names are case-insensitive (``"CPU"``,
+            ``"Auto"``); see :func:`medgan.infer.device.resolve_device`.
         **kwargs
-            ``precision``, ``channels_last``, ``compile``: passed to the constructor.
+            ``precision``, ``channels_last``, ``compile`` and ``context`` (input voxels next to a window's inner
+            edge whose predictions are not used: ``"half"`` (default), ``"full"``, an int or one int per model
+            axis): passed to the constructor, see the class docstring.
 
         Returns
         -------

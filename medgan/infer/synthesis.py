@@ -289,6 +289,9 @@ class Synthesizer:
         self.spatial_dims = int(meta["spatial_dims"])
         self.device = resolve_device(device)
         self.model = inference_model(checkpoint, self.device)
+        # label maps already warned about as thin slabs: SyntheticAugmentedDataset generates from (deformations of)
+        # the same map for every synthetic item, and one warning per map says it
+        self._thin_slab_warned: set[tuple[Any, ...]] = set()
 
     @classmethod
     def from_pretrained(
@@ -457,6 +460,55 @@ class Synthesizer:
         recorded = (self.metadata.get("training_data") or {}).get("slice_axis")
         return int(recorded) if isinstance(recorded, int) and recorded in (0, 1, 2) else 2
 
+    @property
+    def training_slice_count(self) -> int | None:
+        """Slices the training volumes spanned along :attr:`training_slice_axis` (the smallest over the recorded
+        training subjects), ``None`` when the checkpoint does not record it.
+
+        A subject's extent is ``train_slices`` (its first and last training slice, held-out slab included: the
+        span the ``"slice_position"`` values covered), else the ``train_slice_ranges`` runs' extent, else
+        ``n_train_slices``.
+        """
+        counts = []
+        for subject in (self.metadata.get("training_data") or {}).get("subjects") or []:
+            if not isinstance(subject, Mapping):
+                continue
+            first_last = subject.get("train_slices")
+            runs = subject.get("train_slice_ranges")
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                if first_last:
+                    counts.append(int(first_last[1]) - int(first_last[0]) + 1)
+                    continue
+                if runs:
+                    counts.append(max(int(r[1]) for r in runs) - min(int(r[0]) for r in runs) + 1)
+                    continue
+                if subject.get("n_train_slices") is not None:
+                    counts.append(int(subject["n_train_slices"]))
+        counts = [c for c in counts if c > 0]
+        return min(counts) if counts else None
+
+    def _warn_thin_slab(self, name: str, shape: Sequence[int], axis: int, n_slices: int) -> None:
+        """Warn (once per map) that default slice positions ``k / (S - 1)`` spread over a slab far thinner than the
+        training volumes: a 4-slice slab was conditioned on the bottom to the top of a head without a word."""
+        trained = self.training_slice_count
+        if trained is None or n_slices >= trained / 2:
+            return
+        key = (name, tuple(int(v) for v in shape), axis)
+        if key in self._thin_slab_warned:
+            return
+        self._thin_slab_warned.add(key)
+        logger.warning(
+            "%s: %d slice(s) along axis %d, but model %r was trained on volumes spanning %d slices along its slice "
+            "axis; the default slice positions 0..1 (bottom to top of a training volume) are spread over the given "
+            "slab. For a thin slab give condition={'scalar': [one position in [0, 1] per slice]} (--scalar on the "
+            "command line)",
+            name,
+            n_slices,
+            axis,
+            self.model_name,
+            trained,
+        )
+
     # ------------------------------------------------------------------ generation
     def generate(
         self,
@@ -497,9 +549,10 @@ class Synthesizer:
             in :attr:`scalar_range` (a ``"slice_position"`` in [0, 1]). A 2-D ``"slice_position"`` model on a
             volume of ``S >= 2`` slices defaults to each slice's relative position ``k / (S - 1)``: the volume is
             taken to span the training volumes' extent along the axis (a whole head for the shipped model), so for a
-            thin slab give the positions. A 2-D map or a one-slice volume has no position of its own: it defaults to
-            :data:`DEFAULT_SLICE_POSITION` (0.5, mid-volume) with a logged warning; give the slice's position for
-            any other slice. The provenance records the scalar (a number, the list, or ``"slice_position"`` for the
+            thin slab give the positions (a volume of fewer than half the :attr:`training_slice_count` slices is
+            logged with a warning, once per map). A 2-D map or a one-slice volume has no position of its own: it
+            defaults to :data:`DEFAULT_SLICE_POSITION` (0.5, mid-volume) with a logged warning; give the slice's
+            position for any other slice. The provenance records the scalar (a number, the list, or ``"slice_position"`` for the
             default positions).
         axis
             2-D model on a 3-D map only: the spatial axis to generate slice by slice along (default: the axis the
@@ -580,6 +633,7 @@ class Synthesizer:
                 )
                 scalar = DEFAULT_SLICE_POSITION
             elif slicewise and self.scalar_condition == "slice_position":
+                self._warn_thin_slab(name, labels.shape[1:], axis, n_slices)
                 scalars = torch.linspace(0.0, 1.0, n_slices)
                 scalar_record = "slice_position"
             else:

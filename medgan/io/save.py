@@ -77,8 +77,12 @@ def save_scan(
     format
         ``"nifti"`` or ``"dicom"``; inferred from ``path`` when ``None``.
     reference
-        For DICOM: the scan this one derives from (as returned by ``load_scan`` of a
-        DICOM series); it supplies the patient, study and frame-of-reference attributes.
+        For DICOM: the scan this one derives from, as one of: a scan loaded from DICOM (as returned by
+        ``load_scan`` of a DICOM series), the path of that DICOM file or series folder, or its
+        :class:`~medgan.io.discover.ScanRef` (a path or ``ScanRef`` is loaded). Its ``meta["dicom"]`` supplies
+        the patient, study and frame-of-reference attributes, so the series stays in the source's study and frame
+        of reference. Without it the series is a new study (new StudyInstanceUID and FrameOfReferenceUID, no
+        patient attributes), even for a scan that carries ``meta["dicom"]`` (which is logged). Ignored for NIfTI.
     dtype
         NIfTI voxel type; float32 when ``None``. Integer types are rounded and clipped
         to their range (never wrapped). Ignored for DICOM (always 16-bit + rescale).
@@ -127,10 +131,38 @@ def save_scan(
         return write_nifti(scan, path, dtype=dtype)
     if not path.parent.is_dir():
         raise MedganError(f"{path}: the parent folder {path.parent} {parent_problem(path)}")
+    if reference is None:
+        _log_new_study(scan, path)
     try:
         return write_dicom_series(scan, path, reference=reference, overwrite=overwrite)
     except OSError as exc:
         raise MedganError(f"{path}: cannot write DICOM series ({exc.strerror or exc})") from exc
+
+
+#: meta["dicom"] attributes that place a series in its patient, study and frame of reference (never logged)
+_SOURCE_IDENTIFIERS = ("StudyInstanceUID", "FrameOfReferenceUID", "PatientID", "PatientName")
+
+
+def _log_new_study(scan: Any, path: Path) -> None:
+    """Say that a scan read from DICOM, written without ``reference=``, leaves its source's study.
+
+    The series silently got new study and frame-of-reference UIDs and no patient attributes, while ``reference=``
+    keeps them. Synthetic images (``meta["medgan"]["synthetic"]``) are usually meant to be a study of their own, so
+    for them it is an INFO line. No identifying value is logged, only that the source had them.
+    """
+    meta = getattr(scan, "meta", None)
+    source = meta.get("dicom") if isinstance(meta, dict) else None
+    if not isinstance(source, dict) or not any(source.get(k) for k in _SOURCE_IDENTIFIERS):
+        return
+    prov = meta.get("medgan")
+    synthetic = isinstance(prov, dict) and prov.get("synthetic") is True
+    logger.log(
+        logging.INFO if synthetic else logging.WARNING,
+        "%s: the scan was read from DICOM but no reference= was given, so the series is written as a new study "
+        "without the source's identifiers (new StudyInstanceUID and FrameOfReferenceUID, no patient attributes); "
+        "pass reference= (the source scan, its path or ScanRef) to keep it in the source study",
+        path,
+    )
 
 
 #: output names that are files of formats medgan does not write (or mistyped NIfTI names), refused as DICOM folders
