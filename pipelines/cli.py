@@ -86,11 +86,29 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except MedganError as exc:
-        print(f"medgan {args.command}: error: {exc}", file=sys.stderr)
+        report_error(args.command, exc)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"medgan {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def report_error(command: str, exc: BaseException) -> None:
+    """Print ``medgan COMMAND: error: ...`` on standard error, once per run.
+
+    Under ``torchrun`` every process meets the same error (a bad config, a damaged state): only rank 0 (the
+    ``RANK`` variable; a run without it is rank 0) prints it, the others exit with the same code silently.
+
+    Parameters
+    ----------
+    command
+        The sub-command's name.
+    exc
+        The error; its message is the line printed.
+    """
+    if os.environ.get("RANK", "0").strip() not in ("", "0"):
+        return
+    print(f"medgan {command}: error: {exc}", file=sys.stderr)
 
 
 def _stdout_gone() -> bool:

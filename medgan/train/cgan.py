@@ -309,6 +309,8 @@ class CGANTrainer(Trainer):
         from medgan.data.labels import TISSUE_LABELS
         from medgan.infer.synthesis import save_synthesizer
 
+        # the final state's check covers the weights too; this keeps an export outside the loop from taking them
+        self.check_exportable(self.out_dir / MODEL_FILE)
         data = self.cfg["data"]
         training_data = {
             "subjects": [

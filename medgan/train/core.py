@@ -495,11 +495,23 @@ class Trainer:
         return st
 
     def _load(self, path: Path, st: Mapping[str, Any]) -> None:
-        old = json.loads(st["config_json"])
+        try:
+            old = json.loads(st["config_json"])
+        except (KeyError, TypeError, ValueError) as exc:  # load_state checks it; a state given by hand may not be
+            raise CheckpointError(
+                f"{path}: damaged training state: 'config_json' ({type(exc).__name__}: {exc})"
+            ) from None
         if old.get("model") != self.cfg["model"]:
             raise ConfigError(
                 f"{self.out_dir}: holds a run of a different model ({old.get('model')}); "
                 "use a new out_dir or restore the model section"
+            )
+        step = st["step"]
+        if not 0 <= step <= self.total:
+            raise CheckpointError(
+                f"{path}: its step {step} lies outside this run's schedule (0..{self.total} steps: damaged, or the "
+                "phases were shortened); move it out of the checkpoints folder to resume from an older state or to "
+                "start fresh"
             )
         changed = set()
         for key in self.resume_warn_keys:
@@ -530,29 +542,52 @@ class Trainer:
                     obj.load_state_dict(st[name])
                 else:  # e.g. an adversarial phase added to a config whose state had none: starts fresh
                     logger.warning("%s holds no %r state; it starts fresh", path.name, name)
-        except (RuntimeError, KeyError, ValueError) as exc:
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise CheckpointError(f"{path}: does not fit this run's model/optimisers ({exc})") from None
-        rngs = st["rng"]
-        if len(rngs) == self.info.world_size:
-            S.restore_rng(rngs[self.info.rank])
-        else:
-            logger.warning(
-                "resuming with %d processes, saved with %d: RNG of rank 0 restored", self.info.world_size, len(rngs)
+        # a state with NaN weights (written by hand or by an older medgan) would diverge again at once, and the
+        # divergence error would send the user back to this very state
+        bad = [name for name, module in self._saved_modules() if not _all_finite(module)]
+        if bad:
+            raise CheckpointError(
+                f"{path}: the saved {' and '.join(bad)} weights are not finite; move it out of the checkpoints folder "
+                "to resume from an older state or to start fresh"
             )
-            S.restore_rng(rngs[0])
-        self.step = int(st["step"])
-        self.val_rows = json.loads(st.get("val_rows_json", "[]"))
-        self.last_metrics = self.val_rows[-1]["metrics"] if self.val_rows else None
+        try:
+            rngs = st["rng"]
+            if len(rngs) == self.info.world_size:
+                S.restore_rng(rngs[self.info.rank])
+            else:
+                logger.warning(
+                    "resuming with %d processes, saved with %d: RNG of rank 0 restored",
+                    self.info.world_size,
+                    len(rngs),
+                )
+                S.restore_rng(rngs[0])
+            val_rows = json.loads(st.get("val_rows_json", "[]"))
+            last_metrics = val_rows[-1]["metrics"] if val_rows else None
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{path}: damaged training state: its RNG states or validation rows cannot be restored "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        self.step = int(step)
+        self.val_rows = val_rows
+        self.last_metrics = last_metrics
         self.resumed_from = path
 
     def _resume(self) -> None:
-        chosen = None
+        chosen: Any = None
         if self.info.is_main:
-            S.remove_stale_temps(self.out_dir)
-            found = S.latest_state(self.out_dir)
-            chosen = str(found[0]) if found else None
-            S.set_aside_unreadable(self.out_dir, int(found[1]["step"]) if found else -1)
+            try:
+                S.remove_stale_temps(self.out_dir)
+                found = S.latest_state(self.out_dir)
+                chosen = str(found[0]) if found else None
+                S.set_aside_unreadable(self.out_dir, int(found[1]["step"]) if found else -1)
+            except CheckpointError as exc:  # every rank raises it (the others wait for the broadcast below)
+                chosen = ("error", str(exc))
         chosen = D.broadcast_object(self.info, chosen)
+        if isinstance(chosen, tuple):
+            raise CheckpointError(chosen[1])
         if chosen is None:
             return
         st = S.load_state(chosen)
@@ -585,6 +620,15 @@ class Trainer:
         }
         if bad:
             raise self._diverged(f"step {self.step + 1}: the loss is not finite ({bad})")
+
+    def check_exportable(self, path: Path) -> None:
+        """Refuse to export non-finite EMA weights (:class:`TrainingDivergedError`): ``path`` is not written.
+
+        Why: the EMA takes in the weights of a step before any state is saved, and an export (the end-of-phase-1
+        content model, or the final model) can come before the next state's own check.
+        """
+        if not _all_finite(self.ema):
+            raise self._diverged(f"the EMA generator weights are not finite at step {self.step} ({path.name})")
 
     def _diverged(self, what: str) -> TrainingDivergedError:
         found = S.list_states(self.out_dir)

@@ -4,14 +4,18 @@ A state file ``<out_dir>/checkpoints/state_<step>.pt`` holds the generator, its 
 discriminator, every optimiser and scheduler, the RNG states of every rank (python, numpy,
 torch, CUDA), the step, the phase and the config, as a dict of tensors and plain Python values
 only, so it loads with ``torch.load(weights_only=True)`` — nothing arbitrary is unpickled.
-Files are written atomically (temp file + ``os.replace``); a corrupt or truncated latest file
-(a run killed mid-write on a filesystem without atomic rename) is skipped with a warning.
+Files are written atomically (temp file + ``os.replace``); a truncated latest file (a run killed mid-write on
+a filesystem without atomic rename: the archive cannot be read) is skipped with a warning. A complete file that is
+not a valid state (a pickled object that ``weights_only`` refuses, another format tag, a damaged schema) is an
+error: skipping it would silently throw away the run it belongs to.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -32,6 +36,7 @@ __all__ = [
     "save_state",
     "load_state",
     "latest_state",
+    "TornStateError",
     "prune_states",
     "remove_stale_temps",
 ]
@@ -40,6 +45,15 @@ logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "medgan-train-state/1"
 _NAME = re.compile(r"^state_(\d{8,})\.pt$")
+#: what each entry of a state's ``rng`` list holds (:func:`capture_rng`)
+_RNG_KEYS = ("python", "numpy", "torch")
+
+
+class TornStateError(CheckpointError):
+    """A state file whose archive cannot be read (truncated or torn): what a kill during the write leaves.
+
+    Only this kind of unreadable state is skipped (and set aside) on resume; any other bad state is fatal.
+    """
 
 
 def capture_rng() -> dict[str, Any]:
@@ -107,36 +121,83 @@ def save_state(out_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a state file with ``torch.load(weights_only=True)`` (CPU tensors).
+    """Read a state file with ``torch.load(weights_only=True)`` (CPU tensors) and check its schema.
 
     Raises
     ------
+    TornStateError
+        The archive cannot be read (truncated, torn): a write that did not finish.
     medgan.errors.CheckpointError
-        Unreadable, truncated or foreign file.
+        A complete file that is not a valid state: a pickled object ``weights_only`` refuses, another format tag,
+        or a damaged entry (``step``, ``config_json``, ``val_rows_json``, ``rng``). The message names the file.
     """
     path = Path(path)
+    fatal = "; move it out of the checkpoints folder to resume from an older state or to start fresh"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated / foreign files
-        raise CheckpointError(f"{path}: cannot read the training state ({type(exc).__name__}: {exc})") from None
+    except pickle.UnpicklingError as exc:  # a complete archive whose pickle asks for more than tensors
+        raise CheckpointError(
+            f"{path}: cannot read the training state: it holds objects that are not loaded without unpickling "
+            f"({str(exc).splitlines()[0]}){fatal}"
+        ) from None
+    except Exception as exc:  # torch raises RuntimeError / EOFError / zip errors for truncated files
+        raise TornStateError(f"{path}: cannot read the training state ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a medgan training state ({STATE_FORMAT})")
+        raise CheckpointError(f"{path}: not a medgan training state ({STATE_FORMAT}){fatal}")
+    problem = _schema_problem(path, state)
+    if problem:
+        raise CheckpointError(f"{path}: damaged training state: {problem}{fatal}")
     return state
 
 
+def _schema_problem(path: Path, state: dict[str, Any]) -> str | None:
+    """What is wrong with the plain entries of a loaded state (None when they are sound)."""
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"'step' must be an integer >= 0, got {step!r}"
+    m = _NAME.match(path.name)
+    if m and int(m.group(1)) != step:
+        return f"'step' is {step}, but the file name says {int(m.group(1))}"
+    for key, kind, required in (("config_json", dict, True), ("val_rows_json", list, False)):
+        if key not in state:
+            if required:
+                return f"{key!r} is missing"
+            continue
+        try:
+            value = json.loads(state[key])
+        except (TypeError, ValueError) as exc:
+            return f"{key!r} is not valid JSON ({exc})"
+        if not isinstance(value, kind):
+            return f"{key!r} is not a JSON {'object' if kind is dict else 'array'}"
+    rng = state.get("rng")
+    if not isinstance(rng, list) or not rng:
+        return "'rng' must be a non-empty list of RNG states (one per process)"
+    for i, entry in enumerate(rng):
+        if not isinstance(entry, dict) or any(k not in entry for k in _RNG_KEYS):
+            return f"'rng'[{i}] must be a mapping with the keys {', '.join(_RNG_KEYS)}"
+        if not (isinstance(entry["torch"], torch.Tensor) and entry["torch"].dtype == torch.uint8):
+            return f"'rng'[{i}]['torch'] must be a uint8 tensor"
+    return None
+
+
 def latest_state(out_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
-    """The newest readable state in ``out_dir`` (unreadable newer ones are skipped with a warning), or None."""
+    """The newest readable state in ``out_dir``, or None.
+
+    Newer torn ones (:class:`TornStateError`) are skipped with a warning; any other bad state raises
+    :class:`~medgan.errors.CheckpointError`: it is complete, so it is not the leftover of a killed write, and
+    skipping it (then setting it aside) would restart or rewind the run without saying so.
+    """
     for _step, path in reversed(list_states(out_dir)):
         try:
             return path, load_state(path)
-        except CheckpointError as exc:
+        except TornStateError as exc:
             logger.warning("skipping %s", exc)
     return None
 
 
 def set_aside_unreadable(out_dir: str | os.PathLike[str], after: int) -> list[Path]:
     """Rename the state files numbered above ``after`` (the step resumed from: :func:`latest_state` found them
-    unreadable) to ``*.unreadable``; returns the new names.
+    torn) to ``*.unreadable``; returns the new names.
 
     Why: left in place they count as the newest states, so :func:`prune_states` would delete the readable ones
     and keep them, and a later resume would find nothing to resume from and start again at step 0.

@@ -255,6 +255,7 @@ class SRTrainer(Trainer):
 
     def _load_val(self) -> None:
         from medgan.data.degrade import crop_to_multiple
+        from medgan.data.normalize import NormalizationError, fit_normalization
         from medgan.data.patches import source_name
         from medgan.io.load import load_scan
 
@@ -268,6 +269,14 @@ class SRTrainer(Trainer):
                 )
             if crop is not None:
                 scan = _centre_crop(scan, crop)
+            # the scoring fits the checkpoint's normalisation on the scan: checked here, before any step, so the
+            # error names the scan (a fit on a crop without finite voxels failed at the first validation, unnamed)
+            rule = self.cfg["data"]["normalization"]
+            try:
+                fit_normalization(scan, method=rule["method"], **{k: rule[k] for k in ("lower", "upper") if k in rule})
+            except NormalizationError as exc:
+                where = f" (data.val_crop {crop})" if crop is not None else ""
+                raise ConfigError(f"{source_name(src)}: data.val: {exc}{where}") from None
             full = self._full_factor(scan.ndim - 1)
             self.val_scans.append((source_name(src), crop_to_multiple(scan, full)))
 
@@ -496,6 +505,7 @@ class SRTrainer(Trainer):
         from medgan.infer.checkpoint import save_checkpoint
         from medgan.train.ema import ema_state
 
+        self.check_exportable(path)
         metrics, metrics_step = validation if validation is not None else self._last_validation()
         meta = self._metadata()
         # paths relative to the config's folder: the checkpoint is shared, the training machine's layout is not
