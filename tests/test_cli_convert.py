@@ -98,8 +98,9 @@ def test_convert_refuses_non_empty_output_folder(tmp_path, nifti_in, capsys):
     err = capsys.readouterr().err.strip()
     assert "not empty" in err and "\n" not in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert cli.main(["convert", str(src), str(out), "--overwrite"]) == 0
-    assert len(list(out.glob("*.dcm"))) == 6
+    assert cli.main(["convert", str(src), str(out), "--overwrite"]) == 1  # keep.txt is not medgan's
+    assert "did not write (keep.txt)" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 def test_convert_multichannel_to_dicom_fails_cleanly(tmp_path, capsys):

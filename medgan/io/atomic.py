@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import uuid
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import IO
 
 from medgan.errors import MedganError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "check_target_dir",
@@ -238,9 +241,9 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     path
         Final folder. Its parent must exist. An existing empty folder is replaced.
     overwrite
-        Replace an existing non-empty folder (it is moved aside and deleted only after
-        the new one is in place). Without it, a non-empty target raises
-        :class:`~medgan.errors.MedganError` before anything is written.
+        Replace an existing folder that is a previous medgan DICOM output (see :func:`check_target_dir`): it is
+        moved aside and its files deleted only after the new one is in place. A folder holding anything else is
+        refused, with or without it, before anything is written: :class:`~medgan.errors.MedganError`.
 
     Yields
     ------
@@ -256,8 +259,9 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     old = None
     try:
         yield tmp
-        check_target_dir(path, overwrite)  # it may have appeared meanwhile
-        if path.is_dir() and any(path.iterdir()):
+        check_target_dir(path, overwrite)  # it may have appeared, or been filled, meanwhile
+        replaced = {p.name for p in path.iterdir()} if path.is_dir() else set()
+        if replaced:
             old = temp_sibling(path, suffix=".old")
             os.rename(path, old)
         elif path.is_dir():
@@ -270,16 +274,48 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
         _remove(tmp)
         raise
     if old is not None:
-        _remove(old)  # rmtree(ignore_errors=True) silently kept an old folder that was a link
+        _remove_replaced(old, replaced, path)
     _fsync_dir(path.parent)
 
 
+def _remove_replaced(old: Path, names: set[str], path: Path) -> None:
+    """Delete the files ``names`` of the replaced output folder ``old`` (moved aside from ``path``), then ``old``.
+
+    Only the files checked to be medgan's are deleted, never a tree: anything else found there (put in after the
+    check) is kept, with ``old``, and a warning says where. No ``rmtree``: it would delete whatever it found.
+    """
+    for name in names:
+        entry = old / name
+        if entry.is_file() and not entry.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+    try:
+        old.rmdir()
+    except OSError:
+        logger.warning(
+            "%s: the replaced output folder held files added while the new series was written; they are kept in %s",
+            path,
+            old,
+        )
+
+
+def _printable(name: str) -> str:
+    # a file name can hold a newline or an escape sequence; the error stays one plain line
+    return "".join(c if c.isprintable() else "?" for c in name)
+
+
 def check_target_dir(path: str | os.PathLike[str], overwrite: bool) -> None:
-    """Refuse a DICOM output folder path that is a link, a file, or a non-empty folder without ``overwrite``.
+    """Refuse a DICOM output folder path that is a link, a file, a folder holding files medgan did not write, or a
+    previous medgan DICOM output without ``overwrite``.
 
     A link is refused even to a folder: the series would be written, or with ``overwrite`` replaced, wherever the
     link points (an empty linked folder failed with a misleading "Not a directory", a replaced one left the link
     behind under a hidden name).
+
+    ``overwrite`` replaces the whole folder, so it is allowed only for a previous medgan output: a flat folder of
+    slice files :func:`medgan.io.dicom_write.write_dicom_series` wrote
+    (:func:`medgan.io.dicom_write.foreign_entries`). It deleted any folder given, another patient's series and the
+    user's notes included. An empty folder is always fine.
     """
     path = Path(path)
     if path.is_symlink():
@@ -289,7 +325,19 @@ def check_target_dir(path: str | os.PathLike[str], overwrite: bool) -> None:
         )
     if path.exists() and not path.is_dir():
         raise MedganError(f"{path}: exists and is not a folder; choose another output path")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    # lazily: it reads DICOM headers (pydicom), and the DICOM writer imports this module
+    from medgan.io.dicom_write import foreign_entries
+
+    foreign = foreign_entries(path, limit=4)
+    if foreign:
+        shown = ", ".join(_printable(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise MedganError(
+            f"{path}: folder is not empty and holds files medgan did not write ({shown}); choose an empty or new "
+            "output folder (--overwrite replaces only a previous medgan DICOM output)"
+        )
+    if not overwrite:
         raise MedganError(
             f"{path}: folder exists and is not empty; choose another output path or pass overwrite=True (--overwrite)"
         )

@@ -47,11 +47,11 @@ from pydicom.valuerep import VR_REGEXES, format_number_as_ds, validate_pn, valid
 from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
-from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json, record_json
+from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json, record_json, series_layout
 from medgan.io.discover import NON_IMAGE_MODALITIES, ScanRef
 from medgan.io.scan import LPS_TO_RAS, affine_4x4, scan_array
 
-__all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale"]
+__all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale", "foreign_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +268,8 @@ def write_dicom_series(
         PhotometricInterpretation is MONOCHROME1 when ``meta["dicom"]`` of the scan (or, for a scan without one,
         of the reference) says so, else MONOCHROME2 (see :func:`_photometric`).
     overwrite
-        Replace a non-empty existing ``folder``.
+        Replace an existing ``folder`` that is a previous medgan DICOM output (a flat folder of slice files this
+        function wrote, see :func:`foreign_entries`). A folder holding anything else is never replaced.
     description
         DerivationDescription; by default built from ``scan.meta["medgan"]``. Non-ASCII text (here, in the
         model name or in the reference's values) makes the series UTF-8 (SpecificCharacterSet ``ISO_IR 192``).
@@ -282,7 +283,8 @@ def write_dicom_series(
     ------
     MedganError
         A scan DICOM cannot hold (several channels, NaN, a sheared affine), a ``reference`` that is neither a
-        loaded scan nor a DICOM file or series, or a non-empty ``folder`` without ``overwrite``.
+        loaded scan nor a DICOM file or series, a non-empty ``folder`` without ``overwrite``, or a ``folder``
+        holding files medgan did not write (named in the message), with or without ``overwrite``.
     """
     folder = Path(folder)
     data = scan_array(scan)
@@ -373,6 +375,66 @@ def write_dicom_series(
             _encode_slice(ds, tmp / f"IM{k + 1:0{width}d}.dcm")
     logger.debug("wrote %d DICOM slices to %s", vol.shape[2], folder)
     return folder
+
+
+#: The names :func:`write_dicom_series` gives its slice files (``IM0001.dcm``; more digits past 9999 slices).
+_SLICE_NAME = re.compile(r"IM[0-9]{4,}\.dcm")
+
+
+def _written_by_medgan(path: Path) -> bool:
+    """Whether ``path`` is a slice file :func:`write_dicom_series` wrote (never raises).
+
+    All of: a plain file named as medgan names its slices; a DICOM file (preamble and ``DICM``, header only, pixels
+    not read); ImageType ``DERIVED``, Manufacturer ``medgan`` and Secondary Capture, as :func:`_base_dataset` sets
+    them; and medgan's private block (:func:`medgan.io.dicom_private.series_layout`), which no scanner writes.
+    Several markers, because any one of them alone is text another tool could happen to hold.
+    """
+    if not _SLICE_NAME.fullmatch(path.name) or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        image_type = ds.get("ImageType") or []
+        values = [image_type] if isinstance(image_type, str) else [str(v) for v in image_type]
+        return (
+            values[:1] == ["DERIVED"]
+            and str(ds.get("Manufacturer", "")) == "medgan"
+            and str(ds.get("SOPClassUID", "")) == SecondaryCaptureImageStorage
+            and series_layout(ds) is not None
+        )
+    except Exception:  # unreadable, not DICOM, a damaged header: not a file medgan can vouch for
+        return False
+
+
+def foreign_entries(folder: str | os.PathLike[str], *, limit: int = 4) -> list[str]:
+    """Entries of ``folder`` that are not slice files medgan wrote: what ``overwrite`` must never delete.
+
+    ``overwrite=True`` replaces an output folder, and all it holds, with the new series. That is only safe when the
+    folder is a previous medgan DICOM output: flat, every entry a slice file :func:`write_dicom_series` wrote (see
+    :func:`_written_by_medgan`). A subfolder, a link, a text file, a scanner's DICOM file are someone else's data.
+
+    Parameters
+    ----------
+    folder
+        An existing folder.
+    limit
+        Stop after this many foreign entries (enough to name a few; headers are read only until then).
+
+    Returns
+    -------
+    list of str
+        Up to ``limit`` entry names, sorted, a folder's with a trailing ``/``; empty when medgan wrote everything.
+    """
+    entries = sorted(Path(folder).iterdir(), key=lambda p: p.name)
+    # Names first (no I/O): a folder of someone else's files is usually told by its names alone.
+    foreign = [p for p in entries if not _SLICE_NAME.fullmatch(p.name) or p.is_symlink() or not p.is_file()]
+    if len(foreign) < limit:
+        for path in entries:
+            if path not in foreign and not _written_by_medgan(path):
+                foreign.append(path)
+                if len(foreign) >= limit:
+                    break
+    shown = sorted(foreign, key=lambda p: p.name)[:limit]
+    return [p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in shown]
 
 
 def _reference_meta(reference: Any) -> dict[str, Any]:

@@ -87,8 +87,8 @@ def save_scan(
         NIfTI voxel type; float32 when ``None``. Integer types are rounded and clipped
         to their range (never wrapped). Ignored for DICOM (always 16-bit + rescale).
     overwrite
-        DICOM only: replace a non-empty existing folder. (A NIfTI file is always
-        replaced atomically.)
+        DICOM only: replace an existing folder that is a previous medgan DICOM output (never one
+        holding other files). (A NIfTI file is always replaced atomically.)
 
     Returns
     -------
@@ -99,7 +99,8 @@ def save_scan(
     ------
     MedganError
         Unsupported format, multi-channel DICOM, non-finite values for DICOM, a
-        sheared affine for DICOM, or a non-empty target folder without ``overwrite``.
+        sheared affine for DICOM, a non-empty target folder without ``overwrite``, or a target
+        folder holding files medgan did not write.
 
     Notes
     -----
