@@ -38,7 +38,14 @@ class SeriesGeometryError(ScanReadError):
 
 
 class AmbiguousSeriesError(MedganError):
-    """A directory holds several usable series and none was chosen with ``series=``."""
+    """A directory holds several usable series and none was chosen with ``series=``.
+
+    ``candidate_ids`` holds every candidate's ``ScanRef.id`` (the message names only the first few).
+    """
+
+    def __init__(self, message: str, candidate_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.candidate_ids = tuple(candidate_ids)
 
 
 class GeometryMismatchError(MedganError):

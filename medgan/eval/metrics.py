@@ -241,8 +241,34 @@ RESAMPLE_ADVICE = (
 )
 
 
-def _geometry_hints(pred: Any, ref: Any) -> str:
-    """Why the grids may differ, for the error message: a box of the reference's voxels, or a low-resolution scan."""
+def _world_box(x: Any, affine: np.ndarray) -> np.ndarray:
+    """``(2, 3)`` RAS+ mm: the lowest and highest world coordinate of ``x``'s voxel corners (its field of view)."""
+    nd = len(x.shape) - 1
+    lo_hi = [(-0.5, int(n) - 0.5) for n in x.shape[1:]]
+    corners = np.array(np.meshgrid(*lo_hi, indexing="ij")).reshape(nd, -1)
+    homo = np.zeros((4, corners.shape[1]))
+    homo[:nd], homo[3] = corners, 1.0
+    world = (affine @ homo)[:3]
+    return np.stack([world.min(axis=1), world.max(axis=1)])
+
+
+def _size_text(x: Any, affine: np.ndarray) -> str:
+    """``"64x80x48"``: the field of view along each voxel axis in mm (shape times voxel size)."""
+    nd = len(x.shape) - 1
+    sizes = np.asarray(x.shape[1:], dtype=float) * np.asarray(spacing_from_affine(affine)[:nd])
+    return "x".join(f"{v:.4g}" for v in sizes)
+
+
+def _geometry_hints(pred: Any, ref: Any, *, python: bool = True) -> tuple[str, bool]:
+    """Why the grids may differ, for the error message, and whether resampling ``pred`` makes sense.
+
+    A box of the reference's voxels (crop the reference); a scan with a multiple of the reference's voxel size over
+    the same field of view (the low-resolution input: upscale it, resampling would score interpolated low-resolution
+    voxels as the prediction); another field of view (another scan: is the reference the right one?). The voxel size
+    alone does not tell the low-resolution input from another scan, so the field of view (shape times voxel size, and
+    where it lies) is compared too. ``python``: the caller gave no advice of its own (the Python API), so the hint
+    may name Python functions.
+    """
     start = subgrid_offset(pred, ref)
     if start is not None:
         return (
@@ -250,19 +276,36 @@ def _geometry_hints(pred: Any, ref: Any) -> str:
             "scan does when medgan degrade cropped its source to a multiple of the factor: score it against "
             "medgan.eval.compare.crop_reference(ref, pred) (no interpolation; medgan evaluate and medgan batch "
             "evaluate crop the reference themselves by less than the upsampling factor)"
-        )
+        ), True
     pa, ra = _affine_of(pred), _affine_of(ref)
     if pa is None or ra is None or len(pred.shape) != len(ref.shape):
-        return ""
+        return "", True
     nd = len(pred.shape) - 1
-    ratio = np.asarray(spacing_from_affine(pa)[:nd]) / np.maximum(spacing_from_affine(ra)[:nd], 1e-12)
+    pspacing, rspacing = spacing_from_affine(pa)[:nd], spacing_from_affine(ra)[:nd]
+    # the same field of view: every face of the two boxes within one (coarser) voxel of each other, as a scan
+    # degraded by medgan degrade is (it crops its source to a multiple of the factor)
+    slack = max(max(pspacing), max(rspacing)) + AFFINE_ATOL_MM
+    pbox, rbox = _world_box(pred, pa), _world_box(ref, ra)
+    same_fov = bool(np.all(np.abs(pbox - rbox) <= slack))
+    psize, rsize = _size_text(pred, pa), _size_text(ref, ra)
+    if psize != rsize:
+        where = f"sizes in mm: {psize} here, {rsize} in the reference"
+    else:
+        where = f"sizes in mm {psize} alike, shifted by up to {float(np.abs(pbox - rbox).max()):.4g} mm"
+    fov = f"; a different field of view ({where}): is this the matching reference?"
+    ratio = np.asarray(pspacing) / np.maximum(np.asarray(rspacing), 1e-12)
     whole = np.round(ratio)
     if np.all(np.abs(ratio - whole) < 1e-3) and np.all(whole >= 1) and np.any(whole > 1):
+        if not same_fov:
+            return fov, True
+        how = ", with medgan.eval.compare.resample_to(pred, ref)," if python else ""
         return (
-            f"; its voxels are {tuple(int(v) for v in whole)} times the reference's: is it the low-resolution "
-            "input? upscale it first (medgan.SuperResolver.upscale, or medgan.interpolate for a baseline)"
-        )
-    return ""
+            f"; its voxels are {tuple(int(v) for v in whole)} times the reference's over the same field of view: "
+            "is it the low-resolution input? it looks like it: run medgan upscale on it first (medgan upscale / "
+            "medgan.SuperResolver.upscale; medgan.interpolate for a baseline), do not resample "
+            f"it (resampling it{how} would score interpolated low-resolution voxels as the prediction)"
+        ), False
+    return ("" if same_fov else fov), True
 
 
 def check_geometry(
@@ -282,8 +325,9 @@ def check_geometry(
     The message names each scan by its file, or as ``"prediction (in memory, derived from <file>)"`` when it was
     computed from that file's scan (another shape than the file's), and says what to do: ``advice`` (default
     :data:`RESAMPLE_ADVICE`), plus a hint when ``pred`` lies on a box of the reference's voxels (crop the
-    reference: :func:`medgan.eval.compare.crop_reference`) or has a multiple of its voxel size (a low-resolution
-    scan). A ``note`` (``"; ..."``) is appended instead of that hint.
+    reference: :func:`medgan.eval.compare.crop_reference`), has a multiple of its voxel size over the same field of
+    view (the low-resolution input: upscale it; then no resampling is advised) or covers another field of view (is
+    the reference the matching scan?). A ``note`` (``"; ..."``) is appended instead of that hint.
     """
     problem = grid_difference(pred, ref)
     if problem is None:
@@ -297,9 +341,11 @@ def check_geometry(
             f"{pname}: {what}; it has {multiple} times the voxels of {rname} along each axis: is {rname} the "
             "low-resolution input? score the prediction against the high-resolution scan it was degraded from"
         )
+    hint, resample_ok = (note, True) if note else _geometry_hints(pred, ref, python=advice is None)
+    if not resample_ok:  # the low-resolution input: resampling it would score interpolation as the prediction
+        raise GeometryMismatchError(f"{pname}: {what}; predictions must be on the reference grid{hint}")
     raise GeometryMismatchError(
-        f"{pname}: {what}; predictions must be on the reference grid ({advice or RESAMPLE_ADVICE})"
-        + (note or _geometry_hints(pred, ref))
+        f"{pname}: {what}; predictions must be on the reference grid ({advice or RESAMPLE_ADVICE}){hint}"
     )
 
 

@@ -261,9 +261,37 @@ def may_be_dicom(path: str | Path) -> bool:
     return len(head) >= 4 and bool({struct.unpack("<H", head[:2])[0], struct.unpack(">H", head[:2])[0]} & _FIRST_GROUPS)
 
 
+#: the first bytes of picture formats a user may hand over instead of a scan (a screenshot, an exported slice)
+_PICTURE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def picture_format(path: str | Path) -> str | None:
+    """``"PNG"``, ``"JPEG"``, ``"GIF"``, ``"BMP"`` or ``"TIFF"`` when ``path`` starts with that format's magic bytes
+    and is not DICOM (no ``DICM`` marker, no first element of a DICOM group: a DICOM file may carry a TIFF header
+    in its preamble, and a preamble-less one starts with a group number none of these magics spells), else None."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if (len(head) == 132 and head[128:] == b"DICM") or may_be_dicom(path):
+        return None
+    return next((name for magic, name in _PICTURE_MAGIC if head.startswith(magic)), None)
+
+
 def _read_without_preamble(path: str, size: int) -> pydicom.Dataset:
     """Accept headerless (no 128-byte preamble) DICOM only when it looks like an image or has a SOP class."""
     if not may_be_dicom(path):
+        picture = picture_format(path)
+        if picture is not None:  # say what the file is rather than what it lacks
+            raise ScanReadError(
+                f"{path}: {picture} image: medgan reads DICOM and NIfTI scans (convert the image first)"
+            )
         raise ScanReadError(f"{path}: not a DICOM file (no DICM marker and no recognisable DICOM header)")
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -148,22 +148,39 @@ _NIFTI_ID_NOTE = (
 )
 
 
+#: how many scans an error message lists before "... and N more" (a folder tree may hold hundreds of series)
+_LISTED = 5
+
+
+def _listing(refs: list[ScanRef], folder: Path, sep: str = "; ") -> str:
+    """The first :data:`_LISTED` scans described, then ``... and N more; `medgan info FOLDER` lists them``."""
+    listed = sep.join(_describe(r, folder) for r in refs[:_LISTED])
+    if len(refs) > _LISTED:
+        listed += f"{sep}... and {len(refs) - _LISTED} more; `medgan info {folder}` lists them"
+    return listed
+
+
+def _ambiguous(message: str, candidates: list[ScanRef]) -> AmbiguousSeriesError:
+    """The error, with every candidate's id in ``candidate_ids`` (the message lists only the first few)."""
+    return AmbiguousSeriesError(message, tuple(r.id for r in candidates))
+
+
 def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
     usable = [r for r in refs if r.usable]
     if series is not None:
         matches = [r for r in refs if r.id == series] or [r for r in refs if r.series_uid == series]
         if not matches:
-            known = ", ".join(_describe(r, folder) for r in usable) or "none"
+            known = _listing(usable, folder, ", ") or "none"
             note = _NIFTI_ID_NOTE if any(r.kind == "nifti" for r in refs) else ""
             raise ScanReadError(f"{folder}: no series {series!r} here (usable series: {known}){note}")
         usable_matches = [r for r in matches if r.usable]
         if not usable_matches:
             return matches[0]  # load_ref raises with the reason
         if len(usable_matches) > 1:
-            listed = "; ".join(_describe(r, folder) for r in usable_matches)
-            raise AmbiguousSeriesError(
-                f"{folder}: series {series!r} was split into {len(usable_matches)} scans: {listed}; "
-                "pass one of these ids as series="
+            raise _ambiguous(
+                f"{folder}: series {series!r} was split into {len(usable_matches)} scans: "
+                f"{_listing(usable_matches, folder)}; pick one with --series ID (Python: series=ID)",
+                usable_matches,
             )
         return usable_matches[0]
     if len(usable) == 1:
@@ -174,9 +191,10 @@ def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
         reasons = "; ".join(f"{r.id}: {r.reason}" for r in refs[:5])
         more = f" (and {len(refs) - 5} more)" if len(refs) > 5 else ""
         raise ScanReadError(f"{folder}: no usable scan in this folder ({reasons}{more})")
-    listed = "; ".join(_describe(r, folder) for r in usable)
-    raise AmbiguousSeriesError(
-        f"{folder}: holds {len(usable)} usable series: {listed}; pass series=<id or SeriesInstanceUID> (--series on the command line) to pick one"
+    raise _ambiguous(
+        f"{folder}: holds {len(usable)} usable series: {_listing(usable, folder)}; pick one with --series ID "
+        "(an id or a SeriesInstanceUID; Python: series=)",
+        usable,
     )
 
 
@@ -205,7 +223,8 @@ def load_scan(path: str | os.PathLike[str] | ScanRef, *, series: str | None = No
     ScanReadError
         Missing path, broken or non-image file, no usable series, unknown ``series``.
     AmbiguousSeriesError
-        The folder holds several usable series and ``series`` does not pick one.
+        The folder holds several usable series and ``series`` does not pick one. The message names the first
+        five; its ``candidate_ids`` attribute holds every candidate's ``ScanRef.id``.
 
     Examples
     --------

@@ -1,7 +1,8 @@
 """``medgan info PATH [--json]``: list the scans found under a file or folder.
 
 Prints only what :class:`medgan.ScanRef` holds (id, kind, modality, geometry, usability), never
-identifying DICOM fields (PatientName, PatientID, PatientBirthDate, ...).
+identifying DICOM fields (PatientName, PatientID, PatientBirthDate, ...). Exits 1 when nothing is found, or when
+PATH is a single file that cannot be loaded (a PNG or JPEG picture, a broken DICOM file), after listing why.
 """
 
 from __future__ import annotations
@@ -99,4 +100,9 @@ def run(args: argparse.Namespace) -> int:
         n_ok = sum(ref.usable for ref in refs)
         summary = f"\n{len(refs)} scan(s) found under {path}: {n_ok} usable, {len(refs) - n_ok} unusable"
         print(_printable(summary, sys.stdout))
+    if path.is_file() and not any(ref.usable for ref in refs):
+        # the one file asked about cannot be read (a PNG, a broken DICOM file): a failure, as a folder without a scan
+        reasons = "; ".join(str(ref.reason) for ref in refs[:3])
+        print(_printable(f"medgan info: {path} cannot be loaded: {reasons}", sys.stderr), file=sys.stderr)
+        return 1
     return 0
