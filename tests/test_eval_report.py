@@ -283,7 +283,7 @@ def test_a_rewritten_report_keeps_no_figures_of_the_earlier_one(nifti_tree, tmp_
     assert cli_main([*base, "--lr", str(nifti_tree / "lr")]) == 0
     before = {p.name for p in (out / "figures").glob("*.png")}
     (out / "figures" / "my_own_plot.png").write_bytes(b"a user's file")  # not the report's: left alone
-    assert cli_main([*base, "--max-montages", "0"]) == 0  # no LR: no paired figure, no montages
+    assert cli_main([*base, "--max-montages", "0", "--overwrite"]) == 0  # no LR: no paired figure, no montages
     after = {p.name for p in (out / "figures").glob("*.png")} - {"my_own_plot.png"}
     assert (out / "figures" / "my_own_plot.png").read_bytes() == b"a user's file"
     assert after < before and not any(n.startswith("montage_") for n in after)

@@ -442,8 +442,56 @@ def window_roi_size(windows: str) -> str | None:
     return None if windows == "checkpoint" else windows
 
 
+def upscaled_channels(scan: Any, resolver: Any) -> int:
+    """How many channels :meth:`medgan.SuperResolver.upscale` of ``scan`` by ``resolver`` returns.
+
+    A one-channel-in, one-channel-out model runs on each channel (each volume of a 4-D scan) in turn, so the output
+    keeps the scan's channels; any other model returns its own output channels.
+    """
+    if getattr(resolver, "in_channels", 1) == 1 and getattr(resolver, "out_channels", 1) == 1:
+        return int(scan.shape[0])
+    return int(resolver.out_channels)
+
+
+def check_dicom_channels(scan: Any, resolver: Any, output: str | os.PathLike[str], fmt: str | None) -> None:
+    """Refuse, before the model runs, an upscale whose DICOM output could not hold the result.
+
+    A DICOM series holds one volume; the writer refused a 10-volume fMRI scan only after the whole scan had been
+    upscaled (hours on a real series).
+
+    Parameters
+    ----------
+    scan
+        The loaded channel-first scan.
+    resolver
+        The loaded :class:`medgan.SuperResolver`.
+    output
+        The output path (a NIfTI file name or a DICOM folder).
+    fmt
+        ``--format`` (``None``: from ``output``'s name, as :func:`medgan.save_scan` decides).
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        The output is DICOM and the upscaled scan would have more than one channel.
+    """
+    from medgan.io.save import output_kind
+
+    if output_kind(output, fmt) != "dicom":
+        return
+    n = upscaled_channels(scan, resolver)
+    if n != 1:
+        raise MedganError(
+            f"{output}: a DICOM series holds one volume, the upscaled scan would have {n} (channels or volumes); "
+            "write NIfTI output instead (a .nii.gz name, --format nifti), or upscale one volume in Python "
+            "(scan[k:k+1] of medgan.load_scan, then medgan.SuperResolver.upscale)"
+        )
+
+
 def upscale_compute(task: Task, scan: Any, options: UpscaleOptions) -> Any:
-    """The model step of :func:`upscale_job` (what runs on the GPU)."""
+    """The model step of :func:`upscale_job` (what runs on the GPU); a DICOM output of several volumes is refused
+    first (:func:`check_dicom_channels`)."""
+    check_dicom_channels(scan, _resolver(options), task.outputs[0], options.fmt)
     return _resolver(options).upscale(
         scan,
         overlap=options.overlap,

@@ -19,7 +19,42 @@ __all__ = [
     "class_condition",
     "add_windows_option",
     "add_precision_option",
+    "ShippedModelNames",
+    "DEVICE_HELP",
 ]
+
+#: ``--device`` of the commands that run a model (medgan.infer.device.resolve_device takes these)
+DEVICE_HELP = "auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N"
+
+
+class ShippedModelNames:
+    """The names of the shipped models of one task, listed when the help text is formatted, not when it is built.
+
+    Put on an argparse action as an attribute and named in its help as ``%(shipped)s``: argparse expands the help
+    with the action's attributes only when ``--help`` of that sub-command is printed, so ``medgan --help`` (which
+    builds every sub-command's parser) does not import torch to read the checkpoints' headers.
+
+    Parameters
+    ----------
+    task
+        ``"super-resolution"`` or ``"synthesis"`` (the ``task`` of :func:`medgan.list_pretrained`).
+    """
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+
+    def __str__(self) -> str:
+        from medgan.infer.pretrained import list_pretrained  # imports torch: only when the help is printed
+
+        names = [m["name"] for m in list_pretrained() if m["task"] == self.task]
+        return ", ".join(names) if names else "none shipped"
+
+
+def add_shipped_model_names(action: argparse.Action, task: str) -> argparse.Action:
+    """Give ``action`` (a ``--model`` option whose help names ``%(shipped)s``) the shipped names of ``task``."""
+    action.shipped = ShippedModelNames(task)  # type: ignore[attr-defined]
+    return action
+
 
 _T = TypeVar("_T")
 

@@ -1,6 +1,6 @@
 """``medgan batch upscale|synthesize|evaluate``: folder-level jobs with a manifest, resume, worker processes and Dask.
 
-``medgan batch upscale IN_ROOT OUT_ROOT --model CKPT`` upscales every scan found under ``IN_ROOT`` into
+``medgan batch upscale IN_ROOT OUT_ROOT [--model CKPT]`` (default ``brain-mr-x2-3d``, as ``medgan upscale``) upscales every scan found under ``IN_ROOT`` into
 ``OUT_ROOT``, mirroring the folder tree (``<folder>/<scan id>.nii.gz`` + its ``.json`` provenance sidecar, or a
 derived DICOM series folder ``<folder>/<scan id>/`` with ``--format dicom``); the sliding windows are the
 fewest, largest that tile each scan (``--windows fit``, the default) or the checkpoint's (``--windows
@@ -12,7 +12,7 @@ stand (as ``medgan upscale FILE --axes 0,1,2``); a rerun with other axes redoes 
 reference: per-scan metrics go into the manifest, the evaluation report into ``OUT_ROOT/report``.
 
 Both write ``OUT_ROOT/manifest.jsonl`` (one line per finished scan), ``OUT_ROOT/manifest.csv`` and
-``OUT_ROOT/medgan.log``; a rerun skips scans already done (``--force`` redoes them). Exit status: 0 all done,
+``OUT_ROOT/medgan.log``; a rerun skips scans already done (``--force``, or its alias ``--overwrite``, redoes them). Exit status: 0 all done,
 1 nothing run (bad model, missing input, ...), 2 usage error, 3 finished but some scans failed or were unusable.
 
 ``medgan batch synthesize LABELS_ROOT OUT_ROOT --model CKPT [-n N] [--seed S]`` generates ``N`` synthetic scans
@@ -27,6 +27,7 @@ import argparse
 import sys
 
 from pipelines.commands._args import (
+    DEVICE_HELP,
     add_precision_option,
     add_windows_option,
     non_negative_int,
@@ -35,6 +36,7 @@ from pipelines.commands._args import (
     positive_int,
     scan_axes,
 )
+from pipelines.commands.upscale import DEFAULT_MODEL
 
 __all__ = ["add_parser", "run", "add_common_options"]
 
@@ -42,7 +44,7 @@ __all__ = ["add_parser", "run", "add_common_options"]
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """``--format`` and ``--device``, shared by the jobs that run a model and write scans."""
     parser.add_argument("--format", choices=["nifti", "dicom"], default="nifti", help="output format (default nifti)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +66,13 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="torch threads per scan job (default: all cores with --workers 1, cores/N with --workers N, 1 on Dask)",
     )
-    parser.add_argument("--force", action="store_true", help="redo scans already done (default: skip them)")
+    parser.add_argument(
+        "--force",
+        "--overwrite",
+        dest="force",
+        action="store_true",
+        help="redo scans already done (default: skip them); --overwrite is the same (as for medgan upscale on a tree)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only warnings and errors")
 
 
@@ -94,7 +102,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     up.add_argument("input", metavar="IN_ROOT", help="folder tree (or one file) of DICOM series and NIfTI files")
     up.add_argument("output", metavar="OUT_ROOT", help="output folder (created; must not be inside IN_ROOT)")
-    up.add_argument("--model", required=True, metavar="CKPT", help="checkpoint path or shipped model name")
+    up.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="CKPT",
+        help=f"checkpoint path or shipped model name (default: {DEFAULT_MODEL}, as medgan upscale)",
+    )
     _add_output_options(up)
     up.add_argument("--overlap", type=overlap_fraction, default=0.25, help="sliding-window overlap in [0, 1) (0.25)")
     up.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help="windows per forward pass")

@@ -38,7 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--factor", required=True, type=factor_list, metavar="F", help="an int, or one per spatial axis, e.g. 1,1,4"
     )
-    parser.add_argument("--method", choices=METHODS, default="interpolate", help="degradation model")
+    parser.add_argument(
+        "--method", choices=METHODS, default="interpolate", help="degradation model (default: interpolate)"
+    )
     parser.add_argument(
         "--noise-std",
         type=non_negative_float,

@@ -7,7 +7,8 @@ series is keyed by its folder) or by scan id, else by folder (folder trees): the
 interpolation baselines of the same low-resolution input), and writes into DIR:
 ``metrics.csv``, ``metrics.json`` (versioned schema), ``summary.csv``,
 ``paired.csv``, ``report.md`` with ``figures/*.png`` and a self-contained
-``report.html``. No output holds identifying DICOM fields.
+``report.html``. No output holds identifying DICOM fields. A DIR that already holds one of these files is
+refused (exit 1, nothing read) unless ``--overwrite`` is given, as every command refuses an existing output.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from pathlib import Path
 
 from pipelines.commands._args import non_negative_int, positive_float
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "REPORT_FILES"]
+
+#: the files :func:`medgan.eval.report.write_report` writes into ``--out`` (besides ``figures/*.png``): one of them
+#: there means a report is there, which only ``--overwrite`` replaces
+REPORT_FILES = ("report.md", "report.html", "metrics.csv", "metrics.json", "summary.csv", "paired.csv")
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--lr", metavar="L", help="low-resolution inputs (file or folder): adds baselines and LR consistency"
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; files replaced)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (created); one that already holds a report needs --overwrite",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report files already in DIR (report.md, report.html, metrics.csv, ...; other files stay)",
+    )
     parser.add_argument(
         "--resample",
         action="store_true",
@@ -97,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"medgan evaluate: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    # as every other command refuses an existing output without --overwrite: a rerun into the same folder silently
+    # replaced an earlier report (another model's, another data set's)
+    existing = [name for name in REPORT_FILES if (out / name).exists() or (out / name).is_symlink()]
+    if existing and not getattr(args, "overwrite", False):
+        raise MedganError(
+            f"{out}: already holds a report ({', '.join(existing)}); choose another --out folder or pass --overwrite "
+            "to replace it"
+        )
     # the output folder first: a file of that name, or a place no folder can be made, failed only after every scan
     # was scored, with a raw traceback. Folders made here are removed again if the run fails before writing
     # (exit 1: nothing written)

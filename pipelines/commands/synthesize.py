@@ -24,7 +24,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipelines.commands._args import class_condition, non_negative_int, positive_int
+from pipelines.commands._args import (
+    DEVICE_HELP,
+    add_shipped_model_names,
+    class_condition,
+    non_negative_int,
+    positive_int,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +47,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "grid, in the training data's units, marked synthetic=True in their provenance."
         ),
     )
-    parser.add_argument("--model", required=True, metavar="NAME|PATH", help="shipped model name or checkpoint path")
+    add_shipped_model_names(
+        parser.add_argument(
+            "--model", required=True, metavar="NAME|PATH", help="shipped model name (%(shipped)s) or checkpoint path"
+        ),
+        "synthesis",
+    )
     parser.add_argument("--labels", required=True, metavar="IN", help="label map (NIfTI file or DICOM series)")
     parser.add_argument("--out", required=True, metavar="OUT", help="output .nii/.nii.gz file")
     parser.add_argument("-n", type=positive_int, default=1, metavar="N", help="number of samples (1)")
@@ -60,7 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--class", dest="cls", type=class_condition, default=None, help="class condition (name or index)"
     )
     parser.add_argument("--scalar", type=float, default=None, help="scalar condition (e.g. slice position in [0, 1])")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--progress", action="store_true", help="show a progress bar (images generated)")
     parser.add_argument(
         "--overwrite",

@@ -35,7 +35,9 @@ import argparse
 import logging
 
 from pipelines.commands._args import (
+    DEVICE_HELP,
     add_precision_option,
+    add_shipped_model_names,
     add_windows_option,
     non_negative_int,
     overlap_fraction,
@@ -71,18 +73,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "output", metavar="OUT", help="output .nii/.nii.gz file, a folder for DICOM, or the output tree for a tree IN"
     )
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        metavar="NAME|PATH",
-        help=f"shipped model name or checkpoint path (default: {DEFAULT_MODEL}, 3-D x2 brain MR)",
+    add_shipped_model_names(
+        parser.add_argument(
+            "--model",
+            default=DEFAULT_MODEL,
+            metavar="NAME|PATH",
+            help=f"shipped model name (%(shipped)s) or checkpoint path (default: {DEFAULT_MODEL}, 3-D x2 brain MR)",
+        ),
+        "super-resolution",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
     parser.add_argument(
         "--overlap", type=overlap_fraction, default=0.25, help="sliding-window overlap in [0, 1) (0.25)"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="windows per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="windows per forward pass (default: as many as fit in half the free GPU memory, at most 64; on the CPU 1 for a "
+        "3-D model, 8 for a 2-D one)",
+    )
     add_windows_option(parser)
     add_precision_option(parser)
     parser.add_argument(
@@ -228,6 +240,10 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     resolver = SuperResolver.from_pretrained(args.model, device=args.device, precision=args.precision)
     scan = load_scan(source, series=args.series)
+    from pipelines.batch.jobs import check_dicom_channels, window_roi_size
+
+    # before adaptation and the upscale: the DICOM writer refused a 10-volume scan only once all of it was computed
+    check_dicom_channels(scan, resolver, args.output, args.format)
     if adapt_steps:
         from medgan import adapt_to_scan
 
@@ -240,8 +256,6 @@ def run(args: argparse.Namespace) -> int:
             seed=ADAPT_SEED if adapt_seed is None else adapt_seed,
             progress=args.progress,
         )
-    from pipelines.batch.jobs import window_roi_size
-
     high = resolver.upscale(
         scan,
         overlap=args.overlap,
