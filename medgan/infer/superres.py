@@ -928,7 +928,7 @@ class SuperResolver:
             )
         if self.spatial_dims > n_spatial:
             raise CheckpointError(
-                f"{self.path}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name}; use a 2-D model "
+                f"{self.model_name}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name}; use a 2-D model "
                 "(the shipped one: brain-mr-x2-2d, medgan upscale --model brain-mr-x2-2d)"
             )
         n_chan = data.shape[0]

@@ -339,7 +339,7 @@ def check_target_dir(path: str | os.PathLike[str], overwrite: bool) -> None:
         )
     if not overwrite:
         raise MedganError(
-            f"{path}: folder exists and is not empty; choose another output path or pass overwrite=True (--overwrite)"
+            f"{path}: folder exists and is not empty; choose another output path, or replace it with --overwrite (Python: overwrite=True)"
         )
 
 

@@ -293,7 +293,7 @@ def write_dicom_series(
     if data.shape[0] != 1:
         raise MedganError(
             f"{folder}: DICOM output holds one channel, this scan has {data.shape[0]}; "
-            "write NIfTI (.nii.gz) instead or save each channel separately"
+            "write NIfTI (.nii.gz) instead, or select one volume (scan[k:k + 1]) and write that"
         )
     vol = data[0] if data.ndim == 4 else data[0][..., None]  # (X, Y, Z)
     if not np.all(np.isfinite(vol)):
