@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "upscale",
     "train_sr",
     "train_cgan",
+    "labels",
     "synthesize",
     "evaluate",
     "batch",
