@@ -7,10 +7,10 @@ import sys
 from collections import Counter
 from typing import Any
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "is_terminal"]
 
 
-def _is_terminal(stream: Any) -> bool:
+def is_terminal(stream: Any) -> bool:
     """Whether ``stream`` is a terminal (``False`` for pipes, files and streams without ``isatty``)."""
     try:
         return bool(stream.isatty())
@@ -39,9 +39,16 @@ class Progress:
         from tqdm.auto import tqdm
 
         self.counts: Counter[str] = Counter()
+        #: number of scans in the run
+        self.total = total
         widget = tqdm.__module__.startswith("tqdm.notebook")
-        off = disable or not (force or widget or _is_terminal(sys.stderr))
+        off = disable or not (force or widget or is_terminal(sys.stderr))
         self._bar: Any = tqdm(total=total, desc=desc, unit="scan", disable=off, file=sys.stderr, dynamic_ncols=True)
+
+    @property
+    def finished(self) -> int:
+        """Scans finished so far, whatever their status (the k of the runner's ``scan k/N`` lines)."""
+        return sum(self.counts.values())
 
     def update(self, status: str) -> None:
         """One more scan finished with ``status``."""

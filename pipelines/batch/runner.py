@@ -285,13 +285,16 @@ class _Run:
         written = self.manifest.append(full)
         self.rows[task.scan_id] = written
         status = written["status"]
-        if status == "failed":
-            log.warning("%s (%s): failed: %s", task.scan_id, task.input, written["error"])
-        elif status == "unusable":
-            log.info("%s (%s): unusable: %s", task.scan_id, task.input, written["error"])
-        elif status == "done":  # every output: naming the first of -n 2 read as if one file was written
-            log.info("%s: done in %s -> %s", task.scan_id, _took(written["seconds"]), _outputs_text(task.outputs))
         self.progress.update(status)
+        # "scan 3/7": without a bar (stderr not a terminal: a log, CI) the lines alone gave no overall count
+        nth = f"scan {self.progress.finished}/{self.progress.total}"
+        if status == "failed":
+            log.warning("%s %s (%s): failed: %s", nth, task.scan_id, task.input, written["error"])
+        elif status == "unusable":
+            log.info("%s %s (%s): unusable: %s", nth, task.scan_id, task.input, written["error"])
+        elif status == "done":  # every output: naming the first of -n 2 read as if one file was written
+            took, outputs = _took(written["seconds"]), _outputs_text(task.outputs)
+            log.info("%s %s: done in %s -> %s", nth, task.scan_id, took, outputs)
 
 
 def _remove_output(out_root: Path, rel: str, scan_id: str, why: str) -> None:

@@ -19,6 +19,8 @@ __all__ = [
     "class_condition",
     "add_windows_option",
     "add_precision_option",
+    "add_progress_options",
+    "show_progress",
     "ShippedModelNames",
     "DEVICE_HELP",
 ]
@@ -182,3 +184,51 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
             "on every machine of one kind), tf32 (CUDA) or bf16"
         ),
     )
+
+
+def add_progress_options(parser: argparse.ArgumentParser, *, counts: str = "") -> None:
+    """``--progress`` / ``--no-progress`` of ``medgan upscale`` and ``medgan synthesize`` (read by
+    :func:`show_progress`).
+
+    Parameters
+    ----------
+    parser
+        The sub-command's parser.
+    counts
+        What the bar counts, named in the help (``"images generated"``); empty for none.
+    """
+    what = f" ({counts})" if counts else ""
+    group = parser.add_mutually_exclusive_group()
+    # default None: "not given", so that show_progress can tell it from an explicit choice
+    group.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const=True,
+        default=None,
+        help=f"show a progress bar{what} on stderr (default: when stderr is a terminal)",
+    )
+    group.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        help="no progress bar (the default when stderr is not a terminal: a pipe, a log file, CI)",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether a command shows its progress bar: ``--progress`` / ``--no-progress`` when given, else whether
+    stderr is a terminal.
+
+    The training commands show their bar unless ``--no-progress``; a one-scan ``medgan upscale`` ran 85 s with no
+    sign of life by default, so these commands show it by default too, but only on a terminal: in a pipe or a log
+    file (CI, a Slurm job) each carriage-return redraw of the bar would be a line of noise. The terminal test is the
+    one the batch progress bar uses (:func:`pipelines.batch.progress.is_terminal`).
+    """
+    import sys
+
+    from pipelines.batch.progress import is_terminal
+
+    given = getattr(args, "progress", None)
+    return bool(given) if given is not None else is_terminal(sys.stderr)

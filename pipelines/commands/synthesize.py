@@ -15,7 +15,8 @@ written: a seed above ``2**64-1``, a
 ``--scalar`` that is not finite or lies outside the model's training range (a slice position in [0, 1]), a label
 map too small for the generator; an output whose folder is missing or not writable, an existing output file
 without ``--overwrite``, an output that is the label map itself (:func:`pipelines.commands._outputs.check_outputs`).
-``--progress`` shows a tqdm bar (stderr) over the images generated, as ``medgan upscale --progress``.
+A tqdm bar (stderr) over the images generated is shown by default when stderr is a terminal, as for
+``medgan upscale``; ``--progress`` forces it on, ``--no-progress`` off (:func:`pipelines.commands._args.show_progress`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from pathlib import Path
 
 from pipelines.commands._args import (
     DEVICE_HELP,
+    add_progress_options,
     add_shipped_model_names,
     class_condition,
     non_negative_int,
     positive_int,
+    show_progress,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--scalar", type=float, default=None, help="scalar condition (e.g. slice position in [0, 1])")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
-    parser.add_argument("--progress", action="store_true", help="show a progress bar (images generated)")
+    add_progress_options(parser, counts="images generated")
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.deform:
         labels = deform_labels(labels, seed=seed)
     condition = {k: v for k, v in (("class", args.cls), ("scalar", args.scalar)) if v is not None}
-    images = synth.generate(labels, n=args.n, seed=seed, condition=condition or None, progress=args.progress)
+    images = synth.generate(labels, n=args.n, seed=seed, condition=condition or None, progress=show_progress(args))
     if labels_out:
         if labels.meta.get("labels") is None:  # its values were read as the model's labels: say so in the file
             labels.meta["labels"] = {str(k): v for k, v in synth.labels.items()}

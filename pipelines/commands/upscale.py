@@ -27,6 +27,10 @@ By default (``--windows fit``) the scan is upscaled with the fewest, largest sli
 (``roi_size="fit"`` of :meth:`medgan.SuperResolver.upscale`); ``--windows checkpoint`` uses the checkpoint's
 smaller windows instead (slower; for the shipped models the same output within rounding, as windows are stitched,
 not blended).
+
+A progress bar (stderr) is shown by default when stderr is a terminal, not in a pipe or a log file
+(:func:`pipelines.commands._args.show_progress`); ``--progress`` forces it on, ``--no-progress`` off. On a folder
+tree it counts scans, and each finished scan logs a ``scan k/N`` line (also in the run's ``medgan.log``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import logging
 from pipelines.commands._args import (
     DEVICE_HELP,
     add_precision_option,
+    add_progress_options,
     add_shipped_model_names,
     add_windows_option,
     non_negative_int,
@@ -44,6 +49,7 @@ from pipelines.commands._args import (
     positive_float,
     positive_int,
     scan_axes,
+    show_progress,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,7 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_progress_options(parser, counts="windows; a folder tree: scans, and a 'scan k/N' line per scan")
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -174,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
     from medgan import SuperResolver, discover_scans, load_scan, save_scan
 
+    progress = show_progress(args)
     adapt_steps = int(getattr(args, "adapt_steps", 0) or 0)
     adapt_lr, adapt_seed = getattr(args, "adapt_lr", None), getattr(args, "adapt_seed", None)
     source = args.input  # a path, or the ScanRef already discovered (no second walk)
@@ -218,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
                 device=args.device,
                 overlap=args.overlap,
                 batch_size=args.batch_size,
-                quiet=not args.progress,
+                quiet=not progress,  # not quiet: the per-scan "scan k/N" lines, and the bar on a terminal
                 force=args.overwrite,  # --overwrite on a tree redoes the scans already done
                 refs=refs,
                 windows=args.windows,
@@ -254,13 +261,13 @@ def run(args: argparse.Namespace) -> int:
             lr=ADAPT_LR if adapt_lr is None else adapt_lr,
             axes=args.axes,
             seed=ADAPT_SEED if adapt_seed is None else adapt_seed,
-            progress=args.progress,
+            progress=progress,
         )
     high = resolver.upscale(
         scan,
         overlap=args.overlap,
         batch_size=args.batch_size,
-        progress=args.progress,
+        progress=progress,
         axes=args.axes,
         roi_size=window_roi_size(args.windows),
     )
