@@ -14,7 +14,7 @@
 # and version-check (60 s) timeouts, the worst case of "all" is 30 + 60 + 90 + 275 + 205 = 660 s, over the 600 s
 # one call may run; "sr" alone is at most 455 s, "train" alone 295 s, plus the wheel install.
 # Python packages the machine lacks (monai, nibabel, pydicom) travel as wheels in .whl/ (ignored by .gitignore;
-# see /work/.library/device/README.md) and are installed first. Fetch them once, on the development machine, in the
+# CONTRIBUTING.md) and are installed first. Fetch them once, on the development machine, in the
 # repository root (the versions are those of the dev environment; monai 1.6.1 ran on the H200 on 2026-12-04):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
