@@ -1193,7 +1193,8 @@ def test_medgan_run_example_spec(tmp_path, tiny_model, good_tree, capsys):
             "job: upscale\ninput: a\noutput: b\nmodel: m.safetensors\nwindows: whole\n",
             "'windows' must be one of: checkpoint | fit, got 'whole'",
         ),
-        ("job: upscale\ninput: a\noutput: b\n", "'model' is required"),
+        ("job: upscale\noutput: b\nmodel: m.safetensors\n", "'input' is required"),
+        ("job: synthesize\ninput: a\noutput: b\n", "'model' is required"),
         ("job: shrink\n", "unknown job"),
         (  # expandvars left it as text: "specs/${MEDGAN_NO_SUCH_VAR}: folder not found"
             "job: upscale\ninput: ${MEDGAN_NO_SUCH_VAR}/in\noutput: b\nmodel: m.safetensors\n",

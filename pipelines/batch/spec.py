@@ -137,12 +137,15 @@ _COMMON: dict[str, tuple[Callable[[Any], bool], bool, Any]] = {
     "quiet": (_bool, False, False),
     "threads": (_opt_pos_int, False, None),
 }
+#: the model an upscale job uses when none is named (``medgan upscale``, ``medgan batch upscale``, a spec)
+DEFAULT_UPSCALE_MODEL = "brain-mr-x2-3d"
+
 #: job -> key -> (validator, required, default)
 SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
     "upscale": {
         **_COMMON,
         "input": (_path, True, None),
-        "model": (_path, True, None),
+        "model": (_path, False, DEFAULT_UPSCALE_MODEL),
         "format": (_choice("nifti", "dicom"), False, "nifti"),
         "device": (_opt_str, False, None),
         "overlap": (_fraction, False, 0.25),

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from pipelines.batch.spec import DEFAULT_UPSCALE_MODEL
 from pipelines.commands._args import (
     DEVICE_HELP,
     add_precision_option,
@@ -55,7 +56,7 @@ from pipelines.commands._args import (
 logger = logging.getLogger(__name__)
 
 #: the model ``medgan upscale`` uses without ``--model`` (the contract shows the option as optional)
-DEFAULT_MODEL = "brain-mr-x2-3d"
+DEFAULT_MODEL = DEFAULT_UPSCALE_MODEL
 #: defaults of ``--adapt-lr`` and ``--adapt-seed``
 ADAPT_LR, ADAPT_SEED = 1e-4, 0
 
