@@ -1,5 +1,5 @@
-"""Model cards state a degradation only for models that learnt one: the conditional GAN's and the synthetic-image
-detector's cards said ``- degradation: `null` ``."""
+"""Model cards say what fits the model: a degradation only for models that learnt one (the conditional GAN's and
+the synthetic-image detector's cards said ``- degradation: `null` ``), and the detector's no generator details."""
 
 from __future__ import annotations
 
@@ -17,3 +17,12 @@ def test_only_super_resolution_cards_state_a_degradation():
         else:
             assert lines == [], (name, lines)
         assert "`null`" not in card.split("## Validation")[0].split("## Training data")[1], name
+
+
+def test_the_detector_card_does_not_read_like_a_generator_card():
+    """It had "held-out accuracy: None", "steps: {}" and a validation heading naming an EMA generator."""
+    card = render_model_card(PRETRAINED_DIR / "synthetic-detector.safetensors")
+    assert "None" not in card and "- steps:" not in card and "EMA generator" not in card
+    assert "\n## Validation\n" in card and "held-out results, where measured, are in the notes" in card
+    sr = render_model_card(PRETRAINED_DIR / "brain-mr-x2-3d.safetensors")
+    assert "## Validation (EMA generator, held-out scans, last evaluation)" in sr and "- steps:" in sr

@@ -223,8 +223,8 @@ def _data_lines(data: dict[str, Any]) -> list[str]:
     if "n_real" in data:  # synthetic-image detector (medgan.infer.detect.train_detector)
         return [
             f"- real slices: {data['n_real']}, synthetic slices: {data['n_fake']}, slice shape: {data.get('slice_shape')}",
-            f"- epochs: {data.get('epochs')}, training accuracy: {data.get('train_accuracy')}, "
-            f"held-out accuracy: {data.get('val_accuracy')}",
+            f"- epochs: {data.get('epochs')}, training accuracy: {data.get('train_accuracy')}"
+            + (f", held-out accuracy: {data['val_accuracy']}" if data.get("val_accuracy") is not None else ""),
         ]
     if "subjects" in data:  # conditional GAN: subjects with their train / held-out slices
         lines = [
@@ -306,15 +306,20 @@ def render_model_card(path: str | Path) -> str:
         lines.append(f"- degradation: `{json.dumps(degradation, sort_keys=True)}`")
     lines += [
         f"- augmentation: `{json.dumps(meta.get('augment', data.get('augment')), sort_keys=True)}`",
-        f"- steps: {json.dumps(steps, sort_keys=True)}",
-        "",
-        "## Validation (EMA generator, held-out scans, last evaluation)",
-        "",
     ]
+    if steps or task != "synthetic-detection":  # the detector trains in epochs (above), not generator steps
+        lines.append(f"- steps: {json.dumps(steps, sort_keys=True)}")
+    # the detector has no EMA generator: its card read like a generator's, "held-out accuracy: None" included
+    heading = (
+        "Validation" if task == "synthetic-detection" else "Validation (EMA generator, held-out scans, last evaluation)"
+    )
+    lines += ["", f"## {heading}", ""]
     val = meta.get("validation") or {}
     if val:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in val.items() if isinstance(v, (int, float))]
+    elif task == "synthetic-detection":
+        lines.append("not recorded in the checkpoint (held-out results, where measured, are in the notes)")
     else:
         lines.append("not recorded")
     # a shipped model: its shipped config (with the step counts of the run) reproduces it; the recorded command
