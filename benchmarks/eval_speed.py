@@ -2,7 +2,10 @@
 
 ``medgan evaluate`` scores the method and the nearest, linear and cubic interpolations of the low-resolution input
 against one reference, with one mask and one data range (``medgan.eval.compare``); this times those four calls, in
-one process, after the inputs are loaded, and prints the CPU and wall time of each and their sum (JSON).
+one process, after the inputs are loaded, and prints the CPU and wall time of each, their sum and the process's
+peak RSS (JSON). The four calls share one ``medgan.eval.metrics.ReferenceFilters`` of the reference, as
+``medgan.eval.compare`` does, when the medgan imported has it (``--no-shared``: one filtering per call, as before);
+run it with ``PYTHONPATH`` set to another checkout to time that one.
 
 Usage (the x2-degraded MNI T1 upscaled with the shipped 3-D model, as in BENCHMARKS.md)::
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import medgan
@@ -31,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pred", required=True)
     ap.add_argument("--ref", required=True)
     ap.add_argument("--lr", required=True)
+    ap.add_argument("--no-shared", action="store_true", help="filter the reference in every call")
     args = ap.parse_args(argv)
     pred, lr = load_scan(args.pred), load_scan(args.lr)
     ref = crop_reference(load_scan(args.ref), pred)  # medgan evaluate's default --crop-reference
@@ -40,11 +45,13 @@ def main(argv: list[str] | None = None) -> dict:
         candidates[name] = medgan.interpolate(lr, factor, order=order)
     mask, _ = resolve_mask("foreground", ref)
     dr = M.robust_data_range(ref, mask)
-    record: dict = {"shape": list(pred.shape), "calls": {}}
+    share = hasattr(M, "ReferenceFilters") and not args.no_shared
+    record: dict = {"shape": list(pred.shape), "shared_reference_filters": share, "calls": {}}
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    shared = {"reference_filters": M.ReferenceFilters(ref)} if share else {}
     for name, candidate in candidates.items():
         c, w = time.process_time(), time.perf_counter()
-        res = M.evaluate(candidate, ref, mask=mask, data_range=dr, lr=lr)
+        res = M.evaluate(candidate, ref, mask=mask, data_range=dr, lr=lr, **shared)
         record["calls"][name] = {
             "cpu_s": round(time.process_time() - c, 3),
             "wall_s": round(time.perf_counter() - w, 3),
@@ -52,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     record["total_cpu_s"] = round(time.process_time() - cpu0, 3)
     record["total_wall_s"] = round(time.perf_counter() - wall0, 3)
+    record["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
     print(json.dumps(record))
     return record
 

@@ -74,6 +74,7 @@ __all__ = [
     "HFEN_SIGMA",
     "METRIC_KEYS",
     "evaluate",
+    "ReferenceFilters",
     "robust_data_range",
     "psnr",
     "ssim",
@@ -559,47 +560,72 @@ def _ssim_plan(spatial: tuple[int, ...], mode: str) -> tuple[str, int | None]:
     return f"2d-slices-axis{axis}", axis
 
 
-def _ssim_full_map(x: np.ndarray, y: np.ndarray, data_range: float, out: np.ndarray) -> None:
+def _ssim_reference_filters(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's two SSIM filters: ``(uy, uyy)``, the Gaussian means of ``y`` and of ``y * y``.
+
+    They depend on the reference alone (not on the data range nor the prediction), so
+    :class:`ReferenceFilters` keeps them for every prediction scored against one reference.
+    """
+    return _ssim_smooth(y), _ssim_smooth(np.multiply(y, y))
+
+
+def _ssim_smooth(image: np.ndarray) -> np.ndarray:
+    """scikit-image's SSIM window: a Gaussian of sigma 1.5, ``truncate=3.5`` (11 voxels), reflected at the edges."""
+    return ndimage.gaussian_filter(image, sigma=SSIM_SIGMA, mode="reflect", truncate=3.5)
+
+
+def _ssim_full_map(
+    x: np.ndarray,
+    y: np.ndarray,
+    data_range: float,
+    out: np.ndarray,
+    ref_filters: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
     """Write the SSIM map of two float64 images into ``out``, bit for bit scikit-image's.
 
     That is ``skimage.metrics.structural_similarity(x, y, data_range=data_range, gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, full=True)[1]``: the same Gaussian filters and the same floating-point operations
-    in the same order, but in place on six buffers. Why not call it: scikit-image allocates about twenty image-sized
-    temporaries, and their allocation and first touch took more CPU time than its five filters on a 3-D MNI T1
-    (``tests/test_perf_paths_metrics.py`` checks the bits against the installed scikit-image).
+    in the same order, but in place on four buffers and ``out`` besides the reference's two. Why not call it:
+    scikit-image allocates about twenty image-sized temporaries, and their allocation and first touch took more CPU
+    time than its five filters on a 3-D MNI T1 (``tests/test_perf_paths_metrics.py`` checks the bits against the installed scikit-image).
+    ``ref_filters``: ``(uy, uyy)`` of ``y`` from :func:`_ssim_reference_filters`, read and never written (they are
+    shared by every prediction scored against one reference); computed here when not given.
     """
     k1, k2 = 0.01, 0.03  # scikit-image's defaults (Wang et al. 2004)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-
-    def smooth(image: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(image, sigma=SSIM_SIGMA, mode="reflect", truncate=3.5)
-
-    ux, uy = smooth(x), smooth(y)
+    uy, uyy = ref_filters if ref_filters is not None else _ssim_reference_filters(y)
+    ux = _ssim_smooth(x)
     t = np.multiply(x, x)
-    uxx = smooth(t)
-    uyy = smooth(np.multiply(y, y, out=t))
-    uxy = smooth(np.multiply(x, y, out=t))
-    # population covariances (cov_norm 1.0, whose product changes no bit): vx = uxx - ux * ux, ...
+    uxx = _ssim_smooth(t)
+    uxy = _ssim_smooth(np.multiply(x, y, out=t))
+    # population covariances (cov_norm 1.0, whose product changes no bit): vx = uxx - ux * ux, ...; vy goes to
+    # ``out`` (free until the last division) so that the shared uy and uyy stay untouched
     np.subtract(uxx, np.multiply(ux, ux, out=t), out=uxx)
-    np.subtract(uyy, np.multiply(uy, uy, out=t), out=uyy)
+    vy = np.subtract(uyy, np.multiply(uy, uy, out=out), out=out)
     np.subtract(uxy, np.multiply(ux, uy, out=t), out=uxy)
     a1 = np.multiply(ux, 2, out=t)  # A1 = 2 * ux * uy + C1
     np.multiply(a1, uy, out=a1)
     np.add(a1, c1, out=a1)
     a2 = np.multiply(uxy, 2, out=uxy)  # A2 = 2 * vxy + C2
     np.add(a2, c2, out=a2)
-    b1 = np.square(ux, out=ux)  # B1 = ux**2 + uy**2 + C1 (numpy's ** 2 is square)
-    np.add(b1, np.square(uy, out=uy), out=b1)
-    np.add(b1, c1, out=b1)
-    b2 = np.add(uxx, uyy, out=uxx)  # B2 = vx + vy + C2
+    b2 = np.add(uxx, vy, out=uxx)  # B2 = vx + vy + C2 (before B1, which reuses vy's buffer)
     np.add(b2, c2, out=b2)
+    b1 = np.square(ux, out=ux)  # B1 = ux**2 + uy**2 + C1 (numpy's ** 2 is square)
+    np.add(b1, np.square(uy, out=out), out=b1)
+    np.add(b1, c1, out=b1)
     d = np.multiply(b1, b2, out=b1)  # S = (A1 * A2) / (B1 * B2)
     np.multiply(a1, a2, out=a1)
     np.divide(a1, d, out=out)
 
 
-def _ssim_parts(pred: Any, ref: Any, *, data_range: float, mode: str) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
-    """:func:`ssim_map`'s map, valid region and label, plus the voxels whose window holds only finite reference voxels."""
+def _ssim_parts(
+    pred: Any, ref: Any, *, data_range: float, mode: str, filters: ReferenceFilters | None = None
+) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    """:func:`ssim_map`'s map, valid region and label, plus the voxels whose window holds only finite reference voxels.
+
+    ``filters``: the reference's :class:`ReferenceFilters` (then ``ref`` is its array), whose filled reference,
+    clean region and two SSIM filters are computed once for every prediction scored against it.
+    """
     p, r = _pair(pred, ref)
     spatial = p.shape[1:]
     label, axis = _ssim_plan(tuple(spatial), mode)
@@ -608,28 +634,46 @@ def _ssim_parts(pred: Any, ref: Any, *, data_range: float, mode: str) -> tuple[n
     if label.startswith("unavailable"):
         return smap, valid, label, valid.copy()
     pad = (SSIM_WIN_SIZE - 1) // 2
-    finite = np.isfinite(r)
-    if finite.all():
-        clean = np.ones(p.shape, dtype=bool)
+    if filters is not None:
+        r, clean, shared = filters._ssim_reference(axis)
     else:
-        # A NaN (padding, a masked-out region) spreads over every window that touches it, so the map is
-        # computed on a NaN-filled reference and the windows that touch a non-finite voxel are left out:
-        # the finite mask eroded by the window's half-width, within each slice in the 2-D mode.
-        r = np.where(finite, r, 0.0)
-        size = (1, *(1 if i == axis else SSIM_WIN_SIZE for i in range(len(spatial))))
-        clean = ndimage.minimum_filter(finite.astype(np.uint8), size=size, mode="constant", cval=1).astype(bool)
+        r, clean = _ssim_filled_reference(r, axis)
+        shared = None
     crop = tuple(slice(None) if i == axis else slice(pad, s - pad) for i, s in enumerate(spatial))
+    for n, at in enumerate(_ssim_images(p.shape, axis)):
+        _ssim_full_map(p[at], r[at], float(data_range), smap[at], shared[n] if shared is not None else None)
     for c in range(p.shape[0]):
-        if axis is None:
-            _ssim_full_map(p[c], r[c], float(data_range), smap[c])
-        else:
-            for k in range(spatial[axis]):
-                index = [slice(None)] * len(spatial)
-                index[axis] = k
-                _ssim_full_map(p[(c, *index)], r[(c, *index)], float(data_range), smap[(c, *index)])
         valid[(c, *crop)] = True
     smap[~clean] = np.nan
     return smap, valid, label, clean
+
+
+def _ssim_images(shape: tuple[int, ...], axis: int | None) -> list[tuple[Any, ...]]:
+    """Indices of the images SSIM windows run over: each channel (``axis`` None), or each slice across ``axis``."""
+    if axis is None:
+        return [(c,) for c in range(shape[0])]
+    out = []
+    for c in range(shape[0]):
+        for k in range(shape[1 + axis]):
+            index: list[Any] = [slice(None)] * (len(shape) - 1)
+            index[axis] = k
+            out.append((c, *index))
+    return out
+
+
+def _ssim_filled_reference(r: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference, clean)``: the reference with non-finite voxels filled, and the voxels whose window holds none.
+
+    A NaN (padding, a masked-out region) spreads over every window that touches it, so the map is computed on a
+    NaN-filled reference and the windows that touch a non-finite voxel are left out: the finite mask eroded by the
+    window's half-width, within each slice (across ``axis``) in the 2-D mode.
+    """
+    finite = np.isfinite(r)
+    if finite.all():
+        return r, np.ones(r.shape, dtype=bool)
+    size = (1, *(1 if i == axis else SSIM_WIN_SIZE for i in range(r.ndim - 1)))
+    clean = ndimage.minimum_filter(finite.astype(np.uint8), size=size, mode="constant", cval=1).astype(bool)
+    return np.where(finite, r, 0.0), clean
 
 
 def ssim_map(pred: Any, ref: Any, *, data_range: float, mode: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
@@ -806,6 +850,80 @@ def lr_consistency_psnr(
 # --------------------------------------------------------------------------- evaluate
 
 
+class ReferenceFilters:
+    """The reference's side of :func:`evaluate`, computed once for every prediction scored against that reference.
+
+    ``medgan evaluate --lr`` scores the method and its nearest, linear and cubic baselines against one reference
+    (:class:`medgan.eval.compare.Evaluation`); without this each call filtered the reference again: its
+    Laplacian of Gaussian (HFEN) and the two Gaussian means of SSIM (``uy`` and ``uyy``, the mean of ``y * y``),
+    about 0.7 s of CPU time per extra method on a 3-D MNI T1. Pass one object as ``reference_filters=`` to every
+    :func:`evaluate` call with the same ``ref`` object (it is checked by identity, never by content): the results
+    are the same bit for bit.
+
+    Everything is computed on first use and kept while the object lives: the reference in float64 (shared with
+    :func:`evaluate`, which would convert it anyway), its LoG (finite references only: with non-finite voxels
+    HFEN filters as without this object) and, per SSIM mode used, the two SSIM filters (plus the filled reference
+    and its clean region when some reference voxel is not finite). That is about three image-sized float64 arrays
+    held beyond the reference; drop the object when the reference's predictions are scored.
+
+    Parameters
+    ----------
+    ref
+        The reference as given to :func:`evaluate`: a loaded scan (MetaTensor, tensor or array), not a path.
+        It must not change while the object is used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.zeros((1, 32, 32)); ref[0, 8:24, 8:24] = 100.0
+    >>> shared = ReferenceFilters(ref)
+    >>> a = evaluate(ref + 1.0, ref, data_range=100.0, reference_filters=shared)
+    >>> b = evaluate(ref + 2.0, ref, data_range=100.0, reference_filters=shared)
+    >>> a == evaluate(ref + 1.0, ref, data_range=100.0)
+    True
+    """
+
+    def __init__(self, ref: ScanLike) -> None:
+        if isinstance(ref, str | os.PathLike):
+            raise EvaluationError("ReferenceFilters needs the loaded reference, not a path: load it once first")
+        self.reference = ref
+        self._array: np.ndarray | None = None
+        self._finite_voxels: np.ndarray | None = None
+        self._log: np.ndarray | None = None
+        self._ssim: dict[int | None, tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]] = {}
+
+    @property
+    def array(self) -> np.ndarray:
+        """The reference as a read-only float64 array (read-only: every prediction's scores read it)."""
+        if self._array is None:
+            array = _to_numpy(self.reference).view()
+            array.flags.writeable = False
+            self._array = array
+        return self._array
+
+    @property
+    def finite_voxels(self) -> np.ndarray:
+        """Spatial boolean array: the voxels finite in every channel."""
+        if self._finite_voxels is None:
+            self._finite_voxels = np.isfinite(self.array).all(axis=0)
+        return self._finite_voxels
+
+    def _hfen_log(self) -> np.ndarray:
+        """The reference's LoG (:data:`HFEN_SIGMA`); for a finite reference (the filled one is HFEN's own)."""
+        if self._log is None:
+            self._log = _log(self.array, HFEN_SIGMA)
+        return self._log
+
+    def _ssim_reference(self, axis: int | None) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """``(filled reference, clean region, [(uy, uyy) per image of _ssim_images])`` for SSIM windows over all
+        axes (``axis`` None) or per slice; each image's filters contiguous, as the unshared path computes them."""
+        if axis not in self._ssim:
+            r, clean = _ssim_filled_reference(self.array, axis)
+            filters = [_ssim_reference_filters(r[at]) for at in _ssim_images(r.shape, axis)]
+            self._ssim[axis] = (r, clean, filters)
+        return self._ssim[axis]
+
+
 def evaluate(
     pred: ScanLike | str | os.PathLike[str],
     ref: ScanLike | str | os.PathLike[str],
@@ -815,6 +933,7 @@ def evaluate(
     lr: ScanLike | str | os.PathLike[str] | None = None,
     degradation: Mapping[str, Any] | str | None = None,
     ssim_mode: str = "auto",
+    reference_filters: ReferenceFilters | None = None,
 ) -> dict[str, Any]:
     """Score a prediction against a reference on the same voxel grid.
 
@@ -835,6 +954,9 @@ def evaluate(
         :func:`lr_consistency_psnr`).
     ssim_mode
         ``"auto"``, ``"3d"`` or ``"2d"`` (see :func:`ssim_map`).
+    reference_filters
+        A :class:`ReferenceFilters` of this very ``ref`` object, to share the reference's filtering among several
+        predictions scored against it (the method and its baselines); the same results, bit for bit.
 
     Returns
     -------
@@ -856,7 +978,8 @@ def evaluate(
     medgan.errors.EvaluationError
         For an unusable argument: a ``data_range`` that is not a finite positive number, an
         unknown ``mask`` name, a mask of the wrong shape or with no voxel, an unknown
-        ``ssim_mode``, or arrays that are not channel-first 2-D or 3-D. It is a ``ValueError``.
+        ``ssim_mode``, arrays that are not channel-first 2-D or 3-D, or ``reference_filters`` made from another
+        object than ``ref``. It is a ``ValueError``.
 
     Examples
     --------
@@ -867,16 +990,21 @@ def evaluate(
     >>> round(r["psnr"], 6), r["mae"], r["data_range"]
     (40.0, 1.0, 100.0)
     """
+    if reference_filters is not None and reference_filters.reference is not ref:
+        # identity, not content: comparing the arrays would cost what sharing the filters saves
+        raise EvaluationError("reference_filters were made from another object than ref: ReferenceFilters(ref)")
     pred, ref = load_if_path(pred), load_if_path(ref)
     lr = load_if_path(lr)
     check_geometry(pred, ref)
-    p, r = _to_numpy(pred), _to_numpy(ref)
+    p = _to_numpy(pred)
+    r = reference_filters.array if reference_filters is not None else _to_numpy(ref)
     if p.ndim not in (3, 4):
         raise EvaluationError(f"expected channel-first (C, X, Y[, Z]) arrays, got shape {p.shape}")
     m, rule = resolve_mask(mask, r)
     # the foreground rule keeps finite voxels only; "none" and a user's mask did not, so NaN padding made every
     # masked metric but SSIM NaN there, against the rule above (non-finite reference voxels are left out)
-    m = m & np.isfinite(r).all(axis=0)
+    finite = reference_filters.finite_voxels if reference_filters is not None else np.isfinite(r).all(axis=0)
+    m = m & finite
     if not m.any():
         raise EvaluationError("the mask selects no voxel with a finite reference value")
     if data_range is None:
@@ -888,11 +1016,16 @@ def evaluate(
             raise EvaluationError(f"data_range must be a finite positive number, got {data_range!r}") from None
         if not (dr > 0 and math.isfinite(dr)):  # inf gave PSNR inf and SSIM NaN
             raise EvaluationError(f"data_range must be a finite positive number, got {data_range}")
-    smap, valid, mode, clean = _ssim_parts(p, r, data_range=dr, mode=ssim_mode)
-    if np.isfinite(r).all():
+    smap, valid, mode, clean = _ssim_parts(p, r, data_range=dr, mode=ssim_mode, filters=reference_filters)
+    ssim_masked = _mean_ssim(smap, valid, clean, m)
+    ssim_full = float(smap[valid].mean()) if valid.any() else math.nan
+    del smap, valid, clean  # an image-sized map not held while the LoGs are (with the shared filters, they add up)
+    if finite.all():
         # the masked and whole-image HFEN filter the same two images then: each LoG once, not twice (the LoGs
-        # were 40 % of an evaluation's CPU time on a 3-D MNI T1; same numbers bit for bit)
-        lp, lr_ = _log(p, HFEN_SIGMA), _log(r, HFEN_SIGMA)
+        # were 40 % of an evaluation's CPU time on a 3-D MNI T1; same numbers bit for bit); the reference's once
+        # for all its predictions with reference_filters
+        lp = _log(p, HFEN_SIGMA)
+        lr_ = reference_filters._hfen_log() if reference_filters is not None else _log(r, HFEN_SIGMA)
         hfen_masked = _hfen_of(lp, lr_, _spatial_mask(m, p.shape))
         hfen_full = _hfen_of(lp, lr_, _spatial_mask(None, p.shape))
         del lp, lr_
@@ -900,12 +1033,12 @@ def evaluate(
         hfen_masked, hfen_full = hfen(p, r, mask=m), hfen(p, r)
     result: dict[str, Any] = {
         "psnr": psnr(p, r, data_range=dr, mask=m),
-        "ssim": _mean_ssim(smap, valid, clean, m),
+        "ssim": ssim_masked,
         "nrmse": nrmse(p, r, mask=m),
         "mae": mae(p, r, mask=m),
         "hfen": hfen_masked,
         "psnr_full": psnr(p, r, data_range=dr),
-        "ssim_full": float(smap[valid].mean()) if valid.any() else math.nan,
+        "ssim_full": ssim_full,
         "nrmse_full": nrmse(p, r),
         "mae_full": mae(p, r),
         "hfen_full": hfen_full,
