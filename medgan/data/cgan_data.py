@@ -79,9 +79,11 @@ def load_pairs(
         labelling convention: the model would learn one tissue's texture under another's name), an image of another
         modality than ``modality``.
     """
+    from monai.data import MetaTensor
+
     from medgan.data.labels import label_values as values_of
     from medgan.data.labels import tissue_labels
-    from medgan.io.discover import first_tie, identity_keys
+    from medgan.io.discover import first_tie, identity_keys, same_voxels
     from medgan.io.load import load_scan
 
     pairs = []
@@ -103,6 +105,19 @@ def load_pairs(
                 f"{name}: {tie[0]} the training subject {tie[1]}; list each subject once (its validation "
                 "slices would be trained on through the other copy)"
             )
+        # another tool's conversion of a subject's series (dcm2niix) has none of those keys but its voxels: compared
+        # with the subjects already in memory (normalised: a linear map of their voxels, which same_voxels allows)
+        for earlier in pairs:
+            if earlier["image"].shape[0] == image.shape[0] and sorted(earlier["image"].shape[1:]) == sorted(
+                image.shape[1:]
+            ):
+                prior = MetaTensor(torch.from_numpy(earlier["image"]), affine=torch.from_numpy(earlier["affine"]))
+                if same_voxels(image, prior):
+                    raise MedganError(
+                        f"{name}: has the same voxels as the training subject {earlier['name']} (one scan, e.g. a "
+                        "conversion of it by another tool); list each subject once (its validation slices would "
+                        "be trained on through the other copy)"
+                    )
         seen.update(dict.fromkeys(keys, name))
         _check_modality(image, name, modality)
         if "labels" in subject:

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset
+from monai.data import CacheDataset, MetaTensor
 from monai.transforms import MapTransform
 from monai.transforms.utils import generate_pos_neg_label_crop_centers, map_binary_to_indices
 
@@ -110,12 +110,16 @@ class LoadNormalizedd(MapTransform):
     """Load ``data["source"]``, normalise it and add its foreground mask and indices.
 
     Output keys: ``image`` (float32 ``(C, *spatial)``, normalised), ``mask`` (uint8 spatial),
-    ``fg`` / ``bg`` (flat voxel indices), ``normalization`` (its dict), ``name``.
+    ``fg`` / ``bg`` (flat voxel indices), ``normalization`` (its dict), ``name``. ``inspect(source, scan)``, when
+    given, sees each scan as loaded, before it is normalised (the trainer's hold-out check compares raw voxels).
     """
 
-    def __init__(self, normalization: Mapping[str, Any]) -> None:
+    def __init__(
+        self, normalization: Mapping[str, Any], inspect: Callable[[Any, MetaTensor], None] | None = None
+    ) -> None:
         super().__init__(keys=["source"])
         self.rule = dict(normalization)
+        self.inspect = inspect
 
     def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
         from medgan.eval.masks import foreground_mask
@@ -123,6 +127,8 @@ class LoadNormalizedd(MapTransform):
 
         source = data["source"]
         scan = load_scan(source)
+        if self.inspect is not None:
+            self.inspect(source, scan)
         raw = scan.as_tensor().numpy().astype(np.float32, copy=False)
         kwargs = {k: float(self.rule[k]) for k in ("lower", "upper") if k in self.rule}
         try:
@@ -153,8 +159,17 @@ class LoadNormalizedd(MapTransform):
         }
 
 
-def load_volumes(paths: Sequence[str], normalization: Mapping[str, Any], *, num_workers: int = 0) -> list[dict]:
+def load_volumes(
+    paths: Sequence[str],
+    normalization: Mapping[str, Any],
+    *,
+    num_workers: int = 0,
+    inspect: Callable[[Any, MetaTensor], None] | None = None,
+) -> list[dict]:
     """Load, normalise and cache the training volumes (MONAI ``CacheDataset``, fully cached).
+
+    ``inspect(source, scan)`` sees each scan as loaded, before it is normalised (:class:`LoadNormalizedd`); a
+    :class:`~medgan.errors.MedganError` it raises is raised from here.
 
     Returns
     -------
@@ -165,7 +180,7 @@ def load_volumes(paths: Sequence[str], normalization: Mapping[str, Any], *, num_
     try:
         ds = CacheDataset(
             data=[{"source": s} for s in sources],
-            transform=LoadNormalizedd(normalization),
+            transform=LoadNormalizedd(normalization, inspect),
             cache_rate=1.0,
             num_workers=num_workers or None,
             progress=False,

@@ -511,7 +511,7 @@ def identity_keys(paths: Sequence[str | os.PathLike[str]], series_uid: str | Non
     ``"series"``, ``"source"``, ``"content"``) says how (:data:`IDENTITY_TIES`, :func:`first_tie`). The content
     key is computed only for files of at most :data:`CONTENT_KEY_MAX_BYTES` (one read of each): a DICOM series is
     told by its UID instead, which costs no read of its slices. A NIfTI file converted by another tool (no medgan
-    sidecar) has other bytes and no recorded series, and is not caught.
+    sidecar) has other bytes and no recorded series: :func:`same_voxels` tells it by its voxels instead.
     """
     keys: set[tuple] = set()
     for p in paths:
@@ -555,6 +555,99 @@ def first_tie(keys: set[tuple], seen: Mapping[tuple, T]) -> tuple[str, T] | None
         if key in seen:
             return IDENTITY_TIES.get(key[0], "the same scan as"), seen[key]
     return None
+
+
+#: Voxel spacing (mm) within which :func:`same_voxels` counts two grids as one.
+SAME_VOXELS_SPACING_MM = 1e-3
+#: :func:`same_voxels`' value tolerance, a fraction of the first scan's intensity range (and of each value): a DICOM
+#: series loaded by medgan and its dcm2niix conversion differ by float32 rounding of the rescaled values (see the
+#: hold-out tests), while any degradation (noise, blur, resampling) differs by orders of magnitude more.
+SAME_VOXELS_RTOL = 1e-4
+
+
+def canonical_voxels(array: Any, affine: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A channel-first scan's voxels and 4x4 affine reoriented to the closest canonical RAS+ axes (axes permuted
+    and flipped, never resampled), so that one scan stored in another axis order (a dcm2niix conversion of a
+    DICOM series) gives the same array."""
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+
+    data = np.asarray(array)
+    aff = np.asarray(affine, dtype=np.float64)
+    ornt = io_orientation(aff)
+    spatial = data.shape[1:]
+    # apply_orientation works on the leading axes: channels moved last for it, and back
+    out = np.moveaxis(apply_orientation(np.moveaxis(data, 0, -1), ornt), -1, 0)
+    return out, aff @ inv_ornt_aff(ornt, spatial)
+
+
+def grid_signature(shape: Sequence[int] | None, spacing: Sequence[float] | None) -> tuple | None:
+    """An axis-order-free summary of a channel-first grid (channels, then the sorted ``(size, spacing)`` of its
+    spatial axes), or ``None`` when unknown: two scans with :func:`same_voxels` have signatures that
+    :func:`grids_may_match`, so it picks the candidates worth loading from headers alone (:class:`ScanRef`)."""
+    if shape is None or spacing is None or len(shape) != len(spacing) + 1:
+        return None
+    return (int(shape[0]), tuple(sorted((int(n), float(s)) for n, s in zip(shape[1:], spacing, strict=True))))
+
+
+def grids_may_match(a: tuple | None, b: tuple | None) -> bool:
+    """Whether two :func:`grid_signature` values can be one grid (an unknown one can be any)."""
+    if a is None or b is None:
+        return True
+    if a[0] != b[0] or len(a[1]) != len(b[1]):
+        return False
+    return all(n == m and abs(s - t) <= SAME_VOXELS_SPACING_MM for (n, s), (m, t) in zip(a[1], b[1], strict=True))
+
+
+def same_voxels(a: Any, b: Any, *, rtol: float = SAME_VOXELS_RTOL) -> bool:
+    """Whether two loaded scans hold the same voxels: one scan, whatever its file, format or metadata.
+
+    Both are reoriented to the closest canonical RAS+ axes (:func:`canonical_voxels`); they are the same when they
+    then have the same shape, voxel spacing within :data:`SAME_VOXELS_SPACING_MM`, non-finite voxels in the same
+    places and finite voxel values within ``rtol`` of each value plus ``rtol`` times the intensity range, as they
+    are or after the least-squares linear intensity map from ``a`` to ``b`` (one scan under another rescaling). This catches what
+    :func:`identity_keys` cannot: a NIfTI file another tool (dcm2niix) converted from a DICOM series has no medgan
+    sidecar and other bytes. A scan that was degraded, resampled, cropped or is another subject's differs.
+
+    Parameters
+    ----------
+    a, b
+        Channel-first scans with an ``affine`` (:func:`medgan.load_scan` results, MONAI MetaTensors).
+
+    Returns
+    -------
+    bool
+    """
+    shape_a, shape_b = tuple(a.shape), tuple(b.shape)
+    if len(shape_a) != len(shape_b) or shape_a[0] != shape_b[0] or sorted(shape_a[1:]) != sorted(shape_b[1:]):
+        return False  # cheap refusals before any copy of the voxels
+
+    def _numpy(x: Any) -> np.ndarray:
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x
+        x = x.detach().cpu().numpy() if hasattr(x, "detach") else x
+        return np.asarray(x)
+
+    va, aff_a = canonical_voxels(_numpy(a), a.affine)
+    vb, aff_b = canonical_voxels(_numpy(b), b.affine)
+    if va.shape != vb.shape:
+        return False
+    spacing_a = np.linalg.norm(aff_a[:3, :3], axis=0)
+    spacing_b = np.linalg.norm(aff_b[:3, :3], axis=0)
+    if not np.allclose(spacing_a, spacing_b, rtol=0.0, atol=SAME_VOXELS_SPACING_MM):
+        return False
+    va, vb = va.astype(np.float64), vb.astype(np.float64)
+    ok = np.isfinite(va) & np.isfinite(vb)
+    if not ok.any() or not np.array_equal(ok, np.isfinite(va) | np.isfinite(vb)):
+        return False  # NaN/inf where the other has a value: not one scan (an all-NaN pair says nothing)
+    xa, xb = va[ok], vb[ok]
+    span_a, span_b = float(np.ptp(xa)), float(np.ptp(xb))
+    if np.allclose(xa, xb, rtol=rtol, atol=rtol * span_a):
+        return True
+    if span_a == 0.0 or span_b == 0.0:
+        return False  # a constant image fits any line: nothing to tell it by
+    # one scan under another intensity scaling: dcm2niix applies Philips' private (precise) scale by default, a
+    # factor of ~850 from the public RescaleSlope medgan applies, exactly linear (measured: 7e-8 of the range)
+    slope, intercept = np.polyfit(xa, xb, 1)
+    return bool(np.allclose(slope * xa + intercept, xb, rtol=rtol, atol=rtol * span_b))
 
 
 def series_uid_of(path: Path) -> str | None:

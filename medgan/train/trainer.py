@@ -78,18 +78,20 @@ def _source_keys(source: Any) -> set[Any]:
     return identity_keys(paths, getattr(source, "series_uid", None))
 
 
-def _check_held_out(train: list[Any], val: list[Any]) -> None:
+def _check_held_out(train: list[Any], val: list[Any]) -> _SameVoxelsCheck | None:
     """Refuse a validation scan that is also a training scan once the folders are walked.
 
     The config check compares only the listed paths, so a link to a validation scan inside a training folder (or a
     hard link, a copy of the same DICOM series, a byte copy of a NIfTI file, or a NIfTI file that ``medgan convert``
     made from a training series) trained on the held-out scan unnoticed (:func:`medgan.io.discover.identity_keys`).
+    A scan with the voxels of a training scan (another tool's conversion of it) has none of those keys: the
+    returned :class:`_SameVoxelsCheck` refuses it while the training scans are loaded (``None``: nothing to check).
     """
     from medgan.data.patches import source_name
     from medgan.io.discover import first_tie
 
     if not val:  # nothing to hold out: the training files need not be read for their keys
-        return
+        return None
     seen: dict[Any, Any] = {}
     for src in train:
         for key in _source_keys(src):
@@ -101,6 +103,61 @@ def _check_held_out(train: list[Any], val: list[Any]) -> None:
                 f"data.val: {source_name(v)} is {tie[0]} the data.train scan {source_name(tie[1])}; "
                 "validation scans must be held out"
             )
+    return _SameVoxelsCheck(train, val)
+
+
+def _grid(source: Any) -> tuple | None:
+    """:func:`medgan.io.discover.grid_signature` of a scan source from its header (``None`` when unknown)."""
+    from medgan.io.discover import ScanRef, discover_scans, grid_signature
+
+    ref = source
+    if not isinstance(source, ScanRef):
+        refs = discover_scans(source)  # one file: its header only, no voxels
+        ref = refs[0] if len(refs) == 1 else None
+    return grid_signature(ref.shape, ref.spacing) if ref is not None else None
+
+
+class _SameVoxelsCheck:
+    """Refuse a validation scan that holds the voxels of a training scan (:func:`medgan.io.discover.same_voxels`):
+    a NIfTI file another tool (dcm2niix) converted from a training DICOM series has none of the identity keys.
+
+    Only pairs whose headers give one grid are compared. The validation scans of such pairs are loaded here (and
+    handed on to :meth:`SRTrainer._load_val`, :attr:`loaded`); the training scans are compared as
+    :func:`medgan.data.patches.load_volumes` loads them anyway (``inspect``), before they are normalised, so no
+    training scan is read twice.
+    """
+
+    def __init__(self, train: list[Any], val: list[Any]) -> None:
+        from medgan.data.patches import source_name
+        from medgan.io.discover import grids_may_match
+        from medgan.io.load import load_scan
+
+        train_grids = [_grid(t) for t in train]
+        val_grids = [_grid(v) for v in val]
+        self.val_names = [source_name(v) for v in val]
+        #: training scan name -> the validation scans (by position) on its grid
+        self.candidates: dict[str, list[int]] = {}
+        for j, gt in enumerate(train_grids):
+            matching = [i for i, gv in enumerate(val_grids) if grids_may_match(gv, gt)]
+            if matching:
+                self.candidates[source_name(train[j])] = matching
+        #: the validation scans loaded for the comparison, by position in ``val``
+        self.loaded: dict[int, Any] = {
+            i: load_scan(val[i]) for i in sorted({i for m in self.candidates.values() for i in m})
+        }
+
+    def __call__(self, source: Any, scan: Any) -> None:
+        """Compare one training scan, as loaded (before normalisation), with the validation scans on its grid."""
+        from medgan.data.patches import source_name
+        from medgan.io.discover import same_voxels
+
+        name = source_name(source)
+        for i in self.candidates.get(name, ()):
+            if same_voxels(self.loaded[i], scan):
+                raise ConfigError(
+                    f"data.val: {self.val_names[i]} has the same voxels as the data.train scan {name} (one scan, "
+                    "e.g. a conversion of it by another tool); validation scans must be held out"
+                )
 
 
 def _header_modality(source: Any) -> str | None:
@@ -203,9 +260,11 @@ class SRTrainer(Trainer):
         # every rank walks the validation entries: a scan that is also a training scan is refused on all of them
         self.val_sources = expand_sources(data["val"], skipped=skipped_val) if data["val"] else []
         self.skipped = [{**s, "data": "train"} for s in skipped_train] + [{**s, "data": "val"} for s in skipped_val]
-        _check_held_out(self.sources, self.val_sources)
+        # validation scans the voxel check loaded are kept for _load_val (not read twice)
+        voxel_check = _check_held_out(self.sources, self.val_sources)
+        self._val_loaded = voxel_check.loaded if voxel_check is not None else {}
         self.modality = self._check_modality()  # before loading: a wrong data.modality is refused at once
-        self.volumes = load_volumes(self.sources, data["normalization"])
+        self.volumes = load_volumes(self.sources, data["normalization"], inspect=voxel_check)
         self.sampler = PatchSampler(
             self.volumes,
             patch_size=cfg["train"]["patch_size"],
@@ -222,6 +281,7 @@ class SRTrainer(Trainer):
         self.val_scans: list[Any] = []
         if self.info.is_main and data["val"]:
             self._load_val()
+        self._val_loaded = {}  # other ranks do not validate: no copy kept
 
     def _check_modality(self) -> str:
         """The modality the exported checkpoint records: ``data.modality``, checked against the training scans.
@@ -260,8 +320,9 @@ class SRTrainer(Trainer):
         from medgan.io.load import load_scan
 
         crop = self.cfg["data"]["val_crop"]
-        for src in self.val_sources:
-            scan = load_scan(src)
+        loaded, self._val_loaded = self._val_loaded, {}
+        for i, src in enumerate(self.val_sources):
+            scan = loaded[i] if i in loaded else load_scan(src)
             if scan.ndim - 1 < self.dims:  # a raw zip() ValueError from _full_factor before
                 raise ConfigError(
                     f"{source_name(src)}: data.val: a {scan.ndim - 1}-D image (shape {tuple(scan.shape)}) cannot "
