@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import posixpath
 import re
 from collections import Counter
@@ -46,7 +45,7 @@ from medgan.data.degrade import DegradationError, parse_factor
 from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
-from medgan.io.discover import output_slot, relative_folder
+from medgan.io.discover import output_slot, relative_folder, scan_folder
 
 logger = logging.getLogger(__name__)
 
@@ -821,7 +820,7 @@ def _entries_of(refs: Sequence[Any], root: Path) -> tuple[list[_Entry], list[str
             key = _strip_ext(rel.as_posix())
             entries.append(_Entry(key, str(r.id), paths[0], r.description, r, folder=rel.parent.as_posix()))
         else:
-            folder = Path(os.path.commonpath([str(p.parent) for p in paths])) if len(paths) > 1 else paths[0].parent
+            folder = scan_folder(r)
             where = folder.relative_to(base) if folder.is_relative_to(base) else Path(folder.name)
             if r.kind == "dicom-file" and len(paths) == 1:
                 rel = paths[0].relative_to(base) if paths[0].is_relative_to(base) else Path(paths[0].name)
