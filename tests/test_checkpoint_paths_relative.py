@@ -2,14 +2,17 @@
 
 The training data names (``training_data``), the validated config (``train_config``: data paths, ``out_dir``) and the
 recorded command used to be absolute paths of the training machine (home folders, user names, folders named after
-patients) in a file meant to be shared. Tiny real runs (a cropped MNI ICBM152 T1, its GM/WM maps, the nibabel SPM
-T1 for validation) from a YAML config and from a mapping; the whole metadata JSON is walked.
+patients) in a file meant to be shared. A path outside the config's folder keeps only its file name, under
+``<outside the config folder>``: its relative path (``../../home/alice/data/subj_smith/t1.nii.gz``) named the
+machine's folders as well. Tiny real runs (a cropped MNI ICBM152 T1, its GM/WM maps, the nibabel SPM T1 for
+validation, outside the config folder) from a YAML config and from a mapping; the whole metadata JSON is walked.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from conftest import write_yaml
 
 from medgan.infer.checkpoint import load_checkpoint
 from medgan.train.cgan import train_cgan
-from medgan.train.config import load_config
+from medgan.train.config import OUTSIDE_CONFIG_FOLDER, load_config, relative_command, relative_path
 from medgan.train.trainer import train_sr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +76,24 @@ def _assert_no_absolute_path(meta: dict[str, Any], *folders: Path) -> None:
         assert not s.startswith(os.sep) and not os.path.isabs(s), s
 
 
+#: what separates the components of a path, a command line or a FOLDER#ID name inside a metadata string
+_SEPARATORS = re.compile(r"[/\\\s=#:;,'\"()<>]+")
+
+
+def _assert_no_parent_folder(meta: dict[str, Any], *paths: Path) -> None:
+    # a path outside the config folder may leave its file name only: no folder above it may show up in any string,
+    # as a component of a path (written as given or resolved), nor the whole folder anywhere in the JSON
+    names = {part for path in paths for p in {path, path.resolve()} for part in p.parent.parts[1:]}
+    assert names
+    for s in _strings(meta):
+        leaked = names & set(_SEPARATORS.split(s))
+        assert not leaked, (leaked, s)
+    text = json.dumps(meta)
+    for path in paths:
+        for p in {path, path.resolve()}:
+            assert str(p.parent) not in text and p.parent.as_posix() not in text, p
+
+
 def _resolves(rel: str, base: Path) -> Path:
     path = base / rel.split("#", 1)[0]
     assert path.exists(), (rel, base)
@@ -80,13 +101,13 @@ def _resolves(rel: str, base: Path) -> Path:
 
 
 def test_sr_export_records_paths_relative_to_the_config_folder(tmp_path, crops):
-    train = tmp_path / "patients" / "train"
+    config_dir = tmp_path / "configs"
+    train = config_dir / "patients" / "train"  # inside the config folder: written relative to it
     train.mkdir(parents=True)
     shutil.copy(crops["t1"], train / "t1.nii.gz")
     (train / "broken.nii.gz").write_bytes(b"\x1f\x8b not a scan")  # a skipped scan: its name is a path too
-    config_dir = tmp_path / "configs"
     cfg = {
-        "out_dir": "../runs/sr",
+        "out_dir": "../runs/sr",  # outside it, as the validation scan (the repository's sample_data) is
         "data": {"train": [str(train)], "val": [str(VAL)], "val_crop": 32, "modality": "MR"},
         "degradation": {"factor": 2},
         "augment": {"enabled": False},
@@ -95,19 +116,21 @@ def test_sr_export_records_paths_relative_to_the_config_folder(tmp_path, crops):
         "train": {"batch_size": 1, "patch_size": 16, "val_every": 2, "checkpoint_every": 0, "roi_size": 16},
     }
     path = write_yaml(config_dir, cfg)
-    result = train_sr(path, progress=False, command=f"medgan train-sr {path} --no-progress")
+    result = train_sr(path, progress=False, command=f"medgan train-sr {path} --no-progress --val={VAL}")
     meta = load_checkpoint(result.model_path).metadata
     _assert_no_absolute_path(meta, tmp_path)
+    # the folders above the scans and the run outside the config folder: not as '../..' either, only file names
+    _assert_no_parent_folder(meta, VAL, result.out_dir)
     assert meta["paths_relative_to"] == "config folder"
-    assert meta["command"] == "medgan train-sr run.yaml --no-progress"
-    # every recorded path leads back to the real file (or folder) from the config's folder
+    outside_val = f"{OUTSIDE_CONFIG_FOLDER}/anatomical.nii"
+    assert meta["command"] == f"medgan train-sr run.yaml --no-progress '--val={outside_val}'"
+    # every path inside the config's folder leads back to the real file (or folder) from it
     data, tc = meta["training_data"], meta["train_config"]
     assert [_resolves(p, config_dir) for p in data["train"]] == [train.resolve()]
-    assert [_resolves(p, config_dir) for p in data["val"]] == [VAL.resolve()]
     assert [_resolves(s["name"], config_dir) for s in data["skipped"]] == [train.resolve()]
     assert [_resolves(p, config_dir) for p in tc["data"]["train"]] == [train.resolve()]
-    assert [_resolves(p, config_dir) for p in tc["data"]["val"]] == [VAL.resolve()]
-    assert _resolves(tc["out_dir"], config_dir) == result.out_dir.resolve()
+    assert data["val"] == tc["data"]["val"] == [outside_val]
+    assert tc["out_dir"] == f"{OUTSIDE_CONFIG_FOLDER}/sr"
     assert "base_dir" not in tc
     from medgan.infer.pretrained import render_model_card
 
@@ -165,10 +188,24 @@ def test_cgan_export_records_paths_relative_to_the_config_folder(tmp_path, crops
     assert meta["command"] == "medgan train-cgan cgan.yaml"
     tc = meta["train_config"]
     (subject,) = tc["data"]["train"]
-    assert {k: _resolves(v, config_dir) for k, v in subject.items()} == {
-        "image": crops["t1"].resolve(),
-        "gm": crops["gm"].resolve(),
-        "wm": crops["wm"].resolve(),
+    # the scans and the run lie outside the config folder: their names only, no folder above them
+    assert subject == {
+        k: f"{OUTSIDE_CONFIG_FOLDER}/{crops[n].name}" for k, n in [("image", "t1"), ("gm", "gm"), ("wm", "wm")]
     }
-    assert _resolves(tc["out_dir"], config_dir) == result.out_dir.resolve()
+    assert tc["out_dir"] == f"{OUTSIDE_CONFIG_FOLDER}/cgan"
+    _assert_no_parent_folder(meta, crops["t1"], result.out_dir, path)
     assert meta["training_data"]["subjects"][0]["image"] == "t1.nii.gz"
+
+
+def test_a_path_outside_the_config_folder_keeps_its_file_name_only():
+    # the reviewer's case: os.path.relpath climbed to the root and spelled out the home folder and the subject
+    assert relative_path("/home/alice/data/subj_smith/t1.nii.gz", "/tmp/cfg") == "<outside the config folder>/t1.nii.gz"
+    assert relative_path("/home/alice/subj_smith#3fa2", "/tmp/cfg") == "<outside the config folder>/subj_smith#3fa2"
+    assert relative_path("/tmp/cfg/data/t1.nii.gz", "/tmp/cfg/") == "data/t1.nii.gz"
+    assert relative_path("/tmp/cfg/..data/t1.nii.gz", "/tmp/cfg") == "..data/t1.nii.gz"  # inside: a name, not '..'
+    assert relative_path("/tmp/cfg2/t1.nii.gz", "/tmp/cfg") == "<outside the config folder>/t1.nii.gz"
+    assert relative_path("data/t1.nii.gz", "/tmp/cfg") == "data/t1.nii.gz"  # not a path of this machine
+    command = "medgan train-sr /tmp/cfg/run.yaml --resume=/home/alice/subj_smith/state.pt /home/alice/x/y.yaml"
+    assert relative_command(command, "/tmp/cfg") == (
+        "medgan train-sr run.yaml '--resume=<outside the config folder>/state.pt' '<outside the config folder>/y.yaml'"
+    )

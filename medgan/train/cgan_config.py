@@ -37,7 +37,6 @@ from medgan.errors import ConfigError
 from medgan.train.config import (
     BASE_DIR_KEY,
     Field,
-    _base_folder,
     _check_device,
     _check_normalization,
     _check_spatial_dims,
@@ -57,6 +56,7 @@ from medgan.train.config import (
     _train_fields,
     _unit,
     _validate,
+    base_folder,
 )
 
 __all__ = ["load_cgan_config", "validate_cgan_config", "CGAN_SCHEMA"]
@@ -302,7 +302,7 @@ def validate_cgan_config(
     if data.get("task") == "sr":
         raise ConfigError(f"{source}: task: 'sr' is not one of cgan (a train-sr config); run it with medgan train-sr")
     _refuse_other_task(data, source, "cgan")
-    base = _base_folder(base_dir, data, source)
+    base = base_folder(base_dir, data, source)
     data = {k: v for k, v in data.items() if k != BASE_DIR_KEY}
     section = data.get("data")
     subjects = None

@@ -51,6 +51,13 @@ __all__ = [
     "read_yaml",
     "resume_warn_sections",
     "exported_config",
+    "relative_path",
+    "relative_command",
+    "config_base",
+    "base_folder",
+    "BASE_DIR_KEY",
+    "PATHS_RELATIVE_TO",
+    "OUTSIDE_CONFIG_FOLDER",
     "DEFAULTS",
     "SCHEMA",
     "Field",
@@ -284,10 +291,35 @@ BASE_DIR_KEY = "base_dir"
 #: itself is not written, since its absolute path is what must not leave the training machine
 PATHS_RELATIVE_TO = "config folder"
 
+#: the folder an exported checkpoint writes in place of a path outside the config folder, before its file name
+#: (``<outside the config folder>/t1.nii.gz``): a relative path from the config folder to it would climb to the
+#: root and spell out the folders in between (``../../home/alice/data/subj_smith/t1.nii.gz``)
+OUTSIDE_CONFIG_FOLDER = "<outside the config folder>"
 
-def _base_folder(base_dir: str | os.PathLike[str] | None, data: Mapping[str, Any], src: str) -> Path:
-    """The folder relative paths resolve against: ``base_dir``, else the one a validated config recorded (it is
-    given back when a validated config is validated again, e.g. passed to ``train_sr``), else the current folder."""
+
+def base_folder(base_dir: str | os.PathLike[str] | None, data: Mapping[str, Any], src: str) -> Path:
+    """The folder a config's relative paths resolve against.
+
+    Parameters
+    ----------
+    base_dir
+        The folder asked for; it wins when given.
+    data
+        The config mapping: the absolute :data:`BASE_DIR_KEY` folder a validated config recorded is used next (it is
+        given back when a validated config is validated again, e.g. passed to ``train_sr``).
+    src
+        The config's name, for error messages.
+
+    Returns
+    -------
+    Path
+        ``base_dir``, else the recorded folder, else the current folder.
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        A recorded :data:`BASE_DIR_KEY` that is not an absolute folder.
+    """
     recorded = data.get(BASE_DIR_KEY)
     if recorded is not None and not (isinstance(recorded, str) and os.path.isabs(recorded)):
         raise ConfigError(
@@ -299,31 +331,73 @@ def _base_folder(base_dir: str | os.PathLike[str] | None, data: Mapping[str, Any
 
 
 def config_base(cfg: Mapping[str, Any]) -> str:
-    """The absolute folder a validated config's relative paths were resolved against (the current folder for a
-    config validated before it was recorded)."""
+    """The absolute folder a validated config's relative paths were resolved against.
+
+    Parameters
+    ----------
+    cfg
+        A validated config (its :data:`BASE_DIR_KEY` entry).
+
+    Returns
+    -------
+    str
+        That folder; the current folder for a config validated before it was recorded.
+    """
     return os.path.abspath(cfg.get(BASE_DIR_KEY) or os.getcwd())
 
 
 def relative_path(value: str, base: str | os.PathLike[str]) -> str:
-    """``value`` written relative to ``base`` (POSIX separators) when it is an absolute path; otherwise unchanged.
+    """An absolute path as an exported checkpoint writes it: relative to ``base`` when inside it, else its name only.
 
-    A :func:`medgan.data.patches.source_name` ``FOLDER#ID`` keeps its ``#ID``. Why: exported checkpoints are shared,
-    and an absolute path names the training machine's layout (home folders, user names, folders named after
-    patients). A path on another drive than ``base`` (Windows) keeps only its file name.
+    A path inside ``base`` becomes relative to it (POSIX separators); one outside it (its relative path would start
+    with ``..``, or it is on another drive) becomes :data:`OUTSIDE_CONFIG_FOLDER` ``/`` its file name, e.g.
+    ``<outside the config folder>/t1.nii.gz``. A :func:`medgan.data.patches.source_name` ``FOLDER#ID`` keeps its
+    ``#ID``. Why: exported checkpoints are shared, and an absolute path names the training machine's layout (home
+    folders, user names, folders named after patients); a relative path that climbs out of ``base``
+    (``../../home/alice/...``) names it as well.
+
+    Parameters
+    ----------
+    value
+        A path, or any other string (a command-line word, a ``FOLDER#ID`` name).
+    base
+        The folder the config's paths were resolved against (:func:`config_base`).
+
+    Returns
+    -------
+    str
+        ``value`` unchanged when it is not an absolute path; otherwise as described above.
     """
     text = str(value)
     head, sep, tail = text.partition("#")
     if not os.path.isabs(head):
         return text
     try:
-        rel = os.path.relpath(head, os.path.abspath(base))
-    except ValueError:  # another drive: no relative path exists
-        rel = os.path.basename(head)
-    return Path(rel).as_posix() + sep + tail
+        rel = Path(os.path.relpath(head, os.path.abspath(base)))
+    except ValueError:  # another drive (Windows): no relative path exists, so it is outside
+        rel = None
+    if rel is None or (rel.parts and rel.parts[0] == os.pardir):
+        name = Path(head).name
+        return (f"{OUTSIDE_CONFIG_FOLDER}/{name}" if name else OUTSIDE_CONFIG_FOLDER) + sep + tail
+    return rel.as_posix() + sep + tail
 
 
 def relative_command(command: str | None, base: str | os.PathLike[str]) -> str | None:
-    """A recorded command line with its absolute path arguments (``/x/run.yaml``, ``--opt=/x/y``) relative to ``base``."""
+    """A recorded command line with its absolute path arguments written as :func:`relative_path` writes them.
+
+    Parameters
+    ----------
+    command
+        The command line (``medgan train-sr /x/run.yaml --opt=/x/y``), or ``None``.
+    base
+        The folder the config's paths were resolved against (:func:`config_base`).
+
+    Returns
+    -------
+    str or None
+        The command with each absolute argument (and ``--opt=`` value) relative to ``base`` when inside it, else
+        :data:`OUTSIDE_CONFIG_FOLDER` ``/`` its file name; ``command`` itself when empty.
+    """
     import shlex
 
     if not command:
@@ -362,7 +436,8 @@ def _relative_fields(schema: Mapping[str, Any], cfg: Mapping[str, Any], base: st
 
 def exported_config(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """A validated config as an exported checkpoint records it: its path fields relative to the folder they were
-    resolved against (:func:`config_base`), that folder left out (see :data:`PATHS_RELATIVE_TO`).
+    resolved against (:func:`config_base`), that folder left out (see :data:`PATHS_RELATIVE_TO`); a path outside it
+    keeps only its file name, under :data:`OUTSIDE_CONFIG_FOLDER` (:func:`relative_path`).
 
     Parameters
     ----------
@@ -848,7 +923,7 @@ def validate_config(data: Any, *, source: str = "<config>", base_dir: str | os.P
         hint = "; run it with medgan train-cgan" if task == "cgan" else " (this schema is task: sr)"
         raise ConfigError(f"{source}: task: {task!r} is not a train-sr config{hint}")
     _refuse_other_task(data, source, "sr")
-    base = _base_folder(base_dir, data, source)
+    base = base_folder(base_dir, data, source)
     data = {k: v for k, v in data.items() if k not in ("task", BASE_DIR_KEY)}
     cfg = _validate(SCHEMA, data, "", source, base)
     _check_paths(cfg, source)
