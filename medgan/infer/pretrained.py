@@ -299,7 +299,9 @@ def render_model_card(path: str | Path) -> str:
         *_data_lines(data),
     ]
     if meta.get("paths_relative_to"):  # checkpoints exported since training paths are written relative
-        lines.append(f"- paths: relative to the training {meta['paths_relative_to']}")
+        lines.append(
+            f"- paths: relative to the training {meta['paths_relative_to']} (a path outside it: its file name only)"
+        )
     degradation = meta.get("degradation") or data.get("degradation")
     if degradation is not None or task == "super-resolution":
         # a synthesis model or the synthetic-image detector learns no degradation: its card said `null`
