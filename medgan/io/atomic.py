@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -233,7 +233,12 @@ def write_text_atomic(
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    replaceable: Callable[[Path], list[str]] | None = None,
+) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it is renamed to ``path``.
 
     Parameters
@@ -241,9 +246,12 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     path
         Final folder. Its parent must exist. An existing empty folder is replaced.
     overwrite
-        Replace an existing folder that is a previous medgan DICOM output (see :func:`check_target_dir`): it is
+        Replace an existing non-empty folder that ``replaceable`` vouches for (see :func:`check_target_dir`): it is
         moved aside and its files deleted only after the new one is in place. A folder holding anything else is
         refused, with or without it, before anything is written: :class:`~medgan.errors.MedganError`.
+    replaceable
+        The writer's rule for what it may replace: given the existing folder, the names of its entries the writer
+        did not write (empty: all are the writer's). ``None``: a non-empty folder is never replaced.
 
     Yields
     ------
@@ -253,14 +261,15 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     path = Path(path)
     if not path.parent.is_dir():
         raise MedganError(f"{path}: the parent folder {path.parent} {parent_problem(path)}")
-    check_target_dir(path, overwrite)
+    verified = check_target_dir(path, overwrite, replaceable=replaceable)
     tmp = temp_sibling(path)
     tmp.mkdir()
     old = None
     try:
         yield tmp
-        check_target_dir(path, overwrite)  # it may have appeared, or been filled, meanwhile
-        replaced = {p.name for p in path.iterdir()} if path.is_dir() else set()
+        # It may have appeared, been filled or become a link meanwhile. Names only: ``replaceable`` vouched for the
+        # files under these names at the start (re-reading them, a DICOM header per slice say, cost as much again).
+        replaced = _recheck_target_dir(path, verified)
         if replaced:
             old = temp_sibling(path, suffix=".old")
             os.rename(path, old)
@@ -304,43 +313,102 @@ def _printable(name: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in name)
 
 
-def check_target_dir(path: str | os.PathLike[str], overwrite: bool) -> None:
-    """Refuse a DICOM output folder path that is a link, a file, a folder holding files medgan did not write, or a
-    previous medgan DICOM output without ``overwrite``.
-
-    A link is refused even to a folder: the series would be written, or with ``overwrite`` replaced, wherever the
-    link points (an empty linked folder failed with a misleading "Not a directory", a replaced one left the link
-    behind under a hidden name).
-
-    ``overwrite`` replaces the whole folder, so it is allowed only for a previous medgan output: a flat folder of
-    slice files :func:`medgan.io.dicom_write.write_dicom_series` wrote
-    (:func:`medgan.io.dicom_write.foreign_entries`). It deleted any folder given, another patient's series and the
-    user's notes included. An empty folder is always fine.
-    """
-    path = Path(path)
+def _refuse_link_or_file(path: Path) -> None:
+    """Refuse an output folder path that is a link (even to a folder) or an existing non-folder."""
     if path.is_symlink():
         raise MedganError(
-            f"{path}: is a symbolic link; medgan does not write a DICOM series through a link: choose another output "
-            "path or remove the link"
+            f"{path}: is a symbolic link; medgan does not write an output folder through a link: choose another "
+            "output path or remove the link"
         )
     if path.exists() and not path.is_dir():
         raise MedganError(f"{path}: exists and is not a folder; choose another output path")
-    if not path.is_dir() or not any(path.iterdir()):
-        return
-    # lazily: it reads DICOM headers (pydicom), and the DICOM writer imports this module
-    from medgan.io.dicom_write import foreign_entries
 
-    foreign = foreign_entries(path, limit=4)
+
+def _entry_names(path: Path) -> set[str]:
+    """The names in folder ``path``; empty when it is not (or no longer) a folder."""
+    try:
+        return {p.name for p in path.iterdir()} if path.is_dir() else set()
+    except FileNotFoundError:  # removed meanwhile
+        return set()
+
+
+def _shown(names: list[str]) -> str:
+    """Up to three ``names``, printable, for a one-line message."""
+    return ", ".join(_printable(name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def check_target_dir(
+    path: str | os.PathLike[str],
+    overwrite: bool,
+    *,
+    replaceable: Callable[[Path], list[str]] | None = None,
+) -> frozenset[str]:
+    """Refuse an output folder path that is a link, a file, a folder holding files its writer did not write, or a
+    previous output without ``overwrite``.
+
+    A link is refused even to a folder: the output would be written, or with ``overwrite`` replaced, wherever the
+    link points (an empty linked folder failed with a misleading "Not a directory", a replaced one left the link
+    behind under a hidden name).
+
+    ``overwrite`` replaces the whole folder, so it is allowed only for a folder ``replaceable`` vouches for (for a
+    DICOM series, :func:`medgan.io.dicom_write.foreign_entries`: a flat folder of slice files medgan wrote). It
+    deleted any folder given, another patient's series and the user's notes included. An empty folder is always
+    fine.
+
+    Parameters
+    ----------
+    path
+        The output folder.
+    overwrite
+        Whether a previous output may be replaced.
+    replaceable
+        Given the existing non-empty folder, the names of its entries the writer did not write (a few are enough to
+        name; empty: the writer wrote them all). ``None``: no non-empty folder is replaceable.
+
+    Returns
+    -------
+    frozenset of str
+        The names of the entries vouched for (listed before ``replaceable`` looked at them, so anything put in
+        after that is not among them); empty when ``path`` is missing or empty. :func:`atomic_directory` replaces
+        the folder only if it then holds no other name.
+
+    Raises
+    ------
+    MedganError
+        Any of the refusals above, in one line naming a few of the foreign entries.
+    """
+    path = Path(path)
+    _refuse_link_or_file(path)
+    names = frozenset(_entry_names(path))
+    if not names:
+        return names
+    foreign = replaceable(path) if replaceable is not None else None
+    if foreign is None:
+        raise MedganError(f"{path}: folder exists and is not empty; choose an empty or new output folder")
     if foreign:
-        shown = ", ".join(_printable(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise MedganError(
-            f"{path}: folder is not empty and holds files medgan did not write ({shown}); choose an empty or new "
-            "output folder (--overwrite replaces only a previous medgan DICOM output)"
+            f"{path}: folder is not empty and holds files medgan did not write ({_shown(foreign)}); choose an empty "
+            "or new output folder (--overwrite replaces only a previous medgan output)"
         )
     if not overwrite:
         raise MedganError(
             f"{path}: folder exists and is not empty; choose another output path, or replace it with --overwrite (Python: overwrite=True)"
         )
+    return names
+
+
+def _recheck_target_dir(path: Path, verified: frozenset[str]) -> set[str]:
+    """The names in output folder ``path`` at commit time, all among ``verified`` (what :func:`check_target_dir`
+    vouched for); anything put in meanwhile, or ``path`` turned into a link or a file, is refused."""
+    _refuse_link_or_file(path)
+    names = _entry_names(path)
+    added = sorted(names - verified)
+    if added:
+        raise MedganError(
+            f"{path}: files were put in the output folder while the new one was written ({_shown(added)}); nothing "
+            "was replaced: choose an empty or new output folder"
+        )
+    return names
 
 
 def open_append(path: str | os.PathLike[str], mode: str = "ab", **open_kwargs) -> IO:

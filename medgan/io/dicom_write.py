@@ -51,7 +51,14 @@ from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_
 from medgan.io.discover import NON_IMAGE_MODALITIES, ScanRef
 from medgan.io.scan import LPS_TO_RAS, affine_4x4, scan_array
 
-__all__ = ["write_dicom_series", "SliceGeometry", "slice_geometry", "choose_rescale", "foreign_entries"]
+__all__ = [
+    "write_dicom_series",
+    "SliceGeometry",
+    "slice_geometry",
+    "choose_rescale",
+    "foreign_entries",
+    "remove_medgan_series",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +341,8 @@ def write_dicom_series(
     row = np.array(geom.orientation[:3])
     col = np.array(geom.orientation[3:])
 
-    with atomic_directory(folder, overwrite=overwrite) as tmp:
+    # foreign_entries is the only DICOM rule the atomic folder write needs: what overwrite may replace
+    with atomic_directory(folder, overwrite=overwrite, replaceable=foreign_entries) as tmp:
         width = max(4, len(str(vol.shape[2])))
         for k in range(vol.shape[2]):
             ds = Dataset()
@@ -411,6 +419,7 @@ def foreign_entries(folder: str | os.PathLike[str], *, limit: int = 4) -> list[s
     ``overwrite=True`` replaces an output folder, and all it holds, with the new series. That is only safe when the
     folder is a previous medgan DICOM output: flat, every entry a slice file :func:`write_dicom_series` wrote (see
     :func:`_written_by_medgan`). A subfolder, a link, a text file, a scanner's DICOM file are someone else's data.
+    It is the ``replaceable`` rule :func:`write_dicom_series` gives :func:`medgan.io.atomic.atomic_directory`.
 
     Parameters
     ----------
@@ -435,6 +444,54 @@ def foreign_entries(folder: str | os.PathLike[str], *, limit: int = 4) -> list[s
                     break
     shown = sorted(foreign, key=lambda p: p.name)[:limit]
     return [p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in shown]
+
+
+def remove_medgan_series(folder: str | os.PathLike[str]) -> list[str]:
+    """Delete the slice files medgan wrote in the DICOM output ``folder``, then ``folder`` itself if nothing is left.
+
+    For a caller that removes a previous output of its own (a batch run's stale or half-written series): what it
+    may delete is what ``overwrite`` may replace (:func:`foreign_entries`), never a tree. ``rmtree`` of the folder
+    deleted the notes, or another series, a user had put there.
+
+    Parameters
+    ----------
+    folder
+        An existing folder (not a link to one: the caller removes a link itself).
+
+    Returns
+    -------
+    list of str
+        The entries kept, sorted, a folder's with a trailing ``/``: everything medgan did not write, including
+        anything put in while the slices were being deleted. Empty when the folder is gone.
+
+    Raises
+    ------
+    OSError
+        A slice file or the emptied folder could not be deleted (permissions, a read-only disk).
+    """
+    folder = Path(folder)
+    kept = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if _written_by_medgan(path):  # the test foreign_entries applies, one entry at a time
+            try:
+                path.unlink()
+            except FileNotFoundError:  # removed meanwhile: the aim either way
+                pass
+        else:
+            kept.append(path.name + ("/" if path.is_dir() and not path.is_symlink() else ""))
+    if kept:
+        return kept
+    try:
+        folder.rmdir()
+    except FileNotFoundError:  # removed meanwhile
+        return []
+    except OSError:
+        # something was put in after the listing: it is kept, as anything else medgan did not write
+        late = sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in folder.iterdir())
+        if not late:
+            raise
+        return late
+    return []
 
 
 def _reference_meta(reference: Any) -> dict[str, Any]:

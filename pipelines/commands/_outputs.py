@@ -141,5 +141,8 @@ def check_outputs(
                         "choose another output name or pass --overwrite"
                     )
         else:
-            check_target_dir(path, overwrite)  # the DICOM writer's own rule, before any work
+            from medgan.io.dicom_write import foreign_entries
+
+            # the DICOM writer's own rule, before any work (it applies it again when it starts writing)
+            check_target_dir(path, overwrite, replaceable=foreign_entries)
     return paths
