@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import numbers
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -43,7 +44,7 @@ from medgan.io.scan import affine_4x4, load_if_path, make_scan, ras_affine, refu
 from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
-__all__ = ["SuperResolver", "available_models", "PRETRAINED_DIR"]
+__all__ = ["SuperResolver", "available_models", "PRETRAINED_DIR", "valid_axes"]
 
 logger = logging.getLogger(__name__)
 
@@ -415,6 +416,34 @@ def _tf32(allowed: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def valid_axes(values: Any) -> tuple[int, ...] | None:
+    """``values`` as ``axes`` of :meth:`SuperResolver.upscale` (``--axes``, a job spec's ``axes``), or ``None``.
+
+    Valid are two different axes out of 0, 1, 2 (the two scan axes a 2-D model upsamples on a volume) or exactly
+    ``(0, 1, 2)`` (a 3-D model: its axes are the scan's as they stand). The one statement of the rule, for the
+    command line, the batch runner and job specs alike; which form fits a model is checked once it is loaded.
+
+    Parameters
+    ----------
+    values
+        Anything: a sequence of integers is checked, anything else (a string, a float, a bool) is ``None``.
+
+    Returns
+    -------
+    tuple of int or None
+        The axes as plain ints, or ``None`` when they break the rule.
+    """
+    try:
+        items = tuple(values)
+    except TypeError:
+        return None
+    # bool is an int to Python: True, False read as axes 1, 0
+    if not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) and 0 <= a <= 2 for a in items):
+        return None
+    axes = tuple(int(a) for a in items)
+    return axes if (len(axes) == 2 and axes[0] != axes[1]) or axes == (0, 1, 2) else None
 
 
 class SuperResolver:
@@ -798,6 +827,40 @@ class SuperResolver:
         need = 4 * (3 * out_numel + 2 * in_numel)
         return self.device if need < free / 3 else torch.device("cpu")
 
+    def output_channels(self, scan: Any, *, name: str = "the scan") -> int:
+        """How many channels :meth:`upscale` of ``scan`` returns.
+
+        A model that takes and returns one channel runs on each channel (each volume of a 4-D series) in turn, so
+        the output keeps the scan's channels; any other model takes exactly its input channels and returns its
+        output channels.
+
+        Parameters
+        ----------
+        scan
+            A channel-first scan (anything with a ``shape``: a MetaTensor, a tensor, an array) or its channel count.
+        name
+            What the error calls the scan.
+
+        Returns
+        -------
+        int
+            The output channels.
+
+        Raises
+        ------
+        medgan.errors.CheckpointError
+            The model cannot take the scan's channels.
+        """
+        n_chan = int(scan) if isinstance(scan, numbers.Integral) else int(scan.shape[0])
+        if self.in_channels == 1 and self.out_channels == 1:
+            return n_chan
+        if n_chan != self.in_channels:
+            raise CheckpointError(
+                f"{self.model_name}: model takes {self.in_channels} channel(s), {name} has {n_chan}; "
+                "give a scan with matching channels"
+            )
+        return self.out_channels
+
     def upscale(
         self,
         scan: MetaTensor | torch.Tensor | np.ndarray,
@@ -932,18 +995,14 @@ class SuperResolver:
                 "(the shipped one: brain-mr-x2-2d, medgan upscale --model brain-mr-x2-2d)"
             )
         n_chan = data.shape[0]
-        if n_chan != self.in_channels and not (self.in_channels == 1 and self.out_channels == 1):
-            raise CheckpointError(
-                f"{self.path}: model takes {self.in_channels} channel(s), {name} has {n_chan}; "
-                "give a scan with matching channels"
-            )
+        self.output_channels(n_chan, name=name)  # refuses channels the model cannot take
         if axes is not None:  # as adapt_to_scan: int() truncated (0.9, 1.9) to (0, 1) and read '01' as (0, 1)
             axes = as_ints(axes, "axes")
         slicewise = self.spatial_dims == 2 and n_spatial == 3
         if slicewise:
             given = axes is not None
             axes = axes if given else (0, 1)
-            if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
+            if len(axes) != 2 or valid_axes(axes) is None:
                 raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
             # axes=(0, 1) says these are the in-plane axes, whatever the voxel sizes; so does a scan read from
             # DICOM, whose reader stacks the images along axis 2 (a 6.4 x 4.0 x 0.5 mm series was refused), while

@@ -442,17 +442,6 @@ def window_roi_size(windows: str) -> str | None:
     return None if windows == "checkpoint" else windows
 
 
-def upscaled_channels(scan: Any, resolver: Any) -> int:
-    """How many channels :meth:`medgan.SuperResolver.upscale` of ``scan`` by ``resolver`` returns.
-
-    A one-channel-in, one-channel-out model runs on each channel (each volume of a 4-D scan) in turn, so the output
-    keeps the scan's channels; any other model returns its own output channels.
-    """
-    if getattr(resolver, "in_channels", 1) == 1 and getattr(resolver, "out_channels", 1) == 1:
-        return int(scan.shape[0])
-    return int(resolver.out_channels)
-
-
 def check_dicom_channels(scan: Any, resolver: Any, output: str | os.PathLike[str], fmt: str | None) -> None:
     """Refuse, before the model runs, an upscale whose DICOM output could not hold the result.
 
@@ -479,7 +468,7 @@ def check_dicom_channels(scan: Any, resolver: Any, output: str | os.PathLike[str
 
     if output_kind(output, fmt) != "dicom":
         return
-    n = upscaled_channels(scan, resolver)
+    n = resolver.output_channels(scan)  # the model's own rule: a one-channel model keeps the scan's channels
     if n != 1:
         raise MedganError(
             f"{output}: a DICOM series holds one volume, the upscaled scan would have {n} (channels or volumes); "
@@ -652,16 +641,27 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 def _remove_written(out_root: Path, rel: str, scan_id: str) -> None:
     """Remove output ``rel`` that this attempt at scan ``scan_id`` wrote before it failed (logged; best effort)."""
-    import shutil
+    from medgan.io.dicom_write import remove_medgan_series
 
     path = out_root / rel
+    kept: list[str] = []
     try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+        if path.is_dir() and not path.is_symlink():  # a DICOM series: only its slice files, never a user's files
+            kept = remove_medgan_series(path)
         else:
             path.unlink()
     except OSError as exc:
         log.warning("%s: cannot remove %s, written before the scan failed (%s)", scan_id, rel, exc.strerror or exc)
+        return
+    if kept:
+        log.warning(
+            "%s: removed the slices of %s, written before the scan failed; kept the folder %s, which holds files "
+            "medgan did not write: %s",
+            scan_id,
+            rel,
+            path,
+            ", ".join(kept[:4]) + (", ..." if len(kept) > 4 else ""),
+        )
         return
     log.info("%s: removed %s, written before the scan failed", scan_id, rel)
 

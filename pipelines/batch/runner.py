@@ -301,6 +301,8 @@ def _remove_output(out_root: Path, rel: str, scan_id: str, why: str) -> None:
     """Remove output ``rel`` (relative to ``out_root``) of a previous run of scan ``scan_id`` (logged with ``why``);
     see :meth:`_Run._remove_stale`. Refuses (logged) a path that is not a plain relative path or leaves
     ``out_root``."""
+    from medgan.io.dicom_write import remove_medgan_series  # on first use: it imports pydicom and MONAI
+
     parts = rel.rsplit("/", 1)
     folder, name = (parts[0], parts[1]) if len(parts) == 2 else (".", parts[0])
     try:
@@ -308,15 +310,27 @@ def _remove_output(out_root: Path, rel: str, scan_id: str, why: str) -> None:
     except MedganError as exc:
         log.warning("%s: not removing the earlier output %s: %s", scan_id, rel, exc)
         return
+    kept: list[str] = []
     try:
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
+        elif path.is_dir():  # a DICOM series: only its slice files go, never what a user put in the folder
+            kept = remove_medgan_series(path)
         else:
             return
     except OSError as exc:
         log.warning("%s: cannot remove the earlier output %s (%s)", scan_id, rel, exc.strerror or exc)
+        return
+    if kept:
+        log.warning(
+            "%s: removed the slices of the earlier output %s (%s); kept the folder %s, which holds files medgan did "
+            "not write: %s",
+            scan_id,
+            rel,
+            why,
+            path,
+            ", ".join(kept[:4]) + (", ..." if len(kept) > 4 else ""),
+        )
         return
     log.info("%s: removed the earlier output %s (%s)", scan_id, rel, why)
 
@@ -347,6 +361,7 @@ def _execute(
     run_tasks: Callable[[Sequence[Task], executors.OnResult], None],
     force: bool,
     quiet: bool,
+    bar: bool | None = None,
     finalize: Callable[[_Run, list[dict[str, Any]]], Mapping[str, Path] | None] | None = None,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
     earlier_settings: Sequence[dict[str, Any]] = (),
@@ -360,6 +375,9 @@ def _execute(
     ``roots`` maps each input role to the root its files were found under, as the caller spelled it: ``"ref"``
     for the task's own scan (IN_ROOT, or REF_ROOT for ``evaluate``) and the keys of ``Task.others`` (``"pred"``,
     ``"lr"``); each scan's settings key fingerprints its input files relative to these roots (:func:`_fingerprint`).
+
+    ``bar``: the progress bar only, never the log lines (those go with ``quiet``): ``True`` draws it even when stderr
+    is not a terminal, ``False`` never, ``None`` when stderr is a terminal (:class:`Progress`).
     """
     key = settings_key(settings)
     earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
@@ -374,7 +392,7 @@ def _execute(
         with (
             _log_interruption(job, out_root, run_log),
             Manifest(out_root / MANIFEST_JSONL) as manifest,
-            Progress(len(tasks), desc=job, disable=quiet) as progress,
+            Progress(len(tasks), desc=job, disable=quiet or bar is False, force=bar is True) as progress,
             _redirect_logging(quiet),
         ):
             run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
@@ -612,6 +630,7 @@ def run_upscale(
     windows: str = "fit",
     precision: str = "auto",
     axes: Sequence[int] | None = None,
+    bar: bool | None = None,
 ) -> BatchResult:
     """Upscale every scan under ``in_root`` into ``out_root`` (mirroring the tree), with resume and a manifest.
 
@@ -655,6 +674,9 @@ def run_upscale(
         ``None``: 0 and 1); a 3-D model: ``(0, 1, 2)``, its axes are each scan's as they stand (as for one file,
         without the check that the scan's slice axis is the model's). Given, it is part of the run's settings (a
         rerun with other axes redoes the scans) and recorded in each manifest row and output sidecar.
+    bar
+        The progress bar alone, apart from the log lines (``quiet``): ``True`` draws it even when stderr is not a
+        terminal, ``False`` never; ``None`` (the default): when stderr is a terminal.
 
     Returns
     -------
@@ -722,6 +744,7 @@ def run_upscale(
         roots={"ref": typed_root},
         force=force,
         quiet=quiet,
+        bar=bar,
         row_extra=lambda task: extra,
         warm=jobs.warm_upscale,
         notes=notes,
@@ -766,19 +789,17 @@ def _check_axes(axes: Sequence[int] | None) -> tuple[int, ...] | None:
     """``axes`` of an upscale run as a tuple, or :class:`MedganError` unless two different axes out of 0, 1, 2 (a
     2-D model) or ``(0, 1, 2)`` (a 3-D model: its axes are the scan's as they stand); which fits the model is
     checked once it is loaded (:func:`_check_axes_fit_model`)."""
+    from medgan.infer.superres import valid_axes
+
     if axes is None:
         return None
-    try:
-        values = tuple(axes)
-    except TypeError:
-        values = ()
-    if not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) and 0 <= a <= 2 for a in values) or (
-        len(set(values)) != len(values) or (len(values) != 2 and values != (0, 1, 2))
-    ):
+    values = valid_axes(axes)
+    if values is None:
         raise MedganError(
-            f"axes must be two different scan axes out of 0, 1, 2 (a 2-D model) or 0, 1, 2 (a 3-D model), got {axes!r}"
+            f"axes must be two different scan axes out of 0, 1, 2 (a 2-D model) or exactly 0,1,2 (a 3-D model), "
+            f"got {axes!r}"
         )
-    return tuple(int(a) for a in values)
+    return values
 
 
 def _check_axes_fit_model(axes: tuple[int, ...] | None, model: Any, spatial_dims: int) -> None:
@@ -848,6 +869,7 @@ def _run_model_job(
     roots: Mapping[str, Path | None],
     force: bool,
     quiet: bool,
+    bar: bool | None = None,
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
     warm: Callable[[Any], Any] | None = None,
     notes: Sequence[str] = (),
@@ -870,6 +892,7 @@ def _run_model_job(
             run_tasks=run_tasks,
             force=force,
             quiet=quiet,
+            bar=bar,
             row_extra=row_extra,
             notes=notes,
         )

@@ -101,11 +101,11 @@ def _opt_scalar(v: Any) -> bool:
 def _opt_axes(v: Any) -> bool:
     # two axes: a 2-D model on volumes; [0, 1, 2]: a 3-D model, the scan's axes as they stand (which form fits the
     # model is checked when it is loaded, pipelines.batch.runner)
-    return v is None or (
-        isinstance(v, list)
-        and all(_int(a) and 0 <= a <= 2 for a in v)
-        and ((len(v) == 2 and v[0] != v[1]) or v == [0, 1, 2])
-    )
+    if v is None:
+        return True
+    from medgan.infer.superres import valid_axes  # here, not at import: it imports torch and MONAI
+
+    return isinstance(v, list) and valid_axes(v) is not None
 
 
 def _opt_number(v: Any) -> bool:
@@ -115,7 +115,7 @@ def _opt_number(v: Any) -> bool:
 _WHAT = {
     _int: "an integer",
     _opt_scalar: "a class name, a class index or null",
-    _opt_axes: "two different axes out of 0, 1, 2 (e.g. [0, 2]; a 2-D model), [0, 1, 2] (a 3-D model) or null",
+    _opt_axes: "two different axes out of 0, 1, 2 (e.g. [0, 2]; a 2-D model), exactly [0, 1, 2] (a 3-D model) or null",
     _opt_number: "a finite number or null",
     _path: "a path (text)",
     _text: "non-empty text",

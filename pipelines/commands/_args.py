@@ -14,7 +14,6 @@ __all__ = [
     "non_negative_int",
     "overlap_fraction",
     "factor_list",
-    "axes_pair",
     "scan_axes",
     "class_condition",
     "add_windows_option",
@@ -122,14 +121,6 @@ def factor_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def axes_pair(text: str) -> tuple[int, int]:
-    """Two different scan axes out of 0, 1, 2 (``"0,1"``)."""
-    values = _convert(text, lambda t: tuple(int(p) for p in t.split(",")), "two comma-separated axes like 0,1")
-    if len(values) != 2 or len(set(values)) != 2 or not all(0 <= v <= 2 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: give two different axes out of 0, 1, 2")
-    return values  # type: ignore[return-value]
-
-
 def scan_axes(text: str) -> tuple[int, ...]:
     """``--axes`` of ``medgan upscale`` / ``medgan batch upscale``: two different scan axes out of 0, 1, 2 (a 2-D
     model on a volume), or ``0,1,2`` (a 3-D model: the model's axes are the scan's as they stand, ``axes=(0, 1, 2)``
@@ -137,15 +128,17 @@ def scan_axes(text: str) -> tuple[int, ...]:
 
     Which form fits which model is checked once the model is loaded (the parser does not know it yet).
     """
+    from medgan.infer.superres import valid_axes  # on first use: it imports torch and MONAI
+
     try:
-        values = tuple(int(part) for part in text.split(","))
+        values = valid_axes(int(part) for part in text.split(","))
     except ValueError:
-        values = ()
-    if values == (0, 1, 2) or (len(values) == 2 and len(set(values)) == 2 and all(0 <= v <= 2 for v in values)):
+        values = None
+    if values is not None:
         return values
     raise argparse.ArgumentTypeError(
-        f"{text!r}: give two different axes out of 0, 1, 2 (a 2-D model), or 0,1,2 (a 3-D model: the axes as they "
-        "stand)"
+        f"{text!r}: give two different axes out of 0, 1, 2 (a 2-D model), or exactly 0,1,2 (a 3-D model: the axes as "
+        "they stand)"
     )
 
 

@@ -106,7 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_precision_option(parser)
     parser.add_argument(
         "--axes",
-        type=_axes,
+        type=scan_axes,
         default=None,
         help=(
             "2-D model on a volume: the two scan axes to upsample (default 0,1); 3-D model: 0,1,2 upscales the "
@@ -140,11 +140,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.set_defaults(func=run)
     return parser
-
-
-def _axes(text: str) -> tuple[int, ...]:
-    """``--axes``: :func:`pipelines.commands._args.scan_axes` (shared with ``medgan batch upscale``)."""
-    return scan_axes(text)
 
 
 def _is_the_scan(ref, folder) -> bool:
@@ -226,7 +221,11 @@ def run(args: argparse.Namespace) -> int:
                 device=args.device,
                 overlap=args.overlap,
                 batch_size=args.batch_size,
-                quiet=not progress,  # not quiet: the per-scan "scan k/N" lines, and the bar on a terminal
+                # the bar apart from the "scan k/N" log lines: --no-progress, or stderr not a terminal (CI), silenced
+                # both, and the lines were added for CI logs. --progress forces the bar; unset, Progress draws it on
+                # a terminal only. (No --quiet here: the lines always show.)
+                quiet=False,
+                bar=getattr(args, "progress", None),
                 force=args.overwrite,  # --overwrite on a tree redoes the scans already done
                 refs=refs,
                 windows=args.windows,
