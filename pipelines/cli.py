@@ -94,11 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+#: the commands ``torchrun`` starts on every rank
+DISTRIBUTED_COMMANDS = ("train-sr", "train-cgan")
+
+
 def report_error(command: str, exc: BaseException) -> None:
     """Print ``medgan COMMAND: error: ...`` on standard error, once per run.
 
-    Under ``torchrun`` every process meets the same error (a bad config, a damaged state): only rank 0 (the
-    ``RANK`` variable; a run without it is rank 0) prints it, the others exit with the same code silently.
+    Under ``torchrun`` (``train-sr`` / ``train-cgan`` with ``WORLD_SIZE`` > 1) every rank meets a config or
+    checkpoint error (:class:`~medgan.errors.ConfigError`, :class:`~medgan.errors.CheckpointError`,
+    :class:`~medgan.train.core.TrainingDivergedError`) identically: only rank 0 prints it, the others exit with the
+    same code silently. Any other error on a non-zero rank may be that rank's alone and is printed prefixed
+    ``[rank N] ``. ``RANK`` alone says nothing: some clusters set it in every container, for every command.
 
     Parameters
     ----------
@@ -107,9 +114,24 @@ def report_error(command: str, exc: BaseException) -> None:
     exc
         The error; its message is the line printed.
     """
-    if os.environ.get("RANK", "0").strip() not in ("", "0"):
-        return
-    print(f"medgan {command}: error: {exc}", file=sys.stderr)
+    line = f"medgan {command}: error: {exc}"
+    rank = os.environ.get("RANK", "").strip()
+    if command in DISTRIBUTED_COMMANDS and rank not in ("", "0") and _world_size() > 1:
+        from medgan.errors import CheckpointError, ConfigError
+        from medgan.train.core import TrainingDivergedError  # already imported: the command trains
+
+        if isinstance(exc, ConfigError | CheckpointError | TrainingDivergedError):
+            return  # rank 0 prints the same line
+        line = f"[rank {rank}] {line}"
+    print(line, file=sys.stderr)
+
+
+def _world_size() -> int:
+    """``WORLD_SIZE`` as torchrun sets it (1 when unset or not a number)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
 
 
 def _stdout_gone() -> bool:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import cli_env, merge_sections, write_yaml
 
-from medgan.errors import CheckpointError, ConfigError
+from medgan.errors import CheckpointError, ConfigError, MedganError
 from medgan.train.config import validate_config
 from medgan.train.core import TrainingDivergedError
 from medgan.train.trainer import train_sr
@@ -183,16 +183,44 @@ def test_under_torchrun_every_rank_stops_and_only_rank_0_prints_the_error(tmp_pa
     assert state.is_file()
 
 
-def test_report_error_prints_on_rank_0_only(capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("command", "world_size", "rank", "error", "expected"),
+    [
+        # a single process: rank 0, or no RANK at all
+        ("train-sr", None, None, CheckpointError("x: bad"), "medgan train-sr: error: x: bad\n"),
+        ("train-sr", "2", "0", CheckpointError("x: bad"), "medgan train-sr: error: x: bad\n"),
+        # torchrun: an error every rank raises identically is printed by rank 0 alone
+        ("train-sr", "2", "1", CheckpointError("x: bad"), ""),
+        ("train-cgan", "4", "3", ConfigError("c.yaml: bad"), ""),
+        ("train-sr", "2", "1", TrainingDivergedError("loss is nan"), ""),
+        # an error only this rank may have met is printed, saying which rank
+        (
+            "train-sr",
+            "2",
+            "1",
+            MedganError("scan.nii: unreadable"),
+            "[rank 1] medgan train-sr: error: scan.nii: unreadable\n",
+        ),
+        # RANK without a multi-process WORLD_SIZE (a cluster sets it in every container): printed as ever
+        ("train-sr", None, "1", CheckpointError("x: bad"), "medgan train-sr: error: x: bad\n"),
+        ("train-sr", "1", "1", CheckpointError("x: bad"), "medgan train-sr: error: x: bad\n"),
+        # other commands never run under torchrun: always printed
+        ("upscale", "2", "1", CheckpointError("m: bad"), "medgan upscale: error: m: bad\n"),
+        ("upscale", None, "5", MedganError("o: exists"), "medgan upscale: error: o: exists\n"),
+    ],
+)
+def test_report_error_is_silent_only_for_an_error_every_training_rank_raises(
+    capsys, monkeypatch, command, world_size, rank, error, expected
+):
     from pipelines.cli import report_error
 
-    for rank, printed in ((None, True), ("0", True), ("1", False), ("3", False)):
-        if rank is None:
-            monkeypatch.delenv("RANK", raising=False)
+    for name, value in (("WORLD_SIZE", world_size), ("RANK", rank)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
         else:
-            monkeypatch.setenv("RANK", rank)
-        report_error("train-sr", CheckpointError("x: bad"))
-        assert (capsys.readouterr().err == "medgan train-sr: error: x: bad\n") is printed
+            monkeypatch.setenv(name, value)
+    report_error(command, error)
+    assert capsys.readouterr().err == expected
 
 
 def test_the_content_model_is_not_exported_with_non_finite_ema_weights(tmp_path, train_scan):
