@@ -587,7 +587,9 @@ def _ssim_full_map(
     use_sample_covariance=False, full=True)[1]``: the same Gaussian filters and the same floating-point operations
     in the same order, but in place on four buffers and ``out`` besides the reference's two. Why not call it:
     scikit-image allocates about twenty image-sized temporaries, and their allocation and first touch took more CPU
-    time than its five filters on a 3-D MNI T1 (``tests/test_perf_paths_metrics.py`` checks the bits against the installed scikit-image).
+    time than its five filters on a 3-D MNI T1. Bit equality was verified against scikit-image 0.26.0; a release
+    that reorders its arithmetic breaks it, and ``tests/test_perf_paths_metrics.py`` guards it by comparing the bits
+    with the installed scikit-image's.
     ``ref_filters``: ``(uy, uyy)`` of ``y`` from :func:`_ssim_reference_filters`, read and never written (they are
     shared by every prediction scored against one reference); computed here when not given.
     """

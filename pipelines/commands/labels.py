@@ -19,8 +19,6 @@ from pipelines.commands._args import non_negative_float, positive_float
 
 logger = logging.getLogger(__name__)
 
-_SUFFIXES = (".nii.gz", ".nii")
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``labels`` sub-command."""
@@ -74,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
     from medgan import load_scan, save_scan
     from medgan.data.labels import tissue_labels
     from medgan.errors import MedganError
+    from medgan.io.nifti import is_nifti_path
     from pipelines.commands._outputs import check_outputs
 
     out = Path(args.output)
     # NIfTI only: the label names live in its JSON sidecar, which a DICOM series has no place for
-    if not out.name.lower().endswith(_SUFFIXES):
+    if not is_nifti_path(out):
         raise MedganError(f"{out}: the output must be a .nii or .nii.gz file name")
     inputs = [p for p in (args.gm, args.wm, args.t1) if p is not None]
     check_outputs([out], inputs=inputs, overwrite=args.overwrite, fmt="nifti")
