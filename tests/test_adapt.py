@@ -222,3 +222,14 @@ def test_a_3d_model_takes_the_axes_upscale_takes(tmp_path):
     up = adapted.upscale(slices_first)
     assert up.shape == (1, 15, 64, 256)
     np.testing.assert_array_equal(up.numpy(), sr.upscale(slices_first, axes=(0, 1, 2)).numpy())
+
+
+def test_axes_follow_the_one_axes_rule(tmp_path, hr_slab):
+    """Guard: adapt_to_scan checks a 2-D model's axes by the rule upscale and the command line use (valid_axes)."""
+    from medgan.errors import MedganError
+
+    sr = _weak_model(tmp_path)
+    low = medgan.degrade(hr_slab, (2, 2, 1))
+    for bad in ((0, 0), (0, 3), (0, 1, 2)):
+        with pytest.raises(MedganError, match="two different spatial axes"):
+            adapt_to_scan(sr, low, steps=1, axes=bad)

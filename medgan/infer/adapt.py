@@ -48,7 +48,7 @@ from medgan.data.degrade import degrade_randomly
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
-from medgan.infer.superres import SuperResolver, _in_dicom_reader_layout
+from medgan.infer.superres import SuperResolver, _in_dicom_reader_layout, valid_axes
 from medgan.io.scan import load_if_path, make_scan, ras_affine
 
 __all__ = ["adapt_to_scan", "AdaptedSuperResolver", "model_degradation"]
@@ -392,9 +392,10 @@ def adapt_to_scan(
         affine = np.asarray(scan.affine, dtype=np.float64)
         if axes is None and not _in_dicom_reader_layout(scan.meta, affine):  # as upscale, before training on them
             resolver._check_slice_axis(name, affine, (0, 1))
-        axes = axes if axes is not None else (0, 1)
-        if len(axes) != 2 or len(set(axes)) != 2 or not all(0 <= a < 3 for a in axes):
+        checked = valid_axes(axes if axes is not None else (0, 1))  # the rule upscale and the CLI follow
+        if checked is None or len(checked) != 2:
             raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
+        axes = checked
     else:
         # as upscale: a model with the scan's own number of axes takes them as they stand. Other axes were ignored
         # here (pairs cut from the scan as it stands), and the upscale that followed refused them after training.
