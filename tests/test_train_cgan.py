@@ -472,15 +472,19 @@ def test_several_subjects_export_the_first_subjects_normalisation_and_say_so(tmp
     nothing in the export saying whose: Synthesizer outputs came back in subject 0's units silently."""
     import logging
 
+    import torch
+
     from medgan import load_scan, save_scan
     from medgan.data.normalize import Normalization
     from medgan.infer.synthesis import Synthesizer
 
-    # a second real subject: the same T1 / GM / WM with the T1 at twice the intensity (another scanner's scale)
+    # a second subject: the same T1 / GM / WM moved by one voxel (so not the same scan: the hold-out check refuses
+    # a subject with another's voxels, even rescaled), with the T1 at twice the intensity (another scanner's scale);
+    # rolling keeps every value, so the normalisation's scale is exactly twice the first's
     second = {}
     (tmp_path / "second").mkdir()
     for key, path in subject.items():
-        scan = load_scan(path)
+        scan = torch.roll(load_scan(path), 1, dims=1)
         second[key] = str(save_scan(scan * 2.0 if key == "image" else scan, tmp_path / "second" / Path(path).name))
     cfg = _config(
         tmp_path,
