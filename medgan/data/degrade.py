@@ -276,6 +276,21 @@ def _antialias(x: np.ndarray, factor: Sequence[int]) -> np.ndarray:
     return _block_centres(x, factor)
 
 
+def _finite_min(x: np.ndarray) -> float | None:
+    """The smallest finite value of ``x``, or ``None`` when it has none.
+
+    One pass when the minimum is finite (the usual case): a NaN makes ``min`` NaN and a ``-inf`` makes it ``-inf``,
+    so a finite minimum is the minimum of the finite values; otherwise the finite values are gathered first.
+    """
+    if x.size == 0:
+        return None
+    lowest = float(x.min())
+    if math.isfinite(lowest):
+        return lowest
+    finite = x[np.isfinite(x)]
+    return float(finite.min()) if finite.size else None
+
+
 def _add_noise(x: np.ndarray, std: float, model: str, rng: np.random.Generator) -> np.ndarray:
     if std <= 0:
         return x
@@ -490,12 +505,12 @@ def degrade(
     if noise == "rician" and noise_std > 0:
         # Rician noise is the magnitude |x + n1 + i n2| of a complex signal: a negative input (a z-scored
         # background, CT in HU) comes out positive, so the "low-resolution" image no longer degrades its source
-        finite = array[np.isfinite(array)]
-        if finite.size and float(finite.min()) < 0:
+        lowest = _finite_min(array)
+        if lowest is not None and lowest < 0:
             name = meta.get("filename_or_obj") or "the scan"
             raise DegradationError(
                 f"{name}: Rician noise needs a magnitude (non-negative) image, but this one has negative values "
-                f"(min {float(finite.min()):.4g}); use noise='gaussian', or a normalisation that keeps intensities "
+                f"(min {lowest:.4g}); use noise='gaussian', or a normalisation that keeps intensities "
                 "non-negative (e.g. percentile with lower=0 instead of zscore)"
             )
 
@@ -601,8 +616,8 @@ def degrade_randomly(
         noise = NOISE_MODELS[int(rng.integers(2))]
     shift = 0.0
     if noise == "rician" and std > 0:
-        finite = hr[np.isfinite(hr)]
-        shift = min(float(magnitude_zero), float(finite.min()) if finite.size else 0.0)
+        lowest = _finite_min(hr)
+        shift = min(float(magnitude_zero), 0.0 if lowest is None else lowest)
         if shift >= 0:  # already a magnitude patch: no shift, so no rounding change either
             shift = 0.0
     out = degrade(

@@ -293,6 +293,11 @@ class PatchSampler:
 
     def sample_one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One ``(lr, hr)`` pair, channel-first numpy arrays."""
+        lr, hr = self._sample_views(rng)
+        return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+
+    def _sample_views(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sample_one`'s pair as views with the margins cropped off (not copied: :meth:`batch` stacks them)."""
         vol = self.volumes[int(rng.integers(len(self.volumes)))]
         image = vol["image"]
         n_spatial = image.ndim - 1
@@ -327,7 +332,7 @@ class PatchSampler:
         hr_crop = tuple(
             slice(mi * f, hr.shape[1 + i] - mi * f) for i, (mi, f) in enumerate(zip(m, self.factor, strict=True))
         )
-        return np.ascontiguousarray(lr[(slice(None), *lr_crop)]), np.ascontiguousarray(hr[(slice(None), *hr_crop)])
+        return lr[(slice(None), *lr_crop)], hr[(slice(None), *hr_crop)]
 
     def _degrade(self, hr: np.ndarray, rng: np.random.Generator, vol: Mapping[str, Any]) -> np.ndarray:
         deg = self.degradation
@@ -351,7 +356,7 @@ class PatchSampler:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch of training step ``step``: ``lr (B, C, *patch / factor)``, ``hr (B, C, *patch)``."""
         rng = np.random.default_rng([self.seed, int(step), self.rank])
-        pairs = [self.sample_one(rng) for _ in range(self.batch_size)]
+        pairs = [self._sample_views(rng) for _ in range(self.batch_size)]  # np.stack makes the one copy
         lr = torch.from_numpy(np.stack([p[0] for p in pairs]))
         hr = torch.from_numpy(np.stack([p[1] for p in pairs]))
         return lr, hr
