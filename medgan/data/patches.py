@@ -39,7 +39,7 @@ from medgan.data.domain_randomization import Augmenter
 from medgan.data.normalize import NormalizationError, fit_normalization
 from medgan.errors import MedganError
 
-__all__ = ["expand_sources", "LoadNormalizedd", "load_volumes", "PatchSampler", "StepDataset"]
+__all__ = ["expand_sources", "LoadNormalizedd", "load_volumes", "PatchSampler", "StepDataset", "tissue_map_hint"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,54 @@ def source_name(source: Any) -> str:
     paths = getattr(source, "paths", None) or []
     folder = str(Path(paths[0]).parent) if paths else "?"
     return f"{folder}#{getattr(source, 'id', '?')}"
+
+
+#: words in a file name or NIfTI description that name a tissue probability map (FSL pve, SPM c1/c2/c3 and TPM,
+#: BIDS probseg, MNI/nilearn gm/wm/csf)
+_TISSUE_WORDS = frozenset(
+    {"gm", "wm", "csf", "prob", "probseg", "probability", "pve", "tpm", "c1", "c2", "c3", "grey", "gray", "white"}
+)
+
+
+def tissue_map_hint(source: Any, scan: Any) -> str | None:
+    """Why a loaded training scan looks like a tissue probability map rather than an intensity scan (else ``None``).
+
+    Both must hold: its file name or NIfTI description names tissue or a probability (``gm``, ``wm``, ``csf``,
+    ``prob``, ``pve``, ``c1``..., see ``_TISSUE_WORDS``), and its values are those of a probability map: within
+    [0, 1], or whole numbers within 0..255 (maps stored as probability x 255, as the MNI ICBM152 GM/WM maps that
+    :func:`medgan.data.labels.tissue_labels` reads). A folder in ``data.train`` that also holds such maps trained on
+    them as if they were scans, silently. Cheap: the header text and one min/max of the voxels already loaded.
+
+    Parameters
+    ----------
+    source
+        The scan's source (a path or a :class:`medgan.ScanRef`).
+    scan
+        The scan as :func:`medgan.load_scan` returned it (before normalisation).
+    """
+    import re
+
+    paths = [source] if isinstance(source, str) else list(getattr(source, "paths", None) or [])
+    name = Path(str(paths[0])).name.lower() if paths else ""
+    descrip = str(((getattr(scan, "meta", None) or {}).get("nifti") or {}).get("descrip") or "").lower()
+    words = set(re.split(r"[^a-z0-9]+", name)) | set(re.split(r"[^a-z0-9]+", descrip))
+    hints = sorted(words & _TISSUE_WORDS)
+    if not hints:
+        return None
+    x = scan.as_tensor() if hasattr(scan, "as_tensor") else torch.as_tensor(np.asarray(scan))
+    x = x[torch.isfinite(x)]
+    if x.numel() == 0:
+        return None
+    low, high = float(x.min()), float(x.max())
+    if low < 0:
+        return None
+    if high <= 1.01:  # 1.01: the overshoot of a cubic resampling of a [0, 1] map (labels._auto_scale)
+        values = "within [0, 1]"
+    elif high <= 255 and bool(torch.all(x == torch.round(x))):
+        values = f"whole numbers {low:g}..{high:g}"
+    else:
+        return None
+    return f"{'/'.join(hints)} in its name or description, values {values}"
 
 
 class LoadNormalizedd(MapTransform):
@@ -288,8 +336,27 @@ class PatchSampler:
             if any(c > s for c, s in zip(crop, spatial, strict=True)):
                 raise MedganError(
                     f"{vol['name']}: shape {tuple(spatial)} is smaller than the patch plus context {tuple(crop)}; "
-                    "lower train.patch_size"
+                    f"{self._fitting_patch(spatial, axes)} (context: {MARGIN_LR} low-resolution voxels, i.e. "
+                    f"{MARGIN_LR} x factor high-resolution voxels, on each side of every degraded axis, cropped with "
+                    "the patch so that its degraded copy sees real neighbours rather than the patch border)"
                 )
+
+    def _fitting_patch(self, spatial: Sequence[int], axes: Sequence[int | None]) -> str:
+        """What to set ``train.patch_size`` to for a scan of shape ``spatial``: the largest patch (per model axis,
+        a multiple of its factor) whose crop with context fits every slice orientation drawn from it."""
+        fits: list[list[int]] = [[] for _ in range(self.dims)]
+        for axis in axes:
+            model_axes, _ = self._plan(len(spatial), axis)
+            for i, a in enumerate(model_axes):
+                f, context = self.factor[i], 2 * self.margin[i] * self.factor[i]
+                fits[i].append(max(0, (int(spatial[a]) - context) // f * f))
+        largest = [min(n) for n in fits]
+        if any(n < f for n, f in zip(largest, self.factor, strict=True)):
+            return (
+                f"no train.patch_size fits this scan at degradation.factor {self.factor} (largest per axis: "
+                f"{largest}); leave it out of data.train or use a larger scan"
+            )
+        return f"lower train.patch_size to at most {largest} (per model axis, a multiple of the factor {self.factor})"
 
     def sample_one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One ``(lr, hr)`` pair, channel-first numpy arrays."""

@@ -320,6 +320,17 @@ def render_model_card(path: str | Path) -> str:
     if val:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in val.items() if isinstance(v, (int, float))]
+        if task == "super-resolution" and "cubic_psnr" in val:
+            # train-sr records the cubic baseline in every validation since it carries it (older checkpoints: none,
+            # and their cards, the shipped ones included, are unchanged); the table alone left the units unsaid
+            crop = ((meta.get("train_config") or {}).get("data") or {}).get("val_crop")
+            where = f"the data.val_crop {crop} centre crop of each scan" if crop else "each whole scan"
+            lines += [
+                "",
+                f"Means over the held-out scans, scored on {where}, degraded as in training: PSNR in dB and SSIM "
+                "(unitless); MAE in the scan's units; cubic_psnr / cubic_ssim: cubic-spline upscaling of the same "
+                "low-resolution input; psnr_gain_over_cubic: psnr - cubic_psnr in dB (above 0: the model beats cubic).",
+            ]
     elif task == "synthetic-detection":
         lines.append("not recorded in the checkpoint (held-out results, where measured, are in the notes)")
     else:

@@ -38,6 +38,7 @@ import copy
 import difflib
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,6 +274,22 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+#: a YAML 1.2 float written without a dot (``2e-4``): PyYAML (YAML 1.1) reads it as a string
+_NUMBER_TEXT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def _number(value: Any) -> Any:
+    """``value`` as a number where it is one, or a string that is a plain decimal number (``"2e-4"``); else as is.
+
+    Why: PyYAML follows YAML 1.1, whose floats need a dot, so ``lr: 2e-4`` arrived as the string ``'2e-4'`` and was
+    refused ("expected a number"), although YAML 1.2, JSON and Python read it as 0.0002. Only the decimal forms are
+    taken (no ``nan``/``inf`` words, no ``1_000``): any other string is still refused as not a number.
+    """
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def _type_error(where: str, want: str, value: Any) -> ConfigError:
     return ConfigError(f"{where}: expected {want}, got {value!r} ({type(value).__name__})")
 
@@ -475,6 +492,8 @@ def _coerce(kind: str, value: Any, where: str, base: Path) -> Any:
         if not _is_int(value):
             raise _type_error(where, "an integer", value)
         return value
+    if kind in ("float", "range", "float_or_range"):
+        value = [_number(v) for v in value] if isinstance(value, list) else _number(value)
     if kind == "float":
         if not _is_num(value):
             raise _type_error(where, "a number", value)

@@ -189,6 +189,50 @@ def _header_modality(source: Any) -> str | None:
     return None if code in (None, "OT", "SEG") else code
 
 
+#: scans named one by one in the start-up log of a data entry; the rest are counted
+_LIST_AT_MOST = 10
+
+
+def _scan_label(source: Any) -> str:
+    """A scan's file (its one file, or its series' folder, id and file count); never patient fields."""
+    from medgan.data.patches import source_name
+
+    paths = [source] if isinstance(source, str) else list(getattr(source, "paths", None) or [])
+    if len(paths) == 1:
+        return str(paths[0])
+    return f"{source_name(source)} ({len(paths)} files)"
+
+
+def _scan_list(sources: list[Any]) -> str:
+    """``"3 scan(s): a, b, c"``, naming at most :data:`_LIST_AT_MOST` (then ``"... and N more"``)."""
+    names = [_scan_label(s) for s in sources]
+    shown = ", ".join(names[:_LIST_AT_MOST])
+    more = f", ... and {len(names) - _LIST_AT_MOST} more" if len(names) > _LIST_AT_MOST else ""
+    return f"{len(names)} scan(s): {shown}{more}"
+
+
+def _warn_tissue_maps(key: str, found: list[tuple[Any, str]]) -> None:
+    """One WARNING naming the scans of ``key`` that look like tissue probability maps (:func:`tissue_map_hint`).
+
+    Why: a folder such as the MNI template's (t1, gm, wm) in ``data.train`` trained on the GM/WM maps as if they
+    were MR scans, without a word; they are still used (a name and a value range are a hint, not proof).
+    """
+    if not found:
+        return
+    found = sorted(found, key=lambda f: _scan_label(f[0]))
+    listed = "; ".join(f"{_scan_label(src)} ({hint})" for src, hint in found[:_LIST_AT_MOST])
+    more = f"; ... and {len(found) - _LIST_AT_MOST} more" if len(found) > _LIST_AT_MOST else ""
+    logger.warning(
+        "%s: %d scan(s) look like tissue probability maps, not intensity scans, and are used as scans: %s%s; "
+        "list the scan files in %s explicitly, or move the maps out of the folder",
+        key,
+        len(found),
+        listed,
+        more,
+        key,
+    )
+
+
 class SRTrainer(Trainer):
     """One super-resolution training run (one process of it under ``torchrun``).
 
@@ -213,6 +257,8 @@ class SRTrainer(Trainer):
         self.p2 = self.phase_steps("phase2")
         self.dims = int(self.cfg["model"]["spatial_dims"])
         self.factor = [int(f) for f in self.cfg["model"]["factor"]]
+        #: validation scan name -> its cubic-upscaling scores (cubic_psnr, cubic_ssim), computed at the first validation
+        self._cubic: dict[str, dict[str, float]] = {}
 
     def phases(self) -> list[tuple[str, int]]:
         return [("phase1", int(self.cfg["phase1"]["steps"])), ("phase2", int(self.cfg["phase2"]["steps"]))]
@@ -220,7 +266,7 @@ class SRTrainer(Trainer):
     # ------------------------------------------------------------------ setup
     def build(self) -> None:
         from medgan.data.domain_randomization import Augmenter
-        from medgan.data.patches import PatchSampler, expand_sources, load_volumes
+        from medgan.data.patches import PatchSampler, load_volumes, tissue_map_hint
         from medgan.models.registry import build_discriminator, build_generator
         from medgan.train.losses import AdversarialLoss, ContentLoss, PerceptualLoss
 
@@ -256,15 +302,30 @@ class SRTrainer(Trainer):
         # one walk: checked, loaded and named in the export; unusable scans in the folders are logged and recorded
         skipped_train: list[dict[str, str]] = []
         skipped_val: list[dict[str, str]] = []
-        self.sources = expand_sources(data["train"], skipped=skipped_train)
+        # entry by entry (the same list as one call): each entry's scans are logged, so a folder that also holds
+        # other images (tissue maps next to the T1) shows what it put in the run
+        self.sources = self._expand("data.train", data["train"], skipped_train)
         # every rank walks the validation entries: a scan that is also a training scan is refused on all of them
-        self.val_sources = expand_sources(data["val"], skipped=skipped_val) if data["val"] else []
+        self.val_sources = self._expand("data.val", data["val"] or [], skipped_val)
+        if not self.val_sources and self.info.is_main:
+            logger.warning("no data.val: the run will report no validation; hold out a scan of another subject")
         self.skipped = [{**s, "data": "train"} for s in skipped_train] + [{**s, "data": "val"} for s in skipped_val]
         # validation scans the voxel check loaded are kept for _load_val (not read twice)
         voxel_check = _check_held_out(self.sources, self.val_sources)
         self._val_loaded = voxel_check.loaded if voxel_check is not None else {}
         self.modality = self._check_modality()  # before loading: a wrong data.modality is refused at once
-        self.volumes = load_volumes(self.sources, data["normalization"], inspect=voxel_check)
+        tissue_maps: list[tuple[Any, str]] = []
+
+        def inspect(source: Any, scan: Any) -> None:
+            if voxel_check is not None:
+                voxel_check(source, scan)
+            hint = tissue_map_hint(source, scan)
+            if hint is not None:
+                tissue_maps.append((source, hint))
+
+        self.volumes = load_volumes(self.sources, data["normalization"], inspect=inspect)
+        if self.info.is_main:
+            _warn_tissue_maps("data.train", tissue_maps)
         self.sampler = PatchSampler(
             self.volumes,
             patch_size=cfg["train"]["patch_size"],
@@ -282,6 +343,18 @@ class SRTrainer(Trainer):
         if self.info.is_main and data["val"]:
             self._load_val()
         self._val_loaded = {}  # other ranks do not validate: no copy kept
+
+    def _expand(self, key: str, entries: list[str], skipped: list[dict[str, str]]) -> list[Any]:
+        """:func:`medgan.data.patches.expand_sources` of ``entries``, logging (rank 0) the scans each one gives."""
+        from medgan.data.patches import expand_sources
+
+        out: list[Any] = []
+        for entry in entries:
+            found = expand_sources([entry], skipped=skipped)
+            if self.info.is_main:
+                logger.info("%s: %s: %s", key, entry, _scan_list(found))
+            out.extend(found)
+        return out
 
     def _check_modality(self) -> str:
         """The modality the exported checkpoint records: ``data.modality``, checked against the training scans.
@@ -316,13 +389,17 @@ class SRTrainer(Trainer):
     def _load_val(self) -> None:
         from medgan.data.degrade import crop_to_multiple
         from medgan.data.normalize import NormalizationError, fit_normalization
-        from medgan.data.patches import source_name
+        from medgan.data.patches import source_name, tissue_map_hint
         from medgan.io.load import load_scan
 
         crop = self.cfg["data"]["val_crop"]
         loaded, self._val_loaded = self._val_loaded, {}
+        tissue_maps: list[tuple[Any, str]] = []
         for i, src in enumerate(self.val_sources):
             scan = loaded[i] if i in loaded else load_scan(src)
+            hint = tissue_map_hint(src, scan)
+            if hint is not None:
+                tissue_maps.append((src, hint))
             if scan.ndim - 1 < self.dims:  # a raw zip() ValueError from _full_factor before
                 raise ConfigError(
                     f"{source_name(src)}: data.val: a {scan.ndim - 1}-D image (shape {tuple(scan.shape)}) cannot "
@@ -340,6 +417,7 @@ class SRTrainer(Trainer):
                 raise ConfigError(f"{source_name(src)}: data.val: {exc}{where}") from None
             full = self._full_factor(scan.ndim - 1)
             self.val_scans.append((source_name(src), crop_to_multiple(scan, full)))
+        _warn_tissue_maps("data.val", tissue_maps)
 
     def _full_factor(self, n_spatial: int) -> list[int]:
         if self.dims == n_spatial:
@@ -512,9 +590,13 @@ class SRTrainer(Trainer):
             sr = resolver.upscale(lr, axes=axes)
             m = evaluate(sr, hr)
             row = {"scan": name, "psnr": m["psnr"], "ssim": m["ssim"], "mae": m["mae"]}
-            if self.step == 0:  # the classic baseline once, for comparison
+            # the classic baseline, in every row: logged at step 0 only, later rows showed no gain over it. The scan,
+            # its degradation (seed 0) and the data range are fixed, so it is computed once per scan and kept
+            if name not in self._cubic:
                 base = evaluate(interpolate(lr, full, order=3), hr, data_range=m["data_range"])
-                row.update(cubic_psnr=base["psnr"], cubic_ssim=base["ssim"])
+                self._cubic[name] = {"cubic_psnr": base["psnr"], "cubic_ssim": base["ssim"]}
+            row.update(self._cubic[name])
+            row["psnr_gain_over_cubic"] = row["psnr"] - row["cubic_psnr"]
             rows.append(row)
         keys = [k for k in rows[0] if k != "scan"]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
