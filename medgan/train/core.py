@@ -27,6 +27,8 @@ import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -58,6 +60,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
+
+#: model keys the config check fills in from another section: model key -> (section, key); a resume that changed
+#: only those is refused naming the key the user edited, not the model section
+_DERIVED_MODEL_KEYS: dict[str, tuple[str, str]] = {"factor": ("degradation", "factor")}
 
 
 @dataclass
@@ -302,6 +308,8 @@ class _StepClock:
 
     #: steps left out of the summary: the first ones carry one-time costs (loader start, cuDNN autotuning, compile)
     WARMUP = 2
+    #: timed steps (after the warm-up ones) below which the summary is flagged as not a steady speed
+    MIN_STEADY = 5
 
     def __init__(self) -> None:
         self.waits: list[float] = []
@@ -319,13 +327,30 @@ class _StepClock:
         self.steps.append(time.perf_counter() - self._t0)
 
     def summary(self, samples_per_step: int) -> dict[str, Any] | None:
-        """Steady-state throughput after :attr:`WARMUP` steps (all steps when there are no more), or None."""
+        """Steady-state throughput after :attr:`WARMUP` steps (all steps when there are no more), or None.
+
+        ``steady`` is False (with a ``note``) when fewer than :attr:`MIN_STEADY` steps were timed after the warm-up
+        ones: a call of a step or two reported the first step's one-time costs as the run's speed.
+        """
         if not self.steps:
             return None
         skip = self.WARMUP if len(self.steps) > self.WARMUP else 0
         steps, waits = self.steps[skip:], self.waits[skip:]
         total = sum(steps)
+        steady = skip == self.WARMUP and len(steps) >= self.MIN_STEADY
+        note = (
+            {}
+            if steady
+            else {
+                "note": (
+                    f"only {len(steps)} step(s) timed after {skip} warm-up step(s) left out (needs {self.MIN_STEADY} "
+                    f"after {self.WARMUP}): not a steady-state speed"
+                )
+            }
+        )
         return {
+            "steady": steady,
+            **note,
             "timed_steps": len(steps),
             "warmup_steps_left_out": skip,
             "seconds_per_step": round(total / len(steps), 5),
@@ -333,6 +358,59 @@ class _StepClock:
             "data_wait_fraction": round(sum(waits) / total, 4) if total > 0 else None,
             "first_step_seconds": round(self.steps[0], 4),
         }
+
+
+class _HeldInterrupts:
+    """Hold Ctrl-C (SIGINT) and SIGTERM while a training step runs; :meth:`deliver` raises them between steps.
+
+    Why: a ``KeyboardInterrupt`` raised inside a step leaves the weights, the optimisers, the EMA and the RNG part-way
+    through it, so no state of "the last completed step" could be saved from them. Only signals whose handler is
+    Python code are held (the default ``SIGINT`` handler, and the ``SIGTERM`` handler the train commands install,
+    both raising ``KeyboardInterrupt``); the held handler is called at the step boundary. A second signal while one
+    is held calls its handler at once: a user who presses Ctrl-C twice is not kept waiting for a long step (then
+    :attr:`mid_step` tells that nothing can be saved). Only the main thread can set handlers; elsewhere nothing is
+    held.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.mid_step = False
+        self._previous: dict[int, Any] = {}
+        self._held: tuple[int, Any] | None = None
+
+    def __enter__(self) -> _HeldInterrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in self.SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is None:
+                continue
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                self._previous[signum] = previous
+                signal.signal(signum, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        if self._held is not None or not self.mid_step:  # a second signal, or none of a step to finish
+            self._held = None
+            self._previous[signum](signum, frame)
+            return
+        self._held = (signum, frame)
+
+    def deliver(self) -> None:
+        """Call the handler of a held signal (it raises ``KeyboardInterrupt``); nothing when none is held."""
+        if self._held is not None:
+            signum, frame = self._held
+            self._held = None
+            self._previous[signum](signum, frame)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        if exc_type is None:  # held during the last step (saved as the run's end): the run still stops with it
+            self.deliver()
 
 
 class Trainer:
@@ -474,8 +552,10 @@ class Trainer:
         self.ema = make_ema(self.generator, self.cfg["train"]["ema_decay"]).to(self.device)
 
     # ------------------------------------------------------------------ state
-    def _state(self) -> dict[str, Any]:
-        rngs = D.all_gather_objects(self.info, S.capture_rng())
+    def _state(self, rngs: list[Any] | None = None) -> dict[str, Any]:
+        # collective (every rank's RNG) unless ``rngs`` is given (the interrupt save: rank 0 alone)
+        if rngs is None:
+            rngs = D.all_gather_objects(self.info, S.capture_rng())
         st: dict[str, Any] = {
             "step": self.step,
             "phase": self.phase_state_name(),
@@ -502,6 +582,7 @@ class Trainer:
                 f"{path}: damaged training state: 'config_json' ({type(exc).__name__}: {exc})"
             ) from None
         if old.get("model") != self.cfg["model"]:
+            self._refuse_derived_model_change(old)
             raise ConfigError(
                 f"{self.out_dir}: holds a run of a different model ({old.get('model')}); "
                 "use a new out_dir or restore the model section"
@@ -605,6 +686,65 @@ class Trainer:
             S.save_state(self.out_dir, st)
             S.prune_states(self.out_dir, self.cfg["train"]["keep_checkpoints"])
 
+    def _save_on_interrupt(self, *, mid_step: bool) -> None:
+        """Save the state of the last completed step after Ctrl-C / SIGTERM (rank 0; no collective call).
+
+        Why no collective: the other ranks get the signal at their own moment (or not at all) and may already be
+        leaving, so rank 0 saves alone, with its own RNG state only; a resume under ``torchrun`` then gives every rank
+        rank 0's RNG (logged), and the weights are those of every rank (DDP keeps them equal). A step already saved
+        (``checkpoint_every``, ``--until-step``) is not written again; nothing is saved at step 0, nor when the
+        interrupt came in the middle of a step (a second Ctrl-C) or the weights are not finite.
+        """
+        if not self.info.is_main:
+            return
+        newest = S.list_states(self.out_dir)
+        newest_step = newest[-1][0] if newest else 0
+        if mid_step:
+            logger.warning(
+                "interrupted during step %d: nothing of it saved (the newest state is at step %d); rerun the same "
+                "command to continue from there",
+                self.step + 1,
+                newest_step,
+            )
+            return
+        if self.step == 0:
+            logger.warning("interrupted before the first step: nothing to save")
+            return
+        if S.state_path(self.out_dir, self.step).is_file():  # checkpoint_every / --until-step saved it already
+            logger.warning("interrupted at step %d: state saved; rerun the same command to continue", self.step)
+            return
+        bad = [name for name, module in self._saved_modules() if not _all_finite(module)]
+        if bad:
+            logger.warning("interrupted at step %d: the %s weights are not finite, not saved", self.step, bad)
+            return
+        st = self._state(rngs=[S.capture_rng()])
+        S.save_state(self.out_dir, st)
+        S.prune_states(self.out_dir, self.cfg["train"]["keep_checkpoints"])
+        logger.warning("interrupted at step %d: state saved; rerun the same command to continue", self.step)
+
+    def _refuse_derived_model_change(self, old: Mapping[str, Any]) -> None:
+        """Name the config key a changed model key is derived from (``model.factor`` from ``degradation.factor``).
+
+        Raises
+        ------
+        ConfigError
+            When every model key that differs from the saved run's is derived from another section.
+        """
+        was, now = old.get("model") or {}, self.cfg["model"]
+        differ = {k for k in {*was, *now} if was.get(k) != now.get(k)}
+        if not differ or not differ <= set(_DERIVED_MODEL_KEYS):
+            return
+        named = []
+        for key in sorted(differ):
+            section, name = _DERIVED_MODEL_KEYS[key]
+            before = (old.get(section) or {}).get(name)
+            after = self.cfg.get(section, {}).get(name)
+            named.append(f"{section}.{name} changed from {before} to {after}")
+        raise ConfigError(
+            f"{self.out_dir}: holds a run trained with other settings ({'; '.join(named)}; the model is built for "
+            "it); use a new out_dir or restore the old value"
+        )
+
     def _saved_modules(self) -> list[tuple[str, nn.Module]]:
         mods: list[tuple[str, nn.Module]] = [("generator", self.generator), ("EMA generator", self.ema)]
         if self.discriminator is not None:
@@ -641,10 +781,12 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self, until_step: int | None = None) -> TrainResult:
         """Train (or resume) until the schedule ends or ``until_step`` steps are done."""
+        # build() reads and checks the data (patch size, held-out validation scans): a refused config leaves
+        # nothing behind, so out_dir is made only after it (the first write comes later still)
+        self._build()
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         D.barrier(self.info)
-        self._build()
         self._resume()
         start = self.step
         end = self.total if until_step is None else max(start, min(int(until_step), self.total))
@@ -690,39 +832,53 @@ class Trainer:
             from tqdm.auto import tqdm
 
             desc = f"{self.task_name} {self.cfg['name']}"
-            bar = tqdm(total=end, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+            # the run's length, from the resumed step; an --until-step call stops part-way along it
+            bar = tqdm(total=self.total, initial=start, desc=desc, unit="step", dynamic_ncols=True)
         image_format = (self.spatial_dims + 2, channels_last_format(self.spatial_dims)) if self.channels_last else None
         speed = _StepClock()
         t0 = time.perf_counter()
+        held = _HeldInterrupts()
         try:
-            batches = iter(loader)
-            while True:
-                speed.start()
-                batch = next(batches, None)
-                if batch is None:
-                    break
-                batch = _to_device(batch, self.device, image_format)
-                speed.loaded()
-                self.generator.train()
-                phase = self.phase_index(self.step) + 1
-                values = self.train_step(batch)  # returns Python floats: the step's device work is done
-                self._check_finite_losses(values)
-                self.ema.update_parameters(self.generator)
-                speed.stepped()
-                self.step += 1
-                if self.info.is_main:
-                    row = {"step": self.step, "phase": phase, **values}
-                    self.history.append(row)
-                    if self.step % self.cfg["train"]["log_every"] == 0 or self.step == end:
-                        log.scalars(self.step, values, "train")
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{values['loss_g']:.4f}", phase=row["phase"])
-                if val_every and (self.step % val_every == 0 or self.step == self.total) and self.info.is_main:
-                    self._validate_and_log(log)
-                if (ck_every and self.step % ck_every == 0) or self.step == end:
-                    self._save()
-                    D.barrier(self.info)
+            with held:
+                batches = iter(loader)
+                while True:
+                    held.deliver()  # a Ctrl-C / SIGTERM of the last step: raised here, between steps
+                    speed.start()
+                    try:
+                        batch = next(batches, None)
+                    except Exception:
+                        # loader workers are in the signalled process group too: one that died of it is the interrupt
+                        held.deliver()
+                        raise
+                    if batch is None:
+                        break
+                    batch = _to_device(batch, self.device, image_format)
+                    speed.loaded()
+                    self.generator.train()
+                    phase = self.phase_index(self.step) + 1
+                    held.mid_step = True  # the weights, EMA and RNG may hold part of a step until step += 1
+                    values = self.train_step(batch)  # returns Python floats: the step's device work is done
+                    self._check_finite_losses(values)
+                    self.ema.update_parameters(self.generator)
+                    speed.stepped()
+                    self.step += 1
+                    held.mid_step = False
+                    if self.info.is_main:
+                        row = {"step": self.step, "phase": phase, **values}
+                        self.history.append(row)
+                        if self.step % self.cfg["train"]["log_every"] == 0 or self.step == end:
+                            log.scalars(self.step, values, "train")
+                        if bar is not None:
+                            bar.update(1)
+                            bar.set_postfix(loss=f"{values['loss_g']:.4f}", phase=row["phase"])
+                    if val_every and (self.step % val_every == 0 or self.step == self.total) and self.info.is_main:
+                        self._validate_and_log(log)
+                    if (ck_every and self.step % ck_every == 0) or self.step == end:
+                        self._save()
+                        D.barrier(self.info)
+        except KeyboardInterrupt:
+            self._save_on_interrupt(mid_step=held.mid_step)
+            raise
         finally:
             if bar is not None:
                 bar.close()

@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +46,39 @@ def add_training_parser(
     return parser
 
 
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a cluster pre-empting the job, ``kill``) raises ``KeyboardInterrupt`` like Ctrl-C while training.
+
+    Why: the trainer saves the state of the last completed step on ``KeyboardInterrupt`` and the command exits 130;
+    SIGTERM's default ended the process at once, losing every step since the last checkpoint. The previous handler
+    comes back afterwards (handlers can be set on the main thread only; elsewhere nothing changes).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any]) -> int:
     """Run ``train(config, until_step=, progress=, command=)`` for sub-command ``name``; print the outcome.
+
+    Ctrl-C and SIGTERM stop the run with ``KeyboardInterrupt`` (exit 130) once the trainer has saved the state of
+    the last completed step.
 
     Returns the exit status (0).
     """
     command = "medgan " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"medgan {name} {args.config}"
-    result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
+    with _sigterm_interrupts():
+        result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports (only it holds the history)
         return 0
     # paths as the config spells them (``configs/../../../runs/x``) are printed resolved
