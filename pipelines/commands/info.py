@@ -1,4 +1,8 @@
-"""``medgan info PATH [--json]``: list the scans found under a file or folder.
+"""``medgan info PATH [--json]``: list the scans found under a file or folder, or describe a model checkpoint.
+
+A medgan checkpoint (``model.safetensors`` as ``medgan train-sr`` / ``train-cgan`` write it, or a shipped model file)
+prints its model card (:func:`medgan.infer.pretrained.render_model_card`), or with ``--json`` a summary of its
+metadata; it is read with safetensors and verified as every model load is (never unpickled).
 
 Prints only what :class:`medgan.ScanRef` holds (id, kind, modality, geometry, usability), never
 identifying DICOM fields (PatientName, PatientID, PatientBirthDate, ...). Exits 1 when nothing is found, or when
@@ -14,7 +18,7 @@ from pathlib import Path
 
 from medgan.errors import ScanReadError
 
-__all__ = ["add_parser", "run", "format_table"]
+__all__ = ["add_parser", "run", "format_table", "checkpoint_summary"]
 
 _COLUMNS = ("ID", "KIND", "MODALITY", "SHAPE", "SPACING (mm)", "ORIENT", "FILES", "STATUS")
 
@@ -22,14 +26,17 @@ _COLUMNS = ("ID", "KIND", "MODALITY", "SHAPE", "SPACING (mm)", "ORIENT", "FILES"
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "info",
-        help="list the scans under a file or folder (no identifying fields)",
+        help="list the scans under a file or folder (no identifying fields), or show a model's card",
         description=(
             "Walk PATH once and list its scans: DICOM series (split where geometry differs), single DICOM "
             "files and NIfTI files, with shape, voxel spacing, orientation and whether they can be loaded. "
-            "Patient-identifying DICOM fields are never shown."
+            "Patient-identifying DICOM fields are never shown. A medgan model checkpoint (.safetensors) "
+            "prints its model card instead."
         ),
     )
-    parser.add_argument("path", metavar="PATH", help="a DICOM or NIfTI file, or a folder tree")
+    parser.add_argument(
+        "path", metavar="PATH", help="a DICOM or NIfTI file, a folder tree, or a medgan MODEL.safetensors"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.set_defaults(func=run)
     return parser
@@ -83,12 +90,78 @@ def _printable(text: str, stream) -> str:
     return text
 
 
+def _is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is to be read as a model checkpoint: a ``.safetensors`` file (a foreign one is then refused
+    with the checkpoint loader's one-line error, not listed as "not a DICOM file"), or any file whose safetensors
+    header carries a medgan format tag (a checkpoint renamed without its suffix). Only the header is read, by
+    safetensors, which never unpickles; a DICOM or NIfTI file fails its header check at once."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".safetensors":
+        return True
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            fmt = (fh.metadata() or {}).get("format", "")
+    except Exception:  # safetensors raises its own error types (and OSError) for anything else
+        return False
+    return str(fmt).startswith("medgan-checkpoint/")
+
+
+def checkpoint_summary(path: Path) -> dict:
+    """The JSON summary ``medgan info MODEL.safetensors --json`` prints: what the model does and how it was
+    trained, from the verified checkpoint's metadata (the whole metadata dict under ``"metadata"``).
+
+    Raises
+    ------
+    medgan.errors.CheckpointError
+        ``path`` is not a medgan checkpoint, or fails its checks (see :func:`medgan.infer.checkpoint.load_checkpoint`).
+    """
+    from medgan.infer.checkpoint import FORMAT, load_checkpoint, model_task
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt.metadata
+    task = meta.get("task") or model_task(path, meta)
+    return {
+        "path": str(path),
+        "kind": "medgan-checkpoint",
+        "format": FORMAT,
+        "name": meta.get("name") or path.stem,
+        "task": task,
+        "spatial_dims": meta.get("spatial_dims"),
+        "factor": meta.get("factor") if task == "super-resolution" else None,
+        "modality": meta.get("modality"),
+        "parameters": sum(int(t.numel()) for t in ckpt.state_dict.values()),
+        "medgan_version": meta.get("medgan_version"),
+        "sha256": ckpt.sha256,
+        "payload_sha256": ckpt.payload_sha256,
+        "metadata": meta,
+    }
+
+
+def _run_checkpoint(path: Path, as_json: bool) -> int:
+    from medgan.infer.checkpoint import load_checkpoint
+    from medgan.infer.pretrained import render_model_card
+
+    if as_json:
+        print(json.dumps(checkpoint_summary(path), indent=2, default=str))
+        return 0
+    # load_checkpoint first: it refuses a foreign or modified file with one line, and a shipped model file whose
+    # card sha256 differs, which render_model_card (it writes cards) does not check
+    load_checkpoint(path)
+    print(_printable(render_model_card(path), sys.stdout))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from medgan.io.discover import discover_scans
 
     path = Path(args.path)
     if not path.exists():
         raise ScanReadError(f"{path}: no such file or folder")
+    if _is_checkpoint(path):
+        return _run_checkpoint(path, args.json)
     refs = discover_scans(path)
     if not refs:
         print(f"medgan info: no DICOM or NIfTI scan found under {path}", file=sys.stderr)
