@@ -24,7 +24,7 @@ from conftest import mni_t1_path
 import medgan
 from medgan.eval.compare import Evaluation, UnpairedScansError, pair_scans
 from medgan.eval.masks import FOREGROUND_RULE
-from medgan.eval.report import SCHEMA, SCHEMA_VERSION, write_report
+from medgan.eval.report import REPORT_FILES, SCHEMA, SCHEMA_VERSION, write_report
 from medgan.io.scan import make_scan
 from pipelines.cli import main as cli_main
 
@@ -311,6 +311,7 @@ def test_python_api_builds_the_same_report_from_arrays(tmp_path):
     assert any(x["group_by"] == "site" for x in tables["breakdown"])
     paths = write_report(ev, tmp_path / "r", write_pngs=False)
     assert set(paths) == {"metrics.csv", "summary.csv", "paired.csv", "metrics.json", "report.md", "report.html"}
+    assert set(paths) == set(REPORT_FILES)  # what medgan evaluate checks --out for
     doc = json.loads(paths["metrics.json"].read_text())
     assert doc["settings"]["degradation"] == [] and "no low-resolution input" in paths["report.md"].read_text()
 

@@ -65,6 +65,7 @@ __all__ = [
     "render_markdown",
     "render_html",
     "write_report",
+    "REPORT_FILES",
     "software_versions",
     "created_timestamp",
     "min_scans_for_verdict",
@@ -792,6 +793,11 @@ def render_html(doc: Mapping[str, Any], figures: Sequence[tuple[str, str, bytes]
             )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+#: the files :func:`write_report` writes into its folder (besides ``figures/*.png``): one of them there means a
+#: report is there (``medgan evaluate`` replaces one only with ``--overwrite``)
+REPORT_FILES = ("metrics.csv", "summary.csv", "paired.csv", "metrics.json", "report.md", "report.html")
 
 
 def write_report(

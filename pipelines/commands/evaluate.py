@@ -21,11 +21,7 @@ from typing import Any
 
 from pipelines.commands._args import non_negative_int, positive_float
 
-__all__ = ["add_parser", "run", "REPORT_FILES"]
-
-#: the files :func:`medgan.eval.report.write_report` writes into ``--out`` (besides ``figures/*.png``): one of them
-#: there means a report is there, which only ``--overwrite`` replaces
-REPORT_FILES = ("report.md", "report.html", "metrics.csv", "metrics.json", "summary.csv", "paired.csv")
+__all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +102,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from medgan.errors import EvaluationError, MedganError
     from medgan.eval.compare import check_method_name
+    from medgan.eval.report import REPORT_FILES
 
     try:
         check_method_name(args.method, with_lr=args.lr is not None)
