@@ -21,7 +21,7 @@ import copy
 import math
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "interpolate",
     "DegradationError",
     "parse_factor",
+    "degradation_steps",
     "downsample_affine",
     "upsample_affine",
     "crop_to_multiple",
@@ -559,6 +560,18 @@ def degrade(
         record["previous"] = [*(chain if isinstance(chain, list) else []), earlier]
     meta["degradation"] = record
     return _pack(out, downsample_affine(affine, f), meta)
+
+
+def degradation_steps(record: Any) -> list[dict[str, Any]]:
+    """The steps of a ``meta["degradation"]`` record in the order they were applied: the earlier ones it keeps
+    under ``"previous"`` (:func:`degrade` of a scan that was itself degraded), then the record itself without that
+    key. Empty for anything that is not a record; entries of ``"previous"`` that are not mappings are left out.
+    The one reading of the chain, for everything that follows it (LR consistency, SuperResolver's factor check)."""
+    if not isinstance(record, Mapping):
+        return []
+    earlier = record.get("previous")
+    steps = [dict(p) for p in (earlier if isinstance(earlier, list) else []) if isinstance(p, Mapping)]
+    return [*steps, {k: v for k, v in record.items() if k != "previous"}]
 
 
 def degrade_randomly(

@@ -759,12 +759,15 @@ def degradation_of(lr: Any, hr_shape: Sequence[int], degradation: Mapping[str, A
     recorded = meta.get("degradation") if isinstance(meta, Mapping) else None
     lr_spatial = tuple(lr.shape[1:])
     if isinstance(recorded, Mapping) and recorded.get("method"):
+        from medgan.data.degrade import degradation_steps
+
         out, source = dict(recorded), "lr.meta"
-        earlier = [dict(p) for p in recorded.get("previous") or () if isinstance(p, Mapping) and p.get("method")]
+        *chain, last = degradation_steps(recorded)
+        earlier = [s for s in chain if s.get("method")]
         if earlier and all(s.get("factor") is not None for s in [*earlier, out]):
             # a scan degraded more than once (medgan.degrade keeps the earlier steps under "previous"): the
             # whole chain, in order, and its total factor (floor division and block centres compose exactly)
-            steps = [{k: v for k, v in s.items() if k != "previous"} for s in [*earlier, out]]
+            steps = [*earlier, last]
             total = np.ones(len(lr_spatial), dtype=np.int64)
             for s in steps:
                 f = s["factor"]

@@ -33,7 +33,7 @@ from nibabel import orientations as nib_orientations
 
 from medgan._args import as_ints
 from medgan._version import __version__
-from medgan.data.degrade import parse_factor, put_back_non_finite, upsample_affine
+from medgan.data.degrade import degradation_steps, parse_factor, put_back_non_finite, upsample_affine
 from medgan.data.normalize import Normalization, NormalizationError, fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
@@ -1129,8 +1129,7 @@ class SuperResolver:
         record = meta.get("degradation")
         if not isinstance(record, dict) or record.get("factor") is None:
             return None
-        earlier = record.get("previous")
-        steps = [*(earlier if isinstance(earlier, list) else []), record]  # oldest first
+        steps = degradation_steps(record)  # oldest first
         undone = [1] * len(full_factor)
         reachable: list[tuple[int, ...]] = []  # what undoing the last step, the last two, ... takes
         for step in reversed(steps):
