@@ -31,25 +31,13 @@ T1 = REPO / "sample_data/nifti/mni_icbm152_2009a_sym/t1.nii.gz"
 
 def build_sampler(lr_edge: int = 64, batch: int = 4):
     """The reference sampler of ``train_throughput.py``'s real-data case (the MNI T1 only: it holds the patch)."""
-    from medgan.data.domain_randomization import Augmenter
-    from medgan.data.patches import PatchSampler, load_volumes
+    from train_throughput import reference_sampler  # this folder: the script's own (first on sys.path)
+
+    from medgan.data.patches import load_volumes
     from medgan.train.config import load_config
 
     cfg = load_config(CONFIG)
-    data = cfg["data"]
-    volumes = load_volumes([str(T1)], data["normalization"])
-    return PatchSampler(
-        volumes,
-        patch_size=[2 * lr_edge] * 3,
-        factor=[2, 2, 2],
-        batch_size=batch,
-        degradation=cfg["degradation"],
-        augmenter=Augmenter(cfg["augment"]) if cfg["augment"]["enabled"] else None,
-        foreground_ratio=data["foreground_ratio"],
-        slice_axes=data["slice_axes"],
-        in_channels=1,
-        seed=0,
-    )
+    return reference_sampler(load_volumes([str(T1)], cfg["data"]["normalization"]), cfg, lr_edge, batch)
 
 
 def main(argv: list[str] | None = None) -> int:

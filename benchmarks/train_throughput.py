@@ -132,12 +132,33 @@ def synthetic_case(device: torch.device, batch: int, lr_edge: int, steps: int, c
     return fn
 
 
+def reference_sampler(volumes: list[dict], cfg: dict, lr_edge: int, batch: int):
+    """Issue #7's reference training batch drawn from ``volumes``: ``batch`` HR patches of ``(2 * lr_edge)^3`` at
+    x2, with ``cfg``'s (the shipped brain-mr-x2-3d config's) degradation and augmentation (also
+    ``benchmarks/data_pipeline.py``'s)."""
+    from medgan.data.domain_randomization import Augmenter
+    from medgan.data.patches import PatchSampler
+
+    data = cfg["data"]
+    return PatchSampler(
+        volumes,
+        patch_size=[2 * lr_edge] * 3,
+        factor=[2, 2, 2],
+        batch_size=batch,
+        degradation=cfg["degradation"],
+        augmenter=Augmenter(cfg["augment"]) if cfg["augment"]["enabled"] else None,
+        foreground_ratio=data["foreground_ratio"],
+        slice_axes=data["slice_axes"],
+        in_channels=1,
+        seed=0,
+    )
+
+
 def real_case(
     device: torch.device, batch: int, lr_edge: int, steps: int, workers: int, cl: bool, comp: bool, fused=False
 ):
     def fn() -> dict[str, Any]:
-        from medgan.data.domain_randomization import Augmenter
-        from medgan.data.patches import MARGIN_LR, PatchSampler, StepDataset, load_volumes
+        from medgan.data.patches import MARGIN_LR, StepDataset, load_volumes
         from medgan.train.config import load_config
 
         cfg = load_config(CONFIG)
@@ -150,18 +171,7 @@ def real_case(
         volumes = [v for v in volumes if min(v["image"].shape[1:]) >= need]
         if not volumes:
             raise RuntimeError(f"no training scan of {CONFIG.name} is at least {need} voxels along every axis")
-        sampler = PatchSampler(
-            volumes,
-            patch_size=[2 * lr_edge] * 3,
-            factor=[2, 2, 2],
-            batch_size=batch,
-            degradation=cfg["degradation"],
-            augmenter=Augmenter(cfg["augment"]) if cfg["augment"]["enabled"] else None,
-            foreground_ratio=data["foreground_ratio"],
-            slice_axes=data["slice_axes"],
-            in_channels=1,
-            seed=0,
-        )
+        sampler = reference_sampler(volumes, cfg, lr_edge, batch)
         warm = 3
         loader = torch.utils.data.DataLoader(
             StepDataset(sampler, warm + steps),
