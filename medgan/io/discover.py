@@ -67,7 +67,7 @@ from medgan.io.nifti import (
     series_digest,
     split_scan_suffix,
 )
-from medgan.io.scan import orientation_code
+from medgan.io.scan import orientation_code, scan_array
 
 __all__ = ["ScanRef", "discover_scans", "SKIP_SUFFIXES", "SKIP_NAMES", "SKIP_FOLDERS"]
 
@@ -621,13 +621,8 @@ def same_voxels(a: Any, b: Any, *, rtol: float = SAME_VOXELS_RTOL) -> bool:
     if len(shape_a) != len(shape_b) or shape_a[0] != shape_b[0] or sorted(shape_a[1:]) != sorted(shape_b[1:]):
         return False  # cheap refusals before any copy of the voxels
 
-    def _numpy(x: Any) -> np.ndarray:
-        x = x.as_tensor() if hasattr(x, "as_tensor") else x
-        x = x.detach().cpu().numpy() if hasattr(x, "detach") else x
-        return np.asarray(x)
-
-    va, aff_a = canonical_voxels(_numpy(a), a.affine)
-    vb, aff_b = canonical_voxels(_numpy(b), b.affine)
+    va, aff_a = canonical_voxels(scan_array(a), a.affine)
+    vb, aff_b = canonical_voxels(scan_array(b), b.affine)
     if va.shape != vb.shape:
         return False
     spacing_a = np.linalg.norm(aff_a[:3, :3], axis=0)
