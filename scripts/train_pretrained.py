@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=None, help="comma-separated config names (default: all)")
     parser.add_argument("--probe-steps", type=int, default=60)
     parser.add_argument("--steps-scale", type=float, default=None, help="skip the probe: steps = config x scale")
-    parser.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per run")
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="DataLoader workers per run (default: each config's)"
+    )
     args = parser.parse_args(argv)
 
     out = args.out.resolve()
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         fcfg["out_dir"] = str(work / "runs" / n)
         final_jobs[n] = (fcfg, Path(fcfg["out_dir"]))
         shipped = _relativise(fcfg, CONFIGS)
-        shipped["data"]["num_workers"] = int(cfg["data"].get("num_workers", 0))
+        shipped["data"]["num_workers"] = cfg["data"].get("num_workers", "auto")
         header = [ln for ln in (CONFIGS / f"{n}.yaml").read_text().splitlines() if ln.startswith("#")]
         body = yaml.safe_dump(shipped, sort_keys=False, width=120)
         (out / "configs" / f"{n}.yaml").write_text("\n".join(header + [body]))

@@ -12,7 +12,7 @@ Sections (annotated examples: ``medgan/train/configs/cgan_*.yaml``)::
     task (cgan), name, out_dir, seed, device, amp
     data:          train (subjects: {image, labels} or {image, gm, wm}), modality, normalization,
                    spatial_dims-independent sampling: slice_axis, min_foreground, val_fraction, val_gap,
-                   val_max_slices, foreground_ratio, num_workers
+                   val_max_slices, foreground_ratio, num_workers (a count, or auto as in train-sr)
     augment:       deform_prob (label-layout deformation, jointly applied to the image), elastic, affine, flip_prob
     model:         SPADE generator config (medgan.models.registry.build_cgan_generator; num_labels filled in;
                    upsample_first defaults to true here, unlike the registry's false, which rebuilds checkpoints
@@ -75,7 +75,7 @@ CGAN_SCHEMA: dict[str, Any] = {
         "val_gap": Field("int", 3, check=_non_negative),
         "val_max_slices": Field("int", 8, check=_positive),
         "foreground_ratio": Field("float", 0.9, check=_unit),
-        "num_workers": Field("int", 0, check=_non_negative),
+        "num_workers": Field("workers", "auto"),
     },
     "augment": {
         "deform_prob": Field("float", 0.5, check=_unit),

@@ -15,7 +15,8 @@ Sections (see ``medgan/train/configs/*.yaml`` for annotated examples)::
     data:         train (scan files / folders), val (held-out scans: whole subjects), modality (refused
                   when a training scan's header names another; ``unknown``: the one all their headers name),
                   normalization, slice_axes (2-D models), foreground_ratio, val_crop (HR voxels,
-                  at least degradation.factor per axis), num_workers
+                  at least degradation.factor per axis), num_workers (a count, or auto: the default,
+                  medgan.train.core.loader_workers)
     degradation:  method (one or a list to pick from), factor, noise_std (normalised units;
                   a number or [low, high]), noise (gaussian | rician | random), slice_profile
     augment:      domain randomisation (flips, gamma, random monotonic LUT, inversion, bias field)
@@ -186,7 +187,7 @@ SCHEMA: dict[str, Any] = {
         "slice_axes": Field("ints", [2]),
         "foreground_ratio": Field("float", 0.9, check=_unit),
         "val_crop": Field("int_or_ints?", None),
-        "num_workers": Field("int", 0, check=_non_negative),
+        "num_workers": Field("workers", "auto"),
     },
     "degradation": {
         "method": Field("str_or_strs", "interpolate"),
@@ -491,6 +492,14 @@ def _coerce(kind: str, value: Any, where: str, base: Path) -> Any:
     if kind == "int":
         if not _is_int(value):
             raise _type_error(where, "an integer", value)
+        return value
+    if kind == "workers":  # data.num_workers: a count, or "auto" (medgan.train.core.loader_workers picks it)
+        if value == "auto":
+            return value
+        if not _is_int(value):
+            raise _type_error(where, 'an integer or "auto"', value)
+        if value < 0:
+            raise ConfigError(f"{where}: must be >= 0 or auto, got {value}")
         return value
     if kind in ("float", "range", "float_or_range"):
         value = [_number(v) for v in value] if isinstance(value, list) else _number(value)

@@ -26,6 +26,7 @@ import copy
 import json
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -51,6 +52,7 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "MODEL_FILE",
+    "loader_workers",
     "make_scheduler",
     "set_requires_grad",
     "seed_everything",
@@ -64,6 +66,50 @@ MODEL_FILE = "model.safetensors"
 #: model keys the config check fills in from another section: model key -> (section, key); a resume that changed
 #: only those is refused naming the key the user edited, not the model section
 _DERIVED_MODEL_KEYS: dict[str, tuple[str, str]] = {"factor": ("degradation", "factor")}
+#: config keys left out of the "section changed since the saved state" warning: a batch is a function of (seed,
+#: step, rank), whichever number of loader workers makes it
+_RESUME_QUIET_KEYS: dict[str, tuple[str, ...]] = {"data": ("num_workers",)}
+
+
+#: ``data.num_workers: auto`` on a GPU: at most this many loader processes. Issue #7's reference batch takes 0.35 s
+#: of one CPU core to make (BENCHMARKS.md, "SR training data path") against a 0.14 s H200 step, so three workers
+#: keep up; 8 leaves room for heavier augmentation without a worker per core of a large host (each holds a batch
+#: and its prefetch).
+MAX_AUTO_WORKERS = 8
+
+
+def loader_workers(setting: int | str, device: torch.device) -> int:
+    """The number of DataLoader worker processes for ``data.num_workers`` (an integer, or ``"auto"``).
+
+    ``auto`` on a CUDA device: this process's share of the CPU cores it may use (``torchrun``'s
+    ``LOCAL_WORLD_SIZE`` processes share them), less one for the training loop, at most :data:`MAX_AUTO_WORKERS`.
+    Made in the main process, batches left an H200 waiting 94 % of the time (8.75 patches/s against 28.6 with
+    workers; BENCHMARKS.md). ``auto`` on the CPU: 0, batches are made between steps: the training step already
+    runs on every core through torch's threads, and making a batch took 6 % of a step of the CPU example config
+    (its ``summary.json`` ``data_wait_fraction``), less than a worker process competing for the cores costs.
+    A batch is a function of (seed, step, rank) only, so the count never changes what is trained.
+
+    Parameters
+    ----------
+    setting
+        ``data.num_workers`` of a validated config.
+    device
+        The device the run trains on.
+
+    Returns
+    -------
+    int
+    """
+    if setting != "auto":
+        return int(setting)
+    if device.type != "cuda":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (a cgroup or taskset can limit them)
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(MAX_AUTO_WORKERS, per_process - 1))
 
 
 @dataclass
@@ -453,6 +499,8 @@ class Trainer:
         self.channels_last = bool(tcfg.get("channels_last", True))
         self.fused_optimizer = bool(tcfg.get("fused_optimizer", True))
         self.spatial_dims = int(self.cfg["model"].get("spatial_dims", 3))
+        #: DataLoader worker processes (data.num_workers, "auto" resolved for this device)
+        self.loader_workers = loader_workers(self.cfg["data"].get("num_workers", "auto"), self.device)
         #: patches (or slices) per step over all processes
         self.samples_per_step = int(tcfg["batch_size"]) * self.info.world_size
         self.step = 0
@@ -599,6 +647,10 @@ class Trainer:
             was, now = old.get(key), self.cfg.get(key)
             if isinstance(was, dict) and isinstance(now, dict):  # keys added since the state was saved: defaults
                 was = {**now, **was}
+                # keys that change how batches are made, not which: a run resumes with another count silently
+                for quiet in _RESUME_QUIET_KEYS.get(key, ()):
+                    was.pop(quiet, None)
+                    now = {k: v for k, v in now.items() if k != quiet}
             if was != now:
                 changed.add(key)
                 logger.warning("config section %r changed since %s; resuming with the new values", key, path.name)
@@ -819,7 +871,7 @@ class Trainer:
             StepDataset(self.sampler, self.total),
             batch_size=None,
             sampler=range(start, end),
-            num_workers=self.cfg["data"]["num_workers"],
+            num_workers=self.loader_workers,
             pin_memory=self.device.type == "cuda",
             # the workers' base seed comes from this generator, not from torch's global RNG: drawn from the global
             # one it moved the restored RNG of a resumed run one draw past the uninterrupted run's
@@ -940,6 +992,7 @@ class Trainer:
                 "channels_last": self.channels_last,
                 "fused_optimizer": self.fused_optimizer,
                 "compile": bool(self.cfg["train"].get("compile")),
+                "loader_workers": self.loader_workers,
             },
             "world_size": self.info.world_size,
             "rank_generator_sha256": hashes,
