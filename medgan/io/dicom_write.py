@@ -49,6 +49,7 @@ from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
 from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json, record_json, series_layout
 from medgan.io.discover import NON_IMAGE_MODALITIES, ScanRef
+from medgan.io.nifti import series_digest, source_series_digest
 from medgan.io.scan import LPS_TO_RAS, affine_4x4, scan_array
 
 __all__ = [
@@ -534,6 +535,26 @@ def _photometric(meta: dict[str, Any], ref_dicom: dict[str, Any]) -> str:
     return "MONOCHROME1" if value == "MONOCHROME1" else "MONOCHROME2"
 
 
+def _source_uid(ref_meta: dict[str, Any], ref_dicom: dict[str, Any], key: str) -> str:
+    """The ``key`` UID (StudyInstanceUID, FrameOfReferenceUID) of a series derived from a reference that has no
+    writable one: the same for every series derived from one source series, else new.
+
+    A random UID per output would give each series derived from one source (an upscaled and a degraded copy) its
+    own study or frame of reference, so viewers would neither group nor sync them. The UID is a hash
+    (:func:`pydicom.uid.generate_uid` with ``entropy_srcs``) of the reference's StudyInstanceUID and series: its
+    SeriesInstanceUID's :func:`~medgan.io.nifti.series_digest`, or the digest its NIfTI sidecar recorded. Any source
+    text is hashed, so even a UID that cannot be written (letters) identifies the source, and nothing identifying
+    is logged or can be read back. Without a known source series (no reference) the UID is new.
+    """
+    series_uid = str(ref_dicom.get("SeriesInstanceUID") or "").strip()
+    series = series_digest(series_uid) if series_uid else source_series_digest(ref_meta) or ""
+    if not series:  # a study alone does not say two series share a frame of reference
+        return generate_uid()
+    study = str(ref_dicom.get("StudyInstanceUID") or "").strip()
+    # key in the hash: the study and frame-of-reference UIDs of one source differ
+    return generate_uid(entropy_srcs=["medgan derived series", key, study, series])
+
+
 def _base_dataset(
     meta: dict[str, Any], ref_meta: dict[str, Any], ref_dicom: dict[str, Any], description: str | None
 ) -> Dataset:
@@ -558,14 +579,18 @@ def _base_dataset(
         for key in PATIENT_STUDY_FIELDS:
             if value := _reference_value(ref_dicom, key):
                 setattr(ds, key, value)
-        # A new Study / Frame of Reference UID only without a writable one: it would split the study and the
-        # viewers' frame of reference
-        ds.StudyInstanceUID = _reference_value(ref_dicom, "StudyInstanceUID") or generate_uid()
+        # A Study / Frame of Reference UID of our own only without a writable one (a new one would split the study
+        # and the viewers' frame of reference), and then one derived from the reference series (_source_uid)
+        ds.StudyInstanceUID = _reference_value(ref_dicom, "StudyInstanceUID") or _source_uid(
+            ref_meta, ref_dicom, "StudyInstanceUID"
+        )
         for key in STUDY_FIELDS:
             value = _reference_value(ref_dicom, key)
             if value or key != "StudyDescription":
                 setattr(ds, key, value)
-        ds.FrameOfReferenceUID = _reference_value(ref_dicom, "FrameOfReferenceUID") or generate_uid()
+        ds.FrameOfReferenceUID = _reference_value(ref_dicom, "FrameOfReferenceUID") or _source_uid(
+            ref_meta, ref_dicom, "FrameOfReferenceUID"
+        )
     # General Series module
     candidates = (meta.get("modality"), ref_meta.get("modality"), ref_dicom.get("Modality"))
     ds.Modality = next((str(m) for m in candidates if _is_modality_code(m)), "OT")
