@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the command as typed, for the records that name it (evaluation reports, training checkpoints): sys.argv is
+    # another program's when medgan runs from Python (tests, notebooks)
+    args.argv = ["medgan", *(sys.argv[1:] if argv is None else [str(a) for a in argv])]
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -167,6 +167,11 @@ def test_train_sr_stop_message_names_the_resuming_command_and_the_resolved_run_f
     assert main(shlex.split(rerun)[1:] + ["--no-progress"]) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert out == f"trained 3/3 steps; model: {run_dir / 'model.safetensors'}"
+    # the checkpoint records the command main() ran, not the calling program's sys.argv (pytest's, here)
+    from medgan.infer.checkpoint import load_checkpoint
+
+    command = load_checkpoint(run_dir / "model.safetensors").metadata["command"]
+    assert command.startswith("medgan train-sr ") and command.endswith(" --no-progress"), command
     assert main(shlex.split(rerun)[1:] + ["--no-progress"]) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert out == f"already finished (3/3 steps); model: {run_dir / 'model.safetensors'}"

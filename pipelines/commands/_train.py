@@ -7,7 +7,6 @@ import argparse
 import os
 import shlex
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,7 +75,8 @@ def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any])
 
     Returns the exit status (0).
     """
-    command = "medgan " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"medgan {name} {args.config}"
+    argv = getattr(args, "argv", None)  # pipelines.cli.main records the command as typed
+    command = shlex.join(argv) if argv else f"medgan {name} {args.config}"
     with _sigterm_interrupts():
         result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports (only it holds the history)
