@@ -68,6 +68,7 @@ __all__ = [
     "upsampling_factor",
     "check_method_name",
     "GEOMETRY_NOTES",
+    "input_record",
 ]
 
 #: interpolation baselines: name -> spline order passed to :func:`medgan.interpolate`
@@ -491,6 +492,64 @@ def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any,
     return out, text
 
 
+# --------------------------------------------------------------------------- inputs
+
+
+def input_record(role: str, path: str | Path) -> dict[str, Any]:
+    """What a report records of one input (``role``: ``"pred"``, ``"ref"``, ``"lr"``, ...): path and content digest.
+
+    Only the path as given (not made absolute: a report is shared, and an absolute path names the user's home
+    folders, as checkpoints avoid too), whether it is a file or a folder, how many files it holds and a
+    SHA-256 of their content: for a file, its bytes' (:func:`medgan.io.digest.file_sha256`); for a folder, the
+    SHA-256 of the lines ``<sha256 of the file>  <path relative to the folder>\n`` of every regular file under it,
+    sorted by path (what ``sha256sum`` lists), so renaming, adding or changing any file changes it. Nothing is read
+    from the files' headers (no identifying DICOM field); file names enter the digest only.
+
+    Parameters
+    ----------
+    role
+        What the input is to the evaluation.
+    path
+        The file or folder as the user gave it.
+
+    Returns
+    -------
+    dict
+        ``role``, ``path``, ``kind`` (``"file"`` or ``"folder"``), ``n_files``, ``sha256``.
+    """
+    import hashlib
+    import os
+
+    from medgan.io.digest import file_sha256
+
+    given = Path(path)
+    if given.is_file():
+        return {
+            "role": role,
+            "path": str(path),
+            "kind": "file",
+            "n_files": 1,
+            "sha256": file_sha256(given),
+        }
+    files = []
+    for folder, dirs, names in os.walk(given):  # symlinked folders are not followed: a link cycle never ends
+        dirs.sort()
+        for name in names:
+            f = Path(folder) / name
+            if f.is_file():
+                files.append((f.relative_to(given).as_posix(), f))
+    h = hashlib.sha256()
+    for rel, f in sorted(files):
+        h.update(f"{file_sha256(f)}  {rel}\n".encode())
+    return {
+        "role": role,
+        "path": str(path),
+        "kind": "folder",
+        "n_files": len(files),
+        "sha256": h.hexdigest(),
+    }
+
+
 # --------------------------------------------------------------------------- accumulator
 
 
@@ -541,6 +600,12 @@ class Evaluation:
     command
         The command line tool scoring the scans (``"medgan evaluate"``, ``"medgan batch evaluate"``), named with
         its ``--resample`` option in geometry errors; ``None`` (Python) names :func:`resample_to`.
+    argv
+        The command line that made the evaluation (list of arguments, program first), recorded in the report's
+        ``settings.invocation``; ``None`` (the default, e.g. from Python): not recorded.
+    inputs
+        The inputs' records (:func:`input_record`: path and content digest), recorded in the report;
+        :func:`evaluate_paths` fills it.
 
     Examples
     --------
@@ -560,6 +625,8 @@ class Evaluation:
     max_montages: int = MAX_MONTAGES
     crop_reference: bool = True
     command: str | None = None
+    argv: list[str] | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     montages: dict[str, bytes] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=list)
@@ -1241,6 +1308,7 @@ def evaluate_paths(
     crop_reference: bool = True,
     command: str | None = None,
     fallback: PairingRule | None = None,
+    argv: Sequence[str] | None = None,
 ) -> Evaluation:
     """Pair files (:func:`pair_scans`), load them and score every pair; the engine of ``medgan evaluate``.
 
@@ -1262,6 +1330,9 @@ def evaluate_paths(
         :func:`location_pairs`, as ``medgan batch evaluate``).
     progress
         Called with each pair's key before it is scored.
+    argv
+        The command line to record in the report (:class:`Evaluation`'s ``argv``); ``None``: not recorded. The
+        inputs (``pred``, ``ref``, ``lr``) are always recorded with a content digest (:func:`input_record`).
 
     Returns
     -------
@@ -1280,6 +1351,9 @@ def evaluate_paths(
         max_montages=max_montages,
         crop_reference=crop_reference,
         command=command,
+        argv=[str(a) for a in argv] if argv is not None else None,
+        # what was read, with content digests: the report said neither which files nor which version of them
+        inputs=[input_record(role, path) for role, path in (("pred", pred), ("ref", ref), ("lr", lr)) if path],
     )
     ev.notes.extend(notes)
     if lr is None:

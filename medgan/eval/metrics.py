@@ -519,7 +519,7 @@ def hfen(pred: Any, ref: Any, *, mask: np.ndarray | None = None, sigma: float = 
         r = np.where(np.isfinite(r), r, 0.0)
         if not m.any():  # every mask voxel's footprint touches a non-finite voxel: no number, not a perfect 0
             return math.nan
-    return _hfen_of(_log(p, sigma), _log(r, sigma), m)
+    return _hfen_of(_log(p, sigma), _log(r, sigma), m, r, sigma)
 
 
 def _log(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -527,12 +527,29 @@ def _log(x: np.ndarray, sigma: float) -> np.ndarray:
     return np.stack([ndimage.gaussian_laplace(c, sigma=sigma) for c in x])
 
 
-def _hfen_of(lp: np.ndarray, lr_: np.ndarray, m: np.ndarray) -> float:
-    """HFEN from the two LoG images over the voxels of the channel-first boolean ``m``."""
+#: how many times the LoG's response to a constant image (its truncated kernel does not sum to 0) the reference's
+#: LoG norm must exceed for HFEN to be a number: real scans exceed it some 60-fold (3-D MNI T1 crops)
+HFEN_FLAT_FACTOR = 2.0
+
+
+def _log_leak(ndim: int, sigma: float) -> float:
+    """``|LoG(c)| / |c|`` for a constant image ``c`` of ``ndim`` spatial axes: what the truncated kernel leaks."""
+    return abs(float(ndimage.gaussian_laplace(np.ones((1,) * ndim), sigma=sigma).flat[0]))
+
+
+def _hfen_of(lp: np.ndarray, lr_: np.ndarray, m: np.ndarray, r: np.ndarray, sigma: float) -> float:
+    """HFEN from the two LoG images over the voxels of the channel-first boolean ``m`` (``r``: the reference).
+
+    A reference without high frequencies (a constant one) has a LoG that is only the filter's response to a constant
+    (scipy's truncated kernel does not sum to 0: about 3e-4 of the values in 3-D), and the ratio to it was a huge
+    meaningless number (80 000): it is ``inf`` then, or 0 when the prediction's LoG matches within that leak too,
+    as :func:`nrmse` treats a zero reference.
+    """
     denom = float(np.sqrt(np.sum(lr_[m] ** 2)))
     num = float(np.sqrt(np.sum((lp[m] - lr_[m]) ** 2)))
-    if denom == 0:
-        return 0.0 if num == 0 else math.inf
+    flat = HFEN_FLAT_FACTOR * _log_leak(r.ndim - 1, sigma) * float(np.sqrt(np.sum(r[m] ** 2)))
+    if denom <= flat:
+        return 0.0 if num <= flat else math.inf
     return num / denom
 
 
@@ -707,6 +724,17 @@ def _mean_ssim(smap: np.ndarray, valid: np.ndarray, clean: np.ndarray, mask: np.
     """Mean SSIM over the valid region inside ``mask``, leaving out windows that touch a non-finite reference voxel."""
     sel = valid & clean & _spatial_mask(mask, smap.shape)
     return float(smap[sel].mean()) if sel.any() else math.nan
+
+
+def _ssim_fraction(valid: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the (spatial) ``mask``'s voxels that the masked SSIM averages: those :func:`_mean_ssim` selects.
+
+    Windows must lie inside the image (5 voxels from each border along every windowed axis): on a thin scan (7
+    slices, 3-D windows unavailable; or 14 slices, 3-D windows) that leaves out most of the mask, which no row said.
+    """
+    full = _spatial_mask(mask, valid.shape)
+    n = int(full.sum())
+    return float((valid & clean & full).sum()) / n if n else math.nan
 
 
 def ssim(pred: Any, ref: Any, *, data_range: float, mask: np.ndarray | None = None, mode: str = "auto") -> float:
@@ -968,8 +996,9 @@ def evaluate(
     dict
         ``psnr``, ``ssim``, ``nrmse``, ``mae``, ``hfen`` (in the mask); ``psnr_full``,
         ``ssim_full``, ``nrmse_full``, ``mae_full``, ``hfen_full`` (whole image);
-        ``data_range``, ``data_range_rule``, ``mask_rule``, ``mask_fraction``, ``ssim_mode``;
-        with ``lr``: ``lr_consistency_psnr`` and ``degradation``.
+        ``data_range``, ``data_range_rule``, ``mask_rule``, ``mask_fraction``, ``ssim_mode``,
+        ``ssim_fraction`` (the share of the mask's voxels the masked SSIM averages: those whose window lies inside
+        the image and touches no non-finite reference voxel); with ``lr``: ``lr_consistency_psnr`` and ``degradation``.
 
     Raises
     ------
@@ -1023,6 +1052,7 @@ def evaluate(
             raise EvaluationError(f"data_range must be a finite positive number, got {data_range}")
     smap, valid, mode, clean = _ssim_parts(p, r, data_range=dr, mode=ssim_mode, filters=reference_filters)
     ssim_masked = _mean_ssim(smap, valid, clean, m)
+    ssim_fraction = _ssim_fraction(valid, clean, m)
     ssim_full = float(smap[valid].mean()) if valid.any() else math.nan
     del smap, valid, clean  # an image-sized map not held while the LoGs are (with the shared filters, they add up)
     if finite.all():
@@ -1031,8 +1061,8 @@ def evaluate(
         # for all its predictions with reference_filters
         lp = _log(p, HFEN_SIGMA)
         lr_ = reference_filters._hfen_log() if reference_filters is not None else _log(r, HFEN_SIGMA)
-        hfen_masked = _hfen_of(lp, lr_, _spatial_mask(m, p.shape))
-        hfen_full = _hfen_of(lp, lr_, _spatial_mask(None, p.shape))
+        hfen_masked = _hfen_of(lp, lr_, _spatial_mask(m, p.shape), r, HFEN_SIGMA)
+        hfen_full = _hfen_of(lp, lr_, _spatial_mask(None, p.shape), r, HFEN_SIGMA)
         del lp, lr_
     else:  # the masked one filters the reference with its non-finite voxels filled (see hfen)
         hfen_masked, hfen_full = hfen(p, r, mask=m), hfen(p, r)
@@ -1052,6 +1082,9 @@ def evaluate(
         "mask_rule": rule,
         "mask_fraction": float(m.mean()),
         "ssim_mode": mode,
+        # the share of the mask the masked SSIM averages (windows inside the image): mask_fraction alone hid that
+        # a thin scan's SSIM describes a third of its mask
+        "ssim_fraction": ssim_fraction,
     }
     if lr is not None:
         value, deg = lr_consistency_psnr(pred, lr, data_range=dr, degradation=degradation, affine=_affine_of(ref))

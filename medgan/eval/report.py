@@ -20,7 +20,15 @@ new ``ci_method``), ``settings.statistics.n_resamples`` / ``seed`` removed; adde
 and when unknown; ``settings.provenance`` is de-duplicated and did not say which scan came from which model). 2.2: ``paired`` ``dz`` (mean difference / sd of the differences; ``null`` when n < 2 or the sd is 0). 2.3:
 ``summary`` / ``breakdown`` ``n_inf``; infinite metric values (a perfect scan's PSNR) are kept in ``summary`` and
 ``paired`` (were dropped as missing, which removed a method's best scans): ``n`` counts them, ``mean`` is then
-``"inf"``, ``sd`` and the paired t fields ``null`` (:mod:`medgan.eval.stats`); only NaN is left out.
+``"inf"``, ``sd`` and the paired t fields ``null`` (:mod:`medgan.eval.stats`); only NaN is left out. 2.4: row column
+``ssim_fraction`` (the share of the mask the masked SSIM averages); ``summary`` / ``breakdown`` ``n_failed``,
+``n_common``, ``mean_common`` (a scan a method failed on, NaN, is counted, and methods are compared on the scans
+every method scored); ``settings.invocation`` (``argv`` and ``command_line`` when known, and ``inputs``: each input's
+path and content digest, :func:`medgan.eval.compare.input_record`).
+
+Numbers in ``report.md`` / ``report.html`` are rounded per metric (:data:`METRIC_DECIMALS`, :func:`format_metric`:
+PSNR in dB to 2 decimals, SSIM, NRMSE and HFEN to 4; values in the scans' units to one number of decimals per
+report); the CSVs and ``metrics.json`` keep full precision.
 
 ``created`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` when that environment variable is set (see
 :func:`created_timestamp`): with it, the same evaluation gives byte-identical ``metrics.json``, ``report.md`` and
@@ -73,10 +81,13 @@ __all__ = [
     "power_note",
     "verdict_text",
     "VERDICTS",
+    "METRIC_DECIMALS",
+    "METRIC_UNITS",
+    "format_metric",
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "2.3"
+SCHEMA_VERSION = "2.4"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
@@ -93,9 +104,38 @@ ROW_COLUMNS = (
     "series_description",
     "model",
     "model_sha256",
+    "ssim_fraction",  # last: added in 2.4, after the columns readers may take by position
 )
 #: metrics plotted and tabulated in the report
 REPORT_METRICS = ("psnr", "ssim", "nrmse", "mae", "hfen", "psnr_full", "ssim_full", "lr_consistency_psnr")
+#: decimals of each metric (and fraction column) in the text of report.md / report.html; the CSVs and metrics.json
+#: keep full precision. Fixed decimals, so a column lines up ("20.80" next to "20.62", not "20.8"); values in the
+#: scans' own units (MAE, data range) get one number of decimals per report instead (:func:`format_metric`)
+METRIC_DECIMALS = {
+    "psnr": 2,
+    "psnr_full": 2,
+    "lr_consistency_psnr": 2,
+    "ssim": 4,
+    "ssim_full": 4,
+    "nrmse": 4,
+    "nrmse_full": 4,
+    "hfen": 4,
+    "hfen_full": 4,
+    "mask_fraction": 3,
+    "ssim_fraction": 3,
+    "dz": 2,
+}
+#: units shown with a metric's name in the reports (the other metrics have none: ratios)
+METRIC_UNITS = {
+    "psnr": "dB",
+    "psnr_full": "dB",
+    "lr_consistency_psnr": "dB",
+    "mae": "scan units",
+    "mae_full": "scan units",
+    "data_range": "scan units",
+}
+#: columns in the scans' own intensity units, rounded to :func:`_unit_decimals` of the report
+_UNIT_COLUMNS = ("mae", "mae_full", "data_range")
 
 
 # --------------------------------------------------------------------------- document
@@ -147,7 +187,10 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
             "k1": 0.01,
             "k2": 0.03,
             "covariance": "population",
-            "masked_mean": "SSIM map over the whole image, averaged over mask voxels at least 5 voxels from the border",
+            "masked_mean": (
+                "SSIM map over the whole image, averaged over mask voxels at least 5 voxels from the border "
+                "(ssim_fraction: the share of the mask that is)"
+            ),
             "modes": sorted({r.get("ssim_mode") for r in rows if r.get("ssim_mode")}),
         },
         "hfen": {"filter": "Laplacian of Gaussian", "sigma_voxels": M.HFEN_SIGMA},
@@ -167,6 +210,7 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
             "correction": stats.CORRECTION,
         },
         "software": software_versions(),
+        "invocation": _invocation(ev),
         "lr_consistency": (
             "prediction degraded back with the low-resolution input's degradation (noise not re-applied), "
             "PSNR against that input over the whole low-resolution image, same data range"
@@ -184,6 +228,7 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
             *_model_notes(rows),
             *_geometry_notes(rows),
             *_non_finite_notes(rows),
+            *_failed_scan_notes(tables),
             *_scale_notes(rows),
             *_correction_notes(tables),
         ],
@@ -191,6 +236,35 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
         **tables,
     }
     return _jsonable(doc)
+
+
+def _invocation(ev: Any) -> dict[str, Any]:
+    """``settings.invocation``: the command line (``argv``, ``command_line``; ``None`` when not known, e.g. from
+    Python) and the inputs' paths and digests (:func:`medgan.eval.compare.input_record`)."""
+    import shlex
+
+    argv = getattr(ev, "argv", None)
+    return {
+        "argv": list(argv) if argv is not None else None,
+        "command_line": shlex.join(str(a) for a in argv) if argv is not None else None,
+        "inputs": [dict(x) for x in getattr(ev, "inputs", None) or []],
+    }
+
+
+def _failed_scan_notes(tables: Mapping[str, Any]) -> list[str]:
+    """One note naming the methods and metrics with failed scans (NaN: not computed), and what is compared then."""
+    failed = [x for x in tables.get("summary") or [] if x.get("n_failed") and x["metric"] in REPORT_METRICS]
+    if not failed:
+        return []
+    which = "; ".join(f"{x['method']} {x['metric']}: {x['n_failed']}" for x in failed)
+    n_common = min(int(x.get("n_common") or 0) for x in failed)
+    return [
+        f"Failed scans (no value: NaN, e.g. a prediction holding a NaN voxel) per method and metric: {which} (the "
+        "notes above name them). A method's mean leaves them out (summary n_failed), so its mean and its "
+        "baselines' would be over different scans: the summary's 'common' value (summary.csv mean_common, "
+        f"n_common) and the paired comparisons use only the scans every compared method scored ({n_common} for "
+        "the metric with the fewest). Compare methods by those, not by the means."
+    ]
 
 
 def created_timestamp() -> str:
@@ -384,7 +458,8 @@ def _scale_notes(rows: list[dict[str, Any]]) -> list[str]:
         return []
     return [
         f"{' and '.join(present)} are in each scan's own intensity units, and the data ranges here differ "
-        f"({_fmt(min(ranges))} to {_fmt(max(ranges))}): their mean, sd, box plot and paired tests mix scales and "
+        f"({format_metric('data_range', min(ranges), unit_decimals=_unit_decimals(ranges))} to "
+        f"{format_metric('data_range', max(ranges), unit_decimals=_unit_decimals(ranges))}): their mean, sd, box plot and paired tests mix scales and "
         "mostly show the scans' scales. Compare scans with the scale-free metrics: PSNR and SSIM (relative to each "
         "scan's data range), NRMSE and HFEN (relative to the reference's norm)."
     ]
@@ -492,6 +567,35 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _unit_decimals(ranges: Sequence[Any]) -> int:
+    """Decimals of the values in the scans' own units in one report: 4 significant digits of the largest data range
+    (0 for MR ranges in the thousands, 1 for 0-255 images, 3 for images scaled to 0-1), one for the whole report."""
+    finite = [abs(float(r)) for r in ranges if isinstance(r, int | float) and math.isfinite(float(r)) and r != 0]
+    top = max(finite, default=1.0)
+    return max(0, 4 - (math.floor(math.log10(top)) + 1))
+
+
+def format_metric(metric: str, value: Any, *, unit_decimals: int = 2) -> str:
+    """``value`` of ``metric`` as the reports show it: :data:`METRIC_DECIMALS` decimals (``unit_decimals`` for the
+    values in the scans' units: MAE, data range), ``"n/a"`` for None, ``"inf"`` / ``"nan"``; no unit.
+
+    >>> format_metric("psnr", 20.8), format_metric("ssim", 0.775), format_metric("mae", 5866.0, unit_decimals=0)
+    ('20.80', '0.7750', '5866')
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return _fmt(value)
+    decimals = unit_decimals if metric in _UNIT_COLUMNS else METRIC_DECIMALS.get(metric)
+    if decimals is None:
+        return _fmt(value)
+    return f"{float(value):.{decimals}f}"
+
+
+def _with_unit(metric: str) -> str:
+    """A metric's name with its unit, for table headers: ``psnr (dB)``."""
+    unit = METRIC_UNITS.get(metric)
+    return f"{metric} ({unit})" if unit else metric
+
+
 #: first characters that make a spreadsheet read a text cell as a formula (OWASP "CSV injection")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -555,6 +659,11 @@ def _degradation_details(d: Mapping[str, Any]) -> str:
 def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
     """Report content as neutral blocks that both renderers share."""
     s = doc["settings"]
+    unit = _unit_decimals([r.get("data_range") for r in doc["rows"]])
+
+    def f(metric: str, value: Any) -> str:  # one metric's number as every table shows it
+        return format_metric(metric, value, unit_decimals=unit)
+
     blocks: list[tuple] = [("h1", doc["title"])]
     blocks.append(
         (
@@ -565,22 +674,16 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
     )
     blocks.append(("h2", "Settings"))
     dr = (
-        f"{_fmt(s['data_range_min'])}"
+        f"{f('data_range', s['data_range_min'])}"
         if s["data_range_min"] == s["data_range_max"]
-        else f"{_fmt(s['data_range_min'])} to {_fmt(s['data_range_max'])} (per scan; see the table)"
-    )
+        else f"{f('data_range', s['data_range_min'])} to {f('data_range', s['data_range_max'])} (per scan; see the table)"
+    ) + " (scan intensity units)"
     if s["baselines"]:
         base = ", ".join(f"{b} (spline order {s['baseline_orders'].get(b, '?')})" for b in s["baselines"])
         base += " interpolation of the same low-resolution input onto the reference grid"
     else:
         base = "none: no low-resolution input was given (--lr), so there are no interpolation baselines"
-    deg = (
-        "; ".join(
-            f"{d.get('method')} x{tuple(d.get('factor', ()))}{_degradation_details(d)} ({'recorded in the low-resolution input' if d.get('source') == 'lr.meta' else ('given' if d.get('source') == 'argument' else 'assumed: not recorded')})"
-            for d in s["degradation"]
-        )
-        or "unknown (no low-resolution input)"
-    )
+    deg = _degradation_text(s["degradation"])
     prov = "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in s["provenance"]) or (
         "not recorded in the predictions"
     )
@@ -602,6 +705,11 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 ],
                 ["HFEN", f"Laplacian of Gaussian, sigma {s['hfen']['sigma_voxels']} voxels, norm ratio"],
                 ["LR consistency", s["lr_consistency"]],
+                [
+                    "command",
+                    (s.get("invocation") or {}).get("command_line") or "not recorded (not run from the command line)",
+                ],
+                ["inputs", _inputs_text((s.get("invocation") or {}).get("inputs") or [])],
                 ["NRMSE", s["nrmse"]],
                 [
                     "statistics",
@@ -623,7 +731,14 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
     metrics = [m for m in REPORT_METRICS if any(x["metric"] == m for x in doc["summary"])]
     methods = list(dict.fromkeys(x["method"] for x in doc["summary"]))
     blocks.append(("h2", "Summary per method"))
-    blocks.append(("p", "Mean ± sd (median) over scans. Masked metrics first; *_full: whole image."))
+    blocks.append(
+        (
+            "p",
+            "Mean ± sd (median) over scans. Masked metrics first; *_full: whole image. PSNR in dB; MAE in the scans' "
+            "intensity units. Where a method failed on some scans (NaN), 'common' is its mean over the scans every "
+            "method scored: compare methods by that.",
+        )
+    )
     cells = {(x["method"], x["metric"]): x for x in doc["summary"]}
     scans = {m: len({r["scan_id"] for r in doc["rows"] if r["method"] == m}) for m in methods}
     table = []
@@ -635,11 +750,17 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 row.append("n/a")
                 continue
             fewer = f", n={x['n']} of {scans[method]}" if x["n"] < scans[method] else ""  # see the notes
+            if x.get("n_failed"):
+                fewer += f", {x['n_failed']} failed"
             if x.get("n_inf"):  # the mean is inf then: say on how many scans, the median says the rest
                 fewer += f", inf on {x['n_inf']} of {x['n']}"
-            row.append(f"{_fmt(x['mean'])} ± {_fmt(x['sd'])} ({_fmt(x['median'])}){fewer}")
+            if x.get("n_common") is not None and x["n_common"] < x["n"]:  # other methods failed on some of its scans
+                fewer += f"; common {f(m, x.get('mean_common'))} (n={x['n_common']})"
+            elif x.get("n_failed"):  # its scan set is the common one: its mean is what the others' common one is
+                fewer += "; common = mean"
+            row.append(f"{f(m, x['mean'])} ± {f(m, x['sd'])} ({f(m, x['median'])}){fewer}")
         table.append(row)
-    blocks.append(("table", ["method", *metrics], table))
+    blocks.append(("table", ["method", *[_with_unit(m) for m in metrics]], table))
 
     blocks.append(("h2", "Paired differences to the baselines"))
     if doc["paired"]:
@@ -658,12 +779,12 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
         )
         rows = [
             [
-                x["metric"],
+                _with_unit(x["metric"]),
                 x["baseline"],
                 x["n"],
-                _fmt(x["mean_diff"]),
-                _fmt(x.get("dz"), 3),
-                f"[{_fmt(x['ci_low'])}, {_fmt(x['ci_high'])}]",
+                f(x["metric"], x["mean_diff"]),
+                format_metric("dz", x.get("dz")),
+                f"[{f(x['metric'], x['ci_low'])}, {f(x['metric'], x['ci_high'])}]",
                 _fmt(x["wilcoxon_p"]),
                 _fmt(x.get("p_holm")),
                 verdict_text(x["better"]),
@@ -688,11 +809,11 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 x["group_by"],
                 x["group"],
                 x["method"],
-                x["metric"],
+                _with_unit(x["metric"]),
                 x["n"],
-                _fmt(x["mean"]),
-                _fmt(x["sd"]),
-                _fmt(x["median"]),
+                f(x["metric"], x["mean"]),
+                f(x["metric"], x["sd"]),
+                f(x["metric"], x["median"]),
             ]
             for x in doc["breakdown"]
             if x["metric"] in ("psnr", "ssim")
@@ -706,10 +827,44 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
         *[m for m in REPORT_METRICS if any(r.get(m) is not None for r in doc["rows"])],
         "data_range",
         "mask_fraction",
+        "ssim_fraction",
         "ssim_mode",
     ]
-    blocks.append(("table", cols, [[_fmt(r.get(c)) for c in cols] for r in doc["rows"]]))
+    blocks.append(("table", [_with_unit(c) for c in cols], [[f(c, r.get(c)) for c in cols] for r in doc["rows"]]))
     return blocks
+
+
+def _degradation_text(records: Sequence[Mapping[str, Any]]) -> str:
+    """The report's degradation setting: each distinct text once, saying what differs among the records behind it.
+
+    Records of scans with other shapes (``source_shape``, ``source_spacing``) read alike; listed once per scan, the
+    same text stood there three times.
+    """
+    source = {"lr.meta": "recorded in the low-resolution input", "argument": "given"}
+    texts: dict[str, list[Mapping[str, Any]]] = {}
+    for d in records:
+        text = (
+            f"{d.get('method')} x{tuple(d.get('factor', ()))}{_degradation_details(d)} "
+            f"({source.get(str(d.get('source')), 'assumed: not recorded')})"
+        )
+        texts.setdefault(text, []).append(d)
+    parts = []
+    for text, alike in texts.items():
+        if len(alike) > 1:
+            differ = sorted({k for d in alike for k in d if any(e.get(k) != d.get(k) for e in alike)})
+            text += f" [{len(alike)} records" + (f", differing in {', '.join(differ)}" if differ else "") + "]"
+        parts.append(text)
+    return "; ".join(parts) or "unknown (no low-resolution input)"
+
+
+def _inputs_text(inputs: Sequence[Mapping[str, Any]]) -> str:
+    """The report's inputs setting: role, path, file count and SHA-256 of each input."""
+    if not inputs:
+        return "not recorded"
+    return "; ".join(
+        f"{x.get('role')}: {x.get('path')} ({x.get('kind')}, {x.get('n_files')} file(s), sha256 {x.get('sha256')})"
+        for x in inputs
+    )
 
 
 _MD_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")

@@ -5,7 +5,10 @@ with at least ``scan_id``, ``method`` and metric columns (what
 :func:`medgan.eval.compare.evaluate_scan` returns). Functions return lists of
 plain dicts so research code can turn them into a DataFrame, CSV or JSON.
 
-* :func:`summarize`: n, mean, sd (ddof=1), median, min, max per method and metric.
+* :func:`summarize`: n, mean, sd (ddof=1), median, min, max per method and metric; ``n_failed`` (the method's
+  scans without a value: NaN, e.g. a prediction holding a NaN voxel) and ``n_common`` / ``mean_common`` (over the
+  scans every method of the rows scored), so that methods are compared on the same scans: a failed scan dropped
+  from one method's mean only made it a mean over other scans than its baselines' (survivor bias).
 
 Infinite values are data, NaN is missing. A PSNR of ``+inf`` (the image equals its reference inside the mask; for
 ``lr_consistency_psnr``, the prediction degraded back equals the low-resolution input) is a method's best possible
@@ -131,7 +134,7 @@ def _describe(values: Sequence[float]) -> dict[str, Any]:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Mean, sd (ddof=1), median, min and max of each metric per method.
+    """Mean, sd (ddof=1), median, min and max of each metric per method; failed scans counted, common-scan mean.
 
     Parameters
     ----------
@@ -144,8 +147,11 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] | Non
     -------
     list of dict
         One row per method x metric: ``method``, ``metric``, ``n``, ``n_inf``, ``mean``, ``sd``, ``median``,
-        ``min``, ``max``. ``n`` counts every value but NaN; ``n_inf`` the infinite ones among them, which make
-        ``mean`` infinite and ``sd`` None (see the module notes). ``sd`` is None when n < 2.
+        ``min``, ``max``, ``n_failed``, ``n_common``, ``mean_common``. ``n`` counts every value but NaN; ``n_inf``
+        the infinite ones among them, which make ``mean`` infinite and ``sd`` None (see the module notes). ``sd`` is
+        None when n < 2. ``n_failed``: the method's scans with no value (NaN, None or no column: not computed), left
+        out of ``n`` and ``mean``. ``n_common`` / ``mean_common``: the scans that every method of ``rows`` has a
+        value for, and the method's mean over them (``mean`` when nothing failed), the number to compare methods by.
 
     Examples
     --------
@@ -155,11 +161,33 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] | Non
     (3, 32.0, 2.0, 32.0)
     """
     out = []
-    for method in _methods(rows):
-        for metric in _metrics(rows, metrics):
-            values = list(metric_values(rows, method, metric).values())
-            out.append({"method": method, "metric": metric, **_describe(values)})
-    return out
+    methods = _methods(rows)
+    for metric in _metrics(rows, metrics):
+        scored = {m: metric_values(rows, m, metric) for m in methods}
+        # a scan one method failed on is left out of every method's common-scan mean (sorted: the float sum does not
+        # depend on the row order)
+        common = sorted(set.intersection(*(set(v) for v in scored.values()))) if scored else []
+        for method in methods:
+            values = scored[method]
+            n_rows = len({str(r["scan_id"]) for r in rows if r.get("method") == method})
+            described = _describe(list(values.values()))
+            # the mean itself when no scan is left out (same scans, same float sum to the last bit)
+            mean_common = (
+                described["mean"] if len(common) == len(values) else _describe([values[s] for s in common])["mean"]
+            )
+            out.append(
+                {
+                    "method": method,
+                    "metric": metric,
+                    **described,
+                    "n_failed": n_rows - len(values),
+                    "n_common": len(common),
+                    "mean_common": mean_common,
+                }
+            )
+    # method-major order, as before
+    order = {m: i for i, m in enumerate(methods)}
+    return sorted(out, key=lambda x: order[x["method"]])
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95) -> dict[str, Any]:
@@ -169,7 +197,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     ----------
     a, b
         Values of the two methods on the same scans, in the same order; ``+inf`` / ``-inf`` allowed (see the
-        module notes: the t fields are None then, the Wilcoxon test ranks them).
+        module notes: the t fields are None then, the Wilcoxon test ranks them). A pair with a NaN (not computed)
+        on either side is dropped, as :func:`metric_values` drops NaN, and ``n`` counts the pairs left.
     confidence
         Confidence level of the interval.
 
@@ -203,6 +232,10 @@ def _paired_difference(a: Sequence[float], b: Sequence[float], confidence: float
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError(f"paired samples differ in length: {x.size} and {y.size}")
+    # NaN is "not computed" everywhere in this module: a pair holding one was kept, and the rank test failed with
+    # "negative dimensions are not allowed"
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
     d = _differences(x, y)
     n = int(d.size)
     finite = bool(np.isfinite(d).all())

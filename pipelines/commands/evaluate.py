@@ -7,7 +7,8 @@ series is keyed by its folder) or by scan id, else by folder (folder trees): the
 interpolation baselines of the same low-resolution input), and writes into DIR:
 ``metrics.csv``, ``metrics.json`` (versioned schema), ``summary.csv``,
 ``paired.csv``, ``report.md`` with ``figures/*.png`` and a self-contained
-``report.html``. No output holds identifying DICOM fields. A DIR that already holds one of these files is
+``report.html``; they record the command line and each input's path and content digest
+(:func:`medgan.eval.compare.input_record`). No output holds identifying DICOM fields. A DIR that already holds one of these files is
 refused (exit 1, nothing read) unless ``--overwrite`` is given, as every command refuses an existing output.
 """
 
@@ -34,8 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Pair predictions with references (same relative path, extension ignored, or same scan id), compute "
             "PSNR, SSIM, NRMSE, MAE and HFEN inside a foreground mask and on the whole image with an explicit data "
             "range, compare with interpolation baselines of the low-resolution input (--lr), and write metrics.csv "
-            "(one row per scan and method), metrics.json, summary.csv (mean, CI per method), paired.csv (paired "
-            "tests against each baseline), report.md with figures/*.png and a self-contained report.html into --out."
+            "(one row per scan and method), metrics.json (also the command line and each input's path and SHA-256), "
+            "summary.csv (per method and metric: n, n_inf, mean, sd, median, min, max, n_failed, n_common, "
+            "mean_common), paired.csv (paired differences to each baseline: mean, 95% t CI, Wilcoxon p, Holm p), "
+            "report.md with figures/*.png and a self-contained report.html into --out."
         ),
     )
     parser.add_argument("--pred", required=True, metavar="P", help="prediction file or folder (NIfTI / DICOM)")
@@ -161,6 +164,7 @@ def _score_and_report(args: argparse.Namespace, out: Path) -> int:
         resample=args.resample,
         crop_reference=args.crop_reference,
         command="medgan evaluate",
+        argv=getattr(args, "argv", None),  # as typed (pipelines.cli.main)
         max_montages=args.max_montages,
         progress=lambda key: log.info("scoring %s", key),
     )
@@ -174,7 +178,8 @@ def _score_and_report(args: argparse.Namespace, out: Path) -> int:
     psnr = next(s for s in summarize(ev.rows, metrics=["psnr"]) if s["method"] == ev.method)
     mean_psnr = f"{psnr['mean']:.2f} dB" if psnr["n"] else "n/a"
     if 0 < psnr["n"] < n_scans:
-        mean_psnr += f" (n={psnr['n']}: see the report's notes)"
+        failed = f", {psnr['n_failed']} failed" if psnr.get("n_failed") else ""
+        mean_psnr += f" (n={psnr['n']}{failed}: see the report's notes)"
     print(
         f"evaluated {n_scans} scan(s), method {ev.method}"
         + (f" and baselines {', '.join(ev.baselines)}" if ev.baselines else " (no baselines: no --lr)")
