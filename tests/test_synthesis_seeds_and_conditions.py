@@ -187,7 +187,8 @@ def test_cached_synthetic_label_has_the_generated_modality(tmp_path, tiny, maps)
     through = SyntheticAugmentedDataset(pairs, synthesizer=synth, cache_dir=tmp_path / "cache", ratio=1.0, length=2)
     for i in range(2):
         a, b, c = only[i], fly[i], through[i]
-        assert a["label"].meta["modality"] == b["label"].meta["modality"] == c["label"].meta["modality"] == "unknown"
+        # the source maps' modality (tissue_labels: SEG), whether generated, written through or read from the cache
+        assert a["label"].meta["modality"] == b["label"].meta["modality"] == c["label"].meta["modality"] == "SEG"
         assert a["image"].meta["modality"] == b["image"].meta["modality"] == c["image"].meta["modality"]
 
 

@@ -27,6 +27,7 @@ images in the units it was trained on (e.g. raw T1 values) and normalise both in
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -45,6 +46,7 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 
 from medgan.data.labels import deform_labels, one_hot
 from medgan.errors import MedganError
+from medgan.io.nifti import modality_code
 from medgan.io.scan import make_scan, ras_affine
 
 if TYPE_CHECKING:  # data/ sits below infer/: the synthesizer is passed in, never imported at run time
@@ -56,6 +58,7 @@ __all__ = [
     "cache_names",
     "cache_key",
     "Provenance",
+    "BatchProvenance",
     "REAL_PROVENANCE",
     "as_condition",
 ]
@@ -309,30 +312,66 @@ def _squeeze_to(scan: MetaTensor, n_spatial: int | None) -> MetaTensor:
     return scan
 
 
+def _synthetic_modality(scan: MetaTensor) -> str:
+    """``meta["modality"]`` of a synthetic scan whose modality is not given: for a label map its source map's (which
+    :func:`deform_labels` keeps, and a cached label's sidecar gives back; e.g. ``"SEG"`` from
+    :func:`medgan.data.labels.tissue_labels`), for a cache-only image its file's, when it is a modality code the
+    sidecar keeps, else ``"unknown"``: so generated, written-through and cache-only items agree (a code the sidecar
+    drops would be the source's when generated but ``"unknown"`` read back)."""
+    return modality_code(scan.meta.get("modality")) or "unknown"
+
+
 class Provenance(dict):
     """``meta["medgan"]`` of a dataset item: a plain ``dict`` to every reader (:func:`medgan.save_scan` writes it to
     the sidecar, so a saved synthetic item stays marked synthetic); only its collation differs
     (:func:`_collate_provenance`)."""
 
 
+class BatchProvenance(dict):
+    """``meta["medgan"]`` of a batch: a dict of per-item lists (see :func:`_transpose`), e.g. ``["synthetic"]`` is
+    one bool per item, that also keeps each item's own record, which ``monai.data.decollate_batch`` hands back.
+
+    Decollating the per-item lists gave every item every key of the batch: a real item of a mixed batch came back
+    with a dozen ``None`` synthesis keys (``model``, ``seed``, ...), which :func:`medgan.save_scan` wrote into its
+    sidecar, and a nested value (``condition``) that only some items have could not be handed back as a dict.
+    ``decollate_batch`` returns ``x.item()`` for a value with ``ndim == 0`` (as for a 0-d tensor), which is how it
+    gets the records here, so each item gets back exactly the record it had before batching. That path is the one
+    it takes for a MetaTensor's meta (always, whatever ``detach``); ``decollate_batch(..., detach=False)`` of a
+    meta *dict* (``FromMetaTensord``) returns this dict itself instead, which it cannot decollate.
+    """
+
+    ndim = 0  # the marker decollate_batch reads (see above)
+
+    def __init__(self, records: Sequence[Mapping[str, Any]] = ()) -> None:
+        records = [Provenance(r) for r in records]
+        super().__init__(_transpose(records) if records else {})
+        self.records = records
+
+    def item(self) -> list[Provenance]:
+        """Each item's own record (a copy: a decollated item must not share nested dicts with the batch)."""
+        return [Provenance(copy.deepcopy(dict(r))) for r in self.records]
+
+
 def _transpose(values: Sequence[Any]) -> Any:
     """One batched value from per-item values, shaped as torch's default collate shapes a batch (dicts and
-    equal-length lists transposed, recursively), so MONAI's ``decollate_batch`` gives every item its value back; the
-    leaves stay Python values in a list (``None``, strings and numbers), which default collate cannot batch (it stops
-    at a ``None``, e.g. ``{"class": None}`` of the condition). Values it cannot transpose (dicts mixed with other
-    values, lists of other lengths) are kept per item as JSON text: decollating would tear them apart otherwise."""
+    equal-length lists transposed, recursively), for reading a batch (``meta["medgan"]["seed"]``: one per item);
+    the leaves stay Python values in a list (``None``, strings and numbers), which default collate cannot batch (it
+    stops at a ``None``, e.g. ``{"class": None}`` of the condition). Values it cannot transpose (dicts beside
+    ``None``, e.g. a synthetic item's ``condition`` beside a real item's none, lists of other lengths) are a list of
+    the items' values as they are. Decollating does not read this view: :class:`BatchProvenance` keeps the
+    records."""
     if all(isinstance(v, Mapping) for v in values):
         keys = list(dict.fromkeys(k for v in values for k in v))
         return {k: _transpose([v.get(k) for v in values]) for k in keys}
     if all(isinstance(v, (list, tuple)) for v in values) and len({len(v) for v in values}) == 1 and len(values[0]):
         return [_transpose(list(column)) for column in zip(*values, strict=True)]
-    return [json.dumps(v, default=_json_default) if isinstance(v, (Mapping, list, tuple)) else v for v in values]
+    return list(values)
 
 
-def _collate_provenance(batch: Sequence[Provenance], *, collate_fn_map: Any = None) -> Any:
+def _collate_provenance(batch: Sequence[Provenance], *, collate_fn_map: Any = None) -> BatchProvenance:
     """Collate the items' provenance (registered with the collate table MONAI's ``list_data_collate`` and torch's
-    ``default_collate`` share): a dict of per-item lists, not tensors, see :func:`_transpose`."""
-    return _transpose(list(batch))
+    ``default_collate`` share): a :class:`BatchProvenance`, not tensors."""
+    return BatchProvenance(batch)
 
 
 default_collate_fn_map[Provenance] = _collate_provenance
@@ -342,12 +381,13 @@ def _clean(scan: MetaTensor, *, synthetic: bool, source: str, modality: str | No
     """Same meta keys for every item (MONAI's collate keeps only the keys all items of a batch share): source,
     synthetic, modality, and the scan's provenance ``meta["medgan"]`` when it has one (as a :class:`Provenance`).
 
-    ``modality`` overrides the scan's own (a cached NIfTI file does not carry it).
+    ``modality`` overrides the scan's own (a cached NIfTI file does not carry the synthesizer's); ``None``: the
+    scan's own, for a synthetic label map :func:`_synthetic_modality`.
     """
     # a copy: an in-place transform (e.g. RandCoarseDropoutd) must not change the real pairs the dataset holds
     data = scan.as_tensor().detach().to("cpu", torch.float32, copy=True)
     if modality is None:
-        modality = str(scan.meta.get("modality", ""))
+        modality = _synthetic_modality(scan) if synthetic else str(scan.meta.get("modality", ""))
     meta: dict[str, Any] = {"filename_or_obj": source, "synthetic": bool(synthetic), "modality": str(modality)}
     prov = scan.meta.get("medgan")
     if isinstance(prov, Mapping):
@@ -476,6 +516,27 @@ def _synthesize(
     return image, label
 
 
+def _in_memory_dims(real: Sequence[Mapping[str, Any]]) -> int | None:
+    """Spatial dimensions (``ndim - 1``, channel first) of the real pairs given as scans or arrays, checked to be one
+    kind before anything is read: 2-D and 3-D pairs failed only when torch stacked a batch. Pairs given as files are
+    checked when their item is read (:meth:`SyntheticAugmentedDataset._check_dims`); returns pair 0's dimensions when
+    its label is in memory, else ``None``."""
+    seen: dict[int, str] = {}  # dims -> the first pair side that has them, for the message
+    for i, item in enumerate(real):
+        for side in ("label", "image"):
+            value = item[side]
+            if isinstance(value, (torch.Tensor, np.ndarray)):
+                seen.setdefault(value.ndim - 1, f"real pair {i} {side} {tuple(value.shape)}")
+        if len(seen) > 1:
+            (d0, first), (d1, other) = seen.items()
+            raise MedganError(
+                f"real pairs mix {d0}-D and {d1}-D scans: {first} is {d0}-D, {other} is {d1}-D (channel first); a "
+                "dataset takes one kind (cut 3-D volumes into slices, e.g. medgan.io.scan.take_slice)"
+            )
+    label = real[0]["label"] if real else None
+    return label.ndim - 1 if isinstance(label, (torch.Tensor, np.ndarray)) else None
+
+
 class SyntheticAugmentedDataset(Dataset):
     """Real pairs mixed with synthetic pairs (deformed real label maps -> generated images) at a chosen ratio.
 
@@ -485,8 +546,10 @@ class SyntheticAugmentedDataset(Dataset):
         Real pairs: dicts with ``"image"`` and ``"label"`` (MetaTensors, arrays or NIfTI/DICOM paths),
         channel-first ``(C, X, Y[, Z])`` / ``(1, X, Y[, Z])`` on one grid (the same shape and, unless one is a plain
         array, the same RAS+ affine within 1e-3 mm: a pair on two grids is a ``MedganError`` when its item is
-        read). A plain array (numpy or torch, no affine) beside a file or MetaTensor takes the other side's affine,
-        so spatial transforms move both alike; two plain arrays share an identity affine. A real label map must
+        read), all 2-D or all 3-D (a ``MedganError`` naming a pair of each kind: when the dataset is made for
+        pairs given as scans or arrays, when its item is read for a file). A plain array (numpy or torch, no
+        affine) beside a file or MetaTensor takes the other side's affine, so spatial transforms move both alike;
+        two plain arrays share an identity affine. A real label map must
         hold integer values and, with a synthesizer, only the label values its model knows (a ``MedganError``
         with :meth:`Synthesizer.generate`'s message when its item is read). Optionally ``"condition"``: a dict used
         for the synthetic items that deform this pair's label map, merged over ``condition`` (the pair's keys win), e.g.
@@ -535,16 +598,18 @@ class SyntheticAugmentedDataset(Dataset):
     -----
     Each item is ``{"image": MetaTensor, "label": MetaTensor, "synthetic": bool, "index": int}``; both tensors carry
     ``meta["synthetic"]``, ``meta["modality"]`` (a generated image: the synthesizer's modality; a generated label:
-    ``"unknown"``) and ``meta["filename_or_obj"]`` (the real source, or ``"synthetic:<seed>:<epoch>:<k>"``); a
-    generated image and a deformed label also carry their provenance ``meta["medgan"]`` (model, checkpoint sha256,
-    seed, condition, deformation; ``"synthetic": True``), so :func:`medgan.save_scan` of an item marks the file
-    synthetic (a :class:`Provenance`: in a batch, a dict of per-item lists that ``monai.data.decollate_batch`` turns
-    back into each item's dict). A real item's image and label carry :data:`REAL_PROVENANCE` (``"synthetic":
-    False``) unless the scan has a record of its own, so a batch mixing real and synthetic items keeps
-    ``meta["medgan"]`` (MONAI keeps only the meta keys all items share); decollated, a real item's record has the
-    synthetic items' other keys as ``None``. :attr:`conditions` lists the condition each real pair's synthetic items are generated
-    with (the merge; ``None`` for none). Call :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot
-    layout stays). The epoch lives in shared memory, so it reaches DataLoader worker processes too, persistent ones
+    its source label map's when that is a modality code such as ``"SEG"``, else ``"unknown"``) and
+    ``meta["filename_or_obj"]`` (the real source, or ``"synthetic:<seed>:<epoch>:<k>"``); a generated image and a
+    deformed label also carry their provenance ``meta["medgan"]`` (model, checkpoint sha256, seed, condition,
+    deformation; ``"synthetic": True``), so :func:`medgan.save_scan` of an item marks the file synthetic (a
+    :class:`Provenance`). A real item's image and label carry :data:`REAL_PROVENANCE` (``"synthetic": False``)
+    unless the scan has a record of its own, so a batch mixing real and synthetic items keeps ``meta["medgan"]``
+    (MONAI keeps only the meta keys all items share). In a batch it is a :class:`BatchProvenance`: a dict of
+    per-item lists (``None`` where an item lacks a key, e.g. a real item's ``"seed"``), from which
+    ``monai.data.decollate_batch`` hands each item back exactly its own record (nested dicts as dicts, a real item
+    without the synthetic items' keys, so its saved sidecar is a real scan's). :attr:`conditions` lists the
+    condition each real pair's synthetic items are generated with (the merge; ``None`` for none). Call
+    :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot layout stays). The epoch lives in shared memory, so it reaches DataLoader worker processes too, persistent ones
     included (``persistent_workers=True``), with the ``fork`` and ``spawn`` start methods; call it before iterating
     the loader for that epoch.
 
@@ -616,6 +681,7 @@ class SyntheticAugmentedDataset(Dataset):
             if not isinstance(item, Mapping) or "image" not in item or "label" not in item:
                 raise MedganError(f"real pair {i}: expected a dict with 'image' and 'label'")
             as_condition(item.get("condition"), f"real pair {i}: ")
+        dims = _in_memory_dims(real)
         if length is None:
             if ratio >= 1.0:
                 raise MedganError("ratio=1 (only synthetic items) needs an explicit length")
@@ -665,7 +731,7 @@ class SyntheticAugmentedDataset(Dataset):
         # rendered a slice-conditioned model's slices all at one position
         self.conditions = [_merge_condition(self.condition, item.get("condition")) for item in real]
         self.cached_pairs: list[tuple[Path, Path]] = []
-        self._dims: int | None = None
+        self._dims: int | None = dims
         # real label maps already checked (_check_real_label): each is checked once per process, not every epoch
         self._labels_checked: set[tuple[Any, ...]] = set()
         if self.n_synthetic and synthesizer is None:
@@ -748,6 +814,13 @@ class SyntheticAugmentedDataset(Dataset):
         """Draw different synthetic pairs (deformations and noise) for this epoch; the real/synthetic layout stays.
 
         Works with DataLoader workers, persistent or not: the epoch is in memory shared with them.
+
+        New draws need a synthesizer (with a write-through ``cache_dir``, epochs after 0 are generated, not cached).
+        A cache-only dataset (``synthesizer=None``) serves fixed files: an epoch only moves its synthetic slots on to
+        the next cached pairs, so with as many cached pairs as synthetic slots every epoch is the same. MONAI's
+        ``CacheDataset`` (or ``PersistentDataset``) around this dataset stores its first items and serves them every
+        epoch, whatever ``set_epoch`` says: cache the real pairs instead (give them as loaded scans) and leave this
+        dataset unwrapped.
         """
         if int(epoch) < 0:  # it seeds NumPy, which refuses it (in a DataLoader worker, with a bare ValueError)
             raise MedganError(f"epoch must be a non-negative integer, got {epoch!r}")
@@ -765,6 +838,18 @@ class SyntheticAugmentedDataset(Dataset):
         if isinstance(state.get("_epoch"), int):
             state["_epoch"] = multiprocessing.Value("q", state["_epoch"], lock=False)
         self.__dict__.update(state)
+
+    def _check_dims(self, label: MetaTensor, j: int) -> None:
+        """Real pair ``j``'s label map must have the spatial dimensions of pair 0's (:meth:`_real_dims`): a dataset
+        mixing 2-D and 3-D pairs failed only when torch stacked a batch. Pairs given as scans or arrays are checked
+        when the dataset is made; this catches pairs given as files, when their item is read."""
+        dims = self._real_dims()
+        if dims is not None and label.ndim - 1 != dims:
+            raise MedganError(
+                f"real pair {j}: its label map is {label.ndim - 1}-D (shape {tuple(label.shape)}) but real pair 0's "
+                f"is {dims}-D; a dataset takes 2-D or 3-D pairs, not both (cut 3-D volumes into slices, "
+                "e.g. medgan.io.scan.take_slice)"
+            )
 
     def _real_dims(self) -> int | None:
         """Spatial dimensions of the real pairs (``None`` without real pairs)."""
@@ -795,13 +880,12 @@ class SyntheticAugmentedDataset(Dataset):
                 "image": _squeeze_to(_as_scan(img_path, str(img_path)), dims),
                 "label": _squeeze_to(_as_scan(lab_path, str(lab_path)), dims),
                 "src": source,
-                # a generated label is "unknown" here too, as in generated and write-through items (its sidecar keeps
-                # the source map's modality, e.g. "SEG" from tissue_labels)
-                "modality": (None, "unknown"),
+                "modality": (None, None),  # the image's sidecar keeps the synthesizer's; the label: _clean
             }
         j = self._turn(k, epoch, self.n_synthetic, len(self.data))  # epoch 0: k % len(data), as the cache writes
-        # the same modalities whether generated now or read back from the cache (NIfTI does not carry them)
-        modalities = (str(self.synthesizer.metadata.get("modality", "unknown")), "unknown")
+        # the same image modality whether generated now or read back from the cache (NIfTI does not carry it); the
+        # label's is its source map's (_synthetic_modality), in both
+        image_modality = str(self.synthesizer.metadata.get("modality", "unknown"))
         paths = None
         weights = _current_weights(self.synthesizer)  # once per item: for the cache key and the image's provenance
         if self.cache_dir is not None and epoch == 0:
@@ -822,9 +906,12 @@ class SyntheticAugmentedDataset(Dataset):
                     "image": _squeeze_to(_as_scan(paths[0], str(paths[0])), dims),
                     "label": _squeeze_to(_as_scan(paths[1], str(paths[1])), dims),
                     "src": source,
-                    "modality": modalities,
+                    "modality": (image_modality, None),
                 }
         real_label = _as_scan(self.data[j]["label"], f"real pair {j} label")
+        # checked as a real slot checks it: Synthesizer.generate's message named only "label map", not the pair
+        self._check_dims(real_label, j)
+        self._check_real_label(real_label, j)
         image, label = _synthesize(
             self.synthesizer,
             real_label,
@@ -841,7 +928,7 @@ class SyntheticAugmentedDataset(Dataset):
             paths[0].parent.mkdir(parents=True, exist_ok=True)
             save_scan(label, paths[1])
             save_scan(image, paths[0])
-        return {"image": image, "label": label, "src": source, "modality": modalities}
+        return {"image": image, "label": label, "src": source, "modality": (image_modality, None)}
 
     def _real_pair(self, j: int) -> tuple[dict[str, MetaTensor], bool]:
         """Real pair ``j`` as scans, and whether both sides carry an affine of their own (to be compared).
@@ -902,6 +989,7 @@ class SyntheticAugmentedDataset(Dataset):
         else:
             j = self._turn(rank, self.epoch, self.length - self.n_synthetic, len(self.data))
             raw, located = self._real_pair(j)
+            self._check_dims(raw["label"], j)
             source = str(raw["image"].meta.get("filename_or_obj") or f"real:{j}")
             self._check_real_label(raw["label"], j)
         if raw["image"].shape[1:] != raw["label"].shape[1:]:
