@@ -58,6 +58,7 @@ from medgan.errors import MedganError, ScanReadError
 from medgan.io.dicom_values import header_value
 from medgan.io.digest import file_sha256
 from medgan.io.gc_pause import paused_gc
+from medgan.io.identifiers import identifying_words, remove_identifiers
 from medgan.io.nifti import (
     SIDECAR_SOURCE_KEY,
     inspect_nifti,
@@ -146,7 +147,8 @@ class ScanRef:
         DICOM series hash their SeriesInstanceUID and split key (so the id does not depend on
         where the walk started; one folder's copy of a series split by folder also hashes its
         SOPInstanceUIDs); NIfTI files, unreadable files and copies of a series kept in another
-        folder hash their path relative to the discovery root.
+        folder hash their path relative to the discovery root. A DICOM file stem the id falls back to
+        loses the header's identifying words as :attr:`description` does.
     kind
         ``"dicom-series"`` (several DICOM files), ``"dicom-file"`` (one DICOM file: a multi-frame or
         mosaic volume, a single image, a non-image object, or a file whose header cannot be read),
@@ -157,7 +159,12 @@ class ScanRef:
     modality
         DICOM Modality code, or ``"unknown"`` (NIfTI, unreadable files).
     description
-        SeriesDescription (NIfTI: file name stem), printable, no path separators, at most 64 characters.
+        SeriesDescription (NIfTI: file name stem), printable, no path separators, at most 64 characters,
+        without the words that spell one of the series' own patient identifiers (DICOM PS3.15 Annex E cleans
+        SeriesDescription): each name word of 2 or more characters of PatientName / OtherPatientNames; the whole
+        value of PatientID, OtherPatientIDs, IssuerOfPatientID, AccessionNumber; PatientBirthDate as ``YYYYMMDD``,
+        ``YYYY-MM-DD``, ``DD.MM.YYYY`` and the like. Whole words only, ignoring case, accents and the separators
+        between words (:func:`medgan.io.identifiers.remove_identifiers`); a description without them is kept as it was.
     shape
         Channel-first shape :func:`medgan.load_scan` returns, or ``None`` when unknown.
     spacing
@@ -215,6 +222,21 @@ def sanitize_description(text: Any) -> str:
     text = text.replace("/", "_").replace("\\", "_").replace(os.sep, "_")
     text = re.sub(r"\s+", " ", text).strip()
     return text[:_MAX_DESCRIPTION].strip()
+
+
+def _description(ds: Any, identifiers: Mapping[str, Sequence[tuple[str, ...]]]) -> str:
+    """A header's SeriesDescription, its identifying words removed (before it is cut to 64 characters, so that no
+    value is cut in half and left), made safe by :func:`sanitize_description`."""
+    value = header_value(ds, "SeriesDescription", text=True)
+    if isinstance(value, (list, tuple)):  # as sanitize_description joins several values
+        value = " ".join(str(t) for t in value)
+    return sanitize_description(remove_identifiers("" if value is None else str(value), identifiers))
+
+
+def _label(description: str, path: Path, identifiers: Mapping[str, Sequence[tuple[str, ...]]]) -> str:
+    """What a DICOM scan's id is named after: its description, else its first file's stem (``DOE_JOHN.dcm``), whose
+    identifying words are removed too (an empty label makes ``scan-<hex>``)."""
+    return description if _slug(description) else remove_identifiers(_file_stem(path), identifiers)
 
 
 def _slug(text: str) -> str:
@@ -718,13 +740,13 @@ def _group_dicom(
         try:
             uid, key, orientation, non_image = _classify(path, ds)
         except Exception as exc:  # garbage values in an otherwise readable header; never raise for one file
-            bad.append(_unreadable_ref(path, root, f"unreadable DICOM header values ({type(exc).__name__})"))
+            bad.append(_unreadable_ref(path, root, f"unreadable DICOM header values ({type(exc).__name__})", ds))
             if broken is not None:
                 with contextlib.suppress(Exception):
                     _note_broken(broken, str(ds.get("SeriesInstanceUID") or "") or None, path)
             continue
         if non_image == _NO_PIXELS and "Rows" in ds and "Columns" in ds:  # an image cut short before its pixels
-            bad.append(_unreadable_ref(path, root, "an image whose pixel data is missing (a truncated file?)"))
+            bad.append(_unreadable_ref(path, root, "an image whose pixel data is missing (a truncated file?)", ds))
             if broken is not None:
                 _note_broken(broken, uid if not uid.startswith("no-series-uid:") else None, path)
             continue
@@ -895,8 +917,9 @@ def _copy_ref(copy: _Group, primary: _Group, primary_id: str, root: Path) -> Sca
     what = "a copy" if n == total else f"a partial copy ({n} of {total} files)"
     where = _rel(primary.paths[0].parent, root)
     first = copy.headers[0]
-    description = sanitize_description(header_value(first, "SeriesDescription", text=True))
-    label = description if _slug(description) else _file_stem(copy.paths[0])
+    identifiers = identifying_words(first)
+    description = _description(first, identifiers)
+    label = _label(description, copy.paths[0], identifiers)
     return ScanRef(
         id=make_id(label, f"{copy.uid}|copy|{_rel(copy.paths[0].parent, root)}"),
         kind="dicom-series" if n > 1 else "dicom-file",
@@ -918,7 +941,8 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
     paths = tuple(group.paths[i] for i in order)
     headers = [group.headers[i] for i in order]
     first = headers[0]
-    description = sanitize_description(header_value(first, "SeriesDescription", text=True))
+    identifiers = identifying_words(first)
+    description = _description(first, identifiers)
     modality = _text(first, "Modality") or "unknown"
     has_uid = not group.uid.startswith("no-series-uid:")
     uid = group.uid if has_uid else None
@@ -927,7 +951,7 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
         hash_key = f"{_rel(paths[0].parent, root)}|{_key_text(group.key, group.orientation)}"
     if group.part_key is not None:  # one folder's part of a series split by folder (_split_by_folder)
         hash_key += f"|{group.part_key}"
-    ref_id = make_id(description if _slug(description) else _file_stem(paths[0]), hash_key)
+    ref_id = make_id(_label(description, paths[0], identifiers), hash_key)
     note = _split_note(siblings) if len(siblings) > 1 else None
     if group.part_key is not None and group.folder_note:
         note = f"{note}; {group.folder_note}" if note else group.folder_note
@@ -1039,8 +1063,10 @@ def _unseen_ref(path: Path, why: str, is_folder: bool, root: Path) -> ScanRef | 
     return None
 
 
-def _unreadable_ref(path: Path, root: Path, reason: str) -> ScanRef:
-    stem = _file_stem(path)
+def _unreadable_ref(path: Path, root: Path, reason: str, ds: Any = None) -> ScanRef:
+    """An unusable ``"dicom-file"`` ScanRef named after the file; ``ds``, a header read but not usable, says which
+    identifying words to cut out of the name (a file whose header cannot be read at all keeps its whole stem)."""
+    stem = _file_stem(path) if ds is None else remove_identifiers(_file_stem(path), identifying_words(ds))
     return ScanRef(
         id=make_id(stem, f"file|{_rel(path, root)}"),
         kind="dicom-file",
@@ -1166,7 +1192,7 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             ref = _series_ref(group, siblings, base)
         except Exception as exc:  # garbage header values; never raise for one bad series
             reason = f"unreadable DICOM header values ({type(exc).__name__})"
-            refs.extend(_unreadable_ref(p, base, reason) for p in group.paths)
+            refs.extend(_unreadable_ref(p, base, reason, ds) for p, ds in zip(group.paths, group.headers, strict=True))
             continue
         lost = broken.get(group.uid) if group.non_image is None else None
         if lost and ref.usable:  # loading the rest would give a volume with slices missing, without a word

@@ -1,0 +1,159 @@
+"""Patient identifiers typed into free text (a SeriesDescription, a DICOM file name): found and cut out.
+
+Discovery names a scan (:attr:`medgan.io.discover.ScanRef.id`, which names output files, manifests and logs) after
+its SeriesDescription, where sites type the patient's name or record number; DICOM PS3.15 Annex E cleans that
+attribute. No library cleans free text against a header's own values (pydicom's and dicognito's de-identification
+replace whole attributes), hence this module: it cuts, as whole words, the values of the series' own identifying
+attributes, and leaves any other text unchanged, so ids made from clean descriptions do not change.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from medgan.io.dicom_values import header_value
+
+__all__ = ["identifying_words", "remove_identifiers"]
+
+#: Header attributes whose values are cut, whole token, out of a series' description and out of the file name its id
+#: falls back to (DICOM PS3.15 Annex E cleans SeriesDescription: sites type the patient's name or record number there,
+#: and the id names output files, manifests and logs). Person names are matched word by word (any order, so "DOE
+#: JOHN" and "John Doe" both go), identifiers and the birth date as a whole value in any separator spelling.
+_NAME_ATTRIBUTES = ("PatientName", "OtherPatientNames")
+_ID_ATTRIBUTES = ("PatientID", "OtherPatientIDs", "IssuerOfPatientID", "AccessionNumber")
+#: a word: a run of letters and digits; everything else (``^ _ - . , /``, spaces, brackets) separates words
+_WORD = re.compile(r"[^\W_]+")
+#: separators dropped where a removed value began or ended the text
+_EDGE_SEPARATORS = " _-.,^;:=+"
+_EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
+
+
+def _fold(word: str) -> str:
+    """A word compared without case or accents (``Müller`` matches ``MULLER``, as the id's ASCII slug shows it)."""
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def _header_texts(ds: Any, keyword: str) -> list[str]:
+    value = header_value(ds, keyword, text=True)
+    if value is None:
+        return []
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):  # several values (a MultiValue)
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def identifying_words(ds: Any) -> dict[str, list[tuple[str, ...]]]:
+    """The word sequences of a DICOM header's patient-identifying values, to cut out of its description.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A file's header, as discovery read it (every element but the pixel data is there: no extra read).
+
+    Returns
+    -------
+    dict
+        Folded first word (:func:`_fold`) -> the folded word sequences starting with it, longest first. Each word
+        of 2 or more characters of the family, given and middle names of PatientName and OtherPatientNames (all
+        three representations); each whole value of PatientID, OtherPatientIDs (and the PatientID of each
+        OtherPatientIDsSequence item), IssuerOfPatientID and AccessionNumber of 2 or more characters; the
+        PatientBirthDate as ``YYYYMMDD``, ``DDMMYYYY``, and year, month, day (or day, month, year; month, day,
+        year) separated by anything. Empty when the header's values cannot be read.
+    """
+    sequences: set[tuple[str, ...]] = set()
+    try:
+        for keyword in _NAME_ATTRIBUTES:
+            for name in _header_texts(ds, keyword):
+                for group in name.split("="):  # alphabetic, ideographic and phonetic representations
+                    for component in group.split("^")[:3]:  # family, given, middle; not prefix or suffix
+                        sequences.update((_fold(w),) for w in _WORD.findall(component) if len(w) >= 2)
+        values = [v for keyword in _ID_ATTRIBUTES for v in _header_texts(ds, keyword)]
+        for item in ds.get("OtherPatientIDsSequence") or ():
+            values.extend(_header_texts(item, "PatientID"))
+        for value in values:
+            words = tuple(_fold(w) for w in _WORD.findall(value))
+            if sum(len(w) for w in words) >= 2:  # a one-character ID would cut "1" out of "Series 1"
+                sequences.add(words)
+        for birth in _header_texts(ds, "PatientBirthDate"):
+            birth = birth.strip()
+            if re.fullmatch(r"\d{8}", birth):
+                y, m, d = birth[:4], birth[4:6], birth[6:]
+                sequences.update({(birth,), (d + m + y,), (y, m, d), (d, m, y), (m, d, y)})
+    except Exception:  # garbage header values: nothing known to cut (the id must still be made)
+        return {}
+    index: dict[str, list[tuple[str, ...]]] = {}
+    for words in sorted(sequences, key=len, reverse=True):
+        if words:
+            index.setdefault(words[0], []).append(words)
+    return index
+
+
+def _tidy_gap(gap: str, start: bool, end: bool) -> str:
+    """The separators left where removed words were: no empty brackets, no doubled separator, none at an edge."""
+    previous = None
+    while previous != gap:
+        previous, gap = gap, _EMPTY_BRACKETS.sub(" ", gap)
+    gap = re.sub(r"([^\w]|_)\1+", r"\1", gap)  # "T1__FLAIR" -> "T1_FLAIR"
+    parts = gap.split()
+    if len(parts) > 1 and len(set(parts)) == 1:  # "T1 - DOE - FLAIR" -> "T1 - FLAIR"
+        gap = (" " if gap[0].isspace() else "") + parts[0] + (" " if gap[-1].isspace() else "")
+    if start:
+        gap = gap.lstrip(_EDGE_SEPARATORS)
+    if end:
+        gap = gap.rstrip(_EDGE_SEPARATORS)
+    return gap if gap or start or end else " "
+
+
+def remove_identifiers(text: str, identifiers: Mapping[str, Sequence[tuple[str, ...]]]) -> str:
+    """``text`` without the words that spell one of ``identifiers`` (from :func:`identifying_words`).
+
+    A value is removed only as whole words (``MRN123456`` is not cut out of ``XMRN123456``), case- and
+    accent-insensitively, whatever separates its words in ``text``. Text that holds none is returned unchanged
+    (so are the ids made from it); otherwise the separators around a removed value are tidied.
+
+    Parameters
+    ----------
+    text
+        A series description or file stem.
+    identifiers
+        Folded first word -> word sequences, longest first.
+
+    Returns
+    -------
+    str
+        The text left, possibly empty. (Nothing is logged: the removed values are what must not be shown.)
+    """
+    words = list(_WORD.finditer(text)) if identifiers else []
+    folded = tuple(_fold(m.group()) for m in words)
+    removed = [False] * len(words)
+    i = 0
+    while i < len(words):
+        hit = next((s for s in identifiers.get(folded[i], ()) if folded[i : i + len(s)] == s), None)
+        step = len(hit) if hit else 1
+        if hit:
+            removed[i : i + step] = [True] * step
+        i += step
+    if not any(removed):
+        return text
+    # the separators between words; a run of removed words takes its inner separators (DOE^JOHN, 1970-01-02) along,
+    # and the ones on either side of it are joined and tidied
+    seps = [text[: words[0].start()]]
+    seps += [text[words[k - 1].end() : words[k].start()] for k in range(1, len(words))]
+    seps.append(text[words[-1].end() :])
+    out = [seps[0]]
+    k = 0
+    while k < len(words):
+        if not removed[k]:
+            out += [words[k].group(), seps[k + 1]]
+            k += 1
+            continue
+        end = k
+        while end < len(words) and removed[end]:
+            end += 1
+        out.append(_tidy_gap(out.pop() + seps[end], start=k == 0, end=end == len(words)))
+        k = end
+    return "".join(out)
