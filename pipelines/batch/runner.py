@@ -218,6 +218,9 @@ class _Run:
     previous: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: every output this run's tasks plan (never removed as stale)
     planned: frozenset[str] = frozenset()
+    #: what :func:`_root_relative` rewrites in a row's messages (:func:`_root_labels`)
+    labels: re.Pattern[str] | None = None
+    label_of: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
     def _remove_stale(self, task: Task, status: str) -> None:
         """Remove the outputs that the previous ``done`` / ``skipped`` row of a redone scan listed and that are
@@ -260,7 +263,9 @@ class _Run:
         full = {
             "scan_id": task.scan_id,
             "status": row.get("status", "failed"),
-            "error": row.get("error"),
+            # the one place a row's error is made: every executor's and planner's message passes here, on its way
+            # into manifest.jsonl / manifest.csv and the log's failed line
+            "error": self.relative(row.get("error")),
             "job": self.job,
             "kind": task.ref.kind,
             "modality": task.ref.modality,
@@ -279,6 +284,8 @@ class _Run:
         for key in ("provenance", "degradation", "baselines", "warnings"):
             if key in row:
                 full[key] = row[key]
+        if isinstance(full.get("warnings"), list):
+            full["warnings"] = [self.relative(w) for w in full["warnings"]]
         if self.row_extra is not None:
             full.update(self.row_extra(task))
         self._remove_stale(task, full["status"])
@@ -295,6 +302,71 @@ class _Run:
         elif status == "done":  # every output: naming the first of -n 2 read as if one file was written
             took, outputs = _took(written["seconds"]), _outputs_text(task.outputs)
             log.info("%s %s: done in %s -> %s", nth, task.scan_id, took, outputs)
+
+    def relative(self, text: Any) -> Any:
+        """``text`` (a row's error or warning) with the paths under the run's roots relative (:func:`_root_relative`);
+        anything not a string as it is."""
+        if not isinstance(text, str) or self.labels is None:
+            return text
+        return _root_relative(text, self.labels, self.label_of)
+
+
+#: how messages name a root in place of its absolute path (:func:`_root_labels`): the scan's own input root by job,
+#: the other input roots of ``evaluate`` by role
+_ROOT_NAMES = {
+    "upscale": "IN_ROOT",
+    "synthesize": "LABELS_ROOT",
+    "evaluate": "REF_ROOT",
+    "pred": "PRED_ROOT",
+    "lr": "LR_ROOT",
+}
+
+
+def _root_labels(
+    job: str, roots: Mapping[str, Path | None], out_root: Path
+) -> tuple[re.Pattern[str] | None, dict[str, tuple[str, bool]]]:
+    """What :func:`_root_relative` replaces: each root's absolute path, as typed made absolute and with links
+    resolved (a loader may report either), with its name (``IN_ROOT``, ``PRED_ROOT``, ``OUT_ROOT``, ...) and
+    whether a path below it is given relative without the name (the scan's own input root, as the ``input``
+    column gives it)."""
+    label_of: dict[str, tuple[str, bool]] = {}
+    named = [
+        (roots.get(role), _ROOT_NAMES.get(job if role == "ref" else role, role.upper() + "_ROOT"), role == "ref")
+        for role in roots
+    ]
+    named.append((out_root, "OUT_ROOT", False))
+    for root, name, own in named:
+        if root is None:
+            continue
+        base = Path(root).parent if Path(root).is_file() else Path(root)
+        for spelling in {os.path.abspath(base), os.path.realpath(base)}:
+            if spelling.rstrip("/"):  # never "/": every absolute path would lose its leading slash
+                label_of.setdefault(spelling.rstrip("/"), (name, own))
+    if not label_of:
+        return None, label_of
+    # the longest first: an IN_ROOT inside OUT_ROOT is named as IN_ROOT; a root is matched as a whole path
+    # component (not "/data/in" within "/x/data/in", nor within "/data/input")
+    alternatives = "|".join(re.escape(p) for p in sorted(label_of, key=len, reverse=True))
+    return re.compile(rf"(?<![\w./-])({alternatives})(/|(?![\w.-]))"), label_of
+
+
+def _root_relative(text: str, pattern: re.Pattern[str], label_of: Mapping[str, tuple[str, bool]]) -> str:
+    """``text`` with each absolute path under a run's root relative to it: ``/site/in/a/b.nii.gz: truncated`` ->
+    ``a/b.nii.gz: truncated``, an output ``OUT_ROOT/a/b.nii.gz``, ``PRED_ROOT/...`` for ``evaluate``'s predictions
+    (:func:`_root_labels`).
+
+    Why: rows, the summary and ``medgan.log`` are shared (a manifest handed to a study's other sites); errors
+    raised with the absolute paths the workers were given exposed the site's directory layout, while the ``input``
+    and ``outputs`` columns were relative already.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name, own = label_of[match.group(1)]
+        if match.group(2) == "/":
+            return "" if own else f"{name}/"
+        return name
+
+    return pattern.sub(replace, text)
 
 
 def _remove_output(out_root: Path, rel: str, scan_id: str, why: str) -> None:
@@ -397,7 +469,9 @@ def _execute(
         ):
             run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
             run.planned = frozenset(o for t in tasks for o in t.outputs)
+            run.labels, run.label_of = _root_labels(job, roots, out_root)
             finished = last_finished(manifest.rows, job)  # per job: jobs may share an OUT_ROOT
+            _warn_outputs_of_missing_scans(job, finished, tasks, out_root, run.planned, run_log)
             to_run = []
             for task in tasks:
                 if task.reason is not None:
@@ -461,6 +535,71 @@ def _execute(
         return result
 
 
+#: scans named in the warning about outputs whose scan is gone (every one goes into medgan.log)
+_NAMED_MISSING = 3
+
+
+def _warn_outputs_of_missing_scans(
+    job: str,
+    finished: Mapping[str, Mapping[str, Any]],
+    tasks: Sequence[Task],
+    out_root: Path,
+    planned: frozenset[str],
+    run_log: RunLog,
+) -> None:
+    """Warn about outputs in ``OUT_ROOT`` whose scan an earlier run of ``job`` did, but which is no longer found under
+    the input root (its input deleted or moved; or another input tree written into this folder).
+
+    Why: such outputs stayed behind silently, and their scans dropped out of ``manifest.csv`` (the last run's rows),
+    so a scan withdrawn from a study (consent withdrawn, its input deleted) kept its derived images with nothing
+    saying so. Nothing is removed: whether the input went for good is the user's to say. The warning names the
+    first :data:`_NAMED_MISSING` scans (id, input, outputs relative to ``OUT_ROOT``); ``medgan.log`` gets one line
+    per scan.
+    """
+    present = {t.scan_id for t in tasks}
+    left: list[tuple[str, str, list[str]]] = []
+    for scan_id, row in finished.items():
+        if scan_id in present:
+            continue
+        outputs = []
+        for rel in row.get("outputs") or []:
+            rel = str(rel)
+            parts = rel.rsplit("/", 1)
+            folder, name = (parts[0], parts[1]) if len(parts) == 2 else (".", parts[0])
+            try:
+                path = safe_output_path(out_root, folder, name)
+            except MedganError:  # not a path inside OUT_ROOT: not this run's to name
+                continue
+            if rel not in planned and os.path.lexists(path):
+                outputs.append(rel)
+        if outputs:
+            left.append((scan_id, str(row.get("input")), outputs))
+    if not left:
+        return
+    root = _ROOT_NAMES.get(job, "IN_ROOT")
+    named = "; ".join(f"{sid} ({inp}): {', '.join(outs)}" for sid, inp, outs in left[:_NAMED_MISSING])
+    more = (
+        f"; and {len(left) - _NAMED_MISSING} more scan(s), listed in medgan.log" if len(left) > _NAMED_MISSING else ""
+    )
+    log.warning(
+        "%d output(s) in OUT_ROOT belong to %d scan(s) that an earlier %s run did and that are no longer under %s "
+        "(input deleted or moved, or another input tree written into this folder); they are left in place and "
+        "are not in manifest.csv: %s%s. If those scans were withdrawn, delete these paths under OUT_ROOT yourself "
+        "(their rows stay in manifest.jsonl)",
+        sum(len(outs) for _, _, outs in left),
+        len(left),
+        job,
+        root,
+        named,
+        more,
+    )
+    if len(left) > _NAMED_MISSING:
+        for sid, inp, outs in left:
+            run_log.to_file(
+                log, logging.WARNING, "%s (%s) is no longer under %s; its outputs: %s", sid, inp, root, ", ".join(outs)
+            )
+
+
 def _inputs(task: Task) -> list[tuple[str, Path]]:
     """(role, path) of every input file of a task: ``"ref"`` for its own scan, then the ``Task.others`` scans."""
     found = [("ref", Path(p)) for p in task.ref.paths]
@@ -520,16 +659,18 @@ def _legacy_fingerprint(task: Task, roots: Mapping[str, Path | None]) -> list[li
 def _log_interruption(job: str, out_root: Path, run_log: RunLog) -> Iterator[None]:
     """Write a Ctrl-C (``KeyboardInterrupt``) into ``medgan.log`` while it is still attached, then let it go on: the
     log stopped at the last finished scan. The terminal gets its one line from :mod:`pipelines.cli`
-    (``medgan batch: interrupted``), so the file only."""
+    (``medgan batch: interrupted``), so the file only. A SIGTERM that the commands raise as ``KeyboardInterrupt``
+    (:func:`pipelines.commands._signals.sigterm_interrupts`: its message is ``SIGTERM``) is named as such."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         run_log.to_file(
             log,
             logging.WARNING,
-            "medgan batch %s interrupted (Ctrl-C): the finished scans are in %s (manifest.csv was not rewritten); "
+            "medgan batch %s interrupted (%s): the finished scans are in %s (manifest.csv was not rewritten); "
             "a rerun resumes",
             job,
+            str(exc) or "Ctrl-C",
             out_root / MANIFEST_JSONL,
         )
         raise

@@ -6,14 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipelines.commands._args import positive_int
+from pipelines.commands._signals import sigterm_interrupts
 
 __all__ = ["add_training_parser", "run_training"]
 
@@ -45,39 +43,18 @@ def add_training_parser(
     return parser
 
 
-def _terminate_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a cluster pre-empting the job, ``kill``) raises ``KeyboardInterrupt`` like Ctrl-C while training.
-
-    Why: the trainer saves the state of the last completed step on ``KeyboardInterrupt`` and the command exits 130;
-    SIGTERM's default ended the process at once, losing every step since the last checkpoint. The previous handler
-    comes back afterwards (handlers can be set on the main thread only; elsewhere nothing changes).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any]) -> int:
     """Run ``train(config, until_step=, progress=, command=)`` for sub-command ``name``; print the outcome.
 
     Ctrl-C and SIGTERM stop the run with ``KeyboardInterrupt`` (exit 130) once the trainer has saved the state of
-    the last completed step.
+    the last completed step (:func:`pipelines.commands._signals.sigterm_interrupts`): SIGTERM's default (a cluster
+    pre-empting the job, ``kill``) ended the process at once, losing every step since the last checkpoint.
 
     Returns the exit status (0).
     """
     argv = getattr(args, "argv", None)  # pipelines.cli.main records the command as typed
     command = shlex.join(argv) if argv else f"medgan {name} {args.config}"
-    with _sigterm_interrupts():
+    with sigterm_interrupts():
         result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports (only it holds the history)
         return 0

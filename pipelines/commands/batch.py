@@ -13,7 +13,8 @@ reference: per-scan metrics go into the manifest, the evaluation report into ``O
 
 Both write ``OUT_ROOT/manifest.jsonl`` (one line per finished scan), ``OUT_ROOT/manifest.csv`` and
 ``OUT_ROOT/medgan.log``; a rerun skips scans already done (``--force``, or its alias ``--overwrite``, redoes them). Exit status: 0 all done,
-1 nothing run (bad model, missing input, ...), 2 usage error, 3 finished but some scans failed or were unusable.
+1 nothing run (bad model, missing input, ...), 2 usage error, 3 finished but some scans failed or were unusable,
+130 stopped by Ctrl-C or SIGTERM (a Slurm time limit, ``docker stop``; the finished scans keep their rows).
 
 ``medgan batch synthesize LABELS_ROOT OUT_ROOT --model CKPT [-n N] [--seed S]`` generates ``N`` synthetic scans
 per label map with :class:`medgan.Synthesizer` (``<folder>/<scan id>-synth-000.nii.gz`` ...); each map's noise
@@ -36,6 +37,7 @@ from pipelines.commands._args import (
     positive_int,
     scan_axes,
 )
+from pipelines.commands._signals import sigterm_interrupts
 from pipelines.commands.upscale import DEFAULT_MODEL
 
 __all__ = ["add_parser", "run", "add_common_options"]
@@ -223,5 +225,6 @@ def run(args: argparse.Namespace) -> int:
     params = vars(args)
     if args.batch_job == "synthesize":
         params = {**params, "class": args.condition_class}
-    result = run_job(args.batch_job, params)
+    with sigterm_interrupts():  # a Slurm time limit, scancel, docker stop: stopped as Ctrl-C stops it (exit 130)
+        result = run_job(args.batch_job, params)
     return report(result, args.quiet)

@@ -40,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Load, validate and run the spec; return the exit status."""
     from pipelines.batch.spec import load_spec, parse_override, run_spec
+    from pipelines.commands._signals import sigterm_interrupts
     from pipelines.commands.batch import report
 
     overrides = dict(parse_override(text) for text in args.overrides)
@@ -48,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         overrides["quiet"] = True
     spec = load_spec(args.spec, overrides)
-    result = run_spec(spec)
+    with sigterm_interrupts():  # as medgan batch: SIGTERM stops the run as Ctrl-C does (exit 130)
+        result = run_spec(spec)
     return report(result, spec.params["quiet"])

@@ -211,27 +211,29 @@ def run(args: argparse.Namespace) -> int:
                 )
                 return 2
             from pipelines.batch.runner import run_upscale
+            from pipelines.commands._signals import sigterm_interrupts
 
-            result = run_upscale(
-                args.input,
-                args.output,
-                model=args.model,
-                workers=args.workers,
-                fmt=args.format or "nifti",
-                device=args.device,
-                overlap=args.overlap,
-                batch_size=args.batch_size,
-                # the bar apart from the "scan k/N" log lines: --no-progress, or stderr not a terminal (CI), silenced
-                # both, and the lines were added for CI logs. --progress forces the bar; unset, Progress draws it on
-                # a terminal only. (No --quiet here: the lines always show.)
-                quiet=False,
-                bar=getattr(args, "progress", None),
-                force=args.overwrite,  # --overwrite on a tree redoes the scans already done
-                refs=refs,
-                windows=args.windows,
-                precision=args.precision,
-                axes=args.axes,
-            )
+            with sigterm_interrupts():  # as medgan batch: SIGTERM stops the run as Ctrl-C does (exit 130)
+                result = run_upscale(
+                    args.input,
+                    args.output,
+                    model=args.model,
+                    workers=args.workers,
+                    fmt=args.format or "nifti",
+                    device=args.device,
+                    overlap=args.overlap,
+                    batch_size=args.batch_size,
+                    # the bar apart from the "scan k/N" log lines: --no-progress, or stderr not a terminal (CI), silenced
+                    # both, and the lines were added for CI logs. --progress forces the bar; unset, Progress draws it on
+                    # a terminal only. (No --quiet here: the lines always show.)
+                    quiet=False,
+                    bar=getattr(args, "progress", None),
+                    force=args.overwrite,  # --overwrite on a tree redoes the scans already done
+                    refs=refs,
+                    windows=args.windows,
+                    precision=args.precision,
+                    axes=args.axes,
+                )
             from pipelines.batch.runner import summary_line
 
             # always: an all-skipped run looked like a success
