@@ -227,6 +227,8 @@ def test_nifti_int64_uint64_and_unsupported_dtypes(tmp_path, mni_crop):
         np.testing.assert_array_equal(got[3:], data[3:])
     with pytest.raises(MedganError, match="unsupported NIfTI dtype float16"):
         save_scan(scan, tmp_path / "half.nii", dtype=np.float16)
+    with pytest.raises(MedganError, match="unsupported NIfTI dtype 'flaot': not a NumPy type"):  # was a bare TypeError
+        save_scan(scan, tmp_path / "typo.nii", dtype="flaot")
     with pytest.raises(MedganError, match="singular"):
         save_scan(make_scan(data[None, :, :, 0], np.diag([0.5, 0.7, 0.0, 1.0])), tmp_path / "flat.nii")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int64.nii.gz", "uint64.nii.gz"]

@@ -215,7 +215,10 @@ def _cast(data: np.ndarray, dtype: DTypeLike | None, path: Path | None = None) -
     NaN becomes 0 and +/-inf the type's maximum / minimum; a warning names how many voxels were clipped or were not
     finite, since the caller loses those values (``path`` names the output in it).
     """
-    target = np.dtype(np.float32 if dtype is None else dtype)
+    try:
+        target = np.dtype(np.float32 if dtype is None else dtype)
+    except TypeError:  # a misspelt name ("flaot") is as unsupported as float16: one error type for both
+        raise MedganError(f"unsupported NIfTI dtype {dtype!r}: not a NumPy type; use a float or integer type") from None
     try:
         nib.Nifti1Header().set_data_dtype(target)
     except HeaderDataError:  # e.g. float16, which NIfTI has no code for
