@@ -32,7 +32,15 @@ from scipy import ndimage as ndi
 from skimage.measure import block_reduce
 
 from medgan.errors import MedganError
-from medgan.io.scan import affine_4x4, load_if_path, make_scan, refuse_complex, scan_array, spacing_from_affine
+from medgan.io.scan import (
+    affine_4x4,
+    load_if_path,
+    make_scan,
+    refuse_complex,
+    require_channel_first,
+    scan_array,
+    spacing_from_affine,
+)
 
 __all__ = [
     "degrade",
@@ -166,7 +174,9 @@ def upsample_affine(affine: np.ndarray, factor: Sequence[int]) -> np.ndarray:
 
 def _unpack(scan: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Channel-first float32 array, 4x4 float64 affine and a private copy of the meta of ``scan``."""
-    scan = load_if_path(scan)
+    scan = load_if_path(scan)  # a path read, MONAI's pending lazy operations applied (degraded on the new grid)
+    # a MONAI volume without its channel axis was degraded as (C=X, Y, Z) 2-D images, a channel-last series across T
+    require_channel_first(scan, DegradationError)
     if isinstance(scan, MetaTensor):
         array, affine = scan_array(scan), scan.affine  # scan_array: bfloat16 as float32 (numpy has no bfloat16)
         meta = {k: v for k, v in scan.meta.items() if k != "affine"}  # the affine travels separately
@@ -419,7 +429,9 @@ def degrade(
     ----------
     scan
         Channel-first ``(C, X, Y[, Z])`` MetaTensor with a 4x4 RAS+ affine. A plain numpy array or torch tensor
-        (also channel-first) is accepted and gets the identity affine.
+        (also channel-first) is accepted and gets the identity affine. MONAI's pending lazy operations are applied
+        first (the scan is degraded on the grid they describe), and a MetaTensor whose MONAI metadata proves it is
+        not channel-first (``LoadImage`` without ``EnsureChannelFirst``) is refused.
     factor
         Downsampling factor: an int for every spatial axis, or one int per spatial axis, e.g. ``(1, 1, 4)`` for
         through-plane degradation. ``"1,1,4"`` strings are accepted too.

@@ -65,7 +65,14 @@ from scipy import ndimage
 
 from medgan.errors import EvaluationError, GeometryMismatchError
 from medgan.eval.masks import resolve_mask
-from medgan.io.scan import ScanLike, load_if_path, ras_affine, scan_array, spacing_from_affine
+from medgan.io.scan import (
+    ScanLike,
+    load_if_path,
+    ras_affine,
+    require_channel_first,
+    scan_array,
+    spacing_from_affine,
+)
 
 __all__ = [
     "DATA_RANGE_RULE",
@@ -1029,6 +1036,8 @@ def evaluate(
         raise EvaluationError("reference_filters were made from another object than ref: ReferenceFilters(ref)")
     pred, ref = load_if_path(pred), load_if_path(ref)
     lr = load_if_path(lr)
+    for scan in (pred, ref, lr):  # MONAI (X, Y, Z) without EnsureChannelFirst was scored as X 2-D channels
+        require_channel_first(scan, EvaluationError)
     check_geometry(pred, ref)
     p = _to_numpy(pred)
     r = reference_filters.array if reference_filters is not None else _to_numpy(ref)

@@ -49,7 +49,7 @@ from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
 from medgan.infer.superres import SuperResolver, _in_dicom_reader_layout, valid_axes
-from medgan.io.scan import load_if_path, make_scan, ras_affine
+from medgan.io.scan import load_if_path, make_scan, ras_affine, require_channel_first
 
 __all__ = ["adapt_to_scan", "AdaptedSuperResolver", "model_degradation"]
 
@@ -310,6 +310,8 @@ def adapt_to_scan(
     scan
         The low-resolution scan to be upscaled afterwards, channel-first ``(C, X, Y[, Z])`` in its own units.
         Non-finite voxels (NaN padding) count as the normalised zero and never as foreground, as in training.
+        As in ``upscale``, MONAI's pending lazy operations are applied first and a ``MetaTensor`` whose metadata
+        proves it is not channel-first is refused.
     steps
         Optimisation steps (a few hundred; 0 returns an unadapted copy that still records the call).
     lr
@@ -371,7 +373,8 @@ def adapt_to_scan(
         batch_size = _as_int(batch_size, "batch_size")
         if batch_size < 1:
             raise MedganError(f"batch_size must be a positive int, got {batch_size!r}")
-    scan = load_if_path(scan)
+    scan = load_if_path(scan)  # a path read, MONAI's pending lazy operations applied (as upscale)
+    require_channel_first(scan)  # as upscale: no channel axis, or channel-last, proven by MONAI's metadata
     if not isinstance(scan, MetaTensor):
         scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
     data = scan.as_tensor().detach().to("cpu", torch.float32)
@@ -379,7 +382,9 @@ def adapt_to_scan(
     name = scan.meta.get("filename_or_obj", "scan") or "scan"
     if n_spatial not in (2, 3) or n_spatial < resolver.spatial_dims:
         raise MedganError(
-            f"{name}: cannot adapt a {resolver.spatial_dims}-D model on a scan of shape {tuple(data.shape)}"
+            f"{name}: cannot adapt a {resolver.spatial_dims}-D model on a scan of shape {tuple(data.shape)} (read as "
+            "channel-first (C, X, Y[, Z]); a volume without a channel axis needs one: x[None] or "
+            "monai.transforms.EnsureChannelFirst())"
         )
     if data.shape[0] != resolver.in_channels and not (resolver.in_channels == 1 and resolver.out_channels == 1):
         raise MedganError(  # as upscale refuses it

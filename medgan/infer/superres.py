@@ -40,7 +40,7 @@ from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
 from medgan.io.nifti import modality_code
-from medgan.io.scan import affine_4x4, load_if_path, make_scan, ras_affine, refuse_complex
+from medgan.io.scan import affine_4x4, load_if_path, make_scan, ras_affine, refuse_complex, require_channel_first
 from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
@@ -881,7 +881,10 @@ class SuperResolver:
             ``C`` must equal the model's input channels, or the model takes one channel and
             each channel is upscaled on its own (its own normalisation and clip range, as if alone).
             Non-finite voxels (NaN, inf) keep their value in their own output voxels and do not
-            spread to their neighbours.
+            spread to their neighbours. A MONAI ``MetaTensor`` with pending lazy operations (``Spacing(...,
+            lazy=True)``) has them applied first (MONAI's ``apply_pending``, on a copy), so the output is that of the
+            eagerly transformed scan. One whose MONAI metadata proves it is not channel-first (read by ``LoadImage``
+            without ``EnsureChannelFirst``: a volume with no channel axis, a channel-last 4-D series) is refused.
         overlap
             Sliding-window overlap fraction in ``[0, 1)`` of the checkpoint window. Neighbouring windows always
             share at least twice the model's :attr:`context` (so ``0`` means exactly that); more only computes
@@ -945,7 +948,8 @@ class SuperResolver:
             The scan does not fit the model: a 2-D scan for a 3-D model, or another number of channels than the
             model takes.
         medgan.errors.MedganError
-            An empty scan or one that is not channel-first 2-D/3-D; a bad ``batch_size``, ``overlap``,
+            An empty scan or one that is not channel-first 2-D/3-D (a ``MetaTensor`` whose ``original_channel_dim``
+            and ``spatial_shape`` show a missing or channel-last channel axis, too); a bad ``batch_size``, ``overlap``,
             ``roi_size`` or ``axes``; a 2-D model whose slice axis would cut across the scan's slices (the
             message gives the ``axes`` to pass); an overlap that would multiply the windows beyond
             ``_MAX_OVERLAP_WINDOWS_RATIO`` times those of overlap 0; a complex-valued scan; a scan (or, for a
@@ -968,7 +972,8 @@ class SuperResolver:
         volume on the CPU streams slabs of slices into the output, so the extra memory beyond the input and
         output is one slab's worth.
         """
-        scan = load_if_path(scan)
+        scan = load_if_path(scan)  # a path read, MONAI's pending lazy operations applied
+        require_channel_first(scan)  # a MONAI scan without its channel axis, or channel-last, read as channels
         if not isinstance(scan, MetaTensor):
             scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
         if batch_size == "auto":
@@ -991,8 +996,10 @@ class SuperResolver:
             )
         if self.spatial_dims > n_spatial:
             raise CheckpointError(
-                f"{self.model_name}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name}; use a 2-D model "
-                "(the shipped one: brain-mr-x2-2d, medgan upscale --model brain-mr-x2-2d)"
+                f"{self.model_name}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name} (shape "
+                f"{tuple(data.shape)}, read as (C, X, Y)); use a 2-D model (the shipped one: brain-mr-x2-2d, medgan "
+                "upscale --model brain-mr-x2-2d). If it is a volume without a channel axis (X, Y, Z), add one: x[None] "
+                "or monai.transforms.EnsureChannelFirst()"
             )
         n_chan = data.shape[0]
         self.output_channels(n_chan, name=name)  # refuses channels the model cannot take

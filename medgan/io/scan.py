@@ -20,6 +20,8 @@ __all__ = [
     "make_scan",
     "take_slice",
     "refuse_complex",
+    "apply_pending_operations",
+    "require_channel_first",
     "scan_array",
     "affine_4x4",
     "ras_affine",
@@ -145,10 +147,14 @@ def refuse_complex(data: Any, what: str = "the scan") -> None:
 
 
 def load_if_path(scan: Any) -> Any:
-    """``scan`` read with :func:`medgan.load_scan` when it is a file or folder path (``str`` or ``os.PathLike``)
-    or a :class:`~medgan.io.discover.ScanRef`; anything else unchanged. The functions that take a scan accept a
-    path as :class:`~medgan.data.synthetic_dataset.SyntheticAugmentedDataset` does (a raw ``float()`` error
-    otherwise)."""
+    """``scan`` as medgan's functions take it in: read with :func:`medgan.load_scan` when it is a file or folder
+    path (``str`` or ``os.PathLike``) or a :class:`~medgan.io.discover.ScanRef`, and, for a MONAI ``MetaTensor``
+    with pending lazy operations, those applied (:func:`apply_pending_operations`); anything else unchanged.
+
+    The functions that take a scan (``upscale``, ``degrade``, ``interpolate``, ``evaluate``, ...) all start here,
+    so they accept a path as :class:`~medgan.data.synthetic_dataset.SyntheticAugmentedDataset` does (a raw
+    ``float()`` error otherwise) and see the grid a MONAI lazy pipeline describes.
+    """
     import os
 
     from medgan.io.discover import ScanRef
@@ -157,7 +163,128 @@ def load_if_path(scan: Any) -> Any:
         from medgan.io.load import load_scan
 
         return load_scan(scan)
-    return scan
+    return apply_pending_operations(scan)
+
+
+def apply_pending_operations(scan: Any) -> Any:
+    """``scan`` with MONAI's pending lazy operations applied; ``scan`` itself when it has none (or is no
+    ``MetaTensor``).
+
+    A ``MetaTensor`` out of a lazy MONAI transform (``Spacing(..., lazy=True)``, a lazy ``Orientation``, ``Flip``,
+    ``Compose(..., lazy=True)`` stopped early) holds its voxels on the old grid and the resampling in
+    ``pending_operations``; reading its voxels as they stand dropped the transform without a word. The operations
+    are applied with MONAI's own :func:`monai.transforms.apply_pending`, which gives what the transform gives
+    when run eagerly, on a copy: the caller's tensor keeps its pending operations (``apply_pending`` clears them on
+    the tensor it is given).
+
+    Parameters
+    ----------
+    scan
+        Anything; only a ``MetaTensor`` with ``has_pending_operations`` is changed.
+
+    Returns
+    -------
+    monai.data.MetaTensor or the input
+        The resampled scan, its affine and ``applied_operations`` updated, or ``scan`` unchanged.
+    """
+    if not getattr(scan, "has_pending_operations", False):
+        return scan
+    from monai.transforms import apply_pending
+
+    resampled, _ = apply_pending(scan.clone())  # clone: apply_pending clears the pending list of its argument
+    return resampled
+
+
+def _channel_layout_problem(scan: Any) -> str | None:
+    """What MONAI's metadata proves is wrong with ``scan``'s channel axis, or None when it proves nothing.
+
+    MONAI's readers record in ``meta["original_channel_dim"]`` where the file's channels are (``nan``,
+    "no_channel": none; ``-1``: last, e.g. the time axis of a 4-D NIfTI) and in ``meta["spatial_shape"]`` the
+    file's spatial shape, and ``EnsureChannelFirst`` moves or adds the channel axis without changing either key.
+    So only exact evidence counts: the scan's shape after its first axis equal to ``spatial_shape`` is channel-first
+    whatever the key says; otherwise a scan with no channel is one with ``spatial_shape``'s number of axes, more than
+    one voxel along the first (a channel-first slice of such a scan has one channel) and no axis longer than the
+    file's (indexing crops it, nothing in MONAI pads it without a channel axis); a channel-last (or -k) scan is one
+    whose shape without that axis is exactly ``spatial_shape``. Batched metadata (collated keys) proves nothing.
+    """
+    meta = getattr(scan, "meta", None)
+    shape = getattr(scan, "shape", None)
+    if not isinstance(meta, dict) or shape is None or "original_channel_dim" not in meta:
+        return None
+    try:
+        spatial_arr = np.asarray(meta.get("spatial_shape"))
+        if spatial_arr.ndim != 1:  # missing (0-d None) or collated over a batch
+            return None
+        spatial = tuple(int(n) for n in spatial_arr)
+        shape = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        return None
+    if not spatial or shape[1:] == spatial:
+        return None
+    from monai.data.utils import is_no_channel
+
+    channel_dim = meta["original_channel_dim"]
+    try:
+        no_channel = is_no_channel(channel_dim)
+    except (TypeError, ValueError):  # a collated tensor of several values
+        return None
+    fix = "medgan takes channel-first (C, X, Y[, Z]) scans"
+    if no_channel:
+        if len(shape) == len(spatial) and shape[0] > 1 and all(n <= m for n, m in zip(shape, spatial, strict=True)):
+            return (
+                f"has no channel axis: its shape {shape} holds the file's spatial axes {spatial} only (MONAI "
+                f"metadata: original_channel_dim 'no_channel'); {fix}: load it with monai.transforms.LoadImage("
+                "ensure_channel_first=True) or add the axis with monai.transforms.EnsureChannelFirst() (or x[None])"
+            )
+        return None
+    try:
+        axis = int(channel_dim)
+    except (TypeError, ValueError):
+        return None
+    if not -len(shape) <= axis < len(shape) or axis % len(shape) == 0:
+        return None
+    axis %= len(shape)
+    if shape[:axis] + shape[axis + 1 :] == spatial:
+        return (
+            f"is not channel-first: its shape {shape} has its channels ({shape[axis]}) on axis {axis} (MONAI "
+            f"metadata: original_channel_dim {channel_dim}, spatial_shape {spatial}); {fix}: load it with "
+            "monai.transforms.LoadImage(ensure_channel_first=True) or move them with "
+            f"monai.transforms.EnsureChannelFirst() (or x.movedim({axis}, 0))"
+        )
+    return None
+
+
+def require_channel_first(scan: Any, error: type[Exception] | None = None) -> None:
+    """Refuse a MONAI ``MetaTensor`` whose metadata proves it is not channel-first.
+
+    A volume read by ``monai.transforms.LoadImage`` without ``EnsureChannelFirst`` is ``(X, Y, Z)`` (a 3-D model
+    called it a 2-D image; a 2-D model upscaled it as ``X`` channels of ``(Y, Z)`` images with a wrong affine), and a
+    4-D series is channel-last ``(X, Y, Z, T)`` (upscaled as ``X`` channels, across ``T``); both were taken
+    without a word. Only what the metadata proves is refused (see the rules in ``_channel_layout_problem``): a
+    plain array or tensor, a scan after ``EnsureChannelFirst`` and medgan's own scans pass.
+
+    Parameters
+    ----------
+    scan
+        Anything; only an object with a ``meta`` dict from MONAI's readers can be refused.
+    error
+        The exception class raised (default :class:`~medgan.errors.MedganError`; a subclass of it).
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        The scan has no channel axis or has its channels on another axis than the first; the message says how to
+        fix it (``EnsureChannelFirst``).
+    """
+    problem = _channel_layout_problem(scan)
+    if problem is None:
+        return
+    if error is None:
+        from medgan.errors import MedganError
+
+        error = MedganError
+    name = scan.meta.get("filename_or_obj") or "the scan"
+    raise error(f"{name} {problem}")
 
 
 def affine_4x4(affine: Any) -> np.ndarray:
@@ -292,6 +419,10 @@ def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[s
     refuse_complex(array)  # a list of complex numbers too
     if isinstance(array, np.ndarray):  # native float32: torch refuses big-endian arrays (as nibabel reads many NIfTIs)
         array = np.ascontiguousarray(array, dtype=np.float32)
+        if not array.flags.writeable:
+            # a read-only array (np.memmap mode "r", setflags(write=False)) made torch warn "The given NumPy array
+            # is not writable" and the scan share its buffer: a write to the scan would have been undefined
+            array = array.copy()
     data = torch.as_tensor(array)
     if data.dtype != torch.float32:
         data = data.to(torch.float32)
