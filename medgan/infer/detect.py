@@ -32,7 +32,7 @@ from medgan.data.normalize import fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, _read_checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
-from medgan.infer.pretrained import PRETRAINED_DIR, resolve_model_path
+from medgan.infer.pretrained import PRETRAINED_DIR, recorded_model_name, resolve_model_path
 from medgan.io.scan import ScanLike, load_if_path, scan_array
 from medgan.models.registry import build_detector
 
@@ -99,6 +99,14 @@ class SyntheticDetector:
         A verified detector checkpoint (``model.arch`` ``"slice_cnn"``).
     device
         ``"cpu"``, ``"cuda"``; default CUDA when available.
+
+    Attributes
+    ----------
+    model_name : str
+        The checkpoint's ``name``; ``<shipped name>-modified-<6 hex of sha256>`` for a file that names the shipped
+        detector but is not its file (:func:`medgan.infer.pretrained.recorded_model_name`).
+    sha256 : str
+        sha256 of the checkpoint file.
     """
 
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device | None = None) -> None:
@@ -111,6 +119,8 @@ class SyntheticDetector:
         self.path = checkpoint.path
         self.sha256 = checkpoint.sha256
         self.metadata = checkpoint.metadata
+        # as SuperResolver / Synthesizer: a file claiming the shipped detector's name but not its bytes is "modified"
+        self.model_name = recorded_model_name(checkpoint)
         self.device = resolve_device(device)
         self.model = inference_model(checkpoint, self.device)
         # Platt calibration fitted by train_detector (older checkpoints: none, the raw logit)

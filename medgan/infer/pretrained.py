@@ -7,6 +7,7 @@ Each shipped checkpoint carries its own description in its metadata; a model car
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -23,7 +24,10 @@ __all__ = [
     "as_checkpoint",
     "CHECKPOINT_SUFFIXES",
     "verify_shipped",
+    "recorded_model_name",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: where shipped models live (``<name>.safetensors``)
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -96,6 +100,59 @@ def verify_shipped(path: Path) -> Path:
             f"({_VERIFIED[key][:16]}... vs {expected[:16]}...): modified or corrupt file; reinstall medgan"
         )
     return path
+
+
+#: hex digits of the file sha256 in the name recorded for a file that claims a shipped model's name; six keep the
+#: NIfTI ``descrip`` of every shipped name whole within its 79 bytes ("... model=brain-mr-through-plane-x4-modified-
+#: 1a2b3c synthetic=False" is 79); the full sha256 is recorded beside the name as ``model_sha256``
+_CLAIM_HEX = 6
+
+
+def recorded_model_name(checkpoint: Any) -> str:
+    """The model name to record for ``checkpoint`` (log lines, provenance, NIfTI ``descrip``, evaluation reports).
+
+    Its metadata ``name`` (else the file's stem), unless that is the name of a shipped model (compared ignoring case
+    and surrounding spaces) and the checkpoint file is not the shipped one: then ``<shipped name>-modified-<first 6
+    hex of the file's sha256>``, with one warning naming both. Why: any ``save_checkpoint(..., name=...)`` can write
+    a shipped model's name, and a modified, retrained or unrelated file loaded by path then passed as the shipped
+    model everywhere the name goes; only ``model_sha256`` told them apart. The shipped file is recognised by the
+    sha256 its model card records, so a copy of it at another path keeps the plain name. The label uses only
+    letters, digits and ``-``: safe in file names, CSV cells and the ASCII ``descrip``.
+
+    A :class:`~medgan.infer.checkpoint.Checkpoint` built in memory without a file sha256 (the trainer's
+    in-training EMA generator) keeps its name: it was read from no file that could claim anything.
+
+    Parameters
+    ----------
+    checkpoint
+        A :class:`~medgan.infer.checkpoint.Checkpoint`.
+
+    Returns
+    -------
+    str
+    """
+    name = str(checkpoint.metadata.get("name") or checkpoint.path.name.split(".")[0])
+    sha = str(checkpoint.sha256 or "")
+    if not sha:
+        return name
+    key = name.strip().casefold()
+    shipped = next((m for m in available_models() if m.casefold() == key), None)
+    if shipped is None:
+        return name
+    expected = _card_sha256(PRETRAINED_DIR / f"{shipped}.md")
+    if sha == expected:
+        return name
+    label = f"{shipped}-modified-{sha[:_CLAIM_HEX]}"
+    logger.warning(
+        "%s: its metadata names the shipped model %r but the file is not the shipped one (sha256 %s..., shipped "
+        "%s...): recorded as %r",
+        checkpoint.path,
+        name,
+        sha[:16],
+        (expected or "not recorded")[:16],
+        label,
+    )
+    return label
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str], *, task: str | None = None) -> Path:

@@ -38,7 +38,13 @@ from medgan.data.normalize import Normalization, NormalizationError, fit_normali
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
-from medgan.infer.pretrained import PRETRAINED_DIR, as_checkpoint, available_models, resolve_model_path
+from medgan.infer.pretrained import (
+    PRETRAINED_DIR,
+    as_checkpoint,
+    available_models,
+    recorded_model_name,
+    resolve_model_path,
+)
 from medgan.io.nifti import modality_code
 from medgan.io.scan import affine_4x4, load_if_path, make_scan, ras_affine, refuse_complex, require_channel_first
 from medgan.models.generators import channels_last_format
@@ -488,6 +494,8 @@ class SuperResolver:
     factor : tuple of int
         Upsampling factor per model spatial axis.
     model_name : str
+        The checkpoint's ``name``, as recorded in the provenance; ``<shipped name>-modified-<6 hex of sha256>`` for
+        a file that names a shipped model but is not its file (:func:`medgan.infer.pretrained.recorded_model_name`).
     sha256 : str
         sha256 of the checkpoint file.
     spatial_dims : int
@@ -527,7 +535,8 @@ class SuperResolver:
         self.metadata = meta
         self.path = checkpoint.path
         self.sha256 = checkpoint.sha256
-        self.model_name = str(meta.get("name") or checkpoint.path.name.split(".")[0])
+        # a file that claims a shipped model's name but is not the shipped file is recorded as modified
+        self.model_name = recorded_model_name(checkpoint)
         self.spatial_dims = int(meta["spatial_dims"])
         self.factor = tuple(int(f) for f in meta["factor"])
         self.roi_size = tuple(

@@ -43,7 +43,7 @@ from medgan.data.synthetic_dataset import as_condition
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
-from medgan.infer.pretrained import as_checkpoint, resolve_model_path
+from medgan.infer.pretrained import as_checkpoint, recorded_model_name, resolve_model_path
 from medgan.io.scan import affine_4x4, load_if_path, make_scan
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
@@ -243,7 +243,8 @@ class Synthesizer:
         Values the scalar condition may take (the checkpoint's ``scalar_range``; [0, 1] for a
         ``"slice_position"`` scalar); ``None`` when unknown (then only finite values are checked).
     model_name, sha256, spatial_dims, normalization, metadata
-        From the checkpoint.
+        From the checkpoint; ``model_name`` is ``<shipped name>-modified-<6 hex of sha256>`` for a file that names
+        a shipped model but is not its file (:func:`medgan.infer.pretrained.recorded_model_name`).
     weights_sha256 : str or None
         :func:`medgan.infer.checkpoint.payload_sha256` of the checkpoint file's weights (its header's entry, verified
         at load): :mod:`medgan.data.synthetic_dataset` compares the in-memory weights with it to tell a fine-tuned or
@@ -285,7 +286,8 @@ class Synthesizer:
         self.classes = [str(c) for c in stored or []]
         self.scalar_condition = meta.get("scalar_condition")
         self.scalar_range = self._read_scalar_range(meta)
-        self.model_name = str(meta.get("name") or checkpoint.path.name.split(".")[0])
+        # a file that claims a shipped model's name but is not the shipped file is recorded as modified
+        self.model_name = recorded_model_name(checkpoint)
         self.spatial_dims = int(meta["spatial_dims"])
         self.device = resolve_device(device)
         self.model = inference_model(checkpoint, self.device)
