@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,54 @@ from typing import Any
 
 from medgan.errors import ConfigError
 
-__all__ = ["SCHEMA", "WINDOW_LAYOUTS", "PRECISIONS", "JobSpec", "load_spec", "parse_override", "run_spec", "run_job"]
+__all__ = [
+    "SCHEMA",
+    "WINDOW_LAYOUTS",
+    "PRECISIONS",
+    "MAX_WORKERS_PER_CORE",
+    "JobSpec",
+    "load_spec",
+    "max_workers",
+    "parse_override",
+    "run_spec",
+    "run_job",
+    "workers_problem",
+]
+
+#: the most local worker processes (``workers``, ``--workers``) per usable CPU core, as for ``threads``
+#: (:data:`pipelines.batch.jobs.MAX_THREADS_PER_CORE`): each worker is a process holding its own model, so more than
+#: a few per core only adds memory and start-up time, and a huge count ended in a raw ``OverflowError`` traceback
+#: from ``ProcessPoolExecutor`` (above a C ``ssize_t``) or asked the system for that many processes
+MAX_WORKERS_PER_CORE = 4
+#: ``ProcessPoolExecutor``'s own limit on Windows (``WaitForMultipleObjects`` takes 64 handles)
+_MAX_WINDOWS_WORKERS = 61
+
+
+def max_workers() -> int:
+    """The most local worker processes a batch job may ask for on this machine.
+
+    Returns
+    -------
+    int
+        :data:`MAX_WORKERS_PER_CORE` x the CPU cores this process may use (its affinity mask, a cgroup's or
+        taskset's limit), and at most 61 on Windows.
+    """
+    from pipelines.batch.jobs import usable_cores
+
+    limit = MAX_WORKERS_PER_CORE * usable_cores()
+    return min(limit, _MAX_WINDOWS_WORKERS) if sys.platform == "win32" else limit
+
+
+def workers_problem(workers: int) -> str | None:
+    """Why ``workers`` local processes are too many here (one line naming the limit), else ``None``."""
+    limit = max_workers()
+    if workers <= limit:
+        return None
+    return (
+        f"{workers} is more than {limit}, the most worker processes on this machine "
+        f"({MAX_WORKERS_PER_CORE} per usable CPU core)"
+    )
+
 
 #: sliding-window layouts of an upscale job (``medgan upscale/batch --windows``, spec key ``windows``):
 #: ``"fit"`` (the default) the fewest, largest windows that tile the scan (``roi_size="fit"``, see
@@ -297,6 +345,9 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {exc}") from None
         params[key] = value
+    problem = workers_problem(params["workers"])
+    if problem is not None:  # before any process starts: one line, exit 1, as every other bad key
+        raise ConfigError(f"{path}: 'workers': {problem}")
     if params["workers"] > 1 and params["dask_scheduler"]:
         raise ConfigError(f"{path}: give either 'workers' > 1 or 'dask_scheduler', not both")
     return JobSpec(job=job, params=params, path=path)

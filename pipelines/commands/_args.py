@@ -12,6 +12,7 @@ __all__ = [
     "positive_float",
     "non_negative_float",
     "non_negative_int",
+    "worker_count",
     "overlap_fraction",
     "factor_list",
     "scan_axes",
@@ -72,6 +73,18 @@ def positive_int(text: str) -> int:
     value = _convert(text, int, "an integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: an integer >= 1 and at most :func:`pipelines.batch.spec.max_workers` of this machine (a huge
+    count ended in a raw ``OverflowError`` traceback from the process pool)."""
+    from pipelines.batch.spec import workers_problem
+
+    value = positive_int(text)
+    problem = workers_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 

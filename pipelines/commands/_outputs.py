@@ -6,21 +6,72 @@ anything is loaded or computed.
 - an output whose folder does not exist, is a file, or cannot be written to (tried with a hidden temporary file,
   as :mod:`medgan.io.atomic` names them: permission bits alone do not say whether root, a read-only mount or an
   immutable folder lets us write);
-- an existing NIfTI output file, or a non-empty DICOM output folder, unless ``--overwrite`` is given (so is a NIfTI
-  name whose JSON sidecar belongs to its ``.nii`` / ``.nii.gz`` twin, which would lose its provenance);
+- an existing NIfTI output file, or a non-empty DICOM output folder, unless ``--overwrite`` is given; so is a NIfTI
+  name whose JSON sidecar (``out.json``) exists: the sidecar of its ``.nii`` / ``.nii.gz`` twin, which would lose
+  its provenance, or any other file of that name, which the sidecar would replace;
 - always, whatever ``--overwrite`` says: an output that is one of the input's files (the scan itself or its
   sidecar), a DICOM output folder that is or holds the input, and two outputs of one run that are the same file.
 
 ``medgan.save_scan`` replaces an existing NIfTI file (the library's contract); these checks are the command line's.
+
+:func:`terminal_text` is what the commands print of text they did not write themselves (a DICOM header's
+Modality, a checkpoint's metadata, file names found in a tree): control characters shown escaped, so that such a
+field cannot clear the screen, retitle the window or hide a line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TextIO
 
-__all__ = ["check_outputs"]
+__all__ = ["check_outputs", "terminal_text"]
+
+#: what a terminal acts on instead of showing: C0 controls (ESC starts a CSI / OSC sequence, CR rewrites the
+#: line, BS erases), DEL, C1 controls (U+009B is a one-character CSI), and the bidirectional embeddings, overrides
+#: and isolates, which reorder the text shown after them (the "Trojan Source" trick)
+_CONTROL = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_UNSAFE_LINE = re.compile(f"[{_CONTROL}\t\n]")  # a table cell, a one-line message: newline and tab too
+_UNSAFE_TEXT = re.compile(f"[{_CONTROL}]")  # a multi-line text (a model card): newline and tab are its layout
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_text(text: str, stream: TextIO | None = None, *, multiline: bool = False) -> str:
+    """``text`` safe to print to a terminal: every control character shown as a visible escape (``\\x1b``).
+
+    Parameters
+    ----------
+    text
+        Text that holds fields the command did not write (header values, checkpoint metadata, file names).
+    stream
+        Where it will be printed: ``text`` is then also made encodable in its encoding. A file name that is not
+        valid UTF-8 reaches Python as lone surrogates, which a strict UTF-8 stdout (any UTF-8 locale but C)
+        refuses with a traceback; they are shown escaped instead.
+    multiline
+        Keep newlines and tabs (a model card's lines); otherwise they are escaped too (a table cell or a
+        one-line message stays one line).
+
+    Returns
+    -------
+    str
+        ``text`` with C0 controls, DEL, C1 controls and bidirectional overrides replaced by ``\\xNN`` /
+        ``\\uNNNN``.
+    """
+    text = (_UNSAFE_TEXT if multiline else _UNSAFE_LINE).sub(_escape, text)
+    if stream is None:
+        return text
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding, getattr(stream, "errors", None) or "strict")
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    return text
 
 
 def _files_of(path: Path, fmt: str) -> list[Path]:
@@ -91,9 +142,9 @@ def check_outputs(
     Raises
     ------
     medgan.errors.MedganError
-        The output's folder is missing, a file, or not writable; the output exists (without ``overwrite``); it is
-        one of the input's files (or, for DICOM, holds the input); two outputs are the same file; ``fmt`` disagrees
-        with the output's name.
+        The output's folder is missing, a file, or not writable; the output or its sidecar exists (without
+        ``overwrite``); it is one of the input's files (or, for DICOM, holds the input); two outputs are the same
+        file; ``fmt`` disagrees with the output's name.
     """
     from medgan.errors import MedganError
     from medgan.io.atomic import check_target_dir
@@ -139,6 +190,14 @@ def check_outputs(
                     raise MedganError(
                         f"{path}: its sidecar {sidecar.name} is that of {twin}, which would lose its provenance; "
                         "choose another output name or pass --overwrite"
+                    )
+                if sidecar.exists() or sidecar.is_symlink():
+                    # any other file of that name (a user's notes, another tool's c.json): save_scan replaces it
+                    # with the provenance, which --overwrite's help promises only for "an existing output file
+                    # (and its sidecar)"
+                    raise MedganError(
+                        f"{path}: its sidecar {sidecar} exists; choose another output name or pass --overwrite "
+                        "to replace it"
                     )
         else:
             from medgan.io.dicom_write import foreign_entries

@@ -36,6 +36,7 @@ from pipelines.commands._args import (
     positive_float,
     positive_int,
     scan_axes,
+    worker_count,
 )
 from pipelines.commands._signals import sigterm_interrupts
 from pipelines.commands.upscale import DEFAULT_MODEL
@@ -53,7 +54,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options every batch job takes: where to run, resume, terminal output."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--workers", type=positive_int, default=1, metavar="N", help="local worker processes (default 1)"
+        "--workers", type=worker_count, default=1, metavar="N", help="local worker processes (default 1)"
     )
     where.add_argument(
         "--dask-scheduler",
@@ -199,12 +200,15 @@ def report(result, quiet: bool) -> int:
     job run with ``--quiet`` ended with exit 3 and no line saying why (unusable scans are logged at INFO).
     """
     from pipelines.batch.runner import EXIT_PARTIAL, summary_line
+    from pipelines.commands._outputs import terminal_text
 
+    # the line names failed and unusable scans by their input paths: file names found in the tree, which may hold
+    # escape sequences (or bytes that are not UTF-8)
     line = summary_line(result)
     if not quiet:
-        print(line)
+        print(terminal_text(line, sys.stdout))
     elif result.exit_code == EXIT_PARTIAL:
-        print(line, file=sys.stderr)
+        print(terminal_text(line, sys.stderr), file=sys.stderr)
     return result.exit_code
 
 

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     """Degrade ``args.input`` and write ``args.output``; return the exit status."""
     from medgan import degrade, load_scan, save_scan
     from medgan.data.degrade import DegradationError
-    from pipelines.commands._outputs import check_outputs
+    from pipelines.commands._outputs import check_outputs, terminal_text
 
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     scan = load_scan(args.input, series=args.series)
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except DegradationError as exc:  # e.g. 3 factors for a 2-D image: a usage error, nothing written
         message = str(exc) if str(args.input) in str(exc) else f"{args.input}: {exc}"
-        print(f"medgan degrade: error: {message}", file=sys.stderr)
+        print(terminal_text(f"medgan degrade: error: {message}", sys.stderr), file=sys.stderr)
         return 2
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     out = save_scan(low, args.output, format=args.format, reference=reference, overwrite=args.overwrite)

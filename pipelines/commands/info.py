@@ -5,8 +5,11 @@ prints its model card (:func:`medgan.infer.pretrained.render_model_card`), or wi
 metadata; it is read with safetensors and verified as every model load is (never unpickled).
 
 Prints only what :class:`medgan.ScanRef` holds (id, kind, modality, geometry, usability), never
-identifying DICOM fields (PatientName, PatientID, PatientBirthDate, ...). Exits 1 when nothing is found, or when
-PATH is a single file that cannot be loaded (a PNG or JPEG picture, a broken DICOM file), after listing why.
+identifying DICOM fields (PatientName, PatientID, PatientBirthDate, ...). What the files themselves hold (a
+header's Modality, a checkpoint's metadata, file names) is printed with its control characters escaped
+(:func:`pipelines.commands._outputs.terminal_text`): no escape sequence reaches the terminal. Exits 1 when nothing
+is found, or when PATH is a single file that cannot be loaded (a PNG or JPEG picture, a broken DICOM file), after
+listing why.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 from medgan.errors import ScanReadError
+from pipelines.commands._outputs import terminal_text
 
 __all__ = ["add_parser", "run", "format_table", "checkpoint_summary"]
 
@@ -57,17 +61,24 @@ def _status(ref) -> str:
 
 
 def format_table(refs: list) -> str:
-    """Plain-text table of ScanRefs, one row each, columns padded to the widest cell."""
+    """Plain-text table of ScanRefs, one row each, columns padded to the widest cell.
+
+    Every cell goes through :func:`~pipelines.commands._outputs.terminal_text`: the modality is a DICOM header's,
+    a reason may quote a file name, and an escape sequence in either reached the terminal (it cleared the screen).
+    """
     rows = [
-        (
-            ref.id,
-            ref.kind,
-            ref.modality or "-",
-            _shape(ref.shape),
-            _spacing(ref.spacing),
-            ref.orientation or "-",
-            "-" if ref.kind == "folder" else str(len(ref.paths)),
-            _status(ref),
+        tuple(
+            terminal_text(cell)
+            for cell in (
+                ref.id,
+                ref.kind,
+                ref.modality or "-",
+                _shape(ref.shape),
+                _spacing(ref.spacing),
+                ref.orientation or "-",
+                "-" if ref.kind == "folder" else str(len(ref.paths)),
+                _status(ref),
+            )
         )
         for ref in refs
     ]
@@ -77,17 +88,6 @@ def format_table(refs: list) -> str:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         lines.append("  ".join([*cells, row[-1]]))
     return "\n".join(lines)
-
-
-def _printable(text: str, stream) -> str:
-    """``text`` as ``stream`` can encode it. A file name that is not valid UTF-8 reaches Python as lone surrogates,
-    which a strict UTF-8 stdout (any UTF-8 locale but C) refuses with a traceback; they are shown escaped instead."""
-    encoding = getattr(stream, "encoding", None) or "utf-8"
-    try:
-        text.encode(encoding, getattr(stream, "errors", None) or "strict")
-    except UnicodeEncodeError:
-        return text.encode(encoding, "backslashreplace").decode(encoding)
-    return text
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -150,7 +150,9 @@ def _run_checkpoint(path: Path, as_json: bool) -> int:
     # load_checkpoint first: it refuses a foreign or modified file with one line, and a shipped model file whose
     # card sha256 differs, which render_model_card (it writes cards) does not check
     load_checkpoint(path)
-    print(_printable(render_model_card(path), sys.stdout))
+    # the card quotes the checkpoint's metadata, which whoever made the file wrote: no escape sequence reaches the
+    # terminal (a modality of "MR\x1b[2J" cleared the screen); its lines and tabs are kept
+    print(terminal_text(render_model_card(path), sys.stdout, multiline=True))
     return 0
 
 
@@ -164,18 +166,18 @@ def run(args: argparse.Namespace) -> int:
         return _run_checkpoint(path, args.json)
     refs = discover_scans(path)
     if not refs:
-        print(f"medgan info: no DICOM or NIfTI scan found under {path}", file=sys.stderr)
+        print(terminal_text(f"medgan info: no DICOM or NIfTI scan found under {path}", sys.stderr), file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([ref.to_dict() for ref in refs], indent=2))
     else:
-        print(_printable(format_table(refs), sys.stdout))
+        print(terminal_text(format_table(refs), sys.stdout, multiline=True))
         n_ok = sum(ref.usable for ref in refs)
-        summary = f"\n{len(refs)} scan(s) found under {path}: {n_ok} usable, {len(refs) - n_ok} unusable"
-        print(_printable(summary, sys.stdout))
+        summary = f"{len(refs)} scan(s) found under {path}: {n_ok} usable, {len(refs) - n_ok} unusable"
+        print("\n" + terminal_text(summary, sys.stdout))
     if path.is_file() and not any(ref.usable for ref in refs):
         # the one file asked about cannot be read (a PNG, a broken DICOM file): a failure, as a folder without a scan
         reasons = "; ".join(str(ref.reason) for ref in refs[:3])
-        print(_printable(f"medgan info: {path} cannot be loaded: {reasons}", sys.stderr), file=sys.stderr)
+        print(terminal_text(f"medgan info: {path} cannot be loaded: {reasons}", sys.stderr), file=sys.stderr)
         return 1
     return 0

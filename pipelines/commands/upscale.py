@@ -51,6 +51,7 @@ from pipelines.commands._args import (
     positive_int,
     scan_axes,
     show_progress,
+    worker_count,
 )
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "input); on a folder tree: redo the scans already done (as medgan batch upscale --force)"
         ),
     )
-    parser.add_argument("--workers", type=positive_int, default=1, help="folder trees: parallel worker processes")
+    parser.add_argument("--workers", type=worker_count, default=1, help="folder trees: parallel worker processes")
     parser.add_argument(
         "--adapt-steps",
         type=non_negative_int,
@@ -235,9 +236,11 @@ def run(args: argparse.Namespace) -> int:
                     axes=args.axes,
                 )
             from pipelines.batch.runner import summary_line
+            from pipelines.commands._outputs import terminal_text
 
-            # always: an all-skipped run looked like a success
-            print(summary_line(result, redo_option="--overwrite"))
+            # always: an all-skipped run looked like a success. It names failed scans by the file names found in
+            # the tree: escaped, as medgan info's table (pipelines.commands._outputs.terminal_text)
+            print(terminal_text(summary_line(result, redo_option="--overwrite"), sys.stdout))
             return result.exit_code
     if not adapt_steps and (adapt_lr is not None or adapt_seed is not None):  # they would be ignored silently
         given = ", ".join(n for n, v in (("--adapt-lr", adapt_lr), ("--adapt-seed", adapt_seed)) if v is not None)
