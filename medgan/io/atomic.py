@@ -53,10 +53,24 @@ def parent_problem(path: str | os.PathLike[str]) -> str:
     return "does not exist"
 
 
+#: the longest file name (bytes) that ext4, XFS, Btrfs, APFS and others take (NAME_MAX)
+_NAME_MAX = 255
+
+
 def temp_sibling(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Path:
-    """A fresh hidden name next to ``path`` (``.<name>.<random><suffix>``); nothing is created."""
+    """A fresh hidden name next to ``path`` (``.<name>.<random><suffix>``); nothing is created.
+
+    ``<name>`` is ``path``'s name cut short where the whole would pass NAME_MAX (255 bytes): a final name that fits
+    must get a temporary name too (the 18 characters added made a 240-character output name "File name too
+    long"). The random part alone keeps it unique.
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+    tail = f".{uuid.uuid4().hex[:12]}{suffix}"
+    room = _NAME_MAX - 1 - len(os.fsencode(tail))  # 1: the leading dot
+    name = path.name
+    while name and len(os.fsencode(name)) > room:
+        name = name[:-1]  # by character, so a multi-byte UTF-8 character is never cut in half
+    return path.with_name(f".{name}{tail}")
 
 
 def _fsync_dir(folder: Path) -> None:
