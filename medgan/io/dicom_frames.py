@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pydicom
@@ -24,7 +26,15 @@ from medgan.errors import ScanReadError
 from medgan.io.dicom_siemens import is_mosaic, mosaic_info, tile0_position
 from medgan.io.dicom_values import header_path, header_value, value_text
 
-__all__ = ["FileInfo", "FrameTable", "PixelSource", "frame_table", "header_path", "quiet_pydicom"]
+__all__ = [
+    "FileInfo",
+    "FrameTable",
+    "PixelSource",
+    "frame_table",
+    "header_path",
+    "quiet_pydicom",
+    "read_dicom_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +173,169 @@ def _silence_pydicom() -> Callable[[], None]:
         pydicom_log.disabled = was_disabled
 
     return undo
+
+
+# --------------------------------------------------------------------------- the one guarded DICOM file reader
+
+#: Deflated Explicit VR Little Endian: the whole dataset after the file meta is one raw deflate stream.
+_DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
+#: A deflated file may inflate to this many bytes whatever its compressed size ...
+_INFLATE_FLOOR = 64 * 2**20
+#: ... and beyond that to this many times its compressed size. Why these numbers: deflate shrinks real image data
+#: (CT, MR, ultrasound) 2-5x and headers or reports ~10x, so an honest file stays far below 64x; only blank data
+#: reaches deflate's ~1032x, which is what a decompression bomb is made of (2 MB of zeros -> 2 GB, 6 GB of RSS and
+#: a MemoryError in pydicom, which inflates the whole stream at once before parsing, even for a header read). The
+#: floor keeps any deflated file of a size that costs nothing (a mostly blank 512x512 slice or small mask) readable.
+_INFLATE_RATIO = 64
+#: Bytes looked at to tell, without pydicom's file meta parse (~80 us, a fifth of a header read), that a file is
+#: not deflated: the file meta of nearly every file ends well within them.
+_META_PROBE = 4096
+#: Explicit VRs whose length field is 4 bytes (after 2 reserved ones); the other known VRs have a 2-byte length.
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
+_INFLATE_CHUNK = 1 << 20
+
+
+def _may_be_deflated(head: bytes) -> bool:
+    """False when ``head`` (a file's first bytes) proves that its file meta does not name the deflated syntax: the
+    meta's elements (explicit VR, from offset 132 after a ``DICM`` marker, else 0, as pydicom reads them) end
+    within ``head`` without the syntax's UID among their bytes. True (pydicom's own file meta parse decides) when
+    the UID is there or the meta cannot be walked to its end here: a malformed meta or one padded past the probe
+    must not slip through."""
+    if _DEFLATED_SYNTAX.encode() in head:
+        return True
+    pos = 132 if head[128:132] == b"DICM" else 0
+    while pos + 8 <= len(head):
+        if struct.unpack_from("<H", head, pos)[0] != 0x0002:
+            return False  # the meta ended (or there is none) and did not name the deflated syntax
+        vr = head[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > len(head):
+                return True
+            pos += 12 + struct.unpack_from("<I", head, pos + 8)[0]
+        elif vr in _SHORT_VRS:
+            pos += 8 + struct.unpack_from("<H", head, pos + 6)[0]
+        else:
+            return True  # an implicit-VR or damaged meta: pydicom parses it its own way
+    return True
+
+
+def _inflate_bounded(fh: Any, path: str, compressed: int) -> bytes:
+    """Inflate the raw deflate stream from ``fh``'s position to the end, refusing it past the bound above.
+
+    Raises
+    ------
+    ScanReadError
+        When it inflates to more than ``max(_INFLATE_FLOOR, _INFLATE_RATIO * compressed)`` bytes; at most that
+        many are ever held.
+    zlib.error
+        For a corrupt or truncated stream (as pydicom's own ``zlib.decompress`` raises).
+    """
+    cap = max(_INFLATE_FLOOR, _INFLATE_RATIO * compressed)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as PS3.5 A.5 and pydicom's reader have it
+    parts: list[bytes] = []
+    total = 0
+    while not inflater.eof:
+        pending = inflater.unconsumed_tail or fh.read(_INFLATE_CHUNK)
+        if not pending:
+            break
+        # max_length: a block at a time (zlib builds each call's output in pieces and then copies it whole, so one
+        # call inflating the whole bound would briefly hold it twice) and never past the bound (+1 to see it
+        # crossed); the input left over waits in unconsumed_tail
+        part = inflater.decompress(pending, min(_INFLATE_CHUNK * 16, cap + 1 - total))
+        total += len(part)
+        if total > cap:
+            parts.clear()  # not kept alive by the traceback while the caller reports the refusal
+            raise ScanReadError(
+                f"{path}: its deflated dataset inflates to more than {cap} bytes, over {_INFLATE_RATIO}x its {compressed} "
+                "compressed bytes, which no real image reaches; refused as a decompression bomb"
+            )
+        parts.append(part)
+    if not inflater.eof:
+        raise zlib.error("Error -5 while decompressing data: incomplete or truncated stream")
+    return b"".join(parts)
+
+
+def read_dicom_file(
+    path: str | os.PathLike[str],
+    *,
+    defer_size: str | int | None = None,
+    stop_before_pixels: bool = False,
+    force: bool = False,
+    specific_tags: list[Any] | None = None,
+) -> pydicom.FileDataset:
+    """``pydicom.dcmread(path, ...)`` with a deflated file's inflation bounded: every DICOM file medgan opens is
+    read through here.
+
+    pydicom inflates a Deflated Explicit VR Little Endian dataset whole before parsing any of it, even for a header
+    read; so a 2 MB file of deflated zeros becomes gigabytes in memory. Here such a file is inflated as a stream
+    under a bound (:func:`_inflate_bounded`) and its dataset parsed from those bytes with pydicom's own reader, so
+    it is inflated once and the result is what ``dcmread`` gives (deferred values read from the inflated bytes, as
+    pydicom's are). Other files go to ``dcmread`` unchanged, after a look at their first bytes.
+
+    Parameters
+    ----------
+    path
+        The file.
+    defer_size, stop_before_pixels, force, specific_tags
+        As :func:`pydicom.dcmread`.
+
+    Returns
+    -------
+    pydicom.FileDataset
+
+    Raises
+    ------
+    ScanReadError
+        For a deflated file that inflates beyond the bound (a decompression bomb).
+    Exception
+        Whatever :func:`pydicom.dcmread` raises for the file (``InvalidDicomError``, ``OSError``, ...).
+    """
+    path = os.fspath(path)
+
+    def plain(fh: Any) -> pydicom.FileDataset:
+        fh.seek(0)
+        return pydicom.dcmread(
+            fh, defer_size=defer_size, stop_before_pixels=stop_before_pixels, force=force, specific_tags=specific_tags
+        )
+
+    with open(path, "rb") as fh:
+        if not _may_be_deflated(fh.read(_META_PROBE)):
+            return plain(fh)  # nearly every file: no pydicom internals below are touched
+        try:
+            # pydicom's own pieces of dcmread (read_partial); two are private, so imported only for a file that may
+            # be deflated, and a pydicom without them reads it as dcmread does (unbounded) rather than failing
+            from pydicom.filebase import DicomBytesIO
+            from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_dataset, read_preamble
+            from pydicom.misc import size_in_bytes
+            from pydicom.tag import Tag
+        except ImportError:  # pragma: no cover - a pydicom release that moved them
+            logger.warning("%s: this pydicom cannot read a deflated file under a size bound; reading it whole", path)
+            return plain(fh)
+        fh.seek(0)
+        preamble = read_preamble(fh, force)
+        # (pydicom's file meta reader: private, but the one dcmread uses; read_file_meta_info wraps it for files
+        # with a preamble only)
+        file_meta = _read_file_meta_info(fh)
+        if file_meta.get("TransferSyntaxUID") != _DEFLATED_SYNTAX:
+            return plain(fh)
+        start = fh.tell()
+        inflated = _inflate_bounded(fh, path, os.fstat(fh.fileno()).st_size - start)
+    # as pydicom.filereader.read_partial reads a deflated dataset (PS3.5 A.5: explicit VR little endian once
+    # inflated), with a named buffer so that deferred values are read back from it
+    buffer = DicomBytesIO(inflated)
+    buffer.name = path
+    dataset = read_dataset(
+        cast(BinaryIO, buffer),
+        False,
+        True,
+        stop_when=_at_pixel_data if stop_before_pixels else None,
+        defer_size=size_in_bytes(defer_size),
+        specific_tags=[Tag(t) for t in specific_tags] if specific_tags else None,
+    )
+    ds = pydicom.FileDataset(buffer, dataset, preamble, file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
 
 
 def _floats(value: Any, n: int) -> np.ndarray | None:

@@ -25,7 +25,7 @@ import pydicom
 
 from medgan.errors import MissingDecoderError, ScanReadError
 from medgan.io.dicom_codecs import plugin_for
-from medgan.io.dicom_frames import NATIVE_SYNTAXES, FileInfo, file_signature, quiet_pydicom
+from medgan.io.dicom_frames import NATIVE_SYNTAXES, FileInfo, file_signature, quiet_pydicom, read_dicom_file
 from medgan.io.scan import make_scan
 
 if TYPE_CHECKING:  # torch / MONAI take seconds to import; make_scan loads them only when a scan is built
@@ -204,7 +204,9 @@ def _decode_full(info: FileInfo) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path)
+            ds = read_dicom_file(path)
+    except ScanReadError:  # a deflated file grown into a decompression bomb since planning
+        raise
     except Exception as exc:  # damaged file after planning
         raise ScanReadError(f"{path}: cannot be read ({type(exc).__name__})") from None
     if (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)) != (info.rows, info.columns):

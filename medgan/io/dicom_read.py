@@ -57,7 +57,7 @@ import numpy as np
 import pydicom
 
 from medgan.errors import ScanReadError, SeriesGeometryError
-from medgan.io.dicom_frames import FileInfo, file_signature, frame_table, quiet_pydicom
+from medgan.io.dicom_frames import FileInfo, file_signature, frame_table, quiet_pydicom, read_dicom_file
 from medgan.io.dicom_pixels import check_total, read_dicom_series  # the pixel stage; re-exported
 from medgan.io.dicom_private import provenance_of, records_of, series_layout
 from medgan.io.dicom_values import header_value
@@ -217,9 +217,11 @@ def _read_header(path: str) -> pydicom.Dataset:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(path, defer_size="1 KB")
+            ds = read_dicom_file(path, defer_size="1 KB")
     except pydicom.errors.InvalidDicomError:
         return _read_without_preamble(path, size)
+    except ScanReadError:  # a deflated file that inflates past the bound: its own message says so
+        raise
     except OSError as exc:  # e.g. no read permission: the file may be fine
         raise ScanReadError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
     except Exception as exc:  # pydicom raises assorted errors on damaged headers
@@ -296,8 +298,10 @@ def _read_without_preamble(path: str, size: int) -> pydicom.Dataset:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(path, defer_size="1 KB", force=True)
+            ds = read_dicom_file(path, defer_size="1 KB", force=True)
         ok = "SOPClassUID" in ds or ("Rows" in ds and "Columns" in ds)
+    except ScanReadError:  # a deflated decompression bomb without a preamble
+        raise
     except Exception:  # garbage bytes parsed as DICOM fail in many ways
         ok = False
     if not ok:

@@ -47,6 +47,7 @@ from pydicom.valuerep import VR_REGEXES, format_number_as_ds, validate_pn, valid
 from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
+from medgan.io.dicom_frames import read_dicom_file
 from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json, record_json, series_layout
 from medgan.io.discover import NON_IMAGE_MODALITIES, ScanRef
 from medgan.io.nifti import series_digest, source_series_digest
@@ -401,7 +402,7 @@ def _written_by_medgan(path: Path) -> bool:
     if not _SLICE_NAME.fullmatch(path.name) or path.is_symlink() or not path.is_file():
         return False
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dicom_file(path, stop_before_pixels=True)  # the guarded reader: a deflate bomb is refused
         image_type = ds.get("ImageType") or []
         values = [image_type] if isinstance(image_type, str) else [str(v) for v in image_type]
         return (

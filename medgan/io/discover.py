@@ -673,16 +673,14 @@ def series_uid_of(path: Path) -> str | None:
     Cheap (the header up to that element, no pixel data) and never raises: a file whose header cannot be read in
     full, or a file that is not DICOM, gives ``None`` unless the part that can be read holds the UID.
     """
-    import pydicom
-
-    from medgan.io.dicom_frames import quiet_pydicom
+    from medgan.io.dicom_frames import quiet_pydicom, read_dicom_file
     from medgan.io.dicom_read import may_be_dicom
 
     try:
         if not may_be_dicom(path):
             return None
         with quiet_pydicom():
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True, specific_tags=["SeriesInstanceUID"])
+            ds = read_dicom_file(path, stop_before_pixels=True, force=True, specific_tags=["SeriesInstanceUID"])
         uid = ds.get("SeriesInstanceUID")
     except Exception:  # a file that broken: nothing to tie it to
         return None
