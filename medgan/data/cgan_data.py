@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,9 +32,21 @@ from medgan.data.labels import (
     one_hot,
 )
 from medgan.data.normalize import fit_normalization
-from medgan.errors import MedganError
+from medgan.errors import AmbiguousSeriesError, ConfigError, MedganError
 
-__all__ = ["load_pairs", "split_slices", "deform_pair", "PairSampler", "validation_items"]
+__all__ = [
+    "load_pairs",
+    "split_slices",
+    "slice_normal",
+    "synthetic_hint",
+    "deform_pair",
+    "PairSampler",
+    "validation_items",
+    "PLANES",
+]
+
+#: the anatomical plane of slices whose normal runs along a world axis (the letters of orientation codes)
+PLANES = {"L": "sagittal", "R": "sagittal", "P": "coronal", "A": "coronal", "I": "axial", "S": "axial"}
 
 
 def load_pairs(
@@ -69,7 +82,11 @@ def load_pairs(
     -------
     list of dict
         ``name``, ``image`` (float32 ``(1, X, Y, Z)``, normalised), ``labels`` (float32 ``(1, X, Y, Z)``),
-        ``normalization`` (the fitted :class:`~medgan.data.normalize.Normalization`), ``affine``.
+        ``normalization`` (the fitted :class:`~medgan.data.normalize.Normalization`), ``affine``,
+        ``orientation`` (the image's voxel-axis code, e.g. ``"RAS"``, or ``None``: :func:`medgan.io.scan.
+        orientation_code`), ``synthetic`` (:func:`synthetic_hint` of the image, or ``None``) and
+        ``tissue_map_hint`` (:func:`medgan.data.patches.tissue_map_hint` of the image, or ``None``): the caller
+        warns about those two.
 
     Raises
     ------
@@ -77,23 +94,26 @@ def load_pairs(
         Unreadable files, a multi-channel or non-3-D image, grids that differ (the message names the map and the
         image), non-integer or unknown label values, declared label names that contradict ``label_names`` (another
         labelling convention: the model would learn one tissue's texture under another's name), an image of another
-        modality than ``modality``.
+        modality than ``modality``, an image that is a label map (:func:`_refuse_label_map_image`).
+    medgan.errors.ConfigError
+        An image (or map) path is a folder of several series: a config names one series by its path.
     """
     from monai.data import MetaTensor
 
     from medgan.data.labels import label_values as values_of
     from medgan.data.labels import tissue_labels
+    from medgan.data.patches import tissue_map_hint
     from medgan.io.discover import first_tie, identity_keys, same_voxels
-    from medgan.io.load import load_scan
+    from medgan.io.scan import orientation_code
 
     pairs = []
     rule = dict(normalization)
     kwargs = {k: float(rule[k]) for k in ("lower", "upper") if k in rule}
     seen: dict[Any, str] = {}
     names = dict(TISSUE_LABELS if label_names is None else label_names)
-    for subject in subjects:
+    for index, subject in enumerate(subjects):
         name = str(subject["image"])
-        image = load_scan(subject["image"])
+        image = _load_one(subject, "image", index)
         if image.shape[0] != 1 or image.ndim != 4:
             raise MedganError(f"{name}: expected a single-channel 3-D image, got shape {tuple(image.shape)}")
         # each subject's validation slab is held out of its own training slices only: the same image listed twice
@@ -120,15 +140,16 @@ def load_pairs(
                     )
         seen.update(dict.fromkeys(keys, name))
         _check_modality(image, name, modality)
+        _refuse_label_map_image(image, name, label_values)
         if "labels" in subject:
-            labels = load_scan(subject["labels"])
+            labels = _load_one(subject, "labels", index)
             label_name = str(subject["labels"])
             desc = os.path.basename(label_name)
             # the rule Synthesizer applies to the same file: a map declaring 2 = white matter trained a model that
             # called it grey matter, and that model then refused its own training map
             check_declared_labels(labels.meta, names, name=label_name, whose="the model train-cgan trains")
         else:
-            gm, wm = load_scan(subject["gm"]), load_scan(subject["wm"])
+            gm, wm = _load_one(subject, "gm", index), _load_one(subject, "wm", index)
             # each map against the image first, by file: tissue_labels' own shape check names neither the files
             # nor the subject ("the GM, WM (and T1) maps must share one shape")
             for key, prob in (("gm", gm), ("wm", wm)):
@@ -157,9 +178,161 @@ def load_pairs(
                 "labels": np.ascontiguousarray(lab),
                 "normalization": norm,
                 "affine": np.asarray(image.affine, dtype=np.float64),
+                "orientation": orientation_code(np.asarray(image.affine, dtype=np.float64)),
+                "synthetic": synthetic_hint(image.meta),
+                "tissue_map_hint": tissue_map_hint(name, image),
             }
         )
     return pairs
+
+
+def _load_one(subject: Mapping[str, str], key: str, index: int) -> Any:
+    """:func:`medgan.io.load.load_scan` of one subject path; a folder of several series is a ConfigError that says
+    how a config picks one (``--series`` / ``series=``, which the loader's message suggests, are not config keys)."""
+    from medgan.io.discover import discover_scans
+    from medgan.io.load import load_scan
+
+    path = subject[key]
+    try:
+        return load_scan(path)
+    except AmbiguousSeriesError:
+        try:
+            refs = [r for r in discover_scans(path) if r.usable]
+        except MedganError:
+            refs = []
+        # a series a config can name by a path: a NIfTI file, or a DICOM series alone in a sub-folder
+        picks, shared = [], []
+        for ref in refs:
+            files = [Path(f) for f in ref.paths]
+            folders = {f.parent for f in files}
+            if ref.kind == "nifti" and files:
+                picks.append(str(files[0]))
+            elif len(folders) == 1 and next(iter(folders)) != Path(path) and ref.kind != "folder":
+                picks.append(str(next(iter(folders))))
+            else:
+                shared.append(ref.id)
+        how = f"set data.train[{index}].{key} to the path of one series' file or folder"
+        if picks:
+            shown = ", ".join(picks[:_LISTED]) + (f", ... ({len(picks)} in all)" if len(picks) > _LISTED else "")
+            how += f": {shown}"
+        if shared:
+            ids = ", ".join(shared[:_LISTED]) + (", ..." if len(shared) > _LISTED else "")
+            how += (
+                f"; DICOM series sharing one folder ({ids}): convert the one you want, `medgan convert {path} "
+                "--series ID OUT.nii.gz`, and give OUT.nii.gz"
+            )
+        raise ConfigError(
+            f"data.train[{index}].{key}: {path} holds {len(refs)} series and a config cannot pass --series; {how} "
+            f"(`medgan info {path}` lists them)"
+        ) from None
+
+
+#: how many series a message lists
+_LISTED = 5
+
+
+def synthetic_hint(meta: Mapping[str, Any]) -> str | None:
+    """Why a scan's metadata marks it synthetic (made by medgan), else ``None``.
+
+    Looks at ``meta["synthetic"]`` (:class:`~medgan.data.synthetic_dataset.SyntheticAugmentedDataset` items) and
+    along the provenance chain ``meta["medgan"]`` -> its ``"input"`` -> ... (a NIfTI sidecar, a derived DICOM
+    series' record), so an upscaled synthetic image counts too.
+
+    Parameters
+    ----------
+    meta
+        A loaded scan's ``meta``.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"medgan synthesis output"``.
+    """
+    if meta.get("synthetic") is True:
+        return "marked synthetic (meta['synthetic'])"
+    record, seen = meta.get("medgan"), 0
+    while isinstance(record, Mapping) and seen < 100:  # bounded: a record nested in itself must not hang
+        if record.get("synthetic"):
+            return f"medgan {record.get('task') or 'synthetic'} output"
+        record, seen = record.get("input"), seen + 1
+    return None
+
+
+def _refuse_label_map_image(image: Any, name: str, label_values: Sequence[int]) -> None:
+    """Refuse a subject whose ``image`` is a label map (the model would learn to copy label values as intensities).
+
+    A label map is recognised by its header (modality ``SEG``, or declared label names: a medgan sidecar's
+    ``label_names``), or by its voxels: whole numbers, each one of the model's label values (no intensity scan holds
+    only, e.g., 0..3).
+    """
+    from medgan.data.labels import label_values as values_of
+    from medgan.io.nifti import modality_code
+
+    why = None
+    if modality_code(image.meta.get("modality")) == "SEG":
+        why = "its header says modality SEG"
+    elif image.meta.get("labels"):
+        why = "its header declares label names"
+    else:
+        raw = image.as_tensor()
+        if bool(torch.all(raw == torch.round(raw))):
+            found = values_of(raw.numpy())
+            if set(found) <= {int(v) for v in label_values}:
+                why = f"its voxels are the label values {found}"
+    if why is not None:
+        raise MedganError(
+            f"{name}: data.train image: this is a label map, not an intensity image ({why}); give the scan the "
+            "model should learn to synthesise (e.g. the T1) as image: and the map as labels:"
+        )
+
+
+def slice_normal(pairs: Sequence[Mapping[str, Any]], axis: int, *, directed: bool) -> str | None:
+    """The anatomical direction (``"S"``, ``"R"``, ...) of voxel axis ``axis`` shared by every subject.
+
+    ``data.slice_axis`` is a voxel axis: in an RAS image (the MNI template) axis 2 runs inferior -> superior (axial
+    slices), in a PIR one (a Siemens sagittal 3-D T1 as converted) it runs left -> right (sagittal slices). Subjects
+    whose axis lies in another plane would train the model on a mix of planes, so they are refused.
+
+    Parameters
+    ----------
+    pairs
+        From :func:`load_pairs` (their ``orientation`` and ``name``).
+    axis
+        ``data.slice_axis``.
+    directed
+        Also refuse opposite directions in one plane (``S`` and ``I``): the slice-position condition (``k / (N - 1)``)
+        or a 3-D patch then runs the other way.
+
+    Returns
+    -------
+    str or None
+        The first subject's direction letter (``None`` when its orientation is unknown: a degenerate affine).
+
+    Raises
+    ------
+    medgan.errors.ConfigError
+        Naming every subject with its orientation and plane, and how to reorient one.
+    """
+    known = [(p, p["orientation"][axis]) for p in pairs if p.get("orientation")]
+    if not known:
+        return None
+    first = known[0][1]
+    differs = [p for p, letter in known if (letter != first if directed else PLANES[letter] != PLANES[first])]
+    if differs:
+        listing = "; ".join(
+            f"{os.path.basename(p['name'])}: {p['orientation']}, axis {axis} runs to {letter} ({PLANES[letter]})"
+            for p, letter in known
+        )
+        what = "plane and direction" if directed else "plane"
+        target = known[0][0]["orientation"]
+        raise ConfigError(
+            f"data.slice_axis: voxel axis {axis} has another anatomical {what} in some training subjects ({listing}); "
+            f"the model would learn a mix of slice planes{' and slice positions' if directed else ''}. Reorient the "
+            f"subjects that differ (image and label/GM/WM maps alike; a pure axis permutation/flip, no resampling) to "
+            f"{target}, e.g. in Python: medgan.save_scan(monai.transforms.Orientation(axcodes='{target}')"
+            "(medgan.load_scan(IN)), OUT)"
+        )
+    return first
 
 
 def _unknown_values_message(label_name: str, unknown: list[int], known: list[int]) -> str:

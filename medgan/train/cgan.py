@@ -25,6 +25,12 @@ It runs on the same :class:`medgan.train.core.Trainer` as ``train-sr`` (resume, 
   (the held-out slab, its gap and slices with too little foreground are not in the training runs);
   ``"train_slices"`` / ``"val_slices"`` keep only the first and last index of each (their extent, which for
   ``train_slices`` spans the held-out slab).
+* orientation: ``data.slice_axis`` is a voxel axis; every subject's must run in one anatomical plane (and, with the
+  slice-position condition or a 3-D model, one direction), else the run is refused
+  (:func:`medgan.data.cgan_data.slice_normal`). ``training_data["slice_normal"]`` is that direction (``"S"``, ...),
+  ``["slice_plane"]`` its plane (``"axial"``, ...), ``["subjects"][i]["orientation"]`` each subject's voxel-axis code.
+* ``resumed_with_changes``: every resume whose config differed from the saved state's (see
+  :attr:`medgan.train.core.Trainer.resume_changes`).
 """
 
 from __future__ import annotations
@@ -97,7 +103,7 @@ class CGANTrainer(Trainer):
 
     # ------------------------------------------------------------------ setup
     def build(self) -> None:
-        from medgan.data.cgan_data import PairSampler, load_pairs, split_slices, validation_items
+        from medgan.data.cgan_data import PairSampler, load_pairs, slice_normal, split_slices, validation_items
         from medgan.data.labels import TISSUE_LABELS
         from medgan.models.registry import build_cgan_discriminator, build_cgan_generator
 
@@ -127,6 +133,16 @@ class CGANTrainer(Trainer):
             label_names=TISSUE_LABELS,
             modality=data["modality"],
         )
+        # data.slice_axis is a voxel axis: subjects stored in other voxel orientations (MNI RAS, a Siemens sagittal
+        # 3-D T1 as converted, PIR) would give axial slices of one and sagittal of the other; the slice-position
+        # condition and 3-D patches also need one direction
+        self.slice_normal = slice_normal(
+            self.pairs,
+            int(data["slice_axis"]),
+            directed=bool(cfg["model"]["scalar_condition"]) or self.dims == 3,
+        )
+        if self.info.is_main:
+            self._warn_subjects()
         splits = [
             split_slices(
                 p["labels"],
@@ -191,6 +207,40 @@ class CGANTrainer(Trainer):
                 slice_axis=data["slice_axis"],
                 max_slices=data["val_max_slices"],
             )
+
+    def _warn_subjects(self) -> None:
+        """Warn about training images that look like tissue probability maps, or that medgan marked synthetic.
+
+        Both are used (a name and a value range are a hint, not proof; synthetic training data can be deliberate),
+        but the model then learns a probability map's or a generator's output as "the image"; the export records
+        each subject's ``synthetic`` mark and ``orientation``.
+        """
+        unknown = [p["name"] for p in self.pairs if not p.get("orientation")]
+        if unknown:
+            logger.warning(
+                "data.train: the voxel orientation of %s is unknown (degenerate affine): its slice plane along "
+                "data.slice_axis %d is not checked",
+                ", ".join(unknown),
+                self.cfg["data"]["slice_axis"],
+            )
+        for i, pair in enumerate(self.pairs):
+            if pair.get("tissue_map_hint"):
+                logger.warning(
+                    "data.train[%d].image: %s looks like a tissue probability map, not an intensity scan (%s), and "
+                    "the model learns to synthesise it; give the scan (e.g. the T1) as image: and the maps as gm:/wm:",
+                    i,
+                    pair["name"],
+                    pair["tissue_map_hint"],
+                )
+            if pair.get("synthetic"):
+                logger.warning(
+                    "data.train[%d].image: %s is synthetic (%s), and the model learns its generator's images as if "
+                    "they were real; the exported model records it (training_data.subjects[%d].synthetic)",
+                    i,
+                    pair["name"],
+                    pair["synthetic"],
+                    i,
+                )
 
     def _noise(self, shape: tuple[int, ...], n: int, seed: int) -> torch.Tensor:
         gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -306,6 +356,7 @@ class CGANTrainer(Trainer):
 
     def export(self) -> Path:
         """Write the EMA generator as a synthesis checkpoint (``out_dir/model.safetensors``)."""
+        from medgan.data.cgan_data import PLANES
         from medgan.data.labels import TISSUE_LABELS
         from medgan.infer.synthesis import save_synthesizer
 
@@ -325,12 +376,19 @@ class CGANTrainer(Trainer):
                     "train_slice_ranges": _runs(s[0]),
                     "val_slice_ranges": _runs(s[1]),
                     "n_train_slices": len(s[0]),
+                    # voxel-axis code (e.g. "PIR"): what data.slice_axis meant for this subject
+                    "orientation": p.get("orientation"),
+                    "synthetic": bool(p.get("synthetic")),
                 }
                 for p, s in zip(self.pairs, self.splits, strict=True)
             ],
             # the checkpoint's normalisation (what Synthesizer outputs are inverted with) is this subject's
             "normalization_subject": {"index": 0, "image": os.path.basename(self.pairs[0]["name"])},
             "slice_axis": data["slice_axis"],
+            # the anatomical direction of slice_axis in every subject (one letter of an orientation code: S, I,
+            # R, L, A, P; None when unknown) and its plane: what a synthesis input's slices should be
+            "slice_normal": self.slice_normal,
+            "slice_plane": PLANES.get(self.slice_normal or ""),
             "label_values": self.train_label_values,  # those the training slices hold (of the model's labels)
             "held_out": (
                 f"validation slices are a held-out slab of the training subject(s) along axis {data['slice_axis']} "
@@ -351,6 +409,8 @@ class CGANTrainer(Trainer):
             "train_config": exported_config(self.cfg, CGAN_SCHEMA),
             "paths_relative_to": PATHS_RELATIVE_TO,
             "world_size": self.info.world_size,
+            # resumes whose config differed from the saved state's: the subjects / axis above are the last ones
+            "resumed_with_changes": self.resume_changes,
         }
         model = self.ema.module.to("cpu")
         try:

@@ -508,6 +508,9 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.last_metrics: dict[str, float] | None = None
         self.resumed_from: Path | None = None
+        #: every resume whose config differed from the saved state's, oldest first: ``{"step": N, "sections": [...],
+        #: "keys": [dotted keys]}`` (kept in the training state, exported as ``resumed_with_changes``)
+        self.resume_changes: list[dict[str, Any]] = []
         self.discriminator: nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
@@ -613,6 +616,7 @@ class Trainer:
             "ema": self.ema.state_dict(),
             "rng": rngs,
             "val_rows_json": json.dumps(self.val_rows),
+            "resume_changes_json": json.dumps(self.resume_changes),
         }
         if self.discriminator is not None:
             st["discriminator"] = self.discriminator.state_dict()
@@ -643,6 +647,7 @@ class Trainer:
                 "start fresh"
             )
         changed = set()
+        changed_keys: list[str] = []
         for key in self.resume_warn_keys:
             was, now = old.get(key), self.cfg.get(key)
             if isinstance(was, dict) and isinstance(now, dict):  # keys added since the state was saved: defaults
@@ -653,6 +658,10 @@ class Trainer:
                     now = {k: v for k, v in now.items() if k != quiet}
             if was != now:
                 changed.add(key)
+                if isinstance(was, dict) and isinstance(now, dict):
+                    changed_keys += [f"{key}.{k}" for k in sorted({*was, *now}) if was.get(k) != now.get(k)]
+                else:
+                    changed_keys.append(key)
                 logger.warning("config section %r changed since %s; resuming with the new values", key, path.name)
         # a phase section (learning rates, betas, schedule, steps) changed: the optimisers and schedules follow the
         # config as built, from the saved position, instead of the saved hyperparameters
@@ -698,14 +707,20 @@ class Trainer:
                 S.restore_rng(rngs[0])
             val_rows = json.loads(st.get("val_rows_json", "[]"))
             last_metrics = val_rows[-1]["metrics"] if val_rows else None
+            # the steps before this resume trained with the saved config: a card listing only the current data,
+            # axis or schedule would be untrue without this record (a state from before it has none)
+            resume_changes = list(json.loads(st.get("resume_changes_json", "[]")))
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise CheckpointError(
                 f"{path}: damaged training state: its RNG states or validation rows cannot be restored "
                 f"({type(exc).__name__}: {exc})"
             ) from None
+        if changed:
+            resume_changes.append({"step": int(step), "sections": sorted(changed), "keys": changed_keys})
         self.step = int(step)
         self.val_rows = val_rows
         self.last_metrics = last_metrics
+        self.resume_changes = resume_changes
         self.resumed_from = path
 
     def _resume(self) -> None:

@@ -158,7 +158,11 @@ def _schema_problem(path: Path, state: dict[str, Any]) -> str | None:
     m = _NAME.match(path.name)
     if m and int(m.group(1)) != step:
         return f"'step' is {step}, but the file name says {int(m.group(1))}"
-    for key, kind, required in (("config_json", dict, True), ("val_rows_json", list, False)):
+    for key, kind, required in (
+        ("config_json", dict, True),
+        ("val_rows_json", list, False),
+        ("resume_changes_json", list, False),
+    ):
         if key not in state:
             if required:
                 return f"{key!r} is missing"

@@ -233,6 +233,29 @@ def _warn_tissue_maps(key: str, found: list[tuple[Any, str]]) -> None:
     )
 
 
+def _warn_synthetic(key: str, found: list[tuple[Any, str]]) -> None:
+    """One WARNING naming the scans of ``key`` that medgan marked synthetic (:func:`medgan.data.cgan_data.
+    synthetic_hint`).
+
+    Why a warning and not a refusal: training on synthetic scans can be deliberate (synthetic augmentation, a check
+    of the pipeline on known data), and no config key could say so; but a model trained on a generator's output
+    learns its artefacts, so the run says it and the export records which scans they were.
+    """
+    if not found:
+        return
+    found = sorted(found, key=lambda f: _scan_label(f[0]))
+    listed = "; ".join(f"{_scan_label(src)} ({why})" for src, why in found[:_LIST_AT_MOST])
+    more = f"; ... and {len(found) - _LIST_AT_MOST} more" if len(found) > _LIST_AT_MOST else ""
+    logger.warning(
+        "%s: %d scan(s) are synthetic (made by medgan), and the model learns them as if they were real: %s%s; the "
+        "exported checkpoint records them (training_data.synthetic)",
+        key,
+        len(found),
+        listed,
+        more,
+    )
+
+
 class SRTrainer(Trainer):
     """One super-resolution training run (one process of it under ``torchrun``).
 
@@ -265,6 +288,7 @@ class SRTrainer(Trainer):
 
     # ------------------------------------------------------------------ setup
     def build(self) -> None:
+        from medgan.data.cgan_data import synthetic_hint
         from medgan.data.domain_randomization import Augmenter
         from medgan.data.patches import PatchSampler, load_volumes, tissue_map_hint
         from medgan.models.registry import build_discriminator, build_generator
@@ -315,6 +339,7 @@ class SRTrainer(Trainer):
         self._val_loaded = voxel_check.loaded if voxel_check is not None else {}
         self.modality = self._check_modality()  # before loading: a wrong data.modality is refused at once
         tissue_maps: list[tuple[Any, str]] = []
+        synthetic: list[tuple[Any, str]] = []
 
         def inspect(source: Any, scan: Any) -> None:
             if voxel_check is not None:
@@ -322,10 +347,16 @@ class SRTrainer(Trainer):
             hint = tissue_map_hint(source, scan)
             if hint is not None:
                 tissue_maps.append((source, hint))
+            made = synthetic_hint(scan.meta)
+            if made is not None:
+                synthetic.append((source, made))
 
         self.volumes = load_volumes(self.sources, data["normalization"], inspect=inspect)
+        #: training scans medgan marked synthetic (recorded in the export, training_data["synthetic"])
+        self.synthetic_sources = [src for src, _ in synthetic]
         if self.info.is_main:
             _warn_tissue_maps("data.train", tissue_maps)
+            _warn_synthetic("data.train", synthetic)
         self.sampler = PatchSampler(
             self.volumes,
             patch_size=cfg["train"]["patch_size"],
@@ -340,6 +371,7 @@ class SRTrainer(Trainer):
             rank=self.info.rank,
         )
         self.val_scans: list[Any] = []
+        self.synthetic_val: list[Any] = []  # validation scans medgan marked synthetic (rank 0, _load_val)
         if self.info.is_main and data["val"]:
             self._load_val()
         self._val_loaded = {}  # other ranks do not validate: no copy kept
@@ -387,6 +419,7 @@ class SRTrainer(Trainer):
         return said
 
     def _load_val(self) -> None:
+        from medgan.data.cgan_data import synthetic_hint
         from medgan.data.degrade import crop_to_multiple
         from medgan.data.normalize import NormalizationError, fit_normalization
         from medgan.data.patches import source_name, tissue_map_hint
@@ -395,11 +428,15 @@ class SRTrainer(Trainer):
         crop = self.cfg["data"]["val_crop"]
         loaded, self._val_loaded = self._val_loaded, {}
         tissue_maps: list[tuple[Any, str]] = []
+        synthetic: list[tuple[Any, str]] = []
         for i, src in enumerate(self.val_sources):
             scan = loaded[i] if i in loaded else load_scan(src)
             hint = tissue_map_hint(src, scan)
             if hint is not None:
                 tissue_maps.append((src, hint))
+            made = synthetic_hint(scan.meta)
+            if made is not None:
+                synthetic.append((src, made))
             if scan.ndim - 1 < self.dims:  # a raw zip() ValueError from _full_factor before
                 raise ConfigError(
                     f"{source_name(src)}: data.val: a {scan.ndim - 1}-D image (shape {tuple(scan.shape)}) cannot "
@@ -418,6 +455,8 @@ class SRTrainer(Trainer):
             full = self._full_factor(scan.ndim - 1)
             self.val_scans.append((source_name(src), crop_to_multiple(scan, full)))
         _warn_tissue_maps("data.val", tissue_maps)
+        _warn_synthetic("data.val", synthetic)
+        self.synthetic_val = [src for src, _ in synthetic]
 
     def _full_factor(self, n_spatial: int) -> list[int]:
         if self.dims == n_spatial:
@@ -665,6 +704,8 @@ class SRTrainer(Trainer):
             "train_config": exported_config(self.cfg, SCHEMA),
             "paths_relative_to": PATHS_RELATIVE_TO,
             "world_size": self.info.world_size,
+            # resumes whose config differed from the saved state's: the scans / settings here are the last ones
+            "resumed_with_changes": self.resume_changes,
         }
         training_data = {
             "train": [relative_path(source_name(s), base) for s in self.sources],
@@ -672,6 +713,11 @@ class SRTrainer(Trainer):
             # unusable scans in the data folders, left out: name, reason, data
             "skipped": [{**s, "name": relative_path(s["name"], base)} for s in self.skipped],
             "degradation": self.cfg["degradation"],
+            # scans medgan marked synthetic (meta["medgan"]["synthetic"]): the model learnt a generator's output
+            "synthetic": {
+                "train": [relative_path(source_name(s), base) for s in self.synthetic_sources],
+                "val": [relative_path(source_name(s), base) for s in self.synthetic_val],
+            },
         }
         return save_checkpoint(
             path,
