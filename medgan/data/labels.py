@@ -73,10 +73,77 @@ def _auto_scale(maps: Sequence[np.ndarray], integer_dtype: bool) -> float:
     return 1.0
 
 
+def _map_name(what: str, scan: Any) -> str:
+    """``"GM map gm.nii.gz"`` (its file when it was read from one), else ``"GM map"``, for messages."""
+    source = scan.meta.get("filename_or_obj") if isinstance(scan, MetaTensor) else None
+    return f"{what} map {source}" if source else f"{what} map"
+
+
+#: at most this many distinct values (0 included) make an integer map above 2 a label map, not a 0..255 probability
+#: map: the real uint8 MNI maps hold 256 (their top slice 26), a tissue map 4, FreeSurfer's aseg about 40 (its values
+#: above 255 are refused by the range check anyway)
+_LABEL_MAP_MAX_VALUES = 16
+
+#: how far past [0, scale] (a fraction of scale) a probability map may reach: interpolation over- and undershoot,
+#: clipped (cubic resampling of the real [0, 1] maps reaches about 1.02); beyond it the map holds something else
+#: (T1 intensities, label values). A [0, 1] map up to 2 is kept as before: clipped, with _auto_scale's warning.
+_OVERSHOOT = 0.05
+_UNDERSHOOT = 0.1
+
+
+def _check_probability_map(what: str, scan: Any, arr: np.ndarray, scale: float, given: bool) -> None:
+    """Refuse a GM or WM input that is no probability map: a label map, or values far outside ``[0, scale]``.
+
+    An integer label map (``medgan labels`` output, a SEG map) read as a 0..255 probability map became nearly all
+    background, and a T1 image one of noise, written without a word. ``given``: ``scale`` was passed explicitly,
+    which vouches for maps of few distinct values (not for declared label maps or values outside the range).
+    """
+    name = _map_name(what, scan)
+    meta = scan.meta if isinstance(scan, MetaTensor) else {}
+    if meta.get("labels") is not None or str(meta.get("modality", "")).upper() == "SEG":
+        raise MedganError(
+            f"tissue_labels: the {name} is a label map (it declares label names or modality SEG), not a "
+            f"{what} probability map; give the {what} probability map (values 0..1, or 0..255)"
+        )
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return
+    low, high = float(finite.min()), float(finite.max())
+    top = (1.0 + _OVERSHOOT) * scale if given else max((1.0 + _OVERSHOOT) * scale, 2.0)
+    if low < -_UNDERSHOOT * scale or high > top:
+        raise MedganError(
+            f"tissue_labels: the {name} holds values {low:.4g}..{high:.4g}, not a probability map's 0..{scale:g} "
+            f"(scale {scale:g}); give the {what} probability map (values 0..1, or 0..255), not an image or a "
+            "label map" + ("" if given else ", or pass scale= (--scale) with the value of probability 1")
+        )
+    if given or high <= 2.0 or not np.array_equal(finite, np.round(finite)):
+        return
+    # integers within the range checked above: a bincount is some 20 times faster than np.unique on a 3-D map
+    values = np.flatnonzero(np.bincount((finite - low).astype(np.int64))) + low
+    # a hard mask stored as 0 / 255 (or 0 / 100) is a probability map of two values: not a label map
+    if len(values) <= _LABEL_MAP_MAX_VALUES and not (len(values) == 2 and values[0] == 0):
+        shown = ", ".join(f"{v:g}" for v in values)
+        raise MedganError(
+            f"tissue_labels: the {name} holds only the integer values {shown}: an integer label map, not a {what} "
+            f"probability map (values 0..1, or 0..255); give the {what} probability map (a label map needs no "
+            "tissue_labels), or pass scale= (--scale) if it really is a probability map"
+        )
+
+
 def _probability(x: np.ndarray, scale: float | None) -> np.ndarray:
     if scale is None:
         scale = _auto_scale([x], False)
     return np.clip(x / scale, 0.0, 1.0)
+
+
+def _same_file(a: Any, b: Any) -> str | None:
+    """``a`` when ``a`` and ``b`` are paths to one existing file or folder (e.g. a T1 given as GM and WM), else None."""
+    if not (isinstance(a, (str, os.PathLike)) and isinstance(b, (str, os.PathLike)) and str(a) and str(b)):
+        return None
+    try:
+        return str(a) if os.path.samefile(a, b) else None
+    except OSError:  # not a file (a loader's label for an in-memory scan): compare nothing
+        return None
 
 
 def tissue_labels(
@@ -119,7 +186,13 @@ def tissue_labels(
     Raises
     ------
     medgan.errors.MedganError
-        The maps do not share a shape, or (MetaTensors) their affines differ: they are not on one grid.
+        The maps do not share a shape, or (MetaTensors) their affines differ: they are not on one grid (the
+        message names each map's file and shape or affine). GM and WM are one map (the same file, or equal values
+        that are not all 0). A GM or WM map is no probability map: it declares label names or modality ``SEG``
+        (a label map, e.g. ``medgan labels`` output); it holds values below ``-0.1 * scale`` or above
+        ``1.05 * scale`` (e.g. T1 intensities; without ``scale``, a [0, 1] map up to 2 is clipped with a warning,
+        as before); or, without ``scale``, it holds at most 16 distinct integer values, some above 2 (an integer
+        label map; a two-valued 0 / P mask is a probability map).
 
     Examples
     --------
@@ -127,15 +200,27 @@ def tissue_labels(
     >>> tissue_labels(gm, wm).tolist()
     [[[0.0, 2.0, 3.0, 0.0]]]
     """
+    same_file = _same_file(gm, wm)
     gm, wm, t1 = load_if_path(gm), load_if_path(wm), load_if_path(t1)
     p_gm, p_wm = _array(gm), _array(wm)
-    shapes = {p_gm.shape, p_wm.shape}
+    given = {"GM": (gm, p_gm), "WM": (wm, p_wm)}
     t1_arr = None
     if t1 is not None:
         t1_arr = _array(t1)
-        shapes.add(t1_arr.shape)
-    if len(shapes) != 1:
-        raise MedganError(f"tissue_labels: the GM, WM (and T1) maps must share one shape, got {sorted(shapes)}")
+        given["T1"] = (t1, t1_arr)
+    if len({arr.shape for _, arr in given.values()}) != 1:
+        # each map by name (its file) and shape: a bare list of shapes did not say which file was off
+        found = "; ".join(f"{_map_name(n, m)}: {arr.shape}" for n, (m, arr) in given.items())
+        raise MedganError(f"tissue_labels: the GM, WM (and T1) maps must share one shape, got {found}")
+    if same_file is None and isinstance(gm, MetaTensor) and isinstance(wm, MetaTensor):
+        same_file = _same_file(gm.meta.get("filename_or_obj"), wm.meta.get("filename_or_obj"))
+    # one map given as both (an all-zero crop outside the brain is the one pair of real maps that can be equal)
+    if same_file is not None or (np.array_equal(p_gm, p_wm, equal_nan=True) and np.any(p_gm)):
+        what = f"the same file {same_file}" if same_file is not None else "the same values"
+        raise MedganError(
+            f"tissue_labels: the GM and WM maps are {what}; give the grey-matter and the white-matter "
+            "probability maps (two different maps)"
+        )
     # one grid, not only one shape: a map on a shifted or flipped grid of the same size would be mixed voxel by voxel
     grids = [(n, m) for n, m in (("GM", gm), ("WM", wm), ("T1", t1)) if isinstance(m, MetaTensor)]
     for n, m in grids[1:]:
@@ -145,8 +230,11 @@ def tissue_labels(
                 f"tissue_labels: the {n} map ({files[1]}) is not on the grid (affine) of the {grids[0][0]} map "
                 f"({files[0]}); resample it onto that grid first"
             )
+    scale_given = scale is not None
     if scale is None:  # one scale for both maps: a map whose voxels are all 0 or 1 (of 255) is not a [0, 1] map
         scale = _auto_scale([p_gm, p_wm], _is_integer_map(gm) or _is_integer_map(wm))
+    for n in ("GM", "WM"):
+        _check_probability_map(n, given[n][0], given[n][1], float(scale), scale_given)
     p_gm, p_wm = _probability(p_gm, scale), _probability(p_wm, scale)
     p_other = np.clip(1.0 - p_gm - p_wm, 0.0, 1.0)
     mask = t1_arr > 0 if t1_arr is not None else (p_gm + p_wm) >= threshold

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import hashlib
 import json
 import math
@@ -302,6 +303,79 @@ def _describe(value: Any, scan: MetaTensor) -> str:
     return f"MetaTensor {scan.meta.get('filename_or_obj')}" if scan.meta.get("filename_or_obj") else "MetaTensor"
 
 
+def _cache_recipe(image: Any, label: Any) -> str:
+    """How to make a generated image file and its label file a pair of a cache-only dataset, for messages: the names
+    :meth:`SyntheticAugmentedDataset._find_cached_pairs` reads (``<name>_image`` / ``<name>_label``, ``<name>`` the
+    image's stem), with their JSON sidecars renamed alike (they carry the pair's provenance)."""
+    from medgan.io.nifti import nifti_sidecar_path, split_scan_suffix
+
+    if not isinstance(image, (str, os.PathLike)) or not isinstance(label, (str, os.PathLike)):
+        return (
+            "save each image and its label map with medgan.save_scan into one folder as <name>_image.nii.gz and "
+            "<name>_label.nii.gz"
+        )
+    img, lab = Path(image), Path(label)
+    stem, suffix = split_scan_suffix(img.name)
+    suffix = suffix if suffix.lower() in (".nii", ".nii.gz") else ".nii.gz"
+    new_img, new_lab = f"{stem}_image{suffix}", f"{stem}_label{suffix}"
+    return (
+        f"copy or rename {img.name} to <folder>/{new_img} and {lab.name} to <folder>/{new_lab}, with their sidecars "
+        f"{nifti_sidecar_path(img).name} -> {nifti_sidecar_path(new_img).name} and {nifti_sidecar_path(lab).name} -> "
+        f"{nifti_sidecar_path(new_lab).name} (they keep the provenance)"
+    )
+
+
+def _cli_outputs_hint(folder: Path) -> str:
+    """How to make the ``medgan synthesize --deform`` outputs in ``folder`` (``X.nii.gz`` + ``X_labels.nii.gz``, or
+    ``X_000.nii.gz``, ``X_001.nii.gz``, ... + ``X_labels.nii.gz`` with ``-n``) a cache-only dataset's pairs.
+
+    Their names are not read as pairs: ``-n`` writes several images for one label map, ``--labels-out`` names the map
+    freely, and ``<name>_labels`` beside ``<name>`` is also how folders of real scans name their label maps, so
+    reading them would take real pairs for synthetic ones. The message names the exact files to rename instead.
+    """
+    from medgan.io.nifti import split_scan_suffix
+
+    found = []
+    for lab in sorted(folder.glob("*_labels.nii*")):
+        stem, suffix = split_scan_suffix(lab.name)
+        base = stem[: -len("_labels")]
+        for img in sorted(folder.glob(f"{glob.escape(base)}*.nii*")):
+            rest, img_suffix = split_scan_suffix(img.name)
+            if img != lab and img_suffix == suffix and re.fullmatch(re.escape(base) + r"(_\d{3})?", rest):
+                found.append((img, lab))
+    if not found:
+        return (
+            "to use the outputs of `medgan synthesize --deform` (OUT.nii.gz and OUT_labels.nii.gz, with sidecars), "
+            "rename them to OUT_image.nii.gz / OUT_label.nii.gz and their sidecars OUT.json / OUT_labels.json to "
+            "OUT_image.json / OUT_label.json (with -n, give each OUT_<i> image its own copy of the label map)"
+        )
+    shown = "; ".join(_cache_recipe(img, lab).replace("<folder>/", "") for img, lab in found[:2])
+    more = f" (and {len(found) - 2} more alike)" if len(found) > 2 else ""
+    return f"it holds `medgan synthesize --deform` outputs, not read as pairs under those names: {shown}{more}"
+
+
+def _refuse_synthetic(scan: MetaTensor, j: int, side: str, given: Mapping[str, Any]) -> None:
+    """A real pair whose image or label is marked synthetic (``meta["medgan"]["synthetic"]``, e.g. a file written by
+    ``medgan synthesize`` read back with its sidecar) is a :class:`MedganError`.
+
+    Served as a real item it was counted as real data (``item["synthetic"]`` and ``meta["synthetic"]`` False) while
+    its own record said synthetic. Refused, not warned about: a real slot is where a training run's real data is
+    counted, and no documented use puts generated scans there; generated pairs are the synthetic slots' (a
+    cache-only dataset), and a scan meant as real data on purpose can drop its record (``meta["medgan"]``, on disk
+    its sidecar).
+    """
+    prov = scan.meta.get("medgan")
+    if not (isinstance(prov, Mapping) and prov.get("synthetic") is True):
+        return
+    task = f", task {prov['task']!r}" if prov.get("task") else ""
+    raise MedganError(
+        f"real pair {j}: its {side} ({_describe(given[side], scan)}) is synthetic (meta['medgan']['synthetic'] is "
+        f"True{task}, e.g. written by `medgan synthesize`): served as a real item it would be counted as real data. "
+        "Give generated pairs as synthetic items of a cache-only dataset, SyntheticAugmentedDataset(real, "
+        f"synthesizer=None, cache_dir=<folder>, ratio=...): {_cache_recipe(given['image'], given['label'])}"
+    )
+
+
 def _squeeze_to(scan: MetaTensor, n_spatial: int | None) -> MetaTensor:
     """A 2-D pair written to NIfTI comes back as ``(C, X, Y, 1)``: drop that trailing axis for 2-D datasets."""
     if n_spatial == 2 and scan.ndim == 4 and scan.shape[-1] == 1:
@@ -551,7 +625,10 @@ class SyntheticAugmentedDataset(Dataset):
         affine) beside a file or MetaTensor takes the other side's affine, so spatial transforms move both alike;
         two plain arrays share an identity affine. A real label map must
         hold integer values and, with a synthesizer, only the label values its model knows (a ``MedganError``
-        with :meth:`Synthesizer.generate`'s message when its item is read). Optionally ``"condition"``: a dict used
+        with :meth:`Synthesizer.generate`'s message when its item is read). A real pair's image or label marked
+        synthetic (``meta["medgan"]["synthetic"]``, e.g. a ``medgan synthesize`` output read with its sidecar) is
+        a ``MedganError`` (when the dataset is made for a scan, when its item is read for a file) that says how to
+        give it as a cache-only dataset's pair: served as real, it was counted as real data. Optionally ``"condition"``: a dict used
         for the synthetic items that deform this pair's label map, merged over ``condition`` (the pair's keys win), e.g.
         ``{"scalar": k / (Z - 1)}``, the slice position of 2-D slice ``k`` for a slice-conditioned model such as
         ``brain-t1-tissue-2d``. Items do not carry it (they are ``{"image", "label", "synthetic", "index"}``); the
@@ -567,7 +644,11 @@ class SyntheticAugmentedDataset(Dataset):
         settings never reuse its files; a cached pair is the generated one (same values, same meta). Without a synthesizer: the folder of
         pairs written by :func:`write_synthetic_cache`, used in order of their index (the conditions play no part):
         the pairs of this dataset's seed when the folder holds caches of several seeds, and refused when it holds
-        caches of several settings (write each to its own folder); pairs named otherwise, in sorted order.
+        caches of several settings (write each to its own folder); pairs named otherwise, in sorted order. The outputs of
+        ``medgan synthesize --deform`` (``OUT.nii.gz`` + ``OUT_labels.nii.gz``) are not read under those names
+        (``-n`` writes several images per label map, and real folders name label maps ``<name>_labels`` too):
+        rename them to ``OUT_image.nii.gz`` + ``OUT_label.nii.gz`` with their sidecars (``OUT_image.json``,
+        ``OUT_label.json``); a folder without pairs is a ``MedganError`` naming those renames.
     ratio
         Fraction of synthetic items, in ``[0, 1]``.
     length
@@ -681,6 +762,9 @@ class SyntheticAugmentedDataset(Dataset):
             if not isinstance(item, Mapping) or "image" not in item or "label" not in item:
                 raise MedganError(f"real pair {i}: expected a dict with 'image' and 'label'")
             as_condition(item.get("condition"), f"real pair {i}: ")
+            for side in ("image", "label"):  # scans in memory now; files when their item is read
+                if isinstance(item[side], MetaTensor):
+                    _refuse_synthetic(item[side], i, side, item)
         dims = _in_memory_dims(real)
         if length is None:
             if ratio >= 1.0:
@@ -770,8 +854,9 @@ class SyntheticAugmentedDataset(Dataset):
                 named.setdefault(int(match["seed"]), {}).setdefault(int(match["k"]), []).append((img, lab))
         if not named and not other:
             raise MedganError(
-                f"{self.cache_dir}: no synthetic pairs (<name>_image.nii.gz + <name>_label.nii.gz); "
-                "write some with medgan.data.synthetic_dataset.write_synthetic_cache"
+                f"{self.cache_dir}: no synthetic pairs (<name>_image.nii.gz + <name>_label.nii.gz, each file's JSON "
+                "sidecar beside it); write some with medgan.data.synthetic_dataset.write_synthetic_cache; "
+                + _cli_outputs_hint(self.cache_dir)
             )
         if not named:
             return other
@@ -989,6 +1074,8 @@ class SyntheticAugmentedDataset(Dataset):
         else:
             j = self._turn(rank, self.epoch, self.length - self.n_synthetic, len(self.data))
             raw, located = self._real_pair(j)
+            for side in ("image", "label"):
+                _refuse_synthetic(raw[side], j, side, self.data[j])
             self._check_dims(raw["label"], j)
             source = str(raw["image"].meta.get("filename_or_obj") or f"real:{j}")
             self._check_real_label(raw["label"], j)

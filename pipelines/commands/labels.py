@@ -7,7 +7,10 @@ and writes it with :func:`medgan.save_scan`, whose JSON sidecar records the labe
 back as ``meta["labels"]``) that ``synthesize`` and ``train-cgan`` check against the model's. The output is
 checked before any map is read (:func:`pipelines.commands._outputs.check_outputs`): its folder must be writable,
 an existing output needs ``--overwrite``, and no input map is ever replaced. Maps that are not on one grid (shape
-or affine) are a one-line error (exit 1), as :func:`~medgan.data.labels.tissue_labels` raises it.
+or affine; the message names each file with its shape or affine), one map given as both ``--gm`` and ``--wm`` (e.g. a
+T1 image), and a ``--gm`` / ``--wm`` that is no probability map (a label map such as this command's output or
+another integer SEG map, or values far outside 0..1 / 0..255) are a one-line error (exit 1), as
+:func:`~medgan.data.labels.tissue_labels` raises it: each wrote a meaningless map before, with exit 0.
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=positive_float,
         default=None,
         metavar="S",
-        help="value of probability 1 in the maps (default: 255 for 0..255 maps, else 1)",
+        help=(
+            "value of probability 1 in the maps (default: 255 for 0..255 maps, else 1); given, a map of few "
+            "integer values is taken as a probability map, not refused as a label map"
+        ),
     )
     parser.add_argument(
         "--overwrite",
