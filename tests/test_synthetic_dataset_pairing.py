@@ -110,8 +110,8 @@ def test_synthesize_deform_writes_the_deformed_label_map_by_default(tmp_path, ti
     assert cli_main([*base, "--out", str(tmp_path / "s.nii.gz")]) == EXIT_FAILED
     assert "s_000.nii.gz" in capsys.readouterr().err
     assert written.stat().st_mtime_ns == stamp
-    (tmp_path / "s_000.nii.gz").unlink()
-    (tmp_path / "s_001.nii.gz").unlink()
+    for name in ("s_000.nii.gz", "s_001.nii.gz", "s_000.json", "s_001.json"):  # a sidecar left alone is refused too
+        (tmp_path / name).unlink()
     assert cli_main([*base, "--out", str(tmp_path / "s.nii.gz")]) == EXIT_FAILED
     assert "s_labels.nii.gz" in capsys.readouterr().err and not (tmp_path / "s_000.nii.gz").exists()
     assert cli_main([*base, "--out", str(tmp_path / "s.nii.gz"), "--overwrite"]) == 0
