@@ -44,7 +44,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, recorded_model_name, resolve_model_path
-from medgan.io.scan import affine_4x4, load_if_path, make_scan
+from medgan.io.scan import affine_4x4, load_if_path, make_scan, orientation_code
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
 __all__ = ["Synthesizer", "save_synthesizer", "check_seed", "SEED_LIMIT"]
@@ -58,6 +58,11 @@ _TORCH_SEED_LIMIT = 2**32
 
 logger = logging.getLogger(__name__)
 
+#: anatomical plane of the slices across each RAS+ direction letter
+_PLANES = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
+#: slice normal of shipped synthesis models trained before train-cgan recorded ``training_data["slice_normal"]``, by
+#: their file sha256: brain-t1-tissue-2d was trained on axis 2 of the MNI ICBM152 template, stored RAS (its card)
+_SHIPPED_SLICE_NORMALS = {"ed148ba9c03670c475354f543eda54169821ba39c3549dbdda4cd774e2fe52b8": "S"}
 #: value range of a scalar condition by meaning, for checkpoints that do not record ``scalar_range``
 _KNOWN_SCALAR_RANGES = {"slice_position": (0.0, 1.0)}
 #: the ``"slice_position"`` a single slice (a 2-D map, a one-slice volume) is generated at when none is given
@@ -489,6 +494,48 @@ class Synthesizer:
         counts = [c for c in counts if c > 0]
         return min(counts) if counts else None
 
+    @property
+    def training_slice_normal(self) -> str | None:
+        """The anatomical direction (RAS+ letter: ``"S"`` for axial slices stacked upwards, ...) of the training
+        volumes' slice axis: the checkpoint's ``training_data["slice_normal"]`` (train-cgan records it since
+        2026-12-07), for the shipped model trained before that the one of its training volume
+        (:data:`_SHIPPED_SLICE_NORMALS`), else ``None`` (unknown)."""
+        recorded = (self.metadata.get("training_data") or {}).get("slice_normal")
+        if isinstance(recorded, str) and recorded in _PLANES:
+            return recorded
+        return _SHIPPED_SLICE_NORMALS.get(str(self.sha256 or ""))
+
+    def _warn_other_plane(self, labels: MetaTensor, name: str, axis: int) -> None:
+        """Warn when ``axis`` of the label map runs another anatomical way than the training volumes' slice axis.
+
+        ``axis`` is a voxel axis: a map stored PIR (a sagittal acquisition) was generated in sagittal slices by a
+        model trained on axial ones, without a word, and its slice-position condition ran left to right.
+        """
+        trained = self.training_slice_normal
+        code = orientation_code(np.asarray(labels.affine, dtype=np.float64)) if trained else None
+        if not trained or not code:
+            return
+        here = code[axis]
+        if here == trained:
+            return
+        same_plane = _PLANES[here] == _PLANES[trained]
+        if same_plane and self.scalar_condition != "slice_position":
+            return  # the same slices, stacked the other way: only a slice-position condition would run backwards
+        what = (
+            f"runs {here}, against the training volumes' {trained} (slice positions run backwards)"
+            if same_plane
+            else f"is {_PLANES[here]} ({here}), but model {self.model_name!r} was trained on {_PLANES[trained]} slices"
+        )
+        logger.warning(
+            "%s: axis %d of the label map (orientation %s) %s; reorient the map first "
+            "(monai.transforms.Orientation(axcodes='RAS')) or pass axis= the one that is %s",
+            name,
+            axis,
+            code,
+            what,
+            _PLANES[trained],
+        )
+
     def _warn_thin_slab(self, name: str, shape: Sequence[int], axis: int, n_slices: int) -> None:
         """Warn (once per map) that default slice positions ``k / (S - 1)`` spread over a slab far thinner than the
         training volumes: a 4-slice slab was conditioned on the bottom to the top of a head without a word."""
@@ -502,8 +549,8 @@ class Synthesizer:
         logger.warning(
             "%s: %d slice(s) along axis %d, but model %r was trained on volumes spanning %d slices along its slice "
             "axis; the default slice positions 0..1 (bottom to top of a training volume) are spread over the given "
-            "slab. For a thin slab give condition={'scalar': [one position in [0, 1] per slice]} (--scalar on the "
-            "command line)",
+            "slab. For a thin slab give condition={'scalar': [one position in [0, 1] per slice]} (Python; the "
+            "command line's --scalar takes one position for every slice)",
             name,
             n_slices,
             axis,
@@ -593,7 +640,8 @@ class Synthesizer:
         if seed is not None:
             seed = check_seed(seed)
         labels = load_if_path(labels)
-        if not isinstance(labels, MetaTensor):
+        located = isinstance(labels, MetaTensor)  # a plain array has no anatomy to check the slice axis against
+        if not located:
             arr = labels.detach().cpu() if isinstance(labels, torch.Tensor) else np.asarray(labels)
             labels = make_scan(arr, np.eye(4))
         name = str(labels.meta.get("filename_or_obj") or "label map")
@@ -613,6 +661,8 @@ class Synthesizer:
         if axis is None:  # a model trained on sagittal slices generated axial ones when this defaulted to 2
             axis = self.training_slice_axis
         if slicewise:
+            if located:
+                self._warn_other_plane(labels, name, axis)
             onehot = onehot.movedim(2 + axis, 1)[0]  # (S, L, A, B)
         n_slices = onehot.shape[0]
         self._check_size(onehot.shape[2:], name, slicewise)
