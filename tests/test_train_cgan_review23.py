@@ -102,6 +102,13 @@ def test_resume_with_a_changed_data_section_is_recorded(tmp_path):
 
     _, state = latest_state(tmp_path / "run")
     assert json.loads(state["resume_changes_json"]) == expected
+    # the card says so, and names the plane the slices were taken in
+    from medgan.infer.pretrained import render_model_card
+
+    card = render_model_card(result.model_path)
+    assert "- resumed at step 1 with changed data.slice_axis: the steps before it trained with the earlier" in card
+    assert "- slices: coronal (slice normal A)" in card or "- slices: coronal (slice normal P)" in card, card
+    assert "held-out slab of each training subject" in card and "normalised intensity scale" in card
 
 
 def test_train_sr_records_a_resume_with_changed_config(tmp_path):

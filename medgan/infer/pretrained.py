@@ -287,7 +287,10 @@ def _data_lines(data: dict[str, Any]) -> list[str]:
         lines = [
             f"- subject: {json.dumps({k: v for k, v in s.items() if k != 'normalization'})}" for s in data["subjects"]
         ]
-        return [*lines, f"- held out: {data.get('held_out', 'none')}"]
+        lines.append(f"- held out: {data.get('held_out', 'none')}")
+        if data.get("slice_plane"):  # train-cgan records it since subjects in other planes are refused
+            lines.append(f"- slices: {data['slice_plane']} (slice normal {data.get('slice_normal')})")
+        return lines
     train = ", ".join(_repo_relative(p) for p in data.get("train", [])) or "not recorded"
     val = ", ".join(_repo_relative(p) for p in data.get("val", [])) or "none"
     return [f"- train: {train}", f"- held-out validation (other subjects): {val}"]
@@ -368,10 +371,19 @@ def render_model_card(path: str | Path) -> str:
     ]
     if steps or task != "synthetic-detection":  # the detector trains in epochs (above), not generator steps
         lines.append(f"- steps: {json.dumps(steps, sort_keys=True)}")
+    for change in meta.get("resumed_with_changes") or []:
+        # a run resumed with another data set or settings: the lines above describe only the final config
+        keys = ", ".join(change.get("keys") or change.get("sections") or []) or "the config"
+        lines.append(
+            f"- resumed at step {change.get('step')} with changed {keys}: the steps before it trained with the "
+            "earlier settings"
+        )
     # the detector has no EMA generator: its card read like a generator's, "held-out accuracy: None" included
-    heading = (
-        "Validation" if task == "synthetic-detection" else "Validation (EMA generator, held-out scans, last evaluation)"
-    )
+    heading = {
+        "synthetic-detection": "Validation",
+        # train-cgan holds out a slab of each training subject, not other scans
+        "synthesis": "Validation (EMA generator, held-out slab of each training subject, last evaluation)",
+    }.get(task, "Validation (EMA generator, held-out scans, last evaluation)")
     lines += ["", f"## {heading}", ""]
     val = meta.get("validation") or {}
     if val:
@@ -387,6 +399,13 @@ def render_model_card(path: str | Path) -> str:
                 f"Means over the held-out scans, scored on {where}, degraded as in training: PSNR in dB and SSIM "
                 "(unitless); MAE in the scan's units; cubic_psnr / cubic_ssim: cubic-spline upscaling of the same "
                 "low-resolution input; psnr_gain_over_cubic: psnr - cubic_psnr in dB (above 0: the model beats cubic).",
+            ]
+        if task == "synthesis":  # the table's numbers are on the model's scale, not the scans' (review 23)
+            lines += [
+                "",
+                "Means over the held-out slices, on the model's normalised intensity scale (the normalisation above: "
+                "scan values minus its offset, divided by its scale): PSNR in dB, MAE in those units (times the "
+                "scale for scan units).",
             ]
     elif task == "synthetic-detection":
         lines.append("not recorded in the checkpoint (held-out results, where measured, are in the notes)")
