@@ -764,7 +764,11 @@ def _ctrl_c(proc: subprocess.Popen, ready: Callable[[], None]) -> str:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     err = err.decode()
-    assert proc.returncode == 130, err
+    # 130, or killed by SIGINT itself (-2), which a shell reports as the same status 130 (128 + SIGINT): in about
+    # one run in five the process printed its line, returned 130 and ran its exit handlers, then ended by SIGINT
+    # during interpreter shutdown (seen before and after 2026-12-07, not resolved); what a user sees, the one line,
+    # no traceback, the finished scans kept, is checked by the callers
+    assert proc.returncode in (130, -signal.SIGINT), err
     return err
 
 

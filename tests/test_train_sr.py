@@ -523,6 +523,7 @@ def test_channels_last_and_fused_adam_train_the_model_the_defaults_train(tmp_pat
         "channels_last": False,
         "fused_optimizer": False,
         "compile": False,
+        "loader_workers": 0,  # data.num_workers auto on the CPU
     }
     # the fast run starts like the plain one (3 steps, saved without the options), then resumes with them
     train_sr(write_yaml(fast_dir, _config(fast_dir, train_scan, **sections)), until_step=3, progress=False)
