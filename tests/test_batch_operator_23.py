@@ -180,6 +180,11 @@ def test_root_relative_names_whole_path_components_only(tmp_path):
         f"a/b.nii.gz: bad; cannot write OUT_ROOT/a/b.nii.gz (disk full); IN_ROOT: gone; {src}2/c.nii.gz; "
         f"/y{src}/d.nii.gz"
     )
+    # a root ending a sentence is one too (it stayed absolute: whole-session review 23); a name going on is not
+    assert (
+        _root_relative(f"no scans under {src}. {src}.old/x", pattern, label_of)
+        == f"no scans under IN_ROOT. {src}.old/x"
+    )
 
 
 # --------------------------------------------------------------------------- outputs of deleted inputs

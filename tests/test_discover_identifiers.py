@@ -169,3 +169,35 @@ def test_ids_of_corpus_series_without_identifiers_are_unchanged(name):
     identifying values gives the id it gave before, though the header has them (Kent^J, Test^Regression, ...)."""
     refs = [r for r in discover_scans(require_shared() / name) if r.kind.startswith("dicom")]
     assert [r.id for r in refs] == [UNCHANGED[name]]
+
+
+def test_one_unreadable_attribute_does_not_switch_the_cleaning_off(tmp_path):
+    """A damaged element (here OtherPatientIDsSequence written as text) dropped every identifier found, so the name
+    reached the id (whole-session review 23)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from medgan.io.identifiers import identifying_words, remove_identifiers
+
+    ds = pydicom.Dataset()
+    ds.PatientName = "Doe^John"
+    ds.PatientID = "12345"
+    ds._dict[Tag(0x00101002)] = RawDataElement(Tag(0x00101002), "LO", 4, b"ABCD", 0, True, True)
+    assert remove_identifiers("DOE JOHN 12345 T1", identifying_words(ds)) == "T1"
+
+
+@pytest.mark.parametrize(
+    ("patient", "description", "expected"),
+    [
+        ({"PatientName": "sub-01", "PatientID": "01"}, "T1 run-01 echo 01", "T1 run-01 echo 01"),  # too short alone
+        ({"PatientName": "sub-01", "PatientID": "01"}, "sub-01 T1", "T1"),  # the name component whole still goes
+        ({"PatientName": "Anon", "PatientID": "MR"}, "MR Brain", "MR Brain"),  # a 2-character ID cuts nothing
+    ],
+)
+def test_short_identifiers_do_not_cut_ordinary_words(patient, description, expected):
+    from medgan.io.identifiers import identifying_words, remove_identifiers
+
+    ds = pydicom.Dataset()
+    for key, value in patient.items():
+        setattr(ds, key, value)
+    assert remove_identifiers(description, identifying_words(ds)) == expected

@@ -58,9 +58,16 @@ def test_volume_without_channel_axis_is_refused_by_both_models_and_degrade(no_ch
         medgan.adapt_to_scan(sr3, no_channel, steps=0)
     with pytest.raises(EvaluationError, match="no channel axis"):  # was scored as 33 2-D channels
         medgan.evaluate(no_channel, no_channel)
-    # cropped by indexing, it is still no channel-first scan (no axis longer than the file's)
-    with pytest.raises(MedganError, match="no channel axis"):
-        sr2.upscale(no_channel[4:28, 8:32, 4:20])
+
+
+def test_a_channel_first_slice_of_two_channels_is_not_taken_for_a_volume_without_one(channel_first, sr2):
+    """(2, 40, 40): two channels of a 2-D crop has the file's number of axes, each no longer than the file's; it was
+    refused as "no channel axis" (whole-session review 23). Only the file's exact spatial shape proves that."""
+    import torch
+
+    two = torch.cat([channel_first, channel_first])[..., 12][:, 4:28, 8:32]
+    out = sr2.upscale(two)
+    assert tuple(out.shape) == (2, 48, 48)
 
 
 def test_channel_first_volume_and_its_slices_are_upscaled(channel_first, sr2):

@@ -66,6 +66,8 @@ def test_auto_is_no_worker_on_the_cpu_and_this_process_share_of_the_cores_on_a_g
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: two processes on this host share its cores
     assert loader_workers("auto", cuda) == max(0, min(MAX_AUTO_WORKERS, _cores() // 2 - 1))
     assert loader_workers(5, cuda) == 5
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "two")  # not torchrun's: taken as one process, not a ValueError
+    assert loader_workers("auto", cuda) == max(0, min(MAX_AUTO_WORKERS, _cores() - 1))
 
 
 def test_summary_records_the_workers_and_a_resume_with_another_count_does_not_warn(tmp_path, caplog):

@@ -498,8 +498,8 @@ def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any,
 def input_record(role: str, path: str | Path) -> dict[str, Any]:
     """What a report records of one input (``role``: ``"pred"``, ``"ref"``, ``"lr"``, ...): path and content digest.
 
-    Only the path as given (not made absolute: a report is shared, and an absolute path names the user's home
-    folders, as checkpoints avoid too), whether it is a file or a folder, how many files it holds and a
+    Only the path as typed (not made absolute: a report is shared, and an absolute path names the user's home
+    folders; a path typed absolute is recorded as typed, like the command line), whether it is a file or a folder, how many files it holds and a
     SHA-256 of their content: for a file, its bytes' (:func:`medgan.io.digest.file_sha256`); for a folder, the
     SHA-256 of the lines ``<sha256 of the file>  <path relative to the folder>\n`` of every regular file under it,
     sorted by path (what ``sha256sum`` lists), so renaming, adding or changing any file changes it. Nothing is read

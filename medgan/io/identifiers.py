@@ -9,10 +9,13 @@ attributes, and leaves any other text unchanged, so ids made from clean descript
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pydicom.dataset import Dataset
 
 from medgan.io.dicom_values import header_value
 
@@ -28,6 +31,9 @@ _ID_ATTRIBUTES = ("PatientID", "OtherPatientIDs", "IssuerOfPatientID", "Accessio
 _WORD = re.compile(r"[^\W_]+")
 #: separators dropped where a removed value began or ended the text
 _EDGE_SEPARATORS = " _-.,^;:=+"
+#: identifiers (IDs, accession numbers, digit-only name parts) shorter than this are not cut: "01" or "MR" would take
+#: ordinary words out of descriptions ("Series 01", "MR Brain") and identify no one
+_MIN_ID_CHARS = 3
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
 
 
@@ -35,6 +41,14 @@ def _fold(word: str) -> str:
     """A word compared without case or accents (``Müller`` matches ``MULLER``, as the id's ASCII slug shows it)."""
     decomposed = unicodedata.normalize("NFKD", word)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def _readable_texts(ds: Any, keyword: str) -> list[str]:
+    """The text values of ``keyword`` in ``ds``; none when the element cannot be read (garbage values)."""
+    try:
+        return _header_texts(ds, keyword)
+    except Exception:
+        return []
 
 
 def _header_texts(ds: Any, keyword: str) -> list[str]:
@@ -58,33 +72,40 @@ def identifying_words(ds: Any) -> dict[str, list[tuple[str, ...]]]:
     -------
     dict
         Folded first word (:func:`_fold`) -> the folded word sequences starting with it, longest first. Each word
-        of 2 or more characters of the family, given and middle names of PatientName and OtherPatientNames (all
-        three representations); each whole value of PatientID, OtherPatientIDs (and the PatientID of each
-        OtherPatientIDsSequence item), IssuerOfPatientID and AccessionNumber of 2 or more characters; the
+        with a letter and 2 or more characters of the family, given and middle names of PatientName and
+        OtherPatientNames (all three representations), and each such component whole (``sub-01``); each whole
+        value of PatientID, OtherPatientIDs (and the PatientID of each OtherPatientIDsSequence item),
+        IssuerOfPatientID and AccessionNumber of 3 or more characters; the
         PatientBirthDate as ``YYYYMMDD``, ``DDMMYYYY``, and year, month, day (or day, month, year; month, day,
-        year) separated by anything. Empty when the header's values cannot be read.
+        year) separated by anything. An attribute whose value cannot be read gives nothing; the others still do.
     """
     sequences: set[tuple[str, ...]] = set()
-    try:
-        for keyword in _NAME_ATTRIBUTES:
-            for name in _header_texts(ds, keyword):
-                for group in name.split("="):  # alphabetic, ideographic and phonetic representations
-                    for component in group.split("^")[:3]:  # family, given, middle; not prefix or suffix
-                        sequences.update((_fold(w),) for w in _WORD.findall(component) if len(w) >= 2)
-        values = [v for keyword in _ID_ATTRIBUTES for v in _header_texts(ds, keyword)]
+    # each attribute on its own: one garbage value (a wrong VR, an undecodable string) must not drop the identifiers
+    # the other attributes give (one try around all of them returned none, and the name reached the id)
+    for keyword in _NAME_ATTRIBUTES:
+        for name in _readable_texts(ds, keyword):
+            for group in name.split("="):  # alphabetic, ideographic and phonetic representations
+                for component in group.split("^")[:3]:  # family, given, middle; not prefix or suffix
+                    words = [_fold(w) for w in _WORD.findall(component)]
+                    # a word with a letter on its own (any order: "John Doe"); digits only with their component
+                    # ("sub-01" as a whole: "01" alone would cut "Series 01")
+                    sequences.update((w,) for w in words if len(w) >= 2 and not w.isdigit())
+                    if len(words) > 1 and sum(len(w) for w in words) >= _MIN_ID_CHARS:
+                        sequences.add(tuple(words))
+    values = [v for keyword in _ID_ATTRIBUTES for v in _readable_texts(ds, keyword)]
+    with contextlib.suppress(Exception):  # a sequence element in another VR, a damaged item
         for item in ds.get("OtherPatientIDsSequence") or ():
-            values.extend(_header_texts(item, "PatientID"))
-        for value in values:
-            words = tuple(_fold(w) for w in _WORD.findall(value))
-            if sum(len(w) for w in words) >= 2:  # a one-character ID would cut "1" out of "Series 1"
-                sequences.add(words)
-        for birth in _header_texts(ds, "PatientBirthDate"):
-            birth = birth.strip()
-            if re.fullmatch(r"\d{8}", birth):
-                y, m, d = birth[:4], birth[4:6], birth[6:]
-                sequences.update({(birth,), (d + m + y,), (y, m, d), (d, m, y), (m, d, y)})
-    except Exception:  # garbage header values: nothing known to cut (the id must still be made)
-        return {}
+            if isinstance(item, Dataset):
+                values.extend(_readable_texts(item, "PatientID"))
+    for value in values:
+        words = tuple(_fold(w) for w in _WORD.findall(value))
+        if sum(len(w) for w in words) >= _MIN_ID_CHARS:  # a short ID ("1", "01", "MR") would cut ordinary words
+            sequences.add(words)
+    for birth in _readable_texts(ds, "PatientBirthDate"):
+        birth = birth.strip()
+        if re.fullmatch(r"\d{8}", birth):
+            y, m, d = birth[:4], birth[4:6], birth[6:]
+            sequences.update({(birth,), (d + m + y,), (y, m, d), (d, m, y), (m, d, y)})
     index: dict[str, list[tuple[str, ...]]] = {}
     for words in sorted(sequences, key=len, reverse=True):
         if words:

@@ -202,9 +202,9 @@ def _channel_layout_problem(scan: Any) -> str | None:
     "no_channel": none; ``-1``: last, e.g. the time axis of a 4-D NIfTI) and in ``meta["spatial_shape"]`` the
     file's spatial shape, and ``EnsureChannelFirst`` moves or adds the channel axis without changing either key.
     So only exact evidence counts: the scan's shape after its first axis equal to ``spatial_shape`` is channel-first
-    whatever the key says; otherwise a scan with no channel is one with ``spatial_shape``'s number of axes, more than
-    one voxel along the first (a channel-first slice of such a scan has one channel) and no axis longer than the
-    file's (indexing crops it, nothing in MONAI pads it without a channel axis); a channel-last (or -k) scan is one
+    whatever the key says; otherwise a scan with no channel is one whose shape is exactly ``spatial_shape`` (a crop
+    of it is not refused: it cannot be told from a channel-first slice of a few channels); a channel-last (or -k)
+    scan is one
     whose shape without that axis is exactly ``spatial_shape``. Batched metadata (collated keys) proves nothing.
     """
     meta = getattr(scan, "meta", None)
@@ -230,7 +230,9 @@ def _channel_layout_problem(scan: Any) -> str | None:
         return None
     fix = "medgan takes channel-first (C, X, Y[, Z]) scans"
     if no_channel:
-        if len(shape) == len(spatial) and shape[0] > 1 and all(n <= m for n, m in zip(shape, spatial, strict=True)):
+        # exactly the file's spatial shape: LoadImage without EnsureChannelFirst. A crop of it cannot be told from a
+        # channel-first slice of a few channels ((2, 40, 40) of a 155 x 192 x 161 volume), which must pass
+        if shape == spatial:
             return (
                 f"has no channel axis: its shape {shape} holds the file's spatial axes {spatial} only (MONAI "
                 f"metadata: original_channel_dim 'no_channel'); {fix}: load it with monai.transforms.LoadImage("

@@ -108,7 +108,11 @@ def loader_workers(setting: int | str, device: torch.device) -> int:
         cores = len(os.sched_getaffinity(0))  # the cores this process may use (a cgroup or taskset can limit them)
     except AttributeError:  # macOS, Windows
         cores = os.cpu_count() or 1
-    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    try:
+        local_world = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:  # not torchrun's: one process
+        local_world = 1
+    per_process = cores // local_world
     return max(0, min(MAX_AUTO_WORKERS, per_process - 1))
 
 

@@ -347,7 +347,8 @@ def _root_labels(
     # the longest first: an IN_ROOT inside OUT_ROOT is named as IN_ROOT; a root is matched as a whole path
     # component (not "/data/in" within "/x/data/in", nor within "/data/input")
     alternatives = "|".join(re.escape(p) for p in sorted(label_of, key=len, reverse=True))
-    return re.compile(rf"(?<![\w./-])({alternatives})(/|(?![\w.-]))"), label_of
+    # (a root at the end of a sentence, "... under /site/in.", is one too: a "." or "-" ends it unless a name goes on)
+    return re.compile(rf"(?<![\w./-])({alternatives})(/|(?!\w|[.-]\w))"), label_of
 
 
 def _root_relative(text: str, pattern: re.Pattern[str], label_of: Mapping[str, tuple[str, bool]]) -> str:
