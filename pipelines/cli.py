@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     # (as logging.basicConfig, nothing is changed when the caller configured logging already)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        for handler in logging.getLogger().handlers:  # log lines quote file names and header values: escaped
+            handler.setFormatter(_TerminalFormatter(handler.formatter._fmt if handler.formatter else None))
         for name in OWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
@@ -126,7 +128,21 @@ def report_error(command: str, exc: BaseException) -> None:
         if isinstance(exc, ConfigError | CheckpointError | TrainingDivergedError):
             return  # rank 0 prints the same line
         line = f"[rank {rank}] {line}"
-    print(line, file=sys.stderr)
+    from pipelines.commands._outputs import terminal_text
+
+    # messages quote file names and header values: a control character in one is shown escaped, never sent raw
+    print(terminal_text(line, sys.stderr), file=sys.stderr)
+
+
+class _TerminalFormatter(logging.Formatter):
+    """Log lines with control characters shown escaped (``\\x1b``), as :func:`report_error` prints errors: messages
+    quote file names and DICOM header values, where an escape sequence would drive the operator's terminal.
+    Newlines and tabs stay (tracebacks)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from pipelines.commands._outputs import terminal_text
+
+        return terminal_text(super().format(record), multiline=True)
 
 
 def _world_size() -> int:

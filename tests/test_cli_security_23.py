@@ -163,3 +163,30 @@ def test_the_worker_bound_itself_is_accepted():
     from pipelines.commands._args import worker_count
 
     assert worker_count(str(max_workers())) == max_workers() >= MAX_WORKERS_PER_CORE
+
+
+def test_errors_and_log_lines_show_a_file_names_escape_sequence_escaped(tmp_path, capsys):
+    """A file name holding an escape sequence reached the terminal raw through an error line (report_error) and
+    the log lines (docs review 23): both now show it escaped, as ``medgan info`` does."""
+    import subprocess
+    import sys
+
+    from conftest import SAMPLE_DATA
+
+    from pipelines.cli import main
+
+    missing = tmp_path / "x\x1b[2Jy.nii"
+    assert main(["convert", str(missing), str(tmp_path / "o.nii.gz")]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "x\\x1b[2Jy.nii: no such file or folder" in err
+    named = tmp_path / "a\x1b[2Jb.nii.gz"  # the log line "wrote OUT" names it
+    source = SAMPLE_DATA / "nifti" / "nibabel" / "anatomical.nii"
+    run = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "-v", "convert", str(source), str(named)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "\x1b" not in run.stderr and "a\\x1b[2Jb.nii.gz" in run.stderr
+    assert named.is_file()
