@@ -463,8 +463,8 @@ def degrade(
     -------
     monai.data.MetaTensor
         float32, shape ``input_shape // factor`` per spatial axis (the remainder is cropped at the high-index
-        end of each axis); affine ``downsample_affine(A, factor)`` (spacing x factor, same physical extent with
-        voxel corners aligned). ``meta`` is a copy of the input's with ``spacing`` updated and
+        end of each axis); affine ``downsample_affine(A, factor)`` (spacing x factor, the kept voxels' physical
+        extent with voxel corners aligned). ``meta`` is a copy of the input's with ``spacing`` updated and
         ``meta["degradation"]`` recording method, factor, noise model/std, seed (the one drawn when ``seed=None``
         added noise; ``None`` without noise), cropped voxels and the source shape and spacing. When the input was
         itself degraded, its records are kept under ``meta["degradation"]["previous"]``, a list of the earlier

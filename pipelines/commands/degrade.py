@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="make a low-resolution version of a scan (for training pairs and evaluation)",
         description=(
             "Degrade a scan: output shape is the input shape floor-divided by the factor (remainder cropped at "
-            "the high-index end), the affine keeps the same physical extent with voxel corners aligned."
+            "the high-index end), the affine is anchored at the first voxel corner and covers the kept voxels' extent "
+            "(voxel corners aligned)."
         ),
     )
     parser.add_argument("input", metavar="IN", help="NIfTI file, DICOM file or DICOM series folder")
