@@ -159,3 +159,22 @@ def test_adapted_shipped_model_keeps_its_name_beside_the_adaptation_record(caplo
     prov = adapted.upscale(scan).meta["medgan"]
     assert prov["model"] == "brain-mr-x2-2d" and prov["adaptation"]["weights_sha256"]
     assert _claims(caplog) == []
+
+
+def test_medgan_info_says_what_a_modified_copy_is_recorded_as_and_takes_a_shipped_name(tmp_path, capsys, monkeypatch):
+    """``medgan info fake.safetensors`` titled the card with the claimed shipped name and said nothing; ``medgan info
+    brain-t1-tissue-2d`` was "no such file or folder" although ``synthesize --model`` takes the name (review 23)."""
+    import json
+
+    from pipelines.cli import main
+
+    fake = _modified_copy("brain-mr-x2-2d", tmp_path / "fake.safetensors")
+    assert main(["info", str(fake)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: outputs of this file record the model as brain-mr-x2-2d-modified-")
+    assert main(["info", str(fake), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recorded_name"].startswith("brain-mr-x2-2d-modified-")
+    monkeypatch.chdir(tmp_path)  # no file or folder of that name here
+    assert main(["info", "brain-t1-tissue-2d"]) == 0
+    card = capsys.readouterr().out
+    assert card.startswith("# brain-t1-tissue-2d") and "note:" not in card

@@ -119,6 +119,7 @@ def checkpoint_summary(path: Path) -> dict:
         ``path`` is not a medgan checkpoint, or fails its checks (see :func:`medgan.infer.checkpoint.load_checkpoint`).
     """
     from medgan.infer.checkpoint import FORMAT, load_checkpoint, model_task
+    from medgan.infer.pretrained import recorded_model_name
 
     ckpt = load_checkpoint(path)
     meta = ckpt.metadata
@@ -128,6 +129,8 @@ def checkpoint_summary(path: Path) -> dict:
         "kind": "medgan-checkpoint",
         "format": FORMAT,
         "name": meta.get("name") or path.stem,
+        # what outputs record: <shipped name>-modified-<hex> for a file that names a shipped model but is not it
+        "recorded_name": recorded_model_name(ckpt),
         "task": task,
         "spatial_dims": meta.get("spatial_dims"),
         "factor": meta.get("factor") if task == "super-resolution" else None,
@@ -147,9 +150,15 @@ def _run_checkpoint(path: Path, as_json: bool) -> int:
     if as_json:
         print(json.dumps(checkpoint_summary(path), indent=2, default=str))
         return 0
+    from medgan.infer.pretrained import recorded_model_name
+
     # load_checkpoint first: it refuses a foreign or modified file with one line, and a shipped model file whose
     # card sha256 differs, which render_model_card (it writes cards) does not check
-    load_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    raw = str(ckpt.metadata.get("name") or path.stem)
+    recorded = recorded_model_name(ckpt)
+    if recorded != raw:  # the card's title is the metadata's name: say what outputs will record instead
+        print(terminal_text(f"note: outputs of this file record the model as {recorded} (not the shipped file)"))
     # the card quotes the checkpoint's metadata, which whoever made the file wrote: no escape sequence reaches the
     # terminal (a modality of "MR\x1b[2J" cleared the screen); its lines and tabs are kept
     print(terminal_text(render_model_card(path), sys.stdout, multiline=True))
@@ -161,7 +170,14 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     if not path.exists():
-        raise ScanReadError(f"{path}: no such file or folder")
+        from medgan.infer.pretrained import available_models, verify_shipped
+
+        shipped = available_models().get(str(args.path))
+        if shipped is None:
+            raise ScanReadError(f"{path}: no such file or folder")
+        # a shipped model's name, as upscale --model and synthesize --model take it (a file or folder of that
+        # name, which a scan tree may hold, is listed instead)
+        path = verify_shipped(shipped)
     if _is_checkpoint(path):
         return _run_checkpoint(path, args.json)
     refs = discover_scans(path)
