@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         report_error(args.command, exc)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"medgan {args.command}: interrupted", file=sys.stderr)
+        rank = os.environ.get("RANK", "").strip()
+        if not (args.command in DISTRIBUTED_COMMANDS and rank not in ("", "0") and _world_size() > 1):
+            print(f"medgan {args.command}: interrupted", file=sys.stderr)  # under torchrun: rank 0's line only
         return 130
 
 

@@ -213,3 +213,17 @@ def test_train_cgan_stop_message_names_the_resuming_command(tmp_path, capsys, mo
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
         f"trained 2/2 steps; model: {run_dir / 'model.safetensors'}"
     )
+
+
+def test_the_resume_hint_under_torchrun_names_torchrun(monkeypatch):
+    """After --until-step under torchrun the hint said `medgan train-sr CONFIG`, which resumes with one process
+    (rank 0's RNG, other patches); it names the torchrun command now (DDP review 23)."""
+    from pipelines.commands._train import _rerun_command
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _rerun_command("train-sr", "my configs/sr.yaml") == "medgan train-sr 'my configs/sr.yaml'"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert _rerun_command("train-cgan", "cfg.yaml") == (
+        "torchrun --nproc_per_node 2 -m pipelines.cli train-cgan cfg.yaml (as before, on every node)"
+    )

@@ -703,11 +703,19 @@ class Trainer:
             if len(rngs) == self.info.world_size:
                 S.restore_rng(rngs[self.info.rank])
             else:
-                logger.warning(
-                    "resuming with %d processes, saved with %d: RNG of rank 0 restored",
-                    self.info.world_size,
-                    len(rngs),
-                )
+                if self.info.is_main:  # the same line from every rank said nothing more
+                    saved = int(st.get("world_size", len(rngs)))
+                    why = (
+                        "the state holds rank 0's RNG only (saved on an interrupt)"
+                        if saved == self.info.world_size
+                        else f"saved with {saved}"
+                    )
+                    logger.warning(
+                        "resuming with %d process(es), %s: rank 0's RNG restored on every rank, so the patches "
+                        "from here differ from an uninterrupted run's",
+                        self.info.world_size,
+                        why,
+                    )
                 S.restore_rng(rngs[0])
             val_rows = json.loads(st.get("val_rows_json", "[]"))
             last_metrics = val_rows[-1]["metrics"] if val_rows else None

@@ -43,6 +43,17 @@ def add_training_parser(
     return parser
 
 
+def _rerun_command(name: str, config: Any) -> str:
+    """The command that resumes the run: under ``torchrun`` with its process count (resumed by plain ``medgan`` it
+    would go on with one process, and rank 0's RNG, not the patches of the run)."""
+    command = f"{name} {shlex.quote(str(config))}"
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    if world.isdigit() and int(world) > 1:
+        nodes = os.environ.get("LOCAL_WORLD_SIZE", world).strip()
+        return f"torchrun --nproc_per_node {nodes} -m pipelines.cli {command} (as before, on every node)"
+    return f"medgan {command}"
+
+
 def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any]) -> int:
     """Run ``train(config, until_step=, progress=, command=)`` for sub-command ``name``; print the outcome.
 
@@ -68,6 +79,6 @@ def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any])
         # the command takes the config (out_dir is in it), not the run folder: point at the command that resumes
         print(
             f"stopped at step {result.step}/{result.total_steps} (state in {Path(result.out_dir).resolve()}; the model "
-            f"is exported when the run finishes); rerun `medgan {name} {shlex.quote(str(args.config))}` to continue"
+            f"is exported when the run finishes); rerun `{_rerun_command(name, args.config)}` to continue"
         )
     return 0
