@@ -126,9 +126,13 @@ def _load_inputs(data: Path) -> dict:
     return volumes
 
 
-def _super_resolution(volumes: dict, out: Path, quiet: bool) -> tuple[dict[str, Path], dict[str, dict[str, tuple]]]:
+def _super_resolution(
+    volumes: dict, out: Path, quiet: bool, *, argv: list[str] | None = None, inputs: list[dict] | None = None
+) -> tuple[dict[str, Path], dict[str, dict[str, tuple]]]:
     """Degrade, upscale and evaluate every held-out scan with both models; return the report paths and, per model,
-    each scan's reference grid (each model's reference is cropped to a multiple of its own factor)."""
+    each scan's reference grid (each model's reference is cropped to a multiple of its own factor). The reports
+    record ``argv`` and the held-out scans' ``inputs`` (:func:`medgan.eval.compare.input_record`): they said "not
+    recorded" for both."""
     import medgan
     from medgan.data.degrade import crop_to_multiple
     from medgan.eval.compare import Evaluation, baseline_predictions
@@ -137,7 +141,7 @@ def _super_resolution(volumes: dict, out: Path, quiet: bool) -> tuple[dict[str, 
     reports, grids = {}, {}
     for model_name, factor, label, _ in SR_TASKS:
         sr = medgan.SuperResolver.from_pretrained(model_name, device="cpu")
-        ev = Evaluation(method=model_name, max_montages=len(HELD_OUT))
+        ev = Evaluation(method=model_name, max_montages=len(HELD_OUT), argv=argv, inputs=list(inputs or []))
         grids[model_name] = {}
         for scan_id, _, _ in HELD_OUT:
             hr = crop_to_multiple(volumes[scan_id], factor)
@@ -290,8 +294,17 @@ and do not say which model is better.</p>
     return write_text_atomic(out / "index.html", page)
 
 
-def run_demo(out: str | Path = "medgan-demo", *, data: str | Path | None = None, quiet: bool = False) -> DemoResult:
+def run_demo(
+    out: str | Path = "medgan-demo",
+    *,
+    data: str | Path | None = None,
+    quiet: bool = False,
+    argv: list[str] | None = None,
+) -> DemoResult:
     """Run the demo; return where its outputs are.
+
+    ``argv``: the command line that ran it (``medgan demo``), recorded in the evaluation reports with each held-out
+    scan's path and SHA-256 (``None`` from Python: the inputs only).
 
     Raises
     ------
@@ -307,6 +320,7 @@ def run_demo(out: str | Path = "medgan-demo", *, data: str | Path | None = None,
     import torch
 
     import medgan
+    from medgan.eval.compare import input_record
 
     start = time.perf_counter()
     data_dir = Path(data) if data is not None else default_data_dir()
@@ -333,7 +347,8 @@ def run_demo(out: str | Path = "medgan-demo", *, data: str | Path | None = None,
     torch.manual_seed(0)
     _step(f"writing to {out.resolve()}", quiet)
     with _writing():
-        reports, grids = _super_resolution(volumes, out, quiet)
+        inputs = [input_record(scan_id, data_dir / rel) for scan_id, rel, _ in HELD_OUT]
+        reports, grids = _super_resolution(volumes, out, quiet, argv=argv, inputs=inputs)
         preview = _synthesis(data_dir, out, quiet)
         seconds = time.perf_counter() - start
         index = _index(out, reports, grids, preview, seconds)

@@ -84,3 +84,26 @@ def test_demo_refuses_an_output_path_that_is_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"medgan demo: error: {blocker}: cannot create the output folder (" in err and "Traceback" not in err
     assert blocker.read_text() == "keep me\n"
+
+
+def test_demo_reports_record_the_command_and_the_held_out_scans(demo_out):
+    """The demo's reports said "command: not recorded" and "inputs: not recorded" (fresh-clone review 23): they
+    record `medgan demo ...` and each held-out scan's path and SHA-256."""
+    from medgan.io.digest import file_sha256
+
+    doc = json.loads((demo_out / "report-brain-mr-x2-3d" / "metrics.json").read_text())
+    invocation = doc["settings"]["invocation"]
+    assert invocation["argv"][:2] == ["medgan", "demo"] and "--quiet" in invocation["argv"]
+    inputs = {x["role"]: x for x in invocation["inputs"]}
+    assert set(inputs) == {"t1w-2mm", "epi-siemens", "epi-ge"}
+    t1 = inputs["t1w-2mm"]
+    assert t1["kind"] == "file" and t1["sha256"] == file_sha256(REPO / "sample_data/nifti/nibabel/anatomical.nii")
+    assert inputs["epi-ge"]["kind"] == "folder" and inputs["epi-ge"]["n_files"] > 1
+    assert "not recorded" not in (demo_out / "report-brain-mr-x2-3d" / "report.md").read_text().split("## Summary")[0]
+
+
+def test_demo_report_states_the_scans_a_verdict_needs_once(demo_out):
+    """The multiple-comparison note said the minimum number of scans twice in one paragraph (review 23)."""
+    text = (demo_out / "report-brain-mr-x2-3d" / "report.md").read_text()
+    assert text.count("even when a method wins on every scan") == 1
+    assert "With 3 scans no verdict is possible" in text

@@ -435,7 +435,12 @@ def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
         return []
     need = min_scans_for_verdict(m)
     scans = max((int(x.get("n") or 0) for x in tables.get("paired") or []), default=0)
-    now = power_note(m, scans)
+    # the power note's sentence without the minimum it shares with this one (the note said it twice)
+    now = (
+        f"With {scans} scans no verdict is possible, so 'no difference shown' is not evidence of no difference."
+        if power_note(m, scans)
+        else ""
+    )
     return [
         f"The {m} paired tests of this report (every baseline x metric, including metrics not tabulated here) are one "
         f"family: their Wilcoxon p-values are Holm-adjusted (column 'Holm p', paired.csv p_holm) and the verdicts "

@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; return the exit status."""
     from pipelines.demo import run_demo
 
-    run_demo(args.out, data=args.data, quiet=args.quiet)
+    run_demo(args.out, data=args.data, quiet=args.quiet, argv=getattr(args, "argv", None))
     return 0
