@@ -77,5 +77,5 @@ def test_adaptation_options_without_adapt_steps_are_a_usage_error_for_one_scan(t
     written (a folder tree already refused them)."""
     out = tmp_path / "out.nii.gz"
     assert main(["upscale", str(ANAT), str(out), "--model", str(tiny_model), *options]) == EXIT_USAGE
-    assert f"medgan upscale: error: {options[0]} only apply with --adapt-steps" in capsys.readouterr().err
+    assert f"medgan upscale: error: {options[0]} only applies with --adapt-steps" in capsys.readouterr().err
     assert not out.exists()

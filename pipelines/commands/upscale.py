@@ -244,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
             return result.exit_code
     if not adapt_steps and (adapt_lr is not None or adapt_seed is not None):  # they would be ignored silently
         given = ", ".join(n for n, v in (("--adapt-lr", adapt_lr), ("--adapt-seed", adapt_seed)) if v is not None)
-        print(f"medgan upscale: error: {given} only apply with --adapt-steps N (N > 0)", file=sys.stderr)
+        verb = "applies" if "," not in given else "apply"
+        print(f"medgan upscale: error: {given} only {verb} with --adapt-steps N (N > 0)", file=sys.stderr)
         return 2
     from pipelines.commands._outputs import check_outputs
 
