@@ -166,3 +166,60 @@ def test_progress_bar_counts_the_run_and_summary_flags_a_speed_of_few_steps(tmp_
     second = train_sr(cfg, progress=True)
     assert re.search(r"\b10/10\b", capsys.readouterr().err)
     assert second.speed["timed_steps"] == 5 and second.speed["steady"] is True and "note" not in second.speed
+
+
+def _rank_pid(parent: int, rank: str) -> int | None:
+    """The pid of the torchrun worker with ``RANK=rank`` under ``parent`` (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in env:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_a_torchrun_rank_signalled_alone_stops_every_rank_and_saves_all_their_rng(tmp_path, train_scan):
+    """SIGTERM to rank 1 alone (one node pre-empted before the others): rank 0 saved nothing and its next collective
+    failed, losing every step since the last checkpoint (DDP review 23). Now the ranks agree at each step boundary:
+    both stop at the same step and the state holds both ranks' RNG, so the resume is exact."""
+    import torch
+
+    cfg = _config(tmp_path, train_scan, device="cpu", phase1={"steps": 2000}, train={"checkpoint_every": 5000})
+    path = write_yaml(tmp_path, cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "pipelines.cli", "train-sr", str(path)]
+    log = tmp_path / "stop.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while _steps_shown(log, 2000) < 3:
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "fewer than 3 steps within 240 s"
+            time.sleep(0.05)
+        rank1 = _rank_pid(proc.pid, "1")
+        assert rank1 is not None
+        os.kill(rank1, signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log.read_text(errors="replace")
+    states = list_states(tmp_path / "run")
+    assert states, text[-3000:]
+    step, state_path = states[-1]
+    st = torch.load(state_path, weights_only=True)
+    assert 3 <= step < 2000 and st["world_size"] == 2 and len(st["rng"]) == 2, text[-3000:]
+    assert f"interrupted at step {step}: state saved (every rank's)" in text
+    assert text.count("medgan train-sr: interrupted") == 1  # rank 0's line only

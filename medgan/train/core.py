@@ -62,6 +62,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
+#: the message of the ``KeyboardInterrupt`` a rank raises when another rank was signalled (torchrun: every rank stops
+#: at the same step boundary)
+SIGNALLED_PEER = "another rank was interrupted"
 
 #: model keys the config check fills in from another section: model key -> (section, key); a resume that changed
 #: only those is refused naming the key the user edited, not the model section
@@ -424,7 +427,11 @@ class _HeldInterrupts:
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
-    def __init__(self) -> None:
+    def __init__(self, *, always: bool = False) -> None:
+        #: hold a first signal whatever runs (data loading, validation, a checkpoint), not only a step: under
+        #: torchrun every rank must stop at one agreed step boundary, and a rank raising anywhere else left the
+        #: others' next collective to fail without a save (DDP review 23)
+        self.always = always
         self.mid_step = False
         self._previous: dict[int, Any] = {}
         self._held: tuple[int, Any] | None = None
@@ -443,11 +450,16 @@ class _HeldInterrupts:
         return self
 
     def _hold(self, signum: int, frame: Any) -> None:
-        if self._held is not None or not self.mid_step:  # a second signal, or none of a step to finish
+        if self._held is not None or not (self.mid_step or self.always):  # a second signal, or no step to finish
             self._held = None
             self._previous[signum](signum, frame)
             return
         self._held = (signum, frame)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a signal is held (to be delivered at the step boundary)."""
+        return self._held is not None
 
     def deliver(self) -> None:
         """Call the handler of a held signal (it raises ``KeyboardInterrupt``); nothing when none is held."""
@@ -765,15 +777,26 @@ class Trainer:
             S.save_state(self.out_dir, st)
             S.prune_states(self.out_dir, self.cfg["train"]["keep_checkpoints"])
 
-    def _save_on_interrupt(self, *, mid_step: bool) -> None:
-        """Save the state of the last completed step after Ctrl-C / SIGTERM (rank 0; no collective call).
+    def _save_on_interrupt(self, *, mid_step: bool, together: bool = False) -> None:
+        """Save the state of the last completed step after Ctrl-C / SIGTERM.
 
-        Why no collective: the other ranks get the signal at their own moment (or not at all) and may already be
-        leaving, so rank 0 saves alone, with its own RNG state only; a resume under ``torchrun`` then gives every rank
-        rank 0's RNG (logged), and the weights are those of every rank (DDP keeps them equal). A step already saved
-        (``checkpoint_every``, ``--until-step``) is not written again; nothing is saved at step 0, nor when the
-        interrupt came in the middle of a step (a second Ctrl-C) or the weights are not finite.
+        Under ``torchrun`` the ranks agree at each step boundary whether any of them holds a signal
+        (:func:`medgan.train.distributed.any_rank`), so a signal stops every rank at the same step and ``together``
+        is true: the state is saved collectively, every rank's RNG in it, and a resume is exact. Otherwise (one
+        process, or a second Ctrl-C that could not wait for the boundary) rank 0 saves alone, with its own RNG state
+        only: a resume under ``torchrun`` then gives every rank rank 0's RNG (logged), and the weights are those of
+        every rank (DDP keeps them equal). A step already saved (``checkpoint_every``, ``--until-step``) is not
+        written again; nothing is saved at step 0, nor when the interrupt came in the middle of a step or the
+        weights are not finite.
         """
+        if together and self.info.distributed and not mid_step and self.step > 0:
+            rngs = D.all_gather_objects(self.info, S.capture_rng())  # every rank is here: the collective is safe
+            if self.info.is_main:
+                self._save_interrupted_together(rngs)
+            # the other ranks wait for the save: torchrun sends SIGTERM to the remaining workers as soon as one
+            # exits, which stopped rank 0 part-way through writing the state
+            D.barrier(self.info)
+            return
         if not self.info.is_main:
             return
         newest = S.list_states(self.out_dir)
@@ -800,6 +823,20 @@ class Trainer:
         S.save_state(self.out_dir, st)
         S.prune_states(self.out_dir, self.cfg["train"]["keep_checkpoints"])
         logger.warning("interrupted at step %d: state saved; rerun the same command to continue", self.step)
+
+    def _save_interrupted_together(self, rngs: list[Any]) -> None:
+        """Rank 0's part of an agreed interrupt save (:meth:`_save_on_interrupt`): the state with every rank's RNG."""
+        if S.state_path(self.out_dir, self.step).is_file():
+            logger.warning("interrupted at step %d: state saved; rerun the same command to continue", self.step)
+            return
+        if not all(_all_finite(module) for _, module in self._saved_modules()):
+            logger.warning("interrupted at step %d: the weights are not finite, not saved", self.step)
+            return
+        S.save_state(self.out_dir, self._state(rngs=rngs))
+        S.prune_states(self.out_dir, self.cfg["train"]["keep_checkpoints"])
+        logger.warning(
+            "interrupted at step %d: state saved (every rank's); rerun the same command to continue", self.step
+        )
 
     def _refuse_derived_model_change(self, old: Mapping[str, Any]) -> None:
         """Name the config key a changed model key is derived from (``model.factor`` from ``degradation.factor``).
@@ -916,11 +953,19 @@ class Trainer:
         image_format = (self.spatial_dims + 2, channels_last_format(self.spatial_dims)) if self.channels_last else None
         speed = _StepClock()
         t0 = time.perf_counter()
-        held = _HeldInterrupts()
+        held = _HeldInterrupts(always=self.info.distributed)
+        agreed_stop = False  # every rank stopped at one step boundary (DDP): the save can be collective
         try:
             with held:
                 batches = iter(loader)
                 while True:
+                    if self.info.distributed and D.any_rank(self.info, held.pending):
+                        # a rank holds a Ctrl-C / SIGTERM: every rank stops at this same step boundary and saves
+                        # together; a rank signalled alone (another node pre-empted first) left the others' next
+                        # collective to fail, and rank 0 saved nothing (DDP review 23)
+                        agreed_stop = True
+                        held.deliver()
+                        raise KeyboardInterrupt(SIGNALLED_PEER)
                     held.deliver()  # a Ctrl-C / SIGTERM of the last step: raised here, between steps
                     speed.start()
                     try:
@@ -956,7 +1001,7 @@ class Trainer:
                         self._save()
                         D.barrier(self.info)
         except KeyboardInterrupt:
-            self._save_on_interrupt(mid_step=held.mid_step)
+            self._save_on_interrupt(mid_step=held.mid_step, together=agreed_stop)
             raise
         finally:
             if bar is not None:

@@ -115,6 +115,19 @@ def barrier(info: DistInfo) -> None:
             dist.barrier()
 
 
+def any_rank(info: DistInfo, flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (every rank must call it; ``flag`` itself in one process).
+
+    One integer all-reduced (max) on the rank's device: a few microseconds after a training step, which already
+    waits for its device work.
+    """
+    if not info.distributed:
+        return flag
+    box = torch.tensor([int(flag)], device=info.device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return bool(box.item())
+
+
 def all_gather_objects(info: DistInfo, obj: Any) -> list[Any]:
     """Every rank's ``obj`` (picklable, trusted: our own processes), in rank order."""
     if not info.distributed:
