@@ -39,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument(
-        "path", metavar="PATH", help="a DICOM or NIfTI file, a folder tree, a medgan MODEL.safetensors, or a shipped model's name"
+        "path",
+        metavar="PATH",
+        help="a DICOM or NIfTI file, a folder tree, a medgan MODEL.safetensors, or a shipped model's name",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.set_defaults(func=run)
