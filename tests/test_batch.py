@@ -1025,6 +1025,8 @@ def test_batch_evaluate_pairs_and_reports(tmp_path, eval_trees):
     for name in ("metrics.csv", "metrics.json", "report.md", "report.html"):
         assert (report / name).is_file()
     assert len(json.loads((report / "metrics.json").read_text())["rows"]) == 8
+    # the report records the command as typed (it said "not recorded" for a batch run; review 23)
+    assert json.loads((report / "metrics.json").read_text())["settings"]["invocation"]["argv"] == ["medgan", *args]
     first_html = (report / "metrics.csv").read_text()
     # rerun: scans skipped, the report rebuilt from the manifest's metrics
     assert main(args) == 0
@@ -1171,11 +1173,11 @@ def test_batch_evaluate_resume_follows_max_montages(tmp_path, eval_trees):
     rows = run("20")
     assert [r["status"] for r in rows] == ["done", "done"]
     assert all(len(r["outputs"]) == 1 and (out / r["outputs"][0]).is_file() for r in rows)
-    assert "montage" in (out / "report" / "report.md").read_text().lower()
+    assert "montage_000.png" in (out / "report" / "report.md").read_text().lower()
     assert [r["status"] for r in run("20")] == ["skipped", "skipped"]
     rows = run("0")
     assert [r["status"] for r in rows] == ["done", "done"] and all(r["outputs"] == [] for r in rows)
-    assert "montage" not in (out / "report" / "report.md").read_text().lower()
+    assert "montage_" not in (out / "report" / "report.md").read_text().lower()  # no figure (the command says 0)
     assert [r["status"] for r in run("0")] == ["skipped", "skipped"]
 
 

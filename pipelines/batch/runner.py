@@ -1176,8 +1176,12 @@ def run_evaluate(
     title: str | None = None,
     threads: int | None = None,
     crop_reference: bool = True,
+    argv: Sequence[str] | None = None,
 ) -> BatchResult:
     """Score a prediction tree against a reference tree; per-scan metrics go into the manifest, then the report.
+
+    ``argv``: the command line that ran it, recorded in the report (``settings.invocation``; the inputs are the
+    manifest's rows, not digested again).
 
     Pairing is :func:`medgan.eval.compare.pair_scan_refs` (through :func:`pipelines.batch.plan.plan_evaluate`), the
     rule ``medgan evaluate`` pairs by: same relative path or scan id, else same relative folder (the prediction
@@ -1252,7 +1256,7 @@ def run_evaluate(
     report: dict[str, Path] = {}
 
     def finalize(run: _Run, rows: list[dict[str, Any]]) -> dict[str, Path]:
-        report.update(_write_evaluation(rows, out_root, options, title=title))
+        report.update(_write_evaluation(rows, out_root, options, title=title, argv=argv))
         return report
 
     with _dask_client(scheduler) as client:
@@ -1279,7 +1283,14 @@ def run_evaluate(
 REPORT_DIR = "report"
 
 
-def _write_evaluation(rows: list[dict[str, Any]], out_root: Path, options: jobs.EvaluateOptions, *, title: str | None):
+def _write_evaluation(
+    rows: list[dict[str, Any]],
+    out_root: Path,
+    options: jobs.EvaluateOptions,
+    *,
+    title: str | None,
+    argv: Sequence[str] | None = None,
+):
     """The evaluation report from the metric rows kept in the manifest (montages read back from their PNGs)."""
     from medgan.eval.compare import Evaluation
     from medgan.eval.report import write_report
@@ -1294,6 +1305,8 @@ def _write_evaluation(rows: list[dict[str, Any]], out_root: Path, options: jobs.
         data_range=options.data_range,
         degradation=options.degradation,
         max_montages=0,
+        # the report said "command: not recorded" for a batch run (its inputs are the manifest's rows)
+        argv=[str(a) for a in argv] if argv is not None else None,
     )
     for row in scored:
         ev.rows.extend(_restore_floats(m) for m in row["metrics"])

@@ -353,9 +353,10 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
     return JobSpec(job=job, params=params, path=path)
 
 
-def run_spec(spec: JobSpec) -> Any:
-    """Run a validated spec; returns :class:`pipelines.batch.runner.BatchResult`."""
-    return run_job(spec.job, spec.params)
+def run_spec(spec: JobSpec, *, argv: list[str] | None = None) -> Any:
+    """Run a validated spec; returns :class:`pipelines.batch.runner.BatchResult`. ``argv``: the command that ran it
+    (``medgan run SPEC ...``), recorded in an evaluation report."""
+    return run_job(spec.job, {**spec.params, "argv": argv})
 
 
 def run_job(job: str, p: Mapping[str, Any]) -> Any:
@@ -409,5 +410,6 @@ def run_job(job: str, p: Mapping[str, Any]) -> Any:
         crop_reference=p["crop_reference"],
         max_montages=p["max_montages"],
         title=p["title"],
+        argv=p.get("argv"),  # the command as typed (pipelines.cli.main), for the report
         **common,
     )

@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
         overrides["quiet"] = True
     spec = load_spec(args.spec, overrides)
     with sigterm_interrupts():  # as medgan batch: SIGTERM stops the run as Ctrl-C does (exit 130)
-        result = run_spec(spec)
+        result = run_spec(spec, argv=getattr(args, "argv", None))
     return report(result, spec.params["quiet"])
