@@ -211,6 +211,14 @@ def _scan_list(sources: list[Any]) -> str:
     return f"{len(names)} scan(s): {shown}{more}"
 
 
+def _flagged_list(found: list[tuple[Any, str]]) -> str:
+    """``"a (why); b (why)"`` for (scan, why) pairs, sorted by name, at most :data:`_LIST_AT_MOST` of them."""
+    found = sorted(found, key=lambda f: _scan_label(f[0]))
+    listed = "; ".join(f"{_scan_label(src)} ({why})" for src, why in found[:_LIST_AT_MOST])
+    more = f"; ... and {len(found) - _LIST_AT_MOST} more" if len(found) > _LIST_AT_MOST else ""
+    return listed + more
+
+
 def _warn_tissue_maps(key: str, found: list[tuple[Any, str]]) -> None:
     """One WARNING naming the scans of ``key`` that look like tissue probability maps (:func:`tissue_map_hint`).
 
@@ -219,16 +227,12 @@ def _warn_tissue_maps(key: str, found: list[tuple[Any, str]]) -> None:
     """
     if not found:
         return
-    found = sorted(found, key=lambda f: _scan_label(f[0]))
-    listed = "; ".join(f"{_scan_label(src)} ({hint})" for src, hint in found[:_LIST_AT_MOST])
-    more = f"; ... and {len(found) - _LIST_AT_MOST} more" if len(found) > _LIST_AT_MOST else ""
     logger.warning(
-        "%s: %d scan(s) look like tissue probability maps, not intensity scans, and are used as scans: %s%s; "
+        "%s: %d scan(s) look like tissue probability maps, not intensity scans, and are used as scans: %s; "
         "list the scan files in %s explicitly, or move the maps out of the folder",
         key,
         len(found),
-        listed,
-        more,
+        _flagged_list(found),
         key,
     )
 
@@ -243,16 +247,12 @@ def _warn_synthetic(key: str, found: list[tuple[Any, str]]) -> None:
     """
     if not found:
         return
-    found = sorted(found, key=lambda f: _scan_label(f[0]))
-    listed = "; ".join(f"{_scan_label(src)} ({why})" for src, why in found[:_LIST_AT_MOST])
-    more = f"; ... and {len(found) - _LIST_AT_MOST} more" if len(found) > _LIST_AT_MOST else ""
     logger.warning(
-        "%s: %d scan(s) are synthetic (made by medgan), and the model learns them as if they were real: %s%s; the "
+        "%s: %d scan(s) are synthetic (made by medgan), and the model learns them as if they were real: %s; the "
         "exported checkpoint records them (training_data.synthetic)",
         key,
         len(found),
-        listed,
-        more,
+        _flagged_list(found),
     )
 
 
