@@ -355,8 +355,8 @@ def _cli_outputs_hint(folder: Path) -> str:
 
 
 def _refuse_synthetic(scan: MetaTensor, j: int, side: str, given: Mapping[str, Any]) -> None:
-    """A real pair whose image or label is marked synthetic (``meta["medgan"]["synthetic"]``, e.g. a file written by
-    ``medgan synthesize`` read back with its sidecar) is a :class:`MedganError`.
+    """A real pair whose image or label is marked synthetic (:func:`medgan.data.cgan_data.synthetic_hint`: e.g. a file
+    written by ``medgan synthesize`` read back with its sidecar, or an upscaled copy of one) is a :class:`MedganError`.
 
     Served as a real item it was counted as real data (``item["synthetic"]`` and ``meta["synthetic"]`` False) while
     its own record said synthetic. Refused, not warned about: a real slot is where a training run's real data is
@@ -364,13 +364,14 @@ def _refuse_synthetic(scan: MetaTensor, j: int, side: str, given: Mapping[str, A
     cache-only dataset), and a scan meant as real data on purpose can drop its record (``meta["medgan"]``, on disk
     its sidecar).
     """
-    prov = scan.meta.get("medgan")
-    if not (isinstance(prov, Mapping) and prov.get("synthetic") is True):
+    from medgan.data.cgan_data import synthetic_hint  # the trainers' rule: the provenance chain too
+
+    why = synthetic_hint(scan.meta)
+    if why is None:
         return
-    task = f", task {prov['task']!r}" if prov.get("task") else ""
     raise MedganError(
-        f"real pair {j}: its {side} ({_describe(given[side], scan)}) is synthetic (meta['medgan']['synthetic'] is "
-        f"True{task}, e.g. written by `medgan synthesize`): served as a real item it would be counted as real data. "
+        f"real pair {j}: its {side} ({_describe(given[side], scan)}) is synthetic ({why}, e.g. written by `medgan "
+        "synthesize`): served as a real item it would be counted as real data. "
         "Give generated pairs as synthetic items of a cache-only dataset, SyntheticAugmentedDataset(real, "
         f"synthesizer=None, cache_dir=<folder>, ratio=...): {_cache_recipe(given['image'], given['label'])}"
     )
