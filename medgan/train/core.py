@@ -107,10 +107,9 @@ def loader_workers(setting: int | str, device: torch.device) -> int:
         return int(setting)
     if device.type != "cuda":
         return 0
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use (a cgroup or taskset can limit them)
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
+    from medgan._cpu import usable_cores
+
+    cores = usable_cores()  # the cores this process may use (a cgroup or taskset can limit them)
     try:
         local_world = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:  # not torchrun's: one process

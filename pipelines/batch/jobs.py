@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medgan._cpu import usable_cores
 from medgan.errors import MedganError
 from pipelines.batch.manifest import output_sha256
 from pipelines.batch.plan import Task, safe_output_path
@@ -118,14 +119,6 @@ class EvaluateOptions:
     #: score a prediction on a box of the reference's voxels (medgan degrade's crop to a multiple of the factor,
     #: then upscale) against the reference cropped to it (see :class:`medgan.eval.compare.Evaluation`)
     crop_reference: bool = True
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 #: the most torch threads a scan job may ask for, per usable CPU core of the process that runs it: more only
