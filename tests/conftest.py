@@ -285,3 +285,29 @@ def mni_label_map(dst: Path, box: tuple[slice, ...], *, extra_value: int | None 
     dst.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(labels, gm.affine), dst)
     return dst
+
+
+# ---------------------------------------------------------------- processes of a run (Linux /proc)
+def proc_descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def proc_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (not gone, not a zombie; Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import mni_label_map, mni_tissue_slice, save_tiny_sr, save_tiny_synthesizer
+from conftest import mni_label_map, mni_tissue_slice, proc_alive, proc_descendants, save_tiny_sr, save_tiny_synthesizer
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -618,30 +618,6 @@ def test_resume_after_sigkill(tmp_path, tiny_model):
             assert json.loads((out / r["outputs"][1]).read_text())["task"] == "super-resolution"
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _eight_scan_run(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path, list[str]]:
     """A tree of 8 scans (more than the 2 x 2 a two-worker pool queues, so scans are still queued or running after
     the first one is done), its output folder and the ``medgan batch upscale`` command for them."""
@@ -669,16 +645,16 @@ def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, tin
     manifest = out / "manifest.jsonl"
     try:
         _wait_for_first_done(proc, manifest, 90)
-        below = _descendants(proc.pid)
+        below = proc_descendants(proc.pid)
         assert len(below) >= 3  # the fork server and two workers (plus the resource tracker)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
         proc.stderr.close()
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(_alive(p) for p in below):
+    while time.monotonic() < deadline and any(proc_alive(p) for p in below):
         time.sleep(0.1)
-    assert not [p for p in below if _alive(p)], "processes of the killed run are still running"
+    assert not [p for p in below if proc_alive(p)], "processes of the killed run are still running"
     n_done_before = sum(r["status"] == "done" for r in read_rows(manifest))
     assert 1 <= n_done_before < 8
 
@@ -791,15 +767,15 @@ def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, ti
 
     def first_scan_done() -> None:
         _wait_for_first_done(proc, manifest, 90)
-        below.extend(_descendants(proc.pid))
+        below.extend(proc_descendants(proc.pid))
 
     err = _ctrl_c(proc, first_scan_done)
     assert err.strip() == "medgan batch: interrupted", err
     assert "interrupted (Ctrl-C)" in (out / "medgan.log").read_text().splitlines()[-1]  # the log says so too
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(_alive(p) for p in below):
+    while time.monotonic() < deadline and any(proc_alive(p) for p in below):
         time.sleep(0.1)
-    assert not [p for p in below if _alive(p)], "processes of the interrupted run are still running"
+    assert not [p for p in below if proc_alive(p)], "processes of the interrupted run are still running"
     rows = read_rows(manifest)
     done = {r["outputs"][0] for r in rows if r["status"] == "done"}
     written = {p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")}
@@ -820,7 +796,7 @@ def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, ti
 def _importing_worker_server(pid: int) -> int | None:
     """The pid of the ``multiprocessing`` fork server started by process ``pid`` once its Python has set up its
     SIGINT handler (it runs its preload imports then), else ``None``."""
-    for child in _descendants(pid):
+    for child in proc_descendants(pid):
         try:
             if b"forkserver import main" not in Path(f"/proc/{child}/cmdline").read_bytes():
                 continue
@@ -892,9 +868,9 @@ def test_an_interrupted_pool_keeps_finished_scans_and_stops_its_workers():
     assert sorted(rows) == ["a", "b"] and {r["status"] for r in rows.values()} == {"done"}
     workers = {int(r["worker"]) for r in rows.values()}
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+    while time.monotonic() < deadline and any(proc_alive(p) for p in workers):
         time.sleep(0.1)
-    assert not [p for p in workers if _alive(p)]
+    assert not [p for p in workers if proc_alive(p)]
 
 
 def _slow_save(task, result, scan, options):

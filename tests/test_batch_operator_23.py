@@ -18,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import cli_env, save_tiny_sr
+from conftest import cli_env, proc_alive, proc_descendants, save_tiny_sr
 
 from pipelines.batch.manifest import read_rows
 from pipelines.cli import main
@@ -46,30 +46,6 @@ def _tree(root: Path, n: int) -> Path:
     for i in range(n):
         _crop(ANATOMICAL, root / f"sub-{i:02d}/anat.nii.gz", (slice(i, 16 + i), slice(10, 26), slice(8, 14)))
     return root
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- SIGTERM
@@ -106,7 +82,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_rerun_resumes(tmp_path, tiny
                 break
             time.sleep(0.02)
         assert proc.poll() is None, f"the run ended before the signal: {proc.stderr.read().decode()}"
-        below = _descendants(proc.pid)
+        below = proc_descendants(proc.pid)
         if group:
             os.killpg(proc.pid, signal.SIGTERM)
         else:
@@ -125,9 +101,9 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_rerun_resumes(tmp_path, tiny
     assert "interrupted (SIGTERM)" in last and "rerun resumes" in last, last
     assert not (out / "manifest.csv").exists()  # as after Ctrl-C: an interrupted run does not rewrite it
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(_alive(p) for p in below):
+    while time.monotonic() < deadline and any(proc_alive(p) for p in below):
         time.sleep(0.1)
-    assert not [p for p in below if _alive(p)], "processes of the stopped run are still running"
+    assert not [p for p in below if proc_alive(p)], "processes of the stopped run are still running"
     done = [r["scan_id"] for r in read_rows(manifest) if r["status"] == "done"]
     assert 1 <= len(done) < 8
 
