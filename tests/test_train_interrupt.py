@@ -72,6 +72,15 @@ def _steps_shown(log: Path, total: int) -> int:
     return int(found[-1]) if found else 0
 
 
+def _wait_for_steps(proc: subprocess.Popen, log: Path, steps: int, total: int, *, seconds: float) -> None:
+    """Wait until the run's progress bar in ``log`` shows ``steps`` of ``total`` steps (the run still going)."""
+    deadline = time.monotonic() + seconds
+    while _steps_shown(log, total) < steps:
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"fewer than {steps} steps within {seconds:g} s"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_saves_its_last_step_exits_130_and_resumes_from_it(tmp_path, train_scan, signum):
     """``medgan train-sr`` with no checkpoint due for 2000 steps is stopped by a signal to its process group after a
@@ -91,11 +100,7 @@ def test_an_interrupted_run_saves_its_last_step_exits_130_and_resumes_from_it(tm
             preexec_fn=_default_sigint,
         )
     try:
-        deadline = time.monotonic() + 180
-        while _steps_shown(log, 2000) < 3:
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "fewer than 3 steps within 180 s"
-            time.sleep(0.05)
+        _wait_for_steps(proc, log, 3, 2000, seconds=180)
         os.killpg(proc.pid, signum)
         proc.wait(timeout=120)
     finally:
@@ -202,11 +207,7 @@ def test_a_torchrun_rank_signalled_alone_stops_every_rank_and_saves_all_their_rn
             cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 240
-        while _steps_shown(log, 2000) < 3:
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "fewer than 3 steps within 240 s"
-            time.sleep(0.05)
+        _wait_for_steps(proc, log, 3, 2000, seconds=240)
         rank1 = _rank_pid(proc.pid, "1")
         assert rank1 is not None
         os.kill(rank1, signal.SIGTERM)
