@@ -26,3 +26,15 @@ def test_the_detector_card_does_not_read_like_a_generator_card():
     assert "\n## Validation\n" in card and "held-out results, where measured, are in the notes" in card
     sr = render_model_card(PRETRAINED_DIR / "brain-mr-x2-3d.safetensors")
     assert "## Validation (EMA generator, held-out scans, last evaluation)" in sr and "- steps:" in sr
+
+
+def test_list_pretrained_factor_is_the_loaded_models_factor():
+    """``list_pretrained`` gave ``[2, 2]`` where the loaded model's ``factor`` is ``(2, 2)``: a researcher's
+    ``m["factor"] == resolver.factor`` was False for the same model."""
+    import medgan
+
+    sr = [m for m in list_pretrained() if m["task"] == "super-resolution"]
+    assert len(sr) >= 3
+    for m in sr:
+        assert m["factor"] == medgan.SuperResolver.from_pretrained(m["name"]).factor, m["name"]
+    assert all(m["factor"] is None for m in list_pretrained() if m["task"] == "synthesis")

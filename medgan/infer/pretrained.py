@@ -222,7 +222,7 @@ def list_pretrained(*, include_detector: bool = False) -> list[dict[str, Any]]:
     -------
     list of dict
         One entry per model with ``name``, ``task`` (``"super-resolution"`` or ``"synthesis"``),
-        ``dims``, ``factor`` (per axis; None for synthesis), ``modality``, ``degradation``,
+        ``dims``, ``factor`` (a tuple per axis, as :attr:`SuperResolver.factor`; None for synthesis), ``modality``, ``degradation``,
         ``description``, ``card`` (path of the model card) and ``path``.
 
     Examples
@@ -244,7 +244,8 @@ def list_pretrained(*, include_detector: bool = False) -> list[dict[str, Any]]:
                 "name": path.stem,
                 "task": task,
                 "dims": meta.get("spatial_dims"),
-                "factor": meta.get("factor") if task == "super-resolution" else None,
+                # a tuple, as SuperResolver.factor is: `m["factor"] == resolver.factor` holds for the same model
+                "factor": tuple(meta["factor"]) if task == "super-resolution" and meta.get("factor") else None,
                 "modality": meta.get("modality", "unknown"),
                 "degradation": degradation,
                 "description": meta.get("description") or _card_summary(card),
