@@ -20,6 +20,7 @@ import sys
 from medgan import __version__
 from medgan.errors import MedganError
 from pipelines.batch.logging import OWN_LOGGERS
+from pipelines.commands._outputs import EscapingFormatter
 
 #: sub-command modules, in the order ``medgan --help`` lists them
 COMMAND_MODULES = [
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         for handler in logging.getLogger().handlers:  # log lines quote file names and header values: escaped
-            handler.setFormatter(_TerminalFormatter(handler.formatter._fmt if handler.formatter else None))
+            handler.setFormatter(EscapingFormatter(handler.formatter._fmt if handler.formatter else None))
         for name in OWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
@@ -134,17 +135,6 @@ def report_error(command: str, exc: BaseException) -> None:
 
     # messages quote file names and header values: a control character in one is shown escaped, never sent raw
     print(terminal_text(line, sys.stderr), file=sys.stderr)
-
-
-class _TerminalFormatter(logging.Formatter):
-    """Log lines with control characters shown escaped (``\\x1b``), as :func:`report_error` prints errors: messages
-    quote file names and DICOM header values, where an escape sequence would drive the operator's terminal.
-    Newlines and tabs stay (tracebacks)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        from pipelines.commands._outputs import terminal_text
-
-        return terminal_text(super().format(record), multiline=True)
 
 
 def _world_size() -> int:

@@ -190,3 +190,17 @@ def test_errors_and_log_lines_show_a_file_names_escape_sequence_escaped(tmp_path
     assert run.returncode == 0, run.stderr
     assert "\x1b" not in run.stderr and "a\\x1b[2Jb.nii.gz" in run.stderr
     assert named.is_file()
+
+
+def test_batch_run_log_escapes_control_characters_in_file_names(tmp_path):
+    """``medgan.log`` got file names raw while the terminal got them escaped: ``cat medgan.log`` replayed a
+    folder name's escape sequence on the reader's terminal (here the output root, named in the first line)."""
+    in_root = tmp_path / "in"
+    in_root.mkdir()
+    shutil.copy(ANAT, in_root / "anat.nii")
+    model = save_tiny_sr(tmp_path / "tiny.safetensors")
+    out_root = tmp_path / "o\x1b[2Jb"
+    assert _run(["batch", "upscale", in_root, out_root, "--model", model, "--workers", "1", "--quiet"]) == 0
+    log = (out_root / "medgan.log").read_text(encoding="utf-8")
+    assert "o\\x1b[2Jb" in log, log  # the output root is named in the log, escaped
+    assert not CONTROL.search(log.replace("\n", "")), log

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from medgan.errors import MedganError
+from pipelines.commands._outputs import EscapingFormatter
 
 __all__ = ["RunLog", "LOG_NAME", "OWN_LOGGERS"]
 
@@ -96,7 +97,8 @@ class RunLog:
             self.__exit__()
             raise
         handler.setLevel(logging.INFO)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        # escaped as the terminal's lines are: the file is read with cat / less -R as often as in an editor
+        handler.setFormatter(EscapingFormatter(_FORMAT))
         root.addHandler(handler)
         # medgan's own INFO lines reach the file whatever the caller set; other libraries' (torch, dask) keep the
         # caller's level: raising the root logger to INFO let their chatter into the log and onto the terminal

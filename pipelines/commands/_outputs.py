@@ -21,13 +21,14 @@ field cannot clear the screen, retitle the window or hide a line.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["check_outputs", "terminal_text"]
+__all__ = ["EscapingFormatter", "check_outputs", "terminal_text"]
 
 #: what a terminal acts on instead of showing: C0 controls (ESC starts a CSI / OSC sequence, CR rewrites the
 #: line, BS erases), DEL, C1 controls (U+009B is a one-character CSI), and the bidirectional embeddings, overrides
@@ -35,6 +36,15 @@ __all__ = ["check_outputs", "terminal_text"]
 _CONTROL = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
 _UNSAFE_LINE = re.compile(f"[{_CONTROL}\t\n]")  # a table cell, a one-line message: newline and tab too
 _UNSAFE_TEXT = re.compile(f"[{_CONTROL}]")  # a multi-line text (a model card): newline and tab are its layout
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines with control characters shown escaped (``\\x1b``), as :func:`terminal_text` prints them: log
+    messages quote file names and DICOM header values, where an escape sequence would drive the terminal of whoever
+    reads the line, on the terminal itself or later with ``cat medgan.log``. Newlines and tabs stay (tracebacks)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_text(super().format(record), multiline=True)
 
 
 def _escape(match: re.Match[str]) -> str:
