@@ -99,3 +99,25 @@ def test_pickle_named_safetensors_is_refused_unopened(tmp_path, capsys):
     err = capsys.readouterr().err
     assert not marker.exists()
     assert "not a medgan checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+def test_info_reads_the_checkpoint_once(tmp_path):
+    """``medgan info MODEL`` verified one read of the file and rendered the card from a second: a file replaced in
+    between got the first file's verification and the second file's card. Counted with an audit hook on ``open``."""
+    import subprocess
+    import sys
+
+    model = save_tiny_sr(tmp_path / "tiny.safetensors")
+    script = (
+        "import sys\n"
+        "opens = []\n"
+        "sys.addaudithook(lambda ev, a: opens.append(a[0]) if ev == 'open' and str(a[0]) == sys.argv[1] else None)\n"
+        "from pipelines.cli import main\n"
+        "code = main(['info', sys.argv[1]])\n"
+        "print('OPENS', len(opens), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(model)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "| task | super-resolution |" in run.stdout, run.stdout[:500]
+    assert "OPENS 1" in run.stderr, run.stderr[-500:]

@@ -11,9 +11,12 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medgan.errors import CheckpointError
+
+if TYPE_CHECKING:  # checkpoint imports torch: this module is imported for list_pretrained without it
+    from medgan.infer.checkpoint import Checkpoint
 
 __all__ = [
     "list_pretrained",
@@ -308,13 +311,16 @@ def _card_summary(card: Path) -> str:
     return ""
 
 
-def render_model_card(path: str | Path) -> str:
+def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None) -> str:
     """A Markdown model card built from a checkpoint's own metadata (nothing typed by hand can drift).
 
     Parameters
     ----------
     path
         A medgan checkpoint written by ``medgan train-sr`` / ``medgan train-cgan``.
+    checkpoint
+        ``path`` as already read (:func:`~medgan.infer.checkpoint.load_checkpoint`): the card is then that file's,
+        not a second read's, which a file replaced in between would make another file's card.
 
     Returns
     -------
@@ -326,7 +332,7 @@ def render_model_card(path: str | Path) -> str:
     from medgan.infer.checkpoint import _read_checkpoint
 
     # not load_checkpoint: rewriting the card of a retrained shipped model is how its card sha256 gets updated
-    ckpt = _read_checkpoint(Path(path), card_check=False)
+    ckpt = checkpoint if checkpoint is not None else _read_checkpoint(Path(path), card_check=False)
     meta = ckpt.metadata
     name = meta.get("name") or Path(path).stem
     task = meta.get("task") or ("synthesis" if "labels" in meta else "super-resolution")

@@ -163,7 +163,7 @@ def _run_checkpoint(path: Path, as_json: bool) -> int:
         print(terminal_text(f"note: outputs of this file record the model as {recorded} (not the shipped file)"))
     # the card quotes the checkpoint's metadata, which whoever made the file wrote: no escape sequence reaches the
     # terminal (a modality of "MR\x1b[2J" cleared the screen); its lines and tabs are kept
-    print(terminal_text(render_model_card(path), sys.stdout, multiline=True))
+    print(terminal_text(render_model_card(path, checkpoint=ckpt), sys.stdout, multiline=True))
     return 0
 
 
