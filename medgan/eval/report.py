@@ -46,6 +46,7 @@ header fields: rows carry scan ids and a whitelist of grouping columns only
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import datetime as _dt
 import html
@@ -635,6 +636,11 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, *, columns: S
     """
     from medgan.io.atomic import write_text_atomic
 
+    return write_text_atomic(path, _csv_text(rows, columns))
+
+
+def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """The text :func:`write_csv` writes."""
     columns = list(columns or ROW_COLUMNS)
     extra = [k for r in rows for k in r if k not in columns]
     columns = ["schema_version", *columns, *dict.fromkeys(extra)]
@@ -643,14 +649,19 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, *, columns: S
     writer.writeheader()
     for r in rows:
         writer.writerow({"schema_version": SCHEMA_VERSION} | {c: _csv_value(r.get(c)) for c in columns[1:]})
-    return write_text_atomic(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def write_json(doc: Mapping[str, Any], path: str | Path) -> Path:
     """Write a document as indented JSON atomically (NaN as null; no non-standard tokens)."""
     from medgan.io.atomic import write_text_atomic
 
-    return write_text_atomic(path, json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
+    return write_text_atomic(path, _json_text(doc))
+
+
+def _json_text(doc: Mapping[str, Any]) -> str:
+    """The text :func:`write_json` writes."""
+    return json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n"
 
 
 def _degradation_details(d: Mapping[str, Any]) -> str:
@@ -974,7 +985,9 @@ def write_report(
     ev
         A :class:`~medgan.eval.compare.Evaluation` with at least one scan added.
     out_dir
-        Output folder (created if needed). Each file is written atomically.
+        Output folder (created if needed). The files are written together: every one is rendered first, then all
+        are renamed into place at once (:func:`medgan.io.atomic.atomic_paths`), so a failure leaves the folder's
+        earlier report as it was, never a mix of two runs.
     title
         Report title.
     write_pngs
@@ -984,8 +997,14 @@ def write_report(
     -------
     dict
         Output name -> path.
+
+    Raises
+    ------
+    OSError
+        A file cannot be written or renamed into place (named by its final path, not a temporary one); nothing
+        was changed.
     """
-    from medgan.io.atomic import write_bytes_atomic, write_text_atomic
+    from medgan.io.atomic import atomic_paths
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -993,24 +1012,36 @@ def write_report(
         # a link planted there sent the figures elsewhere, and the clean-up below deleted PNGs in its target
         raise MedganError(f"{out / 'figures'}: is a symbolic link; remove it (the report writes its figures there)")
     doc = build_document(ev, title=title)
-    figs = build_figures(doc, getattr(ev, "montages", None))
-    paths = {
-        "metrics.csv": write_csv(doc["rows"], out / "metrics.csv"),
-        "summary.csv": write_csv(doc["summary"], out / "summary.csv", columns=["method", "metric"]),
-        "paired.csv": write_csv(doc["paired"], out / "paired.csv", columns=["method", "baseline", "metric"]),
-        "metrics.json": write_json(doc, out / "metrics.json"),
-    }
-    links = []
-    current = {name for name, _, _ in figs} if write_pngs else set()
+    figs = build_figures(doc, getattr(ev, "montages", None))  # report.html embeds them in any case
+    pngs = figs if write_pngs else []
+    # everything rendered before anything is written: written one by one, a failure on the 6th file (disk full, a
+    # folder in the way) left the new metrics.csv beside the earlier run's report.html (exit 1 said nothing was)
+    files: dict[str, bytes] = {f"figures/{name}": png for name, _, png in pngs}  # first: the least harmful prefix
+    files["metrics.csv"] = _csv_text(doc["rows"]).encode("utf-8")
+    files["summary.csv"] = _csv_text(doc["summary"], ["method", "metric"]).encode("utf-8")
+    files["paired.csv"] = _csv_text(doc["paired"], ["method", "baseline", "metric"]).encode("utf-8")
+    files["metrics.json"] = _json_text(doc).encode("utf-8")
+    links = [(f"figures/{name}", caption) for name, caption, _ in pngs]
+    files["report.md"] = render_markdown(doc, links).encode("utf-8")
+    files["report.html"] = render_html(doc, figs).encode("utf-8")
+    made_figures = bool(pngs) and not (out / "figures").exists()
+    if pngs:
+        (out / "figures").mkdir(exist_ok=True)
+    paths = {name: out / name for name in files}
+    try:
+        with atomic_paths(*paths.values()) as temps:
+            for tmp, data in zip(temps, files.values(), strict=True):
+                with open(tmp, "xb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+    except BaseException:
+        if made_figures:  # left as it was: no empty figures folder of a report that was not written
+            with contextlib.suppress(OSError):
+                (out / "figures").rmdir()
+        raise
     if (out / "figures").is_dir():  # figures of an earlier report in this folder that this one does not have
         for stale in (out / "figures").glob("*.png"):  # only names a report writes: a user's own files stay
-            if stale.name not in current and _is_report_figure(stale.name):
+            if f"figures/{stale.name}" not in files and _is_report_figure(stale.name):
                 stale.unlink()
-    if write_pngs and figs:
-        (out / "figures").mkdir(exist_ok=True)
-        for name, caption, png in figs:
-            paths[f"figures/{name}"] = write_bytes_atomic(out / "figures" / name, png)
-            links.append((f"figures/{name}", caption))
-    paths["report.md"] = write_text_atomic(out / "report.md", render_markdown(doc, links))
-    paths["report.html"] = write_text_atomic(out / "report.html", render_html(doc, figs))
     return paths

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +28,7 @@ from medgan.errors import MedganError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "os_error_reason",
     "check_target_dir",
     "parent_problem",
     "temp_sibling",
@@ -39,6 +40,37 @@ __all__ = [
     "write_text_atomic",
     "open_append",
 ]
+
+
+def os_error_reason(exc: BaseException) -> str:
+    """Why an I/O operation failed, in a few words for a one-line message: ``"No space left on device"``.
+
+    The ``strerror`` of ``exc`` or, when it has none, of the first :class:`OSError` among its causes and contexts
+    (``__cause__`` / ``__context__``, followed in turn). A library that re-raises an I/O error as
+    ``type(exc)(message) from exc`` (pydicom writing pixel data does, its message a whole formatted traceback)
+    leaves no ``strerror`` on the error it raises, and ``str(exc)`` put that traceback, install paths and
+    newlines included, into the error line, ``manifest.csv`` and ``medgan.log``. Without any ``strerror``: the first
+    non-empty line of ``str(exc)``, else the exception's type name.
+
+    Parameters
+    ----------
+    exc
+        The exception caught.
+
+    Returns
+    -------
+    str
+        One line.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:  # a chain can loop back on itself
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.strerror:
+            return " ".join(str(link.strerror).split())
+        link = link.__cause__ or link.__context__
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return first or type(exc).__name__
 
 
 def parent_problem(path: str | os.PathLike[str]) -> str:
@@ -122,10 +154,28 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
         if not tmp.exists():
             raise MedganError(f"{path}: nothing was written")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        _raise_as_final(exc, {tmp: path})
         raise
     _fsync_dir(path.parent)
+
+
+def _raise_as_final(exc: BaseException, finals: Mapping[Path, Path]) -> None:
+    """Raise ``exc`` again naming the final path when it is an :class:`OSError` about one of the temporary paths in
+    ``finals`` (temporary -> final); return otherwise.
+
+    A user knows ``report.html``, not ``.report.html.1f6f0c2a9e3b.tmp`` (gone by the time the message is read):
+    the error line named the temporary file. The new error is the same :class:`OSError` subclass (errno decides).
+    """
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return
+    for name in (exc.filename, exc.filename2):
+        if name is None:
+            continue
+        final = finals.get(Path(os.fsdecode(name)))
+        if final is not None:
+            raise OSError(exc.errno, exc.strerror, os.fspath(final)) from exc
 
 
 @contextlib.contextmanager
@@ -154,7 +204,8 @@ def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
     MedganError
         A temporary file was not written.
     OSError
-        A rename failed (after the earlier ones were undone).
+        A temporary file could not be written, or a rename failed (after the earlier ones were undone); it names
+        the final path, never the temporary one.
     """
     finals = [Path(p) for p in paths]
     temps = [temp_sibling(p) for p in finals]
@@ -174,7 +225,7 @@ def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
                     _remove(backup)
                 raise
             done.append((final, backup))
-    except BaseException:
+    except BaseException as exc:
         for final, backup in reversed(done):
             with contextlib.suppress(OSError):  # best effort: the original error is the one to report
                 if backup is not None:
@@ -183,6 +234,7 @@ def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
                     final.unlink()
         for tmp in temps:
             _remove(tmp)
+        _raise_as_final(exc, dict(zip(temps, finals, strict=True)))
         raise
     for _, backup in done:
         if backup is not None:

@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from medgan.errors import MedganError, ScanReadError
+from medgan.io.atomic import os_error_reason
 from medgan.io.dicom_values import header_value
 from medgan.io.digest import file_sha256
 from medgan.io.gc_pause import paused_gc
@@ -341,7 +342,7 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
         try:
             st = folder.stat()
         except OSError as exc:  # a path beyond PATH_MAX, a parent without search permission: said, not silent
-            log.warning("cannot read folder %s (%s); skipped", folder, exc.strerror or exc)
+            log.warning("cannot read folder %s (%s); skipped", folder, os_error_reason(exc))
             unseen.append((folder, f"cannot read this folder ({exc.strerror or type(exc).__name__})", True))
             continue
         if (st.st_dev, st.st_ino) in seen_dirs:
@@ -351,7 +352,7 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            log.warning("cannot list folder %s (%s); skipped", folder, exc.strerror or exc)
+            log.warning("cannot list folder %s (%s); skipped", folder, os_error_reason(exc))
             unseen.append((folder, f"cannot list this folder ({exc.strerror or type(exc).__name__})", True))
             continue
         subdirs = []
@@ -372,7 +373,7 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
                     yield Path(entry.path)
             except OSError as exc:  # a dangling link or a vanished file is not found (ENOENT) and goes unsaid
                 if exc.errno != errno.ENOENT:
-                    log.warning("cannot read %s (%s); skipped", entry.path, exc.strerror or exc)
+                    log.warning("cannot read %s (%s); skipped", entry.path, os_error_reason(exc))
                     why = f"cannot be looked at ({exc.strerror or type(exc).__name__})"
                     unseen.append((Path(entry.path), why, False))
                 continue

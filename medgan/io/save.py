@@ -23,7 +23,7 @@ from numpy.typing import DTypeLike
 
 from medgan._version import __version__
 from medgan.errors import MedganError
-from medgan.io.atomic import atomic_paths, parent_problem
+from medgan.io.atomic import atomic_paths, os_error_reason, parent_problem
 from medgan.io.dicom_private import drop_dicom_fields
 from medgan.io.dicom_write import derivation_text, write_dicom_series
 from medgan.io.nifti import (
@@ -121,9 +121,10 @@ def save_scan(
     >>> import numpy as np, tempfile, pathlib
     >>> from medgan.io.scan import make_scan
     >>> x = make_scan(np.zeros((1, 4, 4, 2)), np.diag([2.0, 2.0, 3.0, 1.0]))
-    >>> out = save_scan(x, pathlib.Path(tempfile.mkdtemp()) / "x.nii.gz")
-    >>> out.name
-    'x.nii.gz'
+    >>> with tempfile.TemporaryDirectory() as folder:  # removed afterwards
+    ...     out = save_scan(x, pathlib.Path(folder) / "x.nii.gz")
+    ...     print(out.name)
+    x.nii.gz
     """
     path = Path(path)
     # a MONAI scan whose affine maps to LPS+ (meta["space"] == "LPS") would otherwise be written mirrored
@@ -137,7 +138,7 @@ def save_scan(
     try:
         return write_dicom_series(scan, path, reference=reference, overwrite=overwrite)
     except OSError as exc:
-        raise MedganError(f"{path}: cannot write DICOM series ({exc.strerror or exc})") from exc
+        raise MedganError(f"{path}: cannot write DICOM series ({os_error_reason(exc)})") from exc
 
 
 #: meta["dicom"] attributes that place a series in its patient, study and frame of reference (never logged)
@@ -501,7 +502,7 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
                     fh.write(sidecar)
                     _sync(fh)
     except OSError as exc:
-        raise MedganError(f"{path}: cannot write NIfTI file ({exc.strerror or exc})") from exc
+        raise MedganError(f"{path}: cannot write NIfTI file ({os_error_reason(exc)})") from exc
     logger.debug("wrote NIfTI %s", path.name)
     return path
 

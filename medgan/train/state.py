@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medgan.errors import CheckpointError
-from medgan.io.atomic import atomic_path
+from medgan.errors import CheckpointError, MedganError
+from medgan.io.atomic import atomic_path, os_error_reason
 
 __all__ = [
     "STATE_FORMAT",
@@ -108,16 +108,55 @@ def list_states(out_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
 
 
 def save_state(out_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` (needs ``"step"``) atomically; returns its path."""
+    """Write ``state`` (needs ``"step"``) atomically; returns its path.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        The file cannot be written (disk full, quota, file size limit, a read-only folder): one line naming it, the
+        reason, and the newest state already saved, which a rerun continues from. No temporary file is left.
+    """
     path = state_path(out_dir, state["step"])
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": STATE_FORMAT, **state}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _is_write_failure(exc):
+            raise
+        # a full disk during torch.save was a 40-line traceback ending in "[enforce fail at inline_container.cc]
+        # unexpected pos", which said neither which file nor that the run can go on from its last state
+        raise MedganError(
+            f"{path}: cannot write the training state ({os_error_reason(exc)}); {_last_good(out_dir, path)}"
+        ) from None
     return path
+
+
+def _is_write_failure(exc: RuntimeError) -> bool:
+    """Whether ``exc``, raised by ``torch.save``, comes from a failed write: its archive writer raises a
+    ``RuntimeError`` ("unexpected pos ...", "file write failed") whose context is the file's :class:`OSError`."""
+    link: BaseException | None = exc
+    for _ in range(8):  # a short chain; bounded in case it loops
+        if link is None:
+            break
+        if isinstance(link, OSError):
+            return True
+        link = link.__cause__ or link.__context__
+    text = str(exc)
+    return "unexpected pos" in text or "write failed" in text
+
+
+def _last_good(out_dir: str | os.PathLike[str], failed: Path) -> str:
+    """The end of the message of a failed :func:`save_state`: where a rerun continues from."""
+    earlier = [(step, p) for step, p in list_states(out_dir) if p != failed]
+    if not earlier:
+        return "no earlier state was saved: free space and rerun to start again"
+    step, last = earlier[-1]
+    return f"the last good state is {last} (step {step}): free space and rerun the same command to continue from it"
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -28,8 +28,10 @@ from typing import Any
 
 from medgan._cpu import usable_cores
 from medgan.errors import MedganError
+from medgan.io.atomic import os_error_reason
 from pipelines.batch.manifest import output_sha256
 from pipelines.batch.plan import Task, safe_output_path
+from pipelines.commands._outputs import DETAIL
 
 __all__ = [
     "UpscaleOptions",
@@ -90,6 +92,10 @@ class UpscaleOptions:
     axes
         A 2-D model on a volume: the two scan axes to upsample (``axes`` of :meth:`medgan.SuperResolver.upscale`;
         ``None``: its default, 0 and 1).
+    out_root_made
+        ``out_root`` was made before any job ran (the runner does, and holds its lock): a job that finds it gone
+        (deleted during the run) fails its scan rather than making it again. ``False`` (a job called on its own):
+        the folders are made as needed, ``out_root`` included.
     """
 
     model: str
@@ -103,11 +109,13 @@ class UpscaleOptions:
     windows: str = "fit"
     precision: str = "auto"
     axes: tuple[int, int] | None = None
+    out_root_made: bool = False
 
 
 @dataclass(frozen=True)
 class EvaluateOptions:
-    """Settings shared by every evaluate task of a run (see :class:`medgan.eval.compare.Evaluation`)."""
+    """Settings shared by every evaluate task of a run (see :class:`medgan.eval.compare.Evaluation`;
+    ``out_root_made``: as for :class:`UpscaleOptions`)."""
 
     out_root: str
     method: str = "SR"
@@ -119,6 +127,7 @@ class EvaluateOptions:
     #: score a prediction on a box of the reference's voxels (medgan degrade's crop to a multiple of the factor,
     #: then upscale) against the reference cropped to it (see :class:`medgan.eval.compare.Evaluation`)
     crop_reference: bool = True
+    out_root_made: bool = False
 
 
 #: the most torch threads a scan job may ask for, per usable CPU core of the process that runs it: more only
@@ -350,7 +359,9 @@ def _failed(
     exc: BaseException, task: Task, started: float, seconds: dict[str, float], scans: tuple[Any, ...] = ()
 ) -> dict[str, Any]:
     if not isinstance(exc, MedganError):  # unexpected: keep the traceback in the worker's log, not the manifest
-        log.debug("scan %s failed:\n%s", task.scan_id, _redact("".join(traceback.format_exception(exc)), scans))
+        # the traceback on lines of its own (the log's message itself is one line: EscapingFormatter)
+        trace = _redact("".join(traceback.format_exception(exc)), scans)
+        log.debug("scan %s failed; traceback:", task.scan_id, extra={DETAIL: trace})
     seconds["total"] = time.perf_counter() - started
     return {
         "status": "failed",
@@ -417,9 +428,39 @@ def save_stage(task: Task, result: Any, scan: Any, options: UpscaleOptions) -> N
     out_root = Path(options.out_root)
     first = Path(task.outputs[0])
     target = safe_output_path(out_root, first.parent.as_posix(), first.name)  # checked again right before writing
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_output_folder(out_root, target.parent, options)
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     save_scan(result, target, format=options.fmt, reference=reference, overwrite=True)
+
+
+def _make_output_folder(out_root: Path, folder: Path, options: Any) -> None:
+    """Create ``folder`` (``out_root`` or a folder below it); in a run (``options.out_root_made``) one level at a
+    time below ``out_root``, never ``out_root`` itself nor anything above it.
+
+    Why: with ``mkdir(parents=True)`` a run whose output folder was deleted under it (``rm -rf OUT`` while it ran)
+    made the folder again, without its manifest or lock, and went on writing scans into it.
+
+    Raises
+    ------
+    MedganError
+        ``out_root``, or a folder on the way, no longer exists (deleted during the run).
+    """
+    if not options.out_root_made:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    deleted = f"{out_root}: the output folder (or a folder in it) was deleted during the run; it is not made again"
+    if not out_root.is_dir():
+        raise MedganError(deleted)
+    here = out_root
+    for part in folder.relative_to(out_root).parts:
+        here = here / part
+        try:
+            here.mkdir()
+        except FileExistsError:
+            if not here.is_dir():  # a file in the way: as mkdir(exist_ok=True) did
+                raise
+        except FileNotFoundError:  # its parent went meanwhile
+            raise MedganError(deleted) from None
 
 
 def window_roi_size(windows: str) -> str | None:
@@ -515,7 +556,7 @@ class SynthesizeOptions:
 
     Attributes
     ----------
-    model, model_sha256, out_root, fmt, device, threads
+    model, model_sha256, out_root, fmt, device, threads, out_root_made
         As :class:`UpscaleOptions`.
     n
         Synthetic samples per label map.
@@ -535,6 +576,7 @@ class SynthesizeOptions:
     device: str | None = "cpu"
     condition: dict[str, Any] | None = None
     threads: int | None = None
+    out_root_made: bool = False
 
 
 def scan_seed(seed: int, scan_id: str) -> int:
@@ -613,7 +655,7 @@ def synthesize_save_stage(task: Task, result: Any, labels: Any, options: Synthes
             meta.setdefault("medgan", {})["sample"] = k
             sample = make_scan(result.as_tensor()[k : k + 1].clone(), affine, meta)
             target = safe_output_path(out_root, Path(rel).parent.as_posix(), Path(rel).name)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_output_folder(out_root, target.parent, options)
             save_scan(sample, target, format=options.fmt, overwrite=True)
     except BaseException:
         for rel, identity in before.items():
@@ -644,7 +686,7 @@ def _remove_written(out_root: Path, rel: str, scan_id: str) -> None:
         else:
             path.unlink()
     except OSError as exc:
-        log.warning("%s: cannot remove %s, written before the scan failed (%s)", scan_id, rel, exc.strerror or exc)
+        log.warning("%s: cannot remove %s, written before the scan failed (%s)", scan_id, rel, os_error_reason(exc))
         return
     if kept:
         log.warning(
@@ -750,7 +792,7 @@ def evaluate_job(task: Task, options: EvaluateOptions) -> dict[str, Any]:
             out_root = Path(options.out_root)
             rel = Path(task.outputs[0])
             target = safe_output_path(out_root, rel.parent.as_posix(), rel.name)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_output_folder(out_root, target.parent, options)
             write_bytes_atomic(target, ev.montages[task.scan_id])
         row = _finish(task, Path(options.out_root), started, seconds)
         row.update(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from medgan.errors import MedganError
+from medgan.io.atomic import os_error_reason
 from pipelines.commands._outputs import EscapingFormatter
 
 __all__ = ["RunLog", "LOG_NAME", "OWN_LOGGERS"]
@@ -48,7 +49,7 @@ class _LogFile(logging.FileHandler):
         logging.getLogger("medgan.batch").warning(
             "%s: cannot write the run log (%s); its lines go to the terminal only",
             self.baseFilename,
-            exc.strerror or exc,
+            os_error_reason(exc),
         )
 
     def _open(self):
@@ -92,7 +93,7 @@ class RunLog:
             handler = _LogFile(self.path, mode="a", encoding="utf-8", errors="backslashreplace")
         except OSError as exc:  # an existing folder without write permission, a read-only file system
             self.__exit__()
-            raise MedganError(f"{self.path}: cannot write the run log ({exc.strerror or exc})") from None
+            raise MedganError(f"{self.path}: cannot write the run log ({os_error_reason(exc)})") from None
         except MedganError:  # a link at the log's name (open_append)
             self.__exit__()
             raise

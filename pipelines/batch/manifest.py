@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.atomic import open_append, write_text_atomic
+from medgan.io.atomic import open_append, os_error_reason, write_text_atomic
 
 __all__ = [
     "COLUMNS",
@@ -225,7 +225,7 @@ class Manifest:
         try:
             write_bytes_atomic(self.path, b"".join(line + b"\n" for line in kept))
         except (OSError, MedganError) as exc:  # it stays, ignored, and is reported again next time
-            why = getattr(exc, "strerror", None) or exc
+            why = os_error_reason(exc)
             log.warning("%s: ignoring unreadable %s (cannot rewrite the file: %s)", self.path, where, why)
             return
         log.warning("%s: removed unreadable %s; every other row is kept", self.path, where)
@@ -247,8 +247,9 @@ class Manifest:
         Raises
         ------
         MedganError
-            The line cannot be written (disk full, the folder no longer writable or gone): the run cannot record
-            what it does, so it has to stop. A partial line it may leave is ignored by :func:`read_rows`.
+            The line cannot be written (disk full, the folder no longer writable or gone), or the file was deleted
+            meanwhile (with the output folder, say): the run cannot record what it does, so it has to stop. A
+            partial line it may leave is ignored by :func:`read_rows`.
         """
         clean = _jsonable(dict(row))
         line = json.dumps(clean, sort_keys=False, allow_nan=False, separators=(",", ":")) + "\n"
@@ -257,11 +258,19 @@ class Manifest:
             fh.write(line.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
+            gone = os.fstat(fh.fileno()).st_nlink == 0
         except OSError as exc:  # a raw traceback (and another from close()) reached the user
             raise MedganError(
-                f"{self.path}: cannot record scan {clean.get('scan_id')} ({exc.strerror or exc}); the run stops "
+                f"{self.path}: cannot record scan {clean.get('scan_id')} ({os_error_reason(exc)}); the run stops "
                 "here: free space or make the folder writable and rerun (scans without a row are done then)"
             ) from None
+        if gone:
+            # the open file no longer has a name: the output folder (or the manifest) was deleted while the run
+            # went on appending rows that nobody can read, to a folder it had recreated without its manifest
+            raise MedganError(
+                f"{self.path}: the output folder or its manifest was deleted during the run; the run stops here "
+                f"(scan {clean.get('scan_id')} is not recorded): rerun to write the folder again"
+            )
         self.rows.append(clean)
         return clean
 

@@ -3,8 +3,9 @@
 :func:`run_upscale` and :func:`run_evaluate` are the Python entry points (the commands only parse arguments).
 A run:
 
-1. creates ``OUT_ROOT`` and takes ``OUT_ROOT/.medgan-batch.lock`` (two runs never write one output folder);
-2. removes temporary files a killed run left behind (:func:`sweep_temp_files`);
+1. creates ``OUT_ROOT`` and takes ``OUT_ROOT/.medgan-batch.lock`` (a second run into the same folder stops at once;
+   the lock covers that folder only: runs into nested folders are not kept apart);
+2. removes temporary files a killed run left next to the files it owns (:func:`sweep_temp_files`);
 3. appends one manifest row per scan: ``unusable`` (discovery's reason), ``skipped`` (its last ``done`` or
    ``skipped`` row is complete: same settings and input files, the outputs planned now, present with their sha256;
    ``force`` redoes it), or the job's ``done`` / ``failed`` row as each scan finishes;
@@ -28,15 +29,15 @@ import re
 import shutil
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.atomic import open_append
+from medgan.io.atomic import open_append, os_error_reason
 from pipelines.batch import executors, jobs
-from pipelines.batch.logging import RunLog
+from pipelines.batch.logging import LOG_NAME, RunLog
 from pipelines.batch.manifest import Manifest, is_complete, last_finished, settings_key, write_csv
 from pipelines.batch.plan import (
     Task,
@@ -127,7 +128,7 @@ def _lock(out_root: Path) -> Iterator[None]:
     try:
         fh = open_append(out_root / LOCK_NAME, "a")  # held for the whole run; a link there is refused
     except OSError as exc:  # an existing folder without write permission, a read-only file system
-        raise MedganError(f"{out_root}: cannot write to the output folder ({exc.strerror or exc})") from None
+        raise MedganError(f"{out_root}: cannot write to the output folder ({os_error_reason(exc)})") from None
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -140,34 +141,126 @@ def _lock(out_root: Path) -> Iterator[None]:
         fh.close()
 
 
-def sweep_temp_files(out_root: Path) -> int:
-    """Remove the temporary files and folders of :mod:`medgan.io.atomic` under ``out_root``; return how many.
+def sweep_temp_files(out_root: Path, owned: Iterable[str]) -> int:
+    """Remove the temporary files and folders of :mod:`medgan.io.atomic` that a killed run of this output folder
+    left next to the files it owns; return how many.
 
-    A folder below ``out_root`` that holds a :data:`LOCK_NAME` is the output folder of other batch runs, which may
-    be writing it right now under their own lock: it is left to them (its own runs sweep it). Swept from here, a
-    run into ``OUT/sub`` lost the temporary files it was writing when a run into ``OUT`` started, and failed those
-    scans.
+    ``owned``: paths relative to ``out_root`` (POSIX) of the files and folders runs into this folder write: the
+    outputs planned now, those of every manifest row, the manifest files and ``medgan.log``, the report. Only the
+    temporary siblings of these names go (``.<name>.<12 hex>.tmp...`` / ``.old``, ``<name>`` cut as
+    :func:`medgan.io.atomic.temp_sibling` cuts a long one). The run holds the folder's lock, so no other run of it
+    writes them now; any other temporary file is someone else's: sweeping every temporary name in the tree deleted
+    the file a ``medgan convert`` / ``medgan upscale`` into the same folder was writing at that moment (its rename
+    then failed). Ageing them out instead (older than the last run, not held open) cannot tell a stalled writer
+    from a dead one, nor see another user's open files.
+
+    A folder at or below a subfolder that holds a :data:`LOCK_NAME` held by a running batch (``flock`` refused) is
+    that run's output folder: left to it. A lock file nobody holds (its run ended or was killed) no longer counts.
     """
+    by_folder: dict[str, set[str]] = {}
+    for rel in owned:
+        folder, _, name = str(rel).rpartition("/")
+        by_folder.setdefault(folder or ".", set()).add(name)
+    locked: dict[Path, bool] = {}
     removed = 0
-    for folder, dirs, files in os.walk(out_root):
-        if LOCK_NAME in files and Path(folder) != Path(out_root):
-            dirs.clear()
+    for folder, names in sorted(by_folder.items()):
+        try:
+            path = safe_output_path(out_root, folder, "x").parent  # never outside OUT_ROOT through a link
+        except MedganError:
             continue
-        for name in list(dirs):
-            if _TEMP_NAME.match(name):
-                shutil.rmtree(Path(folder) / name, ignore_errors=True)
-                dirs.remove(name)
-                removed += 1
-        for name in files:
-            if _TEMP_NAME.match(name):
+        if _under_held_lock(out_root, path, locked):
+            continue
+        try:
+            entries = [e.name for e in os.scandir(path) if _TEMP_NAME.match(e.name)]
+        except OSError:  # not there (yet), not a folder, not readable: nothing of ours to remove
+            continue
+        for entry in entries:
+            if not _temp_of(entry, names):
+                continue
+            temp = path / entry
+            if temp.is_dir() and not temp.is_symlink():
+                shutil.rmtree(temp, ignore_errors=True)
+            else:
                 try:
-                    (Path(folder) / name).unlink()
+                    temp.unlink()
                 except FileNotFoundError:
                     pass
                 except OSError:  # best effort: a leftover in a folder this run may not write stays
                     continue
-                removed += 1
+            removed += 1
     return removed
+
+
+#: a name :mod:`medgan.io.atomic` gives a temporary file or folder, split into the final name and the rest
+_TEMP_PARTS = re.compile(r"^\.(?P<name>.+)(?P<tail>\.[0-9a-f]{12}\.(tmp|old)(\..*)?)$")
+
+
+def _temp_of(entry: str, names: set[str]) -> bool:
+    """Whether ``entry`` is a temporary sibling of one of ``names`` (:func:`medgan.io.atomic.temp_sibling`, which
+    cuts a final name short so that the temporary one stays within 255 bytes)."""
+    m = _TEMP_PARTS.match(entry)
+    if m is None:
+        return False
+    base, tail = m["name"], m["tail"]
+    if base in names:
+        return True
+    return any(name.startswith(base) and len(os.fsencode(f".{name}{tail}")) > 255 for name in names)
+
+
+def _under_held_lock(out_root: Path, folder: Path, seen: dict[Path, bool]) -> bool:
+    """Whether ``folder`` or a folder between it and ``out_root`` (not ``out_root`` itself) holds a
+    :data:`LOCK_NAME` that a running batch holds (``flock`` refused); ``seen`` caches the answers."""
+    try:
+        parts = folder.relative_to(out_root).parts
+    except ValueError:
+        return True
+    here = out_root
+    for part in parts:
+        here = here / part
+        if here not in seen:
+            seen[here] = _lock_held(here / LOCK_NAME)
+        if seen[here]:
+            return True
+    return False
+
+
+def _lock_held(lock: Path) -> bool:
+    """Whether another process holds the batch lock file ``lock`` now; a missing one is not held. One that cannot
+    be opened (a link, no permission) counts as held: its folder is left alone."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locks; a lock file still marks another run's folder
+        return lock.exists()
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock this test took
+    return False
+
+
+def _owned_paths(tasks: Sequence[Task], rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """What runs into this output folder write (relative POSIX paths): the files :func:`sweep_temp_files` may
+    remove temporary siblings of."""
+    from medgan.eval.report import REPORT_FILES
+
+    owned = {MANIFEST_JSONL, MANIFEST_CSV, LOG_NAME, *(f"{REPORT_DIR}/{name}" for name in REPORT_FILES)}
+    # the report's figures: metrics.png, paired.png and at most one montage per scan (medgan.eval.report)
+    n_scans = len(tasks) + len(rows)
+    owned |= {f"{REPORT_DIR}/figures/{name}" for name in ("metrics.png", "paired.png")}
+    owned |= {f"{REPORT_DIR}/figures/montage_{i:03d}.png" for i in range(n_scans)}
+    for task in tasks:
+        owned.update(str(rel) for rel in task.outputs)
+    for row in rows:
+        owned.update(str(rel) for rel in row.get("outputs") or [] if isinstance(rel, str))
+    return owned
 
 
 def _now() -> str:
@@ -392,7 +485,7 @@ def _remove_output(out_root: Path, rel: str, scan_id: str, why: str) -> None:
         else:
             return
     except OSError as exc:
-        log.warning("%s: cannot remove the earlier output %s (%s)", scan_id, rel, exc.strerror or exc)
+        log.warning("%s: cannot remove the earlier output %s (%s)", scan_id, rel, os_error_reason(exc))
         return
     if kept:
         log.warning(
@@ -455,9 +548,6 @@ def _execute(
     key = settings_key(settings)
     earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
     with _lock(out_root), RunLog(out_root, quiet=quiet) as run_log:
-        swept = sweep_temp_files(out_root)
-        if swept:
-            log.info("removed %d temporary file(s) left by an interrupted run", swept)
         run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}"
         log.info("medgan batch %s: %d scan(s) found, output %s, run %s", job, len(tasks), out_root, run_id)
         for note in notes:  # scans left out before planning (inside OUT_ROOT through a link)
@@ -468,6 +558,10 @@ def _execute(
             Progress(len(tasks), desc=job, disable=quiet or bar is False, force=bar is True) as progress,
             _redirect_logging(quiet),
         ):
+            # after the manifest is read: the outputs of its rows are this folder's too
+            swept = sweep_temp_files(out_root, _owned_paths(tasks, manifest.rows))
+            if swept:
+                log.info("removed %d temporary file(s) left by an interrupted run", swept)
             run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
             run.planned = frozenset(o for t in tasks for o in t.outputs)
             run.labels, run.label_of = _root_labels(job, roots, out_root)
@@ -514,7 +608,7 @@ def _execute(
             write_csv(ordered, out_root / MANIFEST_CSV)
         except OSError as exc:  # disk full at the end of the run: one line, not a traceback
             raise MedganError(
-                f"{out_root / MANIFEST_CSV}: cannot write ({exc.strerror or exc}); every scan's row is in "
+                f"{out_root / MANIFEST_CSV}: cannot write ({os_error_reason(exc)}); every scan's row is in "
                 f"{out_root / MANIFEST_JSONL}, and a rerun writes the table again"
             ) from None
         counts = Counter(r["status"] for r in ordered)
@@ -528,8 +622,9 @@ def _execute(
             try:
                 result.report = dict(finalize(run, ordered) or {})  # named in the summary line
             except OSError as exc:  # the evaluation report: disk full, say, as for manifest.csv
+                where = exc.filename or out_root  # the report file in the way (write_report names it, not a temp)
                 raise MedganError(
-                    f"{out_root}: cannot write the report ({exc.strerror or exc}); a rerun writes it again"
+                    f"{where}: cannot write the report ({os_error_reason(exc)}); a rerun writes it again"
                 ) from None
         # the line the commands print (summary_line): the log's last line ends with it
         log.info("medgan batch %s finished: %s", job, summary_line(result))
@@ -748,7 +843,7 @@ def _make_out_root(out_root: Path) -> None:
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MedganError(f"{out_root}: cannot create the output folder ({exc.strerror or exc})") from None
+        raise MedganError(f"{out_root}: cannot create the output folder ({os_error_reason(exc)})") from None
 
 
 # --------------------------------------------------------------------------- upscale
@@ -1018,6 +1113,7 @@ def _run_model_job(
 ) -> BatchResult:
     with _dask_client(scheduler) as client:
         _make_out_root(out_root)
+        options = dataclasses.replace(options, out_root_made=True)  # the jobs never make it again
         if gpu:  # CUDA: the model stays in this process, the pool loads and saves
 
             def run_tasks(ts: Sequence[Task], on_result: executors.OnResult) -> None:
@@ -1261,6 +1357,7 @@ def run_evaluate(
 
     with _dask_client(scheduler) as client:
         _make_out_root(out_root)
+        options = dataclasses.replace(options, out_root_made=True)  # the jobs never make it again
         _report_folder(out_root)  # before any scan is scored
         result = _execute(
             "evaluate",

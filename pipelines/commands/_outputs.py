@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["EscapingFormatter", "check_outputs", "terminal_text"]
+__all__ = ["DETAIL", "EscapingFormatter", "check_outputs", "terminal_text"]
 
 #: what a terminal acts on instead of showing: C0 controls (ESC starts a CSI / OSC sequence, CR rewrites the
 #: line, BS erases), DEL, C1 controls (U+009B is a one-character CSI), and the bidirectional embeddings, overrides
@@ -38,13 +38,39 @@ _UNSAFE_LINE = re.compile(f"[{_CONTROL}\t\n]")  # a table cell, a one-line messa
 _UNSAFE_TEXT = re.compile(f"[{_CONTROL}]")  # a multi-line text (a model card): newline and tab are its layout
 
 
+#: a log record attribute (``extra={DETAIL: text}``) holding text shown on lines of its own after the message, as a
+#: traceback is: a failed scan's traceback, already redacted, logged at DEBUG
+DETAIL = "medgan_detail"
+
+
 class EscapingFormatter(logging.Formatter):
     """Log lines with control characters shown escaped (``\\x1b``), as :func:`terminal_text` prints them: log
     messages quote file names and DICOM header values, where an escape sequence would drive the terminal of whoever
-    reads the line, on the terminal itself or later with ``cat medgan.log``. Newlines and tabs stay (tracebacks)."""
+    reads the line, on the terminal itself or later with ``cat medgan.log``.
+
+    The message is one line: a newline or tab in it is escaped too. A folder named ``a\\nINFO medgan.batch: scan
+    9/9 ...`` split the batch's ``done`` line in two, the second a forged log line. Only the exception and stack
+    text of a record (``exc_info``, ``stack_info``) and its :data:`DETAIL` keep their lines.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        return terminal_text(super().format(record), multiline=True)
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            line = terminal_text(super().format(record))  # the message and the format's fields, no traceback
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+        blocks = []
+        if record.exc_info:
+            blocks.append(self.formatException(record.exc_info))
+        elif record.exc_text:
+            blocks.append(record.exc_text)
+        detail = getattr(record, DETAIL, None)
+        if detail:
+            blocks.append(str(detail))
+        if record.stack_info:
+            blocks.append(self.formatStack(record.stack_info))
+        return "\n".join([line, *(terminal_text(block.rstrip("\n"), multiline=True) for block in blocks)])
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -110,7 +136,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def _check_folder(path: Path) -> None:
     """``path``'s parent exists, is a folder and takes a new file (created and removed again)."""
     from medgan.errors import MedganError
-    from medgan.io.atomic import parent_problem, temp_sibling
+    from medgan.io.atomic import os_error_reason, parent_problem, temp_sibling
 
     parent = path.parent
     if not parent.is_dir():
@@ -119,7 +145,7 @@ def _check_folder(path: Path) -> None:
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise MedganError(f"{path}: cannot write to the folder {parent} ({exc.strerror or exc})") from None
+        raise MedganError(f"{path}: cannot write to the folder {parent} ({os_error_reason(exc)})") from None
     os.close(fd)
     os.unlink(probe)
 

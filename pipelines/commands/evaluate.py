@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from medgan.errors import EvaluationError, MedganError
     from medgan.eval.compare import check_method_name
     from medgan.eval.report import REPORT_FILES
+    from medgan.io.atomic import os_error_reason
 
     try:
         check_method_name(args.method, with_lr=args.lr is not None)
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _remove_empty(made)
-        raise MedganError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+        raise MedganError(f"{out}: cannot create the output folder ({os_error_reason(exc)})") from None
     try:
         return _score_and_report(args, out)
     except BaseException:
@@ -152,6 +153,7 @@ def _score_and_report(args: argparse.Namespace, out: Path) -> int:
     from medgan.eval.compare import evaluate_paths
     from medgan.eval.report import write_report
     from medgan.eval.stats import summarize
+    from medgan.io.atomic import os_error_reason
 
     ev = evaluate_paths(
         args.pred,
@@ -172,7 +174,7 @@ def _score_and_report(args: argparse.Namespace, out: Path) -> int:
         paths = write_report(ev, out, title=args.title)
     except OSError as exc:
         where = exc.filename or out
-        raise MedganError(f"{where}: cannot write the report ({exc.strerror or exc})") from None
+        raise MedganError(f"{where}: cannot write the report ({os_error_reason(exc)})") from None
     n_scans = len({r["scan_id"] for r in ev.rows})
     # the report's own summary (non-finite values left out, as there), so the line and the report agree
     psnr = next(s for s in summarize(ev.rows, metrics=["psnr"]) if s["method"] == ev.method)
