@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from medgan.errors import MedganError
+from medgan.io.atomic import os_error_reason
 
 logger = logging.getLogger("medgan.demo")
 
@@ -59,9 +60,29 @@ class DemoResult:
     seconds: float
 
 
-def default_data_dir() -> Path:
-    """``sample_data/`` of the source checkout this package runs from."""
-    return Path(__file__).resolve().parents[1] / "sample_data"
+def default_data_dir(package_root: Path | None = None) -> Path:
+    """The sample data ``medgan demo`` reads when no ``--data`` is given.
+
+    ``sample_data/`` beside the package (a source checkout, or an editable install of one); else ``sample_data/`` in
+    the current folder, for a checkout the command runs in while medgan is installed from a wheel, which does not
+    ship the data. The first when neither holds it (``MANIFEST.json``).
+
+    Parameters
+    ----------
+    package_root
+        The folder holding the ``pipelines`` package (default: this package's).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (absolute).
+    """
+    root = package_root if package_root is not None else Path(__file__).resolve().parents[1]
+    own = root / "sample_data"
+    here = Path.cwd() / "sample_data"
+    if not (own / "MANIFEST.json").is_file() and (here / "MANIFEST.json").is_file():
+        return here
+    return own
 
 
 def _step(text: str, quiet: bool) -> None:
@@ -80,7 +101,7 @@ def _writing() -> Iterator[None]:
         raise
     except OSError as exc:
         path = exc.filename2 or exc.filename  # os.replace(tmp, target): the target is the one in the way
-        raise MedganError(f"{path or 'output'}: cannot write the demo output ({exc.strerror or exc})") from None
+        raise MedganError(f"{path or 'output'}: cannot write the demo output ({os_error_reason(exc)})") from None
 
 
 def _load_volume(path: Path):
@@ -328,7 +349,10 @@ def run_demo(
         hint = (
             "give the sample_data folder itself"
             if data is not None
-            else "run from a medgan checkout or pass --data DIR"
+            # the installed package said "run from a medgan checkout" even when run from one: the data is not in a
+            # wheel, and ./sample_data (tried as well) is a checkout's only in its root folder
+            else "it is not in the installed package (nor in ./sample_data): "
+            "pass --data PATH/TO/medgan/sample_data (a checkout's)"
         )
         raise MedganError(f"{data_dir}: sample_data not found (no MANIFEST.json there); {hint}")
     shipped = {m["name"] for m in medgan.list_pretrained()}
@@ -340,7 +364,7 @@ def run_demo(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MedganError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+        raise MedganError(f"{out}: cannot create the output folder ({os_error_reason(exc)})") from None
     earlier = [name for name in DEMO_ENTRIES if (out / name).exists()]
     if earlier:  # a generated report folder: replaced, as on a rerun, but not silently
         logger.warning("%s: replacing the demo's files already there: %s", out, ", ".join(earlier))

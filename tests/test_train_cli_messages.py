@@ -225,5 +225,5 @@ def test_the_resume_hint_under_torchrun_names_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert _rerun_command("train-cgan", "cfg.yaml") == (
-        "torchrun --nproc_per_node 2 -m pipelines.cli train-cgan cfg.yaml (as before, on every node)"
+        "torchrun --nproc_per_node 2 -m medgan train-cgan cfg.yaml (as before, on every node)"
     )

@@ -10,10 +10,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import medgan
 from pipelines.commands._args import positive_int
 from pipelines.commands._signals import sigterm_interrupts
 
-__all__ = ["add_training_parser", "run_training"]
+__all__ = ["EXAMPLE_CONFIGS", "add_training_parser", "run_training", "example_configs_help"]
+
+#: the annotated example configs: installed with the package (a checkout's ``medgan/train/configs/``)
+EXAMPLE_CONFIGS = Path(medgan.__file__).resolve().parent / "train" / "configs"
+
+
+def example_configs_help(pattern: str) -> str:
+    """CONFIG's help: where the example configs matching ``pattern`` lie in this installation.
+
+    The help named ``medgan/train/configs/``, a folder only a checkout has at that path; an installed package
+    holds them in site-packages. ``%`` is doubled: argparse %-formats help texts.
+    """
+    return f"YAML config (annotated examples: {EXAMPLE_CONFIGS / pattern})".replace("%", "%%")
 
 
 def add_training_parser(
@@ -50,7 +63,8 @@ def _rerun_command(name: str, config: Any) -> str:
     world = os.environ.get("WORLD_SIZE", "1").strip()
     if world.isdigit() and int(world) > 1:
         nodes = os.environ.get("LOCAL_WORLD_SIZE", world).strip()
-        return f"torchrun --nproc_per_node {nodes} -m pipelines.cli {command} (as before, on every node)"
+        # -m medgan, not -m pipelines.cli: a pipelines/ package in the current folder would shadow medgan's own
+        return f"torchrun --nproc_per_node {nodes} -m medgan {command} (as before, on every node)"
     return f"medgan {command}"
 
 

@@ -1,17 +1,17 @@
 """``medgan train-cgan CONFIG``: train or resume a label-map-conditioned GAN (synthesis model).
 
 The YAML config is described in :mod:`medgan.train.cgan_config` (annotated examples in
-``medgan/train/configs/cgan_*.yaml``); training runs on the same trainer as ``train-sr``. Rerunning the
+``medgan/train/configs/cgan_*.yaml``, installed with the package); training runs on the same trainer as ``train-sr``. Rerunning the
 same command resumes from the latest checkpoint in the config's ``out_dir``; a finished run exits at once. Multi-GPU / multi-node::
 
-    torchrun --nproc_per_node 4 -m pipelines.cli train-cgan CONFIG
+    torchrun --nproc_per_node 4 -m medgan train-cgan CONFIG
 """
 
 from __future__ import annotations
 
 import argparse
 
-from pipelines.commands._train import add_training_parser, run_training
+from pipelines.commands._train import add_training_parser, example_configs_help, run_training
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "adversarial + feature-matching training) on slices or patches of (image, label map) pairs. "
             "Rerun the same command to resume. The exported model loads with medgan.Synthesizer."
         ),
-        config_help="YAML config (see medgan/train/configs/cgan_*.yaml)",
+        config_help=example_configs_help("cgan_*.yaml"),
         run=run,
     )
 

@@ -1,17 +1,17 @@
 """``medgan train-sr CONFIG``: train or resume a super-resolution model.
 
 The YAML config is described in :mod:`medgan.train.config` (annotated examples in
-``medgan/train/configs/``). Rerunning the same command resumes from the latest checkpoint in
+``medgan/train/configs/``, installed with the package). Rerunning the same command resumes from the latest checkpoint in
 the config's ``out_dir``; a finished run exits at once. Multi-GPU / multi-node::
 
-    torchrun --nproc_per_node 4 -m pipelines.cli train-sr CONFIG
+    torchrun --nproc_per_node 4 -m medgan train-sr CONFIG
 """
 
 from __future__ import annotations
 
 import argparse
 
-from pipelines.commands._train import add_training_parser, run_training
+from pipelines.commands._train import add_training_parser, example_configs_help, run_training
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Train a super-resolution generator (phase 1: content loss; phase 2: adversarial fine-tuning) "
             "on patches of high-resolution scans degraded on the fly. Rerun the same command to resume."
         ),
-        config_help="YAML config (see medgan/train/configs/*.yaml)",
+        config_help=example_configs_help("*.yaml"),
         run=run,
     )
 
