@@ -33,10 +33,12 @@ from skimage.measure import block_reduce
 
 from medgan.errors import MedganError
 from medgan.io.scan import (
+    ScanInput,
     affine_4x4,
     load_if_path,
     make_scan,
     refuse_complex,
+    refuse_label_map,
     require_channel_first,
     scan_array,
     spacing_from_affine,
@@ -414,7 +416,7 @@ def crop_to_multiple(scan: MetaTensor | np.ndarray | torch.Tensor, factor: int |
 
 
 def degrade(
-    scan: MetaTensor | np.ndarray | torch.Tensor,
+    scan: ScanInput,
     factor: int | str | Sequence[int],
     *,
     method: str = "interpolate",
@@ -429,7 +431,8 @@ def degrade(
     ----------
     scan
         Channel-first ``(C, X, Y[, Z])`` MetaTensor with a 4x4 RAS+ affine. A plain numpy array or torch tensor
-        (also channel-first) is accepted and gets the identity affine. MONAI's pending lazy operations are applied
+        (also channel-first) is accepted and gets the identity affine; a file or folder path or a ``ScanRef`` is
+        read with :func:`medgan.load_scan`. MONAI's pending lazy operations are applied
         first (the scan is degraded on the grid they describe), and a MetaTensor whose MONAI metadata proves it is
         not channel-first (``LoadImage`` without ``EnsureChannelFirst``) is refused.
     factor
@@ -473,8 +476,10 @@ def degrade(
     Raises
     ------
     DegradationError
-        Bad factor, method, noise model, noise level, seed or slice profile; a scan smaller than the factor; or
-        ``noise="rician"`` (with ``noise_std > 0``) on a scan with negative values.
+        Bad factor, method, noise model, noise level, seed or slice profile; a scan smaller than the factor;
+        ``noise="rician"`` (with ``noise_std > 0``) on a scan with negative values; or a label map (declared label
+        names, modality ``SEG`` or a NIfTI label intent: :func:`medgan.io.scan.is_label_map`), whose labels would
+        be blurred into fractions (resample one with :func:`interpolate` and ``order=0``).
 
     Notes
     -----
@@ -494,6 +499,8 @@ def degrade(
     ((1, 4, 4, 2), (2.0, 2.0, 3.0))
     """
     array, affine, meta = _unpack(scan)
+    # a label map's values blurred into fractions that kept its label names (and meta["modality"] SEG)
+    refuse_label_map(meta, "degradation", DegradationError)
     n_spatial = array.ndim - 1
     f = parse_factor(factor, n_spatial)
     if method not in METHODS:
@@ -660,7 +667,7 @@ def degrade_randomly(
 
 
 def interpolate(
-    scan: MetaTensor | np.ndarray | torch.Tensor,
+    scan: ScanInput,
     factor: int | str | Sequence[int],
     *,
     order: int = 3,
@@ -677,7 +684,8 @@ def interpolate(
     Parameters
     ----------
     scan
-        Channel-first ``(C, X, Y[, Z])`` MetaTensor (plain numpy / torch arrays get the identity affine).
+        Channel-first ``(C, X, Y[, Z])`` MetaTensor (plain numpy / torch arrays get the identity affine), or a file
+        or folder path or a ``ScanRef``, read with :func:`medgan.load_scan`.
     factor
         Upsampling factor: an int, or one int per spatial axis (``(1, 1, 4)``: through-plane only).
     order
@@ -693,7 +701,9 @@ def interpolate(
     Raises
     ------
     DegradationError
-        ``order`` not an int from 0 to 5, a bad ``factor`` (see :func:`parse_factor`) or an empty scan.
+        ``order`` not an int from 0 to 5, a bad ``factor`` (see :func:`parse_factor`) or an empty scan; a label
+        map (see :func:`medgan.io.scan.is_label_map`) with an ``order`` other than 0. ``order=0`` (nearest
+        neighbour) keeps its label values exactly, and its ``meta["labels"]`` and modality with them.
 
     Notes
     -----
@@ -718,6 +728,8 @@ def interpolate(
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
         raise DegradationError(f"interpolation order must be an int from 0 to 5, got {order!r}")
     order = int(order)
+    if order != 0:  # nearest neighbour keeps a label map's values (and its meta["labels"]); a spline mixes them
+        refuse_label_map(meta, f"spline interpolation (order {order})", DegradationError)
     if array.size == 0:
         name = meta.get("filename_or_obj") or "the scan"
         raise DegradationError(f"{name}: cannot interpolate an empty scan of shape {tuple(array.shape)}")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,7 +50,7 @@ from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
 from medgan.infer.superres import SuperResolver, _in_dicom_reader_layout, valid_axes
-from medgan.io.scan import load_if_path, make_scan, ras_affine, require_channel_first
+from medgan.io.scan import ScanInput, load_if_path, make_scan, ras_affine, refuse_label_map, require_channel_first
 
 __all__ = ["adapt_to_scan", "AdaptedSuperResolver", "model_degradation"]
 
@@ -289,9 +290,25 @@ class AdaptedSuperResolver(SuperResolver):
         return out
 
 
+def _as_resolver(resolver: Any) -> SuperResolver:
+    """``resolver`` itself, or the :class:`SuperResolver` a shipped model name or checkpoint path loads.
+
+    Every other entry point takes a model by name or path (``SuperResolver.from_pretrained``, ``medgan upscale
+    --model``); a name given here raised a bare ``AttributeError`` (``'str' object has no attribute 'spatial_dims'``).
+    """
+    if isinstance(resolver, SuperResolver):
+        return resolver
+    if isinstance(resolver, str | os.PathLike | Checkpoint):
+        return SuperResolver(resolver)  # the constructor's checkpoint rules: a Checkpoint, a shipped name or a path
+    raise MedganError(
+        "adapt_to_scan needs a SuperResolver, a shipped model name or a checkpoint path as its model, got "
+        f"{type(resolver).__name__}"
+    )
+
+
 def adapt_to_scan(
-    resolver: SuperResolver,
-    scan: MetaTensor | torch.Tensor | np.ndarray,
+    resolver: SuperResolver | str | os.PathLike[str],
+    scan: ScanInput,
     *,
     steps: int = 200,
     lr: float = 1e-4,
@@ -306,9 +323,11 @@ def adapt_to_scan(
     Parameters
     ----------
     resolver
-        The model to adapt (left untouched).
+        The model to adapt (left untouched), or a shipped model's name or a checkpoint path, loaded as
+        ``SuperResolver.from_pretrained(name_or_path)`` loads it (default device and options).
     scan
-        The low-resolution scan to be upscaled afterwards, channel-first ``(C, X, Y[, Z])`` in its own units.
+        The low-resolution scan to be upscaled afterwards, channel-first ``(C, X, Y[, Z])`` in its own units, or a
+        file or folder path or a ``ScanRef``, read with :func:`medgan.load_scan`.
         Non-finite voxels (NaN padding) count as the normalised zero and never as foreground, as in training.
         As in ``upscale``, MONAI's pending lazy operations are applied first and a ``MetaTensor`` whose metadata
         proves it is not channel-first is refused.
@@ -342,8 +361,11 @@ def adapt_to_scan(
 
     Raises
     ------
+    medgan.errors.CheckpointError
+        ``resolver`` names no shipped model or usable checkpoint (as ``SuperResolver.from_pretrained``).
     medgan.errors.MedganError
-        A scan too small to cut training pairs from, a bad shape, or bad options, before any training step:
+        ``resolver`` is neither a ``SuperResolver`` nor a name or path;
+        a scan too small to cut training pairs from, a bad shape, or bad options, before any training step:
         ``steps``, ``seed``, ``batch_size``, ``patch_size`` or ``axes`` not integers (a string, a float, a
         bool), ``lr`` not a finite positive number, ``axes`` that ``upscale`` would refuse.
 
@@ -373,8 +395,11 @@ def adapt_to_scan(
         batch_size = _as_int(batch_size, "batch_size")
         if batch_size < 1:
             raise MedganError(f"batch_size must be a positive int, got {batch_size!r}")
+    resolver = _as_resolver(resolver)
     scan = load_if_path(scan)  # a path read, MONAI's pending lazy operations applied (as upscale)
     require_channel_first(scan)  # as upscale: no channel axis, or channel-last, proven by MONAI's metadata
+    # as upscale refuses it, before the steps: fine-tuning on a label map would teach the model fractional labels
+    refuse_label_map(scan, "adaptation to the scan")
     if not isinstance(scan, MetaTensor):
         scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
     data = scan.as_tensor().detach().to("cpu", torch.float32)

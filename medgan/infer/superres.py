@@ -46,7 +46,16 @@ from medgan.infer.pretrained import (
     resolve_model_path,
 )
 from medgan.io.nifti import modality_code
-from medgan.io.scan import affine_4x4, load_if_path, make_scan, ras_affine, refuse_complex, require_channel_first
+from medgan.io.scan import (
+    ScanInput,
+    affine_4x4,
+    load_if_path,
+    make_scan,
+    ras_affine,
+    refuse_complex,
+    refuse_label_map,
+    require_channel_first,
+)
 from medgan.models.generators import channels_last_format
 
 # PRETRAINED_DIR and available_models live in medgan.infer.pretrained; re-exported here for compatibility
@@ -872,7 +881,7 @@ class SuperResolver:
 
     def upscale(
         self,
-        scan: MetaTensor | torch.Tensor | np.ndarray,
+        scan: ScanInput,
         *,
         overlap: float = 0.25,
         batch_size: int | str | None = None,
@@ -886,8 +895,8 @@ class SuperResolver:
         Parameters
         ----------
         scan
-            Channel-first ``(C, X, Y[, Z])`` scan (a plain array gets an identity affine).
-            ``C`` must equal the model's input channels, or the model takes one channel and
+            Channel-first ``(C, X, Y[, Z])`` scan (a plain array gets an identity affine), or a file or folder
+            path or a ``ScanRef``, read with :func:`medgan.load_scan`. ``C`` must equal the model's input channels, or the model takes one channel and
             each channel is upscaled on its own (its own normalisation and clip range, as if alone).
             Non-finite voxels (NaN, inf) keep their value in their own output voxels and do not
             spread to their neighbours. A MONAI ``MetaTensor`` with pending lazy operations (``Spacing(...,
@@ -962,7 +971,9 @@ class SuperResolver:
             ``roi_size`` or ``axes``; a 2-D model whose slice axis would cut across the scan's slices (the
             message gives the ``axes`` to pass); an overlap that would multiply the windows beyond
             ``_MAX_OVERLAP_WINDOWS_RATIO`` times those of overlap 0; a complex-valued scan; a scan (or, for a
-            one-channel model, a channel) whose every voxel is NaN or inf.
+            one-channel model, a channel) whose every voxel is NaN or inf; a label map (declared label names,
+            modality ``SEG`` or a NIfTI label intent: :func:`medgan.io.scan.is_label_map`), whose labels would
+            become fractions: resample it with nearest neighbour, ``medgan.interpolate(labels, factor, order=0)``.
 
         Notes
         -----
@@ -983,6 +994,8 @@ class SuperResolver:
         """
         scan = load_if_path(scan)  # a path read, MONAI's pending lazy operations applied
         require_channel_first(scan)  # a MONAI scan without its channel axis, or channel-last, read as channels
+        # a label map's 0..3 came out as tens of thousands of fractions, still named as labels (modality SEG kept)
+        refuse_label_map(scan, "super-resolution")
         if not isinstance(scan, MetaTensor):
             scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
         if batch_size == "auto":

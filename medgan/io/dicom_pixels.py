@@ -80,16 +80,40 @@ def _check_syntax(path: str, syntax: Any) -> None:
             )
 
 
+def _decoder_plugins(syntax: Any) -> tuple[list[str], list[str]]:
+    """The names of pydicom's decoding plugins for ``syntax`` that are installed, and of those that are not."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        decoder = get_decoder(pydicom.uid.UID(str(syntax)))
+    except (NotImplementedError, ValueError, KeyError):
+        return [], []
+    # missing_dependencies reads "gdcm - requires gdcm>=3.0.10": the plugin's name comes first
+    return list(decoder.available_plugins), [m.split(" - ")[0].strip() for m in decoder.missing_dependencies]
+
+
 def _decode_errors(path: str, syntax: Any, exc: Exception) -> ScanReadError:
-    if isinstance(exc, RuntimeError | NotImplementedError) and (
-        "decod" in str(exc).lower() or "plugin" in str(exc).lower()
-    ):
-        return MissingDecoderError(
-            f"{path}: pixel data in transfer syntax {syntax} could not be decoded ({exc}); "
-            f"install decoders with `{_INSTALL_HINT}`"
-        )
+    """The error for pixel data that pydicom's decoder failed on (``exc``).
+
+    Both callers have run :func:`_check_syntax`, so a decoder for the syntax is installed: a plugin failure is the
+    data's (corrupt, or encoded otherwise than the declared syntax), not a missing decoder, which the message said
+    before ("install pylibjpeg", with pylibjpeg installed). Decoders that are not installed are named, as one of
+    them may read what the installed ones cannot (pillow reads no 12-bit JPEG).
+    """
     if isinstance(exc, RuntimeError | NotImplementedError):
-        return ScanReadError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc})")
+        available, missing = _decoder_plugins(syntax)
+        uid = pydicom.uid.UID(str(syntax)) if syntax is not None else None
+        name = f"{uid.name} ({uid})" if uid is not None and uid.is_transfer_syntax else str(syntax)
+        by = f" by the installed decoders ({', '.join(available)})" if available else ""
+        # pydicom puts each plugin's error on a line of its own ("  pillow: ..."): one line here, "; " between them
+        lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        head, rest = (lines[0] + " ", lines[1:]) if lines[0].endswith(":") and len(lines) > 1 else ("", lines)
+        detail = head + "; ".join(rest)
+        others = f"; decoders not installed here may read it: {', '.join(missing)}" if missing else ""
+        return ScanReadError(
+            f"{path}: pixel data could not be decoded as {name}{by}: corrupt, or not in the declared transfer "
+            f"syntax ({detail}){others}"
+        )
     # truncated or corrupt pixel data surface as assorted errors
     return ScanReadError(f"{path}: pixel data truncated or corrupt ({type(exc).__name__}: {exc})")
 

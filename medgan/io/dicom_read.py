@@ -57,6 +57,7 @@ import numpy as np
 import pydicom
 
 from medgan.errors import ScanReadError, SeriesGeometryError
+from medgan.io.atomic import os_error_reason
 from medgan.io.dicom_frames import FileInfo, file_signature, frame_table, quiet_pydicom, read_dicom_file
 from medgan.io.dicom_pixels import check_total, read_dicom_series  # the pixel stage; re-exported
 from medgan.io.dicom_private import provenance_of, records_of, series_layout
@@ -133,6 +134,10 @@ _SHEAR_REL = 1e-3
 #: still drift the far slices off it).
 _STEP_ABS_MM = 0.02
 _STEP_REL = 0.02
+#: Positions written to few decimals widen the step and grid tolerances by their rounding (see _position_slack), but
+#: only while that rounding resolves the step to this fraction of it: coarser (an integer-mm position text of 1 mm
+#: slices) and a missing slice could no longer be told from rounding, so the series is refused as before.
+_QUANTISED_STEP_FRACTION = 0.25
 #: The absolute tolerances above (mm) hold for pixels of this size and larger, and shrink in proportion below it:
 #: a micro-CT grid of 9 um slices would otherwise be one 'duplicate' position, and a missing 20 um slice no gap.
 _TOLERANCE_PIXEL_MM = 0.1
@@ -211,7 +216,7 @@ def _read_header(path: str) -> pydicom.Dataset:
     try:
         size = os.path.getsize(path)
     except OSError as exc:
-        raise ScanReadError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+        raise ScanReadError(f"{path}: cannot be opened ({os_error_reason(exc)})") from None
     if size == 0:
         raise ScanReadError(f"{path}: empty file (0 bytes); not a DICOM file")
     try:
@@ -223,7 +228,7 @@ def _read_header(path: str) -> pydicom.Dataset:
     except ScanReadError:  # a deflated file that inflates past the bound: its own message says so
         raise
     except OSError as exc:  # e.g. no read permission: the file may be fine
-        raise ScanReadError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+        raise ScanReadError(f"{path}: cannot be opened ({os_error_reason(exc)})") from None
     except Exception as exc:  # pydicom raises assorted errors on damaged headers
         raise ScanReadError(f"{path}: DICOM header is truncated or corrupt ({type(exc).__name__})") from None
     _check_complete(ds, path, size, caught)
@@ -391,11 +396,13 @@ def _slots(proj: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     return order, slot
 
 
-def _check_shear(positions: np.ndarray, normal: np.ndarray, scale: float) -> list[str]:
+def _check_shear(positions: np.ndarray, normal: np.ndarray, scale: float, slack: float = 0.0) -> list[str]:
+    """Problems of slice positions that drift within the image plane; ``slack`` (mm) is the drift their rounding
+    can make (:func:`_position_slack`)."""
     offsets = positions - positions[0]
     through = offsets @ normal
     in_plane = np.linalg.norm(offsets - np.outer(through, normal), axis=1)
-    bad = in_plane > _SHEAR_ABS_MM * scale + _SHEAR_REL * np.abs(through)
+    bad = in_plane > _SHEAR_ABS_MM * scale + _SHEAR_REL * np.abs(through) + slack
     if not bad.any():
         return []
     k = int(np.argmax(in_plane - _SHEAR_REL * np.abs(through)))
@@ -414,13 +421,135 @@ def _mm(value: float) -> str:
     return f"{value:.3f}".rstrip("0")
 
 
-def _check_steps(slot_proj: np.ndarray, scale: float) -> list[str]:
+def _chebyshev_line(values: np.ndarray) -> tuple[float, float]:
+    """Origin and step of the line ``origin + step * k`` nearest to ``values[k]`` in the largest deviation (a
+    Chebyshev, minimax, fit; unique for distinct points), by linear programming (SciPy's HiGHS).
+
+    The fit for positions rounded in their text: rounding moves each by at most half a unit of its last decimal,
+    so the true grid lies within that of every position, and the minimax line is the middle of the lines that do
+    (for uniform errors a better estimate than least squares). 15 slices of 0.625 mm written to 0.1 mm: the
+    minimax fit gives 0.625 mm, least squares 0.6257, the end slices 0.6286.
+    """
+    from scipy.optimize import linprog
+
+    index = np.arange(len(values), dtype=np.float64)
+    ones = np.ones_like(index)
+    # variables (origin, step, t): minimise t with -t <= values - origin - step * k <= t
+    bound = np.vstack([np.column_stack([-ones, -index, -ones]), np.column_stack([ones, index, -ones])])
+    fit = linprog([0.0, 0.0, 1.0], A_ub=bound, b_ub=np.concatenate([-values, values]), bounds=[(None, None)] * 3)
+    if not fit.success:  # not expected for a feasible, bounded problem; least squares then
+        step, origin = np.polyfit(index, values, 1)
+        return float(origin), float(step)
+    return float(fit.x[0]), float(fit.x[1])
+
+
+def _fit_grid(slot_positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Origin and step vector of the regular grid fitted to the slice positions (one row per slot, in order): a
+    :func:`_chebyshev_line` per world coordinate, each rounded on its own in the position text.
+
+    Every position counts, not only the first and last: written to one decimal (0.1 mm, legal DS text), 0.625 mm
+    slices step 0.6 or 0.7 mm and the end slices are each up to 0.05 mm off, so the step from the end slices alone
+    erred by up to 0.1 / (n - 1) mm (0.0036 mm over 15 slices) and the origin by the first slice's rounding.
+    """
+    fits = [_chebyshev_line(slot_positions[:, j]) for j in range(slot_positions.shape[1])]
+    return np.array([f[0] for f in fits]), np.array([f[1] for f in fits])
+
+
+def _half_units(element: Any) -> np.ndarray | None:
+    """Half a unit of the last decimal of each value of a DS element as written (``"-17.7"`` -> 0.05): the most its
+    rounding can have moved the value. None when the text is not at hand (a value pydicom converted without keeping
+    it) or not three numbers."""
+    from decimal import Decimal, InvalidOperation
+
+    value = getattr(element, "value", None)
+    if isinstance(value, bytes):  # a raw element, as the header read leaves small values: the file's own text
+        texts: list[Any] = value.decode("ascii", "replace").split("\\")
+    else:
+        values = value if isinstance(value, list | tuple | pydicom.multival.MultiValue) else [value]
+        texts = [getattr(v, "original_string", None) for v in values]
+    if len(texts) != 3 or not all(isinstance(t, str) for t in texts):
+        return None
+    out = []
+    for text in texts:
+        try:
+            exponent = Decimal(text.strip()).as_tuple().exponent
+        except (InvalidOperation, ValueError):
+            return None
+        if not isinstance(exponent, int):  # NaN / inf
+            return None
+        out.append(0.5 * 10.0 ** min(exponent, 0))  # an integer written "1E2" is no coarser than 1 mm
+    return np.array(out)
+
+
+def _plane_position_item(ds: pydicom.Dataset, frame: int) -> pydicom.Dataset:
+    """The dataset holding a frame's ImagePositionPatient, as :func:`~medgan.io.dicom_frames.frame_table` reads it:
+    an enhanced file's per-frame (else shared) PlanePositionSequence item, else the file itself."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for group in (per_frame[frame] if per_frame and frame < len(per_frame) else None, shared[0] if shared else None):
+        plane = group.get("PlanePositionSequence") if group is not None else None
+        if plane:
+            return plane[0]
+    return ds
+
+
+def _position_halves(headers: list[pydicom.Dataset], table: Any) -> np.ndarray:
+    """Per plane, half a unit of the last decimal of each ImagePositionPatient value as written ``(n, 3)``; 0 where
+    the position is not text (a mosaic tile's is computed) or the text is not at hand."""
+    tag = pydicom.tag.Tag("ImagePositionPatient")
+    out = np.zeros((len(table.file_index), 3))
+    for i, (file_no, frame, tile) in enumerate(zip(table.file_index, table.frame_index, table.tile_index, strict=True)):
+        if tile >= 0:
+            continue
+        try:
+            element = _plane_position_item(headers[file_no], frame).get_item(tag, keep_deferred=True)
+        except Exception:  # a damaged element or sequence: no text to read, no slack
+            continue
+        halves = _half_units(element) if element is not None else None
+        if halves is not None:
+            out[i] = halves
+    return out
+
+
+def _position_slack(
+    headers: list[pydicom.Dataset],
+    table: Any,
+    normal: np.ndarray,
+    slot_planes: np.ndarray,
+    slot_proj: np.ndarray,
+    scale: float,
+) -> tuple[float, float]:
+    """How far the rounding of the ImagePositionPatient text can move a slice step along the normal, and a slice's
+    drift within the image plane (mm): each is twice the largest rounding of one position, as a step or a drift is
+    the difference of two positions.
+
+    Thin slices written to one decimal (0.625 mm slices, positions to 0.1 mm; legal DS text, which dcm2niix
+    converts) step 0.6 and 0.7 mm: refused as non-uniform by a tolerance meant for exact text. Both slacks are 0
+    (the tolerances, the grid check and the affine stay as they were) for positions written to finer than
+    ``_SAME_POSITION_MM`` (what scanners write: 4 to 6 decimals), and unless the rounding resolves the median step to
+    :data:`_QUANTISED_STEP_FRACTION` of it, so that a missing slice still stands out from the rounding.
+    """
+    if len(slot_proj) < 2:
+        return 0.0, 0.0
+    halves = _position_halves(headers, table)
+    step_slack = 2.0 * float((halves[slot_planes] @ np.abs(normal)).max())  # rounding moved along the normal
+    if step_slack < _SAME_POSITION_MM * scale:
+        return 0.0, 0.0
+    if step_slack > _QUANTISED_STEP_FRACTION * abs(float(np.median(np.diff(slot_proj)))):
+        return 0.0, 0.0
+    return step_slack, 2.0 * float(np.linalg.norm(halves, axis=1).max())
+
+
+def _check_steps(slot_proj: np.ndarray, scale: float, slack: float = 0.0) -> list[str]:
+    """Problems of the slice positions along the normal (one per slot): gaps, uneven steps, slices off the fitted
+    grid. ``slack`` (mm): how far the rounding of the position text can move a step (:func:`_position_slack`)."""
     steps = np.diff(slot_proj)
     if steps.size == 0:
         return []
     expected = float(np.median(steps))
     problems = []
-    tol = _STEP_ABS_MM * scale + _STEP_REL * expected
+    # a rounded uniform grid steps by two values one rounding unit (``slack``) apart, its median one of them
+    tol = _STEP_ABS_MM * scale + _STEP_REL * expected + slack
     for i in np.flatnonzero(np.abs(steps - expected) > tol):
         step = float(steps[i])
         if step > 1.5 * expected:
@@ -430,17 +559,51 @@ def _check_steps(slot_proj: np.ndarray, scale: float) -> list[str]:
                 f"non-uniform slice spacing: {_mm(step)} mm between slices {i} and {i + 1}; expected {_mm(expected)} mm"
             )
     if not problems:  # each step near the typical one, but the slices may still drift off the affine's grid
-        mean = (slot_proj[-1] - slot_proj[0]) / steps.size
-        off = np.abs(slot_proj - (slot_proj[0] + mean * np.arange(slot_proj.size)))
+        if slack > 0:  # rounded positions: the grid fitted to all of them (as the affine's, see _plan), each of
+            # which the rounding moved by up to half a unit (slack / 2): a uniform grid lies within that of all
+            origin, mean = _chebyshev_line(slot_proj)
+            span = "fitted to all slices"
+            tol -= slack / 2
+        else:
+            origin, mean = slot_proj[0], (slot_proj[-1] - slot_proj[0]) / steps.size
+            span = "from the first slice to the last"
+        off = np.abs(slot_proj - (origin + mean * np.arange(slot_proj.size)))
         k = int(np.argmax(off))
         if off[k] > tol:
             problems.append(
                 f"non-uniform slice spacing: slice {k} lies {_mm(float(off[k]))} mm off the regular grid of "
-                f"{_mm(float(mean))} mm steps from the first slice to the last"
+                f"{_mm(float(mean))} mm steps {span}"
             )
     if problems:
         problems[-1] += " (slices counted from 0 along the slice normal)"
     return problems
+
+
+#: duplicate positions named in a message (the rest are counted)
+_NAMED_DUPLICATES = 3
+
+
+def _duplicate_positions(table: Any, order: np.ndarray, slot: np.ndarray, counts: np.ndarray, positions) -> str:
+    """The message for a single-volume series in which a few positions hold more than one image: each such slice,
+    its ImagePositionPatient (geometry, not identifying) and the names of its files (names only: a folder may be
+    named after the patient; no header identifier is quoted)."""
+    parts = []
+    doubled = np.flatnonzero(counts > 1)
+    for z in doubled[:_NAMED_DUPLICATES]:
+        planes = order[slot == z]
+        names = []
+        for i in planes:
+            info = table.files[table.file_index[i]]
+            name = os.path.basename(str(info.path))
+            names.append(f"{name} frame {table.frame_index[i] + 1}" if info.n_frames > 1 else name)
+        where = "\\".join(f"{v:g}" for v in positions[planes[0]])
+        parts.append(f"slice {z} (ImagePositionPatient {where}) holds {len(planes)} images: {', '.join(names)}")
+    more = f"; and {doubled.size - _NAMED_DUPLICATES} more" if doubled.size > _NAMED_DUPLICATES else ""
+    return (
+        f"duplicate slice position{'s' if doubled.size > 1 else ''}: {'; '.join(parts)}{more} (slices counted from 0 "
+        f"along the slice normal, {counts.size} in all); remove the repeated image(s) or split them into their own "
+        "series"
+    )
 
 
 def _meta_strings(ds: pydicom.Dataset) -> dict[str, str]:
@@ -565,6 +728,10 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     order, slot = _slots(proj, scale)
     n_slices = int(slot[-1]) + 1
     counts = np.bincount(slot)
+    if counts.min() != counts.max() and 2 * int((counts == 1).sum()) > counts.size:
+        # most positions hold one image: a single volume with a few images repeated (a copy of a slice under a new
+        # SOPInstanceUID), not a multi-volume series missing one
+        raise _geometry_error(source, _duplicate_positions(table, order, slot, counts, positions))
     if counts.min() != counts.max():
         z = int(np.argmin(counts))
         raise _geometry_error(
@@ -602,8 +769,9 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
             )
         grid_idx[z] = members
     slot_positions = positions[grid_idx[:, 0]]
-    problems = _check_shear(positions[order], normal, scale)
-    problems += _check_steps(slot_positions @ normal, scale)
+    step_slack, drift_slack = _position_slack(headers, table, normal, grid_idx[:, 0], slot_positions @ normal, scale)
+    problems = _check_shear(positions[order], normal, scale, drift_slack)
+    problems += _check_steps(slot_positions @ normal, scale, step_slack)
     if problems:
         raise _geometry_error(source, "; ".join(problems))
 
@@ -621,7 +789,14 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     lps[:3, 1] = col_dir * row_spacing
     lps[:3, 3] = slot_positions[0]
     if n_slices > 1:
-        lps[:3, 2] = (slot_positions[-1] - slot_positions[0]) / (n_slices - 1)
+        if step_slack > 0:  # positions rounded in their text: the grid fitted to every slice
+            lps[:3, 3], step = _fit_grid(slot_positions)
+        else:
+            step = (slot_positions[-1] - slot_positions[0]) / (n_slices - 1)
+        # The slice axis is the (orthonormalised) plane's normal: the step's drift within the plane is what
+        # _check_shear accepted as rounding (of the positions, or of an ImageOrientationPatient written with 3-4
+        # decimals). Kept, it sheared the affine: NIfTI written without a qform, refused by ITK.
+        lps[:3, 2] = normal * float(step @ normal)
     else:
         i0 = int(grid_idx[0, 0])
         depth = table.between[i0] or table.thickness[i0] or 1.0

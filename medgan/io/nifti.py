@@ -687,7 +687,7 @@ def read_nifti(path: str | Path) -> MetaTensor:
         Values carry ``scl_slope`` / ``scl_inter``. ``.affine`` is nibabel's best affine (sform,
         else qform), in mm (a file in metres or microns, per ``xyzt_units``, is converted). ``meta``
         has ``filename_or_obj``, ``modality`` (``"unknown"`` unless the sidecar records it), ``spacing``,
-        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes, stored shape, and a 4-D file's
+        ``source_format="nifti"`` and ``nifti`` (descrip, qform/sform codes, intent code, stored shape, and a 4-D file's
         ``pixdim[4]`` and time unit as ``time_step`` / ``time_unit``), plus ``medgan``, ``degradation``,
         ``interpolation`` and ``labels`` when the JSON sidecar written by :func:`medgan.save_scan` holds them (see
         :func:`read_nifti_sidecar`).
@@ -724,6 +724,9 @@ def read_nifti(path: str | Path) -> MetaTensor:
             "descrip": descrip,
             "qform_code": int(header["qform_code"]),
             "sform_code": int(header["sform_code"]),
+            # NIFTI_INTENT_LABEL (1002) marks a label map: medgan.io.scan.is_label_map refuses it to intensity
+            # operations (super-resolution, degradation, spline interpolation)
+            "intent_code": int(header["intent_code"]),
             "stored_shape": info.stored_shape,
             **_volume_step(header, info.stored_shape),
         },

@@ -7,19 +7,29 @@ the minimum metadata keys are decided in one place.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
 if TYPE_CHECKING:  # torch / MONAI take seconds to import; header-only callers (discovery, `medgan info`) skip them
+    import os
+
     import torch
     from monai.data import MetaTensor
 
+    from medgan.io.discover import ScanRef  # discover imports this module: for type checking only
+
 __all__ = [
     "ScanLike",
+    "ScanInput",
     "make_scan",
     "take_slice",
     "refuse_complex",
+    "is_label_map",
+    "label_map_reason",
+    "refuse_label_map",
+    "NIFTI_INTENT_LABEL",
     "apply_pending_operations",
     "require_channel_first",
     "scan_array",
@@ -35,6 +45,10 @@ __all__ = [
 #: ``MetaTensor`` (with its affine and metadata), a torch tensor or a NumPy array. (A string: torch and MONAI are
 #: imported only for type checking.)
 ScanLike: TypeAlias = "MetaTensor | torch.Tensor | np.ndarray"
+#: What the functions that take a scan accept (they start with :func:`load_if_path`): a scan in memory
+#: (:data:`ScanLike`), or a file or folder path or a :class:`~medgan.io.discover.ScanRef`, read with
+#: :func:`medgan.load_scan`.
+ScanInput: TypeAlias = "MetaTensor | torch.Tensor | np.ndarray | str | os.PathLike[str] | ScanRef"
 
 #: Flip of the first two world axes: DICOM's LPS+ <-> NIfTI/MONAI's RAS+.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -144,6 +158,104 @@ def refuse_complex(data: Any, what: str = "the scan") -> None:
         dtype = getattr(data, "dtype", None)  # not `or`: a numpy dtype is falsy (no fields)
         dtype = str(np.asarray(data).dtype if dtype is None else dtype).removeprefix("torch.")
         raise MedganError(f"{what} holds complex values ({dtype}); pass its magnitude (abs) instead")
+
+
+#: NIfTI ``intent_code`` NIFTI_INTENT_LABEL (nifti1.h): the header says the voxels are label indices, not intensities
+NIFTI_INTENT_LABEL = 1002
+
+
+def _intent_code(value: Any) -> int | None:
+    """An ``intent_code`` as an int; None when it is missing or not one value (MONAI collates a batch's into many)."""
+    try:
+        array = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        return int(array.item()) if array.size == 1 else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _made_by_synthesis(meta: Mapping[str, Any]) -> bool:
+    """Whether a record in ``meta["medgan"]``'s chain (``"input"``, the earlier steps) says ``task: synthesis``:
+    the voxels were generated from a label map, so that file's header no longer describes them."""
+    record, seen = meta.get("medgan"), 0
+    while isinstance(record, Mapping) and seen < 100:  # bounded: a record nested in itself must not hang
+        if record.get("task") == "synthesis":
+            return True
+        record, seen = record.get("input"), seen + 1
+    return False
+
+
+def label_map_reason(scan: Any) -> str | None:
+    """Why ``scan``'s metadata marks it as a label map (for messages), or ``None`` when it does not.
+
+    A label map is recognised by its header, never by its voxels (a CT in whole HU values looks like labels too):
+    declared label names (``meta["labels"]``: :func:`medgan.data.labels.tissue_labels`, a NIfTI sidecar's
+    ``label_names``), modality ``SEG`` (``meta["modality"]``), or a NIfTI ``intent_code`` of
+    :data:`NIFTI_INTENT_LABEL`, as :func:`medgan.io.nifti.read_nifti` records it (``meta["nifti"]["intent_code"]``)
+    or MONAI's ``NibabelReader`` does (``meta["intent_code"]``). The intent is the file's: an image a
+    :class:`~medgan.Synthesizer` generated from that label map keeps the map's ``meta["nifti"]`` but is no label map
+    (its ``meta["medgan"]`` says ``task: synthesis``; the synthesizer drops ``labels`` and sets the modality).
+
+    Parameters
+    ----------
+    scan
+        A scan's metadata (a mapping) or anything with a ``meta`` mapping (a ``MetaTensor``); anything else (a plain
+        array) is no label map.
+
+    Returns
+    -------
+    str or None
+    """
+    meta = scan if isinstance(scan, Mapping) else getattr(scan, "meta", None)
+    if not isinstance(meta, Mapping):
+        return None
+    labels = meta.get("labels")
+    if isinstance(labels, Mapping) and labels:
+        return "it declares label names"
+    if str(meta.get("modality") or "").strip().upper() == "SEG":
+        return "its modality is SEG"
+    nifti = meta.get("nifti")
+    codes = [nifti.get("intent_code") if isinstance(nifti, Mapping) else None, meta.get("intent_code")]
+    if NIFTI_INTENT_LABEL in (_intent_code(c) for c in codes if c is not None) and not _made_by_synthesis(meta):
+        return f"its NIfTI header's intent code is {NIFTI_INTENT_LABEL}, NIFTI_INTENT_LABEL"
+    return None
+
+
+def is_label_map(scan: Any) -> bool:
+    """Whether ``scan``'s metadata marks it as a label map (see :func:`label_map_reason`)."""
+    return label_map_reason(scan) is not None
+
+
+def refuse_label_map(scan: Any, action: str, error: type[Exception] | None = None) -> None:
+    """Raise ``error`` (default :class:`~medgan.errors.MedganError`) when ``scan`` is a label map
+    (:func:`label_map_reason`).
+
+    Super-resolution, degradation and spline interpolation compute intensities between neighbours: a label map's
+    0..3 became fractions (84,911 values) under its label names, which nothing downstream could tell from labels.
+    The message says what it is and how a label map is resampled: nearest neighbour, which keeps its values.
+
+    Parameters
+    ----------
+    scan
+        The scan about to be processed, or its metadata.
+    action
+        What would be done to it, for the message (``"super-resolution"``, ...).
+    error
+        The exception class (a :class:`~medgan.errors.MedganError` subclass).
+    """
+    why = label_map_reason(scan)
+    if why is None:
+        return
+    if error is None:
+        from medgan.errors import MedganError
+
+        error = MedganError
+    meta = scan if isinstance(scan, Mapping) else scan.meta
+    name = meta.get("filename_or_obj") or "the scan"
+    raise error(
+        f"{name} is a label map ({why}), not an intensity image: {action} would mix its label values into "
+        "fractions; resample a label map with nearest neighbour instead, e.g. medgan.interpolate(labels, factor, "
+        "order=0)"
+    )
 
 
 def load_if_path(scan: Any) -> Any:
@@ -263,7 +375,9 @@ def require_channel_first(scan: Any, error: type[Exception] | None = None) -> No
     called it a 2-D image; a 2-D model upscaled it as ``X`` channels of ``(Y, Z)`` images with a wrong affine), and a
     4-D series is channel-last ``(X, Y, Z, T)`` (upscaled as ``X`` channels, across ``T``); both were taken
     without a word. Only what the metadata proves is refused (see the rules in ``_channel_layout_problem``): a
-    plain array or tensor, a scan after ``EnsureChannelFirst`` and medgan's own scans pass.
+    plain array or tensor, a scan after ``EnsureChannelFirst`` and medgan's own scans pass; a plain array or tensor
+    of 3 axes with more than :data:`PLAUSIBLE_2D_CHANNELS` leading ones passes with a WARNING (likely a volume
+    without its channel axis, as nibabel's ``get_fdata`` gives it: pass ``x[None]``).
 
     Parameters
     ----------
@@ -280,6 +394,7 @@ def require_channel_first(scan: Any, error: type[Exception] | None = None) -> No
     """
     problem = _channel_layout_problem(scan)
     if problem is None:
+        _warn_if_volume_without_channel(scan)
         return
     if error is None:
         from medgan.errors import MedganError
@@ -287,6 +402,37 @@ def require_channel_first(scan: Any, error: type[Exception] | None = None) -> No
         error = MedganError
     name = scan.meta.get("filename_or_obj") or "the scan"
     raise error(f"{name} {problem}")
+
+
+#: more leading "channels" than this in a plain 3-axis array: read as channels of a 2-D image, but likely a volume
+PLAUSIBLE_2D_CHANNELS = 16
+
+
+def _warn_if_volume_without_channel(scan: Any) -> None:
+    """Log a WARNING when a plain array or tensor of 3 axes has more than :data:`PLAUSIBLE_2D_CHANNELS` leading ones.
+
+    Without MONAI metadata nothing proves the layout, and the contract's channel-first ``(C, X, Y)`` must keep
+    working, so it is not refused. But nibabel's ``get_fdata()`` gives a volume as ``(X, Y, Z)``, which was read as
+    ``X`` channels of a 2-D image without a word: ``evaluate`` scored it with 2-D SSIM windows, ``degrade`` halved
+    only ``Y`` and ``Z``.
+    """
+    if isinstance(getattr(scan, "meta", None), dict):  # a MetaTensor: its metadata decides (above)
+        return
+    shape = getattr(scan, "shape", None)
+    if shape is None or len(shape) != 3 or int(shape[0]) <= PLAUSIBLE_2D_CHANNELS:
+        return
+    import logging
+
+    shape = tuple(int(n) for n in shape)
+    logging.getLogger(__name__).warning(
+        "an array of shape %s is read as %d channels of a %d x %d 2-D image (medgan takes channel-first "
+        "(C, X, Y[, Z]) scans); if it is a volume without a channel axis (as nibabel's get_fdata gives it), "
+        "pass x[None]",
+        shape,
+        shape[0],
+        shape[1],
+        shape[2],
+    )
 
 
 def affine_4x4(affine: Any) -> np.ndarray:

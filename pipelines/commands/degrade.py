@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Degrade ``args.input`` and write ``args.output``; return the exit status."""
     from medgan import degrade, load_scan, save_scan
     from medgan.data.degrade import DegradationError
+    from medgan.io.scan import is_label_map
     from pipelines.commands._outputs import check_outputs, terminal_text
 
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     except DegradationError as exc:  # e.g. 3 factors for a 2-D image: a usage error, nothing written
         message = str(exc) if str(args.input) in str(exc) else f"{args.input}: {exc}"
         print(terminal_text(f"medgan degrade: error: {message}", sys.stderr), file=sys.stderr)
-        return 2
+        # a label map is a wrong input, not a wrong option: the failure status, as upscale gives for one
+        return 1 if is_label_map(scan) else 2
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     out = save_scan(low, args.output, format=args.format, reference=reference, overwrite=args.overwrite)
     logger.info("wrote %s (shape %s, spacing %s)", out, tuple(low.shape[1:]), low.meta["spacing"])

@@ -52,8 +52,15 @@ def _shape(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(n) for n in shape) if shape else "-"
 
 
+def _size(value: float) -> str:
+    """A voxel size (mm): two decimals, or 3 significant digits below 0.1 mm, which two decimals showed as 0.00
+    (a micro-CT's 5 um voxels); ``g`` keeps them short (0.005, 0.0125) and turns only sub-micrometre sizes into
+    exponents."""
+    return f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:.2f}"
+
+
 def _spacing(spacing: tuple[float, ...] | None) -> str:
-    return "x".join(f"{v:.2f}" for v in spacing) if spacing else "-"
+    return "x".join(_size(v) for v in spacing) if spacing else "-"
 
 
 def _status(ref) -> str:
