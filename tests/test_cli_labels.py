@@ -146,11 +146,13 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     from conftest import REPO
 
     text = (REPO / "README.md").read_text()
-    block = re.search(r"```bash\n(medgan labels .*?)```", text, re.S).group(1)
-    lines = [shlex.split(line) for line in block.replace("\\\n", " ").splitlines()]
+    block = re.search(r"```bash\n(mkdir -p out[^\n]*\nmedgan labels .*?)```", text, re.S).group(1)
+    mkdir, *lines = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines()]
+    assert mkdir == ["mkdir", "-p", "out"]  # the outputs go to the git-ignored out/, not the checkout's root
     assert [words[:2] for words in lines] == [["medgan", "labels"], ["medgan", "synthesize"]]
     (tmp_path / "sample_data").symlink_to(SAMPLE_DATA)
     monkeypatch.chdir(tmp_path)
+    Path("out").mkdir()
     assert cli.main(lines[0][1:]) == 0, capsys.readouterr().err
     out = Path(lines[0][-1])
     gm, wm = (lines[0][lines[0].index(flag) + 1] for flag in ("--gm", "--wm"))

@@ -55,6 +55,7 @@ to be ``"interpolate"`` with the factor implied by the shapes.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -66,6 +67,7 @@ from scipy import ndimage
 from medgan.errors import EvaluationError, GeometryMismatchError
 from medgan.eval.masks import resolve_mask
 from medgan.io.scan import (
+    ScanInput,
     ScanLike,
     load_if_path,
     ras_affine,
@@ -119,6 +121,19 @@ METRIC_KEYS = (
     "lr_consistency_psnr",
 )
 AFFINE_ATOL_MM = 1e-3
+
+logger = logging.getLogger(__name__)
+#: what :func:`_warn_once` said already in this process: ``medgan evaluate`` scores a scan's method and its three
+#: baselines with one call each, which repeated the same line four times per scan
+_WARNED: set[tuple[Any, ...]] = set()
+
+
+def _warn_once(key: tuple[Any, ...], message: str, *args: Any) -> None:
+    """Log ``message % args`` as a WARNING the first time ``key`` comes, then no more in this process."""
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    logger.warning(message, *args)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -658,6 +673,15 @@ def _ssim_parts(
     smap = np.full(p.shape, np.nan)
     valid = np.zeros(p.shape, dtype=bool)
     if label.startswith("unavailable"):
+        # SSIM is NaN then, and a NaN in a table said nothing of why
+        _warn_once(
+            ("ssim", tuple(spatial), label),
+            "SSIM is NaN for an image of spatial shape %s: its %d-voxel window does not fit (%s); "
+            "the other metrics are computed",
+            tuple(int(n) for n in spatial),
+            SSIM_WIN_SIZE,
+            label.removeprefix("unavailable ").strip("()"),
+        )
         return smap, valid, label, valid.copy()
     pad = (SSIM_WIN_SIZE - 1) // 2
     if filters is not None:
@@ -796,6 +820,7 @@ def degradation_of(lr: Any, hr_shape: Sequence[int], degradation: Mapping[str, A
     if isinstance(recorded, Mapping) and recorded.get("method"):
         from medgan.data.degrade import degradation_steps
 
+        _warn_if_overridden(lr, recorded, degradation)
         out, source = dict(recorded), "lr.meta"
         *chain, last = degradation_steps(recorded)
         earlier = [s for s in chain if s.get("method")]
@@ -821,6 +846,48 @@ def degradation_of(lr: Any, hr_shape: Sequence[int], degradation: Mapping[str, A
     out["factor"] = tuple(int(f) for f in factor)
     out["source"] = source
     return out
+
+
+def _warn_if_overridden(lr: Any, recorded: Mapping[str, Any], degradation: Mapping[str, Any] | str | None) -> None:
+    """Warn when ``degradation=`` names another degradation than the one ``lr.meta`` records (which is used).
+
+    The record wins, as documented: it says what made ``lr``. But an explicit argument ignored without a word read as
+    if it had been used.
+    """
+    if degradation is None:
+        return
+    given = {"method": degradation} if isinstance(degradation, str) else dict(degradation)
+    differs = [
+        key
+        for key in ("method", "slice_profile", "factor")
+        if given.get(key) is not None and _comparable(given[key], recorded.get(key)) != _comparable(recorded.get(key))
+    ]
+    if not differs:
+        return
+    name = _describe(lr, "low-resolution input")[0]
+    said = repr(degradation) if isinstance(degradation, str) else ", ".join(f"{k}={given[k]!r}" for k in differs)
+    kept = ", ".join(f"{k} {recorded.get(k)!r}" for k in differs)
+    _warn_once(
+        ("degradation", name, said, kept),
+        "%s: degradation=%s is not used: its lr.meta['degradation'] records %s, which made it, and the record "
+        "wins for LR consistency (remove meta['degradation'] from lr to use the argument)",
+        name,
+        said,
+        kept,
+    )
+
+
+def _comparable(value: Any, like: Any = None) -> Any:
+    """A degradation field in one form: factors as a tuple of ints (a list from JSON; an int repeated over the axes
+    of ``like``, a recorded per-axis factor), anything else as is."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return (int(value),) * (len(like) if isinstance(like, list | tuple) else 1)
+    if isinstance(value, list | tuple):
+        try:
+            return tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            return tuple(value)
+    return value
 
 
 def lr_consistency_psnr(
@@ -965,12 +1032,12 @@ class ReferenceFilters:
 
 
 def evaluate(
-    pred: ScanLike | str | os.PathLike[str],
-    ref: ScanLike | str | os.PathLike[str],
+    pred: ScanInput,
+    ref: ScanInput,
     *,
     mask: Any = "foreground",
     data_range: float | None = None,
-    lr: ScanLike | str | os.PathLike[str] | None = None,
+    lr: ScanInput | None = None,
     degradation: Mapping[str, Any] | str | None = None,
     ssim_mode: str = "auto",
     reference_filters: ReferenceFilters | None = None,
@@ -980,18 +1047,21 @@ def evaluate(
     Parameters
     ----------
     pred, ref
-        Channel-first scans ``(C, X, Y[, Z])``: MetaTensor, torch tensor or NumPy array. They
-        must share shape, and affine when both are MetaTensors.
+        Channel-first scans ``(C, X, Y[, Z])``: MetaTensor, torch tensor or NumPy array, or a file or folder path
+        or a ``ScanRef``, read with :func:`medgan.load_scan`. They must share shape, and affine when both are
+        MetaTensors.
     mask
         ``"foreground"`` (default; rule in :data:`medgan.eval.masks.FOREGROUND_RULE`, computed
-        on ``ref``), ``"none"`` / ``None`` for the whole image, or a boolean spatial array.
+        on ``ref``), ``"none"`` / ``None`` for the whole image, or a spatial mask: boolean, or numeric holding
+        only 0 and 1 (threshold a probability map first: ``mask=p > 0.5``); one with an affine must lie on
+        ``ref``'s grid.
     data_range
         Intensity range for PSNR and SSIM. Default: :data:`DATA_RANGE_RULE` on ``ref``.
     lr
-        The low-resolution input; adds ``lr_consistency_psnr``.
+        The low-resolution input (a scan or its path); adds ``lr_consistency_psnr``.
     degradation
         Degradation of ``lr`` when ``lr.meta["degradation"]`` is absent (see
-        :func:`lr_consistency_psnr`).
+        :func:`lr_consistency_psnr`); a record in ``lr.meta`` wins, with a warning when this names another.
     ssim_mode
         ``"auto"``, ``"3d"`` or ``"2d"`` (see :func:`ssim_map`).
     reference_filters
@@ -1010,15 +1080,16 @@ def evaluate(
     Raises
     ------
     medgan.errors.GeometryMismatchError
-        If shapes or affines differ (affines compared in RAS+: a MetaTensor with
-        ``meta["space"] == "LPS"`` is converted first). ``evaluate`` never crops nor resamples: a
+        If shapes or affines differ, or a mask with an affine lies on another grid (affines compared in RAS+: a
+        MetaTensor with ``meta["space"] == "LPS"`` is converted first). ``evaluate`` never crops nor resamples: a
         prediction on a box of the reference's voxels (an upscaled scan whose source ``medgan.degrade``
         cropped to a multiple of the factor) is scored against
         ``medgan.eval.compare.crop_reference(ref, pred)``, one off the grid after
         ``medgan.eval.compare.resample_to(pred, ref)``; the message says which applies.
     medgan.errors.EvaluationError
         For an unusable argument: a ``data_range`` that is not a finite positive number, an
-        unknown ``mask`` name, a mask of the wrong shape or with no voxel, an unknown
+        unknown ``mask`` name, a mask of the wrong shape, with no voxel or with values other than 0 and 1 (NaN
+        included), ``pred`` or ``ref`` None, an unknown
         ``ssim_mode``, arrays that are not channel-first 2-D or 3-D, or ``reference_filters`` made from another
         object than ``ref``. It is a ``ValueError``.
 
@@ -1034,6 +1105,9 @@ def evaluate(
     if reference_filters is not None and reference_filters.reference is not ref:
         # identity, not content: comparing the arrays would cost what sharing the filters saves
         raise EvaluationError("reference_filters were made from another object than ref: ReferenceFilters(ref)")
+    for role, scan in (("pred", pred), ("ref", ref)):
+        if scan is None:  # an AttributeError on .shape otherwise
+            raise EvaluationError(f"{role} is None: give a scan (MetaTensor, tensor or array) or its path")
     pred, ref = load_if_path(pred), load_if_path(ref)
     lr = load_if_path(lr)
     for scan in (pred, ref, lr):  # MONAI (X, Y, Z) without EnsureChannelFirst was scored as X 2-D channels
@@ -1043,7 +1117,7 @@ def evaluate(
     r = reference_filters.array if reference_filters is not None else _to_numpy(ref)
     if p.ndim not in (3, 4):
         raise EvaluationError(f"expected channel-first (C, X, Y[, Z]) arrays, got shape {p.shape}")
-    m, rule = resolve_mask(mask, r)
+    m, rule = resolve_mask(mask, r, grid=ref)  # ref as given: a mask with an affine must share its grid
     # the foreground rule keeps finite voxels only; "none" and a user's mask did not, so NaN padding made every
     # masked metric but SSIM NaN there, against the rule above (non-finite reference voxels are left out)
     finite = reference_filters.finite_voxels if reference_filters is not None else np.isfinite(r).all(axis=0)

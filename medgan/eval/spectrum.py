@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from medgan.errors import EvaluationError
+
 __all__ = ["radial_power_spectrum", "spectrum_distance"]
 
 
@@ -30,7 +32,7 @@ def _spatial_array(image: Any) -> np.ndarray:
     if arr.ndim in (3, 4) and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim not in (2, 3):
-        raise ValueError(
+        raise EvaluationError(
             f"expected a 2-D or 3-D image (optionally with one leading channel), got shape {tuple(arr.shape)}"
         )
     return arr
@@ -88,7 +90,7 @@ def radial_power_spectrum(
     else:
         sp = [float(s) for s in spacing][: arr.ndim]
         if len(sp) != arr.ndim or min(sp) <= 0:
-            raise ValueError(f"spacing needs {arr.ndim} positive values, got {spacing!r}")
+            raise EvaluationError(f"spacing needs {arr.ndim} positive values, got {spacing!r}")
         scale = [min(sp) / s for s in sp]  # cycles per finest-voxel unit
     grids = np.meshgrid(
         *[np.fft.fftfreq(n) * s for n, s in zip(arr.shape, scale, strict=True)], indexing="ij", sparse=True
@@ -136,6 +138,12 @@ def spectrum_distance(
     -------
     float
 
+    Raises
+    ------
+    medgan.errors.EvaluationError
+        (a ``ValueError``) Images of different shapes, not 2-D or 3-D, a band outside ``[0, 0.5]`` or one holding no
+        frequency bin with power.
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -144,15 +152,18 @@ def spectrum_distance(
     0.0
     """
     a, b = _spatial_array(image), _spatial_array(reference)
-    if a.shape != b.shape:
-        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    if a.shape != b.shape:  # the EvaluationError of medgan's other metrics (a ValueError, as raised before)
+        raise EvaluationError(
+            f"images differ in shape: {a.shape} vs {b.shape}; spectra are compared on one grid (resample the image "
+            "onto the reference's first: medgan.eval.compare.resample_to)"
+        )
     if not 0.0 <= fmin < fmax <= 0.5:
-        raise ValueError(f"need 0 <= fmin < fmax <= 0.5, got fmin={fmin}, fmax={fmax}")
+        raise EvaluationError(f"need 0 <= fmin < fmax <= 0.5, got fmin={fmin}, fmax={fmax}")
     f, pa = radial_power_spectrum(a, n_bins=n_bins, spacing=spacing)
     _, pb = radial_power_spectrum(b, n_bins=n_bins, spacing=spacing)
     pa = pa / np.nansum(pa)
     pb = pb / np.nansum(pb)
     band = (f >= fmin) & (f < fmax) & np.isfinite(pa) & np.isfinite(pb) & (pa > 0) & (pb > 0)
     if not band.any():
-        raise ValueError(f"no frequency bin with power in [{fmin}, {fmax}); use larger images or a wider band")
+        raise EvaluationError(f"no frequency bin with power in [{fmin}, {fmax}); use larger images or a wider band")
     return float(np.round(np.mean(np.abs(np.log10(pa[band]) - np.log10(pb[band]))), 12))

@@ -33,7 +33,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, _read_checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, recorded_model_name, resolve_model_path
-from medgan.io.scan import ScanLike, load_if_path, scan_array
+from medgan.io.scan import ScanInput, load_if_path, scan_array
 from medgan.models.registry import build_detector
 
 logger = logging.getLogger(__name__)
@@ -435,7 +435,7 @@ def _scan_slices(scan: Any, axis: int, max_slices: int) -> list[np.ndarray]:
 
 
 def detect_synthetic(
-    scan: ScanLike | str | os.PathLike[str],
+    scan: ScanInput,
     *,
     detector: SyntheticDetector | Checkpoint | str | os.PathLike[str] | None = None,
     axis: int = 2,
@@ -448,7 +448,8 @@ def detect_synthetic(
     ----------
     scan
         ``(C, X, Y)`` image(s) or ``(C, X, Y, Z)`` volume(s) (MetaTensor, tensor or array, of any real dtype:
-        bfloat16 / float16 / integer voxels are scored as float32); every channel counts.
+        bfloat16 / float16 / integer voxels are scored as float32), or a file or folder path or a ``ScanRef``, read
+        with :func:`medgan.load_scan`; every channel counts.
     detector
         A :class:`SyntheticDetector`, a detector checkpoint, its path, or the name of a shipped detector
         (``"synthetic-detector"``); default the shipped :data:`DEFAULT_DETECTOR`.

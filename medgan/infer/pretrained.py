@@ -262,9 +262,9 @@ def list_pretrained(*, include_detector: bool = False) -> list[dict[str, Any]]:
 def _repo_relative(path: Any) -> str:
     """A training-data path as written in a card: relative to the repository when it lies inside it.
 
-    The metadata records absolute paths of the machine that trained; a path into another checkout's
-    ``sample_data/`` that this repository also holds is written relative too, so a card renders the same wherever
-    the repository is checked out.
+    The metadata records absolute paths of the machine that trained; a path into any checkout's ``sample_data/``
+    is written from ``sample_data/`` on, so a card renders the same wherever the repository is checked out, and in
+    an installed package (no ``sample_data/`` beside it), where it showed the training machine's absolute path.
     """
     text = str(path)
     repo = PRETRAINED_DIR.parents[1]
@@ -274,9 +274,7 @@ def _repo_relative(path: Any) -> str:
         return os.path.relpath(norm, repo) + suffix
     parts = Path(norm).parts
     if os.path.isabs(norm) and "sample_data" in parts:
-        rel = Path(*parts[parts.index("sample_data") :])
-        if (repo / rel).exists():
-            return rel.as_posix() + suffix
+        return Path(*parts[parts.index("sample_data") :]).as_posix() + suffix
     return text
 
 
@@ -317,7 +315,8 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
     Parameters
     ----------
     path
-        A medgan checkpoint written by ``medgan train-sr`` / ``medgan train-cgan``.
+        A medgan checkpoint written by ``medgan train-sr`` / ``medgan train-cgan``, or the name of a shipped model
+        (:func:`list_pretrained`) when no file or folder of that name exists, as ``medgan info NAME`` takes it.
     checkpoint
         ``path`` as already read (:func:`~medgan.infer.checkpoint.load_checkpoint`): the card is then that file's,
         not a second read's, which a file replaced in between would make another file's card.
@@ -331,6 +330,10 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
     """
     from medgan.infer.checkpoint import _read_checkpoint
 
+    if checkpoint is None and not Path(path).exists() and str(path) in available_models():
+        # a shipped model's name, as `medgan info NAME` takes it ("checkpoint file not found" otherwise); checked
+        # against its card's sha256 as a load by name is
+        path = verify_shipped(available_models()[str(path)])
     # not load_checkpoint: rewriting the card of a retrained shipped model is how its card sha256 gets updated
     ckpt = checkpoint if checkpoint is not None else _read_checkpoint(Path(path), card_check=False)
     meta = ckpt.metadata
