@@ -242,6 +242,38 @@ def test_positions_too_coarse_to_show_a_missing_slice_get_no_slack():
         plan_dicom_series(headers, source="coarse")
 
 
+def _whole_mm_z(headers: list[pydicom.Dataset]) -> list[pydicom.Dataset]:
+    """The headers with z written as whole mm the way Siemens writes positions (``-18``: trailing zeros trimmed),
+    x and y as the scanner wrote them (several decimals)."""
+    for h in headers:
+        x, y = (v.original_string for v in h.ImagePositionPatient[:2])
+        h.ImagePositionPatient = [x, y, f"{round(float(h.ImagePositionPatient[2])):g}"]
+    return headers
+
+
+def test_a_misplaced_slice_among_whole_mm_positions_is_still_refused():
+    """Whole numbers beside decimals are exact, not rounded to 1 mm: the slack came from the coarsest value, so one
+    whole-mm coordinate widened every tolerance by 0.5 mm and a slice written 0.8 mm off was accepted and averaged
+    into the affine (diff review 24)."""
+    headers = _whole_mm_z(_ge_headers())
+    plan_dicom_series(headers, source="whole-mm")  # the whole-mm grid itself is regular
+    z = float(headers[7].ImagePositionPatient[2]) + 0.8
+    headers[7].ImagePositionPatient = [*(v.original_string for v in headers[7].ImagePositionPatient[:2]), f"{z:g}"]
+    with pytest.raises(SeriesGeometryError, match="non-uniform slice spacing"):
+        plan_dicom_series(headers, source="misplaced")
+
+
+def test_a_drift_within_the_plane_written_to_0_01_mm_is_still_a_tilt():
+    """x drifting 0.03 mm per slice, written to 0.01 mm, beside whole-mm z: the drift slack came from the whole
+    numbers (about 1 mm), so the sheared grid loaded with its drift dropped from the affine."""
+    headers = _whole_mm_z(_ge_headers())
+    for k, h in enumerate(headers):
+        x = float(h.ImagePositionPatient[0]) + 0.03 * k
+        h.ImagePositionPatient = [f"{x:.2f}", h.ImagePositionPatient[1].original_string, h.ImagePositionPatient[2]]
+    with pytest.raises(SeriesGeometryError, match="gantry tilt"):
+        plan_dicom_series(headers, source="drift")
+
+
 # ------------------------------------------------------------------------- 5. micrometre voxels in `info`
 def test_info_shows_micrometre_voxels(tmp_path, capsys):
     t1 = nib.load(MNI_T1).slicer[BOX]

@@ -49,7 +49,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from itertools import pairwise
+from itertools import pairwise, product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -520,24 +520,37 @@ def _position_slack(
     scale: float,
 ) -> tuple[float, float]:
     """How far the rounding of the ImagePositionPatient text can move a slice step along the normal, and a slice's
-    drift within the image plane (mm): each is twice the largest rounding of one position, as a step or a drift is
-    the difference of two positions.
+    drift within the image plane (mm): each is twice what the rounding can move one position, as a step or a drift
+    is the difference of two positions.
 
     Thin slices written to one decimal (0.625 mm slices, positions to 0.1 mm; legal DS text, which dcm2niix
     converts) step 0.6 and 0.7 mm: refused as non-uniform by a tolerance meant for exact text. Both slacks are 0
     (the tolerances, the grid check and the affine stay as they were) for positions written to finer than
     ``_SAME_POSITION_MM`` (what scanners write: 4 to 6 decimals), and unless the rounding resolves the median step to
     :data:`_QUANTISED_STEP_FRACTION` of it, so that a missing slice still stands out from the rounding.
+
+    The rounding is the writer's, the finest decimal written in any position of the series, not each value's own:
+    writers drop trailing zeros (Siemens writes ``-624`` beside ``-113.559``), so a whole number there is exact to
+    that decimal too. Taking each value's own (or the coarsest) let one whole number widen every tolerance by
+    0.5 mm: a slice misplaced by 0.8 mm, or a 1 mm drift within the plane, was accepted and averaged into the
+    affine.
     """
     if len(slot_proj) < 2:
         return 0.0, 0.0
     halves = _position_halves(headers, table)
-    step_slack = 2.0 * float((halves[slot_planes] @ np.abs(normal)).max())  # rounding moved along the normal
+    written = halves[halves > 0]
+    if written.size == 0:
+        return 0.0, 0.0
+    half = float(written.min())  # the writer's rounding, in every coordinate of every position
+    step_slack = 2.0 * half * float(np.abs(normal).sum())  # rounding moved along the normal, at most
     if step_slack < _SAME_POSITION_MM * scale:
         return 0.0, 0.0
     if step_slack > _QUANTISED_STEP_FRACTION * abs(float(np.median(np.diff(slot_proj)))):
         return 0.0, 0.0
-    return step_slack, 2.0 * float(np.linalg.norm(halves, axis=1).max())
+    # the largest move of the rounding box (half in each coordinate) within the image plane: its corners projected
+    in_plane = np.eye(3) - np.outer(normal, normal)
+    corners = half * np.array(list(product((-1.0, 1.0), repeat=3)))
+    return step_slack, 2.0 * float(np.linalg.norm(corners @ in_plane, axis=1).max())
 
 
 def _check_steps(slot_proj: np.ndarray, scale: float, slack: float = 0.0) -> list[str]:
