@@ -33,6 +33,7 @@ from medgan.data.labels import (
 )
 from medgan.data.normalize import fit_normalization
 from medgan.errors import AmbiguousSeriesError, ConfigError, MedganError
+from medgan.io.scan import label_map_reason, provenance_records
 
 __all__ = [
     "load_pairs",
@@ -250,30 +251,23 @@ def synthetic_hint(meta: Mapping[str, Any]) -> str | None:
     """
     if meta.get("synthetic") is True:
         return "marked synthetic (meta['synthetic'])"
-    record, seen = meta.get("medgan"), 0
-    while isinstance(record, Mapping) and seen < 100:  # bounded: a record nested in itself must not hang
+    for record in provenance_records(meta):
         if record.get("synthetic"):
             return f"medgan {record.get('task') or 'synthetic'} output"
-        record, seen = record.get("input"), seen + 1
     return None
 
 
 def _refuse_label_map_image(image: Any, name: str, label_values: Sequence[int]) -> None:
     """Refuse a subject whose ``image`` is a label map (the model would learn to copy label values as intensities).
 
-    A label map is recognised by its header (modality ``SEG``, or declared label names: a medgan sidecar's
-    ``label_names``), or by its voxels: whole numbers, each one of the model's label values (no intensity scan holds
-    only, e.g., 0..3).
+    A label map is recognised by its header (:func:`medgan.io.scan.label_map_reason`: declared label names, modality
+    ``SEG``, a NIfTI intent code of 1002) or, as train-cgan knows the model's label values, by its voxels: whole
+    numbers, each one of those label values (no intensity scan holds only, e.g., 0..3).
     """
     from medgan.data.labels import label_values as values_of
-    from medgan.io.nifti import modality_code
 
-    why = None
-    if modality_code(image.meta.get("modality")) == "SEG":
-        why = "its header says modality SEG"
-    elif image.meta.get("labels"):
-        why = "its header declares label names"
-    else:
+    why = label_map_reason(image)
+    if why is None:
         raw = image.as_tensor()
         if bool(torch.all(raw == torch.round(raw))):
             found = values_of(raw.numpy())

@@ -259,12 +259,15 @@ def list_pretrained(*, include_detector: bool = False) -> list[dict[str, Any]]:
     return models
 
 
-def _repo_relative(path: Any) -> str:
-    """A training-data path as written in a card: relative to the repository when it lies inside it.
+def _repo_relative(path: Any, *, shipped: bool = False) -> str:
+    """A training-data path as written in a card: relative to the repository when it is one of its files.
 
-    The metadata records absolute paths of the machine that trained; a path into any checkout's ``sample_data/``
-    is written from ``sample_data/`` on, so a card renders the same wherever the repository is checked out, and in
-    an installed package (no ``sample_data/`` beside it), where it showed the training machine's absolute path.
+    The metadata records absolute paths of the machine that trained. One inside this checkout is written relative
+    to it; one into another checkout's ``sample_data/`` is written from ``sample_data/`` on when this checkout holds
+    that file, or when the card is a shipped model's (``shipped``: the checkpoint lies in :data:`PRETRAINED_DIR`,
+    trained on this repository's sample data), so it renders the same wherever the repository is checked out and in
+    an installed package (no ``sample_data/`` beside it). Any other path is kept as recorded: a user's model trained
+    on ``/mnt/study/sample_data/sub-07.nii.gz`` was shown a ``sample_data/sub-07.nii.gz`` that does not exist.
     """
     text = str(path)
     repo = PRETRAINED_DIR.parents[1]
@@ -274,11 +277,13 @@ def _repo_relative(path: Any) -> str:
         return os.path.relpath(norm, repo) + suffix
     parts = Path(norm).parts
     if os.path.isabs(norm) and "sample_data" in parts:
-        return Path(*parts[parts.index("sample_data") :]).as_posix() + suffix
+        rel = Path(*parts[parts.index("sample_data") :])
+        if shipped or (repo / rel).exists():
+            return rel.as_posix() + suffix
     return text
 
 
-def _data_lines(data: dict[str, Any]) -> list[str]:
+def _data_lines(data: dict[str, Any], *, shipped: bool = False) -> list[str]:
     if "n_real" in data:  # synthetic-image detector (medgan.infer.detect.train_detector)
         return [
             f"- real slices: {data['n_real']}, synthetic slices: {data['n_fake']}, slice shape: {data.get('slice_shape')}",
@@ -293,8 +298,8 @@ def _data_lines(data: dict[str, Any]) -> list[str]:
         if data.get("slice_plane"):  # train-cgan records it since subjects in other planes are refused
             lines.append(f"- slices: {data['slice_plane']} (slice normal {data.get('slice_normal')})")
         return lines
-    train = ", ".join(_repo_relative(p) for p in data.get("train", [])) or "not recorded"
-    val = ", ".join(_repo_relative(p) for p in data.get("val", [])) or "none"
+    train = ", ".join(_repo_relative(p, shipped=shipped) for p in data.get("train", [])) or "not recorded"
+    val = ", ".join(_repo_relative(p, shipped=shipped) for p in data.get("val", [])) or "none"
     return [f"- train: {train}", f"- held-out validation (other subjects): {val}"]
 
 
@@ -341,6 +346,8 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
     task = meta.get("task") or ("synthesis" if "labels" in meta else "super-resolution")
     data = meta.get("training_data") or {}
     steps = meta.get("steps") or {}
+    # a shipped model (the file in the shipped-models folder itself): trained on this repository's sample data
+    in_pretrained = Path(path).resolve().parent == PRETRAINED_DIR
     lines = [
         f"# {name}",
         "",
@@ -366,7 +373,7 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
         "",
         "## Training data and split",
         "",
-        *_data_lines(data),
+        *_data_lines(data, shipped=in_pretrained),
     ]
     if meta.get("paths_relative_to"):  # checkpoints exported since training paths are written relative
         lines.append(
@@ -425,7 +432,7 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
     # names wherever the config lay on the training machine. Only for the shipped file itself: a user's model
     # trained from a copy of the shipped config keeps its name, and its card pointed at the shipped training run
     config = PRETRAINED_DIR / "configs" / f"{name}.yaml"
-    shipped = Path(path).resolve().parent == PRETRAINED_DIR and config.is_file()
+    shipped = in_pretrained and config.is_file()
     sub = "train-cgan" if task == "synthesis" else "train-sr"
     command = f"medgan {sub} medgan/pretrained/configs/{name}.yaml" if shipped else meta.get("command")
     lines += ["", "## Reproduce", "", "```bash", str(command or "not recorded"), "```", ""]

@@ -17,9 +17,10 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -28,10 +29,13 @@ from medgan.errors import MedganError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "exception_chain",
     "os_error_reason",
     "check_target_dir",
     "parent_problem",
     "temp_sibling",
+    "is_temp_name",
+    "temp_sibling_of",
     "atomic_file",
     "atomic_path",
     "atomic_paths",
@@ -40,6 +44,27 @@ __all__ = [
     "write_text_atomic",
     "open_append",
 ]
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then the exception it was raised from or while handling (``__cause__``, else ``__context__``), and
+    so on: the chain a traceback prints, each once (a chain can loop back on itself).
+
+    Parameters
+    ----------
+    exc
+        The exception caught.
+
+    Yields
+    ------
+    BaseException
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
 
 
 def os_error_reason(exc: BaseException) -> str:
@@ -62,13 +87,9 @@ def os_error_reason(exc: BaseException) -> str:
     str
         One line.
     """
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:  # a chain can loop back on itself
-        seen.add(id(link))
+    for link in exception_chain(exc):
         if isinstance(link, OSError) and link.strerror:
             return " ".join(str(link.strerror).split())
-        link = link.__cause__ or link.__context__
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return first or type(exc).__name__
 
@@ -87,6 +108,20 @@ def parent_problem(path: str | os.PathLike[str]) -> str:
 
 #: the longest file name (bytes) that ext4, XFS, Btrfs, APFS and others take (NAME_MAX)
 _NAME_MAX = 255
+#: hex digits of the random part of a temporary name
+_TEMP_HEX = 12
+#: a temporary name split into the (possibly cut) final name and the rest: ``.<name>.<12 hex>.tmp[suffixes]`` or
+#: ``.<name>.<12 hex>.old`` (:func:`temp_sibling`; ``atomic_path(keep_suffix=True)`` adds the suffixes)
+_TEMP_PARTS = re.compile(rf"^\.(?P<name>.+)(?P<tail>\.[0-9a-f]{{{_TEMP_HEX}}}\.(?:tmp|old)(?:\..*)?)$")
+
+
+def _fit_name(name: str, tail: str) -> str:
+    """``name`` cut short (by character, so a multi-byte UTF-8 character is never cut in half) where ``.<name><tail>``
+    would pass NAME_MAX."""
+    room = _NAME_MAX - 1 - len(os.fsencode(tail))  # 1: the leading dot
+    while name and len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return name
 
 
 def temp_sibling(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Path:
@@ -94,15 +129,43 @@ def temp_sibling(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Path:
 
     ``<name>`` is ``path``'s name cut short where the whole would pass NAME_MAX (255 bytes): a final name that fits
     must get a temporary name too (the 18 characters added made a 240-character output name "File name too
-    long"). The random part alone keeps it unique.
+    long"). The random part alone keeps it unique. :func:`is_temp_name` / :func:`temp_sibling_of` recognise the
+    names it makes.
     """
     path = Path(path)
-    tail = f".{uuid.uuid4().hex[:12]}{suffix}"
-    room = _NAME_MAX - 1 - len(os.fsencode(tail))  # 1: the leading dot
-    name = path.name
-    while name and len(os.fsencode(name)) > room:
-        name = name[:-1]  # by character, so a multi-byte UTF-8 character is never cut in half
-    return path.with_name(f".{name}{tail}")
+    tail = f".{uuid.uuid4().hex[:_TEMP_HEX]}{suffix}"
+    return path.with_name(f".{_fit_name(path.name, tail)}{tail}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether the file or folder name ``name`` is one :func:`temp_sibling` makes (a write in progress, or left by
+    a killed one)."""
+    return _TEMP_PARTS.match(name) is not None
+
+
+def temp_sibling_of(name: str, finals: Iterable[str]) -> str | None:
+    """The name among ``finals`` that the temporary name ``name`` was made for by :func:`temp_sibling` (its cut to
+    255 bytes included); ``None`` when it is none of theirs, or no temporary name at all.
+
+    Parameters
+    ----------
+    name
+        A file or folder name (no folder part).
+    finals
+        Final names (no folder part) in the same folder.
+
+    Returns
+    -------
+    str or None
+    """
+    m = _TEMP_PARTS.match(name)
+    if m is None:
+        return None
+    base, tail = m["name"], m["tail"]
+    for final in finals:
+        if _fit_name(final, tail) == base:
+            return final
+    return None
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -343,7 +343,7 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
             st = folder.stat()
         except OSError as exc:  # a path beyond PATH_MAX, a parent without search permission: said, not silent
             log.warning("cannot read folder %s (%s); skipped", folder, os_error_reason(exc))
-            unseen.append((folder, f"cannot read this folder ({exc.strerror or type(exc).__name__})", True))
+            unseen.append((folder, f"cannot read this folder ({os_error_reason(exc)})", True))
             continue
         if (st.st_dev, st.st_ino) in seen_dirs:
             continue
@@ -353,7 +353,7 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             log.warning("cannot list folder %s (%s); skipped", folder, os_error_reason(exc))
-            unseen.append((folder, f"cannot list this folder ({exc.strerror or type(exc).__name__})", True))
+            unseen.append((folder, f"cannot list this folder ({os_error_reason(exc)})", True))
             continue
         subdirs = []
         for entry in entries:
@@ -374,7 +374,7 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
             except OSError as exc:  # a dangling link or a vanished file is not found (ENOENT) and goes unsaid
                 if exc.errno != errno.ENOENT:
                     log.warning("cannot read %s (%s); skipped", entry.path, os_error_reason(exc))
-                    why = f"cannot be looked at ({exc.strerror or type(exc).__name__})"
+                    why = f"cannot be looked at ({os_error_reason(exc)})"
                     unseen.append((Path(entry.path), why, False))
                 continue
         stack.extend(reversed(subdirs))
@@ -700,7 +700,7 @@ def _open_failure(path: Path) -> str | None:
         with open(path, "rb"):
             return None
     except OSError as exc:
-        return f"cannot be opened ({exc.strerror or type(exc).__name__})"
+        return f"cannot be opened ({os_error_reason(exc)})"
 
 
 def _list_unreadable(

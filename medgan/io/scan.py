@@ -7,7 +7,7 @@ the minimum metadata keys are decided in one place.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "refuse_complex",
     "is_label_map",
     "label_map_reason",
+    "provenance_records",
     "refuse_label_map",
     "NIFTI_INTENT_LABEL",
     "apply_pending_operations",
@@ -173,15 +174,36 @@ def _intent_code(value: Any) -> int | None:
         return None
 
 
+#: how many records :func:`provenance_records` follows at most (a record nested in itself must not hang a walk)
+_MAX_PROVENANCE = 100
+
+
+def provenance_records(meta: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The medgan provenance records of a scan, newest first: ``meta["medgan"]``, then its ``"input"``, and so on
+    (a NIfTI sidecar's record, a derived DICOM series' record: what each medgan step was given).
+
+    Parameters
+    ----------
+    meta
+        A loaded scan's ``meta``.
+
+    Yields
+    ------
+    Mapping
+        Each record, until one is missing or not a mapping (at most 100: a record nested in itself must not hang).
+    """
+    record = meta.get("medgan")
+    for _ in range(_MAX_PROVENANCE):
+        if not isinstance(record, Mapping):
+            return
+        yield record
+        record = record.get("input")
+
+
 def _made_by_synthesis(meta: Mapping[str, Any]) -> bool:
     """Whether a record in ``meta["medgan"]``'s chain (``"input"``, the earlier steps) says ``task: synthesis``:
     the voxels were generated from a label map, so that file's header no longer describes them."""
-    record, seen = meta.get("medgan"), 0
-    while isinstance(record, Mapping) and seen < 100:  # bounded: a record nested in itself must not hang
-        if record.get("task") == "synthesis":
-            return True
-        record, seen = record.get("input"), seen + 1
-    return False
+    return any(record.get("task") == "synthesis" for record in provenance_records(meta))
 
 
 def label_map_reason(scan: Any) -> str | None:

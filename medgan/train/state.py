@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from medgan.errors import CheckpointError, MedganError
-from medgan.io.atomic import atomic_path, os_error_reason
+from medgan.io.atomic import atomic_path, exception_chain, os_error_reason
 
 __all__ = [
     "STATE_FORMAT",
@@ -139,13 +139,8 @@ def save_state(out_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
 def _is_write_failure(exc: RuntimeError) -> bool:
     """Whether ``exc``, raised by ``torch.save``, comes from a failed write: its archive writer raises a
     ``RuntimeError`` ("unexpected pos ...", "file write failed") whose context is the file's :class:`OSError`."""
-    link: BaseException | None = exc
-    for _ in range(8):  # a short chain; bounded in case it loops
-        if link is None:
-            break
-        if isinstance(link, OSError):
-            return True
-        link = link.__cause__ or link.__context__
+    if any(isinstance(link, OSError) for link in exception_chain(exc)):
+        return True
     text = str(exc)
     return "unexpected pos" in text or "write failed" in text
 

@@ -359,9 +359,10 @@ def _failed(
     exc: BaseException, task: Task, started: float, seconds: dict[str, float], scans: tuple[Any, ...] = ()
 ) -> dict[str, Any]:
     if not isinstance(exc, MedganError):  # unexpected: keep the traceback in the worker's log, not the manifest
-        # the traceback on lines of its own (the log's message itself is one line: EscapingFormatter)
-        trace = _redact("".join(traceback.format_exception(exc)), scans)
-        log.debug("scan %s failed; traceback:", task.scan_id, extra={DETAIL: trace})
+        # in the message, so any formatter shows it; DETAIL: EscapingFormatter keeps its lines (and escapes the
+        # scan id as one line)
+        trace = _redact("".join(traceback.format_exception(exc)), scans).rstrip("\n")
+        log.debug("scan %s failed; traceback:\n%s", task.scan_id, trace, extra={DETAIL: True})
     seconds["total"] = time.perf_counter() - started
     return {
         "status": "failed",

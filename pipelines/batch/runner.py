@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.atomic import open_append, os_error_reason
+from medgan.io.atomic import is_temp_name, open_append, os_error_reason, temp_sibling_of
 from pipelines.batch import executors, jobs
 from pipelines.batch.logging import LOG_NAME, RunLog
 from pipelines.batch.manifest import Manifest, is_complete, last_finished, settings_key, write_csv
@@ -74,8 +74,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 MANIFEST_JSONL = "manifest.jsonl"
 MANIFEST_CSV = "manifest.csv"
 LOCK_NAME = ".medgan-batch.lock"
-#: names medgan.io.atomic gives temporary files and folders: ``.<name>.<12 hex>.tmp[suffixes]`` / ``.old``
-_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.(tmp|old)(\..*)?$")
+#: how many leftover temporary names the warning of :func:`sweep_temp_files` shows
+_LEFTOVERS_SHOWN = 3
 
 
 def summary_line(result: BatchResult, *, redo_option: str = "--force") -> str:
@@ -156,6 +156,12 @@ def sweep_temp_files(out_root: Path, owned: Iterable[str]) -> int:
 
     A folder at or below a subfolder that holds a :data:`LOCK_NAME` held by a running batch (``flock`` refused) is
     that run's output folder: left to it. A lock file nobody holds (its run ended or was killed) no longer counts.
+
+    The temporary files and folders left anywhere in the tree are then named in one warning (how many, their size,
+    the first few): those of a scan a killed run was writing are not among the names owned when the rerun plans
+    other outputs (another ``--format``, the input removed) and no manifest row lists them, and each can be as
+    large as a scan. They stay, and the user is told they can go once no medgan command is running. (What was
+    removed is logged at INFO.)
     """
     by_folder: dict[str, set[str]] = {}
     for rel in owned:
@@ -171,11 +177,11 @@ def sweep_temp_files(out_root: Path, owned: Iterable[str]) -> int:
         if _under_held_lock(out_root, path, locked):
             continue
         try:
-            entries = [e.name for e in os.scandir(path) if _TEMP_NAME.match(e.name)]
+            entries = [e.name for e in os.scandir(path) if is_temp_name(e.name)]
         except OSError:  # not there (yet), not a folder, not readable: nothing of ours to remove
             continue
         for entry in entries:
-            if not _temp_of(entry, names):
+            if temp_sibling_of(entry, names) is None:
                 continue
             temp = path / entry
             if temp.is_dir() and not temp.is_symlink():
@@ -188,23 +194,60 @@ def sweep_temp_files(out_root: Path, owned: Iterable[str]) -> int:
                 except OSError:  # best effort: a leftover in a folder this run may not write stays
                     continue
             removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run", removed)
+    _warn_leftover_temps(out_root)
     return removed
 
 
-#: a name :mod:`medgan.io.atomic` gives a temporary file or folder, split into the final name and the rest
-_TEMP_PARTS = re.compile(r"^\.(?P<name>.+)(?P<tail>\.[0-9a-f]{12}\.(tmp|old)(\..*)?)$")
+def _warn_leftover_temps(out_root: Path) -> None:
+    """One warning naming the temporary files and folders of :mod:`medgan.io.atomic` in the tree ``out_root`` (not
+    through links): how many, their total size, the first :data:`_LEFTOVERS_SHOWN` relative to ``out_root``."""
+    found: list[str] = []
+    size = 0
+    for folder, dirs, files in os.walk(out_root, onerror=None):
+        here = Path(folder)
+        for name in sorted(n for n in files if is_temp_name(n)):
+            found.append((here / name).relative_to(out_root).as_posix())
+            size += _size(here / name)
+        temp_dirs = sorted(n for n in dirs if is_temp_name(n))
+        for name in temp_dirs:  # one entry each, their files not listed
+            found.append((here / name).relative_to(out_root).as_posix() + "/")
+            size += _size(here / name)
+        dirs[:] = sorted(set(dirs) - set(temp_dirs))
+    if not found:
+        return
+    shown = ", ".join(found[:_LEFTOVERS_SHOWN]) + (", ..." if len(found) > _LEFTOVERS_SHOWN else "")
+    log.warning(
+        "%s: %d temporary file(s) or folder(s) (%s) were left by an interrupted medgan command, or one still "
+        "writing into this folder, and are not removed: %s; they can be deleted when no medgan command is running",
+        out_root,
+        len(found),
+        _mib(size),
+        shown,
+    )
 
 
-def _temp_of(entry: str, names: set[str]) -> bool:
-    """Whether ``entry`` is a temporary sibling of one of ``names`` (:func:`medgan.io.atomic.temp_sibling`, which
-    cuts a final name short so that the temporary one stays within 255 bytes)."""
-    m = _TEMP_PARTS.match(entry)
-    if m is None:
-        return False
-    base, tail = m["name"], m["tail"]
-    if base in names:
-        return True
-    return any(name.startswith(base) and len(os.fsencode(f".{name}{tail}")) > 255 for name in names)
+def _size(path: Path) -> int:
+    """Bytes in file ``path``, or in the files under folder ``path`` (not through links); 0 if it is gone."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+        total = 0
+        for folder, _dirs, files in os.walk(path):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(folder, name)).st_size
+        return total
+    except OSError:  # removed meanwhile (its writer finished)
+        return 0
+
+
+def _mib(size: int) -> str:
+    """``size`` bytes for a message: ``"9.5 MiB"``, ``"12 bytes"``."""
+    if size < 1024 * 1024:
+        return f"{size} bytes"
+    return f"{size / (1024 * 1024):.1f} MiB" if size < 1024**3 else f"{size / 1024**3:.1f} GiB"
 
 
 def _under_held_lock(out_root: Path, folder: Path, seen: dict[Path, bool]) -> bool:
@@ -559,9 +602,7 @@ def _execute(
             _redirect_logging(quiet),
         ):
             # after the manifest is read: the outputs of its rows are this folder's too
-            swept = sweep_temp_files(out_root, _owned_paths(tasks, manifest.rows))
-            if swept:
-                log.info("removed %d temporary file(s) left by an interrupted run", swept)
+            sweep_temp_files(out_root, _owned_paths(tasks, manifest.rows))
             run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
             run.planned = frozenset(o for t in tasks for o in t.outputs)
             run.labels, run.label_of = _root_labels(job, roots, out_root)

@@ -38,8 +38,11 @@ _UNSAFE_LINE = re.compile(f"[{_CONTROL}\t\n]")  # a table cell, a one-line messa
 _UNSAFE_TEXT = re.compile(f"[{_CONTROL}]")  # a multi-line text (a model card): newline and tab are its layout
 
 
-#: a log record attribute (``extra={DETAIL: text}``) holding text shown on lines of its own after the message, as a
-#: traceback is: a failed scan's traceback, already redacted, logged at DEBUG
+#: a log record flag (``extra={DETAIL: True}``) for a message whose format ends with ``"\n%s"``: its last argument
+#: is a block of lines (a failed scan's traceback, already redacted, logged at DEBUG) that
+#: :class:`EscapingFormatter` keeps on lines of its own, as a traceback. The block is in the message itself, so
+#: every formatter shows it (``logging.basicConfig``, pytest's ``caplog``, a Dask worker's log): in an attribute
+#: only this formatter printed, they showed "scan X failed; traceback:" and nothing after it.
 DETAIL = "medgan_detail"
 
 
@@ -50,27 +53,47 @@ class EscapingFormatter(logging.Formatter):
 
     The message is one line: a newline or tab in it is escaped too. A folder named ``a\\nINFO medgan.batch: scan
     9/9 ...`` split the batch's ``done`` line in two, the second a forged log line. Only the exception and stack
-    text of a record (``exc_info``, ``stack_info``) and its :data:`DETAIL` keep their lines.
+    text of a record (``exc_info``, ``stack_info``) and the last argument of a :data:`DETAIL` message keep their
+    lines.
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        saved = record.exc_info, record.exc_text, record.stack_info
+        saved = record.exc_info, record.exc_text, record.stack_info, record.msg, record.args
+        detail = _detail_of(record)
         record.exc_info, record.exc_text, record.stack_info = None, None, None
+        if detail is not None:  # the message without its block: the scan id in it stays escaped as one line
+            record.msg, record.args = record.msg[: -len(_DETAIL_END)], record.args[:-1]
         try:
             line = terminal_text(super().format(record))  # the message and the format's fields, no traceback
         finally:
-            record.exc_info, record.exc_text, record.stack_info = saved
+            record.exc_info, record.exc_text, record.stack_info, record.msg, record.args = saved
+            if detail is not None:
+                record.message = record.getMessage()  # as another handler's formatter sets it: the whole message
         blocks = []
         if record.exc_info:
             blocks.append(self.formatException(record.exc_info))
         elif record.exc_text:
             blocks.append(record.exc_text)
-        detail = getattr(record, DETAIL, None)
         if detail:
-            blocks.append(str(detail))
+            blocks.append(detail)
         if record.stack_info:
             blocks.append(self.formatStack(record.stack_info))
         return "\n".join([line, *(terminal_text(block.rstrip("\n"), multiline=True) for block in blocks)])
+
+
+#: how a :data:`DETAIL` message's format ends: its last argument on lines of its own
+_DETAIL_END = "\n%s"
+
+
+def _detail_of(record: logging.LogRecord) -> str | None:
+    """The block of a :data:`DETAIL` record (its message's last argument), else ``None``."""
+    if not getattr(record, DETAIL, False):
+        return None
+    if not (isinstance(record.msg, str) and record.msg.endswith(_DETAIL_END)):
+        return None
+    if not isinstance(record.args, tuple) or not record.args:
+        return None
+    return str(record.args[-1])
 
 
 def _escape(match: re.Match[str]) -> str:
