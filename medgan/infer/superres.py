@@ -51,6 +51,7 @@ from medgan.io.scan import (
     affine_4x4,
     load_if_path,
     make_scan,
+    provenance_records,
     ras_affine,
     refuse_complex,
     refuse_label_map,
@@ -212,14 +213,7 @@ def _input_is_synthetic(meta: dict[str, Any]) -> bool:
     (``meta["medgan"]``, its ``"input"``, ...; a file from before 2026-12-06 recorded an upscaled synthetic image as
     ``"synthetic": False`` with the synthetic input below it), or :class:`~medgan.data.synthetic_dataset.
     SyntheticAugmentedDataset`'s ``meta["synthetic"]`` flag."""
-    if meta.get("synthetic") is True:
-        return True
-    record, seen = meta.get("medgan"), 0
-    while isinstance(record, dict) and seen < 100:  # bounded: a record nested in itself must not hang
-        if record.get("synthetic"):
-            return True
-        record, seen = record.get("input"), seen + 1
-    return False
+    return meta.get("synthetic") is True or any(record.get("synthetic") for record in provenance_records(meta))
 
 
 def _in_dicom_reader_layout(meta: dict[str, Any], affine: np.ndarray) -> bool:
