@@ -107,6 +107,19 @@ def test_nearest_neighbour_keeps_the_labels_and_their_names(maps, intent_map):
         assert is_label_map(up)
 
 
+def test_a_saved_label_map_carries_the_label_intent_and_an_image_does_not(maps, intent_map, tmp_path):
+    """save_scan wrote intent 0 for every map: one marked only by its intent lost the mark after
+    interpolate(order=0) and save, and loaded as an image (which upscale then took)."""
+    for k, path in enumerate((maps["labels"], intent_map)):
+        out = tmp_path / f"up{k}.nii.gz"
+        medgan.save_scan(medgan.interpolate(medgan.load_scan(path), (1, 1, 2), order=0), out)
+        assert int(nib.load(out).header["intent_code"]) == NIFTI_INTENT_LABEL
+        assert is_label_map(medgan.load_scan(out))
+    image = tmp_path / "t1.nii.gz"
+    medgan.save_scan(medgan.load_scan(maps["t1"]), image)
+    assert int(nib.load(image).header["intent_code"]) == 0 and not is_label_map(medgan.load_scan(image))
+
+
 def test_an_image_synthesised_from_a_label_intent_map_is_no_label_map(intent_map, tmp_path):
     syn = medgan.Synthesizer.from_pretrained(save_tiny_synthesizer(tmp_path / "syn.safetensors"), device="cpu")
     image = syn.generate(take_slice(medgan.load_scan(intent_map), 16), n=1, seed=0)

@@ -38,7 +38,7 @@ from medgan.io.nifti import (
     sidecar_taken_by,
     source_series_digest,
 )
-from medgan.io.scan import ScanLike, in_ras_space, ras_affine, scan_array, spacing_from_affine
+from medgan.io.scan import ScanLike, in_ras_space, is_label_map, ras_affine, scan_array, spacing_from_affine
 
 __all__ = ["save_scan", "output_kind", "write_nifti", "nifti_sidecar_path"]
 
@@ -464,7 +464,11 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     hdr.set_zooms(zooms[: data.ndim])
     hdr.set_xyzt_units("mm", time_unit)
     hdr.set_data_dtype(data.dtype)
-    if two_d_marker:
+    if is_label_map(meta):
+        # NIFTI_INTENT_LABEL: other tools show the file as labels, and the mark survives a step that drops meta
+        # (interpolate(order=0) of a map marked only by its intent, then saved, lost it: it was read as an image)
+        hdr.set_intent("label")
+    if two_d_marker:  # after the intent: set_intent clears intent_name
         hdr["intent_name"] = NIFTI_2D_INTENT_NAME
     if too_big:
         logger.info("%s: a dimension of %s exceeds NIfTI-1's 32767; written as NIfTI-2", path.name, data.shape)
