@@ -11,7 +11,8 @@ Mutations that survived the suite (each fails a test here):
 * validation conditioning every held-out slice on one constant position instead of its own;
 * the discriminator's optimiser built with ``lr_g``, its scheduler never stepped, or the feature-matching "real"
   features taken from the generated image (a zero term);
-* a 3-D run checking only the plane of data.slice_axis, not its direction, across subjects.
+* a 3-D run checking only the plane of data.slice_axis, not its direction, across subjects;
+* the warm-up loss computed as the mean squared error while logged as ``l1``.
 """
 
 from __future__ import annotations
@@ -239,3 +240,39 @@ def test_a_3d_run_refuses_subjects_whose_slice_axis_runs_the_other_way(tmp_path,
     )
     with pytest.raises(MedganError, match=r"axis 2 runs to I"):
         train_cgan(cfg, progress=False)
+
+
+def test_warmup_loss_is_the_mean_absolute_error_of_the_step(tmp_path, subject):
+    """The warm-up phase trains (and logs as ``l1``) the mean absolute error between the generator's output and
+    the real slices of the step, not the mean squared error: the batch and the generated images are recorded as
+    the trainer runs its one warm-up step and the loss is recomputed from them."""
+    from medgan.train.cgan import CGANTrainer
+    from medgan.train.core import train_from_config
+
+    seen: dict[str, torch.Tensor] = {}
+
+    class Recording(CGANTrainer):
+        # records what the step computes on, leaving the loss under test to the trainer's own _step_warmup
+        def build(self) -> None:
+            super().build()
+            self.generator.register_forward_hook(self._record)
+
+        @staticmethod
+        def _record(_module, _args, out) -> None:
+            # the first forward is the warm-up step's (validation and export come after it); returns None so
+            # that the hook leaves the output (and its graph) as it is
+            seen.setdefault("fake", out.detach().float())
+
+        def train_step(self, batch):
+            seen["image"] = batch["image"].detach().float().clone()
+            return super().train_step(batch)
+
+    cfg = _config(tmp_path, subject, warmup={"steps": 1}, adversarial={"steps": 0})
+    result = train_from_config(Recording, cfg, progress=False)
+    rows = [r for r in result.history if r["phase"] == 1]
+    assert len(rows) == 1 and seen["fake"].shape == seen["image"].shape
+    diff = seen["fake"] - seen["image"]
+    mae, mse = float(diff.abs().mean()), float(diff.square().mean())
+    assert abs(mae - mse) > 1e-2 * mae  # the two losses are told apart on this batch
+    assert rows[0]["l1"] == pytest.approx(mae, rel=1e-5)
+    assert rows[0]["loss_g"] == pytest.approx(mae, rel=1e-5)
