@@ -60,6 +60,18 @@ def mni_t1_path() -> Path:
     return MNI_T1
 
 
+def mni_t1_and_tissue_labels():
+    """The real MNI T1 template and its tissue label map (:func:`medgan.data.labels.tissue_labels` of the shipped
+    GM/WM maps, with the T1), as loaded ``MetaTensor`` s: the real image/label pair of the synthesis tests."""
+    import medgan
+    from medgan.data.labels import tissue_labels
+
+    folder = mni_t1_path().parent
+    t1 = medgan.load_scan(folder / "t1.nii.gz")
+    labels = tissue_labels(medgan.load_scan(folder / "gm.nii.gz"), medgan.load_scan(folder / "wm.nii.gz"), t1=t1)
+    return t1, labels
+
+
 @pytest.fixture(scope="session")
 def mni_t1() -> Path:
     """Path of the real MNI T1 template in ``sample_data/`` (see :func:`mni_t1_path`)."""
@@ -252,6 +264,19 @@ def tiny_sr_config(folder: Path, **data) -> Path:
         "train": {"batch_size": 1, "patch_size": 16},
     }
     return write_yaml(folder, cfg, "sr.yaml")
+
+
+def mni_cgan_subject(out: Path) -> dict[str, str]:
+    """A train-cgan subject ``{"image", "gm", "wm"}``: the real MNI T1 / GM / WM maps cropped to a 64 x 72 x 40
+    block around the brain centre (quick to load), saved as NIfTI in ``out``."""
+    from medgan import load_scan, save_scan
+
+    paths = {}
+    for key, name in (("image", "t1"), ("gm", "gm"), ("wm", "wm")):
+        scan = load_scan(SAMPLE_DATA / "nifti" / "mni_icbm152_2009a_sym" / f"{name}.nii.gz")
+        x, y, z = (n // 2 for n in scan.shape[1:])
+        paths[key] = str(save_scan(scan[:, x - 32 : x + 32, y - 36 : y + 36, z - 20 : z + 20], out / f"{name}.nii.gz"))
+    return paths
 
 
 def tiny_cgan_config(folder: Path, **data) -> Path:

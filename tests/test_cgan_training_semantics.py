@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_DATA, merge_sections, state_params
+from conftest import SAMPLE_DATA, merge_sections, mni_cgan_subject, state_params
 
 from medgan.train.cgan import train_cgan
 
@@ -34,20 +34,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory) -> dict[str, str]:
     """The real MNI T1 / GM / WM maps cropped to a 64 x 72 x 40 block around the brain centre."""
-    from medgan import load_scan, save_scan
-
-    out = tmp_path_factory.mktemp("mni")
-    paths = {}
-    for key, name in (("image", "t1"), ("gm", "gm"), ("wm", "wm")):
-        scan = load_scan(MNI / f"{name}.nii.gz")
-        x, y, z = (s // 2 for s in scan.shape[1:])
-        paths[key] = str(
-            save_scan(
-                scan[:, x - 32 : x + 32, y - 36 : y + 36, z - 20 : z + 20],
-                out / f"{name}.nii.gz",
-            )
-        )
-    return paths
+    return mni_cgan_subject(tmp_path_factory.mktemp("mni"))
 
 
 def _config(tmp: Path, subject: dict[str, str], **sections) -> dict:

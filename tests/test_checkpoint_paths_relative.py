@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_yaml
+from conftest import mni_cgan_subject, write_yaml
 
 from medgan.infer.checkpoint import load_checkpoint
 from medgan.train.cgan import train_cgan
@@ -41,15 +41,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory) -> dict[str, Path]:
     """The real MNI T1 / GM / WM maps cropped around the brain centre (quick to load)."""
-    from medgan import load_scan, save_scan
-
-    out = tmp_path_factory.mktemp("mni")
-    paths = {}
-    for name in ("t1", "gm", "wm"):
-        scan = load_scan(MNI / f"{name}.nii.gz")
-        x, y, z = (s // 2 for s in scan.shape[1:])
-        paths[name] = save_scan(scan[:, x - 32 : x + 32, y - 36 : y + 36, z - 20 : z + 20], out / f"{name}.nii.gz")
-    return paths
+    subject = mni_cgan_subject(tmp_path_factory.mktemp("mni"))
+    return {"t1": Path(subject["image"]), "gm": Path(subject["gm"]), "wm": Path(subject["wm"])}
 
 
 def _strings(value: Any) -> list[str]:

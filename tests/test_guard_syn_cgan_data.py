@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import mni_t1_path
+from conftest import mni_t1_and_tissue_labels
 
-import medgan
 from medgan.data.cgan_data import PairSampler
-from medgan.data.labels import tissue_labels
 
 
 def test_flip_keeps_each_image_on_its_label_map():
-    folder = mni_t1_path().parent
-    t1 = medgan.load_scan(folder / "t1.nii.gz")
-    labels = tissue_labels(
-        medgan.load_scan(folder / "gm.nii.gz"),
-        medgan.load_scan(folder / "wm.nii.gz"),
-        t1=t1,
-    )
+    t1, labels = mni_t1_and_tissue_labels()
     lab = labels.as_tensor().numpy().astype(np.float32)
     # an image that is a known function of the real label map: any misalignment shows as a mismatch
     pair = {"name": "mni", "image": lab * 100.0, "labels": lab}

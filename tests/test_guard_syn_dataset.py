@@ -6,23 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import mni_t1_path
+from conftest import mni_t1_and_tissue_labels
 
 import medgan
-from medgan.data.labels import tissue_labels
 from medgan.data.synthetic_dataset import SyntheticAugmentedDataset
 from medgan.io.scan import take_slice
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    folder = mni_t1_path().parent
-    t1 = medgan.load_scan(folder / "t1.nii.gz")
-    labels = tissue_labels(
-        medgan.load_scan(folder / "gm.nii.gz"),
-        medgan.load_scan(folder / "wm.nii.gz"),
-        t1=t1,
-    )
+    t1, labels = mni_t1_and_tissue_labels()
     z = labels.shape[-1]
     crop = (slice(None), slice(40, 104), slice(60, 124))
     return [

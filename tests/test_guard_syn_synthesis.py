@@ -6,22 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import mni_t1_path
+from conftest import mni_t1_and_tissue_labels
 
 import medgan
-from medgan.data.labels import tissue_labels
 from medgan.io.scan import take_slice
 
 
 @pytest.fixture(scope="module")
 def mni():
-    folder = mni_t1_path().parent
-    t1 = medgan.load_scan(folder / "t1.nii.gz")
-    labels = tissue_labels(
-        medgan.load_scan(folder / "gm.nii.gz"),
-        medgan.load_scan(folder / "wm.nii.gz"),
-        t1=t1,
-    )
+    t1, labels = mni_t1_and_tissue_labels()
     return t1, labels
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_params, merge_sections, run_two_process_training, state_params, write_yaml
+from conftest import (
+    assert_same_params,
+    merge_sections,
+    mni_cgan_subject,
+    run_two_process_training,
+    state_params,
+    write_yaml,
+)
 
 from medgan.errors import ConfigError, MedganError
 from medgan.train.cgan import train_cgan
@@ -36,16 +43,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory) -> dict[str, str]:
     """The real MNI T1 / GM / WM maps cropped to a 64 x 72 x 40 block around the brain centre (quick to load)."""
-    from medgan import load_scan, save_scan
-
-    out = tmp_path_factory.mktemp("mni")
-    paths = {}
-    for key, name in (("image", "t1"), ("gm", "gm"), ("wm", "wm")):
-        scan = load_scan(MNI / f"{name}.nii.gz")
-        x, y, z = (s // 2 for s in scan.shape[1:])
-        crop = scan[:, x - 32 : x + 32, y - 36 : y + 36, z - 20 : z + 20]
-        paths[key] = str(save_scan(crop, out / f"{name}.nii.gz"))
-    return paths
+    return mni_cgan_subject(tmp_path_factory.mktemp("mni"))
 
 
 def _config(tmp: Path, subject: dict[str, str], **sections) -> dict:
