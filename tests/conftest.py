@@ -266,6 +266,17 @@ def tiny_sr_config(folder: Path, **data) -> Path:
     return write_yaml(folder, cfg, "sr.yaml")
 
 
+def crop_scan(scan, *box: slice):
+    """``scan`` cropped to ``box`` (one slice per spatial axis) with its affine moved to the crop's first voxel.
+
+    Indexing a MONAI ``MetaTensor`` (``scan[:, 40:112, ...]``) keeps the uncropped affine, so a crop saved that way
+    lies at the wrong place in the scanner (its origin is the full scan's); MONAI's ``SpatialCrop`` updates it.
+    """
+    from monai.transforms import SpatialCrop
+
+    return SpatialCrop(roi_slices=list(box))(scan)
+
+
 def mni_cgan_subject(out: Path) -> dict[str, str]:
     """A train-cgan subject ``{"image", "gm", "wm"}``: the real MNI T1 / GM / WM maps cropped to a 64 x 72 x 40
     block around the brain centre (quick to load), saved as NIfTI in ``out``."""
@@ -275,7 +286,12 @@ def mni_cgan_subject(out: Path) -> dict[str, str]:
     for key, name in (("image", "t1"), ("gm", "gm"), ("wm", "wm")):
         scan = load_scan(SAMPLE_DATA / "nifti" / "mni_icbm152_2009a_sym" / f"{name}.nii.gz")
         x, y, z = (n // 2 for n in scan.shape[1:])
-        paths[key] = str(save_scan(scan[:, x - 32 : x + 32, y - 36 : y + 36, z - 20 : z + 20], out / f"{name}.nii.gz"))
+        paths[key] = str(
+            save_scan(
+                crop_scan(scan, slice(x - 32, x + 32), slice(y - 36, y + 36), slice(z - 20, z + 20)),
+                out / f"{name}.nii.gz",
+            )
+        )
     return paths
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_yaml
+from conftest import crop_scan, write_yaml
 
 from medgan.errors import ConfigError
 from medgan.train.cgan_config import load_cgan_config, validate_cgan_config
@@ -143,7 +143,7 @@ def small_scan(tmp_path_factory) -> Path:
     scan = load_scan(MNI / "t1.nii.gz")
     x, y, z = (s // 2 for s in scan.shape[1:])
     out = tmp_path_factory.mktemp("scan") / "t1.nii.gz"
-    return Path(save_scan(scan[:, x - 16 : x + 16, y - 16 : y + 16, z - 16 : z + 16], out))
+    return Path(save_scan(crop_scan(scan, slice(x - 16, x + 16), slice(y - 16, y + 16), slice(z - 16, z + 16)), out))
 
 
 @needs_mni
@@ -187,7 +187,7 @@ def test_train_cgan_stop_message_names_the_resuming_command(tmp_path, capsys, mo
     for key, name in (("image", "t1"), ("gm", "gm"), ("wm", "wm")):
         scan = load_scan(MNI / f"{name}.nii.gz")
         x, y, z = (s // 2 for s in scan.shape[1:])
-        crop = scan[:, x - 24 : x + 24, y - 24 : y + 24, z - 12 : z + 12]
+        crop = crop_scan(scan, slice(x - 24, x + 24), slice(y - 24, y + 24), slice(z - 12, z + 12))
         subject[key] = str(save_scan(crop, tmp_path / "data" / f"{name}.nii.gz"))
     cfg = {
         "task": "cgan",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_yaml
+from conftest import crop_scan, write_yaml
 
 from medgan.train.trainer import train_sr
 
@@ -30,7 +30,7 @@ def train_scan(tmp_path_factory) -> Path:
 
     scan = load_scan(T1)
     out = tmp_path_factory.mktemp("data") / "t1_crop.nii.gz"
-    save_scan(scan[:, 40:112, 56:136, 44:116], out)
+    save_scan(crop_scan(scan, slice(40, 112), slice(56, 136), slice(44, 116)), out)
     return out
 
 

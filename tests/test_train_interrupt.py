@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, merge_sections, write_yaml
+from conftest import cli_env, crop_scan, merge_sections, write_yaml
 
 from medgan.errors import ConfigError, MedganError
 from medgan.train.state import list_states
@@ -40,7 +40,7 @@ def train_scan(tmp_path_factory) -> Path:
 
     scan = load_scan(T1)
     out = tmp_path_factory.mktemp("data") / "t1_crop.nii.gz"
-    save_scan(scan[:, 40:112, 56:136, 44:116], out)
+    save_scan(crop_scan(scan, slice(40, 112), slice(56, 136), slice(44, 116)), out)
     return out
 
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_params, cli_env, merge_sections, run_two_process_training, state_params, write_yaml
+from conftest import (
+    assert_same_params,
+    cli_env,
+    crop_scan,
+    merge_sections,
+    run_two_process_training,
+    state_params,
+    write_yaml,
+)
 
 from medgan.errors import CheckpointError, ConfigError
 from medgan.train.config import load_config, validate_config
@@ -39,7 +47,7 @@ def train_scan(tmp_path_factory) -> Path:
     from medgan import load_scan, save_scan
 
     scan = load_scan(T1)
-    crop = scan[:, 40:112, 56:136, 44:116]
+    crop = crop_scan(scan, slice(40, 112), slice(56, 136), slice(44, 116))
     out = tmp_path_factory.mktemp("data") / "t1_crop.nii.gz"
     save_scan(crop, out)
     return out

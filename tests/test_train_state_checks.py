@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import cli_env, merge_sections, write_yaml
+from conftest import cli_env, crop_scan, merge_sections, write_yaml
 
 from medgan.errors import CheckpointError, ConfigError, MedganError
 from medgan.train.config import validate_config
@@ -42,7 +42,10 @@ def train_scan(tmp_path_factory) -> Path:
     from medgan import load_scan, save_scan
 
     scan = load_scan(T1)
-    return save_scan(scan[:, 40:112, 56:136, 44:116], tmp_path_factory.mktemp("data") / "t1_crop.nii.gz")
+    return save_scan(
+        crop_scan(scan, slice(40, 112), slice(56, 136), slice(44, 116)),
+        tmp_path_factory.mktemp("data") / "t1_crop.nii.gz",
+    )
 
 
 def _config(tmp: Path, train_scan: Path, **sections) -> dict:
@@ -251,7 +254,11 @@ def test_the_cgan_export_refuses_non_finite_ema_weights(tmp_path):
     for key, name in (("image", "t1"), ("gm", "gm"), ("wm", "wm")):
         scan = load_scan(MNI / f"{name}.nii.gz")
         x, y, z = (s // 2 for s in scan.shape[1:])
-        subject[key] = str(save_scan(scan[:, x - 32 : x + 32, y - 36 : y + 36, z - 20 : z + 20], tmp_path / name))
+        subject[key] = str(
+            save_scan(
+                crop_scan(scan, slice(x - 32, x + 32), slice(y - 36, y + 36), slice(z - 20, z + 20)), tmp_path / name
+            )
+        )
     cfg = {
         "task": "cgan",
         "out_dir": str(tmp_path / "run"),
