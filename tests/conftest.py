@@ -96,6 +96,19 @@ def permissions_apply(probe: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ training tests (train-sr, train-cgan)
+@pytest.fixture
+def fresh_warnings():
+    """:func:`medgan.io.scan.warn_once`'s said-once set emptied for the test and restored after it, so a test of a
+    once-per-process warning does not depend on which tests ran before it in the same process."""
+    from medgan.io import scan as scan_module
+
+    saved = set(scan_module._WARNED)
+    scan_module._WARNED.clear()
+    yield
+    scan_module._WARNED.clear()
+    scan_module._WARNED.update(saved)
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Run a test module's tiny convolutions on one torch thread (faster and steadier on a busy 2-core machine)."""

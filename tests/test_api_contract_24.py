@@ -56,6 +56,7 @@ def test_a_mask_must_be_boolean_or_hold_only_0_and_1(pair):
     assert binary["mask_fraction"] == pytest.approx(float((prob > 128).mean()))
 
 
+@pytest.mark.usefixtures("fresh_warnings")
 def test_a_volume_without_channel_axis_is_warned_about(pair, caplog):
     t1 = mni_t1_path()
     volume = nib.load(t1).get_fdata(dtype=np.float32)[:152, :, :160]  # (X, Y, Z), as nibabel gives it

@@ -74,6 +74,7 @@ from medgan.io.scan import (
     require_channel_first,
     scan_array,
     spacing_from_affine,
+    warn_once,
 )
 
 __all__ = [
@@ -123,17 +124,6 @@ METRIC_KEYS = (
 AFFINE_ATOL_MM = 1e-3
 
 logger = logging.getLogger(__name__)
-#: what :func:`_warn_once` said already in this process: ``medgan evaluate`` scores a scan's method and its three
-#: baselines with one call each, which repeated the same line four times per scan
-_WARNED: set[tuple[Any, ...]] = set()
-
-
-def _warn_once(key: tuple[Any, ...], message: str, *args: Any) -> None:
-    """Log ``message % args`` as a WARNING the first time ``key`` comes, then no more in this process."""
-    if key in _WARNED:
-        return
-    _WARNED.add(key)
-    logger.warning(message, *args)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -674,7 +664,8 @@ def _ssim_parts(
     valid = np.zeros(p.shape, dtype=bool)
     if label.startswith("unavailable"):
         # SSIM is NaN then, and a NaN in a table said nothing of why
-        _warn_once(
+        warn_once(
+            logger,
             ("ssim", tuple(spatial), label),
             "SSIM is NaN for an image of spatial shape %s: its %d-voxel window does not fit (%s); "
             "the other metrics are computed",
@@ -867,7 +858,8 @@ def _warn_if_overridden(lr: Any, recorded: Mapping[str, Any], degradation: Mappi
     name = _describe(lr, "low-resolution input")[0]
     said = repr(degradation) if isinstance(degradation, str) else ", ".join(f"{k}={given[k]!r}" for k in differs)
     kept = ", ".join(f"{k} {recorded.get(k)!r}" for k in differs)
-    _warn_once(
+    warn_once(
+        logger,
         ("degradation", name, said, kept),
         "%s: degradation=%s is not used: its lr.meta['degradation'] records %s, which made it, and the record "
         "wins for LR consistency (remove meta['degradation'] from lr to use the argument)",

@@ -6,6 +6,7 @@ the minimum metadata keys are decided in one place.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -53,6 +54,35 @@ ScanInput: TypeAlias = "MetaTensor | torch.Tensor | np.ndarray | str | os.PathLi
 
 #: Flip of the first two world axes: DICOM's LPS+ <-> NIfTI/MONAI's RAS+.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+logger = logging.getLogger(__name__)
+
+#: what :func:`warn_once` said already in this process, as ``(logger name, key)``: ``medgan evaluate`` scores a
+#: scan's method and its three baselines with one call each (the same line four times per scan), and a loop over the
+#: slices of one plain array repeated the plain-array warning once per slice
+_WARNED: set[tuple[Any, ...]] = set()
+
+
+def warn_once(log: logging.Logger, key: tuple[Any, ...], message: str, *args: Any) -> None:
+    """Log ``message % args`` on ``log`` as a WARNING the first time ``key`` comes, then no more in this process.
+
+    The one place for warnings about an input's kind rather than about one call (``medgan.eval.metrics``, this
+    module): said once per kind (e.g. per shape) keeps a loop over many scans from burying other warnings.
+
+    Parameters
+    ----------
+    log
+        The logger to warn on (the caller module's); keys are kept per logger name.
+    key
+        What the warning is about (hashable), e.g. ``("plain array", shape)``.
+    message, args
+        The ``logging`` message and its arguments (formatted only when logged).
+    """
+    full = (log.name, *key)
+    if full in _WARNED:
+        return
+    _WARNED.add(full)
+    log.warning(message, *args)
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
@@ -431,7 +461,8 @@ PLAUSIBLE_2D_CHANNELS = 16
 
 
 def _warn_if_volume_without_channel(scan: Any) -> None:
-    """Log a WARNING when a plain array or tensor of 3 axes has more than :data:`PLAUSIBLE_2D_CHANNELS` leading ones.
+    """Log a WARNING (once per shape and process, :func:`warn_once`) when a plain array or tensor of 3 axes has more
+    than :data:`PLAUSIBLE_2D_CHANNELS` leading ones.
 
     Without MONAI metadata nothing proves the layout, and the contract's channel-first ``(C, X, Y)`` must keep
     working, so it is not refused. But nibabel's ``get_fdata()`` gives a volume as ``(X, Y, Z)``, which was read as
@@ -443,10 +474,11 @@ def _warn_if_volume_without_channel(scan: Any) -> None:
     shape = getattr(scan, "shape", None)
     if shape is None or len(shape) != 3 or int(shape[0]) <= PLAUSIBLE_2D_CHANNELS:
         return
-    import logging
-
     shape = tuple(int(n) for n in shape)
-    logging.getLogger(__name__).warning(
+    # once per shape: a loop over the slices of one (X, Y, Z) array said it once per call
+    warn_once(
+        logger,
+        ("volume without channel axis", shape),
         "an array of shape %s is read as %d channels of a %d x %d 2-D image (medgan takes channel-first "
         "(C, X, Y[, Z]) scans); if it is a volume without a channel axis (as nibabel's get_fdata gives it), "
         "pass x[None]",
