@@ -25,6 +25,10 @@ the row's ``geometry`` column and in the report's notes:
 * with ``resample=True`` (``--resample``) any other prediction is resampled onto the reference grid
   (:func:`resample_to`, linear); its model provenance is kept;
 * anything else raises :class:`~medgan.errors.GeometryMismatchError`.
+
+A label map (:func:`medgan.io.scan.is_label_map`) as prediction or reference is refused (PSNR, SSIM and HFEN
+measure intensities), and as the low-resolution input with ``resample=True`` or of the interpolation baselines,
+which would interpolate it (:class:`~medgan.errors.EvaluationError`, naming the evaluation step).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
 from medgan.io.discover import output_slot, relative_folder, scan_folder
+from medgan.io.scan import label_map_reason
 
 logger = logging.getLogger(__name__)
 
@@ -659,6 +664,7 @@ class Evaluation:
         # method, silently replaced values in the summary and paired tests while the per-scan table showed both
         if any(r["scan_id"] == str(scan_id) for r in self.rows):
             raise EvaluationError(f"scan {scan_id!r} was already scored; give each scan its own id")
+        self._refuse_label_maps(pred, ref, lr, resample=resample, auto_baselines=isinstance(baselines, str))
         prov = _provenance(pred)  # before resampling, whatever the resampler does with the metadata
         names = (M._name_of(lr, "the low-resolution input"), M._name_of(ref, "the reference"))
         pred, ref, geometry, covered = self._on_reference_grid(pred, ref, lr=lr, resample=resample)
@@ -748,6 +754,36 @@ class Evaluation:
         if len(self.montages) < self.max_montages:
             self.montages[str(scan_id)] = self._montage(scan_id, pred, ref, baselines, display_window(ref, mask, dr))
         return new_rows
+
+    def _refuse_label_maps(self, pred: Any, ref: Any, lr: Any, *, resample: bool, auto_baselines: bool) -> None:
+        """Refuse a label map as an input to score, before any step resamples or interpolates it.
+
+        PSNR, SSIM and HFEN measure intensities: a label map as prediction or reference gave a number (a masked
+        PSNR of -39 dB) that meant nothing. Its LR input is refused where the evaluation would interpolate it: the
+        baselines interpolate the LR input, and ``resample`` resamples it onto the degraded reference's grid. Left
+        to those steps, a label-map reference under ``--resample`` was refused by ``medgan.degrade`` ("degradation
+        would mix its label values"), a step the user never asked for, with advice to interpolate the map.
+        """
+        step = self.command or "Evaluation.add"
+        if resample:
+            step += " --resample" if self.command else "(..., resample=True)"
+        checks = [("reference", ref, step), ("prediction", pred, step)]
+        if resample:
+            checks.append(("LR input", lr, step))
+        elif auto_baselines:
+            checks.append(("LR input", lr, "the interpolation baselines"))
+        for role, scan, doing in checks:
+            why = label_map_reason(scan) if scan is not None else None
+            if why is None:
+                continue
+            name = M._name_of(scan, f"the {role}")
+            raise EvaluationError(
+                # short enough for a batch manifest's error column (500 characters) with a long path
+                f"{name} is a label map ({why}), given as the {role} to {doing}: a label map is not an image to "
+                "score (PSNR, SSIM, HFEN measure intensities; score a segmentation with Dice), and interpolation "
+                "would mix its labels into fractions; evaluate the intensity scan, or resample the map with nearest "
+                "neighbour first: medgan.eval.compare.resample_to(labels, like, order=0)"
+            )
 
     def _advice(self) -> str:
         """What a geometry error tells the user to do: the ``--resample`` option of the command, or the function."""

@@ -69,6 +69,7 @@ from medgan.eval.masks import resolve_mask
 from medgan.io.scan import (
     ScanInput,
     ScanLike,
+    label_map_reason,
     load_if_path,
     ras_affine,
     require_channel_first,
@@ -155,6 +156,21 @@ def _name_of(x: Any, default: str) -> str:
     if isinstance(meta, Mapping) and meta.get("filename_or_obj"):
         return str(meta["filename_or_obj"])
     return default
+
+
+def _refuse_label_maps(pred: Any, ref: Any, lr: Any) -> None:
+    """Raise :class:`EvaluationError` when a scan to score is a label map (:func:`medgan.io.scan.label_map_reason`).
+
+    PSNR, SSIM and HFEN measure intensities: a label map gave numbers (a masked PSNR of -39 dB against a T1) that
+    meant nothing, and LR consistency degrades the reference, which interpolates its labels.
+    """
+    for role, scan in (("prediction", pred), ("reference", ref), ("low-resolution input", lr)):
+        why = label_map_reason(scan) if scan is not None else None
+        if why is not None:
+            raise EvaluationError(
+                f"{_name_of(scan, 'the ' + role)} is a label map ({why}), given as the {role} to score: a label map "
+                "is not an image to score (PSNR, SSIM, HFEN measure intensities; score a segmentation with Dice)"
+            )
 
 
 def _file_shape(x: Any) -> tuple[int, ...] | None:
@@ -1082,8 +1098,9 @@ def evaluate(
         For an unusable argument: a ``data_range`` that is not a finite positive number, an
         unknown ``mask`` name, a mask of the wrong shape, with no voxel or with values other than 0 and 1 (NaN
         included), ``pred`` or ``ref`` None, an unknown
-        ``ssim_mode``, arrays that are not channel-first 2-D or 3-D, or ``reference_filters`` made from another
-        object than ``ref``. It is a ``ValueError``.
+        ``ssim_mode``, arrays that are not channel-first 2-D or 3-D, ``reference_filters`` made from another
+        object than ``ref``, or a label map (label names, modality SEG, NIfTI intent 1002) as ``pred``, ``ref`` or
+        ``lr``: these metrics measure intensities. It is a ``ValueError``.
 
     Examples
     --------
@@ -1102,6 +1119,7 @@ def evaluate(
             raise EvaluationError(f"{role} is None: give a scan (MetaTensor, tensor or array) or its path")
     pred, ref = load_if_path(pred), load_if_path(ref)
     lr = load_if_path(lr)
+    _refuse_label_maps(pred, ref, lr)
     for scan in (pred, ref, lr):  # MONAI (X, Y, Z) without EnsureChannelFirst was scored as X 2-D channels
         require_channel_first(scan, EvaluationError)
     check_geometry(pred, ref)
