@@ -167,6 +167,19 @@ def test_pixel_shuffle_keeps_channels_last(ck2):
         assert got.is_contiguous(memory_format=fmt) and not got.is_contiguous()
 
 
+def test_native_bf16_is_read_from_the_cpu_flags_where_torch_lacks_its_helpers(monkeypatch):
+    """torch 2.4 (medgan's floor) has no ``torch.cpu._is_avx512_bf16_supported``: the answer then comes from the
+    kernel's CPU flags, not a silent "no" that kept such machines on the 2.1x slower fp32 path."""
+    from medgan.infer.device import cpu_has_native_bf16
+
+    if not _cpu_flags() or not torch.backends.mkldnn.is_available():
+        pytest.skip("no /proc/cpuinfo flags or no oneDNN here")
+    expected = bool({"avx512_bf16", "amx_tile"} & _cpu_flags())
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert cpu_has_native_bf16() is expected
+
+
 def test_auto_precision_on_cpu_follows_native_bf16(ck3, monkeypatch):
     from medgan.infer.device import cpu_has_native_bf16
 

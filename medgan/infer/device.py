@@ -105,12 +105,26 @@ def cpu_has_native_bf16() -> bool:
     SR models ran 2.1x faster end to end in bf16 with channels-last than in fp32, their outputs 57-62 dB PSNR from
     the fp32 ones. On CPUs without these instructions bf16 is emulated and slower than fp32.
     """
-    try:
-        return bool(torch.backends.mkldnn.is_available()) and bool(
-            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        )
-    except (AttributeError, RuntimeError):  # private torch helpers (torch >= 2.3); absent: assume no
+    if not torch.backends.mkldnn.is_available():
         return False
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        # private torch helpers, there from torch 2.5; on 2.4 (medgan's floor) read the kernel's CPU flags, which is
+        # what they report on Linux (elsewhere: assume no, and fp32 stays correct, only slower)
+        return bool({"avx512_bf16", "amx_tile"} & _linux_cpu_flags())
+
+
+def _linux_cpu_flags() -> set[str]:
+    """The CPU feature flags in ``/proc/cpuinfo`` (empty off Linux or when it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def keep_cpu_heap() -> bool:
