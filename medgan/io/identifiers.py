@@ -148,6 +148,10 @@ def remove_identifiers(text: str, identifiers: Mapping[str, Sequence[tuple[str, 
     str
         The text left, possibly empty. (Nothing is logged: the removed values are what must not be shown.)
     """
+    given = text
+    # composed first: in NFD ("Mu" + U+0308 + "ller", as macOS HFS+ names files) the combining mark is no word
+    # character, so "Müller" was two words, matched no name, and reached the id as "Muller"
+    text = unicodedata.normalize("NFC", text)
     words = list(_WORD.finditer(text)) if identifiers else []
     folded = tuple(_fold(m.group()) for m in words)
     removed = [False] * len(words)
@@ -159,7 +163,7 @@ def remove_identifiers(text: str, identifiers: Mapping[str, Sequence[tuple[str, 
             removed[i : i + step] = [True] * step
         i += step
     if not any(removed):
-        return text
+        return given  # unchanged, in its own normal form
     # the separators between words; a run of removed words takes its inner separators (DOE^JOHN, 1970-01-02) along,
     # and the ones on either side of it are joined and tidied
     seps = [text[: words[0].start()]]
