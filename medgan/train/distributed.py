@@ -22,6 +22,7 @@ from medgan.errors import ConfigError
 __all__ = [
     "DistInfo",
     "init_distributed",
+    "launched_rank",
     "cleanup",
     "barrier",
     "all_gather_objects",
@@ -61,6 +62,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def launched_rank() -> int:
+    """This process's rank as ``torchrun`` set it: ``RANK`` when ``WORLD_SIZE`` is over 1, else 0.
+
+    ``RANK`` alone says nothing: some clusters set it in every container, for every command. Taken alone, a
+    ``RANK=3`` made the only process of a run a non-main rank, which trains but writes nothing (no run folder, no
+    checkpoint, no model) and reports nothing, exiting 0.
+    """
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    return int(os.environ.get("RANK", "0")) if world > 1 else 0
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group that ``torchrun`` describes in the environment, or run alone.
 
@@ -74,8 +89,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
     DistInfo
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank = launched_rank()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
     if world > 1 and device.startswith("cuda:"):  # every rank would train on that one GPU (NCCL then fails)
         raise ConfigError(
             f"device: {device!r} names one GPU, but torchrun started {world} processes; set device: cuda "

@@ -81,7 +81,9 @@ def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any])
     command = shlex.join(argv) if argv else f"medgan {name} {args.config}"
     with sigterm_interrupts():
         result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports (only it holds the history)
+    from medgan.train.distributed import launched_rank  # torch is loaded by now: the command trained
+
+    if launched_rank() != 0:  # under torchrun: rank 0 reports (only it holds the history)
         return 0
     # paths as the config spells them (``configs/../../../runs/x``) are printed resolved
     model = Path(result.model_path).resolve() if result.model_path is not None else None
