@@ -629,7 +629,7 @@ def _check_top_level(data: Any, src: str) -> None:
 
 
 def _check_spatial_dims(dims: Any, src: str) -> None:
-    if dims not in (2, 3):
+    if not _is_int(dims) or dims not in (2, 3):  # 2.0 passed `in (2, 3)`, then broke list arithmetic (TypeError)
         raise ConfigError(f"{src}: model.spatial_dims: must be 2 or 3, got {dims!r}")
 
 
@@ -772,7 +772,12 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         raise ConfigError(f"{src}: degradation.factor: needs 1 or {dims} entries for a {dims}-D model, got {factor}")
     if "factor" in model:
         mf = model["factor"]
-        mf = [mf] * dims if _is_int(mf) else list(mf)
+        if _is_int(mf):
+            mf = [mf] * dims
+        elif isinstance(mf, list) and all(_is_int(v) for v in mf):
+            mf = list(mf)
+        else:  # the model section is free-form: true or 2.0 reached list() as a TypeError
+            raise ConfigError(f"{src}: model.factor: must be an integer or a list of integers, got {mf!r}")
         if mf != factor:
             raise ConfigError(f"{src}: model.factor: {mf} disagrees with degradation.factor {factor}; give one")
     model["factor"] = factor
@@ -815,6 +820,10 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
         if len(roi) != dims:
             raise ConfigError(f"{src}: train.roi_size: needs 1 or {dims} entries, got {roi}")
         tr["roi_size"] = roi
+    # before val_crop, which reads slice_axes[0] (an axis 3 was a zip() ValueError there)
+    for ax in cfg["data"]["slice_axes"]:
+        if not _is_int(ax) or ax not in (0, 1, 2):
+            raise ConfigError(f"{src}: data.slice_axes: axes are 0, 1 or 2, got {ax!r}")
     if cfg["data"]["val_crop"] is not None:
         crop = cfg["data"]["val_crop"]
         cfg["data"]["val_crop"] = [crop] * 3 if _is_int(crop) else crop
@@ -830,9 +839,6 @@ def _check_semantics(cfg: dict[str, Any], src: str) -> None:
                 f"{src}: data.val_crop: {cfg['data']['val_crop']} is smaller than degradation.factor on some axis "
                 f"(needs at least {need} voxels); a validation crop needs one low-resolution voxel per axis"
             )
-    for ax in cfg["data"]["slice_axes"]:
-        if ax not in (0, 1, 2):
-            raise ConfigError(f"{src}: data.slice_axes: axes are 0, 1 or 2, got {ax}")
 
     if cfg["data"]["modality"] is None:
         cfg["data"]["modality"] = "unknown"
