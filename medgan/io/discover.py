@@ -710,15 +710,22 @@ def _list_unreadable(
     refs: list[ScanRef],
     broken: dict[str, list[Path]],
     unopened: dict[Path, list[Path]],
+    unread: dict[Path, list[Path]],
 ) -> None:
     """List a DICOM-looking file whose header cannot be read, and note it for the series it may belong to: by
-    SeriesInstanceUID when the part that can be read holds one, else (a file that cannot be opened) by folder."""
+    SeriesInstanceUID when the part that can be read holds one, else by folder: in ``unopened`` when it cannot be
+    opened, in ``unread`` when it opens but holds no readable SeriesInstanceUID (empty, cut short)."""
     failure = _open_failure(path)
     refs.append(_unreadable_ref(path, root, failure or reason))
-    if failure is None:
-        _note_broken(broken, series_uid_of(path), path)
-    else:
+    uid = series_uid_of(path) if failure is None else None
+    if uid:
+        _note_broken(broken, uid, path)
+    elif failure is not None:
         unopened.setdefault(path.parent, []).append(path)
+    else:
+        # an empty slice file (an interrupted copy) may be a slice of any series of slices in its folder: noted for
+        # none, the series beside it stayed usable and loaded without that slice, without a word
+        unread.setdefault(path.parent, []).append(path)
 
 
 def _names(paths: Sequence[Path]) -> str:
@@ -1135,6 +1142,7 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
     dicom_items: list[tuple[Path, Any]] = []
     broken: dict[str, list[Path]] = {}  # SeriesInstanceUID -> files of that series that cannot be read
     unopened: dict[Path, list[Path]] = {}  # folder -> files there that cannot be opened (series unknown)
+    unread: dict[Path, list[Path]] = {}  # folder -> files there that open but name no series (empty, cut short)
     for path in files:
         if is_nifti_path(path) or path.suffix.lower() == ".hdr":
             try:
@@ -1150,14 +1158,14 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             ds = read_dicom_header(path)
         except MedganError as exc:
             if single or _looks_like_dicom(path):
-                _list_unreadable(path, base, _short_reason(exc, [path]), refs, broken, unopened)
+                _list_unreadable(path, base, _short_reason(exc, [path]), refs, broken, unopened, unread)
             else:
                 log.debug("skipped %s: not a DICOM or NIfTI file", path)
             continue
         except Exception as exc:  # never raise for one bad file
             if single or _looks_like_dicom(path):
                 reason = f"cannot read the DICOM header ({type(exc).__name__})"
-                _list_unreadable(path, base, reason, refs, broken, unopened)
+                _list_unreadable(path, base, reason, refs, broken, unopened, unread)
             continue
         dicom_items.append((path, ds))
 
@@ -1200,12 +1208,16 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
                 usable=False,
                 reason=f"{len(lost)} file(s) of this series cannot be read ({_names(lost)}): the volume would miss slices",
             )
-        near = [p for folder in sorted({p.parent for p in ref.paths}) for p in unopened.get(folder, ())]
+        folders = sorted({p.parent for p in ref.paths})
+        near = [p for folder in folders for p in unopened.get(folder, ())]
+        if len(ref.paths) > 1:  # a one-file scan (a multi-frame file, a mosaic) is whole beside an empty file
+            near += [p for folder in folders for p in unread.get(folder, ())]
         if near and ref.usable:  # a file no one can open may be a slice of this series: the same silence otherwise
             ref = replace(
                 ref,
                 usable=False,
-                reason=f"{len(near)} file(s) in its folder cannot be opened ({_names(near)}): the volume may miss slices",
+                reason=f"{len(near)} file(s) in its folder cannot be opened or read ({_names(near)}): the volume may "
+                "miss slices",
             )
         refs.append(ref)
         refs.extend(_copy_ref(copy, group, ref.id, base) for copy in copies.get(id(group), ()))
