@@ -754,7 +754,15 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
             )
         if unreadable:
             damaged.append((path, unreadable))
-        if mosaic and top_iop is not None and top_ipp is not None and top_ps is not None:
+        missing = [k for k, v in (("ImagePositionPatient", top_ipp), ("ImageOrientationPatient", top_iop)) if v is None]
+        if mosaic and top_ps is None:
+            missing.append("PixelSpacing")
+        if mosaic and missing:  # absent rather than unreadable: it fell through to one 2-D image of tiles
+            raise ScanReadError(
+                f"{path}: Siemens mosaic without {', '.join(missing)}; its tiles cannot be placed in space, so it "
+                "cannot be split into slices"
+            )
+        if mosaic:
             info = mosaic_info(ds)
             if info is None:
                 raise ScanReadError(
