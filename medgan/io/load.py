@@ -129,7 +129,10 @@ def _warn_if_part_of_a_series(path: Path, uid: str, ds: Any) -> None:
         frames = int(ds.get("NumberOfFrames") or 1)
     except (TypeError, ValueError):
         frames = 1
-    what = "one slice" if frames <= 1 else "one file"
+    from medgan.io.dicom_siemens import is_mosaic
+
+    # a Siemens mosaic is a whole volume of tiles in one frame: "one slice" of it misled
+    what = "one slice" if frames <= 1 and not is_mosaic(ds) else "one file"
     total = f"at least {same + 1}" if capped else f"{same + 1}"
     log.warning(
         "%s: loading %s of a %s-file series (its other files are in %s); pass the folder to load the whole series",
