@@ -78,6 +78,16 @@ def radial_power_spectrum(
     ((16,), True)
     """
     arr = _spatial_array(image)
+    if spacing is not None:
+        spacing = [float(s) for s in spacing][: arr.ndim]
+        if len(spacing) != arr.ndim or min(spacing) <= 0:
+            raise EvaluationError(f"spacing needs {arr.ndim} positive values, got {spacing!r}")
+    flat = [axis for axis, n in enumerate(arr.shape) if n == 1]
+    if flat and arr.ndim - len(flat) >= 2:
+        # a one-slice volume (1, X, Y, 1), as a 2-D NIfTI slice loads, is its slice: the FFT along a length-1 axis is
+        # the identity, but the default bin count (a quarter of the smallest axis) fell to 2 bins instead of X / 4
+        spacing = None if spacing is None else [s for axis, s in enumerate(spacing) if axis not in flat]
+        arr = arr.squeeze(axis=tuple(flat))
     arr = arr - arr.mean()
     if window:
         for axis, n in enumerate(arr.shape):
@@ -88,10 +98,7 @@ def radial_power_spectrum(
     if spacing is None:
         scale = [1.0] * arr.ndim
     else:
-        sp = [float(s) for s in spacing][: arr.ndim]
-        if len(sp) != arr.ndim or min(sp) <= 0:
-            raise EvaluationError(f"spacing needs {arr.ndim} positive values, got {spacing!r}")
-        scale = [min(sp) / s for s in sp]  # cycles per finest-voxel unit
+        scale = [min(spacing) / s for s in spacing]  # cycles per finest-voxel unit
     grids = np.meshgrid(
         *[np.fft.fftfreq(n) * s for n, s in zip(arr.shape, scale, strict=True)], indexing="ij", sparse=True
     )

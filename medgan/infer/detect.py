@@ -33,7 +33,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, _read_checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import PRETRAINED_DIR, recorded_model_name, resolve_model_path
-from medgan.io.scan import ScanInput, load_if_path, scan_array
+from medgan.io.scan import ScanInput, load_if_path, require_channel_first, scan_array
 from medgan.models.registry import build_detector
 
 logger = logging.getLogger(__name__)
@@ -409,6 +409,9 @@ def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 def _scan_slices(scan: Any, axis: int, max_slices: int) -> list[np.ndarray]:
     """The non-empty 2-D slices of a ``(C, X, Y)`` image or ``(C, X, Y, Z)`` volume (constant slices skipped)."""
+    # as upscale, degrade and evaluate: MONAI's (X, Y, Z) without EnsureChannelFirst was scored as X channels of
+    # 2-D slices, ignoring axis=
+    require_channel_first(scan)
     data = scan_array(scan)  # any device, any dtype: a bfloat16 tensor raised torch's "unsupported ScalarType"
     if np.iscomplexobj(data):
         raise MedganError("the scan holds complex values; score its magnitude (abs) instead")
