@@ -418,6 +418,10 @@ def adapt_to_scan(
         )
     dims = resolver.spatial_dims
     slicewise = dims == 2 and n_spatial == 3
+    if axes is None and n_spatial == 3:
+        # an adapted resolver adapted again: on the axes it was adapted on, as its upscale uses them (it fell back to
+        # (0, 1), and the second adaptation upscaled another plane)
+        axes = getattr(resolver, "adapted_axes", None)
     if slicewise:
         affine = np.asarray(scan.affine, dtype=np.float64)
         if axes is None and not _in_dicom_reader_layout(scan.meta, affine):  # as upscale, before training on them
