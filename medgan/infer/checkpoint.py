@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -285,6 +286,13 @@ def save_checkpoint(
     Returns
     -------
     pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        Without a config, with a config or weights that do not fit the model, or with metadata
+        :func:`load_checkpoint` would refuse (a ``roi_size`` below 1, a percentile rule with ``lower >= upper``,
+        an unknown normalisation method): the file is not written.
     """
     from safetensors.torch import save as st_save
 
@@ -308,7 +316,10 @@ def save_checkpoint(
     dims = cfg["spatial_dims"]
     if roi_size is None:
         roi_size = 64 if dims == 3 else 128
-    roi = [int(roi_size)] * dims if isinstance(roi_size, int) else [int(r) for r in roi_size]
+    if isinstance(roi_size, numbers.Integral) and not isinstance(roi_size, bool):
+        roi = [int(roi_size)] * dims  # np.int64(96) was iterated (TypeError)
+    else:
+        roi = [int(r) for r in roi_size]
     if len(roi) != dims:
         raise ValueError(f"roi_size needs {dims} values, got {roi_size!r}")
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
@@ -335,6 +346,10 @@ def save_checkpoint(
             "medgan_version": __version__,
         }
     )
+    try:  # the checks load_checkpoint makes: roi_size 0 or a percentile rule upside down saved a file no one could load
+        _check_consistent(path, meta)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
     text = json.dumps(meta, sort_keys=True)
     header = {
         "format": FORMAT,
