@@ -31,3 +31,17 @@ def test_a_series_beside_its_cut_short_last_slice_is_not_usable(tmp_path: Path, 
     assert last.name in series.reason
     with pytest.raises(ScanReadError, match=last.name):
         medgan.load_scan(folder)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("VERSION", b"CD export 1.2\n"), ("transfer.log.1", b"copied 4 files\n"), ("Icon\r", b"")],
+    ids=["cd-export-version", "rotated-log", "macos-folder-icon"],
+)
+def test_a_stray_file_that_is_no_slice_blocks_nothing(tmp_path: Path, name: str, content: bytes) -> None:
+    """Files that open but are not DICOM, or empty under another kind of name than the slices', are no slice of
+    the series beside them: the empty-slice rule made the series unusable (load_scan(folder) failed)."""
+    folder = tmp_path / "series"
+    shutil.copytree(SERIES, folder)
+    (folder / name).write_bytes(content)
+    assert tuple(medgan.load_scan(folder).shape) == (1, 64, 64, 4)

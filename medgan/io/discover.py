@@ -32,7 +32,8 @@ Policy for files that are not scans:
   an unusable ScanRef of kind ``"folder"`` (with a warning), and so is a DICOM-looking or NIfTI file that
   cannot be looked at: a batch over the tree reports them instead of finishing "all done"; a DICOM-looking
   file that cannot be opened is an unusable ScanRef, and so is every series in its folder (its series
-  cannot be read: it may be a slice of any).
+  cannot be read: it may be a slice of any); so is one that opens but names no series (empty, or starting like
+  DICOM and cut short), for every multi-file series in its folder whose files share its kind of suffix.
 
 Symbolic links to folders are followed, but every folder is visited at most once (by device
 and inode), so link loops end; a file reached twice through links is read once.
@@ -83,7 +84,10 @@ SKIP_SUFFIXES = frozenset(
     .gii .sha256 .md5 .lock .tmp .bak .db""".split()
 )
 #: File names (case-insensitive) that are never scans.
-SKIP_NAMES = frozenset("dicomdir readme license licence copying authors changes changelog makefile thumbs.db".split())
+#: (``Icon\\r``: the empty file macOS Finder keeps for a folder's custom icon)
+SKIP_NAMES = frozenset(
+    "dicomdir readme license licence copying authors changes changelog makefile thumbs.db".split() + ["icon\r"]
+)
 #: Folder names (case-insensitive) of file system and OS housekeeping, skipped below the folder walked (a hidden
 #: folder, whose name starts with a dot, is skipped too): fsck's ``lost+found`` (root's, mode 700, at the root of
 #: every ext2/3/4 file system, so unlistable to the user who runs a batch over a data disk), Windows'
@@ -722,10 +726,28 @@ def _list_unreadable(
         _note_broken(broken, uid, path)
     elif failure is not None:
         unopened.setdefault(path.parent, []).append(path)
-    else:
+    elif _may_be_cut_slice(path):
         # an empty slice file (an interrupted copy) may be a slice of any series of slices in its folder: noted for
         # none, the series beside it stayed usable and loaded without that slice, without a word
         unread.setdefault(path.parent, []).append(path)
+
+
+def _may_be_cut_slice(path: Path) -> bool:
+    """Whether an unreadable file that opens may be a slice cut short: empty, or starting like DICOM. A text file
+    beside a series (a CD export's ``VERSION``, a rotated ``transfer.log.1``) is neither, and blocks nothing."""
+    from medgan.io.dicom_read import may_be_dicom
+
+    try:
+        return path.stat().st_size == 0 or may_be_dicom(path)
+    except OSError:
+        return False
+
+
+def _name_kind(path: Path) -> str:
+    """A file name's suffix as slices of one series share it: lower case, any all-digit suffix alike (``IM.1``,
+    ``IM.2``)."""
+    suffix = path.suffix.lower()
+    return "#" if suffix[1:].isdigit() else suffix
 
 
 def _names(paths: Sequence[Path]) -> str:
@@ -1211,7 +1233,8 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
         folders = sorted({p.parent for p in ref.paths})
         near = [p for folder in folders for p in unopened.get(folder, ())]
         if len(ref.paths) > 1:  # a one-file scan (a multi-frame file, a mosaic) is whole beside an empty file
-            near += [p for folder in folders for p in unread.get(folder, ())]
+            kinds = {_name_kind(p) for p in ref.paths}  # an empty 005.dcm among .dcm slices, not a stray other name
+            near += [p for folder in folders for p in unread.get(folder, ()) if _name_kind(p) in kinds]
         if near and ref.usable:  # a file no one can open may be a slice of this series: the same silence otherwise
             ref = replace(
                 ref,
