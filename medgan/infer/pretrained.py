@@ -285,11 +285,14 @@ def _repo_relative(path: Any, *, shipped: bool = False) -> str:
 
 def _data_lines(data: dict[str, Any], *, shipped: bool = False) -> list[str]:
     if "n_real" in data:  # synthetic-image detector (medgan.infer.detect.train_detector)
-        return [
+        lines = [
             f"- real slices: {data['n_real']}, synthetic slices: {data['n_fake']}, slice shape: {data.get('slice_shape')}",
             f"- epochs: {data.get('epochs')}, training accuracy: {data.get('train_accuracy')}"
             + (f", held-out accuracy: {data['val_accuracy']}" if data.get("val_accuracy") is not None else ""),
         ]
+        if data.get("n_train") is not None and data.get("n_val") is not None:  # recorded since 2026-12-07
+            lines.append(f"- slices (real, synthetic) trained on: {data['n_train']}, held out: {data['n_val']}")
+        return lines
     if "subjects" in data:  # conditional GAN: subjects with their train / held-out slices
         lines = [
             f"- subject: {json.dumps({k: v for k, v in s.items() if k != 'normalization'})}" for s in data["subjects"]
