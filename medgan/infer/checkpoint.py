@@ -316,10 +316,16 @@ def save_checkpoint(
     dims = cfg["spatial_dims"]
     if roi_size is None:
         roi_size = 64 if dims == 3 else 128
-    if isinstance(roi_size, numbers.Integral) and not isinstance(roi_size, bool):
-        roi = [int(roi_size)] * dims  # np.int64(96) was iterated (TypeError)
-    else:
+
+    def integer(v: Any) -> bool:  # NumPy integers too (np.int64(96) was iterated: TypeError); not bools or floats
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if integer(roi_size):
+        roi = [int(roi_size)] * dims
+    elif isinstance(roi_size, (list, tuple)) and all(integer(r) for r in roi_size):
         roi = [int(r) for r in roi_size]
+    else:  # 40.7 was truncated to 40, True and 96.0 raised TypeError
+        raise ValueError(f"roi_size must be an integer or one integer per model axis, got {roi_size!r}")
     if len(roi) != dims:
         raise ValueError(f"roi_size needs {dims} values, got {roi_size!r}")
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)

@@ -38,7 +38,15 @@ from medgan.io.nifti import (
     sidecar_taken_by,
     source_series_digest,
 )
-from medgan.io.scan import ScanLike, in_ras_space, is_label_map, ras_affine, scan_array, spacing_from_affine
+from medgan.io.scan import (
+    ScanLike,
+    in_ras_space,
+    is_label_map,
+    ras_affine,
+    require_channel_first,
+    scan_array,
+    spacing_from_affine,
+)
 
 __all__ = ["save_scan", "output_kind", "write_nifti", "nifti_sidecar_path"]
 
@@ -127,6 +135,9 @@ def save_scan(
     x.nii.gz
     """
     path = Path(path)
+    # as upscale, degrade and evaluate: a MONAI (X, Y, Z) volume without EnsureChannelFirst was written as X channels
+    # of a 2-D image (a (Y, Z, 1, X) NIfTI other readers see as X one-slice volumes)
+    require_channel_first(scan)
     # a MONAI scan whose affine maps to LPS+ (meta["space"] == "LPS") would otherwise be written mirrored
     scan = in_ras_space(scan)
     if output_kind(path, format) == "nifti":

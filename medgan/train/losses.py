@@ -163,13 +163,22 @@ class FeatureNet(nn.Module):
 
 
 def save_feature_net(path: str | os.PathLike[str], net: FeatureNet) -> Path:
-    """Write a :class:`FeatureNet` as safetensors (weights + its config as metadata) for ``loss.perceptual_weights``."""
-    from safetensors.torch import save_file
+    """Write a :class:`FeatureNet` as safetensors (weights + its config as metadata) for ``loss.perceptual_weights``,
+    atomically (:func:`medgan.io.atomic.write_bytes_atomic`).
+
+    Raises
+    ------
+    ValueError
+        A network :func:`load_feature_net` would refuse (e.g. ``n_levels`` 0): nothing is written.
+    """
+    from safetensors.torch import save
+
+    from medgan.io.atomic import write_bytes_atomic
 
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(tensors, str(path), metadata={"medgan_feature_net": json.dumps(net.config)})
-    return path
+    _check_feature_net_fits(net.config, tensors)  # the loader's check: a file it refuses is not written
+    return write_bytes_atomic(path, save(tensors, metadata={"medgan_feature_net": json.dumps(net.config)}))
 
 
 def _check_feature_net_fits(cfg: Any, tensors: Mapping[str, torch.Tensor]) -> None:
