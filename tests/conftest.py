@@ -19,6 +19,17 @@ SAMPLE_DATA = REPO / "sample_data"
 SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpora" / "dicom"
 
+#: ``MEDGAN_TEST_NO_NATIVE_BF16=1`` runs the suite as on a CPU without native bf16 (most laptops), where the
+#: SuperResolver's "auto" precision is fp32, not bf16 (CONTRIBUTING.md): torch says no AVX512-BF16 / AMX here and,
+#: through ``tests/_no_native_bf16/sitecustomize.py`` on ``PYTHONPATH``, in every Python process the tests start.
+NO_NATIVE_BF16 = os.environ.get("MEDGAN_TEST_NO_NATIVE_BF16") == "1"
+NO_NATIVE_BF16_PATH = [str(Path(__file__).resolve().parent / "_no_native_bf16")] if NO_NATIVE_BF16 else []
+if NO_NATIVE_BF16:
+    import torch
+
+    torch.cpu._is_avx512_bf16_supported = torch.cpu._is_amx_tile_supported = lambda: False
+    os.environ["PYTHONPATH"] = os.pathsep.join([*NO_NATIVE_BF16_PATH, *filter(None, [os.environ.get("PYTHONPATH")])])
+
 
 def require_shared() -> Path:
     """Return the DICOM corpus folder, or skip (fail in CI) when ``../shared`` is absent."""
@@ -147,7 +158,8 @@ def cli_env() -> dict[str, str]:
     ``PYTHONFAULTHANDLER`` makes a process that dies on a signal (a native abort in a torchrun rank, say) print
     every thread's Python stack to stderr, which the failing assertion shows.
     """
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"}
+    path = os.pathsep.join([str(REPO), *NO_NATIVE_BF16_PATH])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1"}
 
 
 def state_params(out_dir: Path, step: int) -> dict:
