@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import mni_t1_path
+from conftest import NO_NATIVE_BF16, mni_t1_path
 
 import medgan
 import medgan.infer.superres as S
@@ -184,7 +184,10 @@ def test_auto_precision_on_cpu_follows_native_bf16(ck3, monkeypatch):
     from medgan.infer.device import cpu_has_native_bf16
 
     native = cpu_has_native_bf16()
-    assert native == ("avx512_bf16" in _cpu_flags() or "amx_tile" in _cpu_flags()) or not _cpu_flags()
+    if NO_NATIVE_BF16:  # the suite runs as on a CPU without bf16 instructions, whatever /proc/cpuinfo says
+        assert native is False
+    else:
+        assert native == ("avx512_bf16" in _cpu_flags() or "amx_tile" in _cpu_flags()) or not _cpu_flags()
     sr = SuperResolver(ck3, device="cpu")
     assert (sr.precision, sr.channels_last) == (("bf16", True) if native else ("fp32", False))
     # a CPU without bf16 instructions stays on fp32 (where bf16 would be emulated and slower)
@@ -233,7 +236,14 @@ def test_streamed_slabs_equal_whole_volume(ck2, t1_crop, monkeypatch, axes):
     for slab in (2, 1):
         monkeypatch.setattr(S, "_CPU_SLAB_VOXELS", slab * out_slice)
         streamed = sr.upscale(t1_crop, axes=axes)
-        assert torch.equal(streamed.as_tensor(), whole.as_tensor())
+        if sr.precision == "bf16":  # bit for bit on the AVX512-BF16 CI machine
+            assert torch.equal(streamed.as_tensor(), whole.as_tensor())
+        else:
+            # fp32: a slab changes only how many windows go through the network together, and oneDNN's fp32
+            # convolutions round differently for a batch of one slice's windows: measured 2.2e-7 of the range at
+            # most (3.1e-5 on values to 146, two float32 ulps; 1-slice slabs; AVX512 and AVX2 kernels alike)
+            atol = 1e-6 * float(whole.max() - whole.min())
+            torch.testing.assert_close(streamed.as_tensor(), whole.as_tensor(), rtol=0, atol=atol)
         assert streamed.meta["medgan"] == whole.meta["medgan"]
 
 
