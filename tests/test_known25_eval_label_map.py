@@ -35,8 +35,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 #: what the evaluation says, and what the old refusals said instead
-ADVICE = re.compile(r"a label map is not an image to score.*resample_to\(labels, like, order=0\)")
-WRONG_STEP = ("degradation would", "spline interpolation", "medgan.interpolate(labels")
+ADVICE = re.compile(r"a label map is not an image to score .*Dice\); evaluate the intensity scan")
+#: the old refusals' words, and advice to resample a map that no evaluation scores anyway
+WRONG_STEP = ("degradation would", "spline interpolation", "medgan.interpolate(labels", "resample_to")
 
 
 def _crop(name: str, box: tuple[slice, ...], dst: Path) -> Path:

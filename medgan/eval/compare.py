@@ -50,7 +50,6 @@ from medgan.errors import EvaluationError, GeometryMismatchError, MedganError
 from medgan.eval import metrics as M
 from medgan.eval.masks import resolve_mask
 from medgan.io.discover import output_slot, relative_folder, scan_folder
-from medgan.io.scan import label_map_reason
 
 logger = logging.getLogger(__name__)
 
@@ -767,23 +766,11 @@ class Evaluation:
         step = self.command or "Evaluation.add"
         if resample:
             step += " --resample" if self.command else "(..., resample=True)"
-        checks = [("reference", ref, step), ("prediction", pred, step)]
-        if resample:
-            checks.append(("LR input", lr, step))
-        elif auto_baselines:
-            checks.append(("LR input", lr, "the interpolation baselines"))
-        for role, scan, doing in checks:
-            why = label_map_reason(scan) if scan is not None else None
-            if why is None:
-                continue
-            name = M._name_of(scan, f"the {role}")
-            raise EvaluationError(
-                # short enough for a batch manifest's error column (500 characters) with a long path
-                f"{name} is a label map ({why}), given as the {role} to {doing}: a label map is not an image to "
-                "score (PSNR, SSIM, HFEN measure intensities; score a segmentation with Dice), and interpolation "
-                "would mix its labels into fractions; evaluate the intensity scan, or resample the map with nearest "
-                "neighbour first: medgan.eval.compare.resample_to(labels, like, order=0)"
-            )
+        M._refuse_label_maps(
+            [("reference", ref), ("prediction", pred)] + ([("LR input", lr)] if resample else []), step
+        )
+        if auto_baselines and not resample:
+            M._refuse_label_maps([("LR input", lr)], "the interpolation baselines")
 
     def _advice(self) -> str:
         """What a geometry error tells the user to do: the ``--resample`` option of the command, or the function."""

@@ -58,7 +58,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -158,18 +158,21 @@ def _name_of(x: Any, default: str) -> str:
     return default
 
 
-def _refuse_label_maps(pred: Any, ref: Any, lr: Any) -> None:
-    """Raise :class:`EvaluationError` when a scan to score is a label map (:func:`medgan.io.scan.label_map_reason`).
+def _refuse_label_maps(scans: Iterable[tuple[str, Any]], doing: str = "score") -> None:
+    """Raise :class:`EvaluationError` for the first ``(role, scan)`` of ``scans`` that is a label map
+    (:func:`medgan.io.scan.label_map_reason`); ``doing`` names the step that was given it (for the message).
 
     PSNR, SSIM and HFEN measure intensities: a label map gave numbers (a masked PSNR of -39 dB against a T1) that
     meant nothing, and LR consistency degrades the reference, which interpolates its labels.
     """
-    for role, scan in (("prediction", pred), ("reference", ref), ("low-resolution input", lr)):
+    for role, scan in scans:
         why = label_map_reason(scan) if scan is not None else None
         if why is not None:
             raise EvaluationError(
-                f"{_name_of(scan, 'the ' + role)} is a label map ({why}), given as the {role} to score: a label map "
-                "is not an image to score (PSNR, SSIM, HFEN measure intensities; score a segmentation with Dice)"
+                # short enough for a batch manifest's error column (500 characters) with a long path
+                f"{_name_of(scan, 'the ' + role)} is a label map ({why}), given as the {role} to {doing}: a label map "
+                "is not an image to score (PSNR, SSIM and HFEN measure intensities; score a segmentation with Dice); "
+                "evaluate the intensity scan the labels belong to"
             )
 
 
@@ -1119,7 +1122,7 @@ def evaluate(
             raise EvaluationError(f"{role} is None: give a scan (MetaTensor, tensor or array) or its path")
     pred, ref = load_if_path(pred), load_if_path(ref)
     lr = load_if_path(lr)
-    _refuse_label_maps(pred, ref, lr)
+    _refuse_label_maps([("prediction", pred), ("reference", ref), ("low-resolution input", lr)])
     for scan in (pred, ref, lr):  # MONAI (X, Y, Z) without EnsureChannelFirst was scored as X 2-D channels
         require_channel_first(scan, EvaluationError)
     check_geometry(pred, ref)
