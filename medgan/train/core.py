@@ -965,7 +965,11 @@ class Trainer:
                         agreed_stop = True
                         held.deliver()
                         raise KeyboardInterrupt(SIGNALLED_PEER)
-                    held.deliver()  # a Ctrl-C / SIGTERM of the last step: raised here, between steps
+                    if not self.info.distributed:
+                        held.deliver()  # a Ctrl-C / SIGTERM of the last step: raised here, between steps
+                    # under torchrun a signal that came during any_rank's collective (after its flag was read) waits
+                    # for the next boundary's vote: delivered here, it stopped this rank alone, the others' next
+                    # collective failed and nothing was saved (seen in a CI run of the rank-signalled test)
                     speed.start()
                     try:
                         batch = next(batches, None)
