@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,9 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from medgan._args import is_finite_real, is_int
+from medgan._args import as_int, as_ints, is_finite_real, is_int, is_sequence
 from medgan._version import __version__
-from medgan.errors import CheckpointError, ConfigError
+from medgan.errors import CheckpointError, ConfigError, MedganError
 from medgan.io.atomic import write_bytes_atomic
 from medgan.io.digest import file_sha256  # re-exported: medgan.infer.checkpoint.file_sha256
 
@@ -317,15 +316,10 @@ def save_checkpoint(
     if roi_size is None:
         roi_size = 64 if dims == 3 else 128
 
-    def integer(v: Any) -> bool:  # NumPy integers too (np.int64(96) was iterated: TypeError); not bools or floats
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-    if integer(roi_size):
-        roi = [int(roi_size)] * dims
-    elif isinstance(roi_size, (list, tuple)) and all(integer(r) for r in roi_size):
-        roi = [int(r) for r in roi_size]
-    else:  # 40.7 was truncated to 40, True and 96.0 raised TypeError
-        raise ValueError(f"roi_size must be an integer or one integer per model axis, got {roi_size!r}")
+    try:  # NumPy integers too (np.int64(96) was iterated: TypeError); 40.7 was truncated, "96" saved as [9, 6]
+        roi = list(as_ints(roi_size, "roi_size")) if is_sequence(roi_size) else [as_int(roi_size, "roi_size")] * dims
+    except MedganError as exc:
+        raise ValueError(str(exc)) from None
     if len(roi) != dims:
         raise ValueError(f"roi_size needs {dims} values, got {roi_size!r}")
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
