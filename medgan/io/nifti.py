@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from medgan.errors import ScanReadError
-from medgan.io.scan import spacing_from_affine
+from medgan.io.scan import is_invertible_affine, label_map_reason, spacing_from_affine, warn_once
 
 if TYPE_CHECKING:  # torch / MONAI load in seconds; header-only callers (discovery, `medgan info`) skip them
     from monai.data import MetaTensor
@@ -124,6 +124,9 @@ class NiftiInfo:
         Where the voxel data start and how many bytes the header declares.
     compressed
         ``True`` for gzip-compressed files.
+    notes
+        What :func:`read_nifti` warns about the header's geometry: a ``sform_code`` / ``qform_code`` that is no
+        NIfTI code (that transform is ignored, as by nibabel), or no declared orientation (both codes 0).
     """
 
     path: Path
@@ -135,6 +138,7 @@ class NiftiInfo:
     data_nbytes: int
     compressed: bool
     header: Any  # nibabel Nifti1Header / Nifti2Header
+    notes: tuple[str, ...] = ()
 
     @property
     def descrip(self) -> str:
@@ -212,6 +216,11 @@ def _header_class(path: Path, raw: bytes) -> tuple[type, str]:
                 raise ScanReadError(f"{path}: truncated NIfTI-2 header ({len(raw)} of 540 bytes)")
             return Nifti2Header, order
     value = struct.unpack("<i", raw[:4])[0]
+    if path.suffix.lower() == ".img":  # voxels only: its header is the .hdr beside it
+        raise ScanReadError(
+            f"{path}: the voxel data of an Analyze or NIfTI .hdr/.img pair, not a NIfTI file; "
+            "convert the pair to a single .nii file (e.g. nibabel.save(nibabel.load('x.hdr'), 'x.nii'))"
+        )
     raise ScanReadError(f"{path}: not a NIfTI file or corrupt header (sizeof_hdr is {value}, expected 348 or 540)")
 
 
@@ -252,17 +261,46 @@ def _volume_step(header: Any, stored: tuple[int, ...]) -> dict[str, Any]:
     return {"time_step": step, "time_unit": TIME_UNITS.get(int(header["xyzt_units"]) & 0x38, "unknown")}
 
 
-def _best_affine_mm(header: Any) -> np.ndarray:
+#: NIfTI ``sform_code`` / ``qform_code`` values (nifti1.h NIFTI_XFORM_*: unknown, scanner, aligned, Talairach, MNI,
+#: template); ``nibabel.load`` sets any other to 0, so that transform is not used
+_XFORM_CODES = range(6)
+
+#: What :func:`read_nifti` warns when a file declares no orientation (sform_code and qform_code both 0)
+_NO_ORIENTATION = (
+    "orientation not declared (sform_code and qform_code are 0): using nibabel's assumption, voxel axes to L, A, S "
+    "(LAS) from the voxel sizes; ITK-based tools (ITK-SNAP, Slicer, ANTs) read it as LPS, and medgan's outputs "
+    "declare the LAS geometry, so those tools show them flipped front to back against this file; set the file's "
+    "sform or qform if its orientation is known"
+)
+
+
+def _best_affine_mm(header: Any) -> tuple[np.ndarray, str, tuple[str, ...]]:
     """nibabel's best affine (sform, else qform, else the voxel-size fallback), as ``nibabel.load`` gives it, in mm.
 
-    Not plain ``header.get_best_affine()``, for two reasons. The header was read with ``check=False``, so the two
+    Not plain ``header.get_best_affine()``, for three reasons. The header was read with ``check=False``, so the
     fixes ``nibabel.load`` makes before it computes the affine (the NIfTI standard's own reading) are made here, on
-    a copy: a ``qfac`` (``pixdim[0]``) other than -1 or 1 is 1 (writers leave it 0), and the voxel sizes in
-    ``pixdim[1:4]`` count by absolute value, 0 as 1; ``get_qform`` refuses such headers, which nibabel, ITK and
-    dcm2niix read. And the affine is in the file's ``xyzt_units``, which nibabel ignores: metres and microns are
-    converted to mm here (as ITK does), since a scan's affine and spacing are millimetres.
+    a copy: a ``sform_code`` or ``qform_code`` that is no NIfTI code (not 0-5: -1, 7) is 0, so that transform is
+    ignored (``get_best_affine`` takes any code other than 0: medgan used a sform nibabel and ITK ignore); a ``qfac``
+    (``pixdim[0]``) other than -1 or 1 is 1 (writers leave it 0), and the voxel sizes in ``pixdim[1:4]`` count by
+    absolute value, 0 as 1; ``get_qform`` refuses such headers, which nibabel, ITK and dcm2niix read. And the affine
+    is in the file's ``xyzt_units``, which nibabel ignores: metres and microns are converted to mm here (as ITK
+    does), since a scan's affine and spacing are millimetres.
+
+    Returns
+    -------
+    affine, source, notes
+        The affine; which field it comes from (``"sform"``, ``"qform"``, ``"pixdim"``), for messages; and the
+        warnings :func:`read_nifti` logs (an ignored transform, no declared orientation).
     """
     fixed = header.copy()
+    notes = []
+    for name in ("sform", "qform"):
+        code = int(fixed[f"{name}_code"])
+        if code not in _XFORM_CODES:
+            fixed[f"{name}_code"] = 0
+            notes.append(
+                f"{name}_code {code} is not a NIfTI transform code (0 to 5): the {name} is ignored, as nibabel ignores it"
+            )
     pixdim = np.array(fixed["pixdim"], dtype=np.float64)
     if pixdim[0] not in (-1, 1):
         pixdim[0] = 1
@@ -270,13 +308,34 @@ def _best_affine_mm(header: Any) -> np.ndarray:
     sizes[sizes == 0] = 1
     pixdim[1:4] = sizes
     fixed["pixdim"] = pixdim
+    source = "sform" if fixed["sform_code"] else "qform" if fixed["qform_code"] else "pixdim"
+    if source == "pixdim":
+        notes.append(_NO_ORIENTATION)
     affine = np.array(fixed.get_best_affine(), dtype=np.float64)
     affine[:3] *= _SPACE_UNIT_MM.get(int(header["xyzt_units"]) & 0x07, 1.0)
-    return affine
+    return affine, source, tuple(notes)
+
+
+#: Where each source of :func:`_best_affine_mm`'s affine is kept in the header, for messages
+_AFFINE_FIELDS = {
+    "sform": "the sform (srow_x, srow_y, srow_z)",
+    "qform": "the qform (quatern_b/c/d, qoffset_x/y/z, pixdim)",
+    "pixdim": "the voxel sizes (pixdim; no sform or qform is set)",
+}
 
 
 #: NIfTI intent codes reserved for CIFTI (1 and 2): the "image" is a data matrix over brainordinates / parcels
 _CIFTI_INTENTS = (3000, 3099)
+
+
+#: NIfTI intent codes of data that are no image of intensities, with what the file holds: read as channels,
+#: super-resolution, degradation and resampling treated each component as an intensity of its own
+_NON_IMAGE_INTENTS = {
+    1005: "a symmetric matrix per voxel (e.g. a diffusion tensor), whose components medgan would resample apart",
+    1008: "a set of points, not a voxel grid",
+    1009: "triangles (indices into a set of points), not a voxel grid",
+    1010: "a quaternion (a rotation) per voxel, whose components medgan would resample apart",
+}
 
 
 def _intent_label(code: int) -> str:
@@ -287,6 +346,16 @@ def _intent_label(code: int) -> str:
         return str(nib.nifti1.intent_codes.label[code])
     except KeyError:
         return "CIFTI"
+
+
+def _datatype_label(code: int) -> str:
+    """nibabel's name of a NIfTI datatype code (e.g. 1536 -> ``"float128"``), else ``"unknown"``."""
+    import nibabel as nib
+
+    try:
+        return str(nib.nifti1.data_type_codes.label[code])
+    except KeyError:
+        return "unknown"
 
 
 def inspect_nifti(path: str | Path) -> NiftiInfo:
@@ -306,8 +375,11 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
     ------
     ScanReadError
         The file is missing, empty, not NIfTI, has a corrupt header (``sizeof_hdr``, magic,
-        ``dim``, ``datatype``, ``vox_offset``, scaling), or declares more voxel data than it can hold; or it
-        is a CIFTI-1/2 file (intent codes 3000-3099: grayordinate or connectivity data, not an image).
+        ``dim``, ``datatype``, ``vox_offset``, scaling, a transform that is not finite and invertible), or
+        declares more voxel data than it can hold; or it is the header (``.hdr``) or voxel data (``.img``) of an
+        Analyze / NIfTI pair; or a CIFTI-1/2 file (intent codes 3000-3099: grayordinate or connectivity data, not
+        an image); or its intent code says it holds no image of intensities (1005 symmetric matrix, 1008
+        point set, 1009 triangle, 1010 quaternion).
     """
     path = Path(path)
     if not path.exists():
@@ -324,8 +396,9 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
     from nibabel.spatialimages import HeaderDataError
 
     try:
-        # check=False: we validate below instead of letting nibabel log and "fix" corrupt fields
-        header = klass.from_fileobj(io.BytesIO(raw), check=False)
+        # check=False: we validate below instead of letting nibabel log and "fix" corrupt fields. The byte order is
+        # sizeof_hdr's: nibabel guesses it from dim[0], so a corrupt dim[0] (8) was read swapped and reported as 2048
+        header = klass.from_fileobj(io.BytesIO(raw), endianness=order, check=False)
     except Exception as exc:  # nibabel raises assorted types for garbage headers
         raise ScanReadError(f"{path}: corrupt NIfTI header ({exc})") from None
 
@@ -335,6 +408,11 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
             f"{path}: header of a .hdr/.img pair (magic {magic.decode('ascii', 'replace')!r}); "
             "convert it to a single .nii file"
         )
+    if not magic and klass.__name__ == "Nifti1Header":  # sizeof_hdr 348 without a NIfTI magic: Analyze 7.5
+        raise ScanReadError(
+            f"{path}: an Analyze 7.5 header (no NIfTI magic), one half of a .hdr/.img pair, not a NIfTI file; "
+            "convert the pair to a single .nii file (e.g. nibabel.save(nibabel.load('x.hdr'), 'x.nii'))"
+        )
     if magic != header.single_magic:
         raise ScanReadError(f"{path}: corrupt NIfTI header (magic is {magic!r}, expected {header.single_magic!r})")
     intent = int(header["intent_code"])
@@ -342,6 +420,11 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
         raise ScanReadError(
             f"{path}: CIFTI file (NIfTI intent code {intent}, {_intent_label(intent)}): a matrix of grayordinate or "
             "connectivity data, not a volume image; read it with nibabel.cifti2"
+        )
+    if intent in _NON_IMAGE_INTENTS:
+        raise ScanReadError(
+            f"{path}: NIfTI intent code {intent} ({_intent_label(intent)}): the file holds "
+            f"{_NON_IMAGE_INTENTS[intent]}; medgan reads images of intensities only"
         )
 
     dim = [int(v) for v in header["dim"]]
@@ -361,8 +444,12 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
         raise ScanReadError(f"{path}: corrupt NIfTI header (unknown datatype code {code})") from None
     if dtype.kind == "c":
         raise ScanReadError(f"{path}: complex-valued NIfTI data are not supported; save magnitude (and phase) instead")
-    if dtype.kind not in "biuf" and dtype.fields is None:
-        raise ScanReadError(f"{path}: unsupported NIfTI datatype {dtype}")
+    if dtype.kind not in "biuf" and dtype.fields is None:  # nibabel has no NumPy type for these (|V0)
+        code = int(header["datatype"])
+        raise ScanReadError(
+            f"{path}: unsupported NIfTI datatype code {code} ({_datatype_label(code)}); medgan reads integer, "
+            "float32/float64 and RGB(A) voxels"
+        )
     n_components = len(dtype.fields) if dtype.fields else 1
 
     offset = int(header["vox_offset"])
@@ -388,14 +475,20 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
 
     try:
         slope, inter = header.get_slope_inter()
-        affine = _best_affine_mm(header)
     except Exception as exc:
         raise ScanReadError(f"{path}: corrupt NIfTI header ({exc})") from None
     for name, value in (("scl_slope", slope), ("scl_inter", inter)):
         if value is not None and not math.isfinite(value):
             raise ScanReadError(f"{path}: corrupt NIfTI header ({name} is {value})")
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise ScanReadError(f"{path}: corrupt NIfTI header (voxel-to-world affine is not finite and invertible)")
+    try:
+        affine, source, notes = _best_affine_mm(header)
+    except Exception as exc:  # nibabel's get_qform refusing a quaternion (get_sform only reads srow_x/y/z)
+        raise ScanReadError(f"{path}: corrupt NIfTI header (the qform cannot be read: {exc})") from None
+    if not is_invertible_affine(affine):  # relative to the voxel sizes: 50 nm voxels are fine
+        raise ScanReadError(
+            f"{path}: corrupt NIfTI header (the voxel-to-world transform from {_AFFINE_FIELDS[source]} is not "
+            "finite and invertible)"
+        )
 
     return NiftiInfo(
         path=path,
@@ -407,6 +500,7 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
         data_nbytes=nbytes,
         compressed=compressed,
         header=header,
+        notes=notes,
     )
 
 
@@ -437,6 +531,43 @@ def _read_voxels(info: NiftiInfo) -> np.ndarray:
             what = "truncated or unreadable voxel data"
         raise ScanReadError(f"{path}: {what} ({detail})") from None
     return data
+
+
+#: Integers of larger magnitude are not all held exactly by float32 (24-bit significand), medgan's voxel type
+_FLOAT32_EXACT = 2**24
+
+
+def _float32_rounding(info: NiftiInfo, data: np.ndarray) -> tuple[int, float, tuple[float, float]]:
+    """How many voxels of an integer file the float32 ``data`` (:func:`_read_voxels`, as stored) hold changed: values of
+    magnitude 2**24 (16777216) and above, which float32 rounds to even steps (int32 16777217 -> 16777216, and int64
+    / uint32 values by up to 127 or more).
+
+    Returns
+    -------
+    changed, worst, example
+        The number of changed voxels, the largest change, and one ``(file value, float32 value)`` pair; ``0`` when
+        none changed. Files of other types, and integer files whose values all stay below 2**24, are not read
+        again; the others are (their raw integers, compared in float64, which holds them up to 2**53).
+    """
+    if info.dtype.kind not in "iu" or data.size == 0:
+        return 0, 0.0, (0.0, 0.0)
+    big = np.abs(data) >= _FLOAT32_EXACT  # float32 rounds a magnitude above 2**24 to at least 2**24
+    if not big.any():
+        return 0, 0.0, (0.0, 0.0)
+    from nibabel.arrayproxy import ArrayProxy
+
+    slope, inter = info.header.get_slope_inter()
+    spec = (info.stored_shape, info.dtype, info.data_offset, 1.0, 0.0)
+    with _open(info.path, info.compressed) as f:
+        raw = np.asarray(ArrayProxy(f, spec, mmap=False).get_unscaled())
+    exact = raw[big].astype(np.float64) * (1.0 if slope is None else slope) + (inter or 0.0)
+    got = data[big].astype(np.float64)
+    differ = got != exact
+    changed = int(np.count_nonzero(differ))
+    if not changed:
+        return 0, 0.0, (0.0, 0.0)
+    first = int(np.argmax(differ))
+    return changed, float(np.max(np.abs(got - exact))), (float(exact[first]), float(got[first]))
 
 
 def _read_to_gzip_end(f: Any, path: Path) -> None:
@@ -669,6 +800,29 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
     return out
 
 
+def _check_rounding(path: Path, meta: dict[str, Any], changed: int, worst: float, example: tuple[float, float]) -> None:
+    """Refuse a label map whose labels float32 would change (:func:`_float32_rounding`): two labels would become
+    one, silently; warn (once per file) that an intensity image's large integers are rounded."""
+    if not changed:
+        return
+    why = label_map_reason(meta)
+    if why is not None:
+        raise ScanReadError(
+            f"{path}: a label map ({why}) with label values of magnitude 2**24 = 16777216 or more, which float32, "
+            f"medgan's voxel type, cannot hold: {changed} voxels would change label (e.g. {example[0]:.0f} would "
+            f"become {example[1]:.0f}); renumber the labels below 16777216 first"
+        )
+    warn_once(
+        logger,
+        ("float32 rounding", str(path)),
+        "%s: %d voxels hold integers of magnitude 2**24 = 16777216 or more, which float32, medgan's voxel type, "
+        "cannot hold exactly: they are rounded to the nearest float32 value (by up to %g)",
+        path,
+        changed,
+        worst,
+    )
+
+
 def read_nifti(path: str | Path) -> MetaTensor:
     """Read a NIfTI-1/-2 file as a channel-first float32 scan.
 
@@ -695,12 +849,23 @@ def read_nifti(path: str | Path) -> MetaTensor:
     Raises
     ------
     ScanReadError
-        Anything wrong with the file; see :func:`inspect_nifti`, plus truncated or corrupt data.
+        Anything wrong with the file; see :func:`inspect_nifti`, plus truncated or corrupt data; a label map (a
+        label intent, sidecar label names) holding integer labels of magnitude 2**24 or more that float32 would
+        change (an intensity image's are rounded, with a warning that counts the voxels).
+
+    Notes
+    -----
+    Logs a WARNING (once per file and process) for a header that declares no orientation (``sform_code`` and
+    ``qform_code`` 0: nibabel's LAS assumption, which ITK-based tools read as LPS) and for a transform code that is
+    no NIfTI code (that transform is ignored, as by nibabel).
     """
     from medgan.io.scan import make_scan
 
     info = inspect_nifti(path)
+    for note in info.notes:  # once per file: training reads a scan again every epoch
+        warn_once(logger, ("nifti header", str(info.path), note), "%s: %s", info.path, note)
     data = _read_voxels(info)
+    rounded = _float32_rounding(info, data)
     if info.dtype.fields:  # RGB24 / RGBA32: components become a trailing axis
         data = np.stack([data[name].astype(np.float32) for name in info.dtype.names], axis=-1)
         data = data.reshape(*info.stored_shape, -1)
@@ -724,14 +889,15 @@ def read_nifti(path: str | Path) -> MetaTensor:
             "descrip": descrip,
             "qform_code": int(header["qform_code"]),
             "sform_code": int(header["sform_code"]),
-            # NIFTI_INTENT_LABEL (1002) marks a label map: medgan.io.scan.is_label_map refuses it to intensity
-            # operations (super-resolution, degradation, spline interpolation)
+            # NIFTI_INTENT_LABEL (1002) or _NEURONAME (1003) marks a label map: medgan.io.scan.is_label_map refuses
+            # it to intensity operations (super-resolution, degradation, spline interpolation)
             "intent_code": int(header["intent_code"]),
             "stored_shape": info.stored_shape,
             **_volume_step(header, info.stored_shape),
         },
         **read_nifti_sidecar(info.path, descrip=descrip),
     }
+    _check_rounding(info.path, meta, *rounded)
     scan = make_scan(data, info.affine, meta)
     if tuple(scan.shape) != info.shape:  # defensive: the layout above must match inspect_nifti
         raise ScanReadError(f"{info.path}: unexpected voxel layout {tuple(scan.shape)} (expected {info.shape})")

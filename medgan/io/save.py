@@ -39,9 +39,12 @@ from medgan.io.nifti import (
     source_series_digest,
 )
 from medgan.io.scan import (
+    NIFTI_INTENT_LABEL,
     ScanLike,
     in_ras_space,
+    is_invertible_affine,
     is_label_map,
+    label_intent,
     ras_affine,
     require_channel_first,
     scan_array,
@@ -443,7 +446,7 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     # a 2-D MetaTensor's 3x3 affine embedded, as degrade does; a MONAI scan in LPS space (meta["space"]) made RAS+
     affine = ras_affine(scan)
     meta = dict(getattr(scan, "meta", {}) or {})
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if not is_invertible_affine(affine):
         raise MedganError(f"{path}: the scan's affine is singular or not finite; cannot write NIfTI geometry")
     array, two_d_marker = _nifti_array(scan)
     data = _cast(array, dtype, path)
@@ -476,9 +479,10 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     hdr.set_xyzt_units("mm", time_unit)
     hdr.set_data_dtype(data.dtype)
     if is_label_map(meta):
-        # NIFTI_INTENT_LABEL: other tools show the file as labels, and the mark survives a step that drops meta
-        # (interpolate(order=0) of a map marked only by its intent, then saved, lost it: it was read as an image)
-        hdr.set_intent("label")
+        # A label intent: other tools show the file as labels, and the mark survives a step that drops meta
+        # (interpolate(order=0) of a map marked only by its intent, then saved, lost it: it was read as an image).
+        # The source's own label intent (NEURONAME: its values index NeuroNames), else NIFTI_INTENT_LABEL.
+        hdr.set_intent(label_intent(meta) or NIFTI_INTENT_LABEL)
     if two_d_marker:  # after the intent: set_intent clears intent_name
         hdr["intent_name"] = NIFTI_2D_INTENT_NAME
     if too_big:

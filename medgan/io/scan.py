@@ -32,6 +32,9 @@ __all__ = [
     "provenance_records",
     "refuse_label_map",
     "NIFTI_INTENT_LABEL",
+    "NIFTI_LABEL_INTENTS",
+    "label_intent",
+    "is_invertible_affine",
     "apply_pending_operations",
     "require_channel_first",
     "scan_array",
@@ -83,6 +86,34 @@ def warn_once(log: logging.Logger, key: tuple[Any, ...], message: str, *args: An
         return
     _WARNED.add(full)
     log.warning(message, *args)
+
+
+#: Smallest ``|det|`` of an affine's 3x3 part, relative to the product of its voxel sizes (column lengths), for the
+#: affine to count as invertible: 1 for perpendicular axes; this small only when two voxel axes are (nearly) parallel.
+#: Relative, since an absolute bound (1e-12 mm^3) refused 50 nm voxels (1.25e-13 mm^3), which are fine.
+_MIN_RELATIVE_DET = 1e-6
+
+
+def is_invertible_affine(affine: Any) -> bool:
+    """Whether ``affine`` is a finite 4x4 voxel-to-world matrix whose voxel axes have a length and span 3-D space.
+
+    Parameters
+    ----------
+    affine
+        The matrix (array-like).
+
+    Returns
+    -------
+    bool
+        ``False`` for another shape, a non-finite entry, a zero-length voxel axis, or axes so nearly parallel that
+        ``|det|`` is below 1e-6 of the product of the voxel sizes (whatever their scale: microns as metres).
+    """
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        return False
+    linear = matrix[:3, :3]
+    volume = float(np.prod(np.linalg.norm(linear, axis=0)))
+    return math.isfinite(volume) and volume > 0 and abs(float(np.linalg.det(linear))) >= _MIN_RELATIVE_DET * volume
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
@@ -194,6 +225,10 @@ def refuse_complex(data: Any, what: str = "the scan") -> None:
 #: NIfTI ``intent_code`` NIFTI_INTENT_LABEL (nifti1.h): the header says the voxels are label indices, not intensities
 NIFTI_INTENT_LABEL = 1002
 
+#: NIfTI intent codes of a label map, with their nifti1.h names: NIFTI_INTENT_LABEL, and NIFTI_INTENT_NEURONAME
+#: (voxels index NeuroNames structures), which was read as an intensity image: upscaling made fractions of its labels
+NIFTI_LABEL_INTENTS = {NIFTI_INTENT_LABEL: "NIFTI_INTENT_LABEL", 1003: "NIFTI_INTENT_NEURONAME"}
+
 
 def _intent_code(value: Any) -> int | None:
     """An ``intent_code`` as an int; None when it is missing or not one value (MONAI collates a batch's into many)."""
@@ -206,6 +241,15 @@ def _intent_code(value: Any) -> int | None:
 
 #: how many records :func:`provenance_records` follows at most (a record nested in itself must not hang a walk)
 _MAX_PROVENANCE = 100
+
+
+def label_intent(meta: Mapping[str, Any]) -> int | None:
+    """The label-map intent code (:data:`NIFTI_LABEL_INTENTS`) that ``meta`` records for its source NIfTI file, as
+    :func:`medgan.io.nifti.read_nifti` (``meta["nifti"]["intent_code"]``) or MONAI's ``NibabelReader``
+    (``meta["intent_code"]``) records it; ``None`` when it records none."""
+    nifti = meta.get("nifti")
+    codes = [nifti.get("intent_code") if isinstance(nifti, Mapping) else None, meta.get("intent_code")]
+    return next((code for code in map(_intent_code, codes) if code in NIFTI_LABEL_INTENTS), None)
 
 
 def provenance_records(meta: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -241,8 +285,8 @@ def label_map_reason(scan: Any) -> str | None:
 
     A label map is recognised by its header, never by its voxels (a CT in whole HU values looks like labels too):
     declared label names (``meta["labels"]``: :func:`medgan.data.labels.tissue_labels`, a NIfTI sidecar's
-    ``label_names``), modality ``SEG`` (``meta["modality"]``), or a NIfTI ``intent_code`` of
-    :data:`NIFTI_INTENT_LABEL`, as :func:`medgan.io.nifti.read_nifti` records it (``meta["nifti"]["intent_code"]``)
+    ``label_names``), modality ``SEG`` (``meta["modality"]``), or a NIfTI ``intent_code`` in
+    :data:`NIFTI_LABEL_INTENTS` (1002 LABEL, 1003 NEURONAME), as :func:`medgan.io.nifti.read_nifti` records it (``meta["nifti"]["intent_code"]``)
     or MONAI's ``NibabelReader`` does (``meta["intent_code"]``). The intent is the file's: an image a
     :class:`~medgan.Synthesizer` generated from that label map keeps the map's ``meta["nifti"]`` but is no label map
     (its ``meta["medgan"]`` says ``task: synthesis``; the synthesizer drops ``labels`` and sets the modality).
@@ -265,10 +309,9 @@ def label_map_reason(scan: Any) -> str | None:
         return "it declares label names"
     if str(meta.get("modality") or "").strip().upper() == "SEG":
         return "its modality is SEG"
-    nifti = meta.get("nifti")
-    codes = [nifti.get("intent_code") if isinstance(nifti, Mapping) else None, meta.get("intent_code")]
-    if NIFTI_INTENT_LABEL in (_intent_code(c) for c in codes if c is not None) and not _made_by_synthesis(meta):
-        return f"its NIfTI header's intent code is {NIFTI_INTENT_LABEL}, NIFTI_INTENT_LABEL"
+    code = label_intent(meta)
+    if code is not None and not _made_by_synthesis(meta):
+        return f"its NIfTI header's intent code is {code}, {NIFTI_LABEL_INTENTS[code]}"
     return None
 
 
