@@ -45,3 +45,28 @@ def test_evaluate_scores_lr_consistency_of_a_two_step_lr(hr):
     up = medgan.interpolate(lr, (2, 2, 2), order=3)
     result = medgan.evaluate(up, hr, lr=lr)
     assert 20 < result["lr_consistency_psnr"] < 80
+
+
+def test_an_assumed_degradation_is_warned_about_naming_the_option(hr, caplog, fresh_warnings):
+    """An LR input without a degradation record is scored as if ``"interpolate"`` made it: a thick-slice LR read as a
+    plain array scored several dB lower than with its record, and nothing but ``source: "assumed"`` said why. Now a
+    WARNING names the input, the assumed method and factor, and how to give the degradation (``degradation=``,
+    ``--degradation`` on the command line); a recorded or given degradation is not warned about."""
+    lr = medgan.degrade(hr, (1, 1, 4), method="thick_slice")
+    pred = medgan.interpolate(lr, (1, 1, 4))
+    dr = float(hr.max() - hr.min())
+    with caplog.at_level("WARNING", logger="medgan"):
+        recorded, _ = lr_consistency_psnr(pred, lr, data_range=dr)
+        given, deg = lr_consistency_psnr(pred, lr.numpy(), data_range=dr, degradation="thick_slice")
+    assert deg["source"] == "argument" and given == pytest.approx(recorded, abs=1e-9)
+    assert not [r for r in caplog.records if "degradation" in r.getMessage()]
+
+    with caplog.at_level("WARNING", logger="medgan"):
+        assumed, deg = lr_consistency_psnr(pred, lr.numpy(), data_range=dr)
+        lr_consistency_psnr(pred + 1.0, lr.numpy(), data_range=dr)  # the same input again: said once
+    assert deg == {"method": "interpolate", "factor": (1, 1, 4), "source": "assumed"}
+    assert assumed < recorded - 1.0  # what the warning is about: the wrong degradation costs dB
+    said = [r.getMessage() for r in caplog.records if "records no degradation" in r.getMessage()]
+    assert len(said) == 1
+    assert "'interpolate'" in said[0] and "1,1,4" in said[0]
+    assert "degradation=" in said[0] and "--degradation" in said[0]
