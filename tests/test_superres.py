@@ -444,6 +444,34 @@ def test_2d_model_upscales_a_volume_slice_by_slice(tmp_path):
         sr.upscale(x, axes=(1, 1))
 
 
+def test_scan_factor_is_the_factor_upscale_records_per_scan_axis():
+    """``sr.factor`` has one entry per model axis, so ``degrade(vol, sr.factor)`` was refused for a 2-D model on a
+    volume; ``scan_factor`` gives the factor per scan axis that ``upscale`` records, with its axes rules."""
+    sr = SuperResolver.from_pretrained("brain-mr-x2-2d", device="cpu")
+    vol = medgan.load_scan(mni_t1_path())  # 155 x 192 x 161, 1 mm
+    assert sr.factor == (2, 2)
+    assert sr.scan_factor(vol) == (2, 2, 1) and sr.scan_factor(vol, axes=(1, 2)) == (1, 2, 2)
+    assert sr.scan_factor(mni_t1_path()) == (2, 2, 1)  # a path is read, as upscale reads it
+    lr = medgan.degrade(vol, sr.scan_factor(vol))
+    assert tuple(lr.shape[1:]) == (77, 96, 161)
+    crop = lr[:, 30:46, 40:56, 80:82]
+    up = sr.upscale(crop)
+    assert up.meta["medgan"]["factor"] == list(sr.scan_factor(crop))
+    assert tuple(up.shape[1:]) == tuple(n * f for n, f in zip(crop.shape[1:], sr.scan_factor(crop), strict=True))
+    # the same refusals as upscale, with the same messages
+    thick = medgan.degrade(vol, (4, 1, 1))  # slices along axis 0: axes (0, 1) would thin it
+    for call in (sr.upscale, sr.scan_factor):
+        with pytest.raises(medgan.errors.MedganError, match=r"axes=\(1, 2\)"):
+            call(thick)
+        with pytest.raises(medgan.errors.MedganError, match="two different spatial axes"):
+            call(crop, axes=(1, 1))
+    assert sr.scan_factor(thick, axes=(1, 2)) == (1, 2, 2)
+    sr3 = SuperResolver.from_pretrained("brain-mr-through-plane-x4", device="cpu")
+    assert sr3.scan_factor(vol) == sr3.factor == (1, 1, 4)
+    with pytest.raises(CheckpointError, match="3-D model"):
+        sr3.scan_factor(vol[:, :, :, 80])
+
+
 def test_one_channel_model_upscales_each_channel_and_refuses_wrong_dims(tmp_path):
     sr = _resolver(tmp_path, _generator(factor=(2, 2, 2)), roi_size=4)
     x = _volume((2, 6, 6, 4))

@@ -497,7 +497,9 @@ class SuperResolver:
     Attributes
     ----------
     factor : tuple of int
-        Upsampling factor per model spatial axis.
+        Upsampling factor per model spatial axis: two entries for a 2-D model, also when :meth:`upscale` runs it
+        slice by slice on a volume. :meth:`scan_factor` gives the factor per scan spatial axis (``(2, 2, 1)``), the
+        one to pass to :func:`medgan.degrade` and the one the output's ``meta["medgan"]["factor"]`` records.
     model_name : str
         The checkpoint's ``name``, as recorded in the provenance; ``<shipped name>-modified-<6 hex of sha256>`` for
         a file that names a shipped model but is not its file (:func:`medgan.infer.pretrained.recorded_model_name`).
@@ -875,6 +877,108 @@ class SuperResolver:
             )
         return self.out_channels
 
+    def _refuse_scan_dims(self, name: str, shape: tuple[int, ...]) -> None:
+        """Refuse a scan that is not channel-first 2-D/3-D, or a 2-D scan for a 3-D model (``shape`` with channels)."""
+        n_spatial = len(shape) - 1
+        if n_spatial not in (2, 3):
+            raise MedganError(f"{name}: expected a channel-first (C, X, Y[, Z]) scan, got shape {shape}")
+        if self.spatial_dims > n_spatial:
+            raise CheckpointError(
+                f"{self.model_name}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name} (shape "
+                f"{shape}, read as (C, X, Y)); use a 2-D model (the shipped one: brain-mr-x2-2d, medgan "
+                "upscale --model brain-mr-x2-2d). If it is a volume without a channel axis (X, Y, Z), add one: x[None] "
+                "or monai.transforms.EnsureChannelFirst()"
+            )
+
+    def _scan_axes(
+        self, scan: MetaTensor, affine_in: np.ndarray, n_spatial: int, axes: Sequence[int] | None, name: str
+    ) -> tuple[tuple[int, ...], bool]:
+        """The scan axes the model's axes run along, and whether a 2-D model runs slice by slice on a volume.
+
+        :meth:`upscale`'s ``axes`` rules (see there), shared with :meth:`scan_factor` so that both read a scan alike.
+        """
+        if axes is not None:  # as adapt_to_scan: int() truncated (0.9, 1.9) to (0, 1) and read '01' as (0, 1)
+            axes = as_ints(axes, "axes")
+        slicewise = self.spatial_dims == 2 and n_spatial == 3
+        if slicewise:
+            given = axes is not None
+            axes = axes if given else (0, 1)
+            if len(axes) != 2 or valid_axes(axes) is None:
+                raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
+            # axes=(0, 1) says these are the in-plane axes, whatever the voxel sizes; so does a scan read from
+            # DICOM, whose reader stacks the images along axis 2 (a 6.4 x 4.0 x 0.5 mm series was refused), while
+            # it keeps that layout (not after Orientation or degrade: a reoriented sagittal series was upscaled
+            # across its slices)
+            if not given and not _in_dicom_reader_layout(scan.meta, affine_in):
+                self._check_slice_axis(name, affine_in, axes)
+        elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
+            raise MedganError(
+                f"{name}: axes= (--axes) picks the two axes of a 2-D model applied to a 3-D volume; a "
+                f"{self.spatial_dims}-D model ({self.model_name}) on a {n_spatial}-D scan takes only "
+                f"{tuple(range(n_spatial))} (the axes as they stand), got {tuple(axes)!r}: reorient the scan instead"
+            )
+        else:
+            if axes is None:  # axes=(0, 1, 2) says the model's axes are the scan's as they stand
+                self._check_slice_axis(name, ras_affine(scan))  # RAS+: its message names orientation codes
+            axes = tuple(range(n_spatial))
+        return tuple(axes), slicewise
+
+    def _full_factor(self, n_spatial: int, axes: Sequence[int]) -> list[int]:
+        """The model's factor on the scan axes ``axes``, 1 along the others (one entry per scan spatial axis)."""
+        full_factor = [1] * n_spatial
+        for a, f in zip(axes, self.factor, strict=True):
+            full_factor[a] = f
+        return full_factor
+
+    def scan_factor(self, scan: ScanInput, axes: Sequence[int] | None = None) -> tuple[int, ...]:
+        """The factor :meth:`upscale` of ``scan`` upsamples by, one int per scan spatial axis.
+
+        :attr:`factor` has one entry per model spatial axis: ``(2, 2)`` for a 2-D model, also when it runs slice by
+        slice on a volume, where :func:`medgan.degrade` needs three (``degrade(vol, sr.factor)`` was refused).
+        This is the factor ``upscale(scan, axes=axes)`` would record in ``meta["medgan"]["factor"]`` (``(2, 2, 1)``
+        for a 2-D model on a volume with the default axes), so ``medgan.degrade(scan, sr.scan_factor(scan))`` makes
+        the low-resolution input this model undoes.
+
+        Parameters
+        ----------
+        scan
+            Channel-first ``(C, X, Y[, Z])`` scan, or a path or ``ScanRef`` (read with :func:`medgan.load_scan`), as
+            for :meth:`upscale`. Only its shape, affine and metadata are used.
+        axes
+            As for :meth:`upscale`: for a 2-D model on a volume the two scan axes the model upsamples (default
+            ``(0, 1)``, with the same check of the slice axis).
+
+        Returns
+        -------
+        tuple of int
+            The upsampling factor per scan spatial axis (1 along the axis a 2-D model runs its slices on).
+
+        Raises
+        ------
+        medgan.errors.CheckpointError
+            A 2-D scan for a 3-D model.
+        medgan.errors.MedganError
+            A scan that is not channel-first 2-D/3-D, or ``axes`` that :meth:`upscale` refuses (with the same
+            message).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> sr = SuperResolver.from_pretrained("brain-mr-x2-2d", device="cpu")
+        >>> sr.factor, sr.scan_factor(np.zeros((1, 8, 8, 4), np.float32))
+        ((2, 2), (2, 2, 1))
+        """
+        scan = load_if_path(scan)
+        require_channel_first(scan)
+        if not isinstance(scan, MetaTensor):  # as upscale: a plain array is read on the identity affine
+            scan = make_scan(np.asarray(scan) if not isinstance(scan, torch.Tensor) else scan, np.eye(4))
+        name = scan.meta.get("filename_or_obj", "scan") or "scan"
+        shape = tuple(int(n) for n in scan.shape)
+        self._refuse_scan_dims(name, shape)
+        n_spatial = len(shape) - 1
+        axes, _ = self._scan_axes(scan, affine_4x4(scan.affine), n_spatial, axes, name)
+        return tuple(self._full_factor(n_spatial, axes))
+
     def upscale(
         self,
         scan: ScanInput,
@@ -1005,49 +1109,16 @@ class SuperResolver:
         n_spatial = data.ndim - 1
         name = scan.meta.get("filename_or_obj", "scan") or "scan"
         affine_in = affine_4x4(scan.affine)  # a 2-D MetaTensor's 3x3 affine embedded, as medgan.degrade does
-        if n_spatial not in (2, 3):
-            raise MedganError(f"{name}: expected a channel-first (C, X, Y[, Z]) scan, got shape {tuple(data.shape)}")
+        self._refuse_scan_dims(name, tuple(data.shape))
         if data.numel() == 0:  # torch's own error (a RuntimeError deep in the windows) named neither the scan nor why
             raise MedganError(
                 f"{name}: an empty scan of shape {tuple(data.shape)}: upscale needs at least one channel and one voxel "
                 "along each spatial axis"
             )
-        if self.spatial_dims > n_spatial:
-            raise CheckpointError(
-                f"{self.model_name}: a {self.spatial_dims}-D model cannot upscale the 2-D image {name} (shape "
-                f"{tuple(data.shape)}, read as (C, X, Y)); use a 2-D model (the shipped one: brain-mr-x2-2d, medgan "
-                "upscale --model brain-mr-x2-2d). If it is a volume without a channel axis (X, Y, Z), add one: x[None] "
-                "or monai.transforms.EnsureChannelFirst()"
-            )
         n_chan = data.shape[0]
         self.output_channels(n_chan, name=name)  # refuses channels the model cannot take
-        if axes is not None:  # as adapt_to_scan: int() truncated (0.9, 1.9) to (0, 1) and read '01' as (0, 1)
-            axes = as_ints(axes, "axes")
-        slicewise = self.spatial_dims == 2 and n_spatial == 3
-        if slicewise:
-            given = axes is not None
-            axes = axes if given else (0, 1)
-            if len(axes) != 2 or valid_axes(axes) is None:
-                raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")
-            # axes=(0, 1) says these are the in-plane axes, whatever the voxel sizes; so does a scan read from
-            # DICOM, whose reader stacks the images along axis 2 (a 6.4 x 4.0 x 0.5 mm series was refused), while
-            # it keeps that layout (not after Orientation or degrade: a reoriented sagittal series was upscaled
-            # across its slices)
-            if not given and not _in_dicom_reader_layout(scan.meta, affine_in):
-                self._check_slice_axis(name, affine_in, axes)
-        elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
-            raise MedganError(
-                f"{name}: axes= (--axes) picks the two axes of a 2-D model applied to a 3-D volume; a "
-                f"{self.spatial_dims}-D model ({self.model_name}) on a {n_spatial}-D scan takes only "
-                f"{tuple(range(n_spatial))} (the axes as they stand), got {tuple(axes)!r}: reorient the scan instead"
-            )
-        else:
-            if axes is None:  # axes=(0, 1, 2) says the model's axes are the scan's as they stand
-                self._check_slice_axis(name, ras_affine(scan))  # RAS+: its message names orientation codes
-            axes = tuple(range(n_spatial))
-        full_factor = [1] * n_spatial
-        for a, f in zip(axes, self.factor, strict=True):
-            full_factor[a] = f
+        axes, slicewise = self._scan_axes(scan, affine_in, n_spatial, axes, name)
+        full_factor = self._full_factor(n_spatial, axes)
         mismatch = self._modality_mismatch(scan.meta)
         if mismatch is not None:  # not refused (it may be meant), but said: before the run, and in the provenance
             logger.warning("%s: %s", name, mismatch)
