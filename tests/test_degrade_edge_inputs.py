@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import mni_t1_path
+from conftest import SAMPLE_DATA, mni_t1_path
 from monai.data import MetaTensor
 
 import medgan
@@ -172,3 +172,17 @@ def test_magnitude_of_complex_is_accepted(lr):
 def test_detect_synthetic_refuses_complex_with_the_same_advice(lr):
     with pytest.raises(MedganError, match=r"magnitude \(abs\)"):
         medgan.detect_synthetic(_complex_inputs(lr)["numpy"])
+
+
+def test_interpolate_refuses_a_factor_beyond_memory_before_allocating():
+    """``interpolate(ct, 10**6)`` ended in NumPy's ``_ArrayMemoryError`` (61 GiB for one axis) instead of a medgan
+    error naming the factor; the output size is now checked against the machine's memory first."""
+    from medgan.data.degrade import DegradationError
+
+    ct = medgan.load_scan(SAMPLE_DATA / "dicom" / "pydicom_ct_small" / "CT_small.dcm")  # 128 x 128
+    with pytest.raises(DegradationError, match=r"factor \(1000000, 1000000\).*memory") as err:
+        medgan.interpolate(ct, 10**6)
+    assert "CT_small.dcm" in str(err.value) and "(1, 128, 128)" in str(err.value)
+    with pytest.raises(DegradationError, match="memory"):
+        medgan.interpolate(ct, (1, 2**62))  # one axis alone: Python ints, no overflow to a small size
+    assert tuple(medgan.interpolate(ct, 2).shape) == (1, 256, 256)

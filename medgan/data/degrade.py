@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -376,6 +377,42 @@ def _upsample(x: np.ndarray, factor: Sequence[int], order: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------- public
+def _physical_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (``os.sysconf``; psutil where that is missing), ``None`` if unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):  # no os.sysconf (Windows) or no such name
+        pass
+    try:
+        import psutil  # not a medgan dependency (dask's distributed brings it)
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # noqa: BLE001 -- not installed or unsupported: the size is then not checked up front
+        return None
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def _refuse_beyond_memory(name: str, shape: tuple[int, ...], factor: Sequence[int]) -> None:
+    """Refuse (:class:`DegradationError`) an interpolation whose float32 output cannot fit in this machine's memory.
+
+    ``interpolate(ct, 10**6)`` ended in NumPy's ``_ArrayMemoryError`` (a 61 GiB intermediate of one axis) instead of
+    a medgan error saying which factor was too large. The output and the per-channel results stacked into it are
+    held at once, so twice the output is needed; Python ints, so that no product overflows.
+    """
+    out_shape = (int(shape[0]), *(int(n) * int(f) for n, f in zip(shape[1:], factor, strict=True)))
+    need = 2 * math.prod(out_shape) * np.dtype(np.float32).itemsize
+    have = _physical_memory_bytes()
+    if have is not None and need > have:
+        raise DegradationError(
+            f"{name}: interpolating shape {tuple(int(n) for n in shape)} by factor {tuple(int(f) for f in factor)} "
+            f"gives float32 shape {out_shape}, which needs about {_gib(need)} of memory, more than this machine has "
+            f"({_gib(have)}); pick a smaller factor, or interpolate a crop of the scan"
+        )
+
+
 def put_back_non_finite(y: torch.Tensor, data: torch.Tensor, bad: torch.Tensor, factor: Sequence[int]) -> None:
     """Give the output voxels of each non-finite input voxel (``bad``) that voxel's value (NaN, +inf or -inf).
 
@@ -702,7 +739,9 @@ def interpolate(
     ------
     DegradationError
         ``order`` not an int from 0 to 5, a bad ``factor`` (see :func:`parse_factor`) or an empty scan; a label
-        map (see :func:`medgan.io.scan.is_label_map`) with an ``order`` other than 0. ``order=0`` (nearest
+        map (see :func:`medgan.io.scan.is_label_map`) with an ``order`` other than 0; a ``factor`` whose float32
+        output (held twice while the channels are stacked) exceeds this machine's physical memory, refused before
+        anything is allocated (and an allocation that fails on the way, as the same error). ``order=0`` (nearest
         neighbour) keeps its label values exactly, and its ``meta["labels"]`` and modality with them.
 
     Notes
@@ -730,21 +769,28 @@ def interpolate(
     order = int(order)
     if order != 0:  # nearest neighbour keeps a label map's values (and its meta["labels"]); a spline mixes them
         refuse_label_map(meta, f"spline interpolation (order {order})", DegradationError)
+    name = meta.get("filename_or_obj") or "the scan"
     if array.size == 0:
-        name = meta.get("filename_or_obj") or "the scan"
         raise DegradationError(f"{name}: cannot interpolate an empty scan of shape {tuple(array.shape)}")
+    _refuse_beyond_memory(name, tuple(array.shape), f)  # before any output is allocated
     bad = ~np.isfinite(array)
-    if order == 0 or not bad.any():  # nearest neighbour copies each voxel into its own block only: nothing spreads
-        out = np.stack([_upsample(channel, f, order) for channel in array])
-    else:
-        # one NaN or inf would reach every output voxel through the spline (the cubic prefilter is recursive along
-        # whole axes): interpolate a filled copy, then give each bad voxel's own output block its value back
-        spacing = spacing_from_affine(affine)[: array.ndim - 1]
-        filled = [_fill_non_finite(c, b, spacing) if b.any() else c for c, b in zip(array, bad, strict=True)]
-        out = np.stack([_upsample(channel, f, order) for channel in filled])
-        del filled
+    try:
+        if order == 0 or not bad.any():  # nearest neighbour copies each voxel into its own block only: nothing spreads
+            out = np.stack([_upsample(channel, f, order) for channel in array])
+        else:
+            # one NaN or inf would reach every output voxel through the spline (the cubic prefilter is recursive
+            # along whole axes): interpolate a filled copy, then give each bad voxel's own output block its value back
+            spacing = spacing_from_affine(affine)[: array.ndim - 1]
+            filled = [_fill_non_finite(c, b, spacing) if b.any() else c for c, b in zip(array, bad, strict=True)]
+            out = np.stack([_upsample(channel, f, order) for channel in filled])
+            del filled
 
-        data = torch.from_numpy(np.require(array, requirements=["C", "W"]))  # from_numpy: no negative strides
-        put_back_non_finite(torch.from_numpy(out), data, torch.from_numpy(bad), f)
+            data = torch.from_numpy(np.require(array, requirements=["C", "W"]))  # from_numpy: no negative strides
+            put_back_non_finite(torch.from_numpy(out), data, torch.from_numpy(bad), f)
+    except MemoryError:  # fits the machine but not its free memory now: still a medgan error naming the factor
+        raise DegradationError(
+            f"{name}: out of memory interpolating shape {tuple(array.shape)} by factor {f}; pick a smaller factor, "
+            "or interpolate a crop of the scan"
+        ) from None
     meta["interpolation"] = {"order": order, "factor": list(f), "mode": BOUNDARY_MODE, "backend": "scipy.ndimage"}
     return _pack(out, upsample_affine(affine, f), meta)
