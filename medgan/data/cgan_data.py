@@ -393,6 +393,17 @@ def split_slices(
 
     Parameters
     ----------
+    labels
+        Channel-first 3-D label map ``(1, X, Y, Z)`` of one subject; label 0 is background.
+    axis
+        Spatial axis (0, 1 or 2) the slices are taken along.
+    min_foreground
+        Fraction (0 to 1) of a slice's voxels that must carry a non-zero label for the slice to be used.
+    val_fraction
+        Fraction (0 to 1) of the usable slices held out for validation, from the middle of the stack; the count is
+        ``round(val_fraction x n)`` (Python's ``round``: halves to even), 0 holds none out.
+    val_gap
+        Slices (>= 0) on each side of the held-out slab used for neither training nor validation.
     name
         What to call the subject in error messages (e.g. its image file).
 

@@ -254,9 +254,18 @@ def reference_box(pred: Any, ref: Any, *, max_margin: int | Sequence[int] | None
 
     Parameters
     ----------
+    pred
+        Channel-first scan with an affine (a MetaTensor), whose grid is looked for in ``ref``'s.
+    ref
+        Channel-first scan with an affine and as many channels; a plain array (no affine) is no box of anything.
     max_margin
         Largest number of reference voxels left out along each axis (an int for every axis); ``None``: any.
         ``Evaluation`` allows less than the upsampling factor, what ``medgan degrade``'s crop leaves out.
+
+    Returns
+    -------
+    tuple of slice or None
+        One slice per spatial axis of ``ref`` (``ref[(slice(None), *box)]`` is on ``pred``'s grid), or ``None``.
     """
     start = M.subgrid_offset(pred, ref)
     if start is None:
@@ -1340,6 +1349,23 @@ def evaluate_paths(
     pred, ref, lr
         Files or folders of predictions, high-resolution references and (optional)
         low-resolution inputs. Without ``lr`` there are no baselines and no LR consistency.
+    method
+        Name of the method under test (column ``method`` of its rows; default ``"SR"``). With ``lr`` it must not be
+        a baseline's name (:func:`check_method_name`).
+    mask
+        Voxels of the masked metrics, as :func:`medgan.evaluate`'s ``mask``: ``"foreground"`` (default; Otsu on the
+        reference's log intensities), ``"none"`` / ``None`` (the whole image) or a spatial mask on the references'
+        grid (one mask for every pair).
+    data_range
+        Intensity range for PSNR and SSIM, the same for every scan; ``None`` (default): each reference's
+        :data:`medgan.eval.metrics.DATA_RANGE_RULE`.
+    degradation
+        Degradation of low-resolution inputs that record none (``meta["degradation"]`` or their NIfTI sidecar), for
+        the LR consistency PSNR: a method name (``"interpolate"``, ``"kspace"``, ``"thick_slice"``) or a dict with
+        ``method`` (and optionally ``factor``, ``slice_profile``); ``None``: ``"interpolate"`` is assumed, with a
+        warning (see :func:`medgan.eval.metrics.lr_consistency_psnr`).
+    max_montages
+        Per-scan montages in the report, the first scans scored (default 20); 0 draws none.
     resample
         Resample predictions (and baselines) that are not on the reference grid instead of
         raising :class:`~medgan.errors.GeometryMismatchError`.

@@ -234,7 +234,8 @@ class Synthesizer:
         A verified synthesis :class:`~medgan.infer.checkpoint.Checkpoint`, or a shipped model name or
         checkpoint path (loaded as :meth:`from_pretrained` does).
     device
-        ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, an integer ``N`` (CUDA device N), a :class:`torch.device`, or ``None`` /
+        ``"auto"``: CUDA when available, else the CPU (:func:`medgan.infer.device.resolve_device`).
 
     Attributes
     ----------
@@ -258,7 +259,7 @@ class Synthesizer:
     """
 
     def __init__(
-        self, checkpoint: Checkpoint | str | os.PathLike[str], *, device: str | torch.device | None = None
+        self, checkpoint: Checkpoint | str | os.PathLike[str], *, device: str | int | torch.device | None = None
     ) -> None:
         checkpoint = as_checkpoint(checkpoint, task="synthesis")
         meta = checkpoint.metadata
@@ -302,7 +303,7 @@ class Synthesizer:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike[str], *, device: str | torch.device | None = None
+        cls, name_or_path: str | os.PathLike[str], *, device: str | int | torch.device | None = None
     ) -> Synthesizer:
         """Load a shipped model by name (``medgan/pretrained/<name>.safetensors``) or a checkpoint file by path.
 
@@ -312,8 +313,9 @@ class Synthesizer:
             A shipped synthesis model's name (``"brain-t1-tissue-2d"``) or the path of a ``.safetensors``
             checkpoint written by ``medgan train-cgan``.
         device
-            ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`; ``None``: CUDA when available, else
-            the CPU.
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"``, an integer ``N`` (CUDA device N), a :class:`torch.device`, or
+            ``None`` / ``"auto"``: CUDA when available, else the CPU. Names are case-insensitive; see
+            :func:`medgan.infer.device.resolve_device`.
 
         Returns
         -------

@@ -22,7 +22,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from medgan.errors import MedganError
 
@@ -321,7 +321,7 @@ def _keep_old(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success.
 
     Parameters
@@ -330,6 +330,9 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs) -
         Final file name. Its folder must exist.
     mode
         ``"wb"`` or ``"w"`` (text; pass ``encoding=`` in ``open_kwargs``).
+    **open_kwargs
+        Passed to :func:`open` for the temporary file: ``encoding``, ``errors``, ``newline`` (text modes) or
+        ``buffering``.
 
     Yields
     ------
@@ -540,7 +543,7 @@ def _recheck_target_dir(path: Path, verified: frozenset[str]) -> set[str]:
     return names
 
 
-def open_append(path: str | os.PathLike[str], mode: str = "ab", **open_kwargs) -> IO:
+def open_append(path: str | os.PathLike[str], mode: str = "ab", **open_kwargs: Any) -> IO:
     """Open ``path`` for appending (created if missing), never through a symbolic link.
 
     For the files a run keeps open and appends to (its log, its manifest, its lock), which cannot be written
@@ -552,6 +555,9 @@ def open_append(path: str | os.PathLike[str], mode: str = "ab", **open_kwargs) -
         The file.
     mode
         ``"ab"`` or ``"a"`` (text; pass ``encoding=`` / ``errors=`` in ``open_kwargs``).
+    **open_kwargs
+        Passed to :func:`os.fdopen` (as to :func:`open`): ``encoding``, ``errors``, ``newline`` (text modes) or
+        ``buffering``.
 
     Returns
     -------

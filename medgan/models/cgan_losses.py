@@ -201,6 +201,13 @@ def generator_step(
     batch
         ``"image"`` (normalised real images ``(B, C, *spatial)``), ``"labels_onehot"``, optionally ``"z"``,
         ``"class_index"``, ``"scalar"``.
+    criterion
+        Adversarial criterion: ``"least_squares"`` (default), ``"hinge"`` or ``"bce"`` (:func:`generator_loss`).
+    feature_weight
+        Weight of the discriminator feature-matching term (10 in pix2pixHD / SPADE).
+    l1_weight
+        Weight of a pixel L1 term between the generated and the real image (paired data; 0, the default,
+        disables it).
 
     Returns
     -------
@@ -232,7 +239,24 @@ def discriminator_step(
     *,
     criterion: str = "least_squares",
 ) -> dict[str, torch.Tensor]:
-    """Discriminator losses for one batch given generated images (detached here)."""
+    """Discriminator losses for one batch given generated images (detached here).
+
+    Parameters
+    ----------
+    discriminator
+        A :class:`~medgan.models.spade.LabelConditionedDiscriminator` (``(image, onehot) -> (outputs, feats)``).
+    batch
+        ``"image"`` (normalised real images) and ``"labels_onehot"``, as for :func:`generator_step`.
+    fake
+        The generated images of :func:`generator_step` (detached here, so no gradient reaches the generator).
+    criterion
+        ``"least_squares"`` (default), ``"hinge"`` or ``"bce"``.
+
+    Returns
+    -------
+    dict
+        The :func:`discriminator_loss` dict: ``"loss"``, ``"real"``, ``"fake"``.
+    """
     onehot = batch["labels_onehot"]
     out_real, _ = discriminator(batch["image"], onehot)
     out_fake, _ = discriminator(fake.detach(), onehot)
