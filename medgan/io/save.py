@@ -95,7 +95,8 @@ def save_scan(
         of reference. Without it the series is a new study (new StudyInstanceUID and FrameOfReferenceUID, no
         patient attributes), even for a scan that carries ``meta["dicom"]`` (which is logged). Ignored for NIfTI.
     dtype
-        NIfTI voxel type; float32 when ``None``. Integer types are rounded and clipped
+        NIfTI voxel type; float32 when ``None``, except for a label map (:func:`medgan.io.scan.is_label_map`) of
+        whole numbers: the smallest of uint8 / int16 / int32 that holds them. Integer types are rounded and clipped
         to their range (never wrapped). Ignored for DICOM (always 16-bit + rescale).
     overwrite
         DICOM only: replace an existing folder that is a previous medgan DICOM output (never one
@@ -141,6 +142,11 @@ def save_scan(
     # as upscale, degrade and evaluate: a MONAI (X, Y, Z) volume without EnsureChannelFirst was written as X channels
     # of a 2-D image (a (Y, Z, 1, X) NIfTI other readers see as X one-slice volumes)
     require_channel_first(scan)
+    # an empty crop (x[:, 200:]) was written as a NIfTI load_scan refuses (a dimension 0), and as DICOM failed with
+    # NumPy's "zero-size array to reduction operation"; upscale and interpolate refuse one alike
+    shape = tuple(int(n) for n in getattr(scan, "shape", ()))
+    if 0 in shape:
+        raise MedganError(f"{path}: an empty scan of shape {shape}: nothing to write (every axis needs a voxel)")
     # a MONAI scan whose affine maps to LPS+ (meta["space"] == "LPS") would otherwise be written mirrored
     scan = in_ras_space(scan)
     if output_kind(path, format) == "nifti":
@@ -222,6 +228,24 @@ def _nifti_array(scan: Any) -> tuple[np.ndarray, bool]:
             return data[0], False
         return np.moveaxis(data[:, :, :, None], 0, -1), True
     return (data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)), False
+
+
+def _label_dtype(array: np.ndarray) -> np.dtype | None:
+    """The smallest of uint8 / int16 / int32 that holds a label map's values exactly; ``None`` (float32) when they
+    are not all whole numbers in int32's range.
+
+    Segmentation tools (ITK-SNAP, 3D Slicer) and FSL read an integer NIfTI as labels and a float one as an image,
+    and a float32 map is 2-4 times larger on disk; ``medgan labels`` and ``synthesize --labels-out`` wrote float32.
+    """
+    finite = array[np.isfinite(array)]
+    if finite.size != array.size or not np.array_equal(finite, np.round(finite)):
+        return None
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    for candidate in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(candidate)
+        if info.min <= low and high <= info.max:
+            return np.dtype(candidate)
+    return None
 
 
 def _cast(data: np.ndarray, dtype: DTypeLike | None, path: Path | None = None) -> np.ndarray:
@@ -403,7 +427,8 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     path
         ``*.nii`` or ``*.nii.gz``; its folder must exist. An existing file is replaced.
     dtype
-        Voxel type; float32 when ``None`` (integer types are rounded and clipped).
+        Voxel type; float32 when ``None``, or for a label map of whole numbers the smallest of uint8 / int16 /
+        int32 that holds them (integer types are rounded and clipped).
 
     Returns
     -------
@@ -449,6 +474,8 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     if not is_invertible_affine(affine):
         raise MedganError(f"{path}: the scan's affine is singular or not finite; cannot write NIfTI geometry")
     array, two_d_marker = _nifti_array(scan)
+    if dtype is None and is_label_map(meta):
+        dtype = _label_dtype(array)
     data = _cast(array, dtype, path)
     # NIfTI-1 stores dims as int16; NIfTI-2 (same fields, int64 dims), which read_nifti reads too, only when needed
     # since older tools read only NIfTI-1
