@@ -23,6 +23,17 @@ element    VR   value
                 :func:`medgan.degrade`): read back into ``meta["degradation"]``, so that :func:`medgan.evaluate`
                 knows how an LR input was made without ``degradation=``, as it does through NIfTI
 (0077,xx14) UT  ``meta["interpolation"]`` as ASCII JSON, when the scan has one (:func:`medgan.interpolate`)
+(0077,xx15) CS  ``LABEL_MAP`` when the scan is a label map (:func:`medgan.io.scan.is_label_map`): the
+                Secondary Capture's Modality is ``OT`` (a ``SEG`` modality would claim a DICOM-SEG object), so
+                this says it instead; read back as ``meta["modality"] = "SEG"``, so a label map stays refused by
+                :func:`medgan.degrade`, super-resolution and spline interpolation, as it is through NIfTI
+(0077,xx16) UT  the label map's ``meta["labels"]`` (label value -> name) as ASCII JSON, when it has valid ones
+                (:func:`medgan.io.nifti.check_label_names`, as the NIfTI sidecar keeps them); read back into
+                ``meta["labels"]``
+(0077,xx17) LO  the SHA-256 of the SeriesInstanceUID of the DICOM series the scan comes from
+                (:func:`medgan.io.nifti.source_series_digest`, the NIfTI sidecar's ``source_series_sha256``);
+                read back into ``meta["source_series_sha256"]``, so a NIfTI file converted from this series still
+                names the original source series, not this derived one
 ========== ==== ====================================================================================
 
 Only series carrying this block are read differently (see :func:`medgan.io.dicom_read.plan_dicom_series`);
@@ -43,6 +54,8 @@ from typing import Any
 import numpy as np
 
 from medgan.errors import MedganError
+from medgan.io.nifti import SIDECAR_SOURCE_KEY, check_label_names, is_series_digest, source_series_digest
+from medgan.io.scan import is_label_map
 
 __all__ = [
     "MEDGAN_PRIVATE_GROUP",
@@ -54,6 +67,8 @@ __all__ = [
     "provenance_of",
     "record_json",
     "records_of",
+    "label_map_json",
+    "source_series_text",
     "drop_dicom_fields",
 ]
 
@@ -68,6 +83,11 @@ _DIRECTION = 0x11
 _PROVENANCE = 0x12
 _DEGRADATION = 0x13
 _INTERPOLATION = 0x14
+_CONTENT = 0x15
+_LABELS = 0x16
+_SOURCE_SERIES = 0x17
+#: the value of (0077,xx15) for a label map
+_LABEL_MAP = "LABEL_MAP"
 #: ``meta`` records carried as JSON besides the provenance: element, and the key a valid record has (as the NIfTI
 #: sidecar checks them, :func:`medgan.io.nifti.read_nifti_sidecar`)
 _RECORDS = {"degradation": (_DEGRADATION, "method"), "interpolation": (_INTERPOLATION, "order")}
@@ -172,6 +192,12 @@ class SeriesLayout:
         The scan's ``meta["medgan"]`` as JSON text, or ``None``.
     degradation, interpolation
         The scan's ``meta["degradation"]`` / ``meta["interpolation"]`` as JSON text, or ``None``.
+    label_map
+        The pixel values are labels (the scan was a label map), whatever the header's Modality says.
+    labels
+        The label map's ``meta["labels"]`` (label value -> name) as JSON text, or ``None``.
+    source_series
+        The :func:`~medgan.io.nifti.series_digest` of the DICOM series the scan comes from, or ``None``.
     """
 
     volume: bool
@@ -179,6 +205,9 @@ class SeriesLayout:
     provenance: str | None = None
     degradation: str | None = None
     interpolation: str | None = None
+    label_map: bool = False
+    labels: str | None = None
+    source_series: str | None = None
 
 
 def add_series_layout(ds: Any, layout: SeriesLayout) -> None:
@@ -208,6 +237,12 @@ def add_series_layout(ds: Any, layout: SeriesLayout) -> None:
         text = getattr(layout, key)
         if text is not None:
             block.add_new(element, "UT", text)
+    if layout.label_map:
+        block.add_new(_CONTENT, "CS", _LABEL_MAP)
+    if layout.labels is not None:
+        block.add_new(_LABELS, "UT", layout.labels)
+    if layout.source_series is not None:
+        block.add_new(_SOURCE_SERIES, "LO", layout.source_series)
 
 
 def _code(ds: Any, tag: int) -> str | None:
@@ -245,12 +280,19 @@ def series_layout(ds: Any) -> SeriesLayout | None:
         layout, direction = _code(ds, block | _LAYOUT), _code(ds, block | _DIRECTION)
         provenance = _code(ds, block | _PROVENANCE)
         records = {key: _code(ds, block | element) for key, (element, _) in _RECORDS.items()}
+        content, labels, source = (_code(ds, block | e) for e in (_CONTENT, _LABELS, _SOURCE_SERIES))
     except Exception:  # a damaged element pydicom cannot convert
         return None
     if layout not in _LAYOUTS or direction not in _DIRECTIONS:
         return None
     return SeriesLayout(
-        volume=_LAYOUTS[layout], against_normal=_DIRECTIONS[direction], provenance=provenance, **records
+        volume=_LAYOUTS[layout],
+        against_normal=_DIRECTIONS[direction],
+        provenance=provenance,
+        **records,
+        label_map=content == _LABEL_MAP,
+        labels=labels,
+        source_series=source,
     )
 
 
@@ -285,12 +327,40 @@ def record_json(meta: Any, key: str) -> str | None:
     return json.dumps(record, sort_keys=True, ensure_ascii=True, default=_plain)
 
 
+def label_map_json(meta: Any) -> str | None:
+    """A label map's ``meta["labels"]`` as the ASCII JSON text :class:`SeriesLayout` records (checked and cleaned by
+    :func:`~medgan.io.nifti.check_label_names`, as the NIfTI sidecar writes them), or ``None``: not a label map, no
+    names, or names that are not a valid label table (a warning says why; the scan stays a label map by
+    :attr:`SeriesLayout.label_map`)."""
+    if not isinstance(meta, dict) or meta.get("labels") is None or not is_label_map(meta):
+        return None
+    try:
+        names = check_label_names(meta["labels"])
+    except ValueError as exc:
+        logger.warning("meta['labels'] not written to the DICOM private block: %s", exc)
+        return None
+    return json.dumps(names, ensure_ascii=True)
+
+
+def source_series_text(meta: Any) -> str | None:
+    """The :func:`~medgan.io.nifti.source_series_digest` of ``meta`` (64 hex digits) that :class:`SeriesLayout`
+    records, or ``None`` for a scan of no known DICOM series. A digest only: the source's UID is never written."""
+    return source_series_digest(meta) if isinstance(meta, dict) else None
+
+
 def records_of(layout: SeriesLayout | None) -> dict[str, Any]:
-    """The ``meta`` records (``"degradation"``, ``"interpolation"``) a layout carries; those absent, not JSON
-    objects or without their key (``method`` / ``order``) are left out (never raises)."""
+    """The ``meta`` entries a layout carries besides the provenance, to merge into the scan's ``meta`` (never raises).
+
+    ``"degradation"`` and ``"interpolation"`` (those absent, not JSON objects or without their key, ``method`` /
+    ``order``, are left out); for a label map ``"modality": "SEG"`` (its header says ``OT``) and ``"labels"`` (when
+    recorded and a valid label table); ``"source_series_sha256"`` (:data:`~medgan.io.nifti.SIDECAR_SOURCE_KEY`)
+    when a valid digest is recorded.
+    """
     out: dict[str, Any] = {}
+    if layout is None:
+        return out
     for key, (_, marker) in _RECORDS.items():
-        text = getattr(layout, key, None) if layout is not None else None
+        text = getattr(layout, key, None)
         if not text:
             continue
         try:
@@ -299,6 +369,15 @@ def records_of(layout: SeriesLayout | None) -> dict[str, Any]:
             continue
         if isinstance(record, dict) and marker in record:
             out[key] = drop_dicom_fields(record, where=f"DICOM private {key} record")
+    if layout.label_map:
+        out["modality"] = "SEG"  # what the writer could not put in a Secondary Capture's Modality
+    if layout.labels:
+        try:
+            out["labels"] = check_label_names(json.loads(layout.labels))
+        except (ValueError, RecursionError):  # not JSON, or not a label table: the names are left out
+            pass
+    if is_series_digest(layout.source_series):
+        out[SIDECAR_SOURCE_KEY] = layout.source_series
     return out
 
 

@@ -13,16 +13,22 @@ Slice ``k`` of the scan is the file with InstanceNumber ``k + 1``, whichever way
 sort slices along the image-plane normal, so a scan whose affine has a negative determinant (slice axis against
 the normal, e.g. FSL's LAS) reads back with its slices in the other order unless the reader knows better: a private
 block (:mod:`medgan.io.dicom_private`) records the slice direction and whether the series is a volume or one 2-D
-image (and the scan's ``meta["medgan"]``, ``meta["degradation"]`` and ``meta["interpolation"]``, as JSON), and
-:func:`medgan.load_scan` honours it, so ``load_scan(save_scan(x, folder))`` has x's shape, affine and
-voxel order. (Other readers give the same world geometry with a right-handed voxel order.)
+image (and the scan's ``meta["medgan"]``, ``meta["degradation"]`` and ``meta["interpolation"]``, as JSON; whether it
+is a label map and its label names; the digest of the DICOM series it comes from), and :func:`medgan.load_scan`
+honours it, so ``load_scan(save_scan(x, folder))`` has x's shape, affine and voxel order, and a label map stays one.
+(Other readers give the same world geometry with a right-handed voxel order.)
+
+Values: 16-bit pixels with RescaleSlope/Intercept (:func:`choose_rescale`). Whole numbers spanning at most 65536
+values are stored exactly; others are quantised to the slope's step, with a warning when they were whole numbers (a
+count, an ID). A label map that would be quantised is refused (NIfTI keeps it exactly).
 
 What the series is: a model's output says its task and model in the DerivationDescription (``meta["medgan"]``); a
 scan made by :func:`medgan.degrade` or :func:`medgan.interpolate` says so there (method, factor, noise) and in its
 SeriesDescription (``SIMULATED LOW-RES ...``, ``INTERPOLATED ...``); anything else is a ``conversion``.
 
 Text: when any text written (patient and study values from the reference, the DerivationDescription with its
-model name, ``description=``) is not ASCII, SpecificCharacterSet is ``ISO_IR 192`` (UTF-8).
+model name, ``description=``) is not ASCII, SpecificCharacterSet is ``ISO_IR 192`` (UTF-8). The text medgan derives
+(SeriesDescription, LO; DerivationDescription, ST) is cut to its VR's length in UTF-8 bytes, on a character boundary.
 """
 
 from __future__ import annotations
@@ -48,10 +54,18 @@ from medgan._version import __version__
 from medgan.errors import MedganError
 from medgan.io.atomic import atomic_directory
 from medgan.io.dicom_frames import read_dicom_file
-from medgan.io.dicom_private import SeriesLayout, add_series_layout, provenance_json, record_json, series_layout
+from medgan.io.dicom_private import (
+    SeriesLayout,
+    add_series_layout,
+    label_map_json,
+    provenance_json,
+    record_json,
+    series_layout,
+    source_series_text,
+)
 from medgan.io.discover import NON_IMAGE_MODALITIES, ScanRef
 from medgan.io.nifti import series_digest, source_series_digest
-from medgan.io.scan import LPS_TO_RAS, affine_4x4, scan_array
+from medgan.io.scan import LPS_TO_RAS, affine_4x4, label_map_reason, scan_array
 
 __all__ = [
     "write_dicom_series",
@@ -79,6 +93,9 @@ PATIENT_STUDY_FIELDS = ("PatientAge", "PatientSize", "PatientWeight")
 _IMPLEMENTATION_UID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
 _PAIRED_BODY_PARTS = {"BREAST", "KNEE", "HAND", "FOOT", "ELBOW", "SHOULDER", "HIP", "ANKLE", "WRIST", "EYE", "EAR"}
 _TOL = 1e-4  # tolerance on direction cosines (unit vectors)
+#: DICOM's limits, in bytes of the encoded value: LO (SeriesDescription) and ST (DerivationDescription)
+_LO_BYTES = 64
+_ST_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -136,9 +153,10 @@ def choose_rescale(values: np.ndarray) -> tuple[np.dtype, float, float]:
     Integer-valued data that fit int16 or uint16 are stored exactly (slope 1,
     intercept 0); so are integer-valued data whose range spans at most 65535 elsewhere
     (uint16, slope 1, the minimum as intercept, e.g. -1827..38976). Otherwise the value
-    range is mapped linearly onto int16; the slope and intercept are the values exactly
-    as written in the header (DS strings, 16 characters at most), so readers recover the
-    same numbers.
+    range is mapped linearly onto int16 (whole numbers spanning more than 65536 values too:
+    they are quantised, and :func:`write_dicom_series` warns, or refuses a label map); the
+    slope and intercept are the values exactly as written in the header (DS strings, 16
+    characters at most), so readers recover the same numbers.
 
     Returns
     -------
@@ -291,9 +309,10 @@ def write_dicom_series(
     Raises
     ------
     MedganError
-        A scan DICOM cannot hold (several channels, NaN, a sheared affine), a ``reference`` that is neither a
-        loaded scan nor a DICOM file or series, a non-empty ``folder`` without ``overwrite``, or a ``folder``
-        holding files medgan did not write (named in the message), with or without ``overwrite``.
+        A scan DICOM cannot hold (several channels, NaN, a sheared affine, a label map whose values 16-bit pixels
+        would change), a ``reference`` that is neither a loaded scan nor a DICOM file or series, a non-empty
+        ``folder`` without ``overwrite``, or a ``folder`` holding files medgan did not write (named in the
+        message), with or without ``overwrite``.
     """
     folder = Path(folder)
     data = scan_array(scan)
@@ -322,6 +341,7 @@ def write_dicom_series(
         )
 
     meta = dict(getattr(scan, "meta", {}) or {})
+    _check_exact(folder, vol, stored, slope, intercept, label_map_reason(meta))
     ref_meta = _reference_meta(reference)
     ref_dicom = {k: v for k, v in dict(ref_meta.get("dicom") or {}).items() if v is not None}
     base = _base_dataset(meta, ref_meta, ref_dicom, description)
@@ -332,6 +352,9 @@ def write_dicom_series(
         provenance=provenance_json(meta),
         degradation=record_json(meta, "degradation"),
         interpolation=record_json(meta, "interpolation"),
+        label_map=label_map_reason(meta) is not None,
+        labels=label_map_json(meta),
+        source_series=source_series_text(meta),
     )
     add_series_layout(base, layout)
     vmin, vmax = float(vol.min()), float(vol.max())
@@ -496,6 +519,53 @@ def remove_medgan_series(folder: str | os.PathLike[str]) -> list[str]:
     return []
 
 
+def _check_exact(
+    folder: Path, vol: np.ndarray, stored: np.ndarray, slope: float, intercept: float, label_map: str | None
+) -> None:
+    """Refuse a label map, and warn for other whole-number data, that the stored pixels do not give back exactly.
+
+    16-bit pixels hold 65536 values; whole numbers spanning more (a count, an ID, labels 0, 2 and 100000) are
+    quantised by :func:`choose_rescale` like any float image: labels 0/2/100000 came back as 0/2.47/100000, with
+    nothing said. Fractions are expected from a float image, not from whole numbers, and never from a label map.
+    The test is what a reader computes (stored x slope + intercept, float64), one slice at a time.
+    """
+    whole = bool(np.all(vol == np.round(vol)))
+    if not (whole or label_map):
+        return
+    err = max(
+        float(np.max(np.abs(stored[:, :, k] * np.float64(slope) + intercept - vol[:, :, k]), initial=0.0))
+        for k in range(vol.shape[2])
+    )
+    if err == 0.0:
+        return
+    vmin, vmax = float(vol.min()), float(vol.max())
+    what = f"whole numbers spanning {vmin:.17g}..{vmax:.17g}" if whole else "values that are not whole numbers"
+    if label_map:
+        raise MedganError(
+            f"{folder}: the scan is a label map ({label_map}) holding {what}, which 16-bit DICOM pixels cannot store "
+            f"exactly (its labels would change by up to {err:.3g}); write NIfTI (.nii.gz) instead, or renumber the "
+            "labels to whole numbers within a span of 65536"
+        )
+    logger.warning(
+        "%s: the scan holds %s, more than 16-bit DICOM pixels hold exactly (65536 values); they are quantised to "
+        "RescaleSlope %s (values change by up to %.3g); write NIfTI (.nii.gz) to keep them exactly",
+        folder,
+        what,
+        _ds(slope),
+        err,
+    )
+
+
+def _fit_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (the encoding of every non-ASCII series medgan writes, and
+    ASCII's too), on a character boundary. DICOM's value lengths count bytes: a 59-byte Japanese SeriesDescription
+    plus `` medgan`` is 28 characters but 66 bytes, over LO's 64."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")  # "ignore" drops only the character cut in two
+
+
 def _reference_meta(reference: Any) -> dict[str, Any]:
     """The ``meta`` of ``reference``: a loaded scan, or the DICOM file, series folder or ScanRef it names (loaded).
 
@@ -563,7 +633,7 @@ def _base_dataset(
     now = _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds = Dataset()
-    derivation = (description or derivation_text(meta))[:1024]
+    derivation = _fit_bytes(description or derivation_text(meta), _ST_BYTES)
     # Every text this dataset can hold comes from the reference's values or the derivation text (model name,
     # description=); any non-ASCII character needs UTF-8, else pydicom writes it as "?".
     values = [str(v) for v in ref_dicom.values()] + [derivation]
@@ -595,7 +665,9 @@ def _base_dataset(
     # General Series module
     candidates = (meta.get("modality"), ref_meta.get("modality"), ref_dicom.get("Modality"))
     ds.Modality = next((str(m) for m in candidates if _is_modality_code(m)), "OT")
-    if ds.Modality in NON_IMAGE_MODALITIES:  # a label map's SEG: a Secondary Capture image is no DICOM-SEG object
+    # a label map's SEG: a Secondary Capture image is no DICOM-SEG object, and a label map is no MR or CT image
+    # either; the private block says it is a label map (read back as modality SEG)
+    if ds.Modality in NON_IMAGE_MODALITIES or label_map_reason(meta) is not None:
         ds.Modality = "OT"
     ds.SeriesInstanceUID = generate_uid()
     try:
@@ -673,11 +745,12 @@ def _record_step(key: str, record: dict[str, Any]) -> str:
 
 
 def series_description(meta: dict[str, Any], source: str) -> str:
-    """SeriesDescription (LO, at most 64 characters) of a derived series whose source series was ``source``.
+    """SeriesDescription (LO, at most 64 bytes in UTF-8) of a derived series whose source series was ``source``.
 
     A model's output (``meta["medgan"]``) or a conversion: ``"<source> medgan"`` (``"medgan derived"`` without
     one; ``"<source> medgan synthetic"`` / ``"medgan synthetic"`` for synthetic images). A scan made by :func:`medgan.degrade` or :func:`medgan.interpolate` (and no model) starts with what it
-    is, e.g. ``"SIMULATED LOW-RES <source> medgan"``, the source shortened so the prefix and tag always fit.
+    is, e.g. ``"SIMULATED LOW-RES <source> medgan"``, the source shortened so the prefix and tag always fit (by
+    its UTF-8 bytes, on a character boundary: the tag and prefix are ASCII).
     """
     prov = meta.get("medgan")
     records = [] if isinstance(prov, dict) else _records(meta)
@@ -693,11 +766,11 @@ def series_description(meta: dict[str, Any], source: str) -> str:
     if not records:
         if not source:
             return "medgan synthetic" if tag != "medgan" else "medgan derived"
-        return f"{source[: 64 - len(tag) - 1].strip()} {tag}"
+        return f"{_fit_bytes(source, _LO_BYTES - len(tag) - 1).strip()} {tag}"
     prefix = " ".join(_RECORD_LABELS[key][0] for key, _ in records)
-    room = 64 - len(prefix) - len(" medgan") - 1
-    source = source[:room].strip() if room > 0 else ""
-    return " ".join(p for p in (prefix, source, "medgan") if p)[:64]
+    room = _LO_BYTES - len(prefix) - len(" medgan") - 1
+    source = _fit_bytes(source, room).strip() if room > 0 else ""
+    return _fit_bytes(" ".join(p for p in (prefix, source, "medgan") if p), _LO_BYTES)
 
 
 def derivation_text(meta: dict[str, Any]) -> str:
