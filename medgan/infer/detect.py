@@ -98,7 +98,8 @@ class SyntheticDetector:
     checkpoint
         A verified detector checkpoint (``model.arch`` ``"slice_cnn"``).
     device
-        ``"cpu"``, ``"cuda"``; default CUDA when available.
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``, an integer N (CUDA device N), or a ``torch.device``; default CUDA when
+        available.
 
     Attributes
     ----------
@@ -109,7 +110,7 @@ class SyntheticDetector:
         sha256 of the checkpoint file.
     """
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device | None = None) -> None:
+    def __init__(self, checkpoint: Checkpoint, *, device: str | int | torch.device | None = None) -> None:
         task = model_task(checkpoint.path, checkpoint.metadata)  # by the arch (load_checkpoint checks a stored task)
         if task != "synthetic-detection":
             arch = checkpoint.metadata["model"].get("arch")
@@ -139,7 +140,9 @@ class SyntheticDetector:
         self.min_slice_shape: tuple[int, ...] = tuple(max(1, n // 2) for n in self.training_shape)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> SyntheticDetector:
+    def from_file(
+        cls, path: str | os.PathLike[str], *, device: str | int | torch.device | None = None
+    ) -> SyntheticDetector:
         """Load a detector checkpoint written by :func:`train_detector`."""
         return cls(load_checkpoint(path), device=device)
 
@@ -168,7 +171,7 @@ def train_detector(
     augment: bool = True,
     val_fraction: float = 0.0,
     seed: int = 0,
-    device: str | torch.device | None = None,
+    device: str | int | torch.device | None = None,
     name: str = "synthetic-detector",
     command: str | None = None,
 ) -> Checkpoint:
@@ -446,7 +449,7 @@ def detect_synthetic(
     detector: SyntheticDetector | Checkpoint | str | os.PathLike[str] | None = None,
     axis: int = 2,
     max_slices: int = 32,
-    device: str | torch.device | None = None,
+    device: str | int | torch.device | None = None,
 ) -> float:
     """Score in [0, 1] of how likely ``scan`` came from a medgan generator (mean over its slices).
 
