@@ -4,7 +4,10 @@
   refused for mixing them;
 * a scout image in the series is an unusable "localizer (scout)", never a usable 2-D scan of its own;
 * two folders that each hold an overlapping part of the series (slices 1-3 and 2-4) are fragments, not copies: the
-  series stays one unusable scan rather than two partial volumes.
+  series stays one unusable scan rather than two partial volumes;
+* magnitude and phase images under one SeriesInstanceUID (ImageType ``...\\M\\...`` and ``...\\P\\...``), or
+  the series sent again under another SeriesNumber, are two scans, not one scan of two "volumes" (a real GE EPI
+  volume of the shared corpus, copied).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from conftest import SAMPLE_DATA, require_shared
 from pydicom.uid import generate_uid
 
 import medgan
+from medgan.errors import AmbiguousSeriesError, SeriesGeometryError
+from medgan.io.dicom_read import plan_dicom_series, read_dicom_header
 
 SERIES = SAMPLE_DATA / "dicom" / "dicom2nifti_hitachi_anatomical_001"
+#: one volume (15 slices of 64x64) of a real GE EPI series
+GE_EPI = "dcm_qa_nih_ge_epi_interleaved_i_to_s"
 
 
 def _new_instance(ds: pydicom.Dataset) -> None:
@@ -119,3 +126,84 @@ def test_two_multi_frame_files_of_one_series_are_two_scans(tmp_path: Path) -> No
 
     assert [(r.kind, r.usable, len(r.paths)) for r in refs] == [("dicom-file", True, 1), ("dicom-file", True, 1)]
     assert refs[0].shape == refs[1].shape == (1, 256, 256, 8)
+
+
+def _phase(ds: pydicom.Dataset) -> None:
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "P", "ND"]  # Siemens' phase image; the GE originals name no component
+
+
+def _magnitude_and_phase(ds: pydicom.Dataset) -> None:
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+
+
+def _sent_again(ds: pydicom.Dataset) -> None:
+    ds.SeriesNumber = 99
+
+
+def _with_second_images(tmp_path: Path, change, *, first=None) -> list[Path]:
+    """The first GE volume as ``m<i>.dcm`` (changed by ``first``) and, beside it, its images changed by ``change``
+    with new SOPInstanceUIDs, later InstanceNumbers and other pixels as ``p<i>.dcm``, all one SeriesInstanceUID."""
+    sources = sorted((require_shared() / GE_EPI / "input").glob("*.dcm"))[:15]
+    for i, path in enumerate(sources):
+        ds = pydicom.dcmread(path)
+        if first is not None:
+            first(ds)
+        ds.save_as(tmp_path / f"m{i:02d}.dcm")
+        _new_instance(ds)
+        ds.InstanceNumber = int(ds.InstanceNumber) + len(sources)
+        change(ds)
+        pixels = ds.pixel_array
+        ds.PixelData = (pixels.max() - pixels).astype(pixels.dtype).tobytes()
+        ds.save_as(tmp_path / f"p{i:02d}.dcm")
+    return sources
+
+
+@pytest.mark.parametrize(
+    ("change", "first", "word"),
+    [
+        (_phase, None, "complex component"),
+        (_phase, _magnitude_and_phase, "complex component"),
+        (_sent_again, None, "series number"),
+    ],
+)
+def test_phase_images_or_a_resend_in_the_series_are_scans_of_their_own(tmp_path: Path, change, first, word) -> None:
+    # they were one usable scan of shape (2, 64, 64, 15): magnitude and phase stacked as two time points
+    sources = _with_second_images(tmp_path, change, first=first)
+
+    refs = medgan.discover_scans(tmp_path)
+
+    assert [(r.usable, r.shape) for r in refs] == [(True, (1, 64, 64, 15))] * 2, [(r.shape, r.reason) for r in refs]
+    assert refs[0].series_uid == refs[1].series_uid and refs[0].id != refs[1].id
+    assert all(word in (r.note or "") for r in refs)
+    assert [sorted({p.name[0] for p in r.paths}) for r in refs] == [["m"], ["p"]]
+    with pytest.raises(AmbiguousSeriesError, match="holds 2 usable series"):
+        medgan.load_scan(tmp_path)
+    magnitude, second = (medgan.load_scan(tmp_path, series=r.id) for r in refs)
+    assert magnitude.shape == second.shape == (1, 64, 64, 15)
+    # each holds its own images only: the copies hold (max - value), the originals were not stacked with them
+    assert len(sources) == 15 and not np.array_equal(magnitude.numpy(), second.numpy())
+
+
+def test_the_planner_refuses_magnitude_and_phase_as_one_volume(tmp_path: Path) -> None:
+    # the planner's other callers (a file list, an enhanced file whose frames mix them) get no two-"volume" scan
+    _with_second_images(tmp_path, _phase, first=_magnitude_and_phase)
+    headers = [read_dicom_header(p) for p in sorted(tmp_path.iterdir())]
+
+    with pytest.raises(SeriesGeometryError, match=r"mixes magnitude \(e\.g\. m00\.dcm\), phase \(e\.g\. p00\.dcm\)"):
+        plan_dicom_series(headers, source=tmp_path)
+    assert plan_dicom_series(headers[:15], source=tmp_path).shape == (1, 64, 64, 15)
+
+
+def test_copies_numbered_anew_in_folders_of_their_own_stay_split_by_folder(tmp_path: Path) -> None:
+    # dcm_qa_ts: one Siemens mosaic converted to other transfer syntaxes, each under a SeriesNumber of its own, in a
+    # folder of its own: split by folder as before (same ids), not by SeriesNumber, which splits only within a folder
+    corpus = require_shared()
+    for name in ("dcm_qa_ts_1_explicit_vr_le", "dcm_qa_ts_2_implicit_vr_le"):
+        (tmp_path / name).mkdir()
+        for path in (corpus / name / "input").iterdir():
+            (tmp_path / name / path.name).write_bytes(path.read_bytes())
+
+    refs = medgan.discover_scans(tmp_path)
+
+    assert [r.usable for r in refs] == [True, True] and all("split by folder" in (r.note or "") for r in refs)
+    assert [r.id for r in refs] == ["ax_asc_35sl-2261b4f9", "ax_asc_35sl-fd3dde95"]  # the ids they had before

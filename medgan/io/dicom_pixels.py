@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # torch / MONAI take seconds to import; make_scan loads them 
 
     from medgan.io.dicom_read import DicomSeriesPlan
 
-__all__ = ["read_dicom_series", "check_total"]
+__all__ = ["read_dicom_series", "check_total", "check_transfer_syntax"]
 
 _INSTALL_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 
@@ -52,16 +52,37 @@ def check_total(source: str, shape: tuple[int, ...]) -> None:
         raise ScanReadError(f"{source}: absurd series size {shape} ({total} voxels); refusing to allocate it")
 
 
-def _check_syntax(path: str, syntax: Any) -> None:
-    """Refuse a transfer syntax that is unknown or has no installed decoder (before any pixel is read)."""
+def check_transfer_syntax(path: str, syntax: Any) -> None:
+    """Refuse a transfer syntax that is unknown or has no installed decoder, from the header alone (no pixel read).
+
+    Run before any pixel is decoded, and by :func:`medgan.discover_scans` on each series it finds, so that a scan
+    which cannot be decoded here is listed as unusable (with this message) rather than failing when loaded.
+
+    Parameters
+    ----------
+    path
+        The file, named in the message.
+    syntax
+        Its TransferSyntaxUID (``None``: nothing to check).
+
+    Raises
+    ------
+    MissingDecoderError
+        No decoder for a compressed syntax (none exists in Python, or it is not installed).
+    ScanReadError
+        A UID that pydicom does not know as a transfer syntax.
+    """
     if syntax is None:
         return
     syntax = pydicom.uid.UID(str(syntax))
     if not syntax.is_transfer_syntax:
-        # pydicom's UID.is_compressed raises a bare ValueError for a UID that is not a known transfer syntax
+        # pydicom's UID.is_compressed raises a bare ValueError for a UID that is not a known transfer syntax. A
+        # standard one added to DICOM after this pydicom was released (JPEG XL, 1.2.840.10008.1.2.4.110, is unknown
+        # to pydicom 3.0) is as unknown as a damaged or private one: both are named, the first with its remedy.
         raise ScanReadError(
-            f"{path}: TransferSyntaxUID {str(syntax)[:64]!r} is not a known transfer syntax (damaged or private file "
-            "meta header); its pixel data cannot be decoded"
+            f"{path}: TransferSyntaxUID {str(syntax)[:64]!r} is not a known transfer syntax in pydicom "
+            f"{pydicom.__version__}: a syntax newer than this pydicom (update it: pip install -U pydicom), or a damaged "
+            "or private file meta header; its pixel data cannot be decoded"
         )
     if syntax.is_compressed:
         from pydicom.pixels.decoders.base import get_decoder
@@ -95,9 +116,9 @@ def _decoder_plugins(syntax: Any) -> tuple[list[str], list[str]]:
 def _decode_errors(path: str, syntax: Any, exc: Exception) -> ScanReadError:
     """The error for pixel data that pydicom's decoder failed on (``exc``).
 
-    Both callers have run :func:`_check_syntax`, so a decoder for the syntax is installed: a plugin failure is the
-    data's (corrupt, or encoded otherwise than the declared syntax), not a missing decoder, which the message said
-    before ("install pylibjpeg", with pylibjpeg installed). Decoders that are not installed are named, as one of
+    Both callers have run :func:`check_transfer_syntax`, so a decoder for the syntax is installed: a plugin failure
+    is the data's (corrupt, or encoded otherwise than the declared syntax), not a missing decoder, which the message
+    said before ("install pylibjpeg", with pylibjpeg installed). Decoders that are not installed are named, as one of
     them may read what the installed ones cannot (pillow reads no 12-bit JPEG).
     """
     if isinstance(exc, RuntimeError | NotImplementedError):
@@ -130,7 +151,7 @@ def _decode_direct(info: FileInfo) -> np.ndarray | None:
     from pydicom.pixels.decoders.base import get_decoder
 
     opts = dict(src.options)
-    _check_syntax(info.path, src.transfer_syntax)
+    check_transfer_syntax(info.path, src.transfer_syntax)
     with open(info.path, "rb") as fh:
         fh.seek(src.offset - src.header_bytes)
         head = fh.read(4)
@@ -236,7 +257,7 @@ def _decode_full(info: FileInfo) -> np.ndarray:
     if (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)) != (info.rows, info.columns):
         raise ScanReadError(f"{path}: changed on disk since its header was read")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    _check_syntax(path, syntax)
+    check_transfer_syntax(path, syntax)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -47,7 +47,7 @@ import struct
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise, product
 from pathlib import Path
@@ -62,7 +62,7 @@ from medgan.io.dicom_frames import FileInfo, file_signature, frame_table, quiet_
 from medgan.io.dicom_pixels import check_total, read_dicom_series  # the pixel stage; re-exported
 from medgan.io.dicom_private import provenance_of, records_of, series_layout
 from medgan.io.dicom_values import header_value
-from medgan.io.scan import LPS_TO_RAS, spacing_from_affine
+from medgan.io.scan import LPS_TO_RAS, spacing_from_affine, warn_once
 
 if TYPE_CHECKING:  # torch / MONAI take seconds to import; make_scan loads them only when a scan is built
     from monai.data import MetaTensor
@@ -76,6 +76,7 @@ __all__ = [
     "read_dicom_series",
     "load_dicom",
     "remember_plan",
+    "complex_component",
     "DICOM_META_KEYS",
 ]
 
@@ -126,6 +127,12 @@ _SPACING_TOL_MM = 1e-3
 _ORTHOGONAL_COS = 1e-2
 #: |cosine| above which the row and column directions are orthonormalised: float rounding of exact text stays far below
 _ORTHONORMALISE_COS = 1e-9
+#: |cosine| above which orthonormalising is a WARNING, not a DEBUG note. Rounding each of the six values of the
+#: header's text to 3 decimals (the coarsest scanners write) moves the cosine by at most sum(|r_i| + |c_i|) * 5e-4,
+#: about 1.7e-3 for oblique unit vectors (typically under 1e-3); 4 or more decimals stay below 2e-4. A larger cosine
+#: is not that rounding: the directions were written inconsistently, and the orthonormalised affine moves the image's
+#: far edge by cosine / 2 * its extent (0.36 mm for 3e-3 over 240 mm), so other tools may place it elsewhere.
+_WARN_ORTHOGONAL_COS = 2e-3
 #: In-plane drift of slice positions allowed, in mm plus a fraction of the through-plane distance (~0.06 degree).
 _SHEAR_ABS_MM = 0.02
 _SHEAR_REL = 1e-3
@@ -379,13 +386,116 @@ def _check_uniform(source: str, table, valid: np.ndarray) -> tuple[np.ndarray, n
         # pair (polar decomposition) moves both directions by half the error, so neither is favoured.
         u, _, vt = np.linalg.svd(np.column_stack([row_dir, col_dir]), full_matrices=False)
         row_dir, col_dir = (u @ vt).T
-        logger.debug(
-            "%s: ImageOrientationPatient row and column directions are %.2g degrees off perpendicular (header "
-            "rounding); orthonormalised",
-            source,
-            abs(90.0 - math.degrees(math.acos(min(cosine, 1.0)))),
-        )
+        degrees = abs(90.0 - math.degrees(math.acos(min(cosine, 1.0))))
+        if cosine > _WARN_ORTHOGONAL_COS:  # more than the header's rounding explains (see _WARN_ORTHOGONAL_COS)
+            info = table.files[table.file_index[planes[0]]]
+            extent = max(info.tile_rows * float(spacings[0][0]), info.tile_columns * float(spacings[0][1]))
+            warn_once(
+                logger,
+                ("orthonormalised", source),
+                "%s: ImageOrientationPatient row and column directions are %.2f degrees off perpendicular, more than "
+                "the rounding of its text explains; orthonormalised, which moves the far edge of the image by up to "
+                "%.2f mm (other tools may place it differently)",
+                source,
+                degrees,
+                cosine / 2 * extent,
+            )
+        else:
+            logger.debug(
+                "%s: ImageOrientationPatient row and column directions are %.2g degrees off perpendicular (header "
+                "rounding); orthonormalised",
+                source,
+                degrees,
+            )
     return row_dir, col_dir, (float(spacings[0][0]), float(spacings[0][1]))
+
+
+#: ImageType values (the third on) and ComplexImageComponent terms that say which complex component of an MR signal
+#: an image holds, as the letter Siemens and Philips write in ImageType (``ORIGINAL\PRIMARY\P\ND``,
+#: ``ORIGINAL\PRIMARY\PHASE MAP\P\FFE``). dcm2niix reads the same words and writes each component apart.
+_COMPLEX_TERMS = {
+    "M": "M",
+    "MAGNITUDE": "M",
+    "P": "P",
+    "PHASE": "P",
+    "PHASE MAP": "P",
+    "R": "R",
+    "REAL": "R",
+    "I": "I",
+    "IMAGINARY": "I",
+}
+#: the components' names in messages
+COMPLEX_NAMES = {"M": "magnitude", "P": "phase", "R": "real", "I": "imaginary"}
+
+
+def complex_component(ds: pydicom.Dataset, frame: int | None = None) -> str:
+    """Which complex component of the MR signal an image holds: ``"M"`` (magnitude), ``"P"`` (phase), ``"R"`` (real),
+    ``"I"`` (imaginary), or ``""`` when its header does not say.
+
+    Magnitude and phase images of one acquisition often share a SeriesInstanceUID (Philips field maps, Siemens
+    phase reconstructions sent together), one slice position each; stacked, they made one scan of two "volumes".
+    Read from an enhanced frame's MR Image Frame Type (``frame``, 0-based; per-frame, else shared), else the file's
+    ComplexImageComponent (unless ``MIXED``), else its ImageType (the third value on). Header only, never raises.
+
+    Parameters
+    ----------
+    ds
+        A header (:func:`read_dicom_header`).
+    frame
+        A frame of a multi-frame file, or ``None`` for the file as a whole.
+
+    Returns
+    -------
+    str
+    """
+    try:
+        values: list[Any] = []
+        if frame is not None:
+            for name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+                groups = ds.get(name)
+                item = groups[frame if name.startswith("Per") else 0] if groups and frame < len(groups) else None
+                frame_type = item.get("MRImageFrameTypeSequence") if item is not None else None
+                if frame_type:
+                    values.append(header_value(frame_type[0], "ComplexImageComponent", text=True))
+        values.append(header_value(ds, "ComplexImageComponent", text=True))
+        image_type = header_value(ds, "ImageType", text=True) or []
+        if isinstance(image_type, str):
+            image_type = image_type.split("\\")
+        values.extend(list(image_type)[2:])
+        for value in values:
+            found = _COMPLEX_TERMS.get(str(value or "").strip().upper())
+            if found is not None:
+                return found
+    except Exception:  # a damaged value or sequence: the component is unknown, as when absent
+        return ""
+    return ""
+
+
+def _check_one_component(source: str, headers: list[pydicom.Dataset], table: Any) -> None:
+    """Refuse planes that hold different complex components (magnitude and phase, say): not one volume.
+
+    Discovery splits such a series by component; this guards the planner's other callers, and an enhanced file whose
+    frames mix them (dcm2niix writes each component apart). Planes that do not say are not counted."""
+    found: dict[str, int] = {}  # component -> its first plane
+    seen: set[tuple[int, int]] = set()  # (file, frame): a mosaic's tiles share their file's component
+    for i, (file_no, frame) in enumerate(zip(table.file_index, table.frame_index, strict=True)):
+        if (file_no, frame) in seen:
+            continue
+        seen.add((file_no, frame))
+        multi = table.files[file_no].n_frames > 1
+        found.setdefault(complex_component(headers[file_no], frame if multi else None), i)
+    found.pop("", None)
+    if len(found) > 1:
+        listed = ", ".join(
+            f"{COMPLEX_NAMES[c]} (e.g. {os.path.basename(str(table.files[table.file_index[i]].path))}"
+            + (f" frame {table.frame_index[i] + 1})" if table.files[table.file_index[i]].n_frames > 1 else ")")
+            for c, i in found.items()
+        )
+        raise _geometry_error(
+            source,
+            f"mixes {listed} images (ImageType / ComplexImageComponent); each is a volume of its own: load one "
+            "component at a time (the series must be split by component first)",
+        )
 
 
 def _slots(proj: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -396,22 +506,50 @@ def _slots(proj: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     return order, slot
 
 
-def _check_shear(positions: np.ndarray, normal: np.ndarray, scale: float, slack: float = 0.0) -> list[str]:
+def _check_shear(
+    positions: np.ndarray,
+    normal: np.ndarray,
+    scale: float,
+    slack: float = 0.0,
+    label: Callable[[int], str] | None = None,
+) -> list[str]:
     """Problems of slice positions that drift within the image plane; ``slack`` (mm) is the drift their rounding
-    can make (:func:`_position_slack`)."""
+    can make (:func:`_position_slack`); ``label(k)`` names plane ``k`` of ``positions`` (its slice and file)."""
     offsets = positions - positions[0]
     through = offsets @ normal
-    in_plane = np.linalg.norm(offsets - np.outer(through, normal), axis=1)
+    drift = offsets - np.outer(through, normal)
+    in_plane = np.linalg.norm(drift, axis=1)
     bad = in_plane > _SHEAR_ABS_MM * scale + _SHEAR_REL * np.abs(through) + slack
     if not bad.any():
         return []
+    # One plane off the in-plane position that all the others share is a displaced slice (an edited or corrupt
+    # position), not a tilt, whose drift grows along the normal: the message said "about 6.7 degrees" of tilt.
+    off = np.linalg.norm(drift - np.median(drift, axis=0), axis=1)
+    outliers = np.flatnonzero(off > _SHEAR_ABS_MM * scale + _SHEAR_REL * float(np.ptp(through)) + slack)
+    if len(positions) >= 3 and outliers.size == 1:
+        k = int(outliers[0])
+        which = label(k) if label is not None else f"plane {k}"
+        return [
+            f"a slice displaced within the image plane: {which} lies {off[k]:.2f} mm off the in-plane position "
+            "that the other slices share (slices counted from 0 along the slice normal); the slices are not stacked "
+            "perpendicular to the image plane"
+        ]
     k = int(np.argmax(in_plane - _SHEAR_REL * np.abs(through)))
     angle = float(np.degrees(np.arctan2(in_plane[k], abs(through[k]))))
+    where = f"; the most at {label(k)}" if label is not None else ""
     return [
         f"gantry tilt / sheared grid: slice positions drift {in_plane[k]:.2f} mm within the image plane over "
-        f"{abs(through[k]):.2f} mm along the slice normal (about {angle:.1f} degrees); the slices are not stacked "
-        "perpendicular to the image plane"
+        f"{abs(through[k]):.2f} mm along the slice normal (about {angle:.1f} degrees{where}); the slices are not "
+        "stacked perpendicular to the image plane"
     ]
+
+
+def _plane_label(table: Any, plane: int, z: int) -> str:
+    """``slice <z> (<file name>[ frame <n>])`` for messages: names only (a folder may be named after the patient)."""
+    info = table.files[table.file_index[plane]]
+    name = os.path.basename(str(info.path))
+    frame = f" frame {table.frame_index[plane] + 1}" if info.n_frames > 1 else ""
+    return f"slice {z} ({name}{frame})"
 
 
 def _mm(value: float) -> str:
@@ -725,6 +863,7 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         )
 
     row_dir, col_dir, (row_spacing, col_spacing) = _check_uniform(source, table, valid)
+    _check_one_component(source, headers, table)
     scale = min(1.0, row_spacing / _TOLERANCE_PIXEL_MM, col_spacing / _TOLERANCE_PIXEL_MM)
     echoes = sorted({e for e in table.echo}, key=str)
     if len(echoes) > 1:
@@ -783,7 +922,9 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
         grid_idx[z] = members
     slot_positions = positions[grid_idx[:, 0]]
     step_slack, drift_slack = _position_slack(headers, table, normal, grid_idx[:, 0], slot_positions @ normal, scale)
-    problems = _check_shear(positions[order], normal, scale, drift_slack)
+    problems = _check_shear(
+        positions[order], normal, scale, drift_slack, lambda k: _plane_label(table, int(order[k]), int(slot[k]))
+    )
     problems += _check_steps(slot_positions @ normal, scale, step_slack)
     if problems:
         raise _geometry_error(source, "; ".join(problems))

@@ -2,7 +2,8 @@
 
 One walk, one header read per file, no pixel decoded. DICOM files are grouped by
 SeriesInstanceUID and a group is split where its members disagree in geometry (a localizer,
-a second orientation, another matrix or pixel spacing, another echo); each group is then
+a second orientation, another matrix or pixel spacing, another echo), in complex component (magnitude, phase,
+real, imaginary) or, within one folder, in SeriesNumber (a resend beside the series); each group is then
 validated by the header-only series planner (:func:`medgan.io.dicom_read.plan_dicom_series`),
 whose refusal (gap, tilt, duplicate positions, ...) becomes the ScanRef's ``reason``.
 
@@ -440,6 +441,8 @@ def non_image_reason(ds: Any) -> str | None:
 
 
 _NO_PIXELS = "not an image: no pixel data"
+#: The reason of a localizer's (scout's) ScanRef: a scout beside its series is no part of the volume.
+LOCALIZER_REASON = "localizer (scout)"
 
 
 def _is_localizer(ds: Any) -> bool:
@@ -458,7 +461,14 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
 
 
 def _geometry_key(ds: Any) -> tuple:
-    """What must agree between the files of one volume (orientation is clustered separately)."""
+    """What must agree between the files of one volume (orientation is clustered separately).
+
+    The last two items (complex component, SeriesNumber) came later: the first :data:`_HASHED_KEY` items are what
+    every scan's id hashes, so that the ids of series these do not split stay as they were (:func:`_key_text`). The
+    SeriesNumber splits a series only where one folder holds several of them (:func:`_group_dicom`).
+    """
+    from medgan.io.dicom_read import complex_component  # imports pydicom: not at import time
+
     frames = header_value(ds, "NumberOfFrames")
     try:
         multi = int(frames or 1) > 1
@@ -481,7 +491,19 @@ def _geometry_key(ds: Any) -> tuple:
         None if spacing is None else tuple(round(v, 3) for v in spacing),
         str(echo_numbers or ""),
         te,
+        # magnitude and phase (real, imaginary) images of one acquisition under one SeriesInstanceUID: each a volume
+        # (dcm2niix writes them apart); stacked by position they made one scan of two "volumes"
+        complex_component(ds),
+        # a series sent again under another SeriesNumber (the UID kept, new SOPInstanceUIDs): two volumes, not one
+        # scan of two (dcm2niix splits by SeriesNumber too)
+        _text(ds, "SeriesNumber"),
     )
+
+
+#: How many leading items of :func:`_geometry_key` every id hashes; the later ones only where they split the series.
+_HASHED_KEY = 7
+#: The item of :func:`_geometry_key` that holds the SeriesNumber (see :func:`_group_dicom`).
+_SERIES_NUMBER = 8
 
 
 @dataclass
@@ -498,14 +520,49 @@ class _Group:
     folder_note: str | None = None
 
 
-def _key_text(key: tuple, orientation: tuple[float, ...] | None) -> str:
-    iop = "" if orientation is None else ",".join(f"{v:.3f}" for v in orientation)
-    return repr((key, iop))
+def _key_text(key: tuple, orientation: tuple[float, ...] | None, siblings: Sequence[_Group] = ()) -> str:
+    """The text of a group's split key that its id hashes: the first :data:`_HASHED_KEY` items, plus each later one
+    (complex component, SeriesNumber) where a group of ``siblings`` (the groups of its series) has the same text
+    but another value of it. Ids given before those items were keyed so stay the same for every series that was
+    split, or not, without them; only the groups they alone tell apart hash them."""
+
+    def base(key: tuple, orientation: tuple[float, ...] | None) -> str:
+        iop = "" if orientation is None else ",".join(f"{v:.3f}" for v in orientation)
+        return repr((key[:_HASHED_KEY], iop))
+
+    text = base(key, orientation)
+    twins = [g.key for g in siblings if len(g.key) == len(key) and base(g.key, g.orientation) == text]
+    for i in range(_HASHED_KEY, len(key)):
+        if any(other[i] != key[i] for other in twins):
+            text += f"|{_SPLIT_FIELDS[i]}={key[i]}"
+    return text
+
+
+def _differs(groups: Sequence[_Group], i: int) -> bool:
+    """Whether ``groups`` (of one series) differ in item ``i`` of their split key. The later items (complex component,
+    SeriesNumber) are compared among the groups that are not localizers: a scout's ImageType names no component, and
+    it must not change the id of the series beside it."""
+    keys = [g.key for g in groups if len(g.key) > i and (i < _HASHED_KEY or g.key[0] != "localizer")]
+    return len({k[i] for k in keys}) > 1
+
+
+#: :func:`_geometry_key`'s items as split notes name them
+_SPLIT_FIELDS = (
+    "localizer",
+    "multi-frame file",
+    "rows",
+    "columns",
+    "pixel spacing",
+    "echo number",
+    "echo time",
+    "complex component (magnitude / phase / real / imaginary)",
+    "series number",
+)
 
 
 def _split_note(groups: list[_Group]) -> str:
-    fields = ("localizer", "multi-frame file", "rows", "columns", "pixel spacing", "echo number", "echo time")
-    differing = [name for i, name in enumerate(fields) if len({g.key[i] for g in groups}) > 1]
+    fields = _SPLIT_FIELDS
+    differing = [name for i, name in enumerate(fields) if _differs(groups, i)]
     if len({g.orientation for g in groups}) > 1:
         differing.insert(0, "orientation")
     what = ", ".join(differing) or "geometry"
@@ -764,6 +821,7 @@ def _group_dicom(
     groups: list[_Group] = []
     bad: list[ScanRef] = []
     index: dict[tuple, list[_Group]] = {}
+    classified = []
     for path, ds in items:
         try:
             uid, key, orientation, non_image = _classify(path, ds)
@@ -778,6 +836,19 @@ def _group_dicom(
             if broken is not None:
                 _note_broken(broken, uid if not uid.startswith("no-series-uid:") else None, path)
             continue
+        classified.append((path, ds, uid, key, orientation, non_image))
+    # A series is split by SeriesNumber only where one folder holds several of its SeriesNumbers (a resend beside
+    # the series, stacked with it as a second volume). Copies in folders of their own (a conversion to another
+    # transfer syntax numbered anew, as dcm_qa_ts is) stay one group, which the split by folder or the copy check
+    # tells apart as before, under the same ids.
+    numbers: dict[tuple[str, Path], set[str]] = {}
+    for path, _, uid, key, _, non_image in classified:
+        if non_image is None:
+            numbers.setdefault((uid, path.parent), set()).add(key[_SERIES_NUMBER])
+    by_number = {uid for (uid, _), found in numbers.items() if len(found) > 1}
+    for path, ds, uid, key, orientation, non_image in classified:
+        if non_image is None and uid not in by_number:
+            key = (*key[:_SERIES_NUMBER], "", *key[_SERIES_NUMBER + 1 :])
         candidates = index.setdefault((uid, key), [])
         for group in candidates:
             same = (group.orientation is None and orientation is None) or (
@@ -974,9 +1045,8 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
     modality = _text(first, "Modality") or "unknown"
     has_uid = not group.uid.startswith("no-series-uid:")
     uid = group.uid if has_uid else None
-    hash_key = f"{group.uid}|{_key_text(group.key, group.orientation)}"
-    if not has_uid:
-        hash_key = f"{_rel(paths[0].parent, root)}|{_key_text(group.key, group.orientation)}"
+    key_text = _key_text(group.key, group.orientation, siblings)
+    hash_key = f"{group.uid}|{key_text}" if has_uid else f"{_rel(paths[0].parent, root)}|{key_text}"
     if group.part_key is not None:  # one folder's part of a series split by folder (_split_by_folder)
         hash_key += f"|{group.part_key}"
     ref_id = make_id(_label(description, paths[0], identifiers), hash_key)
@@ -989,9 +1059,7 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
     if group.non_image is not None:
         return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=group.non_image, **common)
     if group.key[0] == "localizer":
-        return ScanRef(
-            kind=kind, shape=None, spacing=None, usable=False, reason="localizer (scout)", note=note, **common
-        )
+        return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=LOCALIZER_REASON, note=note, **common)
     source = paths[0].parent if len(paths) > 1 else paths[0]
     try:
         plan = plan_dicom_series(headers, source=source)
@@ -1004,6 +1072,9 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
         log.debug("unexpected %s planning the series under %s", type(exc).__name__, source)
         reason = f"cannot plan the series: damaged or unsupported header values ({type(exc).__name__})"
         return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=reason, note=note, **common)
+    undecodable = _undecodable(headers, paths)
+    if undecodable is not None:
+        return ScanRef(kind=kind, shape=None, spacing=None, usable=False, reason=undecodable, note=note, **common)
     remember_plan(paths, plan)  # load_scan / load_ref then decode without reading the headers again
     affine = np.asarray(plan.affine, dtype=np.float64)
     orientation = orientation_code(affine)
@@ -1018,6 +1089,27 @@ def _series_ref(group: _Group, siblings: list[_Group], root: Path) -> ScanRef:
         note=note,
         **common,
     )
+
+
+def _undecodable(headers: Sequence[Any], paths: Sequence[Path]) -> str | None:
+    """Why the pixel data of a series cannot be decoded here (an unknown transfer syntax, or one without an installed
+    decoder: MPEG-4, JPEG XL, JPEG 2000 without pylibjpeg-openjpeg), else None. From the file meta headers alone, once
+    per transfer syntax: a usable scan that then fails to load stops a batch that "found" it."""
+    from medgan.io.dicom_pixels import check_transfer_syntax
+
+    checked: set[str] = set()
+    for path, ds in zip(paths, headers, strict=True):
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is None or str(syntax) in checked:
+            continue
+        checked.add(str(syntax))
+        try:
+            check_transfer_syntax(str(path), syntax)
+        except MedganError as exc:
+            return _short_reason(exc, [path])
+        except Exception as exc:  # a damaged UID value: the loader fails on it too
+            return f"cannot tell how its pixel data are encoded ({type(exc).__name__})"
+    return None
 
 
 # --------------------------------------------------------------------------- per-file refs

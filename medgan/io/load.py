@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medgan.errors import AmbiguousSeriesError, MedganError, ScanReadError
-from medgan.io.discover import ScanRef, discover_scans, is_skipped_file, non_image_reason, series_uid_of
+from medgan.io.discover import (
+    LOCALIZER_REASON,
+    ScanRef,
+    discover_scans,
+    is_skipped_file,
+    non_image_reason,
+    series_uid_of,
+)
 from medgan.io.gc_pause import paused_gc
 from medgan.io.nifti import is_nifti_path, read_nifti
 
@@ -168,6 +175,31 @@ def _ambiguous(message: str, candidates: list[ScanRef]) -> AmbiguousSeriesError:
     return AmbiguousSeriesError(message, tuple(r.id for r in candidates))
 
 
+def _unusable_parts(ref: ScanRef, refs: list[ScanRef]) -> list[ScanRef]:
+    """The unusable scans that discovery split from the series of ``ref`` (the same SeriesInstanceUID, a split note):
+    one slice of other columns or pixel spacing is split off as a usable scan of its own, while the rest of the
+    series, left with a gap, is unusable. A localizer split from it, a copy of it elsewhere, and a non-image object
+    under its UID are no part of its volume and not counted."""
+    if ref.series_uid is None:
+        return []
+    return [
+        r
+        for r in refs
+        if not r.usable and r.series_uid == ref.series_uid and r.note is not None and r.reason != LOCALIZER_REASON
+    ]
+
+
+def _refuse_a_part(folder: Path, ref: ScanRef, parts: list[ScanRef], how: str) -> ScanReadError:
+    """The error for a scan picked by ``how`` that is the one usable part of a series whose other parts are not."""
+    others = "; ".join(f"{_describe(r, folder)}: not usable: {r.reason}" for r in parts[:_LISTED])
+    more = f"; and {len(parts) - _LISTED} more" if len(parts) > _LISTED else ""
+    return ScanReadError(
+        f"{folder}: {how} {_describe(ref, folder)} is only a part of its series ({ref.note}); the rest of it is not "
+        f"usable ({others}{more}); fix or remove the odd files, or load that part alone with --series {ref.id} "
+        f"(Python: series={ref.id!r})"
+    )
+
+
 def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
     usable = [r for r in refs if r.usable]
     if series is not None:
@@ -185,8 +217,15 @@ def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
                 f"{_listing(usable_matches, folder)}; pick one with --series ID (Python: series=ID)",
                 usable_matches,
             )
-        return usable_matches[0]
+        picked = usable_matches[0]
+        parts = _unusable_parts(picked, refs) if picked.id != series else []  # an id names that part: as asked
+        if parts:
+            raise _refuse_a_part(folder, picked, parts, f"the one usable scan of series {series!r},")
+        return picked
     if len(usable) == 1:
+        parts = _unusable_parts(usable[0], refs)
+        if parts:  # loading it gave one slice of a 15-slice series, without a word
+            raise _refuse_a_part(folder, usable[0], parts, "the one usable scan here,")
         return usable[0]
     if not usable:
         if not refs:
@@ -224,7 +263,9 @@ def load_scan(path: str | os.PathLike[str] | ScanRef, *, series: str | None = No
     Raises
     ------
     ScanReadError
-        Missing path, broken or non-image file, no usable series, unknown ``series``.
+        Missing path, broken or non-image file, no usable series, unknown ``series``; or the one usable scan (of the
+        folder, or of the SeriesInstanceUID ``series``) is a part split from a series whose other part is not
+        usable (one slice of other columns beside a series left with a gap): ask for it by its id to load it.
     AmbiguousSeriesError
         The folder holds several usable series and ``series`` does not pick one. The message names the first
         five; its ``candidate_ids`` attribute holds every candidate's ``ScanRef.id``.
