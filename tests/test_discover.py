@@ -458,6 +458,9 @@ def test_load_scan_of_an_analyze_header_gives_discoverys_reason(tmp_path):
     assert not ref.usable and "Analyze" in ref.reason
     with pytest.raises(medgan.errors.ScanReadError, match=r"t1\.hdr: .*Analyze / NIfTI \.hdr/\.img pair"):
         medgan.load_scan(tmp_path / "t1.hdr")
+    # its voxel half too, which went to the DICOM reader ("not a DICOM file")
+    with pytest.raises(medgan.errors.ScanReadError, match=r"t1\.img: the voxel data of an Analyze .*single \.nii"):
+        medgan.load_scan(tmp_path / "t1.img")
 
 
 def test_a_copy_of_a_series_in_another_folder_leaves_the_original_usable(tmp_path):

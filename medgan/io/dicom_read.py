@@ -192,7 +192,9 @@ class DicomSeriesPlan:
     samples: int = 1
     dicom: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] | None = None
-    records: dict[str, Any] = field(default_factory=dict)  # meta["degradation"] / ["interpolation"] from the block
+    # from medgan's private block: meta["degradation"] / ["interpolation"], and for a label map its modality SEG and
+    # label names, and the source series digest (dicom_private.records_of)
+    records: dict[str, Any] = field(default_factory=dict)
 
 
 def read_dicom_header(path: str | Path) -> pydicom.Dataset:

@@ -300,6 +300,11 @@ def _load(path: str | os.PathLike[str] | ScanRef, series: str | None, where: Pat
             return read_nifti(path)
         if path.suffix.lower() == ".hdr":  # discovery's reason (an Analyze pair), not the DICOM reader's "not DICOM"
             return load_ref(discover_scans(path)[0])
+        if path.suffix.lower() == ".img" and path.with_suffix(".hdr").is_file():  # the pair's other half: same reason
+            raise ScanReadError(
+                f"{path}: the voxel data of an Analyze or NIfTI .hdr/.img pair, not a scan file of its own; convert "
+                "the pair to a single .nii file (e.g. nibabel.save(nibabel.load('x.hdr'), 'x.nii'))"
+            )
         return _load_dicom_file(path, series)
     except MedganError:
         raise
