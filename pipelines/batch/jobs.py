@@ -444,10 +444,15 @@ def _make_output_folder(out_root: Path, folder: Path, options: Any) -> None:
     Raises
     ------
     MedganError
-        ``out_root``, or a folder on the way, no longer exists (deleted during the run).
+        ``out_root``, or a folder on the way, no longer exists (deleted during the run), or a file (not a folder)
+        stands where a folder on the way must be.
     """
     if not options.out_root_made:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            _refuse_file_in_the_way(folder)
+            raise
         return
     deleted = f"{out_root}: the output folder (or a folder in it) was deleted during the run; it is not made again"
     if not out_root.is_dir():
@@ -458,10 +463,19 @@ def _make_output_folder(out_root: Path, folder: Path, options: Any) -> None:
         try:
             here.mkdir()
         except FileExistsError:
-            if not here.is_dir():  # a file in the way: as mkdir(exist_ok=True) did
+            if not here.is_dir():
+                _refuse_file_in_the_way(here)
                 raise
         except FileNotFoundError:  # its parent went meanwhile
             raise MedganError(deleted) from None
+
+
+def _refuse_file_in_the_way(folder: Path) -> None:
+    """Raise :class:`MedganError` naming the first of ``folder`` and the folders above it that is not a folder (a
+    file, or a link to one); return when there is none. The row read ``FileExistsError: [Errno 17] File exists``."""
+    for path in (*reversed(folder.parents), folder):
+        if os.path.lexists(path) and not path.is_dir():
+            raise MedganError(f"{path} is a file where this scan's output folder must be; move it")
 
 
 def window_roi_size(windows: str) -> str | None:

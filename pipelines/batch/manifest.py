@@ -2,13 +2,15 @@
 
 Every finished scan appends one JSON line, flushed and fsynced, so a run killed at any moment loses at most the
 line being written; :func:`read_rows` ignores a partial (or otherwise unreadable) line, and :class:`Manifest`
-(which a run opens under its lock) removes such lines from the file, with one warning, and starts the next row on
-a fresh line. ``manifest.csv`` holds the latest row per scan and is rewritten atomically
+(which a run opens under its lock) removes a partial last line (no newline after it) from the file, with one
+warning, and starts the next row on a fresh line. Any other unreadable line (not JSON, or a field of the wrong type)
+is kept in the file, ignored, and warned about on every run: it may be a hand-edited row, not debris. ``manifest.csv`` holds the latest row per scan and is rewritten atomically
 at the end of a run (it is derived from the JSON lines and can always be regenerated).
 
 Row fields (:data:`COLUMNS`): ``run_id``, ``job``, ``scan_id``, ``kind``, ``modality``, ``input`` (file or series
 folder relative to the input root), ``n_inputs``, ``status`` (``done`` / ``failed`` / ``skipped`` / ``unusable``),
-``error``, ``outputs`` (relative to the output root), ``output_sha256`` (one per output), ``settings``
+``error``, ``outputs`` (relative to the output root), ``output_sha256`` (one per output), ``input_root`` (a hash of
+the input root's real path: which input tree the outputs came from; not the path, as rows are shared), ``settings``
 (hash of what determines the outputs: job, model sha256, format, ..., and the input files' paths relative to
 their input root, sizes and modification times), ``started`` / ``finished`` (UTC),
 ``seconds`` (per stage and ``total``, the scan's own time; on the first row of each worker process also
@@ -114,28 +116,79 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     with open(path, "rb") as fh:
-        rows, _, bad = _parse(fh.read())
+        rows, bad, _ = _parse(fh.read())
     for where in bad:
         log.warning("%s: ignoring unreadable %s", path, where)
     return rows
 
 
-def _parse(data: bytes) -> tuple[list[dict[str, Any]], list[bytes], list[str]]:
-    """The rows of ``manifest.jsonl`` bytes, its readable lines and where its unreadable lines are."""
-    rows, kept, bad = [], [], []
+#: row fields that resume, stale-output removal and the report read, with the JSON types they may have (``None``
+#: too, except ``scan_id`` and ``status``): a valid JSON line with ``"outputs": 5`` crashed every later run
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "scan_id": (str,),
+    "status": (str,),
+    "job": (str,),
+    "input": (str,),
+    "settings": (str,),
+    "input_root": (str,),
+    "outputs": (list,),
+    "output_sha256": (list,),
+    "seconds": (dict,),
+    "metrics": (list, dict),
+    "baselines": (list,),
+    "provenance": (list,),
+    "degradation": (list,),
+    "warnings": (list,),
+}
+
+
+def _row_problem(row: Any) -> str | None:
+    """Why a parsed JSON line is no manifest row (a field missing or of the wrong type), or ``None``."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    for key, types in _FIELD_TYPES.items():
+        value = row.get(key)
+        if value is None:
+            if key in ("scan_id", "status"):
+                return f"no {key}"
+            continue
+        if not isinstance(value, types):
+            return f"{key} is not a {types[0].__name__}"
+    for key in ("outputs", "output_sha256"):
+        if not all(isinstance(v, str) for v in row.get(key) or []):
+            return f"{key} holds a value that is not a string"
+    if isinstance(row.get("metrics"), list) and not all(isinstance(m, dict) for m in row["metrics"]):
+        return "metrics holds a value that is not an object"
+    return None
+
+
+def _parse(data: bytes) -> tuple[list[dict[str, Any]], list[str], bool]:
+    """The rows of ``manifest.jsonl`` bytes, where its unreadable lines are, and whether the last of them is a
+    partial last line (unreadable, without its newline: what a run killed during an append leaves).
+
+    A line that is not JSON, or whose fields have the wrong types (:func:`_row_problem`), is unreadable. The file
+    may start with a UTF-8 byte order mark (an editor's): it is not part of the first row.
+    """
+    rows, bad = [], []
+    partial = False
     lines = data.split(b"\n")
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line.decode("utf-8"))
+            row = json.loads(line.decode("utf-8-sig" if i == 1 else "utf-8"))
         except (UnicodeDecodeError, ValueError):
-            bad.append("last line (an interrupted write)" if i == len(lines) else f"line {i}")
-            continue
-        kept.append(line)
-        if isinstance(row, dict) and "scan_id" in row and "status" in row:
+            row, problem = None, "not JSON"
+        else:
+            problem = _row_problem(row)
+        if problem is None:
             rows.append(row)
-    return rows, kept, bad
+        elif i == len(lines):  # no newline after it: the append a killed run was making
+            bad.append("last line (an interrupted write)")
+            partial = True
+        else:
+            bad.append(f"line {i} ({problem})")
+    return rows, bad, partial
 
 
 def last_finished(rows: Iterable[Mapping[str, Any]], job: str | None = None) -> dict[str, dict[str, Any]]:
@@ -210,20 +263,33 @@ class Manifest:
                 f"{self.path}: is a symbolic link; the manifest must be a plain file in the output folder: remove "
                 "the link"
             )
+        if self.path.exists() and not self.path.is_file():  # noticed only when the first row was appended
+            raise MedganError(
+                f"{self.path}: is not a plain file (a folder?); the manifest must be a file in the output folder: "
+                "move it out of the way, or use another OUT_ROOT"
+            )
         data = self.path.read_bytes() if self.path.is_file() else b""
-        self.rows, kept, bad = _parse(data)
-        if bad:
-            self._drop_unreadable(kept, bad)
+        self.rows, bad, partial = _parse(data)
+        if partial:
+            self._drop_partial_last_line(data, bad[-1])
+            bad = bad[:-1]
+        for where in bad:
+            # kept: it may be a row someone edited by hand, or a tool's; deleted, its scan's record was lost for good
+            log.warning(
+                "%s: ignoring unreadable %s; it stays in the file: correct or delete it to stop this warning",
+                self.path,
+                where,
+            )
 
-    def _drop_unreadable(self, kept: Sequence[bytes], bad: Sequence[str]) -> None:
-        """Rewrite the file without its unreadable lines (atomically; the caller holds the run's lock), so the
-        warning about a line a killed run left half-written comes once: kept in the file, it came on every later
-        run, forever, and read as ongoing corruption. The rows read are unchanged, so resume is too."""
+    def _drop_partial_last_line(self, data: bytes, where: str) -> None:
+        """Rewrite the file without its partial last line (atomically; the caller holds the run's lock), so the
+        warning about the line a killed run left half-written comes once: kept in the file, it came on every later
+        run, forever, and read as ongoing corruption. The rows read are unchanged, so resume is too. Only that
+        line goes: any other unreadable line is kept (and warned about on every run)."""
         from medgan.io.atomic import write_bytes_atomic
 
-        where = ", ".join(bad)
         try:
-            write_bytes_atomic(self.path, b"".join(line + b"\n" for line in kept))
+            write_bytes_atomic(self.path, data[: data.rfind(b"\n") + 1])
         except (OSError, MedganError) as exc:  # it stays, ignored, and is reported again next time
             why = os_error_reason(exc)
             log.warning("%s: ignoring unreadable %s (cannot rewrite the file: %s)", self.path, where, why)

@@ -357,6 +357,8 @@ class _Run:
     #: what :func:`_root_relative` rewrites in a row's messages (:func:`_root_labels`)
     labels: re.Pattern[str] | None = None
     label_of: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    #: which input tree this run reads (:func:`_input_root_id`), recorded in every row
+    input_root: str | None = None
 
     def _remove_stale(self, task: Task, status: str) -> None:
         """Remove the outputs that the previous ``done`` / ``skipped`` row of a redone scan listed and that are
@@ -414,6 +416,7 @@ class _Run:
             "started": row.get("started") or started,
             "finished": _now(),
             "settings": self.keys.get(task.scan_id, self.settings),
+            "input_root": self.input_root,
             "run_id": self.run_id,
             "worker": row.get("worker"),
         }
@@ -541,7 +544,8 @@ def _remove_output(out_root: Path, rel: str, scan_id: str, why: str) -> None:
             ", ".join(kept[:4]) + (", ..." if len(kept) > 4 else ""),
         )
         return
-    log.info("%s: removed the earlier output %s (%s)", scan_id, rel, why)
+    # a warning, not info: deleting a file the user may have relied on must show on the terminal too
+    log.warning("%s: removed the earlier output %s (%s)", scan_id, rel, why)
 
 
 def _outputs_text(outputs: Sequence[str]) -> str:
@@ -606,36 +610,63 @@ def _execute(
             run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
             run.planned = frozenset(o for t in tasks for o in t.outputs)
             run.labels, run.label_of = _root_labels(job, roots, out_root)
+            run.input_root = _input_root_id(roots.get("ref"))
             finished = last_finished(manifest.rows, job)  # per job: jobs may share an OUT_ROOT
             _warn_outputs_of_missing_scans(job, finished, tasks, out_root, run.planned, run_log)
-            to_run = []
-            for task in tasks:
-                if task.reason is not None:
-                    status = "unusable" if not task.ref.usable else "failed"
-                    # its previous outputs no longer match anything (an input now unreadable, a prediction gone):
-                    # removed like those of a failed redo under other settings (_remove_stale), not left on disk
-                    # under a row that lists none
-                    if task.scan_id in finished:
-                        run.previous[task.scan_id] = finished[task.scan_id]
-                    run.record(task, {"status": status, "error": task.reason})
-                    continue
-                run.keys[task.scan_id] = task_key = settings_key({"settings": key, "inputs": _fingerprint(task, roots)})
-                previous = finished.get(task.scan_id)
+
+            def resume_key(task: Task, task_key: str, previous: Mapping[str, Any] | None) -> str:
+                """The key the previous row must have to vouch for the scan now: its settings key ``task_key``, or
+                the previous row's own when an earlier version made it under the same settings and inputs
+                (:func:`_legacy_fingerprint`, ``earlier_settings``; the new row records ``task_key``)."""
                 if previous is not None and previous.get("settings") != task_key:  # a row of an earlier version?
                     fingerprints = (_fingerprint(task, roots), _legacy_fingerprint(task, roots))  # before 2026-12-06
                     for base in (key, *earlier_keys):
                         legacy = [settings_key({"settings": base, "inputs": inputs}) for inputs in fingerprints]
                         if previous.get("settings") in legacy:
-                            task_key = previous["settings"]  # its skipped row records the current key
-                            break
-                complete, why = is_complete(previous, out_root, task_key, task.outputs)
-                if complete and not force:
+                            return str(previous["settings"])
+                return task_key
+
+            to_run = []
+            for task in tasks:
+                previous = finished.get(task.scan_id)
+                # another input tree's outputs under the same names (the same relative paths, so the same scan ids):
+                # never replaced nor removed without --force (an older row without the field counts as this tree's)
+                foreign = previous is not None and previous.get("input_root") not in (None, run.input_root)
+                task_key = settings_key({"settings": key, "inputs": _fingerprint(task, roots)})
+                if task.reason is not None:
+                    status = "unusable" if not task.ref.usable else "failed"
+                    row: dict[str, Any] = {"status": status, "error": task.reason}
+                    if previous is not None and not foreign:
+                        if previous.get("settings") == resume_key(task, task_key, previous):
+                            # the scan's input files are unchanged (a file being copied into its folder made it
+                            # unusable, say): its outputs are still what it made; kept, and carried when intact
+                            planned = task.outputs or None
+                            if is_complete(previous, out_root, str(previous["settings"]), planned)[0]:
+                                row.update(outputs=previous.get("outputs"), output_sha256=previous.get("output_sha256"))
+                        else:
+                            # its previous outputs no longer match anything (an input now unreadable, a prediction
+                            # gone): removed like those of a failed redo under other settings (_remove_stale), not
+                            # left on disk under a row that lists none
+                            run.previous[task.scan_id] = previous
+                    run.record(task, row)
+                    continue
+                run.keys[task.scan_id] = task_key
+                complete, why = is_complete(previous, out_root, resume_key(task, task_key, previous), task.outputs)
+                if complete and not force:  # a tree moved or copied with its files' sizes and times: the same input
                     carried = {k: previous.get(k) for k in ("outputs", "output_sha256", "metrics", "seconds")}
                     for k in ("provenance", "degradation", "baselines", "warnings"):
                         if k in previous:
                             carried[k] = previous[k]
                     carried.update(status="skipped", error=None, worker=None)
                     run.record(task, carried)
+                    continue
+                if previous is not None and foreign and not force:
+                    held = ", ".join(f"OUT_ROOT/{rel}" for rel in previous.get("outputs") or []) or "OUT_ROOT"
+                    error = (
+                        f"{held} holds the output of {previous.get('input')} from another input tree; use another "
+                        "OUT_ROOT, or --force (medgan upscale: --overwrite) to replace it"
+                    )
+                    run.record(task, {"status": "failed", "error": error})
                     continue
                 if previous is not None:
                     run.previous[task.scan_id] = previous
@@ -776,6 +807,18 @@ def _fingerprint(task: Task, roots: Mapping[str, Path | None]) -> list[list[Any]
     """
     found = {(role, _relative(path, roots.get(role))): path for role, path in _inputs(task)}
     return [[role, rel, *_stat(path)] for (role, rel), path in sorted(found.items())]
+
+
+def _input_root_id(root: Path | None) -> str | None:
+    """Which input tree a run reads: a hash of its root's real path (links resolved; a file's folder), recorded in
+    every row so that outputs another tree wrote under the same relative names are never taken as this tree's.
+
+    A hash, not the path: rows are shared (a manifest handed to a study's other sites) and carry no absolute path.
+    """
+    if root is None:
+        return None
+    base = Path(root).parent if Path(root).is_file() else Path(root)
+    return settings_key({"input_root": os.path.realpath(base)})
 
 
 def _legacy_fingerprint(task: Task, roots: Mapping[str, Path | None]) -> list[list[Any]]:
