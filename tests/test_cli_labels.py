@@ -159,3 +159,61 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), tissue_labels(gm, wm).numpy()[0])
     args = cli.build_parser().parse_args(lines[1][1:])
     assert args.func.__module__ == "pipelines.commands.synthesize" and Path(args.labels) == out
+
+
+@pytest.mark.parametrize("threshold", ["0", "1.5", "-0.2", "nan"])
+def test_threshold_outside_zero_one_is_a_usage_error(tmp_path, maps, capsys, threshold):
+    # --threshold 1.5 wrote an all-background map (no p_gm + p_wm reaches 1.5) and 0 marked every voxel brain,
+    # both with exit 0
+    gm, wm = maps
+    out = tmp_path / "labels.nii.gz"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["labels", "--gm", str(gm), "--wm", str(wm), "--threshold", threshold, str(out)])
+    assert exc.value.code == cli.EXIT_USAGE
+    assert "(0, 1]" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_threshold_that_no_voxel_reaches_is_an_error_not_an_all_background_map(tmp_path, capsys):
+    # the top slices of the real maps hold a little grey matter, p_gm + p_wm at most about 0.1 (checked below):
+    # threshold 0.5 leaves no brain voxel, and wrote an all-background map with exit 0
+    gm, wm = tmp_path / "gm_top.nii.gz", tmp_path / "wm_top.nii.gz"
+    for tissue, path in (("gm", gm), ("wm", wm)):
+        nib.save(nib.load(MNI / f"{tissue}.nii.gz").slicer[:, :, 155:], path)
+    total = (np.asarray(nib.load(gm).dataobj, float) + np.asarray(nib.load(wm).dataobj, float)) / 255
+    assert 0.05 < total.max() < 0.5
+    out = tmp_path / "labels.nii.gz"
+    code, err = _run(capsys, "--gm", str(gm), "--wm", str(wm), "--threshold", "0.5", str(out))
+    assert code == cli.EXIT_FAILED
+    assert "brain mask is empty" in err and "lower the threshold" in err and err.count("\n") == 1, err
+    assert not out.exists()
+    # the library refuses it too (medgan labels only passes the value on), and the same range
+    from medgan.errors import MedganError
+
+    with pytest.raises(MedganError, match="brain mask is empty"):
+        tissue_labels(gm, wm, threshold=0.5)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(MedganError, match=r"\(0, 1\]"):
+            tissue_labels(gm, wm, threshold=bad)
+
+
+def test_t1_without_brain_voxels_is_an_error(tmp_path, maps, capsys):
+    # a T1 with no voxel above 0 (here the real T1 crop, negated) made every voxel background
+    gm, wm = maps
+    crop = nib.load(MNI / "t1.nii.gz").slicer[BOX]
+    t1 = tmp_path / "t1_negative.nii.gz"
+    nib.save(nib.Nifti1Image(-np.asarray(crop.dataobj, np.float32), crop.affine), t1)
+    out = tmp_path / "labels.nii.gz"
+    code, err = _run(capsys, "--gm", str(gm), "--wm", str(wm), "--t1", str(t1), str(out))
+    assert code == cli.EXIT_FAILED
+    assert "brain mask is empty" in err and "skull-stripped" in err, err
+    assert not out.exists()
+
+
+def test_all_zero_maps_outside_the_brain_still_give_a_background_map(maps):
+    # a crop outside the head: no tissue, so an all-background map is the right answer, not an error
+    gm = nib.load(MNI / "gm.nii.gz").slicer[0:8, 0:8, 0:3]
+    wm = nib.load(MNI / "wm.nii.gz").slicer[0:8, 0:8, 0:3]
+    assert not np.asarray(gm.dataobj).any() and not np.asarray(wm.dataobj).any()
+    labels = tissue_labels(np.asarray(gm.dataobj)[None], np.asarray(wm.dataobj)[None])
+    assert not labels.numpy().any()

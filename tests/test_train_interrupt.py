@@ -87,11 +87,12 @@ def test_an_interrupted_run_saves_its_last_step_exits_130_and_resumes_from_it(tm
     few steps: it saves the state of the last finished step, exits 130, and the same command resumes from it."""
     cfg = _config(tmp_path, train_scan, phase1={"steps": 2000}, train={"checkpoint_every": 5000})
     path = write_yaml(tmp_path, cfg)
-    cmd = [sys.executable, "-m", "pipelines.cli", "train-sr", str(path)]  # the progress bar shows the steps
+    cmd = [sys.executable, "-m", "pipelines.cli", "train-sr", str(path)]
+    shown = [*cmd, "--progress"]  # the progress bar (only on a terminal by default) shows the steps
     log = tmp_path / "stop.log"
     with open(log, "wb") as err:  # a file, not a pipe: a full pipe would stall the child
         proc = subprocess.Popen(
-            cmd,
+            shown,
             cwd=tmp_path,
             env=cli_env(),
             stdout=subprocess.DEVNULL,
@@ -200,7 +201,7 @@ def test_a_torchrun_rank_signalled_alone_stops_every_rank_and_saves_all_their_rn
     cfg = _config(tmp_path, train_scan, device="cpu", phase1={"steps": 2000}, train={"checkpoint_every": 5000})
     path = write_yaml(tmp_path, cfg)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "pipelines.cli", "train-sr", str(path)]
+    cmd += ["-m", "pipelines.cli", "train-sr", str(path), "--progress"]  # the bar shows the steps
     log = tmp_path / "stop.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(

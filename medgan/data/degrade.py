@@ -567,8 +567,9 @@ def degrade(
             name = meta.get("filename_or_obj") or "the scan"
             raise DegradationError(
                 f"{name}: Rician noise needs a magnitude (non-negative) image, but this one has negative values "
-                f"(min {lowest:.4g}); use noise='gaussian', or a normalisation that keeps intensities "
-                "non-negative (e.g. percentile with lower=0 instead of zscore)"
+                f"(min {lowest:.4g}); use Gaussian noise (noise='gaussian', on the command line --noise gaussian), "
+                "or a non-negative image (for training patches: a normalisation that keeps intensities non-negative, "
+                "e.g. percentile with lower=0 instead of zscore)"
             )
 
     crop = (slice(None),) + tuple(slice(0, m * k) for m, k in zip(out_shape, f, strict=True))

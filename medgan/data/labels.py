@@ -170,7 +170,8 @@ def tissue_labels(
     t1
         Optional skull-stripped T1 on the same grid; its non-zero voxels are the brain mask.
     threshold
-        Minimum ``p_gm + p_wm`` of a brain voxel when ``t1`` is not given.
+        Minimum ``p_gm + p_wm`` of a brain voxel when ``t1`` is not given; in (0, 1] (0 marked every voxel brain,
+        above 1 none).
     scale
         Value of probability 1 in ``gm`` / ``wm``; default (decided for both maps together): 255 for 0..255
         maps (an integer dtype, a maximum above 2, or integer values above 1), else 1. Values of [0, 1] maps
@@ -192,7 +193,10 @@ def tissue_labels(
         (a label map, e.g. ``medgan labels`` output); it holds values below ``-0.1 * scale`` or above
         ``1.05 * scale`` (e.g. T1 intensities; without ``scale``, a [0, 1] map up to 2 is clipped with a warning,
         as before); or, without ``scale``, it holds at most 16 distinct integer values, some above 2 (an integer
-        label map; a two-valued 0 / P mask is a probability map).
+        label map; a two-valued 0 / P mask is a probability map). ``threshold`` is not a finite number in (0, 1].
+        The brain mask is empty although the maps hold some probability (no ``p_gm + p_wm`` reaches
+        ``threshold``, or ``t1`` has no voxel above 0): the map would be all background. All-zero maps (a crop
+        outside the brain) give an all-background map.
 
     Examples
     --------
@@ -200,6 +204,9 @@ def tissue_labels(
     >>> tissue_labels(gm, wm).tolist()
     [[[0.0, 2.0, 3.0, 0.0]]]
     """
+    # checked before any map is read: 0 made every voxel brain, above 1 none (an all-background map, exit 0)
+    if not (isinstance(threshold, (int, float, np.floating, np.integer)) and 0 < float(threshold) <= 1):
+        raise MedganError(f"tissue_labels: threshold must be a number in (0, 1] (a probability), got {threshold!r}")
     same_file = _same_file(gm, wm)
     gm, wm, t1 = load_if_path(gm), load_if_path(wm), load_if_path(t1)
     p_gm, p_wm = _array(gm), _array(wm)
@@ -237,7 +244,19 @@ def tissue_labels(
         _check_probability_map(n, given[n][0], given[n][1], float(scale), scale_given)
     p_gm, p_wm = _probability(p_gm, scale), _probability(p_wm, scale)
     p_other = np.clip(1.0 - p_gm - p_wm, 0.0, 1.0)
-    mask = t1_arr > 0 if t1_arr is not None else (p_gm + p_wm) >= threshold
+    p_brain = p_gm + p_wm
+    mask = t1_arr > 0 if t1_arr is not None else p_brain >= threshold
+    # an empty mask over maps that hold tissue is a mistake (a threshold above every voxel's p_gm + p_wm, a T1 that
+    # is no skull-stripped image): it wrote an all-background map; all-zero maps (outside the brain) stay allowed
+    if not mask.any() and np.any(p_brain > 0):
+        if t1_arr is not None:
+            why = f"the {_map_name('T1', t1)} has no voxel above 0; give a skull-stripped T1"
+        else:
+            why = (
+                f"no voxel has p_gm + p_wm >= threshold {float(threshold):g} (the largest is "
+                f"{float(p_brain.max()):.3g}); lower the threshold"
+            )
+        raise MedganError(f"tissue_labels: the brain mask is empty, every voxel would be background: {why}")
     labels = np.where(mask, 1 + np.argmax(np.stack([p_other, p_gm, p_wm]), axis=0), 0).astype(np.float32)
     affine = np.asarray(gm.affine, dtype=np.float64) if isinstance(gm, MetaTensor) else np.eye(4)
     meta: dict[str, Any] = {"labels": {str(k): v for k, v in TISSUE_LABELS.items()}}

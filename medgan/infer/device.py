@@ -14,7 +14,7 @@ from medgan.errors import MedganError
 if TYPE_CHECKING:
     from medgan.infer.checkpoint import Checkpoint
 
-__all__ = ["resolve_device", "inference_model", "keep_cpu_heap"]
+__all__ = ["parse_device", "resolve_device", "inference_model", "keep_cpu_heap"]
 
 #: heap kept mapped by :func:`keep_cpu_heap` (glibc ``M_TOP_PAD``)
 CPU_HEAP_PAD = 1 << 30
@@ -24,6 +24,53 @@ _heap_kept: bool | None = None
 
 #: the device forms :func:`resolve_device` takes, for its error messages (torch's own list names 20 device types)
 _ACCEPTED = "'cpu', 'cuda', 'cuda:N', an integer N (CUDA device N), or None / 'auto' (CUDA when available, else CPU)"
+
+
+def parse_device(device: str | int | torch.device | None) -> torch.device | None:
+    """The device ``device`` names, checked for its form only (not whether this machine has it).
+
+    What :func:`resolve_device` accepts, without its availability checks: the command line checks the form of
+    ``--device`` when it parses it (a usage error), before any file is read, and leaves "CUDA is not available"
+    to the run (another machine may have it).
+
+    Parameters
+    ----------
+    device
+        As for :func:`resolve_device`.
+
+    Returns
+    -------
+    torch.device or None
+        None for automatic selection (None or ``"auto"``), else a CPU or CUDA device.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        An unknown device name, or a device type other than CPU or CUDA.
+    """
+    if isinstance(device, str):
+        # the training configs write "auto"; "CPU" / " cuda" were refused with torch's list of 20 device types
+        text = device.strip().lower()
+        if text == "auto":
+            device = None
+        elif text:
+            device = text
+    if device is None:
+        return None
+    if isinstance(device, (bool, np.bool_)):  # torch.device(True) is CUDA device 1
+        raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}")
+    if isinstance(device, (int, np.integer)):
+        if device < 0:
+            raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}")
+        # torch.device(0) means "accelerator 0": without CUDA, torch said only "Cannot access accelerator device"
+        device = f"cuda:{int(device)}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}") from None
+    if dev.type not in ("cpu", "cuda"):  # torch raised a bare RuntimeError for these only when weights moved
+        raise MedganError(f"device {device!r}: medgan runs on 'cpu' or 'cuda' ('cuda:N'), not {dev.type!r}")
+    return dev
 
 
 def resolve_device(device: str | int | torch.device | None) -> torch.device:
@@ -42,28 +89,14 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
         inference and training paths are written and tested for these two), CUDA requested on a machine without it
         (a name or an integer index), or a CUDA index beyond the visible devices.
     """
-    if isinstance(device, str):
-        # the training configs write "auto"; "CPU" / " cuda" were refused with torch's list of 20 device types
-        text = device.strip().lower()
-        if text == "auto":
-            device = None
-        elif text:
-            device = text
-    if device is None:
+    dev = parse_device(device)
+    if dev is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, (bool, np.bool_)):  # torch.device(True) is CUDA device 1
-        raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}")
-    if isinstance(device, (int, np.integer)):
-        if device < 0:
-            raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}")
-        # torch.device(0) means "accelerator 0": without CUDA, torch said only "Cannot access accelerator device"
+    # messages name the device as it was read: a name stripped and lower-cased, an index as "cuda:N"
+    if isinstance(device, str):
+        device = device.strip().lower()
+    elif isinstance(device, (int, np.integer)):
         device = f"cuda:{int(device)}"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise MedganError(f"unknown device {device!r}; use {_ACCEPTED}") from None
-    if dev.type not in ("cpu", "cuda"):  # torch raised a bare RuntimeError for these only when weights moved
-        raise MedganError(f"device {device!r}: medgan runs on 'cpu' or 'cuda' ('cuda:N'), not {dev.type!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         # no "--device": this is the Python API too (the CLI's own flag name is for the CLI to give)
         raise MedganError(f"device {device!r} requested but CUDA is not available; use device 'cpu' or 'auto'")

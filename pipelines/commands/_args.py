@@ -11,6 +11,7 @@ __all__ = [
     "positive_int",
     "positive_float",
     "non_negative_float",
+    "probability_threshold",
     "non_negative_int",
     "worker_count",
     "overlap_fraction",
@@ -23,10 +24,26 @@ __all__ = [
     "show_progress",
     "ShippedModelNames",
     "DEVICE_HELP",
+    "device_name",
 ]
 
 #: ``--device`` of the commands that run a model (medgan.infer.device.resolve_device takes these)
 DEVICE_HELP = "auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N"
+
+
+def device_name(text: str) -> str:
+    """``--device``: a device name of the form :func:`medgan.infer.device.resolve_device` takes, checked when the
+    command line is parsed (a usage error, exit 2, before any file is read); whether this machine has the device
+    is the run's to check (exit 1). Returns ``text`` as given."""
+    from medgan.errors import MedganError
+    from medgan.infer.device import parse_device  # on first use: it imports torch
+
+    try:
+        parse_device(text)
+    except MedganError:
+        # the CLI's own words: the library's message names Python values (None, an integer index)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use {DEVICE_HELP}") from None
+    return text
 
 
 class ShippedModelNames:
@@ -112,6 +129,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def probability_threshold(text: str) -> float:
+    """A probability threshold in (0, 1] (``medgan labels --threshold``): 0 marked every voxel brain, above 1 none."""
+    value = _convert(text, float, "a number")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a probability threshold must be in (0, 1]")
+    return value
+
+
 def overlap_fraction(text: str) -> float:
     """A sliding-window overlap in [0, 1)."""
     value = _convert(text, float, "a number")
@@ -186,15 +211,16 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help=(
             "arithmetic of the network: auto (default: bf16 where the hardware multiplies bf16 natively, a GPU "
-            "or a CPU with AVX512-BF16/AMX, about 2x faster there; fp32 otherwise), fp32 (bit-for-bit the same "
-            "on every machine of one kind), tf32 (CUDA) or bf16"
+            "or a CPU with AVX512-BF16/AMX, about 2x faster there; fp32 otherwise), fp32 (outputs agree as "
+            "closely as possible across machines: within about 1e-6 of the range, bit for bit only where the same "
+            "CPU kernels run), tf32 (CUDA) or bf16"
         ),
     )
 
 
 def add_progress_options(parser: argparse.ArgumentParser, *, counts: str = "") -> None:
-    """``--progress`` / ``--no-progress`` of ``medgan upscale`` and ``medgan synthesize`` (read by
-    :func:`show_progress`).
+    """``--progress`` / ``--no-progress`` of ``medgan upscale``, ``medgan synthesize``, ``medgan train-sr`` and
+    ``medgan train-cgan`` (read by :func:`show_progress`).
 
     Parameters
     ----------
@@ -227,9 +253,9 @@ def show_progress(args: argparse.Namespace) -> bool:
     """Whether a command shows its progress bar: ``--progress`` / ``--no-progress`` when given, else whether
     stderr is a terminal.
 
-    The training commands show their bar unless ``--no-progress``; a one-scan ``medgan upscale`` ran 85 s with no
-    sign of life by default, so these commands show it by default too, but only on a terminal: in a pipe or a log
-    file (CI, a Slurm job) each carriage-return redraw of the bar would be a line of noise. The terminal test is the
+    A one-scan ``medgan upscale`` ran 85 s with no sign of life by default, so the commands show the bar by
+    default, but only on a terminal: in a pipe or a log file (CI, a Slurm job) each carriage-return redraw of the
+    bar is a line of noise (the training commands drew it there too, until they took these options). The terminal test is the
     one the batch progress bar uses (:func:`pipelines.batch.progress.is_terminal`).
     """
     import sys

@@ -1,5 +1,5 @@
 """What ``medgan train-sr`` and ``medgan train-cgan`` share: the sub-parser (CONFIG, ``--until-step``,
-``--no-progress``) and running a training function and reporting its result."""
+``--progress`` / ``--no-progress``) and running a training function and reporting its result."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import medgan
-from pipelines.commands._args import positive_int
+from pipelines.commands._args import add_progress_options, positive_int, show_progress
 from pipelines.commands._signals import sigterm_interrupts
 
 __all__ = ["EXAMPLE_CONFIGS", "add_training_parser", "run_training", "example_configs_help"]
@@ -38,7 +38,8 @@ def add_training_parser(
     config_help: str,
     run: Callable[[argparse.Namespace], int],
 ) -> argparse.ArgumentParser:
-    """Register a training sub-command ``name`` taking a YAML CONFIG, ``--until-step N`` and ``--no-progress``."""
+    """Register a training sub-command ``name`` taking a YAML CONFIG, ``--until-step N`` and ``--progress`` /
+    ``--no-progress``."""
     parser = subparsers.add_parser(name, help=help, description=description)
     parser.add_argument("config", metavar="CONFIG", help=config_help)
     parser.add_argument(
@@ -51,7 +52,9 @@ def add_training_parser(
             "when the run finishes; rerun without it to continue)"
         ),
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # the shared convention of upscale / synthesize: the bar by default only on a terminal; in a log file or a pipe
+    # (a Slurm job, CI) its redraws were one line each, 63 lines for a 60-step run
+    add_progress_options(parser, counts="training steps")
     parser.set_defaults(func=run)
     return parser
 
@@ -80,7 +83,7 @@ def run_training(args: argparse.Namespace, name: str, train: Callable[..., Any])
     argv = getattr(args, "argv", None)  # pipelines.cli.main records the command as typed
     command = shlex.join(argv) if argv else f"medgan {name} {args.config}"
     with sigterm_interrupts():
-        result = train(args.config, until_step=args.until_step, progress=not args.no_progress, command=command)
+        result = train(args.config, until_step=args.until_step, progress=show_progress(args), command=command)
     from medgan.train.distributed import launched_rank  # torch is loaded by now: the command trained
 
     if launched_rank() != 0:  # under torchrun: rank 0 reports (only it holds the history)

@@ -31,6 +31,7 @@ from pipelines.commands._args import (
     DEVICE_HELP,
     add_precision_option,
     add_windows_option,
+    device_name,
     non_negative_int,
     overlap_fraction,
     positive_float,
@@ -47,7 +48,7 @@ __all__ = ["add_parser", "run", "add_common_options"]
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """``--format`` and ``--device``, shared by the jobs that run a model and write scans."""
     parser.add_argument("--format", choices=["nifti", "dicom"], default="nifti", help="output format (default nifti)")
-    parser.add_argument("--device", default=None, help=DEVICE_HELP)
+    parser.add_argument("--device", default=None, type=device_name, help=DEVICE_HELP)
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

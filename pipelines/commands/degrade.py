@@ -5,6 +5,11 @@ Loads ``IN`` with :func:`medgan.load_scan`, degrades it with :func:`medgan.degra
 the output's ``meta["degradation"]`` (and so in the writer's provenance). The output is checked before the scan
 is read (:func:`pipelines.commands._outputs.check_outputs`): its folder must be writable, an existing output needs
 ``--overwrite``, and the input itself is never replaced.
+
+Options that would be ignored are usage errors (exit 2), checked before any file is read: ``--slice-profile``
+without ``--method thick_slice`` (the other methods have no slice profile; it was not even recorded) and ``--noise``
+without ``--noise-std`` (no noise is added without it). ``--seed`` without noise only logs a warning: the seed
+drives nothing but the noise, and a script that sweeps ``--noise-std`` from 0 keeps working.
 """
 
 from __future__ import annotations
@@ -45,23 +50,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--noise-std",
         type=non_negative_float,
-        default=0.0,
+        default=None,  # None: not given, so that --noise without it can be refused
         metavar="S",
-        help="noise std in the scan's units (default 0)",
+        help="noise std in the scan's units (default 0: no noise)",
     )
-    parser.add_argument("--noise", choices=NOISE_MODELS, default="gaussian", help="noise model (default gaussian)")
+    parser.add_argument(
+        "--noise",
+        choices=NOISE_MODELS,
+        default=None,  # None: not given (gaussian), so that it can be refused without --noise-std
+        help="noise model of --noise-std (default gaussian)",
+    )
     parser.add_argument(
         "--slice-profile",
         choices=SLICE_PROFILES,
-        default="box",
-        help="slice profile of --method thick_slice: box (block mean) or gaussian (FWHM = factor); default box",
+        default=None,  # None: not given (box), so that it can be refused with another method
+        help="slice profile of --method thick_slice only: box (block mean) or gaussian (FWHM = factor); default box",
     )
     parser.add_argument(
         "--seed",
         type=non_negative_int,
         default=None,
         metavar="N",
-        help="seed of the noise generator (default: a random seed, recorded in the output's provenance)",
+        help=(
+            "seed of the noise generator (default: a random seed, recorded in the output's provenance); "
+            "without noise it has no effect"
+        ),
     )
     parser.add_argument("--series", default=None, help="SeriesInstanceUID or scan id when IN holds several series")
     parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
@@ -81,6 +94,20 @@ def run(args: argparse.Namespace) -> int:
     from medgan.io.scan import is_label_map
     from pipelines.commands._outputs import check_outputs, terminal_text
 
+    # options medgan.degrade would ignore: refused (or, --seed, warned about) before any file is read
+    ignored = []
+    if args.slice_profile is not None and args.method != "thick_slice":
+        ignored.append(f"--slice-profile applies only with --method thick_slice (not {args.method})")
+    if args.noise is not None and args.noise_std is None:
+        ignored.append("--noise needs --noise-std S: without it no noise is added")
+    if ignored:
+        print(f"medgan degrade: error: {'; '.join(ignored)}", file=sys.stderr)
+        return 2
+    noise_std = 0.0 if args.noise_std is None else args.noise_std
+    if args.seed is not None and noise_std == 0:
+        logger.warning(
+            "--seed %d has no effect: no noise is added (--noise-std 0), and only the noise is random", args.seed
+        )
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     scan = load_scan(args.input, series=args.series)
     factor = args.factor[0] if len(args.factor) == 1 else args.factor
@@ -89,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
             scan,
             factor,
             method=args.method,
-            noise_std=args.noise_std,
-            noise=args.noise,
+            noise_std=noise_std,
+            noise=args.noise or "gaussian",
             seed=args.seed,
-            slice_profile=args.slice_profile,
+            slice_profile=args.slice_profile or "box",
         )
     except DegradationError as exc:  # e.g. 3 factors for a 2-D image: a usage error, nothing written
         message = str(exc) if str(args.input) in str(exc) else f"{args.input}: {exc}"

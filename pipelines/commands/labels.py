@@ -9,8 +9,10 @@ checked before any map is read (:func:`pipelines.commands._outputs.check_outputs
 an existing output needs ``--overwrite``, and no input map is ever replaced. Maps that are not on one grid (shape
 or affine; the message names each file with its shape or affine), one map given as both ``--gm`` and ``--wm`` (e.g. a
 T1 image), and a ``--gm`` / ``--wm`` that is no probability map (a label map such as this command's output or
-another integer SEG map, or values far outside 0..1 / 0..255) are a one-line error (exit 1), as
-:func:`~medgan.data.labels.tissue_labels` raises it: each wrote a meaningless map before, with exit 0.
+another integer SEG map, or values far outside 0..1 / 0..255), and an empty brain mask (no voxel reaches
+``--threshold``, or a ``--t1`` with no voxel above 0) are a one-line error (exit 1), as
+:func:`~medgan.data.labels.tissue_labels` raises it: each wrote a meaningless map before, with exit 0. A
+``--threshold`` outside (0, 1] is a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipelines.commands._args import non_negative_float, positive_float
+from pipelines.commands._args import positive_float, probability_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--threshold",
-        type=non_negative_float,
+        type=probability_threshold,
         default=0.1,
         metavar="P",
-        help="without --t1, a voxel is brain when p_gm + p_wm >= P (default 0.1)",
+        help="without --t1, a voxel is brain when p_gm + p_wm >= P, with 0 < P <= 1 (default 0.1)",
     )
     parser.add_argument(
         "--scale",

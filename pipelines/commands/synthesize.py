@@ -30,6 +30,7 @@ from pipelines.commands._args import (
     add_progress_options,
     add_shipped_model_names,
     class_condition,
+    device_name,
     non_negative_int,
     positive_int,
     show_progress,
@@ -74,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--class", dest="cls", type=class_condition, default=None, help="class condition (name or index)"
     )
     parser.add_argument("--scalar", type=float, default=None, help="scalar condition (e.g. slice position in [0, 1])")
-    parser.add_argument("--device", default=None, help=DEVICE_HELP)
+    parser.add_argument("--device", type=device_name, default=None, help=DEVICE_HELP)
     add_progress_options(parser, counts="images generated")
     parser.add_argument(
         "--overwrite",

@@ -45,6 +45,7 @@ from pipelines.commands._args import (
     add_progress_options,
     add_shipped_model_names,
     add_windows_option,
+    device_name,
     non_negative_int,
     overlap_fraction,
     positive_float,
@@ -90,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
         "super-resolution",
     )
-    parser.add_argument("--device", default=None, help=DEVICE_HELP)
+    parser.add_argument("--device", type=device_name, default=None, help=DEVICE_HELP)
     parser.add_argument("--format", choices=["nifti", "dicom"], default=None, help="output format (default: from OUT)")
     parser.add_argument(
         "--overlap", type=overlap_fraction, default=0.25, help="sliding-window overlap in [0, 1) (0.25)"
