@@ -13,7 +13,10 @@
   the margins are cropped off, so the LR patch sees real neighbours, not the patch border.
 * A 2-D model trains on slices drawn from volumes: the slice normal is picked from
   ``slice_axes`` and the two remaining axes (in increasing order) are the model's axes,
-  matching :meth:`medgan.SuperResolver.upscale` (default: normal = axis 2, model axes 0, 1).
+  matching :meth:`medgan.SuperResolver.upscale` (default: normal = axis 2, model axes 0, 1). Those two axes must
+  have square pixels (within :data:`medgan.io.scan.SPACING_TOLERANCE`) in every scan: a slice axis across which a
+  scan's pixels are not square is refused (:class:`~medgan.errors.ConfigError` naming the scan, the axis and the
+  pixel size), as :class:`~medgan.SuperResolver` refuses to upscale such slices.
 
 Every batch is a pure function of ``(seed, step, rank)``: resuming at step ``s`` draws the
 same patches as an uninterrupted run, and each DDP rank draws different patches
@@ -37,7 +40,8 @@ from monai.transforms.utils import generate_pos_neg_label_crop_centers, map_bina
 from medgan.data.degrade import degrade_randomly
 from medgan.data.domain_randomization import Augmenter
 from medgan.data.normalize import NormalizationError, fit_normalization
-from medgan.errors import MedganError
+from medgan.errors import ConfigError, MedganError
+from medgan.io.scan import SPACING_TOLERANCE, spacing_from_affine, spacing_ratio
 
 __all__ = ["expand_sources", "LoadNormalizedd", "load_volumes", "PatchSampler", "StepDataset", "tissue_map_hint"]
 
@@ -306,6 +310,7 @@ class PatchSampler:
         self.margin = [MARGIN_LR if f > 1 else 0 for f in self.factor]
         for vol in self.volumes:
             self._check_size(vol)
+        self._check_voxel_shape()
 
     def _plan(self, n_spatial: int, axis: int | None) -> tuple[list[int], list[int]]:
         """Model axes (in scan axis numbers) and the crop size in scan axes (with margins)."""
@@ -340,6 +345,78 @@ class PatchSampler:
                     f"{MARGIN_LR} x factor high-resolution voxels, on each side of every degraded axis, cropped with "
                     "the patch so that its degraded copy sees real neighbours rather than the patch border)"
                 )
+
+    def _check_voxel_shape(self) -> None:
+        """Refuse 2-D slices with non-square pixels; warn (rank 0) about 3-D patches whose axes of one factor differ.
+
+        2-D: the high-resolution targets of slices across a ``slice_axes`` entry have the pixels of the two other
+        axes. Across axis 0 or 1 of a 1 x 1 x 4 mm scan those are 1 x 4 mm, so with the shipped ``[2, 1, 0]`` two
+        patches in three taught the model 4 mm "detail" one way, without a word; :class:`medgan.SuperResolver`
+        refuses to upscale such slices at inference. Refused, not skipped per scan with a warning: ``slice_axes`` is
+        what the config asked for, and a silent per-scan skip would change the mix of orientations it trains on, as
+        a scan too small for the patch is refused (:meth:`_check_size`), naming the scan and the fix.
+
+        3-D: a model that upsamples some axes by one factor (``2``: every axis) learns their high-resolution voxels
+        as alike; a scan whose voxels differ along them (1 x 1 x 4 mm) gives patches it was not meant to learn, but
+        a 3-D model has no other axes to take, and the data may be what the user has: a warning naming the scans.
+        """
+        if self.dims == 2:
+            bad: list[str] = []
+            square = {0, 1, 2}  # slice axes across which every 3-D training scan has square pixels
+            flat = False  # a flagged 2-D image: no slice axis to change
+            for vol in self.volumes:
+                affine, n_spatial = vol.get("affine"), vol["image"].ndim - 1
+                if affine is None:
+                    continue
+                axes: list[int | None] = list(self.slice_axes) if n_spatial == 3 else [None]
+                if n_spatial == 3:
+                    square &= {a for a in range(3) if not _non_square(affine, [b for b in range(3) if b != a])}
+                found = []
+                for axis in axes:
+                    model_axes, _ = self._plan(n_spatial, axis)
+                    sizes = _non_square(affine, model_axes)
+                    if sizes is not None:
+                        across = f"across axis {axis}" if axis is not None else "of the 2-D image"
+                        found.append(f"slices {across} have {sizes} mm pixels (axes {model_axes[0]}, {model_axes[1]})")
+                if found:
+                    bad.append(f"{vol['name']}: {'; '.join(found)}")
+                    flat = flat or n_spatial == 2
+            if bad:
+                fix = (
+                    f"set data.slice_axes to {sorted(square)} (the axes across which every training scan's pixels are "
+                    "square), or leave these scans out of data.train"
+                    if square and not flat
+                    else "leave these scans out of data.train (or resample them to square pixels)"
+                )
+                raise ConfigError(
+                    f"{'; '.join(bad)}: data.slice_axes: these pixels are not square (within "
+                    f"{SPACING_TOLERANCE:.0%}), so a 2-D model would learn high-resolution targets coarser one way "
+                    "than the other (medgan.SuperResolver, likewise, refuses to upscale across a scan's thick "
+                    f"slices); {fix}"
+                )
+            return
+        flagged: list[str] = []
+        for vol in self.volumes:
+            affine = vol.get("affine")
+            if affine is None:
+                continue
+            for f in sorted({f for f in self.factor if f > 1}):
+                group = [a for a, g in enumerate(self.factor) if g == f]
+                if len(group) > 1 and _non_square(affine, group) is not None:
+                    sizes = " x ".join(f"{v:.4g}" for v in spacing_from_affine(affine)[: len(self.factor)])
+                    flagged.append(f"{vol['name']} ({sizes} mm: axes {group} differ, upsampled alike x{f})")
+                    break
+        if flagged and self.rank == 0:
+            more = f"; ... and {len(flagged) - 10} more" if len(flagged) > 10 else ""
+            logger.warning(
+                "degradation.factor %s upsamples axes alike, but the voxels of %d training scan(s) differ along them, "
+                "so the model learns high-resolution patches coarser along some of them: %s%s; train on scans whose "
+                "voxels are alike along the axes of one factor (or give a factor per axis that fits them)",
+                self.factor,
+                len(flagged),
+                "; ".join(flagged[:10]),
+                more,
+            )
 
     def _fitting_patch(self, spatial: Sequence[int], axes: Sequence[int | None]) -> str:
         """What to set ``train.patch_size`` to for a scan of shape ``spatial``: the largest patch (per model axis,
@@ -427,6 +504,17 @@ class PatchSampler:
         lr = torch.from_numpy(np.stack([p[0] for p in pairs]))
         hr = torch.from_numpy(np.stack([p[1] for p in pairs]))
         return lr, hr
+
+
+def _non_square(affine: Any, axes: Sequence[int]) -> str | None:
+    """``"1 x 4"``: the voxel sizes (mm) along ``axes`` when they differ by more than
+    :data:`medgan.io.scan.SPACING_TOLERANCE` (:func:`medgan.io.scan.spacing_ratio`), else ``None`` (also for a
+    degenerate affine, which says nothing)."""
+    ratio = spacing_ratio(affine, axes)
+    if ratio is None or ratio <= 1 + SPACING_TOLERANCE:
+        return None
+    sizes = spacing_from_affine(affine)
+    return " x ".join(f"{sizes[a]:.4g}" for a in axes)
 
 
 def _augment_zero(vol: Mapping[str, Any]) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "is_label_map",
     "label_map_reason",
     "provenance_records",
+    "derived_hint",
     "refuse_label_map",
     "NIFTI_INTENT_LABEL",
     "NIFTI_LABEL_INTENTS",
@@ -42,6 +43,8 @@ __all__ = [
     "ras_affine",
     "in_ras_space",
     "spacing_from_affine",
+    "spacing_ratio",
+    "SPACING_TOLERANCE",
     "orientation_code",
     "LPS_TO_RAS",
 ]
@@ -121,6 +124,38 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
     from nibabel.affines import voxel_sizes
 
     return tuple(float(v) for v in voxel_sizes(np.asarray(affine, dtype=np.float64)))
+
+
+#: Voxel sizes within this fraction of each other count as equal: square pixels, isotropic voxels, a slice axis no
+#: coarser than the others. One value for inference (:class:`medgan.SuperResolver`'s slice-axis rule) and training
+#: (train-sr's square-pixel rule for 2-D slices): a slice train-sr refuses is one the resolver would refuse to upscale.
+#: 10 %: near-isotropic scans (1.0 x 1.0 x 1.1 mm, 0.94 x 1.0 mm pixels) pass.
+SPACING_TOLERANCE = 0.1
+
+
+def spacing_ratio(affine: Any, axes: Sequence[int] | None = None) -> float | None:
+    """How many times coarser the coarsest of ``axes`` is than the finest: ``max / min`` of their voxel sizes.
+
+    1.0 for square pixels (two axes) or isotropic voxels; e.g. 4.0 for the in-slice pixels of a 1 x 1 x 4 mm volume
+    sliced along axis 0 (axes ``(1, 2)``). Compare it with ``1 + SPACING_TOLERANCE``.
+
+    Parameters
+    ----------
+    affine
+        A ``(d+1, d+1)`` voxel-to-world matrix (voxel sizes: :func:`spacing_from_affine`).
+    axes
+        The voxel axes to compare (default: every spatial axis of ``affine``).
+
+    Returns
+    -------
+    float or None
+        ``None`` when a compared voxel size is not finite and positive (a degenerate affine: nothing to compare).
+    """
+    sizes = spacing_from_affine(affine)
+    picked = [sizes[int(a)] for a in (range(len(sizes)) if axes is None else axes)]
+    if not picked or not all(math.isfinite(v) and v > 0 for v in picked):
+        return None
+    return max(picked) / min(picked)
 
 
 def orientation_code(affine: np.ndarray) -> str | None:
@@ -272,6 +307,58 @@ def provenance_records(meta: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
             return
         yield record
         record = record.get("input")
+
+
+def _factor_text(value: Any) -> str:
+    """``x1,1,4`` for a recorded factor (a list or a number); ``""`` for anything else."""
+    if isinstance(value, (list, tuple)) and value:
+        return "x" + ",".join(str(v) for v in value)
+    return f"x{value}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
+def derived_hint(meta: Mapping[str, Any]) -> str | None:
+    """Why a scan's metadata marks it as made by medgan from another scan's voxels (degraded, interpolated or
+    upscaled), else ``None``.
+
+    Such a scan is no acquired high-resolution image: a degraded scan (``meta["degradation"]``:
+    :func:`medgan.degrade`, kept by its NIfTI sidecar or a derived DICOM series) lacks the detail a super-resolution
+    model must learn; an interpolated one (``meta["interpolation"]``: :func:`medgan.interpolate`) or an upscaled one
+    (a ``"super-resolution"`` record along the provenance chain, :func:`provenance_records`) holds a baseline's or a
+    model's guess of it. As a training target the model learns that degradation or guess as "detail"; as a
+    validation reference the scores measure the distance to it. Synthetic images are :func:`medgan.data.cgan_data.
+    synthetic_hint`'s concern.
+
+    Parameters
+    ----------
+    meta
+        A loaded scan's ``meta``.
+
+    Returns
+    -------
+    str or None
+        Each step found, joined by ``"; "``, e.g. ``"medgan degradation (thick_slice x1,1,4)"``.
+    """
+    found: list[str] = []
+    record = meta.get("degradation")
+    if isinstance(record, Mapping) and record:
+        earlier = record.get("previous")
+        steps = 1 + (len(earlier) if isinstance(earlier, list) else 0)
+        what = " ".join(t for t in (str(record.get("method") or ""), _factor_text(record.get("factor"))) if t)
+        more = f", the last of {steps} steps" if steps > 1 else ""
+        found.append(f"medgan degradation ({what or 'recorded'}{more})")
+    record = meta.get("interpolation")
+    if isinstance(record, Mapping) and record:
+        order = record.get("order")
+        what = " ".join(
+            t for t in (f"order {order}" if order is not None else "", _factor_text(record.get("factor"))) if t
+        )
+        found.append(f"medgan interpolation ({what or 'recorded'})")
+    for record in provenance_records(meta):
+        if record.get("task") == "super-resolution":
+            model = record.get("model")
+            found.append(f"medgan super-resolution output{f' (model {model})' if model else ''}")
+            break  # the newest upscaling says it; an earlier one adds nothing to the warning
+    return "; ".join(found) or None
 
 
 def _made_by_synthesis(meta: Mapping[str, Any]) -> bool:

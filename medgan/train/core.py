@@ -677,7 +677,6 @@ class Trainer:
                     changed_keys += [f"{key}.{k}" for k in sorted({*was, *now}) if was.get(k) != now.get(k)]
                 else:
                     changed_keys.append(key)
-                logger.warning("config section %r changed since %s; resuming with the new values", key, path.name)
         # a phase section (learning rates, betas, schedule, steps) changed: the optimisers and schedules follow the
         # config as built, from the saved position, instead of the saved hyperparameters
         new_schedule = bool(changed & {name for name, _ in self.schedule})
@@ -686,7 +685,7 @@ class Trainer:
             self.generator.load_state_dict(st["generator"])
             self.ema.load_state_dict(st["ema"])
             if self.discriminator is not None and "discriminator" in st:
-                self.discriminator.load_state_dict(st["discriminator"])
+                self._load_discriminator(st["discriminator"], old)
             for name, obj in (*self.optimizers.items(), *self.schedulers.items()):
                 if name in st and isinstance(obj, torch.optim.Optimizer):
                     _load_optimizer_state(obj, st[name], fused=self.fused_optimizer)
@@ -701,6 +700,10 @@ class Trainer:
                     logger.warning("%s holds no %r state; it starts fresh", path.name, name)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise CheckpointError(f"{path}: does not fit this run's model/optimisers ({exc})") from None
+        # said once the saved weights fit: a section whose change makes them unloadable is refused above instead
+        # (the warning "resuming with the new values" came first, then a 2 KB torch error)
+        for key in (k for k in self.resume_warn_keys if k in changed):
+            logger.warning("config section %r changed since %s; resuming with the new values", key, path.name)
         # a state with NaN weights (written by hand or by an older medgan) would diverge again at once, and the
         # divergence error would send the user back to this very state
         bad = [name for name, module in self._saved_modules() if not _all_finite(module)]
@@ -859,6 +862,37 @@ class Trainer:
             f"{self.out_dir}: holds a run trained with other settings ({'; '.join(named)}; the model is built for "
             "it); use a new out_dir or restore the old value"
         )
+
+    def _load_discriminator(self, saved: Any, old: Mapping[str, Any]) -> None:
+        """Load the saved discriminator weights; a changed ``discriminator`` section they do not fit is refused.
+
+        A discriminator of another architecture (``channels``, ``n_levels``, ``arch`` ...) cannot take the saved
+        weights; that was a :class:`CheckpointError` carrying torch's missing/unexpected-key listing (2 KB), after a
+        warning that the run resumed with the new values. Now it is refused like a changed ``model`` section,
+        naming the keys that changed. A state whose discriminator section is unchanged but does not fit stays the
+        caller's :class:`CheckpointError` (a damaged state).
+
+        Raises
+        ------
+        ConfigError
+            The ``discriminator`` section changed since the saved state, and the saved weights do not fit it.
+        """
+        assert self.discriminator is not None
+        try:
+            self.discriminator.load_state_dict(saved)
+        except (RuntimeError, KeyError, ValueError, TypeError):
+            was, now = old.get("discriminator"), self.cfg.get("discriminator")
+            if not isinstance(was, Mapping) or not isinstance(now, Mapping):
+                raise
+            was = {**now, **was}  # keys added since the state was saved: their defaults (as the resume warning)
+            differ = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
+            if not differ:
+                raise
+            named = "; ".join(f"discriminator.{k} changed from {was.get(k)} to {now.get(k)}" for k in differ)
+            raise ConfigError(
+                f"{self.out_dir}: holds a run with another discriminator ({named}), and its saved weights do not fit "
+                "the new one; use a new out_dir or restore the discriminator section"
+            ) from None
 
     def _saved_modules(self) -> list[tuple[str, nn.Module]]:
         mods: list[tuple[str, nn.Module]] = [("generator", self.generator), ("EMA generator", self.ema)]

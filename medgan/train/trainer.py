@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from medgan.errors import ConfigError
+from medgan.io.scan import SPACING_TOLERANCE, derived_hint, spacing_from_affine, spacing_ratio
 from medgan.train.config import (
     PATHS_RELATIVE_TO,
     SCHEMA,
@@ -256,6 +257,39 @@ def _warn_synthetic(key: str, found: list[tuple[Any, str]]) -> None:
     )
 
 
+def _warn_derived(key: str, found: list[tuple[Any, str]]) -> None:
+    """One WARNING naming the scans of ``key`` that medgan made from other scans (:func:`medgan.io.scan.
+    derived_hint`: degraded, interpolated or upscaled).
+
+    Why a warning and not a refusal, as for synthetic scans: such a scan can be given on purpose (a check of the
+    pipeline), and no config key could say so. But it is no acquired image: ``medgan degrade --method thick_slice``
+    output trained as a high-resolution target taught the model thick slices as "detail", and as a validation
+    reference it made PSNR/SSIM the distance to a degraded (or an interpolated or upscaled) scan. The run says it,
+    and the export records which scans they were (``training_data.derived``).
+    """
+    if not found:
+        return
+    if key == "data.val":
+        logger.warning(
+            "%s: %d validation scan(s) were made by medgan from other scans, not acquired: %s; the validation scores "
+            "(PSNR, SSIM, MAE) are measured against that degraded, interpolated or upscaled reference, not the "
+            "truth; validate on acquired high-resolution scans (the exported checkpoint records these: "
+            "training_data.derived)",
+            key,
+            len(found),
+            _flagged_list(found),
+        )
+        return
+    logger.warning(
+        "%s: %d scan(s) were made by medgan from other scans, not acquired, and the model learns them as "
+        "high-resolution targets: %s; a degraded scan teaches its blur, an interpolated or upscaled one its guessed "
+        "detail; train on acquired scans (the exported checkpoint records these: training_data.derived)",
+        key,
+        len(found),
+        _flagged_list(found),
+    )
+
+
 class SRTrainer(Trainer):
     """One super-resolution training run (one process of it under ``torchrun``).
 
@@ -340,6 +374,7 @@ class SRTrainer(Trainer):
         self.modality = self._check_modality()  # before loading: a wrong data.modality is refused at once
         tissue_maps: list[tuple[Any, str]] = []
         synthetic: list[tuple[Any, str]] = []
+        derived: list[tuple[Any, str]] = []
 
         def inspect(source: Any, scan: Any) -> None:
             if voxel_check is not None:
@@ -350,13 +385,19 @@ class SRTrainer(Trainer):
             made = synthetic_hint(scan.meta)
             if made is not None:
                 synthetic.append((source, made))
+            made = derived_hint(scan.meta)
+            if made is not None:
+                derived.append((source, made))
 
         self.volumes = load_volumes(self.sources, data["normalization"], inspect=inspect)
         #: training scans medgan marked synthetic (recorded in the export, training_data["synthetic"])
         self.synthetic_sources = [src for src, _ in synthetic]
+        #: training scans medgan made from other scans (recorded in the export, training_data["derived"])
+        self.derived_sources = [src for src, _ in derived]
         if self.info.is_main:
             _warn_tissue_maps("data.train", tissue_maps)
             _warn_synthetic("data.train", synthetic)
+            _warn_derived("data.train", derived)
         self.sampler = PatchSampler(
             self.volumes,
             patch_size=cfg["train"]["patch_size"],
@@ -372,6 +413,7 @@ class SRTrainer(Trainer):
         )
         self.val_scans: list[Any] = []
         self.synthetic_val: list[Any] = []  # validation scans medgan marked synthetic (rank 0, _load_val)
+        self.derived_val: list[Any] = []  # validation scans medgan made from other scans (rank 0, _load_val)
         if self.info.is_main and data["val"]:
             self._load_val()
         self._val_loaded = {}  # other ranks do not validate: no copy kept
@@ -429,6 +471,7 @@ class SRTrainer(Trainer):
         loaded, self._val_loaded = self._val_loaded, {}
         tissue_maps: list[tuple[Any, str]] = []
         synthetic: list[tuple[Any, str]] = []
+        derived: list[tuple[Any, str]] = []
         for i, src in enumerate(self.val_sources):
             scan = loaded[i] if i in loaded else load_scan(src)
             hint = tissue_map_hint(src, scan)
@@ -437,11 +480,15 @@ class SRTrainer(Trainer):
             made = synthetic_hint(scan.meta)
             if made is not None:
                 synthetic.append((src, made))
+            made = derived_hint(scan.meta)
+            if made is not None:
+                derived.append((src, made))
             if scan.ndim - 1 < self.dims:  # a raw zip() ValueError from _full_factor before
                 raise ConfigError(
                     f"{source_name(src)}: data.val: a {scan.ndim - 1}-D image (shape {tuple(scan.shape)}) cannot "
                     f"validate a {self.dims}-D model; give {self.dims}-D validation scans"
                 )
+            self._check_val_pixels(source_name(src), scan)
             if crop is not None:
                 scan = _centre_crop(scan, crop)
             # the scoring fits the checkpoint's normalisation on the scan: checked here, before any step, so the
@@ -456,7 +503,31 @@ class SRTrainer(Trainer):
             self.val_scans.append((source_name(src), crop_to_multiple(scan, full)))
         _warn_tissue_maps("data.val", tissue_maps)
         _warn_synthetic("data.val", synthetic)
+        _warn_derived("data.val", derived)
         self.synthetic_val = [src for src, _ in synthetic]
+        self.derived_val = [src for src, _ in derived]
+
+    def _check_val_pixels(self, name: str, scan: Any) -> None:
+        """Refuse a validation scan whose 2-D validation slices (across ``data.slice_axes[0]``) have non-square
+        pixels: the training slices' rule (:class:`medgan.data.patches.PatchSampler`), since such slices would be
+        degraded and scored as if they were square (a validation scan cropped with ``val_crop`` keeps its voxel
+        sizes: checked on the scan as loaded)."""
+        if self.dims != 2:
+            return
+        plane = self._val_axes() if scan.ndim == 4 else [0, 1]
+        ratio = spacing_ratio(scan.affine, plane)
+        if ratio is None or ratio <= 1 + SPACING_TOLERANCE:
+            return
+        sizes = spacing_from_affine(scan.affine)
+        pixel = " x ".join(f"{sizes[a]:.4g}" for a in plane)
+        across = f"across axis {self.cfg['data']['slice_axes'][0]} (data.slice_axes[0]) " if scan.ndim == 4 else ""
+        raise ConfigError(
+            f"{name}: data.val: the validation slices {across}have {pixel} mm pixels (axes {plane[0]}, {plane[1]}), "
+            f"not square (within {SPACING_TOLERANCE:.0%}): the scores would measure the model on slices unlike its "
+            "training slices (medgan.SuperResolver, likewise, refuses to upscale across a scan's thick slices); give "
+            "a validation scan whose slices have square pixels"
+            + (", or put first in data.slice_axes an axis across which they are" if across else "")
+        )
 
     def _full_factor(self, n_spatial: int) -> list[int]:
         if self.dims == n_spatial:
@@ -717,6 +788,11 @@ class SRTrainer(Trainer):
             "synthetic": {
                 "train": [relative_path(source_name(s), base) for s in self.synthetic_sources],
                 "val": [relative_path(source_name(s), base) for s in self.synthetic_val],
+            },
+            # scans medgan degraded, interpolated or upscaled (medgan.io.scan.derived_hint): no acquired image
+            "derived": {
+                "train": [relative_path(source_name(s), base) for s in self.derived_sources],
+                "val": [relative_path(source_name(s), base) for s in self.derived_val],
             },
         }
         return save_checkpoint(
