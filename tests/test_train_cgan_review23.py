@@ -11,7 +11,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from conftest import SAMPLE_DATA, mni_label_map, save_tiny_synthesizer, tiny_cgan_config, tiny_sr_config
+from conftest import (
+    SAMPLE_DATA,
+    mni_cgan_subject,
+    mni_label_map,
+    save_tiny_synthesizer,
+    tiny_cgan_config,
+    tiny_sr_config,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -211,3 +218,30 @@ def test_image_folder_of_several_series_says_how_a_config_picks_one(tmp_path):
         train_cgan(cfg, progress=False)
     msg = str(err.value)
     assert "data.train[0].image" in msg and str(MNI / "t1.nii.gz") in msg and "--series ID" not in msg
+
+
+def test_a_derived_training_scan_is_warned_and_recorded_train_cgan(tmp_path, caplog):
+    """A T1 degraded and interpolated back by medgan (same grid as the GM/WM maps) is no acquired image: train-cgan
+    warns, as train-sr does, and the exported model records it."""
+    import medgan
+    from medgan.infer.synthesis import Synthesizer
+    from medgan.train import train_cgan
+
+    subject = mni_cgan_subject(tmp_path)  # a 64 x 72 x 40 crop: its slices divide by 2
+    t1 = medgan.load_scan(subject["image"])
+    blurred = medgan.interpolate(medgan.degrade(t1, (1, 1, 2), method="thick_slice"), (1, 1, 2))
+    assert blurred.shape == t1.shape
+    subject["image"] = str(medgan.save_scan(blurred, tmp_path / "t1_blurred.nii.gz"))
+    cfg = tiny_cgan_config(tmp_path, val_max_slices=1)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["data"]["train"] = [subject]
+    raw["adversarial"]["steps"] = 1
+    cfg.write_text(yaml.safe_dump(raw))
+    with caplog.at_level(logging.WARNING, logger="medgan.train.cgan"):
+        result = train_cgan(cfg, progress=False)
+    assert any(
+        "made by medgan from another scan" in r.getMessage() and "t1_blurred.nii.gz" in r.getMessage()
+        for r in caplog.records
+    )
+    meta = Synthesizer.from_pretrained(result.model_path, device="cpu").metadata
+    assert meta["training_data"]["subjects"][0]["derived"] is True

@@ -33,7 +33,7 @@ from medgan.data.labels import (
 )
 from medgan.data.normalize import fit_normalization
 from medgan.errors import AmbiguousSeriesError, ConfigError, MedganError
-from medgan.io.scan import label_map_reason, provenance_records
+from medgan.io.scan import derived_hint, label_map_reason, provenance_records
 
 __all__ = [
     "load_pairs",
@@ -85,9 +85,9 @@ def load_pairs(
         ``name``, ``image`` (float32 ``(1, X, Y, Z)``, normalised), ``labels`` (float32 ``(1, X, Y, Z)``),
         ``normalization`` (the fitted :class:`~medgan.data.normalize.Normalization`), ``affine``,
         ``orientation`` (the image's voxel-axis code, e.g. ``"RAS"``, or ``None``: :func:`medgan.io.scan.
-        orientation_code`), ``synthetic`` (:func:`synthetic_hint` of the image, or ``None``) and
-        ``tissue_map_hint`` (:func:`medgan.data.patches.tissue_map_hint` of the image, or ``None``): the caller
-        warns about those two.
+        orientation_code`), ``synthetic`` (:func:`synthetic_hint` of the image, or ``None``), ``derived``
+        (:func:`medgan.io.scan.derived_hint` of the image, or ``None``) and ``tissue_map_hint``
+        (:func:`medgan.data.patches.tissue_map_hint` of the image, or ``None``): the caller warns about those three.
 
     Raises
     ------
@@ -181,6 +181,7 @@ def load_pairs(
                 "affine": np.asarray(image.affine, dtype=np.float64),
                 "orientation": orientation_code(np.asarray(image.affine, dtype=np.float64)),
                 "synthetic": synthetic_hint(image.meta),
+                "derived": derived_hint(image.meta),
                 "tissue_map_hint": tissue_map_hint(name, image),
             }
         )

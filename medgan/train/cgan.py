@@ -209,7 +209,8 @@ class CGANTrainer(Trainer):
             )
 
     def _warn_subjects(self) -> None:
-        """Warn about training images that look like tissue probability maps, or that medgan marked synthetic.
+        """Warn about training images that look like tissue probability maps, that medgan marked synthetic, or that
+        medgan made from another scan (degraded, interpolated, upscaled).
 
         Both are used (a name and a value range are a hint, not proof; synthetic training data can be deliberate),
         but the model then learns a probability map's or a generator's output as "the image"; the export records
@@ -239,6 +240,16 @@ class CGANTrainer(Trainer):
                     i,
                     pair["name"],
                     pair["synthetic"],
+                    i,
+                )
+            if pair.get("derived"):  # as train-sr: a degraded or upscaled scan is not an acquired image
+                logger.warning(
+                    "data.train[%d].image: %s was made by medgan from another scan (%s), and the model learns that "
+                    "step's blur or guess as the image; the exported model records it (training_data.subjects[%d]."
+                    "derived)",
+                    i,
+                    pair["name"],
+                    pair["derived"],
                     i,
                 )
 
@@ -379,6 +390,7 @@ class CGANTrainer(Trainer):
                     # voxel-axis code (e.g. "PIR"): what data.slice_axis meant for this subject
                     "orientation": p.get("orientation"),
                     "synthetic": bool(p.get("synthetic")),
+                    "derived": bool(p.get("derived")),
                 }
                 for p, s in zip(self.pairs, self.splits, strict=True)
             ],
