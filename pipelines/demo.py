@@ -299,11 +299,14 @@ def _index(
 table{{border-collapse:collapse}}</style></head><body>
 <h1>medgan demo</h1><p>medgan {__version__}; ran in {seconds:.0f} s on CPU.</p>
 <h2>Super-resolution on held-out real scans</h2><ul>{"".join(scans)}</ul>
-<p>Masked PSNR (dB) and SSIM, mean over the scans; gain: model minus cubic interpolation, with the 95% CI (t) of the
-mean paired difference, the Wilcoxon signed-rank p Holm-adjusted over all paired tests of that model's report, and
-the report's verdict.{power} The full reports have per-scan tables, statistics and images.</p>
+<p>Masked PSNR (dB) and SSIM, mean over the scans; gain: model minus cubic interpolation, with the unadjusted
+(per-comparison) 95% CI (t) of the mean paired difference, the Wilcoxon signed-rank p Holm-adjusted over all paired
+tests of that model's report, and the report's verdict. The verdict is corrected for those tests (it needs the
+Holm-adjusted p below 0.05 and the Bonferroni-adjusted Hodges-Lehmann interval to exclude 0) and the CI is not, so
+a CI that excludes 0 can stand beside "no difference shown". Each scan counts as one independent unit.{power} The
+full reports have per-scan tables, statistics and images.</p>
 <table><tr><th>model (report)</th><th>task</th><th>n scans</th><th>PSNR model</th><th>PSNR cubic</th>
-<th>PSNR gain</th><th>95% CI of gain</th><th>Holm p</th><th>PSNR verdict</th><th>SSIM model</th><th>SSIM cubic</th>
+<th>PSNR gain</th><th>unadjusted 95% CI of gain</th><th>Holm p</th><th>PSNR verdict</th><th>SSIM model</th><th>SSIM cubic</th>
 <th>SSIM verdict</th></tr>{"".join(rows)}</table>
 <p>The rows are different tasks (isotropic x2 halves every axis; in-plane x2 keeps every slice and is easier) scored
 on different reference grids (each cropped to a multiple of its own factor): they are not comparable with each other

@@ -127,13 +127,13 @@ def four_scan_report(mni) -> tuple[dict, str]:
 def test_report_paired_cells_show_the_ci_in_order_and_the_holm_adjusted_p(four_scan_report):
     doc, md = four_scan_report
     header, rows = _table(md, "metric")
-    col = {name: header.index(name) for name in ("baseline", "95% CI (t)", "Wilcoxon p", "Holm p")}
+    col = {name: header.index(name) for name in ("baseline", "unadjusted 95% CI (t)", "Wilcoxon p", "Holm p")}
     paired = {(x["metric"], x["baseline"]): x for x in doc["paired"] if x["method"] == "SR"}
     assert rows
     wide = 0
     for cells in rows:
         x = paired[(cells[0].split(" ")[0], cells[col["baseline"]])]
-        low, high = (s.strip() for s in cells[col["95% CI (t)"]].strip("[]").split(","))
+        low, high = (s.strip() for s in cells[col["unadjusted 95% CI (t)"]].strip("[]").split(","))
         assert _shown(low, x["ci_low"]) and _shown(high, x["ci_high"]), cells
         wide += float(high) > float(low)
         # 4 significant digits

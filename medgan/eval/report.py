@@ -24,7 +24,13 @@ and when unknown; ``settings.provenance`` is de-duplicated and did not say which
 ``ssim_fraction`` (the share of the mask the masked SSIM averages); ``summary`` / ``breakdown`` ``n_failed``,
 ``n_common``, ``mean_common`` (a scan a method failed on, NaN, is counted, and methods are compared on the scans
 every method scored); ``settings.invocation`` (``argv`` and ``command_line`` when known, and ``inputs``: each input's
-path and content digest, :func:`medgan.eval.compare.input_record`).
+path and content digest, :func:`medgan.eval.compare.input_record`). 2.5: row column ``hfen_mode`` (HFEN's LoG is
+2-D per slice where SSIM's windows are: it was 3-D on every scan); ``paired`` ``hl_estimate``, ``hl_ci_low`` /
+``hl_ci_high`` / ``hl_ci_method`` (Hodges-Lehmann shift and its unadjusted interval), ``ci_low_adj`` /
+``ci_high_adj`` / ``confidence_adj`` (the Bonferroni-adjusted Hodges-Lehmann interval: the verdicts use it, no longer
+the t interval), ``unit`` / ``n_scans`` (scan, or subject when rows carry a ``subject`` column); the Wilcoxon p is
+the normal approximation above 300 non-zero differences (``wilcoxon_method``); ``settings.statistics.unit`` /
+``verdict`` / ``ci_adj``, ``settings.hfen.modes``; ``ci_low`` / ``ci_high`` are labelled unadjusted.
 
 Numbers in ``report.md`` / ``report.html`` are rounded per metric (:data:`METRIC_DECIMALS`, :func:`format_metric`:
 PSNR in dB to 2 decimals, SSIM, NRMSE and HFEN to 4; values in the scans' units to one number of decimals per
@@ -88,7 +94,7 @@ __all__ = [
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "2.4"
+SCHEMA_VERSION = "2.5"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
@@ -105,7 +111,8 @@ ROW_COLUMNS = (
     "series_description",
     "model",
     "model_sha256",
-    "ssim_fraction",  # last: added in 2.4, after the columns readers may take by position
+    "ssim_fraction",  # added in 2.4, after the columns readers may take by position
+    "hfen_mode",  # last: added in 2.5
 )
 #: metrics plotted and tabulated in the report
 REPORT_METRICS = ("psnr", "ssim", "nrmse", "mae", "hfen", "psnr_full", "ssim_full", "lr_consistency_psnr")
@@ -194,21 +201,43 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
             ),
             "modes": sorted({r.get("ssim_mode") for r in rows if r.get("ssim_mode")}),
         },
-        "hfen": {"filter": "Laplacian of Gaussian", "sigma_voxels": M.HFEN_SIGMA},
+        "hfen": {
+            "filter": "Laplacian of Gaussian",
+            "sigma_voxels": M.HFEN_SIGMA,
+            "slices": (
+                "over every spatial axis, or 2-D on each slice across the axis SSIM's 2-D windows use (thin stacks: "
+                "fewer than 11 voxels along an axis; ssim_mode '2d'); hfen_mode in each row says which"
+            ),
+            "modes": sorted({r.get("hfen_mode") for r in rows if r.get("hfen_mode")}),
+        },
         "nrmse": "||pred - ref|| / ||ref|| (euclidean)",
         "degradation": list(ev.degradations),
         "provenance": list(ev.provenance),
         "statistics": {
             "sd": "sample (ddof=1)",
-            "ci": "95% CI (t) of the mean paired difference: Student t interval, mean +- t(0.975, n-1) * sd / sqrt(n)",
+            "ci": (
+                "unadjusted (per-comparison) 95% CI (t) of the mean paired difference: Student t interval, "
+                "mean +- t(0.975, n-1) * sd / sqrt(n); shown, not used by the verdict"
+            ),
             "ci_method": stats.CI_METHOD,
-            "test": "Wilcoxon signed-rank, two-sided, exact p for every n (ties: mid-ranks; zero differences dropped)",
+            "ci_adj": (
+                f"{stats.HL_CI_METHOD} at 1 - {stats.ALPHA}/m for the m paired tests (Bonferroni-adjusted; "
+                "ci_low_adj / ci_high_adj): the interval the verdict uses. hl_ci_low / hl_ci_high: the same at 95%, "
+                "unadjusted"
+            ),
+            "test": (
+                f"Wilcoxon signed-rank, two-sided (ties: mid-ranks; zero differences dropped), exact p up to "
+                f"{stats.EXACT_MAX_N} non-zero differences, normal approximation above"
+            ),
             "test_method": (
                 "scipy.stats.wilcoxon(method='exact') without ties or zeros (n <= 50), else the exact distribution "
-                "over all 2**n sign assignments of the mid-ranks; each paired row's wilcoxon_method says which"
+                f"over all 2**n sign assignments of the mid-ranks; above {stats.EXACT_MAX_N} non-zero differences the "
+                "normal approximation with tie and continuity corrections; each paired row's wilcoxon_method says which"
             ),
             "alpha": stats.ALPHA,
             "correction": stats.CORRECTION,
+            "verdict": stats.VERDICT_RULE,
+            "unit": stats.UNIT,
         },
         "software": software_versions(),
         "invocation": _invocation(ev),
@@ -231,6 +260,7 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
             *_non_finite_notes(rows),
             *_failed_scan_notes(tables),
             *_scale_notes(rows),
+            *_window_notes(rows),
             *_correction_notes(tables),
         ],
         "rows": rows,
@@ -445,10 +475,48 @@ def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
     return [
         f"The {m} paired tests of this report (every baseline x metric, including metrics not tabulated here) are one "
         f"family: their Wilcoxon p-values are Holm-adjusted (column 'Holm p', paired.csv p_holm) and the verdicts "
-        f"need an adjusted p below {stats.ALPHA}; 'Wilcoxon p' is unadjusted. With {m} tests a verdict needs at "
+        f"need an adjusted p below {stats.ALPHA} and the Hodges-Lehmann interval at 1 - {stats.ALPHA}/{m} "
+        f"(Bonferroni-adjusted, column 'HL shift (adjusted CI)') to exclude 0; 'Wilcoxon p' and the 95% CIs (t) are "
+        f"unadjusted: such a CI can exclude 0 beside 'no difference shown'. With {m} tests a verdict needs at "
         f"least {need} scans even when a method wins on every scan (smallest exact two-sided p 2/2^n, times {m} "
         f"for the first Holm step).{' ' + now if now else ''}"
     ]
+
+
+#: below this share of the mask averaged by the masked SSIM, a report says so (:func:`_window_notes`)
+SSIM_FRACTION_NOTE = 0.5
+
+
+def _window_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Notes when SSIM's windows (and HFEN's LoG, which follows them) differ across scans, or when the masked SSIM
+    averages less than half of some scan's mask: the numbers of such scans do not measure the same thing."""
+    notes = []
+    for column, what in (("ssim_mode", "SSIM windows"), ("hfen_mode", "HFEN's Laplacian of Gaussian")):
+        modes: dict[str, list[str]] = {}
+        for r in rows:
+            if r.get(column):
+                modes.setdefault(str(r[column]), []).append(str(r["scan_id"]))
+        if len(modes) > 1:
+            parts = "; ".join(f"{mode}: {', '.join(dict.fromkeys(ids))}" for mode, ids in sorted(modes.items()))
+            notes.append(
+                f"The {what} differ across scans ({column}: {parts}): a 3-D and a per-slice 2-D number are not the "
+                "same measurement, so means and paired tests over these scans mix them (use --ssim-mode / "
+                "ssim_mode to score every scan alike)."
+            )
+    fractions = {
+        str(r["scan_id"]): float(r["ssim_fraction"])
+        for r in rows
+        if isinstance(r.get("ssim_fraction"), int | float) and math.isfinite(float(r["ssim_fraction"]))
+    }
+    low = sorted(k for k, v in fractions.items() if v < SSIM_FRACTION_NOTE)
+    if low:
+        shown = ", ".join(f"{k} ({format_metric('ssim_fraction', fractions[k])})" for k in low)
+        notes.append(
+            f"The masked SSIM averages less than {SSIM_FRACTION_NOTE:g} of the mask on {len(low)} of "
+            f"{len(fractions)} scan(s) (ssim_fraction: its windows must lie 5 voxels inside the image): {shown}. "
+            "Their ssim describes the inner part of the mask only."
+        )
+    return notes
 
 
 #: metrics in each scan's own intensity units (every other report metric is relative to the scan's data range or
@@ -503,8 +571,9 @@ def _non_finite_notes(rows: list[dict[str, Any]]) -> list[str]:
                 why = f" ({means})" if means else ""
                 notes.append(
                     f"{method} {metric}: {len(inf)} of {len(values)} scan(s) gave an infinite value{why}; they are "
-                    f"kept: counted in n, the mean is infinite, the median and the Wilcoxon test rank them, and the "
-                    f"t interval of their paired differences does not exist: {', '.join(inf)}"
+                    f"kept: counted in n, the mean is infinite (the paired table then shows the median difference "
+                    f"too), the median, the Wilcoxon test and the Hodges-Lehmann interval of the verdict rank them, "
+                    f"and the t interval of their paired differences does not exist: {', '.join(inf)}"
                 )
             if nan:
                 notes.append(
@@ -719,7 +788,12 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                     f"Gaussian window sigma {ssim['sigma']}, {ssim['win_size']} voxels, K1 {ssim['k1']}, K2 {ssim['k2']}, "
                     f"population covariance; {ssim['masked_mean']}; modes: {', '.join(ssim['modes'])}",
                 ],
-                ["HFEN", f"Laplacian of Gaussian, sigma {s['hfen']['sigma_voxels']} voxels, norm ratio"],
+                [
+                    "HFEN",
+                    f"Laplacian of Gaussian, sigma {s['hfen']['sigma_voxels']} voxels, norm ratio; "
+                    f"{s['hfen'].get('slices', 'over every spatial axis')}; modes: "
+                    f"{', '.join(s['hfen'].get('modes') or []) or 'n/a'}",
+                ],
                 ["LR consistency", s["lr_consistency"]],
                 [
                     "command",
@@ -730,7 +804,12 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 [
                     "statistics",
                     f"sd {s['statistics']['sd']}; {s['statistics']['ci']}; {s['statistics']['test']}; "
-                    f"multiple comparisons: {s['statistics']['correction']}",
+                    f"multiple comparisons: {s['statistics']['correction']}"
+                    + "".join(
+                        f"; {label}: {s['statistics'][key]}"
+                        for key, label in (("ci_adj", "adjusted interval"), ("verdict", "verdict"), ("unit", "unit"))
+                        if s["statistics"].get(key)
+                    ),
                 ],
                 [
                     "software",
@@ -780,27 +859,43 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
 
     blocks.append(("h2", "Paired differences to the baselines"))
     if doc["paired"]:
+        m = n_tests(doc)
+        alpha = s["statistics"]["alpha"]
+        by_subject = any(x.get("unit") == "subject" for x in doc["paired"])
+        unit_text = (
+            "Rows carry a subject column: each method's values are averaged over each subject's scans and the "
+            "subjects are the independent units (n: subjects, of the scans in brackets). "
+            if by_subject
+            else "Each scan is one independent unit (n: scans); scans of one subject (crops, series, sessions) are "
+            "not independent, and then n overstates the evidence: give the rows a subject column. "
+        )
         blocks.append(
             (
                 "p",
-                f"{s['method']} minus baseline, per scan; 95% CI (t): Student t interval of the mean difference; "
-                "Wilcoxon signed-rank p (two-sided), unadjusted and Holm-adjusted over all paired tests of this "
-                "report. dz: mean difference / sd of the differences (paired standardized mean difference, "
-                "an effect size; n/a when n < 2 or every difference is the same). Verdict 'better' / 'worse' only when the CI excludes 0, "
-                f"the Holm-adjusted p < {s['statistics']['alpha']} and the signed ranks point the CI's way; with the "
-                f"{max(1, n_tests(doc))} test(s) of this report that needs at least "
-                f"{min_scans_for_verdict(n_tests(doc), alpha=s['statistics']['alpha'])} scans, even for a method "
-                "that wins on every scan.",
+                f"{s['method']} minus baseline, per scan. {unit_text}Unadjusted (per-comparison) 95% CI (t): Student t "
+                "interval of the mean difference, shown for the mean and not corrected for the other tests, so it "
+                "can exclude 0 beside 'no difference shown' (n/a when a difference is infinite: the mean diff then "
+                "shows the median difference too). HL shift: the Hodges-Lehmann estimate (median of the Walsh "
+                f"averages) with its interval at 1 - {alpha}/{max(1, m)} (Bonferroni-adjusted for the "
+                f"{max(1, m)} test(s); -inf/inf: too few scans for the test to reject anything), the interval of the "
+                "Wilcoxon signed-rank test. Wilcoxon p (two-sided), unadjusted and Holm-adjusted over all paired "
+                "tests of this report. dz: mean difference / sd of the differences (paired standardized mean "
+                "difference, an effect size; n/a when n < 2 or every difference is the same). Verdict 'better' / "
+                f"'worse' only when the adjusted HL interval excludes 0, the Holm-adjusted p < {alpha} and the "
+                f"signed ranks point the CI's way; with the {max(1, m)} test(s) of this report that needs at least "
+                f"{min_scans_for_verdict(m, alpha=alpha)} scans, even for a method that wins on every scan.",
             )
         )
         rows = [
             [
                 _with_unit(x["metric"]),
                 x["baseline"],
-                x["n"],
-                f(x["metric"], x["mean_diff"]),
+                f"{x['n']} ({x.get('n_scans')} scans)" if x.get("unit") == "subject" else x["n"],
+                _mean_diff_text(x, f),
                 format_metric("dz", x.get("dz")),
                 f"[{f(x['metric'], x['ci_low'])}, {f(x['metric'], x['ci_high'])}]",
+                f"{f(x['metric'], x.get('hl_estimate'))} "
+                f"[{f(x['metric'], x.get('ci_low_adj'))}, {f(x['metric'], x.get('ci_high_adj'))}]",
                 _fmt(x["wilcoxon_p"]),
                 _fmt(x.get("p_holm")),
                 verdict_text(x["better"]),
@@ -811,7 +906,18 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
         blocks.append(
             (
                 "table",
-                ["metric", "baseline", "n", "mean diff", "dz", "95% CI (t)", "Wilcoxon p", "Holm p", "verdict"],
+                [
+                    "metric",
+                    "baseline",
+                    "n",
+                    "mean diff",
+                    "dz",
+                    "unadjusted 95% CI (t)",
+                    "HL shift (adjusted CI)",
+                    "Wilcoxon p",
+                    "Holm p",
+                    "verdict",
+                ],
                 rows,
             )
         )
@@ -845,9 +951,19 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
         "mask_fraction",
         "ssim_fraction",
         "ssim_mode",
+        "hfen_mode",
     ]
     blocks.append(("table", [_with_unit(c) for c in cols], [[f(c, r.get(c)) for c in cols] for r in doc["rows"]]))
     return blocks
+
+
+def _mean_diff_text(x: Mapping[str, Any], f: Any) -> str:
+    """A paired row's mean difference, with the median difference when the mean is infinite or undefined (a perfect
+    scan makes the mean ``inf``, which says nothing of the other scans)."""
+    mean = x.get("mean_diff")
+    if (mean is None or mean in ("inf", "-inf")) and x.get("median_diff") is not None:
+        return f"{f(x['metric'], mean)} (median {f(x['metric'], x['median_diff'])})"
+    return f(x["metric"], mean)
 
 
 def _degradation_text(records: Sequence[Mapping[str, Any]]) -> str:
