@@ -148,7 +148,7 @@ def test_safe_output_path_refuses_escapes(tmp_path):
 def test_manifest_tolerates_a_partial_last_line(tmp_path):
     path = tmp_path / "manifest.jsonl"
     with Manifest(path) as m:
-        m.append({"scan_id": "a", "status": "done", "metrics": {"psnr": float("nan")}})
+        m.append({"scan_id": "a", "status": "done", "metrics": [{"psnr": float("nan")}]})
     with open(path, "ab") as fh:
         fh.write(b'{"scan_id": "b", "stat')  # what SIGKILL in the middle of a write leaves
     with Manifest(path) as m:
@@ -156,7 +156,7 @@ def test_manifest_tolerates_a_partial_last_line(tmp_path):
         m.append({"scan_id": "c", "status": "failed"})
     rows = read_rows(path)
     assert [r["scan_id"] for r in rows] == ["a", "c"]
-    assert rows[0]["metrics"]["psnr"] is None  # NaN stored as valid JSON
+    assert rows[0]["metrics"][0]["psnr"] is None  # NaN stored as valid JSON
 
 
 # --------------------------------------------------------------------------- error isolation
@@ -1087,7 +1087,8 @@ def test_batch_evaluate_resume_and_tasks_do_not_depend_on_path_spelling(tmp_path
 def test_batch_evaluate_resume_survives_a_moved_prediction_tree(tmp_path, eval_trees):
     """The prediction and LR trees copied elsewhere with their modification times (cp -p, rsync -a): the scored
     scans are skipped, as docs/BATCH.md says of every input root (the settings held both roots' absolute paths, so
-    every scan was scored again). Rows of the earlier settings still count while the roots stay where they were."""
+    every scan was scored again). Rows of the earlier settings (absolute roots, before 2026-12-06) are scored again:
+    their HFEN is a 3-D one (per-slice HFEN came on 2026-12-07)."""
     from pipelines.batch.manifest import settings_key
     from pipelines.batch.runner import _fingerprint, plan_evaluate
 
@@ -1130,7 +1131,8 @@ def test_batch_evaluate_resume_survives_a_moved_prediction_tree(tmp_path, eval_t
         (legacy / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(out / rel, legacy / rel)
     assert main(["batch", "evaluate", str(sr), str(hr), str(legacy), "--lr", str(lr), "--quiet"]) == 0
-    assert [r["status"] for r in read_rows(legacy / "manifest.jsonl")[2:]] == ["skipped", "skipped"]
+    # every row of those versions holds a 3-D HFEN (per-slice HFEN came on 2026-12-07): scored again, not carried
+    assert [r["status"] for r in read_rows(legacy / "manifest.jsonl")[2:]] == ["done", "done"]
 
 
 def test_batch_evaluate_resume_follows_max_montages(tmp_path, eval_trees):

@@ -10,6 +10,9 @@ folder gives one clear message (review 26, on real scans from ``sample_data/``).
   row one).
 - A file where a scan's output folder must be failed the scan with ``FileExistsError``; a folder named
   ``manifest.jsonl`` was noticed only after the first scan had run.
+- A moved input tree whose outputs were deleted to be made again was refused as "another input tree", naming the
+  deleted files; a ``batch evaluate`` row with ``"metrics"`` as an object passed the row check, then crashed the
+  report with a traceback.
 """
 
 from __future__ import annotations
@@ -142,6 +145,52 @@ def test_another_input_tree_never_replaces_nor_removes_the_first_trees_outputs(t
     assert outputs(out) == replaced
 
 
+def test_a_moved_tree_remakes_deleted_outputs_and_names_only_the_files_still_held(tmp_path, tiny_sr):
+    """The root's hash changes with a move (``mv`` to another mount): a scan whose outputs were deleted is made
+    again, as before rows named their tree (the error named the deleted files). A scan that needs redoing for
+    another reason (its input re-exported) while outputs are intact cannot be told from another tree's: refused,
+    naming only the outputs still there as written; once those are gone it is redone."""
+    old, new, out = tmp_path / "mnt_old" / "in", tmp_path / "mnt_new" / "in", tmp_path / "out"
+    crop_to(old / T1W, (slice(8, 24), slice(10, 26), slice(8, 12)))
+    assert upscale(old, out, tiny_sr) == 0
+    (done,) = read_rows(out / "manifest.jsonl")
+    image, sidecar = done["outputs"]  # the .nii.gz and its provenance .json
+    assert image.endswith(".nii.gz") and sidecar.endswith(".json")
+    new.parent.mkdir()
+    shutil.move(old, new)  # the same files, sizes and times; the mount point changed
+    for rel in done["outputs"]:
+        (out / rel).unlink()  # deleted so that they are made again
+    assert upscale(new, out, tiny_sr) == 0
+    row = read_rows(out / "manifest.jsonl")[-1]
+    assert row["status"] == "done" and row["error"] is None, row["error"]
+    assert row["outputs"] == done["outputs"] and row["output_sha256"] == done["output_sha256"]
+
+    newer = tmp_path / "mnt_newer" / "in"
+    newer.parent.mkdir()
+    shutil.move(new, newer)
+    (out / image).unlink()  # one output deleted, the input unchanged: the same input, redone
+    assert upscale(newer, out, tiny_sr) == 0
+    assert read_rows(out / "manifest.jsonl")[-1]["status"] == "done"
+
+    newest = tmp_path / "mnt_newest" / "in"
+    newest.parent.mkdir()
+    shutil.move(newer, newest)
+    stat = (newest / T1W).stat()
+    os.utime(newest / T1W, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # re-exported: another input now
+    (out / image).unlink()
+    kept = (out / sidecar).read_bytes()
+    assert upscale(newest, out, tiny_sr) == 3
+    row = read_rows(out / "manifest.jsonl")[-1]
+    assert row["status"] == "failed"
+    assert row["error"].startswith(f"OUT_ROOT/{sidecar} holds the output of {T1W} from another input tree")
+    assert image not in row["error"]  # gone: nothing of it to protect
+    assert (out / sidecar).read_bytes() == kept and not (out / image).exists()
+    (out / sidecar).unlink()
+    assert upscale(newest, out, tiny_sr) == 0
+    assert read_rows(out / "manifest.jsonl")[-1]["status"] == "done"
+    assert sorted(outputs(out)) == sorted(done["outputs"])
+
+
 # ---------------------------------------------------------------- 3. manifest lines
 
 
@@ -166,6 +215,27 @@ def test_a_row_with_a_field_of_the_wrong_type_is_an_unreadable_line_kept_in_the_
     assert read_rows(jsonl)[-1]["status"] == "skipped"  # line 1 still vouches for the outputs
     assert len(warned) == 1 and f"line 2 ({field} is not a list)" in warned[0], warned
     assert jsonl.read_text().startswith(text)  # the line is kept
+
+
+def test_an_evaluate_row_with_metrics_as_an_object_is_an_unreadable_line_not_a_crashed_report(tmp_path, caplog, capsys):
+    """``"metrics": {...}`` (a hand edit; every writer stores a list of per-method dicts) passed the row check and
+    crashed the report (``'str' object has no attribute 'items'``, exit 1, no report)."""
+    ref, pred, out = tmp_path / "ref", tmp_path / "pred", tmp_path / "out"
+    crop_to(ref / "a" / "anat.nii.gz", (slice(8, 40), slice(10, 42), slice(8, 20)))
+    shutil.copytree(ref, pred)
+    args = ["batch", "evaluate", str(pred), str(ref), str(out), "--max-montages", "0", "--quiet"]
+    assert main(args) == 0
+    jsonl = out / "manifest.jsonl"
+    (row,) = read_rows(jsonl)
+    jsonl.write_text(json.dumps({**row, "metrics": {"psnr": 30.0}}) + "\n")
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0  # was: AttributeError in the report, exit 1
+    assert "Traceback" not in capsys.readouterr().err
+    warned = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warned) == 1 and "line 1 (metrics is not a list)" in warned[0], warned
+    assert read_rows(jsonl)[-1]["status"] == "done"  # scored again: the edited line vouches for nothing
+    assert (out / "report" / "metrics.csv").is_file()
 
 
 def test_only_a_partial_last_line_is_removed_from_the_manifest(tmp_path, tiny_sr, caplog):

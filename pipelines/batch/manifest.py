@@ -134,7 +134,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "outputs": (list,),
     "output_sha256": (list,),
     "seconds": (dict,),
-    "metrics": (list, dict),
+    "metrics": (list,),  # one dict per method (evaluate_job: Evaluation.rows); an object crashed the report
     "baselines": (list,),
     "provenance": (list,),
     "degradation": (list,),

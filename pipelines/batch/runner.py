@@ -38,7 +38,7 @@ from medgan.errors import MedganError
 from medgan.io.atomic import is_temp_name, open_append, os_error_reason, temp_sibling_of
 from pipelines.batch import executors, jobs
 from pipelines.batch.logging import LOG_NAME, RunLog
-from pipelines.batch.manifest import Manifest, is_complete, last_finished, settings_key, write_csv
+from pipelines.batch.manifest import Manifest, is_complete, last_finished, output_sha256, settings_key, write_csv
 from pipelines.batch.plan import (
     Task,
     _input_label,
@@ -509,16 +509,21 @@ def _root_relative(text: str, pattern: re.Pattern[str], label_of: Mapping[str, t
     return pattern.sub(replace, text)
 
 
+def _split_rel(rel: str) -> tuple[str, str]:
+    """A manifest row's output path (relative to ``OUT_ROOT``, ``/``-separated) as the folder and name
+    :func:`safe_output_path` takes."""
+    parts = rel.rsplit("/", 1)
+    return (parts[0], parts[1]) if len(parts) == 2 else (".", parts[0])
+
+
 def _remove_output(out_root: Path, rel: str, scan_id: str, why: str) -> None:
     """Remove output ``rel`` (relative to ``out_root``) of a previous run of scan ``scan_id`` (logged with ``why``);
     see :meth:`_Run._remove_stale`. Refuses (logged) a path that is not a plain relative path or leaves
     ``out_root``."""
     from medgan.io.dicom_write import remove_medgan_series  # on first use: it imports pydicom and MONAI
 
-    parts = rel.rsplit("/", 1)
-    folder, name = (parts[0], parts[1]) if len(parts) == 2 else (".", parts[0])
     try:
-        path = safe_output_path(out_root, folder, name)
+        path = safe_output_path(out_root, *_split_rel(rel))
     except MedganError as exc:
         log.warning("%s: not removing the earlier output %s: %s", scan_id, rel, exc)
         return
@@ -629,10 +634,17 @@ def _execute(
             to_run = []
             for task in tasks:
                 previous = finished.get(task.scan_id)
-                # another input tree's outputs under the same names (the same relative paths, so the same scan ids):
-                # never replaced nor removed without --force (an older row without the field counts as this tree's)
-                foreign = previous is not None and previous.get("input_root") not in (None, run.input_root)
                 task_key = settings_key({"settings": key, "inputs": _fingerprint(task, roots)})
+                # another input tree's outputs under the same names (the same relative paths, so the same scan ids):
+                # never replaced nor removed without --force (an older row without the field counts as this tree's).
+                # Not when the row's key is the scan's now: the same settings and input files (relative paths,
+                # sizes, times), so a moved tree; and only the files still there as that row wrote them: a moved
+                # tree whose scan needs redoing was refused, naming outputs the user had deleted to remake them
+                held: list[str] = []
+                if _other_tree(previous, run.input_root):
+                    if previous.get("settings") != resume_key(task, task_key, previous):
+                        held = _held_outputs(previous, out_root)
+                foreign = bool(held)
                 if task.reason is not None:
                     status = "unusable" if not task.ref.usable else "failed"
                     row: dict[str, Any] = {"status": status, "error": task.reason}
@@ -661,9 +673,10 @@ def _execute(
                     run.record(task, carried)
                     continue
                 if previous is not None and foreign and not force:
-                    held = ", ".join(f"OUT_ROOT/{rel}" for rel in previous.get("outputs") or []) or "OUT_ROOT"
+                    named = ", ".join(f"OUT_ROOT/{rel}" for rel in held)  # only the files still there
+                    verb = "holds" if len(held) == 1 else "hold"
                     error = (
-                        f"{held} holds the output of {previous.get('input')} from another input tree; use another "
+                        f"{named} {verb} the output of {previous.get('input')} from another input tree; use another "
                         "OUT_ROOT, or --force (medgan upscale: --overwrite) to replace it"
                     )
                     run.record(task, {"status": "failed", "error": error})
@@ -732,10 +745,8 @@ def _warn_outputs_of_missing_scans(
         outputs = []
         for rel in row.get("outputs") or []:
             rel = str(rel)
-            parts = rel.rsplit("/", 1)
-            folder, name = (parts[0], parts[1]) if len(parts) == 2 else (".", parts[0])
             try:
-                path = safe_output_path(out_root, folder, name)
+                path = safe_output_path(out_root, *_split_rel(rel))
             except MedganError:  # not a path inside OUT_ROOT: not this run's to name
                 continue
             if rel not in planned and os.path.lexists(path):
@@ -807,6 +818,39 @@ def _fingerprint(task: Task, roots: Mapping[str, Path | None]) -> list[list[Any]
     """
     found = {(role, _relative(path, roots.get(role))): path for role, path in _inputs(task)}
     return [[role, rel, *_stat(path)] for (role, rel), path in sorted(found.items())]
+
+
+def _other_tree(previous: Mapping[str, Any] | None, input_root: str | None) -> bool:
+    """Whether ``previous`` (a scan's last done row) was written by a run of another input tree than the one whose
+    root hash is ``input_root`` (:func:`_input_root_id`); a row without ``input_root`` (older versions) is this
+    tree's."""
+    return previous is not None and previous.get("input_root") not in (None, input_root)
+
+
+def _held_outputs(previous: Mapping[str, Any], out_root: Path) -> list[str]:
+    """The outputs ``previous`` lists that are still in ``out_root`` as it wrote them (the recorded sha256; an output
+    without a recorded hash counts when it exists): what a run of another input tree must not replace or remove.
+
+    Deleted outputs hold nothing (a moved tree's scan whose outputs were deleted is made again, as before the rows
+    named their tree), and neither does a file changed since: no row vouches for it.
+    """
+    outputs = [str(rel) for rel in previous.get("outputs") or []]
+    hashes = list(previous.get("output_sha256") or [])
+    held = []
+    for i, rel in enumerate(outputs):
+        try:
+            path = safe_output_path(out_root, *_split_rel(rel))
+        except MedganError:  # not a path inside OUT_ROOT: nothing of this folder's
+            continue
+        if not os.path.lexists(path):
+            continue
+        try:
+            if i < len(hashes) and output_sha256(path) != hashes[i]:
+                continue
+        except OSError:  # unreadable: cannot tell, so kept as the other tree's
+            pass
+        held.append(rel)
+    return held
 
 
 def _input_root_id(root: Path | None) -> str | None:
@@ -1414,8 +1458,7 @@ def run_evaluate(
     )
     # where PRED_ROOT and LR_ROOT are is not part of it (each scan's key fingerprints their files relative to them,
     # _fingerprint), so a moved or copied prediction tree still counts as scored, as docs/BATCH.md says (a move
-    # redid every scan); earlier versions recorded both roots' absolute paths: their rows still count while the
-    # roots are where they were
+    # redid every scan)
     options_part = {"method": method, "mask": mask, "data_range": data_range, "degradation": degradation}
     # since 2026-12-06 a prediction on a box of its reference is scored against the cropped reference: with
     # --resample such rows were resampled (about 1 dB lower), so rows scored under --resample before are redone
@@ -1424,15 +1467,13 @@ def run_evaluate(
     rule = {"geometry": "crop-reference"} if resample else {}
     if not crop_reference:
         rule = {"crop_reference": False}
+    # since 2026-12-07 HFEN follows SSIM's plan (per slice on a stack thinner than SSIM's window, hfen_mode in
+    # each row): rows scored before hold a 3-D HFEN (0.18 instead of 0.24 on a 4-slice series) and no hfen_mode,
+    # and were skipped, their old value carried into a report that says per-slice HFEN; they are redone. So are
+    # the rows of versions before 2026-12-06, whose settings held PRED_ROOT's and LR_ROOT's absolute paths (they
+    # were passed as earlier_settings while the roots stayed where they were): every such row has a 3-D HFEN
+    rule["hfen"] = "slices"
     settings = {"job": "evaluate", "lr": lr_path is not None, **options_part, "resample": resample, **rule}
-    before = {
-        "job": "evaluate",
-        "pred": str(pred_root.resolve()),
-        "lr": str(lr_path.resolve()) if lr_path else None,
-        **options_part,
-        "resample": resample,
-        **rule,
-    }
     report: dict[str, Path] = {}
 
     def finalize(run: _Run, rows: list[dict[str, Any]]) -> dict[str, Path]:
@@ -1453,7 +1494,6 @@ def run_evaluate(
             force=force,
             quiet=quiet,
             finalize=finalize,
-            earlier_settings=[before],
             notes=notes,
         )
     result.report = report

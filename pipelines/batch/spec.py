@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from medgan.errors import ConfigError
+from pipelines.commands._args import DEVICE_HELP
 
 __all__ = [
     "SCHEMA",
@@ -156,6 +157,23 @@ def _opt_axes(v: Any) -> bool:
     return isinstance(v, list) and valid_axes(v) is not None
 
 
+def _opt_device(v: Any) -> bool:
+    # the form --device takes (pipelines.commands._args.device_name): 'gpu' or 'cuda:x' was refused only when the
+    # job ran, in the library's words ("None / 'auto'"); whether this machine has the device is the run's to say
+    if v is None:
+        return True
+    if not isinstance(v, str):  # an integer index is the library's form, not the command line's
+        return False
+    from medgan.errors import MedganError
+    from medgan.infer.device import parse_device  # here, not at import: it imports torch
+
+    try:
+        parse_device(v)
+    except MedganError:
+        return False
+    return True
+
+
 def _opt_number(v: Any) -> bool:
     return v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))
 
@@ -165,6 +183,7 @@ _WHAT = {
     _opt_scalar: "a class name, a class index or null",
     _opt_axes: "two different axes out of 0, 1, 2 (e.g. [0, 2]; a 2-D model), exactly [0, 1, 2] (a 3-D model) or null",
     _opt_number: "a finite number or null",
+    _opt_device: f"a device, {DEVICE_HELP}, or null",
     _path: "a path (text)",
     _text: "non-empty text",
     _pos_int: "a positive integer",
@@ -195,7 +214,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "input": (_path, True, None),
         "model": (_path, False, DEFAULT_UPSCALE_MODEL),
         "format": (_choice("nifti", "dicom"), False, "nifti"),
-        "device": (_opt_str, False, None),
+        "device": (_opt_device, False, None),
         "overlap": (_fraction, False, 0.25),
         "batch_size": (_opt_pos_int, False, None),
         "windows": (_choice(*WINDOW_LAYOUTS), False, "fit"),
@@ -211,7 +230,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "class": (_opt_scalar, False, None),
         "scalar": (_opt_number, False, None),
         "format": (_choice("nifti", "dicom"), False, "nifti"),
-        "device": (_opt_str, False, None),
+        "device": (_opt_device, False, None),
     },
     "evaluate": {
         **_COMMON,
