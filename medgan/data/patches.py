@@ -26,6 +26,7 @@ same patches as an uninterrupted run, and each DDP rank draws different patches
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -55,8 +56,8 @@ def expand_sources(paths: Sequence[str], *, skipped: list[dict[str, str]] | None
     """Scan sources from files and folders: a file stays a path; a folder gives its usable scans.
 
     A folder's unusable scans are left out with a WARNING each (its name and reason); ``skipped``, when given,
-    receives one ``{"name": ..., "reason": ...}`` per scan left out (the name of :func:`source_name`, no patient
-    field).
+    receives one ``{"name": ..., "reason": ...}`` per scan left out (the name of :func:`source_name` with
+    ``shared=True``, as exports record it: no patient field, a DICOM scan by its id).
 
     Parameters
     ----------
@@ -89,10 +90,10 @@ def expand_sources(paths: Sequence[str], *, skipped: list[dict[str, str]] | None
             refs = [r for r in found if r.usable]
             for r in found:
                 if not r.usable:
-                    name, reason = source_name(r), str(r.reason or "not usable")
-                    logger.warning("%s: skipping an unusable scan: %s", name, reason)
-                    if skipped is not None:
-                        skipped.append({"name": name, "reason": reason})
+                    reason = str(r.reason or "not usable")
+                    logger.warning("%s: skipping an unusable scan: %s", source_name(r), reason)
+                    if skipped is not None:  # recorded in exports: a DICOM scan by its id, not its folder
+                        skipped.append({"name": source_name(r, shared=True), "reason": reason})
             if not refs:
                 raise MedganError(f"{path}: no usable scan found in this folder")
             out.extend(refs)
@@ -101,13 +102,86 @@ def expand_sources(paths: Sequence[str], *, skipped: list[dict[str, str]] | None
     return out
 
 
-def source_name(source: Any) -> str:
-    """A printable name for a source (path, or ScanRef id and its first file's folder); never patient fields."""
-    if isinstance(source, str):
-        return source
+def source_name(source: Any, *, shared: bool = False) -> str:
+    """A printable name for a source (path, or ScanRef id and its first file's folder); never patient fields.
+
+    Parameters
+    ----------
+    source
+        A path (str) or a :class:`medgan.ScanRef`.
+    shared
+        The name an exported artifact (a checkpoint meant to be shared) records: a DICOM scan by its
+        :attr:`~medgan.ScanRef.id` alone, which discovery cleaned of the series' own patient identifiers
+        (:mod:`medgan.io.identifiers`), not by its folder, which sites name after the patient; a DICOM file or
+        series folder given as a path by the id its folder's discovery gives it (what ``--series`` takes). Other
+        sources (NIfTI: no header identifiers) are named as without it; exports write them through
+        :func:`medgan.train.config.relative_path`, which cuts the identifiers :func:`source_identifiers` found.
+
+    Returns
+    -------
+    str
+        ``FOLDER#ID`` for a ScanRef, the path for a path; with ``shared``, the id of a DICOM scan.
+    """
+    if shared:
+        ref = _dicom_ref(source)
+        if ref is not None:
+            return str(ref.id)
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
     paths = getattr(source, "paths", None) or []
     folder = str(Path(paths[0]).parent) if paths else "?"
     return f"{folder}#{getattr(source, 'id', '?')}"
+
+
+def _dicom_ref(source: Any) -> Any:
+    """The DICOM :class:`medgan.ScanRef` a source is (or a path names: a series folder, a file of a series), else
+    ``None`` (NIfTI, a folder of several scans, a path that is gone)."""
+    from medgan.io.discover import ScanRef, discover_scans
+    from medgan.io.nifti import is_nifti_path
+
+    if isinstance(source, ScanRef):
+        ref = source
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            if is_nifti_path(path) or not path.exists():
+                return None
+            if path.is_dir():
+                usable = [r for r in discover_scans(path) if r.usable]
+                ref = usable[0] if len(usable) == 1 else None
+            else:  # a file: the scan of its folder's discovery that holds it (as load_scan's series= matches it)
+                real = path.resolve()
+                ref = next((r for r in discover_scans(path.parent) if real in {p.resolve() for p in r.paths}), None)
+        except (OSError, MedganError):
+            return None
+    else:
+        return None
+    return ref if ref is not None and str(ref.kind).startswith("dicom") else None
+
+
+def source_identifiers(source: Any) -> dict[str, list[tuple[str, ...]]]:
+    """The patient identifiers a source's DICOM header holds, to cut out of the paths an export records.
+
+    Parameters
+    ----------
+    source
+        A path (str) or a :class:`medgan.ScanRef`.
+
+    Returns
+    -------
+    dict
+        :func:`medgan.io.identifiers.identifying_words` of the header of the scan's first file (the one discovery
+        cleans its id with); empty for a NIfTI file, a folder of several scans, an unreadable header.
+    """
+    from medgan.io.identifiers import file_identifiers
+    from medgan.io.nifti import is_nifti_path
+
+    ref = _dicom_ref(source)
+    if ref is not None and ref.paths:
+        return file_identifiers(ref.paths[0])
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not is_nifti_path(source):
+        return file_identifiers(source)  # a DICOM file discovery did not place in a scan (unreadable: nothing)
+    return {}
 
 
 #: words in a file name or NIfTI description that name a tissue probability map (FSL pve, SPM c1/c2/c3 and TPM,

@@ -19,7 +19,14 @@ from pydicom.dataset import Dataset
 
 from medgan.io.dicom_values import header_value
 
-__all__ = ["identifying_words", "remove_identifiers"]
+__all__ = [
+    "REMOVED",
+    "file_identifiers",
+    "identifying_words",
+    "merge_identifiers",
+    "remove_identifiers",
+    "remove_identifiers_from_path",
+]
 
 #: Header attributes whose values are cut, whole token, out of a series' description and out of the file name its id
 #: falls back to (DICOM PS3.15 Annex E cleans SeriesDescription: sites type the patient's name or record number there,
@@ -35,6 +42,11 @@ _EDGE_SEPARATORS = " _-.,^;:=+"
 #: ordinary words out of descriptions ("Series 01", "MR Brain") and identify no one
 _MIN_ID_CHARS = 3
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
+#: what a path component that spelled identifiers only becomes (:func:`remove_identifiers_from_path`): a marker rather
+#: than nothing, so that what is left names no other folder (``in/DOE_JOHN/T1`` must not read ``in/T1``)
+REMOVED = "<removed>"
+#: what separates the components of a path (either separator: a Windows path typed on another machine)
+_PATH_SEPARATORS = re.compile(r"([/\\])")
 
 
 def _fold(word: str) -> str:
@@ -181,4 +193,83 @@ def remove_identifiers(text: str, identifiers: Mapping[str, Sequence[tuple[str, 
             end += 1
         out.append(_tidy_gap(out.pop() + seps[end], start=k == 0, end=end == len(words)))
         k = end
+    return "".join(out)
+
+
+def merge_identifiers(*indexes: Mapping[str, Sequence[tuple[str, ...]]]) -> dict[str, list[tuple[str, ...]]]:
+    """The union of several :func:`identifying_words` indexes (the series of one run: every scan's patient).
+
+    Parameters
+    ----------
+    *indexes
+        Folded first word -> word sequences.
+
+    Returns
+    -------
+    dict
+        Folded first word -> the word sequences of every index starting with it, longest first (then sorted, so
+        that the same indexes give the same dict).
+    """
+    sequences = {tuple(s) for index in indexes for seqs in index.values() for s in seqs if s}
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for words in sorted(sequences, key=lambda w: (-len(w), w)):
+        out.setdefault(words[0], []).append(words)
+    return out
+
+
+def file_identifiers(path: Any) -> dict[str, list[tuple[str, ...]]]:
+    """:func:`identifying_words` of a DICOM file's header (read without its pixel data).
+
+    Parameters
+    ----------
+    path
+        A file.
+
+    Returns
+    -------
+    dict
+        The index; empty for a file that is no DICOM file (a NIfTI header holds no patient identifier) or that
+        cannot be read. pydicom's warnings, which may quote header values, are silenced while reading.
+    """
+    import pydicom
+
+    from medgan.io.dicom_frames import quiet_pydicom  # imports this module's neighbours: not at import time
+
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception:  # not DICOM (InvalidDicomError), missing, damaged: no identifier known from it
+        return {}
+    return identifying_words(ds)
+
+
+def remove_identifiers_from_path(path: str, identifiers: Mapping[str, Sequence[tuple[str, ...]]]) -> str:
+    """``path`` with each component cleaned by :func:`remove_identifiers`; a component left without a word is
+    :data:`REMOVED`.
+
+    Folders are named after patients (``SMITH_JOHN_123456/ACC789_T1``); each component is cleaned on its own, so no
+    removal joins two components (``in/SMITH_JOHN/T1`` becomes ``in/<removed>/T1``, not ``in/T1``, a path that may
+    name another folder).
+
+    Parameters
+    ----------
+    path
+        A path (either separator), absolute or relative, or any other text.
+    identifiers
+        Folded first word -> word sequences (:func:`identifying_words`, :func:`merge_identifiers`).
+
+    Returns
+    -------
+    str
+        ``path`` itself when it holds no identifier; otherwise the cleaned path, its separators as they were.
+    """
+    if not identifiers:
+        return path
+    out = []
+    for part in _PATH_SEPARATORS.split(path):
+        if not part or _PATH_SEPARATORS.fullmatch(part):
+            out.append(part)
+            continue
+        cleaned = remove_identifiers(part, identifiers)
+        out.append(cleaned if cleaned == part or _WORD.search(cleaned) else REMOVED)
     return "".join(out)

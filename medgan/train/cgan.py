@@ -369,16 +369,35 @@ class CGANTrainer(Trainer):
         """Write the EMA generator as a synthesis checkpoint (``out_dir/model.safetensors``)."""
         from medgan.data.cgan_data import PLANES
         from medgan.data.labels import TISSUE_LABELS
+        from medgan.data.patches import source_identifiers, source_name
         from medgan.infer.synthesis import save_synthesizer
+        from medgan.io.identifiers import merge_identifiers, remove_identifiers, remove_identifiers_from_path
 
         # the final state's check covers the weights too; this keeps an export outside the loop from taking them
         self.check_exportable(self.out_dir / MODEL_FILE)
         data = self.cfg["data"]
+        base = config_base(self.cfg)
+        # the model is shared: the identifiers the subjects' DICOM headers hold are cut out of every name and path
+        # it records (folders named after patients), and a DICOM subject is named by its cleaned scan id
+        identifiers = merge_identifiers(
+            *(source_identifiers(path) for subject in data["train"] for path in subject.values())
+        )
+
+        def shared(path: str) -> str:
+            return remove_identifiers_from_path(os.path.basename(source_name(path, shared=True)), identifiers)
+
+        def labels_name(subject: Mapping[str, Any], recorded: str) -> str:
+            # a label map file by its name (a DICOM one by its id); gm/wm maps: tissue_labels(gm, wm, t1=image)
+            if "labels" in subject:
+                return shared(str(subject["labels"]))
+            return remove_identifiers(recorded, identifiers)
+
+        images = [shared(str(subject["image"])) for subject in data["train"]]
         training_data = {
             "subjects": [
                 {
-                    "image": os.path.basename(p["name"]),
-                    "labels": p["labels_source"],
+                    "image": image,
+                    "labels": labels_name(subject, p["labels_source"]),
                     "normalization": p["normalization"].to_dict(),
                     # first and last index only (kept for existing readers): the extent, held-out slab included
                     "train_slices": [s[0][0], s[0][-1]],
@@ -392,10 +411,10 @@ class CGANTrainer(Trainer):
                     "synthetic": bool(p.get("synthetic")),
                     "derived": bool(p.get("derived")),
                 }
-                for p, s in zip(self.pairs, self.splits, strict=True)
+                for p, s, subject, image in zip(self.pairs, self.splits, data["train"], images, strict=True)
             ],
             # the checkpoint's normalisation (what Synthesizer outputs are inverted with) is this subject's
-            "normalization_subject": {"index": 0, "image": os.path.basename(self.pairs[0]["name"])},
+            "normalization_subject": {"index": 0, "image": images[0]},
             "slice_axis": data["slice_axis"],
             # the anatomical direction of slice_axis in every subject (one letter of an orientation code: S, I,
             # R, L, A, P; None when unknown) and its plane: what a synthesis input's slices should be
@@ -416,9 +435,9 @@ class CGANTrainer(Trainer):
             "validation": self.last_metrics,
             "validation_history": [{"step": r["step"], **r["metrics"]} for r in self.val_rows],
             # paths relative to the config's folder: the checkpoint is shared, the training machine's layout is not
-            # (the subjects above are named by their file names only)
-            "command": relative_command(self.command, config_base(self.cfg)),
-            "train_config": exported_config(self.cfg, CGAN_SCHEMA),
+            # (the subjects above are named by their file names, or DICOM scan ids, only)
+            "command": relative_command(self.command, base, identifiers),
+            "train_config": exported_config(self.cfg, CGAN_SCHEMA, identifiers),
             "paths_relative_to": PATHS_RELATIVE_TO,
             "world_size": self.info.world_size,
             # resumes whose config differed from the saved state's: the subjects / axis above are the last ones

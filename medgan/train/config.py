@@ -40,7 +40,7 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,15 +364,21 @@ def config_base(cfg: Mapping[str, Any]) -> str:
     return os.path.abspath(cfg.get(BASE_DIR_KEY) or os.getcwd())
 
 
-def relative_path(value: str, base: str | os.PathLike[str]) -> str:
-    """An absolute path as an exported checkpoint writes it: relative to ``base`` when inside it, else its name only.
+def relative_path(
+    value: str, base: str | os.PathLike[str], identifiers: Mapping[str, Sequence[tuple[str, ...]]] | None = None
+) -> str:
+    """An absolute path as an exported checkpoint writes it: relative to ``base`` when inside it, else its name only;
+    without the words that spell ``identifiers``.
 
     A path inside ``base`` becomes relative to it (POSIX separators); one outside it (its relative path would start
     with ``..``, or it is on another drive) becomes :data:`OUTSIDE_CONFIG_FOLDER` ``/`` its file name, e.g.
     ``<outside the config folder>/t1.nii.gz``. A :func:`medgan.data.patches.source_name` ``FOLDER#ID`` keeps its
     ``#ID``. Why: exported checkpoints are shared, and an absolute path names the training machine's layout (home
     folders, user names, folders named after patients); a relative path that climbs out of ``base``
-    (``../../home/alice/...``) names it as well.
+    (``../../home/alice/...``) names it as well. Folders named after patients inside ``base`` (or such a file name)
+    are why ``identifiers`` are cut out of what is written, component by component
+    (:func:`medgan.io.identifiers.remove_identifiers_from_path`: ``in/SMITH_JOHN_123/ACC9_T1`` with SMITH^JOHN, ID
+    123 and accession ACC9 becomes ``in/<removed>/T1``), the ``#ID`` part too.
 
     Parameters
     ----------
@@ -380,27 +386,38 @@ def relative_path(value: str, base: str | os.PathLike[str]) -> str:
         A path, or any other string (a command-line word, a ``FOLDER#ID`` name).
     base
         The folder the config's paths were resolved against (:func:`config_base`).
+    identifiers
+        The patient identifiers known from the run's DICOM headers (:func:`medgan.io.identifiers.identifying_words`,
+        :func:`medgan.io.identifiers.merge_identifiers`); ``None`` or empty: nothing is cut.
 
     Returns
     -------
     str
-        ``value`` unchanged when it is not an absolute path; otherwise as described above.
+        ``value`` (cleaned of ``identifiers``) when it is not an absolute path; otherwise as described above.
     """
+    from medgan.io.identifiers import remove_identifiers, remove_identifiers_from_path
+
+    ids = identifiers or {}
     text = str(value)
     head, sep, tail = text.partition("#")
+    tail = remove_identifiers(tail, ids) if ids else tail  # a ScanRef id made from an uncleaned NIfTI file name
     if not os.path.isabs(head):
-        return text
+        return remove_identifiers_from_path(head, ids) + sep + tail
     try:
         rel = Path(os.path.relpath(head, os.path.abspath(base)))
     except ValueError:  # another drive (Windows): no relative path exists, so it is outside
         rel = None
     if rel is None or (rel.parts and rel.parts[0] == os.pardir):
-        name = Path(head).name
+        name = remove_identifiers_from_path(Path(head).name, ids)
         return (f"{OUTSIDE_CONFIG_FOLDER}/{name}" if name else OUTSIDE_CONFIG_FOLDER) + sep + tail
-    return rel.as_posix() + sep + tail
+    return remove_identifiers_from_path(rel.as_posix(), ids) + sep + tail
 
 
-def relative_command(command: str | None, base: str | os.PathLike[str]) -> str | None:
+def relative_command(
+    command: str | None,
+    base: str | os.PathLike[str],
+    identifiers: Mapping[str, Sequence[tuple[str, ...]]] | None = None,
+) -> str | None:
     """A recorded command line with its absolute path arguments written as :func:`relative_path` writes them.
 
     Parameters
@@ -409,6 +426,8 @@ def relative_command(command: str | None, base: str | os.PathLike[str]) -> str |
         The command line (``medgan train-sr /x/run.yaml --opt=/x/y``), or ``None``.
     base
         The folder the config's paths were resolved against (:func:`config_base`).
+    identifiers
+        As :func:`relative_path`: cut out of every argument.
 
     Returns
     -------
@@ -428,34 +447,41 @@ def relative_command(command: str | None, base: str | os.PathLike[str]) -> str |
     for token in tokens:
         key, eq, value = token.partition("=")
         if eq and key.startswith("-"):
-            out.append(key + eq + relative_path(value, base))
+            out.append(key + eq + relative_path(value, base, identifiers))
         else:
-            out.append(relative_path(token, base))
+            out.append(relative_path(token, base, identifiers))
     return shlex.join(out)
 
 
-def _relative_fields(schema: Mapping[str, Any], cfg: Mapping[str, Any], base: str) -> dict[str, Any]:
+def _relative_fields(
+    schema: Mapping[str, Any], cfg: Mapping[str, Any], base: str, identifiers: Mapping[str, Any] | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in cfg.items():
         spec = schema.get(key)
         if isinstance(spec, Field):
             kind = spec.kind.rstrip("?")
             if kind == "path" and isinstance(value, str):
-                value = relative_path(value, base)
+                value = relative_path(value, base, identifiers)
             elif kind == "paths" and isinstance(value, list):
-                value = [relative_path(v, base) for v in value]
+                value = [relative_path(v, base, identifiers) for v in value]
             elif kind == "subjects" and isinstance(value, list):  # train-cgan: {image, labels} / {image, gm, wm}
-                value = [{k: relative_path(v, base) for k, v in s.items()} for s in value]
+                value = [{k: relative_path(v, base, identifiers) for k, v in s.items()} for s in value]
         elif isinstance(spec, Mapping) and isinstance(value, Mapping):
-            value = _relative_fields(spec, value, base)
+            value = _relative_fields(spec, value, base, identifiers)
         out[key] = copy.deepcopy(value)
     return out
 
 
-def exported_config(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+def exported_config(
+    cfg: Mapping[str, Any],
+    schema: Mapping[str, Any],
+    identifiers: Mapping[str, Sequence[tuple[str, ...]]] | None = None,
+) -> dict[str, Any]:
     """A validated config as an exported checkpoint records it: its path fields relative to the folder they were
     resolved against (:func:`config_base`), that folder left out (see :data:`PATHS_RELATIVE_TO`); a path outside it
-    keeps only its file name, under :data:`OUTSIDE_CONFIG_FOLDER` (:func:`relative_path`).
+    keeps only its file name, under :data:`OUTSIDE_CONFIG_FOLDER` (:func:`relative_path`). The words of
+    ``identifiers`` are cut out of every path (data folders are named after patients).
 
     Parameters
     ----------
@@ -463,6 +489,9 @@ def exported_config(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[s
         A validated config (:func:`load_config`, :func:`medgan.train.cgan_config.load_cgan_config`).
     schema
         Its schema (:data:`SCHEMA` or :data:`medgan.train.cgan_config.CGAN_SCHEMA`): says which keys are paths.
+    identifiers
+        The patient identifiers known from the training scans' DICOM headers (:func:`relative_path`); ``None``:
+        none.
 
     Returns
     -------
@@ -470,7 +499,7 @@ def exported_config(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[s
         A JSON-able copy; ``cfg`` is left as it is (the resumable training state keeps absolute paths).
     """
     base = config_base(cfg)
-    return _relative_fields(schema, {k: v for k, v in cfg.items() if k != BASE_DIR_KEY}, base)
+    return _relative_fields(schema, {k: v for k, v in cfg.items() if k != BASE_DIR_KEY}, base, identifiers)
 
 
 def _coerce(kind: str, value: Any, where: str, base: Path) -> Any:

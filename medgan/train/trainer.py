@@ -368,6 +368,8 @@ class SRTrainer(Trainer):
         if not self.val_sources and self.info.is_main:
             logger.warning("no data.val: the run will report no validation; hold out a scan of another subject")
         self.skipped = [{**s, "data": "train"} for s in skipped_train] + [{**s, "data": "val"} for s in skipped_val]
+        #: the patient identifiers of the scans' DICOM headers, cut out of exported paths (:meth:`_identifiers`)
+        self._export_identifiers: dict[str, list[tuple[str, ...]]] | None = None
         # validation scans the voxel check loaded are kept for _load_val (not read twice)
         voxel_check = _check_held_out(self.sources, self.val_sources)
         self._val_loaded = voxel_check.loaded if voxel_check is not None else {}
@@ -746,6 +748,18 @@ class SRTrainer(Trainer):
             return self.last_metrics, None
         return self.last_metrics, int(self.val_rows[-1]["step"])
 
+    def _identifiers(self) -> dict[str, list[tuple[str, ...]]]:
+        """The patient identifiers the training and validation scans' DICOM headers hold (one header per scan, read
+        once per run): what exports cut out of the paths they record."""
+        from medgan.data.patches import source_identifiers
+        from medgan.io.identifiers import merge_identifiers
+
+        if self._export_identifiers is None:
+            self._export_identifiers = merge_identifiers(
+                *(source_identifiers(s) for s in [*self.sources, *self.val_sources])
+            )
+        return self._export_identifiers
+
     def _export(
         self,
         path: Path,
@@ -761,8 +775,15 @@ class SRTrainer(Trainer):
         self.check_exportable(path)
         metrics, metrics_step = validation if validation is not None else self._last_validation()
         meta = self._metadata()
-        # paths relative to the config's folder: the checkpoint is shared, the training machine's layout is not
+        # paths relative to the config's folder: the checkpoint is shared, the training machine's layout is not;
+        # DICOM scans by their cleaned ids, and the identifiers their headers hold cut out of every path (folders
+        # named after patients)
         base = config_base(self.cfg)
+        identifiers = self._identifiers()
+
+        def shared(source: Any) -> str:
+            return relative_path(source_name(source, shared=True), base, identifiers)
+
         extra = {
             "phase": phase,
             "degradation": self.cfg["degradation"],
@@ -771,28 +792,29 @@ class SRTrainer(Trainer):
             "validation": metrics,
             "validation_step": metrics_step,  # the step whose EMA scored ``validation``
             "validation_history": [{"step": r["step"], **r["metrics"]} for r in self.val_rows],
-            "command": relative_command(self.command, base),
-            "train_config": exported_config(self.cfg, SCHEMA),
+            "command": relative_command(self.command, base, identifiers),
+            "train_config": exported_config(self.cfg, SCHEMA, identifiers),
             "paths_relative_to": PATHS_RELATIVE_TO,
             "world_size": self.info.world_size,
             # resumes whose config differed from the saved state's: the scans / settings here are the last ones
             "resumed_with_changes": self.resume_changes,
         }
         training_data = {
-            "train": [relative_path(source_name(s), base) for s in self.sources],
-            "val": [relative_path(name, base) for name, _ in self.val_scans],
-            # unusable scans in the data folders, left out: name, reason, data
-            "skipped": [{**s, "name": relative_path(s["name"], base)} for s in self.skipped],
+            "train": [shared(s) for s in self.sources],
+            # the scans validated (rank 0 loads each of data.val: self.val_scans, in this order)
+            "val": [shared(s) for s in self.val_sources] if self.val_scans else [],
+            # unusable scans in the data folders, left out: name (as shared: expand_sources), reason, data
+            "skipped": [{**s, "name": relative_path(s["name"], base, identifiers)} for s in self.skipped],
             "degradation": self.cfg["degradation"],
             # scans medgan marked synthetic (meta["medgan"]["synthetic"]): the model learnt a generator's output
             "synthetic": {
-                "train": [relative_path(source_name(s), base) for s in self.synthetic_sources],
-                "val": [relative_path(source_name(s), base) for s in self.synthetic_val],
+                "train": [shared(s) for s in self.synthetic_sources],
+                "val": [shared(s) for s in self.synthetic_val],
             },
             # scans medgan degraded, interpolated or upscaled (medgan.io.scan.derived_hint): no acquired image
             "derived": {
-                "train": [relative_path(source_name(s), base) for s in self.derived_sources],
-                "val": [relative_path(source_name(s), base) for s in self.derived_val],
+                "train": [shared(s) for s in self.derived_sources],
+                "val": [shared(s) for s in self.derived_val],
             },
         }
         return save_checkpoint(
