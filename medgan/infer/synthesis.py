@@ -749,7 +749,7 @@ class Synthesizer:
                 "scalar": scalar_record,
             },
             "labels": {str(k): v for k, v in self.labels.items()},
-            "label_map": name,
+            "label_map": _label_map_record(labels.meta, name),
             "normalization": self.normalization.to_dict(),
         }
         if slicewise:
@@ -765,3 +765,30 @@ class Synthesizer:
     def __call__(self, labels: Any, **kwargs: Any) -> MetaTensor:
         """Same as :meth:`generate`."""
         return self.generate(labels, **kwargs)
+
+
+def _label_map_record(meta: Mapping[str, Any], name: str) -> str:
+    """What a synthetic image's provenance records of its label map (``label_map``): never its folder's text.
+
+    Provenance travels with the image (its sidecar, a DICOM private element) when it is shared, and sites name
+    folders after patients (``DOE_JOHN_123/LABELS``). A map read from DICOM is named by its
+    :attr:`medgan.ScanRef.id`, which discovery of its folder gives it (cleaned of the series' own identifiers, the
+    one ``--series`` takes; the image's ``source_series_sha256`` is the series' digest); any other map by ``name``
+    (the path as given, as before), without the words of the patient identifiers its DICOM header holds
+    (:func:`medgan.io.identifiers.remove_identifiers_from_path`; a NIfTI map has none).
+    """
+    from medgan.io.discover import discover_scans
+    from medgan.io.identifiers import identifying_words, remove_identifiers_from_path
+
+    header = meta.get("dicom")
+    identifiers = identifying_words(header) if isinstance(header, Mapping) else {}
+    path, uid = meta.get("filename_or_obj"), meta.get("series_uid")
+    if isinstance(path, (str, os.PathLike)) and isinstance(uid, str) and uid:
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        try:
+            ids = {r.id for r in discover_scans(folder) if r.usable and r.series_uid == uid}
+        except (OSError, MedganError):  # moved or unreadable since it was loaded: the cleaned name below
+            ids = set()
+        if len(ids) == 1:  # one scan of that series (not one split into parts: which one is not known here)
+            return ids.pop()
+    return remove_identifiers_from_path(name, identifiers)
