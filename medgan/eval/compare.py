@@ -512,7 +512,9 @@ def input_record(role: str, path: str | Path) -> dict[str, Any]:
     """What a report records of one input (``role``: ``"pred"``, ``"ref"``, ``"lr"``, ...): path and content digest.
 
     Only the path as typed (not made absolute: a report is shared, and an absolute path names the user's home
-    folders; a path typed absolute is recorded as typed, like the command line), whether it is a file or a folder, how many files it holds and a
+    folders; a path typed absolute is recorded as typed, like the command line; :func:`evaluate_paths` then cuts the
+    patient identifiers of the DICOM scans it read out of it, as out of the command line:
+    :func:`medgan.io.identifiers.remove_identifiers_from_path`), whether it is a file or a folder, how many files it holds and a
     SHA-256 of their content: for a file, its bytes' (:func:`medgan.io.digest.file_sha256`); for a folder, the
     SHA-256 of the lines ``<sha256 of the file>  <path relative to the folder>\n`` of every regular file under it,
     sorted by path (what ``sha256sum`` lists), so renaming, adding or changing any file changes it. Nothing is read
@@ -1381,7 +1383,10 @@ def evaluate_paths(
         Called with each pair's key before it is scored.
     argv
         The command line to record in the report (:class:`Evaluation`'s ``argv``); ``None``: not recorded. The
-        inputs (``pred``, ``ref``, ``lr``) are always recorded with a content digest (:func:`input_record`).
+        inputs (``pred``, ``ref``, ``lr``) are always recorded with a content digest (:func:`input_record`). Both
+        are recorded as typed, less the words that spell a patient identifier of a DICOM scan read (its
+        PatientName, PatientID, AccessionNumber, birth date...: :mod:`medgan.io.identifiers`); a path component
+        left without a word reads ``<removed>``.
 
     Returns
     -------
@@ -1407,12 +1412,14 @@ def evaluate_paths(
     ev.notes.extend(notes)
     if lr is None:
         ev.notes.append("no low-resolution input given (--lr): no interpolation baselines and no LR consistency")
+    identifiers: list[Mapping[str, Any]] = []
     for pair in pairs:
         if progress is not None:
             progress(pair.key)
         p = _restore_meta(_load(pair.pred, loader), pair.pred)
         r = _named(_load(pair.ref, loader), pair.ref)
         low = _restore_meta(_load(pair.lr, loader), pair.lr) if pair.lr is not None else None
+        identifiers += [_header_identifiers(x) for x in (p, r, low) if x is not None]
         ref_ref = pair.ref.ref
         is_dicom = ref_ref is not None and str(getattr(ref_ref, "kind", "")).startswith("dicom")
         description = getattr(ref_ref, "description", None) if is_dicom else None
@@ -1424,4 +1431,26 @@ def evaluate_paths(
             metadata={"series_description": _clean(description)} if description else None,
             resample=resample,
         )
+    _clean_paths(ev, identifiers)
     return ev
+
+
+def _header_identifiers(scan: Any) -> dict[str, list[tuple[str, ...]]]:
+    """The patient identifiers a scan loaded from DICOM holds (``meta["dicom"]``); none for another scan."""
+    from medgan.io.identifiers import identifying_words
+
+    header = (getattr(scan, "meta", None) or {}).get("dicom")
+    return identifying_words(header) if isinstance(header, Mapping) else {}
+
+
+def _clean_paths(ev: Evaluation, identifiers: Sequence[Mapping[str, Any]]) -> None:
+    """The paths the report records (``argv``, each input's ``path``) without the words of the patient identifiers
+    the scans read hold: a report is shared, and sites name folders after patients (``DOE_JOHN_123/T1``)."""
+    from medgan.io.identifiers import merge_identifiers, remove_identifiers_from_path
+
+    known = merge_identifiers(*identifiers)
+    if not known:
+        return
+    if ev.argv is not None:
+        ev.argv = [remove_identifiers_from_path(a, known) for a in ev.argv]
+    ev.inputs = [{**x, "path": remove_identifiers_from_path(str(x["path"]), known)} for x in ev.inputs]
