@@ -16,7 +16,9 @@
   matching :meth:`medgan.SuperResolver.upscale` (default: normal = axis 2, model axes 0, 1). Those two axes must
   have square pixels (within :data:`medgan.io.scan.SPACING_TOLERANCE`) in every scan: a slice axis across which a
   scan's pixels are not square is refused (:class:`~medgan.errors.ConfigError` naming the scan, the axis and the
-  pixel size), as :class:`~medgan.SuperResolver` refuses to upscale such slices.
+  pixel size). This is stricter than :class:`~medgan.SuperResolver`, which refuses only slices across a scan's
+  thick axis (a model axis coarser than the others) and upscales 1 x 1.5 mm pixels: a target must not teach the
+  model that one in-plane direction is coarser.
 
 Every batch is a pure function of ``(seed, step, rank)``: resuming at step ``s`` draws the
 same patches as an uninterrupted run, and each DDP rank draws different patches
@@ -465,8 +467,7 @@ class PatchSampler:
                 raise ConfigError(
                     f"{'; '.join(bad)}: data.slice_axes: these pixels are not square (within "
                     f"{SPACING_TOLERANCE:.0%}), so a 2-D model would learn high-resolution targets coarser one way "
-                    "than the other (medgan.SuperResolver, likewise, refuses to upscale across a scan's thick "
-                    f"slices); {fix}"
+                    f"than the other; {fix}"
                 )
             return
         flagged: list[str] = []

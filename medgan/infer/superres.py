@@ -95,7 +95,7 @@ _CPU_BATCH_PIXELS = 8 * 128 * 128
 #: than that one by more than this fraction: the scan's slices run along another axis, and the model would thin an
 #: in-plane axis (a sagittal thick-slice scan stored with its slice axis first, e.g. after reorienting to RAS, went
 #: from 8 x 2 x 2 mm to 8 x 2 x 0.5 mm). Near-isotropic scans (voxel sizes within 10 %) pass
-_SLICE_AXIS_TOLERANCE = SPACING_TOLERANCE  # one rule with train-sr's 2-D slice-axis check
+_SLICE_AXIS_TOLERANCE = SPACING_TOLERANCE  # the tolerance train-sr's (stricter) square-pixel rule uses
 #: :meth:`SuperResolver.upscale` refuses an ``overlap`` whose window layout takes more than this many times the
 #: windows of the same layout at overlap 0: the checkpoint's windows advance by ``window * (1 - overlap)`` voxels, so
 #: an overlap near 1 steps one voxel at a time (brain-mr-through-plane-x4's 32x32x12 windows at overlap 0.99 took

@@ -127,8 +127,9 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
 
 
 #: Voxel sizes within this fraction of each other count as equal: square pixels, isotropic voxels, a slice axis no
-#: coarser than the others. One value for inference (:class:`medgan.SuperResolver`'s slice-axis rule) and training
-#: (train-sr's square-pixel rule for 2-D slices): a slice train-sr refuses is one the resolver would refuse to upscale.
+#: coarser than the others. One value for inference (:class:`medgan.SuperResolver`'s slice-axis rule: a model axis
+#: coarser than the rest is refused) and training (train-sr's square-pixel rule for 2-D slices, which is stricter:
+#: 1 x 1.5 mm pixels are refused as training targets, while a 2-D model upscales such slices).
 #: 10 %: near-isotropic scans (1.0 x 1.0 x 1.1 mm, 0.94 x 1.0 mm pixels) pass.
 SPACING_TOLERANCE = 0.1
 
