@@ -237,8 +237,11 @@ def test_a_device_type_medgan_does_not_run_on_is_a_medgan_error(device, tmp_path
     with pytest.raises(MedganError, match="medgan runs on 'cpu' or 'cuda'"):
         medgan.Synthesizer.from_pretrained("brain-t1-tissue-2d", device=device)
     src = mni_t1_path()
-    code = main(["upscale", str(src), str(tmp_path / "up.nii.gz"), "--model", "brain-mr-x2-2d", "--device", device])
-    assert code == 1 and "Traceback" not in capsys.readouterr().err
+    # on the command line a name of another form is a usage error (exit 2), refused before anything is read
+    with pytest.raises(SystemExit) as stop:
+        main(["upscale", str(src), str(tmp_path / "up.nii.gz"), "--model", "brain-mr-x2-2d", "--device", device])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err and f"{device!r} is not a device" in err, err
     assert not (tmp_path / "up.nii.gz").exists()
 
 
