@@ -49,7 +49,7 @@ from medgan.data.degrade import degrade_randomly
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
-from medgan.infer.superres import SuperResolver, _in_dicom_reader_layout, valid_axes
+from medgan.infer.superres import SuperResolver, _in_dicom_reader_layout, _known_slice_axis, valid_axes
 from medgan.io.scan import ScanInput, load_if_path, make_scan, ras_affine, refuse_label_map, require_channel_first
 
 __all__ = ["adapt_to_scan", "AdaptedSuperResolver", "model_degradation"]
@@ -440,7 +440,10 @@ def adapt_to_scan(
                 f"{tuple(range(n_spatial))} (the axes as they stand), got {tuple(axes)!r}: reorient the scan instead"
             )
         if dims == 3 and n_spatial == 3 and axes is None:  # before training SMORE pairs on the wrong axes
-            resolver._check_slice_axis(name, ras_affine(scan))  # RAS+, as upscale: its message names axis codes
+            # RAS+, as upscale: its message names axis codes; a DICOM series in the reader's layout has its slices
+            # along axis 2 whatever its voxel sizes (a 6.4 x 4 x 0.5 mm series was told they ran along axis 0)
+            known = _known_slice_axis(scan, np.asarray(scan.affine, dtype=np.float64))
+            resolver._check_slice_axis(name, ras_affine(scan), slice_axis=known)
         # axes=(0, 1, 2) is kept, so that the adapted resolver upscales the axes as they stand, as it adapted them
         axes = None if axes is None else tuple(range(n_spatial))
     factor = list(resolver.factor)

@@ -91,10 +91,10 @@ _CPU_FIT_FEATURES = 1 << 27
 #: (bf16, 2 cores, 2026-12-04): the activations of a pass then outgrow the caches
 _CPU_BATCH_PIXELS = 8 * 128 * 128
 #: A 3-D model that upsamples one axis more than the other two (through-plane, e.g. ``(1, 1, 4)``) was trained with
-#: that axis as the slice axis. Without ``axes=``, :meth:`SuperResolver.upscale` refuses a scan with an axis coarser
-#: than that one by more than this fraction: the scan's slices run along another axis, and the model would thin an
-#: in-plane axis (a sagittal thick-slice scan stored with its slice axis first, e.g. after reorienting to RAS, went
-#: from 8 x 2 x 2 mm to 8 x 2 x 0.5 mm). Near-isotropic scans (voxel sizes within 10 %) pass
+#: that axis as the slice axis. Without ``axes=``, :meth:`SuperResolver.upscale` refuses a scan whose slices run
+#: along another axis (see :func:`_slice_axis_by_spacing`), and the model would thin an in-plane axis (a sagittal
+#: thick-slice scan stored with its slice axis first, e.g. after reorienting to RAS, went from 8 x 2 x 2 mm to
+#: 8 x 2 x 0.5 mm). Voxel sizes within this fraction of each other count as equal: near-isotropic scans pass
 _SLICE_AXIS_TOLERANCE = SPACING_TOLERANCE  # the tolerance train-sr's (stricter) square-pixel rule uses
 #: :meth:`SuperResolver.upscale` refuses an ``overlap`` whose window layout takes more than this many times the
 #: windows of the same layout at overlap 0: the checkpoint's windows advance by ``window * (1 - overlap)`` voxels, so
@@ -237,6 +237,47 @@ def _in_dicom_reader_layout(meta: dict[str, Any], affine: np.ndarray) -> bool:
         return False
     spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
     return recorded.shape == (3,) and bool(np.allclose(spacing, recorded, rtol=1e-4, atol=0.0))
+
+
+def _slice_axis_by_spacing(spacing: Sequence[float]) -> int | None:
+    """The axis a 3-D scan's slices run along, read off its voxel sizes, or ``None`` for near-isotropic voxels.
+
+    The odd one out: the axis whose voxel size differs by more than :data:`_SLICE_AXIS_TOLERANCE` from both others
+    while those two agree (square pixels), whichever way it differs. Slices thinner than their pixels are common
+    (a coronal 1.042 x 1.042 mm series with 0.6 mm slices, reoriented to RAS: 1.042 x 0.6 x 1.042 mm), and the
+    coarsest axis, the rule before 2026-12-07, then named an in-plane axis. When all three differ (non-square
+    pixels, e.g. 6.4 x 4.0 x 0.5 mm) the coarsest axis is taken; ``None`` when no axis stands out (all three agree,
+    or a chain such as 1.0 x 1.08 x 1.17 mm whose neighbours agree).
+    """
+    sizes = [float(v) for v in spacing]
+
+    def agree(i: int, j: int) -> bool:
+        return max(sizes[i], sizes[j]) <= min(sizes[i], sizes[j]) * (1 + _SLICE_AXIS_TOLERANCE)
+
+    odd = [
+        i
+        for i in range(3)
+        if agree(*[j for j in range(3) if j != i]) and not any(agree(i, j) for j in range(3) if j != i)
+    ]
+    if len(odd) == 1:
+        return odd[0]
+    if not any(agree(i, j) for i in range(3) for j in range(i + 1, 3)):
+        return int(np.argmax(sizes))
+    return None
+
+
+def _known_slice_axis(scan: MetaTensor, affine: np.ndarray) -> int | None:
+    """The scan axis a scan's slices run along where its metadata say so, whatever its voxel sizes, else ``None``.
+
+    2 for a DICOM series that keeps the reader's layout (:func:`_in_dicom_reader_layout`, checked against the scan's
+    own 4x4 ``affine``): a 1.042 x 1.042 x 0.6 mm series has thinner slices than pixels, a 6.4 x 4.0 x 0.5 mm one
+    non-square pixels, and neither has its slices along its coarsest axis. Nothing is recorded that follows the
+    slices through MONAI's ``Orientation``: a reoriented series is read off its voxel sizes
+    (:func:`_slice_axis_by_spacing`), and a near-isotropic one has no slice axis (a 1 mm sagittal series
+    reoriented to RAS, slices along axis 0, is upscaled as it stands).
+    """
+    meta = scan.meta if isinstance(getattr(scan, "meta", None), dict) else {}
+    return 2 if _in_dicom_reader_layout(meta, affine) else None
 
 
 #: modality codes that say nothing about a scan's intensities (other, segmentation, unknown): never a mismatch
@@ -910,8 +951,8 @@ class SuperResolver:
             # DICOM, whose reader stacks the images along axis 2 (a 6.4 x 4.0 x 0.5 mm series was refused), while
             # it keeps that layout (not after Orientation or degrade: a reoriented sagittal series was upscaled
             # across its slices)
-            if not given and not _in_dicom_reader_layout(scan.meta, affine_in):
-                self._check_slice_axis(name, affine_in, axes)
+            if not given:
+                self._check_slice_axis(name, affine_in, axes, slice_axis=_known_slice_axis(scan, affine_in))
         elif axes is not None and tuple(axes) != tuple(range(n_spatial)):
             raise MedganError(
                 f"{name}: axes= (--axes) picks the two axes of a 2-D model applied to a 3-D volume; a "
@@ -920,7 +961,9 @@ class SuperResolver:
             )
         else:
             if axes is None:  # axes=(0, 1, 2) says the model's axes are the scan's as they stand
-                self._check_slice_axis(name, ras_affine(scan))  # RAS+: its message names orientation codes
+                # RAS+: its message names orientation codes. A DICOM series in the reader's layout has its slices
+                # along axis 2 whatever the voxel sizes (a 6.4 x 4.0 x 0.5 mm one was told they ran along axis 0)
+                self._check_slice_axis(name, ras_affine(scan), slice_axis=_known_slice_axis(scan, affine_in))
             axes = tuple(range(n_spatial))
         return tuple(axes), slicewise
 
@@ -1018,16 +1061,22 @@ class SuperResolver:
             of a 2-D model on a volume and every channel.
         axes
             2-D model on a volume only: the two scan spatial axes to upsample (default ``(0, 1)``);
-            slices along the remaining axis are batched. Without ``axes=``, a scan with one of axes 0 and 1 more
-            than 10 % coarser than both other axes is refused (its slices run along that axis: the model would thin
-            an axis inside its slices, e.g. 4 x 1 x 1 mm -> 2 x 0.5 x 1 mm); pass the axes inside its slices (e.g.
-            ``axes=(1, 2)``), or ``axes=(0, 1)`` to upsample those as they stand. A scan read from DICOM is not
+            slices along the remaining axis are batched. Without ``axes=``, a scan whose slices run along axis 0
+            or 1 is refused (the model would thin its slice spacing and an axis inside its slices, e.g. 4 x 1 x 1
+            mm -> 2 x 0.5 x 1 mm); pass the axes inside its slices (e.g. ``axes=(1, 2)``), or ``axes=(0, 1)`` to
+            upsample those as they stand. The slice axis is read off the voxel sizes: the one whose size differs by
+            more than 10 % from both others while those two agree, thicker or thinner (1.042 x 0.6 x 1.042 mm:
+            axis 1); the coarsest when all three differ. Near-isotropic voxels (all within 10 %) are accepted as
+            they stand, axis 2 taken as the slice axis, also of a 1 mm sagittal series reoriented to RAS or
+            converted by dcm2niix, whose images' normal is axis 0 (nothing records the acquisition's slice
+            direction through a reorientation; pass ``axes=`` for it). A scan read from DICOM is not
             refused while it keeps the reader's layout (images in axes 0 and 1, stacked along axis 2; its voxel
             sizes still the reader's ``meta["spacing"]`` and no ``meta["degradation"]``): after MONAI's
             ``Orientation`` moved its axes, or :func:`medgan.degrade`, it is checked as any other scan. A 3-D model
             that upsamples one axis more than the others (through-plane, e.g. ``(1, 1, 4)``) takes that scan axis
-            for the slice axis and refuses a scan whose voxels are more than 10 % coarser along another axis (its
-            slices run along that one: reorient it; the message names the orientation codes that do it);
+            for the slice axis and refuses a scan whose slices run along another axis (reorient it; the message
+            names the orientation codes that do it) or are already thinner than its pixels (nothing to restore; a
+            DICOM series in the reader's layout has its slices along axis 2 whatever its voxel sizes);
             ``axes=(0, 1, 2)`` upscales such a scan's axes as they stand, which thins the model's slice axis.
         clip
             Clip the output to the input's value range (SR sharpening can overshoot; outputs stay
@@ -1248,34 +1297,52 @@ class SuperResolver:
             f"{tuple(full_factor)}; its output is not on the source grid (pick the model of that factor)"
         )
 
-    def _check_slice_axis(self, name: str, affine: np.ndarray, axes: Sequence[int] | None = None) -> None:
-        """Refuse a 3-D scan whose slice axis is not the one the model takes for it (see
-        :data:`_SLICE_AXIS_TOLERANCE`).
+    def _check_slice_axis(
+        self, name: str, affine: np.ndarray, axes: Sequence[int] | None = None, *, slice_axis: int | None = None
+    ) -> None:
+        """Refuse a 3-D scan whose slice axis is not the one the model takes for it.
 
-        A through-plane 3-D model takes the axis it upsamples most; other 3-D factors imply no slice axis: an in-plane
-        ``(2, 2, 1)`` model restores in-plane axes that its degradation made coarser than the slices. A 2-D model
-        upsamples ``axes`` (default ``(0, 1)``) slice by slice along the remaining axis; it is refused when one of
-        ``axes`` is coarser than both other axes by more than the tolerance: the scan's slices run along that axis
-        (a sagittal thick-slice scan stored slice axis first), and the model would thin an axis inside its slices.
-        Its own degradation, in-plane axes equally coarser than the slices (e.g. 2 x 2 x 1 mm), passes.
+        The scan's slice axis is ``slice_axis`` when known (a DICOM series in the reader's layout: 2, see
+        :func:`_in_dicom_reader_layout`), else read off its voxel sizes by :func:`_slice_axis_by_spacing` (the odd
+        one out, thinner or thicker than the square pixels; the coarsest when all three differ; none for
+        near-isotropic voxels, which pass, the model's own slice axis taken as theirs).
+
+        A through-plane 3-D model takes the axis it upsamples most, and is refused when the scan's slices run along
+        another axis or are already thinner than its pixels (nothing to restore); other 3-D factors imply no slice
+        axis: an in-plane ``(2, 2, 1)`` model restores in-plane axes that its degradation made coarser than the
+        slices. A 2-D model upsamples ``axes`` (default ``(0, 1)``) slice by slice along the remaining axis, and is
+        refused when the scan's slices run along one of ``axes`` (a sagittal thick-slice scan stored slice axis
+        first; a coronal thin-slice one reoriented to RAS): the model would thin the slice spacing and one axis
+        inside the slices. Its own degradation, in-plane axes equally coarser than the slices (e.g. 2 x 2 x 1 mm),
+        passes, and so do non-square pixels across thicker slices (1 x 1.5 x 5 mm).
         """
         spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
         if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
             return
         sizes = " x ".join(f"{v:.4g}" for v in spacing)
-        coarsest = int(np.argmax(spacing))
+        known = slice_axis is not None
+        found = int(slice_axis) if known else _slice_axis_by_spacing(spacing)
+
+        def pixels(k: int) -> str:
+            return " x ".join(f"{spacing[i]:.4g}" for i in range(3) if i != k)
+
+        def thinner(k: int) -> bool:  # slices thinner than the coarser of their pixel axes, beyond the tolerance
+            return max(spacing[i] for i in range(3) if i != k) > spacing[k] * (1 + _SLICE_AXIS_TOLERANCE)
+
         if self.spatial_dims == 2:
             axes = tuple(int(a) for a in (axes if axes is not None else (0, 1)))
-            (slice_axis,) = {0, 1, 2} - set(axes)
-            others = [i for i in range(3) if i != coarsest]
-            if coarsest == slice_axis or any(
-                spacing[coarsest] <= spacing[i] * (1 + _SLICE_AXIS_TOLERANCE) for i in others
-            ):
+            (model_slice,) = {0, 1, 2} - set(axes)
+            if found is None or found == model_slice:
                 return
+            others = tuple(i for i in range(3) if i != found)
+            (kept,) = [a for a in axes if a != found]
+            than = "thinner than" if thinner(found) else "coarser than"
             raise MedganError(
                 f"{name}: {self.model_name} (a 2-D model) upsamples scan axes {axes} slice by slice along axis "
-                f"{slice_axis}, but the scan's voxels are {sizes} mm: its slices run along axis {coarsest}, and "
-                f"upscaling would thin axis {coarsest} inside its slices. Pass axes={tuple(others)} "
+                f"{model_slice}, but the scan's voxels are {sizes} mm: its slices run along axis {found} "
+                f"({spacing[found]:.4g} mm apart, {than} the {pixels(found)} mm pixels inside them), and upscaling "
+                f"would thin axis {found} across its slices and axis {kept} inside them, but not axis {model_slice}. "
+                f"Pass axes={others} "
                 f"(--axes {others[0]},{others[1]}) to upsample the axes inside its slices, or axes={axes} "
                 f"(--axes {axes[0]},{axes[1]}) to upsample axes {axes[0]} and {axes[1]} as they stand"
             )
@@ -1285,14 +1352,32 @@ class SuperResolver:
         (odd,) = [i for i, f in enumerate(factor) if factor.count(f) == 1]
         if factor[odd] < max(factor):
             return
-        if spacing[coarsest] <= spacing[odd] * (1 + _SLICE_AXIS_TOLERANCE):
+        if found is None and thinner(odd):
+            # near-isotropic as a chain (1.17 x 1.08 x 1.0 mm): axis 2 more than the tolerance finer than another
+            # axis was refused before the odd-one-out rule, and still is, naming the coarsest axis
+            found = int(np.argmax(spacing))
+        if found is None or (found == odd and not thinner(odd)):
             return
-        # the orientation codes that move the thick axis to the model's slice axis and keep the others in order
+        thinned = f"{spacing[odd] / factor[odd]:.4g} mm"
+        if thinner(found):
+            # a through-plane model restores slices coarser than their pixels; reorienting would not change that
+            where = (
+                f"its slices (axis {found}, {spacing[found]:.4g} mm)"
+                if found == odd
+                else f"its slices run along axis {found}: they ({spacing[found]:.4g} mm)"
+            )
+            raise MedganError(
+                f"{name}: {self.model_name} (factor {tuple(factor)}) takes scan axis {odd} for the slice axis; the "
+                f"scan's voxels are {sizes} mm: {where} are already thinner than its pixels ({pixels(found)} mm): "
+                "a through-plane model has nothing to restore. axes=(0, 1, 2) (--axes 0,1,2) upscales the axes as "
+                f"they stand: here it would thin axis {odd} to {thinned}"
+            )
+        # the orientation codes that move the slice axis to the model's slice axis and keep the others in order
         # (nibabel reads the nearest world axis of each voxel axis off the affine, oblique ones included)
         codes = list(nib_orientations.ornt2axcodes(nib_orientations.io_orientation(affine)))
         if None not in codes:
-            order = [c for i, c in enumerate(codes) if i != coarsest]
-            order.insert(odd, codes[coarsest])
+            order = [c for i, c in enumerate(codes) if i != found]
+            order.insert(odd, codes[found])
             axcodes = "".join(order)
             how = (
                 f"monai.transforms.Orientation(axcodes={axcodes!r}) does it for this {''.join(codes)} scan; the "
@@ -1303,11 +1388,10 @@ class SuperResolver:
             how = "reorient it in Python (monai.transforms.Orientation); the command line cannot reorient"
         raise MedganError(
             f"{name}: {self.model_name} (factor {tuple(factor)}) takes scan axis {odd} for the slice axis, but the "
-            f"scan's voxels are {sizes} mm: its slices run along axis {coarsest}, and upscaling would resample the "
+            f"scan's voxels are {sizes} mm: its slices run along axis {found}, and upscaling would resample the "
             f"wrong axes. Reorient the scan so that its slice axis is axis {odd}: {how}. axes=(0, 1, 2) (--axes "
             f"0,1,2) upscales the axes as they stand, right only if axis {odd} is the slice axis despite the voxel "
-            f"sizes: here it would thin axis {odd} to {spacing[odd] / factor[odd]:.4g} mm and leave axis {coarsest} "
-            f"at {spacing[coarsest]:.4g} mm"
+            f"sizes: here it would thin axis {odd} to {thinned} and leave axis {found} at {spacing[found]:.4g} mm"
         )
 
     def _check_window_count(self, name: str, spatial: Sequence[int], overlap: float, roi_size, n_images: int) -> int:
