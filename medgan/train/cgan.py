@@ -51,6 +51,7 @@ from medgan.train.config import (
     PATHS_RELATIVE_TO,
     config_base,
     exported_config,
+    exported_name,
     relative_command,
     resume_warn_sections,
 )
@@ -451,7 +452,7 @@ class CGANTrainer(Trainer):
                 labels=TISSUE_LABELS,
                 normalization=self.pairs[0]["normalization"],
                 modality=data["modality"],
-                name=self.cfg["name"],
+                name=exported_name(self.cfg, identifiers),
                 scalar_condition="slice_position" if self.cfg["model"]["scalar_condition"] else None,
                 training_data=training_data,
                 extra=extra,

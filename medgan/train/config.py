@@ -53,6 +53,7 @@ __all__ = [
     "read_yaml",
     "resume_warn_sections",
     "exported_config",
+    "exported_name",
     "relative_path",
     "relative_command",
     "config_base",
@@ -473,6 +474,31 @@ def _relative_fields(
     return out
 
 
+def exported_name(cfg: Mapping[str, Any], identifiers: Mapping[str, Sequence[tuple[str, ...]]] | None = None) -> str:
+    """The run's ``name`` as an exported checkpoint (its ``name``, ``train_config.name``, the model card's title)
+    records it: without the words that spell ``identifiers``.
+
+    ``name`` defaults to the ``out_dir`` folder's name, and run folders are named after the patient as the data
+    folders are (``runs/SMITH_JOHN_123456_sr``); the paths were cleaned, the name copied from one of them was not.
+
+    Parameters
+    ----------
+    cfg
+        A validated config (its ``name`` filled, :func:`validate_config`).
+    identifiers
+        As :func:`relative_path`; ``None`` or empty: the name as it is.
+
+    Returns
+    -------
+    str
+        The cleaned name (:func:`medgan.io.identifiers.remove_identifiers_from_path`, so a name left without a word
+        reads :data:`medgan.io.identifiers.REMOVED` rather than nothing).
+    """
+    from medgan.io.identifiers import remove_identifiers_from_path
+
+    return remove_identifiers_from_path(str(cfg["name"]), identifiers or {})
+
+
 def exported_config(
     cfg: Mapping[str, Any],
     schema: Mapping[str, Any],
@@ -481,7 +507,8 @@ def exported_config(
     """A validated config as an exported checkpoint records it: its path fields relative to the folder they were
     resolved against (:func:`config_base`), that folder left out (see :data:`PATHS_RELATIVE_TO`); a path outside it
     keeps only its file name, under :data:`OUTSIDE_CONFIG_FOLDER` (:func:`relative_path`). The words of
-    ``identifiers`` are cut out of every path (data folders are named after patients).
+    ``identifiers`` are cut out of every path (data folders are named after patients) and out of ``name``
+    (:func:`exported_name`).
 
     Parameters
     ----------
@@ -499,7 +526,10 @@ def exported_config(
         A JSON-able copy; ``cfg`` is left as it is (the resumable training state keeps absolute paths).
     """
     base = config_base(cfg)
-    return _relative_fields(schema, {k: v for k, v in cfg.items() if k != BASE_DIR_KEY}, base, identifiers)
+    out = _relative_fields(schema, {k: v for k, v in cfg.items() if k != BASE_DIR_KEY}, base, identifiers)
+    if isinstance(out.get("name"), str):
+        out["name"] = exported_name(out, identifiers)
+    return out
 
 
 def _coerce(kind: str, value: Any, where: str, base: Path) -> Any:

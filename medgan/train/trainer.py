@@ -38,6 +38,7 @@ from medgan.train.config import (
     SCHEMA,
     config_base,
     exported_config,
+    exported_name,
     load_config,
     relative_command,
     relative_path,
@@ -716,7 +717,7 @@ class SRTrainer(Trainer):
 
     def export(self) -> Path:
         """Write the EMA generator as a medgan checkpoint (``out_dir/model.safetensors``)."""
-        return self._export(self.out_dir / MODEL_FILE, name=self.cfg["name"], phase="final")
+        return self._export(self.out_dir / MODEL_FILE, name=self._exported_name(), phase="final")
 
     def export_content(self) -> Path:
         """Write the EMA generator at the end of phase 1 (``out_dir/model_content.safetensors``).
@@ -735,7 +736,7 @@ class SRTrainer(Trainer):
                 metrics, at = scored[0], self.step
         path = self._export(
             self.out_dir / CONTENT_MODEL_FILE,
-            name=f"{self.cfg['name']}-content",
+            name=f"{self._exported_name()}-content",
             phase="content",
             validation=(metrics, at),
         )
@@ -759,6 +760,11 @@ class SRTrainer(Trainer):
                 *(source_identifiers(s) for s in [*self.sources, *self.val_sources])
             )
         return self._export_identifiers
+
+    def _exported_name(self) -> str:
+        """The checkpoint's name: ``name`` without the training scans' patient identifiers (it defaults to the
+        ``out_dir`` folder's name, which sites spell like the data folders)."""
+        return exported_name(self.cfg, self._identifiers())
 
     def _export(
         self,
