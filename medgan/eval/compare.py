@@ -1386,7 +1386,8 @@ def evaluate_paths(
         inputs (``pred``, ``ref``, ``lr``) are always recorded with a content digest (:func:`input_record`). Both
         are recorded as typed, less the words that spell a patient identifier of a DICOM scan read (its
         PatientName, PatientID, AccessionNumber, birth date...: :mod:`medgan.io.identifiers`); a path component
-        left without a word reads ``<removed>``.
+        left without a word reads ``<removed>``. Each pair's key (the rows' ``scan_id``, its montage's title) is
+        cleaned likewise; keys that only the patient's words told apart get the reference's scan id appended.
 
     Returns
     -------
@@ -1412,10 +1413,15 @@ def evaluate_paths(
     ev.notes.extend(notes)
     if lr is None:
         ev.notes.append("no low-resolution input given (--lr): no interpolation baselines and no LR consistency")
-    identifiers: list[Mapping[str, Any]] = []
-    for pair in pairs:
+    # a DICOM pair's key is its folder relative to the root, and sites name folders after the patient: the key is
+    # the rows' scan_id and the montage's title (metrics.csv/json, report.md/html, figures/montage_*.png), so it is
+    # cleaned of the identifiers the pairs' headers hold before anything is scored
+    known = _pair_identifiers(pairs)
+    keys = _clean_keys(pairs, known)
+    identifiers: list[Mapping[str, Any]] = [known]
+    for pair, key in zip(pairs, keys, strict=True):
         if progress is not None:
-            progress(pair.key)
+            progress(key)
         p = _restore_meta(_load(pair.pred, loader), pair.pred)
         r = _named(_load(pair.ref, loader), pair.ref)
         low = _restore_meta(_load(pair.lr, loader), pair.lr) if pair.lr is not None else None
@@ -1424,7 +1430,7 @@ def evaluate_paths(
         is_dicom = ref_ref is not None and str(getattr(ref_ref, "kind", "")).startswith("dicom")
         description = getattr(ref_ref, "description", None) if is_dicom else None
         ev.add(
-            pair.key,
+            key,
             p,
             r,
             lr=low,
@@ -1433,6 +1439,45 @@ def evaluate_paths(
         )
     _clean_paths(ev, identifiers)
     return ev
+
+
+def _pair_identifiers(pairs: Sequence[ScanPair]) -> dict[str, list[tuple[str, ...]]]:
+    """The patient identifiers the DICOM scans of ``pairs`` hold: one header each, the file discovery cleaned the
+    scan's id with (:func:`medgan.io.identifiers.file_identifiers`), read before any scan is loaded."""
+    from medgan.io.identifiers import file_identifiers, merge_identifiers
+
+    found = []
+    for pair in pairs:
+        for entry in (pair.pred, pair.ref, pair.lr):
+            ref = getattr(entry, "ref", None)
+            if ref is not None and str(getattr(ref, "kind", "")).startswith("dicom") and ref.paths:
+                found.append(file_identifiers(ref.paths[0]))
+    return merge_identifiers(*found)
+
+
+def _clean_keys(pairs: Sequence[ScanPair], identifiers: Mapping[str, Any]) -> list[str]:
+    """Each pair's key (its scan id in the report) without the words of ``identifiers``, still unique.
+
+    Two keys that differ only in the patient's words (``DOE_JOHN/T1``, ``ROE_JANE/T1``) both become
+    ``<removed>/T1``: those get the reference's scan id appended (``<removed>/T1/t1-1a2b3c4d``), as
+    :func:`pair_scans` tells several series of one folder apart.
+    """
+    from medgan.io.identifiers import remove_identifiers, remove_identifiers_from_path
+
+    keys = [remove_identifiers_from_path(pair.key, identifiers) for pair in pairs]
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    out: list[str] = []
+    for key, pair in zip(keys, pairs, strict=True):
+        if counts[key] > 1:
+            key = f"{key}/{remove_identifiers(str(pair.ref.id), identifiers)}"
+        unique, n = key, 1
+        while unique in out:  # references whose cleaned ids match too: numbered, in the pairs' (sorted) order
+            n += 1
+            unique = f"{key}-{n}"
+        out.append(unique)
+    return out
 
 
 def _header_identifiers(scan: Any) -> dict[str, list[tuple[str, ...]]]:
