@@ -106,10 +106,15 @@ def test_train_sr_export_and_card_name_no_patient(site):
     cfg["model"]["spatial_dims"] = 2  # the series are 4 slices thick: 2-D slices along their third axis
     cfg["phase1"]["steps"] = 1
     cfg["train"].update(patch_size=32, roi_size=64)
+    # the run folder named as the data folders are, and no name: the name defaults to that folder's
+    cfg["out_dir"] = str(site["root"] / "runs" / f"{PATIENT}_sr")
+    cfg.pop("name", None)
     write_yaml(site["root"], cfg, path.name)
     result = train_sr(path, progress=False, command=f"medgan train-sr {path} --val={site['val']}")
     meta = load_checkpoint(result.model_path).metadata
     assert not _leaks(meta), _leaks(meta)
+    # the model's name (the card's title) and its recorded config's, without the patient's words
+    assert meta["name"] == "sr" and meta["train_config"]["name"] == "sr"
     data, tc = meta["training_data"], meta["train_config"]
     # DICOM scans by their cleaned ids (what --series takes), the config's folders without the patient's words
     assert data["train"] == [_scan_id(site["train"])] and data["val"] == [_scan_id(site["val"])]
@@ -117,6 +122,7 @@ def test_train_sr_export_and_card_name_no_patient(site):
     assert meta["command"] == "medgan train-sr sr.yaml '--val=data/<removed>/VAL'"  # shlex quotes the <>
     card = render_model_card(result.model_path)
     assert not _leaks(card), _leaks(card)
+    assert card.splitlines()[0].endswith("sr"), card.splitlines()[0]
     # the resumable state keeps the config as validated: the finished run is recognised from it
     again = train_sr(path, progress=False)
     assert again.finished and not again.history and again.resumed_from is not None
@@ -132,10 +138,13 @@ def test_train_cgan_export_names_a_dicom_subject_by_its_id(site):
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["data"].update(slice_axis=2, val_fraction=0.25, val_gap=0)
     cfg["adversarial"]["steps"] = 1
+    cfg["out_dir"] = str(site["root"] / "runs" / PATIENT)  # a run folder named after the patient alone
+    cfg.pop("name", None)
     write_yaml(site["root"], cfg, path.name)
     result = train_cgan(path, progress=False, command=f"medgan train-cgan {path}")
     meta = load_checkpoint(result.model_path).metadata
     assert not _leaks(meta), _leaks(meta)
+    assert meta["name"] == meta["train_config"]["name"] == "<removed>"  # no word left: the marker, not ""
     subject = meta["training_data"]["subjects"][0]
     assert subject["image"] == _scan_id(site["train"]) and subject["labels"] == "labels_.nii.gz"
     assert meta["training_data"]["normalization_subject"]["image"] == subject["image"]
@@ -180,3 +189,65 @@ def test_evaluation_report_records_paths_without_the_patient(site, tmp_path):
         text = written[name].read_text(encoding="utf-8")
         assert "removed&gt;" in text or "removed>" in text, name  # each format escapes the marker its own way
         assert not _leaks(text), (name, _leaks(text))
+
+
+def test_evaluation_scan_ids_and_montages_name_no_patient(site, tmp_path, corpus_dir):
+    """A DICOM pair's key is its folder relative to the root: the rows' ``scan_id``, the montage's title."""
+    from medgan import discover_scans, load_scan, save_scan
+    from medgan.eval.compare import evaluate_paths
+    from medgan.eval.report import write_report
+
+    ref_root, pred_root = tmp_path / "ref", tmp_path / "pred"
+    # two series whose folders differ only in the patient's words: both clean to <removed>/T1
+    series = {
+        "ACC77123_T1_SMITHERSON": _plant(
+            corpus_dir / "dicom2nifti_siemens_anatomical_001" / "input",
+            ref_root / PATIENT / "ACC77123_T1_SMITHERSON",
+            "T1",
+        ),
+        "T1_JOHNATHAN": _plant(
+            corpus_dir / "dicom2nifti_ge_anatomical_001" / "input", ref_root / PATIENT / "T1_JOHNATHAN", "T1"
+        ),
+    }
+    (pred_root / PATIENT).mkdir(parents=True)
+    for name, folder in series.items():
+        save_scan(load_scan(folder) + 1.0, pred_root / PATIENT / f"{name}.nii.gz")
+    ev = evaluate_paths(str(pred_root), str(ref_root), max_montages=2)
+    ids = {r.paths[0].parent.name: r.id for r in discover_scans(ref_root) if r.usable}
+    expected = {f"<removed>/T1/{ids[name]}" for name in series}  # told apart by the references' scan ids
+    assert {r["scan_id"] for r in ev.rows} == expected
+    assert set(ev.montages) == expected  # each montage is titled with its scan id
+    written = write_report(ev, tmp_path / "report", write_pngs=False)
+    for name in ("metrics.csv", "metrics.json", "report.md", "report.html"):
+        text = written[name].read_text(encoding="utf-8")
+        assert not _leaks(text), (name, _leaks(text))
+
+
+def test_load_scan_records_the_scan_id_discovery_gives(site):
+    from medgan import discover_scans, load_scan
+
+    (ref,) = [r for r in discover_scans(site["train"]) if r.usable]
+    assert load_scan(site["train"]).meta["scan_id"] == ref.id == _scan_id(site["train"])
+    assert load_scan(ref).meta["scan_id"] == ref.id
+    assert not _leaks(ref.id)  # the cleaned id, not the folder's text
+
+
+def test_synthetic_provenance_reads_the_recorded_id_not_the_folder(site, tmp_path):
+    """The label map's id as load_scan recorded it: the folder is not discovered again for every image (it may
+    hold thousands of files, or be gone); a map medgan did not load is named by its cleaned path."""
+    from medgan import Synthesizer, load_scan, save_scan
+
+    folder = site["train"].parent / "LABELS_987654321"
+    save_scan(_label_map(site["train"]), folder, reference=load_scan(site["train"]))
+    scan_id = _scan_id(folder)
+    labels = load_scan(folder)
+    moved = folder.rename(tmp_path / "moved_away")  # discovering the recorded folder now finds nothing
+    syn = Synthesizer.from_pretrained("brain-t1-tissue-2d", device="cpu")
+    image = syn.generate(labels, seed=1, progress=False)
+    assert image.meta["medgan"]["label_map"] == scan_id
+    assert "scan_id" not in image.meta  # the synthetic image is not the label map's scan
+    # a map without a recorded id (read by another loader): its path, cleaned, with no discovery
+    del labels.meta["scan_id"]
+    record = syn.generate(labels, seed=1, progress=False).meta["medgan"]["label_map"]
+    assert record == f"{site['root']}/data/<removed>/LABELS" and not _leaks(record)
+    assert moved.is_dir()

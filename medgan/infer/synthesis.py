@@ -44,6 +44,7 @@ from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, recorded_model_name, resolve_model_path
+from medgan.io.load import SCAN_ID_KEY
 from medgan.io.scan import affine_4x4, load_if_path, make_scan, orientation_code
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
@@ -733,6 +734,7 @@ class Synthesizer:
 
         meta = copy.deepcopy({k: v for k, v in labels.meta.items() if k not in _GEOMETRY_KEYS})
         meta.pop("labels", None)
+        meta.pop(SCAN_ID_KEY, None)  # the label map's id: the synthetic image is not that scan
         deformation = meta.pop("label_deformation", None)
         previous = meta.pop("medgan", None)
         meta["modality"] = self.metadata.get("modality", "unknown")
@@ -771,24 +773,20 @@ def _label_map_record(meta: Mapping[str, Any], name: str) -> str:
     """What a synthetic image's provenance records of its label map (``label_map``): never its folder's text.
 
     Provenance travels with the image (its sidecar, a DICOM private element) when it is shared, and sites name
-    folders after patients (``DOE_JOHN_123/LABELS``). A map read from DICOM is named by its
-    :attr:`medgan.ScanRef.id`, which discovery of its folder gives it (cleaned of the series' own identifiers, the
-    one ``--series`` takes; the image's ``source_series_sha256`` is the series' digest); any other map by ``name``
-    (the path as given, as before), without the words of the patient identifiers its DICOM header holds
-    (:func:`medgan.io.identifiers.remove_identifiers_from_path`; a NIfTI map has none).
+    folders after patients (``DOE_JOHN_123/LABELS``). A map :func:`medgan.load_scan` read from a DICOM folder or
+    :class:`medgan.ScanRef` is named by the :attr:`medgan.ScanRef.id` it recorded (``meta["scan_id"]``, cleaned of
+    the series' own identifiers, the one ``--series`` takes; the image's ``source_series_sha256`` is the series'
+    digest); any other map by ``name`` (the path as given, as before), without the words of the patient identifiers
+    its DICOM header holds (:func:`medgan.io.identifiers.remove_identifiers_from_path`; a NIfTI map has none).
     """
-    from medgan.io.discover import discover_scans
     from medgan.io.identifiers import identifying_words, remove_identifiers_from_path
 
+    # the id load_scan recorded (it resolved the ScanRef): discovering the map's folder again for every image took
+    # seconds in a folder of thousands of files. A map medgan did not load (a single DICOM file, a MONAI-read one)
+    # has none: its cleaned name, no discovery
+    scan_id = meta.get(SCAN_ID_KEY)
+    if isinstance(scan_id, str) and scan_id and meta.get("source_format") == "dicom":
+        return scan_id
     header = meta.get("dicom")
     identifiers = identifying_words(header) if isinstance(header, Mapping) else {}
-    path, uid = meta.get("filename_or_obj"), meta.get("series_uid")
-    if isinstance(path, (str, os.PathLike)) and isinstance(uid, str) and uid:
-        folder = Path(path) if Path(path).is_dir() else Path(path).parent
-        try:
-            ids = {r.id for r in discover_scans(folder) if r.usable and r.series_uid == uid}
-        except (OSError, MedganError):  # moved or unreadable since it was loaded: the cleaned name below
-            ids = set()
-        if len(ids) == 1:  # one scan of that series (not one split into parts: which one is not known here)
-            return ids.pop()
     return remove_identifiers_from_path(name, identifiers)

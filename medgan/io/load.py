@@ -23,7 +23,12 @@ from medgan.io.nifti import is_nifti_path, read_nifti
 if TYPE_CHECKING:
     from monai.data import MetaTensor
 
-__all__ = ["load_scan", "load_ref"]
+__all__ = ["load_scan", "load_ref", "SCAN_ID_KEY"]
+
+#: the ``meta`` key of a scan loaded from DICOM through discovery that holds its :attr:`ScanRef.id` (cleaned of the
+#: series' own patient identifiers): what a synthetic image's provenance names its label map by, read here rather than
+#: found again by discovering the scan's folder for every image (seconds, in a folder of thousands of files)
+SCAN_ID_KEY = "scan_id"
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ def load_ref(ref: ScanRef) -> MetaTensor:
     Returns
     -------
     monai.data.MetaTensor
-        As :func:`load_scan`.
+        As :func:`load_scan`; a DICOM scan's ``meta`` also holds ``ref.id`` under :data:`SCAN_ID_KEY`.
 
     Raises
     ------
@@ -67,7 +72,9 @@ def load_ref(ref: ScanRef) -> MetaTensor:
     from medgan.io.dicom_read import load_dicom
 
     source = ref.paths[0] if len(ref.paths) == 1 else ref.paths[0].parent
-    return load_dicom(list(ref.paths), source=source)
+    scan = load_dicom(list(ref.paths), source=source)
+    scan.meta[SCAN_ID_KEY] = str(ref.id)
+    return scan
 
 
 def _is_scan_id(path: Path, series: str) -> bool:
@@ -258,7 +265,8 @@ def load_scan(path: str | os.PathLike[str] | ScanRef, *, series: str | None = No
     monai.data.MetaTensor
         ``(C, X, Y, Z)`` (``(C, X, Y)`` for a single 2-D image), float32, values in physical
         units; ``.affine`` 4x4 float64 voxel -> RAS+ mm; ``meta`` has ``filename_or_obj``,
-        ``modality``, ``spacing``, ``source_format`` and (DICOM) ``series_uid``.
+        ``modality``, ``spacing``, ``source_format`` and (DICOM) ``series_uid``; a DICOM folder or
+        :class:`ScanRef` also ``scan_id`` (:data:`SCAN_ID_KEY`: the ``ScanRef.id`` it was loaded as).
 
     Raises
     ------
