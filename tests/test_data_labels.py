@@ -11,6 +11,7 @@ from scipy import ndimage
 
 import medgan
 from medgan.data.labels import tissue_labels
+from medgan.errors import MedganError
 from medgan.io.scan import make_scan
 
 MNI = Path(__file__).resolve().parents[1] / "sample_data" / "nifti" / "mni_icbm152_2009a_sym"
@@ -51,6 +52,10 @@ def test_uint8_maps_are_still_read_as_0_to_255(slab):
     ref = tissue_labels(gm, wm, t1=t1).numpy()[0]
     np.testing.assert_array_equal(tissue_labels(g[None], w[None], t1=np.asarray(t1)).numpy()[0], ref)
     low = np.minimum(g, 2)[None], np.minimum(w, 1)[None]
-    assert (tissue_labels(*low).numpy() == 0).all()  # probabilities <= 2/255: nothing reaches the brain threshold
+    # probabilities <= 2/255 + 1/255: nothing reaches the brain threshold, an empty brain mask (an error since the
+    # map would be all background); read as 0..1 maps, 3 would fill the mask instead
+    with pytest.raises(MedganError, match=r"brain mask is empty.*largest is 0\.0118"):
+        tissue_labels(*low)
     low_float = tuple(a.astype(np.float32) for a in low)  # load_scan's float32 copy of such a map
-    assert (tissue_labels(*low_float).numpy() == 0).all()
+    with pytest.raises(MedganError, match=r"brain mask is empty.*largest is 0\.0118"):
+        tissue_labels(*low_float)
