@@ -49,7 +49,7 @@ from medgan.data.degrade import degrade_randomly
 from medgan.data.normalize import Normalization, fit_normalization
 from medgan.errors import MedganError
 from medgan.infer.checkpoint import Checkpoint, payload_sha256
-from medgan.infer.superres import SuperResolver, _in_dicom_reader_layout, _known_slice_axis, valid_axes
+from medgan.infer.superres import SuperResolver, _known_slice_axis, valid_axes
 from medgan.io.scan import ScanInput, load_if_path, make_scan, ras_affine, refuse_label_map, require_channel_first
 
 __all__ = ["adapt_to_scan", "AdaptedSuperResolver", "model_degradation"]
@@ -424,8 +424,8 @@ def adapt_to_scan(
         axes = getattr(resolver, "adapted_axes", None)
     if slicewise:
         affine = np.asarray(scan.affine, dtype=np.float64)
-        if axes is None and not _in_dicom_reader_layout(scan.meta, affine):  # as upscale, before training on them
-            resolver._check_slice_axis(name, affine, (0, 1))
+        if axes is None:  # as upscale, before training on them
+            resolver._check_slice_axis(name, affine, (0, 1), slice_axis=_known_slice_axis(scan, affine))
         checked = valid_axes(axes if axes is not None else (0, 1))  # the rule upscale and the CLI follow
         if checked is None or len(checked) != 2:
             raise MedganError(f"axes must name two different spatial axes out of 0, 1, 2, got {axes!r}")

@@ -23,7 +23,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -254,11 +254,15 @@ def _slice_axis_by_spacing(spacing: Sequence[float]) -> int | None:
     def agree(i: int, j: int) -> bool:
         return max(sizes[i], sizes[j]) <= min(sizes[i], sizes[j]) * (1 + _SLICE_AXIS_TOLERANCE)
 
-    odd = [
-        i
-        for i in range(3)
-        if agree(*[j for j in range(3) if j != i]) and not any(agree(i, j) for j in range(3) if j != i)
-    ]
+    def stands_out(i: int) -> bool:
+        others = [sizes[j] for j in range(3) if j != i]
+        if sizes[i] > max(others):
+            return not any(agree(i, j) for j in range(3) if j != i)
+        # thinner slices count only well beyond the tolerance: a 0.9 x 1 x 1 mm scan is near-isotropic, not a
+        # thin-slice acquisition (those are 0.6 mm slices across 1.04 mm pixels)
+        return min(others) > sizes[i] * (1 + 2 * _SLICE_AXIS_TOLERANCE)
+
+    odd = [i for i in range(3) if agree(*[j for j in range(3) if j != i]) and stands_out(i)]
     if len(odd) == 1:
         return odd[0]
     if not any(agree(i, j) for i in range(3) for j in range(i + 1, 3)):
@@ -277,7 +281,43 @@ def _known_slice_axis(scan: MetaTensor, affine: np.ndarray) -> int | None:
     reoriented to RAS, slices along axis 0, is upscaled as it stands).
     """
     meta = scan.meta if isinstance(getattr(scan, "meta", None), dict) else {}
-    return 2 if _in_dicom_reader_layout(meta, affine) else None
+    if _in_dicom_reader_layout(meta, affine):
+        return 2
+    shape = tuple(int(n) for n in getattr(scan, "shape", ())[1:])
+    ones = [i for i, n in enumerate(shape) if n == 1]
+    if len(shape) == 3 and len(ones) == 1:  # one slice of a volume, (1, X, Y, 1): its slices run along that axis
+        return ones[0]
+    return _degraded_slice_axis(meta.get("degradation"), affine)
+
+
+def _degraded_slice_axis(record: Any, affine: np.ndarray) -> int | None:
+    """The slice axis of a scan :func:`medgan.degrade` made, from its record, while the scan keeps that grid.
+
+    ``medgan.degrade(factor=(2, 2, 1))`` of a 0.5 x 0.6 x 1.2 mm scan gives 1.0 x 1.2 x 1.2 mm, whose thin axis 0
+    reads as a slice axis by voxel size; the source's voxel sizes (``source_spacing``) say the slices run along axis
+    2, and so does an in-plane factor (two equal factors, the third 1). Trusted only while the scan's voxel sizes are the
+    source's times the factor (not after a reorientation), else ``None``.
+    """
+    if not isinstance(record, Mapping):
+        return None
+    try:
+        source = np.asarray(record.get("source_spacing"), dtype=np.float64)
+        factor = np.asarray(record.get("factor"), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if source.shape != (3,) or factor.shape != (3,) or not (np.all(np.isfinite(source)) and np.all(source > 0)):
+        return None
+    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    if not np.allclose(spacing, source * factor, rtol=1e-3, atol=0.0):
+        return None
+    found = _slice_axis_by_spacing(source)
+    if found is not None:
+        return found
+    kept = [i for i in range(3) if factor[i] == 1]  # an in-plane factor, (2, 2, 1): not (2, 1, 4)
+    if len(kept) != 1:
+        return None
+    a, b = (factor[i] for i in range(3) if i != kept[0])
+    return kept[0] if a == b > 1 else None
 
 
 #: modality codes that say nothing about a scan's intensities (other, segmentation, unknown): never a mismatch
