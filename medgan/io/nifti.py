@@ -551,6 +551,9 @@ def _float32_rounding(info: NiftiInfo, data: np.ndarray) -> tuple[int, float, tu
     """
     if info.dtype.kind not in "iu" or data.size == 0:
         return 0, 0.0, (0.0, 0.0)
+    limits = np.iinfo(info.dtype)
+    if -_FLOAT32_EXACT <= limits.min and limits.max <= _FLOAT32_EXACT:
+        return 0, 0.0, (0.0, 0.0)  # (u)int8 / (u)int16: float32 holds every value; no pass over the voxels
     big = np.abs(data) >= _FLOAT32_EXACT  # float32 rounds a magnitude above 2**24 to at least 2**24
     if not big.any():
         return 0, 0.0, (0.0, 0.0)
