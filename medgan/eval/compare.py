@@ -1418,14 +1418,12 @@ def evaluate_paths(
     # cleaned of the identifiers the pairs' headers hold before anything is scored
     known = _pair_identifiers(pairs)
     keys = _clean_keys(pairs, known)
-    identifiers: list[Mapping[str, Any]] = [known]
     for pair, key in zip(pairs, keys, strict=True):
         if progress is not None:
             progress(key)
         p = _restore_meta(_load(pair.pred, loader), pair.pred)
         r = _named(_load(pair.ref, loader), pair.ref)
         low = _restore_meta(_load(pair.lr, loader), pair.lr) if pair.lr is not None else None
-        identifiers += [_header_identifiers(x) for x in (p, r, low) if x is not None]
         ref_ref = pair.ref.ref
         is_dicom = ref_ref is not None and str(getattr(ref_ref, "kind", "")).startswith("dicom")
         description = getattr(ref_ref, "description", None) if is_dicom else None
@@ -1437,7 +1435,7 @@ def evaluate_paths(
             metadata={"series_description": _clean(description)} if description else None,
             resample=resample,
         )
-    _clean_paths(ev, identifiers)
+    _clean_paths(ev, known)
     return ev
 
 
@@ -1480,20 +1478,12 @@ def _clean_keys(pairs: Sequence[ScanPair], identifiers: Mapping[str, Any]) -> li
     return out
 
 
-def _header_identifiers(scan: Any) -> dict[str, list[tuple[str, ...]]]:
-    """The patient identifiers a scan loaded from DICOM holds (``meta["dicom"]``); none for another scan."""
-    from medgan.io.identifiers import identifying_words
-
-    header = (getattr(scan, "meta", None) or {}).get("dicom")
-    return identifying_words(header) if isinstance(header, Mapping) else {}
-
-
-def _clean_paths(ev: Evaluation, identifiers: Sequence[Mapping[str, Any]]) -> None:
+def _clean_paths(ev: Evaluation, known: Mapping[str, Any]) -> None:
     """The paths the report records (``argv``, each input's ``path``) without the words of the patient identifiers
-    the scans read hold: a report is shared, and sites name folders after patients (``DOE_JOHN_123/T1``)."""
-    from medgan.io.identifiers import merge_identifiers, remove_identifiers_from_path
+    ``known`` (:func:`_pair_identifiers`: every DICOM scan scored): a report is shared, and sites name folders after
+    patients (``DOE_JOHN_123/T1``)."""
+    from medgan.io.identifiers import remove_identifiers_from_path
 
-    known = merge_identifiers(*identifiers)
     if not known:
         return
     if ev.argv is not None:
