@@ -172,18 +172,18 @@ def source_identifiers(source: Any) -> dict[str, list[tuple[str, ...]]]:
     Returns
     -------
     dict
-        :func:`medgan.io.identifiers.identifying_words` of the header of the scan's first file (the one discovery
-        cleans its id with); empty for a NIfTI file, a folder of several scans, an unreadable header.
+        :func:`medgan.io.identifiers.identifying_words` of the header of a DICOM file given, or of a scan's first
+        file (the one discovery cleans its id with); empty for a NIfTI file, a folder of several scans, an
+        unreadable header.
     """
     from medgan.io.identifiers import file_identifiers
     from medgan.io.nifti import is_nifti_path
 
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        # a file's own header: its series' patient, with no discovery of its folder to find the series' first file
+        return {} if is_nifti_path(source) else file_identifiers(source)
     ref = _dicom_ref(source)
-    if ref is not None and ref.paths:
-        return file_identifiers(ref.paths[0])
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not is_nifti_path(source):
-        return file_identifiers(source)  # a DICOM file discovery did not place in a scan (unreadable: nothing)
-    return {}
+    return file_identifiers(ref.paths[0]) if ref is not None and ref.paths else {}
 
 
 #: words in a file name or NIfTI description that name a tissue probability map (FSL pve, SPM c1/c2/c3 and TPM,
