@@ -873,6 +873,31 @@ def test_an_interrupted_pool_keeps_finished_scans_and_stops_its_workers():
     assert not [p for p in workers if proc_alive(p)]
 
 
+def test_a_ctrl_c_while_the_pool_records_a_row_waits_for_the_row():
+    """Ctrl-C (SIGINT) pressed while the batch process recorded a finished scan lost that scan's row: the pool had
+    already taken it off its running list. The interrupt now waits for the row, then stops the pool as before."""
+    from medgan.io.discover import ScanRef
+    from pipelines.batch.executors import run_pool
+    from pipelines.batch.plan import Task
+
+    ref = ScanRef("x", "nifti", (Path("x.nii"),), "unknown", "", None, None, True, None)
+    tasks = [Task(n, "test", ref, ".", n) for n in "abcdef"]
+    rows: dict[str, dict] = {}
+    interrupted: list[str] = []
+
+    def on_result(task, row):
+        if not interrupted:
+            interrupted.append(task.scan_id)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the interrupt arrives here
+        rows[task.scan_id] = row
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pool(tasks, _sleepy_job, None, on_result, workers=2, threads=None)
+    assert interrupted and interrupted[0] in rows
+    assert set(rows) <= {"a", "b"} and {r["status"] for r in rows.values()} == {"done"}
+
+
 def _slow_save(task, result, scan, options):
     """The save stage, stuck for a minute on ``sub-02``."""
     from pipelines.batch import jobs
@@ -918,6 +943,35 @@ def test_an_interrupted_gpu_pipeline_keeps_finished_scans_and_stops_its_workers(
     assert [t.input for t in rows] == ["sub-01/anat/anat.nii.gz"]
     assert next(iter(rows.values()))["status"] == "done"
     time.sleep(0.5)
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")} == {tasks[0].outputs[0]}
+
+
+def test_a_ctrl_c_while_the_gpu_pipeline_records_a_saved_scan_waits_for_the_row(tmp_path, tiny_model, good_tree):
+    """The CUDA layout (here on CPU) interrupted by SIGINT while it recorded a saved scan (after taking the save
+    off its list, while it hashed the outputs): the row was lost and the outputs stayed without one. The interrupt
+    now waits for the row."""
+    from medgan.infer.checkpoint import file_sha256
+    from medgan.io.discover import discover_scans
+    from pipelines.batch import executors, jobs
+    from pipelines.batch.plan import plan_upscale
+
+    out = tmp_path / "out"
+    out.mkdir()
+    opts = jobs.UpscaleOptions(
+        model=str(tiny_model), model_sha256=file_sha256(tiny_model), out_root=str(out), device="cpu"
+    )
+    tasks = plan_upscale(discover_scans(good_tree), good_tree, out)[:1]  # no other save racing the interrupt
+    rows: dict[str, dict] = {}
+
+    def on_result(task, row):
+        if not rows:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the interrupt arrives here
+        rows[task.input] = row
+
+    with pytest.raises(KeyboardInterrupt):
+        executors.run_gpu_pipeline(tasks, opts, on_result, workers=2)
+    assert [r["status"] for r in rows.values()] == ["done"]
     assert {p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")} == {tasks[0].outputs[0]}
 
 

@@ -315,6 +315,55 @@ def test_dask_task_starting_after_the_stop_mark_writes_nothing(setup, cluster):
         assert (root / "c").exists()
 
 
+def test_dask_stop_lists_a_finished_task_this_process_may_not_know_of(setup, cluster):
+    """The race the Ctrl-C test above still hit now and then: a scan that finished on its worker just before the
+    stop, its result not yet reported through the scheduler, was neither listed as running nor done here, so it
+    was cancelled and its outputs stayed without a row. The stop's listing now names it too."""
+    from pipelines.batch.executors import _active_keys, _forget_stop, _stop_and_list
+
+    with distributed.Client(cluster.scheduler_address) as client:
+        fut = client.submit(sum, [1, 2], key="medgan-t-finished-held1", pure=False)
+        assert fut.result(timeout=120) == 3
+        try:
+            listed = {k for keys in client.run(_stop_and_list, "-held1").values() for k in keys}
+            assert listed == {fut.key}
+            assert not any(client.run(_active_keys, "-held1").values())  # what the stop waits on: nothing runs
+        finally:
+            client.run(_forget_stop, "-held1")
+
+
+def test_dask_ctrl_c_while_a_row_is_recorded_keeps_the_row(setup, cluster, tmp_path):
+    """Ctrl-C pressed while ``run_dask`` recorded a finished scan (after taking it off its pending list, while it
+    hashed the outputs) lost that scan's row. The interrupt now waits until the row is recorded, then stops the
+    run as before."""
+    import signal
+    import time
+    from types import SimpleNamespace
+
+    from medgan.io.discover import ScanRef
+    from pipelines.batch.executors import run_dask
+    from pipelines.batch.plan import Task
+
+    src = setup[0] / "a" / "anat.nii.gz"
+    ref = ScanRef("x", "nifti", (src,), "unknown", "", None, None, True, None)
+    tasks = [Task(n, "test", ref, ".", n) for n in "ab"]
+    job = lambda task, options: {"status": "done", "outputs": [], "output_sha256": [], "seconds": {}}  # noqa: E731
+    rows: dict[str, dict] = {}
+    interrupted: list[str] = []
+
+    def on_result(task, row):
+        if not interrupted:
+            interrupted.append(task.scan_id)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the interrupt arrives here
+        rows[task.scan_id] = row
+
+    with distributed.Client(cluster.scheduler_address) as client, pytest.raises(KeyboardInterrupt):
+        run_dask(tasks, job, SimpleNamespace(out_root=str(tmp_path)), on_result, client=client)
+    assert interrupted and interrupted[0] in rows
+    assert {r["status"] for r in rows.values()} == {"done"}
+
+
 def test_dask_scheduler_lost_mid_run_stops_with_one_line(slow, procs):
     """The scheduler SIGKILLed mid-run: exit 1 and one line on stderr; the scans it had not finished get no row
     (before: each became a ``failed`` row blaming its worker, under a 30-line traceback, exit 3), and a rerun on a

@@ -155,6 +155,40 @@ def _sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) or SIGTERM that arrives during the block until the block ends, then let it act.
+
+    An executor takes a finished scan off its list of pending ones before it records the row: a Ctrl-C pressed
+    in between (while the row's outputs were hashed, say) lost the row, and the scan's outputs stayed in
+    ``OUT_ROOT`` without one. Recording a row is short, so the interruption just waits for it. Handlers can be
+    set on the main thread only; elsewhere nothing changes. When the block itself raises, that exception goes on
+    and the held signal is dropped (the run stops either way).
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        held.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if held:
+        handler = previous[held[0]]
+        if callable(handler):  # Python's KeyboardInterrupt, or sigterm_interrupts' raising one
+            handler(held[0], None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(held[0])
+
+
 # --------------------------------------------------------------------------- worker setup, timed apart
 
 #: per worker process: seconds of setup not yet reported in a row (set by :func:`_init_worker_timed`, handed to the
@@ -416,14 +450,14 @@ def run_pool(
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     broken = False
                     for fut in done:
-                        task = running.pop(fut)
                         try:
                             row = fut.result()
                         except Exception:  # BrokenProcessPool: which scan killed its worker is not known yet
-                            suspects.append(task)
+                            suspects.append(running.pop(fut))
                             broken = True
                             continue
-                        on_result(task, row)
+                        with _interrupts_held():  # a Ctrl-C after the pop lost the row
+                            on_result(running.pop(fut), row)
                     if broken:
                         suspects.extend(running.values())
                         running.clear()
@@ -466,16 +500,17 @@ def run_gpu_pipeline(
                 return
             done, _ = wait(saves, timeout=None if block else 0, return_when=FIRST_COMPLETED)
             for fut in done:
-                task, started, started_at, seconds, header = saves.pop(fut)
-                try:
-                    seconds["save"] = time.perf_counter() - seconds.pop("_t")
-                    _, warnings = fut.result()
-                    _log_records(warnings)
-                    row = jobs._finish(task, Path(options.out_root), started, seconds)
-                except Exception as exc:
-                    row = jobs._failed(exc, task, started, seconds, (header,))
-                row.update(worker=jobs._worker(), started=started_at)
-                on_result(task, row)
+                with _interrupts_held():  # a Ctrl-C while the outputs were hashed lost the row of a saved scan
+                    task, started, started_at, seconds, header = saves.pop(fut)
+                    try:
+                        seconds["save"] = time.perf_counter() - seconds.pop("_t")
+                        _, warnings = fut.result()
+                        _log_records(warnings)
+                        row = jobs._finish(task, Path(options.out_root), started, seconds)
+                    except Exception as exc:
+                        row = jobs._failed(exc, task, started, seconds, (header,))
+                    row.update(worker=jobs._worker(), started=started_at)
+                    on_result(task, row)
 
         try:
             while todo or loads or saves:
@@ -666,21 +701,24 @@ def _dask_row(fut: Any, task: Task, options: Any, address: str = "") -> dict[str
 _ACTIVE_STATES = frozenset({"executing", "long-running", "cancelled", "resumed"})
 
 
-def _active_keys(suffix: str, dask_worker: Any = None) -> list[str]:
-    """On a Dask worker (``client.run`` passes ``dask_worker``): the keys ending in ``suffix`` it still runs."""
+def _active_keys(suffix: str, dask_worker: Any = None, states: frozenset[str] = _ACTIVE_STATES) -> list[str]:
+    """On a Dask worker (``client.run`` passes ``dask_worker``): the keys ending in ``suffix`` it still runs (or
+    holds in one of ``states``)."""
     return [
         key
         for key, ts in list(dask_worker.state.tasks.items())
-        if isinstance(key, str) and key.endswith(suffix) and ts.state in _ACTIVE_STATES
+        if isinstance(key, str) and key.endswith(suffix) and ts.state in states
     ]
 
 
 def _stop_and_list(suffix: str, dask_worker: Any = None) -> list[str]:
     """On a Dask worker: mark the run ``suffix`` stopped (its tasks starting from now do nothing, :func:`_run_job`)
-    and return its keys still running. One call on the worker's event loop, where task states change, so every
-    task is either listed (its job may run: it is waited for) or sees the mark."""
+    and return its keys still running, and those finished whose result it still holds. One call on the worker's
+    event loop, where task states change, so every task is either listed (its job may run: it is waited for) or
+    sees the mark. A finished one is listed because this process may not know yet that it finished (the news
+    goes through the scheduler): cancelled, its row was lost while its outputs stayed in ``OUT_ROOT``."""
     _STOPPED_RUNS.add(suffix)
-    return _active_keys(suffix, dask_worker)
+    return _active_keys(suffix, dask_worker, _ACTIVE_STATES | {"memory"})
 
 
 def _forget_stop(suffix: str) -> None:
@@ -730,11 +768,11 @@ def _stop_dask(
     except Exception:  # noqa: BLE001 -- the cluster is going away as well: nothing more to do
         return
     finishing = {fut: task for fut, task in pending.items() if fut.key in running}
-    if running:
+    if finishing:
         log.warning(
             "interrupted: waiting for the %d scan(s) running on Dask workers to finish, so that none writes into "
             "%s after this run (Ctrl-C again to stop waiting)",
-            len(running),
+            len(finishing),
             options.out_root,
         )
     for fut in as_completed(list(finishing)):
@@ -802,8 +840,9 @@ def run_dask(
                 fut = client.submit(_run_job, job, warm, task, options, dask=True, run=suffix, pure=False, key=key)
                 pending[fut] = task
             for fut in as_completed(list(pending)):
-                task = pending.pop(fut)
-                on_result(task, _dask_row(fut, task, options, scheduler))
+                with _interrupts_held():  # a Ctrl-C after the pop (while the outputs were hashed) lost the row
+                    task = pending.pop(fut)
+                    on_result(task, _dask_row(fut, task, options, scheduler))
                 fut.release()
         except BaseException:
             _stop_dask(client, pending, suffix, options, on_result, scheduler)
