@@ -167,15 +167,16 @@ def _interrupts_held() -> Iterator[None]:
     """
     import signal
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    signums = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or None in map(signal.getsignal, signums):
+        yield  # None: a handler not set from Python (an embedding application's), which could not be put back
         return
     held: list[int] = []
 
     def hold(signum: int, frame: Any) -> None:
         held.append(signum)
 
-    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, hold) for signum in signums}
     try:
         yield
     finally:
