@@ -310,6 +310,37 @@ def relative_folder(ref: ScanRef, root: Path) -> str:
     return rel.as_posix() or "."
 
 
+def unusable_parts(ref: ScanRef, refs: Sequence[ScanRef]) -> list[ScanRef]:
+    """The unusable scans that discovery split from the series of ``ref`` (the same SeriesInstanceUID, a split note).
+
+    One slice of other columns or pixel spacing is split off as a usable scan of its own, while the rest of the
+    series, left with a gap, is unusable: that slice alone is not the scan. :func:`medgan.load_scan` refuses such a
+    part unless it is asked for by its id, and ``medgan batch`` records it as unusable; both ask this. A localizer
+    split from the series, a copy of it elsewhere, and a non-image object under its UID are no part of its volume and
+    not counted.
+
+    Parameters
+    ----------
+    ref
+        A scan from :func:`discover_scans`.
+    refs
+        Scans of the same discovery (all of them, or at least those with ``ref``'s SeriesInstanceUID).
+
+    Returns
+    -------
+    list of ScanRef
+        In the order of ``refs``; empty when ``ref`` is not a usable part split from a series (no split note, no
+        SeriesInstanceUID) or every other part of its series is usable.
+    """
+    if not ref.usable or ref.series_uid is None or ref.note is None:
+        return []
+    return [
+        r
+        for r in refs
+        if not r.usable and r.series_uid == ref.series_uid and r.note is not None and r.reason != LOCALIZER_REASON
+    ]
+
+
 def _file_stem(path: Path) -> str:
     return split_scan_suffix(path.name)[0]
 

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from medgan.errors import AmbiguousSeriesError, MedganError, ScanReadError
 from medgan.io.discover import (
-    LOCALIZER_REASON,
     ScanRef,
     discover_scans,
     is_skipped_file,
     non_image_reason,
     series_uid_of,
+    unusable_parts,
 )
 from medgan.io.gc_pause import paused_gc
 from medgan.io.nifti import is_nifti_path, read_nifti
@@ -182,29 +182,36 @@ def _ambiguous(message: str, candidates: list[ScanRef]) -> AmbiguousSeriesError:
     return AmbiguousSeriesError(message, tuple(r.id for r in candidates))
 
 
-def _unusable_parts(ref: ScanRef, refs: list[ScanRef]) -> list[ScanRef]:
-    """The unusable scans that discovery split from the series of ``ref`` (the same SeriesInstanceUID, a split note):
-    one slice of other columns or pixel spacing is split off as a usable scan of its own, while the rest of the
-    series, left with a gap, is unusable. A localizer split from it, a copy of it elsewhere, and a non-image object
-    under its UID are no part of its volume and not counted."""
-    if ref.series_uid is None:
-        return []
-    return [
-        r
-        for r in refs
-        if not r.usable and r.series_uid == ref.series_uid and r.note is not None and r.reason != LOCALIZER_REASON
-    ]
+def part_of_series_reason(ref: ScanRef, parts: list[ScanRef], folder: Path) -> str:
+    """Why ``ref`` is not the scan: ``only a part of its series (...); the rest of it is not usable (...); ...``.
+
+    The words :func:`load_scan` refuses such a part with and ``medgan batch`` records in its ``unusable`` row.
+
+    Parameters
+    ----------
+    ref
+        A usable part split from a series (:func:`medgan.io.discover.unusable_parts` of it is not empty).
+    parts
+        Those unusable parts; the first five are described with their reasons.
+    folder
+        The folder discovered: the parts' subfolders are named relative to it.
+
+    Returns
+    -------
+    str
+        One line; it names no header value other than the series' (cleaned) description.
+    """
+    others = "; ".join(f"{_describe(r, folder)}: not usable: {r.reason}" for r in parts[:_LISTED])
+    more = f"; and {len(parts) - _LISTED} more" if len(parts) > _LISTED else ""
+    return (
+        f"only a part of its series ({ref.note}); the rest of it is not usable ({others}{more}); fix or remove the "
+        f"odd files, or load that part alone with --series {ref.id} (Python: series={ref.id!r})"
+    )
 
 
 def _refuse_a_part(folder: Path, ref: ScanRef, parts: list[ScanRef], how: str) -> ScanReadError:
     """The error for a scan picked by ``how`` that is the one usable part of a series whose other parts are not."""
-    others = "; ".join(f"{_describe(r, folder)}: not usable: {r.reason}" for r in parts[:_LISTED])
-    more = f"; and {len(parts) - _LISTED} more" if len(parts) > _LISTED else ""
-    return ScanReadError(
-        f"{folder}: {how} {_describe(ref, folder)} is only a part of its series ({ref.note}); the rest of it is not "
-        f"usable ({others}{more}); fix or remove the odd files, or load that part alone with --series {ref.id} "
-        f"(Python: series={ref.id!r})"
-    )
+    return ScanReadError(f"{folder}: {how} {_describe(ref, folder)} is {part_of_series_reason(ref, parts, folder)}")
 
 
 def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
@@ -225,12 +232,12 @@ def _pick(folder: Path, refs: list[ScanRef], series: str | None) -> ScanRef:
                 usable_matches,
             )
         picked = usable_matches[0]
-        parts = _unusable_parts(picked, refs) if picked.id != series else []  # an id names that part: as asked
+        parts = unusable_parts(picked, refs) if picked.id != series else []  # an id names that part: as asked
         if parts:
             raise _refuse_a_part(folder, picked, parts, f"the one usable scan of series {series!r},")
         return picked
     if len(usable) == 1:
-        parts = _unusable_parts(usable[0], refs)
+        parts = unusable_parts(usable[0], refs)
         if parts:  # loading it gave one slice of a 15-slice series, without a word
             raise _refuse_a_part(folder, usable[0], parts, "the one usable scan here,")
         return usable[0]

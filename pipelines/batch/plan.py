@@ -8,6 +8,7 @@ comes from the file system (never from DICOM header strings) and the name from `
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.discover import ScanRef, relative_folder, scan_folder
+from medgan.io.discover import ScanRef, relative_folder, scan_folder, unusable_parts
+from medgan.io.load import part_of_series_reason
 from medgan.io.nifti import split_scan_suffix
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "plan_upscale",
     "plan_synthesize",
     "plan_evaluate",
+    "refuse_parts_of_series",
     "synth_stem",
 ]
 
@@ -45,7 +48,8 @@ class Task:
     job
         ``"upscale"``, ``"synthesize"`` or ``"evaluate"``.
     ref
-        The scan (the reference for ``evaluate``).
+        The scan (the reference for ``evaluate``); marked unusable, with the reason, when it is only a part split
+        from a series whose rest is unusable (:func:`refuse_parts_of_series`).
     rel_dir
         Folder of the scan relative to the input root (POSIX, ``"."`` for the root itself).
     input
@@ -151,6 +155,47 @@ def inside_output(refs: Sequence[ScanRef], in_root: Path, out_root: Path) -> tup
     return kept, inside
 
 
+def refuse_parts_of_series(refs: Sequence[ScanRef], root: Path) -> list[ScanRef]:
+    """``refs``, each usable part split from a series whose larger other part is unusable marked unusable, with
+    the reason.
+
+    One slice of a slightly other pixel spacing (or other columns) is split off a series as a usable scan of its
+    own, while the rest of the series, left with a gap, is unusable: run as a scan, that slice gave a one-slice
+    "upscaled" output and a ``done`` row beside the ``unusable`` row of the real series. :func:`medgan.load_scan`
+    refuses such a part unless asked for it by id; a batch cannot ask, so the part gets an ``unusable`` row saying
+    what :func:`medgan.load_scan` says (:func:`medgan.io.discover.unusable_parts`,
+    :func:`medgan.io.load.part_of_series_reason`).
+
+    Parameters
+    ----------
+    refs
+        From :func:`medgan.discover_scans` on ``root``.
+    root
+        The folder (or file) discovered: the other parts are named by their folders relative to it.
+
+    Returns
+    -------
+    list of ScanRef
+        In the order of ``refs``; the others unchanged.
+    """
+    root = Path(root)
+    folder = root.parent if root.is_file() else root
+    # grouped by series first: a tree of thousands of scans is not scanned once per scan
+    split: dict[str, list[ScanRef]] = {}
+    for ref in refs:
+        if ref.series_uid is not None and ref.note is not None:
+            split.setdefault(ref.series_uid, []).append(ref)
+    out = []
+    for ref in refs:
+        parts = unusable_parts(ref, split.get(ref.series_uid or "", ()))
+        # only a part smaller than the rest is a fragment: a whole echo (or complex component) beside an echo cut
+        # short is a volume of its own, and a batch, unlike load_scan, has no way to be told to take it anyway
+        if parts and len(ref.paths) < max(len(r.paths) for r in parts):
+            ref = dataclasses.replace(ref, usable=False, reason=part_of_series_reason(ref, parts, folder))
+        out.append(ref)
+    return out
+
+
 def _plan_outputs(
     refs: Sequence[ScanRef], in_root: Path, out_root: Path, *, job: str, fmt: str, stems: Sequence[str]
 ) -> list[Task]:
@@ -158,7 +203,7 @@ def _plan_outputs(
     if fmt not in OUTPUT_SUFFIX:
         raise MedganError(f"unknown output format {fmt!r}; use 'nifti' or 'dicom'")
     tasks = []
-    for ref in refs:
+    for ref in refuse_parts_of_series(refs, in_root):
         rel_dir = relative_folder(ref, in_root)
         outputs = []
         for stem in stems:
@@ -183,7 +228,8 @@ def _plan_outputs(
 
 
 def plan_upscale(refs: Sequence[ScanRef], in_root: Path, out_root: Path, *, fmt: str = "nifti") -> list[Task]:
-    """One task per scan; unusable scans become tasks with a ``reason`` (they are reported, not run).
+    """One task per scan; unusable scans become tasks with a ``reason`` (they are reported, not run), and so do the
+    usable parts split from a series whose rest is unusable (:func:`refuse_parts_of_series`).
 
     Parameters
     ----------
@@ -234,7 +280,8 @@ def plan_evaluate(
 
     The pairing is :func:`medgan.eval.compare.pair_scan_refs`, the rule ``medgan evaluate`` pairs by too; this
     adds what is batch-specific: a task per reference (those that pair with nothing, or are unusable, get a
-    ``reason`` and are reported, not run), its relative folder and input label for the manifest, and montages.
+    ``reason`` and are reported, not run; so does a reference that is only a part of its series,
+    :func:`refuse_parts_of_series`), its relative folder and input label for the manifest, and montages.
 
     Parameters
     ----------
@@ -245,6 +292,7 @@ def plan_evaluate(
 
     tasks = []
     n_montage = 0
+    refs = refuse_parts_of_series(refs, ref_root)  # before pairing: such a part is paired with nothing
     for ref, pred, low in pair_scan_refs(refs, ref_root, preds, pred_root, lrs, lr_root):
         rel_dir = relative_folder(ref, ref_root)
         reason, others = None, {}

@@ -6,9 +6,10 @@ A run:
 1. creates ``OUT_ROOT`` and takes ``OUT_ROOT/.medgan-batch.lock`` (a second run into the same folder stops at once;
    the lock covers that folder only: runs into nested folders are not kept apart);
 2. removes temporary files a killed run left next to the files it owns (:func:`sweep_temp_files`);
-3. appends one manifest row per scan: ``unusable`` (discovery's reason), ``skipped`` (its last ``done`` or
-   ``skipped`` row is complete: same settings and input files, the outputs planned now, present with their sha256;
-   ``force`` redoes it), or the job's ``done`` / ``failed`` row as each scan finishes;
+3. appends one manifest row per scan: ``unusable`` (discovery's reason, or that the scan is only a part split from
+   a series whose rest is unusable: :func:`pipelines.batch.plan.refuse_parts_of_series`), ``skipped`` (its last
+   ``done`` or ``skipped`` row is complete: same settings and input files, the outputs planned now, present with
+   their sha256; ``force`` redoes it), or the job's ``done`` / ``failed`` row as each scan finishes;
 4. rewrites ``manifest.csv`` (latest row per scan) atomically, logs a summary (and for ``evaluate`` writes the
    evaluation report with :func:`medgan.eval.report.write_report`) and returns the exit status:
    0 all done, 3 some scans failed or were unusable. Problems that stop the run before any scan (missing input,
