@@ -225,6 +225,21 @@ def save_tiny_sr(path: Path, *, factor: tuple[int, ...] = (2, 2, 1), roi_size: i
     return save_checkpoint(path, build_generator(cfg), roi_size=roi_size)
 
 
+def save_slow_sr(path: Path) -> Path:
+    """An untrained 3-D SRResNet (x2 in-plane, 32 features, 4 blocks) saved with the real checkpoint API: big enough
+    that a scan takes a good part of a second on one thread, so a run is still going when a test signals it after
+    the first row (with the tiny model the last of 8 scans finished 60-150 ms after the first, and a test held off
+    the CPU that long signalled a finished run)."""
+    import torch
+
+    from medgan.infer.checkpoint import save_checkpoint
+    from medgan.models.registry import build_generator
+
+    torch.manual_seed(0)
+    cfg = {"arch": "srresnet", "spatial_dims": 3, "channels": 32, "n_blocks": 4, "factor": [2, 2, 1]}
+    return save_checkpoint(path, build_generator(cfg), roi_size=32)
+
+
 def save_tiny_synthesizer(path: Path) -> Path:
     """An untrained tiny 2-D SPADE generator (labels 0 background, 1 GM, 2 WM) saved with the real API."""
     import torch

@@ -24,7 +24,15 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import mni_label_map, mni_tissue_slice, proc_alive, proc_descendants, save_tiny_sr, save_tiny_synthesizer
+from conftest import (
+    mni_label_map,
+    mni_tissue_slice,
+    proc_alive,
+    proc_descendants,
+    save_slow_sr,
+    save_tiny_sr,
+    save_tiny_synthesizer,
+)
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -47,6 +55,12 @@ SECRET_ID = "SECRET-ID-4711"
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained tiny 3-D SRResNet (x2 in-plane), saved as a real medgan checkpoint."""
     return save_tiny_sr(tmp_path_factory.mktemp("model") / "tiny_x2.safetensors")
+
+
+@pytest.fixture(scope="session")
+def slow_model(tmp_path_factory) -> Path:
+    """An untrained 3-D SRResNet big enough that the scans of a run are still going after its first row."""
+    return save_slow_sr(tmp_path_factory.mktemp("model") / "slow_x2.safetensors")
 
 
 def _crop_nifti(src: Path, dst: Path, box: tuple[slice, ...]) -> Path:
@@ -618,7 +632,7 @@ def test_resume_after_sigkill(tmp_path, tiny_model):
             assert json.loads((out / r["outputs"][1]).read_text())["task"] == "super-resolution"
 
 
-def _eight_scan_run(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path, list[str]]:
+def _eight_scan_run(tmp_path: Path, model: Path) -> tuple[Path, Path, list[str]]:
     """A tree of 8 scans (more than the 2 x 2 a two-worker pool queues, so scans are still queued or running after
     the first one is done), its output folder and the ``medgan batch upscale`` command for them."""
     src = _good_tree(tmp_path / "in")
@@ -630,15 +644,15 @@ def _eight_scan_run(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path, list[
             (slice(i, 33 + i), slice(0, 41), slice(0, 12)),
         )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "pipelines.cli", "batch", "upscale", str(src), str(out), "--model", str(tiny_model)]
+    cmd = [sys.executable, "-m", "pipelines.cli", "batch", "upscale", str(src), str(out), "--model", str(model)]
     return src, out, cmd
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, tiny_model):
+def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, slow_model):
     """SIGKILL of the batch process alone (not its group): the fork server and the workers forked from it must
     not outlive it (they could still be writing when the rerun starts), and the rerun finishes every scan once."""
-    src, out, cmd = _eight_scan_run(tmp_path, tiny_model)
+    src, out, cmd = _eight_scan_run(tmp_path, slow_model)
     proc = subprocess.Popen(
         [*cmd, "--quiet", "--workers", "2"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -658,7 +672,7 @@ def test_sigkill_of_a_pool_run_takes_its_workers_along_and_resumes(tmp_path, tin
     n_done_before = sum(r["status"] == "done" for r in read_rows(manifest))
     assert 1 <= n_done_before < 8
 
-    assert _upscale(src, out, tiny_model, "--workers", "2") == 0
+    assert _upscale(src, out, slow_model, "--workers", "2") == 0
     rows = read_rows(manifest)
     done = [r["scan_id"] for r in rows if r["status"] == "done"]
     assert len(done) == len(set(done)) == 8
@@ -749,11 +763,11 @@ def _ctrl_c(proc: subprocess.Popen, ready: Callable[[], None]) -> str:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, tiny_model):
+def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, slow_model):
     """SIGINT to the run's process group (Ctrl-C in a terminal) with --workers 2: the run records the scans
     finished so far, runs no queued scan (every output under its final name has a done row), takes its workers
     along, exits 130 with one line, and the rerun finishes every scan once."""
-    src, out, cmd = _eight_scan_run(tmp_path, tiny_model)
+    src, out, cmd = _eight_scan_run(tmp_path, slow_model)
     proc = subprocess.Popen(
         [*cmd, "--quiet", "--workers", "2"],
         cwd=REPO,
@@ -785,7 +799,7 @@ def test_ctrl_c_of_a_pool_run_stops_its_workers_at_once_and_resumes(tmp_path, ti
     assert len(written - done) <= 2, "scans ran on after the interrupt to outputs no manifest row records"
     assert 1 <= len(done) < 8
 
-    assert _upscale(src, out, tiny_model, "--workers", "2") == 0
+    assert _upscale(src, out, slow_model, "--workers", "2") == 0
     rows = read_rows(manifest)
     finished = [r["scan_id"] for r in rows if r["status"] == "done"]
     assert len(finished) == len(set(finished)) == 8
@@ -912,7 +926,14 @@ def _interrupting_compute(task, scan, options):
     from pipelines.batch import jobs
 
     if task.input.startswith("sub-03"):
-        time.sleep(1.5)
+        # sub-01's save done (image and sidecar under their final names), and a moment for its result to come
+        # back: a fixed 1.5 s sleep was a guess that a slow worker start could miss
+        out_root, deadline = Path(options.out_root), time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            list(out_root.glob("sub-01/**/*.json")) and list(out_root.glob("sub-01/**/*.nii.gz"))
+        ):
+            time.sleep(0.05)
+        time.sleep(1.0)
         raise KeyboardInterrupt
     return jobs.upscale_compute(task, scan, options)
 

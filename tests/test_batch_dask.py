@@ -19,6 +19,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="dask.distributed not installed (pip install 'medgan[dask]')")
 
+from conftest import save_slow_sr  # noqa: E402
+
 from pipelines.batch.manifest import read_rows  # noqa: E402
 from pipelines.cli import main  # noqa: E402
 
@@ -183,15 +185,8 @@ def procs(tmp_path):
 def slow(setup):
     """Scans that take seconds each on one thread (a 32-feature generator on 100x100x20 crops): a scan is still
     running when the test acts."""
-    import torch
-
-    from medgan.infer.checkpoint import save_checkpoint
-    from medgan.models.registry import build_generator
-
     _, _, root = setup
-    torch.manual_seed(0)
-    model = build_generator({"arch": "srresnet", "spatial_dims": 3, "channels": 32, "n_blocks": 4, "factor": [2, 2, 1]})
-    ckpt = save_checkpoint(root / "slow.safetensors", model, roi_size=32)
+    ckpt = save_slow_sr(root / "slow.safetensors")
     src = root / "slow_in"
     img = nib.load(SAMPLE / "nifti" / "mni_icbm152_2009a_sym" / "t1.nii.gz")
     for i in range(6):

@@ -18,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import cli_env, proc_alive, proc_descendants, save_tiny_sr
+from conftest import cli_env, proc_alive, proc_descendants, save_slow_sr, save_tiny_sr
 
 from pipelines.batch.manifest import read_rows
 from pipelines.cli import main
@@ -41,6 +41,19 @@ def _crop(src: Path, dst: Path, box: tuple[slice, ...]) -> Path:
     return dst
 
 
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory) -> Path:
+    return save_slow_sr(tmp_path_factory.mktemp("model") / "slow_x2.safetensors")
+
+
+def _slow_tree(root: Path, n: int) -> Path:
+    """``n`` real 100x100x12 crops of the MNI T1, one per subject folder: each takes a good part of a second with
+    :func:`slow_model`, so a run of them is still going after its first row."""
+    for i in range(n):
+        _crop(MNI_T1, root / f"sub-{i:02d}/anat.nii.gz", (slice(30 + i, 130 + i), slice(40, 140), slice(60, 72)))
+    return root
+
+
 def _tree(root: Path, n: int) -> Path:
     """``n`` small real NIfTI crops of ``anatomical.nii``, one per subject folder."""
     for i in range(n):
@@ -57,14 +70,14 @@ def _tree(root: Path, n: int) -> Path:
     [(["batch", "upscale"], True), (["upscale"], False)],
     ids=["batch-scancel-to-the-group", "upscale-tree-kill-of-the-main-process"],
 )
-def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_rerun_resumes(tmp_path, tiny_model, command, group):
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_rerun_resumes(tmp_path, slow_model, command, group):
     """SIGTERM (a Slurm time limit or ``scancel``: to every process of the job; ``docker stop`` / ``kill``: to the
     main process) with ``--workers 2``: exit 130 with the one ``interrupted`` line, no ``multiprocessing`` warning,
     an ``interrupted (SIGTERM)`` line in ``medgan.log``, no process left behind, and a rerun finishes every scan
     once. (It ended the process at once: exit 143, "leaked semaphore objects", nothing in the log.)"""
-    src, out = _tree(tmp_path / "in", 8), tmp_path / "out"
+    src, out = _slow_tree(tmp_path / "in", 8), tmp_path / "out"
     quiet = ["--quiet"] if command[0] == "batch" else ["--no-progress"]
-    cmd = [sys.executable, "-m", "pipelines.cli", *command, str(src), str(out), "--model", str(tiny_model)]
+    cmd = [sys.executable, "-m", "pipelines.cli", *command, str(src), str(out), "--model", str(slow_model)]
     proc = subprocess.Popen(
         [*cmd, "--workers", "2", *quiet],
         cwd=REPO,
@@ -107,7 +120,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_rerun_resumes(tmp_path, tiny
     done = [r["scan_id"] for r in read_rows(manifest) if r["status"] == "done"]
     assert 1 <= len(done) < 8
 
-    assert main(["batch", "upscale", str(src), str(out), "--model", str(tiny_model), "--quiet"]) == 0
+    assert main(["batch", "upscale", str(src), str(out), "--model", str(slow_model), "--quiet"]) == 0
     rows = read_rows(manifest)
     finished = [r["scan_id"] for r in rows if r["status"] == "done"]
     assert len(finished) == len(set(finished)) == 8
