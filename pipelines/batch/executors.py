@@ -180,14 +180,16 @@ def _interrupts_held() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if held:
-        handler = previous[held[0]]
+        try:  # nested: a Ctrl-C raising as SIGINT's handler comes back still puts SIGTERM's back
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
+        finally:
+            signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
+    for signum in dict.fromkeys(held):  # each signal once, in the order they came; an ignored one goes on to the next
+        handler = previous[signum]
         if callable(handler):  # Python's KeyboardInterrupt, or sigterm_interrupts' raising one
-            handler(held[0], None)
+            handler(signum, None)
         elif handler == signal.SIG_DFL:
-            signal.raise_signal(held[0])
+            signal.raise_signal(signum)
 
 
 # --------------------------------------------------------------------------- worker setup, timed apart
@@ -501,16 +503,21 @@ def run_gpu_pipeline(
                 return
             done, _ = wait(saves, timeout=None if block else 0, return_when=FIRST_COMPLETED)
             for fut in done:
-                with _interrupts_held():  # a Ctrl-C while the outputs were hashed lost the row of a saved scan
-                    task, started, started_at, seconds, header = saves.pop(fut)
-                    try:
-                        seconds["save"] = time.perf_counter() - seconds.pop("_t")
-                        _, warnings = fut.result()
-                        _log_records(warnings)
-                        row = jobs._finish(task, Path(options.out_root), started, seconds)
-                    except Exception as exc:
-                        row = jobs._failed(exc, task, started, seconds, (header,))
-                    row.update(worker=jobs._worker(), started=started_at)
+                # the row first, the save still listed (a Ctrl-C while the outputs are hashed leaves it to the
+                # interrupted run's drain); then taken off the list and recorded as one step: a Ctrl-C in between
+                # lost the row of a saved scan
+                task, started, started_at, seconds, header = saves[fut]
+                seconds = dict(seconds)  # the listed entry stays as it was, should the row be made again
+                try:
+                    seconds["save"] = time.perf_counter() - seconds.pop("_t")
+                    _, warnings = fut.result()
+                    _log_records(warnings)
+                    row = jobs._finish(task, Path(options.out_root), started, seconds)
+                except Exception as exc:
+                    row = jobs._failed(exc, task, started, seconds, (header,))
+                row.update(worker=jobs._worker(), started=started_at)
+                with _interrupts_held():
+                    saves.pop(fut)
                     on_result(task, row)
 
         try:
@@ -841,9 +848,12 @@ def run_dask(
                 fut = client.submit(_run_job, job, warm, task, options, dask=True, run=suffix, pure=False, key=key)
                 pending[fut] = task
             for fut in as_completed(list(pending)):
-                with _interrupts_held():  # a Ctrl-C after the pop (while the outputs were hashed) lost the row
-                    task = pending.pop(fut)
-                    on_result(task, _dask_row(fut, task, options, scheduler))
+                # the row first, the scan still pending (a Ctrl-C while the result is fetched, which may mean a
+                # rerun of the scan when its worker died, or while the outputs are hashed stops at once and the
+                # stop waits for it); then taken off the list and recorded as one step: a Ctrl-C in between lost it
+                row = _dask_row(fut, pending[fut], options, scheduler)
+                with _interrupts_held():
+                    on_result(pending.pop(fut), row)
                 fut.release()
         except BaseException:
             _stop_dask(client, pending, suffix, options, on_result, scheduler)
