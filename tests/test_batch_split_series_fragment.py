@@ -139,3 +139,28 @@ def test_medgan_upscale_of_the_series_folder_refuses_the_slice_split_off(tmp_pat
     # named by its id, the part is loaded as asked
     assert main(["upscale", str(tmp_path / "epi"), str(out), "--model", MODEL_2D, "--series", part.id]) == 0
     assert int(np.prod(medgan.load_scan(out).shape[1:])) == 128 * 128  # the one slice, upscaled
+
+
+def test_a_multi_frame_volume_beside_stray_slices_of_its_series_is_not_a_fragment(tmp_path: Path) -> None:
+    """The size rule counts slices, not files: a real enhanced multi-frame volume (one file, 8 frames) under the
+    same SeriesInstanceUID as 3 stray slices with a gap is a volume, not a part smaller than the rest."""
+    from pydicom.uid import generate_uid
+
+    from pipelines.batch.plan import refuse_parts_of_series
+
+    corpora = require_shared()
+    folder = tmp_path / "in" / "s"
+    folder.mkdir(parents=True)
+    multi = next((corpora / "dicom2nifti_philips_enhanced_anatomical_001" / "input").glob("*.dcm"))
+    shutil.copy(multi, folder / "mf.dcm")
+    uid = pydicom.dcmread(multi, stop_before_pixels=True).SeriesInstanceUID
+    classic = sorted((corpora / "dicom2nifti_philips_anatomical_001" / "input").rglob("*.dcm"))
+    for i in (0, 1, 3):  # a gap between them
+        ds = pydicom.dcmread(classic[i])
+        ds.SeriesInstanceUID = uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"c{i}.dcm")
+    refs = medgan.discover_scans(tmp_path / "in")
+    (volume,) = [r for r in refs if r.usable]
+    assert len(volume.paths) == 1 and volume.shape == (1, 256, 256, 8) and volume.note is not None
+    assert [r.usable for r in refuse_parts_of_series(refs, tmp_path / "in")] == [r.usable for r in refs]

@@ -155,6 +155,13 @@ def inside_output(refs: Sequence[ScanRef], in_root: Path, out_root: Path) -> tup
     return kept, inside
 
 
+def _slice_count(ref: ScanRef) -> int:
+    """The slices of a DICOM scan: its files, or the frames of a multi-frame file (one file of 8 slices) where its
+    shape is known (a usable scan's ``(C, X, Y, Z)``)."""
+    frames = ref.shape[3] if ref.shape is not None and len(ref.shape) == 4 else 1
+    return max(len(ref.paths), int(frames))
+
+
 def refuse_parts_of_series(refs: Sequence[ScanRef], root: Path) -> list[ScanRef]:
     """``refs``, each usable part split from a series whose larger other part is unusable marked unusable, with
     the reason.
@@ -190,7 +197,7 @@ def refuse_parts_of_series(refs: Sequence[ScanRef], root: Path) -> list[ScanRef]
         parts = unusable_parts(ref, split.get(ref.series_uid or "", ()))
         # only a part smaller than the rest is a fragment: a whole echo (or complex component) beside an echo cut
         # short is a volume of its own, and a batch, unlike load_scan, has no way to be told to take it anyway
-        if parts and len(ref.paths) < max(len(r.paths) for r in parts):
+        if parts and _slice_count(ref) < max(_slice_count(r) for r in parts):
             ref = dataclasses.replace(ref, usable=False, reason=part_of_series_reason(ref, parts, folder))
         out.append(ref)
     return out

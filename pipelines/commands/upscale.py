@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medgan import SuperResolver, discover_scans, load_scan, save_scan
-    from medgan.io.discover import unusable_parts
+    from pipelines.batch.plan import refuse_parts_of_series
 
     progress = show_progress(args)
     adapt_steps = int(getattr(args, "adapt_steps", 0) or 0)
@@ -187,9 +187,10 @@ def run(args: argparse.Namespace) -> int:
         refs = discover_scans(args.input)
         usable = [r for r in refs if r.usable]
         if len(usable) == 1 and _is_the_scan(usable[0], Path(args.input)):
-            # a part split off a series whose rest is unusable (one odd slice of 15) is not the scan: load_scan of
-            # the folder refuses it, naming both parts; handed over as the ScanRef, it was upscaled as one slice
-            source = args.input if unusable_parts(usable[0], refs) else usable[0]
+            # a part split off a series whose larger rest is unusable (one odd slice of 15) is not the scan, by the
+            # batch's rule: load_scan of the folder refuses it, naming both parts; as the ScanRef, it was upscaled
+            checked = refuse_parts_of_series(refs, Path(args.input))
+            source = usable[0] if checked[refs.index(usable[0])].usable else args.input
         elif usable:  # a folder tree (even one whose only scan sits in a subfolder): run it as a batch job
             holds = f"{len(usable)} scan{'s' if len(usable) > 1 else ''}"
             if str(args.output).lower().endswith((".nii", ".nii.gz", ".dcm")):  # it would become a folder of that name
