@@ -159,11 +159,12 @@ def _sigint_blocked() -> Iterator[None]:
 def _interrupts_held() -> Iterator[None]:
     """Hold a Ctrl-C (SIGINT) or SIGTERM that arrives during the block until the block ends, then let it act.
 
-    An executor takes a finished scan off its list of pending ones before it records the row: a Ctrl-C pressed
-    in between (while the row's outputs were hashed, say) lost the row, and the scan's outputs stayed in
-    ``OUT_ROOT`` without one. Recording a row is short, so the interruption just waits for it. Handlers can be
-    set on the main thread only; elsewhere nothing changes. When the block itself raises, that exception goes on
-    and the held signal is dropped (the run stops either way).
+    An executor takes a finished scan off its list of pending ones and records its row: a Ctrl-C pressed in
+    between lost the row, and the scan's outputs stayed in ``OUT_ROOT`` without one. So the row is made first (the
+    result fetched, the outputs hashed: interruptible, the scan still pending), and only the pop and the record
+    run in this block, which is short: the interruption just waits for it. Handlers can be set on the main thread
+    only; elsewhere nothing changes. When the block itself raises, that exception goes on and the held signals
+    are dropped (the run stops either way).
     """
     import signal
 
