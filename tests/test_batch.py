@@ -851,13 +851,16 @@ def test_ctrl_c_while_the_worker_server_imports_prints_one_line(tmp_path, tiny_m
 
 
 def _sleepy_job(task, options):
-    """Scans ``a`` and ``b`` finish at once; every other scan takes a minute."""
+    """Scans ``a`` and ``b`` finish at once (each leaves ``<options>/<id>.done`` when ``options`` names a folder);
+    every other scan takes a minute."""
     if task.scan_id not in ("a", "b"):
         time.sleep(60)
+    elif options is not None:
+        Path(options, f"{task.scan_id}.done").touch()
     return {"status": "done", "outputs": [], "output_sha256": [], "seconds": {}, "worker": str(os.getpid())}
 
 
-def test_an_interrupted_pool_keeps_finished_scans_and_stops_its_workers():
+def test_an_interrupted_pool_keeps_finished_scans_and_stops_its_workers(tmp_path):
     """KeyboardInterrupt in the batch process (here while it records its first scan): the pool hands over the
     other scan that finished meanwhile, cancels the queued ones and terminates its workers instead of waiting for
     the scans they run (a minute each)."""
@@ -871,13 +874,17 @@ def test_an_interrupted_pool_keeps_finished_scans_and_stops_its_workers():
 
     def on_result(task, row):
         rows[task.scan_id] = row
-        if len(rows) == 1:
-            time.sleep(1.0)  # the other quick scan finishes meanwhile
+        if len(rows) == 1:  # the other quick scan finishes meanwhile (a worker started late once missed 1 s)
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "b.done").exists() or not (tmp_path / "a.done").exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(0.5)  # its result comes back
             raise KeyboardInterrupt
 
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run_pool(tasks, _sleepy_job, None, on_result, workers=2, threads=None)
+        run_pool(tasks, _sleepy_job, str(tmp_path), on_result, workers=2, threads=None)
     assert time.monotonic() - started < 30  # not the minute of the scans in flight
     assert sorted(rows) == ["a", "b"] and {r["status"] for r in rows.values()} == {"done"}
     workers = {int(r["worker"]) for r in rows.values()}
