@@ -4,12 +4,13 @@ A medgan checkpoint (``model.safetensors`` as ``medgan train-sr`` / ``train-cgan
 prints its model card (:func:`medgan.infer.pretrained.render_model_card`), or with ``--json`` a summary of its
 metadata; it is read with safetensors and verified as every model load is (never unpickled).
 
-Prints only what :class:`medgan.ScanRef` holds (id, kind, modality, geometry, usability), never
-identifying DICOM fields (PatientName, PatientID, PatientBirthDate, ...). What the files themselves hold (a
-header's Modality, a checkpoint's metadata, file names) is printed with its control characters escaped
-(:func:`pipelines.commands._outputs.terminal_text`): no escape sequence reaches the terminal. Exits 1 when nothing
-is found, or when PATH is a single file that cannot be loaded (a PNG or JPEG picture, a broken DICOM file), after
-listing why.
+Prints only what :class:`medgan.ScanRef` holds (id, kind, modality, geometry, usability), never identifying DICOM
+fields (PatientName, PatientID, PatientBirthDate, ...). A slice split off a series whose larger rest is unusable is
+listed as unusable, with the reason the batch records (:func:`pipelines.batch.plan.refuse_parts_of_series`). What
+the files themselves hold (a header's Modality, a checkpoint's metadata, file names) is printed with its control
+characters escaped (:func:`pipelines.commands._outputs.terminal_text`): no escape sequence reaches the terminal.
+Exits 1 when nothing is found, or when PATH is a single file that cannot be loaded (a PNG or JPEG picture, a broken
+DICOM file), after listing why.
 """
 
 from __future__ import annotations
@@ -189,7 +190,11 @@ def run(args: argparse.Namespace) -> int:
         path = verify_shipped(shipped)
     if _is_checkpoint(path):
         return _run_checkpoint(path, args.json)
-    refs = discover_scans(path)
+    from pipelines.batch.plan import refuse_parts_of_series
+
+    # a slice split off a series whose larger rest is unusable is no scan of its own: listed as unusable with the
+    # reason load_scan, medgan upscale and the batch give (it was listed "ok" beside the unusable rest)
+    refs = refuse_parts_of_series(discover_scans(path), path)
     if not refs:
         print(terminal_text(f"medgan info: no DICOM or NIfTI scan found under {path}", sys.stderr), file=sys.stderr)
         return 1
