@@ -60,6 +60,12 @@ class Task:
         ``evaluate`` only: ``{"pred": ScanRef, "lr": ScanRef | None}``.
     reason
         Why the scan cannot be processed (unusable scan, no prediction to pair), else ``None``.
+    part_of_series
+        Whether the scan, usable as discovered, was marked unusable only as a part of its series
+        (:func:`refuse_parts_of_series`). The runner removes what an earlier run made of it (a one-slice output
+        under a ``done`` row): the refusal lasts as long as the series does, unlike an unusable scan's (a file still
+        being copied), whose outputs are kept while its own files are unchanged. A flag set here, where the refusal
+        is made, rather than the runner reading the reason's words.
     """
 
     scan_id: str
@@ -70,6 +76,7 @@ class Task:
     outputs: tuple[str, ...] = ()
     others: dict[str, Any] = field(default_factory=dict, compare=False)
     reason: str | None = None
+    part_of_series: bool = False
 
 
 def _input_label(ref: ScanRef, root: Path) -> str:
@@ -210,7 +217,7 @@ def _plan_outputs(
     if fmt not in OUTPUT_SUFFIX:
         raise MedganError(f"unknown output format {fmt!r}; use 'nifti' or 'dicom'")
     tasks = []
-    for ref in refuse_parts_of_series(refs, in_root):
+    for found, ref in zip(refs, refuse_parts_of_series(refs, in_root), strict=True):
         rel_dir = relative_folder(ref, in_root)
         outputs = []
         for stem in stems:
@@ -229,6 +236,7 @@ def _plan_outputs(
                 input=_input_label(ref, in_root),
                 outputs=tuple(outputs),
                 reason=None if ref.usable else ref.reason or "not usable",
+                part_of_series=found.usable and not ref.usable,
             )
         )
     return tasks
@@ -299,7 +307,10 @@ def plan_evaluate(
 
     tasks = []
     n_montage = 0
-    refs = refuse_parts_of_series(refs, ref_root)  # before pairing: such a part is paired with nothing
+    refused = refuse_parts_of_series(refs, ref_root)  # before pairing: such a part is paired with nothing
+    # ids are unique in a discovery (the manifest is keyed by them)
+    parts = {ref.id for found, ref in zip(refs, refused, strict=True) if found.usable and not ref.usable}
+    refs = refused
     for ref, pred, low in pair_scan_refs(refs, ref_root, preds, pred_root, lrs, lr_root):
         rel_dir = relative_folder(ref, ref_root)
         reason, others = None, {}
@@ -329,6 +340,7 @@ def plan_evaluate(
                 outputs=outputs,
                 others=others,
                 reason=reason,
+                part_of_series=ref.id in parts,
             )
         )
     return tasks

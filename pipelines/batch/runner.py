@@ -387,7 +387,7 @@ class _Run:
         if status == "done":
             why = "not written by this run"
         elif status == "unusable":
-            why = "its input is unusable now"
+            why = "it is only a part of its series" if task.part_of_series else "its input is unusable now"
         elif key is None:
             why = f"this run could not run the scan: {task.reason}"
         else:
@@ -650,7 +650,8 @@ def _execute(
                     status = "unusable" if not task.ref.usable else "failed"
                     row: dict[str, Any] = {"status": status, "error": task.reason}
                     if previous is not None and not foreign:
-                        if previous.get("settings") == resume_key(task, task_key, previous):
+                        same = previous.get("settings") == resume_key(task, task_key, previous)
+                        if same and not task.part_of_series:
                             # the scan's input files are unchanged (a file being copied into its folder made it
                             # unusable, say): its outputs are still what it made; kept, and carried when intact
                             planned = task.outputs or None
@@ -659,7 +660,10 @@ def _execute(
                         else:
                             # its previous outputs no longer match anything (an input now unreadable, a prediction
                             # gone): removed like those of a failed redo under other settings (_remove_stale), not
-                            # left on disk under a row that lists none
+                            # left on disk under a row that lists none. So are those of a slice refused as a part of
+                            # its series, its own file unchanged: what an earlier version (or a run before the rest
+                            # of the series lost a slice) made of it is one slice "upscaled" as if it were the scan,
+                            # wrong for as long as the series stays as it is
                             run.previous[task.scan_id] = previous
                     run.record(task, row)
                     continue
