@@ -309,7 +309,8 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
     Parameters
     ----------
     path
-        The ``.yaml`` file.
+        The ``.yaml`` file; its relative paths are relative to the folder it is named in (a symlink's own folder,
+        not its target's).
     overrides
         Keys that replace the file's (validated the same way; relative paths relative to the current folder).
 
@@ -330,7 +331,9 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
             f"{path}: a job spec must be a mapping of keys (job, input, output, ...), got {type(data).__name__}"
         )
     data = {str(k): v for k, v in data.items()}
-    base = path.resolve().parent
+    # the folder the spec is named in: a spec linked into a project folder reads and writes there, not beside
+    # the shared file it links to (resolved, it read the shared folder's `scans` and wrote its output there)
+    base = Path(os.path.abspath(path)).parent
     origin = dict.fromkeys(data, base)
     for key, value in (overrides or {}).items():
         data[key] = value
