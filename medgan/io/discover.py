@@ -34,7 +34,11 @@ Policy for files that are not scans:
   cannot be looked at: a batch over the tree reports them instead of finishing "all done"; a DICOM-looking
   file that cannot be opened is an unusable ScanRef, and so is every series in its folder (its series
   cannot be read: it may be a slice of any); so is one that opens but names no series (empty, or starting like
-  DICOM and cut short), for every multi-file series in its folder whose files share its kind of suffix.
+  DICOM and cut short), for every multi-file series in its folder whose files share its kind of suffix;
+* a broken symbolic link (its target missing: a slice on a store not mounted) is a file that cannot be opened, with
+  a warning: one with a DICOM, numeric or NIfTI suffix is an unusable ScanRef naming its target, and a DICOM one
+  makes every series in its folder unusable; one with another name (it may have led to a folder) is not listed,
+  but makes unusable each multi-file series in its folder whose files share its kind of suffix.
 
 Symbolic links to folders are followed, but every folder is visited at most once (by device
 and inode), so link loops end; a file reached twice through links is read once.
@@ -364,12 +368,40 @@ def _short_reason(exc: BaseException, paths: Sequence[Path | str]) -> str:
 # --------------------------------------------------------------------------- the walk
 
 
-def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
+def broken_link_target(path: str | os.PathLike[str]) -> str | None:
+    """What the symbolic link ``path`` points at when that does not exist (a dangling link), else None.
+
+    A link into a store that is not mounted (a PACS cache, an XNAT archive) is neither a file nor a folder, and
+    :meth:`os.DirEntry.is_file` says so without an error: the walk and :func:`medgan.load_scan` ask this to say why.
+    """
+    try:
+        if not os.path.islink(path) or os.path.exists(path):
+            return None
+        return os.readlink(path)
+    except OSError:  # it went, or its folder cannot be read: nothing to name
+        return None
+
+
+def broken_link_reason(target: str) -> str:
+    """The reason a broken symbolic link to ``target`` gives: the link's own path is in its ScanRef."""
+    return f"a broken symbolic link: its target {target} does not exist (a store not mounted, a file moved?)"
+
+
+def missing_reason(path: str | os.PathLike[str]) -> str:
+    """Why ``path``, which does not exist, cannot be read: "no such file or folder", or a broken link's reason (a
+    link into a store not mounted: "no such file" named the link itself)."""
+    target = broken_link_target(path)
+    return "no such file or folder" if target is None else broken_link_reason(target)
+
+
+def _walk(root: Path, unseen: list[tuple[Path, str, bool]], dangling: dict[Path, str] | None = None) -> Iterator[Path]:
     """Files under ``root`` in sorted depth-first order; each folder and file visited once.
 
     Hidden entries and the system folders of :data:`SKIP_FOLDERS` below ``root`` are skipped (the latter logged at
     DEBUG level). Other folders and files that cannot be looked at are warned about and appended to ``unseen`` as
-    ``(path, why, is_folder)``: a batch over the tree must not finish "all done" without having seen their scans."""
+    ``(path, why, is_folder)``: a batch over the tree must not finish "all done" without having seen their scans.
+    So are broken symbolic links (not those :func:`is_skipped_file` skips by name), whose targets are also put in
+    ``dangling`` (link path -> target)."""
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     stack = [root]
@@ -407,7 +439,18 @@ def _walk(root: Path, unseen: list[tuple[Path, str, bool]]) -> Iterator[Path]:
                         continue
                     seen_files.add((est.st_dev, est.st_ino))
                     yield Path(entry.path)
-            except OSError as exc:  # a dangling link or a vanished file is not found (ENOENT) and goes unsaid
+                elif entry.is_symlink() and not is_skipped_file(Path(entry.path)):
+                    # neither a file nor a folder, without an error: a link whose target is missing (a store not
+                    # mounted), or one to a pipe or device. The first was left out without a word, and a series
+                    # with a slice behind it loaded one slice short. is_symlink() is free (the dirent's type): the
+                    # extra look is only for links, and only for those that lead nowhere usable.
+                    target = broken_link_target(entry.path)
+                    if target is not None:
+                        log.warning("%s is a broken symbolic link (to %s); skipped", entry.path, target)
+                        unseen.append((Path(entry.path), broken_link_reason(target), False))
+                        if dangling is not None:
+                            dangling[Path(entry.path)] = target
+            except OSError as exc:  # a file gone since the listing is not found (ENOENT) and goes unsaid
                 if exc.errno != errno.ENOENT:
                     log.warning("cannot read %s (%s); skipped", entry.path, os_error_reason(exc))
                     why = f"cannot be looked at ({os_error_reason(exc)})"
@@ -838,8 +881,20 @@ def _name_kind(path: Path) -> str:
     return "#" if suffix[1:].isdigit() else suffix
 
 
-def _names(paths: Sequence[Path]) -> str:
-    return ", ".join(p.name for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+def _names(paths: Sequence[Path], links: Mapping[Path, str] | None = None) -> str:
+    """The first three file names, a broken link's with its target (``004.dcm: a broken link to /mnt/pacs/...``)."""
+
+    def name(path: Path) -> str:
+        target = None if links is None else links.get(path)
+        return path.name if target is None else f"{path.name}: a broken link to {target}"
+
+    return ", ".join(map(name, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def _has_file_suffix(path: Path) -> bool:
+    """Whether the name says it is a scan file (a DICOM, numeric or NIfTI suffix), not possibly a folder."""
+    suffix = path.suffix.lower()
+    return suffix in DICOM_SUFFIXES or suffix[1:].isdigit() or suffix == ".hdr" or is_nifti_path(path)
 
 
 def _group_dicom(
@@ -1207,7 +1262,7 @@ def _unseen_ref(path: Path, why: str, is_folder: bool, root: Path) -> ScanRef | 
     if is_folder:
         ref = _unreadable_ref(path, root, f"{why}: the scans in it, if any, were not seen")
         return replace(ref, id=make_id(path.name or "folder", f"folder|{_rel(path, root)}"), kind="folder")
-    if is_nifti_path(path):
+    if is_nifti_path(path) or path.suffix.lower() == ".hdr":
         return replace(_unreadable_ref(path, root, why), kind="nifti")
     if not is_skipped_file(path) and _looks_like_dicom(path):
         return _unreadable_ref(path, root, why)
@@ -1277,10 +1332,11 @@ def discover_scans(root: str | os.PathLike[str]) -> list[ScanRef]:
 def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
     root = Path(root)
     if not root.exists():
-        raise ScanReadError(f"{root}: no such file or folder")
+        raise ScanReadError(f"{root}: {missing_reason(root)}")
     single = root.is_file()
     unseen: list[tuple[Path, str, bool]] = []
-    files = [root] if single else _walk(root, unseen)
+    dangling: dict[Path, str] = {}  # broken symbolic link -> its target
+    files = [root] if single else _walk(root, unseen, dangling)
     base = root.parent if single else root
 
     refs: list[ScanRef] = []
@@ -1314,7 +1370,21 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             continue
         dicom_items.append((path, ds))
 
-    refs.extend(ref for item in unseen if (ref := _unseen_ref(*item, base)) is not None)
+    for path, why, is_folder in unseen:
+        if path in dangling and not _has_file_suffix(path):
+            # a link to a folder that is not there looks the same as one to a slice named without a suffix: not
+            # listed as a scan (a link to an output folder not made yet is no error), but, as an empty file, it
+            # blocks a series of slices named like it in its folder
+            unread.setdefault(path.parent, []).append(path)
+            continue
+        ref = _unseen_ref(path, why, is_folder, base)
+        if ref is None:
+            continue
+        refs.append(ref)
+        if not is_folder and ref.kind == "dicom-file":
+            # a DICOM-looking file that cannot be looked at (a broken link: a slice on a store not mounted) may be a
+            # slice of any series in its folder, as one that cannot be opened: the series loaded a slice short
+            unopened.setdefault(path.parent, []).append(path)
     groups, bad = _group_dicom(dicom_items, base, broken)
     refs.extend(bad)
     copies: dict[int, list[_Group]] = {}  # id(primary group) -> its copies in other folders
@@ -1362,8 +1432,8 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             ref = replace(
                 ref,
                 usable=False,
-                reason=f"{len(near)} file(s) in its folder cannot be opened or read ({_names(near)}): the volume may "
-                "miss slices",
+                reason=f"{len(near)} file(s) in its folder cannot be opened or read ({_names(near, dangling)}): the "
+                "volume may miss slices",
             )
         refs.append(ref)
         refs.extend(_copy_ref(copy, group, ref.id, base) for copy in copies.get(id(group), ()))

@@ -13,6 +13,7 @@ from medgan.io.discover import (
     ScanRef,
     discover_scans,
     is_skipped_file,
+    missing_reason,
     non_image_reason,
     series_uid_of,
     unusable_parts,
@@ -108,6 +109,8 @@ def _warn_if_part_of_a_series(path: Path, uid: str, ds: Any) -> None:
     The file is loaded as asked (one file gives that file), but a single slice of a many-file series is seldom
     what was meant (``medgan convert one.dcm out.nii.gz`` wrote a 2-D image). Only headers are read, up to the
     SeriesInstanceUID, of at most :data:`MAX_SIBLINGS` other files of the folder; nothing identifying is logged.
+    A file given through a symbolic link from another folder (``lone/s.dcm -> ../hit/002.dcm``) is looked for
+    beside its target as well: its series lies there, and the link's own folder may hold nothing else.
 
     Parameters
     ----------
@@ -120,23 +123,43 @@ def _warn_if_part_of_a_series(path: Path, uid: str, ds: Any) -> None:
     """
     if not uid:
         return
-    same, seen, capped = 0, 0, False
     try:
-        with os.scandir(path.parent) as entries:
-            for entry in entries:
-                if entry.name == path.name or entry.name.startswith("."):
-                    continue
-                sibling = Path(entry.path)
-                if not entry.is_file() or is_skipped_file(sibling) or is_nifti_path(sibling):
-                    continue
-                if seen >= MAX_SIBLINGS:
-                    capped = True
-                    break
-                seen += 1
-                if series_uid_of(sibling) == uid:
-                    same += 1
+        real = Path(os.path.realpath(path))
     except OSError:
-        return
+        real = path
+    folders = [path.parent] if real.parent == Path(os.path.realpath(path.parent)) else [path.parent, real.parent]
+    same, seen, capped = 0, 0, False
+    found: list[Path] = []  # the folders holding other files of the series
+    counted = {real}  # the real files looked at: the file itself, and a sibling reached from both folders, once
+    for folder in folders:
+        if capped:
+            break
+        try:
+            real_folder = os.path.realpath(folder)
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    sibling = Path(entry.path)
+                    if not entry.is_file() or is_skipped_file(sibling) or is_nifti_path(sibling):
+                        continue
+                    # a link is resolved (rare: one call each); a plain file's real path is its folder's and its name
+                    key = Path(
+                        os.path.realpath(sibling) if entry.is_symlink() else os.path.join(real_folder, entry.name)
+                    )
+                    if key in counted:
+                        continue
+                    counted.add(key)
+                    if seen >= MAX_SIBLINGS:
+                        capped = True
+                        break
+                    seen += 1
+                    if series_uid_of(sibling) == uid:
+                        same += 1
+                        if folder not in found:
+                            found.append(folder)
+        except OSError:
+            continue
     if not same:
         return
     try:
@@ -153,7 +176,7 @@ def _warn_if_part_of_a_series(path: Path, uid: str, ds: Any) -> None:
         path,
         what,
         total,
-        path.parent,
+        " and ".join(map(str, found)),
     )
 
 
@@ -304,7 +327,7 @@ def _load(path: str | os.PathLike[str] | ScanRef, series: str | None, where: Pat
             return load_ref(path)
         path = Path(path)
         if not path.exists():
-            raise ScanReadError(f"{path}: no such file or folder")
+            raise ScanReadError(f"{path}: {missing_reason(path)}")
         if path.is_dir():
             return load_ref(_pick(path, discover_scans(path), series))
         if is_nifti_path(path):
