@@ -517,8 +517,11 @@ def input_record(role: str, path: str | Path) -> dict[str, Any]:
     :func:`medgan.io.identifiers.remove_identifiers_from_path`), whether it is a file or a folder, how many files it holds and a
     SHA-256 of their content: for a file, its bytes' (:func:`medgan.io.digest.file_sha256`); for a folder, the
     SHA-256 of the lines ``<sha256 of the file>  <path relative to the folder>\n`` of every regular file under it,
-    sorted by path (what ``sha256sum`` lists), so renaming, adding or changing any file changes it. Nothing is read
-    from the files' headers (no identifying DICOM field); file names enter the digest only.
+    sorted by path (what ``sha256sum`` lists), so renaming, adding or changing any file changes it. Folders reached
+    through a symbolic link are included, as the scans discovery pairs there are scored (each folder once: a link
+    cycle ends); a path enters as its exact bytes (:func:`os.fsencode`, UTF-8 for a UTF-8 name), so a name that is
+    not UTF-8 is recorded too. Nothing is read from the files' headers (no identifying DICOM field); file names
+    enter the digest only.
 
     Parameters
     ----------
@@ -532,6 +535,7 @@ def input_record(role: str, path: str | Path) -> dict[str, Any]:
     dict
         ``role``, ``path``, ``kind`` (``"file"`` or ``"folder"``), ``n_files``, ``sha256``.
     """
+    import contextlib
     import hashlib
     import os
 
@@ -547,15 +551,33 @@ def input_record(role: str, path: str | Path) -> dict[str, Any]:
             "sha256": file_sha256(given),
         }
     files = []
-    for folder, dirs, names in os.walk(given):  # symlinked folders are not followed: a link cycle never ends
-        dirs.sort()
+    # symlinked folders are followed, as discovery follows them to pair the scans (a reference tree ref/site2 ->
+    # ../real was scored but recorded as 0 files, its digest blind to the scored scans); each folder is entered once,
+    # by its device and inode, so a link back up the tree ends, and a folder linked twice is listed once
+    seen: set[tuple[int, int]] = set()
+    with contextlib.suppress(OSError):  # the top folder itself: a link to it from below is not entered again
+        top = given.stat()
+        seen.add((top.st_dev, top.st_ino))
+    for folder, dirs, names in os.walk(given, followlinks=True):
+        keep = []
+        for d in sorted(dirs):
+            try:
+                st = os.stat(os.path.join(folder, d))
+            except OSError:  # a dangling link or a folder gone meanwhile: no files of it were read either
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                keep.append(d)
+        dirs[:] = keep
         for name in names:
             f = Path(folder) / name
             if f.is_file():
                 files.append((f.relative_to(given).as_posix(), f))
     h = hashlib.sha256()
     for rel, f in sorted(files):
-        h.update(f"{file_sha256(f)}  {rel}\n".encode())
+        # the name's exact bytes (os.fsencode): a name that is not UTF-8 holds surrogates, which .encode() refused
+        # (a crash before anything was scored); for a UTF-8 name these are the bytes .encode() gave
+        h.update(f"{file_sha256(f)}  ".encode("ascii") + os.fsencode(rel) + b"\n")
     return {
         "role": role,
         "path": str(path),
@@ -841,6 +863,7 @@ class Evaluation:
         self, scan_id: str, pred: Any, ref: Any, baselines: Mapping[str, Any], window: tuple[float, float]
     ) -> bytes:
         from medgan.eval import figures
+        from medgan.io.atomic import utf8_bytes
 
         panels = {}
         if baselines:
@@ -848,7 +871,10 @@ class Evaluation:
             panels[f"LR {name}" if name in BASELINES else name] = baselines[name]
         panels[self.method] = pred
         panels["reference"] = ref
-        fig = figures.montage(panels, affine=M._affine_of(ref), window=window, error_of=self.method, title=str(scan_id))
+        # a scan id from a file name that is not UTF-8 holds surrogates, which matplotlib's text layout refuses (a
+        # TypeError while scoring): drawn escaped, as the report's text files write it
+        title = utf8_bytes(str(scan_id)).decode("utf-8")
+        fig = figures.montage(panels, affine=M._affine_of(ref), window=window, error_of=self.method, title=title)
         return figures.figure_to_png(fig)
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:

@@ -703,9 +703,10 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, *, columns: S
     name, a method name) is written with a leading ``'`` so that a spreadsheet shows it as text instead of running
     it as a formula; numbers are written as they are. ``metrics.json`` keeps such text unchanged.
     """
-    from medgan.io.atomic import write_text_atomic
+    from medgan.io.atomic import utf8_bytes, write_bytes_atomic
 
-    return write_text_atomic(path, _csv_text(rows, columns))
+    # a scan id or path from a file name that is not UTF-8 is written escaped, not a crash (utf8_bytes)
+    return write_bytes_atomic(path, utf8_bytes(_csv_text(rows, columns)))
 
 
 def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -723,9 +724,10 @@ def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None =
 
 def write_json(doc: Mapping[str, Any], path: str | Path) -> Path:
     """Write a document as indented JSON atomically (NaN as null; no non-standard tokens)."""
-    from medgan.io.atomic import write_text_atomic
+    from medgan.io.atomic import utf8_bytes, write_bytes_atomic
 
-    return write_text_atomic(path, _json_text(doc))
+    # json.dumps escapes a lone surrogate already (ASCII out); one encoding rule for every report file regardless
+    return write_bytes_atomic(path, utf8_bytes(_json_text(doc)))
 
 
 def _json_text(doc: Mapping[str, Any]) -> str:
@@ -1120,7 +1122,7 @@ def write_report(
         A file cannot be written or renamed into place (named by its final path, not a temporary one); nothing
         was changed.
     """
-    from medgan.io.atomic import atomic_paths
+    from medgan.io.atomic import atomic_paths, utf8_bytes
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1133,13 +1135,15 @@ def write_report(
     # everything rendered before anything is written: written one by one, a failure on the 6th file (disk full, a
     # folder in the way) left the new metrics.csv beside the earlier run's report.html (exit 1 said nothing was)
     files: dict[str, bytes] = {f"figures/{name}": png for name, _, png in pngs}  # first: the least harmful prefix
-    files["metrics.csv"] = _csv_text(doc["rows"]).encode("utf-8")
-    files["summary.csv"] = _csv_text(doc["summary"], ["method", "metric"]).encode("utf-8")
-    files["paired.csv"] = _csv_text(doc["paired"], ["method", "baseline", "metric"]).encode("utf-8")
-    files["metrics.json"] = _json_text(doc).encode("utf-8")
+    # the command line, input paths, scan ids and title may hold a file name that is not UTF-8 (its bytes arrive as
+    # surrogates): strict encoding crashed here, after every scan was scored, and no report was written
+    files["metrics.csv"] = utf8_bytes(_csv_text(doc["rows"]))
+    files["summary.csv"] = utf8_bytes(_csv_text(doc["summary"], ["method", "metric"]))
+    files["paired.csv"] = utf8_bytes(_csv_text(doc["paired"], ["method", "baseline", "metric"]))
+    files["metrics.json"] = utf8_bytes(_json_text(doc))  # ASCII already: json.dumps escapes a surrogate as \udcff
     links = [(f"figures/{name}", caption) for name, caption, _ in pngs]
-    files["report.md"] = render_markdown(doc, links).encode("utf-8")
-    files["report.html"] = render_html(doc, figs).encode("utf-8")
+    files["report.md"] = utf8_bytes(render_markdown(doc, links))
+    files["report.html"] = utf8_bytes(render_html(doc, figs))
     made_figures = bool(pngs) and not (out / "figures").exists()
     if pngs:
         (out / "figures").mkdir(exist_ok=True)

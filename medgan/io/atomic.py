@@ -42,6 +42,7 @@ __all__ = [
     "atomic_directory",
     "write_bytes_atomic",
     "write_text_atomic",
+    "utf8_bytes",
     "open_append",
 ]
 
@@ -362,6 +363,32 @@ def write_text_atomic(
     with atomic_file(path, "w", encoding=encoding, errors=errors, newline="") as fh:
         fh.write(text)
     return Path(path)
+
+
+def utf8_bytes(text: str) -> bytes:
+    """``text`` as UTF-8, a character UTF-8 cannot hold written as its escape (``\\udcff``) instead of raising.
+
+    A Linux file name (or command-line argument) that is not valid UTF-8 reaches Python with each bad byte as a lone
+    surrogate (``b"\\xff"`` -> ``"\\udcff"``), which strict UTF-8 refuses: a report or manifest holding such a
+    path crashed at its end with a ``UnicodeEncodeError`` and was not written. Escaped, the file stays valid UTF-8
+    (readable by any editor, browser or spreadsheet) and still shows which byte it was. The one rule for every text
+    output that holds paths (evaluation report, batch manifest); JSON needs none (``json.dumps`` escapes it).
+
+    Parameters
+    ----------
+    text
+        Text to write.
+
+    Returns
+    -------
+    bytes
+
+    Examples
+    --------
+    >>> utf8_bytes("scan\\udcff.nii")
+    b'scan\\\\udcff.nii'
+    """
+    return text.encode("utf-8", "backslashreplace")
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.atomic import open_append, os_error_reason, write_text_atomic
+from medgan.io.atomic import open_append, os_error_reason, utf8_bytes, write_bytes_atomic
 
 __all__ = [
     "COLUMNS",
@@ -388,4 +388,4 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -
         writer.writerow({k: spreadsheet_text(_csv_cell(k, row.get(k))) for k in columns})
     # a file name that is not UTF-8 (Python holds its bytes as surrogates) is written escaped, as \udcfc: strict
     # encoding crashed the run at its end; manifest.jsonl keeps the exact name for resume
-    return write_text_atomic(path, buf.getvalue(), errors="backslashreplace")
+    return write_bytes_atomic(path, utf8_bytes(buf.getvalue()))
