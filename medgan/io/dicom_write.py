@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,12 @@ def choose_rescale(values: np.ndarray) -> tuple[np.dtype, float, float]:
     """
     vmin = float(values.min()) if values.size else 0.0
     vmax = float(values.max()) if values.size else 0.0
-    if np.all(values == np.round(values)):
+    return _rescale_for(vmin, vmax, _all_whole(values))
+
+
+def _rescale_for(vmin: float, vmax: float, whole: bool) -> tuple[np.dtype, float, float]:
+    """:func:`choose_rescale` of values spanning ``vmin..vmax``, all whole numbers when ``whole``."""
+    if whole:
         if vmin >= -32768 and vmax <= 32767:
             return np.dtype(np.int16), 1.0, 0.0
         if vmin >= 0 and vmax <= 65535:
@@ -178,6 +184,44 @@ def choose_rescale(values: np.ndarray) -> tuple[np.dtype, float, float]:
     intercept = _ds_value(vmin + (vmax - vmin) / 2.0)
     slope = _ds_value(max(vmax - intercept, intercept - vmin) / 32767.0, round_up=True)
     return np.dtype(np.int16), slope, intercept
+
+
+#: elements per chunk of the whole-volume checks (1 MiB of float32): a scan is checked a chunk at a time, since
+#: ``np.isfinite(vol)`` or ``vol == np.round(vol)`` made a temporary as large as the scan (629 MB of float64 for
+#: a 512x512x150 float32 output while writing the series one slice at a time)
+_CHUNK = 1 << 18
+
+
+def _chunks(values: np.ndarray) -> Iterator[np.ndarray]:
+    """``values`` as 1-D chunks of at most :data:`_CHUNK` elements, in memory order (views where contiguous)."""
+    if values.size == 0:
+        return
+    flags = ["external_loop", "buffered", "zerosize_ok", "refs_ok"]
+    yield from np.nditer(values, flags=flags, order="K", buffersize=_CHUNK)
+
+
+def _all_whole(values: np.ndarray) -> bool:
+    """``np.all(values == np.round(values))`` (NaN is not whole), a chunk at a time."""
+    if values.dtype.kind in "biu":  # booleans and integers are whole numbers
+        return True
+    return all(bool(np.all(chunk == np.round(chunk))) for chunk in _chunks(values))
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """``np.all(np.isfinite(values))``, a chunk at a time."""
+    if values.dtype.kind in "biu":
+        return True
+    return all(bool(np.all(np.isfinite(chunk))) for chunk in _chunks(values))
+
+
+def _stored_slice(plane: np.ndarray, stored_dtype: np.dtype, slope: float, intercept: float) -> np.ndarray:
+    """The 16-bit stored values of one slice: ``round((plane - intercept) / slope)`` clipped to ``stored_dtype``
+    (a plain cast for slope 1, intercept 0). Computed per slice: a whole stored volume (and the float64 temporaries
+    of the arithmetic, twice the scan's size each for float32) is not needed to write one slice at a time."""
+    if slope == 1.0 and intercept == 0.0:
+        return plane.astype(stored_dtype)
+    info = np.iinfo(stored_dtype)
+    return np.clip(np.round((plane.astype(np.float64) - intercept) / slope), info.min, info.max).astype(stored_dtype)
 
 
 def _ds_value(value: float, *, round_up: bool = False) -> float:
@@ -324,24 +368,21 @@ def write_dicom_series(
             "write NIfTI (.nii.gz) instead, or select one volume (scan[k:k + 1]) and write that"
         )
     vol = data[0] if data.ndim == 4 else data[0][..., None]  # (X, Y, Z)
-    if not np.all(np.isfinite(vol)):
+    if not _all_finite(vol):
         raise MedganError(f"{folder}: the scan holds NaN or infinite values, which DICOM cannot store")
     affine = affine_4x4(getattr(scan, "affine", np.eye(4)))  # a 2-D MetaTensor's 3x3 affine embedded, as degrade does
     try:
         geom = slice_geometry(affine, vol.shape[2])
     except MedganError as exc:  # singular or sheared: say which output it is
         raise MedganError(f"{folder}: {exc}") from None
-    stored_dtype, slope, intercept = choose_rescale(vol)
-    info = np.iinfo(stored_dtype)
-    if slope == 1.0 and intercept == 0.0:
-        stored = vol.astype(stored_dtype)
-    else:
-        stored = np.clip(np.round((vol.astype(np.float64) - intercept) / slope), info.min, info.max).astype(
-            stored_dtype
-        )
+    # choose_rescale's numbers, computed once (each is a pass over the scan); the stored pixels are computed per
+    # slice (_stored_slice) where they are checked and written, never as a volume
+    vmin, vmax = float(vol.min()), float(vol.max())
+    whole = _all_whole(vol)
+    stored_dtype, slope, intercept = _rescale_for(vmin, vmax, whole)
 
     meta = dict(getattr(scan, "meta", {}) or {})
-    _check_exact(folder, vol, stored, slope, intercept, label_map_reason(meta))
+    _check_exact(folder, vol, stored_dtype, slope, intercept, label_map_reason(meta), whole=whole)
     ref_meta = _reference_meta(reference)
     ref_dicom = {k: v for k, v in dict(ref_meta.get("dicom") or {}).items() if v is not None}
     base = _base_dataset(meta, ref_meta, ref_dicom, description)
@@ -357,7 +398,6 @@ def write_dicom_series(
         source_series=source_series_text(meta),
     )
     add_series_layout(base, layout)
-    vmin, vmax = float(vol.min()), float(vol.max())
     # The window spans the value range. LINEAR (the default function) needs a width >= 1, which would show a map
     # whose values span less (ADC in mm^2/s, T2* in s, a probability map) as one grey; LINEAR_EXACT takes any
     # positive width (PS3.3 C.11.2.1.3.2). A constant scan keeps width 1.
@@ -397,7 +437,8 @@ def write_dicom_series(
                 ds.VOILUTFunction = window_function
             ds.WindowCenterWidthExplanation = "full range"
             # Rows run along j (second spatial axis), columns along i.
-            ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype(stored_dtype.newbyteorder("<")).tobytes()
+            stored = _stored_slice(vol[:, :, k], stored_dtype, slope, intercept)
+            ds.PixelData = np.ascontiguousarray(stored.T).astype(stored_dtype.newbyteorder("<")).tobytes()
             fm = FileMetaDataset()
             fm.MediaStorageSOPClassUID = ds.SOPClassUID
             fm.MediaStorageSOPInstanceUID = sop_uid
@@ -520,22 +561,30 @@ def remove_medgan_series(folder: str | os.PathLike[str]) -> list[str]:
 
 
 def _check_exact(
-    folder: Path, vol: np.ndarray, stored: np.ndarray, slope: float, intercept: float, label_map: str | None
+    folder: Path,
+    vol: np.ndarray,
+    stored_dtype: np.dtype,
+    slope: float,
+    intercept: float,
+    label_map: str | None,
+    *,
+    whole: bool,
 ) -> None:
     """Refuse a label map, and warn for other whole-number data, that the stored pixels do not give back exactly.
 
     16-bit pixels hold 65536 values; whole numbers spanning more (a count, an ID, labels 0, 2 and 100000) are
     quantised by :func:`choose_rescale` like any float image: labels 0/2/100000 came back as 0/2.47/100000, with
     nothing said. Fractions are expected from a float image, not from whole numbers, and never from a label map.
-    The test is what a reader computes (stored x slope + intercept, float64), one slice at a time.
+    The test is what a reader computes (stored x slope + intercept, float64), one slice at a time (the stored slice
+    from :func:`_stored_slice`, as written). ``whole``: all of ``vol`` is whole numbers (:func:`_all_whole`).
     """
-    whole = bool(np.all(vol == np.round(vol)))
     if not (whole or label_map):
         return
-    err = max(
-        float(np.max(np.abs(stored[:, :, k] * np.float64(slope) + intercept - vol[:, :, k]), initial=0.0))
-        for k in range(vol.shape[2])
-    )
+    err = 0.0
+    for k in range(vol.shape[2]):
+        plane = vol[:, :, k]
+        stored = _stored_slice(plane, stored_dtype, slope, intercept)
+        err = max(err, float(np.max(np.abs(stored * np.float64(slope) + intercept - plane), initial=0.0)))
     if err == 0.0:
         return
     vmin, vmax = float(vol.min()), float(vol.max())
