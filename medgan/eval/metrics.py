@@ -113,8 +113,14 @@ __all__ = [
 DATA_RANGE_RULE = "reference 99.9th - 0.1th percentile inside the mask"
 DATA_RANGE_PERCENTILES = (0.1, 99.9)
 SSIM_SIGMA = 1.5
+#: where scikit-image cuts its Gaussian SSIM window, in sigmas (scipy's ``truncate``)
+SSIM_TRUNCATE = 3.5
 #: the window scikit-image derives from sigma 1.5 and truncate 3.5: 2 * int(3.5 * 1.5 + 0.5) + 1
 SSIM_WIN_SIZE = 11
+#: voxels of one SSIM slab's core (:func:`_ssim_slabs`): the map of a larger image is computed a slab of slices at a
+#: time, each with about ten float64 temporaries of its size (some 1 GB for a 512x512 slab of 32 + 2 x 5 slices)
+#: instead of the whole image's (5.9 GB on 512x512x300)
+_SSIM_SLAB_VOXELS = 1 << 23
 HFEN_SIGMA = 1.5
 #: numeric metric keys of :func:`evaluate`, in report order
 METRIC_KEYS = (
@@ -588,7 +594,11 @@ def _log(x: np.ndarray, sigma: float, axis: int | None = None) -> np.ndarray:
     """Laplacian of Gaussian of each channel of ``x`` (sigma in voxels): over all spatial axes (``axis`` None), or
     2-D on each slice across spatial ``axis``."""
     if axis is None:
-        return np.stack([ndimage.gaussian_laplace(c, sigma=sigma) for c in x])
+        # into one preallocated array: a list of the channels' LoGs and their np.stack held two of them at once
+        out = np.empty(x.shape, dtype=np.result_type(x.dtype, np.float32))
+        for c in range(x.shape[0]):
+            ndimage.gaussian_laplace(x[c], sigma=sigma, output=out[c])
+        return out
     out = np.empty(x.shape, dtype=np.result_type(x.dtype, np.float32))
     for at in _ssim_images(x.shape, axis):
         out[at] = ndimage.gaussian_laplace(x[at], sigma=sigma)
@@ -655,14 +665,78 @@ def _ssim_reference_filters(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The reference's two SSIM filters: ``(uy, uyy)``, the Gaussian means of ``y`` and of ``y * y``.
 
     They depend on the reference alone (not on the data range nor the prediction), so
-    :class:`ReferenceFilters` keeps them for every prediction scored against one reference.
+    :class:`ReferenceFilters` keeps them for every prediction scored against one reference. Filtered a slab at a
+    time (:func:`_ssim_slabs`), the same bits as filtering ``y`` whole, without a whole ``y * y`` besides.
     """
-    return _ssim_smooth(y), _ssim_smooth(np.multiply(y, y))
+    slabs = _ssim_slabs(y.shape)
+    if len(slabs) == 1:
+        return _ssim_smooth(y), _ssim_smooth(np.multiply(y, y))
+    uy, uyy = np.empty(y.shape), np.empty(y.shape)
+    for ext, core, at in slabs:
+        ys = y[..., ext]
+        uy[..., at] = _ssim_smooth(ys)[..., core]
+        uyy[..., at] = _ssim_smooth(np.multiply(ys, ys))[..., core]
+    return uy, uyy
 
 
 def _ssim_smooth(image: np.ndarray) -> np.ndarray:
     """scikit-image's SSIM window: a Gaussian of sigma 1.5, ``truncate=3.5`` (11 voxels), reflected at the edges."""
-    return ndimage.gaussian_filter(image, sigma=SSIM_SIGMA, mode="reflect", truncate=3.5)
+    return ndimage.gaussian_filter(image, sigma=SSIM_SIGMA, mode="reflect", truncate=SSIM_TRUNCATE)
+
+
+def _ssim_radius() -> int:
+    """How far (voxels) :func:`_ssim_smooth` reaches along each axis: scipy's ``int(truncate * sigma + 0.5)``."""
+    return int(SSIM_TRUNCATE * float(SSIM_SIGMA) + 0.5)
+
+
+def _ssim_slabs(shape: tuple[int, ...]) -> list[tuple[slice, slice, slice]]:
+    """Slabs along the last axis of one image of ``shape`` to compute its SSIM map in: ``(extended, core, at)``.
+
+    ``extended``: the slab's slices with a halo of :func:`_ssim_radius` slices each side (clipped at the image's
+    ends); ``core``: the slab's own slices within ``extended``; ``at``: the same slices in the image. Every filter of
+    the map is a separable Gaussian whose output voxel reads only input voxels within the radius along each axis,
+    and the rest of the map is voxel by voxel, so a core voxel computed on its extended slab reads exactly the
+    voxels, in the same order, that it reads in the whole image: the same bits (at the image's ends the extended
+    slab ends there too, and the reflection is the same). The halo voxels, reflected at the slab's cut, are dropped.
+    One slab (the whole image) when it holds at most :data:`_SSIM_SLAB_VOXELS` voxels; a core is never thinner than
+    twice the radius, so that the halo does not cost more filtering than the core.
+    """
+    n = int(shape[-1])
+    plane = max(1, math.prod(int(s) for s in shape[:-1]))
+    radius = _ssim_radius()
+    step = max(_SSIM_SLAB_VOXELS // plane, 2 * radius, 1)
+    if step >= n:
+        return [(slice(0, n), slice(0, n), slice(0, n))]
+    slabs = []
+    for z0 in range(0, n, step):
+        z1 = min(n, z0 + step)
+        a, b = max(0, z0 - radius), min(n, z1 + radius)
+        slabs.append((slice(a, b), slice(z0 - a, z1 - a), slice(z0, z1)))
+    return slabs
+
+
+def _ssim_map_slabbed(
+    x: np.ndarray,
+    y: np.ndarray,
+    data_range: float,
+    out: np.ndarray,
+    ref_filters: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """:func:`_ssim_full_map` of one image into ``out``, a slab at a time along its last axis (:func:`_ssim_slabs`).
+
+    The same bits as the whole image at once; the temporaries are a slab's. ``ref_filters``: the whole image's
+    ``(uy, uyy)``; each slab reads its extended part (the halo's values there are the whole image's, and only the
+    core's matter: the map is computed from the filters voxel by voxel).
+    """
+    slabs = _ssim_slabs(x.shape)
+    if len(slabs) == 1:
+        _ssim_full_map(x, y, data_range, out, ref_filters)
+        return
+    for ext, core, at in slabs:
+        shared = (ref_filters[0][..., ext], ref_filters[1][..., ext]) if ref_filters is not None else None
+        part = np.empty(x[..., ext].shape)
+        _ssim_full_map(x[..., ext], y[..., ext], data_range, part, shared)
+        out[..., at] = part[..., core]
 
 
 def _ssim_full_map(
@@ -744,7 +818,7 @@ def _ssim_parts(
         shared = None
     crop = tuple(slice(None) if i == axis else slice(pad, s - pad) for i, s in enumerate(spatial))
     for n, at in enumerate(_ssim_images(p.shape, axis)):
-        _ssim_full_map(p[at], r[at], float(data_range), smap[at], shared[n] if shared is not None else None)
+        _ssim_map_slabbed(p[at], r[at], float(data_range), smap[at], shared[n] if shared is not None else None)
     for c in range(p.shape[0]):
         valid[(c, *crop)] = True
     smap[~clean] = np.nan
