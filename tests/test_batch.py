@@ -1688,3 +1688,44 @@ def test_a_sigterm_held_while_a_row_is_recorded_acts_though_sigint_is_ignored():
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # put back
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _DropsACtrlC:
+    """Raises KeyboardInterrupt where Python cannot propagate it (``__del__``): Python prints "Exception ignored"
+    and goes on, as when a real Ctrl-C lands in importlib's module-lock weakref callback during an import."""
+
+    def __del__(self):
+        raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_python_swallows_in_a_callback_still_stops_the_run():
+    """CI saw it: Ctrl-C landed in a weakref callback during an import, Python printed "Exception ignored ...
+    KeyboardInterrupt", and `medgan batch` ran to the end with exit 0. The interrupt is now kept and raised at the
+    next row the pool records, so the run stops (here instead of running scans of a minute each)."""
+    from medgan.io.discover import ScanRef
+    from pipelines.batch.executors import run_pool
+    from pipelines.batch.plan import Task
+    from pipelines.commands._signals import sigterm_interrupts
+
+    ref = ScanRef("x", "nifti", (Path("x.nii"),), "unknown", "", None, None, True, None)
+    tasks = [Task(n, "test", ref, ".", n) for n in "abcdef"]
+    rows: dict[str, dict] = {}
+
+    def on_result(task, row):
+        rows[task.scan_id] = row
+        if len(rows) == 1:
+            _DropsACtrlC()  # dropped at once: the "Ctrl-C" goes to sys.unraisablehook, not up this stack
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        run_pool(tasks, _sleepy_job, None, on_result, workers=2, threads=None)
+    assert time.monotonic() - started < 30  # not the minute of the scans in flight
+    assert rows and set(rows) <= {"a", "b"}
+
+
+def test_a_swallowed_ctrl_c_is_raised_when_the_command_block_ends(capsys):
+    from pipelines.commands._signals import sigterm_interrupts
+
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        _DropsACtrlC()
+    assert "Exception ignored" not in capsys.readouterr().err

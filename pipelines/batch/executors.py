@@ -46,6 +46,7 @@ from medgan.io.atomic import temp_sibling
 from pipelines.batch import jobs
 from pipelines.batch.manifest import output_sha256
 from pipelines.batch.plan import Task
+from pipelines.commands._signals import raise_swallowed_interrupt
 
 __all__ = ["OnResult", "run_serial", "run_pool", "run_gpu_pipeline", "run_dask", "start_worker_server"]
 
@@ -191,6 +192,7 @@ def _interrupts_held() -> Iterator[None]:
             handler(signum, None)
         elif handler == signal.SIG_DFL:
             signal.raise_signal(signum)
+    raise_swallowed_interrupt()  # a Ctrl-C Python dropped (in a weakref callback): the run stops here instead
 
 
 # --------------------------------------------------------------------------- worker setup, timed apart
