@@ -13,7 +13,9 @@ on how many scans it holds. A tree run prints a one-line summary (upscaled, skip
 unusable scans, named); ``--overwrite`` redoes the scans already done (``force`` of the batch runner).
 
 For one scan, the output is checked before the model is loaded (:func:`pipelines.commands._outputs.check_outputs`):
-its folder must be writable, an existing output needs ``--overwrite``, and the input itself is never replaced.
+its folder must be writable, an existing output needs ``--overwrite``, and the input itself is never replaced. The
+scan is loaded before the model too, so an input that cannot be used (a file not there, a folder without a scan, a
+slice split off its series, an unknown ``--series``) is reported without waiting for the model.
 
 ``--adapt-steps N`` (N > 0) first fine-tunes a copy of the model on the input scan itself
 (:func:`medgan.adapt_to_scan`, ZSSR / SMORE style) and records that in the provenance; it works on
@@ -256,8 +258,10 @@ def run(args: argparse.Namespace) -> int:
 
     # before the model is loaded and the scan computed: a write refused at the end wasted the whole run
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
-    resolver = SuperResolver.from_pretrained(args.model, device=args.device, precision=args.precision)
+    # the scan before the model: an input load_scan refuses (a file not there, a folder without a scan, a slice split
+    # off its series, a --series not found) was reported only once the model had been read, verified and built
     scan = load_scan(source, series=args.series)
+    resolver = SuperResolver.from_pretrained(args.model, device=args.device, precision=args.precision)
     from pipelines.batch.jobs import check_dicom_channels, window_roi_size
 
     # before adaptation and the upscale: the DICOM writer refused a 10-volume scan only once all of it was computed
