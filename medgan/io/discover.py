@@ -37,8 +37,13 @@ Policy for files that are not scans:
   DICOM and cut short), for every multi-file series in its folder whose files share its kind of suffix;
 * a broken symbolic link (its target missing: a slice on a store not mounted) is a file that cannot be opened, with
   a warning: one with a DICOM, numeric or NIfTI suffix is an unusable ScanRef naming its target, and a DICOM one
-  makes every series in its folder unusable; one with another name (it may have led to a folder) is not listed,
-  but makes unusable each multi-file series in its folder whose files share its kind of suffix.
+  makes every series in its folder unusable; one with another name (it may have led to a folder) makes unusable each
+  multi-file series in its folder whose files share its kind of suffix (a slice ``IM0004`` among ``IM0001`` ...
+  ``IM0003``), or every series there when its target is named like a DICOM file (``IM0004`` to
+  ``/mnt/pacs/004.dcm``), each naming it in its reason; it is listed as an unusable ScanRef naming its target, as a
+  file of that name that cannot be read is, only when no scan was found in its folder (a lone link, a folder whose
+  slices are all links into a store not mounted): beside scans of other names it is taken for a link to a folder
+  (an output folder not made yet) and blocks nothing.
 
 Symbolic links to folders are followed, but every folder is visited at most once (by device
 and inode), so link loops end; a file reached twice through links is read once.
@@ -1256,17 +1261,37 @@ def _sidecar_modality(info: Any) -> str:
     return modality_code(found) or "unknown"
 
 
-def _unseen_ref(path: Path, why: str, is_folder: bool, root: Path) -> ScanRef | None:
+def _unseen_ref(path: Path, why: str, is_folder: bool, root: Path, named: Path | None = None) -> ScanRef | None:
     """An unusable ScanRef for a folder the walk could not look into (kind ``"folder"``), or for a file it could not
-    look at that may be a scan (a DICOM-looking or NIfTI name); None for other files (a warning was logged)."""
+    look at that may be a scan (a DICOM-looking or NIfTI name); None for other files (a warning was logged).
+
+    ``named``, when given, is the name that says what the file is (a broken link's target, see
+    :func:`_link_name`); the ScanRef is still the file ``path``'s."""
     if is_folder:
         ref = _unreadable_ref(path, root, f"{why}: the scans in it, if any, were not seen")
         return replace(ref, id=make_id(path.name or "folder", f"folder|{_rel(path, root)}"), kind="folder")
-    if is_nifti_path(path) or path.suffix.lower() == ".hdr":
+    named = path if named is None else named
+    if is_nifti_path(named) or named.suffix.lower() == ".hdr":
         return replace(_unreadable_ref(path, root, why), kind="nifti")
-    if not is_skipped_file(path) and _looks_like_dicom(path):
+    if not is_skipped_file(named) and _looks_like_dicom(named):
         return _unreadable_ref(path, root, why)
     return None
+
+
+def _link_name(path: Path, target: str) -> Path:
+    """The name that says what the broken link ``path`` to ``target`` was: its own when it has a scan file suffix, else
+    its target's when that has one (``IM0004`` to ``/mnt/pacs/004.dcm`` is a DICOM slice, not maybe a folder), else
+    its own."""
+    if _has_file_suffix(path):
+        return path
+    named = Path(target)
+    return named if _has_file_suffix(named) else path
+
+
+def _is_dicom_name(path: Path) -> bool:
+    """Whether the name is a DICOM file's: a DICOM or an all-digit suffix."""
+    suffix = path.suffix.lower()
+    return suffix in DICOM_SUFFIXES or suffix[1:].isdigit()
 
 
 def _unreadable_ref(path: Path, root: Path, reason: str, ds: Any = None) -> ScanRef:
@@ -1370,12 +1395,18 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             continue
         dicom_items.append((path, ds))
 
+    bare: list[tuple[Path, str]] = []  # broken links named without a scan file suffix: maybe a folder's
     for path, why, is_folder in unseen:
         if path in dangling and not _has_file_suffix(path):
-            # a link to a folder that is not there looks the same as one to a slice named without a suffix: not
-            # listed as a scan (a link to an output folder not made yet is no error), but, as an empty file, it
-            # blocks a series of slices named like it in its folder
-            unread.setdefault(path.parent, []).append(path)
+            # a link to a folder that is not there looks the same as one to a slice named without a suffix: as an
+            # empty file, it blocks a series of slices named like it in its folder, or, when its target is named like
+            # a DICOM slice (IM0004 to /mnt/pacs/004.dcm), every series there, as a DICOM-named link does; it is
+            # listed as a scan of its own only where no scan is found in its folder (below)
+            if _is_dicom_name(_link_name(path, dangling[path])):
+                unopened.setdefault(path.parent, []).append(path)
+            else:
+                unread.setdefault(path.parent, []).append(path)
+            bare.append((path, why))
             continue
         ref = _unseen_ref(path, why, is_folder, base)
         if ref is None:
@@ -1437,6 +1468,18 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
             )
         refs.append(ref)
         refs.extend(_copy_ref(copy, group, ref.id, base) for copy in copies.get(id(group), ()))
+
+    # A broken link without a scan file name, in a folder where no scan was found (a lone IM0001 into a store not
+    # mounted, a series folder whose slices are all such links), was left out without a word: a batch over the tree
+    # finished "all done" and wrote no row for it. Listed as a file of that name that cannot be read is (a
+    # suffix-less name looks like DICOM). Beside scans it is not: there a series named like it lists it in its reason
+    # (above), and a link beside a series of other names is taken for a link to a folder not made yet.
+    held = {p.parent for ref in refs if ref.kind != "folder" for p in ref.paths}  # a folder ref is no scan beside it
+    for path, why in bare:
+        if path.parent not in held:
+            ref = _unseen_ref(path, why, False, base, _link_name(path, dangling[path]))  # a link to t1.nii.gz: nifti
+            if ref is not None:
+                refs.append(ref)
 
     refs.sort(key=lambda r: (str(r.paths[0]), r.id))
     return _unique_ids(refs)
