@@ -3,7 +3,9 @@
 Each function returns a ``matplotlib.figure.Figure`` built without pyplot's global
 state (safe in threads and batch workers); :func:`figure_to_png` turns it into PNG
 bytes for embedding. Figures carry scan ids and method names only, never header
-fields.
+fields; a name that is not valid UTF-8 (a ``--method`` or file name with a byte such as ``\xff``, which reaches
+Python as a lone surrogate) is shown escaped (``SR\udcff``), as the report's text files write it
+(:func:`medgan.io.atomic.utf8_bytes`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,17 @@ def _plain_text(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _shown(text: Any) -> str:
+    """``text`` as a figure can draw it: a lone surrogate (a byte of a name that is not UTF-8) written as its escape.
+
+    matplotlib's text layout refuses such a string with a ``TypeError`` at render time, after every scan was scored,
+    and no report was written; the report's text files escape it the same way (:func:`medgan.io.atomic.utf8_bytes`).
+    """
+    from medgan.io.atomic import utf8_bytes
+
+    return utf8_bytes(str(text)).decode("utf-8")
 
 
 def _new_figure(width: float, height: float):
@@ -285,8 +298,9 @@ def montage(
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     x = 0
+    # the labels are keys of ``panels`` (method names, as --method gave them): shown escaped, looked up as given
     for j, label in enumerate([*labels, f"|{error_of} - {reference}|"]):
-        ax.text(x + widths[j] / 2, -4, label, ha="center", va="bottom", fontsize=9)
+        ax.text(x + widths[j] / 2, -4, _shown(label), ha="center", va="bottom", fontsize=9)
         x += widths[j] + gap
     y = 0
     for i, plane in enumerate(planes):
@@ -313,7 +327,7 @@ def montage(
     cbar.set_label("absolute error (intensity units)", fontsize=8)
     cax.tick_params(labelsize=8)
     if title:
-        fig.suptitle(f"{title}  (window {window[0]:.4g} to {window[1]:.4g})", fontsize=9, y=1 - 4 / H, va="top")
+        fig.suptitle(f"{_shown(title)}  (window {window[0]:.4g} to {window[1]:.4g})", fontsize=9, y=1 - 4 / H, va="top")
     return fig
 
 
@@ -346,10 +360,11 @@ def metric_plot(
         ax.boxplot([d if d else [np.nan] for d in data], showfliers=False)
         for k, d in enumerate(data, start=1):
             ax.plot(k + rng.uniform(-0.12, 0.12, len(d)), d, "o", ms=3, alpha=0.7, color="tab:blue")
-        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, fontsize=8)
+        # the rows are matched by the method names as given; the tick labels show them escaped
+        ax.set_xticks(range(1, len(methods) + 1), [_shown(m) for m in methods], rotation=30, fontsize=8)
         # wrapped at draw time to stay inside the figure: a long label ("LR consistency PSNR (dB, higher is
         # better)") was clipped at the edge of the last column (the title text itself stays one line)
-        ax.set_title(metric_label(metric), fontsize=9, wrap=True)
+        ax.set_title(_shown(metric_label(metric)), fontsize=9, wrap=True)
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     return fig
@@ -378,15 +393,15 @@ def paired_plot(
         ax.plot(x, y, "o", ms=4)
         if len(common) <= MAX_POINT_LABELS:
             for sid, xi, yi in zip(common, x, y, strict=True):
-                ax.annotate(str(sid), (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=6)
+                ax.annotate(_shown(sid), (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=6)
         if common:
             lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
             pad = 0.05 * (hi - lo or 1.0)
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="gray", lw=1)
-        ax.set_xlabel(f"{baseline}", fontsize=8)
-        ax.set_ylabel(f"{method}", fontsize=8)
+        ax.set_xlabel(_shown(baseline), fontsize=8)
+        ax.set_ylabel(_shown(method), fontsize=8)
         # above the dashed line: the method scored higher than the baseline (better or worse by the title)
-        ax.set_title(textwrap.fill(metric_label(metric), 34), fontsize=9)
+        ax.set_title(textwrap.fill(_shown(metric_label(metric)), 34), fontsize=9)
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
