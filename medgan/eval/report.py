@@ -34,7 +34,9 @@ the normal approximation above 300 non-zero differences (``wilcoxon_method``); `
 
 Numbers in ``report.md`` / ``report.html`` are rounded per metric (:data:`METRIC_DECIMALS`, :func:`format_metric`:
 PSNR in dB to 2 decimals, SSIM, NRMSE and HFEN to 4; values in the scans' units to one number of decimals per
-report); the CSVs and ``metrics.json`` keep full precision.
+report); paired differences, their intervals and the sds get more decimals where they are small, to at least
+:data:`SPREAD_DIGITS` significant digits, and no number reads ``-0``. The CSVs and ``metrics.json`` keep full
+precision.
 
 ``created`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` when that environment variable is set (see
 :func:`created_timestamp`): with it, the same evaluation gives byte-identical ``metrics.json``, ``report.md`` and
@@ -524,11 +526,25 @@ def _window_notes(rows: list[dict[str, Any]]) -> list[str]:
 _SCAN_UNIT_METRICS = ("mae", "mae_full")
 
 
+#: largest / smallest data range of a report above which :func:`_scale_notes` says that MAE mixes the scans'
+#: intensity scales: scans of one protocol differ by a few percent (163 vs 164 read "mostly show the scans'
+#: scales", which is false: a 1 % scale difference moves a mean MAE by 1 %); a 25 % difference is a change of scale
+SCALE_NOTE_RATIO = 1.25
+
+
 def _scale_notes(rows: list[dict[str, Any]]) -> list[str]:
-    """A note when MAE is pooled over scans whose intensity scales (data ranges) differ."""
-    ranges = [float(r["data_range"]) for r in rows if isinstance(r.get("data_range"), int | float)]
+    """A note when MAE is pooled over scans whose intensity scales (data ranges) differ by more than
+    :data:`SCALE_NOTE_RATIO` (largest / smallest)."""
+    ranges = [
+        float(r["data_range"])
+        for r in rows
+        if isinstance(r.get("data_range"), int | float) and math.isfinite(float(r["data_range"]))
+    ]
     present = [m for m in _SCAN_UNIT_METRICS if any(isinstance(r.get(m), int | float) for r in rows)]
     if not present or not ranges or min(ranges) == max(ranges):
+        return []
+    # data ranges are positive (evaluate refuses others); one that is not has no ratio: the note is kept then
+    if min(ranges) > 0 and max(ranges) / min(ranges) <= SCALE_NOTE_RATIO:
         return []
     return [
         f"{' and '.join(present)} are in each scan's own intensity units, and the data ranges here differ "
@@ -650,19 +666,54 @@ def _unit_decimals(ranges: Sequence[Any]) -> int:
     return max(0, 4 - (math.floor(math.log10(top)) + 1))
 
 
-def format_metric(metric: str, value: Any, *, unit_decimals: int = 2) -> str:
+#: the fewest significant digits the reports give a paired difference, an interval bound or an sd
+#: (:func:`format_metric`'s ``significant``): their magnitude is not the metric's. A mean MAE difference of 0.24 on
+#: MR data (data range ~3300, so MAE values get 0 decimals) read "-0 [-0, -0]" beside the verdict "better", and the
+#: sd of MAE "24 ± 0"
+SPREAD_DIGITS = 2
+
+
+def format_metric(metric: str, value: Any, *, unit_decimals: int = 2, significant: int = 0) -> str:
     """``value`` of ``metric`` as the reports show it: :data:`METRIC_DECIMALS` decimals (``unit_decimals`` for the
     values in the scans' units: MAE, data range), ``"n/a"`` for None, ``"inf"`` / ``"nan"``; no unit.
 
+    Parameters
+    ----------
+    metric
+        Metric (or column) name; one not in :data:`METRIC_DECIMALS` nor in the scans' units gets 4 significant
+        digits.
+    value
+        The number (anything else is shown as text).
+    unit_decimals
+        Decimals of the values in the scans' own units (one number per report: ``_unit_decimals``).
+    significant
+        At least this many significant digits (more decimals than the metric's where the value is small): for a
+        difference, an interval bound or an sd, whose magnitude is not the metric's (:data:`SPREAD_DIGITS`).
+        0 (default): the metric's decimals only.
+
+    Returns
+    -------
+    str
+        Never ``"-0"`` / ``"-0.00"``: a value that rounds to zero is shown without a sign.
+
     >>> format_metric("psnr", 20.8), format_metric("ssim", 0.775), format_metric("mae", 5866.0, unit_decimals=0)
     ('20.80', '0.7750', '5866')
+    >>> format_metric("mae", -0.2437, unit_decimals=0, significant=2), format_metric("psnr", -0.001)
+    ('-0.24', '0.00')
     """
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return _fmt(value)
     decimals = unit_decimals if metric in _UNIT_COLUMNS else METRIC_DECIMALS.get(metric)
     if decimals is None:
         return _fmt(value)
-    return f"{float(value):.{decimals}f}"
+    v = float(value)
+    if significant > 0 and math.isfinite(v) and v != 0:
+        decimals = max(decimals, significant - 1 - math.floor(math.log10(abs(v))))
+    text = f"{v:.{decimals}f}"
+    # a small negative value (or -0.0) rounded to zero printed "-0": a sign on a zero that the number does not have
+    if text.startswith("-") and float(text) == 0:
+        text = text[1:]
+    return text
 
 
 def _with_unit(metric: str) -> str:
@@ -750,6 +801,9 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
 
     def f(metric: str, value: Any) -> str:  # one metric's number as every table shows it
         return format_metric(metric, value, unit_decimals=unit)
+
+    def d(metric: str, value: Any) -> str:  # a difference, interval bound or sd: significant digits of its own
+        return format_metric(metric, value, unit_decimals=unit, significant=SPREAD_DIGITS)
 
     blocks: list[tuple] = [("h1", doc["title"])]
     blocks.append(
@@ -855,7 +909,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 fewer += f"; common {f(m, x.get('mean_common'))} (n={x['n_common']})"
             elif x.get("n_failed"):  # its scan set is the common one: its mean is what the others' common one is
                 fewer += "; common = mean"
-            row.append(f"{f(m, x['mean'])} ± {f(m, x['sd'])} ({f(m, x['median'])}){fewer}")
+            row.append(f"{f(m, x['mean'])} ± {d(m, x['sd'])} ({f(m, x['median'])}){fewer}")
         table.append(row)
     blocks.append(("table", ["method", *[_with_unit(m) for m in metrics]], table))
 
@@ -893,11 +947,11 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 _with_unit(x["metric"]),
                 x["baseline"],
                 f"{x['n']} ({x.get('n_scans')} scans)" if x.get("unit") == "subject" else x["n"],
-                _mean_diff_text(x, f),
+                _mean_diff_text(x, d),
                 format_metric("dz", x.get("dz")),
-                f"[{f(x['metric'], x['ci_low'])}, {f(x['metric'], x['ci_high'])}]",
-                f"{f(x['metric'], x.get('hl_estimate'))} "
-                f"[{f(x['metric'], x.get('ci_low_adj'))}, {f(x['metric'], x.get('ci_high_adj'))}]",
+                f"[{d(x['metric'], x['ci_low'])}, {d(x['metric'], x['ci_high'])}]",
+                f"{d(x['metric'], x.get('hl_estimate'))} "
+                f"[{d(x['metric'], x.get('ci_low_adj'))}, {d(x['metric'], x.get('ci_high_adj'))}]",
                 _fmt(x["wilcoxon_p"]),
                 _fmt(x.get("p_holm")),
                 verdict_text(x["better"]),
@@ -936,7 +990,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 _with_unit(x["metric"]),
                 x["n"],
                 f(x["metric"], x["mean"]),
-                f(x["metric"], x["sd"]),
+                d(x["metric"], x["sd"]),
                 f(x["metric"], x["median"]),
             ]
             for x in doc["breakdown"]
