@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BASELINES",
     "MAX_MONTAGES",
+    "SSIM_MODES",
     "UnpairedScansError",
     "Evaluation",
     "ScanPair",
@@ -79,6 +80,9 @@ __all__ = [
 BASELINES = {"nearest": 0, "linear": 1, "cubic": 3}
 #: montages rendered per report by default (the first scans in pairing order)
 MAX_MONTAGES = 20
+#: the values of :func:`medgan.evaluate`'s ``ssim_mode`` (``medgan evaluate`` / ``medgan batch evaluate
+#: --ssim-mode``): ``auto`` picks 3-D windows, or 2-D windows per slice on a stack thinner than the window
+SSIM_MODES = ("auto", "2d", "3d")
 #: report notes for the geometry steps recorded in the rows' ``geometry`` column: row text prefix -> note
 GEOMETRY_NOTES = {
     "reference cropped": (
@@ -1369,6 +1373,7 @@ def evaluate_paths(
     command: str | None = None,
     fallback: PairingRule | None = None,
     argv: Sequence[str] | None = None,
+    ssim_mode: str = "auto",
 ) -> Evaluation:
     """Pair files (:func:`pair_scans`), load them and score every pair; the engine of ``medgan evaluate``.
 
@@ -1394,6 +1399,11 @@ def evaluate_paths(
         warning (see :func:`medgan.eval.metrics.lr_consistency_psnr`).
     max_montages
         Per-scan montages in the report, the first scans scored (default 20); 0 draws none.
+    ssim_mode
+        SSIM's windows (and HFEN's LoG, which follows them) for every scan, one of :data:`SSIM_MODES`
+        (:func:`medgan.evaluate`): ``"auto"`` (default) scores a stack thinner than the window per slice and
+        any other scan in 3-D, so a tree mixing both mixes two measurements; ``"2d"`` / ``"3d"`` score every scan
+        alike.
     resample
         Resample predictions (and baselines) that are not on the reference grid instead of
         raising :class:`~medgan.errors.GeometryMismatchError`.
@@ -1422,6 +1432,8 @@ def evaluate_paths(
     import medgan
 
     check_method_name(method, with_lr=lr is not None)
+    if ssim_mode not in SSIM_MODES:  # before anything is read: evaluate() refused it only at the first scan
+        raise EvaluationError(f"ssim_mode must be one of {', '.join(SSIM_MODES)}, got {ssim_mode!r}")
     loader = loader or medgan.load_scan
     pairs, notes = pair_scans(pred, ref, lr, fallback=fallback)
     ev = Evaluation(
@@ -1429,6 +1441,7 @@ def evaluate_paths(
         mask=mask,
         data_range=data_range,
         degradation=degradation,
+        ssim_mode=ssim_mode,
         max_montages=max_montages,
         crop_reference=crop_reference,
         command=command,

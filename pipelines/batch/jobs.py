@@ -122,6 +122,8 @@ class EvaluateOptions:
     mask: str = "foreground"
     data_range: float | None = None
     degradation: str | None = None
+    #: SSIM's windows (and HFEN's LoG) for every scan (:data:`medgan.eval.compare.SSIM_MODES`)
+    ssim_mode: str = "auto"
     resample: bool = False
     threads: int | None = None
     #: score a prediction on a box of the reference's voxels (medgan degrade's crop to a multiple of the factor,
@@ -796,6 +798,7 @@ def evaluate_job(task: Task, options: EvaluateOptions) -> dict[str, Any]:
                 mask=options.mask,
                 data_range=options.data_range,
                 degradation=options.degradation,
+                ssim_mode=options.ssim_mode,
                 max_montages=1 if task.outputs else 0,
                 crop_reference=options.crop_reference,
                 command="medgan batch evaluate",

@@ -1406,8 +1406,13 @@ def run_evaluate(
     threads: int | None = None,
     crop_reference: bool = True,
     argv: Sequence[str] | None = None,
+    ssim_mode: str = "auto",
 ) -> BatchResult:
     """Score a prediction tree against a reference tree; per-scan metrics go into the manifest, then the report.
+
+    ``ssim_mode``: SSIM's windows (and HFEN's LoG) for every scan, one of :data:`medgan.eval.compare.SSIM_MODES`
+    (``--ssim-mode``); a value other than ``"auto"`` is part of the run's settings, so a rerun with another mode
+    redoes the scans instead of reusing rows scored with the other windows.
 
     ``argv``: the command line that ran it, recorded in the report (``settings.invocation``; the inputs are the
     manifest's rows, not digested again).
@@ -1431,7 +1436,10 @@ def run_evaluate(
     threads = _threads(threads, n, scheduler)
     if max_montages < 0:
         raise MedganError(f"--max-montages must be >= 0, got {max_montages}")
-    from medgan.eval.compare import check_method_name
+    from medgan.eval.compare import SSIM_MODES, check_method_name
+
+    if ssim_mode not in SSIM_MODES:  # every scan would fail
+        raise MedganError(f"--ssim-mode must be one of {', '.join(SSIM_MODES)}, got {ssim_mode!r}")
 
     # every scan would fail (tables key values by method), or the report would have no metric (method None)
     check_method_name(method, with_lr=lr_path is not None)
@@ -1457,6 +1465,7 @@ def run_evaluate(
         mask=mask,
         data_range=data_range,
         degradation=degradation,
+        ssim_mode=ssim_mode,
         resample=resample,
         threads=threads,
         crop_reference=crop_reference,
@@ -1478,6 +1487,10 @@ def run_evaluate(
     # the rows of versions before 2026-12-06, whose settings held PRED_ROOT's and LR_ROOT's absolute paths (they
     # were passed as earlier_settings while the roots stayed where they were): every such row has a 3-D HFEN
     rule["hfen"] = "slices"
+    # another SSIM mode scores other windows (a 3-D and a per-slice SSIM of one scan differ): its rows are not
+    # reused. Only a given mode is a key, so the rows of runs made before the option (all "auto") are still reused
+    if ssim_mode != "auto":
+        rule["ssim_mode"] = ssim_mode
     settings = {"job": "evaluate", "lr": lr_path is not None, **options_part, "resample": resample, **rule}
     report: dict[str, Path] = {}
 
@@ -1530,6 +1543,7 @@ def _write_evaluation(
         mask=options.mask,
         data_range=options.data_range,
         degradation=options.degradation,
+        ssim_mode=options.ssim_mode,
         max_montages=0,
         # the report said "command: not recorded" for a batch run (its inputs are the manifest's rows)
         argv=[str(a) for a in argv] if argv is not None else None,

@@ -242,6 +242,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "mask": (_choice("foreground", "none"), False, "foreground"),
         "data_range": (_opt_positive, False, None),
         "degradation": (_choice(None, "interpolate", "kspace", "thick_slice"), False, None),
+        "ssim_mode": (_choice("auto", "2d", "3d"), False, "auto"),  # medgan.eval.compare.SSIM_MODES
         "resample": (_bool, False, False),
         "crop_reference": (_bool, False, True),
         "max_montages": (_non_negative_int, False, 20),
@@ -428,6 +429,7 @@ def run_job(job: str, p: Mapping[str, Any]) -> Any:
         mask=p["mask"],
         data_range=p["data_range"],
         degradation=p["degradation"],
+        ssim_mode=p["ssim_mode"],
         resample=p["resample"],
         crop_reference=p["crop_reference"],
         max_montages=p["max_montages"],

@@ -40,6 +40,7 @@ from pipelines.commands._args import (
     worker_count,
 )
 from pipelines.commands._signals import sigterm_interrupts
+from pipelines.commands.evaluate import SSIM_MODE_CHOICES, SSIM_MODE_HELP
 from pipelines.commands.upscale import DEFAULT_MODEL
 
 __all__ = ["add_parser", "run", "add_common_options"]
@@ -175,6 +176,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ev.add_argument("--mask", choices=["foreground", "none"], default="foreground", help="mask of the masked metrics")
     ev.add_argument("--data-range", type=positive_float, default=None, metavar="R", help="PSNR/SSIM data range")
     ev.add_argument("--degradation", choices=["interpolate", "kspace", "thick_slice"], default=None)
+    ev.add_argument(
+        "--ssim-mode",
+        choices=SSIM_MODE_CHOICES,
+        default="auto",
+        help=SSIM_MODE_HELP + "; another mode than the earlier run's redoes the scans",
+    )
     ev.add_argument("--resample", action="store_true", help="resample predictions onto the reference grid")
     ev.add_argument(
         "--crop-reference",

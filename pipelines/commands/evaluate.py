@@ -22,7 +22,18 @@ from typing import Any
 
 from pipelines.commands._args import non_negative_int, positive_float
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "SSIM_MODE_CHOICES", "SSIM_MODE_HELP"]
+
+#: ``--ssim-mode`` values: :data:`medgan.eval.compare.SSIM_MODES` (spelled out: building the parser imports no
+#: evaluation code)
+SSIM_MODE_CHOICES = ("auto", "2d", "3d")
+#: help of ``--ssim-mode`` (``medgan evaluate`` and ``medgan batch evaluate``)
+SSIM_MODE_HELP = (
+    "SSIM windows (and HFEN's Laplacian of Gaussian) for every scan: auto (default) scores a stack thinner than "
+    "the 11-voxel window per slice and any other scan in 3-D, so scans of both kinds mix two measurements (the "
+    "report says so); 2d (per slice across the shortest axis) or 3d (scans thinner than the window get no SSIM) "
+    "scores every scan alike (recorded per scan: ssim_mode, hfen_mode)"
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +99,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--degradation",
         choices=("interpolate", "kspace", "thick_slice"),
         help="degradation of the LR inputs when they do not record it (default: assume interpolate)",
+    )
+    parser.add_argument(
+        "--ssim-mode",
+        choices=SSIM_MODE_CHOICES,
+        default="auto",
+        help=SSIM_MODE_HELP,
     )
     parser.add_argument("--method", default="SR", help="name of the evaluated method in the report (default: SR)")
     parser.add_argument("--title", help="report title")
@@ -163,6 +180,7 @@ def _score_and_report(args: argparse.Namespace, out: Path) -> int:
         mask=args.mask,
         data_range=args.data_range,
         degradation=args.degradation,
+        ssim_mode=args.ssim_mode,
         resample=args.resample,
         crop_reference=args.crop_reference,
         command="medgan evaluate",
