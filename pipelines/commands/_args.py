@@ -180,9 +180,15 @@ def scan_axes(text: str) -> tuple[int, ...]:
     )
 
 
-def class_condition(text: str) -> int | str:
-    """A class condition: an index when the text is an integer, else a class name."""
-    return int(text) if text.lstrip("-").isdigit() else text
+def class_condition(text: str) -> str:
+    """``--class`` of ``medgan synthesize``: the text as given.
+
+    The model reads it (:meth:`medgan.Synthesizer.check_condition`): a class name first, else an index when it
+    spells an integer. Turning digits into an index here made ``--class 1`` class index 1 on a model whose classes
+    are named ``["1", "2", "3"]`` (class ``"2"``), while ``medgan batch synthesize --class 1``, which passes the
+    text, rendered class ``"1"``.
+    """
+    return text
 
 
 def add_windows_option(parser: argparse.ArgumentParser) -> None:
