@@ -4,8 +4,10 @@
 "index"}`` dicts. Real slots return the given real pairs; synthetic slots deform a real label map
 (:func:`medgan.data.labels.deform_labels`) and generate its image with a :class:`medgan.infer.synthesis.Synthesizer`
 on the fly, or read pre-generated pairs from a cache folder (:func:`write_synthetic_cache`). Which slot is which,
-which real map a synthetic slot deforms, and every seed are pure functions of ``(seed, epoch, index)``: the dataset
-is deterministic under a seed, in any number of DataLoader workers. Labels (deformed maps included) and real items
+which real map a synthetic slot deforms, and every seed are pure functions of ``(seed, epoch, index)``, and so are the
+draws of a random ``transform`` (MONAI's random crops, flips, ...: reseeded before each item, see
+:class:`SyntheticAugmentedDataset`): the dataset is deterministic under a seed, in any number of DataLoader worker
+processes. Labels (deformed maps included) and real items
 are bit-identical whatever the number of workers; a synthetic image is bit-identical for the same number of torch
 threads, and across thread counts (a DataLoader worker runs torch on one thread, the main process on several) the
 same within float32 rounding: the generator's reductions are summed in another order, differences of about 1e-4 on
@@ -14,6 +16,14 @@ by the main process can differ in those last bits.
 
 A real pair may carry its own ``"condition"`` (e.g. the slice position of a 2-D slice for a slice-conditioned model),
 used for the synthetic items that deform its label map, over the dataset-wide one.
+
+Items' labels are float32 tensors of whole-number label values (cast with ``.long()`` for a loss that takes class
+indices, e.g. ``torch.nn.CrossEntropyLoss``).
+
+Give real pairs to this dataset (``real``, mixed in at ``ratio``), not a plain MONAI ``Dataset`` of them beside a
+``ratio=1`` one in a ``torch.utils.data.ConcatDataset``: the items differ in geometry records (a MONAI-loaded 2-D
+slice carries a 3x3 affine, this dataset's items 4x4 ones) and meta keys, so collating a batch that mixes them fails
+(``stack expects each tensor to be equal size, but got [3, 3] ... and [4, 4]``) or drops the keys one kind lacks.
 
 A cache folder is keyed: each pair's file name holds a hash of everything that decides its content besides the seed
 and index (the synthesizer checkpoint's sha256, the condition the pair was generated with, the deformation settings,
@@ -674,11 +684,23 @@ class SyntheticAugmentedDataset(Dataset):
         slice by slice (``None``: the axis its checkpoint was trained along, ``training_data["slice_axis"]``, else
         2). 0, 1, 2 or ``None``; unused on 2-D maps and by 3-D synthesizers.
     transform
-        MONAI (dictionary) transform applied to each item, e.g. normalisation and random crops.
+        MONAI (dictionary) transform applied to each item, e.g. normalisation and random crops. Before each item its
+        random draws are reseeded from ``(seed, epoch, index)`` (``set_random_state``; MONAI's ``Compose``, which
+        :class:`monai.data.Dataset` wraps every transform in, reseeds each random transform in it), so item ``i``
+        of an epoch gets the same crop in any run and in any DataLoader worker process, and other items and epochs
+        other ones. The transform object is shared by whatever reads items in one process: threads reading items
+        at once (``monai.data.ThreadDataLoader(..., use_thread_workers=True)``, a thread pool) reseed and draw
+        from it in turn with no lock, so their random draws are not reproducible; use worker processes
+        (``DataLoader(num_workers=N)``, a plain ``ThreadDataLoader``) for reproducible items.
 
     Notes
     -----
-    Each item is ``{"image": MetaTensor, "label": MetaTensor, "synthetic": bool, "index": int}``; both tensors carry
+    Each item is ``{"image": MetaTensor, "label": MetaTensor, "synthetic": bool, "index": int}``, image and label
+    float32 (labels hold whole numbers: float32 because MONAI's spatial transforms, ``RandAffined``, ``Spacingd``,
+    give float32 labels whatever they were given, so every item, transformed or not, real or synthetic, has one
+    dtype to collate; cast with ``.long()`` for a class-index loss). Mix real pairs in through ``real`` and
+    ``ratio``, not by concatenating a plain MONAI ``Dataset`` with this one (see the module docstring: their
+    items' 3x3 and 4x4 affines do not collate). Both tensors carry
     ``meta["synthetic"]``, ``meta["modality"]`` (a generated image: the synthesizer's modality; a generated label:
     its source label map's when that is a modality code such as ``"SEG"``, else ``"unknown"``) and
     ``meta["filename_or_obj"]`` (the real source, or ``"synthetic:<seed>:<epoch>:<k>"``); a generated image and a
@@ -1066,6 +1088,7 @@ class SyntheticAugmentedDataset(Dataset):
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         index %= self.length
+        epoch = self.epoch  # read once: the item's pair and its transform's draws belong to one epoch
         synthetic = bool(self.is_synthetic[index])
         rank = int(self._rank[index])
         located = True  # both sides carry their own affine (two plain arrays share the identity one: not compared)
@@ -1073,7 +1096,7 @@ class SyntheticAugmentedDataset(Dataset):
             raw = self._synthetic_item(rank)
             source = raw["src"]
         else:
-            j = self._turn(rank, self.epoch, self.length - self.n_synthetic, len(self.data))
+            j = self._turn(rank, epoch, self.length - self.n_synthetic, len(self.data))
             raw, located = self._real_pair(j)
             for side in ("image", "label"):
                 _refuse_synthetic(raw[side], j, side, self.data[j])
@@ -1100,4 +1123,26 @@ class SyntheticAugmentedDataset(Dataset):
             "synthetic": synthetic,
             "index": int(index),
         }
-        return apply_transform(self.transform, item) if self.transform is not None else item
+        if self.transform is None:
+            return item
+        _reseed(self.transform, _item_seed(self.seed, epoch, index, _TRANSFORM_STREAM))
+        return apply_transform(self.transform, item)
+
+
+#: last part of the seed of an item's transform draws (:func:`_item_seed`): a stream of its own, apart from the
+#: deformation ``(seed, epoch, k)`` and noise ``(deformation seed, 1)`` seeds of the synthetic items
+_TRANSFORM_STREAM = 3
+
+
+def _reseed(transform: Any, seed: int) -> None:
+    """Seed the random draws of an item's ``transform`` (a random crop's place, a flip) from ``seed``.
+
+    MONAI seeds a random transform once, when it is made, and its draws then follow the order items are read in:
+    two datasets of one seed cropped item 0 differently, and a DataLoader's worker processes (each with a copy of
+    the transform, seeded alike) drew crops by the order their items reached them. A
+    :class:`monai.transforms.Compose` (what :class:`monai.data.Dataset` wraps a transform in) reseeds each random
+    transform in it from its own state; any other object with ``set_random_state`` is reseeded as MONAI's are.
+    """
+    set_random_state = getattr(transform, "set_random_state", None)
+    if callable(set_random_state):
+        set_random_state(seed=seed)
