@@ -25,6 +25,7 @@ import copy
 import logging
 import math
 import os
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,8 +65,19 @@ _PLANES = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S"
 #: slice normal of shipped synthesis models trained before train-cgan recorded ``training_data["slice_normal"]``, by
 #: their file sha256: brain-t1-tissue-2d was trained on axis 2 of the MNI ICBM152 template, stored RAS (its card)
 _SHIPPED_SLICE_NORMALS = {"ed148ba9c03670c475354f543eda54169821ba39c3549dbdda4cd774e2fe52b8": "S"}
+#: voxel spacing (mm) along the image axes of shipped synthesis models trained before train-cgan recorded
+#: ``training_data["spacing_mm"]``, by their file sha256, as ``(lowest, highest)`` per axis: brain-t1-tissue-2d was
+#: trained on axial slices of the 1 mm isotropic MNI ICBM152 2009a template (its card, its config)
+_SHIPPED_TRAINING_SPACING = {
+    "ed148ba9c03670c475354f543eda54169821ba39c3549dbdda4cd774e2fe52b8": ((1.0, 1.0), (1.0, 1.0)),
+}
+#: a label map whose voxel spacing along an image axis is more than this factor off the training spacing is warned
+#: about: the generator renders anatomy at the size in voxels it learnt (a 3 mm map gets 1 mm-sized structures)
+SPACING_WARN_FACTOR = 1.5
 #: value range of a scalar condition by meaning, for checkpoints that do not record ``scalar_range``
 _KNOWN_SCALAR_RANGES = {"slice_position": (0.0, 1.0)}
+#: text that spells a class index (a text class condition that names no class)
+_INTEGER_TEXT = re.compile(r"[+-]?\d+")
 #: the ``"slice_position"`` a single slice (a 2-D map, a one-slice volume) is generated at when none is given
 DEFAULT_SLICE_POSITION = 0.5
 
@@ -301,6 +313,8 @@ class Synthesizer:
         # label maps already warned about as thin slabs: SyntheticAugmentedDataset generates from (deformations of)
         # the same map for every synthetic item, and one warning per map says it
         self._thin_slab_warned: set[tuple[Any, ...]] = set()
+        # label maps already warned about for their voxel spacing (once per map, as the thin slabs)
+        self._spacing_warned: set[tuple[Any, ...]] = set()
 
     @classmethod
     def from_pretrained(
@@ -388,7 +402,15 @@ class Synthesizer:
         return condition
 
     def _class_index(self, value: Any, name: str = "label map") -> int | None:
+        """The class id of a class condition: a class name, an integer index, or text that is either.
+
+        Text is read as a class name first, else, when it spells an integer, as an index: ``medgan synthesize
+        --class 1`` and ``medgan batch synthesize --class 1`` both pass the text ``"1"``, and on a model whose
+        classes are named ``["1", "2", "3"]`` the first read it as index 1 (class ``"2"``) and the second as the
+        name. An integer (Python, NumPy) is always an index.
+        """
         num_classes = int(self.metadata["model"].get("num_classes", 0))
+        known = self.classes or list(range(num_classes))
         if num_classes == 0:
             if value is not None:
                 raise MedganError(
@@ -398,24 +420,26 @@ class Synthesizer:
         if value is None:
             raise MedganError(
                 f"{name}: model {self.model_name!r} is conditioned on a class; give condition={{'class': ...}} "
-                "(--class) "
-                f"(one of {self.classes or list(range(num_classes))})"
+                f"(--class) (one of {known})"
             )
         if isinstance(value, str):
-            if value not in self.classes:
-                raise MedganError(
-                    f"{name}: unknown class {value!r} for model {self.model_name!r}; known: {self.classes}"
-                )
-            return self.classes.index(value)
+            if value in self.classes:
+                return self.classes.index(value)
+            if _INTEGER_TEXT.fullmatch(value.strip()) is None:
+                names = f"known: {self.classes}" if self.classes else f"it has no class names; give an index in {known}"
+                raise MedganError(f"{name}: unknown class {value!r} for model {self.model_name!r}; {names}")
+            value = int(value.strip())  # not a name: the index it spells
         try:
             idx = _as_int(value, "condition['class']")
         except MedganError:
             raise MedganError(
                 f"condition['class'] must be a class name or an integer index, got {value!r} "
-                f"(model {self.model_name!r}: {self.classes or list(range(num_classes))})"
+                f"(model {self.model_name!r}: {known})"
             ) from None
         if not 0 <= idx < num_classes:
-            raise MedganError(f"class index {idx} out of range 0..{num_classes - 1} for model {self.model_name!r}")
+            raise MedganError(
+                f"class index {idx} out of range 0..{num_classes - 1} for model {self.model_name!r} (classes {known})"
+            )
         return idx
 
     def _scalar_array(self, value: Any) -> np.ndarray:
@@ -508,6 +532,66 @@ class Synthesizer:
             return recorded
         return _SHIPPED_SLICE_NORMALS.get(str(self.sha256 or ""))
 
+    @property
+    def training_spacing(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Voxel spacing (mm) of the training data along the model's image axes, ``(lowest, highest)`` per axis over
+        the training subjects: for a 2-D model the in-plane axes of its training slices, for a 3-D model all three.
+
+        From the checkpoint's ``training_data["spacing_mm"]`` (train-cgan records it), for a shipped model trained
+        before that from :data:`_SHIPPED_TRAINING_SPACING`, else ``None`` (unknown: nothing is checked).
+        """
+        recorded = (self.metadata.get("training_data") or {}).get("spacing_mm")
+        if isinstance(recorded, Mapping):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                low = tuple(float(v) for v in recorded["min"])
+                high = tuple(float(v) for v in recorded["max"])
+                if len(low) == len(high) == self.spatial_dims and all(
+                    0 < a <= b for a, b in zip(low, high, strict=True)
+                ):
+                    return low, high
+        return _SHIPPED_TRAINING_SPACING.get(str(self.sha256 or ""))
+
+    def _warn_spacing(self, labels: MetaTensor, name: str, axes: Sequence[int]) -> None:
+        """Warn (once per map) when the label map's voxel spacing along the model's image axes ``axes`` is more than
+        :data:`SPACING_WARN_FACTOR` off the training data's (:attr:`training_spacing`).
+
+        The generator has no notion of millimetres: it renders the anatomy at the size in voxels it learnt, so a
+        label map at 3 mm came back with structures a third of their size and textures of the wrong scale, and no
+        word said so (nothing recorded the training spacing).
+        """
+        trained = self.training_spacing
+        if trained is None or len(axes) != len(trained[0]):
+            return
+        columns = affine_4x4(labels.affine)[:3, :3]
+        spacing = tuple(float(np.linalg.norm(columns[:, a])) for a in axes)
+        if not all(math.isfinite(v) and v > 0 for v in spacing):
+            return  # a degenerate affine says nothing about the spacing
+        low, high = trained
+        off = [max(v / hi, lo / v) > SPACING_WARN_FACTOR for v, lo, hi in zip(spacing, low, high, strict=True)]
+        if not any(off):
+            return
+        key = (name, tuple(int(v) for v in labels.shape[1:]), tuple(round(v, 4) for v in spacing))
+        if key in self._spacing_warned:
+            return
+        self._spacing_warned.add(key)
+
+        def mm(values: Sequence[float]) -> str:
+            return " x ".join(f"{v:g}" for v in values)
+
+        trained_text = mm(low) if low == high else f"{mm(low)} to {mm(high)}"
+        logger.warning(
+            "%s: voxel spacing %s mm along the model's image axes (axes %s of the map), but model %r was trained on "
+            "%s mm (more than %gx apart): it renders anatomy at the size in voxels it learnt, so structures come out "
+            "at the wrong scale; resample the map to the training spacing first "
+            "(monai.transforms.Spacing(pixdim=..., mode='nearest'))",
+            name,
+            mm(spacing),
+            ", ".join(str(a) for a in axes),
+            self.model_name,
+            trained_text,
+            SPACING_WARN_FACTOR,
+        )
+
     def _warn_other_plane(self, labels: MetaTensor, name: str, axis: int) -> None:
         """Warn when ``axis`` of the label map runs another anatomical way than the training volumes' slice axis.
 
@@ -580,7 +664,10 @@ class Synthesizer:
         ----------
         labels
             Integer label map ``(1, X, Y[, Z])`` (MetaTensor, tensor or array; a plain array gets an identity
-            affine; a 2-D map's 3x3 affine is embedded in 4x4). Every value must be one of :attr:`labels`. A map
+            affine; a 2-D map's 3x3 affine is embedded in 4x4). The generator renders anatomy at the size in voxels
+            it was trained on: a MetaTensor whose voxel spacing along the model's image axes is more than
+            :data:`SPACING_WARN_FACTOR` (1.5) times off the training data's (:attr:`training_spacing`) is logged
+            with a warning, once per map; resample it first. Every value must be one of :attr:`labels`. A map
             that declares its labels in ``meta["labels"]`` (value -> name, as
             :func:`medgan.data.labels.tissue_labels` writes) must name each value as :attr:`labels` does
             (compared case-insensitively): another labelling convention would render the wrong tissues.
@@ -596,9 +683,10 @@ class Synthesizer:
             reductions are summed in another order: differences of ~1e-4 on a 0-255 scale).
         condition
             Optional extra conditions: ``{"class": name or integer index}`` for a class-conditioned model (a
-            float or bool index is refused, not truncated); ``{"scalar": value}`` for a scalar-conditioned one,
-            a finite number or, for a 2-D model on a volume, a sequence of one number per slice; values must lie
-            in :attr:`scalar_range` (a ``"slice_position"`` in [0, 1]). A 2-D ``"slice_position"`` model on a
+            float or bool index is refused, not truncated; text that names no class but spells an integer, as
+            ``--class 1`` on the command line gives it, is that index); ``{"scalar": value}`` for a
+            scalar-conditioned one, a finite number or, for a 2-D model on a volume, a sequence of one number per
+            slice; values must lie in :attr:`scalar_range` (a ``"slice_position"`` in [0, 1]). A 2-D ``"slice_position"`` model on a
             volume of ``S >= 2`` slices defaults to each slice's relative position ``k / (S - 1)``: the volume is
             taken to span the training volumes' extent along the axis (a whole head for the shipped model), so for a
             thin slab give the positions (a volume of fewer than half the :attr:`training_slice_count` slices is
@@ -667,6 +755,9 @@ class Synthesizer:
             if located:
                 self._warn_other_plane(labels, name, axis)
             onehot = onehot.movedim(2 + axis, 1)[0]  # (S, L, A, B)
+        if located:  # a plain array's identity affine says nothing about its spacing
+            image_axes = [a for a in range(3) if a != axis] if slicewise else list(range(n_spatial))
+            self._warn_spacing(labels, name, image_axes)
         n_slices = onehot.shape[0]
         self._check_size(onehot.shape[2:], name, slicewise)
         class_index = self._class_index(condition.get("class"), name)

@@ -29,6 +29,10 @@ It runs on the same :class:`medgan.train.core.Trainer` as ``train-sr`` (resume, 
   slice-position condition or a 3-D model, one direction), else the run is refused
   (:func:`medgan.data.cgan_data.slice_normal`). ``training_data["slice_normal"]`` is that direction (``"S"``, ...),
   ``["slice_plane"]`` its plane (``"axial"``, ...), ``["subjects"][i]["orientation"]`` each subject's voxel-axis code.
+* spacing: ``training_data["spacing_mm"]`` is ``{"axes", "min", "max"}``, the training volumes' voxel axes that are
+  the model's image axes (a 2-D model's in-plane axes) and their spacing in mm, lowest and highest over the subjects;
+  ``["subjects"][i]["spacing_mm"]`` each subject's along its voxel axes 0, 1, 2. :class:`medgan.Synthesizer` warns
+  when a label map's spacing is more than 1.5x off it.
 * ``resumed_with_changes``: every resume whose config differed from the saved state's (see
   :attr:`medgan.train.core.Trainer.resume_changes`).
 """
@@ -208,6 +212,15 @@ class CGANTrainer(Trainer):
                 slice_axis=data["slice_axis"],
                 max_slices=data["val_max_slices"],
             )
+
+    def _training_spacing(self) -> dict[str, list[Any]]:
+        """``training_data["spacing_mm"]``: the voxel axes of the training volumes that are the model's image axes
+        (``axes``: a 2-D model's are those other than ``data.slice_axis``) and their spacing in mm, lowest (``min``)
+        and highest (``max``) over the subjects."""
+        axis = int(self.cfg["data"]["slice_axis"])
+        axes = [a for a in range(3) if a != axis] if self.dims == 2 else [0, 1, 2]
+        spacings = np.array([[_voxel_spacing(p["affine"])[a] for a in axes] for p in self.pairs])
+        return {"axes": axes, "min": spacings.min(axis=0).tolist(), "max": spacings.max(axis=0).tolist()}
 
     def _warn_subjects(self) -> None:
         """Warn about training images that look like tissue probability maps, that medgan marked synthetic, or that
@@ -409,6 +422,8 @@ class CGANTrainer(Trainer):
                     "n_train_slices": len(s[0]),
                     # voxel-axis code (e.g. "PIR"): what data.slice_axis meant for this subject
                     "orientation": p.get("orientation"),
+                    # voxel spacing (mm) along the subject's voxel axes 0, 1, 2
+                    "spacing_mm": _voxel_spacing(p["affine"]),
                     "synthetic": bool(p.get("synthetic")),
                     "derived": bool(p.get("derived")),
                 }
@@ -421,6 +436,10 @@ class CGANTrainer(Trainer):
             # R, L, A, P; None when unknown) and its plane: what a synthesis input's slices should be
             "slice_normal": self.slice_normal,
             "slice_plane": PLANES.get(self.slice_normal or ""),
+            # spacing (mm) along the model's image axes (a 2-D model: the slices' in-plane axes), lowest and highest
+            # over the subjects: Synthesizer warns when a label map's is far from it (the generator draws anatomy at
+            # the size in voxels it learnt)
+            "spacing_mm": self._training_spacing(),
             "label_values": self.train_label_values,  # those the training slices hold (of the model's labels)
             "held_out": (
                 f"validation slices are a held-out slab of the training subject(s) along axis {data['slice_axis']} "
@@ -459,6 +478,13 @@ class CGANTrainer(Trainer):
             )
         finally:
             model.to(self.device)
+
+
+def _voxel_spacing(affine: Any) -> list[float]:
+    """Voxel spacing (mm) along the voxel axes of a 4x4 ``affine``: its first three columns' lengths, rounded to 1e-6
+    mm (a float32 header's 0.99999994 is 1 mm)."""
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return [round(float(v), 6) for v in np.linalg.norm(columns, axis=0)]
 
 
 def _same_normalization(a: Any, b: Any) -> bool:
