@@ -31,7 +31,12 @@ non-finite voxels filled, and ``ssim`` averages only the mask voxels whose windo
 touches no non-finite reference voxel (the finite region eroded by the 5-voxel
 window radius, within each slice in the 2-D mode). ``ssim_full``, like the other
 ``*_full`` numbers, stays NaN then. A non-finite *prediction* voxel is never
-filled: it makes every metric whose voxels or windows it reaches NaN. A 3-D
+filled: it makes every metric whose voxels or windows it reaches NaN. PSNR, MAE
+and NRMSE follow the same rule (NaN when a voxel they average is not finite in
+either image, not -inf or inf): SSIM and HFEN have no "worst" number to give, and
+an inf kept by :mod:`medgan.eval.stats` as a real extreme result next to NaN for
+the same scan ranked it by some metrics and not others; NaN is a failed scan
+there, counted and named in the report. A 3-D
 image is scored with 3-D windows when every spatial axis has at least 11 voxels;
 otherwise (thin slabs, few slices) with 2-D windows on each slice across the
 shortest axis. ``ssim_mode`` in the result records which. The map is
@@ -94,6 +99,8 @@ __all__ = [
     "evaluate",
     "ReferenceFilters",
     "robust_data_range",
+    "check_data_range",
+    "DATA_RANGE_LIMITS",
     "psnr",
     "ssim",
     "ssim_map",
@@ -510,8 +517,64 @@ def _pair(pred: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
     return p, r
 
 
+#: the data ranges (lowest, highest) the metrics take: SSIM multiplies squares of the range and of the means, which
+#: are of its size (``(ux^2 + uy^2 + C1) (vx + vy + C2)`` with ``C1 = (0.01 R)^2``, ``C2 = (0.03 R)^2``), so ``R^4``
+#: and ``(0.01 R)^2 (0.03 R)^2`` must be float64 numbers: 1e200 raised a bare OverflowError in ``R ** 2``; 1e-300
+#: gave a PSNR of -inf without a word
+DATA_RANGE_LIMITS = (1e-75, 1e75)
+
+
+def check_data_range(value: Any, what: str = "data_range") -> float:
+    """``value`` as a float data range, or :class:`~medgan.errors.EvaluationError` saying why it is not one.
+
+    Every function of this module that takes a data range checks it here: a finite positive number (not a bool:
+    ``True`` is no range of 1) within :data:`DATA_RANGE_LIMITS` (1e-75 to 1e75), so that the squares and their
+    products PSNR and SSIM take are ordinary float64 numbers. ``what`` names the value in the message.
+
+    Examples
+    --------
+    >>> check_data_range(255)
+    255.0
+    """
+    if isinstance(value, bool | np.bool_):
+        raise EvaluationError(f"{what} must be a finite positive number, got the bool {value!r}")
+    try:
+        dr = float(value)
+    except (TypeError, ValueError):
+        raise EvaluationError(f"{what} must be a finite positive number, got {value!r}") from None
+    if not (dr > 0 and math.isfinite(dr)):  # inf gave PSNR inf and SSIM NaN
+        raise EvaluationError(f"{what} must be a finite positive number, got {value!r}")
+    low, high = DATA_RANGE_LIMITS
+    if not low <= dr <= high:
+        raise EvaluationError(
+            f"{what} {dr:.6g} is too {'large' if dr > high else 'small'}: PSNR and SSIM square it and multiply the "
+            f"squares (R^2, (0.01 R)^2 (0.03 R)^2), which float64 holds for a range between {low:g} and {high:g}; "
+            "rescale the scans (their intensity units) so that their range lies there"
+        )
+    return dr
+
+
+def _selected(pred: Any, ref: Any, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The prediction's and the reference's voxels in ``mask`` (every voxel when None), or ``None`` when one of them
+    is not finite.
+
+    PSNR, MAE and NRMSE are NaN then, as SSIM and HFEN are (a NaN or inf spreads over their windows): one inf
+    reference voxel made ``psnr_full`` -inf and ``mae_full`` inf, kept by the statistics as real (worst) results,
+    while ``ssim_full`` and ``hfen_full`` of the same scan were NaN (not computed).
+    """
+    p, r = _pair(pred, ref)
+    m = _spatial_mask(mask, p.shape)
+    ps, rs = p[m], r[m]
+    if not (np.isfinite(ps).all() and np.isfinite(rs).all()):
+        return None
+    return ps, rs
+
+
 def psnr(pred: Any, ref: Any, *, data_range: float, mask: np.ndarray | None = None) -> float:
     """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)``, MSE over the mask voxels.
+
+    ``inf`` when the images are equal there; NaN when a voxel there is not finite in either image (see the module
+    notes). ``data_range`` is checked by :func:`check_data_range`.
 
     Examples
     --------
@@ -519,27 +582,39 @@ def psnr(pred: Any, ref: Any, *, data_range: float, mask: np.ndarray | None = No
     >>> round(psnr(np.full((1, 4, 4), 1.0), np.zeros((1, 4, 4)), data_range=10.0), 6)
     20.0
     """
-    p, r = _pair(pred, ref)
-    m = _spatial_mask(mask, p.shape)
-    mse = float(np.mean((p[m] - r[m]) ** 2))
+    dr = check_data_range(data_range)
+    values = _selected(pred, ref, mask)
+    if values is None:
+        return math.nan
+    ps, rs = values
+    mse = float(np.mean((ps - rs) ** 2))
     if mse == 0:
         return math.inf
-    return float(10.0 * np.log10(float(data_range) ** 2 / mse))
+    ratio = dr**2 / mse
+    if ratio == 0 or not math.isfinite(ratio):  # R^2 / MSE beyond float64 (a huge error): the same value in logs
+        return 20.0 * math.log10(dr) - 10.0 * math.log10(mse)
+    return float(10.0 * np.log10(ratio))
 
 
 def mae(pred: Any, ref: Any, *, mask: np.ndarray | None = None) -> float:
-    """Mean absolute error over the mask voxels (in the scan's units)."""
-    p, r = _pair(pred, ref)
-    m = _spatial_mask(mask, p.shape)
-    return float(np.mean(np.abs(p[m] - r[m])))
+    """Mean absolute error over the mask voxels (in the scan's units); NaN when a voxel there is not finite in either
+    image (see the module notes)."""
+    values = _selected(pred, ref, mask)
+    if values is None:
+        return math.nan
+    ps, rs = values
+    return float(np.mean(np.abs(ps - rs)))
 
 
 def nrmse(pred: Any, ref: Any, *, mask: np.ndarray | None = None) -> float:
-    """Normalised RMSE ``||pred - ref|| / ||ref||`` over the mask (scikit-image's ``normalization="euclidean"``)."""
-    p, r = _pair(pred, ref)
-    m = _spatial_mask(mask, p.shape)
-    denom = float(np.sqrt(np.sum(r[m] ** 2)))
-    num = float(np.sqrt(np.sum((p[m] - r[m]) ** 2)))
+    """Normalised RMSE ``||pred - ref|| / ||ref||`` over the mask (scikit-image's ``normalization="euclidean"``); NaN
+    when a voxel there is not finite in either image (see the module notes)."""
+    values = _selected(pred, ref, mask)
+    if values is None:
+        return math.nan
+    ps, rs = values
+    denom = float(np.sqrt(np.sum(rs**2)))
+    num = float(np.sqrt(np.sum((ps - rs) ** 2)))
     if denom == 0:
         return 0.0 if num == 0 else math.inf
     return num / denom
@@ -570,7 +645,7 @@ def hfen(
         r = np.where(np.isfinite(r), r, 0.0)
         if not m.any():  # every mask voxel's footprint touches a non-finite voxel: no number, not a perfect 0
             return math.nan
-    return _hfen_of(_log(p, sigma, axis), _log(r, sigma, axis), m, r, sigma, _log_ndim(r, axis))
+    return _hfen_of(_log(p, sigma, axis), _log(r, sigma, axis), m, p, r, sigma, _log_ndim(r, axis))
 
 
 def hfen_plan(spatial: tuple[int, ...], mode: str = "auto") -> tuple[str, int | None]:
@@ -620,21 +695,69 @@ def _log_leak(ndim: int, sigma: float) -> float:
     return abs(float(ndimage.gaussian_laplace(np.ones((1,) * ndim), sigma=sigma).flat[0]))
 
 
-def _hfen_of(lp: np.ndarray, lr_: np.ndarray, m: np.ndarray, r: np.ndarray, sigma: float, ndim: int) -> float:
-    """HFEN from the two LoG images over the voxels of the channel-first boolean ``m`` (``r``: the reference; ``ndim``:
-    the axes the LoG filtered, :func:`_log_ndim`).
+def _hfen_of(
+    lp: np.ndarray, lr_: np.ndarray, m: np.ndarray, p: np.ndarray, r: np.ndarray, sigma: float, ndim: int
+) -> float:
+    """HFEN from the two LoG images over the voxels of the channel-first boolean ``m`` (``p``, ``r``: the prediction
+    and the reference they were filtered from; ``ndim``: the axes the LoG filtered, :func:`_log_ndim`).
 
     A reference without high frequencies (a constant one) has a LoG that is only the filter's response to a constant
     (scipy's truncated kernel does not sum to 0: about 3e-4 of the values in 3-D), and the ratio to it was a huge
-    meaningless number (80 000): it is ``inf`` then, or 0 when the prediction's LoG matches within that leak too,
-    as :func:`nrmse` treats a zero reference.
+    meaningless number (80 000): it is ``inf`` then, or 0 when the prediction's LoG differs from the reference's by
+    no more than such a leak too (:func:`_log_is_leak`), as :func:`nrmse` treats a zero reference.
     """
     denom = float(np.sqrt(np.sum(lr_[m] ** 2)))
     num = float(np.sqrt(np.sum((lp[m] - lr_[m]) ** 2)))
-    flat = HFEN_FLAT_FACTOR * _log_leak(ndim, sigma) * float(np.sqrt(np.sum(r[m] ** 2)))
-    if denom <= flat:
-        return 0.0 if num <= flat else math.inf
+    if not math.isfinite(num):  # a non-finite prediction voxel, spread by the LoG: NaN, as for every metric
+        return math.nan
+    leak = _log_leak(ndim, sigma)
+    if _log_is_leak(lr_, r, m, leak):
+        return 0.0 if _log_is_leak(lp - lr_, p - r, m, leak, p, r) else math.inf
     return num / denom
+
+
+#: float64 rounding allowed in a LoG value, in units of ``eps`` times the root mean square of the filtered image
+#: (the kernel's absolute weights sum to about 1; this leaves room for the order of its sums)
+_LOG_ROUNDING = 64.0
+#: relative error allowed for a spread computed as ``sum(x^2) - sum(x)^2 / n`` (the quick test of
+#: :func:`_log_is_leak`), far above float64's for the sums of an image (a few hundred ulp)
+_SPREAD_SLACK = 1e-9
+
+
+def _log_is_leak(log: np.ndarray, image: np.ndarray, m: np.ndarray, leak: float, *others: np.ndarray) -> bool:
+    """Whether ``log``, the LoG of ``image``, holds no more than the truncated kernel's leak over the voxels of ``m``.
+
+    That is, per channel about the means: ``||log - mean(log)|| <= HFEN_FLAT_FACTOR * leak * ||image -
+    mean(image)||`` plus float64 rounding (:data:`_LOG_ROUNDING`; ``others``: more images whose magnitude sets it).
+    About the means, because a constant's LoG is exactly ``offset * leak`` everywhere (the reflected border keeps a
+    constant constant), so an intensity offset changes nothing: the uncentred ``||image||`` compared before grew
+    with the offset, and a blurred MNI T1 plus 3e4 was taken for a flat reference, HFEN 0.0 (perfect) instead of
+    0.18. ``m`` is a spatial mask broadcast over the channels (every channel has the same voxels).
+
+    The spreads are first taken from sums of values and squares, one pass each and no temporary (centring a real
+    reference and its LoG cost 20 % of an evaluation); only where that cannot tell (a flat image, or an offset a
+    billion times its spread) they are computed about the means.
+    """
+    channels = log.shape[0]
+    values, v = log[m].reshape(channels, -1), image[m].reshape(channels, -1)
+    n = values.shape[1]
+    if n == 0:
+        return True
+    eps = float(np.finfo(np.float64).eps)
+    s2l, s2v = np.einsum("ij,ij->i", values, values), np.einsum("ij,ij->i", v, v)
+    rms = [np.sqrt(s2v / n)] + [
+        np.sqrt(np.einsum("ij,ij->i", x, x) / n) for x in (o[m].reshape(channels, -1) for o in others)
+    ]
+    rounding = math.sqrt(n * float(np.sum((_LOG_ROUNDING * eps * np.max(rms, axis=0)) ** 2)))
+    spread2 = float(np.sum(s2l - values.sum(axis=1) ** 2 / n))
+    allowed2 = float(np.sum(s2v - v.sum(axis=1) ** 2 / n))
+    low = math.sqrt(max(spread2 - _SPREAD_SLACK * float(s2l.sum()), 0.0))
+    high = HFEN_FLAT_FACTOR * leak * math.sqrt(max(allowed2, 0.0) + _SPREAD_SLACK * float(s2v.sum())) + rounding
+    if low > high:  # surely not flat: a real reference, whatever its offset
+        return False
+    spread2 = float(np.sum((values - values.mean(axis=1, keepdims=True)) ** 2))
+    allowed2 = float(np.sum((v - v.mean(axis=1, keepdims=True)) ** 2))
+    return math.sqrt(spread2) <= HFEN_FLAT_FACTOR * leak * math.sqrt(allowed2) + rounding
 
 
 # --------------------------------------------------------------------------- SSIM
@@ -793,6 +916,7 @@ def _ssim_parts(
     ``filters``: the reference's :class:`ReferenceFilters` (then ``ref`` is its array), whose filled reference,
     clean region and two SSIM filters are computed once for every prediction scored against it.
     """
+    data_range = check_data_range(data_range)  # C1 = (0.01 R)^2 and C2 = (0.03 R)^2 must be float64 numbers
     p, r = _pair(pred, ref)
     spatial = p.shape[1:]
     label, axis = _ssim_plan(tuple(spatial), mode)
@@ -861,7 +985,7 @@ def ssim_map(pred: Any, ref: Any, *, data_range: float, mode: str = "auto") -> t
     pred, ref
         Channel-first arrays of the same shape.
     data_range
-        Intensity range ``R`` (``C1 = (0.01 R)^2``, ``C2 = (0.03 R)^2``).
+        Intensity range ``R`` (``C1 = (0.01 R)^2``, ``C2 = (0.03 R)^2``), checked by :func:`check_data_range`.
     mode
         ``"auto"`` (3-D windows when every axis has >= 11 voxels, else 2-D per slice across the
         shortest axis), ``"3d"`` or ``"2d"``.
@@ -1057,7 +1181,8 @@ def lr_consistency_psnr(
     lr
         The low-resolution input the prediction was made from.
     data_range
-        Range used for the PSNR (the evaluation's range, from the high-resolution reference).
+        Range used for the PSNR (the evaluation's range, from the high-resolution reference); checked by
+        :func:`check_data_range`.
     degradation
         Used when ``lr.meta["degradation"]`` is absent: a method name or a dict with ``method``
         (and optionally ``factor``, ``slice_profile``). Default: ``"interpolate"`` with the factor
@@ -1244,7 +1369,8 @@ def evaluate(
         ``medgan.eval.compare.crop_reference(ref, pred)``, one off the grid after
         ``medgan.eval.compare.resample_to(pred, ref)``; the message says which applies.
     medgan.errors.EvaluationError
-        For an unusable argument: a ``data_range`` that is not a finite positive number, an
+        For an unusable argument: a ``data_range`` that is not a finite positive number (a bool included) or lies
+        outside :data:`DATA_RANGE_LIMITS` (the same for the rule's range of the reference; :func:`check_data_range`), an
         unknown ``mask`` name, a mask of the wrong shape, with no voxel or with values other than 0 and 1 (NaN
         included), ``pred`` or ``ref`` None, an unknown
         ``ssim_mode``, arrays that are not channel-first 2-D or 3-D, ``reference_filters`` made from another
@@ -1284,14 +1410,11 @@ def evaluate(
     if not m.any():
         raise EvaluationError("the mask selects no voxel with a finite reference value")
     if data_range is None:
-        dr, dr_rule = robust_data_range(r, m), DATA_RANGE_RULE
+        # the rule's range is checked too: a reference in units of 1e200 has one whose square overflows
+        dr = check_data_range(robust_data_range(r, m), f"the reference's data range ({DATA_RANGE_RULE})")
+        dr_rule = DATA_RANGE_RULE
     else:
-        try:
-            dr, dr_rule = float(data_range), "given"
-        except (TypeError, ValueError):
-            raise EvaluationError(f"data_range must be a finite positive number, got {data_range!r}") from None
-        if not (dr > 0 and math.isfinite(dr)):  # inf gave PSNR inf and SSIM NaN
-            raise EvaluationError(f"data_range must be a finite positive number, got {data_range}")
+        dr, dr_rule = check_data_range(data_range), "given"
     smap, valid, mode, clean = _ssim_parts(p, r, data_range=dr, mode=ssim_mode, filters=reference_filters)
     ssim_masked = _mean_ssim(smap, valid, clean, m)
     ssim_fraction = _ssim_fraction(valid, clean, m)
@@ -1306,8 +1429,8 @@ def evaluate(
         lp = _log(p, HFEN_SIGMA, axis)
         lr_ = reference_filters._hfen_log(axis) if reference_filters is not None else _log(r, HFEN_SIGMA, axis)
         ndim = _log_ndim(p, axis)
-        hfen_masked = _hfen_of(lp, lr_, _spatial_mask(m, p.shape), r, HFEN_SIGMA, ndim)
-        hfen_full = _hfen_of(lp, lr_, _spatial_mask(None, p.shape), r, HFEN_SIGMA, ndim)
+        hfen_masked = _hfen_of(lp, lr_, _spatial_mask(m, p.shape), p, r, HFEN_SIGMA, ndim)
+        hfen_full = _hfen_of(lp, lr_, _spatial_mask(None, p.shape), p, r, HFEN_SIGMA, ndim)
         del lp, lr_
     else:  # the masked one filters the reference with its non-finite voxels filled (see hfen)
         hfen_masked, hfen_full = hfen(p, r, mask=m, mode=ssim_mode), hfen(p, r, mode=ssim_mode)
