@@ -21,7 +21,7 @@ import numpy as np
 
 from medgan.errors import EvaluationError
 
-__all__ = ["radial_power_spectrum", "spectrum_distance"]
+__all__ = ["SHORT_AXIS", "radial_power_spectrum", "spectrum_distance"]
 
 
 def _spatial_array(image: Any) -> np.ndarray:
@@ -38,6 +38,13 @@ def _spatial_array(image: Any) -> np.ndarray:
     return arr
 
 
+#: axes shorter than this are not windowed nor binned as a frequency axis: a Hann window has zeros at both ends
+#: (``np.hanning(2)`` is ``[0, 0]``: a 2-slice scan had no power at all; ``np.hanning(3)`` kept only the middle
+#: slice), and a quarter of such an axis gave 2 radial bins. A 3-D image with one such axis is a stack of 2-D slices
+#: across it (see :func:`radial_power_spectrum`)
+SHORT_AXIS = 16
+
+
 def radial_power_spectrum(
     image: Any,
     *,
@@ -47,20 +54,29 @@ def radial_power_spectrum(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean power per radial spatial-frequency bin of a 2-D or 3-D image.
 
+    A 3-D image with one axis shorter than :data:`SHORT_AXIS` voxels (a thin stack of slices: 2 to 15) and two
+    axes of at least that length is a stack of 2-D images across the short axis: the spectrum is the mean of the
+    slices' 2-D spectra (each slice's mean removed and windowed in-plane), binned by in-plane frequency. Its few
+    through-plane frequencies (0 and +-1/3 for three slices) are no radial frequencies to bin, and a Hann window along
+    it zeroed its end slices. Any other axis shorter than :data:`SHORT_AXIS` is not windowed and does not set the
+    default bin count. An axis of length 1 is dropped.
+
     Parameters
     ----------
     image
         ``(X, Y[, Z])`` array or a one-channel ``(1, X, Y[, Z])`` scan (NumPy, torch or MetaTensor).
     n_bins
         Number of radial bins between 0 and 0.5 (default: a quarter of the smallest axis length, so each
-        bin is two frequency steps wide and none is empty).
+        bin is two frequency steps wide and none is empty; axes shorter than :data:`SHORT_AXIS` and a thin stack's
+        slice axis do not count, unless every axis is short).
     spacing
         Voxel size per axis. When given, frequencies are in cycles per unit length scaled so that the
         finest axis's Nyquist frequency is 0.5; by default every axis is in cycles per voxel (its Nyquist
-        frequency is 0.5), i.e. the spectrum is "isotropic" in voxel units.
+        frequency is 0.5), i.e. the spectrum is "isotropic" in voxel units. A thin stack's slice axis does not
+        count.
     window
-        Multiply by a separable Hann window first, so the image border does not leak a cross of power
-        into the high frequencies.
+        Multiply by a separable Hann window first (along the axes of at least :data:`SHORT_AXIS` voxels), so the
+        image border does not leak a cross of power into the high frequencies.
 
     Returns
     -------
@@ -88,9 +104,30 @@ def radial_power_spectrum(
         # the identity, but the default bin count (a quarter of the smallest axis) fell to 2 bins instead of X / 4
         spacing = None if spacing is None else [s for axis, s in enumerate(spacing) if axis not in flat]
         arr = arr.squeeze(axis=tuple(flat))
+    short = [axis for axis, n in enumerate(arr.shape) if n < SHORT_AXIS]
+    if arr.ndim == 3 and len(short) == 1:  # a thin stack: the mean of its slices' 2-D spectra
+        axis = short[0]
+        in_plane = None if spacing is None else [s for i, s in enumerate(spacing) if i != axis]
+        if n_bins is None:
+            n_bins = max(min(n for i, n in enumerate(arr.shape) if i != axis) // 4, 2)
+        spectra = [
+            _radial_power(np.take(arr, k, axis=axis), n_bins=n_bins, spacing=in_plane, window=window, short=[])
+            for k in range(arr.shape[axis])
+        ]
+        return spectra[0][0], np.mean([p for _, p in spectra], axis=0)  # every slice has the same bins
+    return _radial_power(arr, n_bins=n_bins, spacing=spacing, window=window, short=short)
+
+
+def _radial_power(
+    arr: np.ndarray, *, n_bins: int | None, spacing: Sequence[float] | None, window: bool, short: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`radial_power_spectrum` of one 2-D or 3-D array; the axes in ``short`` are neither windowed nor counted
+    for the default bin count (all axes count when all are short)."""
     arr = arr - arr.mean()
     if window:
         for axis, n in enumerate(arr.shape):
+            if axis in short:  # np.hanning zeroes both ends: 2 of 2 slices, 2 of 3
+                continue
             shape = [1] * arr.ndim
             shape[axis] = n
             arr = arr * np.hanning(n).reshape(shape)
@@ -104,7 +141,8 @@ def radial_power_spectrum(
     )
     radius = np.sqrt(sum(g**2 for g in grids))
     if n_bins is None:
-        n_bins = max(min(arr.shape) // 4, 2)
+        counted = [n for axis, n in enumerate(arr.shape) if axis not in short] or list(arr.shape)
+        n_bins = max(min(counted) // 4, 2)
     edges = np.linspace(0.0, 0.5, int(n_bins) + 1)
     idx = np.digitize(radius.ravel(), edges) - 1
     keep = (idx >= 0) & (idx < n_bins) & (radius.ravel() > 0)  # drop DC and the corners beyond Nyquist
