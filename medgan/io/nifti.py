@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -101,6 +102,11 @@ __all__ = [
 _MAX_DEFLATE_RATIO = 1032
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
+#: Voxels read, scaled and laid out at a time (whole planes, or lines of a larger plane; see _read_voxels): 4 MiB of
+#: float32, and nibabel's float64 scaling temporaries 8 MiB each. With 4 planes of 512x512 a block, a 512x512x300
+#: file loaded 3-5x faster than when read whole and then copied to C order (fewer and smaller allocations, copies
+#: of cache-friendly size)
+_BLOCK_VOXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -505,20 +511,55 @@ def inspect_nifti(path: str | Path) -> NiftiInfo:
 
 
 def _read_voxels(info: NiftiInfo) -> np.ndarray:
-    """Voxels as float32 (scaled) or, for RGB(A) data, the raw structured array."""
+    """Voxels as a channel-first, C-ordered float32 array ``(C, X, Y, Z)`` (``Z`` 1 for a 2-D file), scaled by
+    ``scl_slope`` / ``scl_inter``.
+
+    Axes beyond the third become channels in file (Fortran) order, and RGB(A) components (unscaled) after them:
+    channel ``v + V * k`` holds volume ``v`` of ``V``, component ``k``. The file is read in blocks (whole planes, or
+    lines of a plane larger than :data:`_BLOCK_VOXELS`) straight into this array, which :func:`medgan.io.scan.make_scan` keeps as the scan's buffer: it is
+    the only full-size array a load allocates. Reading the whole file with nibabel and laying it out afterwards
+    held the file's Fortran-ordered voxels, nibabel's float64 scaling temporaries (two, for a scaled integer file)
+    and the C-ordered float32 copy at once: 2x the scan for a float32 file, 4x for a scaled int16 one.
+    """
     from nibabel.arrayproxy import ArrayProxy
 
-    header = info.header
-    slope, inter = header.get_slope_inter()
-    spec = (info.stored_shape, info.dtype, info.data_offset, 1.0 if slope is None else slope, inter or 0.0)
+    stored = info.stored_shape
+    names = info.dtype.names or ()
+    nx, ny = stored[:2]
+    depth = stored[2] if len(stored) > 2 else 1
+    volumes = math.prod(stored[3:])  # 4th to 7th axes, flattened in file order
+    out = np.empty((volumes * max(1, len(names)), nx, ny, depth), np.float32)
+    slope, inter = info.header.get_slope_inter()
+    scaling = (1.0 if slope is None else slope, inter or 0.0)
+    # each block is one contiguous run of the file: whole planes, or whole lines of a plane (a large 2-D image)
+    z_step = max(1, _BLOCK_VOXELS // (nx * ny))
+    y_step = min(ny, max(1, _BLOCK_VOXELS // nx))  # ny whenever z_step > 1
     path = info.path
     try:
         with _open(path, info.compressed) as f:
-            proxy = ArrayProxy(f, spec, mmap=False)
-            if info.dtype.fields:
-                data = np.asarray(proxy.get_unscaled())
-            else:
-                data = np.asarray(proxy, dtype=np.float32)  # nibabel's get_fdata scaling
+            offset = info.data_offset  # blocks come in file order: a gzip stream is decompressed once, in sequence
+            for volume, z, y in itertools.product(range(volumes), range(0, depth, z_step), range(0, ny, y_step)):
+                shape = (nx, min(y_step, ny - y), min(z_step, depth - z))
+                # nibabel reads and scales each block as it read the whole file (float64 arithmetic for a scaled
+                # file, then float32): the values are the same bits
+                proxy = ArrayProxy(f, (shape, info.dtype, offset, *scaling), mmap=False)
+                try:
+                    block = proxy.get_unscaled() if names else np.asarray(proxy, dtype=np.float32)
+                except OSError as exc:
+                    if not str(exc).startswith("Expected"):
+                        raise
+                    # nibabel counted this block's bytes: say the file's (tell: where the data ended)
+                    raise OSError(
+                        f"Expected {info.data_nbytes} bytes, got {f.tell() - info.data_offset} bytes from {path}"
+                        "\n - could the file be damaged?"
+                    ) from None
+                where = (slice(None), slice(y, y + shape[1]), slice(z, z + shape[2]))
+                if names:
+                    for k, name in enumerate(names):
+                        out[(volume + volumes * k, *where)] = block[name]
+                else:
+                    out[(volume, *where)] = block
+                offset += math.prod(shape) * info.dtype.itemsize
             if info.compressed:
                 _read_to_gzip_end(f, path)
     except (OSError, EOFError, zlib.error, ValueError) as exc:
@@ -530,7 +571,7 @@ def _read_voxels(info: NiftiInfo) -> np.ndarray:
         else:
             what = "truncated or unreadable voxel data"
         raise ScanReadError(f"{path}: {what} ({detail})") from None
-    return data
+    return out
 
 
 #: Integers of larger magnitude are not all held exactly by float32 (24-bit significand), medgan's voxel type
@@ -538,7 +579,7 @@ _FLOAT32_EXACT = 2**24
 
 
 def _float32_rounding(info: NiftiInfo, data: np.ndarray) -> tuple[int, float, tuple[float, float]]:
-    """How many voxels of an integer file the float32 ``data`` (:func:`_read_voxels`, as stored) hold changed: values of
+    """How many voxels of an integer file the float32 ``data`` (:func:`_read_voxels`) hold changed: values of
     magnitude 2**24 (16777216) and above, which float32 rounds to even steps (int32 16777217 -> 16777216, and int64
     / uint32 values by up to 127 or more).
 
@@ -554,6 +595,8 @@ def _float32_rounding(info: NiftiInfo, data: np.ndarray) -> tuple[int, float, tu
     limits = np.iinfo(info.dtype)
     if -_FLOAT32_EXACT <= limits.min and limits.max <= _FLOAT32_EXACT:
         return 0, 0.0, (0.0, 0.0)  # (u)int8 / (u)int16: float32 holds every value; no pass over the voxels
+    # as stored (a view): voxels pair with the file's, and the example reported is the first in file order
+    data = data.transpose(1, 2, 3, 0).reshape(info.stored_shape, order="F")
     big = np.abs(data) >= _FLOAT32_EXACT  # float32 rounds a magnitude above 2**24 to at least 2**24
     if not big.any():
         return 0, 0.0, (0.0, 0.0)
@@ -869,19 +912,9 @@ def read_nifti(path: str | Path) -> MetaTensor:
         warn_once(logger, ("nifti header", str(info.path), note), "%s: %s", info.path, note)
     data = _read_voxels(info)
     rounded = _float32_rounding(info, data)
-    if info.dtype.fields:  # RGB24 / RGBA32: components become a trailing axis
-        data = np.stack([data[name].astype(np.float32) for name in info.dtype.names], axis=-1)
-        data = data.reshape(*info.stored_shape, -1)
     stored = info.stored_shape
-    if len(stored) == 2 and data.ndim == 2:
-        data = data[None]
-    elif data.ndim == 2 + (1 if info.dtype.fields else 0) and len(stored) == 2:
-        data = np.moveaxis(data, -1, 0)
-    else:
-        data = data.reshape(*data.shape[:3], -1, order="F")
-        data = np.moveaxis(data, -1, 0)
-        if _is_marked_2d(info.header, stored):  # X, Y, 1, C of a multi-channel 2-D image -> (C, X, Y)
-            data = data[..., 0]
+    if len(stored) == 2 or _is_marked_2d(info.header, stored):  # X, Y, 1, C of a multi-channel 2-D image too
+        data = data[..., 0]  # (C, X, Y, 1) -> (C, X, Y), still C-ordered: make_scan keeps it
     header = info.header
     descrip = info.descrip
     meta = {

@@ -751,6 +751,8 @@ def make_scan(array: np.ndarray | torch.Tensor, affine: np.ndarray, meta: dict[s
 
     refuse_complex(array)  # a list of complex numbers too
     if isinstance(array, np.ndarray):  # native float32: torch refuses big-endian arrays (as nibabel reads many NIfTIs)
+        # no copy of an array that already is C-ordered native float32: read_nifti reads the file into one, so that
+        # a loaded scan costs one float32 volume, not two
         array = np.ascontiguousarray(array, dtype=np.float32)
         if not array.flags.writeable:
             # a read-only array (np.memmap mode "r", setflags(write=False)) made torch warn "The given NumPy array
