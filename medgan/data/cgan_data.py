@@ -24,9 +24,11 @@ import torch
 
 from medgan.data.labels import (
     TISSUE_LABELS,
-    _default_affine,
-    _default_elastic,
+    _deform,
+    _deformation_ranges,
+    _random_transform,
     _seed_transform,
+    _voxel_spacing,
     check_declared_labels,
     deform_labels,
     one_hot,
@@ -440,50 +442,76 @@ def split_slices(
     return train, val
 
 
-def _transform(shape: Sequence[int], elastic: bool, affine: bool, mode: str) -> Any:
-    """The MONAI transform :func:`deform_labels` builds (same defaults), with another interpolation mode."""
-    from monai.transforms import Rand2DElastic, Rand3DElastic, RandAffine
-
+def _transform(
+    shape: Sequence[int], elastic: bool, affine: bool, mode: str, spacing: Sequence[float] | None = None
+) -> Any:
+    """The MONAI transform whose draws :func:`deform_labels` uses (same class, ranges and seed), with another
+    interpolation mode. Called on an array it deforms in voxel units, which is what ``deform_labels`` does on 1 mm
+    voxels only; :func:`medgan.data.labels._deform` applies it in mm."""
     dims = len(shape)
-    el = _default_elastic(dims, shape) if elastic else {}
-    af = _default_affine(dims) if affine else {}
-    common = {"prob": 1.0, "mode": mode, "padding_mode": "border"}
-    if el:
-        return (Rand2DElastic if dims == 2 else Rand3DElastic)(**el, **af, **common)
-    if af:
-        return RandAffine(**af, **common)
-    return None
+    spacing = (1.0,) * dims if spacing is None else tuple(float(s) for s in spacing)
+    el, af = _deformation_ranges(dims, shape, elastic, affine, spacing)
+    return _random_transform(dims, el, af, spacing, mode)
 
 
 def deform_pair(
-    image: np.ndarray, labels: np.ndarray, *, seed: int, elastic: bool = True, affine: bool = True
+    image: Any,
+    labels: Any,
+    *,
+    seed: int,
+    elastic: bool | Mapping[str, Any] = True,
+    affine: bool | Mapping[str, Any] = True,
+    spacing: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deform a label map with :func:`deform_labels` and its image with the same random transform.
 
-    The image transform is the one ``deform_labels`` builds (same class, ranges and seed, so the same random
-    draws) with linear instead of nearest interpolation.
+    The image transform is the one ``deform_labels`` builds (same class, ranges, seed and voxel sizes, so the same
+    random draws and the same deformation in mm) with linear instead of nearest interpolation.
 
     Parameters
     ----------
     image, labels
-        ``(1, *spatial)`` arrays on one grid.
+        ``(1, *spatial)`` arrays (or MetaTensors) on one grid.
     seed
         Random seed.
     elastic, affine
-        As in :func:`deform_labels` (default ranges).
+        As in :func:`deform_labels` (ranges in mm and radians).
+    spacing
+        Voxel sizes (mm) along the spatial axes, e.g. a training pair's in-plane sizes for a 2-D slice. ``None``:
+        from ``labels``' affine when it is a MetaTensor, else 1 mm (voxel units).
 
     Returns
     -------
     image, labels
         Deformed float32 arrays.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        ``spacing`` not one positive size per spatial axis.
     """
-    lab = deform_labels(labels, seed=seed, elastic=elastic, affine=affine).as_tensor().numpy()
-    xform = _transform(image.shape[1:], elastic, affine, "bilinear")
+    from monai.data import MetaTensor
+
+    from medgan.io.scan import make_scan
+
+    dims = len(labels.shape) - 1
+    if spacing is None:
+        spacing = _voxel_spacing(labels.affine, dims) if isinstance(labels, MetaTensor) else (1.0,) * dims
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != dims or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise MedganError(f"deform_pair: spacing must be {dims} positive voxel sizes (mm), got {spacing}")
+    lab_array = labels.as_tensor().detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    # the label half reads the voxel sizes from an affine: a diagonal one with these sizes
+    scan = make_scan(lab_array, np.diag([*spacing, *([1.0] * (4 - dims))]))
+    lab = deform_labels(scan, seed=seed, elastic=elastic, affine=affine).as_tensor().numpy()
+    img = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(np.asarray(image))
+    img = img.detach().to("cpu", torch.float32)
+    el, af = _deformation_ranges(dims, img.shape[1:], elastic, affine, spacing)
+    xform = _random_transform(dims, el, af, spacing, "bilinear")
     if xform is None:
-        return image.astype(np.float32), lab.astype(np.float32)
+        return img.numpy().astype(np.float32), lab.astype(np.float32)
     _seed_transform(xform, int(seed))  # as deform_labels seeds its own: the same draw for every seed
-    out = xform(torch.as_tensor(image, dtype=torch.float32))
-    out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
+    out = _deform(img, xform, spacing, "bilinear")
     return out.numpy().astype(np.float32), lab.astype(np.float32)
 
 
@@ -551,6 +579,12 @@ class PairSampler:
         self.seed, self.rank = int(seed), int(rank)
         self.in_plane = [a for a in range(3) if a != self.axis]
         self.allowed: list[list[int]] = []
+        # voxel sizes (mm) of each pair's patch axes: deformation ranges are mm and radians, so that a pair with 5 mm
+        # slices is rotated and shifted as much as one with 1 mm slices, not five times as much through-plane
+        self.spacing: list[tuple[float, ...]] = []
+        for pair in self.pairs:
+            full = _voxel_spacing(pair["affine"], 3) if pair.get("affine") is not None else (1.0, 1.0, 1.0)
+            self.spacing.append(tuple(full[a] for a in self.in_plane) if self.dims == 2 else full)
         # 3-D: flat indices of labelled voxels, once (a whole-volume search per patch would dominate sampling)
         self.fg3d = [np.flatnonzero(p["labels"][0] > 0) if self.dims == 3 else None for p in self.pairs]
         for pair, train in zip(self.pairs, train_slices, strict=True):
@@ -612,6 +646,7 @@ class PairSampler:
                 seed=int(rng.integers(2**31)),
                 elastic=self.augment.get("elastic", True),
                 affine=self.augment.get("affine", True),
+                spacing=self.spacing[i],
             )
         if rng.random() < self.augment.get("flip_prob", 0.0):
             img, lab = np.flip(img, axis=1), np.flip(lab, axis=1)

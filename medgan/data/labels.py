@@ -4,8 +4,9 @@
   ``sample_data/nifti/mni_icbm152_2009a_sym/``) into an integer map: 0 background, 1 CSF / other tissue,
   2 grey matter, 3 white matter (:data:`TISSUE_LABELS`).
 * :func:`deform_labels` applies a random elastic and/or affine deformation (MONAI ``Rand2DElastic`` /
-  ``Rand3DElastic`` / ``RandAffine`` with ``mode="nearest"`` and ``padding_mode="border"``) so that every output
-  value is a value of the input map: new layouts for the generator, never new labels.
+  ``Rand3DElastic`` / ``RandAffine`` draws, in millimetres and radians on the map's voxel sizes, sampled with
+  ``mode="nearest"`` and ``padding_mode="border"``) so that every output value is a value of the input map: new
+  layouts for the generator, never new labels.
 * :func:`check_declared_labels` refuses a map whose declared label names (``meta["labels"]``, read from a NIfTI
   sidecar's ``label_names``) contradict the names a model gives its values; training and synthesis share it.
 * :func:`one_hot` maps label *values* to one-hot channels (channel ``k`` = ``k``-th value in sorted order) and
@@ -356,21 +357,138 @@ def check_declared_labels(
         )
 
 
-def _default_elastic(spatial_dims: int, shape: Sequence[int]) -> dict[str, Any]:
+def _default_elastic(spatial_dims: int, shape: Sequence[int], spacing: Sequence[float] | None = None) -> dict[str, Any]:
+    """Default elastic ranges, in millimetres (``spacing``: voxel sizes in mm, default 1 mm)."""
+    spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * spatial_dims
     if spatial_dims == 2:
-        # control points every ~quarter of the image, displaced by 1-4 voxels
-        return {"spacing": tuple(max(4, int(s) // 4) for s in shape), "magnitude_range": (1.0, 4.0)}
-    # random per-voxel offsets smoothed with sigma 5-8 voxels (MONAI's recommended range), x magnitude
+        # control points every ~quarter of the image along each axis (in mm: the same points on any voxel size),
+        # displaced by 1-4 mm
+        return {
+            "spacing": tuple(max(4, int(n) // 4) * s for n, s in zip(shape, spacing, strict=True)),
+            "magnitude_range": (1.0, 4.0),
+        }
+    # random offsets smoothed with sigma 5-8 mm (MONAI's recommended range in voxels, on 1 mm voxels), x magnitude
     return {"sigma_range": (5.0, 8.0), "magnitude_range": (60.0, 120.0)}
 
 
 def _default_affine(spatial_dims: int) -> dict[str, Any]:
     n_angles = 1 if spatial_dims == 2 else 3
     return {
-        "rotate_range": (0.15,) * n_angles,  # radians (about 9 degrees)
+        "rotate_range": (0.15,) * n_angles,  # radians about each axis (up to 8.6 degrees)
         "scale_range": (0.08,) * spatial_dims,
-        "translate_range": (3.0,) * spatial_dims,  # voxels
+        "translate_range": (3.0,) * spatial_dims,  # mm
     }
+
+
+def _voxel_spacing(affine: Any, spatial_dims: int) -> tuple[float, ...]:
+    """Voxel sizes (mm) along the first ``spatial_dims`` array axes (nibabel's ``voxel_sizes``: column lengths).
+
+    A 2-D slice made by :func:`medgan.io.scan.take_slice` (or ``scan[..., k]``) keeps a 4x4 affine whose first two
+    columns are its in-plane axes. An affine without finite, positive sizes gives 1 mm (voxel units, as before).
+    """
+    from nibabel.affines import voxel_sizes
+
+    a = np.asarray(affine, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < spatial_dims + 1:
+        return (1.0,) * spatial_dims
+    sizes = voxel_sizes(a)[:spatial_dims]
+    if not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
+        return (1.0,) * spatial_dims
+    return tuple(float(s) for s in sizes)
+
+
+def _deformation_ranges(
+    spatial_dims: int,
+    shape: Sequence[int],
+    elastic: bool | Mapping[str, Any],
+    affine: bool | Mapping[str, Any],
+    spacing: Sequence[float],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The elastic and affine ranges (mm, radians, factors) ``deform_labels`` records and draws from."""
+    el = (dict(_default_elastic(spatial_dims, shape, spacing)) if elastic is True else dict(elastic)) if elastic else {}
+    af = (dict(_default_affine(spatial_dims)) if affine is True else dict(affine)) if affine else {}
+    return el, af
+
+
+def _random_transform(
+    spatial_dims: int, el: Mapping[str, Any], af: Mapping[str, Any], spacing: Sequence[float], mode: str
+) -> Any:
+    """The MONAI random transform whose draws (same class and ranges, so the same random numbers for a seed)
+    :func:`_deform` turns into a deformation in millimetres; ``None`` for neither elastic nor affine."""
+    from monai.utils import ensure_tuple_rep
+
+    common = {"prob": 1.0, "mode": mode, "padding_mode": "border"}
+    if el:
+        if spatial_dims == 2:
+            kw = dict(el)
+            if "spacing" in kw:  # control-point spacing in mm -> whole voxels per axis (MONAI upsamples by it)
+                mm = ensure_tuple_rep(kw["spacing"], 2)
+                kw["spacing"] = tuple(max(1, round(float(m) / s)) for m, s in zip(mm, spacing, strict=True))
+            return Rand2DElastic(**kw, **af, **common)
+        return Rand3DElastic(**el, **af, **common)
+    if af:
+        return RandAffine(**af, **common)
+    return None
+
+
+def _deform(data: torch.Tensor, xform: Any, spacing: Sequence[float], mode: str) -> torch.Tensor:
+    """Apply a seeded MONAI random transform with its parameters read in millimetres, not voxels.
+
+    MONAI builds the sampling grid in voxel units, so on 1 x 1 x 5 mm voxels a 0.15 rad rotation tilts anatomy by
+    30 degrees and a 3-voxel shift moves it 15 mm through-plane. Here the same draws (MONAI's own ``randomize`` and
+    grid code, called in the order its ``__call__`` calls them) act on a grid in mm centred on the array centre:
+    angles are radians about the scan's axes, translations and elastic offsets mm, elastic smoothing (``sigma``) mm
+    per axis; the grid is divided by the voxel sizes before resampling (``A_vox = S^-1 A_mm S``, ``S = diag(
+    spacing)``). On 1 mm voxels every factor is 1.0 and the result is MONAI's transform bit for bit.
+    """
+    from monai.networks.layers import GaussianFilter
+    from monai.transforms import CenterSpatialCrop
+    from monai.transforms.utils import create_control_grid, create_grid
+    from monai.utils import convert_to_dst_type, fall_back_tuple
+
+    size = tuple(int(s) for s in data.shape[1:])
+    n = len(size)
+    mm = tuple(float(s) for s in spacing)
+
+    def per_axis(grid: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(mm, dtype=grid.dtype, device=grid.device).view(n, *([1] * n))
+
+    if isinstance(xform, Rand3DElastic):
+        xform.randomize(grid_size=size)
+        grid = create_grid(spatial_size=size, spacing=mm, device=data.device, backend="torch")
+        # offsets: uniform noise smoothed with sigma mm (sigma / spacing voxels per axis). Noise of one value per
+        # voxel has more power per mm^3 on small voxels: scaled by 1 / sqrt(voxel volume), the smoothed field (mm)
+        # is the same for any voxel size, as on 1 mm voxels
+        gaussian = GaussianFilter(3, [xform.sigma / s for s in mm], 3.0).to(device=data.device)
+        offset = torch.as_tensor(xform.rand_offset, device=data.device).unsqueeze(0)
+        grid[:3] += gaussian(offset)[0] * (xform.magnitude / float(np.sqrt(np.prod(mm))))
+        grid = xform.rand_affine_grid(grid=grid)  # draws again, as Rand3DElastic.__call__ does
+    elif isinstance(xform, Rand2DElastic):
+        xform.randomize(spatial_size=size)
+        dg = xform.deform_grid
+        dg.spacing = fall_back_tuple(dg.spacing, (1.0,) * n)
+        grid = create_control_grid(size, dg.spacing, device=data.device, backend="torch")  # voxels
+        dg.randomize(grid.shape[1:])  # as RandDeformGrid.__call__
+        grid[:n] *= per_axis(grid)  # control points in mm; their random offsets are mm
+        grid[:n] += convert_to_dst_type(dg.rand_mag * dg.random_offset, grid)[0]
+        grid = xform.rand_affine_grid(grid=grid)  # draws again, as Rand2DElastic.__call__ does
+        grid = torch.nn.functional.interpolate(
+            recompute_scale_factor=True,
+            input=grid.unsqueeze(0),
+            scale_factor=list(dg.spacing),
+            mode="bicubic",
+            align_corners=False,
+        )
+        grid = CenterSpatialCrop(roi_size=size)(grid[0])
+    else:  # RandAffine
+        xform.randomize()
+        grid = create_grid(spatial_size=size, spacing=mm, device=data.device, backend="torch")
+        grid = xform.rand_affine_grid(grid=grid)  # draws again, as RandAffine.__call__ does
+    if isinstance(grid, MetaTensor):
+        grid = grid.as_tensor()
+    grid[:n] /= per_axis(grid)  # mm -> voxels (centred), what the resampler reads
+    out = xform.resampler(data, grid, mode=mode, padding_mode="border")
+    return out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
 
 
 def _seed_transform(xform: Any, seed: int) -> None:
@@ -396,24 +514,32 @@ def deform_labels(
 ) -> MetaTensor:
     """Randomly deform a label map (elastic and/or affine); output values are a subset of the input's.
 
-    Uses MONAI ``Rand2DElastic`` / ``Rand3DElastic`` (which also take the affine ranges) or, without ``elastic``,
-    ``RandAffine``, always with ``mode="nearest"`` (no interpolated label values) and ``padding_mode="border"``
-    (content pulled in from outside repeats the border, so no value the input lacks, e.g. 0, appears).
+    Draws as MONAI ``Rand2DElastic`` / ``Rand3DElastic`` (which also take the affine ranges) or, without ``elastic``,
+    ``RandAffine`` do, but in physical units: angles are radians about the scan's axes, translations and elastic
+    offsets millimetres, elastic smoothing ``sigma`` and control-point ``spacing`` millimetres along each axis, scale
+    a physical factor; the voxel sizes come from the map's affine (lengths of its columns; an array is taken as 1 mm
+    voxels). So a map with 5 mm slices is rotated by the same angle as one with 1 mm slices, not five times as
+    steeply through-plane, and on 1 mm voxels the result is MONAI's voxel-unit transform bit for bit. Sampling is
+    ``mode="nearest"`` (no interpolated label values) with ``padding_mode="border"`` (content pulled in from outside
+    repeats the border, so no value the input lacks, e.g. 0, appears).
     The grid and affine of the output are the input's: the *layout* changes, not the geometry.
 
     Parameters
     ----------
     labels
-        ``(1, X, Y)`` or ``(1, X, Y, Z)`` integer label map (MetaTensor or array).
+        ``(1, X, Y)`` or ``(1, X, Y, Z)`` integer label map (MetaTensor, whose affine gives the voxel sizes, or
+        array, taken as 1 mm voxels).
     seed
         Random seed, a non-negative integer (same seed, same deformation; distinct seeds, distinct deformations:
         one of ``2**32`` or more is mapped through ``numpy.random.SeedSequence``, not reduced modulo ``2**32``).
     elastic
-        ``True`` (default ranges), ``False``, or a dict of MONAI ``Rand2DElastic`` (``spacing``,
-        ``magnitude_range``) / ``Rand3DElastic`` (``sigma_range``, ``magnitude_range``) arguments.
+        ``True`` (default ranges: 2-D, control points every quarter of the image displaced by 1-4 mm; 3-D, noise
+        smoothed with sigma 5-8 mm times 60-120), ``False``, or a dict of MONAI ``Rand2DElastic`` (``spacing``,
+        ``magnitude_range``) / ``Rand3DElastic`` (``sigma_range``, ``magnitude_range``) arguments, read in mm.
     affine
-        ``True`` (rotation ~9 degrees, scale +-8 %, translation +-3 voxels), ``False``, or a dict of MONAI
-        ``rotate_range`` / ``scale_range`` / ``translate_range`` / ``shear_range`` arguments.
+        ``True`` (rotation up to 0.15 rad, 8.6 degrees, about each axis; scale +-8 %; translation +-3 mm),
+        ``False``, or a dict of MONAI ``rotate_range`` (radians) / ``scale_range`` / ``translate_range`` (mm) /
+        ``shear_range`` arguments.
 
     Returns
     -------
@@ -437,22 +563,14 @@ def deform_labels(
     seed = int(seed)
     if seed < 0:  # reduced modulo 2**32 it aliased a positive seed
         raise MedganError(f"seed must be a non-negative integer, got {seed}")
-    el = (dict(_default_elastic(spatial_dims, data.shape[1:])) if elastic is True else dict(elastic)) if elastic else {}
-    af = (dict(_default_affine(spatial_dims)) if affine is True else dict(affine)) if affine else {}
-    common = {"prob": 1.0, "mode": "nearest", "padding_mode": "border"}
-    if el:
-        cls = Rand2DElastic if spatial_dims == 2 else Rand3DElastic
-        xform = cls(**el, **af, **common)
-    elif af:
-        xform = RandAffine(**af, **common)
-    else:
-        xform = None
+    spacing = _voxel_spacing(labels.affine, spatial_dims)
+    el, af = _deformation_ranges(spatial_dims, data.shape[1:], elastic, affine, spacing)
+    xform = _random_transform(spatial_dims, el, af, spacing, "nearest")
     if xform is None:
         out = data.clone()
     else:
         _seed_transform(xform, seed)
-        out = xform(data)
-        out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+        out = _deform(data, xform, spacing, "nearest")
         out = torch.round(out.float())  # nearest sampling already gives input values; round guards float noise
     meta = {k: v for k, v in labels.meta.items() if k not in ("affine", "original_affine", "spacing", "spatial_shape")}
     record = {"seed": seed, "elastic": _jsonable(el), "affine": _jsonable(af)}
