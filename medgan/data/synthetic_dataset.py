@@ -248,10 +248,21 @@ def cache_key(
         record["weights_sha256"] = changed
     if label_dims is None and isinstance(label, MetaTensor):
         label_dims = label.ndim - 1
+    if deform and isinstance(label, MetaTensor) and _off_1mm(label):
+        # deformations of a map whose voxels are not 1 mm are drawn in mm since 2026-12-07 (they were in voxels):
+        # layouts cached before are other layouts. Only then: 1 mm maps deform as before, bit for bit
+        record["deform_units"] = "mm"
     if int(synthesizer.spatial_dims) == 2 and label_dims != 2:
         record["slice_axis"] = _resolve_axis(synthesizer, axis)
     text = json.dumps(record, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _off_1mm(label: MetaTensor) -> bool:
+    """Whether a label map's voxel sizes (:func:`medgan.data.labels._voxel_spacing`) are not all 1 mm."""
+    from medgan.data.labels import _voxel_spacing
+
+    return any(s != 1.0 for s in _voxel_spacing(label.affine, label.ndim - 1))
 
 
 def _check_axis(axis: Any) -> int | None:
