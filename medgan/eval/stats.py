@@ -48,7 +48,9 @@ mean does not exist then (``None``). Only NaN (a metric that could not be comput
     :data:`EXACT_MAX_N`); infinite (every shift is compatible) when n is too small for the test to reject at that
     level. ``hl_ci_method`` says which;
   - the effect size ``dz = mean_diff / sd_diff`` (paired standardized mean difference; NaN when n < 2 or every
-    difference is the same).
+    difference is the same, also up to float64 rounding: an ``sd_diff`` at most :data:`DZ_SD_RTOL` times the
+    magnitude of the values compared counts as 0, since a method that is its baseline scaled or offset gives every
+    scan the same difference but for rounding, and dz was then mean / rounding noise, e.g. 2.3e13).
 
 * :func:`paired_comparisons`: :func:`paired_difference` against each baseline per metric,
   with Holm-adjusted p-values (``p_holm``) over all of its tests, the Bonferroni-adjusted Hodges-Lehmann interval
@@ -86,6 +88,7 @@ __all__ = [
     "HL_CI_METHOD",
     "UNIT",
     "VERDICT_RULE",
+    "DZ_SD_RTOL",
 ]
 
 #: direction of each metric (True: larger is better)
@@ -118,6 +121,11 @@ HL_CI_METHOD = (
     "Hodges-Lehmann interval of the shift (Walsh averages; the inverted Wilcoxon signed-rank test: exact up to "
     f"{EXACT_MAX_N} pairs, else its normal approximation)"
 )
+#: ``sd_diff`` at most this times the largest magnitude of the values compared (and of ``mean_diff``) is float64
+#: rounding, not scan-to-scan spread, and ``dz`` is NaN as for an sd of exactly 0. Metric values are float64 results
+#: of sums over many voxels (rounding some 1e-15 to 1e-12 of their size); differences that agree to 9 digits of the
+#: values are the same difference, and their dz (1e9 or more) would say nothing about the method
+DZ_SD_RTOL = 1e-9
 #: the unit of analysis of the paired tests (settings.statistics.unit of a report)
 UNIT = (
     "the scan: each scan_id is one independent unit of every paired test and interval. Scans of one subject "
@@ -266,7 +274,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
         n is too small for it to reject any (n < 6 at 95%), None when the differences hold both ``+inf`` and
         ``-inf``. The p-value is 1.0 when every difference is zero and None when n < 1. ``dz = mean_diff /
         sd_diff`` is the paired standardized mean difference (Cohen's d_z, an effect size in units of the
-        scan-to-scan spread of the differences, signed like ``mean_diff``); NaN when n < 2 or ``sd_diff`` is 0.
+        scan-to-scan spread of the differences, signed like ``mean_diff``); NaN when n < 2 or ``sd_diff`` is 0,
+        which includes an ``sd_diff`` of float64 rounding only: at most :data:`DZ_SD_RTOL` times the largest
+        ``|a|``, ``|b|`` or ``|mean_diff|`` (``sd_diff`` itself is reported as computed).
 
     Examples
     --------
@@ -314,7 +324,12 @@ def _paired_difference(a: Sequence[float], b: Sequence[float], confidence: float
         mean, sd = float(d.mean()), float(d.std(ddof=1))
         half = float(stats.t.ppf(1 - (1 - confidence) / 2, n - 1)) * sd / math.sqrt(n)
         out["ci_low"], out["ci_high"] = mean - half, mean + half
-        if sd > 0:
+        # every difference the same up to rounding (a method that is its baseline scaled or offset): the sd is
+        # rounding noise of the values, a few ulps, and mean / sd was an astronomically large dz (2.3e13 for PSNR)
+        # (the finite values only: two perfect scans, inf and inf, give a difference of 0 and no scale)
+        values = np.abs(np.concatenate([x, y]))
+        scale = max(abs(mean), float(values[np.isfinite(values)].max(initial=0.0)))
+        if sd > DZ_SD_RTOL * scale:
             out["dz"] = mean / sd
     if n >= 1:
         if np.all(d == 0):
