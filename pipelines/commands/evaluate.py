@@ -200,12 +200,26 @@ def _score_and_report(args: argparse.Namespace, out: Path) -> int:
     if 0 < psnr["n"] < n_scans:
         failed = f", {psnr['n_failed']} failed" if psnr.get("n_failed") else ""
         mean_psnr += f" (n={psnr['n']}{failed}: see the report's notes)"
-    print(
+    line = (
         f"evaluated {n_scans} scan(s), method {ev.method}"
         + (f" and baselines {', '.join(ev.baselines)}" if ev.baselines else " (no baselines: no --lr)")
         + f"; mean masked PSNR {mean_psnr}{_gain_over_cubic(ev, n_scans)}; report: {paths['report.html']}"
     )
+    print(_terminal_text(line))
     return 0
+
+
+def _terminal_text(text: str) -> str:
+    """``text`` as stdout can encode it: a character it cannot (a lone surrogate) as its escape (``\\udcff``).
+
+    A ``--method`` or ``--out`` that is not valid UTF-8 reaches Python with each bad byte as a lone surrogate
+    (``b"SR\\xff"`` -> ``"SR\\udcff"``). Printed as it was, it went to stdout as the raw byte (invalid UTF-8 under
+    Python's ``surrogateescape``) or raised ``UnicodeEncodeError`` on a strict stdout after the report was written.
+    Escaped, the line shows what the report files show (:func:`medgan.io.atomic.utf8_bytes`: the same text on a
+    UTF-8 stdout).
+    """
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def _gain_over_cubic(ev: Any, n_scans: int) -> str:
