@@ -17,7 +17,8 @@ without a bump). 2.0: ``paired`` ``ci_low`` / ``ci_high`` are a Student t interv
 new ``ci_method``), ``settings.statistics.n_resamples`` / ``seed`` removed; added ``p_holm`` (verdicts use it),
 ``wilcoxon_method``, ``settings.statistics.ci_method`` / ``correction`` / ``test_method`` and
 ``settings.software``. 2.1: row columns ``model`` / ``model_sha256`` (the prediction's model, empty for baselines
-and when unknown; ``settings.provenance`` is de-duplicated and did not say which scan came from which model). 2.2: ``paired`` ``dz`` (mean difference / sd of the differences; ``null`` when n < 2 or the sd is 0). 2.3:
+and when unknown; ``settings.provenance`` is de-duplicated and did not say which scan came from which model). 2.2: ``paired`` ``dz`` (mean difference / sd of the differences; ``null`` when n < 2 or the sd is 0, or float64 rounding only:
+:data:`medgan.eval.stats.DZ_SD_RTOL`). 2.3:
 ``summary`` / ``breakdown`` ``n_inf``; infinite metric values (a perfect scan's PSNR) are kept in ``summary`` and
 ``paired`` (were dropped as missing, which removed a method's best scans): ``n`` counts them, ``mean`` is then
 ``"inf"``, ``sd`` and the paired t fields ``null`` (:mod:`medgan.eval.stats`); only NaN is left out. 2.4: row column
