@@ -242,12 +242,13 @@ def _in_dicom_reader_layout(meta: dict[str, Any], affine: np.ndarray) -> bool:
 def _slice_axis_by_spacing(spacing: Sequence[float]) -> int | None:
     """The axis a 3-D scan's slices run along, read off its voxel sizes, or ``None`` for near-isotropic voxels.
 
-    The odd one out: the axis whose voxel size differs by more than :data:`_SLICE_AXIS_TOLERANCE` from both others
-    while those two agree (square pixels), whichever way it differs. Slices thinner than their pixels are common
-    (a coronal 1.042 x 1.042 mm series with 0.6 mm slices, reoriented to RAS: 1.042 x 0.6 x 1.042 mm), and the
-    coarsest axis, the rule before 2026-12-07, then named an in-plane axis. When all three differ (non-square
-    pixels, e.g. 6.4 x 4.0 x 0.5 mm) the coarsest axis is taken; ``None`` when no axis stands out (all three agree,
-    or a chain such as 1.0 x 1.08 x 1.17 mm whose neighbours agree).
+    The odd one out: the axis whose voxel size differs from both others while those two agree within
+    :data:`_SLICE_AXIS_TOLERANCE` (square pixels), thicker by more than that tolerance (10 %) or thinner by more than
+    twice it (the others over 1.2 times its size: 0.8 x 1 x 1 mm names axis 0, 0.85 x 1 x 1 mm none). Slices thinner
+    than their pixels are common (a coronal 1.042 x 1.042 mm series with 0.6 mm slices, reoriented to RAS: 1.042 x
+    0.6 x 1.042 mm), and the coarsest axis, the rule before 2026-12-07, then named an in-plane axis. When all three
+    differ (non-square pixels, e.g. 6.4 x 4.0 x 0.5 mm) the coarsest axis is taken; ``None`` when no axis stands out
+    (all three agree, or a chain such as 1.0 x 1.08 x 1.17 mm whose neighbours agree).
     """
     sizes = [float(v) for v in spacing]
 
@@ -1104,12 +1105,13 @@ class SuperResolver:
             slices along the remaining axis are batched. Without ``axes=``, a scan whose slices run along axis 0
             or 1 is refused (the model would thin its slice spacing and an axis inside its slices, e.g. 4 x 1 x 1
             mm -> 2 x 0.5 x 1 mm); pass the axes inside its slices (e.g. ``axes=(1, 2)``), or ``axes=(0, 1)`` to
-            upsample those as they stand. The slice axis is read off the voxel sizes: the one whose size differs by
-            more than 10 % from both others while those two agree, thicker or thinner (1.042 x 0.6 x 1.042 mm:
-            axis 1); the coarsest when all three differ. Near-isotropic voxels (all within 10 %) are accepted as
-            they stand, axis 2 taken as the slice axis, also of a 1 mm sagittal series reoriented to RAS or
-            converted by dcm2niix, whose images' normal is axis 0 (nothing records the acquisition's slice
-            direction through a reorientation; pass ``axes=`` for it). A scan read from DICOM is not
+            upsample those as they stand. The slice axis is read off the voxel sizes: the one whose size differs
+            from both others while those two agree (within 10 %), thicker by more than 10 % or thinner by more than
+            20 % (the others over 1.2 times its size: 1.042 x 0.6 x 1.042 mm: axis 1; 0.8 x 1 x 1 mm: axis 0; 0.85 x
+            1 x 1 mm: none); the coarsest when all three differ. Near-isotropic voxels (no axis standing out so)
+            are accepted as they stand, axis 2 taken as the slice axis, also of a 1 mm sagittal series reoriented
+            to RAS or converted by dcm2niix, whose images' normal is axis 0 (nothing records the acquisition's
+            slice direction through a reorientation; pass ``axes=`` for it). A scan read from DICOM is not
             refused while it keeps the reader's layout (images in axes 0 and 1, stacked along axis 2; its voxel
             sizes still the reader's ``meta["spacing"]`` and no ``meta["degradation"]``): after MONAI's
             ``Orientation`` moved its axes, or :func:`medgan.degrade`, it is checked as any other scan. A 3-D model
