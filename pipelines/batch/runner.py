@@ -79,14 +79,16 @@ LOCK_NAME = ".medgan-batch.lock"
 _LEFTOVERS_SHOWN = 3
 
 
-def summary_line(result: BatchResult, *, redo_option: str = "--force") -> str:
+def summary_line(result: BatchResult, *, redo_option: str | None = None) -> str:
     """The one-line summary of a run (:func:`pipelines.batch.summary.summary_line`): its log's last line ends with
-    it, and ``medgan batch`` / ``medgan run`` / ``medgan upscale`` on a tree print it."""
+    it, and ``medgan batch`` / ``medgan run`` / ``medgan upscale`` on a tree print it. ``redo_option`` (the option
+    that redoes skipped scans) defaults to the run's own, :attr:`BatchResult.redo_option`, so that the printed line
+    and the log's say the same."""
     return _summary_line(
         result.rows,
         result.manifest.with_name(MANIFEST_CSV),  # the table of this run's rows, not manifest.jsonl
         report=result.report.get("report.html"),
-        redo_option=redo_option,
+        redo_option=result.redo_option if redo_option is None else redo_option,
     )
 
 
@@ -106,6 +108,9 @@ class BatchResult:
         Path of ``manifest.jsonl``.
     report
         ``evaluate``: output name -> path of the evaluation report files.
+    redo_option
+        The option of the command that ran that redoes scans already done, as :func:`summary_line` names it:
+        ``"--force"`` (``medgan batch``), ``"--overwrite"`` (``medgan upscale`` on a folder tree).
     """
 
     exit_code: int
@@ -113,6 +118,7 @@ class BatchResult:
     rows: list[dict[str, Any]]
     manifest: Path
     report: dict[str, Path] = field(default_factory=dict)
+    redo_option: str = "--force"
 
 
 # --------------------------------------------------------------------------- housekeeping
@@ -585,6 +591,7 @@ def _execute(
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
     earlier_settings: Sequence[dict[str, Any]] = (),
     notes: Sequence[str] = (),
+    redo_option: str = "--force",
 ) -> BatchResult:
     """Record unusable and already done scans, run the others, write ``manifest.csv``; see the module docstring.
 
@@ -597,6 +604,9 @@ def _execute(
 
     ``bar``: the progress bar only, never the log lines (those go with ``quiet``): ``True`` draws it even when stderr
     is not a terminal, ``False`` never, ``None`` when stderr is a terminal (:class:`Progress`).
+
+    ``redo_option``: the calling command's option that redoes scans already done, named in the summary line (the
+    log's last line and, through :attr:`BatchResult.redo_option`, the line the command prints).
     """
     key = settings_key(settings)
     earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
@@ -707,6 +717,7 @@ def _execute(
             counts=counts,
             rows=ordered,
             manifest=out_root / MANIFEST_JSONL,
+            redo_option=redo_option,
         )
         if finalize is not None:
             try:
@@ -717,7 +728,7 @@ def _execute(
                     f"{where}: cannot write the report ({os_error_reason(exc)}); a rerun writes it again"
                 ) from None
         # the line the commands print (summary_line): the log's last line ends with it
-        log.info("medgan batch %s finished: %s", job, summary_line(result))
+        log.info("medgan batch %s finished: %s", job, summary_line(result))  # result.redo_option, the caller's
         return result
 
 
@@ -1001,6 +1012,7 @@ def run_upscale(
     precision: str = "auto",
     axes: Sequence[int] | None = None,
     bar: bool | None = None,
+    redo_option: str = "--force",
 ) -> BatchResult:
     """Upscale every scan under ``in_root`` into ``out_root`` (mirroring the tree), with resume and a manifest.
 
@@ -1047,6 +1059,10 @@ def run_upscale(
     bar
         The progress bar alone, apart from the log lines (``quiet``): ``True`` draws it even when stderr is not a
         terminal, ``False`` never; ``None`` (the default): when stderr is a terminal.
+    redo_option
+        The calling command's option that redoes scans already done (``force``), named in the summary line of the
+        log and of the result (:func:`summary_line`): ``"--force"`` for ``medgan batch upscale``, ``"--overwrite"``
+        for ``medgan upscale`` on a folder tree.
 
     Returns
     -------
@@ -1118,6 +1134,7 @@ def run_upscale(
         row_extra=lambda task: extra,
         warm=jobs.warm_upscale,
         notes=notes,
+        redo_option=redo_option,
     )
 
 
@@ -1243,6 +1260,7 @@ def _run_model_job(
     row_extra: Callable[[Task], dict[str, Any]] | None = None,
     warm: Callable[[Any], Any] | None = None,
     notes: Sequence[str] = (),
+    redo_option: str = "--force",
 ) -> BatchResult:
     with _dask_client(scheduler) as client:
         _make_out_root(out_root)
@@ -1266,6 +1284,7 @@ def _run_model_job(
             bar=bar,
             row_extra=row_extra,
             notes=notes,
+            redo_option=redo_option,
         )
 
 

@@ -241,13 +241,15 @@ def run(args: argparse.Namespace) -> int:
                     windows=args.windows,
                     precision=args.precision,
                     axes=args.axes,
+                    # named in the summary line, printed below and written to OUT/medgan.log: --force is no option here
+                    redo_option="--overwrite",
                 )
             from pipelines.batch.runner import summary_line
             from pipelines.commands._outputs import terminal_text
 
             # always: an all-skipped run looked like a success. It names failed scans by the file names found in
             # the tree: escaped, as medgan info's table (pipelines.commands._outputs.terminal_text)
-            print(terminal_text(summary_line(result, redo_option="--overwrite"), sys.stdout))
+            print(terminal_text(summary_line(result), sys.stdout))  # the redo option the run was given, as logged
             return result.exit_code
     if not adapt_steps and (adapt_lr is not None or adapt_seed is not None):  # they would be ignored silently
         given = ", ".join(n for n, v in (("--adapt-lr", adapt_lr), ("--adapt-seed", adapt_seed)) if v is not None)
