@@ -23,6 +23,20 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
+usage="usage: bash benchmarks/gpu_run.sh [sr|train|all] [OUTDIR]"
+# before nvidia-smi, the wheel install and OUTDIR: a mistyped mode ("SR", "--help") ran nothing and still said done
+case "$what" in
+  sr | train | all) ;;
+  -h | --help)
+    echo "$usage"
+    exit 0
+    ;;
+  *)
+    echo "gpu_run.sh: unknown mode '$what'" >&2
+    echo "$usage" >&2
+    exit 2
+    ;;
+esac
 out=${2:-${OUT:-/tmp/medgan-gpu}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
