@@ -90,7 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Run a job over every scan of a folder tree, with a manifest (OUT_ROOT/manifest.jsonl and .csv), "
             "resume (a rerun skips scans already done), error isolation (a bad scan is a manifest row, the run "
             "goes on), local worker processes or a Dask cluster. Exit status: 0 all done, 1 nothing run, "
-            "2 usage error, 3 some scans failed or were unusable."
+            "2 usage error, 3 some scans failed or were unusable, 130 stopped by Ctrl-C or SIGTERM (a rerun resumes)."
         ),
     )
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
