@@ -6,8 +6,8 @@
    the input's. The order is observed without timing: given a corrupt checkpoint, the input's error is the one
    reported. FAILS on the old code (it reported the checkpoint).
 2. A broken symbolic link named without a file suffix (``IM0001`` into a PACS store not mounted) was left out of
-   discovery without a word where no scan sat beside it: ``medgan batch`` wrote no row for it and finished as if the
-   tree held nothing more. Linked to a target named like a slice (``IM0004`` to ``.../004.dcm``), it did not even
+   discovery without a word where no scan sat beside it (a folder holding nothing but such links): ``medgan batch``
+   wrote no row for it and finished as if the tree held nothing more. Linked to a target named like a slice (``IM0004`` to ``.../004.dcm``), it did not even
    block the series it is a slice of, which loaded one slice short. FAILS on the old code.
 3. ``medgan evaluate --method`` with a byte that is not UTF-8 (a lone surrogate in Python) crashed in matplotlib's
    text layout when the report's figures were drawn (``TypeError`` from ``FT2Font.set_text``), after every scan was
@@ -118,11 +118,14 @@ def test_upscale_still_refuses_a_corrupt_model_for_a_usable_scan(
 
 
 def test_a_lone_broken_link_without_suffix_gets_an_unusable_row(tmp_path: Path) -> None:
-    """At the top of the tree, beside no scan: listed and given a manifest row naming its target (was: nothing)."""
+    """Alone in its folder, beside no scan: listed and given a manifest row naming its target (was: nothing). Not
+    at the top of the tree beside ``series/``: a link there named and aimed without a scan file suffix is taken for
+    a link to a folder (FreeSurfer's ``fsaverage`` beside the subject folders; tests/test_discover_links2_28.py)."""
     src = tmp_path / "in"
     shutil.copytree(HITACHI, src / "series")
     target = f"{MISSING_STORE}/IM0001"
-    (src / "IM0001").symlink_to(target)
+    (src / "pacs").mkdir()
+    (src / "pacs" / "IM0001").symlink_to(target)
 
     refs = {r.paths[0].name: r for r in medgan.discover_scans(src)}
     link = refs["IM0001"]
@@ -132,7 +135,7 @@ def test_a_lone_broken_link_without_suffix_gets_an_unusable_row(tmp_path: Path) 
     out, sr = tmp_path / "out", save_tiny_sr(tmp_path / "sr.safetensors")
     assert main(["batch", "upscale", str(src), str(out), "--model", str(sr), "--quiet"]) == 3
     rows = {r["input"]: r for r in read_rows(out / "manifest.jsonl")}
-    assert rows["IM0001"]["status"] == "unusable" and target in rows["IM0001"]["error"], rows
+    assert rows["pacs/IM0001"]["status"] == "unusable" and target in rows["pacs/IM0001"]["error"], rows
     assert rows["series"]["status"] == "done"
 
 

@@ -39,11 +39,13 @@ Policy for files that are not scans:
   a warning: one with a DICOM, numeric or NIfTI suffix is an unusable ScanRef naming its target, and a DICOM one
   makes every series in its folder unusable; one with another name (it may have led to a folder) makes unusable each
   multi-file series in its folder whose files share its kind of suffix (a slice ``IM0004`` among ``IM0001`` ...
-  ``IM0003``), or every series there when its target is named like a DICOM file (``IM0004`` to
-  ``/mnt/pacs/004.dcm``), each naming it in its reason; it is listed as an unusable ScanRef naming its target, as a
-  file of that name that cannot be read is, only when no scan was found in its folder (a lone link, a folder whose
-  slices are all links into a store not mounted): beside scans of other names it is taken for a link to a folder
-  (an output folder not made yet) and blocks nothing.
+  ``IM0003``), or every series there when its target has a DICOM suffix (``IM0004`` to ``/mnt/pacs/004.dcm``; an
+  all-digit one does not count: a series folder is often named by its UID, ``/mnt/pacs/1.3.12.2.1107.5.2.32.35162``),
+  each naming it in its reason. It is listed as an unusable ScanRef naming its target, as a file of that name that
+  cannot be read is, only where no scan was found in its folder and either its target has a DICOM or NIfTI suffix
+  or its folder holds nothing but broken links (a lone ``IM0001`` into a store not mounted, a series folder whose
+  slices are all such links). Otherwise it is taken for a link to a folder (an output folder not made yet,
+  FreeSurfer's ``fsaverage`` beside the subject folders) and, beside scans of other names, blocks nothing.
 
 Symbolic links to folders are followed, but every folder is visited at most once (by device
 and inode), so link loops end; a file reached twice through links is read once.
@@ -1280,18 +1282,32 @@ def _unseen_ref(path: Path, why: str, is_folder: bool, root: Path, named: Path |
 
 def _link_name(path: Path, target: str) -> Path:
     """The name that says what the broken link ``path`` to ``target`` was: its own when it has a scan file suffix, else
-    its target's when that has one (``IM0004`` to ``/mnt/pacs/004.dcm`` is a DICOM slice, not maybe a folder), else
-    its own."""
+    its target's when that names a scan file (``IM0004`` to ``/mnt/pacs/004.dcm`` is a DICOM slice, not maybe a
+    folder), else its own."""
     if _has_file_suffix(path):
         return path
     named = Path(target)
-    return named if _has_file_suffix(named) else path
+    return named if _names_scan_file(named) else path
 
 
-def _is_dicom_name(path: Path) -> bool:
-    """Whether the name is a DICOM file's: a DICOM or an all-digit suffix."""
-    suffix = path.suffix.lower()
-    return suffix in DICOM_SUFFIXES or suffix[1:].isdigit()
+def _names_scan_file(target: Path) -> bool:
+    """Whether a broken link's target is named like a scan file: a DICOM, ``.hdr`` or NIfTI suffix. Not an all-digit
+    one, which a link's own name may take for a slice (``IM.4``): a target is often a series folder named by its UID
+    (``/mnt/pacs/1.3.12.2.1107.5.2.32.35162``), and taken for a slice it blocked every series beside the link."""
+    suffix = target.suffix.lower()
+    return suffix in DICOM_SUFFIXES or suffix == ".hdr" or is_nifti_path(target)
+
+
+def _holds_only_links(folder: Path, dangling: Mapping[Path, str]) -> bool:
+    """Whether every entry of ``folder`` but hidden ones is a broken symbolic link (so: no subfolder, no other file),
+    as in a series folder whose slices all lead into a store not mounted. Listed anew: only the few folders holding a
+    broken link without a scan file name and no scan are asked. A folder that cannot be listed any more says True:
+    the link is then reported rather than left out without a word."""
+    try:
+        with os.scandir(folder) as it:
+            return all(Path(e.path) in dangling for e in it if not e.name.startswith("."))
+    except OSError:
+        return True
 
 
 def _unreadable_ref(path: Path, root: Path, reason: str, ds: Any = None) -> ScanRef:
@@ -1399,10 +1415,11 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
     for path, why, is_folder in unseen:
         if path in dangling and not _has_file_suffix(path):
             # a link to a folder that is not there looks the same as one to a slice named without a suffix: as an
-            # empty file, it blocks a series of slices named like it in its folder, or, when its target is named like
-            # a DICOM slice (IM0004 to /mnt/pacs/004.dcm), every series there, as a DICOM-named link does; it is
-            # listed as a scan of its own only where no scan is found in its folder (below)
-            if _is_dicom_name(_link_name(path, dangling[path])):
+            # empty file, it blocks a series of slices named like it in its folder, or, when its target has a DICOM
+            # suffix (IM0004 to /mnt/pacs/004.dcm), every series there, as a DICOM-named link does (a target named
+            # by a UID, /mnt/pacs/1.3.12.2.1107.5.2.32.35162, is a series folder: no); it is listed as a scan of
+            # its own only where no scan is found in its folder (below)
+            if _link_name(path, dangling[path]).suffix.lower() in DICOM_SUFFIXES:
                 unopened.setdefault(path.parent, []).append(path)
             else:
                 unread.setdefault(path.parent, []).append(path)
@@ -1473,13 +1490,23 @@ def _discover(root: str | os.PathLike[str]) -> list[ScanRef]:
     # mounted, a series folder whose slices are all such links), was left out without a word: a batch over the tree
     # finished "all done" and wrote no row for it. Listed as a file of that name that cannot be read is (a
     # suffix-less name looks like DICOM). Beside scans it is not: there a series named like it lists it in its reason
-    # (above), and a link beside a series of other names is taken for a link to a folder not made yet.
+    # (above), and a link beside a series of other names is taken for a link to a folder not made yet. Nor is one
+    # whose target names no scan file in a folder holding anything but broken links: FreeSurfer's SUBJECTS_DIR holds
+    # fsaverage -> /usr/local/freesurfer/subjects/fsaverage beside the subject folders, and listing it made every
+    # batch over such a tree end "unusable" (exit 3) for a link to a folder.
     held = {p.parent for ref in refs if ref.kind != "folder" for p in ref.paths}  # a folder ref is no scan beside it
+    only_links: dict[Path, bool] = {}  # folder -> whether it holds nothing but broken links
     for path, why in bare:
-        if path.parent not in held:
-            ref = _unseen_ref(path, why, False, base, _link_name(path, dangling[path]))  # a link to t1.nii.gz: nifti
-            if ref is not None:
-                refs.append(ref)
+        if path.parent in held:
+            continue
+        if not _names_scan_file(Path(dangling[path])):
+            if path.parent not in only_links:
+                only_links[path.parent] = _holds_only_links(path.parent, dangling)
+            if not only_links[path.parent]:
+                continue  # the walk warned about it; taken for a link to a folder
+        ref = _unseen_ref(path, why, False, base, _link_name(path, dangling[path]))  # a link to t1.nii.gz: nifti
+        if ref is not None:
+            refs.append(ref)
 
     refs.sort(key=lambda r: (str(r.paths[0]), r.id))
     return _unique_ids(refs)
