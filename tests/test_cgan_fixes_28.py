@@ -2,8 +2,8 @@
 
 1. ``--class N`` means the same in ``medgan synthesize`` and ``medgan batch synthesize``: a class named ``N`` first,
    else index ``N`` (the single command turned digits into an index, the batch one read a name).
-2. ``SyntheticAugmentedDataset(seed=...)`` reseeds a random ``transform`` per item: reproducible across runs and
-   DataLoader worker counts.
+2. ``SyntheticAugmentedDataset(seed=...)`` reseeds a random ``transform`` per item once ``set_epoch`` is called:
+   reproducible across runs and DataLoader worker counts.
 3. train-cgan records its training spacing, and ``Synthesizer.generate`` warns about a label map far from it (the
    shipped model: 1 mm MNI).
 """
@@ -105,7 +105,9 @@ def mni_slices():
 
 def _crop_dataset(pairs) -> SyntheticAugmentedDataset:
     crop = RandSpatialCropd(["image", "label"], roi_size=(64, 64), random_size=False)
-    return SyntheticAugmentedDataset(pairs, ratio=0.0, seed=0, transform=crop)
+    ds = SyntheticAugmentedDataset(pairs, ratio=0.0, seed=0, transform=crop)
+    ds.set_epoch(0)  # the transform is reseeded per item only once set_epoch is called (tests/test_cgan_fixes2_28.py)
+    return ds
 
 
 def test_random_transform_is_reproducible_under_the_seed(mni_slices):

@@ -4,15 +4,20 @@
 "index"}`` dicts. Real slots return the given real pairs; synthetic slots deform a real label map
 (:func:`medgan.data.labels.deform_labels`) and generate its image with a :class:`medgan.infer.synthesis.Synthesizer`
 on the fly, or read pre-generated pairs from a cache folder (:func:`write_synthetic_cache`). Which slot is which,
-which real map a synthetic slot deforms, and every seed are pure functions of ``(seed, epoch, index)``, and so are the
-draws of a random ``transform`` (MONAI's random crops, flips, ...: reseeded before each item, see
-:class:`SyntheticAugmentedDataset`): the dataset is deterministic under a seed, in any number of DataLoader worker
-processes. Labels (deformed maps included) and real items
-are bit-identical whatever the number of workers; a synthetic image is bit-identical for the same number of torch
-threads, and across thread counts (a DataLoader worker runs torch on one thread, the main process on several) the
-same within float32 rounding: the generator's reductions are summed in another order, differences of about 1e-4 on
-a 0-255 scale (see :meth:`Synthesizer.generate`). So a write-through ``cache_dir`` filled by workers and one filled
-by the main process can differ in those last bits.
+which real map a synthetic slot deforms, and every seed are pure functions of ``(seed, epoch, index)``. So are the
+draws of a random ``transform`` (MONAI's random crops, flips, ...) once :meth:`SyntheticAugmentedDataset.set_epoch`
+has been called: from then on the transform is reseeded before each item from ``(seed, epoch, index)``, so with
+``set_epoch`` called every epoch the dataset is deterministic under a seed, in any number of DataLoader worker
+processes. Without ``set_epoch`` a random transform draws from its own random stream, as in a plain MONAI
+``Dataset``: other crops every epoch, reproducible with ``monai.utils.set_determinism`` (called before the dataset
+is made) in a single process; with worker processes, ``monai.data.DataLoader`` reseeds each worker every epoch and
+the draws depend on the number of workers, while a plain ``torch.utils.data.DataLoader``'s non-persistent workers
+start each epoch from the main process's transform state and repeat the same draws every epoch. Labels (deformed
+maps included) and real items are bit-identical whatever the number of workers; a synthetic image is bit-identical
+for the same number of torch threads, and across thread counts (a DataLoader worker runs torch on one thread, the
+main process on several) the same within float32 rounding: the generator's reductions are summed in another order,
+differences of about 1e-4 on a 0-255 scale (see :meth:`Synthesizer.generate`). So a write-through ``cache_dir``
+filled by workers and one filled by the main process can differ in those last bits.
 
 A real pair may carry its own ``"condition"`` (e.g. the slice position of a 2-D slice for a slice-conditioned model),
 used for the synthetic items that deform its label map, over the dataset-wide one.
@@ -259,7 +264,8 @@ def cache_key(
 
 
 def _off_1mm(label: MetaTensor) -> bool:
-    """Whether a label map's voxel sizes (:func:`medgan.data.labels._voxel_spacing`) are not all 1 mm."""
+    """Whether a label map's voxel sizes (:func:`medgan.data.labels._voxel_spacing`, rounded to 1e-6 mm) are not all
+    1 mm. A float32 header's 1.0000003597 mm is 1 mm there, so such a map deforms as before and keeps its key."""
     from medgan.data.labels import _voxel_spacing
 
     return any(s != 1.0 for s in _voxel_spacing(label.affine, label.ndim - 1))
@@ -695,14 +701,23 @@ class SyntheticAugmentedDataset(Dataset):
         slice by slice (``None``: the axis its checkpoint was trained along, ``training_data["slice_axis"]``, else
         2). 0, 1, 2 or ``None``; unused on 2-D maps and by 3-D synthesizers.
     transform
-        MONAI (dictionary) transform applied to each item, e.g. normalisation and random crops. Before each item its
-        random draws are reseeded from ``(seed, epoch, index)`` (``set_random_state``; MONAI's ``Compose``, which
-        :class:`monai.data.Dataset` wraps every transform in, reseeds each random transform in it), so item ``i``
-        of an epoch gets the same crop in any run and in any DataLoader worker process, and other items and epochs
-        other ones. The transform object is shared by whatever reads items in one process: threads reading items
-        at once (``monai.data.ThreadDataLoader(..., use_thread_workers=True)``, a thread pool) reseed and draw
-        from it in turn with no lock, so their random draws are not reproducible; use worker processes
-        (``DataLoader(num_workers=N)``, a plain ``ThreadDataLoader``) for reproducible items.
+        MONAI (dictionary) transform applied to each item, e.g. normalisation and random crops. Once
+        :meth:`set_epoch` has been called (in this process or, for a DataLoader worker, in the main one), its random
+        draws are reseeded before each item from ``(seed, epoch, index)`` (``set_random_state``; MONAI's
+        ``Compose``, which :class:`monai.data.Dataset` wraps every transform in, reseeds each random transform in
+        it): with ``set_epoch`` called every epoch, item ``i`` of an epoch gets the same crop in any run and in any
+        number of DataLoader worker processes, and other items and epochs other ones. Reads within one epoch repeat
+        its draws, so call it every epoch, not once: a training loop that calls ``set_epoch(0)`` only before the
+        first epoch gets the first epoch's crops and flips in every epoch. Until ``set_epoch`` is called the
+        transform draws from its own random stream, as in a plain MONAI ``Dataset``: other draws every time an item
+        is read (so every epoch), reproducible with ``monai.utils.set_determinism(seed)`` called before the dataset
+        is made, in a single process (worker processes draw by the order items reach them: ``monai.data.DataLoader``
+        reseeds each worker every epoch, while a plain ``torch.utils.data.DataLoader``'s non-persistent workers start
+        each epoch from the main process's transform state and repeat its draws). The transform object is shared by
+        whatever reads items in one process: threads reading items at once (``monai.data.ThreadDataLoader(...,
+        use_thread_workers=True)``, a thread pool) reseed and draw from it in turn with no lock, so their random
+        draws are not reproducible; use worker processes (``DataLoader(num_workers=N)``, a plain
+        ``ThreadDataLoader``) for reproducible items.
 
     Notes
     -----
@@ -724,9 +739,10 @@ class SyntheticAugmentedDataset(Dataset):
     ``monai.data.decollate_batch`` hands each item back exactly its own record (nested dicts as dicts, a real item
     without the synthetic items' keys, so its saved sidecar is a real scan's). :attr:`conditions` lists the
     condition each real pair's synthetic items are generated with (the merge; ``None`` for none). Call
-    :meth:`set_epoch` to draw new synthetic pairs each epoch (the slot layout stays). The epoch lives in shared memory, so it reaches DataLoader worker processes too, persistent ones
-    included (``persistent_workers=True``), with the ``fork`` and ``spawn`` start methods; call it before iterating
-    the loader for that epoch.
+    :meth:`set_epoch` at the start of every epoch to draw new synthetic pairs (the slot layout stays) and
+    reproducible random ``transform`` draws (see ``transform``). The epoch lives in shared memory, so it reaches
+    DataLoader worker processes too, persistent ones included (``persistent_workers=True``), with the ``fork`` and
+    ``spawn`` start methods; call it before iterating the loader for that epoch.
 
     A MONAI training loop on 2-D slices of the MNI template shipped in ``sample_data/``::
 
@@ -837,8 +853,9 @@ class SyntheticAugmentedDataset(Dataset):
         self.seed = int(seed)
         if self.seed < 0:  # NumPy's seeding refuses it with a bare ValueError
             raise MedganError(f"seed must be a non-negative integer, got {seed!r}")
-        # shared memory: DataLoader workers (persistent ones too) see set_epoch of the main process
-        self._epoch = multiprocessing.Value("q", 0, lock=False)
+        # shared memory: DataLoader workers (persistent ones too) see set_epoch of the main process, and whether it
+        # was called (_EPOCH_UNSET until then: the epoch is 0, and random transforms keep their own random stream)
+        self._epoch = multiprocessing.Value("q", _EPOCH_UNSET, lock=False)
         self.synthesizer = synthesizer
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.deform = bool(deform)
@@ -922,17 +939,19 @@ class SyntheticAugmentedDataset(Dataset):
 
     @property
     def epoch(self) -> int:
-        """The current epoch (see :meth:`set_epoch`)."""
-        return int(self._epoch.value)
+        """The current epoch (see :meth:`set_epoch`; 0 until it is called). Setting it calls :meth:`set_epoch`."""
+        return max(int(self._epoch.value), 0)
 
     @epoch.setter
     def epoch(self, value: int) -> None:
-        self._epoch.value = int(value)
+        self.set_epoch(value)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw different synthetic pairs (deformations and noise) for this epoch; the real/synthetic layout stays.
 
-        Works with DataLoader workers, persistent or not: the epoch is in memory shared with them.
+        Works with DataLoader workers, persistent or not: the epoch is in memory shared with them. From the first
+        call on, a random ``transform`` is reseeded before each item from ``(seed, epoch, index)`` (see the class's
+        ``transform``): call it at the start of every epoch, or every epoch repeats the draws of the epoch set.
 
         New draws need a synthesizer (with a write-through ``cache_dir``, epochs after 0 are generated, not cached).
         A cache-only dataset (``synthesizer=None``) serves fixed files: an epoch only moves its synthetic slots on to
@@ -943,7 +962,7 @@ class SyntheticAugmentedDataset(Dataset):
         """
         if int(epoch) < 0:  # it seeds NumPy, which refuses it (in a DataLoader worker, with a bare ValueError)
             raise MedganError(f"epoch must be a non-negative integer, got {epoch!r}")
-        self.epoch = int(epoch)
+        self._epoch.value = int(epoch)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -1099,7 +1118,9 @@ class SyntheticAugmentedDataset(Dataset):
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         index %= self.length
-        epoch = self.epoch  # read once: the item's pair and its transform's draws belong to one epoch
+        # read once: the item's pair and its transform's draws belong to one epoch; negative: set_epoch never called
+        shared_epoch = int(self._epoch.value)
+        epoch = max(shared_epoch, 0)
         synthetic = bool(self.is_synthetic[index])
         rank = int(self._rank[index])
         located = True  # both sides carry their own affine (two plain arrays share the identity one: not compared)
@@ -1136,8 +1157,16 @@ class SyntheticAugmentedDataset(Dataset):
         }
         if self.transform is None:
             return item
-        _reseed(self.transform, _item_seed(self.seed, epoch, index, _TRANSFORM_STREAM))
+        # only once set_epoch was called: a loop that never calls it (e.g. over a cache-only dataset, where it draws
+        # no new pairs) got one crop and flip per item in every epoch; without it the transform's own stream draws
+        if shared_epoch != _EPOCH_UNSET:
+            _reseed(self.transform, _item_seed(self.seed, epoch, index, _TRANSFORM_STREAM))
         return apply_transform(self.transform, item)
+
+
+#: the shared epoch of a dataset whose :meth:`SyntheticAugmentedDataset.set_epoch` was never called (it refuses
+#: negative epochs, so this is no epoch): items are epoch 0's, and random transforms are not reseeded
+_EPOCH_UNSET = -1
 
 
 #: last part of the seed of an item's transform draws (:func:`_item_seed`): a stream of its own, apart from the
@@ -1153,6 +1182,7 @@ def _reseed(transform: Any, seed: int) -> None:
     the transform, seeded alike) drew crops by the order their items reached them. A
     :class:`monai.transforms.Compose` (what :class:`monai.data.Dataset` wraps a transform in) reseeds each random
     transform in it from its own state; any other object with ``set_random_state`` is reseeded as MONAI's are.
+    The dataset calls it only once ``set_epoch`` has been called (:data:`_EPOCH_UNSET`).
     """
     set_random_state = getattr(transform, "set_random_state", None)
     if callable(set_random_state):
