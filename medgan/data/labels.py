@@ -19,6 +19,7 @@ Label maps are scans like any other: channel-first ``(1, X, Y[, Z])`` float32 Me
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -381,20 +382,27 @@ def _default_affine(spatial_dims: int) -> dict[str, Any]:
 
 
 def _voxel_spacing(affine: Any, spatial_dims: int) -> tuple[float, ...]:
-    """Voxel sizes (mm) along the first ``spatial_dims`` array axes (nibabel's ``voxel_sizes``: column lengths).
+    """Voxel sizes (mm) along the first ``spatial_dims`` array axes (nibabel's ``voxel_sizes``: column lengths),
+    rounded to 1e-6 mm.
 
-    A 2-D slice made by :func:`medgan.io.scan.take_slice` (or ``scan[..., k]``) keeps a 4x4 affine whose first two
-    columns are its in-plane axes. An affine without finite, positive sizes gives 1 mm (voxel units, as before).
+    The rounding makes a float32 header's 1 mm (a column of 1.0000003597 or 0.99999994 mm, e.g. a GE scan converted
+    by dicom2nifti) exactly 1 mm, so such a map deforms as a 1 mm one, bit for bit (:func:`deform_labels`), keeps
+    its synthetic cache key (:func:`medgan.data.synthetic_dataset.cache_key`), and train-cgan records the same
+    1e-6 mm sizes (``training_data["spacing_mm"]``) the deformations use. A 2-D slice made by
+    :func:`medgan.io.scan.take_slice` (or ``scan[..., k]``) keeps a 4x4 affine whose first two columns are its
+    in-plane axes. An affine without finite, positive sizes gives 1 mm (voxel units, as before).
     """
     from nibabel.affines import voxel_sizes
 
     a = np.asarray(affine, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < spatial_dims + 1:
         return (1.0,) * spatial_dims
-    sizes = voxel_sizes(a)[:spatial_dims]
-    if not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
+    # rounded before the check: a size under 5e-7 mm rounds to 0, which would divide the deformation grid by 0
+    # Python's round (correctly rounded), as train-cgan recorded sizes before it used this function
+    sizes = tuple(round(float(s), 6) for s in voxel_sizes(a)[:spatial_dims])
+    if not all(math.isfinite(s) and s > 0 for s in sizes):
         return (1.0,) * spatial_dims
-    return tuple(float(s) for s in sizes)
+    return sizes
 
 
 def _deformation_ranges(

@@ -482,9 +482,14 @@ class CGANTrainer(Trainer):
 
 def _voxel_spacing(affine: Any) -> list[float]:
     """Voxel spacing (mm) along the voxel axes of a 4x4 ``affine``: its first three columns' lengths, rounded to 1e-6
-    mm (a float32 header's 0.99999994 is 1 mm)."""
-    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
-    return [round(float(v), 6) for v in np.linalg.norm(columns, axis=0)]
+    mm (a float32 header's 0.99999994 is 1 mm).
+
+    :func:`medgan.data.labels._voxel_spacing`, the sizes the label-map deformations of training
+    (:func:`medgan.data.cgan_data.deform_pair`) and of synthetic datasets use, so the recorded spacing is theirs.
+    """
+    from medgan.data.labels import _voxel_spacing as voxel_sizes  # data/ is imported lazily here, as above
+
+    return list(voxel_sizes(affine, 3))
 
 
 def _same_normalization(a: Any, b: Any) -> bool:
