@@ -394,10 +394,24 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
     for change in meta.get("resumed_with_changes") or []:
         # a run resumed with another data set or settings: the lines above describe only the final config
         keys = ", ".join(change.get("keys") or change.get("sections") or []) or "the config"
-        lines.append(
-            f"- resumed at step {change.get('step')} with changed {keys}: the steps before it trained with the "
-            "earlier settings"
+        # train-sr records the training scans a resume found added, removed or changed (a data folder's contents)
+        scans = "; ".join(
+            f"{what}: {', '.join(map(str, change[what]))}"
+            for what in ("added", "removed", "changed")
+            if change.get(what)
         )
+        lines.append(
+            f"- resumed at step {change.get('step')} with changed {keys}{f' ({scans})' if scans else ''}: the steps "
+            "before it trained with the earlier settings"
+            + (" and scans" if scans else "")
+            + (
+                "; a removed scan trained them although the list above no longer names it"
+                if change.get("removed")
+                else ""
+            )
+        )
+    if meta.get("perceptual_weights_sha256"):
+        lines.append(f"- perceptual-loss weights file: sha256 `{meta['perceptual_weights_sha256']}`")
     # the detector has no EMA generator: its card read like a generator's, "held-out accuracy: None" included
     heading = {
         "synthetic-detection": "Validation",
@@ -408,15 +422,28 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
     val = meta.get("validation") or {}
     if val:
         lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in val.items() if isinstance(v, (int, float))]
+        # None: a score that could not be computed (train-sr records it as null, not NaN)
+        lines += [
+            f"| {k} | {v:.4f} |" if isinstance(v, (int, float)) else f"| {k} | not computed |"
+            for k, v in val.items()
+            if v is None or isinstance(v, (int, float))
+        ]
         if task == "super-resolution" and "cubic_psnr" in val:
             # train-sr records the cubic baseline in every validation since it carries it (older checkpoints: none,
             # and their cards, the shipped ones included, are unchanged); the table alone left the units unsaid
             crop = ((meta.get("train_config") or {}).get("data") or {}).get("val_crop")
             where = f"the data.val_crop {crop} centre crop of each scan" if crop else "each whole scan"
+            vdeg = meta.get("validation_degradation")
+            # one fixed degradation (a run of several methods or a noise range was validated with the first method
+            # and the middle noise): "degraded as in training" was untrue for such a run
+            how = (
+                f"degraded with `{json.dumps(vdeg, sort_keys=True)}` (noise_std in normalised units)"
+                if isinstance(vdeg, dict)
+                else "degraded with the training degradation's first method and middle noise_std"
+            )
             lines += [
                 "",
-                f"Means over the held-out scans, scored on {where}, degraded as in training: PSNR in dB and SSIM "
+                f"Means over the held-out scans, scored on {where}, {how}: PSNR in dB and SSIM "
                 "(unitless); MAE in the scan's units; cubic_psnr / cubic_ssim: cubic-spline upscaling of the same "
                 "low-resolution input; psnr_gain_over_cubic: psnr - cubic_psnr in dB (above 0: the model beats cubic).",
             ]

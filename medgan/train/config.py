@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -134,6 +135,23 @@ def _modality(v: Any) -> str | None:
     return "must be a DICOM Modality code (upper-case letters and digits, 16 at most, e.g. MR, CT, PT) or unknown"
 
 
+def _out_dir(v: Any) -> str | None:
+    """``out_dir``: a folder, or a path one can be made at (no existing file on it or above it).
+
+    Why here: the run made it only after loading every scan (a minute on a large data set), and then failed with
+    Python's ``FileExistsError`` / ``NotADirectoryError`` traceback.
+    """
+    path = Path(v)
+    if path.exists() and not path.is_dir():
+        return "is an existing file, not a folder; name a folder for the run"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"lies under {parent}, an existing file, not a folder; name a folder for the run"
+            break
+    return None
+
+
 _SCHEDULERS = ("cosine", "step", "constant")
 
 
@@ -141,7 +159,7 @@ def _run_fields() -> dict[str, Field]:
     """The top-level keys every training config has (``train-sr`` and ``train-cgan``)."""
     return {
         "name": Field("str?", None),
-        "out_dir": Field("path"),
+        "out_dir": Field("path", check=_out_dir),
         "seed": Field("int", 0, check=_seed),
         "device": Field("str", "auto"),
         "amp": Field("bool", True),
@@ -288,6 +306,28 @@ def _number(value: Any) -> Any:
     taken (no ``nan``/``inf`` words, no ``1_000``): any other string is still refused as not a number.
     """
     if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """A Python-API config value as YAML would give it: a path object (``pathlib.Path``, any ``os.PathLike``) as its
+    string, a tuple as a list, a NumPy integer or float as a Python one (nested lists and mappings included).
+
+    Why: a config built in Python (``patch_size=(64, 64, 64)``, ``out_dir=Path(...)``, ``steps=np.int64(100)``)
+    was refused as "expected a path (string)" / "a list of integers" / "an integer".
+    """
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy.bool_: true / false, as YAML's
+        return bool(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, int):  # numpy.int64 and kin
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):  # numpy.float32 and kin
         return float(value)
     return value
 
@@ -633,7 +673,7 @@ def _validate(schema: Mapping[str, Any], data: Mapping[str, Any], prefix: str, s
                     raise ConfigError(f"{where}: required key is missing")
                 out[key] = copy.deepcopy(spec.default)
                 continue
-            value = _coerce(spec.kind, data[key], where, base)
+            value = _coerce(spec.kind, _plain(data[key]), where, base)
             if spec.choices is not None and value not in spec.choices:
                 raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, spec.choices))}")
             if spec.check is not None and value is not None:

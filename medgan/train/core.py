@@ -53,6 +53,7 @@ __all__ = [
     "TrainingDivergedError",
     "MODEL_FILE",
     "loader_workers",
+    "json_safe",
     "make_scheduler",
     "set_requires_grad",
     "seed_everything",
@@ -252,11 +253,42 @@ class _Logger:
                     self.writer.add_scalar(f"{prefix}/{k}", v, step)
         elif self.jsonl is not None:
             with open(self.jsonl, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": step, "group": prefix, **values}) + "\n")
+                fh.write(json.dumps(json_safe({"step": step, "group": prefix, **values}), allow_nan=False) + "\n")
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) as ``None``, in nested dicts, lists and tuples.
+
+    Why: ``json.dumps`` writes a NaN score as a bare ``NaN``, which strict JSON readers (``jq``, JavaScript, most
+    non-Python tools) refuse; ``null`` is what the evaluation report writes for a score that could not be computed.
+
+    Parameters
+    ----------
+    value
+        A JSON-able value.
+
+    Returns
+    -------
+    Any
+        The same structure, safe for ``json.dumps(..., allow_nan=False)``.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _name_list(names: list[str], shown: int = 5) -> str:
+    """``names`` for a log line: the first ``shown``, then a count."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _trim_jsonl(path: Path, max_step: int) -> None:
@@ -523,9 +555,12 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.last_metrics: dict[str, float] | None = None
         self.resumed_from: Path | None = None
-        #: every resume whose config differed from the saved state's, oldest first: ``{"step": N, "sections": [...],
-        #: "keys": [dotted keys]}`` (kept in the training state, exported as ``resumed_with_changes``)
+        #: every resume whose config or inputs (:meth:`input_identities`) differed from the saved state's, oldest
+        #: first: ``{"step": N, "sections": [...], "keys": [dotted keys]}``, with ``added`` / ``removed`` /
+        #: ``changed`` scan names when the training scans changed (kept in the training state, exported as
+        #: ``resumed_with_changes``)
         self.resume_changes: list[dict[str, Any]] = []
+        self._input_ids: dict[str, Any] | None = None  # :meth:`_inputs`
         self.discriminator: nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
@@ -554,6 +589,20 @@ class Trainer:
     def phase_state_name(self) -> Any:
         """What the saved state records as the current phase (default: its 1-based index)."""
         return self.phase_index(self.step) + 1
+
+    def input_identities(self) -> dict[str, Any]:
+        """What the run reads besides its config, kept in the state and compared on resume (default: nothing).
+
+        Returns
+        -------
+        dict
+            Dotted key -> JSON-able identity. ``"data.scans"``: a list of ``{"name", "size", "mtime_ns"}``, one
+            per training scan (a resume lists the scans added, removed and changed); any other key (e.g.
+            ``"loss.perceptual_weights_sha256"``): a value a resume compares whole. Why: a config section names a
+            data folder or a weights file, not what it held, so a scan added to the folder or a weights file
+            replaced between the calls resumed silently, and the export described the whole run with the last ones.
+        """
+        return {}
 
     # ------------------------------------------------------------------ helpers for tasks
     def phase_index(self, step: int) -> int:
@@ -602,7 +651,8 @@ class Trainer:
         self.val_rows.append({"step": self.step, "metrics": mean, "scans": rows})
         self.last_metrics = mean
         with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": self.step, **mean, "scans": rows}) + "\n")
+            # a score that could not be computed is null, as in the evaluation report: a bare NaN is not JSON
+            fh.write(json.dumps(json_safe({"step": self.step, **mean, "scans": rows}), allow_nan=False) + "\n")
 
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
@@ -610,6 +660,7 @@ class Trainer:
 
         seed_everything(int(self.cfg["seed"]))
         self.build()
+        self._inputs()  # now, not in the first save (which can be an interrupt's)
         # Module.to swaps each parameter's data in place, so the optimisers built in build() keep their parameters
         fmt = channels_last_format(self.spatial_dims) if self.channels_last else None
         self.generator = self.generator.to(self.device, memory_format=fmt)
@@ -632,6 +683,7 @@ class Trainer:
             "rng": rngs,
             "val_rows_json": json.dumps(self.val_rows),
             "resume_changes_json": json.dumps(self.resume_changes),
+            "inputs_json": json.dumps(self._inputs()),
         }
         if self.discriminator is not None:
             st["discriminator"] = self.discriminator.state_dict()
@@ -640,6 +692,58 @@ class Trainer:
         for name, sched in self.schedulers.items():
             st[name] = sched.state_dict()
         return st
+
+    def _inputs(self) -> dict[str, Any]:
+        """:meth:`input_identities`, computed once per run (a DICOM series folder is walked to name it)."""
+        if self._input_ids is None:
+            self._input_ids = self.input_identities()
+        return self._input_ids
+
+    def _input_changes(self, path: Path, st: Mapping[str, Any]) -> dict[str, Any]:
+        """What of :meth:`input_identities` differs from the saved state's, warned about: ``{"keys": [...],
+        "added": [...], "removed": [...], "changed": [...]}`` (the last three: scan names); empty when nothing did
+        or the state predates the record (nothing to compare)."""
+        try:
+            saved = json.loads(st.get("inputs_json", "{}"))
+        except (TypeError, ValueError):
+            saved = None
+        if not isinstance(saved, dict):
+            logger.warning("%s: its record of the training inputs is damaged; not compared", path.name)
+            return {}
+        now = self._inputs()
+        out: dict[str, Any] = {}
+        for key in sorted(k for k in now if k in saved and saved[k] != now[k]):
+            if key == "data.scans" and isinstance(saved[key], list):
+                was = {d.get("name"): d for d in saved[key] if isinstance(d, dict)}
+                cur = {d["name"]: d for d in now[key]}
+                diff = {
+                    "added": [n for n in cur if n not in was],
+                    "removed": [n for n in was if n not in cur],
+                    # same name, another size or modification time: the file was replaced or edited
+                    "changed": [n for n in cur if n in was and was[n] != cur[n]],
+                }
+                if not any(diff.values()):  # the same scans in another order (data.train reordered: recorded)
+                    continue
+                out.setdefault("keys", []).append(key)
+                out.update({k: v for k, v in diff.items() if v})
+                shown = "; ".join(f"{k}: {_name_list(v)}" for k, v in diff.items() if v)
+                logger.warning(
+                    "the training scans changed since %s (%s); resuming with the current ones: the steps before it "
+                    "trained on the earlier scans (recorded in the export's resumed_with_changes)",
+                    path.name,
+                    shown,
+                )
+            else:
+                out.setdefault("keys", []).append(key)
+                logger.warning(
+                    "%s changed since %s (was %s, now %s); resuming with the current one (recorded in the export's "
+                    "resumed_with_changes)",
+                    key,
+                    path.name,
+                    saved[key],
+                    now[key],
+                )
+        return out
 
     def _load(self, path: Path, st: Mapping[str, Any]) -> None:
         try:
@@ -741,8 +845,15 @@ class Trainer:
                 f"{path}: damaged training state: its RNG states or validation rows cannot be restored "
                 f"({type(exc).__name__}: {exc})"
             ) from None
-        if changed:
-            resume_changes.append({"step": int(step), "sections": sorted(changed), "keys": changed_keys})
+        inputs = self._input_changes(path, st)
+        if changed or inputs:
+            entry: dict[str, Any] = {
+                "step": int(step),
+                "sections": sorted(changed | set(inputs.get("keys", []))),
+                "keys": changed_keys + inputs.get("keys", []),
+            }
+            entry.update({k: v for k, v in inputs.items() if k != "keys"})
+            resume_changes.append(entry)
         self.step = int(step)
         self.val_rows = val_rows
         self.last_metrics = last_metrics
@@ -1032,6 +1143,10 @@ class Trainer:
                         if bar is not None:
                             bar.update(1)
                             bar.set_postfix(loss=f"{values['loss_g']:.4f}", phase=row["phase"])
+                        elif self.step % self.cfg["train"]["log_every"] == 0 or self.step == end:
+                            # no bar (stderr not a terminal: Slurm, nohup, a pipe): the log_every scalars went to
+                            # TensorBoard alone, and a run of hours said nothing until its first validation
+                            self._progress_line(values, start, time.perf_counter() - t0)
                     if val_every and (self.step % val_every == 0 or self.step == self.total) and self.info.is_main:
                         self._validate_and_log(log)
                     if (ck_every and self.step % ck_every == 0) or self.step == end:
@@ -1064,6 +1179,24 @@ class Trainer:
             val_history=self.val_rows,
             resumed_from=self.resumed_from,
             speed=speed.summary(self.samples_per_step),
+        )
+
+    def _progress_line(self, values: Mapping[str, Any], start: int, elapsed: float) -> None:
+        """One INFO line in place of the progress bar: step/total, phase, loss_g, learning rate, s/step and ETA."""
+        per_step = elapsed / max(self.step - start, 1)
+        eta = int(round(per_step * (self.total - self.step)))
+        lr = values.get("lr_g", values.get("lr"))
+        logger.info(
+            "step %d/%d (%s): loss_g %.4g, lr %s, %.3g s/step, ETA %d:%02d:%02d",
+            self.step,
+            self.total,
+            self.phase(self.step - 1),
+            float(values["loss_g"]),
+            f"{lr:.3g}" if isinstance(lr, (int, float)) else "-",
+            per_step,
+            eta // 3600,
+            eta // 60 % 60,
+            eta % 60,
         )
 
     def _validate_and_log(self, log: _Logger) -> None:
@@ -1109,7 +1242,9 @@ class Trainer:
             "model": str(model_path) if model_path else None,
             "validation": self.last_metrics,
         }
-        write_text_atomic(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(
+            self.out_dir / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
+        )
 
 
 def train_from_config(

@@ -45,7 +45,7 @@ from medgan.train.config import (
     resume_warn_sections,
     validate_config,
 )
-from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_jsonl, train_from_config
+from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_jsonl, json_safe, train_from_config
 from medgan.train.core import make_scheduler as _scheduler
 from medgan.train.core import set_requires_grad as _set_requires_grad
 
@@ -160,6 +160,40 @@ class _SameVoxelsCheck:
                     f"data.val: {self.val_names[i]} has the same voxels as the data.train scan {name} (one scan, "
                     "e.g. a conversion of it by another tool); validation scans must be held out"
                 )
+
+
+def _scan_files(source: Any) -> list[Path]:
+    """The files a training source reads: a :class:`medgan.ScanRef`'s, a file, or a series folder's files."""
+    paths = getattr(source, "paths", None)
+    if paths is not None:
+        return [Path(p) for p in paths]
+    path = Path(source)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file())
+    return [path]
+
+
+def _scan_identity(source: Any, base: str) -> dict[str, Any]:
+    """A training scan as the state records it (:meth:`SRTrainer.input_identities`): its name as exports write it
+    (:func:`medgan.data.patches.source_name` with ``shared``; a path inside the config folder relative to it, so a
+    project folder moved whole keeps its names), its files' total size and newest modification time."""
+    from medgan.data.patches import source_name
+
+    name = source_name(source, shared=True)
+    head, sep, tail = name.partition("#")
+    if os.path.isabs(head):
+        rel = os.path.relpath(head, base) if os.path.splitdrive(head)[0] == os.path.splitdrive(base)[0] else ".."
+        if not rel.startswith(os.pardir):
+            name = Path(rel).as_posix() + sep + tail
+    size, mtime = 0, 0
+    for f in _scan_files(source):
+        try:
+            st = f.stat()
+        except OSError:  # gone since it was loaded: its name still identifies it
+            continue
+        size += st.st_size
+        mtime = max(mtime, st.st_mtime_ns)
+    return {"name": name, "size": size, "mtime_ns": mtime}
 
 
 def _header_modality(source: Any) -> str | None:
@@ -355,8 +389,14 @@ class SRTrainer(Trainer):
             self.device
         )
         self.perceptual = None
+        #: SHA-256 of the perceptual-loss weights file (None without a perceptual loss): the config names the file
+        #: by path only, so a file replaced between two calls of one run went unrecorded
+        self.perceptual_sha256: str | None = None
         if loss["perceptual"] > 0:
-            self.perceptual = PerceptualLoss(loss["perceptual_weights"]).to(self.device)
+            from medgan.io.digest import file_sha256
+
+            self.perceptual = PerceptualLoss(loss["perceptual_weights"]).to(self.device)  # its errors name the file
+            self.perceptual_sha256 = file_sha256(loss["perceptual_weights"])
         data = cfg["data"]
         # one walk: checked, loaded and named in the export; unusable scans in the folders are logged and recorded
         skipped_train: list[dict[str, str]] = []
@@ -420,6 +460,16 @@ class SRTrainer(Trainer):
         if self.info.is_main and data["val"]:
             self._load_val()
         self._val_loaded = {}  # other ranks do not validate: no copy kept
+
+    def input_identities(self) -> dict[str, Any]:
+        """The training scans (name, size, modification time) and the perceptual-loss weights file's SHA-256: a
+        resume records a change of either (``resumed_with_changes``; :meth:`medgan.train.core.Trainer.
+        input_identities`)."""
+        base = config_base(self.cfg)
+        out: dict[str, Any] = {"data.scans": [_scan_identity(s, base) for s in self.sources]}
+        if self.perceptual_sha256 is not None:
+            out["loss.perceptual_weights_sha256"] = self.perceptual_sha256
+        return out
 
     def _expand(self, key: str, entries: list[str], skipped: list[dict[str, str]]) -> list[Any]:
         """:func:`medgan.data.patches.expand_sources` of ``entries``, logging (rank 0) the scans each one gives."""
@@ -498,17 +548,40 @@ class SRTrainer(Trainer):
             # error names the scan (a fit on a crop without finite voxels failed at the first validation, unnamed)
             rule = self.cfg["data"]["normalization"]
             try:
-                fit_normalization(scan, method=rule["method"], **{k: rule[k] for k in ("lower", "upper") if k in rule})
+                norm = fit_normalization(
+                    scan, method=rule["method"], **{k: rule[k] for k in ("lower", "upper") if k in rule}
+                )
             except NormalizationError as exc:
                 where = f" (data.val_crop {crop})" if crop is not None else ""
                 raise ConfigError(f"{source_name(src)}: data.val: {exc}{where}") from None
             full = self._full_factor(scan.ndim - 1)
-            self.val_scans.append((source_name(src), crop_to_multiple(scan, full)))
+            hr = crop_to_multiple(scan, full)
+            self.val_scans.append((source_name(src), hr, self._filled(source_name(src), hr, norm.offset)))
         _warn_tissue_maps("data.val", tissue_maps)
         _warn_synthetic("data.val", synthetic)
         _warn_derived("data.val", derived)
         self.synthetic_val = [src for src, _ in synthetic]
         self.derived_val = [src for src, _ in derived]
+
+    @staticmethod
+    def _filled(name: str, hr: Any, zero: float) -> Any:
+        """What a validation scan is degraded from: ``hr`` itself, or a copy with its non-finite voxels set to
+        ``zero`` (the value the normalisation maps to 0), as training fills them
+        (:class:`medgan.data.patches.PatchSampler`). Why: degrading spread one NaN voxel (resampled or registered
+        scans are NaN-padded) over the low-resolution input, and every validation score was NaN without a word.
+        The scores still compare with ``hr`` as loaded: :func:`medgan.evaluate` leaves its non-finite voxels out."""
+        bad = ~torch.isfinite(hr)
+        if not bool(bad.any()):
+            return hr
+        logger.warning(
+            "%s: data.val: %d non-finite voxel(s) set to the normalised zero before degrading it for validation; "
+            "the scores leave them out",
+            name,
+            int(bad.sum()),
+        )
+        filled = hr.clone()
+        filled[bad] = float(zero)
+        return filled
 
     def _check_val_pixels(self, name: str, scan: Any) -> None:
         """Refuse a validation scan whose 2-D validation slices (across ``data.slice_axes[0]``) have non-square
@@ -650,13 +723,36 @@ class SRTrainer(Trainer):
         )
         return SuperResolver(ckpt, device=self.device)
 
+    def validation_degradation(self) -> dict[str, Any]:
+        """How the validation scans are degraded: one fixed degradation, recorded in the export
+        (``validation_degradation``) and the model card.
+
+        A training degradation that varies (a list of methods, a ``noise_std`` range, ``noise: random``) is validated
+        with its first method, the middle of its noise range and gaussian noise, seeded with 0, so that scores are
+        comparable across steps; the card said "degraded as in training", which such a run was not.
+
+        Returns
+        -------
+        dict
+            ``method``, ``factor`` (per model axis), ``noise_std`` (normalised units, as ``degradation.noise_std``),
+            ``noise``, ``slice_profile`` and ``seed``.
+        """
+        deg = self.cfg["degradation"]
+        std = deg["noise_std"]
+        return {
+            "method": deg["method"] if isinstance(deg["method"], str) else deg["method"][0],
+            "factor": list(self.factor),
+            "noise_std": float((std[0] + std[1]) / 2 if isinstance(std, list) else std),
+            "noise": "gaussian" if deg["noise"] == "random" else deg["noise"],
+            "slice_profile": deg.get("slice_profile", "box"),
+            "seed": 0,
+        }
+
     def _val_degradation(self, scan: Any) -> tuple[str, float]:
         from medgan.data.normalize import fit_normalization
 
-        deg = self.cfg["degradation"]
-        method = deg["method"] if isinstance(deg["method"], str) else deg["method"][0]
-        std = deg["noise_std"]
-        std = (std[0] + std[1]) / 2 if isinstance(std, list) else std
+        record = self.validation_degradation()
+        method, std = record["method"], record["noise_std"]
         if std > 0:  # noise_std is in normalised units: back to the scan's units
             rule = self.cfg["data"]["normalization"]
             kwargs = {k: rule[k] for k in ("lower", "upper") if k in rule}
@@ -683,21 +779,20 @@ class SRTrainer(Trainer):
 
         resolver = self._resolver()
         rows = []
-        for name, hr in self.val_scans:
+        for name, hr, source in self.val_scans:
             full = self._full_factor(hr.ndim - 1)
             method, std = self._val_degradation(hr)
-            deg = self.cfg["degradation"]
-            noise = deg["noise"]
+            record = self.validation_degradation()
             # the slice profile the training pairs had (PatchSampler): validated with the default box profile, a
             # gaussian-profile model was scored on another degradation than it learned
             lr = degrade(
-                hr,
+                source,  # hr, or its copy with the non-finite voxels filled (_filled)
                 full,
                 method=method,
                 noise_std=std,
-                noise="gaussian" if noise == "random" else noise,
-                seed=0,
-                slice_profile=deg.get("slice_profile", "box"),
+                noise=record["noise"],
+                seed=record["seed"],
+                slice_profile=record["slice_profile"],
             )
             axes = self._val_axes() if (self.dims == 2 and hr.ndim == 4) else None
             sr = resolver.upscale(lr, axes=axes)
@@ -795,15 +890,27 @@ class SRTrainer(Trainer):
             "degradation": self.cfg["degradation"],
             "augment": self.cfg["augment"],
             "steps": {"phase1": self.p1, "phase2": self.p2, "completed": self.step},
-            "validation": metrics,
+            # a score that could not be computed is null (a bare NaN in the metadata is not JSON)
+            "validation": json_safe(metrics),
             "validation_step": metrics_step,  # the step whose EMA scored ``validation``
-            "validation_history": [{"step": r["step"], **r["metrics"]} for r in self.val_rows],
+            "validation_history": json_safe([{"step": r["step"], **r["metrics"]} for r in self.val_rows]),
+            # the one degradation the validation scans had (not the training's lists and ranges)
+            "validation_degradation": self.validation_degradation() if self.val_scans else None,
             "command": relative_command(self.command, base, identifiers),
             "train_config": exported_config(self.cfg, SCHEMA, identifiers),
             "paths_relative_to": PATHS_RELATIVE_TO,
             "world_size": self.info.world_size,
-            # resumes whose config differed from the saved state's: the scans / settings here are the last ones
-            "resumed_with_changes": self.resume_changes,
+            # resumes whose config or inputs differed from the saved state's: the scans / settings here are the
+            # last ones; the scan names they list written as the training_data names are
+            "resumed_with_changes": [
+                {
+                    k: [relative_path(n, base, identifiers) for n in v] if k in ("added", "removed", "changed") else v
+                    for k, v in change.items()
+                }
+                for change in self.resume_changes
+            ],
+            # the weights file loss.perceptual_weights named, by content (None: no perceptual loss)
+            "perceptual_weights_sha256": self.perceptual_sha256,
         }
         training_data = {
             "train": [shared(s) for s in self.sources],
