@@ -61,6 +61,16 @@ def _big_files(folder: Path) -> dict[str, Path]:
             affine,
             slope=0.5,
         ),
+        # 6400 volumes of 16 x 16 x 16 (crops at 100 places of the T1, 64 times): 256 whole volumes a block
+        "scaled int16 6400 small volumes .nii": _save(
+            folder / "i16_small_volumes.nii",
+            np.stack(
+                [i16[x : x + 16, y : y + 16, 100:116] for x in range(40, 240, 20) for y in range(60, 260, 20)] * 64, -1
+            ),
+            affine,
+            slope=0.5,
+            inter=-1.0,
+        ),
         # 2-D: one plane larger than a block is read a block of lines at a time
         "scaled int16 2-D .nii.gz": _save(
             folder / "i16_2d.nii.gz", np.tile(i16[:, :, 128], (13, 20))[:4096, :6144], affine, slope=0.25, inter=1.0
@@ -100,7 +110,14 @@ def _assert_same_bits(scan, path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["float32 .nii", "float32 .nii.gz", "scaled int16 .nii.gz", "scaled int16 4-D .nii", "scaled int16 2-D .nii.gz"],
+    [
+        "float32 .nii",
+        "float32 .nii.gz",
+        "scaled int16 .nii.gz",
+        "scaled int16 4-D .nii",
+        "scaled int16 6400 small volumes .nii",
+        "scaled int16 2-D .nii.gz",
+    ],
 )
 def test_load_peaks_at_about_one_float32_volume(big_files, name):
     path = big_files[name]
@@ -116,6 +133,13 @@ def test_load_peaks_at_about_one_float32_volume(big_files, name):
     _assert_same_bits(scan, path)
 
 
+def _crops(image: np.ndarray, n: int, size: tuple[int, int, int]) -> np.ndarray:
+    """``n`` crops of ``size`` from ``image`` at ``n`` different places, stacked on a 4th axis (a file's volumes)."""
+    crops = np.stack([image[i % 20 :, i // 20 :][: size[0], : size[1], : size[2]] for i in range(n)], -1)
+    assert len({crops[..., i].tobytes() for i in range(n)}) == n  # every volume different: a mix-up would show
+    return crops
+
+
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory) -> dict[str, Path]:
     """Small real-data files of every layout the block read lays out (crops of the MNI T1)."""
@@ -124,6 +148,9 @@ def layouts(tmp_path_factory) -> dict[str, Path]:
     v = t1[:60, :70, :50]
     rgb = np.zeros(v.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     rgb["R"], rgb["G"], rgb["B"] = v, v // 2, 255 - v
+    brain = t1[70:130, 80:150, 60:110]  # no background: crops of it differ, so a volume laid out wrong shows
+    brain_rgb = np.zeros(brain.shape, dtype=rgb.dtype)
+    brain_rgb["R"], brain_rgb["G"], brain_rgb["B"] = brain, brain // 2, 255 - brain
     big_endian = nib.Nifti1Image(v.astype(np.float32) * 1.3, affine, dtype=np.float32)
     big_endian = nib.Nifti1Image(big_endian.dataobj, affine, header=big_endian.header.as_byteswapped(">"))
     nib.save(big_endian, str(folder / "f32_big_endian.nii"))
@@ -145,10 +172,24 @@ def layouts(tmp_path_factory) -> dict[str, Path]:
         "RGB 3-D": _save(folder / "rgb.nii.gz", rgb, affine),
         "RGB 2-D": _save(folder / "rgb_2d.nii", rgb[:, :, 10], affine),
         "marked 2-D, 2 channels": folder / "marked_2d.nii",
+        # many volumes smaller than a block: several whole volumes a block, the last block holding fewer
+        "int16 scaled 250 small volumes": _save(
+            folder / "i16_small_volumes.nii.gz",
+            _crops(brain, 250, (5, 6, 7)).astype(np.int16) - 40,
+            affine,
+            slope=-0.37,
+            inter=12.5,
+        ),
+        "float32 5-D 7 x 11 small volumes": _save(
+            folder / "f32_5d_small.nii",
+            (_crops(brain, 77, (4, 3, 5)) / 3).astype(np.float32).reshape(4, 3, 5, 7, 11, order="F"),
+            affine,
+        ),
+        "RGB 4-D 9 small volumes": _save(folder / "rgb_4d_small.nii", _crops(brain_rgb, 9, (3, 4, 5)), affine),
     }
 
 
-@pytest.mark.parametrize("block_voxels", [150, 1 << 20, 1 << 30])
+@pytest.mark.parametrize("block_voxels", [150, 1000, 4000, 1 << 20, 1 << 30])
 @pytest.mark.parametrize(
     "name",
     [
@@ -160,10 +201,15 @@ def layouts(tmp_path_factory) -> dict[str, Path]:
         "RGB 3-D",
         "RGB 2-D",
         "marked 2-D, 2 channels",
+        "int16 scaled 250 small volumes",
+        "float32 5-D 7 x 11 small volumes",
+        "RGB 4-D 9 small volumes",
     ],
 )
 def test_block_read_gives_the_whole_file_read_bits(layouts, name, block_voxels, monkeypatch):
-    """Two lines of 60 voxels a block, the default, and the whole file in one: the same bits, the same channels."""
+    """Two lines of 60 voxels a block (and 5 of the 7 planes of a 5 x 6 x 7 volume), 1000 and 4000 voxels (whole
+    volumes a quarter of that: 4 of 60 voxels, 4 of 210 and 16 of 60, so that 9, 250 and 77 volumes end with a
+    partial block), the default, and the whole file in one: the same bits, the same channels."""
     monkeypatch.setattr(nifti_module, "_BLOCK_VOXELS", block_voxels)
     path = layouts[name]
     scan = medgan.load_scan(path)
