@@ -273,9 +273,9 @@ def _index(
             f"<td>{_num(psnr[name], '.2f')}</td><td>{_num(psnr['cubic'], '.2f')}</td>"
             f"<td>{_num(dp.get('mean_diff'), '+.2f')}</td>"
             f"<td>[{_num(dp.get('ci_low'), '+.2f')}, {_num(dp.get('ci_high'), '+.2f')}]</td>"
-            f"<td>{_num(dp.get('p_holm'), '.2g')}</td><td>{verdict_text(dp.get('better'))}</td>"
+            f"<td>{_num(dp.get('p_holm'), '.2g')}</td><td>{verdict_text(dp)}</td>"
             f"<td>{_num(ssim[name], '.4f')}</td><td>{_num(ssim['cubic'], '.4f')}</td>"
-            f"<td>{verdict_text(ds.get('better'))}</td></tr>"
+            f"<td>{verdict_text(ds)}</td></tr>"
         )
     scans = []
     for scan_id, _, description in HELD_OUT:

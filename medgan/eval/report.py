@@ -31,7 +31,10 @@ path and content digest, :func:`medgan.eval.compare.input_record`). 2.5: row col
 ``ci_high_adj`` / ``confidence_adj`` (the Bonferroni-adjusted Hodges-Lehmann interval: the verdicts use it, no longer
 the t interval), ``unit`` / ``n_scans`` (scan, or subject when rows carry a ``subject`` column); the Wilcoxon p is
 the normal approximation above 300 non-zero differences (``wilcoxon_method``); ``settings.statistics.unit`` /
-``verdict`` / ``ci_adj``, ``settings.hfen.modes``; ``ci_low`` / ``ci_high`` are labelled unadjusted.
+``verdict`` / ``ci_adj``, ``settings.hfen.modes``; ``ci_low`` / ``ci_high`` are labelled unadjusted. 2.6: ``paired``
+``n_failed_method`` / ``n_failed_baseline`` (scans one side failed on, NaN, that the other scored) and
+``verdict_withheld`` (why ``better`` is ``null`` then, else ``null``): a verdict over the scans both scored left out
+the scans a method blew up on (:func:`medgan.eval.stats.paired_comparisons`).
 
 Numbers in ``report.md`` / ``report.html`` are rounded per metric (:data:`METRIC_DECIMALS`, :func:`format_metric`:
 PSNR in dB to 2 decimals, SSIM, NRMSE and HFEN to 4; values in the scans' units to one number of decimals per
@@ -91,13 +94,14 @@ __all__ = [
     "power_note",
     "verdict_text",
     "VERDICTS",
+    "NO_VERDICT",
     "METRIC_DECIMALS",
     "METRIC_UNITS",
     "format_metric",
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "2.5"
+SCHEMA_VERSION = "2.6"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
@@ -292,12 +296,20 @@ def _failed_scan_notes(tables: Mapping[str, Any]) -> list[str]:
         return []
     which = "; ".join(f"{x['method']} {x['metric']}: {x['n_failed']}" for x in failed)
     n_common = min(int(x.get("n_common") or 0) for x in failed)
+    withheld = [f"{x['metric']} vs {x['baseline']}" for x in tables.get("paired") or [] if x.get("verdict_withheld")]
+    verdicts = (
+        f" A paired comparison in which one side failed on scans the other scored gives no verdict ('no verdict', "
+        "paired.csv n_failed_method / n_failed_baseline / verdict_withheld): a verdict on the scans both scored "
+        f"would leave out the scans a method failed on. No verdict: {', '.join(withheld)}."
+        if withheld
+        else ""
+    )
     return [
-        f"Failed scans (no value: NaN, e.g. a prediction holding a NaN voxel) per method and metric: {which} (the "
-        "notes above name them). A method's mean leaves them out (summary n_failed), so its mean and its "
-        "baselines' would be over different scans: the summary's 'common' value (summary.csv mean_common, "
-        f"n_common) and the paired comparisons use only the scans every compared method scored ({n_common} for "
-        "the metric with the fewest). Compare methods by those, not by the means."
+        f"Failed scans (no value: NaN, e.g. a prediction holding a NaN or infinite voxel) per method and metric: "
+        f"{which} (the notes above name them). A method's mean leaves them out (summary n_failed), so its mean and "
+        "its baselines' would be over different scans: the summary's 'common' value (summary.csv mean_common, "
+        f"n_common) and the paired statistics use only the scans every compared method scored ({n_common} for "
+        f"the metric with the fewest). Compare methods by those, not by the means.{verdicts}"
     ]
 
 
@@ -427,8 +439,34 @@ def n_tests(tables: Mapping[str, Any]) -> int:
 VERDICTS: dict[bool | None, str] = {True: "better", False: "worse", None: "no difference shown"}
 
 
-def verdict_text(better: bool | None) -> str:
-    """The verdict word of a paired row's ``better``: ``"better"``, ``"worse"`` or ``"no difference shown"``."""
+#: the verdict of a paired row whose ``verdict_withheld`` is set: one side failed (NaN) on scans the other scored
+NO_VERDICT = "no verdict"
+
+
+def verdict_text(better: bool | None | Mapping[str, Any]) -> str:
+    """The verdict word of a paired row: ``"better"``, ``"worse"`` or ``"no difference shown"``, or ``"no verdict:
+    ..."`` for a row whose ``verdict_withheld`` is set.
+
+    Parameters
+    ----------
+    better
+        The row's ``better``, or the paired row itself: only the row tells a withheld verdict (one side failed on
+        scans the other scored, :func:`medgan.eval.stats.paired_comparisons`) from "no difference shown", which a
+        method that blew up on some scans must not read.
+    """
+    if isinstance(better, Mapping):
+        row = better
+        if row.get("verdict_withheld"):
+            failed = [
+                f"{row.get(side)} failed on {row.get(key)} scan(s) {row.get(other)} scored"
+                for side, key, other in (
+                    ("method", "n_failed_method", "baseline"),
+                    ("baseline", "n_failed_baseline", "method"),
+                )
+                if row.get(key)
+            ]
+            return f"{NO_VERDICT}: {'; '.join(failed)}" if failed else NO_VERDICT
+        better = row.get("better")
     return VERDICTS[better]
 
 
@@ -595,7 +633,8 @@ def _non_finite_notes(rows: list[dict[str, Any]]) -> list[str]:
             if nan:
                 notes.append(
                     f"{method} {metric}: {len(nan)} of {len(values)} scan(s) have no value (NaN: not computed) and "
-                    f"are left out of its mean and paired tests: {', '.join(nan)}"
+                    f"are left out of its mean and paired statistics (a comparison with a method that scored them "
+                    f"gives no verdict): {', '.join(nan)}"
                 )
     return notes
 
@@ -673,6 +712,12 @@ def _unit_decimals(ranges: Sequence[Any]) -> int:
 #: sd of MAE "24 ± 0"
 SPREAD_DIGITS = 2
 
+#: how many decimals past a metric's own a value still gets :func:`format_metric`'s ``significant`` digits: one
+#: below ``10 ** -(decimals + NOISE_DECIMALS)`` is rounding noise, shown as the metric's zero (1e-8 dB for PSNR; for
+#: values in the scans' units about 1e-10 of the data range, whose 4 significant digits set their decimals). A method
+#: equal to its baseline up to float64 rounding had a mean PSNR difference of 1.2e-14 shown as "0.000000000000012"
+NOISE_DECIMALS = 6
+
 
 def format_metric(metric: str, value: Any, *, unit_decimals: int = 2, significant: int = 0) -> str:
     """``value`` of ``metric`` as the reports show it: :data:`METRIC_DECIMALS` decimals (``unit_decimals`` for the
@@ -690,7 +735,8 @@ def format_metric(metric: str, value: Any, *, unit_decimals: int = 2, significan
     significant
         At least this many significant digits (more decimals than the metric's where the value is small): for a
         difference, an interval bound or an sd, whose magnitude is not the metric's (:data:`SPREAD_DIGITS`).
-        0 (default): the metric's decimals only.
+        0 (default): the metric's decimals only. A value below ``10 ** -(decimals + NOISE_DECIMALS)`` gets no
+        extra decimals (:data:`NOISE_DECIMALS`): it is shown as the metric's zero (``"0.00"`` for PSNR).
 
     Returns
     -------
@@ -701,6 +747,8 @@ def format_metric(metric: str, value: Any, *, unit_decimals: int = 2, significan
     ('20.80', '0.7750', '5866')
     >>> format_metric("mae", -0.2437, unit_decimals=0, significant=2), format_metric("psnr", -0.001)
     ('-0.24', '0.00')
+    >>> format_metric("psnr", 0.0857, significant=2), format_metric("psnr", -1.2e-14, significant=2)
+    ('0.086', '0.00')
     """
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return _fmt(value)
@@ -708,7 +756,8 @@ def format_metric(metric: str, value: Any, *, unit_decimals: int = 2, significan
     if decimals is None:
         return _fmt(value)
     v = float(value)
-    if significant > 0 and math.isfinite(v) and v != 0:
+    # below the floor: rounding noise (a difference of two equal means), not a difference worth more decimals
+    if significant > 0 and math.isfinite(v) and abs(v) >= 10.0 ** -(decimals + NOISE_DECIMALS):
         decimals = max(decimals, significant - 1 - math.floor(math.log10(abs(v))))
     text = f"{v:.{decimals}f}"
     # a small negative value (or -0.0) rounded to zero printed "-0": a sign on a zero that the number does not have
@@ -940,7 +989,9 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 "difference, an effect size; n/a when n < 2 or every difference is the same). Verdict 'better' / "
                 f"'worse' only when the adjusted HL interval excludes 0, the Holm-adjusted p < {alpha} and the "
                 f"signed ranks point the CI's way; with the {max(1, m)} test(s) of this report that needs at least "
-                f"{min_scans_for_verdict(m, alpha=alpha)} scans, even for a method that wins on every scan.",
+                f"{min_scans_for_verdict(m, alpha=alpha)} scans, even for a method that wins on every scan. "
+                f"'{NO_VERDICT}': the method or the baseline failed (NaN) on scans the other scored; the row's "
+                "statistics are over the scans both scored, which leave those failures out, so it gives no verdict.",
             )
         )
         rows = [
@@ -955,7 +1006,7 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 f"[{d(x['metric'], x.get('ci_low_adj'))}, {d(x['metric'], x.get('ci_high_adj'))}]",
                 _fmt(x["wilcoxon_p"]),
                 _fmt(x.get("p_holm")),
-                verdict_text(x["better"]),
+                verdict_text(x),
             ]
             for x in doc["paired"]
             if x["metric"] in REPORT_METRICS

@@ -57,6 +57,11 @@ mean does not exist then (``None``). Only NaN (a metric that could not be comput
   (``ci_low_adj`` / ``ci_high_adj`` at ``confidence_adj = 1 - alpha / m`` for the m tests) and the verdicts
   based on both. Every other interval (``ci_low`` / ``ci_high``, ``hl_ci_low`` / ``hl_ci_high``) is unadjusted
   (per comparison): it can exclude 0 while the verdict, corrected for the m tests, shows no difference.
+  Failed scans: the statistics are over the scans both sides scored, but where one side failed (NaN) on scans the
+  other scored (``n_failed_method`` / ``n_failed_baseline``) no verdict is given (``better`` None,
+  ``verdict_withheld`` says why). A verdict over the survivors left out exactly the scans a method blew up on: a
+  prediction with one ``inf`` voxel on 3 of 10 scans turned "no difference shown" into "better" on the other 7.
+  Scans that both sides failed on (a non-finite reference) leave both alike and keep the verdict.
 * :func:`breakdown`: :func:`summarize` within groups of a metadata column
   (modality, manufacturer, site, series description) when present.
 """
@@ -137,7 +142,8 @@ UNIT = (
 VERDICT_RULE = (
     f"'better' / 'worse' only when the Holm-adjusted Wilcoxon p < {ALPHA}, the Bonferroni-adjusted "
     f"(1 - {ALPHA}/m, m tests) Hodges-Lehmann interval excludes 0 and the signed ranks point the interval's way; "
-    "the t interval and the unadjusted intervals take no part"
+    "the t interval and the unadjusted intervals take no part; none at all (verdict_withheld) when the method or "
+    "the baseline failed (NaN) on scans the other scored"
 )
 
 
@@ -154,6 +160,12 @@ def metric_values(rows: Iterable[Mapping[str, Any]], method: str, metric: str) -
     An infinite PSNR is a perfect result on that scan (see the module notes), not a missing one.
     """
     return {str(r["scan_id"]): float(r[metric]) for r in rows if r.get("method") == method and _number(r.get(metric))}
+
+
+def _failed(rows: Iterable[Mapping[str, Any]], method: str, metric: str) -> set[str]:
+    """Scan ids with a row of ``method`` but no value of ``metric`` (NaN, None or no column): failed, as
+    :func:`summarize` counts ``n_failed``. A scan without a row of the method is not scored, not failed."""
+    return {str(r["scan_id"]) for r in rows if r.get("method") == method and not _number(r.get(metric))}
 
 
 def _methods(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -574,8 +586,9 @@ def paired_comparisons(
     """:func:`paired_difference` of ``method`` against each baseline, per metric, on scans both have.
 
     Returns rows with ``method``, ``baseline``, ``metric``, ``higher_is_better``, ``unit`` (``"scan"`` or
-    ``"subject"``), ``n_scans``, the fields of :func:`paired_difference` (``wilcoxon_p`` and every interval there
-    unadjusted), ``p_holm``, ``ci_low_adj`` / ``ci_high_adj`` / ``confidence_adj`` and ``better``.
+    ``"subject"``), ``n_scans``, ``n_failed_method`` / ``n_failed_baseline``, the fields of
+    :func:`paired_difference` (``wilcoxon_p`` and every interval there unadjusted), ``p_holm``, ``ci_low_adj`` /
+    ``ci_high_adj`` / ``confidence_adj``, ``better`` and ``verdict_withheld``.
     The differences are taken in the order of the scan ids, so the same scans in another row order give
     identical output, to the last bit.
 
@@ -597,9 +610,18 @@ def paired_comparisons(
     unadjusted, for display) takes no part: it does not exist once a difference is infinite (a perfect scan), and a
     few large gains can lift it above 0 while most scans are worse. With fewer than six units the exact test cannot
     reach p < 0.05 at all.
+
+    Failed scans. Every statistic is over the scans both sides scored (``n_scans``). ``n_failed_method``: the scans
+    the baseline scored on which the method failed (its row has no value: NaN, e.g. a prediction with a NaN or
+    ``inf`` voxel); ``n_failed_baseline`` the reverse. When either is non-zero ``better`` is None whatever the test
+    says and ``verdict_withheld`` gives the reason (else None): a side's failures are its worst scans, and a
+    verdict over the rest is survivor bias (a method that blew up on 3 of 10 scans was "better" on the other 7).
+    Scans both sides failed on (a non-finite reference) count in neither, leave both alike and keep the verdict.
     """
     subjects = _subjects([r for r in rows if r.get("method") in (method, *baselines)])
-    out, diffs = [], []
+    out: list[dict[str, Any]] = []
+    diffs: list[np.ndarray] = []
+    reasons: list[str | None] = []
     for baseline in baselines:
         for metric in _metrics(rows, metrics):
             va, vb = metric_values(rows, method, metric), metric_values(rows, baseline, metric)
@@ -615,13 +637,29 @@ def paired_comparisons(
             res, d = _paired_difference(a, b, 0.95)
             higher = HIGHER_IS_BETTER.get(metric, True)
             unit = {"unit": "subject" if subjects else "scan", "n_scans": len(common)}
+            # one side failed where the other scored: those scans are not in the test, and a verdict over the rest
+            # would leave out the very scans a method blew up on (survivor bias). A scan both failed on (a
+            # non-finite reference) counts for neither side: it leaves both alike
+            failed = {
+                "n_failed_method": len(_failed(rows, method, metric) & vb.keys()),
+                "n_failed_baseline": len(_failed(rows, baseline, metric) & va.keys()),
+            }
+            reasons.append(_withheld_reason(method, baseline, metric, failed, n_scored=(len(va), len(vb))))
             out.append(
-                {"method": method, "baseline": baseline, "metric": metric, "higher_is_better": higher, **unit, **res}
+                {
+                    "method": method,
+                    "baseline": baseline,
+                    "metric": metric,
+                    "higher_is_better": higher,
+                    **unit,
+                    **failed,
+                    **res,
+                }
             )
             diffs.append(d)
     adjusted = holm([x["wilcoxon_p"] for x in out])
     m = sum(p is not None for p in adjusted)
-    for x, d, p_holm in zip(out, diffs, adjusted, strict=True):
+    for x, d, p_holm, withheld in zip(out, diffs, adjusted, reasons, strict=True):
         x["p_holm"] = p_holm
         x["confidence_adj"] = 1 - ALPHA / max(1, m)
         hl = _hodges_lehmann(d, x["confidence_adj"])
@@ -634,8 +672,31 @@ def paired_comparisons(
             # the interval) the two can disagree at the edge
             if _signed_rank_sign(d) == (1 if low > 0 else -1):
                 better = (low > 0) == x["higher_is_better"]
-        x["better"] = better
+        x["better"] = None if withheld else better
+        x["verdict_withheld"] = withheld
     return out
+
+
+def _withheld_reason(
+    method: str, baseline: str, metric: str, failed: Mapping[str, int], *, n_scored: tuple[int, int]
+) -> str | None:
+    """Why :func:`paired_comparisons` gives no verdict (one side failed on scans the other scored), or None.
+
+    ``n_scored``: how many scans the method and the baseline have a value of ``metric`` on.
+    """
+    parts = []
+    if failed["n_failed_method"]:
+        k = failed["n_failed_method"]
+        parts.append(f"{method} failed (no {metric} value) on {k} of the {n_scored[1]} scans {baseline} scored")
+    if failed["n_failed_baseline"]:
+        k = failed["n_failed_baseline"]
+        parts.append(f"{baseline} failed (no {metric} value) on {k} of the {n_scored[0]} scans {method} scored")
+    if not parts:
+        return None
+    return (
+        f"no verdict: {' and '.join(parts)}; the statistics are over the scans both scored only, and a verdict "
+        "there would leave out the scans a method failed on"
+    )
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
