@@ -225,7 +225,8 @@ def test_geometry_mismatch_needs_resample(nifti_tree, tmp_path, capsys):
 
 def test_lr_on_another_grid_is_refused_or_resampled_for_lr_consistency(nifti_tree, tmp_path, capsys):
     """The LR consistency PSNR compares the prediction degraded back with the LR voxel by voxel: an LR stored in
-    another orientation (same anatomy, x axis reversed) is refused, and resampled onto its grid with --resample."""
+    another orientation (same anatomy, x axis reversed) is reordered onto the prediction's axes by medgan evaluate
+    (with or without --resample: the same scores), and refused by medgan.evaluate, which never changes geometry."""
     lr = medgan.load_scan(nifti_tree / "lr" / "a.nii.gz")
     flip = np.eye(4)
     flip[0, 0], flip[0, 3] = -1, lr.shape[1] - 1  # voxel i -> n-1-i: the same positions in space
@@ -245,9 +246,13 @@ def test_lr_on_another_grid_is_refused_or_resampled_for_lr_consistency(nifti_tre
         assert rows["flipped"][method]["psnr"] == pytest.approx(rows["same"][method]["psnr"], abs=1e-6)
         a, b = rows["same"][method]["lr_consistency_psnr"], rows["flipped"][method]["lr_consistency_psnr"]
         assert b == pytest.approx(a, abs=1e-3) and a > 20
-    capsys.readouterr()
-    assert cli_main([*args, "--lr", str(tmp_path / "lr" / "a.nii.gz"), "--out", str(tmp_path / "o")]) == 1
-    assert "affine" in capsys.readouterr().err
+    # without --resample the flipped LR (the same grid in another axis order) is reordered losslessly, not refused
+    assert cli_main([*args, "--lr", str(tmp_path / "lr" / "a.nii.gz"), "--out", str(tmp_path / "o")]) == 0
+    reordered = {r["method"]: r for r in json.loads((tmp_path / "o" / "metrics.json").read_text())["rows"]}
+    for method in rows["same"]:
+        assert "low-resolution input reoriented" in reordered[method]["geometry"]
+        a, b = rows["same"][method]["lr_consistency_psnr"], reordered[method]["lr_consistency_psnr"]
+        assert b == pytest.approx(a, abs=1e-3)
     pred, ref = (medgan.load_scan(nifti_tree / k / "a.nii.gz") for k in ("pred", "ref"))
     with pytest.raises(medgan.errors.GeometryMismatchError, match="low-resolution grid"):
         medgan.evaluate(pred, ref, lr=flipped)

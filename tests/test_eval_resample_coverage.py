@@ -11,7 +11,7 @@ import logging
 import math
 
 import pytest
-from monai.transforms import Flip, SpatialCrop
+from monai.transforms import Flip, SpatialCrop, SpatialPad
 
 import medgan
 from medgan.eval.compare import Evaluation, field_of_view_coverage
@@ -52,11 +52,21 @@ def test_baselines_are_scored_on_the_same_voxels_and_a_partial_prediction_has_no
 
 
 def test_a_prediction_covering_the_whole_grid_is_unchanged(reference):
-    """A resampled prediction whose field of view holds the reference grid: every voxel scored, *_full too."""
-    other = Flip(spatial_axis=0)(reference)  # same voxels, another orientation (the affine follows)
-    (row,) = Evaluation(max_montages=0).add("flip", other, reference, resample=True)
+    """A resampled prediction whose field of view holds the reference grid (the reference padded by 2 voxels on
+    every side: a larger grid through the same points): every voxel scored, *_full too."""
+    other = SpatialPad(spatial_size=[n + 4 for n in reference.shape[1:]])(reference)  # the affine follows the pad
+    (row,) = Evaluation(max_montages=0).add("padded", other, reference, resample=True)
     assert row["geometry"] == (
         "prediction resampled onto the reference grid (linear); its field of view covers 100.0 % of the reference "
         "grid's voxels"
     )
     assert math.isfinite(row["psnr_full"]) and row["psnr"] > 100
+
+
+def test_the_same_voxels_in_another_axis_order_are_reordered_not_resampled(reference):
+    """The reference's voxels stored with the x axis reversed (the affine follows): the same grid, so the reference
+    is reordered losslessly onto the prediction's axes, not resampled; every voxel is scored."""
+    other = Flip(spatial_axis=0)(reference)
+    (row,) = Evaluation(max_montages=0).add("flip", other, reference, resample=True)
+    assert row["geometry"].startswith("reference reoriented from RAS to the prediction's LAS axes")
+    assert row["psnr_full"] == row["psnr"] == math.inf  # identical voxels, all scored

@@ -52,6 +52,7 @@ __all__ = [
     "DegradationError",
     "parse_factor",
     "degradation_steps",
+    "degradation_steps_on_axes",
     "downsample_affine",
     "upsample_affine",
     "crop_to_multiple",
@@ -745,6 +746,84 @@ def degradation_steps(record: Any) -> list[dict[str, Any]]:
     earlier = record.get("previous")
     steps = [dict(p) for p in (earlier if isinstance(earlier, list) else []) if isinstance(p, Mapping)]
     return [*steps, {k: v for k, v in record.items() if k != "previous"}]
+
+
+#: per-axis entries of a degradation record, reordered with the scan's axes by :func:`degradation_steps_on_axes`
+PER_AXIS_ENTRIES = ("factor", "source_shape", "source_spacing", "cropped")
+
+
+def degradation_steps_on_axes(record: Any, affine: Any, n_spatial: int) -> list[dict[str, Any]] | None:
+    """:func:`degradation_steps` with each step's per-axis entries (factor, source shape and spacing, crop) on the
+    voxel axes the scan has now, or ``None`` when the record cannot be placed on them.
+
+    A record names the axes of the scan :func:`degrade` made. Reoriented since (``monai.transforms.Orientation``,
+    as medgan's own refusal to upscale a scan in another axis order advises), the scan keeps its record, whose
+    factor then names the old axes: a ``(4, 1, 1)`` degradation read as such on an ``ASR`` copy misled LR
+    consistency and SuperResolver's factor check. The record's grid is matched to the scan's: the last step's
+    voxel sizes (``source_spacing`` times ``factor``) against the scan's (the lengths of ``affine``'s columns), as
+    recorded or up to a permutation of the axes (within 0.1 %), and every step is reordered by that permutation.
+
+    Parameters
+    ----------
+    record
+        A ``meta["degradation"]`` record (anything else gives ``[]``).
+    affine
+        The scan's affine now (any world; only its column lengths are used); ``None`` for a plain array.
+    n_spatial
+        The scan's number of spatial axes.
+
+    Returns
+    -------
+    list of dict or None
+        The steps, oldest first; as recorded when the record has no voxel sizes (``source_spacing``) or factor to
+        compare, or the scan no affine. ``None`` when the voxel sizes fit no order of the scan's axes, or several
+        orders that would give other factors: the factor is then unknown (callers fall back to the shapes).
+    """
+    import itertools
+
+    steps = degradation_steps(record)
+    if not steps or affine is None:
+        return steps
+    last = steps[-1]
+    try:
+        factor = np.asarray(parse_factor(last.get("factor"), n_spatial), dtype=np.float64)
+        source = np.asarray(last.get("source_spacing"), dtype=np.float64)
+        columns = np.asarray(affine.detach().cpu() if hasattr(affine, "detach") else affine, dtype=np.float64)
+    except (MedganError, TypeError, ValueError):  # nothing to compare: the record as written (what medgan read)
+        return steps
+    if source.shape != (n_spatial,) or not (np.all(np.isfinite(source)) and np.all(source > 0)):
+        return steps
+    if columns.ndim != 2 or min(columns.shape) < n_spatial:
+        return steps
+    spacing = np.linalg.norm(columns[:n_spatial, :n_spatial], axis=0)
+    expected = source * factor
+
+    def fits(order: tuple[int, ...]) -> bool:
+        return bool(np.allclose(spacing, expected[list(order)], rtol=1e-3, atol=0.0))
+
+    identity = tuple(range(n_spatial))
+    if fits(identity):  # the scan keeps the grid its record names (also when another order would fit as well)
+        return steps
+    orders = [o for o in itertools.permutations(identity) if fits(o)]
+    placed = []
+    for order in orders:
+        moved = []
+        for step in steps:
+            step = dict(step)
+            for key in PER_AXIS_ENTRIES:
+                value = step.get(key)
+                if key == "factor" and value is not None:
+                    try:
+                        value = list(parse_factor(value, n_spatial))
+                    except MedganError:
+                        return None  # an earlier step's factor this medgan cannot read: unknown
+                if isinstance(value, list | tuple) and len(value) == n_spatial:
+                    step[key] = [value[a] for a in order]  # current axis j was recorded axis order[j]
+            moved.append(step)
+        placed.append(moved)
+    if not placed or any([s.get("factor") for s in p] != [s.get("factor") for s in placed[0]] for p in placed):
+        return None
+    return placed[0]
 
 
 def degrade_randomly(

@@ -70,6 +70,8 @@ __all__ = [
     "field_of_view_coverage",
     "crop_reference",
     "reference_box",
+    "reorient",
+    "reorient_onto",
     "upsampling_factor",
     "check_method_name",
     "GEOMETRY_NOTES",
@@ -85,6 +87,17 @@ MAX_MONTAGES = 20
 SSIM_MODES = ("auto", "2d", "3d")
 #: report notes for the geometry steps recorded in the rows' ``geometry`` column: row text prefix -> note
 GEOMETRY_NOTES = {
+    "reference reoriented": (
+        "where a reference held the prediction's voxel grid in another axis order or with flipped axes (a DICOM "
+        "series and its dcm2niix conversion, a scan in LAS against one in RAS), its axes were reordered onto the "
+        "prediction's, without interpolation, before any other step; the geometry column of metrics.csv names both "
+        "axis orders"
+    ),
+    "low-resolution input reoriented": (
+        "where a low-resolution input's axes ran in another order or direction than the prediction's, they were "
+        "reordered onto the prediction's, without interpolation, before the baselines and LR consistency; the "
+        "geometry column of metrics.csv names both axis orders"
+    ),
     "reference cropped": (
         "where a prediction lies on a box of its reference's voxels, smaller by less than the upsampling factor "
         "(medgan degrade crops a scan whose shape does not divide by the factor to a multiple of it), it was scored "
@@ -248,6 +261,85 @@ def resample_to(scan: Any, like: Any, *, order: int = 1) -> Any:
 
 def _same_grid(a: Any, b: Any) -> bool:
     return M.grid_difference(a, b) is None
+
+
+#: per-axis entries of a degradation record (``meta["degradation"]``), reordered with the scan's axes
+_PER_AXIS_RECORD = ("factor", "source_shape", "source_spacing", "cropped")
+
+
+def reorient(scan: Any, ornt: np.ndarray) -> Any:
+    """``scan`` with its voxel axes reordered and flipped by ``ornt`` (nibabel orientation; no interpolation).
+
+    The same voxels, renumbered: nibabel ``apply_orientation`` moves them and ``inv_ornt_aff`` the affine, which is
+    kept in the scan's own world (``meta["space"]``). The per-axis entries of its degradation record
+    (``meta["degradation"]``: factor, source shape and spacing, crop) are reordered too, so they keep naming its
+    axes. The result is a new ``MetaTensor``; ``scan`` is unchanged.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from nibabel import orientations
+
+    from medgan.io.scan import affine_4x4
+
+    data = scan.detach().cpu().numpy() if isinstance(scan, torch.Tensor) else np.asarray(scan)
+    shape = tuple(int(n) for n in data.shape[1:])
+    moved = orientations.apply_orientation(np.moveaxis(data, 0, -1), ornt)  # spatial axes first, channel last
+    out = np.ascontiguousarray(np.moveaxis(moved, -1, 0))
+    affine = affine_4x4(scan.affine) @ orientations.inv_ornt_aff(ornt, shape)
+    meta = {k: v for k, v in dict(getattr(scan, "meta", {}) or {}).items() if k != "affine"}
+    order = [0] * len(shape)  # order[new axis] = old axis
+    for axis, (to, _flip) in enumerate(np.asarray(ornt)):
+        order[int(to)] = axis
+    if "spatial_shape" in meta:
+        meta["spatial_shape"] = np.asarray([shape[a] for a in order])
+    deg = meta.get("degradation")
+    if isinstance(deg, Mapping):
+        deg = dict(deg)
+        for key in _PER_AXIS_RECORD:
+            value = deg.get(key)
+            if isinstance(value, list | tuple) and len(value) == len(shape):
+                deg[key] = [value[a] for a in order]
+        meta["degradation"] = deg
+    dtype = scan.affine.dtype if isinstance(getattr(scan, "affine", None), torch.Tensor) else torch.float64
+    return MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(affine, dtype=dtype), meta=meta)
+
+
+def _reorient_inputs(pred: Any, ref: Any, lr: Any) -> tuple[Any, Any, list[str]]:
+    """``(ref, lr, steps)``: the reference reordered onto the prediction's axis order when that puts it on the
+    prediction's grid (:func:`reorient_onto`), the low-resolution input whenever its axes run otherwise, and the
+    geometry steps taken (:data:`GEOMETRY_NOTES`)."""
+    steps = []
+    ornt = M.reorientation_onto(ref, pred)
+    if ornt is not None:
+        steps.append(f"reference reoriented from {M.axis_codes(ref)} to the prediction's {M.axis_codes(pred)} axes")
+        ref = reorient(ref, ornt)
+    lr_ornt = M.axis_order_change(lr, pred) if lr is not None else None
+    if lr_ornt is not None:
+        steps.append(
+            f"low-resolution input reoriented from {M.axis_codes(lr)} to the prediction's {M.axis_codes(pred)} axes"
+        )
+        lr = reorient(lr, lr_ornt)
+    return ref, lr, steps
+
+
+def reorient_onto(ref: Any, pred: Any) -> Any:
+    """``ref`` reordered onto ``pred``'s axis order, when that puts it on ``pred``'s grid (or a box holding it).
+
+    A reference stored in another axis order or with flipped axes (dcm2niix's conversion of the DICOM series a
+    prediction was made from; a scan in LAS against one in RAS) holds the same voxels as the prediction's grid: its
+    axes are permuted and flipped, without interpolation (:func:`reorient`;
+    :func:`medgan.eval.metrics.reorientation_onto`). :class:`Evaluation` and ``medgan evaluate`` do it themselves.
+
+    Raises
+    ------
+    medgan.errors.GeometryMismatchError
+        If no reordering of ``ref``'s axes gives ``pred``'s grid (the usual message, naming both scans).
+    """
+    ornt = M.reorientation_onto(ref, pred)
+    if ornt is None:
+        M.check_geometry(pred, ref)
+        return ref  # the same grid already
+    return reorient(ref, ornt)
 
 
 def reference_box(pred: Any, ref: Any, *, max_margin: int | Sequence[int] | None = None) -> tuple[slice, ...] | None:
@@ -703,12 +795,16 @@ class Evaluation:
         self._refuse_label_maps(pred, ref, lr, resample=resample, auto_baselines=isinstance(baselines, str))
         prov = _provenance(pred)  # before resampling, whatever the resampler does with the metadata
         names = (M._name_of(lr, "the low-resolution input"), M._name_of(ref, "the reference"))
+        # the same voxels stored in another axis order (dcm2niix's conversion of the series the prediction came
+        # from, a scan in LAS): reordered first, so the crop and the pairing below see one grid and *_full is scored
+        ref, lr, common = _reorient_inputs(pred, ref, lr)
         pred, ref, geometry, covered = self._on_reference_grid(pred, ref, lr=lr, resample=resample)
         if lr is not None:
             _check_lr_fits(lr, ref, self.degradation, names, implied=isinstance(baselines, str))
-        # a cropped reference is every method's; a resampled prediction only the method's
-        common = [geometry] if geometry and geometry.startswith("reference cropped") else []
-        steps = {self.method: [geometry] if geometry and not common else []}
+        # a reordered or cropped reference is every method's; a resampled prediction only the method's
+        if geometry and geometry.startswith("reference cropped"):
+            common.append(geometry)
+        steps = {self.method: [geometry] if geometry and not geometry.startswith("reference cropped") else []}
         # resampled scans and the reference voxels inside their field of view: the rest is edge padding
         coverage = {self.method: covered} if covered is not None else {}
         if isinstance(baselines, str):

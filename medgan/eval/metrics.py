@@ -112,6 +112,8 @@ __all__ = [
     "check_geometry",
     "grid_difference",
     "subgrid_offset",
+    "axis_order_change",
+    "reorientation_onto",
     "implied_factor",
     "degradation_of",
 ]
@@ -280,6 +282,74 @@ def subgrid_offset(pred: Any, ref: Any) -> tuple[int, ...] | None:
     return start if inside else None
 
 
+def axis_order_change(scan: Any, like: Any) -> np.ndarray | None:
+    """The nibabel orientation that puts ``scan``'s voxel axes in ``like``'s order and direction, when they differ.
+
+    Both affines are taken in RAS+ (:func:`_affine_of`) and each voxel axis is named by the world axis it lies
+    closest to (nibabel ``io_orientation``), so an oblique scan gets the same names as its straight counterpart.
+    ``None`` when either has no affine, they are not both 3-D, or their axes already run alike.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(3, 2)``: for each voxel axis of ``scan``, the axis of the result it becomes and ``-1`` where it is
+        flipped (nibabel ``ornt_transform``; apply with ``nibabel.orientations.apply_orientation``).
+    """
+    from nibabel import orientations
+
+    sa, la = _affine_of(scan), _affine_of(like)
+    if sa is None or la is None or len(scan.shape) != 4 or len(like.shape) != 4:
+        return None
+    try:
+        src, dst = orientations.io_orientation(sa), orientations.io_orientation(la)
+    except Exception:  # a singular or NaN affine names no axes: nothing to reorder
+        return None
+    if np.isnan(src).any() or np.isnan(dst).any() or np.array_equal(src, dst):
+        return None
+    return orientations.ornt_transform(src, dst)
+
+
+def reoriented_grid(scan: Any, ornt: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """``(shape, affine)`` of ``scan`` after :func:`axis_order_change`'s ``ornt``: its channel-first shape and
+    voxel -> RAS+ affine (the same voxels, renumbered; no interpolation)."""
+    from nibabel import orientations
+
+    shape = tuple(int(n) for n in scan.shape[1:])
+    new = [0] * len(shape)
+    for axis, (to, _flip) in enumerate(np.asarray(ornt)):
+        new[int(to)] = shape[axis]
+    affine = _affine_of(scan) @ orientations.inv_ornt_aff(ornt, shape)
+    return (int(scan.shape[0]), *new), affine
+
+
+def reorientation_onto(ref: Any, pred: Any) -> np.ndarray | None:
+    """The axis reordering (:func:`axis_order_change`) that puts ``ref`` on ``pred``'s grid, or ``None``.
+
+    ``ref``'s grid is ``pred``'s stored in another axis order or with flipped axes (a DICOM series and its dcm2niix
+    conversion; a scan reoriented to LAS): reordering ``ref``'s voxels, without interpolation, gives ``pred``'s
+    grid (:func:`grid_difference`) or a box of voxels holding it (:func:`subgrid_offset`). Any other difference
+    (shifted, rotated, another voxel size) gives ``None``: that is a real misalignment.
+    """
+    from types import SimpleNamespace
+
+    ornt = axis_order_change(ref, pred)
+    if ornt is None:
+        return None
+    shape, affine = reoriented_grid(ref, ornt)
+    grid = SimpleNamespace(shape=shape, affine=affine, meta=None)  # its affine is RAS+ already
+    if grid_difference(pred, grid) is None or subgrid_offset(pred, grid) is not None:
+        return ornt
+    return None
+
+
+def axis_codes(scan: Any) -> str:
+    """``"RAS"``, ``"LPS"``...: the world direction each voxel axis of ``scan`` runs closest to (nibabel)."""
+    from nibabel import orientations
+
+    affine = _affine_of(scan)
+    return "".join(orientations.aff2axcodes(affine)) if affine is not None else ""
+
+
 def box_text(start: Sequence[int], shape: Sequence[int], of: Sequence[int] | None = None) -> str:
     """``"x 0..63, y 0..63, z 0..13"`` (first and last voxel index per axis), with ``" (of 64 x 64 x 15)"``."""
     names = "xyz" if len(start) <= 3 else [f"axis{i}" for i in range(len(start))]
@@ -322,6 +392,13 @@ def _geometry_hints(pred: Any, ref: Any, *, python: bool = True) -> tuple[str, b
     where it lies) is compared too. ``python``: the caller gave no advice of its own (the Python API), so the hint
     may name Python functions.
     """
+    if reorientation_onto(ref, pred) is not None:
+        how = "medgan.eval.compare.reorient_onto(ref, pred) reorders it" if python else "reorder it"
+        return (
+            f"; it is the reference's grid stored in another axis order ({axis_codes(pred)} here, "
+            f"{axis_codes(ref)} in the reference): {how} without interpolation (medgan evaluate and "
+            "medgan.eval.compare.Evaluation do it themselves), do not resample it"
+        ), False
     start = subgrid_offset(pred, ref)
     if start is not None:
         return (
@@ -1069,11 +1146,18 @@ def degradation_of(lr: Any, hr_shape: Sequence[int], degradation: Mapping[str, A
     recorded = meta.get("degradation") if isinstance(meta, Mapping) else None
     lr_spatial = tuple(lr.shape[1:])
     if isinstance(recorded, Mapping) and recorded.get("method"):
-        from medgan.data.degrade import degradation_steps
+        from medgan.data.degrade import PER_AXIS_ENTRIES, degradation_steps_on_axes
 
         _warn_if_overridden(lr, recorded, degradation)
         out, source = dict(recorded), "lr.meta"
-        *chain, last = degradation_steps(recorded)
+        # the record names the axes of the scan medgan.degrade made: on a scan reoriented since, its factor is read
+        # on the scan's axes now, or (its grid not placed) left unknown and implied by the shapes
+        placed = degradation_steps_on_axes(recorded, getattr(lr, "affine", None), len(lr_spatial))
+        if placed is None:
+            out.pop("factor", None)
+            placed = []
+        *chain, last = placed or [out]
+        out.update({k: last[k] for k in PER_AXIS_ENTRIES if k in last})
         earlier = [s for s in chain if s.get("method")]
         if earlier and all(s.get("factor") is not None for s in [*earlier, out]):
             # a scan degraded more than once (medgan.degrade keeps the earlier steps under "previous"): the

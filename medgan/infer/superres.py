@@ -33,7 +33,12 @@ from nibabel import orientations as nib_orientations
 
 from medgan._args import as_ints
 from medgan._version import __version__
-from medgan.data.degrade import degradation_steps, parse_factor, put_back_non_finite, upsample_affine
+from medgan.data.degrade import (
+    degradation_steps_on_axes,
+    parse_factor,
+    put_back_non_finite,
+    upsample_affine,
+)
 from medgan.data.normalize import Normalization, NormalizationError, fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
@@ -1214,7 +1219,7 @@ class SuperResolver:
         mismatch = self._modality_mismatch(scan.meta)
         if mismatch is not None:  # not refused (it may be meant), but said: before the run, and in the provenance
             logger.warning("%s: %s", name, mismatch)
-        factor_mismatch = self._factor_mismatch(scan.meta, full_factor)
+        factor_mismatch = self._factor_mismatch(scan.meta, full_factor, affine_in)
         if factor_mismatch is not None:  # likewise: a through-plane x4 model on an isotropically degraded scan
             logger.warning("%s: %s", name, factor_mismatch)
 
@@ -1309,15 +1314,23 @@ class SuperResolver:
             "its output is unlikely to be faithful"
         )
 
-    def _factor_mismatch(self, meta: dict[str, Any], full_factor: Sequence[int]) -> str | None:
+    def _factor_mismatch(
+        self, meta: dict[str, Any], full_factor: Sequence[int], affine: np.ndarray | None = None
+    ) -> str | None:
         """Why the output will not be on any of the scan's earlier grids, or ``None``: the scan records the
         factor(s) it was degraded by (``meta["degradation"]``: :func:`medgan.degrade`, its NIfTI sidecar; a scan
         degraded in steps keeps the earlier steps under ``"previous"``) and the model upsamples by a factor that
-        undoes neither the last step nor the last few steps together (``full_factor``, per scan axis)."""
+        undoes neither the last step nor the last few steps together (``full_factor``, per scan axis).
+
+        The recorded factors are read on the scan's axes now (``affine``;
+        :func:`medgan.data.degrade.degradation_steps_on_axes`): a scan reoriented since it was degraded keeps its
+        record in the old axis order; one whose grid the record cannot be placed on says nothing either way."""
         record = meta.get("degradation")
         if not isinstance(record, dict) or record.get("factor") is None:
             return None
-        steps = degradation_steps(record)  # oldest first
+        steps = degradation_steps_on_axes(record, affine, len(full_factor))  # oldest first
+        if steps is None:
+            return None
         undone = [1] * len(full_factor)
         reachable: list[tuple[int, ...]] = []  # what undoing the last step, the last two, ... takes
         for step in reversed(steps):
