@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -243,3 +244,119 @@ def test_a_python_config_still_refuses_a_number_for_a_path(tmp_path):
     cfg["out_dir"] = 3
     with pytest.raises(ConfigError, match=r"out_dir: expected a path"):
         validate_config(cfg)
+
+
+# ------------------------------------------------------------------ 8. a training scan is identified by its bytes
+def _rewrite(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as a copy without ``-p`` (or a checkout, a DVC pull) does: a new file, a new time."""
+    path.unlink()
+    path.write_bytes(data)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 3_600 * 10**9))  # an hour on: coarse file times differ too
+
+
+def test_a_scan_rewritten_with_the_same_bytes_is_not_recorded_as_changed(tmp_path, crops, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(crops[0], data / "a.nii.gz")
+    cfg = _config(tmp_path, ["data"])
+    train_sr(cfg, until_step=1, progress=False)
+    before = (data / "a.nii.gz").stat().st_mtime_ns
+    _rewrite(data / "a.nii.gz", (data / "a.nii.gz").read_bytes())
+    assert (data / "a.nii.gz").stat().st_mtime_ns != before
+    with caplog.at_level(logging.WARNING, logger="medgan.train.core"):
+        result = train_sr(cfg, progress=False)
+    assert not [r for r in caplog.records if "training scans changed" in r.getMessage()]
+    meta = load_checkpoint(result.model_path).metadata
+    assert meta["resumed_with_changes"] == []
+    assert "resumed at step" not in render_model_card(result.model_path)
+
+
+def test_a_scan_with_other_bytes_under_the_same_name_is_recorded_as_changed(tmp_path, crops, caplog, monkeypatch):
+    from medgan.io.digest import file_sha256
+    from medgan.train.state import load_state, state_path
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(crops[0], data / "a.nii.gz")
+    cfg = _config(tmp_path, ["data"])
+    train_sr(cfg, until_step=1, progress=False)
+    (saved,) = json.loads(load_state(state_path(tmp_path / "run", 1))["inputs_json"])["data.scans"]
+    assert saved["sha256"] == file_sha256(data / "a.nii.gz") and "mtime_ns" not in saved
+    _rewrite(data / "a.nii.gz", crops[1].read_bytes())  # another scan under the same name
+    with caplog.at_level(logging.WARNING, logger="medgan.train.core"):
+        result = train_sr(cfg, progress=False)
+    said = [r.getMessage() for r in caplog.records if "training scans changed" in r.getMessage()]
+    assert len(said) == 1 and "changed: data#a-" in said[0], said
+    meta = load_checkpoint(result.model_path).metadata
+    (change,) = meta["resumed_with_changes"]
+    (a_name,) = change["changed"]
+    assert a_name == saved["name"] and a_name.startswith("data#a-")
+    assert change == {"step": 1, "sections": ["data.scans"], "keys": ["data.scans"], "changed": [a_name]}
+    assert f"resumed at step 1 with changed data.scans (changed: {a_name})" in render_model_card(result.model_path)
+
+
+def test_a_state_saved_with_modification_times_resumes_comparing_names_and_sizes(tmp_path, crops, caplog):
+    """A state from before the digests (af1938a: ``{"name", "size", "mtime_ns"}``) resumes; a file time that moved
+    is no change, a size that did is one."""
+    from medgan.train.state import load_state, save_state, state_path
+
+    scan = tmp_path / "a.nii.gz"
+    shutil.copy(crops[0], scan)
+    cfg = _config(tmp_path, [str(scan)])
+    cfg["phase1"]["steps"] = 3
+    train_sr(cfg, until_step=1, progress=False)
+
+    def as_before_digests(step: int) -> None:
+        path = state_path(tmp_path / "run", step)
+        st = load_state(path)
+        inputs = json.loads(st["inputs_json"])
+        inputs["data.scans"] = [
+            {"name": d["name"], "size": d["size"], "mtime_ns": scan.stat().st_mtime_ns} for d in inputs["data.scans"]
+        ]
+        st["inputs_json"] = json.dumps(inputs)
+        save_state(tmp_path / "run", {k: v for k, v in st.items() if k != "format"})
+
+    as_before_digests(1)
+    _rewrite(scan, scan.read_bytes())
+    with caplog.at_level(logging.INFO, logger="medgan.train.core"):
+        second = train_sr(cfg, until_step=2, progress=False)
+    assert any("compared by name and size" in r.getMessage() for r in caplog.records)
+    assert second.step == 2
+    as_before_digests(2)
+    size = scan.stat().st_size
+    _rewrite(scan, crops[1].read_bytes())  # another scan under the same name: the size tells
+    assert scan.stat().st_size != size
+    result = train_sr(cfg, progress=False)
+    (change,) = load_checkpoint(result.model_path).metadata["resumed_with_changes"]
+    assert change["step"] == 2 and change["sections"] == ["data.scans"]
+    (name,) = change["changed"]
+    assert name.endswith("a.nii.gz") and "added" not in change and "removed" not in change
+
+
+def test_a_dicom_series_is_identified_by_its_files_bytes_not_their_names_or_times(tmp_path):
+    from medgan.io.discover import discover_scans
+    from medgan.train.trainer import _scan_identity
+
+    series = tmp_path / "series"
+    shutil.copytree(REPO / "sample_data" / "dicom" / "dicom2nifti_hitachi_anatomical_001", series)
+
+    def identity() -> dict:
+        (ref,) = [r for r in discover_scans(series) if r.usable]
+        assert ref.kind == "dicom-series" and len(ref.paths) == 4
+        return _scan_identity(ref, str(tmp_path))
+
+    first = identity()
+    files = sorted(series.iterdir())
+    # the same files under each other's names (a re-export numbering them otherwise), with new times
+    blobs = [f.read_bytes() for f in files]
+    for f, blob in zip(files, blobs[1:] + blobs[:1], strict=True):
+        _rewrite(f, blob)
+    assert identity() == first
+    raw = bytearray(files[0].read_bytes())
+    raw[-1] ^= 0xFF  # one pixel byte of one slice
+    _rewrite(files[0], bytes(raw))
+    now = identity()
+    assert now["size"] == first["size"] and now["sha256"] != first["sha256"]

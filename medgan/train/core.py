@@ -291,6 +291,16 @@ def _name_list(names: list[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + more
 
 
+def _scan_changed(was: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Whether a training scan's saved identity (:meth:`Trainer.input_identities`) and its current one differ.
+
+    Only the fields both records hold count, never ``mtime_ns``: a state saved before the scans' ``sha256`` (with
+    ``mtime_ns`` in its place) is compared by size, as a file time changes with a copy, a checkout or ``touch``
+    while the bytes stay the same.
+    """
+    return any(was[k] != now[k] for k in sorted(set(was) & set(now) - {"name", "mtime_ns"}))
+
+
 def _trim_jsonl(path: Path, max_step: int) -> None:
     """Drop rows after ``max_step`` (written by a run that was killed after its last checkpoint)."""
     if not path.is_file():
@@ -596,8 +606,10 @@ class Trainer:
         Returns
         -------
         dict
-            Dotted key -> JSON-able identity. ``"data.scans"``: a list of ``{"name", "size", "mtime_ns"}``, one
-            per training scan (a resume lists the scans added, removed and changed); any other key (e.g.
+            Dotted key -> JSON-able identity. ``"data.scans"``: a list of ``{"name", "size", "sha256"}``, one
+            per training scan, ``sha256`` a digest of its files' bytes (a resume lists the scans added, removed and
+            changed: same name, other bytes; a state saved before the digest, with ``mtime_ns`` instead, is
+            compared by name and size, as a new modification time alone says nothing of the bytes); any other key (e.g.
             ``"loss.perceptual_weights_sha256"``): a value a resume compares whole. Why: a config section names a
             data folder or a weights file, not what it held, so a scan added to the folder or a weights file
             replaced between the calls resumed silently, and the export described the whole run with the last ones.
@@ -716,11 +728,16 @@ class Trainer:
             if key == "data.scans" and isinstance(saved[key], list):
                 was = {d.get("name"): d for d in saved[key] if isinstance(d, dict)}
                 cur = {d["name"]: d for d in now[key]}
+                if any("sha256" not in d for d in was.values()):
+                    logger.info(
+                        "%s predates the training scans' SHA-256 record: they are compared by name and size",
+                        path.name,
+                    )
                 diff = {
                     "added": [n for n in cur if n not in was],
                     "removed": [n for n in was if n not in cur],
-                    # same name, another size or modification time: the file was replaced or edited
-                    "changed": [n for n in cur if n in was and was[n] != cur[n]],
+                    # same name, other bytes: the file was replaced or edited
+                    "changed": [n for n in cur if n in was and _scan_changed(was[n], cur[n])],
                 }
                 if not any(diff.values()):  # the same scans in another order (data.train reordered: recorded)
                     continue

@@ -22,6 +22,7 @@ only what is specific to super-resolution.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -176,8 +177,15 @@ def _scan_files(source: Any) -> list[Path]:
 def _scan_identity(source: Any, base: str) -> dict[str, Any]:
     """A training scan as the state records it (:meth:`SRTrainer.input_identities`): its name as exports write it
     (:func:`medgan.data.patches.source_name` with ``shared``; a path inside the config folder relative to it, so a
-    project folder moved whole keeps its names), its files' total size and newest modification time."""
+    project folder moved whole keeps its names), its files' total size and the SHA-256 of their bytes.
+
+    The digest of a one-file scan (NIfTI, a DICOM file) is the file's (what ``sha256sum`` prints); that of a DICOM
+    series is the SHA-256 of its files' digests, sorted, one per line, so the files' names and order do not count.
+    Content, not modification time: a copy without ``-p``, a ``git checkout``, a DVC pull or ``touch`` gives the
+    same bytes a new time, and a resume recorded such a scan as changed in the shared export.
+    """
     from medgan.data.patches import source_name
+    from medgan.io.digest import file_sha256
 
     name = source_name(source, shared=True)
     head, sep, tail = name.partition("#")
@@ -185,15 +193,19 @@ def _scan_identity(source: Any, base: str) -> dict[str, Any]:
         rel = os.path.relpath(head, base) if os.path.splitdrive(head)[0] == os.path.splitdrive(base)[0] else ".."
         if not rel.startswith(os.pardir):
             name = Path(rel).as_posix() + sep + tail
-    size, mtime = 0, 0
+    size = 0
+    digests: list[str] = []
     for f in _scan_files(source):
         try:
-            st = f.stat()
+            size += f.stat().st_size
+            digests.append(file_sha256(f))
         except OSError:  # gone since it was loaded: its name still identifies it
             continue
-        size += st.st_size
-        mtime = max(mtime, st.st_mtime_ns)
-    return {"name": name, "size": size, "mtime_ns": mtime}
+    if len(digests) == 1:
+        sha256 = digests[0]
+    else:
+        sha256 = hashlib.sha256("".join(d + "\n" for d in sorted(digests)).encode("ascii")).hexdigest()
+    return {"name": name, "size": size, "sha256": sha256}
 
 
 def _header_modality(source: Any) -> str | None:
@@ -462,9 +474,11 @@ class SRTrainer(Trainer):
         self._val_loaded = {}  # other ranks do not validate: no copy kept
 
     def input_identities(self) -> dict[str, Any]:
-        """The training scans (name, size, modification time) and the perceptual-loss weights file's SHA-256: a
-        resume records a change of either (``resumed_with_changes``; :meth:`medgan.train.core.Trainer.
-        input_identities`)."""
+        """The training scans (name, size, SHA-256 of their bytes: :func:`_scan_identity`) and the perceptual-loss
+        weights file's SHA-256: a resume records a change of either (``resumed_with_changes``;
+        :meth:`medgan.train.core.Trainer.input_identities`). Computed once per run, after the scans are loaded (one
+        more read of their files, from the page cache as a rule); a scan whose bytes are the same is unchanged
+        whatever its modification time."""
         base = config_base(self.cfg)
         out: dict[str, Any] = {"data.scans": [_scan_identity(s, base) for s in self.sources]}
         if self.perceptual_sha256 is not None:
