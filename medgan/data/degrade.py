@@ -795,7 +795,10 @@ def degradation_steps_on_axes(record: Any, affine: Any, n_spatial: int) -> list[
         return steps
     if columns.ndim != 2 or min(columns.shape) < n_spatial:
         return steps
-    spacing = np.linalg.norm(columns[:n_spatial, :n_spatial], axis=0)
+    # every world row of the homogeneous affine: a 2-D slice's 4x4 affine (a coronal or sagittal slice) keeps part
+    # of its voxel sizes in the world row past n_spatial; the top-left block read them as 0 and no order fitted
+    world = columns[:-1] if columns.shape[0] > n_spatial else columns
+    spacing = np.linalg.norm(world[:, :n_spatial], axis=0)
     expected = source * factor
 
     def fits(order: tuple[int, ...]) -> bool:

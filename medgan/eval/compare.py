@@ -94,8 +94,9 @@ GEOMETRY_NOTES = {
         "axis orders"
     ),
     "low-resolution input reoriented": (
-        "where a low-resolution input's axes ran in another order or direction than the prediction's, they were "
-        "reordered onto the prediction's, without interpolation, before the baselines and LR consistency; the "
+        "where a low-resolution input's axes ran in another order or direction than the reference's (after the "
+        "reference's own reordering onto the prediction's, if any: the grid every score is computed on), they were "
+        "reordered onto the reference's, without interpolation, before the baselines and LR consistency; the "
         "geometry column of metrics.csv names both axis orders"
     ),
     "reference cropped": (
@@ -304,22 +305,58 @@ def reorient(scan: Any, ornt: np.ndarray) -> Any:
     return MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(affine, dtype=dtype), meta=meta)
 
 
-def _reorient_inputs(pred: Any, ref: Any, lr: Any) -> tuple[Any, Any, list[str]]:
-    """``(ref, lr, steps)``: the reference reordered onto the prediction's axis order when that puts it on the
-    prediction's grid (:func:`reorient_onto`), the low-resolution input whenever its axes run otherwise, and the
-    geometry steps taken (:data:`GEOMETRY_NOTES`)."""
+def _reorient_inputs(pred: Any, ref: Any, lr: Any, mask: Any = None) -> tuple[Any, Any, Any, list[str]]:
+    """``(ref, lr, mask, steps)``: the reference reordered onto the prediction's axis order when that puts it on
+    the prediction's grid (:func:`reorient_onto`), the low-resolution input whenever its axes run otherwise than the
+    reference's as it ends up, a user's mask on the reference's grid (:func:`_mask_on_reference`) reordered with the
+    reference, and the geometry steps taken (:data:`GEOMETRY_NOTES`).
+
+    The low-resolution input follows the reference, not the prediction: every score is computed on the reference's
+    grid (a prediction off it is resampled onto it), and LR consistency degrades along the reference's axes, so an
+    LR reordered onto a prediction whose axes the reference does not share was degraded along the wrong axis.
+    """
     steps = []
     ornt = M.reorientation_onto(ref, pred)
     if ornt is not None:
         steps.append(f"reference reoriented from {M.axis_codes(ref)} to the prediction's {M.axis_codes(pred)} axes")
         ref = reorient(ref, ornt)
-    lr_ornt = M.axis_order_change(lr, pred) if lr is not None else None
+        if M._affine_of(mask) is not None:  # a user's mask on the reference's grid: the same voxels, reordered
+            mask = reorient(mask, ornt)
+    lr_ornt = M.axis_order_change(lr, ref) if lr is not None else None
     if lr_ornt is not None:
-        steps.append(
-            f"low-resolution input reoriented from {M.axis_codes(lr)} to the prediction's {M.axis_codes(pred)} axes"
-        )
+        whose = "prediction's" if M.axis_codes(ref) == M.axis_codes(pred) else "reference's"
+        steps.append(f"low-resolution input reoriented from {M.axis_codes(lr)} to the {whose} {M.axis_codes(ref)} axes")
         lr = reorient(lr, lr_ornt)
-    return ref, lr, steps
+    return ref, lr, mask, steps
+
+
+def _mask_on_reference(mask: Any, ref: Any) -> Any:
+    """A user's mask given on the reference's grid, as a one-channel MetaTensor with the reference's affine, so the
+    reference's reorientation and crop (:meth:`Evaluation.add`) can be applied to it as well; anything else as is.
+
+    A mask is made on the reference as stored (e.g. segmented on it): after the reference's axes were reordered, a
+    plain array kept the stored voxel order and marked the mirrored region, and a MetaTensor mask was refused as
+    lying on another grid. A mask that is not on the reference as given (a name, another shape, a MetaTensor on
+    another grid) is left to :func:`~medgan.eval.masks.resolve_mask` on the reference as scored, as before.
+    """
+    import torch
+    from monai.data import MetaTensor
+
+    from medgan.io.scan import affine_4x4
+
+    if mask is None or isinstance(mask, str) or M._affine_of(ref) is None:
+        return mask
+    spatial = tuple(int(n) for n in ref.shape[1:])
+    shape = tuple(int(n) for n in np.shape(mask))
+    if shape not in (spatial, (1, *spatial)):
+        return mask
+    try:
+        m, _ = resolve_mask(mask, ref)
+    except GeometryMismatchError:  # a MetaTensor mask on another grid: the check on the scored reference names it
+        return mask
+    affine = torch.as_tensor(affine_4x4(ref.affine), dtype=torch.float64)
+    meta = {"space": ref.meta["space"]} if "space" in (getattr(ref, "meta", None) or {}) else {}  # LPS stays LPS
+    return MetaTensor(torch.from_numpy(m[None].astype(np.uint8)), affine=affine, meta=meta)
 
 
 def reorient_onto(ref: Any, pred: Any) -> Any:
@@ -527,8 +564,11 @@ def _check_lr_fits(lr: Any, ref: Any, degradation: Any, names: tuple[str, str], 
                     f"{back}, not {lr_shape}"
                 )
     except GeometryMismatchError as exc:
+        # unnamed scans (arrays made in Python) are called "the low-resolution input" / "the reference": not twice
+        lr_name = "" if names[0] == "the low-resolution input" else f"{names[0]}: "
+        ref_name = "" if names[1] == "the reference" else f" {names[1]}"
         raise GeometryMismatchError(
-            f"{names[0]}: the low-resolution input does not fit the reference {names[1]} ({exc}); pass the "
+            f"{lr_name}the low-resolution input does not fit the reference{ref_name} ({exc}); pass the "
             "low-resolution scan the prediction was made from"
         ) from None
 
@@ -723,7 +763,10 @@ class Evaluation:
     method
         Name of the method under test (column ``method`` of its rows).
     mask, data_range, degradation, ssim_mode
-        Passed to :func:`medgan.evaluate` for every method of every scan.
+        Passed to :func:`medgan.evaluate` for every method of every scan. A mask array on the reference as given
+        (its shape; a MetaTensor also its grid) follows the reference's reordering onto the prediction's axes and
+        its crop, so it marks the same voxels; a mask of the shape of the reference as scored (the prediction's
+        box) is taken on that grid, as before.
     max_montages
         Montages rendered (the first scans added); 0 disables them.
     crop_reference
@@ -797,8 +840,13 @@ class Evaluation:
         names = (M._name_of(lr, "the low-resolution input"), M._name_of(ref, "the reference"))
         # the same voxels stored in another axis order (dcm2niix's conversion of the series the prediction came
         # from, a scan in LAS): reordered first, so the crop and the pairing below see one grid and *_full is scored
-        ref, lr, common = _reorient_inputs(pred, ref, lr)
+        # a user's mask made on the reference as given follows it through the reorientation and the crop, so it
+        # marks the same voxels (resolve_mask below checks that it lies on the grid scored)
+        user_mask = _mask_on_reference(self.mask, ref)
+        ref, lr, user_mask, common = _reorient_inputs(pred, ref, lr, user_mask)
         pred, ref, geometry, covered = self._on_reference_grid(pred, ref, lr=lr, resample=resample)
+        if geometry and geometry.startswith("reference cropped") and user_mask is not self.mask:
+            user_mask = crop_reference(user_mask, pred)  # the reference's box (on its grid, a box of the mask's)
         if lr is not None:
             _check_lr_fits(lr, ref, self.degradation, names, implied=isinstance(baselines, str))
         # a reordered or cropped reference is every method's; a resampled prediction only the method's
@@ -846,7 +894,7 @@ class Evaluation:
             if name not in self.baselines:
                 self.baselines.append(name)
         # one mask and one data range for every method of this scan, both from the reference
-        mask, mask_rule = resolve_mask(self.mask, ref)
+        mask, mask_rule = resolve_mask(user_mask, ref)
         dr = self.data_range if self.data_range is not None else M.robust_data_range(ref, mask)
         dr_rule = M.DATA_RANGE_RULE if self.data_range is None else "given"
         meta = dict(scan_metadata(ref))
