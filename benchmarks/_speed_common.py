@@ -1,5 +1,6 @@
-"""Shared helpers of the speed benchmarks (``sr_speed.py``, ``train_throughput.py``): timing, the reference
-architecture of issue #7, machine description and the markdown section they print and append."""
+"""Shared helpers of the speed and memory benchmarks (``sr_speed.py``, ``train_throughput.py``,
+``eval_memory.py``, ``load_degrade_memory.py``): timing, traced peak memory, the reference architecture of issue
+#7, machine description and the markdown section they print and append."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import statistics
 import sys
 import time
 import traceback
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,22 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
 MNI_T1 = SAMPLE / "nifti/mni_icbm152_2009a_sym/t1.nii.gz"
+
+
+def traced(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``(fn(), traced peak MB above the start, wall seconds)``: the peak of the memory Python's allocators (NumPy's
+    and SciPy's included; torch's not) hold during the call (``tracemalloc``)."""
+    tracemalloc.start()
+    start = tracemalloc.get_traced_memory()[0]
+    t = time.perf_counter()
+    try:
+        out = fn()
+        wall = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return out, (peak - start) / 1e6, wall
+
 
 #: issue #7's reference network: SRResNet, 16 residual blocks, 64 channels, x2 (random weights)
 REFERENCE = {"arch": "srresnet", "channels": 64, "n_blocks": 16, "factor": 2}

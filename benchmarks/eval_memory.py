@@ -18,30 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import traced  # noqa: E402
 from sr_speed import _resampled_volume  # noqa: E402
 
 SCORES = ("ssim", "ssim_full", "ssim_fraction", "hfen", "hfen_full", "psnr")
-
-
-def _traced(fn) -> tuple[object, float, float]:
-    """``(fn(), traced peak MB above the start, wall seconds)``."""
-    tracemalloc.start()
-    start = tracemalloc.get_traced_memory()[0]
-    t = time.perf_counter()
-    try:
-        out = fn()
-        wall = time.perf_counter() - t
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return out, (peak - start) / 1e6, wall
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -66,14 +51,14 @@ def main(argv: list[str] | None = None) -> dict:
     input_mb = (data.nbytes + pred.numpy().nbytes) / 1e6
     record["inputs_float32_mb"] = round(input_mb, 1)
 
-    res, peak, wall = _traced(lambda: M.evaluate(pred, ref))
+    res, peak, wall = traced(lambda: M.evaluate(pred, ref))
     record["evaluate"] = {"peak_mb": round(peak, 1), "wall_s": round(wall, 2), **{k: res[k] for k in SCORES}}
 
     def shared_pair() -> list[dict]:
         filters = M.ReferenceFilters(ref)
         return [M.evaluate(p, ref, reference_filters=filters) for p in (pred, ref)]
 
-    (first, _), peak, wall = _traced(shared_pair)
+    (first, _), peak, wall = traced(shared_pair)
     record["evaluate_x2_shared_filters"] = {
         "peak_mb": round(peak, 1),
         "wall_s": round(wall, 2),

@@ -22,32 +22,20 @@ import hashlib
 import json
 import sys
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import traced  # noqa: E402
 from sr_speed import _resampled_volume  # noqa: E402
 
 
-def _traced(fn) -> tuple[object, float, float]:
-    """``(fn(), traced peak MB above the start, wall seconds)``."""
-    tracemalloc.start()
-    start = tracemalloc.get_traced_memory()[0]
-    t = time.perf_counter()
-    try:
-        out = fn()
-        wall = time.perf_counter() - t
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return out, (peak - start) / 1e6, wall
-
-
-def _digest(array: object) -> str:
-    return hashlib.sha256(np.ascontiguousarray(np.asarray(array)).tobytes()).hexdigest()[:16]
+def _row(fn, volume_mb: float) -> dict:
+    """One call's record: traced peak (MB and over the float32 volume), wall seconds, SHA-256 of the result."""
+    out, peak, wall = traced(fn)
+    digest = hashlib.sha256(np.ascontiguousarray(np.asarray(out)).tobytes()).hexdigest()[:16]
+    return {"peak_mb": round(peak, 1), "x_volume": round(peak / volume_mb, 2), "s": round(wall, 2), "sha256": digest}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -74,23 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
         nib.save(img, f"{tmp}/int16_scaled.nii.gz")
         del img, data
         for name in ("float32.nii", "int16_scaled.nii.gz"):
-            out, peak, wall = _traced(lambda name=name: medgan.load_scan(f"{tmp}/{name}"))
-            record[f"load {name}"] = {
-                "peak_mb": round(peak, 1),
-                "x_volume": round(peak / volume_mb, 2),
-                "s": round(wall, 2),
-                "sha256": _digest(out),
-            }
-            del out
+            record[f"load {name}"] = _row(lambda name=name: medgan.load_scan(f"{tmp}/{name}"), volume_mb)
     for factor in ((1, 1, 2), (2, 2, 2)):
-        out, peak, wall = _traced(lambda factor=factor: medgan.degrade(scan, factor=factor, method="kspace"))
-        record[f"degrade kspace {factor}"] = {
-            "peak_mb": round(peak, 1),
-            "x_volume": round(peak / volume_mb, 2),
-            "s": round(wall, 2),
-            "sha256": _digest(out),
-        }
-        del out
+        record[f"degrade kspace {factor}"] = _row(
+            lambda factor=factor: medgan.degrade(scan, factor=factor, method="kspace"), volume_mb
+        )
     print(json.dumps(record, indent=1))
     return record
 

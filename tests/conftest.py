@@ -240,8 +240,9 @@ def save_slow_sr(path: Path) -> Path:
     return save_checkpoint(path, build_generator(cfg), roi_size=32)
 
 
-def save_tiny_synthesizer(path: Path) -> Path:
-    """An untrained tiny 2-D SPADE generator (labels 0 background, 1 GM, 2 WM) saved with the real API."""
+def save_tiny_synthesizer(path: Path, classes: list[str] | None = None) -> Path:
+    """An untrained tiny 2-D SPADE generator (labels 0 background, 1 GM, 2 WM) saved with the real API; with
+    ``classes``, conditioned on that many classes of those names."""
     import torch
 
     from medgan.data.normalize import Normalization
@@ -257,12 +258,16 @@ def save_tiny_synthesizer(path: Path) -> Path:
             "channels": [8, 4],
             "z_dim": 4,
             "spade_hidden_channels": 4,
+            **({"num_classes": len(classes)} if classes else {}),
         }
     )
     norm = Normalization(
         method="percentile", offset=0.0, scale=100.0, lower=0.5, upper=99.5, data_min=0.0, data_max=100.0
     )
-    return save_synthesizer(path, gen, labels={0: "background", 1: "gm", 2: "wm"}, normalization=norm)
+    labels = {0: "background", 1: "gm", 2: "wm"}
+    if classes:
+        return save_synthesizer(path, gen, labels=labels, normalization=norm, classes=classes)
+    return save_synthesizer(path, gen, labels=labels, normalization=norm)
 
 
 def mni_tissue_slice(dst: Path, z: int) -> Path:

@@ -18,42 +18,26 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import mni_cgan_subject, mni_label_map, mni_t1_and_tissue_labels, tiny_cgan_config
+from conftest import mni_cgan_subject, mni_label_map, mni_t1_and_tissue_labels, save_tiny_synthesizer, tiny_cgan_config
 from monai.data import DataLoader
 from monai.transforms import RandSpatialCropd, Spacing
 
 import medgan
-from medgan.data.normalize import Normalization
 from medgan.data.synthetic_dataset import SyntheticAugmentedDataset
 from medgan.errors import MedganError
-from medgan.infer.synthesis import Synthesizer, save_synthesizer
+from medgan.infer.synthesis import Synthesizer
 from medgan.io.scan import take_slice
-from medgan.models.registry import build_generator
 from pipelines import cli
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 BOX = (slice(60, 76), slice(70, 86), slice(76, 80))  # 16 x 16 x 4 voxels of the MNI grid
-NORM = Normalization(method="percentile", offset=0.0, scale=100.0, lower=0.5, upper=99.5, data_min=0.0, data_max=100.0)
 
 
 # --------------------------------------------------------------------------------------------- 1: --class N
 def _class_model(path: Path, classes: list[str]) -> Path:
     """A tiny untrained 2-D SPADE generator conditioned on ``len(classes)`` classes named ``classes``."""
-    torch.manual_seed(0)
-    gen = build_generator(
-        {
-            "arch": "spade",
-            "spatial_dims": 2,
-            "num_labels": 3,
-            "channels": [8, 4],
-            "z_dim": 4,
-            "spade_hidden_channels": 4,
-            "num_classes": len(classes),
-        }
-    )
-    labels = {0: "background", 1: "gm", 2: "wm"}
-    return save_synthesizer(path, gen, labels=labels, normalization=NORM, classes=classes)
+    return save_tiny_synthesizer(path, classes=classes)
 
 
 def _synthesize(model: Path, labels: Path, out: Path, cls: str) -> int:
