@@ -67,8 +67,25 @@ def test_a_mask_on_the_reordered_reference_marks_the_same_voxels(las_case, kind,
     )[0]
     assert round(las_case["expected"], 2) == 1.21
     assert row["psnr"] == pytest.approx(las_case["expected"], abs=1e-6)  # HEAD: 30.43 (numpy), refused (MetaTensor)
-    assert row["mask_rule"] == "user-supplied mask"
+    # the report says which reading of the mask was used (read on the grid scored, the array marks other voxels)
+    assert row["mask_rule"] == "user-supplied mask (as given on the reference, reordered with it)"
     assert row["geometry"] == "reference reoriented from LAS to the prediction's RAS axes"
+
+
+@pytest.mark.parametrize("resample", [False, True])
+@pytest.mark.parametrize("dims", [3, 4])
+def test_a_metatensor_mask_on_the_grid_scored_is_taken_as_it_is(las_case, dims, resample):
+    """A MetaTensor mask on the prediction's grid (the grid every score is computed on) is no mask on the reference
+    as given: it is not reordered with the reference (it was flipped and refused as 'on another voxel grid', and a
+    3-D one crashed in nibabel with a broadcast ValueError)."""
+    m_pred = np.flip(las_case["mask"], axis=0).astype(np.float32)  # the error region, in the prediction's order
+    data = torch.as_tensor(m_pred[None] if dims == 4 else m_pred.copy())
+    mask = MetaTensor(data, affine=las_case["pred"].affine.clone())
+    row = Evaluation(method="SR", mask=mask, max_montages=0).add(
+        "s", las_case["pred"], las_case["ref"], baselines=None, resample=resample
+    )[0]
+    assert row["psnr"] == pytest.approx(las_case["expected"], abs=1e-6)
+    assert row["mask_rule"] == "user-supplied mask"
 
 
 def test_a_mask_on_the_uncropped_reordered_reference_is_cropped_with_it():

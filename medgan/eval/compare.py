@@ -843,9 +843,12 @@ class Evaluation:
         # a user's mask made on the reference as given follows it through the reorientation and the crop, so it
         # marks the same voxels (resolve_mask below checks that it lies on the grid scored)
         user_mask = _mask_on_reference(self.mask, ref)
-        ref, lr, user_mask, common = _reorient_inputs(pred, ref, lr, user_mask)
+        placed = user_mask is not self.mask  # a mask on the reference as given: it follows the reference
+        ref, lr, moved, common = _reorient_inputs(pred, ref, lr, user_mask if placed else None)
+        # any other mask (a name, one on the grid scored or on another grid) is checked on the grid scored as it is
+        user_mask = moved if placed else self.mask
         pred, ref, geometry, covered = self._on_reference_grid(pred, ref, lr=lr, resample=resample)
-        if geometry and geometry.startswith("reference cropped") and user_mask is not self.mask:
+        if geometry and geometry.startswith("reference cropped") and placed:
             user_mask = crop_reference(user_mask, pred)  # the reference's box (on its grid, a box of the mask's)
         if lr is not None:
             _check_lr_fits(lr, ref, self.degradation, names, implied=isinstance(baselines, str))
@@ -895,6 +898,16 @@ class Evaluation:
                 self.baselines.append(name)
         # one mask and one data range for every method of this scan, both from the reference
         mask, mask_rule = resolve_mask(user_mask, ref)
+        followed = [
+            how
+            for how, done in (
+                ("reordered", any(step.startswith("reference reoriented") for step in common)),
+                ("cropped", bool(geometry and geometry.startswith("reference cropped"))),
+            )
+            if placed and done
+        ]
+        if followed:  # the same array read on the scored grid would mark other voxels: say which reading was used
+            mask_rule += f" (as given on the reference, {' and '.join(followed)} with it)"
         dr = self.data_range if self.data_range is not None else M.robust_data_range(ref, mask)
         dr_rule = M.DATA_RANGE_RULE if self.data_range is None else "given"
         meta = dict(scan_metadata(ref))

@@ -672,7 +672,8 @@ class Trainer:
 
         seed_everything(int(self.cfg["seed"]))
         self.build()
-        self._inputs()  # now, not in the first save (which can be an interrupt's)
+        if self.info.is_main:  # now, not in the first save (which can be an interrupt's); only rank 0 saves it
+            self._inputs()
         # Module.to swaps each parameter's data in place, so the optimisers built in build() keep their parameters
         fmt = channels_last_format(self.spatial_dims) if self.channels_last else None
         self.generator = self.generator.to(self.device, memory_format=fmt)
@@ -695,7 +696,8 @@ class Trainer:
             "rng": rngs,
             "val_rows_json": json.dumps(self.val_rows),
             "resume_changes_json": json.dumps(self.resume_changes),
-            "inputs_json": json.dumps(self._inputs()),
+            # rank 0's alone is saved: the other ranks do not read their scans again to hash them
+            "inputs_json": json.dumps(self._inputs()) if self.info.is_main else "{}",
         }
         if self.discriminator is not None:
             st["discriminator"] = self.discriminator.state_dict()
@@ -715,6 +717,8 @@ class Trainer:
         """What of :meth:`input_identities` differs from the saved state's, warned about: ``{"keys": [...],
         "added": [...], "removed": [...], "changed": [...]}`` (the last three: scan names); empty when nothing did
         or the state predates the record (nothing to compare)."""
+        if not self.info.is_main:  # rank 0 records the changes in the state and the export it writes
+            return {}
         try:
             saved = json.loads(st.get("inputs_json", "{}"))
         except (TypeError, ValueError):
