@@ -23,6 +23,7 @@ import logging
 import math
 import numbers
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -500,19 +501,27 @@ def _apply_chunked(norm: Normalization, x: torch.Tensor, out: torch.Tensor, *, i
         d.copy_(t)
 
 
+#: held by a thread inside :func:`_tf32`: the TF32 switches are process-wide, so two threads upscaling at once (a
+#: thread pool in a service) changed them under each other's forward (an "fp32" forward ran in TF32) and the last
+#: to finish restored the other's setting (TF32 left off for the caller's own CUDA code afterwards)
+_TF32_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _tf32(allowed: bool) -> Iterator[None]:
     """Allow or forbid TF32 tensor-core math for CUDA convolutions and matmuls inside the block (then restore).
 
     PyTorch allows TF32 for cuDNN convolutions by default, so a plain "fp32" forward on an Ampere or newer GPU
-    multiplies with 10-bit mantissas; ``precision="fp32"`` must not.
+    multiplies with 10-bit mantissas; ``precision="fp32"`` must not. The block holds :data:`_TF32_LOCK`: other
+    threads' forwards wait (they would share the GPU anyway) rather than run with this block's setting.
     """
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    with _TF32_LOCK:
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def valid_axes(values: Any) -> tuple[int, ...] | None:
@@ -1250,7 +1259,9 @@ class SuperResolver:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=per_image * n_images, desc=f"upscale {self.model_name}", unit="window", dynamic_ncols=True)
-        ctx = torch.inference_mode() if self.device.type == "cpu" else torch.no_grad()
+        # no_grad, not inference_mode: an inference tensor returned to the caller refused in-place edits (y[m] = 0
+        # raised after writing) and autograd (a loss on the output), and only on the CPU; the voxels are the same
+        ctx = torch.no_grad()
         try:
             with ctx:
                 y, norm = self._upscale_tensor(
