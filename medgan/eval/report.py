@@ -73,6 +73,7 @@ from typing import Any
 
 from medgan.errors import MedganError
 from medgan.eval import metrics as M
+from medgan.io.atomic import json_ready
 
 __all__ = [
     "SCHEMA",
@@ -154,18 +155,6 @@ _UNIT_COLUMNS = ("mae", "mae_full", "data_range")
 
 
 # --------------------------------------------------------------------------- document
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
@@ -273,7 +262,7 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
         "rows": rows,
         **tables,
     }
-    return _jsonable(doc)
+    return json_ready(doc)
 
 
 def _invocation(ev: Any) -> dict[str, Any]:
@@ -780,7 +769,7 @@ def spreadsheet_text(v: Any) -> Any:
     """``v`` for a CSV cell: text that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
     ``@``, a tab or a carriage return: a scan id from a folder name, a method name) gets a leading ``'``; anything
     else, numbers included, is returned as it is. Also used for ``manifest.csv`` of the batch jobs."""
-    # "-inf" is how _jsonable writes a non-finite number
+    # "-inf" is how json_ready writes a non-finite number
     if isinstance(v, str) and v.startswith(_FORMULA_START) and v != "-inf":
         return "'" + v
     return v
@@ -789,7 +778,7 @@ def spreadsheet_text(v: Any) -> Any:
 def _csv_value(v: Any) -> Any:
     # text from user data (scan ids are folder names, method names are arguments) is not run as a formula; numbers
     # (a negative mean difference) are not text
-    v = _jsonable(spreadsheet_text(v))
+    v = json_ready(spreadsheet_text(v))
     if v is None:
         return ""
     if isinstance(v, dict | list):
@@ -833,7 +822,7 @@ def write_json(doc: Mapping[str, Any], path: str | Path) -> Path:
 
 def _json_text(doc: Mapping[str, Any]) -> str:
     """The text :func:`write_json` writes."""
-    return json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n"
 
 
 def _degradation_details(d: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import re
 import shutil
@@ -43,6 +44,7 @@ __all__ = [
     "write_bytes_atomic",
     "write_text_atomic",
     "utf8_bytes",
+    "json_ready",
     "open_append",
 ]
 
@@ -444,6 +446,35 @@ def atomic_directory(
     if old is not None:
         _remove_replaced(old, replaced, path)
     _fsync_dir(path.parent)
+
+
+def json_ready(value: Any, *, infinite_as_text: bool = True) -> Any:
+    """``value`` made fit for ``json.dumps(..., allow_nan=False)``: the one rule of medgan's JSON outputs.
+
+    Mappings become dicts with string keys, lists and tuples lists, paths POSIX text, NumPy and torch scalars Python
+    numbers; NaN (a score that could not be computed) becomes ``null``, and an infinity ``"inf"`` / ``"-inf"`` (a
+    perfect scan's PSNR), or ``null`` with ``infinite_as_text=False``. A bare ``NaN`` / ``Infinity``, which
+    ``json.dumps`` writes by default, is refused by strict readers (``jq``, JavaScript, most non-Python tools). The
+    evaluation report, the batch manifest and the training logs write through it.
+
+    Examples
+    --------
+    >>> json_ready({"psnr": float("inf"), "ssim": float("nan"), 1: (2, 3)})
+    {'psnr': 'inf', 'ssim': None, '1': [2, 3]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v, infinite_as_text=infinite_as_text) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v, infinite_as_text=infinite_as_text) for v in value]
+    if isinstance(value, Path):
+        return value.as_posix()
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value) or not infinite_as_text:
+            return None
+        return "inf" if value > 0 else "-inf"
+    return value
 
 
 def _remove_replaced(old: Path, names: set[str], path: Path) -> None:

@@ -261,28 +261,11 @@ class _Logger:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, inf) as ``None``, in nested dicts, lists and tuples.
+    """``value`` for the training logs and exports: :func:`medgan.io.atomic.json_ready` with every non-finite score
+    (NaN, inf) as ``null`` (the model card shows "not computed" for it, and reads numbers only)."""
+    from medgan.io.atomic import json_ready
 
-    Why: ``json.dumps`` writes a NaN score as a bare ``NaN``, which strict JSON readers (``jq``, JavaScript, most
-    non-Python tools) refuse; ``null`` is what the evaluation report writes for a score that could not be computed.
-
-    Parameters
-    ----------
-    value
-        A JSON-able value.
-
-    Returns
-    -------
-    Any
-        The same structure, safe for ``json.dumps(..., allow_nan=False)``.
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+    return json_ready(value, infinite_as_text=False)
 
 
 def _name_list(names: list[str], shown: int = 5) -> str:

@@ -31,14 +31,13 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.atomic import open_append, os_error_reason, utf8_bytes, write_bytes_atomic
+from medgan.io.atomic import json_ready, open_append, os_error_reason, utf8_bytes, write_bytes_atomic
 
 __all__ = [
     "COLUMNS",
@@ -94,20 +93,6 @@ def settings_key(settings: Mapping[str, Any]) -> str:
     """A short stable hash of the settings that determine a scan's outputs."""
     text = json.dumps(dict(settings), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return value.as_posix()
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -317,7 +302,7 @@ class Manifest:
             meanwhile (with the output folder, say): the run cannot record what it does, so it has to stop. A
             partial line it may leave is ignored by :func:`read_rows`.
         """
-        clean = _jsonable(dict(row))
+        clean = json_ready(dict(row))
         line = json.dumps(clean, sort_keys=False, allow_nan=False, separators=(",", ":")) + "\n"
         try:
             fh = self._open()
