@@ -793,12 +793,11 @@ def degradation_steps_on_axes(record: Any, affine: Any, n_spatial: int) -> list[
         return steps
     if source.shape != (n_spatial,) or not (np.all(np.isfinite(source)) and np.all(source > 0)):
         return steps
-    if columns.ndim != 2 or min(columns.shape) < n_spatial:
+    if columns.ndim != 2 or columns.shape[0] != columns.shape[1] or columns.shape[0] <= n_spatial:
         return steps
-    # every world row of the homogeneous affine: a 2-D slice's 4x4 affine (a coronal or sagittal slice) keeps part
-    # of its voxel sizes in the world row past n_spatial; the top-left block read them as 0 and no order fitted
-    world = columns[:-1] if columns.shape[0] > n_spatial else columns
-    spacing = np.linalg.norm(world[:, :n_spatial], axis=0)
+    # measured as the record's source_spacing was (every world row of the homogeneous affine: a coronal or sagittal
+    # 2-D slice's 4x4 affine keeps part of its voxel sizes in the world row past n_spatial)
+    spacing = np.asarray(spacing_from_affine(columns)[:n_spatial])
     expected = source * factor
 
     def fits(order: tuple[int, ...]) -> bool:

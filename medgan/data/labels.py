@@ -30,7 +30,7 @@ from monai.data import MetaTensor
 from monai.transforms import Rand2DElastic, Rand3DElastic, RandAffine
 
 from medgan.errors import MedganError
-from medgan.io.scan import load_if_path, make_scan
+from medgan.io.scan import load_if_path, make_scan, spacing_from_affine
 
 __all__ = ["TISSUE_LABELS", "tissue_labels", "deform_labels", "one_hot", "label_values", "check_declared_labels"]
 
@@ -392,14 +392,12 @@ def _voxel_spacing(affine: Any, spatial_dims: int) -> tuple[float, ...]:
     :func:`medgan.io.scan.take_slice` (or ``scan[..., k]``) keeps a 4x4 affine whose first two columns are its
     in-plane axes. An affine without finite, positive sizes gives 1 mm (voxel units, as before).
     """
-    from nibabel.affines import voxel_sizes
-
     a = np.asarray(affine, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < spatial_dims + 1:
         return (1.0,) * spatial_dims
     # rounded before the check: a size under 5e-7 mm rounds to 0, which would divide the deformation grid by 0
     # Python's round (correctly rounded), as train-cgan recorded sizes before it used this function
-    sizes = tuple(round(float(s), 6) for s in voxel_sizes(a)[:spatial_dims])
+    sizes = tuple(round(s, 6) for s in spacing_from_affine(a)[:spatial_dims])
     if not all(math.isfinite(s) and s > 0 for s in sizes):
         return (1.0,) * spatial_dims
     return sizes

@@ -46,7 +46,7 @@ from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, sav
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, recorded_model_name, resolve_model_path
 from medgan.io.load import SCAN_ID_KEY
-from medgan.io.scan import affine_4x4, load_if_path, make_scan, orientation_code
+from medgan.io.scan import affine_4x4, load_if_path, make_scan, orientation_code, spacing_from_affine
 from medgan.models.registry import CGAN_GENERATOR_DEFAULTS
 
 __all__ = ["Synthesizer", "save_synthesizer", "check_seed", "SEED_LIMIT"]
@@ -562,8 +562,8 @@ class Synthesizer:
         trained = self.training_spacing
         if trained is None or len(axes) != len(trained[0]):
             return
-        columns = affine_4x4(labels.affine)[:3, :3]
-        spacing = tuple(float(np.linalg.norm(columns[:, a])) for a in axes)
+        sizes = spacing_from_affine(affine_4x4(labels.affine))
+        spacing = tuple(sizes[a] for a in axes)
         if not all(math.isfinite(v) and v > 0 for v in spacing):
             return  # a degenerate affine says nothing about the spacing
         low, high = trained
