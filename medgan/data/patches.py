@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -527,11 +526,18 @@ class PatchSampler:
         pos = self.foreground_ratio if len(vol["fg"]) else 0.0
         if not len(vol["bg"]):
             pos = 1.0
-        with warnings.catch_warnings():  # MONAI warns when a scan has no background (or foreground) voxels
-            warnings.simplefilter("ignore", UserWarning)
-            centre = generate_pos_neg_label_crop_centers(
-                crop, 1, pos, image.shape[1:], vol["fg"], vol["bg"], np.random.RandomState(int(rng.integers(2**31)))
-            )[0]
+        # MONAI warns when the foreground or background list is empty, and then draws from the other one (pos is 0
+        # or 1 here already). Handing it the other list for both draws the same centre (the same random calls)
+        # without the warning, which took a process-wide warnings.catch_warnings to silence: patch sampling runs in
+        # DataLoader threads (ThreadDataLoader), whose warnings it swallowed.
+        fg, bg = vol["fg"], vol["bg"]
+        if not len(fg):
+            fg = bg
+        elif not len(bg):
+            bg = fg
+        centre = generate_pos_neg_label_crop_centers(
+            crop, 1, pos, image.shape[1:], fg, bg, np.random.RandomState(int(rng.integers(2**31)))
+        )[0]
         starts = [int(c) - s // 2 for c, s in zip(centre, crop, strict=True)]
         region = tuple(slice(s, s + n) for s, n in zip(starts, crop, strict=True))
         if image.shape[0] != self.in_channels and self.in_channels == 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import threading
 import warnings
@@ -32,6 +33,7 @@ __all__ = [
     "PixelSource",
     "frame_table",
     "header_path",
+    "parse_dicom_file",
     "quiet_pydicom",
     "read_dicom_file",
 ]
@@ -119,31 +121,69 @@ class FrameTable:
 _quiet_lock = threading.Lock()
 _quiet_depth = 0
 _quiet_undo: list[Any] = []  # how to put back what the outermost quiet_pydicom changed
+#: ``depth``: how many quiet_pydicom sections the current thread is inside (see :class:`_QuietThreads`)
+_quiet_thread = threading.local()
+
+#: Modules whose warnings quiet_pydicom ignores: pydicom and the pixel decoders it runs (its plugin packages, Pillow,
+#: imagecodecs). Only these: the filter is process-wide (Python's warning filters are), so while one thread reads,
+#: every other thread's warnings (user code, MONAI, torch) must still flow; an "ignore everything" filter swallowed
+#: them all, and a thread pool of loads kept it in place most of the time.
+QUIET_MODULES = r"(pydicom|pylibjpeg|libjpeg|openjpeg|rle|jpeg_ls|pyjpegls|gdcm|PIL|imagecodecs)(\.|$)"
+
+
+class _QuietThreads(logging.Filter):
+    """Drops the records that threads inside :func:`quiet_pydicom` log on the ``pydicom`` logger; others pass.
+
+    Installed once, for good, on that logger (:func:`_install_log_filter`): a filter runs in the thread that logs, so
+    the decision is per thread, where disabling the logger (as before) silenced every thread's pydicom records while
+    any thread read and was a process-wide flag that overlapping reads had to count.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(_quiet_thread, "depth", 0) == 0
+
+
+_log_filter = _QuietThreads()
+
+
+def _install_log_filter() -> None:
+    """Put :data:`_log_filter` on pydicom's logger unless it is there (also after a user reset its filters)."""
+    pydicom_log = logging.getLogger("pydicom")
+    if _log_filter not in pydicom_log.filters:
+        pydicom_log.addFilter(_log_filter)
 
 
 @contextmanager
 def quiet_pydicom() -> Iterator[None]:
     """Silence pydicom's value-validation warnings and log records while reading.
 
-    They can quote header values (patient name, IDs), which must never reach a log. What it changes is process-wide
-    (pydicom's validation mode, its logger, Python's warning filters), so it is counted as
-    :func:`medgan.io.gc_pause.paused_gc` is: nested and concurrent reads (a thread pool of loads) change it once and
-    the last one out puts it back. Each one restoring its own snapshot left the process with warnings ignored and
-    pydicom's logger disabled after two overlapping loads. Also lets pydicom's file reader name its default character
-    set ``latin_1`` instead of ``iso8859`` (one codec, two names; the first is decoded much faster).
+    They can quote header values (patient name, IDs), which must never reach a log. Log records: pydicom's logger
+    drops those of threads inside this section (a per-thread filter, :class:`_QuietThreads`). Warnings: Python's
+    filters are process-wide, so one filter ignoring the warnings of pydicom and its decoders (by module,
+    :data:`QUIET_MODULES`), not all warnings, is in place while any thread is inside; pydicom's validation mode
+    (IGNORE) is process-wide too. Both are counted as :func:`medgan.io.gc_pause.paused_gc` is: nested and concurrent
+    reads (a thread pool of loads) change them once and the last one out puts them back. Each one restoring its own
+    snapshot left the process with warnings ignored after two overlapping loads. Also lets pydicom's file reader
+    name its default character set ``latin_1`` instead of ``iso8859`` (one codec, two names; the first is decoded
+    much faster).
     """
     global _quiet_depth
-    with _quiet_lock:
-        if _quiet_depth == 0:
-            _quiet_undo[:] = [_silence_pydicom()]
-        _quiet_depth += 1
+    _install_log_filter()
+    _quiet_thread.depth = getattr(_quiet_thread, "depth", 0) + 1
     try:
-        yield
-    finally:
         with _quiet_lock:
-            _quiet_depth -= 1
             if _quiet_depth == 0:
-                _quiet_undo.pop()()
+                _quiet_undo[:] = [_silence_pydicom()]
+            _quiet_depth += 1
+        try:
+            yield
+        finally:
+            with _quiet_lock:
+                _quiet_depth -= 1
+                if _quiet_depth == 0:
+                    _quiet_undo.pop()()
+    finally:
+        _quiet_thread.depth -= 1
 
 
 def _silence_pydicom() -> Callable[[], None]:
@@ -151,26 +191,29 @@ def _silence_pydicom() -> Callable[[], None]:
     settings = pydicom.config.settings
     previous = settings.reading_validation_mode
     settings.reading_validation_mode = pydicom.config.IGNORE
-    # pydicom also logs what it warns ("Unknown encoding ...", "Failed to decode ..."), once per file, to its own
-    # logger: a user's DEBUG log filled with them, and a future message may quote a value
-    pydicom_log = logging.getLogger("pydicom")
-    was_disabled = pydicom_log.disabled
-    pydicom_log.disabled = True
     reader = pydicom.filereader
     encoding = reader.default_encoding
     if encoding == "iso8859":
         # The same codec under its fast name: CPython decodes "latin_1" without a codec-registry call, "iso8859"
         # through it (~5 us); pydicom decodes every element's VR with it, ~30% of a header read.
         reader.default_encoding = "latin_1"
-    caught = warnings.catch_warnings()
-    caught.__enter__()
-    warnings.simplefilter("ignore")
+    # One filter entry added, and later removed by identity, rather than warnings.catch_warnings: that puts back the
+    # whole filter list (and showwarning) it saw on entry, so a filter another thread added meanwhile was dropped.
+    warnings.filterwarnings("ignore", module=QUIET_MODULES)
+    # (found by value: another thread may have put a filter in front of it meanwhile)
+    added = next(f for f in warnings.filters if f == ("ignore", None, Warning, re.compile(QUIET_MODULES), 0))
 
     def undo() -> None:
-        caught.__exit__(None, None, None)
+        for i, item in enumerate(warnings.filters):
+            if item is added:
+                del warnings.filters[i]
+                # (what filterwarnings and catch_warnings call after changing the list: clears cached decisions)
+                mutated = getattr(warnings, "_filters_mutated", None)
+                if callable(mutated):
+                    mutated()
+                break
         settings.reading_validation_mode = previous
         reader.default_encoding = encoding
-        pydicom_log.disabled = was_disabled
 
     return undo
 
@@ -265,7 +308,7 @@ def read_dicom_file(
     specific_tags: list[Any] | None = None,
 ) -> pydicom.FileDataset:
     """``pydicom.dcmread(path, ...)`` with a deflated file's inflation bounded: every DICOM file medgan opens is
-    read through here.
+    read through here (or through :func:`parse_dicom_file`, which also says where the parse stopped).
 
     pydicom inflates a Deflated Explicit VR Little Endian dataset whole before parsing any of it, even for a header
     read; so a 2 MB file of deflated zeros becomes gigabytes in memory. Here such a file is inflated as a stream
@@ -291,13 +334,43 @@ def read_dicom_file(
     Exception
         Whatever :func:`pydicom.dcmread` raises for the file (``InvalidDicomError``, ``OSError``, ...).
     """
+    return parse_dicom_file(
+        path, defer_size=defer_size, stop_before_pixels=stop_before_pixels, force=force, specific_tags=specific_tags
+    )[0]
+
+
+def parse_dicom_file(
+    path: str | os.PathLike[str],
+    *,
+    defer_size: str | int | None = None,
+    stop_before_pixels: bool = False,
+    force: bool = False,
+    specific_tags: list[Any] | None = None,
+) -> tuple[pydicom.FileDataset, int, int]:
+    """:func:`read_dicom_file`, and where pydicom's parse of the dataset stopped.
+
+    Why: pydicom does not raise for a file that ends inside an undefined-length value; it rewinds to the value's
+    start, keeps none of the dataset's elements and only warns (a warning process-wide filters may hide, and that
+    the reading thread cannot tell from another thread's). Where the parse stopped tells it directly: a complete
+    dataset is parsed to the end of its bytes.
+
+    Returns
+    -------
+    tuple
+        ``(dataset, stopped, total)``: the position the parse stopped at and the length of the bytes it parsed (the
+        file's size; the inflated size of a deflated file). ``stopped < total``: pydicom stopped early (the file
+        ends inside an undefined-length value, or a stray item delimiter ended the dataset); ``stopped > total``: a
+        deferred value's declared length runs past the end. Only meaningful without ``stop_before_pixels`` and
+        ``specific_tags``, which stop or skip on purpose.
+    """
     path = os.fspath(path)
 
-    def plain(fh: Any) -> pydicom.FileDataset:
+    def plain(fh: Any) -> tuple[pydicom.FileDataset, int, int]:
         fh.seek(0)
-        return pydicom.dcmread(
+        ds = pydicom.dcmread(
             fh, defer_size=defer_size, stop_before_pixels=stop_before_pixels, force=force, specific_tags=specific_tags
         )
+        return ds, fh.tell(), os.fstat(fh.fileno()).st_size
 
     with open(path, "rb") as fh:
         if not _may_be_deflated(fh.read(_META_PROBE)):
@@ -335,7 +408,7 @@ def read_dicom_file(
     )
     ds = pydicom.FileDataset(buffer, dataset, preamble, file_meta, False, True)
     ds.set_original_encoding(False, True, dataset._character_set)
-    return ds
+    return ds, buffer.tell(), len(inflated)
 
 
 def _floats(value: Any, n: int) -> np.ndarray | None:

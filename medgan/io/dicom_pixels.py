@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import struct
-import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -163,8 +162,9 @@ def _decode_direct(info: FileInfo) -> np.ndarray | None:
             return arr
         decoder = get_decoder(opts["transfer_syntax_uid"])
         plugin = plugin_for(src.transfer_syntax) if info.samples == 1 else ""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        # (quiet_pydicom, not a catch_warnings of our own: this runs in decoding threads, and catch_warnings swaps the
+        # process's warning filters, which the other threads' exits then put back in any order; see quiet_pydicom)
+        with quiet_pydicom():
             if plugin:
                 fh.seek(src.offset)
                 try:
@@ -247,8 +247,7 @@ def _decode_full(info: FileInfo) -> np.ndarray:
     """Parse the whole file again and decode its pixel data with pydicom (the general, slower path)."""
     path = info.path
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_pydicom():
             ds = read_dicom_file(path)
     except ScanReadError:  # a deflated file grown into a decompression bomb since planning
         raise
@@ -259,8 +258,7 @@ def _decode_full(info: FileInfo) -> np.ndarray:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     check_transfer_syntax(path, syntax)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_pydicom():
             return ds.pixel_array
     except Exception as exc:
         raise _decode_errors(path, syntax, exc) from None

@@ -45,7 +45,6 @@ import math
 import os
 import struct
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,7 +57,7 @@ import pydicom
 
 from medgan.errors import ScanReadError, SeriesGeometryError
 from medgan.io.atomic import os_error_reason
-from medgan.io.dicom_frames import FileInfo, file_signature, frame_table, quiet_pydicom, read_dicom_file
+from medgan.io.dicom_frames import FileInfo, file_signature, frame_table, parse_dicom_file, quiet_pydicom
 from medgan.io.dicom_pixels import check_total, read_dicom_series  # the pixel stage; re-exported
 from medgan.io.dicom_private import provenance_of, records_of, series_layout
 from medgan.io.dicom_values import header_value
@@ -229,25 +228,41 @@ def _read_header(path: str) -> pydicom.Dataset:
     if size == 0:
         raise ScanReadError(f"{path}: empty file (0 bytes); not a DICOM file")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = read_dicom_file(path, defer_size="1 KB")
+        ds, stopped, total = parse_dicom_file(path, defer_size="1 KB")
     except pydicom.errors.InvalidDicomError:
         return _read_without_preamble(path, size)
     except ScanReadError:  # a deflated file that inflates past the bound: its own message says so
         raise
-    except OSError as exc:  # e.g. no read permission: the file may be fine
+    except OSError as exc:
+        if exc.errno is None:
+            # pydicom's own OSError ("No tag to read at file position ..."): a file cut inside a sequence, not a
+            # file the system refused; "cannot be opened" sent users to check permissions on a damaged file
+            raise ScanReadError(f"{path}: DICOM header is truncated or corrupt ({os_error_reason(exc)})") from None
+        # e.g. no read permission: the file may be fine
         raise ScanReadError(f"{path}: cannot be opened ({os_error_reason(exc)})") from None
     except Exception as exc:  # pydicom raises assorted errors on damaged headers
         raise ScanReadError(f"{path}: DICOM header is truncated or corrupt ({type(exc).__name__})") from None
-    _check_complete(ds, path, size, caught)
+    _check_complete(ds, path, size, stopped, total)
     return ds
 
 
-def _check_complete(ds: pydicom.Dataset, path: str, size: int, caught: list) -> None:
-    """Refuse a dataset that pydicom cut short at the end of the file (it only warns)."""
-    if any("end of file" in str(w.message).lower() for w in caught):
-        raise ScanReadError(f"{path}: file is truncated (it ends inside a data element)")
+def _check_complete(ds: pydicom.Dataset, path: str, size: int, stopped: int, total: int) -> None:
+    """Refuse a dataset that pydicom cut short at the end of the file (it only warns).
+
+    ``stopped`` / ``total``: where pydicom's parse stopped, and the bytes it parsed (:func:`parse_dicom_file`). This
+    used to look for pydicom's "end of file" warning in a ``warnings.catch_warnings(record=True)`` list, which is
+    process-wide state: with reads in several threads one thread's warning landed in another's list (a good file
+    refused as truncated) or was lost, and a user's filters or logging level decided whether it was seen at all.
+    The parse position says it per file: pydicom rewinds to the start of the undefined-length value it found no
+    end of (keeping none of the dataset) and stops there, short of the end. (A deferred value running past the end
+    leaves it beyond: that is the last element, checked below, so that truncated pixel data are reported with their
+    sizes when the series is planned.)
+    """
+    if stopped < total:
+        raise ScanReadError(
+            f"{path}: file is truncated (it ends inside a data element; its dataset was read to byte {stopped} of "
+            f"{total})"
+        )
     if len(ds) == 0:
         raise ScanReadError(f"{path}: not a DICOM file (no data elements)")
     last_tag = next(reversed(ds.keys()))
@@ -310,9 +325,7 @@ def _read_without_preamble(path: str, size: int) -> pydicom.Dataset:
             )
         raise ScanReadError(f"{path}: not a DICOM file (no DICM marker and no recognisable DICOM header)")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = read_dicom_file(path, defer_size="1 KB", force=True)
+        ds, stopped, total = parse_dicom_file(path, defer_size="1 KB", force=True)
         ok = "SOPClassUID" in ds or ("Rows" in ds and "Columns" in ds)
     except ScanReadError:  # a deflated decompression bomb without a preamble
         raise
@@ -320,7 +333,7 @@ def _read_without_preamble(path: str, size: int) -> pydicom.Dataset:
         ok = False
     if not ok:
         raise ScanReadError(f"{path}: not a DICOM file (no DICM marker and no recognisable DICOM header)")
-    _check_complete(ds, path, size, caught)
+    _check_complete(ds, path, size, stopped, total)
     return ds
 
 

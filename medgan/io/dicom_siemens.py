@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +29,28 @@ _ASCCONV_BEGIN = "### ASCCONV BEGIN"
 _ASCCONV_END = "### ASCCONV END ###"
 
 
-def _csareader():
-    """Import nibabel's CSA parser, silencing the import-time "experimental readers" warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from nibabel.nicom import csareader
+_CSAREADER: Any = None
+_CSAREADER_LOCK = threading.Lock()
 
-    return csareader
+
+def _csareader() -> Any:
+    """nibabel's CSA parser, imported once with its import-time "experimental readers" warning silenced.
+
+    Once: ``warnings.catch_warnings`` swaps the process's warning filters, so a thread warning meanwhile had its
+    warning ignored (everything was, before only this message was), and entering it per file (as before) did that
+    for every CSA1 mosaic read, from any number of threads at a time.
+    """
+    global _CSAREADER
+    with _CSAREADER_LOCK:
+        if _CSAREADER is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message="The DICOM readers are highly experimental", category=UserWarning
+                )
+                from nibabel.nicom import csareader
+
+            _CSAREADER = csareader
+    return _CSAREADER
 
 
 @dataclass(frozen=True)
