@@ -602,6 +602,39 @@ def _coverage_text(inside: np.ndarray) -> str:
     return f"its field of view covers {_percent(float(np.mean(inside)))} of the reference grid's voxels"
 
 
+def _not_scored_by_design(
+    res: Mapping[str, Any], name: str, partial: Mapping[str, np.ndarray], lr_outside: str
+) -> dict[str, str]:
+    """``{metric: reason}`` of the metrics of one row that :class:`Evaluation` leaves NaN on purpose.
+
+    Such a NaN is "not scored", not a failure of the method (``medgan.eval.stats.NOT_SCORED``): the paired
+    statistics leave the scan out of that metric's pairs and keep the verdict, where a failure (a non-finite
+    output) withholds it. ``partial``: the resampled scans of the row's scan that do not cover the reference grid
+    (their voxels outside it are NaN in the reference); ``lr_outside``: why the low-resolution input does not cover
+    the grid LR consistency compares on, or ``""``.
+    """
+    out: dict[str, str] = {}
+    if "lr_consistency_psnr" in res:
+        if lr_outside:
+            out["lr_consistency_psnr"] = lr_outside
+        elif name in partial:
+            out["lr_consistency_psnr"] = (
+                f"the resampled {name} covers {_percent(float(np.mean(partial[name])))} of the reference grid; "
+                "degraded back, it would hold edge padding"
+            )
+    if partial:
+        # the reference is NaN outside the resampled scans' field of view (_outside_left_out): a whole-image number
+        # would be over voxels no method predicted. Only those that are NaN (SSIM's leaves out windows touching NaN)
+        for key in M.METRIC_KEYS:
+            value = res.get(key)
+            if key.endswith("_full") and isinstance(value, float) and math.isnan(value):
+                out[key] = (
+                    f"the reference outside the field of view of the resampled {', '.join(partial)} is left out "
+                    "(NaN): a whole-image number would cover voxels no method predicted"
+                )
+    return out
+
+
 def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any, str]:
     """``ref`` with NaN where some resampled scan of ``partial`` has no data, and the ``geometry`` text saying so.
 
@@ -875,13 +908,16 @@ class Evaluation:
             raise ValueError(
                 f"the method under test is named {self.method!r}, like a baseline; give it another name (--method)"
             )
-        lr_outside = False  # the LR input does not cover the grid LR consistency compares on
+        lr_outside = ""  # why LR consistency is not scored: the LR input does not cover the grid it compares on
         if lr is not None and resample:  # LR consistency compares voxel by voxel: the LR on the grid it implies
             on_grid, lr_fraction = _lr_on_reference_grid(lr, ref, self.degradation)
             if on_grid is not lr:
                 text = "low-resolution input resampled onto the grid of the degraded reference (LR consistency)"
                 if lr_fraction < 1.0:
-                    lr_outside = True
+                    lr_outside = (
+                        f"the resampled low-resolution input covers {_percent(lr_fraction)} of the grid LR "
+                        "consistency compares on; the rest would compare edge padding"
+                    )
                     text += (
                         f"; it covers {_percent(lr_fraction)} of that grid, so LR consistency is not scored "
                         "(the rest would compare edge padding)"
@@ -932,11 +968,16 @@ class Evaluation:
             if deg is not None and name == self.method and deg not in self.degradations:
                 self.degradations.append(deg)
             res["data_range_rule"] = dr_rule
-            if "lr_consistency_psnr" in res and (lr_outside or name in partial):
+            not_scored = _not_scored_by_design(res, name, partial, lr_outside)
+            if "lr_consistency_psnr" in not_scored:
                 # the prediction degraded back would hold edge padding (or the LR input would): a number that
                 # measures the padding rule; NaN is "not scored", left out of the summary and paired tests
                 res["lr_consistency_psnr"] = math.nan
             row = {"scan_id": str(scan_id), "method": name, **res, **meta, **_model_columns(prov, name == self.method)}
+            if not_scored:
+                # a NaN left on purpose, not a failure of the method: the statistics must not withhold a verdict
+                # for it (medgan.eval.stats.NOT_SCORED); the reason travels with the row into metrics.csv / .json
+                row["not_scored"] = not_scored
             if common or steps.get(name) or last:
                 row["geometry"] = "; ".join([*common, *steps.get(name, []), *last])
             new_rows.append(row)

@@ -47,8 +47,15 @@ which is slow on volumes and loses precision on scanner units, so MONAI is used
 as a cross-check in the tests instead.
 
 HFEN (Ravishankar & Bresler, 2011) is ``||LoG(pred) - LoG(ref)|| / ||LoG(ref)||``
-with a Laplacian-of-Gaussian of sigma 1.5 voxels (``scipy.ndimage.gaussian_laplace``),
-the norms taken over the mask (``hfen``) or the whole image (``hfen_full``). The LoG
+with a Laplacian-of-Gaussian of sigma 1.5 voxels (``scipy.ndimage.gaussian_laplace``'s
+separable kernels, truncated at 4 sigma, with the second-derivative kernel made to sum
+to 0: :func:`_log`), the norms taken over the mask (``hfen``) or the whole image
+(``hfen_full``). The LoG of a constant is 0, as the continuous operator's is, so HFEN
+does not change when one intensity offset is added to prediction and reference; scipy's
+truncated kernel sums to about -3e-4 (3-D) and put ``offset * sum`` into the
+reference's LoG, the denominator (the MNI T1 against it blurred by one voxel scored
+0.2894 at offset 0, 0.1774 at 3e4; 0.2897 at both now). Without an offset HFEN moves by
+about 1e-3 relative (there 0.28938 -> 0.28972, masked, 3-D). The LoG
 follows SSIM's choice of windows: over every spatial axis, or, where SSIM takes 2-D
 windows on each slice (a thin stack: fewer than 11 voxels along an axis, or
 ``ssim_mode="2d"``), a 2-D LoG on each slice across the same axis. A 3-D LoG across 4
@@ -67,6 +74,7 @@ degradation changes the number by several dB).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -742,18 +750,60 @@ def hfen_plan(spatial: tuple[int, ...], mode: str = "auto") -> tuple[str, int | 
     return f"{nd}d", None
 
 
+@functools.lru_cache(maxsize=8)
+def _log_kernels(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(gaussian, second_derivative)``: the 1-D kernels of HFEN's LoG, the second one summing to 0.
+
+    Both are ``scipy.ndimage.gaussian_filter1d``'s (radius ``int(4 sigma + 0.5)``, the Gaussian normalised to sum 1,
+    the second derivative ``g(x) (x^2 / sigma^4 - 1 / sigma^2)``). Truncated, that second derivative does not sum to
+    0 (about -1e-4 at sigma 1.5), so scipy's LoG of a constant ``c`` is ``c * ndim * sum``, not 0, and an offset
+    common to prediction and reference changed HFEN's denominator. The sum is taken off as that share of the
+    Gaussian (``d2 - sum(d2) * g``): the kernel stays smooth and symmetric and annihilates constants exactly (and,
+    being symmetric, linear ramps away from the border), as the continuous LoG does. The LoG of an image changes by
+    ``-ndim * sum(d2)`` times its Gaussian blur: a low-pass term (HFEN of the MNI T1 blurred by one voxel moved
+    by 1e-3 relative, 0.28938 to 0.28972).
+    """
+    radius = int(4.0 * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-0.5 * x**2 / sigma**2)
+    g /= g.sum()
+    d2 = g * (x**2 / sigma**4 - 1.0 / sigma**2)
+    d2 -= d2.sum() * g
+    g.flags.writeable = d2.flags.writeable = False  # cached: shared by every call
+    return g, d2
+
+
+def _zero_sum_log(image: np.ndarray, sigma: float, output: np.ndarray | None = None) -> np.ndarray:
+    """LoG of one spatial image with the zero-sum kernels of :func:`_log_kernels`: for each axis, the second
+    derivative along it and the Gaussian along the others (``scipy.ndimage.gaussian_laplace``'s scheme, its
+    ``reflect`` border, under which a constant image stays constant), summed by ``scipy.ndimage.generic_laplace``."""
+    g, d2 = _log_kernels(float(sigma))
+
+    def derivative2(x: np.ndarray, axis: int, out: Any, mode: str, cval: float) -> np.ndarray:
+        # out: an array (the first axis) or a dtype (the others, added by generic_laplace); in place after the
+        # first pass, as scipy.ndimage.gaussian_filter chains its 1-D passes
+        out = ndimage.correlate1d(x, d2, axis, out, mode, cval)
+        for other in range(x.ndim):
+            if other != axis:
+                ndimage.correlate1d(out, g, other, out, mode, cval)
+        return out
+
+    return ndimage.generic_laplace(image, derivative2, output=output, mode="reflect")
+
+
 def _log(x: np.ndarray, sigma: float, axis: int | None = None) -> np.ndarray:
     """Laplacian of Gaussian of each channel of ``x`` (sigma in voxels): over all spatial axes (``axis`` None), or
-    2-D on each slice across spatial ``axis``."""
+    2-D on each slice across spatial ``axis``; its kernel sums to 0 (:func:`_log_kernels`), so a constant's LoG is
+    0 and HFEN does not depend on an intensity offset common to prediction and reference."""
     if axis is None:
         # into one preallocated array: a list of the channels' LoGs and their np.stack held two of them at once
         out = np.empty(x.shape, dtype=np.result_type(x.dtype, np.float32))
         for c in range(x.shape[0]):
-            ndimage.gaussian_laplace(x[c], sigma=sigma, output=out[c])
+            _zero_sum_log(x[c], sigma, output=out[c])
         return out
     out = np.empty(x.shape, dtype=np.result_type(x.dtype, np.float32))
     for at in _ssim_images(x.shape, axis):
-        out[at] = ndimage.gaussian_laplace(x[at], sigma=sigma)
+        out[at] = _zero_sum_log(x[at], sigma)
     return out
 
 
@@ -762,13 +812,16 @@ def _log_ndim(x: np.ndarray, axis: int | None) -> int:
     return 2 if axis is not None else x.ndim - 1
 
 
-#: how many times the LoG's response to a constant image (its truncated kernel does not sum to 0) the reference's
-#: LoG norm must exceed for HFEN to be a number: real scans exceed it some 60-fold (3-D MNI T1 crops)
+#: how many times :func:`_log_leak` (scipy's truncated LoG's response to a constant, the scale below which a LoG holds
+#: no high frequencies) times the reference's spread its LoG's spread must exceed for HFEN to be a number: real scans
+#: exceed it some 60-fold (3-D MNI T1 crops)
 HFEN_FLAT_FACTOR = 2.0
 
 
 def _log_leak(ndim: int, sigma: float) -> float:
-    """``|LoG(c)| / |c|`` for a constant image ``c`` of ``ndim`` spatial axes: what the truncated kernel leaks."""
+    """``|LoG(c)| / |c|`` for a constant image ``c`` of ``ndim`` spatial axes under scipy's truncated kernel (about
+    3e-4 in 3-D): HFEN's own LoG (:func:`_log`) takes it off and leaks nothing, and this is only the scale of
+    :func:`_log_is_leak`'s test, kept from when the leak was what a flat reference's LoG held."""
     return abs(float(ndimage.gaussian_laplace(np.ones((1,) * ndim), sigma=sigma).flat[0]))
 
 
@@ -778,9 +831,9 @@ def _hfen_of(
     """HFEN from the two LoG images over the voxels of the channel-first boolean ``m`` (``p``, ``r``: the prediction
     and the reference they were filtered from; ``ndim``: the axes the LoG filtered, :func:`_log_ndim`).
 
-    A reference without high frequencies (a constant one) has a LoG that is only the filter's response to a constant
-    (scipy's truncated kernel does not sum to 0: about 3e-4 of the values in 3-D), and the ratio to it was a huge
-    meaningless number (80 000): it is ``inf`` then, or 0 when the prediction's LoG differs from the reference's by
+    A reference without high frequencies (a constant one) has a LoG that is only rounding (scipy's truncated kernel,
+    not summing to 0, left about 3e-4 of the values in 3-D, before :func:`_log` took its sum off), and the ratio to
+    it was a huge meaningless number (80 000): it is ``inf`` then, or 0 when the prediction's LoG differs from the reference's by
     no more than such a leak too (:func:`_log_is_leak`), as :func:`nrmse` treats a zero reference.
     """
     denom = float(np.sqrt(np.sum(lr_[m] ** 2)))
@@ -806,8 +859,9 @@ def _log_is_leak(log: np.ndarray, image: np.ndarray, m: np.ndarray, leak: float,
 
     That is, per channel about the means: ``||log - mean(log)|| <= HFEN_FLAT_FACTOR * leak * ||image -
     mean(image)||`` plus float64 rounding (:data:`_LOG_ROUNDING`; ``others``: more images whose magnitude sets it).
-    About the means, because a constant's LoG is exactly ``offset * leak`` everywhere (the reflected border keeps a
-    constant constant), so an intensity offset changes nothing: the uncentred ``||image||`` compared before grew
+    About the means, because the LoG of a constant is one value everywhere (the reflected border keeps a constant
+    constant; 0 but for rounding with :func:`_log`'s zero-sum kernel, ``offset * leak`` with scipy's), so an
+    intensity offset changes nothing: the uncentred ``||image||`` compared before grew
     with the offset, and a blurred MNI T1 plus 3e4 was taken for a flat reference, HFEN 0.0 (perfect) instead of
     0.18. ``m`` is a spatial mask broadcast over the channels (every channel has the same voxels).
 

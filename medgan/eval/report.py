@@ -34,7 +34,11 @@ the normal approximation above 300 non-zero differences (``wilcoxon_method``); `
 ``verdict`` / ``ci_adj``, ``settings.hfen.modes``; ``ci_low`` / ``ci_high`` are labelled unadjusted. 2.6: ``paired``
 ``n_failed_method`` / ``n_failed_baseline`` (scans one side failed on, NaN, that the other scored) and
 ``verdict_withheld`` (why ``better`` is ``null`` then, else ``null``): a verdict over the scans both scored left out
-the scans a method blew up on (:func:`medgan.eval.stats.paired_comparisons`).
+the scans a method blew up on (:func:`medgan.eval.stats.paired_comparisons`). 2.7: row column ``not_scored``
+(``{metric: reason}`` of the metrics left NaN on purpose, e.g. the LR consistency of a prediction that does not
+cover the grid it compares on; JSON text in ``metrics.csv``), ``summary`` / ``breakdown`` ``n_not_scored`` and
+``paired`` ``n_not_scored_method`` / ``n_not_scored_baseline``: such a scan is not paired and is no failure
+(``n_failed*`` leave it out, the verdict is kept; :data:`medgan.eval.stats.NOT_SCORED`).
 
 Numbers in ``report.md`` / ``report.html`` are rounded per metric (:data:`METRIC_DECIMALS`, :func:`format_metric`:
 PSNR in dB to 2 decimals, SSIM, NRMSE and HFEN to 4; values in the scans' units to one number of decimals per
@@ -102,7 +106,7 @@ __all__ = [
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "2.6"
+SCHEMA_VERSION = "2.7"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
@@ -601,14 +605,23 @@ def _non_finite_notes(rows: list[dict[str, Any]]) -> list[str]:
     An infinite value is kept (:mod:`medgan.eval.stats`: counted in the summary's n and n_inf, making the mean
     infinite, and ranked by the Wilcoxon test; the t interval does not exist then); a NaN is left out of that
     metric's summary and paired tests, which then have fewer scans than the others (the summary cells show their n).
+    A NaN the row names as not scored by design (:func:`medgan.eval.stats.not_scored_reason`) gets its own note
+    with the reasons: it is no failure and keeps the verdict.
     """
+    from medgan.eval import stats
+
     notes = []
     for method in dict.fromkeys(r["method"] for r in rows):
         for metric in REPORT_METRICS:
             values = {str(r["scan_id"]): r.get(metric) for r in rows if r["method"] == method and metric in r}
             numbers = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
             inf = sorted(k for k, v in numbers.items() if math.isinf(v))
-            nan = sorted(k for k, v in numbers.items() if math.isnan(v))
+            unscored = {
+                str(r["scan_id"]): why
+                for r in rows
+                if r["method"] == method and (why := stats.not_scored_reason(r, metric)) is not None
+            }
+            nan = sorted(k for k, v in numbers.items() if math.isnan(v) and k not in unscored)
             if inf:
                 signs = {numbers[k] > 0 for k in inf}
                 means = _INFINITE_MEANS.get(metric) if signs == {True} else None
@@ -618,6 +631,13 @@ def _non_finite_notes(rows: list[dict[str, Any]]) -> list[str]:
                     f"kept: counted in n, the mean is infinite (the paired table then shows the median difference "
                     f"too), the median, the Wilcoxon test and the Hodges-Lehmann interval of the verdict rank them, "
                     f"and the t interval of their paired differences does not exist: {', '.join(inf)}"
+                )
+            if unscored:
+                why = "; ".join(f"{k}: {unscored[k]}" for k in sorted(unscored))
+                notes.append(
+                    f"{method} {metric}: {len(unscored)} of {len(values)} scan(s) not scored by design (NaN, not a "
+                    f"failure): they are left out of its mean and paired statistics (not paired; the verdict is "
+                    f"kept; summary n_not_scored, paired n_not_scored_method / n_not_scored_baseline): {why}"
                 )
             if nan:
                 notes.append(
@@ -942,6 +962,8 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
             fewer = f", n={x['n']} of {scans[method]}" if x["n"] < scans[method] else ""  # see the notes
             if x.get("n_failed"):
                 fewer += f", {x['n_failed']} failed"
+            if x.get("n_not_scored"):  # left NaN on purpose (see the notes): no failure
+                fewer += f", {x['n_not_scored']} not scored"
             if x.get("n_inf"):  # the mean is inf then: say on how many scans, the median says the rest
                 fewer += f", inf on {x['n_inf']} of {x['n']}"
             if x.get("n_common") is not None and x["n_common"] < x["n"]:  # other methods failed on some of its scans

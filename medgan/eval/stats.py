@@ -62,6 +62,12 @@ mean does not exist then (``None``). Only NaN (a metric that could not be comput
   ``verdict_withheld`` says why). A verdict over the survivors left out exactly the scans a method blew up on: a
   prediction with one ``inf`` voxel on 3 of 10 scans turned "no difference shown" into "better" on the other 7.
   Scans that both sides failed on (a non-finite reference) leave both alike and keep the verdict.
+  Not scored by design is no failure: a row's ``not_scored`` column (:data:`NOT_SCORED`) names the metrics the
+  evaluation left NaN on purpose and why (``medgan.eval.compare.Evaluation``: the LR consistency of a resampled
+  prediction or low-resolution input that does not cover the grid it compares on, whose edge padding it would
+  score; the ``*_full`` numbers of a scan whose reference is left out outside a resampled scan's field of view).
+  Such a scan is not paired for that metric, and counted apart (``n_not_scored``, ``n_not_scored_method`` /
+  ``n_not_scored_baseline``), not in ``n_failed*``: it keeps the verdict. A NaN the row does not name is a failure.
 * :func:`breakdown`: :func:`summarize` within groups of a metadata column
   (modality, manufacturer, site, series description) when present.
 """
@@ -70,7 +76,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -94,6 +99,8 @@ __all__ = [
     "UNIT",
     "VERDICT_RULE",
     "DZ_SD_RTOL",
+    "NOT_SCORED",
+    "not_scored_reason",
 ]
 
 #: direction of each metric (True: larger is better)
@@ -143,8 +150,14 @@ VERDICT_RULE = (
     f"'better' / 'worse' only when the Holm-adjusted Wilcoxon p < {ALPHA}, the Bonferroni-adjusted "
     f"(1 - {ALPHA}/m, m tests) Hodges-Lehmann interval excludes 0 and the signed ranks point the interval's way; "
     "the t interval and the unadjusted intervals take no part; none at all (verdict_withheld) when the method or "
-    "the baseline failed (NaN) on scans the other scored"
+    "the baseline failed (NaN) on scans the other scored; a scan a row names as not scored by design (not_scored) "
+    "is no failure: it is left out of the pairs and the verdict kept"
 )
+
+
+#: the row column naming the metrics left NaN on purpose: ``{metric: reason}`` (in ``metrics.csv`` its JSON text).
+#: Such a NaN is "not scored" (the scan is not paired for that metric), not a failure (see the module notes)
+NOT_SCORED = "not_scored"
 
 
 def _number(v: Any) -> bool:
@@ -162,10 +175,41 @@ def metric_values(rows: Iterable[Mapping[str, Any]], method: str, metric: str) -
     return {str(r["scan_id"]): float(r[metric]) for r in rows if r.get("method") == method and _number(r.get(metric))}
 
 
+def not_scored_reason(row: Mapping[str, Any], metric: str) -> str | None:
+    """Why ``row`` has no value of ``metric`` by design (its :data:`NOT_SCORED` column), or None: a failure then.
+
+    The column is a mapping ``{metric: reason}``, or its JSON text as ``metrics.csv`` writes it. A metric the row
+    does have a value of is scored, whatever the column says.
+    """
+    if _number(row.get(metric)):
+        return None
+    names = row.get(NOT_SCORED)
+    if isinstance(names, str) and names:
+        import json
+
+        try:
+            names = json.loads(names)
+        except ValueError:
+            return None
+    if isinstance(names, Mapping) and metric in names:
+        return str(names[metric])
+    return None
+
+
 def _failed(rows: Iterable[Mapping[str, Any]], method: str, metric: str) -> set[str]:
-    """Scan ids with a row of ``method`` but no value of ``metric`` (NaN, None or no column): failed, as
-    :func:`summarize` counts ``n_failed``. A scan without a row of the method is not scored, not failed."""
-    return {str(r["scan_id"]) for r in rows if r.get("method") == method and not _number(r.get(metric))}
+    """Scan ids with a row of ``method`` but no value of ``metric`` (NaN, None or no column) that the row does not
+    name as not scored by design (:func:`not_scored_reason`): failed, as :func:`summarize` counts ``n_failed``. A
+    scan without a row of the method is not scored, not failed."""
+    return {
+        str(r["scan_id"])
+        for r in rows
+        if r.get("method") == method and not _number(r.get(metric)) and not_scored_reason(r, metric) is None
+    }
+
+
+def _unscored(rows: Iterable[Mapping[str, Any]], method: str, metric: str) -> set[str]:
+    """Scan ids whose row of ``method`` has no value of ``metric`` by design (:func:`not_scored_reason`)."""
+    return {str(r["scan_id"]) for r in rows if r.get("method") == method and not_scored_reason(r, metric) is not None}
 
 
 def _methods(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -217,10 +261,11 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] | Non
     -------
     list of dict
         One row per method x metric: ``method``, ``metric``, ``n``, ``n_inf``, ``mean``, ``sd``, ``median``,
-        ``min``, ``max``, ``n_failed``, ``n_common``, ``mean_common``. ``n`` counts every value but NaN; ``n_inf``
-        the infinite ones among them, which make ``mean`` infinite and ``sd`` None (see the module notes). ``sd`` is
-        None when n < 2. ``n_failed``: the method's scans with no value (NaN, None or no column: not computed), left
-        out of ``n`` and ``mean``. ``n_common`` / ``mean_common``: the scans that every method of ``rows`` has a
+        ``min``, ``max``, ``n_failed``, ``n_not_scored``, ``n_common``, ``mean_common``. ``n`` counts every value
+        but NaN; ``n_inf`` the infinite ones among them, which make ``mean`` infinite and ``sd`` None (see the
+        module notes). ``sd`` is None when n < 2. ``n_failed``: the method's scans with no value (NaN, None or no
+        column: not computed), left out of ``n`` and ``mean``; ``n_not_scored``: those of them its rows name as not
+        scored by design (:data:`NOT_SCORED`), which ``n_failed`` does not count. ``n_common`` / ``mean_common``: the scans that every method of ``rows`` has a
         value for, and the method's mean over them (``mean`` when nothing failed), the number to compare methods by.
 
     Examples
@@ -240,6 +285,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] | Non
         for method in methods:
             values = scored[method]
             n_rows = len({str(r["scan_id"]) for r in rows if r.get("method") == method})
+            n_not_scored = len(_unscored(rows, method, metric))
             described = _describe(list(values.values()))
             # the mean itself when no scan is left out (same scans, same float sum to the last bit)
             mean_common = (
@@ -250,7 +296,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] | Non
                     "method": method,
                     "metric": metric,
                     **described,
-                    "n_failed": n_rows - len(values),
+                    "n_failed": n_rows - len(values) - n_not_scored,
+                    "n_not_scored": n_not_scored,
                     "n_common": len(common),
                     "mean_common": mean_common,
                 }
@@ -401,9 +448,9 @@ def _wilcoxon_exact(d: np.ndarray) -> tuple[float, str]:
     ranks = stats.rankdata(np.abs(nz))
     # infinite differences take the mid-rank path below, which ranks them above every finite one
     if n <= 50 and np.unique(np.abs(nz)).size == n and nz.size == d.size and np.isfinite(nz).all():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return float(stats.wilcoxon(nz, method="exact").pvalue), "exact (scipy.stats.wilcoxon, method='exact')"
+        # (no warning to silence: SciPy's exact method warns only of zeros or ties, both excluded here; a
+        # warnings.catch_warnings around it swapped the process's warning filters, swallowing other threads' warnings)
+        return float(stats.wilcoxon(nz, method="exact").pvalue), "exact (scipy.stats.wilcoxon, method='exact')"
     twice = np.rint(2 * ranks).astype(np.int64)  # mid-ranks are multiples of 1/2
     dist = np.zeros(int(twice.sum()) + 1)
     dist[0] = 1.0
@@ -586,7 +633,8 @@ def paired_comparisons(
     """:func:`paired_difference` of ``method`` against each baseline, per metric, on scans both have.
 
     Returns rows with ``method``, ``baseline``, ``metric``, ``higher_is_better``, ``unit`` (``"scan"`` or
-    ``"subject"``), ``n_scans``, ``n_failed_method`` / ``n_failed_baseline``, the fields of
+    ``"subject"``), ``n_scans``, ``n_failed_method`` / ``n_failed_baseline``, ``n_not_scored_method`` /
+    ``n_not_scored_baseline``, the fields of
     :func:`paired_difference` (``wilcoxon_p`` and every interval there unadjusted), ``p_holm``, ``ci_low_adj`` /
     ``ci_high_adj`` / ``confidence_adj``, ``better`` and ``verdict_withheld``.
     The differences are taken in the order of the scan ids, so the same scans in another row order give
@@ -617,6 +665,9 @@ def paired_comparisons(
     says and ``verdict_withheld`` gives the reason (else None): a side's failures are its worst scans, and a
     verdict over the rest is survivor bias (a method that blew up on 3 of 10 scans was "better" on the other 7).
     Scans both sides failed on (a non-finite reference) count in neither, leave both alike and keep the verdict.
+    A scan whose row names the metric as not scored by design (:data:`NOT_SCORED`, e.g. the LR consistency of a
+    prediction that does not cover the grid it compares on) is no failure: it is not paired, is counted in
+    ``n_not_scored_method`` / ``n_not_scored_baseline`` (scans the other side scored) and keeps the verdict.
     """
     subjects = _subjects([r for r in rows if r.get("method") in (method, *baselines)])
     out: list[dict[str, Any]] = []
@@ -643,6 +694,9 @@ def paired_comparisons(
             failed = {
                 "n_failed_method": len(_failed(rows, method, metric) & vb.keys()),
                 "n_failed_baseline": len(_failed(rows, baseline, metric) & va.keys()),
+                # left NaN on purpose (not_scored): not paired, no failure, the verdict kept
+                "n_not_scored_method": len(_unscored(rows, method, metric) & vb.keys()),
+                "n_not_scored_baseline": len(_unscored(rows, baseline, metric) & va.keys()),
             }
             reasons.append(_withheld_reason(method, baseline, metric, failed, n_scored=(len(va), len(vb))))
             out.append(

@@ -1505,7 +1505,9 @@ def run_evaluate(
     # and were skipped, their old value carried into a report that says per-slice HFEN; they are redone. So are
     # the rows of versions before 2026-12-06, whose settings held PRED_ROOT's and LR_ROOT's absolute paths (they
     # were passed as earlier_settings while the roots stayed where they were): every such row has a 3-D HFEN
-    rule["hfen"] = "slices"
+    # since 2026-12-07 (night) HFEN's LoG is zero-sum (exactly offset-free; values move ~1e-3 relative) and rows
+    # carry not_scored (a metric left NaN by design is not a failure): earlier rows are redone, not mixed in
+    rule["hfen"] = "slices-zero-sum"
     # another SSIM mode scores other windows (a 3-D and a per-slice SSIM of one scan differ): its rows are not
     # reused. Only a given mode is a key, so the rows of runs made before the option (all "auto") are still reused
     if ssim_mode != "auto":
