@@ -381,14 +381,25 @@ def _default_affine(spatial_dims: int) -> dict[str, Any]:
     }
 
 
+#: relative difference from 1 mm under which a voxel size is 1 mm (:func:`_voxel_spacing`). Real headers put 1 mm
+#: voxels up to about 6e-6 off: the slice spacing is computed from ImagePositionPatient, decimal strings of limited
+#: digits, and stored in float32 (the dicom2nifti GE anatomical case of the shared corpus: 1.0000055 mm, as medgan's
+#: DICOM reader and dicom2nifti both compute it; the same rounding puts Philips 0.6 mm slices at 0.6000048 mm, 7.9e-6
+#: off, and 1.2 mm ones at 1.2000057 mm). Sizes that differ in earnest (0.9766 mm pixels of a 250 mm field of view
+#: in 256, 1.1 or 1.2 mm) are 1e-3 or more apart, so 1e-5 takes in that rounding and nothing a protocol means.
+ONE_MM_TOLERANCE = 1e-5
+
+
 def _voxel_spacing(affine: Any, spatial_dims: int) -> tuple[float, ...]:
     """Voxel sizes (mm) along the first ``spatial_dims`` array axes (nibabel's ``voxel_sizes``: column lengths),
-    rounded to 1e-6 mm.
+    rounded to 1e-6 mm, a size within :data:`ONE_MM_TOLERANCE` (relative) of 1 mm exactly 1 mm.
 
-    The rounding makes a float32 header's 1 mm (a column of 1.0000003597 or 0.99999994 mm, e.g. a GE scan converted
-    by dicom2nifti) exactly 1 mm, so such a map deforms as a 1 mm one, bit for bit (:func:`deform_labels`), keeps
-    its synthetic cache key (:func:`medgan.data.synthetic_dataset.cache_key`), and train-cgan records the same
-    1e-6 mm sizes (``training_data["spacing_mm"]``) the deformations use. A 2-D slice made by
+    A 1 mm voxel as headers store it (0.99999994 or 1.0000003597 mm from float32 direction cosines, 1.0000055 mm
+    from a slice spacing computed from rounded slice positions, e.g. a GE scan converted by dicom2nifti) is exactly
+    1 mm, so such a map deforms as a 1 mm one, bit for bit (:func:`deform_labels`), keeps its synthetic cache key
+    (:func:`medgan.data.synthetic_dataset.cache_key`), and train-cgan records the same sizes
+    (``training_data["spacing_mm"]``) the deformations use. Other sizes are kept (rounded to 1e-6 mm): a map
+    off 1 mm by more than the tolerance deforms in mm as before. A 2-D slice made by
     :func:`medgan.io.scan.take_slice` (or ``scan[..., k]``) keeps a 4x4 affine whose first two columns are its
     in-plane axes. An affine without finite, positive sizes gives 1 mm (voxel units, as before).
     """
@@ -400,7 +411,8 @@ def _voxel_spacing(affine: Any, spatial_dims: int) -> tuple[float, ...]:
     sizes = tuple(round(s, 6) for s in spacing_from_affine(a)[:spatial_dims])
     if not all(math.isfinite(s) and s > 0 for s in sizes):
         return (1.0,) * spatial_dims
-    return sizes
+    # the one place "is this 1 mm?" is decided: the deformations, the cache key and train-cgan's record read it here
+    return tuple(1.0 if math.isclose(s, 1.0, rel_tol=ONE_MM_TOLERANCE, abs_tol=0.0) else s for s in sizes)
 
 
 def _deformation_ranges(

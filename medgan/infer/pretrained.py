@@ -303,7 +303,15 @@ def _data_lines(data: dict[str, Any], *, shipped: bool = False) -> list[str]:
         return lines
     train = ", ".join(_repo_relative(p, shipped=shipped) for p in data.get("train", [])) or "not recorded"
     val = ", ".join(_repo_relative(p, shipped=shipped) for p in data.get("val", [])) or "none"
-    return [f"- train: {train}", f"- held-out validation (other subjects): {val}"]
+    lines = [f"- train: {train}", f"- held-out validation (other subjects): {val}"]
+    spacing = data.get("spacing_mm")
+    if isinstance(spacing, dict) and "hr" in spacing and "lr" in spacing:  # train-sr records it since 2026-12-07
+        hr, lr = spacing["hr"], spacing["lr"]
+        lines.append(
+            f"- voxel size trained at (mm, per model axis, median over {spacing.get('views')} views): "
+            f"targets {hr['median']} (min {hr['min']}, max {hr['max']}), inputs {lr['median']}"
+        )
+    return lines
 
 
 def _card_summary(card: Path) -> str:

@@ -33,8 +33,10 @@ It runs on the same :class:`medgan.train.core.Trainer` as ``train-sr`` (resume, 
   the model's image axes (a 2-D model's in-plane axes) and their spacing in mm, lowest and highest over the subjects;
   ``["subjects"][i]["spacing_mm"]`` each subject's along its voxel axes 0, 1, 2. :class:`medgan.Synthesizer` warns
   when a label map's spacing is more than 1.5x off it.
-* ``resumed_with_changes``: every resume whose config differed from the saved state's (see
-  :attr:`medgan.train.core.Trainer.resume_changes`).
+* ``resumed_with_changes``: every resume whose config or input files differed from the saved state's (see
+  :attr:`medgan.train.core.Trainer.resume_changes`): the subjects' image and label / tissue-map files are compared
+  by name and the SHA-256 of their bytes (:meth:`CGANTrainer.input_identities`, as train-sr compares its scans), and
+  the files ``added`` / ``removed`` / ``changed`` are listed by their paths relative to the config folder.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from medgan.train.core import (
     Trainer,
     TrainResult,
     make_scheduler,
+    scan_identity,
     set_requires_grad,
     train_from_config,
 )
@@ -105,6 +108,24 @@ class CGANTrainer(Trainer):
 
     def phases(self) -> list[tuple[str, int]]:
         return [("warmup", int(self.cfg["warmup"]["steps"])), ("adversarial", int(self.cfg["adversarial"]["steps"]))]
+
+    def input_identities(self) -> dict[str, Any]:
+        """The subjects' files (each ``image``, ``labels``, ``gm``, ``wm`` path: name, size and SHA-256 of its
+        bytes, :func:`medgan.train.core.scan_identity`), compared on resume as train-sr compares its scans: a file
+        added, removed, or with other bytes under the same name is warned about and recorded in
+        ``resumed_with_changes`` (:meth:`medgan.train.core.Trainer.input_identities`).
+
+        Why: ``data.train`` names files by path, so a label map redrawn or an image replaced in place between two
+        calls of one run changed no config key, and the export described the whole run with the last files.
+        """
+        base = config_base(self.cfg)
+        found: dict[str, dict[str, Any]] = {}
+        for subject in self.cfg["data"]["train"]:
+            for key in ("image", "labels", "gm", "wm"):
+                if key in subject:
+                    ident = scan_identity(str(subject[key]), base)
+                    found.setdefault(ident["name"], ident)  # a file two subjects share is one input
+        return {"data.scans": list(found.values())}
 
     # ------------------------------------------------------------------ setup
     def build(self) -> None:
@@ -460,8 +481,9 @@ class CGANTrainer(Trainer):
             "train_config": exported_config(self.cfg, CGAN_SCHEMA, identifiers),
             "paths_relative_to": PATHS_RELATIVE_TO,
             "world_size": self.info.world_size,
-            # resumes whose config differed from the saved state's: the subjects / axis above are the last ones
-            "resumed_with_changes": self.resume_changes,
+            # resumes whose config or input files differed from the saved state's: the subjects / axis above are the
+            # last ones; the files added / removed / changed named relative to the config folder, as train-sr does
+            "resumed_with_changes": self.exported_resume_changes(base, identifiers),
         }
         model = self.ema.module.to("cpu")
         try:
@@ -482,7 +504,8 @@ class CGANTrainer(Trainer):
 
 def _voxel_spacing(affine: Any) -> list[float]:
     """Voxel spacing (mm) along the voxel axes of a 4x4 ``affine``: its first three columns' lengths, rounded to 1e-6
-    mm (a float32 header's 0.99999994 is 1 mm).
+    mm, a size within :data:`medgan.data.labels.ONE_MM_TOLERANCE` of 1 mm exactly 1 mm (a header's 0.99999994 or
+    1.0000055 mm).
 
     :func:`medgan.data.labels._voxel_spacing`, the sizes the label-map deformations of training
     (:func:`medgan.data.cgan_data.deform_pair`) and of synthetic datasets use, so the recorded spacing is theirs.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -31,7 +32,6 @@ import random
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,7 @@ __all__ = [
     "json_safe",
     "make_scheduler",
     "set_requires_grad",
+    "scan_identity",
     "seed_everything",
     "train_from_config",
 ]
@@ -284,6 +285,64 @@ def _scan_changed(was: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
     return any(was[k] != now[k] for k in sorted(set(was) & set(now) - {"name", "mtime_ns"}))
 
 
+def _scan_files(source: Any) -> list[Path]:
+    """The files a training source reads: a :class:`medgan.ScanRef`'s, a file, or a series folder's files."""
+    paths = getattr(source, "paths", None)
+    if paths is not None:
+        return [Path(p) for p in paths]
+    path = Path(source)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file())
+    return [path]
+
+
+def scan_identity(source: Any, base: str) -> dict[str, Any]:
+    """A training input as the state records it (:meth:`Trainer.input_identities`, ``"data.scans"``): its name as
+    exports write it (:func:`medgan.data.patches.source_name` with ``shared``; a path inside the config folder
+    relative to it, so a project folder moved whole keeps its names), its files' total size and the SHA-256 of their
+    bytes. train-sr records its training scans this way, train-cgan each subject's image and label / tissue maps.
+
+    The digest of a one-file scan (NIfTI, a DICOM file) is the file's (what ``sha256sum`` prints); that of a DICOM
+    series is the SHA-256 of its files' digests, sorted, one per line, so the files' names and order do not count.
+    Content, not modification time: a copy without ``-p``, a ``git checkout``, a DVC pull or ``touch`` gives the
+    same bytes a new time, and a resume recorded such a scan as changed in the shared export.
+
+    Parameters
+    ----------
+    source
+        A path (file or DICOM series folder) or a :class:`medgan.ScanRef`.
+    base
+        The folder the config's paths resolve against (:func:`medgan.train.config.config_base`).
+
+    Returns
+    -------
+    dict
+        ``{"name", "size", "sha256"}``.
+    """
+    from medgan.data.patches import source_name
+    from medgan.io.digest import file_sha256
+
+    name = source_name(source, shared=True)
+    head, sep, tail = name.partition("#")
+    if os.path.isabs(head):
+        rel = os.path.relpath(head, base) if os.path.splitdrive(head)[0] == os.path.splitdrive(base)[0] else ".."
+        if not rel.startswith(os.pardir):
+            name = Path(rel).as_posix() + sep + tail
+    size = 0
+    digests: list[str] = []
+    for f in _scan_files(source):
+        try:
+            size += f.stat().st_size
+            digests.append(file_sha256(f))
+        except OSError:  # gone since it was loaded: its name still identifies it
+            continue
+    if len(digests) == 1:
+        sha256 = digests[0]
+    else:
+        sha256 = hashlib.sha256("".join(d + "\n" for d in sorted(digests)).encode("ascii")).hexdigest()
+    return {"name": name, "size": size, "sha256": sha256}
+
+
 def _trim_jsonl(path: Path, max_step: int) -> None:
     """Drop rows after ``max_step`` (written by a run that was killed after its last checkpoint)."""
     if not path.is_file():
@@ -340,9 +399,14 @@ def _reposition_scheduler(sched: Any, saved: Mapping[str, Any]) -> None:
     sched.last_epoch = int(saved["last_epoch"])
     sched._step_count = int(saved.get("_step_count", sched.last_epoch + 1))
     closed = getattr(sched, "_get_closed_form_lr", None)
-    with warnings.catch_warnings():  # torch warns when get_lr is called outside step(); here that is the point
-        warnings.simplefilter("ignore", UserWarning)
-        lrs = closed() if callable(closed) else sched.get_lr()  # LambdaLR (the cosine schedule): closed-form
+    if callable(closed):  # StepLR, ConstantLR
+        lrs = closed()
+    elif isinstance(sched, torch.optim.lr_scheduler.LambdaLR):  # the warm-up and cosine schedules: closed-form
+        # LambdaLR.get_lr's own formula. get_lr itself warns when called outside step(), and silencing that took a
+        # warnings.catch_warnings, which swaps the process's warning filters (other threads' warnings lost meanwhile)
+        lrs = [base * lmbda(sched.last_epoch) for lmbda, base in zip(sched.lr_lambdas, sched.base_lrs, strict=True)]
+    else:  # (make_scheduler builds no other kind)
+        lrs = sched.get_lr()
     for group, lr in zip(sched.optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
     sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
@@ -598,6 +662,35 @@ class Trainer:
             replaced between the calls resumed silently, and the export described the whole run with the last ones.
         """
         return {}
+
+    def exported_resume_changes(self, base: str, identifiers: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """:attr:`resume_changes` as an export records them (``resumed_with_changes``).
+
+        The scan names of ``added`` / ``removed`` / ``changed`` (:func:`scan_identity`: relative to the config
+        folder) are written as the export's other paths are (:func:`medgan.train.config.relative_path`: outside
+        the config folder by file name only, without the patient identifiers of the run's DICOM headers).
+
+        Parameters
+        ----------
+        base
+            The config's folder (:func:`medgan.train.config.config_base`).
+        identifiers
+            The patient identifiers cut out of exported paths (:func:`medgan.io.identifiers.merge_identifiers`).
+
+        Returns
+        -------
+        list of dict
+            One entry per resume that changed the config or the inputs, oldest first.
+        """
+        from medgan.train.config import relative_path
+
+        return [
+            {
+                k: [relative_path(n, base, identifiers) for n in v] if k in ("added", "removed", "changed") else v
+                for k, v in change.items()
+            }
+            for change in self.resume_changes
+        ]
 
     # ------------------------------------------------------------------ helpers for tasks
     def phase_index(self, step: int) -> int:

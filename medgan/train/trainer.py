@@ -22,7 +22,6 @@ only what is specific to super-resolution.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -46,13 +45,22 @@ from medgan.train.config import (
     resume_warn_sections,
     validate_config,
 )
-from medgan.train.core import MODEL_FILE, Trainer, TrainResult, _Logger, _trim_jsonl, json_safe, train_from_config
+from medgan.train.core import (
+    MODEL_FILE,
+    Trainer,
+    TrainResult,
+    _Logger,
+    _trim_jsonl,
+    json_safe,
+    train_from_config,
+)
 from medgan.train.core import make_scheduler as _scheduler
+from medgan.train.core import scan_identity as _scan_identity
 from medgan.train.core import set_requires_grad as _set_requires_grad
 
 __all__ = ["TrainResult", "SRTrainer", "train_sr", "CONTENT_MODEL_FILE"]
-# re-exported for callers and tests of the former single-module trainer
-_REEXPORTS = (MODEL_FILE, _Logger, _trim_jsonl)
+# re-exported for callers and tests of the former single-module trainer (_scan_identity: now shared with train-cgan)
+_REEXPORTS = (MODEL_FILE, _Logger, _trim_jsonl, _scan_identity)
 
 logger = logging.getLogger(__name__)
 
@@ -161,51 +169,6 @@ class _SameVoxelsCheck:
                     f"data.val: {self.val_names[i]} has the same voxels as the data.train scan {name} (one scan, "
                     "e.g. a conversion of it by another tool); validation scans must be held out"
                 )
-
-
-def _scan_files(source: Any) -> list[Path]:
-    """The files a training source reads: a :class:`medgan.ScanRef`'s, a file, or a series folder's files."""
-    paths = getattr(source, "paths", None)
-    if paths is not None:
-        return [Path(p) for p in paths]
-    path = Path(source)
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file())
-    return [path]
-
-
-def _scan_identity(source: Any, base: str) -> dict[str, Any]:
-    """A training scan as the state records it (:meth:`SRTrainer.input_identities`): its name as exports write it
-    (:func:`medgan.data.patches.source_name` with ``shared``; a path inside the config folder relative to it, so a
-    project folder moved whole keeps its names), its files' total size and the SHA-256 of their bytes.
-
-    The digest of a one-file scan (NIfTI, a DICOM file) is the file's (what ``sha256sum`` prints); that of a DICOM
-    series is the SHA-256 of its files' digests, sorted, one per line, so the files' names and order do not count.
-    Content, not modification time: a copy without ``-p``, a ``git checkout``, a DVC pull or ``touch`` gives the
-    same bytes a new time, and a resume recorded such a scan as changed in the shared export.
-    """
-    from medgan.data.patches import source_name
-    from medgan.io.digest import file_sha256
-
-    name = source_name(source, shared=True)
-    head, sep, tail = name.partition("#")
-    if os.path.isabs(head):
-        rel = os.path.relpath(head, base) if os.path.splitdrive(head)[0] == os.path.splitdrive(base)[0] else ".."
-        if not rel.startswith(os.pardir):
-            name = Path(rel).as_posix() + sep + tail
-    size = 0
-    digests: list[str] = []
-    for f in _scan_files(source):
-        try:
-            size += f.stat().st_size
-            digests.append(file_sha256(f))
-        except OSError:  # gone since it was loaded: its name still identifies it
-            continue
-    if len(digests) == 1:
-        sha256 = digests[0]
-    else:
-        sha256 = hashlib.sha256("".join(d + "\n" for d in sorted(digests)).encode("ascii")).hexdigest()
-    return {"name": name, "size": size, "sha256": sha256}
 
 
 def _header_modality(source: Any) -> str | None:
@@ -762,6 +725,52 @@ class SRTrainer(Trainer):
             "seed": 0,
         }
 
+    def training_spacing(self) -> dict[str, Any]:
+        """The voxel sizes the model trained at, recorded in the export (``training_data["spacing_mm"]``).
+
+        Per model axis: ``hr`` the training scans' voxel sizes (the targets), ``lr`` the input the model saw after
+        degradation (``hr`` times ``degradation.factor``: :func:`medgan.degrade` makes voxels ``factor`` times
+        larger), each as ``median`` / ``min`` / ``max`` over the training views. A 3-D model has one view per scan;
+        a 2-D model one per scan and ``data.slice_axes`` entry (the in-plane axes of the slices across it, in
+        increasing order, as :class:`medgan.data.patches.PatchSampler` draws them). ``scans``: each training scan's
+        voxel sizes along its voxel axes, in ``training_data["train"]`` order. Sizes are in mm, rounded to 1e-6 mm.
+
+        Why: train-sr recorded no training resolution, so a model trained from 1 mm scans (2 mm inputs) could not
+        be told from one trained from 0.5 mm scans, and a card could not say which inputs are like its training.
+
+        Returns
+        -------
+        dict
+            ``{"hr": {"median", "min", "max"}, "lr": {...}, "factor", "views", "scans"}``.
+        """
+        rows: list[list[float]] = []
+        scans: list[list[float]] = []
+        for vol in self.volumes:
+            n_spatial = vol["image"].ndim - 1
+            sizes = spacing_from_affine(vol["affine"])[:n_spatial]
+            scans.append([round(float(s), 6) for s in sizes])
+            if self.dims == n_spatial:
+                planes = [list(range(n_spatial))]
+            else:  # a 2-D model on a volume: the in-plane axes of each slice axis it draws from
+                planes = [[a for a in range(n_spatial) if a != axis] for axis in self.cfg["data"]["slice_axes"]]
+            rows += [[float(sizes[a]) for a in axes] for axes in planes]
+        hr = np.asarray(rows, dtype=np.float64)
+        lr = hr * np.asarray(self.factor, dtype=np.float64)
+
+        def summary(values: np.ndarray) -> dict[str, list[float]]:
+            return {
+                name: [round(float(v), 6) for v in fn(values, axis=0)]
+                for name, fn in (("median", np.median), ("min", np.min), ("max", np.max))
+            }
+
+        return {
+            "hr": summary(hr),
+            "lr": summary(lr),
+            "factor": list(self.factor),
+            "views": len(rows),
+            "scans": scans,
+        }
+
     def _val_degradation(self, scan: Any) -> tuple[str, float]:
         from medgan.data.normalize import fit_normalization
 
@@ -916,13 +925,7 @@ class SRTrainer(Trainer):
             "world_size": self.info.world_size,
             # resumes whose config or inputs differed from the saved state's: the scans / settings here are the
             # last ones; the scan names they list written as the training_data names are
-            "resumed_with_changes": [
-                {
-                    k: [relative_path(n, base, identifiers) for n in v] if k in ("added", "removed", "changed") else v
-                    for k, v in change.items()
-                }
-                for change in self.resume_changes
-            ],
+            "resumed_with_changes": self.exported_resume_changes(base, identifiers),
             # the weights file loss.perceptual_weights named, by content (None: no perceptual loss)
             "perceptual_weights_sha256": self.perceptual_sha256,
         }
@@ -933,6 +936,8 @@ class SRTrainer(Trainer):
             # unusable scans in the data folders, left out: name (as shared: expand_sources), reason, data
             "skipped": [{**s, "name": relative_path(s["name"], base, identifiers)} for s in self.skipped],
             "degradation": self.cfg["degradation"],
+            # the voxel sizes trained at, per model axis: the scans' (hr) and the degraded inputs' (lr)
+            "spacing_mm": self.training_spacing(),
             # scans medgan marked synthetic (meta["medgan"]["synthetic"]): the model learnt a generator's output
             "synthetic": {
                 "train": [shared(s) for s in self.synthetic_sources],
