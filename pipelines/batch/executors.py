@@ -93,6 +93,25 @@ WORKER_PRELOAD = [
 _SERVER_ENVIRON = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
+def _server_import_path() -> dict[str, str]:
+    """The fork server's import path: this ``pipelines`` package's folder first, the current folder not at all.
+
+    The server is started as ``python -c ...``, which puts the current folder first on ``sys.path``, and Python
+    3.11's ``forkserver.main`` ignores the ``sys_path`` it is handed. Run from a project folder holding a
+    ``pipelines/`` package of its own (common in ML projects), the server's preload of ``pipelines.batch.jobs``
+    failed silently and every worker, unpickling its task, found the user's package: each scan failed with
+    ``ModuleNotFoundError: No module named 'pipelines.batch'`` (exit 3); a folder holding another ``medgan``
+    checkout would have given the workers another medgan than this process, without an error. ``PYTHONSAFEPATH``
+    (Python 3.11+) keeps the current folder off the path; ``PYTHONPATH`` puts the folder this process imported
+    ``pipelines`` (and, beside it, ``medgan``) from first, so the workers import exactly this process's code.
+    """
+    import pipelines
+
+    own = str(Path(pipelines.__file__).resolve().parents[1])
+    rest = os.environ.get("PYTHONPATH")
+    return {"PYTHONSAFEPATH": "1", "PYTHONPATH": own + (os.pathsep + rest if rest else "")}
+
+
 def _mp_context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
@@ -116,8 +135,9 @@ def start_worker_server() -> None:
         return
     from multiprocessing import forkserver
 
-    saved = {k: os.environ.get(k) for k in _SERVER_ENVIRON}
-    os.environ.update(_SERVER_ENVIRON)  # the server takes a copy of this environment when it starts
+    environ = {**_SERVER_ENVIRON, **_server_import_path()}
+    saved = {k: os.environ.get(k) for k in environ}
+    os.environ.update(environ)  # the server takes a copy of this environment when it starts
     try:
         with _sigint_blocked():
             forkserver.ensure_running()
