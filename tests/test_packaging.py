@@ -182,3 +182,24 @@ def test_demo_data_defaults_to_sample_data_in_the_current_folder(tmp_path, monke
     assert default_data_dir(REPO) == SAMPLE_DATA
     # neither holds it: the package's own is the one named in the error
     assert default_data_dir(package_root) == package_root / "sample_data"
+
+
+def test_the_sdist_holds_the_packages_and_no_unusable_test_suite(tmp_path):
+    """setuptools' default put tests/test_*.py in the sdist without conftest.py or sample_data/: a suite that cannot
+    import. The sdist holds what builds the wheel (the packages, their weights and configs) and the licence."""
+    import tarfile
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout")
+    src = tmp_path / "src"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(src)], check=True)
+    shutil.copy(REPO / "MANIFEST.in", src / "MANIFEST.in")  # the working tree's, committed or not
+    build = "from setuptools import build_meta as b; import sys; print(b.build_sdist(sys.argv[1]))"
+    out = subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path / "dist")], cwd=src, capture_output=True, text=True, check=True
+    )
+    with tarfile.open(tmp_path / "dist" / out.stdout.strip().splitlines()[-1]) as sdist:
+        names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+    assert not [n for n in names if n.startswith("tests/")]
+    assert {"LICENSE", "pyproject.toml", "medgan/pretrained/brain-mr-x2-3d.safetensors"} <= names
+    assert "pipelines/batch/executors.py" in names and "medgan/py.typed" in names
