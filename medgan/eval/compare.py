@@ -635,6 +635,23 @@ def _not_scored_by_design(
     return out
 
 
+def _warning_name(scan: Any, default: str) -> str:
+    """The file a warning names (:func:`medgan.eval.metrics._name_of`: its full path), without the patient identifiers
+    of the scan's own DICOM header (``meta["dicom"]``: PatientName, PatientID, AccessionNumber, birth date).
+
+    Sites name folders after patients; the report of the same run records its paths cleaned
+    (:func:`evaluate_paths`), while the warning printed the folder as it was, to the terminal and ``medgan.log``.
+    """
+    name = M._name_of(scan, default)
+    meta = getattr(scan, "meta", None)
+    header = meta.get("dicom") if isinstance(meta, Mapping) else None
+    if isinstance(header, Mapping):
+        from medgan.io.identifiers import identifying_words, remove_identifiers_from_path
+
+        name = remove_identifiers_from_path(name, identifying_words(header))
+    return name
+
+
 def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any, str]:
     """``ref`` with NaN where some resampled scan of ``partial`` has no data, and the ``geometry`` text saying so.
 
@@ -655,7 +672,7 @@ def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any,
         logger.warning(
             "%s: only %s of the reference grid lies inside the field of view of the resampled %s; the rest is left "
             "out of every method's scores",
-            name,
+            _warning_name(ref, "reference"),
             _percent(fraction),
             ", ".join(partial),
         )
@@ -1055,7 +1072,7 @@ class Evaluation:
                     f"the prediction is exactly {tuple(k)} times the reference's shape: is the reference the "
                     "low-resolution input? score against the high-resolution scan"
                 )
-                logger.warning("%s: %s", getattr(ref, "meta", {}).get("filename_or_obj", "reference"), doubt)
+                logger.warning("%s: %s", _warning_name(ref, "reference"), doubt)
                 geometry += f"; {doubt}"
             return resample_to(pred, ref), ref, geometry, covered
         M.check_geometry(pred, ref, advice=self._advice(), note=why_not)

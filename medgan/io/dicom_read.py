@@ -415,11 +415,16 @@ def _check_uniform(source: str, table, valid: np.ndarray) -> tuple[np.ndarray, n
                 degrees,
                 cosine / 2 * extent,
             )
-        else:
+        elif logger.isEnabledFor(logging.DEBUG):
+            from medgan.io.identifiers import file_identifiers, remove_identifiers_from_path
+
+            # without the series' patient identifiers (sites name folders after patients): its first file's, read
+            # again only when this line is written (the headers are not at hand here)
+            first = table.files[table.file_index[planes[0]]].path
             logger.debug(
                 "%s: ImageOrientationPatient row and column directions are %.2g degrees off perpendicular (header "
                 "rounding); orthonormalised",
-                source,
+                remove_identifiers_from_path(str(source), file_identifiers(first)),
                 degrees,
             )
     return row_dir, col_dir, (float(spacings[0][0]), float(spacings[0][1]))

@@ -26,6 +26,7 @@ __all__ = [
     "merge_identifiers",
     "remove_identifiers",
     "remove_identifiers_from_path",
+    "remove_identifiers_from_text",
 ]
 
 #: Header attributes whose values are cut, whole token, out of a series' description and out of the file name its id
@@ -47,6 +48,9 @@ _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
 REMOVED = "<removed>"
 #: what separates the components of a path (either separator: a Windows path typed on another machine)
 _PATH_SEPARATORS = re.compile(r"([/\\])")
+#: a path-like token of a message (:func:`remove_identifiers_from_text`): a run of characters other than white space,
+#: quotes, brackets and the punctuation that separates a path from the words around it
+_TEXT_TOKEN = re.compile(r"[^\s\"'()\[\]{}<>,;]+")
 
 
 def _fold(word: str) -> str:
@@ -273,3 +277,29 @@ def remove_identifiers_from_path(path: str, identifiers: Mapping[str, Sequence[t
         cleaned = remove_identifiers(part, identifiers)
         out.append(cleaned if cleaned == part or _WORD.search(cleaned) else REMOVED)
     return "".join(out)
+
+
+def remove_identifiers_from_text(text: str, identifiers: Mapping[str, Sequence[tuple[str, ...]]]) -> str:
+    """``text`` (a log line, an error message) with each path-like token cleaned by
+    :func:`remove_identifiers_from_path`.
+
+    A message quotes paths among words (``scan 1/2 T1-1a2b: done -> DOE_JOHN/T1/T1-1a2b.nii.gz``); cleaned as one
+    path, the removal of a folder name joined its neighbours across the white space (``... done/T1/...``). Each run
+    of characters between white space, quotes, brackets, commas and semicolons is cleaned on its own instead, so a
+    folder spelling only identifiers reads :data:`REMOVED` where it was and the words around it stay.
+
+    Parameters
+    ----------
+    text
+        Any text.
+    identifiers
+        Folded first word -> word sequences (:func:`identifying_words`, :func:`merge_identifiers`).
+
+    Returns
+    -------
+    str
+        ``text`` itself when it holds no identifier; otherwise the cleaned text.
+    """
+    if not identifiers:
+        return text
+    return _TEXT_TOKEN.sub(lambda m: remove_identifiers_from_path(m.group(), identifiers), text)

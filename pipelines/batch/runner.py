@@ -38,7 +38,7 @@ from typing import Any
 from medgan.errors import MedganError
 from medgan.io.atomic import is_temp_name, open_append, os_error_reason, temp_sibling_of
 from pipelines.batch import executors, jobs
-from pipelines.batch.logging import LOG_NAME, RunLog
+from pipelines.batch.logging import LOG_NAME, RunLog, cleaned_lines
 from pipelines.batch.manifest import Manifest, is_complete, last_finished, output_sha256, settings_key, write_csv
 from pipelines.batch.plan import (
     Task,
@@ -366,6 +366,8 @@ class _Run:
     label_of: dict[str, tuple[str, bool]] = field(default_factory=dict)
     #: which input tree this run reads (:func:`_input_root_id`), recorded in every row
     input_root: str | None = None
+    #: the patient identifiers of the run's DICOM headers (:func:`_run_identifiers`), cut out of a row's text
+    identifiers: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
 
     def _remove_stale(self, task: Task, status: str) -> None:
         """Remove the outputs that the previous ``done`` / ``skipped`` row of a redone scan listed and that are
@@ -414,7 +416,8 @@ class _Run:
             "job": self.job,
             "kind": task.ref.kind,
             "modality": task.ref.modality,
-            "input": task.input,
+            # text for people, not a key (resume matches rows by scan id and settings): cleaned like the errors
+            "input": self.clean_path(task.input),
             "n_inputs": task.ref.n_files,  # 0 for a folder that could not be listed
             "outputs": list(row.get("outputs") or []),
             "output_sha256": list(row.get("output_sha256") or []),
@@ -442,19 +445,36 @@ class _Run:
         # "scan 3/7": without a bar (stderr not a terminal: a log, CI) the lines alone gave no overall count
         nth = f"scan {self.progress.finished}/{self.progress.total}"
         if status == "failed":
-            log.warning("%s %s (%s): failed: %s", nth, task.scan_id, task.input, written["error"])
+            log.warning("%s %s (%s): failed: %s", nth, task.scan_id, written["input"], written["error"])
         elif status == "unusable":
-            log.info("%s %s (%s): unusable: %s", nth, task.scan_id, task.input, written["error"])
+            log.info("%s %s (%s): unusable: %s", nth, task.scan_id, written["input"], written["error"])
         elif status == "done":  # every output: naming the first of -n 2 read as if one file was written
             took, outputs = _took(written["seconds"]), _outputs_text(task.outputs)
             log.info("%s %s: done in %s -> %s", nth, task.scan_id, took, outputs)
 
     def relative(self, text: Any) -> Any:
-        """``text`` (a row's error or warning) with the paths under the run's roots relative (:func:`_root_relative`);
-        anything not a string as it is."""
-        if not isinstance(text, str) or self.labels is None:
+        """``text`` (a row's error or warning) with the paths under the run's roots relative (:func:`_root_relative`)
+        and without the run's patient identifiers (:func:`medgan.io.identifiers.remove_identifiers_from_text`: an
+        error quotes the scan's path, and sites name folders after patients); anything not a string as it is."""
+        if not isinstance(text, str):
             return text
-        return _root_relative(text, self.labels, self.label_of)
+        if self.labels is not None:
+            text = _root_relative(text, self.labels, self.label_of)
+        if self.identifiers:
+            from medgan.io.identifiers import remove_identifiers_from_text
+
+            text = remove_identifiers_from_text(text, self.identifiers)
+        return text
+
+    def clean_path(self, path: str) -> str:
+        """``path`` (a scan's input, relative to its root) without the run's patient identifiers, a folder that
+        spelled only identifiers reading ``<removed>`` (:func:`medgan.io.identifiers.remove_identifiers_from_path`),
+        as ``medgan evaluate``'s report records paths."""
+        if not self.identifiers:
+            return path
+        from medgan.io.identifiers import remove_identifiers_from_path
+
+        return remove_identifiers_from_path(path, self.identifiers)
 
 
 #: how messages name a root in place of its absolute path (:func:`_root_labels`): the scan's own input root by job,
@@ -610,7 +630,8 @@ def _execute(
     """
     key = settings_key(settings)
     earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
-    with _lock(out_root), RunLog(out_root, quiet=quiet) as run_log:
+    identifiers = _run_identifiers(tasks)
+    with _lock(out_root), RunLog(out_root, quiet=quiet) as run_log, cleaned_lines(identifiers):
         run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}"
         log.info("medgan batch %s: %d scan(s) found, output %s, run %s", job, len(tasks), out_root, run_id)
         for note in notes:  # scans left out before planning (inside OUT_ROOT through a link)
@@ -620,10 +641,12 @@ def _execute(
             Manifest(out_root / MANIFEST_JSONL) as manifest,
             Progress(len(tasks), desc=job, disable=quiet or bar is False, force=bar is True) as progress,
             _redirect_logging(quiet),
+            cleaned_lines(identifiers),  # tqdm's handler, which replaced the terminal's while the bar is drawn
         ):
             # after the manifest is read: the outputs of its rows are this folder's too
             sweep_temp_files(out_root, _owned_paths(tasks, manifest.rows))
-            run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra)
+            run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra, identifiers=identifiers)
+            _warn_identifying_paths(tasks, identifiers)
             run.planned = frozenset(o for t in tasks for o in t.outputs)
             run.labels, run.label_of = _root_labels(job, roots, out_root)
             run.input_root = _input_root_id(roots.get("ref"))
@@ -734,6 +757,59 @@ def _execute(
 
 #: scans named in the warning about outputs whose scan is gone (every one goes into medgan.log)
 _NAMED_MISSING = 3
+
+
+def _run_identifiers(tasks: Sequence[Task]) -> dict[str, list[tuple[str, ...]]]:
+    """The patient identifiers (PatientName, PatientID, AccessionNumber, birth date, ...) of the DICOM scans of
+    ``tasks`` and of their paired predictions and LR inputs, merged (:func:`medgan.io.identifiers.merge_identifiers`)
+    as ``medgan evaluate`` merges those of its pairs: one header per scan, read without pixel data.
+
+    Why: sites name folders after patients, and a batch quotes the paths below its roots in the manifest's ``input``
+    and ``error`` columns and in every log line; those are cleaned of these words (a NIfTI scan has no header, but
+    one in the folder of a DICOM series of the same patient is cleaned by that series' values). The ``outputs``
+    column, the output tree's own folders and the scan ids are not: see :func:`_warn_identifying_paths`.
+    """
+    from medgan.io.identifiers import file_identifiers, merge_identifiers
+
+    found = []
+    seen: set[str] = set()
+    for task in tasks:
+        for ref in (task.ref, *task.others.values()):
+            if ref is None or not str(getattr(ref, "kind", "")).startswith("dicom") or not ref.paths:
+                continue
+            # the first file, or the last where the first cannot be read (a series with a damaged first slice)
+            for path in dict.fromkeys((str(ref.paths[0]), str(ref.paths[-1]))):
+                if path in seen:
+                    continue
+                seen.add(path)
+                index = file_identifiers(path)
+                if index:
+                    found.append(index)
+                    break
+    return merge_identifiers(*found)
+
+
+def _warn_identifying_paths(tasks: Sequence[Task], identifiers: Mapping[str, Any]) -> None:
+    """Warn once when the outputs of some scans will have paths holding a patient identifier (their input folders
+    are named after the patient, or a NIfTI file name, which its scan id keeps, holds a name): the output tree
+    mirrors the input tree's folders, and the manifest's ``outputs`` column lists the outputs by those paths
+    (resume finds them there).
+
+    The folder names are the user's own, and ``batch evaluate`` pairs trees by them, so they are not renamed; the
+    warning says how many scans, never the values (the log is shared).
+    """
+    if not identifiers:
+        return
+    from medgan.io.identifiers import remove_identifiers_from_path
+
+    n = sum(any(remove_identifiers_from_path(out, identifiers) != out for out in task.outputs) for task in tasks)
+    if n:
+        log.warning(
+            "the input paths of %d scan(s) contain a patient's name or ID from the DICOM headers; output folders "
+            "mirror input paths, so the output paths (and the manifest's outputs column) hold them too: rename the "
+            "input folders before sharing outputs (docs/BATCH.md, Privacy)",
+            n,
+        )
 
 
 def _warn_outputs_of_missing_scans(
