@@ -269,3 +269,37 @@ def test_a_file_cut_inside_a_sequence_is_called_damaged_not_unopenable(tmp_path)
         read_dicom_header(cut)
     assert "DICOM header is truncated or corrupt (No tag to read" in str(err.value)
     assert "cannot be opened" not in str(err.value)
+
+
+def test_a_stray_item_delimiter_followed_by_bytes_is_not_a_truncation(tmp_path):
+    """pydicom ends a top-level dataset silently at an item delimiter that belongs to no sequence (some writers leave
+    one); bytes after it are not read. medgan always accepted such a file: the parse-position check must too."""
+    corpus = require_shared()
+    src = sorted((corpus / "dicom2nifti_siemens_anatomical_001" / "input").iterdir())[0]
+    stray = tmp_path / "stray.dcm"
+    stray.write_bytes(src.read_bytes() + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\x00" * 4)
+    assert read_dicom_header(stray).Rows == read_dicom_header(src).Rows
+    cut = tmp_path / "cut.dcm"  # a real truncation is still one
+    cut.write_bytes((corpus / "dcm_qa_ts_4_rle" / "input" / "4.dcm").read_bytes()[:-100])
+    assert _outcome(cut) == "truncated"
+
+
+def test_leftover_quiet_filters_do_not_pile_up_when_other_threads_restore_their_lists():
+    """Another thread's catch_warnings entered during a quiet section and left after it puts back its list with the
+    section's ignore entry in it; the next section's end removes every such entry (by value), so none accumulate."""
+    from medgan.io.dicom_frames import QUIET_MODULES
+
+    def ours() -> int:
+        return sum(
+            1 for f in warnings.filters if f[0] == "ignore" and f[3] is not None and f[3].pattern == QUIET_MODULES
+        )
+
+    before = ours()
+    for _ in range(3):
+        other = warnings.catch_warnings()
+        with quiet_pydicom():
+            other.__enter__()  # as another thread would, in the middle of the section
+        other.__exit__(None, None, None)  # after it: the section's entry is back in the restored list
+    with quiet_pydicom():
+        pass
+    assert ours() == before

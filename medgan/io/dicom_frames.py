@@ -186,6 +186,14 @@ def quiet_pydicom() -> Iterator[None]:
         _quiet_thread.depth -= 1
 
 
+def _filters_mutated() -> None:
+    """What ``warnings.filterwarnings`` and ``catch_warnings`` call after changing the filter list: it clears the
+    decisions cached in modules' ``__warningregistry__`` (private; absent, nothing is cached to clear)."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if callable(mutated):
+        mutated()
+
+
 def _silence_pydicom() -> Callable[[], None]:
     """Make pydicom quiet; return the function that undoes it."""
     settings = pydicom.config.settings
@@ -199,19 +207,21 @@ def _silence_pydicom() -> Callable[[], None]:
         reader.default_encoding = "latin_1"
     # One filter entry added, and later removed by identity, rather than warnings.catch_warnings: that puts back the
     # whole filter list (and showwarning) it saw on entry, so a filter another thread added meanwhile was dropped.
-    warnings.filterwarnings("ignore", module=QUIET_MODULES)
-    # (found by value: another thread may have put a filter in front of it meanwhile)
-    added = next(f for f in warnings.filters if f == ("ignore", None, Warning, re.compile(QUIET_MODULES), 0))
+    # The entry is made here and inserted as warnings.filterwarnings inserts it (front of the list, then
+    # _filters_mutated): looking it up after filterwarnings raised StopIteration when another thread's
+    # catch_warnings exit put back its own list in between, leaving pydicom's settings above changed for good.
+    added = ("ignore", None, Warning, re.compile(QUIET_MODULES), 0)
+    warnings.filters.insert(0, added)
+    _filters_mutated()
 
     def undo() -> None:
-        for i, item in enumerate(warnings.filters):
-            if item is added:
-                del warnings.filters[i]
-                # (what filterwarnings and catch_warnings call after changing the list: clears cached decisions)
-                mutated = getattr(warnings, "_filters_mutated", None)
-                if callable(mutated):
-                    mutated()
-                break
+        # Every entry equal to it, not only this one: another thread's catch_warnings that was entered during a
+        # section and left after it put back its list with the entry still in it, and a leftover is removed here
+        # (by value, so leftovers cannot pile up; only medgan makes an entry with this pattern).
+        kept = [item for item in warnings.filters if item != added]
+        if len(kept) != len(warnings.filters):
+            warnings.filters[:] = kept
+            _filters_mutated()
         settings.reading_validation_mode = previous
         reader.default_encoding = encoding
 
@@ -339,6 +349,26 @@ def read_dicom_file(
     )[0]
 
 
+#: an Item Delimitation Item (FFFE,E00D) with length 0, little and big endian
+_ITEM_DELIMITERS = (b"\xfe\xff\x0d\xe0\x00\x00\x00\x00", b"\xff\xfe\xe0\x0d\x00\x00\x00\x00")
+
+
+def _past_stray_delimiter(fh: Any, stopped: int) -> int:
+    """``stopped``, or the end of ``fh`` when the parse stopped just after a stray item delimiter.
+
+    pydicom ends a top-level dataset without a word at an Item Delimitation Item that belongs to no sequence (some
+    writers leave one, e.g. GE structured reports: fo-dicom #1958, pydicom #1799); what follows is not read. medgan
+    always accepted such a file, and bytes after the delimiter are not a truncation: the parse is taken as complete.
+    """
+    if stopped < 8:
+        return stopped
+    end = fh.seek(0, os.SEEK_END)
+    fh.seek(stopped - 8)
+    before = fh.read(8)
+    fh.seek(stopped)
+    return end if before in _ITEM_DELIMITERS else stopped
+
+
 def parse_dicom_file(
     path: str | os.PathLike[str],
     *,
@@ -359,7 +389,8 @@ def parse_dicom_file(
     tuple
         ``(dataset, stopped, total)``: the position the parse stopped at and the length of the bytes it parsed (the
         file's size; the inflated size of a deflated file). ``stopped < total``: pydicom stopped early (the file
-        ends inside an undefined-length value, or a stray item delimiter ended the dataset); ``stopped > total``: a
+        ends inside an undefined-length value; a stray item delimiter that ended the dataset counts as the end,
+        :func:`_past_stray_delimiter`); ``stopped > total``: a
         deferred value's declared length runs past the end. Only meaningful without ``stop_before_pixels`` and
         ``specific_tags``, which stop or skip on purpose.
     """
@@ -370,7 +401,7 @@ def parse_dicom_file(
         ds = pydicom.dcmread(
             fh, defer_size=defer_size, stop_before_pixels=stop_before_pixels, force=force, specific_tags=specific_tags
         )
-        return ds, fh.tell(), os.fstat(fh.fileno()).st_size
+        return ds, _past_stray_delimiter(fh, fh.tell()), os.fstat(fh.fileno()).st_size
 
     with open(path, "rb") as fh:
         if not _may_be_deflated(fh.read(_META_PROBE)):
@@ -408,7 +439,7 @@ def parse_dicom_file(
     )
     ds = pydicom.FileDataset(buffer, dataset, preamble, file_meta, False, True)
     ds.set_original_encoding(False, True, dataset._character_set)
-    return ds, buffer.tell(), len(inflated)
+    return ds, _past_stray_delimiter(buffer, buffer.tell()), len(inflated)
 
 
 def _floats(value: Any, n: int) -> np.ndarray | None:
