@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -206,6 +207,52 @@ class Checkpoint:
         problem = tensors_misfit(self.state_dict, expected)
         if problem is not None:
             raise CheckpointError(f"{self.path}: weights do not fit the stored model config ({problem})")
+        # again here, not only in load_checkpoint: a Checkpoint built in memory (adapted weights, a training run's
+        # EMA for validation) is built into a network without being read from a file
+        _check_finite(self.path, self.state_dict)
+
+
+def non_finite_tensor(tensors: Mapping[str, torch.Tensor]) -> tuple[str, int, int] | None:
+    """The first floating-point tensor (in sorted name order) holding a NaN or an infinity.
+
+    Parameters
+    ----------
+    tensors
+        Tensor name -> tensor (a state dict).
+
+    Returns
+    -------
+    tuple of (str, int, int) or None
+        Its name, how many of its values are not finite and how many values it holds; ``None`` when every
+        floating-point tensor is finite (integer tensors, such as a batch norm's counter, always are).
+    """
+    for name in sorted(tensors):
+        t = tensors[name]
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        # one aminmax kernel per tensor: NaN propagates into both results and an infinity is an extreme, so finite
+        # extrema mean finite values. 0.2 ms for a shipped model against 1.2-1.7 ms for isfinite().all() per tensor
+        # (2-core CI machine, best of 21; they hold 18-68 tensors)
+        lo, hi = torch.aminmax(t.detach())
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+            return name, int(t.numel() - torch.isfinite(t).sum()), int(t.numel())
+    return None
+
+
+def _check_finite(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse (:class:`CheckpointError`) weights holding a NaN or an infinity, naming the tensor (not its values).
+
+    Why: such a network turns every finite scan into NaN (one NaN in a convolution kernel reaches every output voxel
+    whose window it touches), and ``medgan upscale`` wrote an all-NaN scan with exit status 0. The check costs
+    about 0.2 ms for a shipped model (see :func:`non_finite_tensor`).
+    """
+    bad = non_finite_tensor(tensors)
+    if bad is not None:
+        name, count, total = bad
+        raise CheckpointError(
+            f"{path}: weight tensor {name!r} holds {count} NaN or infinite value(s) of {total} (a corrupt file, or a "
+            "model whose training diverged); its outputs would not be numbers"
+        )
 
 
 def tensors_misfit(have: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str | None:
@@ -608,6 +655,7 @@ def _read_checkpoint(path: Path, *, card_check: bool) -> Checkpoint:
     if "metadata_sha256" in header and metadata_sha256(header["medgan"]) != header["metadata_sha256"]:
         raise CheckpointError(f"{path}: metadata does not match the checkpoint's sha256 (modified or corrupt file)")
     _check_consistent(path, meta)
+    _check_finite(path, tensors)  # after the hashes: an edited file is told as edited
     return Checkpoint(
         path=path, state_dict=tensors, metadata=meta, sha256=file_sha256(path), payload_sha256=header["payload_sha256"]
     )

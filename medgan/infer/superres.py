@@ -1179,7 +1179,8 @@ class SuperResolver:
             ``_MAX_OVERLAP_WINDOWS_RATIO`` times those of overlap 0; a complex-valued scan; a scan (or, for a
             one-channel model, a channel) whose every voxel is NaN or inf; a label map (declared label names,
             modality ``SEG`` or a NIfTI label intent: :func:`medgan.io.scan.is_label_map`), whose labels would
-            become fractions: resample it with nearest neighbour, ``medgan.interpolate(labels, factor, order=0)``.
+            become fractions: resample it with nearest neighbour, ``medgan.interpolate(labels, factor, order=0)``;
+            a network output holding NaN or inf for finite input voxels (a numerical overflow in the model).
 
         Notes
         -----
@@ -1551,6 +1552,7 @@ class SuperResolver:
             _apply_chunked(norm, x5, x, invert=False, clip=False)
             self._run(x, overlap, batch_size, bar, out_dev, roi_size, out=y5)  # straight into the output
             del x
+            self._check_finite_output(y5, name)  # before the clip, which turns an infinity into the scan's maximum
             _apply_chunked(norm, y5, y5, invert=True, clip=clip)
         else:
             (other,) = {0, 1, 2} - set(axes)
@@ -1570,6 +1572,7 @@ class SuperResolver:
                 x = x.reshape(s1 - s0, *x.shape[2:])
                 out = self._run(x, overlap, batch_size, bar, out_dev, roi_size)  # one bar across the slabs
                 del x
+                self._check_finite_output(out, name)
                 # inverted straight into the output's slices (no inverted copy of the slab, no second pass)
                 _apply_chunked(norm, out.reshape(1, s1 - s0, *out.shape[1:]), ys[:, s0:s1], invert=True, clip=clip)
                 del out
@@ -1579,6 +1582,27 @@ class SuperResolver:
         if bad is not None:
             put_back_non_finite(y, data, bad.cpu(), full_factor)
         return y, norm
+
+    def _check_finite_output(self, y: torch.Tensor, name: str) -> None:
+        """Refuse (:class:`MedganError`) network outputs ``y`` (normalised units) holding a NaN or an infinity.
+
+        The network's input is always finite (non-finite voxels go in as the normalised zero and get their own value
+        back afterwards), so such an output is the model's own doing: finite weights that overflow float32 (or
+        bf16) on this scan. Without the check the scan was written with NaN voxels (exit status 0), or with the
+        infinities clipped to the scan's maximum. One ``aminmax`` pass over the output, next to the network's many
+        passes over each window; the voxels are counted only when the check fails.
+        """
+        if y.numel() == 0:
+            return
+        lo, hi = torch.aminmax(y)  # NaN propagates into both; an infinity is an extreme
+        if math.isfinite(float(lo)) and math.isfinite(float(hi)):
+            return
+        bad = int(y.numel() - torch.isfinite(y).sum())
+        raise MedganError(
+            f"{name}: model {self.model_name} gave NaN or infinite output for finite input ({bad} voxel(s) of the "
+            f"{y.numel()} checked; a numerical overflow in the network, precision {self.precision}): the model does "
+            "not suit this scan, or its weights are damaged"
+        )
 
     def __call__(self, scan: MetaTensor, **kwargs: Any) -> MetaTensor:
         """Same as :meth:`upscale`."""

@@ -19,7 +19,7 @@ from medgan.io.discover import (
     unusable_parts,
 )
 from medgan.io.gc_pause import paused_gc
-from medgan.io.nifti import is_nifti_path, read_nifti
+from medgan.io.nifti import check_memory_bound, is_nifti_path, out_of_memory, read_nifti
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -63,7 +63,9 @@ def load_ref(ref: ScanRef) -> MetaTensor:
     Raises
     ------
     ScanReadError
-        The ref is not usable (its reason is in the message) or its files cannot be read.
+        The ref is not usable (its reason is in the message) or its files cannot be read; or its float32 voxels
+        need more memory than this process can get (the message gives the size and shape; see
+        :func:`medgan.io.nifti.check_memory_bound`).
     """
     if not ref.usable:
         where = ref.paths[0] if len(ref.paths) == 1 else ref.paths[0].parent
@@ -73,7 +75,12 @@ def load_ref(ref: ScanRef) -> MetaTensor:
     from medgan.io.dicom_read import load_dicom
 
     source = ref.paths[0] if len(ref.paths) == 1 else ref.paths[0].parent
-    scan = load_dicom(list(ref.paths), source=source)
+    if ref.shape:
+        check_memory_bound(source, ref.shape)
+    try:
+        scan = load_dicom(list(ref.paths), source=source)
+    except MemoryError:  # a sound series larger than the memory to be had (as read_nifti says for a NIfTI file)
+        raise out_of_memory(source, ref.shape) from None
     scan.meta[SCAN_ID_KEY] = str(ref.id)
     return scan
 
@@ -94,7 +101,12 @@ def _load_dicom_file(path: Path, series: str | None) -> MetaTensor:
         raise ScanReadError(f"{path}: {reason}; it cannot be read as a scan")
     if series is not None and str(ds.get("SeriesInstanceUID") or "") != series and not _is_scan_id(path, series):
         raise ScanReadError(f"{path}: the file does not belong to series {series!r}")
-    scan = read_dicom_series(plan_dicom_series([ds], source=path))  # the header just read, not a second read
+    plan = plan_dicom_series([ds], source=path)  # the header just read, not a second read
+    check_memory_bound(path, plan.shape)
+    try:
+        scan = read_dicom_series(plan)
+    except MemoryError:
+        raise out_of_memory(path, plan.shape) from None
     _warn_if_part_of_a_series(path, str(ds.get("SeriesInstanceUID") or ""), ds)
     return scan
 
@@ -303,7 +315,9 @@ def load_scan(path: str | os.PathLike[str] | ScanRef, *, series: str | None = No
     ScanReadError
         Missing path, broken or non-image file, no usable series, unknown ``series``; or the one usable scan (of the
         folder, or of the SeriesInstanceUID ``series``) is a part split from a series whose other part is not
-        usable (one slice of other columns beside a series left with a gap): ask for it by its id to load it.
+        usable (one slice of other columns beside a series left with a gap): ask for it by its id to load it; or a
+        scan whose float32 voxels need more memory than this process can get (not "damaged": the message gives the
+        size and shape, and says whether it exceeds a hard limit, checked before allocating, or the memory free).
     AmbiguousSeriesError
         The folder holds several usable series and ``series`` does not pick one. The message names the first
         five; its ``candidate_ids`` attribute holds every candidate's ``ScanRef.id``.
@@ -346,6 +360,8 @@ def _load(path: str | os.PathLike[str] | ScanRef, series: str | None, where: Pat
         return _load_dicom_file(path, series)
     except MedganError:
         raise
+    except MemoryError:  # not a damaged file: out of memory where no shape was at hand (discovery, a header read)
+        raise out_of_memory(where, None) from None
     except Exception as exc:
         # Last line of defence at the public boundary: damaged headers make pydicom raise assorted types from
         # deep inside lazy value conversion. The user gets one ScanReadError naming the file; the original

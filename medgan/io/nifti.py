@@ -95,6 +95,8 @@ __all__ = [
     "series_digest",
     "source_series_digest",
     "sidecar_owner",
+    "check_memory_bound",
+    "out_of_memory",
 ]
 
 #: Largest expansion factor deflate can reach (RFC 1951 worst case is about 1032:1); a gzip file
@@ -188,6 +190,71 @@ def _human_bytes(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} bytes"  # unreachable
+
+
+def _memory_bounds() -> list[tuple[int, str]]:
+    """Limits no allocation of this process can pass, in bytes, each with the words that name it.
+
+    Only hard limits: the address-space limit (``ulimit -v``, ``RLIMIT_AS``), which no mapping may cross, and on
+    Linux the machine's RAM plus swap (``MemTotal`` + ``SwapTotal`` of ``/proc/meminfo``), which every voxel written
+    must find room in. Not the memory free now (``MemAvailable``): other processes may free it, and a scan that would
+    have fit must not be refused.
+    """
+    bounds = []
+    try:
+        import resource  # Unix only
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            bounds.append((int(soft), f"this process's address-space limit (ulimit -v, {_human_bytes(soft)})"))
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            kib = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in fh) if v.strip()}
+        total = (kib["MemTotal"] + kib.get("SwapTotal", 0)) * 1024
+        bounds.append((total, f"this machine's memory ({_human_bytes(total)} of RAM and swap)"))
+    except (OSError, KeyError, ValueError, IndexError):  # not Linux, or an unexpected /proc
+        pass
+    return bounds
+
+
+def _float32_need(shape: tuple[int, ...]) -> str:
+    need = math.prod(int(n) for n in shape) * 4
+    return f"it needs {_human_bytes(need)} as float32 (shape {tuple(int(n) for n in shape)})"
+
+
+def check_memory_bound(source: str | Path, shape: tuple[int, ...]) -> None:
+    """Refuse a scan whose float32 voxels alone exceed a limit no allocation can pass, before allocating them.
+
+    Parameters
+    ----------
+    source
+        The file or folder, named in the message.
+    shape
+        The channel-first shape the scan is loaded as (float32).
+
+    Raises
+    ------
+    ScanReadError
+        ``4 * prod(shape)`` bytes exceed this process's address-space limit or the machine's RAM plus swap. A scan
+        within them may still not fit the memory free at the time: :func:`out_of_memory` names that case.
+    """
+    need = math.prod(int(n) for n in shape) * 4
+    for bound, what in _memory_bounds():
+        if need > bound:
+            raise ScanReadError(f"{source}: cannot be loaded: {_float32_need(shape)}, more than {what}")
+
+
+def out_of_memory(source: str | Path, shape: tuple[int, ...] | None) -> ScanReadError:
+    """The error for a ``MemoryError`` while loading a scan of ``shape`` (``None``: not known).
+
+    Why: the loaders' last line of defence read it as "damaged or unsupported header or pixel data
+    (MemoryError)", while the header was sound and the scan merely larger than the memory the process could get
+    (a 1200^3 uint8 label map of 1.6 MB gzip needs 6.4 GiB as float32).
+    """
+    need = _float32_need(shape) if shape else "it needs more memory"
+    return ScanReadError(f"{source}: cannot be loaded: {need}, more than this process could allocate (out of memory)")
 
 
 def _is_gzip(path: Path) -> bool:
@@ -902,7 +969,10 @@ def read_nifti(path: str | Path) -> MetaTensor:
     ScanReadError
         Anything wrong with the file; see :func:`inspect_nifti`, plus truncated or corrupt data; a label map (a
         label intent, sidecar label names) holding integer labels of magnitude 2**24 or more that float32 would
-        change (an intensity image's are rounded, with a warning that counts the voxels).
+        change (an intensity image's are rounded, with a warning that counts the voxels); a scan whose float32
+        voxels need more memory than the process can get: refused before any voxel is read when they exceed the
+        address-space limit (``ulimit -v``) or the machine's RAM plus swap (:func:`check_memory_bound`), else when
+        the allocation fails (:func:`out_of_memory`), with the size and shape in the message.
 
     Notes
     -----
@@ -910,11 +980,20 @@ def read_nifti(path: str | Path) -> MetaTensor:
     ``qform_code`` 0: nibabel's LAS assumption, which ITK-based tools read as LPS) and for a transform code that is
     no NIfTI code (that transform is ignored, as by nibabel).
     """
-    from medgan.io.scan import make_scan
-
     info = inspect_nifti(path)
     for note in info.notes:  # once per file: training reads a scan again every epoch
         warn_once(logger, ("nifti header", str(info.path), note), "%s: %s", info.path, note)
+    check_memory_bound(info.path, info.shape)  # an honest header's size: refused only where it can never fit
+    try:
+        return _read_nifti(info)
+    except MemoryError:  # the header is sound (inspect_nifti): the scan is larger than the memory to be had now
+        raise out_of_memory(info.path, info.shape) from None
+
+
+def _read_nifti(info: NiftiInfo) -> MetaTensor:
+    """:func:`read_nifti` of a validated header."""
+    from medgan.io.scan import make_scan
+
     data = _read_voxels(info)
     rounded = _float32_rounding(info, data)
     stored = info.stored_shape
