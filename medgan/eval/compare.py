@@ -602,8 +602,29 @@ def _coverage_text(inside: np.ndarray) -> str:
     return f"its field of view covers {_percent(float(np.mean(inside)))} of the reference grid's voxels"
 
 
+def _non_finite(scan: Any, keep: np.ndarray | None) -> tuple[bool, bool]:
+    """Whether ``scan`` holds a non-finite voxel anywhere, and inside ``keep`` (spatial mask; None: the whole grid).
+
+    One :func:`numpy.isfinite` pass over the voxels as they are (:func:`medgan.io.scan.scan_array`: no copy of a
+    numpy array or a CPU tensor); the region is looked at only where something is not finite.
+    """
+    from medgan.io.scan import scan_array
+
+    finite = np.isfinite(scan_array(scan))
+    if finite.all():
+        return False, False
+    if keep is None:
+        return True, True
+    return True, bool(np.logical_and(~finite, keep).any())  # keep (spatial) broadcasts over the channels
+
+
 def _not_scored_by_design(
-    res: Mapping[str, Any], name: str, partial: Mapping[str, np.ndarray], lr_outside: str
+    res: Mapping[str, Any],
+    name: str,
+    partial: Mapping[str, np.ndarray],
+    lr_outside: str,
+    candidate: Any = None,
+    keep: np.ndarray | None = None,
 ) -> dict[str, str]:
     """``{metric: reason}`` of the metrics of one row that :class:`Evaluation` leaves NaN on purpose.
 
@@ -612,9 +633,17 @@ def _not_scored_by_design(
     output) withholds it. ``partial``: the resampled scans of the row's scan that do not cover the reference grid
     (their voxels outside it are NaN in the reference); ``lr_outside``: why the low-resolution input does not cover
     the grid LR consistency compares on, or ``""``.
+
+    ``candidate``: the row's own output on the reference grid, ``keep``: the reference voxels left in (inside every
+    resampled scan's field of view). A metric whose region holds a non-finite voxel of ``candidate`` would be
+    non-finite whatever the coverage: that NaN is the method's failure and is not named here. LR consistency
+    degrades the whole prediction back, so any non-finite voxel of it counts; ``*_full`` counts those in ``keep``.
     """
+    if not partial and not lr_outside:  # nothing left NaN on purpose: no pass over the voxels
+        return {}
+    anywhere, in_keep = _non_finite(candidate, keep) if candidate is not None else (False, False)
     out: dict[str, str] = {}
-    if "lr_consistency_psnr" in res:
+    if "lr_consistency_psnr" in res and not anywhere:
         if lr_outside:
             out["lr_consistency_psnr"] = lr_outside
         elif name in partial:
@@ -622,7 +651,7 @@ def _not_scored_by_design(
                 f"the resampled {name} covers {_percent(float(np.mean(partial[name])))} of the reference grid; "
                 "degraded back, it would hold edge padding"
             )
-    if partial:
+    if partial and not in_keep:
         # the reference is NaN outside the resampled scans' field of view (_outside_left_out): a whole-image number
         # would be over voxels no method predicted. Only those that are NaN (SSIM's leaves out windows touching NaN)
         for key in M.METRIC_KEYS:
@@ -652,8 +681,9 @@ def _warning_name(scan: Any, default: str) -> str:
     return name
 
 
-def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any, str]:
-    """``ref`` with NaN where some resampled scan of ``partial`` has no data, and the ``geometry`` text saying so.
+def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any, str, np.ndarray]:
+    """``ref`` with NaN where some resampled scan of ``partial`` has no data, the ``geometry`` text saying so, and
+    the voxels kept (spatial, True inside every resampled scan's field of view).
 
     Resampling fills voxels outside a scan's field of view by repeating its edge; scored, they measured the padding
     rule, not the method. A NaN reference voxel is left out of every masked metric (SSIM and HFEN leave out the
@@ -688,7 +718,7 @@ def _outside_left_out(ref: Any, partial: Mapping[str, np.ndarray]) -> tuple[Any,
         f"reference voxels outside the field of view of the resampled {', '.join(partial)} left out of every "
         f"method's scores (set to NaN): {_percent(fraction)} of the reference grid scored; *_full are NaN"
     )
-    return out, text
+    return out, text, keep
 
 
 # --------------------------------------------------------------------------- inputs
@@ -943,8 +973,9 @@ class Evaluation:
             lr = on_grid
         partial = {name: inside for name, inside in coverage.items() if not inside.all()}
         last = []  # every method's too, after each row's own resampling step that it follows from
+        keep = None  # the reference voxels scored: all of them unless some resampled scan does not cover the grid
         if partial:
-            ref, text = _outside_left_out(ref, partial)
+            ref, text, keep = _outside_left_out(ref, partial)
             last.append(text)
         for name in baselines:
             if name not in self.baselines:
@@ -985,10 +1016,12 @@ class Evaluation:
             if deg is not None and name == self.method and deg not in self.degradations:
                 self.degradations.append(deg)
             res["data_range_rule"] = dr_rule
-            not_scored = _not_scored_by_design(res, name, partial, lr_outside)
-            if "lr_consistency_psnr" in not_scored:
+            # a non-finite output where a metric looks is the method's failure, whatever the coverage: not named
+            not_scored = _not_scored_by_design(res, name, partial, lr_outside, candidate, keep)
+            if "lr_consistency_psnr" in res and (lr_outside or name in partial):
                 # the prediction degraded back would hold edge padding (or the LR input would): a number that
-                # measures the padding rule; NaN is "not scored", left out of the summary and paired tests
+                # measures the padding rule; NaN is "not scored", left out of the summary and paired tests, unless
+                # the output itself is not finite (not in not_scored then: a failure, as any non-finite output)
                 res["lr_consistency_psnr"] = math.nan
             row = {"scan_id": str(scan_id), "method": name, **res, **meta, **_model_columns(prov, name == self.method)}
             if not_scored:

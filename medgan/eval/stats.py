@@ -65,9 +65,11 @@ mean does not exist then (``None``). Only NaN (a metric that could not be comput
   Not scored by design is no failure: a row's ``not_scored`` column (:data:`NOT_SCORED`) names the metrics the
   evaluation left NaN on purpose and why (``medgan.eval.compare.Evaluation``: the LR consistency of a resampled
   prediction or low-resolution input that does not cover the grid it compares on, whose edge padding it would
-  score; the ``*_full`` numbers of a scan whose reference is left out outside a resampled scan's field of view).
-  Such a scan is not paired for that metric, and counted apart (``n_not_scored``, ``n_not_scored_method`` /
-  ``n_not_scored_baseline``), not in ``n_failed*``: it keeps the verdict. A NaN the row does not name is a failure.
+  score; the ``*_full`` numbers of a scan whose reference is left out outside a resampled scan's field of view),
+  never for an output with a non-finite voxel where that metric looks (anywhere for LR consistency, inside the
+  field of view kept for ``*_full``): that NaN is the method's own, a failure. Such a scan is not paired for that
+  metric, and counted apart (``n_not_scored``, ``n_not_scored_method`` / ``n_not_scored_baseline``), not in
+  ``n_failed*``: it keeps the verdict. A NaN the row does not name is a failure.
 * :func:`breakdown`: :func:`summarize` within groups of a metadata column
   (modality, manufacturer, site, series description) when present.
 """
