@@ -105,6 +105,8 @@ class CGANTrainer(Trainer):
     resume_warn_keys = resume_warn_sections(CGAN_SCHEMA)
     config_validator = staticmethod(validate_cgan_config)
     config_loader = staticmethod(load_cgan_config)
+    #: :meth:`export_identifiers`, once read
+    _export_ids: dict[str, list[tuple[str, ...]]] | None = None
 
     def phases(self) -> list[tuple[str, int]]:
         return [("warmup", int(self.cfg["warmup"]["steps"])), ("adversarial", int(self.cfg["adversarial"]["steps"]))]
@@ -126,6 +128,19 @@ class CGANTrainer(Trainer):
                     ident = scan_identity(str(subject[key]), base)
                     found.setdefault(ident["name"], ident)  # a file two subjects share is one input
         return {"data.scans": list(found.values())}
+
+    def export_identifiers(self) -> Mapping[str, Any]:
+        """The patient identifiers the subjects' DICOM headers hold (every file of ``data.train``; read once per
+        run): cut out of every name the export records, and of the input names a resume records
+        (:meth:`medgan.train.core.Trainer.export_identifiers`)."""
+        from medgan.data.patches import source_identifiers
+        from medgan.io.identifiers import merge_identifiers
+
+        if self._export_ids is None:
+            self._export_ids = merge_identifiers(
+                *(source_identifiers(path) for subject in self.cfg["data"]["train"] for path in subject.values())
+            )
+        return self._export_ids
 
     # ------------------------------------------------------------------ setup
     def build(self) -> None:
@@ -404,9 +419,9 @@ class CGANTrainer(Trainer):
         """Write the EMA generator as a synthesis checkpoint (``out_dir/model.safetensors``)."""
         from medgan.data.cgan_data import PLANES
         from medgan.data.labels import TISSUE_LABELS
-        from medgan.data.patches import source_identifiers, source_name
+        from medgan.data.patches import source_name
         from medgan.infer.synthesis import save_synthesizer
-        from medgan.io.identifiers import merge_identifiers, remove_identifiers, remove_identifiers_from_path
+        from medgan.io.identifiers import remove_identifiers, remove_identifiers_from_path
 
         # the final state's check covers the weights too; this keeps an export outside the loop from taking them
         self.check_exportable(self.out_dir / MODEL_FILE)
@@ -414,9 +429,7 @@ class CGANTrainer(Trainer):
         base = config_base(self.cfg)
         # the model is shared: the identifiers the subjects' DICOM headers hold are cut out of every name and path
         # it records (folders named after patients), and a DICOM subject is named by its cleaned scan id
-        identifiers = merge_identifiers(
-            *(source_identifiers(path) for subject in data["train"] for path in subject.values())
-        )
+        identifiers = self.export_identifiers()
 
         def shared(path: str) -> str:
             return remove_identifiers_from_path(os.path.basename(source_name(path, shared=True)), identifiers)
@@ -483,6 +496,10 @@ class CGANTrainer(Trainer):
             "world_size": self.info.world_size,
             # resumes whose config or input files differed from the saved state's: the subjects / axis above are the
             # last ones; the files added / removed / changed named relative to the config folder, as train-sr does
+            # and as train_config's data.train names them: subjects are laid out as sub-01/t1.nii.gz,
+            # sub-02/t1.nii.gz, and by file name alone a removed subject's files read as the remaining one's. Each
+            # name was cleaned when the resume recorded it, with the identifiers of the run that read the file (a
+            # removed subject's are not in ``identifiers``)
             "resumed_with_changes": self.exported_resume_changes(base, identifiers),
         }
         model = self.ema.module.to("cpu")

@@ -282,7 +282,45 @@ def _scan_changed(was: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
     ``mtime_ns`` in its place) is compared by size, as a file time changes with a copy, a checkout or ``touch``
     while the bytes stay the same.
     """
-    return any(was[k] != now[k] for k in sorted(set(was) & set(now) - {"name", "mtime_ns"}))
+    # ``export_name`` is how an export writes the name, cleaned with the identifiers of the run that recorded it:
+    # another set of subjects cleans it otherwise, the bytes being the same
+    return any(was[k] != now[k] for k in sorted(set(was) & set(now) - {"name", "export_name", "mtime_ns"}))
+
+
+def _recorded_names(
+    diff: Mapping[str, list[str]],
+    was: Mapping[str, Mapping[str, Any]],
+    now: Mapping[str, Mapping[str, Any]],
+    base: str,
+    identifiers: Mapping[str, Any],
+) -> dict[str, list[str]]:
+    """The scan names of a resume's ``added`` / ``removed`` / ``changed`` (raw :func:`scan_identity` names) as the
+    state, the export and the log write them.
+
+    A scan's ``export_name`` (:meth:`Trainer._inputs`: cleaned with the patient identifiers of the run that saw it)
+    is taken, the saved one for a scan the state holds, then cleaned again with today's ``identifiers``. Why: the
+    identifiers come from the DICOM headers of the current inputs, so a removed subject's are no longer known, and
+    its label map in a folder named after it (``pp/SMITH_seg/labels.nii.gz``) was written with its name into the
+    shared export. A removed scan from a state saved before ``export_name`` (its identifiers unknown) is named by
+    its file name only (a DICOM scan: its id, which discovery cleaned).
+    """
+    from medgan.train.config import relative_path
+
+    out: dict[str, list[str]] = {}
+    for what, names in diff.items():
+        cleaned = []
+        for n in names:
+            stored = (now if what == "added" else was)[n].get("export_name")
+            if isinstance(stored, str):
+                name = stored
+            elif what == "removed":
+                head, sep, tail = n.partition("#")
+                name = Path(head).name + sep + tail
+            else:  # a scan still in the run: today's identifiers hold its own
+                name = n
+            cleaned.append(relative_path(name, base, identifiers))
+        out[what] = cleaned
+    return out
 
 
 def _scan_files(source: Any) -> list[Path]:
@@ -614,8 +652,8 @@ class Trainer:
         self.resumed_from: Path | None = None
         #: every resume whose config or inputs (:meth:`input_identities`) differed from the saved state's, oldest
         #: first: ``{"step": N, "sections": [...], "keys": [dotted keys]}``, with ``added`` / ``removed`` /
-        #: ``changed`` scan names when the training scans changed (kept in the training state, exported as
-        #: ``resumed_with_changes``)
+        #: ``changed`` scan names when the training scans changed, cleaned of patient identifiers when recorded
+        #: (kept in the training state, exported as ``resumed_with_changes``)
         self.resume_changes: list[dict[str, Any]] = []
         self._input_ids: dict[str, Any] | None = None  # :meth:`_inputs`
         self.discriminator: nn.Module | None = None
@@ -663,12 +701,25 @@ class Trainer:
         """
         return {}
 
+    def export_identifiers(self) -> Mapping[str, Any]:
+        """The patient identifiers the run's DICOM headers hold, cut out of the names an export records (default:
+        none).
+
+        Returns
+        -------
+        Mapping
+            Folded first word -> word sequences (:func:`medgan.io.identifiers.merge_identifiers`).
+        """
+        return {}
+
     def exported_resume_changes(self, base: str, identifiers: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """:attr:`resume_changes` as an export records them (``resumed_with_changes``).
 
-        The scan names of ``added`` / ``removed`` / ``changed`` (:func:`scan_identity`: relative to the config
-        folder) are written as the export's other paths are (:func:`medgan.train.config.relative_path`: outside
-        the config folder by file name only, without the patient identifiers of the run's DICOM headers).
+        The scan names of ``added`` / ``removed`` / ``changed`` were cleaned when the resume recorded them, with the
+        identifiers known then (a removed scan's: those of the run that trained on it; see :func:`_recorded_names`),
+        and are cleaned again here with ``identifiers``, as the export's other paths are
+        (:func:`medgan.train.config.relative_path`: relative to the config folder, outside it by file name only).
+        A change recorded by an earlier medgan holds raw names: this cleaning is then all it gets.
 
         Parameters
         ----------
@@ -786,7 +837,19 @@ class Trainer:
     def _inputs(self) -> dict[str, Any]:
         """:meth:`input_identities`, computed once per run (a DICOM series folder is walked to name it)."""
         if self._input_ids is None:
-            self._input_ids = self.input_identities()
+            ids = self.input_identities()
+            scans = ids.get("data.scans")
+            if isinstance(scans, list):
+                from medgan.train.config import config_base, relative_path
+
+                # each scan's name as an export writes it, cleaned now, with the identifiers of the inputs this run
+                # reads: a later run without this subject no longer knows them (its resume names it removed)
+                base, identifiers = config_base(self.cfg), self.export_identifiers()
+                ids = {
+                    **ids,
+                    "data.scans": [{**d, "export_name": relative_path(d["name"], base, identifiers)} for d in scans],
+                }
+            self._input_ids = ids
         return self._input_ids
 
     def _input_changes(self, path: Path, st: Mapping[str, Any]) -> dict[str, Any]:
@@ -821,6 +884,12 @@ class Trainer:
                 }
                 if not any(diff.values()):  # the same scans in another order (data.train reordered: recorded)
                     continue
+                from medgan.train.config import config_base
+
+                # compared by raw name, recorded (state, export, log) by the names cleaned when each scan was seen
+                diff = _recorded_names(
+                    {k: v for k, v in diff.items() if v}, was, cur, config_base(self.cfg), self.export_identifiers()
+                )
                 out.setdefault("keys", []).append(key)
                 out.update({k: v for k, v in diff.items() if v})
                 shown = "; ".join(f"{k}: {_name_list(v)}" for k, v in diff.items() if v)

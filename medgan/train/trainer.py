@@ -879,6 +879,11 @@ class SRTrainer(Trainer):
             )
         return self._export_identifiers
 
+    def export_identifiers(self) -> Mapping[str, Any]:
+        """:meth:`_identifiers`: what a resume cleans the scan names it records with
+        (:meth:`medgan.train.core.Trainer.export_identifiers`)."""
+        return self._identifiers()
+
     def _exported_name(self) -> str:
         """The checkpoint's name: ``name`` without the training scans' patient identifiers (it defaults to the
         ``out_dir`` folder's name, which sites spell like the data folders)."""
