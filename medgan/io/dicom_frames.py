@@ -26,6 +26,7 @@ import pydicom.filereader
 from medgan.errors import ScanReadError
 from medgan.io.dicom_siemens import is_mosaic, mosaic_info, tile0_position
 from medgan.io.dicom_values import header_path, header_value, value_text
+from medgan.io.identifiers import identifying_words, remove_identifiers_from_path
 
 __all__ = [
     "FileInfo",
@@ -910,10 +911,13 @@ def frame_table(headers: list[pydicom.Dataset]) -> FrameTable:
     if damaged:
         path, unreadable = damaged[0]
         others = f" (and {len(damaged) - 1} more files)" if len(damaged) > 1 else ""
+        # without the patient identifiers of the file's own header (at hand here): sites name folders and files
+        # after patients, and the line reaches the terminal and medgan.log
+        header = next((ds for ds in headers if header_path(ds) == path), None)
         logger.warning(
             "%s%s: unreadable %s; treated as absent: a single image is then placed as one without patient geometry, "
             "several images cannot be placed",
-            path,
+            remove_identifiers_from_path(path, identifying_words(header)) if header is not None else path,
             others,
             _unreadable_text(unreadable),
         )

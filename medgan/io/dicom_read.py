@@ -337,6 +337,16 @@ def _read_without_preamble(path: str, size: int) -> pydicom.Dataset:
     return ds
 
 
+def _clean_source(source: Any, first: str) -> str:
+    """``source`` (a series' path, as a warning names it) without the series' own patient identifiers, those of its
+    file ``first`` (:func:`medgan.io.identifiers.file_identifiers`, read again only when a line is written: the
+    headers are not at hand where the geometry is checked). Sites name folders after patients, and the line reaches
+    the terminal, ``medgan.log`` and a batch's log; a folder that spelled identifiers only reads ``<removed>``."""
+    from medgan.io.identifiers import file_identifiers, remove_identifiers_from_path
+
+    return remove_identifiers_from_path(str(source), file_identifiers(first))
+
+
 def _geometry_error(source: str, problem: str) -> SeriesGeometryError:
     return SeriesGeometryError(f"{source}: {problem}")
 
@@ -411,20 +421,15 @@ def _check_uniform(source: str, table, valid: np.ndarray) -> tuple[np.ndarray, n
                 "%s: ImageOrientationPatient row and column directions are %.2f degrees off perpendicular, more than "
                 "the rounding of its text explains; orthonormalised, which moves the far edge of the image by up to "
                 "%.2f mm (other tools may place it differently)",
-                source,
+                _clean_source(source, info.path),
                 degrees,
                 cosine / 2 * extent,
             )
         elif logger.isEnabledFor(logging.DEBUG):
-            from medgan.io.identifiers import file_identifiers, remove_identifiers_from_path
-
-            # without the series' patient identifiers (sites name folders after patients): its first file's, read
-            # again only when this line is written (the headers are not at hand here)
-            first = table.files[table.file_index[planes[0]]].path
             logger.debug(
                 "%s: ImageOrientationPatient row and column directions are %.2g degrees off perpendicular (header "
                 "rounding); orthonormalised",
-                remove_identifiers_from_path(str(source), file_identifiers(first)),
+                _clean_source(source, table.files[table.file_index[planes[0]]].path),
                 degrees,
             )
     return row_dir, col_dir, (float(spacings[0][0]), float(spacings[0][1]))

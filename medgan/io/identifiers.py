@@ -26,7 +26,6 @@ __all__ = [
     "merge_identifiers",
     "remove_identifiers",
     "remove_identifiers_from_path",
-    "remove_identifiers_from_text",
 ]
 
 #: Header attributes whose values are cut, whole token, out of a series' description and out of the file name its id
@@ -48,9 +47,6 @@ _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
 REMOVED = "<removed>"
 #: what separates the components of a path (either separator: a Windows path typed on another machine)
 _PATH_SEPARATORS = re.compile(r"([/\\])")
-#: a path-like token of a message (:func:`remove_identifiers_from_text`): a run of characters other than white space,
-#: quotes, brackets and the punctuation that separates a path from the words around it
-_TEXT_TOKEN = re.compile(r"[^\s\"'()\[\]{}<>,;]+")
 
 
 def _fold(word: str) -> str:
@@ -233,17 +229,26 @@ def file_identifiers(path: Any) -> dict[str, list[tuple[str, ...]]]:
     -------
     dict
         The index; empty for a file that is no DICOM file (a NIfTI header holds no patient identifier) or that
-        cannot be read. pydicom's warnings, which may quote header values, are silenced while reading.
+        cannot be read. Read by :func:`medgan.io.dicom_read.read_dicom_header`, as the scan itself is read: a file
+        without the 128-byte preamble and ``DICM`` (older scanners and PACS exports write them) is DICOM too, and
+        ``dcmread`` without ``force`` refused it, so its patient's identifiers were not known. pydicom's warnings,
+        which may quote header values, are silenced while reading.
     """
     import pydicom
 
-    from medgan.io.dicom_frames import quiet_pydicom  # imports this module's neighbours: not at import time
+    # imports this module's neighbours: not at import time
+    from medgan.io.dicom_frames import quiet_pydicom
+    from medgan.io.dicom_read import read_dicom_header
 
     try:
-        with quiet_pydicom():
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except Exception:  # not DICOM (InvalidDicomError), missing, damaged: no identifier known from it
-        return {}
+        ds = read_dicom_header(path)
+    except Exception:  # not DICOM (ScanReadError), missing; or damaged, which the header may still name
+        try:
+            # a file cut short in its pixel data: its header, which holds the identifiers, is whole
+            with quiet_pydicom():
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except Exception:  # not DICOM (InvalidDicomError), missing, damaged: no identifier known from it
+            return {}
     return identifying_words(ds)
 
 
@@ -277,29 +282,3 @@ def remove_identifiers_from_path(path: str, identifiers: Mapping[str, Sequence[t
         cleaned = remove_identifiers(part, identifiers)
         out.append(cleaned if cleaned == part or _WORD.search(cleaned) else REMOVED)
     return "".join(out)
-
-
-def remove_identifiers_from_text(text: str, identifiers: Mapping[str, Sequence[tuple[str, ...]]]) -> str:
-    """``text`` (a log line, an error message) with each path-like token cleaned by
-    :func:`remove_identifiers_from_path`.
-
-    A message quotes paths among words (``scan 1/2 T1-1a2b: done -> DOE_JOHN/T1/T1-1a2b.nii.gz``); cleaned as one
-    path, the removal of a folder name joined its neighbours across the white space (``... done/T1/...``). Each run
-    of characters between white space, quotes, brackets, commas and semicolons is cleaned on its own instead, so a
-    folder spelling only identifiers reads :data:`REMOVED` where it was and the words around it stay.
-
-    Parameters
-    ----------
-    text
-        Any text.
-    identifiers
-        Folded first word -> word sequences (:func:`identifying_words`, :func:`merge_identifiers`).
-
-    Returns
-    -------
-    str
-        ``text`` itself when it holds no identifier; otherwise the cleaned text.
-    """
-    if not identifiers:
-        return text
-    return _TEXT_TOKEN.sub(lambda m: remove_identifiers_from_path(m.group(), identifiers), text)

@@ -11,14 +11,13 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from medgan.errors import MedganError
 from medgan.io.atomic import os_error_reason
 from pipelines.commands._outputs import EscapingFormatter
 
-__all__ = ["RunLog", "LOG_NAME", "OWN_LOGGERS", "IdentifierFilter", "cleaned_lines"]
+__all__ = ["RunLog", "LOG_NAME", "OWN_LOGGERS"]
 
 #: file name of the run log inside the output root
 LOG_NAME = "medgan.log"
@@ -128,57 +127,3 @@ class RunLog:
         for logger, level in self._levels:
             logger.setLevel(level)
         self._levels.clear()
-
-
-class IdentifierFilter(logging.Filter):
-    """Cuts the patient identifiers of a run's DICOM headers out of every line a handler writes.
-
-    Sites name folders after patients (``DOE^JANE_MRN-4711/T1``), and a batch's lines quote paths below its roots:
-    its own (the done, failed and removed-output lines), a library's (a reader's or the evaluation's warnings, which
-    name the file they are about) and a worker's (re-logged by the batch process). The lines are shared like the
-    manifest, so each is cleaned as ``medgan evaluate`` cleans the paths its report records
-    (:func:`medgan.io.identifiers.remove_identifiers_from_text`); a line without identifiers is left as it is.
-
-    Parameters
-    ----------
-    identifiers
-        Folded first word -> word sequences (:func:`medgan.io.identifiers.merge_identifiers` of the run's scans).
-    """
-
-    def __init__(self, identifiers: Mapping[str, Sequence[tuple[str, ...]]]) -> None:
-        super().__init__()
-        self.identifiers = identifiers
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from medgan.io.identifiers import remove_identifiers_from_text
-
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 -- a bad format string: logging reports it when the handler formats it
-            return True
-        cleaned = remove_identifiers_from_text(message, self.identifiers)
-        if cleaned != message:  # the record is shared by the handlers: cleaned once, every later one sees it clean
-            record.msg, record.args = cleaned, None
-        return True
-
-
-@contextlib.contextmanager
-def cleaned_lines(identifiers: Mapping[str, Sequence[tuple[str, ...]]]) -> Iterator[None]:
-    """For the block, an :class:`IdentifierFilter` on each handler of the root logger that has none yet (the run
-    log, the terminal's; entered again once tqdm's handler replaced the terminal's): removed at the end from the
-    handlers it was added to. Nothing when ``identifiers`` is empty.
-    """
-    if not identifiers:
-        yield
-        return
-    added = []
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, IdentifierFilter) for f in handler.filters):
-            handler.addFilter(IdentifierFilter(identifiers))
-            added.append(handler)
-    try:
-        yield
-    finally:
-        for handler in added:
-            for f in [f for f in handler.filters if isinstance(f, IdentifierFilter)]:
-                handler.removeFilter(f)

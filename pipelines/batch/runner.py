@@ -32,13 +32,13 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medgan.errors import MedganError
 from medgan.io.atomic import is_temp_name, open_append, os_error_reason, temp_sibling_of
 from pipelines.batch import executors, jobs
-from pipelines.batch.logging import LOG_NAME, RunLog, cleaned_lines
+from pipelines.batch.logging import LOG_NAME, RunLog
 from pipelines.batch.manifest import Manifest, is_complete, last_finished, output_sha256, settings_key, write_csv
 from pipelines.batch.plan import (
     Task,
@@ -366,8 +366,9 @@ class _Run:
     label_of: dict[str, tuple[str, bool]] = field(default_factory=dict)
     #: which input tree this run reads (:func:`_input_root_id`), recorded in every row
     input_root: str | None = None
-    #: the patient identifiers of the run's DICOM headers (:func:`_run_identifiers`), cut out of a row's text
-    identifiers: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    #: scan id -> that scan's own patient identifiers and input path components (:func:`_scan_privacy`), cut out
+    #: of its row's text
+    privacy: dict[str, _ScanPrivacy] = field(default_factory=dict)
 
     def _remove_stale(self, task: Task, status: str) -> None:
         """Remove the outputs that the previous ``done`` / ``skipped`` row of a redone scan listed and that are
@@ -412,12 +413,13 @@ class _Run:
             "status": row.get("status", "failed"),
             # the one place a row's error is made: every executor's and planner's message passes here, on its way
             # into manifest.jsonl / manifest.csv and the log's failed line
-            "error": self.relative(row.get("error")),
+            "error": self.relative(row.get("error"), task),
             "job": self.job,
             "kind": task.ref.kind,
             "modality": task.ref.modality,
-            # text for people, not a key (resume matches rows by scan id and settings): cleaned like the errors
-            "input": self.clean_path(task.input),
+            # text for people, not a key (resume matches rows by scan id and settings): cleaned of the scan's own
+            # identifiers, as medgan evaluate's report records its paths
+            "input": self.clean_input(task),
             "n_inputs": task.ref.n_files,  # 0 for a folder that could not be listed
             "outputs": list(row.get("outputs") or []),
             "output_sha256": list(row.get("output_sha256") or []),
@@ -434,7 +436,7 @@ class _Run:
             if key in row:
                 full[key] = row[key]
         if isinstance(full.get("warnings"), list):
-            full["warnings"] = [self.relative(w) for w in full["warnings"]]
+            full["warnings"] = [self.relative(w, task) for w in full["warnings"]]
         if self.row_extra is not None:
             full.update(self.row_extra(task))
         self._remove_stale(task, full["status"])
@@ -449,32 +451,34 @@ class _Run:
         elif status == "unusable":
             log.info("%s %s (%s): unusable: %s", nth, task.scan_id, written["input"], written["error"])
         elif status == "done":  # every output: naming the first of -n 2 read as if one file was written
+            # the outputs as the manifest's outputs column lists them (the files on disk): output folders mirror the
+            # input folders (docs/BATCH.md, Privacy), and the run warned once where they hold identifiers
             took, outputs = _took(written["seconds"]), _outputs_text(task.outputs)
             log.info("%s %s: done in %s -> %s", nth, task.scan_id, took, outputs)
 
-    def relative(self, text: Any) -> Any:
+    def relative(self, text: Any, task: Task) -> Any:
         """``text`` (a row's error or warning) with the paths under the run's roots relative (:func:`_root_relative`)
-        and without the run's patient identifiers (:func:`medgan.io.identifiers.remove_identifiers_from_text`: an
-        error quotes the scan's path, and sites name folders after patients); anything not a string as it is."""
+        and the mentions of the scan's own input path cleaned of the scan's own patient identifiers
+        (:func:`_clean_mentions`: an error quotes the scan's path, and sites name folders after patients); anything
+        not a string as it is."""
         if not isinstance(text, str):
             return text
         if self.labels is not None:
             text = _root_relative(text, self.labels, self.label_of)
-        if self.identifiers:
-            from medgan.io.identifiers import remove_identifiers_from_text
+        privacy = self.privacy.get(task.scan_id)
+        return _clean_mentions(text, privacy) if privacy is not None else text
 
-            text = remove_identifiers_from_text(text, self.identifiers)
-        return text
-
-    def clean_path(self, path: str) -> str:
-        """``path`` (a scan's input, relative to its root) without the run's patient identifiers, a folder that
+    def clean_input(self, task: Task) -> str:
+        """The scan's input path (relative to its root) without the scan's own patient identifiers, a folder that
         spelled only identifiers reading ``<removed>`` (:func:`medgan.io.identifiers.remove_identifiers_from_path`),
-        as ``medgan evaluate``'s report records paths."""
-        if not self.identifiers:
-            return path
+        as ``medgan evaluate``'s report records paths. Only the scan's own header counts: another patient's ID
+        ("0001") is no identifier of this scan, and cut from its path (``study/IM-0001``) it named no folder."""
+        privacy = self.privacy.get(task.scan_id)
+        if privacy is None or not privacy.identifiers:
+            return task.input
         from medgan.io.identifiers import remove_identifiers_from_path
 
-        return remove_identifiers_from_path(path, self.identifiers)
+        return remove_identifiers_from_path(task.input, privacy.identifiers)
 
 
 #: how messages name a root in place of its absolute path (:func:`_root_labels`): the scan's own input root by job,
@@ -630,8 +634,8 @@ def _execute(
     """
     key = settings_key(settings)
     earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
-    identifiers = _run_identifiers(tasks)
-    with _lock(out_root), RunLog(out_root, quiet=quiet) as run_log, cleaned_lines(identifiers):
+    privacy = {task.scan_id: _scan_privacy(task, roots) for task in tasks}
+    with _lock(out_root), RunLog(out_root, quiet=quiet) as run_log:
         run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}"
         log.info("medgan batch %s: %d scan(s) found, output %s, run %s", job, len(tasks), out_root, run_id)
         for note in notes:  # scans left out before planning (inside OUT_ROOT through a link)
@@ -641,12 +645,11 @@ def _execute(
             Manifest(out_root / MANIFEST_JSONL) as manifest,
             Progress(len(tasks), desc=job, disable=quiet or bar is False, force=bar is True) as progress,
             _redirect_logging(quiet),
-            cleaned_lines(identifiers),  # tqdm's handler, which replaced the terminal's while the bar is drawn
         ):
             # after the manifest is read: the outputs of its rows are this folder's too
             sweep_temp_files(out_root, _owned_paths(tasks, manifest.rows))
-            run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra, identifiers=identifiers)
-            _warn_identifying_paths(tasks, identifiers)
+            run = _Run(job, out_root, key, manifest, progress, run_id, row_extra=row_extra, privacy=privacy)
+            _warn_identifying_paths(tasks, privacy)
             run.planned = frozenset(o for t in tasks for o in t.outputs)
             run.labels, run.label_of = _root_labels(job, roots, out_root)
             run.input_root = _input_root_id(roots.get("ref"))
@@ -759,50 +762,118 @@ def _execute(
 _NAMED_MISSING = 3
 
 
-def _run_identifiers(tasks: Sequence[Task]) -> dict[str, list[tuple[str, ...]]]:
-    """The patient identifiers (PatientName, PatientID, AccessionNumber, birth date, ...) of the DICOM scans of
-    ``tasks`` and of their paired predictions and LR inputs, merged (:func:`medgan.io.identifiers.merge_identifiers`)
-    as ``medgan evaluate`` merges those of its pairs: one header per scan, read without pixel data.
+@dataclass(frozen=True)
+class _ScanPrivacy:
+    """What a scan's row text is cleaned of (:func:`_scan_privacy`).
 
-    Why: sites name folders after patients, and a batch quotes the paths below its roots in the manifest's ``input``
-    and ``error`` columns and in every log line; those are cleaned of these words (a NIfTI scan has no header, but
-    one in the folder of a DICOM series of the same patient is cleaned by that series' values). The ``outputs``
-    column, the output tree's own folders and the scan ids are not: see :func:`_warn_identifying_paths`.
+    Attributes
+    ----------
+    identifiers
+        The scan's own patient identifiers (:func:`medgan.io.identifiers.identifying_words`).
+    components
+        The components of its input files' paths below their roots (folders and file names) that hold one of them.
     """
-    from medgan.io.identifiers import file_identifiers, merge_identifiers
+
+    identifiers: dict[str, list[tuple[str, ...]]]
+    components: tuple[str, ...] = ()
+
+
+def _scan_privacy(task: Task, roots: Mapping[str, Path | None]) -> _ScanPrivacy:
+    """The patient identifiers of ``task``'s own DICOM headers (PatientName, PatientID, AccessionNumber, birth date,
+    ...; for ``evaluate`` those of its reference, prediction and LR input, merged as ``medgan evaluate`` merges its
+    pair's), one header per scan read without pixel data, and the components of the scan's input paths below their
+    roots that hold one of them.
+
+    Why per scan: sites name folders after patients, and a row quotes its scan's path (``input``, an ``error``); a
+    run's identifiers pooled cut every patient's ID out of every scan's text, and an ID such as ``0001`` or ``100``
+    took ordinary names and numbers with it (``study/IM-0001`` read ``study/IM``). A NIfTI scan has no header, so
+    nothing is known to cut from its path.
+    """
+    from medgan.io.identifiers import file_identifiers, merge_identifiers, remove_identifiers
 
     found = []
-    seen: set[str] = set()
-    for task in tasks:
-        for ref in (task.ref, *task.others.values()):
-            if ref is None or not str(getattr(ref, "kind", "")).startswith("dicom") or not ref.paths:
-                continue
-            # the first file, or the last where the first cannot be read (a series with a damaged first slice)
-            for path in dict.fromkeys((str(ref.paths[0]), str(ref.paths[-1]))):
-                if path in seen:
-                    continue
-                seen.add(path)
-                index = file_identifiers(path)
-                if index:
-                    found.append(index)
-                    break
-    return merge_identifiers(*found)
-
-
-def _warn_identifying_paths(tasks: Sequence[Task], identifiers: Mapping[str, Any]) -> None:
-    """Warn once when the outputs of some scans will have paths holding a patient identifier (their input folders
-    are named after the patient, or a NIfTI file name, which its scan id keeps, holds a name): the output tree
-    mirrors the input tree's folders, and the manifest's ``outputs`` column lists the outputs by those paths
-    (resume finds them there).
-
-    The folder names are the user's own, and ``batch evaluate`` pairs trees by them, so they are not renamed; the
-    warning says how many scans, never the values (the log is shared).
-    """
+    files: list[tuple[Path, Path | None]] = []  # each input file with the root it was found under
+    for role, ref in (("ref", task.ref), *task.others.items()):
+        if ref is None or not getattr(ref, "paths", None):
+            continue
+        root = roots.get(role)
+        files += [(Path(p), root) for p in ref.paths]
+        if not str(getattr(ref, "kind", "")).startswith("dicom"):
+            continue
+        # the first file, or the last where the first cannot be read (a series with a damaged first slice)
+        for path in dict.fromkeys((str(ref.paths[0]), str(ref.paths[-1]))):
+            index = file_identifiers(path)
+            if index:
+                found.append(index)
+                break
+    identifiers = merge_identifiers(*found)
     if not identifiers:
-        return
+        return _ScanPrivacy({})
+    parts = set(PurePosixPath(task.input).parts)
+    for path, root in files:
+        base = None if root is None else (Path(root).parent if Path(root).is_file() else Path(root))
+        try:
+            rel = path.relative_to(base) if base is not None else Path(path.name)
+        except ValueError:  # a file given outside its root (a link resolved): its name at least
+            rel = Path(path.name)
+        parts.update(rel.parts)
+    held = sorted((p for p in parts if p not in ("", ".", "..") and remove_identifiers(p, identifiers) != p), key=len)
+    return _ScanPrivacy(identifiers, tuple(reversed(held)))
+
+
+#: what bounds a path component quoted in a message: a separator, white space, quotes, brackets or the punctuation
+#: around a path (``a/b.dcm: truncated``, ``(a/b)``, ``a/b, c/d``)
+_MENTION_EDGE = r"""[/\\\s"'()\[\]{}<>,;:]"""
+_SEPARATORS = "/\\"
+
+
+def _clean_mentions(text: str, privacy: _ScanPrivacy) -> str:
+    """``text`` (a row's error or warning, its roots already relative) with each mention of a component of the
+    scan's own input paths (:attr:`_ScanPrivacy.components`) cleaned of the scan's identifiers
+    (:func:`medgan.io.identifiers.remove_identifiers_from_path`).
+
+    Only those components, as whole path components (bounded by separators, white space, quotes, brackets or the
+    punctuation around a path), are touched, never other words or numbers of the message (``truncated at byte
+    2024`` stays when the ID is 2024). A component of digits only (a folder named after the ID) is cleaned only
+    where it touches a path separator: standing alone, it is as likely a count.
+    """
+    if not privacy.components:
+        return text
     from medgan.io.identifiers import remove_identifiers_from_path
 
-    n = sum(any(remove_identifiers_from_path(out, identifiers) != out for out in task.outputs) for task in tasks)
+    def replace(match: re.Match[str], part: str, cleaned: str) -> str:
+        if part.isdigit():
+            whole = match.string
+            before = whole[match.start() - 1] if match.start() else ""
+            after = whole[match.end()] if match.end() < len(whole) else ""
+            if not (before and before in _SEPARATORS) and not (after and after in _SEPARATORS):
+                return match.group()
+        return cleaned
+
+    for part in privacy.components:  # the longest first: a file name holding a folder's name is cleaned whole
+        cleaned = remove_identifiers_from_path(part, privacy.identifiers)
+        pattern = re.compile(rf"(?:(?<={_MENTION_EDGE})|^){re.escape(part)}(?={_MENTION_EDGE}|$)")
+        text = pattern.sub(lambda m, part=part, cleaned=cleaned: replace(m, part, cleaned), text)
+    return text
+
+
+def _warn_identifying_paths(tasks: Sequence[Task], privacy: Mapping[str, _ScanPrivacy]) -> None:
+    """Warn once when the outputs of some scans will have paths holding a patient identifier: their input folders
+    (or file names) hold the scan's own patient's name or ID, and the output tree mirrors the input tree's folders,
+    the manifest's ``outputs`` column listing the outputs by those paths (resume finds them there).
+
+    A scan counts only when its own identifiers occur in its own input path's components (another patient's ID
+    "0001" in ``study/IM-0001`` is not this scan's). The folder names are the user's own, and ``batch evaluate``
+    pairs trees by them, so they are not renamed; the warning says how many scans, never the values (the log is
+    shared).
+    """
+    from medgan.io.identifiers import remove_identifiers_from_path
+
+    n = 0
+    for task in tasks:
+        scan = privacy.get(task.scan_id)
+        if scan is not None and scan.identifiers:
+            n += remove_identifiers_from_path(task.input, scan.identifiers) != task.input
     if n:
         log.warning(
             "the input paths of %d scan(s) contain a patient's name or ID from the DICOM headers; output folders "
