@@ -32,6 +32,7 @@ import importlib
 import logging
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -42,10 +43,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from medgan.errors import MedganError
-from medgan.io.atomic import temp_sibling
+from medgan.io.atomic import is_temp_name, temp_sibling, temp_sibling_of
 from pipelines.batch import jobs
 from pipelines.batch.manifest import output_sha256
-from pipelines.batch.plan import Task
+from pipelines.batch.plan import Task, safe_output_path
 from pipelines.commands._signals import raise_swallowed_interrupt
 
 __all__ = ["OnResult", "run_serial", "run_pool", "run_gpu_pipeline", "run_dask", "start_worker_server"]
@@ -419,6 +420,65 @@ def _running_pool(
     pool.shutdown(wait=True)
 
 
+def _pool_processes(pool: ProcessPoolExecutor) -> list[Any]:
+    """The worker processes ``pool`` has started (private, but the only handle on them; :func:`_stop` too)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _remove_dead_workers_temps(processes: Sequence[Any], tasks: Sequence[Task], options: Any) -> None:
+    """Remove the temporary files and folders (:func:`medgan.io.atomic.temp_sibling`) next to the outputs of
+    ``tasks``, the scans a broken pool held, once every one of its worker ``processes`` has ended.
+
+    A worker killed while writing (out of memory, SIGKILL) left its partial output under a temporary name (tens of
+    KB of a ``.nii.gz``), and the pool then terminated the other workers, mid-write too (SIGTERM: no clean-up runs);
+    the run recovered, exited 0 and left them all, until a later run into the folder swept them. The scans are
+    rerun under new temporary names, so these ones are nobody's now: the run holds the output folder's lock and the
+    processes that wrote them are gone (checked here: a process still alive leaves them for the next run's sweep,
+    never a file a live worker may still be writing). Only the temporary siblings of these scans' own output names
+    go (:func:`medgan.io.atomic.temp_sibling_of`), as in the sweep at the start of a run
+    (:func:`pipelines.batch.runner.sweep_temp_files`).
+    """
+    out_root = getattr(options, "out_root", None)
+    if out_root is None:
+        return
+    for proc in processes:  # the broken pool terminated them; its shutdown joined them
+        with contextlib.suppress(Exception):
+            proc.join(5.0)
+    if any(proc.exitcode is None for proc in processes):
+        log.warning(
+            "a worker process of the broken pool is still running; its temporary files are left to the next run"
+        )
+        return
+    by_folder: dict[str, set[str]] = collections.defaultdict(set)
+    for task in tasks:
+        for rel in task.outputs:
+            folder, _, name = str(rel).rpartition("/")
+            by_folder[folder or "."].add(name)
+    removed = 0
+    for folder, names in sorted(by_folder.items()):
+        try:
+            path = safe_output_path(Path(out_root), folder, "x").parent  # never outside OUT_ROOT through a link
+            entries = [e.name for e in os.scandir(path) if is_temp_name(e.name)]
+        except (MedganError, OSError):  # not there (never written), not readable: nothing of these scans to remove
+            continue
+        for entry in entries:
+            if temp_sibling_of(entry, names) is None:
+                continue
+            temp = path / entry
+            try:
+                if temp.is_dir() and not temp.is_symlink():  # a DICOM series output is written as a folder
+                    shutil.rmtree(temp)
+                else:
+                    temp.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:  # best effort: the next run's sweep tries again
+                continue
+            removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) of the scans the dead worker process(es) held", removed)
+
+
 def _record_finished(running: dict[Future, Task], on_result: OnResult) -> None:
     """Hand the rows of the futures in ``running`` that finished with a row to ``on_result`` (an interrupted run
     keeps the scans its workers completed)."""
@@ -446,7 +506,9 @@ def run_pool(
 
     A worker that dies (killed, out of memory, a crashing decoder) breaks the pool, and every scan then in flight
     is a suspect: the suspects are rerun one at a time in a one-worker pool, so only the scan that kills its
-    worker again is recorded as failed; a fresh pool then takes the remaining scans.
+    worker again is recorded as failed; a fresh pool then takes the remaining scans. The temporary files of the
+    scans a broken pool held are removed once its processes have ended, before they are rerun
+    (:func:`_remove_dead_workers_temps`).
 
     Interrupted (``KeyboardInterrupt`` or any exception raised here), it records the scans already finished,
     cancels the queued ones, terminates the workers and re-raises (:func:`_running_pool`).
@@ -456,16 +518,24 @@ def run_pool(
     suspects: collections.deque[Task] = collections.deque()
     while todo or suspects:
         if suspects:  # isolate: one scan at a time; a crash now names its culprit
+            crashed: list[Task] = []
+            processes: list[Any] = []
             with _running_pool(1, threads, warm, options) as pool:
                 while suspects:
                     task = suspects.popleft()
                     try:
                         row = pool.submit(_run_job, job, None, task, options).result()
                     except Exception as exc:
+                        crashed.append(task)
+                        processes = _pool_processes(pool)
                         on_result(task, _crashed(exc))
                         break  # the pool is broken: a fresh one for the other suspects
                     on_result(task, row)
+            if crashed:  # after the pool's shutdown has joined its processes
+                _remove_dead_workers_temps(processes, crashed, options)
             continue
+        dead: list[Task] = []  # the scans a broken pool held, rerun as suspects
+        processes = []
         with _running_pool(workers, threads, warm, options) as pool:
             running: dict[Future, Task] = {}
             try:
@@ -487,6 +557,7 @@ def run_pool(
                     if broken:
                         suspects.extend(running.values())
                         running.clear()
+                        dead, processes = list(suspects), _pool_processes(pool)
                         log.warning(
                             "a worker process died; rerunning the %d scan(s) it may have held one by one",
                             len(suspects),
@@ -495,6 +566,8 @@ def run_pool(
             except BaseException:
                 _record_finished(running, on_result)
                 raise
+        if dead:  # after the pool's shutdown has joined its processes, before the suspects rerun
+            _remove_dead_workers_temps(processes, dead, options)
 
 
 def run_gpu_pipeline(

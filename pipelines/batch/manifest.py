@@ -267,17 +267,35 @@ class Manifest:
             )
 
     def _drop_partial_last_line(self, data: bytes, where: str) -> None:
-        """Rewrite the file without its partial last line (atomically; the caller holds the run's lock), so the
+        """Cut the file back to just after its last newline, in place (the caller holds the run's lock), so the
         warning about the line a killed run left half-written comes once: kept in the file, it came on every later
         run, forever, and read as ongoing corruption. The rows read are unchanged, so resume is too. Only that
-        line goes: any other unreadable line is kept (and warned about on every run)."""
-        from medgan.io.atomic import write_bytes_atomic
+        line goes: any other unreadable line is kept (and warned about on every run).
 
+        ``ftruncate`` of the same file, not a rewritten copy: a copy needs free space the size of the manifest, and
+        the partial line is typically what a full disk left. The copy then failed on the next run too (the disk
+        still full), and :meth:`_open` put its newline after the fragment, which made it a permanent unreadable
+        line in the middle of the file, warned about on every run. Shrinking a file needs no space.
+        """
+        why = None
         try:
-            write_bytes_atomic(self.path, data[: data.rfind(b"\n") + 1])
-        except (OSError, MedganError) as exc:  # it stays, ignored, and is reported again next time
-            why = os_error_reason(exc)
-            log.warning("%s: ignoring unreadable %s (cannot rewrite the file: %s)", self.path, where, why)
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            fd, why = None, os_error_reason(exc)
+        if fd is not None:
+            try:
+                if os.fstat(fd).st_size != len(data):  # not the file that was read: leave it as it is
+                    why = "it changed while it was read"
+                else:
+                    os.ftruncate(fd, data.rfind(b"\n") + 1)
+                    with contextlib.suppress(OSError):  # durable like an appended row; the cut is made either way
+                        os.fsync(fd)
+            except OSError as exc:
+                why = os_error_reason(exc)
+            finally:
+                os.close(fd)
+        if why is not None:  # it stays, ignored, and is reported again next time
+            log.warning("%s: ignoring unreadable %s (cannot cut it from the file: %s)", self.path, where, why)
             return
         log.warning("%s: removed unreadable %s; every other row is kept", self.path, where)
 
