@@ -243,12 +243,33 @@ def _decode(info: FileInfo) -> np.ndarray:
     return arr
 
 
+def _parsed_syntax(ds: pydicom.Dataset) -> Any:
+    """The uncompressed transfer syntax pydicom parsed a dataset without file meta in, set as its file meta's.
+
+    Without (0002,0010) pydicom will not decode the pixel data; such a file (no preamble, no file meta: what some
+    PACS exports and old tools write) can only be uncompressed, in the encoding its elements were read in.
+    """
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit is None or little is None:
+        implicit, little = True, True
+    if implicit:
+        syntax = pydicom.uid.ImplicitVRLittleEndian
+    else:
+        syntax = pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    return syntax
+
+
 def _decode_full(info: FileInfo) -> np.ndarray:
     """Parse the whole file again and decode its pixel data with pydicom (the general, slower path)."""
     path = info.path
     try:
         with quiet_pydicom():
-            ds = read_dicom_file(path)
+            # force: a file without the 128-byte preamble and file meta (planning read its header with force too)
+            # failed here with InvalidDicomError, so such a series was unusable although its header read fine
+            ds = read_dicom_file(path, force=True)
     except ScanReadError:  # a deflated file grown into a decompression bomb since planning
         raise
     except Exception as exc:  # damaged file after planning
@@ -256,6 +277,8 @@ def _decode_full(info: FileInfo) -> np.ndarray:
     if (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)) != (info.rows, info.columns):
         raise ScanReadError(f"{path}: changed on disk since its header was read")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None:
+        syntax = _parsed_syntax(ds)
     check_transfer_syntax(path, syntax)
     try:
         with quiet_pydicom():
