@@ -190,3 +190,33 @@ def test_the_partial_last_line_is_cut_in_place(tmp_path, caplog):
     lines = manifest.read_bytes().splitlines()
     assert len(lines) == 4 and all(json.loads(line) for line in lines)
     assert [r.getMessage() for r in caplog.records if "removed unreadable last line" in r.getMessage()]
+
+
+def test_the_broken_pool_clean_up_leaves_a_nested_running_batchs_files(tmp_path):
+    """The clean-up after a broken pool removes the dead scans' temporary files, but not under a subfolder whose
+    batch lock another running batch holds: that run may write the same names (a DICOM series' id comes from its
+    UID, not its place in the tree), and its scan failed with 'nothing was written' when its file was removed."""
+    import fcntl
+    from types import SimpleNamespace
+
+    from medgan.io.atomic import temp_sibling
+    from pipelines.batch.executors import _remove_dead_workers_temps
+    from pipelines.batch.locks import LOCK_NAME
+
+    out = tmp_path / "out"
+    (out / "nested" / "dicom").mkdir(parents=True)
+    theirs = temp_sibling(out / "nested" / "dicom" / "series-1a2b.nii.gz")
+    theirs.write_bytes(b"being written by the other run")
+    mine = temp_sibling(out / "alone" / "scan-3c4d.nii.gz")
+    mine.parent.mkdir()
+    mine.write_bytes(b"left by a dead worker")
+    tasks = [
+        SimpleNamespace(outputs=["nested/dicom/series-1a2b.nii.gz"]),
+        SimpleNamespace(outputs=["alone/scan-3c4d.nii.gz"]),
+    ]
+    with open(out / "nested" / LOCK_NAME, "a") as lock:  # the other run holds its output folder's lock
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        _remove_dead_workers_temps([], tasks, SimpleNamespace(out_root=out))
+    assert theirs.exists() and not mine.exists()
+    _remove_dead_workers_temps([], tasks, SimpleNamespace(out_root=out))  # the other run has finished
+    assert not theirs.exists()

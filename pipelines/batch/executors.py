@@ -45,6 +45,7 @@ from typing import Any
 from medgan.errors import MedganError
 from medgan.io.atomic import is_temp_name, temp_sibling, temp_sibling_of
 from pipelines.batch import jobs
+from pipelines.batch.locks import under_held_lock
 from pipelines.batch.manifest import output_sha256
 from pipelines.batch.plan import Task, safe_output_path
 from pipelines.commands._signals import raise_swallowed_interrupt
@@ -455,9 +456,15 @@ def _remove_dead_workers_temps(processes: Sequence[Any], tasks: Sequence[Task], 
             folder, _, name = str(rel).rpartition("/")
             by_folder[folder or "."].add(name)
     removed = 0
+    locked: dict[Path, bool] = {}
     for folder, names in sorted(by_folder.items()):
         try:
             path = safe_output_path(Path(out_root), folder, "x").parent  # never outside OUT_ROOT through a link
+            # another batch run writing into a folder below (its own lock held there) may write the same names (a
+            # DICOM series' id comes from its UID, not its place in the tree): its files are left to it, as the
+            # start-of-run sweep leaves them
+            if under_held_lock(Path(out_root), path, locked):
+                continue
             entries = [e.name for e in os.scandir(path) if is_temp_name(e.name)]
         except (MedganError, OSError):  # not there (never written), not readable: nothing of these scans to remove
             continue

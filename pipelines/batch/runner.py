@@ -38,6 +38,7 @@ from typing import Any
 from medgan.errors import MedganError
 from medgan.io.atomic import is_temp_name, open_append, os_error_reason, temp_sibling_of
 from pipelines.batch import executors, jobs
+from pipelines.batch.locks import LOCK_NAME, under_held_lock
 from pipelines.batch.logging import LOG_NAME, RunLog
 from pipelines.batch.manifest import Manifest, is_complete, last_finished, output_sha256, settings_key, write_csv
 from pipelines.batch.plan import (
@@ -74,7 +75,6 @@ log = logging.getLogger("medgan.batch")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 MANIFEST_JSONL = "manifest.jsonl"
 MANIFEST_CSV = "manifest.csv"
-LOCK_NAME = ".medgan-batch.lock"
 #: how many leftover temporary names the warning of :func:`sweep_temp_files` shows
 _LEFTOVERS_SHOWN = 3
 
@@ -181,7 +181,7 @@ def sweep_temp_files(out_root: Path, owned: Iterable[str]) -> int:
             path = safe_output_path(out_root, folder, "x").parent  # never outside OUT_ROOT through a link
         except MedganError:
             continue
-        if _under_held_lock(out_root, path, locked):
+        if under_held_lock(out_root, path, locked):
             continue
         try:
             entries = [e.name for e in os.scandir(path) if is_temp_name(e.name)]
@@ -255,45 +255,6 @@ def _mib(size: int) -> str:
     if size < 1024 * 1024:
         return f"{size} bytes"
     return f"{size / (1024 * 1024):.1f} MiB" if size < 1024**3 else f"{size / 1024**3:.1f} GiB"
-
-
-def _under_held_lock(out_root: Path, folder: Path, seen: dict[Path, bool]) -> bool:
-    """Whether ``folder`` or a folder between it and ``out_root`` (not ``out_root`` itself) holds a
-    :data:`LOCK_NAME` that a running batch holds (``flock`` refused); ``seen`` caches the answers."""
-    try:
-        parts = folder.relative_to(out_root).parts
-    except ValueError:
-        return True
-    here = out_root
-    for part in parts:
-        here = here / part
-        if here not in seen:
-            seen[here] = _lock_held(here / LOCK_NAME)
-        if seen[here]:
-            return True
-    return False
-
-
-def _lock_held(lock: Path) -> bool:
-    """Whether another process holds the batch lock file ``lock`` now; a missing one is not held. One that cannot
-    be opened (a link, no permission) counts as held: its folder is left alone."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locks; a lock file still marks another run's folder
-        return lock.exists()
-    try:
-        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # releases the lock this test took
-    return False
 
 
 def _owned_paths(tasks: Sequence[Task], rows: Sequence[Mapping[str, Any]]) -> set[str]:
