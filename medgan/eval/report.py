@@ -38,7 +38,12 @@ the scans a method blew up on (:func:`medgan.eval.stats.paired_comparisons`). 2.
 (``{metric: reason}`` of the metrics left NaN on purpose, e.g. the LR consistency of a prediction that does not
 cover the grid it compares on; JSON text in ``metrics.csv``), ``summary`` / ``breakdown`` ``n_not_scored`` and
 ``paired`` ``n_not_scored_method`` / ``n_not_scored_baseline``: such a scan is not paired and is no failure
-(``n_failed*`` leave it out, the verdict is kept; :data:`medgan.eval.stats.NOT_SCORED`).
+(``n_failed*`` leave it out, the verdict is kept; :data:`medgan.eval.stats.NOT_SCORED`). 2.8: ``paired`` ``n_zero``
+(scans, or subjects, on which the method equals the baseline: a difference of exactly 0), ``hl_estimate_nonzero``
+and ``mean_disagrees``; ``ci_low_adj`` / ``ci_high_adj`` (the interval the verdict checks) are now over the non-zero
+differences, as the Wilcoxon test drops the zeros (they kept them, and a method identical to its baseline on most
+scans got no verdict however small p was); unchanged without zeros. ``mean_disagrees``: a verdict whose mean
+difference is 0 or points the other way (the verdict is about the Hodges-Lehmann pseudo-median shift, not the mean).
 
 Numbers in ``report.md`` / ``report.html`` are rounded per metric (:data:`METRIC_DECIMALS`, :func:`format_metric`:
 PSNR in dB to 2 decimals, SSIM, NRMSE and HFEN to 4; values in the scans' units to one number of decimals per
@@ -106,7 +111,7 @@ __all__ = [
 ]
 
 SCHEMA = "medgan.evaluation"
-SCHEMA_VERSION = "2.7"
+SCHEMA_VERSION = "2.8"
 #: columns of metrics.csv, in order (extra columns follow)
 ROW_COLUMNS = (
     "scan_id",
@@ -222,8 +227,9 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
             "ci_method": stats.CI_METHOD,
             "ci_adj": (
                 f"{stats.HL_CI_METHOD} at 1 - {stats.ALPHA}/m for the m paired tests (Bonferroni-adjusted; "
-                "ci_low_adj / ci_high_adj): the interval the verdict uses. hl_ci_low / hl_ci_high: the same at 95%, "
-                "unadjusted"
+                "ci_low_adj / ci_high_adj, centred on hl_estimate_nonzero): the interval the verdict uses, over the "
+                "non-zero differences (n - n_zero), as the test drops zero differences. hl_estimate, hl_ci_low / "
+                "hl_ci_high: over every difference (zeros too) at 95%, unadjusted; shown, not used by the verdict"
             ),
             "test": (
                 f"Wilcoxon signed-rank, two-sided (ties: mid-ranks; zero differences dropped), exact p up to "
@@ -697,6 +703,26 @@ def build_figures(doc: Mapping[str, Any], montages: Mapping[str, bytes] | None =
 # --------------------------------------------------------------------------- writers
 
 
+def _n_text(x: Mapping[str, Any]) -> Any:
+    """The n cell of a paired row: units, the scans of subjects in brackets, and how many were equal (difference 0)."""
+    extra = []
+    if x.get("unit") == "subject":
+        extra.append(f"{x.get('n_scans')} scans")
+    if x.get("n_zero"):
+        extra.append(f"{x['n_zero']} equal")
+    return f"{x['n']} ({'; '.join(extra)})" if extra else x["n"]
+
+
+def _hl_text(x: Mapping[str, Any], d: Any) -> str:
+    """The HL shift cell: the estimate over every difference and the adjusted interval the verdict checks; with zero
+    differences, which the test and that interval drop, also the estimate over the non-zero ones (its centre)."""
+    metric = x["metric"]
+    ci = f"[{d(metric, x.get('ci_low_adj'))}, {d(metric, x.get('ci_high_adj'))}]"
+    if x.get("n_zero"):
+        return f"{d(metric, x.get('hl_estimate'))}; unequal scans {d(metric, x.get('hl_estimate_nonzero'))} {ci}"
+    return f"{d(metric, x.get('hl_estimate'))} {ci}"
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return "n/a"
@@ -1001,6 +1027,12 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 f"'worse' only when the adjusted HL interval excludes 0, the Holm-adjusted p < {alpha} and the "
                 f"signed ranks point the CI's way; with the {max(1, m)} test(s) of this report that needs at least "
                 f"{min_scans_for_verdict(m, alpha=alpha)} scans, even for a method that wins on every scan. "
+                "Scans where the method equals the baseline (a difference of exactly 0: 'equal' in the n column) are "
+                "dropped by the Wilcoxon test and by the adjusted interval alike; the HL shift then shows the estimate "
+                "over every scan, and the estimate and adjusted interval over the scans that differ. The verdict is "
+                "about the typical (Hodges-Lehmann, pseudo-median) shift, not the mean: a few scans far worse (a "
+                "blow-up) need not stop 'better'; 'mean disagrees' marks a verdict whose mean difference does not "
+                "point its way. "
                 f"'{NO_VERDICT}': the method or the baseline failed (NaN) on scans the other scored; the row's "
                 "statistics are over the scans both scored, which leave those failures out, so it gives no verdict.",
             )
@@ -1009,15 +1041,14 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
             [
                 _with_unit(x["metric"]),
                 x["baseline"],
-                f"{x['n']} ({x.get('n_scans')} scans)" if x.get("unit") == "subject" else x["n"],
+                _n_text(x),
                 _mean_diff_text(x, d),
                 format_metric("dz", x.get("dz")),
                 f"[{d(x['metric'], x['ci_low'])}, {d(x['metric'], x['ci_high'])}]",
-                f"{d(x['metric'], x.get('hl_estimate'))} "
-                f"[{d(x['metric'], x.get('ci_low_adj'))}, {d(x['metric'], x.get('ci_high_adj'))}]",
+                _hl_text(x, d),
                 _fmt(x["wilcoxon_p"]),
                 _fmt(x.get("p_holm")),
-                verdict_text(x),
+                verdict_text(x) + ("; mean disagrees" if x.get("mean_disagrees") else ""),
             ]
             for x in doc["paired"]
             if x["metric"] in REPORT_METRICS

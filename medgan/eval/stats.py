@@ -57,6 +57,18 @@ mean does not exist then (``None``). Only NaN (a metric that could not be comput
   (``ci_low_adj`` / ``ci_high_adj`` at ``confidence_adj = 1 - alpha / m`` for the m tests) and the verdicts
   based on both. Every other interval (``ci_low`` / ``ci_high``, ``hl_ci_low`` / ``hl_ci_high``) is unadjusted
   (per comparison): it can exclude 0 while the verdict, corrected for the m tests, shows no difference.
+  Zero differences (the method equals its baseline on a scan: identical outputs, both PSNR ``inf``, SSIM 1) are
+  counted in ``n_zero``. The Wilcoxon test drops them (``zero_method="wilcox"``), and so does the interval the
+  verdict checks: ``ci_low_adj`` / ``ci_high_adj`` are the adjusted Hodges-Lehmann interval of the ``n - n_zero``
+  non-zero differences, centred on ``hl_estimate_nonzero`` (the shift on the scans where the two differ). It kept
+  the zeros before, so its edge sat on 0 whenever most scans were identical, and a method identical to its baseline
+  on 12 of 20 scans and better on the other 8 (p = 0.008) got no verdict. The displayed ``mean_diff``,
+  ``median_diff``, t interval, ``hl_estimate`` and unadjusted ``hl_ci_low`` / ``hl_ci_high`` keep every
+  difference, zeros included. Without zeros both intervals are those of all differences, as before.
+  The verdict is about the pseudo-median (the Hodges-Lehmann shift, i.e. whether ``P(D1 + D2 > 0)`` differs from
+  1/2), not the mean: a method better by 1 dB on half the scans and 100 dB worse on 5% of them (a blow-up) is
+  "better" with a mean difference of -4.5 dB. ``mean_disagrees`` flags a verdict whose mean difference does not
+  point its way (0 or the other sign): look at the worst scans before believing such a row.
   Failed scans: the statistics are over the scans both sides scored, but where one side failed (NaN) on scans the
   other scored (``n_failed_method`` / ``n_failed_baseline``) no verdict is given (``better`` None,
   ``verdict_withheld`` says why). A verdict over the survivors left out exactly the scans a method blew up on: a
@@ -151,6 +163,10 @@ UNIT = (
 VERDICT_RULE = (
     f"'better' / 'worse' only when the Holm-adjusted Wilcoxon p < {ALPHA}, the Bonferroni-adjusted "
     f"(1 - {ALPHA}/m, m tests) Hodges-Lehmann interval excludes 0 and the signed ranks point the interval's way; "
+    "zero differences (the method equals the baseline on a scan, n_zero) are dropped by the test and by that "
+    "interval alike (ci_low_adj / ci_high_adj are over the non-zero differences); the verdict is about the "
+    "pseudo-median shift (Hodges-Lehmann), not the mean: a few catastrophic scans need not stop 'better' "
+    "(mean_disagrees flags a verdict whose mean difference does not point its way); "
     "the t interval and the unadjusted intervals take no part; none at all (verdict_withheld) when the method or "
     "the baseline failed (NaN) on scans the other scored; a scan a row names as not scored by design (not_scored) "
     "is no failure: it is left out of the pairs and the verdict kept"
@@ -325,7 +341,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     Returns
     -------
     dict
-        ``n``, ``mean_diff``, ``median_diff``, ``sd_diff``, ``dz``, ``ci_low``, ``ci_high``, ``confidence``,
+        ``n``, ``n_zero`` (differences exactly 0: dropped by the Wilcoxon test, kept by every other field here),
+        ``mean_diff``, ``median_diff``, ``sd_diff``, ``dz``, ``ci_low``, ``ci_high``, ``confidence``,
         ``ci_method`` (``"t"``), ``wilcoxon_p``, ``wilcoxon_method`` (exact, or the normal approximation above
         :data:`EXACT_MAX_N` non-zero differences; see :func:`_wilcoxon`), ``hl_estimate``, ``hl_ci_low``,
         ``hl_ci_high``, ``hl_ci_method``. The t CI is ``mean_diff +- t(1 - (1 - confidence) / 2, n - 1) *
@@ -370,6 +387,8 @@ def _paired_difference(a: Sequence[float], b: Sequence[float], confidence: float
     described = _describe(d)
     out: dict[str, Any] = {
         "n": n,
+        # equal values (both inf too) on a scan: the test drops them, the verdict's interval too (paired_comparisons)
+        "n_zero": int(np.count_nonzero(d == 0)),
         "mean_diff": described["mean"],
         "median_diff": described["median"],
         "sd_diff": float(d.std(ddof=1)) if n > 1 and finite else None,
@@ -492,9 +511,10 @@ def _hodges_lehmann(d: np.ndarray, confidence: float) -> dict[str, Any]:
     averages from the (k+1)-th smallest to the (k+1)-th largest: that is the interval. k comes from the exact null
     distribution of n untied differences (:func:`_signed_rank_cdf`) up to :data:`EXACT_MAX_N` pairs, else from its
     normal approximation with the continuity correction of :func:`_wilcoxon`. No such k (n too small to reject at
-    that level, e.g. n < 6 at 95%): every shift is kept, ``(-inf, inf)``. Zero differences are kept here (at a shift
-    off 0 they are not zero); the test at 0 drops them, so with zeros or ties the interval's edge and the p can
-    disagree at the boundary, which is why the verdict asks both.
+    that level, e.g. n < 6 at 95%): every shift is kept, ``(-inf, inf)``. ``d`` is used as given: zero differences
+    kept are Walsh averages at 0 (the unadjusted display interval keeps them); :func:`paired_comparisons` hands the
+    verdict's interval the non-zero ones only, as the test drops them. With ties the interval's edge and the mid-rank
+    p can still disagree at the boundary, which is why the verdict asks both.
     """
     from scipy import stats
 
@@ -614,9 +634,11 @@ def _per_subject(
     subject: the output does not depend on the row order. An infinite value makes its subject's mean infinite, as
     :func:`summarize` does; ``+inf`` and ``-inf`` in one subject give NaN, dropped as not computed.
     """
-    groups: dict[str, list[str]] = {}
+    # a tuple key: a scan without a subject is (1, scan id), a subject (0, label). The text key "scan <id>" of a
+    # scan without one collided with a subject labelled "scan <id>", merging two units
+    groups: dict[tuple[int, str], list[str]] = {}
     for s in common:
-        groups.setdefault(subjects.get(s, f"scan {s}"), []).append(s)
+        groups.setdefault((0, subjects[s]) if s in subjects else (1, s), []).append(s)
     a, b = [], []
     with np.errstate(invalid="ignore"):
         for key in sorted(groups):
@@ -638,7 +660,8 @@ def paired_comparisons(
     ``"subject"``), ``n_scans``, ``n_failed_method`` / ``n_failed_baseline``, ``n_not_scored_method`` /
     ``n_not_scored_baseline``, the fields of
     :func:`paired_difference` (``wilcoxon_p`` and every interval there unadjusted), ``p_holm``, ``ci_low_adj`` /
-    ``ci_high_adj`` / ``confidence_adj``, ``better`` and ``verdict_withheld``.
+    ``ci_high_adj`` / ``confidence_adj``, ``hl_estimate_nonzero``, ``better``, ``mean_disagrees`` and
+    ``verdict_withheld``.
     The differences are taken in the order of the scan ids, so the same scans in another row order give
     identical output, to the last bit.
 
@@ -652,13 +675,18 @@ def paired_comparisons(
     each, unadjusted p-values gave a "better" / "worse" verdict somewhere in most reports of
     methods that do not differ at all. ``ci_low_adj`` / ``ci_high_adj``: the Hodges-Lehmann interval
     (:func:`_hodges_lehmann`) at ``confidence_adj = 1 - ALPHA / m`` (Bonferroni), the interval of the reported test
-    corrected for the same family. ``better`` is True / False only when that adjusted interval excludes 0 (in the
+    corrected for the same family, over the non-zero differences (``n - n_zero`` of them), as the test drops the zeros
+    (``hl_estimate_nonzero`` is its centre; ``hl_estimate`` and the unadjusted ``hl_ci_low`` / ``hl_ci_high`` keep
+    every difference): with the zeros kept, a method identical to its baseline on most scans and better on every
+    other had the interval's edge on 0 and no verdict however small p was. ``better`` is True / False only when that adjusted interval excludes 0 (in the
     good / bad direction), ``p_holm`` is below :data:`ALPHA` and the signed ranks point the interval's way
     (``W+ > W-`` for an interval above 0); otherwise None ("no difference shown"). The interval is Bonferroni's, so
     where Holm's later steps would reject and Bonferroni's would not, the verdict stays "no difference shown": the
     shown adjusted interval and the verdict always agree. The t interval (``ci_low`` / ``ci_high``, of the mean,
     unadjusted, for display) takes no part: it does not exist once a difference is infinite (a perfect scan), and a
-    few large gains can lift it above 0 while most scans are worse. With fewer than six units the exact test cannot
+    few large gains can lift it above 0 while most scans are worse. The verdict is about the pseudo-median shift, not
+    the mean, so a few losses as large as a blow-up do not stop "better" either: ``mean_disagrees`` is True for a
+    verdict whose ``mean_diff`` is 0 or points the other way (else False). With fewer than six units the exact test cannot
     reach p < 0.05 at all.
 
     Failed scans. Every statistic is over the scans both sides scored (``n_scans``). ``n_failed_method``: the scans
@@ -718,19 +746,35 @@ def paired_comparisons(
     for x, d, p_holm, withheld in zip(out, diffs, adjusted, reasons, strict=True):
         x["p_holm"] = p_holm
         x["confidence_adj"] = 1 - ALPHA / max(1, m)
-        hl = _hodges_lehmann(d, x["confidence_adj"])
+        # the interval of the test the p comes from: zero differences dropped as the Wilcoxon test drops them. Kept,
+        # they pulled the Walsh averages to 0, and with many identical scans the edge sat on 0 for any p
+        hl = _hodges_lehmann(d[d != 0], x["confidence_adj"])
         x["ci_low_adj"], x["ci_high_adj"] = hl["low"], hl["high"]
+        x["hl_estimate_nonzero"] = hl["estimate"]
         better = None
         low, high = x["ci_low_adj"], x["ci_high_adj"]
         excludes_0 = low is not None and (low > 0 or high < 0)
         if excludes_0 and p_holm is not None and p_holm < ALPHA:
-            # the signed ranks must point the interval's way: with zero differences (dropped by the test, kept by
-            # the interval) the two can disagree at the edge
+            # the signed ranks must point the interval's way: with ties the mid-rank p and the interval (of untied
+            # ranks) can disagree at the edge
             if _signed_rank_sign(d) == (1 if low > 0 else -1):
                 better = (low > 0) == x["higher_is_better"]
         x["better"] = None if withheld else better
+        x["mean_disagrees"] = _mean_disagrees(x)
         x["verdict_withheld"] = withheld
     return out
+
+
+def _mean_disagrees(row: Mapping[str, Any]) -> bool:
+    """Whether a verdict's ``mean_diff`` is 0 or of the other sign than the interval (False without a verdict).
+
+    The verdict is about the pseudo-median shift: a few scans far worse (a blow-up) can make the mean worse while
+    most scans, and the verdict, say better.
+    """
+    if row.get("better") is None or row.get("mean_diff") is None:
+        return False
+    direction = 1.0 if row["ci_low_adj"] > 0 else -1.0
+    return not float(row["mean_diff"]) * direction > 0
 
 
 def _withheld_reason(
