@@ -7,9 +7,11 @@ tests that need them are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -409,3 +411,36 @@ def scipy_hfen_log(x: Any, sigma: float) -> Any:
 
     leak = float(ndimage.gaussian_laplace(np.ones((1,) * x.ndim), sigma=sigma).flat[0])
     return ndimage.gaussian_laplace(x, sigma=sigma) - leak * ndimage.gaussian_filter(x, sigma=sigma)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (mount's ``-o size=``, e.g. ``"1m"``) mounted on the new folder ``mnt`` for the block: a
+    file system that fills up for real (ENOSPC) or can be made read-only; skips where this process may not mount
+    one (not root, or a container without the right)."""
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill_filesystem(fs: Path, name: str) -> None:
+    """Write zeros to ``fs/name`` until the file system is full."""
+    fd = os.open(fs / name, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 1):  # big blocks, then single bytes into what is left
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)

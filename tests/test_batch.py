@@ -25,8 +25,10 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import (
+    fill_filesystem,
     mni_label_map,
     mni_tissue_slice,
+    mounted_tmpfs,
     proc_alive,
     proc_descendants,
     save_slow_sr,
@@ -264,33 +266,9 @@ def test_an_output_folder_that_cannot_be_created_is_a_one_line_error(tmp_path, t
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A 4 MiB tmpfs mounted for the test (a file system that can fill up or be made read-only); skips where this
-    process may not mount one (not root, or a container without the right)."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    """A 4 MiB tmpfs mounted for the test (a file system that can fill up or be made read-only)."""
+    with mounted_tmpfs(tmp_path / "fs", "4m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def _fill(fs: Path, name: str) -> None:
-    """Write zeros to ``fs/name`` until the file system is full."""
-    fd = os.open(fs / name, os.O_WRONLY | os.O_CREAT)
-    try:
-        for size in (1 << 16, 1):  # big blocks, then single bytes into what is left
-            try:
-                while os.write(fd, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 def _end_on_page(path: Path, *, room: bool) -> None:
@@ -317,7 +295,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_a_rerun_resumes(small_fs, t
     # room left in manifest.jsonl's and medgan.log's last pages only: the rows and log lines fit, manifest.csv not
     for name in ("manifest.jsonl", "medgan.log"):
         _end_on_page(out / name, room=True)
-    _fill(small_fs, "filler1")
+    fill_filesystem(small_fs, "filler1")
     assert _upscale(good_tree, out, tiny_model) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Logging error" not in err, err
@@ -330,7 +308,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_a_rerun_resumes(small_fs, t
     # no room at all: the run log is given up (one warning), the first row stops the run
     for name in ("manifest.jsonl", "medgan.log"):
         _end_on_page(out / name, room=False)
-    _fill(small_fs, "filler2")
+    fill_filesystem(small_fs, "filler2")
     assert _upscale(good_tree, out, tiny_model, "--force") == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Logging error" not in err, err

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import proc_descendants, save_slow_sr
+from conftest import fill_filesystem, mounted_tmpfs, proc_descendants, save_slow_sr
 
 from pipelines.batch.manifest import Manifest, read_rows
 
@@ -110,33 +109,9 @@ def test_a_worker_killed_while_writing_leaves_no_temporary_file_after_the_recove
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A 1 MiB tmpfs mounted for the test (a file system that fills up for real: ENOSPC); skips where this process
-    may not mount one (not root, or a container without the right)."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    """A 1 MiB tmpfs mounted for the test (a file system that fills up for real: ENOSPC)."""
+    with mounted_tmpfs(tmp_path / "fs", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def _fill(fs: Path, name: str) -> None:
-    """Write zeros to ``fs/name`` until the file system is full."""
-    fd = os.open(fs / name, os.O_WRONLY | os.O_CREAT)
-    try:
-        for size in (1 << 16, 1):  # big blocks, then single bytes into what is left
-            try:
-                while os.write(fd, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 def _rows(n: int) -> list[dict]:
@@ -152,7 +127,7 @@ def test_a_partial_last_manifest_line_is_cut_on_a_full_disk_and_warned_once(smal
     manifest = small_fs / "manifest.jsonl"
     good = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in _rows(20))
     manifest.write_bytes(good + FRAGMENT)
-    _fill(small_fs, "filler")
+    fill_filesystem(small_fs, "filler")
     with pytest.raises(OSError):  # the disk is full for real: a copy of the manifest cannot be written
         (small_fs / "probe").write_bytes(good)
     inode = manifest.stat().st_ino
