@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import require_shared, save_tiny_sr
+from conftest import SAMPLE_DATA, require_shared, save_tiny_sr
 
+import medgan
 from pipelines.batch.manifest import read_rows
 from pipelines.cli import EXIT_PARTIAL, main
 
@@ -176,3 +177,22 @@ def test_reader_warning_names_the_series_cleaned(tmp_path, caplog):
     for line in lines:
         assert "Jane" not in line and "4711" not in line, line
         assert "<removed>/T1" in line
+
+
+def test_the_one_file_of_a_series_warning_names_paths_cleaned(tmp_path, caplog):
+    """`loading one slice of a N-file series (its other files are in ...)` named the file and folder raw, folders
+    named after the patient included; it now cleans them of the series' own identifiers as the reader's other
+    path-naming warnings do."""
+    src = SAMPLE_DATA / "dicom" / "dicom2nifti_hitachi_anatomical_001"
+    folder = tmp_path / "Doe^Jane_MRN-4711" / "Doe_Jane_T1"
+    folder.mkdir(parents=True)
+    for f in sorted(p for p in src.iterdir() if p.suffix == ".dcm")[:3]:
+        ds = pydicom.dcmread(f)
+        ds.PatientName, ds.PatientID = "Doe^Jane", "MRN-4711"
+        ds.save_as(folder / f.name)
+    one = sorted(folder.iterdir())[0]
+    caplog.set_level(logging.WARNING, logger="medgan.io.load")
+    medgan.load_scan(one)
+    line = next(r.getMessage() for r in caplog.records if "-file series" in r.getMessage())
+    assert "Jane" not in line and "4711" not in line and "<removed>" in line
+    assert line.startswith(str(tmp_path))  # the rest of the path is as it is

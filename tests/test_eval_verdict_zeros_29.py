@@ -126,3 +126,19 @@ def test_the_report_shows_equal_scans_and_the_verdict(tmp_path):
     line = next(s for s in md.splitlines() if s.startswith("| psnr (dB) | cubic |"))
     assert "| 24 (10 equal) |" in line and "unequal scans" in line and line.rstrip().endswith("better |")
     assert "pseudo-median" in md
+
+
+def test_the_n_and_hl_cells_name_the_units_paired():
+    """With subjects as the unit (their scans averaged), the zero differences counted are subjects', and the cells
+    say so; they said "equal" and "unequal scans" while counting subjects."""
+    from medgan.eval.report import _hl_text, _n_text
+
+    def fmt(metric, v):
+        return "n/a" if v is None else f"{v:.2f}"
+
+    row = {"metric": "psnr", "unit": "subject", "n": 12, "n_scans": 24, "n_zero": 6, "hl_estimate": 0.0}
+    row |= {"hl_estimate_nonzero": 0.5, "ci_low_adj": 0.2, "ci_high_adj": 0.8}
+    assert _n_text(row) == "12 (24 scans; 6 equal subjects)"
+    assert _hl_text(row, fmt) == "0.00; unequal subjects 0.50 [0.20, 0.80]"
+    scans = {**row, "unit": "scan", "n_scans": 12}
+    assert _n_text(scans) == "12 (6 equal)" and "unequal scans 0.50" in _hl_text(scans, fmt)

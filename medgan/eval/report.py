@@ -709,7 +709,8 @@ def _n_text(x: Mapping[str, Any]) -> Any:
     if x.get("unit") == "subject":
         extra.append(f"{x.get('n_scans')} scans")
     if x.get("n_zero"):
-        extra.append(f"{x['n_zero']} equal")
+        # the units paired: subjects (their scans averaged) when the rows name subjects, else scans
+        extra.append(f"{x['n_zero']} equal{' subjects' if x.get('unit') == 'subject' else ''}")
     return f"{x['n']} ({'; '.join(extra)})" if extra else x["n"]
 
 
@@ -719,7 +720,8 @@ def _hl_text(x: Mapping[str, Any], d: Any) -> str:
     metric = x["metric"]
     ci = f"[{d(metric, x.get('ci_low_adj'))}, {d(metric, x.get('ci_high_adj'))}]"
     if x.get("n_zero"):
-        return f"{d(metric, x.get('hl_estimate'))}; unequal scans {d(metric, x.get('hl_estimate_nonzero'))} {ci}"
+        units = "subjects" if x.get("unit") == "subject" else "scans"
+        return f"{d(metric, x.get('hl_estimate'))}; unequal {units} {d(metric, x.get('hl_estimate_nonzero'))} {ci}"
     return f"{d(metric, x.get('hl_estimate'))} {ci}"
 
 
@@ -1027,7 +1029,8 @@ def _blocks(doc: Mapping[str, Any]) -> list[tuple]:
                 f"'worse' only when the adjusted HL interval excludes 0, the Holm-adjusted p < {alpha} and the "
                 f"signed ranks point the CI's way; with the {max(1, m)} test(s) of this report that needs at least "
                 f"{min_scans_for_verdict(m, alpha=alpha)} scans, even for a method that wins on every scan. "
-                "Scans where the method equals the baseline (a difference of exactly 0: 'equal' in the n column) are "
+                "Scans (subjects, where they are the unit) where the method equals the baseline (a difference of "
+                "exactly 0: 'equal' in the n column) are "
                 "dropped by the Wilcoxon test and by the adjusted interval alike; the HL shift then shows the estimate "
                 "over every scan, and the estimate and adjusted interval over the scans that differ. The verdict is "
                 "about the typical (Hodges-Lehmann, pseudo-median) shift, not the mean: a few scans far worse (a "

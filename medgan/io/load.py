@@ -183,12 +183,17 @@ def _warn_if_part_of_a_series(path: Path, uid: str, ds: Any) -> None:
     # a Siemens mosaic is a whole volume of tiles in one frame: "one slice" of it misled
     what = "one slice" if frames <= 1 and not is_mosaic(ds) else "one file"
     total = f"at least {same + 1}" if capped else f"{same + 1}"
+    from medgan.io.identifiers import identifying_words, remove_identifiers_from_path
+
+    # the paths as the reader's warnings name them: cleaned of the series' own patient identifiers (sites name
+    # folders after patients; the line reaches the terminal, medgan.log and a batch's log)
+    ids = identifying_words(ds)
     log.warning(
         "%s: loading %s of a %s-file series (its other files are in %s); pass the folder to load the whole series",
-        path,
+        remove_identifiers_from_path(str(path), ids),
         what,
         total,
-        " and ".join(map(str, found)),
+        " and ".join(remove_identifiers_from_path(str(f), ids) for f in found),
     )
 
 
