@@ -206,7 +206,7 @@ def _silence_pydicom() -> Callable[[], None]:
         # The same codec under its fast name: CPython decodes "latin_1" without a codec-registry call, "iso8859"
         # through it (~5 us); pydicom decodes every element's VR with it, ~30% of a header read.
         reader.default_encoding = "latin_1"
-    # One filter entry added, and later removed by identity, rather than warnings.catch_warnings: that puts back the
+    # One filter entry added, and later removed (undo), rather than warnings.catch_warnings: that puts back the
     # whole filter list (and showwarning) it saw on entry, so a filter another thread added meanwhile was dropped.
     # The entry is made here and inserted as warnings.filterwarnings inserts it (front of the list, then
     # _filters_mutated): looking it up after filterwarnings raised StopIteration when another thread's

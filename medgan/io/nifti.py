@@ -13,6 +13,7 @@ naming the file.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -196,32 +197,46 @@ def _memory_bounds() -> list[tuple[int, str]]:
     """Limits no allocation of this process can pass, in bytes, each with the words that name it.
 
     Only hard limits: the address-space limit (``ulimit -v``, ``RLIMIT_AS``), which no mapping may cross, and on
-    Linux the machine's RAM plus swap (``MemTotal`` + ``SwapTotal`` of ``/proc/meminfo``), which every voxel written
-    must find room in. Not the memory free now (``MemAvailable``): other processes may free it, and a scan that would
-    have fit must not be refused.
+    Linux the machine's RAM plus swap (:func:`_machine_memory`), which every voxel written must find room in. Not the
+    memory free now (``MemAvailable``): other processes may free it, and a scan that would have fit must not be
+    refused.
     """
     bounds = []
     try:
         import resource  # Unix only
 
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]  # a process may lower it at any time: read per load
         if soft != resource.RLIM_INFINITY:
             bounds.append((int(soft), f"this process's address-space limit (ulimit -v, {_human_bytes(soft)})"))
     except (ImportError, OSError, ValueError):
         pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            kib = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in fh) if v.strip()}
-        total = (kib["MemTotal"] + kib.get("SwapTotal", 0)) * 1024
+    total = _machine_memory()
+    if total is not None:
         bounds.append((total, f"this machine's memory ({_human_bytes(total)} of RAM and swap)"))
-    except (OSError, KeyError, ValueError, IndexError):  # not Linux, or an unexpected /proc
-        pass
     return bounds
 
 
+@functools.lru_cache(maxsize=1)
+def _machine_memory() -> int | None:
+    """``MemTotal`` + ``SwapTotal`` of ``/proc/meminfo`` in bytes, or None (not Linux, an unexpected /proc).
+
+    Read once per process: the machine's memory does not change between loads, and a training run loads its scans
+    again every epoch.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            kib = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in fh) if v.strip()}
+        return (kib["MemTotal"] + kib.get("SwapTotal", 0)) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def _float32_bytes(shape: tuple[int, ...]) -> int:
+    return math.prod(int(n) for n in shape) * 4
+
+
 def _float32_need(shape: tuple[int, ...]) -> str:
-    need = math.prod(int(n) for n in shape) * 4
-    return f"it needs {_human_bytes(need)} as float32 (shape {tuple(int(n) for n in shape)})"
+    return f"it needs {_human_bytes(_float32_bytes(shape))} as float32 (shape {tuple(int(n) for n in shape)})"
 
 
 def check_memory_bound(source: str | Path, shape: tuple[int, ...]) -> None:
@@ -240,7 +255,7 @@ def check_memory_bound(source: str | Path, shape: tuple[int, ...]) -> None:
         ``4 * prod(shape)`` bytes exceed this process's address-space limit or the machine's RAM plus swap. A scan
         within them may still not fit the memory free at the time: :func:`out_of_memory` names that case.
     """
-    need = math.prod(int(n) for n in shape) * 4
+    need = _float32_bytes(shape)
     for bound, what in _memory_bounds():
         if need > bound:
             raise ScanReadError(f"{source}: cannot be loaded: {_float32_need(shape)}, more than {what}")
