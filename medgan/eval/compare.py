@@ -1622,6 +1622,7 @@ def evaluate_paths(
     fallback: PairingRule | None = None,
     argv: Sequence[str] | None = None,
     ssim_mode: str = "auto",
+    subjects: str | Path | Mapping[str, str] | None = None,
 ) -> Evaluation:
     """Pair files (:func:`pair_scans`), load them and score every pair; the engine of ``medgan evaluate``.
 
@@ -1672,6 +1673,11 @@ def evaluate_paths(
         PatientName, PatientID, AccessionNumber, birth date...: :mod:`medgan.io.identifiers`); a path component
         left without a word reads ``<removed>``. Each pair's key (the rows' ``scan_id``, its montage's title) is
         cleaned likewise; keys that only the patient's words told apart get the reference's scan id appended.
+    subjects
+        Each scan's subject, the unit of the paired tests (:mod:`medgan.eval.subjects`): ``"bids"`` (its
+        ``sub-<label>`` folder), a CSV file with ``scan`` and ``subject`` columns, or a mapping ``{scan: subject}``
+        (``scan``: the pair's key or its ``scan_id``); recorded in the rows' ``subject`` column. ``None``
+        (default): each scan is its own unit. Every pair needs a subject; checked before any scan is loaded.
 
     Returns
     -------
@@ -1705,7 +1711,15 @@ def evaluate_paths(
     # cleaned of the identifiers the pairs' headers hold before anything is scored
     known = _pair_identifiers(pairs)
     keys = _clean_keys(pairs, known)
-    for pair, key in zip(pairs, keys, strict=True):
+    labels: list[str | None] = [None] * len(pairs)
+    if subjects is not None:  # before any scan is loaded: a missing subject is found at once, not after hours
+        from medgan.eval.subjects import subjects_for
+
+        labels, subject_notes = subjects_for(  # type: ignore[assignment]
+            [pair.key for pair in pairs], subjects, scan_ids=keys, identifiers=known
+        )
+        ev.notes.extend(subject_notes)
+    for pair, key, subject in zip(pairs, keys, labels, strict=True):
         if progress is not None:
             progress(key)
         p = _restore_meta(_load(pair.pred, loader), pair.pred)
@@ -1719,7 +1733,7 @@ def evaluate_paths(
             p,
             r,
             lr=low,
-            metadata={"series_description": _clean(description)} if description else None,
+            metadata={"series_description": _clean(description) if description else None, "subject": subject},
             resample=resample,
         )
     _clean_paths(ev, known)

@@ -106,6 +106,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="auto",
         help=SSIM_MODE_HELP,
     )
+    parser.add_argument(
+        "--subjects",
+        metavar="S",
+        help=(
+            "the subject of each scan, so scans of one subject count as one unit of the paired tests: 'bids' (its "
+            "sub-<label> folder) or a CSV file with 'scan' (location shown while scoring, or scan_id) and 'subject' "
+            "columns; labels must be pseudonymous (default: each scan is its own unit)"
+        ),
+    )
     parser.add_argument("--method", default="SR", help="name of the evaluated method in the report (default: SR)")
     parser.add_argument("--title", help="report title")
     parser.add_argument(
@@ -187,6 +196,7 @@ def _score_and_report(args: argparse.Namespace, out: Path) -> int:
         argv=getattr(args, "argv", None),  # as typed (pipelines.cli.main)
         max_montages=args.max_montages,
         progress=lambda key: log.info("scoring %s", key),
+        subjects=getattr(args, "subjects", None),
     )
     try:
         paths = write_report(ev, out, title=args.title)
