@@ -89,7 +89,8 @@ def load_pairs(
         ``orientation`` (the image's voxel-axis code, e.g. ``"RAS"``, or ``None``: :func:`medgan.io.scan.
         orientation_code`), ``synthetic`` (:func:`synthetic_hint` of the image, or ``None``), ``derived``
         (:func:`medgan.io.scan.derived_hint` of the image, or ``None``) and ``tissue_map_hint``
-        (:func:`medgan.data.patches.tissue_map_hint` of the image, or ``None``): the caller warns about those three.
+        (:func:`medgan.data.patches.tissue_map_hint` of the image, or ``None``): the caller warns about those three;
+        ``identifiers`` (:func:`medgan.data.patches.source_identifiers` of a DICOM image, else empty).
 
     Raises
     ------
@@ -105,7 +106,7 @@ def load_pairs(
 
     from medgan.data.labels import label_values as values_of
     from medgan.data.labels import tissue_labels
-    from medgan.data.patches import tissue_map_hint
+    from medgan.data.patches import source_identifiers, tissue_map_hint
     from medgan.io.discover import first_tie, identity_keys, same_voxels
     from medgan.io.scan import orientation_code
 
@@ -142,6 +143,9 @@ def load_pairs(
                         "be trained on through the other copy)"
                     )
         seen.update(dict.fromkeys(keys, name))
+        # a DICOM subject's patient identifiers (its header; a NIfTI file has none): cut out of the subject's folder
+        # names where a ConfigError lists them (slice_normal), as the export cuts them out of the names it records
+        ids = source_identifiers(subject["image"]) if image.meta.get("dicom") else {}
         _check_modality(image, name, modality)
         _refuse_label_map_image(image, name, label_values)
         if "labels" in subject:
@@ -185,6 +189,7 @@ def load_pairs(
                 "synthetic": synthetic_hint(image.meta),
                 "derived": derived_hint(image.meta),
                 "tissue_map_hint": tissue_map_hint(name, image),
+                "identifiers": ids,
             }
         )
     return pairs
@@ -194,6 +199,7 @@ def _load_one(subject: Mapping[str, str], key: str, index: int) -> Any:
     """:func:`medgan.io.load.load_scan` of one subject path; a folder of several series is a ConfigError that says
     how a config picks one (``--series`` / ``series=``, which the loader's message suggests, are not config keys)."""
     from medgan.io.discover import discover_scans
+    from medgan.io.identifiers import file_identifiers, merge_identifiers, remove_identifiers_from_path
     from medgan.io.load import load_scan
 
     path = subject[key]
@@ -206,15 +212,21 @@ def _load_one(subject: Mapping[str, str], key: str, index: int) -> Any:
             refs = []
         # a series a config can name by a path: a NIfTI file, or a DICOM series alone in a sub-folder
         picks, shared = [], []
+        # sites name folders after patients (Doe^Jane_MRN-4711/T1): each series' folder is printed cleaned of that
+        # series' own identifiers, and the folder given, which holds them all, of the identifiers of the series in it
+        found = []
         for ref in refs:
             files = [Path(f) for f in ref.paths]
             folders = {f.parent for f in files}
+            ids = file_identifiers(files[0]) if files and str(ref.kind).startswith("dicom") else {}
+            found.append(ids)
             if ref.kind == "nifti" and files:
                 picks.append(str(files[0]))
             elif len(folders) == 1 and next(iter(folders)) != Path(path) and ref.kind != "folder":
-                picks.append(str(next(iter(folders))))
+                picks.append(remove_identifiers_from_path(str(next(iter(folders))), ids))
             else:
                 shared.append(ref.id)
+        path = remove_identifiers_from_path(str(path), merge_identifiers(*found))
         how = f"set data.train[{index}].{key} to the path of one series' file or folder"
         if picks:
             shown = ", ".join(picks[:_LISTED]) + (f", ... ({len(picks)} in all)" if len(picks) > _LISTED else "")
@@ -293,7 +305,7 @@ def slice_normal(pairs: Sequence[Mapping[str, Any]], axis: int, *, directed: boo
     Parameters
     ----------
     pairs
-        From :func:`load_pairs` (their ``orientation`` and ``name``).
+        From :func:`load_pairs` (their ``orientation``, ``name`` and ``identifiers``, cut out of the names listed).
     axis
         ``data.slice_axis``.
     directed
@@ -310,14 +322,19 @@ def slice_normal(pairs: Sequence[Mapping[str, Any]], axis: int, *, directed: boo
     medgan.errors.ConfigError
         Naming every subject with its orientation and plane, and how to reorient one.
     """
+    from medgan.io.identifiers import remove_identifiers_from_path
+
     known = [(p, p["orientation"][axis]) for p in pairs if p.get("orientation")]
     if not known:
         return None
     first = known[0][1]
     differs = [p for p, letter in known if (letter != first if directed else PLANES[letter] != PLANES[first])]
     if differs:
+        # each subject by its file or folder name, cleaned of its own patient identifiers (a DICOM series' folder is
+        # often named after the patient)
         listing = "; ".join(
-            f"{os.path.basename(p['name'])}: {p['orientation']}, axis {axis} runs to {letter} ({PLANES[letter]})"
+            f"{remove_identifiers_from_path(os.path.basename(p['name']), p.get('identifiers') or {})}: "
+            f"{p['orientation']}, axis {axis} runs to {letter} ({PLANES[letter]})"
             for p, letter in known
         )
         what = "plane and direction" if directed else "plane"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,7 @@ def train_detector(
     device: str | int | torch.device | None = None,
     name: str = "synthetic-detector",
     command: str | None = None,
+    sources: Sequence[Any] = (),
 ) -> Checkpoint:
     """Train a real-vs-synthetic slice classifier and write it as a medgan checkpoint.
 
@@ -206,6 +208,12 @@ def train_detector(
         Model name stored in the checkpoint.
     command
         The command that reproduces this training run, recorded in the metadata (the model card's "Reproduce").
+    sources
+        The scans the slices were taken from (paths or :class:`medgan.ScanRef`), for slices given as plain arrays:
+        the patient identifiers their DICOM headers hold are cut, as whole words, out of ``name`` and ``command``
+        before they are recorded (folders are named after patients), as ``train-sr`` and ``train-cgan`` exports
+        cut them out of the names and paths they record. Slices given as the scans' own ``MetaTensor`` slices
+        carry their header (``meta["dicom"]``) and source file: their identifiers are cut out without this.
 
     Returns
     -------
@@ -240,6 +248,15 @@ def train_detector(
         raise MedganError(f"lr must be a finite positive number, got {lr!r}")
     if Path(path).suffix.lower() != ".safetensors":  # the file is safetensors whatever its name says
         raise MedganError(f"{path}: a detector is written as a .safetensors file; name it <name>.safetensors")
+    # a generator of slices is read once: listed here, as its slices are looked at twice (identifiers, then voxels)
+    real_slices, fake_slices = (
+        x if isinstance(x, (np.ndarray, torch.Tensor)) else list(x) for x in (real_slices, fake_slices)
+    )
+    # the checkpoint is shared: the identifiers of the training scans' DICOM headers are cut out of the text it
+    # records (name, command), before any work (a folder named after the patient reached the command verbatim)
+    identifiers = _training_identifiers([real_slices, fake_slices], sources)
+    name = _clean_name(name, identifiers)
+    command = _clean_command(command, identifiers)
     real = _drop_constant(prepare_slices(real_slices), "real")
     fake = _drop_constant(prepare_slices(fake_slices), "fake")
     if real.shape[2:] != fake.shape[2:]:
@@ -351,6 +368,54 @@ def train_detector(
     # without the model card check: a detector saved over the shipped one gets its card only after this
     # (benchmarks/synthetic_quality.py --save-detector writes it)
     return _read_checkpoint(Path(path), card_check=False)
+
+
+def _training_identifiers(slice_sets: Sequence[Any], sources: Sequence[Any]) -> dict[str, list[tuple[str, ...]]]:
+    """The patient identifiers of the scans a detector is trained on: those of ``sources`` (paths or scan refs)
+    and of every ``MetaTensor`` among the slices (a whole stack, or each slice) that carries a DICOM header
+    (``meta["dicom"]``, and its source file's full header: AccessionNumber, OtherPatientIDs)."""
+    from medgan.data.patches import source_identifiers
+    from medgan.io.identifiers import identifying_words, merge_identifiers
+
+    found = [source_identifiers(s) for s in sources]
+    files: set[str] = set()
+    for slices in slice_sets:
+        items = [slices] if hasattr(slices, "meta") else slices if isinstance(slices, (list, tuple)) else []
+        for item in items:
+            meta = getattr(item, "meta", None)
+            header = meta.get("dicom") if isinstance(meta, Mapping) else None
+            if not isinstance(header, Mapping) or not header:  # not a DICOM scan's slice (a NIfTI one has no names)
+                continue
+            found.append(identifying_words(header))
+            source = meta.get("filename_or_obj")
+            if isinstance(source, (str, os.PathLike)) and str(source) not in files:  # read once per scan
+                files.add(str(source))
+                found.append(source_identifiers(str(source)))
+    return merge_identifiers(*found)
+
+
+def _clean_name(name: str, identifiers: Mapping[str, Any]) -> str:
+    """``name`` without the words that spell ``identifiers`` (as :func:`medgan.train.config.exported_name`)."""
+    from medgan.io.identifiers import remove_identifiers_from_path
+
+    return remove_identifiers_from_path(str(name), identifiers)
+
+
+def _clean_command(command: str | None, identifiers: Mapping[str, Any]) -> str | None:
+    """``command`` with each argument cleaned of ``identifiers`` (a path's components each on its own:
+    :func:`medgan.io.identifiers.remove_identifiers_from_path`); unchanged when it holds none."""
+    import shlex
+
+    from medgan.io.identifiers import remove_identifiers_from_path
+
+    if not command or not identifiers:
+        return command
+    try:
+        tokens = shlex.split(command)
+    except ValueError:  # unbalanced quotes: split on white space, as the shell would have failed to
+        tokens = command.split()
+    cleaned = [remove_identifiers_from_path(t, identifiers) for t in tokens]
+    return command if cleaned == tokens else shlex.join(cleaned)
 
 
 def _drop_constant(x: torch.Tensor, what: str) -> torch.Tensor:

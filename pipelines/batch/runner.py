@@ -427,6 +427,11 @@ class _Run:
         if self.labels is not None:
             text = _root_relative(text, self.labels, self.label_of)
         privacy = self.privacy.get(task.scan_id)
+        # another scan of the run that the message names by its id quotes that scan's path too (a copy of a series:
+        # "a copy of the series in Doe^Jane/T1 (scan T1-6ce481ca)"): its mentions are cleaned with that scan's own
+        # identifiers, as its own row is (another scan's identifiers are never cut from this scan's path)
+        for other in _named_scans(text, self.privacy, task.scan_id):
+            text = _clean_mentions(text, other)
         return _clean_mentions(text, privacy) if privacy is not None else text
 
     def clean_input(self, task: Task) -> str:
@@ -596,6 +601,7 @@ def _execute(
     key = settings_key(settings)
     earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
     privacy = {task.scan_id: _scan_privacy(task, roots) for task in tasks}
+    privacy.update(_borrowed_privacy(tasks, roots, privacy))
     with _lock(out_root), RunLog(out_root, quiet=quiet) as run_log:
         run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}"
         log.info("medgan batch %s: %d scan(s) found, output %s, run %s", job, len(tasks), out_root, run_id)
@@ -737,6 +743,10 @@ class _ScanPrivacy:
 
     identifiers: dict[str, list[tuple[str, ...]]]
     components: tuple[str, ...] = ()
+    #: the identifiers are those of the scans in the nearest folder the scan shares with others, its own header
+    #: being unreadable (:func:`_borrowed_privacy`); such a scan has no output, so the warning about output paths
+    #: does not count it
+    borrowed: bool = False
 
 
 def _scan_privacy(task: Task, roots: Mapping[str, Path | None]) -> _ScanPrivacy:
@@ -750,15 +760,12 @@ def _scan_privacy(task: Task, roots: Mapping[str, Path | None]) -> _ScanPrivacy:
     took ordinary names and numbers with it (``study/IM-0001`` read ``study/IM``). A NIfTI scan has no header, so
     nothing is known to cut from its path.
     """
-    from medgan.io.identifiers import file_identifiers, merge_identifiers, remove_identifiers
+    from medgan.io.identifiers import file_identifiers, merge_identifiers
 
     found = []
-    files: list[tuple[Path, Path | None]] = []  # each input file with the root it was found under
-    for role, ref in (("ref", task.ref), *task.others.items()):
+    for _role, ref in (("ref", task.ref), *task.others.items()):
         if ref is None or not getattr(ref, "paths", None):
             continue
-        root = roots.get(role)
-        files += [(Path(p), root) for p in ref.paths]
         if not str(getattr(ref, "kind", "")).startswith("dicom"):
             continue
         # the first file, or the last where the first cannot be read (a series with a damaged first slice)
@@ -767,9 +774,24 @@ def _scan_privacy(task: Task, roots: Mapping[str, Path | None]) -> _ScanPrivacy:
             if index:
                 found.append(index)
                 break
-    identifiers = merge_identifiers(*found)
+    return _privacy_of(task, roots, merge_identifiers(*found))
+
+
+def _privacy_of(
+    task: Task, roots: Mapping[str, Path | None], identifiers: dict[str, list[tuple[str, ...]]], borrowed: bool = False
+) -> _ScanPrivacy:
+    """``identifiers`` and the components of ``task``'s input paths below their roots (each input file with the
+    root it was found under) that hold one of them."""
+    from medgan.io.identifiers import remove_identifiers
+
     if not identifiers:
         return _ScanPrivacy({})
+    files = [
+        (Path(p), roots.get(role))
+        for role, ref in (("ref", task.ref), *task.others.items())
+        if ref is not None
+        for p in getattr(ref, "paths", None) or ()
+    ]
     parts = set(PurePosixPath(task.input).parts)
     for path, root in files:
         base = None if root is None else (Path(root).parent if Path(root).is_file() else Path(root))
@@ -779,7 +801,40 @@ def _scan_privacy(task: Task, roots: Mapping[str, Path | None]) -> _ScanPrivacy:
             rel = Path(path.name)
         parts.update(rel.parts)
     held = sorted((p for p in parts if p not in ("", ".", "..") and remove_identifiers(p, identifiers) != p), key=len)
-    return _ScanPrivacy(identifiers, tuple(reversed(held)))
+    return _ScanPrivacy(identifiers, tuple(reversed(held)), borrowed)
+
+
+def _borrowed_privacy(
+    tasks: Sequence[Task], roots: Mapping[str, Path | None], privacy: Mapping[str, _ScanPrivacy]
+) -> dict[str, _ScanPrivacy]:
+    """For each DICOM scan whose header could not be read at all (a damaged file, a non-DICOM file named ``.dcm``):
+    the identifiers of the scans that share its nearest folder (below the input root) and have theirs.
+
+    Why: its own patient is unknown, and its path was printed as it is, so a folder named after the patient
+    (``Doe^Jane_MRN-4711/broken/IM9.dcm``) that the rows of the readable scans beside it show as ``<removed>`` was
+    spelled out in the same manifest and log. The nearest folder only (its own folder's scans, else those of the
+    folder above, ...; never the input root itself): another patient's ID is cut out of this scan's text only
+    where the two share a folder, and it cuts nothing out of any other scan's text.
+    """
+    from medgan.io.identifiers import merge_identifiers
+
+    known = [
+        (PurePosixPath(t.input).parts[:-1], privacy[t.scan_id].identifiers)
+        for t in tasks
+        if privacy.get(t.scan_id) is not None and privacy[t.scan_id].identifiers
+    ]
+    out = {}
+    for task in tasks:
+        scan = privacy.get(task.scan_id)
+        if scan is None or scan.identifiers or not str(getattr(task.ref, "kind", "")).startswith("dicom"):
+            continue
+        folders = PurePosixPath(task.input).parts[:-1]
+        for depth in range(len(folders), 0, -1):  # the nearest shared folder first; not the root (depth 0)
+            near = [ids for parts, ids in known if parts[:depth] == folders[:depth]]
+            if near:
+                out[task.scan_id] = _privacy_of(task, roots, merge_identifiers(*near), borrowed=True)
+                break
+    return out
 
 
 #: what bounds a path component quoted in a message: a separator, white space, quotes, brackets or the punctuation
@@ -818,6 +873,21 @@ def _clean_mentions(text: str, privacy: _ScanPrivacy) -> str:
     return text
 
 
+#: a scan id as a message names it (``T1-6ce481ca``): a run of letters, digits and ``. _ -`` between other characters
+_ID_TOKEN = re.compile(r"[\w.\-]+")
+
+
+def _named_scans(text: str, privacy: Mapping[str, _ScanPrivacy], own: str) -> list[_ScanPrivacy]:
+    """The privacy records of the run's other scans that ``text`` names by their scan id (one look-up per word of
+    the message, not one search per scan of the run), those with identifying path components only."""
+    found = []
+    for token in dict.fromkeys(_ID_TOKEN.findall(text)):
+        other = privacy.get(token)
+        if token != own and other is not None and other.components:
+            found.append(other)
+    return found
+
+
 def _warn_identifying_paths(tasks: Sequence[Task], privacy: Mapping[str, _ScanPrivacy]) -> None:
     """Warn once when the outputs of some scans will have paths holding a patient identifier: their input folders
     (or file names) hold the scan's own patient's name or ID, and the output tree mirrors the input tree's folders,
@@ -833,7 +903,7 @@ def _warn_identifying_paths(tasks: Sequence[Task], privacy: Mapping[str, _ScanPr
     n = 0
     for task in tasks:
         scan = privacy.get(task.scan_id)
-        if scan is not None and scan.identifiers:
+        if scan is not None and scan.identifiers and not scan.borrowed:
             n += remove_identifiers_from_path(task.input, scan.identifiers) != task.input
     if n:
         log.warning(
