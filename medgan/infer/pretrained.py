@@ -28,6 +28,7 @@ __all__ = [
     "CHECKPOINT_SUFFIXES",
     "verify_shipped",
     "recorded_model_name",
+    "LICENCE_KEYS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -314,6 +315,66 @@ def _data_lines(data: dict[str, Any], *, shipped: bool = False) -> list[str]:
     return lines
 
 
+#: The licence of each ``sample_data`` source a shipped model trained or was validated on, copied from what
+#: ``sample_data/README.md`` ("Contents, sources and licences") and ``sample_data/MANIFEST.json`` record (the full
+#: texts: ``sample_data/LICENSES/``). Written here, not read from there: an installed package has no ``sample_data``.
+_SAMPLE_DATA_LICENCES: dict[str, str] = {
+    "mni": "MNI ICBM152 2009a symmetric template (sample_data/nifti/mni_icbm152_2009a_sym/, from the nilearn wheel): "
+    "licence `MNI-ICBM152`, the MNI's notice: use, copy, modify and distribute for any purpose without fee, provided "
+    "that the copyright notice appears in all copies (Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging "
+    "Centre, Montreal Neurological Institute, McGill University; template by VS Fonov, AC Evans, RC McKinstry, "
+    "CR Almli, K Botteron and DL Collins); nilearn's conversion: `BSD-3-Clause`",
+    "xa30": "Siemens XA30 T1w volunteer (sample_data/dicom/dcm_qa_xa30_t1w_tfl3d/): `BSD-2-Clause` "
+    "(neurolabusc/dcm_qa_xa30, (c) 2022 Chris Rorden; acquired at Indiana University)",
+    "nibabel_anatomical": "nibabel's T1w (sample_data/nifti/nibabel/anatomical.nii): `MIT` (nibabel)",
+    "nibabel": "nibabel's EPI (sample_data/nifti/nibabel/example4d.nii.gz): `MIT` (nibabel)",
+    "pydicom": "pydicom's CT and MR slices (sample_data/dicom/pydicom_ct_small/, sample_data/dicom/pydicom_mr_small/; "
+    "downsized from the NEMA WG04 test images): `MIT`, the licence of the pydicom package that distributes them",
+    "dcm_qa": "Siemens EPI mosaic (sample_data/dicom/dcm_qa_orient_axasc36/): `BSD-2-Clause` (neurolabusc/dcm_qa, "
+    "(c) 2018 Chris Rorden and Michael Harms)",
+    "dicom2nifti": "Hitachi series (sample_data/dicom/dicom2nifti_hitachi_anatomical_001/): `MIT` "
+    "(icometrix/dicom2nifti, (c) 2016 icometrix NV)",
+    "dcm_qa_nih": "GE EPI volume (sample_data/dicom/dcm_qa_nih_ge_epi_volume1/): `BSD-2-Clause` "
+    "(neurolabusc/dcm_qa_nih; images acquired by the NIH)",
+}
+#: shipped model -> (sources it trained on, sources it was only validated on), keys of _SAMPLE_DATA_LICENCES. The
+#: detector's real class: every sample_data scan except the XA30 T1w (held out) with slices of 64 px or more
+#: (benchmarks/synthetic_quality.py load_detector_reals; anatomical.nii, 33 x 41, gives none); its synthetic class
+#: is brain-t1-tissue-2d's output, made from the MNI template's label maps.
+_SHIPPED_DATA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "brain-mr-x2-2d": (("mni", "xa30"), ("nibabel_anatomical",)),
+    "brain-mr-x2-3d": (("mni", "xa30"), ("nibabel_anatomical",)),
+    "brain-mr-through-plane-x4": (("mni", "xa30"), ("nibabel_anatomical",)),
+    "brain-t1-tissue-2d": (("mni",), ()),
+    "synthetic-detector": (("mni", "pydicom", "dcm_qa", "dicom2nifti", "dcm_qa_nih", "nibabel"), ()),
+}
+#: the keys of a checkpoint's ``training_data`` that hold a licence its exporter recorded
+#: (``save_checkpoint(training_data={..., "licence": "CC-BY-4.0, OpenNeuro ds000001"})``)
+LICENCE_KEYS = ("licence", "license")
+
+
+def _licence_lines(name: str, data: Any, *, shipped: bool) -> list[str]:
+    """The card's "training data licence" line(s).
+
+    A shipped model (``shipped``: the file in :data:`PRETRAINED_DIR`, named in :data:`_SHIPPED_DATA`): the licences
+    ``sample_data`` records for its sources. Any other checkpoint: the licence its ``training_data`` records
+    (:data:`LICENCE_KEYS`), else "not recorded": medgan cannot know the terms of a user's scans, and a card that
+    said nothing read as if there were none.
+    """
+    if shipped and name in _SHIPPED_DATA:
+        trained, validated = _SHIPPED_DATA[name]
+        lines = ["- training data licence: " + "; ".join(_SAMPLE_DATA_LICENCES[k] for k in trained)]
+        if validated:
+            lines.append("- validation data licence: " + "; ".join(_SAMPLE_DATA_LICENCES[k] for k in validated))
+        lines.append("- licence texts: `sample_data/LICENSES/`; sources and attribution: `sample_data/README.md`")
+        return lines
+    recorded = next((data[k] for k in LICENCE_KEYS if isinstance(data, dict) and data.get(k)), None)
+    if recorded is None:
+        return ["- training data licence: not recorded (check the training scans' terms before sharing this model)"]
+    text = " ".join(str(recorded).split())  # one line: a newline in it would end the card's list item
+    return [f"- training data licence (as recorded at export): {text}"]
+
+
 def _card_summary(card: Path) -> str:
     """First prose line of a model card (after the title)."""
     if not card.is_file():
@@ -386,6 +447,7 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
         "",
         *_data_lines(data, shipped=in_pretrained),
     ]
+    lines += _licence_lines(name, data, shipped=in_pretrained)
     if meta.get("paths_relative_to"):  # checkpoints exported since training paths are written relative
         lines.append(
             f"- paths: relative to the training {meta['paths_relative_to']} (a path outside it: its file name only)"

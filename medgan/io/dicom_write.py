@@ -25,6 +25,9 @@ count, an ID). A label map that would be quantised is refused (NIfTI keeps it ex
 What the series is: a model's output says its task and model in the DerivationDescription (``meta["medgan"]``); a
 scan made by :func:`medgan.degrade` or :func:`medgan.interpolate` says so there (method, factor, noise) and in its
 SeriesDescription (``SIMULATED LOW-RES ...``, ``INTERPOLATED ...``); anything else is a ``conversion``.
+SeriesNumber: the source's plus 1000 for a conversion, plus ``1000 * k`` for an operation, ``k`` taken from a hash
+of what the operation is (:func:`derived_series_number`), so a rerun keeps its number and another model or factor
+gets another one.
 
 Text: when any text written (patient and study values from the reference, the DerivationDescription with its
 model name, ``description=``) is not ASCII, SpecificCharacterSet is ``ISO_IR 192`` (UTF-8). The text medgan derives
@@ -34,6 +37,8 @@ model name, ``description=``) is not ASCII, SpecificCharacterSet is ``ISO_IR 192
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import logging
 import math
 import os
@@ -75,6 +80,8 @@ __all__ = [
     "choose_rescale",
     "foreign_entries",
     "remove_medgan_series",
+    "derived_series_number",
+    "operation_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -720,11 +727,10 @@ def _base_dataset(
         ds.Modality = "OT"
     ds.SeriesInstanceUID = generate_uid()
     try:
-        series_number = int(float(_reference_value(ref_dicom, "SeriesNumber", copied=False))) + 1000
-    except ValueError:
-        series_number = 1000
-    # IS holds -(2**31 - 1) .. 2**31 - 1 (dciodvfy: "Range invalid"); a source number near the top would overflow it
-    ds.SeriesNumber = series_number if abs(series_number) < 2**31 else 1000
+        source_number: int | None = int(float(_reference_value(ref_dicom, "SeriesNumber", copied=False)))
+    except (ValueError, OverflowError):  # no number, or text that is none ("", "1E400")
+        source_number = None
+    ds.SeriesNumber = derived_series_number(source_number, meta)
     ds.SeriesDescription = series_description(meta, _reference_value(ref_dicom, "SeriesDescription", copied=False))
     body_part = _reference_value(ref_dicom, "BodyPartExamined", copied=False)[:16]
     if body_part:
@@ -747,6 +753,75 @@ def _base_dataset(
     ds.DerivationDescription = derivation
     ds.BurnedInAnnotation = "NO"
     return ds
+
+
+#: SeriesNumber of a derived series: the source's number plus a multiple of this step, so the last three digits of a
+#: derived number still show a source number below 1000 (most vendors number series 1-999 per study)
+SERIES_NUMBER_STEP = 1000
+#: how many multiples an operation's hash picks from (2 .. SERIES_NUMBER_SLOTS + 1 steps; 1 step is a conversion):
+#: two different operations on one series get one number with a chance of 1 in 99998, and the largest offset
+#: (99_999_000) leaves a source number up to about 2.05e9 within IS's range
+SERIES_NUMBER_SLOTS = 99_998
+#: keys of a provenance or processing record that say how an operation ran, not what it made (medgan's version, the
+#: device's arithmetic precision, the sliding-window size, warnings, a noise seed drawn anew each run): left out of
+#: the operation key, so a rerun elsewhere or with a later medgan keeps its SeriesNumber
+_RUN_ONLY_KEYS = frozenset({"medgan_version", "version", "precision", "windows", "warnings", "seed"})
+#: the IS value range (dciodvfy: "Range invalid for this VR" outside it)
+_IS_MAX = 2**31 - 1
+
+
+def _without_run_keys(value: Any) -> Any:
+    """``value`` with :data:`_RUN_ONLY_KEYS` removed from every mapping in it (an earlier step's record too)."""
+    if isinstance(value, dict):
+        return {str(k): _without_run_keys(v) for k, v in value.items() if str(k) not in _RUN_ONLY_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [_without_run_keys(v) for v in value]
+    if isinstance(value, np.ndarray | np.generic):  # numpy numbers as JSON numbers, as a record read back from disk
+        return _without_run_keys(value.tolist())
+    return value
+
+
+def operation_key(meta: dict[str, Any]) -> str | None:
+    """What a derived scan is, as text: ``meta["medgan"]`` (task, model and its sha256, factor, axes, ...) and the
+    ``meta["degradation"]`` / ``meta["interpolation"]`` records, without the keys that say only how it ran
+    (:data:`_RUN_ONLY_KEYS`); ``None`` for a plain conversion (none of them)."""
+    parts = {key: meta[key] for key in ("medgan", "degradation", "interpolation") if isinstance(meta.get(key), dict)}
+    if not parts:
+        return None
+    return json.dumps(_without_run_keys(parts), sort_keys=True, ensure_ascii=True, default=str)
+
+
+def derived_series_number(source: int | None, meta: dict[str, Any]) -> int:
+    """SeriesNumber (IS) of a series derived from a series numbered ``source`` (``None``: unknown).
+
+    A plain conversion is ``source + 1000``. An operation (a model's output, a degraded or interpolated scan) is
+    ``source + 1000 * k`` with ``k`` in 2 .. 99999 taken from the SHA-256 of :func:`operation_key`: rerunning the
+    same operation (same model file, factor, axes, settings) gives the same number, and two upscales of one series
+    with different models or factors get different numbers (a viewer listed them as one number, source + 1000).
+    Without a source number the offset alone is the number; so it is when the sum would leave IS's range
+    (-(2**31 - 1) .. 2**31 - 1).
+
+    Parameters
+    ----------
+    source
+        The source series' SeriesNumber, or ``None``.
+    meta
+        The derived scan's ``meta``.
+
+    Returns
+    -------
+    int
+        The number, within IS's range.
+    """
+    key = operation_key(meta)
+    if key is None:
+        steps = 1
+    else:
+        digest = hashlib.sha256(key.encode("ascii")).digest()
+        steps = 2 + int.from_bytes(digest[:8], "big") % SERIES_NUMBER_SLOTS
+    offset = SERIES_NUMBER_STEP * steps
+    number = offset if source is None else source + offset
+    return number if abs(number) <= _IS_MAX else offset
 
 
 def _is_modality_code(value: Any) -> bool:

@@ -1,7 +1,8 @@
 """``save_scan``: write a scan as NIfTI or as a derived DICOM series, atomically.
 
 NIfTI output keeps the affine exactly (sform and qform both set; the sform only for a sheared affine, which a
-qform cannot hold), the spacing in ``pixdim``, and a provenance line in ``descrip`` plus a JSON sidecar when the scan
+qform cannot hold), the spacing in ``pixdim``, medgan's own ``descrip`` (never the source's free text), and a
+provenance line there plus a JSON sidecar when the scan
 carries ``meta["medgan"]``, ``meta["degradation"]``, ``meta["interpolation"]``, a known ``meta["modality"]``
 or a label map's ``meta["labels"]`` (read back by :func:`medgan.io.nifti.read_nifti`). DICOM output is delegated to :mod:`medgan.io.dicom_write`.
 """
@@ -417,6 +418,15 @@ def _record_text(meta: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def plain_descrip() -> str:
+    """``descrip`` of a NIfTI output without provenance (no sidecar): ``converted by medgan <version>``.
+
+    It does not start with ``"medgan"``, which tells :func:`~medgan.io.nifti.read_nifti_sidecar` that a sidecar
+    beside the file is this file's: a stale one left there by an earlier write stays ignored.
+    """
+    return f"converted by medgan {__version__}"
+
+
 def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | None = None) -> Path:
     """Write ``scan`` as a NIfTI file (``.nii`` or ``.nii.gz``) atomically: NIfTI-1, or NIfTI-2 when it must be.
 
@@ -453,7 +463,12 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     multi-channel one ``(C, X, Y)`` as ``X, Y, 1, C`` with ``intent_name`` set to
     :data:`~medgan.io.nifti.NIFTI_2D_INTENT_NAME`, so :func:`~medgan.io.nifti.read_nifti` gives both back 2-D.
 
-    Provenance (``meta["medgan"]``) goes into ``descrip`` (80 bytes) and a JSON sidecar, which also holds
+    ``descrip`` (80 bytes) is medgan's own line, never the source file's ``descrip``: that is free text (a name or
+    record number may have been typed there) which :mod:`medgan.io.identifiers` cannot clean without the patient's
+    header values, and it described the source, not the output. Without provenance it is ``converted by medgan
+    <version>`` (:func:`plain_descrip`).
+
+    Provenance (``meta["medgan"]``) goes into ``descrip`` and a JSON sidecar, which also holds
     ``meta["degradation"]``, ``meta["interpolation"]`` and a known ``meta["modality"]`` (e.g. ``"MR"`` from DICOM)
     under those top-level keys, and a label map's ``meta["labels"]`` (value -> name) under ``label_names`` (it is
     written when any of the five exists), and the image's file name under ``image_file``:
@@ -517,9 +532,14 @@ def write_nifti(scan: Any, path: str | os.PathLike[str], *, dtype: DTypeLike | N
     if data.dtype.kind == "f":
         hdr.set_slope_inter(1.0, 0.0)
     payload = _sidecar_payload(meta)
+    # descrip is medgan's own line, never the source's: the source's is free text (a scanner's, a converter's or a
+    # person's: a name or record number typed there) that medgan.io.identifiers cannot clean, since a NIfTI source
+    # carries no patient values to match it against; and it described the source, not this output.
     if payload is not None:  # "medgan ..." also tells read_nifti that the sidecar next to the file is this one's
         text = derivation_text(meta) if isinstance(meta.get("medgan"), dict) else _record_text(meta)
-        hdr["descrip"] = text.encode("ascii", "replace")[:79]
+    else:  # not "medgan ...": read_nifti keeps ignoring a stale sidecar left beside a file without provenance
+        text = plain_descrip()
+    hdr["descrip"] = text.encode("ascii", "replace")[:79]
     if payload is not None:  # x.nii and x.nii.gz share x.json: the name tells read_nifti whose sidecar it is
         payload[SIDECAR_IMAGE_KEY] = path.name
         _warn_if_taken(path)
