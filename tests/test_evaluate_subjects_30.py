@@ -148,3 +148,44 @@ def test_label_holding_a_patient_identifier_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds a patient identifier" in err
     assert name not in err
+
+
+def test_batch_evaluate_subjects_rewrite_only_the_report(bids, tmp_path):
+    """``medgan batch evaluate --subjects``: the report's unit; a rerun with other subjects reuses every row."""
+    out = tmp_path / "batch"
+    base = ["batch", "evaluate", str(bids / "pred"), str(bids / "hr"), str(out), "--lr", str(bids / "lr"), "--quiet"]
+    assert main([*base, "--subjects", "bids"]) == 0
+    paired = _paired(out / "report")
+    assert (paired["unit"], paired["n"], paired["n_scans"]) == ("subject", 3, 5)
+    first = {r["scan_id"]: r["psnr"] for r in json.loads((out / "report" / "metrics.json").read_text())["rows"]}
+
+    assert main(base) == 0  # without subjects: the same rows, scans as units
+    doc = json.loads((out / "report" / "metrics.json").read_text())
+    assert any("scored by an earlier run" in n for n in doc["notes"])
+    assert {r["scan_id"]: r["psnr"] for r in doc["rows"]} == first
+    assert (_paired(out / "report")["unit"], _paired(out / "report")["n"]) == ("scan", 5)
+
+
+def test_batch_spec_subject_table_is_relative_to_the_spec(bids, tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "s.csv").write_text(
+        "scan,subject\n" + "".join(f"{rel},P{i % 2}\n" for i, rel in enumerate(SCANS))
+    )
+    spec = tmp_path / "tables" / "job.yaml"
+    spec.write_text(
+        f"job: evaluate\npred: {bids / 'pred'}\nref: {bids / 'hr'}\nlr: {bids / 'lr'}\noutput: {tmp_path / 'out'}\n"
+        "subjects: s.csv\nquiet: true\n"
+    )
+    assert main(["run", str(spec)]) == 0
+    paired = _paired(tmp_path / "out" / "report")
+    assert (paired["unit"], paired["n"], paired["n_scans"]) == ("subject", 2, 5)
+
+
+def test_batch_scan_without_subject_stops_before_scoring(bids, tmp_path, capsys):
+    table = tmp_path / "s.csv"
+    table.write_text("scan,subject\n" + "".join(f"{rel},P{i}\n" for i, rel in enumerate(list(SCANS)[1:])))
+    out = tmp_path / "out"
+    code = main(["batch", "evaluate", str(bids / "pred"), str(bids / "hr"), str(out), "--subjects", str(table)])
+    assert code == 1
+    assert "1 scan(s) have no subject in the subject table s.csv" in capsys.readouterr().err
+    assert not (out / "manifest.jsonl").exists()

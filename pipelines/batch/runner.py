@@ -1604,8 +1604,15 @@ def run_evaluate(
     crop_reference: bool = True,
     argv: Sequence[str] | None = None,
     ssim_mode: str = "auto",
+    subjects: str | Path | Mapping[str, str] | None = None,
 ) -> BatchResult:
     """Score a prediction tree against a reference tree; per-scan metrics go into the manifest, then the report.
+
+    ``subjects``: each scan's subject, the unit of the report's paired tests (:mod:`medgan.eval.subjects`:
+    ``"bids"``, a CSV file with ``scan`` and ``subject`` columns, or a mapping; ``scan`` is the reference's path
+    relative to ``REF_ROOT`` without its extension, or the scan id). Resolved before any scan is scored (a scan
+    without a subject stops the run); applied to the report only, so it is not part of the settings and a rerun
+    with other subjects reuses every scored row and rewrites the report.
 
     ``ssim_mode``: SSIM's windows (and HFEN's LoG) for every scan, one of :data:`medgan.eval.compare.SSIM_MODES`
     (``--ssim-mode``); a value other than ``"auto"`` is part of the run's settings, so a rerun with another mode
@@ -1656,6 +1663,7 @@ def run_evaluate(
         lrs, more = _outside_output(lrs, lr_path, out_root, "low-resolution")
         notes += more
     tasks = plan_evaluate(refs, ref_root, preds, pred_root, lrs, lr_path, montages=max_montages)
+    subject_of, subject_notes = _evaluation_subjects(tasks, subjects, typed)
     options = jobs.EvaluateOptions(
         out_root=str(out_root.absolute()),
         method=method,
@@ -1694,7 +1702,11 @@ def run_evaluate(
     report: dict[str, Path] = {}
 
     def finalize(run: _Run, rows: list[dict[str, Any]]) -> dict[str, Path]:
-        report.update(_write_evaluation(rows, out_root, options, title=title, argv=argv))
+        report.update(
+            _write_evaluation(
+                rows, out_root, options, title=title, argv=argv, subjects=subject_of, subject_notes=subject_notes
+            )
+        )
         return report
 
     with _dask_client(scheduler) as client:
@@ -1721,6 +1733,30 @@ def run_evaluate(
 REPORT_DIR = "report"
 
 
+def _evaluation_subjects(
+    tasks: Sequence[Task], subjects: str | Path | Mapping[str, str] | None, roots: Mapping[str, Path | None]
+) -> tuple[dict[str, str], list[str]]:
+    """Each task's subject (scan id -> label) and the notes for the report; ``({}, [])`` without ``subjects``.
+
+    A scan's location is its reference's path relative to ``REF_ROOT`` without the extension (the key ``medgan
+    evaluate`` pairs by), also accepted: its scan id. The labels are checked against the patient identifiers of the
+    scans' DICOM headers (:func:`_scan_privacy`), since they are printed in every table of the report.
+    """
+    if subjects is None:
+        return {}, []
+    from medgan.eval.subjects import subjects_for
+    from medgan.io.identifiers import merge_identifiers
+    from medgan.io.nifti import split_scan_suffix
+
+    keys = []
+    for task in tasks:
+        path = PurePosixPath(task.input)
+        keys.append(str(path.with_name(split_scan_suffix(path.name)[0])) if path.name else str(path))
+    known = merge_identifiers(*(_scan_privacy(task, roots).identifiers for task in tasks))
+    labels, notes = subjects_for(keys, subjects, scan_ids=[t.scan_id for t in tasks], identifiers=known)
+    return {t.scan_id: label for t, label in zip(tasks, labels, strict=True)}, notes
+
+
 def _write_evaluation(
     rows: list[dict[str, Any]],
     out_root: Path,
@@ -1728,8 +1764,11 @@ def _write_evaluation(
     *,
     title: str | None,
     argv: Sequence[str] | None = None,
+    subjects: Mapping[str, str] | None = None,
+    subject_notes: Sequence[str] = (),
 ):
-    """The evaluation report from the metric rows kept in the manifest (montages read back from their PNGs)."""
+    """The evaluation report from the metric rows kept in the manifest (montages read back from their PNGs);
+    ``subjects`` (scan id -> subject, :func:`_evaluation_subjects`) fills each row's ``subject`` column."""
     from medgan.eval.compare import Evaluation
     from medgan.eval.report import write_report
 
@@ -1748,7 +1787,8 @@ def _write_evaluation(
         argv=[str(a) for a in argv] if argv is not None else None,
     )
     for row in scored:
-        ev.rows.extend(_restore_floats(m) for m in row["metrics"])
+        subject = (subjects or {}).get(row["scan_id"])
+        ev.rows.extend({**_restore_floats(m), **({"subject": subject} if subject else {})} for m in row["metrics"])
         for name in row.get("baselines") or []:
             if name not in ev.baselines:
                 ev.baselines.append(name)
@@ -1762,6 +1802,8 @@ def _write_evaluation(
             png = out_root / rel
             if rel.endswith(".png") and png.is_file():
                 ev.montages[row["scan_id"]] = png.read_bytes()
+    if subjects:
+        ev.notes.extend(subject_notes)
     n_skipped = sum(r["status"] == "skipped" for r in scored)
     if n_skipped:
         ev.notes.append(f"{n_skipped} scan(s) were scored by an earlier run (metrics read from the manifest)")

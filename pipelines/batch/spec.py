@@ -247,6 +247,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], bool, Any]]] = {
         "crop_reference": (_bool, False, True),
         "max_montages": (_non_negative_int, False, 20),
         "title": (_opt_str, False, None),
+        # "bids" or a CSV table (medgan.eval.subjects): the unit of the report's paired tests
+        "subjects": (_opt_str, False, None),
     },
 }
 _PATH_KEYS = {"input", "output", "model", "pred", "ref", "lr"}
@@ -362,7 +364,8 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
             value = float(value)
         if not check(value):
             raise ConfigError(f"{path}: {key!r} must be {_describe(check)}, got {value!r}")
-        if key in _PATH_KEYS and isinstance(value, str):
+        # a subject table is a path (relative to the spec, as the other paths); "bids" names a rule, not a file
+        if (key in _PATH_KEYS or (key == "subjects" and value != "bids")) and isinstance(value, str):
             try:
                 value = _resolve(value, origin[key], key)
             except ConfigError as exc:
@@ -435,5 +438,6 @@ def run_job(job: str, p: Mapping[str, Any]) -> Any:
         max_montages=p["max_montages"],
         title=p["title"],
         argv=p.get("argv"),  # the command as typed (pipelines.cli.main), for the report
+        subjects=p["subjects"],
         **common,
     )

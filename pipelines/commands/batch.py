@@ -196,6 +196,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--max-montages", type=non_negative_int, default=20, metavar="N", help="montage figures (default 20)"
     )
     ev.add_argument("--title", default=None, help="report title")
+    ev.add_argument(
+        "--subjects",
+        metavar="S",
+        default=None,
+        help=(
+            "the subject of each scan, so scans of one subject count as one unit of the report's paired tests: "
+            "'bids' (its sub-<label> folder) or a CSV file with 'scan' (the reference's path under REF_ROOT without "
+            "extension, or scan id) and 'subject' columns; labels must be pseudonymous; changing it rewrites only "
+            "the report (default: each scan is its own unit)"
+        ),
+    )
     add_common_options(ev)
     ev.set_defaults(func=run)
     return parser
