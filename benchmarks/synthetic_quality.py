@@ -193,14 +193,16 @@ def load_other_subject(shape: tuple[int, int], normalization: dict[str, Any], n:
     return np.stack([vol[:, :, k] for k in ks]).astype(np.float32)
 
 
-def load_detector_reals() -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def load_detector_reals() -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[Any]]:
     """Native-resolution axial slices of the real scans in ``sample_data`` other than the MNI templates, each at its
-    own size (no padding, no cropping): ``(training slices, XA30 T1w slices (held out), source names)``.
+    own size (no padding, no cropping): ``(training slices, XA30 T1w slices (held out), source names, the training
+    slices' scans)`` (the scans as :class:`medgan.ScanRef`: ``train_detector``'s ``sources``, whose DICOM headers'
+    patient identifiers it cuts out of what the checkpoint records).
 
     Slices without structure (constant, or under 5 % of pixels above the slice median) are left out. The slices
     keep their shapes: :func:`detector_crops` gives them, and the synthetic slices, one geometry.
     """
-    train, held, names = [], [], []
+    train, held, names, refs = [], [], [], []
     for ref in medgan.discover_scans(REPO / "sample_data"):
         folder = ref.paths[0].parent.name
         if not ref.usable or folder == "mni_icbm152_2009a_sym":
@@ -215,7 +217,8 @@ def load_detector_reals() -> tuple[list[np.ndarray], list[np.ndarray], list[str]
         (held if folder == OTHER_SUBJECT.name else train).extend(keep)
         if folder != OTHER_SUBJECT.name and keep:
             names.append(f"{ref.id.rsplit('-', 1)[0]} ({len(keep)})")
-    return train, held, names
+            refs.append(ref)
+    return train, held, names, refs
 
 
 def detector_crops(
@@ -879,7 +882,7 @@ class Runner:
         # and tiled into DETECTOR_CROP crops (detector_crops). The detector trained before 2026-12-06 saw the
         # non-MNI real slices zero-padded to 155 x 192 and the synthetic ones never padded, and learned "constant
         # frame = real".
-        extra, xa30, sources = load_detector_reals()
+        extra, xa30, sources, extra_refs = load_detector_reals()
         mni_crops, _ = detector_crops(d.img(d.train), seed=0)
         other_crops, too_small = detector_crops(extra, seed=1)
         # the other scanners give far fewer crops than the 1 mm template: repeat them so that they weigh about as
@@ -901,7 +904,20 @@ class Runner:
             sys.argv[1:] if self.args.argv is None else self.args.argv
         )
         t0 = time.perf_counter()
-        ckpt = train_detector(real, fake, path, epochs=self.s.detector_epochs, seed=0, device=dev, command=command)
+        # the slices are plain arrays (crops): the scans they came from are named, so that the patient identifiers
+        # their DICOM headers hold are cut out of the name and command the checkpoint records. The synthetic class
+        # comes from the training subject's label maps: its files are sources too
+        subject_files = [str((CONFIG.parent / v).resolve()) for s in d.config["data"]["train"] for v in s.values()]
+        ckpt = train_detector(
+            real,
+            fake,
+            path,
+            epochs=self.s.detector_epochs,
+            seed=0,
+            device=dev,
+            command=command,
+            sources=[*subject_files, *extra_refs],
+        )
         self.timings["detector training"] = time.perf_counter() - t0
         det = SyntheticDetector(ckpt, device=dev)
 

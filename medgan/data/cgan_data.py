@@ -39,6 +39,7 @@ from medgan.io.scan import derived_hint, label_map_reason, provenance_records
 
 __all__ = [
     "load_pairs",
+    "shown_name",
     "split_slices",
     "slice_normal",
     "synthetic_hint",
@@ -90,7 +91,9 @@ def load_pairs(
         orientation_code`), ``synthetic`` (:func:`synthetic_hint` of the image, or ``None``), ``derived``
         (:func:`medgan.io.scan.derived_hint` of the image, or ``None``) and ``tissue_map_hint``
         (:func:`medgan.data.patches.tissue_map_hint` of the image, or ``None``): the caller warns about those three;
-        ``identifiers`` (:func:`medgan.data.patches.source_identifiers` of a DICOM image, else empty).
+        ``identifiers`` (:func:`medgan.data.patches.source_identifiers` of a DICOM image and of a DICOM label,
+        GM or WM map, else empty): cut out of the subject's paths wherever a message, a warning or a metrics row
+        names the subject (:func:`shown_name`), as out of the ones its own errors here name.
 
     Raises
     ------
@@ -108,6 +111,7 @@ def load_pairs(
     from medgan.data.labels import tissue_labels
     from medgan.data.patches import source_identifiers, tissue_map_hint
     from medgan.io.discover import first_tie, identity_keys, same_voxels
+    from medgan.io.identifiers import merge_identifiers, remove_identifiers_from_path
     from medgan.io.scan import orientation_code
 
     pairs = []
@@ -118,15 +122,20 @@ def load_pairs(
     for index, subject in enumerate(subjects):
         name = str(subject["image"])
         image = _load_one(subject, "image", index)
+        # a DICOM subject's patient identifiers (its header; a NIfTI file has none), read before any check: sites name
+        # folders after patients (Doe^Jane_MRN-4711/T1), and every message below names the subject's paths cleaned of
+        # them (``shown``), as the export cuts them out of the names it records; another subject's are never used
+        ids = source_identifiers(subject["image"]) if image.meta.get("dicom") else {}
+        shown = remove_identifiers_from_path(name, ids)
         if image.shape[0] != 1 or image.ndim != 4:
-            raise MedganError(f"{name}: expected a single-channel 3-D image, got shape {tuple(image.shape)}")
+            raise MedganError(f"{shown}: expected a single-channel 3-D image, got shape {tuple(image.shape)}")
         # each subject's validation slab is held out of its own training slices only: the same image listed twice
         # (another path, a link, a copy of its DICOM series) trained on one copy's validation slab through the other
         keys = identity_keys([str(subject["image"])], image.meta.get("series_uid"))
         tie = first_tie(keys, seen)
         if tie is not None:
             raise MedganError(
-                f"{name}: {tie[0]} the training subject {tie[1]}; list each subject once (its validation "
+                f"{shown}: {tie[0]} the training subject {tie[1]}; list each subject once (its validation "
                 "slices would be trained on through the other copy)"
             )
         # another tool's conversion of a subject's series (dcm2niix) has none of those keys but its voxels: compared
@@ -138,33 +147,40 @@ def load_pairs(
                 prior = MetaTensor(torch.from_numpy(earlier["image"]), affine=torch.from_numpy(earlier["affine"]))
                 if same_voxels(image, prior):
                     raise MedganError(
-                        f"{name}: has the same voxels as the training subject {earlier['name']} (one scan, e.g. a "
+                        f"{shown}: has the same voxels as the training subject {shown_name(earlier)} (one scan, e.g. a "
                         "conversion of it by another tool); list each subject once (its validation slices would "
                         "be trained on through the other copy)"
                     )
-        seen.update(dict.fromkeys(keys, name))
-        # a DICOM subject's patient identifiers (its header; a NIfTI file has none): cut out of the subject's folder
-        # names where a ConfigError lists them (slice_normal), as the export cuts them out of the names it records
-        ids = source_identifiers(subject["image"]) if image.meta.get("dicom") else {}
-        _check_modality(image, name, modality)
-        _refuse_label_map_image(image, name, label_values)
+        # the message of a later duplicate names this subject as shown here, cleaned of this subject's identifiers
+        seen.update(dict.fromkeys(keys, shown))
+        _check_modality(image, shown, modality)
+        _refuse_label_map_image(image, shown, label_values)
         if "labels" in subject:
             labels = _load_one(subject, "labels", index)
-            label_name = str(subject["labels"])
-            desc = os.path.basename(label_name)
+            # a DICOM label map (a SEG series) is the subject's patient's too: its header's identifiers are cut as well
+            if labels.meta.get("dicom"):
+                ids = merge_identifiers(ids, source_identifiers(subject["labels"]))
+                shown = remove_identifiers_from_path(name, ids)
+            label_name = remove_identifiers_from_path(str(subject["labels"]), ids)
+            desc = os.path.basename(str(subject["labels"]))
             # the rule Synthesizer applies to the same file: a map declaring 2 = white matter trained a model that
             # called it grey matter, and that model then refused its own training map
             check_declared_labels(labels.meta, names, name=label_name, whose="the model train-cgan trains")
         else:
             gm, wm = _load_one(subject, "gm", index), _load_one(subject, "wm", index)
+            maps = [source_identifiers(subject[k]) for k, m in (("gm", gm), ("wm", wm)) if m.meta.get("dicom")]
+            if maps:
+                ids = merge_identifiers(ids, *maps)
+                shown = remove_identifiers_from_path(name, ids)
             # each map against the image first, by file: tissue_labels' own shape check names neither the files
             # nor the subject ("the GM, WM (and T1) maps must share one shape")
             for key, prob in (("gm", gm), ("wm", wm)):
-                _check_grid(prob, image, f"{subject[key]}", name, what=f"{key.upper()} probability map")
+                where = remove_identifiers_from_path(str(subject[key]), ids)
+                _check_grid(prob, image, where, shown, what=f"{key.upper()} probability map")
             labels = tissue_labels(gm, wm, t1=image)
-            label_name = f"tissue_labels({subject['gm']}, {subject['wm']})"
+            label_name = remove_identifiers_from_path(f"tissue_labels({subject['gm']}, {subject['wm']})", ids)
             desc = f"tissue_labels({os.path.basename(subject['gm'])}, {os.path.basename(subject['wm'])}, t1=image)"
-        _check_grid(labels, image, label_name, name, what="label map")
+        _check_grid(labels, image, label_name, shown, what="label map")
         lab = labels.as_tensor().numpy().astype(np.float32)
         bad = ~np.isfinite(lab) | (lab != np.round(lab))
         if bad.any():  # e.g. a map resampled with linear interpolation: int() would truncate 2.5 to a known 2
@@ -193,6 +209,31 @@ def load_pairs(
             }
         )
     return pairs
+
+
+def shown_name(pair: Mapping[str, Any]) -> str:
+    """A subject's name (its image path) as messages, warnings and metrics rows print it: cleaned of the subject's own
+    patient identifiers.
+
+    Sites name folders after patients (``Doe^Jane_MRN-4711/T1``), and the log, errors and ``metrics.jsonl`` are
+    shared as the export is: each path component is cleaned of the words of the subject's ``identifiers``
+    (:func:`medgan.io.identifiers.remove_identifiers_from_path`, a component of identifiers only reading
+    ``<removed>``); another subject's identifiers are never used.
+
+    Parameters
+    ----------
+    pair
+        A subject of :func:`load_pairs` (its ``name`` and ``identifiers``; a pair without ``identifiers``, made by
+        hand, is named as it is).
+
+    Returns
+    -------
+    str
+        The cleaned path.
+    """
+    from medgan.io.identifiers import remove_identifiers_from_path
+
+    return remove_identifiers_from_path(str(pair["name"]), pair.get("identifiers") or {})
 
 
 def _load_one(subject: Mapping[str, str], key: str, index: int) -> Any:
@@ -322,8 +363,6 @@ def slice_normal(pairs: Sequence[Mapping[str, Any]], axis: int, *, directed: boo
     medgan.errors.ConfigError
         Naming every subject with its orientation and plane, and how to reorient one.
     """
-    from medgan.io.identifiers import remove_identifiers_from_path
-
     known = [(p, p["orientation"][axis]) for p in pairs if p.get("orientation")]
     if not known:
         return None
@@ -333,8 +372,7 @@ def slice_normal(pairs: Sequence[Mapping[str, Any]], axis: int, *, directed: boo
         # each subject by its file or folder name, cleaned of its own patient identifiers (a DICOM series' folder is
         # often named after the patient)
         listing = "; ".join(
-            f"{remove_identifiers_from_path(os.path.basename(p['name']), p.get('identifiers') or {})}: "
-            f"{p['orientation']}, axis {axis} runs to {letter} ({PLANES[letter]})"
+            f"{os.path.basename(shown_name(p))}: {p['orientation']}, axis {axis} runs to {letter} ({PLANES[letter]})"
             for p, letter in known
         )
         what = "plane and direction" if directed else "plane"
@@ -609,7 +647,7 @@ class PairSampler:
             sizes = [spatial[a] for a in self.in_plane] if self.dims == 2 else list(spatial)
             if any(p > s for p, s in zip(self.patch, sizes, strict=True)):
                 raise MedganError(
-                    f"{pair['name']}: {'slices' if self.dims == 2 else 'volume'} of shape {tuple(sizes)} are smaller "
+                    f"{shown_name(pair)}: {'slices' if self.dims == 2 else 'volume'} of shape {tuple(sizes)} are smaller "
                     f"than train.patch_size {self.patch}"
                 )
             if self.dims == 2:
@@ -619,10 +657,10 @@ class PairSampler:
                 allowed = [s for s in range(spatial[self.axis] - p + 1) if all(k in keep for k in range(s, s + p))]
             if not allowed:
                 if self.dims == 2:
-                    raise MedganError(f"{pair['name']}: no training slice")
+                    raise MedganError(f"{shown_name(pair)}: no training slice")
                 longest = max(len(run) for run in _runs(sorted(int(k) for k in train)))
                 raise MedganError(
-                    f"{pair['name']}: no training slab fits: a 3-D patch needs {p} consecutive training slices "
+                    f"{shown_name(pair)}: no training slab fits: a 3-D patch needs {p} consecutive training slices "
                     f"along axis {self.axis} (train.patch_size {self.patch}), the longest run outside the held-out "
                     f"slab and its gap is {longest}; lower train.patch_size, data.val_fraction or data.val_gap"
                 )
@@ -711,7 +749,7 @@ def validation_items(
             for k in pick:
                 items.append(
                     {
-                        "name": f"{os.path.basename(pair['name'])}#slice{k}",
+                        "name": f"{os.path.basename(shown_name(pair))}#slice{k}",
                         "image": np.take(pair["image"], k, axis=1 + slice_axis),
                         "labels": np.take(pair["labels"], k, axis=1 + slice_axis),
                         "position": k / max(n - 1, 1),
@@ -721,7 +759,7 @@ def validation_items(
             idx = np.asarray(val)
             items.append(
                 {
-                    "name": f"{os.path.basename(pair['name'])}#slices{val[0]}-{val[-1]}",
+                    "name": f"{os.path.basename(shown_name(pair))}#slices{val[0]}-{val[-1]}",
                     "image": np.take(pair["image"], idx, axis=1 + slice_axis),
                     "labels": np.take(pair["labels"], idx, axis=1 + slice_axis),
                     "position": 0.0,

@@ -72,7 +72,7 @@ from medgan.io.atomic import os_error_reason
 from medgan.io.dicom_values import header_value
 from medgan.io.digest import file_sha256
 from medgan.io.gc_pause import paused_gc
-from medgan.io.identifiers import identifying_words, remove_identifiers
+from medgan.io.identifiers import identifying_words, remove_identifiers, remove_identifiers_from_path
 from medgan.io.nifti import (
     SIDECAR_SOURCE_KEY,
     inspect_nifti,
@@ -1107,7 +1107,13 @@ def _copy_ref(copy: _Group, primary: _Group, primary_id: str, root: Path) -> Sca
     """An unusable ScanRef for a copy of a series found elsewhere, so one scan is not processed twice."""
     n, total = len(copy.paths), len(primary.paths)
     what = "a copy" if n == total else f"a partial copy ({n} of {total} files)"
-    where = _rel(primary.paths[0].parent, root)
+    # the original series' folder, cleaned of that series' own patient identifiers (from its first file's header, the
+    # one its id is cleaned with): sites name folders after patients (Doe^Jane_MRN-4711/T1), and this reason is
+    # printed by `medgan info`, listed by batch runs and raised by the loader
+    shown = min(range(len(primary.paths)), key=lambda i: str(primary.paths[i]))
+    where = remove_identifiers_from_path(
+        _rel(primary.paths[shown].parent, root), identifying_words(primary.headers[shown])
+    )
     first = copy.headers[0]
     identifiers = identifying_words(first)
     description = _description(first, identifiers)

@@ -144,7 +144,14 @@ class CGANTrainer(Trainer):
 
     # ------------------------------------------------------------------ setup
     def build(self) -> None:
-        from medgan.data.cgan_data import PairSampler, load_pairs, slice_normal, split_slices, validation_items
+        from medgan.data.cgan_data import (
+            PairSampler,
+            load_pairs,
+            shown_name,
+            slice_normal,
+            split_slices,
+            validation_items,
+        )
         from medgan.data.labels import TISSUE_LABELS
         from medgan.models.registry import build_cgan_discriminator, build_cgan_generator
 
@@ -191,7 +198,8 @@ class CGANTrainer(Trainer):
                 min_foreground=data["min_foreground"],
                 val_fraction=data["val_fraction"],
                 val_gap=data["val_gap"],
-                name=p["name"],
+                # its errors name the subject cleaned of its own patient identifiers (folders named after patients)
+                name=shown_name(p),
             )
             for p in self.pairs
         ]
@@ -204,7 +212,7 @@ class CGANTrainer(Trainer):
                 "exported model holds the first one's (%s), so its synthetic images come back in that subject's "
                 "intensity units",
                 len(norms),
-                os.path.basename(self.pairs[0]["name"]),
+                os.path.basename(shown_name(self.pairs[0])),
             )
         # label values the training slices hold: the model is exported as knowing every value of TISSUE_LABELS, and
         # Synthesizer accepts them all, but a value that never occurs in training (e.g. background in a crop inside
@@ -266,7 +274,10 @@ class CGANTrainer(Trainer):
         but the model then learns a probability map's or a generator's output as "the image"; the export records
         each subject's ``synthetic`` mark and ``orientation``.
         """
-        unknown = [p["name"] for p in self.pairs if not p.get("orientation")]
+        from medgan.data.cgan_data import shown_name
+
+        # each subject named by its path cleaned of its own patient identifiers (sites name folders after patients)
+        unknown = [shown_name(p) for p in self.pairs if not p.get("orientation")]
         if unknown:
             logger.warning(
                 "data.train: the voxel orientation of %s is unknown (degenerate affine): its slice plane along "
@@ -280,7 +291,7 @@ class CGANTrainer(Trainer):
                     "data.train[%d].image: %s looks like a tissue probability map, not an intensity scan (%s), and "
                     "the model learns to synthesise it; give the scan (e.g. the T1) as image: and the maps as gm:/wm:",
                     i,
-                    pair["name"],
+                    shown_name(pair),
                     pair["tissue_map_hint"],
                 )
             if pair.get("synthetic"):
@@ -288,7 +299,7 @@ class CGANTrainer(Trainer):
                     "data.train[%d].image: %s is synthetic (%s), and the model learns its generator's images as if "
                     "they were real; the exported model records it (training_data.subjects[%d].synthetic)",
                     i,
-                    pair["name"],
+                    shown_name(pair),
                     pair["synthetic"],
                     i,
                 )
@@ -298,7 +309,7 @@ class CGANTrainer(Trainer):
                     "step's blur or guess as the image; the exported model records it (training_data.subjects[%d]."
                     "derived)",
                     i,
-                    pair["name"],
+                    shown_name(pair),
                     pair["derived"],
                     i,
                 )

@@ -704,8 +704,16 @@ def _check_paths(cfg: dict[str, Any], src: str) -> None:
         for t in train:
             # the same file, or one inside (or containing) a training folder: not held out
             if val == t or t in val.parents or val in t.parents:
+                from medgan.data.patches import source_identifiers
+                from medgan.io.identifiers import merge_identifiers, remove_identifiers_from_path
+
+                # sites name folders after patients: both paths are printed cleaned of the identifiers of the scan's
+                # own DICOM header (the same scan, or one inside the other: one patient's), read only to say this
+                ids = merge_identifiers(source_identifiers(str(v)), source_identifiers(str(t)))
+                shown_v, shown_t = (remove_identifiers_from_path(str(x), ids) for x in (v, t))
                 raise ConfigError(
-                    f"{src}: data.val[{i}]: {v} is also in data.train ({t}); validation scans must be held out"
+                    f"{src}: data.val[{i}]: {shown_v} is also in data.train ({shown_t}); validation scans must be "
+                    "held out"
                 )
 
 
