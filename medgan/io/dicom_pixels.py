@@ -11,6 +11,7 @@ which writes blocks of planes into the slice-last output (:class:`_Stager`).
 from __future__ import annotations
 
 import copy
+import logging
 import struct
 from collections import deque
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from medgan.errors import MissingDecoderError, ScanReadError
 from medgan.io.dicom_codecs import plugin_for
 from medgan.io.dicom_frames import NATIVE_SYNTAXES, FileInfo, file_signature, quiet_pydicom, read_dicom_file
 from medgan.io.scan import make_scan
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch / MONAI take seconds to import; make_scan loads them only when a scan is built
     from monai.data import MetaTensor
@@ -355,6 +358,48 @@ class _Stager:
             self._flush(volume, b)
 
 
+#: Integers of larger magnitude are not all held exactly by float32 (24-bit significand), medgan's voxel type
+_FLOAT32_EXACT = 2**24
+
+
+class _Rounding:
+    """Count the pixels float32 changes: stored integers of 32 or 64 bits (after the rescale) of magnitude 2**24
+    and above, as :func:`medgan.io.nifti._float32_rounding` counts a NIfTI file's.
+
+    Why: the output is float32, which rounds such values to even steps (uint32 16777217 -> 16777216) without a
+    sign; NIfTI loading warns for it with a count, and a DICOM series holding the same values must not be silent.
+    8/16-bit planes are skipped without a pass (float32 holds every value, rescaled or not, up to 2**24).
+    """
+
+    def __init__(self) -> None:
+        self.changed = 0
+        self.worst = 0.0
+        self.example = (0.0, 0.0)
+
+    def add(self, img: np.ndarray, slope: float, intercept: float) -> None:
+        """Count the changed pixels of one stored plane ``img`` (any layout) as it is rescaled to float32."""
+        if img.dtype.kind not in "iu" or img.dtype.itemsize < 4:
+            return
+        # float64 holds 32-bit integers exactly; the float32 value is the one the output gets (the stager rounds
+        # the same float64 product, or casts the integer, once)
+        exact = img.astype(np.float64)
+        if slope != 1.0 or intercept != 0.0:
+            exact = exact * np.float64(slope) + np.float64(intercept)
+        big = exact[np.abs(exact) >= _FLOAT32_EXACT]
+        if not big.size:
+            return
+        got = big.astype(np.float32).astype(np.float64)
+        differ = got != big
+        n = int(np.count_nonzero(differ))
+        if not n:
+            return
+        if not self.changed:
+            first = int(np.argmax(differ))
+            self.example = (float(big[first]), float(got[first]))
+        self.changed += n
+        self.worst = max(self.worst, float(np.max(np.abs(got - big))))
+
+
 #: Files decoded ahead of the one being assembled, per decoding thread.
 _PREFETCH_PER_THREAD = 2
 
@@ -435,6 +480,7 @@ def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
     check_total(plan.source, plan.shape)
     out = np.empty((plan.shape[0], plan.shape[1], plan.shape[2], plan.n_slices), dtype=np.float32)
     stager = _Stager(out)
+    rounding = _Rounding()
     needed: dict[int, list[int]] = {}
     for p, (file_no, *_rest) in enumerate(plan.planes):
         needed.setdefault(file_no, []).append(p)
@@ -455,6 +501,7 @@ def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
                 if info.palette is not None:  # indices -> (rows, cols, 3) RGB (slope 1, intercept 0 too)
                     lut_first, lut = info.palette
                     img = lut[np.clip(img[..., 0].astype(np.int64) - lut_first, 0, len(lut) - 1)]
+                rounding.add(img, slope, intercept)
                 if plan.samples > 1:
                     values = img.transpose(1, 0, 2)  # (rows, cols, s) -> (X=cols, Y=rows, s)
                     if slope != 1.0 or intercept != 0.0:
@@ -478,4 +525,9 @@ def read_dicom_series(plan: DicomSeriesPlan) -> MetaTensor:
     if plan.provenance is not None:  # a series medgan wrote: its provenance, e.g. that the pixels are synthetic
         meta["medgan"] = copy.deepcopy(plan.provenance)
     meta.update(copy.deepcopy(plan.records))  # and how it was made, e.g. a degraded LR scan's meta["degradation"]
+    if rounding.changed:
+        from medgan.io.nifti import check_float32_rounding
+
+        # the NIfTI reader's check and wording: a label map (modality SEG) is refused, an image warned about once
+        check_float32_rounding(plan.source, meta, rounding.changed, rounding.worst, rounding.example, log=logger)
     return make_scan(out, plan.affine, meta)

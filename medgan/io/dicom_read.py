@@ -230,7 +230,7 @@ def _read_header(path: str) -> pydicom.Dataset:
     try:
         ds, stopped, total = parse_dicom_file(path, defer_size="1 KB")
     except pydicom.errors.InvalidDicomError:
-        return _read_without_preamble(path, size)
+        return _read_without_preamble(path)
     except ScanReadError:  # a deflated file that inflates past the bound: its own message says so
         raise
     except OSError as exc:
@@ -242,11 +242,11 @@ def _read_header(path: str) -> pydicom.Dataset:
         raise ScanReadError(f"{path}: cannot be opened ({os_error_reason(exc)})") from None
     except Exception as exc:  # pydicom raises assorted errors on damaged headers
         raise ScanReadError(f"{path}: DICOM header is truncated or corrupt ({type(exc).__name__})") from None
-    _check_complete(ds, path, size, stopped, total)
+    _check_complete(ds, path, stopped, total)
     return ds
 
 
-def _check_complete(ds: pydicom.Dataset, path: str, size: int, stopped: int, total: int) -> None:
+def _check_complete(ds: pydicom.Dataset, path: str, stopped: int, total: int) -> None:
     """Refuse a dataset that pydicom cut short at the end of the file (it only warns).
 
     ``stopped`` / ``total``: where pydicom's parse stopped, and the bytes it parsed (:func:`parse_dicom_file`). This
@@ -270,7 +270,11 @@ def _check_complete(ds: pydicom.Dataset, path: str, size: int, stopped: int, tot
         return  # truncated pixel data is reported, with sizes, when the series is planned
     raw = ds.get_item(last_tag, keep_deferred=True)
     tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-    if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size:
+    # against ``total``, not the file's size: a deflated file's value positions are offsets in its inflated
+    # dataset, which is longer than the compressed file, so an element after the pixel data (GE's trailing
+    # padding, FFFC,FFFC) ended past the file's size and a complete file was refused as truncated. For any other
+    # file ``total`` is the file's size. (A deflated file cut short fails to inflate and is refused before this.)
+    if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > total:
         raise ScanReadError(f"{path}: DICOM header is truncated (the file ends inside element {last_tag})")
 
 
@@ -315,7 +319,7 @@ def picture_format(path: str | Path) -> str | None:
     return next((name for magic, name in _PICTURE_MAGIC if head.startswith(magic)), None)
 
 
-def _read_without_preamble(path: str, size: int) -> pydicom.Dataset:
+def _read_without_preamble(path: str) -> pydicom.Dataset:
     """Accept headerless (no 128-byte preamble) DICOM only when it looks like an image or has a SOP class."""
     if not may_be_dicom(path):
         picture = picture_format(path)
@@ -333,7 +337,7 @@ def _read_without_preamble(path: str, size: int) -> pydicom.Dataset:
         ok = False
     if not ok:
         raise ScanReadError(f"{path}: not a DICOM file (no DICM marker and no recognisable DICOM header)")
-    _check_complete(ds, path, size, stopped, total)
+    _check_complete(ds, path, stopped, total)
     return ds
 
 
@@ -565,7 +569,9 @@ def _check_shear(
     return [
         f"gantry tilt / sheared grid: slice positions drift {in_plane[k]:.2f} mm within the image plane over "
         f"{abs(through[k]):.2f} mm along the slice normal (about {angle:.1f} degrees{where}); the slices are not "
-        "stacked perpendicular to the image plane"
+        "stacked perpendicular to the image plane; to load it, resample it to an untilted grid first with a tool "
+        "that corrects the tilt, e.g. `dcm2niix` (which writes the corrected volume as a file ending `_Tilt_1.nii`), "
+        "and give medgan that NIfTI file"
     ]
 
 
@@ -893,11 +899,25 @@ def _plan(headers: list[pydicom.Dataset], source: str) -> DicomSeriesPlan:
     echoes = sorted({e for e in table.echo}, key=str)
     if len(echoes) > 1:
         tes = sorted({e[1] for e in echoes if e[1] is not None})
-        raise _geometry_error(
-            source,
-            f"holds {len(echoes)} echoes (echo times {', '.join(f'{t:g}' for t in tes)} ms); load one echo at a time "
-            "(the series must be split by echo first)",
-        )
+        held = f"holds {len(echoes)} echoes (echo times {', '.join(f'{t:g}' for t in tes)} ms)"
+        per_file: dict[int, set] = {}
+        for f, e in zip(table.file_index, table.echo, strict=True):
+            per_file.setdefault(f, set()).add(e)
+        if any(len(e) > 1 for e in per_file.values()):
+            # one (enhanced) multi-frame file holding several echoes: discovery splits series by file, so medgan
+            # offers no way to pick an echo inside it; "split by echo first" named no way to do it
+            remedy = (
+                " in one multi-frame file, which medgan cannot split by echo: export the series as classic "
+                "single-frame DICOM (medgan splits those by echo: pick one with --series ID) or convert each echo to "
+                "its own NIfTI file (e.g. `dcm2niix`, which names them `_e1`, `_e2`, ...), and load one echo"
+            )
+        else:
+            # classic files: discovery of their folder lists each echo (echo number, echo time) as its own series
+            remedy = (
+                "; load one echo at a time: pass the folder and pick one echo's series with --series ID (Python: "
+                "series=), or pass only that echo's files"
+            )
+        raise _geometry_error(source, held + remedy)
 
     normal = np.cross(row_dir, col_dir)
     positions = np.stack(table.ipp)

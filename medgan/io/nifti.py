@@ -135,7 +135,8 @@ class NiftiInfo:
         ``True`` for gzip-compressed files.
     notes
         What :func:`read_nifti` warns about the header's geometry: a ``sform_code`` / ``qform_code`` that is no
-        NIfTI code (that transform is ignored, as by nibabel), or no declared orientation (both codes 0).
+        NIfTI code (that transform is ignored, as by nibabel), no declared orientation (both codes 0), or a spatial
+        unit of metres or microns (rescaled to mm).
     """
 
     path: Path
@@ -332,6 +333,8 @@ def _is_marked_2d(header: Any, stored: tuple[int, ...]) -> bool:
 #: Millimetres per unit of a NIfTI ``xyzt_units`` space code (NIFTI_UNITS_METER 1, _MM 2, _MICRON 3); unknown (0)
 #: is taken as mm, as by every tool.
 _SPACE_UNIT_MM = {1: 1000.0, 2: 1.0, 3: 0.001}
+#: The space codes that :func:`_best_affine_mm` rescales, named for its warning
+_SPACE_UNIT_NAMES = {1: "metres (NIFTI_UNITS_METER)", 3: "microns (NIFTI_UNITS_MICRON)"}
 
 
 #: NIfTI ``xyzt_units`` time codes (bits 3-5) by nibabel's unit names.
@@ -400,7 +403,16 @@ def _best_affine_mm(header: Any) -> tuple[np.ndarray, str, tuple[str, ...]]:
     if source == "pixdim":
         notes.append(_NO_ORIENTATION)
     affine = np.array(fixed.get_best_affine(), dtype=np.float64)
-    affine[:3] *= _SPACE_UNIT_MM.get(int(header["xyzt_units"]) & 0x07, 1.0)
+    unit = int(header["xyzt_units"]) & 0x07
+    affine[:3] *= _SPACE_UNIT_MM.get(unit, 1.0)
+    if unit in _SPACE_UNIT_NAMES:
+        # said, not silent: nibabel and tools that ignore xyzt_units read the same file 1000x larger or smaller, so
+        # a user comparing medgan's spacing with theirs must learn where the factor comes from
+        notes.append(
+            f"xyzt_units declares the spatial unit {_SPACE_UNIT_NAMES[unit]}: the voxel-to-world transform and "
+            f"spacing are converted to mm (multiplied by {_SPACE_UNIT_MM[unit]:g}), as ITK reads the file; nibabel, "
+            "which ignores xyzt_units, reads them unscaled"
+        )
     return affine, source, tuple(notes)
 
 
@@ -933,9 +945,37 @@ def read_nifti_sidecar(path: str | Path, *, descrip: str | None = None) -> dict[
     return out
 
 
-def _check_rounding(path: Path, meta: dict[str, Any], changed: int, worst: float, example: tuple[float, float]) -> None:
+def check_float32_rounding(
+    path: str | Path,
+    meta: Mapping[str, Any],
+    changed: int,
+    worst: float,
+    example: tuple[float, float],
+    *,
+    log: logging.Logger = logger,
+) -> None:
     """Refuse a label map whose labels float32 would change (:func:`_float32_rounding`): two labels would become
-    one, silently; warn (once per file) that an intensity image's large integers are rounded."""
+    one, silently; warn (once per file) that an intensity image's large integers are rounded.
+
+    Shared with the DICOM reader (:func:`medgan.io.dicom_pixels.read_dicom_series`), so that a 32-bit DICOM series
+    and a 32-bit NIfTI file holding the same values are treated, and worded, the same.
+
+    Parameters
+    ----------
+    path
+        The file or series folder, for the messages.
+    meta
+        The scan's metadata (:func:`medgan.io.scan.label_map_reason` decides whether it is a label map).
+    changed, worst, example
+        How many voxels float32 changed, the largest change, and one ``(exact value, float32 value)`` pair.
+    log
+        The logger to warn on (the reading module's).
+
+    Raises
+    ------
+    ScanReadError
+        For a label map with changed voxels.
+    """
     if not changed:
         return
     why = label_map_reason(meta)
@@ -946,7 +986,7 @@ def _check_rounding(path: Path, meta: dict[str, Any], changed: int, worst: float
             f"become {example[1]:.0f}); renumber the labels below 16777216 first"
         )
     warn_once(
-        logger,
+        log,
         ("float32 rounding", str(path)),
         "%s: %d voxels hold integers of magnitude 2**24 = 16777216 or more, which float32, medgan's voxel type, "
         "cannot hold exactly: they are rounded to the nearest float32 value (by up to %g)",
@@ -992,8 +1032,9 @@ def read_nifti(path: str | Path) -> MetaTensor:
     Notes
     -----
     Logs a WARNING (once per file and process) for a header that declares no orientation (``sform_code`` and
-    ``qform_code`` 0: nibabel's LAS assumption, which ITK-based tools read as LPS) and for a transform code that is
-    no NIfTI code (that transform is ignored, as by nibabel).
+    ``qform_code`` 0: nibabel's LAS assumption, which ITK-based tools read as LPS), for a transform code that is
+    no NIfTI code (that transform is ignored, as by nibabel) and for ``xyzt_units`` in metres or microns (the
+    affine and spacing are converted to mm, naming the factor).
     """
     info = inspect_nifti(path)
     for note in info.notes:  # once per file: training reads a scan again every epoch
@@ -1032,7 +1073,7 @@ def _read_nifti(info: NiftiInfo) -> MetaTensor:
         },
         **read_nifti_sidecar(info.path, descrip=descrip),
     }
-    _check_rounding(info.path, meta, *rounded)
+    check_float32_rounding(info.path, meta, *rounded)
     scan = make_scan(data, info.affine, meta)
     if tuple(scan.shape) != info.shape:  # defensive: the layout above must match inspect_nifti
         raise ScanReadError(f"{info.path}: unexpected voxel layout {tuple(scan.shape)} (expected {info.shape})")
