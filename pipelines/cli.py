@@ -10,17 +10,66 @@ wires them together and turns user errors into one clear line and an exit code:
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import os
-import select
+import signal
 import sys
+from pathlib import Path
+from typing import Any
 
-from medgan import __version__
-from medgan.errors import MedganError
-from pipelines.batch.logging import OWN_LOGGERS
-from pipelines.commands._outputs import EscapingFormatter
+#: Ctrl-C (SIGINT) and SIGTERM that arrived while the command was still starting (:func:`_hold_early_signals`)
+_EARLY_SIGNALS: list[int] = []
+#: the handlers :func:`_hold_early_signals` replaced, put back by :func:`_release_early_signals`
+_EARLY_PREVIOUS: dict[int, Any] = {}
+
+
+def _hold_early_signal(signum: int, frame: Any) -> None:
+    _EARLY_SIGNALS.append(signum)
+
+
+def _started_as_command() -> bool:
+    """Whether this process is the ``medgan`` command: its console script, ``python -m medgan`` (also what
+    torchrun starts per rank) or ``python -m pipelines.cli``; not a Python program that imports this module."""
+    if __name__ == "__main__":
+        return True
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None and spec.name == "medgan.__main__":
+        return True
+    file = getattr(main_module, "__file__", None)
+    return isinstance(file, str) and Path(file).name in ("medgan", "medgan-script.py")
+
+
+def _hold_early_signals() -> None:
+    """Hold Ctrl-C and SIGTERM from now until :func:`main` knows the command and can stop it cleanly.
+
+    The imports below and the parsing of the command line (which imports numpy, pydicom and Pillow for
+    ``--workers``) take 0.1 to 0.6 s: a Ctrl-C then printed a 100-line ``KeyboardInterrupt`` traceback and the
+    process died by SIGINT (status -2, 130 + 2 in a shell), and a SIGTERM (Slurm, ``docker stop``) killed it by
+    SIGTERM, not the documented exit 130 with ``medgan batch: interrupted``. Held here, such a signal is acted on
+    by :func:`_release_early_signals` as the command would have acted on it a moment later. Only in the
+    ``medgan`` process itself, and only for a signal still at Python's default (one ignored, as by a shell
+    starting a background job, stays ignored): a program importing this module keeps its own handling.
+    """
+    if not _started_as_command():
+        return
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for signum, default in defaults.items():
+        if signal.getsignal(signum) is default:
+            _EARLY_PREVIOUS[signum] = signal.signal(signum, _hold_early_signal)
+
+
+_hold_early_signals()  # before the imports below: they are what takes the time
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+
+from medgan import __version__  # noqa: E402
+from medgan.errors import MedganError  # noqa: E402
+from pipelines.batch.logging import OWN_LOGGERS  # noqa: E402
+from pipelines.commands._outputs import EscapingFormatter  # noqa: E402
+from pipelines.commands._signals import SIGTERM_MESSAGE  # noqa: E402
 
 #: sub-command modules, in the order ``medgan --help`` lists them
 COMMAND_MODULES = [
@@ -63,12 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except BaseException:  # --help, --version, a usage error: the process ends now anyway, a held signal with it
+        _release_early_signals(None)
+        raise
     # the command as typed, for the records that name it (evaluation reports, training checkpoints): sys.argv is
     # another program's when medgan runs from Python (tests, notebooks)
     args.argv = ["medgan", *(sys.argv[1:] if argv is None else [str(a) for a in argv])]
     if args.command is None:
+        _release_early_signals(None)
         parser.print_help()
         return EXIT_USAGE
     # medgan's own loggers at INFO (DEBUG with -v); other libraries' only from WARNING: torch, MONAI or Dask INFO
@@ -81,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in OWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
+        _release_early_signals(args.command)  # a Ctrl-C or SIGTERM held since start-up acts now
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a reader gone away surfaces here at the latest
         return code
@@ -100,6 +155,53 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.command in DISTRIBUTED_COMMANDS and rank not in ("", "0") and _world_size() > 1):
             print(f"medgan {args.command}: interrupted", file=sys.stderr)  # under torchrun: rank 0's line only
         return 130
+    finally:
+        _restore_sigterm()
+
+
+#: the commands that a SIGTERM stops as Ctrl-C does (exit 130; the run records what it finished): ``medgan upscale``
+#: does so on a folder tree only, and decides that later (until then SIGTERM keeps its default: the process ends)
+SIGTERM_INTERRUPTS = ("batch", "run", "train-sr", "train-cgan")
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(SIGTERM_MESSAGE)  # as pipelines.commands._signals.sigterm_interrupts raises it
+
+
+def _release_early_signals(command: str | None) -> None:
+    """Put back Python's handlers that :func:`_hold_early_signals` replaced, then act on a signal held meanwhile.
+
+    A held Ctrl-C raises ``KeyboardInterrupt`` (:func:`main` prints ``medgan COMMAND: interrupted``, exit 130). A
+    held SIGTERM raises ``KeyboardInterrupt("SIGTERM")`` for the :data:`SIGTERM_INTERRUPTS` commands, which then
+    stop on SIGTERM as on Ctrl-C until the command is done (so also before the command's own handler is in place);
+    any other command ends by SIGTERM, as its default has it (status -15, 143 in a shell). ``command`` ``None``:
+    the process is about to end (help, usage error), the handlers are put back and a held signal is dropped.
+    A no-op when nothing was held (``main`` called from Python).
+    """
+    if not _EARLY_PREVIOUS:
+        return
+    for signum, previous in _EARLY_PREVIOUS.items():
+        signal.signal(signum, previous)
+    _EARLY_PREVIOUS.clear()
+    held = list(dict.fromkeys(_EARLY_SIGNALS))
+    _EARLY_SIGNALS.clear()
+    if command is None:
+        return
+    if command in SIGTERM_INTERRUPTS and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if not held:
+        return
+    if held[0] == signal.SIGINT:
+        raise KeyboardInterrupt
+    if command in SIGTERM_INTERRUPTS:
+        raise KeyboardInterrupt(SIGTERM_MESSAGE)
+    signal.raise_signal(signal.SIGTERM)  # the default, put back above: the process ends here
+
+
+def _restore_sigterm() -> None:
+    """SIGTERM back to its default once the command is done, if :func:`_release_early_signals` had made it raise."""
+    if signal.getsignal(signal.SIGTERM) is _sigterm_as_interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 #: the commands ``torchrun`` starts on every rank

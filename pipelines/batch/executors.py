@@ -389,10 +389,15 @@ def _pool(
 
 
 def _stop(pool: ProcessPoolExecutor, *, grace: float = 5.0) -> None:
-    """Stop ``pool`` now: cancel the scans not yet started and terminate its worker processes (SIGTERM, then
-    SIGKILL after ``grace`` seconds). The pool is unusable afterwards."""
+    """Stop ``pool`` now: terminate its worker processes (SIGTERM, then SIGKILL after ``grace`` seconds), then
+    cancel the scans not yet started. The pool is unusable afterwards.
+
+    The workers are gone before the pool lets go of its queues. A worker forked a moment before a Ctrl-C was
+    still unpickling its queues in the fork server's child when the shutdown (or this process's exit) unlinked
+    their semaphores: it printed a ``SemLock._rebuild`` ``FileNotFoundError`` traceback after ``interrupted``.
+    Ended first (SIGTERM: a worker has no handler for it, so it ends silently even mid-start), it prints nothing.
+    """
     processes = list((getattr(pool, "_processes", None) or {}).values())  # private, but the only handle on them
-    pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:
         with contextlib.suppress(Exception):
             proc.terminate()
@@ -403,6 +408,7 @@ def _stop(pool: ProcessPoolExecutor, *, grace: float = 5.0) -> None:
             if proc.is_alive():
                 proc.kill()
                 proc.join(1.0)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -530,8 +536,10 @@ def run_pool(
             with _running_pool(1, threads, warm, options) as pool:
                 while suspects:
                     task = suspects.popleft()
+                    with _interrupts_held():  # a worker started now is in the pool's list when _stop runs
+                        fut = pool.submit(_run_job, job, None, task, options)
                     try:
-                        row = pool.submit(_run_job, job, None, task, options).result()
+                        row = fut.result()
                     except Exception as exc:
                         crashed.append(task)
                         processes = _pool_processes(pool)
@@ -549,7 +557,10 @@ def run_pool(
                 while todo or running:
                     while todo and len(running) < 2 * workers:
                         task = todo.popleft()
-                        running[pool.submit(_run_job, job, None, task, options)] = task
+                        # submit starts the worker processes: a Ctrl-C in the middle of a start left a worker the
+                        # pool did not list, which _stop could not end (it printed a traceback after the exit)
+                        with _interrupts_held():
+                            running[pool.submit(_run_job, job, None, task, options)] = task
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     broken = False
                     for fut in done:
@@ -627,7 +638,8 @@ def run_gpu_pipeline(
             while todo or loads or saves:
                 while todo and len(loads) < workers:
                     task = todo.popleft()
-                    load = pool.submit(_stage_with_warnings, jobs.load_stage, task)  # its warnings come back
+                    with _interrupts_held():  # submit starts workers: see run_pool
+                        load = pool.submit(_stage_with_warnings, jobs.load_stage, task)  # its warnings come back
                     loads.append((task, load, time.perf_counter(), jobs._now()))
                 if not loads:
                     drain(block=True)
@@ -644,8 +656,9 @@ def run_gpu_pipeline(
                     seconds["infer"] = time.perf_counter() - t
                     seconds["_t"] = time.perf_counter()
                     header = SimpleNamespace(meta={"dicom": scan.meta.get("dicom")})  # only for redacting errors
-                    writing = pool.submit(_stage_with_warnings, save, task, result, scan, options)
-                    saves[writing] = (task, started, started_at, seconds, header)
+                    with _interrupts_held():
+                        writing = pool.submit(_stage_with_warnings, save, task, result, scan, options)
+                        saves[writing] = (task, started, started_at, seconds, header)
                 except Exception as exc:
                     row = jobs._failed(exc, task, started, seconds, (scan,))
                     row.update(worker=jobs._worker(), started=started_at)
