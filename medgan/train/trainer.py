@@ -89,7 +89,49 @@ def _source_keys(source: Any) -> set[Any]:
     return identity_keys(paths, getattr(source, "series_uid", None))
 
 
-def _check_held_out(train: list[Any], val: list[Any]) -> _SameVoxelsCheck | None:
+class _ShownNames:
+    """The names of scan sources as logs, errors and ``metrics.jsonl`` rows print them: each cleaned of its own
+    patient identifiers.
+
+    Sites name folders after patients (``Doe^Jane_MRN-4711/T1``), and the log and the errors are shared as the
+    export is: a DICOM scan's path (or ``FOLDER#ID``) is cleaned with the identifying words of that scan's own header
+    (:func:`medgan.data.patches.source_identifiers`, :func:`medgan.io.identifiers.remove_identifiers_from_path`),
+    never with another scan's. A header is read once per source and kept: every later message, the validation rows
+    and the export's identifiers (:meth:`SRTrainer._identifiers`) reuse it, so nothing is read per step.
+    """
+
+    def __init__(self) -> None:
+        #: raw source name (:func:`medgan.data.patches.source_name`) -> the identifying words of its header
+        self._ids: dict[str, dict[str, list[tuple[str, ...]]]] = {}
+
+    def identifiers(self, source: Any) -> dict[str, list[tuple[str, ...]]]:
+        """:func:`medgan.data.patches.source_identifiers` of ``source``, read the first time only."""
+        from medgan.data.patches import source_identifiers, source_name
+
+        key = source_name(source)
+        ids = self._ids.get(key)
+        if ids is None:
+            ids = self._ids[key] = source_identifiers(source)
+        return ids
+
+    def clean(self, text: str, sources: list[Any]) -> str:
+        """``text`` (a path, e.g. a config entry holding ``sources``) cleaned of the identifiers of ``sources``."""
+        from medgan.io.identifiers import merge_identifiers, remove_identifiers_from_path
+
+        return remove_identifiers_from_path(text, merge_identifiers(*(self.identifiers(s) for s in sources)))
+
+    def name(self, source: Any) -> str:
+        """:func:`medgan.data.patches.source_name` of ``source``, cleaned of its own identifiers."""
+        from medgan.data.patches import source_name
+
+        return self.clean(source_name(source), [source])
+
+    def label(self, source: Any) -> str:
+        """:func:`_scan_label` of ``source``, cleaned of its own identifiers."""
+        return self.clean(_scan_label(source), [source])
+
+
+def _check_held_out(train: list[Any], val: list[Any], names: _ShownNames) -> _SameVoxelsCheck | None:
     """Refuse a validation scan that is also a training scan once the folders are walked.
 
     The config check compares only the listed paths, so a link to a validation scan inside a training folder (or a
@@ -97,8 +139,8 @@ def _check_held_out(train: list[Any], val: list[Any]) -> _SameVoxelsCheck | None
     made from a training series) trained on the held-out scan unnoticed (:func:`medgan.io.discover.identity_keys`).
     A scan with the voxels of a training scan (another tool's conversion of it) has none of those keys: the
     returned :class:`_SameVoxelsCheck` refuses it while the training scans are loaded (``None``: nothing to check).
+    Both scans are named cleaned of their own patient identifiers (``names``).
     """
-    from medgan.data.patches import source_name
     from medgan.io.discover import first_tie
 
     if not val:  # nothing to hold out: the training files need not be read for their keys
@@ -111,10 +153,10 @@ def _check_held_out(train: list[Any], val: list[Any]) -> _SameVoxelsCheck | None
         tie = first_tie(_source_keys(v), seen)
         if tie is not None:
             raise ConfigError(
-                f"data.val: {source_name(v)} is {tie[0]} the data.train scan {source_name(tie[1])}; "
+                f"data.val: {names.name(v)} is {tie[0]} the data.train scan {names.name(tie[1])}; "
                 "validation scans must be held out"
             )
-    return _SameVoxelsCheck(train, val)
+    return _SameVoxelsCheck(train, val, names)
 
 
 def _grid(source: Any) -> tuple | None:
@@ -138,14 +180,16 @@ class _SameVoxelsCheck:
     training scan is read twice.
     """
 
-    def __init__(self, train: list[Any], val: list[Any]) -> None:
+    def __init__(self, train: list[Any], val: list[Any], names: _ShownNames) -> None:
         from medgan.data.patches import source_name
         from medgan.io.discover import grids_may_match
         from medgan.io.load import load_scan
 
         train_grids = [_grid(t) for t in train]
         val_grids = [_grid(v) for v in val]
-        self.val_names = [source_name(v) for v in val]
+        self.names = names
+        # the validation scans as the error names them, cleaned of their own patient identifiers
+        self.val_names = [names.name(v) for v in val]
         #: training scan name -> the validation scans (by position) on its grid
         self.candidates: dict[str, list[int]] = {}
         for j, gt in enumerate(train_grids):
@@ -162,11 +206,11 @@ class _SameVoxelsCheck:
         from medgan.data.patches import source_name
         from medgan.io.discover import same_voxels
 
-        name = source_name(source)
-        for i in self.candidates.get(name, ()):
+        for i in self.candidates.get(source_name(source), ()):  # looked up by raw name, as the keys were made
             if same_voxels(self.loaded[i], scan):
                 raise ConfigError(
-                    f"data.val: {self.val_names[i]} has the same voxels as the data.train scan {name} (one scan, "
+                    f"data.val: {self.val_names[i]} has the same voxels as the data.train scan "
+                    f"{self.names.name(source)} (one scan, "
                     "e.g. a conversion of it by another tool); validation scans must be held out"
                 )
 
@@ -205,7 +249,8 @@ _LIST_AT_MOST = 10
 
 
 def _scan_label(source: Any) -> str:
-    """A scan's file (its one file, or its series' folder, id and file count); never patient fields."""
+    """A scan's file (its one file, or its series' folder, id and file count); never patient fields, but its path as
+    named: printed through :meth:`_ShownNames.label`, which cleans it of the scan's own identifiers."""
     from medgan.data.patches import source_name
 
     paths = [source] if isinstance(source, str) else list(getattr(source, "paths", None) or [])
@@ -214,23 +259,25 @@ def _scan_label(source: Any) -> str:
     return f"{source_name(source)} ({len(paths)} files)"
 
 
-def _scan_list(sources: list[Any]) -> str:
-    """``"3 scan(s): a, b, c"``, naming at most :data:`_LIST_AT_MOST` (then ``"... and N more"``)."""
-    names = [_scan_label(s) for s in sources]
-    shown = ", ".join(names[:_LIST_AT_MOST])
+def _scan_list(sources: list[Any], shown: _ShownNames) -> str:
+    """``"3 scan(s): a, b, c"``, naming at most :data:`_LIST_AT_MOST` (then ``"... and N more"``), each cleaned of its
+    own patient identifiers (``shown``)."""
+    names = [shown.label(s) for s in sources]
+    listed = ", ".join(names[:_LIST_AT_MOST])
     more = f", ... and {len(names) - _LIST_AT_MOST} more" if len(names) > _LIST_AT_MOST else ""
-    return f"{len(names)} scan(s): {shown}{more}"
+    return f"{len(names)} scan(s): {listed}{more}"
 
 
-def _flagged_list(found: list[tuple[Any, str]]) -> str:
-    """``"a (why); b (why)"`` for (scan, why) pairs, sorted by name, at most :data:`_LIST_AT_MOST` of them."""
-    found = sorted(found, key=lambda f: _scan_label(f[0]))
-    listed = "; ".join(f"{_scan_label(src)} ({why})" for src, why in found[:_LIST_AT_MOST])
+def _flagged_list(found: list[tuple[Any, str]], shown: _ShownNames) -> str:
+    """``"a (why); b (why)"`` for (scan, why) pairs, sorted by name, at most :data:`_LIST_AT_MOST` of them, each
+    scan cleaned of its own patient identifiers (``shown``)."""
+    labelled = sorted(((shown.label(src), why) for src, why in found), key=lambda f: f[0])
+    listed = "; ".join(f"{label} ({why})" for label, why in labelled[:_LIST_AT_MOST])
     more = f"; ... and {len(found) - _LIST_AT_MOST} more" if len(found) > _LIST_AT_MOST else ""
     return listed + more
 
 
-def _warn_tissue_maps(key: str, found: list[tuple[Any, str]]) -> None:
+def _warn_tissue_maps(key: str, found: list[tuple[Any, str]], shown: _ShownNames) -> None:
     """One WARNING naming the scans of ``key`` that look like tissue probability maps (:func:`tissue_map_hint`).
 
     Why: a folder such as the MNI template's (t1, gm, wm) in ``data.train`` trained on the GM/WM maps as if they
@@ -243,12 +290,12 @@ def _warn_tissue_maps(key: str, found: list[tuple[Any, str]]) -> None:
         "list the scan files in %s explicitly, or move the maps out of the folder",
         key,
         len(found),
-        _flagged_list(found),
+        _flagged_list(found, shown),
         key,
     )
 
 
-def _warn_synthetic(key: str, found: list[tuple[Any, str]]) -> None:
+def _warn_synthetic(key: str, found: list[tuple[Any, str]], shown: _ShownNames) -> None:
     """One WARNING naming the scans of ``key`` that medgan marked synthetic (:func:`medgan.data.cgan_data.
     synthetic_hint`).
 
@@ -263,11 +310,11 @@ def _warn_synthetic(key: str, found: list[tuple[Any, str]]) -> None:
         "exported checkpoint records them (training_data.synthetic)",
         key,
         len(found),
-        _flagged_list(found),
+        _flagged_list(found, shown),
     )
 
 
-def _warn_derived(key: str, found: list[tuple[Any, str]]) -> None:
+def _warn_derived(key: str, found: list[tuple[Any, str]], shown: _ShownNames) -> None:
     """One WARNING naming the scans of ``key`` that medgan made from other scans (:func:`medgan.io.scan.
     derived_hint`: degraded, interpolated or upscaled).
 
@@ -287,7 +334,7 @@ def _warn_derived(key: str, found: list[tuple[Any, str]]) -> None:
             "training_data.derived)",
             key,
             len(found),
-            _flagged_list(found),
+            _flagged_list(found, shown),
         )
         return
     logger.warning(
@@ -296,7 +343,7 @@ def _warn_derived(key: str, found: list[tuple[Any, str]]) -> None:
         "detail; train on acquired scans (the exported checkpoint records these: training_data.derived)",
         key,
         len(found),
-        _flagged_list(found),
+        _flagged_list(found, shown),
     )
 
 
@@ -324,8 +371,11 @@ class SRTrainer(Trainer):
         self.p2 = self.phase_steps("phase2")
         self.dims = int(self.cfg["model"]["spatial_dims"])
         self.factor = [int(f) for f in self.cfg["model"]["factor"]]
-        #: validation scan name -> its cubic-upscaling scores (cubic_psnr, cubic_ssim), computed at the first validation
-        self._cubic: dict[str, dict[str, float]] = {}
+        #: validation scan (its position in val_scans) -> its cubic-upscaling scores (cubic_psnr, cubic_ssim),
+        #: computed at the first validation
+        self._cubic: dict[int, dict[str, float]] = {}
+        #: the scans' printed names, cleaned of their own patient identifiers (each header read once)
+        self._names = _ShownNames()
 
     def phases(self) -> list[tuple[str, int]]:
         return [("phase1", int(self.cfg["phase1"]["steps"])), ("phase2", int(self.cfg["phase2"]["steps"]))]
@@ -387,7 +437,7 @@ class SRTrainer(Trainer):
         #: the patient identifiers of the scans' DICOM headers, cut out of exported paths (:meth:`_identifiers`)
         self._export_identifiers: dict[str, list[tuple[str, ...]]] | None = None
         # validation scans the voxel check loaded are kept for _load_val (not read twice)
-        voxel_check = _check_held_out(self.sources, self.val_sources)
+        voxel_check = _check_held_out(self.sources, self.val_sources, self._names)
         self._val_loaded = voxel_check.loaded if voxel_check is not None else {}
         self.modality = self._check_modality()  # before loading: a wrong data.modality is refused at once
         tissue_maps: list[tuple[Any, str]] = []
@@ -413,9 +463,9 @@ class SRTrainer(Trainer):
         #: training scans medgan made from other scans (recorded in the export, training_data["derived"])
         self.derived_sources = [src for src, _ in derived]
         if self.info.is_main:
-            _warn_tissue_maps("data.train", tissue_maps)
-            _warn_synthetic("data.train", synthetic)
-            _warn_derived("data.train", derived)
+            _warn_tissue_maps("data.train", tissue_maps, self._names)
+            _warn_synthetic("data.train", synthetic, self._names)
+            _warn_derived("data.train", derived, self._names)
         self.sampler = PatchSampler(
             self.volumes,
             patch_size=cfg["train"]["patch_size"],
@@ -456,7 +506,8 @@ class SRTrainer(Trainer):
         for entry in entries:
             found = expand_sources([entry], skipped=skipped)
             if self.info.is_main:
-                logger.info("%s: %s: %s", key, entry, _scan_list(found))
+                # the entry (a folder named after the patient, as often as not) cleaned of its scans' identifiers
+                logger.info("%s: %s: %s", key, self._names.clean(str(entry), found), _scan_list(found, self._names))
             out.extend(found)
         return out
 
@@ -469,11 +520,11 @@ class SRTrainer(Trainer):
         modality than ``data.modality`` is now refused; with ``data.modality: unknown`` the modality every training
         scan's header names is recorded (``"unknown"`` when one names none, or they differ).
         """
-        from medgan.data.patches import source_name
         from medgan.io.nifti import modality_code
 
         said = str(self.cfg["data"]["modality"])
-        found = [(source_name(s), _header_modality(s)) for s in self.sources]
+        # each scan named cleaned of its own patient identifiers (a series folder is often named after the patient)
+        found = [(self._names.name(s), _header_modality(s)) for s in self.sources]
         if said.lower() != "unknown":
             for name, code in found:
                 if code is not None and code.upper() != said.upper():
@@ -494,7 +545,7 @@ class SRTrainer(Trainer):
         from medgan.data.cgan_data import synthetic_hint
         from medgan.data.degrade import crop_to_multiple
         from medgan.data.normalize import NormalizationError, fit_normalization
-        from medgan.data.patches import source_name, tissue_map_hint
+        from medgan.data.patches import tissue_map_hint
         from medgan.io.load import load_scan
 
         crop = self.cfg["data"]["val_crop"]
@@ -504,6 +555,9 @@ class SRTrainer(Trainer):
         derived: list[tuple[Any, str]] = []
         for i, src in enumerate(self.val_sources):
             scan = loaded[i] if i in loaded else load_scan(src)
+            # every message below, and the ``scan`` of its metrics.jsonl rows, names the scan cleaned of its own
+            # patient identifiers (its header, read once: the rows of later validations reuse this name)
+            name = self._names.name(src)
             hint = tissue_map_hint(src, scan)
             if hint is not None:
                 tissue_maps.append((src, hint))
@@ -515,10 +569,10 @@ class SRTrainer(Trainer):
                 derived.append((src, made))
             if scan.ndim - 1 < self.dims:  # a raw zip() ValueError from _full_factor before
                 raise ConfigError(
-                    f"{source_name(src)}: data.val: a {scan.ndim - 1}-D image (shape {tuple(scan.shape)}) cannot "
+                    f"{name}: data.val: a {scan.ndim - 1}-D image (shape {tuple(scan.shape)}) cannot "
                     f"validate a {self.dims}-D model; give {self.dims}-D validation scans"
                 )
-            self._check_val_pixels(source_name(src), scan)
+            self._check_val_pixels(name, scan)
             if crop is not None:
                 scan = _centre_crop(scan, crop)
             # the scoring fits the checkpoint's normalisation on the scan: checked here, before any step, so the
@@ -530,13 +584,13 @@ class SRTrainer(Trainer):
                 )
             except NormalizationError as exc:
                 where = f" (data.val_crop {crop})" if crop is not None else ""
-                raise ConfigError(f"{source_name(src)}: data.val: {exc}{where}") from None
+                raise ConfigError(f"{name}: data.val: {exc}{where}") from None
             full = self._full_factor(scan.ndim - 1)
             hr = crop_to_multiple(scan, full)
-            self.val_scans.append((source_name(src), hr, self._filled(source_name(src), hr, norm.offset)))
-        _warn_tissue_maps("data.val", tissue_maps)
-        _warn_synthetic("data.val", synthetic)
-        _warn_derived("data.val", derived)
+            self.val_scans.append((name, hr, self._filled(name, hr, norm.offset)))
+        _warn_tissue_maps("data.val", tissue_maps, self._names)
+        _warn_synthetic("data.val", synthetic, self._names)
+        _warn_derived("data.val", derived, self._names)
         self.synthetic_val = [src for src, _ in synthetic]
         self.derived_val = [src for src, _ in derived]
 
@@ -802,7 +856,7 @@ class SRTrainer(Trainer):
 
         resolver = self._resolver()
         rows = []
-        for name, hr, source in self.val_scans:
+        for index, (name, hr, source) in enumerate(self.val_scans):
             full = self._full_factor(hr.ndim - 1)
             method, std = self._val_degradation(hr)
             record = self.validation_degradation()
@@ -823,10 +877,12 @@ class SRTrainer(Trainer):
             row = {"scan": name, "psnr": m["psnr"], "ssim": m["ssim"], "mae": m["mae"]}
             # the classic baseline, in every row: logged at step 0 only, later rows showed no gain over it. The scan,
             # its degradation (seed 0) and the data range are fixed, so it is computed once per scan and kept
-            if name not in self._cubic:
+            # kept by the scan's position, not its name: two scans can print as one name once cleaned of their
+            # patients' identifiers (Doe^Jane/T1, Roe^Rick/T1)
+            if index not in self._cubic:
                 base = evaluate(interpolate(lr, full, order=3), hr, data_range=m["data_range"])
-                self._cubic[name] = {"cubic_psnr": base["psnr"], "cubic_ssim": base["ssim"]}
-            row.update(self._cubic[name])
+                self._cubic[index] = {"cubic_psnr": base["psnr"], "cubic_ssim": base["ssim"]}
+            row.update(self._cubic[index])
             row["psnr_gain_over_cubic"] = row["psnr"] - row["cubic_psnr"]
             rows.append(row)
         keys = [k for k in rows[0] if k != "scan"]
@@ -870,12 +926,11 @@ class SRTrainer(Trainer):
     def _identifiers(self) -> dict[str, list[tuple[str, ...]]]:
         """The patient identifiers the training and validation scans' DICOM headers hold (one header per scan, read
         once per run): what exports cut out of the paths they record."""
-        from medgan.data.patches import source_identifiers
         from medgan.io.identifiers import merge_identifiers
 
         if self._export_identifiers is None:
             self._export_identifiers = merge_identifiers(
-                *(source_identifiers(s) for s in [*self.sources, *self.val_sources])
+                *(self._names.identifiers(s) for s in [*self.sources, *self.val_sources])
             )
         return self._export_identifiers
 
