@@ -15,7 +15,8 @@ Format ``medgan-checkpoint/1``:
     an input scan, e.g. ``{"method": "percentile", "lower": 0.5, "upper": 99.5}``,
     or a fitted :class:`medgan.data.normalize.Normalization` dict), ``roi_size``
     (sliding-window size in input voxels), ``training_data`` (free-form description),
-    ``name``, ``medgan_version``, plus anything passed as ``extra``.
+    ``name``, ``medgan_version``, ``environment`` (the torch / Python / platform versions of the process that
+    wrote the file, :func:`runtime_record`; files written since 2026-12-08), plus anything passed as ``extra``.
 
 safetensors never unpickles: a pickle, a foreign safetensors file, garbage bytes or
 tensors edited after saving raise :class:`medgan.errors.CheckpointError` naming the file.
@@ -27,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,7 @@ __all__ = [
     "file_sha256",
     "DEFAULT_NORMALIZATION",
     "model_task",
+    "runtime_record",
 ]
 
 FORMAT = "medgan-checkpoint/1"
@@ -284,6 +287,39 @@ def payload_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def runtime_record(device: Any = None) -> dict[str, Any]:
+    """The software and machine a result was computed with: what a paper needs to reproduce it bit for bit.
+
+    Why: medgan's outputs are bitwise reproducible only on the same torch build and device kind (torch's CPU and
+    CUDA kernels round differently from one version or device to another); the medgan version alone does not say it.
+
+    Parameters
+    ----------
+    device
+        The ``torch.device`` (or its name) the computation ran on; ``None`` leaves ``device`` out (an export).
+
+    Returns
+    -------
+    dict
+        ``torch_version``, ``python_version``, ``platform`` (:func:`platform.platform`: OS, kernel and C library,
+        never the host name), ``cuda_version`` (torch's CUDA build, ``None`` for a CPU build) and, with ``device``,
+        ``device``: ``"cpu"``, or ``"cuda"`` with the GPU's name (``"cuda (NVIDIA H100 80GB HBM3)"``).
+    """
+    record: dict[str, Any] = {
+        "torch_version": str(torch.__version__),
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda_version": torch.version.cuda,
+    }
+    if device is not None:
+        dev = torch.device(device)
+        kind = dev.type
+        if dev.type == "cuda" and torch.cuda.is_available():  # the GPU model changes the kernels torch picks
+            kind = f"cuda ({torch.cuda.get_device_name(dev)})"
+        record["device"] = kind
+    return record
+
+
 def _normalization_dict(normalization: Any) -> dict[str, Any]:
     if normalization is None:
         return dict(DEFAULT_NORMALIZATION)
@@ -393,6 +429,9 @@ def save_checkpoint(
             "medgan_version": __version__,
         }
     )
+    # the torch / Python / platform the model was trained with (an export runs in the training process): a model
+    # card showed only the medgan version. ``extra`` may carry its own (a checkpoint rewritten from another's metadata)
+    meta.setdefault("environment", runtime_record())
     try:  # the checks load_checkpoint makes: roi_size 0 or a percentile rule upside down saved a file no one could load
         _check_consistent(path, meta)
     except CheckpointError as exc:

@@ -386,6 +386,32 @@ def _card_summary(card: Path) -> str:
     return ""
 
 
+def _training_seed(meta: dict[str, Any]) -> str:
+    """The card's training seed: ``train_config.seed`` (train-sr, train-cgan) or ``training_data.seed`` (the
+    synthetic-image detector); "not recorded" without one. Why on the card: it was only in the metadata's
+    ``train_config``, and rerunning a training needs it."""
+    for record in (meta.get("train_config"), meta.get("training_data")):
+        seed = record.get("seed") if isinstance(record, dict) else None
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return str(seed)
+    return "not recorded"
+
+
+def _environment_text(meta: dict[str, Any]) -> str:
+    """The card's "trained with": torch, Python and platform of the exporting process (``environment``, recorded
+    since 2026-12-08 by :func:`~medgan.infer.checkpoint.save_checkpoint`); "not recorded" for older files, the
+    shipped models included (their files are published as they are: rewriting them would change their sha256)."""
+    env = meta.get("environment")
+    if not isinstance(env, dict) or not env.get("torch_version"):
+        return "not recorded (exported before medgan recorded it)"
+    parts = [f"torch {env['torch_version']}"]
+    if env.get("cuda_version"):
+        parts.append(f"CUDA {env['cuda_version']}")
+    parts += [f"Python {env.get('python_version') or '?'}", str(env.get("platform") or "platform ?")]
+    # one table cell: a "|" or a newline in a recorded value would break the row
+    return " ".join(", ".join(parts).replace("|", "/").split())
+
+
 def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None) -> str:
     """A Markdown model card built from a checkpoint's own metadata (nothing typed by hand can drift).
 
@@ -441,6 +467,8 @@ def render_model_card(path: str | Path, *, checkpoint: Checkpoint | None = None)
         f"| parameters | {n_params:,} |",
         f"| normalisation | `{json.dumps(meta.get('normalization'), sort_keys=True)}` |",
         f"| medgan version | {meta.get('medgan_version')} |",
+        f"| training seed | {_training_seed(meta)} |",
+        f"| trained with | {_environment_text(meta)} |",
         f"| file sha256 | `{ckpt.sha256}` |",
         "",
         "## Training data and split",

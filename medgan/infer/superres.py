@@ -42,7 +42,7 @@ from medgan.data.degrade import (
 )
 from medgan.data.normalize import Normalization, NormalizationError, fit_normalization
 from medgan.errors import CheckpointError, MedganError
-from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task
+from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, runtime_record
 from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import (
     PRETRAINED_DIR,
@@ -1149,7 +1149,7 @@ class SuperResolver:
             refused below four times the context along an axis that needs several windows). Windows are stitched,
             not blended (see Notes), so the layout changes only speed and memory: outputs of different layouts
             agree within 2e-4 of the intensity range in fp32 on the shipped models (bf16 rounds windows of other shapes
-            differently: within 0.2 %); ``context="full"`` makes that hold for any network.
+            differently: within 0.3 %, so keep the layout to reproduce an output bit for bit); ``context="full"`` makes that hold for any network.
 
         Returns
         -------
@@ -1157,7 +1157,8 @@ class SuperResolver:
             Shape ``(C_out, *spatial * factor)``, affine with ``spacing / factor`` and the same
             extent, ``meta["medgan"]`` with the provenance (model name and sha256, medgan version,
             factor, ``axes``, window layout, precision, ``clip``, the fitted normalisation, ``"synthetic"``:
-            ``True`` only when the input is synthetic, as its provenance chain or ``meta["synthetic"]`` says).
+            ``True`` only when the input is synthetic, as its provenance chain or ``meta["synthetic"]`` says;
+            ``"runtime"``: torch, Python, platform and device kind, :func:`medgan.infer.checkpoint.runtime_record`).
             A 2-D scan with a 3x3 affine gets a 4x4 one (third axis: the normal).
             When the scan's modality (``meta["modality"]``: DICOM Modality, medgan's NIfTI sidecar) and the one
             the model was trained on (checkpoint ``"modality"``) are both known and differ (``OT``, ``SEG`` and
@@ -1299,6 +1300,10 @@ class SuperResolver:
             "clip": bool(clip),
             "normalization": [n.to_dict() for n in norm] if isinstance(norm, list) else norm.to_dict(),
             "trained_modality": self.metadata.get("modality", "unknown"),
+            # torch / Python / platform / device kind: the output is bitwise the same only on the same torch build
+            # and device kind. Run-only (medgan.io.dicom_write._RUN_ONLY_KEYS): a rerun elsewhere keeps its
+            # SeriesNumber; the sidecar and DICOM private record show it, the one-line descrip does not
+            "runtime": runtime_record(self.device),
         }
         if mismatch is not None:  # the NIfTI sidecar shows it (the text names no input path: nothing identifying)
             provenance["modality_mismatch"] = True

@@ -42,7 +42,7 @@ from medgan.data.labels import check_declared_labels, one_hot
 from medgan.data.normalize import Normalization, NormalizationError
 from medgan.data.synthetic_dataset import as_condition
 from medgan.errors import CheckpointError, MedganError
-from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, save_checkpoint
+from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, runtime_record, save_checkpoint
 from medgan.infer.device import inference_model, resolve_device
 from medgan.infer.pretrained import as_checkpoint, recorded_model_name, resolve_model_path
 from medgan.io.load import SCAN_ID_KEY
@@ -711,7 +711,8 @@ class Synthesizer:
         monai.data.MetaTensor
             ``(n, X, Y[, Z])`` float32 in the training data's units, with the label map's affine;
             ``meta["medgan"]``: ``task``, ``model``, ``model_sha256``, ``medgan_version``, ``synthetic`` (True),
-            ``seed``, ``n``, ``condition``, ``labels``.
+            ``seed``, ``n``, ``condition``, ``labels``, ``runtime`` (torch, Python, platform, device kind:
+            :func:`medgan.infer.checkpoint.runtime_record`).
 
         Raises
         ------
@@ -844,6 +845,9 @@ class Synthesizer:
             "labels": {str(k): v for k, v in self.labels.items()},
             "label_map": _label_map_record(labels.meta, name),
             "normalization": self.normalization.to_dict(),
+            # torch / Python / platform / device kind: the same seed gives the same image only on the same torch
+            # build and device kind (run-only for the SeriesNumber, as the seed; not in the one-line descrip)
+            "runtime": runtime_record(self.device),
         }
         if slicewise:
             provenance["slice_axis"] = int(axis)

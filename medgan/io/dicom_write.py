@@ -763,9 +763,13 @@ SERIES_NUMBER_STEP = 1000
 #: (99_999_000) leaves a source number up to about 2.05e9 within IS's range
 SERIES_NUMBER_SLOTS = 99_998
 #: keys of a provenance or processing record that say how an operation ran, not what it made (medgan's version, the
-#: device's arithmetic precision, the sliding-window size, warnings, a noise seed drawn anew each run): left out of
-#: the operation key, so a rerun elsewhere or with a later medgan keeps its SeriesNumber
-_RUN_ONLY_KEYS = frozenset({"medgan_version", "version", "precision", "windows", "warnings", "seed"})
+#: device's arithmetic precision, the sliding-window size, warnings, a noise seed drawn anew each run, the torch /
+#: Python / platform / device record, the command line and the input file's record, which another spelling of the
+#: same input path changes): left out of the operation key, so a rerun elsewhere or with a later medgan keeps its
+#: SeriesNumber
+_RUN_ONLY_KEYS = frozenset(
+    {"medgan_version", "version", "precision", "windows", "warnings", "seed", "runtime", "command", "input_file"}
+)
 #: the IS value range (dciodvfy: "Range invalid for this VR" outside it)
 _IS_MAX = 2**31 - 1
 

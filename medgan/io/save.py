@@ -52,13 +52,79 @@ from medgan.io.scan import (
     spacing_from_affine,
 )
 
-__all__ = ["save_scan", "output_kind", "write_nifti", "nifti_sidecar_path"]
+__all__ = ["save_scan", "output_kind", "write_nifti", "nifti_sidecar_path", "input_file_record"]
 
 logger = logging.getLogger(__name__)
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: ``meta`` records (dicts) the sidecar keeps under their own names
 _RECORD_KEYS = ("degradation", "interpolation")
+
+
+def input_file_record(source: Any, scan: Any = None) -> dict[str, Any]:
+    """What an output records of the input file(s) it was made from (``meta["medgan"]["input_file"]``): enough for
+    a reader of a paper to check they hold the same input, nothing that names where it lay.
+
+    Parameters
+    ----------
+    source
+        What was loaded: a NIfTI or DICOM file, a DICOM series folder, or a :class:`medgan.ScanRef`.
+    scan
+        The scan loaded from it: its ``meta["scan_id"]`` (discovery's id, cleaned of the patient's identifiers) names a
+        DICOM series, and its ``meta["series_uid"]`` picks the series of a folder that holds several.
+
+    Returns
+    -------
+    dict
+        ``name``: a NIfTI file's name, or a DICOM scan's cleaned id (a DICOM file's name cleaned with
+        :mod:`medgan.io.identifiers` when there is none), never a folder path; ``files``: how many files were
+        hashed; ``sha256``: the file's sha256 for one file, else the sha256 of the files' sha256 hex digests, sorted,
+        one per line (``sha256sum FILES | cut -d' ' -f1 | sort | sha256sum``, independent of file names and order);
+        ``None`` (and ``files`` 0) when the files are not known.
+
+    Notes
+    -----
+    The files are read once more (about 0.6 s for a 400 MiB NIfTI from the page cache, under 2 % of its upscale on
+    the CPU; ``tests/test_reproduce_record_30.py``). Run-only for the DICOM SeriesNumber
+    (:data:`medgan.io.dicom_write._RUN_ONLY_KEYS`): the same scan read from another copy keeps its number.
+    """
+    import hashlib
+
+    from medgan.io.digest import file_sha256
+    from medgan.io.discover import ScanRef, discover_scans
+    from medgan.io.identifiers import file_identifiers, remove_identifiers_from_path
+
+    meta = dict(getattr(scan, "meta", {}) or {})
+    files: list[Path] = []
+    if isinstance(source, ScanRef):
+        files = [Path(p) for p in source.paths if Path(p).is_file()]
+    elif isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        files = [Path(source)]
+    elif isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        # a folder given with --series: the series the scan came from (a second walk, headers only)
+        refs = [r for r in discover_scans(source) if r.usable and r.kind.startswith("dicom")]
+        uid, scan_id = meta.get("series_uid"), meta.get("scan_id")
+        match = [r for r in refs if (scan_id and r.id == scan_id)] or [r for r in refs if uid and r.series_uid == uid]
+        if len(match) == 1:
+            files = [Path(p) for p in match[0].paths if Path(p).is_file()]
+    if meta.get("scan_id"):
+        name = str(meta["scan_id"])  # discovery's id: cleaned of the header's identifiers
+    elif isinstance(source, ScanRef):
+        name = source.id
+    elif files and not _is_nifti(files[0]):  # a DICOM file: its header's identifiers cut out of its name
+        name = remove_identifiers_from_path(files[0].name, file_identifiers(files[0]))
+    else:
+        name = (
+            files[0].name if files else Path(os.fspath(source)).name if isinstance(source, (str, os.PathLike)) else ""
+        )
+    if not files:
+        digest = None
+    elif len(files) == 1:
+        digest = file_sha256(files[0])
+    else:
+        lines = sorted(file_sha256(f) for f in files)
+        digest = hashlib.sha256("".join(f"{d}\n" for d in lines).encode("ascii")).hexdigest()
+    return {"name": name, "files": len(files), "sha256": digest}
 
 
 def _is_nifti(path: Path) -> bool:
