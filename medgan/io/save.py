@@ -107,7 +107,9 @@ def input_file_record(source: Any, scan: Any = None) -> dict[str, Any]:
         match = [r for r in refs if (scan_id and r.id == scan_id)] or [r for r in refs if uid and r.series_uid == uid]
         if len(match) == 1:
             files = [Path(p) for p in match[0].paths if Path(p).is_file()]
-    if meta.get("scan_id"):
+    if files and _is_nifti(files[0]):  # as documented: a NIfTI file by its name (a batch scan carries an id too)
+        name = files[0].name
+    elif meta.get("scan_id"):
         name = str(meta["scan_id"])  # discovery's id: cleaned of the header's identifiers
     elif isinstance(source, ScanRef):
         name = source.id

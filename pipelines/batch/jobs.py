@@ -425,9 +425,13 @@ def load_stage(task: Task) -> Any:
 
 
 def save_stage(task: Task, result: Any, scan: Any, options: UpscaleOptions) -> None:
-    """Write an upscaled scan to the task's first output (atomically; the NIfTI sidecar comes with it)."""
-    from medgan.io.save import save_scan
+    """Write an upscaled scan to the task's first output (atomically; the NIfTI sidecar comes with it), recording
+    the input's name and sha256 (``meta["medgan"]["input_file"]``, as ``medgan upscale`` of one scan records it)."""
+    from medgan.io.save import input_file_record, save_scan
 
+    if isinstance(result.meta.get("medgan"), dict):
+        # here, not in the model step: on the GPU pipeline this runs in a save worker, beside the next scan's upscale
+        result.meta["medgan"]["input_file"] = input_file_record(task.ref, scan)
     out_root = Path(options.out_root)
     first = Path(task.outputs[0])
     target = safe_output_path(out_root, first.parent.as_posix(), first.name)  # checked again right before writing
@@ -649,13 +653,16 @@ def synthesize_compute(task: Task, labels: Any, options: SynthesizeOptions) -> A
 
 
 def synthesize_save_stage(task: Task, result: Any, labels: Any, options: SynthesizeOptions) -> None:
-    """Write sample ``k`` of ``result`` to the task's ``k``-th image output (atomically, with its sidecar)."""
+    """Write sample ``k`` of ``result`` to the task's ``k``-th image output (atomically, with its sidecar), each
+    recording the label map's name and sha256 (``meta["medgan"]["input_file"]``, as ``medgan synthesize`` does)."""
     import copy
 
     import numpy as np
 
-    from medgan.io.save import save_scan
+    from medgan.io.save import input_file_record, save_scan
     from medgan.io.scan import make_scan
+
+    input_file = input_file_record(task.ref, labels)
 
     out_root = Path(options.out_root)
     images = [rel for rel in task.outputs if not rel.endswith(".json")]
@@ -670,6 +677,7 @@ def synthesize_save_stage(task: Task, result: Any, labels: Any, options: Synthes
         for k, rel in enumerate(images):
             meta = copy.deepcopy({key: v for key, v in result.meta.items() if key not in ("affine", "spacing")})
             meta.setdefault("medgan", {})["sample"] = k
+            meta["medgan"]["input_file"] = input_file
             sample = make_scan(result.as_tensor()[k : k + 1].clone(), affine, meta)
             target = safe_output_path(out_root, Path(rel).parent.as_posix(), Path(rel).name)
             _make_output_folder(out_root, target.parent, options)
