@@ -453,6 +453,8 @@ class CGANTrainer(Trainer):
 
         images = [shared(str(subject["image"])) for subject in data["train"]]
         training_data = {
+            # the subjects' licence as the config states it (data.licence), for the model card; None: not recorded
+            "licence": data.get("licence"),
             "subjects": [
                 {
                     "image": image,

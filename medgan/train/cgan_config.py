@@ -76,6 +76,8 @@ CGAN_SCHEMA: dict[str, Any] = {
         "val_max_slices": Field("int", 8, check=_positive),
         "foreground_ratio": Field("float", 0.9, check=_unit),
         "num_workers": Field("workers", "auto"),
+        # the training scans' licence / terms of use, shown on the exported model's card (null: "not recorded")
+        "licence": Field("str?", None),
     },
     "augment": {
         "deform_prob": Field("float", 0.5, check=_unit),

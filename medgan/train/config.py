@@ -207,6 +207,8 @@ SCHEMA: dict[str, Any] = {
         "foreground_ratio": Field("float", 0.9, check=_unit),
         "val_crop": Field("int_or_ints?", None),
         "num_workers": Field("workers", "auto"),
+        # the training scans' licence / terms of use, shown on the exported model's card (null: "not recorded")
+        "licence": Field("str?", None),
     },
     "degradation": {
         "method": Field("str_or_strs", "interpolate"),

@@ -996,6 +996,8 @@ class SRTrainer(Trainer):
             # unusable scans in the data folders, left out: name (as shared: expand_sources), reason, data
             "skipped": [{**s, "name": relative_path(s["name"], base, identifiers)} for s in self.skipped],
             "degradation": self.cfg["degradation"],
+            # the scans' licence as the config states it (data.licence), for the model card; None: not recorded
+            "licence": self.cfg["data"].get("licence"),
             # the voxel sizes trained at, per model axis: the scans' (hr) and the degraded inputs' (lr)
             "spacing_mm": self.training_spacing(),
             # scans medgan marked synthetic (meta["medgan"]["synthetic"]): the model learnt a generator's output
