@@ -106,7 +106,9 @@ def test_subject_table_by_location_or_scan_id(bids, tmp_path):
     paired = _paired(tmp_path / "out")
     assert (paired["unit"], paired["n"], paired["n_scans"]) == ("subject", 3, 5)
     notes = json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"]
-    assert any("1 row(s) of the subject table subjects.csv name no scan scored" in n for n in notes)
+    # counted, not listed: a study-wide table names other patients' folders
+    assert "1 row(s) of the subject table subjects.csv name no scan scored" in notes
+    assert not any("sub-09" in n for n in notes)
 
 
 def test_scan_without_subject_is_refused_before_scoring(bids, tmp_path, capsys):
@@ -131,7 +133,7 @@ def test_subject_table_errors_name_the_line(tmp_path):
     with pytest.raises(EvaluationError, match="two subjects"):
         read_subject_table(bad)
     with pytest.raises(EvaluationError, match="no subject in each scan's BIDS"):
-        subjects_for(["site/case1/t1"], "bids")
+        subjects_for([["site/case1/t1"]], "bids", shown=["t1"])
 
 
 def test_label_holding_a_patient_identifier_is_refused(tmp_path, capsys):
@@ -189,3 +191,58 @@ def test_batch_scan_without_subject_stops_before_scoring(bids, tmp_path, capsys)
     assert code == 1
     assert "1 scan(s) have no subject in the subject table s.csv" in capsys.readouterr().err
     assert not (out / "manifest.jsonl").exists()
+
+
+def _renamed_predictions(bids: Path, dst: Path) -> Path:
+    """The predictions under other file names (as ``batch upscale`` names its outputs), one per folder."""
+    for rel in SCANS:
+        out = dst / Path(rel).parent / "sr-output.nii.gz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(bids / "pred" / f"{rel}.nii.gz", out)
+    return dst
+
+
+def test_table_by_reference_location_with_extensions_works_in_both_commands(bids, tmp_path, capsys):
+    """A table made with `find hr -name '*.nii.gz'` (reference locations, extensions kept) serves `medgan evaluate`
+    (which pairs by the prediction's location) and `medgan batch evaluate` alike."""
+    pred = _renamed_predictions(bids, tmp_path / "pred")
+    table = tmp_path / "t.csv"
+    table.write_text("scan,subject\n" + "".join(f"{rel}.nii.gz,{rel[:6]}\n" for rel in SCANS))
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(bids / "hr"), "--lr", str(bids / "lr"),
+                 "--out", str(tmp_path / "one"), "--subjects", str(table)])  # fmt: skip
+    assert code == 0
+    assert "(n=3 subjects)" in capsys.readouterr().out  # the gain's n counts subjects, and says so
+    assert (_paired(tmp_path / "one")["unit"], _paired(tmp_path / "one")["n"]) == ("subject", 3)
+    code = main(["batch", "evaluate", str(pred), str(bids / "hr"), str(tmp_path / "batch"), "--lr", str(bids / "lr"),
+                 "--subjects", str(table), "--quiet"])  # fmt: skip
+    assert code == 0
+    assert (_paired(tmp_path / "batch" / "report")["unit"], _paired(tmp_path / "batch" / "report")["n"]) == (
+        "subject",
+        3,
+    )
+
+
+def test_report_says_subjects_where_subjects_are_the_unit(bids, tmp_path):
+    assert _evaluate(bids, tmp_path / "out", "--subjects", "bids") == 0
+    doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert doc["settings"]["statistics"]["unit"].startswith("the subject:")
+    family = next(n for n in doc["notes"] if "paired tests of this report" in n)
+    assert "With 3 subjects no verdict is possible" in family and "subjects even when" in family
+
+
+def test_batch_reference_without_prediction_needs_no_subject(bids, tmp_path):
+    """A reference never scored (no prediction; a stray file outside every sub- folder) needed a subject too, and
+    stopped the whole run."""
+    pred = tmp_path / "pred"
+    shutil.copytree(bids / "pred", pred)
+    missing = list(SCANS)[-1]
+    (pred / f"{missing}.nii.gz").unlink()
+    hr = tmp_path / "hr"
+    shutil.copytree(bids / "hr", hr)
+    shutil.copy(bids / "hr" / f"{list(SCANS)[0]}.nii.gz", hr / "stray.nii.gz")  # no sub- folder, no prediction
+    code = main(
+        ["batch", "evaluate", str(pred), str(hr), str(tmp_path / "out"), "--lr", str(bids / "lr"), "--subjects", "bids"]
+    )
+    assert code == 3  # the two unpaired references are failed rows; the others are scored by subject
+    paired = _paired(tmp_path / "out" / "report")
+    assert (paired["unit"], paired["n"], paired["n_scans"]) == ("subject", 2, 4)

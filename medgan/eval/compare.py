@@ -1715,9 +1715,13 @@ def evaluate_paths(
     if subjects is not None:  # before any scan is loaded: a missing subject is found at once, not after hours
         from medgan.eval.subjects import subjects_for
 
-        labels, subject_notes = subjects_for(  # type: ignore[assignment]
-            [pair.key for pair in pairs], subjects, scan_ids=keys, identifiers=known
-        )
+        # a row may name a scan by its prediction's location (the pairing key), its reference's (what a batch
+        # evaluate table names), or its scan_id; a `sub-` folder may lie above a series given as the folder itself
+        names = [
+            [pair.key, pair.ref.key, key, str(Path(pair.ref.path).absolute())]
+            for pair, key in zip(pairs, keys, strict=True)
+        ]
+        labels, subject_notes = subjects_for(names, subjects, shown=keys, identifiers=known)  # type: ignore[assignment]
         ev.notes.extend(subject_notes)
     for pair, key, subject in zip(pairs, keys, labels, strict=True):
         if progress is not None:

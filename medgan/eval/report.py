@@ -243,7 +243,7 @@ def build_document(ev: Any, *, title: str | None = None) -> dict[str, Any]:
             "alpha": stats.ALPHA,
             "correction": stats.CORRECTION,
             "verdict": stats.VERDICT_RULE,
-            "unit": stats.UNIT,
+            "unit": stats.UNIT_SUBJECT if _by_subject(rows) else stats.UNIT,
         },
         "software": software_versions(),
         "invocation": _invocation(ev),
@@ -469,7 +469,12 @@ def verdict_text(better: bool | None | Mapping[str, Any]) -> str:
     return VERDICTS[better]
 
 
-def power_note(n_tests: int, n_scans: int, *, alpha: float | None = None) -> str:
+def _by_subject(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some rows name a subject, so the paired tests take subjects as their units."""
+    return any(r.get("subject") not in (None, "") and r.get("subject") == r.get("subject") for r in rows)
+
+
+def power_note(n_tests: int, n_scans: int, *, alpha: float | None = None, units: str = "scans") -> str:
     """The sentence saying that ``n_scans`` scans are too few for any verdict among ``n_tests`` Holm-corrected
     paired tests (see :func:`min_scans_for_verdict`); ``""`` when they are enough.
 
@@ -478,9 +483,11 @@ def power_note(n_tests: int, n_scans: int, *, alpha: float | None = None) -> str
     n_tests
         The paired tests of the report (:func:`n_tests`).
     n_scans
-        The scans each test pairs.
+        The units each test pairs (scans, or subjects).
     alpha
         Significance level; default :data:`medgan.eval.stats.ALPHA`.
+    units
+        What the units are, in the sentence: ``"scans"`` (default) or ``"subjects"``.
 
     Returns
     -------
@@ -490,9 +497,9 @@ def power_note(n_tests: int, n_scans: int, *, alpha: float | None = None) -> str
     if n_scans >= need:
         return ""
     return (
-        f"With {n_scans} scan(s) and {n_tests} paired test(s) per report no verdict is possible (one needs at least "
-        f"{need} scans even when a method wins on every scan), so 'no difference shown' is not evidence of no "
-        "difference."
+        f"With {n_scans} {units[:-1]}(s) and {n_tests} paired test(s) per report no verdict is possible (one needs "
+        f"at least {need} {units} even when a method wins on every {units[:-1]}), so 'no difference shown' is not "
+        "evidence of no difference."
     )
 
 
@@ -506,9 +513,11 @@ def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
         return []
     need = min_scans_for_verdict(m)
     scans = max((int(x.get("n") or 0) for x in tables.get("paired") or []), default=0)
+    # the paired tests' units: subjects when the rows name them (n counts subjects then, not scans)
+    units = "subjects" if any(x.get("unit") == "subject" for x in tables.get("paired") or []) else "scans"
     # the power note's sentence without the minimum it shares with this one (the note said it twice)
     now = (
-        f"With {scans} scans no verdict is possible, so 'no difference shown' is not evidence of no difference."
+        f"With {scans} {units} no verdict is possible, so 'no difference shown' is not evidence of no difference."
         if power_note(m, scans)
         else ""
     )
@@ -518,7 +527,8 @@ def _correction_notes(tables: Mapping[str, Any]) -> list[str]:
         f"need an adjusted p below {stats.ALPHA} and the Hodges-Lehmann interval at 1 - {stats.ALPHA}/{m} "
         f"(Bonferroni-adjusted, column 'HL shift (adjusted CI)') to exclude 0; 'Wilcoxon p' and the 95% CIs (t) are "
         f"unadjusted: such a CI can exclude 0 beside 'no difference shown'. With {m} tests a verdict needs at "
-        f"least {need} scans even when a method wins on every scan (smallest exact two-sided p 2/2^n, times {m} "
+        f"least {need} {units} even when a method wins on every {units[:-1]} (smallest exact two-sided p 2/2^n, "
+        f"times {m} "
         f"for the first Holm step).{' ' + now if now else ''}"
     ]
 

@@ -159,6 +159,13 @@ UNIT = (
     "intervals too narrow); rows with a 'subject' column are averaged per subject first and the subjects are tested "
     "(paired unit 'subject')"
 )
+#: the unit of analysis when the rows carry a ``subject`` column (settings.statistics.unit of such a report)
+UNIT_SUBJECT = (
+    "the subject: rows carry a 'subject' column (a pseudonymous label), each method's values are averaged over each "
+    "subject's scans (the same scans for the method and the baseline) and the subjects are the independent units of "
+    "every paired test and interval (n: subjects; n_scans: their scans); a scan without a subject is a unit of its "
+    "own"
+)
 #: the rule of ``better`` in :func:`paired_comparisons`
 VERDICT_RULE = (
     f"'better' / 'worse' only when the Holm-adjusted Wilcoxon p < {ALPHA}, the Bonferroni-adjusted "

@@ -86,22 +86,25 @@ def read_subject_table(path: str | Path) -> dict[str, str]:
 
 
 def subjects_for(
-    keys: Sequence[str],
+    names: Sequence[Sequence[str]],
     subjects: str | Path | Mapping[str, str],
     *,
-    scan_ids: Sequence[str] | None = None,
+    shown: Sequence[str],
     identifiers: Mapping[str, Sequence[tuple[str, ...]]] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Each scan's subject label, and notes for the report.
 
     Parameters
     ----------
-    keys
-        Each scan's location relative to the folder given, extension left out (the pairing key).
+    names
+        For each scan, the names a table row may give it, in order of preference: its location relative to the
+        folder given with the extension left out (the prediction's and the reference's), its ``scan_id``; and, for
+        :data:`BIDS`, any path of it whose folders may hold the ``sub-<label>`` folder (a series given as the
+        folder itself).
     subjects
         :data:`BIDS`, a CSV file (:func:`read_subject_table`) or a mapping ``{scan: subject}``.
-    scan_ids
-        Each scan's id as the report names it (``keys`` cleaned of identifiers), also accepted as ``scan``.
+    shown
+        Each scan's id as the report names it (cleaned of identifiers), for messages.
     identifiers
         Patient identifiers of the DICOM scans scored (:func:`medgan.io.identifiers.merge_identifiers`): a label
         holding one is refused.
@@ -109,7 +112,7 @@ def subjects_for(
     Returns
     -------
     labels, notes
-        ``labels[i]`` is the subject of ``keys[i]``.
+        ``labels[i]`` is the subject of scan ``i``.
 
     Raises
     ------
@@ -118,24 +121,35 @@ def subjects_for(
     """
     from medgan.io.identifiers import remove_identifiers
 
-    ids = list(scan_ids) if scan_ids is not None else list(keys)
     notes: list[str] = []
     if isinstance(subjects, str) and subjects == BIDS:
-        labels: list[str | None] = [_bids_subject(key) for key in keys]
+        labels: list[str | None] = [next(filter(None, map(_bids_subject, candidates)), None) for candidates in names]
         source = "each scan's BIDS sub-<label> folder"
         hint = "a BIDS layout puts every scan under a sub-<label> folder"
     else:
         if isinstance(subjects, Mapping):
-            table, source = {str(k).replace("\\", "/").strip("/"): str(v) for k, v in subjects.items()}, "the table"
+            rows, source = {_location(str(k)): str(v) for k, v in subjects.items()}, "the table"
         else:
-            table, source = read_subject_table(subjects), f"the subject table {Path(subjects).name}"
-        labels = [table.get(key, table.get(sid)) for key, sid in zip(keys, ids, strict=True)]
-        used = {k for key, sid in zip(keys, ids, strict=True) for k in (key, sid) if k in table}
-        unused = sorted(set(table) - used)
+            rows, source = read_subject_table(subjects), f"the subject table {Path(subjects).name}"
+        # a row may name a scan with its extension (what `find` lists): matched without it too
+        table = {**{_without_suffix(k): v for k, v in rows.items()}, **rows}
+        labels = []
+        used: set[str] = set()
+        for candidates in names:
+            hit = next((c for c in map(_location, candidates) if c in table), None)
+            labels.append(table[hit] if hit is not None else None)
+            if hit is not None:
+                used.add(hit)
+        unused = [k for k in rows if k not in used and _without_suffix(k) not in used]
         if unused:
-            notes.append(f"{len(unused)} row(s) of {source} name no scan scored (first: {', '.join(unused[:_SHOWN])})")
-        hint = "give every scan scored a row, its 'scan' the location shown or the scan_id of metrics.csv"
-    lost = [sid for sid, label in zip(ids, labels, strict=True) if label is None]
+            # counted, not listed: a study-wide table names other patients' folders, whose headers are never read,
+            # so their names could not be cleaned out of a report that is shared
+            notes.append(f"{len(unused)} row(s) of {source} name no scan scored")
+        hint = (
+            "give every scan scored a row, its 'scan' the location of its prediction or reference under the folder "
+            "given (extension left out) or its scan_id in metrics.csv"
+        )
+    lost = [sid for sid, label in zip(shown, labels, strict=True) if label is None]
     if lost:
         raise EvaluationError(
             f"{len(lost)} scan(s) have no subject in {source}: {', '.join(lost[:_SHOWN])}"
@@ -144,16 +158,32 @@ def subjects_for(
         )
     out = [str(label) for label in labels]
     if identifiers:
-        named = [sid for sid, label in zip(ids, out, strict=True) if remove_identifiers(label, identifiers) != label]
+        named = [sid for sid, label in zip(shown, out, strict=True) if remove_identifiers(label, identifiers) != label]
         if named:
             # the label is not shown: it is what must not be printed
             raise EvaluationError(
                 f"the subject label of {len(named)} scan(s) holds a patient identifier of the DICOM scans scored "
-                f"(first: scan {named[0]}); subject labels appear in every table: use pseudonymous labels"
+                f"(a word of their PatientName, PatientID, ...; first: scan {named[0]}); subject labels appear in "
+                "every table, so medgan refuses labels it would have to cut out of its outputs: map each scan to a "
+                "label its headers do not hold (e.g. a table with S01, S02, ...)"
             )
     n = len(set(out))
     notes.append(f"subjects from {source}: {n} subject(s) for {len(out)} scan(s)")
     return out, notes
+
+
+def _location(text: str) -> str:
+    """A scan location as tables write it: slashes as separators, no surrounding slashes or spaces."""
+    return text.strip().replace("\\", "/").strip("/")
+
+
+def _without_suffix(location: str) -> str:
+    """``location`` without a scan file extension on its last part (``a/t1.nii.gz`` -> ``a/t1``)."""
+    from medgan.io.nifti import split_scan_suffix
+
+    head, _, last = location.rpartition("/")
+    stem = split_scan_suffix(last)[0]
+    return f"{head}/{stem}" if head else stem
 
 
 def _bids_subject(key: str) -> str | None:

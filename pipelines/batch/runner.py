@@ -1745,16 +1745,46 @@ def _evaluation_subjects(
     if subjects is None:
         return {}, []
     from medgan.eval.subjects import subjects_for
+
+    # only the scans to score: a reference without a prediction, or an unusable file (a stray participants file
+    # outside any sub- folder), is never scored and needs no subject (it stopped the whole run)
+    tasks = [t for t in tasks if t.reason is None]
     from medgan.io.identifiers import merge_identifiers
+
+    # a row may name a scan by its reference's location (extension left out), its prediction's (what a `medgan
+    # evaluate` table names), or its scan id; a `sub-` folder may lie above a series given as the folder itself
+    names = [
+        [
+            _location_of(task.ref, roots.get("ref")),
+            _location_of(task.others.get("pred"), roots.get("pred")),
+            task.scan_id,
+            *(str(Path(p).absolute().parent) for p in task.ref.paths[:1]),
+        ]
+        for task in tasks
+    ]
+    known = merge_identifiers(*(_scan_privacy(task, roots).identifiers for task in tasks))
+    labels, notes = subjects_for(names, subjects, shown=[t.scan_id for t in tasks], identifiers=known)
+    return {t.scan_id: label for t, label in zip(tasks, labels, strict=True)}, notes
+
+
+def _location_of(ref: Any, root: Path | None) -> str:
+    """A scan's location below ``root`` as a subject table names it: a file without its extension, a DICOM series
+    by its folder; ``""`` when not known."""
     from medgan.io.nifti import split_scan_suffix
 
-    keys = []
-    for task in tasks:
-        path = PurePosixPath(task.input)
-        keys.append(str(path.with_name(split_scan_suffix(path.name)[0])) if path.name else str(path))
-    known = merge_identifiers(*(_scan_privacy(task, roots).identifiers for task in tasks))
-    labels, notes = subjects_for(keys, subjects, scan_ids=[t.scan_id for t in tasks], identifiers=known)
-    return {t.scan_id: label for t, label in zip(tasks, labels, strict=True)}, notes
+    paths = list(getattr(ref, "paths", None) or [])
+    if not paths or root is None:
+        return ""
+    first = Path(paths[0])
+    if str(getattr(ref, "kind", "")).startswith("dicom"):
+        first = first.parent
+    else:
+        first = first.with_name(split_scan_suffix(first.name)[0])
+    base = Path(root).parent if Path(root).is_file() else Path(root)
+    try:
+        return first.absolute().relative_to(base.absolute()).as_posix()
+    except ValueError:
+        return first.name
 
 
 def _write_evaluation(

@@ -250,4 +250,6 @@ def _gain_over_cubic(ev: Any, n_scans: int) -> str:
         return ""
     gain = found[0]
     text = f", mean gain over cubic {gain['mean_diff']:+.2f} dB"
+    if gain.get("unit") == "subject":  # the paired test's units are subjects: say so, n is not a count of scans
+        return text + f" (n={gain['n']} subjects)"
     return text + (f" (n={gain['n']})" if gain["n"] < n_scans else "")
