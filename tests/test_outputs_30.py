@@ -177,3 +177,26 @@ def test_derived_series_number_of_a_source_at_the_top_of_is(hitachi, tmp_path):
     meta = dict(low.meta)
     meta["degradation"] = {**meta["degradation"], "seed": 12345}
     assert derived_series_number(7, meta) == top + 7
+
+
+def test_series_number_of_a_converted_medgan_series_adds_only_the_conversion(hitachi, tmp_path):
+    """``medgan convert`` of a medgan DICOM output added the operation's offset a second time (10 + 2 x offset);
+    a conversion of it is source + 1000, as documented."""
+    sr = medgan.SuperResolver.from_pretrained("brain-mr-x2-2d", device="cpu")
+    up = medgan.save_scan(sr.upscale(hitachi), tmp_path / "up", format="dicom", reference=hitachi)
+    first = _series_number(up)
+    assert first % 1000 == 10 and first > 1010
+    again = medgan.load_scan(up)
+    assert isinstance(again.meta.get("medgan"), dict)  # its provenance is read back
+    conv = medgan.save_scan(again, tmp_path / "conv", format="dicom", reference=again)  # what medgan convert does
+    assert _series_number(conv) == first + 1000
+
+
+def test_synthesis_seed_is_part_of_the_operation():
+    from medgan.io.dicom_write import operation_key
+
+    made = {"task": "synthesis", "synthetic": True, "model_sha256": "ab", "seed": 1}
+    assert operation_key({"medgan": made}) != operation_key({"medgan": {**made, "seed": 2}})
+    # a degradation's noise seed is drawn anew each run: not part of it
+    deg = {"method": "interpolate", "factor": 2, "noise_std": 0.01, "seed": 5}
+    assert operation_key({"degradation": deg}) == operation_key({"degradation": {**deg, "seed": 6}})

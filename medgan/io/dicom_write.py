@@ -730,7 +730,11 @@ def _base_dataset(
         source_number: int | None = int(float(_reference_value(ref_dicom, "SeriesNumber", copied=False)))
     except (ValueError, OverflowError):  # no number, or text that is none ("", "1E400")
         source_number = None
-    ds.SeriesNumber = derived_series_number(source_number, meta)
+    # a reference that is itself this operation's output (``medgan convert`` of a medgan series, its provenance read
+    # back): nothing new is derived, so it is a conversion (+1000); the operation's offset was added a second time
+    key = operation_key(meta)
+    same = key is not None and operation_key(ref_meta) == key
+    ds.SeriesNumber = derived_series_number(source_number, {} if same else meta)
     ds.SeriesDescription = series_description(meta, _reference_value(ref_dicom, "SeriesDescription", copied=False))
     body_part = _reference_value(ref_dicom, "BodyPartExamined", copied=False)[:16]
     if body_part:
@@ -792,7 +796,12 @@ def operation_key(meta: dict[str, Any]) -> str | None:
     parts = {key: meta[key] for key in ("medgan", "degradation", "interpolation") if isinstance(meta.get(key), dict)}
     if not parts:
         return None
-    return json.dumps(_without_run_keys(parts), sort_keys=True, ensure_ascii=True, default=str)
+    kept = _without_run_keys(parts)
+    made = parts.get("medgan")
+    if isinstance(made, dict) and made.get("synthetic") is True and "seed" in made:
+        # a synthesis' own seed makes other images (a degradation's noise seed, drawn anew each run, does not)
+        kept["medgan"]["seed"] = _without_run_keys(made["seed"])
+    return json.dumps(kept, sort_keys=True, ensure_ascii=True, default=str)
 
 
 def derived_series_number(source: int | None, meta: dict[str, Any]) -> int:
