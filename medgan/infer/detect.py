@@ -248,17 +248,16 @@ def train_detector(
         raise MedganError(f"lr must be a finite positive number, got {lr!r}")
     if Path(path).suffix.lower() != ".safetensors":  # the file is safetensors whatever its name says
         raise MedganError(f"{path}: a detector is written as a .safetensors file; name it <name>.safetensors")
-    # a generator of slices is read once: listed here, as its slices are looked at twice (identifiers, then voxels)
-    real_slices, fake_slices = (
-        x if isinstance(x, (np.ndarray, torch.Tensor)) else list(x) for x in (real_slices, fake_slices)
-    )
+    # the headers of the slices are noted as prepare_slices converts them, each slice read once: a generator is
+    # not listed first (every raw slice, float64 ones too, was held beside the converted ones for the whole call)
+    headers: list[tuple[Mapping[str, Any], Any]] = []
+    real = _drop_constant(prepare_slices(_noting_headers(real_slices, headers)), "real")
+    fake = _drop_constant(prepare_slices(_noting_headers(fake_slices, headers)), "fake")
     # the checkpoint is shared: the identifiers of the training scans' DICOM headers are cut out of the text it
-    # records (name, command), before any work (a folder named after the patient reached the command verbatim)
-    identifiers = _training_identifiers([real_slices, fake_slices], sources)
+    # records (name, command), before it is written (a folder named after the patient reached the command verbatim)
+    identifiers = _training_identifiers(headers, sources)
     name = _clean_name(name, identifiers)
     command = _clean_command(command, identifiers)
-    real = _drop_constant(prepare_slices(real_slices), "real")
-    fake = _drop_constant(prepare_slices(fake_slices), "fake")
     if real.shape[2:] != fake.shape[2:]:
         raise MedganError(f"real and fake slices must share one shape, got {real.shape[2:]} and {fake.shape[2:]}")
     for what, xs in (("real", real), ("fake", fake)):
@@ -370,27 +369,49 @@ def train_detector(
     return _read_checkpoint(Path(path), card_check=False)
 
 
-def _training_identifiers(slice_sets: Sequence[Any], sources: Sequence[Any]) -> dict[str, list[tuple[str, ...]]]:
+def _note_header(item: Any, headers: list[tuple[Mapping[str, Any], Any]]) -> None:
+    """Append ``item``'s DICOM header (``meta["dicom"]``) and source file to ``headers``, for a ``MetaTensor``
+    that carries one (a NIfTI scan's slice has no names); only these small values are kept, never the voxels."""
+    meta = getattr(item, "meta", None)
+    header = meta.get("dicom") if isinstance(meta, Mapping) else None
+    if isinstance(header, Mapping) and header:
+        headers.append((header, meta.get("filename_or_obj")))
+
+
+def _noting_headers(slices: Any, headers: list[tuple[Mapping[str, Any], Any]]) -> Any:
+    """``slices`` to give :func:`prepare_slices`, whose DICOM headers are noted into ``headers``: a whole
+    ``MetaTensor`` stack's at once; each slice's of a sequence or an iterator as it is read (a generator is read once,
+    by :func:`prepare_slices`); none for a plain array or tensor."""
+    if hasattr(slices, "meta"):
+        _note_header(slices, headers)
+        return slices
+    if isinstance(slices, (np.ndarray, torch.Tensor)):
+        return slices
+
+    def noted() -> Any:
+        for item in slices:
+            _note_header(item, headers)
+            yield item
+
+    return noted()
+
+
+def _training_identifiers(
+    headers: Sequence[tuple[Mapping[str, Any], Any]], sources: Sequence[Any]
+) -> dict[str, list[tuple[str, ...]]]:
     """The patient identifiers of the scans a detector is trained on: those of ``sources`` (paths or scan refs)
-    and of every ``MetaTensor`` among the slices (a whole stack, or each slice) that carries a DICOM header
-    (``meta["dicom"]``, and its source file's full header: AccessionNumber, OtherPatientIDs)."""
+    and of the slices' DICOM headers (:func:`_noting_headers`), with their source files' full headers
+    (AccessionNumber, OtherPatientIDs), each source file read once."""
     from medgan.data.patches import source_identifiers
     from medgan.io.identifiers import identifying_words, merge_identifiers
 
     found = [source_identifiers(s) for s in sources]
     files: set[str] = set()
-    for slices in slice_sets:
-        items = [slices] if hasattr(slices, "meta") else slices if isinstance(slices, (list, tuple)) else []
-        for item in items:
-            meta = getattr(item, "meta", None)
-            header = meta.get("dicom") if isinstance(meta, Mapping) else None
-            if not isinstance(header, Mapping) or not header:  # not a DICOM scan's slice (a NIfTI one has no names)
-                continue
-            found.append(identifying_words(header))
-            source = meta.get("filename_or_obj")
-            if isinstance(source, (str, os.PathLike)) and str(source) not in files:  # read once per scan
-                files.add(str(source))
-                found.append(source_identifiers(str(source)))
+    for header, source in headers:
+        found.append(identifying_words(header))
+        if isinstance(source, (str, os.PathLike)) and str(source) not in files:  # read once per scan
+            files.add(str(source))
+            found.append(source_identifiers(str(source)))
     return merge_identifiers(*found)
 
 

@@ -22,6 +22,7 @@ from medgan.io.dicom_values import header_value
 __all__ = [
     "REMOVED",
     "file_identifiers",
+    "read_file_identifiers",
     "identifying_words",
     "merge_identifiers",
     "remove_identifiers",
@@ -234,6 +235,13 @@ def file_identifiers(path: Any) -> dict[str, list[tuple[str, ...]]]:
         ``dcmread`` without ``force`` refused it, so its patient's identifiers were not known. pydicom's warnings,
         which may quote header values, are silenced while reading.
     """
+    return read_file_identifiers(path) or {}
+
+
+def read_file_identifiers(path: Any) -> dict[str, list[tuple[str, ...]]] | None:
+    """:func:`file_identifiers`, telling a header without identifiers (an anonymised file: ``{}``) from a file with
+    no header that can be read at all (``None``): a batch run cleans the path of the latter with its neighbours'
+    identifiers, never the path of the former."""
     import pydicom
 
     # imports this module's neighbours: not at import time
@@ -248,7 +256,7 @@ def file_identifiers(path: Any) -> dict[str, list[tuple[str, ...]]]:
             with quiet_pydicom():
                 ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         except Exception:  # not DICOM (InvalidDicomError), missing, damaged: no identifier known from it
-            return {}
+            return None
     return identifying_words(ds)
 
 

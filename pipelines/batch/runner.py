@@ -747,6 +747,10 @@ class _ScanPrivacy:
     #: being unreadable (:func:`_borrowed_privacy`); such a scan has no output, so the warning about output paths
     #: does not count it
     borrowed: bool = False
+    #: False for a DICOM scan none of whose headers could be read at all (a damaged or non-DICOM file named
+    #: ``.dcm``): only such a scan borrows its neighbours' identifiers. A readable header without identifiers (an
+    #: anonymised series) is the scan's own answer, and its path is kept as it is.
+    readable: bool = True
 
 
 def _scan_privacy(task: Task, roots: Mapping[str, Path | None]) -> _ScanPrivacy:
@@ -760,32 +764,42 @@ def _scan_privacy(task: Task, roots: Mapping[str, Path | None]) -> _ScanPrivacy:
     took ordinary names and numbers with it (``study/IM-0001`` read ``study/IM``). A NIfTI scan has no header, so
     nothing is known to cut from its path.
     """
-    from medgan.io.identifiers import file_identifiers, merge_identifiers
+    from medgan.io.identifiers import merge_identifiers, read_file_identifiers
 
     found = []
+    tried = readable = False  # a DICOM header looked for / one read (anonymised or not)
     for _role, ref in (("ref", task.ref), *task.others.items()):
         if ref is None or not getattr(ref, "paths", None):
             continue
         if not str(getattr(ref, "kind", "")).startswith("dicom"):
             continue
-        # the first file, or the last where the first cannot be read (a series with a damaged first slice)
+        tried = True
+        # the first file, or the last where the first cannot be read or names no one (a series with a damaged
+        # first slice); a header without identifiers (anonymised) is told from no header at all (None)
         for path in dict.fromkeys((str(ref.paths[0]), str(ref.paths[-1]))):
-            index = file_identifiers(path)
+            index = read_file_identifiers(path)
+            if index is None:  # no header: nothing known from this file
+                continue
+            readable = True
             if index:
                 found.append(index)
                 break
-    return _privacy_of(task, roots, merge_identifiers(*found))
+    return _privacy_of(task, roots, merge_identifiers(*found), readable=readable or not tried)
 
 
 def _privacy_of(
-    task: Task, roots: Mapping[str, Path | None], identifiers: dict[str, list[tuple[str, ...]]], borrowed: bool = False
+    task: Task,
+    roots: Mapping[str, Path | None],
+    identifiers: dict[str, list[tuple[str, ...]]],
+    borrowed: bool = False,
+    readable: bool = True,
 ) -> _ScanPrivacy:
     """``identifiers`` and the components of ``task``'s input paths below their roots (each input file with the
-    root it was found under) that hold one of them."""
+    root it was found under) that hold one of them; ``borrowed`` and ``readable`` as :class:`_ScanPrivacy`'s."""
     from medgan.io.identifiers import remove_identifiers
 
     if not identifiers:
-        return _ScanPrivacy({})
+        return _ScanPrivacy({}, readable=readable)
     files = [
         (Path(p), roots.get(role))
         for role, ref in (("ref", task.ref), *task.others.items())
@@ -801,7 +815,7 @@ def _privacy_of(
             rel = Path(path.name)
         parts.update(rel.parts)
     held = sorted((p for p in parts if p not in ("", ".", "..") and remove_identifiers(p, identifiers) != p), key=len)
-    return _ScanPrivacy(identifiers, tuple(reversed(held)), borrowed)
+    return _ScanPrivacy(identifiers, tuple(reversed(held)), borrowed, readable)
 
 
 def _borrowed_privacy(
@@ -814,25 +828,43 @@ def _borrowed_privacy(
     (``Doe^Jane_MRN-4711/broken/IM9.dcm``) that the rows of the readable scans beside it show as ``<removed>`` was
     spelled out in the same manifest and log. The nearest folder only (its own folder's scans, else those of the
     folder above, ...; never the input root itself): another patient's ID is cut out of this scan's text only
-    where the two share a folder, and it cuts nothing out of any other scan's text.
+    where the two share a folder, and it cuts nothing out of any other scan's text. A scan whose header was read
+    but names no one (an anonymised series) borrows nothing: its path is its own (``study/brain_anon`` beside
+    ``study/Kim_0001`` stays ``study/brain_anon``, as its outputs column reads).
     """
     from medgan.io.identifiers import merge_identifiers
 
-    known = [
-        (PurePosixPath(t.input).parts[:-1], privacy[t.scan_id].identifiers)
+    unread = [
+        t
         for t in tasks
-        if privacy.get(t.scan_id) is not None and privacy[t.scan_id].identifiers
+        if (scan := privacy.get(t.scan_id)) is not None
+        and not scan.readable
+        and not scan.identifiers
+        and str(getattr(t.ref, "kind", "")).startswith("dicom")
     ]
-    out = {}
-    for task in tasks:
-        scan = privacy.get(task.scan_id)
-        if scan is None or scan.identifiers or not str(getattr(task.ref, "kind", "")).startswith("dicom"):
+    if not unread:
+        return {}
+    # folder (its parts below the root, at every depth but the root's) -> the identifier indexes of the scans under
+    # it, built once: each unreadable scan then looks up its own folders, not every known scan at every depth
+    # (quadratic: 1000 unreadable beside 1000 named scans took seconds)
+    under: dict[tuple[str, ...], list[dict[str, list[tuple[str, ...]]]]] = {}
+    for t in tasks:
+        scan = privacy.get(t.scan_id)
+        if scan is None or not scan.identifiers:
             continue
+        parts = PurePosixPath(t.input).parts[:-1]
+        for depth in range(1, len(parts) + 1):
+            under.setdefault(parts[:depth], []).append(scan.identifiers)
+    merged: dict[tuple[str, ...], dict[str, list[tuple[str, ...]]]] = {}  # each folder's union, merged once
+    out = {}
+    for task in unread:
         folders = PurePosixPath(task.input).parts[:-1]
         for depth in range(len(folders), 0, -1):  # the nearest shared folder first; not the root (depth 0)
-            near = [ids for parts, ids in known if parts[:depth] == folders[:depth]]
-            if near:
-                out[task.scan_id] = _privacy_of(task, roots, merge_identifiers(*near), borrowed=True)
+            key = folders[:depth]
+            if key in under:
+                if key not in merged:
+                    merged[key] = merge_identifiers(*under[key])
+                out[task.scan_id] = _privacy_of(task, roots, merged[key], borrowed=True, readable=False)
                 break
     return out
 
