@@ -9,10 +9,12 @@
 # 3. "train": benchmarks/train_throughput.py --device cuda.
 # Each step has its own time limit so that one slow step cannot starve the next: tests 90 s, sr 270 + 5 s kill grace,
 # train 200 + 5 s. A benchmark stopped at its limit (SIGTERM) still writes the rows it measured, and is killed 5 s
-# later if it cannot; every log and markdown table lands in OUTDIR (default $OUT on the lent machine).
-# Run "sr" and "train" as two separate device calls (same warm machine), not "all": counting the nvidia-smi (30 s)
-# and version-check (60 s) timeouts, the worst case of "all" is 30 + 60 + 90 + 275 + 205 = 660 s, over the 600 s
-# one call may run; "sr" alone is at most 455 s, "train" alone 295 s, plus the wheel install.
+# later if it cannot; its table is also rewritten after every finished case, so even a kill keeps those rows. Every
+# log and markdown table lands in OUTDIR (default $OUT on the lent machine).
+# Run "sr" and "train" as two separate device calls (same warm machine), not "all": counting the import check (30 s),
+# nvidia-smi (30 s) and version-check (60 s) timeouts, the worst case of "all" is 30 + 30 + 60 + 90 + 275 + 205 = 690 s,
+# over the 600 s one call may run; "sr" alone is at most 485 s, "train" alone 325 s, plus the wheel install
+# (CONTRIBUTING.md, "GPU benchmarks and GPU checks", has the two calls to send).
 # Python packages the machine lacks (monai, nibabel, pydicom) travel as wheels in .whl/ (ignored by .gitignore;
 # CONTRIBUTING.md) and are installed first. Fetch them once, on the development machine, in the
 # repository root (the versions are those of the dev environment; monai 1.6.1 ran on the H200 on 2026-12-04):
@@ -46,6 +48,12 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+# fail fast: without the wheels (no .whl/, or .whl not in the call's carry) the install above is skipped and every
+# step below would fail at "import monai" (the device image has none of these), spending the call for nothing
+if ! timeout 30 python3 -c "import monai, nibabel, pydicom" >/dev/null 2>&1; then
+  echo "gpu_run.sh: monai/nibabel/pydicom not importable: fetch the wheels into .whl/ (pip download command in CONTRIBUTING.md, 'GPU benchmarks and GPU checks') and name .whl in the run call's carry" >&2
+  exit 1
+fi
 timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 timeout 60 python3 -c "import torch, monai, numpy; print('torch', torch.__version__, 'monai', monai.__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name())" \
   | tee -a "$out/gpu.txt"

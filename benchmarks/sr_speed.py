@@ -28,6 +28,7 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,24 @@ from _speed_common import (  # noqa: E402
 )
 
 from medgan.infer.superres import _tf32  # noqa: E402
+
+
+def _no_op() -> None:
+    """The default ``done`` of the measuring sections: nothing to do after a case."""
+
+
+def write_md_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (temporary file + rename), so that a run killed mid-write (SIGKILL
+    at a device call's limit) leaves the previous table, never a truncated one; a failed write only warns."""
+    from medgan.io.atomic import atomic_path
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a benchmark goes on without its partial table
+        print(f"could not write {path}: {exc}", file=sys.stderr, flush=True)
+
 
 #: end to end on the CPU: an eager first call longer than this is the measurement (no second, timed call)
 _CPU_SINGLE_CALL_S = 60.0
@@ -98,7 +117,9 @@ def _cudnn_autotune(device: torch.device, precision: str) -> None:
 
 
 # ---------------------------------------------------------------- bare network
-def bare_network(rows: list[dict], device: torch.device, quick: bool, compile_ok: bool) -> None:
+def bare_network(
+    rows: list[dict], device: torch.device, quick: bool, compile_ok: bool, done: Callable[[], None] = _no_op
+) -> None:
     cases: list[tuple[str, Any, tuple[int, ...]]] = []
     cuda = device.type == "cuda"
     if cuda:
@@ -170,6 +191,7 @@ def bare_network(rows: list[dict], device: torch.device, quick: bool, compile_ok
                 if label == "fp32":
                     base_s = row["seconds"]
                 row["ratio"] = base_s / row["seconds"] if base_s else None
+            done()
         del model
         torch._dynamo.reset() if compile_ok else None
 
@@ -192,7 +214,9 @@ def deviation(y: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     }
 
 
-def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: bool) -> None:
+def end_to_end(
+    rows: list[dict], device: torch.device, quick: bool, compile_ok: bool, done: Callable[[], None] = _no_op
+) -> None:
     from medgan.infer.superres import SuperResolver
     from medgan.io.scan import make_scan
 
@@ -316,6 +340,7 @@ def end_to_end(rows: list[dict], device: torch.device, quick: bool, compile_ok: 
                 if label == "fp32":
                     base_s = row["seconds"]
                 row["ratio"] = base_s / row["seconds"] if base_s else None
+            done()
             if comp:  # free the compiled graphs (CUDA graphs keep their memory pool) before the next case
                 torch._dynamo.reset()
         if compile_ok:
@@ -338,7 +363,15 @@ def _resampled_volume(shape: tuple[int, int, int]):
     return make_scan(vol[None].astype(np.float32), affine, {"filename_or_obj": f"mni-t1-{_fmt_shape(shape)}"})
 
 
-def cpu_goals(rows: list[dict], quick: bool, ct: bool, ct_modes: str, skip_one_thread: bool, skip_whole: bool) -> None:
+def cpu_goals(
+    rows: list[dict],
+    quick: bool,
+    ct: bool,
+    ct_modes: str,
+    skip_one_thread: bool,
+    skip_whole: bool,
+    done: Callable[[], None] = _no_op,
+) -> None:
     import medgan.infer.superres as S
     from medgan.infer.superres import SuperResolver
 
@@ -395,6 +428,7 @@ def cpu_goals(rows: list[dict], quick: bool, ct: bool, ct_modes: str, skip_one_t
             base_s = base_s or row["seconds"]
             row["ratio"] = base_s / row["seconds"]
             row["goal"] = "<= 60 s" + (" met" if row["seconds"] <= 60 else " MISSED")
+        done()
     fp32_out.clear()
 
     if not ct:
@@ -437,6 +471,7 @@ def cpu_goals(rows: list[dict], quick: bool, ct: bool, ct_modes: str, skip_one_t
             base_rss = base_rss or row["child_rss_mb"]
             row["ratio"] = base_rss / row["child_rss_mb"]
             row["goal"] = "<= 4 GB" + (" met" if row["child_rss_mb"] <= 4096 else " MISSED")
+        done()
 
 
 def ct_volume(shape: tuple[int, int, int]):
@@ -613,51 +648,69 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     t0 = time.perf_counter()
 
+    command = "python benchmarks/sr_speed.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+
+    def document(interrupted: str, partial: bool) -> str:
+        """The markdown section of the rows measured so far."""
+        return section(
+            f"SR inference speed, {device.type}", device, command, notes(interrupted, partial), report(rows, device)
+        )
+
+    def done() -> None:
+        # after every finished case: a run killed at a device call's limit (SIGKILL, no chance to write at the end)
+        # still leaves the table of the cases it finished in --out-md
+        if args.out_md:
+            write_md_atomic(args.out_md, document("", partial=True))
+
     def measure() -> None:
         if "e2e" not in skip:  # first: the goal of issue #7 is end to end
-            end_to_end(rows, device, args.quick, compile_ok)
+            end_to_end(rows, device, args.quick, compile_ok, done)
         if "bare" not in skip:
-            bare_network(rows, device, args.quick, compile_ok)
+            bare_network(rows, device, args.quick, compile_ok, done)
         if device.type == "cpu" and "cpu" not in skip:
-            cpu_goals(rows, args.quick, "ct" not in skip, args.ct_modes, "1thread" in skip, "whole2d" in skip)
+            cpu_goals(rows, args.quick, "ct" not in skip, args.ct_modes, "1thread" in skip, "whole2d" in skip, done)
+
+    def notes(interrupted: str, partial: bool) -> list[str]:
+        return [
+            "reference network: SRResNet (medgan `srresnet`), 64 channels, 16 residual blocks, x2, random weights",
+            f"end-to-end input: the MNI ICBM152 2009a T1 from sample_data ({MNI_T1.relative_to(REPO)}); "
+            + (
+                "timings are medians of 3 runs after one untimed first call (listed: it includes compilation)"
+                if device.type == "cuda"
+                else "timings: one run after an untimed first call (listed: it includes compilation); an eager "
+                f"first call over {_CPU_SINGLE_CALL_S:.0f} s is itself the timing"
+            ),
+            "CPU CT: sample_data/dicom/pydicom_ct_small (one real 128x128 CT slice, HU) resampled linearly to 512x512 "
+            "and repeated to 400 slices; the peak-RSS child runs the shipped 2-D x2 model's checkpoint settings with a "
+            "4-channel 1-block network (same memory path, far less compute)"
+            if device.type == "cpu" and not {"cpu", "ct"} & skip
+            else "",
+            "CPU, shipped models: the fitted bf16 rows are compared with the fp32 output of the checkpoint windows "
+            "(there is no fp32 fitted run), so their PSNR also includes the change of window layout"
+            if device.type == "cpu"
+            else "the 96^3 and 128^3 window rows (and any fitted row whose windows differ from the fitted fp32 run's) have "
+            "no fp32 run of their windows: they are compared with the fp32 output of the checkpoint windows, so their "
+            "PSNR also includes the change of window layout",
+            "cuDNN autotuning (torch.backends.cudnn.benchmark) is on for every case but true fp32 (the ratio base), which "
+            "runs cuDNN's heuristic algorithms; medgan itself leaves cudnn.benchmark at PyTorch's default (off)"
+            if device.type == "cuda"
+            else "",
+            f"total benchmark wall time {time.perf_counter() - t0:.0f} s",
+            interrupted,
+            f"**partial table** ({len(rows)} cases so far): rewritten after every case, complete only when the run ends "
+            "(this line is then gone)"
+            if partial
+            else "",
+        ]
 
     _speed_common.stop_on_sigterm()
     interrupted = _speed_common.measure_until_stopped(measure)
-    body = report(rows, device)
-    print(body)
-    command = "python benchmarks/sr_speed.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
-    notes = [
-        "reference network: SRResNet (medgan `srresnet`), 64 channels, 16 residual blocks, x2, random weights",
-        f"end-to-end input: the MNI ICBM152 2009a T1 from sample_data ({MNI_T1.relative_to(REPO)}); "
-        + (
-            "timings are medians of 3 runs after one untimed first call (listed: it includes compilation)"
-            if device.type == "cuda"
-            else "timings: one run after an untimed first call (listed: it includes compilation); an eager "
-            f"first call over {_CPU_SINGLE_CALL_S:.0f} s is itself the timing"
-        ),
-        "CPU CT: sample_data/dicom/pydicom_ct_small (one real 128x128 CT slice, HU) resampled linearly to 512x512 "
-        "and repeated to 400 slices; the peak-RSS child runs the shipped 2-D x2 model's checkpoint settings with a "
-        "4-channel 1-block network (same memory path, far less compute)"
-        if device.type == "cpu" and not {"cpu", "ct"} & skip
-        else "",
-        "CPU, shipped models: the fitted bf16 rows are compared with the fp32 output of the checkpoint windows "
-        "(there is no fp32 fitted run), so their PSNR also includes the change of window layout"
-        if device.type == "cpu"
-        else "the 96^3 and 128^3 window rows (and any fitted row whose windows differ from the fitted fp32 run's) have "
-        "no fp32 run of their windows: they are compared with the fp32 output of the checkpoint windows, so their "
-        "PSNR also includes the change of window layout",
-        "cuDNN autotuning (torch.backends.cudnn.benchmark) is on for every case but true fp32 (the ratio base), which "
-        "runs cuDNN's heuristic algorithms; medgan itself leaves cudnn.benchmark at PyTorch's default (off)"
-        if device.type == "cuda"
-        else "",
-        f"total benchmark wall time {time.perf_counter() - t0:.0f} s",
-        interrupted,
-    ]
-    write_outputs(
-        section(f"SR inference speed, {device.type}", device, command, notes, body),
-        out_md=args.out_md,
-        append=args.append,
-    )
+    print(report(rows, device))
+    text = document(interrupted, partial=False)
+    if args.out_md:
+        write_md_atomic(args.out_md, text)
+        print(f"markdown section written to {args.out_md}", file=sys.stderr)
+    write_outputs(text, out_md=None, append=args.append)
     return 0
 
 

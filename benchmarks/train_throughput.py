@@ -83,6 +83,19 @@ class GpuSampler:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
+def write_md_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (temporary file + rename), so that a run killed mid-write (SIGKILL
+    at a device call's limit) leaves the previous table, never a truncated one; a failed write only warns."""
+    from medgan.io.atomic import atomic_path
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a benchmark goes on without its partial table
+        print(f"could not write {path}: {exc}", file=sys.stderr, flush=True)
+
+
 def build_step(device: torch.device, channels_last: bool, compile_net: bool, fused: bool = False):
     """The reference generator, its optimiser and a phase-1 training step ``step(lr, hr) -> loss``.
 
@@ -356,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_trainer:
         cases = [c for c in cases if c[0].startswith("train_sr")]
 
+    command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
     def measure() -> None:
         base = None
         for name, data, fn in cases:
@@ -365,47 +380,59 @@ def main(argv: list[str] | None = None) -> int:
                 base = base or row["patches_s"]
                 row["ratio"] = row["patches_s"] / base
                 row["wait_frac"] = f"{100 * row['wait_frac']:.0f} %"
+            # after every finished case: a run killed at a device call's limit (SIGKILL, no chance to write at the
+            # end) still leaves the table of the cases it finished in --out-md
+            if args.out_md:
+                write_md_atomic(args.out_md, document("", partial=True))
             if not args.no_compile:
                 torch._dynamo.reset()
 
+    def document(interrupted: str, partial: bool) -> str:
+        """The markdown section of the rows measured so far."""
+        body = markdown_table(rows, COLUMNS)
+        best = [r for r in rows if r.get("patches_s") and r["data"].startswith("real")]
+        if best and device.type == "cuda":
+            b = max(best, key=lambda r: r["patches_s"])
+            util = b.get("gpu_util")
+            wait = float(str(b["wait_frac"]).rstrip(" %")) / 100
+            if b["case"].startswith("train_sr"):  # NVML spans the whole call there: busy = hardly waiting for data
+                busy, how = wait <= 0.10, f"waiting for data {100 * wait:.0f} % of the timed steps"
+            else:
+                busy, how = util is not None and util >= 90, f"GPU {'n/a' if util is None else f'{util:.0f} %'} busy"
+            met = b["patches_s"] >= 35 and busy
+            body += (
+                f"\n\n- goal (>= 35 3-D patches/s with the GPU >= 90 % busy, real data): {b['case']}, {b['data']}: "
+                f"{b['patches_s']:.1f} patches/s, {how}: {'met' if met else 'MISSED'}"
+            )
+        if not partial:
+            print(body)
+        notes = [
+            "network: SRResNet 64 channels, 16 residual blocks, x2 (random init); step = phase-1 L1 + Adam, bf16 autocast on CUDA",
+            f"real data: {CONFIG.relative_to(REPO)} training scans at least {2 * args.lr_edge + 8} voxels along every axis "
+            "(smaller ones cannot hold a reference patch plus its context), its degradation and augmentation; "
+            f"{args.steps} timed steps per case ({real_steps} with 0 workers) after 3 untimed",
+            "train_sr rows: medgan's trainer (train_sr) on the same scan and network, phase 1, no validation; its own "
+            "timing (TrainResult.speed) of the steps after the first 2, EMA update and LR schedule included",
+            "cuDNN autotuning (torch.backends.cudnn.benchmark) is on in every case, train_sr rows included; medgan's "
+            "trainer itself leaves it at PyTorch's default (off)"
+            if device.type == "cuda"
+            else "",
+            f"total benchmark wall time {time.perf_counter() - t_all:.0f} s",
+            interrupted,
+            f"**partial table** ({len(rows)} cases so far): rewritten after every case, complete only when the run ends "
+            "(this line is then gone)"
+            if partial
+            else "",
+        ]
+        return section(f"SR training throughput, {device.type}", device, command, notes, body)
+
     _speed_common.stop_on_sigterm()
     interrupted = _speed_common.measure_until_stopped(measure)
-    body = markdown_table(rows, COLUMNS)
-    best = [r for r in rows if r.get("patches_s") and r["data"].startswith("real")]
-    if best and device.type == "cuda":
-        b = max(best, key=lambda r: r["patches_s"])
-        util = b.get("gpu_util")
-        wait = float(str(b["wait_frac"]).rstrip(" %")) / 100
-        if b["case"].startswith("train_sr"):  # NVML spans the whole call there: busy = hardly waiting for data
-            busy, how = wait <= 0.10, f"waiting for data {100 * wait:.0f} % of the timed steps"
-        else:
-            busy, how = util is not None and util >= 90, f"GPU {'n/a' if util is None else f'{util:.0f} %'} busy"
-        met = b["patches_s"] >= 35 and busy
-        body += (
-            f"\n\n- goal (>= 35 3-D patches/s with the GPU >= 90 % busy, real data): {b['case']}, {b['data']}: "
-            f"{b['patches_s']:.1f} patches/s, {how}: {'met' if met else 'MISSED'}"
-        )
-    print(body)
-    command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    notes = [
-        "network: SRResNet 64 channels, 16 residual blocks, x2 (random init); step = phase-1 L1 + Adam, bf16 autocast on CUDA",
-        f"real data: {CONFIG.relative_to(REPO)} training scans at least {2 * args.lr_edge + 8} voxels along every axis "
-        "(smaller ones cannot hold a reference patch plus its context), its degradation and augmentation; "
-        f"{args.steps} timed steps per case ({real_steps} with 0 workers) after 3 untimed",
-        "train_sr rows: medgan's trainer (train_sr) on the same scan and network, phase 1, no validation; its own "
-        "timing (TrainResult.speed) of the steps after the first 2, EMA update and LR schedule included",
-        "cuDNN autotuning (torch.backends.cudnn.benchmark) is on in every case, train_sr rows included; medgan's "
-        "trainer itself leaves it at PyTorch's default (off)"
-        if device.type == "cuda"
-        else "",
-        f"total benchmark wall time {time.perf_counter() - t_all:.0f} s",
-        interrupted,
-    ]
-    write_outputs(
-        section(f"SR training throughput, {device.type}", device, command, notes, body),
-        out_md=args.out_md,
-        append=args.append,
-    )
+    text = document(interrupted, partial=False)
+    if args.out_md:
+        write_md_atomic(args.out_md, text)
+        print(f"markdown section written to {args.out_md}", file=sys.stderr)
+    write_outputs(text, out_md=None, append=args.append)
     return 0
 
 

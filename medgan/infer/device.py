@@ -14,7 +14,14 @@ from medgan.errors import MedganError
 if TYPE_CHECKING:
     from medgan.infer.checkpoint import Checkpoint
 
-__all__ = ["parse_device", "resolve_device", "inference_model", "keep_cpu_heap"]
+__all__ = [
+    "parse_device",
+    "resolve_device",
+    "inference_model",
+    "keep_cpu_heap",
+    "cuda_free_bytes",
+    "usable_free_bytes",
+]
 
 #: heap kept mapped by :func:`keep_cpu_heap` (glibc ``M_TOP_PAD``)
 CPU_HEAP_PAD = 1 << 30
@@ -128,6 +135,39 @@ def inference_model(
     if memory_format is not None:
         model = model.to(device, memory_format=memory_format)
     return model.to(device)
+
+
+def usable_free_bytes(driver_free: int, reserved: int, allocated: int) -> int:
+    """The CUDA memory new work can use: what the driver reports free plus what PyTorch's caching allocator holds
+    reserved but not allocated (freed by earlier work, kept for reuse).
+
+    Parameters
+    ----------
+    driver_free
+        Free bytes as the driver reports them (``torch.cuda.mem_get_info``).
+    reserved
+        Bytes the caching allocator holds (``torch.cuda.memory_reserved``).
+    allocated
+        Bytes of those in use by live tensors (``torch.cuda.memory_allocated``).
+
+    Returns
+    -------
+    int
+        ``driver_free + reserved - allocated`` (the cached part never counted below zero).
+    """
+    return int(driver_free) + max(0, int(reserved) - int(allocated))
+
+
+def cuda_free_bytes(device: torch.device) -> int:
+    """The CUDA memory on ``device`` that new work can use: :func:`usable_free_bytes` of the live counters.
+
+    ``torch.cuda.mem_get_info`` alone is the driver's view: memory PyTorch has cached but released (the peak of an
+    earlier call, kept for reuse) counts as used there. Sizing work by it made a second call of one
+    :class:`medgan.SuperResolver` see less free memory than the first, pick smaller windows or batches (another
+    layout, and compiled graphs recompiled inside timed calls), though the cached memory is as usable as free.
+    """
+    free, _ = torch.cuda.mem_get_info(device)
+    return usable_free_bytes(free, torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device))
 
 
 def cpu_has_native_bf16() -> bool:

@@ -43,7 +43,7 @@ from medgan.data.degrade import (
 from medgan.data.normalize import Normalization, NormalizationError, fit_normalization
 from medgan.errors import CheckpointError, MedganError
 from medgan.infer.checkpoint import Checkpoint, load_checkpoint, model_task, runtime_record
-from medgan.infer.device import cpu_has_native_bf16, inference_model, keep_cpu_heap, resolve_device
+from medgan.infer.device import cpu_has_native_bf16, cuda_free_bytes, inference_model, keep_cpu_heap, resolve_device
 from medgan.infer.pretrained import (
     PRETRAINED_DIR,
     as_checkpoint,
@@ -777,16 +777,37 @@ class SuperResolver:
         return y[:n]
 
     def _window_bytes(self, roi: Sequence[int]) -> float:
-        """CUDA memory one window of ``roi`` input voxels takes through the network (probed once per roi)."""
+        """CUDA memory one window of ``roi`` input voxels takes through the network (probed once per roi).
+
+        The probe (two windows through the eager network) reads the device's peak allocated memory
+        (``torch.cuda.max_memory_allocated``). It resets that peak only when the probe's own stayed under an
+        earlier one, which hides it (then a caller's peak counts from the probe on). cuDNN autotuning
+        (``torch.backends.cudnn.benchmark``) is off during the probe: its trial workspaces are not the windows'
+        memory, and inflated the estimate.
+        """
         key = (*roi, self.in_channels)
         if key not in self._window_mem:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            base = torch.cuda.memory_allocated(self.device)
-            probe = torch.zeros((2, self.in_channels, *roi), device=self.device)
-            self._forward(probe, self.model)
-            del probe
-            self._window_mem[key] = max((torch.cuda.max_memory_allocated(self.device) - base) / 2, 1.0)
+            dev = self.device
+
+            def peak_of_probe() -> int:
+                probe = torch.zeros((2, self.in_channels, *roi), device=dev)
+                self._forward(probe, self.model)
+                del probe
+                return torch.cuda.max_memory_allocated(dev)
+
+            autotune = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = False
+            try:
+                torch.cuda.synchronize(dev)
+                before = torch.cuda.max_memory_allocated(dev)
+                base = torch.cuda.memory_allocated(dev)
+                peak = peak_of_probe()
+                if peak <= before:  # under an earlier peak: the probe's own is unknown, measure it afresh
+                    torch.cuda.reset_peak_memory_stats(dev)
+                    peak = peak_of_probe()
+            finally:
+                torch.backends.cudnn.benchmark = autotune
+            self._window_mem[key] = max((peak - base) / 2, 1.0)
         return self._window_mem[key]
 
     def _batch_size(self, roi: Sequence[int], n_windows: int) -> int:
@@ -797,7 +818,7 @@ class SuperResolver:
             return max(1, min(n_windows, per_pass))
         key = (*roi, self.in_channels)
         if key not in self._auto_batch:
-            free, _ = torch.cuda.mem_get_info(self.device)
+            free = cuda_free_bytes(self.device)  # cached-but-released memory counts as free
             self._auto_batch[key] = int(max(1, min(_MAX_AUTO_BATCH, 0.5 * free // self._window_bytes(roi))))
         return max(1, min(self._auto_batch[key], n_windows))
 
@@ -813,7 +834,7 @@ class SuperResolver:
         base_vox = int(np.prod(base))
         widest = max(1, int(self.metadata["model"].get("channels", 64)) * int(np.prod(self.factor)))
         if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
+            free = cuda_free_bytes(self.device)  # not the driver's view: the same windows on every call
             cap = int(0.25 * free / (self._window_bytes(base) / base_vox))
         else:
             cap = max(_CPU_FIT_WINDOW_FACTOR * base_vox, _CPU_FIT_FEATURES // widest)
@@ -936,7 +957,7 @@ class SuperResolver:
         """Aggregate on the GPU when output, weight map and input fit in a third of the free memory."""
         if self.device.type != "cuda":
             return torch.device("cpu")
-        free, _ = torch.cuda.mem_get_info(self.device)
+        free = cuda_free_bytes(self.device)
         need = 4 * (3 * out_numel + 2 * in_numel)
         return self.device if need < free / 3 else torch.device("cpu")
 
