@@ -21,25 +21,35 @@ from medgan.data import degrade as degrade_module
 nib = pytest.importorskip("nibabel")
 
 #: largest allowed difference from the full-spectrum formula, as a fraction of the volume's intensity range (the
-#: two agree bit for bit with SciPy's pocketfft; this leaves room for another FFT backend's rounding)
+#: two agree to float32 rounding, ~3e-8; this leaves room for another FFT backend's rounding)
 TOLERANCE = 1e-6
 #: the traced peak allowed to a degradation, in float32 volumes of its input (the full spectrum took 5.9)
 PEAK_VOLUMES = 1.5
 
 
 def full_spectrum_reference(x: np.ndarray, factor: tuple[int, ...]) -> np.ndarray:
-    """The k-space degradation as first written: full ``fftn``, crop, block-centre phase, ``ifftn``, real part."""
+    """The k-space degradation on the full spectrum: ``fftn``, crop, block-centre phase, ``ifftn``, real part.
+
+    The crop is Hermitian-symmetric (test_kspace_30.py): for an even kept count m, the bins ``+m/2`` and ``-m/2``
+    (both phased) are taken at half weight each and summed into the one Nyquist bin of the m-point ``ifftn`` (on
+    the output grid they are the same frequency); the first version kept ``-m/2`` alone, which ``.real`` makes
+    right in 1-D only.
+    """
     axes = [i for i, f in enumerate(factor) if f > 1]
     spec = sp_fft.fftn(x.astype(np.float64), axes=axes, norm="forward")
     for axis in axes:
         n, f = x.shape[axis], factor[axis]
         m = n // f
-        freqs = np.arange(-(m // 2), (m - 1) // 2 + 1)
-        spec = np.take(spec, freqs % n, axis=axis)
-        phase = np.exp(2j * np.pi * freqs * ((f - 1) / 2.0) / n)
+        freqs = np.arange(-(m // 2), m // 2 + 1)  # both Nyquists for an even m
         shape = [1] * spec.ndim
-        shape[axis] = m
-        spec = sp_fft.ifftshift(spec * phase.reshape(shape), axes=axis)
+        shape[axis] = freqs.size
+        phase = np.exp(2j * np.pi * freqs * ((f - 1) / 2.0) / n)
+        spec = np.take(spec, freqs % n, axis=axis) * phase.reshape(shape)
+        if m % 2 == 0:  # fold: (X[-m/2] + X[+m/2]) / 2 at the position of -m/2, then drop +m/2
+            first, last = (tuple(slice(None) if d != axis else i for d in range(spec.ndim)) for i in (0, -1))
+            spec[first] = 0.5 * (spec[first] + spec[last])
+            spec = np.take(spec, np.arange(m), axis=axis)
+        spec = sp_fft.ifftshift(spec, axes=axis)
     return sp_fft.ifftn(spec, axes=axes, norm="forward").real.astype(np.float32)
 
 
