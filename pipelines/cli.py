@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 #: Ctrl-C (SIGINT) and SIGTERM that arrived while the command was still starting (:func:`_hold_early_signals`)
 _EARLY_SIGNALS: list[int] = []
@@ -92,8 +93,127 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_BROKEN_PIPE = 141
 
 
+class _PlainArgumentsGiven(Exception):
+    """Raised by :meth:`MedganParser.error` while it re-parses the command line to find its plain arguments."""
+
+
+class MedganParser(argparse.ArgumentParser):
+    """The parser of ``medgan`` and of each sub-command (``add_subparsers`` makes its sub-parsers of this class).
+
+    It differs from :class:`argparse.ArgumentParser` in one message: when required options are missing and plain
+    arguments were given instead (``medgan synthesize --model M lab.nii.gz syn.nii.gz``), it says that the command
+    takes those options, not plain arguments, naming what it got. argparse said only "the following arguments are
+    required: --labels, --out", which read as if the user had given nothing. Messages are escaped as
+    :func:`~pipelines.commands._outputs.terminal_text` does: they quote what was typed.
+    """
+
+    _given: list[str] | None = None
+    _reparsing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        # kept for error(): argparse does not hand the command line to it
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        if self._reparsing:
+            raise _PlainArgumentsGiven(message)
+        if message.startswith(_REQUIRED):
+            message = self._required_message(message)
+        from pipelines.commands._outputs import terminal_text
+
+        super().error(terminal_text(message, sys.stderr, multiline=True))
+
+    def _required_message(self, message: str) -> str:
+        """``message`` (argparse's "required" line), or, when plain arguments were given beyond the command's
+        positionals, one that names the missing options with their values and those arguments."""
+        names = [name.split("/")[0] for name in message[len(_REQUIRED) :].split(", ")]
+        missing = [self._option_string_actions.get(name) for name in names]
+        if self._given is None or not missing or any(action is None for action in missing):
+            return message  # a missing positional: argparse's line says it
+        plain = self._plain_arguments(self._given)
+        if not plain:
+            return message
+        takes = " ".join(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}" for action in missing)
+        positionals = any(not action.option_strings for action in self._actions)
+        what = "more plain argument" if positionals else "plain argument"
+        return (
+            f"{self.prog} takes {takes} (got {len(plain)} {what}{'s' if len(plain) != 1 else ''}: {', '.join(plain)})"
+        )
+
+    def _plain_arguments(self, given: list[str]) -> list[str]:
+        """The arguments of ``given`` that no option or positional of this parser takes, as argparse itself reads
+        the line with every option made optional (so option values are never counted)."""
+        required = [a for a in self._actions if a.required and a.option_strings]
+        self._reparsing = True
+        try:
+            for action in required:
+                action.required = False
+            _, extras = super().parse_known_args(given, None)
+        except _PlainArgumentsGiven:  # another problem with the line: argparse's own message stays
+            return []
+        finally:
+            self._reparsing = False
+            for action in required:
+                action.required = True
+        # after "--" every word is plain; before it, a word starting with "-" is an unknown option
+        if "--" in extras:
+            cut = extras.index("--")
+            return [w for w in extras[:cut] if not w.startswith("-")] + extras[cut + 1 :]
+        return [w for w in extras if not w.startswith("-")]
+
+
+#: how argparse's message for missing required arguments begins
+_REQUIRED = "the following arguments are required: "
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every sub-command parser under it (``medgan batch upscale`` too), depth first."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # an alias maps to the same parser
+                yield from _parsers(child)
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (innermost) sub-command ``args`` was parsed by: ``medgan batch upscale``'s for that."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, action.dest, None) if action is not None else None
+        if action is None or name not in action.choices:
+            return parser
+        parser = action.choices[name]
+
+
+def _unknown_hint(top: argparse.ArgumentParser, command: argparse.ArgumentParser, extras: list[str]) -> str:
+    """Where the unrecognized ``extras`` given to ``command`` belong: the commands that have such an option (the
+    user mixed two commands up, ``medgan upscale ... --threads 2``), else ``see medgan COMMAND --help``."""
+    owners: dict[str, list[str]] = {}
+    for parser in _parsers(top):
+        if parser is command:
+            continue
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            for option in action.option_strings:
+                owners.setdefault(option, []).append(parser.prog)
+    lines = []
+    for word in extras:
+        option = word.split("=", 1)[0]
+        if not option.startswith("-") or option not in owners or any(option in line for line in lines):
+            continue
+        if owners[option] == [top.prog]:  # a medgan option given after the command: argparse wants it before
+            lines.append(
+                f"{option} is an option of medgan itself: give it before the command ({top.prog} {option} ...)"
+            )
+        else:
+            lines.append(f"{option} is an option of: {', '.join(owners[option])}")
+    return "\n".join(lines) if lines else f"see {command.prog} --help"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = MedganParser(
         prog="medgan",
         description="Medical-imaging super-resolution and GAN-based augmentation.",
     )
@@ -114,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # the sub-command's own usage and error, not medgan's: "medgan: error: unrecognized arguments" under
+            # the top-level usage sent the user to the wrong help
+            command = _command_parser(parser, args)
+            command.error(f"unrecognized arguments: {' '.join(extras)}\n{_unknown_hint(parser, command, extras)}")
     except BaseException:  # --help, --version, a usage error: the process ends now anyway, a held signal with it
         _release_early_signals(None)
         raise

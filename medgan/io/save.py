@@ -648,8 +648,9 @@ def output_kind(path: str | os.PathLike[str], format: str | None = None) -> str:
     ------
     medgan.errors.MedganError
         An unknown ``format``; a NIfTI output not named ``.nii`` / ``.nii.gz``; a DICOM output with a NIfTI name;
-        without ``format``, a file name of another format (``.mha``, ``.png``, a mistyped ``.nii.gz``, ...), which
-        would silently become a DICOM folder of that name.
+        without ``format``, a file name of another format (``.mha``, ``.png``, a mistyped ``.nii.gz``, ...), or a
+        new name that looks like a mistyped one (``lr.nii.gzz``, a trailing space), which would silently become a
+        DICOM folder of that name.
     """
     path = Path(path)
     fmt = (format or ("nifti" if _is_nifti(path) else "dicom")).lower()
@@ -664,7 +665,33 @@ def output_kind(path: str | os.PathLike[str], format: str | None = None) -> str:
             f"{path}: medgan writes NIfTI (a .nii or .nii.gz file name) or a DICOM series (a folder name); "
             "this looks like a file name of another format"
         )
+    if fmt == "dicom" and format is None and not path.exists():
+        _refuse_mistyped_name(path)
     return fmt
+
+
+#: the words of scan file extensions: a name part starting with one (``lr.nii.gzz``, ``t1.nii.bak``,
+#: ``ct.dcm2``) is a mistyped file name, not a folder name (``run.2024-01``, ``sub-01.ses-2`` stay folder names)
+_SCAN_EXTENSION_WORDS = ("nii", "dcm", "gz", "mgz", "mgh", "nrrd", "nhdr", "mha", "mhd")
+
+
+def _refuse_mistyped_name(path: Path) -> None:
+    """Refuse a new DICOM folder name (one chosen by its name, not by ``format``) that looks like a mistyped file
+    name: one ending in white space (``"lr.nii.gz "``, a stray space in a quoted or pasted name) or with a part after
+    a dot that starts as a scan extension but is not ``.nii`` / ``.nii.gz`` (``lr.nii.gzz``). Each silently became a
+    DICOM series folder of that name, ``wrote lr.nii.gzz`` and exit 0.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        The name looks mistyped.
+    """
+    name = path.name
+    advice = "write NIfTI as .nii or .nii.gz, or give a folder name without extension for a DICOM series"
+    if name != name.rstrip():
+        raise MedganError(f"{str(path)!r}: the name ends in white space; {advice}")
+    if any(part.lower().startswith(_SCAN_EXTENSION_WORDS) for part in name.split(".")[1:]):
+        raise MedganError(f"{path}: unknown extension; {advice}")
 
 
 def _warn_if_taken(path: Path) -> None:

@@ -25,10 +25,30 @@ __all__ = [
     "ShippedModelNames",
     "DEVICE_HELP",
     "device_name",
+    "ExamplesHelpFormatter",
+    "examples_epilog",
 ]
 
 #: ``--device`` of the commands that run a model (medgan.infer.device.resolve_device takes these)
 DEVICE_HELP = "auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N"
+
+
+class ExamplesHelpFormatter(argparse.HelpFormatter):
+    """argparse's help layout, except that a text of several lines (the "examples:" epilog of
+    :func:`examples_epilog`) keeps its lines: the default formatter joined the example commands into one paragraph.
+    The one-line descriptions are still wrapped to the terminal's width, as before (RawDescriptionHelpFormatter
+    would leave them one long line)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "\n".join(indent + line for line in text.splitlines())
+
+
+def examples_epilog(*commands: str) -> str:
+    """A sub-command's ``--help`` epilog: ``examples:`` and one command line per entry (shown as given; a ``#``
+    comment may follow a command). Give it with ``formatter_class=ExamplesHelpFormatter``."""
+    return "examples:\n" + "\n".join(f"  {command}" for command in commands)
 
 
 def device_name(text: str) -> str:

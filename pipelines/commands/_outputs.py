@@ -1,6 +1,9 @@
 """The output checks of the one-scan commands (``convert``, ``degrade``, ``upscale``, ``synthesize``), run before
 anything is loaded or computed.
 
+:func:`check_inputs` first refuses an input that does not exist (before an existing output is named: with IN and
+OUT swapped, "OUT exists; pass --overwrite" invited the user to overwrite their scan).
+
 :func:`check_outputs` refuses, with one line that names the file (a :class:`~medgan.errors.MedganError`, exit 1):
 
 - an output whose folder does not exist, is a file, or cannot be written to (tried with a hidden temporary file,
@@ -28,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["DETAIL", "EscapingFormatter", "check_outputs", "terminal_text"]
+__all__ = ["DETAIL", "EscapingFormatter", "check_inputs", "check_outputs", "terminal_text", "written_text"]
 
 #: what a terminal acts on instead of showing: C0 controls (ESC starts a CSI / OSC sequence, CR rewrites the
 #: line, BS erases), DEL, C1 controls (U+009B is a one-character CSI), and the bidirectional embeddings, overrides
@@ -171,6 +174,51 @@ def _check_folder(path: Path) -> None:
         raise MedganError(f"{path}: cannot write to the folder {parent} ({os_error_reason(exc)})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def check_inputs(inputs: Iterable[str | os.PathLike[str]], *, outputs: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse an input that does not exist, before :func:`check_outputs` looks at the outputs.
+
+    With input and output swapped (``medgan degrade --factor 2 missing_lr.nii.gz existing_scan.nii``) the output
+    check came first and answered "existing_scan.nii: exists; ... pass --overwrite", inviting the user to overwrite
+    their scan with the degraded version of a file that is not there. When an output exists the message adds
+    "(IN comes before OUT)".
+
+    Parameters
+    ----------
+    inputs
+        The paths the command reads (IN).
+    outputs
+        The paths it writes (OUT), only to word the message.
+
+    Raises
+    ------
+    medgan.errors.MedganError
+        An input does not exist (or is a broken link: :func:`medgan.io.discover.missing_reason` says so).
+    """
+    from medgan.errors import MedganError
+    from medgan.io.discover import missing_reason
+
+    for source in inputs:
+        path = Path(source)
+        if path.exists():
+            continue
+        swapped = any(Path(o).exists() for o in outputs)
+        raise MedganError(f"{path}: {missing_reason(path)}{' (IN comes before OUT)' if swapped else ''}")
+
+
+#: the name of a slice file of a DICOM series medgan writes (as medgan.io.dicom_write names them)
+_SLICE_FILE = re.compile(r"IM[0-9]{4,}\.dcm")
+
+
+def written_text(path: Path) -> str:
+    """How a command's "wrote ..." line names an output it wrote: ``path`` for a NIfTI file, ``a DICOM series (N
+    files) into folder X/`` for a DICOM series. "wrote lr.nii.gzz" did not say that ``lr.nii.gzz`` was a folder."""
+    if not path.is_dir():
+        return str(path)
+    # the slice files medgan.io.dicom_write names IM0001.dcm, ...; other files a replaced folder kept are not counted
+    count = sum(1 for entry in path.iterdir() if _SLICE_FILE.fullmatch(entry.name) and entry.is_file())
+    return f"a DICOM series ({count} file{'s' if count != 1 else ''}) into folder {path}{os.sep}"
 
 
 def check_outputs(

@@ -6,18 +6,29 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import medgan
-from pipelines.commands._args import add_progress_options, positive_int, show_progress
+from pipelines.commands._args import (
+    ExamplesHelpFormatter,
+    add_progress_options,
+    examples_epilog,
+    positive_int,
+    show_progress,
+)
 from pipelines.commands._signals import sigterm_interrupts
 
-__all__ = ["EXAMPLE_CONFIGS", "add_training_parser", "run_training", "example_configs_help"]
+__all__ = ["EXAMPLE_CONFIGS", "add_training_parser", "run_training", "example_config", "example_configs_help"]
 
 #: the annotated example configs: installed with the package (a checkout's ``medgan/train/configs/``)
 EXAMPLE_CONFIGS = Path(medgan.__file__).resolve().parent / "train" / "configs"
+
+
+def example_config(name: str) -> str:
+    """The path of the example config ``name`` in this installation, for a ``--help`` example."""
+    return str(EXAMPLE_CONFIGS / name)
 
 
 def example_configs_help(pattern: str) -> str:
@@ -37,10 +48,17 @@ def add_training_parser(
     description: str,
     config_help: str,
     run: Callable[[argparse.Namespace], int],
+    examples: Sequence[str] = (),
 ) -> argparse.ArgumentParser:
     """Register a training sub-command ``name`` taking a YAML CONFIG, ``--until-step N`` and ``--progress`` /
-    ``--no-progress``."""
-    parser = subparsers.add_parser(name, help=help, description=description)
+    ``--no-progress``; ``examples`` are the command lines of its ``--help`` epilog."""
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(*examples) if examples else None,
+    )
     parser.add_argument("config", metavar="CONFIG", help=config_help)
     parser.add_argument(
         "--until-step",

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from pipelines.commands._args import ExamplesHelpFormatter, examples_epilog
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,6 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Convert a scan: IN is a NIfTI file, a DICOM file or a DICOM series folder; OUT is a .nii/.nii.gz "
             "file or a folder for a derived DICOM series (one file per slice)."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan convert sample_data/dicom/dicom2nifti_hitachi_anatomical_001 hitachi.nii.gz",
+            "medgan convert sample_data/nifti/nibabel/anatomical.nii anatomical_dicom   # a folder: a DICOM series",
         ),
     )
     parser.add_argument("input", metavar="IN", help="NIfTI file, DICOM file or DICOM series folder")
@@ -47,11 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Convert ``args.input`` to ``args.output``; return the exit status."""
     from medgan import load_scan, save_scan
-    from pipelines.commands._outputs import check_outputs
+    from pipelines.commands._outputs import check_inputs, check_outputs, written_text
 
+    check_inputs([args.input], outputs=[args.output])  # before "OUT exists": IN and OUT may be swapped
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     scan = load_scan(args.input, series=args.series)
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     out = save_scan(scan, args.output, format=args.format, reference=reference, overwrite=args.overwrite)
-    logger.info("wrote %s", out)
+    logger.info("wrote %s", written_text(out))
     return 0

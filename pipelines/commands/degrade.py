@@ -18,7 +18,13 @@ import argparse
 import logging
 import sys
 
-from pipelines.commands._args import factor_list, non_negative_float, non_negative_int
+from pipelines.commands._args import (
+    ExamplesHelpFormatter,
+    examples_epilog,
+    factor_list,
+    non_negative_float,
+    non_negative_int,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +32,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("interpolate", "kspace", "thick_slice")
 NOISE_MODELS = ("gaussian", "rician")
 SLICE_PROFILES = ("box", "gaussian")
+#: the sample T1 and tissue maps of the --help examples (paths from a checkout's root)
+_MNI = "sample_data/nifti/mni_icbm152_2009a_sym"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,6 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Degrade a scan: output shape is the input shape floor-divided by the factor (remainder cropped at "
             "the high-index end), the affine is anchored at the first voxel corner and covers the kept voxels' extent "
             "(voxel corners aligned)."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan degrade sample_data/nifti/nibabel/anatomical.nii lr.nii.gz --factor 2",
+            f"medgan degrade {_MNI}/t1.nii.gz lr_thick.nii.gz --factor 1,1,4 --method thick_slice "
+            "--noise-std 2 --seed 0",
+            "medgan degrade sample_data/dicom/dcm_qa_xa30_t1w_tfl3d lr_dicom --factor 2   # a folder: a DICOM series",
         ),
     )
     parser.add_argument("input", metavar="IN", help="NIfTI file, DICOM file or DICOM series folder")
@@ -92,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from medgan import degrade, load_scan, save_scan
     from medgan.data.degrade import DegradationError
     from medgan.io.scan import is_label_map
-    from pipelines.commands._outputs import check_outputs, terminal_text
+    from pipelines.commands._outputs import check_inputs, check_outputs, terminal_text, written_text
 
     # options medgan.degrade would ignore: refused (or, --seed, warned about) before any file is read
     ignored = []
@@ -108,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         logger.warning(
             "--seed %d has no effect: no noise is added (--noise-std 0), and only the noise is random", args.seed
         )
+    check_inputs([args.input], outputs=[args.output])  # before "OUT exists": IN and OUT may be swapped
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     scan = load_scan(args.input, series=args.series)
     factor = args.factor[0] if len(args.factor) == 1 else args.factor
@@ -128,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         return 1 if is_label_map(scan) else 2
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     out = save_scan(low, args.output, format=args.format, reference=reference, overwrite=args.overwrite)
-    logger.info("wrote %s (shape %s, spacing %s)", out, tuple(low.shape[1:]), low.meta["spacing"])
+    logger.info("wrote %s (shape %s, spacing %s)", written_text(out), tuple(low.shape[1:]), low.meta["spacing"])
     if args.seed is None and low.meta["degradation"]["noise"]:
         # the drawn seed is in the output's provenance too; said here so the run can be repeated from the log
         seed = low.meta["degradation"]["seed"]

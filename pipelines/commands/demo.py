@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.commands._args import ExamplesHelpFormatter, examples_epilog
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``demo`` sub-command."""
@@ -16,6 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "real high-resolution scans and interpolation baselines, and write HTML reports. The demo's own files in the "
             "output folder (index.html, scans/, synthetic/, report-*/) are replaced, with a warning when they are "
             "there already; other files there are kept."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan demo                      # writes medgan-demo/index.html",
+            "medgan demo --out /tmp/medgan-demo --quiet",
         ),
     )
     parser.add_argument(

@@ -20,9 +20,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipelines.commands._args import positive_float, probability_threshold
+from pipelines.commands._args import ExamplesHelpFormatter, examples_epilog, positive_float, probability_threshold
 
 logger = logging.getLogger(__name__)
+
+#: the sample tissue maps of the --help examples (paths from a checkout's root)
+_MNI = "sample_data/nifti/mni_icbm152_2009a_sym"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,6 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Build a tissue label map with medgan.data.labels.tissue_labels: 0 background, 1 CSF/other, "
             "2 grey matter, 3 white matter (per voxel, the likeliest of 1 - p_gm - p_wm, p_gm, p_wm inside the "
             "brain mask). OUT is a NIfTI file on the GM map's grid; its JSON sidecar names the labels."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            f"medgan labels --gm {_MNI}/gm.nii.gz --wm {_MNI}/wm.nii.gz labels.nii.gz",
+            f"medgan labels --gm {_MNI}/gm.nii.gz --wm {_MNI}/wm.nii.gz --t1 {_MNI}/t1.nii.gz labels_t1.nii.gz",
         ),
     )
     parser.add_argument("output", metavar="OUT", help="output .nii/.nii.gz file")
@@ -81,13 +89,14 @@ def run(args: argparse.Namespace) -> int:
     from medgan.data.labels import tissue_labels
     from medgan.errors import MedganError
     from medgan.io.nifti import is_nifti_path
-    from pipelines.commands._outputs import check_outputs
+    from pipelines.commands._outputs import check_inputs, check_outputs
 
     out = Path(args.output)
     # NIfTI only: the label names live in its JSON sidecar, which a DICOM series has no place for
     if not is_nifti_path(out):
         raise MedganError(f"{out}: the output must be a .nii or .nii.gz file name")
     inputs = [p for p in (args.gm, args.wm, args.t1) if p is not None]
+    check_inputs(inputs)  # a missing map named before an existing OUT is refused
     check_outputs([out], inputs=inputs, overwrite=args.overwrite, fmt="nifti")
     gm, wm = load_scan(args.gm), load_scan(args.wm)
     t1 = load_scan(args.t1) if args.t1 is not None else None

@@ -30,10 +30,12 @@ from pathlib import Path
 
 from pipelines.commands._args import (
     DEVICE_HELP,
+    ExamplesHelpFormatter,
     add_progress_options,
     add_shipped_model_names,
     class_condition,
     device_name,
+    examples_epilog,
     non_negative_int,
     positive_int,
     show_progress,
@@ -52,6 +54,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Generate synthetic scans conditioned on an integer label map. Outputs are NIfTI on the label map's "
             "grid, in the training data's units, marked synthetic=True in their provenance."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan synthesize --model brain-t1-tissue-2d --labels labels.nii.gz --out synth.nii.gz --seed 0",
+            "medgan synthesize --model brain-t1-tissue-2d --labels labels.nii.gz --out synth.nii.gz -n 4 --deform "
+            "--seed 1   # also writes synth_labels.nii.gz",
+            "(labels.nii.gz: a tissue label map; the examples of `medgan labels --help` make one)",
         ),
     )
     add_shipped_model_names(

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands._train import add_training_parser, example_configs_help, run_training
+from pipelines.commands._train import (
+    add_training_parser,
+    example_config,
+    example_configs_help,
+    run_training,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,6 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
         config_help=example_configs_help("cgan_*.yaml"),
         run=run,
+        examples=(
+            f"medgan train-cgan {example_config('cgan_tissue2d.yaml')}   # rerun the same command to resume",
+            f"medgan train-cgan {example_config('cgan_tissue2d.yaml')} --until-step 200 --no-progress",
+        ),
     )
 
 

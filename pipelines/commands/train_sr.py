@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands._train import add_training_parser, example_configs_help, run_training
+from pipelines.commands._train import (
+    add_training_parser,
+    example_config,
+    example_configs_help,
+    run_training,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,6 +31,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
         config_help=example_configs_help("*.yaml"),
         run=run,
+        examples=(
+            f"medgan train-sr {example_config('srresnet3d_x2_cpu.yaml')}   # sized for a CPU; rerun to resume",
+            f"medgan train-sr {example_config('srresnet3d_x2_cpu.yaml')} --until-step 100",
+            f"torchrun --nproc_per_node 4 -m medgan train-sr {example_config('srresnet3d_x2.yaml')}",
+        ),
     )
 
 
