@@ -1096,6 +1096,10 @@ class Evaluation:
                 shape = " x ".join(str(int(n)) for n in pred.shape[1:])
                 text = M.box_text(start, pred.shape[1:], ref.shape[1:])
                 return pred, cropped, f"reference cropped to the prediction's {shape} voxels: {text}", None
+        if start is None:  # a box of the reference's voxels overlaps it wholly, and is not finer
+            refusal = _grid_refusal(pred, ref, command=self.command, advice=self._advice(), resample=resample)
+            if refusal is not None:
+                raise GeometryMismatchError(refusal)
         if resample:
             covered = field_of_view_coverage(pred, ref)
             geometry = f"prediction resampled onto the reference grid (linear); {_coverage_text(covered)}"
@@ -1138,6 +1142,102 @@ class Evaluation:
             "paired": stats.paired_comparisons(self.rows, method=self.method, baselines=self.baselines),
             "breakdown": stats.breakdown(self.rows),
         }
+
+
+def _overlap_fraction(pred: Any, ref: Any, pa: np.ndarray, ra: np.ndarray, slack: float) -> float:
+    """The fraction of the smaller of the two fields of view (world boxes, RAS+ mm) that lies inside the other.
+
+    An axis along which either box is flat (a 2-D scan's through-plane axis) counts as overlapping when the two lie
+    within ``slack`` mm of each other there, and is left out of the product.
+    """
+    pbox, rbox = M._world_box(pred, pa), M._world_box(ref, ra)
+    fraction = 1.0
+    for axis in range(3):
+        (plo, phi), (rlo, rhi) = (pbox[0, axis], pbox[1, axis]), (rbox[0, axis], rbox[1, axis])
+        shortest = min(phi - plo, rhi - rlo)
+        if shortest < 1e-6:
+            if max(plo, rlo) - min(phi, rhi) > slack:
+                return 0.0
+            continue
+        fraction *= max(0.0, min(phi, rhi) - max(plo, rlo)) / shortest
+    return float(fraction)
+
+
+#: below this fraction of the smaller field of view inside the other, a prediction and a reference are taken for
+#: two different scans: the error says so first instead of advising --resample (which would score the little overlap)
+_UNRELATED_OVERLAP = 0.5
+
+
+def _grid_refusal(pred: Any, ref: Any, *, command: str | None, advice: str, resample: bool) -> str | None:
+    """The error for a prediction whose grid differs from the reference's in a way resampling does not mend, or
+    ``None`` (the usual geometry check and ``--resample`` then apply).
+
+    * Finer voxels than the reference over the same field of view, by an integer factor, without being a whole
+      multiple of its shape (that case is the upscaled scan scored against its own low-resolution input, which
+      :func:`medgan.eval.metrics.check_geometry` explains): the high-resolution scan given as the prediction and the
+      low-resolution one as the reference, ``--pred`` and ``--ref`` swapped. With ``resample`` (a prediction finer
+      than the only reference there is, asked to be scored on its grid) it is scored, with a warning naming the
+      swap.
+      The mirror of the low-resolution prediction that :func:`medgan.eval.metrics._geometry_hints` detects, by the
+      same test (voxel-size ratio and field of view within one coarser voxel).
+    * Fields of view that barely overlap (under half of the smaller one inside the other): two different scans,
+      said first ("do not overlap" / "barely overlap"); resampling is mentioned only as a last resort, and not at
+      all when nothing overlaps. Not with
+      ``resample``, whose coverage check already reports a partial or empty overlap.
+    """
+    pa, ra = M._affine_of(pred), M._affine_of(ref)
+    if pa is None or ra is None or len(pred.shape) != len(ref.shape) or M.grid_difference(pred, ref) is None:
+        return None
+    if M.reorientation_onto(ref, pred) is not None:  # the same grid in another axis order: reordered elsewhere
+        return None
+    nd = len(pred.shape) - 1
+    pspacing = np.asarray(M.spacing_from_affine(pa)[:nd], dtype=float)
+    rspacing = np.asarray(M.spacing_from_affine(ra)[:nd], dtype=float)
+    slack = float(max(pspacing.max(), rspacing.max())) + M.AFFINE_ATOL_MM
+    pbox, rbox = M._world_box(pred, pa), M._world_box(ref, ra)
+    same_fov = bool(np.all(np.abs(pbox - rbox) <= slack))
+    pname, rname = M._names(pred, ref, "prediction", "reference")
+    what = M.grid_difference(pred, ref).replace("the reference", rname, 1)
+    ratio = rspacing / np.maximum(pspacing, 1e-12)
+    whole = np.round(ratio)
+    finer = bool(np.all(np.abs(ratio - whole) < 1e-3) and np.all(whole >= 1) and np.any(whole > 1))
+    if finer and same_fov and M.shape_multiple(pred, ref) is None:
+        k = [int(v) for v in whole]
+        times = f"{k[0]}x" if len(set(k)) == 1 else "x".join(map(str, k)) + " times"
+        which = "--pred and --ref" if command else "pred and ref"
+        if resample:
+            # asked for: a prediction finer than the only reference there is (x4 output, x2 reference) is scored
+            # on the reference's grid; said, since swapped inputs give a meaningless score the same way
+            logger.warning(
+                "%s: the prediction has %s finer voxels than the reference over the same field of view; it is "
+                "resampled down onto the reference's grid as asked (if %s are swapped, the score compares a scan "
+                "with its own degraded copy)",
+                pname,
+                times,
+                which,
+            )
+            return None
+        return (
+            f"{pname}: {what}; the prediction has {times} finer voxels than the reference over the same field of "
+            f"view: are {which} swapped? (the reference must be the high-resolution scan; to score a prediction "
+            "finer than its reference on the reference's grid, pass --resample)"
+        )
+    overlap = _overlap_fraction(pred, ref, pa, ra, slack)
+    if resample or overlap >= _UNRELATED_OVERLAP:
+        return None
+    psize, rsize = M._size_text(pred, pa), M._size_text(ref, ra)
+    shift = f"shifted by up to {float(np.abs(pbox - rbox).max()):.4g} mm"
+    where = f"sizes in mm: {psize} here, {rsize} in the reference" if psize != rsize else f"{psize} mm alike, {shift}"
+    if overlap <= 0:
+        return (
+            f"{pname}: {what}; the scans do not overlap ({where}): they may not be the same scan; is this the "
+            "matching reference?"
+        )
+    return (
+        f"{pname}: {what}; the scans barely overlap (only {_percent(overlap)} of the smaller field of view lies "
+        f"inside the other; {where}): they may not be the same scan; is this the matching reference? (if it is, "
+        f"{advice})"
+    )
 
 
 # --------------------------------------------------------------------------- pairing files

@@ -165,7 +165,8 @@ def resolve_model_path(name_or_path: str | os.PathLike[str], *, task: str | None
     A bare name of a shipped model (no path separator, no checkpoint suffix) means that model, even when a file or
     folder of the same name exists in the working directory (an output folder named after the model hid it); write
     ``./NAME`` for such a file. Any other argument is a path when it exists, has a checkpoint suffix or contains a
-    path separator; otherwise it must be the name of a shipped model. A shipped model is checked against the
+    path separator; otherwise it must be the name of a shipped model, matched ignoring case (the error for an unknown
+    name suggests the closest shipped one). A shipped model is checked against the
     sha256 its model card records (:func:`verify_shipped`); a path is returned as given (the checkpoint loader
     reports a missing or foreign file).
 
@@ -197,10 +198,21 @@ def resolve_model_path(name_or_path: str | os.PathLike[str], *, task: str | None
         return verify_shipped(models[text])
     if path.exists() or not bare:
         return path
+    # a shipped name typed in another case (brain-mr-x2-3D): names differ by more than case, so it means one model
+    folded = [m for m in models if m.casefold() == text.strip().casefold()]
+    if bare and len(folded) == 1:
+        return verify_shipped(models[folded[0]])
     usable = [m["name"] for m in list_pretrained(include_detector=task is not None) if task in (None, m["task"])]
     names = ", ".join(sorted(usable)) or "none shipped with this version"
     kind = f"{task} models" if task else "available"
-    raise CheckpointError(f"unknown model {text!r}; {kind}: {names} (or give the path of a .safetensors checkpoint)")
+    import difflib
+
+    # a misspelt name (brain-mr-x2-3): the closest shipped one of this task, compared ignoring case
+    close = difflib.get_close_matches(text.casefold(), [u.casefold() for u in usable], n=1)
+    hint = f" (did you mean {next(u for u in usable if u.casefold() == close[0])!r}?)" if close else ""
+    raise CheckpointError(
+        f"unknown model {text!r}{hint}; {kind}: {names} (or give the path of a .safetensors checkpoint)"
+    )
 
 
 def as_checkpoint(checkpoint: Any, *, task: str) -> Any:

@@ -306,6 +306,19 @@ def _resolve(value: str, base: Path, key: str) -> str:
     return str(path if path.is_absolute() else (base / path))
 
 
+def _unknown_keys(unknown: list[str], allowed: list[str], job: str, where: Callable[[str], str]) -> ConfigError:
+    """The error for keys a job does not take: each named where it came from (the file or ``--set``), with the
+    closest allowed key (difflib, as train-sr's config does: ``ouput`` -> did you mean 'output'?), then the allowed
+    keys as plain text (a Python list's brackets and quotes were printed)."""
+    import difflib
+
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, allowed, n=1)
+        parts.append(f"{where(key)}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ConfigError(f"{'; '.join(parts)}; allowed keys for job {job!r}: {', '.join(allowed)}")
+
+
 def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> JobSpec:
     """Read and validate a YAML job spec.
 
@@ -328,7 +341,13 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
     path = Path(path)
     # the one YAML reader: it also refuses an alias bomb, which hung `medgan run` at gigabytes and still growing,
     # and a key given twice (safe_load kept the last silently: a pasted block switched `input` or turned `force` on)
-    data = read_yaml(path, what="job spec")
+    try:
+        data = read_yaml(path, what="job spec")
+    except ConfigError as exc:
+        # PyYAML's "found character '\t' that cannot start any token" does not say what to do about it
+        if "'\\t'" in str(exc):
+            raise ConfigError(f"{exc}: YAML indents with spaces, not tabs") from None
+        raise
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: a job spec must be a mapping of keys (job, input, output, ...), got {type(data).__name__}"
@@ -341,17 +360,27 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
     for key, value in (overrides or {}).items():
         data[key] = value
         origin[key] = Path.cwd()
+    given = set(overrides or {})
+
+    def where(key: str) -> str:
+        # a value from `--set KEY=VALUE` was blamed on the file, which the user then searched for it in vain
+        return f"--set {key}=... (overriding {path})" if key in given else str(path)
+
     job = data.get("job")
     if job is None:
         raise ConfigError(f"{path}: 'job' is required (one of: {', '.join(SCHEMA)})")
     if not isinstance(job, str):  # a list or mapping crashed the lookup below with "unhashable type"
-        raise ConfigError(f"{path}: 'job' must be text, one of: {', '.join(SCHEMA)}; got {job!r}")
+        raise ConfigError(f"{where('job')}: 'job' must be text, one of: {', '.join(SCHEMA)}; got {job!r}")
     if job not in SCHEMA:
-        raise ConfigError(f"{path}: unknown job {job!r}; use one of: {', '.join(SCHEMA)}")
+        import difflib
+
+        close = difflib.get_close_matches(job, list(SCHEMA), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where('job')}: unknown job {job!r}{hint}; use one of: {', '.join(SCHEMA)}")
     schema = SCHEMA[job]
     unknown = sorted(set(data) - set(schema))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown} for job {job!r}; allowed: {sorted(schema)}")
+        raise _unknown_keys(unknown, sorted(schema), job, where)
     params: dict[str, Any] = {}
     for key, (check, required, default) in schema.items():
         if key not in data:
@@ -363,17 +392,17 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
         if check in _NUMBER_CHECKS and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
             value = float(value)
         if not check(value):
-            raise ConfigError(f"{path}: {key!r} must be {_describe(check)}, got {value!r}")
+            raise ConfigError(f"{where(key)}: {key!r} must be {_describe(check)}, got {value!r}")
         # a subject table is a path (relative to the spec, as the other paths); "bids" names a rule, not a file
         if (key in _PATH_KEYS or (key == "subjects" and value != "bids")) and isinstance(value, str):
             try:
                 value = _resolve(value, origin[key], key)
             except ConfigError as exc:
-                raise ConfigError(f"{path}: {exc}") from None
+                raise ConfigError(f"{where(key)}: {exc}") from None
         params[key] = value
     problem = workers_problem(params["workers"])
     if problem is not None:  # before any process starts: one line, exit 1, as every other bad key
-        raise ConfigError(f"{path}: 'workers': {problem}")
+        raise ConfigError(f"{where('workers')}: 'workers': {problem}")
     if params["workers"] > 1 and params["dask_scheduler"]:
         raise ConfigError(f"{path}: give either 'workers' > 1 or 'dask_scheduler', not both")
     return JobSpec(job=job, params=params, path=path)

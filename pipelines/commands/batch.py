@@ -29,9 +29,11 @@ import sys
 
 from pipelines.commands._args import (
     DEVICE_HELP,
+    ExamplesHelpFormatter,
     add_precision_option,
     add_windows_option,
     device_name,
+    examples_epilog,
     non_negative_int,
     overlap_fraction,
     positive_float,
@@ -104,6 +106,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "tree: OUT_ROOT/<folder>/<scan id>.nii.gz (+ .json provenance) or, with --format dicom, a derived "
             "series folder OUT_ROOT/<folder>/<scan id>/."
         ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan batch upscale sample_data/dicom sr_tree --model brain-mr-x2-2d --workers 2",
+            "medgan batch upscale sample_data/dicom sr_tree --model brain-mr-x2-2d --force   # redo the scans done",
+        ),
     )
     up.add_argument("input", metavar="IN_ROOT", help="folder tree (or one file) of DICOM series and NIfTI files")
     up.add_argument("output", metavar="OUT_ROOT", help="output folder (created; must not be inside IN_ROOT)")
@@ -140,6 +147,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "OUT_ROOT/<folder>/<scan id>-synth-000.nii.gz ... with a .json provenance sidecar ('synthetic': true). "
             "Each map's noise seed is derived from --seed and the scan id (recorded in the manifest)."
         ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan batch synthesize labels/ synth/ --model brain-t1-tissue-2d -n 2 --seed 0",
+            "(labels/: a tree of tissue label maps; the examples of `medgan labels --help` make one)",
+        ),
     )
     sy.add_argument("input", metavar="LABELS_ROOT", help="folder tree (or one file) of label maps")
     sy.add_argument("output", metavar="OUT_ROOT", help="output folder (created; must not be inside LABELS_ROOT)")
@@ -166,6 +178,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "named after the reference's or the LR input's scan id, or its file stem; or the only scan of that "
             "folder, a --format dicom prediction's series folder <id>/ standing for the folder it is in), score it with medgan.evaluate (and interpolation baselines of --lr), record the metrics in "
             "the manifest and write the evaluation report into OUT_ROOT/report."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan batch evaluate sr_tree/ hr_tree/ report/ --lr lr_tree/",
         ),
     )
     ev.add_argument("pred", metavar="PRED_ROOT", help="predictions (e.g. the OUT_ROOT of medgan batch upscale)")

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.commands._args import non_negative_int, positive_float
+from pipelines.commands._args import ExamplesHelpFormatter, examples_epilog, non_negative_int, positive_float
 
 __all__ = ["add_parser", "run", "SSIM_MODE_CHOICES", "SSIM_MODE_HELP"]
 
@@ -50,6 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "summary.csv (per method and metric: n, n_inf, mean, sd, median, min, max, n_failed, n_common, "
             "mean_common), paired.csv (paired differences to each baseline: mean, 95% t CI, Wilcoxon p, Holm p), "
             "report.md with figures/*.png and a self-contained report.html into --out."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan degrade sample_data/nifti/nibabel/anatomical.nii lr.nii.gz --factor 2 && medgan upscale lr.nii.gz sr.nii.gz",
+            "medgan evaluate --pred sr.nii.gz --ref sample_data/nifti/nibabel/anatomical.nii --lr lr.nii.gz --out eval/",
         ),
     )
     parser.add_argument("--pred", required=True, metavar="P", help="prediction file or folder (NIfTI / DICOM)")

@@ -10,7 +10,8 @@ listed as unusable, with the reason the batch records (:func:`pipelines.batch.pl
 the files themselves hold (a header's Modality, a checkpoint's metadata, file names) is printed with its control
 characters escaped (:func:`pipelines.commands._outputs.terminal_text`): no escape sequence reaches the terminal.
 Exits 1 when nothing is found, or when PATH is a single file that cannot be loaded (a PNG or JPEG picture, a broken
-DICOM file), after listing why.
+DICOM file), after listing why; a file that is plainly no scan (a ZIP or TAR archive, a medgan provenance sidecar,
+a YAML, JSON or text file) is named as what it is instead of listed as an unusable DICOM file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from medgan.errors import ScanReadError
+from pipelines.commands._args import ExamplesHelpFormatter, examples_epilog
 from pipelines.commands._outputs import terminal_text
 
 __all__ = ["add_parser", "run", "format_table", "checkpoint_summary"]
@@ -37,6 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "files and NIfTI files, with shape, voxel spacing, orientation and whether they can be loaded. "
             "Patient-identifying DICOM fields are never shown. A medgan model checkpoint (.safetensors) "
             "prints its model card instead."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan info sample_data/dicom   # every series and file, with shape, spacing and status",
+            "medgan info sample_data/dicom/pydicom_ct_small --json",
+            "medgan info brain-mr-x2-3d   # a shipped model's card",
         ),
     )
     parser.add_argument(
@@ -175,6 +183,77 @@ def _run_checkpoint(path: Path, as_json: bool) -> int:
     return 0
 
 
+def _did_you_mean(text: str, names: list[str]) -> str:
+    """`` (did you mean the shipped model 'NAME'?)`` for the shipped model name closest to ``text`` (ignoring case),
+    or ``""``: a misspelt model name (brain-mr-x2-3) was only "no such file or folder"."""
+    import difflib
+
+    if "/" in text or "\\" in text:  # a path, not a model name
+        return ""
+    close = difflib.get_close_matches(text.casefold(), [n.casefold() for n in names], n=1)
+    if not close:
+        return ""
+    name = next(n for n in names if n.casefold() == close[0])
+    return f" (did you mean the shipped model {name!r}? `medgan info {name}` shows its card)"
+
+
+def _not_a_scan(path: Path) -> str | None:
+    """What the file ``path`` is when it is plainly no scan (discovery lists any such file as an unusable
+    ``dicom-file``, and the table then said "KIND dicom-file ... 1 scan(s) found"), or ``None``.
+
+    A ZIP or TAR archive (unpack it first), a medgan provenance sidecar (its scan, when it lies beside it), a YAML
+    or JSON file, or a text file. Only the first bytes are read, and a JSON file only when it is small: a sidecar is
+    a few kilobytes.
+    """
+    import tarfile
+    import zipfile
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8192)
+        if zipfile.is_zipfile(path):
+            return "a ZIP archive, not a scan: unpack it first, then run medgan on the unpacked folder"
+        if tarfile.is_tarfile(path):
+            return "a TAR archive, not a scan: unpack it first (tar -xf), then run medgan on the unpacked folder"
+    except (OSError, EOFError, tarfile.TarError):  # unreadable: discovery's own reason stands
+        return None
+    if not head:
+        return "an empty file, not a scan"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file that is no NIfTI scan: unpack it first (gunzip)"
+    if b"\0" in head:
+        return None  # binary: discovery's reason (not a DICOM file, a picture format) says what it lacks
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not a multi-byte character cut at the end of the block read
+            return None
+    suffix = path.suffix.lower()
+    if suffix == ".json" and path.stat().st_size <= 1 << 20:
+        from medgan.io.nifti import SIDECAR_IMAGE_KEY, nifti_sidecar_path
+
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            data = None
+        if isinstance(data, dict) and (SIDECAR_IMAGE_KEY in data or "medgan_version" in data or "degradation" in data):
+            # the scan it describes: the name it records, else a NIfTI file beside it whose sidecar it is
+            recorded = data.get(SIDECAR_IMAGE_KEY)
+            names = [recorded] if isinstance(recorded, str) and "/" not in recorded and "\\" not in recorded else []
+            names += [path.stem + ext for ext in (".nii.gz", ".nii")]
+            image = next(
+                (n for n in names if path.with_name(n).is_file() and nifti_sidecar_path(path.with_name(n)) == path),
+                None,
+            )
+            if image is not None:
+                return f"a medgan provenance sidecar of {image}, not a scan: run `medgan info {path.with_name(image)}`"
+            return "a medgan provenance sidecar (the NIfTI scan it describes is not beside it), not a scan"
+        return "a JSON file, not a scan"
+    if suffix in (".yaml", ".yml"):
+        return "a YAML file (a `medgan run` job spec or a training config?), not a scan"
+    return "a text file, not a scan"
+
+
 def run(args: argparse.Namespace) -> int:
     from medgan.io.discover import discover_scans
 
@@ -182,9 +261,13 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         from medgan.infer.pretrained import available_models, verify_shipped
 
-        shipped = available_models().get(str(args.path))
+        models = available_models()
+        shipped = models.get(str(args.path))
+        if shipped is None:  # a shipped name typed in another case: the names differ by more than case
+            folded = [m for m in models if m.casefold() == str(args.path).strip().casefold()]
+            shipped = models[folded[0]] if len(folded) == 1 else None
         if shipped is None:
-            raise ScanReadError(f"{path}: no such file or folder")
+            raise ScanReadError(f"{path}: no such file or folder{_did_you_mean(str(args.path), list(models))}")
         # a shipped model's name, as upscale --model and synthesize --model take it (a file or folder of that
         # name, which a scan tree may hold, is listed instead)
         path = verify_shipped(shipped)
@@ -195,6 +278,13 @@ def run(args: argparse.Namespace) -> int:
     # a slice split off a series whose larger rest is unusable is no scan of its own: listed as unusable with the
     # reason load_scan, medgan upscale and the batch give (it was listed "ok" beside the unusable rest)
     refs = refuse_parts_of_series(discover_scans(path), path)
+    if path.is_file() and not any(ref.usable for ref in refs):
+        what = _not_a_scan(path)
+        if what is not None:  # not "KIND dicom-file, 1 scan(s) found" for an archive, a sidecar or a text file
+            if args.json:
+                print(json.dumps([ref.to_dict() for ref in refs], indent=2))
+            print(terminal_text(f"medgan info: {path} is {what}", sys.stderr), file=sys.stderr)
+            return 1
     if not refs:
         print(terminal_text(f"medgan info: no DICOM or NIfTI scan found under {path}", sys.stderr), file=sys.stderr)
         return 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.commands._args import ExamplesHelpFormatter, examples_epilog
+
 __all__ = ["add_parser", "run"]
 
 
@@ -20,6 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Run the batch job a YAML spec describes (keys: job, input, output, model, workers, ...; see "
             "pipelines/specs/ for examples). Relative paths in the file are relative to the file's folder."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan run pipelines/specs/upscale.yaml",
+            "medgan run pipelines/specs/upscale.yaml --set model=brain-mr-x2-2d --set workers=2",
         ),
     )
     parser.add_argument("spec", metavar="FILE.yaml", help="job spec")

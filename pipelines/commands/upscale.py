@@ -53,11 +53,13 @@ from typing import Any
 from pipelines.batch.spec import DEFAULT_UPSCALE_MODEL
 from pipelines.commands._args import (
     DEVICE_HELP,
+    ExamplesHelpFormatter,
     add_precision_option,
     add_progress_options,
     add_shipped_model_names,
     add_windows_option,
     device_name,
+    examples_epilog,
     non_negative_int,
     overlap_fraction,
     positive_float,
@@ -83,6 +85,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Upscale a scan: output shape is the input shape times the model's factor, same physical extent "
             "(spacing / factor, voxel corners aligned), values in the input's units."
+        ),
+        formatter_class=ExamplesHelpFormatter,
+        epilog=examples_epilog(
+            "medgan upscale sample_data/nifti/nibabel/anatomical.nii anat_x2.nii.gz   # default model brain-mr-x2-3d",
+            "medgan upscale sample_data/dicom/dcm_qa_nih_ge_epi_volume1 epi_x2 --model brain-mr-x2-2d --format dicom",
+            "medgan upscale scans/ upscaled/ --workers 2   # a folder tree: one output per scan, and a manifest",
         ),
     )
     parser.add_argument(
@@ -242,6 +250,30 @@ def _is_the_scan(ref, folder) -> bool:
     return Path(os.path.realpath(scan_folder(ref))) == Path(os.path.realpath(folder))
 
 
+def _several_series_here(usable: list, folder) -> str | None:
+    """The ambiguous-series message of :func:`medgan.load_scan` for ``folder`` when its usable scans are all DICOM
+    series lying directly in it (one flat folder of several series, not a tree of scans), else ``None``.
+
+    Such a folder is what a user takes for "the scan": it is named as holding N series, listed, with how to pick
+    one (``--series ID``), not called a folder tree.
+    """
+    import os
+    from pathlib import Path
+
+    from medgan import load_scan
+    from medgan.errors import AmbiguousSeriesError
+
+    if len(usable) < 2 or not all(_is_the_scan(r, folder) for r in usable):
+        return None
+    try:
+        load_scan(Path(os.fspath(folder)))
+    except AmbiguousSeriesError as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any other refusal: the folder-tree message stands
+        return None
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Upscale ``args.input`` into ``args.output``; return the exit status."""
     import sys
@@ -265,6 +297,14 @@ def run(args: argparse.Namespace) -> int:
         elif usable:  # a folder tree (even one whose only scan sits in a subfolder): run it as a batch job
             holds = f"{len(usable)} scan{'s' if len(usable) > 1 else ''}"
             if str(args.output).lower().endswith((".nii", ".nii.gz", ".dcm")):  # it would become a folder of that name
+                flat = _several_series_here(usable, Path(args.input))
+                if flat is not None:  # one folder of series, not a tree: say which series, as degrade / convert do
+                    print(
+                        f"medgan upscale: error: {flat}; or give a folder as OUT to upscale all {len(usable)} "
+                        "(one output each, as medgan batch upscale)",
+                        file=sys.stderr,
+                    )
+                    return 2
                 print(
                     f"medgan upscale: error: {args.input} is a folder tree ({holds}), so OUT must be a folder, "
                     f"not the file name {args.output}",
@@ -327,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from pipelines.commands._outputs import check_outputs
 
+    if not Path(args.input).exists():  # a missing IN, not the existing OUT it was given with, is the first problem
+        load_scan(args.input)  # raises load_scan's own "no such file or folder" error
     # before the model is loaded and the scan computed: a write refused at the end wasted the whole run
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     # the scan before the model: an input load_scan refuses (a file not there, a folder without a scan, a slice split
