@@ -131,19 +131,22 @@ class MedganParser(argparse.ArgumentParser):
         missing = [self._option_string_actions.get(name) for name in names]
         if self._given is None or not missing or any(action is None for action in missing):
             return message  # a missing positional: argparse's line says it
-        plain = self._plain_arguments(self._given)
+        plain, unknown = self._plain_arguments(self._given)
+        takes = " ".join(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}" for action in missing)
+        if unknown:  # a misspelt option (--lables): its value is no plain argument, and the option is what to fix
+            return f"{self.prog} takes {takes}; unrecognized {', '.join(self._suggest(w) for w in unknown)}"
         if not plain:
             return message
-        takes = " ".join(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}" for action in missing)
         positionals = any(not action.option_strings for action in self._actions)
         what = "more plain argument" if positionals else "plain argument"
         return (
             f"{self.prog} takes {takes} (got {len(plain)} {what}{'s' if len(plain) != 1 else ''}: {', '.join(plain)})"
         )
 
-    def _plain_arguments(self, given: list[str]) -> list[str]:
+    def _plain_arguments(self, given: list[str]) -> tuple[list[str], list[str]]:
         """The arguments of ``given`` that no option or positional of this parser takes, as argparse itself reads
-        the line with every option made optional (so option values are never counted)."""
+        the line with every option made optional (so option values are never counted), and the unknown options
+        among them (a misspelt ``--lables``; the word after one is its value, not a plain argument)."""
         required = [a for a in self._actions if a.required and a.option_strings]
         self._reparsing = True
         try:
@@ -151,16 +154,28 @@ class MedganParser(argparse.ArgumentParser):
                 action.required = False
             _, extras = super().parse_known_args(given, None)
         except _PlainArgumentsGiven:  # another problem with the line: argparse's own message stays
-            return []
+            return [], []
         finally:
             self._reparsing = False
             for action in required:
                 action.required = True
-        # after "--" every word is plain; before it, a word starting with "-" is an unknown option
-        if "--" in extras:
-            cut = extras.index("--")
-            return [w for w in extras[:cut] if not w.startswith("-")] + extras[cut + 1 :]
-        return [w for w in extras if not w.startswith("-")]
+        # after "--" every word is plain; before it, a word starting with "-" is an unknown option, and the word after
+        # it (not itself an option) its value
+        cut = extras.index("--") if "--" in extras else len(extras)
+        words, plain, unknown = extras[:cut], [], []
+        for i, word in enumerate(words):
+            if word.startswith("-"):
+                unknown.append(word.split("=", 1)[0])
+            elif not (i > 0 and words[i - 1].startswith("-") and "=" not in words[i - 1]):
+                plain.append(word)
+        return plain + extras[cut + 1 :], unknown
+
+    def _suggest(self, option: str) -> str:
+        """``option``, with the closest option of this parser (``--lables (did you mean --labels?)``)."""
+        import difflib
+
+        close = difflib.get_close_matches(option, list(self._option_string_actions), n=1)
+        return f"{option} (did you mean {close[0]}?)" if close else option
 
 
 #: how argparse's message for missing required arguments begins

@@ -1204,7 +1204,10 @@ def _grid_refusal(pred: Any, ref: Any, *, command: str | None, advice: str, resa
     if finer and same_fov and M.shape_multiple(pred, ref) is None:
         k = [int(v) for v in whole]
         times = f"{k[0]}x" if len(set(k)) == 1 else "x".join(map(str, k)) + " times"
-        which = "--pred and --ref" if command else "pred and ref"
+        # as the command takes them: options of medgan evaluate, plain PRED_ROOT REF_ROOT of batch evaluate
+        which = {"medgan evaluate": "--pred and --ref", "medgan batch evaluate": "PRED_ROOT and REF_ROOT"}.get(
+            command or "", "pred and ref"
+        )
         if resample:
             # asked for: a prediction finer than the only reference there is (x4 output, x2 reference) is scored
             # on the reference's grid; said, since swapped inputs give a meaningless score the same way

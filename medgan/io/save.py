@@ -687,10 +687,14 @@ def _refuse_mistyped_name(path: Path) -> None:
         The name looks mistyped.
     """
     name = path.name
-    advice = "write NIfTI as .nii or .nii.gz, or give a folder name without extension for a DICOM series"
+    advice = (
+        "write NIfTI as .nii or .nii.gz, or give a folder name without extension for a DICOM series (to keep this "
+        "name for a DICOM folder, pass --format dicom; Python: format='dicom')"
+    )
     if name != name.rstrip():
         raise MedganError(f"{str(path)!r}: the name ends in white space; {advice}")
-    if any(part.lower().startswith(_SCAN_EXTENSION_WORDS) for part in name.split(".")[1:]):
+    # the parts after a dot, but not a hidden folder's own leading dot (.dcm_out is a folder name, no extension)
+    if any(part.lower().startswith(_SCAN_EXTENSION_WORDS) for part in name.lstrip(".").split(".")[1:]):
         raise MedganError(f"{path}: unknown extension; {advice}")
 
 

@@ -188,8 +188,12 @@ def _did_you_mean(text: str, names: list[str]) -> str:
     or ``""``: a misspelt model name (brain-mr-x2-3) was only "no such file or folder"."""
     import difflib
 
+    from medgan.io.nifti import split_scan_suffix
+
     if "/" in text or "\\" in text:  # a path, not a model name
         return ""
+    if split_scan_suffix(text)[1] or text.lower().endswith((".safetensors", ".pt", ".pth", ".ckpt")):
+        return ""  # a scan or checkpoint file name (brain-mr.nii): a missing file, not a misspelt model
     close = difflib.get_close_matches(text.casefold(), [n.casefold() for n in names], n=1)
     if not close:
         return ""
@@ -278,7 +282,8 @@ def run(args: argparse.Namespace) -> int:
     # a slice split off a series whose larger rest is unusable is no scan of its own: listed as unusable with the
     # reason load_scan, medgan upscale and the batch give (it was listed "ok" beside the unusable rest)
     refs = refuse_parts_of_series(discover_scans(path), path)
-    if path.is_file() and not any(ref.usable for ref in refs):
+    # only a file discovery took for DICOM: a NIfTI file it refused (complex voxels, a damaged header) keeps its reason
+    if path.is_file() and not any(ref.usable for ref in refs) and all(ref.kind.startswith("dicom") for ref in refs):
         what = _not_a_scan(path)
         if what is not None:  # not "KIND dicom-file, 1 scan(s) found" for an archive, a sidecar or a text file
             if args.json:
