@@ -241,3 +241,16 @@ def write_outputs(text: str, *, out_md: str | None, append: bool) -> None:
         with open(REPO / "BENCHMARKS.md", "a", encoding="utf-8") as fh:
             fh.write(text)
         print("appended to BENCHMARKS.md", file=sys.stderr)
+
+
+def write_md_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (temporary file + rename), so that a run killed mid-write (SIGKILL
+    at a device call's limit) leaves the previous table, never a truncated one; a failed write only warns."""
+    from medgan.io.atomic import atomic_path
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a benchmark goes on without its partial table
+        print(f"could not write {path}: {exc}", file=sys.stderr, flush=True)

@@ -48,6 +48,7 @@ from _speed_common import (  # noqa: E402
     section,
     sync,
     timed,
+    write_md_atomic,
     write_outputs,
 )
 
@@ -56,19 +57,6 @@ from medgan.infer.superres import _tf32  # noqa: E402
 
 def _no_op() -> None:
     """The default ``done`` of the measuring sections: nothing to do after a case."""
-
-
-def write_md_atomic(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (temporary file + rename), so that a run killed mid-write (SIGKILL
-    at a device call's limit) leaves the previous table, never a truncated one; a failed write only warns."""
-    from medgan.io.atomic import atomic_path
-
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    except OSError as exc:  # a benchmark goes on without its partial table
-        print(f"could not write {path}: {exc}", file=sys.stderr, flush=True)
 
 
 #: end to end on the CPU: an eager first call longer than this is the measurement (no second, timed call)

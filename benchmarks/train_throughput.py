@@ -36,7 +36,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _speed_common  # noqa: E402
-from _speed_common import REPO, markdown_table, reference_config, run_case, section, sync, write_outputs  # noqa: E402
+from _speed_common import (  # noqa: E402
+    REPO,
+    markdown_table,
+    reference_config,
+    run_case,
+    section,
+    sync,
+    write_md_atomic,
+    write_outputs,
+)
 
 CONFIG = REPO / "medgan/pretrained/configs/brain-mr-x2-3d.yaml"
 
@@ -81,19 +90,6 @@ class GpuSampler:
     @property
     def mean(self) -> float | None:
         return sum(self.samples) / len(self.samples) if self.samples else None
-
-
-def write_md_atomic(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (temporary file + rename), so that a run killed mid-write (SIGKILL
-    at a device call's limit) leaves the previous table, never a truncated one; a failed write only warns."""
-    from medgan.io.atomic import atomic_path
-
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    except OSError as exc:  # a benchmark goes on without its partial table
-        print(f"could not write {path}: {exc}", file=sys.stderr, flush=True)
 
 
 def build_step(device: torch.device, channels_last: bool, compile_net: bool, fused: bool = False):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import mni_t1_path
 from scipy import stats as sps
+from test_eval_hfen_slices_and_rank_verdict import interpolation_psnrs
 
 import medgan
 from medgan.eval import metrics as M
@@ -46,16 +47,7 @@ def near_null_pairs(mni) -> tuple[np.ndarray, np.ndarray]:
     """420 real masked PSNRs of cubic x2 upscaling of MNI axial patches, and a method equal to them up to each
     patch's cubic-minus-linear difference less its median: a comparison near the null (p far from 0 and 1), with
     values rounded to 2 decimals as the reports round them, so many |differences| tie."""
-    data = mni[0]
-    lin, cub = [], []
-    for z in range(30, 135):
-        for x0, y0 in ((30, 40), (60, 90), (90, 40), (40, 120)):
-            ref = data[x0 : x0 + 32, y0 : y0 + 32, z][None].astype(np.float64)
-            lr = medgan.degrade(ref, 2)
-            rng = M.robust_data_range(ref)
-            lin.append(M.psnr(medgan.interpolate(lr, 2, order=1), ref, data_range=rng))
-            cub.append(M.psnr(medgan.interpolate(lr, 2, order=3), ref, data_range=rng))
-    cub, lin = np.asarray(cub), np.asarray(lin)
+    cub, lin = interpolation_psnrs(mni[0])
     d = cub - lin
     return np.round(cub, 2), np.round(cub - (d - np.median(d)), 2)
 
