@@ -132,6 +132,34 @@ def _check_probability_map(what: str, scan: Any, arr: np.ndarray, scale: float, 
         )
 
 
+#: p_gm + p_wm above 1 + this is no rounding or resampling overshoot (the real MNI maps sum to at most 1.0)
+_SUM_TOLERANCE = 0.05
+#: more than this fraction of the voxels holding any probability summing above 1 + _SUM_TOLERANCE: the two maps are
+#: not complementary tissue probabilities (a T1 given as --gm: 43 % of them on the MNI sample; its real maps: 0)
+_SUM_FRACTION = 0.01
+
+
+def _warn_sum_above_one(gm: Any, wm: Any, p_gm: np.ndarray, p_wm: np.ndarray) -> None:
+    """Warn when ``p_gm + p_wm`` exceeds 1 in many voxels: each map is in range, but they are no GM / WM pair.
+
+    A T1 image (0..255 uint8) given as the GM map passed the range checks and became a label map without a word.
+    Warned, not refused: maps from different tools or resampled separately may overlap somewhat.
+    """
+    total = p_gm + p_wm
+    support = int(np.count_nonzero(total > 0))
+    if support == 0:
+        return
+    over = int(np.count_nonzero(total > 1.0 + _SUM_TOLERANCE))
+    if over > _SUM_FRACTION * support:
+        logger.warning(
+            "tissue_labels: p_gm + p_wm exceeds 1 in %.1f %% of the voxels with tissue (%s, %s); expected "
+            "complementary grey- and white-matter probability maps (sum <= 1), not e.g. a T1 image",
+            100.0 * over / support,
+            _map_name("GM", gm),
+            _map_name("WM", wm),
+        )
+
+
 def _probability(x: np.ndarray, scale: float | None) -> np.ndarray:
     if scale is None:
         scale = _auto_scale([x], False)
@@ -245,6 +273,7 @@ def tissue_labels(
     for n in ("GM", "WM"):
         _check_probability_map(n, given[n][0], given[n][1], float(scale), scale_given)
     p_gm, p_wm = _probability(p_gm, scale), _probability(p_wm, scale)
+    _warn_sum_above_one(gm, wm, p_gm, p_wm)
     p_other = np.clip(1.0 - p_gm - p_wm, 0.0, 1.0)
     p_brain = p_gm + p_wm
     mask = t1_arr > 0 if t1_arr is not None else p_brain >= threshold
@@ -656,7 +685,8 @@ def one_hot(labels: Any, values: Sequence[int], *, batched: bool = False, name: 
             raise MedganError(
                 f"{name}: {len(present)} distinct values ({int(present[0])}..{int(present[-1])}), {len(unknown)} of "
                 f"them unknown to the model (first: {shown}, ...; it knows {knows}): this looks like an intensity "
-                "or probability image, not a label map; build one with medgan.data.labels.tissue_labels"
+                "or probability image, not a label map; build one with medgan.data.labels.tissue_labels "
+                "(CLI: medgan labels --gm GM --wm WM OUT)"
             )
         raise MedganError(
             f"{name}: label value(s) {unknown} are not known to the model (it knows {knows}); relabel the map"

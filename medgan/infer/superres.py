@@ -102,6 +102,11 @@ _CPU_BATCH_PIXELS = 8 * 128 * 128
 #: thick-slice scan stored with its slice axis first, e.g. after reorienting to RAS, went from 8 x 2 x 2 mm to
 #: 8 x 2 x 0.5 mm). Voxel sizes within this fraction of each other count as equal: near-isotropic scans pass
 _SLICE_AXIS_TOLERANCE = SPACING_TOLERANCE  # the tolerance train-sr's (stricter) square-pixel rule uses
+#: :meth:`SuperResolver.upscale` warns when a through-plane model gets slices under this many times their pixels
+#: (an isotropic 2 mm scan became 0.5 mm slices silently), and when a model of equal factors gets slices this many
+#: times their pixels or more (a 1 x 1 x 4 mm series, for which brain-mr-through-plane-x4 is meant)
+_THROUGH_PLANE_MIN_RATIO = 1.5
+_THICK_SLICE_RATIO = 2.5
 #: :meth:`SuperResolver.upscale` refuses an ``overlap`` whose window layout takes more than this many times the
 #: windows of the same layout at overlap 0: the checkpoint's windows advance by ``window * (1 - overlap)`` voxels, so
 #: an overlap near 1 steps one voxel at a time (brain-mr-through-plane-x4's 32x32x12 windows at overlap 0.99 took
@@ -1254,6 +1259,10 @@ class SuperResolver:
         factor_mismatch = self._factor_mismatch(scan.meta, full_factor, affine_in)
         if factor_mismatch is not None:  # likewise: a through-plane x4 model on an isotropically degraded scan
             logger.warning("%s: %s", name, factor_mismatch)
+        else:  # one spacing warning per call: a recorded degradation already said which model fits
+            spacing_hint = self._spacing_mismatch(affine_in, full_factor, n_spatial)
+            if spacing_hint is not None:
+                logger.warning("%s: %s", name, spacing_hint)
 
         if isinstance(roi_size, str):
             if roi_size not in ("fit", "checkpoint"):
@@ -1389,6 +1398,48 @@ class SuperResolver:
             f"the scan records {recorded} but {self.model_name} upsamples by "
             f"{tuple(full_factor)}; its output is not on the source grid (pick the model of that factor)"
         )
+
+    def _spacing_mismatch(self, affine: np.ndarray, full_factor: Sequence[int], n_spatial: int) -> str | None:
+        """Why the model does not suit the scan's voxel sizes, or ``None`` (3-D scans only; not refused).
+
+        A through-plane model (one scan axis upsampled more than the others) restores thick slices: on a scan whose
+        slices are not coarser than its pixels (ratio under :data:`_THROUGH_PLANE_MIN_RATIO`, e.g. an isotropic
+        2 mm scan) it made 0.5 mm slices without a word. A model of one factor on every upsampled axis (the
+        isotropic x2 models) on a thick-slice series (slices :data:`_THICK_SLICE_RATIO` times their pixels or more,
+        e.g. 1 x 1 x 4 mm) thins the pixels and leaves the slices as coarse as they were: the through-plane model
+        is the one meant for such scans.
+        """
+        if n_spatial != 3 or len(full_factor) != 3:
+            return None
+        spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+        if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
+            return None
+        sizes = " x ".join(f"{v:.4g}" for v in spacing)
+        up = [int(f) for f in full_factor]
+        if len(set(up)) == 2 and up.count(max(up)) == 1:  # through-plane: one axis upsampled most
+            odd = up.index(max(up))
+            in_plane = max(spacing[i] for i in range(3) if i != odd)
+            if spacing[odd] < _THROUGH_PLANE_MIN_RATIO * in_plane:
+                return (
+                    f"{self.model_name} is a through-plane model (factor {tuple(up)} on the scan's axes) for slices "
+                    f"much coarser than their pixels, but the scan's voxels are {sizes} mm (axis {odd} is not "
+                    f"coarser than the {in_plane:.4g} mm pixels): its output slices will be "
+                    f"{spacing[odd] / up[odd]:.4g} mm apart; an isotropic model (e.g. brain-mr-x2-3d) suits it"
+                )
+            return None
+        if len(set(self.factor)) != 1 or max(self.factor) <= 1:  # the model scales its axes alike
+            return None
+        thick = _slice_axis_by_spacing(spacing)
+        if thick is None:
+            return None
+        in_plane = max(spacing[i] for i in range(3) if i != thick)
+        if spacing[thick] >= _THICK_SLICE_RATIO * in_plane:
+            return (
+                f"the scan is a thick-slice series ({sizes} mm: axis {thick} {spacing[thick] / in_plane:.3g} times "
+                f"its pixels) but {self.model_name} upsamples axes alike (factor {tuple(up)} on the scan's axes): "
+                "its slices stay coarse; the through-plane model brain-mr-through-plane-x4 restores thick slices"
+            )
+        return None
 
     def _check_slice_axis(
         self, name: str, affine: np.ndarray, axes: Sequence[int] | None = None, *, slice_axis: int | None = None

@@ -437,7 +437,7 @@ def refuse_label_map(scan: Any, action: str, error: type[Exception] | None = Non
     raise error(
         f"{name} is a label map ({why}), not an intensity image: {action} would mix its label values into "
         "fractions; resample a label map with nearest neighbour instead, e.g. medgan.interpolate(labels, factor, "
-        "order=0)"
+        "order=0) in Python (the command line cannot: medgan degrade and medgan upscale refuse label maps)"
     )
 
 

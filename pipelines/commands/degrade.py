@@ -123,6 +123,14 @@ def run(args: argparse.Namespace) -> int:
         logger.warning(
             "--seed %d has no effect: no noise is added (--noise-std 0), and only the noise is random", args.seed
         )
+    if all(int(f) == 1 for f in args.factor):
+        # a factor 1 on every axis wrote a copy of the input with exit 0 and no word (e.g. "--factor 1" meant as 1,1,4)
+        logger.warning(
+            "--factor %s is 1 on every axis: nothing is downsampled, the output keeps the input's grid and "
+            "resolution%s; give a factor above 1 on at least one axis (e.g. --factor 2 or --factor 1,1,4)",
+            ",".join(str(f) for f in args.factor),
+            " (only the noise changes it)" if noise_std > 0 else "",
+        )
     check_inputs([args.input], outputs=[args.output])  # before "OUT exists": IN and OUT may be swapped
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     scan = load_scan(args.input, series=args.series)
