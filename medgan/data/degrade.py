@@ -134,7 +134,9 @@ def parse_factor(factor: int | str | Sequence[int], n_spatial: int | None) -> tu
                 f"factor {tuple(values)} has {len(values)} entries but the scan has {n_spatial} spatial axes"
             )
     if any(v < 1 for v in values):  # type: ignore[operator]
-        raise DegradationError(f"factor {values} must be >= 1 on every axis")
+        # as typed on the command line (2,2,1), not as a Python tuple ("(0,)" for --factor 0)
+        shown = ",".join(str(v) for v in (items if len(items) < len(values) else values))
+        raise DegradationError(f"factor {shown} must be >= 1 on every axis")
     return values  # type: ignore[return-value]
 
 

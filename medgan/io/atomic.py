@@ -106,7 +106,18 @@ def parent_problem(path: str | os.PathLike[str]) -> str:
     ancestor = next((p for p in parent.parents if p.exists()), None)
     if ancestor is not None and not ancestor.is_dir():
         return f"does not exist ({ancestor} is a file, not a folder)"
-    return "does not exist"
+    return "does not exist" + unexpanded_home_hint(path)
+
+
+#: said of a path that starts with ``~`` and does not exist (:func:`unexpanded_home_hint`)
+_TILDE_HINT = " (a path starting with ~ is not expanded inside quotes: write $HOME/... or leave the ~ unquoted)"
+
+
+def unexpanded_home_hint(path: str | os.PathLike[str]) -> str:
+    """``" (a path starting with ~ is not expanded ...)"`` for a path whose first component starts with ``~``, else
+    ``""``: a quoted ``'~/scans/t1.nii'`` reaches medgan as it is, and "the parent folder ~ does not exist" did not
+    say why (``medgan run`` specs expand ``~``; the command line leaves it to the shell)."""
+    return _TILDE_HINT if Path(path).parts[:1] and Path(path).parts[0].startswith("~") else ""
 
 
 #: the longest file name (bytes) that ext4, XFS, Btrfs, APFS and others take (NAME_MAX)

@@ -397,8 +397,10 @@ def broken_link_reason(target: str) -> str:
 def missing_reason(path: str | os.PathLike[str]) -> str:
     """Why ``path``, which does not exist, cannot be read: "no such file or folder", or a broken link's reason (a
     link into a store not mounted: "no such file" named the link itself)."""
+    from medgan.io.atomic import unexpanded_home_hint
+
     target = broken_link_target(path)
-    return "no such file or folder" if target is None else broken_link_reason(target)
+    return "no such file or folder" + unexpanded_home_hint(path) if target is None else broken_link_reason(target)
 
 
 def _walk(root: Path, unseen: list[tuple[Path, str, bool]], dangling: dict[Path, str] | None = None) -> Iterator[Path]:
