@@ -27,19 +27,3 @@ def test_a_quoted_tilde_path_says_the_shell_did_not_expand_it(tmp_path, capsys, 
 def test_a_factor_below_one_is_shown_as_typed(factor, shown):
     with pytest.raises(DegradationError, match=f"^{shown}must be >= 1 on every axis$"):
         parse_factor(factor, None)
-
-
-def test_info_of_a_picture_says_what_it_is(tmp_path, capsys):
-    """A PNG was listed as KIND dicom-file, 1 scan found (its status said PNG); now one line says what it is."""
-    import numpy as np
-    from PIL import Image
-
-    import medgan
-
-    slice_ = np.asarray(medgan.load_scan(ANAT)[0, :, :, 12], dtype=np.float32)
-    png = tmp_path / "slice.png"
-    Image.fromarray((255 * slice_ / slice_.max()).astype(np.uint8)).save(png)
-    assert main(["info", str(png)]) == 1
-    said = capsys.readouterr()
-    assert "is a PNG image, not a scan" in said.err
-    assert "dicom-file" not in said.out + said.err

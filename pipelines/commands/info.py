@@ -225,11 +225,6 @@ def _not_a_scan(path: Path) -> str | None:
         return "an empty file, not a scan"
     if head.startswith(b"\x1f\x8b"):
         return "a gzip-compressed file that is no NIfTI scan: unpack it first (gunzip)"
-    from medgan.io.dicom_read import picture_format
-
-    picture = picture_format(path)
-    if picture is not None:  # the table said "KIND dicom-file" for it
-        return f"a {picture} image, not a scan: medgan reads DICOM and NIfTI scans (convert the image first)"
     if b"\0" in head:
         return None  # binary: discovery's reason (not a DICOM file, a picture format) says what it lacks
     try:
