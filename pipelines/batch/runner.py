@@ -582,6 +582,7 @@ def _execute(
     earlier_settings: Sequence[dict[str, Any]] = (),
     notes: Sequence[str] = (),
     redo_option: str = "--force",
+    privacy: Mapping[str, _ScanPrivacy] | None = None,
 ) -> BatchResult:
     """Record unusable and already done scans, run the others, write ``manifest.csv``; see the module docstring.
 
@@ -600,7 +601,8 @@ def _execute(
     """
     key = settings_key(settings)
     earlier_keys = [settings_key(earlier) for earlier in earlier_settings]
-    privacy = {task.scan_id: _scan_privacy(task, roots) for task in tasks}
+    # each scan's header read once: a caller that needed them first (batch evaluate's subjects) passes them in
+    privacy = dict(privacy) if privacy is not None else _scans_privacy(tasks, roots)
     privacy.update(_borrowed_privacy(tasks, roots, privacy))
     with _lock(out_root), RunLog(out_root, quiet=quiet) as run_log:
         run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}"
@@ -751,6 +753,11 @@ class _ScanPrivacy:
     #: ``.dcm``): only such a scan borrows its neighbours' identifiers. A readable header without identifiers (an
     #: anonymised series) is the scan's own answer, and its path is kept as it is.
     readable: bool = True
+
+
+def _scans_privacy(tasks: Sequence[Task], roots: Mapping[str, Path | None]) -> dict[str, _ScanPrivacy]:
+    """:func:`_scan_privacy` of every task, by scan id."""
+    return {task.scan_id: _scan_privacy(task, roots) for task in tasks}
 
 
 def _scan_privacy(task: Task, roots: Mapping[str, Path | None]) -> _ScanPrivacy:
@@ -1695,7 +1702,8 @@ def run_evaluate(
         lrs, more = _outside_output(lrs, lr_path, out_root, "low-resolution")
         notes += more
     tasks = plan_evaluate(refs, ref_root, preds, pred_root, lrs, lr_path, montages=max_montages)
-    subject_of, subject_notes = _evaluation_subjects(tasks, subjects, typed)
+    privacy = _scans_privacy(tasks, typed)  # one header per scan, for the subjects' check and the run's cleaning
+    subject_of, subject_notes = _evaluation_subjects(tasks, subjects, typed, privacy)
     options = jobs.EvaluateOptions(
         out_root=str(out_root.absolute()),
         method=method,
@@ -1756,6 +1764,7 @@ def run_evaluate(
             quiet=quiet,
             finalize=finalize,
             notes=notes,
+            privacy=privacy,
         )
     result.report = report
     return result
@@ -1766,13 +1775,16 @@ REPORT_DIR = "report"
 
 
 def _evaluation_subjects(
-    tasks: Sequence[Task], subjects: str | Path | Mapping[str, str] | None, roots: Mapping[str, Path | None]
+    tasks: Sequence[Task],
+    subjects: str | Path | Mapping[str, str] | None,
+    roots: Mapping[str, Path | None],
+    privacy: Mapping[str, _ScanPrivacy],
 ) -> tuple[dict[str, str], list[str]]:
     """Each task's subject (scan id -> label) and the notes for the report; ``({}, [])`` without ``subjects``.
 
     A scan's location is its reference's path relative to ``REF_ROOT`` without the extension (the key ``medgan
     evaluate`` pairs by), also accepted: its scan id. The labels are checked against the patient identifiers of the
-    scans' DICOM headers (:func:`_scan_privacy`), since they are printed in every table of the report.
+    scans' DICOM headers (``privacy``: :func:`_scans_privacy`), since they are printed in every table of the report.
     """
     if subjects is None:
         return {}, []
@@ -1794,7 +1806,7 @@ def _evaluation_subjects(
         ]
         for task in tasks
     ]
-    known = merge_identifiers(*(_scan_privacy(task, roots).identifiers for task in tasks))
+    known = merge_identifiers(*(privacy[task.scan_id].identifiers for task in tasks))
     labels, notes = subjects_for(names, subjects, shown=[t.scan_id for t in tasks], identifiers=known)
     return {t.scan_id: label for t, label in zip(tasks, labels, strict=True)}, notes
 
