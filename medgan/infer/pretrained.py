@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ __all__ = [
     "verify_shipped",
     "recorded_model_name",
     "LICENCE_KEYS",
+    "match_model_name",
+    "closest_model_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -198,21 +201,36 @@ def resolve_model_path(name_or_path: str | os.PathLike[str], *, task: str | None
         return verify_shipped(models[text])
     if path.exists() or not bare:
         return path
-    # a shipped name typed in another case (brain-mr-x2-3D): names differ by more than case, so it means one model
-    folded = [m for m in models if m.casefold() == text.strip().casefold()]
-    if bare and len(folded) == 1:
-        return verify_shipped(models[folded[0]])
+    folded = match_model_name(text, models)
+    if bare and folded is not None:
+        return verify_shipped(models[folded])
     usable = [m["name"] for m in list_pretrained(include_detector=task is not None) if task in (None, m["task"])]
     names = ", ".join(sorted(usable)) or "none shipped with this version"
     kind = f"{task} models" if task else "available"
-    import difflib
-
-    # a misspelt name (brain-mr-x2-3): the closest shipped one of this task, compared ignoring case
-    close = difflib.get_close_matches(text.casefold(), [u.casefold() for u in usable], n=1)
-    hint = f" (did you mean {next(u for u in usable if u.casefold() == close[0])!r}?)" if close else ""
+    close = closest_model_name(text, usable)  # a misspelt name (brain-mr-x2-3): the closest one of this task
+    hint = f" (did you mean {close!r}?)" if close else ""
     raise CheckpointError(
         f"unknown model {text!r}{hint}; {kind}: {names} (or give the path of a .safetensors checkpoint)"
     )
+
+
+def match_model_name(text: str, names: Iterable[str]) -> str | None:
+    """The shipped model name ``text`` spells: itself, else the one it spells in another case (``brain-mr-x2-3D``;
+    shipped names differ by more than case, so at most one matches), else ``None``."""
+    names = list(names)
+    if text in names:
+        return text
+    folded = [n for n in names if n.casefold() == text.strip().casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def closest_model_name(text: str, names: Iterable[str]) -> str | None:
+    """The name of ``names`` closest to a misspelt ``text`` (difflib, ignoring case), or ``None``."""
+    import difflib
+
+    names = list(names)
+    close = difflib.get_close_matches(text.casefold(), [n.casefold() for n in names], n=1)
+    return next(n for n in names if n.casefold() == close[0]) if close else None
 
 
 def as_checkpoint(checkpoint: Any, *, task: str) -> Any:

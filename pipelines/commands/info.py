@@ -186,19 +186,15 @@ def _run_checkpoint(path: Path, as_json: bool) -> int:
 def _did_you_mean(text: str, names: list[str]) -> str:
     """`` (did you mean the shipped model 'NAME'?)`` for the shipped model name closest to ``text`` (ignoring case),
     or ``""``: a misspelt model name (brain-mr-x2-3) was only "no such file or folder"."""
-    import difflib
-
+    from medgan.infer.pretrained import closest_model_name
     from medgan.io.nifti import split_scan_suffix
 
     if "/" in text or "\\" in text:  # a path, not a model name
         return ""
     if split_scan_suffix(text)[1] or text.lower().endswith((".safetensors", ".pt", ".pth", ".ckpt")):
         return ""  # a scan or checkpoint file name (brain-mr.nii): a missing file, not a misspelt model
-    close = difflib.get_close_matches(text.casefold(), [n.casefold() for n in names], n=1)
-    if not close:
-        return ""
-    name = next(n for n in names if n.casefold() == close[0])
-    return f" (did you mean the shipped model {name!r}? `medgan info {name}` shows its card)"
+    name = closest_model_name(text, names)
+    return f" (did you mean the shipped model {name!r}? `medgan info {name}` shows its card)" if name else ""
 
 
 def _not_a_scan(path: Path) -> str | None:
@@ -263,13 +259,11 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     if not path.exists():
-        from medgan.infer.pretrained import available_models, verify_shipped
+        from medgan.infer.pretrained import available_models, match_model_name, verify_shipped
 
         models = available_models()
-        shipped = models.get(str(args.path))
-        if shipped is None:  # a shipped name typed in another case: the names differ by more than case
-            folded = [m for m in models if m.casefold() == str(args.path).strip().casefold()]
-            shipped = models[folded[0]] if len(folded) == 1 else None
+        name = match_model_name(str(args.path), models)  # also a shipped name typed in another case
+        shipped = models[name] if name is not None else None
         if shipped is None:
             raise ScanReadError(f"{path}: no such file or folder{_did_you_mean(str(args.path), list(models))}")
         # a shipped model's name, as upscale --model and synthesize --model take it (a file or folder of that
