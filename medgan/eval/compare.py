@@ -1144,19 +1144,20 @@ class Evaluation:
         }
 
 
-def _overlap_fraction(pred: Any, ref: Any, pa: np.ndarray, ra: np.ndarray, slack: float) -> float:
-    """The fraction of the smaller of the two fields of view (world boxes, RAS+ mm) that lies inside the other.
+def _overlap_fraction(grids: Any) -> float:
+    """The fraction of the smaller of the two fields of view (``grids``: :func:`medgan.eval.metrics._grid_comparison`'s
+    world boxes, RAS+ mm) that lies inside the other.
 
     An axis along which either box is flat (a 2-D scan's through-plane axis) counts as overlapping when the two lie
-    within ``slack`` mm of each other there, and is left out of the product.
+    within one coarser voxel (``grids.slack``) of each other there, and is left out of the product.
     """
-    pbox, rbox = M._world_box(pred, pa), M._world_box(ref, ra)
+    pbox, rbox = grids.pbox, grids.rbox
     fraction = 1.0
     for axis in range(3):
         (plo, phi), (rlo, rhi) = (pbox[0, axis], pbox[1, axis]), (rbox[0, axis], rbox[1, axis])
         shortest = min(phi - plo, rhi - rlo)
         if shortest < 1e-6:
-            if max(plo, rlo) - min(phi, rhi) > slack:
+            if max(plo, rlo) - min(phi, rhi) > grids.slack:
                 return 0.0
             continue
         fraction *= max(0.0, min(phi, rhi) - max(plo, rlo)) / shortest
@@ -1185,23 +1186,15 @@ def _grid_refusal(pred: Any, ref: Any, *, command: str | None, advice: str, resa
       all when nothing overlaps. Not with
       ``resample``, whose coverage check already reports a partial or empty overlap.
     """
-    pa, ra = M._affine_of(pred), M._affine_of(ref)
-    if pa is None or ra is None or len(pred.shape) != len(ref.shape) or M.grid_difference(pred, ref) is None:
+    grids = M._grid_comparison(pred, ref)
+    if grids is None or M.grid_difference(pred, ref) is None:
         return None
     if M.reorientation_onto(ref, pred) is not None:  # the same grid in another axis order: reordered elsewhere
         return None
-    nd = len(pred.shape) - 1
-    pspacing = np.asarray(M.spacing_from_affine(pa)[:nd], dtype=float)
-    rspacing = np.asarray(M.spacing_from_affine(ra)[:nd], dtype=float)
-    slack = float(max(pspacing.max(), rspacing.max())) + M.AFFINE_ATOL_MM
-    pbox, rbox = M._world_box(pred, pa), M._world_box(ref, ra)
-    same_fov = bool(np.all(np.abs(pbox - rbox) <= slack))
     pname, rname = M._names(pred, ref, "prediction", "reference")
     what = M.grid_difference(pred, ref).replace("the reference", rname, 1)
-    ratio = rspacing / np.maximum(pspacing, 1e-12)
-    whole = np.round(ratio)
-    finer = bool(np.all(np.abs(ratio - whole) < 1e-3) and np.all(whole >= 1) and np.any(whole > 1))
-    if finer and same_fov and M.shape_multiple(pred, ref) is None:
+    whole = M._integer_ratio(grids.rspacing, grids.pspacing)  # the prediction's voxels finer by a whole factor
+    if whole is not None and grids.same_fov and M.shape_multiple(pred, ref) is None:
         k = [int(v) for v in whole]
         times = f"{k[0]}x" if len(set(k)) == 1 else "x".join(map(str, k)) + " times"
         # as the command takes them: options of medgan evaluate, plain PRED_ROOT REF_ROOT of batch evaluate
@@ -1225,12 +1218,10 @@ def _grid_refusal(pred: Any, ref: Any, *, command: str | None, advice: str, resa
             f"view: are {which} swapped? (the reference must be the high-resolution scan; to score a prediction "
             "finer than its reference on the reference's grid, pass --resample)"
         )
-    overlap = _overlap_fraction(pred, ref, pa, ra, slack)
+    overlap = _overlap_fraction(grids)
     if resample or overlap >= _UNRELATED_OVERLAP:
         return None
-    psize, rsize = M._size_text(pred, pa), M._size_text(ref, ra)
-    shift = f"shifted by up to {float(np.abs(pbox - rbox).max()):.4g} mm"
-    where = f"sizes in mm: {psize} here, {rsize} in the reference" if psize != rsize else f"{psize} mm alike, {shift}"
+    where = grids.where
     if overlap <= 0:
         return (
             f"{pname}: {what}; the scans do not overlap ({where}): they may not be the same scan; is this the "

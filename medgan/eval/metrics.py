@@ -79,7 +79,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -415,26 +415,13 @@ def _geometry_hints(pred: Any, ref: Any, *, python: bool = True) -> tuple[str, b
             "medgan.eval.compare.crop_reference(ref, pred) (no interpolation; medgan evaluate and medgan batch "
             "evaluate crop the reference themselves by less than the upsampling factor)"
         ), True
-    pa, ra = _affine_of(pred), _affine_of(ref)
-    if pa is None or ra is None or len(pred.shape) != len(ref.shape):
+    grids = _grid_comparison(pred, ref)
+    if grids is None:
         return "", True
-    nd = len(pred.shape) - 1
-    pspacing, rspacing = spacing_from_affine(pa)[:nd], spacing_from_affine(ra)[:nd]
-    # the same field of view: every face of the two boxes within one (coarser) voxel of each other, as a scan
-    # degraded by medgan degrade is (it crops its source to a multiple of the factor)
-    slack = max(max(pspacing), max(rspacing)) + AFFINE_ATOL_MM
-    pbox, rbox = _world_box(pred, pa), _world_box(ref, ra)
-    same_fov = bool(np.all(np.abs(pbox - rbox) <= slack))
-    psize, rsize = _size_text(pred, pa), _size_text(ref, ra)
-    if psize != rsize:
-        where = f"sizes in mm: {psize} here, {rsize} in the reference"
-    else:
-        where = f"sizes in mm {psize} alike, shifted by up to {float(np.abs(pbox - rbox).max()):.4g} mm"
-    fov = f"; a different field of view ({where}): is this the matching reference?"
-    ratio = np.asarray(pspacing) / np.maximum(np.asarray(rspacing), 1e-12)
-    whole = np.round(ratio)
-    if np.all(np.abs(ratio - whole) < 1e-3) and np.all(whole >= 1) and np.any(whole > 1):
-        if not same_fov:
+    fov = f"; a different field of view ({grids.where}): is this the matching reference?"
+    whole = _integer_ratio(grids.pspacing, grids.rspacing)
+    if whole is not None:
+        if not grids.same_fov:
             return fov, True
         how = ", with medgan.eval.compare.resample_to(pred, ref)," if python else ""
         return (
@@ -443,7 +430,52 @@ def _geometry_hints(pred: Any, ref: Any, *, python: bool = True) -> tuple[str, b
             "medgan.SuperResolver.upscale; medgan.interpolate for a baseline), do not resample "
             f"it (resampling it{how} would score interpolated low-resolution voxels as the prediction)"
         ), False
-    return ("" if same_fov else fov), True
+    return ("" if grids.same_fov else fov), True
+
+
+class _GridComparison(NamedTuple):
+    """How two scans' grids relate in the world (RAS+ mm), for the messages that say why they differ."""
+
+    pa: np.ndarray  # the prediction's affine
+    ra: np.ndarray  # the reference's affine
+    pspacing: np.ndarray
+    rspacing: np.ndarray
+    slack: float  # one coarser voxel (plus the affine tolerance): faces closer than this count as the same
+    pbox: np.ndarray  # world boxes (corners of the outer voxel faces)
+    rbox: np.ndarray
+    same_fov: bool  # every face of the two boxes within ``slack`` of each other
+    where: str  # the sizes, or the shift when they are alike, as the messages quote them
+
+
+def _grid_comparison(pred: Any, ref: Any) -> _GridComparison | None:
+    """:class:`_GridComparison` of ``pred`` and ``ref``, or ``None`` when either lacks an affine or their ranks
+    differ (shared by :func:`_geometry_hints` and :func:`medgan.eval.compare.Evaluation`'s grid refusals)."""
+    pa, ra = _affine_of(pred), _affine_of(ref)
+    if pa is None or ra is None or len(pred.shape) != len(ref.shape):
+        return None
+    nd = len(pred.shape) - 1
+    pspacing = np.asarray(spacing_from_affine(pa)[:nd], dtype=float)
+    rspacing = np.asarray(spacing_from_affine(ra)[:nd], dtype=float)
+    # the same field of view: every face of the two boxes within one (coarser) voxel of each other, as a scan
+    # degraded by medgan degrade is (it crops its source to a multiple of the factor)
+    slack = float(max(pspacing.max(), rspacing.max())) + AFFINE_ATOL_MM
+    pbox, rbox = _world_box(pred, pa), _world_box(ref, ra)
+    psize, rsize = _size_text(pred, pa), _size_text(ref, ra)
+    if psize != rsize:
+        where = f"sizes in mm: {psize} here, {rsize} in the reference"
+    else:
+        where = f"sizes in mm {psize} alike, shifted by up to {float(np.abs(pbox - rbox).max()):.4g} mm"
+    same_fov = bool(np.all(np.abs(pbox - rbox) <= slack))
+    return _GridComparison(pa, ra, pspacing, rspacing, slack, pbox, rbox, same_fov, where)
+
+
+def _integer_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray | None:
+    """``numerator / denominator`` per axis rounded, when it is a whole number >= 1 on every axis and more than 1 on
+    one (one grid's voxels a multiple of the other's), else ``None``."""
+    ratio = np.asarray(numerator, dtype=float) / np.maximum(np.asarray(denominator, dtype=float), 1e-12)
+    whole = np.round(ratio)
+    ok = np.all(np.abs(ratio - whole) < 1e-3) and np.all(whole >= 1) and np.any(whole > 1)
+    return whole if ok else None
 
 
 def check_geometry(

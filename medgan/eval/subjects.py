@@ -67,7 +67,7 @@ def read_subject_table(path: str | Path) -> dict[str, str]:
             reader.fieldnames = columns
             table: dict[str, str] = {}
             for line, row in enumerate(reader, start=2):
-                scan = (row.get("scan") or "").strip().replace("\\", "/").strip("/")
+                scan = _location(row.get("scan") or "")
                 subject = (row.get("subject") or "").strip()
                 if not scan or not subject:
                     raise EvaluationError(f"{path}, line {line}: empty 'scan' or 'subject' cell")
