@@ -20,6 +20,8 @@ OUT swapped, "OUT exists; pass --overwrite" invited the user to overwrite their 
 :func:`terminal_text` is what the commands print of text they did not write themselves (a DICOM header's
 Modality, a checkpoint's metadata, file names found in a tree): control characters shown escaped, so that such a
 field cannot clear the screen, retitle the window or hide a line.
+
+:func:`reproduction_records` is what ``upscale`` and ``synthesize`` record of their input and command line.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = ["DETAIL", "EscapingFormatter", "check_inputs", "check_outputs", "terminal_text", "written_text"]
 
@@ -312,3 +314,77 @@ def check_outputs(
             # the DICOM writer's own rule, before any work (it applies it again when it starts writing)
             check_target_dir(path, overwrite, replaceable=foreign_entries)
     return paths
+
+
+def reproduction_records(argv: Sequence[str] | None, typed: str | os.PathLike[str], source: Any, scan: Any) -> dict:
+    """What a one-scan command's output records to be reproduced (``meta["medgan"]``, run-only for the DICOM
+    SeriesNumber): ``input_file`` (:func:`medgan.io.save.input_file_record` of ``source``, the ``scan`` read from
+    it) and, when ``argv`` is known, ``command`` (:func:`recorded_command`, the input argument ``typed`` written as
+    ``input_file``'s cleaned name)."""
+    from medgan.io.save import input_file_record
+
+    input_file = input_file_record(source, scan)
+    records: dict[str, Any] = {"input_file": input_file}
+    command = recorded_command(argv, {str(typed): input_file["name"]}, _source_identifiers(source))
+    if command is not None:
+        records["command"] = command
+    return records
+
+
+def _source_identifiers(source: Any) -> dict[str, list[tuple[str, ...]]]:
+    """The patient identifiers in the header of the DICOM input ``source`` (a path or a ScanRef; none for NIfTI)."""
+    from medgan.data.patches import source_identifiers
+
+    try:
+        return source_identifiers(source)
+    except Exception:  # noqa: BLE001 - a header that cannot be read now was read by load_scan: nothing to cut then
+        return {}
+
+
+def recorded_command(
+    argv: Sequence[str] | None, names: Mapping[str, str], identifiers: Mapping[str, Any] | None = None
+) -> str | None:
+    """The command line as an output records it: each path argument as its file name only, never its folders.
+
+    Parameters
+    ----------
+    argv
+        The command as typed (``args.argv``, set by :func:`pipelines.cli.main`); ``None``: not known.
+    names
+        Arguments to write as given names (the input path as :func:`medgan.io.save.input_file_record`'s cleaned
+        ``name``).
+    identifiers
+        Patient identifiers (:func:`medgan.io.identifiers.identifying_words`) cut out of every argument.
+
+    Returns
+    -------
+    str or None
+        The shell-quoted command, or ``None`` without ``argv``.
+
+    Notes
+    -----
+    Why file names only: folders are often named after the patient (``/data/SMITH_JOHN/``), and a NIfTI input has no
+    header to clean them with; the file names and the options are what rerunning the command needs.
+    """
+    import os
+    import shlex
+    from pathlib import Path
+
+    from medgan.io.identifiers import remove_identifiers
+
+    if not argv:
+        return None
+    ids = identifiers or {}
+
+    def word(token: str) -> str:
+        if token in names:
+            return names[token]
+        if os.sep in token or (os.altsep and os.altsep in token) or os.path.exists(token):
+            token = Path(token).name  # a path (an output, a checkpoint): its name only
+        return remove_identifiers(token, ids) if ids else token
+
+    out = [str(argv[0])]
+    for token in map(str, argv[1:]):
+        key, eq, value = token.partition("=")
+        out.append(key + eq + word(value) if eq and key.startswith("-") else word(token))
+    return shlex.join(out)

@@ -133,22 +133,16 @@ def run(args: argparse.Namespace) -> int:
     )
     synth = Synthesizer.from_pretrained(args.model, device=args.device)
     labels = load_scan(args.labels)
-    from medgan.io.save import input_file_record
-    from pipelines.commands.upscale import _source_identifiers, recorded_command
+    from pipelines.commands._outputs import reproduction_records
 
     # what a paper needs to reproduce the images besides the seed: the label map's file(s) and the command line
-    input_file = input_file_record(args.labels, labels)
-    command = recorded_command(
-        getattr(args, "argv", None), {str(args.labels): input_file["name"]}, _source_identifiers(args.labels)
-    )
+    records = reproduction_records(getattr(args, "argv", None), args.labels, args.labels, labels)
     if args.deform:
         labels = deform_labels(labels, seed=seed)
     condition = {k: v for k, v in (("class", args.cls), ("scalar", args.scalar)) if v is not None}
     images = synth.generate(labels, n=args.n, seed=seed, condition=condition or None, progress=show_progress(args))
     # run-only records (medgan.io.dicom_write._RUN_ONLY_KEYS): in the sidecar, not in the one-line descrip
-    images.meta["medgan"]["input_file"] = input_file
-    if command is not None:
-        images.meta["medgan"]["command"] = command
+    images.meta["medgan"].update(records)
     if labels_out:
         if labels.meta.get("labels") is None:  # its values were read as the model's labels: say so in the file
             labels.meta["labels"] = {str(k): v for k, v in synth.labels.items()}

@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from pipelines.batch.spec import DEFAULT_UPSCALE_MODEL
 from pipelines.commands._args import (
@@ -162,65 +160,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.set_defaults(func=run)
     return parser
-
-
-def _source_identifiers(source: Any) -> dict[str, list[tuple[str, ...]]]:
-    """The patient identifiers in the header of the DICOM input ``source`` (a path or a ScanRef; none for NIfTI)."""
-    from medgan.data.patches import source_identifiers
-
-    try:
-        return source_identifiers(source)
-    except Exception:  # noqa: BLE001 - a header that cannot be read now was read by load_scan: nothing to cut then
-        return {}
-
-
-def recorded_command(
-    argv: Sequence[str] | None, names: Mapping[str, str], identifiers: Mapping[str, Any] | None = None
-) -> str | None:
-    """The command line as an output records it: each path argument as its file name only, never its folders.
-
-    Parameters
-    ----------
-    argv
-        The command as typed (``args.argv``, set by :func:`pipelines.cli.main`); ``None``: not known.
-    names
-        Arguments to write as given names (the input path as :func:`medgan.io.save.input_file_record`'s cleaned
-        ``name``).
-    identifiers
-        Patient identifiers (:func:`medgan.io.identifiers.identifying_words`) cut out of every argument.
-
-    Returns
-    -------
-    str or None
-        The shell-quoted command, or ``None`` without ``argv``.
-
-    Notes
-    -----
-    Why file names only: folders are often named after the patient (``/data/SMITH_JOHN/``), and a NIfTI input has no
-    header to clean them with; the file names and the options are what rerunning the command needs.
-    """
-    import os
-    import shlex
-    from pathlib import Path
-
-    from medgan.io.identifiers import remove_identifiers
-
-    if not argv:
-        return None
-    ids = identifiers or {}
-
-    def word(token: str) -> str:
-        if token in names:
-            return names[token]
-        if os.sep in token or (os.altsep and os.altsep in token) or os.path.exists(token):
-            token = Path(token).name  # a path (an output, a checkpoint): its name only
-        return remove_identifiers(token, ids) if ids else token
-
-    out = [str(argv[0])]
-    for token in map(str, argv[1:]):
-        key, eq, value = token.partition("=")
-        out.append(key + eq + word(value) if eq and key.startswith("-") else word(token))
-    return shlex.join(out)
 
 
 def _is_the_scan(ref, folder) -> bool:
@@ -379,10 +318,10 @@ def run(args: argparse.Namespace) -> int:
 
     # before adaptation and the upscale: the DICOM writer refused a 10-volume scan only once all of it was computed
     check_dicom_channels(scan, resolver, args.output, args.format)
-    from medgan.io.save import input_file_record
+    from pipelines.commands._outputs import reproduction_records
 
     # before adaptation and the upscale: the file was just read, so hashing it reads the page cache
-    input_file = input_file_record(source, scan)
+    records = reproduction_records(getattr(args, "argv", None), args.input, source, scan)
     if adapt_steps:
         from medgan import adapt_to_scan
 
@@ -404,12 +343,7 @@ def run(args: argparse.Namespace) -> int:
         roi_size=window_roi_size(args.windows),
     )
     # what a paper needs to reproduce the output (the sidecar / DICOM private record; not the one-line descrip)
-    high.meta["medgan"]["input_file"] = input_file
-    command = recorded_command(
-        getattr(args, "argv", None), {str(args.input): input_file["name"]}, _source_identifiers(source)
-    )
-    if command is not None:
-        high.meta["medgan"]["command"] = command
+    high.meta["medgan"].update(records)
     reference = scan if scan.meta.get("source_format") == "dicom" else None
     out = save_scan(high, args.output, format=args.format, reference=reference, overwrite=args.overwrite)
     logger.info(
