@@ -79,34 +79,33 @@ def iso_2d():
     return SuperResolver.from_pretrained("brain-mr-x2-2d", device="cpu", precision="fp32")
 
 
+def _sr_warnings(sr, scan, caplog) -> list[str]:
+    """The warnings ``sr.upscale(scan)`` logs."""
+    with caplog.at_level(logging.WARNING, logger=SR_LOGGER):
+        sr.upscale(scan)
+    return [r.getMessage() for r in caplog.records if r.name == SR_LOGGER and r.levelno == logging.WARNING]
+
+
 def test_through_plane_model_on_an_isotropic_2mm_scan_warns_once(through_plane, caplog):
     scan = _t1_crop((2.0, 2.0, 2.0), (32, 32, 12))
-    with caplog.at_level(logging.WARNING, logger=SR_LOGGER):
-        through_plane.upscale(scan)
-    (msg,) = [r.getMessage() for r in caplog.records if r.name == SR_LOGGER and r.levelno == logging.WARNING]
+    (msg,) = _sr_warnings(through_plane, scan, caplog)
     assert "through-plane model" in msg and "0.5 mm apart" in msg
 
 
 def test_through_plane_model_on_a_thick_slice_scan_does_not_warn(through_plane, caplog):
     scan = _t1_crop((1.0, 1.0, 4.0), (32, 32, 12))
-    with caplog.at_level(logging.WARNING, logger=SR_LOGGER):
-        through_plane.upscale(scan)
-    assert not [r for r in caplog.records if r.name == SR_LOGGER and r.levelno == logging.WARNING]
+    assert not _sr_warnings(through_plane, scan, caplog)
 
 
 def test_isotropic_model_on_a_thick_slice_scan_suggests_the_through_plane_model(iso_2d, caplog):
     scan = _t1_crop((1.0, 1.0, 4.0), (32, 32, 4))
-    with caplog.at_level(logging.WARNING, logger=SR_LOGGER):
-        iso_2d.upscale(scan)
-    (msg,) = [r.getMessage() for r in caplog.records if r.name == SR_LOGGER and r.levelno == logging.WARNING]
+    (msg,) = _sr_warnings(iso_2d, scan, caplog)
     assert "thick-slice" in msg and "brain-mr-through-plane-x4" in msg
 
 
 def test_isotropic_model_on_an_isotropic_scan_does_not_warn(iso_2d, caplog):
     scan = _t1_crop((1.0, 1.0, 1.0), (32, 32, 4))
-    with caplog.at_level(logging.WARNING, logger=SR_LOGGER):
-        iso_2d.upscale(scan)
-    assert not [r for r in caplog.records if r.name == SR_LOGGER and r.levelno == logging.WARNING]
+    assert not _sr_warnings(iso_2d, scan, caplog)
 
 
 @pytest.mark.parametrize(("factor", "warns"), [("1", True), ("1,1,1", True), ("1,1,2", False)])

@@ -255,8 +255,10 @@ def train_detector(
     fake = _drop_constant(prepare_slices(_noting_headers(fake_slices, headers)), "fake")
     # the checkpoint is shared: the identifiers of the training scans' DICOM headers are cut out of the text it
     # records (name, command), before it is written (a folder named after the patient reached the command verbatim)
+    from medgan.io.identifiers import remove_identifiers_from_path
+
     identifiers = _training_identifiers(headers, sources)
-    name = _clean_name(name, identifiers)
+    name = remove_identifiers_from_path(str(name), identifiers)  # as medgan.train.config.exported_name
     command = _clean_command(command, identifiers)
     if real.shape[2:] != fake.shape[2:]:
         raise MedganError(f"real and fake slices must share one shape, got {real.shape[2:]} and {fake.shape[2:]}")
@@ -413,13 +415,6 @@ def _training_identifiers(
             files.add(str(source))
             found.append(source_identifiers(str(source)))
     return merge_identifiers(*found)
-
-
-def _clean_name(name: str, identifiers: Mapping[str, Any]) -> str:
-    """``name`` without the words that spell ``identifiers`` (as :func:`medgan.train.config.exported_name`)."""
-    from medgan.io.identifiers import remove_identifiers_from_path
-
-    return remove_identifiers_from_path(str(name), identifiers)
 
 
 def _clean_command(command: str | None, identifiers: Mapping[str, Any]) -> str | None:
