@@ -304,10 +304,9 @@ def run(args: argparse.Namespace) -> int:
         verb = "applies" if "," not in given else "apply"
         print(f"medgan upscale: error: {given} only {verb} with --adapt-steps N (N > 0)", file=sys.stderr)
         return 2
-    from pipelines.commands._outputs import check_outputs
+    from pipelines.commands._outputs import check_inputs, check_outputs
 
-    if not Path(args.input).exists():  # a missing IN, not the existing OUT it was given with, is the first problem
-        load_scan(args.input)  # raises load_scan's own "no such file or folder" error
+    check_inputs([args.input], outputs=[args.output])  # before "OUT exists": IN and OUT may be swapped
     # before the model is loaded and the scan computed: a write refused at the end wasted the whole run
     check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, fmt=args.format)
     # the scan before the model: an input load_scan refuses (a file not there, a folder without a scan, a slice split
